@@ -1,0 +1,39 @@
+"""plmkit: a small, readable and fast PyTorch library for pre-trained language models.
+
+    from plmkit import BertTokenizer, BertForSequenceClassification
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+
+__version__ = "0.1.0"
+
+_log = logging.getLogger("plmkit")
+if not _log.handlers:  # one plain line per notice, on stderr
+    _handler = logging.StreamHandler()
+    _handler.setFormatter(logging.Formatter("%(message)s"))
+    _log.addHandler(_handler)
+    _log.setLevel(logging.INFO)
+    _log.propagate = False
+
+# Public names, imported on first use so `import plmkit` stays light.
+_EXPORTS = {
+    "plmkit.models": ["AutoModel", "AutoModelForCausalLM", "AutoModelForMaskedLM", "AutoModelForPreTraining",
+                      "AutoModelForQuestionAnswering", "AutoModelForSequenceClassification",
+                      "AutoModelForTokenClassification", "BertConfig", "BertModel", "BertForPreTraining",
+                      "BertForMaskedLM", "BertForNextSentencePrediction", "BertForSequenceClassification",
+                      "BertForTokenClassification", "BertForQuestionAnswering"],
+    "plmkit.tokenization": ["Tokenizer", "AutoTokenizer"],
+}
+_ALIASES = {"BertTokenizer": ("plmkit.tokenization", "Tokenizer"), "BertTokenizerFast": ("plmkit.tokenization", "Tokenizer")}
+_WHERE = {name: (module, name) for module, names in _EXPORTS.items() for name in names} | _ALIASES
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'plmkit' has no attribute {name!r}")
+    module, attr = _WHERE[name]
+    return getattr(importlib.import_module(module), attr)

@@ -1,0 +1,58 @@
+"""BERT: plmkit names <-> Hugging Face `BertModel` / `BertFor*` names."""
+from __future__ import annotations
+
+from plmkit.convert.keys import KeyTable, rename
+
+BODY = KeyTable([
+    ("embeddings.word", "embeddings.word_embeddings"),
+    ("embeddings.position", "embeddings.position_embeddings"),
+    ("embeddings.token_type", "embeddings.token_type_embeddings"),
+    ("embeddings.norm", "embeddings.LayerNorm"),
+    ("layers.{i}.attn.q", "encoder.layer.{i}.attention.self.query"),
+    ("layers.{i}.attn.k", "encoder.layer.{i}.attention.self.key"),
+    ("layers.{i}.attn.v", "encoder.layer.{i}.attention.self.value"),
+    ("layers.{i}.attn.out", "encoder.layer.{i}.attention.output.dense"),
+    ("layers.{i}.attn_norm", "encoder.layer.{i}.attention.output.LayerNorm"),
+    ("layers.{i}.mlp.fc_in", "encoder.layer.{i}.intermediate.dense"),
+    ("layers.{i}.mlp.fc_out", "encoder.layer.{i}.output.dense"),
+    ("layers.{i}.mlp_norm", "encoder.layer.{i}.output.LayerNorm"),
+    ("pooler.dense", "pooler.dense"),
+])
+
+HEADS = KeyTable([
+    ("mlm.transform.dense", "cls.predictions.transform.dense"),
+    ("mlm.transform.norm", "cls.predictions.transform.LayerNorm"),
+    ("mlm.decoder", "cls.predictions.decoder"),
+    ("nsp", "cls.seq_relationship"),
+    ("classifier", "classifier"),
+    ("qa_outputs", "qa_outputs"),
+])
+
+PREFIX = "bert"
+MLM_BIAS = ("mlm.bias", "cls.predictions.bias")
+BUFFERS = ("position_ids", "token_type_ids")  # non-parameter buffers old HF checkpoints carry
+
+
+def to_hf(state: dict) -> dict:
+    out = rename(state, BODY, HEADS, PREFIX, to_hf=True)
+    if MLM_BIAS[0] in out:
+        out[MLM_BIAS[1]] = out.pop(MLM_BIAS[0])
+        out["cls.predictions.decoder.bias"] = out[MLM_BIAS[1]]  # HF ties the two
+    return out
+
+
+def from_hf(state: dict) -> dict:
+    state = {_modern_norm_names(k): v for k, v in state.items() if k.rsplit(".", 1)[-1] not in BUFFERS}
+    if MLM_BIAS[1] in state:
+        state.pop("cls.predictions.decoder.bias", None)
+        state[MLM_BIAS[0]] = state.pop(MLM_BIAS[1])
+    return rename(state, BODY, HEADS, PREFIX, to_hf=False)
+
+
+def _modern_norm_names(key: str) -> str:
+    """TF-era checkpoints call LayerNorm parameters gamma/beta."""
+    if key.endswith("LayerNorm.gamma"):
+        return key[: -len("gamma")] + "weight"
+    if key.endswith("LayerNorm.beta"):
+        return key[: -len("beta")] + "bias"
+    return key

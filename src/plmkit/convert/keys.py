@@ -1,0 +1,56 @@
+"""Key tables: our module names <-> Hugging Face's, as pairs of templates where ``{i}`` is a layer index."""
+from __future__ import annotations
+
+import re
+
+
+class KeyTable:
+    """Renames parameter keys ``<module path>.<param>`` between two naming schemes.
+
+    >>> t = KeyTable([("layers.{i}.attn.q", "encoder.layer.{i}.attention.self.query")])
+    >>> t.to_hf("layers.3.attn.q.weight")
+    'encoder.layer.3.attention.self.query.weight'
+    """
+
+    def __init__(self, pairs: list[tuple[str, str]]):
+        self.pairs = pairs
+        self._ours = [(_pattern(a), b) for a, b in pairs]
+        self._theirs = [(_pattern(b), a) for a, b in pairs]
+
+    @staticmethod
+    def _rename(key: str, rules) -> str | None:
+        for pattern, target in rules:
+            m = pattern.match(key)
+            if m:
+                return target.replace("{i}", m.group("i") or "") + m.group("param")
+        return None
+
+    def to_hf(self, key: str) -> str | None:
+        return self._rename(key, self._ours)
+
+    def from_hf(self, key: str) -> str | None:
+        return self._rename(key, self._theirs)
+
+
+def _pattern(template: str) -> re.Pattern:
+    body = re.escape(template).replace(re.escape("{i}"), r"(?P<i>\d+)")
+    if "(?P<i>" not in body:
+        body += r"(?P<i>)"
+    return re.compile(rf"^{body}(?P<param>\.[^.]+)$")
+
+
+def rename(state: dict, body: KeyTable, heads: KeyTable, prefix: str, to_hf: bool) -> dict:
+    """Rename every key: under ``prefix.`` (or bare) through ``body``, else through ``heads``.
+
+    Keys no table knows are kept as they are, so the loader can report them by name.
+    """
+    out = {}
+    for key, value in state.items():
+        inner, pre = (key[len(prefix) + 1:], prefix + ".") if key.startswith(prefix + ".") else (key, "")
+        new = (body.to_hf(inner) if to_hf else body.from_hf(inner))
+        if new is not None:
+            out[pre + new] = value
+            continue
+        new = heads.to_hf(key) if to_hf else heads.from_hf(key)
+        out[new if new is not None else key] = value
+    return out

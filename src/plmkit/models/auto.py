@@ -1,0 +1,91 @@
+"""`AutoModel*` entry points: pick the class from config.json's `model_type` and `architectures`."""
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+from plmkit.errors import ConfigError
+from plmkit.models.io import check_model_dir
+
+# model_type -> (module, {task: class name})
+REGISTRY: dict[str, tuple[str, dict[str, str]]] = {
+    "bert": ("plmkit.models.bert", {
+        "base": "BertModel", "pretraining": "BertForPreTraining", "masked-lm": "BertForMaskedLM",
+        "next-sentence": "BertForNextSentencePrediction", "sequence-classification": "BertForSequenceClassification",
+        "token-classification": "BertForTokenClassification", "question-answering": "BertForQuestionAnswering",
+    }),
+}
+
+
+def model_class(model_type: str, task: str):
+    if model_type not in REGISTRY:
+        raise ConfigError(f"model_type {model_type!r} is not supported; known: {', '.join(sorted(REGISTRY))}")
+    module, tasks = REGISTRY[model_type]
+    if task not in tasks:
+        raise ConfigError(f"{model_type} has no {task!r} model; it has: {', '.join(tasks)}")
+    return getattr(importlib.import_module(module), tasks[task])
+
+
+def read_model_type(path) -> tuple[str, list[str]]:
+    directory = check_model_dir(path)
+    try:
+        config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{directory}: no config.json") from None
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{directory / 'config.json'}:{err.lineno}:{err.colno}: not valid JSON ({err.msg})") from None
+    if "model_type" not in config:
+        raise ConfigError(f"{directory / 'config.json'}: no model_type field")
+    return config["model_type"], config.get("architectures") or []
+
+
+class _Auto:
+    task = "base"
+
+    @classmethod
+    def from_pretrained(cls, path, **config_overrides):
+        model_type, _ = read_model_type(path)
+        return model_class(model_type, cls.task).from_pretrained(path, **config_overrides)
+
+    @classmethod
+    def from_config(cls, config):
+        return model_class(config.model_type, cls.task)(config)
+
+
+class AutoModel(_Auto):
+    task = "base"
+
+
+class AutoModelForPreTraining(_Auto):
+    task = "pretraining"
+
+
+class AutoModelForMaskedLM(_Auto):
+    task = "masked-lm"
+
+
+class AutoModelForSequenceClassification(_Auto):
+    task = "sequence-classification"
+
+
+class AutoModelForTokenClassification(_Auto):
+    task = "token-classification"
+
+
+class AutoModelForQuestionAnswering(_Auto):
+    task = "question-answering"
+
+
+class AutoModelForCausalLM(_Auto):
+    task = "causal-lm"
+
+
+def load_any(path, **config_overrides):
+    """The exact class named in config.json's `architectures` (falls back to the base model)."""
+    model_type, architectures = read_model_type(path)
+    module, tasks = REGISTRY.get(model_type, (None, {}))
+    for task, name in tasks.items():
+        if name in architectures:
+            return model_class(model_type, task).from_pretrained(path, **config_overrides)
+    return AutoModel.from_pretrained(path, **config_overrides)

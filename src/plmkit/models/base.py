@@ -1,0 +1,127 @@
+"""What every plmkit model shares: loading and saving Hugging Face–format model directories."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from plmkit import convert
+from plmkit.errors import CheckpointError
+from plmkit.models.config import ModelConfig
+from plmkit.models.io import check_model_dir, read_weights, write_weights
+
+log = logging.getLogger("plmkit")
+
+
+class PreTrainedModel(nn.Module):
+    """Subclasses set ``config_class``; task models keep their encoder in ``base_prefix`` (e.g. ``bert``)."""
+
+    config_class: type[ModelConfig] = ModelConfig
+    base_prefix: str = ""
+    body_roots: tuple[str, ...] = ("embeddings", "layers")  # modules every checkpoint must provide
+    tied_keys: tuple[str, ...] = ()  # parameters that are the same tensor as another (not loaded twice)
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+
+    # -- initialisation -------------------------------------------------------------------------
+    def init_weights(self) -> None:
+        std = getattr(self.config, "initializer_range", 0.02)
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, std=std)
+                if isinstance(m, nn.Linear) and m.bias is not None:
+                    nn.init.zeros_(m.bias)
+                if isinstance(m, nn.Embedding) and m.padding_idx is not None:
+                    with torch.no_grad():
+                        m.weight[m.padding_idx].zero_()
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        params = {id(p): p for p in self.parameters() if p.requires_grad or not trainable_only}
+        return sum(p.numel() for p in params.values())
+
+    # -- saving ---------------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | Path) -> None:
+        """config.json + model.safetensors with Hugging Face names, so transformers loads it too."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.config.architectures = [type(self).__name__]
+        self.config.save(directory)
+        write_weights(directory, convert.to_hf(self.config.model_type, self.state_dict()))
+
+    # -- loading --------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path: str | Path, **config_overrides) -> "PreTrainedModel":
+        """Load a local directory written by plmkit or Hugging Face transformers.
+
+        ``config_overrides`` replace config fields, e.g. ``num_labels=3`` or ``id2label={...}``.
+        """
+        directory = check_model_dir(path)
+        config = cls.config_class.from_json_file(directory / "config.json")
+        if config_overrides:
+            config = cls.config_class.from_dict({**config.to_dict(), **config_overrides}, source=str(directory))
+        model = cls(config)
+        model.load_hf_state_dict(read_weights(directory), source=str(directory))
+        return model.eval()
+
+    def load_hf_state_dict(self, hf_state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+        """Load Hugging Face–named tensors: the encoder body must match exactly; heads that the
+        checkpoint lacks are initialised (and we say so), heads of other tasks are ignored."""
+        state = convert.from_hf(self.config.model_type, hf_state)
+        expected = self.state_dict()
+        state = self._align_prefix(state, expected)
+        for key, t in state.items():
+            if key in expected and expected[key].shape != t.shape:
+                raise CheckpointError(f"{source}: {key} has shape {tuple(t.shape)} in the checkpoint but "
+                                      f"{tuple(expected[key].shape)} in {type(self).__name__}: the config does not "
+                                      "fit these weights (a different num_labels needs a new head: load the base model)")
+        missing = [k for k in expected if k not in state and k not in self.tied_keys]
+        unexpected = [k for k in state if k not in expected]
+        body_missing = [k for k in missing if self._is_body(k)]
+        body_unexpected = [k for k in unexpected if self._is_body(k)]
+        if body_missing or body_unexpected:
+            raise CheckpointError(f"{source} does not fit {type(self).__name__}: "
+                                  + "; ".join(f"{what}: {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
+                                              for what, keys in (("missing", body_missing), ("unexpected", body_unexpected)) if keys))
+        self.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
+        if missing:
+            log.info("plmkit: %s: initialised %s from scratch (not in %s); train it before use",
+                     type(self).__name__, _summarise(missing), source)
+        if unexpected:
+            log.info("plmkit: %s: ignored %s from %s (not part of this model)",
+                     type(self).__name__, _summarise(unexpected), source)
+
+    def _is_body(self, key: str) -> bool:
+        """Encoder/decoder weights proper (under ``body_roots``), as opposed to heads and the pooler."""
+        if self.base_prefix:
+            if not key.startswith(self.base_prefix + "."):
+                return False
+            key = key[len(self.base_prefix) + 1:]
+        return key.split(".")[0] in self.body_roots
+
+    def _align_prefix(self, state: dict, expected: dict) -> dict:
+        """Base-model checkpoints lack the task model's prefix; task checkpoints have one a base model lacks."""
+        p = self.base_prefix + "." if self.base_prefix else ""
+        if p and not any(k.startswith(p) for k in state):
+            return {(k if k.split(".")[0] in self._head_roots(expected) else p + k): v for k, v in state.items()}
+        if not p:
+            prefixes = {k.split(".")[0] + "." for k in state if k not in expected and "." in k}
+            for prefix in prefixes:
+                if any(k.startswith(prefix) and k[len(prefix):] in expected for k in state):
+                    return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state.items()}
+        return state
+
+    def _head_roots(self, expected: dict) -> set[str]:
+        return {k.split(".")[0] for k in expected if not k.startswith(self.base_prefix + ".")}
+
+
+def _summarise(keys: list[str]) -> str:
+    """'classifier.{weight,bias}'-like short listing of parameter names."""
+    modules = sorted({k.rsplit(".", 1)[0] for k in keys})
+    return ", ".join(modules[:6]) + (f" and {len(modules) - 6} more" if len(modules) > 6 else "")

@@ -1,0 +1,337 @@
+"""BERT (Devlin et al., 2019, "BERT: Pre-training of Deep Bidirectional Transformers for Language
+Understanding") with its pretraining and task heads. Matches Hugging Face's `BertModel` and
+`BertFor*` classes weight for weight (names are mapped in plmkit.convert.bert).
+
+Padding costs nothing: when a batch has padding, the encoder drops padding tokens after the
+embedding lookup, runs every linear layer on real tokens only, (N, D), re-pads per sequence for
+attention, and re-pads the output at the end (padding positions of the outputs are zeros).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from plmkit.errors import ConfigError, PlmkitError
+from plmkit.models.base import PreTrainedModel
+from plmkit.models.config import ModelConfig
+from plmkit.models.outputs import (BaseModelOutput, ClassifierOutput, MaskedLMOutput, PreTrainingOutput,
+                                   QuestionAnsweringOutput)
+from plmkit.nn import FeedForward, MultiHeadAttention, TextEmbeddings, TransformerBlock, Unpadded
+from plmkit.nn.mlp import ACTIVATIONS
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class BertConfig(ModelConfig):
+    model_type = "bert"
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int = 0
+    position_embedding_type: str = "absolute"
+    classifier_dropout: float | None = None
+    tie_word_embeddings: bool = True
+    norm_first: bool = False  # plmkit extension: pre-LN blocks (not loadable as a Hugging Face BertModel)
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                     "max_position_embeddings"):
+            self._check(isinstance(getattr(self, name), int) and getattr(self, name) > 0,
+                        f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        self._check(self.hidden_size % self.num_attention_heads == 0,
+                    f"hidden_size={self.hidden_size} is not divisible by num_attention_heads={self.num_attention_heads}")
+        self._check(self.hidden_act in ACTIVATIONS, f"hidden_act={self.hidden_act!r} is not one of {sorted(ACTIVATIONS)}")
+        self._check(self.position_embedding_type == "absolute",
+                    f"position_embedding_type={self.position_embedding_type!r}: only 'absolute' is supported")
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            self._check(0.0 <= getattr(self, name) < 1.0, f"{name} must be in [0, 1)")
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "BertConfig":
+        if name not in BERT_PRESETS:
+            raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(BERT_PRESETS)}")
+        return cls(**{**BERT_PRESETS[name], **overrides})
+
+
+def _size(layers: int, hidden: int) -> dict:
+    return dict(num_hidden_layers=layers, hidden_size=hidden, num_attention_heads=hidden // 64,
+                intermediate_size=4 * hidden)
+
+
+# Turc et al., 2019 ("Well-Read Students Learn Better") sizes, plus BERT-base.
+BERT_PRESETS = {
+    "bert-tiny": _size(2, 128),
+    "bert-mini": _size(4, 256),
+    "bert-small": _size(4, 512),
+    "bert-medium": _size(8, 512),
+    "bert-base": _size(12, 768),
+}
+
+
+class BertPreTrainedModel(PreTrainedModel):
+    config_class = BertConfig
+    base_prefix = "bert"
+    body_roots = ("embeddings", "layers", "final_norm")
+
+
+class BertModel(BertPreTrainedModel):
+    """The encoder: embeddings, N post-LN Transformer blocks, and the [CLS] pooler."""
+
+    base_prefix = ""
+
+    def __init__(self, config: BertConfig, add_pooling_layer: bool = True):
+        super().__init__(config)
+        c = config
+        self.embeddings = TextEmbeddings(c.vocab_size, c.hidden_size, c.max_position_embeddings, c.type_vocab_size,
+                                         c.layer_norm_eps, c.hidden_dropout_prob, c.pad_token_id)
+        self.layers = nn.ModuleList(
+            TransformerBlock(
+                MultiHeadAttention(c.hidden_size, c.num_attention_heads, dropout=c.attention_probs_dropout_prob),
+                FeedForward(c.hidden_size, c.intermediate_size, c.hidden_act),
+                lambda: nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps),
+                norm_first=c.norm_first, dropout=c.hidden_dropout_prob)
+            for _ in range(c.num_hidden_layers))
+        self.final_norm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps) if c.norm_first else None
+        self.pooler = Pooler(c.hidden_size) if add_pooling_layer else None
+        self.init_weights()
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None,
+                position_ids: Tensor | None = None, output_attentions: bool = False,
+                output_hidden_states: bool = False, **unused) -> BaseModelOutput:
+        """input_ids: (B, T); attention_mask: (B, T) 1 = token, 0 = padding."""
+        _reject_unknown(unused)
+        b, t = input_ids.shape
+        if t > self.config.max_position_embeddings:
+            raise PlmkitError(f"input has {t} tokens but this model takes at most "
+                              f"{self.config.max_position_embeddings}: truncate it (e.g. tokenizer(..., truncation=True))")
+        if position_ids is None:
+            position_ids = torch.arange(t, device=input_ids.device).expand(b, t)
+        layout = None
+        if attention_mask is not None and not bool(attention_mask.all()):
+            layout = Unpadded.from_mask(attention_mask, self.embeddings.word.weight.dtype)
+        unpad = layout.unpad if layout is not None else (lambda x: x)
+        full = layout.repad if layout is not None else (lambda x: x)
+
+        x = self.embeddings(unpad(input_ids), unpad(position_ids),
+                            None if token_type_ids is None else unpad(token_type_ids))  # (B, T, D) or (N, D)
+        hidden, attentions = [full(x)] if output_hidden_states else None, [] if output_attentions else None
+        for layer in self.layers:
+            x, probs = layer(x, layout=layout, need_weights=output_attentions)
+            if output_hidden_states:
+                hidden.append(full(x))
+            if output_attentions:
+                attentions.append(probs)
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+        sequence = full(x)  # (B, T, D)
+        pooled = self.pooler(sequence) if self.pooler is not None else None
+        return BaseModelOutput(sequence, pooled, tuple(hidden) if hidden else None,
+                               tuple(attentions) if attentions else None)
+
+
+class Pooler(nn.Module):
+    """tanh(dense(h_[CLS])): the sentence representation NSP and classification heads read."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dense = nn.Linear(dim, dim)
+
+    def forward(self, sequence: Tensor) -> Tensor:  # (B, T, D) -> (B, D)
+        return torch.tanh(self.dense(sequence[:, 0]))
+
+
+def _reject_unknown(kwargs: dict) -> None:
+    if kwargs:
+        raise TypeError(f"unexpected model input(s): {', '.join(sorted(kwargs))}")
+
+
+class MaskedLMHead(nn.Module):
+    """transform (dense, activation, LayerNorm), then the vocabulary projection tied to the embeddings."""
+
+    def __init__(self, config: BertConfig, word_embeddings: nn.Embedding):
+        super().__init__()
+        c = config
+        self.transform = nn.ModuleDict({"dense": nn.Linear(c.hidden_size, c.hidden_size),
+                                        "norm": nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)})
+        self.act = ACTIVATIONS[c.hidden_act]
+        self.decoder = nn.Linear(c.hidden_size, c.vocab_size, bias=False)
+        if c.tie_word_embeddings:
+            self.decoder.weight = word_embeddings.weight
+        self.bias = nn.Parameter(torch.zeros(c.vocab_size))
+
+    def forward(self, h: Tensor) -> Tensor:  # (..., D) -> (..., V)
+        h = self.transform["norm"](self.act(self.transform["dense"](h)))
+        return F.linear(h, self.decoder.weight, self.bias)
+
+
+def mlm_logits_and_loss(head: MaskedLMHead, sequence: Tensor, labels: Tensor | None,
+                        sparse_prediction: bool) -> tuple[Tensor, Tensor | None]:
+    """Vocabulary logits (B, T, V), or only at labelled positions (M, V) when ``sparse_prediction``:
+    the vocabulary projection is the largest matmul of a small BERT, and the loss only needs those rows."""
+    if labels is None:
+        return head(sequence), None
+    if sparse_prediction:
+        flat = labels.reshape(-1)
+        picked = (flat != IGNORE_INDEX).nonzero().squeeze(1)  # (M,)
+        logits = head(sequence.reshape(-1, sequence.shape[-1])[picked])  # (M, V)
+        return logits, F.cross_entropy(logits.float(), flat[picked])
+    logits = head(sequence)
+    return logits, F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
+                                   ignore_index=IGNORE_INDEX)
+
+
+class BertForMaskedLM(BertPreTrainedModel):
+    tied_keys = ("mlm.decoder.weight",)
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config)
+        self.bert = BertModel(config, add_pooling_layer=False)
+        self.mlm = MaskedLMHead(config, self.bert.embeddings.word)
+        self.init_weights()
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
+                sparse_prediction: bool = False, output_attentions=False, output_hidden_states=False) -> MaskedLMOutput:
+        """labels: (B, T) token ids at masked positions, -100 elsewhere."""
+        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_attentions, output_hidden_states)
+        logits, loss = mlm_logits_and_loss(self.mlm, out.last_hidden_state, labels, sparse_prediction)
+        return MaskedLMOutput(loss, logits, out.hidden_states, out.attentions)
+
+
+class BertForPreTraining(BertPreTrainedModel):
+    """Masked LM + next-sentence prediction, BERT's two pretraining objectives."""
+
+    tied_keys = ("mlm.decoder.weight",)
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config)
+        self.bert = BertModel(config)
+        self.mlm = MaskedLMHead(config, self.bert.embeddings.word)
+        self.nsp = nn.Linear(config.hidden_size, 2)
+        self.init_weights()
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
+                next_sentence_label=None, sparse_prediction: bool = False, output_attentions=False,
+                output_hidden_states=False) -> PreTrainingOutput:
+        """labels: (B, T) masked-token targets (-100 elsewhere); next_sentence_label: (B,) 0 = B follows A, 1 = random."""
+        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_attentions, output_hidden_states)
+        logits, mlm_loss = mlm_logits_and_loss(self.mlm, out.last_hidden_state, labels, sparse_prediction)
+        nsp_logits = self.nsp(out.pooler_output)  # (B, 2)
+        nsp_loss = None if next_sentence_label is None else F.cross_entropy(nsp_logits.float(), next_sentence_label.view(-1))
+        losses = [l for l in (mlm_loss, nsp_loss) if l is not None]
+        return PreTrainingOutput(sum(losses) if losses else None, logits, nsp_logits, mlm_loss, nsp_loss,
+                                 out.hidden_states, out.attentions)
+
+
+class BertForNextSentencePrediction(BertPreTrainedModel):
+    def __init__(self, config: BertConfig):
+        super().__init__(config)
+        self.bert = BertModel(config)
+        self.nsp = nn.Linear(config.hidden_size, 2)
+        self.init_weights()
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
+                output_attentions=False, output_hidden_states=False) -> ClassifierOutput:
+        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_attentions, output_hidden_states)
+        logits = self.nsp(out.pooler_output)  # (B, 2)
+        loss = None if labels is None else F.cross_entropy(logits.float(), labels.view(-1))
+        return ClassifierOutput(loss, logits, out.hidden_states, out.attentions)
+
+
+def _dropout(config: BertConfig) -> nn.Dropout:
+    p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+    return nn.Dropout(p)
+
+
+def classification_loss(logits: Tensor, labels: Tensor, problem_type: str | None) -> Tensor:
+    """Hugging Face's `problem_type` rules: regression (MSE), single-label (CE) or multi-label (BCE)."""
+    n = logits.shape[-1]
+    if problem_type is None:
+        problem_type = ("regression" if n == 1 else "single_label_classification"
+                        if labels.dtype in (torch.long, torch.int) else "multi_label_classification")
+    if problem_type == "regression":
+        return F.mse_loss((logits.squeeze(-1) if n == 1 else logits).float(), labels.float())
+    if problem_type == "single_label_classification":
+        return F.cross_entropy(logits.reshape(-1, n).float(), labels.reshape(-1))
+    return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
+
+
+class BertForSequenceClassification(BertPreTrainedModel):
+    """[CLS] pooled output -> dropout -> linear; single-label, multi-label or regression."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config)
+        self.bert = BertModel(config)
+        self.dropout = _dropout(config)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.init_weights()
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
+                output_attentions=False, output_hidden_states=False) -> ClassifierOutput:
+        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_attentions, output_hidden_states)
+        logits = self.classifier(self.dropout(out.pooler_output))  # (B, C)
+        loss = None if labels is None else classification_loss(logits, labels, self.config.problem_type)
+        return ClassifierOutput(loss, logits, out.hidden_states, out.attentions)
+
+
+class BertForTokenClassification(BertPreTrainedModel):
+    """Per-token labels (NER): sequence output -> dropout -> linear; label -100 is ignored."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config)
+        self.bert = BertModel(config, add_pooling_layer=False)
+        self.dropout = _dropout(config)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.init_weights()
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
+                output_attentions=False, output_hidden_states=False) -> ClassifierOutput:
+        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_attentions, output_hidden_states)
+        logits = self.classifier(self.dropout(out.last_hidden_state))  # (B, T, C)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
+                                   ignore_index=IGNORE_INDEX)
+        return ClassifierOutput(loss, logits, out.hidden_states, out.attentions)
+
+
+class BertForQuestionAnswering(BertPreTrainedModel):
+    """Extractive QA: start/end logits per token.
+
+    Unlike Hugging Face, padding positions get the lowest logit, so they never win an answer span and
+    never enter the loss's softmax (with unpadded batches the two agree exactly).
+    """
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config)
+        self.bert = BertModel(config, add_pooling_layer=False)
+        self.qa_outputs = nn.Linear(config.hidden_size, 2)
+        self.init_weights()
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
+                start_positions=None, end_positions=None, output_attentions=False,
+                output_hidden_states=False) -> QuestionAnsweringOutput:
+        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_attentions, output_hidden_states)
+        logits = self.qa_outputs(out.last_hidden_state)  # (B, T, 2)
+        if attention_mask is not None:
+            logits = logits.masked_fill(~attention_mask.bool()[..., None], torch.finfo(logits.dtype).min)
+        start, end = logits.unbind(-1)  # (B, T) each
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            t = start.shape[1]  # positions outside the input are ignored, as in HF
+            loss = (F.cross_entropy(start.float(), start_positions.view(-1).clamp(0, t), ignore_index=t)
+                    + F.cross_entropy(end.float(), end_positions.view(-1).clamp(0, t), ignore_index=t)) / 2
+        return QuestionAnsweringOutput(loss, start, end, out.hidden_states, out.attentions)

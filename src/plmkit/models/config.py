@@ -1,0 +1,104 @@
+"""Model configurations: dataclasses with Hugging Face's config.json field names, validated on load."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from plmkit.errors import ConfigError
+
+# Keys Hugging Face writes into every config.json that say nothing about the architecture.
+IGNORED_HF_KEYS = frozenset({
+    "transformers_version", "_name_or_path", "torch_dtype", "dtype", "gradient_checkpointing", "use_cache",
+    "output_attentions", "output_hidden_states", "return_dict", "torchscript", "chunk_size_feed_forward",
+    "pruned_heads", "is_decoder", "add_cross_attention", "tokenizer_class", "finetuning_task", "prefix",
+    "task_specific_params", "_attn_implementation_autoset", "directionality", "is_encoder_decoder",
+    "sep_token_id", "decoder_start_token_id", "num_labels",
+})
+
+
+@dataclass
+class ModelConfig:
+    """Fields every model shares: label names and the task head's problem type."""
+
+    model_type: ClassVar[str] = ""
+    id2label: dict[int, str] | None = None
+    label2id: dict[str, int] | None = None
+    problem_type: str | None = None  # regression | single_label_classification | multi_label_classification
+    architectures: list[str] | None = None
+
+    def __post_init__(self):
+        if self.id2label is not None:
+            self.id2label = {int(k): str(v) for k, v in self.id2label.items()}
+            self.label2id = {v: k for k, v in self.id2label.items()}
+        elif self.label2id is not None:
+            self.label2id = {str(k): int(v) for k, v in self.label2id.items()}
+            self.id2label = {v: k for k, v in self.label2id.items()}
+        problems = (None, "regression", "single_label_classification", "multi_label_classification")
+        if self.problem_type not in problems:
+            raise ConfigError(f"problem_type={self.problem_type!r} is not one of {problems[1:]}")
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.id2label) if self.id2label else 2
+
+    def with_labels(self, labels: list[str] | int) -> "ModelConfig":
+        """A copy with label names (or N generic ones: LABEL_0 ...)."""
+        names = [f"LABEL_{i}" for i in range(labels)] if isinstance(labels, int) else list(labels)
+        return dataclasses.replace(self, id2label=dict(enumerate(names)), label2id=None)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "config") -> "ModelConfig":
+        d = dict(d)
+        model_type = d.pop("model_type", cls.model_type)
+        if model_type != cls.model_type:
+            raise ConfigError(f"{source}: model_type is {model_type!r}, expected {cls.model_type!r}")
+        num_labels = d.get("num_labels")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(k for k in d if k not in names and k not in IGNORED_HF_KEYS)
+        if unknown:
+            raise ConfigError(f"{source}: unknown key(s) {', '.join(map(repr, unknown))} for {cls.__name__}; "
+                              f"known keys: {', '.join(sorted(names))}")
+        try:
+            config = cls(**{k: v for k, v in d.items() if k in names})
+        except TypeError as err:
+            raise ConfigError(f"{source}: {err}") from None
+        if num_labels is not None and config.id2label is None:
+            config = config.with_labels(int(num_labels))
+        return config
+
+    @classmethod
+    def from_json_file(cls, path: str | Path) -> "ModelConfig":
+        path = Path(path)
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no config.json; a model directory needs config.json + model.safetensors") from None
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{path}:{err.lineno}:{err.colno}: config.json is not valid JSON ({err.msg})") from None
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"{path}: config.json is not UTF-8 (byte {err.start})") from None
+        if not isinstance(d, dict):
+            raise ConfigError(f"{path}: config.json must hold a JSON object")
+        return cls.from_dict(d, source=str(path))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {"model_type": self.model_type, **dataclasses.asdict(self)}
+        return {k: v for k, v in d.items() if v is not None}
+
+    def save(self, directory: str | Path) -> None:
+        from plmkit.models.io import atomic_write_text
+        atomic_write_text(Path(directory) / "config.json", json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    def _check(self, condition: bool, message: str) -> None:
+        if not condition:
+            raise ConfigError(f"{type(self).__name__}: {message}")
+
+
+def preset_names(presets: dict) -> str:
+    return ", ".join(sorted(presets))
+
+
+__all__ = ["ModelConfig", "IGNORED_HF_KEYS", "field"]

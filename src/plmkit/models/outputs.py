@@ -1,0 +1,75 @@
+"""Model outputs: dataclasses with Hugging Face's field names (`loss`, `logits`, ...)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from torch import Tensor
+
+
+class ModelOutput:
+    """Attribute access, plus `out["logits"]` and `out[0]` over the fields that are set (as HF)."""
+
+    def to_tuple(self) -> tuple:
+        return tuple(getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None)
+
+    def __getitem__(self, key):
+        return getattr(self, key) if isinstance(key, str) else self.to_tuple()[key]
+
+    def keys(self) -> list[str]:
+        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
+
+
+@dataclass
+class BaseModelOutput(ModelOutput):
+    last_hidden_state: Tensor  # (B, T, D)
+    pooler_output: Tensor | None = None  # (B, D)
+    hidden_states: tuple[Tensor, ...] | None = None  # embeddings + each layer, (B, T, D)
+    attentions: tuple[Tensor, ...] | None = None  # each layer, (B, H, T, T)
+    past_key_values: object | None = None
+
+
+@dataclass
+class MaskedLMOutput(ModelOutput):
+    loss: Tensor | None = None
+    logits: Tensor | None = None  # (B, T, V), or (M, V) for the M labelled positions with sparse_prediction
+    hidden_states: tuple[Tensor, ...] | None = None
+    attentions: tuple[Tensor, ...] | None = None
+
+
+@dataclass
+class PreTrainingOutput(ModelOutput):
+    loss: Tensor | None = None  # mlm_loss + nsp_loss
+    prediction_logits: Tensor | None = None  # (B, T, V) or (M, V) sparse
+    seq_relationship_logits: Tensor | None = None  # (B, 2)
+    mlm_loss: Tensor | None = None
+    nsp_loss: Tensor | None = None
+    hidden_states: tuple[Tensor, ...] | None = None
+    attentions: tuple[Tensor, ...] | None = None
+
+
+@dataclass
+class ClassifierOutput(ModelOutput):
+    """Sequence-, token- and sentence-pair classification."""
+
+    loss: Tensor | None = None
+    logits: Tensor | None = None  # (B, C) or (B, T, C)
+    hidden_states: tuple[Tensor, ...] | None = None
+    attentions: tuple[Tensor, ...] | None = None
+
+
+@dataclass
+class QuestionAnsweringOutput(ModelOutput):
+    loss: Tensor | None = None
+    start_logits: Tensor | None = None  # (B, T)
+    end_logits: Tensor | None = None  # (B, T)
+    hidden_states: tuple[Tensor, ...] | None = None
+    attentions: tuple[Tensor, ...] | None = None
+
+
+@dataclass
+class CausalLMOutput(ModelOutput):
+    loss: Tensor | None = None
+    logits: Tensor | None = None  # (B, T, V)
+    past_key_values: object | None = None
+    hidden_states: tuple[Tensor, ...] | None = None
+    attentions: tuple[Tensor, ...] | None = None

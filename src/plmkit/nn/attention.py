@@ -1,0 +1,102 @@
+"""Multi-head attention (Vaswani et al., 2017): softmax(Q Kᵀ / √d_head) V, per head.
+
+One module serves self- and cross-attention, encoders (padding masks) and decoders (causal masks,
+grouped-query attention). The fast path calls `scaled_dot_product_attention`; the explicit path
+computes the same thing by hand and also returns the attention probabilities for inspection.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from plmkit.nn.masks import Unpadded, causal_bias
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = None, causal: bool = False,
+           dropout: float = 0.0, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+    """q: (B, H, T_q, d), k/v: (B, H_kv, T_k, d) -> (B, H, T_q, d) and, if asked, probs (B, H, T_q, T_k).
+
+    ``bias`` is an additive mask (see plmkit.nn.masks); ``causal`` adds the causal mask
+    and must only be used when ``bias`` does not already contain it.
+    """
+    if k.shape[1] != q.shape[1]:  # grouped-query attention: share each k/v head among a group
+        groups = q.shape[1] // k.shape[1]
+        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    if not need_weights:
+        if causal and bias is not None:
+            bias = bias + causal_bias(q.shape[2], k.shape[2], q.dtype, q.device)
+            causal = False
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout, is_causal=causal)
+        return out, None
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, T_q, T_k)
+    if bias is not None:
+        scores = scores + bias
+    if causal:
+        scores = scores + causal_bias(q.shape[2], k.shape[2], q.dtype, q.device)
+    probs = scores.softmax(dim=-1)
+    out = F.dropout(probs, dropout) @ v if dropout else probs @ v
+    return out, probs
+
+
+class MultiHeadAttention(nn.Module):
+    """Separate q/k/v/out projections; heads really split: d_model = n_heads * d_head."""
+
+    def __init__(self, d_model: int, n_heads: int, n_kv_heads: int | None = None, bias: bool = True,
+                 dropout: float = 0.0, d_head: int | None = None):
+        super().__init__()
+        self.n_heads, self.n_kv_heads = n_heads, n_kv_heads or n_heads
+        self.d_head = d_head or d_model // n_heads
+        if d_head is None and d_model % n_heads:
+            raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(f"n_heads={n_heads} is not a multiple of n_kv_heads={self.n_kv_heads}")
+        self.dropout = dropout
+        self.q = nn.Linear(d_model, self.n_heads * self.d_head, bias=bias)
+        self.k = nn.Linear(d_model, self.n_kv_heads * self.d_head, bias=bias)
+        self.v = nn.Linear(d_model, self.n_kv_heads * self.d_head, bias=bias)
+        self.out = nn.Linear(self.n_heads * self.d_head, d_model, bias=bias)
+
+    def _split(self, x: Tensor, n: int) -> Tensor:
+        """(B, T, n*d) -> (B, n, T, d)"""
+        return x.view(x.shape[0], x.shape[1], n, self.d_head).transpose(1, 2)
+
+    def project_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """One fused matmul for q, k and v (the module keeps them as separate weights)."""
+        w = torch.cat([self.q.weight, self.k.weight, self.v.weight])
+        b = None if self.q.bias is None else torch.cat([self.q.bias, self.k.bias, self.v.bias])
+        qkv = F.linear(x, w, b)
+        kv = self.n_kv_heads * self.d_head
+        return qkv.split([self.n_heads * self.d_head, kv, kv], dim=-1)
+
+    def forward(self, x: Tensor, bias: Tensor | None = None, *, causal: bool = False,
+                layout: Unpadded | None = None, context: Tensor | None = None,
+                rotary=None, cache=None, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        """x: (B, T, D), or (N, D) real tokens when ``layout`` says where they sit.
+
+        context: (B, S, D) keys/values source for cross-attention (default: x itself).
+        rotary: callable (q, k) -> (q, k) applying position rotations to (B, H, T, d) tensors.
+        cache: object with ``update(k, v) -> (k_all, v_all)`` holding past keys/values.
+        Returns (B, T, D) or (N, D), and probs (B, H, T_q, T_k) when need_weights.
+        """
+        if context is None:
+            q, k, v = self.project_qkv(x)
+            if layout is not None:
+                q, k, v = layout.repad(torch.cat([q, k, v], -1)).split([q.shape[-1], k.shape[-1], v.shape[-1]], -1)
+        else:
+            q = self.q(x) if layout is None else layout.repad(self.q(x))
+            k, v = self.k(context), self.v(context)
+        q, k, v = self._split(q, self.n_heads), self._split(k, self.n_kv_heads), self._split(v, self.n_kv_heads)
+        if rotary is not None:
+            q, k = rotary(q, k)
+        if cache is not None:
+            k, v = cache.update(k, v)
+        if layout is not None and bias is None:
+            bias = layout.bias
+        y, probs = attend(q, k, v, bias, causal, self.dropout if self.training else 0.0, need_weights)
+        y = y.transpose(1, 2).reshape(q.shape[0], q.shape[2], self.n_heads * self.d_head)  # (B, T, H*d)
+        if layout is not None:
+            y = layout.unpad(y)
+        return self.out(y), probs

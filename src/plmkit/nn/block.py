@@ -1,0 +1,44 @@
+"""The Transformer block: (self-attention, optional cross-attention, feed-forward), each wrapped in a
+residual connection and a norm: after the residual (post-LN: BERT, the original Transformer) or
+before the sublayer (pre-LN: GPT-2, Llama, stable fast training).
+"""
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from plmkit.nn.attention import MultiHeadAttention
+from plmkit.nn.masks import Unpadded
+from plmkit.nn.mlp import FeedForward
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, attn: MultiHeadAttention, mlp: FeedForward, norm: callable, *, norm_first: bool = False,
+                 dropout: float = 0.0, cross_attn: MultiHeadAttention | None = None):
+        """``norm`` builds one normalisation layer (e.g. ``lambda: nn.LayerNorm(d, eps)``)."""
+        super().__init__()
+        self.norm_first = norm_first
+        self.attn, self.attn_norm = attn, norm()
+        self.cross_attn = cross_attn
+        self.cross_norm = norm() if cross_attn is not None else None
+        self.mlp, self.mlp_norm = mlp, norm()
+        self.dropout = nn.Dropout(dropout)
+
+    def _residual(self, x: Tensor, norm: nn.Module, sublayer) -> tuple[Tensor, Tensor | None]:
+        if self.norm_first:
+            y, probs = sublayer(norm(x))
+            return x + self.dropout(y), probs
+        y, probs = sublayer(x)
+        return norm(x + self.dropout(y)), probs
+
+    def forward(self, x: Tensor, bias: Tensor | None = None, *, causal: bool = False,
+                layout: Unpadded | None = None, rotary=None, cache=None,
+                context: Tensor | None = None, context_bias: Tensor | None = None,
+                need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        """x: (B, T, D) or (N, D) with ``layout``. Returns x and the self-attention probabilities."""
+        x, probs = self._residual(x, self.attn_norm, lambda h: self.attn(
+            h, bias, causal=causal, layout=layout, rotary=rotary, cache=cache, need_weights=need_weights))
+        if self.cross_attn is not None:
+            x, _ = self._residual(x, self.cross_norm, lambda h: self.cross_attn(h, context_bias, layout=layout,
+                                                                              context=context))
+        x, _ = self._residual(x, self.mlp_norm, lambda h: (self.mlp(h), None))
+        return x, probs

@@ -1,0 +1,43 @@
+"""Input embeddings: tokens, learned or sinusoidal positions, token types (segments)."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+def sinusoidal_table(n_positions: int, dim: int, sin_first: bool = True) -> Tensor:
+    """(n_positions, dim) fixed position codes of "Attention is all you need".
+
+    Halves layout: [sin(p·ω) | cos(p·ω)] (``sin_first``, as Marian stores them) or [cos | sin].
+    """
+    half = dim // 2
+    freq = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float64) / half)  # (half,)
+    angles = torch.arange(n_positions, dtype=torch.float64)[:, None] * freq[None]  # (P, half)
+    parts = [angles.sin(), angles.cos()] if sin_first else [angles.cos(), angles.sin()]
+    table = torch.zeros(n_positions, dim, dtype=torch.float64)
+    table[:, : 2 * half] = torch.cat(parts, dim=1)
+    return table.float()
+
+
+class TextEmbeddings(nn.Module):
+    """token + learned position (+ token type) embeddings, then LayerNorm and dropout (BERT style).
+
+    Works on any index shape: (B, T) batches or (N,) unpadded tokens.
+    """
+
+    def __init__(self, vocab_size: int, dim: int, max_positions: int, type_vocab_size: int = 0,
+                 eps: float = 1e-12, dropout: float = 0.0, pad_token_id: int | None = None):
+        super().__init__()
+        self.word = nn.Embedding(vocab_size, dim, padding_idx=pad_token_id)
+        self.position = nn.Embedding(max_positions, dim)
+        self.token_type = nn.Embedding(type_vocab_size, dim) if type_vocab_size else None
+        self.norm = nn.LayerNorm(dim, eps=eps)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, input_ids: Tensor, position_ids: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
+        x = self.word(input_ids) + self.position(position_ids)  # (..., D)
+        if self.token_type is not None:
+            x = x + self.token_type(token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids))
+        return self.dropout(self.norm(x))

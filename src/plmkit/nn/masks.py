@@ -1,0 +1,72 @@
+"""Attention-mask conventions, kept in one place.
+
+User-facing (Hugging Face convention): ``attention_mask`` is (B, T) with 1 for real tokens
+and 0 for padding.
+
+Inside attention a mask is an additive *bias*, broadcastable to (B, n_heads, T_q, T_k): 0 where a
+query may attend to a key, the dtype's most negative finite value where it may not. A finite value
+(not -inf) keeps fully masked rows (a padding query under a causal mask) free of NaN.
+
+Padding waste: `Unpadded` removes padding tokens so that linear layers and the feed-forward only
+see real tokens, (B, T, D) -> (N, D); attention re-pads per sequence and drops padding again.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+def padding_bias(attention_mask: Tensor, dtype: torch.dtype) -> Tensor:
+    """(B, T_k) 1/0 mask -> (B, 1, 1, T_k) additive bias hiding padding keys."""
+    keep = attention_mask.bool()[:, None, None, :]
+    return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill(~keep, torch.finfo(dtype).min)
+
+
+def causal_bias(t_q: int, t_k: int, dtype: torch.dtype, device=None) -> Tensor:
+    """(1, 1, T_q, T_k) bias letting query i see keys up to i + (T_k - T_q) (the cached prefix)."""
+    allowed = torch.ones(t_q, t_k, dtype=torch.bool, device=device).tril(diagonal=t_k - t_q)
+    return torch.zeros(t_q, t_k, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)[None, None]
+
+
+def attention_bias(attention_mask: Tensor | None, t_q: int, causal: bool, dtype: torch.dtype,
+                   device=None) -> Tensor | None:
+    """The one bias a layer needs: padding and/or causal; None when nothing is masked."""
+    bias = None
+    if attention_mask is not None and not bool(attention_mask.all()):
+        bias = padding_bias(attention_mask, dtype)
+    if causal:
+        t_k = attention_mask.shape[-1] if attention_mask is not None else t_q
+        c = causal_bias(t_q, t_k, dtype, device if attention_mask is None else attention_mask.device)
+        bias = c if bias is None else (bias + c).clamp_min(torch.finfo(dtype).min)
+    return bias
+
+
+@dataclass
+class Unpadded:
+    """Where the real tokens of a right- or left-padded (B, T) batch sit.
+
+    ``indices`` are positions in the flattened (B*T) batch, in row-major order.
+    """
+
+    indices: Tensor  # (N,)
+    batch: int
+    seqlen: int
+    bias: Tensor  # (B, 1, 1, T) padding bias for attention on re-padded tensors
+
+    @classmethod
+    def from_mask(cls, attention_mask: Tensor, dtype: torch.dtype) -> "Unpadded":
+        b, t = attention_mask.shape
+        indices = attention_mask.reshape(-1).nonzero().squeeze(1)
+        return cls(indices, b, t, padding_bias(attention_mask, dtype))
+
+    def unpad(self, x: Tensor) -> Tensor:
+        """(B, T, ...) -> (N, ...)"""
+        return x.reshape(self.batch * self.seqlen, *x.shape[2:])[self.indices]
+
+    def repad(self, x: Tensor) -> Tensor:
+        """(N, ...) -> (B, T, ...) with zeros at padding."""
+        out = x.new_zeros(self.batch * self.seqlen, *x.shape[1:])
+        out = out.index_copy(0, self.indices, x)
+        return out.view(self.batch, self.seqlen, *x.shape[1:])

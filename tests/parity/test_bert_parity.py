@@ -1,0 +1,146 @@
+"""Parity with Hugging Face transformers' BERT, in fp32: every head, padded batches, both directions."""
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+import plmkit.models.bert as ours  # noqa: E402
+from plmkit import convert  # noqa: E402
+
+TOL = dict(atol=1e-5, rtol=1e-5)
+TINY = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+            max_position_embeddings=64, type_vocab_size=2, hidden_dropout_prob=0.1,
+            attention_probs_dropout_prob=0.1)
+HEADS = ["BertModel", "BertForPreTraining", "BertForMaskedLM", "BertForNextSentencePrediction",
+         "BertForSequenceClassification", "BertForTokenClassification", "BertForQuestionAnswering"]
+
+
+def batch(b=3, t=11, vocab=99):
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(1, vocab, (b, t), generator=g)
+    mask = torch.ones(b, t, dtype=torch.long)
+    mask[1, 7:] = 0
+    mask[2, 4:] = 0
+    ids[mask == 0] = 0
+    types = torch.zeros(b, t, dtype=torch.long)
+    types[:, 5:] = 1
+    return dict(input_ids=ids, attention_mask=mask, token_type_ids=types)
+
+
+def labels_for(name, inputs, num_labels=3):
+    b, t = inputs["input_ids"].shape
+    g = torch.Generator().manual_seed(2)
+    if name in ("BertForPreTraining", "BertForMaskedLM"):
+        labels = torch.full((b, t), -100)
+        labels[:, 1:4] = inputs["input_ids"][:, 1:4]
+        extra = {"next_sentence_label": torch.tensor([0, 1, 0])} if name == "BertForPreTraining" else {}
+        return {"labels": labels, **extra}
+    if name in ("BertForNextSentencePrediction", "BertForSequenceClassification"):
+        return {"labels": torch.randint(0, 2 if "Next" in name else num_labels, (b,), generator=g)}
+    if name == "BertForTokenClassification":
+        labels = torch.randint(0, num_labels, (b, t), generator=g)
+        return {"labels": labels.masked_fill(inputs["attention_mask"] == 0, -100)}
+    if name == "BertForQuestionAnswering":
+        return {"start_positions": torch.tensor([1, 2, 3]), "end_positions": torch.tensor([4, 5, 3])}
+    return {}
+
+
+def compare(hf_out, our_out, mask):
+    keep = mask.bool()
+    for field in ("last_hidden_state", "logits", "prediction_logits", "start_logits", "end_logits"):
+        h = getattr(hf_out, field, None)
+        if h is None:
+            continue
+        o = getattr(our_out, field)
+        if h.dim() >= 2 and h.shape[:2] == keep.shape:  # per-token outputs: real tokens only
+            h, o = h[keep], o[keep]
+        torch.testing.assert_close(o, h, **TOL)
+    for field in ("pooler_output", "seq_relationship_logits", "loss"):
+        h = getattr(hf_out, field, None)
+        if h is not None:
+            torch.testing.assert_close(getattr(our_out, field), h, **TOL)
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_hf_checkpoint_loads_and_matches(name, tmp_path):
+    torch.manual_seed(0)
+    num_labels = 2 if name == "BertForQuestionAnswering" else 3  # HF's QA head has num_labels outputs
+    hf = getattr(transformers, name)(transformers.BertConfig(**TINY, num_labels=num_labels)).eval()
+    hf.save_pretrained(tmp_path)
+    model = getattr(ours, name).from_pretrained(tmp_path)
+    inputs = batch()
+    labels = labels_for(name, inputs) if name != "BertForQuestionAnswering" else {}
+    with torch.no_grad():
+        hf_out = hf(**inputs, **labels, output_hidden_states=True, output_attentions=True)
+        our_out = model(**inputs, **labels, output_hidden_states=True, output_attentions=True)
+    compare(hf_out, our_out, inputs["attention_mask"])
+    keep = inputs["attention_mask"].bool()
+    for h, o in zip(hf_out.hidden_states, our_out.hidden_states):
+        torch.testing.assert_close(o[keep], h[keep], **TOL)
+    for h, o in zip(hf_out.attentions, our_out.attentions):  # real query rows; padding keys get 0 in both
+        torch.testing.assert_close(o.transpose(1, 2)[keep], h.transpose(1, 2)[keep], **TOL)
+
+
+def test_question_answering_loss_matches_without_padding(tmp_path):
+    hf = transformers.BertForQuestionAnswering(transformers.BertConfig(**TINY)).eval()
+    hf.save_pretrained(tmp_path)
+    model = ours.BertForQuestionAnswering.from_pretrained(tmp_path)
+    inputs = batch()
+    inputs["attention_mask"] = torch.ones_like(inputs["attention_mask"])
+    labels = labels_for("BertForQuestionAnswering", inputs)
+    with torch.no_grad():
+        compare(hf(**inputs, **labels), model(**inputs, **labels), inputs["attention_mask"])
+
+
+@pytest.mark.parametrize("problem", ["regression", "multi_label_classification"])
+def test_sequence_classification_problem_types(problem, tmp_path):
+    n = 1 if problem == "regression" else 3
+    hf = transformers.BertForSequenceClassification(transformers.BertConfig(**TINY, num_labels=n,
+                                                                            problem_type=problem)).eval()
+    hf.save_pretrained(tmp_path)
+    model = ours.BertForSequenceClassification.from_pretrained(tmp_path)
+    inputs = batch()
+    labels = torch.rand(3) if n == 1 else torch.randint(0, 2, (3, n)).float()
+    with torch.no_grad():
+        compare(hf(**inputs, labels=labels), model(**inputs, labels=labels), inputs["attention_mask"])
+
+
+def test_sparse_prediction_gives_the_same_loss():
+    model = ours.BertForPreTraining(ours.BertConfig(**TINY)).eval()
+    inputs = batch()
+    labels = labels_for("BertForPreTraining", inputs)
+    with torch.no_grad():
+        dense = model(**inputs, **labels)
+        sparse = model(**inputs, **labels, sparse_prediction=True)
+    torch.testing.assert_close(sparse.loss, dense.loss, **TOL)
+    picked = labels["labels"] != -100
+    torch.testing.assert_close(sparse.prediction_logits, dense.prediction_logits[picked], **TOL)
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_our_checkpoint_loads_in_hf(name, tmp_path):
+    labels = ["start", "end"] if name == "BertForQuestionAnswering" else ["neg", "neu", "pos"]
+    model = getattr(ours, name)(ours.BertConfig(**TINY).with_labels(labels)).eval()
+    model.save_pretrained(tmp_path)
+    hf = getattr(transformers, name).from_pretrained(tmp_path).eval()
+    assert hf.config.id2label == dict(enumerate(labels))
+    # strict: every Hugging Face parameter comes from our state dict
+    hf.load_state_dict(convert.to_hf("bert", model.state_dict()), strict=True)
+    inputs = batch()
+    labels = labels_for(name, inputs) if name != "BertForQuestionAnswering" else {}
+    with torch.no_grad():
+        compare(hf(**inputs, **labels), model(**inputs, **labels), inputs["attention_mask"])
+
+
+def test_real_minilm_matches_hf(minilm_dir):
+    """all-MiniLM-L6-v2: the same hidden states as HF on a padded batch of English and Chinese."""
+    hf = transformers.BertModel.from_pretrained(minilm_dir).eval()
+    model = ours.BertModel.from_pretrained(minilm_dir)
+    tok = transformers.BertTokenizerFast.from_pretrained(minilm_dir)
+    texts = ["The quick brown fox jumps over the lazy dog.", "自然语言处理很有趣。",
+             "A much longer sentence, with punctuation; numbers like 3.14 and names such as Shakespeare's Hamlet.",
+             "Mixed 中文 and English."]
+    inputs = tok(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        h, o = hf(**inputs), model(**inputs)
+    compare(h, o, inputs["attention_mask"])
