@@ -76,11 +76,11 @@ class PreTrainedModel(nn.Module):
         state = convert.from_hf(self.config.model_type, hf_state)
         expected = self.state_dict()
         state = self._align_prefix(state, expected)
-        for key, t in state.items():
-            if key in expected and expected[key].shape != t.shape:
-                raise CheckpointError(f"{source}: {key} has shape {tuple(t.shape)} in the checkpoint but "
-                                      f"{tuple(expected[key].shape)} in {type(self).__name__}: the config does not "
-                                      "fit these weights (a different num_labels needs a new head: load the base model)")
+        mismatched = [f"{k}: {tuple(t.shape)} in the checkpoint, {tuple(expected[k].shape)} in the model"
+                      for k, t in state.items() if k in expected and expected[k].shape != t.shape]
+        if mismatched:
+            raise CheckpointError(f"{source} does not fit {type(self).__name__} (config.json and weights disagree): "
+                                  + "; ".join(mismatched[:6]) + (" ..." if len(mismatched) > 6 else ""))
         missing = [k for k in expected if k not in state and k not in self.tied_keys]
         unexpected = [k for k in state if k not in expected]
         body_missing = [k for k in missing if self._is_body(k)]

@@ -1,0 +1,87 @@
+"""MultiHeadAttention against an explicit per-head computation, masks, and the fast/explicit paths."""
+import math
+
+import pytest
+import torch
+
+from plmkit.nn import MultiHeadAttention, Unpadded, attention_bias
+
+
+def reference_attention(mha: MultiHeadAttention, x, key_mask=None, causal=False):
+    """softmax(Q_h K_hᵀ / √d_head) V_h for each head h separately, concatenated, then the out projection."""
+    b, t, _ = x.shape
+    d = mha.d_head
+    q, k, v = mha.q(x), mha.k(x), mha.v(x)
+    heads = []
+    for h in range(mha.n_heads):
+        qh, kh, vh = (z[..., h * d:(h + 1) * d] for z in (q, k, v))  # (B, T, d)
+        scores = qh @ kh.transpose(1, 2) / math.sqrt(d)  # (B, T, T)
+        if key_mask is not None:
+            scores = scores.masked_fill(~key_mask.bool()[:, None, :], float("-inf"))
+        if causal:
+            scores = scores.masked_fill(torch.ones(t, t).triu(1).bool(), float("-inf"))
+        heads.append(scores.softmax(-1) @ vh)
+    return mha.out(torch.cat(heads, dim=-1))
+
+
+@pytest.mark.parametrize("need_weights", [False, True])
+@pytest.mark.parametrize("causal", [False, True])
+def test_matches_per_head_reference(need_weights, causal):
+    mha = MultiHeadAttention(48, 6).eval()
+    x = torch.randn(2, 7, 48)
+    y, probs = mha(x, causal=causal, need_weights=need_weights)
+    torch.testing.assert_close(y, reference_attention(mha, x, causal=causal), atol=1e-5, rtol=1e-5)
+    assert (probs is not None) == need_weights
+    if need_weights:
+        assert probs.shape == (2, 6, 7, 7)
+        torch.testing.assert_close(probs.sum(-1), torch.ones(2, 6, 7))
+
+
+def test_scale_is_per_head_dimension():
+    """The article's snippet divides by √n_heads; the right scale is √d_head."""
+    mha = MultiHeadAttention(64, 4).eval()  # d_head = 16 ≠ n_heads
+    x = torch.randn(1, 5, 64)
+    _, probs = mha(x, need_weights=True)
+    q = mha.q(x).view(1, 5, 4, 16).transpose(1, 2)
+    k = mha.k(x).view(1, 5, 4, 16).transpose(1, 2)
+    expected = (q @ k.transpose(-1, -2) / 4.0).softmax(-1)
+    torch.testing.assert_close(probs, expected)
+
+
+def test_key_padding_mask_and_unpadded_layout_agree_with_reference():
+    mha = MultiHeadAttention(32, 4).eval()
+    x = torch.randn(3, 6, 32)
+    mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2, [1] * 2 + [0] * 4])
+    ref = reference_attention(mha, x, key_mask=mask)
+    keep = mask.bool()
+    padded, _ = mha(x, attention_bias(mask, 6, False, x.dtype))
+    torch.testing.assert_close(padded[keep], ref[keep], atol=1e-5, rtol=1e-5)
+    layout = Unpadded.from_mask(mask, x.dtype)
+    tokens, probs = mha(layout.unpad(x), layout=layout, need_weights=True)  # (N, D)
+    assert tokens.shape == (int(mask.sum()), 32)
+    torch.testing.assert_close(tokens, ref[keep], atol=1e-5, rtol=1e-5)
+    assert probs[2, :, :2, 2:].abs().max() == 0  # padding keys get no attention
+
+
+def test_fast_and_explicit_paths_agree_with_masks():
+    mha = MultiHeadAttention(32, 4, n_kv_heads=2).eval()
+    x = torch.randn(2, 5, 32)
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])  # left padding
+    bias = attention_bias(mask, 5, causal=True, dtype=x.dtype)
+    fast, _ = mha(x, bias)
+    slow, probs = mha(x, bias, need_weights=True)
+    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
+    assert torch.isfinite(fast).all()  # fully masked padding rows stay finite
+    assert probs[:, :, 3, 4].abs().max() == 0  # no attention to the future
+
+
+def test_cross_attention_uses_context_keys():
+    mha = MultiHeadAttention(16, 2).eval()
+    x, ctx = torch.randn(1, 3, 16), torch.randn(1, 5, 16)
+    y, probs = mha(x, context=ctx, need_weights=True)
+    assert y.shape == (1, 3, 16) and probs.shape == (1, 2, 3, 5)
+
+
+def test_heads_must_divide_model_width():
+    with pytest.raises(ValueError, match="divisible"):
+        MultiHeadAttention(30, 4)
