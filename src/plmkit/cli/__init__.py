@@ -11,7 +11,7 @@ import sys
 
 from plmkit.errors import PlmkitError
 
-COMMANDS = ("tokenizer",)
+COMMANDS = ("tokenizer", "data")
 
 
 def build_parser() -> argparse.ArgumentParser:

