@@ -1,0 +1,62 @@
+"""The run's `metrics.jsonl` log and its `training_curves.png` plot."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+class MetricsLog:
+    """Append-only JSON-lines log; every record has a `step`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def append(self, record: dict[str, Any]) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def read(self) -> list[dict[str, Any]]:
+        if not self.path.is_file():
+            return []
+        with open(self.path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    def reset(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text("")
+
+    def truncate_after(self, step: int) -> None:
+        """Drop records past `step` (written after the checkpoint a run resumes from)."""
+        kept = [r for r in self.read() if r.get("step", 0) <= step]
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        os.replace(tmp, self.path)
+
+
+def plot_curves(records: list[dict[str, Any]], path: Path) -> None:
+    """Loss, LR and every `eval_*` metric against step, one panel each."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure  # no pyplot: leaves the user's backend alone
+
+    series: dict[str, tuple[list[int], list[float]]] = {}
+    for record in records:
+        for key, value in record.items():
+            if (key in ("loss", "lr") or key.startswith("eval_")) and isinstance(value, (int, float)):
+                steps, values = series.setdefault(key, ([], []))
+                steps.append(record["step"])
+                values.append(value)
+    names = [k for k in ("loss", "lr") if k in series] + sorted(k for k in series if k.startswith("eval_"))
+    fig = Figure(figsize=(7, 2.4 * max(len(names), 1)))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(max(len(names), 1), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, name in zip(axes, names):
+        steps, values = series[name]
+        ax.plot(steps, values, marker="o" if len(steps) < 30 else None, markersize=3)
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    axes[-1].set_xlabel("step")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)

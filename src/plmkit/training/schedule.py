@@ -1,0 +1,88 @@
+"""Learning-rate schedule driven by training progress (steps and/or elapsed time).
+
+Progress is the fraction of the run done: `step / total_steps`, or with a time
+budget `elapsed / time_budget` (cramming-style: the LR reaches its floor when
+time runs out); with both, whichever is further. The trainer calls
+`schedule.update(step, elapsed)` before every optimizer step.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from plmkit.training.config import TrainConfig
+
+
+class LRSchedule:
+    """Warmup, then linear / cosine decay to `min_lr_ratio` (or constant).
+
+    Every group's LR is `base_lr * factor`, where base_lr is the group's LR when
+    the schedule was built (layer-wise decay and head LR are kept).
+    Warmup: `warmup_steps` ramps by steps ((step + 1) / warmup_steps);
+    `warmup_ratio` is a fraction of the run (steps if known, else time).
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int | None) -> None:
+        self.optimizer = optimizer
+        self.kind = cfg.schedule
+        self.min_lr_ratio = cfg.min_lr_ratio
+        self.total_steps = total_steps
+        self.time_budget = cfg.time_budget
+        self.base_lrs = [group["lr"] for group in optimizer.param_groups]
+        self.warmup_steps = cfg.warmup_steps
+        self.warmup_fraction = 0.0  # warmup by progress (time-based warmup_ratio)
+        if cfg.warmup_ratio and total_steps:
+            self.warmup_steps = max(1, round(cfg.warmup_ratio * total_steps))
+        elif cfg.warmup_ratio:
+            self.warmup_fraction = cfg.warmup_ratio
+
+    def progress(self, step: int, elapsed: float = 0.0) -> float:
+        """Fraction of the run done before update `step` (0-based), in [0, 1]."""
+        done = 0.0
+        if self.total_steps:
+            done = step / self.total_steps
+        if self.time_budget:
+            done = max(done, elapsed / self.time_budget)
+        return min(max(done, 0.0), 1.0)
+
+    def factor(self, step: int, elapsed: float = 0.0) -> float:
+        """LR multiplier for update `step` (0-based) after `elapsed` seconds of training."""
+        p = self.progress(step, elapsed)
+        if self.warmup_steps:
+            warm = min(1.0, (step + 1) / self.warmup_steps)
+            warm_end = self.warmup_steps / self.total_steps if self.total_steps else 0.0
+        elif self.warmup_fraction:
+            warm = min(1.0, p / self.warmup_fraction)
+            warm_end = self.warmup_fraction
+        else:
+            warm, warm_end = 1.0, 0.0
+        t = 0.0 if warm_end >= 1 else min(max((p - warm_end) / (1 - warm_end), 0.0), 1.0)
+        return warm * self._decay(t)
+
+    def _decay(self, t: float) -> float:
+        floor = self.min_lr_ratio
+        if self.kind == "linear":
+            return 1.0 - (1.0 - floor) * t
+        if self.kind == "cosine":
+            return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
+        return 1.0
+
+    def update(self, step: int, elapsed: float = 0.0) -> float:
+        """Set every group's LR for update `step`; returns the factor."""
+        factor = self.factor(step, elapsed)
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = base * factor
+        return factor
+
+    def state_dict(self) -> dict:
+        return {"base_lrs": list(self.base_lrs)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.base_lrs = list(state["base_lrs"])
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int | None) -> LRSchedule:
+    """The LR schedule of `cfg` over `total_steps` updates (None: time budget only)."""
+    return LRSchedule(optimizer, cfg, total_steps)

@@ -1,0 +1,441 @@
+"""`Trainer`: the training loop shared by pretraining and fine-tuning.
+
+Output layout of `out_dir`::
+
+    train_config.json       the TrainConfig of the run
+    metrics.jsonl           {step, loss, lr, tokens_per_s, elapsed[, grad_norm]} and {step, eval_*}
+    checkpoints/            step-NNNNNN/ checkpoints + `latest` (see checkpoint.py)
+    best/                   best model by metric_for_best (+ best.json)
+    model/                  final model (save_pretrained + save_extra)
+    training_curves.png     loss, lr and eval metrics against step
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from plmkit.data.loader import BatchLoader
+from plmkit.errors import CheckpointError, ConfigError, TrainingError
+from plmkit.training.checkpoint import (
+    SaveExtra,
+    export_model,
+    latest_checkpoint,
+    list_checkpoints,
+    load_trainer_state,
+    load_weights,
+    prune_checkpoints,
+    save_checkpoint,
+    write_dir_atomically,
+)
+from plmkit.training.config import TrainConfig
+from plmkit.training.metrics import MetricsLog, plot_curves
+from plmkit.training.optim import build_optimizer
+from plmkit.training.rng import capture_rng, restore_rng, seed_everything
+from plmkit.training.schedule import build_scheduler
+
+Evaluate = Callable[[nn.Module], dict[str, float]]
+STATE_FORMAT = 1
+
+
+@dataclass
+class TrainResult:
+    """What a finished `Trainer.train()` reports."""
+
+    step: int
+    epoch: float
+    elapsed: float  # seconds of wall-clock time, resumed runs included
+    tokens: int
+    tokens_per_s: float
+    train_loss: float | None  # mean loss of the last logged interval
+    stop_reason: str  # "max_steps" | "epochs" | "time_budget" | "early_stopping"
+    eval_metrics: dict[str, float]  # last evaluation
+    best_metric: float | None
+    best_step: int | None
+    model_dir: Path
+    best_dir: Path | None
+
+
+@dataclass
+class RunState:
+    """Counters that a checkpoint carries besides optimizer, loader and RNG states."""
+
+    step: int = 0
+    elapsed: float = 0.0
+    train_time: float = 0.0  # seconds spent in training steps (no eval / saving)
+    tokens: int = 0
+    last_loss: float | None = None
+    last_eval: dict[str, float] = field(default_factory=dict)
+    last_eval_step: int = -1
+    last_save_step: int = -1
+    best_metric: float | None = None
+    best_step: int | None = None
+    bad_evals: int = 0  # evaluations since the best one
+
+
+@dataclass
+class _Interval:
+    """Running totals between two log lines."""
+
+    loss_sum: float = 0.0
+    steps: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+
+    def add(self, loss: float, tokens: int, seconds: float) -> None:
+        self.loss_sum += loss
+        self.steps += 1
+        self.tokens += tokens
+        self.seconds += seconds
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+class Trainer:
+    """Train `model` on `train_loader` as `cfg` says, writing everything under `out_dir`.
+
+    `model(**batch)` must return an object with a scalar `.loss`.
+    `evaluate(model) -> {name: value}` runs every `eval_every` steps and at the
+    end (model in eval mode, under no_grad); names get an `eval_` prefix.
+    `save_extra(dir)` is called on every model directory written (e.g. to save
+    the tokenizer next to the weights).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: TrainConfig,
+        train_loader: BatchLoader,
+        out_dir: str | Path,
+        evaluate: Evaluate | None = None,
+        save_extra: SaveExtra | None = None,
+    ) -> None:
+        if evaluate is None and cfg.eval_every is not None:
+            raise ConfigError("eval_every is set but the Trainer got no evaluate function")
+        if evaluate is None and cfg.metric_for_best is not None:
+            raise ConfigError("metric_for_best is set but the Trainer got no evaluate function")
+        self.model = model
+        self.cfg = cfg
+        self.train_loader = train_loader
+        self.out_dir = Path(out_dir)
+        self.evaluate = evaluate
+        self.save_extra = save_extra
+        self.device = resolve_device(cfg.device)
+        self.amp_dtype = resolve_precision(cfg.precision, self.device)
+        self.total_steps, self.length_limit = planned_steps(cfg, len(train_loader))
+        self.checkpoint_dir = self.out_dir / "checkpoints"
+        self.metrics = MetricsLog(self.out_dir / "metrics.jsonl")
+        self.state = RunState()
+        self.clock: Callable[[], float] = time.perf_counter  # seconds; replaceable in tests
+
+    # ----------------------------------------------------------------- run
+    def train(self, resume: bool = False) -> TrainResult:
+        """Train to the end; `resume=True` continues from `checkpoints/latest` if there is one."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.model.to(self.device)
+        self.model.train()
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self.optimizer = build_optimizer(self.model, self.cfg)
+        self.schedule = build_scheduler(self.optimizer, self.cfg, self.total_steps)
+        self._params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        self.state = RunState()
+        checkpoint = latest_checkpoint(self.checkpoint_dir) if resume else None
+        if checkpoint is not None:
+            self._restore(checkpoint)
+        else:
+            self._start_fresh(resume)
+        (self.out_dir / "train_config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2) + "\n")
+        stop_reason = self._loop()
+        return self._finish(stop_reason)
+
+    def _start_fresh(self, resume: bool) -> None:
+        if list_checkpoints(self.checkpoint_dir):
+            raise TrainingError(
+                f"{self.checkpoint_dir} already holds checkpoints of another run; "
+                "pass resume=True to continue it, or choose an empty out_dir"
+            )
+        if resume:
+            print(f"no checkpoint in {self.checkpoint_dir}; starting from step 0")
+        self.metrics.reset()
+        seed_everything(self.cfg.seed)
+
+    def _restore(self, checkpoint: Path) -> None:
+        load_weights(self.model, checkpoint)
+        saved = load_trainer_state(checkpoint)
+        try:
+            self.optimizer.load_state_dict(saved["optimizer"])
+        except (ValueError, KeyError) as exc:
+            raise CheckpointError(
+                f"optimizer state in {checkpoint} does not fit (were other parameters frozen?): {exc}"
+            ) from exc
+        self.schedule.load_state_dict(saved["schedule"])
+        self.train_loader.load_state_dict(saved["loader"])
+        self.state = RunState(**saved["run"])
+        self.metrics.truncate_after(self.state.step)
+        restore_rng(saved["rng"])  # last: nothing above may draw random numbers after it
+        print(f"resuming from {checkpoint} (step {self.state.step})")
+
+    def _loop(self) -> str:
+        cfg, st = self.cfg, self.state
+        batches = self.train_loader.forever()
+        self._interval = _Interval()
+        self._lr = cfg.lr
+        self._started, self._elapsed_before = self.clock(), st.elapsed
+        bar = tqdm(total=self.total_steps, initial=st.step, unit="step", dynamic_ncols=True, disable=not cfg.progress_bar)
+        try:
+            while True:
+                self._tick()
+                reason = self._stop_reason()
+                if reason is not None:
+                    return reason
+                step_start = self.clock()
+                self._lr = cfg.lr * self.schedule.update(st.step, st.elapsed)
+                loss, grad_norm, tokens = self._train_step(batches)
+                seconds = self.clock() - step_start
+                st.step += 1
+                st.tokens += tokens
+                st.train_time += seconds
+                self._interval.add(loss, tokens, seconds)
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self._lr:.2e}", tok_s=f"{self._interval.tokens_per_s:,.0f}", refresh=False)
+                self._tick()
+                if st.step % cfg.log_every == 0:
+                    self._log(grad_norm)
+                stop_early = False
+                if cfg.eval_every and st.step % cfg.eval_every == 0:
+                    stop_early = self._run_evaluation()
+                if cfg.save_every and st.step % cfg.save_every == 0:
+                    self._save_checkpoint()
+                if stop_early:
+                    return "early_stopping"
+        finally:
+            bar.close()
+
+    def _tick(self) -> None:
+        self.state.elapsed = self._elapsed_before + self.clock() - self._started
+
+    def _stop_reason(self) -> str | None:
+        if self.total_steps is not None and self.state.step >= self.total_steps:
+            return self.length_limit
+        if self.cfg.time_budget is not None and self.state.elapsed >= self.cfg.time_budget:
+            return "time_budget"
+        return None
+
+    # ---------------------------------------------------------------- step
+    def _train_step(self, batches: Iterator[dict[str, Any]]) -> tuple[float, float | None, int]:
+        """One optimizer update over `grad_accum_steps` batches: (mean loss, grad norm, tokens)."""
+        accum = self.cfg.grad_accum_steps
+        loss_sum = torch.zeros((), device=self.device)
+        tokens = 0
+        for _ in range(accum):
+            batch = next(batches)
+            tokens += count_tokens(batch)
+            batch = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp_dtype is not None):
+                loss = loss_of(self.model(**batch))
+            (loss / accum).backward()
+            loss_sum += loss.detach().float()
+        grad_norm = None
+        if self.cfg.grad_clip is not None:
+            grad_norm = torch.nn.utils.clip_grad_norm_(self._params, self.cfg.grad_clip)
+        norm = grad_norm.float() if grad_norm is not None else torch.zeros_like(loss_sum)
+        loss_value, norm_value = torch.stack([loss_sum / accum, norm]).tolist()  # the one host sync per step
+        if not math.isfinite(loss_value) or not math.isfinite(norm_value):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise self._non_finite_error(loss_value, norm_value)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss_value, (norm_value if grad_norm is not None else None), tokens
+
+    def _non_finite_error(self, loss: float, grad_norm: float) -> TrainingError:
+        what = f"loss ({loss})" if not math.isfinite(loss) else f"gradient norm ({grad_norm})"
+        latest = latest_checkpoint(self.checkpoint_dir)
+        kept = f"the last checkpoint {latest} is untouched" if latest else "no checkpoint was written"
+        return TrainingError(
+            f"non-finite {what} at step {self.state.step + 1}; training stopped and {kept}. "
+            f"Try a lower lr (now {self.cfg.lr:g}) or more warmup, gradient clipping "
+            f"(grad_clip, now {self.cfg.grad_clip}), or precision='bf16' / 'fp32' (now {self.cfg.precision!r})"
+        )
+
+    # ------------------------------------------------ logging, eval, saving
+    def _log(self, grad_norm: float | None = None) -> None:
+        interval, st = self._interval, self.state
+        st.last_loss = interval.loss_sum / interval.steps
+        record = {
+            "step": st.step,
+            "loss": st.last_loss,
+            "lr": self._lr,
+            "tokens_per_s": round(interval.tokens_per_s, 1),
+            "elapsed": round(st.elapsed, 3),
+        }
+        if grad_norm is not None:
+            record["grad_norm"] = grad_norm
+        self.metrics.append(record)
+        self._interval = _Interval()
+
+    def _run_evaluation(self) -> bool:
+        """Evaluate, log, keep the best model; True when early stopping says stop."""
+        st, cfg = self.state, self.cfg
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                raw = self.evaluate(self.model)
+        finally:
+            self.model.train()
+        metrics = {(k if k.startswith("eval_") else f"eval_{k}"): float(v) for k, v in raw.items()}
+        st.last_eval, st.last_eval_step = metrics, st.step
+        self.metrics.append({"step": st.step, **metrics})
+        tqdm.write(f"step {st.step}: " + "  ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+        if cfg.metric_for_best is None:
+            return False
+        name = cfg.metric_for_best if cfg.metric_for_best.startswith("eval_") else f"eval_{cfg.metric_for_best}"
+        if name not in metrics:
+            raise TrainingError(f"metric_for_best={cfg.metric_for_best!r} is not among the evaluation results {sorted(metrics)}")
+        value = metrics[name]
+        improved = math.isfinite(value) and (
+            st.best_metric is None or (value > st.best_metric if cfg.greater_is_better else value < st.best_metric)
+        )
+        if improved:
+            st.best_metric, st.best_step, st.bad_evals = value, st.step, 0
+            self._save_best(name, value)
+        else:
+            st.bad_evals += 1
+        return cfg.early_stopping_patience is not None and st.bad_evals >= cfg.early_stopping_patience
+
+    def _save_best(self, name: str, value: float) -> None:
+        def write(tmp: Path) -> None:
+            export_model(self.model, tmp, self.save_extra)
+            (tmp / "best.json").write_text(json.dumps({"step": self.state.step, "metric": name, "value": value}) + "\n")
+
+        write_dir_atomically(self.out_dir / "best", write)
+
+    def _save_checkpoint(self) -> Path:
+        st = self.state
+        self._tick()
+        st.last_save_step = st.step
+        trainer_state = {
+            "format": STATE_FORMAT,
+            "run": asdict(st),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "loader": self.train_loader.state_dict(),
+            "rng": capture_rng(),
+            "config": self.cfg.to_dict(),
+        }
+        path = save_checkpoint(self.checkpoint_dir, st.step, self.model, trainer_state, self.save_extra)
+        prune_checkpoints(self.checkpoint_dir, self.cfg.keep_last)
+        return path
+
+    def _finish(self, stop_reason: str) -> TrainResult:
+        st, cfg = self.state, self.cfg
+        if self._interval.steps:
+            self._log()
+        if self.evaluate is not None and st.last_eval_step != st.step:
+            self._run_evaluation()
+        if cfg.save_every and st.last_save_step != st.step:
+            self._save_checkpoint()
+        model_dir = write_dir_atomically(self.out_dir / "model", lambda tmp: export_model(self.model, tmp, self.save_extra))
+        curves = self.out_dir / "training_curves.png"
+        plot_curves(self.metrics.read(), curves)
+        self._tick()
+        result = TrainResult(
+            step=st.step,
+            epoch=self.train_loader.epochs_done,
+            elapsed=st.elapsed,
+            tokens=st.tokens,
+            tokens_per_s=st.tokens / st.train_time if st.train_time > 0 else 0.0,
+            train_loss=st.last_loss,
+            stop_reason=stop_reason,
+            eval_metrics=dict(st.last_eval),
+            best_metric=st.best_metric,
+            best_step=st.best_step,
+            model_dir=model_dir,
+            best_dir=self.out_dir / "best" if st.best_step is not None else None,
+        )
+        print(format_summary(result, curves, cfg.metric_for_best))
+        return result
+
+
+# --------------------------------------------------------------- helpers
+def resolve_device(name: str) -> torch.device:
+    """'auto' is the GPU when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r} but no CUDA GPU is visible; use device='cpu' or 'auto'")
+    return device
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype, or None for fp32. 'auto' is bf16 on GPUs that support it, else fp32."""
+    gpu_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    if precision == "fp32" or (precision == "auto" and not gpu_bf16):
+        return None
+    if device.type == "cuda" and not gpu_bf16:
+        raise ConfigError("precision='bf16' but this GPU has no bfloat16 support; use precision='fp32'")
+    return torch.bfloat16
+
+
+def planned_steps(cfg: TrainConfig, batches_per_epoch: int) -> tuple[int | None, str | None]:
+    """(total optimizer steps, which limit sets it); (None, None) for a time budget alone.
+
+    `epochs` gives floor(epochs * batches_per_epoch / grad_accum_steps) steps (at least 1).
+    """
+    limits = []
+    if cfg.max_steps is not None:
+        limits.append((cfg.max_steps, "max_steps"))
+    if cfg.epochs is not None:
+        limits.append((max(1, math.floor(cfg.epochs * batches_per_epoch / cfg.grad_accum_steps)), "epochs"))
+    return min(limits) if limits else (None, None)
+
+
+def count_tokens(batch: dict[str, Any]) -> int:
+    """Real tokens in a batch: attention_mask.sum(), else input_ids.numel(), else 0."""
+    if torch.is_tensor(batch.get("attention_mask")):
+        return int(batch["attention_mask"].sum())
+    if torch.is_tensor(batch.get("input_ids")):
+        return batch["input_ids"].numel()
+    return 0
+
+
+def loss_of(output: Any) -> torch.Tensor:
+    loss = output["loss"] if isinstance(output, dict) else getattr(output, "loss", None)
+    if loss is None:
+        raise TrainingError("the model returned no loss; does the batch hold the labels (e.g. 'labels')?")
+    return loss
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+def format_summary(result: TrainResult, curves: Path | None = None, metric: str | None = None) -> str:
+    lines = [
+        f"training done: {result.step} steps ({result.epoch:.2f} epochs) in {format_duration(result.elapsed)}, "
+        f"stopped by {result.stop_reason}",
+        f"  throughput {result.tokens_per_s:,.0f} tokens/s ({result.tokens:,} tokens)"
+        + (f", last loss {result.train_loss:.4f}" if result.train_loss is not None else ""),
+    ]
+    if result.eval_metrics:
+        lines.append("  final eval: " + "  ".join(f"{k}={v:.4g}" for k, v in result.eval_metrics.items()))
+    if result.best_step is not None:
+        lines.append(f"  best {metric or 'metric'} {result.best_metric:.4g} at step {result.best_step} -> {result.best_dir}")
+    lines.append(f"  model: {result.model_dir}" + (f"   curves: {curves}" if curves else ""))
+    return "\n".join(lines)

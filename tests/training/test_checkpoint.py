@@ -1,0 +1,76 @@
+import pytest
+import torch
+
+import plmkit.training.checkpoint as checkpoint
+from plmkit.errors import CheckpointError
+from plmkit.training import TrainConfig, Trainer
+from plmkit.training.checkpoint import (
+    latest_checkpoint,
+    list_checkpoints,
+    load_trainer_state,
+    load_weights,
+    prune_checkpoints,
+    save_checkpoint,
+)
+
+BASE = dict(lr=3e-3, log_every=1, device="cpu", progress_bar=False)
+
+
+def test_keep_last_and_layout(tmp_path, toy):
+    cfg = TrainConfig(**BASE, max_steps=10, save_every=2, keep_last=2)
+    Trainer(toy.ToyLM(), cfg, toy.make_loader(), tmp_path, save_extra=lambda d: (d / "tokenizer.json").write_text("{}")).train()
+    root = tmp_path / "checkpoints"
+    assert [p.name for p in list_checkpoints(root)] == ["step-000008", "step-000010"]
+    assert (root / "latest").read_text().strip() == "step-000010"
+    latest = latest_checkpoint(root)
+    assert sorted(p.name for p in latest.iterdir()) == ["model", "model_state.safetensors", "trainer_state.pt"]
+    assert {p.name for p in (latest / "model").iterdir()} == {"config.json", "model.safetensors", "tokenizer.json"}
+    state = load_trainer_state(latest)  # weights_only=True: every entry is plain data
+    assert state["run"]["step"] == 10 and isinstance(state["rng"]["python"], tuple)
+    assert not list(root.glob(".*tmp*"))
+
+
+def test_failure_while_writing_keeps_previous_checkpoint(tmp_path, toy, monkeypatch):
+    real_write = checkpoint.write_trainer_state
+    calls = []
+
+    def flaky_write(path, state):
+        calls.append(path)
+        if len(calls) == 2:
+            path.write_bytes(b"half a checkpoi")
+            raise OSError("disk full (simulated)")
+        real_write(path, state)
+
+    monkeypatch.setattr(checkpoint, "write_trainer_state", flaky_write)
+    cfg = TrainConfig(**BASE, max_steps=10, save_every=5)
+    model = toy.ToyLM()
+    with pytest.raises(OSError, match="disk full"):
+        Trainer(model, cfg, toy.make_loader(), tmp_path).train()
+    root = tmp_path / "checkpoints"
+    assert latest_checkpoint(root).name == "step-000005"
+    assert [p.name for p in root.iterdir() if p.is_dir()] == ["step-000005"]  # no partial or temp dir left
+    assert load_trainer_state(root / "step-000005")["run"]["step"] == 5
+    load_weights(toy.ToyLM(), root / "step-000005")
+
+    monkeypatch.setattr(checkpoint, "write_trainer_state", real_write)
+    result = Trainer(toy.ToyLM(), cfg, toy.make_loader(), tmp_path).train(resume=True)
+    assert result.step == 10 and latest_checkpoint(root).name == "step-000010"
+
+
+def test_checkpoint_functions(tmp_path, toy):
+    model = toy.ToyLM()
+    model.head.weight = model.embeddings["word_embeddings"].weight  # tied weights survive the round trip
+    for step in (1, 2, 3):
+        save_checkpoint(tmp_path, step, model, {"step": step})
+    prune_checkpoints(tmp_path, keep_last=1)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-000003"]
+    other = toy.ToyLM()
+    other.head.weight = other.embeddings["word_embeddings"].weight
+    load_weights(other, tmp_path / "step-000003")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), other.state_dict().values()))
+    with pytest.raises(CheckpointError, match="does not fit"):
+        load_weights(toy.ToyLM(n_layers=3), tmp_path / "step-000003")
+    (tmp_path / "latest").write_text("step-000099\n")
+    with pytest.raises(CheckpointError, match="not a complete checkpoint"):
+        latest_checkpoint(tmp_path)
+    assert latest_checkpoint(tmp_path / "nowhere") is None

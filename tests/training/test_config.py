@@ -1,0 +1,53 @@
+import pytest
+
+from plmkit.errors import ConfigError
+from plmkit.training import TrainConfig, parse_duration
+
+
+@pytest.mark.parametrize(
+    "text, seconds",
+    [("90s", 90), ("10m", 600), ("1h", 3600), ("1h30m", 5400), ("1.5h", 5400), ("2d", 172800), (42, 42), ("42", 42)],
+)
+def test_parse_duration(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("bad", ["ten minutes", "10x", "", "m", -5, "0s", True])
+def test_parse_duration_rejects_garbage(bad):
+    with pytest.raises(ConfigError, match="duration"):
+        parse_duration(bad)
+
+
+def test_from_dict_names_unknown_keys():
+    with pytest.raises(ConfigError, match=r"'max_step'.*did you mean 'max_steps'"):
+        TrainConfig.from_dict({"lr": 1e-3, "max_step": 10})
+
+
+def test_round_trip_and_normalisation():
+    cfg = TrainConfig.from_dict({"max_steps": 5, "time_budget": "10m", "betas": [0.9, 0.98], "grad_clip": 0})
+    assert cfg.time_budget == 600 and cfg.betas == (0.9, 0.98) and cfg.grad_clip is None
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_greater_is_better_follows_metric_name():
+    assert TrainConfig(max_steps=1, metric_for_best="accuracy").greater_is_better is True
+    assert TrainConfig(max_steps=1, metric_for_best="eval_loss").greater_is_better is False
+    assert TrainConfig(max_steps=1, metric_for_best="loss", greater_is_better=True).greater_is_better is True
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({}, "how long"),
+        ({"max_steps": 1, "warmup_steps": 5, "warmup_ratio": 0.1}, "not both"),
+        ({"max_steps": 1, "schedule": "step"}, "schedule"),
+        ({"max_steps": 1, "precision": "fp16"}, "precision"),
+        ({"max_steps": 1, "early_stopping_patience": 3}, "metric_for_best"),
+        ({"max_steps": 0}, "max_steps"),
+        ({"max_steps": 1, "device": "tpu"}, "device"),
+        ({"max_steps": 1, "layer_lr_decay": 1.5}, "layer_lr_decay"),
+    ],
+)
+def test_invalid_values_are_named(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(**kwargs)

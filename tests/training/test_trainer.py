@@ -1,0 +1,202 @@
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from plmkit.data.loader import BatchLoader
+from plmkit.errors import ConfigError, TrainingError
+from plmkit.training import TrainConfig, Trainer
+from plmkit.training.checkpoint import latest_checkpoint, list_checkpoints, load_trainer_state, load_weights
+
+BASE = dict(lr=3e-3, warmup_steps=3, log_every=1, device="cpu", progress_bar=False, seed=7)
+
+
+class Crash(Exception):
+    pass
+
+
+def crashing(collate, at_call):
+    calls = {"n": 0}
+
+    def collate_fn(examples):
+        calls["n"] += 1
+        if calls["n"] == at_call:
+            raise Crash(f"simulated crash at batch {at_call}")
+        return collate(examples)
+
+    return collate_fn
+
+
+def losses(path, toy):
+    return [(r["step"], r["loss"]) for r in toy.read_jsonl(path / "metrics.jsonl") if "loss" in r]
+
+
+@pytest.mark.parametrize("accum, grouped", [(1, False), (2, True)])
+def test_resume_gives_identical_losses(tmp_path, toy, accum, grouped):
+    cfg = TrainConfig(**BASE, max_steps=20, save_every=10, grad_accum_steps=accum)
+    group = (lambda e: len(e["input_ids"])) if grouped else None
+
+    def loader(collate=toy.masking_collate):
+        return BatchLoader(toy.make_dataset(22), 4, collate, seed=1, group_by_length=group)  # 6 batches / epoch
+
+    torch.manual_seed(0)
+    Trainer(toy.ToyLM(), cfg, loader(), tmp_path / "straight").train()
+    straight = losses(tmp_path / "straight", toy)
+    assert [s for s, _ in straight] == list(range(1, 21))
+
+    torch.manual_seed(0)
+    crash_batch = 12 * accum + 1  # inside step 13, after steps 11-12 were logged
+    with pytest.raises(Crash):
+        Trainer(toy.ToyLM(), cfg, loader(crashing(toy.masking_collate, crash_batch)), tmp_path / "resumed").train()
+    saved = load_trainer_state(latest_checkpoint(tmp_path / "resumed" / "checkpoints"))
+    assert saved["run"]["step"] == 10 and 0 < saved["loader"]["position"] < 6  # stopped mid-epoch
+
+    torch.manual_seed(99)  # a different init: the weights must come from the checkpoint
+    result = Trainer(toy.ToyLM(), cfg, loader(), tmp_path / "resumed").train(resume=True)
+    assert result.step == 20
+    assert losses(tmp_path / "resumed", toy) == straight
+
+
+def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path, toy):
+    cfg = TrainConfig(**BASE, max_steps=10, save_every=2)
+    model = toy.ToyLM(nan_at_call=3)
+    with pytest.raises(TrainingError, match=r"non-finite loss .* at step 3.*lower lr.*grad_clip.*bf16"):
+        Trainer(model, cfg, toy.make_loader(), tmp_path).train()
+    root = tmp_path / "checkpoints"
+    assert latest_checkpoint(root).name == "step-000002"
+    assert [p.name for p in list_checkpoints(root)] == ["step-000002"]
+    assert load_trainer_state(root / "step-000002")["run"]["step"] == 2
+    fresh = toy.ToyLM()
+    load_weights(fresh, root / "step-000002")
+    assert all(torch.isfinite(p).all() for p in fresh.parameters())
+    assert not (tmp_path / "model").exists()
+
+
+class Linear(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(4, 1)
+
+    def forward(self, x, y):
+        return {"loss": nn.functional.mse_loss(self.head(x), y)}
+
+
+def stack_collate(examples):
+    return {"x": torch.stack([e[0] for e in examples]), "y": torch.stack([e[1] for e in examples])}
+
+
+def test_grad_accumulation_matches_full_batch(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    data = [(torch.randn(4, generator=g), torch.randn(1, generator=g)) for _ in range(8)]
+    finals = []
+    for batch_size, accum in [(8, 1), (4, 2)]:
+        torch.manual_seed(0)
+        model = Linear()
+        cfg = TrainConfig(lr=0.05, max_steps=4, grad_accum_steps=accum, device="cpu", progress_bar=False, grad_clip=0.5)
+        loader = BatchLoader(data, batch_size, stack_collate, shuffle=False)
+        Trainer(model, cfg, loader, tmp_path / f"bs{batch_size}").train()
+        finals.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.allclose(finals[0], finals[1], atol=1e-6)
+
+
+def test_early_stopping_keeps_best_model(tmp_path, toy):
+    scores = iter([0.5, 0.7, 0.6, 0.65, 0.9])
+    seen, snapshots = [], {}
+    model = toy.ToyLM()
+
+    def evaluate(m):
+        seen.append((m.training, torch.is_grad_enabled()))
+        snapshots[len(seen)] = {k: v.clone() for k, v in m.state_dict().items()}
+        return {"accuracy": next(scores), "loss": 1.0}
+
+    cfg = TrainConfig(**BASE, max_steps=20, eval_every=2, metric_for_best="accuracy", early_stopping_patience=2)
+    result = Trainer(model, cfg, toy.make_loader(), tmp_path, evaluate=evaluate).train()
+    assert result.stop_reason == "early_stopping" and result.step == 8
+    assert (result.best_step, result.best_metric) == (4, 0.7)
+    assert result.eval_metrics == {"eval_accuracy": 0.65, "eval_loss": 1.0}
+    assert seen == [(False, False)] * 4 and model.training
+    assert toy.read_jsonl(result.best_dir / "best.json") == [{"step": 4, "metric": "eval_accuracy", "value": 0.7}]
+    best = load_file(result.best_dir / "model.safetensors")
+    assert all(torch.equal(best[k], snapshots[2][k]) for k in best)
+    assert not torch.equal(best["head.weight"], model.head.weight.detach())
+
+
+def test_metrics_png_model_and_summary(tmp_path, toy, capsys):
+    extras = []
+    cfg = TrainConfig(**{**BASE, "log_every": 3}, max_steps=10, eval_every=5)
+    loader = toy.make_loader()
+    result = Trainer(
+        toy.ToyLM(), cfg, loader, tmp_path, evaluate=lambda m: {"accuracy": 0.5}, save_extra=extras.append
+    ).train()
+    records = toy.read_jsonl(tmp_path / "metrics.jsonl")
+    train = [r for r in records if "loss" in r]
+    assert [r["step"] for r in train] == [3, 6, 9, 10]
+    assert all({"step", "loss", "lr", "tokens_per_s", "elapsed"} <= set(r) for r in train)
+    assert [(r["step"], r["eval_accuracy"]) for r in records if "eval_accuracy" in r] == [(5, 0.5), (10, 0.5)]
+    assert (tmp_path / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "model" / "config.json").is_file() and (tmp_path / "model" / "model.safetensors").is_file()
+    assert (tmp_path / "train_config.json").is_file()
+    assert len(extras) == 1 and extras[0].parent == tmp_path  # called on the model dir before its rename
+    assert result.stop_reason == "max_steps" and result.epoch == pytest.approx(10 / 6)
+    data = toy.make_dataset()
+    second_epoch = [i for batch in loader.epoch_batches(1)[:4] for i in batch]
+    assert result.tokens == sum(len(e["input_ids"]) for e in data) + sum(len(data[i]["input_ids"]) for i in second_epoch)
+    out = capsys.readouterr().out
+    assert "training done: 10 steps" in out and "tokens/s" in out
+
+
+def test_epochs_and_time_budget_stop_the_run(tmp_path, toy):
+    result = Trainer(toy.ToyLM(), TrainConfig(**BASE, epochs=2), toy.make_loader(), tmp_path / "e").train()
+    assert (result.step, result.stop_reason, result.epoch) == (12, "epochs", 2.0)
+
+    now = [0.0]
+
+    def slow_collate(examples):  # every batch "takes" 0.125 s of a fake clock
+        now[0] += 0.125
+        return toy.masking_collate(examples)
+
+    cfg = TrainConfig(**BASE, time_budget=1.0, max_steps=100_000)
+    trainer = Trainer(toy.ToyLM(), cfg, BatchLoader(toy.make_dataset(), 4, slow_collate), tmp_path / "t")
+    trainer.clock = lambda: now[0]
+    result = trainer.train()
+    assert (result.stop_reason, result.step) == ("time_budget", 8)
+    lrs = [r["lr"] for r in toy.read_jsonl(tmp_path / "t" / "metrics.jsonl") if "lr" in r]
+    assert lrs[2:] == pytest.approx([cfg.lr * (1 - s / 8) for s in range(2, 8)], rel=1e-4)  # warmup 3 steps, then time decides
+
+
+def test_refuses_to_mix_runs_and_bad_setups(tmp_path, toy):
+    cfg = TrainConfig(**BASE, max_steps=2, save_every=1)
+    Trainer(toy.ToyLM(), cfg, toy.make_loader(), tmp_path).train()
+    with pytest.raises(TrainingError, match="resume=True"):
+        Trainer(toy.ToyLM(), cfg, toy.make_loader(), tmp_path).train()
+    with pytest.raises(ConfigError, match="evaluate"):
+        Trainer(toy.ToyLM(), TrainConfig(max_steps=1, eval_every=1), toy.make_loader(), tmp_path)
+    with pytest.raises(ConfigError, match="no CUDA") if not torch.cuda.is_available() else _nothing():
+        Trainer(toy.ToyLM(), TrainConfig(max_steps=1, device="cuda"), toy.make_loader(), tmp_path)
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_missing_loss_is_explained(tmp_path, toy):
+    loader = BatchLoader(toy.make_dataset(), 4, lambda ex: {k: v for k, v in toy.masking_collate(ex).items() if k != "labels"})
+    with pytest.raises(TrainingError, match="no loss"):
+        Trainer(toy.ToyLM(), TrainConfig(**BASE, max_steps=1), loader, tmp_path).train()
+
+
+def test_precision_resolution_and_bf16_autocast(tmp_path, toy):
+    from plmkit.training.trainer import resolve_precision
+
+    assert resolve_precision("auto", torch.device("cpu")) is None
+    assert resolve_precision("fp32", torch.device("cpu")) is None
+    assert resolve_precision("bf16", torch.device("cpu")) is torch.bfloat16
+    cfg = TrainConfig(**{**BASE, "precision": "bf16"}, max_steps=3)
+    result = Trainer(toy.ToyLM(), cfg, toy.make_loader(), tmp_path).train()
+    assert result.step == 3 and result.train_loss is not None and result.train_loss == result.train_loss
