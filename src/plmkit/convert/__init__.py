@@ -8,7 +8,7 @@ import importlib
 
 from plmkit.errors import CheckpointError
 
-FAMILIES = {"bert": "plmkit.convert.bert"}
+FAMILIES = {"bert": "plmkit.convert.bert", "gpt2": "plmkit.convert.gpt2", "llama": "plmkit.convert.llama"}
 
 
 def _family(model_type: str):

@@ -14,7 +14,10 @@ REGISTRY: dict[str, tuple[str, dict[str, str]]] = {
         "base": "BertModel", "pretraining": "BertForPreTraining", "masked-lm": "BertForMaskedLM",
         "next-sentence": "BertForNextSentencePrediction", "sequence-classification": "BertForSequenceClassification",
         "token-classification": "BertForTokenClassification", "question-answering": "BertForQuestionAnswering",
+        "relation-classification": "BertForRelationClassification",
     }),
+    "gpt2": ("plmkit.models.gpt2", {"base": "GPT2Model", "causal-lm": "GPT2LMHeadModel"}),
+    "llama": ("plmkit.models.llama", {"base": "LlamaModel", "causal-lm": "LlamaForCausalLM"}),
 }
 
 
@@ -53,32 +56,17 @@ class _Auto:
         return model_class(config.model_type, cls.task)(config)
 
 
-class AutoModel(_Auto):
-    task = "base"
+def _auto(name: str, task: str) -> type:
+    return type(name, (_Auto,), {"task": task, "__doc__": f"Loads the {task} model named by config.json's model_type."})
 
 
-class AutoModelForPreTraining(_Auto):
-    task = "pretraining"
-
-
-class AutoModelForMaskedLM(_Auto):
-    task = "masked-lm"
-
-
-class AutoModelForSequenceClassification(_Auto):
-    task = "sequence-classification"
-
-
-class AutoModelForTokenClassification(_Auto):
-    task = "token-classification"
-
-
-class AutoModelForQuestionAnswering(_Auto):
-    task = "question-answering"
-
-
-class AutoModelForCausalLM(_Auto):
-    task = "causal-lm"
+AutoModel = _auto("AutoModel", "base")
+AutoModelForPreTraining = _auto("AutoModelForPreTraining", "pretraining")
+AutoModelForMaskedLM = _auto("AutoModelForMaskedLM", "masked-lm")
+AutoModelForSequenceClassification = _auto("AutoModelForSequenceClassification", "sequence-classification")
+AutoModelForTokenClassification = _auto("AutoModelForTokenClassification", "token-classification")
+AutoModelForQuestionAnswering = _auto("AutoModelForQuestionAnswering", "question-answering")
+AutoModelForCausalLM = _auto("AutoModelForCausalLM", "causal-lm")
 
 
 def load_any(path, **config_overrides):

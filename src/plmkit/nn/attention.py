@@ -22,15 +22,17 @@ def attend(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = None, causal: 
     ``bias`` is an additive mask (see plmkit.nn.masks); ``causal`` adds the causal mask
     and must only be used when ``bias`` does not already contain it.
     """
-    if k.shape[1] != q.shape[1]:  # grouped-query attention: share each k/v head among a group
-        groups = q.shape[1] // k.shape[1]
-        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    gqa = k.shape[1] != q.shape[1]  # grouped-query attention: each k/v head serves a group of q heads
     if not need_weights:
         if causal and bias is not None:
             bias = bias + causal_bias(q.shape[2], k.shape[2], q.dtype, q.device)
             causal = False
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout, is_causal=causal)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout, is_causal=causal,
+                                             enable_gqa=gqa)  # no copies of k/v (or of a KV cache)
         return out, None
+    if gqa:
+        groups = q.shape[1] // k.shape[1]
+        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, T_q, T_k)
     if bias is not None:
         scores = scores + bias
@@ -64,7 +66,13 @@ class MultiHeadAttention(nn.Module):
         return x.view(x.shape[0], x.shape[1], n, self.d_head).transpose(1, 2)
 
     def project_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """One fused matmul for q, k and v (the module keeps them as separate weights)."""
+        """One fused matmul for q, k and v (the module keeps them as separate weights).
+
+        Without autograd (inference, decoding) three matmuls instead: concatenating the weights
+        would copy them on every call, which dominates a one-token decoding step.
+        """
+        if not (torch.is_grad_enabled() and self.q.weight.requires_grad):
+            return self.q(x), self.k(x), self.v(x)
         w = torch.cat([self.q.weight, self.k.weight, self.v.weight])
         b = None if self.q.bias is None else torch.cat([self.q.bias, self.k.bias, self.v.bias])
         qkv = F.linear(x, w, b)

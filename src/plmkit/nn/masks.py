@@ -30,6 +30,13 @@ def causal_bias(t_q: int, t_k: int, dtype: torch.dtype, device=None) -> Tensor:
     return torch.zeros(t_q, t_k, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)[None, None]
 
 
+def positions_from_mask(attention_mask: Tensor) -> Tensor:
+    """(B, T) 1/0 mask -> (B, T) position ids counting real tokens only: with left padding each row's
+    first real token gets position 0. Padding gets position 1, as Hugging Face's ``generate``."""
+    pos = attention_mask.long().cumsum(-1) - 1
+    return pos.masked_fill(attention_mask == 0, 1)
+
+
 def attention_bias(attention_mask: Tensor | None, t_q: int, causal: bool, dtype: torch.dtype,
                    device=None) -> Tensor | None:
     """The one bias a layer needs: padding and/or causal; None when nothing is masked."""

@@ -1,0 +1,75 @@
+"""What every decoder-only (causal) language model shares: positions and masks from the
+``attention_mask``, the layer loop with an optional KV cache, and the shifted next-token loss.
+
+Padding: ``attention_mask`` (B, T) may pad on the left (batched generation) or on the right
+(training). Position ids default to ``cumsum(attention_mask) - 1`` so that every row's first real
+token sits at position 0, as Hugging Face's ``generate`` does for left padding.
+
+With a cache, ``attention_mask`` covers the cached positions too: (B, cache.length + T).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from plmkit.errors import PlmkitError
+from plmkit.nn.masks import attention_bias, causal_bias, positions_from_mask
+
+IGNORE_INDEX = -100
+
+
+def decoder_inputs(input_ids: Tensor, attention_mask: Tensor | None, position_ids: Tensor | None,
+                   past: int, dtype: torch.dtype) -> tuple[Tensor, Tensor | None, bool]:
+    """Position ids (B, T), the additive attention bias and whether to ask SDPA for a causal mask.
+
+    ``past`` is the number of cached positions before these T tokens.
+    """
+    b, t = input_ids.shape
+    padded = attention_mask is not None and not bool(attention_mask.all())
+    if attention_mask is not None and attention_mask.shape != (b, past + t):
+        raise PlmkitError(f"attention_mask has shape {tuple(attention_mask.shape)} but the model sees {past} cached "
+                          f"+ {t} new positions: pass the mask of the whole sequence, (B, {past + t})")
+    if position_ids is None:
+        if padded:
+            position_ids = positions_from_mask(attention_mask)[:, -t:]
+        else:
+            position_ids = torch.arange(past, past + t, device=input_ids.device).expand(b, t)
+    if padded:
+        return position_ids, attention_bias(attention_mask, t, causal=t > 1, dtype=dtype), False
+    if t == 1:
+        return position_ids, None, False  # one new token sees every key: nothing to mask
+    if past == 0:
+        return position_ids, None, True  # SDPA's built-in causal mask (fast path)
+    return position_ids, causal_bias(t, past + t, dtype, input_ids.device), False
+
+
+def run_layers(layers: nn.ModuleList, x: Tensor, bias: Tensor | None, causal: bool, rotary, cache,
+               output_hidden_states: bool, output_attentions: bool):
+    """x through every block; returns x, hidden states before each block, attention probabilities."""
+    hidden, attentions = [], []
+    for i, layer in enumerate(layers):
+        if output_hidden_states:
+            hidden.append(x)
+        x, probs = layer(x, bias, causal=causal, rotary=rotary, cache=None if cache is None else cache[i],
+                         need_weights=output_attentions)
+        if output_attentions:
+            attentions.append(probs)
+    return x, hidden, attentions
+
+
+def causal_lm_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Mean cross-entropy of predicting token t+1 from position t; labels -100 are ignored.
+
+    ``labels`` are aligned with ``input_ids`` (usually ``labels = input_ids`` with padding set to -100):
+    the shift happens here, as in Hugging Face.
+    """
+    v = logits.shape[-1]
+    targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)  # (B, T): the last position predicts nothing
+    return F.cross_entropy(logits.reshape(-1, v).float(), targets.reshape(-1), ignore_index=IGNORE_INDEX)
+
+
+def check_length(n_positions: int | None, needed: int) -> None:
+    if n_positions is not None and needed > n_positions:
+        raise PlmkitError(f"the sequence would have {needed} positions but this model takes at most {n_positions}: "
+                          "shorten the prompt or max_new_tokens")

@@ -1,0 +1,186 @@
+"""GPT-2 (Radford et al., 2019, "Language Models are Unsupervised Multitask Learners"): a decoder-only
+Transformer with learned absolute positions, pre-LN blocks, GELU (tanh) feed-forward and a final
+LayerNorm; the LM head shares the token embedding matrix.
+
+Matches Hugging Face's `GPT2Model` / `GPT2LMHeadModel` weight for weight; plmkit.convert.gpt2 maps
+names and undoes GPT-2's fused, transposed ``Conv1D`` weights.
+
+    model = GPT2LMHeadModel(GPT2Config.from_preset("gpt2-mini"))
+    out = model(input_ids, attention_mask=mask, labels=input_ids)   # out.loss, out.logits
+    ids = model.generate(input_ids, attention_mask=mask, max_new_tokens=20, pad_token_id=0)
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from plmkit.errors import ConfigError
+from plmkit.generation import GenerationMixin
+from plmkit.models.base import PreTrainedModel
+from plmkit.models.config import ModelConfig
+from plmkit.models.decoder import causal_lm_loss, check_length, decoder_inputs, run_layers
+from plmkit.models.outputs import BaseModelOutput, CausalLMOutput
+from plmkit.nn import FeedForward, KVCache, MultiHeadAttention, TransformerBlock
+from plmkit.nn.mlp import ACTIVATIONS
+
+
+@dataclass
+class GPT2Config(ModelConfig):
+    model_type = "gpt2"
+    vocab_size: int = 50257
+    n_positions: int = 1024
+    n_embd: int = 768
+    n_layer: int = 12
+    n_head: int = 12
+    n_inner: int | None = None  # feed-forward width; None = 4 * n_embd
+    activation_function: str = "gelu_new"
+    resid_pdrop: float = 0.1
+    embd_pdrop: float = 0.1
+    attn_pdrop: float = 0.1
+    layer_norm_epsilon: float = 1e-5
+    initializer_range: float = 0.02
+    bos_token_id: int | None = 50256
+    eos_token_id: int | list[int] | None = 50256
+    pad_token_id: int | None = None
+    tie_word_embeddings: bool = True
+    # Hugging Face keys accepted for compatibility; only their default behaviour is implemented.
+    scale_attn_weights: bool = True
+    scale_attn_by_inverse_layer_idx: bool = False
+    reorder_and_upcast_attn: bool = False  # fp16 numerics only; plmkit's attention is already SDPA
+    n_ctx: int | None = None  # old name of n_positions
+    # GPT2DoubleHeadsModel's multiple-choice head (not implemented; harmless on other models)
+    summary_type: str | None = None
+    summary_use_proj: bool | None = None
+    summary_activation: str | None = None
+    summary_proj_to_labels: bool | None = None
+    summary_first_dropout: float | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"):
+            self._check(isinstance(getattr(self, name), int) and getattr(self, name) > 0,
+                        f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        self._check(self.n_embd % self.n_head == 0, f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
+        self._check(self.n_inner is None or (isinstance(self.n_inner, int) and self.n_inner > 0),
+                    f"n_inner must be a positive integer or null, got {self.n_inner!r}")
+        self._check(self.activation_function in ACTIVATIONS,
+                    f"activation_function={self.activation_function!r} is not one of {sorted(ACTIVATIONS)}")
+        for name in ("resid_pdrop", "embd_pdrop", "attn_pdrop"):
+            self._check(0.0 <= getattr(self, name) < 1.0, f"{name} must be in [0, 1)")
+        self._check(self.scale_attn_weights, "scale_attn_weights=false (unscaled attention) is not supported")
+        self._check(not self.scale_attn_by_inverse_layer_idx,
+                    "scale_attn_by_inverse_layer_idx=true (Mistral's GPT-2 variant) is not supported")
+
+    @property
+    def d_ff(self) -> int:
+        return self.n_inner or 4 * self.n_embd
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "GPT2Config":
+        if name not in GPT2_PRESETS:
+            raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(GPT2_PRESETS)}")
+        return cls(**{**GPT2_PRESETS[name], **overrides})
+
+
+def _size(layers: int, dim: int, heads: int | None = None) -> dict:
+    return dict(n_layer=layers, n_embd=dim, n_head=heads or max(1, dim // 64))
+
+
+GPT2_PRESETS = {
+    "gpt2-tiny": _size(2, 128),
+    "gpt2-mini": _size(4, 256),
+    "gpt2-small": _size(6, 512, 8),
+    "gpt2": _size(12, 768),  # GPT-2 "small", 124M parameters
+    "gpt2-medium": _size(24, 1024, 16),
+}
+
+
+class GPT2PreTrainedModel(PreTrainedModel, GenerationMixin):
+    config_class = GPT2Config
+    base_prefix = "transformer"
+    body_roots = ("embeddings", "layers", "final_norm")
+
+    def init_weights(self) -> None:
+        """N(0, 0.02) everywhere; residual output projections scaled by 1/sqrt(2 * n_layer) (GPT-2 paper)."""
+        super().init_weights()
+        std = self.config.initializer_range / math.sqrt(2 * self.config.n_layer)
+        for name, p in self.named_parameters():
+            if name.endswith(("attn.out.weight", "mlp.fc_out.weight")):
+                nn.init.normal_(p, std=std)
+
+
+class GPT2Model(GPT2PreTrainedModel):
+    """Token + position embeddings, N pre-LN blocks, final LayerNorm."""
+
+    base_prefix = ""
+
+    def __init__(self, config: GPT2Config):
+        super().__init__(config)
+        c = config
+        self.embeddings = nn.ModuleDict({"word": nn.Embedding(c.vocab_size, c.n_embd),
+                                         "position": nn.Embedding(c.n_positions, c.n_embd)})
+        self.dropout = nn.Dropout(c.embd_pdrop)
+        self.layers = nn.ModuleList(
+            TransformerBlock(MultiHeadAttention(c.n_embd, c.n_head, dropout=c.attn_pdrop),
+                             FeedForward(c.n_embd, c.d_ff, c.activation_function),
+                             lambda: nn.LayerNorm(c.n_embd, eps=c.layer_norm_epsilon),
+                             norm_first=True, dropout=c.resid_pdrop)
+            for _ in range(c.n_layer))
+        self.final_norm = nn.LayerNorm(c.n_embd, eps=c.layer_norm_epsilon)
+        self.init_weights()
+
+    def make_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None, device=None) -> KVCache:
+        """An empty KV cache for ``batch`` sequences of up to ``max_len`` positions."""
+        c, w = self.config, self.embeddings["word"].weight
+        return KVCache(c.n_layer, batch, c.n_head, max_len, c.n_embd // c.n_head, dtype or w.dtype, device or w.device)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, position_ids: Tensor | None = None,
+                past_key_values: KVCache | None = None, output_attentions: bool = False,
+                output_hidden_states: bool = False) -> BaseModelOutput:
+        """input_ids (B, T); attention_mask (B, T) 1 = token, 0 = padding, or (B, past + T) with a cache."""
+        past = past_key_values.length if past_key_values is not None else 0
+        check_length(self.config.n_positions, past + input_ids.shape[1])
+        dtype = self.embeddings["word"].weight.dtype
+        position_ids, bias, causal = decoder_inputs(input_ids, attention_mask, position_ids, past, dtype)
+        x = self.dropout(self.embeddings["word"](input_ids) + self.embeddings["position"](position_ids))
+        x, hidden, attentions = run_layers(self.layers, x, bias, causal, None, past_key_values,
+                                           output_hidden_states, output_attentions)
+        x = self.final_norm(x)
+        return BaseModelOutput(x, None, tuple(hidden) + (x,) if output_hidden_states else None,
+                               tuple(attentions) if output_attentions else None, past_key_values)
+
+
+class GPT2LMHeadModel(GPT2PreTrainedModel):
+    """GPT2Model + a vocabulary projection (tied to the token embeddings unless tie_word_embeddings=false)."""
+
+    tied_keys = ("lm_head.weight",)
+
+    def __init__(self, config: GPT2Config):
+        super().__init__(config)
+        self.transformer = GPT2Model(config)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.transformer.embeddings["word"].weight
+        else:
+            self.tied_keys = ()
+            nn.init.normal_(self.lm_head.weight, std=config.initializer_range)
+
+    def make_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None, device=None) -> KVCache:
+        return self.transformer.make_cache(batch, max_len, dtype, device)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, position_ids: Tensor | None = None,
+                labels: Tensor | None = None, past_key_values: KVCache | None = None, logits_to_keep: int = 0,
+                output_attentions: bool = False, output_hidden_states: bool = False) -> CausalLMOutput:
+        """labels (B, T): usually input_ids with padding set to -100; shifted inside (predict token t+1).
+
+        logits_to_keep: compute logits for the last k positions only (0 = all), as in generation.
+        """
+        out = self.transformer(input_ids, attention_mask, position_ids, past_key_values, output_attentions,
+                               output_hidden_states)
+        h = out.last_hidden_state
+        logits = self.lm_head(h[:, -logits_to_keep:] if logits_to_keep else h)  # (B, T, V)
+        loss = causal_lm_loss(logits, labels) if labels is not None else None
+        return CausalLMOutput(loss, logits, past_key_values, out.hidden_states, out.attentions)

@@ -1,0 +1,172 @@
+"""Llama (Touvron et al., 2023): a decoder-only Transformer with rotary position embeddings (RoPE),
+RMSNorm pre-normalisation, a SwiGLU feed-forward and grouped-query attention (GQA: fewer key/value
+heads than query heads, ``num_key_value_heads``). Also covers Llama-architecture models such as
+TinyLlama, SmolLM and Mistral-style configs without sliding windows.
+
+Matches Hugging Face's `LlamaModel` / `LlamaForCausalLM` weight for weight (plmkit.convert.llama).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from plmkit.errors import ConfigError
+from plmkit.generation import GenerationMixin
+from plmkit.models.base import PreTrainedModel
+from plmkit.models.config import ModelConfig
+from plmkit.models.decoder import causal_lm_loss, decoder_inputs, run_layers
+from plmkit.models.outputs import BaseModelOutput, CausalLMOutput
+from plmkit.nn import FeedForward, KVCache, MultiHeadAttention, RMSNorm, RotaryEmbedding, TransformerBlock
+from plmkit.nn.mlp import ACTIVATIONS
+
+
+@dataclass
+class LlamaConfig(ModelConfig):
+    model_type = "llama"
+    vocab_size: int = 32000
+    hidden_size: int = 4096
+    intermediate_size: int = 11008
+    num_hidden_layers: int = 32
+    num_attention_heads: int = 32
+    num_key_value_heads: int | None = None  # None = num_attention_heads (no GQA)
+    head_dim: int | None = None  # None = hidden_size // num_attention_heads
+    hidden_act: str = "silu"
+    max_position_embeddings: int = 2048
+    initializer_range: float = 0.02
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    rope_scaling: dict[str, Any] | None = None  # only None / {"rope_type": "default"} is supported
+    attention_bias: bool = False
+    attention_dropout: float = 0.0
+    mlp_bias: bool = False
+    tie_word_embeddings: bool = False
+    bos_token_id: int | None = 1
+    eos_token_id: int | list[int] | None = 2
+    pad_token_id: int | None = None
+    pretraining_tp: int = 1  # HF's tensor-parallel slicing: the same maths, ignored
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.num_key_value_heads is None:
+            self.num_key_value_heads = self.num_attention_heads
+        if self.head_dim is None:
+            self.head_dim = self.hidden_size // self.num_attention_heads
+        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                     "num_key_value_heads", "head_dim", "max_position_embeddings"):
+            self._check(isinstance(getattr(self, name), int) and getattr(self, name) > 0,
+                        f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        self._check(self.num_attention_heads % self.num_key_value_heads == 0,
+                    f"num_attention_heads={self.num_attention_heads} is not a multiple of "
+                    f"num_key_value_heads={self.num_key_value_heads}")
+        self._check(self.head_dim % 2 == 0, f"head_dim={self.head_dim} must be even for rotary embeddings")
+        self._check(self.hidden_act in ACTIVATIONS, f"hidden_act={self.hidden_act!r} is not one of {sorted(ACTIVATIONS)}")
+        self._check(0.0 <= self.attention_dropout < 1.0, "attention_dropout must be in [0, 1)")
+        rope_type = (self.rope_scaling or {}).get("rope_type", (self.rope_scaling or {}).get("type", "default"))
+        self._check(rope_type == "default", f"rope_scaling={self.rope_scaling!r}: only unscaled RoPE is supported "
+                                            "(linear/dynamic/yarn/llama3 scaling is not implemented)")
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "LlamaConfig":
+        if name not in LLAMA_PRESETS:
+            raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(LLAMA_PRESETS)}")
+        return cls(**{**LLAMA_PRESETS[name], **overrides})
+
+
+def _size(layers: int, dim: int, heads: int, kv_heads: int, ff: int) -> dict:
+    return dict(num_hidden_layers=layers, hidden_size=dim, num_attention_heads=heads, num_key_value_heads=kv_heads,
+                intermediate_size=ff)
+
+
+LLAMA_PRESETS = {
+    "llama-tiny": _size(2, 128, 4, 2, 352),
+    "llama-mini": _size(4, 256, 4, 2, 704),
+    "llama-small": _size(8, 512, 8, 4, 1408),
+    "llama-medium": _size(16, 1024, 16, 4, 2816),
+    "tinyllama-1.1b": dict(_size(22, 2048, 32, 4, 5632), max_position_embeddings=2048, rms_norm_eps=1e-5),
+}
+
+
+class LlamaPreTrainedModel(PreTrainedModel, GenerationMixin):
+    config_class = LlamaConfig
+    base_prefix = "model"
+    body_roots = ("embeddings", "layers", "final_norm")
+
+    def init_weights(self) -> None:
+        super().init_weights()
+        for m in self.modules():
+            if isinstance(m, RMSNorm):
+                nn.init.ones_(m.weight)
+
+
+class LlamaModel(LlamaPreTrainedModel):
+    """Token embeddings, N pre-RMSNorm blocks (RoPE attention with GQA, SwiGLU), final RMSNorm."""
+
+    base_prefix = ""
+
+    def __init__(self, config: LlamaConfig):
+        super().__init__(config)
+        c = config
+        self.embeddings = nn.ModuleDict({"word": nn.Embedding(c.vocab_size, c.hidden_size)})
+        self.layers = nn.ModuleList(
+            TransformerBlock(MultiHeadAttention(c.hidden_size, c.num_attention_heads, c.num_key_value_heads,
+                                                bias=c.attention_bias, dropout=c.attention_dropout, d_head=c.head_dim),
+                             FeedForward(c.hidden_size, c.intermediate_size, c.hidden_act, gated=True, bias=c.mlp_bias),
+                             lambda: RMSNorm(c.hidden_size, eps=c.rms_norm_eps), norm_first=True)
+            for _ in range(c.num_hidden_layers))
+        self.final_norm = RMSNorm(c.hidden_size, eps=c.rms_norm_eps)
+        self.rope = RotaryEmbedding(c.head_dim, c.max_position_embeddings, c.rope_theta)
+        self.init_weights()
+
+    def make_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None, device=None) -> KVCache:
+        """An empty KV cache for ``batch`` sequences of up to ``max_len`` positions."""
+        c, w = self.config, self.embeddings["word"].weight
+        return KVCache(c.num_hidden_layers, batch, c.num_key_value_heads, max_len, c.head_dim, dtype or w.dtype,
+                       device or w.device)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, position_ids: Tensor | None = None,
+                past_key_values: KVCache | None = None, output_attentions: bool = False,
+                output_hidden_states: bool = False) -> BaseModelOutput:
+        """input_ids (B, T); attention_mask (B, T) 1 = token, 0 = padding, or (B, past + T) with a cache."""
+        past = past_key_values.length if past_key_values is not None else 0
+        x = self.embeddings["word"](input_ids)
+        position_ids, bias, causal = decoder_inputs(input_ids, attention_mask, position_ids, past, x.dtype)
+        rotary = self.rope(position_ids, x.dtype)
+        x, hidden, attentions = run_layers(self.layers, x, bias, causal, rotary, past_key_values,
+                                           output_hidden_states, output_attentions)
+        x = self.final_norm(x)
+        return BaseModelOutput(x, None, tuple(hidden) + (x,) if output_hidden_states else None,
+                               tuple(attentions) if output_attentions else None, past_key_values)
+
+
+class LlamaForCausalLM(LlamaPreTrainedModel):
+    """LlamaModel + a vocabulary projection (tied to the embeddings when tie_word_embeddings=true)."""
+
+    def __init__(self, config: LlamaConfig):
+        super().__init__(config)
+        self.model = LlamaModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embeddings["word"].weight
+            self.tied_keys = ("lm_head.weight",)
+        else:
+            nn.init.normal_(self.lm_head.weight, std=config.initializer_range)
+
+    def make_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None, device=None) -> KVCache:
+        return self.model.make_cache(batch, max_len, dtype, device)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, position_ids: Tensor | None = None,
+                labels: Tensor | None = None, past_key_values: KVCache | None = None, logits_to_keep: int = 0,
+                output_attentions: bool = False, output_hidden_states: bool = False) -> CausalLMOutput:
+        """labels (B, T): usually input_ids with padding set to -100; shifted inside (predict token t+1).
+
+        logits_to_keep: compute logits for the last k positions only (0 = all), as in generation.
+        """
+        out = self.model(input_ids, attention_mask, position_ids, past_key_values, output_attentions,
+                         output_hidden_states)
+        h = out.last_hidden_state
+        logits = self.lm_head(h[:, -logits_to_keep:] if logits_to_keep else h)  # (B, T, V)
+        loss = causal_lm_loss(logits, labels) if labels is not None else None
+        return CausalLMOutput(loss, logits, past_key_values, out.hidden_states, out.attentions)

@@ -1,0 +1,79 @@
+"""A key/value cache for autoregressive decoding, allocated once.
+
+Each layer owns two (B, H_kv, max_len, d) buffers. ``update(k, v)`` writes the new keys and values
+in place after the ones already stored and returns views of everything written so far, so a
+decoding step costs no reallocation and no concatenation. Batched prompts with left padding need
+nothing special: padding positions are stored like any other and hidden by the attention mask,
+which the caller extends by one column per step.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+class LayerKVCache:
+    """One layer's keys and values: (B, H_kv, max_len, d) each, filled up to ``length``."""
+
+    def __init__(self, batch: int, n_kv_heads: int, max_len: int, d_head: int, dtype: torch.dtype, device=None):
+        shape = (batch, n_kv_heads, max_len, d_head)
+        self.k = torch.empty(shape, dtype=dtype, device=device)
+        self.v = torch.empty(shape, dtype=dtype, device=device)
+        self.length = 0
+
+    @property
+    def max_len(self) -> int:
+        return self.k.shape[2]
+
+    def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Append k/v (B, H_kv, T, d); return all keys and values so far, (B, H_kv, length, d) views."""
+        start, end = self.length, self.length + k.shape[2]
+        if end > self.max_len:
+            raise RuntimeError(f"KV cache overflow: {end} positions but the cache holds {self.max_len}; "
+                               "allocate it with a larger max_len")
+        self.k[:, :, start:end] = k
+        self.v[:, :, start:end] = v
+        self.length = end
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep rows ``index`` (B,) of the batch, in that order (beam search)."""
+        n = self.length
+        self.k[:, :, :n] = self.k[:, :, :n].index_select(0, index)
+        self.v[:, :, :n] = self.v[:, :, :n].index_select(0, index)
+
+
+class KVCache:
+    """The cache of a whole decoder: ``cache[i]`` is layer i's ``LayerKVCache``.
+
+        cache = KVCache(n_layers, batch, n_kv_heads, max_len, d_head, dtype, device)
+        out = model(prompt_ids, past_key_values=cache)      # fills positions 0 .. T-1
+        out = model(next_ids, past_key_values=cache)        # appends position T
+    """
+
+    def __init__(self, n_layers: int, batch: int, n_kv_heads: int, max_len: int, d_head: int,
+                 dtype: torch.dtype = torch.float32, device=None):
+        self.layers = [LayerKVCache(batch, n_kv_heads, max_len, d_head, dtype, device) for _ in range(n_layers)]
+
+    def __getitem__(self, i: int) -> LayerKVCache:
+        return self.layers[i]
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    @property
+    def length(self) -> int:
+        """Positions stored so far (the offset of the next token)."""
+        return self.layers[0].length
+
+    @property
+    def max_len(self) -> int:
+        return self.layers[0].max_len
+
+    def reorder(self, index: Tensor) -> None:
+        for layer in self.layers:
+            layer.reorder(index)
+
+    def reset(self) -> None:
+        for layer in self.layers:
+            layer.length = 0

@@ -1,0 +1,31 @@
+import pytest
+import torch
+
+from plmkit.nn import KVCache, MultiHeadAttention
+
+
+def test_update_writes_in_place_and_returns_views():
+    cache = KVCache(n_layers=2, batch=2, n_kv_heads=3, max_len=6, d_head=4)
+    buffer = cache[0].k
+    k1, v1 = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    k, v = cache[0].update(k1, v1)
+    assert k.shape == (2, 3, 4, 4) and k.data_ptr() == buffer.data_ptr() and torch.equal(v, v1)
+    k2, v2 = torch.randn(2, 3, 1, 4), torch.randn(2, 3, 1, 4)
+    k, v = cache[0].update(k2, v2)
+    assert cache[0].k is buffer and torch.equal(k, torch.cat([k1, k2], 2)) and torch.equal(v, torch.cat([v1, v2], 2))
+    assert cache[0].length == 5 and cache[1].length == 0
+    cache[0].reorder(torch.tensor([1, 1]))
+    assert torch.equal(cache[0].k[0, :, :5], cache[0].k[1, :, :5])
+    with pytest.raises(RuntimeError, match="overflow"):
+        cache[0].update(torch.randn(2, 3, 2, 4), torch.randn(2, 3, 2, 4))
+
+
+def test_cached_attention_equals_full_causal_attention_with_gqa():
+    attn = MultiHeadAttention(32, n_heads=4, n_kv_heads=2).eval()
+    x = torch.randn(2, 7, 32)
+    with torch.no_grad():
+        full, _ = attn(x, causal=True)
+        cache = KVCache(1, 2, 2, 7, 8)[0]
+        head, _ = attn(x[:, :5], causal=True, cache=cache)
+        steps = [attn(x[:, i:i + 1], cache=cache)[0] for i in (5, 6)]
+    torch.testing.assert_close(torch.cat([head, *steps], 1), full, atol=1e-6, rtol=1e-5)

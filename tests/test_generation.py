@@ -1,0 +1,216 @@
+"""generate() / stream(): caching, causality, padding, sampling, filters, beams, stop strings."""
+import pytest
+import torch
+
+from plmkit.generation import GenerationSettings, IncrementalDecoder, repetition_penalty_, top_k_filter, top_p_filter
+from plmkit.models.gpt2 import GPT2Config, GPT2LMHeadModel
+from plmkit.models.llama import LlamaConfig, LlamaForCausalLM
+
+GPT2_TINY = dict(vocab_size=300, n_positions=64, n_embd=32, n_layer=2, n_head=4, eos_token_id=2, pad_token_id=0)
+LLAMA_TINY = dict(vocab_size=300, hidden_size=32, intermediate_size=40, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, eos_token_id=2, pad_token_id=0)
+
+
+def make(family):
+    torch.manual_seed(0)
+    model = (GPT2LMHeadModel(GPT2Config(**GPT2_TINY)) if family == "gpt2" else
+             LlamaForCausalLM(LlamaConfig(**LLAMA_TINY)))
+    with torch.no_grad():  # sharper distributions than the tiny init gives
+        model.lm_head.weight.mul_(20)
+    return model.eval()
+
+
+@pytest.fixture(params=["gpt2", "llama"])
+def model(request):
+    return make(request.param)
+
+
+def test_cached_decoding_equals_full_forward(model):
+    ids = torch.randint(3, 300, (2, 9))
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0  # left padding
+    with torch.no_grad():
+        full = model(ids, attention_mask=mask).logits
+        cache = model.make_cache(2, 9)
+        pieces = [model(ids[:, :5], attention_mask=mask[:, :5], past_key_values=cache).logits]
+        for i in range(5, 9):
+            pieces.append(model(ids[:, i:i + 1], attention_mask=mask[:, :i + 1], past_key_values=cache).logits)
+        pieces.append(None)
+    stepwise = torch.cat(pieces[:-1], dim=1)
+    keep = mask.bool()
+    torch.testing.assert_close(stepwise[keep], full[keep], atol=1e-5, rtol=1e-5)
+
+
+def test_generate_equals_uncached_greedy_loop(model):
+    ids = torch.randint(3, 300, (1, 5))
+    out = model.generate(ids, max_new_tokens=8, eos_token_id=[])
+    seq = ids
+    with torch.no_grad():
+        for _ in range(8):
+            seq = torch.cat([seq, model(seq).logits[:, -1].argmax(-1, keepdim=True)], 1)
+    assert torch.equal(out, seq)
+
+
+def test_causal_property(model):
+    ids = torch.randint(3, 300, (1, 10))
+    changed = ids.clone()
+    changed[0, 6] = (ids[0, 6] + 1) % 300
+    with torch.no_grad():
+        a, b = model(ids).logits, model(changed).logits
+    torch.testing.assert_close(a[:, :6], b[:, :6], atol=0, rtol=0)
+    assert not torch.allclose(a[:, 6:], b[:, 6:])
+
+
+def test_left_padded_batch_equals_each_prompt_alone(model):
+    prompts = [torch.randint(3, 300, (n,)) for n in (6, 3, 4)]
+    ids = torch.zeros(3, 6, dtype=torch.long)
+    mask = torch.zeros(3, 6, dtype=torch.long)
+    for row, p in enumerate(prompts):
+        ids[row, 6 - len(p):], mask[row, 6 - len(p):] = p, 1
+    batched = model.generate(ids, attention_mask=mask, max_new_tokens=6, eos_token_id=[])
+    for row, p in enumerate(prompts):
+        assert torch.equal(batched[row, 6:], model.generate(p, max_new_tokens=6, eos_token_id=[])[len(p):])
+
+
+def test_eos_stops_and_pads(model):
+    ids = torch.randint(3, 300, (2, 4))
+    free = model.generate(ids, max_new_tokens=6, eos_token_id=[])
+    eos = int(free[0, 5])  # the second new token of row 0 becomes "EOS"
+    out = model.generate(ids, max_new_tokens=6, eos_token_id=eos, pad_token_id=0)
+    first = (free[0, 4:] == eos).nonzero()[0, 0] + 4
+    assert out[0, first] == eos and (out[0, first + 1:] == 0).all()
+    with pytest.raises(ValueError, match="pad_token_id"):
+        GPT2LMHeadModel(GPT2Config(**{**GPT2_TINY, "pad_token_id": None})).generate(ids, max_new_tokens=2)
+    lone = model.generate(ids[:1], max_new_tokens=6, eos_token_id=eos, min_new_tokens=6)
+    assert lone.shape[1] == 10 and eos not in lone[0, 4:].tolist()
+
+
+def test_right_padded_prompt_is_refused(model):
+    with pytest.raises(Exception, match="left"):
+        model.generate(torch.ones(2, 3, dtype=torch.long), attention_mask=torch.tensor([[1, 1, 1], [1, 1, 0]]))
+
+
+def test_sampling_is_reproducible(model):
+    ids = torch.randint(3, 300, (2, 4))
+    kw = dict(max_new_tokens=10, do_sample=True, temperature=1.5, top_k=50, top_p=0.95, eos_token_id=[])
+    a, b = model.generate(ids, seed=7, **kw), model.generate(ids, seed=7, **kw)
+    assert torch.equal(a, b)
+    assert any(not torch.equal(a, model.generate(ids, seed=s, **kw)) for s in (8, 9, 10))
+    g = torch.Generator().manual_seed(7)
+    assert torch.equal(model.generate(ids, generator=g, **kw), a)
+
+
+def test_top_k_filter_keeps_exactly_k():
+    scores = torch.tensor([[1.0, 5.0, 3.0, 4.0, 2.0], [0.0, 0.0, 1.0, -1.0, 0.5]])
+    out = top_k_filter(scores, 2)
+    assert torch.isfinite(out).tolist() == [[False, True, False, True, False], [False, False, True, False, True]]
+    assert torch.equal(out[torch.isfinite(out)], scores[torch.isfinite(out)])
+    assert torch.isfinite(top_k_filter(scores, 10)).all()
+
+
+def test_top_p_filter_keeps_the_smallest_nucleus():
+    probs = torch.tensor([[0.05, 0.5, 0.15, 0.3]])
+    scores = probs.log()
+    keep = lambda p: torch.isfinite(top_p_filter(scores, p))[0].tolist()  # noqa: E731
+    assert keep(0.4) == [False, True, False, False]
+    assert keep(0.75) == [False, True, False, True]
+    assert keep(0.9) == [False, True, True, True]
+    assert keep(0.99) == [True, True, True, True]
+    assert keep(1e-6) == [False, True, False, False]  # always at least one
+
+
+def test_top_p_agrees_with_hf():
+    tf = pytest.importorskip("transformers")
+    scores = torch.randn(4, 50) * 3
+    for p in (0.3, 0.8, 0.95):
+        hf = tf.TopPLogitsWarper(p)(None, scores.clone())
+        assert torch.equal(torch.isfinite(top_p_filter(scores, p)), torch.isfinite(hf))
+    hf = tf.TopKLogitsWarper(7)(None, scores.clone())
+    assert torch.equal(top_k_filter(scores, 7), hf)
+
+
+def test_repetition_penalty_rule_matches_hf():
+    tf = pytest.importorskip("transformers")
+    scores = torch.randn(2, 10)
+    seqs = torch.tensor([[1, 2, 2, 5], [0, 9, 3, 3]])
+    expected = tf.RepetitionPenaltyLogitsProcessor(1.3)(seqs, scores.clone())
+    assert torch.equal(repetition_penalty_(scores.clone(), seqs, 1.3), expected)
+
+
+def test_beam_search_with_one_beam_is_greedy(model):
+    ids = torch.randint(3, 300, (2, 5))
+    greedy = model.generate(ids, max_new_tokens=7, eos_token_id=[])
+    s = GenerationSettings(max_new_tokens=7, num_beams=1)
+    assert torch.equal(model._beam_search(ids, None, s), greedy)
+
+
+def test_beam_search_finds_a_likelier_sequence(model):
+    ids = torch.randint(3, 300, (1, 5))
+
+    def logprob(seq):
+        with torch.no_grad():
+            lp = model(seq).logits[:, 4:-1].log_softmax(-1)
+        return lp.gather(-1, seq[:, 5:, None]).sum()
+    greedy = model.generate(ids, max_new_tokens=6, eos_token_id=[])
+    beams = model.generate(ids, max_new_tokens=6, eos_token_id=[], num_beams=4)
+    assert beams.shape == greedy.shape and logprob(beams) >= logprob(greedy) - 1e-5
+
+
+def test_positions_limit_is_checked():
+    m = GPT2LMHeadModel(GPT2Config(**GPT2_TINY)).eval()
+    with pytest.raises(Exception, match="positions"):
+        m.generate(torch.ones(1, 60, dtype=torch.long), max_new_tokens=10)
+
+
+# -- tokenizer-dependent: stream, stop strings ------------------------------------------------------
+TEXTS = ["Hello world, hello there!", "自然语言处理很有趣。", "emoji 🙂🚀 and café naïve", "The quick brown fox."]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    tk = pytest.importorskip("tokenizers")
+    tok = tk.Tokenizer(tk.models.BPE())
+    tok.pre_tokenizer = tk.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = tk.decoders.ByteLevel()
+    trainer = tk.trainers.BpeTrainer(vocab_size=300, initial_alphabet=tk.pre_tokenizers.ByteLevel.alphabet(),
+                                     special_tokens=["<pad>", "<s>", "</s>"], show_progress=False)
+    tok.train_from_iterator(TEXTS * 5, trainer)
+    return tok
+
+
+def test_incremental_decoder_never_splits_characters(tokenizer):
+    for text in TEXTS:
+        ids = tokenizer.encode(text).ids
+        dec = IncrementalDecoder(tokenizer)
+        pieces = [dec.push(i) for i in ids] + [dec.flush()]
+        assert "".join(pieces) == text
+        assert not any("\ufffd" in p for p in pieces)
+        assert len([p for p in pieces if p]) > 1
+
+
+def test_stream_yields_the_generated_text(model, tokenizer):
+    prompt = "Hello world"
+    kw = dict(max_new_tokens=12, eos_token_id=[], do_sample=True, seed=3)
+    pieces = list(model.stream(tokenizer, prompt, **kw))
+    ids = torch.tensor([tokenizer.encode(prompt).ids])
+    new = model.generate(ids, **kw)[0, ids.shape[1]:].tolist()
+    assert "".join(pieces) == tokenizer.decode(new)
+
+
+def test_stop_strings(model, tokenizer):
+    ids = torch.tensor([tokenizer.encode("The quick").ids])
+    t = ids.shape[1]
+    free = model.generate(ids, max_new_tokens=12, eos_token_id=[])
+    stop = tokenizer.decode(free[0, t + 3:t + 5].tolist())
+    out = model.generate(ids, max_new_tokens=12, eos_token_id=[], stop_strings=[stop], tokenizer=tokenizer)
+    n = next(n for n in range(1, 13) if stop in tokenizer.decode(free[0, t:t + n].tolist()))
+    assert torch.equal(out, free[:, :t + n])
+    with pytest.raises(ValueError, match="tokenizer"):
+        model.generate(ids, stop_strings=["x"])
+
+
+def test_generate_leaves_weights_as_they_were(model):
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.generate(torch.randint(3, 300, (1, 4)), max_new_tokens=3, eos_token_id=[])
+    for k, v in model.state_dict().items():
+        assert v.is_contiguous() and torch.equal(v, before[k]), k
