@@ -23,7 +23,8 @@ _EXPORTS = {
                       "AutoModelForQuestionAnswering", "AutoModelForSequenceClassification",
                       "AutoModelForTokenClassification", "BertConfig", "BertModel", "BertForPreTraining",
                       "BertForMaskedLM", "BertForNextSentencePrediction", "BertForSequenceClassification",
-                      "BertForTokenClassification", "BertForQuestionAnswering"],
+                      "BertForTokenClassification", "BertForQuestionAnswering", "BertForRelationClassification"],
+    "plmkit.pipelines": ["pipeline"],
     "plmkit.tokenization": ["Tokenizer", "AutoTokenizer"],
 }
 _ALIASES = {"BertTokenizer": ("plmkit.tokenization", "Tokenizer"), "BertTokenizerFast": ("plmkit.tokenization", "Tokenizer")}

@@ -4,4 +4,4 @@ from plmkit.models.auto import (AutoModel, AutoModelForCausalLM, AutoModelForMas
                                 AutoModelForTokenClassification)
 from plmkit.models.bert import (BERT_PRESETS, BertConfig, BertForMaskedLM, BertForNextSentencePrediction,
                                 BertForPreTraining, BertForQuestionAnswering, BertForSequenceClassification,
-                                BertForTokenClassification, BertModel)
+                                BertForRelationClassification, BertForTokenClassification, BertModel)

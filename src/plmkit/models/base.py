@@ -53,7 +53,42 @@ class PreTrainedModel(nn.Module):
         directory.mkdir(parents=True, exist_ok=True)
         self.config.architectures = [type(self).__name__]
         self.config.save(directory)
-        write_weights(directory, convert.to_hf(self.config.model_type, self.state_dict()))
+        from plmkit.nn.lora import plain_state_dict  # LoRA updates are merged: an ordinary checkpoint
+        write_weights(directory, convert.to_hf(self.config.model_type, plain_state_dict(self)))
+
+    # -- vocabulary -----------------------------------------------------------------------------
+    def get_input_embeddings(self) -> nn.Embedding:
+        base = getattr(self, self.base_prefix) if self.base_prefix else self
+        return base.embeddings.word
+
+    def resize_token_embeddings(self, n: int) -> nn.Embedding:
+        """Grow (or shrink) the token embedding matrix to `n` rows, e.g. after adding tokens to the
+        tokenizer: old rows are kept, new rows drawn like the initial weights. Output layers tied to
+        the embeddings (and their bias) follow; config.vocab_size is updated."""
+        emb = self.get_input_embeddings()
+        old = emb.weight
+        if n == old.shape[0]:
+            return emb
+        weight = torch.empty(n, old.shape[1], device=old.device, dtype=old.dtype)
+        nn.init.normal_(weight, std=getattr(self.config, "initializer_range", 0.02))
+        keep = min(n, old.shape[0])
+        with torch.no_grad():
+            weight[:keep] = old[:keep]
+        new = nn.Parameter(weight, requires_grad=old.requires_grad)
+        for module in self.modules():  # tied output projections share the new tensor
+            if isinstance(module, nn.Linear) and module.weight is old:
+                module.weight, module.out_features = new, n
+                for owner in self.modules():
+                    bias = getattr(owner, "bias", None)
+                    if isinstance(bias, nn.Parameter) and owner is not module and bias.shape == (old.shape[0],) \
+                            and not isinstance(owner, (nn.Linear, nn.LayerNorm)):
+                        grown = torch.zeros(n, device=bias.device, dtype=bias.dtype)
+                        grown[:keep] = bias.detach()[:keep]
+                        owner.bias = nn.Parameter(grown, requires_grad=bias.requires_grad)
+        emb.weight, emb.num_embeddings = new, n
+        if hasattr(self.config, "vocab_size"):
+            self.config.vocab_size = n
+        return emb
 
     # -- loading --------------------------------------------------------------------------------
     @classmethod

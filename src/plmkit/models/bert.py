@@ -335,3 +335,31 @@ class BertForQuestionAnswering(BertPreTrainedModel):
             loss = (F.cross_entropy(start.float(), start_positions.view(-1).clamp(0, t), ignore_index=t)
                     + F.cross_entropy(end.float(), end_positions.view(-1).clamp(0, t), ignore_index=t)) / 2
         return QuestionAnsweringOutput(loss, start, end, out.hidden_states, out.attentions)
+
+
+class BertForRelationClassification(BertPreTrainedModel):
+    """Relation between two marked entities (Baldini Soares et al., 2019, "Matching the Blanks",
+    ENTITY MARKERS - ENTITY START): the encoder states at the [E1] and [E2] start markers,
+    concatenated -> dropout -> linear (2 * hidden -> labels).
+
+    ``entity_positions`` (B, 2) holds the positions of the two start markers. Saved directories
+    load in Hugging Face as a plain ``BertModel`` (``AutoModel.from_pretrained(dir)``: the encoder;
+    it reports ``classifier.*`` as unused and the pooler as newly initialised); the relation head
+    itself is plmkit's.
+    """
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config)
+        self.bert = BertModel(config, add_pooling_layer=False)
+        self.dropout = _dropout(config)
+        self.classifier = nn.Linear(2 * config.hidden_size, config.num_labels)
+        self.init_weights()
+
+    def forward(self, input_ids, entity_positions, attention_mask=None, token_type_ids=None, position_ids=None,
+                labels=None, output_attentions=False, output_hidden_states=False) -> ClassifierOutput:
+        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_attentions, output_hidden_states)
+        rows = torch.arange(input_ids.shape[0], device=input_ids.device)[:, None]  # (B, 1)
+        pair = out.last_hidden_state[rows, entity_positions]  # (B, 2, D)
+        logits = self.classifier(self.dropout(pair.flatten(1)))  # (B, C)
+        loss = None if labels is None else F.cross_entropy(logits.float(), labels.view(-1))
+        return ClassifierOutput(loss, logits, out.hidden_states, out.attentions)

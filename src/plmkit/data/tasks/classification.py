@@ -1,0 +1,151 @@
+"""Sequence (and sentence-pair) classification data: JSONL, CSV or TSV with `text`, optional
+`text_pair`, and `label`.
+
+A string or integer label is a class (single-label); a list of them is a set of classes
+(multi-label); a float is a regression target. CSV/TSV need a header row naming the columns;
+there a label that parses as a non-integer number is a regression target.
+"""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+from plmkit.data.tasks import jsonl_rows, open_text
+from plmkit.errors import DataError
+
+SINGLE, MULTI, REGRESSION = "single_label_classification", "multi_label_classification", "regression"
+
+
+@dataclass
+class ClassificationExample:
+    text: str
+    text_pair: str | None
+    label: object  # str | list[str] | float | None (unlabelled)
+    line: int
+
+
+def read_classification(path: str | Path, require_label: bool = True) -> list[ClassificationExample]:
+    path = Path(path)
+    if path.suffix.lower() in (".csv", ".tsv"):
+        rows = _table_rows(path, "\t" if path.suffix.lower() == ".tsv" else ",")
+    else:
+        rows = jsonl_rows(path)
+    examples = []
+    for lineno, row in rows:
+        text = row.get("text", row.get("sentence"))
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(f"{path}:{lineno}: needs a non-empty string field 'text'")
+        pair = row.get("text_pair")
+        if pair is not None and not isinstance(pair, str):
+            raise DataError(f"{path}:{lineno}: 'text_pair' must be a string, got {type(pair).__name__}")
+        label = row.get("label")
+        if label is None and require_label:
+            raise DataError(f"{path}:{lineno}: no 'label' field")
+        if label is not None:
+            label = _normalise_label(label, f"{path}:{lineno}")
+        examples.append(ClassificationExample(text, pair or None, label, lineno))
+    if not examples:
+        raise DataError(f"{path}: no examples")
+    return examples
+
+
+def _normalise_label(label, where: str):
+    if isinstance(label, bool):
+        return str(label).lower()
+    if isinstance(label, (str, int)):
+        return str(label)
+    if isinstance(label, float):
+        return label
+    if isinstance(label, list) and all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in label):
+        return [str(v) for v in label]
+    raise DataError(f"{where}: 'label' must be a string, integer, list of them, or a float; got {label!r}")
+
+
+def _table_rows(path: Path, delimiter: str):
+    lines = open_text(path)
+    reader = csv.DictReader(lines, delimiter=delimiter)
+    if reader.fieldnames is None or "text" not in reader.fieldnames:
+        raise DataError(f"{path}:1: the header row must name a 'text' column (and 'label'); got {reader.fieldnames}")
+    for row in reader:
+        lineno = reader.line_num
+        if None in row:
+            raise DataError(f"{path}:{lineno}: more fields than the header has")
+        row = {k: v for k, v in row.items() if v is not None and v != ""}
+        if "label" in row:
+            row["label"] = _number_or_text(row["label"])
+        yield lineno, row
+
+
+def _number_or_text(value: str):
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return value if number.is_integer() and "." not in value else number
+
+
+def problem_type_of(examples: list[ClassificationExample]) -> str:
+    kinds = {MULTI if isinstance(e.label, list) else REGRESSION if isinstance(e.label, float) else SINGLE
+             for e in examples if e.label is not None}
+    if len(kinds) > 1:
+        first = {k: next(e.line for e in examples if (MULTI if isinstance(e.label, list) else REGRESSION
+                                                      if isinstance(e.label, float) else SINGLE) == k) for k in kinds}
+        raise DataError("labels mix kinds: " + ", ".join(f"{k} (first at line {line})" for k, line in first.items()))
+    return kinds.pop() if kinds else SINGLE
+
+
+def label_names(examples: list[ClassificationExample]) -> list[str]:
+    """Sorted class names (numerically when they are all integers)."""
+    names = set()
+    for e in examples:
+        if isinstance(e.label, list):
+            names.update(e.label)
+        elif isinstance(e.label, str):
+            names.add(e.label)
+    if all(n.lstrip("-").isdigit() for n in names):
+        return sorted(names, key=int)
+    return sorted(names)
+
+
+def encode_label(example: ClassificationExample, label2id: dict[str, int], problem_type: str, path) -> object:
+    """The model target of one example; unknown classes are a DataError naming file:line."""
+    if problem_type == REGRESSION:
+        if isinstance(example.label, (list, str)):
+            raise DataError(f"{path}:{example.line}: this is a regression model; label must be a number")
+        return float(example.label)
+    names = example.label if isinstance(example.label, list) else [example.label]
+    if isinstance(example.label, float):
+        raise DataError(f"{path}:{example.line}: label {example.label!r} is a number; this model classifies")
+    unknown = [n for n in names if n not in label2id]
+    if unknown:
+        raise DataError(f"{path}:{example.line}: unknown label {unknown[0]!r}; the model knows "
+                        f"{', '.join(sorted(label2id))}")
+    if problem_type == MULTI:
+        target = [0.0] * len(label2id)
+        for n in names:
+            target[label2id[n]] = 1.0
+        return target
+    if len(names) != 1:
+        raise DataError(f"{path}:{example.line}: a single-label model needs one label, got {names}")
+    return label2id[names[0]]
+
+
+def encode_examples(tokenizer, examples: list[ClassificationExample], max_length: int,
+                    label2id: dict[str, int] | None = None, problem_type: str = SINGLE, path="data") -> list[dict]:
+    """Token ids (truncated to max_length, not padded) + labels, one dict per example."""
+    texts = [e.text for e in examples]
+    pairs = [e.text_pair for e in examples]
+    has_pairs = any(p is not None for p in pairs)
+    if has_pairs and not all(p is not None for p in pairs):
+        missing = next(e.line for e in examples if e.text_pair is None)
+        raise DataError(f"{path}:{missing}: some rows have 'text_pair' and this one does not")
+    enc = tokenizer(texts, pairs if has_pairs else None, truncation=True, max_length=max_length,
+                    return_token_type_ids=True)
+    features = []
+    for i, e in enumerate(examples):
+        f = {"input_ids": enc["input_ids"][i], "token_type_ids": enc["token_type_ids"][i]}
+        if e.label is not None and label2id is not None or problem_type == REGRESSION and e.label is not None:
+            f["labels"] = encode_label(e, label2id or {}, problem_type, path)
+        features.append(f)
+    return features

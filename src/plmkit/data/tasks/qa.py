@@ -1,0 +1,169 @@
+"""Extractive question answering: SQuAD v1.1 / v2.0 JSON.
+
+Long contexts are cut into windows of `max_length` tokens ([CLS] question [SEP] context-window
+[SEP]); consecutive windows overlap by `doc_stride` tokens (Hugging Face's meaning of doc_stride).
+Each window keeps the character offsets of its context tokens, so a predicted token span maps
+straight back to a character span of the original context. SQuAD v2 unanswerable questions (and
+windows that do not hold the answer) point at [CLS].
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from plmkit.errors import DataError
+
+
+@dataclass
+class QAExample:
+    id: str
+    question: str
+    context: str
+    answers: list[dict] = field(default_factory=list)  # {"text", "answer_start"}
+    is_impossible: bool = False
+
+
+def read_squad(path: str | Path, require_answers: bool = True) -> list[QAExample]:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    text = path.read_text(encoding="utf-8-sig")
+    if not text.strip():
+        raise DataError(f"{path}: the file is empty")
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}:{err.lineno}: not valid JSON ({err.msg} at column {err.colno})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
+        raise DataError(f"{path}: a SQuAD file is an object with a 'data' list of articles")
+    examples = []
+    for a, article in enumerate(doc["data"]):
+        for p, para in enumerate(article.get("paragraphs", [])):
+            where = f"{path}: data[{a}].paragraphs[{p}]"
+            context = para.get("context")
+            if not isinstance(context, str) or not context:
+                raise DataError(f"{where}: needs a non-empty 'context'")
+            for q, qa in enumerate(para.get("qas", [])):
+                qwhere = f"{where}.qas[{q}] (id {qa.get('id')!r})"
+                question = qa.get("question")
+                if not isinstance(question, str) or not question.strip():
+                    raise DataError(f"{qwhere}: needs a non-empty 'question'")
+                impossible = bool(qa.get("is_impossible", False))
+                answers = qa.get("answers") or []
+                for ans in answers:
+                    start, ans_text = ans.get("answer_start"), ans.get("text")
+                    if not isinstance(start, int) or not isinstance(ans_text, str) \
+                            or context[start:start + len(ans_text)] != ans_text:
+                        raise DataError(f"{qwhere}: answer {ans_text!r} is not at answer_start={start} of the context")
+                if require_answers and not answers and not impossible:
+                    raise DataError(f"{qwhere}: no answers and not is_impossible")
+                examples.append(QAExample(str(qa.get("id", f"{a}-{p}-{q}")), question, context, answers, impossible))
+    if not examples:
+        raise DataError(f"{path}: no questions")
+    return examples
+
+
+def windows(tokenizer, examples: list[QAExample], max_length: int = 384, doc_stride: int = 128,
+            max_query_length: int = 64, training: bool = False) -> list[dict]:
+    """One feature per window. `_example` indexes `examples`; `_offsets` holds (start, end) character
+    offsets into the context for context tokens and None elsewhere. With `training`, the first
+    answer gives `start_positions` / `end_positions` (0 = [CLS] when the window lacks it)."""
+    backend = tokenizer.backend_tokenizer
+    questions = backend.encode_batch([e.question for e in examples], add_special_tokens=False)
+    contexts = backend.encode_batch([e.context for e in examples], add_special_tokens=False)
+    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+    features = []
+    for i, (e, q, c) in enumerate(zip(examples, questions, contexts)):
+        q_ids = q.ids[:max_query_length]
+        room = max_length - len(q_ids) - 3
+        if room < 1:
+            raise DataError(f"max_length={max_length} leaves no room for the context after a "
+                            f"{len(q_ids)}-token question")
+        step = max(room - doc_stride, 1)
+        starts = [0]
+        while starts[-1] + room < len(c.ids):
+            starts.append(starts[-1] + step)
+        answer = None
+        if training and e.answers and not e.is_impossible:
+            a = e.answers[0]
+            answer = (a["answer_start"], a["answer_start"] + len(a["text"]))
+        for s in starts:
+            ctx_ids = c.ids[s:s + room]
+            ctx_offsets = c.offsets[s:s + room]
+            head = 2 + len(q_ids)  # position of the first context token
+            ids = [cls] + q_ids + [sep] + ctx_ids + [sep]
+            f = {"input_ids": ids, "token_type_ids": [0] * head + [1] * (len(ctx_ids) + 1), "_example": i,
+                 "_offsets": [None] * head + [tuple(o) for o in ctx_offsets] + [None]}
+            if training:
+                start_pos = end_pos = 0
+                if answer is not None:
+                    tok = [k for k, (a0, a1) in enumerate(ctx_offsets) if a1 > answer[0] and a0 < answer[1]]
+                    if tok and ctx_offsets[0][0] <= answer[0] and ctx_offsets[-1][1] >= answer[1]:
+                        start_pos, end_pos = head + tok[0], head + tok[-1]
+                f["start_positions"], f["end_positions"] = start_pos, end_pos
+            features.append(f)
+    return features
+
+
+@dataclass
+class Candidate:
+    score: float  # start logit + end logit
+    prob: float  # p(start) * p(end) within its window
+    start: int  # character offsets into the context (end exclusive); -1 for no answer
+    end: int
+
+
+def best_spans(start_logits: list[float], end_logits: list[float], offsets: list, max_answer_length: int = 30,
+               n_best: int = 20) -> tuple[Candidate | None, float]:
+    """Best context span of one window (or None) and the window's null score (start+end at [CLS])."""
+    ctx = [k for k, o in enumerate(offsets) if o is not None]
+    log_z_s = _logsumexp([start_logits[0]] + [start_logits[k] for k in ctx])
+    log_z_e = _logsumexp([end_logits[0]] + [end_logits[k] for k in ctx])
+    top_s = sorted(ctx, key=lambda k: -start_logits[k])[:n_best]
+    top_e = sorted(ctx, key=lambda k: -end_logits[k])[:n_best]
+    best = None
+    for s in top_s:
+        for e in top_e:
+            if e < s or e - s + 1 > max_answer_length:
+                continue
+            score = start_logits[s] + end_logits[e]
+            if best is None or score > best.score:
+                prob = math.exp(score - log_z_s - log_z_e)
+                best = Candidate(score, prob, offsets[s][0], offsets[e][1])
+    null = start_logits[0] + end_logits[0]
+    return best, null
+
+
+def _logsumexp(values: list[float]) -> float:
+    m = max(values)
+    return m + math.log(sum(math.exp(v - m) for v in values))
+
+
+class SpanAggregator:
+    """Keeps, per example, the best span over its windows and the lowest null score (streamed)."""
+
+    def __init__(self, max_answer_length: int = 30, allow_no_answer: bool = False, null_threshold: float = 0.0):
+        self.max_answer_length = max_answer_length
+        self.allow_no_answer = allow_no_answer
+        self.null_threshold = null_threshold
+        self.best: dict[int, Candidate] = {}
+        self.null: dict[int, tuple[float, float]] = {}  # example -> (null score, null prob)
+
+    def add(self, example: int, start_logits: list[float], end_logits: list[float], offsets: list) -> None:
+        cand, null = best_spans(start_logits, end_logits, offsets, self.max_answer_length)
+        if cand is not None and (example not in self.best or cand.score > self.best[example].score):
+            self.best[example] = cand
+        z = _logsumexp([start_logits[0]] + [start_logits[k] for k, o in enumerate(offsets) if o is not None]) \
+            + _logsumexp([end_logits[0]] + [end_logits[k] for k, o in enumerate(offsets) if o is not None])
+        if example not in self.null or null < self.null[example][0]:
+            self.null[example] = (null, math.exp(null - z))
+
+    def answer(self, example: int, context: str) -> dict:
+        """{"answer", "score", "start", "end"}; the empty answer (start = end = 0) means no answer."""
+        best = self.best.get(example)
+        null_score, null_prob = self.null.get(example, (float("-inf"), 0.0))
+        if best is None or (self.allow_no_answer and null_score > best.score + self.null_threshold):
+            return {"answer": "", "score": null_prob, "start": 0, "end": 0}
+        return {"answer": context[best.start:best.end], "score": best.prob, "start": best.start, "end": best.end}

@@ -1,0 +1,226 @@
+"""Streamed metrics: each accumulator takes one batch at a time (`update`) and reports a dict
+(`compute`). Classification keeps a confusion matrix, not predictions.
+
+* ClassificationMetrics: accuracy, macro-F1, micro-F1 (= accuracy for single-label), weighted F1.
+* MultiLabelMetrics: micro/macro F1 over labels, subset accuracy.
+* RegressionMetrics: Pearson, Spearman (average ranks for ties), MSE.
+* EntityMetrics: entity-level precision/recall/F1 with seqeval (conlleval rules for BIO,
+  strict IOBES for BIOES).
+* SquadMetrics: the official SQuAD v1.1/v2.0 exact match and token F1 (with its normalisation).
+* RelationMetrics: micro P/R/F1 over the relation classes, the no-relation class excluded.
+"""
+from __future__ import annotations
+
+import collections
+import re
+import string
+
+import numpy as np
+import torch
+
+
+def _f1(p: np.ndarray | float, r: np.ndarray | float):
+    p, r = np.asarray(p, dtype=float), np.asarray(r, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(p + r > 0, 2 * p * r / np.where(p + r > 0, p + r, 1), 0.0)
+
+
+def _safe_div(a, b):
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    return np.where(b > 0, a / np.where(b > 0, b, 1), 0.0)
+
+
+class ClassificationMetrics:
+    def __init__(self, num_labels: int):
+        self.confusion = torch.zeros(num_labels, num_labels, dtype=torch.long)  # [gold, predicted]
+
+    def update(self, predictions, labels) -> None:
+        p, g = torch.as_tensor(predictions).view(-1).cpu(), torch.as_tensor(labels).view(-1).cpu()
+        n = self.confusion.shape[0]
+        self.confusion += torch.bincount(g * n + p, minlength=n * n).view(n, n)
+
+    def compute(self) -> dict[str, float]:
+        c = self.confusion.double().numpy()
+        tp, gold, pred = np.diag(c), c.sum(1), c.sum(0)
+        total = c.sum()
+        precision, recall = _safe_div(tp, pred), _safe_div(tp, gold)
+        f1 = _f1(precision, recall)
+        present = (gold + pred) > 0
+        micro = float(tp.sum() / total) if total else 0.0
+        return {"accuracy": micro, "f1": float(f1[present].mean()) if present.any() else 0.0,
+                "macro_f1": float(f1[present].mean()) if present.any() else 0.0, "micro_f1": micro,
+                "weighted_f1": float((f1 * gold).sum() / gold.sum()) if gold.sum() else 0.0, "n": int(total)}
+
+
+class MultiLabelMetrics:
+    def __init__(self, num_labels: int):
+        self.tp = np.zeros(num_labels)
+        self.fp = np.zeros(num_labels)
+        self.fn = np.zeros(num_labels)
+        self.exact = 0
+        self.n = 0
+
+    def update(self, predictions, labels) -> None:
+        p, g = torch.as_tensor(predictions).bool().cpu().numpy(), torch.as_tensor(labels).bool().cpu().numpy()
+        self.tp += (p & g).sum(0)
+        self.fp += (p & ~g).sum(0)
+        self.fn += (~p & g).sum(0)
+        self.exact += int((p == g).all(1).sum())
+        self.n += p.shape[0]
+
+    def compute(self) -> dict[str, float]:
+        micro = float(_f1(_safe_div(self.tp.sum(), self.tp.sum() + self.fp.sum()),
+                          _safe_div(self.tp.sum(), self.tp.sum() + self.fn.sum())))
+        per = _f1(_safe_div(self.tp, self.tp + self.fp), _safe_div(self.tp, self.tp + self.fn))
+        present = (self.tp + self.fp + self.fn) > 0
+        macro = float(per[present].mean()) if present.any() else 0.0
+        return {"subset_accuracy": self.exact / self.n if self.n else 0.0, "f1": micro, "micro_f1": micro,
+                "macro_f1": macro, "n": self.n}
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks, ties get their average rank."""
+    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    return (ends - (counts - 1) / 2.0)[inverse]
+
+
+def pearson(x, y) -> float:
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    x, y = x - x.mean(), y - y.mean()
+    denom = np.sqrt((x * x).sum() * (y * y).sum())
+    return float((x * y).sum() / denom) if denom > 0 else 0.0
+
+
+def spearman(x, y) -> float:
+    return pearson(_ranks(np.asarray(x, dtype=float)), _ranks(np.asarray(y, dtype=float)))
+
+
+class RegressionMetrics:
+    """Keeps one float per example (ranks need them all), never logits of a larger shape."""
+
+    def __init__(self):
+        self.pred: list[float] = []
+        self.gold: list[float] = []
+
+    def update(self, predictions, labels) -> None:
+        self.pred += torch.as_tensor(predictions).view(-1).float().tolist()
+        self.gold += torch.as_tensor(labels).view(-1).float().tolist()
+
+    def compute(self) -> dict[str, float]:
+        p, g = np.array(self.pred), np.array(self.gold)
+        return {"pearson": pearson(p, g), "spearman": spearman(p, g),
+                "mse": float(((p - g) ** 2).mean()) if len(p) else 0.0, "n": len(p)}
+
+
+class EntityMetrics:
+    """Entity-level scores with seqeval; `update` takes lists of tag sequences (one per sentence)."""
+
+    def __init__(self, scheme: str = "BIO"):
+        self.scheme = scheme
+        self.gold: list[list[str]] = []
+        self.pred: list[list[str]] = []
+        self.tokens = 0
+        self.correct_tokens = 0
+
+    def update(self, predictions: list[list[str]], labels: list[list[str]]) -> None:
+        for p, g in zip(predictions, labels):
+            self.pred.append(list(p))
+            self.gold.append(list(g))
+            self.tokens += len(g)
+            self.correct_tokens += sum(a == b for a, b in zip(p, g))
+
+    def compute(self) -> dict[str, float]:
+        from seqeval.metrics import f1_score, precision_score, recall_score
+        kwargs = {}
+        if self.scheme == "BIOES":
+            from seqeval.scheme import IOBES
+            kwargs = {"mode": "strict", "scheme": IOBES}
+        args = (self.gold, self.pred)
+        return {"precision": float(precision_score(*args, zero_division=0, **kwargs)),
+                "recall": float(recall_score(*args, zero_division=0, **kwargs)),
+                "f1": float(f1_score(*args, zero_division=0, **kwargs)),
+                "token_accuracy": self.correct_tokens / self.tokens if self.tokens else 0.0,
+                "n": len(self.gold)}
+
+
+# --- SQuAD ------------------------------------------------------------------------------------
+_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
+_PUNCTUATION = set(string.punctuation)
+
+
+def normalize_answer(s: str) -> str:
+    """Lower case, drop punctuation, drop the articles a/an/the, squeeze whitespace (the official rule)."""
+    s = "".join(ch for ch in s.lower() if ch not in _PUNCTUATION)
+    return " ".join(_ARTICLES.sub(" ", s).split())
+
+
+def squad_exact_match(prediction: str, gold: str) -> float:
+    return float(normalize_answer(prediction) == normalize_answer(gold))
+
+
+def squad_f1(prediction: str, gold: str) -> float:
+    p, g = normalize_answer(prediction).split(), normalize_answer(gold).split()
+    if not p or not g:  # no-answer: right only when both are empty
+        return float(p == g)
+    common = collections.Counter(p) & collections.Counter(g)
+    same = sum(common.values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(p), same / len(g)
+    return 2 * precision * recall / (precision + recall)
+
+
+class SquadMetrics:
+    """exact_match and f1 in percent, the max over each question's gold answers
+    (unanswerable questions have the single gold answer "")."""
+
+    def __init__(self):
+        self.em = self.f1 = 0.0
+        self.n = 0
+        self.has_ans = [0.0, 0.0, 0]
+        self.no_ans = [0.0, 0.0, 0]
+
+    def update(self, prediction: str, gold_answers: list[str]) -> None:
+        golds = [a for a in gold_answers if normalize_answer(a)] or [""]
+        em = max(squad_exact_match(prediction, g) for g in golds)
+        f1 = max(squad_f1(prediction, g) for g in golds)
+        self.em += em
+        self.f1 += f1
+        self.n += 1
+        bucket = self.has_ans if golds != [""] else self.no_ans
+        bucket[0] += em
+        bucket[1] += f1
+        bucket[2] += 1
+
+    def compute(self) -> dict[str, float]:
+        out = {"exact_match": 100 * self.em / self.n if self.n else 0.0,
+               "f1": 100 * self.f1 / self.n if self.n else 0.0, "n": self.n}
+        if self.no_ans[2]:
+            for name, b in (("has_ans", self.has_ans), ("no_ans", self.no_ans)):
+                if b[2]:
+                    out[f"{name}_exact_match"], out[f"{name}_f1"] = 100 * b[0] / b[2], 100 * b[1] / b[2]
+        return out
+
+
+class RelationMetrics:
+    """Micro P/R/F1 with the no-relation class excluded (as in TACRED scoring), plus accuracy."""
+
+    def __init__(self, num_labels: int, no_relation_id: int | None):
+        self.inner = ClassificationMetrics(num_labels)
+        self.no_relation_id = no_relation_id
+
+    def update(self, predictions, labels) -> None:
+        self.inner.update(predictions, labels)
+
+    def compute(self) -> dict[str, float]:
+        c = self.inner.confusion.double().numpy()
+        keep = np.ones(c.shape[0], dtype=bool)
+        if self.no_relation_id is not None:
+            keep[self.no_relation_id] = False
+        tp = np.diag(c)[keep].sum()
+        precision = float(_safe_div(tp, c[:, keep].sum()))
+        recall = float(_safe_div(tp, c[keep, :].sum()))
+        total = c.sum()
+        return {"precision": precision, "recall": recall, "f1": float(_f1(precision, recall)),
+                "accuracy": float(np.diag(c).sum() / total) if total else 0.0, "n": int(total)}

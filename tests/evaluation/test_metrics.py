@@ -1,0 +1,70 @@
+import numpy as np
+import pytest
+import torch
+
+from plmkit.evaluation import (ClassificationMetrics, EntityMetrics, MultiLabelMetrics, RegressionMetrics,
+                               RelationMetrics, SquadMetrics, normalize_answer, squad_f1)
+
+
+def test_classification_streamed_matches_sklearn():
+    sk = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(0)
+    gold, pred = rng.integers(0, 4, 200), rng.integers(0, 4, 200)
+    pred[:80] = gold[:80]
+    m = ClassificationMetrics(4)
+    for i in range(0, 200, 32):  # batch by batch
+        m.update(torch.tensor(pred[i:i + 32]), torch.tensor(gold[i:i + 32]))
+    r = m.compute()
+    assert r["accuracy"] == pytest.approx(sk.accuracy_score(gold, pred))
+    assert r["macro_f1"] == pytest.approx(sk.f1_score(gold, pred, average="macro"))
+    assert r["micro_f1"] == pytest.approx(sk.f1_score(gold, pred, average="micro"))
+    assert r["weighted_f1"] == pytest.approx(sk.f1_score(gold, pred, average="weighted"))
+
+
+def test_multilabel():
+    m = MultiLabelMetrics(3)
+    m.update(torch.tensor([[1, 0, 1], [0, 1, 0]]), torch.tensor([[1, 0, 0], [0, 1, 0]]))
+    r = m.compute()
+    assert r["subset_accuracy"] == 0.5 and r["micro_f1"] == pytest.approx(2 * 2 / (2 * 2 + 1))
+
+
+def test_pearson_spearman_with_ties():
+    stats = pytest.importorskip("scipy.stats")
+    x = np.array([1, 2, 2, 3, 5, 5, 5, 8, 9, 1.5])
+    y = np.array([2, 1, 4, 3, 7, 5, 6, 9, 8, 1.0])
+    m = RegressionMetrics()
+    m.update(torch.tensor(x[:4]), torch.tensor(y[:4]))
+    m.update(torch.tensor(x[4:]), torch.tensor(y[4:]))
+    r = m.compute()
+    assert r["pearson"] == pytest.approx(stats.pearsonr(x, y)[0], abs=1e-6)
+    assert r["spearman"] == pytest.approx(stats.spearmanr(x, y)[0], abs=1e-6)
+
+
+def test_entity_metrics_bio_and_bioes():
+    m = EntityMetrics("BIO")
+    m.update([["B-PER", "I-PER", "O", "B-LOC"]], [["B-PER", "I-PER", "O", "B-ORG"]])
+    r = m.compute()
+    assert r["precision"] == 0.5 and r["recall"] == 0.5 and r["f1"] == 0.5
+    m = EntityMetrics("BIOES")
+    m.update([["S-PER", "B-LOC", "E-LOC"]], [["S-PER", "B-LOC", "E-LOC"]])
+    assert m.compute()["f1"] == 1.0
+
+
+def test_squad_official_normalisation():
+    assert normalize_answer("The  Eiffel-Tower!") == "eiffeltower"
+    assert normalize_answer("an apple and a pear") == "apple and pear"
+    assert squad_f1("the big red dog", "a red dog") == pytest.approx(2 * (2 / 3) * 1 / (2 / 3 + 1))
+    m = SquadMetrics()
+    m.update("Paris.", ["paris", "in Paris"])
+    m.update("", [])  # unanswerable, predicted no answer
+    m.update("x", [])
+    r = m.compute()
+    assert r["exact_match"] == pytest.approx(200 / 3) and r["has_ans_exact_match"] == 100 and r["no_ans_f1"] == 50
+
+
+def test_relation_micro_f1_excludes_no_relation():
+    m = RelationMetrics(3, no_relation_id=2)
+    # gold: r0, r1, none, none ; pred: r0, none, r1, none
+    m.update(torch.tensor([0, 2, 1, 2]), torch.tensor([0, 1, 2, 2]))
+    r = m.compute()
+    assert r["precision"] == 0.5 and r["recall"] == 0.5 and r["f1"] == 0.5 and r["accuracy"] == 0.5

@@ -1,0 +1,69 @@
+import pytest
+import torch
+from torch import nn
+
+from plmkit.errors import ConfigError
+from plmkit.models.bert import BertConfig, BertForSequenceClassification
+from plmkit.nn.lora import LoRALinear, apply_lora, merge_lora, plain_state_dict
+
+
+def tiny():
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=32).with_labels(["a", "b"])
+    return BertForSequenceClassification(config).eval()
+
+
+def test_lora_linear_starts_as_identity_update_and_merges():
+    torch.manual_seed(0)
+    base = nn.Linear(8, 6)
+    lora = LoRALinear.wrap(base, rank=2, alpha=4)
+    x = torch.randn(3, 8)
+    assert torch.allclose(lora(x), base(x))  # B = 0 at the start
+    with torch.no_grad():
+        lora.lora_B.normal_()
+    merged = lora.to_linear()
+    assert torch.allclose(merged(x), lora(x), atol=1e-6)
+    assert not lora.weight.requires_grad and lora.lora_A.requires_grad
+
+
+def test_apply_lora_merged_equals_unmerged_and_saves_plain(tmp_path):
+    model = tiny()
+    wrapped = apply_lora(model, ("q", "v"), rank=4, alpha=8)
+    assert wrapped == [f"bert.layers.{i}.attn.{t}" for i in range(2) for t in ("q", "v")]
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(".lora_" in n for n in trainable)
+    for m in model.modules():
+        if isinstance(m, LoRALinear):
+            with torch.no_grad():
+                m.lora_B.normal_(std=0.1)
+    ids = torch.randint(1, 50, (2, 7))
+    mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3])
+    before = model(ids, mask).logits
+    state = plain_state_dict(model)
+    assert not any("lora" in k for k in state)
+    model.save_pretrained(tmp_path)  # an ordinary checkpoint, LoRA folded in
+    reloaded = BertForSequenceClassification.from_pretrained(tmp_path)
+    assert torch.allclose(reloaded(ids, mask).logits, before, atol=1e-5)
+    merge_lora(model)
+    assert not any(isinstance(m, LoRALinear) for m in model.modules())
+    assert torch.allclose(model(ids, mask).logits, before, atol=1e-5)
+
+
+def test_lora_trains_only_adapters():
+    model = tiny().train()
+    apply_lora(model, ("q", "v", "fc_in"), rank=2)
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    for _ in range(2):
+        out = model(torch.randint(1, 50, (4, 6)), labels=torch.tensor([0, 1, 0, 1]))
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad()
+    assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if n in frozen)
+    assert any(m.lora_B.abs().sum() > 0 for m in model.modules() if isinstance(m, LoRALinear))
+
+
+def test_apply_lora_unknown_target():
+    with pytest.raises(ConfigError, match="no Linear layer matches"):
+        apply_lora(tiny(), ("query",))
