@@ -11,7 +11,7 @@ import sys
 
 from plmkit.errors import PlmkitError
 
-COMMANDS = ("tokenizer", "data")
+COMMANDS = ("tokenizer", "data", "finetune", "evaluate", "predict")
 
 
 def build_parser() -> argparse.ArgumentParser:
