@@ -29,22 +29,21 @@ HEADS = KeyTable([
 ])
 
 PREFIX = "bert"
-MLM_BIAS = ("mlm.bias", "cls.predictions.bias")
+MLM_BIAS = ("cls.predictions.decoder.bias", "cls.predictions.bias")  # HF keeps both names for one tensor
 BUFFERS = ("position_ids", "token_type_ids")  # non-parameter buffers old HF checkpoints carry
 
 
 def to_hf(state: dict) -> dict:
     out = rename(state, BODY, HEADS, PREFIX, to_hf=True)
-    if MLM_BIAS[0] in out:
-        out[MLM_BIAS[1]] = out.pop(MLM_BIAS[0])
-        out["cls.predictions.decoder.bias"] = out[MLM_BIAS[1]]  # HF ties the two
+    if MLM_BIAS[0] in out:  # the canonical name first: checkpoints store a shared tensor once
+        bias = out.pop(MLM_BIAS[0])
+        out[MLM_BIAS[1]] = out[MLM_BIAS[0]] = bias
     return out
 
 
 def from_hf(state: dict) -> dict:
     state = {_modern_norm_names(k): v for k, v in state.items() if k.rsplit(".", 1)[-1] not in BUFFERS}
     if MLM_BIAS[1] in state:
-        state.pop("cls.predictions.decoder.bias", None)
         state[MLM_BIAS[0]] = state.pop(MLM_BIAS[1])
     return rename(state, BODY, HEADS, PREFIX, to_hf=False)
 

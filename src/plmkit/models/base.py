@@ -75,16 +75,13 @@ class PreTrainedModel(nn.Module):
         with torch.no_grad():
             weight[:keep] = old[:keep]
         new = nn.Parameter(weight, requires_grad=old.requires_grad)
-        for module in self.modules():  # tied output projections share the new tensor
+        for module in self.modules():  # tied output projections share the new tensor (and grow their bias)
             if isinstance(module, nn.Linear) and module.weight is old:
                 module.weight, module.out_features = new, n
-                for owner in self.modules():
-                    bias = getattr(owner, "bias", None)
-                    if isinstance(bias, nn.Parameter) and owner is not module and bias.shape == (old.shape[0],) \
-                            and not isinstance(owner, (nn.Linear, nn.LayerNorm)):
-                        grown = torch.zeros(n, device=bias.device, dtype=bias.dtype)
-                        grown[:keep] = bias.detach()[:keep]
-                        owner.bias = nn.Parameter(grown, requires_grad=bias.requires_grad)
+                if module.bias is not None:
+                    bias = torch.zeros(n, device=old.device, dtype=old.dtype)
+                    bias[:keep] = module.bias.detach()[:keep]
+                    module.bias = nn.Parameter(bias, requires_grad=module.bias.requires_grad)
         emb.weight, emb.num_embeddings = new, n
         if hasattr(self.config, "vocab_size"):
             self.config.vocab_size = n

@@ -168,14 +168,12 @@ class MaskedLMHead(nn.Module):
         self.transform = nn.ModuleDict({"dense": nn.Linear(c.hidden_size, c.hidden_size),
                                         "norm": nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)})
         self.act = ACTIVATIONS[c.hidden_act]
-        self.decoder = nn.Linear(c.hidden_size, c.vocab_size, bias=False)
+        self.decoder = nn.Linear(c.hidden_size, c.vocab_size)
         if c.tie_word_embeddings:
             self.decoder.weight = word_embeddings.weight
-        self.bias = nn.Parameter(torch.zeros(c.vocab_size))
 
     def forward(self, h: Tensor) -> Tensor:  # (..., D) -> (..., V)
-        h = self.transform["norm"](self.act(self.transform["dense"](h)))
-        return F.linear(h, self.decoder.weight, self.bias)
+        return self.decoder(self.transform["norm"](self.act(self.transform["dense"](h))))
 
 
 def mlm_logits_and_loss(head: MaskedLMHead, sequence: Tensor, labels: Tensor | None,

@@ -155,5 +155,5 @@ def test_resize_token_embeddings_keeps_ties():
     model.resize_token_embeddings(44)
     emb = model.get_input_embeddings()
     assert emb.weight.shape == (44, 16) and torch.equal(emb.weight[:40], old)
-    assert model.mlm.decoder.weight is emb.weight and model.mlm.bias.shape == (44,)
+    assert model.mlm.decoder.weight is emb.weight and model.mlm.decoder.bias.shape == (44,)
     assert model(torch.tensor([[43, 1, 2]])).logits.shape == (1, 3, 44) and model.config.vocab_size == 44
