@@ -1,0 +1,149 @@
+"""Pretraining step throughput: plmkit BertForPreTraining vs Hugging Face BertForPreTraining.
+
+Same bert-mini config (4 layers, hidden 256, vocab 30522), same initial weights (ours saved and
+loaded by transformers), same dropout, fp32, same batches: 32 x up-to-128-token BERT sentence
+pairs from real text (Shakespeare, `plmkit data fetch shakespeare`) built and masked by plmkit's
+pretraining pipeline (15% masking, dynamic padding to the longest pair of the batch). A step is
+forward + backward + torch AdamW (the same optimizer settings for both). The two models take
+turns, step for step, so a noisy shared machine slows both alike.
+
+Tokens/s counts real (non-padding) tokens. GFLOP/s is the *useful* work of a step, the same
+formula for both: 6 x (encoder matmul parameters) per real token, attention scores and mixing
+(12 x layers x hidden x sequence length per real token), and the MLM head's transform and
+vocabulary projection at the masked positions only; next to it the machine's fp32 matmul peak
+(a 2048^3 torch.mm).
+
+    python bench/pretrain_throughput.py [--steps 10] [--threads N] [--dropout 0.1]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import report  # noqa: E402
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - start)
+    return 2 * n**3 / min(times) / 1e9
+
+
+def useful_flops(cfg, batch) -> float:
+    d, layers, ffn = cfg.hidden_size, cfg.num_hidden_layers, cfg.intermediate_size
+    mask = batch["attention_mask"]
+    tokens = int(mask.sum())
+    lengths = mask.sum(1).double()
+    encoder = 6 * tokens * layers * (4 * d * d + 2 * d * ffn)
+    attention = 6 * layers * 2 * d * float((lengths**2).sum())  # QK^T and PV, forward + backward
+    masked = int((batch["labels"] != -100).sum())
+    head = 6 * masked * (d * d + d * cfg.vocab_size)
+    pooler = 6 * batch["input_ids"].shape[0] * (d * d + 2 * d)
+    return encoder + attention + head + pooler
+
+
+def batches(n_batches: int, batch_size: int, seq_len: int, seed: int = 0):
+    from plmkit.data.fetch import fetch
+    from plmkit.data.pretraining import (PretrainingCollator, PretrainingDataset, build_token_shards,
+                                         group_documents, nsp_instances)
+    from plmkit.tokenization import Tokenizer
+
+    corpus = fetch("shakespeare")
+    cache = Path(tempfile.gettempdir()) / "plmkit-bench-pretrain"
+    tok_dir = cache / "tokenizer"
+    if (tok_dir / "tokenizer.json").is_file():
+        tokenizer = Tokenizer.from_pretrained(tok_dir)
+    else:
+        from plmkit.data.corpus import iter_texts
+        tokenizer = Tokenizer.train_wordpiece(iter_texts([corpus]), 8192)
+        tokenizer.save_pretrained(tok_dir)
+    shards = build_token_shards([corpus], tokenizer, cache / "shards", log=lambda line: None)
+    groups = group_documents(shards, seq_len)  # as `plmkit pretrain` does: speeches of a play merged
+    rows = nsp_instances(shards, groups, seq_len, seed)
+    dataset = PretrainingDataset(shards, rows, tokenizer.cls_token_id, tokenizer.sep_token_id)
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
+    collate = PretrainingCollator(tokenizer, sparse_prediction=False)
+    torch.manual_seed(seed)
+    return [collate([dataset[i] for i in order[b * batch_size:(b + 1) * batch_size]]) for b in range(n_batches)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per model (after 2 warm-up steps)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--dropout", type=float, default=0.1, help="hidden and attention dropout, both models")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    import transformers
+
+    from plmkit.models.bert import BertConfig, BertForPreTraining
+
+    data = batches(args.steps + 2, args.batch_size, args.seq_len)
+    cfg = BertConfig.from_preset("bert-mini", hidden_dropout_prob=args.dropout, attention_probs_dropout_prob=args.dropout)
+    torch.manual_seed(0)
+    ours = BertForPreTraining(cfg)
+    with tempfile.TemporaryDirectory() as tmp:
+        ours.save_pretrained(tmp)
+        hf = transformers.BertForPreTraining.from_pretrained(tmp)
+    ours.train()
+    hf.train()
+
+    def optimizer(model):
+        return torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+
+    runners = {
+        "plmkit": (ours, optimizer(ours), lambda b: ours(**b, sparse_prediction=True).loss),
+        "transformers": (hf, optimizer(hf), lambda b: hf(**b).loss),
+    }
+    times = {name: [] for name in runners}
+    losses = {name: [] for name in runners}
+    for i, batch in enumerate(data):
+        for name, (model, opt, loss_of) in runners.items():
+            torch.manual_seed(i)  # same dropout stream position for both
+            start = time.perf_counter()
+            loss = loss_of(batch)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            if i >= 2:
+                times[name].append(time.perf_counter() - start)
+            losses[name].append(loss.item())
+
+    timed = data[2:]
+    tokens = sum(int(b["attention_mask"].sum()) for b in timed)
+    padded = sum(b["input_ids"].numel() for b in timed)
+    flops = sum(useful_flops(cfg, b) for b in timed)
+    peak = matmul_gflops()
+    print(f"bert-mini pretraining step (MLM+NSP), batch {args.batch_size} x <= {args.seq_len}, fp32, "
+          f"dropout {args.dropout}, {args.threads} thread(s), {args.steps} timed steps")
+    print(f"  real tokens {tokens:,} of {padded:,} padded positions ({tokens / padded:.0%})")
+    rows = []
+    for name in runners:
+        total = sum(times[name])
+        rows.append((f"{name} tokens/s", tokens / total, "tok/s"))
+        rows.append((f"{name} useful GFLOP/s", flops / total / 1e9, "GFLOP/s"))
+        rows.append((f"{name} median step", 1000 * statistics.median(times[name]), "ms"))
+    rows.append(("fp32 matmul peak (2048^3 mm)", peak, "GFLOP/s"))
+    ratio = sum(times["transformers"]) / sum(times["plmkit"])
+    report(rows, ratio, 2.0, "plmkit / transformers tokens/s")
+    if args.dropout == 0:
+        print(f"  first-step loss: plmkit {losses['plmkit'][0]:.6f}  transformers {losses['transformers'][0]:.6f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,187 @@
+"""Tokenize a corpus once into a memory-mapped token array, cached on disk.
+
+Layout of a cache entry ``<cache_root>/<key>/``::
+
+    tokens.bin       every sentence's token ids back to back (no special tokens),
+                     uint16 when the vocabulary has < 65536 ids, else uint32
+    sentences.npy    int64 (S + 1,): sentence i is tokens[sentences[i]:sentences[i + 1]]
+    documents.npy    int64 (D + 1,): document d is sentences documents[d]:documents[d + 1]
+    doc_files.npy    int32 (D,): index (into meta["files"]) of the file each document comes from
+    meta.json        counts, dtype, the corpus files and the tokenizer hash
+
+The key hashes the corpus files (resolved path, size, mtime), the tokenizer (its
+full serialised pipeline: normalizer, vocabulary, ...) and `FORMAT`, so a changed
+file or tokenizer builds a new entry and an unchanged one is reused. Entries are
+written into a temporary directory and renamed into place (a crash leaves no
+half-written entry). Sentences come from `split_sentences`; documents and
+sentences with no tokens are skipped.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from plmkit.data.corpus import PathLike, _corpus_files, iter_documents, split_sentences
+from plmkit.errors import DataError
+
+FORMAT = 2
+DOCS_PER_BATCH = 512  # documents tokenized together (encode_batch over their sentences)
+
+
+@dataclass
+class TokenShards:
+    """A tokenized corpus: tokens, sentence offsets, document offsets (memory-mapped)."""
+
+    directory: Path
+    tokens: np.ndarray  # (N,) uint16 | uint32, memory-mapped
+    sentences: np.ndarray  # (S + 1,) int64
+    documents: np.ndarray  # (D + 1,) int64
+    doc_files: np.ndarray  # (D,) int32
+    meta: dict
+    reused: bool = False
+
+    @classmethod
+    def open(cls, directory: str | os.PathLike, reused: bool = False) -> "TokenShards":
+        directory = Path(directory)
+        meta = json.loads((directory / "meta.json").read_text())
+        tokens = np.memmap(directory / "tokens.bin", dtype=meta["dtype"], mode="r", shape=(meta["num_tokens"],)) \
+            if meta["num_tokens"] else np.zeros(0, dtype=meta["dtype"])
+        return cls(directory, tokens, np.load(directory / "sentences.npy"), np.load(directory / "documents.npy"),
+                   np.load(directory / "doc_files.npy"), meta, reused)
+
+    @property
+    def num_documents(self) -> int:
+        return len(self.documents) - 1
+
+    @property
+    def num_sentences(self) -> int:
+        return len(self.sentences) - 1
+
+    def document_sentences(self, doc: int) -> range:
+        return range(int(self.documents[doc]), int(self.documents[doc + 1]))
+
+    def sentence(self, i: int) -> np.ndarray:
+        return self.tokens[self.sentences[i]:self.sentences[i + 1]]
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16) if vocab_size < 2**16 else np.dtype(np.uint32)
+
+
+def corpus_fingerprint(paths: Sequence[PathLike]) -> list[dict]:
+    """(path, size, mtime) of every corpus file that `iter_documents(paths)` reads, in order."""
+    roots = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    out = []
+    for file in _corpus_files(roots):
+        st = file.stat()
+        out.append({"path": str(file.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+    return out
+
+
+def tokenizer_hash(tokenizer) -> str:
+    return hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()[:16]
+
+
+def cache_key(files: list[dict], tokenizer) -> str:
+    blob = json.dumps({"format": FORMAT, "files": files, "tokenizer": tokenizer_hash(tokenizer)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def build_token_shards(paths: Sequence[PathLike], tokenizer, cache_root: str | os.PathLike,
+                       progress: bool | None = None, log=print) -> TokenShards:
+    """Tokenize the corpus at `paths` into `cache_root/<key>/`, or reuse that entry if it exists.
+
+    `progress`: show a tqdm bar (default: when stderr is a terminal). `log` gets one line
+    saying whether the cache was reused or built.
+    """
+    files = corpus_fingerprint(paths)
+    if not files:
+        listed = ", ".join(map(str, [paths] if isinstance(paths, (str, os.PathLike)) else paths)) or "(no paths given)"
+        raise DataError(f"empty corpus: no corpus files in {listed}")
+    root = Path(cache_root)
+    final = root / cache_key(files, tokenizer)
+    if (final / "meta.json").is_file():
+        shards = TokenShards.open(final, reused=True)
+        log(f"reusing tokenized corpus {final} ({shards.meta['num_tokens']:,} tokens, "
+            f"{shards.num_documents:,} documents)")
+        return shards
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        _write_entry(tmp, paths, tokenizer, files, progress)
+        try:
+            os.rename(tmp, final)
+        except OSError:  # another process finished the same entry first
+            if not (final / "meta.json").is_file():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shards = TokenShards.open(final)
+    log(f"tokenized corpus: {shards.meta['num_tokens']:,} tokens, {shards.num_sentences:,} sentences, "
+        f"{shards.num_documents:,} documents -> {final}")
+    return shards
+
+
+def _write_entry(directory: Path, paths, tokenizer, files: list[dict], progress: bool | None) -> None:
+    backend = tokenizer.backend_tokenizer
+    dtype = token_dtype(len(tokenizer))
+    sentence_ends, doc_ends, doc_files = [0], [0], []
+    file_index = {f["path"]: i for i, f in enumerate(files)}
+    n_tokens = 0
+    total_bytes = sum(f["size"] for f in files)
+    bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="tokenizing corpus", dynamic_ncols=True,
+               disable=not (sys.stderr.isatty() if progress is None else progress))
+    with open(directory / "tokens.bin", "wb") as out:
+        for docs in _batched(iter_documents(paths), DOCS_PER_BATCH):
+            per_doc = [split_sentences(doc.text) for doc in docs]
+            flat = [s for sentences in per_doc for s in sentences]
+            encodings = backend.encode_batch(flat, add_special_tokens=False) if flat else []
+            i = 0
+            for doc, sentences in zip(docs, per_doc):
+                kept = 0
+                for enc in encodings[i:i + len(sentences)]:
+                    ids = enc.ids
+                    if ids:
+                        out.write(np.asarray(ids, dtype=dtype).tobytes())
+                        n_tokens += len(ids)
+                        sentence_ends.append(n_tokens)
+                        kept += 1
+                i += len(sentences)
+                if kept:
+                    doc_ends.append(len(sentence_ends) - 1)
+                    doc_files.append(file_index.get(str(Path(doc.source.rsplit(":", 1)[0]).resolve()), -1))
+            bar.update(sum(len(d.text.encode()) for d in docs))
+    bar.close()
+    if len(doc_ends) == 1:
+        raise DataError("empty corpus: the tokenizer produced no tokens for any document")
+    np.save(directory / "sentences.npy", np.asarray(sentence_ends, dtype=np.int64))
+    np.save(directory / "documents.npy", np.asarray(doc_ends, dtype=np.int64))
+    np.save(directory / "doc_files.npy", np.asarray(doc_files, dtype=np.int32))
+    meta = {"format": FORMAT, "dtype": dtype.name, "vocab_size": len(tokenizer), "num_tokens": n_tokens,
+            "num_sentences": len(sentence_ends) - 1, "num_documents": len(doc_ends) - 1,
+            "tokenizer": tokenizer_hash(tokenizer), "files": files}
+    (directory / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+
+
+def _batched(items: Iterable, n: int) -> Iterator[list]:
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
