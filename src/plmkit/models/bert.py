@@ -8,6 +8,7 @@ attention, and re-pads the output at the end (padding positions of the outputs a
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +24,7 @@ from plmkit.nn import FeedForward, MultiHeadAttention, TextEmbeddings, Transform
 from plmkit.nn.mlp import ACTIVATIONS
 
 IGNORE_INDEX = -100
+log = logging.getLogger("plmkit")
 
 
 @dataclass
@@ -86,6 +88,13 @@ class BertPreTrainedModel(PreTrainedModel):
     config_class = BertConfig
     base_prefix = "bert"
     body_roots = ("embeddings", "layers", "final_norm")
+
+    def save_pretrained(self, directory) -> None:
+        super().save_pretrained(directory)
+        if self.config.norm_first:
+            log.warning("plmkit: %s is a pre-LN BERT (norm_first=true), a plmkit extension: plmkit loads it, but "
+                        "Hugging Face's BertModel would run these weights as post-LN and compute something else",
+                        directory)
 
 
 class BertModel(BertPreTrainedModel):
