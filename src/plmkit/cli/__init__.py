@@ -11,7 +11,7 @@ import sys
 
 from plmkit.errors import PlmkitError
 
-COMMANDS = ("tokenizer", "data", "pretrain", "finetune", "evaluate", "predict")
+COMMANDS = ("tokenizer", "data", "pretrain", "finetune", "evaluate", "predict", "generate", "chat")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,7 +12,8 @@ def add_parser(subparsers) -> None:
         description="Fine-tune a pretrained model directory. Writes OUT/model (final), OUT/best (best by the "
                     "eval metric, with --eval), metrics.jsonl and training_curves.png. Model directories carry "
                     "the tokenizer, the labels and plmkit_task.json, so `plmkit evaluate/predict` need nothing else.")
-    p.add_argument("--task", required=True, choices=tasks.TASKS)
+    p.add_argument("--task", required=True, choices=tasks.TASKS + ("sft",),
+                   help="sft: causal LM on prompt/response JSONL with the chat template (plmkit.training.sft)")
     p.add_argument("--model", required=True, help="pretrained model directory (config.json, weights, tokenizer)")
     p.add_argument("--train", required=True, help="training data: JSONL/CSV/TSV (classification), CoNLL (ner), "
                                                   "JSONL (relation), SQuAD JSON (qa)")
@@ -51,6 +52,8 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.task == "sft":
+        return run_sft(args)
     options = tasks.FinetuneOptions(
         epochs=args.epochs, max_steps=args.max_steps, lr=args.lr, batch_size=args.batch_size,
         max_length=args.max_length, weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio,
@@ -64,4 +67,17 @@ def run(args: argparse.Namespace) -> int:
         group_by_length=not args.no_group_by_length, doc_stride=args.doc_stride,
         max_answer_length=args.max_answer_length, progress_bar=not args.no_progress)
     tasks.finetune(args.task, args.model, args.train, args.out, args.eval, options)
+    return 0
+
+
+def run_sft(args: argparse.Namespace) -> int:
+    from plmkit.training.sft import run_sft as sft
+
+    result = sft(args.model, args.train, args.out, eval_data=args.eval, max_length=args.max_length,
+                 batch_size=args.batch_size, epochs=args.epochs, max_steps=args.max_steps, lr=args.lr,
+                 weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio, schedule=args.schedule,
+                 grad_clip=args.grad_clip, grad_accum_steps=args.grad_accum, eval_every=args.eval_every,
+                 seed=args.seed, device=args.device, precision=args.precision, progress_bar=not args.no_progress)
+    ppl = f", held-out perplexity {result.perplexity:.2f}" if result.perplexity is not None else ""
+    print(f"SFT done: {result.train_examples} examples{ppl}; chat with: plmkit chat --model {result.model_dir}")
     return 0

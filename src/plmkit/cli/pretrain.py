@@ -36,7 +36,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--tokenizer", metavar="DIR", help="use this tokenizer instead of training one on the corpus")
     p.add_argument("--vocab-size", type=int, metavar="N", help="vocabulary of the tokenizer trained here (default 8192)")
     p.add_argument("--cased", dest="lowercase", action="store_false", help="keep case when training the tokenizer")
-    p.add_argument("--objective", choices=("mlm+nsp", "mlm"), help="mlm+nsp: BERT's pairs (default); mlm: packed sentences")
+    p.add_argument("--objective", choices=("mlm+nsp", "mlm", "clm"),
+                   help="mlm+nsp: BERT's pairs (default); mlm: packed sentences; clm: a GPT-2/Llama decoder "
+                        "(--preset gpt2-tiny/mini/..., llama-tiny/...; BPE tokenizer; plmkit.training.clm)")
     p.add_argument("--max-steps", type=int, metavar="N", help="stop after N optimizer steps")
     p.add_argument("--time-budget", metavar="DUR", help="stop after this long, e.g. 600, 10m, 1h30m")
     p.add_argument("--seq-len", type=int, metavar="N", help="tokens per example, specials included (default 128)")
@@ -87,6 +89,10 @@ def build_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "objective", None) == "clm":  # causal LM: its own pipeline (document packing, BPE)
+        from plmkit.training.clm import format_result as clm_result, run_clm_from_flags
+        print(clm_result(run_clm_from_flags(vars(args))))
+        return 0
     from plmkit.training.pretrain import format_result, run_pretraining
 
     cfg = build_config(args)

@@ -6,6 +6,13 @@ Padding: ``attention_mask`` (B, T) may pad on the left (batched generation) or o
 token sits at position 0, as Hugging Face's ``generate`` does for left padding.
 
 With a cache, ``attention_mask`` covers the cached positions too: (B, cache.length + T).
+
+Packed documents (causal-LM pretraining, see plmkit.data.clm): ``document_ids`` (B, T), one integer
+per document, makes attention block-diagonal causal (no token sees another document) and restarts
+position ids at every document start, so a packed row computes exactly what each document would
+compute on its own. Chosen over a user-supplied 4D mask because it is one small integer tensor that
+collates like ``input_ids`` and cannot be built wrong; the (B, 1, T, T) bias is made here. Training and
+scoring only (no KV cache). Rows holding a single document keep SDPA's fast causal path.
 """
 from __future__ import annotations
 
@@ -14,18 +21,31 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from plmkit.errors import PlmkitError
-from plmkit.nn.masks import attention_bias, causal_bias, positions_from_mask
+from plmkit.nn.masks import (attention_bias, causal_bias, document_bias, positions_from_documents,
+                             positions_from_mask)
 
 IGNORE_INDEX = -100
 
 
 def decoder_inputs(input_ids: Tensor, attention_mask: Tensor | None, position_ids: Tensor | None,
-                   past: int, dtype: torch.dtype) -> tuple[Tensor, Tensor | None, bool]:
+                   past: int, dtype: torch.dtype,
+                   document_ids: Tensor | None = None) -> tuple[Tensor, Tensor | None, bool]:
     """Position ids (B, T), the additive attention bias and whether to ask SDPA for a causal mask.
 
-    ``past`` is the number of cached positions before these T tokens.
+    ``past`` is the number of cached positions before these T tokens. ``document_ids`` (B, T): packed
+    documents (see the module docstring).
     """
     b, t = input_ids.shape
+    if document_ids is not None and document_ids.shape != (b, t):
+        raise PlmkitError(f"document_ids has shape {tuple(document_ids.shape)}; expected (B, T) = {(b, t)}")
+    if document_ids is not None and bool((document_ids != document_ids[:, :1]).any()):
+        if past:
+            raise PlmkitError("document_ids (packed documents) cannot be combined with a KV cache")
+        if attention_mask is not None and attention_mask.shape != (b, t):
+            raise PlmkitError(f"attention_mask has shape {tuple(attention_mask.shape)}; expected (B, T) = {(b, t)}")
+        if position_ids is None:
+            position_ids = positions_from_documents(document_ids)
+        return position_ids, document_bias(document_ids, dtype, attention_mask), False
     padded = attention_mask is not None and not bool(attention_mask.all())
     if attention_mask is not None and attention_mask.shape != (b, past + t):
         raise PlmkitError(f"attention_mask has shape {tuple(attention_mask.shape)} but the model sees {past} cached "

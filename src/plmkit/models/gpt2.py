@@ -139,12 +139,15 @@ class GPT2Model(GPT2PreTrainedModel):
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, position_ids: Tensor | None = None,
                 past_key_values: KVCache | None = None, output_attentions: bool = False,
-                output_hidden_states: bool = False) -> BaseModelOutput:
-        """input_ids (B, T); attention_mask (B, T) 1 = token, 0 = padding, or (B, past + T) with a cache."""
+                output_hidden_states: bool = False, document_ids: Tensor | None = None) -> BaseModelOutput:
+        """input_ids (B, T); attention_mask (B, T) 1 = token, 0 = padding, or (B, past + T) with a cache.
+
+        document_ids (B, T): packed documents; attention stays inside each one (plmkit.models.decoder).
+        """
         past = past_key_values.length if past_key_values is not None else 0
         check_length(self.config.n_positions, past + input_ids.shape[1])
         dtype = self.embeddings["word"].weight.dtype
-        position_ids, bias, causal = decoder_inputs(input_ids, attention_mask, position_ids, past, dtype)
+        position_ids, bias, causal = decoder_inputs(input_ids, attention_mask, position_ids, past, dtype, document_ids)
         x = self.dropout(self.embeddings["word"](input_ids) + self.embeddings["position"](position_ids))
         x, hidden, attentions = run_layers(self.layers, x, bias, causal, None, past_key_values,
                                            output_hidden_states, output_attentions)
@@ -173,13 +176,14 @@ class GPT2LMHeadModel(GPT2PreTrainedModel):
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, position_ids: Tensor | None = None,
                 labels: Tensor | None = None, past_key_values: KVCache | None = None, logits_to_keep: int = 0,
-                output_attentions: bool = False, output_hidden_states: bool = False) -> CausalLMOutput:
+                output_attentions: bool = False, output_hidden_states: bool = False,
+                document_ids: Tensor | None = None) -> CausalLMOutput:
         """labels (B, T): usually input_ids with padding set to -100; shifted inside (predict token t+1).
 
         logits_to_keep: compute logits for the last k positions only (0 = all), as in generation.
         """
         out = self.transformer(input_ids, attention_mask, position_ids, past_key_values, output_attentions,
-                               output_hidden_states)
+                               output_hidden_states, document_ids=document_ids)
         h = out.last_hidden_state
         logits = self.lm_head(h[:, -logits_to_keep:] if logits_to_keep else h)  # (B, T, V)
         loss = causal_lm_loss(logits, labels) if labels is not None else None

@@ -7,6 +7,11 @@ Inside attention a mask is an additive *bias*, broadcastable to (B, n_heads, T_q
 query may attend to a key, the dtype's most negative finite value where it may not. A finite value
 (not -inf) keeps fully masked rows (a padding query under a causal mask) free of NaN.
 
+Packed documents: several documents can share one training row (causal-LM packing). Their
+``document_ids`` (B, T) (any integer per document, constant over its run of tokens) turn the causal
+mask block-diagonal, `document_bias`, so a token attends only to earlier tokens of its own document;
+`positions_from_documents` restarts position ids at 0 at each document start.
+
 Padding waste: `Unpadded` removes padding tokens so that linear layers and the feed-forward only
 see real tokens, (B, T, D) -> (N, D); attention re-pads per sequence and drops padding again.
 """
@@ -35,6 +40,28 @@ def positions_from_mask(attention_mask: Tensor) -> Tensor:
     first real token gets position 0. Padding gets position 1, as Hugging Face's ``generate``."""
     pos = attention_mask.long().cumsum(-1) - 1
     return pos.masked_fill(attention_mask == 0, 1)
+
+
+def document_bias(document_ids: Tensor, dtype: torch.dtype, attention_mask: Tensor | None = None) -> Tensor:
+    """(B, T) document ids -> (B, 1, T, T) causal, block-diagonal bias: query i sees key j iff j <= i and
+    both belong to the same document (and key j is not padding, when ``attention_mask`` is given)."""
+    t = document_ids.shape[-1]
+    same = document_ids[:, :, None] == document_ids[:, None, :]  # (B, T_q, T_k)
+    allowed = same & torch.ones(t, t, dtype=torch.bool, device=document_ids.device).tril()
+    if attention_mask is not None:
+        allowed = allowed & attention_mask.bool()[:, None, :]
+    bias = torch.zeros(allowed.shape, dtype=dtype, device=document_ids.device)
+    return bias.masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
+
+
+def positions_from_documents(document_ids: Tensor) -> Tensor:
+    """(B, T) document ids -> (B, T) position ids that restart at 0 where the document id changes."""
+    b, t = document_ids.shape
+    index = torch.arange(t, device=document_ids.device).expand(b, t)
+    starts = torch.ones_like(document_ids, dtype=torch.bool)
+    starts[:, 1:] = document_ids[:, 1:] != document_ids[:, :-1]
+    start_index = torch.where(starts, index, torch.zeros_like(index)).cummax(dim=-1).values
+    return index - start_index
 
 
 def attention_bias(attention_mask: Tensor | None, t_q: int, causal: bool, dtype: torch.dtype,

@@ -1,0 +1,275 @@
+"""A chat template, context-window bookkeeping for conversations, and supervised fine-tuning
+(SFT) data: prompt -> response pairs with the loss on the response only.
+
+The template (one turn; a conversation is its turns back to back)::
+
+    <|system|>\\n{system}\\n                     (optional, once, at the start)
+    <|user|>\\n{user text}\\n<|assistant|>\\n{reply}<|endoftext|>
+
+Why these markers: they are plain text, tokenized by the model's own BPE into ordinary pieces
+("<|", "user", "|>"), so a small model trained from scratch (or any pretrained one) can learn them
+from a few hundred examples without new embedding rows that start out random, and any byte-level
+tokenizer handles them. The reply ends with the tokenizer's EOS (``<|endoftext|>``), which the
+model already knows from pretraining as "the document ends here": generation stops on it.
+
+SFT examples (`SFTDataset`, `SFTCollator`): the prompt part (``<|user|>\\n...<|assistant|>\\n``) and
+the reply are tokenized separately, exactly as at inference time (the prompt is encoded, the reply
+generated), then concatenated: ``input_ids = prompt + reply + [eos]``; ``labels`` are -100 on the
+prompt, so the loss covers the reply and its EOS only. Batches are right-padded to their longest
+example with the tokenizer's pad token; `ensure_pad_token` adds a dedicated ``<|pad|>`` special
+token when there is none (EOS is never used as padding in training: a model trained with EOS
+masked as padding can learn never to stop). Padding is masked out of attention and loss anyway.
+
+JSONL input: one object per line with string fields "prompt" and "response" (the format of
+``fetch("dialogue")``); a malformed line is a DataError naming file:line.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import torch
+
+from plmkit.errors import ConfigError, DataError
+
+SYSTEM, USER, ASSISTANT = "<|system|>", "<|user|>", "<|assistant|>"
+PAD_TOKEN = "<|pad|>"
+IGNORE_INDEX = -100
+ROLES = ("system", "user", "assistant")
+
+
+# ------------------------------------------------------------------------------------ template
+def format_system(system: str | None) -> str:
+    return f"{SYSTEM}\n{system}\n" if system else ""
+
+
+def format_user(user_text: str) -> str:
+    """A user turn up to where the assistant's reply begins: the prompt of one generation."""
+    return f"{USER}\n{user_text}\n{ASSISTANT}\n"
+
+
+def format_turn(user_text: str, reply: str, eos: str = "<|endoftext|>") -> str:
+    return f"{format_user(user_text)}{reply}{eos}"
+
+
+def _pairs(history: Sequence) -> list[tuple[str, str]]:
+    """History as (user, assistant) pairs; accepts pairs or HF-style [{"role", "content"}, ...]."""
+    if not history:
+        return []
+    if isinstance(history[0], dict):
+        messages = [m for m in history if m.get("role") != "system"]
+        for m in messages:
+            if m.get("role") not in ROLES or not isinstance(m.get("content"), str):
+                raise ConfigError(f"bad chat message {m!r}: need role in {ROLES} and string content")
+        if len(messages) % 2 or any(m["role"] != ("user", "assistant")[i % 2] for i, m in enumerate(messages)):
+            raise ConfigError("chat history must alternate user, assistant messages, ending with an assistant reply")
+        return [(messages[i]["content"], messages[i + 1]["content"]) for i in range(0, len(messages), 2)]
+    return [(str(u), str(a)) for u, a in history]
+
+
+def _system_of(history: Sequence, system: str | None) -> str | None:
+    """`system`, else the content of a {"role": "system"} message in `history`, else None."""
+    if system is None and history and isinstance(history[0], dict):
+        system = next((m.get("content") for m in history if m.get("role") == "system"), None)
+    return system
+
+
+def format_prompt(history: Sequence, user_text: str, system: str | None = None,
+                  eos: str = "<|endoftext|>") -> str:
+    """The text a model continues to answer `user_text` after the earlier turns in `history`.
+
+    history: [(user, reply), ...] or [{"role": "user", "content": ...}, {"role": "assistant", ...}, ...]
+    (a {"role": "system"} message there is used when `system` is None).
+    """
+    system = _system_of(history, system)
+    turns = "".join(format_turn(u, a, eos) for u, a in _pairs(history))
+    return format_system(system) + turns + format_user(user_text)
+
+
+def truncate_history(tokenizer, history: Sequence, user_text: str, max_tokens: int,
+                     system: str | None = None) -> tuple[list[tuple[str, str]], list[int]]:
+    """Drop the oldest turns until the prompt fits in `max_tokens` tokens.
+
+    Returns (kept turns as (user, reply) pairs, prompt token ids). The system text and the new user
+    turn are always kept; if even they do not fit, ConfigError says by how much (shorten the message
+    or lower max_new_tokens). `max_tokens` is usually context window - max_new_tokens.
+    """
+    eos = tokenizer.eos_token or "<|endoftext|>"
+    system = _system_of(history, system)
+    pairs = _pairs(history)
+    head = encode_text(tokenizer, format_system(system))
+    tail = encode_text(tokenizer, format_user(user_text))
+    turns = [encode_text(tokenizer, format_turn(u, a, eos)) for u, a in pairs]
+    budget = max_tokens - len(head) - len(tail)
+    if budget < 0:
+        raise ConfigError(f"the message needs {len(head) + len(tail)} tokens (system text included) but only "
+                          f"{max_tokens} fit in the context window after room for the reply; shorten it or lower "
+                          "max_new_tokens")
+    keep = len(turns)
+    used = sum(len(t) for t in turns)
+    while keep and used > budget:
+        used -= len(turns[len(turns) - keep])
+        keep -= 1
+    kept = turns[len(turns) - keep:]
+    return pairs[len(pairs) - keep:], head + [i for t in kept for i in t] + tail
+
+
+def encode_text(tokenizer, text: str) -> list[int]:
+    """Token ids of `text` without added specials (plmkit, transformers or tokenizers tokenizers)."""
+    if not text:
+        return []
+    backend = getattr(tokenizer, "backend_tokenizer", None)  # no model_max_length check: we cut ourselves
+    enc = backend.encode(text, add_special_tokens=False) if backend is not None \
+        else tokenizer.encode(text, add_special_tokens=False)
+    return list(enc.ids) if hasattr(enc, "ids") else list(enc)
+
+
+class StopFilter:
+    """Cut a stream of text pieces at the first stop string, never emitting any part of it.
+
+    Text that might be the beginning of a stop string is held back until the next piece decides.
+    ``push(piece) -> text to show``; ``done`` turns True once a stop string was seen.
+    """
+
+    def __init__(self, stops: Sequence[str]):
+        self.stops = [s for s in stops if s]
+        self.held = ""
+        self.done = False
+
+    def push(self, piece: str) -> str:
+        if self.done:
+            return ""
+        text = self.held + piece
+        cut = min((i for i in (text.find(s) for s in self.stops) if i >= 0), default=-1)
+        if cut >= 0:
+            self.done, self.held = True, ""
+            return text[:cut]
+        hold = 0
+        for s in self.stops:  # longest suffix of text that is a prefix of a stop string
+            for k in range(min(len(s) - 1, len(text)), 0, -1):
+                if text.endswith(s[:k]):
+                    hold = max(hold, k)
+                    break
+        self.held = text[len(text) - hold:] if hold else ""
+        return text[:len(text) - hold]
+
+    def flush(self) -> str:
+        rest, self.held = ("" if self.done else self.held), ""
+        return rest
+
+
+# ------------------------------------------------------------------------------------ SFT data
+def ensure_pad_token(tokenizer, model=None) -> int:
+    """The tokenizer's pad id; adds ``<|pad|>`` as pad token first if it has none (and then grows
+    `model`'s embeddings and sets its config.pad_token_id)."""
+    if tokenizer.pad_token_id is None:
+        tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
+    if model is not None:
+        if model.get_input_embeddings().num_embeddings < len(tokenizer):
+            model.resize_token_embeddings(len(tokenizer))
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return tokenizer.pad_token_id
+
+
+def read_pairs(path: str | Path) -> Iterator[tuple[dict, str]]:
+    """(record, "file:line") for every non-blank line of a prompt/response JSONL file."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 ({err.reason} at byte {err.start})") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{where}: malformed JSON ({err.msg} at column {err.colno})") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{where}: expected a JSON object with \"prompt\" and \"response\", "
+                            f"got {type(record).__name__}")
+        for key in ("prompt", "response"):
+            if key not in record:
+                raise DataError(f"{where}: missing \"{key}\" "
+                                "(each line needs string fields \"prompt\" and \"response\")")
+            if not isinstance(record[key], str):
+                raise DataError(f"{where}: \"{key}\" must be a string, got {type(record[key]).__name__}")
+        yield record, where
+
+
+class SFTDataset:
+    """Tokenized prompt -> response examples: {"input_ids", "labels"} lists (labels -100 on the prompt).
+
+    pairs: (prompt, response) tuples or {"prompt", "response"[, "system"]} dicts; `from_jsonl` reads files.
+    Longer than `max_length` tokens: the reply is cut (its EOS with it); an example whose prompt
+    leaves no room for a reply token is skipped and counted in ``skipped``.
+    """
+
+    def __init__(self, pairs: Iterable, tokenizer, max_length: int, system: str | None = None):
+        if tokenizer.eos_token_id is None:
+            raise ConfigError("the tokenizer has no eos token to end replies with")
+        self.examples: list[dict[str, list[int]]] = []
+        self.skipped = 0
+        eos = tokenizer.eos_token_id
+        for pair in pairs:
+            if isinstance(pair, dict):
+                prompt, response, sys_text = pair["prompt"], pair["response"], pair.get("system", system)
+            else:
+                (prompt, response), sys_text = pair, system
+            prompt_ids = encode_text(tokenizer, format_system(sys_text) + format_user(prompt))
+            reply_ids = encode_text(tokenizer, response) + [eos]
+            room = max_length - len(prompt_ids)
+            if room < 1:
+                self.skipped += 1
+                continue
+            reply_ids = reply_ids[:room]
+            self.examples.append({"input_ids": prompt_ids + reply_ids,
+                                  "labels": [IGNORE_INDEX] * len(prompt_ids) + reply_ids})
+
+    @classmethod
+    def from_jsonl(cls, paths: str | Path | Sequence[str | Path], tokenizer, max_length: int,
+                   system: str | None = None) -> "SFTDataset":
+        paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+        records = [record for p in paths for record, _ in read_pairs(p)]
+        if not records:
+            raise DataError(f"no prompt/response pairs in {', '.join(map(str, paths))}")
+        return cls(records, tokenizer, max_length, system)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int) -> dict[str, list[int]]:
+        return self.examples[i]
+
+    def lengths(self) -> list[int]:
+        return [len(e["input_ids"]) for e in self.examples]
+
+
+class SFTCollator:
+    """Right-pad a list of SFT examples to the longest: input_ids (pad id), attention_mask, labels (-100)."""
+
+    def __init__(self, pad_token_id: int):
+        if pad_token_id is None:
+            raise ConfigError("SFT batches need a pad token id: call ensure_pad_token(tokenizer, model) first")
+        self.pad_token_id = int(pad_token_id)
+
+    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        width = max(len(e["input_ids"]) for e in examples)
+        ids = torch.full((len(examples), width), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+        mask = torch.zeros(len(examples), width, dtype=torch.long)
+        for row, e in enumerate(examples):
+            n = len(e["input_ids"])
+            ids[row, :n] = torch.tensor(e["input_ids"])
+            labels[row, :n] = torch.tensor(e["labels"])
+            mask[row, :n] = 1
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+__all__ = ["ASSISTANT", "PAD_TOKEN", "SYSTEM", "USER", "SFTCollator", "SFTDataset", "StopFilter", "encode_text",
+           "ensure_pad_token",
+           "format_prompt", "format_turn", "format_user", "read_pairs", "truncate_history"]

@@ -1,0 +1,163 @@
+"""`plmkit generate --model DIR --prompt TEXT | --input FILE [sampling options]`: continue text.
+
+One prompt (--prompt): the continuation is streamed to stdout as it is produced (flushed piece
+by piece), after the prompt itself unless --only-new. Many prompts (--input FILE: one prompt per
+line, or a .jsonl file with a "prompt" field per line): generated in left-padded batches, one JSON
+line {"prompt", "completion"} per prompt, to stdout or --output.
+
+Sampling is the default (temperature 0.8, top-p 0.95); --greedy picks the most likely token;
+--num-beams N > 1 runs beam search (not streamed: beams are only final at the end). Generation
+stops at the model's end-of-text token or after --max-new-tokens.
+
+Padding a batch of prompts needs a pad id: the tokenizer's pad token, else its EOS (inference
+only: padded positions are masked out, so the id is never seen).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("generate", help="generate text with a causal language model",
+                              description="Continue a prompt (streamed) or every prompt of a file (JSONL out) with "
+                                          "a GPT-2 / Llama model directory (plmkit or Hugging Face).")
+    p.add_argument("--model", required=True, metavar="DIR", help="model directory with config.json, weights, tokenizer")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt", metavar="TEXT", help="one prompt; the continuation is streamed")
+    src.add_argument("--input", metavar="FILE", help="prompts, one per line, or .jsonl with a \"prompt\" field")
+    p.add_argument("--output", metavar="FILE", help="with --input: write the JSONL here instead of stdout")
+    add_sampling_args(p, max_new_tokens=64)
+    p.add_argument("--num-beams", type=int, default=1, metavar="N", help="beam search with N beams (default 1: off)")
+    p.add_argument("--batch-size", type=int, default=8, metavar="N", help="prompts per batch with --input (default 8)")
+    p.add_argument("--only-new", action="store_true", help="with --prompt: print only the generated text")
+    p.set_defaults(func=run)
+
+
+def add_sampling_args(p: argparse.ArgumentParser, max_new_tokens: int, temperature: float = 0.8,
+                      top_p: float | None = 0.95) -> None:
+    p.add_argument("--max-new-tokens", type=int, default=max_new_tokens, metavar="N",
+                   help=f"tokens to generate at most (default {max_new_tokens})")
+    p.add_argument("--temperature", type=float, default=temperature, metavar="T",
+                   help=f"sampling temperature (default {temperature})")
+    p.add_argument("--top-k", type=int, default=None, metavar="K", help="sample among the K most likely tokens")
+    p.add_argument("--top-p", type=float, default=top_p, metavar="P",
+                   help=f"nucleus sampling: smallest set of tokens with probability >= P (default {top_p})")
+    p.add_argument("--repetition-penalty", type=float, default=1.0, metavar="R",
+                   help="> 1 discourages repeating tokens (default 1.0: off)")
+    p.add_argument("--greedy", action="store_true", help="always pick the most likely token (no sampling)")
+    p.add_argument("--seed", type=int, default=None, metavar="N", help="random seed for reproducible sampling")
+    p.add_argument("--device", default="auto", metavar="DEV", help="auto (default: GPU if any), cpu, cuda, cuda:N")
+
+
+def sampling_kwargs(args: argparse.Namespace) -> dict:
+    """generate()/stream() keyword arguments from the sampling flags."""
+    beams = getattr(args, "num_beams", 1)
+    sample = not args.greedy and beams == 1
+    kwargs = dict(max_new_tokens=args.max_new_tokens, do_sample=sample, repetition_penalty=args.repetition_penalty)
+    if beams > 1:
+        kwargs["num_beams"] = beams
+    if sample:
+        kwargs.update(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    return kwargs
+
+
+def load_causal_lm(path: str, device: str = "auto"):
+    """(model in eval mode on `device`, tokenizer) from a model directory."""
+    from plmkit.models.auto import AutoModelForCausalLM
+    from plmkit.tokenization import Tokenizer
+    from plmkit.training.trainer import resolve_device
+
+    model = AutoModelForCausalLM.from_pretrained(path).to(resolve_device(device)).eval()
+    return model, Tokenizer.from_pretrained(path)
+
+
+def prompt_ids(tokenizer, text: str) -> list[int]:
+    """Token ids of a prompt; an empty prompt starts from the bos (or eos) token."""
+    from plmkit.chat import encode_text
+
+    ids = encode_text(tokenizer, text)
+    if not ids:
+        start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        if start is None:
+            from plmkit.errors import ConfigError
+            raise ConfigError("empty prompt and the tokenizer has no bos/eos token to start from")
+        ids = [start]
+    return ids
+
+
+def read_prompts(path: str) -> list[str]:
+    from plmkit.errors import DataError
+
+    file = Path(path)
+    try:
+        lines = file.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise DataError(f"{file}: no such file") from None
+    except UnicodeDecodeError as err:
+        raise DataError(f"{file}: not UTF-8 ({err.reason} at byte {err.start})") from None
+    if not file.name.endswith(".jsonl"):
+        return [line for line in lines if line.strip()]
+    prompts = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{file}:{number}: malformed JSON ({err.msg} at column {err.colno})") from None
+        if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
+            raise DataError(f"{file}:{number}: each line needs a string field \"prompt\"")
+        prompts.append(record["prompt"])
+    if not prompts:
+        raise DataError(f"{file}: no prompts")
+    return prompts
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    model, tokenizer = load_causal_lm(args.model, args.device)
+    kwargs = sampling_kwargs(args)
+    device = next(model.parameters()).device
+    if args.prompt is not None:
+        ids = torch.tensor([prompt_ids(tokenizer, args.prompt)], device=device)
+        if not args.only_new:
+            sys.stdout.write(args.prompt)
+            sys.stdout.flush()
+        if args.num_beams > 1:
+            out = model.generate(ids, **kwargs)
+            sys.stdout.write(tokenizer.decode(out[0, ids.shape[1]:].tolist(), skip_special_tokens=True))
+        else:
+            for piece in model.stream(tokenizer, ids, seed=args.seed, **kwargs):
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        return 0
+
+    prompts = read_prompts(args.input)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    out_file = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    try:
+        for start in range(0, len(prompts), args.batch_size):
+            batch = prompts[start:start + args.batch_size]
+            encoded = [prompt_ids(tokenizer, p) for p in batch]
+            width = max(len(e) for e in encoded)
+            ids = torch.full((len(batch), width), pad if pad is not None else 0, dtype=torch.long)
+            mask = torch.zeros(len(batch), width, dtype=torch.long)
+            for row, e in enumerate(encoded):  # left padding: generation continues after the last position
+                ids[row, width - len(e):] = torch.tensor(e)
+                mask[row, width - len(e):] = 1
+            out = model.generate(ids.to(device), mask.to(device), pad_token_id=pad,
+                                 seed=None if args.seed is None else args.seed + start, **kwargs)
+            for prompt, row in zip(batch, out[:, width:].tolist()):
+                text = tokenizer.decode(row, skip_special_tokens=True)
+                out_file.write(json.dumps({"prompt": prompt, "completion": text}, ensure_ascii=False) + "\n")
+            out_file.flush()
+    finally:
+        if out_file is not sys.stdout:
+            out_file.close()
+    return 0

@@ -1,0 +1,66 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from clm_model import save_tiny_model  # noqa: E402
+from plmkit.cli import main
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return save_tiny_model(tmp_path_factory.mktemp("gen") / "model")
+
+
+def test_single_prompt_streams_the_continuation(model_dir, capsys):
+    assert main(["generate", "--model", str(model_dir), "--prompt", "The old sailor", "--max-new-tokens", "8",
+                 "--seed", "3"]) == 0
+    first = capsys.readouterr().out
+    assert first.startswith("The old sailor") and first.endswith("\n")
+    main(["generate", "--model", str(model_dir), "--prompt", "The old sailor", "--max-new-tokens", "8", "--seed", "3",
+          "--only-new"])
+    assert "The old sailor" + capsys.readouterr().out == first  # same seed, same text
+
+
+def test_greedy_and_beam_search(model_dir, capsys):
+    for extra in (["--greedy"], ["--num-beams", "3"]):
+        assert main(["generate", "--model", str(model_dir), "--prompt", "Rain fell", "--max-new-tokens", "5",
+                     *extra]) == 0
+        assert capsys.readouterr().out.startswith("Rain fell")
+
+
+def test_file_of_prompts_gives_jsonl(model_dir, tmp_path, capsys):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("The old sailor\n\nRain\nA small dog lived in the house at the end\n")
+    assert main(["generate", "--model", str(model_dir), "--input", str(prompts), "--max-new-tokens", "6",
+                 "--greedy", "--batch-size", "2"]) == 0
+    rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [r["prompt"] for r in rows] == ["The old sailor", "Rain", "A small dog lived in the house at the end"]
+    # batching (left padding) gives what each prompt gives alone
+    for r in rows:
+        main(["generate", "--model", str(model_dir), "--prompt", r["prompt"], "--max-new-tokens", "6", "--greedy",
+              "--only-new"])
+        assert capsys.readouterr().out == r["completion"] + "\n"
+    jsonl = tmp_path / "prompts.jsonl"
+    jsonl.write_text(json.dumps({"prompt": "Rain"}) + "\n")
+    out = tmp_path / "out.jsonl"
+    assert main(["generate", "--model", str(model_dir), "--input", str(jsonl), "--output", str(out),
+                 "--max-new-tokens", "3"]) == 0
+    assert json.loads(out.read_text())["prompt"] == "Rain"
+
+
+def test_bad_jsonl_names_the_line(model_dir, tmp_path, capsys):
+    jsonl = tmp_path / "p.jsonl"
+    jsonl.write_text('{"prompt": "a"}\n{"text": "b"}\n')
+    assert main(["generate", "--model", str(model_dir), "--input", str(jsonl)]) == 2
+    assert "p.jsonl:2" in capsys.readouterr().err
+
+
+def test_stdout_is_streamed_in_a_subprocess(model_dir):
+    run = subprocess.run([sys.executable, "-m", "plmkit.cli", "generate", "--model", str(model_dir), "--prompt", "Hi",
+                          "--max-new-tokens", "4", "--greedy"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("Hi") and run.stderr == ""

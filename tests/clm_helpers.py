@@ -1,0 +1,25 @@
+"""Shared by the causal-LM / chat tests: a small English corpus, a tiny BPE tokenizer and tiny models."""
+from __future__ import annotations
+
+from plmkit.tokenization import END_OF_TEXT, Tokenizer
+
+PARAGRAPHS = [
+    "The old sailor walked down to the harbour every morning.\nHe watched the boats and counted the gulls.",
+    "In the spring the farmers sowed wheat and barley.\nBy summer the fields were green and tall.",
+    "A small dog lived in the house at the end of the street.\nIt barked at every cart that passed.",
+    "The library opened at nine and closed at five.\nStudents read there in silence all day long.",
+    "Rain fell on the town for seven days.\nThe river rose and the bridge was closed.",
+    "The baker made bread before the sun came up.\nThe smell of it filled the whole street.",
+]
+
+
+def corpus_text(repeat: int = 6) -> str:
+    return "\n\n".join(p.replace("The", t, 1) for t in ("The", "One", "That", "This", "Each", "Our")[:repeat]
+                       for p in PARAGRAPHS) + "\n"
+
+
+def tiny_tokenizer(texts=None, vocab_size: int = 400) -> Tokenizer:
+    texts = texts or [corpus_text()] + ["<|user|>\nhello\n<|assistant|>\nhi there"]
+    tok = Tokenizer.train_bpe(texts, vocab_size, special_tokens=(END_OF_TEXT, "<|pad|>"), model_max_length=128)
+    tok.pad_token = "<|pad|>"
+    return tok
