@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     it = tokens.index("it")
     probs = attentions[-1][0, :, it].mean(0)  # (T,) last layer, mean over heads
     top = probs.topk(3)
-    print(f"   last layer, token 'it' attends most to: "
+    print("   last layer, token 'it' attends most to: "
           + ", ".join(f"{tokens[i]!r} {p:.2f}" for p, i in zip(top.values.tolist(), top.indices.tolist())))
     png = plot_attention(tokens, attentions, Path(args.out) / "attention.png", title=sentence)
     print(f"   attention maps of all {len(attentions)} layers: {png}")

@@ -24,13 +24,10 @@ Split: held-out documents are a seeded random fraction of whole documents
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
-import shutil
 import sys
-import uuid
 from pathlib import Path
 from typing import Sequence
 
@@ -40,7 +37,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from plmkit.data.corpus import PathLike, iter_documents
-from plmkit.data.shards import TokenShards, corpus_fingerprint, token_dtype, tokenizer_hash
+from plmkit.data.shards import TokenShards, cached_shards, token_dtype, tokenizer_hash
 from plmkit.errors import ConfigError, DataError
 
 FORMAT = "clm-documents-1"
@@ -56,35 +53,9 @@ def build_document_shards(paths: Sequence[PathLike] | PathLike, tokenizer, cache
     eos = tokenizer.eos_token_id
     if eos is None:
         raise ConfigError("the tokenizer has no eos token to separate documents; set tokenizer.eos_token")
-    files = corpus_fingerprint(paths)
-    if not files:
-        raise DataError(f"empty corpus: no corpus files in {paths}")
-    blob = json.dumps({"format": FORMAT, "files": files, "tokenizer": tokenizer_hash(tokenizer), "eos": eos},
-                      sort_keys=True)
-    root = Path(cache_root)
-    final = root / hashlib.sha256(blob.encode()).hexdigest()[:20]
-    if (final / "meta.json").is_file():
-        shards = TokenShards.open(final, reused=True)
-        log(f"reusing tokenized corpus {final} ({shards.meta['num_tokens']:,} tokens, "
-            f"{shards.num_documents:,} documents)")
-        return shards
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        _write_documents(tmp, paths, tokenizer, files, progress)
-        try:
-            os.rename(tmp, final)
-        except OSError:  # another process wrote the same entry first
-            if not (final / "meta.json").is_file():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shards = TokenShards.open(final)
-    log(f"tokenized corpus: {shards.meta['num_tokens']:,} tokens, {shards.num_documents:,} documents -> {final}")
-    return shards
+    return cached_shards(paths, tokenizer, cache_root,
+                         lambda directory, files: _write_documents(directory, paths, tokenizer, files, progress),
+                         key={"format": FORMAT, "eos": eos}, log=log)
 
 
 def _write_documents(directory: Path, paths, tokenizer, files: list[dict], progress: bool | None) -> None:

@@ -92,24 +92,18 @@ def tokenizer_hash(tokenizer) -> str:
     return hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()[:16]
 
 
-def cache_key(files: list[dict], tokenizer) -> str:
-    blob = json.dumps({"format": FORMAT, "files": files, "tokenizer": tokenizer_hash(tokenizer)}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:20]
-
-
-def build_token_shards(paths: Sequence[PathLike], tokenizer, cache_root: str | os.PathLike,
-                       progress: bool | None = None, log=print) -> TokenShards:
-    """Tokenize the corpus at `paths` into `cache_root/<key>/`, or reuse that entry if it exists.
-
-    `progress`: show a tqdm bar (default: when stderr is a terminal). `log` gets one line
-    saying whether the cache was reused or built.
-    """
+def cached_shards(paths: Sequence[PathLike] | PathLike, tokenizer, cache_root: str | os.PathLike, write,
+                  key: dict, log=print) -> TokenShards:
+    """The cache protocol every tokenized corpus follows: the entry is keyed by the corpus files, the
+    tokenizer and ``key`` (format, settings); reuse it if it exists, else ``write(directory, files)``
+    into a temporary directory and rename it into place."""
     files = corpus_fingerprint(paths)
     if not files:
         listed = ", ".join(map(str, [paths] if isinstance(paths, (str, os.PathLike)) else paths)) or "(no paths given)"
         raise DataError(f"empty corpus: no corpus files in {listed}")
+    blob = json.dumps({**key, "files": files, "tokenizer": tokenizer_hash(tokenizer)}, sort_keys=True)
     root = Path(cache_root)
-    final = root / cache_key(files, tokenizer)
+    final = root / hashlib.sha256(blob.encode()).hexdigest()[:20]
     if (final / "meta.json").is_file():
         shards = TokenShards.open(final, reused=True)
         log(f"reusing tokenized corpus {final} ({shards.meta['num_tokens']:,} tokens, "
@@ -119,7 +113,7 @@ def build_token_shards(paths: Sequence[PathLike], tokenizer, cache_root: str | o
     tmp = root / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        _write_entry(tmp, paths, tokenizer, files, progress)
+        write(tmp, files)
         try:
             os.rename(tmp, final)
         except OSError:  # another process finished the same entry first
@@ -133,6 +127,18 @@ def build_token_shards(paths: Sequence[PathLike], tokenizer, cache_root: str | o
     log(f"tokenized corpus: {shards.meta['num_tokens']:,} tokens, {shards.num_sentences:,} sentences, "
         f"{shards.num_documents:,} documents -> {final}")
     return shards
+
+
+def build_token_shards(paths: Sequence[PathLike], tokenizer, cache_root: str | os.PathLike,
+                       progress: bool | None = None, log=print) -> TokenShards:
+    """Tokenize the corpus at `paths` sentence by sentence into `cache_root/<key>/`, or reuse that entry.
+
+    `progress`: show a tqdm bar (default: when stderr is a terminal). `log` gets one line
+    saying whether the cache was reused or built.
+    """
+    return cached_shards(paths, tokenizer, cache_root,
+                         lambda directory, files: _write_entry(directory, paths, tokenizer, files, progress),
+                         key={"format": FORMAT}, log=log)
 
 
 def _write_entry(directory: Path, paths, tokenizer, files: list[dict], progress: bool | None) -> None:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import importlib
 import json
-from pathlib import Path
 
 from plmkit.errors import ConfigError
 from plmkit.models.io import check_model_dir
