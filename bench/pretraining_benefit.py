@@ -36,6 +36,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=float, default=3)
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--train-size", type=int, default=0, help="use the first N training rows (0: all 8,057)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -46,6 +47,12 @@ def main() -> None:
     data = fetch("en-sentiment")
     train, dev, test = (data / f"movie_reviews.{s}.jsonl" for s in ("train", "dev", "test"))
     tmp = Path(tempfile.mkdtemp(prefix="plmkit-benefit-"))
+    if args.train_size:
+        rows = train.read_text(encoding="utf-8").splitlines()[:args.train_size]
+        train = tmp / "train.jsonl"
+        train.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    print(f"fine-tuning on {sum(1 for _ in open(train, encoding='utf-8'))} movie-review rows, "
+          f"{args.epochs:g} epochs, lr {args.lr:g}; test: {test.name}", flush=True)
     opts = tasks.FinetuneOptions(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, max_length=128,
                                  seed=0, device="cpu", progress_bar=False, log_every=1000)
     results = {}

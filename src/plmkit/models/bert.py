@@ -91,7 +91,8 @@ class BertPreTrainedModel(PreTrainedModel):
 
     def save_pretrained(self, directory) -> None:
         super().save_pretrained(directory)
-        if self.config.norm_first:
+        if self.config.norm_first and not getattr(self, "_said_pre_ln", False):
+            self._said_pre_ln = True  # once per model, not at every checkpoint
             log.warning("plmkit: %s is a pre-LN BERT (norm_first=true), a plmkit extension: plmkit loads it, but "
                         "Hugging Face's BertModel would run these weights as post-LN and compute something else",
                         directory)
