@@ -25,7 +25,6 @@ JSONL input: one object per line with string fields "prompt" and "response" (the
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -174,24 +173,10 @@ def ensure_pad_token(tokenizer, model=None) -> int:
 
 def read_pairs(path: str | Path) -> Iterator[tuple[dict, str]]:
     """(record, "file:line") for every non-blank line of a prompt/response JSONL file."""
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not UTF-8 ({err.reason} at byte {err.start})") from None
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    from plmkit.data.tasks import jsonl_rows
+
+    for number, record in jsonl_rows(path):
         where = f"{path}:{number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{where}: malformed JSON ({err.msg} at column {err.colno})") from None
-        if not isinstance(record, dict):
-            raise DataError(f"{where}: expected a JSON object with \"prompt\" and \"response\", "
-                            f"got {type(record).__name__}")
         for key in ("prompt", "response"):
             if key not in record:
                 raise DataError(f"{where}: missing \"{key}\" "

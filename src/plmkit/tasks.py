@@ -226,14 +226,7 @@ def evaluate_examples(model, tokenizer, spec: TaskSpec, examples, features: list
                 gold.append(examples[i].tags)
             metric.update(pred, gold)
         return loss.put(metric.compute())
-    # qa: windows of one example may land in different batches; keep the best span per example
-    spans = qa_data.SpanAggregator(spec.max_answer_length, allow_no_answer=spec.version_2)
-    for idx, batch, out in _forward(model, features, batch_size, pad):
-        starts, ends = out.start_logits.float().tolist(), out.end_logits.float().tolist()
-        for row, i in enumerate(idx):
-            f = features[i]
-            n = len(f["input_ids"])
-            spans.add(f["_example"], starts[row][:n], ends[row][:n], f["_offsets"])
+    spans = _qa_spans(model, features, spec, batch_size, pad)
     metric = SquadMetrics()
     for k, e in enumerate(examples):
         metric.update(spans.answer(k, e.context)["answer"], [a["text"] for a in e.answers])
@@ -283,14 +276,20 @@ def predict_records(model, tokenizer, spec: TaskSpec, records: list[dict], batch
                              "start": s, "end": e} for kind, s, e in ner_data.entity_spans(tags)]
                 results[i] = {"tokens": tokens, "tags": tags, "entities": entities}
         return results
+    spans = _qa_spans(model, features, spec, batch_size, pad)
+    return [{"id": e.id, **spans.answer(k, e.context)} for k, e in enumerate(examples)]
+
+
+def _qa_spans(model, features: list[dict], spec: TaskSpec, batch_size: int, pad: int):
+    """Best answer span per example; the windows of one example may land in different batches."""
     spans = qa_data.SpanAggregator(spec.max_answer_length, allow_no_answer=spec.version_2)
-    for idx, batch, out in _forward(model, features, batch_size, pad):
+    for idx, _, out in _forward(model, features, batch_size, pad):
         starts, ends = out.start_logits.float().tolist(), out.end_logits.float().tolist()
         for row, i in enumerate(idx):
             f = features[i]
             n = len(f["input_ids"])
             spans.add(f["_example"], starts[row][:n], ends[row][:n], f["_offsets"])
-    return [{"id": e.id, **spans.answer(k, e.context)} for k, e in enumerate(examples)]
+    return spans
 
 
 def _mean(values) -> float:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 
 def add_parser(subparsers) -> None:
@@ -89,30 +88,19 @@ def prompt_ids(tokenizer, text: str) -> list[int]:
 
 
 def read_prompts(path: str) -> list[str]:
+    """One prompt per line, or the "prompt" field of each JSONL line."""
+    from plmkit.data.tasks import jsonl_rows, open_text
     from plmkit.errors import DataError
 
-    file = Path(path)
-    try:
-        lines = file.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise DataError(f"{file}: no such file") from None
-    except UnicodeDecodeError as err:
-        raise DataError(f"{file}: not UTF-8 ({err.reason} at byte {err.start})") from None
-    if not file.name.endswith(".jsonl"):
-        return [line for line in lines if line.strip()]
+    if not path.endswith(".jsonl"):
+        return [line for line in open_text(path) if line.strip()]
     prompts = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{file}:{number}: malformed JSON ({err.msg} at column {err.colno})") from None
-        if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
-            raise DataError(f"{file}:{number}: each line needs a string field \"prompt\"")
+    for number, record in jsonl_rows(path):
+        if not isinstance(record.get("prompt"), str):
+            raise DataError(f"{path}:{number}: each line needs a string field \"prompt\"")
         prompts.append(record["prompt"])
     if not prompts:
-        raise DataError(f"{file}: no prompts")
+        raise DataError(f"{path}: no prompts")
     return prompts
 
 

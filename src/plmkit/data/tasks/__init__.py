@@ -38,7 +38,7 @@ def jsonl_rows(path: str | Path) -> Iterator[tuple[int, dict]]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as err:
-            raise DataError(f"{path}:{lineno}: not valid JSON ({err.msg} at column {err.colno})") from None
+            raise DataError(f"{path}:{lineno}: malformed JSON ({err.msg} at column {err.colno})") from None
         if not isinstance(row, dict):
             raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
         yield lineno, row
