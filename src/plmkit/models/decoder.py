@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from plmkit.errors import PlmkitError
+from plmkit.models.outputs import CausalLMOutput
 from plmkit.nn.masks import (attention_bias, causal_bias, document_bias, positions_from_documents,
                              positions_from_mask)
 
@@ -93,3 +94,40 @@ def check_length(n_positions: int | None, needed: int) -> None:
     if n_positions is not None and needed > n_positions:
         raise PlmkitError(f"the sequence would have {needed} positions but this model takes at most {n_positions}: "
                           "shorten the prompt or max_new_tokens")
+
+
+class CausalLMHead:
+    """What every ``*ForCausalLM`` shares (mixed into a PreTrainedModel whose ``base_prefix`` names
+    the decoder body): the vocabulary projection, tied to the token embeddings when the config says
+    so, the KV cache, and a forward that returns logits and the shifted loss."""
+
+    def init_lm_head(self, d_model: int, vocab_size: int, tie: bool, std: float) -> None:
+        self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
+        if tie:
+            self.lm_head.weight = self.body.embeddings["word"].weight
+            self.tied_keys = ("lm_head.weight",)
+        else:
+            self.tied_keys = ()
+            nn.init.normal_(self.lm_head.weight, std=std)
+
+    @property
+    def body(self) -> nn.Module:
+        return getattr(self, self.base_prefix)
+
+    def make_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None, device=None):
+        return self.body.make_cache(batch, max_len, dtype, device)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, position_ids: Tensor | None = None,
+                labels: Tensor | None = None, past_key_values=None, logits_to_keep: int = 0,
+                output_attentions: bool = False, output_hidden_states: bool = False,
+                document_ids: Tensor | None = None) -> CausalLMOutput:
+        """labels (B, T): usually input_ids with padding set to -100; shifted inside (predict token t+1).
+
+        logits_to_keep: compute logits for the last k positions only (0 = all), as in generation.
+        """
+        out = self.body(input_ids, attention_mask, position_ids, past_key_values, output_attentions,
+                        output_hidden_states, document_ids=document_ids)
+        h = out.last_hidden_state
+        logits = self.lm_head(h[:, -logits_to_keep:] if logits_to_keep else h)  # (B, T, V)
+        loss = causal_lm_loss(logits, labels) if labels is not None else None
+        return CausalLMOutput(loss, logits, past_key_values, out.hidden_states, out.attentions)

@@ -21,8 +21,8 @@ from plmkit.errors import ConfigError
 from plmkit.generation import GenerationMixin
 from plmkit.models.base import PreTrainedModel
 from plmkit.models.config import ModelConfig
-from plmkit.models.decoder import causal_lm_loss, check_length, decoder_inputs, run_layers
-from plmkit.models.outputs import BaseModelOutput, CausalLMOutput
+from plmkit.models.decoder import CausalLMHead, check_length, decoder_inputs, run_layers
+from plmkit.models.outputs import BaseModelOutput
 from plmkit.nn import FeedForward, KVCache, MultiHeadAttention, TransformerBlock
 from plmkit.nn.mlp import ACTIVATIONS
 
@@ -156,35 +156,10 @@ class GPT2Model(GPT2PreTrainedModel):
                                tuple(attentions) if output_attentions else None, past_key_values)
 
 
-class GPT2LMHeadModel(GPT2PreTrainedModel):
+class GPT2LMHeadModel(CausalLMHead, GPT2PreTrainedModel):
     """GPT2Model + a vocabulary projection (tied to the token embeddings unless tie_word_embeddings=false)."""
-
-    tied_keys = ("lm_head.weight",)
 
     def __init__(self, config: GPT2Config):
         super().__init__(config)
         self.transformer = GPT2Model(config)
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        if config.tie_word_embeddings:
-            self.lm_head.weight = self.transformer.embeddings["word"].weight
-        else:
-            self.tied_keys = ()
-            nn.init.normal_(self.lm_head.weight, std=config.initializer_range)
-
-    def make_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None, device=None) -> KVCache:
-        return self.transformer.make_cache(batch, max_len, dtype, device)
-
-    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, position_ids: Tensor | None = None,
-                labels: Tensor | None = None, past_key_values: KVCache | None = None, logits_to_keep: int = 0,
-                output_attentions: bool = False, output_hidden_states: bool = False,
-                document_ids: Tensor | None = None) -> CausalLMOutput:
-        """labels (B, T): usually input_ids with padding set to -100; shifted inside (predict token t+1).
-
-        logits_to_keep: compute logits for the last k positions only (0 = all), as in generation.
-        """
-        out = self.transformer(input_ids, attention_mask, position_ids, past_key_values, output_attentions,
-                               output_hidden_states, document_ids=document_ids)
-        h = out.last_hidden_state
-        logits = self.lm_head(h[:, -logits_to_keep:] if logits_to_keep else h)  # (B, T, V)
-        loss = causal_lm_loss(logits, labels) if labels is not None else None
-        return CausalLMOutput(loss, logits, past_key_values, out.hidden_states, out.attentions)
+        self.init_lm_head(config.n_embd, config.vocab_size, config.tie_word_embeddings, config.initializer_range)

@@ -17,8 +17,8 @@ from plmkit.errors import ConfigError
 from plmkit.generation import GenerationMixin
 from plmkit.models.base import PreTrainedModel
 from plmkit.models.config import ModelConfig
-from plmkit.models.decoder import causal_lm_loss, decoder_inputs, run_layers
-from plmkit.models.outputs import BaseModelOutput, CausalLMOutput
+from plmkit.models.decoder import CausalLMHead, decoder_inputs, run_layers
+from plmkit.models.outputs import BaseModelOutput
 from plmkit.nn import FeedForward, KVCache, MultiHeadAttention, RMSNorm, RotaryEmbedding, TransformerBlock
 from plmkit.nn.mlp import ACTIVATIONS
 
@@ -144,33 +144,10 @@ class LlamaModel(LlamaPreTrainedModel):
                                tuple(attentions) if output_attentions else None, past_key_values)
 
 
-class LlamaForCausalLM(LlamaPreTrainedModel):
+class LlamaForCausalLM(CausalLMHead, LlamaPreTrainedModel):
     """LlamaModel + a vocabulary projection (tied to the embeddings when tie_word_embeddings=true)."""
 
     def __init__(self, config: LlamaConfig):
         super().__init__(config)
         self.model = LlamaModel(config)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        if config.tie_word_embeddings:
-            self.lm_head.weight = self.model.embeddings["word"].weight
-            self.tied_keys = ("lm_head.weight",)
-        else:
-            nn.init.normal_(self.lm_head.weight, std=config.initializer_range)
-
-    def make_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None, device=None) -> KVCache:
-        return self.model.make_cache(batch, max_len, dtype, device)
-
-    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, position_ids: Tensor | None = None,
-                labels: Tensor | None = None, past_key_values: KVCache | None = None, logits_to_keep: int = 0,
-                output_attentions: bool = False, output_hidden_states: bool = False,
-                document_ids: Tensor | None = None) -> CausalLMOutput:
-        """labels (B, T): usually input_ids with padding set to -100; shifted inside (predict token t+1).
-
-        logits_to_keep: compute logits for the last k positions only (0 = all), as in generation.
-        """
-        out = self.model(input_ids, attention_mask, position_ids, past_key_values, output_attentions,
-                         output_hidden_states, document_ids=document_ids)
-        h = out.last_hidden_state
-        logits = self.lm_head(h[:, -logits_to_keep:] if logits_to_keep else h)  # (B, T, V)
-        loss = causal_lm_loss(logits, labels) if labels is not None else None
-        return CausalLMOutput(loss, logits, past_key_values, out.hidden_states, out.attentions)
+        self.init_lm_head(config.hidden_size, config.vocab_size, config.tie_word_embeddings, config.initializer_range)
