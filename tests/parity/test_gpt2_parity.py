@@ -11,6 +11,7 @@ from plmkit import convert  # noqa: E402
 from plmkit.errors import ConfigError  # noqa: E402
 from plmkit.models import AutoModelForCausalLM  # noqa: E402
 from plmkit.models.gpt2 import GPT2Config, GPT2LMHeadModel, GPT2Model  # noqa: E402
+from decoder_checks import assert_same_outputs  # noqa: E402
 
 TOL = dict(atol=1e-5, rtol=1e-5)
 TINY = dict(vocab_size=99, n_positions=64, n_embd=32, n_layer=2, n_head=4, n_inner=37, bos_token_id=1,
@@ -61,13 +62,8 @@ def test_lm_logits_loss_hidden_states_match(tmp_path, side):
                output_attentions=True)
         o = model(ids, attention_mask=mask, labels=labels, output_hidden_states=True, output_attentions=True)
     keep = mask.bool()
-    torch.testing.assert_close(o.logits[keep], h.logits[keep], **TOL)
-    torch.testing.assert_close(o.loss, h.loss, **TOL)
-    assert len(o.hidden_states) == len(h.hidden_states) == TINY["n_layer"] + 1
-    for a, b in zip(o.hidden_states, h.hidden_states):
-        torch.testing.assert_close(a[keep], b[keep], **TOL)
-    for a, b in zip(o.attentions, h.attentions):
-        torch.testing.assert_close(a.transpose(1, 2)[keep], b.transpose(1, 2)[keep], **TOL)
+    assert_same_outputs(o, h, keep)
+    assert len(o.hidden_states) == TINY["n_layer"] + 1
 
 
 def test_base_model_matches_and_loads_lm_checkpoint(tmp_path):

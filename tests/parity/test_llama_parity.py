@@ -11,6 +11,7 @@ from plmkit import convert  # noqa: E402
 from plmkit.errors import ConfigError  # noqa: E402
 from plmkit.models import AutoModelForCausalLM  # noqa: E402
 from plmkit.models.llama import LlamaConfig, LlamaForCausalLM, LlamaModel  # noqa: E402
+from decoder_checks import assert_same_outputs  # noqa: E402
 
 TOL = dict(atol=1e-5, rtol=1e-5)
 TINY = dict(vocab_size=99, hidden_size=32, intermediate_size=40, num_hidden_layers=2, num_attention_heads=4,
@@ -59,13 +60,7 @@ def test_lm_logits_loss_hidden_states_match(tmp_path, side, tied):
         o = model(ids, attention_mask=mask, labels=labels, output_hidden_states=True, output_attentions=True)
     keep = mask.bool()
     assert h.logits.abs().max() > 0.1
-    torch.testing.assert_close(o.logits[keep], h.logits[keep], **TOL)
-    torch.testing.assert_close(o.loss, h.loss, **TOL)
-    assert len(o.hidden_states) == len(h.hidden_states)
-    for a, b in zip(o.hidden_states, h.hidden_states):
-        torch.testing.assert_close(a[keep], b[keep], **TOL)
-    for a, b in zip(o.attentions, h.attentions):
-        torch.testing.assert_close(a.transpose(1, 2)[keep], b.transpose(1, 2)[keep], **TOL)
+    assert_same_outputs(o, h, keep)
 
 
 def test_base_model_and_old_rotary_buffers(tmp_path):

@@ -277,15 +277,21 @@ def classification_loss(logits: Tensor, labels: Tensor, problem_type: str | None
     return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
 
 
-class BertForSequenceClassification(BertPreTrainedModel):
-    """[CLS] pooled output -> dropout -> linear; single-label, multi-label or regression."""
+class _BertClassifier(BertPreTrainedModel):
+    """The encoder, dropout and a linear classifier over ``in_features`` (what the task heads read)."""
 
-    def __init__(self, config: BertConfig):
+    pooled = True
+
+    def __init__(self, config: BertConfig, in_features: int | None = None):
         super().__init__(config)
-        self.bert = BertModel(config)
+        self.bert = BertModel(config, add_pooling_layer=self.pooled)
         self.dropout = _dropout(config)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.classifier = nn.Linear(in_features or config.hidden_size, config.num_labels)
         self.init_weights()
+
+
+class BertForSequenceClassification(_BertClassifier):
+    """[CLS] pooled output -> dropout -> linear; single-label, multi-label or regression."""
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
                 output_attentions=False, output_hidden_states=False) -> ClassifierOutput:
@@ -295,15 +301,10 @@ class BertForSequenceClassification(BertPreTrainedModel):
         return ClassifierOutput(loss, logits, out.hidden_states, out.attentions)
 
 
-class BertForTokenClassification(BertPreTrainedModel):
+class BertForTokenClassification(_BertClassifier):
     """Per-token labels (NER): sequence output -> dropout -> linear; label -100 is ignored."""
 
-    def __init__(self, config: BertConfig):
-        super().__init__(config)
-        self.bert = BertModel(config, add_pooling_layer=False)
-        self.dropout = _dropout(config)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        self.init_weights()
+    pooled = False
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
                 output_attentions=False, output_hidden_states=False) -> ClassifierOutput:
@@ -345,7 +346,7 @@ class BertForQuestionAnswering(BertPreTrainedModel):
         return QuestionAnsweringOutput(loss, start, end, out.hidden_states, out.attentions)
 
 
-class BertForRelationClassification(BertPreTrainedModel):
+class BertForRelationClassification(_BertClassifier):
     """Relation between two marked entities (Baldini Soares et al., 2019, "Matching the Blanks",
     ENTITY MARKERS - ENTITY START): the encoder states at the [E1] and [E2] start markers,
     concatenated -> dropout -> linear (2 * hidden -> labels).
@@ -356,12 +357,10 @@ class BertForRelationClassification(BertPreTrainedModel):
     itself is plmkit's.
     """
 
+    pooled = False
+
     def __init__(self, config: BertConfig):
-        super().__init__(config)
-        self.bert = BertModel(config, add_pooling_layer=False)
-        self.dropout = _dropout(config)
-        self.classifier = nn.Linear(2 * config.hidden_size, config.num_labels)
-        self.init_weights()
+        super().__init__(config, in_features=2 * config.hidden_size)
 
     def forward(self, input_ids, entity_positions, attention_mask=None, token_type_ids=None, position_ids=None,
                 labels=None, output_attentions=False, output_hidden_states=False) -> ClassifierOutput:
