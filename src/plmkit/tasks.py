@@ -8,7 +8,9 @@
 A fine-tuned model directory is an ordinary Hugging Face model directory (config.json with
 id2label/label2id and architectures, model.safetensors) plus the tokenizer files and
 ``plmkit_task.json``, which records the task and its settings (max_length, problem type, tag
-scheme, QA window settings) so that `evaluate` and `predict` know what to do.
+scheme, NER and QA window settings, the QA no-answer threshold) so that `evaluate` and `predict`
+know what to do. Long NER sentences and QA contexts are cut into overlapping windows and merged
+back per word / per example.
 
 Batches are padded per batch (dynamic padding), training batches are grouped by length, and
 evaluation accumulates metrics batch by batch.
@@ -33,7 +35,7 @@ from plmkit.data.tasks import qa as qa_data
 from plmkit.data.tasks import relation as rel_data
 from plmkit.errors import ConfigError, DataError
 from plmkit.evaluation import (ClassificationMetrics, EntityMetrics, MultiLabelMetrics, RegressionMetrics,
-                               RelationMetrics, SquadMetrics)
+                               RelationMetrics, SquadMetrics, SquadThresholdSweep)
 
 log = logging.getLogger("plmkit")
 
@@ -51,11 +53,13 @@ class TaskSpec:
     max_length: int = 128
     problem_type: str | None = None  # classification
     scheme: str | None = None  # ner: BIO | BIOES
+    stride: int | None = None  # ner: word pieces shared by the windows of a long sentence (None: max_length // 4)
     no_relation: str | None = None  # relation: the class that means "no relation"
     doc_stride: int = 128  # qa: overlap of consecutive windows, in tokens
     max_query_length: int = 64
     max_answer_length: int = 30
     version_2: bool = False  # qa: unanswerable questions allowed
+    null_score_diff_threshold: float = 0.0  # qa v2: no answer when null score - best span score > this
 
     def save(self, directory: str | Path) -> None:
         (Path(directory) / TASK_FILE).write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n")
@@ -103,7 +107,7 @@ class FinetuneOptions:
     freeze_body: bool = False  # train the head only
     layer_lr_decay: float | None = None
     head_lr: float | None = None
-    lora_rank: int | None = None
+    lora_rank: int | None = None  # relation: the entity markers' new embedding rows train as well
     lora_alpha: float = 16.0
     lora_dropout: float = 0.05
     lora_targets: tuple[str, ...] = ("q", "v")
@@ -116,6 +120,7 @@ class FinetuneOptions:
     group_by_length: bool = True
     doc_stride: int = 128
     max_answer_length: int = 30
+    stride: int | None = None  # ner: window overlap in word pieces (None: max_length // 4)
     progress_bar: bool = True
     log_every: int = 10
 
@@ -181,7 +186,7 @@ def encode(task: str, tokenizer, examples, spec: TaskSpec, label2id, path="data"
     if task == "classification":
         return cls_data.encode_examples(tokenizer, examples, spec.max_length, label2id, spec.problem_type, path)
     if task == "ner":
-        return ner_data.encode_sentences(tokenizer, examples, spec.max_length, label2id, path)
+        return ner_data.encode_sentences(tokenizer, examples, spec.max_length, label2id, path, spec.stride)
     if task == "relation":
         return rel_data.encode_relations(tokenizer, examples, spec.max_length, label2id, path)
     return qa_data.windows(tokenizer, examples, spec.max_length, spec.doc_stride, spec.max_query_length, training)
@@ -212,32 +217,34 @@ def evaluate_examples(model, tokenizer, spec: TaskSpec, examples, features: list
             loss.add(out, len(idx))
             metric.update(out.logits.argmax(-1), batch["labels"])
         return loss.put(metric.compute())
-    if spec.task == "ner":
-        metric = EntityMetrics(spec.scheme or "BIO")
-        id2label = config.id2label
+    if spec.task == "ner":  # windows of one sentence may land in different batches: merge, then score
+        merger = ner_data.WindowMerger()
         for idx, batch, out in _forward(model, features, batch_size, pad):
             loss.add(out, len(idx))
             pred_ids = out.logits.argmax(-1).tolist()
-            gold, pred = [], []
             for row, i in enumerate(idx):
-                f = features[i]
-                words = ner_data.word_predictions(f["_word_index"], f["_n_words"], pred_ids[row])
-                pred.append([id2label[p] if p is not None else "O" for p in words])
-                gold.append(examples[i].tags)
-            metric.update(pred, gold)
+                merger.add(features[i], pred_ids[row])
+        metric = EntityMetrics(spec.scheme or "BIO")
+        metric.update([[config.id2label[t] for t in merger.words(k, len(s.tokens))] for k, s in enumerate(examples)],
+                      [s.tags for s in examples])
         return loss.put(metric.compute())
     spans = _qa_spans(model, features, spec, batch_size, pad)
-    metric = SquadMetrics()
+    metric, sweep = SquadMetrics(), SquadThresholdSweep() if spec.version_2 else None
     for k, e in enumerate(examples):
-        metric.update(spans.answer(k, e.context)["answer"], [a["text"] for a in e.answers])
-    return metric.compute()
+        golds = [a["text"] for a in e.answers]
+        metric.update(spans.answer(k, e.context)["answer"], golds)
+        if sweep is not None:
+            sweep.update(spans.span_text(k, e.context), spans.null_score_diff(k), golds)
+    if sweep is None:
+        return metric.compute()
+    return {**metric.compute(), "null_score_diff_threshold": spec.null_score_diff_threshold, **sweep.compute()}
 
 
-def evaluate_dir(model_dir, data, batch_size: int = 32, device: str = "auto") -> dict[str, float]:
-    """Metrics of a fine-tuned model directory on a labelled data file."""
-    from plmkit.training.trainer import resolve_device
-    model, tokenizer, spec = load_model_dir(model_dir)
-    model.to(resolve_device(device))
+def evaluate_dir(model_dir, data, batch_size: int = 32, device: str = "auto",
+                 null_score_diff_threshold: float | None = None) -> dict[str, float]:
+    """Metrics of a fine-tuned model directory on a labelled data file (QA v2: at
+    `null_score_diff_threshold`, default the model's, plus the best threshold on this data)."""
+    model, tokenizer, spec = _load_for_inference(model_dir, device, null_score_diff_threshold)
     examples = read_examples(spec.task, data, labelled=True)
     features = encode(spec.task, tokenizer, examples, spec, model.config.label2id, path=data)
     return evaluate_examples(model, tokenizer, spec, examples, features, batch_size)
@@ -263,18 +270,14 @@ def predict_records(model, tokenizer, spec: TaskSpec, records: list[dict], batch
                 results[i] = _class_result(logits[row], config, spec)
         return results
     if spec.task == "ner":
-        for idx, batch, out in _forward(model, features, batch_size, pad):
-            probs = out.logits.float().softmax(-1)
-            best, ids = probs.max(-1)
-            for row, i in enumerate(idx):
-                f = features[i]
-                tag_ids = ner_data.word_predictions(f["_word_index"], f["_n_words"], ids[row].tolist())
-                scores = ner_data.word_predictions(f["_word_index"], f["_n_words"], best[row].tolist())
-                tags = [config.id2label[t] if t is not None else "O" for t in tag_ids]
-                tokens = examples[i].tokens
-                entities = [{"entity_group": kind, "score": _mean(scores[s:e]), "word": _join(tokens[s:e]),
-                             "start": s, "end": e} for kind, s, e in ner_data.entity_spans(tags)]
-                results[i] = {"tokens": tokens, "tags": tags, "entities": entities}
+        merger = _ner_windows(model, features, batch_size, pad)
+        for k, sentence in enumerate(examples):
+            tokens = sentence.tokens
+            tag_ids, scores = _unzip(merger.words(k, len(tokens)))
+            tags = [config.id2label[t] for t in tag_ids]
+            entities = [{"entity_group": kind, "score": _mean(scores[s:e]), "word": _join(tokens[s:e]),
+                         "start": s, "end": e} for kind, s, e in ner_data.entity_spans(tags)]
+            results[k] = {"tokens": tokens, "tags": tags, "entities": entities}
         return results
     spans = _qa_spans(model, features, spec, batch_size, pad)
     return [{"id": e.id, **spans.answer(k, e.context)} for k, e in enumerate(examples)]
@@ -282,7 +285,8 @@ def predict_records(model, tokenizer, spec: TaskSpec, records: list[dict], batch
 
 def _qa_spans(model, features: list[dict], spec: TaskSpec, batch_size: int, pad: int):
     """Best answer span per example; the windows of one example may land in different batches."""
-    spans = qa_data.SpanAggregator(spec.max_answer_length, allow_no_answer=spec.version_2)
+    spans = qa_data.SpanAggregator(spec.max_answer_length, allow_no_answer=spec.version_2,
+                                   null_score_diff_threshold=spec.null_score_diff_threshold)
     for idx, _, out in _forward(model, features, batch_size, pad):
         starts, ends = out.start_logits.float().tolist(), out.end_logits.float().tolist()
         for row, i in enumerate(idx):
@@ -318,37 +322,45 @@ def _class_result(logits: torch.Tensor, config, spec: TaskSpec) -> dict:
     return {key: names[best], "score": probs[best], "probabilities": {names[k]: p for k, p in enumerate(probs)}}
 
 
+def _ner_windows(model, features: list[dict], batch_size: int, pad: int) -> ner_data.WindowMerger:
+    """(tag id, probability) per word, merged over each sentence's windows."""
+    merger = ner_data.WindowMerger()
+    for idx, _, out in _forward(model, features, batch_size, pad):
+        best, ids = out.logits.float().softmax(-1).max(-1)  # (B, T) each
+        for row, i in enumerate(idx):
+            merger.add(features[i], list(zip(ids[row].tolist(), best[row].tolist())))
+    return merger
+
+
+def _unzip(pairs: list[tuple]) -> tuple[list, list]:
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
 def ner_predict_texts(model, tokenizer, spec: TaskSpec, texts: list[str], batch_size: int = 32) -> list[dict]:
     """Entities in raw texts: the tokenizer's words (its pre-tokenizer; each CJK character is a word)
-    are tagged at their first piece; entity spans are character offsets into the text."""
-    enc = tokenizer(texts, truncation=True, max_length=spec.max_length, return_offsets_mapping=True)
-    features = []
-    for i in range(len(texts)):
-        word_ids = enc.word_ids(i)
-        features.append({"input_ids": enc["input_ids"][i], "_word_ids": word_ids, "_offsets": enc["offset_mapping"][i]})
-    results: list[dict | None] = [None] * len(texts)
-    for idx, batch, out in _forward(model, features, batch_size, tokenizer.pad_token_id):
-        probs = out.logits.float().softmax(-1)
-        best, ids = probs.max(-1)
-        for row, i in enumerate(idx):
-            f = features[i]
-            words: dict[int, list] = {}  # word -> [tag id, score, start char, end char]
-            for pos, w in enumerate(f["_word_ids"]):
-                if w is None:
-                    continue
-                start, end = f["_offsets"][pos]
-                if w not in words:
-                    words[w] = [int(ids[row, pos]), float(best[row, pos]), start, end]
-                else:
-                    words[w][3] = end
-            order = sorted(words)
-            tags = [model.config.id2label[words[w][0]] for w in order]
-            entities = []
-            for kind, s, e in ner_data.entity_spans(tags):
-                start, end = words[order[s]][2], words[order[e - 1]][3]
-                entities.append({"entity_group": kind, "score": _mean([words[order[k]][1] for k in range(s, e)]),
-                                 "word": texts[i][start:end], "start": start, "end": end})
-            results[i] = {"text": texts[i], "entities": entities}
+    are tagged at their first piece, long texts in windows as in training; entity spans are character
+    offsets into the text."""
+    encodings = tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False)
+    features, chars = [], []  # chars[i]: word -> [first character, end character] in texts[i]
+    for i, enc in enumerate(encodings):
+        spans: dict[int, list[int]] = {}
+        for w, (start, end) in zip(enc.word_ids, enc.offsets):
+            spans.setdefault(w, [start, end])[1] = end
+        chars.append(spans)
+        for f in ner_data.window_features(tokenizer, enc.ids, enc.word_ids, spec.max_length, spec.stride):
+            features.append({**f, "_sentence": i})
+    merger = _ner_windows(model, features, batch_size, tokenizer.pad_token_id)
+    results = []
+    for i, text in enumerate(texts):
+        order = sorted(chars[i])
+        values = merger.words(i, order[-1] + 1 if order else 0)
+        tag_ids, scores = _unzip([values[w] for w in order])
+        entities = []
+        for kind, s, e in ner_data.entity_spans([model.config.id2label[t] for t in tag_ids]):
+            start, end = chars[i][order[s]][0], chars[i][order[e - 1]][1]
+            entities.append({"entity_group": kind, "score": _mean(scores[s:e]), "word": text[start:end],
+                             "start": start, "end": end})
+        results.append({"text": text, "entities": entities})
     return results
 
 
@@ -418,11 +430,20 @@ def _has_tags(path) -> bool:
     return len(first.split("\t") if "\t" in first else first.split()) >= 2
 
 
-def predict_dir(model_dir, inputs: list, batch_size: int = 32, device: str = "auto", where: str = "input") -> list[dict]:
+def predict_dir(model_dir, inputs: list, batch_size: int = 32, device: str = "auto", where: str = "input",
+                null_score_diff_threshold: float | None = None) -> list[dict]:
+    model, tokenizer, spec = _load_for_inference(model_dir, device, null_score_diff_threshold)
+    return predict_records(model, tokenizer, spec, inputs, batch_size, where)
+
+
+def _load_for_inference(model_dir, device: str, null_score_diff_threshold: float | None):
+    """`load_model_dir` on `device`, with a QA no-answer threshold that overrides the saved one."""
     from plmkit.training.trainer import resolve_device
     model, tokenizer, spec = load_model_dir(model_dir)
     model.to(resolve_device(device))
-    return predict_records(model, tokenizer, spec, inputs, batch_size, where)
+    if null_score_diff_threshold is not None:
+        spec = dataclasses.replace(spec, null_score_diff_threshold=null_score_diff_threshold)
+    return model, tokenizer, spec
 
 
 # ------------------------------------------------------------------ fine-tuning
@@ -471,10 +492,28 @@ def prepare_model(task: str, model_dir, tokenizer, spec: TaskSpec, labels: list[
     return model
 
 
+def set_trainable(model, task: str, tokenizer, o: FinetuneOptions) -> list[str]:
+    """Freeze what `o` asks and add its LoRA adapters (the task head always trains). Relation
+    extraction's entity markers have new embedding rows, initialised from scratch like the head: when
+    the embedding matrix is frozen (LoRA, --freeze-*), those rows alone still train. Returns the
+    names of the parameters frozen by `freeze`."""
+    from plmkit.nn.lora import apply_lora, train_embedding_rows
+    frozen = freeze(model, o.freeze_embeddings, o.freeze_layers, o.freeze_body)
+    if o.lora_rank:
+        head = [p for n, p in model.named_parameters() if not n.startswith(model.base_prefix + ".")]
+        wrapped = apply_lora(model, o.lora_targets, o.lora_rank, o.lora_alpha, o.lora_dropout)
+        for p in head:
+            p.requires_grad_(True)
+        log.info("plmkit: LoRA rank %d on %d layers (%s)", o.lora_rank, len(wrapped), ",".join(o.lora_targets))
+    if task == "relation" and not model.get_input_embeddings().weight.requires_grad:
+        markers = tokenizer.convert_tokens_to_ids(list(rel_data.MARKERS))
+        train_embedding_rows(model, model.get_input_embeddings(), markers)
+    return frozen
+
+
 def finetune(task: str, model_dir, train, out_dir, eval_data=None, options: FinetuneOptions | None = None):
     """Fine-tune `model_dir` on `train`; writes out_dir/model (final) and, with eval data and a
     metric, out_dir/best. Returns the Trainer's TrainResult."""
-    from plmkit.nn.lora import apply_lora
     from plmkit.tokenization import Tokenizer
     from plmkit.training import TrainConfig, Trainer
     from plmkit.training.rng import seed_everything
@@ -487,6 +526,8 @@ def finetune(task: str, model_dir, train, out_dir, eval_data=None, options: Fine
     train_examples = read_examples(task, train)
     eval_examples = read_examples(task, eval_data) if eval_data else None
     spec = TaskSpec(task=task, max_length=o.max_length, doc_stride=o.doc_stride, max_answer_length=o.max_answer_length)
+    if task == "ner":
+        spec.stride = o.stride
     labels = None
     if task == "classification":
         spec.problem_type = cls_data.problem_type_of(train_examples)
@@ -510,13 +551,7 @@ def finetune(task: str, model_dir, train, out_dir, eval_data=None, options: Fine
     eval_features = (encode(task, tokenizer, eval_examples, spec, label2id, path=eval_data)
                      if eval_examples is not None else None)
 
-    frozen = freeze(model, o.freeze_embeddings, o.freeze_layers, o.freeze_body)
-    if o.lora_rank:
-        head = [p for n, p in model.named_parameters() if not n.startswith(model.base_prefix + ".")]
-        wrapped = apply_lora(model, o.lora_targets, o.lora_rank, o.lora_alpha, o.lora_dropout)
-        for p in head:
-            p.requires_grad_(True)
-        log.info("plmkit: LoRA rank %d on %d layers (%s)", o.lora_rank, len(wrapped), ",".join(o.lora_targets))
+    frozen = set_trainable(model, task, tokenizer, o)
     trainable = model.num_parameters(trainable_only=True)
     log.info("plmkit: %s: %s of %s parameters trainable%s", type(model).__name__, f"{trainable:,}",
              f"{model.num_parameters():,}", f" ({len(frozen)} tensors frozen)" if frozen else "")

@@ -41,11 +41,17 @@ def test_finetune_qa_lora_and_predict_squad(tmp_path, capsys):
                  "--lora-rank", "4", "--lora-targets", "q,v", "--device", "cpu", "--no-progress"]) == 0
     capsys.readouterr()
     assert main(["evaluate", "--model", str(out / "model"), "--data", str(data), "--json", "--device", "cpu"]) == 0
-    assert {"exact_match", "f1"} <= set(json.loads(capsys.readouterr().out))
+    metrics = json.loads(capsys.readouterr().out)  # SQuAD v2 data: also the best no-answer threshold
+    assert {"exact_match", "f1", "best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh"} <= set(metrics)
+    assert metrics["null_score_diff_threshold"] == 0
+    assert main(["evaluate", "--model", str(out / "model"), "--data", str(data), "--json", "--device", "cpu",
+                 "--null-score-diff-threshold", str(metrics["best_f1_thresh"])]) == 0
+    assert json.loads(capsys.readouterr().out)["f1"] == pytest.approx(metrics["best_f1"])
     assert main(["predict", "--model", str(out / "model"), "--input", str(data), "--device", "cpu",
-                 "--output", str(tmp_path / "p.jsonl")]) == 0
+                 "--output", str(tmp_path / "p.jsonl"), "--null-score-diff-threshold", "1e9"]) == 0
     rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == ["q1", "q2", "q3", "q4", "q5", "q6"]
+    assert all(r["answer"] for r in rows)  # a huge threshold: never "no answer"
 
 
 def test_cli_reports_data_errors(tmp_path, capsys):

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from plmkit.evaluation import (ClassificationMetrics, EntityMetrics, MultiLabelMetrics, RegressionMetrics,
-                               RelationMetrics, SquadMetrics, normalize_answer, squad_f1)
+                               RelationMetrics, SquadMetrics, SquadThresholdSweep, normalize_answer, squad_f1)
 
 
 def test_classification_streamed_matches_sklearn():
@@ -60,6 +60,24 @@ def test_squad_official_normalisation():
     m.update("x", [])
     r = m.compute()
     assert r["exact_match"] == pytest.approx(200 / 3) and r["has_ans_exact_match"] == 100 and r["no_ans_f1"] == 50
+
+
+def test_squad_v2_best_threshold():
+    m = SquadThresholdSweep()
+    # (null score - best span score, best span, gold answers); answered when the difference <= threshold
+    for diff, span, golds in [(-1.0, "Paris", ["Paris"]), (0.5, "the red dog", ["big red dog"]),  # F1 0.8, EM 0
+                              (2.0, "x", []), (2.0, "1889", ["1889"]),  # a tie: both switch at 2.0
+                              (4.0, "moon", []), (float("inf"), "", ["Paris"])]:  # no span: never answered
+        m.update(span, diff, golds)
+    r = m.compute()
+    # all unanswered: 2 of 6 right; answering the first question gives 3; the partial answer adds 0.8 to F1 only
+    assert r["best_exact"] == pytest.approx(300 / 6) and r["best_exact_thresh"] == -1.0
+    assert r["best_f1"] == pytest.approx(380 / 6) and r["best_f1_thresh"] == 0.5
+    only_unanswerable = SquadThresholdSweep()
+    for diff in (0.3, -2.0):
+        only_unanswerable.update("something", diff, [])
+    r = only_unanswerable.compute()
+    assert r["best_exact"] == 100 and r["best_exact_thresh"] < -2.0  # below every difference: never answer
 
 
 def test_relation_micro_f1_excludes_no_relation():

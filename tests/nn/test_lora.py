@@ -4,7 +4,7 @@ from torch import nn
 
 from plmkit.errors import ConfigError
 from plmkit.models.bert import BertConfig, BertForSequenceClassification
-from plmkit.nn.lora import LoRALinear, apply_lora, merge_lora, plain_state_dict
+from plmkit.nn.lora import LoRALinear, apply_lora, merge_lora, plain_state_dict, train_embedding_rows
 
 
 def tiny():
@@ -67,3 +67,36 @@ def test_lora_trains_only_adapters():
 def test_apply_lora_unknown_target():
     with pytest.raises(ConfigError, match="no Linear layer matches"):
         apply_lora(tiny(), ("query",))
+
+
+def test_new_token_rows_train_under_lora_and_merge(tmp_path):
+    model = tiny().train()
+    apply_lora(model, ("q", "v"), rank=2)
+    new_ids = [47, 49]  # e.g. tokens just added to the tokenizer
+    emb = train_embedding_rows(model, model.get_input_embeddings(), new_ids)
+    assert model.get_input_embeddings() is emb and not emb.weight.requires_grad and emb.trainable_rows.requires_grad
+    before = plain_state_dict(model)["bert.embeddings.word.weight"].clone()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.1, weight_decay=0.1)
+    ids = torch.tensor([[2, 47, 5, 49, 7, 9], [3, 4, 47, 8, 1, 1]])
+    model(ids, labels=torch.tensor([0, 1])).loss.backward()
+    opt.step()
+    after = plain_state_dict(model)["bert.embeddings.word.weight"]
+    old = [i for i in range(50) if i not in new_ids]
+    assert torch.equal(after[old], before[old])  # the original vocabulary stays exactly as it was
+    assert not torch.allclose(after[new_ids], before[new_ids])  # the new rows trained
+    assert "bert.embeddings.word.trainable_rows" not in plain_state_dict(model)
+    model.eval()
+    logits = model(ids).logits
+    model.save_pretrained(tmp_path)  # an ordinary checkpoint: adapters and new rows folded in
+    assert torch.allclose(BertForSequenceClassification.from_pretrained(tmp_path)(ids).logits, logits, atol=1e-5)
+    merge_lora(model)
+    assert type(model.get_input_embeddings()) is nn.Embedding
+    assert torch.allclose(model(ids).logits, logits, atol=1e-5)
+
+
+def test_train_embedding_rows_refuses_tied_embeddings():
+    from plmkit.models.bert import BertForMaskedLM
+    model = BertForMaskedLM(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                       intermediate_size=32))
+    with pytest.raises(ConfigError, match="tied"):
+        train_embedding_rows(model, model.get_input_embeddings(), [49])

@@ -144,3 +144,30 @@ def test_real_minilm_matches_hf(minilm_dir):
     with torch.no_grad():
         h, o = hf(**inputs), model(**inputs)
     compare(h, o, inputs["attention_mask"])
+
+
+@pytest.mark.parametrize("name", ["BertForSequenceClassification", "BertForTokenClassification", "BertForPreTraining"])
+def test_training_steps_match_hf(name, tmp_path):
+    """Gradients and five AdamW steps on padded batches (dropout off) follow HF's step by step."""
+    config = {**TINY, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+    torch.manual_seed(0)
+    hf = getattr(transformers, name)(transformers.BertConfig(**config, num_labels=3)).train()
+    hf.save_pretrained(tmp_path)
+    model = getattr(ours, name).from_pretrained(tmp_path).train()
+    opt_hf = torch.optim.AdamW(hf.parameters(), lr=1e-3)
+    opt_ours = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    inputs = batch()
+    labels = labels_for(name, inputs)
+    for _ in range(5):
+        loss_hf, loss_ours = hf(**inputs, **labels).loss, model(**inputs, **labels).loss
+        torch.testing.assert_close(loss_ours, loss_hf, **TOL)
+        loss_hf.backward()
+        loss_ours.backward()
+        grads = convert.to_hf("bert", {n: p.grad for n, p in model.named_parameters() if p.grad is not None})
+        for n, p in hf.named_parameters():
+            if p.grad is not None and n in grads:
+                torch.testing.assert_close(grads[n], p.grad, **TOL, msg=lambda m: f"{n}: {m}")
+        assert set(grads) >= {n for n, p in hf.named_parameters() if p.grad is not None and "decoder" not in n}
+        for opt in (opt_hf, opt_ours):
+            opt.step()
+            opt.zero_grad()

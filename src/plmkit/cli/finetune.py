@@ -23,7 +23,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
     p.add_argument("--lr", type=float, default=5e-5)
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--max-length", type=int, default=128, help="tokens per input (QA: per window)")
+    p.add_argument("--max-length", type=int, default=128, help="tokens per input (QA, long NER sentences: per window)")
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--warmup-ratio", type=float, default=0.1)
     p.add_argument("--schedule", choices=("linear", "cosine", "constant"), default="linear")
@@ -43,6 +43,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--metric", default=None, help="metric choosing the best checkpoint (default: the task's main one)")
     p.add_argument("--doc-stride", type=int, default=128, help="QA: token overlap of consecutive windows")
     p.add_argument("--max-answer-length", type=int, default=30, help="QA: longest answer, in tokens")
+    p.add_argument("--stride", type=int, default=None, help="NER: word pieces shared by consecutive windows of a "
+                   "sentence longer than --max-length (default: max length / 4)")
     p.add_argument("--no-group-by-length", action="store_true", help="plain shuffled batches")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
@@ -65,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
         eval_every=args.eval_every, early_stopping_patience=args.early_stopping_patience,
         metric_for_best=args.metric, seed=args.seed, device=args.device, precision=args.precision,
         group_by_length=not args.no_group_by_length, doc_stride=args.doc_stride,
-        max_answer_length=args.max_answer_length, progress_bar=not args.no_progress)
+        max_answer_length=args.max_answer_length, stride=args.stride,
+        progress_bar=not args.no_progress)
     tasks.finetune(args.task, args.model, args.train, args.out, args.eval, options)
     return 0
 

@@ -22,6 +22,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--output", default=None, help="write here instead of stdout")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto")
+    p.add_argument("--null-score-diff-threshold", type=float, default=None, metavar="T",
+                   help="QA v2: answer only when null score - best span score <= T (default: the model's, 0)")
     p.set_defaults(func=run)
 
 
@@ -29,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
     spec = tasks.TaskSpec.load(args.model)
     records = tasks.read_prediction_input(spec.task, args.input)
     results = tasks.predict_dir(args.model, records, args.batch_size, args.device,
-                                where="<stdin>" if args.input == "-" else args.input)
+                                where="<stdin>" if args.input == "-" else args.input,
+                                null_score_diff_threshold=args.null_score_diff_threshold)
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     try:
         for r in results:

@@ -7,6 +7,7 @@
 * EntityMetrics: entity-level precision/recall/F1 with seqeval (conlleval rules for BIO,
   strict IOBES for BIOES).
 * SquadMetrics: the official SQuAD v1.1/v2.0 exact match and token F1 (with its normalisation).
+* SquadThresholdSweep: SQuAD v2's best no-answer threshold (best_exact / best_f1 and their thresholds).
 * RelationMetrics: micro P/R/F1 over the relation classes, the no-relation class excluded.
 """
 from __future__ import annotations
@@ -171,6 +172,14 @@ def squad_f1(prediction: str, gold: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def squad_scores(prediction: str, gold_answers: list[str]) -> tuple[float, float, bool]:
+    """(exact match, F1, whether the question has an answer): the max over the gold answers, and
+    the single gold answer "" for an unanswerable question."""
+    golds = [a for a in gold_answers if normalize_answer(a)] or [""]
+    return (max(squad_exact_match(prediction, g) for g in golds), max(squad_f1(prediction, g) for g in golds),
+            golds != [""])
+
+
 class SquadMetrics:
     """exact_match and f1 in percent, the max over each question's gold answers
     (unanswerable questions have the single gold answer "")."""
@@ -182,13 +191,11 @@ class SquadMetrics:
         self.no_ans = [0.0, 0.0, 0]
 
     def update(self, prediction: str, gold_answers: list[str]) -> None:
-        golds = [a for a in gold_answers if normalize_answer(a)] or [""]
-        em = max(squad_exact_match(prediction, g) for g in golds)
-        f1 = max(squad_f1(prediction, g) for g in golds)
+        em, f1, has_answer = squad_scores(prediction, gold_answers)
         self.em += em
         self.f1 += f1
         self.n += 1
-        bucket = self.has_ans if golds != [""] else self.no_ans
+        bucket = self.has_ans if has_answer else self.no_ans
         bucket[0] += em
         bucket[1] += f1
         bucket[2] += 1
@@ -200,6 +207,41 @@ class SquadMetrics:
             for name, b in (("has_ans", self.has_ans), ("no_ans", self.no_ans)):
                 if b[2]:
                     out[f"{name}_exact_match"], out[f"{name}_f1"] = 100 * b[0] / b[2], 100 * b[1] / b[2]
+        return out
+
+
+class SquadThresholdSweep:
+    """SQuAD v2: the no-answer threshold that maximises exact match / F1 on the data, and those best
+    scores (what the official v2 script reports as best_exact / best_f1 and their thresholds).
+
+    `update` takes a question's best non-empty answer, its null score difference (null score - best
+    span score; the question is answered when the difference is at most the threshold, inf when it has
+    no span) and its gold answers. Keeps four numbers per question, no logits."""
+
+    def __init__(self):
+        self.rows: list[tuple[float, float, float, float, float]] = []  # diff, span em, span f1, null em, null f1
+
+    def update(self, span_answer: str, null_score_diff: float, gold_answers: list[str]) -> None:
+        span_em, span_f1, _ = squad_scores(span_answer, gold_answers)
+        null_em, null_f1, _ = squad_scores("", gold_answers)
+        self.rows.append((null_score_diff, span_em, span_f1, null_em, null_f1))
+
+    def compute(self) -> dict[str, float]:
+        # Start with every question unanswered (the lowest threshold), then raise the threshold past
+        # each score difference in turn: that question trades its no-answer score for its span's.
+        n = len(self.rows)
+        rows = sorted(r for r in self.rows if r[0] != float("inf"))  # no span: never answered
+        out = {}
+        for name, col in (("exact", 1), ("f1", 2)):
+            score = best = sum(r[col + 2] for r in self.rows)
+            thresh = rows[0][0] - 1.0 if rows else 0.0
+            for k, r in enumerate(rows):
+                score += r[col] - r[col + 2]
+                tie_next = k + 1 < len(rows) and rows[k + 1][0] == r[0]  # equal differences switch together
+                if not tie_next and score > best:
+                    best, thresh = score, r[0]
+            out[f"best_{name}"] = 100 * best / n if n else 0.0
+            out[f"best_{name}_thresh"] = thresh
         return out
 
 

@@ -5,6 +5,10 @@ y = x W^T + b + (alpha / rank) * dropout(x) A^T B^T, with A (rank, in) random an
 zero, so training starts from the pretrained function. It keeps W and b under their usual names
 (``weight``, ``bias``), so ``merge_lora`` / ``plain_state_dict`` give an ordinary checkpoint that
 Hugging Face loads.
+
+``TrainableRowsEmbedding`` does the same for tokens a task adds (e.g. relation-extraction entity
+markers): their embedding rows are new, so they train (as a small separate parameter, like PEFT's
+``trainable_token_indices``) while the rest of the frozen matrix stays exactly as it was.
 """
 from __future__ import annotations
 
@@ -18,6 +22,8 @@ from plmkit.errors import ConfigError
 
 
 class LoRALinear(nn.Linear):
+    adapters = ("lora_A", "lora_B")  # parameters that merged_weight() folds into `weight`
+
     def __init__(self, in_features: int, out_features: int, bias: bool = True, rank: int = 8, alpha: float = 16.0,
                  dropout: float = 0.0, device=None, dtype=None):
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
@@ -65,8 +71,61 @@ class LoRALinear(nn.Linear):
                 linear.bias.copy_(self.bias)
         return linear
 
+    to_plain = to_linear
+
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, rank={self.rank}, alpha={self.alpha:g}"
+
+
+class TrainableRowsEmbedding(nn.Embedding):
+    """An nn.Embedding whose `weight` is frozen except the rows of `token_ids`, which are read from the
+    trainable (n, D) parameter `trainable_rows`; `merged_weight()` writes them back into the matrix."""
+
+    adapters = ("trainable_rows",)
+
+    @classmethod
+    def wrap(cls, embedding: nn.Embedding, token_ids) -> "TrainableRowsEmbedding":
+        """A TrainableRowsEmbedding sharing `embedding`'s weight tensor (frozen)."""
+        weight = embedding.weight
+        module = cls(embedding.num_embeddings, embedding.embedding_dim, embedding.padding_idx, device="meta")
+        module.weight = weight
+        weight.requires_grad_(False)
+        ids = torch.tensor(sorted(set(int(t) for t in token_ids)), dtype=torch.long, device=weight.device)
+        if not len(ids) or ids.min() < 0 or ids.max() >= weight.shape[0]:
+            raise ConfigError(f"trainable embedding rows {ids.tolist()} must be non-empty and below {weight.shape[0]}")
+        row_of = torch.full((weight.shape[0],), -1, dtype=torch.long, device=weight.device)
+        row_of[ids] = torch.arange(len(ids), device=weight.device)
+        module.register_buffer("token_ids", ids, persistent=False)
+        module.register_buffer("row_of", row_of, persistent=False)  # vocabulary id -> trainable row, or -1
+        module.trainable_rows = nn.Parameter(weight.detach()[ids].clone())
+        return module
+
+    def forward(self, input_ids: Tensor) -> Tensor:
+        out = super().forward(input_ids)  # (..., D) from the frozen matrix
+        row = self.row_of[input_ids]  # (...,) index into trainable_rows, -1 for other tokens
+        own = F.embedding(row.clamp(min=0), self.trainable_rows)  # (..., D)
+        return torch.where((row >= 0).unsqueeze(-1), own, out)
+
+    def merged_weight(self) -> Tensor:
+        return self.weight.index_copy(0, self.token_ids, self.trainable_rows.to(self.weight.dtype))
+
+    def to_plain(self) -> nn.Embedding:
+        plain = nn.Embedding(self.num_embeddings, self.embedding_dim, self.padding_idx,
+                             device=self.weight.device, dtype=self.weight.dtype)
+        with torch.no_grad():
+            plain.weight.copy_(self.merged_weight())
+        return plain
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, trainable_rows={self.token_ids.tolist()}"
+
+
+_MERGEABLE = (LoRALinear, TrainableRowsEmbedding)
+
+
+def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
 
 
 def _matches(name: str, targets) -> bool:
@@ -84,9 +143,7 @@ def apply_lora(model: nn.Module, targets=("q", "v"), rank: int = 8, alpha: float
     wrapped = []
     for name, module in list(model.named_modules()):
         if isinstance(module, nn.Linear) and not isinstance(module, LoRALinear) and _matches(name, targets):
-            parent_name, _, child = name.rpartition(".")
-            parent = model.get_submodule(parent_name) if parent_name else model
-            setattr(parent, child, LoRALinear.wrap(module, rank, alpha, dropout))
+            _replace(model, name, LoRALinear.wrap(module, rank, alpha, dropout))
             wrapped.append(name)
     if not wrapped:
         linears = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)})
@@ -97,28 +154,41 @@ def apply_lora(model: nn.Module, targets=("q", "v"), rank: int = 8, alpha: float
     return wrapped
 
 
+def train_embedding_rows(model: nn.Module, embedding: nn.Embedding, token_ids) -> TrainableRowsEmbedding:
+    """Replace `embedding` (a module of `model`, e.g. its frozen input embeddings) by a
+    TrainableRowsEmbedding in which only the rows of `token_ids` train."""
+    name = next((n for n, m in model.named_modules() if m is embedding), None)
+    if name is None:
+        raise ConfigError("train_embedding_rows: the embedding is not a module of the model")
+    if any(m is not embedding and getattr(m, "weight", None) is embedding.weight for m in model.modules()):
+        raise ConfigError("train_embedding_rows: the embedding matrix is tied to another layer (e.g. an LM head), "
+                          "which would keep reading the frozen rows; untie it or train the whole matrix")
+    wrapped = TrainableRowsEmbedding.wrap(embedding, token_ids)
+    _replace(model, name, wrapped)
+    return wrapped
+
+
 def merge_lora(model: nn.Module) -> nn.Module:
-    """Fold every LoRA update into a plain nn.Linear (in place); returns the model."""
+    """Fold every LoRA update (and trainable embedding rows) into plain modules (in place); returns
+    the model."""
     for name, module in list(model.named_modules()):
-        if isinstance(module, LoRALinear):
-            parent_name, _, child = name.rpartition(".")
-            parent = model.get_submodule(parent_name) if parent_name else model
-            merged = module.to_linear()
+        if isinstance(module, _MERGEABLE):
+            merged = module.to_plain()
             merged.train(module.training)
             merged.weight.requires_grad_(True)
-            setattr(parent, child, merged)
+            _replace(model, name, merged)
     return model
 
 
 def plain_state_dict(model: nn.Module) -> dict[str, Tensor]:
-    """`model.state_dict()` with LoRA updates merged into the weights and the lora_* tensors left
-    out: what a saved checkpoint holds (the model itself is unchanged)."""
+    """`model.state_dict()` with LoRA updates (and trainable embedding rows) merged into the weights
+    and the adapter tensors left out: what a saved checkpoint holds (the model itself is unchanged)."""
     state = model.state_dict()
     for name, module in model.named_modules():
-        if isinstance(module, LoRALinear):
+        if isinstance(module, _MERGEABLE):
             prefix = f"{name}." if name else ""
             with torch.no_grad():
                 state[prefix + "weight"] = module.merged_weight().detach()
-            state.pop(prefix + "lora_A", None)
-            state.pop(prefix + "lora_B", None)
+            for adapter in module.adapters:
+                state.pop(prefix + adapter, None)
     return state

@@ -8,7 +8,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import finetune_helpers as h  # noqa: E402
 
 from plmkit.data.tasks import classification as C, ner as N, pad_collate, qa as Q, relation as R  # noqa: E402
-from plmkit.errors import DataError  # noqa: E402
+from plmkit.errors import ConfigError, DataError  # noqa: E402
 from plmkit.tokenization import Tokenizer  # noqa: E402
 
 
@@ -96,9 +96,48 @@ def test_ner_label_alignment_first_piece(tok):
     assert f["labels"] == expected_labels + [-100]
     assert f["_word_index"] == expected_words + [-1]
     token_preds = list(range(len(f["input_ids"])))
-    assert N.word_predictions(f["_word_index"], 3, token_preds) == firsts
+    merger = N.WindowMerger()
+    merger.add(f, token_preds)
+    assert merger.words(0, 3) == firsts
     with pytest.raises(DataError, match="unknown tag 'I-XYZ'"):
         N.encode_sentences(tok, [N.Sentence(["a"], ["I-XYZ"], 7, [7])], 64, label2id, "f.conll")
+
+
+def test_ner_long_sentence_windows_cover_every_word(tok):
+    words = ("Unbelievably good films about 钱其琛 and Paris " * 6).split()
+    s = N.Sentence(words, ["B-PER" if w == "钱其琛" else "O" for w in words], 1)
+    label2id = {"O": 0, "B-PER": 1}
+    pieces = [i for w in words for i in tok.backend_tokenizer.encode(w, add_special_tokens=False).ids]
+    [whole] = N.encode_sentences(tok, [s], len(pieces) + 2, label2id)  # a window large enough: no windowing
+    assert whole["input_ids"] == [tok.cls_token_id] + pieces + [tok.sep_token_id] and whole["_window"] == 0
+    feats = N.encode_sentences(tok, [s], 12, label2id, stride=3)
+    assert len(feats) > 3 and all(len(f["input_ids"]) <= 12 for f in feats)
+    assert [(f["_sentence"], f["_window"]) for f in feats] == [(0, k) for k in range(len(feats))]
+    bodies = [f["input_ids"][1:-1] for f in feats]
+    assert all(a[-3:] == b[:3] for a, b in zip(bodies, bodies[1:]))  # consecutive windows share `stride` pieces
+    assert [i for b in bodies[:-1] for i in b[:-3]] + bodies[-1] == pieces  # together they hold every piece
+    assert {w for f in feats for w in f["_word_index"] if w >= 0} == set(range(len(words)))
+    for f in feats:  # a word's label sits at its first piece only; a word cut by the window start is left out
+        for pos, w in enumerate(f["_word_index"]):
+            first = w >= 0 and f["_word_index"][pos - 1] != w
+            assert (f["labels"][pos] != -100) == first
+            if first:
+                assert f["labels"][pos] == label2id[s.tags[w]]
+    assert N.encode_sentences(tok, [s], 12, label2id) == feats  # the default stride: max_length // 4 = 3
+    with pytest.raises(ConfigError, match="stride=10"):
+        N.encode_sentences(tok, [s], 12, label2id, stride=10)
+
+
+def test_window_merger_takes_each_word_from_its_most_central_window():
+    merger = N.WindowMerger()
+    a = {"_sentence": 0, "_window": 0, "_word_index": [-1, 0, 1, 1, 2, -1]}  # word 2 one piece from the edge
+    b = {"_sentence": 0, "_window": 1, "_word_index": [-1, -1, 2, 3, 4, -1]}  # word 2 two pieces from it
+    merger.add(b, list("ABCDEF"))  # windows may come in any order
+    merger.add(a, list("abcdef"))
+    assert merger.words(0, 6) == ["b", "c", "C", "D", "E", None]
+    for window in (1, 0):  # equally central: the earlier window wins, whatever the order
+        merger.add({"_sentence": 1, "_window": window, "_word_index": [-1, 0, -1]}, ["", f"w{window}", ""])
+    assert merger.words(1, 1) == ["w0"]
 
 
 def test_entity_spans_bio_and_bioes():

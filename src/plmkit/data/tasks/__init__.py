@@ -86,6 +86,16 @@ def length_of(feature: dict) -> int:
     return len(feature["input_ids"])
 
 
+def window_starts(n: int, size: int, overlap: int) -> list[int]:
+    """Starts of the windows of `size` items that cover `n` items, consecutive windows sharing
+    `overlap` items (at least one new item each); a single window when everything fits."""
+    step = max(size - overlap, 1)
+    starts = [0]
+    while starts[-1] + size < n:
+        starts.append(starts[-1] + step)
+    return starts
+
+
 def batches_by_length(features: list[dict], batch_size: int) -> Iterator[list[int]]:
     """Indices of `features` in batches of similar length (for evaluation / prediction)."""
     order = sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))

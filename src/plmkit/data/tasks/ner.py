@@ -3,14 +3,18 @@ sentences; BIO/IOB2 or BIOES tags; one character per line for Chinese).
 
 Labels are aligned to word pieces: the first piece of a word carries the word's tag, the other
 pieces -100 (ignored by the loss); predictions are read at first pieces and mapped back to words.
+A sentence longer than max_length is cut into overlapping windows of word pieces (`stride` pieces
+shared by consecutive windows, max_length // 4 by default); training uses every window, and
+prediction takes each word from the window where it is most central (`WindowMerger`), so every
+word of the sentence gets exactly one prediction.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from plmkit.data.tasks import IGNORE_INDEX, open_text
-from plmkit.errors import DataError
+from plmkit.data.tasks import IGNORE_INDEX, open_text, window_starts
+from plmkit.errors import ConfigError, DataError
 
 PREFIXES = ("B", "I", "E", "S", "L", "U")
 
@@ -74,20 +78,22 @@ def tag_names(sentences: list[Sentence]) -> list[str]:
     return ["O"] + sorted((t for t in tags if t != "O"), key=lambda t: (t[2:], order[t[0]]))
 
 
+def default_stride(max_length: int) -> int:
+    """Word pieces shared by consecutive windows of a long sentence when no stride is given."""
+    return max_length // 4
+
+
 def encode_sentences(tokenizer, sentences: list[Sentence], max_length: int, label2id: dict[str, int] | None,
-                     path="data") -> list[dict]:
-    """Word-piece ids with first-piece labels; `_word_index` maps each position to its word (or -1)."""
+                     path="data", stride: int | None = None) -> list[dict]:
+    """Word-piece windows with first-piece labels, one feature per window (see `window_features`);
+    `_sentence` indexes `sentences`. A sentence that fits in max_length gives one window."""
     words = [w for s in sentences for w in s.tokens]
     pieces = tokenizer.backend_tokenizer.encode_batch(words, add_special_tokens=False) if words else []
-    cls, sep, unk = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.unk_token_id
     features, k = [], 0
-    for s in sentences:
-        ids, labels, word_index = [cls], [IGNORE_INDEX], [-1]
-        budget = max_length - 1
-        for w, word in enumerate(s.tokens):
-            piece_ids = pieces[k + w].ids or [unk]
-            if len(ids) + len(piece_ids) > budget:
-                break  # words past max_length are not seen by the model (predicted 'O')
+    for i, s in enumerate(sentences):
+        ids, word_of, labels = [], [], []
+        for w in range(len(s.tokens)):
+            piece_ids = pieces[k + w].ids or [tokenizer.unk_token_id]
             label = IGNORE_INDEX
             if label2id is not None and s.tags is not None:
                 tag = s.tags[w]
@@ -96,25 +102,66 @@ def encode_sentences(tokenizer, sentences: list[Sentence], max_length: int, labe
                     raise DataError(f"{path}:{line}: unknown tag {tag!r}; the model knows {', '.join(label2id)}")
                 label = label2id[tag]
             ids += piece_ids
+            word_of += [w] * len(piece_ids)
             labels += [label] + [IGNORE_INDEX] * (len(piece_ids) - 1)
-            word_index += [w] * len(piece_ids)
         k += len(s.tokens)
-        ids.append(sep), labels.append(IGNORE_INDEX), word_index.append(-1)
-        f = {"input_ids": ids, "token_type_ids": [0] * len(ids), "_word_index": word_index,
-             "_n_words": len(s.tokens)}
-        if label2id is not None and s.tags is not None:
-            f["labels"] = labels
+        labelled = label2id is not None and s.tags is not None
+        for f in window_features(tokenizer, ids, word_of, max_length, stride, labels if labelled else None):
+            features.append({**f, "_sentence": i})
+    return features
+
+
+def window_features(tokenizer, ids: list[int], word_of: list[int], max_length: int, stride: int | None = None,
+                    labels: list[int] | None = None) -> list[dict]:
+    """[CLS] window [SEP] features over a sentence's word pieces `ids` (`word_of`: the word of each
+    piece, `labels`: per piece). Windows hold max_length - 2 pieces; consecutive windows share
+    `stride` pieces (default `default_stride`), so every piece is in some window. `_word_index` maps
+    each position to its word, or -1 for [CLS]/[SEP] and for the tail pieces of a word that starts in
+    an earlier window (a word is read at its first piece); `_window` numbers the windows."""
+    room = max_length - 2
+    overlap = default_stride(max_length) if stride is None else stride
+    if room < 1 or not 0 <= overlap < room:
+        raise ConfigError(f"NER windows: stride={overlap} must be at least 0 and below max_length - 2 "
+                          f"(max_length={max_length})")
+    first = list(range(len(word_of)))  # first[p]: position of the first piece of p's word
+    for p in range(1, len(first)):
+        if word_of[p - 1] == word_of[p]:
+            first[p] = first[p - 1]
+    features = []
+    for n, start in enumerate(window_starts(len(ids), room, overlap)):
+        end = min(start + room, len(ids))
+        window = [tokenizer.cls_token_id] + ids[start:end] + [tokenizer.sep_token_id]
+        f = {"input_ids": window, "token_type_ids": [0] * len(window), "_window": n,
+             "_word_index": [-1] + [word_of[p] if first[p] >= start else -1 for p in range(start, end)] + [-1]}
+        if labels is not None:
+            f["labels"] = [IGNORE_INDEX] + labels[start:end] + [IGNORE_INDEX]
         features.append(f)
     return features
 
 
-def word_predictions(word_index: list[int], n_words: int, token_values: list) -> list:
-    """Per-word values read at each word's first piece (None for words cut by max_length)."""
-    out = [None] * n_words
-    for pos, w in enumerate(word_index):
-        if w >= 0 and out[w] is None:
-            out[w] = token_values[pos]
-    return out
+class WindowMerger:
+    """One value per word of each sentence from overlapping windows: the value at the word's first
+    piece in the window where that piece is most central (farthest from the nearer window edge;
+    the earlier window on a tie), BERT's "max context" rule for SQuAD windows. Windows may come in
+    any order, e.g. spread over length-sorted batches; only the chosen values are kept."""
+
+    def __init__(self):
+        self.best: dict[tuple[int, int], tuple[tuple[int, int], object]] = {}  # (sentence, word) -> (rank, value)
+
+    def add(self, feature: dict, token_values: list) -> None:
+        """`token_values`: one value per position of `feature`'s input_ids (extra ones are ignored)."""
+        word_index = feature["_word_index"]
+        last = len(word_index) - 1
+        for pos, w in enumerate(word_index):
+            if w < 0 or (pos > 0 and word_index[pos - 1] == w):
+                continue
+            key, rank = (feature["_sentence"], w), (min(pos, last - pos), -feature["_window"])
+            if key not in self.best or rank > self.best[key][0]:
+                self.best[key] = (rank, token_values[pos])
+
+    def words(self, sentence: int, n_words: int) -> list:
+        """The sentence's per-word values (None for a word no window holds)."""
+        return [self.best[(sentence, w)][1] if (sentence, w) in self.best else None for w in range(n_words)]
 
 
 def entity_spans(tags: list[str]) -> list[tuple[str, int, int]]:

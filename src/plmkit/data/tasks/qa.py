@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from plmkit.data.tasks import window_starts
 from plmkit.errors import DataError
 
 
@@ -81,10 +82,7 @@ def windows(tokenizer, examples: list[QAExample], max_length: int = 384, doc_str
         if room < 1:
             raise DataError(f"max_length={max_length} leaves no room for the context after a "
                             f"{len(q_ids)}-token question")
-        step = max(room - doc_stride, 1)
-        starts = [0]
-        while starts[-1] + room < len(c.ids):
-            starts.append(starts[-1] + step)
+        starts = window_starts(len(c.ids), room, doc_stride)
         answer = None
         if training and e.answers and not e.is_impossible:
             a = e.answers[0]
@@ -142,12 +140,16 @@ def _logsumexp(values: list[float]) -> float:
 
 
 class SpanAggregator:
-    """Keeps, per example, the best span over its windows and the lowest null score (streamed)."""
+    """Keeps, per example, the best span over its windows and the lowest null score (streamed).
 
-    def __init__(self, max_answer_length: int = 30, allow_no_answer: bool = False, null_threshold: float = 0.0):
+    With `allow_no_answer` (SQuAD v2), an example gets the empty answer when its null score minus
+    its best span score exceeds `null_score_diff_threshold` (Hugging Face's rule and name)."""
+
+    def __init__(self, max_answer_length: int = 30, allow_no_answer: bool = False,
+                 null_score_diff_threshold: float = 0.0):
         self.max_answer_length = max_answer_length
         self.allow_no_answer = allow_no_answer
-        self.null_threshold = null_threshold
+        self.null_score_diff_threshold = null_score_diff_threshold
         self.best: dict[int, Candidate] = {}
         self.null: dict[int, tuple[float, float]] = {}  # example -> (null score, null prob)
 
@@ -160,10 +162,19 @@ class SpanAggregator:
         if example not in self.null or null < self.null[example][0]:
             self.null[example] = (null, math.exp(null - z))
 
+    def null_score_diff(self, example: int) -> float:
+        """Null score minus best span score; inf when no window of the example has a valid span."""
+        best = self.best.get(example)
+        return float("inf") if best is None else self.null[example][0] - best.score
+
+    def span_text(self, example: int, context: str) -> str:
+        """The best non-empty answer, whatever the null score says ("" when there is none)."""
+        best = self.best.get(example)
+        return "" if best is None else context[best.start:best.end]
+
     def answer(self, example: int, context: str) -> dict:
         """{"answer", "score", "start", "end"}; the empty answer (start = end = 0) means no answer."""
         best = self.best.get(example)
-        null_score, null_prob = self.null.get(example, (float("-inf"), 0.0))
-        if best is None or (self.allow_no_answer and null_score > best.score + self.null_threshold):
-            return {"answer": "", "score": null_prob, "start": 0, "end": 0}
+        if best is None or (self.allow_no_answer and self.null_score_diff(example) > self.null_score_diff_threshold):
+            return {"answer": "", "score": self.null.get(example, (0.0, 0.0))[1], "start": 0, "end": 0}
         return {"answer": context[best.start:best.end], "score": best.prob, "start": best.start, "end": best.end}

@@ -1,0 +1,172 @@
+"""tasks.py: NER windows over long sentences, SQuAD v2 no-answer thresholds, relation markers under LoRA."""
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import finetune_helpers as h  # noqa: E402
+
+from plmkit import tasks  # noqa: E402
+from plmkit.data.tasks import ner as ner_data, pad_collate, qa as qa_data, relation as rel_data  # noqa: E402
+from plmkit.models.bert import BertForRelationClassification, BertForTokenClassification  # noqa: E402
+from plmkit.nn.lora import plain_state_dict  # noqa: E402
+from plmkit.tokenization import Tokenizer  # noqa: E402
+from plmkit.training import TrainConfig  # noqa: E402
+from plmkit.training.optim import build_optimizer  # noqa: E402
+
+# words whose first word pieces differ in the tiny vocabulary; "paris" has three pieces
+TAG_OF = {"paris": "B-LOC", "钱": "B-PER", "film": "O", "the": "O", "is": "O", "and": "O", "movie": "O"}
+LABELS = ["O", "B-LOC", "B-PER"]
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return Tokenizer.from_pretrained(h.tiny_model_dir())
+
+
+def long_sentences(n_words=(60, 45)) -> list[ner_data.Sentence]:
+    order = list(TAG_OF)
+    out = []
+    for k, n in enumerate(n_words):
+        words = [order[(i * 3 + k) % len(order)] for i in range(n)]
+        out.append(ner_data.Sentence(words, [TAG_OF[w] for w in words], 1))
+    return out
+
+
+class PerTokenModel(nn.Module):
+    """Logits that depend on each token alone (a lookup table), so windowing cannot change them."""
+
+    def __init__(self, table: torch.Tensor, labels=None, qa: bool = False):
+        super().__init__()
+        self.table = nn.Embedding.from_pretrained(table)
+        self.qa = qa
+        self.config = SimpleNamespace(id2label=dict(enumerate(labels or [])), num_labels=len(labels or []),
+                                      label2id={name: i for i, name in enumerate(labels or [])})
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
+        out = self.table(input_ids)  # (B, T, C)
+        if self.qa:
+            return SimpleNamespace(start_logits=out[..., 0], end_logits=out[..., 0], loss=None)
+        return SimpleNamespace(logits=out, loss=None)
+
+
+def oracle(tok) -> PerTokenModel:
+    """Tags each word right from its first piece (other pieces and [CLS]/[SEP] say 'O')."""
+    table = torch.zeros(len(tok), len(LABELS))
+    for word, tag in TAG_OF.items():
+        table[tok.convert_tokens_to_ids(tok.tokenize(word)[0]), LABELS.index(tag)] = 5.0
+    return PerTokenModel(table, LABELS)
+
+
+def test_ner_long_sentences_get_one_prediction_per_word(tok):
+    sentences = long_sentences()
+    model = oracle(tok)
+    small = tasks.TaskSpec("ner", max_length=16, stride=4, scheme="BIO")
+    large = tasks.TaskSpec("ner", max_length=256, scheme="BIO")
+    assert len(tasks.encode("ner", tok, sentences, small, None)) > 2 * len(sentences)  # really windowed
+    records = [{"tokens": s.tokens} for s in sentences]
+    windowed = tasks.predict_records(model, tok, small, records, batch_size=3)
+    assert windowed == tasks.predict_records(model, tok, large, records)  # the same as one window per sentence
+    for r, s in zip(windowed, sentences):
+        assert r["tags"] == s.tags  # every word, also those past max_length, has its own prediction
+        assert [e["start"] for e in r["entities"]] == [i for i, t in enumerate(s.tags) if t != "O"]
+    texts = [{"text": " ".join(s.tokens)} for s in sentences]
+    by_text = tasks.predict_records(model, tok, small, texts, batch_size=3)
+    assert by_text == tasks.predict_records(model, tok, large, texts)
+    assert [e["word"] for e in by_text[0]["entities"]] == [w for w in sentences[0].tokens if TAG_OF[w] != "O"]
+    # evaluation scores whole sentences: every entity (and every word) past the first window counts
+    features = tasks.encode("ner", tok, sentences, small, model.config.label2id)
+    metrics = tasks.evaluate_examples(model, tok, small, sentences, features, batch_size=3)
+    assert metrics["f1"] == 1.0 and metrics["recall"] == 1.0 and metrics["token_accuracy"] == 1.0
+    assert metrics["n"] == len(sentences)
+
+
+def test_ner_window_large_enough_equals_a_plain_forward(tok):
+    model = BertForTokenClassification.from_pretrained(h.tiny_model_dir(), id2label=dict(enumerate(LABELS)))
+    [sentence] = long_sentences((50,))
+    spec = tasks.TaskSpec("ner", max_length=200, scheme="BIO")
+    [result] = tasks.predict_records(model, tok, spec, [{"tokens": sentence.tokens}])
+    pieces = [tok.backend_tokenizer.encode(w, add_special_tokens=False).ids for w in sentence.tokens]
+    ids = [tok.cls_token_id] + [i for p in pieces for i in p] + [tok.sep_token_id]
+    with torch.no_grad():
+        tags = model(torch.tensor([ids])).logits[0].argmax(-1).tolist()
+    firsts = [1 + sum(len(p) for p in pieces[:w]) for w in range(len(pieces))]
+    assert result["tags"] == [LABELS[tags[pos]] for pos in firsts]
+    [windowed] = tasks.predict_records(model, tok, tasks.TaskSpec("ner", max_length=16), [{"tokens": sentence.tokens}])
+    assert len(windowed["tags"]) == len(sentence.tokens)
+
+
+def test_ner_finetune_on_long_sentences(tmp_path):
+    conll = tmp_path / "long.conll"
+    conll.write_text("\n\n".join("\n".join(f"{w}\t{t}" for w, t in zip(s.tokens, s.tags))
+                                 for s in long_sentences((60, 45, 30))) + "\n", encoding="utf-8")
+    opts = tasks.FinetuneOptions(max_steps=2, batch_size=4, lr=1e-3, max_length=16, stride=4, progress_bar=False,
+                                 device="cpu", precision="fp32")
+    result = tasks.finetune("ner", h.tiny_model_dir(), conll, tmp_path / "out", conll, opts)
+    spec = json.loads((tmp_path / "out" / "model" / "plmkit_task.json").read_text())
+    assert spec["stride"] == 4 and spec["max_length"] == 16
+    again = tasks.evaluate_dir(tmp_path / "out" / "model", conll, device="cpu")
+    assert again["f1"] == pytest.approx(result.eval_metrics["eval_f1"]) and again["n"] == 3
+
+
+def test_squad_v2_null_score_diff_threshold(tok):
+    # one-word contexts: null score 0 ([CLS] logits 0), span score 2 * logit(word), so diff = -2 * logit(word)
+    rows = [("q1", "film", 1.0, True), ("q2", "movie", -0.5, True),  # diffs -2 and 1: both answerable
+            ("q3", "and", -1.5, False), ("q4", "the", -1.0, False)]  # diffs 3 and 2: unanswerable
+    table = torch.zeros(len(tok), 1)
+    examples = []
+    for qid, word, logit, answerable in rows:
+        table[tok.convert_tokens_to_ids(word), 0] = logit
+        examples.append(qa_data.QAExample(qid, "is ?", word, [{"text": word, "answer_start": 0}] if answerable else [],
+                                          not answerable))
+    model = PerTokenModel(table, qa=True)
+    spec = tasks.TaskSpec("qa", max_length=32, version_2=True)
+    features = tasks.encode("qa", tok, examples, spec, None)
+    metrics = tasks.evaluate_examples(model, tok, spec, examples, features)
+    assert metrics["exact_match"] == 75 and metrics["null_score_diff_threshold"] == 0  # q2 wrongly unanswered
+    assert metrics["best_exact"] == 100 and metrics["best_exact_thresh"] == 1.0
+    assert metrics["best_f1"] == 100 and metrics["best_f1_thresh"] == 1.0
+    tuned = tasks.TaskSpec("qa", max_length=32, version_2=True, null_score_diff_threshold=1.0)
+    assert tasks.evaluate_examples(model, tok, tuned, examples, features)["exact_match"] == 100
+    records = [{"id": e.id, "question": e.question, "context": e.context} for e in examples]
+    assert [r["answer"] for r in tasks.predict_records(model, tok, tuned, records)] == ["film", "movie", "", ""]
+    assert [r["answer"] for r in tasks.predict_records(model, tok, spec, records)] == ["film", "", "", ""]
+
+
+def test_relation_markers_train_under_lora_and_export_plain(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    tiny = h.tiny_model_dir()
+    tok = Tokenizer.from_pretrained(tiny)
+    spec = tasks.TaskSpec("relation", max_length=64)
+    model = tasks.prepare_model("relation", tiny, tok, spec, ["capital_of", "founded", "no_relation"])
+    tasks.set_trainable(model, "relation", tok, tasks.FinetuneOptions(lora_rank=4, lora_dropout=0.0))
+    markers = tok.convert_tokens_to_ids(list(rel_data.MARKERS))
+    examples = rel_data.read_relations(h.relation_file(tmp_path / "r.jsonl"))
+    batch = pad_collate(tok.pad_token_id)(tasks.encode("relation", tok, examples, spec, model.config.label2id))
+    before = plain_state_dict(model)["bert.embeddings.word.weight"].clone()
+    optimizer = build_optimizer(model, TrainConfig(lr=1e-2, weight_decay=0.01, max_steps=1))
+    model.train()
+    model(**batch).loss.backward()
+    optimizer.step()
+    after = plain_state_dict(model)["bert.embeddings.word.weight"]
+    others = [i for i in range(len(before)) if i not in markers]
+    assert torch.equal(after[others], before[others])  # the pretrained vocabulary stays frozen
+    assert all(not torch.allclose(after[m], before[m]) for m in markers)  # each marker row trained
+
+    model.eval()
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    with torch.no_grad():
+        logits = model(**inputs).logits
+        model.save_pretrained(tmp_path / "m")
+        reloaded = BertForRelationClassification.from_pretrained(tmp_path / "m")
+        assert torch.allclose(reloaded(**inputs).logits, logits, atol=1e-5)  # merged export == unmerged model
+        hf = transformers.AutoModel.from_pretrained(tmp_path / "m").eval()  # a plain HF BertModel
+        mask = batch["attention_mask"].bool()
+        ours = reloaded.bert(batch["input_ids"], batch["attention_mask"]).last_hidden_state
+        theirs = hf(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        assert torch.allclose(ours[mask], theirs[mask], atol=1e-5)
