@@ -45,9 +45,11 @@ def main(argv=None) -> int:
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(0, args.vocab, (args.batch, args.seq), generator=g)
 
+    extra = {"hf": {}, "ours": {"return_logits": False}}  # plmkit's chunked linear + cross-entropy
+
     def step(k):
         torch.manual_seed(0)
-        loss = models[k](input_ids=ids, labels=ids).loss
+        loss = models[k](input_ids=ids, labels=ids, **extra[k]).loss
         loss.backward()
         optims[k].step()
         optims[k].zero_grad(set_to_none=True)

@@ -209,8 +209,19 @@ def test_stop_strings(model, tokenizer):
         model.generate(ids, stop_strings=["x"])
 
 
-def test_generate_leaves_weights_as_they_were(model):
+def test_generate_keeps_weight_values_and_train_restores_the_layout(model, tmp_path):
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    model.generate(torch.randint(3, 300, (1, 4)), max_new_tokens=3, eos_token_id=[])
+    params = dict(model.named_parameters())
+    ids = torch.randint(3, 300, (1, 4))
+    out = model.generate(ids, max_new_tokens=3, eos_token_id=[])
+    assert not out.is_inference()  # usable as an input to training
+    assert all(p is params[n] for n, p in model.named_parameters())
     for k, v in model.state_dict().items():
-        assert v.is_contiguous() and torch.equal(v, before[k]), k
+        assert torch.equal(v, before[k]), k
+    assert not model.lm_head.weight.is_contiguous()  # column-major, kept for the next generate call
+    model.save_pretrained(tmp_path)
+    assert torch.equal(type(model).from_pretrained(tmp_path).generate(ids, max_new_tokens=3, eos_token_id=[]), out)
+    model.train()
+    assert all(v.is_contiguous() for v in model.state_dict().values())
+    model(out, labels=out).loss.backward()
+    assert not any(p.is_inference() for p in model.parameters())

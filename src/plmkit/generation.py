@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from plmkit.errors import PlmkitError
+from plmkit.nn.decoding import decoding_layout, row_major_lm_head
 from plmkit.nn.masks import positions_from_mask
 
 
@@ -147,32 +147,6 @@ class IncrementalDecoder:
         return text[len(before):]
 
 
-@contextmanager
-def decoding_layout(model: torch.nn.Module):
-    """Store every ``nn.Linear`` weight column-major, (in, out) in memory, while decoding; restore after.
-
-    Values, shapes and Parameter objects are unchanged (``weight`` becomes a transposed view), but
-    ``F.linear`` then hands BLAS a contiguous (in, out) matrix, which its few-row matmul (one token per
-    sequence) streams from memory markedly faster: decoding is memory-bound on the weights.
-    Costs one copy of the weights on entry and one on exit. No-op on non-CPU devices and while training.
-    """
-    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)
-               and m.weight.device.type == "cpu" and m.weight.is_contiguous()]
-    if model.training or not linears:
-        yield
-        return
-    seen = {}
-    for m in linears:  # tied weights are one Parameter: convert it once
-        seen.setdefault(id(m.weight), m.weight)
-    for w in seen.values():
-        w.data = w.data.t().contiguous().t()
-    try:
-        yield
-    finally:
-        for w in seen.values():
-            w.data = w.data.contiguous()
-
-
 def _encode(tokenizer, text: str) -> list[int]:
     enc = tokenizer.encode(text)
     return list(enc.ids) if hasattr(enc, "ids") else list(enc)
@@ -180,7 +154,15 @@ def _encode(tokenizer, text: str) -> list[int]:
 
 # -- the mixin ----------------------------------------------------------------------------------
 class GenerationMixin:
-    """``generate`` and ``stream`` for decoder-only models (see the module docstring)."""
+    """``generate`` and ``stream`` for decoder-only models (see the module docstring).
+
+    List it before the ``nn.Module`` base so that its ``train`` runs.
+    """
+
+    def train(self, mode: bool = True):
+        if mode:
+            row_major_lm_head(self)  # generate() left the LM head column-major
+        return super().train(mode)
 
     def _settings(self, batch: int, max_new_tokens, min_new_tokens, do_sample, temperature, top_k, top_p, num_beams,
                   length_penalty, repetition_penalty, eos_token_id, pad_token_id, stop_strings,
@@ -200,7 +182,6 @@ class GenerationMixin:
                              "without a pad token, tokenizer.eos_token_id is the usual choice)")
         return s
 
-    @torch.no_grad()
     def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None, *, max_new_tokens: int = 20,
                  min_new_tokens: int = 0, do_sample: bool = False, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None, num_beams: int = 1,
@@ -231,13 +212,15 @@ class GenerationMixin:
         s = self._settings(input_ids.shape[0], max_new_tokens, min_new_tokens, do_sample, temperature, top_k, top_p,
                            num_beams, length_penalty, repetition_penalty, eos_token_id, pad_token_id, stop_strings,
                            tokenizer)
-        with decoding_layout(self):
+        with decoding_layout(self), torch.inference_mode():
             if s.num_beams > 1:
-                return self._beam_search(input_ids, attention_mask, s)
-            steps = self._decode_steps(input_ids, attention_mask, s, tokenizer, _generator(seed, generator, input_ids))
-            for sequences, n in steps:
-                pass
-            return sequences[:, :input_ids.shape[1] + n].clone()
+                out = self._beam_search(input_ids, attention_mask, s)
+            else:
+                steps = self._decode_steps(input_ids, attention_mask, s, tokenizer, _generator(seed, generator, input_ids))
+                for sequences, n in steps:
+                    pass
+                out = sequences[:, :input_ids.shape[1] + n]
+        return out.clone()  # made outside inference mode: an ordinary tensor that autograd may use later
 
     def stream(self, tokenizer, prompt: str | Tensor, attention_mask: Tensor | None = None, *,
                skip_special_tokens: bool = True, **generate_kwargs) -> Iterator[str]:
@@ -258,7 +241,7 @@ class GenerationMixin:
         s = self._settings(1, **{**_STREAM_DEFAULTS, **generate_kwargs, "tokenizer": tokenizer})
         decoder = IncrementalDecoder(tokenizer, skip_special_tokens)
         t = ids.shape[1]
-        with torch.no_grad(), decoding_layout(self):
+        with decoding_layout(self), torch.inference_mode():
             for sequences, n in self._decode_steps(ids, attention_mask, s, tokenizer, _generator(seed, generator, ids)):
                 piece = decoder.push(int(sequences[0, t + n - 1]))
                 if piece:
@@ -396,7 +379,7 @@ class GenerationMixin:
                        position_ids=next_pos, past_key_values=cache, logits_to_keep=1)
             next_pos = next_pos + 1
         n = int(finished_len[:, 0].max())
-        return finished_seqs[:, 0, :t + n].clone()
+        return finished_seqs[:, 0, :t + n]
 
 
 _STREAM_DEFAULTS = dict(max_new_tokens=20, min_new_tokens=0, do_sample=False, temperature=1.0, top_k=None, top_p=None,
@@ -435,5 +418,5 @@ def _hits_stop_string(tokenizer, sequences: Tensor, start: int, end: int, stops:
     return hits
 
 
-__all__ = ["GenerationMixin", "GenerationSettings", "IncrementalDecoder", "decoding_layout", "repetition_penalty_", "top_k_filter",
-           "top_p_filter"]
+__all__ = ["GenerationMixin", "GenerationSettings", "IncrementalDecoder", "decoding_layout", "repetition_penalty_",
+           "top_k_filter", "top_p_filter"]

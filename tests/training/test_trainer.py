@@ -191,6 +191,19 @@ def test_missing_loss_is_explained(tmp_path, toy):
         Trainer(toy.ToyLM(), TrainConfig(**BASE, max_steps=1), loader, tmp_path).train()
 
 
+def test_forward_kwargs_reach_every_training_call(tmp_path, toy):
+    seen = []
+
+    class Recording(toy.ToyLM):
+        def forward(self, input_ids, attention_mask=None, labels=None, flag=None):
+            seen.append(flag)
+            return super().forward(input_ids, attention_mask, labels)
+
+    loader = BatchLoader(toy.make_dataset(), 4, toy.masking_collate)
+    Trainer(Recording(), TrainConfig(**BASE, max_steps=2), loader, tmp_path, forward_kwargs={"flag": 1}).train()
+    assert seen == [1, 1]
+
+
 def test_precision_resolution_and_bf16_autocast(tmp_path, toy):
     from plmkit.training.trainer import resolve_precision
 

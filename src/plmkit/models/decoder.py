@@ -22,10 +22,9 @@ from torch import Tensor, nn
 
 from plmkit.errors import PlmkitError
 from plmkit.models.outputs import CausalLMOutput
+from plmkit.nn.losses import IGNORE_INDEX, linear_cross_entropy
 from plmkit.nn.masks import (attention_bias, causal_bias, document_bias, positions_from_documents,
                              positions_from_mask)
-
-IGNORE_INDEX = -100
 
 
 def decoder_inputs(input_ids: Tensor, attention_mask: Tensor | None, position_ids: Tensor | None,
@@ -79,6 +78,11 @@ def run_layers(layers: nn.ModuleList, x: Tensor, bias: Tensor | None, causal: bo
     return x, hidden, attentions
 
 
+def next_token_targets(labels: Tensor) -> Tensor:
+    """(B, T) -> (N,) = B*T: the label of token t+1 for position t; the last position predicts nothing."""
+    return F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX).reshape(-1)
+
+
 def causal_lm_loss(logits: Tensor, labels: Tensor) -> Tensor:
     """Mean cross-entropy of predicting token t+1 from position t; labels -100 are ignored.
 
@@ -86,8 +90,7 @@ def causal_lm_loss(logits: Tensor, labels: Tensor) -> Tensor:
     the shift happens here, as in Hugging Face.
     """
     v = logits.shape[-1]
-    targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)  # (B, T): the last position predicts nothing
-    return F.cross_entropy(logits.reshape(-1, v).float(), targets.reshape(-1), ignore_index=IGNORE_INDEX)
+    return F.cross_entropy(logits.reshape(-1, v).float(), next_token_targets(labels), ignore_index=IGNORE_INDEX)
 
 
 def check_length(n_positions: int | None, needed: int) -> None:
@@ -120,14 +123,20 @@ class CausalLMHead:
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, position_ids: Tensor | None = None,
                 labels: Tensor | None = None, past_key_values=None, logits_to_keep: int = 0,
                 output_attentions: bool = False, output_hidden_states: bool = False,
-                document_ids: Tensor | None = None) -> CausalLMOutput:
+                document_ids: Tensor | None = None, return_logits: bool = True) -> CausalLMOutput:
         """labels (B, T): usually input_ids with padding set to -100; shifted inside (predict token t+1).
 
         logits_to_keep: compute logits for the last k positions only (0 = all), as in generation.
+        return_logits=False (training): ``.logits`` is None and the loss comes from the chunked
+        plmkit.nn.losses.linear_cross_entropy, which never materialises the (B, T, V) logits.
         """
         out = self.body(input_ids, attention_mask, position_ids, past_key_values, output_attentions,
                         output_hidden_states, document_ids=document_ids)
         h = out.last_hidden_state
+        if not return_logits and type(self.lm_head) is nn.Linear and self.lm_head.bias is None:
+            loss = None if labels is None else linear_cross_entropy(
+                h.reshape(-1, h.shape[-1]), self.lm_head.weight, next_token_targets(labels))
+            return CausalLMOutput(loss, None, past_key_values, out.hidden_states, out.attentions)
         logits = self.lm_head(h[:, -logits_to_keep:] if logits_to_keep else h)  # (B, T, V)
         loss = causal_lm_loss(logits, labels) if labels is not None else None
         return CausalLMOutput(loss, logits, past_key_values, out.hidden_states, out.attentions)

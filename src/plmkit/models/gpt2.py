@@ -98,7 +98,7 @@ GPT2_PRESETS = {
 }
 
 
-class GPT2PreTrainedModel(PreTrainedModel, GenerationMixin):
+class GPT2PreTrainedModel(GenerationMixin, PreTrainedModel):
     config_class = GPT2Config
     base_prefix = "transformer"
     body_roots = ("embeddings", "layers", "final_norm")

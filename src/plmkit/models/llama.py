@@ -89,7 +89,7 @@ LLAMA_PRESETS = {
 }
 
 
-class LlamaPreTrainedModel(PreTrainedModel, GenerationMixin):
+class LlamaPreTrainedModel(GenerationMixin, PreTrainedModel):
     config_class = LlamaConfig
     base_prefix = "model"
     body_roots = ("embeddings", "layers", "final_norm")

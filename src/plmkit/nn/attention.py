@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from plmkit.nn.decoding import decode_linear
 from plmkit.nn.masks import Unpadded, causal_bias
 
 
@@ -60,22 +61,35 @@ class MultiHeadAttention(nn.Module):
         self.k = nn.Linear(d_model, self.n_kv_heads * self.d_head, bias=bias)
         self.v = nn.Linear(d_model, self.n_kv_heads * self.d_head, bias=bias)
         self.out = nn.Linear(self.n_heads * self.d_head, d_model, bias=bias)
+        self.fused_qkv: tuple[Tensor, Tensor | None] | None = None  # see fuse_qkv
 
     def _split(self, x: Tensor, n: int) -> Tensor:
         """(B, T, n*d) -> (B, n, T, d)"""
         return x.view(x.shape[0], x.shape[1], n, self.d_head).transpose(1, 2)
 
+    def fuse_qkv(self, on: bool) -> None:
+        """Decoding: concatenate the q/k/v weights once (a copy, dropped by ``fuse_qkv(False)``) so that
+        each step runs one matmul. Only for plain ``nn.Linear`` projections (not LoRA layers)."""
+        self.fused_qkv = None
+        if on and type(self.q) is type(self.k) is type(self.v) is nn.Linear:
+            with torch.no_grad():
+                b = None if self.q.bias is None else torch.cat([self.q.bias, self.k.bias, self.v.bias])
+                self.fused_qkv = torch.cat([self.q.weight, self.k.weight, self.v.weight]), b
+
     def project_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """One fused matmul for q, k and v (the module keeps them as separate weights).
 
-        Without autograd (inference, decoding) three matmuls instead: concatenating the weights
-        would copy them on every call, which dominates a one-token decoding step.
+        Without autograd (inference, decoding) the weights are not concatenated on every call, which
+        would dominate a one-token step: the copy made by ``fuse_qkv`` if any, else three matmuls.
         """
         if not (torch.is_grad_enabled() and self.q.weight.requires_grad):
-            return self.q(x), self.k(x), self.v(x)
-        w = torch.cat([self.q.weight, self.k.weight, self.v.weight])
-        b = None if self.q.bias is None else torch.cat([self.q.bias, self.k.bias, self.v.bias])
-        qkv = F.linear(x, w, b)
+            if self.fused_qkv is None:
+                return self.q(x), self.k(x), self.v(x)
+            qkv = decode_linear(x, *self.fused_qkv)
+        else:
+            w = torch.cat([self.q.weight, self.k.weight, self.v.weight])
+            b = None if self.q.bias is None else torch.cat([self.q.bias, self.k.bias, self.v.bias])
+            qkv = F.linear(x, w, b)
         kv = self.n_kv_heads * self.d_head
         return qkv.split([self.n_heads * self.d_head, kv, kv], dim=-1)
 

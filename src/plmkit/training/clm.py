@@ -112,7 +112,8 @@ def run_clm_pretraining(corpus: str | Path | Sequence[str | Path], out: str | Pa
     seed_everything(train_cfg.seed)
     model = build_causal_lm(preset, tok, seq_len, dropout, model_overrides)
     log(f"model: {preset}, {model.num_parameters() / 1e6:.2f}M parameters, vocabulary {len(tok)}, context {seq_len}")
-    result = Trainer(model, train_cfg, loader, out, evaluate=evaluate, save_extra=tok.save_pretrained).train(resume)
+    result = Trainer(model, train_cfg, loader, out, evaluate=evaluate, save_extra=tok.save_pretrained,
+                     forward_kwargs={"return_logits": False}).train(resume)  # chunked loss, no logits
     ppl = result.eval_metrics.get("eval_perplexity")
     return ClmResult(result, out, result.model_dir, tokenizer_dir, shards.directory, len(train_set),
                      len(eval_set) if eval_set else 0, ppl)

@@ -106,8 +106,8 @@ def run_sft(model_dir: str | Path, data: str | Path | Sequence, out: str | Path,
     elif train_cfg.eval_every is not None:
         raise ConfigError("eval_every is set but nothing is held out (eval_fraction=0)")
     seed_everything(train_cfg.seed)
-    result = Trainer(model, train_cfg, loader, out, evaluate=evaluate,
-                     save_extra=tokenizer.save_pretrained).train(resume)
+    result = Trainer(model, train_cfg, loader, out, evaluate=evaluate, save_extra=tokenizer.save_pretrained,
+                     forward_kwargs={"return_logits": False}).train(resume)  # chunked loss, no logits
     return SFTResult(result, out, result.model_dir, len(train_set), len(eval_set) if eval_set else 0, skipped,
                      result.eval_metrics.get("eval_perplexity"))
 

@@ -109,6 +109,8 @@ class Trainer:
     end (model in eval mode, under no_grad); names get an `eval_` prefix.
     `save_extra(dir)` is called on every model directory written (e.g. to save
     the tokenizer next to the weights).
+    `forward_kwargs` are added to every training forward call, e.g. ``{"return_logits": False}``
+    for causal LMs, whose loss then never materialises the logits.
     """
 
     def __init__(
@@ -119,6 +121,7 @@ class Trainer:
         out_dir: str | Path,
         evaluate: Evaluate | None = None,
         save_extra: SaveExtra | None = None,
+        forward_kwargs: dict[str, Any] | None = None,
     ) -> None:
         if evaluate is None and cfg.eval_every is not None:
             raise ConfigError("eval_every is set but the Trainer got no evaluate function")
@@ -130,6 +133,7 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.evaluate = evaluate
         self.save_extra = save_extra
+        self.forward_kwargs = forward_kwargs or {}
         self.device = resolve_device(cfg.device)
         self.amp_dtype = resolve_precision(cfg.precision, self.device)
         self.total_steps, self.length_limit = planned_steps(cfg, len(train_loader))
@@ -244,7 +248,7 @@ class Trainer:
             tokens += count_tokens(batch)
             batch = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp_dtype is not None):
-                loss = loss_of(self.model(**batch))
+                loss = loss_of(self.model(**batch, **self.forward_kwargs))
             (loss / accum).backward()
             loss_sum += loss.detach().float()
         grad_norm = None

@@ -1,0 +1,100 @@
+"""Cross-entropy over a large vocabulary without materialising the logits.
+
+``linear_cross_entropy(h, weight, targets)`` equals ``F.cross_entropy(h @ weight.T, targets,
+ignore_index=-100)`` (mean over the non-ignored targets) but works chunk by chunk over the tokens:
+each chunk's logits live in one reused (chunk, V) buffer, and the forward pass already computes the
+gradients w.r.t. ``h`` and ``weight`` (softmax - one-hot), so neither the (N, V) logits nor their
+gradient ever exist. With a 50k vocabulary the logits of a training batch are hundreds of MB, and
+allocating them and the passes of log-softmax and its backward over them cost a large fraction of
+the LM head's matmuls; here each chunk sees the matmuls, one max, one in-place exp and one sum.
+
+Rows whose target is ignored are dropped before any matmul (prompt tokens in SFT cost nothing).
+If every target is ignored the loss is nan (0 / 0, as ``F.cross_entropy``) and the gradients are zero.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+IGNORE_INDEX = -100
+CHUNK_BYTES = 32 * 2**20  # fp32 logits of one chunk of tokens (128 rows of a 50k vocabulary)
+
+
+def _chunked(h: Tensor, weight: Tensor, targets: Tensor, n: int, need_h: bool = False,
+             need_w: bool = False) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Sum of the losses of rows h (M, D) with valid targets (M,) and, if asked, the gradients of
+    their mean over ``n`` tokens: grad_h (M, D), grad_w (V, D) fp32."""
+    m, v = h.shape[0], weight.shape[0]
+    rows = CHUNK_BYTES // (4 * v)
+    chunk = max(1, min(m, rows - rows % 64 if rows >= 64 else rows))  # multiples of 64 suit BLAS
+    buf = torch.empty(chunk, v, dtype=weight.dtype, device=h.device)
+    total = torch.zeros((), dtype=torch.float32, device=h.device)
+    grad_h = torch.empty_like(h) if need_h else None
+    grad_w = (torch.empty if m else torch.zeros)(weight.shape, dtype=torch.float32, device=h.device) if need_w else None
+    for start in range(0, m, chunk):
+        hc, tc = h[start:start + chunk], targets[start:start + chunk]  # (C, D), (C,)
+        logits = torch.mm(hc, weight.t(), out=buf[:hc.shape[0]]).float()  # (C, V)
+        target_logit = logits.gather(1, tc[:, None]).squeeze(1)  # (C,)
+        top = logits.amax(1, keepdim=True)  # (C, 1)
+        e = logits.sub_(top).exp_()  # (C, V): unnormalised softmax, in place
+        s = e.sum(1)  # (C,)
+        total += (top.squeeze(1) + s.log() - target_logit).sum()
+        if not (need_h or need_w):
+            continue
+        # d loss / d logits = (e / s - onehot) / n; 1/s and 1/n scale the small (C, D) operands instead
+        e = e.to(weight.dtype)
+        scale = 1.0 / (s * n)  # (C,)
+        if need_h:
+            gh = torch.mm(e, weight, out=grad_h[start:start + chunk])  # (C, D)
+            gh.mul_(scale[:, None].to(gh.dtype)).sub_(weight[tc], alpha=1.0 / n)
+        if need_w:
+            hs = (hc * scale[:, None]).to(weight.dtype)  # (C, D)
+            if weight.dtype == torch.float32:
+                grad_w.addmm_(e.t(), hs, beta=float(start > 0))  # beta=0: the empty buffer is not read
+            else:  # accumulate low-precision products in fp32
+                part = torch.mm(e.t(), hs)
+                grad_w.copy_(part) if start == 0 else grad_w.add_(part)
+            grad_w.index_add_(0, tc, hc.float(), alpha=-1.0 / n)
+    return total, grad_h, grad_w
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, h: Tensor, weight: Tensor, targets: Tensor) -> Tensor:
+        keep = (targets != IGNORE_INDEX).nonzero().squeeze(1)  # (M,) rows that count
+        n = keep.numel()
+        need_h, need_w = ctx.needs_input_grad[:2]
+        total, grad_h, grad_w = _chunked(h.index_select(0, keep), weight, targets[keep], max(n, 1), need_h, need_w)
+        if need_h:
+            grad_h = torch.zeros_like(h).index_copy_(0, keep, grad_h)  # ignored rows: zero
+        ctx.grads = grad_h, None if grad_w is None else grad_w.to(weight.dtype)
+        return total / n if n else total.new_tensor(float("nan"))
+
+    @staticmethod
+    def backward(ctx, grad_loss: Tensor):
+        if ctx.grads is None:
+            raise RuntimeError("linear_cross_entropy computes its gradients in the forward pass and can "
+                               "only be backpropagated once (retain_graph is not supported)")
+        grads, ctx.grads = ctx.grads, None
+        return *(None if g is None else g.mul_(grad_loss.to(g.dtype)) for g in grads), None
+
+
+def linear_cross_entropy(h: Tensor, weight: Tensor, targets: Tensor) -> Tensor:
+    """Mean cross-entropy of ``h @ weight.T`` (N, V) against ``targets`` (N,), -100 = ignored.
+
+    h: (N, D); weight: (V, D), e.g. an LM head's (possibly tied) weight. Under autocast the matmuls
+    run in the autocast dtype, as ``F.linear`` would; the softmax is always fp32.
+    """
+    if torch.is_autocast_enabled(h.device.type):
+        dtype = torch.get_autocast_dtype(h.device.type)
+        h, weight = h.to(dtype), weight.to(dtype)
+    with torch.autocast(h.device.type, enabled=False):
+        if torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad):
+            return _LinearCrossEntropy.apply(h, weight, targets)
+        keep = targets != IGNORE_INDEX
+        n = int(keep.sum())
+        total = _chunked(h[keep], weight, targets[keep], n)[0]
+        return total / n if n else total.new_tensor(float("nan"))
+
+
+__all__ = ["IGNORE_INDEX", "linear_cross_entropy"]

@@ -1,0 +1,71 @@
+import pytest
+import torch
+
+from plmkit.models.gpt2 import GPT2Config, GPT2LMHeadModel
+from plmkit.models.llama import LlamaConfig, LlamaForCausalLM
+from plmkit.nn.lora import apply_lora
+
+TOL = dict(atol=1e-5, rtol=1e-5)
+
+
+def _models(tie: bool):
+    """Two copies of a tiny GPT-2 and of a tiny Llama (dropout off, so two runs compute the same)."""
+    gpt2 = lambda: GPT2LMHeadModel(GPT2Config.from_preset("gpt2-tiny", vocab_size=97, n_positions=32, resid_pdrop=0.0,
+                                                          embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=tie))
+    llama = lambda: LlamaForCausalLM(LlamaConfig.from_preset("llama-tiny", vocab_size=97, tie_word_embeddings=tie))
+    for build in (gpt2, llama):
+        torch.manual_seed(0)
+        a = build()
+        b = build()
+        b.load_state_dict(a.state_dict())
+        yield a, b
+
+
+def _batch():
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, 97, (3, 12), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, 9:] = 0  # right padding, as in training
+    labels = ids.masked_fill(mask == 0, -100)
+    labels[2, :5] = -100  # a prompt without loss, as in SFT
+    return dict(input_ids=ids, attention_mask=mask, labels=labels)
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_training_step_with_fused_loss_equals_plain_one(tie):
+    for plain, fused in _models(tie):
+        batch = _batch()
+        steps = []
+        for model, kwargs in ((plain, {}), (fused, {"return_logits": False})):
+            opt = torch.optim.SGD(model.parameters(), lr=0.1)  # (Adam would magnify rounding in ~0 gradients)
+            out = model(**batch, **kwargs)
+            out.loss.backward()
+            grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+            opt.step()
+            steps.append((out, grads, model.state_dict()))
+        (out_p, grads_p, state_p), (out_f, grads_f, state_f) = steps
+        assert out_p.logits is not None and out_f.logits is None
+        torch.testing.assert_close(out_f.loss, out_p.loss, **TOL)
+        assert grads_f.keys() == grads_p.keys()
+        for name in grads_p:  # the tied weight gets embedding + LM-head gradients
+            torch.testing.assert_close(grads_f[name], grads_p[name], **TOL, msg=name)
+        for name in state_p:
+            torch.testing.assert_close(state_f[name], state_p[name], **TOL, msg=name)
+
+
+def test_fused_loss_falls_back_for_a_lora_head():
+    plain, fused = next(_models(tie=False))
+    for model in (plain, fused):
+        torch.manual_seed(2)
+        apply_lora(model, targets=("lm_head",), rank=2)
+        torch.nn.init.normal_(model.lm_head.lora_B)  # a non-zero update that the fused path must not skip
+    batch = _batch()
+    torch.testing.assert_close(fused(**batch, return_logits=False).loss, plain(**batch).loss, **TOL)
+
+
+def test_default_call_keeps_logits():
+    model, _ = next(_models(tie=True))
+    batch = _batch()
+    out = model(**batch)
+    assert out.logits.shape == (3, 12, 97)
+    assert model(batch["input_ids"], return_logits=False).logits is None
