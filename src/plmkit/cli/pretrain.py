@@ -15,6 +15,7 @@ FLAG_KEYS = {
     "eval_fraction": ("data", "eval_fraction"), "eval_batches": ("data", "eval_batches"),
     "cache_dir": ("data", "cache_dir"), "min_doc_tokens": ("data", "min_doc_tokens"), "lowercase": ("data", "lowercase"),
     "preset": ("model", "preset"), "pre_ln": ("model", "norm_first"),
+    "unigram_bias_init": ("model", "unigram_bias_init"), "sinusoidal_position_init": ("model", "sinusoidal_position_init"),
     "max_steps": ("train", "max_steps"), "time_budget": ("train", "time_budget"), "lr": ("train", "lr"),
     "warmup_steps": ("train", "warmup_steps"), "weight_decay": ("train", "weight_decay"),
     "eval_every": ("train", "eval_every"), "save_every": ("train", "save_every"), "log_every": ("train", "log_every"),
@@ -49,6 +50,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--mask-rate", type=float, metavar="P", help="fraction of tokens masked (default 0.15)")
     p.add_argument("--whole-word-mask", action="store_true", help="mask whole words (## pieces with their word)")
     p.add_argument("--pre-ln", action="store_true", help="pre-LayerNorm blocks (stabler; not loadable by HF BertModel)")
+    p.add_argument("--no-unigram-init", dest="unigram_bias_init", action="store_false",
+                   help="start the MLM decoder bias at zero instead of the corpus's log word frequencies")
+    p.add_argument("--sinusoidal-positions", dest="sinusoidal_position_init", action="store_true",
+                   help="start the learned position embeddings as sinusoids (they stay trainable, HF-loadable)")
     p.add_argument("--dropout", type=float, metavar="P", help="hidden and attention dropout (default 0.0)")
     p.add_argument("--min-doc-tokens", type=int, metavar="N",
                    help="merge consecutive short documents of a file up to N tokens (default seq-len; 0: never)")

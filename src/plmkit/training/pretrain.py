@@ -40,6 +40,7 @@ from plmkit.data.nsp import (PretrainingDataset, group_documents, nsp_instances,
 from plmkit.data.shards import TokenShards, build_token_shards
 from plmkit.errors import ConfigError
 from plmkit.models.bert import BERT_PRESETS, IGNORE_INDEX, BertConfig, BertForMaskedLM, BertForPreTraining
+from plmkit.nn.embeddings import sinusoidal_table
 from plmkit.training.config import TrainConfig
 from plmkit.training.rng import seed_everything
 from plmkit.training.trainer import Trainer, TrainResult, format_duration
@@ -48,7 +49,10 @@ OBJECTIVES = ("mlm+nsp", "mlm")
 
 # Pretraining defaults that differ from TrainConfig's fine-tuning defaults.
 TRAIN_DEFAULTS = {"lr": 5e-4, "warmup_ratio": 0.06, "weight_decay": 0.01, "save_every": 1000, "log_every": 10}
-MODEL_DEFAULTS = {"preset": "bert-mini", "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+MODEL_DEFAULTS = {"preset": "bert-mini", "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
+                  "unigram_bias_init": True, "sinusoidal_position_init": False}
+# Model-section keys that choose how the fresh model is initialised (not BertConfig fields).
+INIT_KEYS = {"preset", "unigram_bias_init", "sinusoidal_position_init"}
 
 
 @dataclass
@@ -117,7 +121,7 @@ class PretrainConfig:
             if not isinstance(values.get(name, {}), Mapping):
                 raise ConfigError(f"{source}: section {name!r} must be a mapping, got {type(values[name]).__name__}")
         model = {**MODEL_DEFAULTS, **values.get("model", {})}
-        _reject_unknown(model, {"preset"} | {f.name for f in dataclasses.fields(BertConfig)},
+        _reject_unknown(model, INIT_KEYS | {f.name for f in dataclasses.fields(BertConfig)},
                         f"{source}: unknown model key")
         if model["preset"] not in BERT_PRESETS:
             raise ConfigError(f"{source}: unknown model preset {model['preset']!r}; choose one of {', '.join(BERT_PRESETS)}")
@@ -202,6 +206,7 @@ def run_pretraining(cfg: PretrainConfig, resume: bool = False, log=print) -> Pre
 
     seed_everything(train_cfg.seed)
     model = build_model(cfg.model, tokenizer, data)
+    initialise(model, cfg.model, shards, log)  # (a resumed run then loads its checkpoint over it)
     trainer = Trainer(model, train_cfg, loader, out, evaluate=evaluate, save_extra=tokenizer.save_pretrained)
     result = trainer.train(resume=resume)
     log(f"  tokenizer: {tokenizer_dir}   tokenized corpus: {shards.directory}")
@@ -252,13 +257,34 @@ def build_datasets(shards: TokenShards, tokenizer, data: PretrainDataConfig,
 
 
 def build_model(model_cfg: Mapping[str, Any], tokenizer, data: PretrainDataConfig):
-    overrides = {k: v for k, v in model_cfg.items() if k != "preset"}
+    overrides = {k: v for k, v in model_cfg.items() if k not in INIT_KEYS}
     overrides.update(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
     overrides.setdefault("max_position_embeddings", max(512, data.seq_len))
     config = BertConfig.from_preset(model_cfg["preset"], **overrides)
     if config.max_position_embeddings < data.seq_len:
         raise ConfigError(f"seq_len={data.seq_len} exceeds max_position_embeddings={config.max_position_embeddings}")
     return (BertForPreTraining if data.nsp else BertForMaskedLM)(config)
+
+
+def initialise(model, model_cfg: Mapping[str, Any], shards: TokenShards, log) -> None:
+    """Optional starting points that save a short run its first steps (the weights stay plain BERT).
+
+    unigram_bias_init: the MLM decoder bias is the corpus's log unigram distribution (add-one
+    smoothed), so step 0 already predicts word frequencies and training goes straight to context.
+    sinusoidal_position_init: the learned position table starts as sinusoids (at the token
+    embeddings' scale), whose dot products already encode relative distance.
+    """
+    embeddings, decoder = model.bert.embeddings, model.mlm.decoder
+    if model_cfg.get("unigram_bias_init", True):
+        counts = np.bincount(shards.tokens, minlength=decoder.out_features)[:decoder.out_features] + 1.0  # (V,)
+        with torch.no_grad():
+            decoder.bias.copy_(torch.from_numpy(np.log(counts / counts.sum())))
+        log(f"MLM decoder bias initialised to the log unigram distribution of {len(shards.tokens):,} tokens")
+    if model_cfg.get("sinusoidal_position_init", False):
+        table = embeddings.position.weight  # (P, D)
+        with torch.no_grad():
+            table.copy_(sinusoidal_table(*table.shape) * (model.config.initializer_range * math.sqrt(2)))
+        log("position embeddings initialised to sinusoids")
 
 
 def make_evaluator(dataset: PretrainingDataset, tokenizer, data: PretrainDataConfig, seed: int):
