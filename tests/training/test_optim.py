@@ -66,3 +66,21 @@ def test_build_optimizer_is_adamw_with_the_groups(toy):
     assert isinstance(optimizer, torch.optim.AdamW)
     assert [g["lr"] for g in optimizer.param_groups] == [g["lr"] for g in param_groups(model, cfg)]
     assert optimizer.defaults["betas"] == (0.8, 0.9) and optimizer.defaults["eps"] == 1e-6
+
+
+def test_cpu_optimizer_is_fused_and_steps_like_the_default_loop(toy):
+    torch.manual_seed(0)
+    model, reference = toy.ToyLM(), toy.ToyLM()
+    reference.load_state_dict(model.state_dict())
+    cfg = TrainConfig(max_steps=1, lr=1e-2, weight_decay=0.1)
+    fused = build_optimizer(model, cfg)
+    assert fused.defaults["fused"] is True
+    loop = torch.optim.AdamW([{k: v for k, v in g.items() if k != "names"} for g in param_groups(reference, cfg)])
+    for _ in range(3):
+        for m in (model, reference):
+            for p in m.parameters():
+                p.grad = torch.ones_like(p) * torch.arange(p.numel()).reshape(p.shape).sin()
+        fused.step()
+        loop.step()
+    for (name, p), q in zip(model.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=lambda m: f"{name}: {m}")
