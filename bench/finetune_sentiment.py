@@ -7,12 +7,12 @@ recipe in Hugging Face transformers.
 Data: fetch("en-sentiment") movie_reviews.train.jsonl (the first --train-size rows; default 1000 of
 8057; 0 = all) and the whole movie_reviews.test.jsonl (1008 rows).
 
-Recipe (both): 1 epoch, batch 16, fused AdamW (HF Trainer's default with torch >= 2.8) lr 1e-4, weight decay 0.01 (not on biases/LayerNorm),
-linear decay after 10% warmup, gradient clipping at 1.0, max_length 128, the same --seed (default 0), the same
+Recipe (both): 1 epoch, batch 16, fused AdamW (HF Trainer's default with torch >= 2.8) lr 1e-4,
+weight decay 0.01 (not on biases/LayerNorm), linear decay after 10% warmup, gradient clipping at 1.0, max_length 128, the same --seed (default 0), the same
 classifier initialisation.
 
-plmkit: `plmkit.tasks.finetune` (length-grouped batches unless --plmkit-grouping none, dynamic
-padding, padding tokens dropped inside the encoder). HF: a plain PyTorch loop over
+plmkit: `plmkit.tasks.finetune` (shuffled batches, or length-grouped with --plmkit-grouping length;
+dynamic padding, padding tokens dropped inside the encoder). HF: a plain PyTorch loop over
 transformers.BertForSequenceClassification; --hf-batches random is HF Trainer's default (a seeded
 shuffle), same gives HF plmkit's own batches; --hf-padding longest is dynamic padding (HF's
 DataCollatorWithPadding), max_length pads to 128 as `padding="max_length"` pipelines do. Times are
@@ -39,8 +39,8 @@ def main() -> None:
     ap.add_argument("--hf-batches", choices=("random", "same"), default="random",
                     help="random: HF's Trainer default (a seeded shuffle, no length grouping); same: plmkit's "
                          "length-grouped batches in plmkit's order")
-    ap.add_argument("--plmkit-grouping", choices=("length", "none"), default="length",
-                    help="plmkit's batches: length-grouped (its default) or plain shuffled")
+    ap.add_argument("--plmkit-grouping", choices=("length", "none"), default="none",
+                    help="plmkit's batches: plain shuffled (its default) or length-grouped (--group-by-length)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()

@@ -8,7 +8,8 @@ learning rate that suits the other.
 
     plmkit data fetch shakespeare wordnet en-sentiment
     plmkit pretrain --corpus ~/.cache/plmkit/shakespeare ~/.cache/plmkit/wordnet --preset bert-mini \\
-        --time-budget 10m --seq-len 64 --lr 1e-3 --sinusoidal-positions --precision bf16 --out runs/bert-mini-10m
+        --time-budget 10m --objective mlm --mask-rate 0.3 --seq-len 64 --lr 1e-3 --sinusoidal-positions \\
+        --precision bf16 --out runs/bert-mini-10m
     python bench/pretraining_benefit.py --pretrained runs/bert-mini-10m/model
 """
 from __future__ import annotations

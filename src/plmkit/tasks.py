@@ -117,7 +117,7 @@ class FinetuneOptions:
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
-    group_by_length: bool = True
+    group_by_length: bool = False  # the encoder drops padding itself; grouping only trims attention padding
     doc_stride: int = 128
     max_answer_length: int = 30
     stride: int | None = None  # ner: window overlap in word pieces (None: max_length // 4)

@@ -45,7 +45,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--max-answer-length", type=int, default=30, help="QA: longest answer, in tokens")
     p.add_argument("--stride", type=int, default=None, help="NER: word pieces shared by consecutive windows of a "
                    "sentence longer than --max-length (default: max length / 4)")
-    p.add_argument("--no-group-by-length", action="store_true", help="plain shuffled batches")
+    p.add_argument("--group-by-length", action="store_true",
+                   help="batches of similar lengths (less attention padding; the encoder already skips padding "
+                        "tokens, so this saves little and cost 0.5 accuracy points on movie reviews)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
@@ -66,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         lora_targets=tuple(t.strip() for t in args.lora_targets.split(",") if t.strip()),
         eval_every=args.eval_every, early_stopping_patience=args.early_stopping_patience,
         metric_for_best=args.metric, seed=args.seed, device=args.device, precision=args.precision,
-        group_by_length=not args.no_group_by_length, doc_stride=args.doc_stride,
+        group_by_length=args.group_by_length, doc_stride=args.doc_stride,
         max_answer_length=args.max_answer_length, stride=args.stride,
         progress_bar=not args.no_progress)
     tasks.finetune(args.task, args.model, args.train, args.out, args.eval, options)
