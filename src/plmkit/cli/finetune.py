@@ -46,8 +46,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--stride", type=int, default=None, help="NER: word pieces shared by consecutive windows of a "
                    "sentence longer than --max-length (default: max length / 4)")
     p.add_argument("--group-by-length", action="store_true",
-                   help="batches of similar lengths (less attention padding; the encoder already skips padding "
-                        "tokens, so this saves little and cost 0.5 accuracy points on movie reviews)")
+                   help="batches of similar lengths: less attention padding (the encoder already skips "
+                        "padding tokens elsewhere, so this saves little)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
