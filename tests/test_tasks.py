@@ -170,3 +170,19 @@ def test_relation_markers_train_under_lora_and_export_plain(tmp_path):
         ours = reloaded.bert(batch["input_ids"], batch["attention_mask"]).last_hidden_state
         theirs = hf(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
         assert torch.allclose(ours[mask], theirs[mask], atol=1e-5)
+
+
+def test_dropout_option_replaces_the_checkpoints_rates(tmp_path):
+    """A checkpoint pretrained without dropout fine-tunes with the rate asked for; None keeps the config."""
+    from plmkit.errors import ConfigError
+    tiny = h.tiny_model_dir()
+    tok = Tokenizer.from_pretrained(tiny)
+    spec = tasks.TaskSpec("classification", max_length=32)
+    kept = tasks.prepare_model("classification", tiny, tok, spec, ["neg", "pos"])
+    model = tasks.prepare_model("classification", tiny, tok, spec, ["neg", "pos"], dropout=0.25)
+    assert (model.config.hidden_dropout_prob, model.config.attention_probs_dropout_prob) == (0.25, 0.25)
+    assert kept.config.hidden_dropout_prob == json.loads((Path(tiny) / "config.json").read_text())["hidden_dropout_prob"]
+    rates = {m.p for m in model.modules() if isinstance(m, nn.Dropout)}
+    assert rates == {0.25}
+    with pytest.raises(ConfigError, match="dropout must be in"):
+        tasks.prepare_model("classification", tiny, tok, spec, ["neg", "pos"], dropout=1.0)

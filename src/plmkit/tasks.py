@@ -102,6 +102,7 @@ class FinetuneOptions:
     schedule: str = "linear"
     grad_clip: float | None = 1.0
     grad_accum_steps: int = 1
+    dropout: float | None = None  # the body's dropout rates; None: as in the checkpoint's config
     freeze_embeddings: bool = False
     freeze_layers: int = 0  # embeddings and the first k layers
     freeze_body: bool = False  # train the head only
@@ -474,17 +475,24 @@ def freeze(model, embeddings: bool = False, layers: int = 0, body: bool = False)
     return frozen
 
 
-def prepare_model(task: str, model_dir, tokenizer, spec: TaskSpec, labels: list[str] | None):
-    """The task model initialised from `model_dir` (a pretrained encoder or a task checkpoint)."""
+def prepare_model(task: str, model_dir, tokenizer, spec: TaskSpec, labels: list[str] | None,
+                  dropout: float | None = None):
+    """The task model initialised from `model_dir` (a pretrained encoder or a task checkpoint);
+    `dropout` replaces the checkpoint's dropout rates (pretraining often runs without)."""
     from plmkit.models.auto import model_class, read_model_type
     model_type, _ = read_model_type(model_dir)
+    cls = model_class(model_type, MODEL_TASK[task])
     overrides = {}
+    if dropout is not None:
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
+        overrides.update(dict.fromkeys(cls.config_class.dropout_fields, dropout))
     if labels is not None:
         overrides["id2label"] = dict(enumerate(labels))
         overrides["label2id"] = None
     if spec.problem_type is not None:
         overrides["problem_type"] = spec.problem_type
-    model = model_class(model_type, MODEL_TASK[task]).from_pretrained(model_dir, **overrides)
+    model = cls.from_pretrained(model_dir, **overrides)
     if task == "relation":
         added = tokenizer.add_special_tokens({"additional_special_tokens": list(rel_data.MARKERS)})
         if added or len(tokenizer) != model.get_input_embeddings().num_embeddings:
@@ -545,7 +553,7 @@ def finetune(task: str, model_dir, train, out_dir, eval_data=None, options: Fine
     if labels is not None and len(labels) < 2 and spec.problem_type != cls_data.REGRESSION:
         raise DataError(f"{train}: the training data has only one label ({labels}); a classifier needs two or more")
 
-    model = prepare_model(task, model_dir, tokenizer, spec, labels)
+    model = prepare_model(task, model_dir, tokenizer, spec, labels, o.dropout)
     label2id = model.config.label2id if labels is not None and spec.problem_type != cls_data.REGRESSION else None
     train_features = encode(task, tokenizer, train_examples, spec, label2id, path=train, training=True)
     eval_features = (encode(task, tokenizer, eval_examples, spec, label2id, path=eval_data)

@@ -19,8 +19,10 @@ def test_finetune_evaluate_predict_classification(tmp_path, capsys, monkeypatch)
     assert main(["finetune", "--task", "classification", "--model", str(h.tiny_model_dir()), "--train", str(train),
                  "--eval", str(test), "--out", str(out), "--epochs", "1", "--lr", "1e-3", "--batch-size", "16",
                  "--max-length", "64", "--freeze-layers", "1", "--layer-lr-decay", "0.9", "--head-lr", "2e-3",
-                 "--device", "cpu", "--no-progress"]) == 0
+                 "--dropout", "0.2", "--device", "cpu", "--no-progress"]) == 0
     assert (out / "model" / "plmkit_task.json").is_file() and (out / "best").is_dir()
+    config = json.loads((out / "model" / "config.json").read_text())  # the tiny model was saved with dropout 0
+    assert config["hidden_dropout_prob"] == config["attention_probs_dropout_prob"] == 0.2
     capsys.readouterr()
     assert main(["evaluate", "--model", str(out / "model"), "--data", str(test), "--json", "--device", "cpu"]) == 0
     metrics = json.loads(capsys.readouterr().out)

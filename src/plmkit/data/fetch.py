@@ -15,6 +15,7 @@ lands in two splits.
 """
 from __future__ import annotations
 
+import gzip
 import html
 import json
 import os
@@ -53,6 +54,16 @@ SOURCES: dict[str, dict[str, str]] = {
         "from": "Debian wordnet-base: /usr/share/wordnet/data.{noun,verb,adj,adv}",
         "licence": "WordNet 3.0 licence (Princeton, permissive, keep the notice)",
         "gives": "wordnet/glosses.txt, 20 glosses per paragraph",
+    },
+    "gcide": {
+        "from": "Debian dict-gcide: /usr/share/dictd/gcide.dict.dz (Webster 1913 + additions)",
+        "licence": "GPL-3.0-or-later (fetch it, don't commit it)",
+        "gives": "gcide/definitions.txt, 'headword: definition' lines, 20 entries per paragraph",
+    },
+    "fortunes": {
+        "from": "Debian fortunes: /usr/share/games/fortunes/* (the UTF-8 .u8 files, no ASCII art)",
+        "licence": "BSD-style (Debian fortunes package; quotations belong to their authors)",
+        "gives": "fortunes/<file>.txt, one fortune per paragraph",
     },
     "en-sentiment": {
         "from": "PyPI vadersentiment==3.3.2 (sdist): hutto_ICWSM_2014 ground truth",
@@ -314,22 +325,83 @@ def wordnet_glosses(lines: Iterable[str]) -> Iterator[str]:
             yield gloss
 
 
+def paragraphs_of(lines: Iterable[str], per_paragraph: int) -> Iterator[str]:
+    """Consecutive `per_paragraph` lines joined into one paragraph (document)."""
+    batch: list[str] = []
+    for line in lines:
+        batch.append(line)
+        if len(batch) == per_paragraph:
+            yield "\n".join(batch)
+            batch = []
+    if batch:
+        yield "\n".join(batch)
+
+
 def convert_wordnet(data_files: Sequence[Path], out_dir: Path, per_document: int = 20) -> Counts:
     """``glosses.txt``: one gloss per line, `per_document` lines per paragraph."""
-    def documents() -> Iterator[str]:
-        batch: list[str] = []
+    def glosses() -> Iterator[str]:
         for path in data_files:
             with open(path, encoding="utf-8", errors="replace") as lines:
-                for gloss in wordnet_glosses(lines):
-                    batch.append(gloss)
-                    if len(batch) == per_document:
-                        yield "\n".join(batch)
-                        batch = []
-        if batch:
-            yield "\n".join(batch)
+                yield from wordnet_glosses(lines)
 
-    n_docs = write_documents(out_dir / "glosses.txt", documents())
+    n_docs = write_documents(out_dir / "glosses.txt", paragraphs_of(glosses(), per_document))
     return {"glosses.txt": n_docs}
+
+
+_GCIDE_HEAD = re.compile(r"^([^\s\\][^\\]*?)\s+\\[^\\]*\\")  # "Abdomen \Ab*do"men\, n. ..."
+_GCIDE_NOISE = re.compile(r"\[[^\]]*\]|\s--\s?[A-Z][\w.&' ]{0,40}?\.(?=\s|$)|(?<!\w)\?(?!\w)")
+
+
+def gcide_definitions(lines: Iterable[str]) -> Iterator[str]:
+    """``headword: definition`` for each GCIDE entry of a dictd text: the pronunciation, bracketed
+    etymologies and source tags (``[1913 Webster]``), ``--Author.`` citations and the ``?`` left by
+    Greek letters are removed; ``{cross references}`` keep their words, without syllable marks."""
+    def finish(head: str, body: list[str]) -> str | None:
+        text = _GCIDE_NOISE.sub(" ", " ".join(body))
+        text = re.sub(r"\{([^}]*)\}", lambda m: re.sub(r"[*\"`']", "", m.group(1)), text)
+        text = re.sub(r"\s+", " ", text).strip(" ,;")
+        return f"{head}: {text}" if head and text and not head.startswith("00-") else None
+
+    head, body = None, []
+    for line in lines:
+        match = _GCIDE_HEAD.match(line)
+        if match:
+            if head is not None and (entry := finish(head, body)):
+                yield entry
+            head, body = match.group(1).strip(), [line[match.end():]]
+        elif head is not None and line.strip():
+            body.append(line.strip())
+    if head is not None and (entry := finish(head, body)):
+        yield entry
+
+
+def convert_gcide(dict_dz: Path, out_dir: Path, per_document: int = 20) -> Counts:
+    """``definitions.txt`` from a dictd ``gcide.dict.dz`` (gzip-compatible): one entry per line,
+    `per_document` lines per paragraph."""
+    with gzip.open(dict_dz, "rt", encoding="utf-8", errors="replace") as lines:
+        n_docs = write_documents(out_dir / "definitions.txt", paragraphs_of(gcide_definitions(lines), per_document))
+    if not n_docs:
+        raise DataError(f"{dict_dz}: no dictionary entries found; the package layout changed")
+    return {"definitions.txt": n_docs}
+
+
+FORTUNE_SKIP = ("art", "ascii-art")  # pictures, not prose
+
+
+def convert_fortunes(fortune_dir: Path, out_dir: Path) -> Counts:
+    """Each ``%``-separated fortune of the ``*.u8`` files (UTF-8) → a paragraph of ``<file>.txt``,
+    lines stripped of indentation."""
+    counts = {}
+    for path in sorted(fortune_dir.glob("*.u8")):
+        name = path.name.removesuffix(".u8")
+        if name in FORTUNE_SKIP:
+            continue
+        fortunes = re.split(r"^%\s*$", read_text(path), flags=re.M)
+        fortunes = ["\n".join(line.strip() for line in f.strip("\n").splitlines() if line.strip()) for f in fortunes]
+        counts[f"{name}.txt"] = write_documents(out_dir / f"{name}.txt", (f for f in fortunes if f))
+    if not counts:
+        raise DataError(f"{fortune_dir}: no fortune files (*.u8) found; the package layout changed")
+    return counts
 
 
 VADER_SOURCES = {"movieReviewSnippets": "movie_reviews", "tweets": "tweets",
@@ -588,6 +660,20 @@ def _wordnet(downloads, tmp, out, log) -> Counts:
     return convert_wordnet(files, out)
 
 
+def _gcide(downloads, tmp, out, log) -> Counts:
+    log("downloading Debian package dict-gcide ...")
+    root = apt_download("dict-gcide", downloads, tmp / "deb")
+    log("converting gcide (about 1.2M lines) ...")
+    return convert_gcide(find_one(root, "dictd/gcide.dict.dz"), out)
+
+
+def _fortunes(downloads, tmp, out, log) -> Counts:
+    log("downloading Debian package fortunes ...")
+    root = apt_download("fortunes", downloads, tmp / "deb")
+    log("converting fortunes ...")
+    return convert_fortunes(find_one(root, "games/fortunes/wisdom.u8").parent, out)
+
+
 def _en_sentiment(downloads, tmp, out, log) -> Counts:
     root = _pip_unpacked("vadersentiment==3.3.2", downloads, tmp, log,
                          lambda n: n.endswith("hutto_ICWSM_2014.tar.gz"), sdist=True)
@@ -636,7 +722,8 @@ def _de_en(downloads, tmp, out, log) -> Counts:
 
 
 DATASETS: dict[str, Recipe] = {
-    "shakespeare": _shakespeare, "wordnet": _wordnet, "en-sentiment": _en_sentiment,
+    "shakespeare": _shakespeare, "wordnet": _wordnet, "gcide": _gcide, "fortunes": _fortunes,
+    "en-sentiment": _en_sentiment,
     "zh-sentiment": _zh_sentiment, "zh-ner": _zh_ner, "zh-text": _zh_text,
     "dialogue": _dialogue, "de-en": _de_en,
 }

@@ -30,6 +30,7 @@ log = logging.getLogger("plmkit")
 @dataclass
 class BertConfig(ModelConfig):
     model_type = "bert"
+    dropout_fields = ("hidden_dropout_prob", "attention_probs_dropout_prob")
     vocab_size: int = 30522
     hidden_size: int = 768
     num_hidden_layers: int = 12

@@ -24,6 +24,7 @@ class ModelConfig:
     """Fields every model shares: label names and the task head's problem type."""
 
     model_type: ClassVar[str] = ""
+    dropout_fields: ClassVar[tuple[str, ...]] = ()  # the body's dropout rates (fine-tuning's --dropout sets them)
     id2label: dict[int, str] | None = None
     label2id: dict[str, int] | None = None
     problem_type: str | None = None  # regression | single_label_classification | multi_label_classification

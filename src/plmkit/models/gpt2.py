@@ -30,6 +30,7 @@ from plmkit.nn.mlp import ACTIVATIONS
 @dataclass
 class GPT2Config(ModelConfig):
     model_type = "gpt2"
+    dropout_fields = ("resid_pdrop", "embd_pdrop", "attn_pdrop")
     vocab_size: int = 50257
     n_positions: int = 1024
     n_embd: int = 768

@@ -26,6 +26,7 @@ from plmkit.nn.mlp import ACTIVATIONS
 @dataclass
 class LlamaConfig(ModelConfig):
     model_type = "llama"
+    dropout_fields = ("attention_dropout",)
     vocab_size: int = 32000
     hidden_size: int = 4096
     intermediate_size: int = 11008
