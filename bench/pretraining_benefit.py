@@ -77,14 +77,15 @@ def main() -> None:
         best = run / "best" if (run / "best").exists() else run / "model"
         return tasks.evaluate_dir(best, dev, device="cpu")["accuracy"], tasks.evaluate_dir(best, test, device="cpu")["accuracy"]
 
+    models = {"pretrained": {seed: args.pretrained for seed in args.seeds},
+              "random init": {seed: random_copy(args.pretrained, tmp / f"random-{seed}", seed) for seed in args.seeds}}
     results = {}
-    for name in ("pretrained", "random init"):
+    for name, model_dirs in models.items():
         by_lr = []  # (mean dev, mean test, lr, test accuracies)
         for lr in args.lr:
             devs, tests = [], []
-            for seed in args.seeds:
+            for seed, model_dir in model_dirs.items():
                 start = time.perf_counter()
-                model_dir = args.pretrained if name == "pretrained" else random_copy(args.pretrained, tmp / f"random-{seed}", seed)
                 dev_acc, test_acc = finetune(model_dir, lr, seed)
                 devs.append(dev_acc)
                 tests.append(test_acc)
