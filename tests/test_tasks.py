@@ -86,6 +86,21 @@ def test_ner_long_sentences_get_one_prediction_per_word(tok):
     assert metrics["n"] == len(sentences)
 
 
+def test_ner_eval_loss_is_the_mean_over_words_counted_once(tok):
+    torch.manual_seed(0)
+    model = PerTokenModel(torch.randn(len(tok), len(LABELS)), LABELS)
+    sentences = long_sentences((60, 45, 7))  # windows and batches of different sizes
+    expected = []  # logits depend on each piece alone: a word's loss is that of its first piece
+    for s in sentences:
+        for word, tag in zip(s.tokens, s.tags):
+            logits = model.table.weight[tok.convert_tokens_to_ids(tok.tokenize(word)[0])]
+            expected.append(float(torch.nn.functional.cross_entropy(logits, torch.tensor(LABELS.index(tag)))))
+    for spec in (tasks.TaskSpec("ner", max_length=16, stride=4, scheme="BIO"), tasks.TaskSpec("ner", max_length=256)):
+        features = tasks.encode("ner", tok, sentences, spec, model.config.label2id)
+        metrics = tasks.evaluate_examples(model, tok, spec, sentences, features, batch_size=3)
+        assert metrics["loss"] == pytest.approx(sum(expected) / len(expected), rel=1e-6)
+
+
 def test_ner_window_large_enough_equals_a_plain_forward(tok):
     model = BertForTokenClassification.from_pretrained(h.tiny_model_dir(), id2label=dict(enumerate(LABELS)))
     [sentence] = long_sentences((50,))

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
+import torch.nn.functional as F
 
 from plmkit.data.loader import BatchLoader
 from plmkit.data.tasks import batches_by_length, jsonl_rows, length_of, pad_collate
@@ -219,16 +220,17 @@ def evaluate_examples(model, tokenizer, spec: TaskSpec, examples, features: list
             metric.update(out.logits.argmax(-1), batch["labels"])
         return loss.put(metric.compute())
     if spec.task == "ner":  # windows of one sentence may land in different batches: merge, then score
-        merger = ner_data.WindowMerger()
+        merger = ner_data.WindowMerger()  # (predicted tag id, cross-entropy) per word
         for idx, batch, out in _forward(model, features, batch_size, pad):
-            loss.add(out, len(idx))
-            pred_ids = out.logits.argmax(-1).tolist()
+            logits = out.logits.float()  # (B, T, C)
+            token_loss = F.cross_entropy(logits.transpose(1, 2), batch["labels"], reduction="none")  # (B, T)
             for row, i in enumerate(idx):
-                merger.add(features[i], pred_ids[row])
+                merger.add(features[i], list(zip(logits[row].argmax(-1).tolist(), token_loss[row].tolist())))
+        words = [merger.words(k, len(s.tokens)) for k, s in enumerate(examples)]
         metric = EntityMetrics(spec.scheme or "BIO")
-        metric.update([[config.id2label[t] for t in merger.words(k, len(s.tokens))] for k, s in enumerate(examples)],
-                      [s.tags for s in examples])
-        return loss.put(metric.compute())
+        metric.update([[config.id2label[tag] for tag, _ in w] for w in words], [s.tags for s in examples])
+        word_loss = [x for w in words for _, x in w]  # each word once, from the window it is predicted in
+        return {**metric.compute(), "loss": sum(word_loss) / max(len(word_loss), 1)}
     spans = _qa_spans(model, features, spec, batch_size, pad)
     metric, sweep = SquadMetrics(), SquadThresholdSweep() if spec.version_2 else None
     for k, e in enumerate(examples):

@@ -98,17 +98,24 @@ def test_document_shards_keep_whitespace_and_end_with_eos(tmp_path):
 
 
 def test_perplexity_of_a_uniform_model_is_the_vocabulary_size():
-    class Uniform(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.w = torch.nn.Parameter(torch.zeros(1))
-
-        def forward(self, input_ids, **_):
-            return type("O", (), {"logits": torch.zeros(*input_ids.shape, 50) + self.w})()
-
+    model = GPT2LMHeadModel(GPT2Config.from_preset("gpt2-tiny", vocab_size=50, n_positions=32)).eval()
+    torch.nn.init.zeros_(model.lm_head.weight)  # tied: every logit is 0
     blocks = _blocks([6, 9, 4], seq_len=8, keep_partial=True)
-    metrics = evaluate_perplexity(Uniform(), blocks, batch_size=2)
+    metrics = evaluate_perplexity(model, blocks, batch_size=2)
     assert metrics["perplexity"] == pytest.approx(50.0)
     # every token but block starts and document starts is a target: 19 - 3 blocks - 2 document starts inside
     labels = collate_blocks([blocks[i] for i in range(len(blocks))])["labels"]
     assert metrics["tokens"] == int((labels[:, 1:] != IGNORE_INDEX).sum())
+
+
+def test_perplexity_matches_the_cross_entropy_of_the_full_logits():
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig.from_preset("llama-tiny", vocab_size=64, max_position_embeddings=32)).eval()
+    blocks = _blocks([6, 9, 4, 7], seq_len=8, keep_partial=True)
+    batch = collate_blocks([blocks[i] for i in range(len(blocks))])
+    labels = batch.pop("labels")
+    with torch.no_grad():
+        logits = model(**batch).logits  # (B, T, V), the reference materialises them
+        expected = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 64), labels[:, 1:].reshape(-1))
+        metrics = evaluate_perplexity(model, blocks, batch_size=3)  # uneven batches: token-weighted mean
+    assert metrics["loss"] == pytest.approx(float(expected), rel=1e-5)

@@ -33,7 +33,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from plmkit.data.corpus import PathLike, iter_documents
@@ -183,19 +182,20 @@ def collate_blocks(examples: list[dict], pad_token_id: int = 0) -> dict[str, tor
 def evaluate_perplexity(model, dataset, batch_size: int = 8, max_batches: int | None = None,
                         collate=collate_blocks) -> dict[str, float]:
     """Mean next-token cross-entropy over every labelled token of `dataset` (at most `max_batches`
-    batches): {"loss", "perplexity" = exp(loss), "tokens"}. Model in eval mode is the caller's job."""
+    batches): {"loss", "perplexity" = exp(loss), "tokens"}. Model in eval mode is the caller's job.
+
+    The model computes its own loss with ``return_logits=False``, so a causal LM never materialises
+    the (B, T, V) logits (plmkit.nn.losses.linear_cross_entropy)."""
     device = next(model.parameters()).device
     total, count = 0.0, 0
     n = len(dataset) if max_batches is None else min(len(dataset), max_batches * batch_size)
     for start in range(0, n, batch_size):
         batch = collate([dataset[i] for i in range(start, min(n, start + batch_size))])
         batch = {k: v.to(device) for k, v in batch.items()}
-        labels = batch.pop("labels")
-        logits = model(**batch).logits.float()
-        targets = labels[:, 1:]
-        total += float(F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                                       ignore_index=IGNORE_INDEX, reduction="sum"))
-        count += int((targets != IGNORE_INDEX).sum())
+        tokens = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+        if tokens:
+            total += float(model(**batch, return_logits=False).loss.float()) * tokens
+            count += tokens
     if count == 0:
         raise DataError("no held-out tokens to evaluate on")
     loss = total / count
