@@ -15,6 +15,9 @@ Both sides fine-tune with --dropout (pretraining writes its checkpoints with dro
         --time-budget 10m --objective mlm --mask-rate 0.3 --seq-len 64 --lr 1e-3 --sinusoidal-positions \\
         --precision bf16 --out runs/bert-mini-10m
     python bench/pretraining_benefit.py --pretrained runs/bert-mini-10m/model
+
+Several --pretrained checkpoints with one config (e.g. runs of different lengths) are each compared
+with one random baseline, which is fine-tuned once.
 """
 from __future__ import annotations
 
@@ -42,7 +45,8 @@ def random_copy(pretrained: Path, out: Path, seed: int) -> Path:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--pretrained", type=Path, required=True, help="model directory written by plmkit pretrain")
+    ap.add_argument("--pretrained", type=Path, nargs="+", required=True,
+                    help="model directories written by plmkit pretrain (one config: one random baseline)")
     ap.add_argument("--epochs", type=float, default=3)
     ap.add_argument("--lr", type=float, nargs="+", default=[1e-4, 3e-4], help="learning rates tried for each model")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="fine-tuning runs per lr (means are compared)")
@@ -67,26 +71,30 @@ def main() -> None:
           f"{args.epochs:g} epochs, dropout {args.dropout:g}, lr {' / '.join(f'{lr:g}' for lr in args.lr)}, "
           f"seeds {' '.join(map(str, args.seeds))}; test: {test.name}", flush=True)
 
-    def finetune(model_dir: Path, lr: float, seed: int) -> tuple[float, float]:
+    def finetune(model_dir: Path, lr: float, seed: int, run: Path) -> tuple[float, float]:
         """(dev accuracy, test accuracy) of the best-on-dev checkpoint."""
         opts = tasks.FinetuneOptions(epochs=args.epochs, lr=lr, batch_size=args.batch_size, max_length=128,
                                      dropout=args.dropout, seed=seed, device="cpu", progress_bar=False,
                                      log_every=1000)
-        run = tmp / f"{model_dir.name}-{lr:g}-{seed}"
         tasks.finetune("classification", model_dir, train, run, dev, opts)
         best = run / "best" if (run / "best").exists() else run / "model"
         return tasks.evaluate_dir(best, dev, device="cpu")["accuracy"], tasks.evaluate_dir(best, test, device="cpu")["accuracy"]
 
-    models = {"pretrained": {seed: args.pretrained for seed in args.seeds},
-              "random init": {seed: random_copy(args.pretrained, tmp / f"random-{seed}", seed) for seed in args.seeds}}
+    first = args.pretrained[0]
+    for other in args.pretrained[1:]:
+        if (other / "config.json").read_text() != (first / "config.json").read_text():
+            raise SystemExit(f"{other} and {first} have different configs: compare them in separate runs")
+    names = [str(d) for d in args.pretrained] if len(args.pretrained) > 1 else ["pretrained"]
+    models = {name: {seed: d for seed in args.seeds} for name, d in zip(names, args.pretrained)}
+    models["random init"] = {seed: random_copy(first, tmp / f"random-{seed}", seed) for seed in args.seeds}
     results = {}
-    for name, model_dirs in models.items():
+    for k, (name, model_dirs) in enumerate(models.items()):
         by_lr = []  # (mean dev, mean test, lr, test accuracies)
         for lr in args.lr:
             devs, tests = [], []
             for seed, model_dir in model_dirs.items():
                 start = time.perf_counter()
-                dev_acc, test_acc = finetune(model_dir, lr, seed)
+                dev_acc, test_acc = finetune(model_dir, lr, seed, tmp / f"model{k}-{lr:g}-{seed}")
                 devs.append(dev_acc)
                 tests.append(test_acc)
                 print(f"  {name:<12} lr {lr:<7g} seed {seed}  dev accuracy {dev_acc:.4f}  test accuracy {test_acc:.4f}  "
@@ -97,9 +105,10 @@ def main() -> None:
         spread = f" ± {statistics.stdev(tests):.4f} (sd)" if len(tests) > 1 else ""
         print(f"  {name:<12} best on dev: lr {lr:g} (mean dev {dev_mean:.4f}), mean test accuracy {test_mean:.4f}{spread}",
               flush=True)
-    gap = 100 * (statistics.mean(results["pretrained"]) - statistics.mean(results["random init"]))
-    print(f"  pretrained - random init: {gap:+.1f} accuracy points, mean over {len(args.seeds)} seed(s) "
-          f"(target >= +5: {'meets' if gap >= 5 else 'MISSES'})")
+    for name in names:
+        gap = 100 * (statistics.mean(results[name]) - statistics.mean(results["random init"]))
+        print(f"  {name} - random init: {gap:+.1f} accuracy points, mean over {len(args.seeds)} seed(s) "
+              f"(target >= +5: {'meets' if gap >= 5 else 'MISSES'})")
 
 if __name__ == "__main__":
     main()
