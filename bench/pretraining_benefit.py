@@ -16,6 +16,9 @@ Both sides fine-tune with --dropout (pretraining writes its checkpoints with dro
         --precision bf16 --out runs/bert-mini-10m
     python bench/pretraining_benefit.py --pretrained runs/bert-mini-10m/model
 
+Before fine-tuning, a linear probe reads what each model already knows: logistic regression on its
+frozen, mean-pooled last-layer features (regularisation chosen on dev), test accuracy printed.
+
 Several --pretrained checkpoints with one config (e.g. runs of different lengths) are each compared
 with one random baseline, which is fine-tuned once.
 """
@@ -41,6 +44,42 @@ def random_copy(pretrained: Path, out: Path, seed: int) -> Path:
         if f.name not in ("config.json", "model.safetensors"):
             shutil.copy(f, out / f.name)
     return out
+
+
+def texts_and_labels(path: Path) -> tuple[list[str], list[str]]:
+    import json
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [r["text"] for r in rows], [str(r["label"]) for r in rows]
+
+
+@torch.no_grad()
+def mean_features(model_dir: Path, texts: list[str], batch_size: int = 64) -> torch.Tensor:
+    """(N, H) mean of the last layer over each text's real tokens, the model frozen."""
+    from plmkit.models.bert import BertModel
+    from plmkit.tokenization import Tokenizer
+
+    tok, model = Tokenizer.from_pretrained(model_dir), BertModel.from_pretrained(model_dir).eval()
+    out = []
+    for start in range(0, len(texts), batch_size):
+        batch = tok(texts[start:start + batch_size], padding=True, truncation=True, max_length=128, return_tensors="pt")
+        h = model(**batch).last_hidden_state  # (B, T, H), zeros at padding
+        mask = batch["attention_mask"].unsqueeze(-1).float()  # (B, T, 1)
+        out.append((h * mask).sum(1) / mask.sum(1))
+    return torch.cat(out)
+
+
+def probe_accuracy(model_dir: Path, splits: dict[str, tuple[list[str], list[str]]]) -> float:
+    """Test accuracy of a logistic regression on frozen features, its inverse strength C best on dev."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x = {name: mean_features(model_dir, texts).numpy() for name, (texts, _) in splits.items()}
+    y = {name: labels for name, (_, labels) in splits.items()}
+    fits = [make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000)).fit(x["train"], y["train"])
+            for c in (0.001, 0.01, 0.1, 1.0)]
+    best = max(fits, key=lambda f: f.score(x["dev"], y["dev"]))
+    return best.score(x["test"], y["test"])
 
 
 def main() -> None:
@@ -87,6 +126,12 @@ def main() -> None:
     names = [str(d) for d in args.pretrained] if len(args.pretrained) > 1 else ["pretrained"]
     models = {name: {seed: d for seed in args.seeds} for name, d in zip(names, args.pretrained)}
     models["random init"] = {seed: random_copy(first, tmp / f"random-{seed}", seed) for seed in args.seeds}
+    splits = {"train": texts_and_labels(train), "dev": texts_and_labels(dev), "test": texts_and_labels(test)}
+    for name, model_dirs in models.items():
+        probes = [probe_accuracy(d, splits) for d in dict.fromkeys(model_dirs.values())]
+        spread = f" ± {statistics.stdev(probes):.4f} (sd)" if len(probes) > 1 else ""
+        print(f"  {name:<12} linear probe on frozen features: test accuracy {statistics.mean(probes):.4f}{spread}",
+              flush=True)
     results = {}
     for k, (name, model_dirs) in enumerate(models.items()):
         by_lr = []  # (mean dev, mean test, lr, test accuracies)
