@@ -104,6 +104,31 @@ def test_resume_through_the_cli_is_exact(tmp_path):
     assert losses(tmp_path / "resumed") == losses(tmp_path / "straight")
 
 
+def test_a_refused_run_leaves_the_earlier_run_untouched(tmp_path, capsys):
+    text = corpus(tmp_path / "en.txt", EN)
+    out = tmp_path / "run"
+    assert main(args(tmp_path, text, out, "--max-steps", "2")) == 0
+    saved = (out / "pretrain_config.json").read_text()
+    capsys.readouterr()
+    assert main(args(tmp_path, text, out, "--max-steps", "2")) == 2  # a second fresh run over the first
+    assert "--resume" in capsys.readouterr().err
+    assert main(args(tmp_path, text, out, "--max-steps", "4", "--resume", "--seq-len", "32")) == 2
+    assert "data.seq_len 48 -> 32" in capsys.readouterr().err
+    assert (out / "pretrain_config.json").read_text() == saved
+
+
+def test_wrongly_typed_run_file_values_are_named(tmp_path, capsys):
+    text = corpus(tmp_path / "en.txt", EN)
+    bad = tmp_path / "bad.yaml"
+    for section, line, message in [("data", 'mask_rate: "0.3"', "mask_rate must be float"),
+                                   ("train", "grad_clip: '1.0'", "grad_clip must be float or None"),
+                                   ("model", "layer_norm_eps: '1e-12'", "layer_norm_eps must be float")]:
+        bad.write_text(f"{section}:\n  {line}\n")
+        assert main(args(tmp_path, text, tmp_path / "o", "--max-steps", "1", "--config", str(bad))) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+
+
 def test_empty_corpus_and_unknown_run_file_key_are_clear_errors(tmp_path, capsys):
     (tmp_path / "empty.txt").write_text("\n \n")
     assert main(args(tmp_path, str(tmp_path / "empty.txt"), tmp_path / "o", "--max-steps", "1")) == 2

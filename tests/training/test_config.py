@@ -51,3 +51,20 @@ def test_greater_is_better_follows_metric_name():
 def test_invalid_values_are_named(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         TrainConfig(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"max_steps": 1, "lr": "5e-4"}, r"lr must be float, got '5e-4' \(str\)"),
+    ({"max_steps": 2.0}, "max_steps must be int or None"),
+    ({"max_steps": 1, "grad_clip": "1"}, "grad_clip must be float or None"),
+    ({"max_steps": 1, "progress_bar": "no"}, "progress_bar must be bool"),
+    ({"max_steps": 1, "seed": True}, "seed must be int"),
+])
+def test_wrongly_typed_values_are_named(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(**kwargs)
+
+
+def test_an_int_is_a_float_and_a_duration_may_be_text():
+    cfg = TrainConfig(lr=1, warmup_ratio=0, time_budget="10m")
+    assert cfg.lr == 1 and cfg.time_budget == 600

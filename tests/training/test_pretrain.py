@@ -65,3 +65,31 @@ def test_init_keys_are_validated_with_the_model_section():
     PretrainConfig.from_dict({"model": {"sinusoidal_position_init": True}, "train": {"max_steps": 1}})
     with pytest.raises(ConfigError, match="sinusoidal_positions"):
         PretrainConfig.from_dict({"model": {"sinusoidal_positions": True}, "train": {"max_steps": 1}})
+
+
+def test_run_file_reads_exponent_floats_as_numbers(tmp_path):
+    # PyYAML (YAML 1.1) reads `5e-4` as the string '5e-4'; a run file must read it as the number people mean
+    from plmkit.training.pretrain import load_run_file
+    run_file = tmp_path / "run.yaml"
+    run_file.write_text("train:\n  lr: 5e-4\n  max_steps: 2\n  eps: 1E-8\nmodel:\n  layer_norm_eps: 1e-12\n"
+                        "data:\n  seq_len: 64\n  corpus: [1e3.txt]\n")
+    values = load_run_file(run_file)
+    assert values["train"] == {"lr": 5e-4, "max_steps": 2, "eps": 1e-8}
+    assert values["model"]["layer_norm_eps"] == 1e-12 and values["data"]["seq_len"] == 64
+    assert values["data"]["corpus"] == ["1e3.txt"]
+    cfg = PretrainConfig.from_dict(values)
+    assert cfg.train.lr == 5e-4 and cfg.model["layer_norm_eps"] == 1e-12
+
+
+def test_a_tokenizer_without_bert_special_tokens_is_a_clear_error(tmp_path):
+    from plmkit.training.pretrain import run_pretraining
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(TEXT) + "\n")
+    Tokenizer.train_bpe(TEXT, 300).save_pretrained(tmp_path / "bpe")  # GPT-2 style: no [CLS]/[SEP]/[MASK]/[PAD]
+    cfg = PretrainConfig.from_dict({"out": str(tmp_path / "run"), "model": {"preset": "bert-tiny"},
+                                    "data": {"corpus": [str(corpus)], "tokenizer": str(tmp_path / "bpe"),
+                                             "cache_dir": str(tmp_path / "cache")},
+                                    "train": {"max_steps": 1, "progress_bar": False}})
+    with pytest.raises(ConfigError, match=r"bpe.*\[CLS\].*\[SEP\].*\[MASK\].*\[PAD\]"):
+        run_pretraining(cfg, log=lambda line: None)
+    assert not (tmp_path / "cache").exists()  # refused before tokenizing the corpus

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
+import types
+import typing
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -83,6 +85,7 @@ class TrainConfig:
     progress_bar: bool = True
 
     def __post_init__(self) -> None:
+        check_field_types(self, "TrainConfig")
         if self.time_budget is not None:
             self.time_budget = parse_duration(self.time_budget)
         self.betas = tuple(float(b) for b in self.betas)  # lists from yaml/json
@@ -153,6 +156,25 @@ class TrainConfig:
         out = dataclasses.asdict(self)
         out["betas"] = list(self.betas)
         return out
+
+
+_SCALARS = (bool, int, float, str)
+
+
+def check_field_types(config: Any, where: str) -> None:
+    """Refuse a scalar field whose value has the wrong type (a quoted number in a run file, say),
+    naming the field. An int passes for a float; containers and other types are left to the caller."""
+    for name, hint in typing.get_type_hints(type(config)).items():
+        if name not in {f.name for f in dataclasses.fields(config)}:
+            continue
+        allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else (hint,)
+        if not all(t in _SCALARS or t is type(None) for t in allowed):
+            continue
+        value = getattr(config, name)
+        ok = any(t is type(value) or (t is float and _is_int(value)) for t in allowed)
+        if not ok:
+            wanted = " or ".join("None" if t is type(None) else t.__name__ for t in allowed)
+            raise ConfigError(f"{where}: {name} must be {wanted}, got {value!r} ({type(value).__name__})")
 
 
 def _is_int(value: Any) -> bool:

@@ -38,10 +38,11 @@ from plmkit.data.masking import PretrainingCollator
 from plmkit.data.nsp import (PretrainingDataset, group_documents, nsp_instances, packed_instances,
                              split_documents)
 from plmkit.data.shards import TokenShards, build_token_shards
-from plmkit.errors import ConfigError
+from plmkit.errors import ConfigError, TrainingError
 from plmkit.models.bert import BERT_PRESETS, IGNORE_INDEX, BertConfig, BertForMaskedLM, BertForPreTraining
 from plmkit.nn.embeddings import sinusoidal_table
-from plmkit.training.config import TrainConfig
+from plmkit.training.checkpoint import list_checkpoints
+from plmkit.training.config import TrainConfig, check_field_types
 from plmkit.training.rng import seed_everything
 from plmkit.training.trainer import Trainer, TrainResult, format_duration
 
@@ -80,6 +81,7 @@ class PretrainDataConfig:
         if isinstance(self.corpus, (str, os.PathLike)):
             self.corpus = [str(self.corpus)]
         self.corpus = [str(p) for p in self.corpus]
+        check_field_types(self, "data")
 
         def need(ok: bool, message: str) -> None:
             if not ok:
@@ -125,6 +127,12 @@ class PretrainConfig:
                         f"{source}: unknown model key")
         if model["preset"] not in BERT_PRESETS:
             raise ConfigError(f"{source}: unknown model preset {model['preset']!r}; choose one of {', '.join(BERT_PRESETS)}")
+        for key in INIT_KEYS - {"preset"}:
+            if not isinstance(model[key], bool):
+                raise ConfigError(f"{source}: model {key} must be true or false, got {model[key]!r}")
+        # the BertConfig is built for real once the tokenizer is known; check its fields now, before any work
+        check_field_types(BertConfig.from_preset(model["preset"], **{k: v for k, v in model.items() if k not in INIT_KEYS}),
+                          f"{source}: model")
         data = values.get("data", {})
         _reject_unknown(data, {f.name for f in dataclasses.fields(PretrainDataConfig)}, f"{source}: unknown data key")
         train = {**TRAIN_DEFAULTS, **values.get("train", {})}
@@ -152,7 +160,7 @@ def load_run_file(path: str | os.PathLike) -> dict[str, Any]:
             values = json.loads(text)
         else:
             import yaml
-            values = yaml.safe_load(text)
+            values = yaml.load(text, Loader=_run_file_loader())
     except Exception as err:  # yaml/json syntax errors
         raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {err}") from None
     if values is None:
@@ -160,6 +168,21 @@ def load_run_file(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: a run file must be a mapping with sections model/data/train")
     return values
+
+
+def _run_file_loader():
+    """yaml.SafeLoader that also reads exponent floats without a dot (``5e-4``, ``1E-8``) as numbers,
+    as YAML 1.2 and JSON do; PyYAML's YAML 1.1 rules would leave them strings."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
+                                 list("-+0123456789"))
+    return Loader
 
 
 @dataclass
@@ -186,6 +209,7 @@ def run_pretraining(cfg: PretrainConfig, resume: bool = False, log=print) -> Pre
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     next(iter_documents(data.corpus))  # fail fast, with a clear DataError, on a missing or empty corpus
+    _check_run_dir(out, cfg, resume)
     (out / "pretrain_config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
 
     tokenizer, tokenizer_dir = _tokenizer(data, out, log)
@@ -215,11 +239,36 @@ def run_pretraining(cfg: PretrainConfig, resume: bool = False, log=print) -> Pre
                           len(eval_set) if eval_set else 0)
 
 
+def _check_run_dir(out: Path, cfg: PretrainConfig, resume: bool) -> None:
+    """Refuse, before anything in `out` is overwritten, a fresh run over another run's checkpoints
+    and a resumed run whose model or data settings differ from the ones it was started with."""
+    if not list_checkpoints(out / "checkpoints"):
+        return
+    if not resume:
+        raise TrainingError(f"{out} already holds checkpoints of another run: add --resume to continue it, "
+                            "or give an empty --out")
+    saved_file = out / "pretrain_config.json"
+    if not saved_file.is_file():
+        return
+    saved, now = json.loads(saved_file.read_text()), json.loads(json.dumps(cfg.to_dict()))
+    changed = [f"{section}.{key} {saved[section][key]!r} -> {value!r}"
+               for section in ("model", "data") for key, value in now[section].items()
+               if key in saved.get(section, {}) and saved[section][key] != value]
+    if changed:
+        raise ConfigError(f"{saved_file}: a resumed run keeps its model and data settings; changed: {', '.join(changed)}")
+
+
 def _tokenizer(data: PretrainDataConfig, out: Path, log):
     from plmkit.tokenization import Tokenizer
 
     if data.tokenizer:
-        return Tokenizer.from_pretrained(data.tokenizer), Path(data.tokenizer)
+        tokenizer = Tokenizer.from_pretrained(data.tokenizer)
+        missing = [name for name in ("cls", "sep", "mask", "pad") if getattr(tokenizer, f"{name}_token_id") is None]
+        if missing:
+            raise ConfigError(f"tokenizer {data.tokenizer} has no {', '.join(f'[{m.upper()}]' for m in missing)} "
+                              "token(s), which BERT pretraining needs; give a WordPiece tokenizer "
+                              "(plmkit tokenizer train --type wordpiece) or leave --tokenizer out to train one")
+        return tokenizer, Path(data.tokenizer)
     directory = out / "tokenizer"
     if (directory / "tokenizer.json").is_file():
         log(f"reusing the tokenizer trained earlier in {directory}")

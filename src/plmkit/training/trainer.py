@@ -168,7 +168,7 @@ class Trainer:
         if list_checkpoints(self.checkpoint_dir):
             raise TrainingError(
                 f"{self.checkpoint_dir} already holds checkpoints of another run; "
-                "pass resume=True to continue it, or choose an empty out_dir"
+                "resume it (--resume, or train(resume=True)) or give an empty output directory"
             )
         if resume:
             print(f"no checkpoint in {self.checkpoint_dir}; starting from step 0")
