@@ -13,7 +13,8 @@ import finetune_helpers as h  # noqa: E402
 
 from plmkit import tasks  # noqa: E402
 from plmkit.data.tasks import ner as ner_data, pad_collate, qa as qa_data, relation as rel_data  # noqa: E402
-from plmkit.models.bert import BertForRelationClassification, BertForTokenClassification  # noqa: E402
+from plmkit.errors import DataError  # noqa: E402
+from plmkit.models.bert import BertConfig, BertForRelationClassification, BertForTokenClassification  # noqa: E402
 from plmkit.nn.lora import plain_state_dict  # noqa: E402
 from plmkit.tokenization import Tokenizer  # noqa: E402
 from plmkit.training import TrainConfig  # noqa: E402
@@ -201,3 +202,46 @@ def test_dropout_option_replaces_the_checkpoints_rates(tmp_path):
     assert rates == {0.25}
     with pytest.raises(ConfigError, match="dropout must be in"):
         tasks.prepare_model("classification", tiny, tok, spec, ["neg", "pos"], dropout=1.0)
+
+
+def test_prediction_records_that_are_not_objects_are_data_errors():
+    for task in ("classification", "ner", "relation", "qa"):
+        for bad in (5, [1]):
+            with pytest.raises(DataError, match=r"<stdin>:1: expected a JSON object"):
+                tasks._records_to_examples(task, [bad], "<stdin>")
+    for task in ("relation", "qa"):
+        with pytest.raises(DataError, match=r"<stdin>:1: expected a JSON object, got str"):
+            tasks._records_to_examples(task, ["a"], "<stdin>")
+    with pytest.raises(DataError, match=r"in.jsonl:1: 'text_pair' must be a string"):
+        tasks._records_to_examples("classification", [{"text": "a", "text_pair": 5}], "in.jsonl")
+
+
+def test_conll_prediction_input_missing_or_not_utf8(tmp_path):
+    with pytest.raises(DataError, match="no such file"):
+        tasks.read_prediction_input("ner", str(tmp_path / "nope.conll"))
+    latin = tmp_path / "latin.conll"
+    latin.write_bytes(b"John\nJos\xe9\n")
+    with pytest.raises(DataError, match=r"latin.conll:2: not UTF-8"):
+        tasks.read_prediction_input("ner", str(latin))
+
+
+def test_model_dir_whose_task_file_and_architecture_disagree(tmp_path):
+    from plmkit.errors import CheckpointError
+    BertForTokenClassification(BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                                          intermediate_size=16,
+                                          id2label={0: "O", 1: "B-X"})).save_pretrained(tmp_path)
+    tasks.TaskSpec("classification").save(tmp_path)
+    with pytest.raises(CheckpointError, match="says task 'classification'.*BertForTokenClassification"):
+        tasks.load_model_dir(tmp_path)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        tasks.TaskSpec.load(tmp_path / "nope")
+
+
+def test_finetune_max_length_beyond_the_models_positions(tmp_path):
+    from plmkit.errors import ConfigError
+    data = tmp_path / "t.jsonl"
+    data.write_text('{"text": "good", "label": "pos"}\n{"text": "bad", "label": "neg"}\n')
+    with pytest.raises(ConfigError, match=r"max_length=1000 is longer than .*max_position_embeddings=256"):
+        tasks.finetune("classification", h.tiny_model_dir(), data, tmp_path / "out",
+                       options=tasks.FinetuneOptions(max_length=1000, max_steps=1, device="cpu", progress_bar=False))
+    assert not (tmp_path / "out" / "model").exists()

@@ -29,14 +29,15 @@ import torch
 import torch.nn.functional as F
 
 from plmkit.data.loader import BatchLoader
-from plmkit.data.tasks import batches_by_length, jsonl_rows, length_of, pad_collate
+from plmkit.data.tasks import batches_by_length, jsonl_rows, length_of, open_text, pad_collate
 from plmkit.data.tasks import classification as cls_data
 from plmkit.data.tasks import ner as ner_data
 from plmkit.data.tasks import qa as qa_data
 from plmkit.data.tasks import relation as rel_data
-from plmkit.errors import ConfigError, DataError
+from plmkit.errors import CheckpointError, ConfigError, DataError
 from plmkit.evaluation import (ClassificationMetrics, EntityMetrics, MultiLabelMetrics, RegressionMetrics,
                                RelationMetrics, SquadMetrics, SquadThresholdSweep)
+from plmkit.models.io import check_model_dir
 
 log = logging.getLogger("plmkit")
 
@@ -67,7 +68,7 @@ class TaskSpec:
 
     @classmethod
     def load(cls, directory: str | Path) -> "TaskSpec":
-        path = Path(directory) / TASK_FILE
+        path = check_model_dir(directory) / TASK_FILE
         if not path.is_file():
             architectures = _architectures(directory)
             guess = {"BertForSequenceClassification": "classification", "BertForTokenClassification": "ner",
@@ -130,10 +131,14 @@ class FinetuneOptions:
 # ------------------------------------------------------------------ loading
 def load_model_dir(directory: str | Path):
     """(model in eval mode, tokenizer, TaskSpec) of a fine-tuned model directory."""
-    from plmkit.models.auto import load_any
+    from plmkit.models.auto import load_any, model_class
     from plmkit.tokenization import Tokenizer
     spec = TaskSpec.load(directory)
     model = load_any(directory)
+    expected = model_class(model.config.model_type, MODEL_TASK[spec.task])
+    if not isinstance(model, expected):
+        raise CheckpointError(f"{directory}: {TASK_FILE} says task {spec.task!r}, which needs a {expected.__name__}, "
+                              f"but config.json's architectures make it a {type(model).__name__}")
     return model.eval(), Tokenizer.from_pretrained(directory), spec
 
 
@@ -262,7 +267,7 @@ def predict_records(model, tokenizer, spec: TaskSpec, records: list[dict], batch
     examples = _records_to_examples(spec.task, records, where)
     if spec.task == "ner" and isinstance(examples[0], str):
         return ner_predict_texts(model, tokenizer, spec, examples, batch_size)
-    features = encode(spec.task, tokenizer, examples, spec, None)
+    features = encode(spec.task, tokenizer, examples, spec, None, path=where)
     results: list[dict | None] = [None] * len(examples)
     config = model.config
     pad = tokenizer.pad_token_id
@@ -371,11 +376,15 @@ def _records_to_examples(task: str, records: list, where: str):
     """Examples from user records (dicts as in the training files, labels optional)."""
     out = []
     for n, r in enumerate(records, 1):
+        if not isinstance(r, dict) and not (isinstance(r, str) and task in ("classification", "ner")):
+            raise DataError(f"{where}:{n}: expected a JSON object, got {type(r).__name__}")
         if task == "classification":
             if isinstance(r, str):
                 r = {"text": r}
             if not isinstance(r.get("text"), str):
                 raise DataError(f"{where}:{n}: needs a string field 'text'")
+            if r.get("text_pair") is not None and not isinstance(r["text_pair"], str):
+                raise DataError(f"{where}:{n}: 'text_pair' must be a string, got {type(r['text_pair']).__name__}")
             out.append(cls_data.ClassificationExample(r["text"], r.get("text_pair"), None, n))
         elif task == "ner":
             if isinstance(r, str):
@@ -429,7 +438,7 @@ def read_prediction_input(task: str, path: str) -> list:
 
 
 def _has_tags(path) -> bool:
-    first = next((line for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()), "")
+    first = next((line for line in open_text(path) if line.strip()), "")
     return len(first.split("\t") if "\t" in first else first.split()) >= 2
 
 
@@ -540,7 +549,7 @@ def finetune(task: str, model_dir, train, out_dir, eval_data=None, options: Fine
         spec.stride = o.stride
     labels = None
     if task == "classification":
-        spec.problem_type = cls_data.problem_type_of(train_examples)
+        spec.problem_type = cls_data.problem_type_of(train_examples, train)
         labels = None if spec.problem_type == cls_data.REGRESSION else cls_data.label_names(train_examples)
         if spec.problem_type == cls_data.REGRESSION:
             labels = ["score"]
@@ -556,6 +565,10 @@ def finetune(task: str, model_dir, train, out_dir, eval_data=None, options: Fine
         raise DataError(f"{train}: the training data has only one label ({labels}); a classifier needs two or more")
 
     model = prepare_model(task, model_dir, tokenizer, spec, labels, o.dropout)
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if positions is not None and o.max_length > positions:
+        raise ConfigError(f"max_length={o.max_length} is longer than {model_dir} takes (max_position_embeddings="
+                          f"{positions}); use --max-length {positions} or less")
     label2id = model.config.label2id if labels is not None and spec.problem_type != cls_data.REGRESSION else None
     train_features = encode(task, tokenizer, train_examples, spec, label2id, path=train, training=True)
     eval_features = (encode(task, tokenizer, eval_examples, spec, label2id, path=eval_data)

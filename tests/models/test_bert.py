@@ -108,6 +108,19 @@ def test_pytorch_bin_loads_without_unpickling_code(tmp_path):
     torch.testing.assert_close(loaded.pooler.dense.weight, model.pooler.dense.weight)
 
 
+def test_pytorch_bin_with_code_is_refused_with_a_checkpoint_error(tmp_path):
+    import pickle
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("this must never run",))
+
+    BertModel(BertConfig(**TINY)).config.save(tmp_path)
+    (tmp_path / "pytorch_model.bin").write_bytes(pickle.dumps({"x": Payload()}))
+    with pytest.raises(CheckpointError, match="does not unpickle"):
+        BertModel.from_pretrained(tmp_path)
+
+
 def test_outputs_index_like_hf():
     model = BertForSequenceClassification(BertConfig(**TINY)).eval()
     out = model(torch.randint(0, 50, (2, 4)), labels=torch.tensor([0, 1]))

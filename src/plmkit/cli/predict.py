@@ -6,6 +6,7 @@ import json
 import sys
 
 from plmkit import tasks
+from plmkit.errors import ConfigError
 
 
 def add_parser(subparsers) -> None:
@@ -33,7 +34,10 @@ def run(args: argparse.Namespace) -> int:
     results = tasks.predict_dir(args.model, records, args.batch_size, args.device,
                                 where="<stdin>" if args.input == "-" else args.input,
                                 null_score_diff_threshold=args.null_score_diff_threshold)
-    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    try:
+        out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    except OSError as err:
+        raise ConfigError(f"--output {args.output}: cannot write there ({err.strerror})") from None
     try:
         for r in results:
             out.write(json.dumps(r, ensure_ascii=False) + "\n")

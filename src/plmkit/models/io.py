@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import tempfile
 from pathlib import Path
@@ -62,7 +63,10 @@ def read_weights(directory: Path) -> dict[str, torch.Tensor]:
             return {k: v for shard in shards for k, v in load_file(directory / shard).items()}
         if pt.exists():
             return torch.load(pt, map_location="cpu", weights_only=True)
-    except (SafetensorError, OSError, RuntimeError, ValueError, KeyError) as err:
+    except pickle.UnpicklingError:  # weights_only=True refused something that is not plain tensors
+        raise CheckpointError(f"{pt}: corrupt, or holds objects other than tensors, which plmkit does not unpickle "
+                              "(they could run code); convert a trusted checkpoint to model.safetensors") from None
+    except (SafetensorError, OSError, RuntimeError, ValueError, KeyError, EOFError) as err:
         raise CheckpointError(f"{directory}: cannot read the weights ({err}); the file may be corrupt or truncated") from None
     raise CheckpointError(f"{directory}: no weights file; expected one of {', '.join(WEIGHT_FILES)}")
 

@@ -55,6 +55,24 @@ def test_classification_errors_name_file_and_line(tmp_path, tok):
         C.encode_examples(tok, C.read_classification(ev), 32, {"x": 0, "y": 1}, C.SINGLE, ev)
 
 
+def test_non_utf8_non_finite_and_mixed_labels_name_file_and_line(tmp_path):
+    latin = tmp_path / "latin.jsonl"
+    latin.write_bytes(b'{"text": "a", "label": "x"}\n{"text": "caf\xe9", "label": "y"}\n')
+    with pytest.raises(DataError, match=r"latin.jsonl:2: not UTF-8"):
+        C.read_classification(latin)
+    nan = tmp_path / "nan.jsonl"
+    nan.write_text('{"text": "a", "label": 0.5}\n{"text": "b", "label": NaN}\n')
+    with pytest.raises(DataError, match=r"nan.jsonl:2: 'label' is nan"):
+        C.read_classification(nan)
+    named = tmp_path / "named.csv"  # in a table, "nan" / "inf" are class names, not regression targets
+    named.write_text("text,label\na,nan\nb,inf\n")
+    assert [e.label for e in C.read_classification(named)] == ["nan", "inf"]
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text('{"text": "a", "label": "x"}\n{"text": "b", "label": 0.5}\n')
+    with pytest.raises(DataError, match=r"mixed.jsonl: labels mix kinds"):
+        C.problem_type_of(C.read_classification(mixed), mixed)
+
+
 def test_dynamic_padding(tok):
     ex = [C.ClassificationExample("short", None, "a", 1), C.ClassificationExample("a much longer text " * 3, None, "b", 2)]
     feats = C.encode_examples(tok, ex, 128, {"a": 0, "b": 1})
@@ -166,6 +184,22 @@ def test_relation_markers_and_positions(tmp_path, tok):
         R.read_relations(bad)
 
 
+def test_relation_entity_beyond_max_length_is_an_error(tmp_path):
+    """A marker cut off by truncation would silently point the classifier at [CLS]."""
+    tok = Tokenizer.from_pretrained(h.tiny_model_dir())
+    with pytest.raises(ConfigError, match="lacks the entity markers"):  # not a misleading "beyond max_length"
+        R.encode_relations(tok, R.read_relations(h.relation_file(tmp_path / "r.jsonl")), 64, None)
+    tok.add_special_tokens({"additional_special_tokens": list(R.MARKERS)})
+    text = "the film " * 40 + "Steve Jobs founded Apple"
+    end = len(text)
+    path = h.relation_file(tmp_path / "long.jsonl", [
+        h.RELATIONS[0], {"text": text, "head": [end - 24, end - 14], "tail": [end - 5, end], "relation": "founded"}])
+    ex = R.read_relations(path)
+    with pytest.raises(DataError, match=r"long.jsonl:2: the head entity lies beyond max_length=32"):
+        R.encode_relations(tok, ex, 32, {"founded": 0, "no_relation": 1}, path)
+    assert len(R.encode_relations(tok, ex, 256, {"founded": 0, "no_relation": 1}, path)) == 2
+
+
 # --- QA ---------------------------------------------------------------------------------------
 def test_qa_windows_round_trip_answers(tmp_path, tok):
     ex = Q.read_squad(h.squad_file(tmp_path / "s.json"))
@@ -217,3 +251,14 @@ def test_squad_reader_errors(tmp_path):
     p.write_text('{"data": [\n  oops]}')
     with pytest.raises(DataError, match=r"s.json:2: not valid JSON"):
         Q.read_squad(p)
+    p.write_bytes(b'{"data": [{"paragraphs": [{"context": "caf\xe9", "qas": []}]}]}')
+    with pytest.raises(DataError, match=r"s.json:1: not UTF-8"):
+        Q.read_squad(p)
+    for doc, where in (({"data": ["oops"]}, r"data\[0\]"),
+                       ({"data": [{"paragraphs": ["oops"]}]}, r"data\[0\].paragraphs\[0\]"),
+                       ({"data": [{"paragraphs": [{"context": "abc", "qas": ["oops"]}]}]}, r"qas\[0\]"),
+                       ({"data": [{"paragraphs": [{"context": "abc", "qas": [
+                           {"id": "x", "question": "q?", "answers": ["abc"]}]}]}]}, r"answers\[0\]")):
+        p.write_text(json.dumps(doc))
+        with pytest.raises(DataError, match=where + ": expected a JSON object, got str"):
+            Q.read_squad(p)

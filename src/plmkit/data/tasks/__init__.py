@@ -21,13 +21,21 @@ def open_text(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not UTF-8 text (byte {err.start})") from None
+    text = read_utf8(path)
     if not text.strip():
         raise DataError(f"{path}: the file is empty")
     return text.splitlines()
+
+
+def read_utf8(path: Path) -> str:
+    """The file's text (a UTF-8 BOM dropped); DataError naming file:line if it is not UTF-8."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text (byte {err.start}: {raw[err.start:err.start + 1]!r}); "
+                        "re-save the file as UTF-8") from None
 
 
 def jsonl_rows(path: str | Path) -> Iterator[tuple[int, dict]]:

@@ -8,6 +8,7 @@ there a label that parses as a non-integer number is a regression target.
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +57,8 @@ def _normalise_label(label, where: str):
     if isinstance(label, (str, int)):
         return str(label)
     if isinstance(label, float):
+        if not math.isfinite(label):
+            raise DataError(f"{where}: 'label' is {label}; a regression target must be a finite number")
         return label
     if isinstance(label, list) and all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in label):
         return [str(v) for v in label]
@@ -82,16 +85,19 @@ def _number_or_text(value: str):
         number = float(value)
     except ValueError:
         return value
+    if not math.isfinite(number):  # "nan", "inf": a class name, not a regression target
+        return value
     return value if number.is_integer() and "." not in value else number
 
 
-def problem_type_of(examples: list[ClassificationExample]) -> str:
+def problem_type_of(examples: list[ClassificationExample], path=None) -> str:
     kinds = {MULTI if isinstance(e.label, list) else REGRESSION if isinstance(e.label, float) else SINGLE
              for e in examples if e.label is not None}
     if len(kinds) > 1:
         first = {k: next(e.line for e in examples if (MULTI if isinstance(e.label, list) else REGRESSION
                                                       if isinstance(e.label, float) else SINGLE) == k) for k in kinds}
-        raise DataError("labels mix kinds: " + ", ".join(f"{k} (first at line {line})" for k, line in first.items()))
+        where = f"{path}: " if path is not None else ""
+        raise DataError(where + "labels mix kinds: " + ", ".join(f"{k} (first at line {line})" for k, line in first.items()))
     return kinds.pop() if kinds else SINGLE
 
 

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from plmkit.data.tasks import window_starts
+from plmkit.data.tasks import read_utf8, window_starts
 from plmkit.errors import DataError
 
 
@@ -30,7 +30,7 @@ def read_squad(path: str | Path, require_answers: bool = True) -> list[QAExample
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    text = path.read_text(encoding="utf-8-sig")
+    text = read_utf8(path)
     if not text.strip():
         raise DataError(f"{path}: the file is empty")
     try:
@@ -41,19 +41,23 @@ def read_squad(path: str | Path, require_answers: bool = True) -> list[QAExample
         raise DataError(f"{path}: a SQuAD file is an object with a 'data' list of articles")
     examples = []
     for a, article in enumerate(doc["data"]):
+        _need_object(article, f"{path}: data[{a}]")
         for p, para in enumerate(article.get("paragraphs", [])):
             where = f"{path}: data[{a}].paragraphs[{p}]"
+            _need_object(para, where)
             context = para.get("context")
             if not isinstance(context, str) or not context:
                 raise DataError(f"{where}: needs a non-empty 'context'")
             for q, qa in enumerate(para.get("qas", [])):
+                _need_object(qa, f"{where}.qas[{q}]")
                 qwhere = f"{where}.qas[{q}] (id {qa.get('id')!r})"
                 question = qa.get("question")
                 if not isinstance(question, str) or not question.strip():
                     raise DataError(f"{qwhere}: needs a non-empty 'question'")
                 impossible = bool(qa.get("is_impossible", False))
                 answers = qa.get("answers") or []
-                for ans in answers:
+                for n, ans in enumerate(answers):
+                    _need_object(ans, f"{qwhere}: answers[{n}]")
                     start, ans_text = ans.get("answer_start"), ans.get("text")
                     if not isinstance(start, int) or not isinstance(ans_text, str) \
                             or context[start:start + len(ans_text)] != ans_text:
@@ -64,6 +68,11 @@ def read_squad(path: str | Path, require_answers: bool = True) -> list[QAExample
     if not examples:
         raise DataError(f"{path}: no questions")
     return examples
+
+
+def _need_object(value, where: str) -> None:
+    if not isinstance(value, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(value).__name__} {value!r:.40}")
 
 
 def windows(tokenizer, examples: list[QAExample], max_length: int = 384, doc_stride: int = 128,

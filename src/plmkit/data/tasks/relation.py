@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from plmkit.data.tasks import jsonl_rows
-from plmkit.errors import DataError
+from plmkit.errors import ConfigError, DataError
 
 MARKERS = ("[E1]", "[/E1]", "[E2]", "[/E2]")
 NO_RELATION_NAMES = ("no_relation", "no-relation", "NA", "None", "Other", "other", "O")
@@ -82,15 +82,20 @@ def encode_relations(tokenizer, examples: list[RelationExample], max_length: int
                      label2id: dict[str, int] | None, path="data") -> list[dict]:
     """Ids of the marked texts + `entity_positions` [pos of [E1], pos of [E2]].
 
-    A marker cut off by max_length points at [CLS] (position 0); keep max_length large enough.
+    A text whose entity markers fall beyond max_length tokens is a DataError naming file:line.
     """
     e1, e2 = tokenizer.convert_tokens_to_ids([MARKERS[0], MARKERS[2]])
+    if tokenizer.unk_token_id in (e1, e2):
+        raise ConfigError(f"the tokenizer lacks the entity markers {', '.join(MARKERS)}; add them with "
+                          "tokenizer.add_special_tokens({'additional_special_tokens': [...]})")
     enc = tokenizer([with_markers(e) for e in examples], truncation=True, max_length=max_length)
     features = []
     for i, e in enumerate(examples):
         ids = enc["input_ids"][i]
-        f = {"input_ids": ids, "token_type_ids": [0] * len(ids),
-             "entity_positions": [ids.index(e1) if e1 in ids else 0, ids.index(e2) if e2 in ids else 0]}
+        if e1 not in ids or e2 not in ids:
+            raise DataError(f"{path}:{e.line}: the {'head' if e1 not in ids else 'tail'} entity lies beyond "
+                            f"max_length={max_length} tokens; raise --max-length or shorten the text")
+        f = {"input_ids": ids, "token_type_ids": [0] * len(ids), "entity_positions": [ids.index(e1), ids.index(e2)]}
         if label2id is not None and e.relation is not None:
             if e.relation not in label2id:
                 raise DataError(f"{path}:{e.line}: unknown relation {e.relation!r}; the model knows "
