@@ -17,7 +17,8 @@ Both sides fine-tune with --dropout (pretraining writes its checkpoints with dro
     python bench/pretraining_benefit.py --pretrained runs/bert-mini-10m/model
 
 Before fine-tuning, a linear probe reads what each model already knows: logistic regression on its
-frozen, mean-pooled last-layer features (regularisation chosen on dev), test accuracy printed.
+frozen, mean-pooled last-layer features (regularisation chosen on dev), test accuracy printed; the
+same on TF-IDF word counts gives the bag-of-words baseline for scale.
 
 Several --pretrained checkpoints with one config (e.g. runs of different lengths) are each compared
 with one random baseline, which is fine-tuned once.
@@ -41,7 +42,7 @@ def random_copy(pretrained: Path, out: Path, seed: int) -> Path:
     torch.manual_seed(seed)
     BertForPreTraining(BertConfig.from_json_file(pretrained / "config.json")).save_pretrained(out)
     for f in pretrained.iterdir():
-        if f.name not in ("config.json", "model.safetensors"):
+        if f.is_file() and f.name not in ("config.json", "model.safetensors"):  # tokenizer files
             shutil.copy(f, out / f.name)
     return out
 
@@ -68,18 +69,33 @@ def mean_features(model_dir: Path, texts: list[str], batch_size: int = 64) -> to
     return torch.cat(out)
 
 
+def best_on_dev(make, x: dict, y: dict, strengths: tuple[float, ...]) -> float:
+    """Test accuracy of the classifier ``make(C)`` whose C scores best on dev."""
+    fits = [make(c).fit(x["train"], y["train"]) for c in strengths]
+    return max(fits, key=lambda f: f.score(x["dev"], y["dev"])).score(x["test"], y["test"])
+
+
 def probe_accuracy(model_dir: Path, splits: dict[str, tuple[list[str], list[str]]]) -> float:
-    """Test accuracy of a logistic regression on frozen features, its inverse strength C best on dev."""
+    """Logistic regression on the model's frozen features, its inverse strength C best on dev."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     x = {name: mean_features(model_dir, texts).numpy() for name, (texts, _) in splits.items()}
     y = {name: labels for name, (_, labels) in splits.items()}
-    fits = [make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000)).fit(x["train"], y["train"])
-            for c in (0.001, 0.01, 0.1, 1.0)]
-    best = max(fits, key=lambda f: f.score(x["dev"], y["dev"]))
-    return best.score(x["test"], y["test"])
+    return best_on_dev(lambda c: make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000)),
+                       x, y, (0.001, 0.01, 0.1, 1.0))
+
+
+def bag_of_words_accuracy(splits: dict[str, tuple[list[str], list[str]]]) -> float:
+    """The classic baseline no encoder is needed for: logistic regression on TF-IDF word counts."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    vectorizer = TfidfVectorizer(sublinear_tf=True).fit(splits["train"][0])
+    x = {name: vectorizer.transform(texts) for name, (texts, _) in splits.items()}
+    y = {name: labels for name, (_, labels) in splits.items()}
+    return best_on_dev(lambda c: LogisticRegression(C=c, max_iter=3000), x, y, (0.3, 1.0, 3.0, 10.0, 30.0))
 
 
 def main() -> None:
@@ -127,6 +143,8 @@ def main() -> None:
     models = {name: {seed: d for seed in args.seeds} for name, d in zip(names, args.pretrained)}
     models["random init"] = {seed: random_copy(first, tmp / f"random-{seed}", seed) for seed in args.seeds}
     splits = {"train": texts_and_labels(train), "dev": texts_and_labels(dev), "test": texts_and_labels(test)}
+    print(f"  bag of words (TF-IDF + logistic regression, no encoder): test accuracy "
+          f"{bag_of_words_accuracy(splits):.4f}", flush=True)
     for name, model_dirs in models.items():
         probes = [probe_accuracy(d, splits) for d in dict.fromkeys(model_dirs.values())]
         spread = f" ± {statistics.stdev(probes):.4f} (sd)" if len(probes) > 1 else ""
