@@ -151,3 +151,49 @@ def test_every_flag_has_a_description():
     sub = next(a for a in parser._actions if a.dest == "command").choices["pretrain"]
     options = [a for a in sub._actions if a.option_strings and a.dest != "help"]
     assert len(options) >= 25 and all(a.help and len(a.help) > 10 for a in options)
+
+
+def config_of(*argv):
+    from plmkit.cli.pretrain import build_config
+    return build_config(build_parser().parse_args(["pretrain", *argv]))
+
+
+def test_train_flags_override_the_run_file_only_when_given(tmp_path):
+    def knobs(train):
+        return (train.grad_accum_steps, train.schedule, train.warmup_steps, train.warmup_ratio, train.grad_clip,
+                train.keep_last, train.weight_decay)
+
+    assert knobs(config_of("--max-steps", "5").train) == (1, "linear", 0, 0.06, 1.0, 2, 0.01)  # the defaults
+    run_file = tmp_path / "run.yaml"
+    run_file.write_text("train:\n  max_steps: 5\n  grad_accum_steps: 3\n  schedule: cosine\n  warmup_steps: 7\n"
+                        "  grad_clip: 0.5\n  keep_last: 4\n  weight_decay: 0.1\n")
+    assert knobs(config_of("--config", str(run_file)).train) == (3, "cosine", 7, 0.0, 0.5, 4, 0.1)
+    given = config_of("--config", str(run_file), "--grad-accum-steps", "2", "--schedule", "constant",
+                      "--warmup-ratio", "0.1", "--grad-clip", "0", "--keep-last", "1", "--weight-decay", "0")
+    assert knobs(given.train) == (2, "constant", 0, 0.1, None, 1, 0.0)  # --warmup-ratio replaces warmup_steps
+    run_file.write_text("train:\n  max_steps: 5\n  warmup_ratio: 0.2\n")
+    assert knobs(config_of("--config", str(run_file), "--warmup-steps", "3").train)[2:4] == (3, 0.0)
+    with pytest.raises(SystemExit):
+        config_of("--schedule", "step")
+
+
+def test_vocab_size_and_case_are_none_unless_given():
+    assert (config_of("--max-steps", "1").data.vocab_size, config_of("--max-steps", "1").data.lowercase) == (None, None)
+    data = config_of("--max-steps", "1", "--vocab-size", "500", "--cased").data
+    assert (data.vocab_size, data.lowercase) == (500, False)
+
+
+def test_objective_clm_takes_the_train_flags_and_names_bert_only_ones(tmp_path, monkeypatch):
+    from plmkit.errors import ConfigError
+    from plmkit.training import clm
+    seen = {}
+    monkeypatch.setattr(clm, "run_clm_pretraining", lambda corpus, out, log=print, **kwargs: seen.update(kwargs))
+    base = ["pretrain", "--objective", "clm", "--corpus", "c.txt", "--out", "o", "--max-steps", "1"]
+    clm.run_clm_from_flags(vars(build_parser().parse_args(
+        base + ["--grad-accum-steps", "2", "--schedule", "constant", "--warmup-ratio", "0.1", "--grad-clip", "0.5",
+                "--keep-last", "3"])))
+    assert {k: seen[k] for k in ("grad_accum_steps", "schedule", "warmup_ratio", "grad_clip", "keep_last")} == \
+        {"grad_accum_steps": 2, "schedule": "constant", "warmup_ratio": 0.1, "grad_clip": 0.5, "keep_last": 3}
+    for flag in ("--cased", "--no-unigram-init", "--sinusoidal-positions"):
+        with pytest.raises(ConfigError, match=flag):
+            clm.run_clm_from_flags(vars(build_parser().parse_args(base + [flag])))

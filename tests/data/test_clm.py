@@ -1,3 +1,4 @@
+import gzip
 import sys
 from pathlib import Path
 
@@ -7,6 +8,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from clm_helpers import PARAGRAPHS, tiny_tokenizer  # noqa: E402
+from plmkit.data import clm as clm_module
 from plmkit.data.clm import (IGNORE_INDEX, PackedBlocks, build_document_shards, collate_blocks, document_spans,
                              evaluate_perplexity)
 from plmkit.models.gpt2 import GPT2Config, GPT2LMHeadModel
@@ -95,6 +97,15 @@ def test_document_shards_keep_whitespace_and_end_with_eos(tmp_path):
         assert ids[-1] == tok.eos_token_id and tok.decode(ids[:-1]) == text  # line breaks survive
     again = build_document_shards(tmp_path / "c.txt", tok, tmp_path / "cache", log=logs.append)
     assert again.reused and again.directory == shards.directory
+
+
+def test_progress_bar_counts_compressed_bytes_of_a_gz_corpus(tmp_path, progress_bars):
+    path = tmp_path / "c.txt.gz"
+    path.write_bytes(gzip.compress(("\n\n".join(PARAGRAPHS) + "\n\n").encode() * 20))
+    bars = progress_bars(clm_module)
+    build_document_shards(path, tiny_tokenizer(), tmp_path / "cache", progress=False, log=lambda line: None)
+    [bar] = bars
+    assert bar.total == path.stat().st_size == sum(bar.updates)
 
 
 def test_perplexity_of_a_uniform_model_is_the_vocabulary_size():

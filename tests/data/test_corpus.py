@@ -83,9 +83,19 @@ def test_non_utf8_names_file_and_byte_offset(tmp_path):
     with pytest.raises(DataError, match=r"latin\.txt: not UTF-8 at byte offset 11 \(line 2\)"):
         list(iter_documents(f))
     g = tmp_path / "latin.txt.gz"
-    g.write_bytes(gzip.compress("\u00e9".encode("latin-1")))
-    with pytest.raises(DataError, match="byte offset 0"):
+    g.write_bytes(gzip.compress("ok\n\u00e9".encode("latin-1")))
+    with pytest.raises(DataError, match=r"byte offset 3 of the decompressed data \(line 2\)"):
         list(iter_documents(g))
+
+
+def test_on_read_reports_the_bytes_on_disk(tmp_path):
+    # compressed bytes for .gz, whole lines for .jsonl: the calls add up to the files' sizes
+    write_gz(tmp_path / "a.txt.gz", "".join(f"line {i} of some text\n\n" for i in range(5000)))
+    write(tmp_path / "b.jsonl", "".join(json.dumps({"text": f"doc {i}", "id": i}) + "\n" for i in range(500)))
+    for name in ("a.txt.gz", "b.jsonl"):
+        read = []
+        docs = list(iter_documents(tmp_path / name, on_read=read.append))
+        assert len(docs) in (5000, 500) and sum(read) == (tmp_path / name).stat().st_size
 
 
 def test_broken_gzip_is_a_data_error(tmp_path):

@@ -1,4 +1,6 @@
 """Pretraining data: token cache, BERT sentence pairs, held-out split, dynamic masking."""
+import gzip
+import json
 import random
 
 import numpy as np
@@ -70,6 +72,20 @@ def test_cache_is_reused_and_invalidated(tmp_path, tokenizer, monkeypatch):
     write_corpus(corpus, n_docs=6)  # a changed file gets a new entry
     changed = build_token_shards([corpus], tokenizer, tmp_path / "cache", log=lines.append)
     assert changed.directory != first.directory and changed.num_documents == 6
+
+
+@pytest.mark.parametrize("name", ["c.txt.gz", "c.jsonl"])
+def test_progress_bar_counts_bytes_on_disk_as_its_total_does(tmp_path, tokenizer, progress_bars, name):
+    docs = write_corpus(tmp_path / "c.txt", n_docs=200).read_text().split("\n\n")
+    path = tmp_path / name
+    if name.endswith(".gz"):  # decompressed text is far larger than the file
+        path.write_bytes(gzip.compress("\n\n".join(docs).encode()))
+    else:  # the JSON around each text is not text
+        path.write_text("".join(json.dumps({"id": i, "text": d, "source": "test"}) + "\n" for i, d in enumerate(docs)))
+    bars = progress_bars(shards_module)
+    build_token_shards([path], tokenizer, tmp_path / "cache", progress=False, log=lambda line: None)
+    [bar] = bars
+    assert bar.total == path.stat().st_size == sum(bar.updates)
 
 
 def test_empty_corpus_is_a_clear_error(tmp_path, tokenizer):

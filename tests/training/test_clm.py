@@ -9,9 +9,9 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from clm_helpers import corpus_text  # noqa: E402
+from clm_helpers import corpus_text, tiny_tokenizer  # noqa: E402
 from plmkit.errors import ConfigError, DataError
-from plmkit.training.clm import format_result, run_clm_pretraining
+from plmkit.training.clm import _tokenizer, format_result, run_clm_pretraining
 from plmkit.training.sft import run_sft
 
 PAIRS = [("hello", "hi there"), ("how are you?", "I am well, thank you."),
@@ -90,6 +90,23 @@ def test_bad_inputs_are_clear_errors(tmp_path):
         run_sft(tmp_path, bad, tmp_path / "sft", max_steps=1)
     with pytest.raises(ConfigError):
         run_clm_pretraining(tmp_path, tmp_path / "run", eval_fraction=1.5, max_steps=1)
+    with pytest.raises(DataError, match="no such file"):  # warmup_steps replaces the default warmup_ratio
+        run_clm_pretraining(tmp_path / "missing.txt", tmp_path / "run", max_steps=1, warmup_steps=5)
+
+
+def test_a_vocab_size_the_tokenizer_does_not_have_is_named(tmp_path):
+    tok = tiny_tokenizer()
+    tok.save_pretrained(tmp_path / "tok")
+    for path, out, vocab_size, expected in [(tmp_path / "tok", tmp_path / "o1", None, []),
+                                            (tmp_path / "tok", tmp_path / "o1", len(tok), []),
+                                            (tmp_path / "tok", tmp_path / "o1", 500, ["vocab_size 500 is ignored"])]:
+        lines = []
+        _tokenizer(path, [], vocab_size, 64, out, lines.append)
+        assert [line[:25] for line in lines] == expected
+    tok.save_pretrained(tmp_path / "o2" / "tokenizer")
+    lines = []
+    _tokenizer(None, [], 500, 64, tmp_path / "o2", lines.append)
+    assert "vocab_size 500 is ignored" in lines[-1] and "delete it" in lines[-1]
 
 
 def test_finetune_cli_task_sft(pretrained, tmp_path, capsys):

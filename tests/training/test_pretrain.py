@@ -8,7 +8,8 @@ import torch
 from plmkit.data.masking import PretrainingCollator
 from plmkit.data.shards import build_token_shards
 from plmkit.errors import ConfigError
-from plmkit.training.pretrain import PretrainConfig, PretrainDataConfig, build_datasets, build_model, initialise
+from plmkit.training.pretrain import (PretrainConfig, PretrainDataConfig, _tokenizer, build_datasets, build_model,
+                                      initialise)
 from plmkit.tokenization import Tokenizer
 
 TEXT = ["the cat sat on the mat .", "a dog ran in the park and the dog barked .", "the sun is hot ."] * 20
@@ -93,3 +94,26 @@ def test_a_tokenizer_without_bert_special_tokens_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match=r"bpe.*\[CLS\].*\[SEP\].*\[MASK\].*\[PAD\]"):
         run_pretraining(cfg, log=lambda line: None)
     assert not (tmp_path / "cache").exists()  # refused before tokenizing the corpus
+
+
+def test_tokenizer_settings_that_cannot_apply_are_named_in_one_line(tmp_path):
+    tokenizer = Tokenizer.train_wordpiece(TEXT + [" ".join(f"w{i}" for i in range(300))], 300)
+    tokenizer.save_pretrained(tmp_path / "tok")
+    size = len(tokenizer)
+    assert 100 <= size < 300
+
+    def ignored(**data):
+        lines = []
+        _tokenizer(PretrainDataConfig(**data), tmp_path / "out", lines.append)
+        return [line for line in lines if "ignored" in line]
+
+    given = str(tmp_path / "tok")
+    assert ignored(tokenizer=given) == [] and ignored(tokenizer=given, vocab_size=size, lowercase=True) == []
+    [line] = ignored(tokenizer=given, vocab_size=500)
+    assert line.startswith("vocab_size 500 is ignored: the tokenizer in") and f"({size} tokens, lowercase)" in line
+    [line] = ignored(tokenizer=given, vocab_size=500, lowercase=False)
+    assert line.startswith("vocab_size 500 and lowercase false are ignored")
+    tokenizer.save_pretrained(tmp_path / "out" / "tokenizer")  # a rerun reuses the tokenizer trained in OUT
+    [line] = ignored(vocab_size=500)
+    assert "trained earlier" in line and "delete it" in line
+    assert ignored() == []

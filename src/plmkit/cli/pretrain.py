@@ -17,7 +17,10 @@ FLAG_KEYS = {
     "preset": ("model", "preset"), "pre_ln": ("model", "norm_first"),
     "unigram_bias_init": ("model", "unigram_bias_init"), "sinusoidal_position_init": ("model", "sinusoidal_position_init"),
     "max_steps": ("train", "max_steps"), "time_budget": ("train", "time_budget"), "lr": ("train", "lr"),
-    "warmup_steps": ("train", "warmup_steps"), "weight_decay": ("train", "weight_decay"),
+    "warmup_steps": ("train", "warmup_steps"), "warmup_ratio": ("train", "warmup_ratio"),
+    "schedule": ("train", "schedule"), "weight_decay": ("train", "weight_decay"),
+    "grad_accum_steps": ("train", "grad_accum_steps"), "grad_clip": ("train", "grad_clip"),
+    "keep_last": ("train", "keep_last"),
     "eval_every": ("train", "eval_every"), "save_every": ("train", "save_every"), "log_every": ("train", "log_every"),
     "seed": ("train", "seed"), "device": ("train", "device"), "precision": ("train", "precision"),
 }
@@ -46,7 +49,14 @@ def add_parser(subparsers) -> None:
     p.add_argument("--batch-size", type=int, metavar="N", help="examples per batch (default 32)")
     p.add_argument("--lr", type=float, metavar="LR", help="peak learning rate (default 5e-4)")
     p.add_argument("--warmup-steps", type=int, metavar="N", help="linear warmup steps (default: 6%% of the run)")
+    p.add_argument("--warmup-ratio", type=float, metavar="F", help="linear warmup over this fraction of the run "
+                                                                    "(default 0.06; instead of --warmup-steps)")
+    p.add_argument("--schedule", choices=("linear", "cosine", "constant"),
+                   help="learning-rate decay after warmup (default linear)")
     p.add_argument("--weight-decay", type=float, metavar="W", help="AdamW weight decay (default 0.01)")
+    p.add_argument("--grad-accum-steps", type=int, metavar="N",
+                   help="batches whose gradients add up to one optimizer step (default 1)")
+    p.add_argument("--grad-clip", type=float, metavar="NORM", help="clip the gradient norm to NORM (default 1.0; 0: off)")
     p.add_argument("--mask-rate", type=float, metavar="P", help="fraction of tokens masked (default 0.15)")
     p.add_argument("--whole-word-mask", action="store_true", help="mask whole words (## pieces with their word)")
     p.add_argument("--pre-ln", action="store_true", help="pre-LayerNorm blocks (stabler; not loadable by HF BertModel)")
@@ -61,6 +71,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--eval-fraction", type=float, metavar="F", help="fraction of documents held out (default 0.02)")
     p.add_argument("--eval-batches", type=int, metavar="N", help="evaluation batches at most (default 20)")
     p.add_argument("--save-every", type=int, metavar="N", help="checkpoint every N steps (default 1000, and at the end)")
+    p.add_argument("--keep-last", type=int, metavar="N", help="checkpoints kept on disk, the newest (default 2)")
     p.add_argument("--log-every", type=int, metavar="N", help="log loss to metrics.jsonl every N steps (default 10)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest")
     p.add_argument("--seed", type=int, metavar="N", help="random seed (default 0)")
@@ -78,6 +89,10 @@ def build_config(args: argparse.Namespace):
     values = load_run_file(args.config) if getattr(args, "config", None) else {}
     values = {k: dict(v) if isinstance(v, dict) else v for k, v in values.items()}
     given = vars(args)
+    train = values.get("train")
+    if isinstance(train, dict) and ("warmup_steps" in given) != ("warmup_ratio" in given):
+        # a warmup flag replaces the run file's warmup, whichever of the two ways it was given
+        train.pop("warmup_ratio" if "warmup_steps" in given else "warmup_steps", None)
     for dest, (section, key) in FLAG_KEYS.items():
         if dest in given:
             values.setdefault(section, {})

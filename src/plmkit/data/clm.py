@@ -62,8 +62,10 @@ def _write_documents(directory: Path, paths, tokenizer, files: list[dict], progr
     dtype = token_dtype(len(tokenizer))
     ends, doc_files, n_tokens = [0], [], 0
     file_index = {f["path"]: i for i, f in enumerate(files)}
+    # bytes of the corpus files on disk (compressed for .gz), as iter_documents reports reading them
     bar = tqdm(total=sum(f["size"] for f in files), unit="B", unit_scale=True, desc="tokenizing corpus",
                dynamic_ncols=True, disable=not (sys.stderr.isatty() if progress is None else progress))
+    read: list[int] = []
 
     def flush(docs, out):
         nonlocal n_tokens
@@ -74,17 +76,19 @@ def _write_documents(directory: Path, paths, tokenizer, files: list[dict], progr
             n_tokens += len(enc.ids) + 1
             ends.append(n_tokens)
             doc_files.append(file_index.get(str(Path(doc.source.rsplit(":", 1)[0]).resolve()), -1))
-        bar.update(sum(len(d.text.encode()) for d in docs))
+        bar.update(sum(read))
+        read.clear()
 
     with open(directory / "tokens.bin", "wb") as out:
         docs = []
-        for doc in iter_documents(paths):
+        for doc in iter_documents(paths, on_read=read.append):
             docs.append(doc)
             if len(docs) == DOCS_PER_BATCH:
                 flush(docs, out)
                 docs = []
         if docs:
             flush(docs, out)
+    bar.update(sum(read))  # the end of the last file
     bar.close()
     if len(ends) == 1:
         raise DataError("empty corpus: the tokenizer produced no tokens for any document")

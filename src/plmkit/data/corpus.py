@@ -17,14 +17,16 @@ import gzip
 import json
 import os
 import re
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Union
+from typing import Callable, Iterable, Iterator, Union
 
 from plmkit.errors import DataError
 
 PathLike = Union[str, "os.PathLike[str]"]
 SUFFIXES = (".txt", ".txt.gz", ".jsonl", ".jsonl.gz")
+READ_REPORT_BYTES = 1 << 16  # on_read is called about this often
 
 
 @dataclass(frozen=True)
@@ -35,9 +37,12 @@ class Document:
     source: str
 
 
-def iter_documents(paths: PathLike | Iterable[PathLike]) -> Iterator[Document]:
+def iter_documents(paths: PathLike | Iterable[PathLike],
+                   on_read: Callable[[int], None] | None = None) -> Iterator[Document]:
     """Yield the documents of every corpus file in `paths` (files or directories).
 
+    `on_read(n)`, if given, is told as reading goes that n more bytes of the files on disk were
+    read (compressed bytes for .gz); over a whole pass the calls add up to the files' sizes.
     Raises DataError for a missing path, an unsupported file, malformed JSONL,
     non-UTF-8 bytes, or when no document at all was found ("empty corpus").
     """
@@ -45,7 +50,7 @@ def iter_documents(paths: PathLike | Iterable[PathLike]) -> Iterator[Document]:
     found = False
     for file in _corpus_files(roots):
         reader = _read_jsonl if file.name.endswith((".jsonl", ".jsonl.gz")) else _read_txt
-        for doc in reader(file):
+        for doc in reader(file, on_read):
             found = True
             yield doc
     if not found:
@@ -72,35 +77,42 @@ def _corpus_files(roots: list[PathLike]) -> Iterator[Path]:
             yield root
 
 
-def _lines(file: Path) -> Iterator[tuple[int, str]]:
-    """Yield (1-based line number, decoded line without its line ending).
+def _lines(file: Path, on_read: Callable[[int], None] | None = None) -> Iterator[tuple[int, str]]:
+    """Yield (1-based line number, decoded line without its line ending); see `iter_documents`
+    for `on_read`.
 
     Non-UTF-8 bytes raise DataError with the byte offset (in the decompressed
     stream for .gz files) of the first bad byte.
     """
-    opener = gzip.open if file.name.endswith(".gz") else open
-    offset = 0
+    gz = file.name.endswith(".gz")
+    offset = reported = 0
     try:
-        with opener(file, "rb") as stream:
+        with open(file, "rb") as disk, (gzip.GzipFile(fileobj=disk) if gz else nullcontext(disk)) as stream:
             for number, raw in enumerate(stream, 1):
                 try:
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError as err:
+                    where = " of the decompressed data" if gz else ""
                     raise DataError(
-                        f"{file}: not UTF-8 at byte offset {offset + err.start} (line {number}); "
+                        f"{file}: not UTF-8 at byte offset {offset + err.start}{where} (line {number}); "
                         f"re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
                 if number == 1:
                     line = line.removeprefix("\ufeff")
                 offset += len(raw)
+                if on_read is not None and (position := disk.tell()) - reported >= READ_REPORT_BYTES:
+                    on_read(position - reported)
+                    reported = position
                 yield number, line.rstrip("\r\n")
+            if on_read is not None:
+                on_read(disk.tell() - reported)
     except (OSError, EOFError) as err:
         raise DataError(f"{file}: cannot read it ({err}); check that the file is complete"
                         f"{' gzip data' if file.name.endswith('.gz') else ''}") from None
 
 
-def _read_txt(file: Path) -> Iterator[Document]:
+def _read_txt(file: Path, on_read=None) -> Iterator[Document]:
     start, lines = 0, []
-    for number, line in _lines(file):
+    for number, line in _lines(file, on_read):
         if line.strip():
             if not lines:
                 start = number
@@ -112,8 +124,8 @@ def _read_txt(file: Path) -> Iterator[Document]:
         yield Document("\n".join(lines), f"{file}:{start}")
 
 
-def _read_jsonl(file: Path) -> Iterator[Document]:
-    for number, line in _lines(file):
+def _read_jsonl(file: Path, on_read=None) -> Iterator[Document]:
+    for number, line in _lines(file, on_read):
         if not line.strip():
             continue
         try:

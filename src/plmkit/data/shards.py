@@ -147,11 +147,12 @@ def _write_entry(directory: Path, paths, tokenizer, files: list[dict], progress:
     sentence_ends, doc_ends, doc_files = [0], [0], []
     file_index = {f["path"]: i for i, f in enumerate(files)}
     n_tokens = 0
-    total_bytes = sum(f["size"] for f in files)
-    bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="tokenizing corpus", dynamic_ncols=True,
-               disable=not (sys.stderr.isatty() if progress is None else progress))
+    # bytes of the corpus files on disk (compressed for .gz), as iter_documents reports reading them
+    bar = tqdm(total=sum(f["size"] for f in files), unit="B", unit_scale=True, desc="tokenizing corpus",
+               dynamic_ncols=True, disable=not (sys.stderr.isatty() if progress is None else progress))
+    read: list[int] = []
     with open(directory / "tokens.bin", "wb") as out:
-        for docs in _batched(iter_documents(paths), DOCS_PER_BATCH):
+        for docs in _batched(iter_documents(paths, on_read=read.append), DOCS_PER_BATCH):
             per_doc = [split_sentences(doc.text) for doc in docs]
             flat = [s for sentences in per_doc for s in sentences]
             encodings = backend.encode_batch(flat, add_special_tokens=False) if flat else []
@@ -169,7 +170,9 @@ def _write_entry(directory: Path, paths, tokenizer, files: list[dict], progress:
                 if kept:
                     doc_ends.append(len(sentence_ends) - 1)
                     doc_files.append(file_index.get(str(Path(doc.source.rsplit(":", 1)[0]).resolve()), -1))
-            bar.update(sum(len(d.text.encode()) for d in docs))
+            bar.update(sum(read))
+            read.clear()
+    bar.update(sum(read))  # the end of the last file
     bar.close()
     if len(doc_ends) == 1:
         raise DataError("empty corpus: the tokenizer produced no tokens for any document")

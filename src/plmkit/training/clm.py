@@ -55,7 +55,7 @@ class ClmResult:
 
 
 def run_clm_pretraining(corpus: str | Path | Sequence[str | Path], out: str | Path, *,
-                        tokenizer: str | Path | None = None, vocab_size: int = 8192, preset: str = "gpt2-tiny",
+                        tokenizer: str | Path | None = None, vocab_size: int | None = None, preset: str = "gpt2-tiny",
                         seq_len: int = 256, batch_size: int = 16, dropout: float = 0.0,
                         eval_fraction: float = 0.05, eval_batches: int = 20, cache_dir: str | Path | None = None,
                         model_overrides: dict[str, Any] | None = None, resume: bool = False, log=print,
@@ -63,7 +63,7 @@ def run_clm_pretraining(corpus: str | Path | Sequence[str | Path], out: str | Pa
     """Pretrain a decoder with next-token prediction; see the module docstring.
 
     corpus: .txt/.txt.gz/.jsonl files or directories. tokenizer: a tokenizer directory, or None to
-    train a byte-level BPE of `vocab_size` on the corpus. preset: gpt2-tiny/mini/small/... or
+    train a byte-level BPE of `vocab_size` (default 8192) on the corpus. preset: gpt2-tiny/mini/small/... or
     llama-tiny/mini/...; `model_overrides` replace config fields. The context window
     (n_positions / max_position_embeddings) is `seq_len`. ``**train``: TrainConfig fields, e.g.
     max_steps=200, time_budget="10m", lr=6e-4, eval_every=100 (defaults: CLM_TRAIN_DEFAULTS).
@@ -75,7 +75,10 @@ def run_clm_pretraining(corpus: str | Path | Sequence[str | Path], out: str | Pa
         raise ConfigError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-    train_cfg = TrainConfig.from_dict({**CLM_TRAIN_DEFAULTS, **train})
+    defaults = dict(CLM_TRAIN_DEFAULTS)
+    if train.get("warmup_steps") and "warmup_ratio" not in train:
+        defaults["warmup_ratio"] = 0.0  # an explicit warmup_steps replaces the default ratio
+    train_cfg = TrainConfig.from_dict({**defaults, **train})
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     next(iter_documents(corpus))  # a missing or empty corpus fails here, clearly
@@ -119,18 +122,26 @@ def run_clm_pretraining(corpus: str | Path | Sequence[str | Path], out: str | Pa
                      len(eval_set) if eval_set else 0, ppl)
 
 
-def _tokenizer(path, corpus: list[str], vocab_size: int, seq_len: int, out: Path, log):
+def _tokenizer(path, corpus: list[str], vocab_size: int | None, seq_len: int, out: Path, log):
     from plmkit.tokenization import END_OF_TEXT, Tokenizer
 
     if path is not None:
         tok = Tokenizer.from_pretrained(path)
         if tok.eos_token_id is None:
             raise ConfigError(f"the tokenizer in {path} has no eos token to end documents with")
+        if vocab_size is not None and vocab_size != len(tok):
+            log(f"vocab_size {vocab_size} is ignored: the tokenizer in {path} is used as it is ({len(tok)} tokens); "
+                "vocab_size only sizes a tokenizer trained here")
         return tok, Path(path)
     directory = out / "tokenizer"
     if (directory / "tokenizer.json").is_file():
         log(f"reusing the tokenizer trained earlier in {directory}")
-        return Tokenizer.from_pretrained(directory), directory
+        tok = Tokenizer.from_pretrained(directory)
+        if vocab_size is not None and vocab_size != len(tok):
+            log(f"vocab_size {vocab_size} is ignored: the tokenizer trained earlier in {directory} is reused "
+                f"({len(tok)} tokens); delete it to train a new one")
+        return tok, directory
+    vocab_size = vocab_size or 8192
     log(f"training a byte-level BPE tokenizer (vocab {vocab_size}) on the corpus -> {directory}")
     tok = Tokenizer.train_bpe(iter_texts(corpus), vocab_size, special_tokens=(END_OF_TEXT, PAD_TOKEN),
                               model_max_length=seq_len)
@@ -158,8 +169,13 @@ def build_causal_lm(preset: str, tokenizer, seq_len: int, dropout: float = 0.0,
 # `plmkit pretrain` flags (argparse dests) that map onto run_clm_pretraining arguments / TrainConfig fields
 _DATA_FLAGS = ("tokenizer", "vocab_size", "preset", "seq_len", "batch_size", "dropout", "eval_fraction",
                "eval_batches", "cache_dir", "resume")
-_TRAIN_FLAGS = ("max_steps", "time_budget", "lr", "warmup_steps", "weight_decay", "eval_every", "save_every",
-                "log_every", "seed", "device", "precision")
+_TRAIN_FLAGS = ("max_steps", "time_budget", "lr", "warmup_steps", "warmup_ratio", "schedule", "weight_decay",
+                "grad_accum_steps", "grad_clip", "eval_every", "save_every", "keep_last", "log_every", "seed",
+                "device", "precision")
+# BERT-only flags: argparse dest -> flag
+_BERT_FLAGS = {"mask_rate": "--mask-rate", "whole_word_mask": "--whole-word-mask", "pre_ln": "--pre-ln",
+               "lowercase": "--cased", "min_doc_tokens": "--min-doc-tokens", "unigram_bias_init": "--no-unigram-init",
+               "sinusoidal_position_init": "--sinusoidal-positions"}
 
 
 def run_clm_from_flags(given: dict[str, Any], log=print) -> ClmResult:
@@ -167,8 +183,7 @@ def run_clm_from_flags(given: dict[str, Any], log=print) -> ClmResult:
     as a run_clm_pretraining call. The preset defaults to gpt2-tiny (BERT presets are refused)."""
     if given.get("config"):
         raise ConfigError("--config run files are for BERT pretraining; give --objective clm its flags directly")
-    bert_only = [f"--{k.replace('_', '-')}" for k in ("mask_rate", "whole_word_mask", "pre_ln", "lowercase",
-                                                      "min_doc_tokens") if k in given]
+    bert_only = [flag for dest, flag in _BERT_FLAGS.items() if dest in given]
     if bert_only:
         raise ConfigError(f"{', '.join(bert_only)}: BERT-only option(s), not used by --objective clm")
     if not given.get("corpus") or not given.get("out"):

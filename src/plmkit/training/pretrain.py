@@ -47,6 +47,7 @@ from plmkit.training.rng import seed_everything
 from plmkit.training.trainer import Trainer, TrainResult, format_duration
 
 OBJECTIVES = ("mlm+nsp", "mlm")
+DEFAULT_VOCAB_SIZE = 8192  # of a tokenizer trained here
 
 # Pretraining defaults that differ from TrainConfig's fine-tuning defaults.
 TRAIN_DEFAULTS = {"lr": 5e-4, "warmup_ratio": 0.06, "weight_decay": 0.01, "save_every": 1000, "log_every": 10}
@@ -54,6 +55,8 @@ MODEL_DEFAULTS = {"preset": "bert-mini", "hidden_dropout_prob": 0.0, "attention_
                   "unigram_bias_init": True, "sinusoidal_position_init": False}
 # Model-section keys that choose how the fresh model is initialised (not BertConfig fields).
 INIT_KEYS = {"preset", "unigram_bias_init", "sinusoidal_position_init"}
+# Data-section keys that only shape a tokenizer trained on the corpus.
+TOKENIZER_TRAINING_KEYS = {"vocab_size", "lowercase"}
 
 
 @dataclass
@@ -62,8 +65,8 @@ class PretrainDataConfig:
 
     corpus: list[str] = field(default_factory=list)  # files or directories (.txt, .txt.gz, .jsonl[.gz])
     tokenizer: str | None = None  # tokenizer directory; None: train WordPiece on the corpus into OUT/tokenizer
-    vocab_size: int = 8192  # for a tokenizer trained here
-    lowercase: bool = True  # for a tokenizer trained here
+    vocab_size: int | None = None  # for a tokenizer trained here; None: DEFAULT_VOCAB_SIZE
+    lowercase: bool | None = None  # for a tokenizer trained here; None: True
     objective: str = "mlm+nsp"
     seq_len: int = 128
     batch_size: int = 32
@@ -90,7 +93,8 @@ class PretrainDataConfig:
         need(self.objective in OBJECTIVES, f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
         need(_int(self.seq_len) and self.seq_len >= 8, f"seq_len must be an integer >= 8, got {self.seq_len!r}")
         need(_int(self.batch_size) and self.batch_size >= 1, f"batch_size must be a positive integer, got {self.batch_size!r}")
-        need(_int(self.vocab_size) and self.vocab_size >= 100, f"vocab_size must be an integer >= 100, got {self.vocab_size!r}")
+        need(self.vocab_size is None or (_int(self.vocab_size) and self.vocab_size >= 100),
+             f"vocab_size must be an integer >= 100, got {self.vocab_size!r}")
         need(0 < self.mask_rate < 1, f"mask_rate must be in (0, 1), got {self.mask_rate}")
         need(0 <= self.short_seq_prob <= 1, f"short_seq_prob must be in [0, 1], got {self.short_seq_prob}")
         need(0 <= self.nsp_prob <= 1, f"nsp_prob must be in [0, 1], got {self.nsp_prob}")
@@ -253,7 +257,8 @@ def _check_run_dir(out: Path, cfg: PretrainConfig, resume: bool) -> None:
     saved, now = json.loads(saved_file.read_text()), json.loads(json.dumps(cfg.to_dict()))
     changed = [f"{section}.{key} {saved[section][key]!r} -> {value!r}"
                for section in ("model", "data") for key, value in now[section].items()
-               if key in saved.get(section, {}) and saved[section][key] != value]
+               if key in saved.get(section, {}) and saved[section][key] != value
+               and key not in TOKENIZER_TRAINING_KEYS]  # the run's tokenizer exists by now; see _tokenizer
     if changed:
         raise ConfigError(f"{saved_file}: a resumed run keeps its model and data settings; changed: {', '.join(changed)}")
 
@@ -268,16 +273,35 @@ def _tokenizer(data: PretrainDataConfig, out: Path, log):
             raise ConfigError(f"tokenizer {data.tokenizer} has no {', '.join(f'[{m.upper()}]' for m in missing)} "
                               "token(s), which BERT pretraining needs; give a WordPiece tokenizer "
                               "(plmkit tokenizer train --type wordpiece) or leave --tokenizer out to train one")
+        _log_ignored(data, tokenizer, f"the tokenizer in {data.tokenizer} is used as it is",
+                     "vocab_size and lowercase only shape a tokenizer trained here", log)
         return tokenizer, Path(data.tokenizer)
     directory = out / "tokenizer"
     if (directory / "tokenizer.json").is_file():
         log(f"reusing the tokenizer trained earlier in {directory}")
-        return Tokenizer.from_pretrained(directory), directory
-    log(f"training a WordPiece tokenizer (vocab {data.vocab_size}, "
-        f"{'lowercase' if data.lowercase else 'cased'}) on the corpus -> {directory}")
-    tokenizer = Tokenizer.train_wordpiece(iter_texts(data.corpus), data.vocab_size, lowercase=data.lowercase)
+        tokenizer = Tokenizer.from_pretrained(directory)
+        _log_ignored(data, tokenizer, f"the tokenizer trained earlier in {directory} is reused",
+                     "delete it to train a new one", log)
+        return tokenizer, directory
+    vocab_size, lowercase = data.vocab_size or DEFAULT_VOCAB_SIZE, data.lowercase is not False
+    log(f"training a WordPiece tokenizer (vocab {vocab_size}, "
+        f"{'lowercase' if lowercase else 'cased'}) on the corpus -> {directory}")
+    tokenizer = Tokenizer.train_wordpiece(iter_texts(data.corpus), vocab_size, lowercase=lowercase)
     tokenizer.save_pretrained(directory)
     return tokenizer, directory
+
+
+def _log_ignored(data: PretrainDataConfig, tokenizer, why: str, advice: str, log) -> None:
+    """One line naming the tokenizer-training settings given (not left at None) that the tokenizer
+    in use does not match."""
+    normalizer = tokenizer.backend_tokenizer.normalizer
+    lowercases = normalizer is not None and normalizer.normalize_str("A") == "a"
+    ignored = [f"{key} {json.dumps(value)}" for key, value, actual in
+               (("vocab_size", data.vocab_size, len(tokenizer)), ("lowercase", data.lowercase, lowercases))
+               if value is not None and value != actual]
+    if ignored:
+        log(f"{' and '.join(ignored)} {'is' if len(ignored) == 1 else 'are'} ignored: {why} "
+            f"({len(tokenizer)} tokens, {'lowercase' if lowercases else 'cased'}); {advice}")
 
 
 def build_datasets(shards: TokenShards, tokenizer, data: PretrainDataConfig,
