@@ -1,4 +1,5 @@
 """tasks.py: NER windows over long sentences, SQuAD v2 no-answer thresholds, relation markers under LoRA."""
+import io
 import json
 import sys
 from pathlib import Path
@@ -245,3 +246,31 @@ def test_finetune_max_length_beyond_the_models_positions(tmp_path):
         tasks.finetune("classification", h.tiny_model_dir(), data, tmp_path / "out",
                        options=tasks.FinetuneOptions(max_length=1000, max_steps=1, device="cpu", progress_bar=False))
     assert not (tmp_path / "out" / "model").exists()
+
+
+def test_prediction_errors_name_the_file_line_not_the_record_number(tmp_path, monkeypatch):
+    """Blank lines do not shift error locations, in a JSONL file or on stdin."""
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"text": "a"}\n\n{"text": "b", "text_pair": 5}\n')
+    records, lines = tasks.read_prediction_input("classification", str(path))
+    assert lines == [1, 3]
+    with pytest.raises(DataError, match=r"in.jsonl:3: 'text_pair' must be a string"):
+        tasks.predict_records(None, None, tasks.TaskSpec("classification"), records, where=str(path), lines=lines)
+    monkeypatch.setattr("sys.stdin", io.StringIO('\n{"text": "a"}\n\n[1]\n'))
+    records, lines = tasks.read_prediction_input("classification", "-")
+    with pytest.raises(DataError, match=r"<stdin>:4: expected a JSON object"):
+        tasks._records_to_examples("classification", records, "<stdin>", lines)
+    table = tmp_path / "in.csv"
+    table.write_text('text\n\n"two\nlines"\nthree\n')
+    records, lines = tasks.read_prediction_input("classification", str(table))
+    assert lines == [3, 5] and records[1] == {"text": "three"}  # a quoted field over two lines starts on 3
+
+
+def test_relation_prediction_rejects_what_training_rejects():
+    overlap = {"text": "ab cd", "head": {"start": 0, "end": 3}, "tail": [2, 5]}
+    with pytest.raises(DataError, match=r"in.jsonl:4: head \(0, 3\) and tail \(2, 5\) overlap"):
+        tasks._records_to_examples("relation", [overlap], "in.jsonl", [4])
+    with pytest.raises(DataError, match=r"in.jsonl:1: needs a non-empty string field 'text'"):
+        tasks._records_to_examples("relation", [{"head": [0, 1], "tail": [2, 3]}], "in.jsonl")
+    [ok] = tasks._records_to_examples("relation", [{**overlap, "tail": [3, 5], "relation": "x"}], "in.jsonl", [7])
+    assert (ok.head, ok.tail, ok.relation, ok.line) == ((0, 3), (3, 5), None, 7)

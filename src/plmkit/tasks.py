@@ -260,11 +260,12 @@ def evaluate_dir(model_dir, data, batch_size: int = 32, device: str = "auto",
 
 # ------------------------------------------------------------------ prediction
 def predict_records(model, tokenizer, spec: TaskSpec, records: list[dict], batch_size: int = 32,
-                    where: str = "input") -> list[dict]:
-    """One result dict per input record (see `plmkit predict --help` for the shapes)."""
+                    where: str = "input", lines: list[int] | None = None) -> list[dict]:
+    """One result dict per input record (see `plmkit predict --help` for the shapes); errors name
+    `where`:line, the line from `lines` (one per record) or else the record's number."""
     if not records:
         return []
-    examples = _records_to_examples(spec.task, records, where)
+    examples = _records_to_examples(spec.task, records, where, lines)
     if spec.task == "ner" and isinstance(examples[0], str):
         return ner_predict_texts(model, tokenizer, spec, examples, batch_size)
     features = encode(spec.task, tokenizer, examples, spec, None, path=where)
@@ -372,10 +373,12 @@ def ner_predict_texts(model, tokenizer, spec: TaskSpec, texts: list[str], batch_
     return results
 
 
-def _records_to_examples(task: str, records: list, where: str):
-    """Examples from user records (dicts as in the training files, labels optional)."""
+def _records_to_examples(task: str, records: list, where: str, lines: list[int] | None = None):
+    """Examples from user records (dicts as in the training files, labels optional); errors name
+    `where`:line, the line from `lines` or else the record's number."""
     out = []
-    for n, r in enumerate(records, 1):
+    for k, r in enumerate(records, 1):
+        n = lines[k - 1] if lines is not None else k
         if not isinstance(r, dict) and not (isinstance(r, str) and task in ("classification", "ner")):
             raise DataError(f"{where}:{n}: expected a JSON object, got {type(r).__name__}")
         if task == "classification":
@@ -395,46 +398,51 @@ def _records_to_examples(task: str, records: list, where: str):
                 out.append(r["text"])
             else:
                 raise DataError(f"{where}:{n}: needs 'text' (a string) or 'tokens' (a list of words)")
-        elif task == "relation":
-            row = {k: v for k, v in r.items() if k not in ("relation", "label")}
-            try:
-                text = row["text"]
-                head = rel_data._span(row["head"], "head", text, f"{where}:{n}")
-                tail = rel_data._span(row["tail"], "tail", text, f"{where}:{n}")
-            except (KeyError, TypeError):
-                raise DataError(f"{where}:{n}: needs 'text', 'head' and 'tail'") from None
-            out.append(rel_data.RelationExample(text, head, tail, None, n))
+        elif task == "relation":  # the training reader's checks; a relation given is ignored
+            row = {key: v for key, v in r.items() if key not in ("relation", "label")}
+            out.append(rel_data.relation_example(row, f"{where}:{n}", n, require_label=False))
         else:
             if not isinstance(r.get("question"), str) or not isinstance(r.get("context"), str):
                 raise DataError(f"{where}:{n}: needs string fields 'question' and 'context'")
-            out.append(qa_data.QAExample(str(r.get("id", n)), r["question"], r["context"]))
+            out.append(qa_data.QAExample(str(r.get("id", k)), r["question"], r["context"]))
     if task == "ner" and out and len({isinstance(x, str) for x in out}) > 1:
         raise DataError(f"{where}: give either 'text' or 'tokens' in every record, not a mix")
     return out
 
 
-def read_prediction_input(task: str, path: str) -> list:
-    """Records from a JSONL file, '-' (stdin JSONL), a CoNLL file (ner), a CSV/TSV file
-    (classification) or a SQuAD JSON file (qa)."""
+def read_prediction_input(task: str, path: str) -> tuple[list, list[int]]:
+    """Records, and the line each starts on, from a JSONL file, '-' (stdin JSONL), a CoNLL file
+    (ner), a CSV/TSV file (classification) or a SQuAD JSON file (qa: the lines are record numbers)."""
     if path == "-":
-        records = []
-        for n, line in enumerate(sys.stdin, 1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise DataError(f"<stdin>:{n}: not valid JSON ({err.msg})") from None
-        return records
+        return _records_and_lines(_stdin_rows())
     suffix = Path(path).suffix.lower()
     if task == "ner" and suffix in (".conll", ".txt", ".bio", ".iob"):
-        return [{"tokens": s.tokens} for s in ner_data.read_conll(path, require_tags=_has_tags(path))]
+        sentences = ner_data.read_conll(path, require_tags=_has_tags(path))
+        return [{"tokens": s.tokens} for s in sentences], [s.line for s in sentences]
     if task == "classification" and suffix in (".csv", ".tsv"):
-        return [{"text": e.text, **({"text_pair": e.text_pair} if e.text_pair else {})}
-                for e in cls_data.read_classification(path, require_label=False)]
+        examples = cls_data.read_classification(path, require_label=False)
+        return ([{"text": e.text, **({"text_pair": e.text_pair} if e.text_pair else {})} for e in examples],
+                [e.line for e in examples])
     if task == "qa" and suffix == ".json":
-        return [{"id": e.id, "question": e.question, "context": e.context}
-                for e in qa_data.read_squad(path, require_answers=False)]
-    return [row for _, row in jsonl_rows(path)]
+        examples = qa_data.read_squad(path, require_answers=False)
+        return ([{"id": e.id, "question": e.question, "context": e.context} for e in examples],
+                list(range(1, len(examples) + 1)))
+    return _records_and_lines(jsonl_rows(path))
+
+
+def _records_and_lines(rows: Iterator[tuple[int, Any]]) -> tuple[list, list[int]]:
+    lines, records = _unzip(list(rows))
+    return records, lines
+
+
+def _stdin_rows() -> Iterator[tuple[int, Any]]:
+    """(line number, parsed JSON) for each non-blank line of stdin."""
+    for n, line in enumerate(sys.stdin, 1):
+        if line.strip():
+            try:
+                yield n, json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"<stdin>:{n}: not valid JSON ({err.msg})") from None
 
 
 def _has_tags(path) -> bool:
@@ -443,9 +451,9 @@ def _has_tags(path) -> bool:
 
 
 def predict_dir(model_dir, inputs: list, batch_size: int = 32, device: str = "auto", where: str = "input",
-                null_score_diff_threshold: float | None = None) -> list[dict]:
+                null_score_diff_threshold: float | None = None, lines: list[int] | None = None) -> list[dict]:
     model, tokenizer, spec = _load_for_inference(model_dir, device, null_score_diff_threshold)
-    return predict_records(model, tokenizer, spec, inputs, batch_size, where)
+    return predict_records(model, tokenizer, spec, inputs, batch_size, where, lines)
 
 
 def _load_for_inference(model_dir, device: str, null_score_diff_threshold: float | None):

@@ -5,8 +5,19 @@ from plmkit.cli import main
 
 def test_unwritable_output_is_a_clear_error(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(tasks.TaskSpec, "load", classmethod(lambda cls, d: cls(task="classification")))
-    monkeypatch.setattr(tasks, "read_prediction_input", lambda task, path: [{"text": "a"}])
+    monkeypatch.setattr(tasks, "read_prediction_input", lambda task, path: ([{"text": "a"}], [1]))
     monkeypatch.setattr(tasks, "predict_dir", lambda *a, **k: [{"label": "pos"}])
     out = tmp_path / "no-such-dir" / "p.jsonl"
     assert main(["predict", "--model", str(tmp_path), "--input", "in.jsonl", "--output", str(out)]) == 2
     assert f"--output {out}: cannot write there" in capsys.readouterr().err
+
+
+def test_bad_record_is_named_by_its_file_line(tmp_path, capsys, monkeypatch):
+    spec = tasks.TaskSpec(task="relation")
+    monkeypatch.setattr(tasks.TaskSpec, "load", classmethod(lambda cls, d: spec))
+    monkeypatch.setattr(tasks, "_load_for_inference", lambda *a: (None, None, spec))
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"text": "ab cd", "head": [0, 2], "tail": [3, 5]}\n\n'
+                    '{"text": "ab cd", "head": [0, 3], "tail": [2, 5]}\n')
+    assert main(["predict", "--model", str(tmp_path), "--input", str(path)]) == 2
+    assert f"{path}:3: head (0, 3) and tail (2, 5) overlap" in capsys.readouterr().err

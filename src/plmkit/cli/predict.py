@@ -30,10 +30,10 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     spec = tasks.TaskSpec.load(args.model)
-    records = tasks.read_prediction_input(spec.task, args.input)
+    records, lines = tasks.read_prediction_input(spec.task, args.input)
     results = tasks.predict_dir(args.model, records, args.batch_size, args.device,
                                 where="<stdin>" if args.input == "-" else args.input,
-                                null_score_diff_threshold=args.null_score_diff_threshold)
+                                null_score_diff_threshold=args.null_score_diff_threshold, lines=lines)
     try:
         out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     except OSError as err:

@@ -55,6 +55,22 @@ def test_classification_errors_name_file_and_line(tmp_path, tok):
         C.encode_examples(tok, C.read_classification(ev), 32, {"x": 0, "y": 1}, C.SINGLE, ev)
 
 
+def test_unclosed_quote_in_a_table_is_named_where_the_record_starts(tmp_path):
+    runs_on = tmp_path / "q.csv"  # the quote on line 3 swallows lines 4-5 into one record
+    runs_on.write_text('text,label\ngood,pos\n"unclosed film,neg\nfine,pos\n"quoted",neg\n')
+    with pytest.raises(DataError, match=r"q.csv:3: .*unclosed quote.* runs on to line 5"):
+        C.read_classification(runs_on)
+    to_end = tmp_path / "e.tsv"  # ... or the rest of the file, leaving no label
+    to_end.write_text('text\tlabel\ngood\tpos\n"unclosed\tneg\nfine\tpos\n')
+    with pytest.raises(DataError, match=r"e.tsv:3: .*unclosed quote"):
+        C.read_classification(to_end)
+    meant = tmp_path / "m.csv"  # a quoted field over two lines, closed: fine, located where it starts
+    meant.write_text('text,label\n\n"two\nlines ""quoted""",pos\nthree,neg\n')
+    rows = C.read_classification(meant)
+    assert [(e.line, e.label) for e in rows] == [(3, "pos"), (5, "neg")]
+    assert rows[0].text == 'two\nlines "quoted"'  # the line break inside the quotes is kept
+
+
 def test_non_utf8_non_finite_and_mixed_labels_name_file_and_line(tmp_path):
     latin = tmp_path / "latin.jsonl"
     latin.write_bytes(b'{"text": "a", "label": "x"}\n{"text": "caf\xe9", "label": "y"}\n')

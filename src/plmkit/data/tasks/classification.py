@@ -67,17 +67,35 @@ def _normalise_label(label, where: str):
 
 def _table_rows(path: Path, delimiter: str):
     lines = open_text(path)
-    reader = csv.DictReader(lines, delimiter=delimiter)
+    reader = csv.DictReader((line + "\n" for line in lines), delimiter=delimiter)  # keeps breaks inside quotes
     if reader.fieldnames is None or "text" not in reader.fieldnames:
         raise DataError(f"{path}:1: the header row must name a 'text' column (and 'label'); got {reader.fieldnames}")
+    end = reader.line_num
     for row in reader:
-        lineno = reader.line_num
+        lineno, end = _record_start(lines, end), reader.line_num
+        _check_quotes(lines, lineno, end, path)
         if None in row:
             raise DataError(f"{path}:{lineno}: more fields than the header has")
         row = {k: v for k, v in row.items() if v is not None and v != ""}
         if "label" in row:
             row["label"] = _number_or_text(row["label"])
         yield lineno, row
+
+
+def _record_start(lines: list[str], previous_end: int) -> int:
+    """The line a record read after line `previous_end` starts on (the csv module skips empty lines)."""
+    start = previous_end + 1
+    while start < len(lines) and lines[start - 1] == "":
+        start += 1
+    return start
+
+
+def _check_quotes(lines: list[str], start: int, end: int, path: Path) -> None:
+    """A record over several lines is a quoted field with line breaks, unless it holds an odd number
+    of quotes: then a quote was left open and the record swallowed the lines after it."""
+    if end > start and sum(line.count('"') for line in lines[start - 1:end]) % 2:
+        raise DataError(f"{path}:{start}: unclosed quote: the record starting here runs on to line {end}; "
+                        "close the quoted field with '\"' (a '\"' inside one is written '\"\"')")
 
 
 def _number_or_text(value: str):

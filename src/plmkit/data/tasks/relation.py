@@ -41,26 +41,28 @@ def _span(value, name: str, text: str, where: str) -> tuple[int, int]:
 
 def read_relations(path: str | Path, require_label: bool = True) -> list[RelationExample]:
     path = Path(path)
-    examples = []
-    for lineno, row in jsonl_rows(path):
-        where = f"{path}:{lineno}"
-        text = row.get("text")
-        if not isinstance(text, str) or not text:
-            raise DataError(f"{where}: needs a non-empty string field 'text'")
-        for key in ("head", "tail"):
-            if key not in row:
-                raise DataError(f"{where}: no '{key}' field (a character span of the entity)")
-        head, tail = _span(row["head"], "head", text, where), _span(row["tail"], "tail", text, where)
-        if head[0] < tail[1] and tail[0] < head[1]:
-            raise DataError(f"{where}: head {head} and tail {tail} overlap")
-        relation = row.get("relation", row.get("label"))
-        if relation is None and require_label:
-            raise DataError(f"{where}: no 'relation' field")
-        examples.append(RelationExample(text, head, tail, None if relation is None else str(relation), lineno))
+    examples = [relation_example(row, f"{path}:{lineno}", lineno, require_label) for lineno, row in jsonl_rows(path)]
     if not examples:
         raise DataError(f"{path}: no examples")
     return examples
 
+
+def relation_example(row: dict, where: str, line: int, require_label: bool = True) -> RelationExample:
+    """One checked row (training or prediction): a text, in-text non-overlapping head and tail spans,
+    and a relation when `require_label`; DataError naming `where` (file:line) otherwise."""
+    text = row.get("text")
+    if not isinstance(text, str) or not text:
+        raise DataError(f"{where}: needs a non-empty string field 'text'")
+    for key in ("head", "tail"):
+        if key not in row:
+            raise DataError(f"{where}: no '{key}' field (a character span of the entity)")
+    head, tail = _span(row["head"], "head", text, where), _span(row["tail"], "tail", text, where)
+    if head[0] < tail[1] and tail[0] < head[1]:
+        raise DataError(f"{where}: head {head} and tail {tail} overlap")
+    relation = row.get("relation", row.get("label"))
+    if relation is None and require_label:
+        raise DataError(f"{where}: no 'relation' field")
+    return RelationExample(text, head, tail, None if relation is None else str(relation), line)
 
 def with_markers(example: RelationExample) -> str:
     """The text with [E1] ... [/E1] around the head and [E2] ... [/E2] around the tail."""
