@@ -116,3 +116,12 @@ def test_jsonl_errors_name_file_and_line(tmp_path):
         path.write_text(json.dumps(good) + "\n\n" + text + "\n")
         with pytest.raises(DataError, match=f"d.jsonl:3: .*{message}"):
             list(read_pairs(path))
+
+
+def test_text_that_is_not_utf8_is_a_data_error(tok):
+    from plmkit.errors import DataError
+    bad = b"hel\xfflo".decode("utf-8", "surrogateescape")  # what sys.argv / sys.stdin hold for such bytes
+    with pytest.raises(DataError, match="UTF-8"):
+        encode_text(tok, bad)
+    with pytest.raises(DataError, match="UTF-8"):
+        truncate_history(tok, [], bad, max_tokens=100)

@@ -225,3 +225,16 @@ def test_generate_keeps_weight_values_and_train_restores_the_layout(model, tmp_p
     assert all(v.is_contiguous() for v in model.state_dict().values())
     model(out, labels=out).loss.backward()
     assert not any(p.is_inference() for p in model.parameters())
+
+
+def test_bad_settings_are_config_errors_and_sampling_knobs_only_checked_when_sampling(model):
+    from plmkit.errors import ConfigError
+    ids = torch.tensor([[5, 6, 7]])
+    for bad in (dict(max_new_tokens=0), dict(max_new_tokens=-1), dict(do_sample=True, temperature=0.0),
+                dict(do_sample=True, top_p=0.0), dict(do_sample=True, top_p=1.5), dict(do_sample=True, top_k=0),
+                dict(num_beams=0), dict(num_beams=2, do_sample=True)):
+        with pytest.raises(ConfigError):  # a PlmkitError: the CLI reports it without a traceback
+            model.generate(ids, **bad)
+    # as in Hugging Face, greedy decoding ignores the sampling settings (temperature 0 included)
+    greedy = model.generate(ids, max_new_tokens=4, eos_token_id=[])
+    assert torch.equal(model.generate(ids, max_new_tokens=4, eos_token_id=[], temperature=0.0, top_p=0.0), greedy)

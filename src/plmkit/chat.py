@@ -118,6 +118,13 @@ def encode_text(tokenizer, text: str) -> list[int]:
     """Token ids of `text` without added specials (plmkit, transformers or tokenizers tokenizers)."""
     if not text:
         return []
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:  # undecodable bytes kept as surrogates (sys.argv, sys.stdin)
+            char = text[err.start]
+            byte = f" (byte {ord(char) - 0xDC00:#04x})" if 0xDC80 <= ord(char) <= 0xDCFF else ""
+            raise DataError(f"the text is not UTF-8{byte}; re-encode it as UTF-8") from None
     backend = getattr(tokenizer, "backend_tokenizer", None)  # no model_max_length check: we cut ourselves
     enc = backend.encode(text, add_special_tokens=False) if backend is not None \
         else tokenizer.encode(text, add_special_tokens=False)

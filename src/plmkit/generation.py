@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from plmkit.errors import PlmkitError
+from plmkit.errors import ConfigError, PlmkitError
 from plmkit.nn.decoding import decoding_layout, row_major_lm_head
 from plmkit.nn.masks import positions_from_mask
 
@@ -77,12 +77,13 @@ class GenerationSettings:
     def check(self) -> None:
         def need(ok: bool, message: str):
             if not ok:
-                raise ValueError(message)
+                raise ConfigError(message)
         need(isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1, "max_new_tokens must be >= 1")
         need(0 <= self.min_new_tokens <= self.max_new_tokens, "min_new_tokens must be in [0, max_new_tokens]")
-        need(self.temperature > 0, "temperature must be > 0 (use do_sample=False for greedy decoding)")
-        need(self.top_k is None or self.top_k >= 1, "top_k must be >= 1")
-        need(self.top_p is None or 0 < self.top_p <= 1, "top_p must be in (0, 1]")
+        if self.do_sample:  # greedy and beam search ignore these, as in Hugging Face
+            need(self.temperature > 0, "temperature must be > 0 (use do_sample=False for greedy decoding)")
+            need(self.top_k is None or self.top_k >= 1, "top_k must be >= 1")
+            need(self.top_p is None or 0 < self.top_p <= 1, "top_p must be in (0, 1]")
         need(self.num_beams >= 1, "num_beams must be >= 1")
         need(self.repetition_penalty > 0, "repetition_penalty must be > 0")
         need(not (self.num_beams > 1 and self.do_sample), "beam sampling (num_beams > 1 with do_sample) is not supported")
@@ -175,9 +176,9 @@ class GenerationMixin:
                                length_penalty, repetition_penalty, eos, pad, stops)
         s.check()
         if stops and tokenizer is None:
-            raise ValueError("stop_strings need the tokenizer: generate(..., stop_strings=[...], tokenizer=tok)")
+            raise ConfigError("stop_strings need the tokenizer: generate(..., stop_strings=[...], tokenizer=tok)")
         if batch > 1 and (eos or stops) and pad is None:
-            raise ValueError("sequences of a batch can end at different steps, so the shorter ones are padded, "
+            raise ConfigError("sequences of a batch can end at different steps, so the shorter ones are padded, "
                              "but no pad_token_id is known: pass pad_token_id=... (for GPT-2 style tokenizers "
                              "without a pad token, tokenizer.eos_token_id is the usual choice)")
         return s
@@ -234,9 +235,9 @@ class GenerationMixin:
         else:
             ids = prompt if prompt.dim() == 2 else prompt[None]
         if ids.shape[0] != 1:
-            raise ValueError(f"stream() continues one prompt; got a batch of {ids.shape[0]} (use generate)")
+            raise ConfigError(f"stream() continues one prompt; got a batch of {ids.shape[0]} (use generate)")
         if generate_kwargs.get("num_beams", 1) != 1:
-            raise ValueError("stream() does not support beam search: beams are only final at the end (use generate)")
+            raise ConfigError("stream() does not support beam search: beams are only final at the end (use generate)")
         seed, generator = generate_kwargs.pop("seed", None), generate_kwargs.pop("generator", None)
         s = self._settings(1, **{**_STREAM_DEFAULTS, **generate_kwargs, "tokenizer": tokenizer})
         decoder = IncrementalDecoder(tokenizer, skip_special_tokens)

@@ -46,3 +46,11 @@ def test_long_conversations_stay_in_the_context_window(model_dir, monkeypatch, c
     # a single message too long for the window is reported and skipped, not fatal
     out = _chat(model_dir, "word " * 200 + "\nhello\n", monkeypatch, capsys)
     assert "context window" in out.err and len(out.out.splitlines()) == 1
+
+
+def test_a_message_that_is_not_utf8_is_reported_and_the_chat_goes_on(model_dir):
+    command = [sys.executable, "-m", "plmkit.cli", "chat", "--model", str(model_dir), "--max-new-tokens", "4",
+               "--greedy"]
+    run = subprocess.run(command, input=b"hel\xfflo\nhello\n", capture_output=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert b"UTF-8" in run.stderr and len(run.stdout.splitlines()) == 1

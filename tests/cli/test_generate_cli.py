@@ -64,3 +64,25 @@ def test_stdout_is_streamed_in_a_subprocess(model_dir):
                           "--max-new-tokens", "4", "--greedy"], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("Hi") and run.stderr == ""
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--max-new-tokens", "0"], "max_new_tokens"), (["--top-p", "0"], "top_p"),
+    (["--temperature", "-1"], "temperature"), (["--num-beams", "0"], "--num-beams"),
+    (["--batch-size", "0"], "--batch-size"),
+    (["--prompt", b"Rain\xff".decode("utf-8", "surrogateescape")], "UTF-8"),  # a non-UTF-8 argument
+])
+def test_bad_options_are_clear_errors(model_dir, capsys, flags, message):
+    source = [] if "--prompt" in flags else ["--prompt", "Hi"]
+    assert main(["generate", "--model", str(model_dir), *source, *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("plmkit generate: error:") and message in err
+
+
+def test_temperature_zero_means_greedy(model_dir, capsys):
+    outputs = []
+    for flags in (["--greedy"], ["--temperature", "0"]):
+        assert main(["generate", "--model", str(model_dir), "--prompt", "Rain fell", "--max-new-tokens", "6",
+                     *flags]) == 0
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1]

@@ -115,11 +115,18 @@ def test_finetune_cli_task_sft(pretrained, tmp_path, capsys):
     train, held = tmp_path / "train.jsonl", tmp_path / "eval.jsonl"
     train.write_text("".join(json.dumps({"prompt": p, "response": r}) + "\n" for p, r in PAIRS))
     held.write_text(json.dumps({"prompt": "hello", "response": "hi there"}) + "\n")
-    assert main(["finetune", "--task", "sft", "--model", str(result.model_dir), "--train", str(train), "--eval",
-                 str(held), "--out", str(tmp_path / "out"), "--max-steps", "3", "--lr", "1e-3", "--batch-size", "3",
-                 "--max-length", "64", "--no-progress"]) == 0
+    args = ["finetune", "--task", "sft", "--model", str(result.model_dir), "--train", str(train), "--eval",
+            str(held), "--out", str(tmp_path / "out"), "--max-steps", "3", "--lr", "1e-3", "--batch-size", "3",
+            "--no-progress"]
+    assert main(args) == 0
     assert "held-out perplexity" in capsys.readouterr().out
     assert (tmp_path / "out" / "model" / "model.safetensors").is_file()
+    # without --max-length an example may fill the model's context window (not the classifiers' 128)
+    window = json.loads((result.model_dir / "config.json").read_text())["n_positions"]
+    assert json.loads((tmp_path / "out" / "sft_config.json").read_text())["max_length"] == window
+    args[args.index("--out") + 1] = str(tmp_path / "out2")
+    assert main(args + ["--max-length", "32"]) == 0
+    assert json.loads((tmp_path / "out2" / "sft_config.json").read_text())["max_length"] == 32
 
 
 def test_plmkit_pretrain_objective_clm(tmp_path, capsys):

@@ -23,7 +23,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
     p.add_argument("--lr", type=float, default=5e-5)
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--max-length", type=int, default=128, help="tokens per input (QA, long NER sentences: per window)")
+    p.add_argument("--max-length", type=int, default=None,
+                   help="tokens per input (QA, long NER sentences: per window); default 128, sft: the context window")
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--warmup-ratio", type=float, default=0.1)
     p.add_argument("--schedule", choices=("linear", "cosine", "constant"), default="linear")
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         return run_sft(args)
     options = tasks.FinetuneOptions(
         epochs=args.epochs, max_steps=args.max_steps, lr=args.lr, batch_size=args.batch_size,
-        max_length=args.max_length, weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio,
+        max_length=args.max_length or 128, weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio,
         schedule=args.schedule, grad_clip=args.grad_clip, grad_accum_steps=args.grad_accum,
         dropout=args.dropout, freeze_embeddings=args.freeze_embeddings, freeze_layers=args.freeze_layers, freeze_body=args.freeze_body,
         layer_lr_decay=args.layer_lr_decay, head_lr=args.head_lr, lora_rank=args.lora_rank,

@@ -5,9 +5,9 @@ by piece), after the prompt itself unless --only-new. Many prompts (--input FILE
 line, or a .jsonl file with a "prompt" field per line): generated in left-padded batches, one JSON
 line {"prompt", "completion"} per prompt, to stdout or --output.
 
-Sampling is the default (temperature 0.8, top-p 0.95); --greedy picks the most likely token;
---num-beams N > 1 runs beam search (not streamed: beams are only final at the end). Generation
-stops at the model's end-of-text token or after --max-new-tokens.
+Sampling is the default (temperature 0.8, top-p 0.95); --greedy (or --temperature 0) picks the most
+likely token; --num-beams N > 1 runs beam search (not streamed: beams are only final at the end).
+Generation stops at the model's end-of-text token or after --max-new-tokens.
 
 Padding a batch of prompts needs a pad id: the tokenizer's pad token, else its EOS (inference
 only: padded positions are masked out, so the id is never seen).
@@ -40,7 +40,7 @@ def add_sampling_args(p: argparse.ArgumentParser, max_new_tokens: int, temperatu
     p.add_argument("--max-new-tokens", type=int, default=max_new_tokens, metavar="N",
                    help=f"tokens to generate at most (default {max_new_tokens})")
     p.add_argument("--temperature", type=float, default=temperature, metavar="T",
-                   help=f"sampling temperature (default {temperature})")
+                   help=f"sampling temperature (default {temperature}; 0 = greedy)")
     p.add_argument("--top-k", type=int, default=None, metavar="K", help="sample among the K most likely tokens")
     p.add_argument("--top-p", type=float, default=top_p, metavar="P",
                    help=f"nucleus sampling: smallest set of tokens with probability >= P (default {top_p})")
@@ -53,8 +53,12 @@ def add_sampling_args(p: argparse.ArgumentParser, max_new_tokens: int, temperatu
 
 def sampling_kwargs(args: argparse.Namespace) -> dict:
     """generate()/stream() keyword arguments from the sampling flags."""
+    from plmkit.errors import ConfigError
+
     beams = getattr(args, "num_beams", 1)
-    sample = not args.greedy and beams == 1
+    if beams < 1:
+        raise ConfigError(f"--num-beams must be >= 1, got {beams}")
+    sample = not args.greedy and beams == 1 and args.temperature != 0  # temperature 0: greedy
     kwargs = dict(max_new_tokens=args.max_new_tokens, do_sample=sample, repetition_penalty=args.repetition_penalty)
     if beams > 1:
         kwargs["num_beams"] = beams
@@ -107,6 +111,10 @@ def read_prompts(path: str) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from plmkit.errors import ConfigError
+
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     model, tokenizer = load_causal_lm(args.model, args.device)
     kwargs = sampling_kwargs(args)
     device = next(model.parameters()).device

@@ -64,7 +64,8 @@ class PreTrainedModel(nn.Module):
     def resize_token_embeddings(self, n: int) -> nn.Embedding:
         """Grow (or shrink) the token embedding matrix to `n` rows, e.g. after adding tokens to the
         tokenizer: old rows are kept, new rows drawn like the initial weights. Output layers tied to
-        the embeddings (and their bias) follow; config.vocab_size is updated."""
+        the embeddings (and their bias) follow, as does an untied ``lm_head`` (as in Hugging Face);
+        config.vocab_size is updated."""
         emb = self.get_input_embeddings()
         old = emb.weight
         if n == old.shape[0]:
@@ -75,6 +76,17 @@ class PreTrainedModel(nn.Module):
         with torch.no_grad():
             weight[:keep] = old[:keep]
         new = nn.Parameter(weight, requires_grad=old.requires_grad)
+        head = getattr(self, "lm_head", None)  # an untied vocabulary projection (decoders) grows as well
+        if isinstance(head, nn.Linear) and head.weight is not old and head.out_features == old.shape[0]:
+            rows = torch.empty(n, head.in_features, device=head.weight.device, dtype=head.weight.dtype)
+            nn.init.normal_(rows, std=getattr(self.config, "initializer_range", 0.02))
+            with torch.no_grad():
+                rows[:keep] = head.weight[:keep]
+            head.weight, head.out_features = nn.Parameter(rows, requires_grad=head.weight.requires_grad), n
+            if head.bias is not None:
+                bias = torch.zeros(n, device=head.bias.device, dtype=head.bias.dtype)
+                bias[:keep] = head.bias.detach()[:keep]
+                head.bias = nn.Parameter(bias, requires_grad=head.bias.requires_grad)
         for module in self.modules():  # tied output projections share the new tensor (and grow their bias)
             if isinstance(module, nn.Linear) and module.weight is old:
                 module.weight, module.out_features = new, n
