@@ -326,3 +326,26 @@ def test_train_bpe_round_trips_and_needs_an_explicit_pad_token(tmp_path):
     assert batch.input_ids[0, 0] == bpe.eos_token_id and batch.attention_mask[0, 0] == 0
     assert bpe.add_special_tokens({"pad_token": "<pad>"}) == 1
     assert bpe.pad_token_id == len(bpe) - 1
+
+
+def test_non_utf8_vocab_txt_is_named_with_its_line(tmp_path):
+    lines = (MODEL_DIR / "vocab.txt").read_bytes().splitlines(keepends=True)
+    (tmp_path / "vocab.txt").write_bytes(b"".join(lines[:5]) + "caf\xe9\n".encode("latin-1") + b"".join(lines[5:]))
+    with pytest.raises(CheckpointError, match=r"vocab.txt: not UTF-8 at byte offset \d+ \(line 6\)"):
+        Tokenizer.from_pretrained(tmp_path)
+
+
+def test_tokenizer_config_that_is_not_an_object_is_a_clear_error(tmp_path):
+    shutil.copy(MODEL_DIR / "vocab.txt", tmp_path / "vocab.txt")
+    (tmp_path / "tokenizer_config.json").write_text("[512]", encoding="utf-8")
+    with pytest.raises(CheckpointError, match=r"tokenizer_config.json must hold a JSON object, not list"):
+        Tokenizer.from_pretrained(tmp_path)
+
+
+def test_interrupted_save_leaves_no_tokenizer_json(tok, tmp_path):
+    # tokenizer.json marks a complete directory (pretraining reuses one that has it): it is written last
+    (tmp_path / "vocab.txt").mkdir()  # writing vocab.txt fails
+    with pytest.raises(OSError):
+        tok.save_pretrained(tmp_path)
+    assert not (tmp_path / "tokenizer.json").exists()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

@@ -218,14 +218,18 @@ class Tokenizer:
         if isinstance(pre_tokenizer, pre_tokenizers.ByteLevel):
             config["add_prefix_space"] = pre_tokenizer.add_prefix_space
 
+        from plmkit.models.io import atomic_write, atomic_write_text
+
+        # Each file atomically, tokenizer.json last: its presence means the directory is complete
+        # (pretraining reuses a directory holding one), so an interrupted save is never taken for done.
         files = [out / "tokenizer.json", out / "tokenizer_config.json", out / "special_tokens_map.json"]
-        self._backend.save(str(files[0]))
-        files[1].write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        files[2].write_text(json.dumps(special_map, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        atomic_write_text(files[1], json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+        atomic_write_text(files[2], json.dumps(special_map, indent=2, ensure_ascii=False) + "\n")
         if isinstance(self._backend.model, models.WordPiece):
             vocab = self._backend.get_vocab(with_added_tokens=False)
             files.append(out / "vocab.txt")
-            files[-1].write_text("".join(t + "\n" for t in sorted(vocab, key=vocab.get)), encoding="utf-8")
+            atomic_write_text(files[-1], "".join(t + "\n" for t in sorted(vocab, key=vocab.get)))
+        atomic_write(files[0], lambda tmp: self._backend.save(str(tmp)))
         return tuple(str(f) for f in files)
 
     # ------------------------------------------------------------------ training
@@ -688,9 +692,13 @@ def _read_json(file: Path) -> dict:
     if not file.is_file():
         return {}
     try:
-        return json.loads(file.read_text(encoding="utf-8"))
+        data = json.loads(file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{file} is not valid JSON ({err}); restore it or save the tokenizer again.") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{file} must hold a JSON object, not {type(data).__name__}; "
+                              "restore it or save the tokenizer again.")
+    return data
 
 
 def _read_tokenizer_json(file: Path) -> tokenizers.Tokenizer:
@@ -718,9 +726,18 @@ def _apply_bert_options(backend: tokenizers.Tokenizer, config: dict) -> None:
 def _wordpiece_from_vocab(file: Path, config: dict) -> tokenizers.Tokenizer:
     """A BERT tokenizer built from vocab.txt (one token a line, id = line number)."""
     vocab = {}
-    with open(file, encoding="utf-8") as lines:
-        for index, line in enumerate(lines):
-            vocab[line.rstrip("\n")] = index
+    try:
+        with open(file, encoding="utf-8") as lines:
+            for index, line in enumerate(lines):
+                vocab[line.rstrip("\n")] = index
+    except UnicodeDecodeError:
+        raw = file.read_bytes()
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as err:  # the offset of the first bad byte in the whole file
+            bad, line = err.start, raw.count(b"\n", 0, err.start) + 1
+        raise CheckpointError(f"{file}: not UTF-8 at byte offset {bad} (line {line}); "
+                              "re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
     names = {n: _token_str(config.get(f"{n}_token")) for n in ("unk", "sep", "pad", "cls", "mask")}
     defaults = dict(zip(("pad", "unk", "cls", "sep", "mask"), BERT_SPECIAL_TOKENS))
     names = {n: t or defaults[n] for n, t in names.items()}

@@ -38,3 +38,15 @@ def test_missing_corpus_is_a_clean_error(tmp_path, capsys):
     argv = ["tokenizer", "train", "--corpus", str(tmp_path / "nope.txt"), "--vocab-size", "100", "--out", str(tmp_path)]
     assert main(argv) == 2
     assert "nope.txt" in capsys.readouterr().err
+
+
+def test_bad_out_and_min_frequency_are_clean_errors_before_training(tmp_path, capsys):
+    write_corpus(tmp_path)
+    taken = tmp_path / "taken"
+    taken.write_text("not a directory", encoding="utf-8")
+    argv = ["tokenizer", "train", "--corpus", str(tmp_path / "a.txt"), "--vocab-size", "200"]
+    assert main(argv + ["--out", str(taken)]) == 2
+    assert f"--out {taken}: cannot create the directory" in capsys.readouterr().err
+    assert taken.read_text(encoding="utf-8") == "not a directory"
+    assert main(argv + ["--out", str(tmp_path / "tok"), "--min-frequency", "-1"]) == 2
+    assert "--min-frequency -1: must be 0 or more" in capsys.readouterr().err

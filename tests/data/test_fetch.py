@@ -298,6 +298,22 @@ def test_failed_fetch_leaves_no_dataset_behind(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["downloads"]
 
 
+def test_refetch_interrupted_while_removing_the_old_copy_is_not_taken_for_done(tmp_path, fake_dataset, monkeypatch):
+    target = F.fetch("fake", tmp_path, log=lambda line: None)
+    rmtree = F.shutil.rmtree
+
+    def interrupted_rmtree(path, *args, **kwargs):
+        if path == target:  # interrupted after one file of the old copy is gone
+            (target / "data.jsonl").unlink()
+            raise KeyboardInterrupt
+        rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(F.shutil, "rmtree", interrupted_rmtree)
+    with pytest.raises(KeyboardInterrupt):
+        F.fetch("fake", tmp_path, force=True, log=lambda line: None)
+    assert not (target / ".done").exists()  # the next fetch converts again
+
+
 def test_fetch_unknown_name_and_default_cache(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="unknown dataset 'nope'; choose one of shakespeare"):
         F.fetch("nope", tmp_path)

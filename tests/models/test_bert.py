@@ -58,6 +58,18 @@ def test_base_checkpoint_into_task_model_initialises_head(tmp_path, caplog):
     assert auto.config.id2label == {0: "neg", 1: "pos"}
 
 
+def test_untied_mlm_decoder_missing_from_the_checkpoint_is_reported(tmp_path, caplog):
+    from safetensors.torch import load_file, save_file
+
+    BertForMaskedLM(BertConfig(**TINY, tie_word_embeddings=False)).save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    del weights["cls.predictions.decoder.weight"]
+    save_file(weights, tmp_path / "model.safetensors")
+    with caplog.at_level("INFO", logger="plmkit"):
+        BertForMaskedLM.from_pretrained(tmp_path)
+    assert "initialised mlm.decoder from scratch" in caplog.text
+
+
 def test_task_checkpoint_into_base_model_and_auto(tmp_path):
     mlm = BertForMaskedLM(BertConfig(**TINY))
     mlm.save_pretrained(tmp_path)

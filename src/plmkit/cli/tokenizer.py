@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def add_parser(subparsers) -> None:
@@ -26,8 +27,16 @@ def add_parser(subparsers) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     from plmkit.data.corpus import iter_texts
+    from plmkit.errors import ConfigError
     from plmkit.tokenization import Tokenizer
 
+    if args.min_frequency < 0:
+        raise ConfigError(f"--min-frequency {args.min_frequency}: must be 0 or more")
+    try:  # before training, so that a bad --out does not throw the trained vocabulary away
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"--out {args.out}: cannot create the directory ({err.strerror}); "
+                          "give a directory path that can be written") from None
     texts = iter_texts(args.corpus)
     progress = sys.stderr.isatty()
     if args.type == "bpe":

@@ -125,6 +125,7 @@ def fetch(name: str, cache_dir: str | os.PathLike | None = None, *, force: bool 
     try:
         with tempfile.TemporaryDirectory(prefix=f"plmkit-{name}-") as tmp:
             counts = DATASETS[name](downloads, Path(tmp), staging, log)
+        (target / ".done").unlink(missing_ok=True)  # first: a half-removed old copy is never taken for done
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
     finally:

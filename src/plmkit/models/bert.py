@@ -210,6 +210,8 @@ class BertForMaskedLM(BertPreTrainedModel):
         super().__init__(config)
         self.bert = BertModel(config, add_pooling_layer=False)
         self.mlm = MaskedLMHead(config, self.bert.embeddings.word)
+        if not config.tie_word_embeddings:  # an own decoder: loaded (or reported missing) like any head
+            self.tied_keys = ()
         self.init_weights()
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
@@ -229,6 +231,8 @@ class BertForPreTraining(BertPreTrainedModel):
         super().__init__(config)
         self.bert = BertModel(config)
         self.mlm = MaskedLMHead(config, self.bert.embeddings.word)
+        if not config.tie_word_embeddings:  # an own decoder: loaded (or reported missing) like any head
+            self.tied_keys = ()
         self.nsp = nn.Linear(config.hidden_size, 2)
         self.init_weights()
 
