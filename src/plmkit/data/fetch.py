@@ -125,6 +125,10 @@ def fetch(name: str, cache_dir: str | os.PathLike | None = None, *, force: bool 
     try:
         with tempfile.TemporaryDirectory(prefix=f"plmkit-{name}-") as tmp:
             counts = DATASETS[name](downloads, Path(tmp), staging, log)
+        empty = [file for file, n in counts.items() if n == 0]
+        if not counts or empty:
+            raise DataError(f"{name}: the conversion wrote no records{' to ' + ', '.join(empty) if empty else ''}; "
+                            "the package's layout may have changed, so nothing is kept")
         (target / ".done").unlink(missing_ok=True)  # first: a half-removed old copy is never taken for done
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
