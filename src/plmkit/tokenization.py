@@ -14,6 +14,7 @@ warning), and a tokenizer without a pad token never pads with eos silently.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -725,19 +726,15 @@ def _apply_bert_options(backend: tokenizers.Tokenizer, config: dict) -> None:
 
 def _wordpiece_from_vocab(file: Path, config: dict) -> tokenizers.Tokenizer:
     """A BERT tokenizer built from vocab.txt (one token a line, id = line number)."""
-    vocab = {}
+    raw = file.read_bytes()
     try:
-        with open(file, encoding="utf-8") as lines:
-            for index, line in enumerate(lines):
-                vocab[line.rstrip("\n")] = index
-    except UnicodeDecodeError:
-        raw = file.read_bytes()
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError as err:  # the offset of the first bad byte in the whole file
-            bad, line = err.start, raw.count(b"\n", 0, err.start) + 1
-        raise CheckpointError(f"{file}: not UTF-8 at byte offset {bad} (line {line}); "
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise CheckpointError(f"{file}: not UTF-8 at byte offset {err.start} (line {line}); "
                               "re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+    lines = io.StringIO(text, newline=None)  # universal newlines, as open() reads them
+    vocab = {line.rstrip("\n"): index for index, line in enumerate(lines)}
     names = {n: _token_str(config.get(f"{n}_token")) for n in ("unk", "sep", "pad", "cls", "mask")}
     defaults = dict(zip(("pad", "unk", "cls", "sep", "mask"), BERT_SPECIAL_TOKENS))
     names = {n: t or defaults[n] for n, t in names.items()}

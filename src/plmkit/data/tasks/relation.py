@@ -64,6 +64,7 @@ def relation_example(row: dict, where: str, line: int, require_label: bool = Tru
         raise DataError(f"{where}: no 'relation' field")
     return RelationExample(text, head, tail, None if relation is None else str(relation), line)
 
+
 def with_markers(example: RelationExample) -> str:
     """The text with [E1] ... [/E1] around the head and [E2] ... [/E2] around the tail."""
     inserts = [(example.head[0], MARKERS[0]), (example.head[1], MARKERS[1]),
