@@ -5,6 +5,7 @@ Weights never unpickle arbitrary code: safetensors, or pytorch_model.bin through
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 import pickle
@@ -24,6 +25,8 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
 def atomic_write(path: Path, write) -> None:
     """Call ``write(tmp_path)`` then rename over ``path``: readers never see a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):  # left by a writer that was killed
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
