@@ -213,3 +213,38 @@ def test_precision_resolution_and_bf16_autocast(tmp_path, toy):
     cfg = TrainConfig(**{**BASE, "precision": "bf16"}, max_steps=3)
     result = Trainer(toy.ToyLM(), cfg, toy.make_loader(), tmp_path).train()
     assert result.step == 3 and result.train_loss is not None and result.train_loss == result.train_loss
+
+
+def test_resume_keeps_the_log_interval_open_at_the_checkpoint(tmp_path, toy):
+    cfg = TrainConfig(**{**BASE, "log_every": 3}, max_steps=9, save_every=4)  # checkpoint inside a log interval
+    loader = lambda collate=toy.masking_collate: BatchLoader(toy.make_dataset(22), 4, collate, seed=1)  # noqa: E731
+    torch.manual_seed(0)
+    Trainer(toy.ToyLM(), cfg, loader(), tmp_path / "straight").train()
+    torch.manual_seed(0)
+    with pytest.raises(Crash):
+        Trainer(toy.ToyLM(), cfg, loader(crashing(toy.masking_collate, 5)), tmp_path / "resumed").train()
+    Trainer(toy.ToyLM(), cfg, loader(), tmp_path / "resumed").train(resume=True)
+    straight = losses(tmp_path / "straight", toy)
+    assert [s for s, _ in straight] == [3, 6, 9]
+    assert losses(tmp_path / "resumed", toy) == straight  # step 4's loss still counts in the step-6 line
+
+
+def test_resuming_an_early_stopped_run_trains_no_further(tmp_path, toy):
+    cfg = TrainConfig(**BASE, max_steps=20, eval_every=2, save_every=2, metric_for_best="accuracy", early_stopping_patience=2)
+
+    def evaluate_with(scores):
+        scores = iter(scores)
+        return lambda m: {"accuracy": next(scores)}
+
+    first = Trainer(toy.ToyLM(), cfg, toy.make_loader(), tmp_path, evaluate=evaluate_with([0.5, 0.7, 0.6, 0.65])).train()
+    assert (first.stop_reason, first.step) == ("early_stopping", 8)
+    again = Trainer(toy.ToyLM(), cfg, toy.make_loader(), tmp_path, evaluate=evaluate_with([0.99])).train(resume=True)
+    assert (again.stop_reason, again.step, again.best_step) == ("early_stopping", 8, 4)
+
+
+def test_resuming_a_finished_run_logs_nothing_twice(tmp_path, toy):
+    cfg = TrainConfig(**{**BASE, "log_every": 3}, max_steps=10, save_every=5, eval_every=3)  # step 10: log + eval in _finish
+    for resume in (False, True):
+        Trainer(toy.ToyLM(), cfg, toy.make_loader(), tmp_path, evaluate=lambda m: {"accuracy": 0.5}).train(resume=resume)
+        records = toy.read_jsonl(tmp_path / "metrics.jsonl")
+        assert [(r["step"], "loss" in r) for r in records] == [(s, kind) for s in (3, 6, 9, 10) for kind in (True, False)]

@@ -155,6 +155,7 @@ class Trainer:
         self.schedule = build_scheduler(self.optimizer, self.cfg, self.total_steps)
         self._params = [p for group in self.optimizer.param_groups for p in group["params"]]
         self.state = RunState()
+        self._interval = _Interval()
         checkpoint = latest_checkpoint(self.checkpoint_dir) if resume else None
         if checkpoint is not None:
             self._restore(checkpoint)
@@ -187,6 +188,7 @@ class Trainer:
         self.schedule.load_state_dict(saved["schedule"])
         self.train_loader.load_state_dict(saved["loader"])
         self.state = RunState(**saved["run"])
+        self._interval = _Interval(**saved.get("interval", {}))  # steps since the last log line
         self.metrics.truncate_after(self.state.step)
         restore_rng(saved["rng"])  # last: nothing above may draw random numbers after it
         print(f"resuming from {checkpoint} (step {self.state.step})")
@@ -194,7 +196,6 @@ class Trainer:
     def _loop(self) -> str:
         cfg, st = self.cfg, self.state
         batches = self.train_loader.forever()
-        self._interval = _Interval()
         self._lr = cfg.lr
         self._started, self._elapsed_before = self.clock(), st.elapsed
         bar = tqdm(total=self.total_steps, initial=st.step, unit="step", dynamic_ncols=True, disable=not cfg.progress_bar)
@@ -235,6 +236,9 @@ class Trainer:
             return self.length_limit
         if self.cfg.time_budget is not None and self.state.elapsed >= self.cfg.time_budget:
             return "time_budget"
+        patience = self.cfg.early_stopping_patience
+        if patience is not None and self.state.bad_evals >= patience:  # a resumed run that had stopped early
+            return "early_stopping"
         return None
 
     # ---------------------------------------------------------------- step
@@ -335,6 +339,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
             "loader": self.train_loader.state_dict(),
+            "interval": asdict(self._interval),
             "rng": capture_rng(),
             "config": self.cfg.to_dict(),
         }
@@ -344,11 +349,13 @@ class Trainer:
 
     def _finish(self, stop_reason: str) -> TrainResult:
         st, cfg = self.state, self.cfg
-        if self._interval.steps:
+        logged = bool(self._interval.steps)
+        if logged:
             self._log()
         if self.evaluate is not None and st.last_eval_step != st.step:
             self._run_evaluation()
-        if cfg.save_every and st.last_save_step != st.step:
+            logged = True
+        if cfg.save_every and (st.last_save_step != st.step or logged):  # a resumed finished run logs nothing twice
             self._save_checkpoint()
         model_dir = write_dir_atomically(self.out_dir / "model", lambda tmp: export_model(self.model, tmp, self.save_extra))
         curves = self.out_dir / "training_curves.png"
