@@ -86,3 +86,15 @@ def test_relation_micro_f1_excludes_no_relation():
     m.update(torch.tensor([0, 2, 1, 2]), torch.tensor([0, 1, 2, 2]))
     r = m.compute()
     assert r["precision"] == 0.5 and r["recall"] == 0.5 and r["f1"] == 0.5 and r["accuracy"] == 0.5
+
+
+def test_entity_metrics_bilou_tags_score_like_bioes():
+    # scheme_of calls L-/U- (BILOU) data "BIOES"; seqeval's IOBES scheme rejects those prefixes
+    m = EntityMetrics("BIOES")
+    m.update([["U-PER", "O", "B-LOC", "L-LOC"]], [["U-PER", "O", "B-LOC", "L-LOC"]])
+    r = m.compute()
+    assert r["precision"] == 1.0 and r["recall"] == 1.0 and r["f1"] == 1.0
+    m = EntityMetrics("BIOES")
+    m.update([["U-PER", "B-LOC", "I-LOC"]], [["U-PER", "B-LOC", "L-LOC"]])  # unfinished LOC: strict, no entity
+    r = m.compute()
+    assert r["precision"] == 1.0 and r["recall"] == 0.5

@@ -114,6 +114,9 @@ class RegressionMetrics:
                 "mse": float(((p - g) ** 2).mean()) if len(p) else 0.0, "n": len(p)}
 
 
+_BILOU_AS_BIOES = {"L-": "E-", "U-": "S-"}  # scheme_of calls BILOU data BIOES; seqeval's IOBES wants E-/S-
+
+
 class EntityMetrics:
     """Entity-level scores with seqeval; `update` takes lists of tag sequences (one per sentence)."""
 
@@ -134,10 +137,11 @@ class EntityMetrics:
     def compute(self) -> dict[str, float]:
         from seqeval.metrics import f1_score, precision_score, recall_score
         kwargs = {}
+        args = (self.gold, self.pred)
         if self.scheme == "BIOES":
             from seqeval.scheme import IOBES
             kwargs = {"mode": "strict", "scheme": IOBES}
-        args = (self.gold, self.pred)
+            args = tuple([[_BILOU_AS_BIOES.get(t[:2], t[:2]) + t[2:] for t in s] for s in seqs] for seqs in args)
         return {"precision": float(precision_score(*args, zero_division=0, **kwargs)),
                 "recall": float(recall_score(*args, zero_division=0, **kwargs)),
                 "f1": float(f1_score(*args, zero_division=0, **kwargs)),
