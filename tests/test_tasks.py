@@ -274,3 +274,34 @@ def test_relation_prediction_rejects_what_training_rejects():
         tasks._records_to_examples("relation", [{"head": [0, 1], "tail": [2, 3]}], "in.jsonl")
     [ok] = tasks._records_to_examples("relation", [{**overlap, "tail": [3, 5], "relation": "x"}], "in.jsonl", [7])
     assert (ok.head, ok.tail, ok.relation, ok.line) == ((0, 3), (3, 5), None, 7)
+
+
+def test_finetune_resumes_exactly(tmp_path):
+    """6 steps straight == 3 steps, then --resume to 6: same losses, same evaluations (a constant lr,
+    since a run of 3 steps would otherwise decay it to 0 by step 3)."""
+    from plmkit.cli import main
+    data = tmp_path / "t.jsonl"
+    rows = [("a fine film", "pos"), ("dull and slow", "neg"), ("warm and funny", "pos"), ("a waste", "neg")] * 6
+    data.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows))
+
+    def run(out, steps, *extra):
+        return main(["finetune", "--task", "classification", "--model", str(h.tiny_model_dir()), "--train", str(data),
+                     "--eval", str(data), "--out", str(out), "--max-steps", str(steps), "--batch-size", "4",
+                     "--lr", "1e-3", "--dropout", "0.1", "--eval-every", "2", "--log-every", "1", "--schedule", "constant",
+                     "--warmup-ratio", "0", "--no-progress", *extra])
+
+    def records(out):
+        return [{k: v for k, v in r.items() if k not in ("elapsed", "tokens_per_s", "wall")}
+                for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())]
+
+    assert run(tmp_path / "straight", 6) == 0
+    assert run(tmp_path / "resumed", 3, "--save-every", "3") == 0
+    assert run(tmp_path / "resumed", 6, "--resume") == 0
+    straight, resumed = records(tmp_path / "straight"), records(tmp_path / "resumed")
+    losses = [(r["step"], r["loss"]) for r in straight if "loss" in r]
+    assert [s for s, _ in losses] == [1, 2, 3, 4, 5, 6]
+    assert [(r["step"], r["loss"]) for r in resumed if "loss" in r] == losses
+    evals = {r["step"]: r["eval_loss"] for r in straight if "eval_loss" in r}
+    assert evals.keys() == {2, 4, 6}  # the resumed run also evaluated at its end, step 3
+    assert {step: loss for step, loss in ((r["step"], r.get("eval_loss")) for r in resumed) if step in evals
+            and loss is not None} == evals

@@ -126,6 +126,8 @@ class FinetuneOptions:
     stride: int | None = None  # ner: window overlap in word pieces (None: max_length // 4)
     progress_bar: bool = True
     log_every: int = 10
+    save_every: int | None = None  # checkpoint every N steps (one is always written at the end)
+    resume: bool = False  # continue from out_dir/checkpoints/latest, exactly
 
 
 # ------------------------------------------------------------------ loading
@@ -595,7 +597,7 @@ def finetune(task: str, model_dir, train, out_dir, eval_data=None, options: Fine
         lr=o.lr, weight_decay=o.weight_decay, layer_lr_decay=o.layer_lr_decay, head_lr=o.head_lr,
         warmup_ratio=o.warmup_ratio, schedule=o.schedule, max_steps=o.max_steps, epochs=o.epochs,
         grad_clip=o.grad_clip, grad_accum_steps=o.grad_accum_steps, precision=o.precision, device=o.device,
-        seed=o.seed, log_every=o.log_every,
+        seed=o.seed, log_every=o.log_every, save_every=o.save_every,
         eval_every=(o.eval_every or steps_per_epoch) if eval_features is not None else None,
         early_stopping_patience=o.early_stopping_patience if eval_features is not None else None,
         metric_for_best=metric, progress_bar=o.progress_bar)
@@ -609,4 +611,4 @@ def finetune(task: str, model_dir, train, out_dir, eval_data=None, options: Fine
 
     trainer = Trainer(model, cfg, loader, out_dir, evaluate=evaluate if eval_features is not None else None,
                       save_extra=save_extra)
-    return trainer.train()
+    return trainer.train(resume=o.resume)

@@ -55,6 +55,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
+    p.add_argument("--save-every", type=int, default=None, metavar="N",
+                   help="checkpoint every N steps (one is always written at the end)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest, exactly")
+    p.add_argument("--log-every", type=int, default=10, metavar="N", help="log the loss every N steps (default 10)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -74,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         metric_for_best=args.metric, seed=args.seed, device=args.device, precision=args.precision,
         group_by_length=args.group_by_length, doc_stride=args.doc_stride,
         max_answer_length=args.max_answer_length, stride=args.stride,
-        progress_bar=not args.no_progress)
+        progress_bar=not args.no_progress, save_every=args.save_every, resume=args.resume, log_every=args.log_every)
     tasks.finetune(args.task, args.model, args.train, args.out, args.eval, options)
     return 0
 
@@ -86,7 +90,8 @@ def run_sft(args: argparse.Namespace) -> int:
                  batch_size=args.batch_size, epochs=args.epochs, max_steps=args.max_steps, lr=args.lr,
                  weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio, schedule=args.schedule,
                  grad_clip=args.grad_clip, grad_accum_steps=args.grad_accum, eval_every=args.eval_every,
-                 seed=args.seed, device=args.device, precision=args.precision, progress_bar=not args.no_progress)
+                 seed=args.seed, device=args.device, precision=args.precision, progress_bar=not args.no_progress,
+                 save_every=args.save_every, resume=args.resume, log_every=args.log_every)
     ppl = f", held-out perplexity {result.perplexity:.2f}" if result.perplexity is not None else ""
     print(f"SFT done: {result.train_examples} examples{ppl}; chat with: plmkit chat --model {result.model_dir}")
     return 0
