@@ -137,3 +137,16 @@ def test_outputs_index_like_hf():
     model = BertForSequenceClassification(BertConfig(**TINY)).eval()
     out = model(torch.randint(0, 50, (2, 4)), labels=torch.tensor([0, 1]))
     assert out[0] is out.loss and out["logits"] is out.logits
+
+
+def test_broadcast_position_and_token_type_ids_with_padding():
+    """position_ids / token_type_ids of shape (T,) or (1, T) broadcast over a padded batch, as in HF."""
+    model = BertModel(BertConfig(**TINY)).eval()
+    ids = torch.randint(1, 50, (2, 6))
+    mask = torch.tensor([[1] * 6, [1] * 3 + [0] * 3])
+    types = torch.tensor([[0, 0, 0, 1, 1, 1]])
+    with torch.no_grad():
+        full = model(ids, mask, types.expand(2, 6), torch.arange(6).expand(2, 6)).last_hidden_state
+        for pos in (torch.arange(6), torch.arange(6)[None]):
+            out = model(ids, mask, types, pos).last_hidden_state
+            torch.testing.assert_close(out, full)

@@ -130,7 +130,10 @@ class BertModel(BertPreTrainedModel):
             raise PlmkitError(f"input has {t} tokens but this model takes at most "
                               f"{self.config.max_position_embeddings}: truncate it (e.g. tokenizer(..., truncation=True))")
         if position_ids is None:
-            position_ids = torch.arange(t, device=input_ids.device).expand(b, t)
+            position_ids = torch.arange(t, device=input_ids.device)
+        position_ids = position_ids.expand(b, t)  # (T,) or (1, T) broadcast, as in HF; unpadding needs (B, T)
+        if token_type_ids is not None:
+            token_type_ids = token_type_ids.expand(b, t)
         layout = None
         if attention_mask is not None and not bool(attention_mask.all()):
             layout = Unpadded.from_mask(attention_mask, self.embeddings.word.weight.dtype)
