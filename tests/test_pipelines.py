@@ -35,8 +35,18 @@ def test_text_classification_pipeline(trained):
     out = clf(["这个手机很好用", "质量太差了", "一般"])
     assert len(out) == 3 and all(set(r) == {"label", "score"} and r["label"] in ("negative", "positive") for r in out)
     assert isinstance(clf("很好"), list)  # HF: a list of one dict for one text
-    both = clf("很好", top_k=None)[0]
+    both = clf("很好", top_k=None)  # HF: one text with top_k gives a flat list of dicts
     assert len(both) == 2 and both[0]["score"] >= both[1]["score"]
+
+
+def test_text_classification_top_k_shapes_follow_hf(trained):
+    clf = plmkit.pipeline("text-classification", model=trained / "cls" / "model")
+    one, two = clf("很好", top_k=2), clf("很好", top_k=1)
+    assert isinstance(one, list) and len(one) == 2 and all(isinstance(r, dict) for r in one)
+    assert isinstance(two, list) and len(two) == 1 and isinstance(two[0], dict)
+    many = clf(["很好", "太差"], top_k=1)  # explicit top_k: one list per text, as in HF
+    assert len(many) == 2 and all(isinstance(r, list) and len(r) == 1 for r in many)
+    assert all(isinstance(r, dict) for r in clf(["很好", "太差"]))  # no top_k: one dict per text
 
 
 def test_token_classification_pipeline(trained):
@@ -55,6 +65,26 @@ def test_question_answering_pipeline(trained):
     assert set(r) == {"answer", "score", "start", "end"} and context[r["start"]:r["end"]] == r["answer"]
     many = qa(question=["Where?", "When?"], context=context)
     assert len(many) == 2
+
+
+def test_question_answering_answers_are_whole_words(trained):
+    """As in HF's pipeline (align_to_words=True), an answer never starts or ends inside a word."""
+    qa = plmkit.pipeline("question-answering", model=trained / "qa" / "model")
+    context = "Unbelievably, the tower stands in Paris. It was finished in 1889 by engineers."
+    for question in ("Where is the tower?", "When was it finished?", "Who built it?", "What stands?"):
+        r = qa(question=question, context=context)
+        assert context[r["start"]:r["end"]] == r["answer"] != ""
+        assert r["start"] == 0 or not context[r["start"] - 1].isalnum()
+        assert r["end"] == len(context) or not context[r["end"]].isalnum()
+
+
+def test_pipelines_refuse_arguments_they_would_ignore(trained):
+    ner = plmkit.pipeline("token-classification", model=trained / "ner" / "model")
+    assert ner("我爱北京", aggregation_strategy="first") == ner("我爱北京")
+    with pytest.raises(ConfigError, match="per-piece output is not offered"):
+        ner("我爱北京", aggregation_strategy="none")
+    with pytest.raises(ConfigError, match="unknown argument.*ignore_labels"):
+        ner("我爱北京", ignore_labels=["O"])
 
 
 def test_pipeline_checks_the_task(trained):

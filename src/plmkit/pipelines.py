@@ -12,6 +12,8 @@ from __future__ import annotations
 from plmkit import tasks
 from plmkit.errors import ConfigError
 
+_LEGACY = object()  # top_k not passed: Hugging Face's legacy output shape
+
 PIPELINE_TASKS = {"text-classification": "classification", "sentiment-analysis": "classification",
                   "token-classification": "ner", "ner": "ner", "question-answering": "qa",
                   "relation-classification": "relation"}
@@ -26,9 +28,15 @@ class Pipeline:
         self.task, self.batch_size = task, batch_size
         self.model.to(resolve_device(device))
 
-    def __call__(self, inputs=None, *, question=None, context=None, top_k: int | None = 1, **unused):
+    def __call__(self, inputs=None, *, question=None, context=None, top_k: int | None = _LEGACY,
+                 align_to_words: bool = True, aggregation_strategy: str | None = None, **unknown):
+        if unknown:
+            raise ConfigError(f"{self.task} pipeline: unknown argument(s) {', '.join(sorted(unknown))}")
+        if aggregation_strategy == "none":
+            raise ConfigError("token-classification gives whole-word entities (each word tagged by its first "
+                              "piece, like aggregation_strategy='first'); per-piece output is not offered")
         if self.spec.task == "qa":
-            return self._qa(inputs, question, context)
+            return self._qa(inputs, question, context, align_to_words)
         single = isinstance(inputs, (str, dict))
         records = [inputs] if single else list(inputs)
         results = tasks.predict_records(self.model, self.tokenizer, self.spec, records, self.batch_size)
@@ -38,17 +46,21 @@ class Pipeline:
             out = [self._labels(r, top_k) for r in results]
         else:
             out = [{"label": r["relation"], "score": r["score"]} for r in results]
-        return out[0] if single and self.spec.task != "classification" else out
+        if single and self.spec.task == "classification":  # HF: a list for one text, flat
+            return out if top_k is _LEGACY or isinstance(out[0], dict) else out[0]
+        return out[0] if single else out
 
     @staticmethod
-    def _labels(result: dict, top_k: int | None):
+    def _labels(result: dict, top_k):
+        """HF's shapes: without ``top_k`` the best label's dict; with it a list of the ``top_k`` best
+        (all for None), even for top_k=1."""
         if "probabilities" not in result:  # regression
             return {"label": result["label"], "score": result["score"]}
         ranked = sorted(result["probabilities"].items(), key=lambda kv: -kv[1])
         ranked = [{"label": k, "score": v} for k, v in ranked]
-        return ranked[0] if top_k == 1 else ranked[:top_k] if top_k else ranked
+        return ranked[0] if top_k is _LEGACY else ranked[:top_k] if top_k else ranked
 
-    def _qa(self, inputs, question, context):
+    def _qa(self, inputs, question, context, align_to_words: bool):
         if question is not None:
             single = isinstance(question, str)
             qs = [question] if single else list(question)
@@ -57,7 +69,8 @@ class Pipeline:
         else:
             single = isinstance(inputs, dict)
             records = [inputs] if single else list(inputs)
-        results = tasks.predict_records(self.model, self.tokenizer, self.spec, records, self.batch_size)
+        results = tasks.predict_records(self.model, self.tokenizer, self.spec, records, self.batch_size,
+                                        align_to_words=align_to_words)
         results = [{k: r[k] for k in ("score", "start", "end", "answer")} for r in results]
         return results[0] if single else results
 

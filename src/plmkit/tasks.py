@@ -262,9 +262,10 @@ def evaluate_dir(model_dir, data, batch_size: int = 32, device: str = "auto",
 
 # ------------------------------------------------------------------ prediction
 def predict_records(model, tokenizer, spec: TaskSpec, records: list[dict], batch_size: int = 32,
-                    where: str = "input", lines: list[int] | None = None) -> list[dict]:
+                    where: str = "input", lines: list[int] | None = None, align_to_words: bool = True) -> list[dict]:
     """One result dict per input record (see `plmkit predict --help` for the shapes); errors name
-    `where`:line, the line from `lines` (one per record) or else the record's number."""
+    `where`:line, the line from `lines` (one per record) or else the record's number. QA answers are
+    whole words unless `align_to_words` is False (then token spans, as evaluation scores them)."""
     if not records:
         return []
     examples = _records_to_examples(spec.task, records, where, lines)
@@ -290,20 +291,21 @@ def predict_records(model, tokenizer, spec: TaskSpec, records: list[dict], batch
                          "start": s, "end": e} for kind, s, e in ner_data.entity_spans(tags)]
             results[k] = {"tokens": tokens, "tags": tags, "entities": entities}
         return results
-    spans = _qa_spans(model, features, spec, batch_size, pad)
+    spans = _qa_spans(model, features, spec, batch_size, pad, align_to_words)
     return [{"id": e.id, **spans.answer(k, e.context)} for k, e in enumerate(examples)]
 
 
-def _qa_spans(model, features: list[dict], spec: TaskSpec, batch_size: int, pad: int):
+def _qa_spans(model, features: list[dict], spec: TaskSpec, batch_size: int, pad: int, align_to_words: bool = False):
     """Best answer span per example; the windows of one example may land in different batches."""
     spans = qa_data.SpanAggregator(spec.max_answer_length, allow_no_answer=spec.version_2,
-                                   null_score_diff_threshold=spec.null_score_diff_threshold)
+                                   null_score_diff_threshold=spec.null_score_diff_threshold,
+                                   align_to_words=align_to_words)
     for idx, _, out in _forward(model, features, batch_size, pad):
         starts, ends = out.start_logits.float().tolist(), out.end_logits.float().tolist()
         for row, i in enumerate(idx):
             f = features[i]
             n = len(f["input_ids"])
-            spans.add(f["_example"], starts[row][:n], ends[row][:n], f["_offsets"])
+            spans.add(f["_example"], starts[row][:n], ends[row][:n], f["_offsets"], f["_words"])
     return spans
 
 

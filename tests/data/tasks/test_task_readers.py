@@ -258,6 +258,20 @@ def test_qa_best_span_and_no_answer():
     assert agg.answer(0, "abc defgh ij")["answer"] in ("defgh", "ij")
 
 
+def test_qa_answers_widen_to_whole_words_when_asked(tok):
+    context = "the unbelievable tower"
+    (f,) = Q.windows(tok, [Q.QAExample("q", "what?", context)], max_length=64)
+    pieces = [k for k, o in enumerate(f["_offsets"]) if o is not None and 4 <= o[0] < 16]
+    assert len(pieces) > 1  # "unbelievable" is split into word pieces
+    assert all(f["_words"][k] == (4, 16) for k in pieces)
+    s, e = [0.0] * len(f["input_ids"]), [0.0] * len(f["input_ids"])
+    s[pieces[1]] = e[pieces[1]] = 9.0  # the model points inside the word
+    for align, answer in ((False, context[slice(*f["_offsets"][pieces[1]])]), (True, "unbelievable")):
+        agg = Q.SpanAggregator(align_to_words=align)
+        agg.add(0, s, e, f["_offsets"], f["_words"])
+        assert agg.answer(0, context)["answer"] == answer
+
+
 def test_squad_reader_errors(tmp_path):
     p = tmp_path / "s.json"
     p.write_text(json.dumps({"data": [{"paragraphs": [{"context": "abc", "qas": [

@@ -78,8 +78,9 @@ def _need_object(value, where: str) -> None:
 def windows(tokenizer, examples: list[QAExample], max_length: int = 384, doc_stride: int = 128,
             max_query_length: int = 64, training: bool = False) -> list[dict]:
     """One feature per window. `_example` indexes `examples`; `_offsets` holds (start, end) character
-    offsets into the context for context tokens and None elsewhere. With `training`, the first
-    answer gives `start_positions` / `end_positions` (0 = [CLS] when the window lacks it)."""
+    offsets into the context for context tokens and None elsewhere, `_words` the same for the whole
+    word each token belongs to. With `training`, the first answer gives `start_positions` /
+    `end_positions` (0 = [CLS] when the window lacks it)."""
     backend = tokenizer.backend_tokenizer
     questions = backend.encode_batch([e.question for e in examples], add_special_tokens=False)
     contexts = backend.encode_batch([e.context for e in examples], add_special_tokens=False)
@@ -92,6 +93,7 @@ def windows(tokenizer, examples: list[QAExample], max_length: int = 384, doc_str
             raise DataError(f"max_length={max_length} leaves no room for the context after a "
                             f"{len(q_ids)}-token question")
         starts = window_starts(len(c.ids), room, doc_stride)
+        words = _word_spans(c)
         answer = None
         if training and e.answers and not e.is_impossible:
             a = e.answers[0]
@@ -102,7 +104,8 @@ def windows(tokenizer, examples: list[QAExample], max_length: int = 384, doc_str
             head = 2 + len(q_ids)  # position of the first context token
             ids = [cls] + q_ids + [sep] + ctx_ids + [sep]
             f = {"input_ids": ids, "token_type_ids": [0] * head + [1] * (len(ctx_ids) + 1), "_example": i,
-                 "_offsets": [None] * head + [tuple(o) for o in ctx_offsets] + [None]}
+                 "_offsets": [None] * head + [tuple(o) for o in ctx_offsets] + [None],
+                 "_words": [None] * head + words[s:s + room] + [None]}
             if training:
                 start_pos = end_pos = 0
                 if answer is not None:
@@ -114,6 +117,15 @@ def windows(tokenizer, examples: list[QAExample], max_length: int = 384, doc_str
     return features
 
 
+def _word_spans(encoding) -> list[tuple[int, int]]:
+    """Per token, the character span of the whole word it is a piece of."""
+    spans: dict[int, tuple[int, int]] = {}
+    for word, (a, b) in zip(encoding.word_ids, encoding.offsets):
+        lo, hi = spans.get(word, (a, b))
+        spans[word] = (min(lo, a), max(hi, b))
+    return [spans[word] for word in encoding.word_ids]
+
+
 @dataclass
 class Candidate:
     score: float  # start logit + end logit
@@ -123,8 +135,10 @@ class Candidate:
 
 
 def best_spans(start_logits: list[float], end_logits: list[float], offsets: list, max_answer_length: int = 30,
-               n_best: int = 20) -> tuple[Candidate | None, float]:
-    """Best context span of one window (or None) and the window's null score (start+end at [CLS])."""
+               n_best: int = 20, words: list | None = None) -> tuple[Candidate | None, float]:
+    """Best context span of one window (or None) and the window's null score (start+end at [CLS]).
+    With `words` (a window's `_words`) the span widens to whole words, as HF's pipeline does."""
+    bounds = words or offsets
     ctx = [k for k, o in enumerate(offsets) if o is not None]
     log_z_s = _logsumexp([start_logits[0]] + [start_logits[k] for k in ctx])
     log_z_e = _logsumexp([end_logits[0]] + [end_logits[k] for k in ctx])
@@ -138,7 +152,7 @@ def best_spans(start_logits: list[float], end_logits: list[float], offsets: list
             score = start_logits[s] + end_logits[e]
             if best is None or score > best.score:
                 prob = math.exp(score - log_z_s - log_z_e)
-                best = Candidate(score, prob, offsets[s][0], offsets[e][1])
+                best = Candidate(score, prob, bounds[s][0], bounds[e][1])
     null = start_logits[0] + end_logits[0]
     return best, null
 
@@ -155,15 +169,18 @@ class SpanAggregator:
     its best span score exceeds `null_score_diff_threshold` (Hugging Face's rule and name)."""
 
     def __init__(self, max_answer_length: int = 30, allow_no_answer: bool = False,
-                 null_score_diff_threshold: float = 0.0):
+                 null_score_diff_threshold: float = 0.0, align_to_words: bool = False):
         self.max_answer_length = max_answer_length
+        self.align_to_words = align_to_words  # answers of whole words (HF pipeline); else token spans
         self.allow_no_answer = allow_no_answer
         self.null_score_diff_threshold = null_score_diff_threshold
         self.best: dict[int, Candidate] = {}
         self.null: dict[int, tuple[float, float]] = {}  # example -> (null score, null prob)
 
-    def add(self, example: int, start_logits: list[float], end_logits: list[float], offsets: list) -> None:
-        cand, null = best_spans(start_logits, end_logits, offsets, self.max_answer_length)
+    def add(self, example: int, start_logits: list[float], end_logits: list[float], offsets: list,
+            words: list | None = None) -> None:
+        cand, null = best_spans(start_logits, end_logits, offsets, self.max_answer_length,
+                                words=words if self.align_to_words else None)
         if cand is not None and (example not in self.best or cand.score > self.best[example].score):
             self.best[example] = cand
         z = _logsumexp([start_logits[0]] + [start_logits[k] for k, o in enumerate(offsets) if o is not None]) \
