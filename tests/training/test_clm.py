@@ -141,3 +141,4 @@ def test_plmkit_pretrain_objective_clm(tmp_path, capsys):
                         "--no-progress", "--cache-dir", str(tmp_path / "cache"), "--eval-fraction", "0.2"]) == 0
     out = capsys.readouterr().out
     assert "held-out perplexity" in out and (tmp_path / "o" / "model" / "config.json").is_file()
+    assert any((tmp_path / "o" / "checkpoints").iterdir())  # saved by default, so --resume has a start

@@ -28,10 +28,11 @@ FLAG_KEYS = {
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "pretrain", help="pretrain a BERT on raw text (MLM + NSP)",
+        "pretrain", help="pretrain a BERT (MLM + NSP, or MLM) or a decoder (--objective clm) on raw text",
         description="Pretrain a BERT from raw text: trains a WordPiece tokenizer if none is given, tokenizes the "
                     "corpus once into a cached token array, builds BERT's sentence-pair examples, masks dynamically "
-                    "and evaluates on held-out documents. Flags override the run file (--config).",
+                    "and evaluates on held-out documents. With --objective clm: a GPT-2 or Llama decoder by "
+                    "next-token prediction (byte-level BPE). Flags override the run file (--config).",
         argument_default=argparse.SUPPRESS)
     p.add_argument("--corpus", nargs="+", metavar="PATH", help="text corpus: .txt/.txt.gz/.jsonl files or directories")
     p.add_argument("--out", metavar="DIR", help="output directory (tokenizer, checkpoints, metrics, final model)")

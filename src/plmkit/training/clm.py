@@ -39,7 +39,8 @@ from plmkit.training.trainer import Trainer, TrainResult, format_duration
 PAD_TOKEN = "<|pad|>"
 # Defaults for small decoders trained from scratch (nanoGPT's choices); any TrainConfig field overrides.
 CLM_TRAIN_DEFAULTS = {"lr": 1e-3, "weight_decay": 0.1, "betas": (0.9, 0.95), "warmup_ratio": 0.05,
-                      "schedule": "cosine", "min_lr_ratio": 0.1, "grad_clip": 1.0, "log_every": 10}
+                      "schedule": "cosine", "min_lr_ratio": 0.1, "grad_clip": 1.0, "log_every": 10,
+                      "save_every": 1000}  # as BERT pretraining: --resume needs a checkpoint
 
 
 @dataclass
