@@ -80,8 +80,8 @@ def test_pad_token_is_added_not_eos():
 
 
 def test_long_examples_are_cut_or_skipped(tok):
-    data = SFTDataset([("hi", "word " * 100), ("word " * 100, "x")], tok, max_length=40)
-    assert len(data) == 1 and data.skipped == 1 and len(data[0]["input_ids"]) == 40
+    data = SFTDataset([("hi", "word " * 100), ("word " * 100, "x"), ("hi", "short")], tok, max_length=40)
+    assert len(data) == 2 and data.skipped == 1 and data.truncated == 1 and len(data[0]["input_ids"]) == 40
 
 
 def test_truncate_history_drops_oldest_turns_first(tok):

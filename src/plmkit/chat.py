@@ -197,15 +197,15 @@ class SFTDataset:
     """Tokenized prompt -> response examples: {"input_ids", "labels"} lists (labels -100 on the prompt).
 
     pairs: (prompt, response) tuples or {"prompt", "response"[, "system"]} dicts; `from_jsonl` reads files.
-    Longer than `max_length` tokens: the reply is cut (its EOS with it); an example whose prompt
-    leaves no room for a reply token is skipped and counted in ``skipped``.
+    Longer than `max_length` tokens: the reply is cut (its EOS with it) and counted in ``truncated``;
+    an example whose prompt leaves no room for a reply token is skipped and counted in ``skipped``.
     """
 
     def __init__(self, pairs: Iterable, tokenizer, max_length: int, system: str | None = None):
         if tokenizer.eos_token_id is None:
             raise ConfigError("the tokenizer has no eos token to end replies with")
         self.examples: list[dict[str, list[int]]] = []
-        self.skipped = 0
+        self.skipped = self.truncated = 0
         eos = tokenizer.eos_token_id
         for pair in pairs:
             if isinstance(pair, dict):
@@ -218,6 +218,7 @@ class SFTDataset:
             if room < 1:
                 self.skipped += 1
                 continue
+            self.truncated += len(reply_ids) > room
             reply_ids = reply_ids[:room]
             self.examples.append({"input_ids": prompt_ids + reply_ids,
                                   "labels": [IGNORE_INDEX] * len(prompt_ids) + reply_ids})

@@ -32,6 +32,7 @@ def test_round_trip_and_normalisation():
 def test_greater_is_better_follows_metric_name():
     assert TrainConfig(max_steps=1, metric_for_best="accuracy").greater_is_better is True
     assert TrainConfig(max_steps=1, metric_for_best="eval_loss").greater_is_better is False
+    assert TrainConfig(max_steps=1, metric_for_best="perplexity").greater_is_better is False
     assert TrainConfig(max_steps=1, metric_for_best="loss", greater_is_better=True).greater_is_better is True
 
 

@@ -92,7 +92,7 @@ class TrainConfig:
         if self.grad_clip is not None and self.grad_clip <= 0:
             self.grad_clip = None  # 0 means "no clipping", as in HF's max_grad_norm
         if self.greater_is_better is None and self.metric_for_best is not None:
-            self.greater_is_better = not self.metric_for_best.endswith("loss")
+            self.greater_is_better = not self.metric_for_best.endswith(("loss", "perplexity"))
         self._validate()
 
     def _validate(self) -> None:

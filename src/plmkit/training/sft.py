@@ -89,8 +89,10 @@ def run_sft(model_dir: str | Path, data: str | Path | Sequence, out: str | Path,
     skipped = train_set.skipped + (eval_set.skipped if eval_set else 0)
     if len(train_set) == 0:
         raise DataError(f"every training prompt is longer than max_length={max_length} tokens")
+    truncated = train_set.truncated + (eval_set.truncated if eval_set else 0)
     log(f"SFT examples: {len(train_set):,} train, {len(eval_set) if eval_set else 0:,} held-out"
-        + (f", {skipped} skipped (prompt longer than {max_length} tokens)" if skipped else ""))
+        + (f", {skipped} skipped (prompt longer than {max_length} tokens)" if skipped else "")
+        + (f", {truncated} with the reply cut at {max_length} tokens" if truncated else ""))
     (out / "sft_config.json").write_text(json.dumps(
         dict(model=str(model_dir), data=[str(d) for d in _paths(data)], max_length=max_length, batch_size=batch_size,
              eval_fraction=eval_fraction, system=system, pad_token=tokenizer.pad_token, train=train_cfg.to_dict()),
