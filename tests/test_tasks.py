@@ -305,3 +305,13 @@ def test_finetune_resumes_exactly(tmp_path):
     assert evals.keys() == {2, 4, 6}  # the resumed run also evaluated at its end, step 3
     assert {step: loss for step, loss in ((r["step"], r.get("eval_loss")) for r in resumed) if step in evals
             and loss is not None} == evals
+
+
+def test_lora_adapters_of_frozen_layers_stay_frozen():
+    tiny = h.tiny_model_dir()
+    tok = Tokenizer.from_pretrained(tiny)
+    model = tasks.prepare_model("classification", tiny, tok, tasks.TaskSpec("classification"), ["neg", "pos"])
+    tasks.set_trainable(model, "classification", tok, tasks.FinetuneOptions(freeze_layers=1, lora_rank=2))
+    adapters = {n: p.requires_grad for n, p in model.named_parameters() if "lora_" in n}
+    assert adapters and all(not trains for n, trains in adapters.items() if ".layers.0." in n)
+    assert any(".layers.1." in n for n in adapters) and all(trains for n, trains in adapters.items() if ".layers.1." in n)

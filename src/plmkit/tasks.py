@@ -535,6 +535,11 @@ def set_trainable(model, task: str, tokenizer, o: FinetuneOptions) -> list[str]:
         wrapped = apply_lora(model, o.lora_targets, o.lora_rank, o.lora_alpha, o.lora_dropout)
         for p in head:
             p.requires_grad_(True)
+        frozen_weights = set(frozen)
+        for name, p in model.named_parameters():  # adapters of layers frozen above stay frozen too
+            module, param = name.rsplit(".", 1)
+            if param in ("lora_A", "lora_B") and module + ".weight" in frozen_weights:
+                p.requires_grad_(False)
         log.info("plmkit: LoRA rank %d on %d layers (%s)", o.lora_rank, len(wrapped), ",".join(o.lora_targets))
     if task == "relation" and not model.get_input_embeddings().weight.requires_grad:
         markers = tokenizer.convert_tokens_to_ids(list(rel_data.MARKERS))
