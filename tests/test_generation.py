@@ -238,3 +238,16 @@ def test_bad_settings_are_config_errors_and_sampling_knobs_only_checked_when_sam
     # as in Hugging Face, greedy decoding ignores the sampling settings (temperature 0 included)
     greedy = model.generate(ids, max_new_tokens=4, eos_token_id=[])
     assert torch.equal(model.generate(ids, max_new_tokens=4, eos_token_id=[], temperature=0.0, top_p=0.0), greedy)
+
+
+def test_generating_past_a_rotary_models_trained_length_warns():
+    import warnings
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(**{**LLAMA_TINY, "max_position_embeddings": 16})).eval()
+    prompt = torch.randint(3, 50, (1, 10))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # within the trained length: silent
+        model.generate(prompt, max_new_tokens=6, do_sample=False)
+    with pytest.warns(UserWarning, match="20 positions, beyond the 16 this model was trained on"):
+        out = model.generate(prompt, max_new_tokens=10, do_sample=False)
+    assert out.shape[1] == 20  # it still generates, as rotary models can

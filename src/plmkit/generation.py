@@ -18,6 +18,7 @@ This module imports nothing from plmkit's models, training, data or CLI code (on
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -393,10 +394,15 @@ def _device(model) -> torch.device:
 
 
 def _check_room(model, total: int) -> None:
-    limit = getattr(getattr(model, "config", None), "n_positions", None)  # models with learned positions
+    config = getattr(model, "config", None)
+    limit = getattr(config, "n_positions", None)  # models with learned positions
     if limit is not None and total > limit:
         raise PlmkitError(f"prompt + max_new_tokens = {total} positions, but this model has only {limit}: "
                           "shorten the prompt or lower max_new_tokens")
+    trained = getattr(config, "max_position_embeddings", None)  # rotary: runs on, but was never trained there
+    if trained is not None and total > trained:
+        warnings.warn(f"prompt + max_new_tokens = {total} positions, beyond the {trained} this model was "
+                      "trained on: expect the text to degrade past that point", stacklevel=3)
 
 
 def _generator(seed: int | None, generator: torch.Generator | None, like: Tensor) -> torch.Generator | None:
