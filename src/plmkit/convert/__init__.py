@@ -1,6 +1,6 @@
 """Hugging Face checkpoint conversion: the only place that knows Hugging Face's key names.
 
-Each family module provides ``to_hf(state) -> state`` and ``from_hf(state) -> state``.
+Each family module provides ``to_hf(state) -> state``, ``from_hf(state) -> state`` and ``hf_key(key)``.
 """
 from __future__ import annotations
 
@@ -27,3 +27,8 @@ def to_hf(model_type: str, state: dict) -> dict:
 def from_hf(model_type: str, state: dict) -> dict:
     """Hugging Face's parameter names -> ours."""
     return _family(model_type).from_hf(state)
+
+
+def hf_key(model_type: str, key: str) -> str:
+    """The Hugging Face name of one of our parameter keys, for messages."""
+    return _family(model_type).hf_key(key)

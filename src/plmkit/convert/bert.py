@@ -1,7 +1,7 @@
 """BERT: plmkit names <-> Hugging Face `BertModel` / `BertFor*` names."""
 from __future__ import annotations
 
-from plmkit.convert.keys import KeyTable, rename
+from plmkit.convert.keys import KeyTable, hf_key as _hf_key, rename
 
 BODY = KeyTable([
     ("embeddings.word", "embeddings.word_embeddings"),
@@ -55,3 +55,7 @@ def _modern_norm_names(key: str) -> str:
     if key.endswith("LayerNorm.beta"):
         return key[: -len("beta")] + "bias"
     return key
+
+
+def hf_key(key: str) -> str:
+    return _hf_key(key, BODY, HEADS, PREFIX)

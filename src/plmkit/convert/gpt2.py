@@ -11,7 +11,7 @@ import re
 
 import torch
 
-from plmkit.convert.keys import KeyTable, rename
+from plmkit.convert.keys import KeyTable, hf_key as _hf_key, rename
 
 BODY = KeyTable([
     ("embeddings.word", "wte"),
@@ -58,3 +58,9 @@ def from_hf(state: dict) -> dict:
         else:
             rest[key] = t
     return {**rename(rest, BODY, HEADS, PREFIX, to_hf=False), **split}
+
+
+def hf_key(key: str) -> str:
+    """q, k and v are slices of one ``c_attn``."""
+    m = OURS_QKV.match(key)
+    return f"{m['pre']}h.{m['i']}.attn.c_attn.{m['p']}" if m else _hf_key(key, BODY, HEADS, PREFIX)

@@ -54,3 +54,8 @@ def rename(state: dict, body: KeyTable, heads: KeyTable, prefix: str, to_hf: boo
         new = heads.to_hf(key) if to_hf else heads.from_hf(key)
         out[new if new is not None else key] = value
     return out
+
+
+def hf_key(key: str, body: KeyTable, heads: KeyTable, prefix: str) -> str:
+    """The Hugging Face name of one of our keys (the key itself when no table knows it)."""
+    return next(iter(rename({key: None}, body, heads, prefix, to_hf=True)))

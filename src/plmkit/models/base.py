@@ -120,14 +120,14 @@ class PreTrainedModel(nn.Module):
         state = convert.from_hf(self.config.model_type, hf_state)
         expected = self.state_dict()
         state = self._align_prefix(state, expected)
-        mismatched = [f"{k}: {tuple(t.shape)} in the checkpoint, {tuple(expected[k].shape)} in the model"
+        mismatched = [f"{self._file_key(k)}: {tuple(t.shape)} in the checkpoint, {tuple(expected[k].shape)} in the model"
                       for k, t in state.items() if k in expected and expected[k].shape != t.shape]
         if mismatched:
             raise CheckpointError(f"{source} does not fit {type(self).__name__} (config.json and weights disagree): "
                                   + "; ".join(mismatched[:6]) + (" ..." if len(mismatched) > 6 else ""))
         missing = [k for k in expected if k not in state and k not in self.tied_keys]
         unexpected = [k for k in state if k not in expected]
-        body_missing = [k for k in missing if self._is_body(k)]
+        body_missing = [self._file_key(k) for k in missing if self._is_body(k)]
         body_unexpected = [k for k in unexpected if self._is_body(k)]
         if body_missing or body_unexpected:
             raise CheckpointError(f"{source} does not fit {type(self).__name__}: "
@@ -140,6 +140,11 @@ class PreTrainedModel(nn.Module):
         if unexpected:
             log.info("plmkit: %s: ignored %s from %s (not part of this model)",
                      type(self).__name__, _summarise(unexpected), source)
+
+    def _file_key(self, key: str) -> str:
+        """A key as the checkpoint file names it, ours in brackets when they differ."""
+        theirs = convert.hf_key(self.config.model_type, key)
+        return key if theirs == key else f"{theirs} ({key})"
 
     def _is_body(self, key: str) -> bool:
         """Encoder/decoder weights proper (under ``body_roots``), as opposed to heads and the pooler."""

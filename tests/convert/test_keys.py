@@ -1,0 +1,25 @@
+"""plmkit.convert: one key's Hugging Face name, for messages; every name it gives is a real HF key."""
+import pytest
+
+from plmkit import convert
+from plmkit.models.bert import BertConfig, BertForMaskedLM
+from plmkit.models.gpt2 import GPT2Config, GPT2LMHeadModel
+from plmkit.models.llama import LlamaConfig, LlamaForCausalLM
+
+
+@pytest.mark.parametrize("model", [
+    BertForMaskedLM(BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                               intermediate_size=16)),
+    GPT2LMHeadModel(GPT2Config.from_preset("gpt2-tiny", vocab_size=50, n_positions=16)),
+    LlamaForCausalLM(LlamaConfig.from_preset("llama-tiny", vocab_size=50)),
+], ids=["bert", "gpt2", "llama"])
+def test_hf_key_names_a_key_of_the_converted_checkpoint(model):
+    ours = model.state_dict()
+    theirs = convert.to_hf(model.config.model_type, {k: v.detach().clone() for k, v in ours.items()})
+    for key in ours:
+        assert convert.hf_key(model.config.model_type, key) in theirs, key
+
+
+def test_gpt2_q_k_v_are_named_by_their_fused_c_attn():
+    assert convert.hf_key("gpt2", "transformer.layers.1.attn.k.bias") == "transformer.h.1.attn.c_attn.bias"
+    assert convert.hf_key("llama", "model.layers.0.mlp.fc_out.weight") == "model.layers.0.mlp.down_proj.weight"
