@@ -76,10 +76,7 @@ def run_clm_pretraining(corpus: str | Path | Sequence[str | Path], out: str | Pa
         raise ConfigError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-    defaults = dict(CLM_TRAIN_DEFAULTS)
-    if train.get("warmup_steps") and "warmup_ratio" not in train:
-        defaults["warmup_ratio"] = 0.0  # an explicit warmup_steps replaces the default ratio
-    train_cfg = TrainConfig.from_dict({**defaults, **train})
+    train_cfg = TrainConfig.with_defaults(CLM_TRAIN_DEFAULTS, train)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     next(iter_documents(corpus))  # a missing or empty corpus fails here, clearly

@@ -151,6 +151,16 @@ class TrainConfig:
             raise ConfigError(f"unknown TrainConfig key(s): {', '.join(hints)}")
         return cls(**dict(values))
 
+    @classmethod
+    def with_defaults(cls, defaults: Mapping[str, Any], given: Mapping[str, Any]) -> "TrainConfig":
+        """`from_dict` of `given` over a run type's `defaults`; a warmup given one way (steps or
+        ratio) replaces the default warmup of the other way."""
+        merged = {**defaults, **given}
+        for key, other in (("warmup_steps", "warmup_ratio"), ("warmup_ratio", "warmup_steps")):
+            if given.get(key) and other not in given:
+                merged.pop(other, None)
+        return cls.from_dict(merged)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain dict that `from_dict` accepts back (json/yaml friendly)."""
         out = dataclasses.asdict(self)

@@ -139,13 +139,11 @@ class PretrainConfig:
                           f"{source}: model")
         data = values.get("data", {})
         _reject_unknown(data, {f.name for f in dataclasses.fields(PretrainDataConfig)}, f"{source}: unknown data key")
-        train = {**TRAIN_DEFAULTS, **values.get("train", {})}
+        train = values.get("train", {})
         _reject_unknown(train, {f.name for f in dataclasses.fields(TrainConfig)}, f"{source}: unknown train key")
-        if train.get("warmup_steps") and "warmup_ratio" not in values.get("train", {}):
-            train["warmup_ratio"] = 0.0  # an explicit warmup_steps replaces the default ratio
         out = values.get("out")
         return cls(out=None if out is None else str(out), model=model, data=PretrainDataConfig(**data),
-                   train=TrainConfig.from_dict(train))
+                   train=TrainConfig.with_defaults(TRAIN_DEFAULTS, train))
 
     def to_dict(self) -> dict[str, Any]:
         return {"out": self.out, "model": dict(self.model), "data": dataclasses.asdict(self.data),

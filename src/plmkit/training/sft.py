@@ -61,7 +61,7 @@ def run_sft(model_dir: str | Path, data: str | Path | Sequence, out: str | Path,
         raise ConfigError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
     if not any(train.get(k) is not None for k in ("max_steps", "epochs", "time_budget")):
         train["epochs"] = 3
-    train_cfg = TrainConfig.from_dict({**SFT_TRAIN_DEFAULTS, **train})
+    train_cfg = TrainConfig.with_defaults(SFT_TRAIN_DEFAULTS, train)
     records = _records(data)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
