@@ -31,6 +31,7 @@ log = logging.getLogger("plmkit")
 class BertConfig(ModelConfig):
     model_type = "bert"
     dropout_fields = ("hidden_dropout_prob", "attention_probs_dropout_prob")
+    field_names = {"num_layers": "num_hidden_layers", "d_model": "hidden_size", "context_length": "max_position_embeddings"}
     vocab_size: int = 30522
     hidden_size: int = 768
     num_hidden_layers: int = 12

@@ -25,6 +25,10 @@ class ModelConfig:
 
     model_type: ClassVar[str] = ""
     dropout_fields: ClassVar[tuple[str, ...]] = ()  # the body's dropout rates (fine-tuning's --dropout sets them)
+    # Family-neutral names -> this family's Hugging Face field (read through the properties below,
+    # so no code outside models/ needs to know e.g. GPT-2's `n_layer` from BERT's `num_hidden_layers`).
+    field_names: ClassVar[dict[str, str]] = {}
+    learned_positions: ClassVar[bool] = True  # False (rotary): context_length is a trained length, not a limit
     id2label: dict[int, str] | None = None
     label2id: dict[str, int] | None = None
     problem_type: str | None = None  # regression | single_label_classification | multi_label_classification
@@ -40,6 +44,35 @@ class ModelConfig:
         problems = (None, "regression", "single_label_classification", "multi_label_classification")
         if self.problem_type not in problems:
             raise ConfigError(f"problem_type={self.problem_type!r} is not one of {problems[1:]}")
+
+    def _neutral(self, name: str):
+        return getattr(self, self.field_names[name]) if name in self.field_names else None
+
+    @property
+    def num_layers(self) -> int:
+        """Transformer blocks of the body."""
+        return self._neutral("num_layers") or 0
+
+    @property
+    def d_model(self) -> int | None:
+        """Width of the hidden states."""
+        return self._neutral("d_model")
+
+    @property
+    def context_length(self) -> int | None:
+        """Positions the model was built (learned positions) or trained (rotary) for."""
+        return self._neutral("context_length")
+
+    @property
+    def max_positions(self) -> int | None:
+        """The hard limit on positions: context_length for learned positions, None for rotary ones."""
+        return self.context_length if self.learned_positions else None
+
+    def dropout_overrides(self, p: float) -> dict[str, float]:
+        """Config overrides that set every dropout rate of the body to `p`."""
+        if not 0.0 <= p < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {p}")
+        return dict.fromkeys(self.dropout_fields, p)
 
     @property
     def num_labels(self) -> int:

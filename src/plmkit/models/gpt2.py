@@ -31,6 +31,7 @@ from plmkit.nn.mlp import ACTIVATIONS
 class GPT2Config(ModelConfig):
     model_type = "gpt2"
     dropout_fields = ("resid_pdrop", "embd_pdrop", "attn_pdrop")
+    field_names = {"num_layers": "n_layer", "d_model": "n_embd", "context_length": "n_positions"}
     vocab_size: int = 50257
     n_positions: int = 1024
     n_embd: int = 768

@@ -27,6 +27,8 @@ from plmkit.nn.mlp import ACTIVATIONS
 class LlamaConfig(ModelConfig):
     model_type = "llama"
     dropout_fields = ("attention_dropout",)
+    field_names = {"num_layers": "num_hidden_layers", "d_model": "hidden_size", "context_length": "max_position_embeddings"}
+    learned_positions = False
     vocab_size: int = 32000
     hidden_size: int = 4096
     intermediate_size: int = 11008
