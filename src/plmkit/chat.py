@@ -30,11 +30,12 @@ from typing import Iterable, Iterator, Sequence
 
 import torch
 
+from plmkit.data.collate import pad_collate
 from plmkit.errors import ConfigError, DataError
+from plmkit.utils.constants import IGNORE_INDEX
 
 SYSTEM, USER, ASSISTANT = "<|system|>", "<|user|>", "<|assistant|>"
 PAD_TOKEN = "<|pad|>"
-IGNORE_INDEX = -100
 ROLES = ("system", "user", "assistant")
 
 
@@ -180,7 +181,7 @@ def ensure_pad_token(tokenizer, model=None) -> int:
 
 def read_pairs(path: str | Path) -> Iterator[tuple[dict, str]]:
     """(record, "file:line") for every non-blank line of a prompt/response JSONL file."""
-    from plmkit.data.tasks import jsonl_rows
+    from plmkit.utils.text import jsonl_rows
 
     for number, record in jsonl_rows(path):
         where = f"{path}:{number}"
@@ -250,17 +251,10 @@ class SFTCollator:
             raise ConfigError("SFT batches need a pad token id: call ensure_pad_token(tokenizer, model) first")
         self.pad_token_id = int(pad_token_id)
 
+        self._collate = pad_collate(self.pad_token_id)
+
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
-        width = max(len(e["input_ids"]) for e in examples)
-        ids = torch.full((len(examples), width), self.pad_token_id, dtype=torch.long)
-        labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
-        mask = torch.zeros(len(examples), width, dtype=torch.long)
-        for row, e in enumerate(examples):
-            n = len(e["input_ids"])
-            ids[row, :n] = torch.tensor(e["input_ids"])
-            labels[row, :n] = torch.tensor(e["labels"])
-            mask[row, :n] = 1
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        return self._collate([{"input_ids": e["input_ids"], "labels": e["labels"]} for e in examples])
 
 
 __all__ = ["ASSISTANT", "PAD_TOKEN", "SYSTEM", "USER", "SFTCollator", "SFTDataset", "StopFilter", "encode_text",

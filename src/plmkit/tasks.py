@@ -29,7 +29,9 @@ import torch
 import torch.nn.functional as F
 
 from plmkit.data.loader import BatchLoader
-from plmkit.data.tasks import batches_by_length, jsonl_rows, length_of, open_text, pad_collate
+from plmkit.data.collate import pad_collate
+from plmkit.data.tasks import batches_by_length, length_of
+from plmkit.utils.text import jsonl_rows, read_lines
 from plmkit.data.tasks import classification as cls_data
 from plmkit.data.tasks import ner as ner_data
 from plmkit.data.tasks import qa as qa_data
@@ -450,7 +452,7 @@ def _stdin_rows() -> Iterator[tuple[int, Any]]:
 
 
 def _has_tags(path) -> bool:
-    first = next((line for line in open_text(path) if line.strip()), "")
+    first = next((line for line in read_lines(path) if line.strip()), "")
     return len(first.split("\t") if "\t" in first else first.split()) >= 2
 
 

@@ -93,11 +93,11 @@ def prompt_ids(tokenizer, text: str) -> list[int]:
 
 def read_prompts(path: str) -> list[str]:
     """One prompt per line, or the "prompt" field of each JSONL line."""
-    from plmkit.data.tasks import jsonl_rows, open_text
+    from plmkit.utils.text import jsonl_rows, read_lines
     from plmkit.errors import DataError
 
     if not path.endswith(".jsonl"):
-        return [line for line in open_text(path) if line.strip()]
+        return [line for line in read_lines(path) if line.strip()]
     prompts = []
     for number, record in jsonl_rows(path):
         if not isinstance(record.get("prompt"), str):
@@ -111,6 +111,7 @@ def read_prompts(path: str) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from plmkit.data.collate import pad_sequences
     from plmkit.errors import ConfigError
 
     if args.batch_size < 1:
@@ -140,13 +141,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         for start in range(0, len(prompts), args.batch_size):
             batch = prompts[start:start + args.batch_size]
-            encoded = [prompt_ids(tokenizer, p) for p in batch]
-            width = max(len(e) for e in encoded)
-            ids = torch.full((len(batch), width), pad if pad is not None else 0, dtype=torch.long)
-            mask = torch.zeros(len(batch), width, dtype=torch.long)
-            for row, e in enumerate(encoded):  # left padding: generation continues after the last position
-                ids[row, width - len(e):] = torch.tensor(e)
-                mask[row, width - len(e):] = 1
+            # left padding: generation continues after each row's last position
+            ids, mask = pad_sequences([prompt_ids(tokenizer, p) for p in batch], pad if pad is not None else 0, "left")
+            width = ids.shape[1]
             out = model.generate(ids.to(device), mask.to(device), pad_token_id=pad,
                                  seed=None if args.seed is None else args.seed + start, **kwargs)
             for prompt, row in zip(batch, out[:, width:].tolist()):

@@ -38,10 +38,10 @@ from tqdm import tqdm
 from plmkit.data.corpus import PathLike, iter_documents
 from plmkit.data.shards import TokenShards, cached_shards, token_dtype, tokenizer_hash
 from plmkit.errors import ConfigError, DataError
+from plmkit.utils.constants import IGNORE_INDEX
 
 FORMAT = "clm-documents-1"
 DOCS_PER_BATCH = 256
-IGNORE_INDEX = -100
 
 
 # ------------------------------------------------------------------------------------ tokenizing

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from plmkit.models.bert import IGNORE_INDEX
+from plmkit.utils.constants import IGNORE_INDEX
 
 
 def continuation_table(tokenizer) -> Tensor:

@@ -22,8 +22,8 @@ from plmkit.models.outputs import (BaseModelOutput, ClassifierOutput, MaskedLMOu
                                    QuestionAnsweringOutput)
 from plmkit.nn import FeedForward, MultiHeadAttention, TextEmbeddings, TransformerBlock, Unpadded
 from plmkit.nn.mlp import ACTIVATIONS
+from plmkit.utils.constants import IGNORE_INDEX
 
-IGNORE_INDEX = -100
 log = logging.getLogger("plmkit")
 
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-IGNORE_INDEX = -100
+from plmkit.utils.constants import IGNORE_INDEX
+
 CHUNK_BYTES = 32 * 2**20  # fp32 logits of one chunk of tokens (128 rows of a 50k vocabulary)
 
 

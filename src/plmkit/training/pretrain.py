@@ -39,7 +39,8 @@ from plmkit.data.nsp import (PretrainingDataset, group_documents, nsp_instances,
                              split_documents)
 from plmkit.data.shards import TokenShards, build_token_shards
 from plmkit.errors import ConfigError, TrainingError
-from plmkit.models.bert import BERT_PRESETS, IGNORE_INDEX, BertConfig, BertForMaskedLM, BertForPreTraining
+from plmkit.utils.constants import IGNORE_INDEX
+from plmkit.models.bert import BERT_PRESETS, BertConfig, BertForMaskedLM, BertForPreTraining
 from plmkit.nn.embeddings import sinusoidal_table
 from plmkit.training.checkpoint import list_checkpoints
 from plmkit.training.config import TrainConfig, check_field_types

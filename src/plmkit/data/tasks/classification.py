@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from plmkit.data.tasks import jsonl_rows, open_text
+from plmkit.utils.text import jsonl_rows, read_lines
 from plmkit.errors import DataError
 
 SINGLE, MULTI, REGRESSION = "single_label_classification", "multi_label_classification", "regression"
@@ -66,7 +66,7 @@ def _normalise_label(label, where: str):
 
 
 def _table_rows(path: Path, delimiter: str):
-    lines = open_text(path)
+    lines = read_lines(path)
     reader = csv.DictReader((line + "\n" for line in lines), delimiter=delimiter)  # keeps breaks inside quotes
     if reader.fieldnames is None or "text" not in reader.fieldnames:
         raise DataError(f"{path}:1: the header row must name a 'text' column (and 'label'); got {reader.fieldnames}")

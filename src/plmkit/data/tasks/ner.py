@@ -13,7 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from plmkit.data.tasks import IGNORE_INDEX, open_text, window_starts
+from plmkit.data.tasks import window_starts
+from plmkit.utils.constants import IGNORE_INDEX
+from plmkit.utils.text import read_lines
 from plmkit.errors import ConfigError, DataError
 
 PREFIXES = ("B", "I", "E", "S", "L", "U")
@@ -36,7 +38,7 @@ def read_conll(path: str | Path, require_tags: bool = True) -> list[Sentence]:
             sentences.append(Sentence(list(tokens), list(tags) if require_tags else None, lines[0], list(lines)))
             tokens.clear(), tags.clear(), lines.clear()
 
-    for lineno, line in enumerate(open_text(path), 1):
+    for lineno, line in enumerate(read_lines(path), 1):
         if not line.strip():
             close()
             continue

@@ -13,7 +13,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from plmkit.data.tasks import read_utf8, window_starts
+from plmkit.data.tasks import window_starts
+from plmkit.utils.text import read_text
 from plmkit.errors import DataError
 
 
@@ -28,11 +29,7 @@ class QAExample:
 
 def read_squad(path: str | Path, require_answers: bool = True) -> list[QAExample]:
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    text = read_utf8(path)
-    if not text.strip():
-        raise DataError(f"{path}: the file is empty")
+    text = read_text(path)
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as err:

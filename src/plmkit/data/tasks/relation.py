@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from plmkit.data.tasks import jsonl_rows
+from plmkit.utils.text import jsonl_rows
 from plmkit.errors import ConfigError, DataError
 
 MARKERS = ("[E1]", "[/E1]", "[E2]", "[/E2]")

@@ -1,0 +1,38 @@
+"""The one padding collator: right padding for training, left padding for generation."""
+import pytest
+import torch
+
+from plmkit.data.collate import pad_collate, pad_sequences
+from plmkit.utils.constants import IGNORE_INDEX
+
+
+def test_right_padding_with_labels_and_stacked_fields():
+    batch = pad_collate(0)([{"input_ids": [5, 6, 7], "token_type_ids": [0, 1, 1], "labels": [1, 2, 3],
+                             "entity_positions": [0, 2], "_meta": "dropped"},
+                            {"input_ids": [8], "token_type_ids": [0], "labels": [4], "entity_positions": [0, 0]}])
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert batch["token_type_ids"].tolist() == [[0, 1, 1], [0, 0, 0]]
+    assert batch["labels"].tolist() == [[1, 2, 3], [4, IGNORE_INDEX, IGNORE_INDEX]]
+    assert batch["entity_positions"].tolist() == [[0, 2], [0, 0]]
+    assert "_meta" not in batch
+
+
+def test_scalar_labels_and_no_token_types_for_decoders():
+    batch = pad_collate(9)([{"input_ids": [1, 2], "labels": 1}, {"input_ids": [3], "labels": 0}])
+    assert set(batch) == {"input_ids", "attention_mask", "labels"}
+    assert batch["labels"].tolist() == [1, 0]
+
+
+def test_left_padding():
+    ids, mask = pad_sequences([[1, 2, 3], [4]], value=0, side="left")
+    assert ids.tolist() == [[1, 2, 3], [0, 0, 4]]
+    assert mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+    batch = pad_collate(0, side="left")([{"input_ids": [1, 2], "labels": [1, 2]}, {"input_ids": [3], "labels": [3]}])
+    assert batch["labels"].tolist() == [[1, 2], [IGNORE_INDEX, 3]]
+    assert batch["input_ids"].dtype == torch.long
+
+
+def test_bad_side():
+    with pytest.raises(ValueError, match="side"):
+        pad_collate(0, side="middle")

@@ -1,0 +1,51 @@
+"""Text reading: lines end at \\n (and \\r\\n) only, so raw separators inside JSON strings survive."""
+import json
+
+import pytest
+
+from plmkit.errors import DataError
+from plmkit.utils.text import jsonl_rows, read_lines, split_lines
+
+SEPARATORS = "\u0085\u2028\u2029\x0c\x1c\x0b"  # all of them break str.splitlines()
+
+
+def test_split_lines_only_at_newlines():
+    assert split_lines("a\r\nb\nc") == ["a", "b", "c"]
+    assert split_lines("a\nb\n") == ["a", "b"]
+    assert split_lines(f"x{SEPARATORS}y\n") == [f"x{SEPARATORS}y"]
+
+
+def test_jsonl_keeps_records_with_raw_unicode_separators(tmp_path):
+    texts = [f"great film{sep}really" for sep in SEPARATORS]
+    path = tmp_path / "reviews.jsonl"
+    path.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts), encoding="utf-8")
+    assert len(path.read_text(encoding="utf-8").splitlines()) > len(texts)  # what the old reader saw
+    rows = list(jsonl_rows(path))
+    assert [n for n, _ in rows] == list(range(1, len(texts) + 1))
+    assert [r["text"] for _, r in rows] == texts
+
+
+def test_crlf_and_bom(tmp_path):
+    path = tmp_path / "f.txt"
+    path.write_bytes("\ufeffone\r\ntwo\r\n".encode("utf-8"))
+    assert read_lines(path) == ["one", "two"]
+
+
+@pytest.mark.parametrize("content, message", [(None, "no such file"), (b"  \n", "empty"),
+                                              (b"ok\n\xff\n", r":2: not UTF-8")])
+def test_errors_name_the_file(tmp_path, content, message):
+    path = tmp_path / "data.jsonl"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(DataError, match=message):
+        read_lines(path)
+
+
+def test_malformed_line_named(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"a": 1}\n\n{"a": \n[1]\n')
+    with pytest.raises(DataError, match=r"d.jsonl:3: malformed JSON"):
+        list(jsonl_rows(path))
+    path.write_text('{"a": 1}\n[1]\n')
+    with pytest.raises(DataError, match=r"d.jsonl:2: expected a JSON object, got list"):
+        list(jsonl_rows(path))
