@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import re
-import types
-import typing
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 from plmkit.errors import ConfigError
+from plmkit.utils.settings import Settings, check_field_types, is_int, setting
 
 SCHEDULES = ("linear", "cosine", "constant")
 PRECISIONS = ("fp32", "bf16", "auto")
@@ -44,65 +41,65 @@ def parse_duration(value: str | int | float) -> float:
 
 
 @dataclass
-class TrainConfig:
-    """Hyper-parameters and bookkeeping of a training run.
+class TrainConfig(Settings):
+    """Hyper-parameters and bookkeeping of a training run (the ``train`` section of a run).
 
     Length: any of `max_steps`, `epochs`, `time_budget` (seconds or "10m"); the run
     stops at whichever comes first. A step is one optimizer update, i.e.
     `grad_accum_steps` batches. `*_every` counts optimizer steps.
     """
 
-    # optimizer
-    lr: float = 5e-5
-    weight_decay: float = 0.01
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    layer_lr_decay: float | None = None
-    head_lr: float | None = None
-    # schedule
-    warmup_steps: int = 0
-    warmup_ratio: float = 0.0
-    schedule: str = "linear"
-    min_lr_ratio: float = 0.0
-    # length
-    max_steps: int | None = None
-    epochs: float | None = None
-    time_budget: float | str | None = None
-    # step
-    grad_clip: float | None = 1.0
-    grad_accum_steps: int = 1
-    precision: str = "auto"
-    device: str = "auto"
-    seed: int = 0
-    # bookkeeping
-    log_every: int = 10
-    eval_every: int | None = None
-    save_every: int | None = None
-    keep_last: int = 2
-    early_stopping_patience: int | None = None
-    metric_for_best: str | None = None
-    greater_is_better: bool | None = None
-    progress_bar: bool = True
+    section = "train"
+    alternatives = (("warmup_steps", "warmup_ratio"),)
 
-    def __post_init__(self) -> None:
-        check_field_types(self, "TrainConfig")
+    # optimizer
+    lr: float = setting(5e-5, "peak learning rate", metavar="LR")
+    weight_decay: float = setting(0.01, "AdamW weight decay", metavar="W")
+    betas: tuple[float, float] = setting((0.9, 0.999), "AdamW betas", metavar="B")
+    eps: float = setting(1e-8, "AdamW epsilon", metavar="EPS")
+    layer_lr_decay: float | None = setting(None, "layer i gets lr * d**(L - i)", metavar="D")
+    head_lr: float | None = setting(None, "learning rate of the task head", metavar="LR")
+    # schedule
+    warmup_steps: int = setting(0, "linear warmup steps (instead of --warmup-ratio)", metavar="N")
+    warmup_ratio: float = setting(0.0, "linear warmup over this fraction of the run", metavar="F")
+    schedule: str = setting("linear", "learning-rate decay after warmup", choices=SCHEDULES)
+    min_lr_ratio: float = setting(0.0, "the schedule ends at lr * this", metavar="F")
+    # length
+    max_steps: int | None = setting(None, "stop after N optimizer steps", metavar="N")
+    epochs: float | None = setting(None, "stop after this many passes over the training data", metavar="N")
+    time_budget: float | str | None = setting(None, "stop after this long, e.g. 600, 10m, 1h30m", metavar="DUR")
+    # step
+    grad_clip: float | None = setting(1.0, "clip the gradient norm to NORM (0: off)", metavar="NORM")
+    grad_accum_steps: int = setting(1, "batches whose gradients add up to one optimizer step",
+                                    flags=("--grad-accum-steps", "--grad-accum"), metavar="N")
+    precision: str = setting("auto", "auto: bf16 on GPUs that support it, else fp32", choices=PRECISIONS)
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N", metavar="DEV")
+    seed: int = setting(0, "random seed", metavar="N")
+    # bookkeeping
+    log_every: int = setting(10, "log the loss to metrics.jsonl every N steps", metavar="N")
+    eval_every: int | None = setting(None, "evaluate every N steps", metavar="N")
+    save_every: int | None = setting(None, "checkpoint every N steps (one is always written at the end)", metavar="N")
+    keep_last: int = setting(2, "checkpoints kept on disk, the newest", metavar="N")
+    early_stopping_patience: int | None = setting(None, "stop after N evaluations without improvement", metavar="N")
+    metric_for_best: str | None = setting(None, "metric choosing the best checkpoint",
+                                          flags=("--metric-for-best", "--metric"), metavar="NAME")
+    greater_is_better: bool | None = setting(None, "whether a larger metric_for_best is better "
+                                                   "(default: not for *loss and *perplexity)")
+    progress_bar: bool = setting(True, "progress bars", const_flags={"--no-progress": False})
+
+    def validate(self) -> None:
         if self.time_budget is not None:
             self.time_budget = parse_duration(self.time_budget)
-        self.betas = tuple(float(b) for b in self.betas)  # lists from yaml/json
+        self.betas = tuple(float(b) for b in self.betas)
         if self.grad_clip is not None and self.grad_clip <= 0:
             self.grad_clip = None  # 0 means "no clipping", as in HF's max_grad_norm
         if self.greater_is_better is None and self.metric_for_best is not None:
             self.greater_is_better = not self.metric_for_best.endswith(("loss", "perplexity"))
-        self._validate()
-
-    def _validate(self) -> None:
-        def need(ok: bool, message: str) -> None:
-            if not ok:
-                raise ConfigError(f"TrainConfig: {message}")
+        need = self.need
 
         def positive_int_or_none(name: str) -> None:
             value = getattr(self, name)
-            need(value is None or (_is_int(value) and value >= 1), f"{name} must be a positive integer or None, got {value!r}")
+            need(value is None or (is_int(value) and value >= 1), f"{name} must be a positive integer or None, got {value!r}")
 
         need(self.lr > 0, f"lr must be > 0, got {self.lr}")
         need(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
@@ -110,7 +107,7 @@ class TrainConfig:
         need(self.eps > 0, f"eps must be > 0, got {self.eps}")
         need(self.layer_lr_decay is None or 0 < self.layer_lr_decay <= 1, f"layer_lr_decay must be in (0, 1] or None, got {self.layer_lr_decay}")
         need(self.head_lr is None or self.head_lr > 0, f"head_lr must be > 0 or None, got {self.head_lr}")
-        need(_is_int(self.warmup_steps) and self.warmup_steps >= 0, f"warmup_steps must be an integer >= 0, got {self.warmup_steps!r}")
+        need(is_int(self.warmup_steps) and self.warmup_steps >= 0, f"warmup_steps must be an integer >= 0, got {self.warmup_steps!r}")
         need(0 <= self.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         need(not (self.warmup_steps and self.warmup_ratio), "set warmup_steps or warmup_ratio, not both")
         need(self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
@@ -121,17 +118,17 @@ class TrainConfig:
             any(v is not None for v in (self.max_steps, self.epochs, self.time_budget)),
             "say how long to train: set max_steps, epochs or time_budget",
         )
-        need(_is_int(self.grad_accum_steps) and self.grad_accum_steps >= 1, f"grad_accum_steps must be an integer >= 1, got {self.grad_accum_steps!r}")
+        need(is_int(self.grad_accum_steps) and self.grad_accum_steps >= 1, f"grad_accum_steps must be an integer >= 1, got {self.grad_accum_steps!r}")
         need(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         need(
             self.device in ("auto", "cpu") or re.fullmatch(r"cuda(:\d+)?", str(self.device)) is not None,
             f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}",
         )
-        need(_is_int(self.seed), f"seed must be an integer, got {self.seed!r}")
-        need(_is_int(self.log_every) and self.log_every >= 1, f"log_every must be an integer >= 1, got {self.log_every!r}")
+        need(is_int(self.seed), f"seed must be an integer, got {self.seed!r}")
+        need(is_int(self.log_every) and self.log_every >= 1, f"log_every must be an integer >= 1, got {self.log_every!r}")
         positive_int_or_none("eval_every")
         positive_int_or_none("save_every")
-        need(_is_int(self.keep_last) and self.keep_last >= 1, f"keep_last must be an integer >= 1, got {self.keep_last!r}")
+        need(is_int(self.keep_last) and self.keep_last >= 1, f"keep_last must be an integer >= 1, got {self.keep_last!r}")
         positive_int_or_none("early_stopping_patience")
         need(
             self.early_stopping_patience is None or self.metric_for_best is not None,
@@ -139,53 +136,9 @@ class TrainConfig:
         )
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "TrainConfig":
-        """Build from a plain dict (yaml/json); unknown keys are an error naming them."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = [k for k in values if k not in known]
-        if unknown:
-            hints = []
-            for key in unknown:
-                close = difflib.get_close_matches(key, sorted(known), n=1)
-                hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-            raise ConfigError(f"unknown TrainConfig key(s): {', '.join(hints)}")
-        return cls(**dict(values))
-
-    @classmethod
     def with_defaults(cls, defaults: Mapping[str, Any], given: Mapping[str, Any]) -> "TrainConfig":
-        """`from_dict` of `given` over a run type's `defaults`; a warmup given one way (steps or
-        ratio) replaces the default warmup of the other way."""
-        merged = {**defaults, **given}
-        for key, other in (("warmup_steps", "warmup_ratio"), ("warmup_ratio", "warmup_steps")):
-            if given.get(key) and other not in given:
-                merged.pop(other, None)
-        return cls.from_dict(merged)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict that `from_dict` accepts back (json/yaml friendly)."""
-        out = dataclasses.asdict(self)
-        out["betas"] = list(self.betas)
-        return out
+        """`given` over a run type's `defaults` (see `Settings.layered`)."""
+        return cls.layered(defaults, given)
 
 
-_SCALARS = (bool, int, float, str)
-
-
-def check_field_types(config: Any, where: str) -> None:
-    """Refuse a scalar field whose value has the wrong type (a quoted number in a run file, say),
-    naming the field. An int passes for a float; containers and other types are left to the caller."""
-    for name, hint in typing.get_type_hints(type(config)).items():
-        if name not in {f.name for f in dataclasses.fields(config)}:
-            continue
-        allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else (hint,)
-        if not all(t in _SCALARS or t is type(None) for t in allowed):
-            continue
-        value = getattr(config, name)
-        ok = any(t is type(value) or (t is float and _is_int(value)) for t in allowed)
-        if not ok:
-            wanted = " or ".join("None" if t is type(None) else t.__name__ for t in allowed)
-            raise ConfigError(f"{where}: {name} must be {wanted}, got {value!r} ({type(value).__name__})")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+__all__ = ["PRECISIONS", "SCHEDULES", "TrainConfig", "check_field_types", "parse_duration"]

@@ -1,0 +1,142 @@
+"""Command-line flags generated from a `RunConfig`'s fields, so each default and help text lives once.
+
+`add_run_flags(parser, RunType)` adds one flag per field (``--grad-accum-steps`` for
+``train.grad_accum_steps``; booleans get ``--x / --no-x``), plus ``--config FILE`` and
+``--print-config``. A flag left out is absent from the namespace, so it never overrides the run
+file. `run_from_args(args, RunType)` builds the run: defaults < run file < flags.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import typing
+from typing import Any
+
+from plmkit.training.run_config import RunConfig
+from plmkit.utils.settings import is_union, scalar_types
+
+_SEP = "."  # dest of a section's field: "train.lr"
+
+
+def add_run_flags(parser: argparse.ArgumentParser, run_type: type[RunConfig], skip: tuple[str, ...] = ()) -> None:
+    """Flags for every field of `run_type` with ``cli=True`` (`skip`: dests left to the command)."""
+    parser.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                        help="run file (YAML or JSON) with sections "
+                             f"{'/'.join(run_type.sections())}; flags given on the command line win")
+    parser.add_argument("--print-config", action="store_true", default=argparse.SUPPRESS,
+                        help="print the effective run file (YAML) and exit without running")
+    hints = typing.get_type_hints(run_type)
+    for name in run_type.top_level():
+        _add_field(parser, name, _field(run_type, name), hints[name], run_type.defaults.get(name), skip)
+    for section, settings in run_type.sections().items():
+        group = parser.add_argument_group(f"{section} settings")
+        section_hints = typing.get_type_hints(settings)
+        for f in dataclasses.fields(settings):
+            default = run_type.defaults.get(section, {}).get(f.name, _default(f))
+            _add_field(group, f"{section}{_SEP}{f.name}", f, section_hints[f.name], default, skip)
+
+
+def given_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags given on the command line as a run dict ({section: {field: value}, top-level: value})."""
+    run: dict[str, Any] = {}
+    for dest, value in vars(args).items():
+        if _SEP in dest:
+            section, name = dest.split(_SEP, 1)
+            run.setdefault(section, {})[name] = value
+    return run
+
+
+def run_from_args(args: argparse.Namespace, run_type: type[RunConfig], extra: dict[str, Any] | None = None):
+    """The run of `--config` (if given) with the given flags (and `extra`, a run dict) on top; with
+    ``--print-config`` the run file is printed and None returned (the command then exits)."""
+    flags = given_values(args)
+    for name in run_type.top_level():
+        if name in vars(args):
+            flags[name] = getattr(args, name)
+    run = run_type.load(getattr(args, "config", None), flags, *([extra] if extra else []))
+    if getattr(args, "print_config", False):
+        sys.stdout.write(run.to_yaml())
+        return None
+    return run
+
+
+def _field(run_type, name: str) -> dataclasses.Field:
+    return next(f for f in dataclasses.fields(run_type) if f.name == name)
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
+def _add_field(parser, dest: str, f: dataclasses.Field, hint: Any, default: Any, skip: tuple[str, ...]) -> None:
+    meta = f.metadata
+    if not meta.get("cli", True) or dest in skip or f.name in skip:
+        return
+    flags = meta.get("flags") or ("--" + f.name.replace("_", "-"),)
+    help_text = meta.get("help", "")
+    shown = "off" if default is None or default is False else default
+    if isinstance(shown, (list, tuple)):
+        shown = ",".join(map(str, shown)) or "none"
+    kwargs: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS,
+                              "help": f"{help_text} (default: {shown})" if help_text else f"(default: {shown})"}
+    if meta.get("choices"):
+        kwargs["choices"] = meta["choices"]
+    if meta.get("metavar"):
+        kwargs["metavar"] = meta["metavar"]
+    types_ = scalar_types(hint)
+    if types_ and set(types_) - {type(None)} == {bool}:
+        parser.add_argument(*flags, action=argparse.BooleanOptionalAction, **kwargs)
+    elif types_:
+        parser.add_argument(*flags, type=_scalar_parser(types_, f.name), **kwargs)
+    else:
+        _add_container(parser, flags, hint, kwargs, f.name)
+    for flag, value in meta.get("const_flags", {}).items():
+        parser.add_argument(flag, action="store_const", const=value, dest=dest, default=argparse.SUPPRESS,
+                            help=f"same as {flags[0]} {value}" if not isinstance(value, bool)
+                            else f"same as --{'' if value else 'no-'}{flags[0][2:]}")
+
+
+def _add_container(parser, flags, hint, kwargs, name: str) -> None:
+    if is_union(hint):
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    origin, items = typing.get_origin(hint), typing.get_args(hint)
+    if origin is tuple and len(items) == 2 and items[1] is not Ellipsis:  # (float, float): --betas 0.9 0.95
+        parser.add_argument(*flags, nargs=2, type=_scalar_parser((items[0],), name), **kwargs)
+    elif origin is list and items and items[0] in (str, int, float):  # --corpus a.txt b.txt
+        parser.add_argument(*flags, nargs="+", type=_scalar_parser((items[0],), name), **kwargs)
+    elif origin is tuple and items and items[0] in (str, int, float):  # comma-separated: --lora-targets q,v
+        item = _scalar_parser((items[0],), name)
+        parser.add_argument(*flags, type=lambda text: [item(t.strip()) for t in text.split(",") if t.strip()],
+                            **kwargs)
+    else:
+        raise TypeError(f"no flag type for {name}: {hint}; declare it with setting(cli=False)")
+
+
+def _scalar_parser(types_: tuple[type, ...], name: str):
+    """A flag string -> the first of the field's types it parses as ("none" -> None when allowed)."""
+    order = [t for t in (int, float, bool, str) if t in types_]
+
+    def parse(text: str):
+        if type(None) in types_ and text.lower() in ("none", "null"):
+            return None
+        for t in order:
+            if t is bool:
+                if text.lower() in ("true", "false"):
+                    return text.lower() == "true"
+                continue
+            try:
+                return t(text)
+            except ValueError:
+                continue
+        wanted = " or ".join(t.__name__ for t in order)
+        raise argparse.ArgumentTypeError(f"{name} must be {wanted}, got {text!r}")
+
+    return parse
+
+
+__all__ = ["add_run_flags", "given_values", "run_from_args"]
