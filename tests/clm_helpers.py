@@ -23,3 +23,18 @@ def tiny_tokenizer(texts=None, vocab_size: int = 400) -> Tokenizer:
     tok = Tokenizer.train_bpe(texts, vocab_size, special_tokens=(END_OF_TEXT, "<|pad|>"), model_max_length=128)
     tok.pad_token = "<|pad|>"
     return tok
+
+
+# prompt -> response pairs for SFT
+PAIRS = [("hello", "hi there"), ("how are you?", "I am well, thank you."),
+         ("what is your name?", "I am a small model."),
+         ("good morning", "good morning to you"), ("bye", "goodbye!"), ("thanks", "you are welcome")]
+
+
+def pretrain_tiny_gpt(root):
+    """A GPT-2-tiny pretrained for 40 steps on `corpus_text` (run in root/run, evaluated twice)."""
+    from plmkit.training.clm import run_clm_pretraining
+    (root / "corpus.txt").write_text(corpus_text())
+    return run_clm_pretraining(root / "corpus.txt", root / "run", vocab_size=400, preset="gpt2-tiny", seq_len=64,
+                               batch_size=8, max_steps=40, lr=3e-3, eval_every=20, eval_fraction=0.15,
+                               progress_bar=False, cache_dir=root / "cache", log=lambda *_: None)

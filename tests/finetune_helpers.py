@@ -4,8 +4,10 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
+from torch import nn
 
 _CACHE: dict[str, Path] = {}
 
@@ -26,6 +28,18 @@ def head_conll(src: Path, dst: Path, n_sentences: int, max_chars: int = 60) -> P
     blocks = [b for b in blocks if len(b.splitlines()) <= max_chars][:n_sentences]
     dst.write_text("\n\n".join(blocks) + "\n", encoding="utf-8")
     return dst
+
+
+def en_sentiment_files(tmp: Path) -> tuple[Path, Path]:
+    """300 training and 100 test rows of the English movie reviews."""
+    d = data_dir("en-sentiment")
+    return (head_lines(d / "movie_reviews.train.jsonl", tmp / "train.jsonl", 300),
+            head_lines(d / "movie_reviews.test.jsonl", tmp / "test.jsonl", 100))
+
+
+def quick(**settings) -> dict:
+    """Fine-tuning settings of a quick CPU run, with `settings` on top."""
+    return {**dict(epochs=1, batch_size=16, lr=1e-3, progress_bar=False, device="cpu", precision="fp32"), **settings}
 
 
 def tiny_model_dir() -> Path:
@@ -103,3 +117,20 @@ RELATIONS = [
 def relation_file(path: Path, rows=None) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in (rows or RELATIONS)), encoding="utf-8")
     return path
+
+
+class PerTokenModel(nn.Module):
+    """Logits that depend on each token alone (a lookup table), so windowing cannot change them."""
+
+    def __init__(self, table: torch.Tensor, labels=None, qa: bool = False):
+        super().__init__()
+        self.table = nn.Embedding.from_pretrained(table)
+        self.qa = qa
+        self.config = SimpleNamespace(id2label=dict(enumerate(labels or [])), num_labels=len(labels or []),
+                                      label2id={name: i for i, name in enumerate(labels or [])})
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
+        out = self.table(input_ids)  # (B, T, C)
+        if self.qa:
+            return SimpleNamespace(start_logits=out[..., 0], end_logits=out[..., 0], loss=None)
+        return SimpleNamespace(logits=out, loss=None)

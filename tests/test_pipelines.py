@@ -1,32 +1,22 @@
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import finetune_helpers as h  # noqa: E402
-
-import plmkit  # noqa: E402
-from plmkit import tasks  # noqa: E402
-from plmkit.errors import ConfigError  # noqa: E402
-
-
-def opts(**kw):
-    return tasks.FinetuneOptions(**{**dict(epochs=1, batch_size=16, lr=1e-3, progress_bar=False, device="cpu",
-                                           precision="fp32"), **kw})
+import finetune_helpers as h
+import plmkit
+from plmkit.errors import ConfigError
+from plmkit.recipes.finetune import finetune
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pipe")
     zh = h.data_dir("zh-sentiment")
-    tasks.finetune("classification", h.tiny_model_dir(), h.head_lines(zh / "train.jsonl", tmp / "zh.jsonl", 150),
-                   tmp / "cls", None, opts(max_steps=4))
+    finetune("classification", h.tiny_model_dir(), h.head_lines(zh / "train.jsonl", tmp / "zh.jsonl", 150),
+             tmp / "cls", None, **h.quick(max_steps=4))
     ner = h.data_dir("zh-ner")
-    tasks.finetune("ner", h.tiny_model_dir(), h.head_conll(ner / "train.conll", tmp / "ner.conll", 100),
-                   tmp / "ner", None, opts(max_steps=4))
-    tasks.finetune("qa", h.tiny_model_dir(), h.squad_file(tmp / "squad.json"), tmp / "qa", None,
-                   opts(max_steps=3, max_length=48, doc_stride=16))
+    finetune("ner", h.tiny_model_dir(), h.head_conll(ner / "train.conll", tmp / "ner.conll", 100),
+             tmp / "ner", None, **h.quick(max_steps=4))
+    finetune("qa", h.tiny_model_dir(), h.squad_file(tmp / "squad.json"), tmp / "qa", None,
+             **h.quick(max_steps=3, max_length=48, doc_stride=16))
     return tmp
 
 

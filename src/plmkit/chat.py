@@ -1,5 +1,4 @@
-"""A chat template, context-window bookkeeping for conversations, and supervised fine-tuning
-(SFT) data: prompt -> response pairs with the loss on the response only.
+"""A chat template and context-window bookkeeping for conversations (`plmkit chat`, generation).
 
 The template (one turn; a conversation is its turns back to back)::
 
@@ -12,30 +11,16 @@ from a few hundred examples without new embedding rows that start out random, an
 tokenizer handles them. The reply ends with the tokenizer's EOS (``<|endoftext|>``), which the
 model already knows from pretraining as "the document ends here": generation stops on it.
 
-SFT examples (`SFTDataset`, `SFTCollator`): the prompt part (``<|user|>\\n...<|assistant|>\\n``) and
-the reply are tokenized separately, exactly as at inference time (the prompt is encoded, the reply
-generated), then concatenated: ``input_ids = prompt + reply + [eos]``; ``labels`` are -100 on the
-prompt, so the loss covers the reply and its EOS only. Batches are right-padded to their longest
-example with the tokenizer's pad token; `ensure_pad_token` adds a dedicated ``<|pad|>`` special
-token when there is none (EOS is never used as padding in training: a model trained with EOS
-masked as padding can learn never to stop). Padding is masked out of attention and loss anyway.
-
-JSONL input: one object per line with string fields "prompt" and "response" (the format of
-``fetch("dialogue")``); a malformed line is a DataError naming file:line.
+Supervised fine-tuning on this template (prompt -> response pairs, the loss on the replies only)
+is the ``sft`` task: plmkit.tasks.sft.
 """
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Sequence
 
-import torch
-
-from plmkit.data.collate import pad_collate
 from plmkit.errors import ConfigError, DataError
-from plmkit.utils.constants import IGNORE_INDEX
 
 SYSTEM, USER, ASSISTANT = "<|system|>", "<|user|>", "<|assistant|>"
-PAD_TOKEN = "<|pad|>"
 ROLES = ("system", "user", "assistant")
 
 
@@ -166,97 +151,5 @@ class StopFilter:
         return rest
 
 
-# ------------------------------------------------------------------------------------ SFT data
-def ensure_pad_token(tokenizer, model=None) -> int:
-    """The tokenizer's pad id; adds ``<|pad|>`` as pad token first if it has none (and then grows
-    `model`'s embeddings and sets its config.pad_token_id)."""
-    if tokenizer.pad_token_id is None:
-        tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
-    if model is not None:
-        if model.get_input_embeddings().num_embeddings < len(tokenizer):
-            model.resize_token_embeddings(len(tokenizer))
-        model.config.pad_token_id = tokenizer.pad_token_id
-    return tokenizer.pad_token_id
-
-
-def read_pairs(path: str | Path) -> Iterator[tuple[dict, str]]:
-    """(record, "file:line") for every non-blank line of a prompt/response JSONL file."""
-    from plmkit.utils.text import jsonl_rows
-
-    for number, record in jsonl_rows(path):
-        where = f"{path}:{number}"
-        for key in ("prompt", "response"):
-            if key not in record:
-                raise DataError(f"{where}: missing \"{key}\" "
-                                "(each line needs string fields \"prompt\" and \"response\")")
-            if not isinstance(record[key], str):
-                raise DataError(f"{where}: \"{key}\" must be a string, got {type(record[key]).__name__}")
-        yield record, where
-
-
-class SFTDataset:
-    """Tokenized prompt -> response examples: {"input_ids", "labels"} lists (labels -100 on the prompt).
-
-    pairs: (prompt, response) tuples or {"prompt", "response"[, "system"]} dicts; `from_jsonl` reads files.
-    Longer than `max_length` tokens: the reply is cut (its EOS with it) and counted in ``truncated``;
-    an example whose prompt leaves no room for a reply token is skipped and counted in ``skipped``.
-    """
-
-    def __init__(self, pairs: Iterable, tokenizer, max_length: int, system: str | None = None):
-        if tokenizer.eos_token_id is None:
-            raise ConfigError("the tokenizer has no eos token to end replies with")
-        self.examples: list[dict[str, list[int]]] = []
-        self.skipped = self.truncated = 0
-        eos = tokenizer.eos_token_id
-        for pair in pairs:
-            if isinstance(pair, dict):
-                prompt, response, sys_text = pair["prompt"], pair["response"], pair.get("system", system)
-            else:
-                (prompt, response), sys_text = pair, system
-            prompt_ids = encode_text(tokenizer, format_system(sys_text) + format_user(prompt))
-            reply_ids = encode_text(tokenizer, response) + [eos]
-            room = max_length - len(prompt_ids)
-            if room < 1:
-                self.skipped += 1
-                continue
-            self.truncated += len(reply_ids) > room
-            reply_ids = reply_ids[:room]
-            self.examples.append({"input_ids": prompt_ids + reply_ids,
-                                  "labels": [IGNORE_INDEX] * len(prompt_ids) + reply_ids})
-
-    @classmethod
-    def from_jsonl(cls, paths: str | Path | Sequence[str | Path], tokenizer, max_length: int,
-                   system: str | None = None) -> "SFTDataset":
-        paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
-        records = [record for p in paths for record, _ in read_pairs(p)]
-        if not records:
-            raise DataError(f"no prompt/response pairs in {', '.join(map(str, paths))}")
-        return cls(records, tokenizer, max_length, system)
-
-    def __len__(self) -> int:
-        return len(self.examples)
-
-    def __getitem__(self, i: int) -> dict[str, list[int]]:
-        return self.examples[i]
-
-    def lengths(self) -> list[int]:
-        return [len(e["input_ids"]) for e in self.examples]
-
-
-class SFTCollator:
-    """Right-pad a list of SFT examples to the longest: input_ids (pad id), attention_mask, labels (-100)."""
-
-    def __init__(self, pad_token_id: int):
-        if pad_token_id is None:
-            raise ConfigError("SFT batches need a pad token id: call ensure_pad_token(tokenizer, model) first")
-        self.pad_token_id = int(pad_token_id)
-
-        self._collate = pad_collate(self.pad_token_id)
-
-    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
-        return self._collate([{"input_ids": e["input_ids"], "labels": e["labels"]} for e in examples])
-
-
-__all__ = ["ASSISTANT", "PAD_TOKEN", "SYSTEM", "USER", "SFTCollator", "SFTDataset", "StopFilter", "encode_text",
-           "ensure_pad_token",
-           "format_prompt", "format_turn", "format_user", "read_pairs", "truncate_history"]
+__all__ = ["ASSISTANT", "SYSTEM", "USER", "StopFilter", "encode_text", "format_prompt", "format_system", "format_turn",
+           "format_user", "truncate_history"]

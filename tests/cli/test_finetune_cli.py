@@ -1,14 +1,11 @@
 import io
 import json
 import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import finetune_helpers as h  # noqa: E402
-
-from plmkit.cli import main  # noqa: E402
+import finetune_helpers as h
+from plmkit.cli import main
 
 
 def test_finetune_evaluate_predict_classification(tmp_path, capsys, monkeypatch):
@@ -21,6 +18,9 @@ def test_finetune_evaluate_predict_classification(tmp_path, capsys, monkeypatch)
                  "--max-length", "64", "--freeze-layers", "1", "--layer-lr-decay", "0.9", "--head-lr", "2e-3",
                  "--dropout", "0.2", "--device", "cpu", "--no-progress"]) == 0
     assert (out / "model" / "plmkit_task.json").is_file() and (out / "best").is_dir()
+    from plmkit.recipes.finetune import load_run
+    run = load_run(out / "run.yaml")  # the effective run file, written into the output directory
+    assert (run.task, run.model.dropout, run.classification.max_length, run.train.head_lr) == ("classification", 0.2, 64, 2e-3)
     config = json.loads((out / "model" / "config.json").read_text())  # the tiny model was saved with dropout 0
     assert config["hidden_dropout_prob"] == config["attention_probs_dropout_prob"] == 0.2
     capsys.readouterr()
@@ -62,3 +62,69 @@ def test_cli_reports_data_errors(tmp_path, capsys):
     code = main(["finetune", "--task", "classification", "--model", str(h.tiny_model_dir()), "--train", str(bad),
                  "--out", str(tmp_path / "o"), "--device", "cpu", "--no-progress"])
     assert code == 2 and "bad.jsonl:2" in capsys.readouterr().err
+
+
+def parse(argv):
+    """The run `plmkit finetune ARGV` would do (not run)."""
+    from plmkit.cli import build_parser
+    from plmkit.cli.finetune import run_of_args
+    return run_of_args(build_parser().parse_args(["finetune", *argv]))
+
+
+BASE = ["--task", "ner", "--model", "m", "--train", "t.conll", "--out", "o"]
+
+
+def test_every_old_flag_spelling_still_parses():
+    old = BASE + ["--eval", "d.conll", "--epochs", "2", "--max-steps", "5", "--lr", "1e-3", "--batch-size", "8",
+                  "--max-length", "64", "--weight-decay", "0.1", "--warmup-ratio", "0.2", "--schedule", "cosine",
+                  "--grad-clip", "0", "--grad-accum", "2", "--dropout", "0.1", "--freeze-embeddings",
+                  "--freeze-layers", "1", "--freeze-body", "--layer-lr-decay", "0.9", "--head-lr", "1e-2",
+                  "--lora-rank", "4", "--lora-alpha", "8", "--lora-dropout", "0.1", "--lora-targets", "q,k,v",
+                  "--eval-every", "3", "--early-stopping-patience", "2", "--metric", "f1", "--stride", "8",
+                  "--group-by-length", "--seed", "1", "--device", "cpu", "--precision", "fp32", "--save-every", "4",
+                  "--resume", "--log-every", "2", "--no-progress"]
+    run = parse(old)
+    assert (run.task, run.out, run.resume, run.model.path, run.data.train, run.data.eval) == \
+        ("ner", "o", True, "m", "t.conll", "d.conll")
+    m, d, t, task = run.model, run.data, run.train, run.ner
+    assert (m.dropout, m.freeze_embeddings, m.freeze_layers, m.freeze_body) == (0.1, True, 1, True)
+    assert (m.lora_rank, m.lora_alpha, m.lora_dropout, m.lora_targets) == (4, 8.0, 0.1, ("q", "k", "v"))
+    assert (d.batch_size, d.group_by_length, task.max_length, task.stride) == (8, True, 64, 8)
+    assert (t.epochs, t.max_steps, t.lr, t.weight_decay, t.warmup_ratio, t.schedule) == (2.0, 5, 1e-3, 0.1, 0.2, "cosine")
+    assert (t.grad_clip, t.grad_accum_steps, t.layer_lr_decay, t.head_lr, t.eval_every) == (None, 2, 0.9, 1e-2, 3)
+    assert (t.early_stopping_patience, t.metric_for_best, t.seed, t.device, t.precision) == (2, "f1", 1, "cpu", "fp32")
+    assert (t.save_every, t.log_every, t.progress_bar) == (4, 2, False)
+    qa = parse(["--task", "qa", "--model", "m", "--train", "s.json", "--out", "o", "--doc-stride", "16",
+                "--max-answer-length", "20"])
+    assert (qa.qa.doc_stride, qa.qa.max_answer_length, qa.qa.max_length) == (16, 20, 128)
+    defaults = parse(BASE)  # fine-tuning's defaults, declared once
+    assert (defaults.train.epochs, defaults.train.warmup_ratio, defaults.train.lr, defaults.data.batch_size) == \
+        (3.0, 0.1, 5e-5, 16)
+
+
+def test_a_run_file_plus_flags_is_the_run_of_the_flags_alone(tmp_path, capsys):
+    flags = BASE + ["--lr", "1e-3", "--stride", "8", "--lora-rank", "2", "--max-steps", "9"]
+    alone = parse(flags)
+    path = tmp_path / "run.yaml"
+    path.write_text("task: ner\nout: o\nmodel:\n  path: m\n  lora_rank: 2\ndata:\n  train: t.conll\n"
+                    "train:\n  lr: 1e-3\n  max_steps: 3\nner:\n  stride: 8\n")
+    assert parse(["--config", str(path), "--max-steps", "9"]) == alone  # flags given win over the file
+    assert parse(["--config", str(path), "--max-steps", "9", "--task", "ner"]) == alone
+    from plmkit.cli import main
+    assert main(["finetune", *flags, "--print-config"]) == 0
+    printed = tmp_path / "printed.yaml"
+    printed.write_text(capsys.readouterr().out)
+    assert parse(["--config", str(printed)]) == alone  # --print-config fed back reproduces the run
+
+
+def test_finetune_flags_that_make_no_sense_are_refused_by_name(capsys):
+    from plmkit.cli import main
+    from plmkit.errors import ConfigError
+    with pytest.raises(ConfigError, match="lora_targets needs lora_rank"):
+        parse(BASE + ["--lora-targets", "q,k"])
+    with pytest.raises(ConfigError, match=r"classification: unknown key\(s\) 'stride'"):
+        parse(["--task", "classification", "--model", "m", "--train", "t", "--out", "o", "--stride", "4"])
+    with pytest.raises(ConfigError, match="say the pretrained model directory: --model DIR"):
+        parse(["--task", "ner", "--train", "t", "--out", "o"])
+    assert main(["finetune", "--model", "m", "--train", "t", "--out", "o"]) == 2
+    assert "say which task to fine-tune: --task classification|ner|relation|qa|sft" in capsys.readouterr().err

@@ -1,10 +1,12 @@
 """`plmkit predict`: errors reach the user as one line, never a traceback."""
 from plmkit import tasks
 from plmkit.cli import main
+from plmkit.tasks.classification import ClassificationTask
+from plmkit.tasks.relation import RelationTask
 
 
 def test_unwritable_output_is_a_clear_error(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(tasks.TaskSpec, "load", classmethod(lambda cls, d: cls(task="classification")))
+    monkeypatch.setattr(tasks, "load_task", lambda d: ClassificationTask())
     monkeypatch.setattr(tasks, "read_prediction_input", lambda task, path: ([{"text": "a"}], [1]))
     monkeypatch.setattr(tasks, "predict_dir", lambda *a, **k: [{"label": "pos"}])
     out = tmp_path / "no-such-dir" / "p.jsonl"
@@ -13,9 +15,10 @@ def test_unwritable_output_is_a_clear_error(tmp_path, capsys, monkeypatch):
 
 
 def test_bad_record_is_named_by_its_file_line(tmp_path, capsys, monkeypatch):
-    spec = tasks.TaskSpec(task="relation")
-    monkeypatch.setattr(tasks.TaskSpec, "load", classmethod(lambda cls, d: spec))
-    monkeypatch.setattr(tasks, "_load_for_inference", lambda *a: (None, None, spec))
+    task = RelationTask()
+    monkeypatch.setattr(tasks, "load_task", lambda d: task)
+    monkeypatch.setattr(tasks, "predict_dir", lambda model, records, *a, where, lines, **k:
+                        tasks.predict_records(None, None, task, records, where=where, lines=lines))
     path = tmp_path / "in.jsonl"
     path.write_text('{"text": "ab cd", "head": [0, 2], "tail": [3, 5]}\n\n'
                     '{"text": "ab cd", "head": [0, 3], "tail": [2, 5]}\n')

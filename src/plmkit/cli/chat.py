@@ -31,12 +31,11 @@ def run(args: argparse.Namespace) -> int:
     from plmkit.chat import SYSTEM, USER, StopFilter, truncate_history
     from plmkit.cli.generate import load_causal_lm, sampling_kwargs
     from plmkit.errors import PlmkitError
-    from plmkit.training.sft import context_window
 
     model, tokenizer = load_causal_lm(args.model, args.device)
     kwargs = sampling_kwargs(args)
     device = next(model.parameters()).device
-    window = context_window(model.config) or 2048
+    window = model.config.context_length or 2048
     budget = window - args.max_new_tokens
     if budget < 8:
         raise PlmkitError(f"--max-new-tokens {args.max_new_tokens} leaves no room for the conversation in the "

@@ -29,8 +29,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    spec = tasks.TaskSpec.load(args.model)
-    records, lines = tasks.read_prediction_input(spec.task, args.input)
+    records, lines = tasks.read_prediction_input(tasks.load_task(args.model), args.input)
     results = tasks.predict_dir(args.model, records, args.batch_size, args.device,
                                 where="<stdin>" if args.input == "-" else args.input,
                                 null_score_diff_threshold=args.null_score_diff_threshold, lines=lines)

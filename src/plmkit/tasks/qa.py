@@ -1,4 +1,4 @@
-"""Extractive question answering: SQuAD v1.1 / v2.0 JSON.
+"""Extractive question answering: SQuAD v1.1 / v2.0 JSON, answers as character spans of the context.
 
 Long contexts are cut into windows of `max_length` tokens ([CLS] question [SEP] context-window
 [SEP]); consecutive windows overlap by `doc_stride` tokens (Hugging Face's meaning of doc_stride).
@@ -13,9 +13,12 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from plmkit.data.tasks import window_starts
-from plmkit.utils.text import read_text
 from plmkit.errors import DataError
+from plmkit.evaluation import SquadMetrics, SquadThresholdSweep
+from plmkit.tasks.base import Task, TaskSettings
+from plmkit.tasks.common import forward_batches, record_object, window_starts
+from plmkit.utils.settings import setting
+from plmkit.utils.text import read_text
 
 
 @dataclass
@@ -201,3 +204,103 @@ class SpanAggregator:
         if best is None or (self.allow_no_answer and self.null_score_diff(example) > self.null_score_diff_threshold):
             return {"answer": "", "score": self.null.get(example, (0.0, 0.0))[1], "start": 0, "end": 0}
         return {"answer": context[best.start:best.end], "score": best.prob, "start": best.start, "end": best.end}
+
+
+@dataclass
+class QASettings(TaskSettings):
+    section = "qa"
+    doc_stride: int = setting(128, "token overlap of consecutive context windows", metavar="N")
+    max_query_length: int = setting(64, "question tokens kept", metavar="N")
+    max_answer_length: int = setting(30, "longest answer, in tokens", metavar="N")
+    version_2: bool = setting(False, "set from the training data: unanswerable questions allowed (SQuAD v2)",
+                              cli=False)
+    null_score_diff_threshold: float = setting(0.0, "SQuAD v2: no answer when null score - best span score > "
+                                                    "this", cli=False)
+
+
+class QATask(Task):
+    name = "qa"
+    model_task = "question-answering"
+    settings_class = QASettings
+    pipelines = ("question-answering",)
+    pipeline_arguments = ("question", "context", "align_to_words")
+    description = "SQuAD v1.1/v2.0 JSON"
+
+    def read(self, path, labelled: bool = True) -> list[QAExample]:
+        return read_squad(path, require_answers=labelled)
+
+    def discover(self, examples, path) -> None:
+        self.settings.version_2 = any(e.is_impossible for e in examples)
+        return None
+
+    def encode(self, tokenizer, examples, label2id, path="data", training: bool = False) -> list[dict]:
+        s = self.settings
+        return windows(tokenizer, examples, s.max_length, s.doc_stride, s.max_query_length, training)
+
+    def evaluate(self, model, tokenizer, examples, features, batch_size: int = 32) -> dict[str, float]:
+        """Exact match and F1; SQuAD v2 adds the best no-answer threshold on this data."""
+        spans = self.spans(model, tokenizer, features, batch_size)
+        metric, sweep = SquadMetrics(), SquadThresholdSweep() if self.settings.version_2 else None
+        for k, e in enumerate(examples):
+            golds = [a["text"] for a in e.answers]
+            metric.update(spans.answer(k, e.context)["answer"], golds)
+            if sweep is not None:
+                sweep.update(spans.span_text(k, e.context), spans.null_score_diff(k), golds)
+        if sweep is None:
+            return metric.compute()
+        return {**metric.compute(), "null_score_diff_threshold": self.settings.null_score_diff_threshold,
+                **sweep.compute()}
+
+    def spans(self, model, tokenizer, features: list[dict], batch_size: int, align_to_words: bool = False):
+        """Best answer span per example; the windows of one example may land in different batches."""
+        s = self.settings
+        spans = SpanAggregator(s.max_answer_length, allow_no_answer=s.version_2,
+                               null_score_diff_threshold=s.null_score_diff_threshold, align_to_words=align_to_words)
+        for idx, _, out in forward_batches(model, features, batch_size, tokenizer.pad_token_id):
+            starts, ends = out.start_logits.float().tolist(), out.end_logits.float().tolist()
+            for row, i in enumerate(idx):
+                f = features[i]
+                n = len(f["input_ids"])
+                spans.add(f["_example"], starts[row][:n], ends[row][:n], f["_offsets"], f["_words"])
+        return spans
+
+    def predict(self, model, tokenizer, records, batch_size: int = 32, where: str = "input", lines=None,
+                align_to_words: bool = True) -> list[dict]:
+        """{id, answer, score, start, end}: whole words unless `align_to_words` is False (then token
+        spans, as evaluation scores them)."""
+        examples = self.to_examples(records, where, lines)
+        spans = self.spans(model, tokenizer, self.encode(tokenizer, examples, None, path=where), batch_size,
+                           align_to_words)
+        return [{"id": e.id, **spans.answer(k, e.context)} for k, e in enumerate(examples)]
+
+    def to_examples(self, records, where: str, lines=None) -> list[QAExample]:
+        out = []
+        for k, r in enumerate(records, 1):
+            n = lines[k - 1] if lines is not None else k
+            r = record_object(r, where, n)
+            if not isinstance(r.get("question"), str) or not isinstance(r.get("context"), str):
+                raise DataError(f"{where}:{n}: needs string fields 'question' and 'context'")
+            out.append(QAExample(str(r.get("id", k)), r["question"], r["context"]))
+        return out
+
+    def read_prediction_input(self, path: str) -> tuple[list, list[int]]:
+        """SQuAD JSON files (the lines are record numbers); otherwise JSONL (or '-')."""
+        if path != "-" and Path(path).suffix.lower() == ".json":
+            examples = read_squad(path, require_answers=False)
+            return ([{"id": e.id, "question": e.question, "context": e.context} for e in examples],
+                    list(range(1, len(examples) + 1)))
+        return super().read_prediction_input(path)
+
+    def pipeline(self, name, model, tokenizer, inputs, batch_size: int, question=None, context=None,
+                 align_to_words: bool = True):
+        if question is not None:
+            single = isinstance(question, str)
+            qs = [question] if single else list(question)
+            cs = [context] * len(qs) if isinstance(context, str) else list(context)
+            records = [{"question": q, "context": c} for q, c in zip(qs, cs)]
+        else:
+            single = isinstance(inputs, dict)
+            records = [inputs] if single else list(inputs)
+        results = self.predict(model, tokenizer, records, batch_size, align_to_words=align_to_words)
+        results = [{k: r[k] for k in ("score", "start", "end", "answer")} for r in results]
+        return results[0] if single else results

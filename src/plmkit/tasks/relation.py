@@ -1,4 +1,4 @@
-"""Relation classification data: JSONL rows
+"""Relation classification between two marked entity spans. Data: JSONL rows
 ``{"text": ..., "head": {"start": s, "end": e}, "tail": {...}, "relation": "founded_by"}``
 (character spans, end exclusive; ``[s, e]`` lists work too).
 
@@ -11,8 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from plmkit.utils.text import jsonl_rows
 from plmkit.errors import ConfigError, DataError
+from plmkit.evaluation import RelationMetrics
+from plmkit.tasks.base import Task, TaskSettings, need_two_labels
+from plmkit.tasks.common import LossMeter, class_probabilities, forward_batches, predict_per_record, record_object
+from plmkit.utils.settings import setting
+from plmkit.utils.text import jsonl_rows
 
 MARKERS = ("[E1]", "[/E1]", "[E2]", "[/E2]")
 NO_RELATION_NAMES = ("no_relation", "no-relation", "NA", "None", "Other", "other", "O")
@@ -106,3 +110,72 @@ def encode_relations(tokenizer, examples: list[RelationExample], max_length: int
             f["labels"] = label2id[e.relation]
         features.append(f)
     return features
+
+
+@dataclass
+class RelationSettings(TaskSettings):
+    section = "relation"
+    no_relation: str | None = setting(None, "set from the training labels: the class meaning 'no relation' "
+                                            f"(one of {', '.join(NO_RELATION_NAMES)}), left out of the F1", cli=False)
+
+
+class RelationTask(Task):
+    name = "relation"
+    model_task = "relation-classification"
+    settings_class = RelationSettings
+    pipelines = ("relation-classification",)
+    description = "JSONL with text, head/tail character spans and relation"
+
+    def read(self, path, labelled: bool = True) -> list[RelationExample]:
+        return read_relations(path, require_label=labelled)
+
+    def discover(self, examples, path) -> list[str]:
+        labels = sorted({e.relation for e in examples})
+        self.settings.no_relation = no_relation_label(labels)
+        return need_two_labels(labels, path)
+
+    def encode(self, tokenizer, examples, label2id, path="data", training: bool = False) -> list[dict]:
+        return encode_relations(tokenizer, examples, self.settings.max_length, label2id, path)
+
+    def adapt(self, model, tokenizer) -> None:
+        """The entity markers become special tokens with new embedding rows."""
+        added = tokenizer.add_special_tokens({"additional_special_tokens": list(MARKERS)})
+        rows = model.get_input_embeddings().num_embeddings
+        if added or len(tokenizer) != rows:
+            model.resize_token_embeddings(max(len(tokenizer), rows))
+
+    def train_extra(self, model, tokenizer) -> None:
+        """The markers' new rows start from scratch like the head: when the embedding matrix is
+        frozen (LoRA, --freeze-*), those rows alone still train."""
+        from plmkit.nn.lora import train_embedding_rows
+        if not model.get_input_embeddings().weight.requires_grad:
+            train_embedding_rows(model, model.get_input_embeddings(), tokenizer.convert_tokens_to_ids(list(MARKERS)))
+
+    def evaluate(self, model, tokenizer, examples, features, batch_size: int = 32) -> dict[str, float]:
+        config = model.config
+        no_rel = config.label2id.get(self.settings.no_relation) if self.settings.no_relation else None
+        metric, loss = RelationMetrics(config.num_labels, no_rel), LossMeter()
+        for idx, batch, out in forward_batches(model, features, batch_size, tokenizer.pad_token_id):
+            loss.add(out, len(idx))
+            metric.update(out.logits.argmax(-1), batch["labels"])
+        return loss.put(metric.compute())
+
+    def predict(self, model, tokenizer, records, batch_size: int = 32, where: str = "input", lines=None,
+                align_to_words: bool = True) -> list[dict]:
+        return predict_per_record(self, model, tokenizer, records, batch_size, where, lines,
+                                  lambda logits, names: class_probabilities(logits, names, key="relation"))
+
+    def to_examples(self, records, where: str, lines=None) -> list[RelationExample]:
+        """The training reader's checks; a relation given is ignored."""
+        out = []
+        for k, r in enumerate(records, 1):
+            n = lines[k - 1] if lines is not None else k
+            row = {key: v for key, v in record_object(r, where, n).items() if key not in ("relation", "label")}
+            out.append(relation_example(row, f"{where}:{n}", n, require_label=False))
+        return out
+
+    def pipeline(self, name, model, tokenizer, inputs, batch_size: int):
+        single = isinstance(inputs, (str, dict))
+        results = self.predict(model, tokenizer, [inputs] if single else list(inputs), batch_size)
+        out = [{"label": r["relation"], "score": r["score"]} for r in results]
+        return out[0] if single else out

@@ -1,5 +1,5 @@
-"""Sequence (and sentence-pair) classification data: JSONL, CSV or TSV with `text`, optional
-`text_pair`, and `label`.
+"""Sequence (and sentence-pair) classification: single-label, multi-label or regression over a text
+or a text pair. Data: JSONL, CSV or TSV with `text`, optional `text_pair`, and `label`.
 
 A string or integer label is a class (single-label); a list of them is a set of classes
 (multi-label); a float is a regression target. CSV/TSV need a header row naming the columns;
@@ -12,8 +12,12 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from plmkit.utils.text import jsonl_rows, read_lines
 from plmkit.errors import DataError
+from plmkit.evaluation import ClassificationMetrics, MultiLabelMetrics, RegressionMetrics
+from plmkit.tasks.base import Task, TaskSettings, need_two_labels
+from plmkit.tasks.common import LossMeter, class_probabilities, forward_batches, predict_per_record, record_object
+from plmkit.utils.settings import setting
+from plmkit.utils.text import jsonl_rows, read_lines
 
 SINGLE, MULTI, REGRESSION = "single_label_classification", "multi_label_classification", "regression"
 
@@ -173,3 +177,105 @@ def encode_examples(tokenizer, examples: list[ClassificationExample], max_length
             f["labels"] = encode_label(e, label2id or {}, problem_type, path)
         features.append(f)
     return features
+
+
+@dataclass
+class ClassificationSettings(TaskSettings):
+    section = "classification"
+    problem_type: str | None = setting(None, "set from the training labels: single_label_classification, "
+                                             "multi_label_classification or regression", cli=False)
+
+
+_LEGACY = object()  # pipeline top_k not passed: Hugging Face's legacy output shape
+
+
+class ClassificationTask(Task):
+    name = "classification"
+    model_task = "sequence-classification"
+    settings_class = ClassificationSettings
+    pipelines = ("text-classification", "sentiment-analysis")
+    pipeline_arguments = ("top_k",)
+    description = "JSONL/CSV/TSV with text (text_pair) and label"
+
+    def read(self, path, labelled: bool = True) -> list[ClassificationExample]:
+        return read_classification(path, require_label=labelled)
+
+    def discover(self, examples, path) -> list[str]:
+        self.settings.problem_type = problem_type_of(examples, path)
+        if self.settings.problem_type == REGRESSION:
+            return ["score"]
+        return need_two_labels(label_names(examples), path)
+
+    def encode(self, tokenizer, examples, label2id, path="data", training: bool = False) -> list[dict]:
+        return encode_examples(tokenizer, examples, self.settings.max_length, label2id,
+                               self.settings.problem_type or SINGLE, path)
+
+    def model_overrides(self) -> dict:
+        return {"problem_type": self.settings.problem_type} if self.settings.problem_type else {}
+
+    def main_metric(self) -> str:
+        return {REGRESSION: "pearson", MULTI: "f1"}.get(self.settings.problem_type, "accuracy")
+
+    def evaluate(self, model, tokenizer, examples, features, batch_size: int = 32) -> dict[str, float]:
+        problem, n_labels = self.settings.problem_type, model.config.num_labels
+        metric = (RegressionMetrics() if problem == REGRESSION else MultiLabelMetrics(n_labels) if problem == MULTI
+                  else ClassificationMetrics(n_labels))
+        loss = LossMeter()
+        for idx, batch, out in forward_batches(model, features, batch_size, tokenizer.pad_token_id):
+            loss.add(out, len(idx))
+            logits = out.logits.float()
+            pred = (logits.squeeze(-1) if problem == REGRESSION else logits.sigmoid() > 0.5 if problem == MULTI
+                    else logits.argmax(-1))
+            metric.update(pred, batch["labels"])
+        return loss.put(metric.compute())
+
+    def predict(self, model, tokenizer, records, batch_size: int = 32, where: str = "input", lines=None,
+                align_to_words: bool = True) -> list[dict]:
+        return predict_per_record(self, model, tokenizer, records, batch_size, where, lines, self._result)
+
+    def to_examples(self, records, where: str, lines=None) -> list[ClassificationExample]:
+        out = []
+        for k, r in enumerate(records, 1):
+            n = lines[k - 1] if lines is not None else k
+            r = record_object(r, where, n, text_field="text")
+            if not isinstance(r.get("text"), str):
+                raise DataError(f"{where}:{n}: needs a string field 'text'")
+            if r.get("text_pair") is not None and not isinstance(r["text_pair"], str):
+                raise DataError(f"{where}:{n}: 'text_pair' must be a string, got {type(r['text_pair']).__name__}")
+            out.append(ClassificationExample(r["text"], r.get("text_pair"), None, n))
+        return out
+
+    def _result(self, logits, names: dict[int, str]) -> dict:
+        if self.settings.problem_type == REGRESSION:
+            return {"label": "score" if not names else names[0], "score": float(logits.view(-1)[0])}
+        if self.settings.problem_type == MULTI:
+            probs = logits.sigmoid().tolist()
+            return {"labels": [names[k] for k, p in enumerate(probs) if p > 0.5],
+                    "probabilities": {names[k]: p for k, p in enumerate(probs)}}
+        return class_probabilities(logits, names)
+
+    def read_prediction_input(self, path: str) -> tuple[list, list[int]]:
+        """CSV/TSV files as in training; otherwise JSONL (or '-')."""
+        if path != "-" and Path(path).suffix.lower() in (".csv", ".tsv"):
+            examples = read_classification(path, require_label=False)
+            return ([{"text": e.text, **({"text_pair": e.text_pair} if e.text_pair else {})} for e in examples],
+                    [e.line for e in examples])
+        return super().read_prediction_input(path)
+
+    def pipeline(self, name, model, tokenizer, inputs, batch_size: int, top_k=_LEGACY):
+        """HF's shapes: without ``top_k`` the best label's dict per text (a list of one for one
+        text); with it a list of the ``top_k`` best (all for None) per text, flat for one text."""
+        single = isinstance(inputs, (str, dict))
+        results = self.predict(model, tokenizer, [inputs] if single else list(inputs), batch_size)
+        out = [_ranked(r, top_k) for r in results]
+        if single:
+            return out if top_k is _LEGACY or isinstance(out[0], dict) else out[0]
+        return out
+
+
+def _ranked(result: dict, top_k):
+    if "probabilities" not in result:  # regression
+        return {"label": result["label"], "score": result["score"]}
+    ranked = sorted(result["probabilities"].items(), key=lambda kv: -kv[1])
+    ranked = [{"label": k, "score": v} for k, v in ranked]
+    return ranked[0] if top_k is _LEGACY else ranked[:top_k] if top_k else ranked

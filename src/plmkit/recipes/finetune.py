@@ -1,0 +1,337 @@
+"""Fine-tuning any task (plmkit.tasks) from a pretrained model directory: ``plmkit finetune``.
+
+    from plmkit.recipes.finetune import finetune
+    finetune("ner", "runs/bert/model", "train.conll", "runs/ner", "dev.conll", epochs=2, stride=32)
+
+A run is a `FinetuneRun` (plmkit.training.run_config): sections ``model`` (the model directory,
+dropout, freezing, LoRA), ``data`` (files, batches), ``train`` (TrainConfig; fine-tuning's defaults
+below, then the task's) and one named after the task with its own settings (saved next to the model
+as plmkit_task.json). `run_type(task)` is the run type of a task; `build_run` picks it from the
+``task`` value of the layers; `run(config)` trains. The run writes OUT/run.yaml (the effective run
+file), OUT/model (final), OUT/best (best by the task's main metric, with eval data), metrics.jsonl
+and training_curves.png; model directories carry the tokenizer, the labels and plmkit_task.json.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from plmkit.errors import ConfigError, DataError
+from plmkit.tasks import Task, get_task, task_names
+from plmkit.tasks.common import length_of
+from plmkit.training.config import TrainConfig
+from plmkit.training.run_config import RunConfig, read_run_file
+from plmkit.training.trainer import TrainResult
+from plmkit.utils.settings import Settings, check_known, is_int, setting
+
+log = logging.getLogger("plmkit")
+
+FINETUNE_DEFAULTS = {"train": {"epochs": 3.0, "warmup_ratio": 0.1}}
+
+
+@dataclass
+class ModelSettings(Settings):
+    section = "model"
+    path: str | None = setting(None, "pretrained model directory (config.json, weights, tokenizer)",
+                               flags=("--model",), metavar="DIR")
+    dropout: float | None = setting(None, "hidden and attention dropout while fine-tuning; off: as in the model's "
+                                          "config (plmkit pretrain writes 0, fine-tuning usually wants 0.1)", metavar="P")
+    freeze_embeddings: bool = setting(False, "freeze the embeddings")
+    freeze_layers: int = setting(0, "freeze the embeddings and the first K layers", metavar="K")
+    freeze_body: bool = setting(False, "train the task head only")
+    lora_rank: int | None = setting(None, "train LoRA adapters of this rank (+ the head)", metavar="R")
+    lora_alpha: float = setting(16.0, "LoRA scale numerator (scale = alpha / rank)", metavar="A")
+    lora_dropout: float = setting(0.05, "dropout on the LoRA input", metavar="P")
+    lora_targets: tuple[str, ...] | None = setting(None, "comma-separated Linear names that get adapters "
+                                                         "(q,k,v,out,fc_in,fc_out); off: q,v with --lora-rank",
+                                                   metavar="NAMES")
+
+    def validate(self) -> None:
+        self.need(is_int(self.freeze_layers) and self.freeze_layers >= 0,
+                  f"freeze_layers must be an integer >= 0, got {self.freeze_layers!r}")
+        self.need(self.lora_rank is None or self.lora_rank >= 1, f"lora_rank must be >= 1, got {self.lora_rank}")
+        self.need(self.lora_targets is None or self.lora_rank is not None,
+                  "lora_targets needs lora_rank (--lora-rank R): without a rank there are no adapters")
+
+
+@dataclass
+class DataSettings(Settings):
+    section = "data"
+    train: str | None = setting(None, "training data: " + "; ".join(
+        f"{t.description} ({name})" for name, t in ((n, get_task(n)) for n in task_names())), metavar="FILE")
+    eval: str | None = setting(None, "evaluation data, same format (evaluated every epoch)", metavar="FILE")
+    eval_fraction: float = setting(0.0, "without --eval: hold out this (seeded) fraction of the training examples",
+                                   metavar="F")
+    batch_size: int = setting(16, "examples per batch", metavar="N")
+    eval_batch_size: int | None = setting(None, "examples per evaluation batch; off: max(batch size, 32)",
+                                          metavar="N")
+    group_by_length: bool = setting(False, "batches of similar lengths: less padding (the encoder already skips "
+                                           "padding tokens outside attention, so this saves little there)")
+
+    def validate(self) -> None:
+        self.need(0 <= self.eval_fraction < 1, f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        self.need(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        self.need(self.eval_batch_size is None or self.eval_batch_size >= 1,
+                  f"eval_batch_size must be >= 1, got {self.eval_batch_size}")
+
+
+@dataclass
+class FinetuneTrain(TrainConfig):
+    """The train section of a fine-tuning run: metric_for_best defaults to the task's main metric when
+    there is evaluation data, so early stopping needs no metric here; `run` fills it in."""
+
+    def validate(self) -> None:
+        patience, self.early_stopping_patience = self.early_stopping_patience, None
+        try:
+            super().validate()
+        finally:
+            self.early_stopping_patience = patience
+        self.need(patience is None or (is_int(patience) and patience >= 1),
+                  f"early_stopping_patience must be a positive integer or None, got {patience!r}")
+
+
+@dataclass
+class FinetuneRun(RunConfig):
+    """A fine-tuning run; `run_type(task)` adds the task's own section."""
+
+    defaults = FINETUNE_DEFAULTS
+    task: str | None = setting(None, "the task", choices=task_names())
+    out: str | None = setting(None, "output directory", metavar="DIR")
+    resume: bool = setting(False, "continue from OUT/checkpoints/latest, exactly")
+    model: ModelSettings = field(default_factory=ModelSettings)
+    data: DataSettings = field(default_factory=DataSettings)
+    train: FinetuneTrain = field(default_factory=lambda: FinetuneTrain(epochs=3.0))
+
+    def validate(self) -> None:
+        for ok, what in ((self.task, "the task: --task " + "|".join(task_names())),
+                         (self.model.path, "the pretrained model directory: --model DIR (model: path:)"),
+                         (self.data.train, "the training data: --train FILE (data: train:)"),
+                         (self.out, "the output directory: --out DIR (out:)")):
+            if not ok:
+                raise ConfigError(f"finetune: say {what}")
+
+    @property
+    def task_settings(self):
+        return getattr(self, self.task)
+
+    def make_task(self) -> Task:
+        """The task with a copy of this run's settings for it (fine-tuning fills in what the data says)."""
+        return get_task(self.task)(dataclasses.replace(self.task_settings))
+
+
+@functools.cache
+def run_type(name: str) -> type[FinetuneRun]:
+    """The run type of task `name`: FinetuneRun plus a section `name` holding the task's settings,
+    with the task's `run_defaults` over fine-tuning's."""
+    task = get_task(name)
+    sections = set(FINETUNE_DEFAULTS) | set(task.run_defaults)
+    defaults: dict[str, Any] = {s: {**FINETUNE_DEFAULTS.get(s, {}), **task.run_defaults.get(s, {})} for s in sections}
+    defaults["task"] = name
+    settings = task.settings_class
+    cls = dataclasses.make_dataclass(f"{settings.__name__.removesuffix('Settings')}FinetuneRun",
+                                     [(name, settings, field(default_factory=settings))], bases=(FinetuneRun,),
+                                     namespace={"defaults": defaults, "__module__": __name__})
+
+    def validate(self) -> None:
+        FinetuneRun.validate(self)
+        if self.task != name:
+            raise ConfigError(f"finetune: this run type is for task {name!r}, not {self.task!r}")
+
+    cls.validate = validate
+    return cls
+
+
+def build_run(*layers: Mapping[str, Any], source: str = "run file") -> FinetuneRun:
+    """The run of `layers` (run dicts, later ones win) for the task the last of them names."""
+    name = next((layer["task"] for layer in reversed(layers) if isinstance(layer, Mapping) and layer.get("task")), None)
+    if name is None:
+        raise ConfigError(f"{source}: say which task to fine-tune: --task {'|'.join(task_names())} "
+                          "(task: in a run file)")
+    return run_type(name).build(*layers, source=source)
+
+
+def load_run(path: str | Path | None, *overrides: Mapping[str, Any]) -> FinetuneRun:
+    """The run of a YAML/JSON run file (None: none) with `overrides` on top."""
+    if path is None:
+        return build_run(*overrides, source="flags")
+    return build_run(read_run_file(path), *overrides, source=str(path))
+
+
+def nest(name: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """A run dict from flat field names (``lr=1e-3, stride=4``) of task `name`'s run type."""
+    run_cls = run_type(name)
+    where: dict[str, str | None] = {f: None for f in run_cls.top_level()}
+    for section, settings in run_cls.sections().items():
+        where.update(dict.fromkeys(settings.field_names(), section))
+    check_known(values, list(where), f"finetune({name!r})")
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if where[key] is None:
+            out[key] = value
+        else:
+            out.setdefault(where[key], {})[key] = value
+    return out
+
+
+@dataclass
+class FinetuneResult(TrainResult):
+    train_examples: int
+    eval_examples: int
+
+
+def finetune(task: str, model_dir, train, out_dir, eval_data=None, **settings: Any) -> FinetuneResult:
+    """Fine-tune `model_dir` for `task` on `train` into `out_dir`; `settings` are the run's fields
+    by name (``epochs=1, lr=1e-3, lora_rank=8, stride=32, ...``, any section)."""
+    given = nest(task, {"task": task, "out": str(out_dir), "path": str(model_dir), "train": str(train),
+                        "eval": None if eval_data is None else str(eval_data), **settings})
+    return run(run_type(task).build(given, source=f"finetune({task!r})"))
+
+
+# ------------------------------------------------------------------ the run
+def run(config: FinetuneRun) -> FinetuneResult:
+    """Fine-tune as `config` says (see the module docstring)."""
+    from plmkit.data.loader import BatchLoader
+    from plmkit.tokenization import Tokenizer
+    from plmkit.training.rng import seed_everything
+    from plmkit.training.trainer import Trainer
+
+    task, m, d = config.make_task(), config.model, config.data
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    config.save(out / "run.yaml")
+    seed_everything(config.train.seed)
+    tokenizer = Tokenizer.from_pretrained(m.path)
+    train_examples = task.read(d.train)
+    eval_examples, eval_where = (task.read(d.eval), d.eval) if d.eval else (None, None)
+    if eval_examples is None and d.eval_fraction:
+        train_examples, eval_examples = hold_out(train_examples, d.eval_fraction, config.train.seed)
+        eval_where = f"{d.train} (held out)"
+    labels = task.discover(train_examples, d.train)
+
+    model = prepare_model(task, m.path, tokenizer, labels, m.dropout)
+    task.check_model(model, m.path)
+    label2id = model.config.label2id if labels is not None else None
+    train_features = task.encode(tokenizer, train_examples, label2id, path=d.train, training=True)
+    eval_features = (task.encode(tokenizer, eval_examples, label2id, path=eval_where)
+                     if eval_examples is not None else None)
+    log.info("plmkit: %s: %s training examples%s", task.name, f"{len(train_examples):,}",
+             f", {len(eval_examples):,} for evaluation" if eval_examples is not None else "")
+
+    frozen = set_trainable(model, task, tokenizer, m)
+    trainable = model.num_parameters(trainable_only=True)
+    log.info("plmkit: %s: %s of %s parameters trainable%s", type(model).__name__, f"{trainable:,}",
+             f"{model.num_parameters():,}", f" ({len(frozen)} tensors frozen)" if frozen else "")
+
+    loader = BatchLoader(train_features, d.batch_size, task.collate(tokenizer), shuffle=True, seed=config.train.seed,
+                         group_by_length=length_of if d.group_by_length else None)
+    has_eval = eval_features is not None
+    train_cfg = trainer_config(config.train, task, has_eval, max(1, len(loader) // config.train.grad_accum_steps))
+    eval_batch_size = d.eval_batch_size or max(d.batch_size, 32)
+
+    def evaluate(model_):
+        return task.evaluate(model_, tokenizer, eval_examples, eval_features, eval_batch_size)
+
+    def save_extra(directory: Path) -> None:
+        tokenizer.save_pretrained(directory)
+        task.save(directory)
+
+    trainer = Trainer(model, train_cfg, loader, out, evaluate=evaluate if has_eval else None, save_extra=save_extra,
+                      forward_kwargs=task.forward_kwargs)
+    result = trainer.train(resume=config.resume)
+    return FinetuneResult(**{f.name: getattr(result, f.name) for f in dataclasses.fields(result)},
+                          train_examples=len(train_examples),
+                          eval_examples=len(eval_examples) if eval_examples is not None else 0)
+
+
+def trainer_config(train: TrainConfig, task: Task, has_eval: bool, steps_per_epoch: int) -> TrainConfig:
+    """The Trainer's config: with eval data, evaluation every epoch unless eval_every says otherwise,
+    and the task's main metric choosing the best checkpoint unless metric_for_best names one."""
+    values = {f.name: getattr(train, f.name) for f in dataclasses.fields(train)}
+    values.update(eval_every=(train.eval_every or steps_per_epoch) if has_eval else None,
+                  early_stopping_patience=train.early_stopping_patience if has_eval else None,
+                  metric_for_best=train.metric_for_best or (task.main_metric() if has_eval else None))
+    return TrainConfig(**values)
+
+
+def hold_out(examples: list, fraction: float, seed: int) -> tuple[list, list]:
+    """(train, held out): a seeded `fraction` of `examples` (at least one) held out, order kept."""
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    n_eval = max(1, round(fraction * len(examples)))
+    if len(examples) - n_eval < 1:
+        raise DataError(f"{len(examples)} example(s): too few to hold out {n_eval} for evaluation; "
+                        "lower eval_fraction or give --eval")
+    return [examples[i] for i in sorted(order[n_eval:])], [examples[i] for i in sorted(order[:n_eval])]
+
+
+# ------------------------------------------------------------------ the model
+def prepare_model(task: Task, model_dir, tokenizer, labels: list[str] | None = None, dropout: float | None = None):
+    """The task model initialised from `model_dir` (a pretrained body or a task checkpoint), with the
+    labels, the task's config fields and `dropout` replacing the checkpoint's dropout rates
+    (pretraining often runs without); then adapted by the task (new tokens ...)."""
+    from plmkit.models.auto import model_class, read_model_type
+    from plmkit.models.io import check_model_dir
+    model_type, _ = read_model_type(model_dir)
+    cls = model_class(model_type, task.model_task)
+    overrides = dict(task.model_overrides())
+    if dropout is not None:
+        overrides.update(cls.config_class.from_json_file(check_model_dir(model_dir) / "config.json")
+                         .dropout_overrides(dropout))
+    if labels is not None:
+        overrides["id2label"] = dict(enumerate(labels))
+        overrides["label2id"] = None
+    model = cls.from_pretrained(model_dir, **overrides)
+    task.adapt(model, tokenizer)
+    return model
+
+
+def freeze(model, embeddings: bool = False, layers: int = 0, body: bool = False) -> list[str]:
+    """Stop gradients: the embeddings, the embeddings + first `layers` layers, or the whole body
+    (`body`: only the task head trains). Returns the frozen parameter names."""
+    prefix = model.base_prefix + "." if model.base_prefix else ""
+    n_layers = model.config.num_layers
+    if layers < 0 or layers > n_layers:
+        raise ConfigError(f"freeze_layers={layers}: the model has {n_layers} layers")
+    frozen = []
+    for name, p in model.named_parameters():
+        inner = name[len(prefix):] if name.startswith(prefix) else None
+        if inner is None:
+            continue  # the task head
+        parts = inner.split(".")
+        hit = body or ((embeddings or layers > 0) and parts[0] == "embeddings") \
+            or (parts[0] == "layers" and int(parts[1]) < layers)
+        if hit:
+            p.requires_grad_(False)
+            frozen.append(name)
+    return frozen
+
+
+def set_trainable(model, task: Task, tokenizer, m: ModelSettings) -> list[str]:
+    """Freeze what `m` asks and add its LoRA adapters (the task head always trains), then let the
+    task train what it must (relation markers' new rows). Returns the names frozen by `freeze`."""
+    from plmkit.nn.lora import apply_lora
+    frozen = freeze(model, m.freeze_embeddings, m.freeze_layers, m.freeze_body)
+    if m.lora_rank:
+        targets = m.lora_targets or ("q", "v")
+        head = [p for n, p in model.named_parameters() if not n.startswith(model.base_prefix + ".")]
+        wrapped = apply_lora(model, targets, m.lora_rank, m.lora_alpha, m.lora_dropout)
+        for p in head:
+            p.requires_grad_(True)
+        frozen_weights = set(frozen)
+        for name, p in model.named_parameters():  # adapters of layers frozen above stay frozen too
+            module, param = name.rsplit(".", 1)
+            if param in ("lora_A", "lora_B") and module + ".weight" in frozen_weights:
+                p.requires_grad_(False)
+        log.info("plmkit: LoRA rank %d on %d layers (%s)", m.lora_rank, len(wrapped), ",".join(targets))
+    task.train_extra(model, tokenizer)
+    return frozen
+
+
+__all__ = ["DataSettings", "FINETUNE_DEFAULTS", "FinetuneResult", "FinetuneRun", "FinetuneTrain", "ModelSettings",
+           "build_run", "finetune", "freeze", "hold_out", "load_run", "nest", "prepare_model", "run", "run_type",
+           "set_trainable", "trainer_config"]

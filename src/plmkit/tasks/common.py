@@ -1,0 +1,132 @@
+"""What several tasks share: windows over long inputs, length-sorted no-grad batches, the mean
+loss of an evaluation, and prediction records read from JSONL or stdin with their line numbers.
+
+Batches are padded per batch (dynamic padding), never to the model maximum.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Iterator
+
+import torch
+
+from plmkit.data.collate import pad_collate
+from plmkit.errors import DataError
+from plmkit.utils.text import jsonl_rows
+
+
+def length_of(feature: dict) -> int:
+    return len(feature["input_ids"])
+
+
+def window_starts(n: int, size: int, overlap: int) -> list[int]:
+    """Starts of the windows of `size` items that cover `n` items, consecutive windows sharing
+    `overlap` items (at least one new item each); a single window when everything fits."""
+    step = max(size - overlap, 1)
+    starts = [0]
+    while starts[-1] + size < n:
+        starts.append(starts[-1] + step)
+    return starts
+
+
+def batches_by_length(features: list[dict], batch_size: int) -> Iterator[list[int]]:
+    """Indices of `features` in batches of similar length (for evaluation / prediction)."""
+    order = sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
+    for start in range(0, len(order), batch_size):
+        yield order[start:start + batch_size]
+
+
+def forward_batches(model, features: list[dict], batch_size: int, pad_id: int) -> Iterator[tuple[list[int], dict, Any]]:
+    """(indices, batch, output) over `features` in length-sorted batches, without gradients."""
+    collate = pad_collate(pad_id)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for idx in batches_by_length(features, batch_size):
+                batch = {k: v.to(device) for k, v in collate([features[i] for i in idx]).items()}
+                yield idx, batch, model(**batch)
+    finally:
+        model.train(was_training)
+
+
+class LossMeter:
+    """The mean of the model's own loss over an evaluation, weighted by batch size."""
+
+    def __init__(self):
+        self.total, self.n = 0.0, 0
+
+    def add(self, out, n: int) -> None:
+        if getattr(out, "loss", None) is not None:
+            self.total += float(out.loss) * n
+            self.n += n
+
+    def put(self, metrics: dict) -> dict:
+        if self.n:
+            metrics["loss"] = self.total / self.n
+        return metrics
+
+
+def class_probabilities(logits: torch.Tensor, names: dict[int, str], key: str = "label") -> dict:
+    """{key: the best class, "score": its probability, "probabilities": {class: probability}} of one
+    row of single-label logits (C,)."""
+    probs = logits.softmax(-1).tolist()
+    best = max(range(len(probs)), key=probs.__getitem__)
+    return {key: names[best], "score": probs[best], "probabilities": {names[k]: p for k, p in enumerate(probs)}}
+
+
+def predict_per_record(task, model, tokenizer, records: list, batch_size: int, where: str, lines, result) -> list:
+    """`result(logits (C,), id2label)` for each record of a task with one feature per record."""
+    examples = task.to_examples(records, where, lines)
+    features = task.encode(tokenizer, examples, None, path=where)
+    results: list = [None] * len(examples)
+    for idx, _, out in forward_batches(model, features, batch_size, tokenizer.pad_token_id):
+        logits = out.logits.float()
+        for row, i in enumerate(idx):
+            results[i] = result(logits[row], model.config.id2label)
+    return results
+
+
+def record_object(record: Any, where: str, line: int, text_field: str | None = None) -> dict:
+    """A prediction record as a dict; with `text_field`, a bare string is ``{text_field: record}``."""
+    if isinstance(record, str) and text_field is not None:
+        return {text_field: record}
+    if not isinstance(record, dict):
+        raise DataError(f"{where}:{line}: expected a JSON object, got {type(record).__name__}")
+    return record
+
+
+def records_and_lines(rows: Iterator[tuple[int, Any]]) -> tuple[list, list[int]]:
+    """(records, the line each starts on) from (line, record) pairs."""
+    lines, records = unzip(list(rows))
+    return records, lines
+
+
+def jsonl_records(path: str) -> tuple[list, list[int]]:
+    """Records and their lines from a JSONL file, or from stdin for '-'."""
+    return records_and_lines(stdin_rows() if path == "-" else jsonl_rows(path))
+
+
+def stdin_rows() -> Iterator[tuple[int, Any]]:
+    """(line number, parsed JSON) for each non-blank line of stdin."""
+    for n, line in enumerate(sys.stdin, 1):
+        if line.strip():
+            try:
+                yield n, json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"<stdin>:{n}: not valid JSON ({err.msg})") from None
+
+
+def unzip(pairs: list[tuple]) -> tuple[list, list]:
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def mean(values) -> float:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else 0.0
+
+
+__all__ = ["LossMeter", "batches_by_length", "class_probabilities", "forward_batches", "jsonl_records", "length_of", "mean", "predict_per_record",
+           "record_object", "records_and_lines", "stdin_rows", "unzip", "window_starts"]

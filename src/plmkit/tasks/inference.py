@@ -1,0 +1,80 @@
+"""Evaluation and prediction with a fine-tuned model directory, for any task.
+
+A fine-tuned model directory is an ordinary Hugging Face model directory (config.json with
+id2label/label2id and architectures, model.safetensors) plus the tokenizer files and
+``plmkit_task.json``, which names the task and holds its settings, so that `plmkit evaluate` and
+`plmkit predict` (and `plmkit.pipeline`) know what to do.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from plmkit.errors import CheckpointError
+from plmkit.tasks.base import TASK_FILE, Task
+from plmkit.tasks.registry import get_task, load_task
+
+
+def load_model_dir(directory: str | Path):
+    """(model in eval mode, tokenizer, Task with its settings) of a fine-tuned model directory."""
+    from plmkit.models.auto import load_any, model_class
+    from plmkit.tokenization import Tokenizer
+    task = load_task(directory)
+    model = load_any(directory)
+    expected = model_class(model.config.model_type, task.model_task)
+    if not isinstance(model, expected):
+        raise CheckpointError(f"{directory}: {TASK_FILE} says task {task.name!r}, which needs a {expected.__name__}, "
+                              f"but config.json's architectures make it a {type(model).__name__}")
+    return model.eval(), Tokenizer.from_pretrained(directory), task
+
+
+def load_for_inference(model_dir, device: str = "auto", null_score_diff_threshold: float | None = None):
+    """`load_model_dir` on `device`, with a QA no-answer threshold that overrides the saved one."""
+    from plmkit.training.trainer import resolve_device
+    model, tokenizer, task = load_model_dir(model_dir)
+    model.to(resolve_device(device))
+    if null_score_diff_threshold is not None:
+        task = with_settings(task, null_score_diff_threshold=null_score_diff_threshold)
+    return model, tokenizer, task
+
+
+def with_settings(task: Task, **values) -> Task:
+    """A copy of `task` with some settings replaced (a ConfigError names a setting it lacks)."""
+    return type(task)(type(task.settings).from_dict({**task.settings.to_dict(), **values}, source=task.name))
+
+
+def evaluate_dir(model_dir, data, batch_size: int = 32, device: str = "auto",
+                 null_score_diff_threshold: float | None = None) -> dict[str, float]:
+    """Metrics of a fine-tuned model directory on a labelled data file (QA v2: at
+    `null_score_diff_threshold`, default the model's, plus the best threshold on this data)."""
+    model, tokenizer, task = load_for_inference(model_dir, device, null_score_diff_threshold)
+    examples = task.read(data, labelled=True)
+    features = task.encode(tokenizer, examples, model.config.label2id, path=data)
+    return task.evaluate(model, tokenizer, examples, features, batch_size)
+
+
+def predict_records(model, tokenizer, task: Task, records: list, batch_size: int = 32, where: str = "input",
+                    lines: list[int] | None = None, align_to_words: bool = True) -> list[dict]:
+    """One result dict per input record (see `plmkit predict --help` for the shapes); errors name
+    `where`:line, the line from `lines` (one per record) or else the record's number. QA answers are
+    whole words unless `align_to_words` is False (then token spans, as evaluation scores them)."""
+    if not records:
+        return []
+    return task.predict(model, tokenizer, records, batch_size, where, lines, align_to_words)
+
+
+def predict_dir(model_dir, inputs: list, batch_size: int = 32, device: str = "auto", where: str = "input",
+                null_score_diff_threshold: float | None = None, lines: list[int] | None = None) -> list[dict]:
+    model, tokenizer, task = load_for_inference(model_dir, device, null_score_diff_threshold)
+    return predict_records(model, tokenizer, task, inputs, batch_size, where, lines)
+
+
+def read_prediction_input(task: Task | str, path: str) -> tuple[list, list[int]]:
+    """Records, and the line each starts on, from a JSONL file, '-' (stdin JSONL), or a file in
+    the task's own training format (CoNLL, CSV/TSV, SQuAD JSON ...)."""
+    if isinstance(task, str):
+        task = get_task(task)()
+    return task.read_prediction_input(path)
+
+
+__all__ = ["evaluate_dir", "load_for_inference", "load_model_dir", "predict_dir", "predict_records",
+           "read_prediction_input", "with_settings"]

@@ -1,0 +1,198 @@
+"""Supervised fine-tuning (SFT) of a causal LM on prompt -> response pairs, with the chat template
+of plmkit.chat and the loss on the responses only.
+
+    plmkit finetune --task sft --model runs/gpt/model --train dialogue/english.jsonl --out runs/chat
+    plmkit chat --model runs/chat/model
+
+Examples (`SFTDataset`, `SFTCollator`): the prompt part (``<|user|>\\n...<|assistant|>\\n``) and the
+reply are tokenized separately, exactly as at inference time (the prompt is encoded, the reply
+generated), then concatenated: ``input_ids = prompt + reply + [eos]``; ``labels`` are -100 on the
+prompt, so the loss covers the reply and its EOS only. Batches are right-padded to their longest
+example with the tokenizer's pad token; `ensure_pad_token` adds a dedicated ``<|pad|>`` special
+token when there is none and grows the model's embeddings (and an untied lm_head) to match (EOS is
+never used as padding in training: a model trained with EOS masked as padding can learn never to
+stop). Without an eval file a seeded fraction of the pairs is held out (``--eval-fraction``); the
+evaluation is the loss and perplexity of the held-out responses.
+
+JSONL input: one object per line with string fields "prompt" and "response" (and optionally
+"system"; the format of ``plmkit data fetch dialogue``); a malformed line is a DataError naming file:line.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import torch
+
+from plmkit.chat import encode_text, format_system, format_user
+from plmkit.data.collate import pad_collate
+from plmkit.errors import ConfigError, DataError
+from plmkit.tasks.base import Task, TaskSettings
+from plmkit.utils.constants import IGNORE_INDEX
+from plmkit.utils.settings import setting
+from plmkit.utils.text import jsonl_rows
+
+log = logging.getLogger("plmkit")
+
+PAD_TOKEN = "<|pad|>"
+SFT_TRAIN_DEFAULTS = {"lr": 3e-4, "weight_decay": 0.0, "warmup_ratio": 0.03, "schedule": "cosine", "log_every": 10}
+
+
+def ensure_pad_token(tokenizer, model=None) -> int:
+    """The tokenizer's pad id; adds ``<|pad|>`` as pad token first if it has none (and then grows
+    `model`'s embeddings and sets its config.pad_token_id)."""
+    if tokenizer.pad_token_id is None:
+        tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
+    if model is not None:
+        if model.get_input_embeddings().num_embeddings < len(tokenizer):
+            model.resize_token_embeddings(len(tokenizer))
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return tokenizer.pad_token_id
+
+
+def read_pairs(path: str | Path) -> Iterator[tuple[dict, str]]:
+    """(record, "file:line") for every non-blank line of a prompt/response JSONL file."""
+    for number, record in jsonl_rows(path):
+        where = f"{path}:{number}"
+        for key in ("prompt", "response"):
+            if key not in record:
+                raise DataError(f"{where}: missing \"{key}\" "
+                                "(each line needs string fields \"prompt\" and \"response\")")
+            if not isinstance(record[key], str):
+                raise DataError(f"{where}: \"{key}\" must be a string, got {type(record[key]).__name__}")
+        yield record, where
+
+
+class SFTDataset:
+    """Tokenized prompt -> response examples: {"input_ids", "labels"} lists (labels -100 on the prompt).
+
+    pairs: (prompt, response) tuples or {"prompt", "response"[, "system"]} dicts; `from_jsonl` reads files.
+    Longer than `max_length` tokens: the reply is cut (its EOS with it) and counted in ``truncated``;
+    an example whose prompt leaves no room for a reply token is skipped and counted in ``skipped``.
+    """
+
+    def __init__(self, pairs: Iterable, tokenizer, max_length: int, system: str | None = None):
+        if tokenizer.eos_token_id is None:
+            raise ConfigError("the tokenizer has no eos token to end replies with")
+        self.examples: list[dict[str, list[int]]] = []
+        self.skipped = self.truncated = 0
+        eos = tokenizer.eos_token_id
+        for pair in pairs:
+            if isinstance(pair, dict):
+                prompt, response, sys_text = pair["prompt"], pair["response"], pair.get("system", system)
+            else:
+                (prompt, response), sys_text = pair, system
+            prompt_ids = encode_text(tokenizer, format_system(sys_text) + format_user(prompt))
+            reply_ids = encode_text(tokenizer, response) + [eos]
+            room = max_length - len(prompt_ids)
+            if room < 1:
+                self.skipped += 1
+                continue
+            self.truncated += len(reply_ids) > room
+            reply_ids = reply_ids[:room]
+            self.examples.append({"input_ids": prompt_ids + reply_ids,
+                                  "labels": [IGNORE_INDEX] * len(prompt_ids) + reply_ids})
+
+    @classmethod
+    def from_jsonl(cls, paths: str | Path | Sequence[str | Path], tokenizer, max_length: int,
+                   system: str | None = None) -> "SFTDataset":
+        paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+        records = [record for p in paths for record, _ in read_pairs(p)]
+        if not records:
+            raise DataError(f"no prompt/response pairs in {', '.join(map(str, paths))}")
+        return cls(records, tokenizer, max_length, system)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int) -> dict[str, list[int]]:
+        return self.examples[i]
+
+    def lengths(self) -> list[int]:
+        return [len(e["input_ids"]) for e in self.examples]
+
+
+class SFTCollator:
+    """Right-pad a list of SFT examples to the longest: input_ids (pad id), attention_mask, labels (-100)."""
+
+    def __init__(self, pad_token_id: int):
+        if pad_token_id is None:
+            raise ConfigError("SFT batches need a pad token id: call ensure_pad_token(tokenizer, model) first")
+        self.pad_token_id = int(pad_token_id)
+        self._collate = pad_collate(self.pad_token_id)
+
+    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        return self._collate([{"input_ids": e["input_ids"], "labels": e["labels"]} for e in examples])
+
+
+@dataclass
+class SFTSettings(TaskSettings):
+    section = "sft"
+    max_length: int | None = setting(None, "tokens per example (default: the model's context window)", metavar="N")
+    system: str | None = setting(None, "system text put before every prompt without its own", metavar="TEXT")
+    eval_batches: int = setting(20, "held-out batches the perplexity is measured on", metavar="N")
+
+    def validate(self) -> None:
+        super().validate()
+        self.need(self.eval_batches >= 1, f"eval_batches must be >= 1, got {self.eval_batches}")
+
+
+class SFTTask(Task):
+    name = "sft"
+    model_task = "causal-lm"
+    settings_class = SFTSettings
+    run_defaults = {"data": {"batch_size": 8, "eval_batch_size": 8, "group_by_length": True, "eval_fraction": 0.1},
+                    "train": SFT_TRAIN_DEFAULTS}
+    forward_kwargs = {"return_logits": False}  # the chunked loss: no (B, T, V) logits
+    description = "JSONL with prompt and response"
+
+    def read(self, path, labelled: bool = True) -> list[dict]:
+        records = [record for record, _ in read_pairs(path)]
+        if not records:
+            raise DataError(f"no prompt/response pairs in {path}")
+        return records
+
+    def adapt(self, model, tokenizer) -> None:
+        ensure_pad_token(tokenizer, model)
+
+    def check_model(self, model, where) -> None:
+        """max_length: at most the context window, which is its default."""
+        window = model.config.context_length
+        if self.settings.max_length is None:
+            self.settings.max_length = window or 512
+        if window is not None and self.settings.max_length > window:
+            raise ConfigError(f"max_length={self.settings.max_length} exceeds the model's context window of "
+                              f"{window} tokens")
+
+    def encode(self, tokenizer, examples, label2id, path="data", training: bool = False) -> SFTDataset:
+        data = SFTDataset(examples, tokenizer, self.settings.max_length, self.settings.system)
+        limit = self.settings.max_length
+        if data.skipped or data.truncated:
+            log.info("plmkit: %s: %s", path, ", ".join(
+                text for n, text in ((data.skipped, f"{data.skipped} skipped (prompt longer than {limit} tokens)"),
+                                     (data.truncated, f"{data.truncated} with the reply cut at {limit} tokens")) if n))
+        if training and len(data) == 0:
+            raise DataError(f"{path}: every training prompt is longer than max_length={limit} tokens")
+        return data
+
+    def collate(self, tokenizer) -> SFTCollator:
+        return SFTCollator(tokenizer.pad_token_id)
+
+    def main_metric(self) -> None:
+        return None  # the best checkpoint only when asked for (--metric perplexity)
+
+    def evaluate(self, model, tokenizer, examples, features, batch_size: int = 8) -> dict[str, float]:
+        """Loss and perplexity of the held-out responses (at most `eval_batches` batches)."""
+        from plmkit.data.clm import evaluate_perplexity
+        return evaluate_perplexity(model, features, batch_size, self.settings.eval_batches, self.collate(tokenizer))
+
+    def finished(self, result) -> str:
+        ppl = result.eval_metrics.get("eval_perplexity")
+        ppl = f", held-out perplexity {ppl:.2f}" if ppl is not None else ""
+        return f"SFT done: {result.train_examples} examples{ppl}; chat with: plmkit chat --model {result.model_dir}"
+
+
+__all__ = ["PAD_TOKEN", "SFTCollator", "SFTDataset", "SFTSettings", "SFTTask", "SFT_TRAIN_DEFAULTS",
+           "ensure_pad_token", "read_pairs"]

@@ -1,0 +1,139 @@
+"""recipes/finetune.py: the fine-tuning run (freezing, LoRA, dropout, resume) and its RunConfig."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import finetune_helpers as h
+from plmkit import tasks
+from plmkit.models.bert import BertConfig, BertForMaskedLM
+from plmkit.recipes.finetune import ModelSettings, finetune, freeze, prepare_model, set_trainable
+from plmkit.tasks.classification import ClassificationTask
+from plmkit.tokenization import Tokenizer
+from plmkit.training import TrainConfig, param_groups
+
+
+@pytest.fixture(scope="module")
+def en_sentiment(tmp_path_factory):
+    return h.en_sentiment_files(tmp_path_factory.mktemp("en"))
+
+
+def test_dropout_option_replaces_the_checkpoints_rates(tmp_path):
+    """A checkpoint pretrained without dropout fine-tunes with the rate asked for; None keeps the config."""
+    from plmkit.errors import ConfigError
+    tiny = h.tiny_model_dir()
+    tok = Tokenizer.from_pretrained(tiny)
+    spec = ClassificationTask.of(max_length=32)
+    kept = prepare_model(spec, tiny, tok, ["neg", "pos"])
+    model = prepare_model(spec, tiny, tok, ["neg", "pos"], dropout=0.25)
+    assert (model.config.hidden_dropout_prob, model.config.attention_probs_dropout_prob) == (0.25, 0.25)
+    assert kept.config.hidden_dropout_prob == json.loads((Path(tiny) / "config.json").read_text())["hidden_dropout_prob"]
+    rates = {m.p for m in model.modules() if isinstance(m, nn.Dropout)}
+    assert rates == {0.25}
+    with pytest.raises(ConfigError, match="dropout must be in"):
+        prepare_model(spec, tiny, tok, ["neg", "pos"], dropout=1.0)
+
+
+def test_finetune_max_length_beyond_the_models_positions(tmp_path):
+    from plmkit.errors import ConfigError
+    data = tmp_path / "t.jsonl"
+    data.write_text('{"text": "good", "label": "pos"}\n{"text": "bad", "label": "neg"}\n')
+    with pytest.raises(ConfigError, match=r"max_length=1000 is longer than .*256 positions"):
+        finetune("classification", h.tiny_model_dir(), data, tmp_path / "out",
+                       **dict(max_length=1000, max_steps=1, device="cpu", progress_bar=False))
+    assert not (tmp_path / "out" / "model").exists()
+
+
+def test_finetune_resumes_exactly(tmp_path):
+    """6 steps straight == 3 steps, then --resume to 6: same losses, same evaluations (a constant lr,
+    since a run of 3 steps would otherwise decay it to 0 by step 3)."""
+    from plmkit.cli import main
+    data = tmp_path / "t.jsonl"
+    rows = [("a fine film", "pos"), ("dull and slow", "neg"), ("warm and funny", "pos"), ("a waste", "neg")] * 6
+    data.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows))
+
+    def run(out, steps, *extra):
+        return main(["finetune", "--task", "classification", "--model", str(h.tiny_model_dir()), "--train", str(data),
+                     "--eval", str(data), "--out", str(out), "--max-steps", str(steps), "--batch-size", "4",
+                     "--lr", "1e-3", "--dropout", "0.1", "--eval-every", "2", "--log-every", "1", "--schedule", "constant",
+                     "--warmup-ratio", "0", "--no-progress", *extra])
+
+    def records(out):
+        return [{k: v for k, v in r.items() if k not in ("elapsed", "tokens_per_s", "wall")}
+                for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())]
+
+    assert run(tmp_path / "straight", 6) == 0
+    assert run(tmp_path / "resumed", 3, "--save-every", "3") == 0
+    assert run(tmp_path / "resumed", 6, "--resume") == 0
+    straight, resumed = records(tmp_path / "straight"), records(tmp_path / "resumed")
+    losses = [(r["step"], r["loss"]) for r in straight if "loss" in r]
+    assert [s for s, _ in losses] == [1, 2, 3, 4, 5, 6]
+    assert [(r["step"], r["loss"]) for r in resumed if "loss" in r] == losses
+    evals = {r["step"]: r["eval_loss"] for r in straight if "eval_loss" in r}
+    assert evals.keys() == {2, 4, 6}  # the resumed run also evaluated at its end, step 3
+    assert {step: loss for step, loss in ((r["step"], r.get("eval_loss")) for r in resumed) if step in evals
+            and loss is not None} == evals
+
+
+def test_lora_adapters_of_frozen_layers_stay_frozen():
+    tiny = h.tiny_model_dir()
+    tok = Tokenizer.from_pretrained(tiny)
+    model = prepare_model(ClassificationTask(), tiny, tok, ["neg", "pos"])
+    set_trainable(model, ClassificationTask(), tok, ModelSettings(freeze_layers=1, lora_rank=2))
+    adapters = {n: p.requires_grad for n, p in model.named_parameters() if "lora_" in n}
+    assert adapters and all(not trains for n, trains in adapters.items() if ".layers.0." in n)
+    assert any(".layers.1." in n for n in adapters) and all(trains for n, trains in adapters.items() if ".layers.1." in n)
+
+
+def test_zh_sentiment_head_only_really_freezes(tmp_path):
+    d = h.data_dir("zh-sentiment")
+    train = h.head_lines(d / "train.jsonl", tmp_path / "train.jsonl", 200)
+    from plmkit.models.bert import BertForSequenceClassification
+    start = BertForSequenceClassification.from_pretrained(h.tiny_model_dir(), id2label={0: "negative", 1: "positive"})
+    finetune("classification", h.tiny_model_dir(), train, tmp_path / "out", None, **h.quick(freeze_body=True))
+    end = BertForSequenceClassification.from_pretrained(tmp_path / "out" / "model")
+    before, after = start.state_dict(), end.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("bert."))
+    assert not torch.equal(before["classifier.weight"], after["classifier.weight"])
+
+
+def test_freeze_layers_grads_and_layer_lr_groups():
+    from plmkit.models.bert import BertForSequenceClassification
+    model = BertForSequenceClassification.from_pretrained(h.tiny_model_dir(), id2label={0: "a", 1: "b"})
+    frozen = freeze(model, layers=1)
+    assert frozen and all(n.startswith(("bert.embeddings.", "bert.layers.0.")) for n in frozen)
+    model.train()
+    model(torch.randint(5, 100, (2, 6)), labels=torch.tensor([0, 1])).loss.backward()
+    for name, p in model.named_parameters():
+        assert (p.grad is None) == (name in frozen), name
+    groups = param_groups(model, TrainConfig(lr=1e-3, layer_lr_decay=0.5, head_lr=1e-2, max_steps=1))
+    lr_of = {n: g["lr"] for g in groups for n in g["names"]}
+    assert not any(n in lr_of for n in frozen)
+    assert lr_of["bert.layers.1.attn.q.weight"] == pytest.approx(1e-3 * 0.5)
+    assert lr_of["classifier.weight"] == pytest.approx(1e-2)
+
+
+def test_lora_finetune_saves_plain_hf_model(en_sentiment, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    finetune("classification", h.tiny_model_dir(), en_sentiment[0], tmp_path, None,
+                   **h.quick(lora_rank=4, lora_targets=("q", "v"), max_steps=3))
+    from safetensors.torch import load_file
+    assert not any("lora" in k for k in load_file(tmp_path / "model" / "model.safetensors"))
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "model")
+    model, tok, _ = tasks.load_model_dir(tmp_path / "model")
+    enc = tok(["great"], return_tensors="pt")
+    with torch.no_grad():
+        assert torch.allclose(model(**enc).logits, hf(**enc).logits, atol=1e-5)
+
+
+def test_resize_token_embeddings_keeps_ties():
+    model = BertForMaskedLM(BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                       intermediate_size=32))
+    old = model.get_input_embeddings().weight.detach().clone()
+    model.resize_token_embeddings(44)
+    emb = model.get_input_embeddings()
+    assert emb.weight.shape == (44, 16) and torch.equal(emb.weight[:40], old)
+    assert model.mlm.decoder.weight is emb.weight and model.mlm.decoder.bias.shape == (44,)
+    assert model(torch.tensor([[43, 1, 2]])).logits.shape == (1, 3, 44) and model.config.vocab_size == 44
