@@ -120,7 +120,7 @@ class Task:
                 lines: list[int] | None = None, align_to_words: bool = True) -> list[dict]:
         """One result dict per (non-empty list of) input record(s); errors name `where`:line, the line
         from `lines` or else the record's number."""
-        raise ConfigError(f"{self.name} models do not predict records; see plmkit --help")
+        raise ConfigError(f"plmkit predict does not support {self.name} models (see {type(self).__module__})")
 
     def read_prediction_input(self, path: str) -> tuple[list, list[int]]:
         """Records, and the line each starts on, from a JSONL file or '-' (stdin JSONL)."""

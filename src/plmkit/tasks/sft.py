@@ -14,7 +14,8 @@ never used as padding in training: a model trained with EOS masked as padding ca
 stop). Without an eval file a seeded fraction of the pairs is held out (``--eval-fraction``); the
 evaluation is the loss and perplexity of the held-out responses.
 
-JSONL input: one object per line with string fields "prompt" and "response" (and optionally
+A fine-tuned chat model is used with ``plmkit chat`` or ``plmkit generate`` (`plmkit predict` does
+not take it). JSONL input: one object per line with string fields "prompt" and "response" (and optionally
 "system"; the format of ``plmkit data fetch dialogue``); a malformed line is a DataError naming file:line.
 """
 from __future__ import annotations
