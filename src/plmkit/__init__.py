@@ -19,15 +19,22 @@ if not _log.handlers:  # one plain line per notice, on stderr
 
 # Public names, imported on first use so `import plmkit` stays light.
 _EXPORTS = {
-    "plmkit.models": ["AutoModel", "AutoModelForCausalLM", "AutoModelForMaskedLM", "AutoModelForPreTraining",
-                      "AutoModelForQuestionAnswering", "AutoModelForSequenceClassification",
-                      "AutoModelForTokenClassification", "BertConfig", "BertModel", "BertForPreTraining",
-                      "BertForMaskedLM", "BertForNextSentencePrediction", "BertForSequenceClassification",
-                      "BertForTokenClassification", "BertForQuestionAnswering", "BertForRelationClassification"],
+    "plmkit.models": ["AutoConfig", "AutoModel", "AutoModelForCausalLM", "AutoModelForMaskedLM",
+                      "AutoModelForPreTraining", "AutoModelForQuestionAnswering", "AutoModelForSequenceClassification",
+                      "AutoModelForTokenClassification", "SentenceTransformerFiles", "sentence_embeddings"],
+    "plmkit.models.base": ["PreTrainedModel"],
+    "plmkit.models.config": ["ModelConfig"],
+    "plmkit.models.bert": ["BertConfig", "BertModel", "BertForPreTraining", "BertForMaskedLM",
+                           "BertForNextSentencePrediction", "BertForSequenceClassification",
+                           "BertForTokenClassification", "BertForQuestionAnswering", "BertForRelationClassification"],
+    "plmkit.models.gpt2": ["GPT2Config", "GPT2Model", "GPT2LMHeadModel"],
+    "plmkit.models.llama": ["LlamaConfig", "LlamaModel", "LlamaForCausalLM"],
     "plmkit.pipelines": ["pipeline"],
     "plmkit.tokenization": ["Tokenizer", "AutoTokenizer"],
 }
-_ALIASES = {"BertTokenizer": ("plmkit.tokenization", "Tokenizer"), "BertTokenizerFast": ("plmkit.tokenization", "Tokenizer")}
+# transformers' per-family tokenizer names: one plmkit Tokenizer (backed by `tokenizers`) reads them all
+_ALIASES = {f"{family}Tokenizer{fast}": ("plmkit.tokenization", "Tokenizer")
+            for family in ("Bert", "GPT2", "Llama") for fast in ("", "Fast")}
 _WHERE = {name: (module, name) for module, names in _EXPORTS.items() for name in names} | _ALIASES
 
 __all__ = sorted(_WHERE)

@@ -97,6 +97,9 @@ def test_config_keys(tmp_path):
     d = json.loads((tmp_path / "config.json").read_text())
     c = LlamaConfig.from_json_file(tmp_path / "config.json")
     assert (c.num_key_value_heads, c.head_dim) == (2, 8)
+    assert d["rope_parameters"] == {"rope_theta": 500.0, "rope_type": "default"} and c.rope_theta == 500.0  # 5.x
+    LlamaConfig(**TINY).save_pretrained(tmp_path / "ours")
+    assert transformers.AutoConfig.from_pretrained(tmp_path / "ours").rope_parameters["rope_theta"] == 500.0
     with pytest.raises(ConfigError, match="rope_scaling"):
         LlamaConfig.from_dict({**d, "rope_scaling": {"rope_type": "llama3", "factor": 8.0}})
     with pytest.raises(ConfigError, match="multiple"):

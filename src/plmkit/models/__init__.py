@@ -1,7 +1,10 @@
 """Model families. Model code never imports training, data or CLI code."""
-from plmkit.models.auto import (AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForPreTraining,
-                                AutoModelForQuestionAnswering, AutoModelForSequenceClassification,
-                                AutoModelForTokenClassification)
+from plmkit.models.auto import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM,
+                                AutoModelForPreTraining, AutoModelForQuestionAnswering,
+                                AutoModelForSequenceClassification, AutoModelForTokenClassification)
 from plmkit.models.bert import (BERT_PRESETS, BertConfig, BertForMaskedLM, BertForNextSentencePrediction,
                                 BertForPreTraining, BertForQuestionAnswering, BertForSequenceClassification,
                                 BertForRelationClassification, BertForTokenClassification, BertModel)
+from plmkit.models.gpt2 import GPT2_PRESETS, GPT2Config, GPT2LMHeadModel, GPT2Model
+from plmkit.models.llama import LLAMA_PRESETS, LlamaConfig, LlamaForCausalLM, LlamaModel
+from plmkit.models.sentence_transformers import SentenceTransformerFiles, sentence_embeddings

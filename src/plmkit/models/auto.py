@@ -5,6 +5,7 @@ import importlib
 import json
 
 from plmkit.errors import ConfigError
+from plmkit.models.config import ModelConfig, config_json_path, read_config_json
 from plmkit.models.io import check_model_dir
 
 # model_type -> (module, {task: class name})
@@ -66,6 +67,26 @@ AutoModelForSequenceClassification = _auto("AutoModelForSequenceClassification",
 AutoModelForTokenClassification = _auto("AutoModelForTokenClassification", "token-classification")
 AutoModelForQuestionAnswering = _auto("AutoModelForQuestionAnswering", "question-answering")
 AutoModelForCausalLM = _auto("AutoModelForCausalLM", "causal-lm")
+
+
+class AutoConfig:
+    """The config class that config.json's `model_type` names, as transformers' AutoConfig."""
+
+    @staticmethod
+    def from_pretrained(path, **overrides) -> ModelConfig:
+        """A model directory's (or a config.json file's) config; ``overrides`` replace fields."""
+        d = read_config_json(config_json_path(path))
+        return AutoConfig.config_class(d.get("model_type"), path).from_pretrained(path, **overrides)
+
+    @staticmethod
+    def for_model(model_type: str, **fields) -> ModelConfig:
+        return AutoConfig.config_class(model_type)(**fields)
+
+    @staticmethod
+    def config_class(model_type: str | None, source="config") -> type[ModelConfig]:
+        if model_type is None:
+            raise ConfigError(f"{source}: no model_type field")
+        return model_class(model_type, "base").config_class
 
 
 def load_any(path, **config_overrides):

@@ -11,6 +11,7 @@ from plmkit import convert
 from plmkit.errors import CheckpointError
 from plmkit.models.config import ModelConfig
 from plmkit.models.io import check_model_dir, read_weights, write_weights
+from plmkit.models.sentence_transformers import SentenceTransformerFiles
 
 log = logging.getLogger("plmkit")
 
@@ -22,6 +23,7 @@ class PreTrainedModel(nn.Module):
     base_prefix: str = ""
     body_roots: tuple[str, ...] = ("embeddings", "layers")  # modules every checkpoint must provide
     tied_keys: tuple[str, ...] = ()  # parameters that are the same tensor as another (not loaded twice)
+    sentence_transformers: SentenceTransformerFiles | None = None  # carried from the directory loaded
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -47,12 +49,19 @@ class PreTrainedModel(nn.Module):
         return sum(p.numel() for p in params.values())
 
     # -- saving ---------------------------------------------------------------------------------
-    def save_pretrained(self, directory: str | Path) -> None:
-        """config.json + model.safetensors with Hugging Face names, so transformers loads it too."""
+    def save_pretrained(self, directory: str | Path, sentence_transformers: dict | None = None) -> None:
+        """config.json + model.safetensors with Hugging Face names, so transformers loads it too, and the
+        sentence-transformers files the model was loaded with. ``sentence_transformers={"pooling": "mean",
+        "normalize": True}`` (pooling mean/cls/max; optional max_seq_length) writes new ones instead, so that
+        sentence-transformers loads the directory as that embedding model (plmkit.models.sentence_transformers)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
+        st_files = (SentenceTransformerFiles.from_options(sentence_transformers, self.config.d_model)
+                    if sentence_transformers is not None else self.sentence_transformers)
         self.config.architectures = [type(self).__name__]
         self.config.save(directory)
+        if st_files is not None:
+            st_files.write(directory)
         from plmkit.nn.lora import plain_state_dict  # LoRA updates are merged: an ordinary checkpoint
         write_weights(directory, convert.to_hf(self.config.model_type, plain_state_dict(self)))
 
@@ -112,6 +121,7 @@ class PreTrainedModel(nn.Module):
             config = cls.config_class.from_dict({**config.to_dict(), **config_overrides}, source=str(directory))
         model = cls(config)
         model.load_hf_state_dict(read_weights(directory), source=str(directory))
+        model.sentence_transformers = SentenceTransformerFiles.read(directory)
         return model.eval()
 
     def load_hf_state_dict(self, hf_state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:

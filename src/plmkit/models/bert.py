@@ -32,6 +32,7 @@ class BertConfig(ModelConfig):
     model_type = "bert"
     dropout_fields = ("hidden_dropout_prob", "attention_probs_dropout_prob")
     field_names = {"num_layers": "num_hidden_layers", "d_model": "hidden_size", "context_length": "max_position_embeddings"}
+    default_only_keys = {**ModelConfig.default_only_keys, "is_decoder": False}  # true: a causal BERT
     vocab_size: int = 30522
     hidden_size: int = 768
     num_hidden_layers: int = 12
@@ -45,6 +46,8 @@ class BertConfig(ModelConfig):
     initializer_range: float = 0.02
     layer_norm_eps: float = 1e-12
     pad_token_id: int = 0
+    bos_token_id: int | None = None  # transformers 5.x writes both, null for BERT
+    eos_token_id: int | None = None
     position_embedding_type: str = "absolute"
     classifier_dropout: float | None = None
     tie_word_embeddings: bool = True
@@ -91,8 +94,8 @@ class BertPreTrainedModel(PreTrainedModel):
     base_prefix = "bert"
     body_roots = ("embeddings", "layers", "final_norm")
 
-    def save_pretrained(self, directory) -> None:
-        super().save_pretrained(directory)
+    def save_pretrained(self, directory, **options) -> None:
+        super().save_pretrained(directory, **options)
         if self.config.norm_first and not getattr(self, "_said_pre_ln", False):
             self._said_pre_ln = True  # once per model, not at every checkpoint
             log.warning("plmkit: %s is a pre-LN BERT (norm_first=true), a plmkit extension: plmkit loads it, but "

@@ -29,6 +29,9 @@ class ModelConfig:
     # so no code outside models/ needs to know e.g. GPT-2's `n_layer` from BERT's `num_hidden_layers`).
     field_names: ClassVar[dict[str, str]] = {}
     learned_positions: ClassVar[bool] = True  # False (rotary): context_length is a trained length, not a limit
+    # Hugging Face keys whose default is the only behaviour plmkit implements: another value is refused by name.
+    default_only_keys: ClassVar[dict[str, Any]] = {"add_cross_attention": False, "is_encoder_decoder": False,
+                                                   "pruned_heads": {}}
     id2label: dict[int, str] | None = None
     label2id: dict[str, int] | None = None
     problem_type: str | None = None  # regression | single_label_classification | multi_label_classification
@@ -85,12 +88,16 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config") -> "ModelConfig":
-        d = dict(d)
+        d = cls.from_hf_fields(dict(d), source)
         model_type = d.pop("model_type", cls.model_type)
         if model_type != cls.model_type:
             raise ConfigError(f"{source}: model_type is {model_type!r}, expected {cls.model_type!r}")
         num_labels = d.get("num_labels")
         names = {f.name for f in dataclasses.fields(cls)}
+        for key, default in cls.default_only_keys.items():
+            if d.get(key, default) not in (default, None):
+                raise ConfigError(f"{source}: {key}={d[key]!r} is not supported by plmkit's {cls.__name__} "
+                                  f"(only {json.dumps(default)})")
         unknown = sorted(k for k in d if k not in names and k not in IGNORED_HF_KEYS)
         if unknown:
             raise ConfigError(f"{source}: unknown key(s) {', '.join(map(repr, unknown))} for {cls.__name__}; "
@@ -104,35 +111,71 @@ class ModelConfig:
         return config
 
     @classmethod
+    def from_hf_fields(cls, d: dict[str, Any], source: str) -> dict[str, Any]:
+        """config.json as read -> this family's fields: translates what Hugging Face writes differently
+        across its release lines (a family overrides this; the base changes nothing)."""
+        return d
+
+    def hf_fields(self) -> dict[str, Any]:
+        """Fields written to config.json beside ours so that every Hugging Face release line reads them."""
+        return {}
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, **overrides) -> "ModelConfig":
+        """The config of a model directory (or a config.json file), as transformers' `from_pretrained`:
+        ``overrides`` replace fields, e.g. ``BertConfig.from_pretrained(dir, num_labels=3)``."""
+        config = cls.from_json_file(config_json_path(path))
+        return cls.from_dict({**config.to_dict(), **overrides}, source=str(path)) if overrides else config
+
+    @classmethod
     def from_json_file(cls, path: str | Path) -> "ModelConfig":
-        path = Path(path)
-        try:
-            d = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no config.json; a model directory needs config.json + model.safetensors") from None
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"{path}:{err.lineno}:{err.colno}: config.json is not valid JSON ({err.msg})") from None
-        except UnicodeDecodeError as err:
-            raise ConfigError(f"{path}: config.json is not UTF-8 (byte {err.start})") from None
-        if not isinstance(d, dict):
-            raise ConfigError(f"{path}: config.json must hold a JSON object")
-        return cls.from_dict(d, source=str(path))
+        return cls.from_dict(read_config_json(path), source=str(path))
 
     def to_dict(self) -> dict[str, Any]:
         d = {"model_type": self.model_type, **dataclasses.asdict(self)}
         return {k: v for k, v in d.items() if v is not None}
 
+    def to_json_string(self) -> str:
+        """config.json's text: our fields plus `hf_fields()` (what transformers 4.x and 5.x each read)."""
+        return json.dumps({**self.hf_fields(), **self.to_dict()}, indent=2, sort_keys=True) + "\n"
+
     def save(self, directory: str | Path) -> None:
         from plmkit.models.io import atomic_write_text
-        atomic_write_text(Path(directory) / "config.json", json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        atomic_write_text(Path(directory) / "config.json", self.to_json_string())
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write ``directory/config.json`` (transformers' name for `save`)."""
+        self.save(directory)
 
     def _check(self, condition: bool, message: str) -> None:
         if not condition:
             raise ConfigError(f"{type(self).__name__}: {message}")
 
 
+def config_json_path(path: str | Path) -> Path:
+    """A model directory's config.json, or the config file itself."""
+    path = Path(path).expanduser()
+    return path / "config.json" if path.is_dir() else path
+
+
+def read_config_json(path: str | Path) -> dict[str, Any]:
+    """The JSON object of a config.json file, or an error that says what is wrong with it."""
+    path = Path(path)
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no config.json; a model directory needs config.json + model.safetensors") from None
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path}:{err.lineno}:{err.colno}: config.json is not valid JSON ({err.msg})") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: config.json is not UTF-8 (byte {err.start})") from None
+    if not isinstance(d, dict):
+        raise ConfigError(f"{path}: config.json must hold a JSON object")
+    return d
+
+
 def preset_names(presets: dict) -> str:
     return ", ".join(sorted(presets))
 
 
-__all__ = ["ModelConfig", "IGNORED_HF_KEYS", "field"]
+__all__ = ["ModelConfig", "IGNORED_HF_KEYS", "config_json_path", "read_config_json", "field"]

@@ -41,7 +41,7 @@ class LlamaConfig(ModelConfig):
     initializer_range: float = 0.02
     rms_norm_eps: float = 1e-6
     rope_theta: float = 10000.0
-    rope_scaling: dict[str, Any] | None = None  # only None / {"rope_type": "default"} is supported
+    rope_scaling: dict[str, Any] | None = None  # only None / {"rope_type": "default"} (5.x: rope_parameters)
     attention_bias: bool = False
     attention_dropout: float = 0.0
     mlp_bias: bool = False
@@ -67,9 +67,37 @@ class LlamaConfig(ModelConfig):
         self._check(self.head_dim % 2 == 0, f"head_dim={self.head_dim} must be even for rotary embeddings")
         self._check(self.hidden_act in ACTIVATIONS, f"hidden_act={self.hidden_act!r} is not one of {sorted(ACTIVATIONS)}")
         self._check(0.0 <= self.attention_dropout < 1.0, "attention_dropout must be in [0, 1)")
-        rope_type = (self.rope_scaling or {}).get("rope_type", (self.rope_scaling or {}).get("type", "default"))
-        self._check(rope_type == "default", f"rope_scaling={self.rope_scaling!r}: only unscaled RoPE is supported "
-                                            "(linear/dynamic/yarn/llama3 scaling is not implemented)")
+        scaling = dict(self.rope_scaling or {})
+        rope_type = scaling.pop("rope_type", scaling.pop("type", "default"))
+        self._check(rope_type == "default", f"rope_scaling / rope_parameters {self.rope_scaling!r}: rope_type "
+                                            f"{rope_type!r} is not supported, only unscaled RoPE ('default'; "
+                                            "linear/dynamic/yarn/llama3 scaling is not implemented)")
+        self._check(not scaling, f"rope_scaling / rope_parameters {self.rope_scaling!r}: "
+                                 f"{', '.join(map(repr, scaling))} not supported (only unscaled, full-width RoPE)")
+        self.rope_scaling = None  # {"rope_type": "default"} says the same
+
+    @classmethod
+    def from_hf_fields(cls, d: dict[str, Any], source: str) -> dict[str, Any]:
+        """transformers 5.x writes ``rope_parameters`` ({"rope_theta", "rope_type", scaling fields}) where 4.x
+        wrote ``rope_theta`` and ``rope_scaling``: read either (5.x reads rope_parameters first, as here)."""
+        params = d.pop("rope_parameters", None)
+        if params is None:
+            return d
+        if not isinstance(params, dict):
+            raise ConfigError(f"{source}: rope_parameters must be a JSON object, got {params!r}")
+        if any(isinstance(v, dict) for v in params.values()):
+            raise ConfigError(f"{source}: rope_parameters per layer type ({', '.join(params)}) are not supported")
+        params = dict(params)
+        theta = params.pop("rope_theta", None)
+        if theta is not None and d.setdefault("rope_theta", theta) != theta:  # 4.x would read one, 5.x the other
+            raise ConfigError(f"{source}: rope_theta={d['rope_theta']} and rope_parameters.rope_theta={theta} "
+                              "disagree; keep one")
+        if d.get("rope_scaling") is None:
+            d["rope_scaling"] = params
+        return d
+
+    def hf_fields(self) -> dict[str, Any]:
+        return {"rope_parameters": {"rope_theta": self.rope_theta, "rope_type": "default"}}
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "LlamaConfig":

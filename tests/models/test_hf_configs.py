@@ -1,0 +1,105 @@
+"""config.json as both Hugging Face release lines write it (4.57 and 5.x): the same plmkit config from
+either, what plmkit cannot honour refused by name; config from_pretrained / save_pretrained / AutoConfig."""
+import json
+from pathlib import Path
+
+import pytest
+
+from plmkit import AutoConfig, BertConfig, GPT2Config, LlamaConfig
+from plmkit.errors import ConfigError
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "hf_configs"
+LINES = ("4.57.1", "5.24.0")  # transformers versions that wrote the fixtures (make_fixtures.py)
+CLASSES = {"bert": BertConfig, "gpt2": GPT2Config, "llama": LlamaConfig}
+
+
+def fixture(name: str, version: str) -> Path:
+    return FIXTURES / f"{name}-{version}.json"
+
+
+@pytest.mark.parametrize("name", sorted(CLASSES))
+def test_both_release_lines_give_the_same_config(name):
+    old, new = (AutoConfig.from_pretrained(fixture(name, v)) for v in LINES)
+    assert type(old) is type(new) is CLASSES[name]
+    assert old == new
+
+
+def test_what_5x_writes_differently_is_read():
+    new = {k: json.loads(fixture(k, LINES[1]).read_text()) for k in CLASSES}
+    assert new["bert"]["bos_token_id"] is None and new["bert"]["is_decoder"] is False
+    assert "rope_theta" not in new["llama"] and new["llama"]["rope_parameters"]["rope_type"] == "default"
+    bert, llama = BertConfig.from_pretrained(fixture("bert", LINES[1])), LlamaConfig.from_pretrained(fixture("llama", LINES[1]))
+    assert (bert.bos_token_id, bert.eos_token_id, bert.id2label) == (None, None, {0: "neg", 1: "neu", 2: "pos"})
+    assert llama.rope_theta == 500000.0 and llama.rope_scaling is None  # not the 10,000 default
+    assert GPT2Config.from_pretrained(fixture("gpt2", LINES[1])).tie_word_embeddings is False
+
+
+@pytest.mark.parametrize("version", LINES)
+def test_rope_scaling_is_refused_by_name_in_both_formats(version):
+    with pytest.raises(ConfigError, match="rope_type 'llama3' is not supported"):
+        AutoConfig.from_pretrained(fixture("llama-llama3-scaling", version))
+
+
+def test_the_installed_transformers_writes_what_the_fixtures_hold(tmp_path):
+    pytest.importorskip("transformers")
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("make_fixtures", FIXTURES / "make_fixtures.py")
+    make = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make)
+    for name in CLASSES:
+        assert AutoConfig.from_pretrained(make.write(name, tmp_path)) == AutoConfig.from_pretrained(fixture(name, LINES[0]))
+
+
+def test_rope_parameters_that_plmkit_cannot_honour_are_refused():
+    d = json.loads(fixture("llama", LINES[1]).read_text())
+    with pytest.raises(ConfigError, match="'partial_rotary_factor' not supported"):
+        LlamaConfig.from_dict({**d, "rope_parameters": {"rope_theta": 1e4, "rope_type": "default",
+                                                        "partial_rotary_factor": 0.5}})
+    with pytest.raises(ConfigError, match="rope_theta=10000.0 and rope_parameters.rope_theta=500000.0 disagree"):
+        LlamaConfig.from_dict({**d, "rope_theta": 10000.0})
+    with pytest.raises(ConfigError, match="per layer type"):
+        LlamaConfig.from_dict({**d, "rope_parameters": {"full_attention": {"rope_theta": 1e4, "rope_type": "default"}}})
+    with pytest.raises(ConfigError, match="rope_type 'yarn'"):
+        LlamaConfig.from_dict({**d, "rope_parameters": {"rope_type": "yarn", "factor": 4.0}})
+
+
+@pytest.mark.parametrize("key, value", [("is_decoder", True), ("add_cross_attention", True),
+                                        ("pruned_heads", {"0": [1]})])
+def test_keys_whose_default_alone_is_implemented_are_refused_otherwise(key, value):
+    d = json.loads(fixture("bert", LINES[1]).read_text())
+    assert BertConfig.from_dict({**d, key: None}).num_labels == 3  # null reads as the default
+    with pytest.raises(ConfigError, match=f"{key}="):
+        BertConfig.from_dict({**d, key: value})
+
+
+def test_saved_llama_config_carries_rope_theta_for_4x_and_rope_parameters_for_5x(tmp_path):
+    config = LlamaConfig(hidden_size=32, intermediate_size=40, num_hidden_layers=1, num_attention_heads=4,
+                         rope_theta=500000.0, rope_scaling={"type": "default"})
+    config.save_pretrained(tmp_path)
+    d = json.loads((tmp_path / "config.json").read_text())
+    assert d["rope_theta"] == d["rope_parameters"]["rope_theta"] == 500000.0 and "rope_scaling" not in d
+    assert AutoConfig.from_pretrained(tmp_path) == config
+    config.rope_theta = 1e6  # an override after loading: no stale rope_parameters
+    assert LlamaConfig.from_pretrained(tmp_path, rope_theta=1e6) == config
+
+
+def test_config_from_pretrained_takes_a_directory_or_file_and_overrides(tmp_path):
+    BertConfig(hidden_size=64, num_attention_heads=4).save_pretrained(tmp_path)
+    assert BertConfig.from_pretrained(tmp_path).hidden_size == 64
+    assert BertConfig.from_pretrained(tmp_path / "config.json", num_hidden_layers=3).num_hidden_layers == 3
+    assert AutoConfig.from_pretrained(tmp_path, num_labels=5).num_labels == 5
+    with pytest.raises(ConfigError, match="unknown key.*'n_layer'"):
+        BertConfig.from_pretrained(tmp_path, n_layer=3)
+    with pytest.raises(ConfigError, match="model_type is 'bert', expected 'gpt2'"):
+        GPT2Config.from_pretrained(tmp_path)
+    with pytest.raises(ConfigError, match="no config.json"):
+        AutoConfig.from_pretrained(tmp_path / "missing")
+
+
+def test_auto_config_for_model_and_unknown_model_types(tmp_path):
+    assert AutoConfig.for_model("gpt2", n_layer=3) == GPT2Config(n_layer=3)
+    with pytest.raises(ConfigError, match="model_type 't5' is not supported"):
+        AutoConfig.for_model("t5")
+    (tmp_path / "config.json").write_text(json.dumps({"hidden_size": 8}))
+    with pytest.raises(ConfigError, match="no model_type"):
+        AutoConfig.from_pretrained(tmp_path)
