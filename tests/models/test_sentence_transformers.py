@@ -1,5 +1,6 @@
 """sentence-transformers interchange: module files carried through plmkit's load and save, written for an
 encoder saved as an embedding model, and sentence-transformers giving the same embeddings from either."""
+import functools
 import json
 import shutil
 
@@ -16,7 +17,12 @@ TEXTS = ["The quick brown fox jumps over the lazy dog.", "自然语言处理很�
 
 def st_embeddings(directory, texts=TEXTS):
     st = pytest.importorskip("sentence_transformers")
-    return st.SentenceTransformer(str(directory), device="cpu").encode(texts, convert_to_tensor=True, batch_size=8)
+    return st.SentenceTransformer(str(directory), device="cpu").encode(list(texts), convert_to_tensor=True)
+
+
+@functools.lru_cache
+def original_embeddings(minilm_dir, texts=tuple(TEXTS)):
+    return st_embeddings(minilm_dir, texts)
 
 
 def plmkit_copy(source, out):
@@ -31,13 +37,22 @@ def test_minilm_resaved_by_plmkit_embeds_as_the_original(minilm_dir, tmp_path):
     model.save_pretrained(tmp_path / "copy")
     for name in ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json", "1_Pooling/config.json"):
         assert (tmp_path / "copy" / name).read_bytes() == (minilm_dir / name).read_bytes(), name
-    original = st_embeddings(minilm_dir)
+    original = original_embeddings(minilm_dir)
     torch.testing.assert_close(st_embeddings(tmp_path / "copy"), original, **TOL)
     model.sentence_transformers = None  # what plmkit wrote before: sentence-transformers falls back to
     model.save_pretrained(tmp_path / "bare")  # mean pooling without normalisation, silently different
     shutil.copytree(tmp_path / "copy", tmp_path / "bare", dirs_exist_ok=True, ignore=lambda d, names: [
         n for n in names if n.startswith(("modules", "sentence_", "config_sentence", "1_"))])
     assert not torch.allclose(st_embeddings(tmp_path / "bare"), original, **TOL)
+
+
+def test_a_directory_saved_by_the_installed_sentence_transformers_survives_plmkit(minilm_dir, tmp_path):
+    st = pytest.importorskip("sentence_transformers")
+    st.SentenceTransformer(str(minilm_dir), device="cpu").save(str(tmp_path / "st"))  # its own file layout
+    model = plmkit_copy(tmp_path / "st", tmp_path / "copy")
+    assert (model.sentence_transformers.pooling, model.sentence_transformers.normalize) == ("mean", True)
+    model.save_pretrained(tmp_path / "copy")
+    torch.testing.assert_close(st_embeddings(tmp_path / "copy"), original_embeddings(minilm_dir), **TOL)
 
 
 def test_plmkit_pools_like_sentence_transformers_with_the_carried_settings(minilm_dir):
@@ -47,7 +62,7 @@ def test_plmkit_pools_like_sentence_transformers_with_the_carried_settings(minil
     st = model.sentence_transformers
     with torch.no_grad():
         ours = sentence_embeddings(model(**batch).last_hidden_state, batch["attention_mask"], st.pooling, st.normalize)
-    torch.testing.assert_close(ours, st_embeddings(minilm_dir, texts), **TOL)
+    torch.testing.assert_close(ours, original_embeddings(minilm_dir, tuple(texts)), **TOL)
 
 
 @pytest.mark.parametrize("pooling, normalize", [("mean", True), ("cls", False), ("max", True)])

@@ -114,8 +114,9 @@ class SentenceTransformerFiles:
         config = self._module_config(POOLING.rsplit(".", 1)[1])
         if config is None:
             return None
-        if "pooling_mode" in config:
-            return config["pooling_mode"]
+        if "pooling_mode" in config:  # newer releases: a mode, or a list of modes concatenated
+            mode = config["pooling_mode"]
+            return mode if isinstance(mode, str) else "+".join(mode)
         modes = [mode for mode, flag in LEGACY_POOLING_FLAGS.items() if config.get(flag)]
         return modes[0] if len(modes) == 1 else "+".join(modes) or "mean"
 
