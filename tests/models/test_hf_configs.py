@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from plmkit import AutoConfig, BertConfig, GPT2Config, LlamaConfig
-from plmkit.errors import ConfigError
+from plmkit.errors import CheckpointError, ConfigError
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "hf_configs"
 LINES = ("4.57.1", "5.24.0")  # transformers versions that wrote the fixtures (make_fixtures.py)
@@ -92,8 +92,11 @@ def test_config_from_pretrained_takes_a_directory_or_file_and_overrides(tmp_path
         BertConfig.from_pretrained(tmp_path, n_layer=3)
     with pytest.raises(ConfigError, match="model_type is 'bert', expected 'gpt2'"):
         GPT2Config.from_pretrained(tmp_path)
+    with pytest.raises(CheckpointError, match="local directories only"):
+        AutoConfig.from_pretrained("bert-base-uncased")
+    (tmp_path / "tokenizer-only").mkdir()
     with pytest.raises(ConfigError, match="no config.json"):
-        AutoConfig.from_pretrained(tmp_path / "missing")
+        AutoConfig.from_pretrained(tmp_path / "tokenizer-only")
 
 
 def test_auto_config_for_model_and_unknown_model_types(tmp_path):

@@ -154,8 +154,9 @@ class ModelConfig:
 
 def config_json_path(path: str | Path) -> Path:
     """A model directory's config.json, or the config file itself."""
+    from plmkit.models.io import check_model_dir
     path = Path(path).expanduser()
-    return path / "config.json" if path.is_dir() else path
+    return path if path.is_file() else check_model_dir(path) / "config.json"  # a hub id: says how to get a dir
 
 
 def read_config_json(path: str | Path) -> dict[str, Any]:

@@ -39,8 +39,7 @@ def sentence_embeddings(hidden: Tensor, attention_mask: Tensor | None = None, po
                         normalize: bool = False) -> Tensor:
     """Pool token states (B, T, D) over real tokens (attention_mask 1) into (B, D), as sentence-transformers'
     Pooling does: mean of real tokens, the first real token (cls) or the element-wise max; then L2-normalise."""
-    if pooling not in POOLING_MODES:
-        raise ConfigError(f"pooling={pooling!r} is not one of {', '.join(POOLING_MODES)}")
+    _check_pooling(pooling)
     mask = torch.ones(hidden.shape[:2], dtype=torch.long, device=hidden.device) if attention_mask is None else attention_mask
     real = mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
     if pooling == "mean":
@@ -78,8 +77,7 @@ class SentenceTransformerFiles:
     def build(cls, hidden_size: int, pooling: str = "mean", normalize: bool = False,
               max_seq_length: int | None = None) -> "SentenceTransformerFiles":
         """Files for Transformer -> Pooling(``pooling``) [-> Normalize] over an encoder of width ``hidden_size``."""
-        if pooling not in POOLING_MODES:
-            raise ConfigError(f"sentence_transformers: pooling={pooling!r} is not one of {', '.join(POOLING_MODES)}")
+        _check_pooling(pooling, "sentence_transformers: ")
         modules = [{"idx": 0, "name": "0", "path": "", "type": TRANSFORMER},
                    {"idx": 1, "name": "1", "path": "1_Pooling", "type": POOLING}]
         if normalize:
@@ -134,6 +132,11 @@ class SentenceTransformerFiles:
             if module.get("type", "").rsplit(".", 1)[-1] == kind:
                 return json.loads(self.files.get(f"{module['path']}/config.json", b"{}"))
         return None
+
+
+def _check_pooling(pooling: str, where: str = "") -> None:
+    if pooling not in POOLING_MODES:
+        raise ConfigError(f"{where}pooling={pooling!r} is not one of {', '.join(POOLING_MODES)}")
 
 
 def _is_sentence_config(name: str) -> bool:
