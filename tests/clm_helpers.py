@@ -1,7 +1,12 @@
 """Shared by the causal-LM / chat tests: a small English corpus, a tiny BPE tokenizer and tiny models."""
 from __future__ import annotations
 
+import numpy as np
+
+from plmkit.data.clm import PackedBlocks
 from plmkit.tokenization import END_OF_TEXT, Tokenizer
+
+EOS = 0  # the end-of-document id of `packed_blocks`
 
 PARAGRAPHS = [
     "The old sailor walked down to the harbour every morning.\nHe watched the boats and counted the gulls.",
@@ -37,4 +42,14 @@ def pretrain_tiny_gpt(root):
     (root / "corpus.txt").write_text(corpus_text())
     return run_clm_pretraining(root / "corpus.txt", root / "run", vocab_size=400, preset="gpt2-tiny", seq_len=64,
                                batch_size=8, max_steps=40, lr=3e-3, eval_every=20, eval_fraction=0.15,
-                               progress_bar=False, cache_dir=root / "cache", log=lambda *_: None)
+                               progress_bar=False, cache_dir=root / "cache")
+
+
+def packed_blocks(doc_lengths, seq_len, keep_partial=False):
+    """PackedBlocks of synthetic documents: document d is 10(d+1), 10(d+1)+1, ... then EOS."""
+    tokens, spans, start = [], [], 0
+    for d, n in enumerate(doc_lengths):
+        tokens += [10 * (d + 1) + i for i in range(n - 1)] + [EOS]
+        spans.append((start, start + n))
+        start += n
+    return PackedBlocks(np.asarray(tokens), np.asarray(spans), seq_len, keep_partial)

@@ -14,7 +14,7 @@ _CACHE: dict[str, Path] = {}
 
 def data_dir(name: str) -> Path:
     from plmkit.data.fetch import fetch
-    return fetch(name, log=lambda line: None)
+    return fetch(name)
 
 
 def head_lines(src: Path, dst: Path, n: int, skip: int = 0) -> Path:

@@ -5,17 +5,11 @@
 from __future__ import annotations
 
 import importlib
-import logging
 
 __version__ = "0.1.0"
 
-_log = logging.getLogger("plmkit")
-if not _log.handlers:  # one plain line per notice, on stderr
-    _handler = logging.StreamHandler()
-    _handler.setFormatter(logging.Formatter("%(message)s"))
-    _log.addHandler(_handler)
-    _log.setLevel(logging.INFO)
-    _log.propagate = False
+# plmkit logs to the "plmkit" logger and installs no handler: with none configured, Python's
+# last-resort handler shows warnings and errors on stderr; `plmkit` (the CLI) shows info lines too.
 
 # Public names, imported on first use so `import plmkit` stays light.
 _EXPORTS = {

@@ -17,7 +17,7 @@ from plmkit.errors import ConfigError
 
 class Pipeline:
     def __init__(self, task: str, model, device: str = "auto", batch_size: int = 32):
-        from plmkit.training.trainer import resolve_device
+        from plmkit.utils.device import resolve_device
         wanted = tasks.task_for_pipeline(task)
         self.model, self.tokenizer, self.task = tasks.load_model_dir(model)
         if not isinstance(self.task, wanted):

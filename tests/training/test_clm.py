@@ -60,19 +60,21 @@ def test_bad_inputs_are_clear_errors(tmp_path):
         run_clm_pretraining(tmp_path / "missing.txt", tmp_path / "run", max_steps=1, warmup_steps=5)
 
 
-def test_a_vocab_size_the_tokenizer_does_not_have_is_named(tmp_path):
+def test_a_vocab_size_the_tokenizer_does_not_have_is_named(tmp_path, caplog):
     tok = tiny_tokenizer()
     tok.save_pretrained(tmp_path / "tok")
     for path, out, vocab_size, expected in [(tmp_path / "tok", tmp_path / "o1", None, []),
                                             (tmp_path / "tok", tmp_path / "o1", len(tok), []),
                                             (tmp_path / "tok", tmp_path / "o1", 500, ["vocab_size 500 is ignored"])]:
-        lines = []
-        _tokenizer(path, [], vocab_size, 64, out, lines.append)
-        assert [line[:25] for line in lines] == expected
+        caplog.clear()
+        with caplog.at_level("INFO", logger="plmkit"):
+            _tokenizer(path, [], vocab_size, 64, out)
+        assert [line[:25] for line in caplog.messages] == expected
     tok.save_pretrained(tmp_path / "o2" / "tokenizer")
-    lines = []
-    _tokenizer(None, [], 500, 64, tmp_path / "o2", lines.append)
-    assert "vocab_size 500 is ignored" in lines[-1] and "delete it" in lines[-1]
+    with caplog.at_level("INFO", logger="plmkit"):
+        _tokenizer(None, [], 500, 64, tmp_path / "o2")
+    assert "vocab_size 500 is ignored" in caplog.messages[-1] and "delete it" in caplog.messages[-1]
+    assert caplog.records[-1].levelname == "WARNING"
 
 
 def test_plmkit_pretrain_objective_clm(tmp_path, capsys):

@@ -21,7 +21,7 @@ def setup(tmp_path_factory):
     corpus = root / "corpus.txt"
     corpus.write_text("\n\n".join(TEXT) + "\n")
     tokenizer = Tokenizer.train_wordpiece(TEXT, 60)
-    shards = build_token_shards([corpus], tokenizer, root / "cache", log=lambda line: None)
+    shards = build_token_shards([corpus], tokenizer, root / "cache")
     data = PretrainDataConfig(corpus=[str(corpus)], seq_len=32, batch_size=8)
     return tokenizer, shards, data
 
@@ -31,7 +31,7 @@ def model_for(setup, **init):
     model_cfg = {**PretrainConfig().model, "preset": "bert-tiny", **init}
     torch.manual_seed(0)
     model = build_model(model_cfg, tokenizer, data)
-    initialise(model, model_cfg, shards, log=lambda line: None)
+    initialise(model, model_cfg, shards)
     return model
 
 
@@ -92,20 +92,21 @@ def test_a_tokenizer_without_bert_special_tokens_is_a_clear_error(tmp_path):
                                              "cache_dir": str(tmp_path / "cache")},
                                     "train": {"max_steps": 1, "progress_bar": False}})
     with pytest.raises(ConfigError, match=r"bpe.*\[CLS\].*\[SEP\].*\[MASK\].*\[PAD\]"):
-        run_pretraining(cfg, log=lambda line: None)
+        run_pretraining(cfg)
     assert not (tmp_path / "cache").exists()  # refused before tokenizing the corpus
 
 
-def test_tokenizer_settings_that_cannot_apply_are_named_in_one_line(tmp_path):
+def test_tokenizer_settings_that_cannot_apply_are_named_in_one_line(tmp_path, caplog):
     tokenizer = Tokenizer.train_wordpiece(TEXT + [" ".join(f"w{i}" for i in range(300))], 300)
     tokenizer.save_pretrained(tmp_path / "tok")
     size = len(tokenizer)
     assert 100 <= size < 300
 
     def ignored(**data):
-        lines = []
-        _tokenizer(PretrainDataConfig(**data), tmp_path / "out", lines.append)
-        return [line for line in lines if "ignored" in line]
+        caplog.clear()
+        with caplog.at_level("INFO", logger="plmkit"):
+            _tokenizer(PretrainDataConfig(**data), tmp_path / "out")
+        return [line for line in caplog.messages if "ignored" in line]
 
     given = str(tmp_path / "tok")
     assert ignored(tokenizer=given) == [] and ignored(tokenizer=given, vocab_size=size, lowercase=True) == []

@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from plmkit.data import fetch as datasets
+from plmkit.utils.paths import default_cache_dir
 
 
 def add_parser(subparsers) -> None:
@@ -25,14 +26,14 @@ def add_parser(subparsers) -> None:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    print(f"cache: {datasets.default_cache_dir()}")
+    print(f"cache: {default_cache_dir()}")
     for name, info in datasets.SOURCES.items():
         print(f"\n{name}\n  from:    {info['from']}\n  licence: {info['licence']}\n  gives:   {info['gives']}")
     return 0
 
 
 def run_fetch(args: argparse.Namespace) -> int:
-    root = Path(args.cache_dir) if args.cache_dir else datasets.default_cache_dir()
+    root = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     for name in args.names:
         cached = (root / name / ".done").is_file() and not args.force
         path = datasets.fetch(name, root, force=args.force)

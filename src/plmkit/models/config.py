@@ -140,7 +140,7 @@ class ModelConfig:
         return json.dumps({**self.hf_fields(), **self.to_dict()}, indent=2, sort_keys=True) + "\n"
 
     def save(self, directory: str | Path) -> None:
-        from plmkit.models.io import atomic_write_text
+        from plmkit.utils.files import atomic_write_text
         atomic_write_text(Path(directory) / "config.json", self.to_json_string())
 
     def save_pretrained(self, directory: str | Path) -> None:

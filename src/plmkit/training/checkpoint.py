@@ -9,24 +9,23 @@ Layout under `out_dir/checkpoints/`::
     latest                          text file naming the newest complete checkpoint
 
 A checkpoint is written into a hidden temp directory and renamed into place,
-then `latest` is replaced atomically: a crash at any point leaves the previous
-checkpoint as `latest`, never a partial one.
+then `latest` is replaced atomically (both with `plmkit.utils.files`): a crash at
+any point leaves the previous checkpoint as `latest`, never a partial one.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_model
 from torch import nn
 
 from plmkit.errors import CheckpointError
+from plmkit.utils.files import atomic_write_dir, atomic_write_text, remove_stale_temps, write_safetensors
 
 MODEL_DIR = "model"
 MODEL_STATE = "model_state.safetensors"
@@ -47,38 +46,13 @@ def export_model(model: nn.Module, directory: Path, save_extra: SaveExtra | None
     if hasattr(model, "save_pretrained"):
         model.save_pretrained(directory)
     else:
-        save_model(model, str(directory / "model.safetensors"))
+        write_safetensors(directory / "model.safetensors", model.state_dict())
     if save_extra is not None:
         save_extra(directory)
 
 
 def write_trainer_state(path: Path, state: dict[str, Any]) -> None:
     torch.save(state, path)
-
-
-def replace_dir(tmp: Path, final: Path) -> None:
-    """Move a fully written `tmp` directory to `final`, replacing what is there."""
-    old = None
-    if final.exists():
-        old = final.with_name(f".old-{final.name}-{uuid.uuid4().hex[:8]}")
-        os.rename(final, old)
-    os.rename(tmp, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def write_dir_atomically(final: Path, write: Callable[[Path], None]) -> Path:
-    """Call `write(tmp_dir)` on a temp directory next to `final`, then rename it into place."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".tmp-{final.name}-{uuid.uuid4().hex[:8]}")
-    try:
-        tmp.mkdir()
-        write(tmp)
-        replace_dir(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
 
 
 def save_checkpoint(
@@ -93,23 +67,14 @@ def save_checkpoint(
 
     def write(tmp: Path) -> None:
         export_model(model, tmp / MODEL_DIR, save_extra)
-        save_model(model, str(tmp / MODEL_STATE))
+        write_safetensors(tmp / MODEL_STATE, model.state_dict())
         write_trainer_state(tmp / TRAINER_STATE, trainer_state)
 
-    for leftover in root.glob(".tmp-*"):  # from a run that crashed while saving
-        shutil.rmtree(leftover, ignore_errors=True)
-    path = write_dir_atomically(root / checkpoint_name(step), write)
-    _write_latest(root, path.name)
+    if root.is_dir():
+        remove_stale_temps(root)  # of any step, from a run that crashed while saving
+    path = atomic_write_dir(root / checkpoint_name(step), write)
+    atomic_write_text(root / LATEST, path.name + "\n")
     return path
-
-
-def _write_latest(root: Path, name: str) -> None:
-    tmp = root / f".{LATEST}.tmp"
-    with open(tmp, "w") as f:
-        f.write(name + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, root / LATEST)
 
 
 def list_checkpoints(root: Path) -> list[Path]:

@@ -21,20 +21,24 @@ Output directory::
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-
-from plmkit.data.clm import PackedBlocks, build_document_shards, collate_blocks, evaluate_perplexity
+from plmkit.data.clm import PackedBlocks, build_document_shards, collate_blocks
 from plmkit.data.corpus import iter_documents, iter_texts
-from plmkit.data.fetch import default_cache_dir
 from plmkit.data.loader import BatchLoader
-from plmkit.data.nsp import split_documents
+from plmkit.data.splits import split_documents
 from plmkit.errors import ConfigError
+from plmkit.evaluation.perplexity import evaluate_perplexity
 from plmkit.training.config import TrainConfig
 from plmkit.training.rng import seed_everything
 from plmkit.training.trainer import Trainer, TrainResult, format_duration
+from plmkit.utils.files import atomic_write_text
+from plmkit.utils.paths import default_cache_dir
+
+log = logging.getLogger(__name__)
 
 PAD_TOKEN = "<|pad|>"
 # Defaults for small decoders trained from scratch (nanoGPT's choices); any TrainConfig field overrides.
@@ -59,7 +63,7 @@ def run_clm_pretraining(corpus: str | Path | Sequence[str | Path], out: str | Pa
                         tokenizer: str | Path | None = None, vocab_size: int | None = None, preset: str = "gpt2-tiny",
                         seq_len: int = 256, batch_size: int = 16, dropout: float = 0.0,
                         eval_fraction: float = 0.05, eval_batches: int = 20, cache_dir: str | Path | None = None,
-                        model_overrides: dict[str, Any] | None = None, resume: bool = False, log=print,
+                        model_overrides: dict[str, Any] | None = None, resume: bool = False,
                         **train: Any) -> ClmResult:
     """Pretrain a decoder with next-token prediction; see the module docstring.
 
@@ -83,18 +87,18 @@ def run_clm_pretraining(corpus: str | Path | Sequence[str | Path], out: str | Pa
     args = dict(corpus=corpus, tokenizer=None if tokenizer is None else str(tokenizer), vocab_size=vocab_size,
                 preset=preset, seq_len=seq_len, batch_size=batch_size, dropout=dropout, eval_fraction=eval_fraction,
                 eval_batches=eval_batches, model_overrides=model_overrides or {}, train=train_cfg.to_dict())
-    (out / "clm_config.json").write_text(json.dumps(args, indent=2) + "\n")
+    atomic_write_text(out / "clm_config.json", json.dumps(args, indent=2) + "\n")
 
-    tok, tokenizer_dir = _tokenizer(tokenizer, corpus, vocab_size, seq_len, out, log)
+    tok, tokenizer_dir = _tokenizer(tokenizer, corpus, vocab_size, seq_len, out)
     cache_root = Path(cache_dir) if cache_dir else default_cache_dir() / "clm"
-    shards = build_document_shards(corpus, tok, cache_root, progress=train_cfg.progress_bar, log=log)
+    shards = build_document_shards(corpus, tok, cache_root, progress=train_cfg.progress_bar)
     train_docs, eval_docs = split_documents(shards.num_documents, eval_fraction, train_cfg.seed)
     train_set = PackedBlocks.from_shards(shards, train_docs, seq_len)
     eval_set = PackedBlocks.from_shards(shards, eval_docs, seq_len, keep_partial=True) if len(eval_docs) else None
     if len(train_set) == 0:
         raise ConfigError(f"the training documents hold {train_set.num_tokens} tokens, fewer than one block")
-    log(f"blocks of {seq_len} tokens: {len(train_set):,} train ({len(train_docs):,} documents), "
-        f"{len(eval_set) if eval_set else 0:,} held-out ({len(eval_docs):,} documents)")
+    log.info(f"blocks of {seq_len} tokens: {len(train_set):,} train ({len(train_docs):,} documents), "
+             f"{len(eval_set) if eval_set else 0:,} held-out ({len(eval_docs):,} documents)")
 
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id  # inputs at padding: never seen
 
@@ -112,7 +116,8 @@ def run_clm_pretraining(corpus: str | Path | Sequence[str | Path], out: str | Pa
 
     seed_everything(train_cfg.seed)
     model = build_causal_lm(preset, tok, seq_len, dropout, model_overrides)
-    log(f"model: {preset}, {model.num_parameters() / 1e6:.2f}M parameters, vocabulary {len(tok)}, context {seq_len}")
+    log.info(f"model: {preset}, {model.num_parameters() / 1e6:.2f}M parameters, vocabulary {len(tok)}, "
+             f"context {seq_len}")
     result = Trainer(model, train_cfg, loader, out, evaluate=evaluate, save_extra=tok.save_pretrained,
                      forward_kwargs={"return_logits": False}).train(resume)  # chunked loss, no logits
     ppl = result.eval_metrics.get("eval_perplexity")
@@ -120,7 +125,7 @@ def run_clm_pretraining(corpus: str | Path | Sequence[str | Path], out: str | Pa
                      len(eval_set) if eval_set else 0, ppl)
 
 
-def _tokenizer(path, corpus: list[str], vocab_size: int | None, seq_len: int, out: Path, log):
+def _tokenizer(path, corpus: list[str], vocab_size: int | None, seq_len: int, out: Path):
     from plmkit.tokenization import END_OF_TEXT, Tokenizer
 
     if path is not None:
@@ -128,19 +133,19 @@ def _tokenizer(path, corpus: list[str], vocab_size: int | None, seq_len: int, ou
         if tok.eos_token_id is None:
             raise ConfigError(f"the tokenizer in {path} has no eos token to end documents with")
         if vocab_size is not None and vocab_size != len(tok):
-            log(f"vocab_size {vocab_size} is ignored: the tokenizer in {path} is used as it is ({len(tok)} tokens); "
-                "vocab_size only sizes a tokenizer trained here")
+            log.warning(f"vocab_size {vocab_size} is ignored: the tokenizer in {path} is used as it is "
+                        f"({len(tok)} tokens); vocab_size only sizes a tokenizer trained here")
         return tok, Path(path)
     directory = out / "tokenizer"
     if (directory / "tokenizer.json").is_file():
-        log(f"reusing the tokenizer trained earlier in {directory}")
+        log.info(f"reusing the tokenizer trained earlier in {directory}")
         tok = Tokenizer.from_pretrained(directory)
         if vocab_size is not None and vocab_size != len(tok):
-            log(f"vocab_size {vocab_size} is ignored: the tokenizer trained earlier in {directory} is reused "
-                f"({len(tok)} tokens); delete it to train a new one")
+            log.warning(f"vocab_size {vocab_size} is ignored: the tokenizer trained earlier in {directory} is reused "
+                        f"({len(tok)} tokens); delete it to train a new one")
         return tok, directory
     vocab_size = vocab_size or 8192
-    log(f"training a byte-level BPE tokenizer (vocab {vocab_size}) on the corpus -> {directory}")
+    log.info(f"training a byte-level BPE tokenizer (vocab {vocab_size}) on the corpus -> {directory}")
     tok = Tokenizer.train_bpe(iter_texts(corpus), vocab_size, special_tokens=(END_OF_TEXT, PAD_TOKEN),
                               model_max_length=seq_len)
     tok.pad_token = PAD_TOKEN
@@ -176,7 +181,7 @@ _BERT_FLAGS = {"mask_rate": "--mask-rate", "whole_word_mask": "--whole-word-mask
                "sinusoidal_position_init": "--sinusoidal-positions"}
 
 
-def run_clm_from_flags(given: dict[str, Any], log=print) -> ClmResult:
+def run_clm_from_flags(given: dict[str, Any]) -> ClmResult:
     """`plmkit pretrain --objective clm ...`: the given CLI flags (``vars(args)``, unset flags absent)
     as a run_clm_pretraining call. The preset defaults to gpt2-tiny (BERT presets are refused)."""
     if given.get("config"):
@@ -192,7 +197,7 @@ def run_clm_from_flags(given: dict[str, Any], log=print) -> ClmResult:
     train = {k: given[k] for k in _TRAIN_FLAGS if given.get(k) is not None}
     if given.get("no_progress"):
         train["progress_bar"] = False
-    return run_clm_pretraining(given["corpus"], given["out"], log=log, **kwargs, **train)
+    return run_clm_pretraining(given["corpus"], given["out"], **kwargs, **train)
 
 
 def format_result(result: ClmResult) -> str:

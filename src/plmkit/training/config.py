@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from plmkit.errors import ConfigError
+from plmkit.utils.device import PRECISIONS
 from plmkit.utils.settings import Settings, check_field_types, is_int, setting
 
 SCHEDULES = ("linear", "cosine", "constant")
-PRECISIONS = ("fp32", "bf16", "auto")
 
 _DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([smhd])", re.IGNORECASE)

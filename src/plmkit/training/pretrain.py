@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import logging
 import math
 import os
 from dataclasses import dataclass, field
@@ -32,12 +33,11 @@ import torch
 import torch.nn.functional as F
 
 from plmkit.data.corpus import iter_documents, iter_texts
-from plmkit.data.fetch import default_cache_dir
 from plmkit.data.loader import BatchLoader
 from plmkit.data.masking import PretrainingCollator
-from plmkit.data.nsp import (PretrainingDataset, group_documents, nsp_instances, packed_instances,
-                             split_documents)
+from plmkit.data.nsp import PretrainingDataset, group_documents, nsp_instances, packed_instances
 from plmkit.data.shards import TokenShards, build_token_shards
+from plmkit.data.splits import split_documents
 from plmkit.errors import ConfigError, TrainingError
 from plmkit.utils.constants import IGNORE_INDEX
 from plmkit.models.bert import BERT_PRESETS, BertConfig, BertForMaskedLM, BertForPreTraining
@@ -46,6 +46,10 @@ from plmkit.training.checkpoint import list_checkpoints
 from plmkit.training.config import TrainConfig, check_field_types
 from plmkit.training.rng import seed_everything
 from plmkit.training.trainer import Trainer, TrainResult, format_duration
+from plmkit.utils.files import atomic_write_text
+from plmkit.utils.paths import default_cache_dir
+
+log = logging.getLogger(__name__)
 
 OBJECTIVES = ("mlm+nsp", "mlm")
 DEFAULT_VOCAB_SIZE = 8192  # of a tokenizer trained here
@@ -200,7 +204,7 @@ class PretrainResult:
 
 
 # ---------------------------------------------------------------------------------------- the run
-def run_pretraining(cfg: PretrainConfig, resume: bool = False, log=print) -> PretrainResult:
+def run_pretraining(cfg: PretrainConfig, resume: bool = False) -> PretrainResult:
     """Tokenizer, token cache, examples, model, Trainer: the whole `plmkit pretrain` run."""
     if not cfg.out:
         raise ConfigError("say where the run goes: out (--out DIR)")
@@ -213,14 +217,14 @@ def run_pretraining(cfg: PretrainConfig, resume: bool = False, log=print) -> Pre
     out.mkdir(parents=True, exist_ok=True)
     next(iter_documents(data.corpus))  # fail fast, with a clear DataError, on a missing or empty corpus
     _check_run_dir(out, cfg, resume)
-    (out / "pretrain_config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    atomic_write_text(out / "pretrain_config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
 
-    tokenizer, tokenizer_dir = _tokenizer(data, out, log)
+    tokenizer, tokenizer_dir = _tokenizer(data, out)
     cache_root = Path(data.cache_dir) if data.cache_dir else default_cache_dir() / "pretraining"
-    shards = build_token_shards(data.corpus, tokenizer, cache_root, progress=train_cfg.progress_bar, log=log)
+    shards = build_token_shards(data.corpus, tokenizer, cache_root, progress=train_cfg.progress_bar)
     train_set, eval_set = build_datasets(shards, tokenizer, data, train_cfg.seed)
-    log(f"examples: {len(train_set):,} train, {len(eval_set) if eval_set else 0:,} held-out "
-        f"({data.objective}, seq_len {data.seq_len})")
+    log.info(f"examples: {len(train_set):,} train, {len(eval_set) if eval_set else 0:,} held-out "
+             f"({data.objective}, seq_len {data.seq_len})")
 
     collate = PretrainingCollator(tokenizer, data.mask_rate, data.whole_word_mask, nsp=data.nsp)
     loader = BatchLoader(train_set, data.batch_size, collate, shuffle=True, seed=train_cfg.seed,
@@ -233,11 +237,11 @@ def run_pretraining(cfg: PretrainConfig, resume: bool = False, log=print) -> Pre
 
     seed_everything(train_cfg.seed)
     model = build_model(cfg.model, tokenizer, data)
-    initialise(model, cfg.model, shards, log)  # (a resumed run then loads its checkpoint over it)
+    initialise(model, cfg.model, shards)  # (a resumed run then loads its checkpoint over it)
     trainer = Trainer(model, train_cfg, loader, out, evaluate=evaluate, save_extra=tokenizer.save_pretrained)
     result = trainer.train(resume=resume)
-    log(f"  tokenizer: {tokenizer_dir}   tokenized corpus: {shards.directory}")
-    log(f"  metrics: {out / 'metrics.jsonl'}   checkpoints: {out / 'checkpoints'}")
+    log.info(f"  tokenizer: {tokenizer_dir}   tokenized corpus: {shards.directory}")
+    log.info(f"  metrics: {out / 'metrics.jsonl'}   checkpoints: {out / 'checkpoints'}")
     return PretrainResult(result, out, result.model_dir, tokenizer_dir, shards.directory, len(train_set),
                           len(eval_set) if eval_set else 0)
 
@@ -262,7 +266,7 @@ def _check_run_dir(out: Path, cfg: PretrainConfig, resume: bool) -> None:
         raise ConfigError(f"{saved_file}: a resumed run keeps its model and data settings; changed: {', '.join(changed)}")
 
 
-def _tokenizer(data: PretrainDataConfig, out: Path, log):
+def _tokenizer(data: PretrainDataConfig, out: Path):
     from plmkit.tokenization import Tokenizer
 
     if data.tokenizer:
@@ -273,24 +277,24 @@ def _tokenizer(data: PretrainDataConfig, out: Path, log):
                               "token(s), which BERT pretraining needs; give a WordPiece tokenizer "
                               "(plmkit tokenizer train --type wordpiece) or leave --tokenizer out to train one")
         _log_ignored(data, tokenizer, f"the tokenizer in {data.tokenizer} is used as it is",
-                     "vocab_size and lowercase only shape a tokenizer trained here", log)
+                     "vocab_size and lowercase only shape a tokenizer trained here")
         return tokenizer, Path(data.tokenizer)
     directory = out / "tokenizer"
     if (directory / "tokenizer.json").is_file():
-        log(f"reusing the tokenizer trained earlier in {directory}")
+        log.info(f"reusing the tokenizer trained earlier in {directory}")
         tokenizer = Tokenizer.from_pretrained(directory)
         _log_ignored(data, tokenizer, f"the tokenizer trained earlier in {directory} is reused",
-                     "delete it to train a new one", log)
+                     "delete it to train a new one")
         return tokenizer, directory
     vocab_size, lowercase = data.vocab_size or DEFAULT_VOCAB_SIZE, data.lowercase is not False
-    log(f"training a WordPiece tokenizer (vocab {vocab_size}, "
-        f"{'lowercase' if lowercase else 'cased'}) on the corpus -> {directory}")
+    log.info(f"training a WordPiece tokenizer (vocab {vocab_size}, "
+             f"{'lowercase' if lowercase else 'cased'}) on the corpus -> {directory}")
     tokenizer = Tokenizer.train_wordpiece(iter_texts(data.corpus), vocab_size, lowercase=lowercase)
     tokenizer.save_pretrained(directory)
     return tokenizer, directory
 
 
-def _log_ignored(data: PretrainDataConfig, tokenizer, why: str, advice: str, log) -> None:
+def _log_ignored(data: PretrainDataConfig, tokenizer, why: str, advice: str) -> None:
     """One line naming the tokenizer-training settings given (not left at None) that the tokenizer
     in use does not match."""
     normalizer = tokenizer.backend_tokenizer.normalizer
@@ -299,8 +303,8 @@ def _log_ignored(data: PretrainDataConfig, tokenizer, why: str, advice: str, log
                (("vocab_size", data.vocab_size, len(tokenizer)), ("lowercase", data.lowercase, lowercases))
                if value is not None and value != actual]
     if ignored:
-        log(f"{' and '.join(ignored)} {'is' if len(ignored) == 1 else 'are'} ignored: {why} "
-            f"({len(tokenizer)} tokens, {'lowercase' if lowercases else 'cased'}); {advice}")
+        log.warning(f"{' and '.join(ignored)} {'is' if len(ignored) == 1 else 'are'} ignored: {why} "
+                    f"({len(tokenizer)} tokens, {'lowercase' if lowercases else 'cased'}); {advice}")
 
 
 def build_datasets(shards: TokenShards, tokenizer, data: PretrainDataConfig,
@@ -338,7 +342,7 @@ def build_model(model_cfg: Mapping[str, Any], tokenizer, data: PretrainDataConfi
     return (BertForPreTraining if data.nsp else BertForMaskedLM)(config)
 
 
-def initialise(model, model_cfg: Mapping[str, Any], shards: TokenShards, log) -> None:
+def initialise(model, model_cfg: Mapping[str, Any], shards: TokenShards) -> None:
     """Optional starting points that save a short run its first steps (the weights stay plain BERT).
 
     unigram_bias_init: the MLM decoder bias is the corpus's log unigram distribution (add-one
@@ -351,12 +355,12 @@ def initialise(model, model_cfg: Mapping[str, Any], shards: TokenShards, log) ->
         counts = np.bincount(shards.tokens, minlength=decoder.out_features)[:decoder.out_features] + 1.0  # (V,)
         with torch.no_grad():
             decoder.bias.copy_(torch.from_numpy(np.log(counts / counts.sum())))
-        log(f"MLM decoder bias initialised to the log unigram distribution of {len(shards.tokens):,} tokens")
+        log.info(f"MLM decoder bias initialised to the log unigram distribution of {len(shards.tokens):,} tokens")
     if model_cfg.get("sinusoidal_position_init", False):
         table = embeddings.position.weight  # (P, D)
         with torch.no_grad():
             table.copy_(sinusoidal_table(*table.shape) * (model.config.initializer_range * math.sqrt(2)))
-        log("position embeddings initialised to sinusoids")
+        log.info("position embeddings initialised to sinusoids")
 
 
 def make_evaluator(dataset: PretrainingDataset, tokenizer, data: PretrainDataConfig, seed: int):

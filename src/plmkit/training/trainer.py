@@ -13,6 +13,7 @@ Output layout of `out_dir`::
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -34,14 +35,16 @@ from plmkit.training.checkpoint import (
     load_weights,
     prune_checkpoints,
     save_checkpoint,
-    write_dir_atomically,
 )
 from plmkit.training.config import TrainConfig
 from plmkit.training.metrics import MetricsLog, plot_curves
 from plmkit.training.optim import build_optimizer
 from plmkit.training.rng import capture_rng, restore_rng, seed_everything
 from plmkit.training.schedule import build_scheduler
+from plmkit.utils.device import autocast, resolve_device, resolve_precision
+from plmkit.utils.files import atomic_write_dir, atomic_write_text
 
+log = logging.getLogger(__name__)
 Evaluate = Callable[[nn.Module], dict[str, float]]
 STATE_FORMAT = 1
 
@@ -161,7 +164,7 @@ class Trainer:
             self._restore(checkpoint)
         else:
             self._start_fresh(resume)
-        (self.out_dir / "train_config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2) + "\n")
+        atomic_write_text(self.out_dir / "train_config.json", json.dumps(self.cfg.to_dict(), indent=2) + "\n")
         stop_reason = self._loop()
         return self._finish(stop_reason)
 
@@ -172,7 +175,7 @@ class Trainer:
                 "resume it (--resume, or train(resume=True)) or give an empty output directory"
             )
         if resume:
-            print(f"no checkpoint in {self.checkpoint_dir}; starting from step 0")
+            log.info("no checkpoint in %s; starting from step 0", self.checkpoint_dir)
         self.metrics.reset()
         seed_everything(self.cfg.seed)
 
@@ -191,7 +194,7 @@ class Trainer:
         self._interval = _Interval(**saved.get("interval", {}))  # steps since the last log line
         self.metrics.truncate_after(self.state.step)
         restore_rng(saved["rng"])  # last: nothing above may draw random numbers after it
-        print(f"resuming from {checkpoint} (step {self.state.step})")
+        log.info("resuming from %s (step %d)", checkpoint, self.state.step)
 
     def _loop(self) -> str:
         cfg, st = self.cfg, self.state
@@ -251,7 +254,7 @@ class Trainer:
             batch = next(batches)
             tokens += count_tokens(batch)
             batch = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp_dtype is not None):
+            with autocast(self.device, self.amp_dtype):
                 loss = loss_of(self.model(**batch, **self.forward_kwargs))
             (loss / accum).backward()
             loss_sum += loss.detach().float()
@@ -305,7 +308,7 @@ class Trainer:
         metrics = {(k if k.startswith("eval_") else f"eval_{k}"): float(v) for k, v in raw.items()}
         st.last_eval, st.last_eval_step = metrics, st.step
         self.metrics.append({"step": st.step, **metrics})
-        tqdm.write(f"step {st.step}: " + "  ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+        log.info("step %d: %s", st.step, "  ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
         if cfg.metric_for_best is None:
             return False
         name = cfg.metric_for_best if cfg.metric_for_best.startswith("eval_") else f"eval_{cfg.metric_for_best}"
@@ -327,7 +330,7 @@ class Trainer:
             export_model(self.model, tmp, self.save_extra)
             (tmp / "best.json").write_text(json.dumps({"step": self.state.step, "metric": name, "value": value}) + "\n")
 
-        write_dir_atomically(self.out_dir / "best", write)
+        atomic_write_dir(self.out_dir / "best", write)
 
     def _save_checkpoint(self) -> Path:
         st = self.state
@@ -357,7 +360,7 @@ class Trainer:
             logged = True
         if cfg.save_every and (st.last_save_step != st.step or logged):  # a resumed finished run logs nothing twice
             self._save_checkpoint()
-        model_dir = write_dir_atomically(self.out_dir / "model", lambda tmp: export_model(self.model, tmp, self.save_extra))
+        model_dir = atomic_write_dir(self.out_dir / "model", lambda tmp: export_model(self.model, tmp, self.save_extra))
         curves = self.out_dir / "training_curves.png"
         plot_curves(self.metrics.read(), curves)
         self._tick()
@@ -375,31 +378,11 @@ class Trainer:
             model_dir=model_dir,
             best_dir=self.out_dir / "best" if st.best_step is not None else None,
         )
-        print(format_summary(result, curves, cfg.metric_for_best))
+        log.info("%s", format_summary(result, curves, cfg.metric_for_best))
         return result
 
 
 # --------------------------------------------------------------- helpers
-def resolve_device(name: str) -> torch.device:
-    """'auto' is the GPU when there is one, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={name!r} but no CUDA GPU is visible; use device='cpu' or 'auto'")
-    return device
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype, or None for fp32. 'auto' is bf16 on GPUs that support it, else fp32."""
-    gpu_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-    if precision == "fp32" or (precision == "auto" and not gpu_bf16):
-        return None
-    if device.type == "cuda" and not gpu_bf16:
-        raise ConfigError("precision='bf16' but this GPU has no bfloat16 support; use precision='fp32'")
-    return torch.bfloat16
-
-
 def planned_steps(cfg: TrainConfig, batches_per_epoch: int) -> tuple[int | None, str | None]:
     """(total optimizer steps, which limit sets it); (None, None) for a time budget alone.
 

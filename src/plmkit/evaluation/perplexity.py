@@ -1,0 +1,37 @@
+"""Perplexity of a causal LM on held-out examples: exp of the mean next-token cross-entropy."""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+from plmkit.errors import DataError
+from plmkit.nn.losses import IGNORE_INDEX
+
+
+@torch.no_grad()
+def evaluate_perplexity(model, dataset, batch_size: int = 8, max_batches: int | None = None,
+                        collate: Callable | None = None) -> dict[str, float]:
+    """Mean next-token cross-entropy over every labelled token of `dataset` (at most `max_batches`
+    batches): {"loss", "perplexity" = exp(loss), "tokens"}. Model in eval mode is the caller's job.
+
+    collate: examples -> batch with "labels" (default `plmkit.data.clm.collate_blocks`, for packed
+    blocks). The model computes its own loss with ``return_logits=False``, so a causal LM never
+    materialises the (B, T, V) logits (plmkit.nn.losses.linear_cross_entropy)."""
+    if collate is None:
+        from plmkit.data.clm import collate_blocks as collate
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    n = len(dataset) if max_batches is None else min(len(dataset), max_batches * batch_size)
+    for start in range(0, n, batch_size):
+        batch = collate([dataset[i] for i in range(start, min(n, start + batch_size))])
+        batch = {k: v.to(device) for k, v in batch.items()}
+        tokens = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+        if tokens:
+            total += float(model(**batch, return_logits=False).loss.float()) * tokens
+            count += tokens
+    if count == 0:
+        raise DataError("no held-out tokens to evaluate on")
+    loss = total / count
+    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": float(count)}

@@ -1,0 +1,40 @@
+"""Which device a run uses and which dtype autocast computes in: one place for both."""
+from __future__ import annotations
+
+import torch
+
+from plmkit.errors import ConfigError
+
+PRECISIONS = ("fp32", "bf16", "auto")
+
+
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """'auto' is the GPU when there is one, else the CPU; any other name is checked to exist."""
+    if isinstance(name, torch.device):
+        return name
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device={name!r} is not a device; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r} but no CUDA GPU is visible; use device='cpu' or 'auto'")
+    return device
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype, or None for fp32. 'auto' is bf16 on GPUs that support it, else fp32."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    gpu_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    if precision == "fp32" or (precision == "auto" and not gpu_bf16):
+        return None
+    if device.type == "cuda" and not gpu_bf16:
+        raise ConfigError("precision='bf16' but this GPU has no bfloat16 support; use precision='fp32'")
+    return torch.bfloat16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """`torch.autocast` to `dtype` on `device`; for dtype None (fp32), autocast switched off."""
+    return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)

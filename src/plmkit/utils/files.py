@@ -1,0 +1,186 @@
+"""Atomic writes, and the one check that a path is a directory to load from.
+
+A reader never sees a half-written file or directory, and a crash keeps the old one:
+
+* `atomic_write(path, write)`: `write(temp)` fills a temporary file beside `path`, which is then
+  flushed to disk (fsync) and renamed over `path` (`atomic_write_text`, `atomic_write_bytes` and
+  `write_safetensors` go through it).
+* `atomic_write_dir(final, write)`: `write(temp_dir)` fills a temporary directory beside `final`,
+  which is then renamed into place (checkpoints, token caches, fetched datasets).
+
+Temporaries are named ``.<name>.<pid>-<random>.tmp``. One whose writer was killed (its process
+is gone, or the name carries no pid) is removed by the next write of the same name, or by
+`remove_stale_temps`; one of a writer still running is left alone.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+from typing import Callable, Mapping
+
+from plmkit.errors import CheckpointError
+
+PathLike = str | os.PathLike
+_OURS = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)-[0-9a-f]{8}\.tmp")
+_HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
+
+
+def atomic_write(path: PathLike, write: Callable[[Path], None]) -> Path:
+    """Call `write(temp)` to write a file, then fsync it and rename it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path.parent, path.name)
+    temp = _temp_path(path)
+    try:
+        write(temp)
+        fd = os.open(temp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, path)
+    except BaseException:
+        _remove(temp)
+        raise
+    return path
+
+
+def atomic_write_text(path: PathLike, text: str) -> Path:
+    return atomic_write(path, lambda temp: temp.write_text(text, encoding="utf-8"))
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
+    return atomic_write(path, lambda temp: temp.write_bytes(data))
+
+
+def write_safetensors(path: PathLike, tensors: Mapping, metadata: dict[str, str] | None = None) -> Path:
+    """Write `tensors` (name -> torch.Tensor) as a safetensors file, atomically.
+
+    A tensor shared under several names (tied weights) is stored once, under its first name;
+    a view into another tensor's storage is stored as a copy of its own. `metadata` defaults to
+    ``{"format": "pt"}``, which Hugging Face's loaders expect.
+    """
+    from safetensors.torch import save_file
+
+    seen, storages, unique = set(), set(), {}
+    for name, t in tensors.items():
+        if t.numel():  # empty tensors have no storage to share
+            key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride())
+            if key in seen:
+                continue
+            seen.add(key)
+        t = t.detach().contiguous()
+        if t.numel() and t.untyped_storage().data_ptr() in storages:
+            t = t.clone()
+        storages.add(t.untyped_storage().data_ptr())
+        unique[name] = t.cpu()
+    return atomic_write(path, lambda temp: save_file(unique, temp, metadata=metadata or {"format": "pt"}))
+
+
+def atomic_write_dir(final: PathLike, write: Callable[[Path], None], *, replace: bool = True) -> Path:
+    """Call `write(temp_dir)` on a new directory beside `final`, then rename it to `final`.
+
+    An existing `final` is replaced (`replace_dir`); with ``replace=False`` it is kept and the new
+    copy dropped (another process finished the same entry first).
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(final.parent, final.name)
+    temp = _temp_path(final)
+    try:
+        temp.mkdir()
+        write(temp)
+        if replace:
+            replace_dir(temp, final)
+        else:
+            try:
+                os.rename(temp, final)
+            except OSError:
+                if not final.exists():
+                    raise
+    finally:
+        _remove(temp)
+    return final
+
+
+def replace_dir(temp: PathLike, final: PathLike) -> None:
+    """Move the fully written directory `temp` to `final`, replacing what is there.
+
+    The old `final` is renamed aside first and put back if the second rename fails; a process
+    killed in between leaves nothing at `final` (and the old copy as a stale temporary), never
+    a mix of the two."""
+    temp, final = Path(temp), Path(final)
+    old = None
+    if final.exists():
+        old = _temp_path(final)
+        os.rename(final, old)
+    try:
+        os.rename(temp, final)
+    except BaseException:
+        if old is not None:
+            os.rename(old, final)
+        raise
+    if old is not None:
+        _remove(old)
+
+
+def remove_stale_temps(directory: PathLike, name: str | None = None) -> None:
+    """Delete the temporaries in `directory` left by killed writers: of `name`, or (None) of every
+    name written through this module."""
+    directory = Path(directory)
+    if name is None:
+        candidates = [p for p in directory.glob(".*.tmp") if _OURS.fullmatch(p.name)]
+    else:
+        candidates = list(directory.glob(f".{glob.escape(name)}.*.tmp"))
+    for path in candidates:
+        if not _writer_alive(path):
+            _remove(path)
+
+
+def local_dir(path: PathLike, kind: str, holds: str, hub_hint: str) -> Path:
+    """`path` if it is a directory, else a CheckpointError saying so.
+
+    kind: what is loaded ("model", "tokenizer"); holds: the files such a directory has;
+    hub_hint: added when the missing name looks like a Hugging Face Hub id (plmkit never
+    downloads), with ``{name}`` replaced by it.
+    """
+    p = Path(path).expanduser()
+    if p.is_dir():
+        return p
+    if p.exists():
+        raise CheckpointError(f"{p} is a file; a {kind} is loaded from a directory holding {holds}")
+    hub_like = _HUB_ID.fullmatch(str(path)) is not None and not str(path).startswith(".")
+    hint = " " + hub_hint.format(name=str(path)) if hub_like else ""
+    raise CheckpointError(f"{kind} directory {str(path)!r} does not exist.{hint}")
+
+
+def _temp_path(final: Path) -> Path:
+    return final.with_name(f".{final.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+
+
+def _writer_alive(temp: Path) -> bool:
+    """Whether the process named in `temp` still runs; a name without a pid counts as dead."""
+    match = _OURS.fullmatch(temp.name)
+    if match is None or os.name != "posix":
+        return False
+    pid = int(match.group("pid"))
+    if pid == os.getpid():
+        return True  # another thread of this process, writing now
+    try:
+        os.kill(pid, 0)  # signal 0: checks that the process exists, sends nothing
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)

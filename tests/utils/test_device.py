@@ -1,0 +1,34 @@
+"""plmkit.utils.device: device and autocast-dtype resolution."""
+import pytest
+import torch
+
+from plmkit.errors import ConfigError
+from plmkit.utils.device import autocast, resolve_device, resolve_precision
+
+
+def test_device_names():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+    with pytest.raises(ConfigError, match="'gpu0' is not a device"):
+        resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA GPU is visible"):
+            resolve_device("cuda:0")
+
+
+def test_precision_resolution():
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) is None
+    assert resolve_precision("fp32", cpu) is None
+    assert resolve_precision("bf16", cpu) is torch.bfloat16
+    with pytest.raises(ConfigError, match="precision must be one of"):
+        resolve_precision("fp16", cpu)
+
+
+def test_autocast_computes_in_the_resolved_dtype():
+    cpu, a = torch.device("cpu"), torch.randn(4, 4)
+    with autocast(cpu, torch.bfloat16):
+        assert (a @ a).dtype == torch.bfloat16
+    with autocast(cpu, None):
+        assert (a @ a).dtype == torch.float32

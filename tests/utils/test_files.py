@@ -1,0 +1,114 @@
+"""plmkit.utils.files: atomic file and directory writes, the directory check."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from plmkit.errors import CheckpointError
+from plmkit.utils import files
+from plmkit.utils.files import (atomic_write, atomic_write_bytes, atomic_write_dir, atomic_write_text, local_dir,
+                                remove_stale_temps, write_safetensors)
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp_file(tmp_path):
+    target = tmp_path / "model.safetensors"
+    atomic_write_text(target, "old")
+
+    def dies(tmp):
+        open(tmp, "w").write("half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(target, dies)
+    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]
+    assert atomic_write_bytes(target, b"\x00new") == target and target.read_bytes() == b"\x00new"
+
+
+def test_temp_files_of_a_killed_writer_are_removed_by_the_next_write(tmp_path):
+    target = tmp_path / "model.safetensors"
+    (tmp_path / ".model.safetensors.abc123.tmp").write_text("a SIGKILLed save")  # no except clause ran
+    (tmp_path / f".model.safetensors.{dead_pid()}-0123abcd.tmp").write_text("its process is gone")
+    running = tmp_path / f".model.safetensors.{os.getppid()}-0123abcd.tmp"  # a writer that still runs
+    running.write_text("being written")
+    (tmp_path / ".other.json.abc123.tmp").write_text("not ours")
+    atomic_write_text(target, "new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [running.name, ".other.json.abc123.tmp", "model.safetensors"]
+
+
+def test_a_directory_is_replaced_whole_or_not_at_all(tmp_path):
+    final = tmp_path / "best"
+    atomic_write_dir(final, lambda d: (d / "a.txt").write_text("1"))
+
+    def dies(d):
+        (d / "a.txt").write_text("half")
+        raise OSError("disk full (simulated)")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_dir(final, dies)
+    assert (final / "a.txt").read_text() == "1" and sorted(p.name for p in tmp_path.iterdir()) == ["best"]
+    atomic_write_dir(final, lambda d: (d / "b.txt").write_text("2"))
+    assert sorted(p.name for p in final.iterdir()) == ["b.txt"] and sorted(p.name for p in tmp_path.iterdir()) == ["best"]
+    atomic_write_dir(final, lambda d: (d / "c.txt").write_text("3"), replace=False)  # someone finished it first
+    assert sorted(p.name for p in final.iterdir()) == ["b.txt"] and sorted(p.name for p in tmp_path.iterdir()) == ["best"]
+
+
+def test_a_failed_rename_puts_the_old_directory_back_and_a_killed_one_is_cleaned_up(tmp_path, monkeypatch):
+    final = tmp_path / "entry"
+    atomic_write_dir(final, lambda d: (d / "old.txt").write_text("old"))
+    rename = os.rename
+
+    def fails_into_place(src, dst):
+        if dst == final and (src / "new.txt").exists():  # the old copy is aside by now
+            raise KeyboardInterrupt
+        rename(src, dst)
+
+    monkeypatch.setattr(files.os, "rename", fails_into_place)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_dir(final, lambda d: (d / "new.txt").write_text("new"))
+    monkeypatch.setattr(files.os, "rename", rename)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["entry"] and (final / "old.txt").is_file()
+
+    aside = final.rename(tmp_path / f".entry.{dead_pid()}-0123abcd.tmp")  # killed between the two renames
+    atomic_write_dir(final, lambda d: (d / "new.txt").write_text("new"))
+    assert not aside.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["entry"]
+    assert sorted(p.name for p in final.iterdir()) == ["new.txt"]
+
+
+def test_remove_stale_temps_of_every_name(tmp_path):
+    pid = dead_pid()
+    (tmp_path / f".step-000008.{pid}-0123abcd.tmp").mkdir()
+    (tmp_path / f".latest.{pid}-89abcdef.tmp").write_text("step-000008\n")
+    (tmp_path / ".user.notes.tmp").write_text("not written by plmkit")
+    remove_stale_temps(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".user.notes.tmp"]
+
+
+def test_safetensors_store_tied_tensors_once_and_views_as_copies(tmp_path):
+    weight = torch.randn(4, 3)
+    block = torch.randn(6)
+    tensors = {"embed.weight": weight, "head.weight": weight, "first": block[:3], "second": block[3:],
+               "empty_a": torch.zeros(0), "empty_b": torch.zeros(0), "transposed": torch.randn(3, 4).t()}
+    path = write_safetensors(tmp_path / "model.safetensors", tensors)
+    loaded = load_file(path)
+    assert sorted(loaded) == ["embed.weight", "empty_a", "empty_b", "first", "second", "transposed"]
+    assert all(torch.equal(loaded[k], tensors[k]) for k in loaded)
+
+
+def test_local_dir_says_what_is_wrong(tmp_path):
+    assert local_dir(tmp_path, "model", "config.json", "hint") == tmp_path
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="config.json is a file; a model is loaded from a directory holding"):
+        local_dir(tmp_path / "config.json", "model", "config.json", "hint")
+    with pytest.raises(CheckpointError, match=r"tokenizer directory 'org/name' does not exist\. get 'org/name'"):
+        local_dir("org/name", "tokenizer", "tokenizer.json", "get {name!r}")
+    with pytest.raises(CheckpointError, match=r"does not exist\.$"):  # a path, not a Hub id: no hint
+        local_dir(tmp_path / "nope", "model", "config.json", "hint")
