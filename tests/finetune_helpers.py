@@ -13,7 +13,7 @@ _CACHE: dict[str, Path] = {}
 
 
 def data_dir(name: str) -> Path:
-    from plmkit.data.fetch import fetch
+    from plmkit.datasets import fetch
     return fetch(name)
 
 

@@ -6,15 +6,15 @@ import sys
 import pytest
 
 from plmkit.cli import build_parser, main
-from plmkit.data import fetch as F
+from plmkit import datasets as F
 
 
 @pytest.fixture
 def chatty_dataset(monkeypatch):
     def recipe(downloads, tmp, out):
-        logging.getLogger("plmkit.data.fetch").debug("debug detail")
-        logging.getLogger("plmkit.data.fetch").info("converting chatty ...")
-        logging.getLogger("plmkit.data.fetch").warning("a warning")
+        logging.getLogger("plmkit.datasets").debug("debug detail")
+        logging.getLogger("plmkit.datasets").info("converting chatty ...")
+        logging.getLogger("plmkit.datasets").warning("a warning")
         (out / "data.jsonl").write_text('{"text": "hi"}\n', encoding="utf-8")
         return {"data.jsonl": 1}
 
@@ -26,7 +26,8 @@ def chatty_dataset(monkeypatch):
     (["--quiet"], ["a warning"], ["converting chatty", "debug detail"]),
     (["-v"], ["debug detail", "converting chatty", "a warning"], []),
 ])
-def test_info_lines_on_stderr_as_the_flags_say_results_on_stdout(tmp_path, capsys, chatty_dataset, flags, shown, hidden):
+def test_info_lines_on_stderr_as_the_flags_say_results_on_stdout(tmp_path, capsys, chatty_dataset, flags, shown,
+                                                                  hidden):
     for argv in (flags + ["data", "fetch", "chatty", "--cache-dir", str(tmp_path), "--force"],  # before the command
                  ["data", "fetch", "chatty", "--cache-dir", str(tmp_path), "--force"] + flags):  # or after it
         assert main(argv) == 0

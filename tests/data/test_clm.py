@@ -9,7 +9,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from clm_helpers import PARAGRAPHS, packed_blocks, tiny_tokenizer  # noqa: E402
 from plmkit.data import clm as clm_module
-from plmkit.data.clm import IGNORE_INDEX, build_document_shards, collate_blocks, document_spans
+from plmkit.data.clm import build_document_shards, collate_blocks, document_spans
 from plmkit.models.gpt2 import GPT2Config, GPT2LMHeadModel
 from plmkit.models.llama import LlamaConfig, LlamaForCausalLM
 from plmkit.nn.masks import positions_from_documents

@@ -11,7 +11,7 @@ from plmkit.data.clm import collate_blocks
 from plmkit.evaluation.perplexity import evaluate_perplexity
 from plmkit.models.gpt2 import GPT2Config, GPT2LMHeadModel
 from plmkit.models.llama import LlamaConfig, LlamaForCausalLM
-from plmkit.nn.losses import IGNORE_INDEX
+from plmkit.utils.constants import IGNORE_INDEX
 
 
 def test_perplexity_of_a_uniform_model_is_the_vocabulary_size():

@@ -44,6 +44,10 @@ def test_temp_files_of_a_killed_writer_are_removed_by_the_next_write(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [running.name, ".other.json.abc123.tmp", "model.safetensors"]
 
 
+def names(directory):
+    return sorted(p.name for p in directory.iterdir())
+
+
 def test_a_directory_is_replaced_whole_or_not_at_all(tmp_path):
     final = tmp_path / "best"
     atomic_write_dir(final, lambda d: (d / "a.txt").write_text("1"))
@@ -54,11 +58,11 @@ def test_a_directory_is_replaced_whole_or_not_at_all(tmp_path):
 
     with pytest.raises(OSError, match="disk full"):
         atomic_write_dir(final, dies)
-    assert (final / "a.txt").read_text() == "1" and sorted(p.name for p in tmp_path.iterdir()) == ["best"]
+    assert (final / "a.txt").read_text() == "1" and names(tmp_path) == ["best"]
     atomic_write_dir(final, lambda d: (d / "b.txt").write_text("2"))
-    assert sorted(p.name for p in final.iterdir()) == ["b.txt"] and sorted(p.name for p in tmp_path.iterdir()) == ["best"]
+    assert names(final) == ["b.txt"] and names(tmp_path) == ["best"]
     atomic_write_dir(final, lambda d: (d / "c.txt").write_text("3"), replace=False)  # someone finished it first
-    assert sorted(p.name for p in final.iterdir()) == ["b.txt"] and sorted(p.name for p in tmp_path.iterdir()) == ["best"]
+    assert names(final) == ["b.txt"] and names(tmp_path) == ["best"]
 
 
 def test_a_failed_rename_puts_the_old_directory_back_and_a_killed_one_is_cleaned_up(tmp_path, monkeypatch):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from plmkit.data import fetch as datasets
+from plmkit import datasets
 from plmkit.utils.paths import default_cache_dir
 
 

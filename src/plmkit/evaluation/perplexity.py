@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 
 from plmkit.errors import DataError
-from plmkit.nn.losses import IGNORE_INDEX
+from plmkit.utils.constants import IGNORE_INDEX
 
 
 @torch.no_grad()

