@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -74,3 +77,12 @@ def test_checkpoint_functions(tmp_path, toy):
     with pytest.raises(CheckpointError, match="not a complete checkpoint"):
         latest_checkpoint(tmp_path)
     assert latest_checkpoint(tmp_path / "nowhere") is None
+
+
+def test_a_save_removes_what_a_killed_save_of_any_step_left(tmp_path, toy):
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # a pid whose process is gone, as a SIGKILLed trainer's
+    (tmp_path / f".step-000003.{child.pid}-0123abcd.tmp" / "model").mkdir(parents=True)
+    (tmp_path / f".latest.{child.pid}-89abcdef.tmp").write_text("step-000003\n")
+    save_checkpoint(tmp_path, 5, toy.ToyLM(), {"step": 5})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "step-000005"]
