@@ -1,1 +1,3 @@
-"""Data: reading text corpora (`corpus`) and fetching the bundled datasets (`fetch`)."""
+"""Data: corpus readers (`corpus`), loaders, collators, pretraining objectives and their token caches.
+
+The bundled datasets (`plmkit data`) are fetched by `plmkit.datasets`."""
