@@ -9,7 +9,7 @@ from pathlib import Path
 
 def english_sentences(n: int) -> list[str]:
     """Real English sentences of mixed length: the VADER sentiment snippets (fetched from PyPI once)."""
-    from plmkit.data.fetch import fetch
+    from plmkit.datasets import fetch
 
     root = fetch("en-sentiment")
     texts: list[str] = []

@@ -52,7 +52,7 @@ def main() -> None:
     import transformers
 
     from plmkit import tasks
-    from plmkit.data.fetch import fetch
+    from plmkit.datasets import fetch
     from plmkit.data.loader import BatchLoader
     from plmkit.data.collate import pad_collate
     from plmkit.recipes.finetune import finetune

@@ -55,7 +55,7 @@ def useful_flops(cfg, batch) -> float:
 
 
 def batches(n_batches: int, batch_size: int, seq_len: int, seed: int = 0):
-    from plmkit.data.fetch import fetch
+    from plmkit.datasets import fetch
     from plmkit.data.pretraining import (PretrainingCollator, PretrainingDataset, build_token_shards,
                                          group_documents, nsp_instances)
     from plmkit.tokenization import Tokenizer
@@ -69,7 +69,7 @@ def batches(n_batches: int, batch_size: int, seq_len: int, seed: int = 0):
         from plmkit.data.corpus import iter_texts
         tokenizer = Tokenizer.train_wordpiece(iter_texts([corpus]), 8192)
         tokenizer.save_pretrained(tok_dir)
-    shards = build_token_shards([corpus], tokenizer, cache / "shards", log=lambda line: None)
+    shards = build_token_shards([corpus], tokenizer, cache / "shards")
     groups = group_documents(shards, seq_len)  # as `plmkit pretrain` does: speeches of a play merged
     rows = nsp_instances(shards, groups, seq_len, seed)
     dataset = PretrainingDataset(shards, rows, tokenizer.cls_token_id, tokenizer.sep_token_id)

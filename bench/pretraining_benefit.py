@@ -114,7 +114,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from plmkit import tasks
-    from plmkit.data.fetch import fetch
+    from plmkit.datasets import fetch
     from plmkit.recipes.finetune import finetune as run_finetune
 
     data = fetch("en-sentiment")

@@ -133,7 +133,7 @@ class Task:
 
     # ------------------------------------------------------------------ plmkit_task.json
     def save(self, directory: str | Path) -> None:
-        from plmkit.models.io import atomic_write_text
+        from plmkit.utils.files import atomic_write_text
         atomic_write_text(Path(directory) / TASK_FILE,
                           json.dumps({"task": self.name, **self.settings.to_dict()}, indent=2) + "\n")
 

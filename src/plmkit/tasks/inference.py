@@ -29,7 +29,7 @@ def load_model_dir(directory: str | Path):
 
 def load_for_inference(model_dir, device: str = "auto", null_score_diff_threshold: float | None = None):
     """`load_model_dir` on `device`, with a QA no-answer threshold that overrides the saved one."""
-    from plmkit.training.trainer import resolve_device
+    from plmkit.utils.device import resolve_device
     model, tokenizer, task = load_model_dir(model_dir)
     model.to(resolve_device(device))
     if null_score_diff_threshold is not None:

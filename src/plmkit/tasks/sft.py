@@ -186,7 +186,7 @@ class SFTTask(Task):
 
     def evaluate(self, model, tokenizer, examples, features, batch_size: int = 8) -> dict[str, float]:
         """Loss and perplexity of the held-out responses (at most `eval_batches` batches)."""
-        from plmkit.data.clm import evaluate_perplexity
+        from plmkit.evaluation.perplexity import evaluate_perplexity
         return evaluate_perplexity(model, features, batch_size, self.settings.eval_batches, self.collate(tokenizer))
 
     def finished(self, result) -> str:

@@ -91,7 +91,7 @@ class RunConfig:
 
     def save(self, path: str | Path) -> None:
         """The effective run file (YAML, or JSON for a .json path), written atomically."""
-        from plmkit.models.io import atomic_write_text
+        from plmkit.utils.files import atomic_write_text
         path = Path(path)
         text = json.dumps(self.to_dict(), indent=2) + "\n" if path.suffix == ".json" else self.to_yaml()
         atomic_write_text(path, text)
