@@ -102,7 +102,7 @@ class SentenceTransformerFiles:
         return cls.build(hidden_size, **options)
 
     def write(self, directory: str | Path) -> None:
-        from plmkit.models.io import atomic_write
+        from plmkit.utils.files import atomic_write
         for relative, data in self.files.items():
             atomic_write(Path(directory) / relative, lambda tmp, data=data: Path(tmp).write_bytes(data))
 
