@@ -1,6 +1,8 @@
 """Shared by the causal-LM / chat tests: a small English corpus, a tiny BPE tokenizer and tiny models."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from plmkit.data.clm import PackedBlocks
@@ -36,13 +38,23 @@ PAIRS = [("hello", "hi there"), ("how are you?", "I am well, thank you."),
          ("good morning", "good morning to you"), ("bye", "goodbye!"), ("thanks", "you are welcome")]
 
 
+def clm_run(corpus, out, **settings):
+    """The PretrainRun of a decoder run: `settings` (model, data or train fields) sorted into their sections."""
+    from plmkit.recipes.pretrain import PretrainRun
+    sections = {"model": {}, "data": {"objective": "clm", "corpus": [str(corpus)]}, "train": {}}
+    for key, value in settings.items():
+        section = next(name for name, cls in PretrainRun.sections().items() if key in cls.field_names())
+        sections[section][key] = str(value) if isinstance(value, Path) else value
+    return PretrainRun.build({"out": str(out), **sections})
+
+
 def pretrain_tiny_gpt(root):
     """A GPT-2-tiny pretrained for 40 steps on `corpus_text` (run in root/run, evaluated twice)."""
-    from plmkit.training.clm import run_clm_pretraining
+    from plmkit.recipes.pretrain import run
     (root / "corpus.txt").write_text(corpus_text())
-    return run_clm_pretraining(root / "corpus.txt", root / "run", vocab_size=400, preset="gpt2-tiny", seq_len=64,
-                               batch_size=8, max_steps=40, lr=3e-3, eval_every=20, eval_fraction=0.15,
-                               progress_bar=False, cache_dir=root / "cache")
+    return run(clm_run(root / "corpus.txt", root / "run", vocab_size=400, preset="gpt2-tiny", seq_len=64,
+                       batch_size=8, max_steps=40, lr=3e-3, eval_every=20, eval_fraction=0.15,
+                       progress_bar=False, cache_dir=root / "cache"))
 
 
 def packed_blocks(doc_lengths, seq_len, keep_partial=False):

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from clm_helpers import corpus_text, pretrain_tiny_gpt, tiny_tokenizer  # noqa: E402
+from clm_helpers import clm_run, corpus_text, pretrain_tiny_gpt, tiny_tokenizer  # noqa: E402
 from plmkit.errors import ConfigError, DataError
-from plmkit.training.clm import _tokenizer, format_result, run_clm_pretraining
+from plmkit.recipes.pretrain import run
+from plmkit.training.clm import _tokenizer, format_result
 
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
@@ -53,11 +54,11 @@ def test_generate_cli_from_the_pretrained_model(pretrained):
 
 def test_bad_inputs_are_clear_errors(tmp_path):
     with pytest.raises(DataError, match="no such file"):
-        run_clm_pretraining(tmp_path / "missing.txt", tmp_path / "run", max_steps=1)
+        run(clm_run(tmp_path / "missing.txt", tmp_path / "run", max_steps=1))
     with pytest.raises(ConfigError):
-        run_clm_pretraining(tmp_path, tmp_path / "run", eval_fraction=1.5, max_steps=1)
+        clm_run(tmp_path, tmp_path / "run", eval_fraction=1.5, max_steps=1)
     with pytest.raises(DataError, match="no such file"):  # warmup_steps replaces the default warmup_ratio
-        run_clm_pretraining(tmp_path / "missing.txt", tmp_path / "run", max_steps=1, warmup_steps=5)
+        run(clm_run(tmp_path / "missing.txt", tmp_path / "run", max_steps=1, warmup_steps=5))
 
 
 def test_a_vocab_size_the_tokenizer_does_not_have_is_named(tmp_path, caplog):
@@ -80,13 +81,13 @@ def test_a_vocab_size_the_tokenizer_does_not_have_is_named(tmp_path, caplog):
 def test_plmkit_pretrain_objective_clm(tmp_path, capsys):
     from plmkit.cli import main
     (tmp_path / "c.txt").write_text(corpus_text(2))
-    base = ["pretrain", "--objective", "clm", "--corpus", str(tmp_path / "c.txt"), "--out", str(tmp_path / "o")]
+    base = ["pretrain", "--objective", "clm", "--corpus", str(tmp_path / "c.txt"), "--out", str(tmp_path / "o"),
+            "--max-steps", "2"]
     assert main(base + ["--preset", "bert-mini"]) == 2
     assert "decoder" in capsys.readouterr().err
     assert main(base + ["--mask-rate", "0.2"]) == 2
     assert "--mask-rate" in capsys.readouterr().err
-    assert main(base + ["--vocab-size", "300", "--seq-len", "32", "--batch-size", "4", "--max-steps", "2",
-                        "--no-progress", "--cache-dir", str(tmp_path / "cache"), "--eval-fraction", "0.2"]) == 0
+    assert main(base + ["--vocab-size", "300", "--seq-len", "32", "--batch-size", "4", "--no-progress", "--cache-dir", str(tmp_path / "cache"), "--eval-fraction", "0.2"]) == 0
     out = capsys.readouterr().out
     assert "held-out perplexity" in out and (tmp_path / "o" / "model" / "config.json").is_file()
     assert any((tmp_path / "o" / "checkpoints").iterdir())  # saved by default, so --resume has a start

@@ -1,4 +1,4 @@
-"""plmkit.training.pretrain: how a fresh model is initialised before pretraining."""
+"""plmkit.training.pretrain (BERT pretraining): how a fresh model is initialised, its tokenizer, its checks."""
 import math
 
 import numpy as np
@@ -8,8 +8,8 @@ import torch
 from plmkit.data.masking import PretrainingCollator
 from plmkit.data.shards import build_token_shards
 from plmkit.errors import ConfigError
-from plmkit.training.pretrain import (PretrainConfig, PretrainDataConfig, _tokenizer, build_datasets, build_model,
-                                      initialise)
+from plmkit.recipes.pretrain import PretrainData, PretrainModel, PretrainRun, run
+from plmkit.training.pretrain import _tokenizer, build_datasets, build_model, initialise
 from plmkit.tokenization import Tokenizer
 
 TEXT = ["the cat sat on the mat .", "a dog ran in the park and the dog barked .", "the sun is hot ."] * 20
@@ -22,13 +22,13 @@ def setup(tmp_path_factory):
     corpus.write_text("\n\n".join(TEXT) + "\n")
     tokenizer = Tokenizer.train_wordpiece(TEXT, 60)
     shards = build_token_shards([corpus], tokenizer, root / "cache")
-    data = PretrainDataConfig(corpus=[str(corpus)], seq_len=32, batch_size=8)
+    data = PretrainData(corpus=[str(corpus)], seq_len=32, batch_size=8)
     return tokenizer, shards, data
 
 
 def model_for(setup, **init):
     tokenizer, shards, data = setup
-    model_cfg = {**PretrainConfig().model, "preset": "bert-tiny", **init}
+    model_cfg = PretrainModel(preset="bert-tiny", **init)
     torch.manual_seed(0)
     model = build_model(model_cfg, tokenizer, data)
     initialise(model, model_cfg, shards)
@@ -63,36 +63,35 @@ def test_sinusoidal_positions_keep_the_embedding_scale(setup):
 
 
 def test_init_keys_are_validated_with_the_model_section():
-    PretrainConfig.from_dict({"model": {"sinusoidal_position_init": True}, "train": {"max_steps": 1}})
-    with pytest.raises(ConfigError, match="sinusoidal_positions"):
-        PretrainConfig.from_dict({"model": {"sinusoidal_positions": True}, "train": {"max_steps": 1}})
+    PretrainRun.build({"model": {"sinusoidal_position_init": True}, "train": {"max_steps": 1}})
+    with pytest.raises(ConfigError, match="sinusoidal_positions.*did you mean 'sinusoidal_position_init'"):
+        PretrainRun.build({"model": {"sinusoidal_positions": True}, "train": {"max_steps": 1}})
 
 
 def test_run_file_reads_exponent_floats_as_numbers(tmp_path):
     # PyYAML (YAML 1.1) reads `5e-4` as the string '5e-4'; a run file must read it as the number people mean
-    from plmkit.training.pretrain import load_run_file
+    from plmkit.training.run_config import read_run_file
     run_file = tmp_path / "run.yaml"
     run_file.write_text("train:\n  lr: 5e-4\n  max_steps: 2\n  eps: 1E-8\nmodel:\n  layer_norm_eps: 1e-12\n"
                         "data:\n  seq_len: 64\n  corpus: [1e3.txt]\n")
-    values = load_run_file(run_file)
+    values = read_run_file(run_file)
     assert values["train"] == {"lr": 5e-4, "max_steps": 2, "eps": 1e-8}
     assert values["model"]["layer_norm_eps"] == 1e-12 and values["data"]["seq_len"] == 64
     assert values["data"]["corpus"] == ["1e3.txt"]
-    cfg = PretrainConfig.from_dict(values)
-    assert cfg.train.lr == 5e-4 and cfg.model["layer_norm_eps"] == 1e-12
+    cfg = PretrainRun.build(values)
+    assert cfg.train.lr == 5e-4 and cfg.model.config["layer_norm_eps"] == 1e-12
 
 
 def test_a_tokenizer_without_bert_special_tokens_is_a_clear_error(tmp_path):
-    from plmkit.training.pretrain import run_pretraining
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n\n".join(TEXT) + "\n")
     Tokenizer.train_bpe(TEXT, 300).save_pretrained(tmp_path / "bpe")  # GPT-2 style: no [CLS]/[SEP]/[MASK]/[PAD]
-    cfg = PretrainConfig.from_dict({"out": str(tmp_path / "run"), "model": {"preset": "bert-tiny"},
+    cfg = PretrainRun.build({"out": str(tmp_path / "run"), "model": {"preset": "bert-tiny"},
                                     "data": {"corpus": [str(corpus)], "tokenizer": str(tmp_path / "bpe"),
                                              "cache_dir": str(tmp_path / "cache")},
                                     "train": {"max_steps": 1, "progress_bar": False}})
     with pytest.raises(ConfigError, match=r"bpe.*\[CLS\].*\[SEP\].*\[MASK\].*\[PAD\]"):
-        run_pretraining(cfg)
+        run(cfg)
     assert not (tmp_path / "cache").exists()  # refused before tokenizing the corpus
 
 
@@ -105,7 +104,7 @@ def test_tokenizer_settings_that_cannot_apply_are_named_in_one_line(tmp_path, ca
     def ignored(**data):
         caplog.clear()
         with caplog.at_level("INFO", logger="plmkit"):
-            _tokenizer(PretrainDataConfig(**data), tmp_path / "out")
+            _tokenizer(PretrainData(**data), tmp_path / "out")
         return [line for line in caplog.messages if "ignored" in line]
 
     given = str(tmp_path / "tok")

@@ -86,3 +86,41 @@ def test_bad_flag_value_is_an_argparse_error(capsys):
     with pytest.raises(SystemExit):
         parse(["--seq-len", "many"])
     assert "seq_len must be int" in capsys.readouterr().err
+
+
+@dataclass
+class ModelSettings(Settings):
+    section = "model"
+    extras = "fields"
+    preset: str = setting("small", "size")
+    fields: dict = setting(help="family fields", default_factory=dict, cli=False)
+
+
+@dataclass
+class VariantRun(RunConfig):
+    defaults = {"train": {"max_steps": 10}}
+    variant_key = ("data", "seq_len")
+    variant_defaults = {512: {"train": {"lr": 1e-4}, "model": {"preset": "large"}}}
+    model: ModelSettings
+    data: DataSettings
+    train: TrainConfig
+
+
+def test_a_setting_picks_further_defaults_and_the_help_says_so():
+    assert VariantRun.build({}).train.lr == 5e-5 and VariantRun.build({}).model.preset == "small"
+    long = VariantRun.build({"data": {"seq_len": 512}}, {"train": {"seed": 1}})
+    assert (long.train.lr, long.model.preset, long.train.max_steps) == (1e-4, "large", 10)
+    assert VariantRun.build({"data": {"seq_len": 512}}, {"train": {"lr": 3e-4}}).train.lr == 3e-4  # given wins
+    parser = argparse.ArgumentParser()
+    add_run_flags(parser, VariantRun)
+    help_text = parser.format_help()
+    assert "(default: small; seq_len 512: large)" in help_text and "--fields" not in help_text
+
+
+def test_extras_take_undeclared_keys_and_are_written_flat():
+    run = VariantRun.build({"model": {"width": 64, "fields": {"depth": 2}}})
+    assert run.model.fields == {"width": 64, "depth": 2}
+    assert run.to_dict()["model"] == {"preset": "small", "width": 64, "depth": 2}
+    assert VariantRun.build(run.to_dict()) == run
+    with pytest.raises(ConfigError, match="fields must be a mapping"):
+        VariantRun.build({"model": {"fields": 3}})

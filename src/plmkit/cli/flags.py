@@ -3,7 +3,8 @@
 `add_run_flags(parser, RunType)` adds one flag per field (``--grad-accum-steps`` for
 ``train.grad_accum_steps``; booleans get ``--x / --no-x``), plus ``--config FILE`` and
 ``--print-config``. A flag left out is absent from the namespace, so it never overrides the run
-file. `run_from_args(args, RunType)` builds the run: defaults < run file < flags.
+file. `run_from_args(args, RunType)` builds the run: defaults < run file < flags. A command's own
+settings outside a run (sampling, say): `add_settings_flags` / `settings_from_args`.
 """
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ import argparse
 import dataclasses
 import sys
 import typing
-from typing import Any
+from typing import Any, Mapping
 
-from plmkit.training.run_config import RunConfig
-from plmkit.utils.settings import is_union, scalar_types
+from plmkit.training.run_config import RunConfig, field_default
+from plmkit.utils.settings import Settings, field_flags, is_union, scalar_types
 
 _SEP = "."  # dest of a section's field: "train.lr"
 
@@ -28,13 +29,28 @@ def add_run_flags(parser: argparse.ArgumentParser, run_type: type[RunConfig], sk
                         help="print the effective run file (YAML) and exit without running")
     hints = typing.get_type_hints(run_type)
     for name in run_type.top_level():
-        _add_field(parser, name, _field(run_type, name), hints[name], run_type.defaults.get(name), skip)
+        _add_field(parser, name, _field(run_type, name), hints[name], _defaults_text(run_type, None, name), skip)
     for section, settings in run_type.sections().items():
         group = parser.add_argument_group(f"{section} settings")
         section_hints = typing.get_type_hints(settings)
         for f in dataclasses.fields(settings):
-            default = run_type.defaults.get(section, {}).get(f.name, _default(f))
-            _add_field(group, f"{section}{_SEP}{f.name}", f, section_hints[f.name], default, skip)
+            _add_field(group, f"{section}{_SEP}{f.name}", f, section_hints[f.name],
+                       _defaults_text(run_type, section, f.name), skip)
+
+
+def add_settings_flags(parser: argparse.ArgumentParser, settings: type[Settings],
+                       defaults: Mapping[str, Any] | None = None, skip: tuple[str, ...] = ()) -> None:
+    """Flags for the fields of one `Settings` section outside a run type (a command's own, e.g. the
+    sampling settings of generate and chat), with this command's `defaults` over the fields' own."""
+    hints = typing.get_type_hints(settings)
+    for f in dataclasses.fields(settings):
+        default = (defaults or {}).get(f.name, field_default(f))
+        _add_field(parser, f"{settings.section}{_SEP}{f.name}", f, hints[f.name], f"default: {_shown(default)}", skip)
+
+
+def settings_from_args(args: argparse.Namespace, settings: type[Settings], defaults: Mapping[str, Any] | None = None):
+    """The `settings` of the flags `add_settings_flags` added: the given ones over `defaults`."""
+    return settings.layered(defaults or {}, given_values(args).get(settings.section, {}), source="flags")
 
 
 def given_values(args: argparse.Namespace) -> dict[str, Any]:
@@ -65,25 +81,34 @@ def _field(run_type, name: str) -> dataclasses.Field:
     return next(f for f in dataclasses.fields(run_type) if f.name == name)
 
 
-def _default(f: dataclasses.Field) -> Any:
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
-    return None
+def _shown(default: Any) -> str:
+    if isinstance(default, (list, tuple)):
+        return ",".join(map(str, default)) or "none"
+    if isinstance(default, bool):
+        return "on" if default else "off"
+    return "off" if default is None else str(default).replace("%", "%%")
 
 
-def _add_field(parser, dest: str, f: dataclasses.Field, hint: Any, default: Any, skip: tuple[str, ...]) -> None:
+def _defaults_text(run_type: type[RunConfig], section: str | None, name: str) -> str:
+    """``default: 5e-4`` and, where a variant changes it, ``; objective clm: 0.001``."""
+    default = _shown(run_type.default(section, name))
+    text = f"default: {default}"
+    if run_type.variant_key is not None:
+        for variant in run_type.variant_defaults:
+            value = _shown(run_type.default(section, name, variant))
+            if value != default:
+                text += f"; {run_type.variant_key[1]} {variant}: {value}"
+    return text
+
+
+def _add_field(parser, dest: str, f: dataclasses.Field, hint: Any, defaults: str, skip: tuple[str, ...]) -> None:
     meta = f.metadata
     if not meta.get("cli", True) or dest in skip or f.name in skip:
         return
-    flags = meta.get("flags") or ("--" + f.name.replace("_", "-"),)
-    help_text = meta.get("help", "")
-    shown = "off" if default is None or default is False else default
-    if isinstance(shown, (list, tuple)):
-        shown = ",".join(map(str, shown)) or "none"
+    flags = field_flags(f)
+    help_text = meta.get("help", "").replace("%", "%%")
     kwargs: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS,
-                              "help": f"{help_text} (default: {shown})" if help_text else f"(default: {shown})"}
+                              "help": f"{help_text} ({defaults})" if help_text else f"({defaults})"}
     if meta.get("choices"):
         kwargs["choices"] = meta["choices"]
     if meta.get("metavar"):
@@ -139,4 +164,4 @@ def _scalar_parser(types_: tuple[type, ...], name: str):
     return parse
 
 
-__all__ = ["add_run_flags", "given_values", "run_from_args"]
+__all__ = ["add_run_flags", "add_settings_flags", "given_values", "run_from_args", "settings_from_args"]

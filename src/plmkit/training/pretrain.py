@@ -1,15 +1,13 @@
-"""BERT pretraining (masked LM + next-sentence prediction, or masked LM only) from raw text.
+"""BERT pretraining (masked LM + next-sentence prediction, or masked LM only) from raw text: the
+pipeline of `plmkit.recipes.pretrain` for the objectives ``mlm+nsp`` and ``mlm``.
 
-`run_pretraining(PretrainConfig)` does the whole run; `plmkit pretrain` is a thin CLI over it.
-
-A run file (YAML or JSON) is `PretrainConfig.to_dict()`: sections ``model`` (a preset
-plus any BertConfig field), ``data`` (`PretrainDataConfig`) and ``train`` (`TrainConfig`),
-and optionally ``out``. Unknown keys are errors that name the key.
+`pretrain(config)` takes a `PretrainRun` (sections model / data / train, and out) that the recipe
+has checked (`check`) and whose output directory it has prepared.
 
 Output directory::
 
     tokenizer/            WordPiece tokenizer trained on the corpus (when none was given); reused
-    pretrain_config.json  the effective run file
+    run.yaml              the effective run file (written by the recipe)
     model/                final model: config.json, model.safetensors, tokenizer files (HF-loadable)
     metrics.jsonl, training_curves.png, checkpoints/, train_config.json   (see Trainer)
 
@@ -19,177 +17,63 @@ i.e. ``~/.cache/plmkit/pretraining``), shared between runs on the same corpus an
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import logging
 import math
-import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from plmkit.data.corpus import iter_documents, iter_texts
+from plmkit.data.corpus import iter_texts
 from plmkit.data.loader import BatchLoader
 from plmkit.data.masking import PretrainingCollator
 from plmkit.data.nsp import PretrainingDataset, group_documents, nsp_instances, packed_instances
 from plmkit.data.shards import TokenShards, build_token_shards
 from plmkit.data.splits import split_documents
-from plmkit.errors import ConfigError, TrainingError
-from plmkit.utils.constants import IGNORE_INDEX
+from plmkit.errors import ConfigError
+from plmkit.utils.constants import DEFAULT_VOCAB_SIZE, IGNORE_INDEX
 from plmkit.models.bert import BERT_PRESETS, BertConfig, BertForMaskedLM, BertForPreTraining
 from plmkit.nn.embeddings import sinusoidal_table
-from plmkit.training.checkpoint import list_checkpoints
-from plmkit.training.config import TrainConfig, check_field_types
+from plmkit.training.config import check_field_types
 from plmkit.training.rng import seed_everything
 from plmkit.training.trainer import Trainer, TrainResult, format_duration
-from plmkit.utils.files import atomic_write_text
 from plmkit.utils.paths import default_cache_dir
+from plmkit.utils.settings import check_known
 
 log = logging.getLogger(__name__)
 
-OBJECTIVES = ("mlm+nsp", "mlm")
-DEFAULT_VOCAB_SIZE = 8192  # of a tokenizer trained here
 
-# Pretraining defaults that differ from TrainConfig's fine-tuning defaults.
-TRAIN_DEFAULTS = {"lr": 5e-4, "warmup_ratio": 0.06, "weight_decay": 0.01, "save_every": 1000, "log_every": 10}
-MODEL_DEFAULTS = {"preset": "bert-mini", "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
-                  "unigram_bias_init": True, "sinusoidal_position_init": False}
-# Model-section keys that choose how the fresh model is initialised (not BertConfig fields).
-INIT_KEYS = {"preset", "unigram_bias_init", "sinusoidal_position_init"}
-# Data-section keys that only shape a tokenizer trained on the corpus.
-TOKENIZER_TRAINING_KEYS = {"vocab_size", "lowercase"}
-
-
-@dataclass
-class PretrainDataConfig:
-    """Corpus, tokenizer, example construction, masking and evaluation split."""
-
-    corpus: list[str] = field(default_factory=list)  # files or directories (.txt, .txt.gz, .jsonl[.gz])
-    tokenizer: str | None = None  # tokenizer directory; None: train WordPiece on the corpus into OUT/tokenizer
-    vocab_size: int | None = None  # for a tokenizer trained here; None: DEFAULT_VOCAB_SIZE
-    lowercase: bool | None = None  # for a tokenizer trained here; None: True
-    objective: str = "mlm+nsp"
-    seq_len: int = 128
-    batch_size: int = 32
-    mask_rate: float = 0.15
-    whole_word_mask: bool = False
-    short_seq_prob: float = 0.1
-    nsp_prob: float = 0.5  # chance that B is a random segment
-    dupe_factor: int = 1  # passes over the training documents with different NSP pairings
-    min_doc_tokens: int | None = None  # merge consecutive documents of a file up to this many tokens; None: seq_len
-    eval_fraction: float = 0.02  # of documents held out for evaluation
-    eval_batches: int = 20  # evaluation batches at most (of batch_size examples)
-    cache_dir: str | None = None  # tokenized-corpus cache; None: $PLMKIT_CACHE/pretraining
-
-    def __post_init__(self) -> None:
-        if isinstance(self.corpus, (str, os.PathLike)):
-            self.corpus = [str(self.corpus)]
-        self.corpus = [str(p) for p in self.corpus]
-        check_field_types(self, "data")
-
-        def need(ok: bool, message: str) -> None:
-            if not ok:
-                raise ConfigError(f"data: {message}")
-
-        need(self.objective in OBJECTIVES, f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
-        need(_int(self.seq_len) and self.seq_len >= 8, f"seq_len must be an integer >= 8, got {self.seq_len!r}")
-        need(_int(self.batch_size) and self.batch_size >= 1, f"batch_size must be a positive integer, got {self.batch_size!r}")
-        need(self.vocab_size is None or (_int(self.vocab_size) and self.vocab_size >= 100),
-             f"vocab_size must be an integer >= 100, got {self.vocab_size!r}")
-        need(0 < self.mask_rate < 1, f"mask_rate must be in (0, 1), got {self.mask_rate}")
-        need(0 <= self.short_seq_prob <= 1, f"short_seq_prob must be in [0, 1], got {self.short_seq_prob}")
-        need(0 <= self.nsp_prob <= 1, f"nsp_prob must be in [0, 1], got {self.nsp_prob}")
-        need(_int(self.dupe_factor) and self.dupe_factor >= 1, f"dupe_factor must be a positive integer, got {self.dupe_factor!r}")
-        need(self.min_doc_tokens is None or (_int(self.min_doc_tokens) and self.min_doc_tokens >= 0),
-             f"min_doc_tokens must be an integer >= 0 or None, got {self.min_doc_tokens!r}")
-        need(0 <= self.eval_fraction < 1, f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
-        need(_int(self.eval_batches) and self.eval_batches >= 1, f"eval_batches must be a positive integer, got {self.eval_batches!r}")
-
-    @property
-    def nsp(self) -> bool:
-        return self.objective == "mlm+nsp"
+def check(config) -> None:
+    """Refuse, before any work, a model section BERT cannot build: an unknown preset, a config field
+    BertConfig does not have (named, with a close match), a value of the wrong type."""
+    model = config.model
+    if model.preset not in BERT_PRESETS:
+        raise ConfigError(f"unknown model preset {model.preset!r} for --objective {config.data.objective}; "
+                          f"choose one of {', '.join(BERT_PRESETS)}")
+    check_known(model.config, [f.name for f in dataclasses.fields(BertConfig)] + model.field_names(), "model")
+    check_field_types(bert_config(model), "model")  # built for real once the tokenizer is known
 
 
-@dataclass
-class PretrainConfig:
-    """A whole pretraining run: ``model`` (preset + BertConfig overrides), ``data``, ``train``, ``out``."""
-
-    out: str | None = None
-    model: dict[str, Any] = field(default_factory=lambda: dict(MODEL_DEFAULTS))
-    data: PretrainDataConfig = field(default_factory=PretrainDataConfig)
-    train: TrainConfig | None = None
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any], source: str = "run file") -> "PretrainConfig":
-        """Build from the run-file dict; section defaults fill what is missing."""
-        sections = {"out", "model", "data", "train"}
-        _reject_unknown(values, sections, f"{source}: unknown top-level key")
-        for name in ("model", "data", "train"):
-            if not isinstance(values.get(name, {}), Mapping):
-                raise ConfigError(f"{source}: section {name!r} must be a mapping, got {type(values[name]).__name__}")
-        model = {**MODEL_DEFAULTS, **values.get("model", {})}
-        _reject_unknown(model, INIT_KEYS | {f.name for f in dataclasses.fields(BertConfig)},
-                        f"{source}: unknown model key")
-        if model["preset"] not in BERT_PRESETS:
-            raise ConfigError(f"{source}: unknown model preset {model['preset']!r}; choose one of {', '.join(BERT_PRESETS)}")
-        for key in INIT_KEYS - {"preset"}:
-            if not isinstance(model[key], bool):
-                raise ConfigError(f"{source}: model {key} must be true or false, got {model[key]!r}")
-        # the BertConfig is built for real once the tokenizer is known; check its fields now, before any work
-        check_field_types(BertConfig.from_preset(model["preset"], **{k: v for k, v in model.items() if k not in INIT_KEYS}),
-                          f"{source}: model")
-        data = values.get("data", {})
-        _reject_unknown(data, {f.name for f in dataclasses.fields(PretrainDataConfig)}, f"{source}: unknown data key")
-        train = values.get("train", {})
-        _reject_unknown(train, {f.name for f in dataclasses.fields(TrainConfig)}, f"{source}: unknown train key")
-        out = values.get("out")
-        return cls(out=None if out is None else str(out), model=model, data=PretrainDataConfig(**data),
-                   train=TrainConfig.with_defaults(TRAIN_DEFAULTS, train))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"out": self.out, "model": dict(self.model), "data": dataclasses.asdict(self.data),
-                "train": self.train.to_dict() if self.train is not None else {}}
+def bert_config(model, **fields) -> BertConfig:
+    """The BertConfig of a `PretrainModel`: its preset, `dropout` for every dropout rate, `norm_first`,
+    then its own config fields (more specific, they win), then `fields`."""
+    overrides = BertConfig.from_preset(model.preset).dropout_overrides(model.dropout)
+    if model.norm_first is not None:
+        overrides["norm_first"] = model.norm_first
+    return BertConfig.from_preset(model.preset, **{**overrides, **model.config, **fields})
 
 
-def load_run_file(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a YAML or JSON run file into a dict (not validated: see `PretrainConfig.from_dict`)."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise ConfigError(f"cannot read run file {path}: {err.strerror or err}") from None
-    try:
-        if path.suffix == ".json":
-            values = json.loads(text)
-        else:
-            import yaml
-            values = yaml.load(text, Loader=_run_file_loader())
-    except Exception as err:  # yaml/json syntax errors
-        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {err}") from None
-    if values is None:
-        return {}
-    if not isinstance(values, dict):
-        raise ConfigError(f"{path}: a run file must be a mapping with sections model/data/train")
-    return values
-
-
-def _run_file_loader():
-    """yaml.SafeLoader that also reads exponent floats without a dot (``5e-4``, ``1E-8``) as numbers,
-    as YAML 1.2 and JSON do; PyYAML's YAML 1.1 rules would leave them strings."""
-    import re
-
-    import yaml
-
-    class Loader(yaml.SafeLoader):
-        pass
-
-    Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
-                                 list("-+0123456789"))
-    return Loader
+def model_fields(model) -> dict[str, Any]:
+    """What a fresh model gets from a `PretrainModel` (the preset resolved into every BertConfig
+    field), for the recipe's check that a resumed run keeps its model."""
+    fields = {k: v for k, v in bert_config(model).to_dict().items() if k not in ("model_type", "vocab_size",
+                                                                                  "pad_token_id")}
+    return {"preset": model.preset, "unigram_bias_init": model.unigram_bias_init,
+            "sinusoidal_position_init": model.sinusoidal_position_init, **fields}
 
 
 @dataclass
@@ -204,21 +88,9 @@ class PretrainResult:
 
 
 # ---------------------------------------------------------------------------------------- the run
-def run_pretraining(cfg: PretrainConfig, resume: bool = False) -> PretrainResult:
-    """Tokenizer, token cache, examples, model, Trainer: the whole `plmkit pretrain` run."""
-    if not cfg.out:
-        raise ConfigError("say where the run goes: out (--out DIR)")
-    data, train_cfg = cfg.data, cfg.train
-    if train_cfg is None:
-        raise ConfigError("the run has no train section")
-    if not data.corpus:
-        raise ConfigError("no corpus: give --corpus PATH (files or directories of .txt/.jsonl)")
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    next(iter_documents(data.corpus))  # fail fast, with a clear DataError, on a missing or empty corpus
-    _check_run_dir(out, cfg, resume)
-    atomic_write_text(out / "pretrain_config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
-
+def pretrain(config, resume: bool = False) -> PretrainResult:
+    """Tokenizer, token cache, examples, model, Trainer: a BERT pretraining run in `config.out`."""
+    data, train_cfg, out = config.data, config.train, Path(config.out)
     tokenizer, tokenizer_dir = _tokenizer(data, out)
     cache_root = Path(data.cache_dir) if data.cache_dir else default_cache_dir() / "pretraining"
     shards = build_token_shards(data.corpus, tokenizer, cache_root, progress=train_cfg.progress_bar)
@@ -236,8 +108,8 @@ def run_pretraining(cfg: PretrainConfig, resume: bool = False) -> PretrainResult
         raise ConfigError("eval_every is set but eval_fraction is 0: there is no held-out split to evaluate on")
 
     seed_everything(train_cfg.seed)
-    model = build_model(cfg.model, tokenizer, data)
-    initialise(model, cfg.model, shards)  # (a resumed run then loads its checkpoint over it)
+    model = build_model(config.model, tokenizer, data)
+    initialise(model, config.model, shards)  # (a resumed run then loads its checkpoint over it)
     trainer = Trainer(model, train_cfg, loader, out, evaluate=evaluate, save_extra=tokenizer.save_pretrained)
     result = trainer.train(resume=resume)
     log.info(f"  tokenizer: {tokenizer_dir}   tokenized corpus: {shards.directory}")
@@ -246,27 +118,7 @@ def run_pretraining(cfg: PretrainConfig, resume: bool = False) -> PretrainResult
                           len(eval_set) if eval_set else 0)
 
 
-def _check_run_dir(out: Path, cfg: PretrainConfig, resume: bool) -> None:
-    """Refuse, before anything in `out` is overwritten, a fresh run over another run's checkpoints
-    and a resumed run whose model or data settings differ from the ones it was started with."""
-    if not list_checkpoints(out / "checkpoints"):
-        return
-    if not resume:
-        raise TrainingError(f"{out} already holds checkpoints of another run: add --resume to continue it, "
-                            "or give an empty --out")
-    saved_file = out / "pretrain_config.json"
-    if not saved_file.is_file():
-        return
-    saved, now = json.loads(saved_file.read_text()), json.loads(json.dumps(cfg.to_dict()))
-    changed = [f"{section}.{key} {saved[section][key]!r} -> {value!r}"
-               for section in ("model", "data") for key, value in now[section].items()
-               if key in saved.get(section, {}) and saved[section][key] != value
-               and key not in TOKENIZER_TRAINING_KEYS]  # the run's tokenizer exists by now; see _tokenizer
-    if changed:
-        raise ConfigError(f"{saved_file}: a resumed run keeps its model and data settings; changed: {', '.join(changed)}")
-
-
-def _tokenizer(data: PretrainDataConfig, out: Path):
+def _tokenizer(data, out: Path):
     from plmkit.tokenization import Tokenizer
 
     if data.tokenizer:
@@ -294,7 +146,7 @@ def _tokenizer(data: PretrainDataConfig, out: Path):
     return tokenizer, directory
 
 
-def _log_ignored(data: PretrainDataConfig, tokenizer, why: str, advice: str) -> None:
+def _log_ignored(data, tokenizer, why: str, advice: str) -> None:
     """One line naming the tokenizer-training settings given (not left at None) that the tokenizer
     in use does not match."""
     normalizer = tokenizer.backend_tokenizer.normalizer
@@ -307,7 +159,7 @@ def _log_ignored(data: PretrainDataConfig, tokenizer, why: str, advice: str) -> 
                     f"({len(tokenizer)} tokens, {'lowercase' if lowercases else 'cased'}); {advice}")
 
 
-def build_datasets(shards: TokenShards, tokenizer, data: PretrainDataConfig,
+def build_datasets(shards: TokenShards, tokenizer, data,
                    seed: int) -> tuple[PretrainingDataset, PretrainingDataset | None]:
     """(train, held-out or None) datasets: documents split first, then examples built per split."""
     need = 2 if data.nsp else 1
@@ -332,17 +184,16 @@ def build_datasets(shards: TokenShards, tokenizer, data: PretrainDataConfig,
     return train, dataset(rows)
 
 
-def build_model(model_cfg: Mapping[str, Any], tokenizer, data: PretrainDataConfig):
-    overrides = {k: v for k, v in model_cfg.items() if k not in INIT_KEYS}
-    overrides.update(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
-    overrides.setdefault("max_position_embeddings", max(512, data.seq_len))
-    config = BertConfig.from_preset(model_cfg["preset"], **overrides)
+def build_model(model, tokenizer, data):
+    """A fresh BertForPreTraining (mlm+nsp) or BertForMaskedLM of the `model` section for `tokenizer`."""
+    positions = {} if "max_position_embeddings" in model.config else {"max_position_embeddings": max(512, data.seq_len)}
+    config = bert_config(model, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **positions)
     if config.max_position_embeddings < data.seq_len:
         raise ConfigError(f"seq_len={data.seq_len} exceeds max_position_embeddings={config.max_position_embeddings}")
     return (BertForPreTraining if data.nsp else BertForMaskedLM)(config)
 
 
-def initialise(model, model_cfg: Mapping[str, Any], shards: TokenShards) -> None:
+def initialise(model, model_cfg, shards: TokenShards) -> None:
     """Optional starting points that save a short run its first steps (the weights stay plain BERT).
 
     unigram_bias_init: the MLM decoder bias is the corpus's log unigram distribution (add-one
@@ -351,19 +202,19 @@ def initialise(model, model_cfg: Mapping[str, Any], shards: TokenShards) -> None
     embeddings' scale), whose dot products already encode relative distance.
     """
     embeddings, decoder = model.bert.embeddings, model.mlm.decoder
-    if model_cfg.get("unigram_bias_init", True):
+    if model_cfg.unigram_bias_init:
         counts = np.bincount(shards.tokens, minlength=decoder.out_features)[:decoder.out_features] + 1.0  # (V,)
         with torch.no_grad():
             decoder.bias.copy_(torch.from_numpy(np.log(counts / counts.sum())))
         log.info(f"MLM decoder bias initialised to the log unigram distribution of {len(shards.tokens):,} tokens")
-    if model_cfg.get("sinusoidal_position_init", False):
+    if model_cfg.sinusoidal_position_init:
         table = embeddings.position.weight  # (P, D)
         with torch.no_grad():
             table.copy_(sinusoidal_table(*table.shape) * (model.config.initializer_range * math.sqrt(2)))
         log.info("position embeddings initialised to sinusoids")
 
 
-def make_evaluator(dataset: PretrainingDataset, tokenizer, data: PretrainDataConfig, seed: int):
+def make_evaluator(dataset: PretrainingDataset, tokenizer, data, seed: int):
     """`evaluate(model)`: MLM accuracy / loss / perplexity and NSP accuracy / loss on at most
     `eval_batches` held-out batches, with the same masks every time (a private seeded RNG)."""
     n = min(len(dataset), data.eval_batches * data.batch_size)
@@ -407,15 +258,5 @@ def format_result(result: PretrainResult) -> str:
     return "\n".join(lines)
 
 
-def _reject_unknown(values: Mapping[str, Any], known: set[str], what: str) -> None:
-    unknown = [k for k in values if k not in known]
-    if unknown:
-        hints = []
-        for key in unknown:
-            close = difflib.get_close_matches(str(key), sorted(known), n=1)
-            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise ConfigError(f"{what}(s) {', '.join(hints)}")
-
-
-def _int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+__all__ = ["PretrainResult", "bert_config", "build_datasets", "build_model", "check", "format_result", "initialise",
+           "make_evaluator", "model_fields", "pretrain"]

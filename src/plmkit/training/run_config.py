@@ -10,11 +10,14 @@ directory), which `load` reads unchanged.
     @dataclass
     class PretrainRun(RunConfig):
         defaults = {"train": {"lr": 5e-4}}
+        data: DataSettings
+        train: TrainConfig
         out: str | None = None
-        data: DataSettings = field(default_factory=DataSettings)
-        train: TrainConfig = field(default_factory=TrainConfig.for_run)
 
     run = PretrainRun.load("run.yaml", {"train": {"max_steps": 10}})
+
+A setting may pick further defaults (`variant_key`): pretraining's ``data.objective`` chooses the
+learning rate, schedule and preset of a decoder run (``variant_defaults["clm"]``), each declared once.
 """
 from __future__ import annotations
 
@@ -34,6 +37,9 @@ class RunConfig:
     """Base of the run types; subclasses are dataclasses of sections and top-level values."""
 
     defaults: ClassVar[dict[str, Any]] = {}  # {section: {field: value}, top-level field: value}
+    # (section, field) whose value picks defaults over `defaults`: variant_defaults[value]
+    variant_key: ClassVar[tuple[str, str] | None] = None
+    variant_defaults: ClassVar[dict[Any, dict[str, Any]]] = {}
 
     @classmethod
     def sections(cls) -> dict[str, type[Settings]]:
@@ -49,7 +55,6 @@ class RunConfig:
     @classmethod
     def build(cls, *layers: Mapping[str, Any], source: str = "run file") -> "RunConfig":
         """The run from `layers` (whole run dicts, later ones win) over the run type's defaults."""
-        layers = (cls.defaults,) + layers
         sections = cls.sections()
         for layer in layers:
             if not isinstance(layer, Mapping):
@@ -58,6 +63,7 @@ class RunConfig:
             for name in sections:
                 if layer.get(name) is not None and not isinstance(layer[name], Mapping):
                     raise ConfigError(f"{source}: section {name!r} must be a mapping, got {type(layer[name]).__name__}")
+        layers = cls.defaults_for(layers) + layers
         values: dict[str, Any] = {}
         for name, section in sections.items():
             values[name] = section.layered(*(layer.get(name) or {} for layer in layers), source=source)
@@ -69,6 +75,29 @@ class RunConfig:
         check_field_types(run, source)
         run.validate()
         return run
+
+    @classmethod
+    def defaults_for(cls, layers: tuple[Mapping[str, Any], ...] = ()) -> tuple[Mapping[str, Any], ...]:
+        """The default layers of a run given `layers`: `defaults`, then those of the variant chosen."""
+        if cls.variant_key is None:
+            return (cls.defaults,)
+        section, name = cls.variant_key
+        chosen = cls.default(section, name)
+        for layer in layers:
+            if isinstance(layer.get(section), Mapping) and name in layer[section]:
+                chosen = layer[section][name]
+        variant = next((d for value, d in cls.variant_defaults.items() if value == chosen), {})
+        return (cls.defaults, variant)
+
+    @classmethod
+    def default(cls, section: str | None, name: str, variant: Any = None) -> Any:
+        """The default of a field (`section` None: a top-level one), of `variant` when given."""
+        for layer in ((cls.variant_defaults.get(variant, {}),) if variant is not None else ()) + (cls.defaults,):
+            values = layer if section is None else layer.get(section, {})
+            if name in values:
+                return values[name]
+        owner = cls if section is None else cls.sections()[section]
+        return field_default(next(f for f in dataclasses.fields(owner) if f.name == name))
 
     def validate(self) -> None:
         """Checks across sections (subclasses)."""
@@ -95,6 +124,14 @@ class RunConfig:
         path = Path(path)
         text = json.dumps(self.to_dict(), indent=2) + "\n" if path.suffix == ".json" else self.to_yaml()
         atomic_write_text(path, text)
+
+
+def field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
 
 
 def read_run_file(path: str | Path) -> dict[str, Any]:
@@ -134,4 +171,4 @@ def _run_file_loader():
     return Loader
 
 
-__all__ = ["RunConfig", "read_run_file"]
+__all__ = ["RunConfig", "field_default", "read_run_file"]

@@ -50,6 +50,9 @@ class Settings:
     # pairs of fields that say the same thing two ways: a value given for one of them at a later
     # layer (run file over defaults, flag over run file) drops the other's earlier value
     alternatives: ClassVar[tuple[tuple[str, str], ...]] = ()
+    # the name of a dict field that takes the keys no field declares (a model's family config
+    # fields, say), written back flat by `to_dict`; `validate` checks them (see `check_known`)
+    extras: ClassVar[str] = ""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -75,16 +78,41 @@ class Settings:
         return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
+    def flag_spellings(cls, name: str) -> tuple[str, ...]:
+        """Every command-line spelling of field `name` (aliases and `const_flags` included)."""
+        f = next(f for f in dataclasses.fields(cls) if f.name == name)
+        return field_flags(f) + tuple(f.metadata.get("const_flags", {}))
+
+    @classmethod
     def from_dict(cls, values: Mapping[str, Any], source: str | None = None):
-        """Build from a plain dict (a run-file section); unknown keys are an error naming them."""
+        """Build from a plain dict (a run-file section); unknown keys are an error naming them
+        (or, with `extras`, go into that field)."""
         where = f"{source}: {cls.where()}" if source else cls.where()
         if not isinstance(values, Mapping):
             raise ConfigError(f"{where}: must be a mapping of settings, got {type(values).__name__}")
+        values = cls._gather_extras(values, where)
         check_known(values, cls.field_names(), where)
         try:
-            return cls(**dict(values))
+            return cls(**values)
         except ConfigError as err:
             raise ConfigError(f"{source}: {err}" if source else str(err)) from None
+
+    @classmethod
+    def _gather_extras(cls, values: Mapping[str, Any], where: str) -> dict[str, Any]:
+        """`values` with the keys no field declares moved into the `extras` field (given flat or nested)."""
+        values = dict(values)
+        if not cls.extras:
+            return values
+        nested = values.pop(cls.extras, None) or {}
+        if not isinstance(nested, Mapping):
+            raise ConfigError(f"{where}: {cls.extras} must be a mapping, got {type(nested).__name__}")
+        declared = cls.field_names()
+        clash = [k for k in nested if k in declared]
+        if clash:
+            raise ConfigError(f"{where}: {', '.join(map(repr, clash))} in {cls.extras} is a setting of its own: "
+                              f"give it beside {cls.extras}")
+        extras = {**nested, **{k: v for k, v in values.items() if k not in declared}}
+        return {**{k: v for k, v in values.items() if k in declared}, cls.extras: extras}
 
     @classmethod
     def layered(cls, *layers: Mapping[str, Any], source: str | None = None):
@@ -92,15 +120,26 @@ class Settings:
         a layer drops its `alternatives` partner given in an earlier one."""
         merged: dict[str, Any] = {}
         for layer in layers:
+            layer = cls._flat(layer)
             for a, b in cls.alternatives + tuple((b, a) for a, b in cls.alternatives):
                 if layer.get(a) is not None and b not in layer:
                     merged.pop(b, None)
             merged.update(layer)
         return cls.from_dict(merged, source)
 
+    @classmethod
+    def _flat(cls, layer: Mapping[str, Any]) -> Mapping[str, Any]:
+        """A layer with a nested `extras` dict spread out, so layers merge key by key."""
+        if not cls.extras or not isinstance(layer.get(cls.extras), Mapping):
+            return layer
+        return {**{k: v for k, v in layer.items() if k != cls.extras}, **layer[cls.extras]}
+
     def to_dict(self) -> dict[str, Any]:
-        """Plain values that `from_dict` accepts back (YAML/JSON friendly)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        """Plain values that `from_dict` accepts back (YAML/JSON friendly); `extras` written flat."""
+        values = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        if self.extras:
+            values.update(values.pop(self.extras))
+        return values
 
 
 def check_known(values: Mapping[str, Any], known: list[str], where: str) -> None:
@@ -112,6 +151,11 @@ def check_known(values: Mapping[str, Any], known: list[str], where: str) -> None
             close = difflib.get_close_matches(str(key), sorted(known), n=1)
             hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
         raise ConfigError(f"{where}: unknown key(s) {', '.join(hints)}; known: {', '.join(sorted(known))}")
+
+
+def field_flags(f: dataclasses.Field) -> tuple[str, ...]:
+    """A field's flag and its aliases: those declared with `setting(flags=...)`, else ``--field-name``."""
+    return f.metadata.get("flags") or ("--" + f.name.replace("_", "-"),)
 
 
 def scalar_types(hint: Any) -> tuple[type, ...]:
@@ -148,4 +192,5 @@ def _origin(config: Any, name: str):
     return typing.get_origin(args[0]) if len(args) == 1 else None
 
 
-__all__ = ["Settings", "check_field_types", "check_known", "is_int", "is_union", "scalar_types", "setting"]
+__all__ = ["Settings", "check_field_types", "check_known", "field_flags", "is_int", "is_union", "scalar_types",
+           "setting"]

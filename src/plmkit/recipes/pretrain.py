@@ -1,0 +1,254 @@
+"""Pretraining from raw text: one run type for every objective, `run(config)` for the whole run.
+
+    from plmkit.recipes.pretrain import PretrainRun, run
+    config = PretrainRun.build({"out": "runs/gpt", "data": {"objective": "clm", "corpus": ["shakespeare/"]},
+                                "model": {"preset": "gpt2-mini"}, "train": {"time_budget": "10m"}})
+    result = run(config)
+
+``plmkit pretrain`` is this run type's flags (`plmkit.cli.flags`) over the same call. A run file
+(YAML or JSON) has sections ``model`` (a preset, how the fresh model starts, and any config field
+of its family, e.g. ``layer_norm_eps``), ``data`` (`PretrainData`) and ``train`` (`TrainConfig`),
+plus ``out``. Each objective's defaults are declared once, below: BERT's (``mlm+nsp``, ``mlm``)
+are `PretrainRun.defaults`; a decoder's (``clm``) `PretrainRun.variant_defaults`. The objective's
+pipeline lives in `PIPELINES` (BERT: plmkit.training.pretrain; decoders: plmkit.training.clm),
+each module with ``check(config)``, ``pretrain(config, resume)``, ``model_fields(model)`` and
+``format_result(result)``; a new objective (denoising for encoder-decoders) is one more entry.
+
+Output directory: ``run.yaml`` (the effective run file: ``--config OUT/run.yaml`` runs it again),
+the tokenizer, ``model/`` (HF-loadable), metrics, checkpoints (see the pipelines and the Trainer).
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from plmkit.errors import ConfigError, TrainingError
+from plmkit.training.config import TrainConfig
+from plmkit.training.run_config import RunConfig, read_run_file
+from plmkit.utils.constants import DEFAULT_VOCAB_SIZE
+from plmkit.utils.settings import Settings, is_int, setting
+
+# objective -> the module of its pipeline
+PIPELINES = {"mlm+nsp": "plmkit.training.pretrain", "mlm": "plmkit.training.pretrain", "clm": "plmkit.training.clm"}
+OBJECTIVES = tuple(PIPELINES)
+# settings that only BERT pretraining reads: None (unset) for the other objectives, refused when set
+BERT_ONLY = {"model": ("norm_first", "unigram_bias_init", "sinusoidal_position_init"),
+             "data": ("lowercase", "mask_rate", "whole_word_mask", "short_seq_prob", "nsp_prob", "dupe_factor",
+                      "min_doc_tokens")}
+# data settings that only shape a tokenizer trained here: a resumed run has its tokenizer already
+TOKENIZER_TRAINING_KEYS = ("vocab_size", "lowercase")
+RUN_FILE = "run.yaml"
+LEGACY_RUN_FILES = ("pretrain_config.json", "clm_config.json")  # written before run.yaml, still resumable
+
+
+@dataclass
+class PretrainModel(Settings):
+    """The fresh model: its preset, how it starts, and any config field of its family."""
+
+    section = "model"
+    extras = "config"
+
+    preset: str = setting("bert-mini", "model size: bert-tiny/mini/small/medium/base; with --objective clm "
+                                       "gpt2-tiny/mini/small/... or llama-tiny/mini/...", metavar="NAME")
+    dropout: float = setting(0.0, "every dropout rate of the body (hidden, attention, embeddings)", metavar="P")
+    norm_first: bool | None = setting(None, "pre-LayerNorm BERT blocks (stabler; not loadable by HF BertModel)",
+                                      flags=("--pre-ln", "--norm-first"))
+    unigram_bias_init: bool | None = setting(True, "start the MLM decoder bias at the corpus's log word "
+                                                   "frequencies (else zero)",
+                                             const_flags={"--no-unigram-init": False})
+    sinusoidal_position_init: bool | None = setting(False, "start the learned position embeddings as sinusoids "
+                                                           "(they stay trainable, HF-loadable)",
+                                                    flags=("--sinusoidal-positions", "--sinusoidal-position-init"))
+    # the family's own config fields (BertConfig's layer_norm_eps, say), given flat in the model section
+    config: dict[str, Any] = setting(help="config fields of the model's family", default_factory=dict, cli=False)
+
+    def validate(self) -> None:
+        self.need(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass
+class PretrainData(Settings):
+    """Corpus, tokenizer, example construction, masking and evaluation split."""
+
+    section = "data"
+
+    corpus: list[str] = setting(help="text corpus: .txt/.txt.gz/.jsonl files or directories",
+                                default_factory=list, metavar="PATH")
+    tokenizer: str | None = setting(None, "use this tokenizer instead of training one on the corpus into OUT/tokenizer",
+                                    metavar="DIR")
+    vocab_size: int | None = setting(None, f"vocabulary of a tokenizer trained here (off: {DEFAULT_VOCAB_SIZE})",
+                                     metavar="N")
+    lowercase: bool | None = setting(None, "lowercase a WordPiece tokenizer trained here (off: yes)",
+                                     const_flags={"--cased": False})
+    objective: str = setting("mlm+nsp", "mlm+nsp: BERT's sentence pairs; mlm: packed sentences; clm: a GPT-2/Llama "
+                                        "decoder by next-token prediction (byte-level BPE)", choices=OBJECTIVES)
+    seq_len: int = setting(128, "tokens per example, specials included", metavar="N")
+    batch_size: int = setting(32, "examples per batch", metavar="N")
+    mask_rate: float | None = setting(0.15, "fraction of tokens masked", metavar="P")
+    whole_word_mask: bool | None = setting(False, "mask whole words (## pieces with their word)")
+    short_seq_prob: float | None = setting(0.1, "chance that an NSP example is made shorter than seq_len", metavar="P")
+    nsp_prob: float | None = setting(0.5, "chance that segment B is a random one", metavar="P")
+    dupe_factor: int | None = setting(1, "passes over the training documents with different NSP pairings", metavar="N")
+    min_doc_tokens: int | None = setting(None, "merge consecutive short documents of a file up to N tokens "
+                                               "(off: seq_len; 0: never)", metavar="N")
+    eval_fraction: float = setting(0.02, "fraction of documents held out for evaluation", metavar="F")
+    eval_batches: int = setting(20, "evaluation batches at most (of batch_size examples)", metavar="N")
+    cache_dir: str | None = setting(None, "tokenized-corpus cache (off: $PLMKIT_CACHE/pretraining, or /clm)",
+                                    metavar="DIR")
+
+    @property
+    def nsp(self) -> bool:
+        return self.objective == "mlm+nsp"
+
+    def validate(self) -> None:
+        if isinstance(self.corpus, (str, os.PathLike)):
+            self.corpus = [self.corpus]
+        self.corpus = [str(p) for p in self.corpus]
+        for name in ("tokenizer", "cache_dir"):
+            if isinstance(getattr(self, name), os.PathLike):
+                setattr(self, name, str(getattr(self, name)))
+        need = self.need
+
+        def positive(name: str, minimum: int = 1) -> None:
+            value = getattr(self, name)
+            need(value is None or (is_int(value) and value >= minimum),
+                 f"{name} must be an integer >= {minimum}, got {value!r}")
+
+        need(self.objective in OBJECTIVES, f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        positive("seq_len", 8)
+        positive("batch_size")
+        positive("vocab_size", 100)
+        positive("dupe_factor")
+        positive("min_doc_tokens", 0)
+        positive("eval_batches")
+        need(self.mask_rate is None or 0 < self.mask_rate < 1, f"mask_rate must be in (0, 1), got {self.mask_rate}")
+        for name in ("short_seq_prob", "nsp_prob"):
+            value = getattr(self, name)
+            need(value is None or 0 <= value <= 1, f"{name} must be in [0, 1], got {value}")
+        need(0 <= self.eval_fraction < 1, f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+
+
+@dataclass
+class PretrainRun(RunConfig):
+    """A pretraining run: ``out``, ``model``, ``data`` (with the objective) and ``train``."""
+
+    defaults = {"train": {"lr": 5e-4, "warmup_ratio": 0.06, "save_every": 1000}}  # BERT's
+    variant_key = ("data", "objective")
+    variant_defaults = {"clm": {  # small decoders trained from scratch (nanoGPT's choices)
+        "model": {"preset": "gpt2-tiny", **dict.fromkeys(BERT_ONLY["model"])},
+        "data": {"seq_len": 256, "batch_size": 16, "eval_fraction": 0.05, **dict.fromkeys(BERT_ONLY["data"])},
+        "train": {"lr": 1e-3, "weight_decay": 0.1, "betas": (0.9, 0.95), "warmup_ratio": 0.05, "schedule": "cosine",
+                  "min_lr_ratio": 0.1},
+    }}
+
+    model: PretrainModel
+    data: PretrainData
+    train: TrainConfig
+    out: str | None = setting(None, "output directory (tokenizer, checkpoints, metrics, final model)", metavar="DIR")
+
+    def validate(self) -> None:
+        if self.out is not None:
+            self.out = str(self.out)
+        objective = self.data.objective
+        bert_only = [(section, name) for section, names in BERT_ONLY.items() for name in names]
+        if objective not in ("mlm+nsp", "mlm"):
+            given = [f"{section}.{name} ({', '.join(getattr(self, section).flag_spellings(name))})"
+                     for section, name in bert_only if getattr(getattr(self, section), name) is not None]
+            if given:
+                raise ConfigError(f"{'; '.join(given)}: BERT-only setting(s), not used by --objective {objective}")
+        else:
+            unset = [f"{section}.{name}" for section, name in bert_only
+                     if getattr(getattr(self, section), name) is None and self.default(section, name) is not None]
+            if unset:
+                raise ConfigError(f"{', '.join(unset)}: BERT pretraining needs a value (null given)")
+        pipeline(objective).check(self)
+
+
+def pipeline(objective: str):
+    """The module that pretrains with `objective` (imported on first use: it brings torch)."""
+    return importlib.import_module(PIPELINES[objective])
+
+
+def run(config: PretrainRun, resume: bool = False):
+    """Tokenizer, tokenized corpus, examples, model, Trainer: the whole `plmkit pretrain` run.
+    resume: continue from OUT/checkpoints/latest (the model and data settings must be the same)."""
+    if not config.out:
+        raise ConfigError("say where the run goes: out (--out DIR)")
+    if not config.data.corpus:
+        raise ConfigError("no corpus: give --corpus PATH (files or directories of .txt/.jsonl)")
+    from plmkit.data.corpus import iter_documents
+
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    next(iter_documents(config.data.corpus))  # fail fast, with a clear DataError, on a missing or empty corpus
+    check_run_dir(out, config, resume)
+    config.save(out / RUN_FILE)
+    return pipeline(config.data.objective).pretrain(config, resume=resume)
+
+
+def format_result(result) -> str:
+    """The summary lines of a finished run (any objective)."""
+    return importlib.import_module(type(result).__module__).format_result(result)
+
+
+# ------------------------------------------------------------------------------------------ resume
+def check_run_dir(out: Path, config: PretrainRun, resume: bool) -> None:
+    """Refuse, before anything in `out` is overwritten, a fresh run over another run's checkpoints
+    and a resumed run whose model or data settings differ from the ones it was started with."""
+    from plmkit.training.checkpoint import list_checkpoints
+
+    if not list_checkpoints(out / "checkpoints"):
+        return
+    if not resume:
+        raise TrainingError(f"{out} already holds checkpoints of another run: add --resume to continue it, "
+                            "or give an empty --out")
+    saved = saved_run(out)
+    if saved is None:
+        return
+    path, given, before = saved
+    changed = [f"model.{key} {value!r} -> {now!r}" for key, value, now in _changes(
+        pipeline(before.data.objective).model_fields(before.model),
+        pipeline(config.data.objective).model_fields(config.model))]
+    now_data = config.data.to_dict()
+    changed += [f"data.{key} {value!r} -> {now!r}" for key, value, now in _changes(
+        {k: v for k, v in before.data.to_dict().items() if k in given.get("data", {})}, now_data)
+        if key not in TOKENIZER_TRAINING_KEYS]  # the run's tokenizer exists by now (see the pipelines)
+    if changed:
+        raise ConfigError(f"{path}: a resumed run keeps its model and data settings; changed: {', '.join(changed)}")
+
+
+def _changes(before: dict[str, Any], now: dict[str, Any]):
+    """(key, before, now) for each key of `before` whose value differs in `now` (JSON-compared)."""
+    import json
+    for key, value in before.items():
+        if key in now and json.dumps(value) != json.dumps(now[key]):
+            yield key, value, now[key]
+
+
+def saved_run(out: Path) -> tuple[Path, dict[str, Any], PretrainRun] | None:
+    """(file, its dict, the run) of the run that wrote `out`: its run.yaml, or the pretrain_config.json
+    (BERT) / clm_config.json (decoders) that earlier plmkit versions wrote; None if there is none."""
+    for name in (RUN_FILE, *LEGACY_RUN_FILES):
+        path = out / name
+        if path.is_file():
+            values = read_run_file(path)
+            if name == "clm_config.json":
+                values = _from_clm_arguments(values)
+            return path, values, PretrainRun.build(values, source=str(path))
+    return None
+
+
+def _from_clm_arguments(args: dict[str, Any]) -> dict[str, Any]:
+    """clm_config.json (the keyword arguments of the old run_clm_pretraining) as a run dict."""
+    data = {key: args[key] for key in ("corpus", "tokenizer", "vocab_size", "seq_len", "batch_size", "eval_fraction",
+                                       "eval_batches") if key in args}
+    model = {key: args[key] for key in ("preset", "dropout") if key in args}
+    return {"model": {**model, **(args.get("model_overrides") or {})}, "data": {"objective": "clm", **data},
+            "train": args.get("train") or {}}
+
+
+__all__ = ["BERT_ONLY", "OBJECTIVES", "PIPELINES", "PretrainData", "PretrainModel", "PretrainRun",
+           "check_run_dir", "format_result", "pipeline", "run", "saved_run"]

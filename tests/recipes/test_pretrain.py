@@ -1,0 +1,89 @@
+"""plmkit.recipes.pretrain: one run type for every objective, its checks, and resuming older output directories."""
+import json
+
+import pytest
+
+from plmkit.errors import ConfigError, TrainingError
+from plmkit.recipes.pretrain import PretrainModel, PretrainRun, check_run_dir, saved_run
+
+LENGTH = {"train": {"max_steps": 1}}
+
+
+def build(**sections):
+    return PretrainRun.build({**LENGTH, **sections})
+
+
+def test_bert_only_settings_are_refused_for_a_decoder_by_name_and_flag():
+    with pytest.raises(ConfigError) as err:
+        build(data={"objective": "clm", "mask_rate": 0.2, "lowercase": False}, model={"norm_first": True})
+    message = str(err.value)
+    for named in ("data.mask_rate (--mask-rate)", "data.lowercase (--lowercase, --cased)",
+                  "model.norm_first (--pre-ln, --norm-first)", "not used by --objective clm"):
+        assert named in message
+    with pytest.raises(ConfigError, match=r"data.mask_rate: BERT pretraining needs a value"):
+        build(data={"mask_rate": None})
+
+
+def test_presets_are_checked_for_the_objective():
+    with pytest.raises(ConfigError, match="decoder.*'bert-mini'"):
+        build(data={"objective": "clm"}, model={"preset": "bert-mini"})
+    with pytest.raises(ConfigError, match="unknown model preset 'gpt2-tiny'.*bert-mini"):
+        build(model={"preset": "gpt2-tiny"})
+
+
+def test_family_config_fields_go_flat_or_nested_and_are_checked():
+    flat = build(model={"layer_norm_eps": 1e-6, "dropout": 0.1})
+    nested = build(model={"config": {"layer_norm_eps": 1e-6}, "dropout": 0.1})
+    assert flat == nested and flat.model.config == {"layer_norm_eps": 1e-6}
+    assert flat.to_dict()["model"]["layer_norm_eps"] == 1e-6 and "config" not in flat.to_dict()["model"]
+    assert PretrainRun.build(flat.to_dict()) == flat
+    with pytest.raises(ConfigError, match=r"'hidden_sise' \(did you mean 'hidden_size'\?\)"):
+        build(model={"hidden_sise": 64})
+    with pytest.raises(ConfigError, match="'preset' in config is a setting of its own"):
+        PretrainModel.from_dict({"config": {"preset": "bert-tiny"}})
+    # a later layer's field replaces the earlier one's, whichever way each was written
+    later = PretrainRun.build(LENGTH, {"model": {"config": {"layer_norm_eps": 1e-6}}}, {"model": {"layer_norm_eps": 1e-5}})
+    assert later.model.config == {"layer_norm_eps": 1e-5}
+
+
+def test_the_objective_picks_its_defaults_at_any_layer():
+    # the run file says clm, a flag layer says nothing about it: the decoder defaults apply
+    run = PretrainRun.build({"data": {"objective": "clm"}}, LENGTH)
+    assert (run.model.preset, run.train.lr, run.data.seq_len) == ("gpt2-tiny", 1e-3, 256)
+    run = PretrainRun.build({"data": {"objective": "clm"}}, {**LENGTH, "data": {"objective": "mlm"}})
+    assert (run.model.preset, run.train.lr, run.data.seq_len, run.data.mask_rate) == ("bert-mini", 5e-4, 128, 0.15)
+
+
+def fake_checkpoint(out):
+    (out / "checkpoints" / "step-000002").mkdir(parents=True)
+
+
+def test_a_legacy_clm_config_json_is_read_for_resume(tmp_path):
+    out = tmp_path / "run"
+    fake_checkpoint(out)
+    train = build(data={"objective": "clm"}).train.to_dict()
+    (out / "clm_config.json").write_text(json.dumps({  # what run_clm_pretraining(**kwargs) wrote
+        "corpus": ["c.txt"], "tokenizer": None, "vocab_size": 300, "preset": "gpt2-tiny", "seq_len": 32,
+        "batch_size": 4, "dropout": 0.0, "eval_fraction": 0.2, "eval_batches": 20, "model_overrides": {"n_inner": 256},
+        "train": train}))
+    path, _, before = saved_run(out)
+    assert path.name == "clm_config.json" and before.data.objective == "clm" and before.model.config == {"n_inner": 256}
+    same = {"out": str(out), "data": {"objective": "clm", "corpus": ["c.txt"], "seq_len": 32, "batch_size": 4,
+                                       "eval_fraction": 0.2, "cache_dir": "elsewhere"},
+            "model": {"n_inner": 256}, "train": {"max_steps": 5}}
+    check_run_dir(out, PretrainRun.build(same), resume=True)  # the cache directory was not saved: not compared
+    with pytest.raises(TrainingError, match="--resume"):
+        check_run_dir(out, PretrainRun.build(same), resume=False)
+    changed = {**same, "data": {**same["data"], "seq_len": 64}, "model": {"preset": "gpt2-mini", "n_inner": 256}}
+    with pytest.raises(ConfigError, match=r"clm_config.json.*model.preset 'gpt2-tiny' -> 'gpt2-mini'.*data.seq_len 32 -> 64"):
+        check_run_dir(out, PretrainRun.build(changed), resume=True)
+
+
+def test_run_yaml_wins_over_a_legacy_file(tmp_path):
+    out = tmp_path / "run"
+    fake_checkpoint(out)
+    (out / "pretrain_config.json").write_text(json.dumps({"data": {"seq_len": 48}, **LENGTH}))
+    build(data={"seq_len": 64}).save(out / "run.yaml")
+    assert saved_run(out)[0].name == "run.yaml"
+    with pytest.raises(ConfigError, match="data.seq_len 64 -> 48"):
+        check_run_dir(out, build(data={"seq_len": 48}), resume=True)
