@@ -13,6 +13,10 @@ import argparse
 import sys
 
 
+# chat's sampling defaults, where they differ from SamplingSettings' (generate's); beams cannot stream
+SAMPLING_DEFAULTS = {"max_new_tokens": 128, "temperature": 0.7, "top_p": 0.9}
+
+
 def add_parser(subparsers) -> None:
     from plmkit.cli.generate import add_sampling_args
 
@@ -21,7 +25,7 @@ def add_parser(subparsers) -> None:
                                           "/reset clears the history, /exit quits.")
     p.add_argument("--model", required=True, metavar="DIR", help="model directory (config.json, weights, tokenizer)")
     p.add_argument("--system", default=None, metavar="TEXT", help="system text put before the conversation")
-    add_sampling_args(p, max_new_tokens=128, temperature=0.7, top_p=0.9)
+    add_sampling_args(p, SAMPLING_DEFAULTS, skip=("num_beams",))
     p.set_defaults(func=run)
 
 
@@ -29,16 +33,17 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from plmkit.chat import SYSTEM, USER, StopFilter, truncate_history
-    from plmkit.cli.generate import load_causal_lm, sampling_kwargs
+    from plmkit.cli.generate import load_causal_lm, sampling_settings
     from plmkit.errors import PlmkitError
 
+    sampling = sampling_settings(args, SAMPLING_DEFAULTS)
     model, tokenizer = load_causal_lm(args.model, args.device)
-    kwargs = sampling_kwargs(args)
+    kwargs = sampling.generate_kwargs()
     device = next(model.parameters()).device
     window = model.config.context_length or 2048
-    budget = window - args.max_new_tokens
+    budget = window - sampling.max_new_tokens
     if budget < 8:
-        raise PlmkitError(f"--max-new-tokens {args.max_new_tokens} leaves no room for the conversation in the "
+        raise PlmkitError(f"--max-new-tokens {sampling.max_new_tokens} leaves no room for the conversation in the "
                           f"model's context window of {window} tokens; lower it")
     tty = sys.stdin.isatty()
 
@@ -76,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         pieces = []
         if tty:
             print("bot> ", end="", file=sys.stderr, flush=True)
-        seed = None if args.seed is None else args.seed + turn
+        seed = None if sampling.seed is None else sampling.seed + turn
         try:
             for piece in model.stream(tokenizer, torch.tensor([ids], device=device), seed=seed,
                                       stop_strings=[USER], **kwargs):

@@ -28,43 +28,27 @@ def add_parser(subparsers) -> None:
     src.add_argument("--prompt", metavar="TEXT", help="one prompt; the continuation is streamed")
     src.add_argument("--input", metavar="FILE", help="prompts, one per line, or .jsonl with a \"prompt\" field")
     p.add_argument("--output", metavar="FILE", help="with --input: write the JSONL here instead of stdout")
-    add_sampling_args(p, max_new_tokens=64)
-    p.add_argument("--num-beams", type=int, default=1, metavar="N", help="beam search with N beams (default 1: off)")
+    add_sampling_args(p)
     p.add_argument("--batch-size", type=int, default=8, metavar="N", help="prompts per batch with --input (default 8)")
     p.add_argument("--only-new", action="store_true", help="with --prompt: print only the generated text")
     p.set_defaults(func=run)
 
 
-def add_sampling_args(p: argparse.ArgumentParser, max_new_tokens: int, temperature: float = 0.8,
-                      top_p: float | None = 0.95) -> None:
-    p.add_argument("--max-new-tokens", type=int, default=max_new_tokens, metavar="N",
-                   help=f"tokens to generate at most (default {max_new_tokens})")
-    p.add_argument("--temperature", type=float, default=temperature, metavar="T",
-                   help=f"sampling temperature (default {temperature}; 0 = greedy)")
-    p.add_argument("--top-k", type=int, default=None, metavar="K", help="sample among the K most likely tokens")
-    p.add_argument("--top-p", type=float, default=top_p, metavar="P",
-                   help=f"nucleus sampling: smallest set of tokens with probability >= P (default {top_p})")
-    p.add_argument("--repetition-penalty", type=float, default=1.0, metavar="R",
-                   help="> 1 discourages repeating tokens (default 1.0: off)")
-    p.add_argument("--greedy", action="store_true", help="always pick the most likely token (no sampling)")
-    p.add_argument("--seed", type=int, default=None, metavar="N", help="random seed for reproducible sampling")
+def add_sampling_args(p: argparse.ArgumentParser, defaults: dict | None = None, skip: tuple[str, ...] = ()) -> None:
+    """The sampling flags (plmkit.sampling.SamplingSettings, with this command's `defaults`) and --device."""
+    from plmkit.cli.flags import add_settings_flags
+    from plmkit.sampling import SamplingSettings
+
+    add_settings_flags(p.add_argument_group("sampling settings"), SamplingSettings, defaults, skip)
     p.add_argument("--device", default="auto", metavar="DEV", help="auto (default: GPU if any), cpu, cuda, cuda:N")
 
 
-def sampling_kwargs(args: argparse.Namespace) -> dict:
-    """generate()/stream() keyword arguments from the sampling flags."""
-    from plmkit.errors import ConfigError
+def sampling_settings(args: argparse.Namespace, defaults: dict | None = None):
+    """The SamplingSettings of the sampling flags given (over `defaults`)."""
+    from plmkit.cli.flags import settings_from_args
+    from plmkit.sampling import SamplingSettings
 
-    beams = getattr(args, "num_beams", 1)
-    if beams < 1:
-        raise ConfigError(f"--num-beams must be >= 1, got {beams}")
-    sample = not args.greedy and beams == 1 and args.temperature != 0  # temperature 0: greedy
-    kwargs = dict(max_new_tokens=args.max_new_tokens, do_sample=sample, repetition_penalty=args.repetition_penalty)
-    if beams > 1:
-        kwargs["num_beams"] = beams
-    if sample:
-        kwargs.update(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
-    return kwargs
+    return settings_from_args(args, SamplingSettings, defaults)
 
 
 def load_causal_lm(path: str, device: str = "auto"):
@@ -116,19 +100,20 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    sampling = sampling_settings(args)
     model, tokenizer = load_causal_lm(args.model, args.device)
-    kwargs = sampling_kwargs(args)
+    kwargs = sampling.generate_kwargs()
     device = next(model.parameters()).device
     if args.prompt is not None:
         ids = torch.tensor([prompt_ids(tokenizer, args.prompt)], device=device)
         if not args.only_new:
             sys.stdout.write(args.prompt)
             sys.stdout.flush()
-        if args.num_beams > 1:
+        if sampling.num_beams > 1:
             out = model.generate(ids, **kwargs)
             sys.stdout.write(tokenizer.decode(out[0, ids.shape[1]:].tolist(), skip_special_tokens=True))
         else:
-            for piece in model.stream(tokenizer, ids, seed=args.seed, **kwargs):
+            for piece in model.stream(tokenizer, ids, seed=sampling.seed, **kwargs):
                 sys.stdout.write(piece)
                 sys.stdout.flush()
         sys.stdout.write("\n")
@@ -145,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
             ids, mask = pad_sequences([prompt_ids(tokenizer, p) for p in batch], pad if pad is not None else 0, "left")
             width = ids.shape[1]
             out = model.generate(ids.to(device), mask.to(device), pad_token_id=pad,
-                                 seed=None if args.seed is None else args.seed + start, **kwargs)
+                                 seed=None if sampling.seed is None else sampling.seed + start, **kwargs)
             for prompt, row in zip(batch, out[:, width:].tolist()):
                 text = tokenizer.decode(row, skip_special_tokens=True)
                 out_file.write(json.dumps({"prompt": prompt, "completion": text}, ensure_ascii=False) + "\n")

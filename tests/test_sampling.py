@@ -1,0 +1,40 @@
+"""plmkit.sampling: the sampling settings of `plmkit generate` and `plmkit chat`, declared once."""
+import pytest
+
+from plmkit.cli import build_parser
+from plmkit.cli.chat import SAMPLING_DEFAULTS
+from plmkit.cli.generate import sampling_settings
+from plmkit.sampling import SamplingSettings
+
+
+def settings_of(command, *argv):
+    args = build_parser().parse_args([command, "--model", "m", *(["--prompt", "x"] if command == "generate" else []),
+                                      *argv])
+    return sampling_settings(args, SAMPLING_DEFAULTS if command == "chat" else None)
+
+
+def test_both_commands_take_the_same_flags_with_their_own_defaults():
+    generate, chat = settings_of("generate"), settings_of("chat")
+    assert generate == SamplingSettings() and (generate.max_new_tokens, generate.temperature) == (64, 0.8)
+    assert (chat.max_new_tokens, chat.temperature, chat.top_p) == (128, 0.7, 0.9)
+    argv = ["--max-new-tokens", "9", "--temperature", "0.5", "--top-k", "5", "--top-p", "0.8",
+            "--repetition-penalty", "1.2", "--seed", "4"]
+    assert settings_of("generate", *argv) == settings_of("chat", *argv)
+    with pytest.raises(SystemExit):  # beams cannot stream a chat reply
+        settings_of("chat", "--num-beams", "2")
+
+
+def test_generate_kwargs():
+    assert SamplingSettings(greedy=True).generate_kwargs() == {"max_new_tokens": 64, "do_sample": False,
+                                                               "repetition_penalty": 1.0}
+    assert SamplingSettings(temperature=0).generate_kwargs()["do_sample"] is False
+    assert SamplingSettings(num_beams=3).generate_kwargs()["num_beams"] == 3
+    assert SamplingSettings(top_k=5).generate_kwargs() == {"max_new_tokens": 64, "do_sample": True,
+                                                           "repetition_penalty": 1.0, "temperature": 0.8,
+                                                           "top_k": 5, "top_p": 0.95}
+
+
+def test_bad_values_are_named():
+    from plmkit.errors import ConfigError
+    with pytest.raises(ConfigError, match=r"num_beams \(--num-beams\) must be >= 1, got 0"):
+        settings_of("generate", "--num-beams", "0")
