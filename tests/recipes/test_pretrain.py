@@ -87,3 +87,16 @@ def test_run_yaml_wins_over_a_legacy_file(tmp_path):
     assert saved_run(out)[0].name == "run.yaml"
     with pytest.raises(ConfigError, match="data.seq_len 64 -> 48"):
         check_run_dir(out, build(data={"seq_len": 48}), resume=True)
+
+
+def test_a_dropout_given_later_replaces_the_family_rates_given_earlier():
+    from plmkit.training.pretrain import bert_config
+
+    def rates(*layers):
+        config = bert_config(PretrainRun.build(LENGTH, *layers).model)
+        return config.hidden_dropout_prob, config.attention_probs_dropout_prob
+
+    run_file = {"model": {"hidden_dropout_prob": 0.1}}
+    assert rates(run_file) == (0.1, 0.0)
+    assert rates(run_file, {"model": {"dropout": 0.2}}) == (0.2, 0.2)  # the flag wins, as --dropout always did
+    assert rates({"model": {"hidden_dropout_prob": 0.1, "dropout": 0.2}}) == (0.1, 0.2)  # together: the field

@@ -68,6 +68,21 @@ class PretrainModel(Settings):
     def validate(self) -> None:
         self.need(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
 
+    @classmethod
+    def layered(cls, *layers, source=None):
+        """`Settings.layered`, where a `dropout` given at a layer also replaces the family's dropout
+        rates given at earlier ones (``--dropout 0.1`` wins over a run file's ``hidden_dropout_prob``;
+        given together, the family field wins: it is the more specific)."""
+        if not any("dropout" in layer for layer in layers[1:]):
+            return super().layered(*layers, source=source)
+        rates = _dropout_fields()
+        kept: list = []
+        for layer in map(cls._flat, layers):
+            if "dropout" in layer:
+                kept = [{k: v for k, v in earlier.items() if k not in rates} for earlier in kept]
+            kept.append(layer)
+        return super().layered(*kept, source=source)
+
 
 @dataclass
 class PretrainData(Settings):
@@ -165,6 +180,13 @@ class PretrainRun(RunConfig):
             if unset:
                 raise ConfigError(f"{', '.join(unset)}: BERT pretraining needs a value (null given)")
         pipeline(objective).check(self)
+
+
+def _dropout_fields() -> set[str]:
+    """The dropout rates of every family's config (`ModelConfig.dropout_fields`)."""
+    from plmkit.models import auto
+    return {name for model_type in auto.REGISTRY
+            for name in auto.model_class(model_type, "base").config_class.dropout_fields}
 
 
 def pipeline(objective: str):
