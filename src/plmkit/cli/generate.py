@@ -5,8 +5,9 @@ by piece), after the prompt itself unless --only-new. Many prompts (--input FILE
 line, or a .jsonl file with a "prompt" field per line): generated in left-padded batches, one JSON
 line {"prompt", "completion"} per prompt, to stdout or --output.
 
-Sampling is the default (temperature 0.8, top-p 0.95); --greedy (or --temperature 0) picks the most
-likely token; --num-beams N > 1 runs beam search (not streamed: beams are only final at the end).
+Sampling is the default (the flags and their defaults: plmkit.sampling.SamplingSettings); --greedy
+(or --temperature 0) picks the most likely token; --num-beams N > 1 runs beam search (not streamed:
+beams are only final at the end).
 Generation stops at the model's end-of-text token or after --max-new-tokens.
 
 Padding a batch of prompts needs a pad id: the tokenizer's pad token, else its EOS (inference
