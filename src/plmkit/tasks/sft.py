@@ -31,13 +31,12 @@ from plmkit.chat import encode_text, format_system, format_user
 from plmkit.data.collate import pad_collate
 from plmkit.errors import ConfigError, DataError
 from plmkit.tasks.base import Task, TaskSettings
-from plmkit.utils.constants import IGNORE_INDEX
+from plmkit.utils.constants import IGNORE_INDEX, PAD_TOKEN
 from plmkit.utils.settings import setting
 from plmkit.utils.text import jsonl_rows
 
 log = logging.getLogger("plmkit")
 
-PAD_TOKEN = "<|pad|>"
 SFT_TRAIN_DEFAULTS = {"lr": 3e-4, "weight_decay": 0.0, "warmup_ratio": 0.03, "schedule": "cosine", "log_every": 10}
 
 

@@ -36,12 +36,10 @@ from plmkit.errors import ConfigError
 from plmkit.evaluation.perplexity import evaluate_perplexity
 from plmkit.training.rng import seed_everything
 from plmkit.training.trainer import Trainer, TrainResult, format_duration
-from plmkit.utils.constants import DEFAULT_VOCAB_SIZE
+from plmkit.utils.constants import DEFAULT_VOCAB_SIZE, PAD_TOKEN
 from plmkit.utils.paths import default_cache_dir
 
 log = logging.getLogger(__name__)
-
-PAD_TOKEN = "<|pad|>"
 
 
 @dataclass
