@@ -100,3 +100,17 @@ def test_a_dropout_given_later_replaces_the_family_rates_given_earlier():
     assert rates(run_file) == (0.1, 0.0)
     assert rates(run_file, {"model": {"dropout": 0.2}}) == (0.2, 0.2)  # the flag wins, as --dropout always did
     assert rates({"model": {"hidden_dropout_prob": 0.1, "dropout": 0.2}}) == (0.1, 0.2)  # together: the field
+
+
+def test_a_decoders_family_fields_are_checked_before_any_work():
+    clm = {"objective": "clm"}
+    run = build(data=clm, model={"preset": "llama-tiny", "rms_norm_eps": 1e-5, "dropout": 0.1})
+    from plmkit.training.clm import causal_lm_config
+    config = causal_lm_config(run.model.preset, run.data.seq_len, run.model.dropout, run.model.config)
+    assert (config.rms_norm_eps, config.attention_dropout, config.max_position_embeddings) == (1e-5, 0.1, 256)
+    with pytest.raises(ConfigError, match="unknown key.*'rms_norm_epz'"):
+        build(data=clm, model={"preset": "llama-tiny", "rms_norm_epz": 1e-5})
+    with pytest.raises(ConfigError, match="n_inner must be"):
+        build(data=clm, model={"n_inner": "64"})
+    with pytest.raises(ConfigError, match="unknown preset 'gpt2-huge'"):
+        build(data=clm, model={"preset": "gpt2-huge"})

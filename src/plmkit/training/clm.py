@@ -34,6 +34,7 @@ from plmkit.data.loader import BatchLoader
 from plmkit.data.splits import split_documents
 from plmkit.errors import ConfigError
 from plmkit.evaluation.perplexity import evaluate_perplexity
+from plmkit.training.config import check_field_types
 from plmkit.training.rng import seed_everything
 from plmkit.training.trainer import Trainer, TrainResult, format_duration
 from plmkit.utils.constants import DEFAULT_VOCAB_SIZE, PAD_TOKEN
@@ -55,10 +56,12 @@ class ClmResult:
 
 
 def check(config) -> None:
-    """Refuse, before any work, a preset that is not a decoder's."""
-    preset = config.model.preset
-    if preset.startswith("bert"):
-        raise ConfigError(f"--objective clm trains a decoder: use a gpt2-* or llama-* preset, not {preset!r}")
+    """Refuse, before any work, a preset that is not a decoder's and a model section its config
+    cannot take (a field its family does not have, a value of the wrong type)."""
+    model = config.model
+    if model.preset.startswith("bert"):
+        raise ConfigError(f"--objective clm trains a decoder: use a gpt2-* or llama-* preset, not {model.preset!r}")
+    check_field_types(causal_lm_config(model.preset, config.data.seq_len, model.dropout, model.config), "model")
 
 
 def model_fields(model) -> dict[str, Any]:
@@ -138,17 +141,24 @@ def _tokenizer(path, corpus: list[str], vocab_size: int | None, seq_len: int, ou
 def build_causal_lm(preset: str, tokenizer, seq_len: int, dropout: float = 0.0,
                     overrides: dict[str, Any] | None = None):
     """A fresh GPT2LMHeadModel or LlamaForCausalLM sized by `preset` for `tokenizer`, context `seq_len`."""
+    from plmkit.models.auto import model_class
+
     special = dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.eos_token_id,
                    eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    config = causal_lm_config(preset, seq_len, dropout, {**special, **(overrides or {})})
+    return model_class(config.model_type, "causal-lm")(config)
+
+
+def causal_lm_config(preset: str, seq_len: int, dropout: float = 0.0, fields: dict[str, Any] | None = None):
+    """The config of a fresh decoder: `preset`, context `seq_len`, every dropout rate `dropout`, then
+    `fields` of its family (the more specific: they win), checked like config.json's."""
     if preset.startswith(("llama", "tinyllama")):
-        from plmkit.models.llama import LlamaConfig, LlamaForCausalLM
-        config = LlamaConfig.from_preset(preset, **{**special, "max_position_embeddings": seq_len,
-                                                    "attention_dropout": dropout, **(overrides or {})})
-        return LlamaForCausalLM(config)
-    from plmkit.models.gpt2 import GPT2Config, GPT2LMHeadModel
-    config = GPT2Config.from_preset(preset, **{**special, "n_positions": seq_len, "resid_pdrop": dropout,
-                                               "embd_pdrop": dropout, "attn_pdrop": dropout, **(overrides or {})})
-    return GPT2LMHeadModel(config)
+        from plmkit.models.llama import LlamaConfig as config_class
+    else:
+        from plmkit.models.gpt2 import GPT2Config as config_class
+    base = config_class.from_preset(preset)
+    neutral = {base.field_names["context_length"]: seq_len, **base.dropout_overrides(dropout)}
+    return config_class.from_dict({**base.to_dict(), **neutral, **(fields or {})}, source="model")
 
 
 def format_result(result: ClmResult) -> str:
@@ -163,4 +173,4 @@ def format_result(result: ClmResult) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["ClmResult", "build_causal_lm", "check", "format_result", "model_fields", "pretrain"]
+__all__ = ["ClmResult", "build_causal_lm", "causal_lm_config", "check", "format_result", "model_fields", "pretrain"]
