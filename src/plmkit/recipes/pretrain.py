@@ -31,8 +31,9 @@ from plmkit.training.run_config import RunConfig, read_run_file
 from plmkit.utils.constants import DEFAULT_VOCAB_SIZE
 from plmkit.utils.settings import Settings, is_int, setting
 
+BERT_OBJECTIVES = ("mlm+nsp", "mlm")
 # objective -> the module of its pipeline
-PIPELINES = {"mlm+nsp": "plmkit.training.pretrain", "mlm": "plmkit.training.pretrain", "clm": "plmkit.training.clm"}
+PIPELINES = {**dict.fromkeys(BERT_OBJECTIVES, "plmkit.training.pretrain"), "clm": "plmkit.training.clm"}
 OBJECTIVES = tuple(PIPELINES)
 # settings that only BERT pretraining reads: None (unset) for the other objectives, refused when set
 BERT_ONLY = {"model": ("norm_first", "unigram_bias_init", "sinusoidal_position_init"),
@@ -169,7 +170,7 @@ class PretrainRun(RunConfig):
             self.out = str(self.out)
         objective = self.data.objective
         bert_only = [(section, name) for section, names in BERT_ONLY.items() for name in names]
-        if objective not in ("mlm+nsp", "mlm"):
+        if objective not in BERT_OBJECTIVES:
             given = [f"{section}.{name} ({', '.join(getattr(self, section).flag_spellings(name))})"
                      for section, name in bert_only if getattr(getattr(self, section), name) is not None]
             if given:
