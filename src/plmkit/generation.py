@@ -169,9 +169,8 @@ class GenerationMixin:
     def _settings(self, batch: int, max_new_tokens, min_new_tokens, do_sample, temperature, top_k, top_p, num_beams,
                   length_penalty, repetition_penalty, eos_token_id, pad_token_id, stop_strings,
                   tokenizer) -> GenerationSettings:
-        config = getattr(self, "config", None)
-        eos = _as_ids(getattr(config, "eos_token_id", None) if eos_token_id is None else eos_token_id)
-        pad = getattr(config, "pad_token_id", None) if pad_token_id is None else pad_token_id
+        eos = _as_ids(self.config.eos_token_id if eos_token_id is None else eos_token_id)
+        pad = self.config.pad_token_id if pad_token_id is None else pad_token_id
         stops = (stop_strings,) if isinstance(stop_strings, str) else tuple(stop_strings or ())
         s = GenerationSettings(max_new_tokens, min_new_tokens, do_sample, temperature, top_k, top_p, num_beams,
                                length_penalty, repetition_penalty, eos, pad, stops)
@@ -394,13 +393,11 @@ def _device(model) -> torch.device:
 
 
 def _check_room(model, total: int) -> None:
-    config = getattr(model, "config", None)
-    limit = getattr(config, "n_positions", None)  # models with learned positions
-    if limit is not None and total > limit:
+    limit, trained = model.config.max_positions, model.config.context_length
+    if limit is not None and total > limit:  # learned positions: there are no more
         raise PlmkitError(f"prompt + max_new_tokens = {total} positions, but this model has only {limit}: "
                           "shorten the prompt or lower max_new_tokens")
-    trained = getattr(config, "max_position_embeddings", None)  # rotary: runs on, but was never trained there
-    if trained is not None and total > trained:
+    if trained is not None and total > trained:  # rotary: runs on, but was never trained there
         warnings.warn(f"prompt + max_new_tokens = {total} positions, beyond the {trained} this model was "
                       "trained on: expect the text to degrade past that point", stacklevel=3)
 

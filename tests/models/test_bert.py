@@ -153,3 +153,54 @@ def test_broadcast_position_and_token_type_ids_with_padding():
         for pos in (torch.arange(6), torch.arange(6)[None]):
             out = model(ids, mask, types, pos).last_hidden_state
             torch.testing.assert_close(out, full)
+
+
+def _mlm_batch():
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randint(1, 50, (3, 10), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0
+    mask[2, 4:] = 0
+    labels = torch.full_like(ids, -100)
+    labels[0, [1, 5]] = ids[0, [1, 5]]
+    labels[1, 2] = ids[1, 2]
+    labels[2, 0] = ids[2, 0]
+    return dict(input_ids=ids, attention_mask=mask, labels=labels, next_sentence_label=torch.tensor([0, 1, 0]))
+
+
+@pytest.mark.parametrize("name", ["BertForPreTraining", "BertForMaskedLM"])
+def test_training_call_with_labels_computes_the_loss_at_labelled_positions_only(name):
+    """The HF-style training call takes the sparse path: no logits, the dense path's loss and gradients."""
+    from plmkit import models
+    torch.manual_seed(0)
+    model = getattr(models, name)(BertConfig(**TINY, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
+    batch = _mlm_batch()
+    if name == "BertForMaskedLM":
+        del batch["next_sentence_label"]
+    logits_of = (lambda out: out.prediction_logits) if name == "BertForPreTraining" else (lambda out: out.logits)
+    runs = {}
+    for kind, kwargs in (("fast", {}), ("dense", {"return_logits": True})):
+        model.zero_grad()
+        out = model(**batch, **kwargs)
+        out.loss.backward()
+        runs[kind] = out, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    (fast, fast_grads), (dense, dense_grads) = runs["fast"], runs["dense"]
+    assert model.training and logits_of(fast) is None
+    assert logits_of(dense).shape == (3, 10, 50)
+    torch.testing.assert_close(fast.loss, dense.loss, atol=1e-5, rtol=1e-5)
+    assert fast_grads.keys() == dense_grads.keys()
+    for n in dense_grads:
+        torch.testing.assert_close(fast_grads[n], dense_grads[n], atol=1e-5, rtol=1e-5, msg=n)
+
+    picked = batch["labels"] != -100
+    sparse = model(**batch, sparse_prediction=True)  # the (M, V) rows, in row-major order
+    torch.testing.assert_close(logits_of(sparse), logits_of(dense)[picked], atol=1e-5, rtol=1e-5)
+    assert logits_of(model(**batch, sparse_prediction=True, return_logits=False)) is None
+    no_labels = {k: v for k, v in batch.items() if k not in ("labels", "next_sentence_label")}
+    assert logits_of(model(**no_labels)).shape == (3, 10, 50)
+    model.eval()  # eval mode: the (B, T, V) logits, as Hugging Face
+    with torch.no_grad():
+        evaluated = model(**batch)
+        assert logits_of(evaluated).shape == (3, 10, 50)
+        torch.testing.assert_close(evaluated.loss, dense.loss, atol=1e-5, rtol=1e-5)
+        assert logits_of(model(**batch, return_logits=False)) is None

@@ -33,10 +33,12 @@ def _batch():
 
 @pytest.mark.parametrize("tie", [True, False])
 def test_training_step_with_fused_loss_equals_plain_one(tie):
+    """The default training call (labels, train mode) takes the fused loss: the same loss, gradients
+    and step as the call that asks for the logits."""
     for plain, fused in _models(tie):
         batch = _batch()
         steps = []
-        for model, kwargs in ((plain, {}), (fused, {"return_logits": False})):
+        for model, kwargs in ((plain, {"return_logits": True}), (fused, {})):
             opt = torch.optim.SGD(model.parameters(), lr=0.1)  # (Adam would magnify rounding in ~0 gradients)
             out = model(**batch, **kwargs)
             out.loss.backward()
@@ -60,12 +62,19 @@ def test_fused_loss_falls_back_for_a_lora_head():
         apply_lora(model, targets=("lm_head",), rank=2)
         torch.nn.init.normal_(model.lm_head.lora_B)  # a non-zero update that the fused path must not skip
     batch = _batch()
-    torch.testing.assert_close(fused(**batch, return_logits=False).loss, plain(**batch).loss, **TOL)
+    torch.testing.assert_close(fused(**batch, return_logits=False).loss, plain(**batch, return_logits=True).loss, **TOL)
 
 
-def test_default_call_keeps_logits():
-    model, _ = next(_models(tie=True))
-    batch = _batch()
-    out = model(**batch)
-    assert out.logits.shape == (3, 12, 97)
-    assert model(batch["input_ids"], return_logits=False).logits is None
+def test_logits_come_back_in_eval_mode_without_labels_or_when_asked():
+    for model, _ in _models(tie=True):
+        batch = _batch()
+        assert model.training and model(**batch).logits is None  # the fast path: training with labels
+        asked = model(**batch, return_logits=True)
+        assert asked.logits.shape == (3, 12, 97)
+        assert model(batch["input_ids"]).logits.shape == (3, 12, 97)  # no labels: logits
+        assert model(batch["input_ids"], return_logits=False).logits is None
+        model.eval()
+        evaluated = model(**batch)
+        assert evaluated.logits.shape == (3, 12, 97)  # eval mode: as Hugging Face
+        torch.testing.assert_close(evaluated.loss, asked.loss, **TOL)  # (dropout is off)
+        assert model(**batch, return_logits=False).logits is None

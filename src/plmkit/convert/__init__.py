@@ -1,34 +1,32 @@
 """Hugging Face checkpoint conversion: the only place that knows Hugging Face's key names.
 
-Each family module provides ``to_hf(state) -> state``, ``from_hf(state) -> state`` and ``hf_key(key)``.
+Each family module (plmkit.convert.<family>) defines ``CONVERTER``, a `keys.Converter`; the family's
+registry entry (plmkit.models.registry) names it, and the functions here dispatch on ``model_type``.
 """
 from __future__ import annotations
 
-import importlib
-
-from plmkit.errors import CheckpointError
-
-FAMILIES = {"bert": "plmkit.convert.bert", "gpt2": "plmkit.convert.gpt2", "llama": "plmkit.convert.llama"}
+from plmkit.errors import CheckpointError, ConfigError
 
 
-def _family(model_type: str):
+def converter(model_type: str):
+    """The key table of ``model_type``'s family."""
+    from plmkit.models.registry import family  # the registry imports the model families: on first use
     try:
-        return importlib.import_module(FAMILIES[model_type])
-    except KeyError:
-        raise CheckpointError(f"no Hugging Face key table for model_type {model_type!r}; "
-                              f"known: {', '.join(sorted(FAMILIES))}") from None
+        return family(model_type).converter
+    except ConfigError as err:
+        raise CheckpointError(f"no Hugging Face key table: {err}") from None
 
 
 def to_hf(model_type: str, state: dict) -> dict:
     """Our parameter names -> Hugging Face's."""
-    return _family(model_type).to_hf(state)
+    return converter(model_type).to_hf(state)
 
 
 def from_hf(model_type: str, state: dict) -> dict:
     """Hugging Face's parameter names -> ours."""
-    return _family(model_type).from_hf(state)
+    return converter(model_type).from_hf(state)
 
 
 def hf_key(model_type: str, key: str) -> str:
     """The Hugging Face name of one of our parameter keys, for messages."""
-    return _family(model_type).hf_key(key)
+    return converter(model_type).hf_key(key)

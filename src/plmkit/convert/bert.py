@@ -1,7 +1,7 @@
 """BERT: plmkit names <-> Hugging Face `BertModel` / `BertFor*` names."""
 from __future__ import annotations
 
-from plmkit.convert.keys import KeyTable, hf_key as _hf_key, rename
+from plmkit.convert.keys import Converter, KeyTable
 
 BODY = KeyTable([
     ("embeddings.word", "embeddings.word_embeddings"),
@@ -28,24 +28,24 @@ HEADS = KeyTable([
     ("qa_outputs", "qa_outputs"),
 ])
 
-PREFIX = "bert"
 MLM_BIAS = ("cls.predictions.decoder.bias", "cls.predictions.bias")  # HF keeps both names for one tensor
-BUFFERS = ("position_ids", "token_type_ids")  # non-parameter buffers old HF checkpoints carry
 
 
-def to_hf(state: dict) -> dict:
-    out = rename(state, BODY, HEADS, PREFIX, to_hf=True)
-    if MLM_BIAS[0] in out:  # the canonical name first: checkpoints store a shared tensor once
-        bias = out.pop(MLM_BIAS[0])
-        out[MLM_BIAS[1]] = out[MLM_BIAS[0]] = bias
-    return out
+class BertConverter(Converter):
+    """Renaming, plus the MLM bias's two names and TF-era LayerNorm names (gamma/beta)."""
 
+    def to_hf(self, state: dict) -> dict:
+        out = super().to_hf(state)
+        if MLM_BIAS[0] in out:  # the canonical name first: checkpoints store a shared tensor once
+            bias = out.pop(MLM_BIAS[0])
+            out[MLM_BIAS[1]] = out[MLM_BIAS[0]] = bias
+        return out
 
-def from_hf(state: dict) -> dict:
-    state = {_modern_norm_names(k): v for k, v in state.items() if k.rsplit(".", 1)[-1] not in BUFFERS}
-    if MLM_BIAS[1] in state:
-        state[MLM_BIAS[0]] = state.pop(MLM_BIAS[1])
-    return rename(state, BODY, HEADS, PREFIX, to_hf=False)
+    def from_hf(self, state: dict) -> dict:
+        state = {_modern_norm_names(k): v for k, v in state.items()}
+        if MLM_BIAS[1] in state:
+            state[MLM_BIAS[0]] = state.pop(MLM_BIAS[1])
+        return super().from_hf(state)
 
 
 def _modern_norm_names(key: str) -> str:
@@ -57,5 +57,5 @@ def _modern_norm_names(key: str) -> str:
     return key
 
 
-def hf_key(key: str) -> str:
-    return _hf_key(key, BODY, HEADS, PREFIX)
+# the non-parameter buffers old HF checkpoints carry are dropped
+CONVERTER = BertConverter(BODY, HEADS, prefix="bert", dropped=r"(^|\.)(position_ids|token_type_ids)$")

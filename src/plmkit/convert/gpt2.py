@@ -11,7 +11,7 @@ import re
 
 import torch
 
-from plmkit.convert.keys import KeyTable, hf_key as _hf_key, rename
+from plmkit.convert.keys import Converter, KeyTable
 
 BODY = KeyTable([
     ("embeddings.word", "wte"),
@@ -24,43 +24,43 @@ BODY = KeyTable([
     ("final_norm", "ln_f"),
 ])
 HEADS = KeyTable([("lm_head", "lm_head")])
-PREFIX = "transformer"
 CONV1D = re.compile(r"(^|\.)h\.\d+\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.weight$")
-BUFFER = re.compile(r"(^|\.)h\.\d+\.attn\.(bias|masked_bias)$")
 OURS_QKV = re.compile(r"^(?P<pre>(?:transformer\.)?)layers\.(?P<i>\d+)\.attn\.(?P<w>[qkv])\.(?P<p>weight|bias)$")
 HF_QKV = re.compile(r"^(?P<pre>(?:transformer\.)?)h\.(?P<i>\d+)\.attn\.c_attn\.(?P<p>weight|bias)$")
 
 
-def to_hf(state: dict) -> dict:
-    fused, rest = {}, {}
-    for key, t in state.items():
+class GPT2Converter(Converter):
+    """Renaming, plus fusing q/k/v into ``c_attn`` and transposing the ``Conv1D`` weights."""
+
+    def to_hf(self, state: dict) -> dict:
+        fused, rest = {}, {}
+        for key, t in state.items():
+            m = OURS_QKV.match(key)
+            if m:
+                fused.setdefault(f"{m['pre']}h.{m['i']}.attn.c_attn.{m['p']}", {})[m["w"]] = t
+            else:
+                rest[key] = t
+        out = super().to_hf(rest)
+        for key, parts in fused.items():
+            out[key] = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)
+        return {k: (t.t().contiguous() if CONV1D.search(k) else t) for k, t in out.items()}
+
+    def from_hf(self, state: dict) -> dict:
+        split, rest = {}, {}
+        for key, t in state.items():  # (the dropped buffers are neither Conv1D weights nor c_attn)
+            t = t.t().contiguous() if CONV1D.search(key) else t
+            m = HF_QKV.match(key)
+            if m:
+                for name, part in zip("qkv", t.chunk(3, dim=0)):
+                    split[f"{m['pre']}layers.{m['i']}.attn.{name}.{m['p']}"] = part.contiguous()
+            else:
+                rest[key] = t
+        return {**super().from_hf(rest), **split}
+
+    def hf_key(self, key: str) -> str:
+        """q, k and v are slices of one ``c_attn``."""
         m = OURS_QKV.match(key)
-        if m:
-            fused.setdefault(f"{m['pre']}h.{m['i']}.attn.c_attn.{m['p']}", {})[m["w"]] = t
-        else:
-            rest[key] = t
-    out = rename(rest, BODY, HEADS, PREFIX, to_hf=True)
-    for key, parts in fused.items():
-        out[key] = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)
-    return {k: (t.t().contiguous() if CONV1D.search(k) else t) for k, t in out.items()}
+        return f"{m['pre']}h.{m['i']}.attn.c_attn.{m['p']}" if m else super().hf_key(key)
 
 
-def from_hf(state: dict) -> dict:
-    split, rest = {}, {}
-    for key, t in state.items():
-        if BUFFER.search(key):
-            continue
-        t = t.t().contiguous() if CONV1D.search(key) else t
-        m = HF_QKV.match(key)
-        if m:
-            for name, part in zip("qkv", t.chunk(3, dim=0)):
-                split[f"{m['pre']}layers.{m['i']}.attn.{name}.{m['p']}"] = part.contiguous()
-        else:
-            rest[key] = t
-    return {**rename(rest, BODY, HEADS, PREFIX, to_hf=False), **split}
-
-
-def hf_key(key: str) -> str:
-    """q, k and v are slices of one ``c_attn``."""
-    m = OURS_QKV.match(key)
-    return f"{m['pre']}h.{m['i']}.attn.c_attn.{m['p']}" if m else _hf_key(key, BODY, HEADS, PREFIX)
+CONVERTER = GPT2Converter(BODY, HEADS, prefix="transformer", dropped=r"(^|\.)h\.\d+\.attn\.(bias|masked_bias)$")

@@ -1,4 +1,5 @@
-"""Key tables: our module names <-> Hugging Face's, as pairs of templates where ``{i}`` is a layer index."""
+"""Key tables: our module names <-> Hugging Face's, as pairs of templates where ``{i}`` is a layer index,
+and `Converter`, one family's two-way table for whole state dicts."""
 from __future__ import annotations
 
 import re
@@ -59,3 +60,28 @@ def rename(state: dict, body: KeyTable, heads: KeyTable, prefix: str, to_hf: boo
 def hf_key(key: str, body: KeyTable, heads: KeyTable, prefix: str) -> str:
     """The Hugging Face name of one of our keys (the key itself when no table knows it)."""
     return next(iter(rename({key: None}, body, heads, prefix, to_hf=True)))
+
+
+class Converter:
+    """One family's checkpoint names: the body's table (keys under ``prefix.`` in task checkpoints, or
+    bare in base ones), the heads' table, and the buffers old Hugging Face checkpoints carry that
+    plmkit recomputes (``dropped``, a regex searched in each Hugging Face key). A family with more
+    than renaming (fused or transposed tensors) subclasses it."""
+
+    def __init__(self, body: KeyTable, heads: KeyTable, prefix: str, dropped: str | None = None):
+        self.body, self.heads, self.prefix = body, heads, prefix
+        self.dropped = re.compile(dropped) if dropped else None
+
+    def to_hf(self, state: dict) -> dict:
+        """Our parameter names -> Hugging Face's."""
+        return rename(state, self.body, self.heads, self.prefix, to_hf=True)
+
+    def from_hf(self, state: dict) -> dict:
+        """Hugging Face's parameter names -> ours."""
+        if self.dropped is not None:
+            state = {k: v for k, v in state.items() if not self.dropped.search(k)}
+        return rename(state, self.body, self.heads, self.prefix, to_hf=False)
+
+    def hf_key(self, key: str) -> str:
+        """The Hugging Face name of one of our keys (the key itself when no table knows it)."""
+        return hf_key(key, self.body, self.heads, self.prefix)

@@ -4,7 +4,7 @@ The rotary ``inv_freq`` buffers that old checkpoints carry are dropped (plmkit r
 """
 from __future__ import annotations
 
-from plmkit.convert.keys import KeyTable, hf_key as _hf_key, rename
+from plmkit.convert.keys import Converter, KeyTable
 
 BODY = KeyTable([
     ("embeddings.word", "embed_tokens"),
@@ -20,17 +20,5 @@ BODY = KeyTable([
     ("final_norm", "norm"),
 ])
 HEADS = KeyTable([("lm_head", "lm_head")])
-PREFIX = "model"
 
-
-def to_hf(state: dict) -> dict:
-    return rename(state, BODY, HEADS, PREFIX, to_hf=True)
-
-
-def from_hf(state: dict) -> dict:
-    state = {k: v for k, v in state.items() if not k.endswith("rotary_emb.inv_freq")}
-    return rename(state, BODY, HEADS, PREFIX, to_hf=False)
-
-
-def hf_key(key: str) -> str:
-    return _hf_key(key, BODY, HEADS, PREFIX)
+CONVERTER = Converter(BODY, HEADS, prefix="model", dropped=r"rotary_emb\.inv_freq$")

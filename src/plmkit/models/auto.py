@@ -1,33 +1,12 @@
 """`AutoModel*` entry points: pick the class from config.json's `model_type` and `architectures`."""
 from __future__ import annotations
 
-import importlib
 import json
 
 from plmkit.errors import ConfigError
 from plmkit.models.config import ModelConfig, config_json_path, read_config_json
 from plmkit.models.io import check_model_dir
-
-# model_type -> (module, {task: class name})
-REGISTRY: dict[str, tuple[str, dict[str, str]]] = {
-    "bert": ("plmkit.models.bert", {
-        "base": "BertModel", "pretraining": "BertForPreTraining", "masked-lm": "BertForMaskedLM",
-        "next-sentence": "BertForNextSentencePrediction", "sequence-classification": "BertForSequenceClassification",
-        "token-classification": "BertForTokenClassification", "question-answering": "BertForQuestionAnswering",
-        "relation-classification": "BertForRelationClassification",
-    }),
-    "gpt2": ("plmkit.models.gpt2", {"base": "GPT2Model", "causal-lm": "GPT2LMHeadModel"}),
-    "llama": ("plmkit.models.llama", {"base": "LlamaModel", "causal-lm": "LlamaForCausalLM"}),
-}
-
-
-def model_class(model_type: str, task: str):
-    if model_type not in REGISTRY:
-        raise ConfigError(f"model_type {model_type!r} is not supported; known: {', '.join(sorted(REGISTRY))}")
-    module, tasks = REGISTRY[model_type]
-    if task not in tasks:
-        raise ConfigError(f"{model_type} has no {task!r} model; it has: {', '.join(tasks)}")
-    return getattr(importlib.import_module(module), tasks[task])
+from plmkit.models.registry import family, model_class
 
 
 def read_model_type(path) -> tuple[str, list[str]]:
@@ -92,8 +71,11 @@ class AutoConfig:
 def load_any(path, **config_overrides):
     """The exact class named in config.json's `architectures` (falls back to the base model)."""
     model_type, architectures = read_model_type(path)
-    module, tasks = REGISTRY.get(model_type, (None, {}))
-    for task, name in tasks.items():
-        if name in architectures:
-            return model_class(model_type, task).from_pretrained(path, **config_overrides)
-    return AutoModel.from_pretrained(path, **config_overrides)
+    f = family(model_type)
+    task = next((t for t in map(f.task_of, architectures) if t is not None), "base")
+    return f.model_class(task).from_pretrained(path, **config_overrides)
+
+
+__all__ = ["AutoModel", "AutoModelForCausalLM", "AutoModelForMaskedLM", "AutoModelForPreTraining",
+           "AutoModelForQuestionAnswering", "AutoModelForSequenceClassification", "AutoModelForTokenClassification",
+           "load_any", "model_class", "read_model_type"]

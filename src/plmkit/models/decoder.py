@@ -1,5 +1,7 @@
-"""What every decoder-only (causal) language model shares: positions and masks from the
-``attention_mask``, the layer loop with an optional KV cache, and the shifted next-token loss.
+"""What every decoder-only (causal) language model shares: the body (`DecoderBody`: positions and
+masks from the ``attention_mask``, the layer loop with an optional KV cache) and the LM head
+(`CausalLMHead`: the vocabulary projection and the shifted next-token loss). A family (GPT-2,
+Llama) builds the modules and says only how tokens enter the first block.
 
 Padding: ``attention_mask`` (B, T) may pad on the left (batched generation) or on the right
 (training). Position ids default to ``cumsum(attention_mask) - 1`` so that every row's first real
@@ -21,7 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from plmkit.errors import PlmkitError
-from plmkit.models.outputs import CausalLMOutput
+from plmkit.models.outputs import BaseModelOutput, CausalLMOutput
+from plmkit.nn.cache import KVCache
 from plmkit.nn.losses import IGNORE_INDEX, linear_cross_entropy
 from plmkit.nn.masks import (attention_bias, causal_bias, document_bias, positions_from_documents,
                              positions_from_mask)
@@ -93,25 +96,77 @@ def causal_lm_loss(logits: Tensor, labels: Tensor) -> Tensor:
     return F.cross_entropy(logits.reshape(-1, v).float(), next_token_targets(labels), ignore_index=IGNORE_INDEX)
 
 
-def check_length(n_positions: int | None, needed: int) -> None:
-    if n_positions is not None and needed > n_positions:
-        raise PlmkitError(f"the sequence would have {needed} positions but this model takes at most {n_positions}: "
+def check_length(max_positions: int | None, needed: int) -> None:
+    if max_positions is not None and needed > max_positions:
+        raise PlmkitError(f"the sequence would have {needed} positions but this model takes at most {max_positions}: "
                           "shorten the prompt or max_new_tokens")
+
+
+class DecoderBody:
+    """The body of a decoder-only LM (mixed into a PreTrainedModel): the family's ``__init__`` sets
+    ``embeddings`` (a ModuleDict with ``word``), ``layers`` (pre-norm TransformerBlocks) and
+    ``final_norm``, and overrides `embed` (and `rotary` for rotary positions); the KV cache and the
+    forward are shared."""
+
+    def embed(self, input_ids: Tensor, position_ids: Tensor) -> Tensor:
+        """(B, T) ids and positions -> (B, T, D), the input of the first block."""
+        raise NotImplementedError
+
+    def rotary(self, position_ids: Tensor, dtype: torch.dtype):
+        """The rotary position function the attention applies to q and k (None: no rotary positions)."""
+        return None
+
+    def make_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None, device=None) -> KVCache:
+        """An empty KV cache for ``batch`` sequences of up to ``max_len`` positions."""
+        attn, w = self.layers[0].attn, self.embeddings["word"].weight
+        return KVCache(len(self.layers), batch, attn.n_kv_heads, max_len, attn.d_head, dtype or w.dtype,
+                       device or w.device)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, position_ids: Tensor | None = None,
+                past_key_values: KVCache | None = None, output_attentions: bool = False,
+                output_hidden_states: bool = False, document_ids: Tensor | None = None) -> BaseModelOutput:
+        """input_ids (B, T); attention_mask (B, T) 1 = token, 0 = padding, or (B, past + T) with a cache.
+
+        document_ids (B, T): packed documents; attention stays inside each one (see the module docstring).
+        """
+        past = past_key_values.length if past_key_values is not None else 0
+        check_length(self.config.max_positions, past + input_ids.shape[1])
+        dtype = self.embeddings["word"].weight.dtype
+        position_ids, bias, causal = decoder_inputs(input_ids, attention_mask, position_ids, past, dtype, document_ids)
+        x = self.embed(input_ids, position_ids)  # (B, T, D)
+        x, hidden, attentions = run_layers(self.layers, x, bias, causal, self.rotary(position_ids, x.dtype),
+                                           past_key_values, output_hidden_states, output_attentions)
+        x = self.final_norm(x)
+        return BaseModelOutput(x, None, tuple(hidden) + (x,) if output_hidden_states else None,
+                               tuple(attentions) if output_attentions else None, past_key_values)
 
 
 class CausalLMHead:
     """What every ``*ForCausalLM`` shares (mixed into a PreTrainedModel whose ``base_prefix`` names
-    the decoder body): the vocabulary projection, tied to the token embeddings when the config says
-    so, the KV cache, and a forward that returns logits and the shifted loss."""
+    the decoder body, an instance of ``body_class``): the vocabulary projection, tied to the token
+    embeddings when the config says so, the KV cache, and a forward that returns logits and the
+    shifted loss.
 
-    def init_lm_head(self, d_model: int, vocab_size: int, tie: bool, std: float) -> None:
-        self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
-        if tie:
+    Fast by default, unlike Hugging Face: given ``labels`` in training mode, the loss comes from the
+    chunked LM head + cross-entropy (plmkit.nn.losses.linear_cross_entropy), which never materialises
+    the (B, T, V) logits or their gradient, and ``.logits`` is None (Hugging Face always returns them).
+    The loss and gradients are the same. ``return_logits=True`` (or eval mode) gives the logits and
+    the same loss; ``return_logits=False`` never gives logits, in either mode.
+    """
+
+    body_class: type  # the family's DecoderBody model, built under ``base_prefix``
+
+    def __init__(self, config):
+        super().__init__(config)
+        setattr(self, self.base_prefix, self.body_class(config))
+        c = config
+        self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
+        if c.tie_word_embeddings:
             self.lm_head.weight = self.body.embeddings["word"].weight
             self.tied_keys = ("lm_head.weight",)
         else:
             self.tied_keys = ()
-            nn.init.normal_(self.lm_head.weight, std=std)
+            nn.init.normal_(self.lm_head.weight, std=c.initializer_range)
 
     @property
     def body(self) -> nn.Module:
@@ -123,16 +178,17 @@ class CausalLMHead:
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, position_ids: Tensor | None = None,
                 labels: Tensor | None = None, past_key_values=None, logits_to_keep: int = 0,
                 output_attentions: bool = False, output_hidden_states: bool = False,
-                document_ids: Tensor | None = None, return_logits: bool = True) -> CausalLMOutput:
+                document_ids: Tensor | None = None, return_logits: bool | None = None) -> CausalLMOutput:
         """labels (B, T): usually input_ids with padding set to -100; shifted inside (predict token t+1).
 
         logits_to_keep: compute logits for the last k positions only (0 = all), as in generation.
-        return_logits=False (training): ``.logits`` is None and the loss comes from the chunked
-        plmkit.nn.losses.linear_cross_entropy, which never materialises the (B, T, V) logits.
+        return_logits: None = logits unless training with labels (see the class docstring).
         """
         out = self.body(input_ids, attention_mask, position_ids, past_key_values, output_attentions,
                         output_hidden_states, document_ids=document_ids)
         h = out.last_hidden_state
+        if return_logits is None:
+            return_logits = not (self.training and labels is not None) or bool(logits_to_keep)
         if not return_logits and type(self.lm_head) is nn.Linear and self.lm_head.bias is None:
             loss = None if labels is None else linear_cross_entropy(
                 h.reshape(-1, h.shape[-1]), self.lm_head.weight, next_token_targets(labels))

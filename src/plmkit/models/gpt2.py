@@ -14,16 +14,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor, nn
 
-from plmkit.errors import ConfigError
+from plmkit.convert.gpt2 import CONVERTER
 from plmkit.generation import GenerationMixin
 from plmkit.models.base import PreTrainedModel
 from plmkit.models.config import ModelConfig
-from plmkit.models.decoder import CausalLMHead, check_length, decoder_inputs, run_layers
-from plmkit.models.outputs import BaseModelOutput
-from plmkit.nn import FeedForward, KVCache, MultiHeadAttention, TransformerBlock
+from plmkit.models.registry import Family, config_from_preset, register
+from plmkit.models.decoder import CausalLMHead, DecoderBody
+from plmkit.nn import FeedForward, MultiHeadAttention, TransformerBlock
 from plmkit.nn.mlp import ACTIVATIONS
 
 
@@ -82,9 +81,8 @@ class GPT2Config(ModelConfig):
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "GPT2Config":
-        if name not in GPT2_PRESETS:
-            raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(GPT2_PRESETS)}")
-        return cls(**{**GPT2_PRESETS[name], **overrides})
+        """A preset of GPT2_PRESETS with ``overrides`` (plmkit.models.registry.config_from_preset)."""
+        return config_from_preset(name, model_type=cls.model_type, **overrides)
 
 
 def _size(layers: int, dim: int, heads: int | None = None) -> dict:
@@ -114,7 +112,7 @@ class GPT2PreTrainedModel(GenerationMixin, PreTrainedModel):
                 nn.init.normal_(p, std=std)
 
 
-class GPT2Model(GPT2PreTrainedModel):
+class GPT2Model(DecoderBody, GPT2PreTrainedModel):
     """Token + position embeddings, N pre-LN blocks, final LayerNorm."""
 
     base_prefix = ""
@@ -134,34 +132,14 @@ class GPT2Model(GPT2PreTrainedModel):
         self.final_norm = nn.LayerNorm(c.n_embd, eps=c.layer_norm_epsilon)
         self.init_weights()
 
-    def make_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None, device=None) -> KVCache:
-        """An empty KV cache for ``batch`` sequences of up to ``max_len`` positions."""
-        c, w = self.config, self.embeddings["word"].weight
-        return KVCache(c.n_layer, batch, c.n_head, max_len, c.n_embd // c.n_head, dtype or w.dtype, device or w.device)
-
-    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, position_ids: Tensor | None = None,
-                past_key_values: KVCache | None = None, output_attentions: bool = False,
-                output_hidden_states: bool = False, document_ids: Tensor | None = None) -> BaseModelOutput:
-        """input_ids (B, T); attention_mask (B, T) 1 = token, 0 = padding, or (B, past + T) with a cache.
-
-        document_ids (B, T): packed documents; attention stays inside each one (plmkit.models.decoder).
-        """
-        past = past_key_values.length if past_key_values is not None else 0
-        check_length(self.config.n_positions, past + input_ids.shape[1])
-        dtype = self.embeddings["word"].weight.dtype
-        position_ids, bias, causal = decoder_inputs(input_ids, attention_mask, position_ids, past, dtype, document_ids)
-        x = self.dropout(self.embeddings["word"](input_ids) + self.embeddings["position"](position_ids))
-        x, hidden, attentions = run_layers(self.layers, x, bias, causal, None, past_key_values,
-                                           output_hidden_states, output_attentions)
-        x = self.final_norm(x)
-        return BaseModelOutput(x, None, tuple(hidden) + (x,) if output_hidden_states else None,
-                               tuple(attentions) if output_attentions else None, past_key_values)
+    def embed(self, input_ids: Tensor, position_ids: Tensor) -> Tensor:
+        return self.dropout(self.embeddings["word"](input_ids) + self.embeddings["position"](position_ids))
 
 
 class GPT2LMHeadModel(CausalLMHead, GPT2PreTrainedModel):
     """GPT2Model + a vocabulary projection (tied to the token embeddings unless tie_word_embeddings=false)."""
 
-    def __init__(self, config: GPT2Config):
-        super().__init__(config)
-        self.transformer = GPT2Model(config)
-        self.init_lm_head(config.n_embd, config.vocab_size, config.tie_word_embeddings, config.initializer_range)
+    body_class = GPT2Model
+
+
+register(Family(GPT2Config, {"base": GPT2Model, "causal-lm": GPT2LMHeadModel}, CONVERTER, GPT2_PRESETS))

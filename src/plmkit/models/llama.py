@@ -13,13 +13,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from plmkit.errors import ConfigError
+from plmkit.convert.llama import CONVERTER
 from plmkit.generation import GenerationMixin
 from plmkit.models.base import PreTrainedModel
 from plmkit.models.config import ModelConfig
-from plmkit.models.decoder import CausalLMHead, decoder_inputs, run_layers
-from plmkit.models.outputs import BaseModelOutput
-from plmkit.nn import FeedForward, KVCache, MultiHeadAttention, RMSNorm, RotaryEmbedding, TransformerBlock
+from plmkit.models.registry import Family, config_from_preset, register
+from plmkit.models.decoder import CausalLMHead, DecoderBody
+from plmkit.nn import FeedForward, MultiHeadAttention, RMSNorm, RotaryEmbedding, TransformerBlock
 from plmkit.nn.mlp import ACTIVATIONS
 
 
@@ -101,9 +101,8 @@ class LlamaConfig(ModelConfig):
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "LlamaConfig":
-        if name not in LLAMA_PRESETS:
-            raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(LLAMA_PRESETS)}")
-        return cls(**{**LLAMA_PRESETS[name], **overrides})
+        """A preset of LLAMA_PRESETS with ``overrides`` (plmkit.models.registry.config_from_preset)."""
+        return config_from_preset(name, model_type=cls.model_type, **overrides)
 
 
 def _size(layers: int, dim: int, heads: int, kv_heads: int, ff: int) -> dict:
@@ -132,7 +131,7 @@ class LlamaPreTrainedModel(GenerationMixin, PreTrainedModel):
                 nn.init.ones_(m.weight)
 
 
-class LlamaModel(LlamaPreTrainedModel):
+class LlamaModel(DecoderBody, LlamaPreTrainedModel):
     """Token embeddings, N pre-RMSNorm blocks (RoPE attention with GQA, SwiGLU), final RMSNorm."""
 
     base_prefix = ""
@@ -151,34 +150,17 @@ class LlamaModel(LlamaPreTrainedModel):
         self.rope = RotaryEmbedding(c.head_dim, c.max_position_embeddings, c.rope_theta)
         self.init_weights()
 
-    def make_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None, device=None) -> KVCache:
-        """An empty KV cache for ``batch`` sequences of up to ``max_len`` positions."""
-        c, w = self.config, self.embeddings["word"].weight
-        return KVCache(c.num_hidden_layers, batch, c.num_key_value_heads, max_len, c.head_dim, dtype or w.dtype,
-                       device or w.device)
+    def embed(self, input_ids: Tensor, position_ids: Tensor) -> Tensor:
+        return self.embeddings["word"](input_ids)
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, position_ids: Tensor | None = None,
-                past_key_values: KVCache | None = None, output_attentions: bool = False,
-                output_hidden_states: bool = False, document_ids: Tensor | None = None) -> BaseModelOutput:
-        """input_ids (B, T); attention_mask (B, T) 1 = token, 0 = padding, or (B, past + T) with a cache.
-
-        document_ids (B, T): packed documents; attention stays inside each one (plmkit.models.decoder).
-        """
-        past = past_key_values.length if past_key_values is not None else 0
-        x = self.embeddings["word"](input_ids)
-        position_ids, bias, causal = decoder_inputs(input_ids, attention_mask, position_ids, past, x.dtype, document_ids)
-        rotary = self.rope(position_ids, x.dtype)
-        x, hidden, attentions = run_layers(self.layers, x, bias, causal, rotary, past_key_values,
-                                           output_hidden_states, output_attentions)
-        x = self.final_norm(x)
-        return BaseModelOutput(x, None, tuple(hidden) + (x,) if output_hidden_states else None,
-                               tuple(attentions) if output_attentions else None, past_key_values)
+    def rotary(self, position_ids: Tensor, dtype: torch.dtype):
+        return self.rope(position_ids, dtype)
 
 
 class LlamaForCausalLM(CausalLMHead, LlamaPreTrainedModel):
     """LlamaModel + a vocabulary projection (tied to the embeddings when tie_word_embeddings=true)."""
 
-    def __init__(self, config: LlamaConfig):
-        super().__init__(config)
-        self.model = LlamaModel(config)
-        self.init_lm_head(config.hidden_size, config.vocab_size, config.tie_word_embeddings, config.initializer_range)
+    body_class = LlamaModel
+
+
+register(Family(LlamaConfig, {"base": LlamaModel, "causal-lm": LlamaForCausalLM}, CONVERTER, LLAMA_PRESETS))

@@ -31,7 +31,7 @@ class BaseModelOutput(ModelOutput):
 @dataclass
 class MaskedLMOutput(ModelOutput):
     loss: Tensor | None = None
-    logits: Tensor | None = None  # (B, T, V), or (M, V) for the M labelled positions with sparse_prediction
+    logits: Tensor | None = None  # (B, T, V); (M, V) with sparse_prediction; None training with labels
     hidden_states: tuple[Tensor, ...] | None = None
     attentions: tuple[Tensor, ...] | None = None
 
@@ -39,7 +39,7 @@ class MaskedLMOutput(ModelOutput):
 @dataclass
 class PreTrainingOutput(ModelOutput):
     loss: Tensor | None = None  # mlm_loss + nsp_loss
-    prediction_logits: Tensor | None = None  # (B, T, V) or (M, V) sparse
+    prediction_logits: Tensor | None = None  # (B, T, V); (M, V) with sparse_prediction; None training with labels
     seq_relationship_logits: Tensor | None = None  # (B, 2)
     mlm_loss: Tensor | None = None
     nsp_loss: Tensor | None = None
@@ -69,7 +69,7 @@ class QuestionAnsweringOutput(ModelOutput):
 @dataclass
 class CausalLMOutput(ModelOutput):
     loss: Tensor | None = None
-    logits: Tensor | None = None  # (B, T, V)
+    logits: Tensor | None = None  # (B, T, V); None training with labels (unless return_logits=True)
     past_key_values: object | None = None
     hidden_states: tuple[Tensor, ...] | None = None
     attentions: tuple[Tensor, ...] | None = None

@@ -58,9 +58,13 @@ class ClmResult:
 def check(config) -> None:
     """Refuse, before any work, a preset that is not a decoder's and a model section its config
     cannot take (a field its family does not have, a value of the wrong type)."""
+    from plmkit.models.registry import family_of_preset
+
     model = config.model
-    if model.preset.startswith("bert"):
-        raise ConfigError(f"--objective clm trains a decoder: use a gpt2-* or llama-* preset, not {model.preset!r}")
+    try:
+        family_of_preset(model.preset, task="causal-lm")
+    except ConfigError as err:
+        raise ConfigError(f"--objective clm trains a decoder: {err}") from None
     check_field_types(causal_lm_config(model.preset, config.data.seq_len, model.dropout, model.config), "model")
 
 
@@ -140,7 +144,7 @@ def _tokenizer(path, corpus: list[str], vocab_size: int | None, seq_len: int, ou
 
 def build_causal_lm(preset: str, tokenizer, seq_len: int, dropout: float = 0.0,
                     overrides: dict[str, Any] | None = None):
-    """A fresh GPT2LMHeadModel or LlamaForCausalLM sized by `preset` for `tokenizer`, context `seq_len`."""
+    """A fresh causal LM (GPT2LMHeadModel, LlamaForCausalLM, ...) sized by `preset` for `tokenizer`, context `seq_len`."""
     from plmkit.models.auto import model_class
 
     special = dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.eos_token_id,
@@ -150,15 +154,13 @@ def build_causal_lm(preset: str, tokenizer, seq_len: int, dropout: float = 0.0,
 
 
 def causal_lm_config(preset: str, seq_len: int, dropout: float = 0.0, fields: dict[str, Any] | None = None):
-    """The config of a fresh decoder: `preset`, context `seq_len`, every dropout rate `dropout`, then
-    `fields` of its family (the more specific: they win), checked like config.json's."""
-    if preset.startswith(("llama", "tinyllama")):
-        from plmkit.models.llama import LlamaConfig as config_class
-    else:
-        from plmkit.models.gpt2 import GPT2Config as config_class
-    base = config_class.from_preset(preset)
-    neutral = {base.field_names["context_length"]: seq_len, **base.dropout_overrides(dropout)}
-    return config_class.from_dict({**base.to_dict(), **neutral, **(fields or {})}, source="model")
+    """The config of a fresh decoder: `preset` (of a family with a causal-LM model), context `seq_len`,
+    every dropout rate `dropout`, then `fields` of its family (the more specific: they win), checked
+    like config.json's."""
+    from plmkit.models.registry import config_from_preset, family_of_preset
+
+    family_of_preset(preset, task="causal-lm")
+    return config_from_preset(preset, context_length=seq_len, dropout=dropout, **(fields or {}))
 
 
 def format_result(result: ClmResult) -> str:
