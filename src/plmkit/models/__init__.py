@@ -8,3 +8,4 @@ from plmkit.models.bert import (BERT_PRESETS, BertConfig, BertForMaskedLM, BertF
 from plmkit.models.gpt2 import GPT2_PRESETS, GPT2Config, GPT2LMHeadModel, GPT2Model
 from plmkit.models.llama import LLAMA_PRESETS, LlamaConfig, LlamaForCausalLM, LlamaModel
 from plmkit.models.sentence_transformers import SentenceTransformerFiles, sentence_embeddings
+from plmkit.models.registry import Family, config_from_preset, families, family, family_of_preset

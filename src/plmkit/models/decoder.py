@@ -23,9 +23,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from plmkit.errors import PlmkitError
+from plmkit.generation import GenerationMixin
+from plmkit.models.base import PreTrainedModel
 from plmkit.models.outputs import BaseModelOutput, CausalLMOutput
 from plmkit.nn.cache import KVCache
-from plmkit.nn.losses import IGNORE_INDEX, linear_cross_entropy
+from plmkit.nn.losses import linear_cross_entropy
+from plmkit.utils.constants import IGNORE_INDEX
 from plmkit.nn.masks import (attention_bias, causal_bias, document_bias, positions_from_documents,
                              positions_from_mask)
 
@@ -100,6 +103,13 @@ def check_length(max_positions: int | None, needed: int) -> None:
     if max_positions is not None and needed > max_positions:
         raise PlmkitError(f"the sequence would have {needed} positions but this model takes at most {max_positions}: "
                           "shorten the prompt or max_new_tokens")
+
+
+class DecoderPreTrainedModel(GenerationMixin, PreTrainedModel):
+    """The base of a decoder family's models (``generate``, ``stream``): the family sets
+    ``config_class`` and ``base_prefix``, the attribute that holds the body in its LM."""
+
+    body_roots = ("embeddings", "layers", "final_norm")
 
 
 class DecoderBody:

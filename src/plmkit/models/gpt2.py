@@ -17,11 +17,9 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from plmkit.convert.gpt2 import CONVERTER
-from plmkit.generation import GenerationMixin
-from plmkit.models.base import PreTrainedModel
 from plmkit.models.config import ModelConfig
 from plmkit.models.registry import Family, config_from_preset, register
-from plmkit.models.decoder import CausalLMHead, DecoderBody
+from plmkit.models.decoder import CausalLMHead, DecoderBody, DecoderPreTrainedModel
 from plmkit.nn import FeedForward, MultiHeadAttention, TransformerBlock
 from plmkit.nn.mlp import ACTIVATIONS
 
@@ -98,10 +96,9 @@ GPT2_PRESETS = {
 }
 
 
-class GPT2PreTrainedModel(GenerationMixin, PreTrainedModel):
+class GPT2PreTrainedModel(DecoderPreTrainedModel):
     config_class = GPT2Config
     base_prefix = "transformer"
-    body_roots = ("embeddings", "layers", "final_norm")
 
     def init_weights(self) -> None:
         """N(0, 0.02) everywhere; residual output projections scaled by 1/sqrt(2 * n_layer) (GPT-2 paper)."""

@@ -14,11 +14,9 @@ import torch
 from torch import Tensor, nn
 
 from plmkit.convert.llama import CONVERTER
-from plmkit.generation import GenerationMixin
-from plmkit.models.base import PreTrainedModel
 from plmkit.models.config import ModelConfig
 from plmkit.models.registry import Family, config_from_preset, register
-from plmkit.models.decoder import CausalLMHead, DecoderBody
+from plmkit.models.decoder import CausalLMHead, DecoderBody, DecoderPreTrainedModel
 from plmkit.nn import FeedForward, MultiHeadAttention, RMSNorm, RotaryEmbedding, TransformerBlock
 from plmkit.nn.mlp import ACTIVATIONS
 
@@ -119,10 +117,9 @@ LLAMA_PRESETS = {
 }
 
 
-class LlamaPreTrainedModel(GenerationMixin, PreTrainedModel):
+class LlamaPreTrainedModel(DecoderPreTrainedModel):
     config_class = LlamaConfig
     base_prefix = "model"
-    body_roots = ("embeddings", "layers", "final_norm")
 
     def init_weights(self) -> None:
         super().init_weights()
