@@ -65,7 +65,7 @@ class AutoConfig:
     def config_class(model_type: str | None, source="config") -> type[ModelConfig]:
         if model_type is None:
             raise ConfigError(f"{source}: no model_type field")
-        return model_class(model_type, "base").config_class
+        return family(model_type).config
 
 
 def load_any(path, **config_overrides):
@@ -76,6 +76,6 @@ def load_any(path, **config_overrides):
     return f.model_class(task).from_pretrained(path, **config_overrides)
 
 
-__all__ = ["AutoModel", "AutoModelForCausalLM", "AutoModelForMaskedLM", "AutoModelForPreTraining",
+__all__ = ["AutoConfig", "AutoModel", "AutoModelForCausalLM", "AutoModelForMaskedLM", "AutoModelForPreTraining",
            "AutoModelForQuestionAnswering", "AutoModelForSequenceClassification", "AutoModelForTokenClassification",
            "load_any", "model_class", "read_model_type"]

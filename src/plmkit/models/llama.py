@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from plmkit.convert.llama import CONVERTER
+from plmkit.errors import ConfigError
 from plmkit.models.config import ModelConfig
 from plmkit.models.registry import Family, config_from_preset, register
 from plmkit.models.decoder import CausalLMHead, DecoderBody, DecoderPreTrainedModel
