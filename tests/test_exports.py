@@ -1,13 +1,12 @@
 """plmkit's top level: every public name imports, and every family's model classes are there by their
 Hugging Face names (`from plmkit import GPT2LMHeadModel`)."""
-import importlib
 import subprocess
 import sys
 
 import pytest
 
 import plmkit
-from plmkit.models.auto import REGISTRY
+from plmkit.models.registry import families
 
 
 @pytest.mark.parametrize("name", plmkit.__all__)
@@ -17,13 +16,11 @@ def test_every_public_name_imports(name):
 
 
 def test_every_model_config_and_tokenizer_class_of_each_family_is_exported():
-    for model_type, (module, tasks) in REGISTRY.items():
-        family = importlib.import_module(module)
-        for class_name in tasks.values():
-            assert getattr(plmkit, class_name) is getattr(family, class_name), class_name
-        config_class = getattr(family, tasks["base"]).config_class
-        assert getattr(plmkit, config_class.__name__) is config_class
-        assert plmkit.AutoConfig.for_model(model_type).__class__ is config_class
+    for model_type, family in families().items():
+        for cls in family.tasks.values():
+            assert getattr(plmkit, cls.__name__) is cls, cls.__name__
+        assert getattr(plmkit, family.config.__name__) is family.config
+        assert plmkit.AutoConfig.for_model(model_type).__class__ is family.config
     for name in ("BertTokenizer", "BertTokenizerFast", "GPT2Tokenizer", "GPT2TokenizerFast", "LlamaTokenizer",
                  "LlamaTokenizerFast"):
         assert getattr(plmkit, name) is plmkit.Tokenizer
