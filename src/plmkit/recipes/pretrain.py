@@ -185,9 +185,8 @@ class PretrainRun(RunConfig):
 
 def _dropout_fields() -> set[str]:
     """The dropout rates of every family's config (`ModelConfig.dropout_fields`)."""
-    from plmkit.models import auto
-    return {name for model_type in auto.REGISTRY
-            for name in auto.model_class(model_type, "base").config_class.dropout_fields}
+    from plmkit.models.registry import families
+    return {name for family in families().values() for name in family.config.dropout_fields}
 
 
 def pipeline(objective: str):
