@@ -22,6 +22,7 @@ def trained(tmp_path_factory):
 
 def test_text_classification_pipeline(trained):
     clf = plmkit.pipeline("text-classification", model=trained / "cls" / "model")
+    assert clf.task == "text-classification"  # HF: the pipeline's name
     out = clf(["这个手机很好用", "质量太差了", "一般"])
     assert len(out) == 3 and all(set(r) == {"label", "score"} and r["label"] in ("negative", "positive") for r in out)
     assert isinstance(clf("很好"), list)  # HF: a list of one dict for one text

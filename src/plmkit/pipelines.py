@@ -16,20 +16,22 @@ from plmkit.errors import ConfigError
 
 
 class Pipeline:
+    """`task` is the pipeline name, as in Hugging Face; `plmkit_task` the plmkit task serving it."""
+
     def __init__(self, task: str, model, device: str = "auto", batch_size: int = 32):
         from plmkit.utils.device import resolve_device
         wanted = tasks.task_for_pipeline(task)
-        self.model, self.tokenizer, self.task = tasks.load_model_dir(model)
-        if not isinstance(self.task, wanted):
-            raise ConfigError(f"{model} is a {self.task.name!r} model, not one for {task!r}")
-        self.name, self.batch_size = task, batch_size
+        self.model, self.tokenizer, self.plmkit_task = tasks.load_model_dir(model)
+        if not isinstance(self.plmkit_task, wanted):
+            raise ConfigError(f"{model} is a {self.plmkit_task.name!r} model, not one for {task!r}")
+        self.task, self.batch_size = task, batch_size
         self.model.to(resolve_device(device))
 
     def __call__(self, inputs=None, **kwargs):
-        unknown = sorted(set(kwargs) - set(self.task.pipeline_arguments))
+        unknown = sorted(set(kwargs) - set(self.plmkit_task.pipeline_arguments))
         if unknown:
-            raise ConfigError(f"{self.name} pipeline: unknown argument(s) {', '.join(unknown)}")
-        return self.task.pipeline(self.name, self.model, self.tokenizer, inputs, self.batch_size, **kwargs)
+            raise ConfigError(f"{self.task} pipeline: unknown argument(s) {', '.join(unknown)}")
+        return self.plmkit_task.pipeline(self.task, self.model, self.tokenizer, inputs, self.batch_size, **kwargs)
 
 
 def pipeline(task: str, model, device: str = "auto", batch_size: int = 32) -> Pipeline:
