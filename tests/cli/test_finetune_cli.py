@@ -128,3 +128,36 @@ def test_finetune_flags_that_make_no_sense_are_refused_by_name(capsys):
         parse(["--task", "ner", "--train", "t", "--out", "o"])
     assert main(["finetune", "--model", "m", "--train", "t", "--out", "o"]) == 2
     assert "say which task to fine-tune: --task classification|ner|relation|qa|sft" in capsys.readouterr().err
+
+
+def finetune_flags() -> dict:
+    """{flag: its argparse action} of `plmkit finetune`."""
+    import argparse
+
+    from plmkit.cli import build_parser
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return {flag: action for action in commands.choices["finetune"]._actions for flag in action.option_strings}
+
+
+def test_finetune_help_gives_each_tasks_defaults_and_which_tasks_a_setting_is_for():
+    flags = finetune_flags()
+    assert flags["--batch-size"].help.endswith("(default: 16; sft: 8)")
+    assert flags["--lr"].help.endswith("(default: 5e-05; sft: 0.0003)")
+    assert flags["--schedule"].help.endswith("(default: linear; sft: cosine)")
+    assert flags["--group-by-length"].help.endswith("(default: off; sft: on)")
+    assert flags["--epochs"].help.endswith("(default: 3.0)")  # the same for every task
+    sft = parse(["--task", "sft", "--model", "m", "--train", "d.jsonl", "--out", "o"])  # what the help says
+    assert (sft.data.batch_size, sft.train.lr, sft.train.schedule, sft.data.group_by_length) == (8, 3e-4, "cosine", True)
+    assert flags["--stride"].help.startswith("ner: ") and flags["--doc-stride"].help.startswith("qa: ")
+    assert flags["--system"].help.startswith("sft: ") and not flags["--max-length"].help.startswith("classification")
+    for flag in ("--task", "--model", "--train", "--out"):
+        assert flags[flag].help.endswith("(required: the flag or the run file)")
+
+
+def test_a_bad_flag_value_is_one_error_line_after_a_one_line_usage(capsys):
+    from plmkit.cli import main
+    with pytest.raises(SystemExit) as exit_:
+        main(["finetune", *BASE, "--lr", "abc"])
+    err = capsys.readouterr().err.splitlines()
+    assert exit_.value.code == 2 and len(err) == 2 and err[0].startswith("usage: plmkit finetune --task TASK")
+    assert err[1] == "plmkit finetune: error: argument --lr: lr must be float, got 'abc'"

@@ -18,16 +18,19 @@ from plmkit.training.run_config import read_run_file
 from plmkit.utils.settings import Settings
 
 _TASK_SECTION = "task_settings"  # the flags of every task's settings; the run file's section is the task's name
+_REQUIRED = ("task", "out", "model.path", "data.train")  # dests a run needs, from a flag or the run file
+_USAGE = "plmkit finetune --task TASK --model DIR --train FILE --out DIR [--eval FILE] [--config FILE] [options]"
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "finetune", help="fine-tune a model: " + ", ".join(TASKS),
+        "finetune", help="fine-tune a model: " + ", ".join(TASKS), usage=_USAGE,
         description="Fine-tune a pretrained model directory. Writes OUT/run.yaml (the effective run file), "
                     "OUT/model (final), OUT/best (best by the eval metric, with --eval), metrics.jsonl and "
                     "training_curves.png. Model directories carry the tokenizer, the labels and plmkit_task.json, "
                     "so `plmkit evaluate/predict` need nothing else.")
     add_run_flags(p, _flags_run_type())
+    _explain_defaults(p)
     for group in p._action_groups:
         if group.title == f"{_TASK_SECTION} settings":
             group.title = "task settings (each applies to the tasks that have it)"
@@ -39,18 +42,57 @@ def add_parser(subparsers) -> None:
 
 
 def _flags_run_type():
-    """FinetuneRun plus one section with the settings of every task (each field once)."""
+    """FinetuneRun plus one section with the settings of every task (each field once; the help of a
+    field that not every task has starts with the tasks that have it)."""
+    owners: dict[str, list[str]] = {}
+    for name, task in TASKS.items():
+        for f in dataclasses.fields(task.settings_class):
+            owners.setdefault(f.name, []).append(name)
     fields, seen = [], set()
     for task in TASKS.values():
         hints = typing.get_type_hints(task.settings_class)
         for f in dataclasses.fields(task.settings_class):
             if f.name not in seen:
                 seen.add(f.name)
-                fields.append((f.name, hints[f.name], dataclasses.field(default=f.default, metadata=f.metadata)))
+                metadata = dict(f.metadata)
+                if len(owners[f.name]) < len(TASKS):
+                    metadata["help"] = f"{', '.join(owners[f.name])}: {metadata.get('help', '')}"
+                fields.append((f.name, hints[f.name], dataclasses.field(default=f.default, metadata=metadata)))
     every = dataclasses.make_dataclass("EveryTaskSettings", fields, bases=(Settings,),
                                        namespace={"section": _TASK_SECTION})
     return dataclasses.make_dataclass("FinetuneFlags", [(_TASK_SECTION, every, dataclasses.field(default=None))],
                                       bases=(recipe.FinetuneRun,))
+
+
+def _explain_defaults(parser: argparse.ArgumentParser) -> None:
+    """Help that says, per flag, what a run gets without it: "required" for what a run needs, and
+    after the common default each task's own where it differs (``default: 16; sft: 8``)."""
+    for action in parser._actions:
+        if action.dest in _REQUIRED:
+            action.help = action.help.replace("(default: off)", "(required: the flag or the run file)")
+        section, _, name = action.dest.partition(".")
+        if not name or section == _TASK_SECTION or not (action.help or "").endswith(")"):
+            continue
+        common = _default(recipe.FinetuneRun, section, name)
+        own = [f"{task}: {_shown(value)}" for task in TASKS
+               if (value := _default(recipe.run_type(task), section, name)) != common]
+        if own:
+            action.help = f"{action.help[:-1]}; {'; '.join(own)})"
+
+
+def _default(run_cls, section: str, name: str):
+    """The default of field `name` of `section` in run type `run_cls`: its defaults, else the field's."""
+    values = run_cls.defaults.get(section, {})
+    if name in values:
+        return values[name]
+    f = next(f for f in dataclasses.fields(run_cls.sections()[section]) if f.name == name)
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
+
+
+def _shown(value) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return "off" if value is None else str(value)
 
 
 def run_of_args(args: argparse.Namespace) -> recipe.FinetuneRun:

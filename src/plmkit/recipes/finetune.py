@@ -100,7 +100,8 @@ class FinetuneRun(RunConfig):
     """A fine-tuning run; `run_type(task)` adds the task's own section."""
 
     defaults = FINETUNE_DEFAULTS
-    task: str | None = setting(None, "the task", choices=task_names())
+    task: str | None = setting(None, "what to fine-tune for (sft: a causal LM on prompt/response pairs, "
+                                     "for plmkit chat)", choices=task_names())
     out: str | None = setting(None, "output directory", metavar="DIR")
     resume: bool = setting(False, "continue from OUT/checkpoints/latest, exactly")
     model: ModelSettings = field(default_factory=ModelSettings)
