@@ -85,6 +85,12 @@ def test_fetch_unknown_name_and_default_cache(tmp_path, monkeypatch):
     assert set(F.SOURCES) == set(F.DATASETS) - {"fake"}
 
 
+def test_a_cache_that_cannot_be_created_is_a_named_error(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DataError, match=r"cannot create the dataset cache .*file.*; choose another with --cache-dir"):
+        F.fetch("shakespeare", tmp_path / "file" / "cache")
+
+
 def run_cli(argv):
     parser = argparse.ArgumentParser(prog="plmkit")
     data_cli.add_parser(parser.add_subparsers(dest="command", required=True))

@@ -40,7 +40,11 @@ def fetch(name: str, cache_dir: str | os.PathLike | None = None, *, force: bool 
     if (target / ".done").is_file() and not force:
         return target
     downloads = root / "downloads"
-    downloads.mkdir(parents=True, exist_ok=True)
+    try:
+        downloads.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DataError(f"cannot create the dataset cache {root}: {err.strerror or err}; "
+                        "choose another with --cache-dir or $PLMKIT_CACHE") from None
 
     def convert(staging: Path) -> None:
         with tempfile.TemporaryDirectory(prefix=f"plmkit-{name}-") as tmp:
