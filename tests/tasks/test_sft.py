@@ -123,6 +123,15 @@ def test_bad_inputs_are_clear_errors(pretrained, tmp_path):
         finetune("sft", result.model_dir, one, tmp_path / "sft", max_steps=1, eval_fraction=0.0, max_length=10_000)
 
 
+def test_evaluate_a_pretrained_decoder_without_task_file_on_dialogue(pretrained, tmp_path):
+    from plmkit.tasks import evaluate_dir
+    _, result = pretrained  # a pretraining output: config.json names a causal LM, no plmkit_task.json
+    data = tmp_path / "dialogue.jsonl"
+    data.write_text("".join(json.dumps({"prompt": p, "response": r}) + "\n" for p, r in PAIRS))
+    metrics = evaluate_dir(result.model_dir, data, device="cpu")  # examples up to the context window
+    assert math.isfinite(metrics["perplexity"]) and metrics["tokens"] > 0
+
+
 def test_finetune_cli_task_sft(pretrained, tmp_path, capsys):
     from plmkit.cli import main
     _, result = pretrained

@@ -24,6 +24,7 @@ def load_model_dir(directory: str | Path):
     if not isinstance(model, expected):
         raise CheckpointError(f"{directory}: {TASK_FILE} says task {task.name!r}, which needs a {expected.__name__}, "
                               f"but config.json's architectures make it a {type(model).__name__}")
+    task.check_model(model, directory)  # and what the model decides (sft's max_length, for a directory without the file)
     return model.eval(), Tokenizer.from_pretrained(directory), task
 
 
