@@ -161,3 +161,11 @@ def test_a_bad_flag_value_is_one_error_line_after_a_one_line_usage(capsys):
     err = capsys.readouterr().err.splitlines()
     assert exit_.value.code == 2 and len(err) == 2 and err[0].startswith("usage: plmkit finetune --task TASK")
     assert err[1] == "plmkit finetune: error: argument --lr: lr must be float, got 'abc'"
+
+
+def test_an_output_directory_that_is_a_file_is_a_named_error(tmp_path, capsys):
+    from plmkit.cli import main
+    (tmp_path / "taken").write_text("x")
+    assert main(["finetune", "--task", "ner", "--model", "m", "--train", "t.conll", "--out", str(tmp_path / "taken")]) == 2
+    assert capsys.readouterr().err == (f"plmkit finetune: error: cannot write into directory {tmp_path / 'taken'} "
+                                       "(it is a file); give another with --out\n")

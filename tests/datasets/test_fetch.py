@@ -13,7 +13,7 @@ import pytest
 from plmkit import datasets as F
 from plmkit.cli import data as data_cli
 from plmkit.datasets import download
-from plmkit.errors import DataError
+from plmkit.errors import ConfigError, DataError
 from plmkit.utils.paths import default_cache_dir
 
 
@@ -87,7 +87,7 @@ def test_fetch_unknown_name_and_default_cache(tmp_path, monkeypatch):
 
 def test_a_cache_that_cannot_be_created_is_a_named_error(tmp_path):
     (tmp_path / "file").write_text("x")
-    with pytest.raises(DataError, match=r"cannot create the dataset cache .*file.*; choose another with --cache-dir"):
+    with pytest.raises(ConfigError, match=r"cannot write into directory .*file.*; give another with --cache-dir"):
         F.fetch("shakespeare", tmp_path / "file" / "cache")
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from plmkit.datasets.common import Counts
 from plmkit.datasets.registry import DATASETS
 from plmkit.errors import DataError
-from plmkit.utils.files import atomic_write_dir
+from plmkit.utils.files import atomic_write_dir, output_dir
 from plmkit.utils.paths import default_cache_dir
 
 log = logging.getLogger(__name__)
@@ -39,12 +39,7 @@ def fetch(name: str, cache_dir: str | os.PathLike | None = None, *, force: bool 
     target = root / name
     if (target / ".done").is_file() and not force:
         return target
-    downloads = root / "downloads"
-    try:
-        downloads.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise DataError(f"cannot create the dataset cache {root}: {err.strerror or err}; "
-                        "choose another with --cache-dir or $PLMKIT_CACHE") from None
+    downloads = output_dir(root / "downloads", "--cache-dir or $PLMKIT_CACHE")
 
     def convert(staging: Path) -> None:
         with tempfile.TemporaryDirectory(prefix=f"plmkit-{name}-") as tmp:

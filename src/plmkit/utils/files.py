@@ -1,4 +1,4 @@
-"""Atomic writes, and the one check that a path is a directory to load from.
+"""Atomic writes, the one check that a path is a directory to load from, and one to write into.
 
 A reader never sees a half-written file or directory, and a crash keeps the old one:
 
@@ -22,7 +22,7 @@ import uuid
 from pathlib import Path
 from typing import Callable, Mapping
 
-from plmkit.errors import CheckpointError
+from plmkit.errors import CheckpointError, ConfigError
 
 PathLike = str | os.PathLike
 _OURS = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)-[0-9a-f]{8}\.tmp")
@@ -156,6 +156,18 @@ def local_dir(path: PathLike, kind: str, holds: str, hub_hint: str) -> Path:
     hub_like = _HUB_ID.fullmatch(str(path)) is not None and not str(path).startswith(".")
     hint = " " + hub_hint.format(name=str(path)) if hub_like else ""
     raise CheckpointError(f"{kind} directory {str(path)!r} does not exist.{hint}")
+
+
+def output_dir(path: PathLike, what: str) -> Path:
+    """`path` as a directory to write into, created with its parents; a ConfigError naming `what`
+    (how the user gave it: "--out", "--cache-dir or $PLMKIT_CACHE") when it cannot be."""
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        reason = "it is a file" if p.is_file() else err.strerror or str(err)
+        raise ConfigError(f"cannot write into directory {p} ({reason}); give another with {what}") from None
+    return p
 
 
 def _temp_path(final: Path) -> Path:
