@@ -70,6 +70,13 @@ def test_untied_mlm_decoder_missing_from_the_checkpoint_is_reported(tmp_path, ca
     assert "initialised mlm.decoder from scratch" in caplog.text
 
 
+def test_a_new_head_is_a_warning_so_python_shows_it_without_logging_set_up(tmp_path, caplog):
+    BertModel(BertConfig(**TINY)).save_pretrained(tmp_path)
+    with caplog.at_level("WARNING", logger="plmkit"):  # what Python shows by default (logging's last resort)
+        BertForSequenceClassification.from_pretrained(tmp_path)
+    assert "BertForSequenceClassification: initialised classifier from scratch" in caplog.text
+
+
 def test_task_checkpoint_into_base_model_and_auto(tmp_path):
     mlm = BertForMaskedLM(BertConfig(**TINY))
     mlm.save_pretrained(tmp_path)

@@ -145,7 +145,7 @@ class PreTrainedModel(nn.Module):
                                               for what, keys in (("missing", body_missing), ("unexpected", body_unexpected)) if keys))
         self.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
         if missing:
-            log.info("plmkit: %s: initialised %s from scratch (not in %s); train it before use",
+            log.warning("plmkit: %s: initialised %s from scratch (not in %s); train it before use",
                      type(self).__name__, _summarise(missing), source)
         if unexpected:
             log.info("plmkit: %s: ignored %s from %s (not part of this model)",
