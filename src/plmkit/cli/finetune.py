@@ -11,7 +11,7 @@ import dataclasses
 import sys
 import typing
 
-from plmkit.cli.flags import add_run_flags, given_values
+from plmkit.cli.flags import add_run_flags, given_values, shown_default
 from plmkit.recipes import finetune as recipe
 from plmkit.tasks import TASKS
 from plmkit.training.run_config import read_run_file
@@ -73,26 +73,11 @@ def _explain_defaults(parser: argparse.ArgumentParser) -> None:
         section, _, name = action.dest.partition(".")
         if not name or section == _TASK_SECTION or not (action.help or "").endswith(")"):
             continue
-        common = _default(recipe.FinetuneRun, section, name)
-        own = [f"{task}: {_shown(value)}" for task in TASKS
-               if (value := _default(recipe.run_type(task), section, name)) != common]
+        common = recipe.FinetuneRun.default(section, name)
+        own = [f"{task}: {shown_default(value)}" for task in TASKS
+               if (value := recipe.run_type(task).default(section, name)) != common]
         if own:
             action.help = f"{action.help[:-1]}; {'; '.join(own)})"
-
-
-def _default(run_cls, section: str, name: str):
-    """The default of field `name` of `section` in run type `run_cls`: its defaults, else the field's."""
-    values = run_cls.defaults.get(section, {})
-    if name in values:
-        return values[name]
-    f = next(f for f in dataclasses.fields(run_cls.sections()[section]) if f.name == name)
-    return f.default_factory() if f.default is dataclasses.MISSING else f.default
-
-
-def _shown(value) -> str:
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    return "off" if value is None else str(value)
 
 
 def run_of_args(args: argparse.Namespace) -> recipe.FinetuneRun:

@@ -45,7 +45,7 @@ def add_settings_flags(parser: argparse.ArgumentParser, settings: type[Settings]
     hints = typing.get_type_hints(settings)
     for f in dataclasses.fields(settings):
         default = (defaults or {}).get(f.name, field_default(f))
-        _add_field(parser, f"{settings.section}{_SEP}{f.name}", f, hints[f.name], f"default: {_shown(default)}", skip)
+        _add_field(parser, f"{settings.section}{_SEP}{f.name}", f, hints[f.name], f"default: {shown_default(default)}", skip)
 
 
 def settings_from_args(args: argparse.Namespace, settings: type[Settings], defaults: Mapping[str, Any] | None = None):
@@ -81,7 +81,7 @@ def _field(run_type, name: str) -> dataclasses.Field:
     return next(f for f in dataclasses.fields(run_type) if f.name == name)
 
 
-def _shown(default: Any) -> str:
+def shown_default(default: Any) -> str:
     if isinstance(default, (list, tuple)):
         return ",".join(map(str, default)) or "none"
     if isinstance(default, bool):
@@ -91,11 +91,11 @@ def _shown(default: Any) -> str:
 
 def _defaults_text(run_type: type[RunConfig], section: str | None, name: str) -> str:
     """``default: 5e-4`` and, where a variant changes it, ``; objective clm: 0.001``."""
-    default = _shown(run_type.default(section, name))
+    default = shown_default(run_type.default(section, name))
     text = f"default: {default}"
     if run_type.variant_key is not None:
         for variant in run_type.variant_defaults:
-            value = _shown(run_type.default(section, name, variant))
+            value = shown_default(run_type.default(section, name, variant))
             if value != default:
                 text += f"; {run_type.variant_key[1]} {variant}: {value}"
     return text
@@ -164,4 +164,5 @@ def _scalar_parser(types_: tuple[type, ...], name: str):
     return parse
 
 
-__all__ = ["add_run_flags", "add_settings_flags", "given_values", "run_from_args", "settings_from_args"]
+__all__ = ["add_run_flags", "add_settings_flags", "given_values", "run_from_args", "settings_from_args",
+           "shown_default"]
