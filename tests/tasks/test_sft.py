@@ -132,6 +132,14 @@ def test_evaluate_a_pretrained_decoder_without_task_file_on_dialogue(pretrained,
     assert math.isfinite(metrics["perplexity"]) and metrics["tokens"] > 0
 
 
+def test_predict_with_a_chat_model_points_to_generate_and_chat(pretrained, tmp_path, capsys):
+    from plmkit.cli import main
+    _, result = pretrained
+    (tmp_path / "in.jsonl").write_text('{"prompt": "hello"}\n')
+    assert main(["predict", "--model", str(result.model_dir), "--input", str(tmp_path / "in.jsonl")]) == 2
+    assert "a causal LM answers with plmkit generate --input FILE, or plmkit chat" in capsys.readouterr().err
+
+
 def test_finetune_cli_task_sft(pretrained, tmp_path, capsys):
     from plmkit.cli import main
     _, result = pretrained

@@ -188,6 +188,11 @@ class SFTTask(Task):
         from plmkit.evaluation.perplexity import evaluate_perplexity
         return evaluate_perplexity(model, features, batch_size, self.settings.eval_batches, self.collate(tokenizer))
 
+    def predict(self, model, tokenizer, records, batch_size: int = 32, where: str = "input", lines=None,
+                align_to_words: bool = True):
+        raise ConfigError("plmkit predict takes the task models (classification, ner, relation, qa); a causal LM "
+                          "answers with plmkit generate --input FILE, or plmkit chat")
+
     def finished(self, result) -> str:
         ppl = result.eval_metrics.get("eval_perplexity")
         ppl = f", held-out perplexity {ppl:.2f}" if ppl is not None else ""
