@@ -101,6 +101,21 @@ def _special_token_id(name: str) -> property:
     return property(get, set, doc=f"The id of the {name} token, or None.")
 
 
+
+class _Side:
+    """A tokenizer attribute that is 'right' or 'left' (padding_side, truncation_side), checked when set."""
+
+    def __set_name__(self, owner, name: str) -> None:
+        self.name = name
+
+    def __get__(self, tokenizer, owner=None):
+        return self if tokenizer is None else tokenizer.__dict__[self.name]
+
+    def __set__(self, tokenizer, side: str) -> None:
+        if side not in ("right", "left"):
+            raise ConfigError(f"{self.name} must be 'right' or 'left', got {side!r}.")
+        tokenizer.__dict__[self.name] = side
+
 class Tokenizer:
     """A fast tokenizer with the calling conventions of transformers' `PreTrainedTokenizerFast`.
 
@@ -556,21 +571,8 @@ class Tokenizer:
     def all_special_ids(self) -> list[int]:
         return [self._backend.token_to_id(t) for t in self.all_special_tokens]
 
-    @property
-    def padding_side(self) -> str:
-        return self._padding_side
-
-    @padding_side.setter
-    def padding_side(self, side: str) -> None:
-        self._padding_side = _side(side, "padding_side")
-
-    @property
-    def truncation_side(self) -> str:
-        return self._truncation_side
-
-    @truncation_side.setter
-    def truncation_side(self, side: str) -> None:
-        self._truncation_side = _side(side, "truncation_side")
+    padding_side = _Side()
+    truncation_side = _Side()
 
     @property
     def backend_tokenizer(self) -> tokenizers.Tokenizer:
@@ -636,10 +638,6 @@ def _choose(value, table: dict, name: str):
         raise ConfigError(f"{name}={value!r} is not supported; use one of {choices}.") from None
 
 
-def _side(side: str, name: str) -> str:
-    if side not in ("right", "left"):
-        raise ConfigError(f"{name} must be 'right' or 'left', got {side!r}.")
-    return side
 
 
 def _to_tensors(data: dict) -> dict:

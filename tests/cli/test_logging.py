@@ -52,3 +52,16 @@ def test_importing_plmkit_installs_no_handler_and_warnings_still_show():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stderr == "a warning line\n"
+
+
+def test_quiet_turns_the_progress_bars_off_while_the_command_runs(monkeypatch):
+    import os
+
+    from plmkit import cli
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    args = cli.build_parser().parse_args(["--quiet", "data", "list"])
+    with cli.cli_logging(args.log_level):
+        assert os.environ.get("TQDM_DISABLE") == "1"
+    assert "TQDM_DISABLE" not in os.environ  # restored for whatever runs next in this process
+    with cli.cli_logging(cli.build_parser().parse_args(["data", "list"]).log_level):
+        assert "TQDM_DISABLE" not in os.environ

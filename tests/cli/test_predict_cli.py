@@ -1,4 +1,6 @@
 """`plmkit predict`: errors reach the user as one line, never a traceback."""
+import pytest
+
 from plmkit import tasks
 from plmkit.cli import main
 from plmkit.tasks.classification import ClassificationTask
@@ -24,3 +26,30 @@ def test_bad_record_is_named_by_its_file_line(tmp_path, capsys, monkeypatch):
                     '{"text": "ab cd", "head": [0, 3], "tail": [2, 5]}\n')
     assert main(["predict", "--model", str(tmp_path), "--input", str(path)]) == 2
     assert f"{path}:3: head (0, 3) and tail (2, 5) overlap" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+@pytest.mark.parametrize("flags, message", [
+    (["--batch-size", "-1"], "batch_size (--batch-size) must be an integer >= 1, got -1"),
+    (["--batch-size", "0"], "batch_size (--batch-size) must be an integer >= 1, got 0"),
+    (["--device", "gpu"], "device (--device) must be auto, cpu, cuda or cuda:N"),
+])
+def test_inference_settings_are_checked_where_they_enter(tmp_path, capsys, monkeypatch, command, flags, message):
+    """evaluate and predict share one declaration of their settings; a bad value stops before any work
+    (a negative batch size used to give an empty result and exit code 0)."""
+    monkeypatch.setattr(tasks, "load_task", lambda d: pytest.fail("loaded a model with bad settings"))
+    data = ["--input", "in.jsonl"] if command == "predict" else ["--data", "in.jsonl"]
+    assert main([command, "--model", str(tmp_path), *data, *flags]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_the_model_is_required_by_name(capsys):
+    assert main(["evaluate", "--data", "d.jsonl"]) == 2
+    assert "model is required (--model)" in capsys.readouterr().err
+
+
+def test_python_dash_m_plmkit_is_the_cli():
+    import subprocess
+    import sys
+    run = subprocess.run([sys.executable, "-m", "plmkit", "--help"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and "finetune" in run.stdout

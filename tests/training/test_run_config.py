@@ -124,3 +124,9 @@ def test_extras_take_undeclared_keys_and_are_written_flat():
     assert VariantRun.build(run.to_dict()) == run
     with pytest.raises(ConfigError, match="fields must be a mapping"):
         VariantRun.build({"model": {"fields": 3}})
+
+
+def test_tuple_flags_are_comma_separated():
+    assert parse(["--betas", "0.8,0.95"]).train.betas == (0.8, 0.95)
+    with pytest.raises(ConfigError, match="betas must be two numbers"):
+        parse(["--betas", "0.8"])

@@ -4,8 +4,8 @@ Each module in COMMANDS defines `add_parser(subparsers)`, which registers its
 sub-command and sets `func` to the function that runs it.
 
 The library only logs (to the "plmkit" logger); the command line shows those lines on stderr,
-one plain line each: INFO and above by default, warnings and errors only with ``--quiet``,
-debug lines too with ``--verbose``. Both flags go before or after the sub-command.
+one plain line each: INFO and above by default, warnings and errors only with ``--quiet`` (which
+hides the progress bars too), debug lines too with ``--verbose``. Both flags go before or after the sub-command.
 Results a command prints for the user go to stdout.
 """
 from __future__ import annotations
@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import importlib
 import logging
+import os
 import sys
 from typing import Iterator
 
@@ -36,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 def add_logging_flags(parser: argparse.ArgumentParser, default) -> None:
     group = parser.add_argument_group("output")
     group.add_argument("-q", "--quiet", dest="log_level", action="store_const", const=logging.WARNING,
-                       default=default, help="show only warnings and errors")
+                       default=default, help="show only warnings and errors (no progress bars)")
     group.add_argument("-v", "--verbose", dest="log_level", action="store_const", const=logging.DEBUG,
                        default=default, help="show debug messages too")
 
@@ -68,14 +69,20 @@ def cli_logging(level: int) -> Iterator[None]:
     logger = logging.getLogger("plmkit")
     handler = _ProgressSafeHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
-    old_level = logger.level
+    old_level, old_bars = logger.level, os.environ.get("TQDM_DISABLE")
     logger.addHandler(handler)
     logger.setLevel(level)
+    if level > logging.INFO:
+        os.environ["TQDM_DISABLE"] = "1"  # tqdm's own switch: every progress bar of this command is off
     try:
         yield
     finally:
         logger.removeHandler(handler)
         logger.setLevel(old_level)
+        if old_bars is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = old_bars
 
 
 def main(argv: list[str] | None = None) -> int:

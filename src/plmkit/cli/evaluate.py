@@ -5,6 +5,8 @@ import argparse
 import json
 
 from plmkit import tasks
+from plmkit.cli.flags import add_settings_flags, settings_from_args
+from plmkit.tasks.inference import InferenceSettings
 
 
 def add_parser(subparsers) -> None:
@@ -13,18 +15,15 @@ def add_parser(subparsers) -> None:
                                           "the no-relation class (relation), exact match/F1 (qa; SQuAD v2 adds the "
                                           "best no-answer threshold on the data: best_exact/best_f1, "
                                           "best_exact_thresh/best_f1_thresh).")
-    p.add_argument("--model", required=True, help="fine-tuned model directory")
+    add_settings_flags(p, InferenceSettings)
     p.add_argument("--data", required=True, help="labelled data in the training format")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--null-score-diff-threshold", type=float, default=None, metavar="T",
-                   help="QA v2: answer only when null score - best span score <= T (default: the model's, 0)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    metrics = tasks.evaluate_dir(args.model, args.data, args.batch_size, args.device, args.null_score_diff_threshold)
+    s = settings_from_args(args, InferenceSettings)
+    metrics = tasks.evaluate_dir(s.model, args.data, s.batch_size, s.device, s.null_score_diff_threshold)
     if args.json:
         print(json.dumps(metrics))
         return 0

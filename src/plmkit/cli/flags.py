@@ -107,6 +107,7 @@ def _add_field(parser, dest: str, f: dataclasses.Field, hint: Any, defaults: str
         return
     flags = field_flags(f)
     help_text = meta.get("help", "").replace("%", "%%")
+    defaults = "required" if meta.get("required") else defaults
     kwargs: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS,
                               "help": f"{help_text} ({defaults})" if help_text else f"({defaults})"}
     if meta.get("choices"):
@@ -130,11 +131,9 @@ def _add_container(parser, flags, hint, kwargs, name: str) -> None:
     if is_union(hint):
         hint = next(a for a in typing.get_args(hint) if a is not type(None))
     origin, items = typing.get_origin(hint), typing.get_args(hint)
-    if origin is tuple and len(items) == 2 and items[1] is not Ellipsis:  # (float, float): --betas 0.9 0.95
-        parser.add_argument(*flags, nargs=2, type=_scalar_parser((items[0],), name), **kwargs)
-    elif origin is list and items and items[0] in (str, int, float):  # --corpus a.txt b.txt
+    if origin is list and items and items[0] in (str, int, float):  # --corpus a.txt b.txt
         parser.add_argument(*flags, nargs="+", type=_scalar_parser((items[0],), name), **kwargs)
-    elif origin is tuple and items and items[0] in (str, int, float):  # comma-separated: --lora-targets q,v
+    elif origin is tuple and items and items[0] in (str, int, float):  # comma-separated: --lora-targets q,v, --betas 0.9,0.95
         item = _scalar_parser((items[0],), name)
         parser.add_argument(*flags, type=lambda text: [item(t.strip()) for t in text.split(",") if t.strip()],
                             **kwargs)

@@ -6,7 +6,9 @@ import json
 import sys
 
 from plmkit import tasks
+from plmkit.cli.flags import add_settings_flags, settings_from_args
 from plmkit.errors import ConfigError
+from plmkit.tasks.inference import InferenceSettings
 
 
 def add_parser(subparsers) -> None:
@@ -18,21 +20,18 @@ def add_parser(subparsers) -> None:
                     "score, word, start, end}]} (character offsets; word indices for 'tokens' input); relation "
                     "{relation, score, probabilities}; qa {id, answer, score, start, end} (character offsets "
                     "into the context; empty answer = no answer).")
-    p.add_argument("--model", required=True)
+    add_settings_flags(p, InferenceSettings)
     p.add_argument("--input", required=True, help="input file, or - for stdin")
     p.add_argument("--output", default=None, help="write here instead of stdout")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--null-score-diff-threshold", type=float, default=None, metavar="T",
-                   help="QA v2: answer only when null score - best span score <= T (default: the model's, 0)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    records, lines = tasks.read_prediction_input(tasks.load_task(args.model), args.input)
-    results = tasks.predict_dir(args.model, records, args.batch_size, args.device,
+    s = settings_from_args(args, InferenceSettings)
+    records, lines = tasks.read_prediction_input(tasks.load_task(s.model), args.input)
+    results = tasks.predict_dir(s.model, records, s.batch_size, s.device,
                                 where="<stdin>" if args.input == "-" else args.input,
-                                null_score_diff_threshold=args.null_score_diff_threshold, lines=lines)
+                                null_score_diff_threshold=s.null_score_diff_threshold, lines=lines)
     try:
         out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     except OSError as err:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 from plmkit.data.collate import pad_collate
 from plmkit.errors import ConfigError, DataError
@@ -53,6 +53,7 @@ class Task:
     pipelines: ClassVar[tuple[str, ...]] = ()  # the Hugging Face pipeline names it serves
     pipeline_arguments: ClassVar[tuple[str, ...]] = ()  # keyword arguments its `pipeline` takes
     description: ClassVar[str] = ""  # what `plmkit finetune --help` says about its data
+    reader: ClassVar[Callable[..., list]]  # reader(path, labelled) -> examples, errors naming file:line
 
     def __init__(self, settings: TaskSettings | None = None):
         self.settings = settings if settings is not None else self.settings_class()
@@ -67,8 +68,9 @@ class Task:
 
     # ------------------------------------------------------------------ data
     def read(self, path, labelled: bool = True) -> list:
-        """Examples of a training / evaluation file (`labelled`: labels required)."""
-        raise NotImplementedError
+        """Examples of a training / evaluation file (`labelled`: labels required): the task's
+        `reader(path, labelled)` unless it overrides this."""
+        return type(self).reader(path, labelled)
 
     def discover(self, examples: list, path) -> list[str] | None:
         """The label names of the training examples (None: the model has no label head), after

@@ -196,9 +196,7 @@ class ClassificationTask(Task):
     pipelines = ("text-classification", "sentiment-analysis")
     pipeline_arguments = ("top_k",)
     description = "JSONL/CSV/TSV with text (text_pair) and label"
-
-    def read(self, path, labelled: bool = True) -> list[ClassificationExample]:
-        return read_classification(path, require_label=labelled)
+    reader = staticmethod(read_classification)
 
     def discover(self, examples, path) -> list[str]:
         self.settings.problem_type = problem_type_of(examples, path)

@@ -7,11 +7,32 @@ id2label/label2id and architectures, model.safetensors) plus the tokenizer files
 """
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from plmkit.errors import CheckpointError
 from plmkit.tasks.base import TASK_FILE, Task
 from plmkit.tasks.registry import get_task, load_task
+from plmkit.utils.settings import Settings, is_int, setting
+
+
+@dataclass
+class InferenceSettings(Settings):
+    """What `plmkit evaluate` and `plmkit predict` share: the model and how to run it."""
+
+    section = "inference"
+    model: str | None = setting(None, "fine-tuned model directory", metavar="DIR", required=True)
+    batch_size: int = setting(32, "examples per batch", metavar="N")
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N", metavar="DEV")
+    null_score_diff_threshold: float | None = setting(
+        None, "QA v2: answer only when null score - best span score <= T (off: the model's, 0)", metavar="T")
+
+    def validate(self) -> None:
+        self.need(is_int(self.batch_size) and self.batch_size >= 1,
+                  f"batch_size (--batch-size) must be an integer >= 1, got {self.batch_size!r}")
+        self.need(self.device in ("auto", "cpu") or re.fullmatch(r"cuda(:\d+)?", self.device) is not None,
+                  f"device (--device) must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
 
 def load_model_dir(directory: str | Path):
@@ -77,5 +98,5 @@ def read_prediction_input(task: Task | str, path: str) -> tuple[list, list[int]]
     return task.read_prediction_input(path)
 
 
-__all__ = ["evaluate_dir", "load_for_inference", "load_model_dir", "predict_dir", "predict_records",
+__all__ = ["InferenceSettings", "evaluate_dir", "load_for_inference", "load_model_dir", "predict_dir", "predict_records",
            "read_prediction_input", "with_settings"]

@@ -205,9 +205,7 @@ class NerTask(Task):
     pipelines = ("token-classification", "ner")
     pipeline_arguments = ("aggregation_strategy",)
     description = "CoNLL token<TAB>tag, BIO or BIOES"
-
-    def read(self, path, labelled: bool = True) -> list[Sentence]:
-        return read_conll(path, require_tags=labelled)
+    reader = staticmethod(read_conll)
 
     def discover(self, examples, path) -> list[str]:
         labels = tag_names(examples)

@@ -225,9 +225,7 @@ class QATask(Task):
     pipelines = ("question-answering",)
     pipeline_arguments = ("question", "context", "align_to_words")
     description = "SQuAD v1.1/v2.0 JSON"
-
-    def read(self, path, labelled: bool = True) -> list[QAExample]:
-        return read_squad(path, require_answers=labelled)
+    reader = staticmethod(read_squad)
 
     def discover(self, examples, path) -> None:
         self.settings.version_2 = any(e.is_impossible for e in examples)

@@ -125,9 +125,7 @@ class RelationTask(Task):
     settings_class = RelationSettings
     pipelines = ("relation-classification",)
     description = "JSONL with text, head/tail character spans and relation"
-
-    def read(self, path, labelled: bool = True) -> list[RelationExample]:
-        return read_relations(path, require_label=labelled)
+    reader = staticmethod(read_relations)
 
     def discover(self, examples, path) -> list[str]:
         labels = sorted({e.relation for e in examples})

@@ -55,7 +55,7 @@ class TrainConfig(Settings):
     # optimizer
     lr: float = setting(5e-5, "peak learning rate", metavar="LR")
     weight_decay: float = setting(0.01, "AdamW weight decay", metavar="W")
-    betas: tuple[float, float] = setting((0.9, 0.999), "AdamW betas", metavar="B")
+    betas: tuple[float, float] = setting((0.9, 0.999), "AdamW betas, comma-separated", metavar="B1,B2")
     eps: float = setting(1e-8, "AdamW epsilon", metavar="EPS")
     layer_lr_decay: float | None = setting(None, "layer i gets lr * d**(L - i)", metavar="D")
     head_lr: float | None = setting(None, "learning rate of the task head", metavar="LR")
@@ -84,7 +84,7 @@ class TrainConfig(Settings):
     metric_for_best: str | None = setting(None, "metric choosing the best checkpoint",
                                           flags=("--metric-for-best", "--metric"), metavar="NAME")
     greater_is_better: bool | None = setting(None, "whether a larger metric_for_best is better "
-                                                   "(default: not for *loss and *perplexity)")
+                                                   "(off: yes, except for *loss and *perplexity)")
     progress_bar: bool = setting(True, "progress bars", const_flags={"--no-progress": False})
 
     def validate(self) -> None:

@@ -30,14 +30,15 @@ _SCALARS = (bool, int, float, str)
 
 def setting(default: Any = MISSING, help: str = "", *, default_factory: Any = MISSING,
             flags: tuple[str, ...] = (), choices: tuple | None = None, metavar: str | None = None,
-            cli: bool = True, const_flags: Mapping[str, Any] | None = None):
+            cli: bool = True, const_flags: Mapping[str, Any] | None = None, required: bool = False):
     """A dataclass field with what its command-line flag needs.
 
     flags: the flag and its aliases (default ``--field-name``; old spellings go here so they keep
     working); const_flags: extra flags that set a fixed value (``{"--cased": False}``);
-    cli=False: run files only (no flag)."""
+    cli=False: run files only (no flag); required: a run must give it (None is refused; the help
+    says "required" instead of a default)."""
     metadata = {"help": help, "flags": tuple(flags), "choices": choices, "metavar": metavar, "cli": cli,
-                "const_flags": dict(const_flags or {})}
+                "const_flags": dict(const_flags or {}), "required": required}
     if default_factory is not MISSING:
         return field(default_factory=default_factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -60,6 +61,9 @@ class Settings:
             if isinstance(value, list) and _origin(self, f.name) is tuple:
                 setattr(self, f.name, tuple(value))  # lists from YAML/JSON
         check_field_types(self, self.where())
+        for f in dataclasses.fields(self):
+            if f.metadata.get("required") and getattr(self, f.name) is None:
+                self.need(False, f"{f.name} is required ({' or '.join(self.flag_spellings(f.name)) or 'run file'})")
         self.validate()
 
     def validate(self) -> None:
