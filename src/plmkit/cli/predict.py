@@ -11,15 +11,15 @@ from plmkit.errors import ConfigError
 from plmkit.tasks.inference import InferenceSettings
 
 
+FORMATS = ("Input: JSONL records as in the training data (labels not needed), or '-' for JSONL on stdin; also "
+           "CoNLL (ner), CSV/TSV (classification), SQuAD JSON (qa). Output, one JSON line per record: "
+           "classification {label, score, probabilities}; ner {text, entities: [{entity_group, score, word, start, "
+           "end}]} (character offsets; word indices for 'tokens' input); relation {relation, score, probabilities}; "
+           "qa {id, answer, score, start, end} (character offsets into the context; empty answer = no answer).")
+
+
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
-        "predict", help="predict with a fine-tuned model",
-        description="Input: JSONL records as in the training data (labels not needed), or '-' for JSONL on "
-                    "stdin; also CoNLL (ner), CSV/TSV (classification), SQuAD JSON (qa). Output, one JSON line per "
-                    "record: classification {label, score, probabilities}; ner {text, entities: [{entity_group, "
-                    "score, word, start, end}]} (character offsets; word indices for 'tokens' input); relation "
-                    "{relation, score, probabilities}; qa {id, answer, score, start, end} (character offsets "
-                    "into the context; empty answer = no answer).")
+    p = subparsers.add_parser("predict", help="predict with a fine-tuned model", description=FORMATS)
     add_settings_flags(p, InferenceSettings)
     p.add_argument("--input", required=True, help="input file, or - for stdin")
     p.add_argument("--output", default=None, help="write here instead of stdout")

@@ -23,6 +23,13 @@ SINGLE, MULTI, REGRESSION = "single_label_classification", "multi_label_classifi
 
 
 @dataclass
+class ClassificationSettings(TaskSettings):
+    section = "classification"
+    problem_type: str | None = setting(None, "set from the training labels: single_label_classification, "
+                                             "multi_label_classification or regression", cli=False)
+
+
+@dataclass
 class ClassificationExample:
     text: str
     text_pair: str | None
@@ -177,13 +184,6 @@ def encode_examples(tokenizer, examples: list[ClassificationExample], max_length
             f["labels"] = encode_label(e, label2id or {}, problem_type, path)
         features.append(f)
     return features
-
-
-@dataclass
-class ClassificationSettings(TaskSettings):
-    section = "classification"
-    problem_type: str | None = setting(None, "set from the training labels: single_label_classification, "
-                                             "multi_label_classification or regression", cli=False)
 
 
 _LEGACY = object()  # pipeline top_k not passed: Hugging Face's legacy output shape
