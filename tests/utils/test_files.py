@@ -116,3 +116,19 @@ def test_local_dir_says_what_is_wrong(tmp_path):
         local_dir("org/name", "tokenizer", "tokenizer.json", "get {name!r}")
     with pytest.raises(CheckpointError, match=r"does not exist\.$"):  # a path, not a Hub id: no hint
         local_dir(tmp_path / "nope", "model", "config.json", "hint")
+
+
+def test_an_output_that_is_holds_or_lies_in_an_input_is_refused(tmp_path):
+    from plmkit.errors import ConfigError
+    from plmkit.utils.files import refuse_overwriting_inputs
+    model, data = tmp_path / "model", tmp_path / "data" / "train.jsonl"
+    model.mkdir()
+    data.parent.mkdir()
+    data.write_text("{}\n")
+    for out, how in [(model, "is"), (model / "ft", "is inside"), (tmp_path / "data", "holds")]:
+        with pytest.raises(ConfigError, match=f"--out {out} {how} the input --"):
+            refuse_overwriting_inputs(out, "--out", [("--model", model), ("--train", data)])
+    with pytest.raises(ConfigError, match="--output .* is the input --input"):
+        refuse_overwriting_inputs(tmp_path / "data" / "." / "train.jsonl", "--output", [("--input", data)])
+    refuse_overwriting_inputs(tmp_path / "runs", "--out", [("--model", model), ("--train", data), ("--eval", None),
+                                                             ("--input", "-")])  # disjoint: fine

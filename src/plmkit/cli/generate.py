@@ -98,7 +98,10 @@ def run(args: argparse.Namespace) -> int:
 
     from plmkit.data.collate import pad_sequences
     from plmkit.errors import ConfigError
+    from plmkit.utils.files import refuse_overwriting_inputs
 
+    if args.output:
+        refuse_overwriting_inputs(args.output, "--output", [("--input", args.input), ("--model", args.model)])
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     sampling = sampling_settings(args)

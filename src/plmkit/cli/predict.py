@@ -9,6 +9,7 @@ from plmkit import tasks
 from plmkit.cli.flags import add_settings_flags, settings_from_args
 from plmkit.errors import ConfigError
 from plmkit.tasks.inference import InferenceSettings
+from plmkit.utils.files import refuse_overwriting_inputs
 
 
 FORMATS = ("Input: JSONL records as in the training data (labels not needed), or '-' for JSONL on stdin; also "
@@ -28,6 +29,8 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     s = settings_from_args(args, InferenceSettings)
+    if args.output:
+        refuse_overwriting_inputs(args.output, "--output", [("--input", args.input), ("--model", s.model)])
     records, lines = tasks.read_prediction_input(tasks.load_task(s.model), args.input)
     results = tasks.predict_dir(s.model, records, s.batch_size, s.device,
                                 where="<stdin>" if args.input == "-" else args.input,

@@ -27,7 +27,7 @@ from plmkit.tasks.common import length_of
 from plmkit.training.config import TrainConfig
 from plmkit.training.run_config import RunConfig, read_run_file
 from plmkit.training.trainer import TrainResult
-from plmkit.utils.files import output_dir
+from plmkit.utils.files import output_dir, refuse_overwriting_inputs
 from plmkit.utils.settings import Settings, check_known, is_int, setting
 
 log = logging.getLogger("plmkit")
@@ -203,6 +203,7 @@ def run(config: FinetuneRun) -> FinetuneResult:
     from plmkit.training.trainer import Trainer
 
     task, m, d = config.make_task(), config.model, config.data
+    refuse_overwriting_inputs(config.out, "--out", [("--model", m.path), ("--train", d.train), ("--eval", d.eval)])
     out = output_dir(config.out, "--out")
     config.save(out / "run.yaml")
     seed_everything(config.train.seed)

@@ -29,6 +29,7 @@ from plmkit.errors import ConfigError, TrainingError
 from plmkit.training.config import TrainConfig
 from plmkit.training.run_config import RunConfig, read_run_file
 from plmkit.utils.constants import DEFAULT_VOCAB_SIZE
+from plmkit.utils.files import refuse_overwriting_inputs
 from plmkit.utils.settings import Settings, is_int, setting
 
 BERT_OBJECTIVES = ("mlm+nsp", "mlm")
@@ -203,6 +204,8 @@ def run(config: PretrainRun, resume: bool = False):
         raise ConfigError("no corpus: give --corpus PATH (files or directories of .txt/.jsonl)")
     from plmkit.data.corpus import iter_documents
 
+    refuse_overwriting_inputs(config.out, "--out", [("--tokenizer", config.data.tokenizer),
+                                                    *(("--corpus", c) for c in config.data.corpus)])
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     next(iter_documents(config.data.corpus))  # fail fast, with a clear DataError, on a missing or empty corpus

@@ -20,7 +20,7 @@ import re
 import shutil
 import uuid
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Iterable, Mapping
 
 from plmkit.errors import CheckpointError, ConfigError
 
@@ -168,6 +168,28 @@ def output_dir(path: PathLike, what: str) -> Path:
         reason = "it is a file" if p.is_file() else err.strerror or str(err)
         raise ConfigError(f"cannot write into directory {p} ({reason}); give another with {what}") from None
     return p
+
+
+def refuse_overwriting_inputs(output: PathLike, output_flag: str,
+                              inputs: Iterable[tuple[str, PathLike | None]]) -> None:
+    """ConfigError when the output path is one of the inputs, lies inside an input directory, or
+    holds an input (inputs are read-only: ``--out D --model D`` would replace the model). `inputs`:
+    (flag, path) pairs; None and '-' (stdin) are skipped."""
+    out = Path(output).resolve()
+    for flag, given in inputs:
+        if given is None or str(given) == "-":
+            continue
+        path = Path(given).resolve()
+        if out == path:
+            how = "is"
+        elif out.is_relative_to(path):
+            how = "is inside"
+        elif path.is_relative_to(out):
+            how = "holds"
+        else:
+            continue
+        raise ConfigError(f"{output_flag} {output} {how} the input {flag} {given}; inputs are never written over: "
+                          f"choose another {output_flag}")
 
 
 def _temp_path(final: Path) -> Path:
