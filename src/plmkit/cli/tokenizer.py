@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 
 def add_parser(subparsers) -> None:
@@ -29,14 +28,13 @@ def run_train(args: argparse.Namespace) -> int:
     from plmkit.data.corpus import iter_texts
     from plmkit.errors import ConfigError
     from plmkit.tokenization import Tokenizer
+    from plmkit.utils.files import output_dir, refuse_overwriting_inputs
 
     if args.min_frequency < 0:
         raise ConfigError(f"--min-frequency {args.min_frequency}: must be 0 or more")
-    try:  # before training, so that a bad --out does not throw the trained vocabulary away
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ConfigError(f"--out {args.out}: cannot create the directory ({err.strerror}); "
-                          "give a directory path that can be written") from None
+    # before training, so that a bad --out does not throw the trained vocabulary away
+    refuse_overwriting_inputs(args.out, "--out", [("--corpus", c) for c in args.corpus])
+    output_dir(args.out, "--out")
     texts = iter_texts(args.corpus)
     progress = sys.stderr.isatty()
     if args.type == "bpe":
