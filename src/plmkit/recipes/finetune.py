@@ -28,6 +28,7 @@ from plmkit.training.config import TrainConfig
 from plmkit.training.run_config import RunConfig, read_run_file
 from plmkit.training.trainer import TrainResult
 from plmkit.utils.files import output_dir, refuse_overwriting_inputs
+from plmkit.utils.lock import run_lock
 from plmkit.utils.settings import Settings, check_known, is_int, setting
 
 log = logging.getLogger("plmkit")
@@ -196,15 +197,21 @@ def finetune(task: str, model_dir, train, out_dir, eval_data=None, **settings: A
 
 # ------------------------------------------------------------------ the run
 def run(config: FinetuneRun) -> FinetuneResult:
-    """Fine-tune as `config` says (see the module docstring)."""
+    """Fine-tune as `config` says (see the module docstring), owning the output directory meanwhile."""
+    m, d = config.model, config.data
+    refuse_overwriting_inputs(config.out, "--out", [("--model", m.path), ("--train", d.train), ("--eval", d.eval)])
+    out = output_dir(config.out, "--out")
+    with run_lock(out, "finetune"):
+        return _run(config, out)
+
+
+def _run(config: FinetuneRun, out: Path) -> FinetuneResult:
     from plmkit.data.loader import BatchLoader
     from plmkit.tokenization import Tokenizer
     from plmkit.training.rng import seed_everything
     from plmkit.training.trainer import Trainer
 
     task, m, d = config.make_task(), config.model, config.data
-    refuse_overwriting_inputs(config.out, "--out", [("--model", m.path), ("--train", d.train), ("--eval", d.eval)])
-    out = output_dir(config.out, "--out")
     config.save(out / "run.yaml")
     seed_everything(config.train.seed)
     tokenizer = Tokenizer.from_pretrained(m.path)

@@ -29,7 +29,8 @@ from plmkit.errors import ConfigError, TrainingError
 from plmkit.training.config import TrainConfig
 from plmkit.training.run_config import RunConfig, read_run_file
 from plmkit.utils.constants import DEFAULT_VOCAB_SIZE
-from plmkit.utils.files import refuse_overwriting_inputs
+from plmkit.utils.files import output_dir, refuse_overwriting_inputs
+from plmkit.utils.lock import run_lock
 from plmkit.utils.settings import Settings, is_int, setting
 
 BERT_OBJECTIVES = ("mlm+nsp", "mlm")
@@ -206,12 +207,12 @@ def run(config: PretrainRun, resume: bool = False):
 
     refuse_overwriting_inputs(config.out, "--out", [("--tokenizer", config.data.tokenizer),
                                                     *(("--corpus", c) for c in config.data.corpus)])
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(config.out, "--out")
     next(iter_documents(config.data.corpus))  # fail fast, with a clear DataError, on a missing or empty corpus
-    check_run_dir(out, config, resume)
-    config.save(out / RUN_FILE)
-    return pipeline(config.data.objective).pretrain(config, resume=resume)
+    with run_lock(out, "pretrain"):  # one owner: a second run (or --resume) on `out` stops here
+        check_run_dir(out, config, resume)
+        config.save(out / RUN_FILE)
+        return pipeline(config.data.objective).pretrain(config, resume=resume)
 
 
 def format_result(result) -> str:
