@@ -19,3 +19,8 @@ class DataError(PlmkitError, ValueError):
 
 class TrainingError(PlmkitError):
     """Training cannot go on (e.g. a non-finite loss)."""
+
+
+class WriteError(PlmkitError, OSError):
+    """A file could not be written (full disk, read-only place, no permission); what was written
+    before is intact."""

@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -132,3 +133,49 @@ def test_an_output_that_is_holds_or_lies_in_an_input_is_refused(tmp_path):
         refuse_overwriting_inputs(tmp_path / "data" / "." / "train.jsonl", "--output", [("--input", data)])
     refuse_overwriting_inputs(tmp_path / "runs", "--out", [("--model", model), ("--train", data), ("--eval", None),
                                                              ("--input", "-")])  # disjoint: fine
+
+
+def _full_disk(*args, **kwargs):
+    import errno
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_during_an_atomic_write_is_one_line_and_keeps_the_old_file(tmp_path, monkeypatch):
+    from plmkit.errors import WriteError
+    from plmkit.utils.files import atomic_write_text
+    path = tmp_path / "config.json"
+    atomic_write_text(path, "old\n")
+    monkeypatch.setattr(Path, "write_text", _full_disk)
+    with pytest.raises(WriteError, match=rf"cannot write {path}: the disk is full: free some space") as err:
+        atomic_write_text(path, "new\n")
+    assert "\n" not in str(err.value) and not str(err.value).startswith("[Errno")
+    monkeypatch.undo()
+    assert path.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
+
+
+def test_log_appends_are_whole_lines_or_nothing(tmp_path, monkeypatch, caplog):
+    from plmkit.errors import WriteError
+    from plmkit.training.metrics import MetricsLog
+    log = MetricsLog(tmp_path / "metrics.jsonl")
+    log.append({"step": 1, "loss": 2.0})
+    log.path.write_text(log.path.read_text() + '{"step": 2, "lo')  # a writer killed mid-line
+    with caplog.at_level("WARNING", logger="plmkit"):
+        assert log.read() == [{"step": 1, "loss": 2.0}]  # resume reads on, with a notice
+    assert "dropped a torn last line" in caplog.text
+    log.append({"step": 2, "loss": 1.5})  # the torn tail is cut first: no merged garbage line
+    assert log.read() == [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}]
+    before = log.path.read_bytes()
+    monkeypatch.setattr(os, "write", _full_disk)
+    with pytest.raises(WriteError, match="metrics.jsonl: the disk is full"):
+        log.append({"step": 3, "loss": 1.0})
+    monkeypatch.undo()
+    assert log.path.read_bytes() == before
+
+
+def test_a_damaged_line_inside_the_log_is_named(tmp_path):
+    from plmkit.errors import TrainingError
+    from plmkit.training.metrics import MetricsLog
+    log = MetricsLog(tmp_path / "metrics.jsonl")
+    log.path.write_text('{"step": 1}\nnot json\n{"step": 2}\n')
+    with pytest.raises(TrainingError, match=r"metrics.jsonl:2: not a JSON record"):
+        log.read()

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
-from plmkit.utils.files import atomic_write_text
+from plmkit.errors import TrainingError
+from plmkit.utils.files import append_line, atomic_write_text
+
+log = logging.getLogger("plmkit")
 
 
 class MetricsLog:
@@ -16,14 +20,29 @@ class MetricsLog:
         self.path = Path(path)
 
     def append(self, record: dict[str, Any]) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_line(self.path, json.dumps(record))  # a whole line or nothing (full disk: WriteError)
 
     def read(self) -> list[dict[str, Any]]:
+        """The records; a torn last line (a write cut short by a kill or a full disk) is dropped
+        with a notice, a malformed line elsewhere is an error naming file:line."""
         if not self.path.is_file():
             return []
-        with open(self.path) as f:
-            return [json.loads(line) for line in f if line.strip()]
+        text = self.path.read_text(encoding="utf-8", errors="replace")
+        lines = text.split("\n")
+        records = []
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                if number == len(lines):  # no newline after it: an append that did not finish
+                    log.warning("plmkit: %s:%d: dropped a torn last line (a write that did not finish)",
+                                self.path, number)
+                    break
+                raise TrainingError(f"{self.path}:{number}: not a JSON record; the log was edited or damaged "
+                                    "(delete the line to go on)") from None
+        return records
 
     def reset(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ is gone, or the name carries no pid) is removed by the next write of the same na
 """
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import re
@@ -22,17 +23,35 @@ import uuid
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
-from plmkit.errors import CheckpointError, ConfigError
+from plmkit.errors import CheckpointError, ConfigError, WriteError
 
 PathLike = str | os.PathLike
 _OURS = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)-[0-9a-f]{8}\.tmp")
 _HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
 
 
+_WHAT_TO_DO = {errno.ENOSPC: "the disk is full: free some space", errno.EDQUOT: "the disk quota is used up",
+               errno.EROFS: "the file system is read-only: write somewhere else",
+               errno.EACCES: "permission denied: write somewhere you may", errno.EPERM: "not permitted",
+               errno.EISDIR: "a directory is in the way: give a file path", errno.ENOTDIR: "a file is in the way"}
+
+
+def write_error(path: PathLike, err: OSError) -> WriteError:
+    """One line for a failed write: the path, why, and what to do; what was there before is kept."""
+    what = _WHAT_TO_DO.get(err.errno, err.strerror or str(err))
+    error = WriteError(f"cannot write {path}: {what} ({err.strerror or err}); what was written before is intact")
+    error.errno = err.errno
+    return error
+
+
 def atomic_write(path: PathLike, write: Callable[[Path], None]) -> Path:
-    """Call `write(temp)` to write a file, then fsync it and rename it over `path`."""
+    """Call `write(temp)` to write a file, then fsync it and rename it over `path`. Either the old
+    or the new file is there afterwards; an OSError (full disk, read-only place) is a WriteError."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise write_error(path.parent, err) from None
     remove_stale_temps(path.parent, path.name)
     temp = _temp_path(path)
     try:
@@ -43,10 +62,47 @@ def atomic_write(path: PathLike, write: Callable[[Path], None]) -> Path:
         finally:
             os.close(fd)
         os.replace(temp, path)
-    except BaseException:
+    except BaseException as err:
         _remove(temp)
+        if isinstance(err, OSError) and not isinstance(err, WriteError):
+            raise write_error(path, err) from None
         raise
     return path
+
+
+def append_line(path: PathLike, line: str) -> None:
+    """Append one line (newline added) to a log file, all or nothing: a torn last line left by a
+    killed or failed writer is cut first, and a failed append (full disk) leaves no partial line."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+    except OSError as err:
+        raise write_error(path, err) from None
+    try:
+        size = _cut_torn_tail(fd)
+        try:
+            data = (line + "\n").encode("utf-8")
+            while data:
+                data = data[os.write(fd, data):]
+        except OSError as err:
+            os.ftruncate(fd, size)
+            raise write_error(path, err) from None
+    finally:
+        os.close(fd)
+
+
+def _cut_torn_tail(fd: int) -> int:
+    """Truncate the file after its last newline (a torn last line is dropped); the new size."""
+    size = os.fstat(fd).st_size
+    end = size
+    while end and os.pread(fd, 1, end - 1) != b"\n":
+        start = max(0, end - 65536)
+        chunk = os.pread(fd, end - start, start)
+        cut = chunk.rfind(b"\n")
+        end = start + cut + 1 if cut >= 0 else start
+    if end != size:
+        os.ftruncate(fd, end)
+    return end
 
 
 def atomic_write_text(path: PathLike, text: str) -> Path:
