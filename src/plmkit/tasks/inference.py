@@ -7,13 +7,13 @@ id2label/label2id and architectures, model.safetensors) plus the tokenizer files
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from plmkit.errors import CheckpointError
 from plmkit.tasks.base import TASK_FILE, Task
 from plmkit.tasks.registry import get_task, load_task
+from plmkit.utils.device import is_device_name
 from plmkit.utils.settings import Settings, is_int, setting
 
 
@@ -31,7 +31,7 @@ class InferenceSettings(Settings):
     def validate(self) -> None:
         self.need(is_int(self.batch_size) and self.batch_size >= 1,
                   f"batch_size (--batch-size) must be an integer >= 1, got {self.batch_size!r}")
-        self.need(self.device in ("auto", "cpu") or re.fullmatch(r"cuda(:\d+)?", self.device) is not None,
+        self.need(is_device_name(self.device),
                   f"device (--device) must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
 

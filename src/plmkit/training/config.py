@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from plmkit.errors import ConfigError
-from plmkit.utils.device import PRECISIONS
+from plmkit.utils.device import PRECISIONS, is_device_name
 from plmkit.utils.settings import Settings, check_field_types, is_int, setting
 
 SCHEDULES = ("linear", "cosine", "constant")
@@ -121,7 +121,7 @@ class TrainConfig(Settings):
         need(is_int(self.grad_accum_steps) and self.grad_accum_steps >= 1, f"grad_accum_steps must be an integer >= 1, got {self.grad_accum_steps!r}")
         need(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         need(
-            self.device in ("auto", "cpu") or re.fullmatch(r"cuda(:\d+)?", str(self.device)) is not None,
+            is_device_name(self.device),
             f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}",
         )
         need(is_int(self.seed), f"seed must be an integer, got {self.seed!r}")

@@ -1,11 +1,18 @@
 """Which device a run uses and which dtype autocast computes in: one place for both."""
 from __future__ import annotations
 
+import re
+
 import torch
 
 from plmkit.errors import ConfigError
 
 PRECISIONS = ("fp32", "bf16", "auto")
+
+
+def is_device_name(name: object) -> bool:
+    """Whether a setting names a device plmkit takes: 'auto', 'cpu', 'cuda' or 'cuda:N'."""
+    return name in ("auto", "cpu") or re.fullmatch(r"cuda(:\d+)?", str(name)) is not None
 
 
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
