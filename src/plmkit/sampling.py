@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from plmkit.utils.settings import Settings, is_int, setting
+from plmkit.utils.settings import Settings, setting
 
 
 @dataclass
@@ -19,25 +19,15 @@ class SamplingSettings(Settings):
 
     section = "sampling"
 
-    max_new_tokens: int = setting(64, "tokens to generate at most", metavar="N")
-    temperature: float = setting(0.8, "sampling temperature (0: greedy)", metavar="T")
-    top_k: int | None = setting(None, "sample among the K most likely tokens", metavar="K")
+    max_new_tokens: int = setting(64, "tokens to generate at most", metavar="N", at_least=1)
+    temperature: float = setting(0.8, "sampling temperature (0: greedy)", metavar="T", at_least=0)
+    top_k: int | None = setting(None, "sample among the K most likely tokens", metavar="K", at_least=1)
     top_p: float | None = setting(0.95, "nucleus sampling: the smallest set of tokens with probability >= P",
-                                  metavar="P")
-    repetition_penalty: float = setting(1.0, "> 1 discourages repeating tokens (1.0: off)", metavar="R")
+                                  metavar="P", above=0, at_most=1)
+    repetition_penalty: float = setting(1.0, "> 1 discourages repeating tokens (1.0: off)", metavar="R", above=0)
     greedy: bool = setting(False, "always pick the most likely token (no sampling)")
-    num_beams: int = setting(1, "beam search with N beams (1: off)", metavar="N")
-    seed: int | None = setting(None, "random seed for reproducible sampling", metavar="N")
-
-    def validate(self) -> None:
-        def at_least(name: str, minimum: float, integer: bool = True) -> None:
-            value = getattr(self, name)
-            self.need((is_int(value) or not integer) and value >= minimum,
-                      f"{name} ({self.flag_spellings(name)[0]}) must be >= {minimum}, got {value}")
-
-        at_least("max_new_tokens", 1)
-        at_least("temperature", 0, integer=False)
-        at_least("num_beams", 1)
+    num_beams: int = setting(1, "beam search with N beams (1: off)", metavar="N", at_least=1)
+    seed: int | None = setting(None, "random seed for reproducible sampling", metavar="N", at_least=0)
 
     @property
     def sample(self) -> bool:

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import torch
 
+from plmkit.utils.files import atomic_write
+
 
 def plot_attention(tokens: list[str], attentions: tuple[torch.Tensor, ...], path: str | Path,
                    layers: list[int] | None = None, title: str = "") -> Path:
@@ -33,8 +35,8 @@ def plot_attention(tokens: list[str], attentions: tuple[torch.Tensor, ...], path
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    try:
+        atomic_write(path, lambda temp: fig.savefig(temp, dpi=110, format="png"))
+    finally:
+        plt.close(fig)
+    return Path(path)

@@ -78,7 +78,7 @@ def test_every_old_flag_spelling_still_parses():
     old = BASE + ["--eval", "d.conll", "--epochs", "2", "--max-steps", "5", "--lr", "1e-3", "--batch-size", "8",
                   "--max-length", "64", "--weight-decay", "0.1", "--warmup-ratio", "0.2", "--schedule", "cosine",
                   "--grad-clip", "0", "--grad-accum", "2", "--dropout", "0.1", "--freeze-embeddings",
-                  "--freeze-layers", "1", "--freeze-body", "--layer-lr-decay", "0.9", "--head-lr", "1e-2",
+                  "--freeze-layers", "1", "--layer-lr-decay", "0.9", "--head-lr", "1e-2",
                   "--lora-rank", "4", "--lora-alpha", "8", "--lora-dropout", "0.1", "--lora-targets", "q,k,v",
                   "--eval-every", "3", "--early-stopping-patience", "2", "--metric", "f1", "--stride", "8",
                   "--group-by-length", "--seed", "1", "--device", "cpu", "--precision", "fp32", "--save-every", "4",
@@ -87,7 +87,8 @@ def test_every_old_flag_spelling_still_parses():
     assert (run.task, run.out, run.resume, run.model.path, run.data.train, run.data.eval) == \
         ("ner", "o", True, "m", "t.conll", "d.conll")
     m, d, t, task = run.model, run.data, run.train, run.ner
-    assert (m.dropout, m.freeze_embeddings, m.freeze_layers, m.freeze_body) == (0.1, True, 1, True)
+    assert (m.dropout, m.freeze_embeddings, m.freeze_layers, m.freeze_body) == (0.1, True, 1, False)
+    assert parse(BASE + ["--freeze-body"]).model.freeze_body
     assert (m.lora_rank, m.lora_alpha, m.lora_dropout, m.lora_targets) == (4, 8.0, 0.1, ("q", "k", "v"))
     assert (d.batch_size, d.group_by_length, task.max_length, task.stride) == (8, True, 64, 8)
     assert (t.epochs, t.max_steps, t.lr, t.weight_decay, t.warmup_ratio, t.schedule) == (2.0, 5, 1e-3, 0.1, 0.2, "cosine")
@@ -120,7 +121,7 @@ def test_a_run_file_plus_flags_is_the_run_of_the_flags_alone(tmp_path, capsys):
 def test_finetune_flags_that_make_no_sense_are_refused_by_name(capsys):
     from plmkit.cli import main
     from plmkit.errors import ConfigError
-    with pytest.raises(ConfigError, match="lora_targets needs lora_rank"):
+    with pytest.raises(ConfigError, match=r"lora_targets \(--lora-targets\) needs lora_rank"):
         parse(BASE + ["--lora-targets", "q,k"])
     with pytest.raises(ConfigError, match=r"classification: unknown key\(s\) 'stride'"):
         parse(["--task", "classification", "--model", "m", "--train", "t", "--out", "o", "--stride", "4"])

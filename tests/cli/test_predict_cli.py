@@ -30,8 +30,8 @@ def test_bad_record_is_named_by_its_file_line(tmp_path, capsys, monkeypatch):
 
 @pytest.mark.parametrize("command", ["predict", "evaluate"])
 @pytest.mark.parametrize("flags, message", [
-    (["--batch-size", "-1"], "batch_size (--batch-size) must be an integer >= 1, got -1"),
-    (["--batch-size", "0"], "batch_size (--batch-size) must be an integer >= 1, got 0"),
+    (["--batch-size", "-1"], "batch_size (--batch-size) must be >= 1, got -1"),
+    (["--batch-size", "0"], "batch_size (--batch-size) must be >= 1, got 0"),
     (["--device", "gpu"], "device (--device) must be auto, cpu, cuda or cuda:N"),
 ])
 def test_inference_settings_are_checked_where_they_enter(tmp_path, capsys, monkeypatch, command, flags, message):
@@ -45,7 +45,7 @@ def test_inference_settings_are_checked_where_they_enter(tmp_path, capsys, monke
 
 def test_the_model_is_required_by_name(capsys):
     assert main(["evaluate", "--data", "d.jsonl"]) == 2
-    assert "model is required (--model)" in capsys.readouterr().err
+    assert "model (--model) is required" in capsys.readouterr().err
 
 
 def test_python_dash_m_plmkit_is_the_cli():

@@ -95,7 +95,7 @@ def test_resume_through_the_cli_is_exact(tmp_path):
     common = ("--config", str(run_file), "--eval-every", "2", "--tokenizer", str(tmp_path / "tok"))
     assert main(args(tmp_path, text, tmp_path / "straight", "--max-steps", "6", *common)) == 0
     assert main(args(tmp_path, text, tmp_path / "resumed", "--max-steps", "3", *common)) == 0
-    assert main(args(tmp_path, text, tmp_path / "resumed", "--max-steps", "6", "--resume", *common)) == 0
+    assert main(args(tmp_path, text, tmp_path / "resumed", "--max-steps", "6", "--resume-with-changes", *common)) == 0
 
     def losses(out):
         return [(r["step"], r["loss"]) for r in read_metrics(out) if "loss" in r]
@@ -120,8 +120,8 @@ def test_a_refused_run_leaves_the_earlier_run_untouched(tmp_path, capsys):
 def test_wrongly_typed_run_file_values_are_named(tmp_path, capsys):
     text = corpus(tmp_path / "en.txt", EN)
     bad = tmp_path / "bad.yaml"
-    for section, line, message in [("data", 'mask_rate: "0.3"', "mask_rate must be float"),
-                                   ("train", "grad_clip: '1.0'", "grad_clip must be float or None"),
+    for section, line, message in [("data", 'mask_rate: "0.3"', "mask_rate (--mask-rate) must be float"),
+                                   ("train", "grad_clip: '1.0'", "grad_clip (--grad-clip) must be float or None"),
                                    ("model", "layer_norm_eps: '1e-12'", "layer_norm_eps must be float")]:
         bad.write_text(f"{section}:\n  {line}\n")
         assert main(args(tmp_path, text, tmp_path / "o", "--max-steps", "1", "--config", str(bad))) == 2
@@ -271,7 +271,10 @@ def test_objective_clm_from_a_run_file(tmp_path, capsys):
     assert config["model_type"] == "llama" and config["rms_norm_eps"] == 1e-5 and config["max_position_embeddings"] == 32
     saved = (tmp_path / "o" / "run.yaml").read_text()
     assert "lr: 0.003" in saved and "objective: clm" in saved and "rms_norm_eps: 1.0e-05" in saved
-    assert main(["pretrain", "--config", str(tmp_path / "o" / "run.yaml"), "--max-steps", "3", "--resume"]) == 0
+    assert main(["pretrain", "--config", str(tmp_path / "o" / "run.yaml"), "--max-steps", "3", "--resume"]) == 2
+    assert "train.max_steps 2 -> 3" in capsys.readouterr().err
+    assert main(["pretrain", "--config", str(tmp_path / "o" / "run.yaml"), "--max-steps", "3",
+                 "--resume-with-changes"]) == 0
     assert [r["step"] for r in read_metrics(tmp_path / "o") if "loss" in r][-1] == 3
 
 
@@ -287,6 +290,8 @@ def test_a_run_started_by_the_old_code_resumes(tmp_path, capsys):
                       "unigram_bias_init": True, "sinusoidal_position_init": False}  # the old model section
     (out / "run.yaml").unlink()
     (out / "pretrain_config.json").write_text(json.dumps(saved, indent=2) + "\n")
+    for kept in (out / "checkpoints").glob("*/fingerprint.json"):
+        kept.unlink()  # the old code kept none
     capsys.readouterr()
     assert main(args(tmp_path, text, out, "--max-steps", "4", "--resume", "--seq-len", "32")) == 2
     err = capsys.readouterr().err

@@ -47,8 +47,8 @@ def test_finetune_max_length_beyond_the_models_positions(tmp_path):
 
 
 def test_finetune_resumes_exactly(tmp_path):
-    """6 steps straight == 3 steps, then --resume to 6: same losses, same evaluations (a constant lr,
-    since a run of 3 steps would otherwise decay it to 0 by step 3)."""
+    """6 steps straight == 3 steps, then resumed to 6: same losses, same evaluations (a constant lr,
+    since a run of 3 steps would otherwise decay it to 0 by step 3; the longer run is a change, said so)."""
     from plmkit.cli import main
     data = tmp_path / "t.jsonl"
     rows = [("a fine film", "pos"), ("dull and slow", "neg"), ("warm and funny", "pos"), ("a waste", "neg")] * 6
@@ -66,7 +66,8 @@ def test_finetune_resumes_exactly(tmp_path):
 
     assert run(tmp_path / "straight", 6) == 0
     assert run(tmp_path / "resumed", 3, "--save-every", "3") == 0
-    assert run(tmp_path / "resumed", 6, "--resume") == 0
+    assert run(tmp_path / "resumed", 6, "--resume") == 2  # another length: refused, by name
+    assert run(tmp_path / "resumed", 6, "--resume-with-changes") == 0
     straight, resumed = records(tmp_path / "straight"), records(tmp_path / "resumed")
     losses = [(r["step"], r["loss"]) for r in straight if "loss" in r]
     assert [s for s, _ in losses] == [1, 2, 3, 4, 5, 6]

@@ -113,7 +113,7 @@ def test_bad_inputs_are_clear_errors(pretrained, tmp_path):
     bad.write_text('{"prompt": "hi"}\n')
     with pytest.raises(DataError, match="bad.jsonl:1"):
         finetune("sft", result.model_dir, bad, tmp_path / "sft", max_steps=1)
-    with pytest.raises(ConfigError, match="eval_fraction must be in"):
+    with pytest.raises(ConfigError, match=r"eval_fraction \(--eval-fraction\) must be in \[0, 1\)"):
         finetune("sft", result.model_dir, bad, tmp_path / "sft", max_steps=1, eval_fraction=1.5)
     one = tmp_path / "one.jsonl"
     one.write_text('{"prompt": "hi", "response": "hello"}\n')

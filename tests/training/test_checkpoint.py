@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import plmkit.training.checkpoint as checkpoint
-from plmkit.errors import CheckpointError
+from plmkit.errors import CheckpointError, WriteError
 from plmkit.training import TrainConfig, Trainer
 from plmkit.training.checkpoint import (
     latest_checkpoint,
@@ -27,6 +27,7 @@ def test_keep_last_and_layout(tmp_path, toy):
     assert (root / "latest").read_text().strip() == "step-000010"
     latest = latest_checkpoint(root)
     assert sorted(p.name for p in latest.iterdir()) == ["model", "model_state.safetensors", "trainer_state.pt"]
+    # (a Trainer given a fingerprint keeps it there too: tests/training/test_resume_checks.py)
     assert {p.name for p in (latest / "model").iterdir()} == {"config.json", "model.safetensors", "tokenizer.json"}
     state = load_trainer_state(latest)  # weights_only=True: every entry is plain data
     assert state["run"]["step"] == 10 and isinstance(state["rng"]["python"], tuple)
@@ -34,7 +35,7 @@ def test_keep_last_and_layout(tmp_path, toy):
 
 
 def test_failure_while_writing_keeps_previous_checkpoint(tmp_path, toy, monkeypatch):
-    real_write = checkpoint.write_trainer_state
+    real_write = checkpoint.write_torch
     calls = []
 
     def flaky_write(path, state):
@@ -44,10 +45,10 @@ def test_failure_while_writing_keeps_previous_checkpoint(tmp_path, toy, monkeypa
             raise OSError("disk full (simulated)")
         real_write(path, state)
 
-    monkeypatch.setattr(checkpoint, "write_trainer_state", flaky_write)
+    monkeypatch.setattr(checkpoint, "write_torch", flaky_write)
     cfg = TrainConfig(**BASE, max_steps=10, save_every=5)
     model = toy.ToyLM()
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(WriteError, match=r"step-000010: disk full.*stopped at step 10.*checkpoint .*step-000005"):
         Trainer(model, cfg, toy.make_loader(), tmp_path).train()
     root = tmp_path / "checkpoints"
     assert latest_checkpoint(root).name == "step-000005"
@@ -55,7 +56,7 @@ def test_failure_while_writing_keeps_previous_checkpoint(tmp_path, toy, monkeypa
     assert load_trainer_state(root / "step-000005")["run"]["step"] == 5
     load_weights(toy.ToyLM(), root / "step-000005")
 
-    monkeypatch.setattr(checkpoint, "write_trainer_state", real_write)
+    monkeypatch.setattr(checkpoint, "write_torch", real_write)
     result = Trainer(toy.ToyLM(), cfg, toy.make_loader(), tmp_path).train(resume=True)
     assert result.step == 10 and latest_checkpoint(root).name == "step-000010"
 
@@ -74,7 +75,8 @@ def test_checkpoint_functions(tmp_path, toy):
     with pytest.raises(CheckpointError, match="does not fit"):
         load_weights(toy.ToyLM(n_layers=3), tmp_path / "step-000003")
     (tmp_path / "latest").write_text("step-000099\n")
-    with pytest.raises(CheckpointError, match="not a complete checkpoint"):
+    with pytest.raises(CheckpointError, match=r"names .*step-000099, which is missing. The newest intact checkpoint "
+                                              r"is .*step-000003: resume from it with --resume-from"):
         latest_checkpoint(tmp_path)
     assert latest_checkpoint(tmp_path / "nowhere") is None
 

@@ -55,11 +55,11 @@ def test_invalid_values_are_named(kwargs, message):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"max_steps": 1, "lr": "5e-4"}, r"lr must be float, got '5e-4' \(str\)"),
-    ({"max_steps": 2.0}, "max_steps must be int or None"),
-    ({"max_steps": 1, "grad_clip": "1"}, "grad_clip must be float or None"),
-    ({"max_steps": 1, "progress_bar": "no"}, "progress_bar must be bool"),
-    ({"max_steps": 1, "seed": True}, "seed must be int"),
+    ({"max_steps": 1, "lr": "5e-4"}, r"lr \(--lr\) must be float, got '5e-4' \(str\)"),
+    ({"max_steps": 2.0}, r"max_steps \(--max-steps\) must be int or None"),
+    ({"max_steps": 1, "grad_clip": "1"}, r"grad_clip \(--grad-clip\) must be float or None"),
+    ({"max_steps": 1, "progress_bar": "no"}, r"progress_bar \(--progress-bar\) must be bool"),
+    ({"max_steps": 1, "seed": True}, r"seed \(--seed\) must be int"),
 ])
 def test_wrongly_typed_values_are_named(kwargs, message):
     with pytest.raises(ConfigError, match=message):

@@ -68,7 +68,7 @@ def test_print_config(capsys):
 @pytest.mark.parametrize("text, message", [
     ("train:\n  max_step: 3\n", r"unknown key\(s\) 'max_step' \(did you mean 'max_steps'\?\)"),
     ("dta:\n  seq_len: 3\n", r"'dta' \(did you mean 'data'\?\)"),
-    ("data:\n  seq_len: '64'\n", r"seq_len must be int, got '64'"),
+    ("data:\n  seq_len: '64'\n", r"seq_len \(--seq-len\) must be int, got '64'"),
     ("data:\n  seq_len: 4\n", r"data: seq_len must be >= 8"),
     ("data: 3\n", r"section 'data' must be a mapping"),
     ("- 1\n", r"must be a mapping"),
@@ -128,5 +128,5 @@ def test_extras_take_undeclared_keys_and_are_written_flat():
 
 def test_tuple_flags_are_comma_separated():
     assert parse(["--betas", "0.8,0.95"]).train.betas == (0.8, 0.95)
-    with pytest.raises(ConfigError, match="betas must be two numbers"):
+    with pytest.raises(ConfigError, match=r"betas \(--betas\) must be 2 values \(float, float\)"):
         parse(["--betas", "0.8"])

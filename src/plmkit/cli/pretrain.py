@@ -21,7 +21,13 @@ def add_parser(subparsers) -> None:
                     "next-token prediction (byte-level BPE). Flags override the run file (--config); the "
                     "effective run file is written to OUT/run.yaml.")
     add_run_flags(p, PretrainRun)
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from OUT/checkpoints/latest, exactly (the same settings and data)")
+    p.add_argument("--resume-from", metavar="DIR", default=None,
+                   help="continue from this checkpoint directory instead of the latest (implies --resume)")
+    p.add_argument("--resume-with-changes", action="store_true",
+                   help="resume although settings or data changed (they are named in the log; the LR schedule goes "
+                        "on from where it was; implies --resume)")
     p.set_defaults(func=run)
 
 
@@ -36,5 +42,6 @@ def run(args: argparse.Namespace) -> int:
     config = build_config(args)
     if config is None:  # --print-config
         return 0
-    print(format_result(pretrain(config, resume=args.resume)))
+    resume = args.resume_from or args.resume or args.resume_with_changes
+    print(format_result(pretrain(config, resume=resume, accept_changes=args.resume_with_changes)))
     return 0

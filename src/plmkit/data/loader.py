@@ -126,14 +126,22 @@ class BatchLoader:
             "batch_size": self.batch_size,
         }
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
+    def load_state_dict(self, state: dict[str, int], strict: bool = True) -> None:
+        """Continue where `state` was; ``strict=False`` (a run resumed with other data or another batch
+        size) keeps the epoch and moves to the same fraction of it."""
+        changed = []
         for key in ("num_examples", "batch_size"):
             mine = len(self.dataset) if key == "num_examples" else self.batch_size
             if key in state and state[key] != mine:
-                raise CheckpointError(
-                    f"loader state was saved with {key}={state[key]} but this loader has {key}={mine}; "
-                    "resume with the same data and batch size"
-                )
+                changed.append(key)
+                if strict:
+                    raise CheckpointError(
+                        f"loader state was saved with {key}={state[key]} but this loader has {key}={mine}; "
+                        "resume with the same data and batch size"
+                    )
         self.seed = int(state.get("seed", self.seed))
         self.epoch = int(state["epoch"])
         self.position = int(state["position"])
+        if changed:
+            was = state.get("num_examples", len(self.dataset)) / state.get("batch_size", self.batch_size)
+            self.position = min(len(self), round(self.position / max(was, 1) * len(self)))

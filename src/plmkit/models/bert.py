@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from plmkit.convert.bert import CONVERTER
 from plmkit.errors import PlmkitError
 from plmkit.models.base import PreTrainedModel
-from plmkit.models.config import ModelConfig
+from plmkit.models.config import ABOVE_ZERO, POSITIVE, PROBABILITY, ModelConfig
 from plmkit.models.registry import Family, config_from_preset, register
 from plmkit.models.outputs import (BaseModelOutput, ClassifierOutput, MaskedLMOutput, PreTrainingOutput,
                                    QuestionAnsweringOutput)
@@ -35,6 +35,10 @@ class BertConfig(ModelConfig):
     dropout_fields = ("hidden_dropout_prob", "attention_probs_dropout_prob")
     field_names = {"num_layers": "num_hidden_layers", "d_model": "hidden_size", "context_length": "max_position_embeddings"}
     default_only_keys = {**ModelConfig.default_only_keys, "is_decoder": False}  # true: a causal BERT
+    ranges = {**dict.fromkeys(("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                               "intermediate_size", "max_position_embeddings", "type_vocab_size"), POSITIVE),
+              **dict.fromkeys(("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"), PROBABILITY),
+              "layer_norm_eps": ABOVE_ZERO, "initializer_range": {"at_least": 0}, "pad_token_id": {"at_least": 0}}
     vocab_size: int = 30522
     hidden_size: int = 768
     num_hidden_layers: int = 12
@@ -57,17 +61,13 @@ class BertConfig(ModelConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-                     "max_position_embeddings"):
-            self._check(isinstance(getattr(self, name), int) and getattr(self, name) > 0,
-                        f"{name} must be a positive integer, got {getattr(self, name)!r}")
         self._check(self.hidden_size % self.num_attention_heads == 0,
                     f"hidden_size={self.hidden_size} is not divisible by num_attention_heads={self.num_attention_heads}")
         self._check(self.hidden_act in ACTIVATIONS, f"hidden_act={self.hidden_act!r} is not one of {sorted(ACTIVATIONS)}")
         self._check(self.position_embedding_type == "absolute",
                     f"position_embedding_type={self.position_embedding_type!r}: only 'absolute' is supported")
-        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
-            self._check(0.0 <= getattr(self, name) < 1.0, f"{name} must be in [0, 1)")
+        self._check(self.pad_token_id < self.vocab_size,
+                    f"pad_token_id={self.pad_token_id} is not below vocab_size={self.vocab_size}")
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "BertConfig":

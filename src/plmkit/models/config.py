@@ -8,6 +8,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from plmkit.errors import ConfigError
+from plmkit.utils.settings import check_field_types, out_of_range
+
+# ranges of `ModelConfig.ranges`
+POSITIVE = {"at_least": 1}
+PROBABILITY = {"at_least": 0, "below": 1}
+ABOVE_ZERO = {"above": 0}
 
 # Keys Hugging Face writes into every config.json that say nothing about the architecture.
 IGNORED_HF_KEYS = frozenset({
@@ -32,12 +38,20 @@ class ModelConfig:
     # Hugging Face keys whose default is the only behaviour plmkit implements: another value is refused by name.
     default_only_keys: ClassVar[dict[str, Any]] = {"add_cross_attention": False, "is_encoder_decoder": False,
                                                    "pruned_heads": {}}
+    # field -> its range ({"at_least": 1}, POSITIVE, PROBABILITY ...): checked on load, after every field's type
+    ranges: ClassVar[dict[str, dict[str, float]]] = {}
     id2label: dict[int, str] | None = None
     label2id: dict[str, int] | None = None
     problem_type: str | None = None  # regression | single_label_classification | multi_label_classification
     architectures: list[str] | None = None
 
     def __post_init__(self):
+        """Every field's type (``num_hidden_layers: true`` or ``layer_norm_eps: "a"`` is an error naming
+        it, not a failure at the first forward pass) and range; a family adds its own checks after."""
+        check_field_types(self, type(self).__name__)
+        for name, bounds in self.ranges.items():
+            problem = out_of_range(getattr(self, name), bounds)
+            self._check(problem is None, f"{name} must be {problem}, got {getattr(self, name)!r}")
         if self.id2label is not None:
             self.id2label = {int(k): str(v) for k, v in self.id2label.items()}
             self.label2id = {v: k for k, v in self.id2label.items()}
@@ -104,7 +118,7 @@ class ModelConfig:
                               f"known keys: {', '.join(sorted(names))}")
         try:
             config = cls(**{k: v for k, v in d.items() if k in names})
-        except TypeError as err:
+        except (TypeError, ConfigError) as err:
             raise ConfigError(f"{source}: {err}") from None
         if num_labels is not None and config.id2label is None:
             config = config.with_labels(int(num_labels))
@@ -179,4 +193,5 @@ def preset_names(presets: dict) -> str:
     return ", ".join(sorted(presets))
 
 
-__all__ = ["ModelConfig", "IGNORED_HF_KEYS", "config_json_path", "read_config_json", "field"]
+__all__ = ["ABOVE_ZERO", "IGNORED_HF_KEYS", "ModelConfig", "POSITIVE", "PROBABILITY", "config_json_path", "field",
+           "read_config_json"]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from plmkit.convert.gpt2 import CONVERTER
-from plmkit.models.config import ModelConfig
+from plmkit.models.config import ABOVE_ZERO, POSITIVE, PROBABILITY, ModelConfig
 from plmkit.models.registry import Family, config_from_preset, register
 from plmkit.models.decoder import CausalLMHead, DecoderBody, DecoderPreTrainedModel
 from plmkit.nn import FeedForward, MultiHeadAttention, TransformerBlock
@@ -29,6 +29,9 @@ class GPT2Config(ModelConfig):
     model_type = "gpt2"
     dropout_fields = ("resid_pdrop", "embd_pdrop", "attn_pdrop")
     field_names = {"num_layers": "n_layer", "d_model": "n_embd", "context_length": "n_positions"}
+    ranges = {**dict.fromkeys(("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "n_inner"), POSITIVE),
+              **dict.fromkeys(("resid_pdrop", "embd_pdrop", "attn_pdrop", "summary_first_dropout"), PROBABILITY),
+              "layer_norm_epsilon": ABOVE_ZERO, "initializer_range": {"at_least": 0}}
     vocab_size: int = 50257
     n_positions: int = 1024
     n_embd: int = 768
@@ -59,16 +62,9 @@ class GPT2Config(ModelConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"):
-            self._check(isinstance(getattr(self, name), int) and getattr(self, name) > 0,
-                        f"{name} must be a positive integer, got {getattr(self, name)!r}")
         self._check(self.n_embd % self.n_head == 0, f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
-        self._check(self.n_inner is None or (isinstance(self.n_inner, int) and self.n_inner > 0),
-                    f"n_inner must be a positive integer or null, got {self.n_inner!r}")
         self._check(self.activation_function in ACTIVATIONS,
                     f"activation_function={self.activation_function!r} is not one of {sorted(ACTIVATIONS)}")
-        for name in ("resid_pdrop", "embd_pdrop", "attn_pdrop"):
-            self._check(0.0 <= getattr(self, name) < 1.0, f"{name} must be in [0, 1)")
         self._check(self.scale_attn_weights, "scale_attn_weights=false (unscaled attention) is not supported")
         self._check(not self.scale_attn_by_inverse_layer_idx,
                     "scale_attn_by_inverse_layer_idx=true (Mistral's GPT-2 variant) is not supported")

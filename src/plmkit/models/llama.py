@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from plmkit.convert.llama import CONVERTER
 from plmkit.errors import ConfigError
-from plmkit.models.config import ModelConfig
+from plmkit.models.config import ABOVE_ZERO, POSITIVE, PROBABILITY, ModelConfig
 from plmkit.models.registry import Family, config_from_preset, register
 from plmkit.models.decoder import CausalLMHead, DecoderBody, DecoderPreTrainedModel
 from plmkit.nn import FeedForward, MultiHeadAttention, RMSNorm, RotaryEmbedding, TransformerBlock
@@ -28,6 +28,11 @@ class LlamaConfig(ModelConfig):
     dropout_fields = ("attention_dropout",)
     field_names = {"num_layers": "num_hidden_layers", "d_model": "hidden_size", "context_length": "max_position_embeddings"}
     learned_positions = False
+    ranges = {**dict.fromkeys(("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                               "num_attention_heads", "num_key_value_heads", "head_dim", "max_position_embeddings",
+                               "pretraining_tp"), POSITIVE),
+              "attention_dropout": PROBABILITY, "rms_norm_eps": ABOVE_ZERO, "rope_theta": ABOVE_ZERO,
+              "initializer_range": {"at_least": 0}}
     vocab_size: int = 32000
     hidden_size: int = 4096
     intermediate_size: int = 11008
@@ -56,16 +61,13 @@ class LlamaConfig(ModelConfig):
             self.num_key_value_heads = self.num_attention_heads
         if self.head_dim is None:
             self.head_dim = self.hidden_size // self.num_attention_heads
-        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                     "num_key_value_heads", "head_dim", "max_position_embeddings"):
-            self._check(isinstance(getattr(self, name), int) and getattr(self, name) > 0,
-                        f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        self._check(self.head_dim >= 1, f"hidden_size={self.hidden_size} is smaller than "
+                                         f"num_attention_heads={self.num_attention_heads}: give head_dim")
         self._check(self.num_attention_heads % self.num_key_value_heads == 0,
                     f"num_attention_heads={self.num_attention_heads} is not a multiple of "
                     f"num_key_value_heads={self.num_key_value_heads}")
         self._check(self.head_dim % 2 == 0, f"head_dim={self.head_dim} must be even for rotary embeddings")
         self._check(self.hidden_act in ACTIVATIONS, f"hidden_act={self.hidden_act!r} is not one of {sorted(ACTIVATIONS)}")
-        self._check(0.0 <= self.attention_dropout < 1.0, "attention_dropout must be in [0, 1)")
         scaling = dict(self.rope_scaling or {})
         rope_type = scaling.pop("rope_type", scaling.pop("type", "default"))
         self._check(rope_type == "default", f"rope_scaling / rope_parameters {self.rope_scaling!r}: rope_type "

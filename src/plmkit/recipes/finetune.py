@@ -24,12 +24,14 @@ from typing import Any, Mapping
 from plmkit.errors import ConfigError, DataError
 from plmkit.tasks import Task, get_task, task_names
 from plmkit.tasks.common import length_of
+from plmkit.training.checkpoint import resume_checkpoint
 from plmkit.training.config import TrainConfig
-from plmkit.training.run_config import RunConfig, read_run_file
+from plmkit.training.fingerprint import check_resume, fingerprint
+from plmkit.training.run_config import RunConfig, field_default, read_run_file
 from plmkit.training.trainer import TrainResult
 from plmkit.utils.files import output_dir, refuse_overwriting_inputs
 from plmkit.utils.lock import run_lock
-from plmkit.utils.settings import Settings, check_known, is_int, setting
+from plmkit.utils.settings import Settings, check_known, setting
 
 log = logging.getLogger("plmkit")
 
@@ -40,46 +42,45 @@ FINETUNE_DEFAULTS = {"train": {"epochs": 3.0, "warmup_ratio": 0.1}}
 class ModelSettings(Settings):
     section = "model"
     path: str | None = setting(None, "pretrained model directory (config.json, weights, tokenizer)",
-                               flags=("--model",), metavar="DIR")
+                               flags=("--model",), metavar="DIR", shapes_run=False)  # its files are compared
     dropout: float | None = setting(None, "hidden and attention dropout while fine-tuning; off: as in the model's "
-                                          "config (plmkit pretrain writes 0, fine-tuning usually wants 0.1)", metavar="P")
+                                          "config (plmkit pretrain writes 0, fine-tuning usually wants 0.1)", metavar="P",
+                                    at_least=0, below=1)
     freeze_embeddings: bool = setting(False, "freeze the embeddings")
-    freeze_layers: int = setting(0, "freeze the embeddings and the first K layers", metavar="K")
+    freeze_layers: int = setting(0, "freeze the embeddings and the first K layers", metavar="K", at_least=0)
     freeze_body: bool = setting(False, "train the task head only")
-    lora_rank: int | None = setting(None, "train LoRA adapters of this rank (+ the head)", metavar="R")
-    lora_alpha: float = setting(16.0, "LoRA scale numerator (scale = alpha / rank)", metavar="A")
-    lora_dropout: float = setting(0.05, "dropout on the LoRA input", metavar="P")
+    lora_rank: int | None = setting(None, "train LoRA adapters of this rank (+ the head)", metavar="R", at_least=1)
+    lora_alpha: float = setting(16.0, "LoRA scale numerator (scale = alpha / rank)", metavar="A", above=0)
+    lora_dropout: float = setting(0.05, "dropout on the LoRA input", metavar="P", at_least=0, below=1)
     lora_targets: tuple[str, ...] | None = setting(None, "comma-separated Linear names that get adapters "
                                                          "(q,k,v,out,fc_in,fc_out); off: q,v with --lora-rank",
                                                    metavar="NAMES")
 
     def validate(self) -> None:
-        self.need(is_int(self.freeze_layers) and self.freeze_layers >= 0,
-                  f"freeze_layers must be an integer >= 0, got {self.freeze_layers!r}")
-        self.need(self.lora_rank is None or self.lora_rank >= 1, f"lora_rank must be >= 1, got {self.lora_rank}")
-        self.need(self.lora_targets is None or self.lora_rank is not None,
-                  "lora_targets needs lora_rank (--lora-rank R): without a rank there are no adapters")
+        for f in dataclasses.fields(self):  # a LoRA setting changed from its default means nothing without a rank
+            if f.name.startswith("lora_") and f.name != "lora_rank" and self.lora_rank is None:
+                self.need(getattr(self, f.name) == field_default(f),
+                          f"{self._named(f.name)} needs lora_rank (--lora-rank R): without a rank there are no adapters")
+        self.need(not (self.freeze_body and (self.freeze_layers or self.freeze_embeddings)),
+                  "freeze_body (--freeze-body) freezes the whole body already: drop --freeze-layers / "
+                  "--freeze-embeddings")
 
 
 @dataclass
 class DataSettings(Settings):
     section = "data"
     train: str | None = setting(None, "training data: " + "; ".join(
-        f"{t.description} ({name})" for name, t in ((n, get_task(n)) for n in task_names())), metavar="FILE")
-    eval: str | None = setting(None, "evaluation data, same format (evaluated every epoch)", metavar="FILE")
+        f"{t.description} ({name})" for name, t in ((n, get_task(n)) for n in task_names())), metavar="FILE",
+        shapes_run=False)  # (the contents of the data files are compared on resume)
+    eval: str | None = setting(None, "evaluation data, same format (evaluated every epoch)", metavar="FILE",
+                               shapes_run=False)
     eval_fraction: float = setting(0.0, "without --eval: hold out this (seeded) fraction of the training examples",
-                                   metavar="F")
-    batch_size: int = setting(16, "examples per batch", metavar="N")
+                                   metavar="F", at_least=0, below=1)
+    batch_size: int = setting(16, "examples per batch", metavar="N", at_least=1)
     eval_batch_size: int | None = setting(None, "examples per evaluation batch; off: max(batch size, 32)",
-                                          metavar="N")
+                                          metavar="N", at_least=1, shapes_run=False)
     group_by_length: bool = setting(False, "batches of similar lengths: less padding (the encoder already skips "
                                            "padding tokens outside attention, so this saves little there)")
-
-    def validate(self) -> None:
-        self.need(0 <= self.eval_fraction < 1, f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
-        self.need(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
-        self.need(self.eval_batch_size is None or self.eval_batch_size >= 1,
-                  f"eval_batch_size must be >= 1, got {self.eval_batch_size}")
 
 
 @dataclass
@@ -93,8 +94,6 @@ class FinetuneTrain(TrainConfig):
             super().validate()
         finally:
             self.early_stopping_patience = patience
-        self.need(patience is None or (is_int(patience) and patience >= 1),
-                  f"early_stopping_patience must be a positive integer or None, got {patience!r}")
 
 
 @dataclass
@@ -104,8 +103,14 @@ class FinetuneRun(RunConfig):
     defaults = FINETUNE_DEFAULTS
     task: str | None = setting(None, "what to fine-tune for (sft: a causal LM on prompt/response pairs, "
                                      "for plmkit chat)", choices=task_names())
-    out: str | None = setting(None, "output directory", metavar="DIR")
-    resume: bool = setting(False, "continue from OUT/checkpoints/latest, exactly")
+    out: str | None = setting(None, "output directory", metavar="DIR", shapes_run=False)
+    resume: bool = setting(False, "continue from OUT/checkpoints/latest, exactly (the same settings and data)",
+                           shapes_run=False)
+    resume_from: str | None = setting(None, "continue from this checkpoint directory instead of the latest "
+                                            "(implies --resume)", metavar="DIR", shapes_run=False)
+    resume_with_changes: bool = setting(False, "resume although settings or data changed (they are named in the log; "
+                                               "the LR schedule goes on from where it was; implies --resume)",
+                                        shapes_run=False)
     model: ModelSettings = field(default_factory=ModelSettings)
     data: DataSettings = field(default_factory=DataSettings)
     train: FinetuneTrain = field(default_factory=lambda: FinetuneTrain(epochs=3.0))
@@ -117,6 +122,11 @@ class FinetuneRun(RunConfig):
                          (self.out, "the output directory: --out DIR (out:)")):
             if not ok:
                 raise ConfigError(f"finetune: say {what}")
+
+    @property
+    def resume_target(self) -> bool | str:
+        """What `Trainer.train(resume=...)` gets: a checkpoint directory, True (the latest) or False."""
+        return self.resume_from or bool(self.resume or self.resume_with_changes)
 
     @property
     def task_settings(self):
@@ -202,10 +212,13 @@ def run(config: FinetuneRun) -> FinetuneResult:
     refuse_overwriting_inputs(config.out, "--out", [("--model", m.path), ("--train", d.train), ("--eval", d.eval)])
     out = output_dir(config.out, "--out")
     with run_lock(out, "finetune"):
-        return _run(config, out)
+        fp = fingerprint(config, {"--model": [m.path], "--train": [d.train], "--eval": [d.eval]})
+        if config.resume_target:
+            check_resume(resume_checkpoint(out / "checkpoints", config.resume_target), fp, config.resume_with_changes)
+        return _run(config, out, fp)
 
 
-def _run(config: FinetuneRun, out: Path) -> FinetuneResult:
+def _run(config: FinetuneRun, out: Path, fp: dict) -> FinetuneResult:
     from plmkit.data.loader import BatchLoader
     from plmkit.tokenization import Tokenizer
     from plmkit.training.rng import seed_everything
@@ -250,8 +263,8 @@ def _run(config: FinetuneRun, out: Path) -> FinetuneResult:
         task.save(directory)
 
     trainer = Trainer(model, train_cfg, loader, out, evaluate=evaluate if has_eval else None, save_extra=save_extra,
-                      forward_kwargs=task.forward_kwargs)
-    result = trainer.train(resume=config.resume)
+                      forward_kwargs=task.forward_kwargs, fingerprint=fp)
+    result = trainer.train(resume=config.resume_target, accept_changes=config.resume_with_changes)
     return FinetuneResult(**{f.name: getattr(result, f.name) for f in dataclasses.fields(result)},
                           train_examples=len(train_examples),
                           eval_examples=len(eval_examples) if eval_examples is not None else 0)

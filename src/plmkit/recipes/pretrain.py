@@ -20,18 +20,18 @@ the tokenizer, ``model/`` (HF-loadable), metrics, checkpoints (see the pipelines
 from __future__ import annotations
 
 import importlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from plmkit.errors import ConfigError, TrainingError
 from plmkit.training.config import TrainConfig
+from plmkit.training.fingerprint import fingerprint
 from plmkit.training.run_config import RunConfig, read_run_file
 from plmkit.utils.constants import DEFAULT_VOCAB_SIZE
 from plmkit.utils.files import output_dir, refuse_overwriting_inputs
 from plmkit.utils.lock import run_lock
-from plmkit.utils.settings import Settings, is_int, setting
+from plmkit.utils.settings import Settings, setting
 
 BERT_OBJECTIVES = ("mlm+nsp", "mlm")
 # objective -> the module of its pipeline
@@ -56,7 +56,8 @@ class PretrainModel(Settings):
 
     preset: str = setting("bert-mini", "model size: bert-tiny/mini/small/medium/base; with --objective clm "
                                        "gpt2-tiny/mini/small/... or llama-tiny/mini/...", metavar="NAME")
-    dropout: float = setting(0.0, "every dropout rate of the body (hidden, attention, embeddings)", metavar="P")
+    dropout: float = setting(0.0, "every dropout rate of the body (hidden, attention, embeddings)", metavar="P",
+                             at_least=0, below=1)
     norm_first: bool | None = setting(None, "pre-LayerNorm BERT blocks (stabler; not loadable by HF BertModel)",
                                       flags=("--pre-ln", "--norm-first"))
     unigram_bias_init: bool | None = setting(True, "start the MLM decoder bias at the corpus's log word "
@@ -67,9 +68,6 @@ class PretrainModel(Settings):
                                                     flags=("--sinusoidal-positions", "--sinusoidal-position-init"))
     # the family's own config fields (BertConfig's layer_norm_eps, say), given flat in the model section
     config: dict[str, Any] = setting(help="config fields of the model's family", default_factory=dict, cli=False)
-
-    def validate(self) -> None:
-        self.need(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
 
     @classmethod
     def layered(cls, *layers, source=None):
@@ -94,59 +92,36 @@ class PretrainData(Settings):
     section = "data"
 
     corpus: list[str] = setting(help="text corpus: .txt/.txt.gz/.jsonl files or directories",
-                                default_factory=list, metavar="PATH")
+                                default_factory=list, metavar="PATH", shapes_run=False)  # its files are compared
     tokenizer: str | None = setting(None, "use this tokenizer instead of training one on the corpus into OUT/tokenizer",
-                                    metavar="DIR")
+                                    metavar="DIR", shapes_run=False)
     vocab_size: int | None = setting(None, f"vocabulary of a tokenizer trained here (off: {DEFAULT_VOCAB_SIZE})",
-                                     metavar="N")
+                                     metavar="N", at_least=100)
     lowercase: bool | None = setting(None, "lowercase a WordPiece tokenizer trained here (off: yes)",
                                      const_flags={"--cased": False})
     objective: str = setting("mlm+nsp", "mlm+nsp: BERT's sentence pairs; mlm: packed sentences; clm: a GPT-2/Llama "
                                         "decoder by next-token prediction (byte-level BPE)", choices=OBJECTIVES)
-    seq_len: int = setting(128, "tokens per example, specials included", metavar="N")
-    batch_size: int = setting(32, "examples per batch", metavar="N")
-    mask_rate: float | None = setting(0.15, "fraction of tokens masked", metavar="P")
+    seq_len: int = setting(128, "tokens per example, specials included", metavar="N", at_least=8)
+    batch_size: int = setting(32, "examples per batch", metavar="N", at_least=1)
+    mask_rate: float | None = setting(0.15, "fraction of tokens masked", metavar="P", above=0, below=1)
     whole_word_mask: bool | None = setting(False, "mask whole words (## pieces with their word)")
-    short_seq_prob: float | None = setting(0.1, "chance that an NSP example is made shorter than seq_len", metavar="P")
-    nsp_prob: float | None = setting(0.5, "chance that segment B is a random one", metavar="P")
-    dupe_factor: int | None = setting(1, "passes over the training documents with different NSP pairings", metavar="N")
+    short_seq_prob: float | None = setting(0.1, "chance that an NSP example is made shorter than seq_len", metavar="P",
+                                           at_least=0, at_most=1)
+    nsp_prob: float | None = setting(0.5, "chance that segment B is a random one", metavar="P", at_least=0, at_most=1)
+    dupe_factor: int | None = setting(1, "passes over the training documents with different NSP pairings", metavar="N",
+                                      at_least=1)
     min_doc_tokens: int | None = setting(None, "merge consecutive short documents of a file up to N tokens "
-                                               "(off: seq_len; 0: never)", metavar="N")
-    eval_fraction: float = setting(0.02, "fraction of documents held out for evaluation", metavar="F")
-    eval_batches: int = setting(20, "evaluation batches at most (of batch_size examples)", metavar="N")
+                                               "(off: seq_len; 0: never)", metavar="N", at_least=0)
+    eval_fraction: float = setting(0.02, "fraction of documents held out for evaluation", metavar="F", at_least=0,
+                                   below=1)
+    eval_batches: int = setting(20, "evaluation batches at most (of batch_size examples)", metavar="N", at_least=1,
+                                shapes_run=False)
     cache_dir: str | None = setting(None, "tokenized-corpus cache (off: $PLMKIT_CACHE/pretraining, or /clm)",
-                                    metavar="DIR")
+                                    metavar="DIR", shapes_run=False)
 
     @property
     def nsp(self) -> bool:
         return self.objective == "mlm+nsp"
-
-    def validate(self) -> None:
-        if isinstance(self.corpus, (str, os.PathLike)):
-            self.corpus = [self.corpus]
-        self.corpus = [str(p) for p in self.corpus]
-        for name in ("tokenizer", "cache_dir"):
-            if isinstance(getattr(self, name), os.PathLike):
-                setattr(self, name, str(getattr(self, name)))
-        need = self.need
-
-        def positive(name: str, minimum: int = 1) -> None:
-            value = getattr(self, name)
-            need(value is None or (is_int(value) and value >= minimum),
-                 f"{name} must be an integer >= {minimum}, got {value!r}")
-
-        need(self.objective in OBJECTIVES, f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
-        positive("seq_len", 8)
-        positive("batch_size")
-        positive("vocab_size", 100)
-        positive("dupe_factor")
-        positive("min_doc_tokens", 0)
-        positive("eval_batches")
-        need(self.mask_rate is None or 0 < self.mask_rate < 1, f"mask_rate must be in (0, 1), got {self.mask_rate}")
-        for name in ("short_seq_prob", "nsp_prob"):
-            value = getattr(self, name)
-            need(value is None or 0 <= value <= 1, f"{name} must be in [0, 1], got {value}")
-        need(0 <= self.eval_fraction < 1, f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
 
 
 @dataclass
@@ -165,7 +140,8 @@ class PretrainRun(RunConfig):
     model: PretrainModel
     data: PretrainData
     train: TrainConfig
-    out: str | None = setting(None, "output directory (tokenizer, checkpoints, metrics, final model)", metavar="DIR")
+    out: str | None = setting(None, "output directory (tokenizer, checkpoints, metrics, final model)", metavar="DIR",
+                              shapes_run=False)
 
     def validate(self) -> None:
         if self.out is not None:
@@ -196,9 +172,10 @@ def pipeline(objective: str):
     return importlib.import_module(PIPELINES[objective])
 
 
-def run(config: PretrainRun, resume: bool = False):
+def run(config: PretrainRun, resume: bool | str = False, accept_changes: bool = False):
     """Tokenizer, tokenized corpus, examples, model, Trainer: the whole `plmkit pretrain` run.
-    resume: continue from OUT/checkpoints/latest (the model and data settings must be the same)."""
+    resume: continue from OUT/checkpoints/latest (True) or from a given checkpoint directory, with the
+    settings and data the run started with unless `accept_changes` (then continuing with the changes)."""
     if not config.out:
         raise ConfigError("say where the run goes: out (--out DIR)")
     if not config.data.corpus:
@@ -210,9 +187,10 @@ def run(config: PretrainRun, resume: bool = False):
     out = output_dir(config.out, "--out")
     next(iter_documents(config.data.corpus))  # fail fast, with a clear DataError, on a missing or empty corpus
     with run_lock(out, "pretrain"):  # one owner: a second run (or --resume) on `out` stops here
-        check_run_dir(out, config, resume)
+        fp = fingerprint(config, {"--corpus": config.data.corpus, "--tokenizer": [config.data.tokenizer]})
+        check_run_dir(out, config, resume, fp, accept_changes)
         config.save(out / RUN_FILE)
-        return pipeline(config.data.objective).pretrain(config, resume=resume)
+        return pipeline(config.data.objective).pretrain(config, resume, accept_changes, fp)
 
 
 def format_result(result) -> str:
@@ -221,16 +199,23 @@ def format_result(result) -> str:
 
 
 # ------------------------------------------------------------------------------------------ resume
-def check_run_dir(out: Path, config: PretrainRun, resume: bool) -> None:
+def check_run_dir(out: Path, config: PretrainRun, resume: bool | str, fp: dict | None = None,
+                  accept_changes: bool = False) -> None:
     """Refuse, before anything in `out` is overwritten, a fresh run over another run's checkpoints
-    and a resumed run whose model or data settings differ from the ones it was started with."""
-    from plmkit.training.checkpoint import list_checkpoints
+    and a resumed run that differs from the one it continues (`plmkit.training.fingerprint`; for a
+    checkpoint of a plmkit that kept no fingerprint, its model and data settings in the saved run file)."""
+    from plmkit.training import fingerprint as fingerprints
+    from plmkit.training.checkpoint import list_checkpoints, resume_checkpoint
 
     if not list_checkpoints(out / "checkpoints"):
         return
     if not resume:
         raise TrainingError(f"{out} already holds checkpoints of another run: add --resume to continue it, "
                             "or give an empty --out")
+    checkpoint = resume_checkpoint(out / "checkpoints", resume)
+    if checkpoint is not None and fp is not None and fingerprints.read(checkpoint) is not None:
+        fingerprints.check_resume(checkpoint, fp, accept_changes)
+        return
     saved = saved_run(out)
     if saved is None:
         return

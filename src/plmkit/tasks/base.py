@@ -35,10 +35,7 @@ class TaskSettings(Settings):
     """What every task's settings have; a task's own settings subclass this (``section`` = its name)."""
 
     max_length: int | None = setting(128, "tokens per input (QA and long NER sentences: per window; "
-                                          "sft: default the model's context window)", metavar="N")
-
-    def validate(self) -> None:
-        self.need(self.max_length is None or self.max_length >= 2, f"max_length must be >= 2, got {self.max_length}")
+                                          "sft: default the model's context window)", metavar="N", at_least=2)
 
 
 class Task:

@@ -14,7 +14,7 @@ from plmkit.errors import CheckpointError
 from plmkit.tasks.base import TASK_FILE, Task
 from plmkit.tasks.registry import get_task, load_task
 from plmkit.utils.device import is_device_name
-from plmkit.utils.settings import Settings, is_int, setting
+from plmkit.utils.settings import Settings, setting
 
 
 @dataclass
@@ -23,14 +23,12 @@ class InferenceSettings(Settings):
 
     section = "inference"
     model: str | None = setting(None, "fine-tuned model directory", metavar="DIR", required=True)
-    batch_size: int = setting(32, "examples per batch", metavar="N")
+    batch_size: int = setting(32, "examples per batch", metavar="N", at_least=1)
     device: str = setting("auto", "auto, cpu, cuda or cuda:N", metavar="DEV")
     null_score_diff_threshold: float | None = setting(
         None, "QA v2: answer only when null score - best span score <= T (off: the model's, 0)", metavar="T")
 
     def validate(self) -> None:
-        self.need(is_int(self.batch_size) and self.batch_size >= 1,
-                  f"batch_size (--batch-size) must be an integer >= 1, got {self.batch_size!r}")
         self.need(is_device_name(self.device),
                   f"device (--device) must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 

@@ -195,7 +195,7 @@ class NerSettings(TaskSettings):
     section = "ner"
     scheme: str | None = setting(None, "set from the training tags: BIO or BIOES", cli=False)
     stride: int | None = setting(None, "word pieces shared by consecutive windows of a sentence longer than "
-                                       "--max-length; off: max length / 4", metavar="N")
+                                       "--max-length; off: max length / 4", metavar="N", at_least=0)
 
 
 class NerTask(Task):

@@ -209,9 +209,9 @@ class SpanAggregator:
 @dataclass
 class QASettings(TaskSettings):
     section = "qa"
-    doc_stride: int = setting(128, "token overlap of consecutive context windows", metavar="N")
-    max_query_length: int = setting(64, "question tokens kept", metavar="N")
-    max_answer_length: int = setting(30, "longest answer, in tokens", metavar="N")
+    doc_stride: int = setting(128, "token overlap of consecutive context windows", metavar="N", at_least=1)
+    max_query_length: int = setting(64, "question tokens kept", metavar="N", at_least=1)
+    max_answer_length: int = setting(30, "longest answer, in tokens", metavar="N", at_least=1)
     version_2: bool = setting(False, "set from the training data: unanswerable questions allowed (SQuAD v2)",
                               cli=False)
     null_score_diff_threshold: float = setting(0.0, "SQuAD v2: no answer when null score - best span score > "

@@ -130,13 +130,11 @@ class SFTCollator:
 @dataclass
 class SFTSettings(TaskSettings):
     section = "sft"
-    max_length: int | None = setting(None, "tokens per example (default: the model's context window)", metavar="N")
+    max_length: int | None = setting(None, "tokens per example (default: the model's context window)", metavar="N",
+                                     at_least=2)
     system: str | None = setting(None, "system text put before every prompt without its own", metavar="TEXT")
-    eval_batches: int = setting(20, "held-out batches the perplexity is measured on", metavar="N")
-
-    def validate(self) -> None:
-        super().validate()
-        self.need(self.eval_batches >= 1, f"eval_batches must be >= 1, got {self.eval_batches}")
+    eval_batches: int = setting(20, "held-out batches the perplexity is measured on", metavar="N", at_least=1,
+                                shapes_run=False)
 
 
 class SFTTask(Task):

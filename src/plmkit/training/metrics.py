@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from plmkit.errors import TrainingError
-from plmkit.utils.files import append_line, atomic_write_text
+from plmkit.utils.files import append_line, atomic_write, atomic_write_text
 
 log = logging.getLogger("plmkit")
 
@@ -45,8 +45,7 @@ class MetricsLog:
         return records
 
     def reset(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text("")
+        atomic_write_text(self.path, "")
 
     def truncate_after(self, step: int) -> None:
         """Drop records past `step` (written after the checkpoint a run resumes from)."""
@@ -77,4 +76,4 @@ def plot_curves(records: list[dict[str, Any]], path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[-1].set_xlabel("step")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    atomic_write(path, lambda temp: fig.savefig(temp, dpi=100, format="png"))

@@ -88,7 +88,8 @@ class PretrainResult:
 
 
 # ---------------------------------------------------------------------------------------- the run
-def pretrain(config, resume: bool = False) -> PretrainResult:
+def pretrain(config, resume: bool | str = False, accept_changes: bool = False,
+             fingerprint: dict | None = None) -> PretrainResult:
     """Tokenizer, token cache, examples, model, Trainer: a BERT pretraining run in `config.out`."""
     data, train_cfg, out = config.data, config.train, Path(config.out)
     tokenizer, tokenizer_dir = _tokenizer(data, out)
@@ -110,8 +111,9 @@ def pretrain(config, resume: bool = False) -> PretrainResult:
     seed_everything(train_cfg.seed)
     model = build_model(config.model, tokenizer, data)
     initialise(model, config.model, shards)  # (a resumed run then loads its checkpoint over it)
-    trainer = Trainer(model, train_cfg, loader, out, evaluate=evaluate, save_extra=tokenizer.save_pretrained)
-    result = trainer.train(resume=resume)
+    trainer = Trainer(model, train_cfg, loader, out, evaluate=evaluate, save_extra=tokenizer.save_pretrained,
+                      fingerprint=fingerprint)
+    result = trainer.train(resume, accept_changes)
     log.info(f"  tokenizer: {tokenizer_dir}   tokenized corpus: {shards.directory}")
     log.info(f"  metrics: {out / 'metrics.jsonl'}   checkpoints: {out / 'checkpoints'}")
     return PretrainResult(result, out, result.model_dir, tokenizer_dir, shards.directory, len(train_set),

@@ -37,6 +37,8 @@ class LRSchedule:
             self.warmup_steps = max(1, round(cfg.warmup_ratio * total_steps))
         elif cfg.warmup_ratio:
             self.warmup_fraction = cfg.warmup_ratio
+        self.last_factor: float | None = None  # of the latest update
+        self.join: tuple[float, float] | None = None  # (factor, this schedule's own factor) there: continue_from
 
     def progress(self, step: int, elapsed: float = 0.0) -> float:
         """Fraction of the run done before update `step` (0-based), in [0, 1]."""
@@ -59,7 +61,21 @@ class LRSchedule:
         else:
             warm, warm_end = 1.0, 0.0
         t = 0.0 if warm_end >= 1 else min(max((p - warm_end) / (1 - warm_end), 0.0), 1.0)
-        return warm * self._decay(t)
+        factor = warm * self._decay(t)
+        if self.join is not None:  # a resumed run with changes: this schedule's shape, scaled to go on from there
+            start, own = self.join
+            floor = self.min_lr_ratio
+            if own - floor > 1e-12:
+                factor = min(1.0, floor + (start - floor) * (factor - floor) / (own - floor))
+        return factor
+
+    def continue_from(self, step: int, elapsed: float, factor: float) -> None:
+        """Go on from `factor` at update `step` (a run resumed with a changed length, schedule or lr):
+        the rest of this schedule, rescaled so that it starts at `factor` and still ends at its floor,
+        so the LR multiplier moves on from where it was instead of jumping to where a schedule rebuilt
+        for the new run would be."""
+        self.join = None
+        self.join = (factor, self.factor(step, elapsed))
 
     def _decay(self, t: float) -> float:
         floor = self.min_lr_ratio
@@ -74,13 +90,17 @@ class LRSchedule:
         factor = self.factor(step, elapsed)
         for group, base in zip(self.optimizer.param_groups, self.base_lrs):
             group["lr"] = base * factor
+        self.last_factor = factor
         return factor
 
     def state_dict(self) -> dict:
-        return {"base_lrs": list(self.base_lrs)}
+        return {"base_lrs": list(self.base_lrs), "last_factor": self.last_factor,
+                "join": list(self.join) if self.join is not None else None}
 
     def load_state_dict(self, state: dict) -> None:
         self.base_lrs = list(state["base_lrs"])
+        self.last_factor = state.get("last_factor")
+        self.join = tuple(state["join"]) if state.get("join") is not None else None
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int | None) -> LRSchedule:

@@ -25,7 +25,7 @@ from torch import nn
 from tqdm import tqdm
 
 from plmkit.data.loader import BatchLoader
-from plmkit.errors import CheckpointError, ConfigError, TrainingError
+from plmkit.errors import CheckpointError, ConfigError, TrainingError, WriteError
 from plmkit.training.checkpoint import (
     SaveExtra,
     export_model,
@@ -34,8 +34,11 @@ from plmkit.training.checkpoint import (
     load_trainer_state,
     load_weights,
     prune_checkpoints,
+    resume_advice,
+    resume_checkpoint,
     save_checkpoint,
 )
+from plmkit.training.fingerprint import check_resume
 from plmkit.training.config import TrainConfig
 from plmkit.training.metrics import MetricsLog, plot_curves
 from plmkit.training.optim import build_optimizer
@@ -114,6 +117,8 @@ class Trainer:
     the tokenizer next to the weights).
     `forward_kwargs` are added to every training forward call, e.g. ``{"return_logits": False}``
     for causal LMs, whose loss then never materialises the logits.
+    `fingerprint` (plmkit.training.fingerprint) is kept in every checkpoint; a resume compares it
+    with the checkpoint's and refuses a different run unless its changes are accepted.
     """
 
     def __init__(
@@ -125,6 +130,7 @@ class Trainer:
         evaluate: Evaluate | None = None,
         save_extra: SaveExtra | None = None,
         forward_kwargs: dict[str, Any] | None = None,
+        fingerprint: dict[str, Any] | None = None,
     ) -> None:
         if evaluate is None and cfg.eval_every is not None:
             raise ConfigError("eval_every is set but the Trainer got no evaluate function")
@@ -137,6 +143,7 @@ class Trainer:
         self.evaluate = evaluate
         self.save_extra = save_extra
         self.forward_kwargs = forward_kwargs or {}
+        self.fingerprint = fingerprint
         self.device = resolve_device(cfg.device)
         self.amp_dtype = resolve_precision(cfg.precision, self.device)
         self.total_steps, self.length_limit = planned_steps(cfg, len(train_loader))
@@ -146,8 +153,10 @@ class Trainer:
         self.clock: Callable[[], float] = time.perf_counter  # seconds; replaceable in tests
 
     # ----------------------------------------------------------------- run
-    def train(self, resume: bool = False) -> TrainResult:
-        """Train to the end; `resume=True` continues from `checkpoints/latest` if there is one."""
+    def train(self, resume: bool | str | Path = False, accept_changes: bool = False) -> TrainResult:
+        """Train to the end. `resume=True` continues from `checkpoints/latest` if there is one, a path
+        from that checkpoint; `accept_changes` lets a resumed run differ from the one that wrote the
+        checkpoint (its fingerprint): the changes are logged and the LR schedule goes on from where it was."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.model.to(self.device)
         self.model.train()
@@ -159,14 +168,22 @@ class Trainer:
         self._params = [p for group in self.optimizer.param_groups for p in group["params"]]
         self.state = RunState()
         self._interval = _Interval()
-        checkpoint = latest_checkpoint(self.checkpoint_dir) if resume else None
+        checkpoint = resume_checkpoint(self.checkpoint_dir, resume)
         if checkpoint is not None:
-            self._restore(checkpoint)
+            self._restore(checkpoint, accept_changes)
         else:
-            self._start_fresh(resume)
-        atomic_write_text(self.out_dir / "train_config.json", json.dumps(self.cfg.to_dict(), indent=2) + "\n")
-        stop_reason = self._loop()
-        return self._finish(stop_reason)
+            self._start_fresh(bool(resume))
+        try:
+            atomic_write_text(self.out_dir / "train_config.json", json.dumps(self.cfg.to_dict(), indent=2) + "\n")
+            return self._finish(self._loop())
+        except WriteError as err:
+            try:
+                latest = latest_checkpoint(self.checkpoint_dir)
+            except CheckpointError:
+                latest = None
+            where = f"checkpoint {latest}" if latest else "the start (no checkpoint yet)"
+            raise WriteError(f"{err}. Training stopped at step {self.state.step}; once there is room, resume "
+                             f"from {where} with --resume") from None
 
     def _start_fresh(self, resume: bool) -> None:
         if list_checkpoints(self.checkpoint_dir):
@@ -179,18 +196,34 @@ class Trainer:
         self.metrics.reset()
         seed_everything(self.cfg.seed)
 
-    def _restore(self, checkpoint: Path) -> None:
-        load_weights(self.model, checkpoint)
-        saved = load_trainer_state(checkpoint)
+    def _restore(self, checkpoint: Path, accept_changes: bool = False) -> None:
+        changes = check_resume(checkpoint, self.fingerprint, accept_changes) if self.fingerprint else []
+        try:
+            load_weights(self.model, checkpoint)
+            saved = load_trainer_state(checkpoint)
+        except CheckpointError as err:
+            damaged = "does not fit" not in str(err)
+            raise CheckpointError(f"{err}. {resume_advice(checkpoint.parent, checkpoint)}" if damaged else str(err)) \
+                from None
+        fresh = [{k: v for k, v in group.items() if k != "params"} for group in self.optimizer.param_groups]
         try:
             self.optimizer.load_state_dict(saved["optimizer"])
         except (ValueError, KeyError) as exc:
             raise CheckpointError(
                 f"optimizer state in {checkpoint} does not fit (were other parameters frozen?): {exc}"
             ) from exc
-        self.schedule.load_state_dict(saved["schedule"])
-        self.train_loader.load_state_dict(saved["loader"])
         self.state = RunState(**saved["run"])
+        if changes:  # this run's settings, from where the run was: no schedule rebuilt from step 0
+            for group, settings in zip(self.optimizer.param_groups, fresh):
+                group.update(settings)
+            last = saved["schedule"].get("last_factor")
+            self.schedule.continue_from(self.state.step, self.state.elapsed,
+                                        last if last is not None else self.schedule.factor(self.state.step))
+            log.warning("plmkit: resuming with changes: %s; the learning-rate schedule goes on from step %d",
+                        "; ".join(changes), self.state.step)
+        else:
+            self.schedule.load_state_dict(saved["schedule"])
+        self.train_loader.load_state_dict(saved["loader"], strict=not changes)
         self._interval = _Interval(**saved.get("interval", {}))  # steps since the last log line
         self.metrics.truncate_after(self.state.step)
         restore_rng(saved["rng"])  # last: nothing above may draw random numbers after it
@@ -328,7 +361,8 @@ class Trainer:
     def _save_best(self, name: str, value: float) -> None:
         def write(tmp: Path) -> None:
             export_model(self.model, tmp, self.save_extra)
-            (tmp / "best.json").write_text(json.dumps({"step": self.state.step, "metric": name, "value": value}) + "\n")
+            (tmp / "best.json").write_text(json.dumps({"step": self.state.step, "metric": name, "value": value}) + "\n",
+                                           encoding="utf-8")
 
         atomic_write_dir(self.out_dir / "best", write)
 
@@ -346,7 +380,8 @@ class Trainer:
             "rng": capture_rng(),
             "config": self.cfg.to_dict(),
         }
-        path = save_checkpoint(self.checkpoint_dir, st.step, self.model, trainer_state, self.save_extra)
+        path = save_checkpoint(self.checkpoint_dir, st.step, self.model, trainer_state, self.save_extra,
+                               self.fingerprint)
         prune_checkpoints(self.checkpoint_dir, self.cfg.keep_last)
         return path
 

@@ -4,9 +4,15 @@ A reader never sees a half-written file or directory, and a crash keeps the old 
 
 * `atomic_write(path, write)`: `write(temp)` fills a temporary file beside `path`, which is then
   flushed to disk (fsync) and renamed over `path` (`atomic_write_text`, `atomic_write_bytes` and
-  `write_safetensors` go through it).
+  `write_safetensors` go through it); `atomic_open(path)` is the same for a file written as a stream.
 * `atomic_write_dir(final, write)`: `write(temp_dir)` fills a temporary directory beside `final`,
-  which is then renamed into place (checkpoints, token caches, fetched datasets).
+  whose files are then flushed and which is renamed into place (checkpoints, token caches, fetched
+  datasets); `retire_dir` removes one the same way (renamed aside first, then deleted).
+* `append_line(path, line)`: a whole line appended to a log, or nothing.
+
+A write that fails (a full disk, a read-only place, no permission) is a one-line `WriteError` naming
+the path and what to do, whatever library wrote the bytes (safetensors and torch.save included), and
+what was there before is kept.
 
 Temporaries are named ``.<name>.<pid>-<random>.tmp``. One whose writer was killed (its process
 is gone, or the name carries no pid) is removed by the next write of the same name, or by
@@ -14,6 +20,7 @@ is gone, or the name carries no pid) is removed by the next write of the same na
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import glob
 import os
@@ -21,7 +28,7 @@ import re
 import shutil
 import uuid
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
+from typing import IO, Any, Callable, Iterable, Iterator, Mapping
 
 from plmkit.errors import CheckpointError, ConfigError, WriteError
 
@@ -44,30 +51,103 @@ def write_error(path: PathLike, err: OSError) -> WriteError:
     return error
 
 
-def atomic_write(path: PathLike, write: Callable[[Path], None]) -> Path:
-    """Call `write(temp)` to write a file, then fsync it and rename it over `path`. Either the old
-    or the new file is there afterwards; an OSError (full disk, read-only place) is a WriteError."""
-    path = Path(path)
+def as_os_error(err: BaseException) -> OSError | None:
+    """The OSError behind a failed write: `err` itself, or the one a library reported in its own
+    exception type (safetensors: "... (os error 28)"); None if it was no I/O error."""
+    if isinstance(err, OSError):
+        return err
+    found = re.search(r"\(os error (\d+)\)", str(err)) if type(err).__name__ == "SafetensorError" else None
+    if found:
+        code = int(found.group(1))
+        return OSError(code, os.strerror(code))
+    return None
+
+
+@contextlib.contextmanager
+def _failing_writes_named(path: PathLike) -> Iterator[None]:
+    """Turn an I/O error raised inside the block into the WriteError naming `path`."""
     try:
+        yield
+    except WriteError:
+        raise
+    except BaseException as err:
+        os_error = as_os_error(err)
+        if os_error is None:
+            raise
+        raise write_error(path, os_error) from None
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path` to write; when the block ends, the file there is flushed
+    to disk (fsync) and renamed over `path`. Either the old or the new file is there afterwards
+    (the temporary is removed on error); an I/O error (full disk, read-only place) is a WriteError."""
+    path = Path(path)
+    with _failing_writes_named(path.parent):
         path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise write_error(path.parent, err) from None
     remove_stale_temps(path.parent, path.name)
     temp = _temp_path(path)
     try:
-        write(temp)
-        fd = os.open(temp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temp, path)
-    except BaseException as err:
+        with _failing_writes_named(path):
+            yield temp
+            _fsync(temp)
+            os.replace(temp, path)
+    finally:
         _remove(temp)
-        if isinstance(err, OSError) and not isinstance(err, WriteError):
-            raise write_error(path, err) from None
-        raise
-    return path
+
+
+def atomic_write(path: PathLike, write: Callable[[Path], None]) -> Path:
+    """Call `write(temp)` to write a file, then fsync it and rename it over `path` (`atomic_path`)."""
+    with atomic_path(path) as temp:
+        write(temp)
+    return Path(path)
+
+
+@contextlib.contextmanager
+def atomic_open(path: PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
+    """``with atomic_open(path) as f: f.write(...)``: a file object on a temporary beside `path`,
+    renamed over it once the block ends without error (`atomic_path`); a block that fails, or a
+    process killed meanwhile, leaves `path` as it was."""
+    with atomic_path(path) as temp, open(temp, mode, encoding=None if "b" in mode else encoding) as f:
+        yield f
+
+
+def write_torch(path: PathLike, obj: Any) -> None:
+    """`torch.save(obj, path)`, with the OSError of a failed write (a full disk) raised as such:
+    torch.save reports it as a RuntimeError that says nothing ("unexpected pos ...")."""
+    import torch
+
+    class _Kept:
+        """The file, keeping the first error of a write."""
+        def __init__(self, f):
+            self.f, self.error = f, None
+
+        def write(self, data):
+            try:
+                return self.f.write(data)
+            except OSError as err:
+                self.error = self.error or err
+                raise
+
+        def flush(self):
+            return self.f.flush()
+
+    with open(path, "wb") as f:
+        kept = _Kept(f)
+        try:
+            torch.save(obj, kept)
+        except RuntimeError:
+            if kept.error is not None:
+                raise kept.error from None
+            raise
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def append_line(path: PathLike, line: str) -> None:
@@ -141,26 +221,42 @@ def atomic_write_dir(final: PathLike, write: Callable[[Path], None], *, replace:
     """Call `write(temp_dir)` on a new directory beside `final`, then rename it to `final`.
 
     An existing `final` is replaced (`replace_dir`); with ``replace=False`` it is kept and the new
-    copy dropped (another process finished the same entry first).
+    copy dropped (another process finished the same entry first). The files are flushed to disk
+    before the rename; an I/O error is a WriteError naming `final`.
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    with _failing_writes_named(final.parent):
+        final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(final.parent, final.name)
     temp = _temp_path(final)
     try:
-        temp.mkdir()
-        write(temp)
-        if replace:
-            replace_dir(temp, final)
-        else:
-            try:
-                os.rename(temp, final)
-            except OSError:
-                if not final.exists():
-                    raise
+        with _failing_writes_named(final):
+            temp.mkdir()
+            write(temp)
+            for file in sorted(p for p in temp.rglob("*") if p.is_file() and not p.is_symlink()):
+                _fsync(file)
+            if replace:
+                replace_dir(temp, final)
+            else:
+                try:
+                    os.rename(temp, final)
+                except OSError:
+                    if not final.exists():
+                        raise
     finally:
         _remove(temp)
     return final
+
+
+def retire_dir(path: PathLike) -> None:
+    """Delete a directory so that a kill at any moment leaves it whole or gone: it is renamed to a
+    temporary name first (which `remove_stale_temps` clears if the deletion is cut short)."""
+    path = Path(path)
+    if not path.exists():
+        return
+    aside = _temp_path(path)
+    os.rename(path, aside)
+    _remove(aside)
 
 
 def replace_dir(temp: PathLike, final: PathLike) -> None:

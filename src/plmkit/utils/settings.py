@@ -8,16 +8,24 @@ keys named (and a close match suggested), `to_dict` for run files, and the comma
     @dataclass
     class DataSettings(Settings):
         section = "data"
-        seq_len: int = setting(128, "tokens per example, specials included")
+        seq_len: int = setting(128, "tokens per example, specials included", at_least=8)
         corpus: list[str] = setting(help="text files or directories", default_factory=list)
+        mask_rate: float = setting(0.15, "fraction of tokens masked", above=0, below=1)
 
-        def validate(self):
-            self.need(self.seq_len >= 8, f"seq_len must be >= 8, got {self.seq_len}")
+        def validate(self):  # checks across fields; each field's type and range are checked before
+            self.need(self.seq_len > 2 * self.mask_rate, "...")
+
+Every value is checked where it enters, before `validate`: its type (an int passes for a float, a
+path for a str; list and tuple items too), floats must be finite, and the range a field declares
+(`at_least`, `above`, `at_most`, `below`; tuple items each). The error is one line naming the
+section, the field and its flag.
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import os
 import types
 import typing
 from dataclasses import MISSING, field
@@ -30,15 +38,22 @@ _SCALARS = (bool, int, float, str)
 
 def setting(default: Any = MISSING, help: str = "", *, default_factory: Any = MISSING,
             flags: tuple[str, ...] = (), choices: tuple | None = None, metavar: str | None = None,
-            cli: bool = True, const_flags: Mapping[str, Any] | None = None, required: bool = False):
+            cli: bool = True, const_flags: Mapping[str, Any] | None = None, required: bool = False,
+            at_least: float | None = None, above: float | None = None, at_most: float | None = None,
+            below: float | None = None, shapes_run: bool = True):
     """A dataclass field with what its command-line flag needs.
 
     flags: the flag and its aliases (default ``--field-name``; old spellings go here so they keep
     working); const_flags: extra flags that set a fixed value (``{"--cased": False}``);
     cli=False: run files only (no flag); required: a run must give it (None is refused; the help
-    says "required" instead of a default)."""
+    says "required" instead of a default); at_least / above / at_most / below: the range of a
+    number (None always passes); shapes_run=False: a change on ``--resume`` leaves the run the same
+    (logging, checkpoint cadence, the device), so the resume check does not compare it."""
+    bounds = {k: v for k, v in (("at_least", at_least), ("above", above), ("at_most", at_most), ("below", below))
+              if v is not None}
     metadata = {"help": help, "flags": tuple(flags), "choices": choices, "metavar": metavar, "cli": cli,
-                "const_flags": dict(const_flags or {}), "required": required}
+                "const_flags": dict(const_flags or {}), "required": required, "bounds": bounds,
+                "shapes_run": shapes_run}
     if default_factory is not MISSING:
         return field(default_factory=default_factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -60,11 +75,27 @@ class Settings:
             value = getattr(self, f.name)
             if isinstance(value, list) and _origin(self, f.name) is tuple:
                 setattr(self, f.name, tuple(value))  # lists from YAML/JSON
-        check_field_types(self, self.where())
+        check_field_types(self, self.where(), self._named)
         for f in dataclasses.fields(self):
             if f.metadata.get("required") and getattr(self, f.name) is None:
-                self.need(False, f"{f.name} is required ({' or '.join(self.flag_spellings(f.name)) or 'run file'})")
+                self.need(False, f"{self._named(f.name)} is required")
+            value, choices = getattr(self, f.name), f.metadata.get("choices")
+            problem = out_of_range(value, f.metadata.get("bounds"))
+            if problem:
+                self.need(False, f"{self._named(f.name)} must be {problem}, got {value!r}")
+            if choices and value is not None and value not in choices:
+                self.need(False, f"{self._named(f.name)} must be one of {', '.join(map(str, choices))}, got {value!r}")
         self.validate()
+
+    @classmethod
+    def _named(cls, name: str) -> str:
+        """A field as errors name it: ``batch_size (--batch-size)``."""
+        try:
+            spellings = cls.flag_spellings(name) if next(
+                f for f in dataclasses.fields(cls) if f.name == name).metadata.get("cli", True) else ()
+        except StopIteration:
+            spellings = ()
+        return f"{name} ({spellings[0]})" if spellings else name
 
     def validate(self) -> None:
         """Check values beyond their types (subclasses); raise with `need`."""
@@ -168,18 +199,110 @@ def scalar_types(hint: Any) -> tuple[type, ...]:
     return allowed if all(t in _SCALARS or t is type(None) for t in allowed) else ()
 
 
-def check_field_types(config: Any, where: str) -> None:
-    """Refuse a scalar field whose value has the wrong type (a quoted number in a run file, say),
-    naming the field. An int passes for a float; containers and other types are left to the caller."""
+def check_field_types(config: Any, where: str, named=lambda name: name) -> None:
+    """Refuse a field whose value has the wrong type (a quoted number in a run file, say), naming the
+    field (as `named` spells it). An int passes for a float (and becomes one), a path for a str (and
+    becomes one); a float must be finite; lists and tuples of scalars are checked item by item (a
+    tuple of fixed length for its length too); other types are left to the caller."""
     hints = typing.get_type_hints(type(config))
     for f in dataclasses.fields(config):
-        allowed = scalar_types(hints[f.name])
-        if not allowed:
-            continue
         value = getattr(config, f.name)
-        if not any(t is type(value) or (t is float and is_int(value)) for t in allowed):
-            wanted = " or ".join("None" if t is type(None) else t.__name__ for t in allowed)
-            raise ConfigError(f"{where}: {f.name} must be {wanted}, got {value!r} ({type(value).__name__})")
+        checked = _checked(value, hints[f.name])
+        if checked is _WRONG:
+            wanted = "a finite number" if _non_finite(value) else describe_type(hints[f.name])
+            raise ConfigError(f"{where}: {named(f.name)} must be {wanted}, got {value!r} ({type(value).__name__})")
+        if checked is not value:
+            object.__setattr__(config, f.name, checked)
+
+
+_WRONG = object()
+
+
+def _checked(value: Any, hint: Any) -> Any:
+    """`value` as a field of type `hint` holds it (ints as floats, paths as strs), or _WRONG; types
+    other than scalars and lists/tuples of them pass unchecked."""
+    options = typing.get_args(hint) if is_union(hint) else (hint,)
+    if value is None:
+        return value if type(None) in options else _WRONG
+    for option in options:
+        if option in _SCALARS:
+            if option is bool:
+                if isinstance(value, bool):
+                    return value
+            elif option is int:
+                if is_int(value):
+                    return value
+            elif option is float:
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    return float(value) if math.isfinite(value) else _WRONG
+            elif isinstance(value, str) or isinstance(value, os.PathLike):
+                return os.fspath(value) if isinstance(value, os.PathLike) else value
+            continue
+        origin, items = typing.get_origin(option), typing.get_args(option)
+        if origin in (list, tuple) and items and all(i in _SCALARS or i is Ellipsis for i in items):
+            if origin is list and items[0] is str and isinstance(value, (str, os.PathLike)):
+                value = [value]  # one path where a list of paths goes
+            if not isinstance(value, (list, tuple)):
+                continue
+            kinds = [items[0]] * len(value) if origin is list or items[-1] is Ellipsis else list(items)
+            if len(kinds) != len(value):
+                continue
+            out = [_checked(v, k) for v, k in zip(value, kinds)]
+            if any(v is _WRONG for v in out):
+                continue
+            return list(out) if origin is list else tuple(out)
+        if option not in _SCALARS and option is not type(None) and origin not in (list, tuple):
+            return value  # a type this check does not know: the caller's
+    return _WRONG
+
+
+def _non_finite(value: Any) -> bool:
+    if isinstance(value, (list, tuple)):
+        return any(map(_non_finite, value))
+    return isinstance(value, float) and not math.isfinite(value)
+
+
+def describe_type(hint: Any) -> str:
+    """'int or None', 'a list of str', 'two float' ... for error messages."""
+    options = typing.get_args(hint) if is_union(hint) else (hint,)
+    words = []
+    for option in options:
+        origin, items = typing.get_origin(option), typing.get_args(option)
+        if option is type(None):
+            words.append("None")
+        elif origin is list and items:
+            words.append(f"a list of {items[0].__name__}")
+        elif origin is tuple and items and items[-1] is Ellipsis:
+            words.append(f"a list of {items[0].__name__}")
+        elif origin is tuple and items:
+            words.append(f"{len(items)} values ({', '.join(i.__name__ for i in items)})")
+        else:
+            words.append(getattr(option, "__name__", str(option)))
+    return " or ".join(words)
+
+
+def out_of_range(value: Any, bounds: Mapping[str, float] | None) -> str | None:
+    """What the range `bounds` ({at_least, above, at_most, below}) asks of `value` when it is not in
+    it ("in [0, 1)", ">= 1"), else None; None values pass, list/tuple items are each checked."""
+    if not bounds or value is None or isinstance(value, (bool, str)):
+        return None
+    if isinstance(value, (list, tuple)):
+        return next((p for p in (out_of_range(v, bounds) for v in value) if p), None)
+    low = ("[", bounds["at_least"]) if "at_least" in bounds else ("(", bounds["above"]) if "above" in bounds else None
+    high = ("]", bounds["at_most"]) if "at_most" in bounds else (")", bounds["below"]) if "below" in bounds else None
+    ok = ((low is None or (value >= low[1] if low[0] == "[" else value > low[1]))
+          and (high is None or (value <= high[1] if high[0] == "]" else value < high[1])))
+    if ok:
+        return None
+    if low and high:
+        return f"in {low[0]}{_number(low[1])}, {_number(high[1])}{high[0]}"
+    if low:
+        return f"{'>=' if low[0] == '[' else '>'} {_number(low[1])}"
+    return f"{'<=' if high[0] == ']' else '<'} {_number(high[1])}"
+
+
+def _number(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
 def is_int(value: Any) -> bool:
@@ -196,5 +319,5 @@ def _origin(config: Any, name: str):
     return typing.get_origin(args[0]) if len(args) == 1 else None
 
 
-__all__ = ["Settings", "check_field_types", "check_known", "field_flags", "is_int", "is_union", "scalar_types",
-           "setting"]
+__all__ = ["Settings", "check_field_types", "check_known", "describe_type", "field_flags", "is_int", "is_union",
+           "out_of_range", "scalar_types", "setting"]

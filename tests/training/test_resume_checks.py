@@ -1,0 +1,140 @@
+"""A resume continues the run it resumes: fingerprints of settings and data, changes refused by name or
+accepted (the schedule goes on), damaged checkpoints pointing to the newest intact one."""
+import json
+
+import pytest
+
+import finetune_helpers as h
+from plmkit.errors import CheckpointError, ConfigError
+from plmkit.recipes.finetune import finetune
+from plmkit.training import TrainConfig, Trainer
+from plmkit.training.checkpoint import latest_checkpoint, list_checkpoints
+from plmkit.training.fingerprint import data_digests, differences, fingerprint, settings_of
+from plmkit.training.schedule import LRSchedule
+
+QUICK = dict(batch_size=4, lr=1e-3, log_every=1, save_every=2, device="cpu", precision="fp32", progress_bar=False)
+ROWS = [("a fine film", "pos"), ("dull and slow", "neg"), ("warm and funny", "pos"), ("a waste", "neg")] * 4
+
+
+def write_rows(path, rows):
+    path.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows))
+    return path
+
+
+def tune(tmp_path, train, steps, **extra):
+    return finetune("classification", h.tiny_model_dir(), train, tmp_path / "out", max_steps=steps, **{**QUICK, **extra})
+
+
+def lrs(out):
+    return {r["step"]: r["lr"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "lr" in r}
+
+
+def test_a_resume_with_other_data_or_settings_is_refused_naming_the_change(tmp_path):
+    train = write_rows(tmp_path / "t.jsonl", ROWS)
+    tune(tmp_path, train, 4)
+    checkpoint = latest_checkpoint(tmp_path / "out" / "checkpoints")
+    assert json.loads((checkpoint / "fingerprint.json").read_text())["settings"]["train.lr"] == 1e-3
+    renamed = write_rows(tmp_path / "renamed.jsonl", [(t, {"pos": "good", "neg": "bad"}[y]) for t, y in ROWS])
+    with pytest.raises(ConfigError, match=r"--train: renamed.jsonl is not the file the run started with"):
+        tune(tmp_path, renamed, 4, resume=True)
+    with pytest.raises(ConfigError, match=r"train.lr 0.001 -> 0.0005.*--resume-with-changes"):
+        tune(tmp_path, train, 4, resume=True, lr=5e-4)
+    with pytest.raises(ConfigError, match=r"train.max_steps 4 -> 8"):
+        tune(tmp_path, train, 8, resume=True)
+    copy = tmp_path / "copy" / "t.jsonl"
+    copy.parent.mkdir()
+    copy.write_bytes(train.read_bytes())
+    assert tune(tmp_path, copy, 4, resume=True, log_every=2, device="cpu").step == 4  # same data elsewhere, logging
+
+
+def test_resume_with_changes_continues_the_schedule_instead_of_rebuilding_it(tmp_path, caplog):
+    train = write_rows(tmp_path / "t.jsonl", ROWS)
+    tune(tmp_path, train, 4, warmup_ratio=0.0)
+    before = lrs(tmp_path / "out")
+    result = tune(tmp_path, train, 8, warmup_ratio=0.0, resume_with_changes=True)
+    assert result.step == 8 and "resuming with changes: train.max_steps 4 -> 8" in caplog.text
+    after = lrs(tmp_path / "out")
+    assert [after[s] for s in (1, 2, 3, 4)] == [before[s] for s in (1, 2, 3, 4)]
+    rebuilt = 1e-3 * (1 - 4 / 8)  # what a schedule rebuilt for 8 steps would jump to at step 5
+    assert after[5] <= before[4] < rebuilt  # no jump: from where it was, down to 0 by step 8
+    assert all(after[s] > after[s + 1] for s in range(5, 8)) and after[8] < 1e-4
+    saved = json.loads((latest_checkpoint(tmp_path / "out" / "checkpoints") / "fingerprint.json").read_text())
+    assert saved["settings"]["train.max_steps"] == 8  # later resumes compare with the changed run
+    assert tune(tmp_path, train, 8, warmup_ratio=0.0, resume=True).step == 8
+
+
+def test_a_damaged_checkpoint_names_the_newest_intact_one_which_resumes(tmp_path):
+    train = write_rows(tmp_path / "t.jsonl", ROWS)
+    tune(tmp_path, train, 4)
+    root = tmp_path / "out" / "checkpoints"
+    older, newest = list_checkpoints(root)
+    state = newest / "model_state.safetensors"
+    state.write_bytes(state.read_bytes()[:-100])  # a truncated copy
+    with pytest.raises(CheckpointError, match=rf"{newest}.*damaged model_state.safetensors.*newest intact checkpoint "
+                                              rf"is {older}: resume from it with --resume-from {older}"):
+        tune(tmp_path, train, 4, resume=True)
+    (older / "trainer_state.pt").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"damaged trainer_state.pt.*No intact checkpoint is left"):
+        tune(tmp_path, train, 4, resume_from=str(older))
+
+
+def test_resume_from_an_older_checkpoint_runs_on_from_there(tmp_path):
+    train = write_rows(tmp_path / "t.jsonl", ROWS)
+    straight = tune(tmp_path, train, 4)
+    losses = lrs(tmp_path / "out")
+    older = list_checkpoints(tmp_path / "out" / "checkpoints")[0]
+    again = tune(tmp_path, train, 4, resume_from=str(older))
+    assert again.step == 4 and again.train_loss == straight.train_loss and lrs(tmp_path / "out") == losses
+
+
+def test_settings_fingerprint_leaves_out_what_does_not_shape_the_run():
+    from plmkit.recipes.finetune import run_type
+    run = run_type("classification").build({"task": "classification", "out": "o", "model": {"path": "m"},
+                                            "data": {"train": "t"}, "train": {"max_steps": 3}})
+    settings = settings_of(run)
+    assert {"task", "train.lr", "train.max_steps", "data.batch_size", "model.lora_rank", "classification.max_length"} \
+        <= set(settings)
+    for left_out in ("out", "resume", "model.path", "data.train", "train.device", "train.log_every",
+                     "train.save_every", "train.progress_bar", "data.eval_batch_size"):
+        assert left_out not in settings
+
+
+def test_data_digests_name_what_changed_in_a_directory(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name in "abc":
+        (corpus / f"{name}.txt").write_text(name * 100)
+    before = {"data": {"--corpus": data_digests([corpus])}}
+    (corpus / "a.txt").write_text("changed")
+    (corpus / "c.txt").unlink()
+    (corpus / "d.txt").write_text("new")
+    now = {"data": {"--corpus": data_digests([corpus])}}
+    assert differences(before, now) == ["--corpus: changed corpus/a.txt; added corpus/d.txt; removed corpus/c.txt"]
+    big = tmp_path / "big.bin"
+    big.write_bytes(bytes(range(256)) * (40 << 10))  # 10 MiB: sampled blocks
+    first = data_digests([big])
+    with open(big, "r+b") as f:
+        f.seek(0)
+        f.write(b"x")
+    assert data_digests([big]) != first
+
+
+def test_a_trainer_keeps_its_fingerprint_and_refuses_another(tmp_path, toy):
+    cfg = TrainConfig(lr=3e-3, log_every=1, device="cpu", progress_bar=False, max_steps=4, save_every=2)
+    mine = {"settings": {"train.lr": 3e-3}, "data": {}}
+    Trainer(toy.ToyLM(), cfg, toy.make_loader(), tmp_path, fingerprint=mine).train()
+    other = {"settings": {"train.lr": 1e-3}, "data": {}}
+    with pytest.raises(ConfigError, match=r"train.lr 0.003 -> 0.001"):
+        Trainer(toy.ToyLM(), cfg, toy.make_loader(), tmp_path, fingerprint=other).train(resume=True)
+    assert Trainer(toy.ToyLM(), cfg, toy.make_loader(), tmp_path, fingerprint=other).train(
+        resume=True, accept_changes=True).step == 4
+
+
+def test_continue_from_joins_the_new_schedule_by_its_end():
+    import torch
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    schedule = LRSchedule(opt, TrainConfig(max_steps=10, schedule="cosine", min_lr_ratio=0.1), 10)
+    schedule.continue_from(4, 0.0, 0.3)
+    values = [schedule.factor(s) for s in range(4, 11)]
+    assert values[0] == pytest.approx(0.3) and values[-1] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(values, values[1:]))
