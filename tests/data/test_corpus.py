@@ -7,7 +7,7 @@ import json
 import pytest
 
 from plmkit.data.corpus import Document, iter_documents, iter_texts, split_sentences
-from plmkit.errors import DataError
+from plmkit.errors import ConfigError, DataError
 
 HAMLET = """Ber.
 Who's there?
@@ -76,6 +76,38 @@ def test_jsonl_without_string_text_names_file_and_line(tmp_path, line, message):
     f = write(tmp_path / "bad.jsonl", '{"text": "ok"}\n' + line + "\n")
     with pytest.raises(DataError, match=rf"bad\.jsonl:2: {message}"):
         list(iter_documents(f))
+
+
+def test_fields_read_both_sides_of_parallel_records(tmp_path):
+    f = write(tmp_path / "pairs.jsonl", "\n".join(json.dumps(r, ensure_ascii=False) for r in [
+        {"source": "Good morning.", "target": "早上好。", "id": 1},
+        {"text": "A long article about tokenizers.", "summary": "Tokenizers."},
+        {"text": "only a text"},
+        {"source": "Blank target.", "target": " "},
+    ]) + "\n")
+    docs = list(iter_documents(f, fields="auto"))
+    assert [d.text for d in docs] == ["Good morning.", "早上好。", "A long article about tokenizers.", "Tokenizers.",
+                                      "only a text", "Blank target."]
+    assert [d.source.rsplit(":", 1)[1] for d in docs] == ["1", "1", "2", "2", "3", "4"]
+    g = write(tmp_path / "de_en.jsonl", '{"de": "Hallo", "en": "Hello"}\n{"de": "Danke", "en": "Thanks"}\n')
+    assert list(iter_texts(g, fields="en")) == ["Hello", "Thanks"]  # a str names one field
+    assert list(iter_texts(g, fields=("en", "de"))) == ["Hello", "Hallo", "Thanks", "Danke"]
+
+
+@pytest.mark.parametrize("fields, line, message", [
+    (("de", "en"), '{"de": "Hallo"}', r"no 'en' field \(it has 'de'\); each line needs string fields \"de\", \"en\""),
+    ("auto", '{"de": "Hallo", "en": "Hello"}',
+     r"no 'text' field \(it has 'de', 'en'\); each line needs a string field \"text\", or both sides of a pair "
+     r"\(source/target, text/summary\), or name its fields with --fields"),
+    ("auto", '{"source": "a", "target": 3}', "'target' is int"),
+    (("text",), '[1, 2]', r"no 'text' field \(the line is a JSON list, not an object\)"),
+])
+def test_records_without_the_fields_name_file_and_line(tmp_path, fields, line, message):
+    f = write(tmp_path / "bad.jsonl", '{"text": "t", "summary": "s", "de": "d", "en": "e"}\n' + line + "\n")
+    with pytest.raises(DataError, match=rf"bad\.jsonl:2: {message}"):
+        list(iter_documents(f, fields=fields))
+    with pytest.raises(ConfigError, match="name one or more JSONL fields"):
+        next(iter_texts(f, fields=()))
 
 
 def test_non_utf8_names_file_and_byte_offset(tmp_path):

@@ -6,7 +6,9 @@ Supported files (given directly, or found recursively in a directory, sorted):
   non-blank lines separated by one or more blank lines. A file without blank
   lines is therefore one document. Lines inside a document keep their ``\\n``.
 * ``.jsonl`` / ``.jsonl.gz``: one JSON object per line with a string ``text``
-  field (other fields are ignored, blank lines are skipped).
+  field (other fields are ignored, blank lines are skipped). Other fields can be read
+  instead (`fields`), each a document of its own; ``fields="auto"`` reads both sides of
+  translation (``source``/``target``) and summarization (``text``/``summary``) records.
 
 Files are read line by line (gzip is decompressed on the fly), never whole.
 Whitespace-only documents are skipped.
@@ -20,13 +22,17 @@ import re
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Union
+from typing import Callable, Iterable, Iterator, Sequence, Union
 
-from plmkit.errors import DataError
+from plmkit.errors import ConfigError, DataError
 
 PathLike = Union[str, "os.PathLike[str]"]
 SUFFIXES = (".txt", ".txt.gz", ".jsonl", ".jsonl.gz")
 READ_REPORT_BYTES = 1 << 16  # on_read is called about this often
+# The two sides of a record that fields="auto" reads: translation, summarization.
+PAIRED_FIELDS = (("source", "target"), ("text", "summary"))
+AUTO_FIELDS = "auto"
+Fields = Union[Sequence[str], str]  # field names, or AUTO_FIELDS
 
 
 @dataclass(frozen=True)
@@ -37,20 +43,30 @@ class Document:
     source: str
 
 
-def iter_documents(paths: PathLike | Iterable[PathLike],
-                   on_read: Callable[[int], None] | None = None) -> Iterator[Document]:
+def iter_documents(paths: PathLike | Iterable[PathLike], on_read: Callable[[int], None] | None = None,
+                   fields: Fields = ("text",)) -> Iterator[Document]:
     """Yield the documents of every corpus file in `paths` (files or directories).
 
     `on_read(n)`, if given, is told as reading goes that n more bytes of the files on disk were
     read (compressed bytes for .gz); over a whole pass the calls add up to the files' sizes.
-    Raises DataError for a missing path, an unsupported file, malformed JSONL,
-    non-UTF-8 bytes, or when no document at all was found ("empty corpus").
+    `fields`: the string fields of a JSONL record to read, each a document of its own, in this
+    order; "auto" (`AUTO_FIELDS`): both sides of a record shaped as one of `PAIRED_FIELDS`,
+    else "text". Plain-text files have no fields: their paragraphs are the documents.
+    Raises DataError for a missing path, an unsupported file, malformed JSONL, a record
+    without the fields, non-UTF-8 bytes, or when no document at all was found ("empty corpus").
     """
     roots = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    if isinstance(fields, str) and fields != AUTO_FIELDS:
+        fields = (fields,)
+    if not fields or not all(isinstance(f, str) and f for f in fields):
+        raise ConfigError(f"fields={fields!r}: name one or more JSONL fields to read, or {AUTO_FIELDS!r}")
     found = False
     for file in _corpus_files(roots):
-        reader = _read_jsonl if file.name.endswith((".jsonl", ".jsonl.gz")) else _read_txt
-        for doc in reader(file, on_read):
+        if file.name.endswith((".jsonl", ".jsonl.gz")):
+            docs = _read_jsonl(file, on_read, fields)
+        else:
+            docs = _read_txt(file, on_read)
+        for doc in docs:
             found = True
             yield doc
     if not found:
@@ -59,9 +75,9 @@ def iter_documents(paths: PathLike | Iterable[PathLike],
                         f"give files or directories holding non-empty {', '.join(SUFFIXES)} files")
 
 
-def iter_texts(paths: PathLike | Iterable[PathLike]) -> Iterator[str]:
+def iter_texts(paths: PathLike | Iterable[PathLike], fields: Fields = ("text",)) -> Iterator[str]:
     """Yield only the text of each document (see `iter_documents`)."""
-    for doc in iter_documents(paths):
+    for doc in iter_documents(paths, fields=fields):
         yield doc.text
 
 
@@ -124,7 +140,7 @@ def _read_txt(file: Path, on_read=None) -> Iterator[Document]:
         yield Document("\n".join(lines), f"{file}:{start}")
 
 
-def _read_jsonl(file: Path, on_read=None) -> Iterator[Document]:
+def _read_jsonl(file: Path, on_read=None, fields: Fields = ("text",)) -> Iterator[Document]:
     for number, line in _lines(file, on_read):
         if not line.strip():
             continue
@@ -133,13 +149,35 @@ def _read_jsonl(file: Path, on_read=None) -> Iterator[Document]:
         except json.JSONDecodeError as err:
             raise DataError(f"{file}:{number}: malformed JSON ({err.msg} at column {err.colno}); "
                             "each line must be one JSON object") from None
-        text = record.get("text") if isinstance(record, dict) else None
-        if not isinstance(text, str):
-            got = "no 'text' field" if not isinstance(record, dict) or "text" not in record \
-                else f"'text' is {type(text).__name__}"
-            raise DataError(f"{file}:{number}: {got}; each line needs a string field \"text\"")
-        if text.strip():
-            yield Document(text, f"{file}:{number}")
+        for name in _record_fields(record, fields):
+            text = record.get(name) if isinstance(record, dict) else None
+            if not isinstance(text, str):
+                raise _field_error(f"{file}:{number}", record, name, fields)
+            if text.strip():
+                yield Document(text, f"{file}:{number}")
+
+
+def _record_fields(record, fields: Fields) -> Sequence[str]:
+    if fields != AUTO_FIELDS:
+        return fields
+    shape = [pair for pair in PAIRED_FIELDS if isinstance(record, dict) and all(k in record for k in pair)]
+    return shape[0] if shape else ("text",)
+
+
+def _field_error(where: str, record, name: str, fields: Fields) -> DataError:
+    """The error for a record whose field `name` is missing or not a string."""
+    if not isinstance(record, dict):
+        got = f"no {name!r} field (the line is a JSON {type(record).__name__}, not an object)"
+    elif name not in record:
+        got = f"no {name!r} field (it has {', '.join(map(repr, record)) or 'none'})"
+    else:
+        got = f"{name!r} is {type(record[name]).__name__}"
+    if fields == AUTO_FIELDS:
+        pairs = ", ".join("/".join(pair) for pair in PAIRED_FIELDS)
+        need = f'a string field "text", or both sides of a pair ({pairs}), or name its fields with --fields'
+    else:
+        need = ("a string field " if len(fields) == 1 else "string fields ") + ", ".join(f'"{n}"' for n in fields)
+    return DataError(f"{where}: {got}; each line needs {need}")
 
 
 # --- sentences ----------------------------------------------------------------
