@@ -1,6 +1,9 @@
 """`plmkit tokenizer train`: trains, saves a loadable tokenizer, reports errors cleanly."""
 import gzip
 import json
+import re
+
+import pytest
 
 from plmkit.cli import main
 from plmkit.tokenization import Tokenizer
@@ -63,3 +66,71 @@ def test_an_output_inside_the_corpus_is_refused(tmp_path, capsys):
     assert main(argv) == 2
     assert f"--out {corpus / 'tok'} is inside the input --corpus {corpus}" in capsys.readouterr().err
     assert not (corpus / "tok").exists()
+
+
+def write_pairs(root):
+    directory = root / "pairs"
+    directory.mkdir(exist_ok=True)
+    records = [{"source": "The weather is nice today.", "target": "今天天气很好。"},
+               {"source": "We like natural language processing.", "target": "我们喜欢自然语言处理。"}] * 15
+    (directory / "train.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),
+                                           encoding="utf-8")
+    return directory / "train.jsonl"
+
+
+def test_train_unigram_marian_style_on_both_sides_of_a_parallel_corpus(tmp_path, capsys):
+    from transformers import AutoTokenizer as HFAutoTokenizer
+
+    out = tmp_path / "tok"
+    argv = ["tokenizer", "train", "--corpus", str(write_pairs(tmp_path)), "--vocab-size", "300", "--model", "unigram",
+            "--out", str(out)]
+    assert main(argv) == 0
+    tokenizer = Tokenizer.from_pretrained(out)
+    assert f"trained a unigram tokenizer (PreTrainedTokenizerFast) with {len(tokenizer)} tokens" in capsys.readouterr().out
+    text = "We like 今天天气。"
+    assert tokenizer.decode(tokenizer.encode(text), skip_special_tokens=True) == text
+    assert tokenizer.encode(text)[-1] == tokenizer.eos_token_id == 0 and tokenizer.pad_token_id == 2
+    assert HFAutoTokenizer.from_pretrained(out)(text).input_ids == tokenizer.encode(text)
+
+
+def test_train_byte_bpe_bart_style_with_chosen_fields(tmp_path):
+    corpus = tmp_path / "de_en.jsonl"
+    corpus.write_text('{"de": "Guten Tag", "en": "Good day", "id": 1}\n' * 10, encoding="utf-8")
+    out = tmp_path / "bart"
+    argv = ["tokenizer", "train", "--corpus", str(corpus), "--vocab-size", "300", "--model", "byte-bpe",
+            "--style", "bart", "--fields", "de, en", "--out", str(out)]
+    assert main(argv) == 0
+    tokenizer = Tokenizer.from_pretrained(out)
+    assert tokenizer.tokenizer_class == "BartTokenizer" and tokenizer.mask_token_id == 4
+    assert [tokenizer.tokenize(t) for t in ("Guten Tag", "Good day")] == [["Guten", "ĠTag"], ["Good", "Ġday"]]
+    assert tokenizer("Guten").input_ids == [0, tokenizer.convert_tokens_to_ids("Guten"), 2]
+
+
+def test_help_lists_the_models_styles_and_fields_with_defaults(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "300")  # no line breaks inside "byte-bpe"
+    with pytest.raises(SystemExit):
+        main(["tokenizer", "train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for expected in ("--model {wordpiece,byte-bpe,bpe,unigram}", "(default: wordpiece)", "--style {bert,gpt2,bart,marian}",
+                     "(default: the model's own: wordpiece bert, byte-bpe gpt2, bpe marian, unigram marian)",
+                     "--fields NAMES", "(default: auto: source,target or text,summary", "--type bpe is --model byte-bpe",
+                     "(default: 2)"):
+        assert expected in text, expected
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--fields", "source,translation"], r"train.jsonl:1: no 'translation' field \(it has 'source', 'target'\); "
+                                         r"each line needs string fields \"source\", \"translation\""),
+    (["--fields", "source,,target"], r"--fields 'source,,target': name JSONL fields separated by commas"),
+    (["--model", "unigram", "--vocab-size", "200"], r"vocab_size=200 must be an int larger than 259, the 3 special "
+                                                    r"tokens plus 256 byte tokens"),
+    (["--model", "wordpiece", "--style", "bart"], r"model='wordpiece' and style='bert' go together only"),
+    (["--model", "bpe", "--type", "bpe"], r"give --model only: --type is its old spelling"),
+])
+def test_bad_input_is_a_one_line_error(tmp_path, capsys, extra, message):
+    argv = ["tokenizer", "train", "--corpus", str(write_pairs(tmp_path)), "--vocab-size", "300",
+            "--out", str(tmp_path / "tok")] + extra
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and re.search(message, err), err
+    assert not (tmp_path / "tok" / "tokenizer.json").exists()

@@ -1,13 +1,19 @@
-"""`plmkit tokenizer train --corpus PATH [PATH ...] --vocab-size N --out DIR [--type wordpiece|bpe]`."""
+"""`plmkit tokenizer train --corpus PATH [PATH ...] --vocab-size N --out DIR [--model KIND] [--style STYLE]`."""
 from __future__ import annotations
 
 import argparse
 import sys
 
+from plmkit.tokenization.specials import STYLES
+from plmkit.tokenization.training import DEFAULT_STYLES, MODELS
+
+OLD_TYPES = {"wordpiece": "wordpiece", "bpe": "byte-bpe"}  # --type, the old spelling of --model
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("tokenizer", help="train tokenizers",
-                                   description="Train a WordPiece (BERT) or byte-level BPE (GPT-2) tokenizer.")
+                                   description="Train a tokenizer: WordPiece (BERT), byte-level BPE (GPT-2, BART), "
+                                               "or SentencePiece-like BPE or Unigram (Marian, any script).")
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     train = actions.add_parser("train", help="learn a vocabulary from a text corpus")
@@ -15,33 +21,47 @@ def add_parser(subparsers) -> None:
                        help=".txt, .txt.gz, .jsonl files or directories holding them")
     train.add_argument("--vocab-size", type=int, required=True, metavar="N", help="vocabulary size")
     train.add_argument("--out", required=True, metavar="DIR", help="directory to save the tokenizer in")
-    train.add_argument("--type", choices=("wordpiece", "bpe"), default="wordpiece",
-                       help="wordpiece: BERT-style for encoders (default); bpe: GPT-2 style for decoders")
+    train.add_argument("--model", choices=MODELS, default=None,
+                       help="wordpiece: BERT; byte-bpe: GPT-2 and BART; bpe, unigram: SentencePiece-like, for text "
+                            "with or without spaces (Chinese ...), unknown characters spelled as bytes "
+                            "(default: wordpiece)")
+    own = ", ".join(f"{model} {style}" for model, style in DEFAULT_STYLES.items())
+    train.add_argument("--style", choices=tuple(STYLES), default=None,
+                       help="special tokens and how they wrap a text: bert [CLS] A [SEP]; gpt2 <|endoftext|>; "
+                            "bart <s> A </s> with <pad> <unk> <mask>; marian A </s> with <pad> <unk> "
+                            f"(default: the model's own: {own})")
+    train.add_argument("--fields", default="auto", metavar="NAMES",
+                       help="JSONL fields to read, comma-separated, each a text of one joint vocabulary (e.g. de,en) "
+                            "(default: auto: source,target or text,summary where a record has both, else text)")
+    train.add_argument("--type", choices=tuple(OLD_TYPES), default=None,
+                       help="old spelling of --model: --type bpe is --model byte-bpe")
     train.add_argument("--no-lowercase", dest="lowercase", action="store_false",
-                       help="keep case and accents (wordpiece only)")
+                       help="keep case and accents (wordpiece only; the other models always keep them)")
     train.add_argument("--min-frequency", type=int, default=2, metavar="N",
-                       help="minimum count of a pair to be merged (default: 2)")
+                       help="minimum count of a pair to be merged, not for unigram (default: 2)")
     train.set_defaults(func=run_train)
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from plmkit.data.corpus import iter_texts
     from plmkit.errors import ConfigError
     from plmkit.tokenization import Tokenizer
     from plmkit.utils.files import output_dir, refuse_overwriting_inputs
 
     if args.min_frequency < 0:
         raise ConfigError(f"--min-frequency {args.min_frequency}: must be 0 or more")
+    if args.model and args.type:
+        raise ConfigError("give --model only: --type is its old spelling")
+    model = args.model or OLD_TYPES[args.type or "wordpiece"]
+    fields = [name.strip() for name in args.fields.split(",")]
+    if not all(fields):
+        raise ConfigError(f"--fields {args.fields!r}: name JSONL fields separated by commas, e.g. source,target")
     # before training, so that a bad --out does not throw the trained vocabulary away
     refuse_overwriting_inputs(args.out, "--out", [("--corpus", c) for c in args.corpus])
     output_dir(args.out, "--out")
-    texts = iter_texts(args.corpus)
-    progress = sys.stderr.isatty()
-    if args.type == "bpe":
-        tokenizer = Tokenizer.train_bpe(texts, args.vocab_size, min_frequency=args.min_frequency, show_progress=progress)
-    else:
-        tokenizer = Tokenizer.train_wordpiece(texts, args.vocab_size, lowercase=args.lowercase,
-                                              min_frequency=args.min_frequency, show_progress=progress)
+    tokenizer = Tokenizer.train(args.corpus, args.vocab_size, model=model, style=args.style,
+                                fields="auto" if fields == ["auto"] else fields, lowercase=args.lowercase,
+                                min_frequency=args.min_frequency, show_progress=sys.stderr.isatty())
     tokenizer.save_pretrained(args.out)
-    print(f"trained a {args.type} tokenizer with {len(tokenizer)} tokens; saved to {args.out}")
+    print(f"trained a {model} tokenizer ({tokenizer.tokenizer_class}) with {len(tokenizer)} tokens; "
+          f"saved to {args.out}")
     return 0

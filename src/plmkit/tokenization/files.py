@@ -6,10 +6,11 @@ import json
 from pathlib import Path
 
 import tokenizers
-from tokenizers import AddedToken, decoders, models, normalizers, pre_tokenizers
+from tokenizers import AddedToken, models, normalizers, pre_tokenizers
 
 from plmkit.errors import CheckpointError
-from plmkit.tokenization.specials import BERT_SPECIAL_TOKENS, bert_template, token_str
+from plmkit.tokenization.specials import STYLES, token_str
+from plmkit.tokenization.training import use_bert_pipeline
 from plmkit.utils.files import local_dir
 
 # transformers writes int(1e30) as model_max_length when there is no limit.
@@ -81,18 +82,10 @@ def wordpiece_from_vocab(file: Path, config: dict) -> tokenizers.Tokenizer:
                               "re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
     lines = io.StringIO(text, newline=None)  # universal newlines, as open() reads them
     vocab = {line.rstrip("\n"): index for index, line in enumerate(lines)}
-    names = {n: token_str(config.get(f"{n}_token")) for n in ("unk", "sep", "pad", "cls", "mask")}
-    defaults = dict(zip(("pad", "unk", "cls", "sep", "mask"), BERT_SPECIAL_TOKENS))
-    names = {n: t or defaults[n] for n, t in names.items()}
+    names = {n: token_str(config.get(f"{n}_token")) or t for n, t in STYLES["bert"].tokens.items()}
     backend = tokenizers.Tokenizer(models.WordPiece(vocab, unk_token=names["unk"], continuing_subword_prefix="##"))
-    backend.normalizer = normalizers.BertNormalizer(
-        clean_text=True,
-        handle_chinese_chars=config.get("tokenize_chinese_chars", True),
-        strip_accents=config.get("strip_accents"),
-        lowercase=config.get("do_lower_case", True),
-    )
-    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    backend.decoder = decoders.WordPiece(prefix="##")
+    use_bert_pipeline(backend, lowercase=config.get("do_lower_case", True), strip_accents=config.get("strip_accents"),
+                      handle_chinese_chars=config.get("tokenize_chinese_chars", True))
     specials = [t for t in names.values() if t in vocab]
     specials += [token_str(t) for t in config.get("additional_special_tokens") or []]
     backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
@@ -100,5 +93,5 @@ def wordpiece_from_vocab(file: Path, config: dict) -> tokenizers.Tokenizer:
         if names[name] not in vocab:
             raise CheckpointError(f"{file} lacks the {name} token {names[name]!r}; set {name}_token in "
                                   "tokenizer_config.json to the token this vocabulary uses.")
-    backend.post_processor = bert_template(backend, names["cls"], names["sep"])
+    backend.post_processor = STYLES["bert"].wrap(backend, names)
     return backend

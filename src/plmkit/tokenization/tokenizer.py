@@ -7,14 +7,14 @@ from pathlib import Path
 from typing import Iterable, Sequence, Union
 
 import tokenizers
-from tokenizers import AddedToken, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import AddedToken, models, normalizers, pre_tokenizers
 
 from plmkit.errors import CheckpointError, ConfigError, DataError
 from plmkit.tokenization.files import (UNLIMITED, apply_bert_options, checkpoint_dir, default_class, read_json,
                                        read_tokenizer_json, wordpiece_from_vocab)
-from plmkit.tokenization.specials import (BERT_SPECIAL_TOKENS, END_OF_TEXT, KNOWN_SPECIALS, SPECIAL_NAMES,
-                                          bert_template, guess_special_tokens, token_str)
-from plmkit.tokenization.training import check_vocab_size, train
+from plmkit.tokenization.specials import (BERT_SPECIAL_TOKENS, END_OF_TEXT, SPECIAL_NAMES, guess_special_tokens,
+                                          token_str)
+from plmkit.tokenization.training import train_vocabulary
 from plmkit.utils.files import atomic_write, atomic_write_text
 from plmkit.utils.text import describe
 
@@ -22,6 +22,7 @@ _PADDING = {True: "longest", "longest": "longest", "max_length": "max_length",
             False: None, None: None, "do_not_pad": None}
 _TRUNCATION = {True: "longest_first", "longest_first": "longest_first", "only_first": "only_first",
                "only_second": "only_second", False: None, None: None, "do_not_truncate": None}
+STYLE_DEFAULT = object()  # Tokenizer.train's model_max_length: the style's
 TextInput = Union[str, Sequence[str], Sequence[tuple]]
 
 
@@ -222,6 +223,46 @@ class Tokenizer:
     # ------------------------------------------------------------------ training
 
     @classmethod
+    def train(
+        cls,
+        files_or_iterator: str | os.PathLike | Iterable,
+        vocab_size: int,
+        *,
+        model: str = "wordpiece",
+        style: str | None = None,
+        fields: Sequence[str] | str = "auto",
+        special_tokens: Sequence[str] | None = None,
+        lowercase: bool = True,
+        min_frequency: int = 2,
+        model_max_length: int | None | object = STYLE_DEFAULT,
+        show_progress: bool = False,
+    ) -> "Tokenizer":
+        """Learn a vocabulary of `vocab_size` tokens from a corpus.
+
+        `files_or_iterator`: a path or list of paths (.txt, .txt.gz, .jsonl files or
+        directories), or any iterable of texts. `fields`: the JSONL fields to read; "auto" reads
+        both sides of translation ({"source", "target"}) and summarization ({"text", "summary"})
+        records into one joint vocabulary, else "text".
+        `model`: "wordpiece" (BERT), "byte-bpe" (GPT-2, BART), "bpe" or "unigram"
+        (SentencePiece-like, for text with or without spaces; see `plmkit.tokenization.training`).
+        `style`: the special tokens and how they wrap a text: "bert" ([CLS] A [SEP]), "gpt2"
+        (<|endoftext|>, nothing added), "bart" (<s> A </s>, <pad>, <unk>, <mask>), "marian"
+        (A </s>, <pad>, <unk>); None: wordpiece bert, byte-bpe gpt2, bpe and unigram marian.
+        `special_tokens`: every special token in id order (None: the style's); the style's
+        required ones that are missing go first, tokens the style does not name become
+        additional special tokens. `lowercase`: wordpiece only. `min_frequency`: the fewest
+        occurrences of a merged pair (not unigram). `model_max_length`: default the style's
+        (bert and marian 512, gpt2 and bart 1024); None: no limit.
+        """
+        trained = train_vocabulary(
+            files_or_iterator, vocab_size, model=model, style=style, fields=fields, special_tokens=special_tokens,
+            lowercase=lowercase, min_frequency=min_frequency, show_progress=show_progress)
+        if model_max_length is STYLE_DEFAULT:
+            model_max_length = trained.style.model_max_length
+        return cls(trained.backend, special_tokens=trained.special_tokens, model_max_length=model_max_length,
+                   tokenizer_class=trained.tokenizer_class)
+
+    @classmethod
     def train_wordpiece(
         cls,
         files_or_iterator: str | os.PathLike | Iterable,
@@ -233,32 +274,10 @@ class Tokenizer:
         model_max_length: int | None = 512,
         show_progress: bool = False,
     ) -> "Tokenizer":
-        """Train a BERT WordPiece tokenizer; every CJK character is its own token, as in BERT.
-
-        `files_or_iterator`: a path or list of paths (.txt, .txt.gz, .jsonl files or
-        directories), or any iterable of texts. `special_tokens` must contain [UNK],
-        [CLS] and [SEP]; [PAD] and [MASK] are used when present; others become
-        additional special tokens.
-        """
-        specials = list(special_tokens)
-        missing = [t for t in ("[UNK]", "[CLS]", "[SEP]") if t not in specials]
-        if missing:
-            raise ConfigError(f"train_wordpiece: special_tokens {specials} lack {missing}, which BERT inputs need.")
-        check_vocab_size(vocab_size, specials)
-        backend = tokenizers.Tokenizer(models.WordPiece(unk_token="[UNK]", continuing_subword_prefix="##"))
-        backend.normalizer = normalizers.BertNormalizer(
-            clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lowercase)
-        backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        backend.decoder = decoders.WordPiece(prefix="##")
-        trainer = trainers.WordPieceTrainer(
-            vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=specials,
-            continuing_subword_prefix="##", show_progress=show_progress)
-        train(backend, trainer, files_or_iterator)
-        backend.post_processor = bert_template(backend, "[CLS]", "[SEP]")
-        special = {f"{names[0]}_token": t for t, names in KNOWN_SPECIALS.items() if t in specials and t != END_OF_TEXT}
-        special["additional_special_tokens"] = [t for t in specials if t not in KNOWN_SPECIALS]
-        return cls(backend, special_tokens=special, model_max_length=model_max_length,
-                   tokenizer_class="BertTokenizer")
+        """A BERT WordPiece tokenizer, every CJK character its own token: `train(model="wordpiece")`."""
+        return cls.train(files_or_iterator, vocab_size, model="wordpiece", special_tokens=special_tokens,
+                         lowercase=lowercase, min_frequency=min_frequency, model_max_length=model_max_length,
+                         show_progress=show_progress)
 
     @classmethod
     def train_bpe(
@@ -271,27 +290,14 @@ class Tokenizer:
         model_max_length: int | None = 1024,
         show_progress: bool = False,
     ) -> "Tokenizer":
-        """Train a GPT-2 style byte-level BPE tokenizer (any text round-trips through decode).
+        """A GPT-2 byte-level BPE tokenizer (any text round-trips through decode): `train(model="byte-bpe")`.
 
         `<|endoftext|>` is the bos, eos and unk token; there is no pad token (set one with
-        `tokenizer.pad_token = ...` before padding). Inputs as for `train_wordpiece`.
+        `tokenizer.pad_token = ...` before padding).
         """
-        specials = list(special_tokens)
-        if END_OF_TEXT not in specials:
-            specials.insert(0, END_OF_TEXT)
-        check_vocab_size(vocab_size, specials, base=256)
-        backend = tokenizers.Tokenizer(models.BPE())
-        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        backend.decoder = decoders.ByteLevel()
-        backend.post_processor = processors.ByteLevel(trim_offsets=False)
-        trainer = trainers.BpeTrainer(
-            vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=specials,
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=show_progress)
-        train(backend, trainer, files_or_iterator)
-        special = {"bos_token": END_OF_TEXT, "eos_token": END_OF_TEXT, "unk_token": END_OF_TEXT,
-                   "additional_special_tokens": [t for t in specials if t != END_OF_TEXT]}
-        return cls(backend, special_tokens=special, model_max_length=model_max_length,
-                   tokenizer_class="GPT2Tokenizer")
+        return cls.train(files_or_iterator, vocab_size, model="byte-bpe", special_tokens=special_tokens,
+                         min_frequency=min_frequency, model_max_length=model_max_length,
+                         show_progress=show_progress)
 
     # ------------------------------------------------------------------ encoding
 
@@ -366,9 +372,9 @@ class Tokenizer:
         return self(text, text_pair, add_special_tokens=add_special_tokens, **kwargs)["input_ids"]
 
     def _encode(self, examples, truncation, max_length, add_special_tokens) -> list[tokenizers.Encoding]:
-        """Encode each sequence alone, truncate, then add special tokens (as the Rust library does)."""
+        """Encode each sequence alone, truncate, then post-process (as the Rust library does)."""
         texts = [t for pair in examples for t in pair if t is not None]
-        pieces = iter(self._backend.encode_batch(texts, add_special_tokens=False))
+        pieces = iter(self._encode_unprocessed(texts))
         encodings = []
         for first, second in examples:
             a = next(pieces)
@@ -381,6 +387,18 @@ class Tokenizer:
                 self._truncate(a, b, truncation, max_length - added)
             encodings.append(self._backend.post_process(a, b, add_special_tokens))
         return encodings
+
+    def _encode_unprocessed(self, texts: list[str]) -> list[tokenizers.Encoding]:
+        """Encodings before post-processing, which must run once: RoBERTa's and BART's moves
+        offsets past a leading space each time. The backend encodes without it for this call
+        (backend state per call, as in transformers: share a Tokenizer between threads only
+        with a lock)."""
+        processor = self._backend.post_processor
+        self._backend.post_processor = None
+        try:
+            return self._backend.encode_batch(texts, add_special_tokens=False)
+        finally:
+            self._backend.post_processor = processor
 
     def _truncate(self, a, b, strategy: str, budget: int) -> None:
         """Cut sequences a (and b) in place so that together they fit `budget` tokens."""

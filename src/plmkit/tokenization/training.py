@@ -1,13 +1,135 @@
-"""Training vocabularies: the texts to learn from, and the checks around the Rust trainers."""
+"""Training vocabularies: one path for every model kind and style, over the Rust trainers.
+
+Model kinds (`MODELS`) decide how text is split and learned:
+
+* ``wordpiece``: BERT's (BERT normalizer, every CJK character apart, ``##`` continuations);
+* ``byte-bpe``: GPT-2's and BART's byte-level BPE: any text encodes, nothing is unknown;
+* ``bpe`` / ``unigram``: SentencePiece-like: a space becomes ``▁`` at the start of the next
+  piece, so text without spaces (Chinese, Japanese, Thai) is learned as it stands, in pieces of
+  at most `MAX_PIECE` characters; byte fallback spells a character that training never saw as
+  its UTF-8 bytes (``<0xE5>`` ...), so nothing is unknown and every text decodes back.
+
+Styles (`plmkit.tokenization.specials.STYLES`: bert, gpt2, bart, marian) decide the special
+tokens and how they wrap a text.
+"""
 from __future__ import annotations
 
+import json
 import os
-from typing import Iterator
+from dataclasses import dataclass
+from typing import Iterator, Sequence
 
 import tokenizers
+from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
 
 from plmkit.errors import ConfigError, DataError
+from plmkit.tokenization.specials import STYLES, Style
 from plmkit.utils.text import describe
+
+MODELS = ("wordpiece", "byte-bpe", "bpe", "unigram")
+DEFAULT_STYLES = {"wordpiece": "bert", "byte-bpe": "gpt2", "bpe": "marian", "unigram": "marian"}
+BYTE_TOKENS = tuple(f"<0x{b:02X}>" for b in range(256))
+MAX_PIECE = 16  # characters in a bpe or unigram piece: no whole-sentence pieces in text without spaces
+
+
+@dataclass
+class Trained:
+    """A trained backend with what a `Tokenizer` needs to wrap it."""
+
+    backend: tokenizers.Tokenizer
+    special_tokens: dict  # {"eos_token": ..., "additional_special_tokens": [...]}
+    tokenizer_class: str  # the transformers class that loads it
+    style: Style
+
+
+def train_vocabulary(source, vocab_size: int, *, model: str, style: str | None, fields, special_tokens,
+                     lowercase: bool, min_frequency: int, show_progress: bool) -> Trained:
+    """Learn a vocabulary of `model` kind in `style` (None: the kind's own) from `source`.
+
+    `special_tokens`: all special tokens in id order (None: the style's); the style's required
+    ones that are missing go first. See `Tokenizer.train` for the other arguments.
+    """
+    if model not in MODELS:
+        raise ConfigError(f"model={model!r} is not a tokenizer model; use one of {', '.join(MODELS)}.")
+    style = style or DEFAULT_STYLES[model]
+    if style not in STYLES:
+        raise ConfigError(f"style={style!r} is not a tokenizer style; use one of {', '.join(STYLES)}.")
+    if (model == "wordpiece") != (style == "bert"):
+        raise ConfigError(f"model={model!r} with style={style!r}: WordPiece vocabularies are BERT's, so "
+                          "model='wordpiece' and style='bert' go together only; pick "
+                          f"{'byte-bpe, bpe or unigram' if model == 'wordpiece' else 'gpt2, bart or marian'}.")
+    rules = STYLES[style]
+    specials = list(dict.fromkeys(rules.tokens.values() if special_tokens is None else special_tokens))
+    missing = [rules.tokens[name] for name in rules.required if rules.tokens[name] not in specials]
+    specials = list(dict.fromkeys(missing)) + specials
+    roles = {name: token for name, token in rules.tokens.items() if token in specials}
+    extra = 0 if model == "wordpiece" else len(BYTE_TOKENS)
+    check_vocab_size(vocab_size, specials, base=extra)
+
+    backend = _untrained(model, roles.get("unk"), lowercase)
+    learned = vocab_size - extra if model in ("bpe", "unigram") else vocab_size  # byte pieces are added after
+    _train(backend, _trainer(model, learned, specials, roles.get("unk"), min_frequency, show_progress), source, fields)
+    if model in ("bpe", "unigram"):
+        backend = _with_byte_fallback(backend)
+    backend.post_processor = rules.wrap(backend, roles)
+    named = {f"{name}_token": token for name, token in roles.items()}
+    named["additional_special_tokens"] = [t for t in specials if t not in rules.tokens.values()]
+    hf_class = rules.hf_class if model == rules.hf_model else "PreTrainedTokenizerFast"
+    return Trained(backend, named, hf_class, rules)
+
+
+def use_bert_pipeline(backend: tokenizers.Tokenizer, *, lowercase: bool, strip_accents: bool | None = None,
+                      handle_chinese_chars: bool = True) -> None:
+    """BERT's normalizer (clean text, CJK characters apart, lowercasing), pre-tokenizer and decoder."""
+    backend.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=handle_chinese_chars, strip_accents=strip_accents, lowercase=lowercase)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.decoder = decoders.WordPiece(prefix="##")
+
+
+def _untrained(model: str, unk: str | None, lowercase: bool) -> tokenizers.Tokenizer:
+    """A backend with the model kind's normalizer, pre-tokenizer and decoder, before training."""
+    if model == "wordpiece":
+        backend = tokenizers.Tokenizer(models.WordPiece(unk_token=unk, continuing_subword_prefix="##"))
+        use_bert_pipeline(backend, lowercase=lowercase)
+    elif model == "byte-bpe":
+        backend = tokenizers.Tokenizer(models.BPE())
+        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        backend.decoder = decoders.ByteLevel()
+    else:
+        backend = tokenizers.Tokenizer(models.Unigram() if model == "unigram" else models.BPE(unk_token=unk))
+        backend.pre_tokenizer = pre_tokenizers.Metaspace()
+        backend.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Metaspace()])
+    return backend
+
+
+def _trainer(model: str, vocab_size: int, specials: list[str], unk: str | None, min_frequency: int,
+             show_progress: bool):
+    common = dict(vocab_size=vocab_size, special_tokens=specials, show_progress=show_progress)
+    if model == "wordpiece":
+        return trainers.WordPieceTrainer(min_frequency=min_frequency, continuing_subword_prefix="##", **common)
+    if model == "unigram":
+        return trainers.UnigramTrainer(unk_token=unk, max_piece_length=MAX_PIECE, **common)
+    if model == "byte-bpe":
+        return trainers.BpeTrainer(min_frequency=min_frequency, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                   **common)
+    return trainers.BpeTrainer(min_frequency=min_frequency, max_token_length=MAX_PIECE, **common)
+
+
+def _with_byte_fallback(backend: tokenizers.Tokenizer) -> tokenizers.Tokenizer:
+    """`backend` with the 256 byte pieces appended to its vocabulary and byte fallback on."""
+    spec = json.loads(backend.to_str())
+    model = spec["model"]
+    if model["type"] == "Unigram":
+        # Scored far below every learned piece: a literal "<0x41>" in a text stays characters.
+        have = {piece for piece, _ in model["vocab"]}
+        lowest = min(score for _, score in model["vocab"]) - 1000.0
+        model["vocab"] += [[piece, lowest] for piece in BYTE_TOKENS if piece not in have]
+    else:
+        for piece in BYTE_TOKENS:
+            model["vocab"].setdefault(piece, len(model["vocab"]))
+    model["byte_fallback"] = True
+    return tokenizers.Tokenizer.from_str(json.dumps(spec))
 
 
 def _looks_like_path(item) -> bool:
@@ -17,8 +139,9 @@ def _looks_like_path(item) -> bool:
         os.path.exists(item) or (not any(c.isspace() for c in item) and item.endswith((".txt", ".gz", ".jsonl"))))
 
 
-def training_texts(source) -> Iterator[str]:
-    """Texts from a path, a list of paths (read with plmkit.data.corpus), or an iterable of texts.
+def training_texts(source, fields="auto") -> Iterator[str]:
+    """Texts from a path, a list of paths (read with plmkit.data.corpus, JSONL `fields` as
+    `iter_texts` takes them), or an iterable of texts.
 
     A list counts as paths when every item is a PathLike, an existing path, or a
     space-free name ending in .txt/.gz/.jsonl (so a missing file is reported, not trained on).
@@ -31,7 +154,7 @@ def training_texts(source) -> Iterator[str]:
         return (_checked_text(t, i) for i, t in enumerate(source))
     from plmkit.data.corpus import iter_texts
 
-    return iter_texts(paths)
+    return iter_texts(paths, fields=fields)
 
 
 def _checked_text(text, index: int) -> str:
@@ -40,24 +163,40 @@ def _checked_text(text, index: int) -> str:
     return text
 
 
-def check_vocab_size(vocab_size: int, specials: list[str], base: int = 0) -> None:
-    """`base`: tokens every vocabulary has (the 256 bytes of byte-level BPE)."""
+def check_vocab_size(vocab_size: int, specials: Sequence[str], base: int = 0) -> None:
+    """`base`: tokens every vocabulary has (the 256 bytes of byte-level BPE and of byte fallback)."""
     least = len(specials) + base
     if not isinstance(vocab_size, int) or vocab_size <= least:
         what = f"the {len(specials)} special tokens" + (f" plus {base} byte tokens" if base else "")
         raise ConfigError(f"vocab_size={vocab_size!r} must be an int larger than {least}, {what}.")
 
 
-def train(backend: tokenizers.Tokenizer, trainer, source) -> None:
-    """Train `backend` in place on the texts of `source`; an empty corpus is an error."""
-    count = 0
+def _train(backend: tokenizers.Tokenizer, trainer, source, fields) -> None:
+    """Train `backend` in place on the texts of `source`; an empty corpus is an error, and so is
+    a unigram vocabulary without room for every character of the corpus (plus one piece)."""
+    count, chars, too_small = 0, set(), False
 
     def counted():
         nonlocal count
-        for text in training_texts(source):
+        for text in training_texts(source, fields):
             count += 1
+            chars.update(text)
             yield text
 
-    backend.train_from_iterator(counted(), trainer)
+    try:
+        backend.train_from_iterator(counted(), trainer)
+    except Exception as err:  # the Rust library raises plain Exception
+        if "not large enough to contain all chars" not in str(err):
+            raise
+        too_small = True
     if count == 0:
         raise DataError("the training corpus is empty: no text was read, so no vocabulary can be learned.")
+    if isinstance(trainer, trainers.UnigramTrainer):
+        # below this the Rust trainer fails, or keeps every piece it found (far more than asked)
+        least = len(chars) + len(trainer.special_tokens) + 1
+        if too_small or trainer.vocab_size < least:
+            raise ConfigError(
+                f"vocab_size={trainer.vocab_size + len(BYTE_TOKENS)} is too small for this corpus: a unigram "
+                f"vocabulary holds each of its {len(chars)} distinct characters, {len(trainer.special_tokens)} "
+                f"special tokens and {len(BYTE_TOKENS)} byte tokens; use a vocab_size of at least "
+                f"{least + len(BYTE_TOKENS)}, or model='bpe'.")
