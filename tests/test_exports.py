@@ -22,7 +22,7 @@ def test_every_model_config_and_tokenizer_class_of_each_family_is_exported():
         assert getattr(plmkit, family.config.__name__) is family.config
         assert plmkit.AutoConfig.for_model(model_type).__class__ is family.config
     for name in ("BertTokenizer", "BertTokenizerFast", "GPT2Tokenizer", "GPT2TokenizerFast", "LlamaTokenizer",
-                 "LlamaTokenizerFast"):
+                 "LlamaTokenizerFast", "BartTokenizer", "BartTokenizerFast", "MarianTokenizer"):
         assert getattr(plmkit, name) is plmkit.Tokenizer
 
 

@@ -28,7 +28,7 @@ _EXPORTS = {
 }
 # transformers' per-family tokenizer names: one plmkit Tokenizer (backed by `tokenizers`) reads them all
 _ALIASES = {f"{family}Tokenizer{fast}": ("plmkit.tokenization", "Tokenizer")
-            for family in ("Bert", "GPT2", "Llama") for fast in ("", "Fast")}
+            for family in ("Bert", "GPT2", "Llama", "Bart", "Marian") for fast in ("", "Fast")}
 _WHERE = {name: (module, name) for module, names in _EXPORTS.items() for name in names} | _ALIASES
 
 __all__ = sorted(_WHERE)

@@ -1,19 +1,22 @@
 """Tokenizers: a small Hugging Face compatible layer over the Rust `tokenizers` library.
 
-`Tokenizer` loads BERT WordPiece (tokenizer.json or vocab.txt) and byte-level BPE
-(GPT-2 style) tokenizers from local directories, encodes text exactly like
-transformers' fast tokenizers, saves directories transformers can load, and
-trains new vocabularies (`train_wordpiece`, `train_bpe`).
+`Tokenizer` loads WordPiece (BERT, also from vocab.txt), byte-level BPE (GPT-2, BART),
+SentencePiece-like BPE and Unigram (Marian style) tokenizers from local directories, encodes text
+exactly like transformers' fast tokenizers, saves directories transformers can load, and trains
+new vocabularies (`Tokenizer.train`: one path for every model kind and style, a joint
+source/target vocabulary from parallel JSONL).
 
     tok = Tokenizer.from_pretrained("path/to/dir")
     batch = tok(["a first text", "a second"], padding=True, truncation=True, return_tensors="pt")
     model(**batch)
+    batch = tok(sources, text_target=targets, max_length=256, max_target_length=128, truncation=True)
+    batch.labels, sum(batch.truncated["labels"])   # seq2seq labels (padding -100) and how many were cut
 
 Unlike transformers, input longer than the model allows is an error (not a
 warning), and a tokenizer without a pad token never pads with eos silently.
 
-Modules: `tokenizer` (the `Tokenizer` class), `specials` (special tokens), `files` (reading
-tokenizer directories), `training` (learning vocabularies).
+Modules: `tokenizer` (the `Tokenizer` class), `specials` (special tokens and the styles bert,
+gpt2, bart, marian), `files` (reading tokenizer directories), `training` (learning vocabularies).
 """
 from plmkit.tokenization.specials import BERT_SPECIAL_TOKENS, END_OF_TEXT, SPECIAL_NAMES
 from plmkit.tokenization.tokenizer import AutoTokenizer, BatchEncoding, Tokenizer

@@ -15,6 +15,7 @@ from plmkit.tokenization.files import (UNLIMITED, apply_bert_options, checkpoint
 from plmkit.tokenization.specials import (BERT_SPECIAL_TOKENS, END_OF_TEXT, SPECIAL_NAMES, guess_special_tokens,
                                           token_str)
 from plmkit.tokenization.training import train_vocabulary
+from plmkit.utils.constants import IGNORE_INDEX
 from plmkit.utils.files import atomic_write, atomic_write_text
 from plmkit.utils.text import describe
 
@@ -29,12 +30,15 @@ TextInput = Union[str, Sequence[str], Sequence[tuple]]
 class BatchEncoding(dict):
     """The output of a tokenizer call: a dict (so `model(**enc)` works) with attribute access.
 
-    `encodings` holds the underlying `tokenizers.Encoding` objects, one per text.
+    `encodings` holds the underlying `tokenizers.Encoding` objects, one per text. `truncated`:
+    field -> one bool per example, True where truncation cut it ("input_ids", and "labels" for
+    targets): `sum(batch.truncated["labels"])` counts the targets that were cut.
     """
 
-    def __init__(self, data: dict, encodings: list | None = None):
+    def __init__(self, data: dict, encodings: list | None = None, truncated: dict[str, list[bool]] | None = None):
         super().__init__(data)
         self.encodings = encodings
+        self.truncated = truncated or {}
 
     def __getattr__(self, name: str):
         try:
@@ -303,7 +307,7 @@ class Tokenizer:
 
     def __call__(
         self,
-        text: TextInput,
+        text: TextInput | None = None,
         text_pair: str | Sequence[str] | None = None,
         padding: bool | str = False,
         truncation: bool | str = False,
@@ -315,6 +319,9 @@ class Tokenizer:
         return_special_tokens_mask: bool = False,
         return_offsets_mapping: bool = False,
         add_special_tokens: bool = True,
+        *,
+        text_target: str | Sequence[str] | None = None,
+        max_target_length: int | None = None,
     ) -> BatchEncoding:
         """Encode a text, a pair, or a batch (list of texts, or `text_pair` list, or list of (a, b)).
 
@@ -324,8 +331,12 @@ class Tokenizer:
         `max_length`, else `model_max_length`. Without truncation, an input longer than
         `max_length` or `model_max_length` raises DataError.
         return_tensors: None (lists; a single text gives flat lists) or "pt" (LongTensors (B, T)).
+        text_target: the target text of each text, for sequence-to-sequence training: encoded
+        alike (special tokens, padding, truncation) but to `max_target_length` (default
+        `max_length`), and returned as `labels`, padded with -100 so that the loss skips
+        padding (transformers pads them with the pad id). Given alone, targets are encoded as
+        `input_ids` ... as in transformers. `truncated` on the result says what was cut.
         """
-        examples, single = _as_examples(text, text_pair)
         pad = _choose(padding, _PADDING, "padding")
         trunc = _choose(truncation, _TRUNCATION, "truncation")
         if return_tensors not in (None, "pt"):
@@ -335,18 +346,23 @@ class Tokenizer:
                 "this tokenizer has no pad token, so it cannot pad. Set one, e.g. "
                 "tokenizer.pad_token = tokenizer.eos_token (its positions are masked out by attention_mask), "
                 "or tokenizer.add_special_tokens({'pad_token': '<pad>'}) and resize the model's embeddings.")
-        if trunc and max_length is None:
-            max_length = self.model_max_length  # None: no limit, nothing to cut
-        if trunc and pad and pad_to_multiple_of and max_length is not None and max_length % pad_to_multiple_of:
-            raise ConfigError(f"max_length={max_length} is not a multiple of pad_to_multiple_of={pad_to_multiple_of}, "
-                              "so padded inputs would be longer than max_length; make it a multiple.")
-
-        encodings = self._encode(examples, trunc if max_length is not None else None, max_length,
-                                 add_special_tokens)
-        if not trunc:
-            self._check_lengths(encodings, max_length, single)
-        if pad:
-            self._pad(encodings, pad, max_length, pad_to_multiple_of)
+        if text is None and text_target is None:
+            raise DataError("nothing to encode: give text (and text_target for sequence-to-sequence labels).")
+        options = dict(padding=pad, truncation=trunc, multiple=pad_to_multiple_of,
+                       add_special_tokens=add_special_tokens)
+        if text is not None:
+            encodings, truncated, single = self._encode_texts(
+                text, text_pair, max_length=max_length, limit_name="max_length", what="input", **options)
+        if text_target is not None:
+            targets, targets_cut, single_target = self._encode_texts(
+                text_target, None, max_length=max_target_length if max_target_length is not None else max_length,
+                limit_name="max_target_length" if max_target_length is not None else "max_length",
+                what="target", **options)
+            if text is None:
+                encodings, truncated, single = targets, targets_cut, single_target
+            elif (single, len(encodings)) != (single_target, len(targets)):
+                raise DataError(f"text has {'one text' if single else len(encodings)} but text_target "
+                                f"{'one text' if single_target else len(targets)}; give one target per text.")
 
         if return_token_type_ids is None:
             return_token_type_ids = "token_type_ids" in self.model_input_names
@@ -360,33 +376,62 @@ class Tokenizer:
         if return_offsets_mapping:
             fields["offset_mapping"] = "offsets"
         data = {key: [getattr(e, attr) for e in encodings] for key, attr in fields.items()}
+        cut = {"input_ids": truncated}
+        if text is not None and text_target is not None:
+            data["labels"] = [[i if real else IGNORE_INDEX for i, real in zip(e.ids, e.attention_mask)]
+                              for e in targets]
+            cut["labels"] = targets_cut
         if return_tensors == "pt":
             data = _to_tensors(data)
         elif single:
             data = {key: value[0] for key, value in data.items()}
-        return BatchEncoding(data, encodings)
+        return BatchEncoding(data, encodings, cut)
 
     def encode(self, text: str, text_pair: str | None = None, add_special_tokens: bool = True,
                **kwargs) -> list[int]:
         """The input ids of one text (or pair); `kwargs` as for `__call__`."""
         return self(text, text_pair, add_special_tokens=add_special_tokens, **kwargs)["input_ids"]
 
-    def _encode(self, examples, truncation, max_length, add_special_tokens) -> list[tokenizers.Encoding]:
-        """Encode each sequence alone, truncate, then post-process (as the Rust library does)."""
+    def _encode_texts(self, text, text_pair, *, padding, truncation, max_length, limit_name, what, multiple,
+                      add_special_tokens) -> tuple[list[tokenizers.Encoding], list[bool], bool]:
+        """Encodings of the inputs (or targets), whether truncation cut each, and whether it was one text."""
+        if what == "target" and not (isinstance(text, str) or (
+                isinstance(text, (list, tuple)) and text and all(isinstance(t, str) for t in text))):
+            raise DataError(f"text_target must be a str or a non-empty list of str, got {describe(text)}.")
+        examples, single = _as_examples(text, text_pair)
+        if truncation and max_length is None:
+            max_length = self.model_max_length  # None: no limit, nothing to cut
+        if truncation and padding and multiple and max_length is not None and max_length % multiple:
+            raise ConfigError(f"{limit_name}={max_length} is not a multiple of pad_to_multiple_of={multiple}, "
+                              f"so padded {what}s would be longer than {limit_name}; make it a multiple.")
+        encodings, cut = self._encode(examples, truncation if max_length is not None else None, max_length,
+                                      add_special_tokens, limit_name)
+        if not truncation:
+            self._check_lengths(encodings, max_length, single, what, limit_name)
+        if padding:
+            self._pad(encodings, padding, max_length, multiple)
+        return encodings, cut, single
+
+    def _encode(self, examples, truncation, max_length, add_special_tokens,
+                limit_name: str) -> tuple[list[tokenizers.Encoding], list[bool]]:
+        """Encode each sequence alone, truncate, then post-process (as the Rust library does);
+        also whether truncation cut each example."""
         texts = [t for pair in examples for t in pair if t is not None]
         pieces = iter(self._encode_unprocessed(texts))
-        encodings = []
+        encodings, cuts = [], []
         for first, second in examples:
             a = next(pieces)
             b = next(pieces) if second is not None else None
+            cut = False
             if truncation:
                 added = self._backend.num_special_tokens_to_add(b is not None) if add_special_tokens else 0
                 if max_length < added:
-                    raise DataError(f"max_length={max_length} is too small: {added} special tokens are added "
-                                    f"to each input; use max_length > {added}.")
-                self._truncate(a, b, truncation, max_length - added)
+                    raise DataError(f"{limit_name}={max_length} is too small: {added} special tokens are added "
+                                    f"to each input; use {limit_name} > {added}.")
+                cut = self._truncate(a, b, truncation, max_length - added)
+            cuts.append(cut)
             encodings.append(self._backend.post_process(a, b, add_special_tokens))
-        return encodings
+        return encodings, cuts
 
     def _encode_unprocessed(self, texts: list[str]) -> list[tokenizers.Encoding]:
         """Encodings before post-processing, which must run once: RoBERTa's and BART's moves
@@ -400,25 +445,25 @@ class Tokenizer:
         finally:
             self._backend.post_processor = processor
 
-    def _truncate(self, a, b, strategy: str, budget: int) -> None:
-        """Cut sequences a (and b) in place so that together they fit `budget` tokens."""
+    def _truncate(self, a, b, strategy: str, budget: int) -> bool:
+        """Cut sequences a (and b) in place so that together they fit `budget` tokens; whether any was cut."""
         excess = len(a) + (len(b) if b is not None else 0) - budget
         if excess <= 0:
-            return
+            return False
         side = self.truncation_side
         if budget == 0:  # only special tokens fit: every strategy keeps nothing (as transformers)
             for encoding in (a, b):
                 if encoding is not None:
                     encoding.truncate(0, direction=side)
-            return
+            return True
         if strategy == "longest_first":
             if b is None:
                 a.truncate(budget, direction=side)
-                return
+                return True
             keep_a, keep_b = _longest_first(len(a), len(b), budget)
             a.truncate(keep_a, direction=side)
             b.truncate(keep_b, direction=side)
-            return
+            return True
         target = a if strategy == "only_first" else b
         if target is None:
             raise DataError("truncation='only_second' needs a text_pair; use truncation=True for single texts.")
@@ -428,13 +473,14 @@ class Tokenizer:
                 f"truncation={strategy!r} cannot fit max_length: the {which} text has {len(target)} tokens "
                 f"but {excess} must go; use truncation='longest_first' or a larger max_length.")
         target.truncate(len(target) - excess, direction=side)
+        return True
 
-    def _check_lengths(self, encodings, max_length: int | None, single: bool) -> None:
+    def _check_lengths(self, encodings, max_length: int | None, single: bool, what: str, limit_name: str) -> None:
         longest = max(range(len(encodings)), key=lambda i: len(encodings[i]))
         length = len(encodings[longest])
-        for limit, name in ((max_length, "max_length"), (self.model_max_length, "model_max_length")):
+        for limit, name in ((max_length, limit_name), (self.model_max_length, "model_max_length")):
             if limit is not None and length > limit:
-                where = "the input" if single else f"input {longest} of the batch"
+                where = f"the {what}" if single else f"{what} {longest} of the batch"
                 raise DataError(
                     f"{where} has {length} tokens, more than {name}={limit}. Pass truncation=True to cut "
                     f"inputs to {limit} tokens, or shorten the text. (To tokenize long documents for "
