@@ -134,3 +134,14 @@ def test_bad_input_is_a_one_line_error(tmp_path, capsys, extra, message):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and re.search(message, err), err
     assert not (tmp_path / "tok" / "tokenizer.json").exists()
+
+
+def test_a_corpus_with_no_text_is_a_one_line_error(tmp_path, capsys):
+    corpus = tmp_path / "blank.jsonl"
+    corpus.write_text('{"source": " ", "target": ""}\n\n', encoding="utf-8")
+    argv = ["tokenizer", "train", "--corpus", str(corpus), "--vocab-size", "300", "--model", "unigram",
+            "--out", str(tmp_path / "tok")]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip() == (f"plmkit tokenizer: error: empty corpus: no documents in {corpus}; give "
+                                               "files or directories holding non-empty .txt, .txt.gz, .jsonl, "
+                                               ".jsonl.gz files")

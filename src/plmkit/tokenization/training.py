@@ -29,6 +29,7 @@ from plmkit.utils.text import describe
 MODELS = ("wordpiece", "byte-bpe", "bpe", "unigram")
 DEFAULT_STYLES = {"wordpiece": "bert", "byte-bpe": "gpt2", "bpe": "marian", "unigram": "marian"}
 BYTE_TOKENS = tuple(f"<0x{b:02X}>" for b in range(256))
+BYTE_FALLBACK = ("bpe", "unigram")  # the kinds that spell unseen characters with BYTE_TOKENS
 MAX_PIECE = 16  # characters in a bpe or unigram piece: no whole-sentence pieces in text without spaces
 
 
@@ -63,13 +64,12 @@ def train_vocabulary(source, vocab_size: int, *, model: str, style: str | None, 
     missing = [rules.tokens[name] for name in rules.required if rules.tokens[name] not in specials]
     specials = list(dict.fromkeys(missing)) + specials
     roles = {name: token for name, token in rules.tokens.items() if token in specials}
-    extra = 0 if model == "wordpiece" else len(BYTE_TOKENS)
-    check_vocab_size(vocab_size, specials, base=extra)
+    check_vocab_size(vocab_size, specials, base=0 if model == "wordpiece" else len(BYTE_TOKENS))
 
     backend = _untrained(model, roles.get("unk"), lowercase)
-    learned = vocab_size - extra if model in ("bpe", "unigram") else vocab_size  # byte pieces are added after
+    learned = vocab_size - len(BYTE_TOKENS) if model in BYTE_FALLBACK else vocab_size  # bytes come after
     _train(backend, _trainer(model, learned, specials, roles.get("unk"), min_frequency, show_progress), source, fields)
-    if model in ("bpe", "unigram"):
+    if model in BYTE_FALLBACK:
         backend = _with_byte_fallback(backend)
     backend.post_processor = rules.wrap(backend, roles)
     named = {f"{name}_token": token for name, token in roles.items()}
