@@ -251,3 +251,24 @@ def test_generating_past_a_rotary_models_trained_length_warns():
     with pytest.warns(UserWarning, match="20 positions, beyond the 16 this model was trained on"):
         out = model.generate(prompt, max_new_tokens=10, do_sample=False)
     assert out.shape[1] == 20  # it still generates, as rotary models can
+
+
+def test_prompts_that_are_no_prompt_are_named(model, tokenizer):
+    from plmkit.errors import ConfigError
+    with pytest.raises(ConfigError, match="input_ids has no tokens"):
+        model.generate(torch.zeros(1, 0, dtype=torch.long), max_new_tokens=2)
+    with pytest.raises(ConfigError, match=r"tensor of token ids \(integers\), got \(1, 2\) torch.float32"):
+        model.generate(torch.ones(1, 2), max_new_tokens=2)
+    with pytest.raises(ConfigError, match="got list"):
+        model.generate([[5, 6]], max_new_tokens=2)
+    with pytest.raises(ConfigError, match="got NoneType"):
+        list(model.stream(tokenizer, None, max_new_tokens=2))
+
+
+def test_an_empty_prompt_starts_from_the_bos_token(model):
+    from types import SimpleNamespace
+    from plmkit.generation import prompt_ids
+    tok = SimpleNamespace(encode=lambda text: [], bos_token_id=None, eos_token_id=2)
+    assert prompt_ids(tok, "") == [2]
+    with pytest.raises(Exception, match="no bos or eos token"):
+        prompt_ids(SimpleNamespace(encode=lambda text: [], bos_token_id=None, eos_token_id=None), "")

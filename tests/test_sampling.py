@@ -38,3 +38,12 @@ def test_bad_values_are_named():
     from plmkit.errors import ConfigError
     with pytest.raises(ConfigError, match=r"num_beams \(--num-beams\) must be >= 1, got 0"):
         settings_of("generate", "--num-beams", "0")
+
+
+def test_sampling_settings_given_where_nothing_samples_are_refused():
+    from plmkit.errors import ConfigError
+    for flags in (["--greedy", "--top-k", "5"], ["--num-beams", "2", "--temperature", "0.5"],
+                  ["--temperature", "0", "--top-p", "0.5"], ["--greedy", "--seed", "3"]):
+        with pytest.raises(ConfigError, match="applies to sampling only"):
+            settings_of("generate", *flags)
+    assert settings_of("chat", "--greedy").greedy  # chat's own sampling defaults are not "given"

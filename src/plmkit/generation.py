@@ -149,9 +149,31 @@ class IncrementalDecoder:
         return text[len(before):]
 
 
-def _encode(tokenizer, text: str) -> list[int]:
-    enc = tokenizer.encode(text)
-    return list(enc.ids) if hasattr(enc, "ids") else list(enc)
+def prompt_ids(tokenizer, text: str) -> list[int]:
+    """Token ids of a prompt (``tokenizer.encode``); an empty prompt starts from the bos (or eos) token,
+    as generating "from nothing" does in Hugging Face."""
+    if not isinstance(text, str):
+        raise ConfigError(f"a prompt is a string, got {type(text).__name__}")
+    enc = tokenizer.encode(text) if text else []
+    ids = list(enc.ids) if hasattr(enc, "ids") else list(enc)
+    if not ids:
+        bos, eos = getattr(tokenizer, "bos_token_id", None), getattr(tokenizer, "eos_token_id", None)
+        start = bos if bos is not None else eos
+        if start is None:
+            raise ConfigError("empty prompt, and the tokenizer has no bos or eos token to start from")
+        ids = [start]
+    return ids
+
+
+def _check_prompt(input_ids: Tensor) -> None:
+    if not isinstance(input_ids, Tensor) or input_ids.dtype in (torch.bool,) or input_ids.is_floating_point() \
+            or input_ids.is_complex() or input_ids.dim() not in (1, 2):
+        shape = tuple(input_ids.shape) if isinstance(input_ids, Tensor) else type(input_ids).__name__
+        raise ConfigError(f"input_ids must be a (B, T) or (T,) tensor of token ids (integers), got {shape}"
+                          + (f" {input_ids.dtype}" if isinstance(input_ids, Tensor) else ""))
+    if input_ids.shape[-1] == 0:
+        raise ConfigError("input_ids has no tokens: generation continues a prompt; give at least one token "
+                          "(e.g. the tokenizer's bos_token_id to start from nothing)")
 
 
 # -- the mixin ----------------------------------------------------------------------------------
@@ -202,6 +224,7 @@ class GenerationMixin:
         stop_strings: stop a sequence once its new text contains one of them (needs ``tokenizer``).
         seed / generator: make sampling reproducible.
         """
+        _check_prompt(input_ids)
         if input_ids.dim() == 1:
             out = self.generate(input_ids[None], None if attention_mask is None else attention_mask[None],
                                 max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, do_sample=do_sample,
@@ -231,8 +254,9 @@ class GenerationMixin:
         arguments of ``generate`` except num_beams > 1. Pieces joined == the decoded new tokens.
         """
         if isinstance(prompt, str):
-            ids = torch.tensor([_encode(tokenizer, prompt)], device=_device(self))
+            ids = torch.tensor([prompt_ids(tokenizer, prompt)], device=_device(self))
         else:
+            _check_prompt(prompt)
             ids = prompt if prompt.dim() == 2 else prompt[None]
         if ids.shape[0] != 1:
             raise ConfigError(f"stream() continues one prompt; got a batch of {ids.shape[0]} (use generate)")
@@ -422,5 +446,5 @@ def _hits_stop_string(tokenizer, sequences: Tensor, start: int, end: int, stops:
     return hits
 
 
-__all__ = ["GenerationMixin", "GenerationSettings", "IncrementalDecoder", "decoding_layout", "repetition_penalty_",
-           "top_k_filter", "top_p_filter"]
+__all__ = ["GenerationMixin", "GenerationSettings", "IncrementalDecoder", "decoding_layout", "prompt_ids",
+           "repetition_penalty_", "top_k_filter", "top_p_filter"]

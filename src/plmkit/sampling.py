@@ -29,6 +29,10 @@ class SamplingSettings(Settings):
     num_beams: int = setting(1, "beam search with N beams (1: off)", metavar="N", at_least=1)
     seed: int | None = setting(None, "random seed for reproducible sampling", metavar="N", at_least=0)
 
+    def check_given(self, given: set[str]) -> None:
+        self.need_with(given, ("top_k", "top_p", "seed") + (() if self.temperature == 0 else ("temperature",)),
+                       self.sample, "applies to sampling only: drop --greedy / --num-beams (or --temperature 0)")
+
     @property
     def sample(self) -> bool:
         return not self.greedy and self.num_beams == 1 and self.temperature != 0  # temperature 0: greedy

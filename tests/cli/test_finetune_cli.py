@@ -170,3 +170,21 @@ def test_an_output_directory_that_is_a_file_is_a_named_error(tmp_path, capsys):
     assert main(["finetune", "--task", "ner", "--model", "m", "--train", "t.conll", "--out", str(tmp_path / "taken")]) == 2
     assert capsys.readouterr().err == (f"plmkit finetune: error: cannot write into directory {tmp_path / 'taken'} "
                                        "(it is a file); give another with --out\n")
+
+
+def test_settings_that_another_makes_meaningless_are_refused_by_name():
+    from plmkit.errors import ConfigError
+    for flags, message in [
+        (["--early-stopping-patience", "2"], r"early_stopping_patience \(--early-stopping-patience\) needs evaluation data"),
+        (["--metric", "f1"], r"metric_for_best \(--metric-for-best\) needs evaluation data"),
+        (["--eval-batch-size", "8"], r"eval_batch_size \(--eval-batch-size\) needs evaluation data"),
+        (["--eval", "d.conll", "--eval-fraction", "0.1"], r"eval_fraction \(--eval-fraction\) holds out"),
+        (["--keep-last", "3"], r"keep_last \(--keep-last\) needs save_every"),
+        (["--lora-alpha", "8"], r"lora_alpha \(--lora-alpha\) needs lora_rank"),
+        (["--freeze-body", "--freeze-layers", "1"], r"freeze_body \(--freeze-body\) freezes the whole body"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            parse(BASE + flags)
+    parse(BASE + ["--eval-fraction", "0.1", "--metric", "f1", "--keep-last", "3", "--save-every", "5"])
+    sft = ["--task", "sft", "--model", "m", "--train", "d.jsonl", "--out", "o"]
+    assert parse(sft + ["--eval", "e.jsonl"]).data.eval_fraction == 0.0  # --eval replaces sft's default fraction

@@ -135,6 +135,13 @@ def test_conll_reader_tab_and_space(tmp_path):
     one.write_text("a\tO\n\nlonely\n")
     with pytest.raises(DataError, match=r"c.conll:3"):
         N.read_conll(one)
+    mixed = tmp_path / "d.conll"  # CoNLL-2003's 4 columns, one line missing its chunk tag
+    mixed.write_text("EU NNP B-NP B-ORG\nrejects VBZ B-VP O\nGerman JJ B-MISC\n")
+    with pytest.raises(DataError, match=r"d.conll:3: 3 column\(s\), but the file's lines have 4 \(from line 1\)"):
+        N.read_conll(mixed)
+    four = tmp_path / "e.conll"
+    four.write_text("EU NNP B-NP B-ORG\nrejects VBZ B-VP O\n")
+    assert N.read_conll(four)[0].tags == ["B-ORG", "O"]
 
 
 def test_ner_label_alignment_first_piece(tok):

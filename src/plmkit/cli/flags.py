@@ -50,7 +50,7 @@ def add_settings_flags(parser: argparse.ArgumentParser, settings: type[Settings]
 
 def settings_from_args(args: argparse.Namespace, settings: type[Settings], defaults: Mapping[str, Any] | None = None):
     """The `settings` of the flags `add_settings_flags` added: the given ones over `defaults`."""
-    return settings.layered(defaults or {}, given_values(args).get(settings.section, {}), source="flags")
+    return settings.layered(defaults or {}, given_values(args).get(settings.section, {}), source="flags", defaults=1)
 
 
 def given_values(args: argparse.Namespace) -> dict[str, Any]:

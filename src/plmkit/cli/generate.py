@@ -59,21 +59,17 @@ def load_causal_lm(path: str, device: str = "auto"):
     from plmkit.utils.device import resolve_device
 
     model = AutoModelForCausalLM.from_pretrained(path).to(resolve_device(device)).eval()
-    return model, Tokenizer.from_pretrained(path)
+    tokenizer = Tokenizer.from_pretrained(path)
+    model.check_vocabulary(tokenizer, path)
+    return model, tokenizer
 
 
 def prompt_ids(tokenizer, text: str) -> list[int]:
-    """Token ids of a prompt; an empty prompt starts from the bos (or eos) token."""
+    """Token ids of a prompt (UTF-8 checked); an empty prompt starts from the bos (or eos) token."""
     from plmkit.chat import encode_text
+    from plmkit.generation import prompt_ids as ids_of
 
-    ids = encode_text(tokenizer, text)
-    if not ids:
-        start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-        if start is None:
-            from plmkit.errors import ConfigError
-            raise ConfigError("empty prompt and the tokenizer has no bos/eos token to start from")
-        ids = [start]
-    return ids
+    return encode_text(tokenizer, text) or ids_of(tokenizer, "")
 
 
 def read_prompts(path: str) -> list[str]:

@@ -27,6 +27,15 @@ def from_hf(model_type: str, state: dict) -> dict:
     return converter(model_type).from_hf(state)
 
 
+def unknown_body_keys(model_type: str, keys) -> list[str]:
+    """The keys (ours, after `from_hf`) under the body that no key table of the family knows: weights
+    of another architecture or of a variant plmkit does not implement."""
+    table = converter(model_type)
+    roots = table.body_roots()
+    return [k for k in keys if not table.knows(k)
+            and (k.startswith(table.prefix + ".") or k.split(".")[0] in roots)]
+
+
 def hf_key(model_type: str, key: str) -> str:
     """The Hugging Face name of one of our parameter keys, for messages."""
     return converter(model_type).hf_key(key)

@@ -85,3 +85,13 @@ class Converter:
     def hf_key(self, key: str) -> str:
         """The Hugging Face name of one of our keys (the key itself when no table knows it)."""
         return hf_key(key, self.body, self.heads, self.prefix)
+
+    def knows(self, key: str) -> bool:
+        """Whether one of our keys (as `from_hf` returns them) names a weight of this family's tables."""
+        inner = key[len(self.prefix) + 1:] if key.startswith(self.prefix + ".") else key
+        return self.body.to_hf(inner) is not None or self.heads.to_hf(key) is not None
+
+    def body_roots(self) -> set[str]:
+        """The first names of the body's keys on both sides (``layers``, ``encoder``, ``h`` ...): a key
+        under one of them that no table knows is an unknown body weight."""
+        return {side.split(".")[0] for pair in self.body.pairs for side in pair}

@@ -66,6 +66,16 @@ class PreTrainedModel(nn.Module):
         write_weights(directory, convert.to_hf(self.config.model_type, plain_state_dict(self)))
 
     # -- vocabulary -----------------------------------------------------------------------------
+    def check_vocabulary(self, tokenizer, where: str | Path = "the model") -> None:
+        """Refuse a tokenizer whose ids go past the embedding rows, here and by name, instead of an
+        IndexError in the first forward pass (a device-side assert on a GPU). Fewer tokens than rows
+        is fine (vocabularies are often padded to a round size)."""
+        rows = self.get_input_embeddings().num_embeddings
+        if len(tokenizer) > rows:
+            raise CheckpointError(f"{where}: the tokenizer has {len(tokenizer):,} tokens but the model's embedding has "
+                                  f"{rows:,} rows (vocab_size in config.json): ids from {rows:,} on would index past "
+                                  "it. Use the tokenizer the model was trained with")
+
     def get_input_embeddings(self) -> nn.Embedding:
         base = getattr(self, self.base_prefix) if self.base_prefix else self
         return base.embeddings.word
@@ -139,6 +149,8 @@ class PreTrainedModel(nn.Module):
         unexpected = [k for k in state if k not in expected]
         body_missing = [self._file_key(k) for k in missing if self._is_body(k)]
         body_unexpected = [k for k in unexpected if self._is_body(k)]
+        body_unexpected += [k for k in convert.unknown_body_keys(self.config.model_type, unexpected)
+                            if k not in body_unexpected]
         if body_missing or body_unexpected:
             raise CheckpointError(f"{source} does not fit {type(self).__name__}: "
                                   + "; ".join(f"{what}: {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
@@ -165,19 +177,18 @@ class PreTrainedModel(nn.Module):
         return key.split(".")[0] in self.body_roots
 
     def _align_prefix(self, state: dict, expected: dict) -> dict:
-        """Base-model checkpoints lack the task model's prefix; task checkpoints have one a base model lacks."""
+        """Base-model checkpoints lack the task model's prefix (the body's keys get it; heads of any task
+        and keys of no body keep their names); task checkpoints have one a base model lacks."""
         p = self.base_prefix + "." if self.base_prefix else ""
         if p and not any(k.startswith(p) for k in state):
-            return {(k if k.split(".")[0] in self._head_roots(expected) else p + k): v for k, v in state.items()}
+            roots = convert.converter(self.config.model_type).body_roots() | set(self.body_roots)
+            return {(p + k if k.split(".")[0] in roots else k): v for k, v in state.items()}
         if not p:
             prefixes = {k.split(".")[0] + "." for k in state if k not in expected and "." in k}
             for prefix in prefixes:
                 if any(k.startswith(prefix) and k[len(prefix):] in expected for k in state):
                     return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state.items()}
         return state
-
-    def _head_roots(self, expected: dict) -> set[str]:
-        return {k.split(".")[0] for k in expected if not k.startswith(self.base_prefix + ".")}
 
 
 def _summarise(keys: list[str]) -> str:

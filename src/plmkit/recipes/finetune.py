@@ -27,7 +27,7 @@ from plmkit.tasks.common import length_of
 from plmkit.training.checkpoint import resume_checkpoint
 from plmkit.training.config import TrainConfig
 from plmkit.training.fingerprint import check_resume, fingerprint
-from plmkit.training.run_config import RunConfig, field_default, read_run_file
+from plmkit.training.run_config import RunConfig, read_run_file
 from plmkit.training.trainer import TrainResult
 from plmkit.utils.files import output_dir, refuse_overwriting_inputs
 from plmkit.utils.lock import run_lock
@@ -57,18 +57,19 @@ class ModelSettings(Settings):
                                                    metavar="NAMES")
 
     def validate(self) -> None:
-        for f in dataclasses.fields(self):  # a LoRA setting changed from its default means nothing without a rank
-            if f.name.startswith("lora_") and f.name != "lora_rank" and self.lora_rank is None:
-                self.need(getattr(self, f.name) == field_default(f),
-                          f"{self._named(f.name)} needs lora_rank (--lora-rank R): without a rank there are no adapters")
         self.need(not (self.freeze_body and (self.freeze_layers or self.freeze_embeddings)),
                   "freeze_body (--freeze-body) freezes the whole body already: drop --freeze-layers / "
                   "--freeze-embeddings")
+
+    def check_given(self, given: set[str]) -> None:
+        self.need_with(given, ("lora_alpha", "lora_dropout", "lora_targets"), self.lora_rank is not None,
+                       "needs lora_rank (--lora-rank R): without a rank there are no adapters")
 
 
 @dataclass
 class DataSettings(Settings):
     section = "data"
+    alternatives = (("eval", "eval_fraction"),)  # --eval replaces a held-out fraction given before (sft's)
     train: str | None = setting(None, "training data: " + "; ".join(
         f"{t.description} ({name})" for name, t in ((n, get_task(n)) for n in task_names())), metavar="FILE",
         shapes_run=False)  # (the contents of the data files are compared on resume)
@@ -81,6 +82,10 @@ class DataSettings(Settings):
                                           metavar="N", at_least=1, shapes_run=False)
     group_by_length: bool = setting(False, "batches of similar lengths: less padding (the encoder already skips "
                                            "padding tokens outside attention, so this saves little there)")
+
+    def check_given(self, given: set[str]) -> None:
+        self.need_with(given, ["eval_fraction"], not (self.eval and self.eval_fraction),
+                       "holds out training examples for evaluation only without --eval: give one of them")
 
 
 @dataclass
@@ -122,6 +127,13 @@ class FinetuneRun(RunConfig):
                          (self.out, "the output directory: --out DIR (out:)")):
             if not ok:
                 raise ConfigError(f"finetune: say {what}")
+
+    def check_given(self, given: dict[str, set[str]]) -> None:
+        if not (self.data.eval or self.data.eval_fraction):  # nothing to evaluate on
+            because = "needs evaluation data: give --eval FILE (or --eval-fraction F)"
+            self.train.need_with(given["train"], ("eval_every", "early_stopping_patience", "metric_for_best",
+                                                  "greater_is_better"), False, because)
+            self.data.need_with(given["data"], ["eval_batch_size"], False, because)
 
     @property
     def resume_target(self) -> bool | str:
@@ -308,6 +320,7 @@ def prepare_model(task: Task, model_dir, tokenizer, labels: list[str] | None = N
         overrides["id2label"] = dict(enumerate(labels))
         overrides["label2id"] = None
     model = cls.from_pretrained(model_dir, **overrides)
+    model.check_vocabulary(tokenizer, model_dir)
     task.adapt(model, tokenizer)
     return model
 

@@ -70,19 +70,19 @@ class PretrainModel(Settings):
     config: dict[str, Any] = setting(help="config fields of the model's family", default_factory=dict, cli=False)
 
     @classmethod
-    def layered(cls, *layers, source=None):
+    def layered(cls, *layers, source=None, defaults=0):
         """`Settings.layered`, where a `dropout` given at a layer also replaces the family's dropout
         rates given at earlier ones (``--dropout 0.1`` wins over a run file's ``hidden_dropout_prob``;
         given together, the family field wins: it is the more specific)."""
         if not any("dropout" in layer for layer in layers[1:]):
-            return super().layered(*layers, source=source)
+            return super().layered(*layers, source=source, defaults=defaults)
         rates = _dropout_fields()
         kept: list = []
         for layer in map(cls._flat, layers):
             if "dropout" in layer:
                 kept = [{k: v for k, v in earlier.items() if k not in rates} for earlier in kept]
             kept.append(layer)
-        return super().layered(*kept, source=source)
+        return super().layered(*kept, source=source, defaults=defaults)
 
 
 @dataclass

@@ -44,7 +44,9 @@ def load_model_dir(directory: str | Path):
         raise CheckpointError(f"{directory}: {TASK_FILE} says task {task.name!r}, which needs a {expected.__name__}, "
                               f"but config.json's architectures make it a {type(model).__name__}")
     task.check_model(model, directory)  # and what the model decides (sft's max_length, for a directory without the file)
-    return model.eval(), Tokenizer.from_pretrained(directory), task
+    tokenizer = Tokenizer.from_pretrained(directory)
+    model.check_vocabulary(tokenizer, directory)
+    return model.eval(), tokenizer, task
 
 
 def load_for_inference(model_dir, device: str = "auto", null_score_diff_threshold: float | None = None):

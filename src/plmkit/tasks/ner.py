@@ -35,8 +35,12 @@ class Sentence:
 
 
 def read_conll(path: str | Path, require_tags: bool = True) -> list[Sentence]:
+    """Sentences of a CoNLL file: the token in the first column, the tag in the last; every line has
+    the same number of columns (CoNLL-2003's four: token, POS, chunk, NER), so a short line cannot
+    turn another column into the tag."""
     path = Path(path)
     sentences, tokens, tags, lines = [], [], [], []
+    columns: tuple[int, int] | None = None  # (count, first line)
 
     def close():
         if tokens:
@@ -51,6 +55,11 @@ def read_conll(path: str | Path, require_tags: bool = True) -> list[Sentence]:
             continue
         parts = line.split("\t") if "\t" in line else line.split()
         parts = [p for p in parts if p != ""]
+        if columns is None:
+            columns = (len(parts), lineno)
+        elif len(parts) != columns[0]:
+            raise DataError(f"{path}:{lineno}: {len(parts)} column(s), but the file's lines have {columns[0]} (from line "
+                            f"{columns[1]}): every line needs the same columns, the token first and the tag last")
         if require_tags:
             if len(parts) < 2:
                 raise DataError(f"{path}:{lineno}: expected 'token<TAB>tag', got {line!r}")

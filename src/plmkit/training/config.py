@@ -114,10 +114,14 @@ class TrainConfig(Settings):
             "early_stopping_patience needs metric_for_best (e.g. 'accuracy' or 'loss')",
         )
 
+    def check_given(self, given: set[str]) -> None:
+        self.need_with(given, ["keep_last"], self.save_every is not None,
+                       "needs save_every (--save-every N): without checkpoints there is nothing to keep")
+
     @classmethod
     def with_defaults(cls, defaults: Mapping[str, Any], given: Mapping[str, Any]) -> "TrainConfig":
         """`given` over a run type's `defaults` (see `Settings.layered`)."""
-        return cls.layered(defaults, given)
+        return cls.layered(defaults, given, defaults=1)
 
 
 __all__ = ["PRECISIONS", "SCHEDULES", "TrainConfig", "check_field_types", "parse_duration"]

@@ -63,18 +63,29 @@ class RunConfig:
             for name in sections:
                 if layer.get(name) is not None and not isinstance(layer[name], Mapping):
                     raise ConfigError(f"{source}: section {name!r} must be a mapping, got {type(layer[name]).__name__}")
-        layers = cls.defaults_for(layers) + layers
+        defaults = cls.defaults_for(layers)
+        layers = defaults + layers
         values: dict[str, Any] = {}
         for name, section in sections.items():
-            values[name] = section.layered(*(layer.get(name) or {} for layer in layers), source=source)
+            values[name] = section.layered(*(layer.get(name) or {} for layer in layers), source=source,
+                                           defaults=len(defaults))
         for name in cls.top_level():
-            given = [layer[name] for layer in layers if name in layer]
-            if given:
-                values[name] = given[-1]
+            chosen = [layer[name] for layer in layers if name in layer]
+            if chosen:
+                values[name] = chosen[-1]
         run = cls(**values)
         check_field_types(run, source)
         run.validate()
+        try:
+            run.check_given({name: getattr(run, name).given for name in sections})
+        except ConfigError as err:
+            raise ConfigError(f"{source}: {err}") from None
         return run
+
+    def check_given(self, given: dict[str, set[str]]) -> None:
+        """Checks across sections of what the run gave (`given`: section -> its fields that the run
+        file or flags set to something else than their default): a setting that another section's
+        makes meaningless is an error (subclasses)."""
 
     @classmethod
     def defaults_for(cls, layers: tuple[Mapping[str, Any], ...] = ()) -> tuple[Mapping[str, Any], ...]:

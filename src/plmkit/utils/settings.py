@@ -100,6 +100,16 @@ class Settings:
     def validate(self) -> None:
         """Check values beyond their types (subclasses); raise with `need`."""
 
+    def check_given(self, given: set[str]) -> None:
+        """Check what a run gave (`given`: fields that a run file, flags or keyword arguments set to
+        something else than their default): a setting that another one makes meaningless is an
+        error, not silently ignored (subclasses; `layered` calls it)."""
+
+    def need_with(self, given: set[str], names, ok: bool, because: str) -> None:
+        """`need` for each of `names` that was given: an error naming it unless `ok`."""
+        for name in names:
+            self.need(name not in given or ok, f"{self._named(name)} {because}")
+
     @classmethod
     def where(cls) -> str:
         return cls.section or cls.__name__
@@ -150,9 +160,11 @@ class Settings:
         return {**{k: v for k, v in values.items() if k in declared}, cls.extras: extras}
 
     @classmethod
-    def layered(cls, *layers: Mapping[str, Any], source: str | None = None):
+    def layered(cls, *layers: Mapping[str, Any], source: str | None = None, defaults: int = 0):
         """`from_dict` of the layers merged in order (defaults first, flags last); a field given in
-        a layer drops its `alternatives` partner given in an earlier one."""
+        a layer drops its `alternatives` partner given in an earlier one. The first `defaults` layers
+        are defaults: what the others set to another value is checked by `check_given` (an effective
+        run file read back gives every field, most at their defaults)."""
         merged: dict[str, Any] = {}
         for layer in layers:
             layer = cls._flat(layer)
@@ -160,7 +172,19 @@ class Settings:
                 if layer.get(a) is not None and b not in layer:
                     merged.pop(b, None)
             merged.update(layer)
-        return cls.from_dict(merged, source)
+        settings = cls.from_dict(merged, source)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        default = {name: field_default_value(f) for name, f in fields.items()}
+        for layer in layers[:defaults]:
+            default.update(cls._flat(layer))
+        given = {name for layer in layers[defaults:] for name in cls._flat(layer)
+                 if name in fields and _plain(getattr(settings, name)) != _plain(default[name])}
+        settings.given = given  # (for the run's checks across sections)
+        try:
+            settings.check_given(given)
+        except ConfigError as err:
+            raise ConfigError(f"{source}: {err}" if source else str(err)) from None
+        return settings
 
     @classmethod
     def _flat(cls, layer: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -175,6 +199,17 @@ class Settings:
         if self.extras:
             values.update(values.pop(self.extras))
         return values
+
+
+def field_default_value(f: dataclasses.Field) -> Any:
+    if f.default is not MISSING:
+        return f.default
+    return f.default_factory() if f.default_factory is not MISSING else None
+
+
+def _plain(value: Any) -> Any:
+    """A value compared as a run file writes it (tuples as lists)."""
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
 def check_known(values: Mapping[str, Any], known: list[str], where: str) -> None:
