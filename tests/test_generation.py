@@ -232,12 +232,14 @@ def test_bad_settings_are_config_errors_and_sampling_knobs_only_checked_when_sam
     ids = torch.tensor([[5, 6, 7]])
     for bad in (dict(max_new_tokens=0), dict(max_new_tokens=-1), dict(do_sample=True, temperature=0.0),
                 dict(do_sample=True, top_p=0.0), dict(do_sample=True, top_p=1.5), dict(do_sample=True, top_k=0),
-                dict(num_beams=0), dict(num_beams=2, do_sample=True)):
+                dict(num_beams=0), dict(num_beams=2, do_sample=True), dict(max_new_tokens=2.5),
+                dict(eos_token_id=300), dict(eos_token_id=[2, -5]), dict(pad_token_id=10**6), dict(do_sample=True, seed=2**70)):
         with pytest.raises(ConfigError):  # a PlmkitError: the CLI reports it without a traceback
             model.generate(ids, **bad)
-    # as in Hugging Face, greedy decoding ignores the sampling settings (temperature 0 included)
+    # as in Hugging Face, greedy decoding ignores the sampling settings (temperature 0 included), and says so
     greedy = model.generate(ids, max_new_tokens=4, eos_token_id=[])
-    assert torch.equal(model.generate(ids, max_new_tokens=4, eos_token_id=[], temperature=0.0, top_p=0.0), greedy)
+    with pytest.warns(UserWarning, match=r"temperature=0.0, top_p=0.0 only apply when sampling"):
+        assert torch.equal(model.generate(ids, max_new_tokens=4, eos_token_id=[], temperature=0.0, top_p=0.0), greedy)
 
 
 def test_generating_past_a_rotary_models_trained_length_warns():

@@ -24,3 +24,7 @@ class TrainingError(PlmkitError):
 class WriteError(PlmkitError, OSError):
     """A file could not be written (full disk, read-only place, no permission); what was written
     before is intact."""
+
+
+class InputError(PlmkitError, ValueError):
+    """A call got inputs of the wrong shape, type or range (a tensor to a model, a prompt to generate)."""

@@ -29,6 +29,7 @@ from torch import Tensor
 from plmkit.errors import ConfigError, PlmkitError
 from plmkit.nn.decoding import decoding_layout, row_major_lm_head
 from plmkit.nn.masks import positions_from_mask
+from plmkit.utils.constants import MAX_SEED
 
 
 # -- logits processing --------------------------------------------------------------------------
@@ -79,12 +80,18 @@ class GenerationSettings:
         def need(ok: bool, message: str):
             if not ok:
                 raise ConfigError(message)
-        need(isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1, "max_new_tokens must be >= 1")
+        need(isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1,
+             f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}")
         need(0 <= self.min_new_tokens <= self.max_new_tokens, "min_new_tokens must be in [0, max_new_tokens]")
-        if self.do_sample:  # greedy and beam search ignore these, as in Hugging Face
+        if self.do_sample:  # greedy and beam search ignore these, as in Hugging Face, which warns
             need(self.temperature > 0, "temperature must be > 0 (use do_sample=False for greedy decoding)")
             need(self.top_k is None or self.top_k >= 1, "top_k must be >= 1")
             need(self.top_p is None or 0 < self.top_p <= 1, "top_p must be in (0, 1]")
+        else:
+            unused = [f"{name}={value}" for name, value, default in (("temperature", self.temperature, 1.0),
+                      ("top_k", self.top_k, None), ("top_p", self.top_p, None)) if value != default]
+            if unused:
+                warnings.warn(f"{', '.join(unused)} only apply when sampling (do_sample=True): ignored", stacklevel=4)
         need(self.num_beams >= 1, "num_beams must be >= 1")
         need(self.repetition_penalty > 0, "repetition_penalty must be > 0")
         need(not (self.num_beams > 1 and self.do_sample), "beam sampling (num_beams > 1 with do_sample) is not supported")
@@ -197,6 +204,11 @@ class GenerationMixin:
         s = GenerationSettings(max_new_tokens, min_new_tokens, do_sample, temperature, top_k, top_p, num_beams,
                                length_penalty, repetition_penalty, eos, pad, stops)
         s.check()
+        vocab = self.config.vocab_size
+        bad = [i for i in eos if not (isinstance(i, int) and 0 <= i < vocab)]
+        if bad or (pad is not None and not 0 <= pad < vocab):
+            raise ConfigError(f"{'eos_token_id ' + str(bad[0]) if bad else f'pad_token_id {pad}'} is not a token id of "
+                              f"this model's {vocab}-token vocabulary")
         if stops and tokenizer is None:
             raise ConfigError("stop_strings need the tokenizer: generate(..., stop_strings=[...], tokenizer=tok)")
         if batch > 1 and (eos or stops) and pad is None:
@@ -431,7 +443,9 @@ def _generator(seed: int | None, generator: torch.Generator | None, like: Tensor
         return generator
     if seed is None:
         return None
-    return torch.Generator(device=like.device).manual_seed(int(seed))
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"seed must be an integer in [0, 2**64), got {seed!r}")
+    return torch.Generator(device=like.device).manual_seed(seed)
 
 
 def _hits_stop_string(tokenizer, sequences: Tensor, start: int, end: int, stops: tuple[str, ...],

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from plmkit.utils.constants import MAX_SEED
 from plmkit.utils.settings import Settings, setting
 
 
@@ -27,7 +28,8 @@ class SamplingSettings(Settings):
     repetition_penalty: float = setting(1.0, "> 1 discourages repeating tokens (1.0: off)", metavar="R", above=0)
     greedy: bool = setting(False, "always pick the most likely token (no sampling)")
     num_beams: int = setting(1, "beam search with N beams (1: off)", metavar="N", at_least=1)
-    seed: int | None = setting(None, "random seed for reproducible sampling", metavar="N", at_least=0)
+    seed: int | None = setting(None, "random seed for reproducible sampling", metavar="N", at_least=0,
+                               at_most=MAX_SEED - 10**6)  # (generate adds the batch offset)
 
     def check_given(self, given: set[str]) -> None:
         self.need_with(given, ("top_k", "top_p", "seed") + (() if self.temperature == 0 else ("temperature",)),

@@ -123,7 +123,7 @@ def test_finetune_flags_that_make_no_sense_are_refused_by_name(capsys):
     from plmkit.errors import ConfigError
     with pytest.raises(ConfigError, match=r"lora_targets \(--lora-targets\) needs lora_rank"):
         parse(BASE + ["--lora-targets", "q,k"])
-    with pytest.raises(ConfigError, match=r"classification: unknown key\(s\) 'stride'"):
+    with pytest.raises(ConfigError, match=r"--stride is a setting of ner, not of --task classification"):
         parse(["--task", "classification", "--model", "m", "--train", "t", "--out", "o", "--stride", "4"])
     with pytest.raises(ConfigError, match="say the pretrained model directory: --model DIR"):
         parse(["--task", "ner", "--train", "t", "--out", "o"])
@@ -167,7 +167,9 @@ def test_a_bad_flag_value_is_one_error_line_after_a_one_line_usage(capsys):
 def test_an_output_directory_that_is_a_file_is_a_named_error(tmp_path, capsys):
     from plmkit.cli import main
     (tmp_path / "taken").write_text("x")
-    assert main(["finetune", "--task", "ner", "--model", "m", "--train", "t.conll", "--out", str(tmp_path / "taken")]) == 2
+    (tmp_path / "m").mkdir()
+    assert main(["finetune", "--task", "ner", "--model", str(tmp_path / "m"), "--train", "t.conll",
+                 "--out", str(tmp_path / "taken")]) == 2
     assert capsys.readouterr().err == (f"plmkit finetune: error: cannot write into directory {tmp_path / 'taken'} "
                                        "(it is a file); give another with --out\n")
 

@@ -38,7 +38,8 @@ def test_file_of_prompts_gives_jsonl(model_dir, tmp_path, capsys):
     assert main(["generate", "--model", str(model_dir), "--input", str(prompts), "--max-new-tokens", "6",
                  "--greedy", "--batch-size", "2"]) == 0
     rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
-    assert [r["prompt"] for r in rows] == ["The old sailor", "Rain", "A small dog lived in the house at the end"]
+    assert [r["prompt"] for r in rows] == ["The old sailor", "", "Rain", "A small dog lived in the house at the end"]
+    rows.pop(1)  # a blank line is an empty prompt: the outputs line up with the input lines
     # batching (left padding) gives what each prompt gives alone
     for r in rows:
         main(["generate", "--model", str(model_dir), "--prompt", r["prompt"], "--max-new-tokens", "6", "--greedy",
@@ -86,3 +87,41 @@ def test_temperature_zero_means_greedy(model_dir, capsys):
                      *flags]) == 0
         outputs.append(capsys.readouterr().out)
     assert outputs[0] == outputs[1]
+
+
+def test_flags_that_do_not_apply_and_outputs_that_cannot_be_written(model_dir, tmp_path, capsys):
+    (tmp_path / "a-dir").mkdir()
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("Rain\n")
+    base = ["generate", "--model", str(model_dir), "--max-new-tokens", "2", "--greedy"]
+    for extra, message in [(["--prompt", "Rain", "--output", str(tmp_path / "o.jsonl")], "--output is for --input FILE"),
+                           (["--prompt", "Rain", "--batch-size", "4"], "--batch-size is for --input FILE"),
+                           (["--input", str(prompts), "--only-new"], "--only-new is for --prompt"),
+                           (["--input", str(prompts), "--output", ""], "--output is empty"),
+                           (["--input", str(prompts), "--output", str(tmp_path / "a-dir")], "a directory is in the way")]:
+        assert main(base + extra) == 2
+        assert message in capsys.readouterr().err
+    kept = tmp_path / "kept.jsonl"
+    kept.write_text("earlier\n")
+    long = tmp_path / "long.txt"
+    long.write_text("Rain\n" + "word " * 200 + "\n")
+    assert main(base + ["--input", str(long), "--output", str(kept)]) == 2
+    assert f"{long}:2: the prompt has" in capsys.readouterr().err and kept.read_text() == "earlier\n"
+    assert main(base + ["--prompt", "word " * 200]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "--prompt: the prompt has" in captured.err  # nothing printed before the error
+
+
+def test_a_closed_pipe_ends_quietly_and_a_full_disk_is_one_line(model_dir, tmp_path):
+    import subprocess
+    import sys
+    many = tmp_path / "many.txt"
+    many.write_text("Rain\n" * 400)
+    cmd = [sys.executable, "-m", "plmkit", "generate", "--model", str(model_dir), "--max-new-tokens", "1", "--greedy"]
+    piped = subprocess.run(" ".join(cmd + ["--input", str(many), "--batch-size", "64"]) + " | head -1", shell=True,
+                           capture_output=True, text=True, timeout=300)
+    assert piped.stdout.count("\n") == 1 and "Traceback" not in piped.stderr
+    with open("/dev/full", "w") as full:
+        ended = subprocess.run(cmd + ["--prompt", "Rain"], stdout=full, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert ended.returncode == 2 and ended.stderr.strip().count("\n") == 0
+    assert "cannot write standard output: the disk is full" in ended.stderr

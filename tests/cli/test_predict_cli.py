@@ -11,9 +11,22 @@ def test_unwritable_output_is_a_clear_error(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(tasks, "load_task", lambda d: ClassificationTask())
     monkeypatch.setattr(tasks, "read_prediction_input", lambda task, path: ([{"text": "a"}], [1]))
     monkeypatch.setattr(tasks, "predict_dir", lambda *a, **k: [{"label": "pos"}])
-    out = tmp_path / "no-such-dir" / "p.jsonl"
+    (tmp_path / "a-file").write_text("x")
+    out = tmp_path / "a-file" / "p.jsonl"
     assert main(["predict", "--model", str(tmp_path / "model"), "--input", "in.jsonl", "--output", str(out)]) == 2
-    assert f"--output {out}: cannot write there" in capsys.readouterr().err
+    assert capsys.readouterr().err == (f"plmkit predict: error: cannot write {tmp_path / 'a-file'}: a file is in the "
+                                       "way of a directory (File exists); what was written before is intact\n")
+    kept = tmp_path / "kept.jsonl"
+    kept.write_text("earlier results\n")
+
+    def half_way(*args, **kwargs):
+        yield {"label": "pos"}
+        raise ZeroDivisionError
+
+    monkeypatch.setattr(tasks, "predict_dir", half_way)
+    with pytest.raises(ZeroDivisionError):  # a failure half-way through: the earlier file stays whole
+        main(["predict", "--model", str(tmp_path / "model"), "--input", "in.jsonl", "--output", str(kept)])
+    assert kept.read_text() == "earlier results\n" and sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "kept.jsonl"]
 
 
 def test_bad_record_is_named_by_its_file_line(tmp_path, capsys, monkeypatch):

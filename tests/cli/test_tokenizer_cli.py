@@ -145,3 +145,21 @@ def test_a_corpus_with_no_text_is_a_one_line_error(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == (f"plmkit tokenizer: error: empty corpus: no documents in {corpus}; give "
                                                "files or directories holding non-empty .txt, .txt.gz, .jsonl, "
                                                ".jsonl.gz files")
+
+
+def test_a_tokenizer_or_model_in_out_is_kept_and_flags_that_do_not_apply_are_refused(tmp_path, capsys):
+    corpus = write_corpus(tmp_path)
+    argv = ["tokenizer", "train", "--corpus", str(corpus / "a.txt"), "--vocab-size", "200"]
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "vocab.txt").write_text("[PAD]\n")
+    assert main(argv + ["--out", str(model)]) == 2
+    assert "already holds vocab.txt, config.json" in capsys.readouterr().err
+    assert (model / "vocab.txt").read_text() == "[PAD]\n"
+    assert main(argv + ["--out", str(model), "--overwrite"]) == 0
+    for extra, message in [(["--model", "byte-bpe", "--no-lowercase"], "--no-lowercase is for --model wordpiece"),
+                           (["--model", "unigram", "--min-frequency", "3"], "--min-frequency is for the merge-based"),
+                           (["--out", ""], "--out is empty")]:
+        assert main(argv + ["--out", str(tmp_path / "t2"), *extra] if "--out" not in extra else argv + extra) == 2
+        assert message in capsys.readouterr().err

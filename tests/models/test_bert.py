@@ -211,3 +211,25 @@ def test_training_call_with_labels_computes_the_loss_at_labelled_positions_only(
         assert logits_of(evaluated).shape == (3, 10, 50)
         torch.testing.assert_close(evaluated.loss, dense.loss, atol=1e-5, rtol=1e-5)
         assert logits_of(model(**batch, return_logits=False)) is None
+
+
+def test_bad_inputs_are_named_before_any_lookup():
+    from plmkit.errors import InputError
+    from plmkit.models.bert import BertConfig, BertModel
+    model = BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                 intermediate_size=32, max_position_embeddings=8)).eval()
+    ids = torch.tensor([[2, 5, 6, 7]])
+    for kwargs, message in [(dict(input_ids=torch.tensor([2, 5, 6])), r"must be \(batch, length\)"),
+                            (dict(input_ids=ids.float()), "input_ids must hold integer ids"),
+                            (dict(input_ids=[[2, 5]]), "input_ids must be a tensor of ids, got list"),
+                            (dict(input_ids=torch.tensor([[2, 50]])), r"input_ids holds 50, outside 0 .. 49"),
+                            (dict(input_ids=torch.zeros(1, 0, dtype=torch.long)), "length >= 1"),
+                            (dict(input_ids=ids, token_type_ids=torch.full((1, 4), 2)), "token_type_ids holds 2"),
+                            (dict(input_ids=ids, token_type_ids=torch.zeros(1, 3, dtype=torch.long)),
+                             r"token_type_ids has shape \(1, 3\)"),
+                            (dict(input_ids=ids, position_ids=torch.tensor([0, 1, 2, 8])), "position_ids holds 8"),
+                            (dict(input_ids=ids, attention_mask=torch.ones(1, 3, dtype=torch.long)),
+                             r"attention_mask has shape \(1, 3\), but the input ids are \(1, 4\)"),
+                            (dict(input_ids=ids, attention_mask=torch.tensor([[1, 1, 3, 0]])), "attention_mask holds 3")]:
+        with pytest.raises(InputError, match=message):
+            model(**kwargs)

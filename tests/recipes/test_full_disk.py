@@ -14,6 +14,7 @@ import plmkit.training.trainer as trainer
 import plmkit.utils.files as files
 from plmkit.errors import WriteError
 from plmkit.recipes.finetune import finetune
+from plmkit.training.run_dir import earlier_run
 
 ROWS = [("a fine film", "pos"), ("dull and slow", "neg"), ("warm and funny", "pos"), ("a waste", "neg")] * 3
 RUN = dict(max_steps=4, save_every=2, keep_last=1, batch_size=4, lr=1e-3, log_every=1, eval_every=2,
@@ -77,10 +78,11 @@ def test_a_disk_that_fills_at_any_write_loses_nothing_and_resume_is_exact(tmp_pa
             run(tmp_path, monkeypatch, FullDisk(k), out)
         message = str(err.value)
         assert "\n" not in message and "the disk is full: free some space" in message and str(out) in message, k
+        assert ("--resume" in message) == bool(earlier_run(out)), k  # says how to go on
         assert not list(out.rglob(".*.tmp")), k  # no temporary left behind
         for log in out.glob("metrics.jsonl"):
             assert log.read_text() == "" or log.read_text().endswith("\n"), k  # whole lines only
-        resumed = run(tmp_path, monkeypatch, FullDisk(None), out, resume=True)
+        resumed = run(tmp_path, monkeypatch, FullDisk(None), out, resume=bool(earlier_run(out)))  # as the error says
         assert resumed.step == 4, k
         got_records, got_weights, got_best = outcome(out)
         assert got_records == records, k
@@ -114,6 +116,6 @@ for name, write in [("st", lambda: write_safetensors(root / "w.safetensors", big
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     lines = out.stdout.splitlines()
     assert len(lines) == 2, out.stderr
-    assert lines[0].startswith(f"st cannot write {tmp_path / 'w.safetensors'}: File too large")
-    assert lines[1].startswith(f"pt cannot write {tmp_path / 'ckpt'}: File too large")
+    assert lines[0].startswith(f"st cannot write {tmp_path / 'w.safetensors'}: the file is too large")
+    assert lines[1].startswith(f"pt cannot write {tmp_path / 'ckpt'}: the file is too large")
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing half-written left

@@ -96,6 +96,24 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             print(f"plmkit {args.command}: interrupted", file=sys.stderr)
             return 130
+        except BrokenPipeError:  # `plmkit predict ... | head`: the reader has what it wanted
+            _silence_stdout()
+            return 141  # as a process stopped by SIGPIPE
+        except OSError as err:  # writing the results to stdout: a full disk, say
+            if err.filename is not None:
+                raise
+            from plmkit.utils.files import write_error
+            _silence_stdout()
+            print(f"plmkit {args.command}: error: {write_error('standard output', err)}", file=sys.stderr)
+            return 2
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush does not fail again."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

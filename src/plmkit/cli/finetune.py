@@ -90,8 +90,21 @@ def run_of_args(args: argparse.Namespace) -> recipe.FinetuneRun:
     task = given.get("task") or (read_run_file(path).get("task") if path else None)
     task_values = given.pop(_TASK_SECTION, {})
     if task_values and task:
+        _refuse_other_tasks_settings(task, task_values)
         given[task] = task_values
     return recipe.load_run(path, given)
+
+
+def _refuse_other_tasks_settings(task: str, values: dict) -> None:
+    """A task setting given for a task that has none such: say which tasks it is for."""
+    from plmkit.errors import ConfigError
+    if task not in TASKS:
+        return  # (the unknown task is named by the run's check)
+    own = set(TASKS[task].settings_class.field_names())
+    for name in values:
+        if name not in own:
+            owners = [t for t, cls in TASKS.items() if name in cls.settings_class.field_names()]
+            raise ConfigError(f"--{name.replace('_', '-')} is a setting of {' and '.join(owners)}, not of --task {task}")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -2,8 +2,9 @@
 
 One prompt (--prompt): the continuation is streamed to stdout as it is produced (flushed piece
 by piece), after the prompt itself unless --only-new. Many prompts (--input FILE: one prompt per
-line, or a .jsonl file with a "prompt" field per line): generated in left-padded batches, one JSON
-line {"prompt", "completion"} per prompt, to stdout or --output.
+line, a blank line being an empty prompt, or a .jsonl/.json file with a "prompt" field per line):
+generated in left-padded batches, one JSON line {"prompt", "completion"} per prompt, to stdout or
+--output (written whole or not at all).
 
 Sampling is the default (the flags and their defaults: plmkit.sampling.SamplingSettings); --greedy
 (or --temperature 0) picks the most likely token; --num-beams N > 1 runs beam search (not streamed:
@@ -30,7 +31,7 @@ def add_parser(subparsers) -> None:
     src.add_argument("--input", metavar="FILE", help="prompts, one per line, or .jsonl with a \"prompt\" field")
     p.add_argument("--output", metavar="FILE", help="with --input: write the JSONL here instead of stdout")
     add_sampling_args(p)
-    p.add_argument("--batch-size", type=int, default=8, metavar="N", help="prompts per batch with --input (default 8)")
+    p.add_argument("--batch-size", type=int, default=None, metavar="N", help="prompts per batch with --input (default 8)")
     p.add_argument("--only-new", action="store_true", help="with --prompt: print only the generated text")
     p.set_defaults(func=run)
 
@@ -72,70 +73,110 @@ def prompt_ids(tokenizer, text: str) -> list[int]:
     return encode_text(tokenizer, text) or ids_of(tokenizer, "")
 
 
-def read_prompts(path: str) -> list[str]:
-    """One prompt per line, or the "prompt" field of each JSONL line."""
+def read_prompts(path: str) -> list[tuple[int, str]]:
+    """(line, prompt) pairs: one prompt per line (a blank line is an empty prompt, so the outputs line
+    up with the input), or the "prompt" field of each line of a .jsonl / .json file."""
     from plmkit.utils.text import jsonl_rows, read_lines
     from plmkit.errors import DataError
 
-    if not path.endswith(".jsonl"):
-        return [line for line in read_lines(path) if line.strip()]
-    prompts = []
-    for number, record in jsonl_rows(path):
-        if not isinstance(record.get("prompt"), str):
-            raise DataError(f"{path}:{number}: each line needs a string field \"prompt\"")
-        prompts.append(record["prompt"])
+    if not path.endswith((".jsonl", ".json")):
+        lines = read_lines(path)
+        while lines and not lines[-1].strip():
+            lines.pop()  # the blank lines ending a file are not prompts
+        prompts = list(enumerate(lines, 1))
+    else:
+        prompts = []
+        for number, record in jsonl_rows(path):
+            if not isinstance(record.get("prompt"), str):
+                raise DataError(f"{path}:{number}: each line needs a string field \"prompt\"")
+            prompts.append((number, record["prompt"]))
     if not prompts:
         raise DataError(f"{path}: no prompts")
     return prompts
 
 
-def run(args: argparse.Namespace) -> int:
-    import torch
+def check_room(model, n_tokens: int, max_new_tokens: int, where: str) -> None:
+    """A prompt that leaves no room for its continuation in a model with learned positions: an error
+    naming where it is, before anything is written."""
+    from plmkit.errors import DataError
 
-    from plmkit.data.collate import pad_sequences
+    limit = model.config.max_positions
+    if limit is not None and n_tokens + max_new_tokens > limit:
+        raise DataError(f"{where}: the prompt has {n_tokens} tokens; with --max-new-tokens {max_new_tokens} that is "
+                        f"more than the model's {limit} positions: shorten it or lower --max-new-tokens")
+
+
+def run(args: argparse.Namespace) -> int:
     from plmkit.errors import ConfigError
     from plmkit.utils.files import refuse_overwriting_inputs
 
-    if args.output:
+    if args.prompt is not None:
+        for flag, given in (("--output", args.output is not None), ("--batch-size", args.batch_size is not None)):
+            if given:
+                raise ConfigError(f"{flag} is for --input FILE; with --prompt the continuation streams to stdout")
+    elif args.only_new:
+        raise ConfigError("--only-new is for --prompt; with --input each JSON line holds the completion alone")
+    if args.output is not None:
+        if not args.output:
+            raise ConfigError("--output is empty: give a file path (or leave it out for stdout)")
         refuse_overwriting_inputs(args.output, "--output", [("--input", args.input), ("--model", args.model)])
-    if args.batch_size < 1:
-        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    batch_size = 8 if args.batch_size is None else args.batch_size
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
     sampling = sampling_settings(args)
     model, tokenizer = load_causal_lm(args.model, args.device)
+    if args.prompt is not None:
+        return _one_prompt(args, model, tokenizer, sampling)
+    prompts = read_prompts(args.input)
+    if args.output is None:
+        _many_prompts(args, model, tokenizer, sampling, prompts, batch_size, sys.stdout)
+        return 0
+    from plmkit.utils.files import atomic_open
+    with atomic_open(args.output) as out:
+        _many_prompts(args, model, tokenizer, sampling, prompts, batch_size, out)
+    return 0
+
+
+def _one_prompt(args, model, tokenizer, sampling) -> int:
+    """The prompt and its continuation, streamed to stdout (nothing written before a too-long prompt
+    is refused)."""
+    import torch
+
+    kwargs = sampling.generate_kwargs()
+    ids = torch.tensor([prompt_ids(tokenizer, args.prompt)], device=next(model.parameters()).device)
+    check_room(model, ids.shape[1], sampling.max_new_tokens, "--prompt")
+    if not args.only_new:
+        sys.stdout.write(args.prompt)
+        sys.stdout.flush()
+    if sampling.num_beams > 1:
+        out = model.generate(ids, **kwargs)
+        sys.stdout.write(tokenizer.decode(out[0, ids.shape[1]:].tolist(), skip_special_tokens=True))
+    else:
+        for piece in model.stream(tokenizer, ids, seed=sampling.seed, **kwargs):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+    return 0
+
+
+def _many_prompts(args, model, tokenizer, sampling, prompts: list[tuple[int, str]], batch_size: int, out) -> None:
+    """Every prompt of the --input file, in left-padded batches: one JSON line each to `out`."""
+    from plmkit.data.collate import pad_sequences
+
     kwargs = sampling.generate_kwargs()
     device = next(model.parameters()).device
-    if args.prompt is not None:
-        ids = torch.tensor([prompt_ids(tokenizer, args.prompt)], device=device)
-        if not args.only_new:
-            sys.stdout.write(args.prompt)
-            sys.stdout.flush()
-        if sampling.num_beams > 1:
-            out = model.generate(ids, **kwargs)
-            sys.stdout.write(tokenizer.decode(out[0, ids.shape[1]:].tolist(), skip_special_tokens=True))
-        else:
-            for piece in model.stream(tokenizer, ids, seed=sampling.seed, **kwargs):
-                sys.stdout.write(piece)
-                sys.stdout.flush()
-        sys.stdout.write("\n")
-        sys.stdout.flush()
-        return 0
-
-    prompts = read_prompts(args.input)
+    encoded = [prompt_ids(tokenizer, prompt) for _, prompt in prompts]
+    for (line, _), ids in zip(prompts, encoded):  # every prompt checked before the first is generated
+        check_room(model, len(ids), sampling.max_new_tokens, f"{args.input}:{line}")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    out_file = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
-    try:
-        for start in range(0, len(prompts), args.batch_size):
-            batch = prompts[start:start + args.batch_size]
-            # left padding: generation continues after each row's last position
-            ids, mask = pad_sequences([prompt_ids(tokenizer, p) for p in batch], pad if pad is not None else 0, "left")
-            width = ids.shape[1]
-            out = model.generate(ids.to(device), mask.to(device), pad_token_id=pad,
-                                 seed=None if sampling.seed is None else sampling.seed + start, **kwargs)
-            for prompt, row in zip(batch, out[:, width:].tolist()):
-                text = tokenizer.decode(row, skip_special_tokens=True)
-                out_file.write(json.dumps({"prompt": prompt, "completion": text}, ensure_ascii=False) + "\n")
-            out_file.flush()
-    finally:
-        if out_file is not sys.stdout:
-            out_file.close()
-    return 0
+    for start in range(0, len(prompts), batch_size):
+        # left padding: generation continues after each row's last position
+        ids, mask = pad_sequences(encoded[start:start + batch_size], pad if pad is not None else 0, "left")
+        width = ids.shape[1]
+        generated = model.generate(ids.to(device), mask.to(device), pad_token_id=pad,
+                                   seed=None if sampling.seed is None else sampling.seed + start, **kwargs)
+        for (_, prompt), row in zip(prompts[start:start + batch_size], generated[:, width:].tolist()):
+            text = tokenizer.decode(row, skip_special_tokens=True)
+            out.write(json.dumps({"prompt": prompt, "completion": text}, ensure_ascii=False) + "\n")
+        out.flush()

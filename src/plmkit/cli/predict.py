@@ -9,7 +9,7 @@ from plmkit import tasks
 from plmkit.cli.flags import add_settings_flags, settings_from_args
 from plmkit.errors import ConfigError
 from plmkit.tasks.inference import InferenceSettings
-from plmkit.utils.files import refuse_overwriting_inputs
+from plmkit.utils.files import atomic_open, refuse_overwriting_inputs
 
 
 FORMATS = ("Input: JSONL records as in the training data (labels not needed), or '-' for JSONL on stdin; also "
@@ -29,20 +29,18 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     s = settings_from_args(args, InferenceSettings)
-    if args.output:
+    if args.output is not None:
+        if not args.output:
+            raise ConfigError("--output is empty: give a file path (or leave it out for stdout)")
         refuse_overwriting_inputs(args.output, "--output", [("--input", args.input), ("--model", s.model)])
     records, lines = tasks.read_prediction_input(tasks.load_task(s.model), args.input)
     results = tasks.predict_dir(s.model, records, s.batch_size, s.device,
                                 where="<stdin>" if args.input == "-" else args.input,
                                 null_score_diff_threshold=s.null_score_diff_threshold, lines=lines)
-    try:
-        out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
-    except OSError as err:
-        raise ConfigError(f"--output {args.output}: cannot write there ({err.strerror})") from None
-    try:
-        for r in results:
-            out.write(json.dumps(r, ensure_ascii=False) + "\n")
-    finally:
-        if args.output:
-            out.close()
+    lines = (json.dumps(r, ensure_ascii=False) + "\n" for r in results)
+    if args.output is None:
+        sys.stdout.writelines(lines)
+        return 0
+    with atomic_open(args.output) as out:  # the whole output, or the file as it was
+        out.writelines(lines)
     return 0

@@ -25,6 +25,8 @@ def add_parser(subparsers) -> None:
                    help="continue from OUT/checkpoints/latest, exactly (the same settings and data)")
     p.add_argument("--resume-from", metavar="DIR", default=None,
                    help="continue from this checkpoint directory instead of the latest (implies --resume)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --out (its tokenizer, checkpoints, model and metrics)")
     p.add_argument("--resume-with-changes", action="store_true",
                    help="resume although settings or data changed (they are named in the log; the LR schedule goes "
                         "on from where it was; implies --resume)")
@@ -43,5 +45,6 @@ def run(args: argparse.Namespace) -> int:
     if config is None:  # --print-config
         return 0
     resume = args.resume_from or args.resume or args.resume_with_changes
-    print(format_result(pretrain(config, resume=resume, accept_changes=args.resume_with_changes)))
+    print(format_result(pretrain(config, resume=resume, accept_changes=args.resume_with_changes,
+                                 overwrite=args.overwrite)))
     return 0

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+from pathlib import Path
 
 from plmkit.tokenization.specials import STYLES
 from plmkit.tokenization.training import DEFAULT_STYLES, MODELS
@@ -37,8 +39,10 @@ def add_parser(subparsers) -> None:
                        help="old spelling of --model: --type bpe is --model byte-bpe")
     train.add_argument("--no-lowercase", dest="lowercase", action="store_false",
                        help="keep case and accents (wordpiece only; the other models always keep them)")
-    train.add_argument("--min-frequency", type=int, default=2, metavar="N",
+    train.add_argument("--min-frequency", type=int, default=None, metavar="N",
                        help="minimum count of a pair to be merged, not for unigram (default: 2)")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace the tokenizer (or model files) already in --out")
     train.set_defaults(func=run_train)
 
 
@@ -47,11 +51,22 @@ def run_train(args: argparse.Namespace) -> int:
     from plmkit.tokenization import Tokenizer
     from plmkit.utils.files import output_dir, refuse_overwriting_inputs
 
-    if args.min_frequency < 0:
+    if args.min_frequency is not None and args.min_frequency < 0:
         raise ConfigError(f"--min-frequency {args.min_frequency}: must be 0 or more")
     if args.model and args.type:
         raise ConfigError("give --model only: --type is its old spelling")
     model = args.model or OLD_TYPES[args.type or "wordpiece"]
+    if not args.lowercase and model != "wordpiece":
+        raise ConfigError(f"--no-lowercase is for --model wordpiece: {model} keeps case always")
+    if args.min_frequency is not None and model == "unigram":
+        raise ConfigError("--min-frequency is for the merge-based models (wordpiece, bpe, byte-bpe), not unigram")
+    if not args.out:
+        raise ConfigError("--out is empty: give the directory to save the tokenizer in")
+    taken = [name for name in ("tokenizer.json", "vocab.txt", "config.json", "model.safetensors")
+             if (Path(args.out) / name).exists()]
+    if taken and not args.overwrite:
+        raise ConfigError(f"--out {args.out} already holds {', '.join(taken)}: a new tokenizer there would no longer "
+                          "fit what was trained with the old one; give another --out, or --overwrite")
     fields = [name.strip() for name in args.fields.split(",")]
     if not all(fields):
         raise ConfigError(f"--fields {args.fields!r}: name JSONL fields separated by commas, e.g. source,target")
@@ -60,7 +75,12 @@ def run_train(args: argparse.Namespace) -> int:
     output_dir(args.out, "--out")
     tokenizer = Tokenizer.train(args.corpus, args.vocab_size, model=model, style=args.style,
                                 fields="auto" if fields == ["auto"] else fields, lowercase=args.lowercase,
-                                min_frequency=args.min_frequency, show_progress=sys.stderr.isatty())
+                                min_frequency=2 if args.min_frequency is None else args.min_frequency,
+                                show_progress=sys.stderr.isatty())
+    if len(tokenizer) != args.vocab_size:
+        why = "the corpus holds no more" if len(tokenizer) < args.vocab_size else "the specials and alphabet need them"
+        logging.getLogger("plmkit").warning(f"plmkit tokenizer: the vocabulary has {len(tokenizer)} tokens, not the "
+                                            f"{args.vocab_size} asked for ({why})")
     tokenizer.save_pretrained(args.out)
     print(f"trained a {model} tokenizer ({tokenizer.tokenizer_class}) with {len(tokenizer)} tokens; "
           f"saved to {args.out}")

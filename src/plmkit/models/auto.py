@@ -1,8 +1,6 @@
 """`AutoModel*` entry points: pick the class from config.json's `model_type` and `architectures`."""
 from __future__ import annotations
 
-import json
-
 from plmkit.errors import ConfigError
 from plmkit.models.config import ModelConfig, config_json_path, read_config_json
 from plmkit.models.io import check_model_dir
@@ -10,15 +8,15 @@ from plmkit.models.registry import family, model_class
 
 
 def read_model_type(path) -> tuple[str, list[str]]:
-    directory = check_model_dir(path)
-    try:
-        config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{directory}: no config.json") from None
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{directory / 'config.json'}:{err.lineno}:{err.colno}: not valid JSON ({err.msg})") from None
+    """config.json's (model_type, architectures) of a model directory, the model_type one plmkit has."""
+    from plmkit.models.registry import families
+    path = check_model_dir(path) / "config.json"
+    config = read_config_json(path)
     if "model_type" not in config:
-        raise ConfigError(f"{directory / 'config.json'}: no model_type field")
+        raise ConfigError(f"{path}: no model_type field")
+    if config["model_type"] not in families():
+        raise ConfigError(f"{path}: model_type {config['model_type']!r} is not supported by plmkit; it has "
+                          f"{', '.join(sorted(families()))}")
     return config["model_type"], config.get("architectures") or []
 
 

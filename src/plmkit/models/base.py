@@ -180,7 +180,7 @@ class PreTrainedModel(nn.Module):
         """Base-model checkpoints lack the task model's prefix (the body's keys get it; heads of any task
         and keys of no body keep their names); task checkpoints have one a base model lacks."""
         p = self.base_prefix + "." if self.base_prefix else ""
-        if p and not any(k.startswith(p) for k in state):
+        if p:  # key by key: one stray prefixed key does not make the others "missing"
             roots = convert.converter(self.config.model_type).body_roots() | set(self.body_roots)
             return {(p + k if k.split(".")[0] in roots else k): v for k, v in state.items()}
         if not p:

@@ -19,6 +19,7 @@ from plmkit.convert.bert import CONVERTER
 from plmkit.errors import PlmkitError
 from plmkit.models.base import PreTrainedModel
 from plmkit.models.config import ABOVE_ZERO, POSITIVE, PROBABILITY, ModelConfig
+from plmkit.models.inputs import check_inputs
 from plmkit.models.registry import Family, config_from_preset, register
 from plmkit.models.outputs import (BaseModelOutput, ClassifierOutput, MaskedLMOutput, PreTrainingOutput,
                                    QuestionAnsweringOutput)
@@ -130,6 +131,9 @@ class BertModel(BertPreTrainedModel):
                 output_hidden_states: bool = False, **unused) -> BaseModelOutput:
         """input_ids: (B, T); attention_mask: (B, T) 1 = token, 0 = padding."""
         _reject_unknown(unused)
+        c = self.config
+        check_inputs(input_ids, c.vocab_size, attention_mask, None, token_type_ids, c.type_vocab_size, position_ids,
+                     c.max_position_embeddings)
         b, t = input_ids.shape
         if t > self.config.max_position_embeddings:
             raise PlmkitError(f"input has {t} tokens but this model takes at most "

@@ -49,15 +49,25 @@ class ModelConfig:
         """Every field's type (``num_hidden_layers: true`` or ``layer_norm_eps: "a"`` is an error naming
         it, not a failure at the first forward pass) and range; a family adds its own checks after."""
         check_field_types(self, type(self).__name__)
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for name in SPECIAL_IDS:  # a family's default (GPT-2's 50256) outside a smaller vocabulary: no such token
+            value = getattr(self, name, None)
+            if isinstance(value, int) and value == defaults.get(name) and not value < getattr(self, "vocab_size", value + 1):
+                setattr(self, name, None)
         for name, bounds in self.ranges.items():
             problem = out_of_range(getattr(self, name), bounds)
             self._check(problem is None, f"{name} must be {problem}, got {getattr(self, name)!r}")
         if self.id2label is not None:
-            self.id2label = {int(k): str(v) for k, v in self.id2label.items()}
+            self.id2label = _labels(self.id2label, "id2label", key=int, value=str, check=self._check)
             self.label2id = {v: k for k, v in self.id2label.items()}
         elif self.label2id is not None:
-            self.label2id = {str(k): int(v) for k, v in self.label2id.items()}
+            self.label2id = _labels(self.label2id, "label2id", key=str, value=int, check=self._check)
             self.id2label = {v: k for k, v in self.label2id.items()}
+        if self.label2id is not None:
+            self._check(len(self.label2id) == len(self.id2label),
+                        f"id2label names a class twice: {sorted(self.id2label.items())}")
+            self._check(sorted(self.id2label) == list(range(len(self.id2label))),
+                        f"the class ids of id2label must be 0 .. {len(self.id2label) - 1}, got {sorted(self.id2label)}")
         problems = (None, "regression", "single_label_classification", "multi_label_classification")
         if self.problem_type not in problems:
             raise ConfigError(f"problem_type={self.problem_type!r} is not one of {problems[1:]}")
@@ -120,8 +130,20 @@ class ModelConfig:
             config = cls(**{k: v for k, v in d.items() if k in names})
         except (TypeError, ConfigError) as err:
             raise ConfigError(f"{source}: {err}") from None
-        if num_labels is not None and config.id2label is None:
-            config = config.with_labels(int(num_labels))
+        vocab = getattr(config, "vocab_size", None)
+        for name in SPECIAL_IDS:  # as given (a family's defaults, GPT-2's 50256 say, may wait for a tokenizer)
+            ids = d.get(name)
+            for i in ids if isinstance(ids, list) else [] if ids is None else [ids]:
+                if vocab is not None and not 0 <= i < vocab:
+                    raise ConfigError(f"{source}: {name}={ids} is not a token id of the {vocab}-token vocabulary")
+        if num_labels is not None:
+            if not (isinstance(num_labels, int) and not isinstance(num_labels, bool) and num_labels >= 1):
+                raise ConfigError(f"{source}: num_labels must be a positive integer, got {num_labels!r}")
+            if config.id2label is None:
+                config = config.with_labels(num_labels)
+            elif len(config.id2label) != num_labels:
+                raise ConfigError(f"{source}: num_labels is {num_labels} but id2label names {len(config.id2label)} "
+                                  "classes")
         return config
 
     @classmethod
@@ -164,6 +186,25 @@ class ModelConfig:
     def _check(self, condition: bool, message: str) -> None:
         if not condition:
             raise ConfigError(f"{type(self).__name__}: {message}")
+
+
+SPECIAL_IDS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id", "sep_token_id")
+
+
+def _labels(mapping: Any, name: str, key: type, value: type, check) -> dict:
+    """id2label / label2id as ints and strings ("0": "neg" as JSON writes it), or a ConfigError naming it."""
+    check(isinstance(mapping, dict), f"{name} must be a mapping, got {type(mapping).__name__}")
+    out = {}
+    for k, v in mapping.items():
+        try:
+            k2 = key(k) if key is str else int(k)
+            ok = isinstance(v, str) if value is str else isinstance(v, int) and not isinstance(v, bool)
+        except (TypeError, ValueError):
+            ok = False
+        check(ok, f"{name} maps {'class ids to names' if key is int else 'names to class ids'}; "
+                  f"got {k!r}: {v!r}")
+        out[k2] = v
+    return out
 
 
 def config_json_path(path: str | Path) -> Path:

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from plmkit.errors import PlmkitError
 from plmkit.generation import GenerationMixin
 from plmkit.models.base import PreTrainedModel
+from plmkit.models.inputs import check_inputs
 from plmkit.models.outputs import BaseModelOutput, CausalLMOutput
 from plmkit.nn.cache import KVCache
 from plmkit.nn.losses import linear_cross_entropy
@@ -140,6 +141,8 @@ class DecoderBody:
         document_ids (B, T): packed documents; attention stays inside each one (see the module docstring).
         """
         past = past_key_values.length if past_key_values is not None else 0
+        check_inputs(input_ids, self.config.vocab_size, position_ids=position_ids,
+                     max_positions=self.config.max_positions)  # (the mask: decoder_inputs, which knows the cache)
         check_length(self.config.max_positions, past + input_ids.shape[1])
         dtype = self.embeddings["word"].weight.dtype
         position_ids, bias, causal = decoder_inputs(input_ids, attention_mask, position_ids, past, dtype, document_ids)

@@ -63,6 +63,8 @@ class GPT2Config(ModelConfig):
     def __post_init__(self):
         super().__post_init__()
         self._check(self.n_embd % self.n_head == 0, f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
+        self._check(self.n_ctx is None or self.n_ctx == self.n_positions,
+                    f"n_ctx={self.n_ctx} (the old name of n_positions) disagrees with n_positions={self.n_positions}")
         self._check(self.activation_function in ACTIVATIONS,
                     f"activation_function={self.activation_function!r} is not one of {sorted(ACTIVATIONS)}")
         self._check(self.scale_attn_weights, "scale_attn_weights=false (unscaled attention) is not supported")

@@ -29,8 +29,8 @@ from plmkit.training.config import TrainConfig
 from plmkit.training.fingerprint import check_resume, fingerprint
 from plmkit.training.run_config import RunConfig, read_run_file
 from plmkit.training.trainer import TrainResult
-from plmkit.utils.files import output_dir, refuse_overwriting_inputs
-from plmkit.utils.lock import run_lock
+from plmkit.training.run_dir import claimed, clear
+from plmkit.utils.files import refuse_overwriting_inputs
 from plmkit.utils.settings import Settings, check_known, setting
 
 log = logging.getLogger("plmkit")
@@ -116,6 +116,8 @@ class FinetuneRun(RunConfig):
     resume_with_changes: bool = setting(False, "resume although settings or data changed (they are named in the log; "
                                                "the LR schedule goes on from where it was; implies --resume)",
                                         shapes_run=False)
+    overwrite: bool = setting(False, "replace the run already in --out (its model, best, checkpoints and metrics are "
+                                     "removed when this one starts training)", shapes_run=False)
     model: ModelSettings = field(default_factory=ModelSettings)
     data: DataSettings = field(default_factory=DataSettings)
     train: FinetuneTrain = field(default_factory=lambda: FinetuneTrain(epochs=3.0))
@@ -212,18 +214,19 @@ class FinetuneResult(TrainResult):
 def finetune(task: str, model_dir, train, out_dir, eval_data=None, **settings: Any) -> FinetuneResult:
     """Fine-tune `model_dir` for `task` on `train` into `out_dir`; `settings` are the run's fields
     by name (``epochs=1, lr=1e-3, lora_rank=8, stride=32, ...``, any section)."""
-    given = nest(task, {"task": task, "out": str(out_dir), "path": str(model_dir), "train": str(train),
-                        "eval": None if eval_data is None else str(eval_data), **settings})
+    given = nest(task, {"task": task, "out": out_dir, "path": model_dir, "train": train, "eval": eval_data,
+                        **settings})  # (paths become strings, other types are refused by name)
     return run(run_type(task).build(given, source=f"finetune({task!r})"))
 
 
 # ------------------------------------------------------------------ the run
 def run(config: FinetuneRun) -> FinetuneResult:
     """Fine-tune as `config` says (see the module docstring), owning the output directory meanwhile."""
+    from plmkit.models.io import check_model_dir
     m, d = config.model, config.data
+    check_model_dir(m.path)  # the inputs first: a mistyped --model is named as one, before --out is made
     refuse_overwriting_inputs(config.out, "--out", [("--model", m.path), ("--train", d.train), ("--eval", d.eval)])
-    out = output_dir(config.out, "--out")
-    with run_lock(out, "finetune"):
+    with claimed(config.out, "finetune", bool(config.resume_target), config.overwrite) as out:
         fp = fingerprint(config, {"--model": [m.path], "--train": [d.train], "--eval": [d.eval]})
         if config.resume_target:
             check_resume(resume_checkpoint(out / "checkpoints", config.resume_target), fp, config.resume_with_changes)
@@ -237,7 +240,6 @@ def _run(config: FinetuneRun, out: Path, fp: dict) -> FinetuneResult:
     from plmkit.training.trainer import Trainer
 
     task, m, d = config.make_task(), config.model, config.data
-    config.save(out / "run.yaml")
     seed_everything(config.train.seed)
     tokenizer = Tokenizer.from_pretrained(m.path)
     train_examples = task.read(d.train)
@@ -274,8 +276,13 @@ def _run(config: FinetuneRun, out: Path, fp: dict) -> FinetuneResult:
         tokenizer.save_pretrained(directory)
         task.save(directory)
 
+    def start() -> None:  # the run's files, once everything above has worked
+        if config.overwrite:
+            clear(out)
+        config.save(out / "run.yaml")
+
     trainer = Trainer(model, train_cfg, loader, out, evaluate=evaluate if has_eval else None, save_extra=save_extra,
-                      forward_kwargs=task.forward_kwargs, fingerprint=fp)
+                      forward_kwargs=task.forward_kwargs, fingerprint=fp, on_start=start)
     result = trainer.train(resume=config.resume_target, accept_changes=config.resume_with_changes)
     return FinetuneResult(**{f.name: getattr(result, f.name) for f in dataclasses.fields(result)},
                           train_examples=len(train_examples),

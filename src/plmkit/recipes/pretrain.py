@@ -11,7 +11,8 @@ of its family, e.g. ``layer_norm_eps``), ``data`` (`PretrainData`) and ``train``
 plus ``out``. Each objective's defaults are declared once, below: BERT's (``mlm+nsp``, ``mlm``)
 are `PretrainRun.defaults`; a decoder's (``clm``) `PretrainRun.variant_defaults`. The objective's
 pipeline lives in `PIPELINES` (BERT: plmkit.training.pretrain; decoders: plmkit.training.clm),
-each module with ``check(config)``, ``pretrain(config, resume)``, ``model_fields(model)`` and
+each module with ``check(config)``, ``pretrain(config, resume, accept_changes, **trainer_options)`` (the
+last passed to its Trainer), ``model_fields(model)`` and
 ``format_result(result)``; a new objective (denoising for encoder-decoders) is one more entry.
 
 Output directory: ``run.yaml`` (the effective run file: ``--config OUT/run.yaml`` runs it again),
@@ -20,6 +21,7 @@ the tokenizer, ``model/`` (HF-loadable), metrics, checkpoints (see the pipelines
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,8 +31,8 @@ from plmkit.training.config import TrainConfig
 from plmkit.training.fingerprint import fingerprint
 from plmkit.training.run_config import RunConfig, read_run_file
 from plmkit.utils.constants import DEFAULT_VOCAB_SIZE
-from plmkit.utils.files import output_dir, refuse_overwriting_inputs
-from plmkit.utils.lock import run_lock
+from plmkit.training.run_dir import claimed, clear
+from plmkit.utils.files import refuse_overwriting_inputs
 from plmkit.utils.settings import Settings, setting
 
 BERT_OBJECTIVES = ("mlm+nsp", "mlm")
@@ -123,6 +125,14 @@ class PretrainData(Settings):
     def nsp(self) -> bool:
         return self.objective == "mlm+nsp"
 
+    def validate(self) -> None:
+        seen: dict[str, str] = {}
+        for path in self.corpus:
+            key = os.path.realpath(path)
+            self.need(key not in seen, f"corpus: {path} is given twice (as {seen.get(key)}): its documents would count "
+                                       "twice, and held-out ones would be trained on too")
+            seen[key] = path
+
 
 @dataclass
 class PretrainRun(RunConfig):
@@ -158,7 +168,15 @@ class PretrainRun(RunConfig):
                      if getattr(getattr(self, section), name) is None and self.default(section, name) is not None]
             if unset:
                 raise ConfigError(f"{', '.join(unset)}: BERT pretraining needs a value (null given)")
+        for name in set(self.model.config) & {"vocab_size", "pad_token_id"}:
+            raise ConfigError(f"model.{name}: the tokenizer decides it (data.vocab_size, --vocab-size, sizes a tokenizer "
+                              "trained here)")
         pipeline(objective).check(self)
+
+    def check_given(self, given: dict[str, set[str]]) -> None:
+        if self.data.objective == "mlm":
+            self.data.need_with(given["data"], ("nsp_prob", "short_seq_prob", "dupe_factor"), False,
+                                "shapes next-sentence pairs: it applies to --objective mlm+nsp only")
 
 
 def _dropout_fields() -> set[str]:
@@ -172,10 +190,11 @@ def pipeline(objective: str):
     return importlib.import_module(PIPELINES[objective])
 
 
-def run(config: PretrainRun, resume: bool | str = False, accept_changes: bool = False):
+def run(config: PretrainRun, resume: bool | str = False, accept_changes: bool = False, overwrite: bool = False):
     """Tokenizer, tokenized corpus, examples, model, Trainer: the whole `plmkit pretrain` run.
     resume: continue from OUT/checkpoints/latest (True) or from a given checkpoint directory, with the
-    settings and data the run started with unless `accept_changes` (then continuing with the changes)."""
+    settings and data the run started with unless `accept_changes` (then continuing with the changes);
+    overwrite: replace the run already in OUT (see plmkit.training.run_dir)."""
     if not config.out:
         raise ConfigError("say where the run goes: out (--out DIR)")
     if not config.data.corpus:
@@ -184,13 +203,17 @@ def run(config: PretrainRun, resume: bool | str = False, accept_changes: bool = 
 
     refuse_overwriting_inputs(config.out, "--out", [("--tokenizer", config.data.tokenizer),
                                                     *(("--corpus", c) for c in config.data.corpus)])
-    out = output_dir(config.out, "--out")
     next(iter_documents(config.data.corpus))  # fail fast, with a clear DataError, on a missing or empty corpus
-    with run_lock(out, "pretrain"):  # one owner: a second run (or --resume) on `out` stops here
+    cache = Path(config.data.cache_dir or ".")
+    if cache.exists() and not cache.is_dir():  # found now, not after the tokenizer is trained
+        raise ConfigError(f"--cache-dir {cache} is a file; give a directory for the tokenized corpus")
+    with claimed(config.out, "pretrain", bool(resume), overwrite) as out:  # one owner, an earlier run kept
         fp = fingerprint(config, {"--corpus": config.data.corpus, "--tokenizer": [config.data.tokenizer]})
+        if overwrite:
+            clear(out, also=("tokenizer",))  # (before the new tokenizer is trained into it)
         check_run_dir(out, config, resume, fp, accept_changes)
-        config.save(out / RUN_FILE)
-        return pipeline(config.data.objective).pretrain(config, resume, accept_changes, fp)
+        return pipeline(config.data.objective).pretrain(config, resume, accept_changes, fingerprint=fp,
+                                                        on_start=lambda: config.save(out / RUN_FILE))
 
 
 def format_result(result) -> str:

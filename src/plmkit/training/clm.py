@@ -73,8 +73,7 @@ def model_fields(model) -> dict[str, Any]:
     return model.to_dict()
 
 
-def pretrain(config, resume: bool | str = False, accept_changes: bool = False,
-             fingerprint: dict | None = None) -> ClmResult:
+def pretrain(config, resume: bool | str = False, accept_changes: bool = False, **trainer_options) -> ClmResult:
     """Pretrain a decoder with next-token prediction in `config.out`; see the module docstring."""
     data, train_cfg, out = config.data, config.train, Path(config.out)
     corpus, seq_len, batch_size = data.corpus, data.seq_len, data.batch_size
@@ -110,7 +109,7 @@ def pretrain(config, resume: bool | str = False, accept_changes: bool = False,
              f"context {seq_len}")
     result = Trainer(model, train_cfg, loader, out, evaluate=evaluate, save_extra=tok.save_pretrained,
                      forward_kwargs={"return_logits": False},  # chunked loss, no logits
-                     fingerprint=fingerprint).train(resume, accept_changes)
+                     **trainer_options).train(resume, accept_changes)
     ppl = result.eval_metrics.get("eval_perplexity")
     return ClmResult(result, out, result.model_dir, tokenizer_dir, shards.directory, len(train_set),
                      len(eval_set) if eval_set else 0, ppl)

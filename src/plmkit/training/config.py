@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from plmkit.errors import ConfigError
+from plmkit.utils.constants import MAX_SEED
 from plmkit.utils.device import PRECISIONS, is_device_name
 from plmkit.utils.settings import Settings, check_field_types, setting
 
@@ -76,7 +77,7 @@ class TrainConfig(Settings):
                                     flags=("--grad-accum-steps", "--grad-accum"), metavar="N", at_least=1)
     precision: str = setting("auto", "auto: bf16 on GPUs that support it, else fp32", choices=PRECISIONS)
     device: str = setting("auto", "auto, cpu, cuda or cuda:N", metavar="DEV", shapes_run=False)
-    seed: int = setting(0, "random seed", metavar="N", at_least=0)
+    seed: int = setting(0, "random seed", metavar="N", at_least=0, at_most=MAX_SEED)
     # bookkeeping
     log_every: int = setting(10, "log the loss to metrics.jsonl every N steps", metavar="N", at_least=1,
                              shapes_run=False)

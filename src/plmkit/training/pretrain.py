@@ -88,8 +88,7 @@ class PretrainResult:
 
 
 # ---------------------------------------------------------------------------------------- the run
-def pretrain(config, resume: bool | str = False, accept_changes: bool = False,
-             fingerprint: dict | None = None) -> PretrainResult:
+def pretrain(config, resume: bool | str = False, accept_changes: bool = False, **trainer_options) -> PretrainResult:
     """Tokenizer, token cache, examples, model, Trainer: a BERT pretraining run in `config.out`."""
     data, train_cfg, out = config.data, config.train, Path(config.out)
     tokenizer, tokenizer_dir = _tokenizer(data, out)
@@ -112,7 +111,7 @@ def pretrain(config, resume: bool | str = False, accept_changes: bool = False,
     model = build_model(config.model, tokenizer, data)
     initialise(model, config.model, shards)  # (a resumed run then loads its checkpoint over it)
     trainer = Trainer(model, train_cfg, loader, out, evaluate=evaluate, save_extra=tokenizer.save_pretrained,
-                      fingerprint=fingerprint)
+                      **trainer_options)
     result = trainer.train(resume, accept_changes)
     log.info(f"  tokenizer: {tokenizer_dir}   tokenized corpus: {shards.directory}")
     log.info(f"  metrics: {out / 'metrics.jsonl'}   checkpoints: {out / 'checkpoints'}")

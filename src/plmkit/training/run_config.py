@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
 from plmkit.errors import ConfigError
-from plmkit.utils.settings import Settings, check_field_types, check_known
+from plmkit.utils.settings import Settings, check_field_types, check_known, field_flags
 
 
 @dataclasses.dataclass
@@ -74,7 +74,9 @@ class RunConfig:
             if chosen:
                 values[name] = chosen[-1]
         run = cls(**values)
-        check_field_types(run, source)
+        top = {f.name: f for f in dataclasses.fields(cls)}
+        check_field_types(run, source, lambda name: f"{name} ({field_flags(top[name])[0]})"
+                          if top[name].metadata.get("cli", True) and top[name].metadata else name)
         run.validate()
         try:
             run.check_given({name: getattr(run, name).given for name in sections})
@@ -156,12 +158,19 @@ def read_run_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read run file {path}: {err.strerror or err}") from None
     try:
         if path.suffix == ".json":
-            values = json.loads(text)
+            values = json.loads(text, object_pairs_hook=_unique_keys)
         else:
             import yaml
             values = yaml.load(text, Loader=_run_file_loader())
-    except Exception as err:  # yaml/json syntax errors carry their line
-        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {err}") from None
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path}:{err.lineno}:{err.colno}: not valid JSON ({err.msg})") from None
+    except ConfigError as err:  # a key given twice
+        raise ConfigError(f"{path}:{err}") from None
+    except Exception as err:  # yaml's errors carry their place as a mark
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        what = " ".join(filter(None, (getattr(err, "context", None), getattr(err, "problem", None)))) or str(err)
+        raise ConfigError(f"{where}: not valid YAML ({what})") from None
     if values is None:
         return {}
     if not isinstance(values, dict):
@@ -169,13 +178,33 @@ def read_run_file(path: str | Path) -> dict[str, Any]:
     return values
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are each given once (json keeps the last of a repeated key silently)."""
+    seen = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ConfigError(f" the key {key!r} is given twice; one of them would be dropped silently")
+        seen[key] = value
+    return seen
+
+
 def _run_file_loader():
     """yaml.SafeLoader that also reads exponent floats without a dot (``5e-4``, ``1E-8``) as numbers,
-    as YAML 1.2 and JSON do; PyYAML's YAML 1.1 rules would leave them strings."""
+    as YAML 1.2 and JSON do (PyYAML's YAML 1.1 rules would leave them strings), and refuses a key
+    given twice in a mapping (PyYAML keeps the last one silently: a whole second ``train:`` section
+    would replace the first)."""
     import yaml
 
     class Loader(yaml.SafeLoader):
-        pass
+        def construct_mapping(self, node, deep=False):
+            keys = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in keys:
+                    raise ConfigError(f"{key_node.start_mark.line + 1}:{key_node.start_mark.column + 1}: "
+                                      f"{key!r} is given twice; one of them would be dropped silently")
+                keys.add(key)
+            return super().construct_mapping(node, deep)
 
     Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
                                  list("-+0123456789"))

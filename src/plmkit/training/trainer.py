@@ -119,6 +119,7 @@ class Trainer:
     for causal LMs, whose loss then never materialises the logits.
     `fingerprint` (plmkit.training.fingerprint) is kept in every checkpoint; a resume compares it
     with the checkpoint's and refuses a different run unless its changes are accepted.
+    `on_start()` runs when training starts, after every preparation (a recipe writes its run file then).
     """
 
     def __init__(
@@ -131,6 +132,7 @@ class Trainer:
         save_extra: SaveExtra | None = None,
         forward_kwargs: dict[str, Any] | None = None,
         fingerprint: dict[str, Any] | None = None,
+        on_start: Callable[[], None] | None = None,
     ) -> None:
         if evaluate is None and cfg.eval_every is not None:
             raise ConfigError("eval_every is set but the Trainer got no evaluate function")
@@ -144,6 +146,7 @@ class Trainer:
         self.save_extra = save_extra
         self.forward_kwargs = forward_kwargs or {}
         self.fingerprint = fingerprint
+        self.on_start = on_start
         self.device = resolve_device(cfg.device)
         self.amp_dtype = resolve_precision(cfg.precision, self.device)
         self.total_steps, self.length_limit = planned_steps(cfg, len(train_loader))
@@ -158,6 +161,8 @@ class Trainer:
         from that checkpoint; `accept_changes` lets a resumed run differ from the one that wrote the
         checkpoint (its fingerprint): the changes are logged and the LR schedule goes on from where it was."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.on_start is not None:
+            self.on_start()
         self.model.to(self.device)
         self.model.train()
         if self.device.type == "cuda":
@@ -169,21 +174,21 @@ class Trainer:
         self.state = RunState()
         self._interval = _Interval()
         checkpoint = resume_checkpoint(self.checkpoint_dir, resume)
-        if checkpoint is not None:
-            self._restore(checkpoint, accept_changes)
-        else:
-            self._start_fresh(bool(resume))
         try:
+            if checkpoint is not None:
+                self._restore(checkpoint, accept_changes)
+            else:
+                self._start_fresh(bool(resume))
             atomic_write_text(self.out_dir / "train_config.json", json.dumps(self.cfg.to_dict(), indent=2) + "\n")
             return self._finish(self._loop())
-        except WriteError as err:
+        except WriteError as err:  # a full disk, say: how to go on once there is room
             try:
                 latest = latest_checkpoint(self.checkpoint_dir)
             except CheckpointError:
                 latest = None
-            where = f"checkpoint {latest}" if latest else "the start (no checkpoint yet)"
-            raise WriteError(f"{err}. Training stopped at step {self.state.step}; once there is room, resume "
-                             f"from {where} with --resume") from None
+            how = (f"resume from checkpoint {latest} with --resume" if latest else
+                   "run it again with --resume (no checkpoint was written yet: it starts over)")
+            raise WriteError(f"{err}. Training stopped at step {self.state.step}; once there is room, {how}") from None
 
     def _start_fresh(self, resume: bool) -> None:
         if list_checkpoints(self.checkpoint_dir):
@@ -192,7 +197,7 @@ class Trainer:
                 "resume it (--resume, or train(resume=True)) or give an empty output directory"
             )
         if resume:
-            log.info("no checkpoint in %s; starting from step 0", self.checkpoint_dir)
+            log.warning("plmkit: no checkpoint in %s yet: starting from step 0", self.checkpoint_dir)
         self.metrics.reset()
         seed_everything(self.cfg.seed)
 

@@ -40,13 +40,16 @@ _HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
 _WHAT_TO_DO = {errno.ENOSPC: "the disk is full: free some space", errno.EDQUOT: "the disk quota is used up",
                errno.EROFS: "the file system is read-only: write somewhere else",
                errno.EACCES: "permission denied: write somewhere you may", errno.EPERM: "not permitted",
-               errno.EISDIR: "a directory is in the way: give a file path", errno.ENOTDIR: "a file is in the way"}
+               errno.EISDIR: "a directory is in the way: give a file path", errno.ENOTDIR: "a file is in the way",
+               errno.EEXIST: "a file is in the way of a directory", errno.ENOENT: "no such place, and none can be made",
+               errno.EFBIG: "the file is too large for this file system or the limits of this process"}
 
 
 def write_error(path: PathLike, err: OSError) -> WriteError:
     """One line for a failed write: the path, why, and what to do; what was there before is kept."""
-    what = _WHAT_TO_DO.get(err.errno, err.strerror or str(err))
-    error = WriteError(f"cannot write {path}: {what} ({err.strerror or err}); what was written before is intact")
+    why = err.strerror or str(err)
+    what = _WHAT_TO_DO.get(err.errno)
+    error = WriteError(f"cannot write {path}: {f'{what} ({why})' if what else why}; what was written before is intact")
     error.errno = err.errno
     return error
 

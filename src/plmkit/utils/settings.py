@@ -80,6 +80,8 @@ class Settings:
             if f.metadata.get("required") and getattr(self, f.name) is None:
                 self.need(False, f"{self._named(f.name)} is required")
             value, choices = getattr(self, f.name), f.metadata.get("choices")
+            if value == "" and f.metadata.get("metavar") in ("DIR", "FILE", "PATH"):
+                self.need(False, f"{self._named(f.name)} is empty: give a path")
             problem = out_of_range(value, f.metadata.get("bounds"))
             if problem:
                 self.need(False, f"{self._named(f.name)} must be {problem}, got {value!r}")

@@ -1,0 +1,68 @@
+"""A run directory (``--out``): claimed by one run at a time, never replaced by accident.
+
+    with claimed(out, "finetune", resume=False, overwrite=False) as out:
+        ...  # prepare; then Trainer(..., on_start=...) writes run.yaml and starts
+
+* One owner: the lock of `plmkit.utils.lock` for as long as the run lasts.
+* An earlier run is kept: a fresh run (no ``--resume``) into a directory holding one (its run file,
+  metrics, model, best model or checkpoints) stops before writing anything, unless ``--overwrite``
+  says to replace it (`clear`, when the new run starts training).
+* A failed start leaves nothing: a run that created the directory and fails before writing more
+  than its lock removes it again.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Iterator
+
+from plmkit.errors import ConfigError
+from plmkit.utils.files import output_dir, retire_dir
+from plmkit.utils.lock import LOCK_FILE, run_lock
+
+# what a run writes into its directory (pretraining also its tokenizer/)
+RUN_FILES = ("run.yaml", "train_config.json", "metrics.jsonl", "training_curves.png", "model", "best", "checkpoints")
+
+
+def earlier_run(out: Path) -> list[str]:
+    """The files of an earlier run in `out`."""
+    return [name for name in RUN_FILES if (out / name).exists()]
+
+
+@contextlib.contextmanager
+def claimed(path: str | os.PathLike, command: str, resume: bool, overwrite: bool) -> Iterator[Path]:
+    """`path` created if needed and locked for this run (see the module docstring)."""
+    created = not Path(path).exists()
+    out = output_dir(path, "--out")
+    try:
+        with run_lock(out, command):
+            found = earlier_run(out)
+            if resume and overwrite:
+                raise ConfigError("--overwrite replaces the run in --out and --resume continues it: give one of them")
+            if found and not (resume or overwrite):
+                raise ConfigError(f"{out} already holds a run ({', '.join(found)}): --resume it, give another --out, "
+                                  "or add --overwrite to replace it")
+            if resume and not found:
+                raise ConfigError(f"--resume: {out} holds no run to resume; check --out, or leave --resume out to "
+                                  "start one")
+            yield out
+    except BaseException:
+        if created and set(os.listdir(out)) <= {LOCK_FILE}:
+            (out / LOCK_FILE).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
+
+
+def clear(out: Path, also: tuple[str, ...] = ()) -> None:
+    """Remove the earlier run's files (and `also`), each whole or not at all (`retire_dir`)."""
+    for name in RUN_FILES + also:
+        target = out / name
+        if target.is_dir():
+            retire_dir(target)
+        elif target.exists():
+            target.unlink()
+
+
+__all__ = ["RUN_FILES", "claimed", "clear", "earlier_run"]
