@@ -95,7 +95,10 @@ class TrainConfig(Settings):
 
     def validate(self) -> None:
         if self.time_budget is not None:
-            self.time_budget = parse_duration(self.time_budget)
+            try:
+                self.time_budget = parse_duration(self.time_budget)
+            except ConfigError as err:
+                self.need(False, f"{self._named('time_budget')}: {err}")
         if self.grad_clip == 0:
             self.grad_clip = None  # 0 means "no clipping", as in HF's max_grad_norm
         if self.greater_is_better is None and self.metric_for_best is not None:
