@@ -1,6 +1,7 @@
-"""A disk that fills at any write of a fine-tuning run, in turn: the run stops with one line naming the
-file, nothing written before is damaged, and ``--resume`` then ends exactly where an uninterrupted run
-ends (the same losses, evaluations and final weights)."""
+"""Faults at every write of a fine-tuning run, in turn: a disk that fills there (the run stops with one
+line naming the file) or a kill -9 there (nothing runs after it). Nothing written before is damaged,
+and ``--resume`` then ends exactly where an uninterrupted run ends (the same losses, evaluations and
+final weights)."""
 import errno
 import json
 import os
@@ -31,7 +32,10 @@ class FullDisk:
     def _count(self):
         self.writes += 1
         if self.writes == self.fail_at:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            self.fault()
+
+    def fault(self):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     def fsync(self, fd):
         self._count()  # (and no real flush: this test is about failures, not power cuts)
@@ -59,35 +63,82 @@ def run(tmp_path, monkeypatch, disk, out, **extra):
         monkeypatch.setattr(files, "os", os)
 
 
+class Kill(FullDisk):
+    """The process dies at its k-th durable write, as by kill -9: no except or finally clause runs."""
+
+    def fault(self):
+        os._exit(137)
+
+
 def outcome(out):
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     kept = [{k: v for k, v in r.items() if k not in ("elapsed", "tokens_per_s")} for r in records]
     return kept, load_file(out / "model" / "model.safetensors"), json.loads((out / "best" / "best.json").read_text())
 
 
-def test_a_disk_that_fills_at_any_write_loses_nothing_and_resume_is_exact(tmp_path, monkeypatch):
-    (tmp_path / "t.jsonl").write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in ROWS))
-    h.tiny_model_dir()  # written before the disk fills
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Every run of this module with one thread (a killed run is a forked child): the same sums in the
+    same order, so resumed runs equal the uninterrupted one bit for bit."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory, one_thread):
+    """The data, the number of writes of a run, and what an uninterrupted run ends with."""
+    tmp = tmp_path_factory.mktemp("faults")
+    (tmp / "t.jsonl").write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in ROWS))
+    h.tiny_model_dir()  # written before the faults begin
     counter = FullDisk(None)
-    run(tmp_path, monkeypatch, counter, tmp_path / "straight")
-    records, weights, best = outcome(tmp_path / "straight")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        run(tmp, monkeypatch, counter, tmp / "straight")
     assert counter.writes > 30  # run.yaml, logs, checkpoints, best/, model/, curves ...
-    for k in range(1, counter.writes + 1):
-        out = tmp_path / f"full-{k}"
+    return tmp, counter.writes, outcome(tmp / "straight")
+
+
+def resume_and_compare(tmp, monkeypatch, out, expected, k):
+    """Go on as the error said (--resume if the run left itself in `out`), then compare."""
+    assert not list(out.rglob(".*.tmp")) or isinstance(k, str), k  # (a kill leaves temporaries: swept later)
+    for log in out.glob("metrics.jsonl"):
+        assert isinstance(k, str) or log.read_text() == "" or log.read_text().endswith("\n"), k
+    resumed = run(tmp, monkeypatch, FullDisk(None), out, resume=bool(earlier_run(out)))
+    assert resumed.step == 4, k
+    records, weights, best = expected
+    got_records, got_weights, got_best = outcome(out)
+    assert got_records == records, k
+    assert got_best == best, k
+    assert got_weights.keys() == weights.keys() and all(torch.equal(got_weights[n], weights[n]) for n in weights), k
+    assert not list(out.rglob(".*.tmp")), k  # whatever a kill left is gone
+
+
+def test_a_disk_that_fills_at_any_write_loses_nothing_and_resume_is_exact(straight, monkeypatch):
+    tmp, writes, expected = straight
+    for k in range(1, writes + 1):
+        out = tmp / f"full-{k}"
         with pytest.raises(WriteError) as err:
-            run(tmp_path, monkeypatch, FullDisk(k), out)
+            run(tmp, monkeypatch, FullDisk(k), out)
         message = str(err.value)
         assert "\n" not in message and "the disk is full: free some space" in message and str(out) in message, k
         assert ("--resume" in message) == bool(earlier_run(out)), k  # says how to go on
-        assert not list(out.rglob(".*.tmp")), k  # no temporary left behind
-        for log in out.glob("metrics.jsonl"):
-            assert log.read_text() == "" or log.read_text().endswith("\n"), k  # whole lines only
-        resumed = run(tmp_path, monkeypatch, FullDisk(None), out, resume=bool(earlier_run(out)))  # as the error says
-        assert resumed.step == 4, k
-        got_records, got_weights, got_best = outcome(out)
-        assert got_records == records, k
-        assert got_best == best, k
-        assert got_weights.keys() == weights.keys() and all(torch.equal(got_weights[n], weights[n]) for n in weights), k
+        resume_and_compare(tmp, monkeypatch, out, expected, k)
+
+
+def test_a_kill_at_any_write_loses_nothing_and_resume_is_exact(straight, monkeypatch):
+    tmp, writes, expected = straight
+    for k in range(1, writes + 1):
+        out = tmp / f"killed-{k}"
+        pid = os.fork()
+        if pid == 0:  # the run, killed at its k-th write
+            try:
+                run(tmp, monkeypatch, Kill(k), out)
+            finally:
+                os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 137, k
+        resume_and_compare(tmp, monkeypatch, out, expected, f"kill {k}")
 
 
 def test_real_write_errors_of_every_writer_are_one_line(tmp_path):
