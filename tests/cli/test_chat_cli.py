@@ -54,3 +54,10 @@ def test_a_message_that_is_not_utf8_is_reported_and_the_chat_goes_on(model_dir):
     run = subprocess.run(command, input=b"hel\xfflo\nhello\n", capture_output=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert b"UTF-8" in run.stderr and len(run.stdout.splitlines()) == 1
+
+
+def test_a_system_text_too_long_for_the_context_is_said_at_once(model_dir, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("hi\n"))
+    assert main(["chat", "--model", str(model_dir), "--max-new-tokens", "4", "--system", "word " * 500]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "--system is too long" in captured.err

@@ -184,9 +184,18 @@ def test_settings_that_another_makes_meaningless_are_refused_by_name():
         (["--keep-last", "3"], r"keep_last \(--keep-last\) needs save_every"),
         (["--lora-alpha", "8"], r"lora_alpha \(--lora-alpha\) needs lora_rank"),
         (["--freeze-body", "--freeze-layers", "1"], r"freeze_body \(--freeze-body\) freezes the whole body"),
+        (["--freeze-body", "--lora-rank", "2"], r"LoRA adapters would be frozen too"),
+        (["--freeze-body", "--layer-lr-decay", "0.5"], r"layer_lr_decay \(--layer-lr-decay\) scales"),
+        (["--lora-rank", "2", "--lora-targets", ""], r"lora_targets \(--lora-targets\) is empty"),
     ]:
         with pytest.raises(ConfigError, match=message):
             parse(BASE + flags)
     parse(BASE + ["--eval-fraction", "0.1", "--metric", "f1", "--keep-last", "3", "--save-every", "5"])
     sft = ["--task", "sft", "--model", "m", "--train", "d.jsonl", "--out", "o"]
     assert parse(sft + ["--eval", "e.jsonl"]).data.eval_fraction == 0.0  # --eval replaces sft's default fraction
+
+
+def test_a_number_with_an_underscore_is_a_typo_not_ten(capsys):
+    with pytest.raises(SystemExit):
+        parse(BASE + ["--lr", "1_0"])
+    assert "lr must be float, got '1_0'" in capsys.readouterr().err

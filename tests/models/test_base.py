@@ -52,3 +52,17 @@ def test_a_tokenizer_larger_than_the_embedding_is_refused_by_name():
     big = type("Tok", (), {"__len__": lambda self: 41})()
     with pytest.raises(CheckpointError, match="m: the tokenizer has 41 tokens but the model's embedding has 40 rows"):
         model.check_vocabulary(big, "m")
+
+
+def test_weights_that_are_no_weights_are_refused(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from plmkit.errors import CheckpointError
+    GPT2LMHeadModel(GPT2Config.from_preset("gpt2-tiny", vocab_size=40, n_positions=16)).save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    name = next(k for k in weights if k.endswith("ln_f.weight"))
+    for bad, message in [(weights[name].long(), r"holds integers where weights are numbers .*ln_f.weight .*torch.int64"),
+                         (weights[name] * float("nan"), "holds NaN or inf in .*ln_f.weight")]:
+        save_file({**weights, name: bad}, tmp_path / "model.safetensors", metadata={"format": "pt"})
+        with pytest.raises(CheckpointError, match=message):
+            AutoModelForCausalLM.from_pretrained(tmp_path)

@@ -45,6 +45,10 @@ def run(args: argparse.Namespace) -> int:
     if budget < 8:
         raise PlmkitError(f"--max-new-tokens {sampling.max_new_tokens} leaves no room for the conversation in the "
                           f"model's context window of {window} tokens; lower it")
+    try:  # a --system text too long for the context: said now, not at every message
+        truncate_history(tokenizer, [], "", budget, args.system)
+    except PlmkitError as err:
+        raise PlmkitError(f"--system is too long: {err}") from None
     tty = sys.stdin.isatty()
 
     def note(text: str) -> None:

@@ -33,6 +33,9 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_fetch(args: argparse.Namespace) -> int:
+    if args.cache_dir == "":
+        from plmkit.errors import ConfigError
+        raise ConfigError("--cache-dir is empty: give a directory (or leave it out for the default)")
     root = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     for name in args.names:
         cached = (root / name / ".done").is_file() and not args.force

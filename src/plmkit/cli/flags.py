@@ -153,6 +153,8 @@ def _scalar_parser(types_: tuple[type, ...], name: str):
                 if text.lower() in ("true", "false"):
                     return text.lower() == "true"
                 continue
+            if t in (int, float) and "_" in text:
+                continue  # Python reads "1_0" as 10: a typo, not a number
             try:
                 return t(text)
             except ValueError:

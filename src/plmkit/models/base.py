@@ -145,6 +145,14 @@ class PreTrainedModel(nn.Module):
         if mismatched:
             raise CheckpointError(f"{source} does not fit {type(self).__name__} (config.json and weights disagree): "
                                   + "; ".join(mismatched[:6]) + (" ..." if len(mismatched) > 6 else ""))
+        wrong = [f"{self._file_key(k)} ({t.dtype})" for k, t in state.items()
+                 if k in expected and expected[k].is_floating_point() and not t.is_floating_point()]
+        broken = [self._file_key(k) for k, t in state.items()
+                  if k in expected and t.is_floating_point() and not bool(torch.isfinite(t).all())]
+        for keys, what in ((wrong, "holds integers where weights are numbers"), (broken, "holds NaN or inf in")):
+            if keys:
+                raise CheckpointError(f"{source} {what} {', '.join(keys[:6])}{' ...' if len(keys) > 6 else ''}: "
+                                      "the file is damaged or not a model's weights")
         missing = [k for k in expected if k not in state and k not in self.tied_keys]
         unexpected = [k for k in state if k not in expected]
         body_missing = [self._file_key(k) for k in missing if self._is_body(k)]

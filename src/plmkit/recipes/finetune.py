@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +61,10 @@ class ModelSettings(Settings):
         self.need(not (self.freeze_body and (self.freeze_layers or self.freeze_embeddings)),
                   "freeze_body (--freeze-body) freezes the whole body already: drop --freeze-layers / "
                   "--freeze-embeddings")
+        self.need(not (self.freeze_body and self.lora_rank), "freeze_body (--freeze-body) trains the head only, so "
+                                                             "LoRA adapters would be frozen too: drop one of them")
+        self.need(self.lora_targets is None or len(self.lora_targets) > 0,
+                  "lora_targets (--lora-targets) is empty: name the Linear layers (q,v ...) or leave it out")
 
     def check_given(self, given: set[str]) -> None:
         self.need_with(given, ("lora_alpha", "lora_dropout", "lora_targets"), self.lora_rank is not None,
@@ -131,6 +136,8 @@ class FinetuneRun(RunConfig):
                 raise ConfigError(f"finetune: say {what}")
 
     def check_given(self, given: dict[str, set[str]]) -> None:
+        self.train.need_with(given["train"], ["layer_lr_decay"], not self.model.freeze_body,
+                             "scales the learning rates of the body's layers, which --freeze-body freezes")
         if not (self.data.eval or self.data.eval_fraction):  # nothing to evaluate on
             because = "needs evaluation data: give --eval FILE (or --eval-fraction F)"
             self.train.need_with(given["train"], ("eval_every", "early_stopping_patience", "metric_for_best",
@@ -248,6 +255,9 @@ def _run(config: FinetuneRun, out: Path, fp: dict) -> FinetuneResult:
         train_examples, eval_examples = hold_out(train_examples, d.eval_fraction, config.train.seed)
         eval_where = f"{d.train} (held out)"
     labels = task.discover(train_examples, d.train)
+    if d.eval and os.path.realpath(d.eval) == os.path.realpath(d.train):
+        log.warning("plmkit: --eval is the training file: the evaluations (and the best model) measure how well "
+                    "the model fits its own training data")
 
     model = prepare_model(task, m.path, tokenizer, labels, m.dropout)
     task.check_model(model, m.path)

@@ -150,6 +150,9 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         self.amp_dtype = resolve_precision(cfg.precision, self.device)
         self.total_steps, self.length_limit = planned_steps(cfg, len(train_loader))
+        if self.total_steps is not None and cfg.warmup_steps >= self.total_steps:
+            log.warning("plmkit: warmup_steps=%d is not shorter than the run (%d steps): the learning rate never "
+                        "reaches its peak (--warmup-ratio scales with the run)", cfg.warmup_steps, self.total_steps)
         self.checkpoint_dir = self.out_dir / "checkpoints"
         self.metrics = MetricsLog(self.out_dir / "metrics.jsonl")
         self.state = RunState()
