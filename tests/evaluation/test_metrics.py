@@ -40,6 +40,17 @@ def test_pearson_spearman_with_ties():
     assert r["spearman"] == pytest.approx(stats.spearmanr(x, y)[0], abs=1e-6)
 
 
+@pytest.mark.parametrize("pred, gold, why", [([0.1, 0.7, 0.3], [0.5, 0.5, 0.5], "the gold labels are constant"),
+                                             ([0.2, 0.2, 0.2], [0.1, 0.7, 0.3], "the predictions are constant"),
+                                             ([], [], "there are no examples")])
+def test_correlations_of_constant_values_are_undefined_not_zero(pred, gold, why, caplog):
+    m = RegressionMetrics()
+    m.update(torch.tensor(pred), torch.tensor(gold))
+    r = m.compute()
+    assert np.isnan(r["pearson"]) and np.isnan(r["spearman"]) and r["n"] == len(pred)
+    assert f"pearson and spearman are undefined (reported as NaN): {why}" in caplog.text
+
+
 def test_entity_metrics_bio_and_bioes():
     m = EntityMetrics("BIO")
     m.update([["B-PER", "I-PER", "O", "B-LOC"]], [["B-PER", "I-PER", "O", "B-ORG"]])

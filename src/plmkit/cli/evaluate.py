@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
 from plmkit import tasks
 from plmkit.cli.flags import add_settings_flags, settings_from_args
@@ -24,8 +25,8 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     s = settings_from_args(args, InferenceSettings)
     metrics = tasks.evaluate_dir(s.model, args.data, s.batch_size, s.device, s.null_score_diff_threshold)
-    if args.json:
-        print(json.dumps(metrics))
+    if args.json:  # an undefined metric (NaN) is null: JSON has no NaN
+        print(json.dumps({k: None if isinstance(v, float) and math.isnan(v) else v for k, v in metrics.items()}))
         return 0
     width = max(map(len, metrics))
     for name, value in metrics.items():

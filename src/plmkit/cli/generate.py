@@ -60,6 +60,7 @@ def load_causal_lm(path: str, device: str = "auto"):
     from plmkit.utils.device import resolve_device
 
     model = AutoModelForCausalLM.from_pretrained(path).to(resolve_device(device)).eval()
+    model.check_complete(path)  # an lm_head the weights lack would be random
     tokenizer = Tokenizer.from_pretrained(path)
     model.check_vocabulary(tokenizer, path)
     return model, tokenizer

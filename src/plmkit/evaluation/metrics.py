@@ -3,7 +3,8 @@
 
 * ClassificationMetrics: accuracy, macro-F1, micro-F1 (= accuracy for single-label), weighted F1.
 * MultiLabelMetrics: micro/macro F1 over labels, subset accuracy.
-* RegressionMetrics: Pearson, Spearman (average ranks for ties), MSE.
+* RegressionMetrics: Pearson, Spearman (average ranks for ties), MSE; the correlations are NaN
+  (undefined, and a warning says why) when the labels or the predictions are constant.
 * EntityMetrics: entity-level precision/recall/F1 with seqeval (conlleval rules for BIO,
   strict IOBES for BIOES).
 * SquadMetrics: the official SQuAD v1.1/v2.0 exact match and token F1 (with its normalisation).
@@ -13,11 +14,14 @@
 from __future__ import annotations
 
 import collections
+import logging
 import re
 import string
 
 import numpy as np
 import torch
+
+log = logging.getLogger("plmkit")
 
 
 def _f1(p: np.ndarray | float, r: np.ndarray | float):
@@ -87,10 +91,13 @@ def _ranks(x: np.ndarray) -> np.ndarray:
 
 
 def pearson(x, y) -> float:
+    """The correlation coefficient; NaN (undefined) when x or y is constant, or empty."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(x) == 0:
+        return float("nan")
     x, y = x - x.mean(), y - y.mean()
     denom = np.sqrt((x * x).sum() * (y * y).sum())
-    return float((x * y).sum() / denom) if denom > 0 else 0.0
+    return float((x * y).sum() / denom) if denom > 0 else float("nan")
 
 
 def spearman(x, y) -> float:
@@ -110,6 +117,10 @@ class RegressionMetrics:
 
     def compute(self) -> dict[str, float]:
         p, g = np.array(self.pred), np.array(self.gold)
+        constant = [name for name, x in (("gold labels", g), ("predictions", p)) if len(x) and np.ptp(x) == 0]
+        if constant or not len(p):
+            why = f"the {' and the '.join(constant)} are constant" if constant else "there are no examples"
+            log.warning("plmkit: pearson and spearman are undefined (reported as NaN): %s", why)
         return {"pearson": pearson(p, g), "spearman": spearman(p, g),
                 "mse": float(((p - g) ** 2).mean()) if len(p) else 0.0, "n": len(p)}
 

@@ -24,6 +24,7 @@ class PreTrainedModel(nn.Module):
     body_roots: tuple[str, ...] = ("embeddings", "layers")  # modules every checkpoint must provide
     tied_keys: tuple[str, ...] = ()  # parameters that are the same tensor as another (not loaded twice)
     sentence_transformers: SentenceTransformerFiles | None = None  # carried from the directory loaded
+    initialised_from_scratch: tuple[str, ...] = ()  # weights the checkpoint loaded last lacked (a new head), file names
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -75,6 +76,15 @@ class PreTrainedModel(nn.Module):
             raise CheckpointError(f"{where}: the tokenizer has {len(tokenizer):,} tokens but the model's embedding has "
                                   f"{rows:,} rows (vocab_size in config.json): ids from {rows:,} on would index past "
                                   "it. Use the tokenizer the model was trained with")
+
+    def check_complete(self, where: str | Path = "the model") -> None:
+        """For inference: refuse a model whose checkpoint lacked weights (a task head, an untied
+        lm_head), which would answer from their random initialisation."""
+        missing = self.initialised_from_scratch
+        if missing:
+            more = " ..." if len(missing) > 6 else ""
+            raise CheckpointError(f"{where}: the weights lack {', '.join(missing[:6])}{more}, so they would be random; "
+                                  "use a directory that fine-tuning wrote (or train it first)")
 
     def get_input_embeddings(self) -> nn.Embedding:
         base = getattr(self, self.base_prefix) if self.base_prefix else self
@@ -164,6 +174,7 @@ class PreTrainedModel(nn.Module):
                                   + "; ".join(f"{what}: {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
                                               for what, keys in (("missing", body_missing), ("unexpected", body_unexpected)) if keys))
         self.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
+        self.initialised_from_scratch = tuple(self._file_key(k) for k in missing)
         if missing:
             log.warning("plmkit: %s: initialised %s from scratch (not in %s); train it before use",
                      type(self).__name__, _summarise(missing), source)

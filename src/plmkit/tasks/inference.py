@@ -43,6 +43,7 @@ def load_model_dir(directory: str | Path):
     if not isinstance(model, expected):
         raise CheckpointError(f"{directory}: {TASK_FILE} says task {task.name!r}, which needs a {expected.__name__}, "
                               f"but config.json's architectures make it a {type(model).__name__}")
+    model.check_complete(directory)  # a head the weights lack would be random
     task.check_model(model, directory)  # and what the model decides (sft's max_length, for a directory without the file)
     tokenizer = Tokenizer.from_pretrained(directory)
     model.check_vocabulary(tokenizer, directory)
