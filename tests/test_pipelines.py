@@ -83,3 +83,47 @@ def test_pipeline_checks_the_task(trained):
         plmkit.pipeline("text-classification", model=trained / "ner" / "model")
     with pytest.raises(ConfigError, match="unknown pipeline task"):
         plmkit.pipeline("summarization", model=trained / "ner" / "model")
+
+
+def test_pipeline_inputs_are_checked_where_they_enter(trained):
+    """None or a number used to be a raw TypeError; a Python list was told about "JSON"."""
+    from plmkit.errors import DataError
+    clf = plmkit.pipeline("text-classification", model=trained / "cls" / "model")
+    ner = plmkit.pipeline("token-classification", model=trained / "ner" / "model")
+    for pipe, name in ((clf, "text-classification"), (ner, "token-classification")):
+        for bad in (None, 5):
+            with pytest.raises(DataError, match=rf"{name} pipeline: inputs must be a text, a dict or a list of them, got"):
+                pipe(bad)
+        with pytest.raises(DataError, match=r"inputs:2: expected a dict or a string, got NoneType None$"):
+            pipe(["很好", None])
+        with pytest.raises(DataError, match=r"inputs:1: 'text'.* is empty"):  # as training refuses it
+            pipe("")
+        assert pipe([]) == []
+    for top_k in (0, -1, 1.5, True):
+        with pytest.raises(ConfigError, match=rf"top_k must be a positive integer, or None for every label; got {top_k}"):
+            clf("很好", top_k=top_k)
+    with pytest.raises(ConfigError, match=r"aggregation_strategy='bogus'.*Hugging Face's are none, simple, first"):
+        ner("我爱北京", aggregation_strategy="bogus")
+    for batch_size in (0, -2, 1.5):
+        with pytest.raises(ConfigError, match=rf"batch_size \(--batch-size\) must be"):
+            plmkit.pipeline("text-classification", model=trained / "cls" / "model", batch_size=batch_size)
+
+
+def test_question_answering_arguments_are_checked(trained):
+    from plmkit.errors import DataError
+    qa = plmkit.pipeline("question-answering", model=trained / "qa" / "model")
+    context = "The Eiffel Tower is in Paris."
+    for kwargs, message in ((dict(question=None, context=context), r"question= must be a string or a list of strings, got NoneType"),
+                            (dict(question="Where?", context=5), r"context= must be a string or a list of strings, got int 5"),
+                            (dict(question="Where?"), r"context= must be a string or a list of strings, got NoneType"),
+                            (dict(question=["Where?", "When?"], context=[context]), r"2 questions but 1 contexts"),
+                            (dict(question="Where?", context=context, align_to_words="yes"), r"align_to_words must be")):
+        with pytest.raises(ConfigError, match=message):
+            qa(**kwargs)
+    with pytest.raises(ConfigError, match=r"give records or question= and context=, not both"):
+        qa({"question": "Where?", "context": context}, question="Where?", context=context)
+    with pytest.raises(DataError, match=r"inputs:1: 'question' is empty"):
+        qa(question="", context=context)
+    with pytest.raises(DataError, match=r"inputs:2: 'context' is empty"):
+        qa(question="Where?", context=[context, ""])
+    assert len(qa(question="Where?", context=[context, "It is in Rome."])) == 2  # one question, every context

@@ -19,13 +19,11 @@ class Pipeline:
     """`task` is the pipeline name, as in Hugging Face; `plmkit_task` the plmkit task serving it."""
 
     def __init__(self, task: str, model, device: str = "auto", batch_size: int = 32):
-        from plmkit.utils.device import resolve_device
         wanted = tasks.task_for_pipeline(task)
-        self.model, self.tokenizer, self.plmkit_task = tasks.load_model_dir(model)
+        self.model, self.tokenizer, self.plmkit_task = tasks.load_for_inference(model, device, batch_size=batch_size)
         if not isinstance(self.plmkit_task, wanted):
             raise ConfigError(f"{model} is a {self.plmkit_task.name!r} model, not one for {task!r}")
         self.task, self.batch_size = task, batch_size
-        self.model.to(resolve_device(device))
 
     def __call__(self, inputs=None, **kwargs):
         unknown = sorted(set(kwargs) - set(self.plmkit_task.pipeline_arguments))

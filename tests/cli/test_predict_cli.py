@@ -66,3 +66,33 @@ def test_python_dash_m_plmkit_is_the_cli():
     import sys
     run = subprocess.run([sys.executable, "-m", "plmkit", "--help"], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0 and "finetune" in run.stdout
+
+
+def stdin_bytes(monkeypatch, raw: bytes):
+    import io
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8"))
+
+
+def test_stdin_is_read_as_a_file_is(tmp_path, capsys, monkeypatch):
+    """Empty stdin was an empty result with exit code 0; a BOM on stdin was refused, in a file not."""
+    monkeypatch.setattr(tasks, "load_task", lambda d: ClassificationTask())
+    monkeypatch.setattr(tasks, "predict_dir", lambda model, records, *a, **k: [{"text": r["text"]} for r in records])
+    stdin_bytes(monkeypatch, b"")
+    assert main(["predict", "--model", str(tmp_path), "--input", "-"]) == 2
+    assert "<stdin>: no input (stdin is empty)" in capsys.readouterr().err
+    stdin_bytes(monkeypatch, '\ufeff{"text": "good"}\n'.encode("utf-8"))
+    assert main(["predict", "--model", str(tmp_path), "--input", "-"]) == 0
+    assert capsys.readouterr().out == '{"text": "good"}\n'
+
+
+@pytest.mark.parametrize("path, message", [("", "empty path"), ("{dir}", "{dir}: is a directory")])
+def test_an_input_that_is_no_file_says_what_it_is(tmp_path, capsys, monkeypatch, path, message):
+    monkeypatch.setattr(tasks, "load_task", lambda d: ClassificationTask())
+    assert main(["predict", "--model", str(tmp_path), "--input", path.format(dir=tmp_path)]) == 2
+    assert message.format(dir=tmp_path) in capsys.readouterr().err
+
+
+def test_undefined_metrics_are_null_in_json(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(tasks, "evaluate_dir", lambda *a, **k: {"pearson": float("nan"), "mse": 0.25, "n": 2})
+    assert main(["evaluate", "--model", str(tmp_path), "--data", "d.jsonl", "--json"]) == 0
+    assert capsys.readouterr().out == '{"pearson": null, "mse": 0.25, "n": 2}\n'

@@ -21,9 +21,9 @@ def tok():
 # --- classification ---------------------------------------------------------------------------
 def test_classification_formats_and_kinds(tmp_path):
     p = tmp_path / "a.jsonl"
-    p.write_text('{"text": "a", "label": "pos"}\n\n{"text": "b", "text_pair": "c", "label": 1}\n')
+    p.write_text('{"text": "a", "label": 0}\n\n{"text": "b", "text_pair": "c", "label": 1}\n')
     ex = C.read_classification(p)
-    assert [e.label for e in ex] == ["pos", "1"] and ex[1].text_pair == "c" and ex[1].line == 3
+    assert [e.label for e in ex] == ["0", "1"] and ex[1].text_pair == "c" and ex[1].line == 3
     multi = tmp_path / "m.jsonl"
     multi.write_text('{"text": "a", "label": ["x", "y"]}\n{"text": "b", "label": ["y"]}\n')
     assert C.problem_type_of(C.read_classification(multi)) == C.MULTI
@@ -86,8 +86,8 @@ def test_non_utf8_non_finite_and_mixed_labels_name_file_and_line(tmp_path):
     assert [e.label for e in C.read_classification(named)] == ["nan", "inf"]
     mixed = tmp_path / "mixed.jsonl"
     mixed.write_text('{"text": "a", "label": "x"}\n{"text": "b", "label": 0.5}\n')
-    with pytest.raises(DataError, match=r"mixed.jsonl: labels mix kinds"):
-        C.problem_type_of(C.read_classification(mixed), mixed)
+    with pytest.raises(DataError, match=r"mixed.jsonl: labels mix kinds: string \(first at line 1\), number \(first at line 2\)"):
+        C.read_classification(mixed)
 
 
 def test_dynamic_padding(tok):
@@ -123,6 +123,9 @@ def test_classification_en_sentiment(en_classifier, en_sentiment):
     assert again["accuracy"] == pytest.approx(result.eval_metrics["eval_accuracy"])
     preds = tasks.predict_dir(model_dir, [{"text": "a wonderful film"}, {"text": "dull"}], device="cpu")
     assert all(p["label"] in ("negative", "positive") and sum(p["probabilities"].values()) == pytest.approx(1) for p in preds)
+    assert json.loads((model_dir / "plmkit_task.json").read_text())["sentence_pairs"] is False
+    with pytest.raises(DataError, match="inputs:1: this record has a 'text_pair', but the model reads single texts"):
+        tasks.predict_dir(model_dir, [{"text": "a wonderful film", "text_pair": "yes"}], device="cpu")
 
 
 def test_saved_classifier_loads_in_transformers(en_classifier):
@@ -135,3 +138,85 @@ def test_saved_classifier_loads_in_transformers(en_classifier):
     with torch.no_grad():
         ours, theirs = model(**enc).logits, hf(**enc).logits
     assert torch.allclose(ours, theirs, atol=1e-5)
+
+
+# --- the values a record holds are checked where they enter (issue 14) ---------------------------
+def write(path, rows):
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("labels, message", [
+    (["positive", 1], r": labels mix kinds: string \(first at line 1\), integer \(first at line 2\)"),
+    ([1, "1"], r": labels mix kinds: integer \(first at line 1\), string \(first at line 2\)"),
+    ([True, 0], r": labels mix kinds: boolean \(first at line 1\), integer \(first at line 2\)"),
+    ([["x"], ["y", 5]], r":2: 'label' mixes integer and string items"),
+    ([["x"], ["y", "y"]], r":2: 'label' item 1: label 'y' is also the label of item 0"),
+    ([["x"], [1], ["y"]], r": labels mix kinds: list of strings \(first at line 1\), list of integers \(first at line 2\)"),
+    (["x", ""], r":2: 'label' is empty"),
+    (["x", None], r":2: 'label' is null"),
+    (["x", {"a": 1}], r":2: 'label' must be a string, an integer or true/false, got dict"),
+])
+def test_the_labels_of_a_file_have_one_json_type(tmp_path, labels, message):
+    """1 and "1" used to become one class, "positive" and 1 three classes with "1" among them."""
+    path = write(tmp_path / "l.jsonl", [{"text": f"t{i}", "label": v} for i, v in enumerate(labels)])
+    with pytest.raises(DataError, match=r"l.jsonl" + message):
+        C.read_classification(path)
+
+
+def test_booleans_are_the_classes_false_and_true_and_integers_stay_integers(tmp_path):
+    ex = C.read_classification(write(tmp_path / "b.jsonl", [{"text": "a", "label": True}, {"text": "b", "label": False}]))
+    assert C.label_names(ex) == ["false", "true"]
+    ex = C.read_classification(write(tmp_path / "i.jsonl", [{"text": "a", "label": 10}, {"text": "b", "label": 9}]))
+    assert C.label_names(ex) == ["9", "10"]
+
+
+@pytest.mark.parametrize("row, message", [
+    ({"text": "", "label": "x"}, "'text' is empty"),
+    ({"text": 5, "label": "x"}, "'text' must be a string, got int 5"),
+    ({"text": "a", "sentence": "b", "label": "x"}, "give one of 'text', 'sentence', not both"),
+    ({"text": "a", "text_pair": " ", "label": "x"}, "'text_pair' is empty"),
+])
+def test_record_fields_are_checked_alike_in_training_and_prediction(tmp_path, row, message):
+    with pytest.raises(DataError, match=r"r.jsonl:2: " + message):
+        C.read_classification(write(tmp_path / "r.jsonl", [{"text": "ok", "label": "x"}, row]))
+    with pytest.raises(DataError, match=r"in.jsonl:7: " + message):  # prediction: the same rules
+        tasks.predict_records(None, None, C.ClassificationTask(), [row], where="in.jsonl", lines=[7])
+
+
+def test_csv_header_and_empty_cells(tmp_path):
+    dup = tmp_path / "dup.csv"
+    dup.write_text("text,label,text\ngood,pos,other\n")
+    with pytest.raises(DataError, match=r"dup.csv:1: column 3: column name 'text' is also the column name of column 1"):
+        C.read_classification(dup)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("text,label\ngood,pos\nbad,\n")
+    with pytest.raises(DataError, match=r"empty.csv:3: 'label' is empty"):
+        C.read_classification(empty)
+    assert len(C.read_classification(empty, require_label=False)) == 2  # prediction does not read the label
+
+
+def test_a_label_of_another_problem_than_the_model_is_refused(tmp_path, tok):
+    for problem, label, message in ((C.MULTI, "x", r"multi-label model: 'label' must be a list"),
+                                    (C.SINGLE, ["x"], r"single-label model: 'label' must be one label"),
+                                    (C.REGRESSION, "x", r"regression model: 'label' must be a number")):
+        example = C.ClassificationExample("a", None, label, 4)
+        with pytest.raises(DataError, match=r"ev.jsonl:4: this is a " + message):
+            C.encode_examples(tok, [example], 32, {"x": 0, "y": 1}, problem, "ev.jsonl")
+
+
+def test_a_model_reads_sentence_pairs_or_single_texts_as_it_was_trained(tok):
+    pairs, single = C.ClassificationTask.of(sentence_pairs=True), C.ClassificationTask.of(sentence_pairs=False)
+    with pytest.raises(DataError, match=r"in.jsonl:3: this record has no 'text_pair', but the model reads sentence pairs"):
+        tasks.predict_records(None, tok, pairs, [{"text": "a", "text_pair": "b"}, {"text": "c"}], where="in.jsonl",
+                              lines=[1, 3])
+    with pytest.raises(DataError, match=r"inputs:1: this record has a 'text_pair', but the model reads single texts"):
+        tasks.predict_records(None, tok, single, [{"text": "a", "text_pair": "b"}])
+    unknown = C.ClassificationTask()  # a model saved before this was recorded: the records agree among themselves
+    with pytest.raises(DataError, match=r"inputs:2: this record has no 'text_pair', but line 1 has one"):
+        unknown.encode(tok, unknown.to_examples([{"text": "a", "text_pair": "b"}, {"text": "c"}], "inputs"), None,
+                       path="inputs")
+    examples = [C.ClassificationExample("a", "b", "x", 1), C.ClassificationExample("c", "d", "y", 2)]
+    learner = C.ClassificationTask()
+    learner.discover(examples, "train.jsonl")
+    assert learner.settings.sentence_pairs is True and learner.settings.to_dict()["sentence_pairs"] is True

@@ -224,3 +224,45 @@ def test_ner_peoples_daily(tmp_path):
     assert len(by_words["tags"]) == 6
     for e in by_text["entities"]:
         assert "钱其琛在北京"[e["start"]:e["end"]] == e["word"]
+
+
+# --- JSONL training data, and the values a record holds (issue 14) -------------------------------
+def test_ner_training_data_in_json_lines(tmp_path):
+    path = tmp_path / "ner.jsonl"
+    path.write_text('{"tokens": ["John", "lives", "in", "Paris"], "tags": ["B-PER", "O", "O", "B-LOC"]}\n\n'
+                    '{"tokens": ["钱", "其"], "ner_tags": ["B-PER", "E-PER"]}\n', encoding="utf-8")
+    s = NerTask().read(path)
+    assert [(x.tokens, x.tags, x.line) for x in s] == [(["John", "lives", "in", "Paris"], ["B-PER", "O", "O", "B-LOC"], 1),
+                                                       (["钱", "其"], ["B-PER", "E-PER"], 3)]
+    for row, message in (({"tokens": ["a", "b"], "tags": ["O"]}, "2 tokens but 1 tags"),
+                         ({"tokens": ["a"], "ner_tags": [3]}, "'ner_tags' holds integers \\(class ids\\)"),
+                         ({"tokens": ["a"], "tags": ["O"], "ner_tags": ["O"]}, "give one of 'tags', 'ner_tags'"),
+                         ({"tokens": ["a", ""], "tags": ["O", "O"]}, "'tokens' item 1 is empty"),
+                         ({"tokens": ["a"], "tags": ["PER"]}, "tag 'PER' is not 'O'"),
+                         ({"tokens": ["a"]}, "no 'tags' field")):
+        path.write_text(json.dumps({"tokens": ["x"], "tags": ["O"]}) + "\n" + json.dumps(row) + "\n")
+        with pytest.raises(DataError, match=r"ner.jsonl:2: " + message):
+            NerTask().read(path)
+
+
+@pytest.mark.parametrize("record, message", [
+    ({"tokens": [1, 2]}, "'tokens' item 0 must be a string, got int 1"),
+    ({"tokens": [None, "a"]}, "'tokens' item 0 must be a string, got NoneType None"),
+    ({"tokens": ["a", ""]}, "'tokens' item 1 is empty"),
+    ({"tokens": []}, "'tokens' is an empty list"),
+    ({"text": ""}, "'text' \\(or 'tokens', a list of words\\) is empty"),
+    ({"text": "钱其琛", "tokens": ["钱"]}, "give one of 'text', 'tokens', not both"),
+])
+def test_ner_prediction_records_are_checked_by_type(record, message):
+    with pytest.raises(DataError, match=r"in.jsonl:2: " + message):
+        NerTask().to_examples([record], "in.jsonl", [2])
+
+
+def test_window_settings_that_leave_no_room_are_refused_where_they_enter():
+    with pytest.raises(ConfigError, match=r"stride \(--stride\)=10 must be below 10, the word pieces of a max_length=12 window"):
+        NerTask.of(max_length=12, stride=10)
+    with pytest.raises(ConfigError, match=r"max_length \(--max-length\) must be at least 3 for NER windows"):
+        NerTask.of(max_length=None)
+    with pytest.raises(ConfigError, match=r"scheme must be one of BIO, BIOES, got 'IOB'"):
+        NerTask.of(scheme="IOB")
+    assert NerTask.of(max_length=12, stride=9).settings.stride == 9

@@ -1,5 +1,6 @@
 """tasks/qa.py: SQuAD reading, context windows, answer spans, the SQuAD v2 no-answer threshold."""
 import json
+import math
 
 import pytest
 import torch
@@ -7,7 +8,7 @@ import torch
 import finetune_helpers as h
 from finetune_helpers import PerTokenModel
 from plmkit import tasks
-from plmkit.errors import DataError
+from plmkit.errors import ConfigError, DataError
 from plmkit.recipes.finetune import finetune
 from plmkit.tasks import qa as Q
 from plmkit.tasks.qa import QATask
@@ -23,7 +24,7 @@ def tok():
 def test_qa_windows_round_trip_answers(tmp_path, tok):
     ex = Q.read_squad(h.squad_file(tmp_path / "s.json"))
     assert ex[3].is_impossible and not ex[3].answers
-    feats = Q.windows(tok, ex, max_length=32, doc_stride=16, training=True)
+    feats = Q.windows(tok, ex, max_length=32, doc_stride=8, training=True)
     per_example = {}
     for f in feats:
         per_example.setdefault(f["_example"], []).append(f)
@@ -42,7 +43,7 @@ def test_qa_windows_round_trip_answers(tmp_path, tok):
     first = [f for f in per_example[0]]
     offs0 = [o for o in first[0]["_offsets"] if o is not None]
     offs1 = [o for o in first[1]["_offsets"] if o is not None]
-    assert offs0[-16:] == offs1[:16]
+    assert offs0[-8:] == offs1[:8]
 
 
 def test_qa_best_span_and_no_answer():
@@ -133,3 +134,100 @@ def test_qa_answers_are_exact_context_spans(tmp_path):
     for r in tasks.predict_dir(tmp_path / "out" / "model", records, device="cpu"):
         assert r["answer"] == para["context"][r["start"]:r["end"]]
         assert 0 <= r["score"] <= 1
+
+
+# --- the values a record holds are checked where they enter (issue 14) ---------------------------
+def squad_doc(*qas, context="The tower is in Paris."):
+    return {"data": [{"paragraphs": [{"context": context, "qas": list(qas)}]}]}
+
+
+PARIS = {"text": "Paris", "answer_start": 16}
+
+
+@pytest.mark.parametrize("qa, message", [
+    ({"id": "a", "question": "Where?", "answers": [{"text": "Paris", "answer_start": "16"}]},
+     r"answers\[0\]: 'answer_start' must be an integer, got str '16'"),
+    ({"id": "a", "question": "Where?", "answers": [{"text": "", "answer_start": 16}]}, r"answers\[0\]: 'text' is empty"),
+    ({"id": "a", "question": "Where?", "answers": [PARIS], "is_impossible": True},
+     r"is_impossible is true, yet it has 1 answer\(s\)"),
+    ({"id": "a", "question": "Where?", "answers": [PARIS], "is_impossible": "no"}, r"'is_impossible' must be true or false"),
+    ({"id": "a", "question": "Where?", "answers": {"text": ["Paris"]}}, r"'answers' must be a list, got dict"),
+    ({"id": 1.5, "question": "Where?", "answers": [PARIS]}, r"'id' must be a string or an integer, got float 1.5"),
+    ({"id": "a", "question": " ", "answers": [PARIS]}, r"'question' is empty"),
+])
+def test_squad_values_are_checked_by_type(tmp_path, qa, message):
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps(squad_doc(qa)))
+    with pytest.raises(DataError, match=r"s.json: data\[0\].paragraphs\[0\].qas\[0\].*: " + message):
+        Q.read_squad(path)
+
+
+def test_squad_ids_are_unique_and_a_missing_one_is_generated(tmp_path):
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps(squad_doc({"id": "q1", "question": "Where?", "answers": [PARIS]},
+                                         {"question": "Which city?", "answers": [PARIS]},
+                                         {"id": "q1", "question": "What?", "answers": [PARIS]})))
+    with pytest.raises(DataError, match=r"s.json: data\[0\].paragraphs\[0\].qas\[2\]: id 'q1' is also the id of "
+                                        r"data\[0\].paragraphs\[0\].qas\[0\]"):
+        Q.read_squad(path)
+    path.write_text(json.dumps(squad_doc({"id": "q1", "question": "Where?", "answers": [PARIS]},
+                                         {"question": "Which city?", "answers": [PARIS]})))
+    assert [e.id for e in Q.read_squad(path)] == ["q1", "0-0-1"]
+
+
+def test_qa_data_in_another_shape_says_what_qa_reads(tmp_path):
+    lines = tmp_path / "s.jsonl"
+    lines.write_text('{"question": "Where?", "context": "In Paris."}\n{"question": "Where?", "context": "In Rome."}\n')
+    with pytest.raises(DataError, match=r"s.jsonl:2: not valid JSON \(Extra data.*QA data is one SQuAD JSON document.*not JSON lines"):
+        Q.read_squad(lines)
+    one = tmp_path / "one.json"
+    one.write_text('{"question": "Where?", "context": "In Paris."}')
+    with pytest.raises(DataError, match=r"one.json: not a SQuAD file: QA data is one SQuAD JSON document"):
+        Q.read_squad(one)
+
+
+def test_prediction_records_follow_the_training_rules(tok):
+    task = QATask.of(max_length=64)
+    for record, message in (({"question": "", "context": "In Paris."}, "'question' is empty"),
+                            ({"question": "Where?", "context": ""}, "'context' is empty"),
+                            ({"question": "Where?"}, "no 'context' field")):
+        with pytest.raises(DataError, match=r"in.jsonl:5: " + message):
+            tasks.predict_records(None, tok, task, [record], where="in.jsonl", lines=[5])
+    twice = [{"id": "a", "question": "Where?", "context": "In Paris."}] * 2
+    with pytest.raises(DataError, match=r"in.jsonl:4: id 'a' is also the id of in.jsonl:2"):
+        task.to_examples(twice, "in.jsonl", [2, 4])
+    assert [e.id for e in task.to_examples([{"question": "Q?", "context": "C."}] * 2, "inputs")] == ["1", "2"]
+
+
+def test_window_settings_that_leave_no_room_are_refused_with_the_numbers():
+    """The old defaults (max_length 128, doc_stride 128) moved the windows one token at a time."""
+    with pytest.raises(ConfigError, match=r"doc_stride \(--doc-stride\)=128 must be below 61, the context tokens of "
+                                          r"a window after the longest question \(max_length 128 - max_query_length 64"):
+        QATask.of(max_length=128, doc_stride=128)
+    with pytest.raises(ConfigError, match=r"max_query_length \(--max-query-length\)=100 leaves no room for the context "
+                                          r"in max_length=64 windows.*use at most 60"):
+        QATask.of(max_length=64, max_query_length=100)
+    defaults = QATask().settings
+    assert (defaults.max_length, defaults.stride_tokens(), defaults.query_tokens()) == (128, 32, 64)
+    assert (QATask.of(max_length=48).settings.stride_tokens(), QATask.of(max_length=48).settings.query_tokens()) == (12, 24)
+
+
+def test_a_long_context_gets_a_few_windows_with_the_defaults(tok):
+    context = "The tower is in Paris and it is tall. " * 70
+    example = Q.QAExample("q", "Where is the tower?", context)
+    n_tokens = len(tok.backend_tokenizer.encode(context, add_special_tokens=False).ids)
+    features = QATask().encode(tok, [example], None)
+    room = 128 - len(tok.tokenize(example.question)) - 3
+    assert n_tokens > 500 and len(features) == math.ceil((n_tokens - room) / (room - 32)) + 1  # not one per token
+
+
+def test_task_files_whose_windows_never_moved_are_read_with_the_defaults(tmp_path, caplog):
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / tasks.TASK_FILE).write_text(json.dumps({"task": "qa", "max_length": 128, "doc_stride": 128,
+                                                        "max_query_length": 64, "version_2": True}))
+    task = tasks.load_task(tmp_path)
+    assert (task.settings.stride_tokens(), task.settings.query_tokens(), task.settings.version_2) == (32, 64, True)
+    assert "doc_stride (--doc-stride)=128 must be below 61" in caplog.text and "default doc_stride=32" in caplog.text
+    (tmp_path / tasks.TASK_FILE).write_text(json.dumps({"task": "qa", "max_length": "long", "doc_stride": 128}))
+    with pytest.raises(ConfigError, match="max_length"):  # other errors are not passed over
+        tasks.load_task(tmp_path)

@@ -13,11 +13,13 @@ from plmkit.tasks.classification import ClassificationTask
 def test_prediction_records_that_are_not_objects_are_data_errors():
     for task in ("classification", "ner", "relation", "qa"):
         for bad in (5, [1]):
-            with pytest.raises(DataError, match=r"<stdin>:1: expected a JSON object"):
-                tasks.get_task(task)().to_examples([bad], "<stdin>")
+            with pytest.raises(DataError, match=r"<stdin>:3: expected a JSON object"):
+                tasks.get_task(task)().to_examples([bad], "<stdin>", [3])
+            with pytest.raises(DataError, match=r"inputs:1: expected a dict"):  # Python records: no JSON wording
+                tasks.get_task(task)().to_examples([bad], "inputs")
     for task in ("relation", "qa"):
         with pytest.raises(DataError, match=r"<stdin>:1: expected a JSON object, got str"):
-            tasks.get_task(task)().to_examples(["a"], "<stdin>")
+            tasks.get_task(task)().to_examples(["a"], "<stdin>", [1])
     with pytest.raises(DataError, match=r"in.jsonl:1: 'text_pair' must be a string"):
         ClassificationTask().to_examples([{"text": "a", "text_pair": 5}], "in.jsonl")
 
@@ -42,10 +44,11 @@ def test_prediction_errors_name_the_file_line_not_the_record_number(tmp_path, mo
     assert lines == [1, 3]
     with pytest.raises(DataError, match=r"in.jsonl:3: 'text_pair' must be a string"):
         tasks.predict_records(None, None, ClassificationTask(), records, where=str(path), lines=lines)
+    with pytest.raises(ConfigError, match=r"lines: 1 line numbers for 2 records"):
+        tasks.predict_records(None, None, ClassificationTask(), records, where=str(path), lines=[1])
     monkeypatch.setattr("sys.stdin", io.StringIO('\n{"text": "a"}\n\n[1]\n'))
-    records, lines = tasks.read_prediction_input("classification", "-")
-    with pytest.raises(DataError, match=r"<stdin>:4: expected a JSON object"):
-        ClassificationTask().to_examples(records, "<stdin>", lines)
+    with pytest.raises(DataError, match=r"<stdin>:4: expected a JSON object"):  # as in a file
+        tasks.read_prediction_input("classification", "-")
     table = tmp_path / "in.csv"
     table.write_text('text\n\n"two\nlines"\nthree\n')
     records, lines = tasks.read_prediction_input("classification", str(table))
@@ -60,7 +63,7 @@ OLD_FILE = {"max_length": 64, "problem_type": None, "scheme": None, "stride": No
 
 @pytest.mark.parametrize("name, own", [("classification", {"problem_type": "multi_label_classification"}),
                                        ("ner", {"scheme": "BIOES", "stride": 8}), ("relation", {"no_relation": "NA"}),
-                                       ("qa", {"version_2": True, "doc_stride": 32})])
+                                       ("qa", {"version_2": True, "doc_stride": 16, "max_query_length": 24})])
 def test_task_files_written_by_earlier_versions_load(tmp_path, name, own):
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / tasks.TASK_FILE).write_text(json.dumps({"task": name, **OLD_FILE, **own}))

@@ -91,7 +91,7 @@ def test_relation_prediction_rejects_what_training_rejects():
     overlap = {"text": "ab cd", "head": {"start": 0, "end": 3}, "tail": [2, 5]}
     with pytest.raises(DataError, match=r"in.jsonl:4: head \(0, 3\) and tail \(2, 5\) overlap"):
         RelationTask().to_examples([overlap], "in.jsonl", [4])
-    with pytest.raises(DataError, match=r"in.jsonl:1: needs a non-empty string field 'text'"):
+    with pytest.raises(DataError, match=r"in.jsonl:1: no 'text' field \(a non-empty string\)"):
         RelationTask().to_examples([{"head": [0, 1], "tail": [2, 3]}], "in.jsonl")
     [ok] = RelationTask().to_examples([{**overlap, "tail": [3, 5], "relation": "x"}], "in.jsonl", [7])
     assert (ok.head, ok.tail, ok.relation, ok.line) == ((0, 3), (3, 5), None, 7)
@@ -111,3 +111,25 @@ def test_relation_extraction(tmp_path):
     assert pred[0]["relation"] in ("founded", "capital_of", "no_relation")
     transformers = pytest.importorskip("transformers")
     transformers.AutoModel.from_pretrained(model_dir)  # HF sees the encoder
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"head": {"start": True, "end": 10}}, "'head' start must be an integer, got bool True"),
+    ({"head": {"start": "0", "end": 10}}, "'head' start must be an integer, got str '0'"),
+    ({"tail": [19, 24.0]}, "'tail' end must be an integer, got float 24.0"),
+    ({"head": {"start": 0}}, "no 'head' end field"),
+    ({"head": {"start": 0, "end": 10, "text": "Jobs"}}, "'head' text 'Jobs' is not the text at 0..10 \\('Steve Jobs'\\)"),
+    ({"head": "Steve Jobs"}, "'head' must be .* or \\[s, e\\] \\(character offsets\\), got str"),
+    ({"label": "founded"}, "give one of 'relation', 'label', not both"),
+])
+def test_relation_values_are_checked_by_type(tmp_path, change, message):
+    """A string or float offset used to be reported as a span outside the text, true taken as 1."""
+    path = h.relation_file(tmp_path / "r.jsonl", [h.RELATIONS[1], {**h.RELATIONS[0], **change}])
+    with pytest.raises(DataError, match=r"r.jsonl:2: " + message):
+        R.read_relations(path)
+
+
+def test_the_relations_of_a_file_have_one_json_type(tmp_path):
+    path = h.relation_file(tmp_path / "r.jsonl", [h.RELATIONS[0], {**h.RELATIONS[2], "relation": 3}])
+    with pytest.raises(DataError, match=r"r.jsonl: relations mix kinds: string \(first at line 1\), integer \(first at line 2\)"):
+        R.read_relations(path)

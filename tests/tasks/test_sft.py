@@ -71,8 +71,11 @@ def test_long_examples_are_cut_or_skipped(tok):
 
 def test_jsonl_errors_name_file_and_line(tmp_path):
     good = {"prompt": "hi", "response": "hello"}
-    cases = [("{bad json", "malformed JSON"), (json.dumps({"prompt": "hi"}), 'missing "response"'),
-             (json.dumps({"prompt": 3, "response": "x"}), '"prompt" must be a string'), ("[1, 2]", "JSON object")]
+    cases = [("{bad json", "malformed JSON"), (json.dumps({"prompt": "hi"}), "no 'response' field"),
+             (json.dumps({"prompt": 3, "response": "x"}), "'prompt' must be a string, got int 3"), ("[1, 2]", "JSON object"),
+             (json.dumps({"prompt": "hi", "response": ""}), "'response' is empty"),  # only EOS to learn
+             (json.dumps({"prompt": " ", "response": "x"}), "'prompt' is empty"),  # chat never sends one
+             (json.dumps({"prompt": "hi", "response": "x", "system": 5}), "'system' must be a string, got int 5")]
     for text, message in cases:
         path = tmp_path / "d.jsonl"
         path.write_text(json.dumps(good) + "\n\n" + text + "\n")
@@ -130,6 +133,15 @@ def test_evaluate_a_pretrained_decoder_without_task_file_on_dialogue(pretrained,
     data.write_text("".join(json.dumps({"prompt": p, "response": r}) + "\n" for p, r in PAIRS))
     metrics = evaluate_dir(result.model_dir, data, device="cpu")  # examples up to the context window
     assert math.isfinite(metrics["perplexity"]) and metrics["tokens"] > 0
+
+
+def test_evaluation_where_every_prompt_is_too_long_names_the_file(pretrained, tmp_path):
+    from plmkit.tasks import evaluate_dir
+    _, result = pretrained
+    data = tmp_path / "long.jsonl"
+    data.write_text(json.dumps({"prompt": "word " * 500, "response": "x"}) + "\n")
+    with pytest.raises(DataError, match=r"long.jsonl: every held-out prompt is longer than max_length=\d+ tokens"):
+        evaluate_dir(result.model_dir, data, device="cpu")
 
 
 def test_predict_with_a_chat_model_points_to_generate_and_chat(pretrained, tmp_path, capsys):

@@ -49,3 +49,25 @@ def test_malformed_line_named(tmp_path):
     path.write_text('{"a": 1}\n[1]\n')
     with pytest.raises(DataError, match=r"d.jsonl:2: expected a JSON object, got list"):
         list(jsonl_rows(path))
+
+
+def test_a_path_that_is_no_file_says_what_it_is(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for path, message in ((tmp_path, r": is a directory; give a data file in it"), ("", r"^empty path"),
+                          (["d.jsonl"], r"^the data must be the path of a data file, got list \['d.jsonl'\]"),
+                          ("nope.jsonl", r"^nope.jsonl: no such file")):
+        with pytest.raises(DataError, match=message):
+            read_lines(path)
+
+
+def test_stdin_is_read_as_a_file_is(monkeypatch):
+    import io
+    from plmkit.utils.text import read_stdin
+
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO("\ufeff{\"a\": 1}\n".encode("utf-8"))))
+    assert read_stdin() == '{"a": 1}\n'  # the BOM dropped, as in a file
+    for raw, message in ((b"", r"<stdin>: no input \(stdin is empty\)"), (b"\n \n", "no input"),
+                         (b"ok\n\xff\n", r"<stdin>:2: not UTF-8")):
+        monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(raw)))
+        with pytest.raises(DataError, match=message):
+            read_stdin()

@@ -1,9 +1,13 @@
 """Sequence (and sentence-pair) classification: single-label, multi-label or regression over a text
 or a text pair. Data: JSONL, CSV or TSV with `text`, optional `text_pair`, and `label`.
 
-A string or integer label is a class (single-label); a list of them is a set of classes
-(multi-label); a float is a regression target. CSV/TSV need a header row naming the columns;
-there a label that parses as a non-integer number is a regression target.
+A string, integer or boolean label is a class (single-label; true/false are the classes "true" and
+"false"); a list of distinct strings or integers is a set of classes (multi-label); a float is a
+regression target. The labels of one file have one JSON type: 1 and "1" in one file are an error,
+not one class. CSV/TSV need a header row naming each column once; there a label that parses as a
+non-integer number is a regression target, and an empty cell is an empty value (an error for text,
+text_pair and label). Whether the model reads sentence pairs is saved with it (`sentence_pairs`), and
+evaluation and prediction records must match it.
 """
 from __future__ import annotations
 
@@ -12,12 +16,14 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from plmkit.errors import DataError
+from plmkit.errors import ConfigError, DataError
 from plmkit.evaluation import ClassificationMetrics, MultiLabelMetrics, RegressionMetrics
 from plmkit.tasks.base import Task, TaskSettings, need_two_labels
-from plmkit.tasks.common import LossMeter, class_probabilities, forward_batches, predict_per_record, record_object
-from plmkit.utils.settings import setting
-from plmkit.utils.text import jsonl_rows, read_lines
+from plmkit.tasks.common import (LossMeter, class_probabilities, forward_batches, pipeline_records,
+                                 predict_per_record)
+from plmkit.tasks.fields import (TEXT, Kind, LabelTypes, check_unique, class_name, each_record, field, only_one)
+from plmkit.utils.settings import is_int, setting
+from plmkit.utils.text import check_file, jsonl_rows, read_lines
 
 SINGLE, MULTI, REGRESSION = "single_label_classification", "multi_label_classification", "regression"
 
@@ -26,7 +32,10 @@ SINGLE, MULTI, REGRESSION = "single_label_classification", "multi_label_classifi
 class ClassificationSettings(TaskSettings):
     section = "classification"
     problem_type: str | None = setting(None, "set from the training labels: single_label_classification, "
-                                             "multi_label_classification or regression", cli=False)
+                                             "multi_label_classification or regression", cli=False,
+                                       choices=(SINGLE, MULTI, REGRESSION))
+    sentence_pairs: bool | None = setting(None, "set from the training data: the model reads text + text_pair "
+                                                "(None: a model saved before this was recorded)", cli=False)
 
 
 @dataclass
@@ -38,42 +47,50 @@ class ClassificationExample:
 
 
 def read_classification(path: str | Path, require_label: bool = True) -> list[ClassificationExample]:
-    path = Path(path)
-    if path.suffix.lower() in (".csv", ".tsv"):
-        rows = _table_rows(path, "\t" if path.suffix.lower() == ".tsv" else ",")
-    else:
-        rows = jsonl_rows(path)
-    examples = []
+    path = check_file(path)
+    rows = _table_rows(path, "\t" if path.suffix.lower() == ".tsv" else ",") \
+        if path.suffix.lower() in (".csv", ".tsv") else jsonl_rows(path)
+    examples, types = [], LabelTypes()
     for lineno, row in rows:
-        text = row.get("text", row.get("sentence"))
-        if not isinstance(text, str) or not text.strip():
-            raise DataError(f"{path}:{lineno}: needs a non-empty string field 'text'")
-        pair = row.get("text_pair")
-        if pair is not None and not isinstance(pair, str):
-            raise DataError(f"{path}:{lineno}: 'text_pair' must be a string, got {type(pair).__name__}")
-        label = row.get("label")
-        if label is None and require_label:
-            raise DataError(f"{path}:{lineno}: no 'label' field")
-        if label is not None:
-            label = _normalise_label(label, f"{path}:{lineno}")
-        examples.append(ClassificationExample(text, pair or None, label, lineno))
+        example, kind = classification_example(row, f"{path}:{lineno}", lineno, require_label)
+        if kind is not None:
+            types.add(kind, lineno)
+        examples.append(example)
     if not examples:
         raise DataError(f"{path}: no examples")
+    types.check(path)
     return examples
 
 
-def _normalise_label(label, where: str):
-    if isinstance(label, bool):
-        return str(label).lower()
-    if isinstance(label, (str, int)):
-        return str(label)
+def classification_example(row: dict, where: str, line: int,
+                           labelled: bool = True) -> tuple[ClassificationExample, str | None]:
+    """One checked record (training, evaluation or prediction) and the JSON type of its label (None
+    without one): a non-empty 'text' (or 'sentence'), an optional non-empty 'text_pair', and with
+    `labelled` a 'label' (a prediction record's label is not read)."""
+    text = field(row, only_one(row, ("text", "sentence"), where) or "text", where, TEXT)
+    pair = field(row, "text_pair", where, TEXT, required=False)
+    label, kind = (_label(field(row, "label", where, ANY_LABEL), where) if labelled else (None, None))
+    return ClassificationExample(text, pair, label, line), kind
+
+
+ANY_LABEL = Kind("a class name, a list of them, or a number", lambda v: None)  # checked by `_label`
+
+
+def _label(label, where: str) -> tuple[object, str | None]:
+    """(label as the example holds it, its JSON type): a float is a regression target, a list a
+    set of distinct classes (multi-label), anything else one class (`class_name`)."""
     if isinstance(label, float):
         if not math.isfinite(label):
             raise DataError(f"{where}: 'label' is {label}; a regression target must be a finite number")
-        return label
-    if isinstance(label, list) and all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in label):
-        return [str(v) for v in label]
-    raise DataError(f"{where}: 'label' must be a string, integer, list of them, or a float; got {label!r}")
+        return label, "number"
+    if isinstance(label, list):
+        named = [class_name(v, where, f"'label' item {i}") for i, v in enumerate(label)]
+        kinds = sorted({k for _, k in named})
+        if len(kinds) > 1:
+            raise DataError(f"{where}: 'label' mixes {' and '.join(kinds)} items; give every label the same JSON type")
+        check_unique(((n, f"item {i}") for i, (n, _) in enumerate(named)), "label", f"{where}: 'label' ")
+        return [n for n, _ in named], f"list of {kinds[0]}s" if kinds else None
+    return class_name(label, where)
 
 
 def _table_rows(path: Path, delimiter: str):
@@ -81,14 +98,15 @@ def _table_rows(path: Path, delimiter: str):
     reader = csv.DictReader((line + "\n" for line in lines), delimiter=delimiter)  # keeps breaks inside quotes
     if reader.fieldnames is None or "text" not in reader.fieldnames:
         raise DataError(f"{path}:1: the header row must name a 'text' column (and 'label'); got {reader.fieldnames}")
+    check_unique(((name, f"column {i + 1}") for i, name in enumerate(reader.fieldnames)), "column name", f"{path}:1: ")
     end = reader.line_num
     for row in reader:
         lineno, end = _record_start(lines, end), reader.line_num
         _check_quotes(lines, lineno, end, path)
         if None in row:
             raise DataError(f"{path}:{lineno}: more fields than the header has")
-        row = {k: v for k, v in row.items() if v is not None and v != ""}
-        if "label" in row:
+        row = {k: v for k, v in row.items() if v is not None}  # an empty cell stays an empty value
+        if row.get("label"):
             row["label"] = _number_or_text(row["label"])
         yield lineno, row
 
@@ -119,15 +137,14 @@ def _number_or_text(value: str):
     return value if number.is_integer() and "." not in value else number
 
 
-def problem_type_of(examples: list[ClassificationExample], path=None) -> str:
-    kinds = {MULTI if isinstance(e.label, list) else REGRESSION if isinstance(e.label, float) else SINGLE
-             for e in examples if e.label is not None}
-    if len(kinds) > 1:
-        first = {k: next(e.line for e in examples if (MULTI if isinstance(e.label, list) else REGRESSION
-                                                      if isinstance(e.label, float) else SINGLE) == k) for k in kinds}
-        where = f"{path}: " if path is not None else ""
-        raise DataError(where + "labels mix kinds: " + ", ".join(f"{k} (first at line {line})" for k, line in first.items()))
-    return kinds.pop() if kinds else SINGLE
+def _problem(label) -> str:
+    return MULTI if isinstance(label, list) else REGRESSION if isinstance(label, float) else SINGLE
+
+
+def problem_type_of(examples: list[ClassificationExample]) -> str:
+    """The problem of the labels (the reader gives every label of a file one kind; `encode_label`
+    refuses another)."""
+    return next((_problem(e.label) for e in examples if e.label is not None), SINGLE)
 
 
 def label_names(examples: list[ClassificationExample]) -> list[str]:
@@ -145,13 +162,15 @@ def label_names(examples: list[ClassificationExample]) -> list[str]:
 
 def encode_label(example: ClassificationExample, label2id: dict[str, int], problem_type: str, path) -> object:
     """The model target of one example; unknown classes are a DataError naming file:line."""
+    given = _problem(example.label)
+    if given != problem_type:
+        kind, wanted = {REGRESSION: ("regression", "a number"), SINGLE: ("single-label", "one label"),
+                        MULTI: ("multi-label", 'a list of labels (["x"] for one)')}[problem_type]
+        raise DataError(f"{path}:{example.line}: this is a {kind} model: 'label' must be {wanted}, "
+                        f"got {example.label!r}")
     if problem_type == REGRESSION:
-        if isinstance(example.label, (list, str)):
-            raise DataError(f"{path}:{example.line}: this is a regression model; label must be a number")
         return float(example.label)
     names = example.label if isinstance(example.label, list) else [example.label]
-    if isinstance(example.label, float):
-        raise DataError(f"{path}:{example.line}: label {example.label!r} is a number; this model classifies")
     unknown = [n for n in names if n not in label2id]
     if unknown:
         raise DataError(f"{path}:{example.line}: unknown label {unknown[0]!r}; the model knows "
@@ -161,22 +180,34 @@ def encode_label(example: ClassificationExample, label2id: dict[str, int], probl
         for n in names:
             target[label2id[n]] = 1.0
         return target
-    if len(names) != 1:
-        raise DataError(f"{path}:{example.line}: a single-label model needs one label, got {names}")
     return label2id[names[0]]
 
 
+def check_pairs(examples: list[ClassificationExample], pairs: bool | None, path) -> bool:
+    """Whether `examples` are sentence pairs: all of them or none, and as `pairs` says the model
+    reads them (None: unknown, a model saved before it was recorded)."""
+    first = examples[0] if examples else None
+    known = pairs is not None
+    pairs = pairs if known else first is not None and first.text_pair is not None
+    odd = next((e for e in examples if (e.text_pair is not None) != pairs), None)
+    if odd is not None:
+        has = "has a 'text_pair'" if odd.text_pair is not None else "has no 'text_pair'"
+        why = (f"the model reads {'sentence pairs (text + text_pair)' if pairs else 'single texts (no text_pair)'}; "
+               "use data of the kind it was trained on" if known
+               else f"line {first.line} {'has one' if pairs else 'has none'}: give every record a text_pair or none")
+        raise DataError(f"{path}:{odd.line}: this record {has}, but {why}")
+    return pairs
+
+
 def encode_examples(tokenizer, examples: list[ClassificationExample], max_length: int,
-                    label2id: dict[str, int] | None = None, problem_type: str = SINGLE, path="data") -> list[dict]:
-    """Token ids (truncated to max_length, not padded) + labels, one dict per example."""
+                    label2id: dict[str, int] | None = None, problem_type: str = SINGLE, path="data",
+                    pairs: bool | None = None) -> list[dict]:
+    """Token ids (truncated to max_length, not padded) + labels, one dict per example; `pairs`: whether
+    the model reads sentence pairs (`check_pairs`)."""
     texts = [e.text for e in examples]
-    pairs = [e.text_pair for e in examples]
-    has_pairs = any(p is not None for p in pairs)
-    if has_pairs and not all(p is not None for p in pairs):
-        missing = next(e.line for e in examples if e.text_pair is None)
-        raise DataError(f"{path}:{missing}: some rows have 'text_pair' and this one does not")
-    enc = tokenizer(texts, pairs if has_pairs else None, truncation=True, max_length=max_length,
-                    return_token_type_ids=True)
+    has_pairs = check_pairs(examples, pairs, path)
+    enc = tokenizer(texts, [e.text_pair for e in examples] if has_pairs else None, truncation=True,
+                    max_length=max_length, return_token_type_ids=True)
     features = []
     for i, e in enumerate(examples):
         f = {"input_ids": enc["input_ids"][i], "token_type_ids": enc["token_type_ids"][i]}
@@ -199,14 +230,15 @@ class ClassificationTask(Task):
     reader = staticmethod(read_classification)
 
     def discover(self, examples, path) -> list[str]:
-        self.settings.problem_type = problem_type_of(examples, path)
+        self.settings.problem_type = problem_type_of(examples)
+        self.settings.sentence_pairs = check_pairs(examples, None, path)
         if self.settings.problem_type == REGRESSION:
             return ["score"]
         return need_two_labels(label_names(examples), path)
 
     def encode(self, tokenizer, examples, label2id, path="data", training: bool = False) -> list[dict]:
         return encode_examples(tokenizer, examples, self.settings.max_length, label2id,
-                               self.settings.problem_type or SINGLE, path)
+                               self.settings.problem_type or SINGLE, path, self.settings.sentence_pairs)
 
     def model_overrides(self) -> dict:
         return {"problem_type": self.settings.problem_type} if self.settings.problem_type else {}
@@ -232,16 +264,9 @@ class ClassificationTask(Task):
         return predict_per_record(self, model, tokenizer, records, batch_size, where, lines, self._result)
 
     def to_examples(self, records, where: str, lines=None) -> list[ClassificationExample]:
-        out = []
-        for k, r in enumerate(records, 1):
-            n = lines[k - 1] if lines is not None else k
-            r = record_object(r, where, n, text_field="text")
-            if not isinstance(r.get("text"), str):
-                raise DataError(f"{where}:{n}: needs a string field 'text'")
-            if r.get("text_pair") is not None and not isinstance(r["text_pair"], str):
-                raise DataError(f"{where}:{n}: 'text_pair' must be a string, got {type(r['text_pair']).__name__}")
-            out.append(ClassificationExample(r["text"], r.get("text_pair"), None, n))
-        return out
+        """The training reader's checks; a label given is not read."""
+        return [classification_example(r, f"{where}:{n}", n, labelled=False)[0]
+                for n, r in each_record(records, where, lines, text_field="text")]
 
     def _result(self, logits, names: dict[int, str]) -> dict:
         if self.settings.problem_type == REGRESSION:
@@ -263,8 +288,11 @@ class ClassificationTask(Task):
     def pipeline(self, name, model, tokenizer, inputs, batch_size: int, top_k=_LEGACY):
         """HF's shapes: without ``top_k`` the best label's dict per text (a list of one for one
         text); with it a list of the ``top_k`` best (all for None) per text, flat for one text."""
-        single = isinstance(inputs, (str, dict))
-        results = self.predict(model, tokenizer, [inputs] if single else list(inputs), batch_size)
+        if not (top_k is _LEGACY or top_k is None or is_int(top_k) and top_k >= 1):
+            raise ConfigError(f"{name} pipeline: top_k must be a positive integer, or None for every label; "
+                              f"got {top_k!r}")
+        records, single = pipeline_records(inputs, name, text_field="text")
+        results = self.predict(model, tokenizer, records, batch_size, where="inputs")
         out = [_ranked(r, top_k) for r in results]
         if single:
             return out if top_k is _LEGACY or isinstance(out[0], dict) else out[0]

@@ -5,25 +5,31 @@ Batches are padded per batch (dynamic padding), never to the model maximum.
 """
 from __future__ import annotations
 
-import json
-import sys
 from typing import Any, Iterator
 
 import torch
 
 from plmkit.data.collate import pad_collate
 from plmkit.errors import DataError
-from plmkit.utils.text import jsonl_rows
+from plmkit.utils.text import describe, jsonl_rows, parse_json_lines, read_stdin, split_lines
 
 
 def length_of(feature: dict) -> int:
     return len(feature["input_ids"])
 
 
+def default_stride(max_length: int) -> int:
+    """Tokens shared by consecutive windows when no stride is given: a quarter of the window."""
+    return max_length // 4
+
+
 def window_starts(n: int, size: int, overlap: int) -> list[int]:
     """Starts of the windows of `size` items that cover `n` items, consecutive windows sharing
-    `overlap` items (at least one new item each); a single window when everything fits."""
-    step = max(size - overlap, 1)
+    `overlap` items; a single window when everything fits. Each window must bring a new item
+    (overlap < size): the callers refuse other settings by name."""
+    if not 0 <= overlap < size:
+        raise ValueError(f"windows of {size} sharing {overlap} items would not move on")
+    step = size - overlap
     starts = [0]
     while starts[-1] + size < n:
         starts.append(starts[-1] + step)
@@ -79,6 +85,8 @@ def class_probabilities(logits: torch.Tensor, names: dict[int, str], key: str = 
 
 def predict_per_record(task, model, tokenizer, records: list, batch_size: int, where: str, lines, result) -> list:
     """`result(logits (C,), id2label)` for each record of a task with one feature per record."""
+    if not records:
+        return []
     examples = task.to_examples(records, where, lines)
     features = task.encode(tokenizer, examples, None, path=where)
     results: list = [None] * len(examples)
@@ -89,34 +97,22 @@ def predict_per_record(task, model, tokenizer, records: list, batch_size: int, w
     return results
 
 
-def record_object(record: Any, where: str, line: int, text_field: str | None = None) -> dict:
-    """A prediction record as a dict; with `text_field`, a bare string is ``{text_field: record}``."""
-    if isinstance(record, str) and text_field is not None:
-        return {text_field: record}
-    if not isinstance(record, dict):
-        raise DataError(f"{where}:{line}: expected a JSON object, got {type(record).__name__}")
-    return record
-
-
-def records_and_lines(rows: Iterator[tuple[int, Any]]) -> tuple[list, list[int]]:
-    """(records, the line each starts on) from (line, record) pairs."""
-    lines, records = unzip(list(rows))
-    return records, lines
+def pipeline_records(inputs, pipeline: str, text_field: str | None = None) -> tuple[list, bool]:
+    """(records, whether one input was given) of a pipeline call: one text (with `text_field`) or
+    dict, or a list of them; None or another type is an error naming the pipeline."""
+    single = isinstance(inputs, dict) or text_field is not None and isinstance(inputs, str)
+    if not single and not isinstance(inputs, (list, tuple)):
+        wanted = "a text, a dict or a list of them" if text_field else "a dict or a list of dicts"
+        raise DataError(f"{pipeline} pipeline: inputs must be {wanted}, got {describe(inputs)}")
+    return ([inputs] if single else list(inputs)), single
 
 
 def jsonl_records(path: str) -> tuple[list, list[int]]:
-    """Records and their lines from a JSONL file, or from stdin for '-'."""
-    return records_and_lines(stdin_rows() if path == "-" else jsonl_rows(path))
-
-
-def stdin_rows() -> Iterator[tuple[int, Any]]:
-    """(line number, parsed JSON) for each non-blank line of stdin."""
-    for n, line in enumerate(sys.stdin, 1):
-        if line.strip():
-            try:
-                yield n, json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"<stdin>:{n}: not valid JSON ({err.msg})") from None
+    """Records and their lines from a JSONL file, or from stdin for '-' (read as a file is: an empty
+    one is an error)."""
+    rows = parse_json_lines(split_lines(read_stdin()), "<stdin>") if path == "-" else jsonl_rows(path)
+    lines, records = unzip(list(rows))
+    return records, lines
 
 
 def unzip(pairs: list[tuple]) -> tuple[list, list]:
@@ -128,5 +124,5 @@ def mean(values) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
-__all__ = ["LossMeter", "batches_by_length", "class_probabilities", "forward_batches", "jsonl_records", "length_of", "mean", "predict_per_record",
-           "record_object", "records_and_lines", "stdin_rows", "unzip", "window_starts"]
+__all__ = ["LossMeter", "batches_by_length", "class_probabilities", "default_stride", "forward_batches", "jsonl_records",
+           "length_of", "mean", "pipeline_records", "predict_per_record", "unzip", "window_starts"]

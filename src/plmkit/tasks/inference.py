@@ -10,11 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from plmkit.errors import CheckpointError
+from plmkit.errors import CheckpointError, ConfigError
 from plmkit.tasks.base import TASK_FILE, Task
+from plmkit.tasks.fields import records_of
 from plmkit.tasks.registry import get_task, load_task
 from plmkit.utils.device import is_device_name
 from plmkit.utils.settings import Settings, setting
+from plmkit.utils.text import check_file
 
 
 @dataclass
@@ -50,9 +52,13 @@ def load_model_dir(directory: str | Path):
     return model.eval(), tokenizer, task
 
 
-def load_for_inference(model_dir, device: str = "auto", null_score_diff_threshold: float | None = None):
-    """`load_model_dir` on `device`, with a QA no-answer threshold that overrides the saved one."""
+def load_for_inference(model_dir, device: str = "auto", null_score_diff_threshold: float | None = None,
+                       batch_size: int = 32):
+    """`load_model_dir` on `device`, with a QA no-answer threshold that overrides the saved one; the
+    arguments are checked as `plmkit evaluate` / `predict` check their flags (`InferenceSettings`)."""
     from plmkit.utils.device import resolve_device
+    InferenceSettings(model=model_dir, batch_size=batch_size, device=device,
+                      null_score_diff_threshold=null_score_diff_threshold)
     model, tokenizer, task = load_model_dir(model_dir)
     model.to(resolve_device(device))
     if null_score_diff_threshold is not None:
@@ -67,27 +73,34 @@ def with_settings(task: Task, **values) -> Task:
 
 def evaluate_dir(model_dir, data, batch_size: int = 32, device: str = "auto",
                  null_score_diff_threshold: float | None = None) -> dict[str, float]:
-    """Metrics of a fine-tuned model directory on a labelled data file (QA v2: at
-    `null_score_diff_threshold`, default the model's, plus the best threshold on this data)."""
-    model, tokenizer, task = load_for_inference(model_dir, device, null_score_diff_threshold)
+    """Metrics of a fine-tuned model directory on a labelled data file in the training format (QA
+    v2: at `null_score_diff_threshold`, default the model's, plus the best threshold on this data)."""
+    model, tokenizer, task = load_for_inference(model_dir, device, null_score_diff_threshold, batch_size)
+    check_file(data, "data (a labelled file in the training format)")
     examples = task.read(data, labelled=True)
     features = task.encode(tokenizer, examples, model.config.label2id, path=data)
     return task.evaluate(model, tokenizer, examples, features, batch_size)
 
 
-def predict_records(model, tokenizer, task: Task, records: list, batch_size: int = 32, where: str = "input",
+def predict_records(model, tokenizer, task: Task, records: list, batch_size: int = 32, where: str = "inputs",
                     lines: list[int] | None = None, align_to_words: bool = True) -> list[dict]:
     """One result dict per input record (see `plmkit predict --help` for the shapes); errors name
     `where`:line, the line from `lines` (one per record) or else the record's number. QA answers are
     whole words unless `align_to_words` is False (then token spans, as evaluation scores them)."""
+    records = records_of(records, "records")
+    if lines is not None and len(lines) != len(records):
+        raise ConfigError(f"lines: {len(lines)} line numbers for {len(records)} records; give one per record")
     if not records:
         return []
     return task.predict(model, tokenizer, records, batch_size, where, lines, align_to_words)
 
 
-def predict_dir(model_dir, inputs: list, batch_size: int = 32, device: str = "auto", where: str = "input",
+def predict_dir(model_dir, inputs: list, batch_size: int = 32, device: str = "auto", where: str = "inputs",
                 null_score_diff_threshold: float | None = None, lines: list[int] | None = None) -> list[dict]:
-    model, tokenizer, task = load_for_inference(model_dir, device, null_score_diff_threshold)
+    """`predict_records` with a fine-tuned model directory; `inputs` is a list of records (dicts,
+    or texts where the task reads one text)."""
+    inputs = records_of(inputs)
+    model, tokenizer, task = load_for_inference(model_dir, device, null_score_diff_threshold, batch_size)
     return predict_records(model, tokenizer, task, inputs, batch_size, where, lines)
 
 

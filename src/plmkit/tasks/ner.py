@@ -1,5 +1,6 @@
 """Named-entity recognition: token classification over CoNLL files (`token<TAB>tag` or `token tag`, blank line between
-sentences; BIO/IOB2 or BIOES tags; one character per line for Chinese).
+sentences; BIO/IOB2 or BIOES tags; one character per line for Chinese), or JSON lines
+``{"tokens": [...], "tags": [...]}`` (``ner_tags`` as in Hugging Face datasets, but tag names, not ids).
 
 Labels are aligned to word pieces: the first piece of a word carries the word's tag, the other
 pieces -100 (ignored by the loss); predictions are read at first pieces and mapped back to words.
@@ -18,10 +19,11 @@ import torch.nn.functional as F
 from plmkit.errors import ConfigError, DataError
 from plmkit.evaluation import EntityMetrics
 from plmkit.tasks.base import Task, TaskSettings, need_two_labels
-from plmkit.tasks.common import forward_batches, mean, record_object, unzip, window_starts
+from plmkit.tasks.common import default_stride, forward_batches, mean, pipeline_records, unzip, window_starts
+from plmkit.tasks.fields import TEXT, WORDS, each_record, field, only_one
 from plmkit.utils.constants import IGNORE_INDEX
-from plmkit.utils.settings import setting
-from plmkit.utils.text import read_lines
+from plmkit.utils.settings import is_int, setting
+from plmkit.utils.text import check_file, parse_json_lines, read_lines
 
 PREFIXES = ("B", "I", "E", "S", "L", "U")
 
@@ -34,10 +36,41 @@ class Sentence:
     tag_lines: list[int] | None = None
 
 
-def read_conll(path: str | Path, require_tags: bool = True) -> list[Sentence]:
-    """Sentences of a CoNLL file: the token in the first column, the tag in the last; every line has
-    the same number of columns (CoNLL-2003's four: token, POS, chunk, NER), so a short line cannot
-    turn another column into the tag."""
+def read_ner(path: str | Path, require_tags: bool = True) -> list[Sentence]:
+    """Sentences of a CoNLL file (`read_conll`), or of a JSON-lines file (`read_ner_jsonl`): one whose
+    first line is a JSON object."""
+    path = check_file(path)
+    lines = read_lines(path)
+    first = next(line for line in lines if line.strip())
+    if first.lstrip().startswith("{"):
+        return read_ner_jsonl(lines, path, require_tags)
+    return read_conll(path, require_tags, lines)
+
+
+def read_ner_jsonl(lines: list[str], path, require_tags: bool = True) -> list[Sentence]:
+    """Sentences of JSON lines ``{"tokens": [words], "tags" (or "ner_tags"): [tags]}``, one per line."""
+    sentences = []
+    for lineno, row in parse_json_lines(lines, path):
+        where = f"{path}:{lineno}"
+        tokens = field(row, "tokens", where, WORDS)
+        tags = None
+        if require_tags:
+            key = only_one(row, ("tags", "ner_tags"), where) or "tags"
+            if isinstance(row.get(key), list) and any(is_int(t) for t in row[key]):
+                raise DataError(f"{where}: '{key}' holds integers (class ids); give the tag names ('B-PER', 'O', ...)")
+            tags = field(row, key, where, WORDS)
+            if len(tags) != len(tokens):
+                raise DataError(f"{where}: {len(tokens)} tokens but {len(tags)} {key}; give one tag per token")
+            for tag in tags:
+                check_tag(tag, where)
+        sentences.append(Sentence(tokens, tags, lineno, [lineno] * len(tokens)))
+    return sentences
+
+
+def read_conll(path: str | Path, require_tags: bool = True, text: list[str] | None = None) -> list[Sentence]:
+    """Sentences of a CoNLL file (its lines `text` when read already): the token in the first column,
+    the tag in the last; every line has the same number of columns (CoNLL-2003's four: token, POS,
+    chunk, NER), so a short line cannot turn another column into the tag."""
     path = Path(path)
     sentences, tokens, tags, lines = [], [], [], []
     columns: tuple[int, int] | None = None  # (count, first line)
@@ -47,7 +80,7 @@ def read_conll(path: str | Path, require_tags: bool = True) -> list[Sentence]:
             sentences.append(Sentence(list(tokens), list(tags) if require_tags else None, lines[0], list(lines)))
             tokens.clear(), tags.clear(), lines.clear()
 
-    for lineno, line in enumerate(read_lines(path), 1):
+    for lineno, line in enumerate(read_lines(path) if text is None else text, 1):
         if not line.strip():
             close()
             continue
@@ -92,11 +125,6 @@ def tag_names(sentences: list[Sentence]) -> list[str]:
     tags = {t for s in sentences for t in s.tags}
     order = {p: i for i, p in enumerate(PREFIXES)}
     return ["O"] + sorted((t for t in tags if t != "O"), key=lambda t: (t[2:], order[t[0]]))
-
-
-def default_stride(max_length: int) -> int:
-    """Word pieces shared by consecutive windows of a long sentence when no stride is given."""
-    return max_length // 4
 
 
 def encode_sentences(tokenizer, sentences: list[Sentence], max_length: int, label2id: dict[str, int] | None,
@@ -202,9 +230,18 @@ def entity_spans(tags: list[str]) -> list[tuple[str, int, int]]:
 @dataclass
 class NerSettings(TaskSettings):
     section = "ner"
-    scheme: str | None = setting(None, "set from the training tags: BIO or BIOES", cli=False)
+    scheme: str | None = setting(None, "set from the training tags: BIO or BIOES", cli=False, choices=("BIO", "BIOES"))
     stride: int | None = setting(None, "word pieces shared by consecutive windows of a sentence longer than "
                                        "--max-length; off: max length / 4", metavar="N", at_least=0)
+
+    def validate(self) -> None:
+        """A window is [CLS] pieces [SEP]: consecutive windows must share fewer pieces than one holds."""
+        length = self.max_length
+        self.need(length is not None and length >= 3, f"{self._named('max_length')} must be at least 3 for NER "
+                                                      f"windows ([CLS] pieces [SEP]), got {length}")
+        stride = default_stride(length) if self.stride is None else self.stride
+        self.need(stride < length - 2, f"{self._named('stride')}={stride} must be below {length - 2}, the word pieces "
+                                       f"of a max_length={length} window, so that consecutive windows move on")
 
 
 class NerTask(Task):
@@ -213,8 +250,8 @@ class NerTask(Task):
     settings_class = NerSettings
     pipelines = ("token-classification", "ner")
     pipeline_arguments = ("aggregation_strategy",)
-    description = "CoNLL token<TAB>tag, BIO or BIOES"
-    reader = staticmethod(read_conll)
+    description = "CoNLL token<TAB>tag, or JSONL tokens + tags; BIO or BIOES"
+    reader = staticmethod(read_ner)
 
     def discover(self, examples, path) -> list[str]:
         labels = tag_names(examples)
@@ -243,6 +280,8 @@ class NerTask(Task):
         """'tokens' records: tags per word and entities by word index; 'text' records: entities by
         character offsets (`predict_texts`)."""
         examples = self.to_examples(records, where, lines)
+        if not examples:
+            return []
         if isinstance(examples[0], str):
             return self.predict_texts(model, tokenizer, examples, batch_size)
         features = self.encode(tokenizer, examples, None, path=where)
@@ -297,15 +336,12 @@ class NerTask(Task):
     def to_examples(self, records, where: str, lines=None) -> list:
         """Sentences ('tokens' records) or texts ('text' records or strings), not a mix."""
         out = []
-        for k, r in enumerate(records, 1):
-            n = lines[k - 1] if lines is not None else k
-            r = record_object(r, where, n, text_field="text")
-            if isinstance(r.get("tokens"), list):
-                out.append(Sentence([str(t) for t in r["tokens"]], None, n))
-            elif isinstance(r.get("text"), str):
-                out.append(r["text"])
+        for n, r in each_record(records, where, lines, text_field="text"):
+            place = f"{where}:{n}"
+            if only_one(r, ("text", "tokens"), place) == "tokens":
+                out.append(Sentence(field(r, "tokens", place, WORDS), None, n))
             else:
-                raise DataError(f"{where}:{n}: needs 'text' (a string) or 'tokens' (a list of words)")
+                out.append(field(r, "text", place, TEXT, name="'text' (or 'tokens', a list of words)"))
         if out and len({isinstance(x, str) for x in out}) > 1:
             raise DataError(f"{where}: give either 'text' or 'tokens' in every record, not a mix")
         return out
@@ -313,16 +349,21 @@ class NerTask(Task):
     def read_prediction_input(self, path: str) -> tuple[list, list[int]]:
         """CoNLL files (.conll/.txt/.bio/.iob; tags optional) as 'tokens' records; otherwise JSONL (or '-')."""
         if path != "-" and Path(path).suffix.lower() in (".conll", ".txt", ".bio", ".iob"):
-            sentences = read_conll(path, require_tags=_has_tags(path))
+            sentences = read_conll(check_file(path), require_tags=_has_tags(path))
             return [{"tokens": s.tokens} for s in sentences], [s.line for s in sentences]
         return super().read_prediction_input(path)
 
     def pipeline(self, name, model, tokenizer, inputs, batch_size: int, aggregation_strategy: str | None = None):
-        if aggregation_strategy == "none":
-            raise ConfigError("token-classification gives whole-word entities (each word tagged by its first "
-                              "piece, like aggregation_strategy='first'); per-piece output is not offered")
-        single = isinstance(inputs, (str, dict))
-        results = self.predict(model, tokenizer, [inputs] if single else list(inputs), batch_size)
+        """Whole-word entities, each word tagged by its first piece: Hugging Face's
+        aggregation_strategy='first' (the only one offered; None means it too)."""
+        if aggregation_strategy not in (None, "first"):
+            offered = "per-piece output is not offered" if aggregation_strategy == "none" else (
+                "the others are not offered" if aggregation_strategy in ("simple", "average", "max")
+                else "Hugging Face's are none, simple, first, average and max")
+            raise ConfigError(f"{name} pipeline: aggregation_strategy={aggregation_strategy!r}: plmkit gives "
+                              f"whole-word entities, each word tagged by its first piece ('first'); {offered}")
+        records, single = pipeline_records(inputs, name, text_field="text")
+        results = self.predict(model, tokenizer, records, batch_size, where="inputs")
         out = [r["entities"] for r in results]
         return out[0] if single else out
 

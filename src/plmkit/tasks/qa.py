@@ -1,7 +1,8 @@
 """Extractive question answering: SQuAD v1.1 / v2.0 JSON, answers as character spans of the context.
 
 Long contexts are cut into windows of `max_length` tokens ([CLS] question [SEP] context-window
-[SEP]); consecutive windows overlap by `doc_stride` tokens (Hugging Face's meaning of doc_stride).
+[SEP]); consecutive windows overlap by `doc_stride` tokens (Hugging Face's meaning of doc_stride;
+a quarter of max_length by default), which must leave each window new context tokens.
 Each window keeps the character offsets of its context tokens, so a predicted token span maps
 straight back to a character span of the original context. SQuAD v2 unanswerable questions (and
 windows that do not hold the answer) point at [CLS].
@@ -10,64 +11,81 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+import logging
+from dataclasses import dataclass, field as dataclass_field
 from pathlib import Path
 
-from plmkit.errors import DataError
+from plmkit.errors import ConfigError, DataError
 from plmkit.evaluation import SquadMetrics, SquadThresholdSweep
 from plmkit.tasks.base import Task, TaskSettings
-from plmkit.tasks.common import forward_batches, record_object, window_starts
+from plmkit.tasks.common import default_stride, forward_batches, pipeline_records, window_starts
+from plmkit.tasks.fields import BOOLEAN, ID, INTEGER, LIST, TEXT, check_unique, each_record, field
 from plmkit.utils.settings import setting
-from plmkit.utils.text import read_text
+from plmkit.utils.text import check_file, describe, read_text
+
+log = logging.getLogger("plmkit")
 
 
 @dataclass
 class QAExample:
-    id: str
+    id: str | int
     question: str
     context: str
-    answers: list[dict] = field(default_factory=list)  # {"text", "answer_start"}
+    answers: list[dict] = dataclass_field(default_factory=list)  # {"text", "answer_start"}
     is_impossible: bool = False
 
 
 def read_squad(path: str | Path, require_answers: bool = True) -> list[QAExample]:
-    path = Path(path)
+    """Questions of a SQuAD v1.1 / v2.0 JSON file. A question without an id gets
+    ``"<article>-<paragraph>-<question>"`` (numbers from 0); ids must be unique."""
+    path = check_file(path)
     text = read_text(path)
+    shape = ("QA data is one SQuAD JSON document, {\"data\": [{\"paragraphs\": [{\"context\", \"qas\": "
+             "[{\"id\", \"question\", \"answers\"}]}]}]}")
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as err:
-        raise DataError(f"{path}:{err.lineno}: not valid JSON ({err.msg} at column {err.colno})") from None
+        hint = f"; {shape}, not JSON lines" if err.msg == "Extra data" else ""
+        raise DataError(f"{path}:{err.lineno}: not valid JSON ({err.msg} at column {err.colno}){hint}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
-        raise DataError(f"{path}: a SQuAD file is an object with a 'data' list of articles")
-    examples = []
+        raise DataError(f"{path}: not a SQuAD file: {shape}")
+    examples, places = [], []
     for a, article in enumerate(doc["data"]):
         _need_object(article, f"{path}: data[{a}]")
-        for p, para in enumerate(article.get("paragraphs", [])):
+        for p, para in enumerate(field(article, "paragraphs", f"{path}: data[{a}]", LIST)):
             where = f"{path}: data[{a}].paragraphs[{p}]"
             _need_object(para, where)
-            context = para.get("context")
-            if not isinstance(context, str) or not context:
-                raise DataError(f"{where}: needs a non-empty 'context'")
-            for q, qa in enumerate(para.get("qas", [])):
+            context = field(para, "context", where, TEXT)
+            for q, qa in enumerate(field(para, "qas", where, LIST)):
                 _need_object(qa, f"{where}.qas[{q}]")
-                qwhere = f"{where}.qas[{q}] (id {qa.get('id')!r})"
-                question = qa.get("question")
-                if not isinstance(question, str) or not question.strip():
-                    raise DataError(f"{qwhere}: needs a non-empty 'question'")
-                impossible = bool(qa.get("is_impossible", False))
-                answers = qa.get("answers") or []
+                qid = field(qa, "id", f"{where}.qas[{q}]", ID, required=False)
+                qid = f"{a}-{p}-{q}" if qid is None else qid
+                qwhere = f"{where}.qas[{q}] (id {qid!r})"
+                question = field(qa, "question", qwhere, TEXT)
+                impossible = field(qa, "is_impossible", qwhere, BOOLEAN, required=False) or False
+                answers = field(qa, "answers", qwhere, LIST, required=False) or []
                 for n, ans in enumerate(answers):
-                    _need_object(ans, f"{qwhere}: answers[{n}]")
-                    start, ans_text = ans.get("answer_start"), ans.get("text")
-                    if not isinstance(start, int) or not isinstance(ans_text, str) \
-                            or context[start:start + len(ans_text)] != ans_text:
-                        raise DataError(f"{qwhere}: answer {ans_text!r} is not at answer_start={start} of the context")
+                    _check_answer(ans, context, f"{qwhere}: answers[{n}]")
+                if impossible and answers:
+                    raise DataError(f"{qwhere}: is_impossible is true, yet it has {len(answers)} answer(s); "
+                                    "an unanswerable question has \"answers\": []")
                 if require_answers and not answers and not impossible:
                     raise DataError(f"{qwhere}: no answers and not is_impossible")
-                examples.append(QAExample(str(qa.get("id", f"{a}-{p}-{q}")), question, context, answers, impossible))
+                examples.append(QAExample(qid, question, context, answers, impossible))
+                places.append(f"data[{a}].paragraphs[{p}].qas[{q}]")
     if not examples:
         raise DataError(f"{path}: no questions")
+    check_unique(((e.id, place) for e, place in zip(examples, places)), "id", f"{path}: ")
     return examples
+
+
+def _check_answer(answer, context: str, where: str) -> None:
+    """An answer: a non-empty 'text' found at the integer 'answer_start' of the context."""
+    _need_object(answer, where)
+    text = field(answer, "text", where, TEXT)
+    start = field(answer, "answer_start", where, INTEGER)
+    if context[start:start + len(text)] != text or start < 0:
+        raise DataError(f"{where}: answer {text!r} is not at answer_start={start} of the context")
 
 
 def _need_object(value, where: str) -> None:
@@ -75,12 +93,21 @@ def _need_object(value, where: str) -> None:
         raise DataError(f"{where}: expected a JSON object, got {type(value).__name__} {value!r:.40}")
 
 
-def windows(tokenizer, examples: list[QAExample], max_length: int = 384, doc_stride: int = 128,
-            max_query_length: int = 64, training: bool = False) -> list[dict]:
+def query_limit(max_length: int) -> int:
+    """Question tokens kept when max_query_length is not given: 64, at most half the window."""
+    return min(64, max_length // 2)
+
+
+def windows(tokenizer, examples: list[QAExample], max_length: int = 384, doc_stride: int | None = None,
+            max_query_length: int | None = None, training: bool = False) -> list[dict]:
     """One feature per window. `_example` indexes `examples`; `_offsets` holds (start, end) character
     offsets into the context for context tokens and None elsewhere, `_words` the same for the whole
     word each token belongs to. With `training`, the first answer gives `start_positions` /
-    `end_positions` (0 = [CLS] when the window lacks it)."""
+    `end_positions` (0 = [CLS] when the window lacks it). `doc_stride` and `max_query_length` default
+    to `default_stride` and `query_limit`; a doc_stride that leaves a window no new context token is
+    a ConfigError (`QASettings` refuses one for the longest question)."""
+    doc_stride = default_stride(max_length) if doc_stride is None else doc_stride
+    max_query_length = query_limit(max_length) if max_query_length is None else max_query_length
     backend = tokenizer.backend_tokenizer
     questions = backend.encode_batch([e.question for e in examples], add_special_tokens=False)
     contexts = backend.encode_batch([e.context for e in examples], add_special_tokens=False)
@@ -89,9 +116,9 @@ def windows(tokenizer, examples: list[QAExample], max_length: int = 384, doc_str
     for i, (e, q, c) in enumerate(zip(examples, questions, contexts)):
         q_ids = q.ids[:max_query_length]
         room = max_length - len(q_ids) - 3
-        if room < 1:
-            raise DataError(f"max_length={max_length} leaves no room for the context after a "
-                            f"{len(q_ids)}-token question")
+        if room < 1 or not 0 <= doc_stride < room:
+            raise ConfigError(f"doc_stride={doc_stride} must be below the {max(room, 0)} context tokens of a "
+                              f"max_length={max_length} window after a {len(q_ids)}-token question")
         starts = window_starts(len(c.ids), room, doc_stride)
         words = _word_spans(c)
         answer = None
@@ -208,14 +235,38 @@ class SpanAggregator:
 
 @dataclass
 class QASettings(TaskSettings):
+    """A window is [CLS] question [SEP] context [SEP]: the context tokens it holds after the longest
+    question (max_length - max_query_length - 3) must be more than doc_stride, so that consecutive
+    windows move on."""
+
     section = "qa"
-    doc_stride: int = setting(128, "token overlap of consecutive context windows", metavar="N", at_least=1)
-    max_query_length: int = setting(64, "question tokens kept", metavar="N", at_least=1)
+    doc_stride: int | None = setting(None, "token overlap of consecutive context windows; off: max length / 4",
+                                     metavar="N", at_least=0)
+    max_query_length: int | None = setting(None, "question tokens kept; off: 64, at most half the max length",
+                                           metavar="N", at_least=1)
     max_answer_length: int = setting(30, "longest answer, in tokens", metavar="N", at_least=1)
     version_2: bool = setting(False, "set from the training data: unanswerable questions allowed (SQuAD v2)",
                               cli=False)
     null_score_diff_threshold: float = setting(0.0, "SQuAD v2: no answer when null score - best span score > "
                                                     "this", cli=False)
+
+    def query_tokens(self) -> int:
+        return self.max_query_length if self.max_query_length is not None else query_limit(self.max_length)
+
+    def stride_tokens(self) -> int:
+        return self.doc_stride if self.doc_stride is not None else default_stride(self.max_length)
+
+    def validate(self) -> None:
+        length = self.max_length
+        self.need(length is not None, f"{self._named('max_length')} is needed: QA reads windows of that many tokens")
+        query, stride = self.query_tokens(), self.stride_tokens()
+        room = length - query - 3
+        self.need(room >= 1, f"{self._named('max_query_length')}={query} leaves no room for the context in "
+                             f"max_length={length} windows ([CLS] question [SEP] context [SEP]); "
+                             f"use at most {length - 4}")
+        self.need(stride < room, f"{self._named('doc_stride')}={stride} must be below {room}, the context tokens of a "
+                                 f"window after the longest question (max_length {length} - max_query_length {query} "
+                                 "- 3), so that consecutive windows move on")
 
 
 class QATask(Task):
@@ -233,7 +284,7 @@ class QATask(Task):
 
     def encode(self, tokenizer, examples, label2id, path="data", training: bool = False) -> list[dict]:
         s = self.settings
-        return windows(tokenizer, examples, s.max_length, s.doc_stride, s.max_query_length, training)
+        return windows(tokenizer, examples, s.max_length, s.stride_tokens(), s.query_tokens(), training)
 
     def evaluate(self, model, tokenizer, examples, features, batch_size: int = 32) -> dict[str, float]:
         """Exact match and F1; SQuAD v2 adds the best no-answer threshold on this data."""
@@ -272,13 +323,15 @@ class QATask(Task):
         return [{"id": e.id, **spans.answer(k, e.context)} for k, e in enumerate(examples)]
 
     def to_examples(self, records, where: str, lines=None) -> list[QAExample]:
-        out = []
-        for k, r in enumerate(records, 1):
-            n = lines[k - 1] if lines is not None else k
-            r = record_object(r, where, n)
-            if not isinstance(r.get("question"), str) or not isinstance(r.get("context"), str):
-                raise DataError(f"{where}:{n}: needs string fields 'question' and 'context'")
-            out.append(QAExample(str(r.get("id", k)), r["question"], r["context"]))
+        """Non-empty 'question' and 'context', as in training, and an optional unique 'id' (a record
+        without one gets its number in the input, from 1, as a string)."""
+        out, places = [], []
+        for k, (n, r) in enumerate(each_record(records, where, lines), 1):
+            places.append(f"{where}:{n}")
+            qid = field(r, "id", places[-1], ID, required=False)
+            out.append(QAExample(str(k) if qid is None else qid, field(r, "question", places[-1], TEXT),
+                                 field(r, "context", places[-1], TEXT)))
+        check_unique(((e.id, place) for e, place in zip(out, places)), "id")
         return out
 
     def read_prediction_input(self, path: str) -> tuple[list, list[int]]:
@@ -291,14 +344,49 @@ class QATask(Task):
 
     def pipeline(self, name, model, tokenizer, inputs, batch_size: int, question=None, context=None,
                  align_to_words: bool = True):
-        if question is not None:
-            single = isinstance(question, str)
-            qs = [question] if single else list(question)
-            cs = [context] * len(qs) if isinstance(context, str) else list(context)
-            records = [{"question": q, "context": c} for q, c in zip(qs, cs)]
+        """Records ({"question", "context"} dicts), or question= and context=: strings or lists of
+        them, a string going with every item of the other list (as in Hugging Face)."""
+        if not isinstance(align_to_words, bool):
+            raise ConfigError(f"{name} pipeline: align_to_words must be True or False, got {describe(align_to_words)}")
+        if question is None and context is None:
+            records, single = pipeline_records(inputs, name)
+        elif inputs is not None:
+            raise ConfigError(f"{name} pipeline: give records or question= and context=, not both")
         else:
-            single = isinstance(inputs, dict)
-            records = [inputs] if single else list(inputs)
-        results = self.predict(model, tokenizer, records, batch_size, align_to_words=align_to_words)
+            records, single = _question_records(question, context, name)
+        results = self.predict(model, tokenizer, records, batch_size, where="inputs", align_to_words=align_to_words)
         results = [{k: r[k] for k in ("score", "start", "end", "answer")} for r in results]
         return results[0] if single else results
+
+    @classmethod
+    def from_file_values(cls, values, source: str) -> "QATask":
+        """Files written before the windows were checked may hold a doc_stride (their default 128)
+        that leaves no room: their windows moved one token at a time. Such a file is read with the
+        defaults for the window settings, and says so."""
+        try:
+            return super().from_file_values(values, source)
+        except ConfigError as err:
+            window = ("doc_stride", "max_query_length")
+            try:
+                task = super().from_file_values({k: v for k, v in values.items() if k not in window}, source)
+            except ConfigError:
+                raise err from None
+            log.warning("plmkit: %s; reading it with the default doc_stride=%d and max_query_length=%d instead",
+                        err, task.settings.stride_tokens(), task.settings.query_tokens())
+            return task
+
+
+def _question_records(question, context, pipeline: str) -> tuple[list[dict], bool]:
+    """{"question", "context"} records of a pipeline's question= and context= (see `QATask.pipeline`)."""
+    given = {"question": question, "context": context}
+    for key, value in given.items():
+        if not isinstance(value, (str, list, tuple)):
+            raise ConfigError(f"{pipeline} pipeline: {key}= must be a string or a list of strings, "
+                              f"got {describe(value)}")
+    lists = {k: len(v) for k, v in given.items() if not isinstance(v, str)}
+    if len(set(lists.values())) > 1:
+        raise ConfigError(f"{pipeline} pipeline: {lists['question']} questions but {lists['context']} contexts; "
+                          "give lists of the same length (or one string for all)")
+    n = next(iter(lists.values()), 1)
+    spread = {k: [v] * n if isinstance(v, str) else list(v) for k, v in given.items()}
+    return [{"question": q, "context": c} for q, c in zip(spread["question"], spread["context"])], not lists

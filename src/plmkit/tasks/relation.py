@@ -14,9 +14,10 @@ from pathlib import Path
 from plmkit.errors import ConfigError, DataError
 from plmkit.evaluation import RelationMetrics
 from plmkit.tasks.base import Task, TaskSettings, need_two_labels
-from plmkit.tasks.common import LossMeter, class_probabilities, forward_batches, predict_per_record, record_object
+from plmkit.tasks.common import LossMeter, class_probabilities, forward_batches, pipeline_records, predict_per_record
+from plmkit.tasks.fields import INTEGER, STRING, TEXT, LabelTypes, checked, class_name, each_record, field, only_one
 from plmkit.utils.settings import setting
-from plmkit.utils.text import jsonl_rows
+from plmkit.utils.text import check_file, describe, jsonl_rows
 
 MARKERS = ("[E1]", "[/E1]", "[E2]", "[/E2]")
 NO_RELATION_NAMES = ("no_relation", "no-relation", "NA", "None", "Other", "other", "O")
@@ -31,42 +32,56 @@ class RelationExample:
     line: int
 
 
-def _span(value, name: str, text: str, where: str) -> tuple[int, int]:
+def _span(row: dict, name: str, text: str, where: str) -> tuple[int, int]:
+    """A checked character span: integers 0 <= start < end <= len(text); a "text" given in the span
+    must be the text there."""
+    value = row.get(name)
     if isinstance(value, dict):
-        start, end = value.get("start"), value.get("end")
-    elif isinstance(value, (list, tuple)) and len(value) == 2:
-        start, end = value
+        start, end = (field(value, k, where, INTEGER, name=f"'{name}' {k}") for k in ("start", "end"))
+        given = field(value, "text", where, STRING, required=False, name=f"'{name}' text")
+    elif isinstance(value, list) and len(value) == 2:
+        start, end = (checked(v, INTEGER, where, f"'{name}' {k}") for v, k in zip(value, ("start", "end")))
+        given = None
+    elif value is None:
+        raise DataError(f"{where}: no '{name}' field (a character span of the entity, {{\"start\": s, \"end\": e}})")
     else:
-        raise DataError(f"{where}: '{name}' must be {{\"start\": s, \"end\": e}} (character offsets)")
-    if not (isinstance(start, int) and isinstance(end, int) and 0 <= start < end <= len(text)):
+        raise DataError(f"{where}: '{name}' must be {{\"start\": s, \"end\": e}} or [s, e] (character offsets), "
+                        f"got {describe(value)}")
+    if not 0 <= start < end <= len(text):
         raise DataError(f"{where}: '{name}' span {start}..{end} is not inside the text (length {len(text)})")
+    if given is not None and given != text[start:end]:
+        raise DataError(f"{where}: '{name}' text {given!r} is not the text at {start}..{end} ({text[start:end]!r})")
     return start, end
 
 
 def read_relations(path: str | Path, require_label: bool = True) -> list[RelationExample]:
-    path = Path(path)
-    examples = [relation_example(row, f"{path}:{lineno}", lineno, require_label) for lineno, row in jsonl_rows(path)]
+    path = check_file(path)
+    examples, types = [], LabelTypes()
+    for lineno, row in jsonl_rows(path):
+        example, kind = relation_example(row, f"{path}:{lineno}", lineno, require_label)
+        if kind is not None:
+            types.add(kind, lineno)
+        examples.append(example)
     if not examples:
         raise DataError(f"{path}: no examples")
+    types.check(path, "relation")
     return examples
 
 
-def relation_example(row: dict, where: str, line: int, require_label: bool = True) -> RelationExample:
-    """One checked row (training or prediction): a text, in-text non-overlapping head and tail spans,
-    and a relation when `require_label`; DataError naming `where` (file:line) otherwise."""
-    text = row.get("text")
-    if not isinstance(text, str) or not text:
-        raise DataError(f"{where}: needs a non-empty string field 'text'")
-    for key in ("head", "tail"):
-        if key not in row:
-            raise DataError(f"{where}: no '{key}' field (a character span of the entity)")
-    head, tail = _span(row["head"], "head", text, where), _span(row["tail"], "tail", text, where)
+def relation_example(row: dict, where: str, line: int,
+                     require_label: bool = True) -> tuple[RelationExample, str | None]:
+    """One checked row (training or prediction) and the JSON type of its relation (None without
+    one): a text, in-text non-overlapping head and tail spans, and a relation ('relation' or
+    'label') when `require_label`; DataError naming `where` (file:line) otherwise."""
+    text = field(row, "text", where, TEXT)
+    head, tail = _span(row, "head", text, where), _span(row, "tail", text, where)
     if head[0] < tail[1] and tail[0] < head[1]:
         raise DataError(f"{where}: head {head} and tail {tail} overlap")
-    relation = row.get("relation", row.get("label"))
-    if relation is None and require_label:
+    key = only_one(row, ("relation", "label"), where)
+    if key is None and require_label:
         raise DataError(f"{where}: no 'relation' field")
-    return RelationExample(text, head, tail, None if relation is None else str(relation), line)
+    relation, kind = class_name(row[key], where, f"'{key}'") if key is not None else (None, None)
+    return RelationExample(text, head, tail, relation, line), kind
 
 
 def with_markers(example: RelationExample) -> str:
@@ -165,15 +180,11 @@ class RelationTask(Task):
 
     def to_examples(self, records, where: str, lines=None) -> list[RelationExample]:
         """The training reader's checks; a relation given is ignored."""
-        out = []
-        for k, r in enumerate(records, 1):
-            n = lines[k - 1] if lines is not None else k
-            row = {key: v for key, v in record_object(r, where, n).items() if key not in ("relation", "label")}
-            out.append(relation_example(row, f"{where}:{n}", n, require_label=False))
-        return out
+        return [relation_example({k: v for k, v in r.items() if k not in ("relation", "label")}, f"{where}:{n}", n,
+                                 require_label=False)[0] for n, r in each_record(records, where, lines)]
 
     def pipeline(self, name, model, tokenizer, inputs, batch_size: int):
-        single = isinstance(inputs, (str, dict))
-        results = self.predict(model, tokenizer, [inputs] if single else list(inputs), batch_size)
+        records, single = pipeline_records(inputs, name)
+        results = self.predict(model, tokenizer, records, batch_size, where="inputs")
         out = [{"label": r["relation"], "score": r["score"]} for r in results]
         return out[0] if single else out

@@ -33,6 +33,7 @@ from plmkit.errors import ConfigError, DataError
 from plmkit.tasks.base import Task, TaskSettings
 from plmkit.utils.constants import IGNORE_INDEX, PAD_TOKEN
 from plmkit.utils.settings import setting
+from plmkit.tasks.fields import STRING, TEXT, field
 from plmkit.utils.text import jsonl_rows
 
 log = logging.getLogger("plmkit")
@@ -53,15 +54,14 @@ def ensure_pad_token(tokenizer, model=None) -> int:
 
 
 def read_pairs(path: str | Path) -> Iterator[tuple[dict, str]]:
-    """(record, "file:line") for every non-blank line of a prompt/response JSONL file."""
+    """(record, "file:line") for every non-blank line of a prompt/response JSONL file: a non-empty
+    "prompt" and "response" (chat never sends an empty message, and an empty reply teaches only EOS),
+    and an optional string "system"."""
     for number, record in jsonl_rows(path):
         where = f"{path}:{number}"
         for key in ("prompt", "response"):
-            if key not in record:
-                raise DataError(f"{where}: missing \"{key}\" "
-                                "(each line needs string fields \"prompt\" and \"response\")")
-            if not isinstance(record[key], str):
-                raise DataError(f"{where}: \"{key}\" must be a string, got {type(record[key]).__name__}")
+            field(record, key, where, TEXT)
+        field(record, "system", where, STRING, required=False)
         yield record, where
 
 
@@ -171,8 +171,9 @@ class SFTTask(Task):
             log.info("plmkit: %s: %s", path, ", ".join(
                 text for n, text in ((data.skipped, f"{data.skipped} skipped (prompt longer than {limit} tokens)"),
                                      (data.truncated, f"{data.truncated} with the reply cut at {limit} tokens")) if n))
-        if training and len(data) == 0:
-            raise DataError(f"{path}: every training prompt is longer than max_length={limit} tokens")
+        if len(data) == 0:
+            raise DataError(f"{path}: every {'training' if training else 'held-out'} prompt is longer than "
+                            f"max_length={limit} tokens; nothing to {'train' if training else 'evaluate'} on")
         return data
 
     def collate(self, tokenizer) -> SFTCollator:

@@ -7,6 +7,8 @@ U+2028, U+2029, form feeds and other separators that a JSON string may hold raw
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -21,26 +23,51 @@ def split_lines(text: str) -> list[str]:
     return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
-def read_utf8(path: str | Path) -> str:
-    """The file's text (a UTF-8 BOM dropped); DataError naming file:line if it is not UTF-8."""
-    path = Path(path)
-    raw = path.read_bytes()
+def decode_utf8(raw: bytes, where) -> str:
+    """`raw` as text (a UTF-8 BOM dropped); DataError naming `where`:line if it is not UTF-8."""
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         line = raw[:err.start].count(b"\n") + 1
-        raise DataError(f"{path}:{line}: not UTF-8 text (byte {err.start}: {raw[err.start:err.start + 1]!r}); "
+        raise DataError(f"{where}:{line}: not UTF-8 text (byte {err.start}: {raw[err.start:err.start + 1]!r}); "
                         "re-save the file as UTF-8") from None
 
 
-def read_text(path: str | Path) -> str:
-    """The file's text; DataError if it is missing, not UTF-8 or empty."""
+def read_utf8(path: str | Path) -> str:
+    """The file's text (a UTF-8 BOM dropped); DataError naming file:line if it is not UTF-8."""
+    return decode_utf8(Path(path).read_bytes(), path)
+
+
+def check_file(path, argument: str = "the data") -> Path:
+    """`path` as a Path to an existing file; DataError saying what it is otherwise (not a path, an
+    empty string, a directory, nothing); `argument` names it when it is no path at all."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise DataError(f"{argument} must be the path of a data file, got {describe(path)}")
+    if str(path) == "":
+        raise DataError("empty path: give the data file's name")
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory; give a data file in it")
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    text = read_utf8(path)
+    return path
+
+
+def read_text(path: str | Path) -> str:
+    """The file's text; DataError if it is missing (or no file), not UTF-8 or empty."""
+    path = check_file(path)
+    return _not_empty(read_utf8(path), f"{path}: the file is empty")
+
+
+def read_stdin() -> str:
+    """Standard input's text, read as files are (UTF-8, a BOM dropped); DataError if it is empty."""
+    raw = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode("utf-8")
+    return _not_empty(decode_utf8(raw, "<stdin>"), "<stdin>: no input (stdin is empty)")
+
+
+def _not_empty(text: str, message: str) -> str:
     if not text.strip():
-        raise DataError(f"{path}: the file is empty")
+        raise DataError(message)
     return text
 
 
