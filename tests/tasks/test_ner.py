@@ -243,6 +243,9 @@ def test_ner_training_data_in_json_lines(tmp_path):
         path.write_text(json.dumps({"tokens": ["x"], "tags": ["O"]}) + "\n" + json.dumps(row) + "\n")
         with pytest.raises(DataError, match=r"ner.jsonl:2: " + message):
             NerTask().read(path)
+    brace = tmp_path / "brace.conll"  # CoNLL whose first token is "{": not taken for JSON
+    brace.write_text("{\tO\nParis\tB-LOC\n")
+    assert NerTask().read(brace)[0].tokens == ["{", "Paris"]
 
 
 @pytest.mark.parametrize("record, message", [

@@ -11,6 +11,7 @@ word of the sentence gets exactly one prediction.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,8 +42,11 @@ def read_ner(path: str | Path, require_tags: bool = True) -> list[Sentence]:
     first line is a JSON object."""
     path = check_file(path)
     lines = read_lines(path)
-    first = next(line for line in lines if line.strip())
-    if first.lstrip().startswith("{"):
+    try:
+        jsonl = isinstance(json.loads(next(line for line in lines if line.strip())), dict)
+    except json.JSONDecodeError:
+        jsonl = False
+    if jsonl:
         return read_ner_jsonl(lines, path, require_tags)
     return read_conll(path, require_tags, lines)
 
