@@ -96,3 +96,10 @@ def test_undefined_metrics_are_null_in_json(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(tasks, "evaluate_dir", lambda *a, **k: {"pearson": float("nan"), "mse": 0.25, "n": 2})
     assert main(["evaluate", "--model", str(tmp_path), "--data", "d.jsonl", "--json"]) == 0
     assert capsys.readouterr().out == '{"pearson": null, "mse": 0.25, "n": 2}\n'
+
+
+def test_a_setting_the_models_task_has_not_is_named_once():
+    from plmkit.errors import ConfigError
+    from plmkit.tasks.inference import with_settings
+    with pytest.raises(ConfigError, match=r"^--null-score-diff-threshold is not a setting of a classification model$"):
+        with_settings(ClassificationTask(), null_score_diff_threshold=5.0)

@@ -67,8 +67,12 @@ def load_for_inference(model_dir, device: str = "auto", null_score_diff_threshol
 
 
 def with_settings(task: Task, **values) -> Task:
-    """A copy of `task` with some settings replaced (a ConfigError names a setting it lacks)."""
-    return type(task)(type(task.settings).from_dict({**task.settings.to_dict(), **values}, source=task.name))
+    """A copy of `task` with some settings replaced; one it lacks is a ConfigError saying so."""
+    own = type(task.settings).field_names()
+    for name in values:
+        if name not in own:
+            raise ConfigError(f"--{name.replace('_', '-')} is not a setting of a {task.name} model")
+    return type(task)(type(task.settings).from_dict({**task.settings.to_dict(), **values}))
 
 
 def evaluate_dir(model_dir, data, batch_size: int = 32, device: str = "auto",
