@@ -15,7 +15,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "plmkit.models": ["AutoConfig", "AutoModel", "AutoModelForCausalLM", "AutoModelForMaskedLM",
                       "AutoModelForPreTraining", "AutoModelForQuestionAnswering", "AutoModelForSequenceClassification",
-                      "AutoModelForTokenClassification", "SentenceTransformerFiles", "sentence_embeddings"],
+                      "AutoModelForTokenClassification", "AutoModelForSeq2SeqLM", "SentenceTransformerFiles",
+                      "sentence_embeddings"],
     "plmkit.models.base": ["PreTrainedModel"],
     "plmkit.models.config": ["ModelConfig"],
     "plmkit.models.bert": ["BertConfig", "BertModel", "BertForPreTraining", "BertForMaskedLM",
@@ -23,6 +24,8 @@ _EXPORTS = {
                            "BertForTokenClassification", "BertForQuestionAnswering", "BertForRelationClassification"],
     "plmkit.models.gpt2": ["GPT2Config", "GPT2Model", "GPT2LMHeadModel"],
     "plmkit.models.llama": ["LlamaConfig", "LlamaModel", "LlamaForCausalLM"],
+    "plmkit.models.bart": ["BartConfig", "BartModel", "BartForConditionalGeneration"],
+    "plmkit.models.marian": ["MarianConfig", "MarianModel", "MarianMTModel"],
     "plmkit.pipelines": ["pipeline"],
     "plmkit.tokenization": ["Tokenizer", "AutoTokenizer"],
 }

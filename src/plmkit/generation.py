@@ -1,26 +1,38 @@
-"""Text generation for every decoder-only model: greedy, sampling (temperature, top-k, top-p), beam
-search, repetition penalty, stop strings, and streaming.
-
-Decoder models inherit ``GenerationMixin``; they provide ``make_cache(batch, max_len)`` and a
-forward taking ``input_ids, attention_mask, position_ids, past_key_values, logits_to_keep``.
+"""Text generation for every model with an LM head, decoder-only or encoder-decoder: greedy, sampling
+(temperature, top-k, top-p), beam search (length penalty, early stopping, several sequences per
+input), repetition penalty, n-gram blocking, banned words, forced first and last tokens, minimum
+lengths, stop strings, and streaming. One `generate`, the same token for token as Hugging Face's.
 
     ids = model.generate(input_ids, attention_mask=mask, max_new_tokens=50, pad_token_id=tok.pad_token_id)
     for piece in model.stream(tokenizer, "Once upon a time", max_new_tokens=50, do_sample=True, seed=0):
         print(piece, end="", flush=True)
 
-How it runs: the KV cache is allocated once for prompt + max_new_tokens; the prompt is encoded in
-one forward pass, then each step feeds one token per sequence. Prompts of a batch are padded on
-the left (``tokenizer.padding_side = "left"``); positions come from the attention mask so every
-prompt starts at position 0, as in Hugging Face.
+Decoder-only models provide ``make_cache(batch, max_len)`` and a forward taking ``input_ids,
+attention_mask, position_ids, past_key_values, logits_to_keep``. Prompts of a batch are padded on the
+left (``tokenizer.padding_side = "left"``); positions come from the attention mask so every prompt
+starts at position 0, as in Hugging Face. The KV cache is allocated once for prompt + max_new_tokens;
+the prompt runs in one forward pass, then each step feeds one token per sequence.
+
+Encoder-decoders (``is_encoder_decoder``) provide ``encode(input_ids, attention_mask)``, ``make_cache(rows,
+max_len, encoder_states, encoder_mask)`` and a forward taking ``decoder_input_ids, past_key_values,
+logits_to_keep``. The encoder runs once; the cross-attention keys and values are computed once per
+source and every beam (or sample) of it reads them in place: they are never copied per beam nor
+reordered per step. `generate` returns the decoder's ids, starting with the decoder start token.
+
+Defaults: a setting not given comes from the model's ``generation_config`` (generation_config.json,
+or the decoding keys older checkpoints keep in config.json), else from the config (eos, pad, decoder
+start, forced BOS / EOS ids), else from `GenerationSettings`, as in Hugging Face.
 
 This module imports nothing from plmkit's models, training, data or CLI code (only plmkit.nn).
 """
 from __future__ import annotations
 
+import json
 import math
 import warnings
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +41,7 @@ from torch import Tensor
 from plmkit.errors import ConfigError, PlmkitError
 from plmkit.nn.decoding import decoding_layout, row_major_lm_head
 from plmkit.nn.masks import positions_from_mask
-from plmkit.utils.constants import MAX_SEED
+from plmkit.utils.constants import GENERATION_KEYS, MAX_SEED
 
 
 # -- logits processing --------------------------------------------------------------------------
@@ -61,27 +73,79 @@ def top_p_filter(scores: Tensor, p: float) -> Tensor:
     return scores.masked_fill(drop, -math.inf)
 
 
+def no_repeat_ngram_(scores: Tensor, sequences: Tensor, n: int) -> Tensor:
+    """Ban every token that would complete an n-gram already in the row (Paulus et al., 2018), for all
+    rows at once: the rows' last n - 1 tokens are compared with the first n - 1 of every n-token window,
+    and a matching window bans its last token. sequences (B, L); scores (B, V), in place."""
+    if sequences.shape[1] < n:
+        return scores
+    windows = sequences.unfold(1, n, 1)  # (B, L - n + 1, n)
+    prefix = sequences[:, sequences.shape[1] - n + 1:]  # (B, n - 1)
+    hit = (windows[:, :, :-1] == prefix[:, None]).all(-1)  # (B, W)
+    rows = torch.arange(sequences.shape[0], device=sequences.device)[:, None].expand_as(hit)
+    scores[rows[hit], windows[:, :, -1][hit].clamp(max=scores.shape[1] - 1)] = -math.inf
+    return scores
+
+
+def bad_words_(scores: Tensor, sequences: Tensor, bad_words: tuple[tuple[int, ...], ...]) -> Tensor:
+    """Ban the last token of every banned sequence whose other tokens end the row (a one-token
+    sequence is always banned). scores (B, V), in place."""
+    for word in bad_words:
+        *prefix, last = word
+        if not prefix:
+            scores[:, last] = -math.inf
+        elif len(prefix) <= sequences.shape[1]:
+            ends = (sequences[:, -len(prefix):] == sequences.new_tensor(prefix)).all(-1)  # (B,)
+            scores[ends, last] = -math.inf
+    return scores
+
+
+def force_(scores: Tensor, tokens: tuple[int, ...]) -> Tensor:
+    """Only ``tokens`` remain possible (score 0, log-probability 1); scores (B, V), in place."""
+    scores.fill_(-math.inf)
+    scores[:, list(tokens)] = 0.0
+    return scores
+
+
 @dataclass
 class GenerationSettings:
+    """How `generate` decodes (Hugging Face's names; see `GenerationMixin.generate`)."""
+
     max_new_tokens: int = 20
     min_new_tokens: int = 0
+    min_length: int = 0  # of the whole sequence (prompt, or decoder start, included), as Hugging Face
     do_sample: bool = False
     temperature: float = 1.0
     top_k: int | None = None
     top_p: float | None = None
     num_beams: int = 1
     length_penalty: float = 1.0
+    early_stopping: bool | str = False  # True, False (a heuristic) or "never", as Hugging Face
+    num_return_sequences: int = 1
     repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    bad_words_ids: tuple[tuple[int, ...], ...] = ()
+    forced_bos_token_id: int | None = None  # the first new token (when the sequence holds one token)
+    forced_eos_token_ids: tuple[int, ...] = ()  # the last possible token (at max_new_tokens)
     eos_token_ids: tuple[int, ...] = ()
     pad_token_id: int | None = None
+    decoder_start_token_id: int | None = None  # encoder-decoders: the decoder's first token
     stop_strings: tuple[str, ...] = ()
 
     def check(self) -> None:
         def need(ok: bool, message: str):
             if not ok:
                 raise ConfigError(message)
-        need(isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1,
-             f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}")
+
+        def count(name: str, low: int) -> None:
+            value = getattr(self, name)
+            need(isinstance(value, int) and not isinstance(value, bool) and value >= low,
+                 f"{name} must be an integer >= {low}, got {value!r}")
+        count("max_new_tokens", 1)
+        for name in ("min_length", "no_repeat_ngram_size"):
+            count(name, 0)
+        count("num_beams", 1)
+        count("num_return_sequences", 1)
         need(0 <= self.min_new_tokens <= self.max_new_tokens, "min_new_tokens must be in [0, max_new_tokens]")
         if self.do_sample:  # greedy and beam search ignore these, as in Hugging Face, which warns
             need(self.temperature > 0, "temperature must be > 0 (use do_sample=False for greedy decoding)")
@@ -92,18 +156,37 @@ class GenerationSettings:
                       ("top_k", self.top_k, None), ("top_p", self.top_p, None)) if value != default]
             if unused:
                 warnings.warn(f"{', '.join(unused)} only apply when sampling (do_sample=True): ignored", stacklevel=4)
-        need(self.num_beams >= 1, "num_beams must be >= 1")
         need(self.repetition_penalty > 0, "repetition_penalty must be > 0")
+        need(self.early_stopping in (True, False, "never"), f"early_stopping must be true, false or 'never', "
+                                                            f"got {self.early_stopping!r}")
         need(not (self.num_beams > 1 and self.do_sample), "beam sampling (num_beams > 1 with do_sample) is not supported")
         need(not (self.num_beams > 1 and self.stop_strings), "stop_strings are not supported with beam search")
+        if self.num_beams > 1:
+            need(self.num_return_sequences <= self.num_beams,
+                 f"num_return_sequences={self.num_return_sequences} is more than num_beams={self.num_beams}")
+        else:
+            need(self.do_sample or self.num_return_sequences == 1,
+                 "greedy decoding gives one sequence per input: num_return_sequences > 1 needs do_sample or beams")
 
     def process(self, scores: Tensor, sequences: Tensor, step: int) -> Tensor:
-        """Hugging Face's processor order: repetition penalty, min_new_tokens, then (sampling only)
-        temperature, top-k, top-p. scores (B, V) fp32 are modified in place."""
+        """Hugging Face's processor order: repetition penalty, n-gram blocking, banned words, minimum
+        lengths, forced BOS / EOS, then (sampling only) temperature, top-k, top-p.
+
+        scores (B, V) fp32 are modified in place; sequences (B, L) every token so far (the prompt, or the
+        decoder start, included); ``step`` counts the new tokens so far.
+        """
         if self.repetition_penalty != 1.0:
             repetition_penalty_(scores, sequences, self.repetition_penalty)
-        if step < self.min_new_tokens and self.eos_token_ids:
+        if self.no_repeat_ngram_size:
+            no_repeat_ngram_(scores, sequences, self.no_repeat_ngram_size)
+        if self.bad_words_ids:
+            bad_words_(scores, sequences, self.bad_words_ids)
+        if self.eos_token_ids and (sequences.shape[1] < self.min_length or step < self.min_new_tokens):
             scores[:, list(self.eos_token_ids)] = -math.inf
+        if self.forced_bos_token_id is not None and sequences.shape[1] == 1:
+            force_(scores, (self.forced_bos_token_id,))
+        if self.forced_eos_token_ids and step == self.max_new_tokens - 1:
+            force_(scores, self.forced_eos_token_ids)
         if self.do_sample:
             if self.temperature != 1.0:
                 scores = scores / self.temperature
@@ -114,10 +197,46 @@ class GenerationSettings:
         return scores
 
 
+# what generate() takes besides the inputs: the settings above by Hugging Face's names
+SETTING_NAMES = frozenset({f.name for f in fields(GenerationSettings)} - {"eos_token_ids", "forced_eos_token_ids"}
+                          | {"eos_token_id", "forced_eos_token_id", "max_length"})
+CONFIG_DEFAULTS = ("eos_token_id", "pad_token_id", "decoder_start_token_id", "forced_bos_token_id",
+                   "forced_eos_token_id")
+
+
 def _as_ids(ids) -> tuple[int, ...]:
     if ids is None:
         return ()
     return (int(ids),) if isinstance(ids, int) else tuple(int(i) for i in ids)
+
+
+def _bad_words(words, eos: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
+    """Hugging Face's bad_words_ids check; one-token EOS entries are dropped (EOS stays possible)."""
+    if not words:
+        return ()
+    if not (isinstance(words, (list, tuple)) and all(isinstance(w, (list, tuple)) and w for w in words)
+            and all(isinstance(i, int) and i >= 0 for w in words for i in w)):
+        raise ConfigError(f"bad_words_ids must be a list of non-empty lists of token ids, got {words!r}")
+    return tuple(tuple(w) for w in words if not (len(w) == 1 and w[0] in eos))
+
+
+def read_generation_config(directory: str | Path) -> dict:
+    """The decoding defaults of a model directory's generation_config.json ({} without one)."""
+    path = Path(directory) / "generation_config.json"
+    if not path.exists():
+        return {}
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(d, dict):
+        raise ConfigError(f"{path}: must hold a JSON object")
+    return {k: v for k, v in d.items() if k in GENERATION_KEYS and v is not None}
+
+
+def write_generation_config(directory: str | Path, settings: dict) -> None:
+    from plmkit.utils.files import atomic_write_text
+    atomic_write_text(Path(directory) / "generation_config.json", json.dumps(settings, indent=2, sort_keys=True) + "\n")
 
 
 # -- incremental detokenisation -----------------------------------------------------------------
@@ -183,87 +302,182 @@ def _check_prompt(input_ids: Tensor) -> None:
                           "(e.g. the tokenizer's bos_token_id to start from nothing)")
 
 
+# -- how a model is stepped ---------------------------------------------------------------------
+class _CausalRun:
+    """A decoder-only model under `generate`: the prompts in one forward, then one token per row
+    (``rows`` rows per prompt: beams or samples, consecutive)."""
+
+    def __init__(self, model, input_ids: Tensor, attention_mask: Tensor | None, rows: int, max_new_tokens: int):
+        b, t = input_ids.shape
+        total = t + max_new_tokens
+        _check_room(model, total)
+        self.padded = attention_mask is not None and not bool(attention_mask.all())
+        if self.padded and not bool(attention_mask[:, -1].all()):
+            raise PlmkitError("a prompt is padded on the right: generation continues after the last position, so "
+                              "pad prompts on the left (tokenizer.padding_side = 'left')")
+        self.model, self.length = model, t
+        self.prompt = input_ids.repeat_interleave(rows, 0) if rows > 1 else input_ids  # (N, t)
+        self.mask = torch.ones(b * rows, total, dtype=torch.long, device=input_ids.device)
+        if self.padded:
+            self.mask[:, :t] = attention_mask.repeat_interleave(rows, 0)
+            self.positions = positions_from_mask(self.mask[:, :t])
+        else:
+            self.positions = torch.arange(t, device=input_ids.device).expand(b * rows, t)
+        self.cache = model.make_cache(b * rows, total)
+
+    def first(self) -> Tensor:
+        """(N, V) logits of the next token after the prompts."""
+        out = self.model(self.prompt, attention_mask=self.mask[:, :self.length] if self.padded else None,
+                         position_ids=self.positions, past_key_values=self.cache, logits_to_keep=1)
+        self.next_pos = self.positions[:, -1:] + 1  # (N, 1)
+        return out.logits[:, -1]
+
+    def step(self, token: Tensor) -> Tensor:
+        """token (N,) appended; (N, V) logits of the next one."""
+        self.length += 1
+        out = self.model(token[:, None], attention_mask=self.mask[:, :self.length] if self.padded else None,
+                         position_ids=self.next_pos, past_key_values=self.cache, logits_to_keep=1)
+        self.next_pos = self.next_pos + 1
+        return out.logits[:, -1]
+
+    def reorder(self, index: Tensor) -> None:
+        self.cache.reorder(index)
+
+
+class _Seq2SeqRun(_CausalRun):
+    """An encoder-decoder under `generate`: the encoder once, the cross-attention keys and values once
+    per source, then the decoder one token per row (``rows`` rows per source, consecutive)."""
+
+    def __init__(self, model, input_ids: Tensor, attention_mask: Tensor | None, rows: int, s: GenerationSettings,
+                 decoder_input_ids: Tensor | None = None):
+        if decoder_input_ids is None:
+            if s.decoder_start_token_id is None:
+                raise ConfigError("the decoder needs its first token: pass decoder_start_token_id=... (or "
+                                  "decoder_input_ids), or set config.decoder_start_token_id")
+            decoder_input_ids = input_ids.new_full((input_ids.shape[0], 1), s.decoder_start_token_id)
+        _check_room(model, decoder_input_ids.shape[1] + s.max_new_tokens)
+        self.model = model
+        self.prompt = decoder_input_ids.repeat_interleave(rows, 0)  # (N, t)
+        states = model.encode(input_ids, attention_mask)  # (B, S, D), once
+        self.cache = model.make_cache(self.prompt.shape[0], self.prompt.shape[1] + s.max_new_tokens, states,
+                                      attention_mask)
+
+    def first(self) -> Tensor:
+        return self.model(decoder_input_ids=self.prompt, past_key_values=self.cache, logits_to_keep=1).logits[:, -1]
+
+    def step(self, token: Tensor) -> Tensor:
+        return self.model(decoder_input_ids=token[:, None], past_key_values=self.cache,
+                          logits_to_keep=1).logits[:, -1]
+
+
 # -- the mixin ----------------------------------------------------------------------------------
 class GenerationMixin:
-    """``generate`` and ``stream`` for decoder-only models (see the module docstring).
+    """``generate`` and ``stream`` (see the module docstring). List it before the ``nn.Module`` base so
+    that its ``train`` runs."""
 
-    List it before the ``nn.Module`` base so that its ``train`` runs.
-    """
+    is_encoder_decoder = False
 
     def train(self, mode: bool = True):
         if mode:
             row_major_lm_head(self)  # generate() left the LM head column-major
         return super().train(mode)
 
-    def _settings(self, batch: int, max_new_tokens, min_new_tokens, do_sample, temperature, top_k, top_p, num_beams,
-                  length_penalty, repetition_penalty, eos_token_id, pad_token_id, stop_strings,
-                  tokenizer) -> GenerationSettings:
-        eos = _as_ids(self.config.eos_token_id if eos_token_id is None else eos_token_id)
-        pad = self.config.pad_token_id if pad_token_id is None else pad_token_id
-        stops = (stop_strings,) if isinstance(stop_strings, str) else tuple(stop_strings or ())
-        s = GenerationSettings(max_new_tokens, min_new_tokens, do_sample, temperature, top_k, top_p, num_beams,
-                               length_penalty, repetition_penalty, eos, pad, stops)
+    def generation_defaults(self) -> dict:
+        """generate()'s defaults for this model: its config's special tokens, then its generation_config."""
+        from_config = {k: getattr(self.config, k) for k in CONFIG_DEFAULTS if getattr(self.config, k, None) is not None}
+        return {**from_config, **(getattr(self, "generation_config", None) or {})}
+
+    def _settings(self, given: dict, batch: int, prompt_length: int, tokenizer=None) -> GenerationSettings:
+        unknown = sorted(set(given) - SETTING_NAMES)
+        if unknown:
+            raise ConfigError(f"unknown generation setting(s) {', '.join(unknown)}; known: {', '.join(sorted(SETTING_NAMES))}")
+        given = {k: v for k, v in given.items() if v is not None}
+        defaults = {k: v for k, v in self.generation_defaults().items() if k in SETTING_NAMES}
+        values = {**defaults, **given}
+        for source in (given, defaults):  # a count of new tokens wins over a total length, given over default
+            if "max_new_tokens" in source or "max_length" in source:
+                values["max_new_tokens"] = source.get("max_new_tokens", source.get("max_length", 0) - prompt_length)
+                break
+        values.pop("max_length", None)
+        eos = _as_ids(values.pop("eos_token_id", None))
+        forced_eos = _as_ids(values.pop("forced_eos_token_id", None))
+        stops = values.pop("stop_strings", None) or ()
+        s = GenerationSettings(**{**values, "eos_token_ids": eos, "forced_eos_token_ids": forced_eos,
+                                  "bad_words_ids": _bad_words(values.get("bad_words_ids"), eos),
+                                  "stop_strings": (stops,) if isinstance(stops, str) else tuple(stops)})
         s.check()
-        vocab = self.config.vocab_size
-        bad = [i for i in eos if not (isinstance(i, int) and 0 <= i < vocab)]
+        vocab = getattr(self.config, "target_vocab_size", None) or self.config.vocab_size  # what the LM head scores
+        bad = [i for i in s.eos_token_ids + s.forced_eos_token_ids if not 0 <= i < vocab]
+        pad = s.pad_token_id
         if bad or (pad is not None and not 0 <= pad < vocab):
             raise ConfigError(f"{'eos_token_id ' + str(bad[0]) if bad else f'pad_token_id {pad}'} is not a token id of "
                               f"this model's {vocab}-token vocabulary")
-        if stops and tokenizer is None:
+        if s.stop_strings and tokenizer is None:
             raise ConfigError("stop_strings need the tokenizer: generate(..., stop_strings=[...], tokenizer=tok)")
-        if batch > 1 and (eos or stops) and pad is None:
+        if batch > 1 and (s.eos_token_ids or s.stop_strings) and s.pad_token_id is None:
             raise ConfigError("sequences of a batch can end at different steps, so the shorter ones are padded, "
-                             "but no pad_token_id is known: pass pad_token_id=... (for GPT-2 style tokenizers "
-                             "without a pad token, tokenizer.eos_token_id is the usual choice)")
+                              "but no pad_token_id is known: pass pad_token_id=... (for GPT-2 style tokenizers "
+                              "without a pad token, tokenizer.eos_token_id is the usual choice)")
         return s
 
-    def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None, *, max_new_tokens: int = 20,
-                 min_new_tokens: int = 0, do_sample: bool = False, temperature: float = 1.0,
-                 top_k: int | None = None, top_p: float | None = None, num_beams: int = 1,
-                 length_penalty: float = 1.0, repetition_penalty: float = 1.0,
-                 eos_token_id: int | Sequence[int] | None = None, pad_token_id: int | None = None,
-                 stop_strings: str | Sequence[str] | None = None, tokenizer=None, seed: int | None = None,
-                 generator: torch.Generator | None = None) -> Tensor:
-        """Continue each prompt; returns prompt + new ids, (B, T + n), n <= max_new_tokens.
+    def _run(self, input_ids: Tensor, attention_mask: Tensor | None, rows: int, s: GenerationSettings,
+             decoder_input_ids: Tensor | None = None) -> _CausalRun:
+        if self.is_encoder_decoder:
+            return _Seq2SeqRun(self, input_ids, attention_mask, rows, s, decoder_input_ids)
+        if decoder_input_ids is not None:
+            raise ConfigError("decoder_input_ids are for encoder-decoder models; a decoder-only model continues input_ids")
+        return _CausalRun(self, input_ids, attention_mask, rows, s.max_new_tokens)
 
-        input_ids (B, T) or (T,); attention_mask (B, T), prompts padded on the left.
+    def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None, *,
+                 decoder_input_ids: Tensor | None = None, tokenizer=None, seed: int | None = None,
+                 generator: torch.Generator | None = None, **settings) -> Tensor:
+        """Decoder-only: continue each prompt; returns prompt + new ids, (B, T + n), n <= max_new_tokens.
+        Encoder-decoder: translate / summarise each source; returns the decoder's ids (B, 1 + n), from
+        the decoder start token (or ``decoder_input_ids``) on.
+
+        input_ids (B, T) or (T,); attention_mask (B, T): prompts padded on the left, sources on the right.
+        Settings (Hugging Face's names; those not given: see the module docstring):
+        max_new_tokens (or max_length, prompt included); min_new_tokens, min_length: EOS is banned before.
         do_sample: sample from softmax(scores / temperature) after top_k / top_p filtering; else greedy.
-        num_beams > 1: beam search; hypotheses are ranked by sum(log p) / new_length ** length_penalty.
+        num_beams > 1: beam search; hypotheses are ranked by sum(log p) / new_length ** length_penalty;
+            early_stopping: True, False or "never" (as Hugging Face); num_return_sequences: the best n
+            of each input (or n samples each), consecutive rows.
         repetition_penalty: > 1 discourages tokens already present (Hugging Face's rule).
-        eos_token_id: int or list; None = the model config's; [] = never stop early.
-        pad_token_id: fills sequences that finished before the others (None = the config's); required
-            whenever a batch can finish unevenly (never silently replaced by the EOS id).
+        no_repeat_ngram_size: no n-gram appears twice; bad_words_ids: token sequences never produced.
+        forced_bos_token_id: the first new token; forced_eos_token_id: the token at max length.
+        eos_token_id: int or list; [] = never stop early. decoder_start_token_id: encoder-decoders.
+        pad_token_id: fills sequences that finished before the others; required whenever a batch can
+            finish unevenly (never silently replaced by the EOS id).
         stop_strings: stop a sequence once its new text contains one of them (needs ``tokenizer``).
         seed / generator: make sampling reproducible.
         """
         _check_prompt(input_ids)
         if input_ids.dim() == 1:
-            out = self.generate(input_ids[None], None if attention_mask is None else attention_mask[None],
-                                max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, do_sample=do_sample,
-                                temperature=temperature, top_k=top_k, top_p=top_p, num_beams=num_beams,
-                                length_penalty=length_penalty, repetition_penalty=repetition_penalty,
-                                eos_token_id=eos_token_id, pad_token_id=pad_token_id, stop_strings=stop_strings,
-                                tokenizer=tokenizer, seed=seed, generator=generator)
-            return out[0]
-        s = self._settings(input_ids.shape[0], max_new_tokens, min_new_tokens, do_sample, temperature, top_k, top_p,
-                           num_beams, length_penalty, repetition_penalty, eos_token_id, pad_token_id, stop_strings,
-                           tokenizer)
+            mask = None if attention_mask is None else attention_mask[None]
+            return self.generate(input_ids[None], mask, decoder_input_ids=decoder_input_ids, tokenizer=tokenizer,
+                                 seed=seed, generator=generator, **settings)[0]
+        prompt = decoder_input_ids if decoder_input_ids is not None else input_ids
+        s = self._settings(settings, input_ids.shape[0], 1 if self.is_encoder_decoder and decoder_input_ids is None
+                           else prompt.shape[1], tokenizer)
         with decoding_layout(self), torch.inference_mode():
             if s.num_beams > 1:
-                out = self._beam_search(input_ids, attention_mask, s)
+                out = self._beam_search(input_ids, attention_mask, s, decoder_input_ids)
             else:
-                steps = self._decode_steps(input_ids, attention_mask, s, tokenizer, _generator(seed, generator, input_ids))
-                for sequences, n in steps:
+                run = self._run(input_ids, attention_mask, s.num_return_sequences, s, decoder_input_ids)
+                for sequences, end in self._decode_steps(run, s, tokenizer, _generator(seed, generator, input_ids)):
                     pass
-                out = sequences[:, :input_ids.shape[1] + n]
+                out = sequences[:, :end]
         return out.clone()  # made outside inference mode: an ordinary tensor that autograd may use later
 
     def stream(self, tokenizer, prompt: str | Tensor, attention_mask: Tensor | None = None, *,
-               skip_special_tokens: bool = True, **generate_kwargs) -> Iterator[str]:
-        """Yield the text of one continuation piece by piece as tokens are produced.
+               skip_special_tokens: bool = True, seed: int | None = None, generator: torch.Generator | None = None,
+               **settings) -> Iterator[str]:
+        """Yield the text of one continuation (or translation: the source of an encoder-decoder) piece
+        by piece as tokens are produced.
 
-        prompt: a string (encoded with ``tokenizer``) or input ids (T,) / (1, T). Takes the keyword
-        arguments of ``generate`` except num_beams > 1. Pieces joined == the decoded new tokens.
+        prompt: a string (encoded with ``tokenizer``) or input ids (T,) / (1, T). Takes the settings of
+        ``generate`` but beams (a model whose defaults say beams streams greedily). Pieces joined ==
+        the decoded new tokens.
         """
         if isinstance(prompt, str):
             ids = torch.tensor([prompt_ids(tokenizer, prompt)], device=_device(self))
@@ -272,15 +486,14 @@ class GenerationMixin:
             ids = prompt if prompt.dim() == 2 else prompt[None]
         if ids.shape[0] != 1:
             raise ConfigError(f"stream() continues one prompt; got a batch of {ids.shape[0]} (use generate)")
-        if generate_kwargs.get("num_beams", 1) != 1:
+        if settings.get("num_beams", 1) not in (None, 1):
             raise ConfigError("stream() does not support beam search: beams are only final at the end (use generate)")
-        seed, generator = generate_kwargs.pop("seed", None), generate_kwargs.pop("generator", None)
-        s = self._settings(1, **{**_STREAM_DEFAULTS, **generate_kwargs, "tokenizer": tokenizer})
+        s = self._settings({**settings, "num_beams": 1}, 1, 1 if self.is_encoder_decoder else ids.shape[1], tokenizer)
         decoder = IncrementalDecoder(tokenizer, skip_special_tokens)
-        t = ids.shape[1]
         with decoding_layout(self), torch.inference_mode():
-            for sequences, n in self._decode_steps(ids, attention_mask, s, tokenizer, _generator(seed, generator, ids)):
-                piece = decoder.push(int(sequences[0, t + n - 1]))
+            run = self._run(ids, attention_mask, 1, s)
+            for sequences, end in self._decode_steps(run, s, tokenizer, _generator(seed, generator, ids)):
+                piece = decoder.push(int(sequences[0, end - 1]))
                 if piece:
                     yield piece
         rest = decoder.flush()
@@ -288,33 +501,18 @@ class GenerationMixin:
             yield rest
 
     # -- greedy and sampling --------------------------------------------------------------------
-    def _decode_steps(self, input_ids: Tensor, attention_mask: Tensor | None, s: GenerationSettings, tokenizer,
+    def _decode_steps(self, run: _CausalRun, s: GenerationSettings, tokenizer,
                       generator: torch.Generator | None) -> Iterator[tuple[Tensor, int]]:
-        """Yields (sequences buffer (B, T + max_new), number of new tokens written) after each step."""
-        b, t = input_ids.shape
-        total = t + s.max_new_tokens
-        _check_room(self, total)
-        device = input_ids.device
-        padded = attention_mask is not None and not bool(attention_mask.all())
-        if padded and not bool(attention_mask[:, -1].all()):
-            raise PlmkitError("a prompt is padded on the right: generation continues after the last position, so "
-                              "pad prompts on the left (tokenizer.padding_side = 'left')")
-        mask = torch.ones(b, total, dtype=torch.long, device=device)
-        if padded:
-            mask[:, :t] = attention_mask
-            positions = positions_from_mask(attention_mask)
-        else:
-            positions = torch.arange(t, device=device).expand(b, t)
-        sequences = torch.empty(b, total, dtype=torch.long, device=device)
-        sequences[:, :t] = input_ids
-        cache = self.make_cache(b, total)
-        out = self(input_ids, attention_mask=mask[:, :t] if padded else None, position_ids=positions,
-                   past_key_values=cache, logits_to_keep=1)
-        next_pos = positions[:, -1:] + 1  # (B, 1)
+        """Yields (sequences buffer (N, t + max_new), length written) after each step."""
+        n, t = run.prompt.shape
+        device = run.prompt.device
+        sequences = torch.empty(n, t + s.max_new_tokens, dtype=torch.long, device=device)
+        sequences[:, :t] = run.prompt
+        logits = run.first()
         eos = torch.tensor(s.eos_token_ids, device=device) if s.eos_token_ids else None
-        finished = torch.zeros(b, dtype=torch.bool, device=device)
+        finished = torch.zeros(n, dtype=torch.bool, device=device)
         for step in range(s.max_new_tokens):
-            scores = s.process(out.logits[:, -1].float(), sequences[:, :t + step], step)
+            scores = s.process(logits.float(), sequences[:, :t + step], step)
             if s.do_sample:
                 token = torch.multinomial(scores.softmax(dim=-1), 1, generator=generator).squeeze(1)
             else:
@@ -326,39 +524,33 @@ class GenerationMixin:
                 finished |= torch.isin(token, eos)
             if s.stop_strings:
                 finished |= _hits_stop_string(tokenizer, sequences, t, t + step + 1, s.stop_strings, finished)
-            yield sequences, step + 1
+            yield sequences, t + step + 1
             if step + 1 == s.max_new_tokens or bool(finished.all()):
                 return
-            out = self(token[:, None], attention_mask=mask[:, :t + step + 1] if padded else None,
-                       position_ids=next_pos, past_key_values=cache, logits_to_keep=1)
-            next_pos = next_pos + 1
+            logits = run.step(token)
 
     # -- beam search ----------------------------------------------------------------------------
-    def _beam_search(self, input_ids: Tensor, attention_mask: Tensor | None, s: GenerationSettings) -> Tensor:
-        """Hugging Face's (vectorised, early_stopping=False) beam search, so results agree token for token.
+    def _beam_search(self, input_ids: Tensor, attention_mask: Tensor | None, s: GenerationSettings,
+                     decoder_input_ids: Tensor | None = None) -> Tensor:
+        """Hugging Face's vectorised beam search, so results agree token for token.
 
         Each step keeps the ``num_beams`` best unfinished continuations; a continuation that ends in EOS
         (or reaches max length) competes for the finished set with score sum(log p) / new_length ** length_penalty.
-        Search stops when no running beam can beat the worst finished one (scored at the current length).
+        Search stops when no running beam can beat the worst finished one (early_stopping False: scored
+        at the current length; "never": at the longest possible, when length_penalty > 0), or, with
+        early_stopping True, as soon as every input has num_beams finished hypotheses.
         """
-        b, t = input_ids.shape
-        nb, device = s.num_beams, input_ids.device
-        total = t + s.max_new_tokens
-        _check_room(self, total)
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        if not bool(attention_mask[:, -1].all()):
-            raise PlmkitError("a prompt is padded on the right: pad prompts on the left (tokenizer.padding_side = 'left')")
+        b, nb = input_ids.shape[0], s.num_beams
+        run = self._run(input_ids, attention_mask, nb, s, decoder_input_ids)
+        t = run.prompt.shape[1]
+        total, device = t + s.max_new_tokens, input_ids.device
         keep = max(2, 1 + len(s.eos_token_ids)) * nb
         eos = torch.tensor(s.eos_token_ids, device=device) if s.eos_token_ids else None
-        fill = s.pad_token_id if s.pad_token_id is not None else (s.eos_token_ids[0] if s.eos_token_ids else 0)
-        mask = torch.ones(b * nb, total, dtype=torch.long, device=device)
-        mask[:, :t] = attention_mask.repeat_interleave(nb, dim=0)
-        padded = not bool(attention_mask.all())
-        positions = positions_from_mask(mask[:, :t])
+        # Hugging Face fills with the pad id unless it is 0 (falsy there), else with the first EOS
+        fill = s.pad_token_id if s.pad_token_id else (s.eos_token_ids[0] if s.eos_token_ids else 0)
 
         running = torch.full((b, nb, total), fill, dtype=torch.long, device=device)
-        running[:, :, :t] = input_ids[:, None]
+        running[:, :, :t] = run.prompt.view(b, nb, t)
         finished_seqs = running.clone()
         running_scores = torch.zeros(b, nb, device=device)
         running_scores[:, 1:] = -1e9  # all beams start identical: only the first one may expand at step 0
@@ -369,13 +561,10 @@ class GenerationMixin:
         first_nb = torch.arange(keep, device=device) < nb
         offsets = torch.arange(b, device=device)[:, None] * nb
 
-        cache = self.make_cache(b * nb, total)
-        out = self(running[:, :, :t].reshape(b * nb, t), attention_mask=mask[:, :t] if padded else None,
-                   position_ids=positions, past_key_values=cache, logits_to_keep=1)
-        next_pos = positions[:, -1:] + 1
+        logits = run.first()
         for step in range(s.max_new_tokens):
             cur = t + step
-            log_probs = F.log_softmax(out.logits[:, -1].float(), dim=-1)
+            log_probs = F.log_softmax(logits.float(), dim=-1)
             log_probs = s.process(log_probs, running[:, :, :cur].reshape(b * nb, cur), step)
             v = log_probs.shape[-1]
             log_probs = (log_probs.view(b, nb, v) + running_scores[:, :, None]).view(b, nb * v)
@@ -397,7 +586,10 @@ class GenerationMixin:
             # the best continuations that ended compete with the finished hypotheses
             just_ended = ends & first_nb[None]
             scores = top_scores / ((cur + 1 - t) ** s.length_penalty)
-            scores = scores + (~improvable).float() * -1e9 + (~just_ended).float() * -1e9
+            if s.early_stopping is True:  # an input with num_beams finished hypotheses takes no more
+                scores = scores + is_finished.all(dim=1, keepdim=True).float() * -1e9
+            scores = scores + (~improvable).float() * -1e9
+            scores = scores + (~just_ended).float() * -1e9
             merged_scores = torch.cat([finished_scores, scores], dim=1)
             best = merged_scores.topk(nb, dim=-1).indices
             finished_scores = merged_scores.gather(1, best)
@@ -405,23 +597,19 @@ class GenerationMixin:
             finished_len = torch.cat([finished_len, torch.full_like(token, cur + 1 - t)], 1).gather(1, best)
             is_finished = torch.cat([is_finished, just_ended], 1).gather(1, best)
 
-            best_running = running_scores[:, :1] / ((cur + 1 - t) ** s.length_penalty)
+            longest = total - t if s.early_stopping == "never" and s.length_penalty > 0 else cur + 1 - t
+            best_running = running_scores[:, :1] / (longest ** s.length_penalty)
             worst_finished = torch.where(is_finished, finished_scores.min(dim=1, keepdim=True).values,
                                          torch.full_like(finished_scores, -1e9))
             improvable = improvable & (best_running > worst_finished).any(dim=-1, keepdim=True)
-            if not bool(improvable.any()) or bool(ends.all()):
+            if (not bool(improvable.any()) or bool(ends.all())
+                    or (s.early_stopping is True and bool(is_finished.all()))):
                 break
-            cache.reorder((beam_source + offsets).reshape(-1))
-            out = self(running[:, :, cur].reshape(b * nb, 1), attention_mask=mask[:, :cur + 1] if padded else None,
-                       position_ids=next_pos, past_key_values=cache, logits_to_keep=1)
-            next_pos = next_pos + 1
-        n = int(finished_len[:, 0].max())
-        return finished_seqs[:, 0, :t + n]
-
-
-_STREAM_DEFAULTS = dict(max_new_tokens=20, min_new_tokens=0, do_sample=False, temperature=1.0, top_k=None, top_p=None,
-                        num_beams=1, length_penalty=1.0, repetition_penalty=1.0, eos_token_id=None,
-                        pad_token_id=None, stop_strings=None)
+            run.reorder((beam_source + offsets).reshape(-1))
+            logits = run.step(running[:, :, cur].reshape(b * nb))
+        k = s.num_return_sequences
+        n = int(finished_len[:, :k].max())
+        return finished_seqs[:, :k, :t + n].reshape(b * k, t + n)
 
 
 def _device(model) -> torch.device:
@@ -435,7 +623,7 @@ def _check_room(model, total: int) -> None:
                           "shorten the prompt or lower max_new_tokens")
     if trained is not None and total > trained:  # rotary: runs on, but was never trained there
         warnings.warn(f"prompt + max_new_tokens = {total} positions, beyond the {trained} this model was "
-                      "trained on: expect the text to degrade past that point", stacklevel=3)
+                      "trained on: expect the text to degrade past that point", stacklevel=4)
 
 
 def _generator(seed: int | None, generator: torch.Generator | None, like: Tensor) -> torch.Generator | None:
@@ -460,5 +648,6 @@ def _hits_stop_string(tokenizer, sequences: Tensor, start: int, end: int, stops:
     return hits
 
 
-__all__ = ["GenerationMixin", "GenerationSettings", "IncrementalDecoder", "decoding_layout", "prompt_ids",
-           "repetition_penalty_", "top_k_filter", "top_p_filter"]
+__all__ = ["GenerationMixin", "GenerationSettings", "IncrementalDecoder", "bad_words_", "decoding_layout",
+           "no_repeat_ngram_", "prompt_ids", "read_generation_config", "repetition_penalty_", "top_k_filter",
+           "top_p_filter", "write_generation_config"]

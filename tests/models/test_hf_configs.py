@@ -5,12 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from plmkit import AutoConfig, BertConfig, GPT2Config, LlamaConfig
+from plmkit import AutoConfig, BartConfig, BertConfig, GPT2Config, LlamaConfig, MarianConfig
 from plmkit.errors import CheckpointError, ConfigError
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "hf_configs"
 LINES = ("4.57.1", "5.24.0")  # transformers versions that wrote the fixtures (make_fixtures.py)
-CLASSES = {"bert": BertConfig, "gpt2": GPT2Config, "llama": LlamaConfig}
+CLASSES = {"bert": BertConfig, "gpt2": GPT2Config, "llama": LlamaConfig, "bart": BartConfig, "marian": MarianConfig,
+           "marian-own-target-vocab": MarianConfig}
 
 
 def fixture(name: str, version: str) -> Path:
@@ -26,6 +27,9 @@ def test_both_release_lines_give_the_same_config(name):
 
 def test_what_5x_writes_differently_is_read():
     new = {k: json.loads(fixture(k, LINES[1]).read_text()) for k in CLASSES}
+    old = json.loads(fixture("bart", LINES[0]).read_text())
+    assert old["num_hidden_layers"] == 2 and "num_hidden_layers" not in new["bart"]  # 4.x writes the alias
+    assert new["marian"]["bos_token_id"] is None and "bos_token_id" not in json.loads(fixture("marian", LINES[0]).read_text())
     assert new["bert"]["bos_token_id"] is None and new["bert"]["is_decoder"] is False
     assert "rope_theta" not in new["llama"] and new["llama"]["rope_parameters"]["rope_type"] == "default"
     bert, llama = BertConfig.from_pretrained(fixture("bert", LINES[1])), LlamaConfig.from_pretrained(fixture("llama", LINES[1]))
@@ -106,3 +110,18 @@ def test_auto_config_for_model_and_unknown_model_types(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"hidden_size": 8}))
     with pytest.raises(ConfigError, match="no model_type"):
         AutoConfig.from_pretrained(tmp_path)
+
+
+def test_older_4x_hub_configs_read_with_their_decoding_defaults():
+    """BART / Opus-MT config.json files of older releases: fairseq-era keys (ignored by Hugging Face too)
+    and decoding settings, which become generate()'s defaults (hand-written in the shape of the
+    published facebook/bart-large-cnn and Helsinki-NLP/opus-mt-* files, tiny sizes)."""
+    bart = AutoConfig.from_pretrained(FIXTURES / "bart-legacy-4.x.json")
+    assert bart == BartConfig.from_pretrained(fixture("bart", LINES[1]))
+    assert bart.generation_defaults == {"early_stopping": True, "forced_bos_token_id": 0, "length_penalty": 2.0,
+                                        "max_length": 42, "min_length": 5, "no_repeat_ngram_size": 3, "num_beams": 4}
+    marian = AutoConfig.from_pretrained(FIXTURES / "marian-legacy-4.x.json")
+    assert (marian.activation_function, marian.scale_embedding, marian.bos_token_id) == ("swish", True, 0)
+    assert marian.generation_defaults == {"bad_words_ids": [[98]], "max_length": 64, "num_beams": 4}
+    with pytest.raises(ConfigError, match="num_hidden_layers=3 and encoder_layers=2 disagree"):
+        BartConfig.from_dict({**json.loads(fixture("bart", LINES[0]).read_text()), "num_hidden_layers": 3})

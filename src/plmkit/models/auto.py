@@ -44,6 +44,7 @@ AutoModelForSequenceClassification = _auto("AutoModelForSequenceClassification",
 AutoModelForTokenClassification = _auto("AutoModelForTokenClassification", "token-classification")
 AutoModelForQuestionAnswering = _auto("AutoModelForQuestionAnswering", "question-answering")
 AutoModelForCausalLM = _auto("AutoModelForCausalLM", "causal-lm")
+AutoModelForSeq2SeqLM = _auto("AutoModelForSeq2SeqLM", "seq2seq-lm")
 
 
 class AutoConfig:
@@ -75,5 +76,6 @@ def load_any(path, **config_overrides):
 
 
 __all__ = ["AutoConfig", "AutoModel", "AutoModelForCausalLM", "AutoModelForMaskedLM", "AutoModelForPreTraining",
+           "AutoModelForSeq2SeqLM",
            "AutoModelForQuestionAnswering", "AutoModelForSequenceClassification", "AutoModelForTokenClassification",
            "load_any", "model_class", "read_model_type"]

@@ -9,6 +9,7 @@ from torch import nn
 
 from plmkit import convert
 from plmkit.errors import CheckpointError
+from plmkit.generation import read_generation_config, write_generation_config
 from plmkit.models.config import ModelConfig
 from plmkit.models.io import check_model_dir, read_weights, write_weights
 from plmkit.models.sentence_transformers import SentenceTransformerFiles
@@ -23,6 +24,8 @@ class PreTrainedModel(nn.Module):
     base_prefix: str = ""
     body_roots: tuple[str, ...] = ("embeddings", "layers")  # modules every checkpoint must provide
     tied_keys: tuple[str, ...] = ()  # parameters that are the same tensor as another (not loaded twice)
+    optional_keys: tuple[str, ...] = ()  # buffers a checkpoint may lack: their initial value is the default
+    generation_config: dict | None = None  # generate()'s defaults from generation_config.json (see plmkit.generation)
     sentence_transformers: SentenceTransformerFiles | None = None  # carried from the directory loaded
     initialised_from_scratch: tuple[str, ...] = ()  # weights the checkpoint loaded last lacked (a new head), file names
 
@@ -31,8 +34,10 @@ class PreTrainedModel(nn.Module):
         self.config = config
 
     # -- initialisation -------------------------------------------------------------------------
-    def init_weights(self) -> None:
-        std = getattr(self.config, "initializer_range", 0.02)
+    def init_weights(self, std: float | None = None) -> None:
+        """N(0, std) linear and embedding weights (std: the config's initializer_range by default), zero
+        biases and padding rows, unit LayerNorms."""
+        std = getattr(self.config, "initializer_range", 0.02) if std is None else std
         for m in self.modules():
             if isinstance(m, (nn.Linear, nn.Embedding)):
                 nn.init.normal_(m.weight, std=std)
@@ -64,7 +69,13 @@ class PreTrainedModel(nn.Module):
         if st_files is not None:
             st_files.write(directory)
         from plmkit.nn.lora import plain_state_dict  # LoRA updates are merged: an ordinary checkpoint
-        write_weights(directory, convert.to_hf(self.config.model_type, plain_state_dict(self)))
+        write_weights(directory, self.converter().to_hf(plain_state_dict(self)))
+        if self.generation_config:
+            write_generation_config(directory, self.generation_config)
+
+    def converter(self):
+        """The Hugging Face key table of this model's checkpoints (plmkit.convert)."""
+        return convert.converter(self.config.model_type)
 
     # -- vocabulary -----------------------------------------------------------------------------
     def check_vocabulary(self, tokenizer, where: str | Path = "the model") -> None:
@@ -137,17 +148,19 @@ class PreTrainedModel(nn.Module):
         """
         directory = check_model_dir(path)
         config = cls.config_class.from_json_file(directory / "config.json")
+        legacy_generation = config.generation_defaults  # older checkpoints keep num_beams ... in config.json
         if config_overrides:
             config = cls.config_class.from_dict({**config.to_dict(), **config_overrides}, source=str(directory))
         model = cls(config)
         model.load_hf_state_dict(read_weights(directory), source=str(directory))
         model.sentence_transformers = SentenceTransformerFiles.read(directory)
+        model.generation_config = read_generation_config(directory) or dict(legacy_generation) or None
         return model.eval()
 
     def load_hf_state_dict(self, hf_state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
         """Load Hugging Face–named tensors: the encoder body must match exactly; heads that the
         checkpoint lacks are initialised (and we say so), heads of other tasks are ignored."""
-        state = convert.from_hf(self.config.model_type, hf_state)
+        state = self.converter().from_hf(hf_state)
         expected = self.state_dict()
         state = self._align_prefix(state, expected)
         mismatched = [f"{self._file_key(k)}: {tuple(t.shape)} in the checkpoint, {tuple(expected[k].shape)} in the model"
@@ -163,7 +176,7 @@ class PreTrainedModel(nn.Module):
             if keys:
                 raise CheckpointError(f"{source} {what} {', '.join(keys[:6])}{' ...' if len(keys) > 6 else ''}: "
                                       "the file is damaged or not a model's weights")
-        missing = [k for k in expected if k not in state and k not in self.tied_keys]
+        missing = [k for k in expected if k not in state and k not in self.tied_keys + self.optional_keys]
         unexpected = [k for k in state if k not in expected]
         body_missing = [self._file_key(k) for k in missing if self._is_body(k)]
         body_unexpected = [k for k in unexpected if self._is_body(k)]
@@ -184,7 +197,7 @@ class PreTrainedModel(nn.Module):
 
     def _file_key(self, key: str) -> str:
         """A key as the checkpoint file names it, ours in brackets when they differ."""
-        theirs = convert.hf_key(self.config.model_type, key)
+        theirs = self.converter().hf_key(key)
         return key if theirs == key else f"{theirs} ({key})"
 
     def _is_body(self, key: str) -> bool:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from plmkit.errors import ConfigError
+from plmkit.utils.constants import GENERATION_KEYS
 from plmkit.utils.settings import check_field_types, out_of_range
 
 # ranges of `ModelConfig.ranges`
@@ -22,6 +23,12 @@ IGNORED_HF_KEYS = frozenset({
     "pruned_heads", "is_decoder", "add_cross_attention", "tokenizer_class", "finetuning_task", "prefix",
     "task_specific_params", "_attn_implementation_autoset", "directionality", "is_encoder_decoder",
     "sep_token_id", "decoder_start_token_id", "num_labels",
+    # what older 4.x releases wrote into every config.json (nested ones too): generation settings plmkit
+    # does not implement (their defaults) and TensorFlow / export switches
+    "bad_words_ids", "begin_suppress_tokens", "cross_attention_hidden_size", "diversity_penalty",
+    "encoder_no_repeat_ngram_size", "exponential_decay_length_penalty", "num_beam_groups", "output_scores",
+    "remove_invalid_values", "return_dict_in_generate", "suppress_tokens", "tf_legacy_loss", "typical_p",
+    "use_bfloat16", "_commit_hash",
 })
 
 
@@ -40,6 +47,8 @@ class ModelConfig:
                                                    "pruned_heads": {}}
     # field -> its range ({"at_least": 1}, POSITIVE, PROBABILITY ...): checked on load, after every field's type
     ranges: ClassVar[dict[str, dict[str, float]]] = {}
+    # generate()'s defaults that older checkpoints keep in config.json (num_beams ...), set by from_dict
+    generation_defaults: ClassVar[dict[str, Any]] = {}
     id2label: dict[int, str] | None = None
     label2id: dict[str, int] | None = None
     problem_type: str | None = None  # regression | single_label_classification | multi_label_classification
@@ -122,6 +131,7 @@ class ModelConfig:
             if d.get(key, default) not in (default, None):
                 raise ConfigError(f"{source}: {key}={d[key]!r} is not supported by plmkit's {cls.__name__} "
                                   f"(only {json.dumps(default)})")
+        generation = {k: d.pop(k) for k in list(d) if k in GENERATION_KEYS and k not in names and d[k] is not None}
         unknown = sorted(k for k in d if k not in names and k not in IGNORED_HF_KEYS)
         if unknown:
             raise ConfigError(f"{source}: unknown key(s) {', '.join(map(repr, unknown))} for {cls.__name__}; "
@@ -144,6 +154,8 @@ class ModelConfig:
             elif len(config.id2label) != num_labels:
                 raise ConfigError(f"{source}: num_labels is {num_labels} but id2label names {len(config.id2label)} "
                                   "classes")
+        if generation:
+            config.generation_defaults = generation
         return config
 
     @classmethod

@@ -27,6 +27,7 @@ from plmkit.generation import GenerationMixin
 from plmkit.models.base import PreTrainedModel
 from plmkit.models.inputs import check_inputs
 from plmkit.models.outputs import BaseModelOutput, CausalLMOutput
+from plmkit.nn.block import run_blocks
 from plmkit.nn.cache import KVCache
 from plmkit.nn.losses import linear_cross_entropy
 from plmkit.utils.constants import IGNORE_INDEX
@@ -69,20 +70,6 @@ def decoder_inputs(input_ids: Tensor, attention_mask: Tensor | None, position_id
     if past == 0:
         return position_ids, None, True  # SDPA's built-in causal mask (fast path)
     return position_ids, causal_bias(t, past + t, dtype, input_ids.device), False
-
-
-def run_layers(layers: nn.ModuleList, x: Tensor, bias: Tensor | None, causal: bool, rotary, cache,
-               output_hidden_states: bool, output_attentions: bool):
-    """x through every block; returns x, hidden states before each block, attention probabilities."""
-    hidden, attentions = [], []
-    for i, layer in enumerate(layers):
-        if output_hidden_states:
-            hidden.append(x)
-        x, probs = layer(x, bias, causal=causal, rotary=rotary, cache=None if cache is None else cache[i],
-                         need_weights=output_attentions)
-        if output_attentions:
-            attentions.append(probs)
-    return x, hidden, attentions
 
 
 def next_token_targets(labels: Tensor) -> Tensor:
@@ -147,8 +134,9 @@ class DecoderBody:
         dtype = self.embeddings["word"].weight.dtype
         position_ids, bias, causal = decoder_inputs(input_ids, attention_mask, position_ids, past, dtype, document_ids)
         x = self.embed(input_ids, position_ids)  # (B, T, D)
-        x, hidden, attentions = run_layers(self.layers, x, bias, causal, self.rotary(position_ids, x.dtype),
-                                           past_key_values, output_hidden_states, output_attentions)
+        x, hidden, attentions = run_blocks(self.layers, x, bias, causal=causal, rotary=self.rotary(position_ids, x.dtype),
+                                           cache=past_key_values, output_hidden_states=output_hidden_states,
+                                           output_attentions=output_attentions)
         x = self.final_norm(x)
         return BaseModelOutput(x, None, tuple(hidden) + (x,) if output_hidden_states else None,
                                tuple(attentions) if output_attentions else None, past_key_values)

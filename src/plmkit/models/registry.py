@@ -18,7 +18,8 @@ from typing import Any
 from plmkit.errors import ConfigError
 
 # A new family: its module here, and a register(Family(...)) at the end of that module.
-FAMILY_MODULES = ("plmkit.models.bert", "plmkit.models.gpt2", "plmkit.models.llama")
+FAMILY_MODULES = ("plmkit.models.bert", "plmkit.models.gpt2", "plmkit.models.llama", "plmkit.models.bart",
+                  "plmkit.models.marian")
 
 _FAMILIES: dict[str, "Family"] = {}
 
@@ -30,7 +31,7 @@ class Family:
     config: its ModelConfig subclass (``config.model_type`` is the family's key).
     tasks: task name -> model class: "base" (the body), and those it has of "pretraining",
         "masked-lm", "next-sentence", "causal-lm", "sequence-classification", "token-classification",
-        "question-answering", "relation-classification".
+        "question-answering", "relation-classification", "seq2seq-lm" (an encoder-decoder with an LM head).
     converter: its Hugging Face key table (a plmkit.convert.keys.Converter).
     presets: preset name -> config fields (names are unique across families).
     """

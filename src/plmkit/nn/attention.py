@@ -93,12 +93,20 @@ class MultiHeadAttention(nn.Module):
         kv = self.n_kv_heads * self.d_head
         return qkv.split([self.n_heads * self.d_head, kv, kv], dim=-1)
 
+    def project_kv(self, context: Tensor) -> tuple[Tensor, Tensor]:
+        """Cross-attention keys and values of ``context`` (B, S, D): (B, H_kv, S, d) each. Generation
+        computes them once per source and passes them as ``context`` at every step."""
+        return self._split(self.k(context), self.n_kv_heads), self._split(self.v(context), self.n_kv_heads)
+
     def forward(self, x: Tensor, bias: Tensor | None = None, *, causal: bool = False,
-                layout: Unpadded | None = None, context: Tensor | None = None,
+                layout: Unpadded | None = None, context: Tensor | tuple[Tensor, Tensor] | None = None,
                 rotary=None, cache=None, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
         """x: (B, T, D), or (N, D) real tokens when ``layout`` says where they sit.
 
-        context: (B, S, D) keys/values source for cross-attention (default: x itself).
+        context: cross-attention: the (B_s, S, D) states to attend to (default: x itself), or their
+            keys and values from `project_kv`. x may hold g rows per context row (B = B_s * g: the
+            beams of one source, consecutive): the g rows become one query block of g * T queries,
+            so every beam reads its source's keys and values where they are, without copies.
         rotary: callable (q, k) -> (q, k) applying position rotations to (B, H, T, d) tensors.
         cache: object with ``update(k, v) -> (k_all, v_all)`` holding past keys/values.
         Returns (B, T, D) or (N, D), and probs (B, H, T_q, T_k) when need_weights.
@@ -107,10 +115,12 @@ class MultiHeadAttention(nn.Module):
             q, k, v = self.project_qkv(x)
             if layout is not None:
                 q, k, v = layout.repad(torch.cat([q, k, v], -1)).split([q.shape[-1], k.shape[-1], v.shape[-1]], -1)
+            k, v = self._split(k, self.n_kv_heads), self._split(v, self.n_kv_heads)
         else:
             q = self.q(x) if layout is None else layout.repad(self.q(x))
-            k, v = self.k(context), self.v(context)
-        q, k, v = self._split(q, self.n_heads), self._split(k, self.n_kv_heads), self._split(v, self.n_kv_heads)
+            k, v = context if isinstance(context, tuple) else self.project_kv(context)
+        rows, t = q.shape[0], q.shape[1]
+        q = self._split(q.reshape(k.shape[0], -1, q.shape[-1]), self.n_heads)  # (B_s, H, g*T, d)
         if rotary is not None:
             q, k = rotary(q, k)
         if cache is not None:
@@ -118,7 +128,7 @@ class MultiHeadAttention(nn.Module):
         if layout is not None and bias is None:
             bias = layout.bias
         y, probs = attend(q, k, v, bias, causal, self.dropout if self.training else 0.0, need_weights)
-        y = y.transpose(1, 2).reshape(q.shape[0], q.shape[2], self.n_heads * self.d_head)  # (B, T, H*d)
+        y = y.transpose(1, 2).reshape(rows, t, self.n_heads * self.d_head)  # (B, T, H*d)
         if layout is not None:
             y = layout.unpad(y)
         return self.out(y), probs

@@ -4,6 +4,7 @@ before the sublayer (pre-LN: GPT-2, Llama, stable fast training).
 """
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from plmkit.nn.attention import MultiHeadAttention
@@ -42,3 +43,27 @@ class TransformerBlock(nn.Module):
                                                                               context=context))
         x, _ = self._residual(x, self.mlp_norm, lambda h: (self.mlp(h), None))
         return x, probs
+
+
+def run_blocks(layers, x: Tensor, bias: Tensor | None = None, *, causal: bool = False, layout: Unpadded | None = None,
+               rotary=None, cache=None, context=None, context_bias: Tensor | None = None, layerdrop: float = 0.0,
+               output_hidden_states: bool = False, output_attentions: bool = False):
+    """x through every block of ``layers``; returns x, the input of each block (hidden states when
+    asked for) and the self-attention probabilities (when asked for).
+
+    cache: one entry per block (a KVCache). context: what every block's cross-attention reads: one
+    (B, S, D) tensor for all blocks, or a list with one entry per block (keys and values computed
+    once, `Seq2SeqCache.cross`). layerdrop: in training, skip each block with this probability
+    (Fan et al., 2019)."""
+    hidden, attentions = [], []
+    for i, layer in enumerate(layers):
+        if output_hidden_states:
+            hidden.append(x)
+        if layerdrop and layer.training and float(torch.rand(())) < layerdrop:
+            continue
+        x, probs = layer(x, bias, causal=causal, layout=layout, rotary=rotary, cache=None if cache is None else cache[i],
+                         context=context[i] if isinstance(context, list) else context, context_bias=context_bias,
+                         need_weights=output_attentions)
+        if output_attentions:
+            attentions.append(probs)
+    return x, hidden, attentions

@@ -77,3 +77,23 @@ class KVCache:
     def reset(self) -> None:
         for layer in self.layers:
             layer.length = 0
+
+
+class Seq2SeqCache(KVCache):
+    """The cache of an encoder-decoder's decoder: the `KVCache` of the self-attention of ``rows`` decoder
+    sequences, plus per layer the cross-attention keys and values of the ``sources`` (rows = sources * g:
+    the g beams or samples of a source are consecutive rows).
+
+    The cross keys and values are computed once, from the encoder output, and never copied: every row
+    of a source reads them in place (`MultiHeadAttention` folds a source's rows into one query block),
+    and beam search reorders only the self-attention rows (`reorder`), which do differ.
+
+        cross = [layer.cross_attn.project_kv(encoder_states) for layer in decoder_layers]  # (B_s, H, S, d)
+        cache = Seq2SeqCache(n_layers, rows, n_kv_heads, max_len, d_head, cross, padding_bias(source_mask, dtype))
+    """
+
+    def __init__(self, n_layers: int, rows: int, n_kv_heads: int, max_len: int, d_head: int,
+                 cross: list[tuple[Tensor, Tensor]], cross_bias: Tensor | None,
+                 dtype: torch.dtype = torch.float32, device=None):
+        super().__init__(n_layers, rows, n_kv_heads, max_len, d_head, dtype, device)
+        self.cross, self.cross_bias = cross, cross_bias  # cross_bias: (B_s, 1, 1, S) hides source padding

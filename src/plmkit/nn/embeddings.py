@@ -41,3 +41,33 @@ class TextEmbeddings(nn.Module):
         if self.token_type is not None:
             x = x + self.token_type(token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids))
         return self.dropout(self.norm(x))
+
+
+class ScaledEmbeddings(nn.Module):
+    """Token embeddings times ``scale`` plus positions, then an optional LayerNorm, then dropout: the
+    inputs of an encoder-decoder's stacks (BART: learned positions read at ``position + offset`` and a
+    LayerNorm; Marian: fixed sinusoids [sin | cos] and sqrt(d) scaling).
+
+    ``word`` may be shared with the other stack (and the LM head). Sinusoids are a buffer rebuilt
+    from the sizes, not saved with the weights. Works on any index shape: (B, T) or (N,) unpadded.
+    """
+
+    def __init__(self, word: nn.Embedding, max_positions: int, *, scale: float = 1.0, offset: int = 0,
+                 sinusoidal: bool = False, norm: nn.Module | None = None, dropout: float = 0.0):
+        super().__init__()
+        dim = word.embedding_dim
+        self.word, self.scale, self.offset, self.max_positions = word, scale, offset, max_positions
+        if sinusoidal:
+            self.position = None
+            self.register_buffer("sinusoids", sinusoidal_table(max_positions, dim), persistent=False)
+        else:
+            self.position = nn.Embedding(max_positions + offset, dim)
+        self.norm = norm
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, input_ids: Tensor, position_ids: Tensor) -> Tensor:  # (...) -> (..., D)
+        x = self.word(input_ids)
+        if self.scale != 1.0:
+            x = x * self.scale
+        x = x + (self.sinusoids[position_ids] if self.position is None else self.position(position_ids + self.offset))
+        return self.dropout(x if self.norm is None else self.norm(x))

@@ -22,11 +22,15 @@ def activation(name: str):
 
 
 class FeedForward(nn.Module):
-    """fc_out(act(fc_in(x))), or with ``gated``: fc_out(act(gate(x)) * fc_in(x)) (SwiGLU when act=silu)."""
+    """fc_out(act(fc_in(x))), or with ``gated``: fc_out(act(gate(x)) * fc_in(x)) (SwiGLU when act=silu).
 
-    def __init__(self, d_model: int, d_ff: int, act: str = "gelu", gated: bool = False, bias: bool = True):
+    ``dropout``: on the activations, before fc_out (BART's ``activation_dropout``)."""
+
+    def __init__(self, d_model: int, d_ff: int, act: str = "gelu", gated: bool = False, bias: bool = True,
+                 dropout: float = 0.0):
         super().__init__()
         self.act = activation(act)
+        self.dropout = nn.Dropout(dropout) if dropout else None
         self.fc_in = nn.Linear(d_model, d_ff, bias=bias)
         self.gate = nn.Linear(d_model, d_ff, bias=bias) if gated else None
         self.fc_out = nn.Linear(d_ff, d_model, bias=bias)
@@ -34,4 +38,4 @@ class FeedForward(nn.Module):
     def forward(self, x: Tensor) -> Tensor:  # (..., D) -> (..., D)
         h = self.fc_in(x)
         h = self.act(self.gate(x)) * h if self.gate is not None else self.act(h)
-        return self.fc_out(h)
+        return self.fc_out(h if self.dropout is None else self.dropout(h))

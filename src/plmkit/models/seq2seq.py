@@ -1,0 +1,272 @@
+"""What encoder-decoder (sequence-to-sequence) Transformers share (Vaswani et al., 2017, "Attention Is
+All You Need"): an encoder reads the source, a decoder writes the target one token at a time, reading
+the encoder's output through cross-attention. A family (BART, Marian, the BERT-to-BERT composite)
+builds the modules and names its Hugging Face fields; the rest is here:
+
+- `Seq2SeqStack`: one side, embeddings + blocks. The encoder drops padding tokens (every linear layer
+  runs on real tokens only, attention re-pads per sequence); the decoder has causal self-attention,
+  cross-attention and a KV cache, and skips padded target positions in training too.
+- `Seq2SeqPreTrainedModel`: the hooks `generate` uses (`encode`, `make_cache`: the cross-attention keys
+  and values are computed once per source and read in place by every beam of it) and the forward of
+  an LM: ``labels`` -> decoder inputs (`shift_tokens_right`) and the loss, with label smoothing.
+
+Padding: ``attention_mask`` (B, S) marks the source's real tokens; ``decoder_attention_mask`` (B, T) the
+target's (Hugging Face's meaning: padding keys are hidden). Positions count from 0 in every row, as
+in Hugging Face, so sources are padded on the right.
+
+Fast by default, as the causal LMs: given ``labels`` in training mode, the loss comes from the chunked
+LM head + cross-entropy (`plmkit.nn.losses`), which never builds the (B, T, V) logits, and ``.logits``
+is None; ``return_logits=True`` (or eval mode) gives them with the same loss.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from plmkit.errors import ConfigError, PlmkitError
+from plmkit.generation import GenerationMixin
+from plmkit.models.base import PreTrainedModel
+from plmkit.models.config import ModelConfig
+from plmkit.models.inputs import check_inputs
+from plmkit.models.outputs import BaseModelOutput, Seq2SeqLMOutput
+from plmkit.nn.block import run_blocks
+from plmkit.nn.cache import Seq2SeqCache
+from plmkit.nn.losses import linear_cross_entropy
+from plmkit.nn.masks import Unpadded, attention_bias, causal_bias, padding_bias
+from plmkit.utils.constants import IGNORE_INDEX
+
+
+def shift_tokens_right(labels: Tensor, pad_token_id: int | None, decoder_start_token_id: int | None) -> Tensor:
+    """(B, T) labels -> decoder inputs: the start token, then the labels but the last; -100 -> pad."""
+    if decoder_start_token_id is None:
+        raise ConfigError("labels need a decoder start token to shift them into decoder inputs, but "
+                          "config.decoder_start_token_id is not set: set it (BART: eos, Marian: pad, BERT-to-BERT: [CLS])")
+    if pad_token_id is None:
+        raise ConfigError("labels are shifted into decoder inputs with -100 replaced by the pad token, but "
+                          "config.pad_token_id is not set: set it")
+    shifted = labels.new_full(labels.shape, decoder_start_token_id)
+    shifted[:, 1:] = labels[:, :-1]
+    return shifted.masked_fill_(shifted == IGNORE_INDEX, pad_token_id)
+
+
+def labelled_prefix(labels: Tensor) -> Tensor:
+    """(B, T) 1 up to each row's last labelled position, 0 after it: the decoder positions a loss needs
+    (later ones are seen by no labelled position, causal attention looking only back)."""
+    labelled = (labels != IGNORE_INDEX).long()
+    return (labelled.flip(1).cummax(1).values.flip(1)).to(labels.dtype)
+
+
+def check_length(limit: int | None, n: int, what: str) -> None:
+    if limit is not None and n > limit:
+        raise PlmkitError(f"the {what} has {n} positions but this model takes at most {limit}: "
+                          f"truncate it (e.g. tokenizer(..., truncation=True, max_length={limit}))")
+
+
+def self_attention_masks(mask: Tensor | None, t: int, past: int, causal: bool, unpad: bool, dtype: torch.dtype,
+                         device=None) -> tuple[Unpadded | None, Tensor | None, bool]:
+    """(layout, bias, causal) for the self-attention of T new positions after ``past`` cached ones.
+
+    mask: (B, past + T) 1 = token, 0 = padding (or None). Padding is removed (``layout``) when allowed:
+    no cache, and every position that matters is a token (``unpad``).
+    """
+    if mask is not None and bool(mask.all()):
+        mask = None
+    if mask is None:
+        if not causal or past == 0:
+            return None, None, causal  # SDPA's own causal mask (fast path)
+        return None, (causal_bias(t, past + t, dtype, device) if t > 1 else None), False
+    if mask.shape[1] != past + t:
+        raise PlmkitError(f"the attention mask has {mask.shape[1]} positions but the model sees {past} cached "
+                          f"+ {t} new ones: pass the mask of the whole sequence")
+    if past == 0 and unpad:
+        return Unpadded.from_mask(mask, dtype), None, causal
+    return None, attention_bias(mask, t, causal, dtype), False
+
+
+class Seq2SeqStack(nn.Module):
+    """One side of an encoder-decoder: ``embeddings`` (a `plmkit.nn.embeddings.ScaledEmbeddings`, or
+    anything taking (ids, positions)), ``layers`` (TransformerBlocks, with cross-attention in a
+    decoder) and an optional ``final_norm``. ``causal``: a decoder."""
+
+    def __init__(self, embeddings: nn.Module, layers: list[nn.Module], final_norm: nn.Module | None = None, *,
+                 causal: bool = False, layerdrop: float = 0.0):
+        super().__init__()
+        self.embeddings, self.layers, self.final_norm = embeddings, nn.ModuleList(layers), final_norm
+        self.causal, self.layerdrop = causal, layerdrop
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, *, context: Tensor | None = None,
+                context_mask: Tensor | None = None, cache: Seq2SeqCache | None = None, unpad: bool = True,
+                output_hidden_states: bool = False, output_attentions: bool = False) -> BaseModelOutput:
+        """input_ids (B, T); attention_mask (B, T), or (B, past + T) with a cache.
+
+        A decoder reads ``context`` (B, S, D), the encoder's output, with ``context_mask`` (B, S), or the
+        keys and values ``cache`` holds (generation).
+        """
+        past = cache.length if cache is not None else 0
+        check_inputs(input_ids, self.embeddings.word.num_embeddings, attention_mask,
+                     past + input_ids.shape[-1] if past else None)
+        b, t = input_ids.shape
+        check_length(self.embeddings.max_positions, past + t, "target" if self.causal else "source")
+        dtype = self.embeddings.word.weight.dtype
+        positions = torch.arange(past, past + t, device=input_ids.device).expand(b, t)
+        layout, bias, causal = self_attention_masks(attention_mask, t, past, self.causal, unpad and cache is None,
+                                                    dtype, input_ids.device)
+        context_bias = None
+        if cache is not None:
+            context, context_bias = cache.cross, cache.cross_bias
+        elif context_mask is not None and not bool(context_mask.all()):
+            context_bias = padding_bias(context_mask, dtype)
+        unpadded = layout.unpad if layout is not None else (lambda x: x)
+        full = layout.repad if layout is not None else (lambda x: x)
+
+        x = self.embeddings(unpadded(input_ids), unpadded(positions))  # (B, T, D) or (N, D)
+        x, hidden, attentions = run_blocks(self.layers, x, bias, causal=causal, layout=layout, cache=cache,
+                                           context=context, context_bias=context_bias, layerdrop=self.layerdrop,
+                                           output_hidden_states=output_hidden_states,
+                                           output_attentions=output_attentions)
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+        x = full(x)  # (B, T, D), zeros at padding
+        return BaseModelOutput(x, None, tuple(map(full, hidden)) + (x,) if output_hidden_states else None,
+                               tuple(attentions) if output_attentions else None, cache)
+
+
+def shared_parameter_names(model: nn.Module) -> tuple[str, ...]:
+    """Parameters that are the same tensor as one named before them (tied embeddings): a checkpoint
+    stores them once, under the first name."""
+    seen, tied = set(), []
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in seen:
+            tied.append(name)
+        seen.add(id(p))
+    return tuple(tied)
+
+
+class Seq2SeqPreTrainedModel(GenerationMixin, PreTrainedModel):
+    """The base of an encoder-decoder family's models. ``generate`` runs the encoder once (`encode`),
+    then the decoder step by step on a `make_cache` cache; a family's LM provides the hooks below."""
+
+    is_encoder_decoder = True
+    body_roots = ("shared", "encoder", "decoder")
+    optional_keys = ("final_logits_bias",)  # Hugging Face's default (zeros) when a checkpoint lacks it
+
+    def get_encoder(self) -> nn.Module:
+        """The encoder: (input_ids, attention_mask, output_hidden_states=, output_attentions=) -> BaseModelOutput."""
+        raise NotImplementedError
+
+    def decoder_layers(self) -> nn.ModuleList:
+        """The decoder's blocks (each with ``attn`` and ``cross_attn``)."""
+        raise NotImplementedError
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.get_encoder().embeddings.word
+
+    def encode(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """(B, S) source -> (B, S, D) the states the decoder's cross-attention reads."""
+        return self.get_encoder()(input_ids, attention_mask).last_hidden_state
+
+    def make_cache(self, rows: int, max_len: int, encoder_states: Tensor, encoder_mask: Tensor | None = None,
+                   dtype: torch.dtype | None = None) -> Seq2SeqCache:
+        """A decoder cache for ``rows`` target sequences of up to ``max_len`` positions, over the
+        (B_s, S, D) ``encoder_states`` of B_s sources (rows = B_s * beams); the cross-attention keys and
+        values are computed here, once."""
+        layers = self.decoder_layers()
+        attn, dtype = layers[0].attn, dtype or encoder_states.dtype
+        cross = [layer.cross_attn.project_kv(encoder_states) for layer in layers]  # (B_s, H, S, d) each
+        padded = encoder_mask is not None and not bool(encoder_mask.all())
+        return Seq2SeqCache(len(layers), rows, attn.n_kv_heads, max_len, attn.d_head, cross,
+                            padding_bias(encoder_mask, dtype) if padded else None, dtype, encoder_states.device)
+
+    def encoder_output(self, input_ids, attention_mask, encoder_outputs, cache,
+                       output_hidden_states: bool, output_attentions: bool) -> BaseModelOutput | None:
+        """The encoder's output: given (``encoder_outputs``: an output, a tuple or a (B, S, D) tensor),
+        held by the cache (None: the decoder reads the cache), or computed now."""
+        if encoder_outputs is not None:
+            if isinstance(encoder_outputs, Tensor):
+                return BaseModelOutput(encoder_outputs)
+            return encoder_outputs if isinstance(encoder_outputs, BaseModelOutput) else BaseModelOutput(*encoder_outputs)
+        if cache is not None:
+            return None
+        if input_ids is None:
+            raise PlmkitError("give the source (input_ids), or encoder_outputs, or a cache made by make_cache")
+        return self.get_encoder()(input_ids, attention_mask, output_hidden_states=output_hidden_states,
+                                  output_attentions=output_attentions)
+
+
+class Seq2SeqLM:
+    """What every encoder-decoder LM shares (mixed into a Seq2SeqPreTrainedModel): the forward with
+    the shifted labels and the loss. A family provides `decode` (the decoder's hidden states) and
+    `output_projection` (how hidden states become logits); `decoder_mask_for_labels` says which
+    decoder positions are padding when labels are given without a decoder mask."""
+
+    def decode(self, decoder_input_ids: Tensor, decoder_attention_mask: Tensor | None, encoder_states: Tensor | None,
+               encoder_mask: Tensor | None, cache: Seq2SeqCache | None, unpad: bool,
+               output_hidden_states: bool, output_attentions: bool) -> BaseModelOutput:
+        raise NotImplementedError
+
+    def output_projection(self) -> tuple[callable | None, Tensor, Tensor | None]:
+        """(transform or None, weight (V, D), bias (V,) or None): logits = transform(h) @ weight.T + bias."""
+        raise NotImplementedError
+
+    def decoder_mask_for_labels(self, decoder_input_ids: Tensor, labels: Tensor) -> Tensor:
+        """Hugging Face's BART and Marian mask no decoder position; the positions after each row's last
+        label are seen by no labelled one, so skipping them changes nothing that counts."""
+        return labelled_prefix(labels)
+
+    def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
+                decoder_input_ids: Tensor | None = None, decoder_attention_mask: Tensor | None = None,
+                encoder_outputs=None, past_key_values: Seq2SeqCache | None = None, labels: Tensor | None = None,
+                logits_to_keep: int = 0, output_attentions: bool = False, output_hidden_states: bool = False,
+                return_logits: bool | None = None, label_smoothing: float = 0.0) -> Seq2SeqLMOutput:
+        """input_ids / attention_mask (B, S): the source; labels (B, T): the target, -100 = ignored;
+        decoder inputs are the labels shifted right after ``decoder_start_token_id`` unless given.
+
+        logits_to_keep: logits of the last k positions only (0 = all), as in generation.
+        return_logits: None = logits unless training with labels (see the module docstring).
+        label_smoothing: as ``torch.nn.CrossEntropyLoss(label_smoothing=...)``.
+        """
+        unpad = True
+        if labels is not None:
+            if decoder_input_ids is None:
+                decoder_input_ids = shift_tokens_right(labels, self.config.pad_token_id,
+                                                       self.config.decoder_start_token_id)
+                if decoder_attention_mask is None:
+                    decoder_attention_mask = self.decoder_mask_for_labels(decoder_input_ids, labels)
+            if decoder_attention_mask is not None:  # a labelled position behind padding is computed too
+                unpad = not bool(((labels != IGNORE_INDEX) & (decoder_attention_mask == 0)).any())
+        if decoder_input_ids is None:
+            raise PlmkitError("give labels or decoder_input_ids: the decoder needs its inputs")
+        enc = self.encoder_output(input_ids, attention_mask, encoder_outputs, past_key_values, output_hidden_states,
+                                  output_attentions)
+        dec = self.decode(decoder_input_ids, decoder_attention_mask, None if enc is None else enc.last_hidden_state,
+                          attention_mask, past_key_values, unpad, output_hidden_states, output_attentions)
+        h = dec.last_hidden_state  # (B, T, D)
+        transform, weight, bias = self.output_projection()
+        if return_logits is None:
+            return_logits = not (self.training and labels is not None) or bool(logits_to_keep)
+        loss = logits = None
+        if not return_logits:
+            h = h.reshape(-1, h.shape[-1])
+            loss = None if labels is None else linear_cross_entropy(
+                h if transform is None else transform(h), weight, labels.reshape(-1), bias, label_smoothing)
+        else:
+            h = h[:, -logits_to_keep:] if logits_to_keep else h
+            logits = F.linear(h if transform is None else transform(h), weight, bias)  # (B, T, V)
+            if labels is not None:
+                loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
+                                       ignore_index=IGNORE_INDEX, label_smoothing=label_smoothing)
+        return Seq2SeqLMOutput(loss, logits, past_key_values, dec.hidden_states, dec.attentions,
+                               None if enc is None else enc.last_hidden_state,
+                               None if enc is None else enc.hidden_states, None if enc is None else enc.attentions)
+
+
+def check_token_id(config: ModelConfig, name: str, vocab_size: int) -> None:
+    value = getattr(config, name)
+    config._check(value is None or (isinstance(value, int) and 0 <= value < vocab_size),
+                  f"{name}={value!r} is not a token of the {vocab_size}-word vocabulary: set it to the "
+                  "tokenizer's id")
+
+
+__all__ = ["Seq2SeqLM", "Seq2SeqPreTrainedModel", "Seq2SeqStack", "check_length", "labelled_prefix",
+           "self_attention_masks", "shared_parameter_names", "shift_tokens_right"]

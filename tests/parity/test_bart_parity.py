@@ -1,0 +1,114 @@
+"""Parity with Hugging Face transformers' BART in fp32: logits, loss and states with padded sources and
+targets, training steps, checkpoints both ways, and generation (greedy, beams) token for token."""
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+
+transformers = pytest.importorskip("transformers")
+
+from plmkit import AutoModelForSeq2SeqLM, BartConfig, BartForConditionalGeneration, BartModel  # noqa: E402
+from seq2seq_checks import (TINY, TOL, assert_exact_checkpoint_keys, assert_same_outputs,  # noqa: E402
+                            assert_trained_alike, labels_of, padded, roughen, strict_hf_load)
+
+PAD, EOS = 1, 2
+
+
+def hf_bart(tmp_path, cls="BartForConditionalGeneration", **overrides):
+    torch.manual_seed(0)
+    hf = roughen(getattr(transformers, cls)(transformers.BartConfig(**{**TINY, **overrides})), eos=EOS)
+    hf.save_pretrained(tmp_path)
+    return hf
+
+
+def test_logits_loss_and_states_match_with_padded_sources_and_targets(tmp_path, caplog):
+    hf = hf_bart(tmp_path)
+    model = BartForConditionalGeneration.from_pretrained(tmp_path)
+    ids, mask = padded([11, 7, 4], 99, PAD)
+    labels = labels_of([8, 5, 2], 99)
+    with torch.no_grad():
+        theirs = hf(input_ids=ids, attention_mask=mask, labels=labels, output_hidden_states=True)
+        ours = model(input_ids=ids, attention_mask=mask, labels=labels, output_hidden_states=True)
+    assert_same_outputs(ours, theirs, mask, labels)
+    keep = labels != -100
+    for a, b in zip(ours.decoder_hidden_states, theirs.decoder_hidden_states, strict=True):
+        torch.testing.assert_close(a[keep], b[keep], **TOL)
+    for a, b in zip(ours.encoder_hidden_states, theirs.encoder_hidden_states, strict=True):
+        torch.testing.assert_close(a[mask.bool()], b[mask.bool()], **TOL)
+    # decoder inputs given with their padding mask (Hugging Face's meaning: padded keys hidden)
+    dec, dec_mask = padded([6, 3, 5], 99, PAD, seed=3)
+    with torch.no_grad():
+        theirs = hf(input_ids=ids, attention_mask=mask, decoder_input_ids=dec, decoder_attention_mask=dec_mask)
+        ours = model(input_ids=ids, attention_mask=mask, decoder_input_ids=dec, decoder_attention_mask=dec_mask)
+    torch.testing.assert_close(ours.logits[dec_mask.bool()], theirs.logits[dec_mask.bool()], **TOL)
+
+
+def test_base_model_matches(tmp_path):
+    hf = hf_bart(tmp_path, "BartModel")
+    model = BartModel.from_pretrained(tmp_path)
+    ids, mask = padded([9, 6], 99, PAD)
+    with torch.no_grad():  # no decoder inputs: the source shifted right (denoising)
+        theirs, ours = hf(input_ids=ids, attention_mask=mask), model(input_ids=ids, attention_mask=mask)
+    torch.testing.assert_close(ours.encoder_last_hidden_state[mask.bool()],
+                               theirs.encoder_last_hidden_state[mask.bool()], **TOL)
+    torch.testing.assert_close(ours.last_hidden_state, theirs.last_hidden_state, **TOL)
+
+
+def test_checkpoints_move_both_ways(tmp_path, caplog):
+    hf = hf_bart(tmp_path / "hf")
+    with safe_open(tmp_path / "hf" / "model.safetensors", "pt") as f:
+        hf_state = {k: f.get_tensor(k) for k in f.keys()}
+    model = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "hf")
+    assert type(model) is BartForConditionalGeneration
+    assert_exact_checkpoint_keys(model, hf_state, caplog)
+    model.save_pretrained(tmp_path / "ours")
+    with safe_open(tmp_path / "ours" / "model.safetensors", "pt") as f:
+        saved = set(f.keys())
+    assert saved == set(hf_state)  # model.shared.weight once, final_logits_bias, no tied copies
+    back = transformers.BartForConditionalGeneration.from_pretrained(tmp_path / "ours").eval()
+    strict_hf_load(back, model)
+    ids, mask = padded([10, 3], 99, PAD)
+    labels = labels_of([6, 4], 99)
+    with torch.no_grad():
+        assert_same_outputs(model(input_ids=ids, attention_mask=mask, labels=labels),
+                            back(input_ids=ids, attention_mask=mask, labels=labels), mask, labels)
+    again = BartForConditionalGeneration.from_pretrained(tmp_path / "ours")
+    for (k, a), b in zip(model.state_dict().items(), again.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+    d = json.loads((tmp_path / "ours" / "config.json").read_text())
+    assert (d["model_type"], d["is_encoder_decoder"], d["decoder_start_token_id"]) == ("bart", True, 2)
+
+
+def test_training_steps_match_hf(tmp_path):
+    hf = hf_bart(tmp_path, dropout=0.0)
+    model = BartForConditionalGeneration.from_pretrained(tmp_path)
+    ids, mask = padded([11, 7, 4], 99, PAD)
+    batch = dict(input_ids=ids, attention_mask=mask, labels=labels_of([8, 5, 2], 99))
+    assert_trained_alike(model, hf, batch)
+    assert_trained_alike(model, hf, batch, steps=1, label_smoothing=0.1)
+
+
+@pytest.mark.parametrize("settings", [dict(), dict(num_beams=4, no_repeat_ngram_size=2, length_penalty=0.8),
+                                      dict(num_beams=4, early_stopping=True, num_return_sequences=2),
+                                      dict(num_beams=3, early_stopping="never", length_penalty=1.5, min_length=4)])
+def test_generation_matches_hf(tmp_path, settings):
+    """Greedy and beam search on a batch of sources of different lengths, the same tokens as Hugging
+    Face's generate (which starts the decoder with </s> and forces </s> at max length, as here)."""
+    hf = hf_bart(tmp_path)
+    model = BartForConditionalGeneration.from_pretrained(tmp_path)
+    ids, mask = padded([11, 7, 4], 99, PAD, seed=4)
+    expected = hf.generate(ids, attention_mask=mask, max_new_tokens=12, do_sample=False, **settings)
+    got = model.generate(ids, attention_mask=mask, max_new_tokens=12, **settings)
+    assert torch.equal(got, expected), (got, expected)
+    assert (got[:, 0] == 2).all() and (got == EOS)[:, 1:].any(1).sum() >= 2  # started with </s>, some ended early
+
+
+def test_config_keys_and_presets():
+    assert BartConfig.from_preset("bart-base").d_model == 768
+    assert BartConfig.from_preset("bart-tiny", vocab_size=300).vocab_size == 300
+    from plmkit.errors import ConfigError
+    with pytest.raises(ConfigError, match="tie_word_embeddings=false"):
+        BartConfig(tie_word_embeddings=False)
+    with pytest.raises(ConfigError, match="is_encoder_decoder"):
+        BartConfig.from_dict({"is_encoder_decoder": False})
