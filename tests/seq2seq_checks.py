@@ -52,8 +52,22 @@ def assert_same_outputs(ours, theirs, source_mask, labels) -> None:
     torch.testing.assert_close(ours.encoder_last_hidden_state[real], theirs.encoder_last_hidden_state[real], **TOL)
 
 
-def max_error(ours, theirs, labels) -> float:
+def assert_models_agree(model, hf, pad: int, vocab: int = 99, sources=(11, 7, 4), targets=(8, 5, 2),
+                        hidden_states: bool = False) -> float:
+    """Both models on a batch of padded sources and labels (-100 after each target): the same logits,
+    loss and encoder output (and decoder hidden states); returns the largest logit difference."""
+    ids, mask = padded(list(sources), vocab, pad)
+    labels = labels_of(list(targets), vocab)
+    with torch.no_grad():
+        theirs = hf(input_ids=ids, attention_mask=mask, labels=labels, output_hidden_states=hidden_states)
+        ours = model(input_ids=ids, attention_mask=mask, labels=labels, output_hidden_states=hidden_states)
+    assert_same_outputs(ours, theirs, mask, labels)
     keep = labels != -100
+    if hidden_states:
+        for a, b in zip(ours.decoder_hidden_states, theirs.decoder_hidden_states, strict=True):
+            torch.testing.assert_close(a[keep], b[keep], **TOL)
+        for a, b in zip(ours.encoder_hidden_states, theirs.encoder_hidden_states, strict=True):
+            torch.testing.assert_close(a[mask.bool()], b[mask.bool()], **TOL)
     return float((ours.logits[keep] - theirs.logits[keep]).abs().max())
 
 

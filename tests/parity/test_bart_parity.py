@@ -9,7 +9,7 @@ from safetensors import safe_open
 transformers = pytest.importorskip("transformers")
 
 from plmkit import AutoModelForSeq2SeqLM, BartConfig, BartForConditionalGeneration, BartModel  # noqa: E402
-from seq2seq_checks import (TINY, TOL, assert_exact_checkpoint_keys, assert_same_outputs,  # noqa: E402
+from seq2seq_checks import (TINY, TOL, assert_exact_checkpoint_keys, assert_models_agree,  # noqa: E402
                             assert_trained_alike, labels_of, padded, roughen, strict_hf_load)
 
 PAD, EOS = 1, 2
@@ -25,17 +25,8 @@ def hf_bart(tmp_path, cls="BartForConditionalGeneration", **overrides):
 def test_logits_loss_and_states_match_with_padded_sources_and_targets(tmp_path, caplog):
     hf = hf_bart(tmp_path)
     model = BartForConditionalGeneration.from_pretrained(tmp_path)
+    assert assert_models_agree(model, hf, PAD, hidden_states=True) < 1e-5
     ids, mask = padded([11, 7, 4], 99, PAD)
-    labels = labels_of([8, 5, 2], 99)
-    with torch.no_grad():
-        theirs = hf(input_ids=ids, attention_mask=mask, labels=labels, output_hidden_states=True)
-        ours = model(input_ids=ids, attention_mask=mask, labels=labels, output_hidden_states=True)
-    assert_same_outputs(ours, theirs, mask, labels)
-    keep = labels != -100
-    for a, b in zip(ours.decoder_hidden_states, theirs.decoder_hidden_states, strict=True):
-        torch.testing.assert_close(a[keep], b[keep], **TOL)
-    for a, b in zip(ours.encoder_hidden_states, theirs.encoder_hidden_states, strict=True):
-        torch.testing.assert_close(a[mask.bool()], b[mask.bool()], **TOL)
     # decoder inputs given with their padding mask (Hugging Face's meaning: padded keys hidden)
     dec, dec_mask = padded([6, 3, 5], 99, PAD, seed=3)
     with torch.no_grad():
@@ -56,7 +47,7 @@ def test_base_model_matches(tmp_path):
 
 
 def test_checkpoints_move_both_ways(tmp_path, caplog):
-    hf = hf_bart(tmp_path / "hf")
+    hf_bart(tmp_path / "hf")
     with safe_open(tmp_path / "hf" / "model.safetensors", "pt") as f:
         hf_state = {k: f.get_tensor(k) for k in f.keys()}
     model = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "hf")
@@ -68,11 +59,7 @@ def test_checkpoints_move_both_ways(tmp_path, caplog):
     assert saved == set(hf_state)  # model.shared.weight once, final_logits_bias, no tied copies
     back = transformers.BartForConditionalGeneration.from_pretrained(tmp_path / "ours").eval()
     strict_hf_load(back, model)
-    ids, mask = padded([10, 3], 99, PAD)
-    labels = labels_of([6, 4], 99)
-    with torch.no_grad():
-        assert_same_outputs(model(input_ids=ids, attention_mask=mask, labels=labels),
-                            back(input_ids=ids, attention_mask=mask, labels=labels), mask, labels)
+    assert_models_agree(model, back, PAD, sources=(10, 3), targets=(6, 4))
     again = BartForConditionalGeneration.from_pretrained(tmp_path / "ours")
     for (k, a), b in zip(model.state_dict().items(), again.state_dict().values(), strict=True):
         assert torch.equal(a, b), k

@@ -13,8 +13,8 @@ from safetensors.torch import save_file
 transformers = pytest.importorskip("transformers")
 
 from plmkit import AutoModelForSeq2SeqLM, MarianConfig, MarianMTModel  # noqa: E402
-from seq2seq_checks import (TINY, assert_exact_checkpoint_keys, assert_same_outputs, assert_trained_alike,  # noqa: E402
-                            labels_of, max_error, padded, roughen, strict_hf_load)
+from seq2seq_checks import (TINY, assert_exact_checkpoint_keys, assert_models_agree, assert_same_outputs,  # noqa: E402
+                            assert_trained_alike, labels_of, padded, roughen, strict_hf_load)
 
 PAD, EOS = 98, 0
 OPUS = dict(TINY, pad_token_id=PAD, decoder_start_token_id=PAD, eos_token_id=EOS, forced_eos_token_id=EOS,
@@ -34,14 +34,8 @@ def hf_marian(tmp_path, **overrides):
 def test_logits_and_loss_match_with_padded_sources_and_targets(tmp_path, vocab):
     hf = hf_marian(tmp_path, **(OWN_TARGET_VOCAB if vocab != "shared" else {}))
     model = MarianMTModel.from_pretrained(tmp_path)
-    ids, mask = padded([11, 7, 4], 97, PAD)
-    labels = labels_of([8, 5, 2], 97)
-    with torch.no_grad():
-        theirs = hf(input_ids=ids, attention_mask=mask, labels=labels)
-        ours = model(input_ids=ids, attention_mask=mask, labels=labels)
-    assert_same_outputs(ours, theirs, mask, labels)
-    assert max_error(ours, theirs, labels) < 1e-5
-    assert ours.logits.shape[-1] == (120 if vocab != "shared" else 99)
+    assert assert_models_agree(model, hf, PAD, vocab=97) < 1e-5
+    assert model.lm_head.out_features == (120 if vocab != "shared" else 99)
 
 
 def test_sinusoids_are_rebuilt_not_saved_and_old_checkpoints_with_them_load(tmp_path, caplog):
@@ -79,11 +73,7 @@ def test_our_checkpoint_loads_in_hf(tmp_path, vocab):
     assert type(hf) is MarianMTModel
     back = transformers.MarianMTModel.from_pretrained(tmp_path).eval()
     strict_hf_load(back, model, missing_ok="embed_positions")
-    ids, mask = padded([10, 3], 97, PAD)
-    labels = labels_of([6, 4], 97)
-    with torch.no_grad():
-        assert_same_outputs(model(input_ids=ids, attention_mask=mask, labels=labels),
-                            back(input_ids=ids, attention_mask=mask, labels=labels), mask, labels)
+    assert_models_agree(model, back, PAD, vocab=97, sources=(10, 3), targets=(6, 4))
 
 
 def test_training_steps_match_hf(tmp_path):

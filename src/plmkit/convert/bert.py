@@ -1,4 +1,4 @@
-"""BERT: plmkit names <-> Hugging Face `BertModel` / `BertFor*` names."""
+"""BERT: plmkit names <-> Hugging Face `BertModel` / `BertFor*` / `BertLMHeadModel` names."""
 from __future__ import annotations
 
 from plmkit.convert.keys import Converter, KeyTable
@@ -16,6 +16,11 @@ BODY = KeyTable([
     ("layers.{i}.mlp.fc_in", "encoder.layer.{i}.intermediate.dense"),
     ("layers.{i}.mlp.fc_out", "encoder.layer.{i}.output.dense"),
     ("layers.{i}.mlp_norm", "encoder.layer.{i}.output.LayerNorm"),
+    ("layers.{i}.cross_attn.q", "encoder.layer.{i}.crossattention.self.query"),  # a decoder's (add_cross_attention)
+    ("layers.{i}.cross_attn.k", "encoder.layer.{i}.crossattention.self.key"),
+    ("layers.{i}.cross_attn.v", "encoder.layer.{i}.crossattention.self.value"),
+    ("layers.{i}.cross_attn.out", "encoder.layer.{i}.crossattention.output.dense"),
+    ("layers.{i}.cross_norm", "encoder.layer.{i}.crossattention.output.LayerNorm"),
     ("pooler.dense", "pooler.dense"),
 ])
 

@@ -4,10 +4,11 @@ from plmkit.models.auto import (AutoConfig, AutoModel, AutoModelForCausalLM, Aut
                                 AutoModelForSequenceClassification, AutoModelForTokenClassification)
 from plmkit.models.bert import (BERT_PRESETS, BertConfig, BertForMaskedLM, BertForNextSentencePrediction,
                                 BertForPreTraining, BertForQuestionAnswering, BertForSequenceClassification,
-                                BertForRelationClassification, BertForTokenClassification, BertModel)
+                                BertForRelationClassification, BertForTokenClassification, BertLMHeadModel, BertModel)
 from plmkit.models.gpt2 import GPT2_PRESETS, GPT2Config, GPT2LMHeadModel, GPT2Model
 from plmkit.models.llama import LLAMA_PRESETS, LlamaConfig, LlamaForCausalLM, LlamaModel
 from plmkit.models.bart import BART_PRESETS, BartConfig, BartForConditionalGeneration, BartModel
 from plmkit.models.marian import MARIAN_PRESETS, MarianConfig, MarianModel, MarianMTModel
+from plmkit.models.encoder_decoder import EncoderDecoderConfig, EncoderDecoderModel
 from plmkit.models.sentence_transformers import SentenceTransformerFiles, sentence_embeddings
 from plmkit.models.registry import Family, config_from_preset, families, family, family_of_preset

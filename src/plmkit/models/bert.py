@@ -16,14 +16,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from plmkit.convert.bert import CONVERTER
-from plmkit.errors import PlmkitError
+from plmkit.errors import ConfigError, PlmkitError
+from plmkit.generation import GenerationMixin
 from plmkit.models.base import PreTrainedModel
 from plmkit.models.config import ABOVE_ZERO, POSITIVE, PROBABILITY, ModelConfig
 from plmkit.models.inputs import check_inputs
 from plmkit.models.registry import Family, config_from_preset, register
-from plmkit.models.outputs import (BaseModelOutput, ClassifierOutput, MaskedLMOutput, PreTrainingOutput,
-                                   QuestionAnsweringOutput)
-from plmkit.nn import FeedForward, MultiHeadAttention, TextEmbeddings, TransformerBlock, Unpadded
+from plmkit.models.decoder import causal_lm_loss
+from plmkit.models.outputs import (BaseModelOutput, CausalLMOutput, ClassifierOutput, MaskedLMOutput,
+                                   PreTrainingOutput, QuestionAnsweringOutput)
+from plmkit.nn import FeedForward, MultiHeadAttention, TextEmbeddings, TransformerBlock, run_blocks
+from plmkit.nn.cache import KVCache, cross_attention_inputs
+from plmkit.nn.masks import self_attention_masks
 from plmkit.nn.mlp import ACTIVATIONS
 from plmkit.utils.constants import IGNORE_INDEX
 
@@ -35,7 +39,6 @@ class BertConfig(ModelConfig):
     model_type = "bert"
     dropout_fields = ("hidden_dropout_prob", "attention_probs_dropout_prob")
     field_names = {"num_layers": "num_hidden_layers", "d_model": "hidden_size", "context_length": "max_position_embeddings"}
-    default_only_keys = {**ModelConfig.default_only_keys, "is_decoder": False}  # true: a causal BERT
     ranges = {**dict.fromkeys(("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                                "intermediate_size", "max_position_embeddings", "type_vocab_size"), POSITIVE),
               **dict.fromkeys(("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"), PROBABILITY),
@@ -58,6 +61,8 @@ class BertConfig(ModelConfig):
     position_embedding_type: str = "absolute"
     classifier_dropout: float | None = None
     tie_word_embeddings: bool = True
+    is_decoder: bool = False  # causal self-attention (the decoder of an encoder-decoder, BertLMHeadModel)
+    add_cross_attention: bool = False  # a cross-attention sublayer in every block (needs is_decoder)
     norm_first: bool = False  # plmkit extension: pre-LN blocks (not loadable as a Hugging Face BertModel)
 
     def __post_init__(self):
@@ -69,6 +74,8 @@ class BertConfig(ModelConfig):
                     f"position_embedding_type={self.position_embedding_type!r}: only 'absolute' is supported")
         self._check(self.pad_token_id < self.vocab_size,
                     f"pad_token_id={self.pad_token_id} is not below vocab_size={self.vocab_size}")
+        self._check(self.is_decoder or not self.add_cross_attention,
+                    "add_cross_attention=true needs is_decoder=true (cross-attention is a decoder's)")
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "BertConfig":
@@ -96,6 +103,11 @@ class BertPreTrainedModel(PreTrainedModel):
     base_prefix = "bert"
     body_roots = ("embeddings", "layers", "final_norm")
 
+    def _is_body(self, key: str) -> bool:
+        """Cross-attention is new when a decoder starts from an encoder's checkpoint (Rothe et al.,
+        2020): initialised, and said so, as a head would be."""
+        return super()._is_body(key) and ".cross_" not in key
+
     def save_pretrained(self, directory, **options) -> None:
         super().save_pretrained(directory, **options)
         if self.config.norm_first and not getattr(self, "_said_pre_ln", False):
@@ -106,21 +118,24 @@ class BertPreTrainedModel(PreTrainedModel):
 
 
 class BertModel(BertPreTrainedModel):
-    """The encoder: embeddings, N post-LN Transformer blocks, and the [CLS] pooler."""
+    """The encoder: embeddings, N post-LN Transformer blocks, and the [CLS] pooler. With ``is_decoder``
+    the self-attention is causal (with a KV cache), and with ``add_cross_attention`` every block reads
+    ``encoder_hidden_states`` too: the decoder half of an encoder-decoder."""
 
     base_prefix = ""
 
     def __init__(self, config: BertConfig, add_pooling_layer: bool = True):
         super().__init__(config)
         c = config
+
+        def attention():
+            return MultiHeadAttention(c.hidden_size, c.num_attention_heads, dropout=c.attention_probs_dropout_prob)
         self.embeddings = TextEmbeddings(c.vocab_size, c.hidden_size, c.max_position_embeddings, c.type_vocab_size,
                                          c.layer_norm_eps, c.hidden_dropout_prob, c.pad_token_id)
         self.layers = nn.ModuleList(
-            TransformerBlock(
-                MultiHeadAttention(c.hidden_size, c.num_attention_heads, dropout=c.attention_probs_dropout_prob),
-                FeedForward(c.hidden_size, c.intermediate_size, c.hidden_act),
-                lambda: nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps),
-                norm_first=c.norm_first, dropout=c.hidden_dropout_prob)
+            TransformerBlock(attention(), FeedForward(c.hidden_size, c.intermediate_size, c.hidden_act),
+                             lambda: nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps), norm_first=c.norm_first,
+                             dropout=c.hidden_dropout_prob, cross_attn=attention() if c.add_cross_attention else None)
             for _ in range(c.num_hidden_layers))
         self.final_norm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps) if c.norm_first else None
         self.pooler = Pooler(c.hidden_size) if add_pooling_layer else None
@@ -128,42 +143,50 @@ class BertModel(BertPreTrainedModel):
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None,
                 position_ids: Tensor | None = None, output_attentions: bool = False,
-                output_hidden_states: bool = False, **unused) -> BaseModelOutput:
-        """input_ids: (B, T); attention_mask: (B, T) 1 = token, 0 = padding."""
+                output_hidden_states: bool = False, *, encoder_hidden_states: Tensor | None = None,
+                encoder_attention_mask: Tensor | None = None, past_key_values=None, unpad: bool = True,
+                **unused) -> BaseModelOutput:
+        """input_ids: (B, T); attention_mask: (B, T) 1 = token, 0 = padding ((B, past + T) with a cache).
+
+        A decoder (``is_decoder``) also takes encoder_hidden_states (B, S, D) with their
+        encoder_attention_mask (B, S), or a `Seq2SeqCache` holding their keys and values; ``unpad=False``
+        computes padding positions too (an encoder-decoder's labels may sit behind decoder padding).
+        """
         _reject_unknown(unused)
         c = self.config
-        check_inputs(input_ids, c.vocab_size, attention_mask, None, token_type_ids, c.type_vocab_size, position_ids,
-                     c.max_position_embeddings)
+        past = past_key_values.length if past_key_values is not None else 0
+        check_inputs(input_ids, c.vocab_size, attention_mask, past + input_ids.shape[-1] if past else None, token_type_ids,
+                     c.type_vocab_size, position_ids, c.max_position_embeddings)
         b, t = input_ids.shape
-        if t > self.config.max_position_embeddings:
-            raise PlmkitError(f"input has {t} tokens but this model takes at most "
+        if past + t > self.config.max_position_embeddings:
+            raise PlmkitError(f"input has {past + t} tokens but this model takes at most "
                               f"{self.config.max_position_embeddings}: truncate it (e.g. tokenizer(..., truncation=True))")
         if position_ids is None:
-            position_ids = torch.arange(t, device=input_ids.device)
+            position_ids = torch.arange(past, past + t, device=input_ids.device)
         position_ids = position_ids.expand(b, t)  # (T,) or (1, T) broadcast, as in HF; unpadding needs (B, T)
         if token_type_ids is not None:
             token_type_ids = token_type_ids.expand(b, t)
-        layout = None
-        if attention_mask is not None and not bool(attention_mask.all()):
-            layout = Unpadded.from_mask(attention_mask, self.embeddings.word.weight.dtype)
-        unpad = layout.unpad if layout is not None else (lambda x: x)
+        dtype = self.embeddings.word.weight.dtype
+        layout, bias, causal = self_attention_masks(attention_mask, t, past, self.config.is_decoder,
+                                                    unpad and past_key_values is None, dtype, input_ids.device)
+        context, context_bias = cross_attention_inputs(past_key_values, encoder_hidden_states, encoder_attention_mask,
+                                                       dtype)
+        unpadded = layout.unpad if layout is not None else (lambda x: x)
         full = layout.repad if layout is not None else (lambda x: x)
 
-        x = self.embeddings(unpad(input_ids), unpad(position_ids),
-                            None if token_type_ids is None else unpad(token_type_ids))  # (B, T, D) or (N, D)
-        hidden, attentions = [full(x)] if output_hidden_states else None, [] if output_attentions else None
-        for layer in self.layers:
-            x, probs = layer(x, layout=layout, need_weights=output_attentions)
-            if output_hidden_states:
-                hidden.append(full(x))
-            if output_attentions:
-                attentions.append(probs)
+        x = self.embeddings(unpadded(input_ids), unpadded(position_ids),
+                            None if token_type_ids is None else unpadded(token_type_ids))  # (B, T, D) or (N, D)
+        x, hidden, attentions = run_blocks(self.layers, x, bias, causal=causal, layout=layout, cache=past_key_values,
+                                           context=context, context_bias=context_bias,
+                                           output_hidden_states=output_hidden_states, output_attentions=output_attentions)
+        if output_hidden_states:
+            hidden.append(x)
         if self.final_norm is not None:
             x = self.final_norm(x)
         sequence = full(x)  # (B, T, D)
         pooled = self.pooler(sequence) if self.pooler is not None else None
-        return BaseModelOutput(sequence, pooled, tuple(hidden) if hidden else None,
-                               tuple(attentions) if attentions else None)
+        return BaseModelOutput(sequence, pooled, tuple(map(full, hidden)) if output_hidden_states else None,
+                               tuple(attentions) if attentions else None, past_key_values)
 
 
 class Pooler(nn.Module):
@@ -195,8 +218,11 @@ class MaskedLMHead(nn.Module):
         if c.tie_word_embeddings:
             self.decoder.weight = word_embeddings.weight
 
+    def transformed(self, h: Tensor) -> Tensor:  # (..., D) -> (..., D): what the vocabulary projection reads
+        return self.transform["norm"](self.act(self.transform["dense"](h)))
+
     def forward(self, h: Tensor) -> Tensor:  # (..., D) -> (..., V)
-        return self.decoder(self.transform["norm"](self.act(self.transform["dense"](h))))
+        return self.decoder(self.transformed(h))
 
 
 def mlm_logits_and_loss(head: MaskedLMHead, sequence: Tensor, labels: Tensor | None, sparse_prediction: bool,
@@ -285,6 +311,41 @@ class BertForPreTraining(BertPreTrainedModel):
         losses = [l for l in (mlm_loss, nsp_loss) if l is not None]
         return PreTrainingOutput(sum(losses) if losses else None, logits, nsp_logits, mlm_loss, nsp_loss,
                                  out.hidden_states, out.attentions)
+
+
+class BertLMHeadModel(GenerationMixin, BertPreTrainedModel):
+    """A causal BERT with the masked-LM head as its next-token head (``is_decoder``), and with
+    ``add_cross_attention`` the decoder of a BERT-to-BERT encoder-decoder (plmkit.models.encoder_decoder;
+    Rothe et al., 2020). Matches Hugging Face's `BertLMHeadModel`; standalone it generates like any
+    causal LM (``labels`` are shifted inside: position t predicts token t + 1)."""
+
+    tied_keys = ("mlm.decoder.weight",)
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config)
+        self.bert = BertModel(config, add_pooling_layer=False)
+        self.mlm = MaskedLMHead(config, self.bert.embeddings.word)
+        if not config.tie_word_embeddings:
+            self.tied_keys = ()
+        self.init_weights()
+
+    def make_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None, device=None) -> KVCache:
+        attn, w = self.bert.layers[0].attn, self.bert.embeddings.word.weight
+        return KVCache(len(self.bert.layers), batch, attn.n_kv_heads, max_len, attn.d_head, dtype or w.dtype,
+                       device or w.device)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
+                past_key_values=None, logits_to_keep: int = 0, output_attentions=False, output_hidden_states=False,
+                encoder_hidden_states=None, encoder_attention_mask=None) -> CausalLMOutput:
+        if not self.config.is_decoder:
+            raise ConfigError("BertLMHeadModel predicts the next token: it needs is_decoder=true in its config")
+        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_attentions, output_hidden_states,
+                        encoder_hidden_states=encoder_hidden_states, encoder_attention_mask=encoder_attention_mask,
+                        past_key_values=past_key_values)
+        h = out.last_hidden_state
+        logits = self.mlm(h[:, -logits_to_keep:] if logits_to_keep else h)  # (B, T, V)
+        loss = causal_lm_loss(logits, labels) if labels is not None else None
+        return CausalLMOutput(loss, logits, past_key_values, out.hidden_states, out.attentions)
 
 
 class BertForNextSentencePrediction(BertPreTrainedModel):
@@ -416,7 +477,7 @@ class BertForRelationClassification(_BertClassifier):
 
 
 register(Family(BertConfig, {
-    "base": BertModel, "pretraining": BertForPreTraining, "masked-lm": BertForMaskedLM,
+    "base": BertModel, "pretraining": BertForPreTraining, "masked-lm": BertForMaskedLM, "decoder-lm": BertLMHeadModel,
     "next-sentence": BertForNextSentencePrediction, "sequence-classification": BertForSequenceClassification,
     "token-classification": BertForTokenClassification, "question-answering": BertForQuestionAnswering,
     "relation-classification": BertForRelationClassification,

@@ -28,6 +28,7 @@ IGNORED_HF_KEYS = frozenset({
     "bad_words_ids", "begin_suppress_tokens", "cross_attention_hidden_size", "diversity_penalty",
     "encoder_no_repeat_ngram_size", "exponential_decay_length_penalty", "num_beam_groups", "output_scores",
     "remove_invalid_values", "return_dict_in_generate", "suppress_tokens", "tf_legacy_loss", "typical_p",
+    "tie_encoder_decoder",
     "use_bfloat16", "_commit_hash",
 })
 
@@ -44,7 +45,7 @@ class ModelConfig:
     learned_positions: ClassVar[bool] = True  # False (rotary): context_length is a trained length, not a limit
     # Hugging Face keys whose default is the only behaviour plmkit implements: another value is refused by name.
     default_only_keys: ClassVar[dict[str, Any]] = {"add_cross_attention": False, "is_encoder_decoder": False,
-                                                   "pruned_heads": {}}
+                                                   "pruned_heads": {}, "tie_encoder_decoder": False}
     # field -> its range ({"at_least": 1}, POSITIVE, PROBABILITY ...): checked on load, after every field's type
     ranges: ClassVar[dict[str, dict[str, float]]] = {}
     # generate()'s defaults that older checkpoints keep in config.json (num_beams ...), set by from_dict
@@ -128,10 +129,11 @@ class ModelConfig:
         num_labels = d.get("num_labels")
         names = {f.name for f in dataclasses.fields(cls)}
         for key, default in cls.default_only_keys.items():
-            if d.get(key, default) not in (default, None):
+            if key not in names and d.get(key, default) not in (default, None):  # a field: the family reads it
                 raise ConfigError(f"{source}: {key}={d[key]!r} is not supported by plmkit's {cls.__name__} "
                                   f"(only {json.dumps(default)})")
-        generation = {k: d.pop(k) for k in list(d) if k in GENERATION_KEYS and k not in names and d[k] is not None}
+        generation = {k: d.pop(k) for k in list(d) if k in GENERATION_KEYS and k not in names}
+        generation = {k: v for k, v in generation.items() if v is not None}
         unknown = sorted(k for k in d if k not in names and k not in IGNORED_HF_KEYS)
         if unknown:
             raise ConfigError(f"{source}: unknown key(s) {', '.join(map(repr, unknown))} for {cls.__name__}; "

@@ -19,7 +19,7 @@ from plmkit.errors import ConfigError
 
 # A new family: its module here, and a register(Family(...)) at the end of that module.
 FAMILY_MODULES = ("plmkit.models.bert", "plmkit.models.gpt2", "plmkit.models.llama", "plmkit.models.bart",
-                  "plmkit.models.marian")
+                  "plmkit.models.marian", "plmkit.models.encoder_decoder")
 
 _FAMILIES: dict[str, "Family"] = {}
 
@@ -31,7 +31,8 @@ class Family:
     config: its ModelConfig subclass (``config.model_type`` is the family's key).
     tasks: task name -> model class: "base" (the body), and those it has of "pretraining",
         "masked-lm", "next-sentence", "causal-lm", "sequence-classification", "token-classification",
-        "question-answering", "relation-classification", "seq2seq-lm" (an encoder-decoder with an LM head).
+        "question-answering", "relation-classification", "seq2seq-lm" (an encoder-decoder with an LM head),
+        "decoder-lm" (a decoder with cross-attention: the second half of an encoder-decoder composite).
     converter: its Hugging Face key table (a plmkit.convert.keys.Converter).
     presets: preset name -> config fields (names are unique across families).
     """
@@ -49,7 +50,7 @@ class Family:
     def prefix(self) -> str:
         """The attribute that holds the body in a task model (``bert``, ``transformer``, ``model``):
         also the prefix of the body's keys in a task checkpoint."""
-        return next(cls.base_prefix for cls in self.tasks.values() if cls.base_prefix)
+        return next((cls.base_prefix for cls in self.tasks.values() if cls.base_prefix), "")
 
     def model_class(self, task: str) -> type:
         if task not in self.tasks:

@@ -31,9 +31,9 @@ from plmkit.models.config import ModelConfig
 from plmkit.models.inputs import check_inputs
 from plmkit.models.outputs import BaseModelOutput, Seq2SeqLMOutput
 from plmkit.nn.block import run_blocks
-from plmkit.nn.cache import Seq2SeqCache
+from plmkit.nn.cache import Seq2SeqCache, cross_attention_inputs
 from plmkit.nn.losses import linear_cross_entropy
-from plmkit.nn.masks import Unpadded, attention_bias, causal_bias, padding_bias
+from plmkit.nn.masks import padding_bias, self_attention_masks
 from plmkit.utils.constants import IGNORE_INDEX
 
 
@@ -61,27 +61,6 @@ def check_length(limit: int | None, n: int, what: str) -> None:
     if limit is not None and n > limit:
         raise PlmkitError(f"the {what} has {n} positions but this model takes at most {limit}: "
                           f"truncate it (e.g. tokenizer(..., truncation=True, max_length={limit}))")
-
-
-def self_attention_masks(mask: Tensor | None, t: int, past: int, causal: bool, unpad: bool, dtype: torch.dtype,
-                         device=None) -> tuple[Unpadded | None, Tensor | None, bool]:
-    """(layout, bias, causal) for the self-attention of T new positions after ``past`` cached ones.
-
-    mask: (B, past + T) 1 = token, 0 = padding (or None). Padding is removed (``layout``) when allowed:
-    no cache, and every position that matters is a token (``unpad``).
-    """
-    if mask is not None and bool(mask.all()):
-        mask = None
-    if mask is None:
-        if not causal or past == 0:
-            return None, None, causal  # SDPA's own causal mask (fast path)
-        return None, (causal_bias(t, past + t, dtype, device) if t > 1 else None), False
-    if mask.shape[1] != past + t:
-        raise PlmkitError(f"the attention mask has {mask.shape[1]} positions but the model sees {past} cached "
-                          f"+ {t} new ones: pass the mask of the whole sequence")
-    if past == 0 and unpad:
-        return Unpadded.from_mask(mask, dtype), None, causal
-    return None, attention_bias(mask, t, causal, dtype), False
 
 
 class Seq2SeqStack(nn.Module):
@@ -112,11 +91,7 @@ class Seq2SeqStack(nn.Module):
         positions = torch.arange(past, past + t, device=input_ids.device).expand(b, t)
         layout, bias, causal = self_attention_masks(attention_mask, t, past, self.causal, unpad and cache is None,
                                                     dtype, input_ids.device)
-        context_bias = None
-        if cache is not None:
-            context, context_bias = cache.cross, cache.cross_bias
-        elif context_mask is not None and not bool(context_mask.all()):
-            context_bias = padding_bias(context_mask, dtype)
+        context, context_bias = cross_attention_inputs(cache, context, context_mask, dtype)
         unpadded = layout.unpad if layout is not None else (lambda x: x)
         full = layout.repad if layout is not None else (lambda x: x)
 
@@ -269,4 +244,4 @@ def check_token_id(config: ModelConfig, name: str, vocab_size: int) -> None:
 
 
 __all__ = ["Seq2SeqLM", "Seq2SeqPreTrainedModel", "Seq2SeqStack", "check_length", "labelled_prefix",
-           "self_attention_masks", "shared_parameter_names", "shift_tokens_right"]
+           "shared_parameter_names", "shift_tokens_right"]

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from plmkit.nn.masks import padding_bias
+
 
 class LayerKVCache:
     """One layer's keys and values: (B, H_kv, max_len, d) each, filled up to ``length``."""
@@ -97,3 +99,13 @@ class Seq2SeqCache(KVCache):
                  dtype: torch.dtype = torch.float32, device=None):
         super().__init__(n_layers, rows, n_kv_heads, max_len, d_head, dtype, device)
         self.cross, self.cross_bias = cross, cross_bias  # cross_bias: (B_s, 1, 1, S) hides source padding
+
+
+def cross_attention_inputs(cache: Seq2SeqCache | None, context: Tensor | None, context_mask: Tensor | None,
+                           dtype: torch.dtype) -> tuple[Tensor | list | None, Tensor | None]:
+    """What a decoder's cross-attention reads: the keys and values a cache holds (generation), or the
+    encoder's (B, S, D) output; and the bias hiding the source's padding."""
+    if cache is not None:
+        return cache.cross, cache.cross_bias
+    padded = context_mask is not None and not bool(context_mask.all())
+    return context, padding_bias(context_mask, dtype) if padded else None

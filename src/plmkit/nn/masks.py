@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from plmkit.errors import PlmkitError
+
 
 def padding_bias(attention_mask: Tensor, dtype: torch.dtype) -> Tensor:
     """(B, T_k) 1/0 mask -> (B, 1, 1, T_k) additive bias hiding padding keys."""
@@ -104,3 +106,24 @@ class Unpadded:
         out = x.new_zeros(self.batch * self.seqlen, *x.shape[1:])
         out = out.index_copy(0, self.indices, x)
         return out.view(self.batch, self.seqlen, *x.shape[1:])
+
+
+def self_attention_masks(mask: Tensor | None, t: int, past: int, causal: bool, unpad: bool, dtype: torch.dtype,
+                         device=None) -> tuple[Unpadded | None, Tensor | None, bool]:
+    """(layout, bias, causal) for the self-attention of T new positions after ``past`` cached ones.
+
+    mask: (B, past + T) 1 = token, 0 = padding (or None). Padding is removed (``layout``) when allowed:
+    no cache, and every position that matters is a token (``unpad``).
+    """
+    if mask is not None and bool(mask.all()):
+        mask = None
+    if mask is None:
+        if not causal or past == 0:
+            return None, None, causal  # SDPA's own causal mask (fast path)
+        return None, (causal_bias(t, past + t, dtype, device) if t > 1 else None), False
+    if mask.shape[1] != past + t:
+        raise PlmkitError(f"the attention mask has {mask.shape[1]} positions but the model sees {past} cached "
+                          f"+ {t} new ones: pass the mask of the whole sequence")
+    if past == 0 and unpad:
+        return Unpadded.from_mask(mask, dtype), None, causal
+    return None, attention_bias(mask, t, causal, dtype), False
