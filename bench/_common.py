@@ -37,3 +37,40 @@ def report(rows: list[tuple[str, float, str]], ratio: float, target: float, what
         print(f"  {name:<{width}}  {value:10.1f} {unit}")
     verdict = "meets" if ratio >= target else "MISSES"
     print(f"  ratio {what}: {ratio:.2f}x (target >= {target}x: {verdict})")
+
+
+def timed(fns: dict, repeats: int) -> tuple[dict, dict]:
+    """Best-of-``repeats`` wall time of each function, runs interleaved so that machine noise hits both;
+    and each one's last result (after one warm-up call each)."""
+    best, outs = {k: float("inf") for k in fns}, {}
+    for k, fn in fns.items():
+        outs[k] = fn()  # warm-up
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            start = time.perf_counter()
+            outs[k] = fn()
+            best[k] = min(best[k], time.perf_counter() - start)
+    return best, outs
+
+
+def training_steps(runners: dict, batches: list[dict], warmup: int = 2) -> tuple[dict, dict]:
+    """``runners``: name -> (model, optimizer). The models take turns, step for step, on the same batches,
+    each called the Hugging Face way (``model(**batch).loss``, backward, optimizer step), with the same
+    seed before each step (the same dropout stream position). Returns the wall times of the steps after
+    ``warmup`` and every step's loss, per name."""
+    import torch
+
+    times = {name: [] for name in runners}
+    losses = {name: [] for name in runners}
+    for i, batch in enumerate(batches):
+        for name, (model, opt) in runners.items():
+            torch.manual_seed(i)
+            start = time.perf_counter()
+            loss = model(**batch).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            if i >= warmup:
+                times[name].append(time.perf_counter() - start)
+            losses[name].append(loss.item())
+    return times, losses

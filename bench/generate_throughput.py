@@ -11,25 +11,15 @@ import argparse
 import os
 import sys
 import tempfile
-import time
+from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import timed  # noqa: E402
+
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-
-def timed(fns: dict, repeats: int) -> tuple[dict, dict]:
-    """Best-of-``repeats`` wall time of each function, runs interleaved so that machine noise hits both."""
-    best, outs = {k: float("inf") for k in fns}, {}
-    for k, fn in fns.items():
-        outs[k] = fn()  # warm-up
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            start = time.perf_counter()
-            outs[k] = fn()
-            best[k] = min(best[k], time.perf_counter() - start)
-    return best, outs
 
 
 def main(argv=None) -> int:

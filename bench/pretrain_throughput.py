@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import report  # noqa: E402
+from _common import report, training_steps  # noqa: E402
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
@@ -127,19 +127,7 @@ def main() -> None:
         return torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
 
     runners = {"plmkit": (ours, optimizer(ours)), "transformers": (hf, optimizer(hf))}
-    times = {name: [] for name in runners}
-    losses = {name: [] for name in runners}
-    for i, batch in enumerate(data):
-        for name, (model, opt) in runners.items():
-            torch.manual_seed(i)  # same dropout stream position for both
-            start = time.perf_counter()
-            loss = model(**batch).loss  # the Hugging Face-style call, for both
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            if i >= 2:
-                times[name].append(time.perf_counter() - start)
-            losses[name].append(loss.item())
+    times, losses = training_steps(runners, data)  # the Hugging Face-style call, for both
 
     timed = data[2:]
     tokens = sum(int(b["attention_mask"].sum()) for b in timed)

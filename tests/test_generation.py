@@ -274,3 +274,37 @@ def test_an_empty_prompt_starts_from_the_bos_token(model):
     assert prompt_ids(tok, "") == [2]
     with pytest.raises(Exception, match="no bos or eos token"):
         prompt_ids(SimpleNamespace(encode=lambda text: [], bos_token_id=None, eos_token_id=None), "")
+
+
+def test_new_processors_agree_with_hfs():
+    """n-gram blocking, banned words, minimum lengths, forced BOS / EOS: the same scores as Hugging
+    Face's processors (GenerationSettings.process, decoder-only and encoder-decoder alike)."""
+    tf = pytest.importorskip("transformers")
+    g = torch.Generator().manual_seed(0)
+    seqs = torch.randint(0, 6, (5, 12), generator=g)  # a small alphabet: n-grams repeat
+    scores = torch.randn(5, 10, generator=g)
+    for n in (1, 2, 3, 13):
+        expected = tf.NoRepeatNGramLogitsProcessor(n)(seqs, scores.clone())
+        assert torch.equal(GenerationSettings(no_repeat_ngram_size=n).process(scores.clone(), seqs, 0), expected)
+    words = [[4], [seqs[0, -1].item(), 7], [seqs[1, -2].item(), seqs[1, -1].item(), 8], [2]]
+    expected = tf.NoBadWordsLogitsProcessor(words, eos_token_id=2)(seqs, scores.clone())
+    s = GenerationSettings(bad_words_ids=tuple(map(tuple, words[:3])), eos_token_ids=(2,))
+    assert torch.equal(s.process(scores.clone(), seqs, 0), expected)
+    expected = tf.MinLengthLogitsProcessor(13, [2, 3])(seqs, scores.clone())
+    assert torch.equal(GenerationSettings(min_length=13, eos_token_ids=(2, 3)).process(scores.clone(), seqs, 5), expected)
+    expected = tf.ForcedBOSTokenLogitsProcessor(4)(seqs[:, :1], scores.clone())
+    assert torch.equal(GenerationSettings(forced_bos_token_id=4).process(scores.clone(), seqs[:, :1], 0), expected)
+    expected = tf.ForcedEOSTokenLogitsProcessor(13, [2, 3])(seqs, scores.clone())  # max length 13 = 12 + 1
+    s = GenerationSettings(max_new_tokens=5, forced_eos_token_ids=(2, 3))
+    assert torch.equal(s.process(scores.clone(), seqs, 4), expected)
+    assert torch.equal(s.process(scores.clone(), seqs, 3), scores)
+
+
+def test_decoding_defaults_come_from_the_generation_config_then_the_call(model):
+    ids = torch.randint(3, 300, (1, 4))
+    model.generation_config = {"max_new_tokens": 3, "no_repeat_ngram_size": 1, "eos_token_id": []}
+    out = model.generate(ids)
+    assert out.shape[1] == 7 and len(set(out[0, 4:].tolist())) == 3
+    assert model.generate(ids, max_new_tokens=5).shape[1] == 9  # the call wins
+    assert model.generate(ids, max_length=6).shape[1] == 6  # a total length, prompt included
+    model.generation_config = None

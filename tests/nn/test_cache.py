@@ -29,3 +29,14 @@ def test_cached_attention_equals_full_causal_attention_with_gqa():
         head, _ = attn(x[:, :5], causal=True, cache=cache)
         steps = [attn(x[:, i:i + 1], cache=cache)[0] for i in (5, 6)]
     torch.testing.assert_close(torch.cat([head, *steps], 1), full, atol=1e-6, rtol=1e-5)
+
+
+def test_reorder_moves_only_the_rows_that_change_and_reads_sources_before_writing():
+    cache = KVCache(2, 4, 1, 5, 2)
+    k = torch.arange(4.0)[:, None, None, None].expand(4, 1, 3, 2).clone()  # row r holds r
+    for layer in range(2):
+        cache[layer].update(k, -k)
+    cache.reorder(torch.tensor([1, 0, 0, 3]))  # a swap (each side reads the other's old row), a copy, a stay
+    for layer in range(2):
+        assert cache[layer].k[:, 0, :3, 0].tolist() == [[1.0] * 3, [0.0] * 3, [0.0] * 3, [3.0] * 3]
+        assert torch.equal(cache[layer].v[:, :, :3], -cache[layer].k[:, :, :3])

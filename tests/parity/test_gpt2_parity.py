@@ -153,3 +153,16 @@ def test_repetition_penalty_matches_hf(tmp_path):
     kw = dict(max_new_tokens=15, eos_token_id=[], pad_token_id=0, repetition_penalty=1.7)
     expected = hf.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, **{**kw, "eos_token_id": None})
     assert torch.equal(model.generate(ids, **kw), expected)
+
+
+@pytest.mark.parametrize("settings", [dict(no_repeat_ngram_size=2, bad_words_ids=[[9], [5, 6]], min_new_tokens=4),
+                                      dict(num_beams=3, no_repeat_ngram_size=3, early_stopping=True,
+                                           num_return_sequences=2, forced_eos_token_id=7)])
+def test_generation_with_the_seq2seq_processors_matches_hf(tmp_path, settings):
+    """The processors added for encoder-decoders work for decoder-only models too, with left padding."""
+    hf = hf_model(tmp_path)
+    model = GPT2LMHeadModel.from_pretrained(tmp_path)
+    ids, mask, _ = padded_batch("left")
+    kw = dict(max_new_tokens=10, eos_token_id=7, pad_token_id=5, **settings)
+    assert torch.equal(model.generate(ids, attention_mask=mask, **kw),
+                       hf.generate(ids, attention_mask=mask, do_sample=False, **kw))

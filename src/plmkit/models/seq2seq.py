@@ -32,6 +32,7 @@ from plmkit.models.inputs import check_inputs
 from plmkit.models.outputs import BaseModelOutput, Seq2SeqLMOutput
 from plmkit.nn.block import run_blocks
 from plmkit.nn.cache import Seq2SeqCache, cross_attention_inputs
+from plmkit.nn.decoding import decode_linear
 from plmkit.nn.losses import linear_cross_entropy
 from plmkit.nn.masks import padding_bias, self_attention_masks
 from plmkit.utils.constants import IGNORE_INDEX
@@ -91,7 +92,8 @@ class Seq2SeqStack(nn.Module):
         positions = torch.arange(past, past + t, device=input_ids.device).expand(b, t)
         layout, bias, causal = self_attention_masks(attention_mask, t, past, self.causal, unpad and cache is None,
                                                     dtype, input_ids.device)
-        context, context_bias = cross_attention_inputs(cache, context, context_mask, dtype)
+        context, context_bias = cross_attention_inputs(cache, context, context_mask, dtype,
+                                                       self.layers if self.causal else None)
         unpadded = layout.unpad if layout is not None else (lambda x: x)
         full = layout.repad if layout is not None else (lambda x: x)
 
@@ -227,7 +229,8 @@ class Seq2SeqLM:
                 h if transform is None else transform(h), weight, labels.reshape(-1), bias, label_smoothing)
         else:
             h = h[:, -logits_to_keep:] if logits_to_keep else h
-            logits = F.linear(h if transform is None else transform(h), weight, bias)  # (B, T, V)
+            project = F.linear if torch.is_grad_enabled() else decode_linear  # oneDNN while generating
+            logits = project(h if transform is None else transform(h), weight, bias)  # (B, T, V)
             if labels is not None:
                 loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
                                        ignore_index=IGNORE_INDEX, label_smoothing=label_smoothing)

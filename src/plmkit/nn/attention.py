@@ -82,21 +82,33 @@ class MultiHeadAttention(nn.Module):
         Without autograd (inference, decoding) the weights are not concatenated on every call, which
         would dominate a one-token step: the copy made by ``fuse_qkv`` if any, else three matmuls.
         """
+        if not (torch.is_grad_enabled() and self.q.weight.requires_grad) and self.fused_qkv is None:
+            return self.q(x), self.k(x), self.v(x)
+        return self._joined_qkv(x).split(self._qkv_sizes(), dim=-1)
+
+    def _qkv_sizes(self) -> list[int]:
+        kv = self.n_kv_heads * self.d_head
+        return [self.n_heads * self.d_head, kv, kv]
+
+    def _joined_qkv(self, x: Tensor) -> Tensor:
+        """q, k and v side by side, (..., (H + 2 H_kv) d): `project_qkv`'s one matmul, else three joined."""
         if not (torch.is_grad_enabled() and self.q.weight.requires_grad):
             if self.fused_qkv is None:
-                return self.q(x), self.k(x), self.v(x)
-            qkv = decode_linear(x, *self.fused_qkv)
-        else:
-            w = torch.cat([self.q.weight, self.k.weight, self.v.weight])
-            b = None if self.q.bias is None else torch.cat([self.q.bias, self.k.bias, self.v.bias])
-            qkv = F.linear(x, w, b)
-        kv = self.n_kv_heads * self.d_head
-        return qkv.split([self.n_heads * self.d_head, kv, kv], dim=-1)
+                return torch.cat([self.q(x), self.k(x), self.v(x)], -1)
+            return decode_linear(x, *self.fused_qkv)
+        w = torch.cat([self.q.weight, self.k.weight, self.v.weight])
+        b = None if self.q.bias is None else torch.cat([self.q.bias, self.k.bias, self.v.bias])
+        return F.linear(x, w, b)
 
-    def project_kv(self, context: Tensor) -> tuple[Tensor, Tensor]:
+    def project_kv(self, context: Tensor, layout: Unpadded | None = None) -> tuple[Tensor, Tensor]:
         """Cross-attention keys and values of ``context`` (B, S, D): (B, H_kv, S, d) each. Generation
-        computes them once per source and passes them as ``context`` at every step."""
-        return self._split(self.k(context), self.n_kv_heads), self._split(self.v(context), self.n_kv_heads)
+        computes them once per source and passes them as ``context`` at every step. ``layout``: where
+        the context's real tokens sit; only they are projected (padding keys are hidden anyway)."""
+        x = context if layout is None else layout.unpad(context)
+        k, v = self.k(x), self.v(x)
+        if layout is not None:
+            k, v = layout.repad(k), layout.repad(v)
+        return self._split(k, self.n_kv_heads), self._split(v, self.n_kv_heads)
 
     def forward(self, x: Tensor, bias: Tensor | None = None, *, causal: bool = False,
                 layout: Unpadded | None = None, context: Tensor | tuple[Tensor, Tensor] | None = None,
@@ -112,9 +124,10 @@ class MultiHeadAttention(nn.Module):
         Returns (B, T, D) or (N, D), and probs (B, H, T_q, T_k) when need_weights.
         """
         if context is None:
-            q, k, v = self.project_qkv(x)
-            if layout is not None:
-                q, k, v = layout.repad(torch.cat([q, k, v], -1)).split([q.shape[-1], k.shape[-1], v.shape[-1]], -1)
+            if layout is None:
+                q, k, v = self.project_qkv(x)
+            else:  # re-padded together, straight from the one matmul's output
+                q, k, v = layout.repad(self._joined_qkv(x)).split(self._qkv_sizes(), dim=-1)
             k, v = self._split(k, self.n_kv_heads), self._split(v, self.n_kv_heads)
         else:
             q = self.q(x) if layout is None else layout.repad(self.q(x))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from plmkit.nn.masks import padding_bias
+from plmkit.nn.masks import Unpadded, padding_bias
 
 
 class LayerKVCache:
@@ -40,9 +40,23 @@ class LayerKVCache:
 
     def reorder(self, index: Tensor) -> None:
         """Keep rows ``index`` (B,) of the batch, in that order (beam search)."""
+        self.move_rows(*moved_rows(index))
+
+    def move_rows(self, rows: Tensor, source: Tensor) -> None:
+        """Rows ``rows`` take the history of rows ``source`` (both (M,)); the others keep theirs."""
         n = self.length
-        self.k[:, :, :n] = self.k[:, :, :n].index_select(0, index)
-        self.v[:, :, :n] = self.v[:, :, :n].index_select(0, index)
+        if n == 0 or rows.numel() == 0:
+            return
+        with torch.no_grad():  # (beam search is not differentiated)
+            for buf in (self.k, self.v):  # the source rows are read whole before any row is written
+                buf[:, :, :n].index_copy_(0, rows, buf[:, :, :n].index_select(0, source))
+
+
+def moved_rows(index: Tensor) -> tuple[Tensor, Tensor]:
+    """The rows a reorder by ``index`` changes, and where their history comes from. In beam search most
+    beams continue themselves from one step to the next: only the others are copied."""
+    rows = (index != torch.arange(len(index), device=index.device)).nonzero().squeeze(1)
+    return rows, index[rows]
 
 
 class KVCache:
@@ -73,8 +87,10 @@ class KVCache:
         return self.layers[0].max_len
 
     def reorder(self, index: Tensor) -> None:
+        """Keep rows ``index`` (B,) of the batch, in that order, in every layer (beam search)."""
+        rows, source = moved_rows(index)
         for layer in self.layers:
-            layer.reorder(index)
+            layer.move_rows(rows, source)
 
     def reset(self) -> None:
         for layer in self.layers:
@@ -102,10 +118,16 @@ class Seq2SeqCache(KVCache):
 
 
 def cross_attention_inputs(cache: Seq2SeqCache | None, context: Tensor | None, context_mask: Tensor | None,
-                           dtype: torch.dtype) -> tuple[Tensor | list | None, Tensor | None]:
-    """What a decoder's cross-attention reads: the keys and values a cache holds (generation), or the
-    encoder's (B, S, D) output; and the bias hiding the source's padding."""
+                           dtype: torch.dtype, layers=None) -> tuple[Tensor | list | None, Tensor | None]:
+    """What a decoder's cross-attention reads, and the bias hiding the source's padding: the keys and
+    values a cache holds (generation), or the encoder's (B, S, D) output. Given the decoder's
+    ``layers``, a padded source's keys and values are projected here from its real tokens only, one
+    (k, v) pair per layer."""
     if cache is not None:
         return cache.cross, cache.cross_bias
-    padded = context_mask is not None and not bool(context_mask.all())
-    return context, padding_bias(context_mask, dtype) if padded else None
+    if context_mask is None or bool(context_mask.all()):
+        return context, None
+    if layers is not None:
+        source = Unpadded.from_mask(context_mask, dtype)
+        return [layer.cross_attn.project_kv(context, source) for layer in layers], source.bias
+    return context, padding_bias(context_mask, dtype)

@@ -66,8 +66,8 @@ def row_major_lm_head(model: nn.Module) -> None:
 @contextmanager
 def decoding_layout(model: nn.Module):
     """The fast paths above for the duration of the context (one ``generate`` call): oneDNN for plain
-    fp32 ``nn.Linear`` layers, one q/k/v matmul per attention (its weights concatenated on entry, a
-    copy dropped on exit), and the LM head column-major (kept). No-op while training and off CPU;
+    fp32 ``nn.Linear`` layers, one q/k/v matmul per decoder self-attention (its weights concatenated
+    on entry, a copy dropped on exit), and the LM head column-major (kept). No-op while training and off CPU;
     subclasses (LoRA layers) keep their own forward.
     """
     if model.training or next(model.parameters()).device.type != "cpu":
@@ -75,7 +75,13 @@ def decoding_layout(model: nn.Module):
         return
     column_major_lm_head(model)
     linears = [m for m in model.modules() if type(m) is nn.Linear and "forward" not in vars(m)]
-    attentions = [m for m in model.modules() if hasattr(m, "fuse_qkv")]
+    # one q/k/v matmul where a step runs one token: not in cross-attention (q alone) nor in an
+    # encoder-decoder's encoder (once per call, all tokens at once): the copies would only cost memory
+    once = [m.cross_attn for m in model.modules() if getattr(m, "cross_attn", None) is not None]
+    if getattr(model, "is_encoder_decoder", False):
+        once += list(model.get_encoder().modules())
+    skip = set(map(id, once))
+    attentions = [m for m in model.modules() if hasattr(m, "fuse_qkv") and id(m) not in skip]
     for m in linears:
         m.forward = partial(_decode_forward, m)  # an instance attribute shadows nn.Linear.forward
     for m in attentions:
