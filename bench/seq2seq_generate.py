@@ -116,8 +116,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--new", type=int, default=64)
-    ap.add_argument("--threads", type=int, default=torch.get_num_threads(),
-                    help="torch threads (default: every core, %(default)s here)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (default 1: on a shared host the others' jobs stall every parallel op)")
     ap.add_argument("--data", choices=("de-en", "en-sentiment"), default="de-en")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
     ap.add_argument("--worker", choices=("hf", "plmkit"), help=argparse.SUPPRESS)

@@ -72,7 +72,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--dropout", type=float, default=0.1)
-    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (default 1: on a shared host the others' jobs stall every parallel op)")
     ap.add_argument("--data", choices=("de-en", "en-sentiment"), default="de-en")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

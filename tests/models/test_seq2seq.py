@@ -206,3 +206,14 @@ def test_presets_auto_classes_and_generation_config_round_trip(tmp_path):
     ids, mask = sources()
     expected = model.generate(ids, attention_mask=mask, num_beams=3, no_repeat_ngram_size=2, max_new_tokens=8)
     assert torch.equal(again.generate(ids, attention_mask=mask), expected)  # its defaults: max_length 9 = 1 + 8
+
+
+def test_resizing_the_vocabulary_resizes_the_tied_head_and_its_bias():
+    model = make("bart")
+    model.final_logits_bias[0, :5] = torch.arange(5.0)
+    model.resize_token_embeddings(310)
+    assert model.lm_head.weight is model.model.shared.weight and model.lm_head.weight.shape[0] == 310
+    assert model.final_logits_bias.shape == (1, 310) and model.final_logits_bias[0, :5].tolist() == [0, 1, 2, 3, 4]
+    assert model(input_ids=torch.tensor([[305, 4]]), labels=torch.tensor([[309]])).logits.shape == (1, 1, 310)
+    with pytest.raises(ConfigError, match="resize the halves"):
+        make("bert2bert").resize_token_embeddings(310)
