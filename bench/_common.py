@@ -39,38 +39,42 @@ def report(rows: list[tuple[str, float, str]], ratio: float, target: float, what
     print(f"  ratio {what}: {ratio:.2f}x (target >= {target}x: {verdict})")
 
 
-def timed(fns: dict, repeats: int) -> tuple[dict, dict]:
+def timed(fns: dict, repeats: int, cpu: bool = False) -> tuple:
     """Best-of-``repeats`` wall time of each function, runs interleaved so that machine noise hits both;
-    and each one's last result (after one warm-up call each)."""
-    best, outs = {k: float("inf") for k in fns}, {}
+    and each one's last result (after one warm-up call each). ``cpu``: also the best process CPU time
+    (with one thread, the time the process really ran: a shared host's other jobs do not count)."""
+    best, best_cpu, outs = {k: float("inf") for k in fns}, {k: float("inf") for k in fns}, {}
     for k, fn in fns.items():
         outs[k] = fn()  # warm-up
     for _ in range(repeats):
         for k, fn in fns.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             outs[k] = fn()
             best[k] = min(best[k], time.perf_counter() - start)
-    return best, outs
+            best_cpu[k] = min(best_cpu[k], time.process_time() - start_cpu)
+    return (best, outs, best_cpu) if cpu else (best, outs)
 
 
-def training_steps(runners: dict, batches: list[dict], warmup: int = 2) -> tuple[dict, dict]:
+def training_steps(runners: dict, batches: list[dict], warmup: int = 2, cpu: bool = False) -> tuple:
     """``runners``: name -> (model, optimizer). The models take turns, step for step, on the same batches,
     each called the Hugging Face way (``model(**batch).loss``, backward, optimizer step), with the same
     seed before each step (the same dropout stream position). Returns the wall times of the steps after
-    ``warmup`` and every step's loss, per name."""
+    ``warmup`` and every step's loss, per name; ``cpu``: also the steps' process CPU times."""
     import torch
 
     times = {name: [] for name in runners}
+    cpu_times = {name: [] for name in runners}
     losses = {name: [] for name in runners}
     for i, batch in enumerate(batches):
         for name, (model, opt) in runners.items():
             torch.manual_seed(i)
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             loss = model(**batch).loss
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
             if i >= warmup:
                 times[name].append(time.perf_counter() - start)
+                cpu_times[name].append(time.process_time() - start_cpu)
             losses[name].append(loss.item())
-    return times, losses
+    return (times, losses, cpu_times) if cpu else (times, losses)

@@ -12,7 +12,8 @@ padding is -100 in the labels).
 Both are called the Hugging Face way, ``loss = model(input_ids=..., attention_mask=..., labels=...).loss``,
 then ``loss.backward()`` and a fused ``torch.optim.AdamW`` step. The two take turns, step for step,
 on the same batches, so a noisy shared machine slows both alike. Tokens/s counts the real (not
-padding) source and target tokens.
+padding) source and target tokens; the CPU time of each step is printed too (with one thread, the
+time the step really ran, which a shared host's other jobs do not inflate).
 
     python bench/seq2seq_train.py [--steps 12] [--batch-size 32] [--threads N] [--data de-en|en-sentiment]
 """
@@ -96,7 +97,7 @@ def main() -> None:
         model.train()
         runners[name] = model, torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01, fused=True)
 
-    times, losses = training_steps(runners, data)
+    times, losses, cpu = training_steps(runners, data, cpu=True)
 
     timed = data[2:]
     src = sum(int(b["attention_mask"].sum()) for b in timed)
@@ -113,7 +114,10 @@ def main() -> None:
     for name in runners:
         rows.append((f"{name} tokens/s", (src + tgt) / sum(times[name]), "tok/s"))
         rows.append((f"{name} median step", 1000 * statistics.median(times[name]), "ms"))
+        rows.append((f"{name} median step, CPU time", 1000 * statistics.median(cpu[name]), "ms"))
     report(rows, sum(times["transformers"]) / sum(times["plmkit"]), 1.5, "plmkit / transformers tokens/s")
+    print(f"  ratio of the CPU times: {sum(cpu['transformers']) / sum(cpu['plmkit']):.2f}x (with one thread, what "
+          "each side computed, without the host's other jobs)")
     print(f"  first-step loss: plmkit {losses['plmkit'][0]:.6f}  transformers {losses['transformers'][0]:.6f}"
           + ("" if args.dropout == 0 else " (dropout draws differ)"))
 
