@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from plmkit.data.corpus import iter_documents
-from plmkit.datasets.de_en import convert_de_en, ding_pairs, is_sentence_pair
+from plmkit.datasets.de_en import ding_pairs, is_sentence_pair
 from plmkit.datasets.dialogue import convert_dialogue, dialogue_pairs
 from plmkit.datasets.en_sentiment import VADER_SOURCES, convert_en_sentiment, vader_records
 from plmkit.datasets.fortunes import convert_fortunes
@@ -208,17 +208,8 @@ def test_ding_pairs_match_sub_entries_and_clean_notes():
         "no separator here\n",
     ]
     pairs = list(ding_pairs(lines))
-    assert pairs == [{"de": "Aalbestand", "en": "eel stock"}, {"de": "Aalbestände", "en": "eel stocks"},
-                     {"de": "Sonnenbrand", "en": "sunburn"}, {"de": "Sonnenbrand bekommen", "en": "to get sunburn"},
-                     {"de": "Haben Sie etwas gegen Sonnenbrand?", "en": "Have you anything for sunburn?"}]
+    assert [(p["source"], p["target"]) for p in pairs] == [
+        ("Aalbestand", "eel stock"), ("Aalbestände", "eel stocks"), ("Sonnenbrand", "sunburn"),
+        ("Sonnenbrand bekommen", "to get sunburn"), ("Haben Sie etwas gegen Sonnenbrand?", "Have you anything for sunburn?")]
     assert [is_sentence_pair(p) for p in pairs] == [False, False, False, False, True]
 
-
-def test_convert_de_en_deduplicates_and_writes_sentence_subset(tmp_path):
-    dictionary = tmp_path / "de-en"
-    dictionary.write_text("Er schläft tief. :: He is fast asleep.\nEr schläft tief. :: He is fast asleep.\nHund {m} :: dog\n",
-                          encoding="utf-8")
-    counts = convert_de_en(dictionary, tmp_path)
-    assert counts["pairs.jsonl"] == 2 and counts["sentences.jsonl"] == 1
-    assert read_jsonl(tmp_path / "sentences.jsonl") == [{"de": "Er schläft tief.", "en": "He is fast asleep."}]
-    assert sum(counts[f"pairs.{s}.jsonl"] for s in ("train", "dev", "test")) == 2

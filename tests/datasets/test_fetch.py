@@ -140,3 +140,16 @@ def test_a_conversion_that_finds_nothing_is_an_error_not_a_done_dataset(tmp_path
     with pytest.raises(DataError, match="nothing: the conversion wrote no records to docs.txt"):
         F.fetch("nothing", tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["downloads"]
+
+
+def test_a_copy_of_an_older_version_is_converted_again(tmp_path, fake_dataset, monkeypatch):
+    F.fetch("fake", tmp_path)
+    assert json.loads((tmp_path / "fake" / ".done").read_text())["version"] == 1
+    monkeypatch.setitem(F.registry.VERSIONS, "fake", 2)  # the dataset's files changed
+    assert not F.is_fetched("fake", tmp_path)
+    F.fetch("fake", tmp_path)
+    assert len(fake_dataset) == 2 and F.is_fetched("fake", tmp_path)
+    F.fetch("fake", tmp_path)
+    assert len(fake_dataset) == 2
+    (tmp_path / "fake" / ".done").write_text('{"name": "fake", "counts": {}}')  # written before versions: 1
+    assert not F.is_fetched("fake", tmp_path)

@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from plmkit import datasets
+from plmkit.errors import ConfigError, DataError
 from plmkit.utils.paths import default_cache_dir
 
 
@@ -33,16 +34,27 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_fetch(args: argparse.Namespace) -> int:
+    """Fetch each name in turn; one that fails does not stop the others, and the error at the end
+    names every dataset that could not be had, and why."""
     if args.cache_dir == "":
-        from plmkit.errors import ConfigError
         raise ConfigError("--cache-dir is empty: give a directory (or leave it out for the default)")
     root = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    failed = []
     for name in args.names:
-        cached = (root / name / ".done").is_file() and not args.force
-        path = datasets.fetch(name, root, force=args.force)
+        cached = datasets.is_fetched(name, root) and not args.force
+        try:
+            path = datasets.fetch(name, root, force=args.force)
+        except DataError as err:
+            failed.append(f"{name}: {err}")
+            continue
         counts = datasets.counts_of(path)
         print(f"{name}: {path}{' (cached)' if cached else ''}")
         width = max(map(len, counts), default=0)
         for file, n in counts.items():
             print(f"  {file:<{width}}  {n}")
+    if len(failed) == 1 and len(args.names) == 1:
+        raise DataError(failed[0])
+    if failed:
+        raise DataError(f"could not get {len(failed)} of {len(args.names)} datasets (the others are done):\n  "
+                        + "\n  ".join(failed))
     return 0

