@@ -7,7 +7,7 @@ import tarfile
 
 import pytest
 
-from plmkit.datasets.common import read_text, split3
+from plmkit.datasets.common import normalize, read_text, split3, template_keys, unique_each
 from plmkit.datasets.download import DownloadError, _run, unpack
 
 
@@ -45,3 +45,17 @@ def test_unpack_keeps_selected_files_and_skips_unsafe_names(tmp_path):
     assert (out / "pkg-1" / "data" / "a.txt").read_bytes() == b"A"
     assert not (out / "pkg-1" / "other.py").exists()
     assert not (tmp_path / "evil.txt").exists()
+
+
+def test_twins_are_equal_up_to_case_punctuation_and_numbers():
+    assert normalize("Python 3 module.") == normalize("python 2  MODULE") == "python 0 module"
+    assert normalize("ｆｕｌｌ－width，中文。") == "full width 中文"
+    pairs = [("a", "x"), ("A.", "y"), ("b", "X!"), ("c", "z")]
+    assert unique_each(pairs, lambda p: (normalize(p[0]), normalize(p[1]))) == [("a", "x"), ("c", "z")]
+
+
+def test_template_keys_hide_the_rare_words_of_a_template():
+    texts = [f"Development files for lib{name}" for name in "abcdefghijkl"] + ["Tools for libq and libr", "libs"]
+    keys = template_keys(texts, rare=2)
+    assert keys[0] == keys[11] == "development files for *"
+    assert keys[12] is None and keys[13] is None  # "* for *", "*": fewer than two words left, no key

@@ -78,7 +78,7 @@ RARE = 10  # a word in at most this many texts of a set is a name, the slot of a
 def template_keys(texts: Sequence[str], rare: int = RARE) -> list[str | None]:
     """Each text's template key: its `normalize` form with each run of rare words (found in at most
     `rare` of `texts`: names) as one ``*``, so "Development files for libfoo" and "Development files
-    for libbar-qt" share ``development files for *``; None when fewer than two words are left."""
+    for libbar" share ``development files for *``; None when fewer than two words are left."""
     words = [normalize(text).split() for text in texts]
     counts = collections.Counter(word for ws in words for word in set(ws))
     keys: list[str | None] = []

@@ -18,8 +18,9 @@ Dir::State::Lists=<private dir> -o Dir::Cache=<private dir>` gets the same files
 with apt's signature check, but took 16 s, downloads every configured suite's package lists too
 (21 MB) and needs a Debian system; urllib runs anywhere and writes nothing outside the cache.
 InRelease's own signature is not checked (the files are text, not code): ``gpgv --keyring
-/usr/share/keyrings/debian-archive-keyring.gpg InRelease`` checks it by hand. The suite is fixed,
-so a set is the same on every machine until bookworm's next point release.
+/usr/share/keyrings/debian-archive-keyring.gpg InRelease`` checks it by hand. The suite is fixed
+(bookworm, oldstable since 2025), so a set is the same on every machine until bookworm's next point
+release; once bookworm leaves the mirrors, ``PLMKIT_DEBIAN_MIRROR=http://archive.debian.org/debian``.
 
 **Pairs.** Each translated description is aligned with the English one of the same md5 (a
 translation of an md5 that Translation-en no longer has is dropped): the synopsis pair, and the
