@@ -113,8 +113,9 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "print_config", False):
         sys.stdout.write(config.to_yaml())
         return 0
+    from plmkit.training.distributed import is_main
     result = recipe.run(config)
     line = config.make_task().finished(result)
-    if line:
+    if line and is_main():  # (under torchrun: rank 0's)
         print(line)
     return 0

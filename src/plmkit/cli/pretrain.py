@@ -40,11 +40,13 @@ def build_config(args: argparse.Namespace) -> PretrainRun | None:
 
 def run(args: argparse.Namespace) -> int:
     from plmkit.recipes.pretrain import format_result, run as pretrain
+    from plmkit.training.distributed import is_main
 
     config = build_config(args)
     if config is None:  # --print-config
         return 0
     resume = args.resume_from or args.resume or args.resume_with_changes
-    print(format_result(pretrain(config, resume=resume, accept_changes=args.resume_with_changes,
-                                 overwrite=args.overwrite)))
+    result = pretrain(config, resume=resume, accept_changes=args.resume_with_changes, overwrite=args.overwrite)
+    if is_main():  # (under torchrun: one summary, rank 0's)
+        print(format_result(result))
     return 0

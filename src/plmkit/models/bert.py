@@ -252,6 +252,7 @@ class BertForMaskedLM(BertPreTrainedModel):
     ``.prediction_logits`` and ``.mlm_loss`` (in training, no logits unless asked for)."""
 
     tied_keys = ("mlm.decoder.weight",)
+    loss_items = {"loss": "tokens"}
 
     def __init__(self, config: BertConfig):
         super().__init__(config)
@@ -289,6 +290,7 @@ class BertForPreTraining(BertPreTrainedModel):
     """
 
     tied_keys = ("mlm.decoder.weight",)
+    loss_items = {"mlm_loss": "tokens", "nsp_loss": "examples"}  # (loss = mlm_loss + nsp_loss)
 
     def __init__(self, config: BertConfig):
         super().__init__(config)
@@ -320,6 +322,7 @@ class BertLMHeadModel(GenerationMixin, BertPreTrainedModel):
     causal LM (``labels`` are shifted inside: position t predicts token t + 1)."""
 
     tied_keys = ("mlm.decoder.weight",)
+    loss_items = {"loss": "next_tokens"}
 
     def __init__(self, config: BertConfig):
         super().__init__(config)
@@ -409,6 +412,7 @@ class BertForTokenClassification(_BertClassifier):
     """Per-token labels (NER): sequence output -> dropout -> linear; label -100 is ignored."""
 
     pooled = False
+    loss_items = {"loss": "tokens"}
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
                 output_attentions=False, output_hidden_states=False) -> ClassifierOutput:

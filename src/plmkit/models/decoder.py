@@ -156,6 +156,7 @@ class CausalLMHead:
     """
 
     body_class: type  # the family's DecoderBody model, built under ``base_prefix``
+    loss_items = {"loss": "next_tokens"}
 
     def __init__(self, config):
         super().__init__(config)

@@ -177,6 +177,8 @@ class Seq2SeqLM:
     `output_projection` (how hidden states become logits); `decoder_mask_for_labels` says which
     decoder positions are padding when labels are given without a decoder mask."""
 
+    loss_items = {"loss": "tokens"}
+
     def decode(self, decoder_input_ids: Tensor, decoder_attention_mask: Tensor | None, encoder_states: Tensor | None,
                encoder_mask: Tensor | None, cache: Seq2SeqCache | None, unpad: bool,
                output_hidden_states: bool, output_attentions: bool) -> BaseModelOutput:

@@ -248,9 +248,18 @@ def finetune(task: str, model_dir, train, out_dir, eval_data=None, **settings: A
 
 # ------------------------------------------------------------------ the run
 def run(config: FinetuneRun) -> FinetuneResult:
-    """Fine-tune as `config` says (see the module docstring), owning the output directory meanwhile."""
+    """Fine-tune as `config` says (see the module docstring), owning the output directory meanwhile;
+    under torchrun, every rank runs it (plmkit.training.distributed)."""
+    from plmkit.training import distributed
+    with distributed.process_group(config.train.device):
+        return _claimed_run(config)
+
+
+def _claimed_run(config: FinetuneRun) -> FinetuneResult:
     from plmkit.models.io import check_model_dir
+    from plmkit.training import distributed
     m, d = config.model, config.data
+    distributed.check_batch_size(d.batch_size)
     if m.path is not None:
         check_model_dir(m.path)  # the inputs first: a mistyped --model is named as one, before --out is made
     inputs = [("--model", m.path), ("--tokenizer", m.tokenizer), ("--train", d.train), ("--eval", d.eval)]
@@ -265,11 +274,12 @@ def run(config: FinetuneRun) -> FinetuneResult:
 def _run(config: FinetuneRun, out: Path, fp: dict) -> FinetuneResult:
     from plmkit.data.loader import BatchLoader
     from plmkit.tokenization import Tokenizer
+    from plmkit.training import distributed
     from plmkit.training.rng import seed_everything
     from plmkit.training.trainer import Trainer
 
     task, m, d = config.make_task(), config.model, config.data
-    task.progress = config.train.progress_bar
+    task.progress = config.train.progress_bar and distributed.is_main()
     seed_everything(config.train.seed)
     tokenizer = Tokenizer.from_pretrained(m.tokenizer or m.path)
     train_examples = task.read(d.train)
@@ -312,7 +322,7 @@ def _run(config: FinetuneRun, out: Path, fp: dict) -> FinetuneResult:
     trainer = Trainer(model, train_cfg, loader, out, evaluate=evaluate if has_eval else None, save_extra=save_extra,
                       forward_kwargs=task.forward_kwargs, fingerprint=fp,
                       on_start=lambda: config.save(out / "run.yaml"))  # once training starts (or resumes) for real
-    if config.overwrite:  # the earlier run goes once everything above has worked
+    if config.overwrite and distributed.is_main():  # the earlier run goes once everything above has worked
         clear(out)
     result = trainer.train(resume=config.resume_target, accept_changes=config.resume_with_changes)
     return FinetuneResult(**{f.name: getattr(result, f.name) for f in dataclasses.fields(result)},

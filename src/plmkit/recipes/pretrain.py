@@ -212,15 +212,24 @@ def run(config: PretrainRun, resume: bool | str = False, accept_changes: bool = 
     """Tokenizer, tokenized corpus, examples, model, Trainer: the whole `plmkit pretrain` run.
     resume: continue from OUT/checkpoints/latest (True) or from a given checkpoint directory, with the
     settings and data the run started with unless `accept_changes` (then continuing with the changes);
-    overwrite: replace the run already in OUT (see plmkit.training.run_dir)."""
+    overwrite: replace the run already in OUT (see plmkit.training.run_dir). Under torchrun, every rank
+    runs it (plmkit.training.distributed)."""
+    from plmkit.training import distributed
+    with distributed.process_group(config.train.device):
+        return _run(config, resume, accept_changes, overwrite)
+
+
+def _run(config: PretrainRun, resume: bool | str, accept_changes: bool, overwrite: bool):
     if not config.out:
         raise ConfigError("say where the run goes: out (--out DIR)")
     if not config.data.corpus:
         raise ConfigError("no corpus: give --corpus PATH (files or directories of .txt/.jsonl)")
     from plmkit.data.corpus import iter_documents
+    from plmkit.training import distributed
 
     refuse_overwriting_inputs(config.out, "--out", [("--tokenizer", config.data.tokenizer),
                                                     *(("--corpus", c) for c in config.data.corpus)])
+    distributed.check_batch_size(config.data.batch_size)
     next(iter_documents(config.data.corpus))  # fail fast, with a clear DataError, on a missing or empty corpus
     if config.data.cache_dir:  # found now, not after the tokenizer is trained
         cache = Path(config.data.cache_dir).resolve()
@@ -231,9 +240,10 @@ def run(config: PretrainRun, resume: bool | str = False, accept_changes: bool = 
         check_creatable(config.data.cache_dir, "--cache-dir")
     with claimed(config.out, "pretrain", bool(resume), overwrite) as out:  # one owner, an earlier run kept
         fp = fingerprint(config, {"--corpus": config.data.corpus, "--tokenizer": [config.data.tokenizer]})
-        if overwrite:
-            clear(out, also=("tokenizer",))  # (before the new tokenizer is trained into it)
-        check_run_dir(out, config, resume, fp, accept_changes)
+        with distributed.main_first():
+            if overwrite and distributed.is_main():
+                clear(out, also=("tokenizer",))  # (before the new tokenizer is trained into it)
+            check_run_dir(out, config, resume, fp, accept_changes)
         return pipeline(config.data.objective).pretrain(config, resume, accept_changes, fingerprint=fp,
                                                         on_start=lambda: config.save(out / RUN_FILE))
 

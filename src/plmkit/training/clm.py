@@ -34,6 +34,7 @@ from plmkit.data.loader import BatchLoader
 from plmkit.data.splits import split_documents
 from plmkit.errors import ConfigError
 from plmkit.evaluation.perplexity import evaluate_perplexity
+from plmkit.training import distributed
 from plmkit.training.config import check_field_types
 from plmkit.training.fingerprint import with_tokenizer
 from plmkit.training.rng import seed_everything
@@ -84,9 +85,11 @@ def pretrain(config, resume: bool | str = False, accept_changes: bool = False, *
     """Pretrain a decoder with next-token prediction in `config.out`; see the module docstring."""
     data, train_cfg, out = config.data, config.train, Path(config.out)
     corpus, seq_len, batch_size = data.corpus, data.seq_len, data.batch_size
-    tok, tokenizer_dir = _tokenizer(data.tokenizer, corpus, data.vocab_size, seq_len, out)
-    cache_root = Path(data.cache_dir) if data.cache_dir else default_cache_dir() / "clm"
-    shards = build_document_shards(corpus, tok, cache_root, progress=train_cfg.progress_bar)
+    with distributed.main_first():  # rank 0 trains the tokenizer and fills the cache, the others read them
+        tok, tokenizer_dir = _tokenizer(data.tokenizer, corpus, data.vocab_size, seq_len, out)
+        cache_root = Path(data.cache_dir) if data.cache_dir else default_cache_dir() / "clm"
+        shards = build_document_shards(corpus, tok, cache_root,
+                                       progress=train_cfg.progress_bar and distributed.is_main())
     train_docs, eval_docs = split_documents(shards.num_documents, data.eval_fraction, train_cfg.seed)
     train_set = PackedBlocks.from_shards(shards, train_docs, seq_len)
     eval_set = PackedBlocks.from_shards(shards, eval_docs, seq_len, keep_partial=True) if len(eval_docs) else None

@@ -14,13 +14,16 @@ log = logging.getLogger("plmkit")
 
 
 class MetricsLog:
-    """Append-only JSON-lines log; every record has a `step`."""
+    """Append-only JSON-lines log; every record has a `step`. `write=False` (a rank other than 0 of a
+    torchrun job) reads it but writes nothing."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, write: bool = True) -> None:
         self.path = Path(path)
+        self.write = write
 
     def append(self, record: dict[str, Any]) -> None:
-        append_line(self.path, json.dumps(record))  # a whole line or nothing (full disk: WriteError)
+        if self.write:
+            append_line(self.path, json.dumps(record))  # a whole line or nothing (full disk: WriteError)
 
     def read(self) -> list[dict[str, Any]]:
         """The records; a torn last line (a write cut short by a kill or a full disk) is dropped
@@ -45,10 +48,13 @@ class MetricsLog:
         return records
 
     def reset(self) -> None:
-        atomic_write_text(self.path, "")
+        if self.write:
+            atomic_write_text(self.path, "")
 
     def truncate_after(self, step: int) -> None:
         """Drop records past `step` (written after the checkpoint a run resumes from)."""
+        if not self.write:
+            return
         kept = [r for r in self.read() if r.get("step", 0) <= step]
         atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 

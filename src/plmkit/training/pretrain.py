@@ -38,6 +38,7 @@ from plmkit.errors import ConfigError
 from plmkit.utils.constants import DEFAULT_VOCAB_SIZE, IGNORE_INDEX
 from plmkit.models.bert import BERT_PRESETS, BertConfig, BertForMaskedLM, BertForPreTraining
 from plmkit.nn.embeddings import sinusoidal_table
+from plmkit.training import distributed
 from plmkit.training.config import check_field_types
 from plmkit.training.fingerprint import with_tokenizer
 from plmkit.training.rng import seed_everything
@@ -92,9 +93,11 @@ class PretrainResult:
 def pretrain(config, resume: bool | str = False, accept_changes: bool = False, **trainer_options) -> PretrainResult:
     """Tokenizer, token cache, examples, model, Trainer: a BERT pretraining run in `config.out`."""
     data, train_cfg, out = config.data, config.train, Path(config.out)
-    tokenizer, tokenizer_dir = _tokenizer(data, out)
-    cache_root = Path(data.cache_dir) if data.cache_dir else default_cache_dir() / "pretraining"
-    shards = build_token_shards(data.corpus, tokenizer, cache_root, progress=train_cfg.progress_bar)
+    with distributed.main_first():  # rank 0 trains the tokenizer and fills the cache, the others read them
+        tokenizer, tokenizer_dir = _tokenizer(data, out)
+        cache_root = Path(data.cache_dir) if data.cache_dir else default_cache_dir() / "pretraining"
+        shards = build_token_shards(data.corpus, tokenizer, cache_root,
+                                    progress=train_cfg.progress_bar and distributed.is_main())
     train_set, eval_set = build_datasets(shards, tokenizer, data, train_cfg.seed)
     log.info(f"examples: {len(train_set):,} train, {len(eval_set) if eval_set else 0:,} held-out "
              f"({data.objective}, seq_len {data.seq_len})")

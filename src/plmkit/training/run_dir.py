@@ -9,6 +9,7 @@
   says to replace it (`clear`, when the new run starts training).
 * A failed start leaves nothing: a run that created the directory and fails before writing more
   than its lock removes it again.
+* Under torchrun, rank 0 claims and checks the directory; the other ranks wait for it to have done so.
 """
 from __future__ import annotations
 
@@ -33,6 +34,12 @@ def earlier_run(out: Path) -> list[str]:
 @contextlib.contextmanager
 def claimed(path: str | os.PathLike, command: str, resume: bool, overwrite: bool) -> Iterator[Path]:
     """`path` created if needed and locked for this run (see the module docstring)."""
+    from plmkit.training import distributed  # (brings torch)
+    distributed.barrier()  # every rank has checked its inputs (refuse_overwriting_inputs) before the lock exists
+    if not distributed.is_main():
+        distributed.barrier()  # rank 0 has made, claimed and checked it (should it fail, the job ends)
+        yield output_dir(path, "--out")
+        return
     created = not Path(path).exists()
     out = output_dir(path, "--out")
     locked = False
@@ -48,6 +55,7 @@ def claimed(path: str | os.PathLike, command: str, resume: bool, overwrite: bool
             if resume and not found:
                 raise ConfigError(f"--resume: {out} holds no run to resume; check --out, or leave --resume out to "
                                   "start one")
+            distributed.barrier()
             yield out
     except BaseException:
         if created and locked and set(os.listdir(out)) <= {LOCK_FILE}:  # (never the lock another run won)

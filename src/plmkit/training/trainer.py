@@ -8,10 +8,15 @@ Output layout of `out_dir`::
     best/                   best model by metric_for_best (+ best.json)
     model/                  final model (save_pretrained + save_extra)
     training_curves.png     loss, lr and eval metrics against step
+
+Under torchrun (plmkit.training.distributed) every rank runs the loop on its rows of each global
+batch, with the model wrapped for its strategy (DDP); rank 0 alone writes the files above and
+evaluates, the others waiting for it where they must.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -25,6 +30,7 @@ from torch import nn
 from tqdm import tqdm
 
 from plmkit.data.loader import BatchLoader
+from plmkit.training import distributed
 from plmkit.errors import CheckpointError, ConfigError, PlmkitError, TrainingError, WriteError
 from plmkit.training.checkpoint import (
     SaveExtra,
@@ -47,8 +53,9 @@ from plmkit.training.metrics import MetricsLog, plot_curves
 from plmkit.training.optim import build_optimizer
 from plmkit.training.rng import capture_rng, restore_rng, seed_everything
 from plmkit.training.schedule import build_scheduler
-from plmkit.utils.device import autocast, resolve_device, resolve_precision
+from plmkit.utils.device import autocast, resolve_precision
 from plmkit.utils.files import atomic_write_dir, atomic_write_text
+from plmkit.utils.constants import IGNORE_INDEX
 from plmkit.utils.settings import is_int
 
 log = logging.getLogger(__name__)
@@ -155,14 +162,15 @@ class Trainer:
         self.forward_kwargs = forward_kwargs or {}
         self.fingerprint = fingerprint
         self.on_start = on_start
-        self.device = resolve_device(cfg.device)
+        distributed.check_batch_size(train_loader.batch_size)
+        self.device = distributed.device(cfg.device)
         self.amp_dtype = resolve_precision(cfg.precision, self.device)
         self.total_steps, self.length_limit = planned_steps(cfg, len(train_loader))
         if self.total_steps is not None and cfg.warmup_steps >= self.total_steps:
             log.warning("plmkit: warmup_steps=%d is not shorter than the run (%d steps): the learning rate never "
                         "reaches its peak (--warmup-ratio scales with the run)", cfg.warmup_steps, self.total_steps)
         self.checkpoint_dir = self.out_dir / "checkpoints"
-        self.metrics = MetricsLog(self.out_dir / "metrics.jsonl")
+        self.metrics = MetricsLog(self.out_dir / "metrics.jsonl", write=distributed.is_main())
         self.state = RunState()
         self.clock: Callable[[], float] = time.perf_counter  # seconds; replaceable in tests
 
@@ -170,7 +178,12 @@ class Trainer:
     def train(self, resume: bool | str | Path = False, accept_changes: bool = False) -> TrainResult:
         """Train to the end. `resume=True` continues from `checkpoints/latest` if there is one, a path
         from that checkpoint; `accept_changes` lets a resumed run differ from the one that wrote the
-        checkpoint (its fingerprint): the changes are logged and the LR schedule goes on from where it was."""
+        checkpoint (its fingerprint): the changes are logged and the LR schedule goes on from where it was.
+        Under torchrun, every rank calls it (the process group is set up here unless a recipe has)."""
+        with distributed.process_group(self.cfg.device):
+            return self._train(resume, accept_changes)
+
+    def _train(self, resume: bool | str | Path, accept_changes: bool) -> TrainResult:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.model.to(self.device)
         self.model.train()
@@ -188,9 +201,11 @@ class Trainer:
                 self._restore(checkpoint, accept_changes)
             else:
                 self._start_fresh(bool(resume))
-            if self.on_start is not None:  # (after a restore that worked: a failed resume leaves the run file)
-                self.on_start()
-            atomic_write_text(self.out_dir / "train_config.json", json.dumps(self.cfg.to_dict(), indent=2) + "\n")
+            self._forward = distributed.wrap(self.model, self.cfg.strategy, self.device)
+            if distributed.is_main():
+                if self.on_start is not None:  # (after a restore that worked: a failed resume leaves the run file)
+                    self.on_start()
+                atomic_write_text(self.out_dir / "train_config.json", json.dumps(self.cfg.to_dict(), indent=2) + "\n")
             return self._finish(self._loop())
         except WriteError as err:  # a full disk, say: how to go on once there is room
             try:
@@ -278,7 +293,8 @@ class Trainer:
         batches = self.train_loader.forever()
         self._lr = cfg.lr
         self._started, self._elapsed_before = self.clock(), st.elapsed
-        bar = tqdm(total=self.total_steps, initial=st.step, unit="step", dynamic_ncols=True, disable=not cfg.progress_bar)
+        bar = tqdm(total=self.total_steps, initial=st.step, unit="step", dynamic_ncols=True,
+                   disable=not (cfg.progress_bar and distributed.is_main()))
         try:
             while True:
                 self._tick()
@@ -323,23 +339,38 @@ class Trainer:
 
     # ---------------------------------------------------------------- step
     def _train_step(self, batches: Iterator[dict[str, Any]]) -> tuple[float, float | None, int]:
-        """One optimizer update over `grad_accum_steps` batches: (mean loss, grad norm, tokens)."""
-        accum = self.cfg.grad_accum_steps
+        """One optimizer update over `grad_accum_steps` batches: (mean loss, grad norm, tokens).
+
+        Each micro-batch's loss (a mean over its items: `loss_items`) is weighted by its share of the
+        items of the whole step, over every micro-batch and rank, so that the step's loss and
+        gradients are those of the mean over the global batch, at any world size and accumulation;
+        with one rank and the same count in every micro-batch that is the plain mean of their losses."""
+        accum, world = self.cfg.grad_accum_steps, distributed.world_size()
+        micro = [distributed.shard(next(batches)) for _ in range(accum)]
+        parts = list((getattr(self.model, "loss_items", None) or {"loss": None}).items())
+        counts = torch.tensor([[item_count(batch, kind) if own else 0 for _, kind in parts] for batch, own in micro],
+                              dtype=torch.float64)
+        tokens = sum(count_tokens(batch) for batch, own in micro if own)
+        totals = distributed.all_reduce_sum(torch.cat([counts.sum(0), torch.tensor([float(tokens)],
+                                                                                   dtype=torch.float64)]))
+        totals, tokens = totals[:-1].tolist(), int(totals[-1])
         loss_sum = torch.zeros((), device=self.device)
-        tokens = 0
-        for _ in range(accum):
-            batch = next(batches)
-            tokens += count_tokens(batch)
+        for i, (batch, _) in enumerate(micro):
             batch = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-            with autocast(self.device, self.amp_dtype):
-                loss = loss_of(self.model(**batch, **self.forward_kwargs))
-            (loss / accum).backward()
+            sync = i == accum - 1 or world == 1  # DDP: gradients all-reduced on the last micro-batch only
+            with contextlib.nullcontext() if sync else self._forward.no_sync(), \
+                    distributed.rank_rng(self.cfg.seed, self.state.step, i):
+                with autocast(self.device, self.amp_dtype):
+                    output = self._forward(**batch, **self.forward_kwargs)
+                loss = weighted_loss(output, parts, counts[i].tolist(), totals)
+                (loss * world if world > 1 else loss).backward()  # (DDP averages the gradients over the ranks)
             loss_sum += loss.detach().float()
         grad_norm = None
         if self.cfg.grad_clip is not None:
             grad_norm = torch.nn.utils.clip_grad_norm_(self._params, self.cfg.grad_clip)
         norm = grad_norm.float() if grad_norm is not None else torch.zeros_like(loss_sum)
-        loss_value, norm_value = torch.stack([loss_sum / accum, norm]).tolist()  # the one host sync per step
+        loss_sum = distributed.all_reduce_sum(loss_sum)  # (the gradients, and so their norm, are the same everywhere)
+        loss_value, norm_value = torch.stack([loss_sum, norm]).tolist()  # the one host sync per step
         if not math.isfinite(loss_value) or not math.isfinite(norm_value):
             self.optimizer.zero_grad(set_to_none=True)
             raise self._non_finite_error(loss_value, norm_value)
@@ -376,12 +407,7 @@ class Trainer:
     def _run_evaluation(self) -> bool:
         """Evaluate, log, keep the best model; True when early stopping says stop."""
         st, cfg = self.state, self.cfg
-        self.model.eval()
-        try:
-            with torch.no_grad():
-                raw = self.evaluate(self.model)
-        finally:
-            self.model.train()
+        raw = distributed.from_main(self._evaluate)  # (rank 0 evaluates; the others wait for its results)
         metrics = {(k if k.startswith("eval_") else f"eval_{k}"): float(v) for k, v in raw.items()}
         st.last_eval, st.last_eval_step = metrics, st.step
         self.metrics.append({"step": st.step, **metrics})
@@ -403,7 +429,18 @@ class Trainer:
             st.bad_evals += 1
         return cfg.early_stopping_patience is not None and st.bad_evals >= cfg.early_stopping_patience
 
+    def _evaluate(self) -> dict[str, float]:
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                return self.evaluate(self.model)
+        finally:
+            self.model.train()
+
     def _save_best(self, name: str, value: float) -> None:
+        if not distributed.is_main():
+            return
+
         def write(tmp: Path) -> None:
             export_model(self.model, tmp, self.save_extra)
             (tmp / "best.json").write_text(json.dumps({"step": self.state.step, "metric": name, "value": value}) + "\n",
@@ -411,7 +448,7 @@ class Trainer:
 
         atomic_write_dir(self.out_dir / "best", write)
 
-    def _save_checkpoint(self) -> Path:
+    def _save_checkpoint(self) -> None:
         st = self.state
         self._tick()
         st.last_save_step = st.step
@@ -426,10 +463,10 @@ class Trainer:
             "config": self.cfg.to_dict(),
             "fingerprint": self.fingerprint,  # (a copy: fingerprint.json beside it is what a resume reads first)
         }
-        path = save_checkpoint(self.checkpoint_dir, st.step, self.model, trainer_state, self.save_extra,
-                               self.fingerprint)
-        prune_checkpoints(self.checkpoint_dir, self.cfg.keep_last)
-        return path
+        if distributed.is_main():
+            save_checkpoint(self.checkpoint_dir, st.step, self.model, trainer_state, self.save_extra, self.fingerprint)
+            prune_checkpoints(self.checkpoint_dir, self.cfg.keep_last)
+        distributed.barrier()
 
     def _finish(self, stop_reason: str) -> TrainResult:
         st, cfg = self.state, self.cfg
@@ -445,11 +482,15 @@ class Trainer:
             logged = True
         if cfg.save_every and (st.last_save_step != st.step or logged):  # a resumed finished run logs nothing twice
             self._save_checkpoint()
-        model_dir = atomic_write_dir(self.out_dir / "model", lambda tmp: export_model(self.model, tmp, self.save_extra))
+        model_dir = self.out_dir / "model"
+        if distributed.is_main():
+            atomic_write_dir(model_dir, lambda tmp: export_model(self.model, tmp, self.save_extra))
+        distributed.barrier()  # (every rank returns once the model is there)
         if unknown is not None:
             raise TrainingError(f"{unknown} (the model is saved in {model_dir})")
         curves = self.out_dir / "training_curves.png"
-        plot_curves(self.metrics.read(), curves)
+        if distributed.is_main():
+            plot_curves(self.metrics.read(), curves)
         self._tick()
         result = TrainResult(
             step=st.step,
@@ -490,6 +531,38 @@ def count_tokens(batch: dict[str, Any]) -> int:
     if torch.is_tensor(batch.get("input_ids")):
         return batch["input_ids"].numel()
     return 0
+
+
+def item_count(batch: dict[str, Any], kind: str | None) -> int:
+    """The items a loss of `kind` (`PreTrainedModel.loss_items`) is a mean over in `batch`: labelled
+    tokens, labelled next tokens, or examples; 1 for a model that does not say (micro-batches and
+    ranks then weigh the same)."""
+    if kind in ("tokens", "next_tokens") and torch.is_tensor(batch.get("labels")):
+        labels = batch["labels"][:, 1:] if kind == "next_tokens" else batch["labels"]
+        return int((labels != IGNORE_INDEX).sum())
+    if kind is not None:
+        return distributed.batch_rows(batch) or 1
+    return 1
+
+
+def weighted_loss(output: Any, parts: list[tuple[str, str | None]], counts: list[float],
+                  totals: list[float]) -> torch.Tensor:
+    """The sum of the output's losses `parts`, each times its share `count / total` of the step's items
+    (a part with no items here adds zero, even where its mean over none is NaN)."""
+    loss = None
+    for (name, _), count, total in zip(parts, counts, totals):
+        value = loss_of(output) if name == "loss" else _part(output, name)
+        if value is None:
+            continue
+        term = value * count / total if count else torch.nan_to_num(value) * 0.0
+        loss = term if loss is None else loss + term
+    if loss is None:
+        raise TrainingError(f"the model returned none of its losses {[name for name, _ in parts]}")
+    return loss
+
+
+def _part(output: Any, name: str) -> torch.Tensor | None:
+    return output.get(name) if isinstance(output, dict) else getattr(output, name, None)
 
 
 def loss_of(output: Any) -> torch.Tensor:

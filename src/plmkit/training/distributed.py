@@ -1,0 +1,214 @@
+"""Several processes under `torchrun`: the process group, who this process is, what only rank 0 does.
+
+    torchrun --nproc_per_node 2 -m plmkit pretrain ...     # every rank runs the same command
+
+`process_group(device)` sets the group up from torchrun's environment (``WORLD_SIZE``, ``RANK``,
+``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``), gloo on the CPU and NCCL on CUDA, chosen from
+the run's device, and tears it down at the end; the recipes and `Trainer.train` enter it (once: an
+inner one does nothing). Outside torchrun (no ``WORLD_SIZE`` above 1) nothing here does anything:
+rank 0 of 1, no collectives, the run as it always was.
+
+What only rank 0 does: logging at INFO (the others show errors only), progress bars, metrics.jsonl,
+run.yaml, checkpoints and model directories; the others wait at a `barrier` where they must not
+go on before a file exists (`main_first`: rank 0 trains the tokenizer or builds a cache, then the
+others read it). Every rank reads and checks its data itself before the first collective, so bad
+input ends every rank with the same error; a rank that fails alone ends the job all the same, as
+torchrun stops the other workers when one exits with an error.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import logging
+import os
+from typing import Any, Callable, Iterator
+
+import torch
+import torch.distributed as dist
+
+from plmkit.errors import ConfigError
+from plmkit.utils.device import resolve_device
+
+STRATEGIES = ("ddp", "fsdp")
+TIMEOUT = datetime.timedelta(minutes=60)  # the longest a rank waits for another (rank 0 evaluating, saving)
+
+
+def _env(name: str, default: int) -> int:
+    try:
+        return int(os.environ.get(name, default))
+    except ValueError:
+        raise ConfigError(f"the environment variable {name}={os.environ[name]!r} is not a number "
+                          "(torchrun sets it)") from None
+
+
+def active() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def world_size() -> int:
+    """Processes of the run: the group's size, or torchrun's WORLD_SIZE before the group exists."""
+    return dist.get_world_size() if active() else _env("WORLD_SIZE", 1)
+
+
+def rank() -> int:
+    return dist.get_rank() if active() else _env("RANK", 0)
+
+
+def local_rank() -> int:
+    return _env("LOCAL_RANK", 0)
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def device(name: str = "auto") -> torch.device:
+    """The run's device (`resolve_device`); under torchrun on GPUs, this process's GPU (LOCAL_RANK)."""
+    resolved = resolve_device(name)
+    if resolved.type == "cuda" and resolved.index is None and world_size() > 1:
+        return torch.device("cuda", local_rank())
+    return resolved
+
+
+@contextlib.contextmanager
+def process_group(device_name: str = "auto") -> Iterator[None]:
+    """The process group of a torchrun job while the block runs (see the module docstring)."""
+    if world_size() <= 1 or active():
+        yield
+        return
+    where = device(device_name)
+    if where.type == "cuda":
+        torch.cuda.set_device(where)
+    dist.init_process_group("nccl" if where.type == "cuda" else "gloo", timeout=TIMEOUT,
+                            **({"device_id": where} if where.type == "cuda" else {}))
+    logger = logging.getLogger("plmkit")
+    old_level, old_bars = logger.level, os.environ.get("TQDM_DISABLE")
+    if not is_main():  # one log and one progress bar per job: rank 0's
+        logger.setLevel(logging.ERROR)
+        os.environ["TQDM_DISABLE"] = "1"
+    try:
+        yield
+    finally:
+        logger.setLevel(old_level)
+        if old_bars is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = old_bars
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if active() and world_size() > 1:
+        dist.barrier()
+
+
+@contextlib.contextmanager
+def main_first() -> Iterator[None]:
+    """Rank 0 runs the block first (it writes a tokenizer or a cache), then the others (who find it).
+    Should rank 0 fail in it, torchrun ends the others waiting here."""
+    if not is_main():
+        barrier()
+    yield
+    if is_main():
+        barrier()
+
+
+def broadcast(value: Any) -> Any:
+    """Rank 0's `value` on every rank (a picklable object)."""
+    if not active() or world_size() == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def from_main(fn: Callable[[], Any]) -> Any:
+    """`fn()` run on rank 0 alone (an evaluation), its result on every rank, and rank 0's random state
+    after it on every rank too (the ranks go on drawing the same global batches)."""
+    if not active() or world_size() == 1:
+        return fn()
+    from plmkit.training.rng import capture_rng, restore_rng
+    result = fn() if is_main() else None
+    result, state = broadcast((result, capture_rng() if is_main() else None))
+    if not is_main():
+        restore_rng(state)
+    return result
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """The sum over the ranks of `tensor` (in place; the tensor itself outside a group)."""
+    if active() and world_size() > 1:
+        if dist.get_backend() == "nccl" and tensor.device.type != "cuda":
+            on_gpu = tensor.to(torch.device("cuda", torch.cuda.current_device()))
+            dist.all_reduce(on_gpu)
+            tensor.copy_(on_gpu)
+        else:
+            dist.all_reduce(tensor)
+    return tensor
+
+
+def check_batch_size(batch_size: int, flag: str = "--batch-size") -> None:
+    """The batch size is the global batch: refused, by name, when the world size does not divide it."""
+    world = world_size()
+    if batch_size % world:
+        raise ConfigError(f"{flag} {batch_size} is the global batch, shared by the {world} processes: give a "
+                          f"multiple of the world size {world} (e.g. {batch_size - batch_size % world or world})")
+
+
+def shard(batch: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """(this rank's rows of a global batch, whether it has any): rank r of W takes rows
+    [r*B//W, (r+1)*B//W) of every tensor (or list) with one row per example. A rank left with no
+    rows (a last batch smaller than W) gets the whole batch, which the Trainer weights by zero."""
+    world = world_size()
+    rows = batch_rows(batch)
+    if world == 1 or rows is None:
+        return batch, True
+    r = rank()
+    start, stop = rows * r // world, rows * (r + 1) // world
+    if start == stop:
+        return batch, False
+    return {k: v[start:stop] if _per_row(v, rows) else v for k, v in batch.items()}, True
+
+
+def batch_rows(batch: dict[str, Any]) -> int | None:
+    """Examples in a batch: the rows of input_ids (else of its first tensor)."""
+    first = batch.get("input_ids")
+    if not torch.is_tensor(first):
+        first = next((v for v in batch.values() if torch.is_tensor(v) and v.dim() > 0), None)
+    return None if first is None else int(first.shape[0])
+
+
+def _per_row(value: Any, rows: int) -> bool:
+    if torch.is_tensor(value):
+        return value.dim() > 0 and value.shape[0] == rows
+    return isinstance(value, list) and len(value) == rows
+
+
+@contextlib.contextmanager
+def rank_rng(seed: int, step: int, micro: int) -> Iterator[None]:
+    """Under several ranks, a random stream of this rank's own for the block (dropout in a forward),
+    seeded from (seed, step, micro-step, rank), after which the shared stream goes on as before: the
+    ranks draw different dropout masks yet build the same global batches (MLM masks) at every step."""
+    if world_size() == 1:
+        yield
+        return
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(hash((seed, step, micro, rank())) % 2**63)
+        yield
+
+
+def wrap(model: torch.nn.Module, strategy: str, where: torch.device) -> torch.nn.Module:
+    """The model a training step calls under several ranks (the model itself for one)."""
+    if world_size() == 1:
+        return model
+    if strategy != "ddp":
+        raise ConfigError(f"--strategy {strategy} is not yet implemented: use --strategy ddp")
+    from torch.nn.parallel import DistributedDataParallel
+    return DistributedDataParallel(model, device_ids=[where.index] if where.type == "cuda" else None,
+                                   forward_sync_buffers=False)
+
+
+__all__ = ["STRATEGIES", "active", "all_reduce_sum", "barrier", "batch_rows", "broadcast", "check_batch_size",
+           "device", "from_main", "is_main", "local_rank", "main_first", "process_group", "rank", "rank_rng", "shard", "wrap",
+           "world_size"]
