@@ -1,0 +1,145 @@
+"""Training under torchrun: 2 CPU processes (gloo) against 1, launched as a user would
+(`python -m torch.distributed.run --nproc_per_node 2 -m plmkit ...`), every launch time-bound."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from plmkit.cli import main
+
+EN = [
+    "The river ran quietly past the old mill.", "Children played in the fields until dusk.",
+    "A storm rolled in from the west, and the farmers hurried home.", "The baker opened his shop before sunrise.",
+    "Letters arrived from the city every Tuesday.", "Nobody remembered who had planted the oak tree.",
+    "The teacher read a story about a clever fox.", "Lanterns were lit along the narrow streets.",
+]
+TIMEOUT = 120  # seconds any launch may take: a hang fails the test instead of blocking the suite
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A corpus, a WordPiece tokenizer trained once (its training is not reproducible run to run) and a
+    1-process MLM run of 10 steps with gradient accumulation: the baseline."""
+    from plmkit.tokenization import Tokenizer
+    root = tmp_path_factory.mktemp("dist")
+    rng = random.Random(0)
+    docs = [" ".join(rng.choice(EN) for _ in range(rng.randint(2, 6))) for _ in range(40)]
+    (root / "en.txt").write_text("\n\n".join(docs) + "\n", encoding="utf-8")
+    Tokenizer.train_wordpiece(docs, 300).save_pretrained(root / "tok")
+    assert main(pretrain_args(root, root / "one", "--max-steps", "10")) == 0
+    return root
+
+
+def pretrain_args(root, out, *extra) -> list[str]:
+    return ["pretrain", "--corpus", str(root / "en.txt"), "--tokenizer", str(root / "tok"), "--out", str(out),
+            "--objective", "mlm", "--preset", "bert-tiny", "--seq-len", "48", "--batch-size", "8",
+            "--grad-accum-steps", "2", "--schedule", "constant", "--warmup-ratio", "0", "--eval-fraction", "0.2",
+            "--eval-batches", "2", "--eval-every", "5", "--cache-dir", str(root / "cache"), "--device", "cpu",
+            "--no-progress", "--log-every", "1", *extra]
+
+
+def torchrun(*args: str, nproc: int = 2, script: str | None = None) -> subprocess.CompletedProcess:
+    """`torchrun --nproc_per_node nproc -m plmkit args` (or a script), on a free port, one thread each."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    target = [script] if script else ["-m", "plmkit"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+                           "--master_addr", "127.0.0.1", "--master_port", str(port), *target, *args],
+                          capture_output=True, text=True, timeout=TIMEOUT, env=env)
+
+
+def losses(out) -> dict[int, float]:
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in records if "loss" in r}
+
+
+def test_two_processes_train_as_one_with_the_same_global_batch(files):
+    out = files / "two"
+    done = torchrun(*pretrain_args(files, out, "--max-steps", "10"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    one, two = losses(files / "one"), losses(out)
+    assert sorted(two) == list(range(1, 11))
+    assert max(abs(one[s] - two[s]) for s in one) < 1e-5
+    a, b = load_file(files / "one" / "model" / "model.safetensors"), load_file(out / "model" / "model.safetensors")
+    assert a.keys() == b.keys() and max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+    # rank 0 alone writes: one line per logged step and per evaluation, one summary printed
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines if "loss" in r] == list(range(1, 11))
+    assert [r["step"] for r in lines if "eval_mlm_loss" in r] == [5, 10]
+    assert done.stdout.count("pretraining done") == 1
+
+
+def test_a_run_saved_at_two_processes_resumes_at_one_exactly(files):
+    out = files / "resumed"
+    done = torchrun(*pretrain_args(files, out, "--max-steps", "5", "--save-every", "5"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert main(pretrain_args(files, out, "--max-steps", "10", "--resume-with-changes")) == 0
+    one, resumed = losses(files / "one"), losses(out)
+    assert sorted(resumed) == list(range(1, 11)) and max(abs(one[s] - resumed[s]) for s in one) < 1e-5
+
+
+def test_a_batch_size_the_world_size_does_not_divide_is_refused_by_name(files):
+    done = torchrun(*pretrain_args(files, files / "odd", "--max-steps", "2", "--batch-size", "7"))
+    assert done.returncode != 0
+    assert "--batch-size 7 is the global batch, shared by the 2 processes" in done.stderr
+
+
+def test_a_bad_record_ends_every_process_with_the_message(files):
+    from plmkit.models.bert import BertConfig, BertModel
+    model = files / "tiny-bert"
+    BertModel(BertConfig(vocab_size=300, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32)).save_pretrained(model)
+    for f in (files / "tok").iterdir():
+        (model / f.name).write_bytes(f.read_bytes())
+    bad = files / "bad.jsonl"
+    bad.write_text('{"text": "ok", "label": "a"}\n{"text": 3, "label": "b"}\n', encoding="utf-8")
+    done = torchrun("finetune", "--task", "classification", "--model", str(model), "--train", str(bad),
+                    "--batch-size", "2", "--out", str(files / "ft"), "--device", "cpu", "--no-progress")
+    assert done.returncode != 0
+    assert done.stderr.count("bad.jsonl:2") >= 2  # each rank read the data and said so
+
+
+def test_one_rank_failing_alone_ends_the_job_instead_of_hanging(tmp_path):
+    """Rank 1 fails while rank 0 waits for it at a barrier: torchrun stops rank 0 and the job ends
+    with rank 1's message (within the launch's time bound)."""
+    script = tmp_path / "worker.py"
+    script.write_text(textwrap.dedent("""
+        from plmkit.errors import DataError
+        from plmkit.training import distributed
+        with distributed.process_group("cpu"):
+            if distributed.rank() == 1:
+                raise DataError("rank 1 found a bad record")
+            distributed.barrier()
+    """))
+    done = torchrun(script=str(script))
+    assert done.returncode != 0 and "rank 1 found a bad record" in done.stderr
+
+
+def test_one_process_runs_as_before_and_ranks_take_their_rows(monkeypatch):
+    from plmkit.training import distributed
+    assert distributed.world_size() == 1 and distributed.is_main() and not distributed.active()
+    batch = {"input_ids": torch.arange(6).view(3, 2), "labels": torch.arange(6).view(3, 2), "n": 5}
+    assert distributed.shard(batch)[0] is batch
+    distributed.check_batch_size(7)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for rank, rows in ((0, [[0, 1]]), (1, [[2, 3], [4, 5]])):
+        monkeypatch.setenv("RANK", str(rank))
+        mine, own = distributed.shard(batch)
+        assert own and mine["input_ids"].tolist() == rows == mine["labels"].tolist() and mine["n"] == 5
+    single = {"input_ids": torch.ones(1, 2)}
+    mine, own = distributed.shard(single)
+    assert own and len(mine["input_ids"]) == 1  # rank 1 has the one row...
+    monkeypatch.setenv("RANK", "0")
+    mine, own = distributed.shard(single)
+    assert mine is single and not own  # ... rank 0 none: it computes on the batch, weighted by zero
