@@ -42,6 +42,7 @@ from plmkit.errors import ConfigError, PlmkitError
 from plmkit.nn.decoding import decoding_layout, row_major_lm_head
 from plmkit.nn.masks import positions_from_mask
 from plmkit.utils.constants import GENERATION_KEYS, MAX_SEED
+from plmkit.utils.text import read_json_object
 
 
 # -- logits processing --------------------------------------------------------------------------
@@ -225,12 +226,7 @@ def read_generation_config(directory: str | Path) -> dict:
     path = Path(directory) / "generation_config.json"
     if not path.exists():
         return {}
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(d, dict):
-        raise ConfigError(f"{path}: must hold a JSON object")
+    d = read_json_object(path, ConfigError)
     return {k: v for k, v in d.items() if k in GENERATION_KEYS and v is not None}
 
 

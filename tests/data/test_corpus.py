@@ -63,7 +63,7 @@ def test_iter_texts_accepts_str_paths_and_is_lazy(tmp_path):
     f = write(tmp_path / "x.jsonl", '{"text": "first"}\nnot json\n')
     texts = iter_texts(str(f))
     assert next(texts) == "first"  # streamed: the bad line is not read yet
-    with pytest.raises(DataError, match=r"x\.jsonl:2: malformed JSON"):
+    with pytest.raises(DataError, match=r"x\.jsonl:2:1: not valid JSON"):
         next(texts)
 
 

@@ -44,7 +44,7 @@ def test_errors_name_the_file(tmp_path, content, message):
 def test_malformed_line_named(tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_text('{"a": 1}\n\n{"a": \n[1]\n')
-    with pytest.raises(DataError, match=r"d.jsonl:3: malformed JSON"):
+    with pytest.raises(DataError, match=r"d.jsonl:3:7: not valid JSON"):
         list(jsonl_rows(path))
     path.write_text('{"a": 1}\n[1]\n')
     with pytest.raises(DataError, match=r"d.jsonl:2: expected a JSON object, got list"):

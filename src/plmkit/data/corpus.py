@@ -16,7 +16,6 @@ Whitespace-only documents are skipped.
 from __future__ import annotations
 
 import gzip
-import json
 import os
 import re
 from contextlib import nullcontext
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence, Union
 
 from plmkit.errors import ConfigError, DataError
+from plmkit.utils.text import parse_json
 
 PathLike = Union[str, "os.PathLike[str]"]
 SUFFIXES = (".txt", ".txt.gz", ".jsonl", ".jsonl.gz")
@@ -144,11 +144,7 @@ def _read_jsonl(file: Path, on_read=None, fields: Fields = ("text",)) -> Iterato
     for number, line in _lines(file, on_read):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{file}:{number}: malformed JSON ({err.msg} at column {err.colno}); "
-                            "each line must be one JSON object") from None
+        record = parse_json(line, file, line=number, hint="; each line must be one JSON object")
         for name in _record_fields(record, fields):
             text = record.get(name) if isinstance(record, dict) else None
             if not isinstance(text, str):

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 from plmkit.errors import ConfigError
 from plmkit.utils.constants import GENERATION_KEYS
 from plmkit.utils.settings import check_field_types, out_of_range
+from plmkit.utils.text import read_json_object
 
 # ranges of `ModelConfig.ranges`
 POSITIVE = {"at_least": 1}
@@ -242,17 +243,9 @@ def config_json_path(path: str | Path) -> Path:
 def read_config_json(path: str | Path) -> dict[str, Any]:
     """The JSON object of a config.json file, or an error that says what is wrong with it."""
     path = Path(path)
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no config.json; a model directory needs config.json + model.safetensors") from None
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{path}:{err.lineno}:{err.colno}: config.json is not valid JSON ({err.msg})") from None
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: config.json is not UTF-8 (byte {err.start})") from None
-    if not isinstance(d, dict):
-        raise ConfigError(f"{path}: config.json must hold a JSON object")
-    return d
+    if not path.exists():
+        raise ConfigError(f"{path}: no config.json; a model directory needs config.json + model.safetensors")
+    return read_json_object(path, ConfigError)
 
 
 def preset_names(presets: dict) -> str:

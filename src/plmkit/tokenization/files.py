@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
 import tokenizers
@@ -12,6 +11,7 @@ from plmkit.errors import CheckpointError
 from plmkit.tokenization.specials import STYLES, token_str
 from plmkit.tokenization.training import use_bert_pipeline
 from plmkit.utils.files import local_dir
+from plmkit.utils.text import read_json_object
 
 # transformers writes int(1e30) as model_max_length when there is no limit.
 UNLIMITED = 1_000_000
@@ -37,16 +37,7 @@ def checkpoint_dir(path) -> Path:
 
 
 def read_json(file: Path) -> dict:
-    if not file.is_file():
-        return {}
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{file} is not valid JSON ({err}); restore it or save the tokenizer again.") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{file} must hold a JSON object, not {type(data).__name__}; "
-                              "restore it or save the tokenizer again.")
-    return data
+    return read_json_object(file, CheckpointError) if file.is_file() else {}
 
 
 def read_tokenizer_json(file: Path) -> tokenizers.Tokenizer:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -90,15 +91,103 @@ def read_lines(path: str | Path) -> list[str]:
     return split_lines(read_text(path))
 
 
+def parse_json(text: str, where, error: type[Exception] = DataError, line: int = 1, hint: str = ""):
+    """The JSON value of `text` (the whole file, or one JSON line: `line` is its number), read as
+    everywhere in plmkit: a key given twice in one object is an error (json keeps the last one
+    silently), and so is malformed JSON; both as `error` naming ``where:line:column``, with `hint`
+    (what the file should hold) after a malformed one."""
+    try:
+        return json.loads(text, object_pairs_hook=_unique_pairs)
+    except json.JSONDecodeError as err:
+        raise error(f"{where}:{line + err.lineno - 1}:{err.colno}: not valid JSON ({err.msg}){hint}") from None
+    except _RepeatedKey:
+        key, offset = _first_repeated_key(text)
+        place = f"{line + text.count(chr(10), 0, offset)}:{offset - text.rfind(chr(10), 0, offset)}"
+        raise error(f"{where}:{place}: the key {key!r} is given twice in one object; keep one of them "
+                    "(the other would be dropped silently)") from None
+
+
+def read_json(path: str | Path, error: type[Exception] = DataError, hint: str = ""):
+    """The JSON value of a file (UTF-8, a BOM dropped), read with `parse_json`; `error` for a file that
+    cannot be read, is not UTF-8, not JSON or holds a key twice, naming it."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as err:
+        raise error(f"{path}: cannot read it ({err.strerror or err})") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise error(f"{path}:{line}: not UTF-8 text (byte {err.start}); re-save the file as UTF-8") from None
+    return parse_json(text, path, error, hint=hint)
+
+
+def read_json_object(path: str | Path, error: type[Exception] = DataError) -> dict:
+    """`read_json` of a file that must hold one JSON object (a config file)."""
+    value = read_json(path, error)
+    if not isinstance(value, dict):
+        raise error(f"{path}: must hold a JSON object {{...}}, got {type(value).__name__}")
+    return value
+
+
+class _RepeatedKey(Exception):
+    """A key given twice in one object (at `offset` of the text, once `_first_repeated_key` found it)."""
+
+    def __init__(self, key: str = "?", offset: int = 0):
+        super().__init__(key)
+        self.key, self.offset = key, offset
+
+
+def _unique_pairs(pairs: list[tuple[str, object]]) -> dict:
+    """An object's pairs as a dict; `_RepeatedKey` when a key comes twice (its place is found again by
+    `_first_repeated_key`: the hook does not know where the object is)."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise _RepeatedKey
+    return out
+
+
+_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _first_repeated_key(text: str) -> tuple[str, int]:
+    """(key, offset) of the first key given twice in one object of `text` (JSON that parses otherwise)."""
+    scan = json.JSONDecoder().scan_once  # (value, end) of the value at an offset
+
+    def skip(i: int) -> int:
+        return _SPACE.match(text, i).end()
+
+    def walk(i: int) -> int:  # the end of the value at `i`
+        i = skip(i)
+        if text[i] not in "{[":
+            return scan(text, i)[1]
+        close, seen = "}" if text[i] == "{" else "]", set()
+        i = skip(i + 1)
+        while text[i] != close:
+            if close == "}":
+                key, end = scan(text, i)
+                if key in seen:
+                    raise _RepeatedKey(key, i)
+                seen.add(key)
+                i = skip(end) + 1  # past the colon
+            i = skip(walk(i))
+            if text[i] == ",":
+                i = skip(i + 1)
+        return i + 1
+
+    try:
+        walk(0)
+    except _RepeatedKey as found:
+        return found.key, found.offset
+    return "?", 0
+
+
 def parse_json_lines(lines: Iterable[str], where: str | Path) -> Iterator[tuple[int, dict]]:
     """(line number, object) for each non-blank line; errors name `where`:line."""
     for lineno, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{where}:{lineno}: malformed JSON ({err.msg} at column {err.colno})") from None
+        row = parse_json(line, where, line=lineno)
         if not isinstance(row, dict):
             raise DataError(f"{where}:{lineno}: expected a JSON object, got {type(row).__name__}")
         yield lineno, row
