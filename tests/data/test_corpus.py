@@ -197,3 +197,11 @@ def test_chinese_and_mixed_text():
 def test_blank_and_whitespace_only_text():
     assert split_sentences("") == []
     assert split_sentences(" \n\n ") == []
+
+
+def test_a_corpus_that_is_no_regular_file_is_refused(tmp_path):
+    import os
+    os.mkfifo(tmp_path / "c.txt")
+    with pytest.raises(DataError, match=r"c.txt: not a regular file \(a pipe or a device\?\); a corpus is read more "
+                                        r"than once"):
+        list(iter_texts(tmp_path / "c.txt"))

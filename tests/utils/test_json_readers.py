@@ -70,7 +70,7 @@ def model_dir(tmp_path_factory):
                                               ("plmkit_task.json", "max_length", ConfigError),
                                               ("tokenizer_config.json", "pad_token", CheckpointError),
                                               ("special_tokens_map.json", "pad_token", CheckpointError),
-                                              ("generation_config.json", "temperature", ConfigError)])
+                                              ("generation_config.json", "temperature", CheckpointError)])
 def test_model_directory_files(tmp_path, model_dir, file, key, error):
     import shutil
     from plmkit.tasks.inference import load_model_dir

@@ -34,6 +34,19 @@ IGNORED_HF_KEYS = frozenset({
 })
 
 
+# what to do instead of passing one of IGNORED_HF_KEYS to from_pretrained (the others: leave it out)
+OVERRIDE_ADVICE = {
+    "output_hidden_states": "ask the forward call for them: model(..., output_hidden_states=True)",
+    "output_attentions": "ask the forward call for them: model(..., output_attentions=True)",
+    "return_dict": "plmkit models always return an output object (out.logits, out.last_hidden_state ...)",
+    "use_cache": "generate() always decodes with a KV cache, and a forward call uses one only when given "
+                 "past_key_values",
+    "gradient_checkpointing": "plmkit does not implement gradient checkpointing; lower the batch size "
+                              "(with --grad-accum-steps) to save memory",
+    "torchscript": "plmkit models are not traced; torch.compile(model) works on them",
+}
+
+
 @dataclass
 class ModelConfig:
     """Fields every model shares: label names and the task head's problem type."""
@@ -68,17 +81,22 @@ class ModelConfig:
         for name, bounds in self.ranges.items():
             problem = out_of_range(getattr(self, name), bounds)
             self._check(problem is None, f"{name} must be {problem}, got {getattr(self, name)!r}")
+        given = None if self.label2id is None else _labels(self.label2id, "label2id", key=str, value=int,
+                                                           check=self._check)
         if self.id2label is not None:
             self.id2label = _labels(self.id2label, "id2label", key=int, value=str, check=self._check)
             self.label2id = {v: k for k, v in self.id2label.items()}
-        elif self.label2id is not None:
-            self.label2id = _labels(self.label2id, "label2id", key=str, value=int, check=self._check)
-            self.id2label = {v: k for k, v in self.label2id.items()}
+        elif given is not None:
+            self.id2label = {v: k for k, v in given.items()}
+            self.label2id = given
         if self.label2id is not None:
             self._check(len(self.label2id) == len(self.id2label),
                         f"id2label names a class twice: {sorted(self.id2label.items())}")
             self._check(sorted(self.id2label) == list(range(len(self.id2label))),
                         f"the class ids of id2label must be 0 .. {len(self.id2label) - 1}, got {sorted(self.id2label)}")
+            self._check(given is None or given == self.label2id,
+                        f"label2id {given} contradicts id2label {self.id2label} (which reads as label2id "
+                        f"{self.label2id}): make them agree, or drop label2id")
         problems = (None, "regression", "single_label_classification", "multi_label_classification")
         if self.problem_type not in problems:
             raise ConfigError(f"problem_type={self.problem_type!r} is not one of {problems[1:]}")
@@ -186,8 +204,24 @@ class ModelConfig:
     def from_pretrained(cls, path: str | Path, **overrides) -> "ModelConfig":
         """The config of a model directory (or a config.json file), as transformers' `from_pretrained`:
         ``overrides`` replace fields, e.g. ``BertConfig.from_pretrained(dir, num_labels=3)``."""
-        config = cls.from_json_file(config_json_path(path))
-        return cls.from_dict({**config.to_dict(), **overrides}, source=str(path)) if overrides else config
+        return cls.from_json_file(config_json_path(path)).overridden(overrides, str(path))
+
+    def overridden(self, overrides: dict[str, Any], source: str) -> "ModelConfig":
+        """This config with fields replaced by keyword arguments (from_pretrained's, checked as config.json
+        is). A key that config.json may hold but plmkit ignores (output_hidden_states ...) is refused by
+        name with what to do instead, not dropped; id2label (or label2id) given alone replaces both."""
+        if not overrides:
+            return self
+        names = {f.name for f in dataclasses.fields(self)}
+        for key, value in overrides.items():
+            if key in IGNORED_HF_KEYS and key not in names and key != "num_labels":
+                raise ConfigError(f"{source}: {key}={value!r} is not a setting of plmkit's {type(self).__name__}: "
+                                  f"{OVERRIDE_ADVICE.get(key, 'leave it out')}")
+        values = self.to_dict()
+        for a, b in (("id2label", "label2id"), ("label2id", "id2label")):
+            if overrides.get(a) is not None and b not in overrides:
+                values.pop(b, None)
+        return type(self).from_dict({**values, **overrides}, source=source)
 
     @classmethod
     def from_json_file(cls, path: str | Path) -> "ModelConfig":

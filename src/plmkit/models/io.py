@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from plmkit.errors import CheckpointError
 from plmkit.utils.files import local_dir, write_safetensors
-from plmkit.utils.text import read_json_object
+from plmkit.utils.text import check_path, read_json_object
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 _HUB_HINT = ("It looks like a Hugging Face Hub id: plmkit loads models from local directories only. Get one with "
@@ -26,6 +26,7 @@ _HUB_HINT = ("It looks like a Hugging Face Hub id: plmkit loads models from loca
 
 def check_model_dir(path: str | os.PathLike) -> Path:
     """A local model directory, or an error saying how to get one."""
+    check_path(path, "the model directory", "a directory holding config.json and the weights", CheckpointError)
     return local_dir(path, "model", "config.json + model.safetensors (what save_pretrained writes)", _HUB_HINT)
 
 
