@@ -46,23 +46,26 @@ class ModelSettings(Settings):
                                flags=("--model",), metavar="DIR", shapes_run=False)  # its files are compared
     init: str | None = setting(None, "bert2bert: an encoder-decoder whose encoder and decoder both start from the "
                                      "BERT of --model (Rothe et al., 2020; translation, summarization)",
-                               choices=("bert2bert",))
+                               choices=("bert2bert",), fixed_on_resume=True)
     preset: str | None = setting(None, "start from this preset's random weights instead of --model (with "
-                                       "--tokenizer): e.g. marian-small, bart-small, bert-mini", metavar="NAME")
+                                       "--tokenizer): e.g. marian-small, bart-small, bert-mini", metavar="NAME",
+                                 fixed_on_resume=True)
     tokenizer: str | None = setting(None, "tokenizer directory (off: the model directory's)", metavar="DIR",
                                     shapes_run=False)
     dropout: float | None = setting(None, "hidden and attention dropout while fine-tuning; off: as in the model's "
                                           "config (plmkit pretrain writes 0, fine-tuning usually wants 0.1)", metavar="P",
                                     at_least=0, below=1)
-    freeze_embeddings: bool = setting(False, "freeze the embeddings")
-    freeze_layers: int = setting(0, "freeze the embeddings and the first K layers", metavar="K", at_least=0)
-    freeze_body: bool = setting(False, "train the task head only")
-    lora_rank: int | None = setting(None, "train LoRA adapters of this rank (+ the head)", metavar="R", at_least=1)
+    freeze_embeddings: bool = setting(False, "freeze the embeddings", fixed_on_resume=True)
+    freeze_layers: int = setting(0, "freeze the embeddings and the first K layers", metavar="K", at_least=0,
+                                 fixed_on_resume=True)
+    freeze_body: bool = setting(False, "train the task head only", fixed_on_resume=True)
+    lora_rank: int | None = setting(None, "train LoRA adapters of this rank (+ the head)", metavar="R", at_least=1,
+                                    fixed_on_resume=True)
     lora_alpha: float = setting(16.0, "LoRA scale numerator (scale = alpha / rank)", metavar="A", above=0)
     lora_dropout: float = setting(0.05, "dropout on the LoRA input", metavar="P", at_least=0, below=1)
     lora_targets: tuple[str, ...] | None = setting(None, "comma-separated Linear names that get adapters "
                                                          "(q,k,v,out,fc_in,fc_out); off: q,v with --lora-rank",
-                                                   metavar="NAMES")
+                                                   metavar="NAMES", fixed_on_resume=True)
 
     def validate(self) -> None:
         self.need(not (self.preset and self.path), "give --model DIR (a pretrained model) or --preset NAME (random "
@@ -124,17 +127,18 @@ class FinetuneRun(RunConfig):
 
     defaults = FINETUNE_DEFAULTS
     task: str | None = setting(None, "what to fine-tune for (sft: a causal LM on prompt/response pairs, "
-                                     "for plmkit chat)", choices=task_names())
+                                     "for plmkit chat)", choices=task_names(), fixed_on_resume=True)
     out: str | None = setting(None, "output directory", metavar="DIR", shapes_run=False)
     resume: bool = setting(False, "continue from OUT/checkpoints/latest, exactly (the same settings and data)",
-                           shapes_run=False)
+                           shapes_run=False, in_run_file=False)
     resume_from: str | None = setting(None, "continue from this checkpoint directory instead of the latest "
-                                            "(implies --resume)", metavar="DIR", shapes_run=False)
+                                            "(implies --resume)", metavar="DIR", shapes_run=False,
+                                      in_run_file=False)
     resume_with_changes: bool = setting(False, "resume although settings or data changed (they are named in the log; "
                                                "the LR schedule goes on from where it was; implies --resume)",
-                                        shapes_run=False)
+                                        shapes_run=False, in_run_file=False)
     overwrite: bool = setting(False, "replace the run already in --out (its model, best, checkpoints and metrics are "
-                                     "removed when this one starts training)", shapes_run=False)
+                                     "removed when this one starts training)", shapes_run=False, in_run_file=False)
     model: ModelSettings = field(default_factory=ModelSettings)
     data: DataSettings = field(default_factory=DataSettings)
     train: FinetuneTrain = field(default_factory=lambda: FinetuneTrain(epochs=3.0))
@@ -305,13 +309,11 @@ def _run(config: FinetuneRun, out: Path, fp: dict) -> FinetuneResult:
         tokenizer.save_pretrained(directory)
         task.save(directory)
 
-    def start() -> None:  # the run's files, once everything above has worked
-        if config.overwrite:
-            clear(out)
-        config.save(out / "run.yaml")
-
     trainer = Trainer(model, train_cfg, loader, out, evaluate=evaluate if has_eval else None, save_extra=save_extra,
-                      forward_kwargs=task.forward_kwargs, fingerprint=fp, on_start=start)
+                      forward_kwargs=task.forward_kwargs, fingerprint=fp,
+                      on_start=lambda: config.save(out / "run.yaml"))  # once training starts (or resumes) for real
+    if config.overwrite:  # the earlier run goes once everything above has worked
+        clear(out)
     result = trainer.train(resume=config.resume_target, accept_changes=config.resume_with_changes)
     return FinetuneResult(**{f.name: getattr(result, f.name) for f in dataclasses.fields(result)},
                           train_examples=len(train_examples),

@@ -17,7 +17,7 @@ from plmkit.tokenization.specials import (BERT_SPECIAL_TOKENS, END_OF_TEXT, SPEC
                                           token_list, token_str)
 from plmkit.tokenization.training import train_vocabulary
 from plmkit.utils.constants import IGNORE_INDEX
-from plmkit.utils.files import atomic_write, atomic_write_text, output_dir
+from plmkit.utils.files import atomic_write, atomic_write_text, output_dir, staged_writes
 from plmkit.utils.settings import is_int
 from plmkit.utils.text import check_path, describe, lone_surrogate
 
@@ -230,16 +230,17 @@ class Tokenizer:
         if isinstance(pre_tokenizer, pre_tokenizers.ByteLevel):
             config["add_prefix_space"] = pre_tokenizer.add_prefix_space
 
-        # Each file atomically, tokenizer.json last: its presence means the directory is complete
-        # (pretraining reuses a directory holding one), so an interrupted save is never taken for done.
+        # One change (staged_writes: every file, or none on a full disk), tokenizer.json renamed last: its
+        # presence means the directory is complete (pretraining reuses a directory holding one).
         files = [out / "tokenizer.json", out / "tokenizer_config.json", out / "special_tokens_map.json"]
-        atomic_write_text(files[1], json.dumps(config, indent=2, ensure_ascii=False) + "\n")
-        atomic_write_text(files[2], json.dumps(special_map, indent=2, ensure_ascii=False) + "\n")
-        if isinstance(self._backend.model, models.WordPiece):
-            vocab = self._backend.get_vocab(with_added_tokens=False)
-            files.append(out / "vocab.txt")
-            atomic_write_text(files[-1], "".join(t + "\n" for t in sorted(vocab, key=vocab.get)))
-        atomic_write(files[0], lambda tmp: self._backend.save(str(tmp)))
+        with staged_writes():
+            atomic_write_text(files[1], json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+            atomic_write_text(files[2], json.dumps(special_map, indent=2, ensure_ascii=False) + "\n")
+            if isinstance(self._backend.model, models.WordPiece):
+                vocab = self._backend.get_vocab(with_added_tokens=False)
+                files.append(out / "vocab.txt")
+                atomic_write_text(files[-1], "".join(t + "\n" for t in sorted(vocab, key=vocab.get)))
+            atomic_write(files[0], lambda tmp: self._backend.save(str(tmp)))
         return tuple(str(f) for f in files)
 
     # ------------------------------------------------------------------ training
@@ -447,7 +448,7 @@ class Tokenizer:
             b = next(pieces) if second is not None else None
             cut = False
             if truncation:
-                added = self._backend.num_special_tokens_to_add(b is not None) if add_special_tokens else 0
+                added = self.num_special_tokens_to_add(b is not None) if add_special_tokens else 0
                 if max_length < added:
                     raise DataError(f"{limit_name}={max_length} is too small: {added} special tokens are added "
                                     f"to each input; use {limit_name} > {added}.")
@@ -575,6 +576,10 @@ class Tokenizer:
 
     def __len__(self) -> int:
         return self._backend.get_vocab_size(with_added_tokens=True)
+
+    def num_special_tokens_to_add(self, pair: bool = False) -> int:
+        """How many special tokens encoding a text (or a pair) adds, as in transformers."""
+        return self._backend.num_special_tokens_to_add(pair)
 
     def add_tokens(self, tokens: str | Sequence[str]) -> int:
         """Add ordinary tokens (one, or a list); returns how many are new (resize the model's embeddings then)."""
