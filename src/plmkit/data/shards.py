@@ -30,7 +30,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from plmkit.data.corpus import PathLike, _corpus_files, iter_documents, split_sentences
+from plmkit.data.corpus import PathLike, corpus_files, iter_documents, split_sentences
 from plmkit.errors import DataError
 from plmkit.utils.files import atomic_write_dir
 
@@ -84,7 +84,7 @@ def corpus_fingerprint(paths: Sequence[PathLike]) -> list[dict]:
     """(path, size, mtime) of every corpus file that `iter_documents(paths)` reads, in order."""
     roots = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     out = []
-    for file in _corpus_files(roots):
+    for file in corpus_files(roots):
         st = file.stat()
         out.append({"path": str(file.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns})
     return out
