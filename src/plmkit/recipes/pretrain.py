@@ -125,6 +125,11 @@ class PretrainData(Settings):
     def nsp(self) -> bool:
         return self.objective == "mlm+nsp"
 
+    @property
+    def group_tokens(self) -> int:
+        """How many tokens consecutive short documents of a file are grouped up to (min_doc_tokens)."""
+        return self.seq_len if self.min_doc_tokens is None else self.min_doc_tokens
+
     def validate(self) -> None:
         seen: dict[str, str] = {}
         for path in self.corpus:
