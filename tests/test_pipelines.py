@@ -81,8 +81,15 @@ def test_pipelines_refuse_arguments_they_would_ignore(trained):
 def test_pipeline_checks_the_task(trained):
     with pytest.raises(ConfigError, match="'ner' model"):
         plmkit.pipeline("text-classification", model=trained / "ner" / "model")
-    with pytest.raises(ConfigError, match="unknown pipeline task"):
+    with pytest.raises(ConfigError, match="'ner' model, not one for 'summarization'"):
         plmkit.pipeline("summarization", model=trained / "ner" / "model")
+    with pytest.raises(ConfigError, match="unknown pipeline task 'fill-mask'"):
+        plmkit.pipeline("fill-mask", model=trained / "ner" / "model")
+    with pytest.raises(ConfigError, match="give model="):
+        plmkit.pipeline("text-classification")
+    with pytest.raises(ConfigError, match="task is a pipeline name"):
+        plmkit.pipeline(5, model=trained / "ner" / "model")
+    assert plmkit.pipeline(model=trained / "ner" / "model").task == "token-classification"
 
 
 def test_pipeline_inputs_are_checked_where_they_enter(trained):

@@ -632,7 +632,7 @@ def _generator(seed: int | None, generator: torch.Generator | None, like: Tensor
     if seed is None:
         return None
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-        raise ConfigError(f"seed must be an integer in [0, 2**64), got {seed!r}")
+        raise ConfigError(f"seed must be an integer in [0, 2**63), got {seed!r}")
     return torch.Generator(device=like.device).manual_seed(seed)
 
 

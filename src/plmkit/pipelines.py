@@ -6,6 +6,9 @@
     ner("钱其琛在北京")                   # [{"entity_group": "PER", "score", "word", "start", "end"}, ...]
     qa = plmkit.pipeline("question-answering", model="qa/model")
     qa(question="...", context="...")   # {"answer", "score", "start", "end"}
+    fr_en = plmkit.pipeline("translation", model="fr-en/best")
+    fr_en("Bibliothèque partagée")      # [{"translation_text": "shared library"}]
+    plmkit.pipeline(model="sum/best")   # the task the directory was fine-tuned for
 
 Each task serves the pipeline names in its `pipelines` and shapes their output (plmkit.tasks).
 """
@@ -19,9 +22,9 @@ class Pipeline:
     """`task` is the pipeline name, as in Hugging Face; `plmkit_task` the plmkit task serving it."""
 
     def __init__(self, task: str, model, device: str = "auto", batch_size: int = 32):
-        wanted = tasks.task_for_pipeline(task)
         self.model, self.tokenizer, self.plmkit_task = tasks.load_for_inference(model, device, batch_size=batch_size)
-        if not isinstance(self.plmkit_task, wanted):
+        task = task if task is not None else self.plmkit_task.pipelines[0] if self.plmkit_task.pipelines else None
+        if task is None or task not in self.plmkit_task.pipelines:
             raise ConfigError(f"{model} is a {self.plmkit_task.name!r} model, not one for {task!r}")
         self.task, self.batch_size = task, batch_size
 
@@ -32,8 +35,15 @@ class Pipeline:
         return self.plmkit_task.pipeline(self.task, self.model, self.tokenizer, inputs, self.batch_size, **kwargs)
 
 
-def pipeline(task: str, model, device: str = "auto", batch_size: int = 32) -> Pipeline:
+def pipeline(task: str | None = None, model=None, device: str = "auto", batch_size: int = 32) -> Pipeline:
     """A callable for `task` (a Hugging Face pipeline name: "text-classification",
-    "token-classification", "question-answering", ...) over a fine-tuned model directory."""
-    tasks.task_for_pipeline(task)  # an unknown name is an error before any loading
+    "token-classification", "question-answering", "translation", ...; None: the one of the model's
+    task) over a fine-tuned model directory."""
+    if task is not None and not isinstance(task, str):
+        raise ConfigError(f"pipeline(task, model=DIR): task is a pipeline name (a string), got {type(task).__name__}")
+    if model is None:
+        raise ConfigError("pipeline(task, model=DIR): give model=, the directory of a fine-tuned model (plmkit loads "
+                          "local directories only)")
+    if task is not None:
+        tasks.task_for_pipeline(task)  # an unknown name is an error before any loading
     return Pipeline(task, model, device, batch_size)

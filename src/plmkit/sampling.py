@@ -29,7 +29,7 @@ class SamplingSettings(Settings):
     greedy: bool = setting(False, "always pick the most likely token (no sampling)")
     num_beams: int = setting(1, "beam search with N beams (1: off)", metavar="N", at_least=1)
     seed: int | None = setting(None, "random seed for reproducible sampling", metavar="N", at_least=0,
-                               at_most=MAX_SEED - 10**6)  # (generate adds the batch offset)
+                               at_most=MAX_SEED)
 
     def check_given(self, given: set[str]) -> None:
         self.need_with(given, ("top_k", "top_p", "seed") + (() if self.temperature == 0 else ("temperature",)),

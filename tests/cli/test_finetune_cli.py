@@ -151,7 +151,7 @@ def test_finetune_help_gives_each_tasks_defaults_and_which_tasks_a_setting_is_fo
     assert (sft.data.batch_size, sft.train.lr, sft.train.schedule, sft.data.group_by_length) == (8, 3e-4, "cosine", True)
     assert flags["--stride"].help.startswith("ner: ") and flags["--doc-stride"].help.startswith("qa: ")
     assert flags["--system"].help.startswith("sft: ") and not flags["--max-length"].help.startswith("classification")
-    for flag in ("--task", "--model", "--train", "--out"):
+    for flag in ("--task", "--train", "--out"):
         assert flags[flag].help.endswith("(required: the flag or the run file)")
 
 

@@ -75,8 +75,8 @@ def stdin_bytes(monkeypatch, raw: bytes):
 
 def test_stdin_is_read_as_a_file_is(tmp_path, capsys, monkeypatch):
     """Empty stdin was an empty result with exit code 0; a BOM on stdin was refused, in a file not."""
-    monkeypatch.setattr(tasks, "load_task", lambda d: ClassificationTask())
-    monkeypatch.setattr(tasks, "predict_dir", lambda model, records, *a, **k: [{"text": r["text"]} for r in records])
+    monkeypatch.setattr(tasks, "load_for_inference", lambda *a, **k: (None, None, ClassificationTask()))
+    monkeypatch.setattr(tasks, "predict_records", lambda m, t, task, records, *a, **k: [{"text": r["text"]} for r in records])
     stdin_bytes(monkeypatch, b"")
     assert main(["predict", "--model", str(tmp_path), "--input", "-"]) == 2
     assert "<stdin>: no input (stdin is empty)" in capsys.readouterr().err
@@ -103,3 +103,22 @@ def test_a_setting_the_models_task_has_not_is_named_once():
     from plmkit.tasks.inference import with_settings
     with pytest.raises(ConfigError, match=r"^--null-score-diff-threshold is not a setting of a classification model$"):
         with_settings(ClassificationTask(), null_score_diff_threshold=5.0)
+
+
+def test_stdin_is_answered_line_by_line_as_it_comes(capsys, monkeypatch):
+    """Each answer is out before the next line is read (a translator at a prompt answers each sentence)."""
+    import io
+    import types
+    monkeypatch.setattr(tasks, "load_for_inference", lambda *a, **k: (None, None, ClassificationTask()))
+    monkeypatch.setattr(tasks, "predict_records", lambda m, t, task, records, *a, **k: [{"text": r["text"]} for r in records])
+    lines = iter([b'{"text": "one"}\n', b'{"text": "two"}\n', b""])
+    seen = []
+
+    def readline():
+        seen.append(capsys.readouterr().out)  # what was written before this line was asked for
+        return next(lines)
+
+    monkeypatch.setattr("sys.stdin", types.SimpleNamespace(buffer=types.SimpleNamespace(readline=readline),
+                                                           read=io.StringIO("").read))
+    assert main(["predict", "--model", "m", "--input", "-"]) == 0
+    assert seen == ["", '{"text": "one"}\n', '{"text": "two"}\n']

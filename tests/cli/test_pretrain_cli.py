@@ -298,8 +298,12 @@ def test_a_run_started_by_the_old_code_resumes(tmp_path, capsys):
                       "unigram_bias_init": True, "sinusoidal_position_init": False}  # the old model section
     (out / "run.yaml").unlink()
     (out / "pretrain_config.json").write_text(json.dumps(saved, indent=2) + "\n")
+    import torch
     for kept in (out / "checkpoints").glob("*/fingerprint.json"):
-        kept.unlink()  # the old code kept none
+        kept.unlink()  # the old code kept none, neither there nor in its trainer state
+        state = torch.load(kept.parent / "trainer_state.pt", weights_only=True)
+        state.pop("fingerprint")
+        torch.save({**state, "format": 1}, kept.parent / "trainer_state.pt")
     capsys.readouterr()
     assert main(args(tmp_path, text, out, "--max-steps", "4", "--resume", "--seq-len", "32")) == 2
     err = capsys.readouterr().err
@@ -309,3 +313,11 @@ def test_a_run_started_by_the_old_code_resumes(tmp_path, capsys):
     assert main(args(tmp_path, text, out, "--max-steps", "4", "--resume")) == 0
     assert [r["step"] for r in read_metrics(out) if "loss" in r] == [1, 2, 3, 4]
     assert (out / "run.yaml").read_text() == new.replace("max_steps: 2", "max_steps: 4")
+
+
+def test_two_spellings_of_one_setting_that_contradict_each_other_are_refused(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["pretrain", "--lowercase", "--cased"])
+    assert "--cased contradicts a flag given before it for the same setting (lowercase: True, then False)" in \
+        capsys.readouterr().err
+    assert build_parser().parse_args(["pretrain", "--cased", "--no-lowercase"])  # the same value twice is fine

@@ -30,6 +30,9 @@ def test_run_failure_names_command_exit_and_stderr():
     cmd = [sys.executable, "-c", "import sys; sys.stderr.write('no route to host'); sys.exit(3)"]
     with pytest.raises(DownloadError, match=r"(?s)failed \(exit 3\):\nno route to host\ncheck this"):
         _run(cmd, hint="check this")
+    full = [sys.executable, "-c", "import sys; sys.stderr.write('OSError: [Errno 28] No space left on device'); sys.exit(1)"]
+    with pytest.raises(DownloadError, match="the disk is full: free space"):
+        _run(full, hint="check this")
     with pytest.raises(DownloadError, match="`no-such-tool-xyz` not found"):
         _run(["no-such-tool-xyz"], hint="install it")
 

@@ -100,3 +100,14 @@ def test_train_embedding_rows_refuses_tied_embeddings():
                                        intermediate_size=32))
     with pytest.raises(ConfigError, match="tied"):
         train_embedding_rows(model, model.get_input_embeddings(), [49])
+
+
+def test_every_target_must_name_layers():
+    from torch import nn
+    from plmkit.errors import ConfigError
+    from plmkit.nn.lora import apply_lora
+    model = nn.Sequential()
+    model.add_module("q", nn.Linear(4, 4))
+    model.add_module("v", nn.Linear(4, 4))
+    with pytest.raises(ConfigError, match=r"no Linear layer matches \['bogus'\]"):
+        apply_lora(model, ("q", "bogus"), rank=2)

@@ -145,3 +145,25 @@ def test_a_decoders_family_fields_are_checked_before_any_work():
         build(data=clm, model={"n_inner": "64"})
     with pytest.raises(ConfigError, match="unknown preset 'gpt2-huge'"):
         build(data=clm, model={"preset": "gpt2-huge"})
+
+
+def test_settings_that_need_held_out_data_or_nsp_pairs_are_refused_without_them():
+    with pytest.raises(ConfigError, match=r"metric_for_best \(--metric-for-best\) needs held-out documents"):
+        build(data={"eval_fraction": 0.0}, train={"max_steps": 1, "metric_for_best": "loss"})
+    with pytest.raises(ConfigError, match=r"eval_batches \(--eval-batches\) needs held-out documents"):
+        build(data={"eval_fraction": 0.0, "eval_batches": 5})
+    with pytest.raises(ConfigError, match=r"nsp_prob \(--nsp-prob\) shapes next-sentence pairs"):
+        build(data={"objective": "mlm", "nsp_prob": 0.3})
+
+
+def test_a_cache_directory_inside_the_corpus_or_where_none_can_be_made_is_refused_first(tmp_path):
+    from plmkit.recipes.pretrain import run
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("Some text.\n" * 20)
+    (tmp_path / "a-file").write_text("x")
+    for cache, message in [(corpus / "cache", r"--cache-dir .*cache is in the input --corpus"),
+                           (tmp_path / "a-file" / "cache", r"a-file is a file, not a directory")]:
+        with pytest.raises(ConfigError, match=message):
+            run(build(out=str(tmp_path / "out"), data={"corpus": [str(corpus)], "cache_dir": str(cache)}))
+        assert not (tmp_path / "out").exists() and not (corpus / "cache").exists()

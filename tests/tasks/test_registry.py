@@ -105,7 +105,7 @@ def test_every_task_fills_the_protocol():
     from plmkit.models.auto import model_class
     for name, task in tasks.TASKS.items():
         assert task.name == name and task.settings_class.section == name
-        family = "gpt2" if name == "sft" else "bert"
+        family = {"causal-lm": "gpt2", "seq2seq-lm": "bart"}.get(task.model_task, "bert")
         assert model_class(family, task.model_task)  # the family registry has its model class
         assert callable(getattr(task, "reader", None)) or task.read is not tasks.Task.read, name
         for method in ("encode", "evaluate"):

@@ -69,3 +69,9 @@ def test_wrongly_typed_values_are_named(kwargs, message):
 def test_an_int_is_a_float_and_a_duration_may_be_text():
     cfg = TrainConfig(lr=1, warmup_ratio=0, time_budget="10m")
     assert cfg.lr == 1 and cfg.time_budget == 600
+
+
+def test_min_lr_ratio_with_a_constant_schedule_is_refused():
+    from plmkit.training.config import TrainConfig
+    with pytest.raises(ConfigError, match=r"min_lr_ratio \(--min-lr-ratio\) is where a decaying schedule ends"):
+        TrainConfig.with_defaults({}, {"max_steps": 1, "schedule": "constant", "min_lr_ratio": 0.1})

@@ -91,7 +91,8 @@ def test_settings_fingerprint_leaves_out_what_does_not_shape_the_run():
     from plmkit.recipes.finetune import run_type
     run = run_type("classification").build({"task": "classification", "out": "o", "model": {"path": "m"},
                                             "data": {"train": "t"}, "train": {"max_steps": 3}})
-    settings = settings_of(run)
+    settings, fixed = settings_of(run)
+    assert {"task", "model.lora_rank", "model.freeze_layers"} <= set(fixed) and "train.lr" not in fixed
     assert {"task", "train.lr", "train.max_steps", "data.batch_size", "model.lora_rank", "classification.max_length"} \
         <= set(settings)
     for left_out in ("out", "resume", "model.path", "data.train", "train.device", "train.log_every",
@@ -138,3 +139,43 @@ def test_continue_from_joins_the_new_schedule_by_its_end():
     values = [schedule.factor(s) for s in range(4, 11)]
     assert values[0] == pytest.approx(0.3) and values[-1] == pytest.approx(0.1)
     assert all(a >= b for a, b in zip(values, values[1:]))
+
+
+def test_what_cannot_change_on_a_resume_is_refused_even_when_changes_are_accepted(tmp_path):
+    train = write_rows(tmp_path / "t.jsonl", ROWS)
+    tune(tmp_path, train, 4)
+    run_file = (tmp_path / "out" / "run.yaml").read_text()
+    with pytest.raises(ConfigError, match=r"model.lora_rank None -> 4 \(cannot change on a resume"):
+        tune(tmp_path, train, 6, resume_with_changes=True, lora_rank=4)
+    assert (tmp_path / "out" / "run.yaml").read_text() == run_file  # a refused resume leaves the run file
+    assert "resume" not in run_file and "overwrite" not in run_file  # what one command did is not replayed
+
+
+def test_a_fingerprint_deleted_or_edited_is_no_way_around_the_check(tmp_path):
+    import torch
+    train = write_rows(tmp_path / "t.jsonl", ROWS)
+    tune(tmp_path, train, 4)
+    root = tmp_path / "out" / "checkpoints"
+    newest = latest_checkpoint(root)
+    (newest / "fingerprint.json").unlink()  # the copy in trainer_state.pt is compared
+    with pytest.raises(ConfigError, match=r"train.lr 0.001 -> 0.0005"):
+        tune(tmp_path, train, 4, resume=True, lr=5e-4)
+    (newest / "fingerprint.json").write_text('{"settings": []}')
+    with pytest.raises(CheckpointError, match=r"fingerprint.json is damaged .*newest intact checkpoint is"):
+        tune(tmp_path, train, 4, resume=True)
+    older = list_checkpoints(root)[0]
+    state = torch.load(older / "trainer_state.pt", weights_only=True)
+    state["run"]["step"] = -3
+    torch.save(state, older / "trainer_state.pt")
+    with pytest.raises(CheckpointError, match=r"trainer_state.pt is damaged"):
+        tune(tmp_path, train, 4, resume_from=str(older))
+    (root / "latest").write_text("../../elsewhere\n")
+    with pytest.raises(CheckpointError, match=r"latest is damaged \(it holds '../../elsewhere'"):
+        tune(tmp_path, train, 4, resume=True)
+
+
+def test_changes_that_leave_no_run_to_continue_are_said(tmp_path):
+    train = write_rows(tmp_path / "t.jsonl", ROWS)
+    tune(tmp_path, train, 4)
+    with pytest.raises(ConfigError, match=r"the run ends at step 2 \(max_steps\), but .* is at step 4"):
+        tune(tmp_path, train, 2, resume_with_changes=True)

@@ -244,3 +244,12 @@ def test_resuming_a_finished_run_logs_nothing_twice(tmp_path, toy):
         Trainer(toy.ToyLM(), cfg, toy.make_loader(), tmp_path, evaluate=lambda m: {"accuracy": 0.5}).train(resume=resume)
         records = toy.read_jsonl(tmp_path / "metrics.jsonl")
         assert [(r["step"], "loss" in r) for r in records] == [(s, kind) for s in (3, 6, 9, 10) for kind in (True, False)]
+
+
+def test_a_metric_for_best_that_no_evaluation_gives_is_said_after_the_model_is_saved(tmp_path, toy):
+    from plmkit.errors import TrainingError
+    cfg = TrainConfig(lr=3e-3, log_every=1, device="cpu", progress_bar=False, max_steps=2, metric_for_best="bleu")
+    with pytest.raises(TrainingError, match=r"metric_for_best='bleu' is not among the evaluation results \['eval_loss'\]"
+                                            r".*the model is saved in"):
+        Trainer(toy.ToyLM(), cfg, toy.make_loader(), tmp_path, evaluate=lambda m: {"loss": 1.0}).train()
+    assert (tmp_path / "model" / "model.safetensors").is_file()

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from plmkit.errors import CheckpointError
+from plmkit.errors import CheckpointError, WriteError
 from plmkit.utils import files
 from plmkit.utils.files import (atomic_write, atomic_write_bytes, atomic_write_dir, atomic_write_text, local_dir,
                                 remove_stale_temps, write_safetensors)
@@ -179,3 +179,41 @@ def test_a_damaged_line_inside_the_log_is_named(tmp_path):
     log.path.write_text('{"step": 1}\nnot json\n{"step": 2}\n')
     with pytest.raises(TrainingError, match=r"metrics.jsonl:2: not a JSON record"):
         log.read()
+
+
+def test_a_device_or_fifo_is_written_in_place_and_a_link_is_followed(tmp_path):
+    from plmkit.utils.files import atomic_open
+    with atomic_open(os.devnull) as f:  # /dev/null stays a device
+        f.write("gone")
+    assert Path(os.devnull).is_char_device()
+    target = tmp_path / "results.jsonl"
+    target.write_text("old\n")
+    (tmp_path / "link.jsonl").symlink_to(target)
+    with atomic_open(tmp_path / "link.jsonl") as f:
+        f.write("new\n")
+    assert (tmp_path / "link.jsonl").is_symlink() and target.read_text() == "new\n"
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE, text=True)
+    with atomic_open(fifo) as f:
+        f.write("through\n")
+    assert reader.communicate(timeout=30)[0] == "through\n" and fifo.is_fifo()
+
+
+def test_staged_writes_keep_every_old_file_when_one_fails(tmp_path, monkeypatch):
+    """A model saved over another: a full disk at the weights leaves the old config.json too."""
+    import safetensors.torch
+
+    from plmkit.models.gpt2 import GPT2Config, GPT2LMHeadModel
+    old = GPT2LMHeadModel(GPT2Config.from_preset("gpt2-tiny", vocab_size=40, n_positions=16))
+    old.save_pretrained(tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def full(tensors, path, metadata=None):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    new = GPT2LMHeadModel(GPT2Config.from_preset("gpt2-tiny", vocab_size=40, n_positions=32))
+    with pytest.raises(WriteError, match="the disk is full"):
+        new.save_pretrained(tmp_path)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no new config.json beside old weights

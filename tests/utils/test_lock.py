@@ -75,3 +75,18 @@ def test_pretrain_stops_while_another_run_owns_out(holder, tmp_path, capsys):
     assert main(["pretrain", "--corpus", str(tmp_path / "corpus.txt"), "--out", str(run), "--max-steps", "1"]) == 2
     assert f"pid {proc.pid}" in capsys.readouterr().err
     assert sorted(p.name for p in run.iterdir()) == [LOCK_FILE]
+
+
+def test_other_commands_write_nothing_inside_a_running_run(holder, tmp_path, capsys):
+    """predict --output into the run's log, a tokenizer into its directory, a run inside it: refused."""
+    run, _ = holder
+    (run / "metrics.jsonl").write_text('{"step": 1}\n')
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("some text\n" * 50)
+    for argv in (["predict", "--model", str(tmp_path / "m"), "--input", "x.jsonl", "--output", str(run / "metrics.jsonl")],
+                 ["tokenizer", "train", "--corpus", str(corpus), "--vocab-size", "120", "--out", str(run / "tokenizer")],
+                 ["finetune", "--task", "classification", "--model", str(tmp_path), "--train", str(corpus),
+                  "--out", str(run / "best" / "inner")]):
+        assert main(argv) == 2
+        assert f"is inside {run}: {run} is in use by another run (plmkit finetune" in capsys.readouterr().err
+    assert (run / "metrics.jsonl").read_text() == '{"step": 1}\n' and not (run / "tokenizer").exists()

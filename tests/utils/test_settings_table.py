@@ -16,7 +16,7 @@ from plmkit.utils.settings import Settings, is_union
 
 BASE = {"TrainConfig": {"max_steps": 1}, "FinetuneTrain": {"max_steps": 1}, "InferenceSettings": {"model": "m"}}
 # numbers that may be any value (a score threshold), or whose range their own check owns (a duration)
-UNBOUNDED = {"null_score_diff_threshold", "time_budget"}
+UNBOUNDED = {"null_score_diff_threshold", "time_budget", "length_penalty"}
 
 
 def every_settings_class() -> list[type[Settings]]:

@@ -35,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from plmkit.chat import SYSTEM, USER, StopFilter, truncate_history
     from plmkit.cli.generate import load_causal_lm, sampling_settings
     from plmkit.errors import PlmkitError
+    from plmkit.utils.constants import MAX_SEED
 
     sampling = sampling_settings(args, SAMPLING_DEFAULTS)
     model, tokenizer = load_causal_lm(args.model, args.device)
@@ -85,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         pieces = []
         if tty:
             print("bot> ", end="", file=sys.stderr, flush=True)
-        seed = None if sampling.seed is None else sampling.seed + turn
+        seed = None if sampling.seed is None else (sampling.seed + turn) % MAX_SEED
         try:
             for piece in model.stream(tokenizer, torch.tensor([ids], device=device), seed=seed,
                                       stop_strings=[USER], **kwargs):

@@ -18,8 +18,9 @@ from plmkit.training.run_config import read_run_file
 from plmkit.utils.settings import Settings
 
 _TASK_SECTION = "task_settings"  # the flags of every task's settings; the run file's section is the task's name
-_REQUIRED = ("task", "out", "model.path", "data.train")  # dests a run needs, from a flag or the run file
-_USAGE = "plmkit finetune --task TASK --model DIR --train FILE --out DIR [--eval FILE] [--config FILE] [options]"
+_REQUIRED = ("task", "out", "data.train")  # dests a run needs, from a flag or the run file (--model or --preset too)
+_USAGE = ("plmkit finetune --task TASK --model DIR|--preset NAME --train FILE --out DIR [--eval FILE] [--config FILE] "
+          "[options]")
 
 
 def add_parser(subparsers) -> None:

@@ -116,15 +116,35 @@ def _add_field(parser, dest: str, f: dataclasses.Field, hint: Any, defaults: str
         kwargs["metavar"] = meta["metavar"]
     types_ = scalar_types(hint)
     if types_ and set(types_) - {type(None)} == {bool}:
-        parser.add_argument(*flags, action=argparse.BooleanOptionalAction, **kwargs)
+        parser.add_argument(*flags, action=_Consistent.of(argparse.BooleanOptionalAction), **kwargs)
     elif types_:
         parser.add_argument(*flags, type=_scalar_parser(types_, f.name), **kwargs)
     else:
         _add_container(parser, flags, hint, kwargs, f.name)
     for flag, value in meta.get("const_flags", {}).items():
-        parser.add_argument(flag, action="store_const", const=value, dest=dest, default=argparse.SUPPRESS,
+        parser.add_argument(flag, action=_Consistent.of(argparse._StoreConstAction), const=value, dest=dest,
+                            default=argparse.SUPPRESS,
                             help=f"same as {flags[0]} {value}" if not isinstance(value, bool)
                             else f"same as --{'' if value else 'no-'}{flags[0][2:]}")
+
+
+class _Consistent:
+    """A flag sharing its setting with other spellings (``--lowercase`` / ``--cased``): one that
+    contradicts a flag given before it is an error, not the last one silently winning."""
+
+    @classmethod
+    def of(cls, action: type[argparse.Action]) -> type[argparse.Action]:
+        return type(f"Consistent{action.__name__}", (cls, action), {})
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        before = getattr(namespace, self.dest, _UNSET)
+        super().__call__(parser, namespace, values, option_string)
+        if before is not _UNSET and before != getattr(namespace, self.dest):
+            parser.error(f"{option_string} contradicts a flag given before it for the same setting "
+                         f"({self.dest.split('.')[-1]}: {before!r}, then {getattr(namespace, self.dest)!r})")
+
+
+_UNSET = object()
 
 
 def _add_container(parser, flags, hint, kwargs, name: str) -> None:

@@ -164,6 +164,7 @@ def _one_prompt(args, model, tokenizer, sampling) -> int:
 def _many_prompts(args, model, tokenizer, sampling, prompts: list[tuple[int, str]], batch_size: int, out) -> None:
     """Every prompt of the --input file, in left-padded batches: one JSON line each to `out`."""
     from plmkit.data.collate import pad_sequences
+    from plmkit.utils.constants import MAX_SEED
 
     kwargs = sampling.generate_kwargs()
     device = next(model.parameters()).device
@@ -176,7 +177,7 @@ def _many_prompts(args, model, tokenizer, sampling, prompts: list[tuple[int, str
         ids, mask = pad_sequences(encoded[start:start + batch_size], pad if pad is not None else 0, "left")
         width = ids.shape[1]
         generated = model.generate(ids.to(device), mask.to(device), pad_token_id=pad,
-                                   seed=None if sampling.seed is None else sampling.seed + start, **kwargs)
+                                   seed=None if sampling.seed is None else (sampling.seed + start) % MAX_SEED, **kwargs)
         for (_, prompt), row in zip(prompts[start:start + batch_size], generated[:, width:].tolist()):
             text = tokenizer.decode(row, skip_special_tokens=True)
             out.write(json.dumps({"prompt": prompt, "completion": text}, ensure_ascii=False) + "\n")

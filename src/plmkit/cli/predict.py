@@ -33,14 +33,36 @@ def run(args: argparse.Namespace) -> int:
         if not args.output:
             raise ConfigError("--output is empty: give a file path (or leave it out for stdout)")
         refuse_overwriting_inputs(args.output, "--output", [("--input", args.input), ("--model", s.model)])
-    records, lines = tasks.read_prediction_input(tasks.load_task(s.model), args.input)
-    results = tasks.predict_dir(s.model, records, s.batch_size, s.device,
-                                where="<stdin>" if args.input == "-" else args.input,
-                                null_score_diff_threshold=s.null_score_diff_threshold, lines=lines)
-    lines = (json.dumps(r, ensure_ascii=False) + "\n" for r in results)
+    if args.input == "-":
+        results = _streamed(s)
+    else:
+        records, lines = tasks.read_prediction_input(tasks.load_task(s.model), args.input)
+        results = tasks.predict_dir(s.model, records, s.batch_size, s.device, where=args.input,
+                                    null_score_diff_threshold=s.null_score_diff_threshold, lines=lines)
     if args.output is None:
-        sys.stdout.writelines(lines)
+        _write(results, sys.stdout)
         return 0
     with atomic_open(args.output) as out:  # the whole output, or the file as it was
-        out.writelines(lines)
+        _write(results, out)
     return 0
+
+
+def _streamed(s: InferenceSettings):
+    """The answers to stdin's JSON lines, each as soon as its line has come (a translator, say, answers
+    one sentence at a time); empty input is an error."""
+    from plmkit.errors import DataError
+    from plmkit.utils.text import parse_json_lines, stdin_lines
+
+    model, tokenizer, task = tasks.load_for_inference(s.model, s.device, s.null_score_diff_threshold, s.batch_size)
+    answered = False
+    for line, record in parse_json_lines(stdin_lines(), "<stdin>"):
+        yield from tasks.predict_records(model, tokenizer, task, [record], 1, "<stdin>", [line])
+        answered = True
+    if not answered:
+        raise DataError("<stdin>: no input (stdin is empty)")
+
+
+def _write(results, out) -> None:
+    for result in results:
+        out.write(json.dumps(result, ensure_ascii=False) + "\n")
+        out.flush()

@@ -38,6 +38,8 @@ def _run(cmd: Sequence[str], cwd: Path | None = None, hint: str = "") -> None:
         raise DownloadError(f"`{cmd[0]}` not found while running `{' '.join(cmd)}`; {hint}") from None
     if done.returncode != 0:
         tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-8:])
+        if "no space left" in tail.lower() or "errno 28" in tail.lower():
+            hint = "the disk is full: free space where the data is cached (or set PLMKIT_CACHE elsewhere) and retry"
         raise DownloadError(f"`{' '.join(cmd)}` failed (exit {done.returncode}):\n{tail}\n{hint}")
 
 

@@ -50,6 +50,7 @@ class BartConfig(ModelConfig):
               "init_std": {"at_least": 0}}
     # the family switches (Marian sets its own)
     sinusoidal_positions: ClassVar[bool] = False  # else learned, read at position + position_offset
+    decoder_starts_with: ClassVar[str] = "eos_token_id"  # BART's decoder starts with </s> (then <s>)
     position_offset: ClassVar[int] = 2
     embedding_norm: ClassVar[bool] = True  # a LayerNorm on the embeddings (HF: layernorm_embedding)
     vocab_size: int = 50265
@@ -112,6 +113,13 @@ class BartConfig(ModelConfig):
 
     def hf_fields(self) -> dict[str, Any]:
         return {"is_encoder_decoder": True}
+
+    @classmethod
+    def tokenizer_fields(cls, tokenizer) -> dict[str, Any]:
+        """The decoder starts with `decoder_starts_with` and ends with the eos token."""
+        fields = super().tokenizer_fields(tokenizer)
+        return {**fields, "decoder_start_token_id": fields[cls.decoder_starts_with],
+                "forced_eos_token_id": fields["eos_token_id"]}
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "BartConfig":

@@ -60,18 +60,19 @@ class PreTrainedModel(nn.Module):
         sentence-transformers files the model was loaded with. ``sentence_transformers={"pooling": "mean",
         "normalize": True}`` (pooling mean/cls/max; optional max_seq_length) writes new ones instead, so that
         sentence-transformers loads the directory as that embedding model (plmkit.models.sentence_transformers)."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        from plmkit.nn.lora import plain_state_dict  # LoRA updates are merged: an ordinary checkpoint
+        from plmkit.utils.files import output_dir, staged_writes
+        directory = output_dir(directory, "save_pretrained(directory)")
         st_files = (SentenceTransformerFiles.from_options(sentence_transformers, self.config.d_model)
                     if sentence_transformers is not None else self.sentence_transformers)
         self.config.architectures = [type(self).__name__]
-        self.config.save(directory)
-        if st_files is not None:
-            st_files.write(directory)
-        from plmkit.nn.lora import plain_state_dict  # LoRA updates are merged: an ordinary checkpoint
-        write_weights(directory, self.converter().to_hf(plain_state_dict(self)))
-        if self.generation_config:
-            write_generation_config(directory, self.generation_config)
+        with staged_writes():  # every file, or (a full disk) none: never a new config.json over old weights
+            self.config.save(directory)
+            if st_files is not None:
+                st_files.write(directory)
+            write_weights(directory, self.converter().to_hf(plain_state_dict(self)))
+            if self.generation_config:
+                write_generation_config(directory, self.generation_config)
 
     def converter(self):
         """The Hugging Face key table of this model's checkpoints (plmkit.convert)."""

@@ -105,6 +105,17 @@ class ModelConfig:
         """The hard limit on positions: context_length for learned positions, None for rotary ones."""
         return self.context_length if self.learned_positions else None
 
+    @classmethod
+    def tokenizer_fields(cls, tokenizer) -> dict[str, Any]:
+        """The fields a fresh model takes from its tokenizer: the vocabulary size and the special ids
+        the config has (a family adds those it derives: an encoder-decoder's decoder start)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        fields: dict[str, Any] = {"vocab_size": len(tokenizer)} if "vocab_size" in names else {}
+        for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
+            if name in names:
+                fields[name] = getattr(tokenizer, name, None)
+        return fields
+
     def dropout_overrides(self, p: float) -> dict[str, float]:
         """Config overrides that set every dropout rate of the body to `p`."""
         if not 0.0 <= p < 1.0:

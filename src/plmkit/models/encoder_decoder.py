@@ -78,6 +78,20 @@ class EncoderDecoderConfig(ModelConfig):
         return d
 
     @classmethod
+    def tokenizer_fields(cls, tokenizer) -> dict[str, Any]:
+        """BERT-to-BERT's decoder starts with [CLS] and ends with [SEP] (a tokenizer without them: its
+        bos and eos)."""
+        def first(*names):
+            return next((getattr(tokenizer, n) for n in names if getattr(tokenizer, n, None) is not None), None)
+        return {"decoder_start_token_id": first("cls_token_id", "bos_token_id"), "pad_token_id": tokenizer.pad_token_id,
+                "eos_token_id": first("sep_token_id", "eos_token_id")}
+
+    def dropout_overrides(self, p: float) -> dict[str, ModelConfig]:
+        """Both halves' dropout rates."""
+        return {side: type(c).from_dict({**c.to_dict(), **c.dropout_overrides(p)})
+                for side, c in (("encoder", self.encoder), ("decoder", self.decoder))}
+
+    @classmethod
     def from_encoder_decoder_configs(cls, encoder: ModelConfig, decoder: ModelConfig, **fields) -> "EncoderDecoderConfig":
         """The composite of two configs; the decoder's gets is_decoder and add_cross_attention."""
         decoder = type(decoder).from_dict({**decoder.to_dict(), **DECODER_FLAGS})
@@ -127,19 +141,24 @@ class EncoderDecoderModel(Seq2SeqLM, Seq2SeqPreTrainedModel):
         self.tied_keys = shared_parameter_names(self)
 
     @classmethod
-    def from_encoder_decoder_pretrained(cls, encoder_path, decoder_path=None, **fields) -> "EncoderDecoderModel":
+    def from_encoder_decoder_pretrained(cls, encoder_path, decoder_path=None, dropout: float | None = None,
+                                        **fields) -> "EncoderDecoderModel":
         """Warm-start both halves from model directories (the decoder from ``decoder_path``, or from the
         encoder's): the decoder's cross-attention (and an LM head the checkpoint lacks) start from
         scratch, which loading says. ``fields``: the composite's config fields (decoder_start_token_id,
-        pad_token_id, eos_token_id ...)."""
+        pad_token_id, eos_token_id ...); ``dropout``: every dropout rate of both halves."""
         from plmkit.models.auto import read_model_type
-        encoder_type, _ = read_model_type(encoder_path)
-        encoder_family = family(encoder_type)
-        flags = {k: False for k in DECODER_FLAGS if k in {f.name for f in dataclasses.fields(encoder_family.config)}}
-        encoder = encoder_family.model_class("base").from_pretrained(encoder_path, **flags)
+        encoder_family = family(read_model_type(encoder_path)[0])
         decoder_path = decoder_path if decoder_path is not None else encoder_path
-        decoder = family(read_model_type(decoder_path)[0]).model_class("decoder-lm").from_pretrained(
-            decoder_path, **DECODER_FLAGS)
+        decoder_family = family(read_model_type(decoder_path)[0])
+
+        def rates(f) -> dict:
+            return dict.fromkeys(f.config.dropout_fields, dropout) if dropout is not None else {}
+
+        flags = {k: False for k in DECODER_FLAGS if k in {f.name for f in dataclasses.fields(encoder_family.config)}}
+        encoder = encoder_family.model_class("base").from_pretrained(encoder_path, **flags, **rates(encoder_family))
+        decoder = decoder_family.model_class("decoder-lm").from_pretrained(decoder_path, **DECODER_FLAGS,
+                                                                           **rates(decoder_family))
         config = EncoderDecoderConfig.from_encoder_decoder_configs(encoder.config, decoder.config, **fields)
         return cls(config, encoder, decoder).eval()
 

@@ -25,6 +25,7 @@ class MarianConfig(BartConfig):
     model_type = "marian"
     ranges = {**BartConfig.ranges, "decoder_vocab_size": POSITIVE}
     sinusoidal_positions: ClassVar[bool] = True
+    decoder_starts_with: ClassVar[str] = "pad_token_id"
     embedding_norm: ClassVar[bool] = False
     vocab_size: int = 58101
     decoder_vocab_size: int | None = None  # None: vocab_size

@@ -140,14 +140,16 @@ def apply_lora(model: nn.Module, targets=("q", "v"), rank: int = 8, alpha: float
     targets = tuple(targets)
     if not targets:
         raise ConfigError("apply_lora: give at least one target module name (e.g. 'q', 'v')")
+    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear) and not isinstance(m, LoRALinear)]
+    unmatched = [t for t in targets if not any(_matches(n, (t,)) for n, _ in linears)]
+    if unmatched:  # every target names layers: a typo is not dropped silently
+        names = sorted({n.rsplit(".", 1)[-1] for n, _ in linears})
+        raise ConfigError(f"apply_lora: no Linear layer matches {unmatched}; this model's Linear names: {names}")
     wrapped = []
-    for name, module in list(model.named_modules()):
-        if isinstance(module, nn.Linear) and not isinstance(module, LoRALinear) and _matches(name, targets):
+    for name, module in linears:
+        if _matches(name, targets):
             _replace(model, name, LoRALinear.wrap(module, rank, alpha, dropout))
             wrapped.append(name)
-    if not wrapped:
-        linears = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)})
-        raise ConfigError(f"apply_lora: no Linear layer matches {list(targets)}; this model's Linear names: {linears}")
     if freeze_base:
         for pname, p in model.named_parameters():
             p.requires_grad_(".lora_" in pname or pname.startswith("lora_"))

@@ -44,20 +44,35 @@ class ModelSettings(Settings):
     section = "model"
     path: str | None = setting(None, "pretrained model directory (config.json, weights, tokenizer)",
                                flags=("--model",), metavar="DIR", shapes_run=False)  # its files are compared
+    init: str | None = setting(None, "bert2bert: an encoder-decoder whose encoder and decoder both start from the "
+                                     "BERT of --model (Rothe et al., 2020; translation, summarization)",
+                               choices=("bert2bert",), fixed_on_resume=True)
+    preset: str | None = setting(None, "start from this preset's random weights instead of --model (with "
+                                       "--tokenizer): e.g. marian-small, bart-small, bert-mini", metavar="NAME",
+                                 fixed_on_resume=True)
+    tokenizer: str | None = setting(None, "tokenizer directory (off: the model directory's)", metavar="DIR",
+                                    shapes_run=False)
     dropout: float | None = setting(None, "hidden and attention dropout while fine-tuning; off: as in the model's "
                                           "config (plmkit pretrain writes 0, fine-tuning usually wants 0.1)", metavar="P",
                                     at_least=0, below=1)
-    freeze_embeddings: bool = setting(False, "freeze the embeddings")
-    freeze_layers: int = setting(0, "freeze the embeddings and the first K layers", metavar="K", at_least=0)
-    freeze_body: bool = setting(False, "train the task head only")
-    lora_rank: int | None = setting(None, "train LoRA adapters of this rank (+ the head)", metavar="R", at_least=1)
+    freeze_embeddings: bool = setting(False, "freeze the embeddings", fixed_on_resume=True)
+    freeze_layers: int = setting(0, "freeze the embeddings and the first K layers", metavar="K", at_least=0,
+                                 fixed_on_resume=True)
+    freeze_body: bool = setting(False, "train the task head only", fixed_on_resume=True)
+    lora_rank: int | None = setting(None, "train LoRA adapters of this rank (+ the head)", metavar="R", at_least=1,
+                                    fixed_on_resume=True)
     lora_alpha: float = setting(16.0, "LoRA scale numerator (scale = alpha / rank)", metavar="A", above=0)
     lora_dropout: float = setting(0.05, "dropout on the LoRA input", metavar="P", at_least=0, below=1)
     lora_targets: tuple[str, ...] | None = setting(None, "comma-separated Linear names that get adapters "
                                                          "(q,k,v,out,fc_in,fc_out); off: q,v with --lora-rank",
-                                                   metavar="NAMES")
+                                                   metavar="NAMES", fixed_on_resume=True)
 
     def validate(self) -> None:
+        self.need(not (self.preset and self.path), "give --model DIR (a pretrained model) or --preset NAME (random "
+                                                   "weights), not both")
+        self.need(not self.preset or self.tokenizer, "--preset starts from random weights and has no tokenizer: give "
+                                                     "--tokenizer DIR (plmkit tokenizer train makes one)")
+        self.need(not (self.init and self.preset), "--init bert2bert warm-starts from --model, not from a --preset")
         self.need(not (self.freeze_body and (self.freeze_layers or self.freeze_embeddings)),
                   "freeze_body (--freeze-body) freezes the whole body already: drop --freeze-layers / "
                   "--freeze-embeddings")
@@ -112,28 +127,33 @@ class FinetuneRun(RunConfig):
 
     defaults = FINETUNE_DEFAULTS
     task: str | None = setting(None, "what to fine-tune for (sft: a causal LM on prompt/response pairs, "
-                                     "for plmkit chat)", choices=task_names())
+                                     "for plmkit chat)", choices=task_names(), fixed_on_resume=True)
     out: str | None = setting(None, "output directory", metavar="DIR", shapes_run=False)
     resume: bool = setting(False, "continue from OUT/checkpoints/latest, exactly (the same settings and data)",
-                           shapes_run=False)
+                           shapes_run=False, in_run_file=False)
     resume_from: str | None = setting(None, "continue from this checkpoint directory instead of the latest "
-                                            "(implies --resume)", metavar="DIR", shapes_run=False)
+                                            "(implies --resume)", metavar="DIR", shapes_run=False,
+                                      in_run_file=False)
     resume_with_changes: bool = setting(False, "resume although settings or data changed (they are named in the log; "
                                                "the LR schedule goes on from where it was; implies --resume)",
-                                        shapes_run=False)
+                                        shapes_run=False, in_run_file=False)
     overwrite: bool = setting(False, "replace the run already in --out (its model, best, checkpoints and metrics are "
-                                     "removed when this one starts training)", shapes_run=False)
+                                     "removed when this one starts training)", shapes_run=False, in_run_file=False)
     model: ModelSettings = field(default_factory=ModelSettings)
     data: DataSettings = field(default_factory=DataSettings)
     train: FinetuneTrain = field(default_factory=lambda: FinetuneTrain(epochs=3.0))
 
     def validate(self) -> None:
         for ok, what in ((self.task, "the task: --task " + "|".join(task_names())),
-                         (self.model.path, "the pretrained model directory: --model DIR (model: path:)"),
+                         (self.model.path or self.model.preset, "the pretrained model directory: --model DIR "
+                                                                "(model: path:), or --preset NAME with --tokenizer DIR"),
                          (self.data.train, "the training data: --train FILE (data: train:)"),
                          (self.out, "the output directory: --out DIR (out:)")):
             if not ok:
                 raise ConfigError(f"finetune: say {what}")
+        if self.model.init == "bert2bert" and get_task(self.task).model_task != "seq2seq-lm":
+            raise ConfigError(f"finetune: --init bert2bert makes an encoder-decoder (for translation or summarization); "
+                              f"--task {self.task} fine-tunes the model of --model as it is")
 
     def check_given(self, given: dict[str, set[str]]) -> None:
         self.train.need_with(given["train"], ["layer_lr_decay"], not self.model.freeze_body,
@@ -231,10 +251,12 @@ def run(config: FinetuneRun) -> FinetuneResult:
     """Fine-tune as `config` says (see the module docstring), owning the output directory meanwhile."""
     from plmkit.models.io import check_model_dir
     m, d = config.model, config.data
-    check_model_dir(m.path)  # the inputs first: a mistyped --model is named as one, before --out is made
-    refuse_overwriting_inputs(config.out, "--out", [("--model", m.path), ("--train", d.train), ("--eval", d.eval)])
+    if m.path is not None:
+        check_model_dir(m.path)  # the inputs first: a mistyped --model is named as one, before --out is made
+    inputs = [("--model", m.path), ("--tokenizer", m.tokenizer), ("--train", d.train), ("--eval", d.eval)]
+    refuse_overwriting_inputs(config.out, "--out", inputs)
     with claimed(config.out, "finetune", bool(config.resume_target), config.overwrite) as out:
-        fp = fingerprint(config, {"--model": [m.path], "--train": [d.train], "--eval": [d.eval]})
+        fp = fingerprint(config, {flag: [path] for flag, path in inputs})
         if config.resume_target:
             check_resume(resume_checkpoint(out / "checkpoints", config.resume_target), fp, config.resume_with_changes)
         return _run(config, out, fp)
@@ -247,8 +269,9 @@ def _run(config: FinetuneRun, out: Path, fp: dict) -> FinetuneResult:
     from plmkit.training.trainer import Trainer
 
     task, m, d = config.make_task(), config.model, config.data
+    task.progress = config.train.progress_bar
     seed_everything(config.train.seed)
-    tokenizer = Tokenizer.from_pretrained(m.path)
+    tokenizer = Tokenizer.from_pretrained(m.tokenizer or m.path)
     train_examples = task.read(d.train)
     eval_examples, eval_where = (task.read(d.eval), d.eval) if d.eval else (None, None)
     if eval_examples is None and d.eval_fraction:
@@ -259,7 +282,7 @@ def _run(config: FinetuneRun, out: Path, fp: dict) -> FinetuneResult:
         log.warning("plmkit: --eval is the training file: the evaluations (and the best model) measure how well "
                     "the model fits its own training data")
 
-    model = prepare_model(task, m.path, tokenizer, labels, m.dropout)
+    model = prepare_model(task, m.path, tokenizer, labels, m.dropout, preset=m.preset, init=m.init)
     task.check_model(model, m.path)
     label2id = model.config.label2id if labels is not None else None
     train_features = task.encode(tokenizer, train_examples, label2id, path=d.train, training=True)
@@ -286,13 +309,11 @@ def _run(config: FinetuneRun, out: Path, fp: dict) -> FinetuneResult:
         tokenizer.save_pretrained(directory)
         task.save(directory)
 
-    def start() -> None:  # the run's files, once everything above has worked
-        if config.overwrite:
-            clear(out)
-        config.save(out / "run.yaml")
-
     trainer = Trainer(model, train_cfg, loader, out, evaluate=evaluate if has_eval else None, save_extra=save_extra,
-                      forward_kwargs=task.forward_kwargs, fingerprint=fp, on_start=start)
+                      forward_kwargs=task.forward_kwargs, fingerprint=fp,
+                      on_start=lambda: config.save(out / "run.yaml"))  # once training starts (or resumes) for real
+    if config.overwrite:  # the earlier run goes once everything above has worked
+        clear(out)
     result = trainer.train(resume=config.resume_target, accept_changes=config.resume_with_changes)
     return FinetuneResult(**{f.name: getattr(result, f.name) for f in dataclasses.fields(result)},
                           train_examples=len(train_examples),
@@ -321,23 +342,39 @@ def hold_out(examples: list, fraction: float, seed: int) -> tuple[list, list]:
 
 
 # ------------------------------------------------------------------ the model
-def prepare_model(task: Task, model_dir, tokenizer, labels: list[str] | None = None, dropout: float | None = None):
+def prepare_model(task: Task, model_dir, tokenizer, labels: list[str] | None = None, dropout: float | None = None,
+                  *, preset: str | None = None, init: str | None = None):
     """The task model initialised from `model_dir` (a pretrained body or a task checkpoint), with the
     labels, the task's config fields and `dropout` replacing the checkpoint's dropout rates
-    (pretraining often runs without); then adapted by the task (new tokens ...)."""
+    (pretraining often runs without); then adapted by the task (new tokens ...).
+
+    preset: random weights of that preset instead, sized for `tokenizer`; init="bert2bert": an
+    encoder-decoder whose two halves both start from the BERT in `model_dir` (Rothe et al., 2020)."""
     from plmkit.models.auto import model_class, read_model_type
     from plmkit.models.io import check_model_dir
-    model_type, _ = read_model_type(model_dir)
-    cls = model_class(model_type, task.model_task)
+    from plmkit.models.registry import config_from_preset, family, family_of_preset
     overrides = dict(task.model_overrides())
-    if dropout is not None:
-        overrides.update(cls.config_class.from_json_file(check_model_dir(model_dir) / "config.json")
-                         .dropout_overrides(dropout))
     if labels is not None:
         overrides["id2label"] = dict(enumerate(labels))
         overrides["label2id"] = None
-    model = cls.from_pretrained(model_dir, **overrides)
-    model.check_vocabulary(tokenizer, model_dir)
+    if preset is not None:
+        cls = family_of_preset(preset, task=task.model_task).model_class(task.model_task)
+        config = config_from_preset(preset, dropout=dropout, **{**cls.config_class.tokenizer_fields(tokenizer),
+                                                                **overrides})
+        model = cls(config)
+        log.info("plmkit: %s from preset %s: %s parameters, random weights", cls.__name__, preset,
+                 f"{model.num_parameters():,}")
+    elif init == "bert2bert":
+        cls = family("encoder-decoder").model_class(task.model_task)
+        model = cls.from_encoder_decoder_pretrained(model_dir, dropout=dropout,
+                                                    **cls.config_class.tokenizer_fields(tokenizer))
+    else:
+        cls = model_class(read_model_type(model_dir)[0], task.model_task)
+        if dropout is not None:
+            overrides.update(cls.config_class.from_json_file(check_model_dir(model_dir) / "config.json")
+                             .dropout_overrides(dropout))
+        model = cls.from_pretrained(model_dir, **overrides)
+    model.check_vocabulary(tokenizer, model_dir or preset)
     task.adapt(model, tokenizer)
     return model
 
@@ -345,6 +382,9 @@ def prepare_model(task: Task, model_dir, tokenizer, labels: list[str] | None = N
 def freeze(model, embeddings: bool = False, layers: int = 0, body: bool = False) -> list[str]:
     """Stop gradients: the embeddings, the embeddings + first `layers` layers, or the whole body
     (`body`: only the task head trains). Returns the frozen parameter names."""
+    if hasattr(model, "encode") and (embeddings or layers or body):  # an encoder-decoder
+        raise ConfigError(f"--freeze-embeddings/--freeze-layers/--freeze-body are for encoders and decoders; "
+                          f"{type(model).__name__} trains whole (or with --lora-rank)")
     prefix = model.base_prefix + "." if model.base_prefix else ""
     n_layers = model.config.num_layers
     if layers < 0 or layers > n_layers:

@@ -23,6 +23,7 @@ the tokenizer, ``model/`` (HF-loadable), metrics, checkpoints (see the pipelines
 from __future__ import annotations
 
 import importlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,7 @@ from plmkit.training.fingerprint import fingerprint
 from plmkit.training.run_config import RunConfig, read_run_file
 from plmkit.utils.constants import DEFAULT_VOCAB_SIZE
 from plmkit.training.run_dir import claimed, clear
-from plmkit.utils.files import refuse_overwriting_inputs
+from plmkit.utils.files import check_creatable, refuse_overwriting_inputs
 from plmkit.utils.settings import Settings, setting
 
 BERT_OBJECTIVES = ("mlm+nsp", "mlm")
@@ -207,7 +208,24 @@ class PretrainRun(RunConfig):
                               "trained here)")
         pipeline(objective).check(self)
 
+    def fingerprint_settings(self) -> tuple[dict[str, Any], list[str]]:
+        """The settings of the fingerprint (`plmkit.training.fingerprint`), the model section resolved by
+        its objective's pipeline into every field of the architecture, which a resume cannot change (its
+        dropout rates and how a fresh model starts aside)."""
+        from plmkit.training.fingerprint import settings_of
+        settings, fixed = settings_of(self)
+        settings = {k: v for k, v in settings.items() if not k.startswith("model.")}
+        model = json.loads(json.dumps(pipeline(self.data.objective).model_fields(self.model)))
+        free = _dropout_fields() | {"dropout", "unigram_bias_init", "sinusoidal_position_init"}
+        settings.update({f"model.{k}": v for k, v in model.items()})
+        return settings, fixed + [f"model.{k}" for k in model if k not in free] + ["data.objective"]
+
     def check_given(self, given: dict[str, set[str]]) -> None:
+        if not self.data.eval_fraction:  # nothing held out to evaluate on
+            because = "needs held-out documents: give --eval-fraction F"
+            self.train.need_with(given["train"], ("eval_every", "early_stopping_patience", "metric_for_best",
+                                                  "greater_is_better"), False, because)
+            self.data.need_with(given["data"], ["eval_batches"], False, because)
         if self.data.objective == "mlm":
             self.data.need_with(given["data"], ("nsp_prob", "short_seq_prob", "dupe_factor"), False,
                                 "shapes next-sentence pairs: it applies to --objective mlm+nsp only")
@@ -238,9 +256,13 @@ def run(config: PretrainRun, resume: bool | str = False, accept_changes: bool = 
     refuse_overwriting_inputs(config.out, "--out", [("--tokenizer", config.data.tokenizer),
                                                     *(("--corpus", c) for c in config.data.corpus)])
     next(iter_documents(config.data.corpus))  # fail fast, with a clear DataError, on a missing or empty corpus
-    cache = Path(config.data.cache_dir or ".")
-    if cache.exists() and not cache.is_dir():  # found now, not after the tokenizer is trained
-        raise ConfigError(f"--cache-dir {cache} is a file; give a directory for the tokenized corpus")
+    if config.data.cache_dir:  # found now, not after the tokenizer is trained
+        cache = Path(config.data.cache_dir).resolve()
+        for flag, given in [("--tokenizer", config.data.tokenizer), *(("--corpus", c) for c in config.data.corpus)]:
+            if given is not None and cache.is_relative_to(Path(given).resolve()):  # its files would be read as input
+                raise ConfigError(f"--cache-dir {config.data.cache_dir} is in the input {flag} {given}: its files "
+                                  f"would be read as part of it; give another --cache-dir")
+        check_creatable(config.data.cache_dir, "--cache-dir")
     with claimed(config.out, "pretrain", bool(resume), overwrite) as out:  # one owner, an earlier run kept
         fp = fingerprint(config, {"--corpus": config.data.corpus, "--tokenizer": [config.data.tokenizer]})
         if overwrite:
@@ -290,7 +312,6 @@ def check_run_dir(out: Path, config: PretrainRun, resume: bool | str, fp: dict |
 
 def _changes(before: dict[str, Any], now: dict[str, Any]):
     """(key, before, now) for each key of `before` whose value differs in `now` (JSON-compared)."""
-    import json
     for key, value in before.items():
         if key in now and json.dumps(value) != json.dumps(now[key]):
             yield key, value, now[key]

@@ -51,6 +51,7 @@ class Task:
     pipeline_arguments: ClassVar[tuple[str, ...]] = ()  # keyword arguments its `pipeline` takes
     description: ClassVar[str] = ""  # what `plmkit finetune --help` says about its data
     reader: ClassVar[Callable[..., list]]  # reader(path, labelled) -> examples, errors naming file:line
+    progress: bool = True  # progress bars of long evaluations (a run's --no-progress turns them off)
 
     def __init__(self, settings: TaskSettings | None = None):
         self.settings = settings if settings is not None else self.settings_class()

@@ -14,8 +14,11 @@ from plmkit.tasks.ner import NerTask
 from plmkit.tasks.qa import QATask
 from plmkit.tasks.relation import RelationTask
 from plmkit.tasks.sft import SFTTask
+from plmkit.tasks.summarization import SummarizationTask
+from plmkit.tasks.translation import TranslationTask
 
-TASKS: dict[str, type[Task]] = {t.name: t for t in (ClassificationTask, NerTask, RelationTask, QATask, SFTTask)}
+TASKS: dict[str, type[Task]] = {t.name: t for t in (ClassificationTask, NerTask, RelationTask, QATask, SFTTask,
+                                                    TranslationTask, SummarizationTask)}
 
 
 def task_names() -> tuple[str, ...]:

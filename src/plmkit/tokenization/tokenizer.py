@@ -16,7 +16,7 @@ from plmkit.tokenization.specials import (BERT_SPECIAL_TOKENS, END_OF_TEXT, SPEC
                                           token_str)
 from plmkit.tokenization.training import train_vocabulary
 from plmkit.utils.constants import IGNORE_INDEX
-from plmkit.utils.files import atomic_write, atomic_write_text
+from plmkit.utils.files import atomic_write, atomic_write_text, output_dir, staged_writes
 from plmkit.utils.text import describe
 
 _PADDING = {True: "longest", "longest": "longest", "max_length": "max_length",
@@ -195,8 +195,7 @@ class Tokenizer:
     def save_pretrained(self, directory: str | os.PathLike) -> tuple[str, ...]:
         """Write tokenizer.json, tokenizer_config.json, special_tokens_map.json (and vocab.txt
         for WordPiece) so that plmkit and transformers' AutoTokenizer both load it."""
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
+        out = output_dir(directory, "save_pretrained(directory)")
         special_map = {f"{n}_token": t for n, t in self._special.items()}
         if self.additional_special_tokens:
             special_map["additional_special_tokens"] = list(self.additional_special_tokens)
@@ -212,16 +211,17 @@ class Tokenizer:
         if isinstance(pre_tokenizer, pre_tokenizers.ByteLevel):
             config["add_prefix_space"] = pre_tokenizer.add_prefix_space
 
-        # Each file atomically, tokenizer.json last: its presence means the directory is complete
-        # (pretraining reuses a directory holding one), so an interrupted save is never taken for done.
+        # One change (staged_writes: every file, or none on a full disk), tokenizer.json renamed last: its
+        # presence means the directory is complete (pretraining reuses a directory holding one).
         files = [out / "tokenizer.json", out / "tokenizer_config.json", out / "special_tokens_map.json"]
-        atomic_write_text(files[1], json.dumps(config, indent=2, ensure_ascii=False) + "\n")
-        atomic_write_text(files[2], json.dumps(special_map, indent=2, ensure_ascii=False) + "\n")
-        if isinstance(self._backend.model, models.WordPiece):
-            vocab = self._backend.get_vocab(with_added_tokens=False)
-            files.append(out / "vocab.txt")
-            atomic_write_text(files[-1], "".join(t + "\n" for t in sorted(vocab, key=vocab.get)))
-        atomic_write(files[0], lambda tmp: self._backend.save(str(tmp)))
+        with staged_writes():
+            atomic_write_text(files[1], json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+            atomic_write_text(files[2], json.dumps(special_map, indent=2, ensure_ascii=False) + "\n")
+            if isinstance(self._backend.model, models.WordPiece):
+                vocab = self._backend.get_vocab(with_added_tokens=False)
+                files.append(out / "vocab.txt")
+                atomic_write_text(files[-1], "".join(t + "\n" for t in sorted(vocab, key=vocab.get)))
+            atomic_write(files[0], lambda tmp: self._backend.save(str(tmp)))
         return tuple(str(f) for f in files)
 
     # ------------------------------------------------------------------ training

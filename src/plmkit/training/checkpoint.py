@@ -100,7 +100,11 @@ def latest_checkpoint(root: Path) -> Path | None:
     pointer = Path(root) / LATEST
     if not pointer.is_file():
         return find_intact(root)
-    path = Path(root) / pointer.read_text().strip()
+    name = pointer.read_bytes().decode("utf-8", errors="replace").strip()
+    if not _STEP_DIR.fullmatch(name):  # a pointer edited or damaged: it names no checkpoint of this run
+        raise CheckpointError(f"{pointer} is damaged (it holds {name[:40]!r}, not a step-NNNNNN name). "
+                              f"{resume_advice(root, None)}")
+    path = Path(root) / name
     problem = damage(path)
     if problem:
         raise CheckpointError(f"{pointer} names {path}, which {problem}. {resume_advice(root, path)}")
@@ -154,8 +158,8 @@ def find_intact(root: Path, before: Path | None = None) -> Path | None:
     return None
 
 
-def resume_advice(root: Path, damaged: Path) -> str:
-    """What to do about a damaged checkpoint: resume from the newest intact one, if any."""
+def resume_advice(root: Path, damaged: Path | None) -> str:
+    """What to do about a damaged checkpoint (or pointer: None): resume from the newest intact one, if any."""
     intact = find_intact(root, damaged)
     if intact is None:
         return ("No intact checkpoint is left: start over with an empty output directory "

@@ -35,6 +35,7 @@ from plmkit.data.splits import split_documents
 from plmkit.errors import ConfigError
 from plmkit.evaluation.perplexity import evaluate_perplexity
 from plmkit.training.config import check_field_types
+from plmkit.training.fingerprint import with_tokenizer
 from plmkit.training.rng import seed_everything
 from plmkit.training.trainer import Trainer, TrainResult, format_duration
 from plmkit.training.vocab import run_tokenizer
@@ -69,9 +70,15 @@ def check(config) -> None:
     check_field_types(causal_lm_config(model.preset, config.data.seq_len, model.dropout, model.config), "model")
 
 
+TOKENIZER_FIELDS = ("model_type", "vocab_size", "bos_token_id", "eos_token_id", "pad_token_id")
+
+
 def model_fields(model) -> dict[str, Any]:
-    """The model settings of a run, for the recipe's check that a resumed run keeps its model."""
-    return model.to_dict()
+    """What a fresh model gets from a `PretrainModel` (its preset resolved into every config field of
+    its family; the vocabulary, the special ids and the context (data.seq_len) come from elsewhere),
+    for the checks that a resumed run keeps its model."""
+    config = causal_lm_config(model.preset, None, model.dropout, model.config)
+    return {"preset": model.preset, **{k: v for k, v in config.to_dict().items() if k not in TOKENIZER_FIELDS}}
 
 
 def pretrain(config, resume: bool | str = False, accept_changes: bool = False, **trainer_options) -> ClmResult:
@@ -110,7 +117,7 @@ def pretrain(config, resume: bool | str = False, accept_changes: bool = False, *
              f"context {seq_len}")
     result = Trainer(model, train_cfg, loader, out, evaluate=evaluate, save_extra=tok.save_pretrained,
                      forward_kwargs={"return_logits": False},  # chunked loss, no logits
-                     **trainer_options).train(resume, accept_changes)
+                     **with_tokenizer(trainer_options, tokenizer_dir)).train(resume, accept_changes)
     ppl = result.eval_metrics.get("eval_perplexity")
     return ClmResult(result, out, result.model_dir, tokenizer_dir, shards.directory, len(train_set),
                      len(eval_set) if eval_set else 0, ppl)
@@ -143,7 +150,7 @@ def build_causal_lm(preset: str, tokenizer, seq_len: int, dropout: float = 0.0,
     return model_class(config.model_type, "causal-lm")(config)
 
 
-def causal_lm_config(preset: str, seq_len: int, dropout: float = 0.0, fields: dict[str, Any] | None = None):
+def causal_lm_config(preset: str, seq_len: int | None, dropout: float = 0.0, fields: dict[str, Any] | None = None):
     """The config of a fresh decoder: `preset` (of a family with a causal-LM model), context `seq_len`,
     every dropout rate `dropout`, then `fields` of its family (the more specific: they win), checked
     like config.json's."""

@@ -121,6 +121,8 @@ class TrainConfig(Settings):
     def check_given(self, given: set[str]) -> None:
         self.need_with(given, ["keep_last"], self.save_every is not None,
                        "needs save_every (--save-every N): without checkpoints there is nothing to keep")
+        self.need_with(given, ["min_lr_ratio"], self.schedule != "constant",
+                       "is where a decaying schedule ends: --schedule constant never decays")
 
     @classmethod
     def with_defaults(cls, defaults: Mapping[str, Any], given: Mapping[str, Any]) -> "TrainConfig":

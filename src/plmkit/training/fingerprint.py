@@ -1,12 +1,17 @@
 """What a run is made of, so that ``--resume`` continues the same run and not another one.
 
 A fingerprint is the settings that shape training (every setting of the run but those declared
-``setting(..., shapes_run=False)``: logging, checkpoint cadence, the device ...) and a digest of each
-data file (its size and a SHA-256 of its bytes; of 16 spread blocks for files over 8 MiB). The
-Trainer keeps the fingerprint of the run in every checkpoint (``fingerprint.json``); `check_resume`
-compares it with the resumed run's own before any work and refuses a difference, naming it
-(``train.lr 0.001 -> 0.0005``, ``--train: train.jsonl is not the file the run started with``),
-unless the changes are accepted (``--resume-with-changes``).
+``setting(..., shapes_run=False)``: logging, checkpoint cadence, the device ...), which of them can
+never change on a resume (``fixed_on_resume=True``: the model's shape, adapters, the task: the
+checkpoint's weights and optimizer state are of them), and a digest of each data file (its size and a
+SHA-256 of its bytes; of 16 spread blocks for files over 8 MiB). The Trainer keeps the fingerprint of
+the run in every checkpoint (``fingerprint.json``, and a copy in ``trainer_state.pt``); `check_resume`
+compares it with the resumed run's own and refuses a difference, naming it (``train.lr 0.001 ->
+0.0005``, ``--train: train.jsonl is not the file the run started with``), unless the changes are
+accepted (``--resume-with-changes``), which the fixed settings never are.
+
+A run type may describe its settings otherwise (`RunConfig.fingerprint_settings`: pretraining
+resolves its model preset into every field of the architecture).
 
     fp = fingerprint(config, {"--train": [config.data.train], "--eval": [config.data.eval]})
 """
@@ -19,27 +24,34 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from plmkit.errors import ConfigError
+from plmkit.errors import CheckpointError, ConfigError
 
 FILE = "fingerprint.json"
 WHOLE_FILE_BYTES = 8 << 20  # files up to this size are hashed whole
 BLOCKS, BLOCK_BYTES = 16, 64 << 10  # larger ones: this many blocks spread over the file
 
 
-def settings_of(run) -> dict[str, Any]:
-    """``"section.field" -> value`` (top-level fields bare) of every setting of `run` (a RunConfig) that
-    shapes the training; the keys a section takes as extras (a model's family fields) count too."""
+def settings_of(run) -> tuple[dict[str, Any], list[str]]:
+    """(``"section.field" -> value`` of every setting of `run` (a RunConfig) that shapes the training,
+    top-level fields bare, a section's extras (a model's family fields) too; the keys of those that
+    are fixed on resume)."""
     out: dict[str, Any] = {}
+    fixed: list[str] = []
     for f in dataclasses.fields(run):
         value = getattr(run, f.name)
         if hasattr(value, "to_dict") and dataclasses.is_dataclass(value):  # a section
-            shaping = {g.name for g in dataclasses.fields(value) if g.metadata.get("shapes_run", True)}
+            declared = {g.name: g for g in dataclasses.fields(value)}
             for key, item in value.to_dict().items():
-                if key in shaping or key not in {g.name for g in dataclasses.fields(value)}:
+                g = declared.get(key)
+                if g is None or g.metadata.get("shapes_run", True):
                     out[f"{f.name}.{key}"] = item
+                    if g is not None and g.metadata.get("fixed_on_resume"):
+                        fixed.append(f"{f.name}.{key}")
         elif f.metadata.get("shapes_run", True):
             out[f.name] = value
-    return json.loads(json.dumps(out))  # tuples as lists, as they read back from the file
+            if f.metadata.get("fixed_on_resume"):
+                fixed.append(f.name)
+    return json.loads(json.dumps(out)), fixed  # tuples as lists, as they read back from the file
 
 
 def digest(path: str | os.PathLike) -> dict[str, Any]:
@@ -76,17 +88,28 @@ def data_digests(paths: Iterable[str | os.PathLike | None]) -> dict[str, dict[st
 
 def fingerprint(run, data: Mapping[str, Iterable[str | os.PathLike | None]]) -> dict[str, Any]:
     """The fingerprint of `run` (a RunConfig) reading `data`: ``{flag: [paths]}``."""
-    return {"settings": settings_of(run), "data": {flag: data_digests(paths) for flag, paths in data.items()}}
+    settings, fixed = run.fingerprint_settings() if hasattr(run, "fingerprint_settings") else settings_of(run)
+    return {"settings": settings, "fixed": fixed, "data": {flag: data_digests(paths) for flag, paths in data.items()}}
+
+
+def with_tokenizer(trainer_options: dict[str, Any], directory: str | os.PathLike) -> dict[str, Any]:
+    """A pipeline's Trainer options with the digests of the tokenizer it uses (trained in the run's
+    first minutes, or given) in the fingerprint: a resume with another tokenizer is a change."""
+    fp = trainer_options.get("fingerprint")
+    if fp is None:
+        return trainer_options
+    return {**trainer_options, "fingerprint": {**fp, "data": {**fp["data"], "tokenizer": data_digests([directory])}}}
 
 
 def differences(before: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
     """What changed from fingerprint `before` to `now`, one phrase each. A setting that `before` does
-    not have (one added to plmkit since) is not a change."""
+    not have (one added to plmkit since) is not a change; one that is fixed on resume says so."""
     changes = []
     old_settings, new_settings = before.get("settings", {}), now.get("settings", {})
+    fixed = set(before.get("fixed", ())) | set(now.get("fixed", ()))
     for key, value in old_settings.items():
         if key in new_settings and _same(value, new_settings[key]) is False:
-            changes.append(f"{key} {value!r} -> {new_settings[key]!r}")
+            changes.append(f"{key} {value!r} -> {new_settings[key]!r}" + (FIXED if key in fixed else ""))
     for flag, files in now.get("data", {}).items():
         old = before.get("data", {}).get(flag)
         if old is None or old == files:
@@ -114,24 +137,50 @@ def _size(n: int) -> str:
     return f"{n:,} bytes"
 
 
+FIXED = " (cannot change on a resume: the checkpoint's weights and optimizer state are of the other)"
+
+
 def read(checkpoint: str | os.PathLike) -> dict[str, Any] | None:
-    """The fingerprint a checkpoint was written with (None: written before plmkit kept one)."""
+    """The fingerprint a checkpoint was written with (None: no fingerprint.json)."""
     path = Path(checkpoint) / FILE
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return checked(json.loads(path.read_text(encoding="utf-8")), path)
     except (ValueError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: damaged ({err}); the checkpoint cannot be checked") from None
+        raise CheckpointError(f"{path} is damaged ({err}): the run it continues cannot be checked") from None
 
 
-def check_resume(checkpoint: str | os.PathLike | None, now: Mapping[str, Any], accept_changes: bool) -> list[str]:
-    """The differences between the run that wrote `checkpoint` and this one (`now`, its fingerprint):
-    a ConfigError naming them unless `accept_changes`; [] when there is nothing to compare."""
-    before = read(checkpoint) if checkpoint is not None else None
+def checked(fp: Any, where) -> dict[str, Any]:
+    """`fp` if it has a fingerprint's shape; a CheckpointError naming `where` otherwise."""
+    ok = (isinstance(fp, dict) and isinstance(fp.get("settings"), dict) and isinstance(fp.get("data"), dict)
+          and all(isinstance(files, dict) and all(isinstance(d, dict) and {"size", "sha256"} <= set(d)
+                                                  for d in files.values()) for files in fp["data"].values())
+          and isinstance(fp.get("fixed", []), list))
+    if not ok:
+        raise CheckpointError(f"{where} is damaged (not a fingerprint: settings, data): the run it continues cannot "
+                              "be checked")
+    return fp
+
+
+def check_resume(checkpoint: str | os.PathLike | None, now: Mapping[str, Any], accept_changes: bool,
+                 before: Mapping[str, Any] | None = None) -> list[str]:
+    """The differences between the run that wrote `checkpoint` (its fingerprint: `before`, or its
+    fingerprint.json) and this one (`now`): a ConfigError naming them unless `accept_changes`, and
+    always for a setting fixed on resume; [] when there is nothing to compare."""
+    if before is None and checkpoint is not None:
+        from plmkit.training.checkpoint import resume_advice
+        try:
+            before = read(checkpoint)
+        except CheckpointError as err:
+            raise CheckpointError(f"{err}. {resume_advice(Path(checkpoint).parent, Path(checkpoint))}") from None
     if before is None:
         return []
     changes = differences(before, now)
+    fixed = [c for c in changes if c.endswith(FIXED)]
+    if fixed:
+        raise ConfigError(f"{Path(checkpoint)} cannot be resumed as this run: {'; '.join(fixed)}. Start a new run "
+                          "(another --out, or --overwrite)")
     if changes and not accept_changes:
         raise ConfigError(f"a resumed run continues the run it resumes, but {Path(checkpoint)} was written with "
                           f"other settings or data; changed: {'; '.join(changes)}. Resume with what the run started "
@@ -140,4 +189,5 @@ def check_resume(checkpoint: str | os.PathLike | None, now: Mapping[str, Any], a
     return changes
 
 
-__all__ = ["FILE", "check_resume", "data_digests", "differences", "digest", "fingerprint", "read", "settings_of"]
+__all__ = ["FILE", "check_resume", "checked", "data_digests", "differences", "digest", "fingerprint", "read",
+           "settings_of", "with_tokenizer"]

@@ -38,6 +38,7 @@ from plmkit.utils.constants import DEFAULT_VOCAB_SIZE, IGNORE_INDEX
 from plmkit.models.bert import BERT_PRESETS, BertConfig, BertForMaskedLM, BertForPreTraining
 from plmkit.nn.embeddings import sinusoidal_table
 from plmkit.training.config import check_field_types
+from plmkit.training.fingerprint import with_tokenizer
 from plmkit.training.rng import seed_everything
 from plmkit.training.trainer import Trainer, TrainResult, format_duration
 from plmkit.utils.paths import default_cache_dir
@@ -110,7 +111,7 @@ def pretrain(config, resume: bool | str = False, accept_changes: bool = False, *
     model = build_model(config.model, tokenizer, data)
     initialise(model, config.model, shards)  # (a resumed run then loads its checkpoint over it)
     trainer = Trainer(model, train_cfg, loader, out, evaluate=evaluate, save_extra=tokenizer.save_pretrained,
-                      **trainer_options)
+                      **with_tokenizer(trainer_options, tokenizer_dir))
     result = trainer.train(resume, accept_changes)
     log.info(f"  tokenizer: {tokenizer_dir}   tokenized corpus: {shards.directory}")
     log.info(f"  metrics: {out / 'metrics.jsonl'}   checkpoints: {out / 'checkpoints'}")

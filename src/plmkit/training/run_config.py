@@ -123,7 +123,8 @@ class RunConfig:
         return cls.build(read_run_file(path), *overrides, source=str(path))
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {name: getattr(self, name) for name in self.top_level()}
+        kept = {f.name for f in dataclasses.fields(self) if f.metadata.get("in_run_file", True)}
+        out: dict[str, Any] = {name: getattr(self, name) for name in self.top_level() if name in kept}
         out.update({name: getattr(self, name).to_dict() for name in self.sections()})
         return out
 

@@ -35,8 +35,10 @@ def claimed(path: str | os.PathLike, command: str, resume: bool, overwrite: bool
     """`path` created if needed and locked for this run (see the module docstring)."""
     created = not Path(path).exists()
     out = output_dir(path, "--out")
+    locked = False
     try:
         with run_lock(out, command):
+            locked = True
             found = earlier_run(out)
             if resume and overwrite:
                 raise ConfigError("--overwrite replaces the run in --out and --resume continues it: give one of them")
@@ -48,7 +50,7 @@ def claimed(path: str | os.PathLike, command: str, resume: bool, overwrite: bool
                                   "start one")
             yield out
     except BaseException:
-        if created and set(os.listdir(out)) <= {LOCK_FILE}:
+        if created and locked and set(os.listdir(out)) <= {LOCK_FILE}:  # (never the lock another run won)
             (out / LOCK_FILE).unlink(missing_ok=True)
             with contextlib.suppress(OSError):
                 out.rmdir()

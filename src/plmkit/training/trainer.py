@@ -25,7 +25,7 @@ from torch import nn
 from tqdm import tqdm
 
 from plmkit.data.loader import BatchLoader
-from plmkit.errors import CheckpointError, ConfigError, TrainingError, WriteError
+from plmkit.errors import CheckpointError, ConfigError, PlmkitError, TrainingError, WriteError
 from plmkit.training.checkpoint import (
     SaveExtra,
     export_model,
@@ -39,6 +39,9 @@ from plmkit.training.checkpoint import (
     save_checkpoint,
 )
 from plmkit.training.fingerprint import check_resume
+from plmkit.training.fingerprint import checked as checked_fingerprint
+from plmkit.training.fingerprint import read as read_fingerprint
+from plmkit.training.run_dir import earlier_run
 from plmkit.training.config import TrainConfig
 from plmkit.training.metrics import MetricsLog, plot_curves
 from plmkit.training.optim import build_optimizer
@@ -46,10 +49,15 @@ from plmkit.training.rng import capture_rng, restore_rng, seed_everything
 from plmkit.training.schedule import build_scheduler
 from plmkit.utils.device import autocast, resolve_device, resolve_precision
 from plmkit.utils.files import atomic_write_dir, atomic_write_text
+from plmkit.utils.settings import is_int
 
 log = logging.getLogger(__name__)
 Evaluate = Callable[[nn.Module], dict[str, float]]
-STATE_FORMAT = 1
+STATE_FORMAT = 2  # 2: with the run's fingerprint
+
+
+class UnknownMetric(TrainingError):
+    """metric_for_best names no result of the evaluation."""
 
 
 @dataclass
@@ -164,8 +172,6 @@ class Trainer:
         from that checkpoint; `accept_changes` lets a resumed run differ from the one that wrote the
         checkpoint (its fingerprint): the changes are logged and the LR schedule goes on from where it was."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        if self.on_start is not None:
-            self.on_start()
         self.model.to(self.device)
         self.model.train()
         if self.device.type == "cuda":
@@ -182,6 +188,8 @@ class Trainer:
                 self._restore(checkpoint, accept_changes)
             else:
                 self._start_fresh(bool(resume))
+            if self.on_start is not None:  # (after a restore that worked: a failed resume leaves the run file)
+                self.on_start()
             atomic_write_text(self.out_dir / "train_config.json", json.dumps(self.cfg.to_dict(), indent=2) + "\n")
             return self._finish(self._loop())
         except WriteError as err:  # a full disk, say: how to go on once there is room
@@ -190,7 +198,8 @@ class Trainer:
             except CheckpointError:
                 latest = None
             how = (f"resume from checkpoint {latest} with --resume" if latest else
-                   "run it again with --resume (no checkpoint was written yet: it starts over)")
+                   "run it again with --resume (no checkpoint was written yet: it starts over)"
+                   if earlier_run(self.out_dir) else "run it again")
             raise WriteError(f"{err}. Training stopped at step {self.state.step}; once there is room, {how}") from None
 
     def _start_fresh(self, resume: bool) -> None:
@@ -205,14 +214,36 @@ class Trainer:
         seed_everything(self.cfg.seed)
 
     def _restore(self, checkpoint: Path, accept_changes: bool = False) -> None:
-        changes = check_resume(checkpoint, self.fingerprint, accept_changes) if self.fingerprint else []
         try:
-            load_weights(self.model, checkpoint)
             saved = load_trainer_state(checkpoint)
+            changes = self._changes(checkpoint, saved, accept_changes)  # before the weights: a model of another shape
+            load_weights(self.model, checkpoint)
         except CheckpointError as err:
             damaged = "does not fit" not in str(err)
             raise CheckpointError(f"{err}. {resume_advice(checkpoint.parent, checkpoint)}" if damaged else str(err)) \
                 from None
+        try:
+            self._restore_state(checkpoint, saved, changes)
+        except PlmkitError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+            raise CheckpointError(f"{checkpoint / 'trainer_state.pt'} is damaged ({type(err).__name__}: {err}). "
+                                  f"{resume_advice(checkpoint.parent, checkpoint)}") from None
+
+    def _changes(self, checkpoint: Path, saved: dict, accept_changes: bool) -> list[str]:
+        """How this run differs from the one that wrote `checkpoint` (refused unless accepted)."""
+        if not self.fingerprint:
+            return []
+        before = read_fingerprint(checkpoint)
+        if before is None and saved.get("fingerprint") is not None:  # fingerprint.json deleted: the copy
+            before = checked_fingerprint(saved["fingerprint"], checkpoint / "trainer_state.pt")
+        if before is None:
+            log.warning("plmkit: %s has no fingerprint (an older plmkit, or a Trainer given none): its settings and "
+                        "data are not checked", checkpoint)
+            return []
+        return check_resume(checkpoint, self.fingerprint, accept_changes, before)
+
+    def _restore_state(self, checkpoint: Path, saved: dict, changes: list[str]) -> None:
         fresh = [{k: v for k, v in group.items() if k != "params"} for group in self.optimizer.param_groups]
         try:
             self.optimizer.load_state_dict(saved["optimizer"])
@@ -221,6 +252,11 @@ class Trainer:
                 f"optimizer state in {checkpoint} does not fit (were other parameters frozen?): {exc}"
             ) from exc
         self.state = RunState(**saved["run"])
+        if not (is_int(self.state.step) and self.state.step >= 0 and self.state.elapsed >= 0):
+            raise ValueError(f"step {self.state.step!r}, elapsed {self.state.elapsed!r}")
+        if changes and self.total_steps is not None and self.state.step > self.total_steps:
+            raise ConfigError(f"with the changes, the run ends at step {self.total_steps} ({self.length_limit}), but "
+                              f"{checkpoint} is at step {self.state.step}: give a longer --max-steps or --epochs")
         if changes:  # this run's settings, from where the run was: no schedule rebuilt from step 0
             for group, settings in zip(self.optimizer.param_groups, fresh):
                 group.update(settings)
@@ -354,7 +390,8 @@ class Trainer:
             return False
         name = cfg.metric_for_best if cfg.metric_for_best.startswith("eval_") else f"eval_{cfg.metric_for_best}"
         if name not in metrics:
-            raise TrainingError(f"metric_for_best={cfg.metric_for_best!r} is not among the evaluation results {sorted(metrics)}")
+            raise UnknownMetric(f"metric_for_best={cfg.metric_for_best!r} is not among the evaluation results "
+                                f"{sorted(metrics)}: give one of them")
         value = metrics[name]
         improved = math.isfinite(value) and (
             st.best_metric is None or (value > st.best_metric if cfg.greater_is_better else value < st.best_metric)
@@ -387,6 +424,7 @@ class Trainer:
             "interval": asdict(self._interval),
             "rng": capture_rng(),
             "config": self.cfg.to_dict(),
+            "fingerprint": self.fingerprint,  # (a copy: fingerprint.json beside it is what a resume reads first)
         }
         path = save_checkpoint(self.checkpoint_dir, st.step, self.model, trainer_state, self.save_extra,
                                self.fingerprint)
@@ -398,12 +436,18 @@ class Trainer:
         logged = bool(self._interval.steps)
         if logged:
             self._log()
+        unknown = None
         if self.evaluate is not None and st.last_eval_step != st.step:
-            self._run_evaluation()
+            try:
+                self._run_evaluation()
+            except UnknownMetric as err:  # said after the model is saved: the training is not lost
+                unknown = err
             logged = True
         if cfg.save_every and (st.last_save_step != st.step or logged):  # a resumed finished run logs nothing twice
             self._save_checkpoint()
         model_dir = atomic_write_dir(self.out_dir / "model", lambda tmp: export_model(self.model, tmp, self.save_extra))
+        if unknown is not None:
+            raise TrainingError(f"{unknown} (the model is saved in {model_dir})")
         curves = self.out_dir / "training_curves.png"
         plot_curves(self.metrics.read(), curves)
         self._tick()

@@ -4,7 +4,7 @@ IGNORE_INDEX = -100  # a label that no loss counts (padding, prompt tokens, unla
 DEFAULT_VOCAB_SIZE = 8192  # of a tokenizer that pretraining trains on its corpus
 PAD_TOKEN = "<|pad|>"  # the pad token plmkit gives byte-level BPE tokenizers (GPT-2's has none)
 
-MAX_SEED = 2**64 - 1  # the largest seed torch.manual_seed takes
+MAX_SEED = 2**63 - 1  # the largest seed plmkit takes (torch's limit is 2**64 - 1: room for the offsets of derived seeds)
 # Decoding settings Hugging Face reads from generation_config.json, or from config.json where older
 # checkpoints keep them (num_beams, no_repeat_ngram_size ...): generate()'s defaults (plmkit.generation)
 GENERATION_KEYS = frozenset({

@@ -9,6 +9,8 @@ A reader never sees a half-written file or directory, and a crash keeps the old 
   whose files are then flushed and which is renamed into place (checkpoints, token caches, fetched
   datasets); `retire_dir` removes one the same way (renamed aside first, then deleted).
 * `append_line(path, line)`: a whole line appended to a log, or nothing.
+* `staged_writes()`: the atomic writes of a block as one change (a model's or a tokenizer's files):
+  all written first, renamed together at the end, none if one fails.
 
 A write that fails (a full disk, a read-only place, no permission) is a one-line `WriteError` naming
 the path and what to do, whatever library wrote the bytes (safetensors and torch.save included), and
@@ -21,6 +23,7 @@ is gone, or the name carries no pid) is removed by the next write of the same na
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import errno
 import glob
 import os
@@ -55,11 +58,11 @@ def write_error(path: PathLike, err: OSError) -> WriteError:
 
 
 def as_os_error(err: BaseException) -> OSError | None:
-    """The OSError behind a failed write: `err` itself, or the one a library reported in its own
-    exception type (safetensors: "... (os error 28)"); None if it was no I/O error."""
+    """The OSError behind a failed write: `err` itself, or the one a Rust library reported in its own
+    exception type (safetensors, tokenizers: "... (os error 28)"); None if it was no I/O error."""
     if isinstance(err, OSError):
         return err
-    found = re.search(r"\(os error (\d+)\)", str(err)) if type(err).__name__ == "SafetensorError" else None
+    found = re.search(r"\(os error (\d+)\)", str(err)) if isinstance(err, Exception) else None
     if found:
         code = int(found.group(1))
         return OSError(code, os.strerror(code))
@@ -84,19 +87,57 @@ def _failing_writes_named(path: PathLike) -> Iterator[None]:
 def atomic_path(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path` to write; when the block ends, the file there is flushed
     to disk (fsync) and renamed over `path`. Either the old or the new file is there afterwards
-    (the temporary is removed on error); an I/O error (full disk, read-only place) is a WriteError."""
-    path = Path(path)
+    (the temporary is removed on error); an I/O error (full disk, read-only place) is a WriteError.
+
+    A symbolic link is followed (the file it names is replaced, the link stays); a device, a FIFO or a
+    socket (``/dev/null``, ``>(gzip > f)``) is written in place: it cannot be replaced, and is not."""
+    path = Path(os.path.realpath(path)) if os.path.islink(path) else Path(path)
+    if path.exists() and not path.is_file() and not path.is_dir():
+        with _failing_writes_named(path):
+            yield path
+        return
     with _failing_writes_named(path.parent):
         path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path.parent, path.name)
-    temp = _temp_path(path)
+    temp, stage = _temp_path(path), _STAGE.get()
     try:
         with _failing_writes_named(path):
             yield temp
             _fsync(temp)
-            os.replace(temp, path)
+            if stage is not None:  # renamed with the others when the stage ends
+                stage.append((temp, path))
+                temp = None
+            else:
+                os.replace(temp, path)
     finally:
-        _remove(temp)
+        if temp is not None:
+            _remove(temp)
+
+
+_STAGE: contextvars.ContextVar[list | None] = contextvars.ContextVar("plmkit_stage", default=None)
+
+
+@contextlib.contextmanager
+def staged_writes() -> Iterator[None]:
+    """Make the atomic writes of the block one change: each file is written and flushed to its
+    temporary, and only when the block ends without error are they all renamed into place, in the
+    order written. A failure (the disk fills at the third file) leaves every old file as it was; a
+    kill during the renames (microseconds) could leave some new and some old. Nested stages are
+    the outer one's."""
+    if _STAGE.get() is not None:
+        yield
+        return
+    stage: list[tuple[Path, Path]] = []
+    token = _STAGE.set(stage)
+    try:
+        yield
+        for temp, final in stage:
+            with _failing_writes_named(final):
+                os.replace(temp, final)
+    finally:
+        _STAGE.reset(token)
+        for temp, _ in stage:
+            _remove(temp)
 
 
 def atomic_write(path: PathLike, write: Callable[[Path], None]) -> Path:
@@ -315,7 +356,10 @@ def local_dir(path: PathLike, kind: str, holds: str, hub_hint: str) -> Path:
 
 def output_dir(path: PathLike, what: str) -> Path:
     """`path` as a directory to write into, created with its parents; a ConfigError naming `what`
-    (how the user gave it: "--out", "--cache-dir or $PLMKIT_CACHE") when it cannot be."""
+    (how the user gave it: "--out", "--cache-dir or $PLMKIT_CACHE") when it cannot be (an empty
+    path too: it would be the current directory)."""
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise ConfigError(f"{what}: give a directory path, got {path!r}")
     p = Path(path)
     try:
         p.mkdir(parents=True, exist_ok=True)
@@ -325,11 +369,34 @@ def output_dir(path: PathLike, what: str) -> Path:
     return p
 
 
+def check_creatable(path: PathLike, what: str) -> None:
+    """A ConfigError naming `what` now, rather than after an hour's work, when directory `path` cannot
+    be made (a file in the way, a read-only place); the directories made to find out are removed."""
+    made, p = [], Path(os.path.abspath(path))
+    while not p.exists():
+        made.append(p)
+        p = p.parent
+    if not p.is_dir():
+        raise ConfigError(f"{what} {path}: {p} is a file, not a directory")
+    try:
+        for directory in reversed(made):
+            directory.mkdir()
+    except OSError as err:
+        raise ConfigError(f"{what} {path}: cannot make {directory} ({err.strerror or err})") from None
+    finally:
+        for directory in made:
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+
+
 def refuse_overwriting_inputs(output: PathLike, output_flag: str,
                               inputs: Iterable[tuple[str, PathLike | None]]) -> None:
     """ConfigError when the output path is one of the inputs, lies inside an input directory, or
-    holds an input (inputs are read-only: ``--out D --model D`` would replace the model). `inputs`:
-    (flag, path) pairs; None and '-' (stdin) are skipped."""
+    holds an input (inputs are read-only: ``--out D --model D`` would replace the model), or lies in
+    the directory of a run that is running now (`plmkit.utils.lock`). `inputs`: (flag, path) pairs;
+    None and '-' (stdin) are skipped."""
+    from plmkit.utils.lock import refuse_inside_running_run
+    refuse_inside_running_run(output, output_flag)
     out = Path(output).resolve()
     for flag, given in inputs:
         if given is None or str(given) == "-":
@@ -369,7 +436,12 @@ def _writer_alive(temp: Path) -> bool:
 
 
 def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
+    """Delete a temporary if it is there (quietly: on a read-only place there is none to delete, and
+    the error that matters is the one that brought us here)."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    except OSError:
+        pass

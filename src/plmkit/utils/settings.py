@@ -40,7 +40,8 @@ def setting(default: Any = MISSING, help: str = "", *, default_factory: Any = MI
             flags: tuple[str, ...] = (), choices: tuple | None = None, metavar: str | None = None,
             cli: bool = True, const_flags: Mapping[str, Any] | None = None, required: bool = False,
             at_least: float | None = None, above: float | None = None, at_most: float | None = None,
-            below: float | None = None, shapes_run: bool = True):
+            below: float | None = None, shapes_run: bool = True, fixed_on_resume: bool = False,
+            in_run_file: bool = True):
     """A dataclass field with what its command-line flag needs.
 
     flags: the flag and its aliases (default ``--field-name``; old spellings go here so they keep
@@ -48,12 +49,16 @@ def setting(default: Any = MISSING, help: str = "", *, default_factory: Any = MI
     cli=False: run files only (no flag); required: a run must give it (None is refused; the help
     says "required" instead of a default); at_least / above / at_most / below: the range of a
     number (None always passes); shapes_run=False: a change on ``--resume`` leaves the run the same
-    (logging, checkpoint cadence, the device), so the resume check does not compare it."""
+    (logging, checkpoint cadence, the device), so the resume check does not compare it;
+    fixed_on_resume=True: it can never change on a resume, even when changes are accepted (the model's
+    shape, its adapters: the checkpoint's weights and optimizer state are of the old value);
+    in_run_file=False: what this one command does (``--resume``, ``--overwrite``), not a setting of
+    the run: left out of the saved run file, so that replaying it does not do it again."""
     bounds = {k: v for k, v in (("at_least", at_least), ("above", above), ("at_most", at_most), ("below", below))
               if v is not None}
     metadata = {"help": help, "flags": tuple(flags), "choices": choices, "metavar": metavar, "cli": cli,
                 "const_flags": dict(const_flags or {}), "required": required, "bounds": bounds,
-                "shapes_run": shapes_run}
+                "shapes_run": shapes_run, "fixed_on_resume": fixed_on_resume, "in_run_file": in_run_file}
     if default_factory is not MISSING:
         return field(default_factory=default_factory, metadata=metadata)
     return field(default=default, metadata=metadata)

@@ -65,6 +65,20 @@ def read_stdin() -> str:
     return _not_empty(decode_utf8(raw, "<stdin>"), "<stdin>: no input (stdin is empty)")
 
 
+def stdin_lines() -> Iterator[str]:
+    """Standard input's lines as they arrive (for answers streamed line by line), decoded as files
+    are (UTF-8, a BOM dropped); DataError naming ``<stdin>:line`` for one that is not UTF-8."""
+    stream = sys.stdin.buffer if hasattr(sys.stdin, "buffer") else None
+    for number, raw in enumerate(iter(stream.readline if stream else sys.stdin.readline, b"" if stream else ""), 1):
+        raw = raw if isinstance(raw, bytes) else raw.encode("utf-8")
+        try:
+            text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError as err:
+            raise DataError(f"<stdin>:{number}: not UTF-8 text (byte {err.start}: {raw[err.start:err.start + 1]!r}); "
+                            "send UTF-8") from None
+        yield text.rstrip("\n").rstrip("\r")
+
+
 def _not_empty(text: str, message: str) -> str:
     if not text.strip():
         raise DataError(message)
