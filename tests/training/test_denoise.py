@@ -55,14 +55,18 @@ def test_a_run_reports_the_held_out_reconstruction_loss_and_hf_loads_its_model(r
     assert mine.loss < 5.0  # learned something: a uniform guess over 300 tokens is ln 300 = 5.7
 
 
-def test_resume_is_exact_noise_included(root):
+def test_resume_is_exact_noise_included(root, capsys):
     run_file = root / "run.yaml"
     run_file.write_text("train:\n  schedule: constant\n  warmup_ratio: 0.0\n  seed: 3\nmodel:\n  dropout: 0.1\n")
-    check_resume_is_exact(lambda out, *flags: main(args(root, out, *flags)), root,  # noise and dropout go on
-                          "--config", str(run_file), "--eval-every", "2", "--tokenizer", str(root / "tok"))
+    flags = ("--config", str(run_file), "--eval-every", "2", "--tokenizer", str(root / "tok"))
+    check_resume_is_exact(lambda out, *more: main(args(root, out, *more)), root, *flags)  # noise and dropout go on
     evals = logged(root / "straight", "eval_loss")
     assert [step for step, _ in evals] == [2, 4, 6]
     assert [e for e in logged(root / "resumed", "eval_loss") if e[0] != 3] == evals  # (3: the first part's end)
+    capsys.readouterr()
+    for changed, named in ((("--poisson-lambda", "2"), "data.poisson_lambda"), (("--preset", "bart-small"), "model.")):
+        assert main(args(root, root / "resumed", "--max-steps", "8", "--resume", *changed, *flags)) == 2
+        assert named in capsys.readouterr().err  # another noise or model is refused
 
 
 def test_the_held_out_noise_is_fixed_and_leaves_the_global_rng_alone(root):

@@ -50,7 +50,9 @@ from plmkit.data.nsp import packed_instances, split_examples
 from plmkit.data.shards import TokenShards, build_token_shards
 from plmkit.errors import ConfigError
 from plmkit.evaluation.perplexity import evaluate_perplexity
+from plmkit.training.clm import TOKENIZER_FIELDS as DECODER_TOKENIZER_FIELDS
 from plmkit.training.config import check_field_types
+from plmkit.training.fingerprint import with_tokenizer
 from plmkit.training.rng import seed_everything
 from plmkit.training.pretrain import PretrainResult
 from plmkit.training.trainer import Trainer, format_duration
@@ -62,6 +64,8 @@ log = logging.getLogger(__name__)
 PARAGRAPH_BREAK = "\n\n"  # between two documents of one example
 EVAL_NOISE_SEED = 12345  # added to the run's seed: the held-out noise
 NEEDED_TOKENS = ("bos", "eos", "pad", "mask")
+# the config fields that `build_model` takes from the tokenizer
+TOKENIZER_FIELDS = (*DECODER_TOKENIZER_FIELDS, "decoder_start_token_id", "forced_eos_token_id")
 
 
 @dataclass
@@ -94,8 +98,11 @@ def bart_config(model, **fields):
 
 
 def model_fields(model) -> dict[str, Any]:
-    """The model settings of a run, for the recipe's check that a resumed run keeps its model."""
-    return model.to_dict()
+    """What a fresh model gets from a `PretrainModel` (its preset resolved into every BartConfig field;
+    the vocabulary and the special ids come from the tokenizer), for the checks that a resumed run
+    keeps its model."""
+    fields = bart_config(model).to_dict()
+    return {"preset": model.preset, **{k: v for k, v in fields.items() if k not in TOKENIZER_FIELDS}}
 
 
 def pretrain(config, resume: bool | str = False, accept_changes: bool = False, **trainer_options) -> DenoiseResult:
@@ -125,7 +132,7 @@ def pretrain(config, resume: bool | str = False, accept_changes: bool = False, *
     log.info(f"model: {config.model.preset}, {model.num_parameters() / 1e6:.2f}M parameters, vocabulary {len(tok)}")
     result = Trainer(model, train_cfg, loader, out, evaluate=evaluate, save_extra=tok.save_pretrained,
                      forward_kwargs={"return_logits": False},  # the fused loss, no logits
-                     **trainer_options).train(resume, accept_changes)
+                     **with_tokenizer(trainer_options, tokenizer_dir)).train(resume, accept_changes)
     return DenoiseResult(result, out, result.model_dir, tokenizer_dir, shards.directory, len(train_set),
                          len(eval_set) if eval_set else 0, result.eval_metrics.get("eval_loss"))
 
