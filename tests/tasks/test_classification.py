@@ -7,7 +7,7 @@ import torch
 import finetune_helpers as h
 from plmkit import tasks
 from plmkit.data.collate import pad_collate
-from plmkit.errors import DataError
+from plmkit.errors import ConfigError, DataError
 from plmkit.recipes.finetune import finetune
 from plmkit.tasks import classification as C
 from plmkit.tokenization import Tokenizer
@@ -97,6 +97,20 @@ def test_dynamic_padding(tok):
     assert batch["input_ids"].shape[1] == max(len(f["input_ids"]) for f in feats) < 128
     assert batch["attention_mask"].sum().item() == sum(len(f["input_ids"]) for f in feats)
     assert batch["labels"].tolist() == [0, 1]
+
+
+def test_cut_texts_are_counted_and_a_length_without_room_for_text_is_refused(tok, caplog):
+    ex = [C.ClassificationExample("a", None, "a", 1), C.ClassificationExample("a much longer text " * 3, None, "b", 2)]
+    with caplog.at_level("INFO", logger="plmkit"):
+        feats = C.encode_examples(tok, ex, 4, {"a": 0, "b": 1}, path="t.jsonl")
+    assert [len(f["input_ids"]) for f in feats] == [3, 4]
+    assert "t.jsonl: 1 texts of 2 cut to 4 tokens" in caplog.text
+    with pytest.raises(ConfigError, match="max_length=2 leaves no token of the text"):
+        C.encode_examples(tok, ex, 2, {"a": 0, "b": 1})
+    pairs = [C.ClassificationExample("a", "b", "a", 1)]
+    with pytest.raises(ConfigError, match="max_length=4 leaves no token of each text"):
+        C.encode_examples(tok, pairs, 4, {"a": 0})
+    assert len(C.encode_examples(tok, pairs, 5, {"a": 0})[0]["input_ids"]) == 5
 
 
 @pytest.fixture(scope="module")

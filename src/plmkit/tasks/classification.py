@@ -19,7 +19,7 @@ from pathlib import Path
 from plmkit.errors import ConfigError, DataError
 from plmkit.evaluation import ClassificationMetrics, MultiLabelMetrics, RegressionMetrics
 from plmkit.tasks.base import Task, TaskSettings, need_two_labels
-from plmkit.tasks.common import (LossMeter, class_probabilities, forward_batches, pipeline_records,
+from plmkit.tasks.common import (LossMeter, class_probabilities, forward_batches, pipeline_records, say_cut,
                                  predict_per_record)
 from plmkit.tasks.fields import (TEXT, Kind, LabelTypes, check_unique, class_name, each_record, field, only_one)
 from plmkit.utils.settings import is_int, setting
@@ -206,8 +206,12 @@ def encode_examples(tokenizer, examples: list[ClassificationExample], max_length
     the model reads sentence pairs (`check_pairs`)."""
     texts = [e.text for e in examples]
     has_pairs = check_pairs(examples, pairs, path)
+    if max_length is not None and max_length < tokenizer.num_special_tokens_to_add(has_pairs) + 1 + has_pairs:
+        raise ConfigError(f"max_length={max_length} leaves no token of {'each text' if has_pairs else 'the text'} "
+                          f"beside the tokenizer's special tokens; raise --max-length")
     enc = tokenizer(texts, [e.text_pair for e in examples] if has_pairs else None, truncation=True,
                     max_length=max_length, return_token_type_ids=True)
+    say_cut(path, enc, {"input_ids": ("texts" if not has_pairs else "text pairs", max_length)})
     features = []
     for i, e in enumerate(examples):
         f = {"input_ids": enc["input_ids"][i], "token_type_ids": enc["token_type_ids"][i]}

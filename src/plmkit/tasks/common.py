@@ -5,6 +5,7 @@ Batches are padded per batch (dynamic padding), never to the model maximum.
 """
 from __future__ import annotations
 
+import logging
 from typing import Any, Iterator
 
 import torch
@@ -12,6 +13,19 @@ import torch
 from plmkit.data.collate import pad_collate
 from plmkit.errors import DataError
 from plmkit.utils.text import describe, jsonl_rows, parse_json_lines, read_stdin, split_lines
+
+
+log = logging.getLogger("plmkit")
+
+
+def say_cut(path, batch, names: dict[str, tuple[str, int]]) -> None:
+    """Say once how many of a tokenized `batch`'s inputs (and targets) truncation cut: `names` maps
+    ``input_ids`` / ``labels`` to (what they are, the limit)."""
+    cut = {key: sum(flags) for key, flags in getattr(batch, "truncated", {}).items() if key in names}
+    n = len(batch["input_ids"])
+    if any(cut.values()):
+        log.info("plmkit: %s: %s", path, ", ".join(
+            f"{k:,} {names[key][0]} of {n:,} cut to {names[key][1]} tokens" for key, k in cut.items() if k))
 
 
 def length_of(feature: dict) -> int:

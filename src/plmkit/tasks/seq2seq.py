@@ -24,7 +24,7 @@ from plmkit.data.collate import pad_sequences
 from plmkit.errors import ConfigError, DataError
 from plmkit.evaluation.seq2seq import SummarizationMetrics, TranslationMetrics
 from plmkit.tasks.base import Task, TaskSettings
-from plmkit.tasks.common import batches_by_length, pipeline_records
+from plmkit.tasks.common import batches_by_length, pipeline_records, say_cut
 from plmkit.tasks.fields import TEXT, each_record, field
 from plmkit.utils.constants import IGNORE_INDEX
 from plmkit.utils.settings import setting
@@ -90,11 +90,7 @@ class Seq2SeqTask(Task):
         targets = [e.target for e in examples] if all(e.target is not None for e in examples) else None
         batch = tokenizer(sources, text_target=targets, truncation=True, max_length=s.max_length,
                           max_target_length=s.max_target_length)
-        cut = {key: sum(flags) for key, flags in getattr(batch, "truncated", {}).items()}
-        if any(cut.values()):
-            log.info("plmkit: %s: %s", path, ", ".join(
-                f"{n:,} {'sources' if key == 'input_ids' else 'targets'} of {len(examples):,} cut to "
-                f"{s.max_length if key == 'input_ids' else s.max_target_length} tokens" for key, n in cut.items() if n))
+        say_cut(path, batch, {"input_ids": ("sources", s.max_length), "labels": ("targets", s.max_target_length)})
         start = s.decoder_start_token_id
         features = []
         for i in range(len(examples)):

@@ -424,7 +424,7 @@ class Tokenizer:
             b = next(pieces) if second is not None else None
             cut = False
             if truncation:
-                added = self._backend.num_special_tokens_to_add(b is not None) if add_special_tokens else 0
+                added = self.num_special_tokens_to_add(b is not None) if add_special_tokens else 0
                 if max_length < added:
                     raise DataError(f"{limit_name}={max_length} is too small: {added} special tokens are added "
                                     f"to each input; use {limit_name} > {added}.")
@@ -549,6 +549,10 @@ class Tokenizer:
 
     def __len__(self) -> int:
         return self._backend.get_vocab_size(with_added_tokens=True)
+
+    def num_special_tokens_to_add(self, pair: bool = False) -> int:
+        """How many special tokens encoding a text (or a pair) adds, as in transformers."""
+        return self._backend.num_special_tokens_to_add(pair)
 
     def add_tokens(self, tokens: Sequence[str]) -> int:
         """Add ordinary tokens; returns how many are new (resize the model's embeddings then)."""
