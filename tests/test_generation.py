@@ -308,3 +308,26 @@ def test_decoding_defaults_come_from_the_generation_config_then_the_call(model):
     assert model.generate(ids, max_new_tokens=5).shape[1] == 9  # the call wins
     assert model.generate(ids, max_length=6).shape[1] == 6  # a total length, prompt included
     model.generation_config = None
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(max_new_tokens="5"), r"generate: max_new_tokens must be int, got '5' \(str\)"),
+    (dict(num_beams=1.5), r"generate: num_beams must be int, got 1.5"),
+    (dict(temperature=-1), r"generate: temperature must be >= 0, got -1"),
+    (dict(eos_token_id="2"), r"generate: eos_token_id must be a list of int, got \('2',\)"),
+    (dict(pad_token_id=300), r"pad_token_id must be a token id of this model's 300-token vocabulary"),
+    (dict(max_length="9"), r"generate: max_length must be an integer >= 1, got str '9'"),
+    (dict(attention_mask=torch.ones(1, 2, dtype=torch.long)), r"attention_mask has shape \(1, 2\), but the input "
+                                                               r"ids are \(1, 3\)"),
+    (dict(attention_mask=torch.ones(1, 3)), r"attention_mask must hold integer ids, got torch.float32"),
+])
+def test_generate_names_a_bad_argument(model, settings, message):
+    from plmkit.errors import PlmkitError
+    with pytest.raises(PlmkitError, match=message):
+        model.generate(torch.tensor([[5, 6, 7]]), **settings)
+
+
+def test_a_forward_call_refuses_float_ids(model):
+    from plmkit.errors import InputError
+    with pytest.raises(InputError, match="input_ids must hold integer ids, got torch.float32"):
+        model(torch.tensor([[5.0, 6.0]]))

@@ -338,7 +338,7 @@ def test_non_utf8_vocab_txt_is_named_with_its_line(tmp_path):
 def test_tokenizer_config_that_is_not_an_object_is_a_clear_error(tmp_path):
     shutil.copy(MODEL_DIR / "vocab.txt", tmp_path / "vocab.txt")
     (tmp_path / "tokenizer_config.json").write_text("[512]", encoding="utf-8")
-    with pytest.raises(CheckpointError, match=r"tokenizer_config.json must hold a JSON object, not list"):
+    with pytest.raises(CheckpointError, match=r"tokenizer_config.json: must hold a JSON object {...}, got list"):
         Tokenizer.from_pretrained(tmp_path)
 
 

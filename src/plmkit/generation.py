@@ -38,10 +38,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from plmkit.errors import ConfigError, PlmkitError
+from plmkit.errors import CheckpointError, ConfigError, PlmkitError
 from plmkit.nn.decoding import decoding_layout, row_major_lm_head
 from plmkit.nn.masks import positions_from_mask
 from plmkit.utils.constants import GENERATION_KEYS, MAX_SEED
+from plmkit.utils.settings import check_field_types, is_int, out_of_range, setting
+from plmkit.utils.text import describe, read_json_object
 
 
 # -- logits processing --------------------------------------------------------------------------
@@ -111,52 +113,58 @@ def force_(scores: Tensor, tokens: tuple[int, ...]) -> Tensor:
 class GenerationSettings:
     """How `generate` decodes (Hugging Face's names; see `GenerationMixin.generate`)."""
 
-    max_new_tokens: int = 20
-    min_new_tokens: int = 0
-    min_length: int = 0  # of the whole sequence (prompt, or decoder start, included), as Hugging Face
+    # each value's type and range (`check_values`); what depends on other settings: `check`
+    max_new_tokens: int = setting(20, at_least=1)
+    min_new_tokens: int = setting(0, at_least=0)
+    min_length: int = setting(0, at_least=0)  # of the whole sequence (prompt, or decoder start, included), as HF
     do_sample: bool = False
-    temperature: float = 1.0
-    top_k: int | None = None
-    top_p: float | None = None
-    num_beams: int = 1
+    temperature: float = setting(1.0, at_least=0)  # > 0 when sampling
+    top_k: int | None = setting(None, at_least=0)  # >= 1 when sampling
+    top_p: float | None = setting(None, at_least=0, at_most=1)  # > 0 when sampling
+    num_beams: int = setting(1, at_least=1)
     length_penalty: float = 1.0
     early_stopping: bool | str = False  # True, False (a heuristic) or "never", as Hugging Face
-    num_return_sequences: int = 1
-    repetition_penalty: float = 1.0
-    no_repeat_ngram_size: int = 0
+    num_return_sequences: int = setting(1, at_least=1)
+    repetition_penalty: float = setting(1.0, above=0)
+    no_repeat_ngram_size: int = setting(0, at_least=0)
     bad_words_ids: tuple[tuple[int, ...], ...] = ()
-    forced_bos_token_id: int | None = None  # the first new token (when the sequence holds one token)
-    forced_eos_token_ids: tuple[int, ...] = ()  # the last possible token (at max_new_tokens)
-    eos_token_ids: tuple[int, ...] = ()
-    pad_token_id: int | None = None
-    decoder_start_token_id: int | None = None  # encoder-decoders: the decoder's first token
+    forced_bos_token_id: int | None = setting(None, at_least=0)  # the first new token (when the sequence holds one)
+    forced_eos_token_ids: tuple[int, ...] = setting((), at_least=0)  # the last possible token (at max_new_tokens)
+    eos_token_ids: tuple[int, ...] = setting((), at_least=0)
+    pad_token_id: int | None = setting(None, at_least=0)
+    decoder_start_token_id: int | None = setting(None, at_least=0)  # encoder-decoders: the decoder's first token
+    bos_token_id: int | None = setting(None, at_least=0)  # generation_config.json's, checked only: there is a prompt
     stop_strings: tuple[str, ...] = ()
 
+    def check_values(self, vocab: int | None = None) -> None:
+        """Each setting by type and range, and its token ids within the `vocab` ids the LM head scores;
+        a ConfigError names the setting (by Hugging Face's name)."""
+        check_field_types(self, "generate", _hf_name)
+        for f in fields(self):
+            value = getattr(self, f.name)
+            problem = out_of_range(value, f.metadata.get("bounds"))
+            if problem is None and vocab is not None and f.name.endswith(("token_id", "token_ids")):
+                problem = out_of_range(value, {"below": vocab})
+                problem = problem and f"a token id of this model's {vocab}-token vocabulary ({problem})"
+            if problem:
+                raise ConfigError(f"generate: {_hf_name(f.name)} must be {problem}, got {value!r}")
+
     def check(self) -> None:
+        """What the settings ask together (each one alone: `check_values`)."""
         def need(ok: bool, message: str):
             if not ok:
                 raise ConfigError(message)
 
-        def count(name: str, low: int) -> None:
-            value = getattr(self, name)
-            need(isinstance(value, int) and not isinstance(value, bool) and value >= low,
-                 f"{name} must be an integer >= {low}, got {value!r}")
-        count("max_new_tokens", 1)
-        for name in ("min_length", "no_repeat_ngram_size"):
-            count(name, 0)
-        count("num_beams", 1)
-        count("num_return_sequences", 1)
-        need(0 <= self.min_new_tokens <= self.max_new_tokens, "min_new_tokens must be in [0, max_new_tokens]")
+        need(self.min_new_tokens <= self.max_new_tokens, "min_new_tokens must be in [0, max_new_tokens]")
         if self.do_sample:  # greedy and beam search ignore these, as in Hugging Face, which warns
             need(self.temperature > 0, "temperature must be > 0 (use do_sample=False for greedy decoding)")
             need(self.top_k is None or self.top_k >= 1, "top_k must be >= 1")
-            need(self.top_p is None or 0 < self.top_p <= 1, "top_p must be in (0, 1]")
+            need(self.top_p is None or self.top_p > 0, "top_p must be in (0, 1]")
         else:
             unused = [f"{name}={value}" for name, value, default in (("temperature", self.temperature, 1.0),
                       ("top_k", self.top_k, None), ("top_p", self.top_p, None)) if value != default]
             if unused:
                 warnings.warn(f"{', '.join(unused)} only apply when sampling (do_sample=True): ignored", stacklevel=4)
-        need(self.repetition_penalty > 0, "repetition_penalty must be > 0")
         need(self.early_stopping in (True, False, "never"), f"early_stopping must be true, false or 'never', "
                                                             f"got {self.early_stopping!r}")
         need(not (self.num_beams > 1 and self.do_sample), "beam sampling (num_beams > 1 with do_sample) is not supported")
@@ -198,40 +206,75 @@ class GenerationSettings:
 
 
 # what generate() takes besides the inputs: the settings above by Hugging Face's names
-SETTING_NAMES = frozenset({f.name for f in fields(GenerationSettings)} - {"eos_token_ids", "forced_eos_token_ids"}
+SETTING_NAMES = frozenset({f.name for f in fields(GenerationSettings)} - {"eos_token_ids", "forced_eos_token_ids",
+                                                                          "bos_token_id"}
                           | {"eos_token_id", "forced_eos_token_id", "max_length"})
 CONFIG_DEFAULTS = ("eos_token_id", "pad_token_id", "decoder_start_token_id", "forced_bos_token_id",
                    "forced_eos_token_id")
 
 
-def _as_ids(ids) -> tuple[int, ...]:
+def _hf_name(name: str) -> str:
+    """A setting as Hugging Face (and generate's keywords) name it: eos_token_ids -> eos_token_id."""
+    return name.removesuffix("s") if name.endswith("_token_ids") else name
+
+
+def _as_ids(ids) -> tuple:
+    """An id or a list of ids as a tuple (`check_values` checks the items)."""
     if ids is None:
         return ()
-    return (int(ids),) if isinstance(ids, int) else tuple(int(i) for i in ids)
+    return tuple(ids) if isinstance(ids, (list, tuple)) else (ids,)
+
+
+def lm_vocab(config) -> int | None:
+    """How many ids the LM head of a model of `config` scores (an encoder-decoder's target vocabulary)."""
+    return getattr(config, "target_vocab_size", None) or getattr(config, "vocab_size", None)
+
+
+def as_settings(values: dict, prompt_length: int) -> GenerationSettings:
+    """generate()'s keywords (Hugging Face's names, None for not given) as settings, unchecked; a
+    max_length (prompt included) counts the new tokens when max_new_tokens is not given."""
+    values = {k: v for k, v in values.items() if v is not None}
+    if "max_length" in values and "max_new_tokens" not in values:
+        if not is_int(values["max_length"]):
+            raise ConfigError(f"generate: max_length must be an integer >= 1, got {describe(values['max_length'])}")
+        values["max_new_tokens"] = values["max_length"] - prompt_length
+    values.pop("max_length", None)
+    eos, forced_eos = _as_ids(values.pop("eos_token_id", None)), _as_ids(values.pop("forced_eos_token_id", None))
+    stops = values.pop("stop_strings", None) or ()
+    return GenerationSettings(**{**values, "eos_token_ids": eos, "forced_eos_token_ids": forced_eos,
+                                 "bad_words_ids": _bad_words(values.get("bad_words_ids"), eos),
+                                 "stop_strings": (stops,) if isinstance(stops, str) else tuple(stops)})
+
+
+def check_generation_values(values: dict, where, vocab: int | None) -> dict:
+    """`values` (the decoding defaults of generation_config.json, or of an older config.json) checked
+    one by one as `generate` checks its keywords (not together: generate's keywords may override some);
+    a CheckpointError naming `where` and the key otherwise."""
+    try:
+        as_settings({k: v for k, v in values.items() if k in SETTING_NAMES | {"bos_token_id"}}, 0).check_values(vocab)
+    except ConfigError as err:
+        raise CheckpointError(f"{where}: {str(err).removeprefix('generate: ')}") from None
+    return values
 
 
 def _bad_words(words, eos: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
     """Hugging Face's bad_words_ids check; one-token EOS entries are dropped (EOS stays possible)."""
-    if not words:
+    if words is None or words == []:
         return ()
     if not (isinstance(words, (list, tuple)) and all(isinstance(w, (list, tuple)) and w for w in words)
-            and all(isinstance(i, int) and i >= 0 for w in words for i in w)):
+            and all(is_int(i) and i >= 0 for w in words for i in w)):
         raise ConfigError(f"bad_words_ids must be a list of non-empty lists of token ids, got {words!r}")
     return tuple(tuple(w) for w in words if not (len(w) == 1 and w[0] in eos))
 
 
-def read_generation_config(directory: str | Path) -> dict:
-    """The decoding defaults of a model directory's generation_config.json ({} without one)."""
+def read_generation_config(directory: str | Path, vocab: int | None = None) -> dict:
+    """The decoding defaults of a model directory's generation_config.json ({} without one), each
+    checked (`check_generation_values`; token ids against a `vocab`-token vocabulary)."""
     path = Path(directory) / "generation_config.json"
     if not path.exists():
         return {}
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(d, dict):
-        raise ConfigError(f"{path}: must hold a JSON object")
-    return {k: v for k, v in d.items() if k in GENERATION_KEYS and v is not None}
+    d = read_json_object(path, CheckpointError)
+    return check_generation_values({k: v for k, v in d.items() if k in GENERATION_KEYS and v is not None}, path, vocab)
 
 
 def write_generation_config(directory: str | Path, settings: dict) -> None:
@@ -291,7 +334,8 @@ def prompt_ids(tokenizer, text: str) -> list[int]:
     return ids
 
 
-def _check_prompt(input_ids: Tensor) -> None:
+def _check_prompt(input_ids: Tensor, attention_mask: Tensor | None = None) -> None:
+    """input_ids (B, T) or (T,) of integer ids, at least one; attention_mask of their shape, of 0 / 1."""
     if not isinstance(input_ids, Tensor) or input_ids.dtype in (torch.bool,) or input_ids.is_floating_point() \
             or input_ids.is_complex() or input_ids.dim() not in (1, 2):
         shape = tuple(input_ids.shape) if isinstance(input_ids, Tensor) else type(input_ids).__name__
@@ -300,6 +344,9 @@ def _check_prompt(input_ids: Tensor) -> None:
     if input_ids.shape[-1] == 0:
         raise ConfigError("input_ids has no tokens: generation continues a prompt; give at least one token "
                           "(e.g. the tokenizer's bos_token_id to start from nothing)")
+    if attention_mask is not None:
+        from plmkit.models.inputs import check_ids  # (not at the top: plmkit.models imports this module)
+        check_ids("attention_mask", attention_mask, 2, tuple(input_ids.shape))
 
 
 # -- how a model is stepped ---------------------------------------------------------------------
@@ -393,25 +440,11 @@ class GenerationMixin:
             raise ConfigError(f"unknown generation setting(s) {', '.join(unknown)}; known: {', '.join(sorted(SETTING_NAMES))}")
         given = {k: v for k, v in given.items() if v is not None}
         defaults = {k: v for k, v in self.generation_defaults().items() if k in SETTING_NAMES}
-        values = {**defaults, **given}
-        for source in (given, defaults):  # a count of new tokens wins over a total length, given over default
-            if "max_new_tokens" in source or "max_length" in source:
-                values["max_new_tokens"] = source.get("max_new_tokens", source.get("max_length", 0) - prompt_length)
-                break
-        values.pop("max_length", None)
-        eos = _as_ids(values.pop("eos_token_id", None))
-        forced_eos = _as_ids(values.pop("forced_eos_token_id", None))
-        stops = values.pop("stop_strings", None) or ()
-        s = GenerationSettings(**{**values, "eos_token_ids": eos, "forced_eos_token_ids": forced_eos,
-                                  "bad_words_ids": _bad_words(values.get("bad_words_ids"), eos),
-                                  "stop_strings": (stops,) if isinstance(stops, str) else tuple(stops)})
+        if "max_new_tokens" in given or "max_length" in given:  # a length given wins over either default
+            defaults = {k: v for k, v in defaults.items() if k not in ("max_new_tokens", "max_length")}
+        s = as_settings({**defaults, **given}, prompt_length)
+        s.check_values(lm_vocab(self.config))
         s.check()
-        vocab = getattr(self.config, "target_vocab_size", None) or self.config.vocab_size  # what the LM head scores
-        bad = [i for i in s.eos_token_ids + s.forced_eos_token_ids if not 0 <= i < vocab]
-        pad = s.pad_token_id
-        if bad or (pad is not None and not 0 <= pad < vocab):
-            raise ConfigError(f"{'eos_token_id ' + str(bad[0]) if bad else f'pad_token_id {pad}'} is not a token id of "
-                              f"this model's {vocab}-token vocabulary")
         if s.stop_strings and tokenizer is None:
             raise ConfigError("stop_strings need the tokenizer: generate(..., stop_strings=[...], tokenizer=tok)")
         if batch > 1 and (s.eos_token_ids or s.stop_strings) and s.pad_token_id is None:
@@ -451,7 +484,7 @@ class GenerationMixin:
         stop_strings: stop a sequence once its new text contains one of them (needs ``tokenizer``).
         seed / generator: make sampling reproducible.
         """
-        _check_prompt(input_ids)
+        _check_prompt(input_ids, attention_mask)
         if input_ids.dim() == 1:
             mask = None if attention_mask is None else attention_mask[None]
             return self.generate(input_ids[None], mask, decoder_input_ids=decoder_input_ids, tokenizer=tokenizer,
@@ -482,7 +515,7 @@ class GenerationMixin:
         if isinstance(prompt, str):
             ids = torch.tensor([prompt_ids(tokenizer, prompt)], device=_device(self))
         else:
-            _check_prompt(prompt)
+            _check_prompt(prompt, attention_mask)
             ids = prompt if prompt.dim() == 2 else prompt[None]
         if ids.shape[0] != 1:
             raise ConfigError(f"stream() continues one prompt; got a batch of {ids.shape[0]} (use generate)")

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from plmkit.cli import build_parser, main
+from pretrain_helpers import check_resume_is_exact, read_metrics
 
 EN = [
     "The river ran quietly past the old mill.", "Children played in the fields until dusk.",
@@ -30,10 +31,6 @@ def args(tmp_path, text, out, *extra):
     return ["pretrain", "--corpus", text, "--out", str(out), "--preset", "bert-tiny", "--vocab-size", "300",
             "--seq-len", "48", "--batch-size", "8", "--eval-fraction", "0.2", "--eval-batches", "2",
             "--cache-dir", str(tmp_path / "cache"), "--no-progress", "--log-every", "1", *extra]
-
-
-def read_metrics(out):
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_english_run_writes_an_hf_loadable_model(tmp_path, capsys):
@@ -92,16 +89,8 @@ def test_resume_through_the_cli_is_exact(tmp_path):
     from plmkit.tokenization import Tokenizer
     # one tokenizer for both runs: WordPiece training in `tokenizers` breaks ties differently from run to run
     Tokenizer.train_wordpiece(EN * 3, 300).save_pretrained(tmp_path / "tok")
-    common = ("--config", str(run_file), "--eval-every", "2", "--tokenizer", str(tmp_path / "tok"))
-    assert main(args(tmp_path, text, tmp_path / "straight", "--max-steps", "6", *common)) == 0
-    assert main(args(tmp_path, text, tmp_path / "resumed", "--max-steps", "3", *common)) == 0
-    assert main(args(tmp_path, text, tmp_path / "resumed", "--max-steps", "6", "--resume-with-changes", *common)) == 0
-
-    def losses(out):
-        return [(r["step"], r["loss"]) for r in read_metrics(out) if "loss" in r]
-
-    assert [s for s, _ in losses(tmp_path / "straight")] == [1, 2, 3, 4, 5, 6]
-    assert losses(tmp_path / "resumed") == losses(tmp_path / "straight")
+    check_resume_is_exact(lambda out, *flags: main(args(tmp_path, text, out, *flags)), tmp_path,
+                          "--config", str(run_file), "--eval-every", "2", "--tokenizer", str(tmp_path / "tok"))
 
 
 def test_a_refused_run_leaves_the_earlier_run_untouched(tmp_path, capsys):
@@ -197,10 +186,27 @@ def test_objective_clm_takes_the_train_flags_and_names_bert_only_ones():
 
 def test_each_objective_has_its_defaults_declared_once():
     bert, clm = config_of("--max-steps", "1"), config_of("--max-steps", "1", "--objective", "clm")
+    bart = config_of("--max-steps", "1", "--objective", "denoise")
     assert (bert.model.preset, bert.data.seq_len, bert.train.lr, bert.train.schedule) == ("bert-mini", 128, 5e-4, "linear")
     assert (clm.model.preset, clm.data.seq_len, clm.train.lr, clm.train.schedule) == ("gpt2-tiny", 256, 1e-3, "cosine")
+    assert (bart.model.preset, bart.data.seq_len, bart.train.lr, bart.train.schedule) == ("bart-tiny", 256, 1e-3, "linear")
     assert clm.train.betas == (0.9, 0.95) and clm.data.mask_rate is None and clm.model.unigram_bias_init is None
-    assert (bert.train.save_every, clm.train.save_every) == (1000, 1000)  # --resume has a checkpoint to start from
+    assert (bert.data.mask_rate, bert.data.poisson_lambda, bert.data.permute_sentences) == (0.15, None, None)
+    assert (bart.data.mask_rate, bart.data.poisson_lambda, bart.data.permute_sentences) == (0.3, 3.0, True)
+    assert bart.train.betas == (0.9, 0.98) and bart.data.whole_word_mask is None and bart.model.norm_first is None
+    assert config_of("--max-steps", "1", "--objective", "denoise", "--mask-rate", "0.4",
+                     "--no-permute-sentences").data.mask_rate == 0.4
+    assert (bert.train.save_every, clm.train.save_every, bart.train.save_every) == (1000, 1000, 1000)
+
+
+def test_the_help_shows_each_objectives_default(capsys):
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for shown in ("(default: 0.15; objective clm: off; objective denoise: 0.3)",
+                  "(default: off; objective denoise: 3.0)", "(default: bert-mini; objective clm: gpt2-tiny; "
+                  "objective denoise: bart-tiny)"):
+        assert shown in text
 
 
 def test_old_flag_spellings_parse():
@@ -247,9 +253,11 @@ def test_run_file_and_flags_equal_the_flags_alone(tmp_path):
 def test_print_config_fed_back_reproduces_the_run(tmp_path, capsys):
     run_file = tmp_path / "run.yaml"
     run_file.write_text(RUN_FILE)
-    for extra in ([], ["--objective", "clm", "--preset", "llama-tiny", "--time-budget", "10m"]):
+    for extra in ([], ["--objective", "clm", "--preset", "llama-tiny", "--time-budget", "10m"],
+                  ["--objective", "denoise", "--preset", "bart-small", "--poisson-lambda", "2.5", "--mask-rate", "0.4",
+                   "--max-steps", "9"]):
         argv = ["--config", str(run_file), "--corpus", "c.txt", "--out", "o", "--warmup-steps", "3", *extra]
-        if extra:  # a decoder run: the BERT-only mask_rate of the file is refused, so leave the file out
+        if extra:  # a decoder or BART: the file's BERT model (bert-tiny, hidden_dropout_prob) is not theirs
             argv = argv[2:]
         assert main(["pretrain", "--print-config", *argv]) == 0
         printed = tmp_path / "printed.yaml"

@@ -57,7 +57,7 @@ def test_bad_out_and_min_frequency_are_clean_errors_before_training(tmp_path, ca
     assert f"cannot write into directory {taken} (it is a file); give another with --out" in capsys.readouterr().err
     assert taken.read_text(encoding="utf-8") == "not a directory"
     assert main(argv + ["--out", str(tmp_path / "tok"), "--min-frequency", "-1"]) == 2
-    assert "--min-frequency -1: must be 0 or more" in capsys.readouterr().err
+    assert "min_frequency (--min-frequency) must be an integer >= 0, got int -1" in capsys.readouterr().err
 
 
 def test_an_output_inside_the_corpus_is_refused(tmp_path, capsys):
@@ -158,8 +158,8 @@ def test_a_tokenizer_or_model_in_out_is_kept_and_flags_that_do_not_apply_are_ref
     assert "already holds vocab.txt, config.json" in capsys.readouterr().err
     assert (model / "vocab.txt").read_text() == "[PAD]\n"
     assert main(argv + ["--out", str(model), "--overwrite"]) == 0
-    for extra, message in [(["--model", "byte-bpe", "--no-lowercase"], "--no-lowercase is for --model wordpiece"),
-                           (["--model", "unigram", "--min-frequency", "3"], "--min-frequency is for the merge-based"),
+    for extra, message in [(["--model", "byte-bpe", "--no-lowercase"], "lowercase (--no-lowercase) is for model wordpiece, not byte-bpe"),
+                           (["--model", "unigram", "--min-frequency", "3"], "min_frequency (--min-frequency) is for model wordpiece, bpe, byte-bpe, not unigram"),
                            (["--out", ""], "--out is empty")]:
         assert main(argv + ["--out", str(tmp_path / "t2"), *extra] if "--out" not in extra else argv + extra) == 2
         assert message in capsys.readouterr().err

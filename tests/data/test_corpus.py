@@ -63,7 +63,7 @@ def test_iter_texts_accepts_str_paths_and_is_lazy(tmp_path):
     f = write(tmp_path / "x.jsonl", '{"text": "first"}\nnot json\n')
     texts = iter_texts(str(f))
     assert next(texts) == "first"  # streamed: the bad line is not read yet
-    with pytest.raises(DataError, match=r"x\.jsonl:2: malformed JSON"):
+    with pytest.raises(DataError, match=r"x\.jsonl:2:1: not valid JSON"):
         next(texts)
 
 
@@ -197,3 +197,11 @@ def test_chinese_and_mixed_text():
 def test_blank_and_whitespace_only_text():
     assert split_sentences("") == []
     assert split_sentences(" \n\n ") == []
+
+
+def test_a_corpus_that_is_no_regular_file_is_refused(tmp_path):
+    import os
+    os.mkfifo(tmp_path / "c.txt")
+    with pytest.raises(DataError, match=r"c.txt: not a regular file \(a pipe or a device\?\); a corpus is read more "
+                                        r"than once"):
+        list(iter_texts(tmp_path / "c.txt"))

@@ -158,3 +158,66 @@ def test_noise_is_seeded_and_follows_the_global_rng(bart_tokenizer):
     assert torch.equal(collate(docs)["input_ids"], second["input_ids"])
     seeded = [DenoisingCollator(bart_tokenizer, generator=torch.Generator().manual_seed(7))(docs) for _ in range(2)]
     assert torch.equal(seeded[0]["input_ids"], seeded[1]["input_ids"])
+
+
+def test_a_noised_input_past_max_length_is_cut_keeping_its_eos(bart_tokenizer):
+    tok = bart_tokenizer
+    docs = [{"input_ids": list(range(10, 40))}, {"input_ids": list(range(10, 14))}]
+    batch = DenoisingCollator(tok, mask_rate=0.0, permute_sentences=False, max_length=12)(docs)
+    assert batch["input_ids"][0].tolist() == [tok.bos_token_id, *range(10, 20), tok.eos_token_id]
+    assert batch["input_ids"][1].tolist()[:6] == [tok.bos_token_id, 10, 11, 12, 13, tok.eos_token_id]
+    assert batch["labels"].shape == (2, 32)  # the labels are the whole document
+
+
+PARAGRAPHS = ["The river ran past the mill. Children played\nin the fields.\nA storm came.",
+              "Letters arrived on Tuesday.", "Nobody knew who planted the oak. It was old!",
+              "Lanterns were lit. The streets were narrow.\n  Snow fell."]
+
+
+@pytest.fixture(scope="module")
+def whole_shards(tmp_path_factory, bart_tokenizer):
+    from plmkit.data.shards import build_token_shards
+    root = tmp_path_factory.mktemp("whole")
+    (root / "c.txt").write_text("\n\n".join(PARAGRAPHS) + "\n")
+    return build_token_shards([root / "c.txt"], bart_tokenizer, root / "cache", whole_documents=True)
+
+
+def test_whole_documents_keep_their_whitespace_and_are_cut_at_sentences(whole_shards, bart_tokenizer):
+    from plmkit.data.corpus import split_sentences
+    shards, tok = whole_shards, bart_tokenizer
+    assert shards.num_documents == len(PARAGRAPHS)
+    for d, text in enumerate(PARAGRAPHS):
+        sentences = [tok.decode(shards.sentence(s).tolist()) for s in shards.document_sentences(d)]
+        assert "".join(sentences) == text  # every space and line break is a token
+        assert [" ".join(s.split()) for s in sentences] == split_sentences(text)
+    assert [tok.decode(shards.sentence(s).tolist()).strip(" ") for s in shards.document_sentences(0)] == \
+        ["The river ran past the mill.", "Children played\nin the fields.\n", "A storm came."]
+
+
+def test_dataset_documents_carry_their_sentences_and_paragraph_breaks(whole_shards, bart_tokenizer):
+    from plmkit.data.denoising import DenoisingDataset
+    from plmkit.data.nsp import group_documents, packed_instances
+    shards, tok = whole_shards, bart_tokenizer
+    separator = tok.encode("\n\n", add_special_tokens=False)
+    groups = group_documents(shards, 1000)  # one file: one group
+    assert groups == [[0, 1, 2, 3]]
+    rows = packed_instances(shards, groups, 1000, doc_gap=len(separator))
+    dataset = DenoisingDataset(shards, rows, separator)
+    [example] = [dataset[i] for i in range(len(dataset))]
+    assert tok.decode(example["input_ids"].tolist()) == "\n\n".join(PARAGRAPHS)
+    assert sum(example["sentence_lengths"]) == len(example["input_ids"]) and len(example["sentence_lengths"]) == 9
+    # shorter examples: whole sentences, the paragraph breaks counted in the length, every token once
+    sizes = [int(shards.sentences[shards.documents[d + 1]] - shards.sentences[shards.documents[d]]) for d in range(4)]
+    pair = sizes[1] + sizes[2]  # paragraphs 1 and 2 fill an example of this many tokens only without a break
+    for room, together in ((pair, False), (pair + len(separator), True)):
+        rows = packed_instances(shards, groups, room + 2, doc_gap=len(separator))
+        examples = [DenoisingDataset(shards, rows, separator)[i] for i in range(len(rows))]
+        assert len(examples) > 2 and max(len(e["input_ids"]) for e in examples) <= room
+        joined = PARAGRAPHS[1] + "\n\n" + PARAGRAPHS[2]
+        assert any(joined in tok.decode(e["input_ids"].tolist()) for e in examples) == together
+    for e in examples:
+        sentences = [tok.decode(e["input_ids"][end - n:end].tolist()) for n, end in
+                     zip(e["sentence_lengths"], itertools.accumulate(e["sentence_lengths"]))]
+        assert all(s.strip()[-1] in ".!" for s in sentences)  # cut where sentences end
+    text = "".join(tok.decode(e["input_ids"].tolist()) for e in examples)
+    assert text.replace("\n\n", "") == "".join(PARAGRAPHS)  # every token once, the breaks inside examples only

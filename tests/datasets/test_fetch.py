@@ -153,3 +153,17 @@ def test_a_copy_of_an_older_version_is_converted_again(tmp_path, fake_dataset, m
     assert len(fake_dataset) == 2
     (tmp_path / "fake" / ".done").write_text('{"name": "fake", "counts": {}}')  # written before versions: 1
     assert not F.is_fetched("fake", tmp_path)
+
+
+def test_an_empty_or_missing_dataset_name_lists_the_known_ones(tmp_path, capsys):
+    from plmkit.cli import main
+    for name in ("", None, 5):
+        with pytest.raises(DataError, match=rf"unknown dataset {name!r}; choose one of shakespeare, wordnet"):
+            F.fetch(name, tmp_path)
+    with pytest.raises(ConfigError, match=r"empty path for cache_dir"):
+        F.fetch("shakespeare", "")
+    with pytest.raises(ConfigError, match=r"force must be True or False, got str 'yes'"):
+        F.fetch("shakespeare", tmp_path, force="yes")
+    with pytest.raises(SystemExit):
+        main(["data", "fetch", ""])
+    assert "invalid choice: '' (choose from 'shakespeare', 'wordnet'" in capsys.readouterr().err

@@ -66,3 +66,59 @@ def test_weights_that_are_no_weights_are_refused(tmp_path):
         save_file({**weights, name: bad}, tmp_path / "model.safetensors", metadata={"format": "pt"})
         with pytest.raises(CheckpointError, match=message):
             AutoModelForCausalLM.from_pretrained(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def gpt2_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("gpt2")
+    GPT2LMHeadModel(GPT2Config.from_preset("gpt2-tiny", vocab_size=40, n_positions=16)).save_pretrained(directory)
+    return directory
+
+
+@pytest.mark.parametrize("file, values, message", [
+    ("generation_config.json", {"num_beams": 0}, r"generation_config.json: num_beams must be >= 1, got 0"),
+    ("generation_config.json", {"top_p": 2}, r"generation_config.json: top_p must be in \[0, 1\], got 2"),
+    ("generation_config.json", {"max_new_tokens": -3}, r"generation_config.json: max_new_tokens must be >= 1, got -3"),
+    ("generation_config.json", {"do_sample": "yes"}, r"generation_config.json: do_sample must be bool, got 'yes'"),
+    ("generation_config.json", {"bos_token_id": 40}, r"generation_config.json: bos_token_id must be a token id of "
+                                                     r"this model's 40-token vocabulary \(< 40\), got 40"),
+    ("generation_config.json", {"eos_token_id": [1, 99]}, r"eos_token_id must be a token id .*got \(1, 99\)"),
+    ("generation_config.json", {"pad_token_id": -1}, r"generation_config.json: pad_token_id must be >= 0, got -1"),
+    ("config.json", {"num_beams": 0}, r"config.json: num_beams must be >= 1, got 0"),  # an older checkpoint's
+])
+def test_generation_defaults_are_checked_when_a_model_is_loaded(gpt2_dir, tmp_path, file, values, message):
+    import json
+    import shutil
+
+    from plmkit.errors import CheckpointError
+    copy = shutil.copytree(gpt2_dir, tmp_path / "m")
+    path = copy / file
+    path.write_text(json.dumps({**(json.loads(path.read_text()) if path.exists() else {}), **values}))
+    with pytest.raises(CheckpointError, match=message):
+        GPT2LMHeadModel.from_pretrained(copy)
+
+
+def test_from_pretrained_takes_hugging_faces_dtypes_and_names_a_keyword_it_does_not_know(gpt2_dir):
+    from plmkit.errors import ConfigError
+    for given, dtype in ((dict(torch_dtype=torch.bfloat16), torch.bfloat16), (dict(dtype="float16"), torch.float16),
+                         (dict(torch_dtype="auto"), torch.float32), (dict(dtype=None), torch.float32)):
+        assert GPT2LMHeadModel.from_pretrained(gpt2_dir, **given).lm_head.weight.dtype == dtype
+    for given, message in ((dict(torch_dtype="int8"), r"torch_dtype must be a floating torch dtype .*got 'int8'"),
+                           (dict(dtype=torch.long), r"dtype must be a floating torch dtype .*got torch.int64"),
+                           (dict(dtype="float32", torch_dtype="float32"), "give torch_dtype or dtype, not both"),
+                           (dict(low_cpu_mem_usage=True), r"unknown key\(s\) 'low_cpu_mem_usage' for GPT2Config"),
+                           (dict(output_hidden_states=True), r"output_hidden_states=True is not a setting of plmkit's "
+                                                             r"GPT2Config: ask the forward call")):
+        with pytest.raises(ConfigError, match=message):
+            GPT2LMHeadModel.from_pretrained(gpt2_dir, **given)
+
+
+def test_labels_given_two_ways_must_agree_and_one_replaces_both(gpt2_dir):
+    from plmkit.errors import CheckpointError, ConfigError
+    config = GPT2Config.from_pretrained(gpt2_dir, id2label={0: "neg", 1: "pos"})
+    assert config.label2id == {"neg": 0, "pos": 1}
+    assert GPT2Config.from_pretrained(gpt2_dir, label2id={"a": 1, "b": 0}).id2label == {0: "b", 1: "a"}
+    with pytest.raises(ConfigError, match=r"label2id \{'neg': 1, 'pos': 0\} contradicts id2label"):
+        GPT2Config.from_pretrained(gpt2_dir, id2label={0: "neg", 1: "pos"}, label2id={"neg": 1, "pos": 0})
+    with pytest.raises(CheckpointError, match=r"the model directory must be the path of a directory .*got NoneType"):
+        GPT2LMHeadModel.from_pretrained(None)

@@ -17,18 +17,49 @@ def test_bert_only_settings_are_refused_for_a_decoder_by_name_and_flag():
     with pytest.raises(ConfigError) as err:
         build(data={"objective": "clm", "mask_rate": 0.2, "lowercase": False}, model={"norm_first": True})
     message = str(err.value)
-    for named in ("data.mask_rate (--mask-rate)", "data.lowercase (--lowercase, --cased)",
+    for named in ("data.mask_rate (--mask-rate) is for mlm+nsp, mlm, denoise", "data.lowercase (--lowercase, --cased)",
                   "model.norm_first (--pre-ln, --norm-first)", "not used by --objective clm"):
         assert named in message
-    with pytest.raises(ConfigError, match=r"data.mask_rate: BERT pretraining needs a value"):
+    with pytest.raises(ConfigError, match=r"data.mask_rate: --objective mlm\+nsp needs a value"):
         build(data={"mask_rate": None})
+
+
+def test_settings_of_some_objectives_are_refused_by_name_for_the_others():
+    with pytest.raises(ConfigError) as err:
+        build(data={"objective": "denoise", "whole_word_mask": True, "nsp_prob": 0.3},
+              model={"unigram_bias_init": False})
+    message = str(err.value)
+    for named in ("not used by --objective denoise", "data.whole_word_mask (--whole-word-mask) is for mlm+nsp, mlm",
+                  "data.nsp_prob (--nsp-prob)", "model.unigram_bias_init (--unigram-bias-init, --no-unigram-init)"):
+        assert named in message
+    for objective in ("mlm+nsp", "mlm", "clm"):
+        with pytest.raises(ConfigError, match=r"not used by --objective .*data.poisson_lambda \(--poisson-lambda\) "
+                                              r"is for denoise; data.permute_sentences \(--permute-sentences"):
+            build(data={"objective": objective, "poisson_lambda": 2.0, "permute_sentences": False})
+    with pytest.raises(ConfigError, match=r"data.poisson_lambda: --objective denoise needs a value"):
+        build(data={"objective": "denoise", "poisson_lambda": None})
+    with pytest.raises(ConfigError, match=r"poisson_lambda \(--poisson-lambda\) must be > 0, got 0"):
+        build(data={"objective": "denoise", "poisson_lambda": 0})
+    shared = build(data={"objective": "denoise", "mask_rate": 0.4, "min_doc_tokens": 0})  # read by BERT and BART
+    assert (shared.data.mask_rate, shared.data.min_doc_tokens, shared.data.poisson_lambda) == (0.4, 0, 3.0)
 
 
 def test_presets_are_checked_for_the_objective():
     with pytest.raises(ConfigError, match="decoder.*'bert-mini'"):
         build(data={"objective": "clm"}, model={"preset": "bert-mini"})
+    with pytest.raises(ConfigError, match="clm trains a decoder: preset 'bart-tiny' is a bart model"):
+        build(data={"objective": "clm"}, model={"preset": "bart-tiny"})
     with pytest.raises(ConfigError, match="unknown model preset 'gpt2-tiny'.*bert-mini"):
         build(model={"preset": "gpt2-tiny"})
+    with pytest.raises(ConfigError, match="denoise trains a BART model: preset 'marian-tiny' is a marian model, not "
+                                          "bart; bart seq2seq-lm presets: bart-tiny"):
+        build(data={"objective": "denoise"}, model={"preset": "marian-tiny"})
+    with pytest.raises(ConfigError, match="unknown preset 'bart-smal' for bart seq2seq-lm \\(did you mean 'bart-small'"):
+        build(data={"objective": "denoise"}, model={"preset": "bart-smal"})
+    with pytest.raises(ConfigError, match=r"seq_len=600 exceeds the model's max_position_embeddings=512; lower --seq-len"):
+        build(data={"objective": "denoise", "seq_len": 600}, model={"max_position_embeddings": 512})
+    with pytest.raises(ConfigError, match="unknown key.*'d_modle'"):
+        build(data={"objective": "denoise"}, model={"d_modle": 64})
 
 
 def test_family_config_fields_go_flat_or_nested_and_are_checked():

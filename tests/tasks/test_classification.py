@@ -40,7 +40,7 @@ def test_classification_formats_and_kinds(tmp_path):
 def test_classification_errors_name_file_and_line(tmp_path, tok):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "a", "label": "x"}\n{"text": "b", "label": "x"\n')
-    with pytest.raises(DataError, match=r"bad.jsonl:2: malformed JSON"):
+    with pytest.raises(DataError, match=r"bad.jsonl:2:\d+: not valid JSON"):
         C.read_classification(bad)
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")
@@ -81,6 +81,10 @@ def test_non_utf8_non_finite_and_mixed_labels_name_file_and_line(tmp_path):
     nan.write_text('{"text": "a", "label": 0.5}\n{"text": "b", "label": NaN}\n')
     with pytest.raises(DataError, match=r"nan.jsonl:2: 'label' is nan"):
         C.read_classification(nan)
+    huge = tmp_path / "huge.jsonl"
+    huge.write_text('{"text": "a", "label": 0.5}\n{"text": "b", "label": 1e39}\n')
+    with pytest.raises(DataError, match=r"huge.jsonl:2: 'label' is 1e\+39, beyond float32's range"):
+        C.read_classification(huge)
     named = tmp_path / "named.csv"  # in a table, "nan" / "inf" are class names, not regression targets
     named.write_text("text,label\na,nan\nb,inf\n")
     assert [e.label for e in C.read_classification(named)] == ["nan", "inf"]

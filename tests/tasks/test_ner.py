@@ -117,6 +117,15 @@ def test_conll_prediction_input_missing_or_not_utf8(tmp_path):
     latin.write_bytes(b"John\nJos\xe9\n")
     with pytest.raises(DataError, match=r"latin.conll:2: not UTF-8"):
         tasks.read_prediction_input("ner", str(latin))
+    import os
+    import threading
+    pipe = tmp_path / "p.conll"  # <(cmd) or a FIFO: read once, whole
+    os.mkfifo(pipe)
+    writer = threading.Thread(target=lambda: pipe.write_text("John B-PER\nruns O\n\nMary B-PER\n"))
+    writer.start()
+    records, lines = tasks.read_prediction_input("ner", str(pipe))
+    writer.join()
+    assert records == [{"tokens": ["John", "runs"]}, {"tokens": ["Mary"]}] and lines == [1, 4]
 
 
 # --- NER --------------------------------------------------------------------------------------

@@ -83,7 +83,7 @@ def test_squad_reader_errors(tmp_path):
     with pytest.raises(DataError, match=r"data\[0\].paragraphs\[0\].qas\[0\] \(id 'x'\)"):
         Q.read_squad(p)
     p.write_text('{"data": [\n  oops]}')
-    with pytest.raises(DataError, match=r"s.json:2: not valid JSON"):
+    with pytest.raises(DataError, match=r"s.json:2:3: not valid JSON"):
         Q.read_squad(p)
     p.write_bytes(b'{"data": [{"paragraphs": [{"context": "caf\xe9", "qas": []}]}]}')
     with pytest.raises(DataError, match=r"s.json:1: not UTF-8"):
@@ -178,7 +178,7 @@ def test_squad_ids_are_unique_and_a_missing_one_is_generated(tmp_path):
 def test_qa_data_in_another_shape_says_what_qa_reads(tmp_path):
     lines = tmp_path / "s.jsonl"
     lines.write_text('{"question": "Where?", "context": "In Paris."}\n{"question": "Where?", "context": "In Rome."}\n')
-    with pytest.raises(DataError, match=r"s.jsonl:2: not valid JSON \(Extra data.*QA data is one SQuAD JSON document.*not JSON lines"):
+    with pytest.raises(DataError, match=r"s.jsonl:2:1: not valid JSON \(Extra data.*QA data is one SQuAD JSON document.*not JSON lines"):
         Q.read_squad(lines)
     one = tmp_path / "one.json"
     one.write_text('{"question": "Where?", "context": "In Paris."}')

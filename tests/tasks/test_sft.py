@@ -71,7 +71,7 @@ def test_long_examples_are_cut_or_skipped(tok):
 
 def test_jsonl_errors_name_file_and_line(tmp_path):
     good = {"prompt": "hi", "response": "hello"}
-    cases = [("{bad json", "malformed JSON"), (json.dumps({"prompt": "hi"}), "no 'response' field"),
+    cases = [("{bad json", "not valid JSON"), (json.dumps({"prompt": "hi"}), "no 'response' field"),
              (json.dumps({"prompt": 3, "response": "x"}), "'prompt' must be a string, got int 3"), ("[1, 2]", "JSON object"),
              (json.dumps({"prompt": "hi", "response": ""}), "'response' is empty"),  # only EOS to learn
              (json.dumps({"prompt": " ", "response": "x"}), "'prompt' is empty"),  # chat never sends one
@@ -79,7 +79,7 @@ def test_jsonl_errors_name_file_and_line(tmp_path):
     for text, message in cases:
         path = tmp_path / "d.jsonl"
         path.write_text(json.dumps(good) + "\n\n" + text + "\n")
-        with pytest.raises(DataError, match=f"d.jsonl:3: .*{message}"):
+        with pytest.raises(DataError, match=f"d.jsonl:3:.*{message}"):
             list(read_pairs(path))
 
 

@@ -44,7 +44,7 @@ def test_errors_name_the_file(tmp_path, content, message):
 def test_malformed_line_named(tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_text('{"a": 1}\n\n{"a": \n[1]\n')
-    with pytest.raises(DataError, match=r"d.jsonl:3: malformed JSON"):
+    with pytest.raises(DataError, match=r"d.jsonl:3:7: not valid JSON"):
         list(jsonl_rows(path))
     path.write_text('{"a": 1}\n[1]\n')
     with pytest.raises(DataError, match=r"d.jsonl:2: expected a JSON object, got list"):
@@ -71,3 +71,31 @@ def test_stdin_is_read_as_a_file_is(monkeypatch):
         monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(raw)))
         with pytest.raises(DataError, match=message):
             read_stdin()
+
+
+def test_half_a_utf16_pair_is_named_at_its_line(tmp_path):
+    from plmkit.utils.text import parse_json
+    assert parse_json('{"a": "\\ud83d\\ude00"}', "f") == {"a": "\U0001F600"}  # a pair is one character
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"text": "fine"}\n{"text": "x \\ud800 y"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"d.jsonl:2:13: \\ud800 is half a UTF-16 pair, no character"):
+        list(jsonl_rows(path))
+    with pytest.raises(DataError, match=r"f.json:2:8: \\udc00 is half"):
+        parse_json('{"a": "\\ud83d\\ude00",\n "b": "\\udc00"}', "f.json")
+
+
+def test_a_pipe_is_read_once_and_refused_when_it_sends_no_text(tmp_path):
+    import os
+    import threading
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for sent, outcome in ((b"one\ntwo\n", ["one", "two"]), (b"ok\n\xff\n", r"pipe:2: not UTF-8"),
+                          (b"a\0b", "sends NUL bytes")):
+        writer = threading.Thread(target=lambda: fifo.write_bytes(sent))
+        writer.start()
+        if isinstance(outcome, list):
+            assert read_lines(fifo) == outcome
+        else:
+            with pytest.raises(DataError, match=outcome):
+                read_lines(fifo)
+        writer.join()

@@ -1,4 +1,5 @@
-"""`plmkit pretrain`: pretrain a BERT (MLM + NSP, or MLM only) or a decoder (--objective clm) from raw text.
+"""`plmkit pretrain`: pretrain a BERT (MLM + NSP, or MLM only), a decoder (--objective clm) or a BART
+(--objective denoise) from raw text.
 
 Thin layer over `plmkit.recipes.pretrain`: its flags are generated from `PretrainRun`'s fields
 (`plmkit.cli.flags`); a run file (--config) gives sections model/data/train, and flags given on
@@ -14,12 +15,14 @@ from plmkit.recipes.pretrain import PretrainRun
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "pretrain", help="pretrain a BERT (MLM + NSP, or MLM) or a decoder (--objective clm) on raw text",
+        "pretrain", help="pretrain a BERT (MLM + NSP, or MLM), a decoder (--objective clm) or a BART "
+                         "(--objective denoise) on raw text",
         description="Pretrain a BERT from raw text: trains a WordPiece tokenizer if none is given, tokenizes the "
                     "corpus once into a cached token array, builds BERT's sentence-pair examples, masks dynamically "
                     "and evaluates on held-out documents. With --objective clm: a GPT-2 or Llama decoder by "
-                    "next-token prediction (byte-level BPE). Flags override the run file (--config); the "
-                    "effective run file is written to OUT/run.yaml.")
+                    "next-token prediction (byte-level BPE). With --objective denoise: a BART encoder-decoder "
+                    "rebuilding text from BART's noise (text infilling, sentence permutation), byte-level BPE. "
+                    "Flags override the run file (--config); the effective run file is written to OUT/run.yaml.")
     add_run_flags(p, PretrainRun)
     p.add_argument("--resume", action="store_true",
                    help="continue from OUT/checkpoints/latest, exactly (the same settings and data)")

@@ -49,17 +49,15 @@ def add_parser(subparsers) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from plmkit.errors import ConfigError
     from plmkit.tokenization import Tokenizer
+    from plmkit.tokenization.training import check_arguments, training_texts
     from plmkit.utils.files import output_dir, refuse_overwriting_inputs
 
-    if args.min_frequency is not None and args.min_frequency < 0:
-        raise ConfigError(f"--min-frequency {args.min_frequency}: must be 0 or more")
     if args.model and args.type:
         raise ConfigError("give --model only: --type is its old spelling")
     model = args.model or OLD_TYPES[args.type or "wordpiece"]
-    if not args.lowercase and model != "wordpiece":
-        raise ConfigError(f"--no-lowercase is for --model wordpiece: {model} keeps case always")
-    if args.min_frequency is not None and model == "unigram":
-        raise ConfigError("--min-frequency is for the merge-based models (wordpiece, bpe, byte-bpe), not unigram")
+    options = dict(model=model, style=args.style, lowercase=None if args.lowercase else False,
+                   min_frequency=args.min_frequency)
+    check_arguments(args.vocab_size, special_tokens=None, **options)
     if not args.out:
         raise ConfigError("--out is empty: give the directory to save the tokenizer in")
     taken = [name for name in ("tokenizer.json", "vocab.txt", "config.json", "model.safetensors")
@@ -70,13 +68,13 @@ def run_train(args: argparse.Namespace) -> int:
     fields = [name.strip() for name in args.fields.split(",")]
     if not all(fields):
         raise ConfigError(f"--fields {args.fields!r}: name JSONL fields separated by commas, e.g. source,target")
+    fields = "auto" if fields == ["auto"] else fields
+    training_texts(args.corpus, fields)  # the corpus paths and --fields checked now, read while training
     # before training, so that a bad --out does not throw the trained vocabulary away
     refuse_overwriting_inputs(args.out, "--out", [("--corpus", c) for c in args.corpus])
     output_dir(args.out, "--out")
-    tokenizer = Tokenizer.train(args.corpus, args.vocab_size, model=model, style=args.style,
-                                fields="auto" if fields == ["auto"] else fields, lowercase=args.lowercase,
-                                min_frequency=2 if args.min_frequency is None else args.min_frequency,
-                                show_progress=sys.stderr.isatty())
+    tokenizer = Tokenizer.train(args.corpus, args.vocab_size, fields=fields, show_progress=sys.stderr.isatty(),
+                                **options)
     if len(tokenizer) != args.vocab_size:
         why = "the corpus holds no more" if len(tokenizer) < args.vocab_size else "the specials and alphabet need them"
         logging.getLogger("plmkit").warning(f"plmkit tokenizer: the vocabulary has {len(tokenizer)} tokens, not the "

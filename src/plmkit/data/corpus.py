@@ -16,7 +16,6 @@ Whitespace-only documents are skipped.
 from __future__ import annotations
 
 import gzip
-import json
 import os
 import re
 from contextlib import nullcontext
@@ -25,9 +24,11 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence, Union
 
 from plmkit.errors import ConfigError, DataError
+from plmkit.utils.text import parse_json
 
 PathLike = Union[str, "os.PathLike[str]"]
 SUFFIXES = (".txt", ".txt.gz", ".jsonl", ".jsonl.gz")
+JSONL_SUFFIXES = (".jsonl", ".jsonl.gz")  # the files with fields; the others are plain text
 READ_REPORT_BYTES = 1 << 16  # on_read is called about this often
 # The two sides of a record that fields="auto" reads: translation, summarization.
 PAIRED_FIELDS = (("source", "target"), ("text", "summary"))
@@ -61,8 +62,8 @@ def iter_documents(paths: PathLike | Iterable[PathLike], on_read: Callable[[int]
     if not fields or not all(isinstance(f, str) and f for f in fields):
         raise ConfigError(f"fields={fields!r}: name one or more JSONL fields to read, or {AUTO_FIELDS!r}")
     found = False
-    for file in _corpus_files(roots):
-        if file.name.endswith((".jsonl", ".jsonl.gz")):
+    for file in corpus_files(roots):
+        if file.name.endswith(JSONL_SUFFIXES):
             docs = _read_jsonl(file, on_read, fields)
         else:
             docs = _read_txt(file, on_read)
@@ -81,12 +82,17 @@ def iter_texts(paths: PathLike | Iterable[PathLike], fields: Fields = ("text",))
         yield doc.text
 
 
-def _corpus_files(roots: list[PathLike]) -> Iterator[Path]:
+def corpus_files(roots: list[PathLike]) -> Iterator[Path]:
+    """The corpus files of `roots` (files, and the files of directories, sorted); a missing path or a
+    file of another kind is an error naming it."""
     for root in map(Path, roots):
         if root.is_dir():
             yield from sorted(p for p in root.rglob("*") if p.is_file() and p.name.endswith(SUFFIXES))
         elif not root.exists():
             raise DataError(f"{root}: no such file or directory; check the corpus path")
+        elif not root.is_file():
+            raise DataError(f"{root}: not a regular file (a pipe or a device?); a corpus is read more than once "
+                            "(its fingerprint, then its text): save it to a file")
         elif not root.name.endswith(SUFFIXES):
             raise DataError(f"{root}: unsupported corpus file; use one of {', '.join(SUFFIXES)}")
         else:
@@ -144,11 +150,7 @@ def _read_jsonl(file: Path, on_read=None, fields: Fields = ("text",)) -> Iterato
     for number, line in _lines(file, on_read):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{file}:{number}: malformed JSON ({err.msg} at column {err.colno}); "
-                            "each line must be one JSON object") from None
+        record = parse_json(line, file, line=number, hint="; each line must be one JSON object")
         for name in _record_fields(record, fields):
             text = record.get(name) if isinstance(record, dict) else None
             if not isinstance(text, str):

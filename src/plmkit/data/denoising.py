@@ -14,6 +14,10 @@ documents in, (noised input_ids, labels = the original) batches for an encoder-d
 * **The batch** (`DenoisingCollator`): input_ids = ``<s> noised </s>``, labels = ``<s> original </s>``
   (BART's layout: the model shifts the labels right behind ``decoder_start_token_id``), both padded
   to the batch's longest row; labels are padded with -100, so the loss skips padding.
+* **The documents** (`DenoisingDataset`): token ranges of a tokenized corpus (plmkit.data.shards,
+  whole documents cut at their sentences; ranges from plmkit.data.nsp.packed_instances: whole
+  sentences of one document, or of consecutive short documents of a file, up to a length), with
+  their sentences' lengths, and a paragraph break between two documents of a range.
 
 Sentence permutation comes first, as in BART. Random numbers come from the global torch RNG (so a
 trainer that saves and restores RNG states resumes exactly) or from `generator` when one is given.
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -85,11 +90,14 @@ class DenoisingCollator:
     An example is ``{"input_ids": [...]}``, a document's token ids without special tokens, and
     optionally ``"sentence_lengths"``: its sentences' token counts (adding up to its length), which
     sentence permutation needs (a document without them is one sentence). Returns input_ids,
-    attention_mask and labels (B, T): see the module docstring.
+    attention_mask and labels (B, T): see the module docstring. `max_length`: a noised input longer
+    than this (zero-length spans insert mask tokens, so an input can outgrow its document) is cut
+    to it, its ``</s>`` kept.
     """
 
     def __init__(self, tokenizer, mask_rate: float = 0.3, poisson_lambda: float = 3.0,
-                 permute_sentences: bool = True, generator: torch.Generator | None = None):
+                 permute_sentences: bool = True, generator: torch.Generator | None = None,
+                 max_length: int | None = None):
         if not 0.0 <= mask_rate <= 1.0:
             raise ValueError(f"mask_rate must be in [0, 1], got {mask_rate}")
         if not poisson_lambda > 0.0:
@@ -100,6 +108,7 @@ class DenoisingCollator:
         self.mask_rate, self.poisson_lambda = mask_rate, poisson_lambda
         self.permute = permute_sentences
         self.generator = generator
+        self.max_length = max_length
         self.mask_id, self.pad_id = tokenizer.mask_token_id, tokenizer.pad_token_id
         self.bos = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
         self.eos = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
@@ -114,8 +123,41 @@ class DenoisingCollator:
         inputs, labels = [], []
         for example in examples:
             ids = torch.as_tensor(example["input_ids"], dtype=torch.long)
-            inputs.append(self.bos + self.noise(ids, example.get("sentence_lengths")).tolist() + self.eos)
+            noised = self.bos + self.noise(ids, example.get("sentence_lengths")).tolist() + self.eos
+            if self.max_length is not None and len(noised) > self.max_length:
+                noised = noised[:self.max_length - len(self.eos)] + self.eos
+            inputs.append(noised)
             labels.append(self.bos + ids.tolist() + self.eos)
         input_ids, attention_mask = pad_sequences(inputs, self.pad_id)
         return {"input_ids": input_ids, "attention_mask": attention_mask,
                 "labels": pad_sequences(labels, IGNORE_INDEX)[0]}
+
+
+class DenoisingDataset:
+    """Documents for `DenoisingCollator` from a tokenized corpus: item i is ``{"input_ids": (n,) int64,
+    "sentence_lengths": [...]}``, the tokens of row i of `rows` ((m, >= 2): [start, end) token ranges
+    into `shards`, as plmkit.data.nsp.packed_instances gives them) cut where sentences start, with
+    `separator` (the ids of a paragraph break) ending the sentence before each document that starts
+    inside the range (packed_instances(..., doc_gap=len(separator)) leaves room for it)."""
+
+    def __init__(self, shards, rows: np.ndarray, separator: Sequence[int] = ()):
+        self.tokens = shards.tokens
+        self.ranges = np.asarray(rows, dtype=np.int64)[:, :2]
+        self.sentence_starts = np.asarray(shards.sentences[:-1])
+        self.doc_starts = np.asarray(shards.sentences[shards.documents[:-1]])
+        self.separator = np.asarray(separator, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.ranges)
+
+    def __getitem__(self, i: int) -> dict:
+        start, end = (int(x) for x in self.ranges[i])
+        starts = self.sentence_starts
+        cuts = starts[np.searchsorted(starts, start, side="right"):np.searchsorted(starts, end, side="left")]
+        pieces = np.split(np.asarray(self.tokens[start:end], dtype=np.int64), cuts - start)
+        if len(self.separator):
+            at = np.minimum(np.searchsorted(self.doc_starts, cuts), len(self.doc_starts) - 1)
+            new_doc = self.doc_starts[at] == cuts  # piece k + 1 starts a document
+            pieces = [np.concatenate([p, self.separator]) if k < len(cuts) and new_doc[k] else p
+                      for k, p in enumerate(pieces)]
+        return {"input_ids": np.concatenate(pieces), "sentence_lengths": [len(p) for p in pieces]}

@@ -31,6 +31,7 @@ from typing import Sequence
 import numpy as np
 
 from plmkit.data.shards import TokenShards
+from plmkit.data.splits import split_documents
 from plmkit.errors import DataError
 
 IS_NEXT, RANDOM_NEXT, NO_PAIR = 0, 1, -1
@@ -151,24 +152,45 @@ def nsp_instances(shards: TokenShards, docs: Sequence[int], seq_len: int, seed: 
     return np.asarray(out, dtype=np.int64).reshape(-1, 5)
 
 
-def packed_instances(shards: TokenShards, docs: Sequence[int], seq_len: int) -> np.ndarray:
-    """(n, 5) int64 single-segment examples: whole sentences of one document up to seq_len - 2 tokens."""
+def packed_instances(shards: TokenShards, docs: Sequence[int], seq_len: int, doc_gap: int = 0) -> np.ndarray:
+    """(n, 5) int64 single-segment examples: whole sentences of one document (or group) up to
+    seq_len - 2 tokens. `doc_gap`: tokens that the dataset puts between two documents of a group
+    inside an example (a paragraph break), counted in its length."""
     max_tokens = seq_len - 2
     if max_tokens < 1:
         raise DataError(f"seq_len={seq_len} is too short; use at least 3")
     out = []
     for d in docs:
+        group = [d] if isinstance(d, (int, np.integer)) else d
+        firsts = {int(shards.sentences[shards.documents[g]]) for g in group[1:]} if doc_gap else set()
         start = end = None
+        length = 0
         for s, e in document_segments(shards, d, max_tokens):
-            if start is not None and e - start > max_tokens:
+            length += e - s + (doc_gap if s in firsts else 0)
+            if start is not None and length > max_tokens:
                 out.append((start, end, 0, 0, NO_PAIR))
                 start = None
             if start is None:
-                start = s
+                start, length = s, e - s
             end = e
         if start is not None:
             out.append((start, end, 0, 0, NO_PAIR))
     return np.asarray(out, dtype=np.int64).reshape(-1, 5)
+
+
+def split_examples(shards: TokenShards, min_tokens: int, eval_fraction: float, seed: int, instances,
+                   need: int = 1) -> tuple[np.ndarray, np.ndarray | None]:
+    """(train, held-out or None) example rows: consecutive short documents of a file grouped up to
+    `min_tokens` (`group_documents`), the groups split into train / held-out (`split_documents`, at
+    least `need` each), then ``instances(groups, seed, held_out)`` builds each split's rows; the
+    held-out rows are shuffled (seeded), so a bounded evaluation sees every part of the split."""
+    groups = group_documents(shards, min_tokens)
+    train_ids, eval_ids = split_documents(len(groups), eval_fraction, seed, min_eval=need, min_train=need)
+    train = instances([groups[i] for i in train_ids], seed, False)
+    if len(eval_ids) == 0:
+        return train, None
+    rows = instances([groups[i] for i in eval_ids], seed + 1, True)
+    return train, rows[np.random.default_rng(seed + 2).permutation(len(rows))]
 
 
 class PretrainingDataset:

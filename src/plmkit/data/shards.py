@@ -15,6 +15,15 @@ file or tokenizer builds a new entry and an unchanged one is reused. Entries are
 written into a temporary directory and renamed into place (a crash leaves no
 half-written entry). Sentences come from `split_sentences`; documents and
 sentences with no tokens are skipped.
+
+Two ways to tokenize (`build_token_shards(..., whole_documents=...)`):
+
+* sentence by sentence (BERT's): each sentence encoded alone, the whitespace between
+  sentences dropped (WordPiece has no token for it);
+* whole documents (a model that writes text, such as BART's denoising): each document
+  encoded whole, so its spaces and line breaks are tokens as a byte-level BPE spells
+  them, and cut where its sentences start (the token holding a sentence's first
+  character starts it; the whitespace before it ends the sentence before).
 """
 from __future__ import annotations
 
@@ -30,7 +39,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from plmkit.data.corpus import PathLike, _corpus_files, iter_documents, split_sentences
+from plmkit.data.corpus import PathLike, corpus_files, iter_documents, split_sentences
 from plmkit.errors import DataError
 from plmkit.utils.files import atomic_write_dir
 
@@ -84,7 +93,7 @@ def corpus_fingerprint(paths: Sequence[PathLike]) -> list[dict]:
     """(path, size, mtime) of every corpus file that `iter_documents(paths)` reads, in order."""
     roots = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     out = []
-    for file in _corpus_files(roots):
+    for file in corpus_files(roots):
         st = file.stat()
         out.append({"path": str(file.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns})
     return out
@@ -120,18 +129,64 @@ def cached_shards(paths: Sequence[PathLike] | PathLike, tokenizer, cache_root: s
 
 
 def build_token_shards(paths: Sequence[PathLike], tokenizer, cache_root: str | os.PathLike,
-                       progress: bool | None = None) -> TokenShards:
-    """Tokenize the corpus at `paths` sentence by sentence into `cache_root/<key>/`, or reuse that entry.
+                       progress: bool | None = None, whole_documents: bool = False) -> TokenShards:
+    """Tokenize the corpus at `paths` sentence by sentence (or `whole_documents`, cut at their
+    sentences: see the module docstring) into `cache_root/<key>/`, or reuse that entry.
 
     `progress`: show a tqdm bar (default: when stderr is a terminal). One line logged at INFO
     says whether the cache was reused or built.
     """
+    encode = _whole_documents if whole_documents else _sentences
     return cached_shards(paths, tokenizer, cache_root,
-                         lambda directory, files: _write_entry(directory, paths, tokenizer, files, progress),
-                         key={"format": FORMAT})
+                         lambda directory, files: _write_entry(directory, paths, tokenizer, files, progress, encode),
+                         key={"format": FORMAT, **({"documents": "whole"} if whole_documents else {})})
 
 
-def _write_entry(directory: Path, paths, tokenizer, files: list[dict], progress: bool | None) -> None:
+def _sentences(backend, texts: list[str]) -> list[list[list[int]]]:
+    """Per text, the ids of each of its sentences, encoded one by one."""
+    per_doc = [split_sentences(text) for text in texts]
+    flat = [s for sentences in per_doc for s in sentences]
+    ids = iter(enc.ids for enc in (backend.encode_batch(flat, add_special_tokens=False) if flat else []))
+    return [[next(ids) for _ in sentences] for sentences in per_doc]
+
+
+def _whole_documents(backend, texts: list[str]) -> list[list[list[int]]]:
+    """Per text, its ids encoded whole, cut where its sentences start."""
+    out = []
+    for text, enc in zip(texts, backend.encode_batch(texts, add_special_tokens=False)):
+        ids = np.asarray(enc.ids, dtype=np.int64)
+        out.append([piece.tolist() for piece in np.split(ids, sentence_starts(text, enc.offsets))])
+    return out
+
+
+_SPACE_CODES = np.array([c for c in range(0x3001) if chr(c).isspace()], dtype=np.uint32)  # every str.isspace()
+
+
+def sentence_starts(text: str, offsets: Sequence[tuple[int, int]]) -> np.ndarray:
+    """Token indices (in (0, n), increasing) where the second and later sentences of `text` start,
+    given its tokens' character `offsets` (n, 2). `split_sentences` drops or joins whitespace only,
+    so sentence k starts at the non-space character that follows the non-space characters of the
+    sentences before it; the token holding that character is the sentence's first."""
+    sentences = split_sentences(text)
+    if len(sentences) < 2 or len(offsets) < 2:
+        return np.zeros(0, dtype=np.int64)
+    solid = np.cumsum([0] + [_solid_count(s) for s in sentences[:-1]])[1:]  # non-space chars before sentence k
+    before = np.concatenate([[0], np.cumsum(~_is_space(text))])  # non-space chars before character i
+    ends = before[np.asarray(offsets, dtype=np.int64)[:, 1]]  # ... before each token's end
+    starts = np.unique(np.searchsorted(ends, solid, side="right"))
+    return starts[(starts > 0) & (starts < len(offsets))]
+
+
+def _is_space(text: str) -> np.ndarray:
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    return np.isin(codes, _SPACE_CODES)
+
+
+def _solid_count(text: str) -> int:
+    return len(text) - int(_is_space(text).sum())
+
+
+def _write_entry(directory: Path, paths, tokenizer, files: list[dict], progress: bool | None, encode) -> None:
     backend = tokenizer.backend_tokenizer
     dtype = token_dtype(len(tokenizer))
     sentence_ends, doc_ends, doc_files = [0], [0], []
@@ -143,20 +198,14 @@ def _write_entry(directory: Path, paths, tokenizer, files: list[dict], progress:
     read: list[int] = []
     with open(directory / "tokens.bin", "wb") as out:
         for docs in _batched(iter_documents(paths, on_read=read.append), DOCS_PER_BATCH):
-            per_doc = [split_sentences(doc.text) for doc in docs]
-            flat = [s for sentences in per_doc for s in sentences]
-            encodings = backend.encode_batch(flat, add_special_tokens=False) if flat else []
-            i = 0
-            for doc, sentences in zip(docs, per_doc):
+            for doc, sentences in zip(docs, encode(backend, [doc.text for doc in docs])):
                 kept = 0
-                for enc in encodings[i:i + len(sentences)]:
-                    ids = enc.ids
+                for ids in sentences:
                     if ids:
                         out.write(np.asarray(ids, dtype=dtype).tobytes())
                         n_tokens += len(ids)
                         sentence_ends.append(n_tokens)
                         kept += 1
-                i += len(sentences)
                 if kept:
                     doc_ends.append(len(sentence_ends) - 1)
                     doc_files.append(file_index.get(str(Path(doc.source.rsplit(":", 1)[0]).resolve()), -1))

@@ -22,9 +22,10 @@ from pathlib import Path
 
 from plmkit.datasets.common import Counts
 from plmkit.datasets.registry import DATASETS, VERSIONS
-from plmkit.errors import DataError
+from plmkit.errors import ConfigError, DataError
 from plmkit.utils.files import atomic_write_dir, output_dir
 from plmkit.utils.paths import default_cache_dir
+from plmkit.utils.text import check_path, describe
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +36,11 @@ def fetch(name: str, cache_dir: str | os.PathLike | None = None, *, force: bool 
     A finished dataset (``.done`` present, of the current version) is reused unless `force`.
     Progress lines are logged at INFO.
     """
-    if name not in DATASETS:
+    if not isinstance(name, str) or name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)} (plmkit data list)")
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    if not isinstance(force, bool):
+        raise ConfigError(f"force must be True or False, got {describe(force)}")
+    root = check_path(cache_dir, "cache_dir", "the cache directory") if cache_dir is not None else default_cache_dir()
     target = root / name
     if is_fetched(name, root) and not force:
         return target

@@ -1,4 +1,5 @@
-"""Perplexity of a causal LM on held-out examples: exp of the mean next-token cross-entropy."""
+"""Perplexity of a causal LM (or an encoder-decoder) on held-out examples: exp of the mean cross-entropy
+of its labels."""
 from __future__ import annotations
 
 import math
@@ -12,13 +13,15 @@ from plmkit.utils.constants import IGNORE_INDEX
 
 @torch.no_grad()
 def evaluate_perplexity(model, dataset, batch_size: int = 8, max_batches: int | None = None,
-                        collate: Callable | None = None) -> dict[str, float]:
+                        collate: Callable | None = None, shifted: bool = True) -> dict[str, float]:
     """Mean next-token cross-entropy over every labelled token of `dataset` (at most `max_batches`
     batches): {"loss", "perplexity" = exp(loss), "tokens"}. Model in eval mode is the caller's job.
 
     collate: examples -> batch with "labels" (default `plmkit.data.clm.collate_blocks`, for packed
     blocks). The model computes its own loss with ``return_logits=False``, so a causal LM never
-    materialises the (B, T, V) logits (plmkit.nn.losses.linear_cross_entropy)."""
+    materialises the (B, T, V) logits (plmkit.nn.losses.linear_cross_entropy). shifted: the model
+    predicts labels[:, 1:] from the tokens before (a causal LM); False: every label is a target
+    (an encoder-decoder's)."""
     if collate is None:
         from plmkit.data.clm import collate_blocks as collate
     device = next(model.parameters()).device
@@ -27,7 +30,7 @@ def evaluate_perplexity(model, dataset, batch_size: int = 8, max_batches: int | 
     for start in range(0, n, batch_size):
         batch = collate([dataset[i] for i in range(start, min(n, start + batch_size))])
         batch = {k: v.to(device) for k, v in batch.items()}
-        tokens = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+        tokens = int((batch["labels"][:, int(shifted):] != IGNORE_INDEX).sum())
         if tokens:
             total += float(model(**batch, return_logits=False).loss.float()) * tokens
             count += tokens

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from plmkit import convert
-from plmkit.errors import CheckpointError
-from plmkit.generation import read_generation_config, write_generation_config
+from plmkit.errors import CheckpointError, ConfigError
+from plmkit.generation import check_generation_values, lm_vocab, read_generation_config, write_generation_config
 from plmkit.models.config import ModelConfig
 from plmkit.models.io import check_model_dir, read_weights, write_weights
 from plmkit.models.sentence_transformers import SentenceTransformerFiles
@@ -149,18 +149,26 @@ class PreTrainedModel(nn.Module):
     def from_pretrained(cls, path: str | Path, **config_overrides) -> "PreTrainedModel":
         """Load a local directory written by plmkit or Hugging Face transformers.
 
-        ``config_overrides`` replace config fields, e.g. ``num_labels=3`` or ``id2label={...}``.
+        ``config_overrides`` replace config fields, e.g. ``num_labels=3`` or ``id2label={...}``;
+        ``torch_dtype`` (or ``dtype``: a floating torch dtype, its name, or "auto": the weights' own)
+        casts the model once loaded, as Hugging Face does.
         """
         directory = check_model_dir(path)
+        dtype = _dtype_override(config_overrides, str(directory))
         config = cls.config_class.from_json_file(directory / "config.json")
         legacy_generation = config.generation_defaults  # older checkpoints keep num_beams ... in config.json
-        if config_overrides:
-            config = cls.config_class.from_dict({**config.to_dict(), **config_overrides}, source=str(directory))
+        config = config.overridden(config_overrides, str(directory))
         model = cls(config)
-        model.load_hf_state_dict(read_weights(directory), source=str(directory))
+        weights = read_weights(directory)
+        model.load_hf_state_dict(weights, source=str(directory))
         model.sentence_transformers = SentenceTransformerFiles.read(directory)
-        model.generation_config = read_generation_config(directory) or dict(legacy_generation) or None
-        return model.eval()
+        model.generation_config = (read_generation_config(directory, lm_vocab(config))
+                                   or check_generation_values(legacy_generation, directory / "config.json",
+                                                              lm_vocab(config))
+                                   or None)
+        if dtype == "auto":
+            dtype = next((t.dtype for t in weights.values() if t.is_floating_point()), None)
+        return (model.to(dtype) if dtype is not None else model).eval()
 
     def load_hf_state_dict(self, hf_state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
         """Load Hugging Face–named tensors: the encoder body must match exactly; heads that the
@@ -226,6 +234,22 @@ class PreTrainedModel(nn.Module):
                 if any(k.startswith(prefix) and k[len(prefix):] in expected for k in state):
                     return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state.items()}
         return state
+
+
+def _dtype_override(overrides: dict, source: str):
+    """The torch_dtype (or dtype) of from_pretrained's keyword arguments, removed from them: a floating
+    torch dtype, "auto", or None; anything else is a ConfigError naming it."""
+    given = {k: overrides.pop(k) for k in ("torch_dtype", "dtype") if k in overrides}
+    if len(given) > 1:
+        raise ConfigError(f"{source}: give torch_dtype or dtype, not both (they are one setting)")
+    if not given:
+        return None
+    (name, value), = given.items()
+    dtype = getattr(torch, value, None) if isinstance(value, str) and value != "auto" else value
+    if value is None or value == "auto" or isinstance(dtype, torch.dtype) and dtype.is_floating_point:
+        return dtype
+    raise ConfigError(f"{source}: {name} must be a floating torch dtype (torch.bfloat16, \"float16\" ...) or "
+                      f"\"auto\" (the weights' own), got {value!r}")
 
 
 def _summarise(keys: list[str]) -> str:

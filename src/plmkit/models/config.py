@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 from plmkit.errors import ConfigError
 from plmkit.utils.constants import GENERATION_KEYS
 from plmkit.utils.settings import check_field_types, out_of_range
+from plmkit.utils.text import read_json_object
 
 # ranges of `ModelConfig.ranges`
 POSITIVE = {"at_least": 1}
@@ -31,6 +32,19 @@ IGNORED_HF_KEYS = frozenset({
     "tie_encoder_decoder",
     "use_bfloat16", "_commit_hash",
 })
+
+
+# what to do instead of passing one of IGNORED_HF_KEYS to from_pretrained (the others: leave it out)
+OVERRIDE_ADVICE = {
+    "output_hidden_states": "ask the forward call for them: model(..., output_hidden_states=True)",
+    "output_attentions": "ask the forward call for them: model(..., output_attentions=True)",
+    "return_dict": "plmkit models always return an output object (out.logits, out.last_hidden_state ...)",
+    "use_cache": "generate() always decodes with a KV cache, and a forward call uses one only when given "
+                 "past_key_values",
+    "gradient_checkpointing": "plmkit does not implement gradient checkpointing; lower the batch size "
+                              "(with --grad-accum-steps) to save memory",
+    "torchscript": "plmkit models are not traced; torch.compile(model) works on them",
+}
 
 
 @dataclass
@@ -67,17 +81,22 @@ class ModelConfig:
         for name, bounds in self.ranges.items():
             problem = out_of_range(getattr(self, name), bounds)
             self._check(problem is None, f"{name} must be {problem}, got {getattr(self, name)!r}")
+        given = None if self.label2id is None else _labels(self.label2id, "label2id", key=str, value=int,
+                                                           check=self._check)
         if self.id2label is not None:
             self.id2label = _labels(self.id2label, "id2label", key=int, value=str, check=self._check)
             self.label2id = {v: k for k, v in self.id2label.items()}
-        elif self.label2id is not None:
-            self.label2id = _labels(self.label2id, "label2id", key=str, value=int, check=self._check)
-            self.id2label = {v: k for k, v in self.label2id.items()}
+        elif given is not None:
+            self.id2label = {v: k for k, v in given.items()}
+            self.label2id = given
         if self.label2id is not None:
             self._check(len(self.label2id) == len(self.id2label),
                         f"id2label names a class twice: {sorted(self.id2label.items())}")
             self._check(sorted(self.id2label) == list(range(len(self.id2label))),
                         f"the class ids of id2label must be 0 .. {len(self.id2label) - 1}, got {sorted(self.id2label)}")
+            self._check(given is None or given == self.label2id,
+                        f"label2id {given} contradicts id2label {self.id2label} (which reads as label2id "
+                        f"{self.label2id}): make them agree, or drop label2id")
         problems = (None, "regression", "single_label_classification", "multi_label_classification")
         if self.problem_type not in problems:
             raise ConfigError(f"problem_type={self.problem_type!r} is not one of {problems[1:]}")
@@ -185,8 +204,24 @@ class ModelConfig:
     def from_pretrained(cls, path: str | Path, **overrides) -> "ModelConfig":
         """The config of a model directory (or a config.json file), as transformers' `from_pretrained`:
         ``overrides`` replace fields, e.g. ``BertConfig.from_pretrained(dir, num_labels=3)``."""
-        config = cls.from_json_file(config_json_path(path))
-        return cls.from_dict({**config.to_dict(), **overrides}, source=str(path)) if overrides else config
+        return cls.from_json_file(config_json_path(path)).overridden(overrides, str(path))
+
+    def overridden(self, overrides: dict[str, Any], source: str) -> "ModelConfig":
+        """This config with fields replaced by keyword arguments (from_pretrained's, checked as config.json
+        is). A key that config.json may hold but plmkit ignores (output_hidden_states ...) is refused by
+        name with what to do instead, not dropped; id2label (or label2id) given alone replaces both."""
+        if not overrides:
+            return self
+        names = {f.name for f in dataclasses.fields(self)}
+        for key, value in overrides.items():
+            if key in IGNORED_HF_KEYS and key not in names and key != "num_labels":
+                raise ConfigError(f"{source}: {key}={value!r} is not a setting of plmkit's {type(self).__name__}: "
+                                  f"{OVERRIDE_ADVICE.get(key, 'leave it out')}")
+        values = self.to_dict()
+        for a, b in (("id2label", "label2id"), ("label2id", "id2label")):
+            if overrides.get(a) is not None and b not in overrides:
+                values.pop(b, None)
+        return type(self).from_dict({**values, **overrides}, source=source)
 
     @classmethod
     def from_json_file(cls, path: str | Path) -> "ModelConfig":
@@ -242,17 +277,9 @@ def config_json_path(path: str | Path) -> Path:
 def read_config_json(path: str | Path) -> dict[str, Any]:
     """The JSON object of a config.json file, or an error that says what is wrong with it."""
     path = Path(path)
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no config.json; a model directory needs config.json + model.safetensors") from None
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{path}:{err.lineno}:{err.colno}: config.json is not valid JSON ({err.msg})") from None
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: config.json is not UTF-8 (byte {err.start})") from None
-    if not isinstance(d, dict):
-        raise ConfigError(f"{path}: config.json must hold a JSON object")
-    return d
+    if not path.exists():
+        raise ConfigError(f"{path}: no config.json; a model directory needs config.json + model.safetensors")
+    return read_json_object(path, ConfigError)
 
 
 def preset_names(presets: dict) -> str:

@@ -6,7 +6,6 @@ Weights never unpickle arbitrary code: safetensors, or pytorch_model.bin through
 """
 from __future__ import annotations
 
-import json
 import os
 import pickle
 from pathlib import Path
@@ -17,6 +16,7 @@ from safetensors.torch import load_file
 
 from plmkit.errors import CheckpointError
 from plmkit.utils.files import local_dir, write_safetensors
+from plmkit.utils.text import check_path, read_json_object
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 _HUB_HINT = ("It looks like a Hugging Face Hub id: plmkit loads models from local directories only. Get one with "
@@ -26,6 +26,7 @@ _HUB_HINT = ("It looks like a Hugging Face Hub id: plmkit loads models from loca
 
 def check_model_dir(path: str | os.PathLike) -> Path:
     """A local model directory, or an error saying how to get one."""
+    check_path(path, "the model directory", "a directory holding config.json and the weights", CheckpointError)
     return local_dir(path, "model", "config.json + model.safetensors (what save_pretrained writes)", _HUB_HINT)
 
 
@@ -36,7 +37,7 @@ def read_weights(directory: Path) -> dict[str, torch.Tensor]:
         if st.exists():
             return load_file(st)
         if index.exists():
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            shards = sorted(set(read_json_object(index, CheckpointError)["weight_map"].values()))
             return {k: v for shard in shards for k, v in load_file(directory / shard).items()}
         if pt.exists():
             return torch.load(pt, map_location="cpu", weights_only=True)

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from plmkit.errors import ConfigError
+from plmkit.utils.text import parse_json
 
 POOLING_MODES = ("mean", "cls", "max")
 MODULES_FILE = "modules.json"
@@ -130,7 +131,8 @@ class SentenceTransformerFiles:
     def _module_config(self, kind: str) -> dict | None:
         for module in self.modules:
             if module.get("type", "").rsplit(".", 1)[-1] == kind:
-                return json.loads(self.files.get(f"{module['path']}/config.json", b"{}"))
+                name = f"{module['path']}/config.json"
+                return parse_json(self.files.get(name, b"{}").decode("utf-8", "replace"), name, ConfigError)
         return None
 
 
@@ -144,10 +146,7 @@ def _is_sentence_config(name: str) -> bool:
 
 
 def _modules(text: str, source: str) -> list[dict]:
-    try:
-        modules = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{source}:{err.lineno}:{err.colno}: not valid JSON ({err.msg})") from None
+    modules = parse_json(text, source, ConfigError)
     if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
         raise ConfigError(f"{source}: modules.json must hold a list of objects (idx, name, path, type)")
     return modules

@@ -9,11 +9,13 @@
 (YAML or JSON) has sections ``model`` (a preset, how the fresh model starts, and any config field
 of its family, e.g. ``layer_norm_eps``), ``data`` (`PretrainData`) and ``train`` (`TrainConfig`),
 plus ``out``. Each objective's defaults are declared once, below: BERT's (``mlm+nsp``, ``mlm``)
-are `PretrainRun.defaults`; a decoder's (``clm``) `PretrainRun.variant_defaults`. The objective's
-pipeline lives in `PIPELINES` (BERT: plmkit.training.pretrain; decoders: plmkit.training.clm),
-each module with ``check(config)``, ``pretrain(config, resume, accept_changes, **trainer_options)`` (the
-last passed to its Trainer), ``model_fields(model)`` and
-``format_result(result)``; a new objective (denoising for encoder-decoders) is one more entry.
+are `PretrainRun.defaults`; a decoder's (``clm``) and BART's (``denoise``) `PretrainRun.variant_defaults`.
+Settings that only some objectives read are `OBJECTIVE_ONLY`'s: unset (None) for the others, and
+refused by name when given. The objective's pipeline lives in `PIPELINES` (BERT:
+plmkit.training.pretrain; decoders: plmkit.training.clm; BART: plmkit.training.denoise), each module
+with ``check(config)``, ``pretrain(config, resume, accept_changes, **trainer_options)`` (the last
+passed to its Trainer), ``model_fields(model)`` and ``format_result(result)``; a new objective is one
+more entry.
 
 Output directory: ``run.yaml`` (the effective run file: ``--config OUT/run.yaml`` runs it again),
 the tokenizer, ``model/`` (HF-loadable), metrics, checkpoints (see the pipelines and the Trainer).
@@ -38,12 +40,24 @@ from plmkit.utils.settings import Settings, setting
 
 BERT_OBJECTIVES = ("mlm+nsp", "mlm")
 # objective -> the module of its pipeline
-PIPELINES = {**dict.fromkeys(BERT_OBJECTIVES, "plmkit.training.pretrain"), "clm": "plmkit.training.clm"}
+PIPELINES = {**dict.fromkeys(BERT_OBJECTIVES, "plmkit.training.pretrain"), "clm": "plmkit.training.clm",
+             "denoise": "plmkit.training.denoise"}
 OBJECTIVES = tuple(PIPELINES)
-# settings that only BERT pretraining reads: None (unset) for the other objectives, refused when set
-BERT_ONLY = {"model": ("norm_first", "unigram_bias_init", "sinusoidal_position_init"),
-             "data": ("lowercase", "mask_rate", "whole_word_mask", "short_seq_prob", "nsp_prob", "dupe_factor",
-                      "min_doc_tokens")}
+# settings that only some objectives read -> those objectives: None (unset) for the others, refused when set
+OBJECTIVE_ONLY = {
+    "model": dict.fromkeys(("norm_first", "unigram_bias_init", "sinusoidal_position_init"), BERT_OBJECTIVES),
+    "data": {**dict.fromkeys(("lowercase", "whole_word_mask", "short_seq_prob", "nsp_prob", "dupe_factor"),
+                             BERT_OBJECTIVES),
+             **dict.fromkeys(("mask_rate", "min_doc_tokens"), (*BERT_OBJECTIVES, "denoise")),
+             **dict.fromkeys(("poisson_lambda", "permute_sentences"), ("denoise",))},
+}
+
+
+def unused(objective: str, section: str) -> dict[str, None]:
+    """The settings of `section` that `objective` does not read, unset: part of its variant defaults."""
+    return {name: None for name, users in OBJECTIVE_ONLY[section].items() if objective not in users}
+
+
 # data settings that only shape a tokenizer trained here: a resumed run has its tokenizer already
 TOKENIZER_TRAINING_KEYS = ("vocab_size", "lowercase")
 RUN_FILE = "run.yaml"
@@ -58,7 +72,8 @@ class PretrainModel(Settings):
     extras = "config"
 
     preset: str = setting("bert-mini", "model size: bert-tiny/mini/small/medium/base; with --objective clm "
-                                       "gpt2-tiny/mini/small/... or llama-tiny/mini/...", metavar="NAME")
+                                       "gpt2-tiny/mini/small/... or llama-tiny/mini/...; with --objective denoise "
+                                       "bart-tiny/small/base", metavar="NAME")
     dropout: float = setting(0.0, "every dropout rate of the body (hidden, attention, embeddings)", metavar="P",
                              at_least=0, below=1)
     norm_first: bool | None = setting(None, "pre-LayerNorm BERT blocks (stabler; not loadable by HF BertModel)",
@@ -103,10 +118,16 @@ class PretrainData(Settings):
     lowercase: bool | None = setting(None, "lowercase a WordPiece tokenizer trained here (off: yes)",
                                      const_flags={"--cased": False})
     objective: str = setting("mlm+nsp", "mlm+nsp: BERT's sentence pairs; mlm: packed sentences; clm: a GPT-2/Llama "
-                                        "decoder by next-token prediction (byte-level BPE)", choices=OBJECTIVES)
+                                        "decoder by next-token prediction (byte-level BPE); denoise: a BART "
+                                        "encoder-decoder rebuilding text from text infilling and sentence permutation "
+                                        "(byte-level BPE)", choices=OBJECTIVES)
     seq_len: int = setting(128, "tokens per example, specials included", metavar="N", at_least=8)
     batch_size: int = setting(32, "examples per batch", metavar="N", at_least=1)
-    mask_rate: float | None = setting(0.15, "fraction of tokens masked", metavar="P", above=0, below=1)
+    mask_rate: float | None = setting(0.15, "fraction of tokens masked (denoise: in spans, each replaced by one "
+                                            "mask token)", metavar="P", above=0, below=1)
+    poisson_lambda: float | None = setting(None, "denoise: span lengths of text infilling ~ Poisson(L)", metavar="L",
+                                           above=0)
+    permute_sentences: bool | None = setting(None, "denoise: shuffle each example's sentences before infilling")
     whole_word_mask: bool | None = setting(False, "mask whole words (## pieces with their word)")
     short_seq_prob: float | None = setting(0.1, "chance that an NSP example is made shorter than seq_len", metavar="P",
                                            at_least=0, at_most=1)
@@ -126,6 +147,11 @@ class PretrainData(Settings):
     def nsp(self) -> bool:
         return self.objective == "mlm+nsp"
 
+    @property
+    def group_tokens(self) -> int:
+        """How many tokens consecutive short documents of a file are grouped up to (min_doc_tokens)."""
+        return self.seq_len if self.min_doc_tokens is None else self.min_doc_tokens
+
     def validate(self) -> None:
         seen: dict[str, str] = {}
         for path in self.corpus:
@@ -141,12 +167,20 @@ class PretrainRun(RunConfig):
 
     defaults = {"train": {"lr": 5e-4, "warmup_ratio": 0.06, "save_every": 1000}}  # BERT's
     variant_key = ("data", "objective")
-    variant_defaults = {"clm": {  # small decoders trained from scratch (nanoGPT's choices)
-        "model": {"preset": "gpt2-tiny", **dict.fromkeys(BERT_ONLY["model"])},
-        "data": {"seq_len": 256, "batch_size": 16, "eval_fraction": 0.05, **dict.fromkeys(BERT_ONLY["data"])},
-        "train": {"lr": 1e-3, "weight_decay": 0.1, "betas": (0.9, 0.95), "warmup_ratio": 0.05, "schedule": "cosine",
-                  "min_lr_ratio": 0.1},
-    }}
+    variant_defaults = {
+        "clm": {  # small decoders trained from scratch (nanoGPT's choices)
+            "model": {"preset": "gpt2-tiny", **unused("clm", "model")},
+            "data": {"seq_len": 256, "batch_size": 16, "eval_fraction": 0.05, **unused("clm", "data")},
+            "train": {"lr": 1e-3, "weight_decay": 0.1, "betas": (0.9, 0.95), "warmup_ratio": 0.05,
+                      "schedule": "cosine", "min_lr_ratio": 0.1},
+        },
+        "denoise": {  # BART's noise (Lewis et al.), a small model's optimizer (see plmkit.training.denoise)
+            "model": {"preset": "bart-tiny", **unused("denoise", "model")},
+            "data": {"seq_len": 256, "batch_size": 16, "eval_fraction": 0.05, "mask_rate": 0.3, "poisson_lambda": 3.0,
+                     "permute_sentences": True, **unused("denoise", "data")},
+            "train": {"lr": 1e-3, "betas": (0.9, 0.98), "eps": 1e-6, "warmup_ratio": 0.05, "schedule": "linear"},
+        },
+    }
 
     model: PretrainModel
     data: PretrainData
@@ -158,17 +192,17 @@ class PretrainRun(RunConfig):
         if self.out is not None:
             self.out = str(self.out)
         objective = self.data.objective
-        bert_only = [(section, name) for section, names in BERT_ONLY.items() for name in names]
-        if objective not in BERT_OBJECTIVES:
-            given = [f"{section}.{name} ({', '.join(getattr(self, section).flag_spellings(name))})"
-                     for section, name in bert_only if getattr(getattr(self, section), name) is not None]
-            if given:
-                raise ConfigError(f"{'; '.join(given)}: BERT-only setting(s), not used by --objective {objective}")
-        else:
-            unset = [f"{section}.{name}" for section, name in bert_only
-                     if getattr(getattr(self, section), name) is None and self.default(section, name) is not None]
-            if unset:
-                raise ConfigError(f"{', '.join(unset)}: BERT pretraining needs a value (null given)")
+        own = [(section, name, users, getattr(getattr(self, section), name))
+               for section, names in OBJECTIVE_ONLY.items() for name, users in names.items()]
+        given = [f"{section}.{name} ({', '.join(getattr(self, section).flag_spellings(name))}) is for "
+                 f"{', '.join(users)}" for section, name, users, value in own
+                 if objective not in users and value is not None]
+        if given:
+            raise ConfigError(f"not used by --objective {objective}: {'; '.join(given)}; leave them out")
+        unset = [f"{section}.{name}" for section, name, users, value in own
+                 if objective in users and value is None and self.default(section, name, objective) is not None]
+        if unset:
+            raise ConfigError(f"{', '.join(unset)}: --objective {objective} needs a value (null given)")
         for name in set(self.model.config) & {"vocab_size", "pad_token_id"}:
             raise ConfigError(f"model.{name}: the tokenizer decides it (data.vocab_size, --vocab-size, sizes a tokenizer "
                               "trained here)")
@@ -315,5 +349,5 @@ def _from_clm_arguments(args: dict[str, Any]) -> dict[str, Any]:
             "train": args.get("train") or {}}
 
 
-__all__ = ["BERT_ONLY", "OBJECTIVES", "PIPELINES", "PretrainData", "PretrainModel", "PretrainRun",
+__all__ = ["OBJECTIVE_ONLY", "OBJECTIVES", "PIPELINES", "PretrainData", "PretrainModel", "PretrainRun",
            "check_run_dir", "format_result", "pipeline", "run", "saved_run"]

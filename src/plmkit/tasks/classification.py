@@ -25,6 +25,7 @@ from plmkit.tasks.fields import (TEXT, Kind, LabelTypes, check_unique, class_nam
 from plmkit.utils.settings import is_int, setting
 from plmkit.utils.text import check_file, jsonl_rows, read_lines
 
+FLOAT32_MAX = 3.4028234663852886e38  # the largest finite float32: a regression target beyond it is inf in training
 SINGLE, MULTI, REGRESSION = "single_label_classification", "multi_label_classification", "regression"
 
 
@@ -82,6 +83,9 @@ def _label(label, where: str) -> tuple[object, str | None]:
     if isinstance(label, float):
         if not math.isfinite(label):
             raise DataError(f"{where}: 'label' is {label}; a regression target must be a finite number")
+        if abs(label) > FLOAT32_MAX:
+            raise DataError(f"{where}: 'label' is {label}, beyond float32's range (±3.4e38) that training computes "
+                            "in; rescale the targets")
         return label, "number"
     if isinstance(label, list):
         named = [class_name(v, where, f"'label' item {i}") for i, v in enumerate(label)]

@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from plmkit.errors import DataError
 from plmkit.utils.settings import is_int
-from plmkit.utils.text import describe
+from plmkit.utils.text import describe, lone_surrogate
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class Kind:
 def _text(value) -> str | None:
     if not isinstance(value, str):
         return f"must be a string, got {describe(value)}"
-    return None if value.strip() else "is empty"
+    return lone_surrogate(value) or (None if value.strip() else "is empty")
 
 
 def _words(value) -> str | None:

@@ -353,7 +353,8 @@ class NerTask(Task):
     def read_prediction_input(self, path: str) -> tuple[list, list[int]]:
         """CoNLL files (.conll/.txt/.bio/.iob; tags optional) as 'tokens' records; otherwise JSONL (or '-')."""
         if path != "-" and Path(path).suffix.lower() in (".conll", ".txt", ".bio", ".iob"):
-            sentences = read_conll(check_file(path), require_tags=_has_tags(path))
+            lines = read_lines(path)  # once: a pipe cannot be read twice
+            sentences = read_conll(path, require_tags=_has_tags(lines), text=lines)
             return [{"tokens": s.tokens} for s in sentences], [s.line for s in sentences]
         return super().read_prediction_input(path)
 
@@ -379,6 +380,6 @@ def _join(tokens: list[str]) -> str:
     return " ".join(tokens)
 
 
-def _has_tags(path) -> bool:
-    first = next((line for line in read_lines(path) if line.strip()), "")
+def _has_tags(lines: list[str]) -> bool:
+    first = next((line for line in lines if line.strip()), "")
     return len(first.split("\t") if "\t" in first else first.split()) >= 2

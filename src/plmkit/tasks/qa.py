@@ -9,7 +9,6 @@ windows that do not hold the answer) point at [CLS].
 """
 from __future__ import annotations
 
-import json
 import math
 import logging
 from dataclasses import dataclass, field as dataclass_field
@@ -21,7 +20,7 @@ from plmkit.tasks.base import Task, TaskSettings
 from plmkit.tasks.common import default_stride, forward_batches, pipeline_records, window_starts
 from plmkit.tasks.fields import BOOLEAN, ID, INTEGER, LIST, TEXT, check_unique, each_record, field
 from plmkit.utils.settings import setting
-from plmkit.utils.text import check_file, describe, read_text
+from plmkit.utils.text import check_file, describe, parse_json, read_text
 
 log = logging.getLogger("plmkit")
 
@@ -43,10 +42,9 @@ def read_squad(path: str | Path, require_answers: bool = True) -> list[QAExample
     shape = ("QA data is one SQuAD JSON document, {\"data\": [{\"paragraphs\": [{\"context\", \"qas\": "
              "[{\"id\", \"question\", \"answers\"}]}]}]}")
     try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as err:
-        hint = f"; {shape}, not JSON lines" if err.msg == "Extra data" else ""
-        raise DataError(f"{path}:{err.lineno}: not valid JSON ({err.msg} at column {err.colno}){hint}") from None
+        doc = parse_json(text, path)
+    except DataError as err:
+        raise DataError(f"{err}; {shape}, not JSON lines" if "(Extra data)" in str(err) else str(err)) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
         raise DataError(f"{path}: not a SQuAD file: {shape}")
     examples, places = [], []

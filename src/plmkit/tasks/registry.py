@@ -4,7 +4,6 @@ Adding a task is a module with a `Task` subclass and one entry in `TASKS` below.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from plmkit.errors import ConfigError
@@ -16,6 +15,7 @@ from plmkit.tasks.relation import RelationTask
 from plmkit.tasks.sft import SFTTask
 from plmkit.tasks.summarization import SummarizationTask
 from plmkit.tasks.translation import TranslationTask
+from plmkit.utils.text import read_json_object
 
 TASKS: dict[str, type[Task]] = {t.name: t for t in (ClassificationTask, NerTask, RelationTask, QATask, SFTTask,
                                                     TranslationTask, SummarizationTask)}
@@ -51,11 +51,8 @@ def load_task(directory: str | Path) -> Task:
     path = check_model_dir(directory) / TASK_FILE
     if not path.is_file():
         return _task_of_architectures(directory)()
-    try:
-        values = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: not a valid task file ({err})") from None
-    if not isinstance(values, dict) or not isinstance(values.get("task"), str):
+    values = read_json_object(path, ConfigError)
+    if not isinstance(values.get("task"), str):
         raise ConfigError(f"{path}: not a valid task file (needs a \"task\" name)")
     values = dict(values)
     return get_task(values.pop("task")).from_file_values(values, str(path))

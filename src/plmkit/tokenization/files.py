@@ -1,17 +1,20 @@
 """Tokenizer directories: finding them, reading their JSON files and a BERT vocab.txt."""
 from __future__ import annotations
 
+import dataclasses
 import io
-import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import tokenizers
 from tokenizers import AddedToken, models, normalizers, pre_tokenizers
 
-from plmkit.errors import CheckpointError
-from plmkit.tokenization.specials import STYLES, token_str
+from plmkit.errors import CheckpointError, ConfigError
+from plmkit.tokenization.specials import SPECIAL_NAMES, STYLES, token_list, token_str
 from plmkit.tokenization.training import use_bert_pipeline
 from plmkit.utils.files import local_dir
+from plmkit.utils.settings import check_field_types, is_int
+from plmkit.utils.text import check_path, read_json_object
 
 # transformers writes int(1e30) as model_max_length when there is no limit.
 UNLIMITED = 1_000_000
@@ -33,20 +36,93 @@ def default_class(backend: tokenizers.Tokenizer) -> str:
 
 
 def checkpoint_dir(path) -> Path:
+    check_path(path, "the tokenizer directory", "a directory holding tokenizer.json or vocab.txt", CheckpointError)
     return local_dir(path, "tokenizer", "tokenizer.json or vocab.txt (e.g. one written by save_pretrained)", HUB_HINT)
 
 
-def read_json(file: Path) -> dict:
-    if not file.is_file():
-        return {}
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{file} is not valid JSON ({err}); restore it or save the tokenizer again.") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{file} must hold a JSON object, not {type(data).__name__}; "
-                              "restore it or save the tokenizer again.")
-    return data
+SPECIAL_KEYS = tuple(f"{name}_token" for name in SPECIAL_NAMES)
+CONFIG_FILES = ("tokenizer_config.json", "special_tokens_map.json")
+
+
+@dataclass
+class TokenizerOptions:
+    """What tokenizer_config.json (or `Tokenizer.from_pretrained`'s keywords) may set besides the special
+    tokens, by type (`check_options`); the other keys transformers writes there are left alone."""
+
+    model_max_length: int | float | None = None  # transformers writes 1e30 for "no limit"
+    padding_side: str | None = None
+    truncation_side: str | None = None
+    model_input_names: list[str] | None = None
+    tokenizer_class: str | None = None
+    do_lower_case: bool | None = None
+    strip_accents: bool | None = None
+    tokenize_chinese_chars: bool | None = None
+    add_prefix_space: bool | None = None
+
+
+def check_options(values: dict, where: str) -> dict:
+    """`values` with every option plmkit reads checked by type and range, and the special tokens as strs
+    (``{"content": ...}`` dicts read); errors name `where` (the file, or from_pretrained) and the key."""
+    names = [f.name for f in dataclasses.fields(TokenizerOptions)]
+    check_field_types(TokenizerOptions(**{k: values[k] for k in names if k in values}), where)
+    limit = values.get("model_max_length")
+    if limit is not None and not (limit >= 1 and (is_int(limit) or limit >= UNLIMITED)):
+        raise ConfigError(f"{where}: model_max_length must be a whole number >= 1 (or 1e30: no limit), got {limit!r}")
+    for side in ("padding_side", "truncation_side"):
+        if values.get(side) not in (None, "right", "left"):
+            raise ConfigError(f"{where}: {side} must be 'right' or 'left', got {values[side]!r}")
+    out = dict(values)
+    for key, value in values.items():
+        if key == "additional_special_tokens" and value is not None:
+            out[key] = token_list(value, f"{where}: {key}")
+        elif key in SPECIAL_KEYS:
+            out[key] = token_str(value, f"{where}: {key}")
+        elif key.endswith("_token") and isinstance(value, (str, dict)):  # (add_bos_token: true is a switch)
+            raise ConfigError(f"{where}: {key} is not a special token plmkit knows ({', '.join(SPECIAL_KEYS)}); "
+                              "list the token under additional_special_tokens, or remove the key")
+    return out
+
+
+def read_configs(directory: Path) -> tuple[dict, dict[str, str]]:
+    """tokenizer_config.json and special_tokens_map.json merged, each checked (`check_options`), and the
+    file each key came from; a special token that the two files give differently is an error naming both
+    (transformers would silently take special_tokens_map.json's)."""
+    merged: dict = {}
+    source: dict[str, str] = {}
+    for file in (directory / name for name in CONFIG_FILES):
+        values = check_options(read_json_object(file, CheckpointError) if file.is_file() else {}, str(file))
+        for key, value in values.items():
+            if value in (None, []):
+                continue
+            if key in SPECIAL_KEYS + ("additional_special_tokens",) and merged.get(key, value) != value:
+                raise ConfigError(f"{source[key]} gives {key} {merged[key]!r}, but {file} gives {value!r}: make "
+                                  "the two files agree")
+            merged[key], source[key] = value, str(file)
+    return merged, source
+
+
+def check_specials(backend: tokenizers.Tokenizer, config: dict, source: dict[str, str]) -> None:
+    """Every special token of `config` is in the vocabulary, and the cls (else bos) and sep (else eos)
+    tokens are those that the post-processor (tokenizer.json's) puts before and after a text: a
+    sep_token that encodings do not end with would be believed by everything that reads it. `source`
+    names the file each key came from."""
+    for key in SPECIAL_KEYS + ("additional_special_tokens",):
+        value = config.get(key)
+        for token in [value] if isinstance(value, str) else value or []:
+            if backend.token_to_id(token) is None:
+                raise ConfigError(f"{source[key]}: {key} {token!r} is not in the tokenizer's vocabulary; name a "
+                                  "token of it, or restore the file")
+    encoding = backend.encode("a")
+    mask = encoding.special_tokens_mask
+    if 0 not in mask:
+        return
+    first, last = mask.index(0), len(mask) - 1 - mask[::-1].index(0)
+    for roles, added, place in ((("cls", "bos"), encoding.tokens[:first], "before"),
+                                (("sep", "eos"), encoding.tokens[last + 1:], "after")):
+        key = next((f"{role}_token" for role in roles if config.get(f"{role}_token")), None)
+        if added and key and config[key] != added[0]:
+            raise ConfigError(f"{source[key]}: {key} is {config[key]!r}, but the tokenizer puts {added[0]!r} {place} "
+                              f"each text (its post-processor): set {key} to {added[0]!r}, or restore the file")
 
 
 def read_tokenizer_json(file: Path) -> tokenizers.Tokenizer:

@@ -8,6 +8,7 @@ import tokenizers
 from tokenizers import AddedToken, processors
 
 from plmkit.errors import ConfigError
+from plmkit.utils.text import describe
 
 # Special token names in the order transformers lists them (all_special_ids).
 SPECIAL_NAMES = ("bos", "eos", "unk", "sep", "pad", "cls", "mask")
@@ -78,15 +79,24 @@ STYLES: dict[str, Style] = {
 }
 
 
-def token_str(value) -> str | None:
-    """A special token as a str: config files may store {"content": ...} dicts."""
+def token_str(value, where: str = "special token") -> str | None:
+    """A special token as a str: config files may store {"content": ...} dicts. `where` names it in
+    errors (``special_tokens_map.json: pad_token``)."""
     if value is None or isinstance(value, str):
         return value
-    if isinstance(value, dict) and "content" in value:
+    if isinstance(value, dict) and isinstance(value.get("content"), str):
         return value["content"]
     if isinstance(value, AddedToken):
         return value.content
-    raise ConfigError(f"special token {value!r} must be a str (or a {{'content': ...}} dict).")
+    raise ConfigError(f"{where} must be a token (a str, or a {{'content': ...}} dict), got {describe(value)}")
+
+
+def token_list(value, where: str) -> list[str]:
+    """A list of tokens (each as `token_str` takes it): a lone str is refused, not split into characters."""
+    if not isinstance(value, (list, tuple)):
+        hint = f"; a single token is a list of one: [{value!r}]" if isinstance(value, str) else ""
+        raise ConfigError(f"{where} must be a list of tokens, got {describe(value)}{hint}")
+    return [token_str(v, f"{where} item {i}") for i, v in enumerate(value)]
 
 
 def guess_special_tokens(backend: tokenizers.Tokenizer) -> dict[str, str]:

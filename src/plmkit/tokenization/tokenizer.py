@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import numbers
 import os
 from pathlib import Path
 from typing import Iterable, Sequence, Union
@@ -10,14 +11,15 @@ import tokenizers
 from tokenizers import AddedToken, models, normalizers, pre_tokenizers
 
 from plmkit.errors import CheckpointError, ConfigError, DataError
-from plmkit.tokenization.files import (UNLIMITED, apply_bert_options, checkpoint_dir, default_class, read_json,
-                                       read_tokenizer_json, wordpiece_from_vocab)
+from plmkit.tokenization.files import (UNLIMITED, apply_bert_options, check_options, check_specials, checkpoint_dir,
+                                       default_class, read_configs, read_tokenizer_json, wordpiece_from_vocab)
 from plmkit.tokenization.specials import (BERT_SPECIAL_TOKENS, END_OF_TEXT, SPECIAL_NAMES, guess_special_tokens,
-                                          token_str)
+                                          token_list, token_str)
 from plmkit.tokenization.training import train_vocabulary
 from plmkit.utils.constants import IGNORE_INDEX
 from plmkit.utils.files import atomic_write, atomic_write_text, output_dir, staged_writes
-from plmkit.utils.text import describe
+from plmkit.utils.settings import is_int
+from plmkit.utils.text import check_path, describe, lone_surrogate
 
 _PADDING = {True: "longest", "longest": "longest", "max_length": "max_length",
             False: None, None: None, "do_not_pad": None}
@@ -79,8 +81,24 @@ def _special_token_id(name: str) -> property:
     return property(get, set, doc=f"The id of the {name} token, or None.")
 
 
-class _Side:
-    """A tokenizer attribute that is 'right' or 'left' (padding_side, truncation_side), checked when set."""
+def _side(value, name: str) -> str:
+    if value not in ("right", "left"):
+        raise ConfigError(f"{name} must be 'right' or 'left', got {value!r}.")
+    return value
+
+
+def _count(value, name: str, low: int = 1) -> int | None:
+    """`value` if it is None or an integer >= `low`; a ConfigError naming `name` otherwise."""
+    if value is not None and not (is_int(value) and value >= low):
+        raise ConfigError(f"{name} must be an integer >= {low} or None, got {describe(value)}.")
+    return value
+
+
+class _Checked:
+    """A tokenizer attribute checked when set: `check(value, name)` returns it or raises."""
+
+    def __init__(self, check):
+        self.check = check
 
     def __set_name__(self, owner, name: str) -> None:
         self.name = name
@@ -88,10 +106,8 @@ class _Side:
     def __get__(self, tokenizer, owner=None):
         return self if tokenizer is None else tokenizer.__dict__[self.name]
 
-    def __set__(self, tokenizer, side: str) -> None:
-        if side not in ("right", "left"):
-            raise ConfigError(f"{self.name} must be 'right' or 'left', got {side!r}.")
-        tokenizer.__dict__[self.name] = side
+    def __set__(self, tokenizer, value) -> None:
+        tokenizer.__dict__[self.name] = self.check(value, self.name)
 
 class Tokenizer:
     """A fast tokenizer with the calling conventions of transformers' `PreTrainedTokenizerFast`.
@@ -135,9 +151,9 @@ class Tokenizer:
         self.additional_special_tokens: list[str] = []
         for key, value in (special_tokens or {}).items():
             if key == "additional_special_tokens":
-                self.additional_special_tokens = [token_str(v) for v in value]
+                self.additional_special_tokens = token_list(value, key)
             elif value is not None:
-                self._set_special(key.removesuffix("_token"), token_str(value))
+                self._set_special(key.removesuffix("_token"), token_str(value, key))
         self.model_max_length = model_max_length
         self.padding_side = padding_side
         self.truncation_side = truncation_side
@@ -154,19 +170,21 @@ class Tokenizer:
     def from_pretrained(cls, path: str | os.PathLike, **overrides) -> "Tokenizer":
         """Load from a local directory holding tokenizer.json, or vocab.txt for BERT.
 
-        tokenizer_config.json and special_tokens_map.json are read when present;
-        `overrides` (e.g. `model_max_length=256`, `padding_side="left"`, `pad_token="[PAD]"`)
-        take precedence over them.
+        tokenizer_config.json and special_tokens_map.json are read when present, each value checked
+        by type, and the two must agree on the special tokens, which must be in the vocabulary and
+        (cls / sep) be those the tokenizer puts around a text; `overrides` (e.g.
+        `model_max_length=256`, `padding_side="left"`, `pad_token="[PAD]"`) take precedence over them.
         """
         directory = checkpoint_dir(path)
-        config = read_json(directory / "tokenizer_config.json")
-        config.update(read_json(directory / "special_tokens_map.json"))
+        config, source = read_configs(directory)
         overrides.pop("use_fast", None)  # plmkit tokenizers are always fast
         unknown = set(overrides) - _OVERRIDABLE - {f"{n}_token" for n in SPECIAL_NAMES}
         if unknown:
             raise ConfigError(f"Tokenizer.from_pretrained: unknown option(s) {sorted(unknown)}; "
                               f"supported: {sorted(_OVERRIDABLE)} and the <name>_token special tokens.")
+        overrides = {k: v for k, v in check_options(overrides, "Tokenizer.from_pretrained").items() if v is not None}
         config.update(overrides)
+        source.update(dict.fromkeys(overrides, "Tokenizer.from_pretrained"))
 
         if (directory / "tokenizer.json").is_file():
             backend = read_tokenizer_json(directory / "tokenizer.json")
@@ -177,6 +195,7 @@ class Tokenizer:
             found = sorted(p.name for p in directory.iterdir())
             raise CheckpointError(f"{directory} holds neither tokenizer.json nor vocab.txt (found: {found}); "
                                   "point to a directory written by save_pretrained.")
+        check_specials(backend, config, source)
         special = {f"{n}_token": config[f"{n}_token"] for n in SPECIAL_NAMES if config.get(f"{n}_token")}
         if not special:
             special = guess_special_tokens(backend)
@@ -195,7 +214,7 @@ class Tokenizer:
     def save_pretrained(self, directory: str | os.PathLike) -> tuple[str, ...]:
         """Write tokenizer.json, tokenizer_config.json, special_tokens_map.json (and vocab.txt
         for WordPiece) so that plmkit and transformers' AutoTokenizer both load it."""
-        out = output_dir(directory, "save_pretrained(directory)")
+        out = output_dir(check_path(directory, "save_pretrained(directory)"), "save_pretrained(directory)")
         special_map = {f"{n}_token": t for n, t in self._special.items()}
         if self.additional_special_tokens:
             special_map["additional_special_tokens"] = list(self.additional_special_tokens)
@@ -236,8 +255,8 @@ class Tokenizer:
         style: str | None = None,
         fields: Sequence[str] | str = "auto",
         special_tokens: Sequence[str] | None = None,
-        lowercase: bool = True,
-        min_frequency: int = 2,
+        lowercase: bool | None = None,
+        min_frequency: int | None = None,
         model_max_length: int | None | object = STYLE_DEFAULT,
         show_progress: bool = False,
     ) -> "Tokenizer":
@@ -254,15 +273,17 @@ class Tokenizer:
         (A </s>, <pad>, <unk>); None: wordpiece bert, byte-bpe gpt2, bpe and unigram marian.
         `special_tokens`: every special token in id order (None: the style's); the style's
         required ones that are missing go first, tokens the style does not name become
-        additional special tokens. `lowercase`: wordpiece only. `min_frequency`: the fewest
-        occurrences of a merged pair (not unigram). `model_max_length`: default the style's
-        (bert and marian 512, gpt2 and bart 1024); None: no limit.
+        additional special tokens. `lowercase`: wordpiece only (None: True). `min_frequency`: the
+        fewest occurrences of a merged pair (not unigram; None: 2). An argument that does not apply
+        to `model` is an error, not ignored. `model_max_length`: default the style's (bert and
+        marian 512, gpt2 and bart 1024); None: no limit.
         """
         trained = train_vocabulary(
             files_or_iterator, vocab_size, model=model, style=style, fields=fields, special_tokens=special_tokens,
             lowercase=lowercase, min_frequency=min_frequency, show_progress=show_progress)
         if model_max_length is STYLE_DEFAULT:
             model_max_length = trained.style.model_max_length
+        _count(model_max_length, "model_max_length")
         return cls(trained.backend, special_tokens=trained.special_tokens, model_max_length=model_max_length,
                    tokenizer_class=trained.tokenizer_class)
 
@@ -339,6 +360,9 @@ class Tokenizer:
         """
         pad = _choose(padding, _PADDING, "padding")
         trunc = _choose(truncation, _TRUNCATION, "truncation")
+        for name, value in (("max_length", max_length), ("max_target_length", max_target_length),
+                            ("pad_to_multiple_of", pad_to_multiple_of)):
+            _count(value, name)
         if return_tensors not in (None, "pt"):
             raise ConfigError(f"return_tensors={return_tensors!r} is not supported; use None (lists) or 'pt'.")
         if pad and self.pad_token_id is None:
@@ -505,7 +529,7 @@ class Tokenizer:
     def decode(self, ids, skip_special_tokens: bool = False) -> str:
         """Text of a sequence of ids (list, 1-D tensor or a single int)."""
         ids = _id_list(ids)
-        if ids and isinstance(ids[0], list):
+        if any(isinstance(i, (list, tuple)) for i in ids):
             raise DataError("decode takes one sequence of ids; use batch_decode for a batch.")
         try:
             return self._backend.decode(ids, skip_special_tokens=skip_special_tokens)
@@ -519,6 +543,9 @@ class Tokenizer:
 
     def tokenize(self, text: str, pair: str | None = None, add_special_tokens: bool = False) -> list[str]:
         """Token strings of a text (without special tokens by default)."""
+        for name, value in (("text", text), ("pair", pair)):
+            if not isinstance(value, str) and (name == "text" or value is not None):
+                raise DataError(f"tokenize: {name} must be a str, got {describe(value)}.")
         return self._backend.encode(text, pair, add_special_tokens=add_special_tokens).tokens
 
     def convert_tokens_to_ids(self, tokens: str | Sequence[str]):
@@ -526,17 +553,17 @@ class Tokenizer:
         if isinstance(tokens, str):
             token_id = self._backend.token_to_id(tokens)
             return self.unk_token_id if token_id is None else token_id
-        return [self.convert_tokens_to_ids(t) for t in tokens]
+        return [self.convert_tokens_to_ids(t) for t in _strings(tokens, "convert_tokens_to_ids: tokens")]
 
     def convert_ids_to_tokens(self, ids, skip_special_tokens: bool = False):
         """Token of an id (or tokens of a list of ids)."""
-        if isinstance(ids, int) or (hasattr(ids, "ndim") and ids.ndim == 0):
-            token = self._backend.id_to_token(int(ids))
+        if _is_id(ids) or (hasattr(ids, "ndim") and ids.ndim == 0):
+            token = self._backend.id_to_token(int(ids)) if 0 <= int(ids) < len(self) else None
             if token is None:
                 raise DataError(f"token id {int(ids)} is out of range for a vocabulary of {len(self)} tokens.")
             return token
         special = set(self.all_special_ids) if skip_special_tokens else set()
-        return [self.convert_ids_to_tokens(i) for i in _id_list(ids) if i not in special]
+        return [self.convert_ids_to_tokens(i) for i in _id_list(ids, rows=False) if i not in special]
 
     def get_vocab(self) -> dict[str, int]:
         """Token → id, added tokens included."""
@@ -554,29 +581,33 @@ class Tokenizer:
         """How many special tokens encoding a text (or a pair) adds, as in transformers."""
         return self._backend.num_special_tokens_to_add(pair)
 
-    def add_tokens(self, tokens: Sequence[str]) -> int:
-        """Add ordinary tokens; returns how many are new (resize the model's embeddings then)."""
-        return self._backend.add_tokens(list(tokens))
+    def add_tokens(self, tokens: str | Sequence[str]) -> int:
+        """Add ordinary tokens (one, or a list); returns how many are new (resize the model's embeddings then)."""
+        return self._backend.add_tokens(_strings([tokens] if isinstance(tokens, str) else tokens, "add_tokens: tokens"))
 
     def add_special_tokens(self, special_tokens: dict) -> int:
         """Set special tokens, e.g. {"pad_token": "<pad>"}, adding unknown ones to the vocabulary.
 
         Returns how many tokens are new; resize the model's embeddings when it is > 0.
         """
+        if not isinstance(special_tokens, dict):
+            raise ConfigError(f"add_special_tokens takes a dict such as {{'pad_token': '<pad>'}} or "
+                              f"{{'additional_special_tokens': [...]}}, got {describe(special_tokens)}.")
         before = len(self)
         for key, value in special_tokens.items():
-            name = key.removesuffix("_token")
-            values = list(value) if key == "additional_special_tokens" else [value]
+            name = key.removesuffix("_token") if isinstance(key, str) else key
             if key != "additional_special_tokens" and name not in SPECIAL_NAMES:
                 raise ConfigError(f"add_special_tokens: unknown key {key!r}; use one of "
                                   f"{[n + '_token' for n in SPECIAL_NAMES]} or 'additional_special_tokens'.")
-            self._backend.add_special_tokens(
-                [AddedToken(token_str(v), special=True, normalized=False) for v in values])
+            where = f"add_special_tokens: {key}"
+            tokens = token_list(value, where) if key == "additional_special_tokens" else [token_str(value, where)]
+            if None in tokens:
+                raise ConfigError(f"{where} must be a token, got None (to drop one: tokenizer.{key} = None).")
+            self._backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in tokens])
             if key == "additional_special_tokens":
-                self.additional_special_tokens += [token_str(v) for v in values
-                                                   if token_str(v) not in self.additional_special_tokens]
+                self.additional_special_tokens += [t for t in tokens if t not in self.additional_special_tokens]
             else:
-                self._set_special(name, token_str(value))
+                self._set_special(name, tokens[0])
         return len(self) - before
 
     def _set_special(self, name: str, token: str | None) -> None:
@@ -611,8 +642,9 @@ class Tokenizer:
     def all_special_ids(self) -> list[int]:
         return [self._backend.token_to_id(t) for t in self.all_special_tokens]
 
-    padding_side = _Side()
-    truncation_side = _Side()
+    padding_side = _Checked(_side)
+    truncation_side = _Checked(_side)
+    model_max_length = _Checked(_count)
 
     @property
     def backend_tokenizer(self) -> tokenizers.Tokenizer:
@@ -649,7 +681,7 @@ def _as_examples(text, text_pair) -> tuple[list[tuple[str, str | None]], bool]:
     if isinstance(text, str):
         if text_pair is not None and not isinstance(text_pair, str):
             raise DataError(f"text is a str, so text_pair must be a str too, not {type(text_pair).__name__}.")
-        return [(text, text_pair or None)], True  # an empty single pair means none (as in transformers)
+        return _no_surrogates([(text, text_pair or None)]), True  # an empty pair means none (as in transformers)
     if not isinstance(text, (list, tuple)) or not text:
         raise DataError(f"tokenizer input must be a str or a non-empty list of str, got {describe(text)}.")
     if text_pair is None:
@@ -662,7 +694,16 @@ def _as_examples(text, text_pair) -> tuple[list[tuple[str, str | None]], bool]:
     for i, example in enumerate(examples):
         if len(example) != 2 or not isinstance(example[0], str) or not isinstance(example[1], (str, type(None))):
             raise DataError(f"batch item {i} is {describe(example)}; expected a str (or a pair of str).")
-    return examples, False
+    return _no_surrogates(examples), False
+
+
+def _no_surrogates(examples: list[tuple]) -> list[tuple]:
+    """`examples`; a DataError naming the text that holds half a UTF-16 pair (the backend's is a TypeError)."""
+    for i, example in enumerate(examples):
+        problem = next(filter(None, (lone_surrogate(t) for t in example if t is not None)), None)
+        if problem:
+            raise DataError(f"tokenizer input {i}: the text {problem}.")
+    return examples
 
 
 def _choose(value, table: dict, name: str):
@@ -684,9 +725,26 @@ def _to_tensors(data: dict) -> dict:
     return {key: torch.tensor(rows, dtype=torch.long) for key, rows in data.items()}
 
 
-def _id_list(ids) -> list:
+def _id_list(ids, rows: bool = True) -> list:
+    """Ids (an int, a sequence or a tensor; with `rows`, a batch's rows as lists too) as a list;
+    DataError for anything else."""
     if hasattr(ids, "tolist"):
         ids = ids.tolist()
-    return [ids] if isinstance(ids, int) else list(ids)
+    if _is_id(ids):
+        return [int(ids)]
+    if not isinstance(ids, (list, tuple)) or not all(_is_id(i) or rows and isinstance(i, (list, tuple)) for i in ids):
+        raise DataError(f"ids must be an int, a list of ints or a tensor of ids, got {describe(ids)}.")
+    return [int(i) if _is_id(i) else i for i in ids]
+
+
+def _is_id(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _strings(values, name: str) -> list[str]:
+    """`values` as a list of str; DataError naming `name` for anything else."""
+    if not isinstance(values, (list, tuple)) or not all(isinstance(v, (str, AddedToken)) for v in values):
+        raise DataError(f"{name} must be a str or a list of str, got {describe(values)}.")
+    return list(values)
 
 

@@ -15,15 +15,17 @@ tokens and how they wrap a text.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
 
 from plmkit.errors import ConfigError, DataError
-from plmkit.tokenization.specials import STYLES, Style
+from plmkit.tokenization.specials import STYLES, Style, token_list
+from plmkit.utils.constants import MAX_VOCAB_SIZE
 from plmkit.utils.text import describe
 
 MODELS = ("wordpiece", "byte-bpe", "bpe", "unigram")
@@ -44,14 +46,45 @@ class Trained:
 
 
 def train_vocabulary(source, vocab_size: int, *, model: str, style: str | None, fields, special_tokens,
-                     lowercase: bool, min_frequency: int, show_progress: bool) -> Trained:
+                     lowercase: bool | None, min_frequency: int | None, show_progress: bool) -> Trained:
     """Learn a vocabulary of `model` kind in `style` (None: the kind's own) from `source`.
 
     `special_tokens`: all special tokens in id order (None: the style's); the style's required
     ones that are missing go first. See `Tokenizer.train` for the other arguments.
     """
+    rules, specials = check_arguments(vocab_size, model=model, style=style, special_tokens=special_tokens,
+                                      lowercase=lowercase, min_frequency=min_frequency)
+    texts = training_texts(source, fields)  # (the sources and fields checked here, read while training)
+    roles = {name: token for name, token in rules.tokens.items() if token in specials}
+    backend = _untrained(model, roles.get("unk"), lowercase is not False)
+    learned = vocab_size - len(BYTE_TOKENS) if model in BYTE_FALLBACK else vocab_size  # bytes come after
+    trainer = _trainer(model, learned, specials, roles.get("unk"), 2 if min_frequency is None else min_frequency,
+                       show_progress)
+    _train(backend, trainer, texts)
+    if model in BYTE_FALLBACK:
+        backend = _with_byte_fallback(backend)
+    backend.post_processor = rules.wrap(backend, roles)
+    named = {f"{name}_token": token for name, token in roles.items()}
+    named["additional_special_tokens"] = [t for t in specials if t not in rules.tokens.values()]
+    hf_class = rules.hf_class if model == rules.hf_model else "PreTrainedTokenizerFast"
+    return Trained(backend, named, hf_class, rules)
+
+
+def check_arguments(vocab_size, *, model, style, special_tokens, lowercase, min_frequency) -> tuple[Style, list[str]]:
+    """The style and the special tokens (in id order) of a training with these arguments, each checked
+    (a command checks them before it creates its output); errors name the argument and its flag."""
     if model not in MODELS:
         raise ConfigError(f"model={model!r} is not a tokenizer model; use one of {', '.join(MODELS)}.")
+    for name, flag, value, applies, kinds in (
+            ("lowercase", "--no-lowercase", lowercase, model == "wordpiece", "wordpiece"),
+            ("min_frequency", "--min-frequency", min_frequency, model != "unigram", "wordpiece, bpe, byte-bpe")):
+        if value is not None and not applies:
+            raise ConfigError(f"{name} ({flag}) is for model {kinds}, not {model}: leave it out")
+    if lowercase is not None and not isinstance(lowercase, bool):
+        raise ConfigError(f"lowercase must be true or false, got {describe(lowercase)}.")
+    if min_frequency is not None and not (isinstance(min_frequency, int) and not isinstance(min_frequency, bool)
+                                          and min_frequency >= 0):
+        raise ConfigError(f"min_frequency (--min-frequency) must be an integer >= 0, got {describe(min_frequency)}.")
     style = style or DEFAULT_STYLES[model]
     if style not in STYLES:
         raise ConfigError(f"style={style!r} is not a tokenizer style; use one of {', '.join(STYLES)}.")
@@ -60,22 +93,12 @@ def train_vocabulary(source, vocab_size: int, *, model: str, style: str | None, 
                           "model='wordpiece' and style='bert' go together only; pick "
                           f"{'byte-bpe, bpe or unigram' if model == 'wordpiece' else 'gpt2, bart or marian'}.")
     rules = STYLES[style]
-    specials = list(dict.fromkeys(rules.tokens.values() if special_tokens is None else special_tokens))
+    specials = list(dict.fromkeys(rules.tokens.values() if special_tokens is None
+                                  else token_list(special_tokens, "special_tokens")))
     missing = [rules.tokens[name] for name in rules.required if rules.tokens[name] not in specials]
     specials = list(dict.fromkeys(missing)) + specials
-    roles = {name: token for name, token in rules.tokens.items() if token in specials}
     check_vocab_size(vocab_size, specials, base=0 if model == "wordpiece" else len(BYTE_TOKENS))
-
-    backend = _untrained(model, roles.get("unk"), lowercase)
-    learned = vocab_size - len(BYTE_TOKENS) if model in BYTE_FALLBACK else vocab_size  # bytes come after
-    _train(backend, _trainer(model, learned, specials, roles.get("unk"), min_frequency, show_progress), source, fields)
-    if model in BYTE_FALLBACK:
-        backend = _with_byte_fallback(backend)
-    backend.post_processor = rules.wrap(backend, roles)
-    named = {f"{name}_token": token for name, token in roles.items()}
-    named["additional_special_tokens"] = [t for t in specials if t not in rules.tokens.values()]
-    hf_class = rules.hf_class if model == rules.hf_model else "PreTrainedTokenizerFast"
-    return Trained(backend, named, hf_class, rules)
+    return rules, specials
 
 
 def use_bert_pipeline(backend: tokenizers.Tokenizer, *, lowercase: bool, strip_accents: bool | None = None,
@@ -150,11 +173,32 @@ def training_texts(source, fields="auto") -> Iterator[str]:
         paths = [source]
     elif isinstance(source, (list, tuple)) and source and all(_looks_like_path(s) for s in source):
         paths = list(source)
+    elif isinstance(source, (bytes, dict)) or not isinstance(source, Iterable):
+        raise DataError(f"the corpus must be a path, a list of paths or an iterable of texts, got {describe(source)}.")
     else:
         return (_checked_text(t, i) for i, t in enumerate(source))
     from plmkit.data.corpus import iter_texts
 
+    if fields != "auto":
+        _check_fields_apply(paths, fields)
     return iter_texts(paths, fields=fields)
+
+
+def _check_fields_apply(paths: list, fields) -> None:
+    """JSONL `fields` named for a corpus: an error if it holds no JSONL file, a warning naming the
+    plain-text files (their paragraphs are read whole) if it holds some."""
+    from plmkit.data.corpus import JSONL_SUFFIXES, corpus_files
+    files = list(corpus_files(paths))
+    plain = [str(f) for f in files if not f.name.endswith(JSONL_SUFFIXES)]
+    if not plain:
+        return
+    named = ", ".join(plain[:3]) + (f" and {len(plain) - 3} more" if len(plain) > 3 else "")
+    what = f"fields {fields if isinstance(fields, str) else ','.join(map(str, fields))} (--fields) name JSONL fields"
+    if len(plain) == len(files):
+        raise ConfigError(f"{what}, but the corpus is plain text ({named}), whose paragraphs are read whole: "
+                          "leave them out")
+    logging.getLogger("plmkit").warning("plmkit: %s; they do not apply to %s (plain text: its paragraphs are read "
+                                        "whole)", what, named)
 
 
 def _checked_text(text, index: int) -> str:
@@ -166,19 +210,22 @@ def _checked_text(text, index: int) -> str:
 def check_vocab_size(vocab_size: int, specials: Sequence[str], base: int = 0) -> None:
     """`base`: tokens every vocabulary has (the 256 bytes of byte-level BPE and of byte fallback)."""
     least = len(specials) + base
-    if not isinstance(vocab_size, int) or vocab_size <= least:
+    if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or vocab_size <= least:
         what = f"the {len(specials)} special tokens" + (f" plus {base} byte tokens" if base else "")
         raise ConfigError(f"vocab_size={vocab_size!r} must be an int larger than {least}, {what}.")
+    if vocab_size > MAX_VOCAB_SIZE:
+        raise ConfigError(f"vocab_size={vocab_size:,} is more than {MAX_VOCAB_SIZE:,} (2**24), far beyond any vocabulary "
+                          "in use (the largest have about 256k tokens): give a smaller one")
 
 
-def _train(backend: tokenizers.Tokenizer, trainer, source, fields) -> None:
-    """Train `backend` in place on the texts of `source`; an empty corpus is an error, and so is
-    a unigram vocabulary without room for every character of the corpus (plus one piece)."""
+def _train(backend: tokenizers.Tokenizer, trainer, texts: Iterator[str]) -> None:
+    """Train `backend` in place on `texts`; an empty corpus is an error, and so is a unigram
+    vocabulary without room for every character of the corpus (plus one piece)."""
     count, chars, too_small = 0, set(), False
 
     def counted():
         nonlocal count
-        for text in training_texts(source, fields):
+        for text in texts:
             count += 1
             chars.update(text)
             yield text

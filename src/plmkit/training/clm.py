@@ -39,7 +39,8 @@ from plmkit.training.config import check_field_types
 from plmkit.training.fingerprint import with_tokenizer
 from plmkit.training.rng import seed_everything
 from plmkit.training.trainer import Trainer, TrainResult, format_duration
-from plmkit.utils.constants import DEFAULT_VOCAB_SIZE, PAD_TOKEN
+from plmkit.training.vocab import run_tokenizer
+from plmkit.utils.constants import PAD_TOKEN
 from plmkit.utils.paths import default_cache_dir
 
 log = logging.getLogger(__name__)
@@ -128,29 +129,17 @@ def pretrain(config, resume: bool | str = False, accept_changes: bool = False, *
 def _tokenizer(path, corpus: list[str], vocab_size: int | None, seq_len: int, out: Path):
     from plmkit.tokenization import END_OF_TEXT, Tokenizer
 
-    if path is not None:
-        tok = Tokenizer.from_pretrained(path)
+    def train(size: int):
+        tok = Tokenizer.train_bpe(iter_texts(corpus), size, special_tokens=(END_OF_TEXT, PAD_TOKEN),
+                                  model_max_length=seq_len)
+        tok.pad_token = PAD_TOKEN
+        return tok
+
+    def check(tok, where: str) -> None:
         if tok.eos_token_id is None:
-            raise ConfigError(f"the tokenizer in {path} has no eos token to end documents with")
-        if vocab_size is not None and vocab_size != len(tok):
-            log.warning(f"vocab_size {vocab_size} is ignored: the tokenizer in {path} is used as it is "
-                        f"({len(tok)} tokens); vocab_size only sizes a tokenizer trained here")
-        return tok, Path(path)
-    directory = out / "tokenizer"
-    if (directory / "tokenizer.json").is_file():
-        log.info(f"reusing the tokenizer trained earlier in {directory}")
-        tok = Tokenizer.from_pretrained(directory)
-        if vocab_size is not None and vocab_size != len(tok):
-            log.warning(f"vocab_size {vocab_size} is ignored: the tokenizer trained earlier in {directory} is reused "
-                        f"({len(tok)} tokens); delete it to train a new one")
-        return tok, directory
-    vocab_size = vocab_size or DEFAULT_VOCAB_SIZE
-    log.info(f"training a byte-level BPE tokenizer (vocab {vocab_size}) on the corpus -> {directory}")
-    tok = Tokenizer.train_bpe(iter_texts(corpus), vocab_size, special_tokens=(END_OF_TEXT, PAD_TOKEN),
-                              model_max_length=seq_len)
-    tok.pad_token = PAD_TOKEN
-    tok.save_pretrained(directory)
-    return tok, directory
+            raise ConfigError(f"the tokenizer in {where} has no eos token to end documents with")
+
+    return run_tokenizer(path, out, vocab_size, "a byte-level BPE tokenizer", train, check)
 
 
 def build_causal_lm(preset: str, tokenizer, seq_len: int, dropout: float = 0.0,

@@ -31,9 +31,8 @@ import torch.nn.functional as F
 from plmkit.data.corpus import iter_texts
 from plmkit.data.loader import BatchLoader
 from plmkit.data.masking import PretrainingCollator
-from plmkit.data.nsp import PretrainingDataset, group_documents, nsp_instances, packed_instances
+from plmkit.data.nsp import PretrainingDataset, nsp_instances, packed_instances, split_examples
 from plmkit.data.shards import TokenShards, build_token_shards
-from plmkit.data.splits import split_documents
 from plmkit.errors import ConfigError
 from plmkit.utils.constants import DEFAULT_VOCAB_SIZE, IGNORE_INDEX
 from plmkit.models.bert import BERT_PRESETS, BertConfig, BertForMaskedLM, BertForPreTraining
@@ -167,26 +166,18 @@ def _log_ignored(data, tokenizer, why: str, advice: str) -> None:
 def build_datasets(shards: TokenShards, tokenizer, data,
                    seed: int) -> tuple[PretrainingDataset, PretrainingDataset | None]:
     """(train, held-out or None) datasets: documents split first, then examples built per split."""
-    need = 2 if data.nsp else 1
-    min_tokens = data.seq_len if data.min_doc_tokens is None else data.min_doc_tokens
-    groups = group_documents(shards, min_tokens)
-    train_ids, eval_ids = split_documents(len(groups), data.eval_fraction, seed, min_eval=need, min_train=need)
-    train_docs, eval_docs = [groups[i] for i in train_ids], [groups[i] for i in eval_ids]
-
-    def instances(docs, split_seed, dupe):
+    def instances(docs, split_seed, held_out):
         if data.nsp:
-            return nsp_instances(shards, docs, data.seq_len, split_seed, data.short_seq_prob, data.nsp_prob, dupe)
+            return nsp_instances(shards, docs, data.seq_len, split_seed, data.short_seq_prob, data.nsp_prob,
+                                 1 if held_out else data.dupe_factor)
         return packed_instances(shards, docs, data.seq_len)
 
     def dataset(rows):
         return PretrainingDataset(shards, rows, tokenizer.cls_token_id, tokenizer.sep_token_id)
 
-    train = dataset(instances(train_docs, seed, data.dupe_factor))
-    if len(eval_docs) == 0:
-        return train, None
-    rows = instances(eval_docs, seed + 1, 1)
-    rows = rows[np.random.default_rng(seed + 2).permutation(len(rows))]  # a bounded eval sees every part
-    return train, dataset(rows)
+    train, held_out = split_examples(shards, data.group_tokens, data.eval_fraction, seed, instances,
+                                     need=2 if data.nsp else 1)
+    return dataset(train), None if held_out is None else dataset(held_out)
 
 
 def build_model(model, tokenizer, data):

@@ -30,6 +30,7 @@ from typing import Any, ClassVar, Mapping
 
 from plmkit.errors import ConfigError
 from plmkit.utils.settings import Settings, check_field_types, check_known, field_flags
+from plmkit.utils.text import parse_json
 
 
 @dataclasses.dataclass
@@ -152,26 +153,12 @@ def read_run_file(path: str | Path) -> dict[str, Any]:
     """A YAML or JSON run file as a dict (validated by `RunConfig.build`)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM dropped, in YAML and JSON alike
     except UnicodeDecodeError as err:
         raise ConfigError(f"{path}: not UTF-8 text (byte {err.start})") from None
     except OSError as err:
         raise ConfigError(f"cannot read run file {path}: {err.strerror or err}") from None
-    try:
-        if path.suffix == ".json":
-            values = json.loads(text, object_pairs_hook=_unique_keys)
-        else:
-            import yaml
-            values = yaml.load(text, Loader=_run_file_loader())
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{path}:{err.lineno}:{err.colno}: not valid JSON ({err.msg})") from None
-    except ConfigError as err:  # a key given twice
-        raise ConfigError(f"{path}:{err}") from None
-    except Exception as err:  # yaml's errors carry their place as a mark
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
-        what = " ".join(filter(None, (getattr(err, "context", None), getattr(err, "problem", None)))) or str(err)
-        raise ConfigError(f"{where}: not valid YAML ({what})") from None
+    values = parse_json(text, path, ConfigError) if path.suffix == ".json" else _parse_yaml(text, path)
     if values is None:
         return {}
     if not isinstance(values, dict):
@@ -179,21 +166,26 @@ def read_run_file(path: str | Path) -> dict[str, Any]:
     return values
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object whose keys are each given once (json keeps the last of a repeated key silently)."""
-    seen = {}
-    for key, value in pairs:
-        if key in seen:
-            raise ConfigError(f" the key {key!r} is given twice; one of them would be dropped silently")
-        seen[key] = value
-    return seen
+def _parse_yaml(text: str, path: Path) -> Any:
+    import yaml
+    try:
+        return yaml.load(text, Loader=_run_file_loader())
+    except ConfigError as err:  # a key given twice, an integer that is not one: line:column: ...
+        raise ConfigError(f"{path}:{err}") from None
+    except Exception as err:  # yaml's errors carry their place as a mark
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        what = " ".join(filter(None, (getattr(err, "context", None), getattr(err, "problem", None)))) or str(err)
+        raise ConfigError(f"{where}: not valid YAML ({what})") from None
 
 
 def _run_file_loader():
-    """yaml.SafeLoader that also reads exponent floats without a dot (``5e-4``, ``1E-8``) as numbers,
-    as YAML 1.2 and JSON do (PyYAML's YAML 1.1 rules would leave them strings), and refuses a key
-    given twice in a mapping (PyYAML keeps the last one silently: a whole second ``train:`` section
-    would replace the first)."""
+    """yaml.SafeLoader with YAML 1.2's numbers where PyYAML keeps YAML 1.1's: exponent floats without a
+    dot (``5e-4``, ``1E-8``) are numbers (1.1 leaves them strings), and integers are ``[-+]?[0-9]+``
+    in decimal (``010`` is 10, not 1.1's octal 8), ``0o17`` and ``0x1F`` (1.1's ``0b1``, ``1_000`` and
+    ``1:30`` are strings, which the settings then refuse by name). A key given twice in a mapping is an
+    error (PyYAML keeps the last one silently: a whole second ``train:`` section would replace the
+    first)."""
     import yaml
 
     class Loader(yaml.SafeLoader):
@@ -209,7 +201,24 @@ def _run_file_loader():
 
     Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
                                  list("-+0123456789"))
+    int_tag = "tag:yaml.org,2002:int"
+    Loader.yaml_implicit_resolvers = {first: [(tag, rx) for tag, rx in resolvers if tag != int_tag]
+                                      for first, resolvers in Loader.yaml_implicit_resolvers.items()}
+    Loader.add_implicit_resolver(int_tag, re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"),
+                                 list("-+0123456789"))
+    Loader.add_constructor(int_tag, _yaml12_int)
     return Loader
+
+
+def _yaml12_int(loader, node) -> int:
+    """A YAML 1.2 core-schema integer: decimal (leading zeros too), 0o octal or 0x hexadecimal."""
+    text = loader.construct_scalar(node)
+    base = {"0o": 8, "0x": 16}.get(text[:2], 10)
+    try:
+        return int(text[2:] if base != 10 else text, base)
+    except ValueError:
+        raise ConfigError(f"{node.start_mark.line + 1}:{node.start_mark.column + 1}: {text!r} is not an integer "
+                          "(decimal, 0o octal or 0x hexadecimal)") from None
 
 
 __all__ = ["RunConfig", "field_default", "read_run_file"]

@@ -2,6 +2,9 @@
 
 IGNORE_INDEX = -100  # a label that no loss counts (padding, prompt tokens, unlabelled positions)
 DEFAULT_VOCAB_SIZE = 8192  # of a tokenizer that pretraining trains on its corpus
+# the largest vocabulary a tokenizer may be trained to: 64 times the largest in use (256k); the Rust
+# trainers reserve memory for vocab_size entries up front, so 2**32 and more abort the process
+MAX_VOCAB_SIZE = 2**24
 PAD_TOKEN = "<|pad|>"  # the pad token plmkit gives byte-level BPE tokenizers (GPT-2's has none)
 
 MAX_SEED = 2**63 - 1  # the largest seed plmkit takes (torch's limit is 2**64 - 1: room for the offsets of derived seeds)

@@ -281,20 +281,21 @@ def _checked(value: Any, hint: Any) -> Any:
                 return os.fspath(value) if isinstance(value, os.PathLike) else value
             continue
         origin, items = typing.get_origin(option), typing.get_args(option)
-        if origin in (list, tuple) and items and all(i in _SCALARS or i is Ellipsis for i in items):
-            if origin is list and items[0] is str and isinstance(value, (str, os.PathLike)):
-                value = [value]  # one path where a list of paths goes
-            if not isinstance(value, (list, tuple)):
-                continue
-            kinds = [items[0]] * len(value) if origin is list or items[-1] is Ellipsis else list(items)
-            if len(kinds) != len(value):
-                continue
-            out = [_checked(v, k) for v, k in zip(value, kinds)]
-            if any(v is _WRONG for v in out):
-                continue
-            return list(out) if origin is list else tuple(out)
-        if option not in _SCALARS and option is not type(None) and origin not in (list, tuple):
-            return value  # a type this check does not know: the caller's
+        if not (origin in (list, tuple) and items and all(i in _SCALARS or i is Ellipsis for i in items)):
+            if option is not type(None):
+                return value  # a type this check does not know (a tuple of tuples ...): the caller's
+            continue
+        if origin is list and items[0] is str and isinstance(value, (str, os.PathLike)):
+            value = [value]  # one path where a list of paths goes
+        if not isinstance(value, (list, tuple)):
+            continue
+        kinds = [items[0]] * len(value) if origin is list or items[-1] is Ellipsis else list(items)
+        if len(kinds) != len(value):
+            continue
+        out = [_checked(v, k) for v, k in zip(value, kinds)]
+        if any(v is _WRONG for v in out):
+            continue
+        return list(out) if origin is list else tuple(out)
     return _WRONG
 
 
