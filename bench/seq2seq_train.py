@@ -42,8 +42,8 @@ def pairs(data: str) -> list[tuple[str, str]]:
 
     root = Path(fetch(data))
     if data == "de-en":
-        rows = [json.loads(line) for line in (root / "sentences.jsonl").read_text(encoding="utf-8").splitlines()]
-        return [(r["de"], r["en"]) for r in rows]
+        rows = [json.loads(line) for line in (root / "sentences.train.jsonl").read_text(encoding="utf-8").splitlines()]
+        return [(r["source"], r["target"]) for r in rows]
     texts = [json.loads(line)["text"] for line in (root / "movie_reviews.jsonl").read_text(encoding="utf-8").splitlines()]
     return list(zip(texts, texts[1:]))
 
