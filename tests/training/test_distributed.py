@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import socket
 import subprocess
 import sys
@@ -59,20 +60,61 @@ def torchrun(*args: str, nproc: int = 2, script: str | None = None) -> subproces
                           capture_output=True, text=True, timeout=TIMEOUT, env=env)
 
 
-def losses(out) -> dict[int, float]:
+def losses(out, key: str = "loss") -> dict[int, float]:
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return {r["step"]: r["loss"] for r in records if "loss" in r}
+    return {r["step"]: r[key] for r in records if key in r}
 
 
-def test_two_processes_train_as_one_with_the_same_global_batch(files):
-    out = files / "two"
-    done = torchrun(*pretrain_args(files, out, "--max-steps", "10"))
+def assert_same_run(a, b, steps: int = 10, keys=("loss", "grad_norm")) -> None:
+    """Runs `a` and `b` logged the same values for every step (within 1e-5) and saved the same weights."""
+    for key in keys:
+        one, two = losses(a, key), losses(b, key)
+        assert sorted(two) == sorted(one) == list(range(1, steps + 1)), key
+        assert max(abs(one[s] - two[s]) for s in one) < 1e-5, (key, one, two)
+    x, y = load_file(a / "model" / "model.safetensors"), load_file(b / "model" / "model.safetensors")
+    assert x.keys() == y.keys() and max((x[k] - y[k]).abs().max().item() for k in x) < 1e-5
+
+
+def two_processes(files, strategy: str):
+    """A 2-process run of 10 steps with `strategy`, checkpointed at steps 5 and 10 (launched once per
+    strategy for the tests that share it)."""
+    out = files / f"two-{strategy}"
+    if not out.exists():
+        done = torchrun(*pretrain_args(files, out, "--max-steps", "10", "--strategy", strategy, "--save-every", "5"))
+        assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+def resumed_copy(run, name: str):
+    """A copy of a finished run whose continuation from its step-5 checkpoint replays steps 6-10."""
+    out = run.parent / name
+    shutil.copytree(run, out)
+    return out, ["--resume-from", str(out / "checkpoints" / "step-000005")]
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_processes_train_as_one_with_the_same_global_batch(files, strategy):
+    """The same losses, gradient norms (under fsdp: the norm of the whole gradient, from its shards)
+    and final weights (under fsdp: gathered from the shards onto rank 0) as one process."""
+    assert_same_run(files / "one", two_processes(files, strategy))
+
+
+def test_a_sharded_checkpoint_resumes_at_one_process_and_at_two_exactly(files):
+    """FSDP's checkpoints are DCP shards (tensors only: the metadata is read without running code);
+    a run saved at 2 processes resumes at 1 (unsharded, DCP reshards on load) and at 2 (sharded again)
+    with the uninterrupted run's losses and final weights."""
+    from plmkit.training.checkpoint import damage
+    run = two_processes(files, "fsdp")
+    step5 = run / "checkpoints" / "step-000005"
+    assert sorted(p.name for p in (step5 / "sharded").iterdir()) == [".metadata", "__0_0.distcp", "__1_0.distcp"]
+    assert not (step5 / "model_state.safetensors").exists() and damage(step5) is None
+    out, resume = resumed_copy(run, "fsdp-at-one")
+    assert main(pretrain_args(files, out, "--max-steps", "10", *resume)) == 0
+    assert_same_run(files / "one", out)
+    out, resume = resumed_copy(run, "fsdp-at-two")
+    done = torchrun(*pretrain_args(files, out, "--max-steps", "10", "--strategy", "fsdp", *resume))
     assert done.returncode == 0, done.stderr[-3000:]
-    one, two = losses(files / "one"), losses(out)
-    assert sorted(two) == list(range(1, 11))
-    assert max(abs(one[s] - two[s]) for s in one) < 1e-5
-    a, b = load_file(files / "one" / "model" / "model.safetensors"), load_file(out / "model" / "model.safetensors")
-    assert a.keys() == b.keys() and max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+    assert_same_run(files / "one", out)
     # rank 0 alone writes: one line per logged step and per evaluation, one summary printed
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines if "loss" in r] == list(range(1, 11))

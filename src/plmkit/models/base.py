@@ -59,11 +59,14 @@ class PreTrainedModel(nn.Module):
         return sum(p.numel() for p in params.values())
 
     # -- saving ---------------------------------------------------------------------------------
-    def save_pretrained(self, directory: str | Path, sentence_transformers: dict | None = None) -> None:
+    def save_pretrained(self, directory: str | Path, sentence_transformers: dict | None = None,
+                        state_dict: dict[str, torch.Tensor] | None = None) -> None:
         """config.json + model.safetensors with Hugging Face names, so transformers loads it too, and the
         sentence-transformers files the model was loaded with. ``sentence_transformers={"pooling": "mean",
         "normalize": True}`` (pooling mean/cls/max; optional max_seq_length) writes new ones instead, so that
-        sentence-transformers loads the directory as that embedding model (plmkit.models.sentence_transformers)."""
+        sentence-transformers loads the directory as that embedding model (plmkit.models.sentence_transformers).
+        `state_dict` (plmkit names) is written instead of the model's own weights: the whole state a
+        sharded model gathered (`training.distributed.full_state_dict`)."""
         from plmkit.nn.lora import plain_state_dict  # LoRA updates are merged: an ordinary checkpoint
         from plmkit.utils.files import output_dir, staged_writes
         directory = output_dir(directory, "save_pretrained(directory)")
@@ -74,7 +77,7 @@ class PreTrainedModel(nn.Module):
             self.config.save(directory)
             if st_files is not None:
                 st_files.write(directory)
-            write_weights(directory, self.converter().to_hf(plain_state_dict(self)))
+            write_weights(directory, self.converter().to_hf(plain_state_dict(self) if state_dict is None else state_dict))
             if self.generation_config:
                 write_generation_config(directory, self.generation_config)
 

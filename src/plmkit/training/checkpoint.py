@@ -9,6 +9,17 @@ Layout under `out_dir/checkpoints/`::
         fingerprint.json            the settings and data the run was made of (training/fingerprint.py)
     latest                          text file naming the newest complete checkpoint
 
+A run whose model is sharded (FSDP2 under torchrun) writes its model and optimizer state with
+torch.distributed.checkpoint (DCP) instead, each rank its own shards, in place of
+model_state.safetensors::
+
+        sharded/                    .metadata (which tensors, their shapes and chunks, and which file
+                                    and byte range holds each chunk) + __R_0.distcp (rank R's chunks)
+        trainer_state.pt            as above, with the optimizer's parameter groups only
+
+DCP reshards on load, so such a checkpoint resumes at any world size, sharded or not (one process,
+DDP), and an ordinary checkpoint resumes under FSDP: the state is the same, only its layout differs.
+
 A checkpoint is written into a hidden temp directory and renamed into place,
 then `latest` is replaced atomically (both with `plmkit.utils.files`): a crash at
 any point leaves the previous checkpoint as `latest`, never a partial one. Old
@@ -19,7 +30,10 @@ intact one to resume from instead (`find_intact`).
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import json
+import pickle
 import re
 import zipfile
 from pathlib import Path
@@ -31,6 +45,7 @@ from safetensors.torch import load_model
 from torch import nn
 
 from plmkit.errors import CheckpointError
+from plmkit.training import distributed
 from plmkit.training.fingerprint import FILE as FINGERPRINT
 from plmkit.utils.files import (atomic_write_dir, atomic_write_text, remove_stale_temps, retire_dir,
                                 write_safetensors, write_torch)
@@ -38,6 +53,8 @@ from plmkit.utils.files import (atomic_write_dir, atomic_write_text, remove_stal
 MODEL_DIR = "model"
 MODEL_STATE = "model_state.safetensors"
 TRAINER_STATE = "trainer_state.pt"
+SHARDED_STATE = "sharded"
+DCP_METADATA = ".metadata"
 LATEST = "latest"
 _STEP_DIR = re.compile(r"step-(\d+)")
 
@@ -48,13 +65,15 @@ def checkpoint_name(step: int) -> str:
     return f"step-{step:06d}"
 
 
-def export_model(model: nn.Module, directory: Path, save_extra: SaveExtra | None = None) -> None:
-    """`model.save_pretrained(directory)` (plain safetensors if it has none), then `save_extra(directory)`."""
+def export_model(model: nn.Module, directory: Path, save_extra: SaveExtra | None = None,
+                 state: dict[str, torch.Tensor] | None = None) -> None:
+    """`model.save_pretrained(directory)` (plain safetensors if it has none), then `save_extra(directory)`;
+    `state` is written instead of the model's own state dict (the whole state of a sharded model)."""
     directory.mkdir(parents=True, exist_ok=True)
     if hasattr(model, "save_pretrained"):
-        model.save_pretrained(directory)
+        model.save_pretrained(directory, **({"state_dict": state} if state is not None else {}))
     else:
-        write_safetensors(directory / "model.safetensors", model.state_dict())
+        write_safetensors(directory / "model.safetensors", model.state_dict() if state is None else state)
     if save_extra is not None:
         save_extra(directory)
 
@@ -66,13 +85,30 @@ def save_checkpoint(
     trainer_state: dict[str, Any],
     save_extra: SaveExtra | None = None,
     fingerprint: dict[str, Any] | None = None,
-) -> Path:
-    """Write `root/step-NNNNNN/` atomically and point `root/latest` at it."""
+    optimizer: torch.optim.Optimizer | None = None,
+) -> Path | None:
+    """Write `root/step-NNNNNN/` atomically and point `root/latest` at it (rank 0 alone). With
+    `optimizer` (a sharded model: every rank calls it), the model and optimizer state go to `sharded/`
+    with DCP, each rank writing its shards into rank 0's temporary directory, which rank 0 renames
+    into place once every rank's files are written (DCP's save ends when all have); rank 0 returns
+    the path, the others None."""
     root = Path(root)
+    if optimizer is not None:
+        import torch.distributed.checkpoint as dcp
+        tensors, groups = sharded_state(model, optimizer)
+        trainer_state = {**trainer_state, "optimizer": {"param_groups": groups}}
+        whole = distributed.full_state_dict(model)  # (for model/: every rank gathers, rank 0 writes)
+        if not distributed.is_main():
+            dcp.save(tensors, checkpoint_id=distributed.broadcast(None))
+            return None
 
     def write(tmp: Path) -> None:
-        export_model(model, tmp / MODEL_DIR, save_extra)
-        write_safetensors(tmp / MODEL_STATE, model.state_dict())
+        if optimizer is not None:
+            dcp.save(tensors, checkpoint_id=distributed.broadcast(str(tmp / SHARDED_STATE)))
+            export_model(model, tmp / MODEL_DIR, save_extra, whole)
+        else:
+            export_model(model, tmp / MODEL_DIR, save_extra)
+            write_safetensors(tmp / MODEL_STATE, model.state_dict())
         write_torch(tmp / TRAINER_STATE, trainer_state)
         if fingerprint is not None:
             (tmp / FINGERPRINT).write_text(json.dumps(fingerprint, indent=1) + "\n", encoding="utf-8")
@@ -82,6 +118,94 @@ def save_checkpoint(
     path = atomic_write_dir(root / checkpoint_name(step), write)
     atomic_write_text(root / LATEST, path.name + "\n")
     return path
+
+
+def is_sharded_checkpoint(checkpoint: Path) -> bool:
+    return (Path(checkpoint) / SHARDED_STATE).is_dir()
+
+
+def sharded_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict[str, Any], list[dict]]:
+    """({"model": ..., "optimizer": per-parameter state}, the optimizer's parameter groups): the first
+    holds tensors only (DTensors for a sharded model), keyed by parameter name, for DCP; the groups
+    (learning rates, names: no tensors) go to trainer_state.pt."""
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+    model_state, optim_state = get_state_dict(model, optimizer)
+    return {"model": model_state, "optimizer": optim_state["state"]}, optim_state["param_groups"]
+
+
+def load_sharded_state(model: nn.Module, optimizer: torch.optim.Optimizer, checkpoint: Path,
+                       param_groups: list[dict]) -> None:
+    """Model and optimizer state from `checkpoint/sharded/` (every rank calls it), resharded to this
+    run's layout: sharded at any world size, or whole (one process, DDP)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import set_state_dict
+    tensors, _ = sharded_state(model, optimizer)
+    try:
+        dcp.load(tensors, storage_reader=_tensors_only_reader(Path(checkpoint) / SHARDED_STATE),
+                 no_dist=not distributed.active())
+    except (dcp.api.CheckpointException, RuntimeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{checkpoint / SHARDED_STATE} does not fit this model: {exc}") from exc
+    set_state_dict(model, optimizer, model_state_dict=tensors["model"],
+                   optim_state_dict={"state": tensors["optimizer"], "param_groups": param_groups})
+
+
+def load_full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """An ordinary checkpoint's optimizer state (`optimizer.state_dict()`: parameters by number) into
+    the optimizer of a sharded model, through parameter names (the groups' ``names``)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+    names = [name for group in state["param_groups"] for name in group["names"]]
+    number = [i for group in state["param_groups"] for i in group["params"]]
+    by_name = dict(zip(number, names))
+    full = {"state": {by_name[i]: v for i, v in state["state"].items()},
+            "param_groups": [{**g, "params": [by_name[i] for i in g["params"]]} for g in state["param_groups"]]}
+    set_optimizer_state_dict(model, optimizer, full, options=StateDictOptions(full_state_dict=True))
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    """DCP's `.metadata` file is a pickle of its `Metadata`: for each tensor its shape, dtype and chunks,
+    and which file and byte range holds each chunk. It is read allowing DCP's own record classes
+    (dataclasses and enums, whose construction runs no code of the file's choosing), torch.Size,
+    dtypes and layouts, nothing else: a checkpoint's files are data, never code (as torch.load(weights_only=True)
+    reads the tensors themselves)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module.startswith("torch.distributed.checkpoint."):
+            found = super().find_class(module, name)
+            if isinstance(found, type) and (dataclasses.is_dataclass(found) or issubclass(found, enum.Enum)):
+                return found
+        elif module == "torch":
+            found = getattr(torch, name, None)
+            if found is torch.Size or isinstance(found, (torch.dtype, torch.layout, torch.memory_format)):
+                return found
+        elif (module, name) in (("collections", "OrderedDict"), ("builtins", "set"), ("builtins", "frozenset"),
+                                ("torch.serialization", "_get_layout"),  # (a layout by its name)
+                                ("pathlib", "PosixPath"), ("pathlib", "WindowsPath")):  # (where it was written)
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"{module}.{name} is not part of a checkpoint's metadata")
+
+
+def _read_dcp_metadata(path: Path):
+    with open(path, "rb") as f:
+        return _MetadataUnpickler(f).load()
+
+
+def _tensors_only_reader(path: Path):
+    from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint.metadata import StorageMeta
+
+    class TensorsOnlyReader(FileSystemReader):
+        """DCP's file reader with the metadata read by `_MetadataUnpickler`; the tensors it reads with
+        torch.load(weights_only=True), and a state of tensors only asks for no pickled objects."""
+
+        def read_metadata(self, *args: Any, **kwargs: Any):
+            metadata = _read_dcp_metadata(Path(self.path) / (f"__{kwargs['rank']}{DCP_METADATA}"
+                                                             if kwargs.get("rank") is not None else DCP_METADATA))
+            if getattr(metadata, "storage_meta", None) is None:
+                metadata.storage_meta = StorageMeta()
+            metadata.storage_meta.load_id = self.load_id
+            return metadata
+
+    return TensorsOnlyReader(path)
 
 
 def list_checkpoints(root: Path) -> list[Path]:
@@ -132,6 +256,8 @@ def damage(checkpoint: Path) -> str | None:
     checkpoint = Path(checkpoint)
     if not checkpoint.is_dir():
         return "is missing"
+    if is_sharded_checkpoint(checkpoint):
+        return _sharded_damage(checkpoint)
     for name in (MODEL_STATE, TRAINER_STATE):
         if not (checkpoint / name).is_file():
             return f"has no {name}"
@@ -140,12 +266,38 @@ def damage(checkpoint: Path) -> str | None:
             f.keys()
     except (SafetensorError, OSError) as err:
         return f"has a damaged {MODEL_STATE} ({err})"
+    return _trainer_state_damage(checkpoint)
+
+
+def _trainer_state_damage(checkpoint: Path) -> str | None:
     try:
         with zipfile.ZipFile(checkpoint / TRAINER_STATE) as z:
             z.infolist()
+    except FileNotFoundError:
+        return f"has no {TRAINER_STATE}"
     except (zipfile.BadZipFile, OSError, EOFError) as err:
         return f"has a damaged {TRAINER_STATE} ({err or 'empty or truncated'})"
     return None
+
+
+def _sharded_damage(checkpoint: Path) -> str | None:
+    """A DCP checkpoint's damage: its metadata unreadable, or a file it names missing or shorter than
+    the byte ranges it holds."""
+    where = checkpoint / SHARDED_STATE
+    try:
+        metadata = _read_dcp_metadata(where / DCP_METADATA)
+        ends: dict[str, int] = {}
+        for info in (metadata.storage_data or {}).values():
+            ends[info.relative_path] = max(ends.get(info.relative_path, 0), info.offset + info.length)
+    except FileNotFoundError:
+        return f"has no {SHARDED_STATE}/{DCP_METADATA}"
+    except Exception as err:  # unpickling errors come in many types
+        return f"has a damaged {SHARDED_STATE}/{DCP_METADATA} ({err or type(err).__name__})"
+    for name, end in sorted(ends.items()):
+        size = (where / name).stat().st_size if (where / name).is_file() else None
+        if size is None or size < end:
+            return f"has {'no' if size is None else 'a truncated'} {SHARDED_STATE}/{name}"
+    return _trainer_state_damage(checkpoint)
 
 
 def find_intact(root: Path, before: Path | None = None) -> Path | None:

@@ -79,7 +79,8 @@ class TrainConfig(Settings):
     device: str = setting("auto", "auto, cpu, cuda or cuda:N", metavar="DEV", shapes_run=False)
     seed: int = setting(0, "random seed", metavar="N", at_least=0, at_most=MAX_SEED)
     strategy: str = setting("ddp", "how the processes of a torchrun job share the training: ddp "
-                                   "(DistributedDataParallel); fsdp is not yet implemented", choices=("ddp", "fsdp"),
+                                   "(DistributedDataParallel) or fsdp (FSDP2: parameters, gradients and optimizer "
+                                   "state sharded across the processes)", choices=("ddp", "fsdp"),
                             shapes_run=False)
     # bookkeeping
     log_every: int = setting(10, "log the loss to metrics.jsonl every N steps", metavar="N", at_least=1,
@@ -116,8 +117,6 @@ class TrainConfig(Settings):
             is_device_name(self.device),
             f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}",
         )
-        need(self.strategy != "fsdp", "strategy fsdp (--strategy fsdp, FSDP2) is not yet implemented: use "
-                                      "--strategy ddp (DistributedDataParallel)")
         need(
             self.early_stopping_patience is None or self.metric_for_best is not None,
             "early_stopping_patience needs metric_for_best (e.g. 'accuracy' or 'loss')",

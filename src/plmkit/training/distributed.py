@@ -199,16 +199,79 @@ def rank_rng(seed: int, step: int, micro: int) -> Iterator[None]:
 
 
 def wrap(model: torch.nn.Module, strategy: str, where: torch.device) -> torch.nn.Module:
-    """The model a training step calls under several ranks (the model itself for one)."""
+    """The model a training step calls under several ranks (the model itself for one).
+
+    ddp: a DistributedDataParallel around the model. fsdp: the model itself, sharded in place with
+    FSDP2 (`fully_shard`) per Transformer block and then at the root (embeddings, heads, final norm,
+    tied weights), on an explicit 1-d device mesh of the run's device type: without one, fully_shard
+    takes CUDA on a machine with GPUs even under gloo. Each rank then holds 1/world of every
+    parameter, gradient and optimizer state (build the optimizer after this); a block's full weights
+    exist only while it runs (all-gathered before its forward and backward, resharded after)."""
     if world_size() == 1:
         return model
-    if strategy != "ddp":
-        raise ConfigError(f"--strategy {strategy} is not yet implemented: use --strategy ddp")
+    if strategy == "fsdp":
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+
+        from plmkit.nn.block import TransformerBlock
+        from plmkit.nn.lora import _MERGEABLE
+        if any(isinstance(m, _MERGEABLE) for m in model.modules()):
+            raise ConfigError("--strategy fsdp does not take LoRA adapters or trainable embedding rows yet (their "
+                              "merge into the saved weights needs the whole tensors): use --strategy ddp")
+        mesh = init_device_mesh(where.type, (world_size(),))
+        for block in [m for m in model.modules() if isinstance(m, TransformerBlock)]:
+            fully_shard(block, mesh=mesh)
+        return fully_shard(model, mesh=mesh)
     from torch.nn.parallel import DistributedDataParallel
     return DistributedDataParallel(model, device_ids=[where.index] if where.type == "cuda" else None,
                                    forward_sync_buffers=False)
 
 
+def is_sharded(model: torch.nn.Module) -> bool:
+    """Whether `model` is sharded by FSDP2 (`wrap` with strategy fsdp)."""
+    from torch.distributed.fsdp import FSDPModule
+    return isinstance(model, FSDPModule)
+
+
+@contextlib.contextmanager
+def gradient_sync(model: torch.nn.Module, sync: bool) -> Iterator[None]:
+    """A backward in the block syncs the gradients across ranks only if `sync` (the last micro-step of
+    an accumulation): DDP's `no_sync` otherwise; FSDP2 then skips the reduce-scatter and keeps the
+    parameters unsharded until the last micro-step (no all-gather again either)."""
+    if is_sharded(model):
+        model.set_requires_gradient_sync(sync)
+        model.set_reshard_after_backward(sync)
+        yield
+    elif sync or not hasattr(model, "no_sync"):
+        yield
+    else:
+        with model.no_sync():
+            yield
+
+
+def local_value(tensor: torch.Tensor) -> torch.Tensor:
+    """A plain tensor of a DTensor (a gradient norm under FSDP2: the reduction over the shards, which
+    gives every rank the norm of the whole gradient), the tensor itself otherwise."""
+    from torch.distributed.tensor import DTensor
+    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
+
+
+def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
+    """The whole model's state dict gathered from the shards onto rank 0's CPU (every rank must call
+    it: it is a collective; the others get an empty dict); None for a model that is not sharded
+    (its own state dict is whole)."""
+    if not is_sharded(model):
+        return None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    whole = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    first: dict[int, str] = {}
+    for name, tensor in model.state_dict(keep_vars=True).items():  # tied weights: one tensor again, saved once
+        earlier = first.setdefault(id(tensor), name)
+        if earlier != name and earlier in whole and name in whole:
+            whole[name] = whole[earlier]
+    return whole
+
+
 __all__ = ["STRATEGIES", "active", "all_reduce_sum", "barrier", "batch_rows", "broadcast", "check_batch_size",
-           "device", "from_main", "is_main", "local_rank", "main_first", "process_group", "rank", "rank_rng", "shard", "wrap",
-           "world_size"]
+           "device", "from_main", "full_state_dict", "gradient_sync", "is_main", "is_sharded", "local_rank", "local_value",
+           "main_first", "process_group", "rank", "rank_rng", "shard", "wrap", "world_size"]

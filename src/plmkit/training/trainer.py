@@ -16,7 +16,6 @@ evaluates, the others waiting for it where they must.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -35,8 +34,11 @@ from plmkit.errors import CheckpointError, ConfigError, PlmkitError, TrainingErr
 from plmkit.training.checkpoint import (
     SaveExtra,
     export_model,
+    is_sharded_checkpoint,
     latest_checkpoint,
     list_checkpoints,
+    load_full_optimizer_state,
+    load_sharded_state,
     load_trainer_state,
     load_weights,
     prune_checkpoints,
@@ -190,18 +192,19 @@ class Trainer:
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-        self.optimizer = build_optimizer(self.model, self.cfg)
-        self.schedule = build_scheduler(self.optimizer, self.cfg, self.total_steps)
-        self._params = [p for group in self.optimizer.param_groups for p in group["params"]]
         self.state = RunState()
         self._interval = _Interval()
         checkpoint = resume_checkpoint(self.checkpoint_dir, resume)
         try:
+            saved = self._read_checkpoint(checkpoint, accept_changes) if checkpoint is not None else None
+            self._forward = distributed.wrap(self.model, self.cfg.strategy, self.device)  # (fsdp: shards it)
+            self.optimizer = build_optimizer(self.model, self.cfg)  # over the shards under fsdp
+            self.schedule = build_scheduler(self.optimizer, self.cfg, self.total_steps)
+            self._params = [p for group in self.optimizer.param_groups for p in group["params"]]
             if checkpoint is not None:
-                self._restore(checkpoint, accept_changes)
+                self._restore(checkpoint, *saved)
             else:
                 self._start_fresh(bool(resume))
-            self._forward = distributed.wrap(self.model, self.cfg.strategy, self.device)
             if distributed.is_main():
                 if self.on_start is not None:  # (after a restore that worked: a failed resume leaves the run file)
                     self.on_start()
@@ -228,15 +231,21 @@ class Trainer:
         self.metrics.reset()
         seed_everything(self.cfg.seed)
 
-    def _restore(self, checkpoint: Path, accept_changes: bool = False) -> None:
+    def _read_checkpoint(self, checkpoint: Path, accept_changes: bool) -> tuple[dict, list[str]]:
+        """(the trainer state of `checkpoint`, how this run differs from it), its weights loaded into
+        the model (before any sharding)."""
         try:
             saved = load_trainer_state(checkpoint)
             changes = self._changes(checkpoint, saved, accept_changes)  # before the weights: a model of another shape
-            load_weights(self.model, checkpoint)
+            if not is_sharded_checkpoint(checkpoint):  # (a sharded one's come with the optimizer's, once sharded)
+                load_weights(self.model, checkpoint)
         except CheckpointError as err:
             damaged = "does not fit" not in str(err)
             raise CheckpointError(f"{err}. {resume_advice(checkpoint.parent, checkpoint)}" if damaged else str(err)) \
                 from None
+        return saved, changes
+
+    def _restore(self, checkpoint: Path, saved: dict, changes: list[str]) -> None:
         try:
             self._restore_state(checkpoint, saved, changes)
         except PlmkitError:
@@ -261,7 +270,12 @@ class Trainer:
     def _restore_state(self, checkpoint: Path, saved: dict, changes: list[str]) -> None:
         fresh = [{k: v for k, v in group.items() if k != "params"} for group in self.optimizer.param_groups]
         try:
-            self.optimizer.load_state_dict(saved["optimizer"])
+            if is_sharded_checkpoint(checkpoint):
+                load_sharded_state(self.model, self.optimizer, checkpoint, saved["optimizer"]["param_groups"])
+            elif distributed.is_sharded(self.model):
+                load_full_optimizer_state(self.model, self.optimizer, saved["optimizer"])
+            else:
+                self.optimizer.load_state_dict(saved["optimizer"])
         except (ValueError, KeyError) as exc:
             raise CheckpointError(
                 f"optimizer state in {checkpoint} does not fit (were other parameters frozen?): {exc}"
@@ -357,17 +371,17 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         for i, (batch, _) in enumerate(micro):
             batch = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-            sync = i == accum - 1 or world == 1  # DDP: gradients all-reduced on the last micro-batch only
-            with contextlib.nullcontext() if sync else self._forward.no_sync(), \
+            sync = i == accum - 1 or world == 1  # gradients all-reduced (reduce-scattered) on the last micro-batch only
+            with distributed.gradient_sync(self._forward, sync), \
                     distributed.rank_rng(self.cfg.seed, self.state.step, i):
                 with autocast(self.device, self.amp_dtype):
                     output = self._forward(**batch, **self.forward_kwargs)
                 loss = weighted_loss(output, parts, counts[i].tolist(), totals)
-                (loss * world if world > 1 else loss).backward()  # (DDP averages the gradients over the ranks)
+                (loss * world if world > 1 else loss).backward()  # (DDP and FSDP average the gradients over the ranks)
             loss_sum += loss.detach().float()
         grad_norm = None
         if self.cfg.grad_clip is not None:
-            grad_norm = torch.nn.utils.clip_grad_norm_(self._params, self.cfg.grad_clip)
+            grad_norm = distributed.local_value(torch.nn.utils.clip_grad_norm_(self._params, self.cfg.grad_clip))
         norm = grad_norm.float() if grad_norm is not None else torch.zeros_like(loss_sum)
         loss_sum = distributed.all_reduce_sum(loss_sum)  # (the gradients, and so their norm, are the same everywhere)
         loss_value, norm_value = torch.stack([loss_sum, norm]).tolist()  # the one host sync per step
@@ -407,7 +421,10 @@ class Trainer:
     def _run_evaluation(self) -> bool:
         """Evaluate, log, keep the best model; True when early stopping says stop."""
         st, cfg = self.state, self.cfg
-        raw = distributed.from_main(self._evaluate)  # (rank 0 evaluates; the others wait for its results)
+        if distributed.is_sharded(self.model):  # every rank: a sharded model's forward is a collective
+            raw = self._evaluate()
+        else:
+            raw = distributed.from_main(self._evaluate)  # (rank 0 evaluates; the others wait for its results)
         metrics = {(k if k.startswith("eval_") else f"eval_{k}"): float(v) for k, v in raw.items()}
         st.last_eval, st.last_eval_step = metrics, st.step
         self.metrics.append({"step": st.step, **metrics})
@@ -437,25 +454,35 @@ class Trainer:
         finally:
             self.model.train()
 
-    def _save_best(self, name: str, value: float) -> None:
-        if not distributed.is_main():
-            return
+    def _export(self, directory: Path, more: Callable[[Path], None] | None = None) -> None:
+        """The model as an ordinary Hugging Face directory, written by rank 0 (a sharded model's whole
+        state gathered onto it first, by every rank), then `more(directory)`."""
+        state = distributed.full_state_dict(self.model)
 
         def write(tmp: Path) -> None:
-            export_model(self.model, tmp, self.save_extra)
+            export_model(self.model, tmp, self.save_extra, state)
+            if more is not None:
+                more(tmp)
+
+        if distributed.is_main():
+            atomic_write_dir(directory, write)
+
+    def _save_best(self, name: str, value: float) -> None:
+        def best(tmp: Path) -> None:
             (tmp / "best.json").write_text(json.dumps({"step": self.state.step, "metric": name, "value": value}) + "\n",
                                            encoding="utf-8")
 
-        atomic_write_dir(self.out_dir / "best", write)
+        self._export(self.out_dir / "best", best)
 
     def _save_checkpoint(self) -> None:
         st = self.state
         self._tick()
         st.last_save_step = st.step
+        sharded = distributed.is_sharded(self.model)  # (then DCP: every rank writes its shards)
         trainer_state = {
             "format": STATE_FORMAT,
             "run": asdict(st),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": None if sharded else self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
             "loader": self.train_loader.state_dict(),
             "interval": asdict(self._interval),
@@ -463,8 +490,10 @@ class Trainer:
             "config": self.cfg.to_dict(),
             "fingerprint": self.fingerprint,  # (a copy: fingerprint.json beside it is what a resume reads first)
         }
+        if sharded or distributed.is_main():
+            save_checkpoint(self.checkpoint_dir, st.step, self.model, trainer_state, self.save_extra, self.fingerprint,
+                            optimizer=self.optimizer if sharded else None)
         if distributed.is_main():
-            save_checkpoint(self.checkpoint_dir, st.step, self.model, trainer_state, self.save_extra, self.fingerprint)
             prune_checkpoints(self.checkpoint_dir, self.cfg.keep_last)
         distributed.barrier()
 
@@ -483,8 +512,7 @@ class Trainer:
         if cfg.save_every and (st.last_save_step != st.step or logged):  # a resumed finished run logs nothing twice
             self._save_checkpoint()
         model_dir = self.out_dir / "model"
-        if distributed.is_main():
-            atomic_write_dir(model_dir, lambda tmp: export_model(self.model, tmp, self.save_extra))
+        self._export(model_dir)
         distributed.barrier()  # (every rank returns once the model is there)
         if unknown is not None:
             raise TrainingError(f"{unknown} (the model is saved in {model_dir})")
