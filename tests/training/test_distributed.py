@@ -66,11 +66,15 @@ def losses(out, key: str = "loss") -> dict[int, float]:
 
 
 def assert_same_run(a, b, steps: int = 10, keys=("loss", "grad_norm")) -> None:
-    """Runs `a` and `b` logged the same values for every step (within 1e-5) and saved the same weights."""
+    """Runs `a` and `b` logged the same values for every step (within 1e-5), the same held-out metrics
+    at steps 5 and 10 (evaluated sharded at 2 processes) and saved the same weights."""
     for key in keys:
         one, two = losses(a, key), losses(b, key)
         assert sorted(two) == sorted(one) == list(range(1, steps + 1)), key
         assert max(abs(one[s] - two[s]) for s in one) < 1e-5, (key, one, two)
+    for key in ("eval_mlm_loss", "eval_mlm_accuracy"):
+        one, two = losses(a, key), losses(b, key)
+        assert sorted(two) == sorted(one) == [5, 10] and max(abs(one[s] - two[s]) for s in one) < 1e-5, (key, one, two)
     x, y = load_file(a / "model" / "model.safetensors"), load_file(b / "model" / "model.safetensors")
     assert x.keys() == y.keys() and max((x[k] - y[k]).abs().max().item() for k in x) < 1e-5
 
@@ -137,13 +141,36 @@ def test_a_batch_size_the_world_size_does_not_divide_is_refused_by_name(files):
     assert "--batch-size 7 is the global batch, shared by the 2 processes" in done.stderr
 
 
-def test_a_bad_record_ends_every_process_with_the_message(files):
+@pytest.fixture(scope="module")
+def tiny_bert(files):
+    """A random 1-layer BERT with the corpus's tokenizer."""
     from plmkit.models.bert import BertConfig, BertModel
     model = files / "tiny-bert"
+    torch.manual_seed(0)
     BertModel(BertConfig(vocab_size=300, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                          intermediate_size=32)).save_pretrained(model)
     for f in (files / "tok").iterdir():
         (model / f.name).write_bytes(f.read_bytes())
+    return model
+
+
+def test_sharded_evaluation_gives_the_metrics_of_one_process(files, tiny_bert, tmp_path):
+    """Each rank evaluates its rows: classification's sums (confusion matrix, loss) are added up across
+    ranks, NER's windows merged per rank and its sentences gathered to rank 0 for seqeval: the metrics
+    of one process (within 1e-6). Pretraining's held-out MLM metrics: `assert_same_run`."""
+    sys.path.insert(0, os.path.dirname(__file__))
+    from dist_eval_worker import evaluations
+    done = torchrun(str(tiny_bert), str(tmp_path / "two.json"), script=os.path.join(os.path.dirname(__file__),
+                                                                                     "dist_eval_worker.py"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    one, two = evaluations(str(tiny_bert)), json.loads((tmp_path / "two.json").read_text())
+    assert one.keys() == two.keys() and {"cls_accuracy", "cls_loss", "ner_f1", "ner_loss", "ner_n"} <= one.keys()
+    assert one["ner_n"] == 9 and one["cls_n"] == 23
+    assert {k: v for k, v in one.items() if abs(v - two[k]) >= 1e-6} == {}, two
+
+
+def test_a_bad_record_ends_every_process_with_the_message(files, tiny_bert):
+    model = tiny_bert
     bad = files / "bad.jsonl"
     bad.write_text('{"text": "ok", "label": "a"}\n{"text": 3, "label": "b"}\n', encoding="utf-8")
     done = torchrun("finetune", "--task", "classification", "--model", str(model), "--train", str(bad),

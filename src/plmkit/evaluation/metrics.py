@@ -10,6 +10,10 @@
 * SquadMetrics: the official SQuAD v1.1/v2.0 exact match and token F1 (with its normalisation).
 * SquadThresholdSweep: SQuAD v2's best no-answer threshold (best_exact / best_f1 and their thresholds).
 * RelationMetrics: micro P/R/F1 over the relation classes, the no-relation class excluded.
+
+`reduce(part)` makes an accumulator hold every process's updates, for an evaluation shared by
+several (`part`: an EvalShard of plmkit.training.distributed): counts are summed on every process,
+and what needs every prediction (ranks, seqeval's spans) is gathered to rank 0.
 """
 from __future__ import annotations
 
@@ -44,6 +48,9 @@ class ClassificationMetrics:
         n = self.confusion.shape[0]
         self.confusion += torch.bincount(g * n + p, minlength=n * n).view(n, n)
 
+    def reduce(self, part) -> None:
+        self.confusion = torch.tensor(part.sums(self.confusion.view(-1).tolist())).round().long().view_as(self.confusion)
+
     def compute(self) -> dict[str, float]:
         c = self.confusion.double().numpy()
         tp, gold, pred = np.diag(c), c.sum(1), c.sum(0)
@@ -72,6 +79,12 @@ class MultiLabelMetrics:
         self.fn += (~p & g).sum(0)
         self.exact += int((p == g).all(1).sum())
         self.n += p.shape[0]
+
+    def reduce(self, part) -> None:
+        k = len(self.tp)
+        total = np.array(part.sums([*self.tp, *self.fp, *self.fn, self.exact, self.n]))
+        self.tp, self.fp, self.fn = total[:k], total[k:2 * k], total[2 * k:3 * k]
+        self.exact, self.n = int(round(total[-2])), int(round(total[-1]))
 
     def compute(self) -> dict[str, float]:
         micro = float(_f1(_safe_div(self.tp.sum(), self.tp.sum() + self.fp.sum()),
@@ -115,6 +128,10 @@ class RegressionMetrics:
         self.pred += torch.as_tensor(predictions).view(-1).float().tolist()
         self.gold += torch.as_tensor(labels).view(-1).float().tolist()
 
+    def reduce(self, part) -> None:  # (rank 0: every pair, in rank order; the correlations ignore order)
+        pairs = part.gather(list(zip(self.pred, self.gold))) or []
+        self.pred, self.gold = [p for p, _ in pairs], [g for _, g in pairs]
+
     def compute(self) -> dict[str, float]:
         p, g = np.array(self.pred), np.array(self.gold)
         constant = [name for name, x in (("gold labels", g), ("predictions", p)) if len(x) and np.ptp(x) == 0]
@@ -144,6 +161,11 @@ class EntityMetrics:
             self.gold.append(list(g))
             self.tokens += len(g)
             self.correct_tokens += sum(a == b for a, b in zip(p, g))
+
+    def reduce(self, part) -> None:  # (seqeval needs every sentence: gathered to rank 0)
+        rows = part.gather(list(zip(self.pred, self.gold))) or []
+        self.pred, self.gold = [p for p, _ in rows], [g for _, g in rows]
+        self.tokens, self.correct_tokens = (int(round(x)) for x in part.sums([self.tokens, self.correct_tokens]))
 
     def compute(self) -> dict[str, float]:
         from seqeval.metrics import f1_score, precision_score, recall_score

@@ -13,7 +13,7 @@ from plmkit.utils.constants import IGNORE_INDEX
 
 @torch.no_grad()
 def evaluate_perplexity(model, dataset, batch_size: int = 8, max_batches: int | None = None,
-                        collate: Callable | None = None, shifted: bool = True) -> dict[str, float]:
+                        collate: Callable | None = None, shifted: bool = True, part=None) -> dict[str, float]:
     """Mean next-token cross-entropy over every labelled token of `dataset` (at most `max_batches`
     batches): {"loss", "perplexity" = exp(loss), "tokens"}. Model in eval mode is the caller's job.
 
@@ -21,7 +21,8 @@ def evaluate_perplexity(model, dataset, batch_size: int = 8, max_batches: int | 
     blocks). The model computes its own loss with ``return_logits=False``, so a causal LM never
     materialises the (B, T, V) logits (plmkit.nn.losses.linear_cross_entropy). shifted: the model
     predicts labels[:, 1:] from the tokens before (a causal LM); False: every label is a target
-    (an encoder-decoder's)."""
+    (an encoder-decoder's). part: this process's part of an evaluation shared by several (an
+    `EvalShard` of plmkit.training.distributed: `rows(batch)` its rows, `sums(values)` over all)."""
     if collate is None:
         from plmkit.data.clm import collate_blocks as collate
     device = next(model.parameters()).device
@@ -29,11 +30,17 @@ def evaluate_perplexity(model, dataset, batch_size: int = 8, max_batches: int | 
     n = len(dataset) if max_batches is None else min(len(dataset), max_batches * batch_size)
     for start in range(0, n, batch_size):
         batch = collate([dataset[i] for i in range(start, min(n, start + batch_size))])
+        if not int((batch["labels"][:, int(shifted):] != IGNORE_INDEX).sum()):
+            continue
+        batch, own = part.rows(batch) if part is not None else (batch, True)
         batch = {k: v.to(device) for k, v in batch.items()}
-        tokens = int((batch["labels"][:, int(shifted):] != IGNORE_INDEX).sum())
+        loss = model(**batch, return_logits=False).loss.float()  # (run by every part: a sharded model's collectives)
+        tokens = int((batch["labels"][:, int(shifted):] != IGNORE_INDEX).sum()) if own else 0
         if tokens:
-            total += float(model(**batch, return_logits=False).loss.float()) * tokens
+            total += float(loss) * tokens
             count += tokens
+    if part is not None:
+        total, count = part.sums([total, count])
     if count == 0:
         raise DataError("no held-out tokens to evaluate on")
     loss = total / count

@@ -313,7 +313,11 @@ def _run(config: FinetuneRun, out: Path, fp: dict) -> FinetuneResult:
     eval_batch_size = d.eval_batch_size or max(d.batch_size, 32)
 
     def evaluate(model_):
-        return task.evaluate(model_, tokenizer, eval_examples, eval_features, eval_batch_size)
+        return task.evaluate(model_, tokenizer, eval_examples, eval_features, eval_batch_size, **shared)
+
+    shared = {"part": distributed.EvalShard()} if task.sharded_evaluation else {}
+    if shared:  # (each rank its part, the metrics reduced across ranks)
+        evaluate = distributed.sharded_evaluation(evaluate)
 
     def save_extra(directory: Path) -> None:
         tokenizer.save_pretrained(directory)

@@ -51,6 +51,7 @@ class Task:
     pipeline_arguments: ClassVar[tuple[str, ...]] = ()  # keyword arguments its `pipeline` takes
     description: ClassVar[str] = ""  # what `plmkit finetune --help` says about its data
     reader: ClassVar[Callable[..., list]]  # reader(path, labelled) -> examples, errors naming file:line
+    sharded_evaluation: ClassVar[bool] = False  # `evaluate` takes `part`: several processes share it
     progress: bool = True  # progress bars of long evaluations (a run's --no-progress turns them off)
 
     def __init__(self, settings: TaskSettings | None = None):
@@ -108,7 +109,10 @@ class Task:
         return "f1"
 
     def evaluate(self, model, tokenizer, examples: list, features: list, batch_size: int = 32) -> dict[str, float]:
-        """Metrics of `model` on encoded `features` of `examples`, accumulated batch by batch."""
+        """Metrics of `model` on encoded `features` of `examples`, accumulated batch by batch. A task
+        with `sharded_evaluation` takes `part` too (an EvalShard of plmkit.training.distributed):
+        under torchrun each process evaluates its rows and the metrics are reduced across them
+        (rank 0's are the ones kept); the others are evaluated by rank 0 alone."""
         raise NotImplementedError
 
     def finished(self, result) -> str | None:

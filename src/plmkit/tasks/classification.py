@@ -254,17 +254,22 @@ class ClassificationTask(Task):
     def main_metric(self) -> str:
         return {REGRESSION: "pearson", MULTI: "f1"}.get(self.settings.problem_type, "accuracy")
 
-    def evaluate(self, model, tokenizer, examples, features, batch_size: int = 32) -> dict[str, float]:
+    sharded_evaluation = True
+
+    def evaluate(self, model, tokenizer, examples, features, batch_size: int = 32, part=None) -> dict[str, float]:
         problem, n_labels = self.settings.problem_type, model.config.num_labels
         metric = (RegressionMetrics() if problem == REGRESSION else MultiLabelMetrics(n_labels) if problem == MULTI
                   else ClassificationMetrics(n_labels))
         loss = LossMeter()
-        for idx, batch, out in forward_batches(model, features, batch_size, tokenizer.pad_token_id):
+        for idx, batch, out in forward_batches(model, features, batch_size, tokenizer.pad_token_id, part):
             loss.add(out, len(idx))
             logits = out.logits.float()
             pred = (logits.squeeze(-1) if problem == REGRESSION else logits.sigmoid() > 0.5 if problem == MULTI
                     else logits.argmax(-1))
             metric.update(pred, batch["labels"])
+        if part is not None:  # (sums on every rank; a regression's pairs gathered to rank 0)
+            metric.reduce(part)
+            loss.reduce(part)
         return loss.put(metric.compute())
 
     def predict(self, model, tokenizer, records, batch_size: int = 32, where: str = "input", lines=None,

@@ -57,8 +57,12 @@ def batches_by_length(features: list[dict], batch_size: int) -> Iterator[list[in
         yield order[start:start + batch_size]
 
 
-def forward_batches(model, features: list[dict], batch_size: int, pad_id: int) -> Iterator[tuple[list[int], dict, Any]]:
-    """(indices, batch, output) over `features` in length-sorted batches, without gradients."""
+def forward_batches(model, features: list[dict], batch_size: int, pad_id: int,
+                    part=None) -> Iterator[tuple[list[int], dict, Any]]:
+    """(indices, batch, output) over `features` in length-sorted batches, without gradients. `part`
+    (an EvalShard, for an evaluation shared by several processes): this process's rows of each batch
+    only; every process runs each batch's forward pass (a sharded model's collectives), yielding
+    nothing when it has no rows."""
     collate = pad_collate(pad_id)
     device = next(model.parameters()).device
     was_training = model.training
@@ -66,8 +70,14 @@ def forward_batches(model, features: list[dict], batch_size: int, pad_id: int) -
     try:
         with torch.no_grad():
             for idx in batches_by_length(features, batch_size):
-                batch = {k: v.to(device) for k, v in collate([features[i] for i in idx]).items()}
-                yield idx, batch, model(**batch)
+                batch, own = collate([features[i] for i in idx]), True
+                if part is not None:
+                    batch, own = part.rows({**batch, "_rows": idx})
+                    idx = batch.pop("_rows")
+                batch = {k: v.to(device) for k, v in batch.items()}
+                out = model(**batch)
+                if own:
+                    yield idx, batch, out
     finally:
         model.train(was_training)
 
@@ -82,6 +92,11 @@ class LossMeter:
         if getattr(out, "loss", None) is not None:
             self.total += float(out.loss) * n
             self.n += n
+
+    def reduce(self, part) -> None:
+        """Every process's losses (`part`: an EvalShard) on each."""
+        self.total, n = part.sums([self.total, self.n])
+        self.n = int(round(n))
 
     def put(self, metrics: dict) -> dict:
         if self.n:

@@ -204,8 +204,16 @@ class WindowMerger:
             if w < 0 or (pos > 0 and word_index[pos - 1] == w):
                 continue
             key, rank = (feature["_sentence"], w), (min(pos, last - pos), -feature["_window"])
-            if key not in self.best or rank > self.best[key][0]:
-                self.best[key] = (rank, token_values[pos])
+            self._keep(key, rank, token_values[pos])
+
+    def _keep(self, key: tuple[int, int], rank: tuple[int, int], value) -> None:
+        if key not in self.best or rank > self.best[key][0]:
+            self.best[key] = (rank, value)
+
+    def merge(self, chosen: list) -> None:
+        """Add the (key, (rank, value)) items other mergers chose (windows merged elsewhere)."""
+        for key, (rank, value) in chosen:
+            self._keep(key, rank, value)
 
     def words(self, sentence: int, n_words: int) -> list:
         """The sentence's per-word values (None for a word no window holds)."""
@@ -265,14 +273,23 @@ class NerTask(Task):
     def encode(self, tokenizer, examples, label2id, path="data", training: bool = False) -> list[dict]:
         return encode_sentences(tokenizer, examples, self.settings.max_length, label2id, path, self.settings.stride)
 
-    def evaluate(self, model, tokenizer, examples, features, batch_size: int = 32) -> dict[str, float]:
-        """Windows of one sentence may land in different batches: merge per word, then score."""
+    sharded_evaluation = True
+
+    def evaluate(self, model, tokenizer, examples, features, batch_size: int = 32, part=None) -> dict[str, float]:
+        """Windows of one sentence may land in different batches: merge per word, then score. Shared
+        by several processes (`part`), each merges its windows and rank 0 gathers their words (seqeval
+        needs every sentence) and scores; the others return nothing."""
         merger = WindowMerger()  # (predicted tag id, cross-entropy) per word
-        for idx, batch, out in forward_batches(model, features, batch_size, tokenizer.pad_token_id):
+        for idx, batch, out in forward_batches(model, features, batch_size, tokenizer.pad_token_id, part):
             logits = out.logits.float()  # (B, T, C)
             token_loss = F.cross_entropy(logits.transpose(1, 2), batch["labels"], reduction="none")  # (B, T)
             for row, i in enumerate(idx):
                 merger.add(features[i], list(zip(logits[row].argmax(-1).tolist(), token_loss[row].tolist())))
+        if part is not None:
+            chosen = part.gather(list(merger.best.items()))
+            if chosen is None:
+                return {}
+            merger.merge(chosen)
         words = [merger.words(k, len(s.tokens)) for k, s in enumerate(examples)]
         metric = EntityMetrics(self.settings.scheme or "BIO")
         metric.update([[model.config.id2label[tag] for tag, _ in w] for w in words], [s.tags for s in examples])

@@ -108,8 +108,10 @@ def pretrain(config, resume: bool | str = False, accept_changes: bool = False, *
                          drop_last=len(train_set) >= batch_size)
     evaluate = None
     if eval_set is not None:
-        def evaluate(model):
-            return evaluate_perplexity(model, eval_set, batch_size, data.eval_batches, collate)
+        @distributed.sharded_evaluation
+        def evaluate(model):  # (each rank its rows of every batch, the sums added up)
+            return evaluate_perplexity(model, eval_set, batch_size, data.eval_batches, collate,
+                                       part=distributed.EvalShard())
     elif train_cfg.eval_every is not None:
         raise ConfigError("eval_every is set but eval_fraction is 0: there is no held-out split")
 

@@ -175,9 +175,11 @@ def make_evaluator(dataset: DenoisingDataset, collator, data, seed: int):
     """`evaluate(model)`: the reconstruction loss (per target token), its perplexity and the token count
     on at most `eval_batches` held-out batches, noised the same way every time (`collator(generator)`
     gets a private generator seeded from `seed`; the global RNG is left alone)."""
-    def evaluate(model) -> dict[str, float]:
+    @distributed.sharded_evaluation
+    def evaluate(model) -> dict[str, float]:  # (each rank its rows of every batch, the sums added up)
         noise = torch.Generator().manual_seed(seed + EVAL_NOISE_SEED)
-        return evaluate_perplexity(model, dataset, data.batch_size, data.eval_batches, collator(noise), shifted=False)
+        return evaluate_perplexity(model, dataset, data.batch_size, data.eval_batches, collator(noise), shifted=False,
+                                   part=distributed.EvalShard())
 
     return evaluate
 

@@ -147,6 +147,40 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+class EvalShard:
+    """This rank's part of an evaluation that every rank runs (an evaluate function marked by
+    `sharded_evaluation`): each rank runs every batch's forward pass on its own rows (`rows`, as in
+    training: the ranks run the same forward passes, which a sharded model's collectives need), and
+    the metrics are reduced across the ranks. What adds up (losses, correct counts, token counts,
+    confusion matrices) is summed on every rank (`sums`): no rank holds all predictions. What needs
+    every prediction at once (entity F1 by seqeval, correlations' ranks) is gathered to rank 0
+    (`gather`, with gather_object: the others keep only their own part), which computes the metric;
+    the Trainer then gives rank 0's metrics to every rank. Outside torchrun: the whole evaluation."""
+
+    def rows(self, batch: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """(this rank's rows of `batch`, whether it has any): see `shard`; a rank with none still
+        runs the forward pass (on the whole batch) and counts nothing of it."""
+        return shard(batch)
+
+    def sums(self, values: list[float]) -> list[float]:
+        """Each value summed over the ranks (float64)."""
+        return all_reduce_sum(torch.tensor(values, dtype=torch.float64)).tolist() if values else []
+
+    def gather(self, items: list) -> list | None:
+        """Every rank's `items` (picklable), concatenated in rank order, on rank 0; None on the others."""
+        if not active() or world_size() == 1:
+            return items
+        parts: list | None = [None] * world_size() if is_main() else None
+        dist.gather_object(items, parts, dst=0)
+        return [item for part in parts for item in part] if parts is not None else None
+
+
+def sharded_evaluation(evaluate: Callable) -> Callable:
+    """Mark an evaluate function as one every rank runs on its part, with an `EvalShard` (see it)."""
+    evaluate.sharded = True
+    return evaluate
+
+
 def check_batch_size(batch_size: int, flag: str = "--batch-size") -> None:
     """The batch size is the global batch: refused, by name, when the world size does not divide it."""
     world = world_size()
@@ -272,6 +306,6 @@ def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
     return whole
 
 
-__all__ = ["STRATEGIES", "active", "all_reduce_sum", "barrier", "batch_rows", "broadcast", "check_batch_size",
+__all__ = ["STRATEGIES", "EvalShard", "active", "all_reduce_sum", "barrier", "batch_rows", "broadcast", "check_batch_size",
            "device", "from_main", "full_state_dict", "gradient_sync", "is_main", "is_sharded", "local_rank", "local_value",
-           "main_first", "process_group", "rank", "rank_rng", "shard", "wrap", "world_size"]
+           "main_first", "process_group", "rank", "rank_rng", "shard", "sharded_evaluation", "wrap", "world_size"]

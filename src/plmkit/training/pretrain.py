@@ -212,29 +212,33 @@ def initialise(model, model_cfg, shards: TokenShards) -> None:
 
 def make_evaluator(dataset: PretrainingDataset, tokenizer, data, seed: int):
     """`evaluate(model)`: MLM accuracy / loss / perplexity and NSP accuracy / loss on at most
-    `eval_batches` held-out batches, with the same masks every time (a private seeded RNG)."""
+    `eval_batches` held-out batches, with the same masks every time (a private seeded RNG). Under
+    torchrun each rank evaluates its rows of every batch and the sums are added up across ranks."""
     n = min(len(dataset), data.eval_batches * data.batch_size)
+    part = distributed.EvalShard()
 
+    @distributed.sharded_evaluation
     def evaluate(model) -> dict[str, float]:
         device = next(model.parameters()).device
         collate = PretrainingCollator(tokenizer, data.mask_rate, data.whole_word_mask, nsp=data.nsp,
                                       generator=torch.Generator().manual_seed(seed + 12345))
-        mlm_loss = mlm_correct = nsp_loss = nsp_correct = 0.0
-        mlm_count = nsp_count = 0
+        sums = [0.0] * 6  # mlm: loss, correct, count; nsp: loss, correct, count
         for start in range(0, n, data.batch_size):
-            batch = collate([dataset[i] for i in range(start, min(n, start + data.batch_size))])
+            batch, own = part.rows(collate([dataset[i] for i in range(start, min(n, start + data.batch_size))]))
             batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
             output = model(**batch)
+            if not own:
+                continue
             labels = batch["labels"][batch["labels"] != IGNORE_INDEX]
             logits = (output.prediction_logits if data.nsp else output.logits).float()
-            mlm_loss += float(F.cross_entropy(logits, labels, reduction="sum"))
-            mlm_correct += float((logits.argmax(-1) == labels).sum())
-            mlm_count += labels.numel()
+            heads = [(logits, labels)]
             if data.nsp:
-                nsp_logits, target = output.seq_relationship_logits.float(), batch["next_sentence_label"]
-                nsp_loss += float(F.cross_entropy(nsp_logits, target, reduction="sum"))
-                nsp_correct += float((nsp_logits.argmax(-1) == target).sum())
-                nsp_count += target.numel()
+                heads.append((output.seq_relationship_logits.float(), batch["next_sentence_label"]))
+            for k, (head, target) in enumerate(heads):
+                sums[3 * k] += float(F.cross_entropy(head, target, reduction="sum"))
+                sums[3 * k + 1] += float((head.argmax(-1) == target).sum())
+                sums[3 * k + 2] += target.numel()
+        mlm_loss, mlm_correct, mlm_count, nsp_loss, nsp_correct, nsp_count = part.sums(sums)
         metrics = {"mlm_accuracy": mlm_correct / max(mlm_count, 1), "mlm_loss": mlm_loss / max(mlm_count, 1)}
         metrics["mlm_perplexity"] = math.exp(min(metrics["mlm_loss"], 50.0))
         if data.nsp:

@@ -421,7 +421,9 @@ class Trainer:
     def _run_evaluation(self) -> bool:
         """Evaluate, log, keep the best model; True when early stopping says stop."""
         st, cfg = self.state, self.cfg
-        if distributed.is_sharded(self.model):  # every rank: a sharded model's forward is a collective
+        if getattr(self.evaluate, "sharded", False):  # every rank its part; rank 0's metrics for all
+            raw = distributed.broadcast(self._evaluate())
+        elif distributed.is_sharded(self.model):  # every rank the whole: a sharded model's forward is a collective
             raw = self._evaluate()
         else:
             raw = distributed.from_main(self._evaluate)  # (rank 0 evaluates; the others wait for its results)
