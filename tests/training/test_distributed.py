@@ -48,15 +48,17 @@ def pretrain_args(root, out, *extra) -> list[str]:
             "--no-progress", "--log-every", "1", *extra]
 
 
-def torchrun(*args: str, nproc: int = 2, script: str | None = None) -> subprocess.CompletedProcess:
-    """`torchrun --nproc_per_node nproc -m plmkit args` (or a script), on a free port, one thread each."""
+def torchrun(*args: str, nproc: int = 2, script: str | None = None, launcher: tuple[str, ...] = (),
+             **env: str) -> subprocess.CompletedProcess:
+    """`torchrun --nproc_per_node nproc [launcher] -m plmkit args` (or a script), on a free port, one
+    thread each, with `env` added to the environment."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     target = [script] if script else ["-m", "plmkit"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **env}
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-                           "--master_addr", "127.0.0.1", "--master_port", str(port), *target, *args],
+                           "--master_addr", "127.0.0.1", "--master_port", str(port), *launcher, *target, *args],
                           capture_output=True, text=True, timeout=TIMEOUT, env=env)
 
 
@@ -133,6 +135,17 @@ def test_a_run_saved_at_two_processes_resumes_at_one_exactly(files):
     assert main(pretrain_args(files, out, "--max-steps", "10", "--resume-with-changes")) == 0
     one, resumed = losses(files / "one"), losses(out)
     assert sorted(resumed) == list(range(1, 11)) and max(abs(one[s] - resumed[s]) for s in one) < 1e-5
+
+
+def test_an_elastic_restart_resumes_from_the_latest_checkpoint(files):
+    """Rank 1 fails once after step 6; torchrun --max-restarts 1 starts the workers again, which resume
+    from the step-5 checkpoint by themselves and end as the uninterrupted run."""
+    out = files / "restarted"
+    done = torchrun(*pretrain_args(files, out, "--max-steps", "10", "--strategy", "fsdp", "--save-every", "5"),
+                    launcher=("--max-restarts", "1"), PLMKIT_TEST_FAIL_AT_STEP="6")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "fails after step 6" in done.stderr and "resuming from the latest checkpoint" in done.stderr
+    assert_same_run(files / "one", out)
 
 
 def test_a_batch_size_the_world_size_does_not_divide_is_refused_by_name(files):

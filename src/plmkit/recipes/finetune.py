@@ -251,6 +251,9 @@ def run(config: FinetuneRun) -> FinetuneResult:
     """Fine-tune as `config` says (see the module docstring), owning the output directory meanwhile;
     under torchrun, every rank runs it (plmkit.training.distributed)."""
     from plmkit.training import distributed
+    resume, config.overwrite = distributed.resume_after_restart(config.resume_target, config.overwrite)
+    if resume is True:  # (torchrun --max-restarts: the latest checkpoint)
+        config.resume, config.resume_from = True, None
     with distributed.process_group(config.train.device):
         return _claimed_run(config)
 

@@ -249,6 +249,7 @@ def run(config: PretrainRun, resume: bool | str = False, accept_changes: bool = 
     overwrite: replace the run already in OUT (see plmkit.training.run_dir). Under torchrun, every rank
     runs it (plmkit.training.distributed)."""
     from plmkit.training import distributed
+    resume, overwrite = distributed.resume_after_restart(resume, overwrite)  # (torchrun --max-restarts)
     with distributed.process_group(config.train.device):
         return _run(config, resume, accept_changes, overwrite)
 

@@ -97,6 +97,31 @@ def process_group(device_name: str = "auto") -> Iterator[None]:
         dist.destroy_process_group()
 
 
+def restarted() -> bool:
+    """Whether torchrun restarted this job's workers after one failed (``--max-restarts N``:
+    TORCHELASTIC_RESTART_COUNT above 0)."""
+    return _env("TORCHELASTIC_RESTART_COUNT", 0) > 0
+
+
+def resume_after_restart(resume: Any, overwrite: bool = False) -> tuple[Any, bool]:
+    """(resume, overwrite) of a run: in workers torchrun restarted, resume from the latest checkpoint
+    (as --resume: from step 0 if none was written yet; also when the first attempt resumed from an
+    older one), and never overwrite what the first attempt wrote; otherwise as given."""
+    if not restarted():
+        return resume, overwrite
+    if is_main():
+        logging.getLogger("plmkit").warning("plmkit: torchrun restarted the workers (restart %s): resuming from the "
+                                            "latest checkpoint", os.environ.get("TORCHELASTIC_RESTART_COUNT"))
+    return True, False
+
+
+def fail_for_test(step: int) -> None:
+    """A test hook: with PLMKIT_TEST_FAIL_AT_STEP=N the last rank fails after step N, once (not in
+    restarted workers), as a crashed node would."""
+    if _env("PLMKIT_TEST_FAIL_AT_STEP", -1) == step and not restarted() and rank() == world_size() - 1:
+        raise RuntimeError(f"rank {rank()} fails after step {step} (PLMKIT_TEST_FAIL_AT_STEP, a test hook)")
+
+
 def barrier() -> None:
     if active() and world_size() > 1:
         dist.barrier()
@@ -308,4 +333,4 @@ def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
 
 __all__ = ["STRATEGIES", "EvalShard", "active", "all_reduce_sum", "barrier", "batch_rows", "broadcast", "check_batch_size",
            "device", "from_main", "full_state_dict", "gradient_sync", "is_main", "is_sharded", "local_rank", "local_value",
-           "main_first", "process_group", "rank", "rank_rng", "shard", "sharded_evaluation", "wrap", "world_size"]
+           "main_first", "process_group", "rank", "restarted", "resume_after_restart", "fail_for_test", "rank_rng", "shard", "sharded_evaluation", "wrap", "world_size"]

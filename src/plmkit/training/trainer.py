@@ -333,6 +333,7 @@ class Trainer:
                     stop_early = self._run_evaluation()
                 if cfg.save_every and st.step % cfg.save_every == 0:
                     self._save_checkpoint()
+                distributed.fail_for_test(st.step)
                 if stop_early:
                     return "early_stopping"
         finally:
