@@ -10,8 +10,11 @@ Output layout of `out_dir`::
     training_curves.png     loss, lr and eval metrics against step
 
 Under torchrun (plmkit.training.distributed) every rank runs the loop on its rows of each global
-batch, with the model wrapped for its strategy (DDP); rank 0 alone writes the files above and
-evaluates, the others waiting for it where they must.
+batch, with the model wrapped for its strategy (DDP, or sharded in place by FSDP2, the optimizer
+then built over the shards); rank 0 alone writes the files above (a sharded model's checkpoints:
+every rank its DCP shards), the others waiting for it where they must. A sharded evaluation
+(`distributed.sharded_evaluation`) runs on every rank; another on rank 0 alone (on every rank,
+whole, when the model is sharded: its forward passes are collectives).
 """
 
 from __future__ import annotations
