@@ -88,3 +88,42 @@ def test_a_save_removes_what_a_killed_save_of_any_step_left(tmp_path, toy):
     (tmp_path / f".latest.{child.pid}-89abcdef.tmp").write_text("step-000003\n")
     save_checkpoint(tmp_path, 5, toy.ToyLM(), {"step": 5})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "step-000005"]
+
+
+class _Code:
+    """A pickle that would run a command when unpickled."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (subprocess.call, (["touch", str(self.marker)],))
+
+
+def test_a_dcp_checkpoint_holds_tensors_only_and_its_damage_is_found(tmp_path, toy):
+    """The DCP layout of sharded runs (written here by one process): model and optimizer state read
+    back whole; a truncated shard file and a metadata file that would run code are damage, and the
+    code never runs."""
+    import pickle
+
+    from plmkit.training.checkpoint import load_sharded_state, load_trainer_state
+    torch.manual_seed(0)
+    model = toy.ToyLM()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    model(**toy.masking_collate(toy.make_dataset(4))).loss.backward()
+    optimizer.step()
+    path = save_checkpoint(tmp_path, 3, model, {"run": 1}, optimizer=optimizer)
+    assert (path / "sharded" / ".metadata").is_file() and not (path / "model_state.safetensors").exists()
+    assert checkpoint.damage(path) is None
+    other = toy.ToyLM()
+    again = torch.optim.AdamW(other.parameters(), lr=0.1)
+    load_sharded_state(other, again, path, load_trainer_state(path)["optimizer"]["param_groups"])
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), other.state_dict().values()))
+    assert all(torch.equal(optimizer.state[p]["exp_avg"], again.state[q]["exp_avg"])
+               for p, q in zip(model.parameters(), other.parameters()))
+    shard = next((path / "sharded").glob("*.distcp"))
+    shard.write_bytes(shard.read_bytes()[:-8])
+    assert "has a truncated sharded/" in checkpoint.damage(path)
+    marker = tmp_path / "ran"
+    (path / "sharded" / ".metadata").write_bytes(pickle.dumps(_Code(marker)))
+    assert "is not part of a checkpoint's metadata" in checkpoint.damage(path) and not marker.exists()

@@ -30,11 +30,13 @@ intact one to resume from instead (`find_intact`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import json
 import pickle
 import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Callable
@@ -104,7 +106,8 @@ def save_checkpoint(
 
     def write(tmp: Path) -> None:
         if optimizer is not None:
-            dcp.save(tensors, checkpoint_id=distributed.broadcast(str(tmp / SHARDED_STATE)))
+            with _single_process_quiet():
+                dcp.save(tensors, checkpoint_id=distributed.broadcast(str(tmp / SHARDED_STATE)))
             export_model(model, tmp / MODEL_DIR, save_extra, whole)
         else:
             export_model(model, tmp / MODEL_DIR, save_extra)
@@ -141,12 +144,21 @@ def load_sharded_state(model: nn.Module, optimizer: torch.optim.Optimizer, check
     from torch.distributed.checkpoint.state_dict import set_state_dict
     tensors, _ = sharded_state(model, optimizer)
     try:
-        dcp.load(tensors, storage_reader=_tensors_only_reader(Path(checkpoint) / SHARDED_STATE),
-                 no_dist=not distributed.active())
+        with _single_process_quiet():
+            dcp.load(tensors, storage_reader=_tensors_only_reader(Path(checkpoint) / SHARDED_STATE))
     except (dcp.api.CheckpointException, RuntimeError, ValueError, KeyError) as exc:
         raise CheckpointError(f"{checkpoint / SHARDED_STATE} does not fit this model: {exc}") from exc
     set_state_dict(model, optimizer, model_state_dict=tensors["model"],
                    optim_state_dict={"state": tensors["optimizer"], "param_groups": param_groups})
+
+
+@contextlib.contextmanager
+def _single_process_quiet():
+    """DCP without a process group (one process) warns that it assumes one process: it is meant."""
+    with warnings.catch_warnings():
+        if not distributed.active():
+            warnings.filterwarnings("ignore", message="torch.distributed is (disabled, )?unavailable or uninitialized")
+        yield
 
 
 def load_full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
