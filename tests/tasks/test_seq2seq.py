@@ -51,6 +51,19 @@ def test_records_are_checked_where_they_enter(tmp_path):
     assert SummarizationTask().read(write_jsonl(tmp_path / "s.jsonl", [{"text": "a b. c d.", "summary": "a"}]))[0].target == "a"
 
 
+def test_reverse_reads_every_record_the_other_way(tmp_path):
+    rows = write_jsonl(tmp_path / "zh-en.jsonl", [{"source": "图像处理库", "target": "image processing library"}])
+    task = TranslationTask.of(reverse=True)
+    example = task.read(rows)[0]
+    assert (example.source, example.target) == ("image processing library", "图像处理库")
+    task.discover([example], rows)
+    assert task.settings.target_lang == "zh"  # the Chinese side is now the target
+    assert task.read(write_jsonl(tmp_path / "in.jsonl", [{"target": "a web server"}]), labelled=False)[0].source \
+        == "a web server"
+    with pytest.raises(DataError, match=r"x.jsonl:1: no 'target' field"):
+        task.read(write_jsonl(tmp_path / "x.jsonl", [{"source": "only the other side"}]), labelled=False)
+
+
 def test_labels_leave_out_the_decoder_start_and_cut_targets_are_counted(fr_en, caplog):
     from plmkit.tokenization import Tokenizer
     tok = Tokenizer.from_pretrained(fr_en / "tok")
