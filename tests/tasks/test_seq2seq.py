@@ -90,13 +90,14 @@ def test_translation_from_scratch_end_to_end(fr_en, tmp_path, capsys):
     assert main(["finetune", "--task", "translation", "--preset", "marian-tiny", "--tokenizer", str(fr_en / "tok"),
                  "--train", str(fr_en / "train.jsonl"), "--eval", str(fr_en / "dev.jsonl"), "--out", str(out),
                  "--max-steps", "6", "--batch-size", "8", "--lr", "3e-3", "--num-beams", "2", "--max-target-length", "12",
-                 "--device", "cpu", "--no-progress"]) == 0
+                 "--eval-samples", "3", "--device", "cpu", "--no-progress"]) == 0
     assert "translation done: 24 examples, dev bleu" in capsys.readouterr().out
     saved = json.loads((out / "best" / "plmkit_task.json").read_text())
     assert saved["task"] == "translation" and saved["num_beams"] == 2 and saved["decoder_start_token_id"] is not None
     assert main(["evaluate", "--model", str(out / "best"), "--data", str(fr_en / "dev.jsonl"), "--json"]) == 0
     scores = json.loads(capsys.readouterr().out)
     assert {"bleu", "chrf", "rouge1", "rouge2", "rougeL", "loss"} <= set(scores)
+    assert scores["n"] == len(PAIRS)  # every record: --eval-samples is the training-time subset
     assert all(0 <= scores[k] <= 100 for k in ("bleu", "chrf", "rougeL"))
     translate = plmkit.pipeline("translation", model=out / "best")
     one = translate("serveur web léger et rapide")

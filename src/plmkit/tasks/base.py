@@ -48,6 +48,7 @@ class Task:
     run_defaults: ClassVar[dict[str, Any]] = {}  # a fine-tuning run's defaults for this task, by section
     forward_kwargs: ClassVar[dict[str, Any]] = {}  # added to every training forward call
     pipelines: ClassVar[tuple[str, ...]] = ()  # the Hugging Face pipeline names it serves
+    inference_settings: ClassVar[dict[str, Any]] = {}  # a loaded model's settings that evaluate/predict replace
     pipeline_arguments: ClassVar[tuple[str, ...]] = ()  # keyword arguments its `pipeline` takes
     description: ClassVar[str] = ""  # what `plmkit finetune --help` says about its data
     reader: ClassVar[Callable[..., list]]  # reader(path, labelled) -> examples, errors naming file:line

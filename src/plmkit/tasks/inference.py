@@ -61,8 +61,10 @@ def load_for_inference(model_dir, device: str = "auto", null_score_diff_threshol
                       null_score_diff_threshold=null_score_diff_threshold)
     model, tokenizer, task = load_model_dir(model_dir)
     model.to(resolve_device(device))
-    if null_score_diff_threshold is not None:
-        task = with_settings(task, null_score_diff_threshold=null_score_diff_threshold)
+    overrides = {**task.inference_settings, **({} if null_score_diff_threshold is None else
+                                                {"null_score_diff_threshold": null_score_diff_threshold})}
+    if overrides:
+        task = with_settings(task, **overrides)
     return model, tokenizer, task
 
 

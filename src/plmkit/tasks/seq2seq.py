@@ -68,6 +68,7 @@ class Seq2SeqTask(Task):
     target_field: ClassVar[str]
     output_key: ClassVar[str]  # the pipeline's (and predict's) name of the generated text
     pipeline_arguments = ("num_beams", "max_new_tokens")
+    inference_settings = {"eval_samples": None}  # the training-time subset: plmkit evaluate scores every record
 
     # ------------------------------------------------------------------ data
     def read(self, path, labelled: bool = True) -> list[Seq2SeqExample]:
