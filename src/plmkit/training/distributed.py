@@ -79,7 +79,8 @@ def process_group(device_name: str = "auto") -> Iterator[None]:
     where = device(device_name)
     if where.type == "cuda":
         torch.cuda.set_device(where)
-    dist.init_process_group("nccl" if where.type == "cuda" else "gloo", timeout=TIMEOUT,
+    dist.init_process_group("nccl" if where.type == "cuda" else "gloo", timeout=TIMEOUT, store=_attempt_store(),
+                            rank=rank(), world_size=world_size(),
                             **({"device_id": where} if where.type == "cuda" else {}))
     logger = logging.getLogger("plmkit")
     old_level, old_bars = logger.level, os.environ.get("TQDM_DISABLE")
@@ -95,6 +96,14 @@ def process_group(device_name: str = "auto") -> Iterator[None]:
         else:
             os.environ["TQDM_DISABLE"] = old_bars
         dist.destroy_process_group()
+
+
+def _attempt_store() -> dist.Store:
+    """torchrun's store (env://), under a prefix of this attempt: after a restart, the store still holds
+    the dead workers' addresses, and a new worker that read one (before its peer wrote the new one) would
+    wait on a closed port (pytorch/pytorch#135712)."""
+    store, _, _ = next(dist.rendezvous("env://", rank=rank(), world_size=world_size(), timeout=TIMEOUT))
+    return dist.PrefixStore(f"plmkit/attempt-{_env('TORCHELASTIC_RESTART_COUNT', 0)}", store)
 
 
 def restarted() -> bool:
