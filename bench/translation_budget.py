@@ -30,7 +30,8 @@ def parse_args():
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup-ratio", type=float, default=0.05)
     p.add_argument("--num-beams", type=int, default=4)
-    p.add_argument("--test-samples", type=int, default=None, help="score the first N test pairs (default: all)")
+    p.add_argument("--test-samples", type=int, default=500, help="score the first N test pairs (0: all; an undertrained "
+                   "model runs every beam to the length limit, which is slow)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="runs/bench-translation")
     p.add_argument("--only", choices=("plmkit", "hf"), default=None, help="run one side (the other from an earlier run)")
@@ -48,7 +49,7 @@ def main() -> None:
         from plmkit.tokenization import Tokenizer
         Tokenizer.train([str(data / "train.jsonl")], args.vocab_size, model="unigram", style="marian").save_pretrained(tok)
     test = [json.loads(line) for line in (data / "test.jsonl").read_text(encoding="utf-8").splitlines()]
-    test = test[:args.test_samples] if args.test_samples else test
+    test = test[:args.test_samples] if args.test_samples else test  # (0: all)
     budget = args.minutes * 60
     rows = {}
     if args.only in (None, "plmkit"):
@@ -151,6 +152,7 @@ def run_hf(args, data: Path, tok: Path, out: Path, budget: float, test: list[dic
     seconds = time.perf_counter() - start
     steps = run.state.global_step
     tokens = sum(len(d["input_ids"]) for d in dataset) / len(dataset) * c["batch_size"] * steps
+    model.save_pretrained(out / "model")  # (to score again without training again: not timed)
     model.eval()
     hyps = []
     start = time.perf_counter()
