@@ -205,6 +205,22 @@ def test_forward_kwargs_reach_every_training_call(tmp_path, toy):
     assert seen == [1, 1]
 
 
+def test_compile_trains_the_compiled_model_to_the_same_losses(tmp_path, toy):
+    torch._dynamo.utils.counters.clear()
+
+    def model():
+        torch.manual_seed(0)
+        return toy.ToyLM(dropout=0.0)  # (compiled dropout draws its masks otherwise)
+
+    Trainer(model(), TrainConfig(**BASE, max_steps=3), toy.make_loader(), tmp_path / "plain").train()
+    compiled = Trainer(model(), TrainConfig(**BASE, max_steps=3, compile=True), toy.make_loader(),
+                       tmp_path / "compiled").train()
+    assert compiled.step == 3
+    one, two = losses(tmp_path / "plain", toy), losses(tmp_path / "compiled", toy)
+    assert [s for s, _ in one] == [s for s, _ in two] and max(abs(a - b) for (_, a), (_, b) in zip(one, two)) < 1e-4
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0  # it did compile
+
+
 def test_bf16_autocast(tmp_path, toy):
     cfg = TrainConfig(**{**BASE, "precision": "bf16"}, max_steps=3)
     result = Trainer(toy.ToyLM(), cfg, toy.make_loader(), tmp_path).train()

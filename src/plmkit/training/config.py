@@ -82,6 +82,9 @@ class TrainConfig(Settings):
                                    "(DistributedDataParallel) or fsdp (FSDP2: parameters, gradients and optimizer "
                                    "state sharded across the processes)", choices=("ddp", "fsdp"),
                             shapes_run=False)
+    compile: bool = setting(False, "torch.compile the model a training step calls (dynamic shapes: the first steps "
+                                   "compile, later ones reuse the graphs; a C++ compiler on CPUs, Triton on GPUs)",
+                            shapes_run=False)
     # bookkeeping
     log_every: int = setting(10, "log the loss to metrics.jsonl every N steps", metavar="N", at_least=1,
                              shapes_run=False)

@@ -201,6 +201,8 @@ class Trainer:
         try:
             saved = self._read_checkpoint(checkpoint, accept_changes) if checkpoint is not None else None
             self._forward = distributed.wrap(self.model, self.cfg.strategy, self.device)  # (fsdp: shards it)
+            if self.cfg.compile:  # (the wrapper's attributes, e.g. DDP's no_sync, stay reachable through it)
+                self._forward = torch.compile(self._forward, dynamic=True)
             self.optimizer = build_optimizer(self.model, self.cfg)  # over the shards under fsdp
             self.schedule = build_scheduler(self.optimizer, self.cfg, self.total_steps)
             self._params = [p for group in self.optimizer.param_groups for p in group["params"]]
