@@ -182,6 +182,30 @@ def test_sharded_evaluation_gives_the_metrics_of_one_process(files, tiny_bert, t
     assert {k: v for k, v in one.items() if abs(v - two[k]) >= 1e-6} == {}, two
 
 
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_fine_tuning_ner_at_two_processes_equals_one(files, tiny_bert, strategy):
+    """Token classification over sentences of different lengths: each rank's loss is weighted by its share
+    of the labelled tokens, so the steps and the saved model are those of one process."""
+    conll = files / "ner.conll"
+    if not conll.exists():
+        sentences = [s.rstrip(".").split() for s in EN * 3]
+        conll.write_text("\n\n".join("\n".join(f"{w} {'B-CAP' if w[0].isupper() else 'O'}" for w in words)
+                                     for words in sentences) + "\n", encoding="utf-8")
+    args = ["finetune", "--task", "ner", "--model", str(tiny_bert), "--train", str(conll), "--batch-size", "4",
+            "--max-steps", "6", "--lr", "1e-2", "--schedule", "constant", "--warmup-ratio", "0", "--dropout", "0",
+            "--log-every", "1", "--device", "cpu", "--no-progress"]
+    one = files / "ner-one"
+    if not one.exists():
+        assert main([*args, "--out", str(one)]) == 0
+    two = files / f"ner-two-{strategy}"
+    done = torchrun(*args, "--out", str(two), "--strategy", strategy)
+    assert done.returncode == 0, done.stderr[-3000:]
+    a, b = losses(one), losses(two)
+    assert sorted(a) == sorted(b) == list(range(1, 7)) and max(abs(a[s] - b[s]) for s in a) < 1e-5, (a, b)
+    x, y = load_file(one / "model" / "model.safetensors"), load_file(two / "model" / "model.safetensors")
+    assert x.keys() == y.keys() and max((x[k] - y[k]).abs().max().item() for k in x) < 1e-5
+
+
 def test_a_bad_record_ends_every_process_with_the_message(files, tiny_bert):
     model = tiny_bert
     bad = files / "bad.jsonl"
