@@ -113,3 +113,13 @@ def strict_hf_load(hf, model, missing_ok: str | None = None) -> None:
     result = hf.load_state_dict(convert.to_hf(model.config.model_type, model.state_dict()), strict=False)
     assert not result.unexpected_keys, result.unexpected_keys
     assert all(missing_ok and missing_ok in k for k in result.missing_keys), result.missing_keys
+
+
+def assert_generates_alike(model, hf, ids, mask, new: int, start: int, **settings):
+    """`model.generate` gives Hugging Face's tokens for the same sources and settings, each row starting
+    with the decoder's `start` token; returns them."""
+    expected = hf.generate(ids, attention_mask=mask, max_new_tokens=new, do_sample=False, **settings)
+    got = model.generate(ids, attention_mask=mask, max_new_tokens=new, **settings)
+    assert torch.equal(got, expected), (got, expected)
+    assert (got[:, 0] == start).all()
+    return got

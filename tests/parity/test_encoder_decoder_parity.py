@@ -11,7 +11,8 @@ transformers = pytest.importorskip("transformers")
 
 from plmkit import AutoModelForSeq2SeqLM, BertLMHeadModel, EncoderDecoderConfig, EncoderDecoderModel  # noqa: E402
 from seq2seq_checks import (assert_exact_checkpoint_keys, assert_models_agree, assert_same_outputs,  # noqa: E402
-                            assert_trained_alike, labels_of, padded, roughen, strict_hf_load)
+                            assert_generates_alike, assert_trained_alike, labels_of, padded, roughen,
+                            strict_hf_load)
 
 BERT = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
             max_position_embeddings=64)
@@ -76,10 +77,7 @@ def test_generation_matches_hf(tmp_path, settings):
     hf = hf_bert2bert(tmp_path)
     model = EncoderDecoderModel.from_pretrained(tmp_path)
     ids, mask = padded([11, 7, 4, 9], 99, PAD, seed=4)
-    expected = hf.generate(ids, attention_mask=mask, max_new_tokens=10, do_sample=False, **settings)
-    got = model.generate(ids, attention_mask=mask, max_new_tokens=10, **settings)
-    assert torch.equal(got, expected), (got, expected)
-    assert (got[:, 0] == START).all()
+    assert_generates_alike(model, hf, ids, mask, 10, START, **settings)
 
 
 def test_warm_start_from_all_minilm_l6_v2(minilm_dir, tmp_path, caplog):

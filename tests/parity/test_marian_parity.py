@@ -14,7 +14,8 @@ transformers = pytest.importorskip("transformers")
 
 from plmkit import AutoModelForSeq2SeqLM, MarianConfig, MarianMTModel  # noqa: E402
 from seq2seq_checks import (TINY, assert_exact_checkpoint_keys, assert_models_agree, assert_same_outputs,  # noqa: E402
-                            assert_trained_alike, labels_of, padded, roughen, strict_hf_load)
+                            assert_generates_alike, assert_trained_alike, labels_of, padded, roughen,
+                            strict_hf_load)
 
 PAD, EOS = 98, 0
 OPUS = dict(TINY, pad_token_id=PAD, decoder_start_token_id=PAD, eos_token_id=EOS, forced_eos_token_id=EOS,
@@ -89,10 +90,7 @@ def test_generation_matches_hf(tmp_path, settings):
     hf = hf_marian(tmp_path)
     model = MarianMTModel.from_pretrained(tmp_path)
     ids, mask = padded([12, 6, 3, 9], 97, PAD, seed=5)
-    expected = hf.generate(ids, attention_mask=mask, max_new_tokens=12, do_sample=False, **settings)
-    got = model.generate(ids, attention_mask=mask, max_new_tokens=12, **settings)
-    assert torch.equal(got, expected), (got, expected)
-    assert (got[:, 0] == PAD).all()  # Marian's decoder starts with the pad token
+    assert_generates_alike(model, hf, ids, mask, 12, PAD, **settings)  # Marian's decoder starts with the pad token
 
 
 def test_an_opus_mt_style_checkpoint_decodes_with_its_own_defaults(tmp_path):
