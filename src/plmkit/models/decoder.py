@@ -114,11 +114,13 @@ class DecoderBody:
         """The rotary position function the attention applies to q and k (None: no rotary positions)."""
         return None
 
-    def make_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None, device=None) -> KVCache:
-        """An empty KV cache for ``batch`` sequences of up to ``max_len`` positions."""
+    def make_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None, device=None,
+                   kind: type[KVCache] = KVCache) -> KVCache:
+        """An empty KV cache for ``batch`` sequences of up to ``max_len`` positions (``kind``: e.g. a
+        `SlotKVCache` for continuous batching, ``batch`` being its rows)."""
         attn, w = self.layers[0].attn, self.embeddings["word"].weight
-        return KVCache(len(self.layers), batch, attn.n_kv_heads, max_len, attn.d_head, dtype or w.dtype,
-                       device or w.device)
+        return kind(len(self.layers), batch, attn.n_kv_heads, max_len, attn.d_head, dtype or w.dtype,
+                    device or w.device)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, position_ids: Tensor | None = None,
                 past_key_values: KVCache | None = None, output_attentions: bool = False,
@@ -174,8 +176,9 @@ class CausalLMHead:
     def body(self) -> nn.Module:
         return getattr(self, self.base_prefix)
 
-    def make_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None, device=None):
-        return self.body.make_cache(batch, max_len, dtype, device)
+    def make_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None, device=None,
+                   kind: type[KVCache] = KVCache):
+        return self.body.make_cache(batch, max_len, dtype, device, kind)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, position_ids: Tensor | None = None,
                 labels: Tensor | None = None, past_key_values=None, logits_to_keep: int = 0,
