@@ -86,3 +86,15 @@ def post(url: str, path: str, body, headers: dict | None = None, timeout: float 
     except urllib.error.HTTPError as err:
         status, raw, kind = err.code, err.read(), err.headers.get("content-type", "")
     return status, json.loads(raw) if kind.startswith("application/json") else raw
+
+
+def classifier_dir(encoder_dir, out: Path, labels=("negative", "positive")) -> Path:
+    """An encoder with a new (untrained) classification head, saved as a fine-tuned directory."""
+    from plmkit import BertForSequenceClassification
+    from plmkit.tasks.classification import SINGLE, ClassificationTask
+    from plmkit.tokenization import Tokenizer
+    model = BertForSequenceClassification.from_pretrained(encoder_dir, id2label=dict(enumerate(labels)))
+    model.save_pretrained(out)
+    Tokenizer.from_pretrained(encoder_dir).save_pretrained(out)
+    ClassificationTask.of(problem_type=SINGLE, sentence_pairs=False).save(out)
+    return Path(out)
