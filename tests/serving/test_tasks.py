@@ -1,7 +1,6 @@
 """The task endpoints answer what `plmkit predict` answers, for every task plmkit fine-tunes (tiny models
 fine-tuned for a step or two); concurrent requests are batched together and still answer the same."""
 import concurrent.futures
-import json
 import math
 
 import pytest
@@ -27,11 +26,6 @@ REQUESTS = {
 }
 
 
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("tasks")
@@ -42,12 +36,12 @@ def models(tmp_path_factory):
     finetune("ner", tiny, conll, tmp / "ner", None, **h.quick(max_steps=2))
     finetune("qa", tiny, h.squad_file(tmp / "squad.json"), tmp / "qa", None,
              **h.quick(max_steps=2, max_length=48, doc_stride=16))
-    pairs = write_jsonl(tmp / "pairs.jsonl", [{"source": s, "target": t} for s, t in PAIRS] * 4)
+    pairs = h.write_jsonl(tmp / "pairs.jsonl", [{"source": s, "target": t} for s, t in PAIRS] * 4)
     assert main(["tokenizer", "train", "--corpus", str(pairs), "--model", "unigram", "--style", "marian",
                  "--vocab-size", "300", "--out", str(tmp / "tok"), "--quiet"]) == 0
     finetune("translation", None, pairs, tmp / "fr-en", None, preset="marian-tiny", tokenizer=str(tmp / "tok"),
              num_beams=2, max_target_length=8, **h.quick(max_steps=2))
-    docs = write_jsonl(tmp / "docs.jsonl", [{"text": f"{s}. It is a package of Debian.", "summary": t}
+    docs = h.write_jsonl(tmp / "docs.jsonl", [{"text": f"{s}. It is a package of Debian.", "summary": t}
                                             for s, t in PAIRS] * 2)
     finetune("summarization", tiny, docs, tmp / "sum", None, init="bert2bert", num_beams=1, max_target_length=6,
              **h.quick(max_steps=1, batch_size=4))
