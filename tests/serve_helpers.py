@@ -57,7 +57,7 @@ def wait_ready(url: str, app, deadline: float) -> None:
         except urllib.error.HTTPError as err:
             if err.code != 503:
                 raise
-            if app.state.server.state == "failed":
+            if app is not None and app.state.server.state == "failed":
                 raise RuntimeError(f"models failed to load: {app.state.server.error}")
         if time.monotonic() > deadline:
             raise RuntimeError("the models did not load in time")
