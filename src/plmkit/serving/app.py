@@ -255,7 +255,7 @@ def create_app(models: dict[str, str], settings: ServeSettings | None = None,
                                 max_tokens, [USER, SYSTEM] + body.stops())
 
     @app.post("/v1/embeddings")
-    async def embeddings(body: EmbeddingRequest) -> dict:
+    async def embeddings(body: EmbeddingRequest) -> JSONResponse:
         served, worker = server.model(body.model, "/v1/embeddings")
         encoded = [served.tokenizer(text)["input_ids"] for text in body.texts()]
         limit = served.max_input_tokens or served.context_length
@@ -266,17 +266,17 @@ def create_app(models: dict[str, str], settings: ServeSettings | None = None,
         lengths = [len(ids) for ids in encoded]
         vectors = await worker.submit(encoded, lengths, server.settings.timeout)
         server.metrics.prompt_tokens.labels(body.model).inc(sum(lengths))
-        return {"object": "list", "model": body.model, "usage": usage(sum(lengths)),
-                "data": [embedding_item(i, v, body.encoding_format) for i, v in enumerate(vectors)]}
+        return JSONResponse({"object": "list", "model": body.model, "usage": usage(sum(lengths)),
+                             "data": [embedding_item(i, v, body.encoding_format) for i, v in enumerate(vectors)]})
 
     def task_route(endpoint: str):
-        async def answer(body: TaskRequest) -> dict:
+        async def answer(body: TaskRequest) -> JSONResponse:
             served, worker = server.model(body.model, f"/v1/{endpoint}")
             records = body.records()
             lengths = [record_tokens(served.tokenizer, r) for r in records]
             results = await worker.submit(records, lengths, server.settings.timeout)
             server.metrics.prompt_tokens.labels(body.model).inc(sum(lengths))
-            return {"object": "list", "model": body.model, "data": results, "usage": usage(sum(lengths))}
+            return JSONResponse({"object": "list", "model": body.model, "data": results, "usage": usage(sum(lengths))})
         answer.__name__ = endpoint
         return answer
 
@@ -329,7 +329,7 @@ async def generation(server: Server, served: ServedModel, worker: DecoderBatcher
     texts, reasons, completion_tokens = collect.result()
     if echo:
         texts = [echo[i // body.n] + t for i, t in enumerate(texts)]
-    return envelope.response(texts, reasons, prompt_tokens, completion_tokens)
+    return JSONResponse(envelope.response(texts, reasons, prompt_tokens, completion_tokens))
 
 
 def _finished(server: Server, model: str, job: GenerationJob, tokens: int) -> None:
