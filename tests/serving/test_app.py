@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import serve_helpers as sh
-from plmkit.chat import format_prompt
+from plmkit.chat import encode_text, format_prompt
 from plmkit.serving import ServeSettings, create_app
 from plmkit.serving.models import load_served_model
 
@@ -57,6 +57,14 @@ def test_completions_with_the_openai_client(client, reference):
     assert [c.index for c in two.choices] == [0, 1, 2, 3] and two.usage.completion_tokens == 12
     again = client.completions.create(model="gpt", prompt=[prompt, "Rain"], max_tokens=3, n=2, temperature=1.0, seed=5)
     assert [c.text for c in two.choices] == [c.text for c in again.choices]  # a seed makes sampling repeatable
+
+
+def test_max_tokens_left_out_is_16_or_what_fits_each_prompt(client, reference):
+    long = next(p for p in ("Rain fell " * n for n in range(40, 200))
+                if 245 <= len(encode_text(reference.tokenizer, p)) < 256)
+    room = 256 - len(encode_text(reference.tokenizer, long))
+    r = client.completions.create(model="gpt", prompt=["Rain", long], temperature=0)
+    assert r.usage.completion_tokens == 16 + room and all(c.finish_reason == "length" for c in r.choices)
 
 
 def test_stop_strings_end_the_text_before_them(client, reference):

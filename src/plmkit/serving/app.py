@@ -238,10 +238,10 @@ def create_app(models: dict[str, str], settings: ServeSettings | None = None,
     async def completions(body: CompletionRequest, request: Request):
         served, worker = server.model(body.model, "/v1/completions")
         prompts = [encode_text(served.tokenizer, p) for p in body.prompts()]
-        max_tokens = max(check_room(served, len(p), body.max_tokens, COMPLETION_DEFAULT_MAX_TOKENS) for p in prompts)
+        lengths = [check_room(served, len(p), body.max_tokens, COMPLETION_DEFAULT_MAX_TOKENS) for p in prompts]
         echo = body.prompts() if body.echo else None
-        return await generation(server, served, worker, body, request, Envelope("completion", body.model), prompts,
-                                max_tokens, body.stops(), echo)
+        return await generation(server, worker, body, request, Envelope("completion", body.model), prompts, lengths,
+                                body.stops(), echo)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatRequest, request: Request):
@@ -251,8 +251,8 @@ def create_app(models: dict[str, str], settings: ServeSettings | None = None,
         prompt = encode_text(served.tokenizer, format_prompt(history, user, system, eos))
         max_tokens = check_room(served, len(prompt), body.max_completion_tokens or body.max_tokens,
                                 server.settings.default_max_tokens)
-        return await generation(server, served, worker, body, request, Envelope("chat", body.model), [prompt],
-                                max_tokens, [USER, SYSTEM] + body.stops())
+        return await generation(server, worker, body, request, Envelope("chat", body.model), [prompt], [max_tokens],
+                                [USER, SYSTEM] + body.stops())
 
     @app.post("/v1/embeddings")
     async def embeddings(body: EmbeddingRequest) -> JSONResponse:
@@ -293,19 +293,18 @@ def create_app(models: dict[str, str], settings: ServeSettings | None = None,
 
 
 # -- generation ----------------------------------------------------------------------------------
-async def generation(server: Server, served: ServedModel, worker: DecoderBatcher, body: Sampling, request: Request,
-                     envelope: Envelope, prompts: list[list[int]], max_tokens: int, stops: list[str],
-                     echo: list[str] | None = None):
-    """Completions and chat completions: one job per prompt (``n`` sequences each), answered whole or streamed."""
+async def generation(server: Server, worker: DecoderBatcher, body: Sampling, request: Request, envelope: Envelope,
+                     prompts: list[list[int]], max_tokens: list[int], stops: list[str], echo: list[str] | None = None):
+    """Completions and chat completions: one job per prompt (``n`` sequences each, ``max_tokens`` for that
+    prompt), answered whole or streamed."""
     if body.n > server.settings.max_n:
         raise bad_request(f"n={body.n} completions asked, this server gives at most {server.settings.max_n} per "
                           "request (--max-n)", param="n", code="n_too_large")
     deadline = asyncio.get_running_loop().time() + server.settings.timeout
-    kwargs = body.generate_kwargs(max_tokens)
     jobs: list[GenerationJob] = []
     try:
-        for prompt in prompts:
-            jobs.append(worker.submit(prompt, body.n, kwargs, stops, body.seed))
+        for prompt, most in zip(prompts, max_tokens):
+            jobs.append(worker.submit(prompt, body.n, body.generate_kwargs(most), stops, body.seed))
     except BaseException:
         for job in jobs:
             job.cancel()
