@@ -216,6 +216,31 @@ def test_bounded_load_every_answer_checked(url, reference, dirs):
     assert all(ok), f"{ok.count(False)} wrong answers"
 
 
+def test_throughput_grows_with_concurrency(url, reference):
+    """The same 8 greedy completions one after another, then all at once: the same texts; the numbers are
+    printed (timings are not asserted: bench/serve_load.py measures them), the steps ran several rows."""
+    prompts = [f"{w} the old sailor walked" for w in ("One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight")]
+
+    def ask(p):
+        return sh.post(url, "/v1/completions", {"model": "gpt", "prompt": p, "max_tokens": 48, "temperature": 0})[1]
+
+    steps_before = sh.metric(url, "plmkit_batch_size_count", model="gpt")
+    rows_before = sh.metric(url, "plmkit_batch_size_sum", model="gpt")
+    t0 = time.perf_counter()
+    alone = [ask(p) for p in prompts]
+    t1 = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(len(prompts)) as pool:
+        together = list(pool.map(ask, prompts))
+    t2 = time.perf_counter()
+    tokens = sum(r["usage"]["completion_tokens"] for r in together)
+    print(f"\n8 completions of 48 tokens: one at a time {tokens / (t1 - t0):.0f} tokens/s, "
+          f"8 at once {tokens / (t2 - t1):.0f} tokens/s ({(t1 - t0) / (t2 - t1):.2f}x)")
+    assert [r["choices"][0]["text"] for r in together] == [r["choices"][0]["text"] for r in alone]
+    steps = sh.metric(url, "plmkit_batch_size_count", model="gpt") - steps_before
+    rows = sh.metric(url, "plmkit_batch_size_sum", model="gpt") - rows_before
+    assert rows / steps > 1.5  # (the sequential half ran one row a step: the concurrent half must batch)
+
+
 def test_api_key_is_checked_on_every_api_request(dirs):
     app = create_app({"gpt": dirs["gpt"]}, ServeSettings(device="cpu", api_key="sesame"))
     with sh.running(app) as url:
