@@ -19,21 +19,24 @@ def test_measure_reports_size_speed_and_the_evaluate_metric(measured):
     from plmkit.tasks import evaluate_dir
     model, test, r = measured
     assert set(r) == {"model", "backend", "size_mb", "parameters", "latency_ms", "throughput", "inputs", "threads",
-                      "metric", "how"}
+                      "clock", "metric", "how"}
     assert r["size_mb"] == pytest.approx((model / "model.safetensors").stat().st_size / 2 ** 20)
     from plmkit.models.auto import load_any
     assert r["parameters"] == load_any(model).num_parameters()
     assert set(r["latency_ms"]) == set(r["throughput"]) == {1, 4}
     for b, ms in r["latency_ms"].items():
         assert ms > 0 and r["throughput"][b] == pytest.approx(b * 1000 / ms)
-    assert r["metric"] == pytest.approx(evaluate_dir(model, test, device="cpu"))  # the same code path
+    metrics = evaluate_dir(model, test, device="cpu")  # the same code path; counts (n) left out
+    assert r["metric"] == pytest.approx({k: v for k, v in metrics.items() if isinstance(v, float)})
+    assert "accuracy" in r["metric"] and "n" not in r["metric"]
     assert r["how"] == {} and "real lengths" in r["inputs"]
 
 
 def test_synthetic_inputs_without_an_eval_file(measured):
     model, _, _ = measured
-    r = R.measure(model, batch_sizes=(2,), seq_len=16, warmup=1, repeats=2, threads=1)
+    r = R.measure(model, batch_sizes=(2,), seq_len=16, warmup=1, repeats=2, threads=1, cpu_time=True)
     assert r["metric"] == {} and r["inputs"] == "synthetic, 16 tokens" and r["threads"] == 1
+    assert r["clock"] == "process CPU time" and r["latency_ms"][2] > 0
     with pytest.raises(ConfigError, match="backend 'nope' is not available; choose one of torch"):
         R.measure(model, backend="nope")
     with pytest.raises(ConfigError, match="batch_sizes must be positive integers"):
