@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import re
 import shutil
 import sys
 import tempfile
@@ -85,8 +86,7 @@ def main() -> None:
         if command not in COMMANDS or backend not in BACKENDS:
             print(f"  (no row for {name}: plmkit has no `{command}` command or no {backend} backend yet)")
             continue
-        out = work / name.split()[0].replace("(", "")
-        out = out.with_name(out.name + "-" + str(len(reports)))
+        out = work / re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")  # int8-dynamic, onnx ...
         start = time.perf_counter()
         try:
             make(out)

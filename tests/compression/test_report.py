@@ -74,3 +74,19 @@ def test_compare_cli_prints_writes_json_and_png(measured, tmp_path, capsys):
     assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
     assert main(["compare", str(model), "--batch-sizes", "1,x"]) == 2
     assert "--batch-sizes: comma-separated integers" in capsys.readouterr().err
+
+
+def test_decoders_and_encoder_decoders_are_timed_on_synthetic_inputs(tmp_path):
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).parents[1] / "cli"))
+    from clm_model import save_tiny_model
+    from plmkit.models.marian import MarianConfig, MarianMTModel
+    config = MarianConfig.from_preset("marian-tiny", vocab_size=300, decoder_vocab_size=300, pad_token_id=0,
+                                      eos_token_id=1, decoder_start_token_id=0)
+    MarianMTModel(config).save_pretrained(tmp_path / "marian")
+    for directory in (save_tiny_model(tmp_path / "gpt2"), tmp_path / "marian"):
+        r = R.measure(directory, batch_sizes=(2,), seq_len=10, warmup=1, repeats=2)
+        assert r["latency_ms"][2] > 0 and r["metric"] == {} and r["parameters"] > 0
+    with pytest.raises(ConfigError, match="not a fine-tuned model .* cannot be scored"):
+        R.measure(tmp_path / "marian", eval_file=tmp_path / "x.jsonl")

@@ -175,7 +175,7 @@ def _timing_features(loaded: Loaded, eval_file, seq_len: int | None) -> list[dic
     config = loaded.model.config
     length = seq_len or min(DEFAULT_SEQ_LEN, config.max_positions or DEFAULT_SEQ_LEN)
     vocab = len(loaded.tokenizer) if loaded.tokenizer is not None else config.vocab_size
-    ids = torch.randint(min(vocab - 1, 1000), vocab, (length,), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(min(1000, vocab // 2), vocab, (length,), generator=torch.Generator().manual_seed(0))
     return [{"input_ids": ids.tolist()}]
 
 
@@ -311,6 +311,7 @@ def plot_reports(reports: list[dict], path, batch_size: int | None = None) -> Pa
         ax.scatter([x / batch], [y], s=60 + 600 * r["size_mb"] / largest, alpha=0.6)
         ax.annotate(f"{_name(r)}\n{r['size_mb']:.1f} MB", (x / batch, y), fontsize=8,
                     xytext=(6, 6), textcoords="offset points")
+    ax.margins(x=0.2, y=0.25)  # room for the names
     ax.set_xlabel(f"latency per example at batch {batch} (ms)")
     ax.set_ylabel(metric or "size on disk (MB)")
     ax.set_title("size (marker area) vs accuracy vs latency")
