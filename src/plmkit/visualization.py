@@ -9,12 +9,12 @@ import torch
 from plmkit.utils.files import atomic_write
 
 
-def attention_png(tokens: list[str], attentions: tuple[torch.Tensor, ...], layers: list[int] | None = None,
-                  title: str = "") -> bytes:
-    """A PNG grid of head-averaged attention maps, one panel per layer.
+def attention_figure(tokens: list[str], attentions: tuple[torch.Tensor, ...], layers: list[int] | None = None,
+                     title: str = ""):
+    """A grid of head-averaged attention maps, one panel per layer (a matplotlib Figure).
 
     tokens: the T tokens of one sequence; attentions: per layer (1, H, T, T) or (H, T, T) probabilities.
-    Drawn on a figure of its own (no pyplot state), so threads may draw at once (a server).
+    The figure is pyplot's own business nowhere, so threads may draw at once (a server).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -37,15 +37,36 @@ def attention_png(tokens: list[str], attentions: tuple[torch.Tensor, ...], layer
         ax.set_xlabel("attended token (key)", fontsize=8)
     if title:
         fig.suptitle(title)
+    return fig
+
+
+def attention_png(tokens: list[str], attentions: tuple[torch.Tensor, ...], layers: list[int] | None = None,
+                  title: str = "") -> bytes:
+    """`attention_figure` as PNG bytes."""
+    return png_bytes(attention_figure(tokens, attentions, layers, title))
+
+
+def plot_attention(tokens: list[str], attentions: tuple[torch.Tensor, ...], path: str | Path,
+                   layers: list[int] | None = None, title: str = "") -> Path:
+    """Write `attention_figure` as a PNG at ``path``."""
+    return save_png(attention_figure(tokens, attentions, layers, title), path)
+
+
+def png_bytes(fig) -> bytes:
+    """A matplotlib figure as PNG bytes (tight layout, 110 dpi)."""
     fig.tight_layout()
     out = io.BytesIO()
     fig.savefig(out, dpi=110, format="png")
     return out.getvalue()
 
 
-def plot_attention(tokens: list[str], attentions: tuple[torch.Tensor, ...], path: str | Path,
-                   layers: list[int] | None = None, title: str = "") -> Path:
-    """Write `attention_png` to ``path`` (atomically) and return the path."""
-    png = attention_png(tokens, attentions, layers, title)
-    atomic_write(path, lambda temp: Path(temp).write_bytes(png))
+def save_png(fig, path: str | Path) -> Path:
+    """Write a matplotlib figure as a PNG, atomically, and close it."""
+    import matplotlib.pyplot as plt
+
+    try:
+        png = png_bytes(fig)
+        atomic_write(path, lambda temp: Path(temp).write_bytes(png))
+    finally:
+        plt.close(fig)
     return Path(path)

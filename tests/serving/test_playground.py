@@ -20,10 +20,9 @@ def chromium() -> str:
 
 
 @pytest.mark.slow
-def test_playground_chat_task_and_attention_in_a_browser(tmp_path, minilm_dir):
+def test_playground_chat_task_and_attention_in_a_browser(tmp_path, minilm_dir, minilm_classifier):
     from playwright.sync_api import sync_playwright
-    models = {"gpt": str(sh.decoder_dir(tmp_path)), "sentiment": str(sh.classifier_dir(minilm_dir, tmp_path / "cls")),
-              "minilm": str(minilm_dir)}
+    models = {"gpt": str(sh.decoder_dir(tmp_path)), "sentiment": str(minilm_classifier), "minilm": str(minilm_dir)}
     with sh.running(create_app(models, ServeSettings(device="cpu"))) as url, sync_playwright() as p:
         expected = sh.post(url, "/v1/chat/completions", {"model": "gpt", "temperature": 0, "max_tokens": 24,
                                                          "messages": [{"role": "user", "content": "hello"}]})[1]

@@ -20,7 +20,8 @@ from typing import Iterator
 
 from plmkit.errors import PlmkitError
 
-COMMANDS = ("tokenizer", "data", "pretrain", "finetune", "evaluate", "predict", "generate", "chat", "serve")
+COMMANDS = ("tokenizer", "data", "pretrain", "finetune", "evaluate", "predict", "generate", "chat",
+            "quantize", "compare", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -60,7 +60,7 @@ def load_for_inference(model_dir, device: str = "auto", null_score_diff_threshol
     InferenceSettings(model=model_dir, batch_size=batch_size, device=device,
                       null_score_diff_threshold=null_score_diff_threshold)
     model, tokenizer, task = load_model_dir(model_dir)
-    model.to(resolve_device(device))
+    model.to(resolve_device(device, model.cpu_only))
     overrides = {**task.inference_settings, **({} if null_score_diff_threshold is None else
                                                 {"null_score_diff_threshold": null_score_diff_threshold})}
     if overrides:
@@ -86,7 +86,9 @@ def evaluate_dir(model_dir, data, batch_size: int = 32, device: str = "auto",
 
 
 def evaluate_loaded(model, tokenizer, task: Task, data, batch_size: int = 32) -> dict[str, float]:
-    """`evaluate_dir` with a model already loaded (`load_for_inference`)."""
+    """`evaluate_dir` with the model already loaded (`load_for_inference`): the task's metrics on
+    the labelled file `data`. `model` is anything the task's evaluation can call like a plmkit model
+    (plmkit.compression.report measures other backends through it)."""
     check_file(data, "data (a labelled file in the training format)")
     examples = task.read(data, labelled=True)
     features = task.encode(tokenizer, examples, model.config.label2id, path=data)
