@@ -2,12 +2,13 @@
 
 1. Embeddings, all-MiniLM-L6-v2, real sentences, C concurrent clients: requests/s and latency p50/p99 with
    batching on and off (--no-batching), against sentence-transformers' `encode` in one process (the
-   ceiling). Every answer is checked against sentence-transformers' vector (1e-4); a few bad requests
+   ceiling); the three are measured in interleaved rounds, so that a shared CPU's drifting load hits
+   them alike. Every answer is checked against sentence-transformers' vector (1e-4); a few bad requests
    mixed in must get their 400 / 404.
 2. Chat completions, a GPT-2-small-shaped decoder (12 x 768, random weights, MiniLM's 30,522-piece
-   tokenizer, no EOS: every reply is --tokens long): one stream alone, then S concurrent streams;
-   aggregate tokens/s and time to first token p50/p99; the greedy replies of the S streams are checked
-   against the one-stream reply of the same prompt.
+   tokenizer, no EOS: every reply is --tokens long): rounds of one stream alone, then S concurrent
+   streams; aggregate tokens/s and time to first token p50/p99; each round's first greedy reply in the
+   S streams is checked against the same prompt's reply alone.
 
 Bounded: --requests, --rounds and a --time-limit per phase; the client stops by itself.
 
@@ -104,40 +105,50 @@ async def embedding_load(url: str, texts: list[str], reference: np.ndarray, clie
     async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=clients)) as http:
         await asyncio.gather(*(client(http) for _ in range(clients)))
     elapsed = time.perf_counter() - started
-    return {"done": len(latencies), "rps": len(latencies) / elapsed, "latencies": latencies, "wrong": wrong,
+    return {"done": len(latencies), "elapsed": elapsed, "latencies": latencies, "wrong": wrong,
             "bad_ok": bad_ok, "bad": (next_index // bad_every) if bad_every else 0}
 
 
 def embeddings_part(args, minilm: str) -> None:
+    """Batching on, off and sentence-transformers, interleaved round by round: a drifting load (a shared
+    CPU) hits all three alike."""
     from sentence_transformers import SentenceTransformer
     texts = english_sentences(args.requests)
     st = SentenceTransformer(minilm, device="cpu")
-    st.encode(texts[:64], batch_size=32)  # warm up
-
-    def encode():  # -> (vectors, texts/s)
-        t0 = time.perf_counter()
-        vectors = st.encode(texts, batch_size=32)
-        return vectors, len(texts) / (time.perf_counter() - t0)
-
-    reference, before = encode()
-    print(f"\nembeddings: all-MiniLM-L6-v2, {len(texts)} real sentences, {args.clients} concurrent clients")
-    results = {}
-    for label, flags in (("batching on", []), ("batching off", ["--no-batching"])):
-        with Served("--model", f"minilm={minilm}", *flags) as url:
+    reference = st.encode(texts, batch_size=32)
+    print(f"\nembeddings: all-MiniLM-L6-v2, {len(texts)} real sentences, {args.clients} concurrent clients, "
+          f"{args.rounds_embed} interleaved rounds")
+    labels = ("batching on", "batching off")
+    totals = {label: {"done": 0, "elapsed": 0.0, "latencies": [], "wrong": 0, "bad_ok": 0, "bad": 0}
+              for label in labels}
+    st_time = 0.0
+    with Served("--model", f"minilm={minilm}") as on, Served("--model", f"minilm={minilm}", "--no-batching") as off:
+        for url in (on, off):
             asyncio.run(embedding_load(url, texts[:64], reference[:64], args.clients, 30))  # warm up
-            r = asyncio.run(embedding_load(url, texts, reference, args.clients, args.time_limit,
-                                           bad_every=50 if label == "batching on" else 0))
-        results[label] = r
-        if label == "batching on":  # the ceiling measured on both sides of it: a shared CPU's load drifts
-            ceiling = (before + encode()[1]) / 2
+        size = -(-len(texts) // args.rounds_embed)
+        for start in range(0, len(texts), size):
+            part, ref = texts[start:start + size], reference[start:start + size]
+            for label, url in zip(labels, (on, off)):
+                r = asyncio.run(embedding_load(url, part, ref, args.clients, args.time_limit / args.rounds_embed,
+                                               bad_every=50 if label == "batching on" else 0))
+                for key in ("done", "elapsed", "wrong", "bad_ok", "bad"):
+                    totals[label][key] += r[key]
+                totals[label]["latencies"] += r["latencies"]
+            t0 = time.perf_counter()
+            st.encode(part, batch_size=32)
+            st_time += time.perf_counter() - t0
+    ceiling = len(texts) / st_time
+    for label in labels:
+        r = totals[label]
+        rps = r["done"] / r["elapsed"]
+        r["rps"] = rps
         errors = f", {r['bad_ok']}/{r['bad']} bad requests answered right" if r["bad"] else ""
-        print(f"  plmkit serve, {label:<13} {r['rps']:7.1f} requests/s   {percentiles(r['latencies'])}   "
+        print(f"  plmkit serve, {label:<13} {rps:7.1f} requests/s   {percentiles(r['latencies'])}   "
               f"{r['done']} answered, {r['wrong']} wrong{errors}")
-    print(f"  sentence-transformers encode {ceiling:7.1f} texts/s (one process, batch 32: the ceiling; measured "
-          "before and after batching on)")
-    on, off = results["batching on"]["rps"], results["batching off"]["rps"]
-    print(f"  batching on / off: {on / off:.2f}x (target >= 3x)   ceiling / batching on: {ceiling / on:.2f}x "
-          "(goal <= 1.2x)")
+    print(f"  sentence-transformers encode {ceiling:7.1f} texts/s (one process, batch 32: the ceiling)")
+    on_rps, off_rps = totals["batching on"]["rps"], totals["batching off"]["rps"]
+    print(f"  batching on / off: {on_rps / off_rps:.2f}x (target >= 3x)   ceiling / batching on: "
+          f"{ceiling / on_rps:.2f}x (goal <= 1.2x)")
 
 
 # -- chat -------------------------------------------------------------------------------------------
@@ -170,8 +181,7 @@ async def chat_load(url: str, prompts: list[str], streams: int, tokens: int, lim
 
     async with httpx.AsyncClient(timeout=300, limits=httpx.Limits(max_connections=streams)) as http:
         await asyncio.gather(*(one_stream(http) for _ in range(streams)))
-    elapsed = time.perf_counter() - started
-    return {"tps": generated / elapsed, "ttft": ttfts, "texts": texts, "requests": len(ttfts)}
+    return {"generated": generated, "elapsed": time.perf_counter() - started, "ttft": ttfts, "texts": texts}
 
 
 def decoder_dir(root: Path, minilm: str) -> Path:
@@ -190,19 +200,27 @@ def decoder_dir(root: Path, minilm: str) -> Path:
 
 
 def chat_part(args, minilm: str, root: Path) -> None:
+    """One stream and S streams, interleaved round by round (a drifting load hits both alike)."""
     gpt = decoder_dir(root, minilm)
     prompts = english_sentences(args.streams * args.rounds)
-    print(f"\nchat completions: GPT-2-small-shaped (12 x 768, random weights), {args.tokens} tokens per reply, greedy")
+    print(f"\nchat completions: GPT-2-small-shaped (12 x 768, random weights), {args.tokens} tokens per reply, greedy, "
+          f"{args.rounds} interleaved rounds")
+    runs = {1: [], args.streams: []}
     with Served("--model", f"gpt={gpt}", "--max-batch", str(args.streams)) as url:
         asyncio.run(chat_load(url, prompts[:2], 1, 8, 60))  # warm up
-        one = asyncio.run(chat_load(url, prompts[:args.rounds], 1, args.tokens, args.time_limit))
-        many = asyncio.run(chat_load(url, prompts, args.streams, args.tokens, args.time_limit))
-    for label, r in (("1 stream", one), (f"{args.streams} streams", many)):
-        print(f"  {label:<10} {r['tps']:7.1f} tokens/s   time to first token {percentiles(r['ttft'])}   "
-              f"{r['requests']} replies")
-    same = sum(many["texts"][i] == one["texts"][i] for i in one["texts"])
-    print(f"  {same}/{len(one['texts'])} replies of the concurrent run equal the one-stream replies (greedy)")
-    print(f"  aggregate / one stream: {many['tps'] / one['tps']:.2f}x (target >= 2.5x)")
+        for r in range(args.rounds):
+            part = prompts[r * args.streams:(r + 1) * args.streams]
+            runs[1].append(asyncio.run(chat_load(url, part[:1], 1, args.tokens, args.time_limit)))
+            runs[args.streams].append(asyncio.run(chat_load(url, part, args.streams, args.tokens, args.time_limit)))
+    tps = {}
+    for streams, results in runs.items():
+        tps[streams] = sum(r["generated"] for r in results) / sum(r["elapsed"] for r in results)
+        ttft = [t for r in results for t in r["ttft"]]
+        print(f"  {streams} stream{'s' if streams > 1 else ' '} {tps[streams]:7.1f} tokens/s   time to first token "
+              f"{percentiles(ttft)}   {len(ttft)} replies")
+    same = sum(one["texts"][0] == many["texts"][0] for one, many in zip(runs[1], runs[args.streams]))
+    print(f"  {same}/{args.rounds} replies of the concurrent runs equal the one-stream replies (greedy)")
+    print(f"  aggregate / one stream: {tps[args.streams] / tps[1]:.2f}x (target >= 2.5x)")
 
 
 def main(argv=None) -> int:
@@ -211,9 +229,10 @@ def main(argv=None) -> int:
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--requests", type=int, default=640)
     ap.add_argument("--streams", type=int, default=8)
-    ap.add_argument("--rounds", type=int, default=2, help="replies per stream in the concurrent chat run")
+    ap.add_argument("--rounds", type=int, default=4, help="chat: rounds of (1 stream, then S streams)")
+    ap.add_argument("--rounds-embed", type=int, default=5, help="embeddings: rounds of (on, off, the ceiling)")
     ap.add_argument("--tokens", type=int, default=64)
-    ap.add_argument("--time-limit", type=float, default=180, help="seconds per phase at most")
+    ap.add_argument("--time-limit", type=float, default=300, help="seconds per configuration at most")
     args = ap.parse_args(argv)
     from plmkit.demo import minilm_dir
     minilm = str(minilm_dir())
