@@ -23,8 +23,15 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Under torchrun, every process evaluates its part and rank 0 prints the metrics of the whole."""
+    from plmkit.training import distributed
     s = settings_from_args(args, InferenceSettings)
-    metrics = tasks.evaluate_dir(s.model, args.data, s.batch_size, s.device, s.null_score_diff_threshold)
+    with distributed.process_group(s.device):
+        part = distributed.EvalShard() if distributed.world_size() > 1 else None
+        metrics = tasks.evaluate_dir(s.model, args.data, s.batch_size, str(distributed.device(s.device)),
+                                     s.null_score_diff_threshold, part=part)
+    if not distributed.is_main():
+        return 0
     if args.json:  # an undefined metric (NaN) is null: JSON has no NaN
         print(json.dumps({k: None if isinstance(v, float) and math.isnan(v) else v for k, v in metrics.items()}))
         return 0

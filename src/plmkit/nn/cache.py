@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from plmkit.nn.masks import Unpadded, padding_bias
+from plmkit.nn.masks import PaddedSource, Unpadded, padding_bias
 
 
 class LayerKVCache:
@@ -118,16 +118,17 @@ class Seq2SeqCache(KVCache):
 
 
 def cross_attention_inputs(cache: Seq2SeqCache | None, context: Tensor | None, context_mask: Tensor | None,
-                           dtype: torch.dtype, layers=None) -> tuple[Tensor | list | None, Tensor | None]:
+                           dtype: torch.dtype, real_tokens: bool = False
+                           ) -> tuple[Tensor | PaddedSource | list | None, Tensor | None]:
     """What a decoder's cross-attention reads, and the bias hiding the source's padding: the keys and
-    values a cache holds (generation), or the encoder's (B, S, D) output. Given the decoder's
-    ``layers``, a padded source's keys and values are projected here from its real tokens only, one
-    (k, v) pair per layer."""
+    values a cache holds (generation), or the encoder's (B, S, D) output; with `real_tokens`, a padded
+    source's output as a `PaddedSource`, whose keys and values each block projects from its real
+    tokens only."""
     if cache is not None:
         return cache.cross, cache.cross_bias
     if context_mask is None or bool(context_mask.all()):
         return context, None
-    if layers is not None:
+    if real_tokens:
         source = Unpadded.from_mask(context_mask, dtype)
-        return [layer.cross_attn.project_kv(context, source) for layer in layers], source.bias
+        return PaddedSource(context, source), source.bias
     return context, padding_bias(context_mask, dtype)

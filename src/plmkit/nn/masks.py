@@ -108,6 +108,16 @@ class Unpadded:
         return out.view(self.batch, self.seqlen, *x.shape[1:])
 
 
+@dataclass
+class PaddedSource:
+    """What a decoder block's cross-attention reads of a padded source: the encoder's (B, S, D) states
+    and where their real tokens sit. Each block projects the keys and values of those tokens only, in
+    its own forward pass (where a block sharded by FSDP has its whole weights)."""
+
+    states: Tensor
+    layout: Unpadded
+
+
 def self_attention_masks(mask: Tensor | None, t: int, past: int, causal: bool, unpad: bool, dtype: torch.dtype,
                          device=None) -> tuple[Unpadded | None, Tensor | None, bool]:
     """(layout, bias, causal) for the self-attention of T new positions after ``past`` cached ones.

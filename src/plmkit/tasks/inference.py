@@ -78,14 +78,17 @@ def with_settings(task: Task, **values) -> Task:
 
 
 def evaluate_dir(model_dir, data, batch_size: int = 32, device: str = "auto",
-                 null_score_diff_threshold: float | None = None) -> dict[str, float]:
+                 null_score_diff_threshold: float | None = None, part=None) -> dict[str, float]:
     """Metrics of a fine-tuned model directory on a labelled data file in the training format (QA
-    v2: at `null_score_diff_threshold`, default the model's, plus the best threshold on this data)."""
+    v2: at `null_score_diff_threshold`, default the model's, plus the best threshold on this data).
+    `part`: this process's part of an evaluation that several share (an EvalShard, under torchrun);
+    rank 0's metrics are those of the whole data."""
     model, tokenizer, task = load_for_inference(model_dir, device, null_score_diff_threshold, batch_size)
     check_file(data, "data (a labelled file in the training format)")
     examples = task.read(data, labelled=True)
     features = task.encode(tokenizer, examples, model.config.label2id, path=data)
-    return task.evaluate(model, tokenizer, examples, features, batch_size)
+    shared = {"part": part} if part is not None and task.sharded_evaluation else {}
+    return task.evaluate(model, tokenizer, examples, features, batch_size, **shared)
 
 
 def predict_records(model, tokenizer, task: Task, records: list, batch_size: int = 32, where: str = "inputs",
