@@ -94,7 +94,8 @@ def translation(root: str, part) -> dict[str, float]:
     torch.manual_seed(3)
     model = BartForConditionalGeneration(BartConfig.from_preset("bart-tiny", dropout=0.0,
                                                                 **BartConfig.tokenizer_fields(tok))).eval()
-    task = TranslationTask.of(max_length=32, max_target_length=10, num_beams=2, no_repeat_ngram_size=1, eval_samples=None)
+    task = TranslationTask.of(max_length=32, max_target_length=10, num_beams=2, no_repeat_ngram_size=1,
+                              eval_samples=None)  # (no repeats: a random model's outputs differ from each other)
     task.check_model(model, "the random BART")
     examples = task.read(os.path.join(root, "mt.jsonl"))[:11]
     outputs = task.generate(model, tok, task.encode(tok, examples, None), 4)  # (whole, on every rank)

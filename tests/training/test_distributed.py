@@ -49,9 +49,9 @@ def pretrain_args(root, out, *extra) -> list[str]:
 
 
 def torchrun(*args: str, nproc: int = 2, script: str | None = None, launcher: tuple[str, ...] = (),
-             **env: str) -> subprocess.CompletedProcess:
+             timeout: int = TIMEOUT, **env: str) -> subprocess.CompletedProcess:
     """`torchrun --nproc_per_node nproc [launcher] -m plmkit args` (or a script), on a free port, one
-    thread each, with `env` added to the environment."""
+    thread each, with `env` added to the environment, ended after `timeout` seconds."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -59,7 +59,7 @@ def torchrun(*args: str, nproc: int = 2, script: str | None = None, launcher: tu
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **env}
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
                            "--master_addr", "127.0.0.1", "--master_port", str(port), *launcher, *target, *args],
-                          capture_output=True, text=True, timeout=TIMEOUT, env=env)
+                          capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def losses(out, key: str = "loss") -> dict[int, float]:
@@ -274,7 +274,10 @@ def inputs(files, tiny_bert):
     GPT2LMHeadModel(GPT2Config(n_positions=64, n_embd=32, n_layer=2, n_head=2, **GPT2Config.tokenizer_fields(tok))) \
         .save_pretrained(gpt)
     tok.save_pretrained(gpt)
-    jsonl = lambda path, rows: path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8") or path
+
+    def jsonl(path, rows):
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
     jsonl(files / "sft.jsonl", [{"prompt": p, "response": r} for p, r in PAIRS * 2])
     jsonl(files / "sft-dev.jsonl", [{"prompt": p, "response": r} for p, r in PAIRS])
     jsonl(files / "cls.jsonl", [{"text": s, "label": "long" if len(s.split()) > 7 else "short"} for s in EN * 2])
@@ -313,6 +316,11 @@ COMMANDS = {  # each with evaluation data: every evaluation is sharded and must 
 }
 
 
+def eval_file(root, name: str) -> str:
+    args = COMMANDS[name]
+    return args[args.index("--eval") + 1].format(root=root)
+
+
 def command(root, name: str, out) -> list[str]:
     """Command `name` for 6 steps, evaluated at steps 3 and 6, on the CPU, into `out`."""
     return [a.format(root=root) for a in COMMANDS[name]] + [
@@ -331,12 +339,12 @@ def two_process_runs(inputs):
     from summed statistics), in one torchrun launch: its stdout."""
     commands = [[*command(inputs, name, inputs / f"{name}-two-{strategy}"), "--strategy", strategy]
                 for name, strategy in TWO_PROCESS_RUNS]
-    commands += [["evaluate", "--model", str(inputs / f"{name}-two-fsdp" / "model"), "--data",
-                  command(inputs, name, "-")[command(inputs, name, "-").index("--eval") + 1], "--device", "cpu",
-                  "--json"] for name in EVALUATED]
+    commands += [["evaluate", "--model", str(inputs / f"{name}-two-fsdp" / "model"), "--data", eval_file(inputs, name),
+                  "--device", "cpu", "--json"] for name in EVALUATED]
     (inputs / "commands.json").write_text(json.dumps(commands), encoding="utf-8")
-    done = torchrun(str(inputs / "commands.json"), script=os.path.join(os.path.dirname(__file__),
-                                                                        "dist_train_worker.py"))
+    worker = os.path.join(os.path.dirname(__file__), "dist_train_worker.py")
+    done = torchrun(str(inputs / "commands.json"), script=worker,
+                    timeout=len(commands) * TIMEOUT // 4)  # (a busy machine: the 2 cores shared with other work)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
@@ -369,8 +377,8 @@ def test_plmkit_evaluate_under_torchrun_gives_the_metrics_of_one_process(inputs,
     assert len(printed) == len(EVALUATED)
     for name, two in zip(EVALUATED, printed):
         model = inputs / f"{name}-two-fsdp" / "model"
-        data = command(inputs, name, "-")[command(inputs, name, "-").index("--eval") + 1]
-        assert main(["evaluate", "--model", str(model), "--data", data, "--device", "cpu", "--json"]) == 0
+        assert main(["evaluate", "--model", str(model), "--data", eval_file(inputs, name), "--device", "cpu",
+                     "--json"]) == 0
         one = json.loads(capsys.readouterr().out)
         assert one.keys() == two.keys() and one["n"] > 1
         assert all(abs(one[k] - two[k]) < 1e-6 for k in one), (name, one, two)

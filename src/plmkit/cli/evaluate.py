@@ -15,7 +15,9 @@ def add_parser(subparsers) -> None:
                               description="Accuracy/F1 (classification), entity P/R/F1 (ner), micro-F1 without "
                                           "the no-relation class (relation), exact match/F1 (qa; SQuAD v2 adds the "
                                           "best no-answer threshold on the data: best_exact/best_f1, "
-                                          "best_exact_thresh/best_f1_thresh).")
+                                          "best_exact_thresh/best_f1_thresh). Under torchrun (torchrun "
+                                          "--nproc_per_node N -m plmkit evaluate ...) the processes share the "
+                                          "evaluation and rank 0 prints.")
     add_settings_flags(p, InferenceSettings)
     p.add_argument("--data", required=True, help="labelled data in the training format")
     p.add_argument("--json", action="store_true", help="print one JSON object")
