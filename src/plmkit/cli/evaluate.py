@@ -24,7 +24,8 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     s = settings_from_args(args, InferenceSettings)
-    metrics = tasks.evaluate_dir(s.model, args.data, s.batch_size, s.device, s.null_score_diff_threshold)
+    metrics = tasks.evaluate_dir(s.model, args.data, s.batch_size, s.device, s.null_score_diff_threshold,
+                                 backend=s.backend)
     if args.json:  # an undefined metric (NaN) is null: JSON has no NaN
         print(json.dumps({k: None if isinstance(v, float) and math.isnan(v) else v for k, v in metrics.items()}))
         return 0

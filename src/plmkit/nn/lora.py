@@ -182,6 +182,11 @@ def merge_lora(model: nn.Module) -> nn.Module:
     return model
 
 
+def unmerged_adapters(model: nn.Module) -> list[str]:
+    """The names of the modules of `model` that still hold LoRA adapters (or trainable embedding rows)."""
+    return [name for name, module in model.named_modules() if isinstance(module, _MERGEABLE)]
+
+
 def plain_state_dict(model: nn.Module) -> dict[str, Tensor]:
     """`model.state_dict()` with LoRA updates (and trainable embedding rows) merged into the weights
     and the adapter tensors left out: what a saved checkpoint holds (the model itself is unchanged)."""

@@ -1,0 +1,1 @@
+"""Smaller and faster models: export to ONNX (`onnx.py`)."""
