@@ -105,6 +105,9 @@ def test_what_cannot_be_exported_is_refused_by_name(tmp_path):
     apply_lora(lora, targets=("q", "v"), rank=2)
     with pytest.raises(ConfigError, match="LoRA adapters not merged .*merge_lora"):
         export_model(lora, tmp_path)
+    from plmkit.compression.quantize import quantize_model
+    with pytest.raises(ConfigError, match="is quantized .*takes the fp32 model"):
+        export_model(quantize_model(load_any(task_dir("classification"))), tmp_path)
     assert not (tmp_path / "model.onnx").exists()
 
 
@@ -123,3 +126,21 @@ def test_a_graph_that_disagrees_with_pytorch_is_not_written(tmp_path, monkeypatc
     with pytest.raises(CheckpointError, match=r"disagrees with PyTorch: max \|difference\| 0.001 .* tolerance 0.0001"):
         export_onnx(task_dir("classification"), tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_the_report_measures_an_exported_directory_on_onnxruntime(tmp_path):
+    """plmkit.compression.report's onnxruntime backends: the graph's file size, latency at each batch
+    size, and the metric of `plmkit evaluate --backend onnxruntime`."""
+    from onnx_helpers import TEXTS
+    from plmkit.compression.report import measure
+    data = tmp_path / "eval.jsonl"
+    data.write_text("".join(json.dumps({"text": t, "label": ["neg", "pos"][i % 2]}) + "\n" for i, t in enumerate(TEXTS)))
+    out = exported("classification")
+    torch_report = measure(task_dir("classification"), eval_file=data, batch_sizes=(1, 4), repeats=2)
+    for backend, file in [("onnxruntime", "model.onnx"), ("onnxruntime-int8", "model.int8.onnx")]:
+        report = measure(out, eval_file=data, batch_sizes=(1, 4), backend=backend, threads=1, repeats=2)
+        assert report["size_mb"] == (out / file).stat().st_size / 2 ** 20
+        assert set(report["latency_ms"]) == {1, 4} and report["how"]["onnx"]["check"]["max_abs_diff"] <= 1e-4
+        assert report["parameters"] > 0
+        if backend == "onnxruntime":
+            assert report["metric"]["accuracy"] == torch_report["metric"]["accuracy"]

@@ -131,7 +131,8 @@ def export_model(model: nn.Module, directory: str | Path, *, quantize: str | Non
 def exportable(model: nn.Module) -> str:
     """The model task (GRAPHS) of `model`, or a ConfigError naming what stands in the way."""
     from plmkit.models.registry import family
-    from plmkit.nn.lora import unmerged_adapters
+    from plmkit.nn.lora import MERGEABLE
+    from plmkit.nn.quantized import QuantizedEmbedding, QuantizedLinear
     config = getattr(model, "config", None)
     if config is None:
         raise ConfigError(f"{type(model).__name__} is not a plmkit model; export takes a model directory or a "
@@ -141,15 +142,17 @@ def exportable(model: nn.Module) -> str:
         raise ConfigError(f"{type(model).__name__} cannot be exported to ONNX: plmkit exports "
                           f"{', '.join(GRAPHS)} models (encoders with their task heads, decoders with past keys/values); "
                           "encoder-decoders and pretraining heads are not supported")
-    adapters = unmerged_adapters(model)
+    adapters = [name for name, m in model.named_modules() if isinstance(m, MERGEABLE)]
     if adapters:
         raise ConfigError(f"{type(model).__name__} holds LoRA adapters not merged ({', '.join(adapters[:3])}"
                           f"{' ...' if len(adapters) > 3 else ''}): merge them first (plmkit.nn.lora.merge_lora, or "
                           "save_pretrained, which merges them) and export the merged model")
-    quantized = [name for name, m in model.named_modules() if type(m).__module__.startswith(("torch.ao", "torchao"))]
-    if quantized or any(not p.is_floating_point() for p in model.parameters()):
-        raise ConfigError(f"{type(model).__name__} is quantized ({', '.join(quantized[:3]) or 'integer weights'}): "
-                          "export the fp32 model, with --quantize int8 for onnxruntime's int8")
+    quantized = [name for name, m in model.named_modules()
+                 if isinstance(m, (QuantizedLinear, QuantizedEmbedding)) or type(m).__module__.startswith("torch.ao")]
+    if quantized:
+        raise ConfigError(f"{type(model).__name__} is quantized ({', '.join(quantized[:3])}"
+                          f"{' ...' if len(quantized) > 3 else ''}): ONNX export takes the fp32 model (the one "
+                          "plmkit quantize started from); --quantize int8 gives onnxruntime's int8")
     return model_task
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,6 +127,12 @@ class OrtModel(nn.Module):
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.past = self.info.get("past")  # {"layers", "heads", "head_dim"} of a causal LM
+
+    def num_parameters(self) -> int:
+        """The numbers the graph stores (its initializers: weights, and an int8 graph's scales)."""
+        import onnx
+        graph = onnx.load(str(self.path), load_external_data=False).graph
+        return sum(math.prod(t.dims) for t in graph.initializer)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, past_key_values=None, **batch):
         batch = {"input_ids": input_ids, "attention_mask": attention_mask, **batch}

@@ -19,7 +19,7 @@ from plmkit.utils.settings import Settings, setting
 from plmkit.utils.text import check_file
 
 
-BACKENDS = {"torch": None, "onnxruntime": "fp32", "onnxruntime-int8": "int8"}  # -> the ONNX file's precision
+ONNX_BACKENDS = {"onnxruntime": "fp32", "onnxruntime-int8": "int8"}  # backend -> the ONNX graph it runs (MODEL_FILES)
 
 
 @dataclass
@@ -34,7 +34,7 @@ class InferenceSettings(Settings):
         None, "QA v2: answer only when null score - best span score <= T (off: the model's, 0)", metavar="T")
     backend: str = setting("torch", "what runs the model: torch (the PyTorch model), onnxruntime or onnxruntime-int8 "
                                     "(model.onnx or model.int8.onnx of a directory `plmkit export` wrote, on the CPU)",
-                           choices=tuple(BACKENDS))
+                           choices=("torch", *ONNX_BACKENDS))
 
     def validate(self) -> None:
         self.need(is_device_name(self.device),
@@ -45,7 +45,7 @@ class InferenceSettings(Settings):
 
 def load_model_dir(directory: str | Path, backend: str = "torch"):
     """(model in eval mode, tokenizer, Task with its settings) of a fine-tuned model directory; with
-    an onnxruntime `backend` (BACKENDS), the model is an `OrtModel` of the directory's ONNX graph."""
+    an onnxruntime `backend` (ONNX_BACKENDS), the model is an `OrtModel` of the directory's ONNX graph."""
     from plmkit.models.auto import load_any, model_class
     from plmkit.tokenization import Tokenizer
     task = load_task(directory)
@@ -66,7 +66,7 @@ def load_model_dir(directory: str | Path, backend: str = "torch"):
 def _load_onnx(directory, task: Task, backend: str):
     """The `OrtModel` of an exported directory, refused where the task needs more than forward passes."""
     from plmkit.models.onnx import GRAPHS, OrtModel
-    model = OrtModel(directory, BACKENDS[backend])
+    model = OrtModel(directory, ONNX_BACKENDS[backend])
     if model.info["model_task"] != task.model_task:
         raise CheckpointError(f"{directory}: {TASK_FILE} says task {task.name!r}, which needs a {task.model_task} model, "
                               f"but the ONNX graph is of a {model.info['model_task']} model")
@@ -86,7 +86,7 @@ def load_for_inference(model_dir, device: str = "auto", null_score_diff_threshol
     InferenceSettings(model=model_dir, batch_size=batch_size, device=device,
                       null_score_diff_threshold=null_score_diff_threshold, backend=backend)
     model, tokenizer, task = load_model_dir(model_dir, backend)
-    model.to(resolve_device(device) if backend == "torch" else "cpu")
+    model.to(resolve_device(device, model.cpu_only) if backend == "torch" else "cpu")
     overrides = {**task.inference_settings, **({} if null_score_diff_threshold is None else
                                                 {"null_score_diff_threshold": null_score_diff_threshold})}
     if overrides:
@@ -108,6 +108,13 @@ def evaluate_dir(model_dir, data, batch_size: int = 32, device: str = "auto",
     """Metrics of a fine-tuned model directory on a labelled data file in the training format (QA
     v2: at `null_score_diff_threshold`, default the model's, plus the best threshold on this data)."""
     model, tokenizer, task = load_for_inference(model_dir, device, null_score_diff_threshold, batch_size, backend)
+    return evaluate_loaded(model, tokenizer, task, data, batch_size)
+
+
+def evaluate_loaded(model, tokenizer, task: Task, data, batch_size: int = 32) -> dict[str, float]:
+    """`evaluate_dir` with the model already loaded (`load_for_inference`): the task's metrics on
+    the labelled file `data`. `model` is anything the task's evaluation can call like a plmkit model
+    (plmkit.compression.report measures other backends through it)."""
     check_file(data, "data (a labelled file in the training format)")
     examples = task.read(data, labelled=True)
     features = task.encode(tokenizer, examples, model.config.label2id, path=data)
@@ -145,5 +152,6 @@ def read_prediction_input(task: Task | str, path: str) -> tuple[list, list[int]]
     return task.read_prediction_input(path)
 
 
-__all__ = ["BACKENDS", "InferenceSettings", "evaluate_dir", "load_for_inference", "load_model_dir", "predict_dir", "predict_records",
+__all__ = ["InferenceSettings", "ONNX_BACKENDS", "evaluate_dir", "evaluate_loaded", "load_for_inference", "load_model_dir",
+           "predict_dir", "predict_records",
            "read_prediction_input", "with_settings"]
