@@ -91,9 +91,9 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, quantize: str | None 
 
 def export_model(model: nn.Module, directory: str | Path, *, quantize: str | None = None,
                  tolerance: float = TOLERANCE) -> dict:
-    """Write model.onnx (and model.int8.onnx) and GRAPH_FILE of `model` into `directory` (and its
-    config.json when the directory has none), checked as the module docstring says; an error names
-    what could not be exported or checked."""
+    """Write model.onnx (and model.int8.onnx) and GRAPH_FILE of `model` (put in eval mode, in fp32)
+    into `directory` (and its config.json when the directory has none), checked as the module
+    docstring says; an error names what could not be exported or checked."""
     require_onnx("ONNX export")
     if quantize is not None and quantize not in QUANTIZATIONS:
         raise ConfigError(f"quantize must be one of {', '.join(QUANTIZATIONS)}, got {quantize!r}")
@@ -108,17 +108,18 @@ def export_model(model: nn.Module, directory: str | Path, *, quantize: str | Non
     outputs = _output_names(model, kind)
     log.info("plmkit: exporting %s to ONNX (%s -> %s)", type(model).__name__, ", ".join(inputs[:4]) +
              (", past keys/values" if kind.past else ""), ", ".join(outputs[:3]) + (", present" if kind.past else ""))
-    path = directory / MODEL_FILES["fp32"]
+    path, graph = directory / MODEL_FILES["fp32"], _info(model, model_task, inputs, outputs)
     _export(model, kind, inputs, outputs, path)
-    checks = check_graph(model, kind, OrtModel(directory, info=_info(model, model_task, inputs, outputs)))
+    checks = check_graph(model, kind, OrtModel(directory, info=graph))
     worst = max(c["max_abs_diff"] for c in checks)
     log.info("plmkit: onnxruntime vs PyTorch at %d shapes: max |difference| %.2e (tolerance %.0e)",
              len(checks), worst, tolerance)
     if not worst <= tolerance:
+        path.unlink()
         bad = next(c for c in checks if not c["max_abs_diff"] <= tolerance)
         raise CheckpointError(f"the exported graph disagrees with PyTorch: max |difference| {bad['max_abs_diff']:.3g} "
-                              f"at {bad['shape']} ({bad['output']}), above the tolerance {tolerance:g}; nothing written")
-    info = {**_info(model, model_task, inputs, outputs), "opset": _opset(path),
+                              f"at {bad['shape']} ({bad['output']}), above the tolerance {tolerance:g}; not kept")
+    info = {**graph, "opset": _opset(path),
             "exporter": f"torch.onnx.export(dynamo=True), torch {torch.__version__}",
             "example": {"batch": EXAMPLE_BATCH, "length": EXAMPLE_LENGTH, **({"past": EXAMPLE_PAST} if kind.past else {})},
             "check": {"tolerance": tolerance, "max_abs_diff": worst, "shapes": [c["shape"] for c in checks]}}
