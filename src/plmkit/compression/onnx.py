@@ -98,6 +98,9 @@ def export_model(model: nn.Module, directory: str | Path, *, quantize: str | Non
     if quantize is not None and quantize not in QUANTIZATIONS:
         raise ConfigError(f"quantize must be one of {', '.join(QUANTIZATIONS)}, got {quantize!r}")
     model_task = exportable(model)
+    if any(p.device.type != "cpu" for p in model.parameters()):
+        raise ConfigError(f"{type(model).__name__} is on {next(model.parameters()).device}: export runs on the CPU, "
+                          "where onnxruntime checks it (model.cpu())")
     kind = GRAPHS[model_task]
     model = model.float().eval()
     directory = Path(directory)
