@@ -125,6 +125,7 @@ class OrtModel(nn.Module):
         self.path, self.config = path, AutoConfig.from_pretrained(directory)
         self.kind = GRAPHS[self.info["model_task"]]
         self.input_names = [i.name for i in self.session.get_inputs()]
+        self.integer_inputs = {i.name for i in self.session.get_inputs() if i.type == "tensor(int64)"}
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.past = self.info.get("past")  # {"layers", "heads", "head_dim"} of a causal LM
 
@@ -145,7 +146,8 @@ class OrtModel(nn.Module):
         missing = [n for n in self.input_names if batch.get(n) is None]
         if missing:
             raise InputError(f"{self.path}: the graph needs {', '.join(missing)}")
-        feed = {n: batch[n].detach().cpu().numpy() for n in self.input_names}
+        feed = {n: (batch[n].long() if n in self.integer_inputs else batch[n]).detach().cpu().numpy()
+                for n in self.input_names}  # (ids as int64, whatever integer type they came in)
         values = [torch.from_numpy(v) for v in self.session.run(self.output_names, feed)]
         if self.past is None:
             return self.kind.output_class(**dict(zip(self.output_names, values)))
