@@ -11,11 +11,13 @@ from plmkit.nn.masks import causal_bias
 from plmkit.nn.tracing import is_traceable, traceable
 
 
-def test_the_switch_is_scoped():
+def test_the_switch_is_scoped_and_compiles_without_a_graph_break():
     assert not is_traceable()
     with traceable():
         assert is_traceable()
     assert not is_traceable()
+    compiled = torch.compile(lambda x: x + 1 if is_traceable() else x * 2, fullgraph=True)  # (--compile training)
+    assert compiled(torch.ones(2)).tolist() == [2.0, 2.0]
 
 
 @pytest.mark.parametrize("t_q, t_k", [(1, 1), (4, 4), (1, 7), (3, 9), (5, 5)])

@@ -15,27 +15,27 @@ value checks are left to the caller. The outputs are the same (tests/nn/test_tra
 from __future__ import annotations
 
 import contextlib
-import contextvars
 from typing import Iterator
 
 import torch
 
-_TRACEABLE = contextvars.ContextVar("plmkit_traceable", default=False)
+_traceable = False  # a plain global, not a ContextVar: torch.compile reads it without a graph break
 
 
 @contextlib.contextmanager
 def traceable() -> Iterator[None]:
     """Forward passes inside take the traceable path (see the module docstring)."""
-    token = _TRACEABLE.set(True)
+    global _traceable
+    before, _traceable = _traceable, True
     try:
         yield
     finally:
-        _TRACEABLE.reset(token)
+        _traceable = before
 
 
 def is_traceable() -> bool:
     """Whether forward passes must avoid value-dependent shapes and branches now."""
-    return _TRACEABLE.get() or torch.compiler.is_exporting()
+    return _traceable or torch.compiler.is_exporting()
 
 
 __all__ = ["is_traceable", "traceable"]
