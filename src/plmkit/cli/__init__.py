@@ -20,7 +20,8 @@ from typing import Iterator
 
 from plmkit.errors import PlmkitError
 
-COMMANDS = ("tokenizer", "data", "pretrain", "finetune", "evaluate", "predict", "generate", "chat")
+COMMANDS = ("tokenizer", "data", "pretrain", "finetune", "evaluate", "predict", "generate", "chat",
+            "quantize", "compare", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:

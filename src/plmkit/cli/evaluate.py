@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     with distributed.process_group(s.device):
         part = distributed.EvalShard() if distributed.world_size() > 1 else None
         metrics = tasks.evaluate_dir(s.model, args.data, s.batch_size, str(distributed.device(s.device)),
-                                     s.null_score_diff_threshold, part=part)
+                                     s.null_score_diff_threshold, backend=s.backend, part=part)
     if not distributed.is_main():
         return 0
     if args.json:  # an undefined metric (NaN) is null: JSON has no NaN

@@ -30,6 +30,8 @@ from plmkit.models.outputs import BaseModelOutput, CausalLMOutput
 from plmkit.nn.block import run_blocks
 from plmkit.nn.cache import KVCache
 from plmkit.nn.losses import linear_cross_entropy
+from plmkit.nn.quantized import compute_dtype
+from plmkit.nn.tracing import is_traceable
 from plmkit.utils.constants import IGNORE_INDEX
 from plmkit.nn.masks import (attention_bias, causal_bias, document_bias, positions_from_documents,
                              positions_from_mask)
@@ -54,7 +56,8 @@ def decoder_inputs(input_ids: Tensor, attention_mask: Tensor | None, position_id
         if position_ids is None:
             position_ids = positions_from_documents(document_ids)
         return position_ids, document_bias(document_ids, dtype, attention_mask), False
-    padded = attention_mask is not None and not bool(attention_mask.all())
+    traced = is_traceable()  # the whole mask, always (plmkit.nn.tracing)
+    padded = attention_mask is not None and (traced or not bool(attention_mask.all()))
     if attention_mask is not None and attention_mask.shape != (b, past + t):
         raise PlmkitError(f"attention_mask has shape {tuple(attention_mask.shape)} but the model sees {past} cached "
                           f"+ {t} new positions: pass the mask of the whole sequence, (B, {past + t})")
@@ -64,7 +67,7 @@ def decoder_inputs(input_ids: Tensor, attention_mask: Tensor | None, position_id
         else:
             position_ids = torch.arange(past, past + t, device=input_ids.device).expand(b, t)
     if padded:
-        return position_ids, attention_bias(attention_mask, t, causal=t > 1, dtype=dtype), False
+        return position_ids, attention_bias(attention_mask, t, causal=traced or t > 1, dtype=dtype), False
     if t == 1:
         return position_ids, None, False  # one new token sees every key: nothing to mask
     if past == 0:
@@ -116,9 +119,9 @@ class DecoderBody:
 
     def make_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None, device=None) -> KVCache:
         """An empty KV cache for ``batch`` sequences of up to ``max_len`` positions."""
-        attn, w = self.layers[0].attn, self.embeddings["word"].weight
-        return KVCache(len(self.layers), batch, attn.n_kv_heads, max_len, attn.d_head, dtype or w.dtype,
-                       device or w.device)
+        attn, word = self.layers[0].attn, self.embeddings["word"]
+        return KVCache(len(self.layers), batch, attn.n_kv_heads, max_len, attn.d_head, dtype or compute_dtype(word),
+                       device or word.weight.device)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, position_ids: Tensor | None = None,
                 past_key_values: KVCache | None = None, output_attentions: bool = False,
@@ -131,7 +134,7 @@ class DecoderBody:
         check_inputs(input_ids, self.config.vocab_size, position_ids=position_ids,
                      max_positions=self.config.max_positions)  # (the mask: decoder_inputs, which knows the cache)
         check_length(self.config.max_positions, past + input_ids.shape[1])
-        dtype = self.embeddings["word"].weight.dtype
+        dtype = compute_dtype(self.embeddings["word"])
         position_ids, bias, causal = decoder_inputs(input_ids, attention_mask, position_ids, past, dtype, document_ids)
         x = self.embed(input_ids, position_ids)  # (B, T, D)
         x, hidden, attentions = run_blocks(self.layers, x, bias, causal=causal, rotary=self.rotary(position_ids, x.dtype),

@@ -5,6 +5,9 @@ in place after the ones already stored and returns views of everything written s
 decoding step costs no reallocation and no concatenation. Batched prompts with left padding need
 nothing special: padding positions are stored like any other and hidden by the attention mask,
 which the caller extends by one column per step.
+
+`PastKeyValues` is the other kind, for traced graphs (ONNX export): it concatenates, so its shapes
+follow the inputs' and its past and present are tensors a graph takes and returns.
 """
 from __future__ import annotations
 
@@ -95,6 +98,48 @@ class KVCache:
     def reset(self) -> None:
         for layer in self.layers:
             layer.length = 0
+
+
+class PastKeyValues:
+    """A cache that grows by concatenation, over given past keys and values: what a traced graph
+    takes (one (k, v) pair of (B, H_kv, P, d) per layer; P may be 0) and returns (`present`, the
+    (B, H_kv, P + T, d) pairs after the step, the next step's past). Its shapes follow the inputs'
+    (no buffer of a fixed max_len, unlike `KVCache`); without a past, each layer starts empty.
+
+        cache = PastKeyValues(past)
+        out = model(input_ids, attention_mask, past_key_values=cache)   # mask: (B, P + T)
+        present = cache.present()
+    """
+
+    def __init__(self, past: list[tuple[Tensor, Tensor]] = ()):
+        self.layers = [_GrowingLayer(k, v) for k, v in past]
+
+    def __getitem__(self, i: int) -> "_GrowingLayer":
+        while len(self.layers) <= i:
+            self.layers.append(_GrowingLayer())
+        return self.layers[i]
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    @property
+    def length(self) -> int:
+        """Positions stored so far (the offset of the next token)."""
+        return self.layers[0].k.shape[2] if self.layers and self.layers[0].k is not None else 0
+
+    def present(self) -> list[tuple[Tensor, Tensor]]:
+        return [(layer.k, layer.v) for layer in self.layers]
+
+
+class _GrowingLayer:
+    def __init__(self, k: Tensor | None = None, v: Tensor | None = None):
+        self.k, self.v = k, v
+
+    def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Append k/v (B, H_kv, T, d); return all keys and values so far."""
+        self.k = k if self.k is None else torch.cat([self.k, k], dim=2)
+        self.v = v if self.v is None else torch.cat([self.v, v], dim=2)
+        return self.k, self.v
 
 
 class Seq2SeqCache(KVCache):

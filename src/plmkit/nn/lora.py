@@ -129,10 +129,11 @@ class TrainableRowsEmbedding(nn.Embedding):
         return f"{super().extra_repr()}, trainable_rows={self.token_ids.tolist()}"
 
 
-_MERGEABLE = (LoRALinear, TrainableRowsEmbedding)
+MERGEABLE = (LoRALinear, TrainableRowsEmbedding)
 
 
-def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
+def replace_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    """Put `module` in place of `model`'s submodule called `name`."""
     parent_name, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
 
@@ -157,7 +158,7 @@ def apply_lora(model: nn.Module, targets=("q", "v"), rank: int = 8, alpha: float
     wrapped = []
     for name, module in linears:
         if _matches(name, targets):
-            _replace(model, name, LoRALinear.wrap(module, rank, alpha, dropout))
+            replace_module(model, name, LoRALinear.wrap(module, rank, alpha, dropout))
             wrapped.append(name)
     if freeze_base:
         for pname, p in model.named_parameters():
@@ -175,7 +176,7 @@ def train_embedding_rows(model: nn.Module, embedding: nn.Embedding, token_ids) -
         raise ConfigError("train_embedding_rows: the embedding matrix is tied to another layer (e.g. an LM head), "
                           "which would keep reading the frozen rows; untie it or train the whole matrix")
     wrapped = TrainableRowsEmbedding.wrap(embedding, token_ids)
-    _replace(model, name, wrapped)
+    replace_module(model, name, wrapped)
     return wrapped
 
 
@@ -183,11 +184,11 @@ def merge_lora(model: nn.Module) -> nn.Module:
     """Fold every LoRA update (and trainable embedding rows) into plain modules (in place); returns
     the model."""
     for name, module in list(model.named_modules()):
-        if isinstance(module, _MERGEABLE):
+        if isinstance(module, MERGEABLE):
             merged = module.to_plain()
             merged.train(module.training)
             merged.weight.requires_grad_(True)
-            _replace(model, name, merged)
+            replace_module(model, name, merged)
     return model
 
 
@@ -197,7 +198,7 @@ def plain_state_dict(model: nn.Module, state: dict[str, Tensor] | None = None) -
     checkpoint holds (the model itself is unchanged)."""
     state = dict(model.state_dict() if state is None else state)
     for name, module in model.named_modules():
-        if isinstance(module, _MERGEABLE):
+        if isinstance(module, MERGEABLE):
             prefix = f"{name}." if name else ""
             adapters = [state.pop(prefix + adapter) for adapter in module.adapters]
             with torch.no_grad():
