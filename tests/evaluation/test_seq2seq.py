@@ -48,7 +48,8 @@ def test_bleu_and_chrf_of_processes_summing_their_statistics_equal_the_corpus_sc
     """Three processes score parts of a corpus (one of them none: fewer rows than processes) and add up
     their n-gram statistics: sacreBLEU's corpus BLEU and chrF of the whole corpus, to the last bit."""
     hypotheses, references = (HYPOTHESES, REFERENCES) if target_lang is None else (
-        ["猫坐在垫子上。", "今天下雨了。", "图书馆九点开门。"], ["猫坐在垫子上了。", "今天在下雨。", "图书馆早上九点开门。"])
+        ["猫坐在垫子上。", "今天下雨了。", "图书馆九点开门。"],
+        ["猫坐在垫子上了。", "今天在下雨。", "图书馆早上九点开门。"])
     parts = [TranslationMetrics(target_lang) for _ in range(3)]
     parts[0].update(hypotheses[:1], references[:1])
     parts[2].update(hypotheses[1:], references[1:])

@@ -82,4 +82,5 @@ def test_cpu_offload_needs_the_fsdp_strategy():
     with pytest.raises(ConfigError, match=r"fsdp_cpu_offload \(--fsdp-cpu-offload\) offloads FSDP's shards: give "
                                           r"--strategy fsdp"):
         TrainConfig.with_defaults({}, {"max_steps": 1, "fsdp_cpu_offload": True})
-    assert TrainConfig.with_defaults({}, {"max_steps": 1, "fsdp_cpu_offload": True, "strategy": "fsdp"}).fsdp_cpu_offload
+    given = {"max_steps": 1, "fsdp_cpu_offload": True, "strategy": "fsdp"}
+    assert TrainConfig.with_defaults({}, given).fsdp_cpu_offload

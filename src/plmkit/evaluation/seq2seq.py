@@ -61,7 +61,8 @@ class TranslationMetrics:
 
     def scores(self):
         """sacreBLEU's score objects (BLEU, chrF) of everything so far."""
-        return tuple(metric._compute_score_from_stats(stats) for metric, stats in zip((self.bleu, self.chrf), self.stats))
+        return tuple(metric._compute_score_from_stats(stats)  # (what corpus_score does with the summed statistics)
+                     for metric, stats in zip((self.bleu, self.chrf), self.stats))
 
     def compute(self) -> dict[str, float]:
         if not self.n:

@@ -115,7 +115,8 @@ class TrainableRowsEmbedding(nn.Embedding):
         return self.merge(self.weight, self.trainable_rows)
 
     def merge(self, weight: Tensor, trainable_rows: Tensor) -> Tensor:
-        """`weight` with `trainable_rows` written into the rows of `token_ids` (whole tensors, as `LoRALinear.merge`)."""
+        """`weight` with `trainable_rows` written into the rows of `token_ids` (whole tensors, as
+        `LoRALinear.merge`)."""
         return weight.index_copy(0, self.token_ids.to(weight.device), trainable_rows.to(weight.device, weight.dtype))
 
     def to_plain(self) -> nn.Embedding:

@@ -408,6 +408,7 @@ def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
     return whole
 
 
-__all__ = ["STRATEGIES", "EvalShard", "active", "all_reduce_sum", "barrier", "batch_rows", "broadcast", "check_batch_size",
-           "device", "from_main", "fsdp_policies", "full_state_dict", "gradient_sync", "is_main", "is_sharded", "local_rank", "local_value",
-           "main_first", "process_group", "rank", "restarted", "resume_after_restart", "fail_for_test", "rank_rng", "shard", "sharded_evaluation", "wrap", "world_size"]
+__all__ = ["STRATEGIES", "EvalShard", "active", "all_reduce_sum", "barrier", "batch_rows", "broadcast",
+           "check_batch_size", "device", "fail_for_test", "from_main", "fsdp_policies", "full_state_dict",
+           "gradient_sync", "is_main", "is_sharded", "local_rank", "local_value", "main_first", "process_group", "rank",
+           "rank_rng", "restarted", "resume_after_restart", "shard", "sharded_evaluation", "wrap", "world_size"]

@@ -389,7 +389,8 @@ class Trainer:
         grad_norm = None
         if self.cfg.grad_clip is not None:
             grad_norm = distributed.local_value(torch.nn.utils.clip_grad_norm_(self._params, self.cfg.grad_clip))
-        norm = grad_norm.float() if grad_norm is not None else torch.zeros_like(loss_sum)
+        norm = (grad_norm.float().to(loss_sum.device)  # (from the CPU under --fsdp-cpu-offload)
+                if grad_norm is not None else torch.zeros_like(loss_sum))
         loss_sum = distributed.all_reduce_sum(loss_sum)  # (the gradients, and so their norm, are the same everywhere)
         loss_value, norm_value = torch.stack([loss_sum, norm]).tolist()  # the one host sync per step
         if not math.isfinite(loss_value) or not math.isfinite(norm_value):
