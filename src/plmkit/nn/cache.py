@@ -5,13 +5,16 @@ in place after the ones already stored and returns views of everything written s
 decoding step costs no reallocation and no concatenation. Batched prompts with left padding need
 nothing special: padding positions are stored like any other and hidden by the attention mask,
 which the caller extends by one column per step.
+
+`PastKeyValues` is the other kind, for traced graphs (ONNX export): it concatenates, so its shapes
+follow the inputs' and its past and present are tensors a graph takes and returns.
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from plmkit.nn.masks import Unpadded, padding_bias
+from plmkit.nn.masks import PaddedSource, Unpadded, padding_bias
 
 
 class LayerKVCache:
@@ -204,6 +207,46 @@ class SlotLayerCache:
         self.k[rows, :, columns] = k[:, :, 0]
         self.v[rows, :, columns] = v[:, :, 0]
         return self.k[:n, :, :width], self.v[:n, :, :width]
+class PastKeyValues:
+    """A cache that grows by concatenation, over given past keys and values: what a traced graph
+    takes (one (k, v) pair of (B, H_kv, P, d) per layer; P may be 0) and returns (`present`, the
+    (B, H_kv, P + T, d) pairs after the step, the next step's past). Its shapes follow the inputs'
+    (no buffer of a fixed max_len, unlike `KVCache`); without a past, each layer starts empty.
+
+        cache = PastKeyValues(past)
+        out = model(input_ids, attention_mask, past_key_values=cache)   # mask: (B, P + T)
+        present = cache.present()
+    """
+
+    def __init__(self, past: list[tuple[Tensor, Tensor]] = ()):
+        self.layers = [_GrowingLayer(k, v) for k, v in past]
+
+    def __getitem__(self, i: int) -> "_GrowingLayer":
+        while len(self.layers) <= i:
+            self.layers.append(_GrowingLayer())
+        return self.layers[i]
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    @property
+    def length(self) -> int:
+        """Positions stored so far (the offset of the next token)."""
+        return self.layers[0].k.shape[2] if self.layers and self.layers[0].k is not None else 0
+
+    def present(self) -> list[tuple[Tensor, Tensor]]:
+        return [(layer.k, layer.v) for layer in self.layers]
+
+
+class _GrowingLayer:
+    def __init__(self, k: Tensor | None = None, v: Tensor | None = None):
+        self.k, self.v = k, v
+
+    def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Append k/v (B, H_kv, T, d); return all keys and values so far."""
+        self.k = k if self.k is None else torch.cat([self.k, k], dim=2)
+        self.v = v if self.v is None else torch.cat([self.v, v], dim=2)
+        return self.k, self.v
 
 
 class Seq2SeqCache(KVCache):
@@ -227,16 +270,17 @@ class Seq2SeqCache(KVCache):
 
 
 def cross_attention_inputs(cache: Seq2SeqCache | None, context: Tensor | None, context_mask: Tensor | None,
-                           dtype: torch.dtype, layers=None) -> tuple[Tensor | list | None, Tensor | None]:
+                           dtype: torch.dtype, real_tokens: bool = False
+                           ) -> tuple[Tensor | PaddedSource | list | None, Tensor | None]:
     """What a decoder's cross-attention reads, and the bias hiding the source's padding: the keys and
-    values a cache holds (generation), or the encoder's (B, S, D) output. Given the decoder's
-    ``layers``, a padded source's keys and values are projected here from its real tokens only, one
-    (k, v) pair per layer."""
+    values a cache holds (generation), or the encoder's (B, S, D) output; with `real_tokens`, a padded
+    source's output as a `PaddedSource`, whose keys and values each block projects from its real
+    tokens only."""
     if cache is not None:
         return cache.cross, cache.cross_bias
     if context_mask is None or bool(context_mask.all()):
         return context, None
-    if layers is not None:
+    if real_tokens:
         source = Unpadded.from_mask(context_mask, dtype)
-        return [layer.cross_attn.project_kv(context, source) for layer in layers], source.bias
+        return PaddedSource(context, source), source.bias
     return context, padding_bias(context_mask, dtype)

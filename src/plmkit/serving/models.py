@@ -139,7 +139,8 @@ def _embedding_model(name: str, directory: Path, device: str) -> ServedModel:
     from plmkit.tokenization import Tokenizer
     from plmkit.utils.device import resolve_device
 
-    model = AutoModel.from_pretrained(directory).to(resolve_device(device)).eval()
+    model = AutoModel.from_pretrained(directory)
+    model = model.to(resolve_device(device, model.cpu_only)).eval()  # (int8 layers: the CPU)
     if not hasattr(model, "embeddings") or getattr(model, "is_encoder_decoder", False):
         raise ConfigError(f"{directory}: a {type(model).__name__} with no task: plmkit serves a decoder LM, a fine-tuned "
                           "task model or an encoder (embeddings)")
