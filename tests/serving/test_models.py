@@ -38,3 +38,25 @@ def test_quantized_directories_are_served(tmp_path, minilm_classifier):
         status, body = sh.post(url, "/v1/completions", {"model": "gpt", "prompt": "Rain fell", "max_tokens": 8,
                                                         "temperature": 0})
         assert status == 200 and body["choices"][0]["text"] == expected
+
+
+def test_onnx_exports_are_served(tmp_path):
+    """An exported task model answers on onnxruntime what `predict --backend onnxruntime` answers; the
+    exported directory of a model without a task is refused by name."""
+    import onnx_helpers
+    import pytest
+
+    from plmkit.errors import ConfigError
+
+    cls, ner = onnx_helpers.exported("classification"), onnx_helpers.exported("ner")
+    served = load_served_model("cls", cls, "cpu")
+    assert (served.backend, served.kind, served.endpoints) == ("onnxruntime", "task", ["/v1/classify"])
+    records = onnx_helpers.TEXTS[:4]
+    with sh.running(create_app({"cls": str(cls), "ner": str(ner)}, ServeSettings(device="cpu"))) as url:
+        for name, route, model_dir in (("cls", "/v1/classify", cls), ("ner", "/v1/ner", ner)):
+            status, body = sh.post(url, route, {"model": name, "input": records})
+            assert status == 200
+            assert body["data"] == tasks.predict_dir(model_dir, records, device="cpu", backend="onnxruntime")
+    (cls / "plmkit_task.json").unlink()
+    with pytest.raises(ConfigError, match="without plmkit_task.json"):
+        load_served_model("cls", cls, "cpu")

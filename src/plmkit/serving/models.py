@@ -11,8 +11,9 @@ enters the server) and what it can answer.
 
 Every encoder (with or without a task) also draws its attention maps (/v1/attention).
 
-Variants: a quantized directory loads through `from_pretrained` unchanged; another runtime (an ONNX
-export, say) plugs in here, as a model object with the same forward behind the same `ServedModel`.
+Variants: a quantized directory (`plmkit quantize`) loads through `from_pretrained` unchanged; an ONNX
+export of a task model (`plmkit export`) runs on onnxruntime (its fp32 graph, else its int8 one) behind the
+same `ServedModel`, answering the task endpoints (not /v1/attention: the graph returns no attention maps).
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ class ServedModel:
     model: torch.nn.Module
     tokenizer: object
     task: object | None = None  # a plmkit Task (with its settings) or None
+    backend: str = "torch"  # or onnxruntime / onnxruntime-int8: an exported directory's graph
     pooling: str = "mean"
     normalize: bool = True
     max_input_tokens: int | None = None  # embeddings: the sentence-transformers max_seq_length
@@ -69,7 +71,7 @@ class ServedModel:
         out = [f"/v1/{e}" for e in TASK_ENDPOINTS if self.serves(e)]
         if self.embeds:
             out.append("/v1/embeddings")
-        if self.is_encoder:
+        if self.is_encoder and self.backend == "torch":
             out.append("/v1/attention")
         return out
 
@@ -119,6 +121,10 @@ def load_served_model(name: str, directory: str | Path, device: str = "auto") ->
     from plmkit.tasks.base import TASK_FILE
 
     directory = check_model_dir(directory)
+    backend = _onnx_backend(directory)
+    if backend is not None:
+        model, tokenizer, task = tasks.load_for_inference(directory, device, backend=backend)
+        return ServedModel(name, directory, model, tokenizer, task, backend=backend)
     task = None
     if not (directory / TASK_FILE).is_file():
         try:
@@ -132,6 +138,24 @@ def load_served_model(name: str, directory: str | Path, device: str = "auto") ->
             served.task = None  # completions and chat: the task (sft) adds nothing
         return served
     return _embedding_model(name, directory, device)
+
+
+def _onnx_backend(directory: Path) -> str | None:
+    """The onnxruntime backend an exported directory (`plmkit export`) is served with: its fp32 graph, else
+    its int8 one; None for a PyTorch directory. An export of a model without a task is refused by name."""
+    from plmkit.models.onnx import GRAPH_FILE, MODEL_FILES
+    from plmkit.tasks.base import TASK_FILE
+    from plmkit.tasks.inference import ONNX_BACKENDS
+
+    if not (directory / GRAPH_FILE).is_file() or any(directory.glob("*.safetensors")):
+        return None
+    if not (directory / TASK_FILE).is_file():
+        raise ConfigError(f"{directory}: an ONNX export without {TASK_FILE}; plmkit serves exported task models "
+                          "(classification, NER, QA) on onnxruntime; serve the PyTorch directory for embeddings or text")
+    for backend, precision in ONNX_BACKENDS.items():
+        if (directory / MODEL_FILES[precision]).is_file():
+            return backend
+    raise ConfigError(f"{directory}: {GRAPH_FILE} but no ONNX graph ({', '.join(MODEL_FILES.values())})")
 
 
 def _embedding_model(name: str, directory: Path, device: str) -> ServedModel:
