@@ -39,11 +39,11 @@ class ServedModel:
     model: torch.nn.Module
     tokenizer: object
     task: object | None = None  # a plmkit Task (with its settings) or None
-    backend: str = "torch"  # or onnxruntime / onnxruntime-int8: an exported directory's graph
     pooling: str = "mean"
     normalize: bool = True
     max_input_tokens: int | None = None  # embeddings: the sentence-transformers max_seq_length
     created: int = field(default_factory=lambda: int(time.time()))
+    backend: str = "torch"  # or onnxruntime / onnxruntime-int8: an exported directory's graph
 
     @property
     def generates(self) -> bool:
