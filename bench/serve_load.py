@@ -40,13 +40,20 @@ class Served:
     """`plmkit serve` in a subprocess on 127.0.0.1 (a free port, read from its log), stopped with Ctrl-C."""
 
     def __init__(self, *args: str):
-        self.log = tempfile.NamedTemporaryFile("w+", suffix=".log")
-        self.proc = subprocess.Popen([sys.executable, "-m", "plmkit", "serve", "--port", "0", "--device", "cpu", *args],
-                                     stderr=self.log, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self.args = args
 
     def __enter__(self) -> str:
-        import httpx
+        import httpx  # (before the server starts: a missing client leaves no server behind)
+        self.log = tempfile.NamedTemporaryFile("w+", suffix=".log")
+        self.proc = subprocess.Popen([sys.executable, "-m", "plmkit", "serve", "--port", "0", "--device", "cpu",
+                                      *self.args], stderr=self.log, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        try:
+            return self._wait_ready(httpx)
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def _wait_ready(self, httpx) -> str:
         deadline, url = time.monotonic() + 120, None
         while time.monotonic() < deadline:
             text = Path(self.log.name).read_text()
