@@ -1,0 +1,1 @@
+"""Smaller and faster models: distillation, structured pruning (and the other compression commands)."""
