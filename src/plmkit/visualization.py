@@ -34,6 +34,13 @@ def plot_attention(tokens: list[str], attentions: tuple[torch.Tensor, ...], path
         ax.set_xlabel("attended token (key)", fontsize=8)
     if title:
         fig.suptitle(title)
+    return save_png(fig, path)
+
+
+def save_png(fig, path: str | Path) -> Path:
+    """Write a matplotlib figure as a PNG, atomically, and close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     try:
         atomic_write(path, lambda temp: fig.savefig(temp, dpi=110, format="png"))

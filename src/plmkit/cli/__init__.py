@@ -20,7 +20,8 @@ from typing import Iterator
 
 from plmkit.errors import PlmkitError
 
-COMMANDS = ("tokenizer", "data", "pretrain", "finetune", "distill", "prune", "evaluate", "predict", "generate", "chat")
+COMMANDS = ("tokenizer", "data", "pretrain", "finetune", "distill", "prune", "evaluate", "predict", "generate", "chat",
+            "compare")
 
 
 def build_parser() -> argparse.ArgumentParser:

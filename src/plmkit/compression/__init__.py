@@ -1,1 +1,3 @@
-"""Smaller and faster models: distillation, structured pruning (and the other compression commands)."""
+"""Smaller and faster models, one module per method: `report` (what a variant costs and buys:
+size, parameters, latency, throughput, the task metric; `plmkit compare`), `quantize` (int8 Linear
+layers), `distill`, `prune` and `onnx` (export for onnxruntime)."""

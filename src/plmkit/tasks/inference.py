@@ -82,6 +82,13 @@ def evaluate_dir(model_dir, data, batch_size: int = 32, device: str = "auto",
     """Metrics of a fine-tuned model directory on a labelled data file in the training format (QA
     v2: at `null_score_diff_threshold`, default the model's, plus the best threshold on this data)."""
     model, tokenizer, task = load_for_inference(model_dir, device, null_score_diff_threshold, batch_size)
+    return evaluate_loaded(model, tokenizer, task, data, batch_size)
+
+
+def evaluate_loaded(model, tokenizer, task: Task, data, batch_size: int = 32) -> dict[str, float]:
+    """`evaluate_dir` with the model already loaded (`load_for_inference`): the task's metrics on
+    the labelled file `data`. `model` is anything the task's evaluation can call like a plmkit model
+    (plmkit.compression.report measures other backends through it)."""
     check_file(data, "data (a labelled file in the training format)")
     examples = task.read(data, labelled=True)
     features = task.encode(tokenizer, examples, model.config.label2id, path=data)
@@ -118,5 +125,5 @@ def read_prediction_input(task: Task | str, path: str) -> tuple[list, list[int]]
     return task.read_prediction_input(path)
 
 
-__all__ = ["InferenceSettings", "evaluate_dir", "load_for_inference", "load_model_dir", "predict_dir", "predict_records",
+__all__ = ["InferenceSettings", "evaluate_dir", "evaluate_loaded", "load_for_inference", "load_model_dir", "predict_dir", "predict_records",
            "read_prediction_input", "with_settings"]

@@ -1,0 +1,48 @@
+"""`plmkit compare DIR... [--eval FILE] [--out DIR]`: variants of one model side by side.
+
+Each directory is measured (plmkit.compression.report: size on disk, parameters, latency and
+throughput at batch 1 and 32, the task metric on --eval) and printed as one table with ratios to the
+first; --out also gets compare.json and compare.png (latency vs the metric, marker area = size).
+A directory runs on the backend whose weight files it holds (torch first); `BACKEND:DIR` names one.
+"""
+from __future__ import annotations
+
+import argparse
+
+COMPARE_JSON, COMPARE_PNG = "compare.json", "compare.png"
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("compare", help="size, speed and accuracy of model variants side by side",
+                              description=__doc__.split("\n\n", 1)[1],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("models", nargs="+", metavar="DIR", help="model directories (the first is the baseline)")
+    p.add_argument("--eval", metavar="FILE", default=None, help="labelled data in the training format: the metric")
+    p.add_argument("--out", metavar="DIR", default=None, help="write compare.json and compare.png here")
+    p.add_argument("--batch-sizes", metavar="N,N", default="1,32", help="batch sizes timed (default 1,32)")
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="torch threads (default: as set)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from plmkit.compression.report import BACKENDS, backend_of, format_report, measure, plot_reports, save_report
+    from plmkit.errors import ConfigError
+
+    try:
+        batch_sizes = tuple(int(b) for b in args.batch_sizes.split(","))
+    except ValueError:
+        raise ConfigError(f"--batch-sizes: comma-separated integers, got {args.batch_sizes!r}") from None
+    reports = []
+    for given in args.models:
+        name, sep, rest = given.partition(":")
+        backend, directory = (name, rest) if sep and name in BACKENDS else (None, given)
+        reports.append(measure(directory, eval_file=args.eval, batch_sizes=batch_sizes, threads=args.threads,
+                               backend=backend or backend_of(directory)))
+        print(format_report(reports[-1:], None).splitlines()[-1], flush=True)  # each row as soon as measured
+    print()
+    print(format_report(reports, reports[0]))
+    if args.out is not None:
+        path = save_report(args.out, {"baseline": reports[0]["model"], "models": reports}, COMPARE_JSON)
+        plot = plot_reports(reports, path.parent / COMPARE_PNG)
+        print(f"wrote {path} and {plot}")
+    return 0

@@ -1,0 +1,73 @@
+"""plmkit.compression.report: what `measure` returns, the table, the JSON, and `plmkit compare`."""
+import json
+
+import pytest
+
+import compression_helpers as ch
+from plmkit.cli import main
+from plmkit.compression import report as R
+from plmkit.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def measured():
+    model, test = ch.sentiment_dir()
+    return model, test, R.measure(model, eval_file=test, batch_sizes=(1, 4), warmup=1, repeats=3)
+
+
+def test_measure_reports_size_speed_and_the_evaluate_metric(measured):
+    from plmkit.tasks import evaluate_dir
+    model, test, r = measured
+    assert set(r) == {"model", "backend", "size_mb", "parameters", "latency_ms", "throughput", "inputs", "threads",
+                      "metric", "how"}
+    assert r["size_mb"] == pytest.approx((model / "model.safetensors").stat().st_size / 2 ** 20)
+    from plmkit.models.auto import load_any
+    assert r["parameters"] == load_any(model).num_parameters()
+    assert set(r["latency_ms"]) == set(r["throughput"]) == {1, 4}
+    for b, ms in r["latency_ms"].items():
+        assert ms > 0 and r["throughput"][b] == pytest.approx(b * 1000 / ms)
+    assert r["metric"] == pytest.approx(evaluate_dir(model, test, device="cpu"))  # the same code path
+    assert r["how"] == {} and "real lengths" in r["inputs"]
+
+
+def test_synthetic_inputs_without_an_eval_file(measured):
+    model, _, _ = measured
+    r = R.measure(model, batch_sizes=(2,), seq_len=16, warmup=1, repeats=2, threads=1)
+    assert r["metric"] == {} and r["inputs"] == "synthetic, 16 tokens" and r["threads"] == 1
+    with pytest.raises(ConfigError, match="backend 'nope' is not available; choose one of torch"):
+        R.measure(model, backend="nope")
+    with pytest.raises(ConfigError, match="batch_sizes must be positive integers"):
+        R.measure(model, batch_sizes=(0,))
+
+
+def test_how_is_what_config_json_records(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert", "quantization_config": {"bits": 8},
+                                                      "pruned_heads": {}, "rope_scaling": None}))
+    assert R.recorded_how(tmp_path) == {"quantization_config": {"bits": 8}}
+
+
+def test_table_ratios_and_json_round_trip(measured, tmp_path):
+    _, _, r = measured
+    half = {**r, "model": "x/int8", "size_mb": r["size_mb"] / 4, "latency_ms": {k: v / 2 for k, v in r["latency_ms"].items()},
+            "metric": {**r["metric"], "accuracy": r["metric"]["accuracy"] - 0.01}}
+    table = R.format_report([r, half], baseline=r)
+    row = table.splitlines()[3]
+    assert row.startswith("x/int8") and "(4.00x smaller)" in row and "(2.00x)" in row and "(-1.00)" in row
+    path = R.save_report(tmp_path / "out", {"before": r, "after": half})
+    back = json.loads(path.read_text())
+    assert path.name == R.REPORT_FILE and back["after"]["latency_ms"] == {str(k): v for k, v in half["latency_ms"].items()}
+    assert R.format_report([back["before"], back["after"]], back["before"]) == table  # string keys read back
+
+
+def test_compare_cli_prints_writes_json_and_png(measured, tmp_path, capsys):
+    model, test, _ = measured
+    out = tmp_path / "cmp"
+    assert main(["compare", str(model), f"torch:{model}", "--eval", str(test), "--out", str(out),
+                 "--batch-sizes", "1,2", "--threads", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "b2 ex/s" in printed and "accuracy" in printed and "x smaller" in printed
+    saved = json.loads((out / "compare.json").read_text())
+    assert saved["baseline"] == str(model) and len(saved["models"]) == 2
+    assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["compare", str(model), "--batch-sizes", "1,x"]) == 2
+    assert "--batch-sizes: comma-separated integers" in capsys.readouterr().err
