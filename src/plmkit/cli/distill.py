@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from plmkit.cli.finetune import add_task_run_flags, run_of_args
+from plmkit.cli.reporting import add_report_flags, report
 from plmkit.recipes.distill import DistillRun
 
 _USAGE = ("plmkit distill --task TASK --teacher DIR (--student DIR | --student-preset NAME | --init-from-teacher "
@@ -25,8 +26,11 @@ def add_parser(subparsers) -> None:
                     "soft targets (KL at temperature T, scaled by T^2) and the hard labels, optionally its hidden "
                     "states and attention distributions; training records without labels get soft targets only. "
                     "sft, translation and summarization students learn targets the teacher generates. Writes what "
-                    "plmkit finetune writes: OUT/model, OUT/best (with --eval), run.yaml, metrics.jsonl.")
-    add_task_run_flags(p, DistillRun)
+                    "plmkit finetune writes: OUT/model, OUT/best (with --eval), run.yaml, metrics.jsonl; then the "
+                    "teacher and the student (OUT/best, else OUT/model) are measured side by side: size, latency, "
+                    "throughput and the --eval metric, printed and saved as OUT/compression_report.json.")
+    add_task_run_flags(p, DistillRun, skip=("model.init",))  # (fine-tuning's bert2bert start)
+    add_report_flags(p)
     p.set_defaults(func=run)
 
 
@@ -38,7 +42,10 @@ def run(args: argparse.Namespace) -> int:
     from plmkit.recipes.finetune import run as train
     from plmkit.training.distributed import is_main
     result = train(config)
+    if not is_main():
+        return 0
     line = config.make_task().finished(result)
-    if line and is_main():
+    if line:
         print(line)
+    report(args, config.distill.teacher, result.best_dir or result.model_dir, config.data.eval, config.out)
     return 0

@@ -34,10 +34,10 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def add_task_run_flags(p: argparse.ArgumentParser, base: type[recipe.FinetuneRun]) -> None:
+def add_task_run_flags(p: argparse.ArgumentParser, base: type[recipe.FinetuneRun], skip: tuple[str, ...] = ()) -> None:
     """The flags of a run type built on fine-tuning (`base`: FinetuneRun, DistillRun): its sections, and
-    the settings of every task in one group."""
-    add_run_flags(p, _flags_run_type(base))
+    the settings of every task in one group (`skip`: dests left out)."""
+    add_run_flags(p, _flags_run_type(base), skip)
     _explain_defaults(p, base)
     for group in p._action_groups:
         if group.title == f"{_TASK_SECTION} settings":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from plmkit.cli.flags import add_settings_flags, settings_from_args
+from plmkit.cli.reporting import add_report_flags, report
 from plmkit.recipes.prune import RESULT_FILE, PruneSettings
 
 
@@ -14,8 +15,11 @@ def add_parser(subparsers) -> None:
         description="Scores every attention head and feed-forward neuron by the gradient of the loss on --data with "
                     "respect to a mask on it (Michel et al., 2019), removes the lowest --heads / --ffn fractions from "
                     "the weights (smaller matrices: faster on a CPU), optionally fine-tunes --recover-steps steps, "
-                    f"and writes OUT as a model directory (plmkit evaluate/predict take it) with {RESULT_FILE}.")
+                    f"and writes OUT as a model directory (plmkit evaluate/predict take it) with {RESULT_FILE}; then "
+                    "the model before and after is measured (size, latency, throughput, the --eval metric), printed "
+                    "and saved as OUT/compression_report.json.")
     add_settings_flags(p, PruneSettings)
+    add_report_flags(p)
     p.set_defaults(func=run)
 
 
@@ -29,4 +33,5 @@ def run(args: argparse.Namespace) -> int:
         if metrics:
             print(f"  {stage:<9}  " + "  ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
     print(f"model: {result.model_dir}")
+    report(args, s.model, result.model_dir, s.eval, result.model_dir)
     return 0

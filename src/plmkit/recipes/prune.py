@@ -50,7 +50,7 @@ class PruneSettings(Settings):
     recover_lr: float = setting(5e-5, "peak learning rate of the recovery fine-tuning", metavar="LR", above=0)
     device: str = setting("auto", "auto, cpu, cuda or cuda:N", metavar="DEV")
     seed: int = setting(0, "seed of the recovery fine-tuning", metavar="N")
-    progress: bool = setting(True, "progress bars", const_flags={"--no-progress": False})
+    progress: bool = setting(True, "progress bars")
 
     def validate(self) -> None:
         self.need(self.heads > 0 or self.ffn > 0, "nothing to prune: give --heads F and/or --ffn F (fractions)")
