@@ -9,7 +9,7 @@
    and 6, its embeddings and head): soft targets (T 2) + hard labels (alpha 0.5) + hidden states, 2 epochs;
 3. a bert-mini-shaped student (4 x 256, random weights, `--student-preset bert-mini`): soft targets on the
    labelled reviews plus the unlabelled texts of the other three VADER sources (tweets, Amazon, NYT:
-   transfer data, soft targets only), 4 epochs at lr 5e-4;
+   transfer data, soft targets only), 3 epochs at lr 5e-4;
 4. pruning 30% of the heads and 20% of the feed-forward neurons (`plmkit prune`), scored on 2,000
    training rows, then 300 recovery steps.
 
@@ -83,7 +83,7 @@ def main() -> None:
                          (data / f"{source}.train.jsonl").read_text(encoding="utf-8").splitlines()]
             transfer.write_text("\n".join(rows) + "\n", encoding="utf-8")
             timed("mini", lambda: distill("classification", teacher, transfer, out, student_preset="bert-mini",
-                                          temperature=2.0, alpha=0.7, epochs=4, batch_size=32, lr=5e-4,
+                                          temperature=2.0, alpha=0.7, epochs=3, batch_size=32, lr=5e-4,
                                           warmup_ratio=0.06, weight_decay=0.01, grad_clip=1.0, dropout=0.1,
                                           **common))
         variants["mini (4 x 256)"] = out / "model"
