@@ -19,21 +19,24 @@ def test_measure_reports_size_speed_and_the_evaluate_metric(measured):
     from plmkit.tasks import evaluate_dir
     model, test, r = measured
     assert set(r) == {"model", "backend", "size_mb", "parameters", "latency_ms", "throughput", "inputs", "threads",
-                      "metric", "how"}
+                      "clock", "metric", "how"}
     assert r["size_mb"] == pytest.approx((model / "model.safetensors").stat().st_size / 2 ** 20)
     from plmkit.models.auto import load_any
     assert r["parameters"] == load_any(model).num_parameters()
     assert set(r["latency_ms"]) == set(r["throughput"]) == {1, 4}
     for b, ms in r["latency_ms"].items():
         assert ms > 0 and r["throughput"][b] == pytest.approx(b * 1000 / ms)
-    assert r["metric"] == pytest.approx(evaluate_dir(model, test, device="cpu"))  # the same code path
+    metrics = evaluate_dir(model, test, device="cpu")  # the same code path; counts (n) left out
+    assert r["metric"] == pytest.approx({k: v for k, v in metrics.items() if isinstance(v, float)})
+    assert "accuracy" in r["metric"] and "n" not in r["metric"]
     assert r["how"] == {} and "real lengths" in r["inputs"]
 
 
 def test_synthetic_inputs_without_an_eval_file(measured):
     model, _, _ = measured
-    r = R.measure(model, batch_sizes=(2,), seq_len=16, warmup=1, repeats=2, threads=1)
+    r = R.measure(model, batch_sizes=(2,), seq_len=16, warmup=1, repeats=2, threads=1, cpu_time=True)
     assert r["metric"] == {} and r["inputs"] == "synthetic, 16 tokens" and r["threads"] == 1
+    assert r["clock"] == "process CPU time" and r["latency_ms"][2] > 0
     with pytest.raises(ConfigError, match="backend 'nope' is not available; choose one of torch"):
         R.measure(model, backend="nope")
     with pytest.raises(ConfigError, match="batch_sizes must be positive integers"):
@@ -71,3 +74,19 @@ def test_compare_cli_prints_writes_json_and_png(measured, tmp_path, capsys):
     assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
     assert main(["compare", str(model), "--batch-sizes", "1,x"]) == 2
     assert "--batch-sizes: comma-separated integers" in capsys.readouterr().err
+
+
+def test_decoders_and_encoder_decoders_are_timed_on_synthetic_inputs(tmp_path):
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).parents[1] / "cli"))
+    from clm_model import save_tiny_model
+    from plmkit.models.marian import MarianConfig, MarianMTModel
+    config = MarianConfig.from_preset("marian-tiny", vocab_size=300, decoder_vocab_size=300, pad_token_id=0,
+                                      eos_token_id=1, decoder_start_token_id=0)
+    MarianMTModel(config).save_pretrained(tmp_path / "marian")
+    for directory in (save_tiny_model(tmp_path / "gpt2"), tmp_path / "marian"):
+        r = R.measure(directory, batch_sizes=(2,), seq_len=10, warmup=1, repeats=2)
+        assert r["latency_ms"][2] > 0 and r["metric"] == {} and r["parameters"] > 0
+    with pytest.raises(ConfigError, match="not a fine-tuned model .* cannot be scored"):
+        R.measure(tmp_path / "marian", eval_file=tmp_path / "x.jsonl")

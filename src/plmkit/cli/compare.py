@@ -24,14 +24,19 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def batch_sizes_of(text: str) -> tuple[int, ...]:
+    """--batch-sizes 1,32 -> (1, 32)."""
+    from plmkit.errors import ConfigError
+    try:
+        return tuple(int(b) for b in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--batch-sizes: comma-separated integers, got {text!r}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from plmkit.compression.report import BACKENDS, backend_of, format_report, measure, plot_reports, save_report
-    from plmkit.errors import ConfigError
 
-    try:
-        batch_sizes = tuple(int(b) for b in args.batch_sizes.split(","))
-    except ValueError:
-        raise ConfigError(f"--batch-sizes: comma-separated integers, got {args.batch_sizes!r}") from None
+    batch_sizes = batch_sizes_of(args.batch_sizes)
     reports = []
     for given in args.models:
         name, sep, rest = given.partition(":")

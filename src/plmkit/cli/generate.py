@@ -59,7 +59,8 @@ def load_causal_lm(path: str, device: str = "auto"):
     from plmkit.tokenization import Tokenizer
     from plmkit.utils.device import resolve_device
 
-    model = AutoModelForCausalLM.from_pretrained(path).to(resolve_device(device)).eval()
+    model = AutoModelForCausalLM.from_pretrained(path)
+    model = model.to(resolve_device(device, model.cpu_only)).eval()
     model.check_complete(path)  # an lm_head the weights lack would be random
     tokenizer = Tokenizer.from_pretrained(path)
     model.check_vocabulary(tokenizer, path)

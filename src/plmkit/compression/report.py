@@ -77,12 +77,16 @@ BACKENDS: dict[str, Backend] = {
 
 def measure(model_dir, *, eval_file=None, task: Task | str | None = None, batch_sizes=(1, 32),
             seq_len: int | None = None, backend: str = "torch", threads: int | None = None,
-            warmup: int = 2, repeats: int = 10, eval_batch_size: int = 32) -> dict[str, Any]:
+            warmup: int = 2, repeats: int = 10, eval_batch_size: int = 32, score: bool = True,
+            cpu_time: bool = False) -> dict[str, Any]:
     """The report of one model directory (see the module docstring): a JSON-ready dict with ``model``,
     ``backend``, ``size_mb``, ``parameters``, ``latency_ms`` and ``throughput`` ({batch size: ms per
     batch / examples per second}), ``inputs`` (what was timed), ``metric`` ({name: value}; empty
     without `eval_file`) and ``how`` (config.json's record of how the model was made, e.g. its
-    ``quantization_config``). `threads`: torch threads while measuring (default: as set)."""
+    ``quantization_config``). `threads`: torch threads while measuring (default: as set); `score`
+    False: time on the eval file's examples without scoring them (no metric); `cpu_time`: time the
+    process's CPU time instead of the wall clock (with one thread on a shared machine, the time the
+    model really ran: other jobs' turns on the core do not count)."""
     if backend not in BACKENDS:
         raise ConfigError(f"backend {backend!r} is not available; choose one of {', '.join(BACKENDS)}")
     if not batch_sizes or any(not isinstance(b, int) or b < 1 for b in batch_sizes):
@@ -98,10 +102,11 @@ def measure(model_dir, *, eval_file=None, task: Task | str | None = None, batch_
             raise ConfigError(f"{directory}: not a fine-tuned model (no {TASK_FILE}), so {eval_file} cannot be "
                               "scored; give task= or leave the eval file out")
         examples = _timing_features(loaded, eval_file, seq_len)
-        latency = {b: _median_ms(loaded.model, _batches(loaded, examples, b, warmup + repeats), warmup)
+        clock = time.process_time if cpu_time else time.perf_counter
+        latency = {b: _median_ms(loaded.model, _batches(loaded, examples, b, warmup + repeats), warmup, clock)
                    for b in batch_sizes}
         metric = {}
-        if eval_file is not None:
+        if eval_file is not None and score:
             from plmkit.tasks.inference import evaluate_loaded
             metric = evaluate_loaded(loaded.model, loaded.tokenizer, loaded.task, eval_file, eval_batch_size)
     return {
@@ -114,7 +119,8 @@ def measure(model_dir, *, eval_file=None, task: Task | str | None = None, batch_
         "inputs": (f"{eval_file} (real lengths)" if eval_file is not None
                    else f"synthetic, {len(examples[0]['input_ids'])} tokens"),
         "threads": torch.get_num_threads() if threads is None else threads,
-        "metric": {k: float(v) for k, v in metric.items() if isinstance(v, (int, float))},
+        "clock": "process CPU time" if cpu_time else "wall",
+        "metric": {k: v for k, v in metric.items() if isinstance(v, float)},  # (not counts of examples)
         "how": {**recorded_how(directory), **loaded.how},
     }
 
@@ -169,7 +175,7 @@ def _timing_features(loaded: Loaded, eval_file, seq_len: int | None) -> list[dic
     config = loaded.model.config
     length = seq_len or min(DEFAULT_SEQ_LEN, config.max_positions or DEFAULT_SEQ_LEN)
     vocab = len(loaded.tokenizer) if loaded.tokenizer is not None else config.vocab_size
-    ids = torch.randint(min(vocab - 1, 1000), vocab, (length,), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(min(1000, vocab // 2), vocab, (length,), generator=torch.Generator().manual_seed(0))
     return [{"input_ids": ids.tolist()}]
 
 
@@ -201,26 +207,29 @@ def _keywords(model) -> set[str] | None:
     return set(params)
 
 
-def _median_ms(model, batches: list[dict], warmup: int) -> float:
+def _median_ms(model, batches: list[dict], warmup: int, clock) -> float:
     times = []
     with torch.no_grad():
         for n, batch in enumerate(batches):
-            start = time.perf_counter()
+            start = clock()
             model(**batch)
             if n >= warmup:
-                times.append(time.perf_counter() - start)
+                times.append(clock() - start)
     return statistics.median(times) * 1000
 
 
 # ---------------------------------------------------------------------------------- presentation
+TABLE_METRICS = 3  # the table's metric columns (the task's first ones; the JSON has them all)
+
+
 def format_report(reports: list[dict], baseline: dict | None = None) -> str:
     """A table, one row per report: size, parameters, latency and throughput per batch size, the
-    metrics; with a baseline, each value's ratio to it (×smaller, ×faster) and metric differences
+    (first three) metrics; with a baseline, each value's ratio to it (×smaller, ×faster) and metric differences
     in points (×100)."""
     if not reports:
         return "(no models)"
     batches = sorted({int(b) for r in reports for b in r["latency_ms"]})
-    metrics = list(dict.fromkeys(k for r in reports for k in r["metric"] if k != "loss"))
+    metrics = list(dict.fromkeys(k for r in reports for k in r["metric"] if k != "loss"))[:TABLE_METRICS]
     header = ["model", "size MB", "params"]
     header += [f"b{b} ms" for b in batches] + [f"b{b} ex/s" for b in batches] + metrics
     rows = [header]
@@ -302,6 +311,7 @@ def plot_reports(reports: list[dict], path, batch_size: int | None = None) -> Pa
         ax.scatter([x / batch], [y], s=60 + 600 * r["size_mb"] / largest, alpha=0.6)
         ax.annotate(f"{_name(r)}\n{r['size_mb']:.1f} MB", (x / batch, y), fontsize=8,
                     xytext=(6, 6), textcoords="offset points")
+    ax.margins(x=0.2, y=0.25)  # room for the names
     ax.set_xlabel(f"latency per example at batch {batch} (ms)")
     ax.set_ylabel(metric or "size on disk (MB)")
     ax.set_title("size (marker area) vs accuracy vs latency")

@@ -25,8 +25,8 @@ BODY = KeyTable([
 ])
 HEADS = KeyTable([("lm_head", "lm_head")])
 CONV1D = re.compile(r"(^|\.)h\.\d+\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.weight$")
-OURS_QKV = re.compile(r"^(?P<pre>(?:transformer\.)?)layers\.(?P<i>\d+)\.attn\.(?P<w>[qkv])\.(?P<p>weight|bias)$")
-HF_QKV = re.compile(r"^(?P<pre>(?:transformer\.)?)h\.(?P<i>\d+)\.attn\.c_attn\.(?P<p>weight|bias)$")
+OURS_QKV = re.compile(r"^(?P<pre>(?:transformer\.)?)layers\.(?P<i>\d+)\.attn\.(?P<w>[qkv])\.(?P<p>weight|weight_scale|bias)$")
+HF_QKV = re.compile(r"^(?P<pre>(?:transformer\.)?)h\.(?P<i>\d+)\.attn\.c_attn\.(?P<p>weight|weight_scale|bias)$")
 
 
 class GPT2Converter(Converter):

@@ -55,8 +55,32 @@ class PreTrainedModel(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def num_parameters(self, trainable_only: bool = False) -> int:
+        """Parameters, int8 weights of a quantized model included (they are buffers, and train not)."""
+        from plmkit.nn.quantized import quantized_weight_count
         params = {id(p): p for p in self.parameters() if p.requires_grad or not trainable_only}
-        return sum(p.numel() for p in params.values())
+        return sum(p.numel() for p in params.values()) + (0 if trainable_only else quantized_weight_count(self))
+
+    # -- int8 ---------------------------------------------------------------------------------------
+    def direct_weights(self) -> tuple[torch.Tensor, ...]:
+        """Linear weights the model reads as tensors rather than by calling their layer (an
+        encoder-decoder's output projection): quantization keeps them fp32."""
+        return ()
+
+    def to_int8(self, method: str, from_weights: bool = True) -> list[str]:
+        """Put int8 layers (plmkit.nn.quantized) in place of the Linear and Embedding layers that
+        quantization covers: every plain one but those tied to another and `direct_weights`; their
+        weights rounded (`from_weights`) or empty, for a quantized checkpoint to load into. Returns
+        their names."""
+        from plmkit.nn.quantized import modules_to_quantize, to_int8
+        names = modules_to_quantize(self, self.direct_weights())
+        to_int8(self, names, method, from_weights)
+        return names
+
+    @property
+    def cpu_only(self) -> bool:
+        """Whether the model's kernels run on the CPU only (int8 layers)."""
+        from plmkit.nn.quantized import INT8_OF
+        return any(isinstance(m, tuple(INT8_OF.values())) for m in self.modules())
 
     # -- saving ---------------------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path, sentence_transformers: dict | None = None,
@@ -162,6 +186,9 @@ class PreTrainedModel(nn.Module):
         legacy_generation = config.generation_defaults  # older checkpoints keep num_beams ... in config.json
         config = config.overridden(config_overrides, str(directory))
         model = cls(config)
+        if config.quantization_config is not None:
+            from plmkit.nn.quantized import method_of
+            model.to_int8(method_of(config.quantization_config, directory / "config.json"), from_weights=False)
         weights = read_weights(directory)
         model.load_hf_state_dict(weights, source=str(directory))
         model.sentence_transformers = SentenceTransformerFiles.read(directory)

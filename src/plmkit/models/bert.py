@@ -30,6 +30,7 @@ from plmkit.nn import FeedForward, MultiHeadAttention, TextEmbeddings, Transform
 from plmkit.nn.cache import KVCache, cross_attention_inputs
 from plmkit.nn.masks import self_attention_masks
 from plmkit.nn.mlp import ACTIVATIONS
+from plmkit.nn.quantized import compute_dtype
 from plmkit.utils.constants import IGNORE_INDEX
 from plmkit.utils.settings import is_int
 
@@ -219,7 +220,7 @@ class BertModel(BertPreTrainedModel):
         position_ids = position_ids.expand(b, t)  # (T,) or (1, T) broadcast, as in HF; unpadding needs (B, T)
         if token_type_ids is not None:
             token_type_ids = token_type_ids.expand(b, t)
-        dtype = self.embeddings.word.weight.dtype
+        dtype = compute_dtype(self.embeddings.word)
         layout, bias, causal = self_attention_masks(attention_mask, t, past, self.config.is_decoder,
                                                     unpad and past_key_values is None, dtype, input_ids.device)
         context, context_bias = cross_attention_inputs(past_key_values, encoder_hidden_states, encoder_attention_mask,
@@ -386,9 +387,9 @@ class BertLMHeadModel(GenerationMixin, BertPreTrainedModel):
         self.init_weights()
 
     def make_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None, device=None) -> KVCache:
-        attn, w = self.bert.layers[0].attn, self.bert.embeddings.word.weight
-        return KVCache(len(self.bert.layers), batch, attn.n_kv_heads, max_len, attn.d_head, dtype or w.dtype,
-                       device or w.device)
+        attn, word = self.bert.layers[0].attn, self.bert.embeddings.word
+        return KVCache(len(self.bert.layers), batch, attn.n_kv_heads, max_len, attn.d_head,
+                       dtype or compute_dtype(word), device or word.weight.device)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
                 past_key_values=None, logits_to_keep: int = 0, output_attentions=False, output_hidden_states=False,

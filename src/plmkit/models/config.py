@@ -68,6 +68,8 @@ class ModelConfig:
     label2id: dict[str, int] | None = None
     problem_type: str | None = None  # regression | single_label_classification | multi_label_classification
     architectures: list[str] | None = None
+    # how the weights were quantized (plmkit quantize; Hugging Face's key): from_pretrained builds int8 layers
+    quantization_config: dict[str, Any] | None = None
 
     def __post_init__(self):
         """Every field's type (``num_hidden_layers: true`` or ``layer_norm_eps: "a"`` is an error naming

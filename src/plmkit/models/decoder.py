@@ -30,6 +30,7 @@ from plmkit.models.outputs import BaseModelOutput, CausalLMOutput
 from plmkit.nn.block import run_blocks
 from plmkit.nn.cache import KVCache
 from plmkit.nn.losses import linear_cross_entropy
+from plmkit.nn.quantized import compute_dtype
 from plmkit.utils.constants import IGNORE_INDEX
 from plmkit.nn.masks import (attention_bias, causal_bias, document_bias, positions_from_documents,
                              positions_from_mask)
@@ -116,9 +117,9 @@ class DecoderBody:
 
     def make_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None, device=None) -> KVCache:
         """An empty KV cache for ``batch`` sequences of up to ``max_len`` positions."""
-        attn, w = self.layers[0].attn, self.embeddings["word"].weight
-        return KVCache(len(self.layers), batch, attn.n_kv_heads, max_len, attn.d_head, dtype or w.dtype,
-                       device or w.device)
+        attn, word = self.layers[0].attn, self.embeddings["word"]
+        return KVCache(len(self.layers), batch, attn.n_kv_heads, max_len, attn.d_head, dtype or compute_dtype(word),
+                       device or word.weight.device)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, position_ids: Tensor | None = None,
                 past_key_values: KVCache | None = None, output_attentions: bool = False,
@@ -131,7 +132,7 @@ class DecoderBody:
         check_inputs(input_ids, self.config.vocab_size, position_ids=position_ids,
                      max_positions=self.config.max_positions)  # (the mask: decoder_inputs, which knows the cache)
         check_length(self.config.max_positions, past + input_ids.shape[1])
-        dtype = self.embeddings["word"].weight.dtype
+        dtype = compute_dtype(self.embeddings["word"])
         position_ids, bias, causal = decoder_inputs(input_ids, attention_mask, position_ids, past, dtype, document_ids)
         x = self.embed(input_ids, position_ids)  # (B, T, D)
         x, hidden, attentions = run_blocks(self.layers, x, bias, causal=causal, rotary=self.rotary(position_ids, x.dtype),

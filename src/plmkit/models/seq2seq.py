@@ -35,6 +35,7 @@ from plmkit.nn.cache import Seq2SeqCache, cross_attention_inputs
 from plmkit.nn.decoding import decode_linear
 from plmkit.nn.losses import linear_cross_entropy
 from plmkit.nn.masks import padding_bias, self_attention_masks
+from plmkit.nn.quantized import compute_dtype
 from plmkit.utils.constants import IGNORE_INDEX
 
 
@@ -88,7 +89,7 @@ class Seq2SeqStack(nn.Module):
                      past + input_ids.shape[-1] if past else None)
         b, t = input_ids.shape
         check_length(self.embeddings.max_positions, past + t, "target" if self.causal else "source")
-        dtype = self.embeddings.word.weight.dtype
+        dtype = compute_dtype(self.embeddings.word)
         positions = torch.arange(past, past + t, device=input_ids.device).expand(b, t)
         layout, bias, causal = self_attention_masks(attention_mask, t, past, self.causal, unpad and cache is None,
                                                     dtype, input_ids.device)
@@ -178,6 +179,9 @@ class Seq2SeqLM:
     decoder positions are padding when labels are given without a decoder mask."""
 
     loss_items = {"loss": "tokens"}
+
+    def direct_weights(self) -> tuple[Tensor, ...]:
+        return (self.output_projection()[1],)  # read as a tensor by the forward below and by generation
 
     def decode(self, decoder_input_ids: Tensor, decoder_attention_mask: Tensor | None, encoder_states: Tensor | None,
                encoder_mask: Tensor | None, cache: Seq2SeqCache | None, unpad: bool,

@@ -120,10 +120,11 @@ class TrainableRowsEmbedding(nn.Embedding):
         return f"{super().extra_repr()}, trainable_rows={self.token_ids.tolist()}"
 
 
-_MERGEABLE = (LoRALinear, TrainableRowsEmbedding)
+MERGEABLE = (LoRALinear, TrainableRowsEmbedding)
 
 
-def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
+def replace_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    """Put `module` in place of `model`'s submodule called `name`."""
     parent_name, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
 
@@ -148,7 +149,7 @@ def apply_lora(model: nn.Module, targets=("q", "v"), rank: int = 8, alpha: float
     wrapped = []
     for name, module in linears:
         if _matches(name, targets):
-            _replace(model, name, LoRALinear.wrap(module, rank, alpha, dropout))
+            replace_module(model, name, LoRALinear.wrap(module, rank, alpha, dropout))
             wrapped.append(name)
     if freeze_base:
         for pname, p in model.named_parameters():
@@ -166,7 +167,7 @@ def train_embedding_rows(model: nn.Module, embedding: nn.Embedding, token_ids) -
         raise ConfigError("train_embedding_rows: the embedding matrix is tied to another layer (e.g. an LM head), "
                           "which would keep reading the frozen rows; untie it or train the whole matrix")
     wrapped = TrainableRowsEmbedding.wrap(embedding, token_ids)
-    _replace(model, name, wrapped)
+    replace_module(model, name, wrapped)
     return wrapped
 
 
@@ -174,11 +175,11 @@ def merge_lora(model: nn.Module) -> nn.Module:
     """Fold every LoRA update (and trainable embedding rows) into plain modules (in place); returns
     the model."""
     for name, module in list(model.named_modules()):
-        if isinstance(module, _MERGEABLE):
+        if isinstance(module, MERGEABLE):
             merged = module.to_plain()
             merged.train(module.training)
             merged.weight.requires_grad_(True)
-            _replace(model, name, merged)
+            replace_module(model, name, merged)
     return model
 
 
@@ -187,7 +188,7 @@ def plain_state_dict(model: nn.Module) -> dict[str, Tensor]:
     and the adapter tensors left out: what a saved checkpoint holds (the model itself is unchanged)."""
     state = model.state_dict()
     for name, module in model.named_modules():
-        if isinstance(module, _MERGEABLE):
+        if isinstance(module, MERGEABLE):
             prefix = f"{name}." if name else ""
             with torch.no_grad():
                 state[prefix + "weight"] = module.merged_weight().detach()

@@ -60,7 +60,7 @@ def load_for_inference(model_dir, device: str = "auto", null_score_diff_threshol
     InferenceSettings(model=model_dir, batch_size=batch_size, device=device,
                       null_score_diff_threshold=null_score_diff_threshold)
     model, tokenizer, task = load_model_dir(model_dir)
-    model.to(resolve_device(device))
+    model.to(resolve_device(device, model.cpu_only))
     overrides = {**task.inference_settings, **({} if null_score_diff_threshold is None else
                                                 {"null_score_diff_threshold": null_score_diff_threshold})}
     if overrides:

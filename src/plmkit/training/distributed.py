@@ -282,8 +282,8 @@ def wrap(model: torch.nn.Module, strategy: str, where: torch.device) -> torch.nn
         from torch.distributed.fsdp import fully_shard
 
         from plmkit.nn.block import TransformerBlock
-        from plmkit.nn.lora import _MERGEABLE
-        if any(isinstance(m, _MERGEABLE) for m in model.modules()):
+        from plmkit.nn.lora import MERGEABLE
+        if any(isinstance(m, MERGEABLE) for m in model.modules()):
             raise ConfigError("--strategy fsdp does not take LoRA adapters or trainable embedding rows yet (their "
                               "merge into the saved weights needs the whole tensors): use --strategy ddp")
         mesh = init_device_mesh(where.type, (world_size(),))

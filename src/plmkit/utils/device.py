@@ -15,17 +15,23 @@ def is_device_name(name: object) -> bool:
     return name in ("auto", "cpu") or re.fullmatch(r"cuda(:\d+)?", str(name)) is not None
 
 
-def resolve_device(name: str | torch.device = "auto") -> torch.device:
-    """'auto' is the GPU when there is one, else the CPU; any other name is checked to exist."""
+def resolve_device(name: str | torch.device = "auto", cpu_only: bool = False) -> torch.device:
+    """'auto' is the GPU when there is one, else the CPU; any other name is checked to exist.
+    `cpu_only` (a model whose kernels are CPU kernels: int8 layers): 'auto' is the CPU, another
+    device an error."""
     if isinstance(name, torch.device):
-        return name
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"device={name!r} is not a device; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
+        device = name
+    elif name == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() and not cpu_only else "cpu")
+    else:
+        try:
+            device = torch.device(name)
+        except RuntimeError:
+            raise ConfigError(f"device={name!r} is not a device; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+    if cpu_only and device.type != "cpu":
+        raise ConfigError(f"device={str(name)!r}: this model is quantized to int8, whose kernels run on the CPU only; "
+                          "use device='cpu' (--device cpu)")
+    if device.type == "cuda" and not torch.cuda.is_available() and not isinstance(name, torch.device):
         raise ConfigError(f"device={name!r} but no CUDA GPU is visible; use device='cpu' or 'auto'")
     return device
 

@@ -1,0 +1,76 @@
+"""`plmkit quantize`: a model directory with int8 Linear layers, for CPU inference.
+
+    quantize_dir("sentiment/model", "sentiment/int8")            # dynamic-int8: int8 matmuls
+    quantize_dir("gpt2-dir", "gpt2-int8", method="weight-int8")   # int8 on disk, fp32 compute
+
+The layers, the methods and the measurements that chose the kernel: plmkit.nn.quantized. Every
+plain Linear layer is quantized except those tied to an embedding and those a model reads as a
+tensor (an encoder-decoder's output projection); embeddings and LayerNorms stay fp32. The output is
+an ordinary model directory (config.json with a Hugging Face-style ``quantization_config`` block,
+model.safetensors with int8 ``weight`` and fp32 ``weight_scale`` tensors, the tokenizer and task
+files copied), which `from_pretrained`, `plmkit evaluate`, `predict`, `generate` and
+`plmkit.pipeline` load as they load any other.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from torch import nn
+
+from plmkit.errors import ConfigError
+from plmkit.models.io import WEIGHT_FILES, check_model_dir
+from plmkit.nn.quantized import METHODS, QUANT_METHOD
+
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")  # PEFT's LoRA files
+HOW = {
+    "dynamic-int8": {"activations": "int8, one scale per tensor computed at run time",
+                     "kernel": "fbgemm quantized::linear_dynamic (x86 CPU)"},
+    "weight-int8": {"activations": "fp32", "kernel": "fp32 matmul on the weights dequantized at load"},
+}
+
+
+def quantize_model(model, method: str = "dynamic-int8", source: str | None = None):
+    """Replace `model`'s Linear layers by int8 ones in place (see the module docstring) and record how
+    in ``model.config.quantization_config``; returns the model. Unmerged LoRA layers are refused."""
+    if method not in METHODS:
+        raise ConfigError(f"--method {method!r} is not one of {', '.join(METHODS)}")
+    if model.config.quantization_config is not None:
+        raise ConfigError(f"{source or 'the model'} is quantized already ({model.config.quantization_config.get('method')}); "
+                          "quantize the fp32 model it was made from")
+    layers = [name for name, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Embedding))]
+    quantized = model.to_int8(method)
+    model.config.quantization_config = {
+        "quant_method": QUANT_METHOD, "method": method, "bits": 8,
+        "weights": "int8, symmetric, one fp32 scale per output row (weight_scale); untied embeddings too, per row", **HOW[method],
+        "quantized_layers": len(quantized),
+        "modules_to_not_convert": [name for name in layers if name not in quantized],
+        **({"source": str(source)} if source is not None else {}),
+    }
+    return model.eval()
+
+
+def quantize_dir(model_dir, out_dir, method: str = "dynamic-int8") -> Path:
+    """Quantize the model directory `model_dir` into `out_dir` (written whole or not at all); the
+    other files of the directory (tokenizer, plmkit_task.json ...) are copied beside the weights."""
+    from plmkit.models.auto import load_any
+    from plmkit.utils.files import atomic_write_dir, refuse_overwriting_inputs
+
+    source = check_model_dir(model_dir)
+    adapters = [name for name in ADAPTER_FILES if (source / name).exists()]
+    if adapters:
+        raise ConfigError(f"{source} holds LoRA adapters that are not merged ({', '.join(adapters)}): merge them into "
+                          "the weights first (load and save_pretrained the merged model), then quantize")
+    refuse_overwriting_inputs(out_dir, "--out", [("--model", model_dir)])
+    model = quantize_model(load_any(source), method, source)
+
+    def write(temp: Path) -> None:
+        for path in source.iterdir():  # tokenizer, task and generation files; save_pretrained writes the rest
+            if path.is_file() and path.name not in WEIGHT_FILES and not path.name.startswith("model-"):
+                shutil.copy2(path, temp / path.name)
+        model.save_pretrained(temp)
+
+    return atomic_write_dir(out_dir, write)
+
+
+__all__ = ["quantize_dir", "quantize_model"]
