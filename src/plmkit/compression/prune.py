@@ -230,9 +230,5 @@ def masks_of(model: nn.Module, scores: Importance, heads: float, ffn: float) -> 
     return head_masks, ffn_masks
 
 
-def fraction_text(removed: int, total: int) -> str:
-    return f"{removed:,} of {total:,} ({100 * removed / total:.0f}%)" if total else "0"
-
-
-__all__ = ["Importance", "Pruned", "blocks", "check_prunable", "fraction_text", "importance", "lowest", "masked",
-           "masks_of", "prune", "remove_heads", "remove_neurons"]
+__all__ = ["Importance", "Pruned", "blocks", "check_prunable", "importance", "lowest", "masked", "masks_of", "prune",
+           "remove_heads", "remove_neurons"]

@@ -53,6 +53,7 @@ class DistillRun(FinetuneRun):
     """A distillation run; `run_type(task, DistillRun)` adds the task's own section."""
 
     command: ClassVar[str] = "distill"
+    purpose: ClassVar[str] = "distil"
     model: StudentSettings = field(default_factory=StudentSettings)
     distill: DistillSettings = field(default_factory=DistillSettings)
 

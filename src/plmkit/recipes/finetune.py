@@ -125,6 +125,7 @@ class FinetuneRun(RunConfig):
 
     defaults = FINETUNE_DEFAULTS
     command: ClassVar[str] = "finetune"  # how errors name the run
+    purpose: ClassVar[str] = "fine-tune"  # "say which task to ..."
     task: str | None = setting(None, "what to fine-tune for (sft: a causal LM on prompt/response pairs, "
                                      "for plmkit chat)", choices=task_names(), fixed_on_resume=True)
     out: str | None = setting(None, "output directory", metavar="DIR", shapes_run=False)
@@ -215,7 +216,7 @@ def build_run(*layers: Mapping[str, Any], source: str = "run file", base: type[F
     """The run of `layers` (run dicts, later ones win) for the task the last of them names."""
     name = next((layer["task"] for layer in reversed(layers) if isinstance(layer, Mapping) and layer.get("task")), None)
     if name is None:
-        raise ConfigError(f"{source}: say which task to {base.command}: --task {'|'.join(task_names())} "
+        raise ConfigError(f"{source}: say which task to {base.purpose}: --task {'|'.join(task_names())} "
                           "(task: in a run file)")
     return run_type(name, base).build(*layers, source=source)
 
