@@ -102,7 +102,8 @@ def main() -> None:
         out = work / re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")  # int8-dynamic, onnx ...
         start = time.perf_counter()
         try:
-            make(out)
+            if not out.exists():  # (one made by an earlier run into the same --out is measured again)
+                make(out)
         except Exception as err:  # one failing variant does not lose the others' numbers
             print(f"  {name}: {err}")
             continue

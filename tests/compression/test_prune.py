@@ -135,3 +135,19 @@ def test_plmkit_prune_end_to_end(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(record["metrics"]["recovered"]["accuracy"])
     assert main(["prune", "--model", str(model_dir), "--out", str(tmp_path / "x"), "--data", str(train)]) != 0
     assert "nothing to prune: give --heads F and/or --ffn F" in capsys.readouterr().err
+
+
+def test_the_output_directory_carries_the_model_folders(tmp_path):
+    from plmkit.recipes.prune import RESULT_FILE, _write, refuse_foreign_out
+    model = tmp_path / "model"
+    (model / "1_Pooling").mkdir(parents=True)  # a sentence-transformers model's pooling folder
+    (model / "1_Pooling" / "config.json").write_text("{}")
+    (model / "config.json").write_text("{}")
+    _write(tmp_path / "out", model, None, {"heads": 0.3})
+    assert (tmp_path / "out" / "1_Pooling" / "config.json").is_file()
+    assert json.loads((tmp_path / "out" / RESULT_FILE).read_text()) == {"heads": 0.3}
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    refuse_foreign_out(tmp_path / "out")  # an earlier prune's output is replaced
+    with pytest.raises(ConfigError, match="holds files that plmkit prune did not write"):
+        refuse_foreign_out(tmp_path / "other")

@@ -82,6 +82,7 @@ def run(s: PruneSettings) -> PruneResult:
     from plmkit.utils.text import check_file
 
     refuse_overwriting_inputs(s.out, "--out", [("--model", s.model), ("--data", s.data), ("--eval", s.eval)])
+    refuse_foreign_out(Path(s.out))
     check_file(s.data, "--data (labelled, in the task's training format)")
     model, tokenizer, task = load_for_inference(s.model, s.device, batch_size=s.batch_size)
     task.progress = s.progress
@@ -153,8 +154,8 @@ def _write(out: Path, model_dir: Path, recovery: Path | None, record: dict) -> N
     from plmkit.utils.files import atomic_write_dir
 
     def write(tmp: Path) -> None:
-        for item in model_dir.iterdir():
-            shutil.copy2(item, tmp / item.name)
+        for item in model_dir.iterdir():  # (sentence-transformers models carry folders: 1_Pooling/)
+            (shutil.copytree if item.is_dir() else shutil.copy2)(item, tmp / item.name)
         if recovery is not None:
             (tmp / "recovery").mkdir()
             for name in ("run.yaml", "metrics.jsonl", "training_curves.png", "train_config.json"):
@@ -162,9 +163,13 @@ def _write(out: Path, model_dir: Path, recovery: Path | None, record: dict) -> N
                     shutil.copy2(recovery / name, tmp / "recovery" / name)
         (tmp / RESULT_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
-    if out.exists() and any(out.iterdir()) and not (out / RESULT_FILE).is_file():
-        raise ConfigError(f"--out {out} holds files that plmkit prune did not write; give a new directory")
     atomic_write_dir(out, write)
 
 
-__all__ = ["PruneResult", "PruneSettings", "RESULT_FILE", "prune_dir", "run"]
+def refuse_foreign_out(out: Path) -> None:
+    """--out may be new, empty, or an earlier prune's output (replaced whole); nothing else."""
+    if out.is_file() or out.is_dir() and any(out.iterdir()) and not (out / RESULT_FILE).is_file():
+        raise ConfigError(f"--out {out} holds files that plmkit prune did not write; give a new directory")
+
+
+__all__ = ["PruneResult", "PruneSettings", "RESULT_FILE", "prune_dir", "refuse_foreign_out", "run"]
