@@ -68,6 +68,22 @@ def test_importance_is_normalised_per_layer_and_a_dead_head_goes_first():
         P.lowest(scores.heads, 1.0)
 
 
+def test_widths_kept_a_multiple_of_n_drop_each_layers_lowest():
+    g = torch.Generator().manual_seed(0)
+    scores = [torch.rand(64, generator=g), torch.rand(64, generator=g) + 1.0, torch.rand(10, generator=g)]
+    plain = P.lowest(scores, 0.2)  # 28 of 138: all from the low layers
+    assert sum(map(len, plain)) == 28 and plain[1] == []
+    cut = P.lowest(scores, 0.2, multiple=16)
+    kept = 64 - len(plain[0])
+    assert 64 - len(cut[0]) == round(kept / 16) * 16 != kept and 64 - len(cut[1]) == 64  # the nearest multiple
+    assert cut[0] == sorted(scores[0].argsort()[:len(cut[0])].tolist())  # that layer's lowest
+    assert cut[2] == plain[2]  # (10 units: not a multiple of 16, as chosen)
+    model = tiny_classifier()
+    imp = scores_of(model)
+    P.prune(model, imp, ffn=0.2, ffn_multiple=16)
+    assert all(b.mlp.fc_in.out_features % 16 == 0 for b in P.blocks(model))
+
+
 def test_pruned_model_saves_loads_and_prunes_again(tmp_path):
     model = tiny_classifier()
     P.prune(model, scores_of(model), heads=0.25, ffn=0.25)

@@ -42,6 +42,8 @@ class PruneSettings(Settings):
                                metavar="FILE")
     heads: float = setting(0.0, "fraction of all attention heads to remove", metavar="F", at_least=0, below=1)
     ffn: float = setting(0.0, "fraction of all feed-forward neurons to remove", metavar="F", at_least=0, below=1)
+    ffn_multiple: int = setting(16, "keep each layer's feed-forward width a multiple of N (CPU matmul kernels run "
+                                    "odd widths slower); 1: the exact fraction", metavar="N", at_least=1)
     max_examples: int | None = setting(2000, "examples of --data the importance is computed on (the first N; "
                                              "off: all)", metavar="N", at_least=1)
     batch_size: int = setting(32, "examples per batch (scoring, evaluation, recovery)", metavar="N", at_least=1)
@@ -102,13 +104,14 @@ def run(s: PruneSettings) -> PruneResult:
     scored = features[:s.max_examples] if s.max_examples else features
     loader = BatchLoader(scored, s.batch_size, task.collate(tokenizer), shuffle=False)
     scores = importance(model, loader, task.forward_kwargs, progress=s.progress)
-    pruned = prune(model, scores, s.heads, s.ffn)
+    pruned = prune(model, scores, s.heads, s.ffn, s.ffn_multiple)
     result.removed_heads, result.heads, result.ffn_sizes = pruned.removed_heads, pruned.heads, pruned.ffn_sizes
     result.parameters["after"] = model.num_parameters()
     log.info("plmkit: prune: removed %d heads and %d feed-forward neurons; heads per layer %s, widths %s",
              pruned.heads_removed_now, pruned.neurons_removed_now, pruned.heads, pruned.ffn_sizes)
     result.metrics["pruned"] = evaluate()
     record = {"model": str(s.model), "data": str(s.data), "eval": s.eval, "heads": s.heads, "ffn": s.ffn,
+              "ffn_multiple": s.ffn_multiple,
               "removed_heads": {str(k): v for k, v in pruned.removed_heads.items()}, "heads_per_layer": pruned.heads,
               "ffn_sizes": pruned.ffn_sizes, "head_importance": [h.tolist() for h in scores.heads],
               "importance_batches": scores.batches, "parameters": result.parameters}
