@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.plmkit-installed
 
-.PHONY: demo test install bench clean
+.PHONY: demo test install chromium bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -13,12 +13,19 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# the playground test drives Debian's chromium through Playwright (whose own browser download needs
+# the internet); installed once, quietly, when missing
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
+	  || echo "make: could not install chromium (apt-get install chromium, as root): the playground test needs it"; }
+
+install: $(STAMP) chromium
 
 demo: $(STAMP)
 	$(PY) -m plmkit.demo
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

@@ -37,6 +37,11 @@ def en_sentiment_files(tmp: Path) -> tuple[Path, Path]:
             head_lines(d / "movie_reviews.test.jsonl", tmp / "test.jsonl", 100))
 
 
+def write_jsonl(path: Path, rows) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
 def quick(**settings) -> dict:
     """Fine-tuning settings of a quick CPU run, with `settings` on top."""
     return {**dict(epochs=1, batch_size=16, lr=1e-3, progress_bar=False, device="cpu", precision="fp32"), **settings}

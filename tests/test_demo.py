@@ -1,8 +1,21 @@
+"""`make demo` on tiny settings: every step of the main job runs on the real all-MiniLM-L6-v2 weights, and
+the serve command it prints is one `plmkit serve` takes."""
+import shlex
+
 from plmkit import demo
+from plmkit.cli import build_parser
 
 
-def test_demo_runs_on_real_minilm(minilm_dir, tmp_path, capsys):
-    demo.main(["--out", str(tmp_path)])
+def test_demo_fine_tunes_evaluates_predicts_looks_inside_and_says_how_to_serve(minilm_dir, tmp_path, capsys):
+    demo.main(["--out", str(tmp_path), "--max-steps", "2", "--train-examples", "48", "--eval-examples", "24"])
     out = capsys.readouterr().out
-    assert "loss =" in out and "sport" in out and "attends most to" in out
-    assert (tmp_path / "attention.png").exists()
+    assert "1. Fine-tune all-MiniLM-L6-v2" in out and "48 snippets, 2 steps" in out
+    assert "accuracy" in out and "on 24 test snippets" in out
+    assert sum(sentence in out for sentence in demo.SENTENCES) == len(demo.SENTENCES)
+    assert "'not' attends most to" in out
+    for png in (tmp_path / "attention.png", tmp_path / "sentiment" / "training_curves.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    command = next(line.strip() for line in out.splitlines() if line.strip().startswith("plmkit serve"))
+    args = build_parser().parse_args(shlex.split(command)[1:])
+    assert args.command == "serve" and args.model == [f"sentiment={tmp_path / 'sentiment' / 'model'}"] \
+        or args.model == [f"sentiment={tmp_path / 'sentiment' / 'best'}"]

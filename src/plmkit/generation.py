@@ -205,6 +205,16 @@ class GenerationSettings:
         return scores
 
 
+def next_tokens(s: GenerationSettings, logits: Tensor, sequences: Tensor, step: int,
+                generator: torch.Generator | None = None) -> Tensor:
+    """The next token of each row, (B,): the scores of ``logits`` (B, V) processed (`GenerationSettings.process`;
+    ``sequences`` (B, L) every token so far, ``step`` new tokens so far), then sampled or the most likely."""
+    scores = s.process(logits.float(), sequences, step)
+    if s.do_sample:
+        return torch.multinomial(scores.softmax(dim=-1), 1, generator=generator).squeeze(1)
+    return scores.argmax(dim=-1)
+
+
 # what generate() takes besides the inputs: the settings above by Hugging Face's names
 SETTING_NAMES = frozenset({f.name for f in fields(GenerationSettings)} - {"eos_token_ids", "forced_eos_token_ids",
                                                                           "bos_token_id"}
@@ -434,6 +444,11 @@ class GenerationMixin:
         from_config = {k: getattr(self.config, k) for k in CONFIG_DEFAULTS if getattr(self.config, k, None) is not None}
         return {**from_config, **(getattr(self, "generation_config", None) or {})}
 
+    def generation_settings(self, prompt_length: int, tokenizer=None, **given) -> GenerationSettings:
+        """The checked settings one prompt of ``prompt_length`` tokens is generated with: ``given`` (generate's
+        keywords) over this model's defaults, as `generate` decides them (a server steps its rows itself)."""
+        return self._settings(given, 1, prompt_length, tokenizer)
+
     def _settings(self, given: dict, batch: int, prompt_length: int, tokenizer=None) -> GenerationSettings:
         unknown = sorted(set(given) - SETTING_NAMES)
         if unknown:
@@ -545,11 +560,7 @@ class GenerationMixin:
         eos = torch.tensor(s.eos_token_ids, device=device) if s.eos_token_ids else None
         finished = torch.zeros(n, dtype=torch.bool, device=device)
         for step in range(s.max_new_tokens):
-            scores = s.process(logits.float(), sequences[:, :t + step], step)
-            if s.do_sample:
-                token = torch.multinomial(scores.softmax(dim=-1), 1, generator=generator).squeeze(1)
-            else:
-                token = scores.argmax(dim=-1)
+            token = next_tokens(s, logits, sequences[:, :t + step], step, generator)
             if s.pad_token_id is not None:
                 token = token.masked_fill(finished, s.pad_token_id)
             sequences[:, t + step] = token
@@ -682,5 +693,5 @@ def _hits_stop_string(tokenizer, sequences: Tensor, start: int, end: int, stops:
 
 
 __all__ = ["GenerationMixin", "GenerationSettings", "IncrementalDecoder", "bad_words_", "decoding_layout",
-           "no_repeat_ngram_", "prompt_ids", "read_generation_config", "repetition_penalty_", "top_k_filter",
+           "next_tokens", "no_repeat_ngram_", "prompt_ids", "read_generation_config", "repetition_penalty_", "top_k_filter",
            "top_p_filter", "write_generation_config"]

@@ -21,8 +21,9 @@ from plmkit.errors import ConfigError
 class Pipeline:
     """`task` is the pipeline name, as in Hugging Face; `plmkit_task` the plmkit task serving it."""
 
-    def __init__(self, task: str, model, device: str = "auto", batch_size: int = 32):
-        self.model, self.tokenizer, self.plmkit_task = tasks.load_for_inference(model, device, batch_size=batch_size)
+    def __init__(self, task: str, model, device: str = "auto", batch_size: int = 32, backend: str = "torch"):
+        self.model, self.tokenizer, self.plmkit_task = tasks.load_for_inference(model, device, batch_size=batch_size,
+                                                                                backend=backend)
         task = task if task is not None else self.plmkit_task.pipelines[0] if self.plmkit_task.pipelines else None
         if task is None or task not in self.plmkit_task.pipelines:
             raise ConfigError(f"{model} is a {self.plmkit_task.name!r} model, not one for {task!r}")
@@ -35,10 +36,12 @@ class Pipeline:
         return self.plmkit_task.pipeline(self.task, self.model, self.tokenizer, inputs, self.batch_size, **kwargs)
 
 
-def pipeline(task: str | None = None, model=None, device: str = "auto", batch_size: int = 32) -> Pipeline:
+def pipeline(task: str | None = None, model=None, device: str = "auto", batch_size: int = 32,
+             backend: str = "torch") -> Pipeline:
     """A callable for `task` (a Hugging Face pipeline name: "text-classification",
     "token-classification", "question-answering", "translation", ...; None: the one of the model's
-    task) over a fine-tuned model directory."""
+    task) over a fine-tuned model directory; `backend` "onnxruntime" (or "onnxruntime-int8") runs a
+    directory `plmkit export` wrote."""
     if task is not None and not isinstance(task, str):
         raise ConfigError(f"pipeline(task, model=DIR): task is a pipeline name (a string), got {type(task).__name__}")
     if model is None:
@@ -46,4 +49,4 @@ def pipeline(task: str | None = None, model=None, device: str = "auto", batch_si
                           "local directories only)")
     if task is not None:
         tasks.task_for_pipeline(task)  # an unknown name is an error before any loading
-    return Pipeline(task, model, device, batch_size)
+    return Pipeline(task, model, device, batch_size, backend)

@@ -4,6 +4,7 @@ import torch
 
 from plmkit.evaluation import (ClassificationMetrics, EntityMetrics, MultiLabelMetrics, RegressionMetrics,
                                RelationMetrics, SquadMetrics, SquadThresholdSweep, normalize_answer, squad_f1)
+from shard_helpers import reduced_on_first
 
 
 def test_classification_streamed_matches_sklearn():
@@ -97,6 +98,27 @@ def test_relation_micro_f1_excludes_no_relation():
     m.update(torch.tensor([0, 2, 1, 2]), torch.tensor([0, 1, 2, 2]))
     r = m.compute()
     assert r["precision"] == 0.5 and r["recall"] == 0.5 and r["f1"] == 0.5 and r["accuracy"] == 0.5
+
+
+def test_squad_and_relation_metrics_of_processes_adding_up_equal_one_process():
+    """QA's exact match and F1 are means (sums and counts add up), its v2 threshold sweep runs over every
+    question (gathered to process 0); relation F1 comes from the summed confusion matrix."""
+    answers = [("Paris", ["Paris"], -1.0), ("the red dog", ["big red dog"], 0.5), ("x", [], 2.0),
+               ("1889", ["1889"], 2.0), ("moon", [], 4.0), ("", ["Paris"], float("inf"))]
+    one, parts = (SquadMetrics(), SquadThresholdSweep()), [(SquadMetrics(), SquadThresholdSweep()) for _ in range(3)]
+    for k, (span, golds, diff) in enumerate(answers):
+        for metric, sweep in (one, parts[k % 2]):  # (process 2 scores none)
+            metric.update(span if diff <= 0 else "", golds)
+            sweep.update(span, diff, golds)
+    for m in range(2):
+        assert reduced_on_first([p[m] for p in parts]).compute() == pytest.approx(one[m].compute(), abs=1e-12)
+    assert one[0].compute()["no_ans_exact_match"] == 100 and 0 < one[0].compute()["f1"] < 100
+    gold, pred = torch.tensor([0, 1, 2, 2, 1, 0, 2]), torch.tensor([0, 2, 1, 2, 1, 1, 2])
+    whole, parts = RelationMetrics(3, 2), [RelationMetrics(3, 2) for _ in range(2)]
+    whole.update(pred, gold)
+    parts[0].update(pred[:3], gold[:3])
+    parts[1].update(pred[3:], gold[3:])
+    assert reduced_on_first(parts).compute() == whole.compute() and 0 < whole.compute()["f1"] < 1
 
 
 def test_entity_metrics_bilou_tags_score_like_bioes():

@@ -8,6 +8,7 @@ from rouge_score import rouge_scorer
 
 from plmkit.evaluation.seq2seq import (RougeTokenizer, SummarizationMetrics, TranslationMetrics, lead,
                                        lead_baseline)
+from shard_helpers import reduced_on_first
 
 HYPOTHESES = ["The cat sat on the mat.", "A fast brown fox leaps over the lazy dog!", "It is raining today.",
               "Install the development files of the library."]
@@ -40,6 +41,34 @@ def test_chinese_targets_are_scored_with_the_zh_tokenizer():
     assert "tok:zh" in metrics.signatures()["bleu"]
     # 13a sees one "word" per Chinese sentence: no n-gram matches
     assert sacrebleu.BLEU(tokenize="13a").corpus_score(hypotheses, [references]).score < 1
+
+
+@pytest.mark.parametrize("target_lang", [None, "zh"])
+def test_bleu_and_chrf_of_processes_summing_their_statistics_equal_the_corpus_score_exactly(target_lang):
+    """Three processes score parts of a corpus (one of them none: fewer rows than processes) and add up
+    their n-gram statistics: sacreBLEU's corpus BLEU and chrF of the whole corpus, to the last bit."""
+    hypotheses, references = (HYPOTHESES, REFERENCES) if target_lang is None else (
+        ["猫坐在垫子上。", "今天下雨了。", "图书馆九点开门。"],
+        ["猫坐在垫子上了。", "今天在下雨。", "图书馆早上九点开门。"])
+    parts = [TranslationMetrics(target_lang) for _ in range(3)]
+    parts[0].update(hypotheses[:1], references[:1])
+    parts[2].update(hypotheses[1:], references[1:])
+    whole = reduced_on_first(parts)
+    tokenize = "zh" if target_lang else "13a"
+    bleu = sacrebleu.BLEU(tokenize=tokenize).corpus_score(hypotheses, [references])
+    chrf = sacrebleu.CHRF().corpus_score(hypotheses, [references])
+    assert whole.compute() == {"bleu": bleu.score, "chrf": chrf.score, "n": len(hypotheses)}
+    assert 5 < bleu.score < 95
+    assert whole.format().splitlines()[0].split(" = ", 1)[1] == str(bleu).split(" = ", 1)[1]  # (counts, lengths)
+
+
+def test_rouge_of_processes_summing_their_scores_equals_one_process():
+    parts = [SummarizationMetrics() for _ in range(2)]
+    parts[0].update(HYPOTHESES[:3], REFERENCES[:3])
+    parts[1].update(HYPOTHESES[3:], REFERENCES[3:])
+    one = SummarizationMetrics()
+    one.update(HYPOTHESES, REFERENCES)
+    assert reduced_on_first(parts).compute() == pytest.approx(one.compute(), abs=1e-9)
 
 
 def test_metrics_refuse_unequal_batches_and_report_zero_when_empty():

@@ -111,3 +111,20 @@ def test_every_target_must_name_layers():
     model.add_module("v", nn.Linear(4, 4))
     with pytest.raises(ConfigError, match=r"no Linear layer matches \['bogus'\]"):
         apply_lora(model, ("q", "bogus"), rank=2)
+
+
+def test_a_state_gathered_from_shards_is_merged_from_its_own_tensors():
+    """`plain_state_dict(model, state)` merges the adapters of `state` (a sharded model's whole state,
+    gathered onto one process), not the model's own tensors: what FSDP's saved model holds."""
+    model = tiny()
+    apply_lora(model, ("q",), rank=2, alpha=4)
+    train_embedding_rows(model, model.get_input_embeddings(), [3, 7])
+    gathered = {k: v + 0.5 for k, v in model.state_dict().items()}  # (other values than the model's)
+    merged = plain_state_dict(model, gathered)
+    q = "bert.layers.0.attn.q"
+    expected = gathered[f"{q}.weight"] + gathered[f"{q}.lora_B"] @ gathered[f"{q}.lora_A"] * 2.0
+    assert torch.allclose(merged[f"{q}.weight"], expected)
+    rows = merged["bert.embeddings.word.weight"]
+    assert torch.equal(rows[[3, 7]], gathered["bert.embeddings.word.trainable_rows"])
+    assert torch.equal(rows[0], gathered["bert.embeddings.word.weight"][0])
+    assert merged.keys() == plain_state_dict(model).keys() and not any("lora" in k or "rows" in k for k in merged)

@@ -1,4 +1,5 @@
 """The task registry, plmkit_task.json (today's and older files), and what every task's prediction checks."""
+import inspect
 import io
 import json
 
@@ -110,6 +111,8 @@ def test_every_task_fills_the_protocol():
         assert callable(getattr(task, "reader", None)) or task.read is not tasks.Task.read, name
         for method in ("encode", "evaluate"):
             assert getattr(task, method) is not getattr(tasks.Task, method), (name, method)
+        # under torchrun every process evaluates its part (tests/training/test_distributed.py)
+        assert task.sharded_evaluation and "part" in inspect.signature(task.evaluate).parameters, name
 
 
 def test_no_code_outside_the_task_modules_branches_on_a_task_name():

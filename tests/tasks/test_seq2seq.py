@@ -20,9 +20,7 @@ PAIRS = [("bibliothèque partagée pour le traitement d'images", "shared library
          ("jeu de puzzle pour les enfants", "puzzle game for children")]
 
 
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    return path
+write_jsonl = h.write_jsonl
 
 
 @pytest.fixture(scope="module")

@@ -75,3 +75,12 @@ def test_min_lr_ratio_with_a_constant_schedule_is_refused():
     from plmkit.training.config import TrainConfig
     with pytest.raises(ConfigError, match=r"min_lr_ratio \(--min-lr-ratio\) is where a decaying schedule ends"):
         TrainConfig.with_defaults({}, {"max_steps": 1, "schedule": "constant", "min_lr_ratio": 0.1})
+
+
+def test_cpu_offload_needs_the_fsdp_strategy():
+    from plmkit.training.config import TrainConfig
+    with pytest.raises(ConfigError, match=r"fsdp_cpu_offload \(--fsdp-cpu-offload\) offloads FSDP's shards: give "
+                                          r"--strategy fsdp"):
+        TrainConfig.with_defaults({}, {"max_steps": 1, "fsdp_cpu_offload": True})
+    given = {"max_steps": 1, "fsdp_cpu_offload": True, "strategy": "fsdp"}
+    assert TrainConfig.with_defaults({}, given).fsdp_cpu_offload

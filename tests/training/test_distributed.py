@@ -49,9 +49,9 @@ def pretrain_args(root, out, *extra) -> list[str]:
 
 
 def torchrun(*args: str, nproc: int = 2, script: str | None = None, launcher: tuple[str, ...] = (),
-             **env: str) -> subprocess.CompletedProcess:
+             timeout: int = TIMEOUT, **env: str) -> subprocess.CompletedProcess:
     """`torchrun --nproc_per_node nproc [launcher] -m plmkit args` (or a script), on a free port, one
-    thread each, with `env` added to the environment."""
+    thread each, with `env` added to the environment, ended after `timeout` seconds."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -59,7 +59,7 @@ def torchrun(*args: str, nproc: int = 2, script: str | None = None, launcher: tu
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **env}
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
                            "--master_addr", "127.0.0.1", "--master_port", str(port), *launcher, *target, *args],
-                          capture_output=True, text=True, timeout=TIMEOUT, env=env)
+                          capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def losses(out, key: str = "loss") -> dict[int, float]:
@@ -167,21 +167,6 @@ def tiny_bert(files):
     return model
 
 
-def test_sharded_evaluation_gives_the_metrics_of_one_process(files, tiny_bert, tmp_path):
-    """Each rank evaluates its rows: classification's sums (confusion matrix, loss) are added up across
-    ranks, NER's windows merged per rank and its sentences gathered to rank 0 for seqeval: the metrics
-    of one process (within 1e-6). Pretraining's held-out MLM metrics: `assert_same_run`."""
-    sys.path.insert(0, os.path.dirname(__file__))
-    from dist_eval_worker import evaluations
-    done = torchrun(str(tiny_bert), str(tmp_path / "two.json"), script=os.path.join(os.path.dirname(__file__),
-                                                                                     "dist_eval_worker.py"))
-    assert done.returncode == 0, done.stderr[-3000:]
-    one, two = evaluations(str(tiny_bert)), json.loads((tmp_path / "two.json").read_text())
-    assert one.keys() == two.keys() and {"cls_accuracy", "cls_loss", "ner_f1", "ner_loss", "ner_n"} <= one.keys()
-    assert one["ner_n"] == 9 and one["cls_n"] == 23
-    assert {k: v for k, v in one.items() if abs(v - two[k]) >= 1e-6} == {}, two
-
-
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_fine_tuning_ner_at_two_processes_equals_one(files, tiny_bert, strategy):
     """Token classification over sentences of different lengths: each rank's loss is weighted by its share
@@ -249,3 +234,171 @@ def test_one_process_runs_as_before_and_ranks_take_their_rows(monkeypatch):
     monkeypatch.setenv("RANK", "0")
     mine, own = distributed.shard(single)
     assert mine is single and not own  # ... rank 0 none: it computes on the batch, weighted by zero
+    part = distributed.EvalShard()  # a list shared as a batch's rows; examples owned in turn
+    assert part.share([7, 8, 9]) == [7] and part.share([7]) == [] and [part.owns(k) for k in range(3)] == [1, 0, 1]
+    monkeypatch.setenv("RANK", "1")
+    assert part.share([7, 8, 9]) == [8, 9] and part.share([7]) == [7] and [part.owns(k) for k in range(3)] == [0, 1, 0]
+
+
+def test_fsdp_policies_on_gpus_and_none_on_the_cpu():
+    """Written for GPUs (not run here): bf16 compute copies with fp32 shards and gradient reduction, and
+    CPU offload; on the CPU no policy, and offloading to where the run already is is refused."""
+    from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy
+    from plmkit.errors import ConfigError
+    from plmkit.training.distributed import fsdp_policies
+    gpu = torch.device("cuda", 0)
+    assert fsdp_policies(gpu, None, False) == {} and fsdp_policies(torch.device("cpu"), torch.bfloat16, False) == {}
+    policies = fsdp_policies(gpu, torch.bfloat16, True)
+    assert policies["mp_policy"] == MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    assert isinstance(policies["offload_policy"], CPUOffloadPolicy) and policies["offload_policy"].pin_memory
+    with pytest.raises(ConfigError, match="--fsdp-cpu-offload moves FSDP's shards from the GPUs"):
+        fsdp_policies(torch.device("cpu"), None, True)
+
+
+# ---------------------------------------------------------------- every training command at 2 processes
+@pytest.fixture(scope="module")
+def inputs(files, tiny_bert):
+    """What the other training commands read: a byte-BPE tokenizer per style (GPT-2 with <|pad|>, BART),
+    a random 2-layer GPT-2 with the first, and small SFT, classification, QA, relation and translation files."""
+    sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
+    import finetune_helpers as h
+    from clm_helpers import PAIRS, tiny_tokenizer
+    from plmkit.models.gpt2 import GPT2Config, GPT2LMHeadModel
+    from plmkit.tokenization import Tokenizer
+    corpus = (files / "en.txt").read_text(encoding="utf-8")
+    tiny_tokenizer([corpus, "<|user|>\nhello\n<|assistant|>\nhi there"], 300).save_pretrained(files / "gpt-tok")
+    Tokenizer.train([corpus], 300, model="byte-bpe", style="bart").save_pretrained(files / "bart-tok")
+    gpt = files / "tiny-gpt"
+    tok = Tokenizer.from_pretrained(files / "gpt-tok")
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(n_positions=64, n_embd=32, n_layer=2, n_head=2, **GPT2Config.tokenizer_fields(tok))) \
+        .save_pretrained(gpt)
+    tok.save_pretrained(gpt)
+
+    def jsonl(path, rows):
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+    jsonl(files / "sft.jsonl", [{"prompt": p, "response": r} for p, r in PAIRS * 2])
+    jsonl(files / "sft-dev.jsonl", [{"prompt": p, "response": r} for p, r in PAIRS])
+    jsonl(files / "cls.jsonl", [{"text": s, "label": "long" if len(s.split()) > 7 else "short"} for s in EN * 2])
+    jsonl(files / "mt.jsonl", [{"source": s, "target": " ".join(reversed(s.lower().split()))} for s in EN * 2])
+    jsonl(files / "mt-dev.jsonl", [{"source": s, "target": " ".join(reversed(s.lower().split()))} for s in EN])
+    h.squad_file(files / "squad.json")
+    h.relation_file(files / "relations.jsonl")
+    return files
+
+
+# AdamW's eps at 1e-4: a gradient that is zero but for rounding (a key bias, QA's start/end bias: softmax does
+# not see them) would otherwise be turned into a full learning-rate step of a sign that rounding decides
+STEPS = ["--batch-size", "4", "--schedule", "constant", "--warmup-ratio", "0", "--eps", "1e-4"]
+PRETRAIN = ["--corpus", "{root}/en.txt", "--cache-dir", "{root}/cache", *STEPS, "--eval-fraction", "0.2",
+            "--eval-batches", "2"]
+FINETUNE = [*STEPS, "--lr", "1e-2", "--dropout", "0"]
+COMMANDS = {  # each with evaluation data: every evaluation is sharded and must give the metrics of one process
+    "clm": ["pretrain", "--objective", "clm", *PRETRAIN, "--tokenizer", "{root}/gpt-tok", "--preset", "gpt2-tiny",
+            "--seq-len", "32"],
+    "denoise": ["pretrain", "--objective", "denoise", *PRETRAIN, "--tokenizer", "{root}/bart-tok",
+                "--preset", "bart-tiny", "--seq-len", "48"],
+    "sft": ["finetune", "--task", "sft", *FINETUNE, "--model", "{root}/tiny-gpt", "--train", "{root}/sft.jsonl",
+            "--eval", "{root}/sft-dev.jsonl"],
+    "classification": ["finetune", "--task", "classification", *FINETUNE, "--model", "{root}/tiny-bert", "--train",
+                       "{root}/cls.jsonl", "--eval", "{root}/cls.jsonl"],
+    "qa": ["finetune", "--task", "qa", *FINETUNE, "--model", "{root}/tiny-bert", "--train", "{root}/squad.json",
+           "--eval", "{root}/squad.json", "--max-length", "48"],
+    "relation": ["finetune", "--task", "relation", *FINETUNE, "--model", "{root}/tiny-bert",
+                 "--train", "{root}/relations.jsonl", "--eval", "{root}/relations.jsonl"],
+    "translation": ["finetune", "--task", "translation", *FINETUNE, "--preset", "bart-tiny", "--tokenizer",
+                    "{root}/bart-tok", "--train", "{root}/mt.jsonl", "--eval", "{root}/mt-dev.jsonl",
+                    "--num-beams", "2", "--max-target-length", "12"],
+    # LoRA adapters on q and v, and the relation markers' new embedding rows (the matrix is frozen)
+    "lora": ["finetune", "--task", "relation", *FINETUNE, "--model", "{root}/tiny-bert", "--train",
+             "{root}/relations.jsonl", "--eval", "{root}/relations.jsonl", "--lora-rank", "4", "--lora-dropout", "0"],
+}
+
+
+def eval_file(root, name: str) -> str:
+    args = COMMANDS[name]
+    return args[args.index("--eval") + 1].format(root=root)
+
+
+def command(root, name: str, out) -> list[str]:
+    """Command `name` for 6 steps, evaluated at steps 3 and 6, on the CPU, into `out`."""
+    return [a.format(root=root) for a in COMMANDS[name]] + [
+        "--max-steps", "6", "--eval-every", "3", "--log-every", "1", "--device", "cpu", "--no-progress",
+        "--out", str(out)]
+
+
+TWO_PROCESS_RUNS = [(name, strategy) for name in COMMANDS for strategy in ("ddp", "fsdp")]
+EVALUATED = ("qa", "translation")  # models of the 2-process runs that `torchrun ... plmkit evaluate` scores
+
+
+@pytest.fixture(scope="module")
+def two_process_runs(inputs):
+    """Every run of TWO_PROCESS_RUNS at 2 processes, then `plmkit evaluate --json` of the EVALUATED models
+    (sharded: QA's spans routed to the process that scores each question; generated translations scored
+    from summed statistics), in one torchrun launch: its stdout."""
+    commands = [[*command(inputs, name, inputs / f"{name}-two-{strategy}"), "--strategy", strategy]
+                for name, strategy in TWO_PROCESS_RUNS]
+    commands += [["evaluate", "--model", str(inputs / f"{name}-two-fsdp" / "model"), "--data", eval_file(inputs, name),
+                  "--device", "cpu", "--json"] for name in EVALUATED]
+    (inputs / "commands.json").write_text(json.dumps(commands), encoding="utf-8")
+    worker = os.path.join(os.path.dirname(__file__), "dist_train_worker.py")
+    done = torchrun(str(inputs / "commands.json"), script=worker,
+                    timeout=len(commands) * TIMEOUT // 4)  # (a busy machine: the 2 cores shared with other work)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.mark.parametrize("name,strategy", TWO_PROCESS_RUNS)
+def test_every_training_command_at_two_processes_equals_one(inputs, two_process_runs, name, strategy):
+    """Causal-LM and denoising pretraining, SFT, classification, QA, relations, translation and LoRA: the
+    losses, gradient norms, held-out metrics (sharded evaluation: perplexity, accuracy, EM/F1, relation F1,
+    generated BLEU/chrF/ROUGE) and saved weights (LoRA: merged into them; under fsdp gathered from the
+    shards) of one process."""
+    one, two = inputs / f"{name}-one", inputs / f"{name}-two-{strategy}"
+    if not one.exists():
+        assert main(command(inputs, name, one)) == 0
+    records = [json.loads(line) for line in (one / "metrics.jsonl").read_text().splitlines()]
+    keys = sorted({k for r in records for k in r if k == "loss" or k == "grad_norm" or k.startswith("eval_")})
+    assert "loss" in keys and any(k.startswith("eval_") for k in keys), keys
+    for key in keys:  # (within 1e-5, relative beyond 1: perplexities)
+        a, b = losses(one, key), losses(two, key)
+        assert sorted(a) == sorted(b) and all(abs(a[s] - b[s]) < 1e-5 * max(1, abs(a[s])) for s in a), (key, a, b)
+    x, y = load_file(one / "model" / "model.safetensors"), load_file(two / "model" / "model.safetensors")
+    assert x.keys() == y.keys() and not any("lora" in k or "trainable_rows" in k for k in x)
+    assert max((x[k] - y[k]).abs().max().item() for k in x) < 1e-5
+    config = [json.loads((run / "model" / "config.json").read_text()) for run in (one, two)]
+    assert config[0] == config[1]  # (under fsdp too: the architecture is the model's, not FSDP's subclass)
+
+
+def test_plmkit_evaluate_under_torchrun_gives_the_metrics_of_one_process(inputs, two_process_runs, capsys):
+    """Rank 0 alone prints; its metrics are those of one process on the whole data."""
+    printed = [json.loads(line) for line in two_process_runs.splitlines() if line.startswith("{")]
+    assert len(printed) == len(EVALUATED)
+    for name, two in zip(EVALUATED, printed):
+        model = inputs / f"{name}-two-fsdp" / "model"
+        assert main(["evaluate", "--model", str(model), "--data", eval_file(inputs, name), "--device", "cpu",
+                     "--json"]) == 0
+        one = json.loads(capsys.readouterr().out)
+        assert one.keys() == two.keys() and one["n"] > 1
+        assert all(abs(one[k] - two[k]) < 1e-6 for k in one), (name, one, two)
+
+
+def test_sharded_evaluation_gives_the_metrics_of_one_process(inputs, tmp_path):
+    """Each rank evaluates its rows: classification's and relations' confusion matrices and losses are
+    added up, NER's windows merged per rank and its sentences gathered to rank 0 for seqeval, QA's spans
+    routed to the rank that scores each question, translations generated per rank and scored from summed
+    BLEU/chrF statistics and ROUGE sums, SFT's losses summed: the metrics of one process (within 1e-6,
+    relative beyond 1).
+    Pretraining's held-out metrics: `assert_same_run` and the training tests above."""
+    sys.path.insert(0, os.path.dirname(__file__))
+    from dist_eval_worker import evaluations
+    done = torchrun(str(inputs), str(tmp_path / "two.json"), script=os.path.join(os.path.dirname(__file__),
+                                                                                 "dist_eval_worker.py"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    one, two = evaluations(str(inputs)), json.loads((tmp_path / "two.json").read_text())
+    assert one.keys() == two.keys() and {"cls_accuracy", "ner_f1", "qa_f1", "qa_best_f1", "rel_f1", "mt_bleu",
+                                         "mt_chrf", "mt_rougeL", "mt_loss", "sft_perplexity"} <= one.keys()
+    assert (one["ner_n"], one["cls_n"], one["qa_n"], one["rel_n"], one["mt_n"]) == (9, 23, 6, 12, 11)
+    assert 0 < one["mt_bleu"] < 100 and 0 < one["mt_rougeL"] < 100 and one["qa_f1"] <= one["qa_best_f1"]
+    assert {k: v for k, v in one.items() if abs(v - two[k]) >= 1e-6 * max(1, abs(v))} == {}, two  # (perplexity)

@@ -32,3 +32,10 @@ def test_autocast_computes_in_the_resolved_dtype():
         assert (a @ a).dtype == torch.bfloat16
     with autocast(cpu, None):
         assert (a @ a).dtype == torch.float32
+
+
+def test_a_batch_goes_to_the_device_with_what_is_not_a_tensor():
+    from plmkit.utils.device import to_device
+    batch = {"input_ids": torch.ones(2, 3, dtype=torch.long), "n": 5}
+    moved = to_device(batch, torch.device("cpu"))
+    assert moved["n"] == 5 and torch.equal(moved["input_ids"], batch["input_ids"])

@@ -1,22 +1,27 @@
 """Every declared setting, table-driven: a value of the wrong type and a value out of its declared range
 are each one error line naming the setting, in Python and on the command line."""
 import dataclasses
+import importlib
+import pkgutil
 import typing
 
 import pytest
 
-import plmkit.recipes.finetune  # noqa: F401  (each import declares its settings)
-import plmkit.recipes.pretrain  # noqa: F401
-import plmkit.sampling  # noqa: F401
-import plmkit.tasks.inference  # noqa: F401
+import plmkit
 from plmkit.cli import main
 from plmkit.errors import ConfigError
 from plmkit.tasks import TASKS
 from plmkit.utils.settings import Settings, is_union
 
-BASE = {"TrainConfig": {"max_steps": 1}, "FinetuneTrain": {"max_steps": 1}, "InferenceSettings": {"model": "m"}}
+BASE = {"TrainConfig": {"max_steps": 1}, "FinetuneTrain": {"max_steps": 1}, "InferenceSettings": {"model": "m"},
+        "ExportSettings": {"model": "m", "out": "o"}}
 # numbers that may be any value (a score threshold), or whose range their own check owns (a duration)
 UNBOUNDED = {"null_score_diff_threshold", "time_budget", "length_penalty"}
+
+
+for _module in pkgutil.walk_packages(plmkit.__path__, "plmkit."):  # every module: each declares its settings
+    if not _module.name.endswith("__main__"):
+        importlib.import_module(_module.name)
 
 
 def every_settings_class() -> list[type[Settings]]:

@@ -21,7 +21,7 @@ from typing import Iterator
 from plmkit.errors import PlmkitError
 
 COMMANDS = ("tokenizer", "data", "pretrain", "finetune", "distill", "prune", "evaluate", "predict", "generate", "chat",
-            "quantize", "compare")
+            "quantize", "compare", "export", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:

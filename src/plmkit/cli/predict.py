@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         records, lines = tasks.read_prediction_input(tasks.load_task(s.model), args.input)
         results = tasks.predict_dir(s.model, records, s.batch_size, s.device, where=args.input,
-                                    null_score_diff_threshold=s.null_score_diff_threshold, lines=lines)
+                                    null_score_diff_threshold=s.null_score_diff_threshold, lines=lines, backend=s.backend)
     if args.output is None:
         _write(results, sys.stdout)
         return 0
@@ -53,7 +53,8 @@ def _streamed(s: InferenceSettings):
     from plmkit.errors import DataError
     from plmkit.utils.text import parse_json_lines, stdin_lines
 
-    model, tokenizer, task = tasks.load_for_inference(s.model, s.device, s.null_score_diff_threshold, s.batch_size)
+    model, tokenizer, task = tasks.load_for_inference(s.model, s.device, s.null_score_diff_threshold, s.batch_size,
+                                                     s.backend)
     answered = False
     for line, record in parse_json_lines(stdin_lines(), "<stdin>"):
         yield from tasks.predict_records(model, tokenizer, task, [record], 1, "<stdin>", [line])

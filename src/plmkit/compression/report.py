@@ -5,14 +5,16 @@ batch 1 and 32, and the task metric on an eval file. Every compression command p
     report = measure("sentiment/model", eval_file="test.jsonl")
     print(format_report([report, measure("sentiment/int8", eval_file="test.jsonl")], baseline=report))
 
-A model directory runs on a backend (`BACKENDS`): "torch" (plmkit's own models, int8 ones included)
-here; another backend (onnxruntime) adds its `Backend` to the dict. Latency is the median wall time
-of one forward pass over a batch, after warm-up runs, on the eval file's own examples (real lengths;
-the same examples for every model) or, without one, on a fixed synthetic batch of `seq_len` tokens.
+A model directory runs on a backend (`BACKENDS`): "torch" (plmkit's own models, int8 ones included),
+or "onnxruntime" / "onnxruntime-int8" (model.onnx / model.int8.onnx of a directory `plmkit export`
+wrote). Latency is the median wall time of one forward pass over a batch, after warm-up runs, on the
+eval file's own examples (real lengths; the same examples for every model) or, without one, on a
+fixed synthetic batch of `seq_len` tokens.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import json
 import math
@@ -69,9 +71,26 @@ def _load_torch(model_dir: Path, task: Task | None) -> Loaded:
     return Loaded(model, tokenizer, task, model.num_parameters())
 
 
-# the backends `measure` runs a directory on, by name; another backend module adds its own entry
+def _load_onnxruntime(backend: str, model_dir: Path, task: Task | None) -> Loaded:
+    """A directory `plmkit export` wrote, run by onnxruntime (`backend`: tasks.inference.ONNX_BACKENDS) on
+    as many threads as torch has now (`measure`'s `threads`)."""
+    from plmkit.models.onnx import OrtModel
+    from plmkit.tasks.inference import ONNX_BACKENDS
+    from plmkit.tasks.registry import load_task
+    from plmkit.tokenization import Tokenizer
+
+    model = OrtModel(model_dir, ONNX_BACKENDS[backend], threads=torch.get_num_threads()).eval()
+    tokenizer = Tokenizer.from_pretrained(model_dir) if (model_dir / "tokenizer.json").is_file() else None
+    own = load_task(model_dir) if (model_dir / TASK_FILE).is_file() else None
+    made = {k: model.info[k] for k in ("opset", "exporter", "check", "int8") if k in model.info}
+    return Loaded(model, tokenizer, task or own, model.num_parameters(), {"onnx": made})
+
+
+# the backends `measure` runs a directory on, by name
 BACKENDS: dict[str, Backend] = {
     "torch": Backend(_load_torch, ("*.safetensors", "pytorch_model*.bin")),
+    "onnxruntime": Backend(functools.partial(_load_onnxruntime, "onnxruntime"), ("model.onnx", "model.onnx.data")),
+    "onnxruntime-int8": Backend(functools.partial(_load_onnxruntime, "onnxruntime-int8"), ("model.int8.onnx",)),
 }
 
 

@@ -237,6 +237,12 @@ class SquadMetrics:
         bucket[1] += f1
         bucket[2] += 1
 
+    def reduce(self, part) -> None:  # (means of per-question scores: sums and counts)
+        total = part.sums([self.em, self.f1, self.n, *self.has_ans, *self.no_ans])
+        self.em, self.f1, self.n = total[0], total[1], int(round(total[2]))
+        self.has_ans = [*total[3:5], int(round(total[5]))]
+        self.no_ans = [*total[6:8], int(round(total[8]))]
+
     def compute(self) -> dict[str, float]:
         out = {"exact_match": 100 * self.em / self.n if self.n else 0.0,
                "f1": 100 * self.f1 / self.n if self.n else 0.0, "n": self.n}
@@ -262,6 +268,9 @@ class SquadThresholdSweep:
         span_em, span_f1, _ = squad_scores(span_answer, gold_answers)
         null_em, null_f1, _ = squad_scores("", gold_answers)
         self.rows.append((null_score_diff, span_em, span_f1, null_em, null_f1))
+
+    def reduce(self, part) -> None:  # (the sweep runs over every question in order: gathered to rank 0)
+        self.rows = part.gather(self.rows) or []
 
     def compute(self) -> dict[str, float]:
         # Start with every question unanswered (the lowest threshold), then raise the threshold past
@@ -291,6 +300,9 @@ class RelationMetrics:
 
     def update(self, predictions, labels) -> None:
         self.inner.update(predictions, labels)
+
+    def reduce(self, part) -> None:
+        self.inner.reduce(part)
 
     def compute(self) -> dict[str, float]:
         c = self.inner.confusion.double().numpy()

@@ -32,39 +32,46 @@ def _check_batch(predictions: Sequence[str], references: Sequence[str]) -> None:
 
 
 class TranslationMetrics:
-    """Corpus BLEU and chrF with sacreBLEU, one reference per prediction."""
+    """Corpus BLEU and chrF with sacreBLEU, one reference per prediction, streamed: each update adds its
+    sentences' statistics to the corpus sums sacreBLEU scores a corpus from (BLEU: n-gram matches and
+    totals, hypothesis and reference lengths; chrF: character and word n-gram counts), so no prediction is
+    kept, and processes that score parts of one corpus add their sums up (`reduce`) to the corpus score."""
 
     def __init__(self, target_lang: str | None = None, tokenize: str | None = None):
         from sacrebleu.metrics import BLEU, CHRF
         chinese = (target_lang or "").lower().replace("-", "_").split("_")[0] == "zh"
         self.tokenize = tokenize or ("zh" if chinese else "13a")
         self.bleu, self.chrf = BLEU(tokenize=self.tokenize), CHRF()
-        self.predictions: list[str] = []
-        self.references: list[str] = []
-        self._scores = None
+        self.stats = [[0] * (2 + 2 * self.bleu.max_ngram_order),  # lengths, then matches and totals per order
+                      [0] * (3 * (self.chrf.char_order + self.chrf.word_order))]  # (hyp, ref, match) per order
+        self.n = 0
 
     def update(self, predictions: Sequence[str], references: Sequence[str]) -> None:
         _check_batch(predictions, references)
-        self.predictions += predictions
-        self.references += references
-        self._scores = None
+        for k, metric in enumerate((self.bleu, self.chrf)):  # (the statistics sacreBLEU's corpus_score sums)
+            segments = metric._extract_corpus_statistics(list(predictions), [list(references)])
+            self.stats[k] = [sum(column) for column in zip(self.stats[k], *segments)]
+        self.n += len(predictions)
+
+    def reduce(self, part) -> None:
+        """Every process's sums on each (`part`: an EvalShard of plmkit.training.distributed)."""
+        bleu, chrf = self.stats
+        *total, n = (int(round(x)) for x in part.sums([*bleu, *chrf, self.n]))  # (counts: exact in float64)
+        self.stats, self.n = [total[:len(bleu)], total[len(bleu):]], n
 
     def scores(self):
         """sacreBLEU's score objects (BLEU, chrF) of everything so far."""
-        if self._scores is None:
-            refs = [self.references]
-            self._scores = (self.bleu.corpus_score(self.predictions, refs), self.chrf.corpus_score(self.predictions, refs))
-        return self._scores
+        return tuple(metric._compute_score_from_stats(stats)  # (what corpus_score does with the summed statistics)
+                     for metric, stats in zip((self.bleu, self.chrf), self.stats))
 
     def compute(self) -> dict[str, float]:
-        if not self.predictions:
+        if not self.n:
             return {"bleu": 0.0, "chrf": 0.0, "n": 0}
         bleu, chrf = self.scores()
-        return {"bleu": float(bleu.score), "chrf": float(chrf.score), "n": len(self.predictions)}
+        return {"bleu": float(bleu.score), "chrf": float(chrf.score), "n": self.n}
 
     def signatures(self) -> dict[str, str]:
         """sacreBLEU's signatures, e.g. ``nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0``."""
-        self.scores()
         return {"bleu": str(self.bleu.get_signature()), "chrf": str(self.chrf.get_signature())}
 
     def format(self) -> str:
@@ -104,6 +111,11 @@ class SummarizationMetrics:
             for name in ROUGE_TYPES:
                 self.totals[name] += scores[name].fmeasure
         self.n += len(predictions)
+
+    def reduce(self, part) -> None:
+        """Every process's sums on each (`part`: an EvalShard of plmkit.training.distributed)."""
+        *totals, n = part.sums([*self.totals.values(), self.n])
+        self.totals, self.n = dict(zip(ROUGE_TYPES, totals)), int(round(n))
 
     def compute(self) -> dict[str, float]:
         return {**{name: 100 * total / self.n if self.n else 0.0 for name, total in self.totals.items()}, "n": self.n}

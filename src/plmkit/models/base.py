@@ -96,12 +96,12 @@ class PreTrainedModel(nn.Module):
         directory = output_dir(directory, "save_pretrained(directory)")
         st_files = (SentenceTransformerFiles.from_options(sentence_transformers, self.config.d_model)
                     if sentence_transformers is not None else self.sentence_transformers)
-        self.config.architectures = [type(self).__name__]
+        self.config.architectures = [own_class(self).__name__]  # (not FSDP's subclass of it)
         with staged_writes():  # every file, or (a full disk) none: never a new config.json over old weights
             self.config.save(directory)
             if st_files is not None:
                 st_files.write(directory)
-            write_weights(directory, self.converter().to_hf(plain_state_dict(self) if state_dict is None else state_dict))
+            write_weights(directory, self.converter().to_hf(plain_state_dict(self, state_dict)))
             if self.generation_config:
                 write_generation_config(directory, self.generation_config)
 
@@ -286,3 +286,10 @@ def _summarise(keys: list[str]) -> str:
     """'classifier.{weight,bias}'-like short listing of parameter names."""
     modules = sorted({k.rsplit(".", 1)[0] for k in keys})
     return ", ".join(modules[:6]) + (f" and {len(modules) - 6} more" if len(modules) > 6 else "")
+
+
+def own_class(model: nn.Module) -> type:
+    """The model's class: a model sharded by FSDP2 is an instance of a subclass `FSDP<Name>` that
+    `fully_shard` makes of it, which no checkpoint should name."""
+    from torch.distributed.fsdp import FSDPModule
+    return next(c for c in type(model).__mro__ if not issubclass(c, FSDPModule))

@@ -224,7 +224,7 @@ class BertModel(BertPreTrainedModel):
         layout, bias, causal = self_attention_masks(attention_mask, t, past, self.config.is_decoder,
                                                     unpad and past_key_values is None, dtype, input_ids.device)
         context, context_bias = cross_attention_inputs(past_key_values, encoder_hidden_states, encoder_attention_mask,
-                                                       dtype, self.layers if self.config.add_cross_attention else None)
+                                                       dtype, real_tokens=self.config.add_cross_attention)
         unpadded = layout.unpad if layout is not None else (lambda x: x)
         full = layout.repad if layout is not None else (lambda x: x)
 

@@ -31,6 +31,7 @@ from plmkit.nn.block import run_blocks
 from plmkit.nn.cache import KVCache
 from plmkit.nn.losses import linear_cross_entropy
 from plmkit.nn.quantized import compute_dtype
+from plmkit.nn.tracing import is_traceable
 from plmkit.utils.constants import IGNORE_INDEX
 from plmkit.nn.masks import (attention_bias, causal_bias, document_bias, positions_from_documents,
                              positions_from_mask)
@@ -55,7 +56,8 @@ def decoder_inputs(input_ids: Tensor, attention_mask: Tensor | None, position_id
         if position_ids is None:
             position_ids = positions_from_documents(document_ids)
         return position_ids, document_bias(document_ids, dtype, attention_mask), False
-    padded = attention_mask is not None and not bool(attention_mask.all())
+    traced = is_traceable()  # the whole mask, always (plmkit.nn.tracing)
+    padded = attention_mask is not None and (traced or not bool(attention_mask.all()))
     if attention_mask is not None and attention_mask.shape != (b, past + t):
         raise PlmkitError(f"attention_mask has shape {tuple(attention_mask.shape)} but the model sees {past} cached "
                           f"+ {t} new positions: pass the mask of the whole sequence, (B, {past + t})")
@@ -65,7 +67,7 @@ def decoder_inputs(input_ids: Tensor, attention_mask: Tensor | None, position_id
         else:
             position_ids = torch.arange(past, past + t, device=input_ids.device).expand(b, t)
     if padded:
-        return position_ids, attention_bias(attention_mask, t, causal=t > 1, dtype=dtype), False
+        return position_ids, attention_bias(attention_mask, t, causal=traced or t > 1, dtype=dtype), False
     if t == 1:
         return position_ids, None, False  # one new token sees every key: nothing to mask
     if past == 0:
@@ -115,11 +117,13 @@ class DecoderBody:
         """The rotary position function the attention applies to q and k (None: no rotary positions)."""
         return None
 
-    def make_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None, device=None) -> KVCache:
-        """An empty KV cache for ``batch`` sequences of up to ``max_len`` positions."""
+    def make_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None, device=None,
+                   kind: type[KVCache] = KVCache) -> KVCache:
+        """An empty KV cache for ``batch`` sequences of up to ``max_len`` positions (``kind``: e.g. a
+        `SlotKVCache` for continuous batching, ``batch`` being its rows)."""
         attn, word = self.layers[0].attn, self.embeddings["word"]
-        return KVCache(len(self.layers), batch, attn.n_kv_heads, max_len, attn.d_head, dtype or compute_dtype(word),
-                       device or word.weight.device)
+        return kind(len(self.layers), batch, attn.n_kv_heads, max_len, attn.d_head, dtype or compute_dtype(word),
+                    device or word.weight.device)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, position_ids: Tensor | None = None,
                 past_key_values: KVCache | None = None, output_attentions: bool = False,
@@ -175,8 +179,9 @@ class CausalLMHead:
     def body(self) -> nn.Module:
         return getattr(self, self.base_prefix)
 
-    def make_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None, device=None):
-        return self.body.make_cache(batch, max_len, dtype, device)
+    def make_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None, device=None,
+                   kind: type[KVCache] = KVCache):
+        return self.body.make_cache(batch, max_len, dtype, device, kind)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, position_ids: Tensor | None = None,
                 labels: Tensor | None = None, past_key_values=None, logits_to_keep: int = 0,

@@ -1,5 +1,6 @@
 """Model inputs checked where they enter a forward pass: shapes and dtypes always, and the range of ids
-on the CPU, where it costs no device sync. A bad call is then an error naming the input, not an
+on the CPU, where it costs no device sync (not on the traceable path, plmkit.nn.tracing: a graph's
+caller checks them). A bad call is then an error naming the input, not an
 IndexError deep inside an embedding (a device-side assert on a GPU)."""
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import torch
 from torch import Tensor
 
 from plmkit.errors import InputError
+from plmkit.nn.tracing import is_traceable
 
 
 def check_ids(name: str, ids, rows: int | None, shape: tuple[int, ...] | None = None) -> None:
@@ -17,7 +19,7 @@ def check_ids(name: str, ids, rows: int | None, shape: tuple[int, ...] | None = 
         raise InputError(f"{name} must hold integer ids, got {ids.dtype}")
     if shape is not None and tuple(ids.shape) != shape:
         raise InputError(f"{name} has shape {tuple(ids.shape)}, but the input ids are {shape}")
-    if rows is not None and ids.device.type == "cpu" and ids.numel():
+    if rows is not None and ids.device.type == "cpu" and not is_traceable() and ids.numel():
         low, high = int(ids.min()), int(ids.max())
         if low < 0 or high >= rows:
             raise InputError(f"{name} holds {low if low < 0 else high}, outside 0 .. {rows - 1} "

@@ -125,6 +125,16 @@ class SentenceTransformerFiles:
         return any(m.get("type", "").endswith("Normalize") for m in self.modules)
 
     @property
+    def max_seq_length(self) -> int | None:
+        """sentence_bert_config.json's ``max_seq_length`` (None: not said): sentence-transformers cuts inputs there."""
+        for name, data in self.files.items():
+            if "/" not in name and _is_sentence_config(name):
+                value = parse_json(data.decode("utf-8", "replace"), name, ConfigError)
+                limit = value.get("max_seq_length") if isinstance(value, dict) else None
+                return limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else None
+        return None
+
+    @property
     def modules(self) -> list[dict]:
         return _modules(self.files[MODULES_FILE].decode("utf-8"), MODULES_FILE)
 

@@ -93,8 +93,7 @@ class Seq2SeqStack(nn.Module):
         positions = torch.arange(past, past + t, device=input_ids.device).expand(b, t)
         layout, bias, causal = self_attention_masks(attention_mask, t, past, self.causal, unpad and cache is None,
                                                     dtype, input_ids.device)
-        context, context_bias = cross_attention_inputs(cache, context, context_mask, dtype,
-                                                       self.layers if self.causal else None)
+        context, context_bias = cross_attention_inputs(cache, context, context_mask, dtype, real_tokens=self.causal)
         unpadded = layout.unpad if layout is not None else (lambda x: x)
         full = layout.repad if layout is not None else (lambda x: x)
 

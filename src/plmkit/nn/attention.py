@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from plmkit.nn.decoding import decode_linear
-from plmkit.nn.masks import Unpadded, causal_bias
+from plmkit.nn.masks import PaddedSource, Unpadded, causal_bias
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = None, causal: bool = False,
@@ -111,12 +111,13 @@ class MultiHeadAttention(nn.Module):
         return self._split(k, self.n_kv_heads), self._split(v, self.n_kv_heads)
 
     def forward(self, x: Tensor, bias: Tensor | None = None, *, causal: bool = False,
-                layout: Unpadded | None = None, context: Tensor | tuple[Tensor, Tensor] | None = None,
+                layout: Unpadded | None = None, context: Tensor | PaddedSource | tuple[Tensor, Tensor] | None = None,
                 rotary=None, cache=None, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
         """x: (B, T, D), or (N, D) real tokens when ``layout`` says where they sit.
 
-        context: cross-attention: the (B_s, S, D) states to attend to (default: x itself), or their
-            keys and values from `project_kv`. x may hold g rows per context row (B = B_s * g: the
+        context: cross-attention: the (B_s, S, D) states to attend to (default: x itself), a padded
+            source's (`PaddedSource`: only its real tokens projected), or their keys and values from
+            `project_kv`. x may hold g rows per context row (B = B_s * g: the
             beams of one source, consecutive): the g rows become one query block of g * T queries,
             so every beam reads its source's keys and values where they are, without copies.
         rotary: callable (q, k) -> (q, k) applying position rotations to (B, H, T, d) tensors.
@@ -131,7 +132,8 @@ class MultiHeadAttention(nn.Module):
             k, v = self._split(k, self.n_kv_heads), self._split(v, self.n_kv_heads)
         else:
             q = self.q(x) if layout is None else layout.repad(self.q(x))
-            k, v = context if isinstance(context, tuple) else self.project_kv(context)
+            k, v = (context if isinstance(context, tuple) else self.project_kv(context.states, context.layout)
+                    if isinstance(context, PaddedSource) else self.project_kv(context))
         rows, t = q.shape[0], q.shape[1]
         q = self._split(q.reshape(k.shape[0], -1, q.shape[-1]), self.n_heads)  # (B_s, H, g*T, d)
         if rotary is not None:

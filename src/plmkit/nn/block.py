@@ -33,7 +33,7 @@ class TransformerBlock(nn.Module):
 
     def forward(self, x: Tensor, bias: Tensor | None = None, *, causal: bool = False,
                 layout: Unpadded | None = None, rotary=None, cache=None,
-                context: Tensor | None = None, context_bias: Tensor | None = None,
+                context=None, context_bias: Tensor | None = None,
                 need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
         """x: (B, T, D) or (N, D) with ``layout``. Returns x and the self-attention probabilities."""
         x, probs = self._residual(x, self.attn_norm, lambda h: self.attn(
@@ -52,8 +52,8 @@ def run_blocks(layers, x: Tensor, bias: Tensor | None = None, *, causal: bool = 
     asked for) and the self-attention probabilities (when asked for).
 
     cache: one entry per block (a KVCache). context: what every block's cross-attention reads: one
-    (B, S, D) tensor for all blocks, or a list with one entry per block (keys and values computed
-    once, `Seq2SeqCache.cross`). layerdrop: in training, skip each block with this probability
+    (B, S, D) tensor (or `PaddedSource`) for all blocks, or a list with one entry per block (keys and
+    values computed once, `Seq2SeqCache.cross`). layerdrop: in training, skip each block with this probability
     (Fan et al., 2019)."""
     hidden, attentions = [], []
     for i, layer in enumerate(layers):

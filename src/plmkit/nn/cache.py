@@ -5,13 +5,16 @@ in place after the ones already stored and returns views of everything written s
 decoding step costs no reallocation and no concatenation. Batched prompts with left padding need
 nothing special: padding positions are stored like any other and hidden by the attention mask,
 which the caller extends by one column per step.
+
+`PastKeyValues` is the other kind, for traced graphs (ONNX export): it concatenates, so its shapes
+follow the inputs' and its past and present are tensors a graph takes and returns.
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from plmkit.nn.masks import Unpadded, padding_bias
+from plmkit.nn.masks import PaddedSource, Unpadded, padding_bias
 
 
 class LayerKVCache:
@@ -22,6 +25,13 @@ class LayerKVCache:
         self.k = torch.empty(shape, dtype=dtype, device=device)
         self.v = torch.empty(shape, dtype=dtype, device=device)
         self.length = 0
+
+    @classmethod
+    def over(cls, k: Tensor, v: Tensor) -> "LayerKVCache":
+        """An empty cache writing into existing (B, H_kv, max_len, d) buffers (views of a larger one)."""
+        cache = cls.__new__(cls)
+        cache.k, cache.v, cache.length = k, v, 0
+        return cache
 
     @property
     def max_len(self) -> int:
@@ -97,6 +107,148 @@ class KVCache:
             layer.length = 0
 
 
+class SlotKVCache(KVCache):
+    """A decoder's cache for continuous batching: ``slots`` rows, each holding one sequence of its own
+    length, which join and leave between decoding steps (a server's requests).
+
+    The active sequences are rows ``0 .. active - 1``, left-aligned (position p of a row at column p).
+    A sequence joins with `join`: its prompt runs alone through ``row_cache(active)``, a `KVCache` over
+    that row (views: it writes here), then ``join(prompt_length)`` counts it. A step feeds one token per
+    active row: ``model(tokens (n, 1), attention_mask=cache.step_mask(), position_ids=cache.positions(),
+    past_key_values=cache)`` writes row b's keys and values at its own column ``lengths[b]`` (the mask
+    hides the columns past each row's length), then `advance`. `leave(row)` moves the last active row
+    into the freed one, so the active rows stay contiguous.
+
+    Buffers start zeroed: a row shorter than the widest one reads stale (finite) columns, masked out.
+    """
+
+    def __init__(self, n_layers: int, slots: int, n_kv_heads: int, max_len: int, d_head: int,
+                 dtype: torch.dtype = torch.float32, device=None):
+        shape = (slots, n_kv_heads, max_len, d_head)
+        self.layers = [SlotLayerCache(self, torch.zeros(shape, dtype=dtype, device=device),
+                                      torch.zeros(shape, dtype=dtype, device=device)) for _ in range(n_layers)]
+        self.lengths = torch.zeros(slots, dtype=torch.long, device=device)  # positions stored per row
+        self.active = 0
+
+    @property
+    def slots(self) -> int:
+        return self.lengths.shape[0]
+
+    @property
+    def length(self) -> int:
+        """Columns before a step's new token: the longest active row."""
+        return int(self.lengths[:self.active].max()) if self.active else 0
+
+    @property
+    def max_len(self) -> int:
+        return self.layers[0].k.shape[2]
+
+    def row_cache(self, row: int) -> KVCache:
+        """An empty `KVCache` writing into row ``row`` (the prompt of a joining sequence)."""
+        cache = KVCache.__new__(KVCache)
+        cache.layers = [LayerKVCache.over(layer.k[row:row + 1], layer.v[row:row + 1]) for layer in self.layers]
+        return cache
+
+    def join(self, length: int) -> int:
+        """Count row ``active``, whose first ``length`` positions `row_cache` filled; returns the row."""
+        if self.active == self.slots:
+            raise RuntimeError(f"all {self.slots} rows of the cache are in use")
+        row = self.active
+        self.lengths[row] = length
+        self.active += 1
+        return row
+
+    def leave(self, row: int) -> int:
+        """Free ``row``: the last active row moves into it. Returns the row that moved (== ``row`` when
+        it was the last)."""
+        last = self.active - 1
+        if row != last:
+            n = int(self.lengths[last])
+            for layer in self.layers:
+                layer.k[row, :, :n] = layer.k[last, :, :n]
+                layer.v[row, :, :n] = layer.v[last, :, :n]
+            self.lengths[row] = self.lengths[last]
+        self.active = last
+        return last
+
+    def step_mask(self) -> Tensor:
+        """(n, length + 1) attention mask of a step: each row's stored positions and its new token."""
+        columns = torch.arange(self.length + 1, device=self.lengths.device)
+        return (columns[None] <= self.lengths[:self.active, None]).long()
+
+    def positions(self) -> Tensor:
+        """(n, 1) the position of each active row's new token."""
+        return self.lengths[:self.active, None]
+
+    def advance(self) -> None:
+        """After a step: every active row holds one more position."""
+        self.lengths[:self.active] += 1
+
+    def reset(self) -> None:
+        self.lengths.zero_()
+        self.active = 0
+
+
+class SlotLayerCache:
+    """One layer of a `SlotKVCache`: a step's keys and values (n, H_kv, 1, d) go to each row's own column."""
+
+    def __init__(self, owner: SlotKVCache, k: Tensor, v: Tensor):
+        self.owner, self.k, self.v = owner, k, v
+
+    def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        owner = self.owner
+        n, width = owner.active, owner.length + 1
+        if k.shape[0] != n or k.shape[2] != 1:
+            raise RuntimeError(f"a continuous-batching step feeds one token to each of the {n} active rows; got keys "
+                               f"of shape {tuple(k.shape)}")
+        if width > self.k.shape[2]:
+            raise RuntimeError(f"KV cache overflow: {width} positions but the cache holds {self.k.shape[2]}")
+        rows, columns = torch.arange(n, device=k.device), owner.lengths[:n]
+        self.k[rows, :, columns] = k[:, :, 0]
+        self.v[rows, :, columns] = v[:, :, 0]
+        return self.k[:n, :, :width], self.v[:n, :, :width]
+class PastKeyValues:
+    """A cache that grows by concatenation, over given past keys and values: what a traced graph
+    takes (one (k, v) pair of (B, H_kv, P, d) per layer; P may be 0) and returns (`present`, the
+    (B, H_kv, P + T, d) pairs after the step, the next step's past). Its shapes follow the inputs'
+    (no buffer of a fixed max_len, unlike `KVCache`); without a past, each layer starts empty.
+
+        cache = PastKeyValues(past)
+        out = model(input_ids, attention_mask, past_key_values=cache)   # mask: (B, P + T)
+        present = cache.present()
+    """
+
+    def __init__(self, past: list[tuple[Tensor, Tensor]] = ()):
+        self.layers = [_GrowingLayer(k, v) for k, v in past]
+
+    def __getitem__(self, i: int) -> "_GrowingLayer":
+        while len(self.layers) <= i:
+            self.layers.append(_GrowingLayer())
+        return self.layers[i]
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    @property
+    def length(self) -> int:
+        """Positions stored so far (the offset of the next token)."""
+        return self.layers[0].k.shape[2] if self.layers and self.layers[0].k is not None else 0
+
+    def present(self) -> list[tuple[Tensor, Tensor]]:
+        return [(layer.k, layer.v) for layer in self.layers]
+
+
+class _GrowingLayer:
+    def __init__(self, k: Tensor | None = None, v: Tensor | None = None):
+        self.k, self.v = k, v
+
+    def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Append k/v (B, H_kv, T, d); return all keys and values so far."""
+        self.k = k if self.k is None else torch.cat([self.k, k], dim=2)
+        self.v = v if self.v is None else torch.cat([self.v, v], dim=2)
+        return self.k, self.v
+
+
 class Seq2SeqCache(KVCache):
     """The cache of an encoder-decoder's decoder: the `KVCache` of the self-attention of ``rows`` decoder
     sequences, plus per layer the cross-attention keys and values of the ``sources`` (rows = sources * g:
@@ -118,16 +270,17 @@ class Seq2SeqCache(KVCache):
 
 
 def cross_attention_inputs(cache: Seq2SeqCache | None, context: Tensor | None, context_mask: Tensor | None,
-                           dtype: torch.dtype, layers=None) -> tuple[Tensor | list | None, Tensor | None]:
+                           dtype: torch.dtype, real_tokens: bool = False
+                           ) -> tuple[Tensor | PaddedSource | list | None, Tensor | None]:
     """What a decoder's cross-attention reads, and the bias hiding the source's padding: the keys and
-    values a cache holds (generation), or the encoder's (B, S, D) output. Given the decoder's
-    ``layers``, a padded source's keys and values are projected here from its real tokens only, one
-    (k, v) pair per layer."""
+    values a cache holds (generation), or the encoder's (B, S, D) output; with `real_tokens`, a padded
+    source's output as a `PaddedSource`, whose keys and values each block projects from its real
+    tokens only."""
     if cache is not None:
         return cache.cross, cache.cross_bias
     if context_mask is None or bool(context_mask.all()):
         return context, None
-    if layers is not None:
+    if real_tokens:
         source = Unpadded.from_mask(context_mask, dtype)
-        return [layer.cross_attn.project_kv(context, source) for layer in layers], source.bias
+        return PaddedSource(context, source), source.bias
     return context, padding_bias(context_mask, dtype)

@@ -46,10 +46,13 @@ def column_major_lm_head(model: nn.Module) -> None:
     Value, shape and Parameter object are unchanged (``weight`` becomes a transposed view; tied token
     embeddings share it). The conversion copies the matrix once, so it is kept across ``generate``
     calls; ``GenerationMixin.train()`` undoes it (training prefers rows, as do embedding lookups).
+    A model sharded by FSDP2 keeps its layout: its weights are views into the buffers FSDP gathers them
+    into, which new storage would cut them off from.
     """
     head = getattr(model, "lm_head", None)
-    if (isinstance(head, nn.Linear) and head.weight.device.type == "cpu" and head.weight.is_contiguous()
-            and (head.out_features * head.weight.element_size()) % 4096):
+    sharded = hasattr(model, "unshard") and hasattr(model, "reshard")  # (what fully_shard gives a model)
+    if (isinstance(head, nn.Linear) and not sharded and head.weight.device.type == "cpu"
+            and head.weight.is_contiguous() and (head.out_features * head.weight.element_size()) % 4096):
         with torch.inference_mode(False), torch.no_grad():  # an ordinary tensor even inside inference mode
             head.weight.data = head.weight.data.t().contiguous().t()
         model._column_major_head = True

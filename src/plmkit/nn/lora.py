@@ -55,7 +55,12 @@ class LoRALinear(nn.Linear):
         return (self.lora_B @ self.lora_A) * self.scaling  # (out, in)
 
     def merged_weight(self) -> Tensor:
-        return self.weight + self.delta_weight().to(self.weight.dtype)
+        return self.merge(self.weight, self.lora_A, self.lora_B)
+
+    def merge(self, weight: Tensor, lora_A: Tensor, lora_B: Tensor) -> Tensor:
+        """`weight` with the update of adapters `lora_A`, `lora_B` folded in (whole tensors: this layer's, or
+        those of a state dict gathered from shards)."""
+        return weight + ((lora_B @ lora_A) * self.scaling).to(weight.dtype)  # (out, in)
 
     def forward(self, x: Tensor) -> Tensor:
         out = F.linear(x, self.weight, self.bias)
@@ -107,7 +112,12 @@ class TrainableRowsEmbedding(nn.Embedding):
         return torch.where((row >= 0).unsqueeze(-1), own, out)
 
     def merged_weight(self) -> Tensor:
-        return self.weight.index_copy(0, self.token_ids, self.trainable_rows.to(self.weight.dtype))
+        return self.merge(self.weight, self.trainable_rows)
+
+    def merge(self, weight: Tensor, trainable_rows: Tensor) -> Tensor:
+        """`weight` with `trainable_rows` written into the rows of `token_ids` (whole tensors, as
+        `LoRALinear.merge`)."""
+        return weight.index_copy(0, self.token_ids.to(weight.device), trainable_rows.to(weight.device, weight.dtype))
 
     def to_plain(self) -> nn.Embedding:
         plain = nn.Embedding(self.num_embeddings, self.embedding_dim, self.padding_idx,
@@ -183,15 +193,15 @@ def merge_lora(model: nn.Module) -> nn.Module:
     return model
 
 
-def plain_state_dict(model: nn.Module) -> dict[str, Tensor]:
-    """`model.state_dict()` with LoRA updates (and trainable embedding rows) merged into the weights
-    and the adapter tensors left out: what a saved checkpoint holds (the model itself is unchanged)."""
-    state = model.state_dict()
+def plain_state_dict(model: nn.Module, state: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+    """`model.state_dict()` (or `state`, the model's whole state gathered from its shards) with LoRA updates
+    (and trainable embedding rows) merged into the weights and the adapter tensors left out: what a saved
+    checkpoint holds (the model itself is unchanged)."""
+    state = dict(model.state_dict() if state is None else state)
     for name, module in model.named_modules():
         if isinstance(module, MERGEABLE):
             prefix = f"{name}." if name else ""
+            adapters = [state.pop(prefix + adapter) for adapter in module.adapters]
             with torch.no_grad():
-                state[prefix + "weight"] = module.merged_weight().detach()
-            for adapter in module.adapters:
-                state.pop(prefix + adapter, None)
+                state[prefix + "weight"] = module.merge(state[prefix + "weight"], *adapters).detach()
     return state

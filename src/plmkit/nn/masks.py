@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from plmkit.errors import PlmkitError
+from plmkit.nn.tracing import is_traceable
 
 
 def padding_bias(attention_mask: Tensor, dtype: torch.dtype) -> Tensor:
@@ -33,7 +34,8 @@ def padding_bias(attention_mask: Tensor, dtype: torch.dtype) -> Tensor:
 
 def causal_bias(t_q: int, t_k: int, dtype: torch.dtype, device=None) -> Tensor:
     """(1, 1, T_q, T_k) bias letting query i see keys up to i + (T_k - T_q) (the cached prefix)."""
-    allowed = torch.ones(t_q, t_k, dtype=torch.bool, device=device).tril(diagonal=t_k - t_q)
+    query = torch.arange(t_q, device=device)[:, None] + (t_k - t_q)  # (T_q, 1): each query's position
+    allowed = torch.arange(t_k, device=device)[None] <= query  # (T_q, T_k); no diagonal argument: traceable sizes
     return torch.zeros(t_q, t_k, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)[None, None]
 
 
@@ -70,7 +72,7 @@ def attention_bias(attention_mask: Tensor | None, t_q: int, causal: bool, dtype:
                    device=None) -> Tensor | None:
     """The one bias a layer needs: padding and/or causal; None when nothing is masked."""
     bias = None
-    if attention_mask is not None and not bool(attention_mask.all()):
+    if attention_mask is not None and (is_traceable() or not bool(attention_mask.all())):
         bias = padding_bias(attention_mask, dtype)
     if causal:
         t_k = attention_mask.shape[-1] if attention_mask is not None else t_q
@@ -108,14 +110,25 @@ class Unpadded:
         return out.view(self.batch, self.seqlen, *x.shape[1:])
 
 
+@dataclass
+class PaddedSource:
+    """What a decoder block's cross-attention reads of a padded source: the encoder's (B, S, D) states
+    and where their real tokens sit. Each block projects the keys and values of those tokens only, in
+    its own forward pass (where a block sharded by FSDP has its whole weights)."""
+
+    states: Tensor
+    layout: Unpadded
+
+
 def self_attention_masks(mask: Tensor | None, t: int, past: int, causal: bool, unpad: bool, dtype: torch.dtype,
                          device=None) -> tuple[Unpadded | None, Tensor | None, bool]:
     """(layout, bias, causal) for the self-attention of T new positions after ``past`` cached ones.
 
     mask: (B, past + T) 1 = token, 0 = padding (or None). Padding is removed (``layout``) when allowed:
-    no cache, and every position that matters is a token (``unpad``).
+    no cache, and every position that matters is a token (``unpad``), and not on the traceable path
+    (plmkit.nn.tracing), which keeps the whole mask.
     """
-    if mask is not None and bool(mask.all()):
+    if mask is not None and not is_traceable() and bool(mask.all()):
         mask = None
     if mask is None:
         if not causal or past == 0:
@@ -124,6 +137,6 @@ def self_attention_masks(mask: Tensor | None, t: int, past: int, causal: bool, u
     if mask.shape[1] != past + t:
         raise PlmkitError(f"the attention mask has {mask.shape[1]} positions but the model sees {past} cached "
                           f"+ {t} new ones: pass the mask of the whole sequence")
-    if past == 0 and unpad:
+    if past == 0 and unpad and not is_traceable():
         return Unpadded.from_mask(mask, dtype), None, causal
     return None, attention_bias(mask, t, causal, dtype), False

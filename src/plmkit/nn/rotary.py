@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from plmkit.nn.tracing import is_traceable
+
 
 def rotate_half(x: Tensor) -> Tensor:
     """[x1 | x2] -> [-x2 | x1] over the last dimension."""
@@ -45,7 +47,8 @@ class RotaryEmbedding(nn.Module):
 
     def tables(self, position_ids: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         """position_ids (B, T) -> cos, sin (B, 1, T, d) in ``dtype``."""
-        needed = int(position_ids.max()) + 1 if position_ids.numel() else 0
+        # a traced graph keeps the tables as built (max_positions rows): growing them reads values
+        needed = 0 if is_traceable() or not position_ids.numel() else int(position_ids.max()) + 1
         if needed > self.cos.shape[0]:
             self._build(max(needed, 2 * self.cos.shape[0]), self.cos.device)
         cos, sin = self.cos[position_ids], self.sin[position_ids]  # (B, T, d)

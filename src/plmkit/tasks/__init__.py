@@ -10,10 +10,10 @@ Fine-tuning is the recipe plmkit.recipes.finetune (``plmkit finetune``); evaluat
 with a fine-tuned model directory are in inference.py (``plmkit evaluate`` / ``plmkit predict``).
 """
 from plmkit.tasks.base import TASK_FILE, Task, TaskSettings
-from plmkit.tasks.inference import (evaluate_dir, load_for_inference, load_model_dir, predict_dir, predict_records,
+from plmkit.tasks.inference import (evaluate_dir, evaluate_loaded, load_for_inference, load_model_dir, predict_dir, predict_records,
                                     read_prediction_input)
 from plmkit.tasks.registry import TASKS, get_task, load_task, pipeline_names, task_for_pipeline, task_names
 
-__all__ = ["TASKS", "TASK_FILE", "Task", "TaskSettings", "evaluate_dir", "get_task", "load_for_inference",
+__all__ = ["TASKS", "TASK_FILE", "Task", "TaskSettings", "evaluate_dir", "evaluate_loaded", "get_task", "load_for_inference",
            "load_model_dir", "load_task", "pipeline_names", "predict_dir", "predict_records", "read_prediction_input",
            "task_for_pipeline", "task_names"]

@@ -124,9 +124,9 @@ class Task:
 
     def evaluate(self, model, tokenizer, examples: list, features: list, batch_size: int = 32) -> dict[str, float]:
         """Metrics of `model` on encoded `features` of `examples`, accumulated batch by batch. A task
-        with `sharded_evaluation` takes `part` too (an EvalShard of plmkit.training.distributed):
-        under torchrun each process evaluates its rows and the metrics are reduced across them
-        (rank 0's are the ones kept); the others are evaluated by rank 0 alone."""
+        with `sharded_evaluation` (every task of plmkit) takes `part` too (an EvalShard of
+        plmkit.training.distributed): under torchrun each process evaluates its rows and the metrics
+        are reduced across them (rank 0's are the ones kept); another task's is run by rank 0 alone."""
         raise NotImplementedError
 
     def finished(self, result) -> str | None:

@@ -64,7 +64,7 @@ def forward_batches(model, features: list[dict], batch_size: int, pad_id: int,
     only; every process runs each batch's forward pass (a sharded model's collectives), yielding
     nothing when it has no rows."""
     collate = pad_collate(pad_id)
-    device = next(model.parameters()).device
+    device = model_device(model)
     was_training = model.training
     model.eval()
     try:
@@ -80,6 +80,12 @@ def forward_batches(model, features: list[dict], batch_size: int, pad_id: int,
                     yield idx, batch, out
     finally:
         model.train(was_training)
+
+
+def model_device(model) -> torch.device:
+    """Where a model's inputs go: its parameters' device (the CPU for one without parameters, an
+    onnxruntime `OrtModel`)."""
+    return next(model.parameters(), torch.empty(0)).device
 
 
 class LossMeter:

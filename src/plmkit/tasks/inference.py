@@ -19,6 +19,9 @@ from plmkit.utils.settings import Settings, setting
 from plmkit.utils.text import check_file
 
 
+ONNX_BACKENDS = {"onnxruntime": "fp32", "onnxruntime-int8": "int8"}  # backend -> the ONNX graph it runs (MODEL_FILES)
+
+
 @dataclass
 class InferenceSettings(Settings):
     """What `plmkit evaluate` and `plmkit predict` share: the model and how to run it."""
@@ -29,17 +32,25 @@ class InferenceSettings(Settings):
     device: str = setting("auto", "auto, cpu, cuda or cuda:N", metavar="DEV")
     null_score_diff_threshold: float | None = setting(
         None, "QA v2: answer only when null score - best span score <= T (off: the model's, 0)", metavar="T")
+    backend: str = setting("torch", "what runs the model: torch (the PyTorch model), onnxruntime or onnxruntime-int8 "
+                                    "(model.onnx or model.int8.onnx of a directory `plmkit export` wrote, on the CPU)",
+                           choices=("torch", *ONNX_BACKENDS))
 
     def validate(self) -> None:
         self.need(is_device_name(self.device),
                   f"device (--device) must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        self.need(self.backend == "torch" or self.device in ("auto", "cpu"),
+                  f"--backend {self.backend} runs on the CPU; drop --device {self.device}")
 
 
-def load_model_dir(directory: str | Path):
-    """(model in eval mode, tokenizer, Task with its settings) of a fine-tuned model directory."""
+def load_model_dir(directory: str | Path, backend: str = "torch"):
+    """(model in eval mode, tokenizer, Task with its settings) of a fine-tuned model directory; with
+    an onnxruntime `backend` (ONNX_BACKENDS), the model is an `OrtModel` of the directory's ONNX graph."""
     from plmkit.models.auto import load_any, model_class
     from plmkit.tokenization import Tokenizer
     task = load_task(directory)
+    if backend != "torch":
+        return _load_onnx(directory, task, backend), Tokenizer.from_pretrained(directory), task
     model = load_any(directory)
     expected = model_class(model.config.model_type, task.model_task)
     if not isinstance(model, expected):
@@ -52,15 +63,30 @@ def load_model_dir(directory: str | Path):
     return model.eval(), tokenizer, task
 
 
+def _load_onnx(directory, task: Task, backend: str):
+    """The `OrtModel` of an exported directory, refused where the task needs more than forward passes."""
+    from plmkit.models.onnx import GRAPHS, OrtModel
+    model = OrtModel(directory, ONNX_BACKENDS[backend])
+    if model.info["model_task"] != task.model_task:
+        raise CheckpointError(f"{directory}: {TASK_FILE} says task {task.name!r}, which needs a {task.model_task} model, "
+                              f"but the ONNX graph is of a {model.info['model_task']} model")
+    if GRAPHS[task.model_task].past:
+        raise ConfigError(f"--backend {backend} runs encoder tasks (forward passes); {task.name} generates text, "
+                          "which plmkit does with the torch backend (the exported graph takes past keys and values "
+                          "for a decoding loop of your own)")
+    task.check_model(model, directory)
+    return model.eval()
+
+
 def load_for_inference(model_dir, device: str = "auto", null_score_diff_threshold: float | None = None,
-                       batch_size: int = 32):
+                       batch_size: int = 32, backend: str = "torch"):
     """`load_model_dir` on `device`, with a QA no-answer threshold that overrides the saved one; the
     arguments are checked as `plmkit evaluate` / `predict` check their flags (`InferenceSettings`)."""
     from plmkit.utils.device import resolve_device
     InferenceSettings(model=model_dir, batch_size=batch_size, device=device,
-                      null_score_diff_threshold=null_score_diff_threshold)
-    model, tokenizer, task = load_model_dir(model_dir)
-    model.to(resolve_device(device, model.cpu_only))
+                      null_score_diff_threshold=null_score_diff_threshold, backend=backend)
+    model, tokenizer, task = load_model_dir(model_dir, backend)
+    model.to(resolve_device(device, model.cpu_only) if backend == "torch" else "cpu")
     overrides = {**task.inference_settings, **({} if null_score_diff_threshold is None else
                                                 {"null_score_diff_threshold": null_score_diff_threshold})}
     if overrides:
@@ -78,21 +104,25 @@ def with_settings(task: Task, **values) -> Task:
 
 
 def evaluate_dir(model_dir, data, batch_size: int = 32, device: str = "auto",
-                 null_score_diff_threshold: float | None = None) -> dict[str, float]:
+                 null_score_diff_threshold: float | None = None, backend: str = "torch",
+                 part=None) -> dict[str, float]:
     """Metrics of a fine-tuned model directory on a labelled data file in the training format (QA
-    v2: at `null_score_diff_threshold`, default the model's, plus the best threshold on this data)."""
-    model, tokenizer, task = load_for_inference(model_dir, device, null_score_diff_threshold, batch_size)
-    return evaluate_loaded(model, tokenizer, task, data, batch_size)
+    v2: at `null_score_diff_threshold`, default the model's, plus the best threshold on this data).
+    `part`: this process's part of an evaluation that several share (an EvalShard, under torchrun);
+    rank 0's metrics are those of the whole data."""
+    model, tokenizer, task = load_for_inference(model_dir, device, null_score_diff_threshold, batch_size, backend)
+    return evaluate_loaded(model, tokenizer, task, data, batch_size, part)
 
 
-def evaluate_loaded(model, tokenizer, task: Task, data, batch_size: int = 32) -> dict[str, float]:
+def evaluate_loaded(model, tokenizer, task: Task, data, batch_size: int = 32, part=None) -> dict[str, float]:
     """`evaluate_dir` with the model already loaded (`load_for_inference`): the task's metrics on
     the labelled file `data`. `model` is anything the task's evaluation can call like a plmkit model
     (plmkit.compression.report measures other backends through it)."""
     check_file(data, "data (a labelled file in the training format)")
     examples = task.read(data, labelled=True)
     features = task.encode(tokenizer, examples, model.config.label2id, path=data)
-    return task.evaluate(model, tokenizer, examples, features, batch_size)
+    shared = {"part": part} if part is not None and task.sharded_evaluation else {}
+    return task.evaluate(model, tokenizer, examples, features, batch_size, **shared)
 
 
 def predict_records(model, tokenizer, task: Task, records: list, batch_size: int = 32, where: str = "inputs",
@@ -109,11 +139,12 @@ def predict_records(model, tokenizer, task: Task, records: list, batch_size: int
 
 
 def predict_dir(model_dir, inputs: list, batch_size: int = 32, device: str = "auto", where: str = "inputs",
-                null_score_diff_threshold: float | None = None, lines: list[int] | None = None) -> list[dict]:
+                null_score_diff_threshold: float | None = None, lines: list[int] | None = None,
+                backend: str = "torch") -> list[dict]:
     """`predict_records` with a fine-tuned model directory; `inputs` is a list of records (dicts,
     or texts where the task reads one text)."""
     inputs = records_of(inputs)
-    model, tokenizer, task = load_for_inference(model_dir, device, null_score_diff_threshold, batch_size)
+    model, tokenizer, task = load_for_inference(model_dir, device, null_score_diff_threshold, batch_size, backend)
     return predict_records(model, tokenizer, task, inputs, batch_size, where, lines)
 
 
@@ -125,5 +156,6 @@ def read_prediction_input(task: Task | str, path: str) -> tuple[list, list[int]]
     return task.read_prediction_input(path)
 
 
-__all__ = ["InferenceSettings", "evaluate_dir", "evaluate_loaded", "load_for_inference", "load_model_dir", "predict_dir", "predict_records",
+__all__ = ["InferenceSettings", "ONNX_BACKENDS", "evaluate_dir", "evaluate_loaded", "load_for_inference", "load_model_dir",
+           "predict_dir", "predict_records",
            "read_prediction_input", "with_settings"]

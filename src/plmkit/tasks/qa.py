@@ -206,12 +206,32 @@ class SpanAggregator:
             words: list | None = None) -> None:
         cand, null = best_spans(start_logits, end_logits, offsets, self.max_answer_length,
                                 words=words if self.align_to_words else None)
-        if cand is not None and (example not in self.best or cand.score > self.best[example].score):
-            self.best[example] = cand
         z = _logsumexp([start_logits[0]] + [start_logits[k] for k, o in enumerate(offsets) if o is not None]) \
             + _logsumexp([end_logits[0]] + [end_logits[k] for k, o in enumerate(offsets) if o is not None])
-        if example not in self.null or null < self.null[example][0]:
-            self.null[example] = (null, math.exp(null - z))
+        self._keep(example, cand, (null, math.exp(null - z)))
+
+    def _keep(self, example: int, cand: Candidate | None, null: tuple[float, float]) -> None:
+        if cand is not None and (example not in self.best or cand.score > self.best[example].score):
+            self.best[example] = cand
+        if example not in self.null or null[0] < self.null[example][0]:
+            self.null[example] = null
+
+    def entries(self) -> list[tuple[int, tuple[Candidate | None, tuple[float, float]]]]:
+        """(example, (best span, (null score, null prob))) of every example seen: what `merge` takes."""
+        return [(k, (self.best.get(k), null)) for k, null in self.null.items()]
+
+    def merge(self, entries) -> None:
+        """Add what other aggregators found (`entries()` of the windows they saw)."""
+        for example, (cand, null) in entries:
+            self._keep(example, cand, null)
+
+    def routed(self, part) -> "SpanAggregator":
+        """An aggregator of the examples this process scores (`part.owns`: an EvalShard), holding what the
+        windows of every process found for them (`part.route`)."""
+        mine = SpanAggregator(self.max_answer_length, self.allow_no_answer, self.null_score_diff_threshold,
+                              self.align_to_words)
+        mine.merge(part.route(self.entries()))
+        return mine
 
     def null_score_diff(self, example: int) -> float:
         """Null score minus best span score; inf when no window of the example has a valid span."""
@@ -284,26 +304,42 @@ class QATask(Task):
         s = self.settings
         return windows(tokenizer, examples, s.max_length, s.stride_tokens(), s.query_tokens(), training)
 
-    def evaluate(self, model, tokenizer, examples, features, batch_size: int = 32) -> dict[str, float]:
-        """Exact match and F1; SQuAD v2 adds the best no-answer threshold on this data."""
-        spans = self.spans(model, tokenizer, features, batch_size)
+    sharded_evaluation = True
+
+    def evaluate(self, model, tokenizer, examples, features, batch_size: int = 32, part=None) -> dict[str, float]:
+        """Exact match and F1; SQuAD v2 adds the best no-answer threshold on this data. Shared by several
+        processes (`part`), each reads its rows of the windows; the spans found for a question are
+        brought to the one process that scores it (`part.route`), and the scores summed (the v2
+        threshold sweep needs every question's four numbers: gathered to rank 0)."""
+        spans = self.spans(model, tokenizer, features, batch_size, part=part)
+        scored = range(len(examples))
+        if part is not None:
+            spans = spans.routed(part)
+            scored = [k for k in scored if part.owns(k)]
         metric, sweep = SquadMetrics(), SquadThresholdSweep() if self.settings.version_2 else None
-        for k, e in enumerate(examples):
+        for k in scored:
+            e = examples[k]
             golds = [a["text"] for a in e.answers]
             metric.update(spans.answer(k, e.context)["answer"], golds)
             if sweep is not None:
                 sweep.update(spans.span_text(k, e.context), spans.null_score_diff(k), golds)
+        if part is not None:
+            for m in (metric, sweep):
+                if m is not None:
+                    m.reduce(part)
         if sweep is None:
             return metric.compute()
         return {**metric.compute(), "null_score_diff_threshold": self.settings.null_score_diff_threshold,
                 **sweep.compute()}
 
-    def spans(self, model, tokenizer, features: list[dict], batch_size: int, align_to_words: bool = False):
-        """Best answer span per example; the windows of one example may land in different batches."""
+    def spans(self, model, tokenizer, features: list[dict], batch_size: int, align_to_words: bool = False,
+              part=None) -> "SpanAggregator":
+        """Best answer span per example; the windows of one example may land in different batches (and
+        with `part`, on different processes: each process sees its rows only)."""
         s = self.settings
         spans = SpanAggregator(s.max_answer_length, allow_no_answer=s.version_2,
                                null_score_diff_threshold=s.null_score_diff_threshold, align_to_words=align_to_words)
-        for idx, _, out in forward_batches(model, features, batch_size, tokenizer.pad_token_id):
+        for idx, _, out in forward_batches(model, features, batch_size, tokenizer.pad_token_id, part):
             starts, ends = out.start_logits.float().tolist(), out.end_logits.float().tolist()
             for row, i in enumerate(idx):
                 f = features[i]

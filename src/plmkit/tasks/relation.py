@@ -164,13 +164,20 @@ class RelationTask(Task):
         if not model.get_input_embeddings().weight.requires_grad:
             train_embedding_rows(model, model.get_input_embeddings(), tokenizer.convert_tokens_to_ids(list(MARKERS)))
 
-    def evaluate(self, model, tokenizer, examples, features, batch_size: int = 32) -> dict[str, float]:
+    sharded_evaluation = True
+
+    def evaluate(self, model, tokenizer, examples, features, batch_size: int = 32, part=None) -> dict[str, float]:
+        """Micro P/R/F1 without the no-relation class, accuracy and loss; shared by several processes
+        (`part`), each counts its rows and the confusion matrices and losses are summed."""
         config = model.config
         no_rel = config.label2id.get(self.settings.no_relation) if self.settings.no_relation else None
         metric, loss = RelationMetrics(config.num_labels, no_rel), LossMeter()
-        for idx, batch, out in forward_batches(model, features, batch_size, tokenizer.pad_token_id):
+        for idx, batch, out in forward_batches(model, features, batch_size, tokenizer.pad_token_id, part):
             loss.add(out, len(idx))
             metric.update(out.logits.argmax(-1), batch["labels"])
+        if part is not None:
+            metric.reduce(part)
+            loss.reduce(part)
         return loss.put(metric.compute())
 
     def predict(self, model, tokenizer, records, batch_size: int = 32, where: str = "input", lines=None,

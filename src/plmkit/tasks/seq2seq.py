@@ -13,6 +13,7 @@ text out, with an encoder-decoder (BART, Marian, BERT-to-BERT).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -148,47 +149,66 @@ class Seq2SeqTask(Task):
     def target_language(self) -> str | None:
         return None
 
-    def evaluate(self, model, tokenizer, examples, features, batch_size: int = 32) -> dict[str, float]:
-        """The teacher-forced loss and the scores of generated targets (the first `eval_samples`)."""
+    sharded_evaluation = True
+
+    def evaluate(self, model, tokenizer, examples, features, batch_size: int = 32, part=None) -> dict[str, float]:
+        """The teacher-forced loss and the scores of generated targets (the first `eval_samples`). Shared
+        by several processes (`part`), each generates its rows of every batch and the scores' sufficient
+        statistics are summed (BLEU's n-gram matches and lengths, chrF's character n-gram counts, ROUGE's
+        sums of per-example F1): no process holds every prediction."""
         n = len(examples) if self.settings.eval_samples is None else min(len(examples), self.settings.eval_samples)
         examples, features = examples[:n], features[:n]
-        metrics = {"loss": self.loss(model, tokenizer, features, batch_size)}
-        predictions = self.generate(model, tokenizer, features, batch_size, progress=f"generating {n:,} targets")
+        metrics = {"loss": self.loss(model, tokenizer, features, batch_size, part)}
+        with part.unsharded(model) if part is not None else contextlib.nullcontext():  # (ranks end generating apart)
+            predictions = self.generate(model, tokenizer, features, batch_size, progress=f"generating {n:,} targets",
+                                        part=part)
+        mine = [i for i, text in enumerate(predictions) if text is not None]
         for scorer in self.metrics():
-            scorer.update(predictions, [e.target for e in examples])
+            scorer.update([predictions[i] for i in mine], [examples[i].target for i in mine])
+            if part is not None:
+                scorer.reduce(part)
             metrics.update(scorer.compute())
         return metrics
 
-    def loss(self, model, tokenizer, features, batch_size: int) -> float:
+    def loss(self, model, tokenizer, features, batch_size: int, part=None) -> float:
+        """The mean loss per target token (`part`: this process's rows of each batch, the sums added up)."""
         collate, device = self.collate(tokenizer), next(model.parameters()).device
-        total = count = 0
+        total = count = 0.0
         with torch.no_grad():
             for idx in batches_by_length(features, batch_size):
-                batch = {k: v.to(device) for k, v in collate([features[i] for i in idx]).items()}
-                out = model(**batch, **self.forward_kwargs)
-                tokens = int((batch["labels"] != IGNORE_INDEX).sum())
+                batch, own = collate([features[i] for i in idx]), True
+                if part is not None:
+                    batch, own = part.rows(batch)
+                batch = {k: v.to(device) for k, v in batch.items()}
+                out = model(**batch, **self.forward_kwargs)  # (on every process: a sharded model's collectives)
+                tokens = int((batch["labels"] != IGNORE_INDEX).sum()) if own else 0
                 total, count = total + float(out.loss) * tokens, count + tokens
+        if part is not None:
+            total, count = part.sums([total, count])
         return total / max(count, 1)
 
-    def generate(self, model, tokenizer, features, batch_size: int, progress: str | None = None,
-                 **overrides) -> list[str]:
-        """The generated text of each feature's source, in order (batches of similar source lengths)."""
+    def generate(self, model, tokenizer, features, batch_size: int, progress: str | None = None, part=None,
+                 **overrides) -> list:
+        """The generated text of each feature's source, in order (batches of similar source lengths);
+        with `part`, of this process's rows of each batch only (None for the others')."""
         s = self.settings
         settings = {"num_beams": s.num_beams, "length_penalty": s.length_penalty,
                     "no_repeat_ngram_size": s.no_repeat_ngram_size, "max_new_tokens": s.max_target_length,
                     **overrides}
         device = next(model.parameters()).device
-        out: list[str] = [""] * len(features)
+        out: list[str | None] = [None] * len(features)
         was_training = model.training
         model.eval()
         bar = tqdm(total=len(features), desc=progress, unit="example", leave=False,
                    disable=progress is None or not self.progress or not log.isEnabledFor(logging.INFO))
         try:
             for idx in batches_by_length(features, batch_size):
-                ids, mask = pad_sequences([features[i]["input_ids"] for i in idx], tokenizer.pad_token_id)
-                generated = model.generate(ids.to(device), attention_mask=mask.to(device), **settings)
-                for row, i in enumerate(idx):
-                    out[i] = tokenizer.decode(generated[row].tolist(), skip_special_tokens=True).strip()
+                mine = part.share(idx) if part is not None else idx
+                if mine:
+                    ids, mask = pad_sequences([features[i]["input_ids"] for i in mine], tokenizer.pad_token_id)
+                    generated = model.generate(ids.to(device), attention_mask=mask.to(device), **settings)
+                    for row, i in enumerate(mine):
+                        out[i] = tokenizer.decode(generated[row].tolist(), skip_special_tokens=True).strip()
                 bar.update(len(idx))
         finally:
             bar.close()

@@ -206,10 +206,14 @@ class SFTTask(Task):
     def main_metric(self) -> None:
         return None  # the best checkpoint only when asked for (--metric perplexity)
 
-    def evaluate(self, model, tokenizer, examples, features, batch_size: int = 8) -> dict[str, float]:
-        """Loss and perplexity of the held-out responses (at most `eval_batches` batches)."""
+    sharded_evaluation = True
+
+    def evaluate(self, model, tokenizer, examples, features, batch_size: int = 8, part=None) -> dict[str, float]:
+        """Loss and perplexity of the held-out responses (at most `eval_batches` batches); shared by
+        several processes (`part`), each its rows of every batch, the losses and token counts summed."""
         from plmkit.evaluation.perplexity import evaluate_perplexity
-        return evaluate_perplexity(model, features, batch_size, self.settings.eval_batches, self.collate(tokenizer))
+        return evaluate_perplexity(model, features, batch_size, self.settings.eval_batches, self.collate(tokenizer),
+                                   part=part)
 
     def predict(self, model, tokenizer, records, batch_size: int = 32, where: str = "input", lines=None,
                 align_to_words: bool = True):

@@ -82,6 +82,9 @@ class TrainConfig(Settings):
                                    "(DistributedDataParallel) or fsdp (FSDP2: parameters, gradients and optimizer "
                                    "state sharded across the processes)", choices=("ddp", "fsdp"),
                             shapes_run=False)
+    fsdp_cpu_offload: bool = setting(False, "with --strategy fsdp on GPUs: keep the parameter, gradient and optimizer "
+                                            "shards in (pinned) CPU memory, the optimizer stepping there (FSDP2's "
+                                            "CPUOffloadPolicy)", shapes_run=False)
     compile: bool = setting(False, "torch.compile the model a training step calls (dynamic shapes: the first steps "
                                    "compile, later ones reuse the graphs; a C++ compiler on CPUs, Triton on GPUs)",
                             shapes_run=False)
@@ -130,6 +133,8 @@ class TrainConfig(Settings):
                        "needs save_every (--save-every N): without checkpoints there is nothing to keep")
         self.need_with(given, ["min_lr_ratio"], self.schedule != "constant",
                        "is where a decaying schedule ends: --schedule constant never decays")
+        self.need_with(given, ["fsdp_cpu_offload"], self.strategy == "fsdp",
+                       "offloads FSDP's shards: give --strategy fsdp")
 
     @classmethod
     def with_defaults(cls, defaults: Mapping[str, Any], given: Mapping[str, Any]) -> "TrainConfig":

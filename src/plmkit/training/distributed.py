@@ -200,13 +200,56 @@ class EvalShard:
         """Each value summed over the ranks (float64)."""
         return all_reduce_sum(torch.tensor(values, dtype=torch.float64)).tolist() if values else []
 
-    def gather(self, items: list) -> list | None:
-        """Every rank's `items` (picklable), concatenated in rank order, on rank 0; None on the others."""
+    def gather(self, items: list, dst: int = 0) -> list | None:
+        """Every rank's `items` (picklable), concatenated in rank order, on rank `dst`; None on the others."""
         if not active() or world_size() == 1:
             return items
-        parts: list | None = [None] * world_size() if is_main() else None
-        dist.gather_object(items, parts, dst=0)
+        parts: list | None = [None] * world_size() if rank() == dst else None
+        dist.gather_object(items, parts, dst=dst)
         return [item for part in parts for item in part] if parts is not None else None
+
+    def share(self, items: list) -> list:
+        """This rank's share of `items`, as `rows` takes a batch's (possibly none)."""
+        start, stop = _bounds(len(items))
+        return items[start:stop]
+
+    def owns(self, key: int) -> bool:
+        """Whether this rank scores the example numbered `key` (`route` sends it what the others found)."""
+        return key % world_size() == rank()
+
+    def route(self, items: list[tuple[int, Any]]) -> list[tuple[int, Any]]:
+        """The (key, value) items of every rank whose key this rank `owns`: what each rank found about an
+        example (the spans of its windows) brought together on one rank, which scores it; no rank gets
+        the others' examples."""
+        if not active() or world_size() == 1:
+            return items
+        mine = None
+        for dst in range(world_size()):  # (one gather per rank: each receives its examples' items)
+            got = self.gather([item for item in items if item[0] % world_size() == dst], dst)
+            mine = got if dst == rank() else mine
+        return mine
+
+    @contextlib.contextmanager
+    def unsharded(self, model: torch.nn.Module) -> Iterator[None]:
+        """A block in which the ranks may run different numbers of forward passes (each generating its
+        own rows until they end): a model sharded by FSDP2 has its whole weights gathered on every rank
+        first (one collective) and kept through every forward pass, then sharded again; any other
+        model is left as it is (its forward passes need no other rank)."""
+        if not is_sharded(model):
+            yield
+            return
+        from torch.distributed.fsdp import FSDPModule
+        modules = [m for m in model.modules() if isinstance(m, FSDPModule)]
+        for m in modules:
+            m.unshard()
+        model.set_reshard_after_forward(False)
+        try:
+            yield
+        finally:
+            model.set_reshard_after_forward(True)  # as `wrap` made it: the blocks reshard after forward,
+            model.set_reshard_after_forward(False, recurse=False)  # the root (used again at once) does not
+            for m in modules:
+                m.reshard()
 
 
 def sharded_evaluation(evaluate: Callable) -> Callable:
@@ -227,15 +270,19 @@ def shard(batch: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     """(this rank's rows of a global batch, whether it has any): rank r of W takes rows
     [r*B//W, (r+1)*B//W) of every tensor (or list) with one row per example. A rank left with no
     rows (a last batch smaller than W) gets the whole batch, which the Trainer weights by zero."""
-    world = world_size()
     rows = batch_rows(batch)
-    if world == 1 or rows is None:
+    if world_size() == 1 or rows is None:
         return batch, True
-    r = rank()
-    start, stop = rows * r // world, rows * (r + 1) // world
+    start, stop = _bounds(rows)
     if start == stop:
         return batch, False
     return {k: v[start:stop] if _per_row(v, rows) else v for k, v in batch.items()}, True
+
+
+def _bounds(n: int) -> tuple[int, int]:
+    """[start, stop) of this rank's share of n rows: rows [r*n//W, (r+1)*n//W)."""
+    world, r = world_size(), rank()
+    return n * r // world, n * (r + 1) // world
 
 
 def batch_rows(batch: dict[str, Any]) -> int | None:
@@ -266,7 +313,8 @@ def rank_rng(seed: int, step: int, micro: int) -> Iterator[None]:
         yield
 
 
-def wrap(model: torch.nn.Module, strategy: str, where: torch.device) -> torch.nn.Module:
+def wrap(model: torch.nn.Module, strategy: str, where: torch.device, amp_dtype: torch.dtype | None = None,
+         cpu_offload: bool = False) -> torch.nn.Module:
     """The model a training step calls under several ranks (the model itself for one).
 
     ddp: a DistributedDataParallel around the model. fsdp: the model itself, sharded in place with
@@ -274,7 +322,10 @@ def wrap(model: torch.nn.Module, strategy: str, where: torch.device) -> torch.nn
     tied weights), on an explicit 1-d device mesh of the run's device type: without one, fully_shard
     takes CUDA on a machine with GPUs even under gloo. Each rank then holds 1/world of every
     parameter, gradient and optimizer state (build the optimizer after this); a block's full weights
-    exist only while it runs (all-gathered before its forward and backward, resharded after)."""
+    exist only while it runs (all-gathered before its forward and backward, resharded after). LoRA
+    layers are sharded with their block (frozen weights and trainable adapters alike); the saved
+    model merges them from the gathered whole (`full_state_dict`). On GPUs, `fsdp_policies` adds the
+    mixed-precision and offload policies."""
     if world_size() == 1:
         return model
     if strategy == "fsdp":
@@ -282,17 +333,34 @@ def wrap(model: torch.nn.Module, strategy: str, where: torch.device) -> torch.nn
         from torch.distributed.fsdp import fully_shard
 
         from plmkit.nn.block import TransformerBlock
-        from plmkit.nn.lora import MERGEABLE
-        if any(isinstance(m, MERGEABLE) for m in model.modules()):
-            raise ConfigError("--strategy fsdp does not take LoRA adapters or trainable embedding rows yet (their "
-                              "merge into the saved weights needs the whole tensors): use --strategy ddp")
         mesh = init_device_mesh(where.type, (world_size(),))
+        policies = fsdp_policies(where, amp_dtype, cpu_offload)
         for block in [m for m in model.modules() if isinstance(m, TransformerBlock)]:
-            fully_shard(block, mesh=mesh)
-        return fully_shard(model, mesh=mesh)
+            fully_shard(block, mesh=mesh, **policies)
+        return fully_shard(model, mesh=mesh, **policies)
     from torch.nn.parallel import DistributedDataParallel
     return DistributedDataParallel(model, device_ids=[where.index] if where.type == "cuda" else None,
                                    forward_sync_buffers=False)
+
+
+def fsdp_policies(where: torch.device, amp_dtype: torch.dtype | None, cpu_offload: bool) -> dict[str, Any]:
+    """`fully_shard`'s policies on GPUs (written for them, not run here; none on the CPU): with bf16
+    precision, blocks run on bf16 copies of the weights (all-gathered in bf16: half the traffic) while the
+    shards, the optimizer state and the gradient reduce-scatter stay fp32 (a sum of bf16 gradients would
+    lose their low bits); with `cpu_offload`, the shards live in pinned CPU memory and the optimizer
+    steps there (`--fsdp-cpu-offload`)."""
+    if where.type != "cuda":
+        if cpu_offload:
+            raise ConfigError("--fsdp-cpu-offload moves FSDP's shards from the GPUs to the CPU; this run is on the CPU "
+                              "already: leave it out")
+        return {}
+    from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy
+    policies: dict[str, Any] = {}
+    if amp_dtype == torch.bfloat16:
+        policies["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    if cpu_offload:
+        policies["offload_policy"] = CPUOffloadPolicy(pin_memory=True)
+    return policies
 
 
 def is_sharded(model: torch.nn.Module) -> bool:
@@ -340,6 +408,7 @@ def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
     return whole
 
 
-__all__ = ["STRATEGIES", "EvalShard", "active", "all_reduce_sum", "barrier", "batch_rows", "broadcast", "check_batch_size",
-           "device", "from_main", "full_state_dict", "gradient_sync", "is_main", "is_sharded", "local_rank", "local_value",
-           "main_first", "process_group", "rank", "restarted", "resume_after_restart", "fail_for_test", "rank_rng", "shard", "sharded_evaluation", "wrap", "world_size"]
+__all__ = ["STRATEGIES", "EvalShard", "active", "all_reduce_sum", "barrier", "batch_rows", "broadcast",
+           "check_batch_size", "device", "fail_for_test", "from_main", "fsdp_policies", "full_state_dict",
+           "gradient_sync", "is_main", "is_sharded", "local_rank", "local_value", "main_first", "process_group", "rank",
+           "rank_rng", "restarted", "resume_after_restart", "shard", "sharded_evaluation", "wrap", "world_size"]

@@ -58,7 +58,7 @@ from plmkit.training.metrics import MetricsLog, plot_curves
 from plmkit.training.optim import build_optimizer
 from plmkit.training.rng import capture_rng, restore_rng, seed_everything
 from plmkit.training.schedule import build_scheduler
-from plmkit.utils.device import autocast, resolve_precision
+from plmkit.utils.device import autocast, resolve_precision, to_device
 from plmkit.utils.files import atomic_write_dir, atomic_write_text
 from plmkit.utils.constants import IGNORE_INDEX
 from plmkit.utils.settings import is_int
@@ -200,7 +200,8 @@ class Trainer:
         checkpoint = resume_checkpoint(self.checkpoint_dir, resume)
         try:
             saved = self._read_checkpoint(checkpoint, accept_changes) if checkpoint is not None else None
-            self._forward = distributed.wrap(self.model, self.cfg.strategy, self.device)  # (fsdp: shards it)
+            self._forward = distributed.wrap(self.model, self.cfg.strategy, self.device, self.amp_dtype,
+                                             self.cfg.fsdp_cpu_offload)  # (fsdp: shards it)
             if self.cfg.compile:  # (the wrapper's attributes, e.g. DDP's no_sync, stay reachable through it)
                 self._forward = torch.compile(self._forward, dynamic=True)
             self.optimizer = build_optimizer(self.model, self.cfg)  # over the shards under fsdp
@@ -375,8 +376,8 @@ class Trainer:
                                                                                    dtype=torch.float64)]))
         totals, tokens = totals[:-1].tolist(), int(totals[-1])
         loss_sum = torch.zeros((), device=self.device)
+        micro = [(to_device(batch, self.device), own) for batch, own in micro]  # (GPU: every copy queued at once)
         for i, (batch, _) in enumerate(micro):
-            batch = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
             sync = i == accum - 1 or world == 1  # gradients all-reduced (reduce-scattered) on the last micro-batch only
             with distributed.gradient_sync(self._forward, sync), \
                     distributed.rank_rng(self.cfg.seed, self.state.step, i):
@@ -388,7 +389,8 @@ class Trainer:
         grad_norm = None
         if self.cfg.grad_clip is not None:
             grad_norm = distributed.local_value(torch.nn.utils.clip_grad_norm_(self._params, self.cfg.grad_clip))
-        norm = grad_norm.float() if grad_norm is not None else torch.zeros_like(loss_sum)
+        norm = (grad_norm.float().to(loss_sum.device)  # (from the CPU under --fsdp-cpu-offload)
+                if grad_norm is not None else torch.zeros_like(loss_sum))
         loss_sum = distributed.all_reduce_sum(loss_sum)  # (the gradients, and so their norm, are the same everywhere)
         loss_value, norm_value = torch.stack([loss_sum, norm]).tolist()  # the one host sync per step
         if not math.isfinite(loss_value) or not math.isfinite(norm_value):

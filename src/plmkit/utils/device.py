@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import torch
 
@@ -51,3 +52,11 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
 def autocast(device: torch.device, dtype: torch.dtype | None):
     """`torch.autocast` to `dtype` on `device`; for dtype None (fp32), autocast switched off."""
     return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """The tensors of `batch` on `device`; on a GPU copied from pinned (page-locked) memory without waiting,
+    so the copies overlap the work queued before them (written for GPUs, not run here)."""
+    pin = device.type == "cuda"
+    return {k: (v.pin_memory() if pin and v.device.type == "cpu" else v).to(device, non_blocking=True)
+            if torch.is_tensor(v) else v for k, v in batch.items()}

@@ -1,0 +1,249 @@
+"""plmkit serve under load, on loopback: `plmkit serve` in its own process, an asyncio client (httpx) here.
+
+1. Embeddings, all-MiniLM-L6-v2, real sentences, C concurrent clients: requests/s and latency p50/p99 with
+   batching on and off (--no-batching), against sentence-transformers' `encode` in one process (the
+   ceiling); the three are measured in interleaved rounds, so that a shared CPU's drifting load hits
+   them alike. Every answer is checked against sentence-transformers' vector (1e-4); a few bad requests
+   mixed in must get their 400 / 404.
+2. Chat completions, a GPT-2-small-shaped decoder (12 x 768, random weights, MiniLM's 30,522-piece
+   tokenizer, no EOS: every reply is --tokens long): rounds of one stream alone, then S concurrent
+   streams; aggregate tokens/s and time to first token p50/p99; each round's first greedy reply in the
+   S streams is checked against the same prompt's reply alone.
+
+Bounded: --requests, --rounds and a --time-limit per phase; the client stops by itself.
+
+    python bench/serve_load.py [--part embeddings|chat|all] [--clients 32] [--requests 640] [--streams 8]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import english_sentences  # noqa: E402
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+class Served:
+    """`plmkit serve` in a subprocess on 127.0.0.1 (a free port, read from its log), stopped with Ctrl-C."""
+
+    def __init__(self, *args: str):
+        self.log = tempfile.NamedTemporaryFile("w+", suffix=".log")
+        self.proc = subprocess.Popen([sys.executable, "-m", "plmkit", "serve", "--port", "0", "--device", "cpu", *args],
+                                     stderr=self.log, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.args = args
+
+    def __enter__(self) -> str:
+        import httpx
+        deadline, url = time.monotonic() + 120, None
+        while time.monotonic() < deadline:
+            text = Path(self.log.name).read_text()
+            if url is None and "listening on " in text:
+                url = text.split("listening on ", 1)[1].split()[0]
+            if url is not None:
+                try:
+                    if httpx.get(f"{url}/health", timeout=5).status_code == 200:
+                        return url
+                except httpx.HTTPError:
+                    pass
+            if self.proc.poll() is not None:
+                raise SystemExit(f"plmkit serve {' '.join(self.args)} exited: {text}")
+            time.sleep(0.2)
+        raise SystemExit("plmkit serve did not come up in 120 s")
+
+    def __exit__(self, *exc) -> None:
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def percentiles(values: list[float]) -> str:
+    ordered = sorted(values)
+    p = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000  # noqa: E731
+    return f"p50 {p(0.50):7.1f} ms  p99 {p(0.99):7.1f} ms"
+
+
+# -- embeddings -----------------------------------------------------------------------------------
+async def embedding_load(url: str, texts: list[str], reference: np.ndarray, clients: int, limit: float,
+                         bad_every: int = 0) -> dict:
+    import httpx
+    latencies, wrong, bad_ok, next_index = [], 0, 0, 0
+    started = time.perf_counter()
+
+    async def client(http):
+        nonlocal wrong, bad_ok, next_index
+        while next_index < len(texts) and time.perf_counter() - started < limit:
+            i = next_index
+            next_index += 1
+            if bad_every and i % bad_every == bad_every - 1:  # errors under load: each must get its answer
+                body, want = ({"model": "minilm", "input": ""}, 400) if i % 2 else ({"model": "nope", "input": "x"}, 404)
+                r = await http.post(f"{url}/v1/embeddings", json=body)
+                bad_ok += r.status_code == want and "error" in r.json()
+                continue
+            t0 = time.perf_counter()
+            r = await http.post(f"{url}/v1/embeddings", json={"model": "minilm", "input": texts[i],
+                                                              "encoding_format": "float"})
+            latencies.append(time.perf_counter() - t0)
+            vector = np.array(r.json()["data"][0]["embedding"]) if r.status_code == 200 else None
+            wrong += vector is None or float(np.abs(vector - reference[i]).max()) > 1e-4
+
+    async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=clients)) as http:
+        await asyncio.gather(*(client(http) for _ in range(clients)))
+    elapsed = time.perf_counter() - started
+    return {"done": len(latencies), "elapsed": elapsed, "latencies": latencies, "wrong": wrong,
+            "bad_ok": bad_ok, "bad": (next_index // bad_every) if bad_every else 0}
+
+
+def embeddings_part(args, minilm: str) -> None:
+    """Batching on, off and sentence-transformers, interleaved round by round: a drifting load (a shared
+    CPU) hits all three alike."""
+    from sentence_transformers import SentenceTransformer
+    texts = english_sentences(args.requests)
+    st = SentenceTransformer(minilm, device="cpu")
+    reference = st.encode(texts, batch_size=32)
+    print(f"\nembeddings: all-MiniLM-L6-v2, {len(texts)} real sentences, {args.clients} concurrent clients, "
+          f"{args.rounds_embed} interleaved rounds")
+    labels = ("batching on", "batching off")
+    totals = {label: {"done": 0, "elapsed": 0.0, "latencies": [], "wrong": 0, "bad_ok": 0, "bad": 0}
+              for label in labels}
+    st_time = 0.0
+    with Served("--model", f"minilm={minilm}") as on, Served("--model", f"minilm={minilm}", "--no-batching") as off:
+        for url in (on, off):
+            asyncio.run(embedding_load(url, texts[:64], reference[:64], args.clients, 30))  # warm up
+        size = -(-len(texts) // args.rounds_embed)
+        for start in range(0, len(texts), size):
+            part, ref = texts[start:start + size], reference[start:start + size]
+            for label, url in zip(labels, (on, off)):
+                r = asyncio.run(embedding_load(url, part, ref, args.clients, args.time_limit / args.rounds_embed,
+                                               bad_every=50 if label == "batching on" else 0))
+                for key in ("done", "elapsed", "wrong", "bad_ok", "bad"):
+                    totals[label][key] += r[key]
+                totals[label]["latencies"] += r["latencies"]
+            t0 = time.perf_counter()
+            st.encode(part, batch_size=32)
+            st_time += time.perf_counter() - t0
+    ceiling = len(texts) / st_time
+    for label in labels:
+        r = totals[label]
+        rps = r["done"] / r["elapsed"]
+        r["rps"] = rps
+        errors = f", {r['bad_ok']}/{r['bad']} bad requests answered right" if r["bad"] else ""
+        print(f"  plmkit serve, {label:<13} {rps:7.1f} requests/s   {percentiles(r['latencies'])}   "
+              f"{r['done']} answered, {r['wrong']} wrong{errors}")
+    print(f"  sentence-transformers encode {ceiling:7.1f} texts/s (one process, batch 32: the ceiling)")
+    on_rps, off_rps = totals["batching on"]["rps"], totals["batching off"]["rps"]
+    print(f"  batching on / off: {on_rps / off_rps:.2f}x (target >= 3x)   ceiling / batching on: "
+          f"{ceiling / on_rps:.2f}x (goal <= 1.2x)")
+
+
+# -- chat -------------------------------------------------------------------------------------------
+async def chat_load(url: str, prompts: list[str], streams: int, tokens: int, limit: float) -> dict:
+    import httpx
+    ttfts, texts, generated, next_index = [], {}, 0, 0
+    started = time.perf_counter()
+
+    async def one_stream(http):
+        nonlocal generated, next_index
+        while next_index < len(prompts) and time.perf_counter() - started < limit:
+            i = next_index
+            next_index += 1
+            body = {"model": "gpt", "messages": [{"role": "user", "content": prompts[i]}], "max_tokens": tokens,
+                    "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
+            t0, first, pieces = time.perf_counter(), None, []
+            async with http.stream("POST", f"{url}/v1/chat/completions", json=body) as r:
+                async for line in r.aiter_lines():
+                    if not line.startswith("data: {"):
+                        continue
+                    chunk = json.loads(line[6:])
+                    if chunk.get("usage"):
+                        generated += chunk["usage"]["completion_tokens"]
+                    for choice in chunk["choices"]:
+                        if choice["delta"].get("content"):
+                            first = first or time.perf_counter()
+                            pieces.append(choice["delta"]["content"])
+            ttfts.append((first or time.perf_counter()) - t0)
+            texts[i] = "".join(pieces)
+
+    async with httpx.AsyncClient(timeout=300, limits=httpx.Limits(max_connections=streams)) as http:
+        await asyncio.gather(*(one_stream(http) for _ in range(streams)))
+    return {"generated": generated, "elapsed": time.perf_counter() - started, "ttft": ttfts, "texts": texts}
+
+
+def decoder_dir(root: Path, minilm: str) -> Path:
+    """GPT-2 small's shape (12 x 768), random weights, MiniLM's WordPiece tokenizer (no EOS: fixed lengths)."""
+    import torch
+
+    from plmkit.models.gpt2 import GPT2Config, GPT2LMHeadModel
+    from plmkit.tokenization import Tokenizer
+    tokenizer = Tokenizer.from_pretrained(minilm)
+    torch.manual_seed(0)
+    config = GPT2Config.from_preset("gpt2", vocab_size=len(tokenizer), n_positions=1024, bos_token_id=None,
+                                    eos_token_id=None, pad_token_id=tokenizer.pad_token_id)
+    GPT2LMHeadModel(config).save_pretrained(root / "gpt")
+    tokenizer.save_pretrained(root / "gpt")
+    return root / "gpt"
+
+
+def chat_part(args, minilm: str, root: Path) -> None:
+    """One stream and S streams, interleaved round by round (a drifting load hits both alike)."""
+    gpt = decoder_dir(root, minilm)
+    prompts = english_sentences(args.streams * args.rounds)
+    print(f"\nchat completions: GPT-2-small-shaped (12 x 768, random weights), {args.tokens} tokens per reply, greedy, "
+          f"{args.rounds} interleaved rounds")
+    runs = {1: [], args.streams: []}
+    with Served("--model", f"gpt={gpt}", "--max-batch", str(args.streams)) as url:
+        asyncio.run(chat_load(url, prompts[:2], 1, 8, 60))  # warm up
+        for r in range(args.rounds):
+            part = prompts[r * args.streams:(r + 1) * args.streams]
+            runs[1].append(asyncio.run(chat_load(url, part[:1], 1, args.tokens, args.time_limit)))
+            runs[args.streams].append(asyncio.run(chat_load(url, part, args.streams, args.tokens, args.time_limit)))
+    tps = {}
+    for streams, results in runs.items():
+        tps[streams] = sum(r["generated"] for r in results) / sum(r["elapsed"] for r in results)
+        ttft = [t for r in results for t in r["ttft"]]
+        print(f"  {streams} stream{'s' if streams > 1 else ' '} {tps[streams]:7.1f} tokens/s   time to first token "
+              f"{percentiles(ttft)}   {len(ttft)} replies")
+    same = sum(one["texts"][0] == many["texts"][0] for one, many in zip(runs[1], runs[args.streams]))
+    print(f"  {same}/{args.rounds} replies of the concurrent runs equal the one-stream replies (greedy)")
+    print(f"  aggregate / one stream: {tps[args.streams] / tps[1]:.2f}x (target >= 2.5x)")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--part", choices=("embeddings", "chat", "all"), default="all")
+    ap.add_argument("--clients", type=int, default=32)
+    ap.add_argument("--requests", type=int, default=640)
+    ap.add_argument("--streams", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=4, help="chat: rounds of (1 stream, then S streams)")
+    ap.add_argument("--rounds-embed", type=int, default=5, help="embeddings: rounds of (on, off, the ceiling)")
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--time-limit", type=float, default=300, help="seconds per configuration at most")
+    args = ap.parse_args(argv)
+    from plmkit.demo import minilm_dir
+    minilm = str(minilm_dir())
+    print(f"plmkit serve on 127.0.0.1, {os.cpu_count()} CPUs")
+    if args.part in ("embeddings", "all"):
+        embeddings_part(args, minilm)
+    if args.part in ("chat", "all"):
+        with tempfile.TemporaryDirectory() as root:
+            chat_part(args, minilm, Path(root))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

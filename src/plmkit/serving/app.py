@@ -1,0 +1,458 @@
+"""`plmkit serve`'s ASGI app (FastAPI on uvicorn): OpenAI's routes, the task routes, the playground.
+
+    GET  /                      the playground page (static/playground.html)
+    GET  /health                503 {"status": "loading"} until every model is loaded, then 200
+    GET  /metrics               Prometheus (serving/metrics.py)
+    GET  /v1/models             the models by name, with their kind and routes
+    POST /v1/completions        decoders: text completion; stream: server-sent events
+    POST /v1/chat/completions   decoders: `plmkit chat`'s template; stream: server-sent events
+    POST /v1/embeddings         encoders without a task: pooled sentence embeddings
+    POST /v1/classify|ner|qa|translate|summarize   fine-tuned task models: what `plmkit predict` answers
+    POST /v1/attention          encoders: the attention maps of one text, a PNG
+
+Models load in a thread when the app starts (/health says 503 meanwhile). Requests reach a model's
+batcher (serving/batching.py) and wait there; every error is OpenAI's body (serving/protocol.py).
+With an API key, every request but the page, its script and /health needs ``Authorization: Bearer KEY``.
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import threading
+import time
+from contextlib import asynccontextmanager
+from functools import partial
+from importlib import resources
+from typing import Callable
+
+import anyio
+import numpy as np
+import torch
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from plmkit.chat import SYSTEM, USER, encode_text, format_prompt
+from plmkit.errors import PlmkitError
+from plmkit.serving.batching import DecoderBatcher, Done, EncoderBatcher, GenerationJob, Piece, Worker
+from plmkit.serving.metrics import Metrics
+from plmkit.serving.models import TASK_ENDPOINTS, ServedModel, load_served_model
+from plmkit.serving.protocol import (ApiError, AttentionRequest, ChatRequest, CompletionRequest, EmbeddingRequest,
+                                     Envelope, Sampling, TaskRequest, bad_request, embedding_item, usage,
+                                     validation_error)
+from plmkit.serving.settings import ServeSettings
+
+log = logging.getLogger("plmkit.serving")
+
+OPEN_PATHS = ("/", "/static/playground.js", "/health")  # no API key asked (they hold no data)
+COMPLETION_DEFAULT_MAX_TOKENS = 16  # OpenAI's
+
+
+class Server:
+    """The models of one app, their batchers and its metrics."""
+
+    def __init__(self, models: dict[str, str], settings: ServeSettings,
+                 loader: Callable[[str, str, str], ServedModel] = load_served_model):
+        self.specs, self.settings, self.loader = models, settings, loader
+        self.models: dict[str, ServedModel] = {}
+        self.workers: dict[str, Worker] = {}
+        self.metrics = Metrics()
+        self.state, self.error = "loading", None
+        self.on_failed: Callable[[BaseException], None] | None = None  # the CLI stops the server
+
+    def load(self) -> None:
+        """Load every model and start its batcher (in a thread; /health answers meanwhile)."""
+        try:
+            for name, path in self.specs.items():
+                served = self.loader(name, path, self.settings.device)
+                self.models[name] = served
+                self.workers[name] = self._worker(served)
+                self.workers[name].start()
+                log.info("serving %s (%s) as %r: %s", path, served.kind, name, ", ".join(served.endpoints))
+            self.state = "ready"
+        except Exception as err:  # noqa: BLE001 (said on /health and by the CLI)
+            self.state, self.error = "failed", err
+            log.error("plmkit serve: cannot load the models: %s", err)
+            if self.on_failed is not None:
+                self.on_failed(err)
+
+    def _worker(self, served: ServedModel) -> Worker:
+        s = self.settings
+        if served.generates:
+            return DecoderBatcher(served.name, served.model, served.tokenizer, slots=s.max_batch if s.batching else 1,
+                                  max_queue=s.max_queue, max_len=served.context_length, metrics=self.metrics)
+        run = partial(embed_batch, served) if served.embeds else partial(predict_batch, served, s.task_batch_size)
+        return EncoderBatcher(served.name, run, max_tokens=s.batch_tokens, max_wait=s.batch_wait_ms / 1000,
+                              max_queue=s.max_queue, batching=s.batching, metrics=self.metrics)
+
+    def close(self) -> None:
+        for worker in self.workers.values():
+            worker.stop()
+
+    def check_ready(self) -> None:
+        if self.state != "ready":
+            raise ApiError(503, "the server is still loading its models; retry when /health answers 200"
+                           if self.state == "loading" else f"the models failed to load: {self.error}",
+                           type="service_unavailable", code="loading")
+
+    def model(self, name: str, route: str) -> tuple[ServedModel, Worker]:
+        """The model called ``name`` and its batcher, if it answers ``route``."""
+        self.check_ready()
+        if name not in self.models:
+            raise ApiError(404, f"the model {name!r} does not exist; this server has {', '.join(map(repr, self.models))}",
+                           code="model_not_found", param="model")
+        served = self.models[name]
+        if route not in served.endpoints:
+            raise bad_request(f"the model {name!r} is a {served.kind} model: it answers {', '.join(served.endpoints)}, "
+                              f"not {route}", param="model", code="wrong_model")
+        return served, self.workers[name]
+
+
+# -- what the encoder batchers run ---------------------------------------------------------------
+def embed_batch(served: ServedModel, items: list[list[int]]) -> list[np.ndarray]:
+    """Token ids of texts -> their embeddings, in one padded forward pass."""
+    from plmkit.data.collate import pad_sequences
+    pad = served.tokenizer.pad_token_id or 0
+    ids, mask = pad_sequences(items, pad)
+    with torch.inference_mode():
+        vectors = served.embed(ids.to(served.device), mask.to(served.device))  # (B, D)
+    return list(vectors.float().cpu().numpy())
+
+
+def predict_batch(served: ServedModel, batch_size: int, records: list) -> list[dict]:
+    """`plmkit predict` on records of several requests at once."""
+    from plmkit import tasks
+    with torch.inference_mode():
+        return tasks.predict_records(served.model, served.tokenizer, served.task, records, batch_size, where="input")
+
+
+def record_tokens(tokenizer, record) -> int:
+    """Tokens of a task record's texts (what it costs a batch)."""
+    texts = [record] if isinstance(record, str) else [
+        " ".join(v) if isinstance(v, list) and all(isinstance(x, str) for x in v) else v
+        for v in (record.values() if isinstance(record, dict) else ())]
+    return max(1, sum(len(encode_text(tokenizer, t)) for t in texts if isinstance(t, str)))
+
+
+# -- responses -----------------------------------------------------------------------------------
+class EventStream(StreamingResponse):
+    """Server-sent events whose generator is closed as soon as the client goes (noticed while waiting
+    for the next token too), so that the generator's ``finally`` frees the request's rows at once."""
+
+    media_type = "text/event-stream"
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            async with anyio.create_task_group() as group:
+                async def run_then_stop(func):
+                    try:
+                        await func()
+                    except OSError:  # the client went while we were writing
+                        pass
+                    group.cancel_scope.cancel()
+
+                group.start_soon(run_then_stop, partial(self.stream_response, send))
+                await run_then_stop(partial(self.listen_for_disconnect, receive))
+        finally:
+            await self.body_iterator.aclose()
+
+
+def sse(data) -> str:
+    return f"data: {data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+def error_json(err: ApiError) -> JSONResponse:
+    return JSONResponse(err.body(), status_code=err.status)
+
+
+async def until_disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def check_room(served: ServedModel, prompt_tokens: int, max_tokens: int | None, default: int) -> int:
+    """max_tokens for this prompt; a prompt + max_tokens beyond the context is a 400 naming the limits."""
+    context = served.context_length
+    if max_tokens is None:
+        max_tokens = min(default, context - prompt_tokens)
+        if max_tokens >= 1:
+            return max_tokens
+        max_tokens = 1
+    if prompt_tokens + max_tokens > context:
+        raise ApiError(400, f"This model's maximum context length is {context} tokens. However, you requested "
+                            f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the prompt, {max_tokens} for the "
+                            "completion). Please shorten the prompt or lower max_tokens.",
+                       code="context_length_exceeded", param="max_tokens" if prompt_tokens < context else "messages")
+    return max_tokens
+
+
+def create_app(models: dict[str, str], settings: ServeSettings | None = None,
+               loader: Callable[[str, str, str], ServedModel] = load_served_model) -> FastAPI:
+    """The app serving ``models`` (name -> directory); ``loader`` loads one (tests give their own)."""
+    server = Server(models, settings or ServeSettings(), loader)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        threading.Thread(target=server.load, name="plmkit-serve-load", daemon=True).start()
+        yield
+        await run_in_threadpool(server.close)
+
+    app = FastAPI(title="plmkit serve", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.server = server
+    _add_error_handlers(app)
+    app.add_middleware(Guard, server=server)
+    page = resources.files("plmkit.serving") / "static"
+
+    @app.get("/", include_in_schema=False)
+    async def playground() -> Response:
+        return Response((page / "playground.html").read_bytes(), media_type="text/html; charset=utf-8")
+
+    @app.get("/static/playground.js", include_in_schema=False)
+    async def playground_script() -> Response:
+        return Response((page / "playground.js").read_bytes(), media_type="text/javascript; charset=utf-8")
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        if server.state == "ready":
+            return JSONResponse({"status": "ok", "models": list(server.models)})
+        body = {"status": server.state, **({"error": str(server.error)} if server.error else {})}
+        return JSONResponse(body, status_code=503)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(server.metrics.render(), media_type=server.metrics.content_type)
+
+    @app.get("/v1/models")
+    async def list_models() -> dict:
+        server.check_ready()
+        return {"object": "list", "data": [
+            {"id": m.name, "object": "model", "created": m.created, "owned_by": "plmkit", "kind": m.kind,
+             "endpoints": m.endpoints, "context_length": m.context_length,
+             **({"task": m.task.name} if m.task is not None else {})} for m in server.models.values()]}
+
+    @app.post("/v1/completions")
+    async def completions(body: CompletionRequest, request: Request):
+        served, worker = server.model(body.model, "/v1/completions")
+        prompts = [encode_text(served.tokenizer, p) for p in body.prompts()]
+        lengths = [check_room(served, len(p), body.max_tokens, COMPLETION_DEFAULT_MAX_TOKENS) for p in prompts]
+        echo = body.prompts() if body.echo else None
+        return await generation(server, worker, body, request, Envelope("completion", body.model), prompts, lengths,
+                                body.stops(), echo)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(body: ChatRequest, request: Request):
+        served, worker = server.model(body.model, "/v1/chat/completions")
+        system, history, user = body.conversation()
+        eos = getattr(served.tokenizer, "eos_token", None) or "<|endoftext|>"
+        prompt = encode_text(served.tokenizer, format_prompt(history, user, system, eos))
+        max_tokens = check_room(served, len(prompt), body.max_completion_tokens or body.max_tokens,
+                                server.settings.default_max_tokens)
+        return await generation(server, worker, body, request, Envelope("chat", body.model), [prompt], [max_tokens],
+                                [USER, SYSTEM] + body.stops())
+
+    @app.post("/v1/embeddings")
+    async def embeddings(body: EmbeddingRequest) -> JSONResponse:
+        served, worker = server.model(body.model, "/v1/embeddings")
+        encoded = [served.tokenizer(text)["input_ids"] for text in body.texts()]
+        limit = served.max_input_tokens or served.context_length
+        for i, ids in enumerate(encoded):
+            if len(ids) > limit:
+                raise ApiError(400, f"input[{i}] has {len(ids)} tokens, but this model takes at most {limit} "
+                                    "tokens per input; shorten it", code="context_length_exceeded", param="input")
+        lengths = [len(ids) for ids in encoded]
+        vectors = await worker.submit(encoded, lengths, server.settings.timeout)
+        server.metrics.prompt_tokens.labels(body.model).inc(sum(lengths))
+        return JSONResponse({"object": "list", "model": body.model, "usage": usage(sum(lengths)),
+                             "data": [embedding_item(i, v, body.encoding_format) for i, v in enumerate(vectors)]})
+
+    def task_route(endpoint: str):
+        async def answer(body: TaskRequest) -> JSONResponse:
+            served, worker = server.model(body.model, f"/v1/{endpoint}")
+            records = body.records()
+            lengths = [record_tokens(served.tokenizer, r) for r in records]
+            results = await worker.submit(records, lengths, server.settings.timeout)
+            server.metrics.prompt_tokens.labels(body.model).inc(sum(lengths))
+            return JSONResponse({"object": "list", "model": body.model, "data": results, "usage": usage(sum(lengths))})
+        answer.__name__ = endpoint
+        return answer
+
+    for endpoint, pipeline in TASK_ENDPOINTS.items():
+        app.post(f"/v1/{endpoint}", summary=f"{pipeline}: what `plmkit predict` answers")(task_route(endpoint))
+
+    @app.post("/v1/attention", response_class=Response)
+    async def attention(body: AttentionRequest) -> Response:
+        served, _ = server.model(body.model, "/v1/attention")
+        png = await run_in_threadpool(served.attention_png, body.input, body.layers)
+        return Response(png, media_type="image/png")
+
+    return app
+
+
+# -- generation ----------------------------------------------------------------------------------
+async def generation(server: Server, worker: DecoderBatcher, body: Sampling, request: Request, envelope: Envelope,
+                     prompts: list[list[int]], max_tokens: list[int], stops: list[str], echo: list[str] | None = None):
+    """Completions and chat completions: one job per prompt (``n`` sequences each, ``max_tokens`` for that
+    prompt), answered whole or streamed."""
+    if body.n > server.settings.max_n:
+        raise bad_request(f"n={body.n} completions asked, this server gives at most {server.settings.max_n} per "
+                          "request (--max-n)", param="n", code="n_too_large")
+    deadline = asyncio.get_running_loop().time() + server.settings.timeout
+    jobs: list[GenerationJob] = []
+    try:
+        for prompt, most in zip(prompts, max_tokens):
+            jobs.append(worker.submit(prompt, body.n, body.generate_kwargs(most), stops, body.seed))
+    except BaseException:
+        for job in jobs:
+            job.cancel()
+        raise
+    prompt_tokens = sum(len(p) for p in prompts)
+    server.metrics.prompt_tokens.labels(body.model).inc(prompt_tokens)
+    if body.stream:
+        return EventStream(stream_events(server, body, envelope, jobs, deadline, prompt_tokens, echo))
+    collect = asyncio.ensure_future(collect_texts(server, body, jobs, deadline))
+    gone = asyncio.ensure_future(until_disconnected(request))
+    try:
+        await asyncio.wait([collect, gone], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not collect.done():  # the client went (or we stop): free the rows now
+            collect.cancel()
+            for job in jobs:
+                job.cancel()
+    if collect.cancelled():
+        return Response(status_code=499)  # nginx's "client closed request": nobody reads it
+    texts, reasons, completion_tokens = collect.result()
+    if echo:
+        texts = [echo[i // body.n] + t for i, t in enumerate(texts)]
+    return JSONResponse(envelope.response(texts, reasons, prompt_tokens, completion_tokens))
+
+
+def _finished(server: Server, model: str, job: GenerationJob, tokens: int) -> None:
+    server.metrics.generation_tokens.labels(model).inc(tokens)
+    if job.first_token_at is not None:
+        server.metrics.first_token.labels(model).observe(job.first_token_at - job.submitted)
+
+
+async def collect_texts(server: Server, body: Sampling, jobs: list[GenerationJob],
+                        deadline: float) -> tuple[list[str], list[str], int]:
+    n = body.n
+    texts, reasons, total = [""] * (n * len(jobs)), [""] * (n * len(jobs)), 0
+    for j, job in enumerate(jobs):
+        tokens = 0
+        async for event in job.events(deadline, server.settings.timeout):
+            if isinstance(event, Piece):
+                texts[j * n + event.index] += event.text
+            elif isinstance(event, Done):
+                reasons[j * n + event.index] = event.reason
+                tokens += event.tokens
+        _finished(server, body.model, job, tokens)
+        total += tokens
+    return texts, reasons, total
+
+
+async def stream_events(server: Server, body: Sampling, envelope: Envelope, jobs: list[GenerationJob],
+                        deadline: float, prompt_tokens: int, echo: list[str] | None):
+    n, with_usage = body.n, body.include_usage
+    completion_tokens = 0
+    try:
+        for j, job in enumerate(jobs):
+            for index in range(n):
+                if envelope.chat:
+                    yield sse(envelope.chunk(j * n + index, role=True, with_usage=with_usage))
+                elif echo:
+                    yield sse(envelope.chunk(j * n + index, echo[j], with_usage=with_usage))
+            tokens = 0
+            async for event in job.events(deadline, server.settings.timeout):
+                if isinstance(event, Piece) and event.text:
+                    yield sse(envelope.chunk(j * n + event.index, event.text, with_usage=with_usage))
+                elif isinstance(event, Done):
+                    tokens += event.tokens
+                    yield sse(envelope.chunk(j * n + event.index, reason=event.reason, with_usage=with_usage))
+            _finished(server, body.model, job, tokens)
+            completion_tokens += tokens
+        if with_usage:
+            yield sse(envelope.usage_chunk(prompt_tokens, completion_tokens))
+    except ApiError as err:  # a timeout: said in the stream (the status line is long gone)
+        yield sse(err.body())
+    except PlmkitError as err:
+        yield sse(bad_request(str(err)).body())
+    finally:
+        for job in jobs:
+            job.cancel()
+    yield sse("[DONE]")
+
+
+# -- errors and the guard ------------------------------------------------------------------------
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(request, err: ApiError):
+        return error_json(err)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request, err: RequestValidationError):
+        return error_json(validation_error(list(err.errors())))
+
+    @app.exception_handler(PlmkitError)
+    async def plmkit_error(request, err: PlmkitError):
+        return error_json(bad_request(str(err)))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request, err: HTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code)
+        message = (f"no route {request.method} {request.url.path}" if err.status_code in (404, 405)
+                   else str(err.detail))
+        return error_json(ApiError(err.status_code, message, code=code))
+
+    @app.exception_handler(Exception)
+    async def internal(request, err: Exception):
+        log.exception("internal error on %s", request.url.path)
+        return error_json(ApiError(500, f"internal server error: {type(err).__name__}: {err}", type="server_error"))
+
+
+class Guard:
+    """ASGI middleware: the API key, then each request counted and timed by route."""
+
+    def __init__(self, app, server: Server):
+        self.app, self.server = app, server
+        self.routes: set[str] | None = None
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path, started, status = scope["path"], time.perf_counter(), [500]
+
+        async def counted_send(message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            key = self.server.settings.api_key
+            if key is not None and path not in OPEN_PATHS and not _authorized(scope, key):
+                err = ApiError(401, "missing or wrong API key: send 'Authorization: Bearer KEY' (plmkit serve "
+                                    "--api-key)", type="authentication_error", code="invalid_api_key")
+                await error_json(err)(scope, receive, counted_send)
+                return
+            await self.app(scope, receive, counted_send)
+        finally:
+            route = path if path in self._routes(scope) else "other"
+            self.server.metrics.requests.labels(route, str(status[0])).inc()
+            self.server.metrics.latency.labels(route).observe(time.perf_counter() - started)
+
+    def _routes(self, scope) -> set[str]:
+        if self.routes is None:
+            self.routes = {getattr(r, "path", "") for r in scope["app"].routes}
+        return self.routes
+
+
+def _authorized(scope, key: str) -> bool:
+    headers = dict(scope.get("headers") or [])
+    given = headers.get(b"authorization", b"").decode("latin-1")
+    return given.startswith("Bearer ") and hmac.compare_digest(given[7:].encode(), key.encode())
+
+
+__all__ = ["Server", "create_app"]

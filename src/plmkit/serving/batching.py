@@ -1,0 +1,350 @@
+"""Batching across concurrent requests, one worker thread per model.
+
+`EncoderBatcher` (dynamic batching, for encoders: embeddings and task models): requests wait in
+arrival order; the worker takes the first, then, until ``max_wait`` after it arrived, every following
+one whose inputs still fit in ``max_tokens`` padded tokens (longest input x inputs), and runs them in
+one call. A batch that fails is run again request by request, so a bad record fails its own request only.
+
+`DecoderBatcher` (continuous batching, for decoder LMs): up to ``slots`` sequences are decoded together
+on one `SlotKVCache`. Between two steps, finished and cancelled sequences leave (their row is free at
+once) and waiting requests join: a joining prompt runs alone through the model, filling its row of the
+cache, then its sequence takes part in every following step, one token per step per sequence. Each
+sequence has its own settings (greedy or sampled, its seed, its stop strings), picked by the same
+`next_tokens` as `generate`, so greedy output equals `generate`'s, token for token.
+
+A full queue (``max_queue`` waiting requests) is refused at once: `ApiError` 429.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from plmkit.chat import StopFilter
+from plmkit.generation import IncrementalDecoder, decoding_layout, next_tokens
+from plmkit.nn.cache import SlotKVCache
+from plmkit.serving.protocol import ApiError
+from plmkit.utils.constants import MAX_SEED
+
+log = logging.getLogger("plmkit.serving")
+
+
+def queue_full(name: str, limit: int) -> ApiError:
+    return ApiError(429, f"model {name!r} has {limit} requests waiting (--max-queue {limit}); retry later",
+                    type="rate_limit_error", code="queue_full")
+
+
+def timed_out(seconds: float) -> ApiError:
+    return ApiError(504, f"the request took longer than this server's --timeout of {seconds:g} s",
+                    type="timeout_error", code="timeout")
+
+
+class Worker:
+    """A model's worker thread and its queue of waiting requests, guarded by one condition."""
+
+    def __init__(self, name: str, max_queue: int, metrics=None):
+        self.name, self.max_queue, self.metrics = name, max_queue, metrics
+        self.waiting: collections.deque = collections.deque()
+        self.cond = threading.Condition()
+        self.stopped = False
+        self.thread = threading.Thread(target=self._run, name=f"plmkit-serve-{name}", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        with self.cond:
+            self.stopped = True
+            self.cond.notify_all()
+        self.thread.join(timeout=30)
+
+    def enqueue(self, item) -> None:
+        with self.cond:
+            if len(self.waiting) >= self.max_queue:
+                raise queue_full(self.name, self.max_queue)
+            self.waiting.append(item)
+            self._queue_changed()
+            self.cond.notify()
+
+    def _queue_changed(self) -> None:  # (holding the condition)
+        if self.metrics is not None:
+            self.metrics.queue_depth.labels(self.name).set(len(self.waiting))
+
+    def _observe_batch(self, rows: int) -> None:
+        if self.metrics is not None:
+            self.metrics.batch_size.labels(self.name).observe(rows)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+# -- encoders -----------------------------------------------------------------------------------
+@dataclass
+class _Work:
+    items: list
+    longest: int  # tokens of its longest item
+    future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
+    arrived: float = field(default_factory=time.monotonic)
+
+
+class EncoderBatcher(Worker):
+    """Dynamic batching (see the module docstring). ``run(items) -> results``, one result per item, in order."""
+
+    def __init__(self, name: str, run: Callable[[list], list], *, max_tokens: int, max_wait: float,
+                 max_queue: int, batching: bool = True, metrics=None):
+        super().__init__(name, max_queue, metrics)
+        self.run, self.max_tokens, self.max_wait, self.batching = run, max_tokens, max_wait, batching
+
+    async def submit(self, items: list, lengths: list[int], timeout: float) -> list:
+        """The results of ``items`` (``lengths``: their tokens), once a batch has run them."""
+        work = _Work(items, max(lengths))
+        self.enqueue(work)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(work.future), timeout)
+        except asyncio.TimeoutError:
+            raise timed_out(timeout) from None
+
+    def _fits(self, longest: int, count: int, work: _Work) -> bool:
+        return max(longest, work.longest) * (count + len(work.items)) <= self.max_tokens
+
+    def _take(self) -> list[_Work] | None:
+        with self.cond:
+            while not self.waiting and not self.stopped:
+                self.cond.wait()
+            if self.stopped:
+                return None
+            if self.batching:  # wait for more until the budget is full or the first has waited max_wait
+                deadline = self.waiting[0].arrived + self.max_wait
+                while (left := deadline - time.monotonic()) > 0 and not self.stopped:
+                    last = self.waiting[-1]
+                    longest = max(w.longest for w in self.waiting)
+                    if not self._fits(longest, sum(len(w.items) for w in self.waiting) - len(last.items), last):
+                        break
+                    self.cond.wait(left)
+            batch = [self.waiting.popleft()]
+            longest, count = batch[0].longest, len(batch[0].items)
+            while self.batching and self.waiting and self._fits(longest, count, self.waiting[0]):
+                work = self.waiting.popleft()
+                batch.append(work)
+                longest, count = max(longest, work.longest), count + len(work.items)
+            self._queue_changed()
+        return [w for w in batch if w.future.set_running_or_notify_cancel()]  # timed-out ones are dropped
+
+    def _run(self) -> None:
+        while (batch := self._take()) is not None:
+            if batch:
+                self._observe_batch(sum(len(w.items) for w in batch))
+                self._answer(batch)
+
+    def _answer(self, batch: list[_Work]) -> None:
+        try:
+            results = self.run([item for w in batch for item in w.items])
+        except Exception as err:  # noqa: BLE001 (the client gets it; the worker goes on)
+            if len(batch) == 1:
+                batch[0].future.set_exception(err)
+                return
+            for work in batch:  # which request was it? each alone
+                self._answer([work])
+            return
+        start = 0
+        for work in batch:
+            work.future.set_result(results[start:start + len(work.items)])
+            start += len(work.items)
+
+
+# -- decoders -----------------------------------------------------------------------------------
+@dataclass
+class Piece:
+    """New text of choice ``index`` (may be empty: a token that shows nothing yet)."""
+    index: int
+    text: str
+    token: int
+
+
+@dataclass
+class Done:
+    index: int
+    reason: str  # "stop" (EOS or a stop string) or "length" (max_tokens)
+    tokens: int  # generated
+
+
+@dataclass
+class Failed:
+    error: BaseException
+
+
+class GenerationJob:
+    """One request (its ``n`` sequences) under a `DecoderBatcher`. The worker reports `Piece`, `Done`
+    and `Failed` events to the event loop; `cancel` (a client gone, a timeout) frees its rows at the
+    next step."""
+
+    def __init__(self, prompt: list[int], n: int, settings, stops: list[str], seed: int | None,
+                 loop: asyncio.AbstractEventLoop):
+        self.prompt, self.n, self.settings, self.stops, self.seed = prompt, n, settings, stops, seed
+        self.loop, self.queue = loop, asyncio.Queue()
+        self.cancelled = False
+        self.submitted = time.monotonic()
+        self.first_token_at: float | None = None
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def report(self, event) -> None:  # (worker thread)
+        if self.first_token_at is None and isinstance(event, Piece):
+            self.first_token_at = time.monotonic()
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, event)
+
+    async def events(self, deadline: float, timeout: float):
+        """Every event until all n sequences are done; past ``deadline`` (loop time) the job is cancelled
+        and 504 raised."""
+        done = 0
+        while done < self.n:
+            left = deadline - self.loop.time()
+            try:
+                if left <= 0:
+                    raise asyncio.TimeoutError
+                event = await asyncio.wait_for(self.queue.get(), left)
+            except asyncio.TimeoutError:
+                self.cancel()
+                raise timed_out(timeout) from None
+            if isinstance(event, Failed):
+                raise event.error
+            done += isinstance(event, Done)
+            yield event
+
+
+class _Row:
+    """One sequence being decoded: its job, its token buffer and its text so far."""
+
+    def __init__(self, job: GenerationJob, index: int, tokenizer, device: torch.device):
+        t = len(job.prompt)
+        self.job, self.index, self.s = job, index, job.settings
+        self.buffer = torch.empty(1, t + self.s.max_new_tokens, dtype=torch.long, device=device)
+        self.buffer[0, :t] = torch.tensor(job.prompt)
+        self.length, self.step, self.pending = t, 0, -1
+        self.generator = (None if job.seed is None else
+                          torch.Generator(device=device).manual_seed((job.seed + index) % MAX_SEED))
+        self.text = IncrementalDecoder(tokenizer)
+        self.stops = StopFilter(job.stops)
+        self.eos = set(self.s.eos_token_ids)
+        self.finished = False
+
+    def accept(self, logits: torch.Tensor) -> None:
+        """Pick the next token from ``logits`` (1, V) and report it (and the end, if it is one)."""
+        token = int(next_tokens(self.s, logits, self.buffer[:, :self.length], self.step, self.generator))
+        self.buffer[0, self.length] = token
+        self.length, self.step, self.pending = self.length + 1, self.step + 1, token
+        shown = self.stops.push(self.text.push(token))
+        reason = ("stop" if token in self.eos or self.stops.done else
+                  "length" if self.step == self.s.max_new_tokens else None)
+        if reason:
+            shown += self.stops.push(self.text.flush()) + self.stops.flush()
+        self.job.report(Piece(self.index, shown, token))
+        if reason:
+            self.finished = True
+            self.job.report(Done(self.index, reason, self.step))
+
+
+class DecoderBatcher(Worker):
+    """Continuous batching of a decoder LM (see the module docstring)."""
+
+    def __init__(self, name: str, model, tokenizer, *, slots: int, max_queue: int, max_len: int, metrics=None):
+        super().__init__(name, max_queue, metrics)
+        self.model, self.tokenizer, self.slots, self.max_len = model, tokenizer, slots, max_len
+        self.rows: list[_Row] = []  # row i of the cache decodes rows[i]
+
+    def submit(self, prompt: list[int], n: int, generate_kwargs: dict[str, Any], stops: list[str],
+               seed: int | None) -> GenerationJob:
+        """Queue a request (``n`` sequences continuing ``prompt``); its settings are checked here (ConfigError)."""
+        if n > self.slots:
+            raise ApiError(400, f"n={n} sequences, but this server decodes at most {self.slots} together "
+                                f"(--max-batch {self.slots})", code="n_too_large", param="n")
+        settings = self.model.generation_settings(len(prompt), self.tokenizer, **generate_kwargs)
+        job = GenerationJob(prompt, n, settings, stops, seed, asyncio.get_running_loop())
+        self.enqueue(job)
+        return job
+
+    @property
+    def active(self) -> int:
+        return len(self.rows)
+
+    def _run(self) -> None:
+        with torch.inference_mode(), decoding_layout(self.model):
+            self.cache = self.model.make_cache(self.slots, self.max_len, kind=SlotKVCache)
+            while True:
+                with self.cond:
+                    while not self.stopped and not self.waiting and not self.rows:
+                        self.cond.wait()
+                    if self.stopped:
+                        break
+                    joining = self._admit()
+                try:
+                    for job in joining:
+                        self._join(job)
+                    self._leave(lambda row: row.finished or row.job.cancelled)
+                    if self.rows:
+                        self._step()
+                        self._leave(lambda row: row.finished)
+                except Exception as err:  # noqa: BLE001 (a failed step fails its requests, not the server)
+                    log.exception("decoding step failed")
+                    for job in {id(r.job): r.job for r in self.rows}.values():
+                        job.report(Failed(err))
+                    self.rows.clear()
+                    self.cache.reset()
+                    self._set_running()
+
+    def _admit(self) -> list[GenerationJob]:
+        """Waiting jobs whose sequences fit in the free rows, first come first served (holding the condition)."""
+        joining, free = [], self.slots - len(self.rows)
+        while self.waiting and (self.waiting[0].cancelled or self.waiting[0].n <= free):
+            job = self.waiting.popleft()
+            if not job.cancelled:
+                joining.append(job)
+                free -= job.n
+        self._queue_changed()
+        return joining
+
+    def _join(self, job: GenerationJob) -> None:
+        """Each of the job's sequences: its prompt alone through the model into a free row, then its first token."""
+        prompt = torch.tensor([job.prompt], device=self.cache.lengths.device)  # (1, t)
+        for index in range(job.n):
+            row = _Row(job, index, self.tokenizer, prompt.device)
+            out = self.model(prompt, past_key_values=self.cache.row_cache(self.cache.active), logits_to_keep=1)
+            self.cache.join(prompt.shape[1])
+            self.rows.append(row)
+            self._set_running()
+            row.accept(out.logits[:, -1])
+
+    def _step(self) -> None:
+        """One token for every active sequence, in one forward pass."""
+        cache = self.cache
+        tokens = torch.tensor([[row.pending] for row in self.rows], device=cache.lengths.device)  # (n, 1)
+        out = self.model(tokens, attention_mask=cache.step_mask(), position_ids=cache.positions(),
+                         past_key_values=cache, logits_to_keep=1)
+        cache.advance()
+        self._observe_batch(len(self.rows))
+        logits = out.logits[:, -1]  # (n, V)
+        for b, row in enumerate(self.rows):
+            row.accept(logits[b:b + 1])
+
+    def _leave(self, gone: Callable[[_Row], bool]) -> None:
+        for i in reversed(range(len(self.rows))):
+            if gone(self.rows[i]):
+                moved = self.cache.leave(i)
+                self.rows[i] = self.rows[moved]
+                self.rows.pop()
+        self._set_running()
+
+    def _set_running(self) -> None:
+        if self.metrics is not None:
+            self.metrics.running.labels(self.name).set(len(self.rows))
+
+
+__all__ = ["DecoderBatcher", "Done", "EncoderBatcher", "Failed", "GenerationJob", "Piece"]

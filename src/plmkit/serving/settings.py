@@ -1,0 +1,39 @@
+"""`plmkit serve`'s settings, declared once (its flags come from here)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from plmkit.utils.device import is_device_name
+from plmkit.utils.settings import Settings, setting
+
+
+@dataclass
+class ServeSettings(Settings):
+    section = "serve"
+
+    host: str = setting("127.0.0.1", "address to listen on (127.0.0.1: this machine only; 0.0.0.0: every interface)",
+                        metavar="ADDR")
+    port: int = setting(8000, "port to listen on (0: any free one)", metavar="N", at_least=0, at_most=65535)
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N", metavar="DEV")
+    api_key: str | None = setting(None, "require 'Authorization: Bearer KEY' on every API request (401 otherwise)",
+                                  metavar="KEY")
+    max_batch: int = setting(8, "decoders: sequences decoded together (rows of the continuous batch)", metavar="N",
+                             at_least=1)
+    batch_tokens: int = setting(16384, "encoders: padded tokens per batch at most", metavar="N", at_least=1)
+    batch_wait_ms: float = setting(5.0, "encoders: how long a batch's first request waits for others", metavar="MS",
+                                   at_least=0)
+    batching: bool = setting(True, "batch concurrent requests (--no-batching: one request at a time, to compare)")
+    max_queue: int = setting(256, "requests waiting per model at most; more are answered 429", metavar="N", at_least=1)
+    timeout: float = setting(300.0, "seconds a request may take, waiting included; later it is answered 504",
+                             metavar="S", above=0)
+    max_n: int = setting(8, "completions per request (the 'n' field) at most", metavar="N", at_least=1)
+    default_max_tokens: int = setting(256, "tokens a chat completion generates at most when max_tokens is not given "
+                                           "(completions: 16, as OpenAI)", metavar="N", at_least=1)
+    task_batch_size: int = setting(32, "task models: records per forward pass inside a batch", metavar="N", at_least=1)
+
+    def validate(self) -> None:
+        self.need(is_device_name(self.device), f"device (--device) must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        self.need(self.api_key != "", "api_key (--api-key) is empty: give a key or leave the flag out")
+
+
+__all__ = ["ServeSettings"]

@@ -1,0 +1,100 @@
+"""Shared by the serving tests and bench/serve_load.py: tiny model directories and a real uvicorn server on
+127.0.0.1 (a free port) in a thread."""
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "cli"))
+from clm_model import save_tiny_model  # noqa: E402
+
+
+def decoder_dir(root: Path, n_positions: int = 256) -> Path:
+    """A random GPT-2-tiny with a small BPE tokenizer (random weights: the text is noise)."""
+    return save_tiny_model(Path(root) / "gpt", n_positions=n_positions)
+
+
+@contextlib.contextmanager
+def running(app, ready: bool = True, timeout: float = 120.0):
+    """Serve ``app`` with uvicorn on 127.0.0.1 at a free port, in a thread; yields the base URL. With
+    ``ready``, waits until /health answers 200."""
+    import uvicorn
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=1))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.01)
+        if ready:
+            wait_ready(url, app, deadline)
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+def wait_ready(url: str, app, deadline: float) -> None:
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=5) as r:
+                if r.status == 200:
+                    return
+        except urllib.error.HTTPError as err:
+            if err.code != 503:
+                raise
+            if app is not None and app.state.server.state == "failed":
+                raise RuntimeError(f"models failed to load: {app.state.server.error}")
+        if time.monotonic() > deadline:
+            raise RuntimeError("the models did not load in time")
+        time.sleep(0.05)
+
+
+def metric(url: str, name: str, **labels) -> float:
+    """The value of one Prometheus sample of /metrics (0 when absent)."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{{want}}} ") or (not labels and line.startswith(f"{name} ")):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def post(url: str, path: str, body, headers: dict | None = None, timeout: float = 60) -> tuple[int, dict | bytes]:
+    """(status, JSON body or bytes) of a POST; ``body`` bytes are sent as they are."""
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(f"{url}{path}", data=data, method="POST",
+                                     headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as r:
+            status, raw, kind = r.status, r.read(), r.headers.get("content-type", "")
+    except urllib.error.HTTPError as err:
+        status, raw, kind = err.code, err.read(), err.headers.get("content-type", "")
+    return status, json.loads(raw) if kind.startswith("application/json") else raw
+
+
+def classifier_dir(encoder_dir, out: Path, labels=("negative", "positive")) -> Path:
+    """An encoder with a new (untrained) classification head, saved as a fine-tuned directory."""
+    from plmkit import BertForSequenceClassification
+    from plmkit.tasks.classification import SINGLE, ClassificationTask
+    from plmkit.tokenization import Tokenizer
+    model = BertForSequenceClassification.from_pretrained(encoder_dir, id2label=dict(enumerate(labels)))
+    model.save_pretrained(out)
+    Tokenizer.from_pretrained(encoder_dir).save_pretrained(out)
+    ClassificationTask.of(problem_type=SINGLE, sentence_pairs=False).save(out)
+    return Path(out)

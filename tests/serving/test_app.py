@@ -1,0 +1,364 @@
+"""plmkit serve over HTTP on 127.0.0.1: the official openai client (max_retries=0) and raw requests against
+a tiny GPT-2 and the real all-MiniLM-L6-v2; errors in OpenAI's shape; limits; a bounded load test."""
+import concurrent.futures
+import http.client
+import json
+import threading
+import time
+import urllib.parse
+
+import numpy as np
+import pytest
+import torch
+
+import serve_helpers as sh
+from plmkit.chat import encode_text, format_prompt
+from plmkit.serving import ServeSettings, create_app
+from plmkit.serving.models import load_served_model
+
+openai = pytest.importorskip("openai")
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory, minilm_dir):
+    return {"gpt": str(sh.decoder_dir(tmp_path_factory.mktemp("serve"))), "minilm": str(minilm_dir)}
+
+
+@pytest.fixture(scope="module")
+def url(dirs):
+    with sh.running(create_app(dirs, ServeSettings(device="cpu", max_batch=4))) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def client(url):
+    return openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def reference(dirs):
+    """The tiny GPT-2 and its tokenizer, loaded apart from the server, for unbatched answers."""
+    return load_served_model("ref", dirs["gpt"], "cpu")
+
+
+def greedy(reference, prompt_ids: list[int], n: int) -> str:
+    out = reference.model.generate(torch.tensor([prompt_ids]), max_new_tokens=n, do_sample=False)
+    return reference.tokenizer.decode(out[0, len(prompt_ids):].tolist(), skip_special_tokens=True)
+
+
+def test_completions_with_the_openai_client(client, reference):
+    prompt = "The old sailor walked down to the harbour"
+    r = client.completions.create(model="gpt", prompt=prompt, max_tokens=12, temperature=0)
+    ids = reference.tokenizer.encode(prompt)
+    assert r.object == "text_completion" and r.model == "gpt" and len(r.choices) == 1
+    assert r.choices[0].text == greedy(reference, ids, 12) and r.choices[0].finish_reason == "length"
+    assert (r.usage.prompt_tokens, r.usage.completion_tokens, r.usage.total_tokens) == (len(ids), 12, len(ids) + 12)
+    two = client.completions.create(model="gpt", prompt=[prompt, "Rain"], max_tokens=3, n=2, temperature=1.0, seed=5)
+    assert [c.index for c in two.choices] == [0, 1, 2, 3] and two.usage.completion_tokens == 12
+    again = client.completions.create(model="gpt", prompt=[prompt, "Rain"], max_tokens=3, n=2, temperature=1.0, seed=5)
+    assert [c.text for c in two.choices] == [c.text for c in again.choices]  # a seed makes sampling repeatable
+
+
+def test_max_tokens_left_out_is_16_or_what_fits_each_prompt(client, reference):
+    long = next(p for p in ("Rain fell " * n for n in range(40, 200))
+                if 245 <= len(encode_text(reference.tokenizer, p)) < 256)
+    room = 256 - len(encode_text(reference.tokenizer, long))
+    r = client.completions.create(model="gpt", prompt=["Rain", long], temperature=0)
+    assert r.usage.completion_tokens == 16 + room and all(c.finish_reason == "length" for c in r.choices)
+
+
+def test_stop_strings_end_the_text_before_them(client, reference):
+    prompt = "The old sailor walked"
+    full = client.completions.create(model="gpt", prompt=prompt, max_tokens=20, temperature=0).choices[0].text
+    stop = full[5:8]
+    assert stop and full.find(stop) >= 0
+    cut = client.completions.create(model="gpt", prompt=prompt, max_tokens=20, temperature=0, stop=[stop])
+    assert cut.choices[0].text == full[:full.find(stop)] and cut.choices[0].finish_reason == "stop"
+
+
+def test_chat_completions_with_the_openai_client_streamed_and_not(client, reference):
+    messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello"},
+                {"role": "assistant", "content": "hi there"}, {"role": "user", "content": "how are you?"}]
+    r = client.chat.completions.create(model="gpt", messages=messages, max_tokens=10, temperature=0)
+    prompt = format_prompt(messages[1:3], "how are you?", "be brief")  # plmkit chat's template
+    ids = reference.tokenizer.encode(prompt)
+    text = greedy(reference, ids, 10)
+    assert r.object == "chat.completion" and r.choices[0].message.role == "assistant"
+    assert r.usage.prompt_tokens == len(ids) and r.usage.completion_tokens == 10
+    assert text.startswith(r.choices[0].message.content)  # (cut at a '<|user|>' the model may write)
+    chunks = list(client.chat.completions.create(model="gpt", messages=messages, max_tokens=10, temperature=0,
+                                                 stream=True, stream_options={"include_usage": True}))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == r.choices[0].message.content
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == r.choices[0].finish_reason
+    assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens == r.usage.total_tokens
+    assert all(c.usage is None for c in chunks[:-1])
+
+
+def test_the_stream_is_server_sent_events_ending_with_done(url):
+    conn = http.client.HTTPConnection(urllib.parse.urlsplit(url).netloc, timeout=30)
+    conn.request("POST", "/v1/completions", json.dumps({"model": "gpt", "prompt": "Rain", "max_tokens": 5,
+                                                        "temperature": 0, "stream": True}),
+                 {"Content-Type": "application/json"})
+    response = conn.getresponse()
+    assert response.status == 200 and response.getheader("content-type").startswith("text/event-stream")
+    events = [e for e in response.read().decode().split("\n\n") if e]
+    assert all(e.startswith("data: ") for e in events) and events[-1] == "data: [DONE]"
+    chunks = [json.loads(e[6:]) for e in events[:-1]]
+    assert all(c["object"] == "text_completion" for c in chunks) and chunks[-1]["choices"][0]["finish_reason"] == "length"
+
+
+def test_embeddings_equal_sentence_transformers(client, dirs):
+    from sentence_transformers import SentenceTransformer
+    texts = ["A moving, beautifully acted film.", "Dull and far too long.", "ok"]
+    ours = client.embeddings.create(model="minilm", input=texts)  # the client asks for base64
+    theirs = SentenceTransformer(dirs["minilm"], device="cpu").encode(texts)
+    assert np.abs(np.array([d.embedding for d in ours.data]) - theirs).max() < 1e-5
+    assert ours.usage.prompt_tokens == ours.usage.total_tokens > 3
+    floats = client.embeddings.create(model="minilm", input="ok", encoding_format="float")
+    assert np.allclose(floats.data[0].embedding, theirs[2], atol=1e-5)
+
+
+def test_models_list_and_attention_picture(client, url):
+    models = {m.id: m for m in client.models.list().data}
+    assert set(models) == {"gpt", "minilm"} and models["gpt"].kind == "decoder"
+    assert "/v1/embeddings" in models["minilm"].endpoints
+    status, png = sh.post(url, "/v1/attention", {"model": "minilm", "input": "the cat sat", "layers": [0, 5]})
+    assert status == 200 and png[:8] == b"\x89PNG\r\n\x1a\n"
+    status, body = sh.post(url, "/v1/attention", {"model": "minilm", "input": "the cat", "layers": [6]})
+    assert status == 400 and "layers 0 to 5" in body["error"]["message"]
+
+
+@pytest.mark.parametrize("path, body, status, code, says", [
+    ("/v1/completions", b'{"model": "gpt", "prompt": ', 400, "invalid_json", "not valid JSON"),
+    ("/v1/completions", b'[1, 2]', 400, "invalid_value", "valid dictionary"),
+    ("/v1/completions", {"model": "gpt", "prompt": "x", "temperature": "hot"}, 400, "invalid_value", "temperature"),
+    ("/v1/completions", {"model": "gpt", "prompt": "x", "max_tokens": "5"}, 400, "invalid_value", "max_tokens"),
+    ("/v1/completions", {"model": "gpt", "prompt": "x", "best_of": 2}, 400, "invalid_value", "best_of: unknown field"),
+    ("/v1/completions", {"model": "gpt"}, 400, "invalid_value", "prompt: required"),
+    ("/v1/completions", {"model": "nope", "prompt": "x"}, 404, "model_not_found", "'nope' does not exist"),
+    ("/v1/completions", {"model": "gpt", "prompt": ""}, 400, "empty_prompt", "empty"),
+    ("/v1/chat/completions", {"model": "gpt", "messages": []}, 400, "invalid_value", "messages"),
+    ("/v1/chat/completions", {"model": "gpt", "messages": [{"role": "assistant", "content": "x"}]}, 400,
+     "invalid_value", "last message must be the user's"),
+    ("/v1/completions", {"model": "gpt", "prompt": "x " * 300}, 400, "context_length_exceeded",
+     "maximum context length is 256 tokens"),
+    ("/v1/completions", {"model": "gpt", "prompt": "x", "max_tokens": 300}, 400, "context_length_exceeded",
+     "(1 in the prompt, 300 for the completion)"),
+    ("/v1/completions", {"model": "gpt", "prompt": "x", "n": 9}, 400, "n_too_large", "at most 8"),
+    ("/v1/completions", {"model": "gpt", "prompt": "x", "n": 5}, 400, "n_too_large", "--max-batch 4"),
+    ("/v1/completions", {"model": "gpt", "prompt": "x", "presence_penalty": 0.5}, 400, "invalid_value", "not supported"),
+    ("/v1/embeddings", {"model": "minilm", "input": "word " * 300}, 400, "context_length_exceeded", "at most 256"),
+    ("/v1/embeddings", {"model": "gpt", "input": "x"}, 400, "wrong_model", "decoder model"),
+    ("/v1/classify", {"model": "minilm", "input": "x"}, 400, "wrong_model", "embedding model"),
+    ("/v1/nothing", {"model": "gpt"}, 404, "not_found", "no route POST /v1/nothing"),
+])
+def test_bad_requests_get_the_openai_error_body_and_the_server_keeps_serving(url, path, body, status, code, says):
+    got, answer = sh.post(url, path, body)
+    assert got == status and set(answer) == {"error"} and set(answer["error"]) == {"message", "type", "param", "code"}
+    assert answer["error"]["code"] == code and says in answer["error"]["message"], answer
+    assert sh.post(url, "/v1/completions", {"model": "gpt", "prompt": "x", "max_tokens": 1})[0] == 200
+
+
+def test_the_openai_client_sees_the_errors(client):
+    with pytest.raises(openai.NotFoundError):
+        client.completions.create(model="nope", prompt="x")
+    with pytest.raises(openai.BadRequestError, match="maximum context length"):
+        client.chat.completions.create(model="gpt", messages=[{"role": "user", "content": "x " * 300}])
+
+
+def test_metrics_are_prometheus_text(url, client):
+    client.embeddings.create(model="minilm", input=["a", "b"])
+    import urllib.request
+    text = urllib.request.urlopen(f"{url}/metrics").read().decode()
+    for name in ("plmkit_requests_total", "plmkit_request_latency_seconds_bucket", "plmkit_time_to_first_token_seconds",
+                 "plmkit_prompt_tokens_total", "plmkit_generation_tokens_total", "plmkit_queue_depth",
+                 "plmkit_batch_size_bucket", "plmkit_running_sequences"):
+        assert name in text, name
+    assert sh.metric(url, "plmkit_requests_total", endpoint="/v1/embeddings", status="200") >= 1
+
+
+def test_bounded_load_every_answer_checked(url, reference, dirs):
+    """300 requests from 16 threads (greedy completions, streamed chats, embeddings, a bad request): every
+    answer is checked against the unbatched one."""
+    from sentence_transformers import SentenceTransformer
+    prompts = ["The old sailor", "Rain fell on the town", "A small dog lived", "The baker made bread",
+               "In the spring", "Students read there"]
+    expected = {p: greedy(reference, reference.tokenizer.encode(p), 8) for p in prompts}
+    texts = ["a good film", "a bad film", "the weather is fine today", "ok"]
+    vectors = SentenceTransformer(dirs["minilm"], device="cpu").encode(texts)
+
+    def one(i):
+        kind = i % 4
+        if kind == 0:
+            p = prompts[i % len(prompts)]
+            status, body = sh.post(url, "/v1/completions", {"model": "gpt", "prompt": p, "max_tokens": 8,
+                                                            "temperature": 0})
+            return status == 200 and body["choices"][0]["text"] == expected[p]
+        if kind == 1:
+            t = texts[i % len(texts)]
+            status, body = sh.post(url, "/v1/embeddings", {"model": "minilm", "input": t, "encoding_format": "float"})
+            return status == 200 and np.abs(np.array(body["data"][0]["embedding"]) - vectors[i % len(texts)]).max() < 1e-5
+        if kind == 2:
+            status, body = sh.post(url, "/v1/completions", {"model": "gpt", "prompt": "", "max_tokens": 8})
+            return status == 400 and body["error"]["code"] == "empty_prompt"
+        p = prompts[i % len(prompts)]
+        status, raw = sh.post(url, "/v1/completions", {"model": "gpt", "prompt": p, "max_tokens": 8,
+                                                       "temperature": 0, "stream": True})
+        events = raw.decode().split("\n\n")
+        text = "".join(json.loads(e[6:])["choices"][0]["text"] for e in events if e.startswith("data: {"))
+        return status == 200 and text == expected[p] and "data: [DONE]" in events
+
+    started = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        ok = list(pool.map(one, range(300), timeout=240))
+    print(f"\n300 mixed requests, 16 clients: {300 / (time.monotonic() - started):.1f} requests/s")
+    assert all(ok), f"{ok.count(False)} wrong answers"
+
+
+def test_throughput_grows_with_concurrency(url, reference):
+    """The same 8 greedy completions one after another, then all at once: the same texts; the numbers are
+    printed (timings are not asserted: bench/serve_load.py measures them), the steps ran several rows."""
+    prompts = [f"{w} the old sailor walked" for w in ("One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight")]
+
+    def ask(p):
+        return sh.post(url, "/v1/completions", {"model": "gpt", "prompt": p, "max_tokens": 48, "temperature": 0})[1]
+
+    steps_before = sh.metric(url, "plmkit_batch_size_count", model="gpt")
+    rows_before = sh.metric(url, "plmkit_batch_size_sum", model="gpt")
+    t0 = time.perf_counter()
+    alone = [ask(p) for p in prompts]
+    t1 = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(len(prompts)) as pool:
+        together = list(pool.map(ask, prompts))
+    t2 = time.perf_counter()
+    tokens = sum(r["usage"]["completion_tokens"] for r in together)
+    print(f"\n8 completions of 48 tokens: one at a time {tokens / (t1 - t0):.0f} tokens/s, "
+          f"8 at once {tokens / (t2 - t1):.0f} tokens/s ({(t1 - t0) / (t2 - t1):.2f}x)")
+    assert [r["choices"][0]["text"] for r in together] == [r["choices"][0]["text"] for r in alone]
+    steps = sh.metric(url, "plmkit_batch_size_count", model="gpt") - steps_before
+    rows = sh.metric(url, "plmkit_batch_size_sum", model="gpt") - rows_before
+    assert rows / steps > 1.5  # (the sequential half ran one row a step: the concurrent half must batch)
+
+
+def test_api_key_is_checked_on_every_api_request(dirs):
+    app = create_app({"gpt": dirs["gpt"]}, ServeSettings(device="cpu", api_key="sesame"))
+    with sh.running(app) as url:
+        assert sh.post(url, "/v1/completions", {"model": "gpt", "prompt": "x", "max_tokens": 1})[0] == 401
+        status, body = sh.post(url, "/v1/completions", {"model": "gpt", "prompt": "x", "max_tokens": 1},
+                               {"Authorization": "Bearer wrong"})
+        assert status == 401 and body["error"]["type"] == "authentication_error"
+        import urllib.request
+        with pytest.raises(urllib.error.HTTPError) as metrics:
+            urllib.request.urlopen(f"{url}/metrics")
+        assert metrics.value.code == 401
+        assert urllib.request.urlopen(f"{url}/health").status == 200  # probes and the page need no key
+        keyed = openai.OpenAI(base_url=f"{url}/v1", api_key="sesame", max_retries=0)
+        assert keyed.completions.create(model="gpt", prompt="x", max_tokens=2).usage.completion_tokens == 2
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=f"{url}/v1", api_key="nope", max_retries=0).models.list()
+
+
+def test_health_is_503_while_loading_then_200(dirs):
+    import urllib.request
+    gate = threading.Event()
+
+    def slow_loader(name, path, device):
+        gate.wait(30)
+        return load_served_model(name, path, device)
+
+    app = create_app({"gpt": dirs["gpt"]}, ServeSettings(device="cpu"), loader=slow_loader)
+    with sh.running(app, ready=False) as url:
+        with pytest.raises(urllib.error.HTTPError) as loading:
+            urllib.request.urlopen(f"{url}/health")
+        assert loading.value.code == 503 and json.loads(loading.value.read())["status"] == "loading"
+        status, body = sh.post(url, "/v1/completions", {"model": "gpt", "prompt": "x"})
+        assert status == 503 and body["error"]["code"] == "loading"
+        gate.set()
+        sh.wait_ready(url, app, time.monotonic() + 60)
+        assert sh.post(url, "/v1/completions", {"model": "gpt", "prompt": "x", "max_tokens": 1})[0] == 200
+
+
+def slowed_loader(seconds: float):
+    """A loader whose decoder sleeps ``seconds`` in every forward pass (a long generation, made deterministic)."""
+    def load(name, path, device):
+        served = load_served_model(name, path, device)
+        forward = served.model.forward
+
+        def slow(*args, **kwargs):
+            time.sleep(seconds)
+            return forward(*args, **kwargs)
+
+        served.model.forward = slow
+        return served
+    return load
+
+
+def stream_request(url: str, max_tokens: int = 250):
+    """An open streamed completion that has begun (its first event read)."""
+    conn = http.client.HTTPConnection(urllib.parse.urlsplit(url).netloc, timeout=30)
+    conn.request("POST", "/v1/completions", json.dumps({"model": "gpt", "prompt": "Rain", "max_tokens": max_tokens,
+                                                        "temperature": 0, "stream": True}),
+                 {"Content-Type": "application/json"})
+    response = conn.getresponse()
+    assert response.readline().startswith(b"data: ")
+    return conn, response
+
+
+def test_a_full_queue_is_answered_429(dirs):
+    app = create_app({"gpt": dirs["gpt"]}, ServeSettings(device="cpu", max_batch=1, max_queue=1),
+                     loader=slowed_loader(0.05))
+    with sh.running(app) as url:
+        busy, _ = stream_request(url)  # takes the one row for 12 s
+        waiting = concurrent.futures.ThreadPoolExecutor(1).submit(
+            sh.post, url, "/v1/completions", {"model": "gpt", "prompt": "x", "max_tokens": 2})
+        deadline = time.monotonic() + 5
+        while sh.metric(url, "plmkit_queue_depth", model="gpt") < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        status, body = sh.post(url, "/v1/completions", {"model": "gpt", "prompt": "x", "max_tokens": 2})
+        assert status == 429 and body["error"]["code"] == "queue_full" and "--max-queue 1" in body["error"]["message"]
+        busy.sock.shutdown(2)  # the client goes: its row is free, the waiting request runs
+        busy.close()
+        assert waiting.result(timeout=30)[0] == 200
+
+
+def test_a_client_that_disconnects_frees_its_row_at_once(dirs):
+    """A generation of 12 s (a slowed model) whose client goes after its first token, streamed or not: its
+    row is free within a second, and the next request is served."""
+    app = create_app({"gpt": dirs["gpt"]}, ServeSettings(device="cpu", max_batch=1), loader=slowed_loader(0.05))
+    with sh.running(app) as url:
+        def freed_after(conn) -> float:
+            conn.sock.shutdown(2)
+            conn.close()
+            gone = time.monotonic()
+            while sh.metric(url, "plmkit_running_sequences", model="gpt") and time.monotonic() - gone < 10:
+                time.sleep(0.01)
+            return time.monotonic() - gone
+
+        conn, _ = stream_request(url)
+        assert sh.metric(url, "plmkit_running_sequences", model="gpt") == 1
+        assert freed_after(conn) < 1.0
+        conn = http.client.HTTPConnection(urllib.parse.urlsplit(url).netloc, timeout=30)
+        conn.request("POST", "/v1/completions", json.dumps({"model": "gpt", "prompt": "Rain", "max_tokens": 250}),
+                     {"Content-Type": "application/json"})
+        deadline = time.monotonic() + 5
+        while not sh.metric(url, "plmkit_running_sequences", model="gpt") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert freed_after(conn) < 1.0
+        assert sh.post(url, "/v1/completions", {"model": "gpt", "prompt": "x", "max_tokens": 2})[0] == 200
+        assert sh.metric(url, "plmkit_generation_tokens_total", model="gpt") == 2  # the two never finished
+
+
+def test_requests_past_the_timeout_are_answered_504_or_told_in_the_stream(dirs):
+    app = create_app({"gpt": dirs["gpt"]}, ServeSettings(device="cpu", max_batch=1, timeout=1.5),
+                     loader=slowed_loader(0.05))
+    with sh.running(app) as url:
+        conn, stream = stream_request(url)  # 250 tokens take 12 s
+        queued = concurrent.futures.ThreadPoolExecutor(1).submit(  # 100 tokens take 5 s: never in time
+            sh.post, url, "/v1/completions", {"model": "gpt", "prompt": "x", "max_tokens": 100})
+        events = [e for e in stream.read().decode().split("\n\n") if e]
+        conn.close()
+        assert json.loads(events[-2][6:])["error"]["code"] == "timeout" and events[-1] == "data: [DONE]"
+        status, body = queued.result(timeout=30)
+        assert status == 504 and body["error"]["code"] == "timeout" and "--timeout of 1.5 s" in body["error"]["message"]
+        assert sh.post(url, "/v1/completions", {"model": "gpt", "prompt": "x", "max_tokens": 2})[0] == 200

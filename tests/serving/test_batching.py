@@ -1,0 +1,138 @@
+"""Batching across requests: continuous batching of a decoder equals `generate` token for token while
+sequences join and leave; dynamic batching of an encoder groups requests and isolates a bad one."""
+import asyncio
+
+import pytest
+import torch
+
+import serve_helpers as sh
+from plmkit.errors import DataError
+from plmkit.nn.cache import SlotKVCache
+from plmkit.serving.batching import DecoderBatcher, Done, EncoderBatcher, Piece
+from plmkit.serving.metrics import Metrics
+from plmkit.serving.models import load_served_model
+from plmkit.serving.protocol import ApiError
+
+PROMPTS = ["The old sailor walked", "Rain", "In the spring the farmers sowed wheat and barley.", "A small dog",
+           "The library opened at nine and closed", "bread", "The river rose and the bridge", "One"]
+
+
+@pytest.fixture(scope="module")
+def gpt(tmp_path_factory):
+    return load_served_model("gpt", sh.decoder_dir(tmp_path_factory.mktemp("gpt")), "cpu")
+
+
+def batch_mean(metrics: Metrics, name: str) -> float:
+    get = metrics.registry.get_sample_value
+    return get("plmkit_batch_size_sum", {"model": name}) / get("plmkit_batch_size_count", {"model": name})
+
+
+def test_slot_cache_rows_join_and_leave():
+    cache = SlotKVCache(n_layers=1, slots=3, n_kv_heads=1, max_len=8, d_head=2)
+    for row, length in enumerate((2, 4, 3)):
+        view = cache.row_cache(row)
+        view[0].update(torch.full((1, 1, length, 2), float(row + 1)), torch.zeros(1, 1, length, 2))
+        assert cache.join(length) == row
+    assert cache.length == 4 and cache.step_mask().tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 1, 1, 1, 0]]
+    k, _ = cache[0].update(torch.full((3, 1, 1, 2), 9.0), torch.zeros(3, 1, 1, 2))
+    assert k.shape == (3, 1, 5, 2) and k[0, 0, 2, 0] == 9 and k[1, 0, 4, 0] == 9 and k[2, 0, 3, 0] == 9  # own columns
+    cache.advance()
+    assert cache.leave(0) == 2  # the last row moved into the freed one
+    assert cache.active == 2 and cache.lengths[:2].tolist() == [4, 5] and cache.layers[0].k[0, 0, 3, 0] == 9
+
+
+def test_continuous_batching_equals_generate_token_for_token(gpt):
+    """8 requests on 3 rows, arriving at different times with different lengths: greedy rows equal
+    `generate` alone, a sampled row equals `generate(seed=...)`, and steps really ran several rows."""
+    model, tok = gpt.model, gpt.tokenizer
+    lengths = [30, 5, 24, 40, 12, 33, 1, 20]
+    ids = [tok.encode(p) for p in PROMPTS]
+    settings = [dict(max_new_tokens=m, do_sample=False) for m in lengths]
+    settings[3] = dict(max_new_tokens=40, do_sample=True, temperature=0.9, top_p=0.8)
+    expected = [model.generate(torch.tensor([p]), seed=7 if i == 3 else None, **s)[0, len(p):].tolist()
+                for i, (p, s) in enumerate(zip(ids, settings))]
+    metrics = Metrics()
+    batcher = DecoderBatcher("gpt", model, tok, slots=3, max_queue=16, max_len=gpt.context_length, metrics=metrics)
+    batcher.start()
+
+    async def one(i):
+        await asyncio.sleep(0.02 * (i % 3))  # some join while others run
+        job = batcher.submit(ids[i], 1, settings[i], [], 7 if i == 3 else None)
+        tokens, done = [], None
+        async for event in job.events(asyncio.get_running_loop().time() + 60, 60):
+            if isinstance(event, Piece):
+                tokens.append(event.token)
+            elif isinstance(event, Done):
+                done = event
+        assert done.tokens == len(tokens)
+        return tokens
+
+    async def all_of_them():
+        return await asyncio.gather(*(one(i) for i in range(len(PROMPTS))))
+
+    try:
+        got = asyncio.run(all_of_them())
+    finally:
+        batcher.stop()
+    for i, (g, e) in enumerate(zip(got, expected)):
+        assert g == e, f"request {i}: {g} != {e}"
+    assert batch_mean(metrics, "gpt") > 1.5, "the steps did not batch"
+    assert batcher.active == 0
+
+
+def test_dynamic_batching_groups_requests_and_isolates_a_bad_one():
+    calls = []
+
+    def run(items):
+        calls.append(list(items))
+        if "bad" in items:
+            raise DataError("input:1: bad record")
+        return [x.upper() for x in items]
+
+    batcher = EncoderBatcher("enc", run, max_tokens=100, max_wait=0.2, max_queue=8)
+    batcher.start()
+
+    async def main():
+        ok = [batcher.submit([f"r{i}a", f"r{i}b"], [3, 4], 10) for i in range(4)]
+        bad = batcher.submit(["bad"], [1], 10)
+        return await asyncio.gather(*ok, bad, return_exceptions=True)
+
+    try:
+        results = asyncio.run(main())
+    finally:
+        batcher.stop()
+    assert results[:4] == [[f"R{i}A", f"R{i}B"] for i in range(4)]
+    assert isinstance(results[4], DataError)
+    assert len(calls[0]) == 9  # all five requests in one batch (4 x 2 + 1 inputs, 9 x 4 tokens <= 100) ...
+    assert sorted(map(len, calls[1:])) == [1, 2, 2, 2, 2]  # ... which failed, so each ran alone
+
+
+def test_a_full_queue_is_refused_and_a_budget_splits_batches():
+    import threading
+    gate = threading.Event()
+    batches = []
+
+    def run(items):
+        gate.wait(10)
+        batches.append(len(items))
+        return items
+
+    batcher = EncoderBatcher("enc", run, max_tokens=8, max_wait=0.05, max_queue=3)
+    batcher.start()
+
+    async def main():
+        first = asyncio.ensure_future(batcher.submit(["a"], [4], 10))
+        await asyncio.sleep(0.2)  # taken: the worker waits in run()
+        queued = [asyncio.ensure_future(batcher.submit([c], [4], 10)) for c in "bcd"]
+        await asyncio.sleep(0)
+        with pytest.raises(ApiError) as refused:
+            await batcher.submit(["e"], [4], 10)
+        gate.set()
+        return refused.value, await asyncio.gather(first, *queued)
+
+    try:
+        refused, results = asyncio.run(main())
+    finally:
+        batcher.stop()
+    assert refused.status == 429 and "--max-queue 3" in refused.message
+    assert results == [["a"], ["b"], ["c"], ["d"]] and batches == [1, 2, 1]  # 8 tokens: two 4-token inputs a batch

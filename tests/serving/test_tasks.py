@@ -1,0 +1,99 @@
+"""The task endpoints answer what `plmkit predict` answers, for every task plmkit fine-tunes (tiny models
+fine-tuned for a step or two); concurrent requests are batched together and still answer the same."""
+import concurrent.futures
+import math
+
+import pytest
+
+import finetune_helpers as h
+import serve_helpers as sh
+from plmkit import tasks
+from plmkit.cli import main
+from plmkit.recipes.finetune import finetune
+from plmkit.serving import ServeSettings, create_app
+
+PAIRS = [("bibliothèque partagée pour le traitement d'images", "shared library for image processing"),
+         ("serveur web léger et rapide", "light and fast web server"),
+         ("jeu de puzzle pour les enfants", "puzzle game for children")]
+CONTEXT = "The Eiffel Tower is in Paris. It was finished in 1889 and is 330 metres tall."
+REQUESTS = {
+    "classify": ("cls", ["A moving, beautifully acted film.", {"text": "Dull and far too long."}]),
+    "ner": ("ner", ["钱其琛在北京会见了美国总统", {"text": "我爱北京"}]),
+    "qa": ("qa", [{"question": "Where is the Eiffel Tower?", "context": CONTEXT},
+                  {"question": "When was it finished?", "context": CONTEXT}]),
+    "translate": ("fr-en", ["serveur web léger et rapide", {"source": "jeu de puzzle"}]),
+    "summarize": ("sum", [{"text": "A light web server. It is a package of Debian. Install it with apt."}]),
+}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("tasks")
+    tiny = h.tiny_model_dir()
+    train, _ = h.en_sentiment_files(tmp)
+    finetune("classification", tiny, train, tmp / "cls", None, **h.quick(max_steps=2))
+    conll = h.head_conll(h.data_dir("zh-ner") / "train.conll", tmp / "ner.conll", 40)
+    finetune("ner", tiny, conll, tmp / "ner", None, **h.quick(max_steps=2))
+    finetune("qa", tiny, h.squad_file(tmp / "squad.json"), tmp / "qa", None,
+             **h.quick(max_steps=2, max_length=48, doc_stride=16))
+    pairs = h.write_jsonl(tmp / "pairs.jsonl", [{"source": s, "target": t} for s, t in PAIRS] * 4)
+    assert main(["tokenizer", "train", "--corpus", str(pairs), "--model", "unigram", "--style", "marian",
+                 "--vocab-size", "300", "--out", str(tmp / "tok"), "--quiet"]) == 0
+    finetune("translation", None, pairs, tmp / "fr-en", None, preset="marian-tiny", tokenizer=str(tmp / "tok"),
+             num_beams=2, max_target_length=8, **h.quick(max_steps=2))
+    docs = h.write_jsonl(tmp / "docs.jsonl", [{"text": f"{s}. It is a package of Debian.", "summary": t}
+                                            for s, t in PAIRS] * 2)
+    finetune("summarization", tiny, docs, tmp / "sum", None, init="bert2bert", num_beams=1, max_target_length=6,
+             **h.quick(max_steps=1, batch_size=4))
+    return {name: str(tmp / name / "model") for name in ("cls", "ner", "qa", "fr-en", "sum")}
+
+
+@pytest.fixture(scope="module")
+def url(models):
+    with sh.running(create_app(models, ServeSettings(device="cpu", batch_wait_ms=20))) as url:
+        yield url
+
+
+def same(a, b) -> bool:
+    """Equal JSON, floats within 1e-4 (a batch of other requests pads differently)."""
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, abs_tol=1e-4)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+@pytest.mark.parametrize("endpoint", list(REQUESTS))
+def test_task_endpoints_answer_what_plmkit_predict_answers(url, models, endpoint):
+    model, records = REQUESTS[endpoint]
+    status, body = sh.post(url, f"/v1/{endpoint}", {"model": model, "input": records})
+    expected = tasks.predict_dir(models[model], records, device="cpu")
+    assert status == 200, body
+    assert same(body["data"], expected), (body["data"], expected)
+    assert body["usage"]["prompt_tokens"] > 0 and body["model"] == model
+
+
+def test_concurrent_task_requests_are_batched_and_answer_the_same(url, models):
+    texts = [f"{word} film, {n} stars" for n in range(6) for word in ("great", "awful", "fine")]
+    expected = tasks.predict_dir(models["cls"], texts, device="cpu")
+    before = sh.metric(url, "plmkit_batch_size_count", model="cls")
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda t: sh.post(url, "/v1/classify", {"model": "cls", "input": t}), texts))
+    assert all(status == 200 for status, _ in answers)
+    assert all(same(body["data"][0], e) for (_, body), e in zip(answers, expected))
+    batches = sh.metric(url, "plmkit_batch_size_count", model="cls") - before
+    assert batches < len(texts), "no two requests shared a batch"
+
+
+@pytest.mark.parametrize("endpoint, body, says", [
+    ("classify", {"model": "cls", "input": [{"txt": "x"}]}, "input:1: no 'text' field"),
+    ("classify", {"model": "cls", "input": []}, "input: empty"),
+    ("classify", {"model": "ner", "input": "x"}, "it answers /v1/ner"),
+    ("qa", {"model": "qa", "input": [{"question": "Where?"}]}, "input:1:"),
+    ("translate", {"model": "sum", "input": "x"}, "it answers /v1/summarize"),
+])
+def test_bad_task_requests_are_400_naming_the_record(url, endpoint, body, says):
+    status, answer = sh.post(url, f"/v1/{endpoint}", body)
+    assert status == 400 and says in answer["error"]["message"], answer
