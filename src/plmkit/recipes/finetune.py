@@ -160,8 +160,8 @@ class FinetuneRun(RunConfig):
     def model_needed(self) -> list[tuple[Any, str]]:
         return [(self.model.path or self.model.preset, "the pretrained model directory: --model DIR (model: path:), "
                                                        "or --preset NAME with --tokenizer DIR"),
-                (not self.model.preset or self.model.tokenizer, "where the tokenizer of --preset (random weights) is: "
-                                                                "--tokenizer DIR (plmkit tokenizer train makes one)")]
+                (not self.model.preset or self.model.tokenizer, "--tokenizer DIR: --preset starts from random weights and "
+                                                                "has no tokenizer (plmkit tokenizer train makes one)")]
 
     def check_given(self, given: dict[str, set[str]]) -> None:
         self.train.need_with(given["train"], ["layer_lr_decay"], not self.model.freeze_body,

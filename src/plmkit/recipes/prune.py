@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from plmkit.errors import ConfigError
+from plmkit.utils.constants import MAX_SEED
 from plmkit.utils.settings import Settings, setting
 
 log = logging.getLogger("plmkit")
@@ -51,7 +52,7 @@ class PruneSettings(Settings):
                                  at_least=0)
     recover_lr: float = setting(5e-5, "peak learning rate of the recovery fine-tuning", metavar="LR", above=0)
     device: str = setting("auto", "auto, cpu, cuda or cuda:N", metavar="DEV")
-    seed: int = setting(0, "seed of the recovery fine-tuning", metavar="N")
+    seed: int = setting(0, "seed of the recovery fine-tuning", metavar="N", at_least=0, at_most=MAX_SEED)
     progress: bool = setting(True, "progress bars")
 
     def validate(self) -> None:
