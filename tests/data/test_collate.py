@@ -36,3 +36,14 @@ def test_left_padding():
 def test_bad_side():
     with pytest.raises(ValueError, match="side"):
         pad_collate(0, side="middle")
+
+
+def test_records_without_labels_among_labelled_ones_get_ignored_labels():
+    collate = pad_collate(0)
+    per_example = collate([{"input_ids": [5, 6], "labels": 1}, {"input_ids": [7]}])  # (distillation's transfer data)
+    assert per_example["labels"].tolist() == [1, IGNORE_INDEX]
+    per_token = collate([{"input_ids": [7]}, {"input_ids": [5, 6, 8], "labels": [2, -100, 3]}])
+    assert per_token["labels"].tolist() == [[IGNORE_INDEX] * 3, [2, IGNORE_INDEX, 3]]
+    assert "labels" not in collate([{"input_ids": [5]}, {"input_ids": [6]}])  # none labelled: none made up
+    with pytest.raises(ValueError, match="no ignored value"):
+        collate([{"input_ids": [5, 6], "labels": [0.0, 1.0, 1.0]}, {"input_ids": [7]}])

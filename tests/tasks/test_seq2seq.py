@@ -83,6 +83,24 @@ def test_labels_leave_out_the_decoder_start_and_cut_targets_are_counted(fr_en, c
     assert bert.encode(cls_first, [examples[0]], None)[0]["labels"] == [7, 8, 102]  # [CLS] is the decoder's start
 
 
+def test_teacher_targets_are_the_teachers_translations_of_the_sources(fr_en, tmp_path):
+    """Sequence-level distillation (plmkit distill): a record's target becomes what the teacher writes."""
+    import torch
+    from plmkit.models.registry import config_from_preset, family_of_preset
+    from plmkit.tokenization import Tokenizer
+    tok = Tokenizer.from_pretrained(fr_en / "tok")
+    torch.manual_seed(0)
+    cls = family_of_preset("marian-tiny").model_class("seq2seq-lm")
+    teacher = cls(config_from_preset("marian-tiny", **cls.config_class.tokenizer_fields(tok))).eval()
+    task = TranslationTask.of(num_beams=1, max_target_length=6)
+    task.check_model(teacher, "teacher")
+    sources = write_jsonl(tmp_path / "sources.jsonl", [{"source": s} for s, _ in PAIRS[:3]])  # no targets
+    examples = task.teacher_targets(teacher, tok, task.read(sources, labelled=False), batch_size=2)
+    assert [e.source for e in examples] == [s for s, _ in PAIRS[:3]] and [e.line for e in examples] == [1, 2, 3]
+    features = task.encode(tok, task.read(sources, labelled=False), None)
+    assert [e.target for e in examples] == task.generate(teacher, tok, features, 3)
+
+
 def test_translation_from_scratch_end_to_end(fr_en, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["finetune", "--task", "translation", "--preset", "marian-tiny", "--tokenizer", str(fr_en / "tok"),

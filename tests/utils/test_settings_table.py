@@ -14,7 +14,7 @@ from plmkit.tasks import TASKS
 from plmkit.utils.settings import Settings, is_union
 
 BASE = {"TrainConfig": {"max_steps": 1}, "FinetuneTrain": {"max_steps": 1}, "InferenceSettings": {"model": "m"},
-        "ExportSettings": {"model": "m", "out": "o"}}
+        "ExportSettings": {"model": "m", "out": "o"}, "PruneSettings": {"model": "m", "out": "o", "data": "d", "heads": 0.1}}
 # numbers that may be any value (a score threshold), or whose range their own check owns (a duration)
 UNBOUNDED = {"null_score_diff_threshold", "time_budget", "length_penalty"}
 

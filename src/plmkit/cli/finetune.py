@@ -30,20 +30,27 @@ def add_parser(subparsers) -> None:
                     "OUT/model (final), OUT/best (best by the eval metric, with --eval), metrics.jsonl and "
                     "training_curves.png. Model directories carry the tokenizer, the labels and plmkit_task.json, "
                     "so `plmkit evaluate/predict` need nothing else.")
-    add_run_flags(p, _flags_run_type())
-    _explain_defaults(p)
-    for group in p._action_groups:
-        if group.title == f"{_TASK_SECTION} settings":
-            group.title = "task settings (each applies to the tasks that have it)"
-    for action in p._actions:
-        if action.dest == "config":
-            action.help = ("run file (YAML or JSON): task, out, sections model/data/train and one named after the "
-                           "task; flags given on the command line win")
+    add_task_run_flags(p, recipe.FinetuneRun)
     p.set_defaults(func=run)
 
 
-def _flags_run_type():
-    """FinetuneRun plus one section with the settings of every task (each field once; the help of a
+def add_task_run_flags(p: argparse.ArgumentParser, base: type[recipe.FinetuneRun], skip: tuple[str, ...] = ()) -> None:
+    """The flags of a run type built on fine-tuning (`base`: FinetuneRun, DistillRun): its sections, and
+    the settings of every task in one group (`skip`: dests left out)."""
+    add_run_flags(p, _flags_run_type(base), skip)
+    _explain_defaults(p, base)
+    for group in p._action_groups:
+        if group.title == f"{_TASK_SECTION} settings":
+            group.title = "task settings (each applies to the tasks that have it)"
+    sections = "/".join(s for s in base.sections() if s != _TASK_SECTION)
+    for action in p._actions:
+        if action.dest == "config":
+            action.help = (f"run file (YAML or JSON): task, out, sections {sections} and one named after the "
+                           "task; flags given on the command line win")
+
+
+def _flags_run_type(base: type[recipe.FinetuneRun]):
+    """`base` plus one section with the settings of every task (each field once; the help of a
     field that not every task has starts with the tasks that have it)."""
     owners: dict[str, list[str]] = {}
     for name, task in TASKS.items():
@@ -61,11 +68,11 @@ def _flags_run_type():
                 fields.append((f.name, hints[f.name], dataclasses.field(default=f.default, metadata=metadata)))
     every = dataclasses.make_dataclass("EveryTaskSettings", fields, bases=(Settings,),
                                        namespace={"section": _TASK_SECTION})
-    return dataclasses.make_dataclass("FinetuneFlags", [(_TASK_SECTION, every, dataclasses.field(default=None))],
-                                      bases=(recipe.FinetuneRun,))
+    return dataclasses.make_dataclass(f"{base.__name__}Flags", [(_TASK_SECTION, every, dataclasses.field(default=None))],
+                                      bases=(base,))
 
 
-def _explain_defaults(parser: argparse.ArgumentParser) -> None:
+def _explain_defaults(parser: argparse.ArgumentParser, base: type[recipe.FinetuneRun]) -> None:
     """Help that says, per flag, what a run gets without it: "required" for what a run needs, and
     after the common default each task's own where it differs (``default: 16; sft: 8``)."""
     for action in parser._actions:
@@ -74,17 +81,17 @@ def _explain_defaults(parser: argparse.ArgumentParser) -> None:
         section, _, name = action.dest.partition(".")
         if not name or section == _TASK_SECTION or not (action.help or "").endswith(")"):
             continue
-        common = recipe.FinetuneRun.default(section, name)
+        common = base.default(section, name)
         own = [f"{task}: {shown_default(value)}" for task in TASKS
-               if (value := recipe.run_type(task).default(section, name)) != common]
+               if (value := recipe.run_type(task, base).default(section, name)) != common]
         if own:
             action.help = f"{action.help[:-1]}; {'; '.join(own)})"
 
 
-def run_of_args(args: argparse.Namespace) -> recipe.FinetuneRun:
+def run_of_args(args: argparse.Namespace, base: type[recipe.FinetuneRun] = recipe.FinetuneRun) -> recipe.FinetuneRun:
     """The run of --config (if given) with the flags given on top."""
     given = given_values(args)
-    for name in recipe.FinetuneRun.top_level():
+    for name in base.top_level():
         if name in vars(args):
             given[name] = getattr(args, name)
     path = getattr(args, "config", None)
@@ -93,7 +100,7 @@ def run_of_args(args: argparse.Namespace) -> recipe.FinetuneRun:
     if task_values and task:
         _refuse_other_tasks_settings(task, task_values)
         given[task] = task_values
-    return recipe.load_run(path, given)
+    return recipe.load_run(path, given, base=base)
 
 
 def _refuse_other_tasks_settings(task: str, values: dict) -> None:

@@ -39,12 +39,14 @@ def pad_collate(pad_id: int, side: str = "right"):
     the features have them) are padded with 0; other per-token lists as long as ``input_ids``
     (``labels``, ``document_ids`` ...) are padded with -100 for ``labels`` and 0 otherwise; other
     keys (scalar or fixed-size labels, entity or answer positions) are stacked. Keys starting
-    with "_" (metadata) are left out.
+    with "_" (metadata) are left out. Features without ``labels`` among labelled ones (distillation's
+    unlabelled transfer data) get labels that every loss ignores: -100, per token or per example.
     """
     if side not in SIDES:
         raise ValueError(f"side must be one of {SIDES}, got {side!r}")
 
     def collate(features: list[dict]) -> dict[str, torch.Tensor]:
+        features = with_ignored_labels(features)
         lengths = [len(f["input_ids"]) for f in features]
         ids, mask = pad_sequences([f["input_ids"] for f in features], pad_id, side)
         batch = {"input_ids": ids, "attention_mask": mask}
@@ -62,6 +64,20 @@ def pad_collate(pad_id: int, side: str = "right"):
         return batch
 
     return collate
+
+
+def with_ignored_labels(features: list[dict]) -> list[dict]:
+    """`features`, those without ``labels`` given ignored ones (-100, or -100 per input token when the
+    labelled features have a label per token) when some others have labels; unchanged otherwise."""
+    labelled = next((f for f in features if "labels" in f), None)
+    if labelled is None or all("labels" in f for f in features):
+        return features
+    per_token = isinstance(labelled["labels"], (list, tuple))
+    if per_token and not _per_token([labelled["labels"]], [len(labelled["input_ids"])]):
+        raise ValueError("features without labels cannot share a batch with list targets that are not per token "
+                         "(multi-label classes): there is no ignored value for them")
+    return [f if "labels" in f else {**f, "labels": [IGNORE_INDEX] * len(f["input_ids"]) if per_token else IGNORE_INDEX}
+            for f in features]
 
 
 def _per_token(values: list, lengths: list[int]) -> bool:

@@ -8,6 +8,7 @@ attention, and re-pads the output at the end (padding positions of the outputs a
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -31,6 +32,7 @@ from plmkit.nn.masks import self_attention_masks
 from plmkit.nn.mlp import ACTIVATIONS
 from plmkit.nn.quantized import compute_dtype
 from plmkit.utils.constants import IGNORE_INDEX
+from plmkit.utils.settings import is_int
 
 log = logging.getLogger("plmkit")
 
@@ -65,6 +67,10 @@ class BertConfig(ModelConfig):
     is_decoder: bool = False  # causal self-attention (the decoder of an encoder-decoder, BertLMHeadModel)
     add_cross_attention: bool = False  # a cross-attention sublayer in every block (needs is_decoder)
     norm_first: bool = False  # plmkit extension: pre-LN blocks (not loadable as a Hugging Face BertModel)
+    # structured pruning (plmkit prune): Hugging Face 4.x's field, layer -> the heads removed (original numbers),
+    # and a plmkit extension, the feed-forward width of each layer (None: intermediate_size in every layer)
+    pruned_heads: dict[int, list[int]] | None = None
+    intermediate_sizes: list[int] | None = None
 
     def __post_init__(self):
         super().__post_init__()
@@ -77,6 +83,51 @@ class BertConfig(ModelConfig):
                     f"pad_token_id={self.pad_token_id} is not below vocab_size={self.vocab_size}")
         self._check(self.is_decoder or not self.add_cross_attention,
                     "add_cross_attention=true needs is_decoder=true (cross-attention is a decoder's)")
+        self._check_pruning()
+
+    def _check_pruning(self) -> None:
+        """pruned_heads as {layer: sorted head numbers} (JSON writes the layers as strings), each layer
+        keeping a head; intermediate_sizes one positive width per layer; empty ones as None."""
+        n, heads = self.num_hidden_layers, self.num_attention_heads
+        if self.pruned_heads:
+            self._check(isinstance(self.pruned_heads, dict), f"pruned_heads must map layers to lists of heads, got "
+                                                             f"{self.pruned_heads!r}")
+            removed = {}
+            for layer, gone in self.pruned_heads.items():
+                ok = str(layer).isdigit() and int(layer) < n and isinstance(gone, list) and all(
+                    is_int(h) and 0 <= h < heads for h in gone) and len(set(gone)) == len(gone) < heads
+                self._check(ok, f"pruned_heads[{layer!r}]={gone!r}: give a layer below {n} and distinct head numbers "
+                                f"below {heads}, keeping at least one head")
+                if gone:
+                    removed[int(layer)] = sorted(gone)
+            self.pruned_heads = removed
+        self.pruned_heads = self.pruned_heads or None
+        if self.intermediate_sizes is not None:
+            self._check(len(self.intermediate_sizes) == n and all(w >= 1 for w in self.intermediate_sizes),
+                        f"intermediate_sizes must give one positive width for each of the {n} layers, got "
+                        f"{self.intermediate_sizes}")
+
+    def heads_in_layer(self, i: int) -> int:
+        return self.num_attention_heads - len((self.pruned_heads or {}).get(i, ()))
+
+    def intermediate_size_of(self, i: int) -> int:
+        return self.intermediate_sizes[i] if self.intermediate_sizes else self.intermediate_size
+
+    def removed_heads(self) -> dict[int, list[int]]:
+        return {layer: list(gone) for layer, gone in (self.pruned_heads or {}).items()}
+
+    def pruned(self, removed_heads: dict[int, list[int]], ffn_sizes: list[int]) -> "BertConfig":
+        self._check(not self.is_decoder, "plmkit prunes BERT encoders; this one is a decoder (is_decoder=true)")
+        uniform = all(w == self.intermediate_size for w in ffn_sizes)
+        return dataclasses.replace(self, pruned_heads={k: sorted(v) for k, v in removed_heads.items() if v} or None,
+                                   intermediate_sizes=None if uniform else list(ffn_sizes))
+
+    def with_layers(self, kept: list[int]) -> "BertConfig":
+        heads = self.pruned_heads or {}
+        return dataclasses.replace(
+            self, num_hidden_layers=len(kept),
+            pruned_heads={i: heads[k] for i, k in enumerate(kept) if k in heads} or None,
+            intermediate_sizes=[self.intermediate_sizes[k] for k in kept] if self.intermediate_sizes else None)
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "BertConfig":
@@ -129,15 +180,17 @@ class BertModel(BertPreTrainedModel):
         super().__init__(config)
         c = config
 
-        def attention():
-            return MultiHeadAttention(c.hidden_size, c.num_attention_heads, dropout=c.attention_probs_dropout_prob)
+        def attention(heads: int = c.num_attention_heads):  # (a pruned layer has fewer heads of the same width)
+            return MultiHeadAttention(c.hidden_size, heads, dropout=c.attention_probs_dropout_prob,
+                                      d_head=c.hidden_size // c.num_attention_heads)
         self.embeddings = TextEmbeddings(c.vocab_size, c.hidden_size, c.max_position_embeddings, c.type_vocab_size,
                                          c.layer_norm_eps, c.hidden_dropout_prob, c.pad_token_id)
         self.layers = nn.ModuleList(
-            TransformerBlock(attention(), FeedForward(c.hidden_size, c.intermediate_size, c.hidden_act),
+            TransformerBlock(attention(c.heads_in_layer(i)), FeedForward(c.hidden_size, c.intermediate_size_of(i),
+                                                                         c.hidden_act),
                              lambda: nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps), norm_first=c.norm_first,
                              dropout=c.hidden_dropout_prob, cross_attn=attention() if c.add_cross_attention else None)
-            for _ in range(c.num_hidden_layers))
+            for i in range(c.num_hidden_layers))
         self.final_norm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps) if c.norm_first else None
         self.pooler = Pooler(c.hidden_size) if add_pooling_layer else None
         self.init_weights()

@@ -126,6 +126,22 @@ class ModelConfig:
         """The hard limit on positions: context_length for learned positions, None for rotary ones."""
         return self.context_length if self.learned_positions else None
 
+    def with_layers(self, kept: list[int]) -> "ModelConfig":
+        """A copy with only the blocks `kept` (their indices, in order): a student started from some of a
+        teacher's layers. A family with per-layer fields (a pruned BERT) keeps those of `kept`."""
+        return dataclasses.replace(self, **{self.field_names["num_layers"]: len(kept)})
+
+    # structured pruning (plmkit.compression.prune): a family that rebuilds pruned blocks overrides these
+    def removed_heads(self) -> dict[int, list[int]]:
+        """Attention heads pruned away so far: layer -> their numbers in the unpruned model."""
+        return {}
+
+    def pruned(self, removed_heads: dict[int, list[int]], ffn_sizes: list[int]) -> "ModelConfig":
+        """A copy describing blocks with `removed_heads` gone (layer -> original head numbers, all of them
+        so far) and feed-forward widths `ffn_sizes` (one per layer); from_pretrained rebuilds them."""
+        raise ConfigError(f"{type(self).__name__}: plmkit cannot prune {self.model_type} models yet (BERT encoders "
+                          "can be pruned)")
+
     @classmethod
     def tokenizer_fields(cls, tokenizer) -> dict[str, Any]:
         """The fields a fresh model takes from its tokenizer: the vocabulary size and the special ids

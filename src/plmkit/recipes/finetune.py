@@ -20,7 +20,7 @@ import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 from plmkit.errors import ConfigError, DataError
 from plmkit.tasks import Task, get_task, task_names
@@ -70,8 +70,6 @@ class ModelSettings(Settings):
     def validate(self) -> None:
         self.need(not (self.preset and self.path), "give --model DIR (a pretrained model) or --preset NAME (random "
                                                    "weights), not both")
-        self.need(not self.preset or self.tokenizer, "--preset starts from random weights and has no tokenizer: give "
-                                                     "--tokenizer DIR (plmkit tokenizer train makes one)")
         self.need(not (self.init and self.preset), "--init bert2bert warm-starts from --model, not from a --preset")
         self.need(not (self.freeze_body and (self.freeze_layers or self.freeze_embeddings)),
                   "freeze_body (--freeze-body) freezes the whole body already: drop --freeze-layers / "
@@ -126,6 +124,8 @@ class FinetuneRun(RunConfig):
     """A fine-tuning run; `run_type(task)` adds the task's own section."""
 
     defaults = FINETUNE_DEFAULTS
+    command: ClassVar[str] = "finetune"  # how errors name the run
+    purpose: ClassVar[str] = "fine-tune"  # "say which task to ..."
     task: str | None = setting(None, "what to fine-tune for (sft: a causal LM on prompt/response pairs, "
                                      "for plmkit chat)", choices=task_names(), fixed_on_resume=True)
     out: str | None = setting(None, "output directory", metavar="DIR", shapes_run=False)
@@ -144,16 +144,24 @@ class FinetuneRun(RunConfig):
     train: FinetuneTrain = field(default_factory=lambda: FinetuneTrain(epochs=3.0))
 
     def validate(self) -> None:
-        for ok, what in ((self.task, "the task: --task " + "|".join(task_names())),
-                         (self.model.path or self.model.preset, "the pretrained model directory: --model DIR "
-                                                                "(model: path:), or --preset NAME with --tokenizer DIR"),
-                         (self.data.train, "the training data: --train FILE (data: train:)"),
-                         (self.out, "the output directory: --out DIR (out:)")):
+        for ok, what in self.needed():
             if not ok:
-                raise ConfigError(f"finetune: say {what}")
+                raise ConfigError(f"{self.command}: say {what}")
         if self.model.init == "bert2bert" and get_task(self.task).model_task != "seq2seq-lm":
             raise ConfigError(f"finetune: --init bert2bert makes an encoder-decoder (for translation or summarization); "
                               f"--task {self.task} fine-tunes the model of --model as it is")
+
+    def needed(self) -> list[tuple[Any, str]]:
+        """(value, what to say when it is missing) for what a run must be given."""
+        return [(self.task, "the task: --task " + "|".join(task_names())), *self.model_needed(),
+                (self.data.train, "the training data: --train FILE (data: train:)"),
+                (self.out, "the output directory: --out DIR (out:)")]
+
+    def model_needed(self) -> list[tuple[Any, str]]:
+        return [(self.model.path or self.model.preset, "the pretrained model directory: --model DIR (model: path:), "
+                                                       "or --preset NAME with --tokenizer DIR"),
+                (not self.model.preset or self.model.tokenizer, "--tokenizer DIR: --preset starts from random weights and "
+                                                                "has no tokenizer (plmkit tokenizer train makes one)")]
 
     def check_given(self, given: dict[str, set[str]]) -> None:
         self.train.need_with(given["train"], ["layer_lr_decay"], not self.model.freeze_body,
@@ -177,52 +185,56 @@ class FinetuneRun(RunConfig):
         """The task with a copy of this run's settings for it (fine-tuning fills in what the data says)."""
         return get_task(self.task)(dataclasses.replace(self.task_settings))
 
+    def steps(self) -> "Steps":
+        """What `run` does at each step (a kind of run built on fine-tuning replaces some)."""
+        return Steps(self)
+
 
 @functools.cache
-def run_type(name: str) -> type[FinetuneRun]:
-    """The run type of task `name`: FinetuneRun plus a section `name` holding the task's settings,
-    with the task's `run_defaults` over fine-tuning's."""
+def run_type(name: str, base: type[FinetuneRun] = FinetuneRun) -> type[FinetuneRun]:
+    """The run type of task `name`: `base` (FinetuneRun, or a kind of run built on it: DistillRun) plus a
+    section `name` holding the task's settings, with the task's `run_defaults` over the base's defaults."""
     task = get_task(name)
-    sections = set(FINETUNE_DEFAULTS) | set(task.run_defaults)
-    defaults: dict[str, Any] = {s: {**FINETUNE_DEFAULTS.get(s, {}), **task.run_defaults.get(s, {})} for s in sections}
+    sections = {s for s, v in base.defaults.items() if isinstance(v, Mapping)} | set(task.run_defaults)
+    defaults: dict[str, Any] = {s: {**base.defaults.get(s, {}), **task.run_defaults.get(s, {})} for s in sections}
     defaults["task"] = name
     settings = task.settings_class
-    cls = dataclasses.make_dataclass(f"{settings.__name__.removesuffix('Settings')}FinetuneRun",
-                                     [(name, settings, field(default_factory=settings))], bases=(FinetuneRun,),
-                                     namespace={"defaults": defaults, "__module__": __name__})
+    cls = dataclasses.make_dataclass(f"{settings.__name__.removesuffix('Settings')}{base.__name__}",
+                                     [(name, settings, field(default_factory=settings))], bases=(base,),
+                                     namespace={"defaults": defaults, "__module__": base.__module__})
 
     def validate(self) -> None:
-        FinetuneRun.validate(self)
+        base.validate(self)
         if self.task != name:
-            raise ConfigError(f"finetune: this run type is for task {name!r}, not {self.task!r}")
+            raise ConfigError(f"{base.command}: this run type is for task {name!r}, not {self.task!r}")
 
     cls.validate = validate
     return cls
 
 
-def build_run(*layers: Mapping[str, Any], source: str = "run file") -> FinetuneRun:
+def build_run(*layers: Mapping[str, Any], source: str = "run file", base: type[FinetuneRun] = FinetuneRun) -> FinetuneRun:
     """The run of `layers` (run dicts, later ones win) for the task the last of them names."""
     name = next((layer["task"] for layer in reversed(layers) if isinstance(layer, Mapping) and layer.get("task")), None)
     if name is None:
-        raise ConfigError(f"{source}: say which task to fine-tune: --task {'|'.join(task_names())} "
+        raise ConfigError(f"{source}: say which task to {base.purpose}: --task {'|'.join(task_names())} "
                           "(task: in a run file)")
-    return run_type(name).build(*layers, source=source)
+    return run_type(name, base).build(*layers, source=source)
 
 
-def load_run(path: str | Path | None, *overrides: Mapping[str, Any]) -> FinetuneRun:
+def load_run(path: str | Path | None, *overrides: Mapping[str, Any], base: type[FinetuneRun] = FinetuneRun) -> FinetuneRun:
     """The run of a YAML/JSON run file (None: none) with `overrides` on top."""
     if path is None:
-        return build_run(*overrides, source="flags")
-    return build_run(read_run_file(path), *overrides, source=str(path))
+        return build_run(*overrides, source="flags", base=base)
+    return build_run(read_run_file(path), *overrides, source=str(path), base=base)
 
 
-def nest(name: str, values: Mapping[str, Any]) -> dict[str, Any]:
+def nest(name: str, values: Mapping[str, Any], base: type[FinetuneRun] = FinetuneRun) -> dict[str, Any]:
     """A run dict from flat field names (``lr=1e-3, stride=4``) of task `name`'s run type."""
-    run_cls = run_type(name)
+    run_cls = run_type(name, base)
     where: dict[str, str | None] = {f: None for f in run_cls.top_level()}
     for section, settings in run_cls.sections().items():
         where.update(dict.fromkeys(settings.field_names(), section))
-    check_known(values, list(where), f"finetune({name!r})")
+    check_known(values, list(where), f"{base.command}({name!r})")
     out: dict[str, Any] = {}
     for key, value in values.items():
         if where[key] is None:
@@ -259,43 +271,85 @@ def run(config: FinetuneRun) -> FinetuneResult:
 
 
 def _claimed_run(config: FinetuneRun) -> FinetuneResult:
-    from plmkit.models.io import check_model_dir
     from plmkit.training import distributed
-    m, d = config.model, config.data
-    distributed.check_batch_size(d.batch_size)
-    if m.path is not None:
-        check_model_dir(m.path)  # the inputs first: a mistyped --model is named as one, before --out is made
-    inputs = [("--model", m.path), ("--tokenizer", m.tokenizer), ("--train", d.train), ("--eval", d.eval)]
+    steps = config.steps()
+    distributed.check_batch_size(config.data.batch_size)
+    steps.check_inputs()  # the inputs first: a mistyped --model is named as one, before --out is made
+    inputs = steps.inputs()
     refuse_overwriting_inputs(config.out, "--out", inputs)
-    with claimed(config.out, "finetune", bool(config.resume_target), config.overwrite) as out:
+    with claimed(config.out, config.command, bool(config.resume_target), config.overwrite) as out:
         fp = fingerprint(config, {flag: [path] for flag, path in inputs})
         if config.resume_target:
             check_resume(resume_checkpoint(out / "checkpoints", config.resume_target), fp, config.resume_with_changes)
-        return _run(config, out, fp)
+        return _run(config, steps, out, fp)
 
 
-def _run(config: FinetuneRun, out: Path, fp: dict) -> FinetuneResult:
+class Steps:
+    """The steps of a fine-tuning run that a kind of run built on it replaces (`FinetuneRun.steps`):
+    distillation (plmkit.recipes.distill) reads its task and tokenizer from the teacher, takes records
+    without labels, builds a student and trains it inside a module that adds the teacher's losses.
+    `_run` calls them in the order they are defined here; everything else (batches, the Trainer,
+    evaluation, saving, resuming) is the same for every kind of run."""
+
+    def __init__(self, config: FinetuneRun):
+        self.config = config
+
+    def check_inputs(self) -> None:
+        """Refuse a missing input by name, before anything is written."""
+        from plmkit.models.io import check_model_dir
+        if self.config.model.path is not None:
+            check_model_dir(self.config.model.path)
+
+    def inputs(self) -> list[tuple[str, str | None]]:
+        """(flag, path) of what the run reads: never written over, and fingerprinted for --resume."""
+        m, d = self.config.model, self.config.data
+        return [("--model", m.path), ("--tokenizer", m.tokenizer), ("--train", d.train), ("--eval", d.eval)]
+
+    def task(self) -> Task:
+        return self.config.make_task()
+
+    def tokenizer(self):
+        from plmkit.tokenization import Tokenizer
+        m = self.config.model
+        return Tokenizer.from_pretrained(m.tokenizer or m.path)
+
+    def training_examples(self, task: Task, tokenizer) -> list:
+        return task.read(self.config.data.train)
+
+    def labels(self, task: Task, examples: list) -> list[str] | None:
+        """The label names of the model's head (and whatever else the data decides in the task's settings)."""
+        return task.discover(examples, self.config.data.train)
+
+    def model(self, task: Task, tokenizer, labels: list[str] | None):
+        m = self.config.model
+        return prepare_model(task, m.path, tokenizer, labels, m.dropout, preset=m.preset, init=m.init)
+
+    def trained(self, model, task: Task, tokenizer):
+        """The module the Trainer trains and saves (through its save_pretrained): the model itself."""
+        return model
+
+
+def _run(config: FinetuneRun, steps: Steps, out: Path, fp: dict) -> FinetuneResult:
     from plmkit.data.loader import BatchLoader
-    from plmkit.tokenization import Tokenizer
     from plmkit.training import distributed
     from plmkit.training.rng import seed_everything
     from plmkit.training.trainer import Trainer
 
-    task, m, d = config.make_task(), config.model, config.data
+    task, m, d = steps.task(), config.model, config.data
     task.progress = config.train.progress_bar and distributed.is_main()
     seed_everything(config.train.seed)
-    tokenizer = Tokenizer.from_pretrained(m.tokenizer or m.path)
-    train_examples = task.read(d.train)
+    tokenizer = steps.tokenizer()
+    train_examples = steps.training_examples(task, tokenizer)
     eval_examples, eval_where = (task.read(d.eval), d.eval) if d.eval else (None, None)
     if eval_examples is None and d.eval_fraction:
         train_examples, eval_examples = hold_out(train_examples, d.eval_fraction, config.train.seed)
         eval_where = f"{d.train} (held out)"
-    labels = task.discover(train_examples, d.train)
+    labels = steps.labels(task, train_examples)
     if d.eval and os.path.realpath(d.eval) == os.path.realpath(d.train):
         log.warning("plmkit: --eval is the training file: the evaluations (and the best model) measure how well "
                     "the model fits its own training data")
 
-    model = prepare_model(task, m.path, tokenizer, labels, m.dropout, preset=m.preset, init=m.init)
+    model = steps.model(task, tokenizer, labels)
     task.check_model(model, m.path)
     label2id = model.config.label2id if labels is not None else None
     train_features = task.encode(tokenizer, train_examples, label2id, path=d.train, training=True)
@@ -308,6 +362,7 @@ def _run(config: FinetuneRun, out: Path, fp: dict) -> FinetuneResult:
     trainable = model.num_parameters(trainable_only=True)
     log.info("plmkit: %s: %s of %s parameters trainable%s", type(model).__name__, f"{trainable:,}",
              f"{model.num_parameters():,}", f" ({len(frozen)} tensors frozen)" if frozen else "")
+    trained = steps.trained(model, task, tokenizer)
 
     loader = BatchLoader(train_features, d.batch_size, task.collate(tokenizer), shuffle=True, seed=config.train.seed,
                          group_by_length=length_of if d.group_by_length else None)
@@ -315,8 +370,8 @@ def _run(config: FinetuneRun, out: Path, fp: dict) -> FinetuneResult:
     train_cfg = trainer_config(config.train, task, has_eval, max(1, len(loader) // config.train.grad_accum_steps))
     eval_batch_size = d.eval_batch_size or max(d.batch_size, 32)
 
-    def evaluate(model_):
-        return task.evaluate(model_, tokenizer, eval_examples, eval_features, eval_batch_size, **shared)
+    def evaluate(_trained):  # (the Trainer's module is `model`, or holds it: `model` is what is evaluated)
+        return task.evaluate(model, tokenizer, eval_examples, eval_features, eval_batch_size, **shared)
 
     shared = {"part": distributed.EvalShard()} if task.sharded_evaluation else {}
     if shared:  # (each rank its part, the metrics reduced across ranks)
@@ -326,7 +381,7 @@ def _run(config: FinetuneRun, out: Path, fp: dict) -> FinetuneResult:
         tokenizer.save_pretrained(directory)
         task.save(directory)
 
-    trainer = Trainer(model, train_cfg, loader, out, evaluate=evaluate if has_eval else None, save_extra=save_extra,
+    trainer = Trainer(trained, train_cfg, loader, out, evaluate=evaluate if has_eval else None, save_extra=save_extra,
                       forward_kwargs=task.forward_kwargs, fingerprint=fp,
                       on_start=lambda: config.save(out / "run.yaml"))  # once training starts (or resumes) for real
     if config.overwrite and distributed.is_main():  # the earlier run goes once everything above has worked
@@ -441,6 +496,6 @@ def set_trainable(model, task: Task, tokenizer, m: ModelSettings) -> list[str]:
     return frozen
 
 
-__all__ = ["DataSettings", "FINETUNE_DEFAULTS", "FinetuneResult", "FinetuneRun", "FinetuneTrain", "ModelSettings",
+__all__ = ["DataSettings", "FINETUNE_DEFAULTS", "FinetuneResult", "FinetuneRun", "FinetuneTrain", "ModelSettings", "Steps",
            "build_run", "finetune", "freeze", "hold_out", "load_run", "nest", "prepare_model", "run", "run_type",
            "set_trainable", "trainer_config"]

@@ -67,9 +67,10 @@ class Task:
         return f"{type(self).__name__}({self.settings})"
 
     # ------------------------------------------------------------------ data
-    def read(self, path, labelled: bool = True) -> list:
-        """Examples of a training / evaluation file (`labelled`: labels required): the task's
-        `reader(path, labelled)` unless it overrides this."""
+    def read(self, path, labelled: bool | None = True) -> list:
+        """Examples of a training / evaluation file (`labelled`: labels required; None: labels where a
+        record has them, for the tasks with `soft_targets`): the task's `reader(path, labelled)` unless
+        it overrides this."""
         return type(self).reader(path, labelled)
 
     def discover(self, examples: list, path) -> list[str] | None:
@@ -103,6 +104,18 @@ class Task:
 
     def train_extra(self, model, tokenizer) -> None:
         """After freezing and LoRA: parameters the task needs trained whatever was frozen."""
+
+    # ------------------------------------------------------------------ distillation (plmkit distill)
+    def soft_targets(self) -> str | None:
+        """What a student matches of its teacher's logits: "example" (one class distribution per
+        example, logits (B, C)) or "token" (one per token, logits (B, T, C)); None: the task's models
+        are not distilled by their logits."""
+        return None
+
+    def teacher_targets(self, teacher, tokenizer, examples: list, batch_size: int = 32) -> list | None:
+        """Sequence-level distillation (Kim & Rush, 2016): `examples` with their targets replaced by
+        what `teacher` generates for their inputs; None: the task's targets are not generated."""
+        return None
 
     # ------------------------------------------------------------------ evaluation
     def main_metric(self) -> str | None:

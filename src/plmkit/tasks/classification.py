@@ -47,7 +47,9 @@ class ClassificationExample:
     line: int
 
 
-def read_classification(path: str | Path, require_label: bool = True) -> list[ClassificationExample]:
+def read_classification(path: str | Path, require_label: bool | None = True) -> list[ClassificationExample]:
+    """Examples of a JSONL/CSV/TSV file; `require_label` None: each record's label where it has one
+    (distillation's transfer data), False: none read."""
     path = check_file(path)
     rows = _table_rows(path, "\t" if path.suffix.lower() == ".tsv" else ",") \
         if path.suffix.lower() in (".csv", ".tsv") else jsonl_rows(path)
@@ -64,10 +66,12 @@ def read_classification(path: str | Path, require_label: bool = True) -> list[Cl
 
 
 def classification_example(row: dict, where: str, line: int,
-                           labelled: bool = True) -> tuple[ClassificationExample, str | None]:
+                           labelled: bool | None = True) -> tuple[ClassificationExample, str | None]:
     """One checked record (training, evaluation or prediction) and the JSON type of its label (None
     without one): a non-empty 'text' (or 'sentence'), an optional non-empty 'text_pair', and with
-    `labelled` a 'label' (a prediction record's label is not read)."""
+    `labelled` a 'label' (a prediction record's label is not read; None: read where the record has one)."""
+    if labelled is None:
+        labelled = row.get("label") not in (None, "")
     text = field(row, only_one(row, ("text", "sentence"), where) or "text", where, TEXT)
     pair = field(row, "text_pair", where, TEXT, required=False)
     label, kind = (_label(field(row, "label", where, ANY_LABEL), where) if labelled else (None, None))
@@ -250,6 +254,9 @@ class ClassificationTask(Task):
 
     def model_overrides(self) -> dict:
         return {"problem_type": self.settings.problem_type} if self.settings.problem_type else {}
+
+    def soft_targets(self) -> str | None:
+        return "example" if self.settings.problem_type in (None, SINGLE) else None
 
     def main_metric(self) -> str:
         return {REGRESSION: "pearson", MULTI: "f1"}.get(self.settings.problem_type, "accuracy")

@@ -37,9 +37,10 @@ class Sentence:
     tag_lines: list[int] | None = None
 
 
-def read_ner(path: str | Path, require_tags: bool = True) -> list[Sentence]:
+def read_ner(path: str | Path, require_tags: bool | None = True) -> list[Sentence]:
     """Sentences of a CoNLL file (`read_conll`), or of a JSON-lines file (`read_ner_jsonl`): one whose
-    first line is a JSON object."""
+    first line is a JSON object. `require_tags` None: tags where they are given (distillation's
+    transfer data): per record in JSON lines, per file in CoNLL (a tag column or not)."""
     path = check_file(path)
     lines = read_lines(path)
     try:
@@ -48,17 +49,18 @@ def read_ner(path: str | Path, require_tags: bool = True) -> list[Sentence]:
         jsonl = False
     if jsonl:
         return read_ner_jsonl(lines, path, require_tags)
-    return read_conll(path, require_tags, lines)
+    return read_conll(path, _has_tags(lines) if require_tags is None else require_tags, lines)
 
 
-def read_ner_jsonl(lines: list[str], path, require_tags: bool = True) -> list[Sentence]:
-    """Sentences of JSON lines ``{"tokens": [words], "tags" (or "ner_tags"): [tags]}``, one per line."""
+def read_ner_jsonl(lines: list[str], path, require_tags: bool | None = True) -> list[Sentence]:
+    """Sentences of JSON lines ``{"tokens": [words], "tags" (or "ner_tags"): [tags]}``, one per line
+    (`require_tags` None: the tags of the records that have them)."""
     sentences = []
     for lineno, row in parse_json_lines(lines, path):
         where = f"{path}:{lineno}"
         tokens = field(row, "tokens", where, WORDS)
         tags = None
-        if require_tags:
+        if require_tags or require_tags is None and ("tags" in row or "ner_tags" in row):
             key = only_one(row, ("tags", "ner_tags"), where) or "tags"
             if isinstance(row.get(key), list) and any(is_int(t) for t in row[key]):
                 raise DataError(f"{where}: '{key}' holds integers (class ids); give the tag names ('B-PER', 'O', ...)")
@@ -269,6 +271,9 @@ class NerTask(Task):
         labels = tag_names(examples)
         self.settings.scheme = scheme_of(labels)
         return need_two_labels(labels, path)
+
+    def soft_targets(self) -> str:
+        return "token"
 
     def encode(self, tokenizer, examples, label2id, path="data", training: bool = False) -> list[dict]:
         return encode_sentences(tokenizer, examples, self.settings.max_length, label2id, path, self.settings.stride)

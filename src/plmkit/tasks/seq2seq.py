@@ -215,6 +215,12 @@ class Seq2SeqTask(Task):
             model.train(was_training)
         return out
 
+    def teacher_targets(self, teacher, tokenizer, examples, batch_size: int = 32) -> list[Seq2SeqExample]:
+        """The examples with the targets `teacher` generates for their sources (this task's decoding settings)."""
+        features = self.encode(tokenizer, [Seq2SeqExample(e.source, None, e.line) for e in examples], None)
+        texts = self.generate(teacher, tokenizer, features, batch_size, progress=f"teacher: {len(features):,} targets")
+        return [Seq2SeqExample(e.source, text, e.line) for e, text in zip(examples, texts)]
+
     def finished(self, result) -> str:
         metric = self.main_metric()
         value = result.eval_metrics.get(f"eval_{metric}")

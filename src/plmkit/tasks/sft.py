@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import torch
+from tqdm import tqdm
 
 from plmkit.chat import encode_text, format_system, format_user
 from plmkit.data.collate import pad_collate
@@ -53,13 +54,13 @@ def ensure_pad_token(tokenizer, model=None) -> int:
     return tokenizer.pad_token_id
 
 
-def read_pairs(path: str | Path) -> Iterator[tuple[dict, str]]:
+def read_pairs(path: str | Path, labelled: bool = True) -> Iterator[tuple[dict, str]]:
     """(record, "file:line") for every non-blank line of a prompt/response JSONL file: a non-empty
     "prompt" and "response" (chat never sends an empty message, and an empty reply teaches only EOS),
-    and an optional string "system"."""
+    and an optional string "system"; without `labelled` the response is optional (a teacher writes it)."""
     for number, record in jsonl_rows(path):
         where = f"{path}:{number}"
-        for key in ("prompt", "response"):
+        for key in ("prompt", "response") if labelled else ("prompt",):
             field(record, key, where, TEXT)
         field(record, "system", where, STRING, required=False)
         yield record, where
@@ -146,8 +147,8 @@ class SFTTask(Task):
     forward_kwargs = {"return_logits": False}  # the chunked loss: no (B, T, V) logits
     description = "JSONL with prompt and response"
 
-    def read(self, path, labelled: bool = True) -> list[dict]:
-        records = [record for record, _ in read_pairs(path)]
+    def read(self, path, labelled: bool | None = True) -> list[dict]:
+        records = [record for record, _ in read_pairs(path, bool(labelled))]
         if not records:
             raise DataError(f"no prompt/response pairs in {path}")
         return records
@@ -175,6 +176,29 @@ class SFTTask(Task):
             raise DataError(f"{path}: every {'training' if training else 'held-out'} prompt is longer than "
                             f"max_length={limit} tokens; nothing to {'train' if training else 'evaluate'} on")
         return data
+
+    def teacher_targets(self, teacher, tokenizer, examples, batch_size: int = 32) -> list[dict]:
+        """The records with the replies `teacher` writes (greedy, up to max_length tokens in all) to their prompts."""
+        from plmkit.data.collate import pad_sequences
+        eos, pad = tokenizer.eos_token_id, ensure_pad_token(tokenizer)
+        prompts = [encode_text(tokenizer, format_system(r.get("system", self.settings.system)) + format_user(r["prompt"]))
+                   for r in examples]
+        replies = [""] * len(examples)
+        device = next(teacher.parameters()).device
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        for start in tqdm(range(0, len(order), batch_size), desc="teacher: replies", unit="batch", leave=False,
+                          disable=not self.progress):
+            idx = order[start:start + batch_size]
+            room = self.settings.max_length - len(prompts[idx[-1]])
+            if room < 1:
+                raise DataError(f"a prompt of {len(prompts[idx[-1]])} tokens leaves no room for a reply within "
+                                f"max_length={self.settings.max_length}")
+            ids, mask = pad_sequences([prompts[i] for i in idx], pad, side="left")
+            out = teacher.generate(ids.to(device), attention_mask=mask.to(device), max_new_tokens=room,
+                                   eos_token_id=eos, pad_token_id=pad)
+            for row, i in enumerate(idx):
+                replies[i] = tokenizer.decode(out[row, ids.shape[1]:].tolist(), skip_special_tokens=True).strip()
+        return [{**r, "response": reply} for r, reply in zip(examples, replies) if reply]
 
     def collate(self, tokenizer) -> SFTCollator:
         return SFTCollator(tokenizer.pad_token_id)

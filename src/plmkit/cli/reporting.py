@@ -1,0 +1,31 @@
+"""The before/after report that a compression command prints and saves (plmkit.compression.report):
+size on disk, parameters, latency and throughput, and the task metric on --eval."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_report_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("report (before vs after)")
+    group.add_argument("--batch-sizes", metavar="N,N", default="1,32", help="batch sizes timed (default 1,32)")
+    group.add_argument("--threads", type=int, default=None, metavar="N", help="torch threads while timing")
+    group.add_argument("--no-report", action="store_true", help="no measuring after the command")
+
+
+def report(args: argparse.Namespace, before, after, eval_file, out_dir) -> Path | None:
+    """Measure model directories `before` and `after`, print the table, save it in `out_dir`; None
+    with --no-report."""
+    if args.no_report:
+        return None
+    from plmkit.compression.report import format_report, measure, save_report
+    from plmkit.errors import ConfigError
+    try:
+        sizes = tuple(int(b) for b in args.batch_sizes.split(","))
+    except ValueError:
+        raise ConfigError(f"--batch-sizes: comma-separated integers, got {args.batch_sizes!r}") from None
+    measured = [measure(d, eval_file=eval_file, batch_sizes=sizes, threads=args.threads) for d in (before, after)]
+    print(format_report(measured, measured[0]))
+    path = save_report(out_dir, {"before": measured[0], "after": measured[1]})
+    print(f"wrote {path}")
+    return path

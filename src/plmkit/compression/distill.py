@@ -1,0 +1,211 @@
+"""Task-specific knowledge distillation: a small student trained to imitate a fine-tuned teacher.
+
+The losses (`DistillationModel.forward`), on the rows a task's `soft_targets` names (an example's
+class distribution, or each real token's):
+
+* soft targets (Hinton et al., 2015): KL(softmax(teacher / T) || softmax(student / T)), scaled by T²
+  so that its gradients keep their size whatever the temperature T;
+* hard labels: the cross-entropy of the labelled rows (a record without a label has soft targets only);
+* hidden states (TinyBERT, Jiao et al., 2020): the MSE between the student's states, through a learned
+  projection when the widths differ, and the teacher's, at mapped layers (the embeddings' output
+  included), on real tokens;
+* attention distributions (TinyBERT; MiniLM, Wang et al., 2020): the KL between the teacher's and the
+  student's attention probabilities at mapped layers, over real query tokens; when the head counts
+  differ, the heads' mean distributions are compared.
+
+    loss = alpha * soft + (1 - alpha) * hard + hidden_weight * hidden + attention_weight * attention
+
+Student layer i is mapped to teacher layer (i + 1) * L / N - 1 (rounded up; N student layers, L the
+teacher's): the top layers meet, as in TinyBERT's uniform mapping. `student_from_teacher` starts a
+student from those very layers (DistilBERT's initialisation: every k-th layer, the embeddings and the
+task head copied).
+
+Sequence-level distillation (Kim & Rush, 2016) of generative tasks needs no loss here: the teacher
+writes the targets (`Task.teacher_targets`) and the student is fine-tuned on them.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from plmkit.errors import ConfigError
+from plmkit.models.outputs import ModelOutput
+from plmkit.utils.constants import IGNORE_INDEX
+from plmkit.utils.settings import Settings, setting
+
+_LAYER = re.compile(r"((?:^|\.)layers\.)(\d+)\.")
+
+
+@dataclass
+class DistillSettings(Settings):
+    section = "distill"
+    teacher: str | None = setting(None, "the fine-tuned teacher's model directory (plmkit finetune's OUT/best or "
+                                        "OUT/model): its task settings, labels and tokenizer are the student's",
+                                  metavar="DIR", shapes_run=False)  # (its files are compared on resume)
+    init_from_teacher: bool = setting(False, "start the student from the teacher: every k-th of its layers "
+                                             "(k = teacher layers / --student-layers), its embeddings and task head",
+                                      fixed_on_resume=True)
+    student_layers: int | None = setting(None, "with --init-from-teacher: the student's layers (off: half the "
+                                               "teacher's)", metavar="N", at_least=1, fixed_on_resume=True)
+    temperature: float = setting(2.0, "softmax temperature of the soft targets (their KL is scaled by T^2)",
+                                 metavar="T", above=0)
+    alpha: float = setting(0.5, "weight of the soft-target loss; the hard-label loss gets 1 - alpha (records "
+                                "without a label: soft targets only)", metavar="A", at_least=0, at_most=1)
+    hidden_weight: float = setting(0.0, "weight of the hidden-state MSE at mapped layers, through a learned "
+                                        "projection when the widths differ (TinyBERT); 0: off", metavar="W", at_least=0)
+    attention_weight: float = setting(0.0, "weight of the attention-distribution KL at mapped layers (TinyBERT, "
+                                           "MiniLM); 0: off", metavar="W", at_least=0)
+
+    def validate(self) -> None:
+        self.need(self.student_layers is None or self.init_from_teacher,
+                  f"{self._named('student_layers')} sizes a student made from the teacher: give --init-from-teacher")
+
+
+def layer_map(student_layers: int, teacher_layers: int) -> list[int]:
+    """The teacher layer each student layer learns from (and starts as): (i + 1) * L / N - 1, rounded up."""
+    if not 1 <= student_layers <= teacher_layers:
+        raise ConfigError(f"a student of {student_layers} layers from a teacher of {teacher_layers}: give 1 to "
+                          f"{teacher_layers} layers")
+    return [((i + 1) * teacher_layers + student_layers - 1) // student_layers - 1 for i in range(student_layers)]
+
+
+def student_from_teacher(teacher, layers: int | None = None, **config_overrides):
+    """A model of the teacher's class with `layers` of its blocks (default half), the blocks of
+    `layer_map` copied, and everything outside the blocks (embeddings, pooler, task head) copied too."""
+    n = teacher.config.num_layers
+    layers = layers if layers is not None else max(1, n // 2)
+    kept = layer_map(layers, n)
+    config = teacher.config.with_layers(kept)
+    if config_overrides:
+        config = config.overridden(config_overrides, "student")
+    student = type(teacher)(config)
+    source = teacher.state_dict()
+    state = {key: source[_LAYER.sub(lambda m: f"{m.group(1)}{kept[int(m.group(2))]}.", key, count=1)]
+             for key in student.state_dict()}
+    student.load_state_dict(state, strict=True)
+    return student
+
+
+@dataclass
+class DistillationOutput(ModelOutput):
+    loss: Tensor | None = None
+    soft: Tensor | None = None
+    hard: Tensor | None = None
+    hidden: Tensor | None = None
+    attention: Tensor | None = None
+
+
+class DistillationModel(nn.Module):
+    """What a distillation run trains: the student, and the teacher's losses on each batch.
+
+    The teacher is held outside the module's children (never trained, saved or counted; `.to()` moves
+    it along). Checkpoints hold the student and the projection (an exact resume); `save_pretrained`
+    writes the student alone, an ordinary model directory."""
+
+    loss_items = {"loss": "examples"}  # micro-batches and processes weighted by their examples
+
+    def __init__(self, student: nn.Module, teacher: nn.Module, settings: DistillSettings, rows: str):
+        super().__init__()
+        if rows not in ("example", "token"):
+            raise ValueError(f"rows must be 'example' or 'token', got {rows!r}")
+        self.student, self.settings, self.rows = student, settings, rows
+        self._teacher = [teacher.eval().requires_grad_(False)]  # a list: not a child module
+        self.layers = layer_map(student.config.num_layers, teacher.config.num_layers)
+        d_student, d_teacher = student.config.d_model, teacher.config.d_model
+        self.projection = (nn.Linear(d_student, d_teacher) if settings.hidden_weight and d_student != d_teacher
+                           else None)  # (TinyBERT's W_h)
+
+    @property
+    def teacher(self) -> nn.Module:
+        return self._teacher[0]
+
+    def _apply(self, fn, recurse: bool = True):  # .to(), .float() ...: the teacher goes along
+        self.teacher._apply(fn, recurse)
+        return super()._apply(fn, recurse)
+
+    def save_pretrained(self, directory, state_dict: dict[str, Tensor] | None = None, **options) -> None:
+        if state_dict is not None:  # (this module's names: the student's part, unprefixed)
+            state_dict = {k.removeprefix("student."): v for k, v in state_dict.items() if k.startswith("student.")}
+        self.student.save_pretrained(directory, state_dict=state_dict, **options)
+
+    def forward(self, labels: Tensor | None = None, **inputs: Any) -> DistillationOutput:
+        s = self.settings
+        asked = {**({"output_hidden_states": True} if s.hidden_weight else {}),
+                 **({"output_attentions": True} if s.attention_weight else {})}
+        with torch.no_grad():
+            teacher = self.teacher(**inputs, **asked)
+        student = self.student(**inputs, **asked)
+        mask = inputs.get("attention_mask")
+        real = mask.bool() if mask is not None else torch.ones(inputs["input_ids"].shape, dtype=torch.bool,
+                                                               device=inputs["input_ids"].device)  # (B, T)
+        rows = real if self.rows == "token" else None
+        student_logits, teacher_logits = _rows(student.logits, rows), _rows(teacher.logits, rows)  # (N, C)
+        soft = soft_target_loss(student_logits, teacher_logits, s.temperature)
+        hard = (hard_label_loss(student_logits, _rows(labels, rows)) if labels is not None
+                else soft.new_zeros(()))
+        loss = s.alpha * soft + (1 - s.alpha) * hard
+        hidden = attention = None
+        if s.hidden_weight:
+            pairs = [(0, 0)] + [(i + 1, t + 1) for i, t in enumerate(self.layers)]  # (embeddings, then each block)
+            hidden = hidden_state_loss([student.hidden_states[i] for i, _ in pairs],
+                                       [teacher.hidden_states[t] for _, t in pairs], real, self.projection)
+            loss = loss + s.hidden_weight * hidden
+        if s.attention_weight:
+            attention = attention_loss(list(student.attentions), [teacher.attentions[t] for t in self.layers], real)
+            loss = loss + s.attention_weight * attention
+        return DistillationOutput(loss, soft.detach(), hard.detach(), None if hidden is None else hidden.detach(),
+                                  None if attention is None else attention.detach())
+
+
+def _rows(x: Tensor, real: Tensor | None) -> Tensor:
+    """Per-example values (B, ...) as they are; per-token ones (B, T, ...) at the real tokens: (N, ...)."""
+    return x if real is None else x[real]
+
+
+def soft_target_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
+    """KL(softmax(teacher / T) || softmax(student / T)) * T², the mean over rows; logits (N, C)."""
+    t = temperature
+    return F.kl_div(F.log_softmax(student_logits.float() / t, -1), F.log_softmax(teacher_logits.float() / t, -1),
+                    log_target=True, reduction="batchmean") * (t * t)
+
+
+def hard_label_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Cross-entropy over the labelled rows (label != -100); zero, in the graph, when none is labelled."""
+    labelled = labels != IGNORE_INDEX  # (N,)
+    if not bool(labelled.any()):
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits[labelled].float(), labels[labelled])
+
+
+def hidden_state_loss(student: list[Tensor], teacher: list[Tensor], real: Tensor,
+                      projection: nn.Module | None) -> Tensor:
+    """The mean over layer pairs of the MSE between (projected) student states and teacher states
+    (B, T, D_s) / (B, T, D_t), over the real tokens `real` (B, T)."""
+    losses = []
+    for h_s, h_t in zip(student, teacher):
+        h_s = h_s[real].float()  # (N, D_s)
+        losses.append(F.mse_loss(projection(h_s) if projection is not None else h_s, h_t[real].float()))
+    return torch.stack(losses).mean()
+
+
+def attention_loss(student: list[Tensor], teacher: list[Tensor], real: Tensor) -> Tensor:
+    """The mean over layer pairs of KL(teacher || student) of the attention distributions (B, H, T, T)
+    over the real query tokens `real` (B, T) (padding keys have probability 0 on both sides); heads
+    averaged when the two have different counts."""
+    losses = []
+    for p_s, p_t in zip(student, teacher):
+        if p_s.shape[1] != p_t.shape[1]:
+            p_s, p_t = p_s.mean(1, keepdim=True), p_t.mean(1, keepdim=True)
+        p_s, p_t = p_s.float().transpose(1, 2)[real], p_t.float().transpose(1, 2)[real]  # (N, H, T_k)
+        kl = torch.xlogy(p_t, p_t) - p_t * p_s.clamp_min(torch.finfo(torch.float32).tiny).log()
+        losses.append(kl.sum(-1).mean())
+    return torch.stack(losses).mean()
+
+
+__all__ = ["DistillSettings", "DistillationModel", "DistillationOutput", "attention_loss", "hard_label_loss",
+           "hidden_state_loss", "layer_map", "soft_target_loss", "student_from_teacher"]

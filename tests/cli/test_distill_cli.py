@@ -1,0 +1,127 @@
+"""plmkit distill end to end on tiny models: classification with unlabelled transfer records and a
+student made from the teacher's layers, NER from a preset with an untagged CoNLL file, and sequence-level
+distillation of a causal LM (sft) from the replies its teacher writes."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import compression_helpers as ch
+import finetune_helpers as h
+from plmkit.cli import main
+
+sys.path.insert(0, str(Path(__file__).parent))
+from clm_model import save_tiny_model  # noqa: E402
+
+
+def test_distil_a_classifier_from_labelled_and_unlabelled_records(tmp_path, capsys):
+    teacher, test = ch.sentiment_dir()
+    rows = h.data_dir("en-sentiment").joinpath("movie_reviews.train.jsonl").read_text().splitlines()[:48]
+    transfer = tmp_path / "transfer.jsonl"  # every other record without its label: soft targets only
+    transfer.write_text("\n".join(r if i % 2 else json.dumps({"text": json.loads(r)["text"]})
+                                  for i, r in enumerate(rows)) + "\n")
+    out = tmp_path / "student"
+    assert main(["distill", "--task", "classification", "--teacher", str(teacher), "--init-from-teacher",
+                 "--student-layers", "1", "--train", str(transfer), "--eval", str(test), "--out", str(out),
+                 "--max-steps", "3", "--batch-size", "16", "--temperature", "3", "--alpha", "0.8",
+                 "--hidden-weight", "1", "--attention-weight", "1", "--device", "cpu", "--no-progress",
+                 "--batch-sizes", "1,4"]) == 0
+    config = json.loads((out / "best" / "config.json").read_text())
+    assert config["num_hidden_layers"] == 1 and config["id2label"] == json.loads(
+        (teacher / "config.json").read_text())["id2label"]
+    from plmkit.recipes.finetune import load_run
+    from plmkit.recipes.distill import DistillRun
+    run = load_run(out / "run.yaml", base=DistillRun)  # the effective run file reads back
+    assert (run.distill.teacher, run.distill.temperature, run.distill.student_layers) == (str(teacher), 3.0, 1)
+    report = json.loads((out / "compression_report.json").read_text())
+    assert report["after"]["parameters"] < report["before"]["parameters"]
+    assert "accuracy" in report["after"]["metric"] and "x smaller" in capsys.readouterr().out
+    assert main(["evaluate", "--model", str(out / "model"), "--data", str(test), "--device", "cpu"]) == 0
+    assert main(["distill", "--task", "ner", "--teacher", str(teacher), "--init-from-teacher", "--train",
+                 str(transfer), "--out", str(tmp_path / "x")]) != 0
+    assert "is a classification model, not ner: give --task classification" in capsys.readouterr().err
+    assert main(["distill", "--task", "classification", "--teacher", str(teacher), "--train", str(transfer),
+                 "--out", str(tmp_path / "y")]) != 0
+    assert "say the student: --student DIR, --student-preset NAME or --init-from-teacher" in capsys.readouterr().err
+
+
+def ner_teacher(root: Path) -> Path:
+    """A random tiny BERT token classifier saved as a fine-tuned NER model directory."""
+    from plmkit.models.bert import BertConfig, BertForTokenClassification
+    from plmkit.tasks.ner import NerTask
+    from plmkit.tokenization import Tokenizer
+    tokenizer = Tokenizer.from_pretrained(h.tiny_model_dir())
+    torch.manual_seed(0)
+    tags = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
+    model = BertForTokenClassification(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
+                                                  num_attention_heads=2, intermediate_size=64,
+                                                  max_position_embeddings=128, id2label=dict(enumerate(tags))))
+    model.save_pretrained(root)
+    tokenizer.save_pretrained(root)
+    NerTask.of(max_length=64, scheme="BIO").save(root)
+    return root
+
+
+def test_distil_a_tagger_from_a_preset_on_untagged_sentences(tmp_path):
+    teacher = ner_teacher(tmp_path / "teacher")
+    tagged = tmp_path / "tagged.conll"
+    tagged.write_text("Paris\tB-LOC\nis\tO\nnice\tO\n\nAnna\tB-PER\nSmith\tI-PER\nwrites\tO\n")
+    untagged = tmp_path / "untagged.conll"  # one column: transfer data
+    untagged.write_text("Berlin\nis\nlarge\n\nBob\nreads\n\nthe\nriver\nflows\n")
+    out = tmp_path / "student"
+    assert main(["distill", "--task", "ner", "--teacher", str(teacher), "--student-preset", "bert-tiny",
+                 "--train", str(untagged), "--eval", str(tagged), "--out", str(out), "--max-steps", "2",
+                 "--batch-size", "2", "--device", "cpu", "--no-progress", "--no-report"]) == 0
+    saved = json.loads((out / "model" / "plmkit_task.json").read_text())
+    assert saved["task"] == "ner" and saved["scheme"] == "BIO" and saved["max_length"] == 64  # the teacher's
+    config = json.loads((out / "model" / "config.json").read_text())
+    assert config["hidden_size"] == 128 and len(config["id2label"]) == 5
+    assert main(["distill", "--task", "ner", "--teacher", str(teacher), "--student-preset", "bert-tiny",
+                 "--train", str(tagged), "--eval", str(tagged), "--out", str(tmp_path / "s2"), "--max-steps", "1",
+                 "--batch-size", "2", "--max-length", "32", "--device", "cpu", "--no-progress", "--no-report"]) == 0
+    assert json.loads((tmp_path / "s2" / "model" / "plmkit_task.json").read_text())["max_length"] == 32
+
+
+def test_sequence_level_distillation_of_a_causal_lm(tmp_path, caplog):
+    from plmkit.models.gpt2 import GPT2LMHeadModel
+    from plmkit.tasks.sft import SFTTask
+    from plmkit.tokenization import Tokenizer
+    teacher = save_tiny_model(tmp_path / "teacher")
+    rough = GPT2LMHeadModel.from_pretrained(teacher)  # (the tiny random model's replies are blank lines)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for p in rough.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    rough.save_pretrained(teacher)
+    SFTTask.of(max_length=48).save(teacher)
+    prompts = tmp_path / "prompts.jsonl"  # prompts alone: the teacher writes the replies
+    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in ("hello there", "what is a cat", "say a word")))
+    task, tok = SFTTask.of(max_length=48), Tokenizer.from_pretrained(teacher)
+    model = GPT2LMHeadModel.from_pretrained(teacher)
+    written = task.teacher_targets(model, tok, task.read(prompts, labelled=False), batch_size=1)
+    assert len(written) == 3  # (in batches of several, every reply stops where the longest prompt's must)
+    from plmkit.chat import encode_text, format_system, format_user
+    for record in written:  # each reply is the teacher's greedy continuation of its prompt
+        ids = torch.tensor(encode_text(tok, format_system(None) + format_user(record["prompt"])))
+        new = model.generate(ids, max_new_tokens=48 - len(ids), eos_token_id=tok.eos_token_id,
+                             pad_token_id=tok.pad_token_id)[len(ids):]
+        assert record["response"] == tok.decode(new.tolist(), skip_special_tokens=True).strip()
+    out = tmp_path / "student"
+    assert main(["distill", "--task", "sft", "--teacher", str(teacher), "--init-from-teacher", "--student-layers",
+                 "1", "--train", str(prompts), "--out", str(out), "--max-steps", "2", "--device", "cpu",
+                 "--no-progress", "--no-report", "--eval-batch-size", "2"]) == 0
+    assert json.loads((out / "model" / "config.json").read_text())["n_layer"] == 1
+    assert main(["distill", "--task", "sft", "--teacher", str(teacher), "--init-from-teacher", "--train",
+                 str(prompts), "--out", str(tmp_path / "t"), "--temperature", "3", "--no-report"]) != 0
+
+
+@pytest.mark.parametrize("bad", [["--student", "x", "--init-from-teacher"], ["--student-layers", "2"]])
+def test_contradicting_student_flags_are_refused(bad, tmp_path, capsys):
+    teacher, _ = ch.sentiment_dir()
+    args = ["distill", "--task", "classification", "--teacher", str(teacher), "--train", "t.jsonl", "--out",
+            str(tmp_path / "o")] + bad
+    assert main(args) != 0
+    err = capsys.readouterr().err
+    assert "--init-from-teacher" in err

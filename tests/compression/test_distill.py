@@ -1,0 +1,146 @@
+"""plmkit.compression.distill: the losses on hand-made logits, the layer map, a student made from its
+teacher's layers, and what `DistillationModel` adds up."""
+import math
+
+import pytest
+import torch
+
+from plmkit.compression import distill as D
+from plmkit.errors import ConfigError
+from plmkit.models.bert import BertConfig, BertForSequenceClassification, BertForTokenClassification
+
+
+def softmax(xs):
+    e = [math.exp(x - max(xs)) for x in xs]
+    return [v / sum(e) for v in e]
+
+
+def kl(p, q):
+    return sum(a * math.log(a / b) for a, b in zip(p, q))
+
+
+def test_soft_target_loss_on_hand_made_logits():
+    teacher = [[2.0, 0.0, -1.0], [0.5, 0.5, 3.0]]
+    student = [[0.0, 1.0, 0.0], [1.0, -2.0, 0.0]]
+    for t in (1.0, 2.0, 4.0):
+        expected = sum(kl(softmax([x / t for x in a]), softmax([x / t for x in b]))
+                       for a, b in zip(teacher, student)) / 2 * t * t  # the mean over rows, times T²
+        got = D.soft_target_loss(torch.tensor(student), torch.tensor(teacher), t)
+        assert float(got) == pytest.approx(expected, rel=1e-6)
+    assert float(D.soft_target_loss(torch.tensor(teacher), torch.tensor(teacher), 3.0)) == pytest.approx(0, abs=1e-7)
+
+
+def test_temperature_scaling_keeps_the_loss_finite_at_high_temperature():
+    """Hinton et al.: T² · KL tends to the mean squared difference of the zero-meaned logits / (2C)."""
+    teacher, student = torch.tensor([[2.0, 0.0, -1.0, 0.5]]), torch.tensor([[0.0, 1.0, 0.0, -0.5]])
+    d = (student - student.mean()) - (teacher - teacher.mean())
+    limit = float((d ** 2).sum()) / (2 * 4)
+    assert float(D.soft_target_loss(student, teacher, 100.0)) == pytest.approx(limit, rel=5e-3)
+    assert float(D.soft_target_loss(student, teacher, 1.0)) != pytest.approx(limit, rel=1e-2)
+
+
+def test_hard_label_loss_skips_records_without_labels():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [5.0, -5.0]], requires_grad=True)
+    labels = torch.tensor([0, -100, 1])
+    expected = (-math.log(softmax([2.0, 0.0])[0]) - math.log(softmax([5.0, -5.0])[1])) / 2
+    assert float(D.hard_label_loss(logits, labels).detach()) == pytest.approx(expected, rel=1e-6)
+    none = D.hard_label_loss(logits, torch.full((3,), -100))
+    none.backward()  # zero, but in the graph: a batch of transfer data alone still steps
+    assert float(none.detach()) == 0.0 and logits.grad is not None
+
+
+def test_attention_and_hidden_losses():
+    p = torch.tensor([[[[0.5, 0.5, 0.0], [0.9, 0.1, 0.0], [0.2, 0.3, 0.5]]]])  # (1, 1, 3, 3)
+    q = torch.tensor([[[[0.25, 0.75, 0.0], [0.5, 0.5, 0.0], [1 / 3, 1 / 3, 1 / 3]]]])
+    real = torch.tensor([[True, True, False]])  # the last query is padding: not counted
+    expected = (kl([0.5, 0.5], [0.25, 0.75]) + kl([0.9, 0.1], [0.5, 0.5])) / 2
+    assert float(D.attention_loss([q], [p], real)) == pytest.approx(expected, rel=1e-6)
+    two_heads = torch.cat([p, q], 1)  # (1, 2, 3, 3) against one head: the heads' mean distribution
+    mean = (p + q) / 2
+    assert float(D.attention_loss([p], [two_heads], real)) == pytest.approx(float(D.attention_loss([p], [mean], real)))
+    h_s, h_t = torch.randn(1, 3, 4), torch.randn(1, 3, 6)
+    proj = torch.nn.Linear(4, 6)
+    with torch.no_grad():
+        got = D.hidden_state_loss([h_s], [h_t], real, proj)
+        assert float(got) == pytest.approx(float(((proj(h_s[0, :2]) - h_t[0, :2]) ** 2).mean()), rel=1e-6)
+
+
+def test_layer_map():
+    assert D.layer_map(3, 6) == [1, 3, 5] and D.layer_map(2, 6) == [2, 5] and D.layer_map(6, 6) == list(range(6))
+    assert D.layer_map(4, 6) == [1, 2, 4, 5] and D.layer_map(1, 4) == [3]
+    with pytest.raises(ConfigError, match="give 1 to 6 layers"):
+        D.layer_map(7, 6)
+
+
+def teacher_model(cls=BertForSequenceClassification, layers: int = 4, **config):
+    torch.manual_seed(0)
+    c = BertConfig(**{**dict(vocab_size=200, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
+                             intermediate_size=64, max_position_embeddings=32, hidden_dropout_prob=0.0,
+                             attention_probs_dropout_prob=0.0, id2label={0: "a", 1: "b", 2: "c"}), **config})
+    return cls(c).eval()
+
+
+def test_init_from_teacher_copies_every_kth_layer_the_embeddings_and_the_head():
+    teacher = teacher_model()
+    student = D.student_from_teacher(teacher, 2)
+    assert student.config.num_layers == 2 and type(student) is type(teacher)
+    t, s = teacher.state_dict(), student.state_dict()
+    for key, value in s.items():
+        if ".layers." in key:
+            i = int(key.split(".layers.")[1].split(".")[0])
+            source = key.replace(f".layers.{i}.", f".layers.{[1, 3][i]}.")
+        else:
+            source = key  # embeddings, pooler, classifier
+        assert torch.equal(value, t[source]), key
+    assert any(k.startswith("classifier.") for k in s) and any(".embeddings." in k for k in s)
+    assert D.student_from_teacher(teacher).config.num_layers == 2  # default: half
+    pruned = teacher_model(pruned_heads={3: [0]}, intermediate_sizes=[64, 64, 64, 40])
+    small = D.student_from_teacher(pruned, 1)  # a pruned teacher's layer keeps its sizes
+    assert small.config.pruned_heads == {0: [0]} and small.config.intermediate_sizes == [40]
+
+
+def test_a_student_equal_to_its_teacher_has_nothing_to_learn_but_the_labels():
+    teacher = teacher_model()
+    student = D.student_from_teacher(teacher, 4)  # every layer: the same model
+    settings = D.DistillSettings(alpha=0.3, temperature=2.0, hidden_weight=1.0, attention_weight=1.0)
+    model = D.DistillationModel(student, teacher, settings, "example")
+    ids = torch.randint(1, 200, (3, 7), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[2, 5:] = 0
+    labels = torch.tensor([0, -100, 2])
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask, labels=labels)
+    assert float(out.soft) == pytest.approx(0, abs=1e-6) and float(out.hidden) == pytest.approx(0, abs=1e-10)
+    assert float(out.attention) == pytest.approx(0, abs=1e-6)
+    logits = teacher(input_ids=ids, attention_mask=mask).logits
+    hard = D.hard_label_loss(logits, labels)
+    assert float(out.loss) == pytest.approx(0.7 * float(hard), rel=1e-5)
+    assert model.projection is None and not any(k.startswith("_teacher") for k in model.state_dict())
+
+
+def test_distillation_model_sums_its_weighted_losses_and_saves_the_student(tmp_path):
+    teacher = teacher_model(BertForTokenClassification)
+    torch.manual_seed(1)
+    student = BertForTokenClassification(BertConfig(vocab_size=200, hidden_size=16, num_hidden_layers=2,
+                                                    num_attention_heads=2, intermediate_size=32,
+                                                    max_position_embeddings=32, hidden_dropout_prob=0.0,
+                                                    attention_probs_dropout_prob=0.0, id2label=teacher.config.id2label))
+    settings = D.DistillSettings(alpha=0.6, temperature=3.0, hidden_weight=0.5, attention_weight=2.0)
+    model = D.DistillationModel(student, teacher, settings, "token")
+    assert model.projection.weight.shape == (32, 16)  # widths differ: a learned projection (TinyBERT's W_h)
+    ids = torch.randint(1, 200, (2, 6), generator=torch.Generator().manual_seed(2))
+    mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2])
+    labels = torch.tensor([[-100, 1, 2, -100, 0, -100], [-100] * 6])  # the second record has no labels
+    out = model(input_ids=ids, attention_mask=mask, labels=labels)
+    total = 0.6 * out.soft + 0.4 * out.hard + 0.5 * out.hidden + 2.0 * out.attention
+    assert float(out.loss.detach()) == pytest.approx(float(total), rel=1e-6)
+    s_logits = student(input_ids=ids, attention_mask=mask).logits[mask.bool()]
+    t_logits = teacher(input_ids=ids, attention_mask=mask).logits[mask.bool()]
+    # (the losses ran the explicit attention path, which returns the probabilities: equal to SDPA's to rounding)
+    assert float(out.soft) == pytest.approx(float(D.soft_target_loss(s_logits, t_logits, 3.0).detach()), rel=1e-4)
+    out.loss.backward()
+    assert student.classifier.weight.grad is not None and model.projection.weight.grad is not None
+    assert all(p.grad is None for p in teacher.parameters())
+    model.save_pretrained(tmp_path)
+    reloaded = BertForTokenClassification.from_pretrained(tmp_path)
+    assert reloaded.config.num_layers == 2 and reloaded.config.d_model == 16
