@@ -89,6 +89,9 @@ def process_group(device_name: str = "auto") -> Iterator[None]:
         os.environ["TQDM_DISABLE"] = "1"
     try:
         yield
+        # leave together: a rank that tears its gloo connections down while rank 0 still writes could abort
+        # rank 0's teardown ("terminate called without an active exception", seen once under CI)
+        dist.barrier()
     finally:
         logger.setLevel(old_level)
         if old_bars is None:
