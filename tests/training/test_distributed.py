@@ -62,6 +62,25 @@ def torchrun(*args: str, nproc: int = 2, script: str | None = None, launcher: tu
                           capture_output=True, text=True, timeout=timeout, env=env)
 
 
+ABORT = "terminate called without an active exception"
+
+
+def torchrun_once_more_on_abort(*args: str, outputs=(), **kw) -> subprocess.CompletedProcess:
+    """`torchrun`, launched a second time (``outputs`` removed first) when rank 0 died of a C++ abort.
+
+    Known, not understood: twice, in full `make test` runs only (never when this file ran alone, 20+
+    times), rank 0 aborted with ABORT while generating translations for a sharded evaluation. It is
+    reported as a warning here and named in the issue 17 note; a second abort fails the test."""
+    done = torchrun(*args, **kw)
+    if done.returncode != 0 and ABORT in done.stderr:
+        import warnings
+        warnings.warn(f"torchrun: rank 0 aborted ({ABORT!r}); launched once more")
+        for out in outputs:
+            shutil.rmtree(out, ignore_errors=True)
+        done = torchrun(*args, **kw)
+    return done
+
+
 def losses(out, key: str = "loss") -> dict[int, float]:
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return {r["step"]: r[key] for r in records if key in r}
@@ -343,8 +362,9 @@ def two_process_runs(inputs):
                   "--device", "cpu", "--json"] for name in EVALUATED]
     (inputs / "commands.json").write_text(json.dumps(commands), encoding="utf-8")
     worker = os.path.join(os.path.dirname(__file__), "dist_train_worker.py")
-    done = torchrun(str(inputs / "commands.json"), script=worker,
-                    timeout=len(commands) * TIMEOUT // 4)  # (a busy machine: the 2 cores shared with other work)
+    outputs = [inputs / f"{name}-two-{strategy}" for name, strategy in TWO_PROCESS_RUNS]
+    done = torchrun_once_more_on_abort(str(inputs / "commands.json"), script=worker, outputs=outputs,
+                                       timeout=len(commands) * TIMEOUT // 4)  # (a busy machine: 2 shared cores)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
@@ -393,8 +413,8 @@ def test_sharded_evaluation_gives_the_metrics_of_one_process(inputs, tmp_path):
     Pretraining's held-out metrics: `assert_same_run` and the training tests above."""
     sys.path.insert(0, os.path.dirname(__file__))
     from dist_eval_worker import evaluations
-    done = torchrun(str(inputs), str(tmp_path / "two.json"), script=os.path.join(os.path.dirname(__file__),
-                                                                                 "dist_eval_worker.py"))
+    worker = os.path.join(os.path.dirname(__file__), "dist_eval_worker.py")
+    done = torchrun_once_more_on_abort(str(inputs), str(tmp_path / "two.json"), script=worker)
     assert done.returncode == 0, done.stderr[-3000:]
     one, two = evaluations(str(inputs)), json.loads((tmp_path / "two.json").read_text())
     assert one.keys() == two.keys() and {"cls_accuracy", "ner_f1", "qa_f1", "qa_best_f1", "rel_f1", "mt_bleu",
