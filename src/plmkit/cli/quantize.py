@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from plmkit.cli.reporting import add_report_flags, report, report_batch_sizes
 from plmkit.nn.quantized import METHODS
 
 
@@ -25,24 +26,15 @@ def add_parser(subparsers) -> None:
     p.add_argument("--method", choices=METHODS, default="dynamic-int8", help="default dynamic-int8")
     p.add_argument("--eval", metavar="FILE", default=None, help="labelled data in the training format: the metric "
                                                                 "before and after")
-    p.add_argument("--batch-sizes", metavar="N,N", default="1,32", help="batch sizes timed (default 1,32)")
-    p.add_argument("--threads", type=int, default=None, metavar="N", help="torch threads while timing")
-    p.add_argument("--no-report", action="store_true", help="quantize only (no measuring)")
+    add_report_flags(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from plmkit.cli.compare import batch_sizes_of
     from plmkit.compression.quantize import quantize_dir
-    from plmkit.compression.report import format_report, measure, save_report
 
-    sizes = batch_sizes_of(args.batch_sizes)
+    report_batch_sizes(args)
     out = quantize_dir(args.model, args.out, args.method)
     print(f"wrote {out} ({args.method})", flush=True)
-    if args.no_report:
-        return 0
-    before, after = (measure(d, eval_file=args.eval, batch_sizes=sizes, threads=args.threads)
-                     for d in (args.model, out))
-    print(format_report([before, after], before))
-    print(f"wrote {save_report(out, {'before': before, 'after': after})}")
+    report(args, args.model, out, args.eval, out)
     return 0

@@ -13,17 +13,19 @@ def add_report_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-report", action="store_true", help="no measuring after the command")
 
 
+def report_batch_sizes(args: argparse.Namespace) -> tuple[int, ...]:
+    """--batch-sizes, checked (a command calls it before its work, so a typo costs nothing)."""
+    from plmkit.cli.compare import batch_sizes_of
+    return batch_sizes_of(args.batch_sizes)
+
+
 def report(args: argparse.Namespace, before, after, eval_file, out_dir) -> Path | None:
     """Measure model directories `before` and `after`, print the table, save it in `out_dir`; None
     with --no-report."""
     if args.no_report:
         return None
     from plmkit.compression.report import format_report, measure, save_report
-    from plmkit.errors import ConfigError
-    try:
-        sizes = tuple(int(b) for b in args.batch_sizes.split(","))
-    except ValueError:
-        raise ConfigError(f"--batch-sizes: comma-separated integers, got {args.batch_sizes!r}") from None
+    sizes = report_batch_sizes(args)
     measured = [measure(d, eval_file=eval_file, batch_sizes=sizes, threads=args.threads) for d in (before, after)]
     print(format_report(measured, measured[0]))
     path = save_report(out_dir, {"before": measured[0], "after": measured[1]})
