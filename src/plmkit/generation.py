@@ -221,6 +221,9 @@ SETTING_NAMES = frozenset({f.name for f in fields(GenerationSettings)} - {"eos_t
                           | {"eos_token_id", "forced_eos_token_id", "max_length"})
 CONFIG_DEFAULTS = ("eos_token_id", "pad_token_id", "decoder_start_token_id", "forced_bos_token_id",
                    "forced_eos_token_id")
+# a call of 2+ rows per step packs its weights for oneDNN when it may run this many steps: packing costs
+# about what 15 steps gain (plmkit.nn.decoding)
+PACK_FROM_STEPS = 24
 
 
 def _hf_name(name: str) -> str:
@@ -507,7 +510,8 @@ class GenerationMixin:
         prompt = decoder_input_ids if decoder_input_ids is not None else input_ids
         s = self._settings(settings, input_ids.shape[0], 1 if self.is_encoder_decoder and decoder_input_ids is None
                            else prompt.shape[1], tokenizer)
-        with decoding_layout(self), torch.inference_mode():
+        rows = input_ids.shape[0] * max(s.num_beams, s.num_return_sequences)
+        with decoding_layout(self, pack=rows > 1 and s.max_new_tokens >= PACK_FROM_STEPS), torch.inference_mode():
             if s.num_beams > 1:
                 out = self._beam_search(input_ids, attention_mask, s, decoder_input_ids)
             else:

@@ -5,7 +5,8 @@ from torch import nn
 
 from plmkit.models.gpt2 import GPT2Config, GPT2LMHeadModel
 from plmkit.nn import MultiHeadAttention
-from plmkit.nn.decoding import column_major_lm_head, decode_linear, decoding_layout, row_major_lm_head
+from plmkit.nn.decoding import (column_major_lm_head, decode_linear, decoding_layout, pack_weight, row_major_lm_head,
+                                unpack_weight)
 from plmkit.nn.lora import apply_lora
 
 TOL = dict(atol=1e-5, rtol=1e-5)
@@ -20,6 +21,22 @@ def test_decode_linear_equals_f_linear(bias, rows):
     torch.testing.assert_close(decode_linear(x, w, b), F.linear(x, w, b), **TOL)
     torch.testing.assert_close(decode_linear(x, w.t().contiguous().t(), b), F.linear(x, w, b), **TOL)
     torch.testing.assert_close(decode_linear(x.double(), w.double()), F.linear(x.double(), w.double()))  # fallback
+
+
+@pytest.mark.parametrize("column_major", [False, True])
+@pytest.mark.parametrize("rows", [(1, 1), (2, 1), (8, 1), (3, 5)])
+def test_packed_weight_gives_the_unpacked_product(rows, column_major):
+    g = torch.Generator().manual_seed(0)
+    x, w, b = torch.randn(*rows, 24, generator=g), torch.randn(40, 24, generator=g), torch.randn(40, generator=g)
+    w = w.t().contiguous().t() if column_major else w
+    plain = decode_linear(x, w, b)
+    pack_weight(w)
+    if x.numel() > x.shape[-1]:  # from 2 rows on the packed copy runs, bit for bit the same
+        assert "_onednn_packed" in vars(w)
+        assert torch.equal(decode_linear(x, w, b), plain)
+    torch.testing.assert_close(decode_linear(x, w, b), F.linear(x, w, b), **TOL)
+    unpack_weight(w)
+    assert "_onednn_packed" not in vars(w)
 
 
 @pytest.mark.parametrize("n_kv_heads", [4, 2])
@@ -55,6 +72,21 @@ def test_decoding_layout_is_undone_on_exit_except_the_lm_head():
     assert not model.lm_head.weight.is_contiguous()  # kept column-major until train()
     model.train()
     assert model.lm_head.weight.is_contiguous()
+
+
+def test_packing_covers_the_per_step_weights_and_is_dropped_on_exit():
+    model = _gpt2()
+    ids = torch.randint(0, 97, (3, 7))
+    with torch.no_grad():
+        ref = model(ids).logits
+        with decoding_layout(model, pack=True):
+            packed = [n for n, p in model.named_parameters() if "_onednn_packed" in vars(p)]
+            fused = [m.fused_qkv[0] for m in model.modules() if isinstance(m, MultiHeadAttention)]
+            assert fused and all("_onednn_packed" in vars(w) for w in fused)
+            assert "lm_head.weight" in packed or "transformer.embeddings.word.weight" in packed
+            assert not any(n.endswith((".q.weight", ".k.weight", ".v.weight")) for n in packed)  # the copy runs
+            torch.testing.assert_close(model(ids).logits, ref, **TOL)
+    assert not any("_onednn_packed" in vars(p) for p in model.parameters())
 
 
 def test_lm_head_stays_row_major_when_its_rows_would_alias():

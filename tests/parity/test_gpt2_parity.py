@@ -9,6 +9,7 @@ transformers = pytest.importorskip("transformers")
 
 from plmkit import convert  # noqa: E402
 from plmkit.errors import ConfigError  # noqa: E402
+from plmkit.generation import PACK_FROM_STEPS  # noqa: E402
 from plmkit.models import AutoModelForCausalLM  # noqa: E402
 from plmkit.models.gpt2 import GPT2Config, GPT2LMHeadModel, GPT2Model  # noqa: E402
 from decoder_checks import assert_same_outputs  # noqa: E402
@@ -139,8 +140,8 @@ def test_beam_search_matches_hf(tmp_path):
     hf = hf_model(tmp_path)
     model = GPT2LMHeadModel.from_pretrained(tmp_path)
     ids, mask, _ = padded_batch("left")
-    for eos, lp in ((7, 1.0), (None, 0.5)):
-        kw = dict(max_new_tokens=10, num_beams=3, length_penalty=lp, pad_token_id=5)
+    for eos, lp, new in ((7, 1.0, 10), (None, 0.5, PACK_FROM_STEPS)):  # (the second packs its weights)
+        kw = dict(max_new_tokens=new, num_beams=3, length_penalty=lp, pad_token_id=5)
         expected = hf.generate(ids, attention_mask=mask, do_sample=False, eos_token_id=eos, **kw)
         got = model.generate(ids, attention_mask=mask, eos_token_id=eos if eos is not None else [], **kw)
         assert torch.equal(got, expected), (eos, lp)

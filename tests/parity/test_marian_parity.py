@@ -13,6 +13,7 @@ from safetensors.torch import save_file
 transformers = pytest.importorskip("transformers")
 
 from plmkit import AutoModelForSeq2SeqLM, MarianConfig, MarianMTModel  # noqa: E402
+from plmkit.generation import PACK_FROM_STEPS  # noqa: E402
 from seq2seq_checks import (TINY, assert_exact_checkpoint_keys, assert_models_agree, assert_same_outputs,  # noqa: E402
                             assert_generates_alike, assert_trained_alike, labels_of, padded, roughen,
                             strict_hf_load)
@@ -91,6 +92,14 @@ def test_generation_matches_hf(tmp_path, settings):
     model = MarianMTModel.from_pretrained(tmp_path)
     ids, mask = padded([12, 6, 3, 9], 97, PAD, seed=5)
     assert_generates_alike(model, hf, ids, mask, 12, PAD, **settings)  # Marian's decoder starts with the pad token
+
+
+def test_long_beam_search_matches_hf_with_packed_weights(tmp_path):
+    """A call long enough that generate packs its per-step weights for oneDNN (plmkit.nn.decoding)."""
+    hf = hf_marian(tmp_path)
+    model = MarianMTModel.from_pretrained(tmp_path)
+    ids, mask = padded([12, 6, 3], 97, PAD, seed=7)
+    assert_generates_alike(model, hf, ids, mask, PACK_FROM_STEPS, PAD, num_beams=4)
 
 
 def test_an_opus_mt_style_checkpoint_decodes_with_its_own_defaults(tmp_path):
