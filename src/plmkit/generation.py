@@ -661,7 +661,8 @@ class GenerationMixin:
 
 
 def _device(model) -> torch.device:
-    return next(model.parameters()).device
+    """Where the model's inputs go: its parameters' device (the CPU for a model without any: onnxruntime's)."""
+    return next(model.parameters(), torch.empty(0)).device
 
 
 def _check_room(model, total: int) -> None:

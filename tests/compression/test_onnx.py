@@ -1,6 +1,7 @@
 """ONNX export: graphs with dynamic batch and sequence axes that onnxruntime runs as PyTorch does
 (within 1e-4 at batch sizes and lengths the export never saw), int8 that keeps the argmax, decoders
-that generate step by step on their past keys and values, and refusals by name."""
+that generate step by step on their past keys and values, encoder-decoders as Optimum's two graphs that
+generate, translate and summarize token for token as PyTorch, and refusals by name."""
 import json
 import shutil
 
@@ -8,12 +9,13 @@ import onnx
 import pytest
 import torch
 
-from onnx_helpers import exported, task_dir
+from onnx_helpers import SIZE, TEXTS, exported, randomize, task_dir
+from plmkit import pipeline, tasks
 from plmkit.compression import onnx as export
 from plmkit.compression.onnx import export_model, export_onnx
 from plmkit.errors import CheckpointError, ConfigError
 from plmkit.models.auto import load_any
-from plmkit.models.onnx import GRAPH_FILE, OrtModel
+from plmkit.models.onnx import DECODER_INPUTS, GRAPH_FILE, OrtModel, load_ort
 
 
 def padded_batch(vocab: int, batch: int, length: int, seed: int = 1):
@@ -81,26 +83,34 @@ def test_a_decoder_generates_step_by_step_on_its_past_as_pytorch_does(build, tmp
     torch.manual_seed(0)
     model = build().eval()
     info = export_model(model, tmp_path)
-    assert info["past"]["layers"] == 2 and info["outputs"][:2] == ["logits", "present.0.key"]
+    assert info["past"]["layers"] == 2 and info["graphs"]["model"]["outputs"][:2] == ["logits", "present.0.key"]
     runner = OrtModel(tmp_path)
     ids = torch.randint(0, 80, (2, 6))
     mask = torch.ones_like(ids)
     mask[1, :2] = 0  # left padding
     want = model.generate(ids, attention_mask=mask, max_new_tokens=6, do_sample=False, pad_token_id=0)
     out = runner(input_ids=ids, attention_mask=mask)
-    tokens = ids
+    tokens, steps = ids, mask
     for _ in range(6):
         step = out.logits[:, -1].argmax(-1, keepdim=True)  # (B, 1)
-        tokens, mask = torch.cat([tokens, step], 1), torch.cat([mask, torch.ones_like(step)], 1)
-        out = runner(input_ids=step, attention_mask=mask, past_key_values=out.past_key_values)
+        tokens, steps = torch.cat([tokens, step], 1), torch.cat([steps, torch.ones_like(step)], 1)
+        out = runner(input_ids=step, attention_mask=steps, past_key_values=out.past_key_values)
     assert torch.equal(tokens, want)
+    generator = load_ort(tmp_path)  # plmkit's one generate, on a cache the graph reads and writes
+    assert torch.equal(generator.generate(ids, attention_mask=mask, max_new_tokens=6, pad_token_id=0), want)
+    beams = dict(attention_mask=mask, max_new_tokens=5, num_beams=3, num_return_sequences=2, pad_token_id=0)
+    assert torch.equal(generator.generate(ids, **beams), model.generate(ids, **beams))
 
 
 def test_what_cannot_be_exported_is_refused_by_name(tmp_path):
-    from plmkit.models.bart import BartConfig, BartForConditionalGeneration
+    from plmkit.models.bart import BartConfig, BartModel
+    from plmkit.models.bert import BertConfig, BertForPreTraining
     from plmkit.nn.lora import apply_lora
-    with pytest.raises(ConfigError, match="BartForConditionalGeneration cannot be exported to ONNX"):
-        export_model(BartForConditionalGeneration(BartConfig.from_preset("bart-tiny")), tmp_path)
+    with pytest.raises(ConfigError, match="BartModel cannot be exported to ONNX"):
+        export_model(BartModel(BartConfig.from_preset("bart-tiny")), tmp_path)
+    with pytest.raises(ConfigError, match="BertForPreTraining cannot be exported to ONNX"):
+        export_model(BertForPreTraining(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                                   intermediate_size=64)), tmp_path)
     lora = load_any(task_dir("classification"))
     apply_lora(lora, targets=("q", "v"), rank=2)
     with pytest.raises(ConfigError, match="LoRA adapters not merged .*merge_lora"):
@@ -114,7 +124,7 @@ def test_what_cannot_be_exported_is_refused_by_name(tmp_path):
 def test_a_graph_that_disagrees_with_pytorch_is_not_written(tmp_path, monkeypatch):
     """(The graph exported once before, slightly off: the check is what is tested here.)"""
     graph = exported("classification") / "model.onnx"
-    monkeypatch.setattr(export, "_export", lambda model, kind, inputs, outputs, path: shutil.copyfile(graph, path))
+    monkeypatch.setattr(export, "_export", lambda spec, path: shutil.copyfile(graph, path))
     forward = OrtModel.forward
 
     def off(self, *args, **kwargs):
@@ -131,7 +141,6 @@ def test_a_graph_that_disagrees_with_pytorch_is_not_written(tmp_path, monkeypatc
 def test_the_report_measures_an_exported_directory_on_onnxruntime(tmp_path):
     """plmkit.compression.report's onnxruntime backends: the graph's file size, latency at each batch
     size, and the metric of `plmkit evaluate --backend onnxruntime`."""
-    from onnx_helpers import TEXTS
     from plmkit.compression.report import measure
     data = tmp_path / "eval.jsonl"
     data.write_text("".join(json.dumps({"text": t, "label": ["neg", "pos"][i % 2]}) + "\n" for i, t in enumerate(TEXTS)))
@@ -144,3 +153,88 @@ def test_the_report_measures_an_exported_directory_on_onnxruntime(tmp_path):
         assert report["parameters"] > 0
         if backend == "onnxruntime":
             assert report["metric"]["accuracy"] == torch_report["metric"]["accuracy"]
+
+
+# ---------------------------------------------------------------------- encoder-decoders
+@pytest.fixture(scope="module")
+def bart_export(tmp_path_factory):
+    """A random BART (learned positions, BART's decoder start) and its export (Marian and BERT-to-BERT:
+    onnx_helpers' task directories)."""
+    from plmkit.models.bart import BartConfig, BartForConditionalGeneration
+    model = randomize(BartForConditionalGeneration(BartConfig(vocab_size=90, **SIZE)), norms=False).eval()
+    out = tmp_path_factory.mktemp("bart-onnx")
+    export_model(model, out)
+    return model, out
+
+
+def dims(value) -> list:
+    return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+
+
+def test_an_encoder_decoder_is_optimums_two_graphs_checked_at_many_shapes():
+    out = exported("translation")  # Marian, int8 included
+    names = {p.name for p in out.iterdir()}
+    assert {"encoder_model.onnx", "decoder_model.onnx", "encoder_model.int8.onnx", "decoder_model.int8.onnx",
+            "config.json", "plmkit_task.json", "tokenizer.json", GRAPH_FILE} <= names
+    assert not names & {"model.onnx", "model.safetensors"}
+    info = json.loads((out / GRAPH_FILE).read_text())
+    assert info["model_task"] == "seq2seq-lm" and info["check"]["max_abs_diff"] <= 1e-4
+    assert len(info["check"]["shapes"]) == 16  # 4 sources, each a target prefix and 3 steps on the past
+    encoder, decoder = (onnx.load(str(out / f"{part}.onnx")).graph for part in ("encoder_model", "decoder_model"))
+    assert {i.name: dims(i) for i in encoder.input} == dict.fromkeys(["input_ids", "attention_mask"],
+                                                                     ["batch", "encoder_sequence"])
+    assert [o.name for o in encoder.output] == ["last_hidden_state"]
+    inputs = {i.name: dims(i) for i in decoder.input}
+    assert list(inputs)[:7] == [*DECODER_INPUTS, "past_key_values.0.decoder.key", "past_key_values.0.decoder.value",
+                                "past_key_values.0.encoder.key", "past_key_values.0.encoder.value"]
+    assert inputs["encoder_hidden_states"] == ["batch", "new_encoder_sequence", 32]
+    assert inputs["past_key_values.1.decoder.key"] == ["batch", 4, "past_sequence", 8]
+    assert inputs["past_key_values.1.encoder.value"] == ["batch", 4, "past_encoder_sequence", 8]
+    assert [o.name for o in decoder.output][:3] == ["logits", "present.0.decoder.key", "present.0.decoder.value"]
+
+
+@pytest.mark.parametrize("task", ["bart", "translation", "summarization"])
+def test_generate_on_onnxruntime_is_pytorchs_token_for_token(task, request):
+    """Batched sources of different lengths, greedy and 4 beams, through plmkit's one generate."""
+    if task == "bart":
+        model, out = request.getfixturevalue("bart_export")
+    else:
+        model, out = load_any(task_dir(task)).eval(), exported(task)
+    runner = load_ort(out)
+    ids, mask = padded_batch(model.get_input_embeddings().num_embeddings, 3, 9, seed=4)
+    for settings in ({"num_beams": 1}, {"num_beams": 4, "num_return_sequences": 2}):
+        want = model.generate(ids, attention_mask=mask, max_new_tokens=8, **settings)
+        assert torch.equal(runner.generate(ids, attention_mask=mask, max_new_tokens=8, **settings), want)
+
+
+@pytest.mark.parametrize("task", ["translation", "summarization"])
+def test_predict_pipeline_and_evaluate_on_onnxruntime_answer_as_torch(task, tmp_path):
+    records = TEXTS[:4]
+    want = tasks.predict_dir(task_dir(task), records, device="cpu")
+    assert any(next(iter(r.values())) for r in want)  # (not all empty: the comparison says something)
+    assert tasks.predict_dir(exported(task), records, backend="onnxruntime") == want
+    assert pipeline(task, exported(task), backend="onnxruntime")(records[:2]) == pipeline(task, task_dir(task))(records[:2])
+    data = tmp_path / "eval.jsonl"
+    fields = ("source", "target") if task == "translation" else ("text", "summary")
+    data.write_text("".join(json.dumps(dict(zip(fields, (s, t)))) + "\n" for s, t in zip(TEXTS, TEXTS[1:])))
+    torch_metrics = tasks.evaluate_dir(task_dir(task), data, device="cpu")
+    onnx_metrics = tasks.evaluate_dir(exported(task), data, backend="onnxruntime")
+    assert onnx_metrics.keys() == torch_metrics.keys()
+    for key, value in torch_metrics.items():
+        assert onnx_metrics[key] == pytest.approx(value, abs=1e-4), key
+
+
+def test_int8_encoder_decoder_runs_and_stays_close():
+    out = exported("translation")
+    info = json.loads((out / GRAPH_FILE).read_text())["int8"]
+    assert info["files"] == ["encoder_model.int8.onnx", "decoder_model.int8.onnx"] and info["argmax_agreement"] >= 0.8
+    model, int8 = load_any(task_dir("translation")).eval(), load_ort(out, "int8")
+    ids, mask = padded_batch(model.config.vocab_size, 4, 12, seed=6)
+    labels = torch.randint(3, model.config.vocab_size, (4, 7))
+    with torch.no_grad():
+        want = model(ids, mask, labels=labels)
+    got = int8(ids, mask, labels=labels)  # (measured: 3% mean relative difference, loss within 0.01%)
+    assert (got.logits - want.logits).abs().mean() < 0.1 * want.logits.abs().mean()
+    assert float(got.loss) == pytest.approx(float(want.loss), rel=0.01)
+    beams = int8.generate(ids, attention_mask=mask, max_new_tokens=6, num_beams=4)
+    assert beams.shape[0] == 4 and beams.shape[1] <= 7

@@ -1,5 +1,7 @@
 """What a model directory is served as, and the variants issue 18 makes: an int8 directory (plmkit quantize)
-serves through the same loader, answering as `plmkit predict` and `generate` answer on it."""
+serves through the same loader, answering as `plmkit predict` and `generate` answer on it; ONNX exports
+(plmkit export) of task models, decoders and encoder-decoders answer on onnxruntime as the PyTorch directory."""
+import concurrent.futures
 import shutil
 from pathlib import Path
 
@@ -64,3 +66,37 @@ def test_onnx_exports_are_served(tmp_path):
     (bare / "plmkit_task.json").unlink()
     with pytest.raises(ConfigError, match="without plmkit_task.json"):
         load_served_model("cls", bare, "cpu")
+
+
+def test_onnx_decoders_and_encoder_decoders_answer_as_the_pytorch_directory(tmp_path):
+    """An exported decoder decodes in the server's continuous batching (concurrent greedy requests join
+    one running batch) and an exported translation / summarization model answers its route: the same
+    answers as the PyTorch directories served."""
+    import onnx_helpers
+    torch_dirs = {"gpt": sh.decoder_dir(tmp_path), "fr-en": onnx_helpers.task_dir("translation"),
+                  "sum": onnx_helpers.task_dir("summarization")}
+    exports = {"gpt": tmp_path / "gpt-onnx", "fr-en": onnx_helpers.exported("translation"),
+               "sum": onnx_helpers.exported("summarization")}
+    assert main(["export", "--model", str(torch_dirs["gpt"]), "--out", str(exports["gpt"]), "--quiet"]) == 0
+    served = load_served_model("gpt", exports["gpt"], "cpu")
+    assert (served.backend, served.kind, served.endpoints) == ("onnxruntime", "decoder",
+                                                               ["/v1/completions", "/v1/chat/completions"])
+    assert load_served_model("fr-en", exports["fr-en"], "cpu").endpoints == ["/v1/translate"]
+    requests = [("/v1/completions", {"model": "gpt", "prompt": prompt, "max_tokens": 8, "temperature": 0})
+                for prompt in ("Rain fell", "The old man and the", "A")]
+    requests += [("/v1/chat/completions", {"model": "gpt", "messages": [{"role": "user", "content": "hello"}],
+                                           "max_tokens": 6, "temperature": 0}),
+                 ("/v1/translate", {"model": "fr-en", "input": onnx_helpers.TEXTS[:3]}),
+                 ("/v1/summarize", {"model": "sum", "input": onnx_helpers.TEXTS[3:5]})]
+
+    def answers(models: dict) -> list:
+        with sh.running(create_app({k: str(v) for k, v in models.items()}, ServeSettings(device="cpu"))) as url, \
+                concurrent.futures.ThreadPoolExecutor(len(requests)) as pool:
+            replies = list(pool.map(lambda request: sh.post(url, *request), requests))
+        assert all(status == 200 for status, _ in replies), replies
+        return [body.get("data") or [(c.get("text") or c["message"]["content"], c["finish_reason"])
+                                     for c in body["choices"]] for _, body in replies]
+
+    want = answers(torch_dirs)
+    assert any(text for (text, _), in want[:3])  # (random weights, but text: the comparison says something)
+    assert answers(exports) == want

@@ -1,21 +1,27 @@
-"""`plmkit export --format onnx`: a model directory as OUT/model.onnx beside its tokenizer, config and
-task files, checked against PyTorch on export; optionally onnxruntime's dynamic int8, OUT/model.int8.onnx.
+"""`plmkit export --format onnx`: a model directory as ONNX graphs beside its tokenizer, config and task
+files, checked against PyTorch on export; optionally onnxruntime's dynamic int8 of each graph.
 
-The graph (inputs, outputs, dynamic axes) is described in plmkit.models.onnx, which also runs it
-(`OrtModel`, ``plmkit predict --backend onnxruntime``).
+An encoder (with its task head) or a causal LM is one graph, OUT/model.onnx; an encoder-decoder (BART,
+Marian, BERT-to-BERT) two, as Hugging Face Optimum lays them out: OUT/encoder_model.onnx and
+OUT/decoder_model.onnx (one decoder graph for the first step and the following ones). The graphs
+(inputs, outputs, dynamic axes) are described in plmkit.models.onnx, which also runs them (`load_ort`,
+``plmkit predict --backend onnxruntime``, ``plmkit serve``).
 
 Exporter: ``torch.onnx.export(dynamo=True)``, that is `torch.export`, which refuses a branch or a shape
 that depends on values instead of freezing the example's choice into the graph, as the TorchScript
 exporter (deprecated since torch 2.9) does silently (it also cannot trace SDPA's ``enable_gqa``). The
 model runs its traceable path (plmkit.nn.tracing): padding computed and masked instead of removed.
 The example batch has EXAMPLE_BATCH rows of EXAMPLE_LENGTH tokens, some padded (a causal LM: after
-EXAMPLE_PAST cached positions), sizes chosen unlike each other and unlike 0 and 1, which torch.export
-would fix in the graph.
+EXAMPLE_PAST cached positions; a decoder: EXAMPLE_TARGET tokens after EXAMPLE_PAST, over a source of
+EXAMPLE_SOURCE past and new positions), sizes chosen unlike each other and unlike 0 and 1, which
+torch.export would fix in the graph.
 
 Check: fresh inputs of other batch sizes and lengths (CHECK_SHAPES; a causal LM: prompts, then steps
-that feed each step's present keys and values back as the next past) run through onnxruntime and
-through PyTorch's ordinary eager forward (padding removed, the fast paths taken); the largest absolute
-difference over the outputs of real tokens must stay within `tolerance` (1e-4), or nothing is written.
+that feed each step's present keys and values back as the next past; an encoder-decoder: sources and
+target prefixes of SEQ2SEQ_SHAPES, then such steps, through the models' generation hooks) run through
+onnxruntime and through PyTorch's ordinary eager forward (padding removed, the fast paths taken); the
+largest absolute difference over the outputs of real tokens must stay within `tolerance` (1e-4), or
+nothing is written.
 
 int8 (``--quantize int8``): ``onnxruntime.quantization.quantize_dynamic``: int8 weights of the MatMul
 and Gemm nodes, activations quantized per batch at run time. Lossy by design, so it is not held to the
@@ -36,8 +42,10 @@ import torch
 from torch import Tensor, nn
 
 from plmkit.errors import CheckpointError, ConfigError
-from plmkit.models.onnx import (GRAPH_FILE, GRAPHS, MODEL_FILES, TEXT_INPUTS, GraphKind, OrtModel, TracedGraph,
-                                graph_inputs, past_names, require_onnx, write_graph_file)
+from plmkit.generation import lm_vocab
+from plmkit.models.onnx import (DECODER_INPUTS, EXPORTED, GRAPH_FILE, GRAPHS, SEQ2SEQ, TEXT_INPUTS, GraphKind,
+                                OrtDirectory, OrtModel, TracedDecoder, TracedEncoder, TracedGraph, graph_file,
+                                graph_inputs, graph_parts, load_ort, past_names, require_onnx, write_graph_file)
 from plmkit.nn.cache import PastKeyValues
 from plmkit.nn.tracing import traceable
 from plmkit.utils.settings import Settings, setting
@@ -48,8 +56,10 @@ FORMATS = ("onnx",)
 QUANTIZATIONS = ("int8",)
 TOLERANCE = 1e-4
 EXAMPLE_BATCH, EXAMPLE_LENGTH, EXAMPLE_PAST = 3, 11, 5
+EXAMPLE_TARGET, EXAMPLE_SOURCE = 6, (4, 7)  # a decoder's new tokens; its source: past and new positions
 CHECK_SHAPES = ((1, 6), (5, 17), (2, 1), (4, 29))  # (batch, length): other than the example's
-DECODE_STEPS = (1, 1, 3)  # new tokens per step after a causal LM's prompt
+SEQ2SEQ_SHAPES = ((1, 6, 4), (5, 17, 9), (2, 1, 1), (4, 29, 2))  # (batch, source length, target prefix)
+DECODE_STEPS = (1, 1, 3)  # new tokens per step after a causal LM's prompt (a decoder's target prefix)
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".onnx")  # files of the model directory not copied
 TWO_GB = 2 ** 31  # protobuf's limit: larger weights go to an external data file
 
@@ -59,15 +69,29 @@ class ExportSettings(Settings):
     """`plmkit export`: what to export, where, and how it is checked."""
 
     section = "export"
-    model: str | None = setting(None, "model directory to export (fine-tuned, or a plain encoder or causal LM)",
-                                metavar="DIR", required=True)
-    out: str | None = setting(None, "directory to write (replaced): model.onnx beside the tokenizer, config.json and "
-                                    "task files", metavar="DIR", required=True)
+    model: str | None = setting(None, "model directory to export (fine-tuned, or a plain encoder, causal LM or "
+                                      "encoder-decoder)", metavar="DIR", required=True)
+    out: str | None = setting(None, "directory to write (replaced): model.onnx (an encoder-decoder: encoder_model.onnx "
+                                    "and decoder_model.onnx) beside the tokenizer, config.json and task files",
+                              metavar="DIR", required=True)
     format: str = setting("onnx", "export format", choices=FORMATS)
-    quantize: str | None = setting(None, "also write model.int8.onnx: onnxruntime's dynamic int8 quantization "
-                                         "(--backend onnxruntime-int8 runs it)", choices=QUANTIZATIONS,
-                                   const_flags={"--int8": "int8"})
+    quantize: str | None = setting(None, "also write model.int8.onnx (encoder_model.int8.onnx ...): onnxruntime's "
+                                         "dynamic int8 quantization (--backend onnxruntime-int8 runs it)",
+                                   choices=QUANTIZATIONS, const_flags={"--int8": "int8"})
     tolerance: float = setting(TOLERANCE, "largest |onnxruntime - PyTorch| the check accepts", metavar="T", above=0)
+
+
+@dataclass
+class GraphSpec:
+    """One graph of an export: its file stem (`part`), the module ``torch.onnx.export`` traces, its input
+    and output names, an example input per name and the dynamic axes of each input."""
+
+    part: str
+    module: nn.Module
+    inputs: list[str]
+    outputs: list[str]
+    example: dict[str, Tensor]
+    axes: dict[str, dict[int, str]]
 
 
 def export_onnx(model_dir: str | Path, out: str | Path, *, quantize: str | None = None,
@@ -91,9 +115,10 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, quantize: str | None 
 
 def export_model(model: nn.Module, directory: str | Path, *, quantize: str | None = None,
                  tolerance: float = TOLERANCE) -> dict:
-    """Write model.onnx (and model.int8.onnx) and GRAPH_FILE of `model` (put in eval mode, in fp32)
-    into `directory` (and its config.json when the directory has none), checked as the module
-    docstring says; an error names what could not be exported or checked."""
+    """Write the graphs (model.onnx; an encoder-decoder's encoder_model.onnx and decoder_model.onnx), their
+    int8 copies when asked, and GRAPH_FILE of `model` (put in eval mode, in fp32) into `directory` (and
+    its config.json when the directory has none), checked as the module docstring says; an error names
+    what could not be exported or checked."""
     require_onnx("ONNX export")
     if quantize is not None and quantize not in QUANTIZATIONS:
         raise ConfigError(f"quantize must be one of {', '.join(QUANTIZATIONS)}, got {quantize!r}")
@@ -101,39 +126,42 @@ def export_model(model: nn.Module, directory: str | Path, *, quantize: str | Non
     if any(p.device.type != "cpu" for p in model.parameters()):
         raise ConfigError(f"{type(model).__name__} is on {next(model.parameters()).device}: export runs on the CPU, "
                           "where onnxruntime checks it (model.cpu())")
-    kind = GRAPHS[model_task]
     model = model.float().eval()
     directory = Path(directory)
     if not (directory / "config.json").is_file():  # (a model in memory; export_onnx copies the directory's)
         model.config.architectures = [type(model).__name__]
         model.config.save(directory)
-    inputs = graph_inputs(model, kind)
-    outputs = _output_names(model, kind)
-    log.info("plmkit: exporting %s to ONNX (%s -> %s)", type(model).__name__, ", ".join(inputs[:4]) +
-             (", past keys/values" if kind.past else ""), ", ".join(outputs[:3]) + (", present" if kind.past else ""))
-    path, graph = directory / MODEL_FILES["fp32"], _info(model, model_task, inputs, outputs)
-    _export(model, kind, inputs, outputs, path)
-    checks = check_graph(model, kind, OrtModel(directory, info=graph))
+    specs = graph_specs(model, model_task)
+    graph = _info(model, model_task, specs)
+    paths = [directory / graph_file("fp32", spec.part) for spec in specs]
+    for spec, path in zip(specs, paths):
+        log.info("plmkit: exporting %s to ONNX, %s (%s -> %s)", type(model).__name__, path.name,
+                 ", ".join(spec.inputs[:4]) + (", past keys/values" if len(spec.inputs) > 4 else ""),
+                 ", ".join(spec.outputs[:3]) + (", present" if len(spec.outputs) > 3 else ""))
+        _export(spec, path)
+    checks = check_export(model, model_task, load_ort(directory, info=graph))
     worst = max(c["max_abs_diff"] for c in checks)
     log.info("plmkit: onnxruntime vs PyTorch at %d shapes: max |difference| %.2e (tolerance %.0e)",
              len(checks), worst, tolerance)
     if not worst <= tolerance:
-        path.unlink()
+        for path in paths:
+            path.unlink()
         bad = next(c for c in checks if not c["max_abs_diff"] <= tolerance)
         raise CheckpointError(f"the exported graph disagrees with PyTorch: max |difference| {bad['max_abs_diff']:.3g} "
                               f"at {bad['shape']} ({bad['output']}), above the tolerance {tolerance:g}; not kept")
-    info = {**graph, "opset": _opset(path),
+    info = {**graph, "opset": _opset(paths[0]),
             "exporter": f"torch.onnx.export(dynamo=True), torch {torch.__version__}",
-            "example": {"batch": EXAMPLE_BATCH, "length": EXAMPLE_LENGTH, **({"past": EXAMPLE_PAST} if kind.past else {})},
+            "example": {spec.part: {name: list(t.shape) for name, t in spec.example.items()
+                                    if not name.startswith("past_key_values.")} for spec in specs},
             "check": {"tolerance": tolerance, "max_abs_diff": worst, "shapes": [c["shape"] for c in checks]}}
     if quantize == "int8":
-        info["int8"] = quantize_int8(model, kind, directory, info)
+        info["int8"] = quantize_int8(model, model_task, directory, info)
     write_graph_file(directory, info)
     return info
 
 
 def exportable(model: nn.Module) -> str:
-    """The model task (GRAPHS) of `model`, or a ConfigError naming what stands in the way."""
+    """The model task (EXPORTED) of `model`, or a ConfigError naming what stands in the way."""
     from plmkit.models.registry import family
     from plmkit.nn.lora import MERGEABLE
     from plmkit.nn.quantized import QuantizedEmbedding, QuantizedLinear
@@ -142,10 +170,11 @@ def exportable(model: nn.Module) -> str:
         raise ConfigError(f"{type(model).__name__} is not a plmkit model; export takes a model directory or a "
                           "PreTrainedModel")
     model_task = family(config.model_type).task_of(type(model).__name__)
-    if model_task not in GRAPHS:
+    if model_task not in EXPORTED or (getattr(model, "is_encoder_decoder", False) and model_task != SEQ2SEQ):
         raise ConfigError(f"{type(model).__name__} cannot be exported to ONNX: plmkit exports "
-                          f"{', '.join(GRAPHS)} models (encoders with their task heads, decoders with past keys/values); "
-                          "encoder-decoders and pretraining heads are not supported")
+                          f"{', '.join(EXPORTED)} models (encoders with their task heads, decoders with past keys/values, "
+                          "encoder-decoders with their LM head); pretraining heads and bare encoder-decoders are not "
+                          "supported")
     adapters = [name for name, m in model.named_modules() if isinstance(m, MERGEABLE)]
     if adapters:
         raise ConfigError(f"{type(model).__name__} holds LoRA adapters not merged ({', '.join(adapters[:3])}"
@@ -172,6 +201,47 @@ def copy_companions(source: Path, directory: Path, model) -> None:
         model.sentence_transformers.write(directory)
 
 
+# ---------------------------------------------------------------------- the graphs
+def graph_specs(model: nn.Module, model_task: str) -> list[GraphSpec]:
+    """The graphs an export of `model` writes (model_task: `exportable`'s)."""
+    if model_task == SEQ2SEQ:
+        return seq2seq_specs(model)
+    kind = GRAPHS[model_task]
+    inputs, outputs = graph_inputs(model, kind), _output_names(model, kind)
+    example = random_inputs(model, kind, EXAMPLE_BATCH, EXAMPLE_LENGTH, EXAMPLE_PAST if kind.past else 0)
+    return [GraphSpec("model", TracedGraph(model, kind, inputs, outputs), inputs, outputs,
+                      {name: example[name] for name in inputs}, {name: _dynamic_axes(name, kind) for name in inputs})]
+
+
+def seq2seq_specs(model: nn.Module) -> list[GraphSpec]:
+    """An encoder-decoder's encoder_model and decoder_model graphs (plmkit.models.onnx)."""
+    g = torch.Generator().manual_seed(0)
+    layers = model.decoder_layers()
+    attn, cross = layers[0].attn, layers[0].cross_attn
+    b, (s_past, s_new) = EXAMPLE_BATCH, EXAMPLE_SOURCE
+    source = dict(zip(("input_ids", "attention_mask"), padded_ids(source_vocab(model), b, EXAMPLE_LENGTH, g)))
+    encoder_axes = {0: "batch", 1: "encoder_sequence"}
+    encoder = GraphSpec("encoder_model", TracedEncoder(model), list(source), ["last_hidden_state"], source,
+                        dict.fromkeys(source, encoder_axes))
+    example = {"input_ids": torch.randint(0, lm_vocab(model.config), (b, EXAMPLE_TARGET), generator=g),
+               "encoder_attention_mask": padded_ids(2, b, s_past + s_new, g)[1],
+               "encoder_hidden_states": torch.randn(b, s_new, model.config.d_model, generator=g)}
+    axes = {"input_ids": {0: "batch", 1: "sequence"}, "encoder_attention_mask": encoder_axes,
+            "encoder_hidden_states": {0: "batch", 1: "new_encoder_sequence"}}
+    for name in past_names(len(layers), seq2seq=True):
+        own = ".decoder." in name
+        heads, d = (attn.n_kv_heads, attn.d_head) if own else (cross.n_kv_heads, cross.d_head)
+        example[name] = torch.randn(b, heads, EXAMPLE_PAST if own else s_past, d, generator=g)
+        axes[name] = {0: "batch", 2: "past_sequence" if own else "past_encoder_sequence"}
+    outputs = ["logits", *past_names(len(layers), "present", seq2seq=True)]
+    return [encoder, GraphSpec("decoder_model", TracedDecoder(model), list(example), outputs, example, axes)]
+
+
+def source_vocab(model: nn.Module) -> int:
+    """How many ids an encoder-decoder's source may hold."""
+    return model.get_input_embeddings().num_embeddings
+
+
 def _output_names(model: nn.Module, kind: GraphKind) -> list[str]:
     """The outputs the model sets (a BERT without a pooler has no pooler_output), then the present."""
     inputs = random_inputs(model, kind, EXAMPLE_BATCH, EXAMPLE_LENGTH, EXAMPLE_PAST if kind.past else 0)
@@ -181,31 +251,34 @@ def _output_names(model: nn.Module, kind: GraphKind) -> list[str]:
     return names + (past_names(model.config.num_layers, "present") if kind.past else [])
 
 
-def _info(model, model_task: str, inputs: list[str], outputs: list[str]) -> dict:
+def _info(model, model_task: str, specs: list[GraphSpec]) -> dict:
     info = {"format": "onnx", "model_task": model_task, "architecture": type(model).__name__,
-            "inputs": inputs, "outputs": outputs, "past": None}
-    if GRAPHS[model_task].past:
+            "graphs": {spec.part: {"file": graph_file("fp32", spec.part), "inputs": spec.inputs, "outputs": spec.outputs}
+                       for spec in specs}, "past": None}
+    if model_task == SEQ2SEQ:
+        attn = model.decoder_layers()[0].attn
+        info["past"] = {"layers": len(model.decoder_layers()), "heads": attn.n_kv_heads, "head_dim": attn.d_head}
+    elif GRAPHS[model_task].past:
         layer = model.make_cache(1, 1)[0]  # (B, H_kv, max_len, d) buffers
         info["past"] = {"layers": model.config.num_layers, "heads": layer.k.shape[1], "head_dim": layer.k.shape[3]}
     return info
 
 
-def _export(model: nn.Module, kind: GraphKind, inputs: list[str], outputs: list[str], path: Path) -> None:
-    example = random_inputs(model, kind, EXAMPLE_BATCH, EXAMPLE_LENGTH, EXAMPLE_PAST if kind.past else 0)
-    args = tuple(example[name] for name in inputs)
-    axes = {name: _dynamic_axes(name, kind) for name in inputs}
+def _export(spec: GraphSpec, path: Path) -> None:
+    model = spec.module.model
+    args = tuple(spec.example[name] for name in spec.inputs)
     size = sum(p.numel() * p.element_size() for p in model.parameters())
     chatter = io.StringIO()  # the exporter prints its steps on stdout, which is the command's output
     with traceable(), torch.no_grad(), contextlib.redirect_stdout(chatter), _quiet("torch.onnx"), \
             warnings.catch_warnings():
         warnings.simplefilter("ignore")  # its deprecations and axis renaming notes: the check below is what counts
         try:
-            torch.onnx.export(TracedGraph(model, kind, inputs, outputs).eval(), args, str(path), dynamo=True,
-                              input_names=inputs, output_names=outputs, dynamic_shapes=(tuple(axes.values()),),
+            torch.onnx.export(spec.module.eval(), args, str(path), dynamo=True, input_names=spec.inputs,
+                              output_names=spec.outputs, dynamic_shapes=(tuple(spec.axes[n] for n in spec.inputs),),
                               external_data=size > TWO_GB * 0.9, verbose=False)
         except Exception as err:  # torch.export's errors are pages long: the first lines say it
             first = "\n".join(str(err).splitlines()[:6])
-            raise CheckpointError(f"torch.onnx.export failed for {type(model).__name__}: {first}") from err
+            raise CheckpointError(f"torch.onnx.export failed for {type(model).__name__} ({path.name}): {first}") from err
 
 
 def _dynamic_axes(name: str, kind: GraphKind) -> dict[int, str]:
@@ -241,6 +314,14 @@ def _opset(path: Path) -> int:
 
 
 # ---------------------------------------------------------------------- inputs and the check
+def padded_ids(vocab: int, batch: int, length: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
+    """(B, T) random ids and their mask: row 0 full, the others padded on the right to random lengths."""
+    ids = torch.randint(0, vocab, (batch, length), generator=g)
+    real = torch.randint(1, length + 1, (batch,), generator=g)
+    real[0] = length
+    return ids, (torch.arange(length)[None] < real[:, None]).long()
+
+
 def random_inputs(model: nn.Module, kind: GraphKind, batch: int, length: int, past: int = 0,
                   seed: int = 0) -> dict[str, Tensor]:
     """A batch the graph takes: random token ids; row 0 full, the others padded (on the right; a
@@ -248,10 +329,7 @@ def random_inputs(model: nn.Module, kind: GraphKind, batch: int, length: int, pa
     a causal LM's past keys and values computed by the model from a random prompt of `past` tokens."""
     g = torch.Generator().manual_seed(seed)
     c = model.config
-    ids = torch.randint(0, c.vocab_size, (batch, length), generator=g)
-    real = torch.randint(1, length + 1, (batch,), generator=g)
-    real[0] = length
-    positions = torch.arange(length)[None]  # (1, T)
+    ids, mask = padded_ids(c.vocab_size, batch, length, g)
     if kind.past:
         inputs = {"input_ids": ids}
         if past:
@@ -261,10 +339,11 @@ def random_inputs(model: nn.Module, kind: GraphKind, batch: int, length: int, pa
             inputs["attention_mask"] = torch.cat([prompt["attention_mask"], torch.ones_like(ids)], 1)
             inputs.update(zip(past_names(c.num_layers), (t for pair in present for t in pair)))
         else:
-            inputs["attention_mask"] = (positions >= length - real[:, None]).long()  # left padding
+            inputs["attention_mask"] = mask.flip(1)  # left padding
             inputs.update(zip(past_names(c.num_layers), _empty_past(model, batch)))
         return inputs
-    mask = (positions < real[:, None]).long()  # right padding
+    real = mask.sum(1)
+    positions = torch.arange(length)[None]  # (1, T)
     inputs = {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
     if getattr(c, "type_vocab_size", 1) > 1:
         inputs["token_type_ids"] = ((positions >= real[:, None] // 2) & mask.bool()).long()
@@ -314,6 +393,13 @@ def check_inputs_at(model: nn.Module, kind: GraphKind) -> list[tuple[str, dict[s
     return cases
 
 
+def check_export(model: nn.Module, model_task: str, runner: OrtDirectory) -> list[dict]:
+    """`check_graph`, or for an encoder-decoder `check_seq2seq`."""
+    if model_task == SEQ2SEQ:
+        return check_seq2seq(model, runner)
+    return check_graph(model, GRAPHS[model_task], runner)
+
+
 def check_graph(model: nn.Module, kind: GraphKind, runner: OrtModel) -> list[dict]:
     """Per check case: the largest |onnxruntime - PyTorch| over the outputs (real tokens only where
     the output is per token), the output where it is, and the argmax agreement of the first output."""
@@ -325,11 +411,41 @@ def check_graph(model: nn.Module, kind: GraphKind, runner: OrtModel) -> list[dic
         mask = inputs["attention_mask"][:, -inputs["input_ids"].shape[1]:].bool()  # (B, T) the new tokens
         diffs = {name: _max_diff(ref[name], got[name], mask if name in kind.per_token else None)
                  for name in runner.output_names}
-        worst = max(diffs, key=diffs.get)
         first = runner.output_names[0]
-        results.append({"shape": shape, "max_abs_diff": diffs[worst], "output": worst,
-                        "argmax_agreement": _agreement(ref[first], got[first], mask if first in kind.per_token else None)})
+        results.append(_result(shape, diffs, _agreement(ref[first], got[first], mask if first in kind.per_token else None)))
     return results
+
+
+def check_seq2seq(model: nn.Module, runner: OrtDirectory) -> list[dict]:
+    """Per source shape of SEQ2SEQ_SHAPES and per decoder call after it (a target prefix, then
+    DECODE_STEPS): the largest |onnxruntime - PyTorch| of the encoder's states (real tokens; the first
+    call) and of the logits, each model run through its own generation hooks (`encode`, `make_cache`,
+    the forward on the cache), and the logits' argmax agreement."""
+    limit, vocab = model.config.max_positions or 512, lm_vocab(model.config)
+    results = []
+    for seed, (batch, length, target) in enumerate(SEQ2SEQ_SHAPES):
+        g = torch.Generator().manual_seed(100 + seed)
+        ids, mask = padded_ids(source_vocab(model), batch, min(length, limit), g)
+        target = min(target, limit - sum(DECODE_STEPS))
+        with torch.no_grad():
+            states = [m.encode(ids, mask) for m in (model, runner)]  # (B, S, D): PyTorch's, onnxruntime's
+            caches = [m.make_cache(batch, target + sum(DECODE_STEPS), s, mask) for m, s in zip((model, runner), states)]
+            diffs = {"last_hidden_state": _max_diff(*states, mask.bool())}
+            past = 0
+            for new in (target, *DECODE_STEPS):
+                tokens = torch.randint(0, vocab, (batch, new), generator=g)
+                want, got = (m(decoder_input_ids=tokens, past_key_values=cache).logits
+                             for m, cache in zip((model, runner), caches))
+                diffs["logits"] = _max_diff(want, got, None)
+                shape = f"batch {batch}, source {ids.shape[1]}: target {new}" + (f" after {past}" if past else "")
+                results.append(_result(shape, diffs, _agreement(want, got, None)))
+                diffs, past = {}, past + new
+    return results
+
+
+def _result(shape: str, diffs: dict[str, float], agreement: float) -> dict:
+    worst = max(diffs, key=diffs.get)
+    return {"shape": shape, "max_abs_diff": diffs[worst], "output": worst, "argmax_agreement": agreement}
 
 
 def _flat_outputs(out, names: list[str]) -> dict[str, Tensor]:
@@ -355,30 +471,34 @@ def _agreement(a: Tensor, b: Tensor, mask: Tensor | None) -> float:
     return float(same.float().mean()) if same.numel() else 1.0
 
 
-def quantize_int8(model: nn.Module, kind: GraphKind, directory: Path, info: dict) -> dict:
-    """model.int8.onnx by onnxruntime's dynamic quantization, and its agreement with fp32 PyTorch."""
+def quantize_int8(model: nn.Module, model_task: str, directory: Path, info: dict) -> dict:
+    """The int8 copy of each graph (model.int8.onnx ...) by onnxruntime's dynamic quantization, and its
+    agreement with fp32 PyTorch."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
     import onnx
-    source, target = directory / MODEL_FILES["fp32"], directory / MODEL_FILES["int8"]
-    proto = onnx.load(str(source))
-    weights = {t.name for t in proto.graph.initializer}  # their shapes recorded again would contradict the
-    kept = [v for v in proto.graph.value_info if v.name not in weights]  # quantizer's reshaped copies
-    del proto.graph.value_info[:]
-    proto.graph.value_info.extend(kept)
-    with _quiet(""):
-        quantize_dynamic(proto, str(target), weight_type=QuantType.QInt8)
-    checks = check_graph(model, kind, OrtModel(directory, "int8", info=info))
+    files = []
+    for part in graph_parts(model_task):
+        source, target = directory / graph_file("fp32", part), directory / graph_file("int8", part)
+        proto = onnx.load(str(source))
+        weights = {t.name for t in proto.graph.initializer}  # their shapes recorded again would contradict the
+        kept = [v for v in proto.graph.value_info if v.name not in weights]  # quantizer's reshaped copies
+        del proto.graph.value_info[:]
+        proto.graph.value_info.extend(kept)
+        with _quiet(""):
+            quantize_dynamic(proto, str(target), weight_type=QuantType.QInt8)
+        files.append((source, target))
+    checks = check_export(model, model_task, load_ort(directory, "int8", info=info))
     agreement = sum(c["argmax_agreement"] for c in checks) / len(checks)
     worst = max(c["max_abs_diff"] for c in checks)
     log.info("plmkit: int8 (onnxruntime dynamic quantization): argmax agreement with fp32 %.1f%%, max |difference| "
-             "%.3g; %s -> %s", 100 * agreement, worst, _size(source), _size(target))
-    return {"file": target.name, "method": "onnxruntime.quantization.quantize_dynamic, int8 weights (QInt8)",
-            "argmax_agreement": agreement, "max_abs_diff": worst, "bytes": target.stat().st_size}
+             "%.3g; %s", 100 * agreement, worst, ", ".join(f"{s.name} {_size(s)} -> {_size(t)}" for s, t in files))
+    return {"files": [t.name for _, t in files], "method": "onnxruntime.quantization.quantize_dynamic, int8 weights (QInt8)",
+            "argmax_agreement": agreement, "max_abs_diff": worst, "bytes": sum(t.stat().st_size for _, t in files)}
 
 
 def _size(path: Path) -> str:
     return f"{path.stat().st_size / 2 ** 20:.1f} MiB"
 
 
-__all__ = ["ExportSettings", "FORMATS", "QUANTIZATIONS", "TOLERANCE", "check_graph", "export_model", "export_onnx", "exportable",
-           "random_inputs"]
+__all__ = ["ExportSettings", "FORMATS", "GraphSpec", "QUANTIZATIONS", "TOLERANCE", "check_export", "check_graph",
+           "check_seq2seq", "export_model", "export_onnx", "exportable", "graph_specs", "padded_ids", "random_inputs"]

@@ -192,10 +192,7 @@ class PreTrainedModel(nn.Module):
         weights = read_weights(directory)
         model.load_hf_state_dict(weights, source=str(directory))
         model.sentence_transformers = SentenceTransformerFiles.read(directory)
-        model.generation_config = (read_generation_config(directory, lm_vocab(config))
-                                   or check_generation_values(legacy_generation, directory / "config.json",
-                                                              lm_vocab(config))
-                                   or None)
+        model.generation_config = directory_generation_config(directory, config, legacy_generation)
         if dtype == "auto":
             dtype = next((t.dtype for t in weights.values() if t.is_floating_point()), None)
         return (model.to(dtype) if dtype is not None else model).eval()
@@ -264,6 +261,16 @@ class PreTrainedModel(nn.Module):
                 if any(k.startswith(prefix) and k[len(prefix):] in expected for k in state):
                     return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state.items()}
         return state
+
+
+def directory_generation_config(directory: str | Path, config: ModelConfig, legacy: dict | None = None) -> dict | None:
+    """generate()'s defaults that a model directory holds: its generation_config.json, else the decoding keys
+    an older config.json keeps (`legacy`; default: what `config` read of them), checked against the LM
+    head's vocabulary; None without any."""
+    vocab = lm_vocab(config)
+    legacy = config.generation_defaults if legacy is None else legacy
+    return (read_generation_config(directory, vocab)
+            or check_generation_values(legacy, Path(directory) / "config.json", vocab) or None)
 
 
 def _dtype_override(overrides: dict, source: str):

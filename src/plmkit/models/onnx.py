@@ -1,8 +1,11 @@
-"""The ONNX form of plmkit models: the graph each model class exports to (`GraphKind`, `TracedGraph`),
-and `OrtModel`, which runs an exported directory with onnxruntime and answers as the PyTorch model does.
+"""The ONNX form of plmkit models: the graphs each model class exports to (`GraphKind`, `TracedGraph`,
+`TracedEncoder`, `TracedDecoder`), and the models that run an exported directory with onnxruntime and
+answer as the PyTorch model does (`load_ort`: `OrtModel`, `OrtModelForCausalLM`, `OrtModelForSeq2SeqLM`).
 
-The graph, with Hugging Face's ONNX names (``plmkit export`` writes it, plmkit.compression.onnx):
+The graphs, with Hugging Face's (and Optimum's) ONNX names (``plmkit export`` writes them,
+plmkit.compression.onnx):
 
+model.onnx, an encoder with its head or a causal LM:
     inputs   input_ids (B, T), attention_mask (B, T), token_type_ids (B, T) when the model takes them,
              entity_positions (B, 2) for relation classification;
              a causal LM: attention_mask (B, P + T) and past_key_values.{i}.key / .value (B, H_kv, P, d),
@@ -11,9 +14,23 @@ The graph, with Hugging Face's ONNX names (``plmkit export`` writes it, plmkit.c
              last_hidden_state (and pooler_output) of a plain encoder; a causal LM adds
              present.{i}.key / .value (B, H_kv, P + T, d), the next step's past
 
-B, T and P are dynamic axes. Padding positions are computed with the rest (the traceable path,
-plmkit.nn.tracing), so per-token outputs there are not the zeros of plmkit's unpadded encoder:
-only real tokens' outputs are meaningful, as always.
+encoder_model.onnx and decoder_model.onnx, an encoder-decoder (Optimum's layout; one decoder graph for the
+first step and every later one, Optimum's merged decoder without its ``use_cache_branch`` switch):
+    encoder  input_ids (B, S), attention_mask (B, S) -> last_hidden_state (B, S, D), the states the
+             decoder reads (a BERT-to-BERT's projected to the decoder's width)
+    decoder  input_ids (B, T) the target tokens, encoder_attention_mask (B, S), encoder_hidden_states
+             (B, S_new, D), past_key_values.{i}.decoder.key / .value (B, H, P, d) (self-attention) and
+             past_key_values.{i}.encoder.key / .value (B, H, S_past, d) (cross-attention)
+             -> logits (B, T, V), present.{i}.decoder.* (B, H, P + T, d), present.{i}.encoder.* (B, H, S, d)
+             The cross-attention keys and values are the past ones followed by those projected from
+             encoder_hidden_states (S = S_past + S_new): the first step gives the encoder's states and
+             an empty past (P = S_past = 0), every later step the previous present and states of
+             length 0, so the source is projected once. Rows are target sequences: beams of one
+             source each carry their own copy of its states.
+
+B, T, P and the source lengths are dynamic axes. Padding positions are computed with the rest (the
+traceable path, plmkit.nn.tracing), so per-token outputs there are not the zeros of plmkit's unpadded
+encoder: only real tokens' outputs are meaningful, as always.
 """
 from __future__ import annotations
 
@@ -23,17 +40,34 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from plmkit.errors import CheckpointError, ConfigError, InputError
+from plmkit.errors import CheckpointError, ConfigError, InputError, PlmkitError
+from plmkit.generation import GenerationMixin
 from plmkit.models.outputs import (BaseModelOutput, CausalLMOutput, ClassifierOutput, MaskedLMOutput,
-                                   QuestionAnsweringOutput)
-from plmkit.nn.cache import PastKeyValues
+                                   QuestionAnsweringOutput, Seq2SeqLMOutput)
+from plmkit.models.seq2seq import shift_tokens_right
+from plmkit.nn.cache import KVCache, PastKeyValues, Seq2SeqPastKeyValues
+from plmkit.nn.masks import padding_bias, positions_from_mask
+from plmkit.utils.constants import IGNORE_INDEX
 
 GRAPH_FILE = "plmkit_onnx.json"  # how the directory's graphs were made: kind, inputs, outputs, checks
-MODEL_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
+PRECISIONS = ("fp32", "int8")
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+DECODER_INPUTS = ("input_ids", "encoder_attention_mask", "encoder_hidden_states")  # then the past
+SEQ2SEQ = "seq2seq-lm"  # the model task exported as two graphs
+SEQ2SEQ_PARTS = ("encoder_model", "decoder_model")
+
+
+def graph_file(precision: str, part: str = "model") -> str:
+    """The file name of graph `part` (model; an encoder-decoder's encoder_model, decoder_model) at `precision`."""
+    return f"{part}.onnx" if precision == "fp32" else f"{part}.{precision}.onnx"
+
+
+MODEL_FILES = {precision: graph_file(precision) for precision in PRECISIONS}
 
 
 @dataclass(frozen=True)
@@ -48,7 +82,7 @@ class GraphKind:
     past: bool = False  # a causal LM: past keys and values in, present out
 
 
-GRAPHS = {  # by the family registry's model task (plmkit.models.registry)
+GRAPHS = {  # the one-graph kinds, by the family registry's model task (plmkit.models.registry)
     "base": GraphKind(BaseModelOutput, ("last_hidden_state", "pooler_output"), ("last_hidden_state",)),
     "masked-lm": GraphKind(MaskedLMOutput, ("logits",), ("logits",)),
     "sequence-classification": GraphKind(ClassifierOutput, ("logits",)),
@@ -58,11 +92,19 @@ GRAPHS = {  # by the family registry's model task (plmkit.models.registry)
                                     ("start_logits", "end_logits")),
     "causal-lm": GraphKind(CausalLMOutput, ("logits",), ("logits",), past=True),
 }
+EXPORTED = (*GRAPHS, SEQ2SEQ)  # every model task plmkit exports
 
 
-def past_names(n_layers: int, prefix: str = "past_key_values") -> list[str]:
-    """past_key_values.{i}.key / .value for each layer (``prefix="present"``: the outputs)."""
-    return [f"{prefix}.{i}.{part}" for i in range(n_layers) for part in ("key", "value")]
+def graph_parts(model_task: str) -> tuple[str, ...]:
+    """The graphs an export of a `model_task` model consists of (file stems)."""
+    return SEQ2SEQ_PARTS if model_task == SEQ2SEQ else ("model",)
+
+
+def past_names(n_layers: int, prefix: str = "past_key_values", seq2seq: bool = False) -> list[str]:
+    """past_key_values.{i}.key / .value for each layer (``prefix="present"``: the outputs); `seq2seq`:
+    past_key_values.{i}.decoder.key / .value (self-attention), then .encoder.key / .value (cross-attention)."""
+    sides = ("decoder.", "encoder.") if seq2seq else ("",)
+    return [f"{prefix}.{i}.{side}{part}" for i in range(n_layers) for side in sides for part in ("key", "value")]
 
 
 def graph_inputs(model: nn.Module, kind: GraphKind) -> list[str]:
@@ -91,8 +133,103 @@ class TracedGraph(nn.Module):
         return (out.logits, *(t for pair in cache.present() for t in pair))
 
 
-class OrtModel(nn.Module):
-    """An exported directory run by onnxruntime, called as the PyTorch model is: ``model(**batch)``
+class TracedEncoder(nn.Module):
+    """An encoder-decoder's encoder_model graph: (input_ids, attention_mask) -> (last_hidden_state,)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, *tensors: Tensor) -> tuple[Tensor]:
+        input_ids, attention_mask = tensors
+        return (self.model.encode(input_ids, attention_mask),)
+
+
+class TracedDecoder(nn.Module):
+    """An encoder-decoder's decoder_model graph (see the module docstring): DECODER_INPUTS, then the past
+    of every layer (self-attention key and value, cross-attention key and value) -> the logits, then
+    the present in the same order."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, *tensors: Tensor) -> tuple[Tensor, ...]:
+        input_ids, encoder_mask, states, *past = tensors
+        own, cross = [], []
+        for i, layer in enumerate(self.model.decoder_layers()):
+            k, v = layer.cross_attn.project_kv(states)  # (B, H, S_new, d)
+            own.append((past[4 * i], past[4 * i + 1]))
+            cross.append((torch.cat([past[4 * i + 2], k], 2), torch.cat([past[4 * i + 3], v], 2)))  # (B, H, S, d)
+        cache = Seq2SeqPastKeyValues(own, cross, padding_bias(encoder_mask, states.dtype))
+        logits = self.model(decoder_input_ids=input_ids, past_key_values=cache).logits
+        return (logits, *(t for (k, v), (ck, cv) in zip(cache.present(), cross) for t in (k, v, ck, cv)))
+
+
+# ---------------------------------------------------------------------- running an exported directory
+class OrtGraph:
+    """One graph file in an onnxruntime session, fed and answering torch tensors (on the CPU) by name."""
+
+    def __init__(self, path: Path, threads: int | None = None):
+        import onnxruntime
+        options = onnxruntime.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        self.path = path
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.integer_inputs = {i.name for i in self.session.get_inputs() if i.type == "tensor(int64)"}
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def run(self, inputs: dict[str, Tensor | None]) -> list[Tensor]:
+        """The outputs (in `output_names` order) for `inputs` by name (ids as int64, whatever integer type
+        they came in; others it does not take are ignored)."""
+        missing = [n for n in self.input_names if inputs.get(n) is None]
+        if missing:
+            raise InputError(f"{self.path}: the graph needs {', '.join(missing)}")
+        feed = {n: np.ascontiguousarray((inputs[n].long() if n in self.integer_inputs else inputs[n]).detach().cpu().numpy())
+                for n in self.input_names}
+        return [torch.from_numpy(v) for v in self.session.run(self.output_names, feed)]
+
+    def num_parameters(self) -> int:
+        """The numbers the graph stores (its initializers: weights, and an int8 graph's scales)."""
+        import onnx
+        graph = onnx.load(str(self.path), load_external_data=False).graph
+        return sum(math.prod(t.dims) for t in graph.initializer)
+
+
+class OrtDirectory(nn.Module):
+    """What every model run from an exported directory has: ``info`` (what GRAPH_FILE records), the
+    ``config`` and ``generation_config`` of the model it was exported from, and ``graphs``, an `OrtGraph`
+    per graph file at `precision` (fp32: model.onnx ...; int8: model.int8.onnx ...). `info`: what
+    GRAPH_FILE holds (default: read from the directory; the export's check passes it before writing it)."""
+
+    def __init__(self, directory: str | Path, precision: str = "fp32", threads: int | None = None,
+                 info: dict | None = None):
+        super().__init__()
+        require_onnx("the onnxruntime backend")
+        from plmkit.models.auto import AutoConfig
+        from plmkit.models.base import directory_generation_config
+        directory = Path(directory)
+        self.info = info if info is not None else read_graph_file(directory)
+        if precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        paths = {part: directory / graph_file(precision, part) for part in graph_parts(self.info["model_task"])}
+        absent = [p.name for p in paths.values() if not p.is_file()]
+        if absent:
+            how = " (export with --quantize int8)" if precision == "int8" else ""
+            raise CheckpointError(f"{directory}: no {', '.join(absent)}{how}")
+        self.graphs = {part: OrtGraph(path, threads) for part, path in paths.items()}
+        self.path, self.config = next(iter(paths.values())), AutoConfig.from_pretrained(directory)
+        self.generation_config = directory_generation_config(directory, self.config)
+        self.past = self.info.get("past")  # {"layers", "heads", "head_dim"} of a causal LM's or decoder's cache
+
+    def num_parameters(self) -> int:
+        return sum(graph.num_parameters() for graph in self.graphs.values())
+
+
+class OrtModel(OrtDirectory):
+    """An exported encoder (with its head) or causal LM, called as the PyTorch model is: ``model(**batch)``
     with (B, T) tensors gives the same output class, with CPU tensors (inputs the graph does not take,
     such as ``labels``, are ignored; there is no loss). A causal LM takes ``past_key_values`` (the
     previous call's, a list of (k, v) pairs; none for a prompt) and returns the present ones.
@@ -103,52 +240,23 @@ class OrtModel(nn.Module):
 
     def __init__(self, directory: str | Path, precision: str = "fp32", threads: int | None = None,
                  info: dict | None = None):
-        """`info`: what GRAPH_FILE holds (default: read from the directory; the export's check passes
-        it before writing the file)."""
-        super().__init__()
-        require_onnx("the onnxruntime backend")
-        import onnxruntime
-
-        from plmkit.models.auto import AutoConfig
-        directory = Path(directory)
-        self.info = info if info is not None else read_graph_file(directory)
-        if precision not in MODEL_FILES:
-            raise ConfigError(f"precision must be one of {', '.join(MODEL_FILES)}, got {precision!r}")
-        path = directory / MODEL_FILES[precision]
-        if not path.is_file():
-            how = " (export with --quantize int8)" if precision == "int8" else ""
-            raise CheckpointError(f"{directory}: no {path.name}{how}")
-        options = onnxruntime.SessionOptions()
-        if threads is not None:
-            options.intra_op_num_threads = threads
-        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.path, self.config = path, AutoConfig.from_pretrained(directory)
+        super().__init__(directory, precision, threads, info)
+        if self.info["model_task"] not in GRAPHS:
+            raise CheckpointError(f"{directory}: an export of a {self.info['model_task']} model: load it with load_ort")
+        self.graph = self.graphs["model"]
+        self.session, self.input_names, self.output_names = self.graph.session, self.graph.input_names, self.graph.output_names
         self.kind = GRAPHS[self.info["model_task"]]
-        self.input_names = [i.name for i in self.session.get_inputs()]
-        self.integer_inputs = {i.name for i in self.session.get_inputs() if i.type == "tensor(int64)"}
-        self.output_names = [o.name for o in self.session.get_outputs()]
-        self.past = self.info.get("past")  # {"layers", "heads", "head_dim"} of a causal LM
-
-    def num_parameters(self) -> int:
-        """The numbers the graph stores (its initializers: weights, and an int8 graph's scales)."""
-        import onnx
-        graph = onnx.load(str(self.path), load_external_data=False).graph
-        return sum(math.prod(t.dims) for t in graph.initializer)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, past_key_values=None, **batch):
         batch = {"input_ids": input_ids, "attention_mask": attention_mask, **batch}
-        if batch["attention_mask"] is None:
-            batch["attention_mask"] = torch.ones_like(input_ids)
-        if "token_type_ids" in self.input_names and batch.get("token_type_ids") is None:
-            batch["token_type_ids"] = torch.zeros_like(input_ids)
         if self.past is not None and (past_key_values is not None or self.input_names[-1] not in batch):
             batch.update(self._past_inputs(input_ids.shape[0], past_key_values))  # (or given by name)
-        missing = [n for n in self.input_names if batch.get(n) is None]
-        if missing:
-            raise InputError(f"{self.path}: the graph needs {', '.join(missing)}")
-        feed = {n: (batch[n].long() if n in self.integer_inputs else batch[n]).detach().cpu().numpy()
-                for n in self.input_names}  # (ids as int64, whatever integer type they came in)
-        values = [torch.from_numpy(v) for v in self.session.run(self.output_names, feed)]
+        if batch["attention_mask"] is None:
+            past = batch[self.input_names[-1]].shape[2] if self.past is not None else 0
+            batch["attention_mask"] = torch.ones(input_ids.shape[0], past + input_ids.shape[1], dtype=torch.long)
+        if "token_type_ids" in self.input_names and batch.get("token_type_ids") is None:
+            batch["token_type_ids"] = torch.zeros_like(input_ids)
+        values = self.graph.run(batch)
         if self.past is None:
             return self.kind.output_class(**dict(zip(self.output_names, values)))
         return CausalLMOutput(logits=values[0], past_key_values=list(zip(values[1::2], values[2::2])))
@@ -159,6 +267,138 @@ class OrtModel(nn.Module):
             empty = torch.zeros(batch, self.past["heads"], 0, self.past["head_dim"])
             past = [(empty, empty)] * self.past["layers"]
         return dict(zip(past_names(self.past["layers"]), (t for pair in past for t in pair)))
+
+
+class OrtModelForCausalLM(GenerationMixin, OrtModel):
+    """An exported causal LM with ``generate`` and ``stream`` (plmkit.generation, as the PyTorch model), and
+    the forward a decoding loop calls with a plmkit cache (`make_cache`; a server's `SlotKVCache`): the
+    graph takes the cache's keys and values as its past and the new positions of its present are written
+    into the cache, as the PyTorch model writes them. Positions come from the attention mask (the graph
+    takes no position ids); ``position_ids`` that say otherwise are refused."""
+
+    def make_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None, device=None,
+                   kind: type[KVCache] = KVCache) -> KVCache:
+        p = self.past
+        return kind(p["layers"], batch, p["heads"], max_len, p["head_dim"], torch.float32, "cpu")
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, position_ids: Tensor | None = None,
+                past_key_values=None, logits_to_keep: int = 0, **batch) -> CausalLMOutput:
+        n, t = input_ids.shape
+        cache = past_key_values
+        in_place = cache is not None and not isinstance(cache, (list, tuple))  # a plmkit cache
+        if in_place:
+            length = cache.length
+            if hasattr(cache, "appended_mask"):  # a SlotKVCache: rows of their own lengths
+                attention_mask = cache.appended_mask()
+            past = [(layer.k[:n, :, :length], layer.v[:n, :, :length]) for layer in cache.layers]
+        else:
+            past, length = cache, 0 if cache is None else cache[0][0].shape[2]
+        if attention_mask is None:
+            attention_mask = torch.ones(n, length + t, dtype=torch.long)
+        if position_ids is not None and not torch.equal(position_ids.cpu().expand(n, t),
+                                                        positions_from_mask(attention_mask)[:, -t:]):
+            raise InputError("the exported graph takes its positions from the attention mask, and position_ids "
+                             "differ from them: pass the mask of the whole sequence instead")
+        out = super().forward(input_ids, attention_mask, past, **batch)
+        if in_place:
+            for layer, (k, v) in zip(cache.layers, out.past_key_values):
+                layer.update(k[:, :, -t:], v[:, :, -t:])
+            out.past_key_values = cache
+        if logits_to_keep:
+            out.logits = out.logits[:, -logits_to_keep:]
+        return out
+
+
+class OrtDecoderCache:
+    """What an exported decoder carries from one call to the next, for ``rows`` target sequences (the
+    beams or samples of a source are consecutive rows, each with its own copy of the source): the
+    source's mask (rows, S), its encoder states (rows, S, D) until the first call has projected them
+    into the cross-attention keys and values (then (rows, 0, D)), and the graph's last present outputs
+    as they came back, its next past (per layer: self-attention key and value, cross-attention key
+    and value)."""
+
+    def __init__(self, states: Tensor, mask: Tensor, past: dict):
+        self.states, self.mask = states, mask
+        self.names = past_names(past["layers"], seq2seq=True)
+        empty = states.new_zeros(states.shape[0], past["heads"], 0, past["head_dim"])
+        self.past = [empty] * len(self.names)
+
+    @property
+    def length(self) -> int:
+        """Target positions so far."""
+        return self.past[0].shape[2]
+
+    def inputs(self) -> dict[str, Tensor]:
+        return {"encoder_attention_mask": self.mask, "encoder_hidden_states": self.states,
+                **dict(zip(self.names, self.past))}
+
+    def update(self, present: list[Tensor]) -> None:
+        self.past, self.states = present, self.states[:, :0]  # (the source is in the cross keys and values now)
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep rows ``index`` (N,), in that order (beam search)."""
+        self.past = [t.index_select(0, index) for t in self.past]
+        self.states, self.mask = self.states.index_select(0, index), self.mask.index_select(0, index)
+
+
+class OrtModelForSeq2SeqLM(GenerationMixin, OrtDirectory):
+    """An exported encoder-decoder (encoder_model.onnx, decoder_model.onnx) with the hooks of
+    plmkit.generation (`encode`, `make_cache` and the forward on a cache), so ``generate`` and ``stream``
+    run as on the PyTorch model, token for token; the forward with ``labels`` gives the loss.
+
+        model = load_ort(directory)
+        ids = model.generate(input_ids, attention_mask=mask, num_beams=4, max_new_tokens=40)
+    """
+
+    is_encoder_decoder = True
+
+    def encode(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """(B, S) source -> (B, S, D) the states the decoder reads."""
+        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+        return self.graphs["encoder_model"].run({"input_ids": input_ids, "attention_mask": mask})[0]
+
+    def make_cache(self, rows: int, max_len: int, encoder_states: Tensor, encoder_mask: Tensor | None = None,
+                   dtype: torch.dtype | None = None) -> OrtDecoderCache:
+        """The decoder's state for ``rows`` target sequences over the (B_s, S, D) states of B_s sources
+        (rows = B_s * g); ``max_len`` is not needed (the past grows with each call)."""
+        sources = encoder_states.shape[0]
+        if rows % sources:
+            raise PlmkitError(f"{rows} target rows for {sources} sources: give each source the same number of rows")
+        mask = torch.ones(encoder_states.shape[:2], dtype=torch.long) if encoder_mask is None else encoder_mask
+        g = rows // sources
+        return OrtDecoderCache(encoder_states.repeat_interleave(g, 0), mask.repeat_interleave(g, 0), self.past)
+
+    def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
+                decoder_input_ids: Tensor | None = None, past_key_values: OrtDecoderCache | None = None,
+                labels: Tensor | None = None, logits_to_keep: int = 0, label_smoothing: float = 0.0) -> Seq2SeqLMOutput:
+        """The PyTorch model's forward: input_ids / attention_mask (B, S) the source (or a cache made by
+        `make_cache`, which the call advances); labels (B, T) -> decoder inputs shifted right and the
+        mean cross-entropy (label_smoothing as torch's); logits_to_keep: the last k positions only."""
+        if decoder_input_ids is None:
+            if labels is None:
+                raise PlmkitError("give labels or decoder_input_ids: the decoder needs its inputs")
+            decoder_input_ids = shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
+        cache = past_key_values
+        if cache is None:
+            if input_ids is None:
+                raise PlmkitError("give the source (input_ids), or a cache made by make_cache")
+            cache = self.make_cache(input_ids.shape[0], 0, self.encode(input_ids, attention_mask), attention_mask)
+        logits, *present = self.graphs["decoder_model"].run({"input_ids": decoder_input_ids, **cache.inputs()})
+        cache.update(present)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
+                                   ignore_index=IGNORE_INDEX, label_smoothing=label_smoothing)
+        return Seq2SeqLMOutput(loss, logits[:, -logits_to_keep:] if logits_to_keep else logits, cache)
+
+
+def load_ort(directory: str | Path, precision: str = "fp32", threads: int | None = None,
+             info: dict | None = None) -> OrtDirectory:
+    """The model of an exported directory on onnxruntime, by what it holds: an `OrtModelForSeq2SeqLM`, an
+    `OrtModelForCausalLM`, else an `OrtModel` (see `OrtDirectory` for the arguments)."""
+    info = info if info is not None else read_graph_file(Path(directory))
+    cls = {SEQ2SEQ: OrtModelForSeq2SeqLM, "causal-lm": OrtModelForCausalLM}.get(info["model_task"], OrtModel)
+    return cls(directory, precision, threads, info)
 
 
 def require_onnx(what: str) -> None:
@@ -177,9 +417,9 @@ def read_graph_file(directory: Path) -> dict:
         raise CheckpointError(f"{directory}: no {GRAPH_FILE}; the onnxruntime backend runs a directory that "
                               f"`plmkit export --format onnx` wrote")
     info = read_json_object(path, CheckpointError)
-    if info.get("model_task") not in GRAPHS:
+    if info.get("model_task") not in EXPORTED:
         raise CheckpointError(f"{path}: model_task {info.get('model_task')!r} is not one plmkit exports "
-                              f"({', '.join(GRAPHS)})")
+                              f"({', '.join(EXPORTED)})")
     return info
 
 
@@ -188,5 +428,7 @@ def write_graph_file(directory: Path, info: dict) -> None:
     atomic_write_text(Path(directory) / GRAPH_FILE, json.dumps(info, indent=2) + "\n")
 
 
-__all__ = ["GRAPHS", "GRAPH_FILE", "GraphKind", "MODEL_FILES", "OrtModel", "TracedGraph", "graph_inputs",
-           "past_names", "read_graph_file", "require_onnx", "write_graph_file"]
+__all__ = ["DECODER_INPUTS", "EXPORTED", "GRAPHS", "GRAPH_FILE", "GraphKind", "MODEL_FILES", "OrtDecoderCache",
+           "OrtDirectory", "OrtGraph", "OrtModel", "OrtModelForCausalLM", "OrtModelForSeq2SeqLM", "PRECISIONS",
+           "SEQ2SEQ", "SEQ2SEQ_PARTS", "TracedDecoder", "TracedEncoder", "TracedGraph", "graph_file", "graph_inputs",
+           "graph_parts", "load_ort", "past_names", "read_graph_file", "require_onnx", "write_graph_file"]

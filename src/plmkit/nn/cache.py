@@ -176,6 +176,13 @@ class SlotKVCache(KVCache):
         columns = torch.arange(self.length + 1, device=self.lengths.device)
         return (columns[None] <= self.lengths[:self.active, None]).long()
 
+    def appended_mask(self) -> Tensor:
+        """(n, length + 1) the mask of a step whose new keys come after the longest row's columns instead
+        of at each row's own (a graph that concatenates its past and present, plmkit.models.onnx): each
+        row's stored positions, the columns past them hidden, and the new token last."""
+        columns = torch.arange(self.length + 1, device=self.lengths.device)
+        return ((columns[None] < self.lengths[:self.active, None]) | (columns[None] == self.length)).long()
+
     def positions(self) -> Tensor:
         """(n, 1) the position of each active row's new token."""
         return self.lengths[:self.active, None]
@@ -236,6 +243,16 @@ class PastKeyValues:
 
     def present(self) -> list[tuple[Tensor, Tensor]]:
         return [(layer.k, layer.v) for layer in self.layers]
+
+
+class Seq2SeqPastKeyValues(PastKeyValues):
+    """`PastKeyValues` of an encoder-decoder's decoder in a traced graph: the self-attention's past, plus
+    each layer's cross-attention keys and values, one (B, H_kv, S, d) pair per row (not per source, as
+    `Seq2SeqCache` holds them), and the (B, 1, 1, S) bias hiding the source's padding."""
+
+    def __init__(self, past: list[tuple[Tensor, Tensor]], cross: list[tuple[Tensor, Tensor]], cross_bias: Tensor):
+        super().__init__(past)
+        self.cross, self.cross_bias = cross, cross_bias
 
 
 class _GrowingLayer:

@@ -39,6 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from plmkit.nn.tracing import is_traceable
+
 HAS_ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 CAN_PACK = HAS_ONEDNN_LINEAR and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
 _PACKED = "_onednn_packed"  # the attribute of a weight Parameter that holds its packed copy while decoding
@@ -46,8 +48,10 @@ _PACKED = "_onednn_packed"  # the attribute of a weight Parameter that holds its
 
 def decode_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``F.linear(x, weight, bias)``, through oneDNN for fp32 CPU tensors (with the weight's packed copy,
-    if `decoding_layout` made one, from 2 rows on)."""
-    if HAS_ONEDNN_LINEAR and weight.device.type == "cpu" and weight.dtype == x.dtype == torch.float32:
+    if `decoding_layout` made one, from 2 rows on); plain ``F.linear`` on the traceable path (a graph
+    exporter knows no oneDNN op)."""
+    if (HAS_ONEDNN_LINEAR and weight.device.type == "cpu" and weight.dtype == x.dtype == torch.float32
+            and not is_traceable()):
         one_row = x.numel() == x.shape[-1]
         if one_row and weight.t().is_contiguous():  # one row, column-major: MKL's gemv
             return F.linear(x, weight, bias)
@@ -104,9 +108,11 @@ def decoding_layout(model: nn.Module, pack: bool = False):
     fp32 ``nn.Linear`` layers, one q/k/v matmul per decoder self-attention (its weights concatenated
     on entry, a copy dropped on exit), and the LM head column-major (kept). ``pack``: the weights that
     run at every step (not an encoder-decoder's encoder) packed for oneDNN, the copies dropped on exit.
-    No-op while training and off CPU; subclasses (LoRA layers) keep their own forward.
+    No-op while training, off CPU and for a model without parameters (one onnxruntime runs); subclasses
+    (LoRA layers) keep their own forward.
     """
-    if model.training or next(model.parameters()).device.type != "cpu":
+    first = next(model.parameters(), None)
+    if model.training or first is None or first.device.type != "cpu":
         yield
         return
     column_major_lm_head(model)

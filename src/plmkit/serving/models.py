@@ -12,8 +12,11 @@ enters the server) and what it can answer.
 Every encoder (with or without a task) also draws its attention maps (/v1/attention).
 
 Variants: a quantized directory (`plmkit quantize`) loads through `from_pretrained` unchanged; an ONNX
-export of a task model (`plmkit export`) runs on onnxruntime (its fp32 graph, else its int8 one) behind the
-same `ServedModel`, answering the task endpoints (not /v1/attention: the graph returns no attention maps).
+export (`plmkit export`) runs on onnxruntime (its fp32 graphs, else its int8 ones, plmkit.models.onnx)
+behind the same `ServedModel`: an exported decoder LM answers completions and chat in the same
+continuous batching (the graph reads and writes the server's `SlotKVCache`), an exported task model
+(an encoder's, or a translation or summarization encoder-decoder's) its task endpoints (not
+/v1/attention: the graphs return no attention maps).
 """
 from __future__ import annotations
 
@@ -89,7 +92,7 @@ class ServedModel:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        return next(self.model.parameters(), torch.empty(0)).device  # (onnxruntime's: no parameters, the CPU)
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B, T) padded ids -> (B, D) sentence embeddings."""
@@ -121,10 +124,9 @@ def load_served_model(name: str, directory: str | Path, device: str = "auto") ->
     from plmkit.tasks.base import TASK_FILE
 
     directory = check_model_dir(directory)
-    backend = _onnx_backend(directory)
-    if backend is not None:
-        model, tokenizer, task = tasks.load_for_inference(directory, device, backend=backend)
-        return ServedModel(name, directory, model, tokenizer, task, backend=backend)
+    exported = _onnx_model(name, directory, device)
+    if exported is not None:
+        return exported
     task = None
     if not (directory / TASK_FILE).is_file():
         try:
@@ -140,22 +142,33 @@ def load_served_model(name: str, directory: str | Path, device: str = "auto") ->
     return _embedding_model(name, directory, device)
 
 
-def _onnx_backend(directory: Path) -> str | None:
-    """The onnxruntime backend an exported directory (`plmkit export`) is served with: its fp32 graph, else
-    its int8 one; None for a PyTorch directory. An export of a model without a task is refused by name."""
-    from plmkit.models.onnx import GRAPH_FILE, MODEL_FILES
+def _onnx_model(name: str, directory: Path, device: str) -> ServedModel | None:
+    """An exported directory (`plmkit export`) on onnxruntime, its fp32 graphs else its int8 ones: a decoder
+    LM answers completions and chat (with or without a task file, as its PyTorch directory), a task model
+    its task endpoints; None for a PyTorch directory. An export of a model without a task is refused by name."""
+    from plmkit import tasks
+    from plmkit.models.onnx import GRAPH_FILE, graph_file, graph_parts, load_ort, read_graph_file
     from plmkit.tasks.base import TASK_FILE
     from plmkit.tasks.inference import ONNX_BACKENDS
+    from plmkit.tokenization import Tokenizer
 
     if not (directory / GRAPH_FILE).is_file() or any(directory.glob("*.safetensors")):
         return None
+    info = read_graph_file(directory)
+    parts = graph_parts(info["model_task"])
+    backend = next((backend for backend, precision in ONNX_BACKENDS.items()
+                    if all((directory / graph_file(precision, part)).is_file() for part in parts)), None)
+    if backend is None:
+        raise ConfigError(f"{directory}: {GRAPH_FILE} but no ONNX graphs ({', '.join(graph_file('fp32', p) for p in parts)})")
+    if info["model_task"] == "causal-lm":
+        model = load_ort(directory, ONNX_BACKENDS[backend], info=info).eval()  # an OrtModelForCausalLM
+        return ServedModel(name, directory, model, Tokenizer.from_pretrained(directory), backend=backend)
     if not (directory / TASK_FILE).is_file():
-        raise ConfigError(f"{directory}: an ONNX export without {TASK_FILE}; plmkit serves exported task models "
-                          "(classification, NER, QA) on onnxruntime; serve the PyTorch directory for embeddings or text")
-    for backend, precision in ONNX_BACKENDS.items():
-        if (directory / MODEL_FILES[precision]).is_file():
-            return backend
-    raise ConfigError(f"{directory}: {GRAPH_FILE} but no ONNX graph ({', '.join(MODEL_FILES.values())})")
+        raise ConfigError(f"{directory}: an ONNX export without {TASK_FILE}; plmkit serves exported decoder LMs and task "
+                          "models (classification, NER, QA, translation, summarization) on onnxruntime; serve the "
+                          "PyTorch directory for embeddings")
+    model, tokenizer, task = tasks.load_for_inference(directory, device, backend=backend)
+    return ServedModel(name, directory, model, tokenizer, task, backend=backend)
 
 
 def _embedding_model(name: str, directory: Path, device: str) -> ServedModel:

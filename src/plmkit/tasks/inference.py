@@ -64,16 +64,17 @@ def load_model_dir(directory: str | Path, backend: str = "torch"):
 
 
 def _load_onnx(directory, task: Task, backend: str):
-    """The `OrtModel` of an exported directory, refused where the task needs more than forward passes."""
-    from plmkit.models.onnx import GRAPHS, OrtModel
-    model = OrtModel(directory, ONNX_BACKENDS[backend])
+    """The model of an exported directory on onnxruntime (`load_ort`), refused where the task needs what its
+    graphs do not give."""
+    from plmkit.models.onnx import OrtModelForCausalLM, load_ort
+    model = load_ort(directory, ONNX_BACKENDS[backend])
     if model.info["model_task"] != task.model_task:
         raise CheckpointError(f"{directory}: {TASK_FILE} says task {task.name!r}, which needs a {task.model_task} model, "
                               f"but the ONNX graph is of a {model.info['model_task']} model")
-    if GRAPHS[task.model_task].past:
-        raise ConfigError(f"--backend {backend} runs encoder tasks (forward passes); {task.name} generates text, "
-                          "which plmkit does with the torch backend (the exported graph takes past keys and values "
-                          "for a decoding loop of your own)")
+    if isinstance(model, OrtModelForCausalLM):
+        raise ConfigError(f"--backend {backend} runs encoder tasks and encoder-decoders (translation, summarization); "
+                          f"{task.name} is evaluated by its loss, which the exported graph does not give (serve the "
+                          "export with plmkit serve, or generate with plmkit.models.onnx.load_ort(DIR).generate)")
     task.check_model(model, directory)
     return model.eval()
 

@@ -25,7 +25,7 @@ from plmkit.data.collate import pad_sequences
 from plmkit.errors import ConfigError, DataError
 from plmkit.evaluation.seq2seq import SummarizationMetrics, TranslationMetrics
 from plmkit.tasks.base import Task, TaskSettings
-from plmkit.tasks.common import batches_by_length, pipeline_records, say_cut
+from plmkit.tasks.common import batches_by_length, model_device, pipeline_records, say_cut
 from plmkit.tasks.fields import TEXT, each_record, field
 from plmkit.utils.constants import IGNORE_INDEX
 from plmkit.utils.settings import setting
@@ -172,7 +172,7 @@ class Seq2SeqTask(Task):
 
     def loss(self, model, tokenizer, features, batch_size: int, part=None) -> float:
         """The mean loss per target token (`part`: this process's rows of each batch, the sums added up)."""
-        collate, device = self.collate(tokenizer), next(model.parameters()).device
+        collate, device = self.collate(tokenizer), model_device(model)
         total = count = 0.0
         with torch.no_grad():
             for idx in batches_by_length(features, batch_size):
@@ -195,7 +195,7 @@ class Seq2SeqTask(Task):
         settings = {"num_beams": s.num_beams, "length_penalty": s.length_penalty,
                     "no_repeat_ngram_size": s.no_repeat_ngram_size, "max_new_tokens": s.max_target_length,
                     **overrides}
-        device = next(model.parameters()).device
+        device = model_device(model)
         out: list[str | None] = [None] * len(features)
         was_training = model.training
         model.eval()
