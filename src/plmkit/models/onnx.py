@@ -317,8 +317,8 @@ class OrtDecoderCache:
     as they came back, its next past (per layer: self-attention key and value, cross-attention key
     and value)."""
 
-    def __init__(self, states: Tensor, mask: Tensor, past: dict):
-        self.states, self.mask = states, mask
+    def __init__(self, states: Tensor, mask: Tensor, past: dict, group: int = 1):
+        self.states, self.mask, self.group = states, mask, group  # group: consecutive rows of one source
         self.names = past_names(past["layers"], seq2seq=True)
         empty = states.new_zeros(states.shape[0], past["heads"], 0, past["head_dim"])
         self.past = [empty] * len(self.names)
@@ -336,9 +336,14 @@ class OrtDecoderCache:
         self.past, self.states = present, self.states[:, :0]  # (the source is in the cross keys and values now)
 
     def reorder(self, index: Tensor) -> None:
-        """Keep rows ``index`` (N,), in that order (beam search)."""
-        self.past = [t.index_select(0, index) for t in self.past]
-        self.states, self.mask = self.states.index_select(0, index), self.mask.index_select(0, index)
+        """Keep rows ``index`` (N,), in that order (beam search). The rows of one source hold the same
+        source: unless a row takes another source's, only the self-attention keys and values move."""
+        rows = torch.arange(len(index), device=index.device)
+        across = not torch.equal(index // self.group, rows // self.group)
+        self.past = [t.index_select(0, index) if across or ".decoder." in name else t
+                     for name, t in zip(self.names, self.past)]
+        if across:
+            self.states, self.mask = self.states.index_select(0, index), self.mask.index_select(0, index)
 
 
 class OrtModelForSeq2SeqLM(GenerationMixin, OrtDirectory):
@@ -366,7 +371,7 @@ class OrtModelForSeq2SeqLM(GenerationMixin, OrtDirectory):
             raise PlmkitError(f"{rows} target rows for {sources} sources: give each source the same number of rows")
         mask = torch.ones(encoder_states.shape[:2], dtype=torch.long) if encoder_mask is None else encoder_mask
         g = rows // sources
-        return OrtDecoderCache(encoder_states.repeat_interleave(g, 0), mask.repeat_interleave(g, 0), self.past)
+        return OrtDecoderCache(encoder_states.repeat_interleave(g, 0), mask.repeat_interleave(g, 0), self.past, g)
 
     def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
                 decoder_input_ids: Tensor | None = None, past_key_values: OrtDecoderCache | None = None,
