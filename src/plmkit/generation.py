@@ -379,7 +379,7 @@ def _check_prompt(input_ids: Tensor, attention_mask: Tensor | None = None) -> No
 
 
 # -- how a model is stepped ---------------------------------------------------------------------
-class _CausalRun:
+class CausalRun:
     """A decoder-only model under `generate`: the prompts in one forward, then one token per row
     (``rows`` rows per prompt: beams or samples, consecutive)."""
 
@@ -420,9 +420,10 @@ class _CausalRun:
         self.cache.reorder(index)
 
 
-class _Seq2SeqRun(_CausalRun):
-    """An encoder-decoder under `generate`: the encoder once, the cross-attention keys and values once
-    per source, then the decoder one token per row (``rows`` rows per source, consecutive)."""
+class Seq2SeqRun(CausalRun):
+    """An encoder-decoder under `generate` (or a server's batch of sources): the encoder once, the
+    cross-attention keys and values once per source, then the decoder one token per row (``rows`` rows
+    per source, consecutive); ``cache.keep`` drops finished rows when each row has its own source."""
 
     def __init__(self, model, input_ids: Tensor, attention_mask: Tensor | None, rows: int, s: GenerationSettings,
                  decoder_input_ids: Tensor | None = None):
@@ -488,12 +489,12 @@ class GenerationMixin:
         return s
 
     def _run(self, input_ids: Tensor, attention_mask: Tensor | None, rows: int, s: GenerationSettings,
-             decoder_input_ids: Tensor | None = None) -> _CausalRun:
+             decoder_input_ids: Tensor | None = None) -> CausalRun:
         if self.is_encoder_decoder:
-            return _Seq2SeqRun(self, input_ids, attention_mask, rows, s, decoder_input_ids)
+            return Seq2SeqRun(self, input_ids, attention_mask, rows, s, decoder_input_ids)
         if decoder_input_ids is not None:
             raise ConfigError("decoder_input_ids are for encoder-decoder models; a decoder-only model continues input_ids")
-        return _CausalRun(self, input_ids, attention_mask, rows, s.max_new_tokens)
+        return CausalRun(self, input_ids, attention_mask, rows, s.max_new_tokens)
 
     def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None, *,
                  decoder_input_ids: Tensor | None = None, tokenizer=None, seed: int | None = None,
@@ -571,7 +572,7 @@ class GenerationMixin:
             yield rest
 
     # -- greedy and sampling --------------------------------------------------------------------
-    def _decode_steps(self, run: _CausalRun, s: GenerationSettings, tokenizer,
+    def _decode_steps(self, run: CausalRun, s: GenerationSettings, tokenizer,
                       generator: torch.Generator | None) -> Iterator[tuple[Tensor, int]]:
         """Yields (sequences buffer (N, t + max_new), length written) after each step."""
         n, t = run.prompt.shape
@@ -714,6 +715,6 @@ def _hits_stop_string(tokenizer, sequences: Tensor, start: int, end: int, stops:
     return hits
 
 
-__all__ = ["GenerationMixin", "GenerationSettings", "IncrementalDecoder", "bad_words_", "decoding_layout",
+__all__ = ["CausalRun", "GenerationMixin", "GenerationSettings", "IncrementalDecoder", "bad_words_", "decoding_layout",
            "next_tokens", "no_repeat_ngram_", "presence_frequency_penalty_", "prompt_ids", "read_generation_config",
-           "repetition_penalty_", "top_k_filter", "top_p_filter", "write_generation_config"]
+           "repetition_penalty_", "Seq2SeqRun", "top_k_filter", "top_p_filter", "write_generation_config"]
