@@ -4,7 +4,8 @@
     GET  /health                503 {"status": "loading"} until every model is loaded, then 200
     GET  /metrics               Prometheus (serving/metrics.py)
     GET  /v1/models             the models by name, with their kind and routes
-    POST /v1/completions        decoders: text completion; encoder-decoders: the source's target; stream: server-sent events
+    POST /v1/completions        decoders: text completion; encoder-decoders: the prompt's target; stream: server-sent
+                                events
     POST /v1/chat/completions   decoders: `plmkit chat`'s template; stream: server-sent events
     POST /v1/embeddings         encoders without a task: pooled sentence embeddings
     POST /v1/classify|ner|qa|translate|summarize   fine-tuned task models: what `plmkit predict` answers
