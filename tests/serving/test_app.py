@@ -235,11 +235,17 @@ def test_concurrent_encoder_decoder_completions_are_batched_and_equal_alone(url,
         return sh.post(url, "/v1/completions", {"model": "bart", "prompt": sources[i], "max_tokens": 4 + 2 * i,
                                                 "temperature": 0, "frequency_penalty": 0.3 * (i % 2)})[1]
 
+    t0 = time.perf_counter()
     alone = [ask(i) for i in range(len(sources))]
     steps_before = sh.metric(url, "plmkit_batch_size_count", model="bart")
     rows_before = sh.metric(url, "plmkit_batch_size_sum", model="bart")
+    t1 = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(len(sources)) as pool:
         together = list(pool.map(ask, range(len(sources))))
+    t2 = time.perf_counter()
+    tokens = sum(r["usage"]["completion_tokens"] for r in together)
+    print(f"\n6 encoder-decoder completions ({tokens} tokens): one at a time {tokens / (t1 - t0):.0f} tokens/s, "
+          f"6 at once {tokens / (t2 - t1):.0f} tokens/s ({(t1 - t0) / (t2 - t1):.2f}x)")
     assert [r["choices"][0]["text"] for r in together] == [r["choices"][0]["text"] for r in alone]
     steps = sh.metric(url, "plmkit_batch_size_count", model="bart") - steps_before
     rows = sh.metric(url, "plmkit_batch_size_sum", model="bart") - rows_before

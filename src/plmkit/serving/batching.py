@@ -244,6 +244,12 @@ class GenerationJob:
             yield event
 
 
+def token_logprob(logp: torch.Tensor, token: int, k: int) -> TokenLogprob:
+    """``token``'s entry of the log-probabilities ``logp`` (V,), with the ``k`` most likely tokens'."""
+    values, ids = logp.topk(k)
+    return TokenLogprob(token, float(logp[token]), list(zip(ids.tolist(), values.tolist())))
+
+
 class _Row:
     """One sequence being decoded: its job, its token buffer and its text so far."""
 
@@ -276,12 +282,7 @@ class _Row:
                   "length" if self.step == self.s.max_new_tokens else None)
         if reason:
             shown += self.stops.push(self.text.flush()) + self.stops.flush()
-        logprob = None
-        if raw is not None:
-            top = raw.topk(k) if k else None
-            logprob = TokenLogprob(token, float(raw[token]), [] if top is None else
-                                   list(zip(top.indices.tolist(), top.values.tolist())))
-        self.job.report(Piece(self.index, shown, token, logprob))
+        self.job.report(Piece(self.index, shown, token, None if raw is None else token_logprob(raw, token, k)))
         if reason:
             self.finished = True
             self.job.report(Done(self.index, reason, self.step))
@@ -309,7 +310,7 @@ class GenerationBatcher(Worker):
         start = self.start_of(prompt)
         settings = self.model.generation_settings(len(start), self.tokenizer, **generate_kwargs)
         job = GenerationJob(start, n, settings, stops, seed, asyncio.get_running_loop(), logprobs,
-                            None if start is prompt else prompt)
+                            source=None if start is prompt else prompt)  # (an encoder-decoder's prompt: its source)
         self.enqueue(job)
         return job
 
