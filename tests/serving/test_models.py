@@ -70,8 +70,8 @@ def test_onnx_exports_are_served(tmp_path):
 
 def test_onnx_decoders_and_encoder_decoders_answer_as_the_pytorch_directory(tmp_path):
     """An exported decoder decodes in the server's continuous batching (concurrent greedy requests join
-    one running batch) and an exported translation / summarization model answers its route: the same
-    answers as the PyTorch directories served."""
+    one running batch) and an exported translation / summarization model answers its route and
+    completions (finished rows leaving its batch): the same answers as the PyTorch directories served."""
     import onnx_helpers
     torch_dirs = {"gpt": sh.decoder_dir(tmp_path), "fr-en": onnx_helpers.task_dir("translation"),
                   "sum": onnx_helpers.task_dir("summarization")}
@@ -81,13 +81,15 @@ def test_onnx_decoders_and_encoder_decoders_answer_as_the_pytorch_directory(tmp_
     served = load_served_model("gpt", exports["gpt"], "cpu")
     assert (served.backend, served.kind, served.endpoints) == ("onnxruntime", "decoder",
                                                                ["/v1/completions", "/v1/chat/completions"])
-    assert load_served_model("fr-en", exports["fr-en"], "cpu").endpoints == ["/v1/translate"]
+    assert load_served_model("fr-en", exports["fr-en"], "cpu").endpoints == ["/v1/translate", "/v1/completions"]
     requests = [("/v1/completions", {"model": "gpt", "prompt": prompt, "max_tokens": 8, "temperature": 0})
                 for prompt in ("Rain fell", "The old man and the", "A")]
     requests += [("/v1/chat/completions", {"model": "gpt", "messages": [{"role": "user", "content": "hello"}],
                                            "max_tokens": 6, "temperature": 0}),
                  ("/v1/translate", {"model": "fr-en", "input": onnx_helpers.TEXTS[:3]}),
-                 ("/v1/summarize", {"model": "sum", "input": onnx_helpers.TEXTS[3:5]})]
+                 ("/v1/summarize", {"model": "sum", "input": onnx_helpers.TEXTS[3:5]}),
+                 ("/v1/completions", {"model": "fr-en", "prompt": onnx_helpers.TEXTS[5:7], "max_tokens": 6,
+                                      "temperature": 0})]  # (an encoder-decoder's: the prompts are sources)
 
     def answers(models: dict) -> list:
         with sh.running(create_app({k: str(v) for k, v in models.items()}, ServeSettings(device="cpu"))) as url, \

@@ -335,15 +335,20 @@ class OrtDecoderCache:
     def update(self, present: list[Tensor]) -> None:
         self.past, self.states = present, self.states[:, :0]  # (the source is in the cross keys and values now)
 
+    def keep(self, rows: Tensor) -> None:
+        """Keep only rows ``rows`` (M,), in that order (a server's batch: finished sequences leave)."""
+        self.past = [t.index_select(0, rows) for t in self.past]
+        self.states, self.mask = self.states.index_select(0, rows), self.mask.index_select(0, rows)
+        self.group = 1
+
     def reorder(self, index: Tensor) -> None:
         """Keep rows ``index`` (N,), in that order (beam search). The rows of one source hold the same
         source: unless a row takes another source's, only the self-attention keys and values move."""
         rows = torch.arange(len(index), device=index.device)
-        across = not torch.equal(index // self.group, rows // self.group)
-        self.past = [t.index_select(0, index) if across or ".decoder." in name else t
-                     for name, t in zip(self.names, self.past)]
-        if across:
-            self.states, self.mask = self.states.index_select(0, index), self.mask.index_select(0, index)
+        if not torch.equal(index // self.group, rows // self.group):
+            self.keep(index)
+            return
+        self.past = [t.index_select(0, index) if ".decoder." in name else t for name, t in zip(self.names, self.past)]
 
 
 class OrtModelForSeq2SeqLM(GenerationMixin, OrtDirectory):
