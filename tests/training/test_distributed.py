@@ -426,3 +426,20 @@ def test_sharded_evaluation_gives_the_metrics_of_one_process(inputs, tmp_path):
     assert (one["ner_n"], one["cls_n"], one["qa_n"], one["rel_n"], one["mt_n"]) == (9, 23, 6, 12, 11)
     assert 0 < one["mt_bleu"] < 100 and 0 < one["mt_rougeL"] < 100 and one["qa_f1"] <= one["qa_best_f1"]
     assert {k: v for k, v in one.items() if abs(v - two[k]) >= 1e-6 * max(1, abs(v))} == {}, two  # (perplexity)
+
+
+@pytest.mark.parametrize("rank,bars", [(0, True), (1, False)])
+def test_only_rank_0_shows_progress_bars(monkeypatch, rank, bars):
+    """Whatever imported tqdm before the group: rank 0's bars only (the group's calls stubbed here)."""
+    import io
+
+    from plmkit.training import distributed
+    from plmkit.utils.progress import progress_bar
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", str(rank))
+    for name in ("init_process_group", "barrier", "destroy_process_group"):
+        monkeypatch.setattr(distributed.dist, name, lambda *a, **k: None)
+    monkeypatch.setattr(distributed, "_attempt_store", lambda: None)
+    with distributed.process_group("cpu"):
+        assert progress_bar(range(2), file=io.StringIO()).disable != bars
+    assert not progress_bar(range(2), file=io.StringIO()).disable

@@ -28,6 +28,7 @@ import torch.distributed as dist
 
 from plmkit.errors import ConfigError
 from plmkit.utils.device import resolve_device
+from plmkit.utils.progress import bars_off
 
 STRATEGIES = ("ddp", "fsdp")
 TIMEOUT = datetime.timedelta(minutes=60)  # the longest a rank waits for another (rank 0 evaluating, saving)
@@ -84,19 +85,15 @@ def process_group(device_name: str = "auto") -> Iterator[None]:
                             rank=rank(), world_size=world_size(),
                             **({"device_id": where} if where.type == "cuda" else {}))
     logger = logging.getLogger("plmkit")
-    old_level, old_bars = logger.level, os.environ.get("TQDM_DISABLE")
+    old_level = logger.level
     if not is_main():  # one log and one progress bar per job: rank 0's
         logger.setLevel(logging.ERROR)
-        os.environ["TQDM_DISABLE"] = "1"
     try:
-        yield
+        with bars_off(not is_main()):
+            yield
         dist.barrier()  # (the ranks leave together: rank 0 may still be writing files)
     finally:
         logger.setLevel(old_level)
-        if old_bars is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = old_bars
         dist.destroy_process_group()
 
 
