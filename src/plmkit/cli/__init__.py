@@ -19,6 +19,7 @@ import sys
 from typing import Iterator
 
 from plmkit.errors import PlmkitError
+from plmkit.utils.progress import bars_off
 
 COMMANDS = ("tokenizer", "data", "pretrain", "finetune", "distill", "prune", "evaluate", "predict", "generate", "chat",
             "quantize", "compare", "export", "serve")
@@ -70,20 +71,15 @@ def cli_logging(level: int) -> Iterator[None]:
     logger = logging.getLogger("plmkit")
     handler = _ProgressSafeHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
-    old_level, old_bars = logger.level, os.environ.get("TQDM_DISABLE")
+    old_level = logger.level
     logger.addHandler(handler)
     logger.setLevel(level)
-    if level > logging.INFO:
-        os.environ["TQDM_DISABLE"] = "1"  # tqdm's own switch: every progress bar of this command is off
     try:
-        yield
+        with bars_off(level > logging.INFO):  # every progress bar of a quiet command is off
+            yield
     finally:
         logger.removeHandler(handler)
         logger.setLevel(old_level)
-        if old_bars is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = old_bars
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,11 +25,11 @@ from typing import Iterable, Iterator
 
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from plmkit.errors import ConfigError
 from plmkit.nn.attention import MultiHeadAttention
 from plmkit.nn.block import TransformerBlock
+from plmkit.utils.progress import progress_bar
 
 
 def blocks(model: nn.Module) -> list[TransformerBlock]:
@@ -102,7 +102,7 @@ def importance(model: nn.Module, batches: Iterable[dict], forward_kwargs: dict |
     n = 0
     try:
         with masked(model, heads, neurons):
-            for batch in tqdm(batches, desc="importance", unit="batch", leave=False, disable=not progress):
+            for batch in progress_bar(batches, desc="importance", unit="batch", leave=False, disable=not progress):
                 batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
                 out = model(**batch, **(forward_kwargs or {}))
                 if out.loss is None:

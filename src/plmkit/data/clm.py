@@ -32,12 +32,12 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from plmkit.data.corpus import PathLike, iter_documents
 from plmkit.data.shards import TokenShards, cached_shards, token_dtype, tokenizer_hash
 from plmkit.errors import ConfigError, DataError
 from plmkit.utils.constants import IGNORE_INDEX
+from plmkit.utils.progress import progress_bar
 
 FORMAT = "clm-documents-1"
 DOCS_PER_BATCH = 256
@@ -62,7 +62,7 @@ def _write_documents(directory: Path, paths, tokenizer, files: list[dict], progr
     ends, doc_files, n_tokens = [0], [], 0
     file_index = {f["path"]: i for i, f in enumerate(files)}
     # bytes of the corpus files on disk (compressed for .gz), as iter_documents reports reading them
-    bar = tqdm(total=sum(f["size"] for f in files), unit="B", unit_scale=True, desc="tokenizing corpus",
+    bar = progress_bar(total=sum(f["size"] for f in files), unit="B", unit_scale=True, desc="tokenizing corpus",
                dynamic_ncols=True, disable=not (sys.stderr.isatty() if progress is None else progress))
     read: list[int] = []
 

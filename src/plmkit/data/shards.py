@@ -37,11 +37,11 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 from plmkit.data.corpus import PathLike, corpus_files, iter_documents, split_sentences
 from plmkit.errors import DataError
 from plmkit.utils.files import atomic_write_dir
+from plmkit.utils.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +193,7 @@ def _write_entry(directory: Path, paths, tokenizer, files: list[dict], progress:
     file_index = {f["path"]: i for i, f in enumerate(files)}
     n_tokens = 0
     # bytes of the corpus files on disk (compressed for .gz), as iter_documents reports reading them
-    bar = tqdm(total=sum(f["size"] for f in files), unit="B", unit_scale=True, desc="tokenizing corpus",
+    bar = progress_bar(total=sum(f["size"] for f in files), unit="B", unit_scale=True, desc="tokenizing corpus",
                dynamic_ncols=True, disable=not (sys.stderr.isatty() if progress is None else progress))
     read: list[int] = []
     with open(directory / "tokens.bin", "wb") as out:

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-from tqdm import tqdm
 
 from plmkit.data.collate import pad_sequences
 from plmkit.errors import ConfigError, DataError
@@ -30,6 +29,7 @@ from plmkit.tasks.fields import TEXT, each_record, field
 from plmkit.utils.constants import IGNORE_INDEX
 from plmkit.utils.settings import setting
 from plmkit.utils.text import check_file, jsonl_rows
+from plmkit.utils.progress import progress_bar
 
 log = logging.getLogger("plmkit")
 
@@ -199,7 +199,7 @@ class Seq2SeqTask(Task):
         out: list[str | None] = [None] * len(features)
         was_training = model.training
         model.eval()
-        bar = tqdm(total=len(features), desc=progress, unit="example", leave=False,
+        bar = progress_bar(total=len(features), desc=progress, unit="example", leave=False,
                    disable=progress is None or not self.progress or not log.isEnabledFor(logging.INFO))
         try:
             for idx in batches_by_length(features, batch_size):

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import torch
-from tqdm import tqdm
 
 from plmkit.chat import encode_text, format_system, format_user
 from plmkit.data.collate import pad_collate
@@ -36,6 +35,7 @@ from plmkit.utils.constants import IGNORE_INDEX, PAD_TOKEN
 from plmkit.utils.settings import setting
 from plmkit.tasks.fields import STRING, TEXT, field
 from plmkit.utils.text import jsonl_rows
+from plmkit.utils.progress import progress_bar
 
 log = logging.getLogger("plmkit")
 
@@ -186,7 +186,7 @@ class SFTTask(Task):
         replies = [""] * len(examples)
         device = next(teacher.parameters()).device
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-        for start in tqdm(range(0, len(order), batch_size), desc="teacher: replies", unit="batch", leave=False,
+        for start in progress_bar(range(0, len(order), batch_size), desc="teacher: replies", unit="batch", leave=False,
                           disable=not self.progress):
             idx = order[start:start + batch_size]
             room = self.settings.max_length - len(prompts[idx[-1]])

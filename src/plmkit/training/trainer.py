@@ -29,7 +29,6 @@ from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from plmkit.data.loader import BatchLoader
 from plmkit.training import distributed
@@ -62,6 +61,7 @@ from plmkit.utils.device import autocast, resolve_precision, to_device
 from plmkit.utils.files import atomic_write_dir, atomic_write_text
 from plmkit.utils.constants import IGNORE_INDEX
 from plmkit.utils.settings import is_int
+from plmkit.utils.progress import progress_bar
 
 log = logging.getLogger(__name__)
 Evaluate = Callable[[nn.Module], dict[str, float]]
@@ -313,7 +313,7 @@ class Trainer:
         batches = self.train_loader.forever()
         self._lr = cfg.lr
         self._started, self._elapsed_before = self.clock(), st.elapsed
-        bar = tqdm(total=self.total_steps, initial=st.step, unit="step", dynamic_ncols=True,
+        bar = progress_bar(total=self.total_steps, initial=st.step, unit="step", dynamic_ncols=True,
                    disable=not (cfg.progress_bar and distributed.is_main()))
         try:
             while True:
