@@ -197,3 +197,31 @@ def test_qa_distillation_matches_start_and_end_and_takes_the_task_s_own_hard_los
                 + D.soft_target_loss(s.end_logits, t.end_logits, 2.0, real)) / 2
     assert float(out.soft) > 0 and float(out.soft) == pytest.approx(float(expected), rel=1e-6)
     assert float(out.hard) == 0 and float(out.loss) == pytest.approx(0.5 * float(expected), rel=1e-6)
+
+
+@pytest.mark.parametrize("cls,rows", [(BertForSequenceClassification, "example"), (BertForTokenClassification, "token")])
+def test_terms_weighted_by_their_own_items_add_up_to_the_whole_batch(cls, rows):
+    """Each term is a mean over its own items (soft targets: rows; hard labels: labelled rows; hidden states
+    and attention: real tokens), so micro-batches or processes weighted by those counts (the Trainer's
+    `weighted_loss`) give the loss of the whole batch, unlabelled records and uneven lengths included."""
+    from plmkit.training.trainer import item_count, weighted_loss
+    teacher = teacher_model(cls)
+    model = D.DistillationModel(D.student_from_teacher(teacher, 2), teacher,
+                                D.DistillSettings(alpha=0.4, temperature=2.0, hidden_weight=1.0, attention_weight=0.5),
+                                rows)
+    ids = torch.randint(1, 200, (4, 8), generator=torch.Generator().manual_seed(3))
+    mask = torch.tensor([[1] * 8, [1] * 3 + [0] * 5, [1] * 6 + [0] * 2, [1] * 2 + [0] * 6])
+    labels = (torch.tensor([0, -100, 2, 1]) if rows == "example"
+              else torch.randint(0, 3, (4, 8), generator=torch.Generator().manual_seed(4)).masked_fill(mask == 0, -100))
+    if rows == "token":
+        labels[1] = -100  # an untagged sentence
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    parts = list(model.loss_items.items())
+    with torch.no_grad():
+        whole = model(**batch)
+        pieces = [{k: v[rows_] for k, v in batch.items()} for rows_ in (slice(0, 1), slice(1, 4))]
+        counts = [[item_count(p, kind) for _, kind in parts] for p in pieces]
+        totals = [sum(c[i] for c in counts) for i in range(len(parts))]
+        combined = sum(weighted_loss(model(**p), parts, c, totals) for p, c in zip(pieces, counts))
+    assert float(whole.state_term) > 0 and float(whole.hard_term) > 0
+    assert float(combined) == pytest.approx(float(whole.loss), rel=1e-5)

@@ -109,11 +109,15 @@ def student_from_teacher(teacher, layers: int | None = None, **config_overrides)
 
 @dataclass
 class DistillationOutput(ModelOutput):
-    loss: Tensor | None = None
-    soft: Tensor | None = None
+    loss: Tensor | None = None  # the weighted sum of the terms below
+    soft: Tensor | None = None  # each loss alone (detached, for the record)
     hard: Tensor | None = None
     hidden: Tensor | None = None
     attention: Tensor | None = None
+    # the weighted terms, each a mean over its own items (`DistillationModel.loss_items`)
+    soft_term: Tensor | None = None
+    hard_term: Tensor | None = None
+    state_term: Tensor | None = None  # hidden states and attention distributions (None: both off)
 
 
 class DistillationModel(nn.Module):
@@ -130,7 +134,6 @@ class DistillationModel(nn.Module):
     its size holds), and sharding it would add an all-gather of each of its blocks to every step. A
     teacher too large for one device would need sharding; plmkit does not do that."""
 
-    loss_items = {"loss": "examples"}  # micro-batches and processes weighted by their examples
     called_apart = ("student",)  # (training/distributed.wrap: evaluation calls the student on its own)
 
     def __init__(self, student: nn.Module, teacher: nn.Module, settings: DistillSettings, rows: str):
@@ -138,6 +141,11 @@ class DistillationModel(nn.Module):
         if rows not in TARGETS:
             raise ValueError(f"rows must be one of {sorted(TARGETS)}, got {rows!r}")
         self.student, self.settings, self.rows = student, settings, rows
+        # what each term is a mean over, by which the Trainer weighs micro-batches and processes (the step's loss
+        # is then that of the whole batch at any world size): the soft targets' rows (examples, or real tokens),
+        # the labelled rows ("tokens": labels != -100; QA's positions: examples), the real tokens
+        self.loss_items = {"soft_term": "input_tokens" if rows == "token" else "examples", "hard_term": "tokens",
+                           "state_term": "input_tokens"}
         self._teacher = [teacher.eval().requires_grad_(False)]  # a list: not a child module
         self.layers = layer_map(student.config.num_layers, teacher.config.num_layers)
         d_student, d_teacher = student.config.d_model, teacher.config.d_model
@@ -178,18 +186,19 @@ class DistillationModel(nn.Module):
             hards.append(hard_label_loss(student_logits, _rows(gold, rows)) if gold is not None else None)
         soft = torch.stack(softs).mean()
         hard = torch.stack(hards).mean() if all(h is not None for h in hards) else soft.new_zeros(())
-        loss = s.alpha * soft + (1 - s.alpha) * hard
-        hidden = attention = None
+        hidden = attention = state = None
         if s.hidden_weight:
             pairs = [(0, 0)] + [(i + 1, t + 1) for i, t in enumerate(self.layers)]  # (embeddings, then each block)
             hidden = hidden_state_loss([student.hidden_states[i] for i, _ in pairs],
                                        [teacher.hidden_states[t] for _, t in pairs], real, self.projection)
-            loss = loss + s.hidden_weight * hidden
+            state = s.hidden_weight * hidden
         if s.attention_weight:
             attention = attention_loss(list(student.attentions), [teacher.attentions[t] for t in self.layers], real)
-            loss = loss + s.attention_weight * attention
-        return DistillationOutput(loss, soft.detach(), hard.detach(), None if hidden is None else hidden.detach(),
-                                  None if attention is None else attention.detach())
+            state = s.attention_weight * attention + (state if state is not None else 0.0)
+        terms = (s.alpha * soft, (1 - s.alpha) * hard, state)
+        return DistillationOutput(sum(t for t in terms if t is not None), soft.detach(), hard.detach(),
+                                  None if hidden is None else hidden.detach(),
+                                  None if attention is None else attention.detach(), *terms)
 
 
 def _rows(x: Tensor, real: Tensor | None) -> Tensor:

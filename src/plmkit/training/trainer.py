@@ -573,11 +573,13 @@ def count_tokens(batch: dict[str, Any]) -> int:
 
 def item_count(batch: dict[str, Any], kind: str | None) -> int:
     """The items a loss of `kind` (`PreTrainedModel.loss_items`) is a mean over in `batch`: labelled
-    tokens, labelled next tokens, or examples; 1 for a model that does not say (micro-batches and
-    ranks then weigh the same)."""
+    tokens (or labelled examples: labels != -100), labelled next tokens, real input tokens, or examples;
+    1 for a model that does not say (micro-batches and ranks then weigh the same)."""
     if kind in ("tokens", "next_tokens") and torch.is_tensor(batch.get("labels")):
         labels = batch["labels"][:, 1:] if kind == "next_tokens" else batch["labels"]
         return int((labels != IGNORE_INDEX).sum())
+    if kind == "input_tokens":
+        return count_tokens(batch)
     if kind is not None:
         return distributed.batch_rows(batch) or 1
     return 1
