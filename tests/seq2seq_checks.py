@@ -71,6 +71,13 @@ def assert_models_agree(model, hf, pad: int, vocab: int = 99, sources=(11, 7, 4)
     return float((ours.logits[keep] - theirs.logits[keep]).abs().max())
 
 
+def assert_agree_on_unpadded_sources(model, hf, pad: int, vocab: int = 99) -> None:
+    """Sources of one length (no padding) under padded targets: the decoder's own padding must not be
+    taken for the source's (targets as long as the sources; and shorter)."""
+    for sources, targets in (((7, 7, 7), (7, 4, 2)), ((9, 9), (5, 2))):
+        assert assert_models_agree(model, hf, pad, vocab, sources=sources, targets=targets) < 1e-5
+
+
 def assert_exact_checkpoint_keys(model, hf_state: dict, caplog) -> None:
     """Every parameter of ``model`` comes from the Hugging Face checkpoint and nothing is left over
     (tied parameters and unsaved buffers aside), and loading said nothing about initialising."""

@@ -9,7 +9,7 @@ from safetensors import safe_open
 transformers = pytest.importorskip("transformers")
 
 from plmkit import AutoModelForSeq2SeqLM, BartConfig, BartForConditionalGeneration, BartModel  # noqa: E402
-from seq2seq_checks import (TINY, TOL, assert_exact_checkpoint_keys, assert_models_agree,  # noqa: E402
+from seq2seq_checks import (assert_agree_on_unpadded_sources, TINY, TOL, assert_exact_checkpoint_keys, assert_models_agree,  # noqa: E402
                             assert_generates_alike, assert_trained_alike, labels_of, padded, roughen,
                             strict_hf_load)
 
@@ -27,6 +27,7 @@ def test_logits_loss_and_states_match_with_padded_sources_and_targets(tmp_path, 
     hf = hf_bart(tmp_path)
     model = BartForConditionalGeneration.from_pretrained(tmp_path)
     assert assert_models_agree(model, hf, PAD, hidden_states=True) < 1e-5
+    assert_agree_on_unpadded_sources(model, hf, PAD)
     ids, mask = padded([11, 7, 4], 99, PAD)
     # decoder inputs given with their padding mask (Hugging Face's meaning: padded keys hidden)
     dec, dec_mask = padded([6, 3, 5], 99, PAD, seed=3)

@@ -10,7 +10,7 @@ from safetensors import safe_open
 transformers = pytest.importorskip("transformers")
 
 from plmkit import AutoModelForSeq2SeqLM, BertLMHeadModel, EncoderDecoderConfig, EncoderDecoderModel  # noqa: E402
-from seq2seq_checks import (assert_exact_checkpoint_keys, assert_models_agree, assert_same_outputs,  # noqa: E402
+from seq2seq_checks import (assert_agree_on_unpadded_sources, assert_exact_checkpoint_keys, assert_models_agree, assert_same_outputs,  # noqa: E402
                             assert_generates_alike, assert_trained_alike, labels_of, padded, roughen,
                             strict_hf_load)
 
@@ -40,6 +40,7 @@ def test_logits_and_loss_match_with_padded_sources_and_targets(tmp_path, decoder
     model = EncoderDecoderModel.from_pretrained(tmp_path)
     assert (model.enc_to_dec_proj is not None) == (decoder_width != 32)
     assert assert_models_agree(model, hf, PAD, hidden_states=True) < 1e-5
+    assert_agree_on_unpadded_sources(model, hf, PAD)
 
 
 def test_checkpoints_and_config_move_both_ways(tmp_path, caplog):

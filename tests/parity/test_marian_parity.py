@@ -14,7 +14,7 @@ transformers = pytest.importorskip("transformers")
 
 from plmkit import AutoModelForSeq2SeqLM, MarianConfig, MarianMTModel  # noqa: E402
 from plmkit.generation import PACK_FROM_STEPS  # noqa: E402
-from seq2seq_checks import (TINY, assert_exact_checkpoint_keys, assert_models_agree, assert_same_outputs,  # noqa: E402
+from seq2seq_checks import (assert_agree_on_unpadded_sources, TINY, assert_exact_checkpoint_keys, assert_models_agree, assert_same_outputs,  # noqa: E402
                             assert_generates_alike, assert_trained_alike, labels_of, padded, roughen,
                             strict_hf_load)
 
@@ -37,6 +37,7 @@ def test_logits_and_loss_match_with_padded_sources_and_targets(tmp_path, vocab):
     hf = hf_marian(tmp_path, **(OWN_TARGET_VOCAB if vocab != "shared" else {}))
     model = MarianMTModel.from_pretrained(tmp_path)
     assert assert_models_agree(model, hf, PAD, vocab=97) < 1e-5
+    assert_agree_on_unpadded_sources(model, hf, PAD, vocab=97)
     assert model.lm_head.out_features == (120 if vocab != "shared" else 99)
 
 

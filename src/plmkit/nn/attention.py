@@ -140,8 +140,8 @@ class MultiHeadAttention(nn.Module):
             q, k = rotary(q, k)
         if cache is not None:
             k, v = cache.update(k, v)
-        if layout is not None and bias is None:
-            bias = layout.bias
+        if layout is not None and bias is None and context is None:  # (the layout is the queries': in
+            bias = layout.bias  # cross-attention, the keys are the context's, whose padding `bias` hides)
         y, probs = attend(q, k, v, bias, causal, self.dropout if self.training else 0.0, need_weights)
         y = y.transpose(1, 2).reshape(rows, t, self.n_heads * self.d_head)  # (B, T, H*d)
         if layout is not None:
