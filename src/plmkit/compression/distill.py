@@ -143,9 +143,10 @@ class DistillationModel(nn.Module):
         self.student, self.settings, self.rows = student, settings, rows
         # what each term is a mean over, by which the Trainer weighs micro-batches and processes (the step's loss
         # is then that of the whole batch at any world size): the soft targets' rows (examples, or real tokens),
-        # the labelled rows ("tokens": labels != -100; QA's positions: examples), the real tokens
-        self.loss_items = {"soft_term": "input_tokens" if rows == "token" else "examples", "hard_term": "tokens",
-                           "state_term": "input_tokens"}
+        # the labelled rows ("tokens": labels != -100; QA's windows: all of them, exact when all are labelled),
+        # the real tokens
+        self.loss_items = {"soft_term": "input_tokens" if rows == "token" else "examples",
+                           "hard_term": "examples" if rows == "span" else "tokens", "state_term": "input_tokens"}
         self._teacher = [teacher.eval().requires_grad_(False)]  # a list: not a child module
         self.layers = layer_map(student.config.num_layers, teacher.config.num_layers)
         d_student, d_teacher = student.config.d_model, teacher.config.d_model
