@@ -20,6 +20,27 @@ def decoder_dir(root: Path, n_positions: int = 256) -> Path:
     return save_tiny_model(Path(root) / "gpt", n_positions=n_positions)
 
 
+def seq2seq_dir(root: Path, family: str = "bart") -> Path:
+    """A random tiny BART or Marian (weights made large enough that greedy choices are clear; their seed one
+    whose greedy targets are whole characters) with a small tokenizer of its style, saved as a model directory
+    (the text is noise)."""
+    import torch
+
+    from clm_helpers import corpus_text
+    from plmkit.models.registry import config_from_preset, family as family_of
+    from plmkit.tokenization import Tokenizer
+    from seq2seq_checks import roughen
+    tok = Tokenizer.train([corpus_text()], 300, model="byte-bpe" if family == "bart" else "unigram", style=family)
+    cls = family_of(family).model_class("seq2seq-lm")
+    torch.manual_seed(0)
+    model = roughen(cls(config_from_preset(f"{family}-tiny", max_position_embeddings=128,
+                                           **cls.config_class.tokenizer_fields(tok))), seed=2)
+    out = Path(root) / family
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
 @contextlib.contextmanager
 def running(app, ready: bool = True, timeout: float = 120.0):
     """Serve ``app`` with uvicorn on 127.0.0.1 at a free port, in a thread; yields the base URL. With

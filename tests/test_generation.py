@@ -51,6 +51,34 @@ def test_generate_equals_uncached_greedy_loop(model):
     assert torch.equal(out, seq)
 
 
+def test_presence_and_frequency_penalties_count_the_new_tokens_only():
+    sequences = torch.tensor([[5, 5, 1, 1, 1, 2], [4, 3, 3, 3, 0, 5]])  # 3 prompt tokens, then 3 new ones
+    s = GenerationSettings(presence_penalty=0.5, frequency_penalty=0.25)
+    out = s.process(torch.zeros(2, 6), sequences, step=3)
+    # row 0 generated 1, 1, 2: token 1 loses 0.5 + 2 x 0.25, token 2 0.5 + 0.25 (the prompt's 5 and 1 do not count)
+    # row 1 generated 3, 0, 5: each once
+    assert out.tolist() == [[0, -1.0, -0.75, 0, 0, 0], [-0.75, 0, 0, -0.75, 0, -0.75]]
+    negative = GenerationSettings(presence_penalty=-1.0, frequency_penalty=0.0).process(torch.zeros(2, 6), sequences, 3)
+    assert negative.tolist() == [[0, 1, 1, 0, 0, 0], [1, 0, 0, 1, 0, 1]]
+    assert s.process(torch.zeros(2, 6), sequences, 0).eq(0).all()  # nothing generated yet
+
+
+def test_penalised_generate_equals_a_loop_that_counts_by_hand(model):
+    ids = torch.randint(3, 300, (1, 5), generator=torch.Generator().manual_seed(0))
+    out = model.generate(ids, max_new_tokens=20, eos_token_id=[], presence_penalty=2.0, frequency_penalty=1.0)
+    seq, counts = ids, {}
+    with torch.no_grad():
+        for _ in range(20):
+            logits = model(seq).logits[0, -1].clone()
+            for token, c in counts.items():
+                logits[token] -= 1.0 * c + 2.0
+            token = int(logits.argmax())
+            counts[token] = counts.get(token, 0) + 1
+            seq = torch.cat([seq, torch.tensor([[token]])], 1)
+    assert torch.equal(out, seq)
+    assert not torch.equal(out, model.generate(ids, max_new_tokens=20, eos_token_id=[]))  # (the penalties mattered)
+
+
 def test_causal_property(model):
     ids = torch.randint(3, 300, (1, 10))
     changed = ids.clone()
@@ -233,7 +261,8 @@ def test_bad_settings_are_config_errors_and_sampling_knobs_only_checked_when_sam
     for bad in (dict(max_new_tokens=0), dict(max_new_tokens=-1), dict(do_sample=True, temperature=0.0),
                 dict(do_sample=True, top_p=0.0), dict(do_sample=True, top_p=1.5), dict(do_sample=True, top_k=0),
                 dict(num_beams=0), dict(num_beams=2, do_sample=True), dict(max_new_tokens=2.5),
-                dict(eos_token_id=300), dict(eos_token_id=[2, -5]), dict(pad_token_id=10**6), dict(do_sample=True, seed=2**70)):
+                dict(eos_token_id=300), dict(eos_token_id=[2, -5]), dict(pad_token_id=10**6), dict(do_sample=True, seed=2**70),
+                dict(presence_penalty=2.5), dict(frequency_penalty=-3)):
         with pytest.raises(ConfigError):  # a PlmkitError: the CLI reports it without a traceback
             model.generate(ids, **bad)
     # as in Hugging Face, greedy decoding ignores the sampling settings (temperature 0 included), and says so

@@ -18,26 +18,27 @@ def test_both_commands_take_the_same_flags_with_their_own_defaults():
     assert generate == SamplingSettings() and (generate.max_new_tokens, generate.temperature) == (64, 0.8)
     assert (chat.max_new_tokens, chat.temperature, chat.top_p) == (128, 0.7, 0.9)
     argv = ["--max-new-tokens", "9", "--temperature", "0.5", "--top-k", "5", "--top-p", "0.8",
-            "--repetition-penalty", "1.2", "--seed", "4"]
+            "--repetition-penalty", "1.2", "--presence-penalty", "0.5", "--frequency-penalty", "-0.3", "--seed", "4"]
     assert settings_of("generate", *argv) == settings_of("chat", *argv)
     with pytest.raises(SystemExit):  # beams cannot stream a chat reply
         settings_of("chat", "--num-beams", "2")
 
 
 def test_generate_kwargs():
-    assert SamplingSettings(greedy=True).generate_kwargs() == {"max_new_tokens": 64, "do_sample": False,
-                                                               "repetition_penalty": 1.0}
+    penalties = {"repetition_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0}
+    assert SamplingSettings(greedy=True).generate_kwargs() == {"max_new_tokens": 64, "do_sample": False, **penalties}
     assert SamplingSettings(temperature=0).generate_kwargs()["do_sample"] is False
     assert SamplingSettings(num_beams=3).generate_kwargs()["num_beams"] == 3
-    assert SamplingSettings(top_k=5).generate_kwargs() == {"max_new_tokens": 64, "do_sample": True,
-                                                           "repetition_penalty": 1.0, "temperature": 0.8,
-                                                           "top_k": 5, "top_p": 0.95}
+    assert SamplingSettings(top_k=5).generate_kwargs() == {"max_new_tokens": 64, "do_sample": True, **penalties,
+                                                           "temperature": 0.8, "top_k": 5, "top_p": 0.95}
 
 
 def test_bad_values_are_named():
     from plmkit.errors import ConfigError
     with pytest.raises(ConfigError, match=r"num_beams \(--num-beams\) must be >= 1, got 0"):
         settings_of("generate", "--num-beams", "0")
+    with pytest.raises(ConfigError, match=r"presence_penalty \(--presence-penalty\) must be in \[-2, 2\], got 2.5"):
+        settings_of("chat", "--presence-penalty", "2.5")
 
 
 def test_sampling_settings_given_where_nothing_samples_are_refused():

@@ -349,3 +349,17 @@ def test_interrupted_save_leaves_no_tokenizer_json(tok, tmp_path):
         tok.save_pretrained(tmp_path)
     assert not (tmp_path / "tokenizer.json").exists()
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("model, style", [("byte-bpe", "gpt2"), ("unigram", "marian"), ("wordpiece", "bert")])
+def test_token_bytes_add_up_to_the_decoded_text(model, style):
+    """OpenAI's logprobs give each token's bytes: joined, they are the text (a character split across byte-level
+    tokens included); SentencePiece and WordPiece pieces start words with a space."""
+    texts = ["the café serves crème brûlée to everyone", "日本の茶 and green tea", "plain words here"] * 20
+    tok = Tokenizer.train(texts, 300, model=model, style=style)
+    ids = tok.encode("the café serves 日本 tea", add_special_tokens=False)
+    pieces = tok.token_bytes(ids)
+    assert len(pieces) == len(ids) and all(isinstance(b, bytes) and b for b in pieces)
+    joined = b"".join(pieces).decode()
+    assert (joined if model == "byte-bpe" else joined.removeprefix(" ")) == tok.decode(ids)
+    assert tok.token_bytes(tok.all_special_ids) == [t.encode() for t in tok.all_special_tokens]

@@ -56,6 +56,16 @@ def repetition_penalty_(scores: Tensor, sequences: Tensor, penalty: float) -> Te
     return scores.scatter_(1, sequences, picked)
 
 
+def presence_frequency_penalty_(scores: Tensor, generated: Tensor, presence: float, frequency: float) -> Tensor:
+    """OpenAI's penalties, as vLLM applies them: every token's score is lowered by ``frequency`` times the
+    number of times the row has generated it so far, and by ``presence`` once if it has at all (negative
+    values encourage repeats). generated (B, n): the new tokens only (the prompt does not count);
+    scores (B, V), modified in place and returned."""
+    ones = torch.ones_like(generated, dtype=scores.dtype)
+    counts = torch.zeros_like(scores).scatter_add_(1, generated, ones)  # (B, V) times each token was generated
+    return scores.sub_(frequency * counts + presence * (counts > 0).to(scores.dtype))
+
+
 def top_k_filter(scores: Tensor, k: int) -> Tensor:
     """Keep the k highest scores of each row (ties with the k-th are kept); the rest become -inf."""
     k = min(k, scores.shape[-1])
@@ -126,6 +136,8 @@ class GenerationSettings:
     early_stopping: bool | str = False  # True, False (a heuristic) or "never", as Hugging Face
     num_return_sequences: int = setting(1, at_least=1)
     repetition_penalty: float = setting(1.0, above=0)
+    presence_penalty: float = setting(0.0, at_least=-2, at_most=2)  # OpenAI's (and vLLM's): new tokens only
+    frequency_penalty: float = setting(0.0, at_least=-2, at_most=2)
     no_repeat_ngram_size: int = setting(0, at_least=0)
     bad_words_ids: tuple[tuple[int, ...], ...] = ()
     forced_bos_token_id: int | None = setting(None, at_least=0)  # the first new token (when the sequence holds one)
@@ -177,14 +189,18 @@ class GenerationSettings:
                  "greedy decoding gives one sequence per input: num_return_sequences > 1 needs do_sample or beams")
 
     def process(self, scores: Tensor, sequences: Tensor, step: int) -> Tensor:
-        """Hugging Face's processor order: repetition penalty, n-gram blocking, banned words, minimum
-        lengths, forced BOS / EOS, then (sampling only) temperature, top-k, top-p.
+        """Hugging Face's processor order: repetition penalty (then OpenAI's presence and frequency
+        penalties, as vLLM), n-gram blocking, banned words, minimum lengths, forced BOS / EOS, then
+        (sampling only) temperature, top-k, top-p.
 
         scores (B, V) fp32 are modified in place; sequences (B, L) every token so far (the prompt, or the
         decoder start, included); ``step`` counts the new tokens so far.
         """
         if self.repetition_penalty != 1.0:
             repetition_penalty_(scores, sequences, self.repetition_penalty)
+        if (self.presence_penalty or self.frequency_penalty) and step:
+            presence_frequency_penalty_(scores, sequences[:, sequences.shape[1] - step:], self.presence_penalty,
+                                        self.frequency_penalty)
         if self.no_repeat_ngram_size:
             no_repeat_ngram_(scores, sequences, self.no_repeat_ngram_size)
         if self.bad_words_ids:
@@ -363,7 +379,7 @@ def _check_prompt(input_ids: Tensor, attention_mask: Tensor | None = None) -> No
 
 
 # -- how a model is stepped ---------------------------------------------------------------------
-class _CausalRun:
+class CausalRun:
     """A decoder-only model under `generate`: the prompts in one forward, then one token per row
     (``rows`` rows per prompt: beams or samples, consecutive)."""
 
@@ -404,9 +420,10 @@ class _CausalRun:
         self.cache.reorder(index)
 
 
-class _Seq2SeqRun(_CausalRun):
-    """An encoder-decoder under `generate`: the encoder once, the cross-attention keys and values once
-    per source, then the decoder one token per row (``rows`` rows per source, consecutive)."""
+class Seq2SeqRun(CausalRun):
+    """An encoder-decoder under `generate` (or a server's batch of sources): the encoder once, the
+    cross-attention keys and values once per source, then the decoder one token per row (``rows`` rows
+    per source, consecutive); ``cache.keep`` drops finished rows when each row has its own source."""
 
     def __init__(self, model, input_ids: Tensor, attention_mask: Tensor | None, rows: int, s: GenerationSettings,
                  decoder_input_ids: Tensor | None = None):
@@ -472,12 +489,12 @@ class GenerationMixin:
         return s
 
     def _run(self, input_ids: Tensor, attention_mask: Tensor | None, rows: int, s: GenerationSettings,
-             decoder_input_ids: Tensor | None = None) -> _CausalRun:
+             decoder_input_ids: Tensor | None = None) -> CausalRun:
         if self.is_encoder_decoder:
-            return _Seq2SeqRun(self, input_ids, attention_mask, rows, s, decoder_input_ids)
+            return Seq2SeqRun(self, input_ids, attention_mask, rows, s, decoder_input_ids)
         if decoder_input_ids is not None:
             raise ConfigError("decoder_input_ids are for encoder-decoder models; a decoder-only model continues input_ids")
-        return _CausalRun(self, input_ids, attention_mask, rows, s.max_new_tokens)
+        return CausalRun(self, input_ids, attention_mask, rows, s.max_new_tokens)
 
     def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None, *,
                  decoder_input_ids: Tensor | None = None, tokenizer=None, seed: int | None = None,
@@ -494,6 +511,8 @@ class GenerationMixin:
             early_stopping: True, False or "never" (as Hugging Face); num_return_sequences: the best n
             of each input (or n samples each), consecutive rows.
         repetition_penalty: > 1 discourages tokens already present (Hugging Face's rule).
+        presence_penalty, frequency_penalty (-2 to 2): OpenAI's, on the tokens generated so far (not the
+            prompt): a token's score minus frequency_penalty x its count, minus presence_penalty if it is there.
         no_repeat_ngram_size: no n-gram appears twice; bad_words_ids: token sequences never produced.
         forced_bos_token_id: the first new token; forced_eos_token_id: the token at max length.
         eos_token_id: int or list; [] = never stop early. decoder_start_token_id: encoder-decoders.
@@ -553,7 +572,7 @@ class GenerationMixin:
             yield rest
 
     # -- greedy and sampling --------------------------------------------------------------------
-    def _decode_steps(self, run: _CausalRun, s: GenerationSettings, tokenizer,
+    def _decode_steps(self, run: CausalRun, s: GenerationSettings, tokenizer,
                       generator: torch.Generator | None) -> Iterator[tuple[Tensor, int]]:
         """Yields (sequences buffer (N, t + max_new), length written) after each step."""
         n, t = run.prompt.shape
@@ -696,6 +715,6 @@ def _hits_stop_string(tokenizer, sequences: Tensor, start: int, end: int, stops:
     return hits
 
 
-__all__ = ["GenerationMixin", "GenerationSettings", "IncrementalDecoder", "bad_words_", "decoding_layout",
-           "next_tokens", "no_repeat_ngram_", "prompt_ids", "read_generation_config", "repetition_penalty_", "top_k_filter",
-           "top_p_filter", "write_generation_config"]
+__all__ = ["CausalRun", "GenerationMixin", "GenerationSettings", "IncrementalDecoder", "bad_words_", "decoding_layout",
+           "next_tokens", "no_repeat_ngram_", "presence_frequency_penalty_", "prompt_ids", "read_generation_config",
+           "repetition_penalty_", "Seq2SeqRun", "top_k_filter", "top_p_filter", "write_generation_config"]

@@ -40,3 +40,20 @@ def test_reorder_moves_only_the_rows_that_change_and_reads_sources_before_writin
     for layer in range(2):
         assert cache[layer].k[:, 0, :3, 0].tolist() == [[1.0] * 3, [0.0] * 3, [0.0] * 3, [3.0] * 3]
         assert torch.equal(cache[layer].v[:, :, :3], -cache[layer].k[:, :, :3])
+
+
+def test_seq2seq_cache_keeps_rows_with_their_own_sources():
+    from plmkit.nn.cache import Seq2SeqCache
+    rows = torch.arange(3.0)[:, None, None, None]  # row r holds r, its source r as well
+    cross = [(rows.expand(3, 1, 4, 2).clone(), -rows.expand(3, 1, 4, 2).clone())]
+    cache = Seq2SeqCache(1, 3, 1, 6, 2, cross, rows.expand(3, 1, 1, 4).clone())
+    cache[0].update(rows.expand(3, 1, 2, 2).clone(), rows.expand(3, 1, 2, 2).clone())
+    cache.keep(torch.tensor([2, 0]))
+    assert cache[0].k[:, 0, :2, 0].tolist() == [[2.0, 2.0], [0.0, 0.0]] and cache[0].length == 2
+    assert cache.cross[0][0][:, 0, 0, 0].tolist() == [2.0, 0.0] and cache.cross[0][1][:, 0, 0, 0].tolist() == [-2.0, 0.0]
+    assert cache.cross_bias[:, 0, 0, 0].tolist() == [2.0, 0.0]
+    k, _ = cache[0].update(torch.full((2, 1, 1, 2), 9.0), torch.zeros(2, 1, 1, 2))  # the next step: 2 rows
+    assert k.shape == (2, 1, 3, 2) and k[:, 0, 2, 0].tolist() == [9.0, 9.0]
+    beams = Seq2SeqCache(1, 4, 1, 6, 2, [(torch.zeros(2, 1, 4, 2), torch.zeros(2, 1, 4, 2))], None)
+    with pytest.raises(RuntimeError, match="one source per row"):
+        beams.keep(torch.tensor([0]))

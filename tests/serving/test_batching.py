@@ -1,5 +1,6 @@
-"""Batching across requests: continuous batching of a decoder equals `generate` token for token while
-sequences join and leave; dynamic batching of an encoder groups requests and isolates a bad one."""
+"""Batching across requests: continuous batching of a decoder, and the batches of an encoder-decoder, equal
+`generate` token for token while sequences join and leave, each with its own settings (penalties included);
+dynamic batching of an encoder groups requests and isolates a bad one."""
 import asyncio
 
 import pytest
@@ -8,7 +9,7 @@ import torch
 import serve_helpers as sh
 from plmkit.errors import DataError
 from plmkit.nn.cache import SlotKVCache
-from plmkit.serving.batching import DecoderBatcher, Done, EncoderBatcher, Piece
+from plmkit.serving.batching import DecoderBatcher, Done, EncoderBatcher, Piece, Seq2SeqBatcher
 from plmkit.serving.metrics import Metrics
 from plmkit.serving.models import load_served_model
 from plmkit.serving.protocol import ApiError
@@ -42,22 +43,36 @@ def test_slot_cache_rows_join_and_leave():
 
 
 def test_continuous_batching_equals_generate_token_for_token(gpt):
-    """8 requests on 3 rows, arriving at different times with different lengths: greedy rows equal
-    `generate` alone, a sampled row equals `generate(seed=...)`, and steps really ran several rows."""
+    """8 requests on 3 rows, arriving at different times with different lengths: greedy rows (two with their own
+    penalties) equal `generate` alone, a sampled row equals `generate(seed=...)`, and steps really ran several rows."""
     model, tok = gpt.model, gpt.tokenizer
     lengths = [30, 5, 24, 40, 12, 33, 1, 20]
     ids = [tok.encode(p) for p in PROMPTS]
     settings = [dict(max_new_tokens=m, do_sample=False) for m in lengths]
     settings[3] = dict(max_new_tokens=40, do_sample=True, temperature=0.9, top_p=0.8)
+    settings[0].update(presence_penalty=1.5, frequency_penalty=0.5)
+    settings[5].update(presence_penalty=-0.5, frequency_penalty=1.0)
     expected = [model.generate(torch.tensor([p]), seed=7 if i == 3 else None, **s)[0, len(p):].tolist()
                 for i, (p, s) in enumerate(zip(ids, settings))]
+    unpenalised = model.generate(torch.tensor([ids[0]]), max_new_tokens=30, do_sample=False)[0, len(ids[0]):]
+    assert expected[0] != unpenalised.tolist()  # (the penalties matter)
     metrics = Metrics()
     batcher = DecoderBatcher("gpt", model, tok, slots=3, max_queue=16, max_len=gpt.context_length, metrics=metrics)
+    got = run_jobs(batcher, ids, settings, seeds={3: 7}, stagger=0.02)
+    for i, (g, e) in enumerate(zip(got, expected)):
+        assert g == e, f"request {i}: {g} != {e}"
+    assert batch_mean(metrics, "gpt") > 1.5, "the steps did not batch"
+    assert batcher.active == 0
+
+
+def run_jobs(batcher, prompts, settings, seeds: dict, stagger: float) -> list[list[int]]:
+    """The tokens of each request (``prompts`` and ``settings``: one per request) submitted to ``batcher``,
+    some ``stagger`` s after others; ``seeds``: request -> its seed."""
     batcher.start()
 
     async def one(i):
-        await asyncio.sleep(0.02 * (i % 3))  # some join while others run
-        job = batcher.submit(ids[i], 1, settings[i], [], 7 if i == 3 else None)
+        await asyncio.sleep(stagger * (i % 3))
+        job = batcher.submit(prompts[i], 1, settings[i], [], seeds.get(i))
         tokens, done = [], None
         async for event in job.events(asyncio.get_running_loop().time() + 60, 60):
             if isinstance(event, Piece):
@@ -68,16 +83,36 @@ def test_continuous_batching_equals_generate_token_for_token(gpt):
         return tokens
 
     async def all_of_them():
-        return await asyncio.gather(*(one(i) for i in range(len(PROMPTS))))
+        return await asyncio.gather(*(one(i) for i in range(len(prompts))))
 
     try:
-        got = asyncio.run(all_of_them())
+        return asyncio.run(all_of_them())
     finally:
         batcher.stop()
+
+
+def test_encoder_decoder_batches_equal_generate_token_for_token(tmp_path):
+    """A tiny Marian: 6 requests that arrive within the wait, on 4 rows (so two batches), with their own lengths,
+    penalties and a seeded sampled one, equal `generate` alone; finished rows leave the batch between steps."""
+    import threading
+    marian = load_served_model("marian", sh.seq2seq_dir(tmp_path, "marian"), "cpu")
+    model, tok = marian.model, marian.tokenizer
+    sources = [tok(p)["input_ids"] for p in PROMPTS[:6]]
+    settings = [dict(max_new_tokens=m, do_sample=False, num_beams=1) for m in (12, 3, 8, 16, 5, 10)]
+    settings[1].update(do_sample=True, temperature=0.8, top_p=0.9)
+    settings[2].update(presence_penalty=2.0, frequency_penalty=0.5)
+    expected = [model.generate(torch.tensor([p]), seed=3 if i == 1 else None, **s)[0, 1:].tolist()
+                for i, (p, s) in enumerate(zip(sources, settings))]
+    assert expected[2] != model.generate(torch.tensor([sources[2]]), max_new_tokens=8, num_beams=1)[0, 1:].tolist()
+    metrics = Metrics()
+    batcher = Seq2SeqBatcher("marian", model, tok, slots=4, max_wait=0.5, max_queue=16, lock=threading.Lock(),
+                             metrics=metrics)
+    got = run_jobs(batcher, sources, settings, seeds={1: 3}, stagger=0.01)
     for i, (g, e) in enumerate(zip(got, expected)):
         assert g == e, f"request {i}: {g} != {e}"
-    assert batch_mean(metrics, "gpt") > 1.5, "the steps did not batch"
-    assert batcher.active == 0
+    get = metrics.registry.get_sample_value
+    assert get("plmkit_batch_size_count", {"model": "marian"}) < sum(len(e) for e in expected) / 2  # rows shared steps
+    assert get("plmkit_batch_size_bucket", {"model": "marian", "le": "1.0"}) >= 1  # the longest ran on alone
 
 
 def test_dynamic_batching_groups_requests_and_isolates_a_bad_one():

@@ -281,6 +281,17 @@ class Seq2SeqCache(KVCache):
         super().__init__(n_layers, rows, n_kv_heads, max_len, d_head, dtype, device)
         self.cross, self.cross_bias = cross, cross_bias  # cross_bias: (B_s, 1, 1, S) hides source padding
 
+    def keep(self, rows: Tensor) -> None:
+        """Keep only rows ``rows`` (M,), in that order, where every row has its own source (a server's
+        batch: finished sequences leave, and the next steps compute the others only)."""
+        if self.cross[0][0].shape[0] != self.layers[0].k.shape[0]:
+            raise RuntimeError("keep() needs one source per row; beams and samples of a source share theirs")
+        for layer in self.layers:
+            layer.k, layer.v = layer.k[rows], layer.v[rows]
+        self.cross = [(k[rows], v[rows]) for k, v in self.cross]
+        if self.cross_bias is not None:
+            self.cross_bias = self.cross_bias[rows]
+
 
 def cross_attention_inputs(cache: Seq2SeqCache | None, context: Tensor | None, context_mask: Tensor | None,
                            dtype: torch.dtype, real_tokens: bool = False

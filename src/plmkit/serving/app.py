@@ -4,14 +4,16 @@
     GET  /health                503 {"status": "loading"} until every model is loaded, then 200
     GET  /metrics               Prometheus (serving/metrics.py)
     GET  /v1/models             the models by name, with their kind and routes
-    POST /v1/completions        decoders: text completion; stream: server-sent events
+    POST /v1/completions        decoders: text completion; encoder-decoders: the prompt's target; stream: server-sent
+                                events
     POST /v1/chat/completions   decoders: `plmkit chat`'s template; stream: server-sent events
     POST /v1/embeddings         encoders without a task: pooled sentence embeddings
     POST /v1/classify|ner|qa|translate|summarize   fine-tuned task models: what `plmkit predict` answers
     POST /v1/attention          encoders: the attention maps of one text, a PNG
 
 Models load in a thread when the app starts (/health says 503 meanwhile). Requests reach a model's
-batcher (serving/batching.py) and wait there; every error is OpenAI's body (serving/protocol.py).
+batcher (serving/batching.py: its generation batcher for completions and chat, its encoder batcher for
+the other routes) and wait there; every error is OpenAI's body (serving/protocol.py).
 With an API key, every request but the page, its script and /health needs ``Authorization: Bearer KEY``.
 """
 from __future__ import annotations
@@ -38,18 +40,20 @@ from starlette.exceptions import HTTPException
 
 from plmkit.chat import SYSTEM, USER, encode_text, format_prompt
 from plmkit.errors import PlmkitError
-from plmkit.serving.batching import DecoderBatcher, Done, EncoderBatcher, GenerationJob, Piece, Worker
+from plmkit.serving.batching import (DecoderBatcher, Done, EncoderBatcher, GenerationBatcher, GenerationJob, Piece,
+                                     Seq2SeqBatcher, Worker)
 from plmkit.serving.metrics import Metrics
 from plmkit.serving.models import TASK_ENDPOINTS, ServedModel, load_served_model
-from plmkit.serving.protocol import (ApiError, AttentionRequest, ChatRequest, CompletionRequest, EmbeddingRequest,
-                                     Envelope, Sampling, TaskRequest, bad_request, embedding_item, usage,
-                                     validation_error)
+from plmkit.serving.protocol import (ApiError, AttentionRequest, ChatRequest, ChoiceLogprobs, CompletionRequest,
+                                     EmbeddingRequest, Envelope, Sampling, TaskRequest, bad_request, embedding_item,
+                                     usage, validation_error)
 from plmkit.serving.settings import ServeSettings
 
 log = logging.getLogger("plmkit.serving")
 
 OPEN_PATHS = ("/", "/static/playground.js", "/health")  # no API key asked (they hold no data)
 COMPLETION_DEFAULT_MAX_TOKENS = 16  # OpenAI's
+GENERATION_ROUTES = ("/v1/completions", "/v1/chat/completions")  # a model's generation batcher; others its encoder one
 
 
 class Server:
@@ -59,7 +63,7 @@ class Server:
                  loader: Callable[[str, str, str], ServedModel] = load_served_model):
         self.specs, self.settings, self.loader = models, settings, loader
         self.models: dict[str, ServedModel] = {}
-        self.workers: dict[str, Worker] = {}
+        self.workers: dict[str, dict[str, Worker]] = {}  # name -> "generate" / "encode" -> its batcher
         self.metrics = Metrics()
         self.state, self.error = "loading", None
         self.on_failed: Callable[[BaseException], None] | None = None  # the CLI stops the server
@@ -70,8 +74,9 @@ class Server:
             for name, path in self.specs.items():
                 served = self.loader(name, path, self.settings.device)
                 self.models[name] = served
-                self.workers[name] = self._worker(served)
-                self.workers[name].start()
+                self.workers[name] = self._workers(served)
+                for worker in self.workers[name].values():
+                    worker.start()
                 log.info("serving %s (%s) as %r: %s", path, served.kind, name, ", ".join(served.endpoints))
             self.state = "ready"
         except Exception as err:  # noqa: BLE001 (said on /health and by the CLI)
@@ -80,18 +85,29 @@ class Server:
             if self.on_failed is not None:
                 self.on_failed(err)
 
-    def _worker(self, served: ServedModel) -> Worker:
+    def _workers(self, served: ServedModel) -> dict[str, Worker]:
+        """A model's batchers: "generate" (completions, chat) for a decoder or an encoder-decoder, "encode"
+        (embeddings, the task routes) for an encoder or a task model."""
         s = self.settings
+        slots = s.max_batch if s.batching else 1
         if served.generates:
-            return DecoderBatcher(served.name, served.model, served.tokenizer, slots=s.max_batch if s.batching else 1,
-                                  max_queue=s.max_queue, max_len=served.context_length, metrics=self.metrics)
+            return {"generate": DecoderBatcher(served.name, served.model, served.tokenizer, slots=slots,
+                                               max_queue=s.max_queue, max_len=served.context_length,
+                                               metrics=self.metrics)}
         run = partial(embed_batch, served) if served.embeds else partial(predict_batch, served, s.task_batch_size)
-        return EncoderBatcher(served.name, run, max_tokens=s.batch_tokens, max_wait=s.batch_wait_ms / 1000,
-                              max_queue=s.max_queue, batching=s.batching, metrics=self.metrics)
+        workers: dict[str, Worker] = {"encode": EncoderBatcher(
+            served.name, run, max_tokens=s.batch_tokens, max_wait=s.batch_wait_ms / 1000, max_queue=s.max_queue,
+            batching=s.batching, metrics=self.metrics)}
+        if served.is_seq2seq:
+            workers["generate"] = Seq2SeqBatcher(served.name, served.model, served.tokenizer, slots=slots,
+                                                 max_wait=s.batch_wait_ms / 1000, max_queue=s.max_queue,
+                                                 lock=served.lock, metrics=self.metrics)
+        return workers
 
     def close(self) -> None:
-        for worker in self.workers.values():
-            worker.stop()
+        for workers in self.workers.values():
+            for worker in workers.values():
+                worker.stop()
 
     def check_ready(self) -> None:
         if self.state != "ready":
@@ -100,16 +116,20 @@ class Server:
                            type="service_unavailable", code="loading")
 
     def model(self, name: str, route: str) -> tuple[ServedModel, Worker]:
-        """The model called ``name`` and its batcher, if it answers ``route``."""
+        """The model called ``name`` and its batcher for ``route``, if it answers that route."""
         self.check_ready()
         if name not in self.models:
             raise ApiError(404, f"the model {name!r} does not exist; this server has {', '.join(map(repr, self.models))}",
                            code="model_not_found", param="model")
         served = self.models[name]
+        if route == "/v1/chat/completions" and served.is_seq2seq:
+            raise bad_request(f"the model {name!r} is an encoder-decoder ({type(served.model).__name__}) and has no "
+                              "chat template: send its source text to /v1/completions", param="model",
+                              code="no_chat_template")
         if route not in served.endpoints:
             raise bad_request(f"the model {name!r} is a {served.kind} model: it answers {', '.join(served.endpoints)}, "
                               f"not {route}", param="model", code="wrong_model")
-        return served, self.workers[name]
+        return served, self.workers[name]["generate" if route in GENERATION_ROUTES else "encode"]
 
 
 # -- what the encoder batchers run ---------------------------------------------------------------
@@ -126,7 +146,7 @@ def embed_batch(served: ServedModel, items: list[list[int]]) -> list[np.ndarray]
 def predict_batch(served: ServedModel, batch_size: int, records: list) -> list[dict]:
     """`plmkit predict` on records of several requests at once."""
     from plmkit import tasks
-    with torch.inference_mode():
+    with served.lock, torch.inference_mode():
         return tasks.predict_records(served.model, served.tokenizer, served.task, records, batch_size, where="input")
 
 
@@ -174,8 +194,27 @@ async def until_disconnected(request: Request) -> None:
         pass
 
 
-def check_room(served: ServedModel, prompt_tokens: int, max_tokens: int | None, default: int) -> int:
-    """max_tokens for this prompt; a prompt + max_tokens beyond the context is a 400 naming the limits."""
+def check_lengths(inputs: list[list[int]], limit: int, param: str) -> None:
+    """Inputs (embeddings, an encoder-decoder's sources) of at most ``limit`` tokens each, else a 400 naming both."""
+    for i, ids in enumerate(inputs):
+        if len(ids) > limit:
+            raise ApiError(400, f"{param}[{i}] has {len(ids)} tokens, but this model takes at most {limit} tokens per "
+                                f"{param}; shorten it", code="context_length_exceeded", param=param)
+
+
+def check_ids(inputs: list[str | list[int]], vocab: int, param: str) -> None:
+    """Token-id inputs within the model's ``vocab`` ids, else a 400 naming the first one outside."""
+    for i, ids in enumerate(inputs):
+        bad = next((j for j, t in enumerate(ids) if not 0 <= t < vocab), None) if isinstance(ids, list) else None
+        if bad is not None:
+            raise bad_request(f"{param}[{i}][{bad}]: token id {ids[bad]} is not in this model's vocabulary "
+                              f"(ids 0 to {vocab - 1})", param=param, code="invalid_token_id")
+
+
+def check_room(served: ServedModel, prompt_tokens: int, max_tokens: int | None, default: int,
+               prompt: str = "in the prompt") -> int:
+    """max_tokens for this prompt (an encoder-decoder's: the decoder's start, ``prompt`` says so); a prompt
+    + max_tokens beyond the context is a 400 naming the limits."""
     context = served.context_length
     if max_tokens is None:
         max_tokens = min(default, context - prompt_tokens)
@@ -184,7 +223,7 @@ def check_room(served: ServedModel, prompt_tokens: int, max_tokens: int | None, 
         max_tokens = 1
     if prompt_tokens + max_tokens > context:
         raise ApiError(400, f"This model's maximum context length is {context} tokens. However, you requested "
-                            f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the prompt, {max_tokens} for the "
+                            f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} {prompt}, {max_tokens} for the "
                             "completion). Please shorten the prompt or lower max_tokens.",
                        code="context_length_exceeded", param="max_tokens" if prompt_tokens < context else "messages")
     return max_tokens
@@ -237,11 +276,17 @@ def create_app(models: dict[str, str], settings: ServeSettings | None = None,
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request):
         served, worker = server.model(body.model, "/v1/completions")
-        prompts = [encode_text(served.tokenizer, p) for p in body.prompts()]
-        lengths = [check_room(served, len(p), body.max_tokens, COMPLETION_DEFAULT_MAX_TOKENS) for p in prompts]
+        if served.is_seq2seq:  # the prompts are sources, encoded as the task encodes them; the decoder starts anew
+            prompts = [served.tokenizer(p)["input_ids"] for p in body.prompts()]
+            check_lengths(prompts, served.context_length, "prompt")
+            lengths = [check_room(served, len(worker.start_of(p)), body.max_tokens, COMPLETION_DEFAULT_MAX_TOKENS,
+                                  "to start the decoder") for p in prompts]
+        else:
+            prompts = [encode_text(served.tokenizer, p) for p in body.prompts()]
+            lengths = [check_room(served, len(p), body.max_tokens, COMPLETION_DEFAULT_MAX_TOKENS) for p in prompts]
         echo = body.prompts() if body.echo else None
-        return await generation(server, worker, body, request, Envelope("completion", body.model), prompts, lengths,
-                                body.stops(), echo)
+        return await generation(server, served, worker, body, request, Envelope("completion", body.model), prompts,
+                                lengths, body.stops(), echo)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatRequest, request: Request):
@@ -251,18 +296,16 @@ def create_app(models: dict[str, str], settings: ServeSettings | None = None,
         prompt = encode_text(served.tokenizer, format_prompt(history, user, system, eos))
         max_tokens = check_room(served, len(prompt), body.max_completion_tokens or body.max_tokens,
                                 server.settings.default_max_tokens)
-        return await generation(server, worker, body, request, Envelope("chat", body.model), [prompt], [max_tokens],
-                                [USER, SYSTEM] + body.stops())
+        return await generation(server, served, worker, body, request, Envelope("chat", body.model), [prompt],
+                                [max_tokens], [USER, SYSTEM] + body.stops())
 
     @app.post("/v1/embeddings")
     async def embeddings(body: EmbeddingRequest) -> JSONResponse:
         served, worker = server.model(body.model, "/v1/embeddings")
-        encoded = [served.tokenizer(text)["input_ids"] for text in body.texts()]
-        limit = served.max_input_tokens or served.context_length
-        for i, ids in enumerate(encoded):
-            if len(ids) > limit:
-                raise ApiError(400, f"input[{i}] has {len(ids)} tokens, but this model takes at most {limit} "
-                                    "tokens per input; shorten it", code="context_length_exceeded", param="input")
+        inputs = body.inputs()
+        check_ids(inputs, served.model.config.vocab_size, "input")
+        encoded = [served.tokenizer(x)["input_ids"] if isinstance(x, str) else x for x in inputs]
+        check_lengths(encoded, served.max_input_tokens or served.context_length, "input")
         lengths = [len(ids) for ids in encoded]
         vectors = await worker.submit(encoded, lengths, server.settings.timeout)
         server.metrics.prompt_tokens.labels(body.model).inc(sum(lengths))
@@ -293,26 +336,30 @@ def create_app(models: dict[str, str], settings: ServeSettings | None = None,
 
 
 # -- generation ----------------------------------------------------------------------------------
-async def generation(server: Server, worker: DecoderBatcher, body: Sampling, request: Request, envelope: Envelope,
-                     prompts: list[list[int]], max_tokens: list[int], stops: list[str], echo: list[str] | None = None):
+async def generation(server: Server, served: ServedModel, worker: GenerationBatcher, body: Sampling, request: Request,
+                     envelope: Envelope, prompts: list[list[int]], max_tokens: list[int], stops: list[str],
+                     echo: list[str] | None = None):
     """Completions and chat completions: one job per prompt (``n`` sequences each, ``max_tokens`` for that
     prompt), answered whole or streamed."""
     if body.n > server.settings.max_n:
         raise bad_request(f"n={body.n} completions asked, this server gives at most {server.settings.max_n} per "
                           "request (--max-n)", param="n", code="n_too_large")
     deadline = asyncio.get_running_loop().time() + server.settings.timeout
+    top = body.logprob_count()
     jobs: list[GenerationJob] = []
     try:
         for prompt, most in zip(prompts, max_tokens):
-            jobs.append(worker.submit(prompt, body.n, body.generate_kwargs(most), stops, body.seed))
+            jobs.append(worker.submit(prompt, body.n, body.generate_kwargs(most), stops, body.seed, top))
     except BaseException:
         for job in jobs:
             job.cancel()
         raise
     prompt_tokens = sum(len(p) for p in prompts)
     server.metrics.prompt_tokens.labels(body.model).inc(prompt_tokens)
+    logprobs = None if top is None else [ChoiceLogprobs(served.tokenizer, envelope.chat)
+                                         for _ in range(len(jobs) * body.n)]
     if body.stream:
-        return EventStream(stream_events(server, body, envelope, jobs, deadline, prompt_tokens, echo))
+        return EventStream(stream_events(server, body, envelope, jobs, deadline, prompt_tokens, echo, logprobs))
     collect = asyncio.ensure_future(collect_texts(server, body, jobs, deadline))
     gone = asyncio.ensure_future(until_disconnected(request))
     try:
@@ -325,10 +372,11 @@ async def generation(server: Server, worker: DecoderBatcher, body: Sampling, req
                 job.cancel()
     if collect.cancelled():
         return Response(status_code=499)  # nginx's "client closed request": nobody reads it
-    texts, reasons, completion_tokens = collect.result()
+    texts, reasons, entries, completion_tokens = collect.result()
     if echo:
         texts = [echo[i // body.n] + t for i, t in enumerate(texts)]
-    return JSONResponse(envelope.response(texts, reasons, prompt_tokens, completion_tokens))
+    return JSONResponse(envelope.response(texts, reasons, prompt_tokens, completion_tokens,
+                                          logprobs and [lp.of(e) for lp, e in zip(logprobs, entries)]))
 
 
 def _finished(server: Server, model: str, job: GenerationJob, tokens: int) -> None:
@@ -338,25 +386,38 @@ def _finished(server: Server, model: str, job: GenerationJob, tokens: int) -> No
 
 
 async def collect_texts(server: Server, body: Sampling, jobs: list[GenerationJob],
-                        deadline: float) -> tuple[list[str], list[str], int]:
-    n = body.n
-    texts, reasons, total = [""] * (n * len(jobs)), [""] * (n * len(jobs)), 0
+                        deadline: float) -> tuple[list[str], list[str], list[list], int]:
+    """Each choice's text, finish reason and token logprobs, and the tokens generated in all."""
+    n, choices = body.n, body.n * len(jobs)
+    texts, reasons, entries, total = [""] * choices, [""] * choices, [[] for _ in range(choices)], 0
     for j, job in enumerate(jobs):
         tokens = 0
         async for event in job.events(deadline, server.settings.timeout):
+            i = j * n + event.index
             if isinstance(event, Piece):
-                texts[j * n + event.index] += event.text
+                texts[i] += event.text
+                if event.logprob is not None:
+                    entries[i].append(event.logprob)
             elif isinstance(event, Done):
-                reasons[j * n + event.index] = event.reason
+                reasons[i] = event.reason
                 tokens += event.tokens
         _finished(server, body.model, job, tokens)
         total += tokens
-    return texts, reasons, total
+    return texts, reasons, entries, total
 
 
 async def stream_events(server: Server, body: Sampling, envelope: Envelope, jobs: list[GenerationJob],
-                        deadline: float, prompt_tokens: int, echo: list[str] | None):
+                        deadline: float, prompt_tokens: int, echo: list[str] | None,
+                        logprobs: list[ChoiceLogprobs] | None):
+    """The chunks of a stream; a chunk carries the logprobs of the tokens since its choice's previous one."""
     n, with_usage = body.n, body.include_usage
+    pending: list[list] = [[] for _ in range(n * len(jobs))]
+
+    def chunk(i: int, text: str | None = None, reason: str | None = None) -> str:
+        entries, pending[i] = pending[i], []
+        return sse(envelope.chunk(i, text, reason, with_usage=with_usage,
+                                  logprobs=logprobs[i].of(entries) if logprobs and entries else None))
+
     completion_tokens = 0
     try:
         for j, job in enumerate(jobs):
@@ -367,11 +428,15 @@ async def stream_events(server: Server, body: Sampling, envelope: Envelope, jobs
                     yield sse(envelope.chunk(j * n + index, echo[j], with_usage=with_usage))
             tokens = 0
             async for event in job.events(deadline, server.settings.timeout):
-                if isinstance(event, Piece) and event.text:
-                    yield sse(envelope.chunk(j * n + event.index, event.text, with_usage=with_usage))
+                i = j * n + event.index
+                if isinstance(event, Piece):
+                    if event.logprob is not None:
+                        pending[i].append(event.logprob)
+                    if event.text:
+                        yield chunk(i, event.text)
                 elif isinstance(event, Done):
                     tokens += event.tokens
-                    yield sse(envelope.chunk(j * n + event.index, reason=event.reason, with_usage=with_usage))
+                    yield chunk(i, reason=event.reason)
             _finished(server, body.model, job, tokens)
             completion_tokens += tokens
         if with_usage:

@@ -1,4 +1,4 @@
-"""Batching across concurrent requests, one worker thread per model.
+"""Batching across concurrent requests, one worker thread per model and kind of work.
 
 `EncoderBatcher` (dynamic batching, for encoders: embeddings and task models): requests wait in
 arrival order; the worker takes the first, then, until ``max_wait`` after it arrived, every following
@@ -10,7 +10,14 @@ on one `SlotKVCache`. Between two steps, finished and cancelled sequences leave 
 once) and waiting requests join: a joining prompt runs alone through the model, filling its row of the
 cache, then its sequence takes part in every following step, one token per step per sequence. Each
 sequence has its own settings (greedy or sampled, its seed, its stop strings), picked by the same
-`next_tokens` as `generate`, so greedy output equals `generate`'s, token for token.
+`next_tokens` as `generate`, so greedy output equals `generate`'s, token for token. A request may ask
+for logprobs: each token's log-probability under the raw logits, and the k most likely tokens'.
+
+`Seq2SeqBatcher` (for encoder-decoders, whose rows cannot join a running batch: each reads its own
+source's cross-attention): the requests that arrive within ``max_wait`` of the first, up to ``slots``
+sequences, run as one batch: their sources through the encoder together, then every sequence decodes
+one token per step in one forward pass, as decoder rows do (their own settings, seeds, stops and
+logprobs); finished and cancelled ones leave between steps. Waiting requests form the next batch.
 
 A full queue (``max_queue`` waiting requests) is refused at once: `ApiError` 429.
 """
@@ -22,13 +29,16 @@ import concurrent.futures
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import torch
+import torch.nn.functional as F
 
 from plmkit.chat import StopFilter
-from plmkit.generation import IncrementalDecoder, decoding_layout, next_tokens
+from plmkit.data.collate import pad_sequences
+from plmkit.errors import ConfigError
+from plmkit.generation import IncrementalDecoder, Seq2SeqRun, decoding_layout, next_tokens
 from plmkit.nn.cache import SlotKVCache
 from plmkit.serving.protocol import ApiError
 from plmkit.utils.constants import MAX_SEED
@@ -63,7 +73,8 @@ class Worker:
         with self.cond:
             self.stopped = True
             self.cond.notify_all()
-        self.thread.join(timeout=30)
+        if self.thread.ident is not None:  # (started)
+            self.thread.join(timeout=30)
 
     def enqueue(self, item) -> None:
         with self.cond:
@@ -161,11 +172,21 @@ class EncoderBatcher(Worker):
 
 # -- decoders -----------------------------------------------------------------------------------
 @dataclass
+class TokenLogprob:
+    """A generated token's log-probability under the model's raw next-token distribution (before
+    temperature, top-p and penalties: vLLM's default), and the ``top`` k most likely (id, logprob)."""
+    token: int
+    logprob: float
+    top: list[tuple[int, float]]
+
+
+@dataclass
 class Piece:
     """New text of choice ``index`` (may be empty: a token that shows nothing yet)."""
     index: int
     text: str
     token: int
+    logprob: TokenLogprob | None = None  # when the request asked for logprobs
 
 
 @dataclass
@@ -181,13 +202,16 @@ class Failed:
 
 
 class GenerationJob:
-    """One request (its ``n`` sequences) under a `DecoderBatcher`. The worker reports `Piece`, `Done`
+    """One request (its ``n`` sequences) under a generation batcher. The worker reports `Piece`, `Done`
     and `Failed` events to the event loop; `cancel` (a client gone, a timeout) frees its rows at the
-    next step."""
+    next step. ``prompt``: the tokens each sequence continues (an encoder-decoder's: the decoder's
+    start), ``source``: an encoder-decoder's input; ``logprobs``: the k most likely tokens to report
+    with each generated one (None: no logprobs)."""
 
     def __init__(self, prompt: list[int], n: int, settings, stops: list[str], seed: int | None,
-                 loop: asyncio.AbstractEventLoop):
+                 loop: asyncio.AbstractEventLoop, logprobs: int | None = None, source: list[int] | None = None):
         self.prompt, self.n, self.settings, self.stops, self.seed = prompt, n, settings, stops, seed
+        self.logprobs, self.source = logprobs, source
         self.loop, self.queue = loop, asyncio.Queue()
         self.cancelled = False
         self.submitted = time.monotonic()
@@ -220,6 +244,12 @@ class GenerationJob:
             yield event
 
 
+def token_logprob(logp: torch.Tensor, token: int, k: int) -> TokenLogprob:
+    """``token``'s entry of the log-probabilities ``logp`` (V,), with the ``k`` most likely tokens'."""
+    values, ids = logp.topk(k)
+    return TokenLogprob(token, float(logp[token]), list(zip(ids.tolist(), values.tolist())))
+
+
 class _Row:
     """One sequence being decoded: its job, its token buffer and its text so far."""
 
@@ -236,8 +266,14 @@ class _Row:
         self.eos = set(self.s.eos_token_ids)
         self.finished = False
 
+    @property
+    def gone(self) -> bool:
+        return self.finished or self.job.cancelled
+
     def accept(self, logits: torch.Tensor) -> None:
         """Pick the next token from ``logits`` (1, V) and report it (and the end, if it is one)."""
+        k = self.job.logprobs
+        raw = None if k is None else F.log_softmax(logits.float(), dim=-1)[0]  # (V,) before next_tokens' processing
         token = int(next_tokens(self.s, logits, self.buffer[:, :self.length], self.step, self.generator))
         self.buffer[0, self.length] = token
         self.length, self.step, self.pending = self.length + 1, self.step + 1, token
@@ -246,34 +282,72 @@ class _Row:
                   "length" if self.step == self.s.max_new_tokens else None)
         if reason:
             shown += self.stops.push(self.text.flush()) + self.stops.flush()
-        self.job.report(Piece(self.index, shown, token))
+        self.job.report(Piece(self.index, shown, token, None if raw is None else token_logprob(raw, token, k)))
         if reason:
             self.finished = True
             self.job.report(Done(self.index, reason, self.step))
 
 
-class DecoderBatcher(Worker):
-    """Continuous batching of a decoder LM (see the module docstring)."""
+class GenerationBatcher(Worker):
+    """What the decoder and encoder-decoder batchers share: a request checked and queued as a job, jobs
+    admitted while their sequences fit in the ``slots`` rows, a failed step failing its requests."""
 
-    def __init__(self, name: str, model, tokenizer, *, slots: int, max_queue: int, max_len: int, metrics=None):
+    def __init__(self, name: str, model, tokenizer, *, slots: int, max_queue: int, metrics=None):
         super().__init__(name, max_queue, metrics)
-        self.model, self.tokenizer, self.slots, self.max_len = model, tokenizer, slots, max_len
+        self.model, self.tokenizer, self.slots = model, tokenizer, slots
         self.rows: list[_Row] = []  # row i of the cache decodes rows[i]
 
+    def start_of(self, prompt: list[int]) -> list[int]:
+        """The tokens each sequence of a request with ``prompt`` continues."""
+        return prompt
+
     def submit(self, prompt: list[int], n: int, generate_kwargs: dict[str, Any], stops: list[str],
-               seed: int | None) -> GenerationJob:
-        """Queue a request (``n`` sequences continuing ``prompt``); its settings are checked here (ConfigError)."""
+               seed: int | None, logprobs: int | None = None) -> GenerationJob:
+        """Queue a request (``n`` sequences for ``prompt``); its settings are checked here (ConfigError)."""
         if n > self.slots:
             raise ApiError(400, f"n={n} sequences, but this server decodes at most {self.slots} together "
                                 f"(--max-batch {self.slots})", code="n_too_large", param="n")
-        settings = self.model.generation_settings(len(prompt), self.tokenizer, **generate_kwargs)
-        job = GenerationJob(prompt, n, settings, stops, seed, asyncio.get_running_loop())
+        start = self.start_of(prompt)
+        settings = self.model.generation_settings(len(start), self.tokenizer, **generate_kwargs)
+        job = GenerationJob(start, n, settings, stops, seed, asyncio.get_running_loop(), logprobs,
+                            source=None if start is prompt else prompt)  # (an encoder-decoder's prompt: its source)
         self.enqueue(job)
         return job
 
     @property
     def active(self) -> int:
         return len(self.rows)
+
+    def _admit(self) -> list[GenerationJob]:
+        """Waiting jobs whose sequences fit in the free rows, first come first served (holding the condition)."""
+        joining, free = [], self.slots - len(self.rows)
+        while self.waiting and (self.waiting[0].cancelled or self.waiting[0].n <= free):
+            job = self.waiting.popleft()
+            if not job.cancelled:
+                joining.append(job)
+                free -= job.n
+        self._queue_changed()
+        return joining
+
+    def _fail(self, err: BaseException) -> None:
+        """A step failed: every request decoding now fails with it (not the server)."""
+        log.exception("decoding step failed")
+        for job in {id(r.job): r.job for r in self.rows}.values():
+            job.report(Failed(err))
+        self.rows.clear()
+        self._set_running()
+
+    def _set_running(self) -> None:
+        if self.metrics is not None:
+            self.metrics.running.labels(self.name).set(len(self.rows))
+
+
+class DecoderBatcher(GenerationBatcher):
+    """Continuous batching of a decoder LM (see the module docstring)."""
+
+    def __init__(self, name: str, model, tokenizer, *, slots: int, max_queue: int, max_len: int, metrics=None):
+        super().__init__(name, model, tokenizer, slots=slots, max_queue=max_queue, metrics=metrics)
+        self.max_len = max_len
 
     def _run(self) -> None:
         with torch.inference_mode(), decoding_layout(self.model):
@@ -288,28 +362,13 @@ class DecoderBatcher(Worker):
                 try:
                     for job in joining:
                         self._join(job)
-                    self._leave(lambda row: row.finished or row.job.cancelled)
+                    self._leave(lambda row: row.gone)
                     if self.rows:
                         self._step()
                         self._leave(lambda row: row.finished)
                 except Exception as err:  # noqa: BLE001 (a failed step fails its requests, not the server)
-                    log.exception("decoding step failed")
-                    for job in {id(r.job): r.job for r in self.rows}.values():
-                        job.report(Failed(err))
-                    self.rows.clear()
+                    self._fail(err)
                     self.cache.reset()
-                    self._set_running()
-
-    def _admit(self) -> list[GenerationJob]:
-        """Waiting jobs whose sequences fit in the free rows, first come first served (holding the condition)."""
-        joining, free = [], self.slots - len(self.rows)
-        while self.waiting and (self.waiting[0].cancelled or self.waiting[0].n <= free):
-            job = self.waiting.popleft()
-            if not job.cancelled:
-                joining.append(job)
-                free -= job.n
-        self._queue_changed()
-        return joining
 
     def _join(self, job: GenerationJob) -> None:
         """Each of the job's sequences: its prompt alone through the model into a free row, then its first token."""
@@ -342,9 +401,70 @@ class DecoderBatcher(Worker):
                 self.rows.pop()
         self._set_running()
 
-    def _set_running(self) -> None:
-        if self.metrics is not None:
-            self.metrics.running.labels(self.name).set(len(self.rows))
+
+class Seq2SeqBatcher(GenerationBatcher):
+    """Batches of an encoder-decoder (see the module docstring). ``lock``: the model's, held for a whole
+    batch (a task route's batcher runs the same model)."""
+
+    def __init__(self, name: str, model, tokenizer, *, slots: int, max_wait: float, max_queue: int,
+                 lock: threading.Lock, metrics=None):
+        super().__init__(name, model, tokenizer, slots=slots, max_queue=max_queue, metrics=metrics)
+        self.max_wait, self.lock = max_wait, lock
+        start = model.generation_settings(1).decoder_start_token_id
+        if start is None:
+            raise ConfigError(f"model {name!r}: an encoder-decoder without a decoder_start_token_id (config.json)")
+        self.start_ids = [start]
+
+    def start_of(self, prompt: list[int]) -> list[int]:
+        return self.start_ids
+
+    def _run(self) -> None:
+        while (jobs := self._take()) is not None:
+            if jobs:
+                with self.lock:
+                    try:
+                        self._decode(jobs)
+                    except Exception as err:  # noqa: BLE001 (a failed batch fails its requests, not the server)
+                        self._fail(err)
+
+    def _take(self) -> list[GenerationJob] | None:
+        """The jobs of the next batch: those that arrive within ``max_wait`` of the first, while their
+        sequences fit in the rows (None: stopped)."""
+        with self.cond:
+            while not self.waiting and not self.stopped:
+                self.cond.wait()
+            deadline = self.waiting[0].submitted + self.max_wait if self.waiting else 0
+            while (not self.stopped and sum(job.n for job in self.waiting) < self.slots
+                   and (left := deadline - time.monotonic()) > 0):
+                self.cond.wait(left)
+            return None if self.stopped else self._admit()
+
+    def _decode(self, jobs: list[GenerationJob]) -> None:
+        """The sources (one per row) through the encoder together, then one token for every row per
+        step; finished and cancelled rows leave between steps, until none is left."""
+        device = next(self.model.parameters()).device
+        self.rows = [_Row(job, i, self.tokenizer, device) for job in jobs for i in range(job.n)]
+        self._set_running()
+        ids, mask = pad_sequences([row.job.source for row in self.rows], self.tokenizer.pad_token_id or 0)  # (R, S)
+        settings = replace(self.rows[0].s, max_new_tokens=max(row.s.max_new_tokens for row in self.rows))
+        with torch.inference_mode(), decoding_layout(self.model):
+            run = Seq2SeqRun(self.model, ids.to(device), mask.to(device), 1, settings)
+            logits = run.first()  # (R, V)
+            while True:
+                self._observe_batch(len(self.rows))
+                for b, row in enumerate(self.rows):
+                    row.accept(logits[b:b + 1])
+                kept = [b for b, row in enumerate(self.rows) if not row.gone]
+                if not kept:
+                    break
+                if len(kept) < len(self.rows):
+                    run.cache.keep(torch.tensor(kept, device=device))
+                    self.rows = [self.rows[b] for b in kept]
+                    self._set_running()
+                logits = run.step(torch.tensor([row.pending for row in self.rows], device=device))
+        self.rows = []
+        self._set_running()
 
 
-__all__ = ["DecoderBatcher", "Done", "EncoderBatcher", "Failed", "GenerationJob", "Piece"]
+__all__ = ["DecoderBatcher", "Done", "EncoderBatcher", "Failed", "GenerationBatcher", "GenerationJob", "Piece",
+           "Seq2SeqBatcher", "TokenLogprob"]

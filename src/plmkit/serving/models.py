@@ -5,7 +5,8 @@ enters the server) and what it can answer.
   and chat completions, continuous batching (serving/batching.py);
 * a fine-tuned model with a task (``plmkit_task.json``, or the task model its config.json names): the
   task endpoints whose Hugging Face pipeline name the task serves (classification, NER, QA on an
-  encoder; translation, summarization on an encoder-decoder), through the task's own `predict`;
+  encoder; translation, summarization on an encoder-decoder), through the task's own `predict`; an
+  encoder-decoder (BART, Marian, BERT-to-BERT) also answers completions: the prompt is its source;
 * an encoder without a task head (a sentence-transformers directory such as all-MiniLM-L6-v2, or any
   base encoder): embeddings, pooled as its sentence-transformers files say (mean + L2 norm otherwise).
 
@@ -17,6 +18,7 @@ same `ServedModel`, answering the task endpoints (not /v1/attention: the graph r
 """
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +46,7 @@ class ServedModel:
     max_input_tokens: int | None = None  # embeddings: the sentence-transformers max_seq_length
     created: int = field(default_factory=lambda: int(time.time()))
     backend: str = "torch"  # or onnxruntime / onnxruntime-int8: an exported directory's graph
+    lock: threading.Lock = field(default_factory=threading.Lock)  # held by whoever runs the model (its batchers)
 
     @property
     def generates(self) -> bool:
@@ -51,8 +54,13 @@ class ServedModel:
         return hasattr(self.model, "make_cache") and not getattr(self.model, "is_encoder_decoder", False)
 
     @property
+    def is_seq2seq(self) -> bool:
+        """An encoder-decoder: completions (its source in, the target out) and its task's routes."""
+        return getattr(self.model, "is_encoder_decoder", False)
+
+    @property
     def is_encoder(self) -> bool:
-        return not self.generates and not getattr(self.model, "is_encoder_decoder", False)
+        return not self.generates and not self.is_seq2seq
 
     @property
     def embeds(self) -> bool:
@@ -69,6 +77,8 @@ class ServedModel:
         if self.generates:
             return ["/v1/completions", "/v1/chat/completions"]
         out = [f"/v1/{e}" for e in TASK_ENDPOINTS if self.serves(e)]
+        if self.is_seq2seq:
+            out.append("/v1/completions")
         if self.embeds:
             out.append("/v1/embeddings")
         if self.is_encoder and self.backend == "torch":

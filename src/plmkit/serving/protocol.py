@@ -1,6 +1,6 @@
 """The wire format: OpenAI's request bodies (checked field by field, strictly typed, unknown fields
 refused by name), its error body, and the responses and stream chunks of completions, chat completions
-and embeddings; plus plmkit's task and attention requests.
+(with their logprobs) and embeddings; plus plmkit's task and attention requests.
 
 Errors are OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``, with the status the
 anchors use: 400 for what the request got wrong (never FastAPI's 422 body), 401, 404 for an unknown
@@ -9,6 +9,7 @@ model, 429 when the queue is full, 503 while loading, 504 past the per-request t
 from __future__ import annotations
 
 import base64
+import itertools
 import time
 import uuid
 from typing import Any, Literal
@@ -79,17 +80,13 @@ class Sampling(Request):
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    presence_penalty: float = 0.0  # accepted at OpenAI's default only (`_unsupported`)
-    frequency_penalty: float = 0.0
-    logprobs: bool | None = None
+    presence_penalty: float = Field(0.0, ge=-2, le=2)
+    frequency_penalty: float = Field(0.0, ge=-2, le=2)
     user: str | None = None  # an end-user id: nothing to do with it here
 
-    @model_validator(mode="after")
-    def _unsupported(self):
-        for name in ("presence_penalty", "frequency_penalty", "logprobs"):
-            if getattr(self, name):
-                raise ValueError(f"{name} is not supported by this server (leave it out)")
-        return self
+    def logprob_count(self) -> int | None:
+        """How many most likely tokens each generated token's logprobs list (None: no logprobs asked)."""
+        raise NotImplementedError
 
     def stops(self) -> list[str]:
         stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
@@ -98,8 +95,11 @@ class Sampling(Request):
         return stops
 
     def generate_kwargs(self, max_new_tokens: int) -> dict[str, Any]:
-        """`generate`'s keywords: temperature 0 is greedy; top_p 1 is off."""
-        kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": self.temperature > 0}
+        """`generate`'s keywords: temperature 0 is greedy; top_p 1 is off; one token per sequence a step
+        (never the beams a model's generation_config may ask for)."""
+        kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": self.temperature > 0,
+                                  "num_beams": 1, "presence_penalty": self.presence_penalty,
+                                  "frequency_penalty": self.frequency_penalty}
         if self.temperature > 0:
             kwargs.update(temperature=self.temperature, top_p=self.top_p if self.top_p < 1 else None)
         return kwargs
@@ -112,6 +112,16 @@ class Sampling(Request):
 class CompletionRequest(Sampling):
     prompt: str | list[str]
     echo: bool = False
+    logprobs: int | None = Field(None, ge=0, le=5)  # the k most likely tokens besides the chosen one
+
+    @model_validator(mode="after")
+    def _echo_alone(self):
+        if self.echo and self.logprobs is not None:
+            raise ValueError("echo with logprobs (the prompt's log-probabilities) is not supported by this server")
+        return self
+
+    def logprob_count(self) -> int | None:
+        return self.logprobs
 
     def prompts(self) -> list[str]:
         prompts = [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
@@ -140,6 +150,17 @@ class Message(BaseModel):
 class ChatRequest(Sampling):
     messages: list[Message] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)  # OpenAI's newer name for max_tokens
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+
+    @model_validator(mode="after")
+    def _top_needs_logprobs(self):
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
+        return self
+
+    def logprob_count(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
 
     def conversation(self) -> tuple[str | None, list[dict], str]:
         """(system text, earlier turns as {"role", "content"}, the last user message)."""
@@ -153,17 +174,19 @@ class ChatRequest(Sampling):
 
 
 class EmbeddingRequest(Request):
-    input: str | list[str]
+    input: str | list[str] | list[int] | list[list[int]]  # texts, or token ids (one list or a list of lists)
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: None = None
     user: str | None = None
 
-    def texts(self) -> list[str]:
-        texts = [self.input] if isinstance(self.input, str) else list(self.input)
-        if not texts or any(t == "" for t in texts):
-            raise bad_request("input: empty; give a text or a list of non-empty texts", param="input",
-                              code="empty_prompt")
-        return texts
+    def inputs(self) -> list[str | list[int]]:
+        """Each input: a text, or the token ids of one (embedded as they are: special tokens included)."""
+        one = isinstance(self.input, str) or (bool(self.input) and isinstance(self.input[0], int))
+        inputs = [self.input] if one else list(self.input)
+        if not inputs or any(len(x) == 0 for x in inputs):
+            raise bad_request("input: empty; give a text or a list of non-empty texts (or of token ids)",
+                              param="input", code="empty_prompt")
+        return inputs
 
 
 class TaskRequest(Request):
@@ -210,24 +233,27 @@ class Envelope:
     def _head(self, object_: str) -> dict:
         return {"id": self.id, "object": object_, "created": self.created, "model": self.model}
 
-    def response(self, texts: list[str], reasons: list[str], prompt_tokens: int, completion_tokens: int) -> dict:
+    def response(self, texts: list[str], reasons: list[str], prompt_tokens: int, completion_tokens: int,
+                 logprobs: list[dict] | None = None) -> dict:
+        logprobs = logprobs or [None] * len(texts)
         if self.chat:
-            choices = [{"index": i, "message": {"role": "assistant", "content": t}, "logprobs": None,
-                        "finish_reason": r} for i, (t, r) in enumerate(zip(texts, reasons))]
+            choices = [{"index": i, "message": {"role": "assistant", "content": t}, "logprobs": lp,
+                        "finish_reason": r} for i, (t, r, lp) in enumerate(zip(texts, reasons, logprobs))]
         else:
-            choices = [{"index": i, "text": t, "logprobs": None, "finish_reason": r}
-                       for i, (t, r) in enumerate(zip(texts, reasons))]
+            choices = [{"index": i, "text": t, "logprobs": lp, "finish_reason": r}
+                       for i, (t, r, lp) in enumerate(zip(texts, reasons, logprobs))]
         return {**self._head("chat.completion" if self.chat else "text_completion"), "choices": choices,
                 "usage": usage(prompt_tokens, completion_tokens)}
 
     def chunk(self, index: int, text: str | None = None, reason: str | None = None, role: bool = False,
-              with_usage: bool = False) -> dict:
-        """One stream chunk: a piece of choice ``index``'s text (chat: the role first), or its end."""
+              with_usage: bool = False, logprobs: dict | None = None) -> dict:
+        """One stream chunk: a piece of choice ``index``'s text (chat: the role first), or its end, with
+        the logprobs of the tokens since the previous chunk."""
         if self.chat:
             delta = {"role": "assistant", "content": ""} if role else ({"content": text} if text else {})
-            choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": reason}
+            choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": reason}
         else:
-            choice = {"index": index, "text": text or "", "logprobs": None, "finish_reason": reason}
+            choice = {"index": index, "text": text or "", "logprobs": logprobs, "finish_reason": reason}
         out = {**self._head("chat.completion.chunk" if self.chat else "text_completion"), "choices": [choice]}
         if with_usage:
             out["usage"] = None
@@ -239,6 +265,41 @@ class Envelope:
                 "usage": usage(prompt_tokens, completion_tokens)}
 
 
+def token_text(piece: bytes) -> str:
+    """A token as OpenAI's logprobs show it: its text, or "bytes:\\xNN..." for part of a character."""
+    try:
+        return piece.decode("utf-8")
+    except UnicodeDecodeError:
+        return "bytes:" + "".join(f"\\x{b:02x}" for b in piece)
+
+
+class ChoiceLogprobs:
+    """The logprobs of one choice in OpenAI's shape, made batch by batch of generated tokens (all at once,
+    or per stream chunk). Completions: the parallel lists ``tokens``, ``token_logprobs``, ``top_logprobs``
+    ({token: logprob} of the k most likely and the chosen one) and ``text_offset`` (characters before each
+    token); chat: ``content``, one {token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]} per
+    token. An entry has ``token`` (its id), ``logprob`` and ``top`` ((id, logprob) pairs, most likely first)."""
+
+    def __init__(self, tokenizer, chat: bool):
+        self.tokenizer, self.chat, self.offset = tokenizer, chat, 0
+
+    def of(self, entries: list) -> dict:
+        ids = sorted({e.token for e in entries} | {i for e in entries for i, _ in e.top})
+        pieces = dict(zip(ids, self.tokenizer.token_bytes(ids)))
+        if self.chat:
+            def item(token: int, logprob: float) -> dict:
+                return {"token": token_text(pieces[token]), "logprob": logprob, "bytes": list(pieces[token])}
+            return {"content": [{**item(e.token, e.logprob), "top_logprobs": [item(*t) for t in e.top]}
+                                for e in entries]}
+        tokens = [token_text(pieces[e.token]) for e in entries]
+        offsets = list(itertools.accumulate((len(t) for t in tokens), initial=self.offset))
+        self.offset = offsets.pop()
+        return {"tokens": tokens, "token_logprobs": [e.logprob for e in entries],
+                "top_logprobs": [{token_text(pieces[i]): lp for i, lp in [*e.top, (e.token, e.logprob)]}
+                                 for e in entries],
+                "text_offset": offsets}
+
+
 def embedding_item(index: int, vector: np.ndarray, encoding: str) -> dict:
     """One embedding: a list of floats, or base64 of little-endian float32 (what the openai client asks for)."""
     data: Any = (base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii") if encoding == "base64"
@@ -246,5 +307,6 @@ def embedding_item(index: int, vector: np.ndarray, encoding: str) -> dict:
     return {"object": "embedding", "index": index, "embedding": data}
 
 
-__all__ = ["ApiError", "AttentionRequest", "ChatRequest", "CompletionRequest", "EmbeddingRequest", "Envelope",
-           "Request", "Sampling", "TaskRequest", "bad_request", "embedding_item", "new_id", "usage", "validation_error"]
+__all__ = ["ApiError", "AttentionRequest", "ChatRequest", "ChoiceLogprobs", "CompletionRequest", "EmbeddingRequest",
+           "Envelope", "Request", "Sampling", "TaskRequest", "bad_request", "embedding_item", "new_id", "token_text",
+           "usage", "validation_error"]

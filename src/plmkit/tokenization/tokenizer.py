@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import numbers
 import os
+import re
 from pathlib import Path
 from typing import Iterable, Sequence, Union
 
@@ -565,6 +566,30 @@ class Tokenizer:
         special = set(self.all_special_ids) if skip_special_tokens else set()
         return [self.convert_ids_to_tokens(i) for i in _id_list(ids, rows=False) if i not in special]
 
+    def token_bytes(self, ids) -> list[bytes]:
+        """The bytes each token adds to decoded text (what OpenAI's logprobs call a token's ``bytes``): a
+        byte-level piece's bytes (maybe part of a character), a SentencePiece piece with its '▁' as a space
+        and '<0xNN>' as byte NN, a WordPiece piece after a space ('##' ones without); an added or special
+        token's text."""
+        ids = _id_list(ids, rows=False)
+        kinds = set(re.findall(r'"type":"(\w+)"', self._backend.decoder.__getstate__().decode())
+                    if self._backend.decoder is not None else ())
+        added = self._backend.get_added_tokens_decoder()
+        out = []
+        for piece, i in zip(self.convert_ids_to_tokens(ids), ids):
+            fallback = _BYTE_PIECE.fullmatch(piece) if "ByteFallback" in kinds else None
+            if i in added:
+                out.append(piece.encode())
+            elif "ByteLevel" in kinds:
+                out.append(bytes(_BYTE_LEVEL[c] for c in piece))
+            elif fallback:
+                out.append(bytes([int(fallback[1], 16)]))
+            elif "WordPiece" in kinds:
+                out.append(piece[2:].encode() if piece.startswith("##") else b" " + piece.encode())
+            else:
+                out.append(piece.replace("\u2581", " ").encode())
+        return out
+
     def get_vocab(self) -> dict[str, int]:
         """Token → id, added tokens included."""
         return self._backend.get_vocab(with_added_tokens=True)
@@ -663,6 +688,18 @@ _OVERRIDABLE = {"model_max_length", "padding_side", "truncation_side", "model_in
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _byte_level_alphabet() -> dict[str, int]:
+    """GPT-2's byte-level alphabet, character -> byte: printable Latin-1 bytes stand for themselves, the
+    others for the characters from U+0100 on, in byte order."""
+    kept = [*range(ord("!"), ord("~") + 1), *range(ord("\xa1"), ord("\xac") + 1), *range(ord("\xae"), 256)]
+    shifted = [b for b in range(256) if b not in kept]
+    return {**{chr(b): b for b in kept}, **{chr(256 + n): b for n, b in enumerate(shifted)}}
+
+
+_BYTE_LEVEL = _byte_level_alphabet()
+_BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")  # SentencePiece's byte fallback
 
 
 def _longest_first(n_a: int, n_b: int, budget: int) -> tuple[int, int]:

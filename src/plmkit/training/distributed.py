@@ -79,6 +79,7 @@ def process_group(device_name: str = "auto") -> Iterator[None]:
     where = device(device_name)
     if where.type == "cuda":
         torch.cuda.set_device(where)
+    _import_before_the_group()
     dist.init_process_group("nccl" if where.type == "cuda" else "gloo", timeout=TIMEOUT, store=_attempt_store(),
                             rank=rank(), world_size=world_size(),
                             **({"device_id": where} if where.type == "cuda" else {}))
@@ -89,9 +90,7 @@ def process_group(device_name: str = "auto") -> Iterator[None]:
         os.environ["TQDM_DISABLE"] = "1"
     try:
         yield
-        # leave together: a rank that tears its gloo connections down while rank 0 still writes could abort
-        # rank 0's teardown ("terminate called without an active exception", seen once under CI)
-        dist.barrier()
+        dist.barrier()  # (the ranks leave together: rank 0 may still be writing files)
     finally:
         logger.setLevel(old_level)
         if old_bars is None:
@@ -99,6 +98,17 @@ def process_group(device_name: str = "auto") -> Iterator[None]:
         else:
             os.environ["TQDM_DISABLE"] = old_bars
         dist.destroy_process_group()
+
+
+def _import_before_the_group() -> None:
+    """Import torch.distributed.nn while no process group exists. Its functions take ``group=group.WORLD``
+    as a default argument, so imported inside the block (torch.distributed.fsdp imports it: `wrap`,
+    `is_sharded`) they would keep the group alive after destroy_process_group, and with it gloo's worker
+    threads, into the interpreter's exit. There a worker thread that drops the last reference to a tensor
+    Python created (a collective's input, released late on a loaded machine) takes the GIL after
+    finalization began: Python ends the thread inside a C++ destructor, and std::terminate aborts the
+    process ("terminate called without an active exception")."""
+    import torch.distributed.nn  # noqa: F401
 
 
 def _attempt_store() -> dist.Store:
