@@ -125,3 +125,62 @@ def test_contradicting_student_flags_are_refused(bad, tmp_path, capsys):
     assert main(args) != 0
     err = capsys.readouterr().err
     assert "--init-from-teacher" in err
+
+
+def _metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_distil_extractive_qa_into_a_student_of_the_teacher_s_layers(tmp_path, capsys):
+    """Start and end distributions over each window's tokens; a question without answers (and not
+    marked impossible) is transfer data; the student's EM/F1 are reported."""
+    from plmkit.recipes.finetune import finetune
+    squad = h.squad_file(tmp_path / "squad.json")
+    finetune("qa", h.tiny_model_dir(), squad, tmp_path / "teacher", None, **h.quick(max_steps=4, batch_size=4,
+                                                                                       max_length=48))
+    teacher = tmp_path / "teacher" / "model"
+    doc = json.loads(squad.read_text())
+    del doc["data"][0]["paragraphs"][1]["qas"][0]["answers"]  # unlabelled: soft targets only
+    transfer = tmp_path / "transfer.json"
+    transfer.write_text(json.dumps(doc))
+    out = tmp_path / "student"
+    assert main(["distill", "--task", "qa", "--teacher", str(teacher), "--init-from-teacher", "--student-layers", "1",
+                 "--train", str(transfer), "--eval", str(squad), "--out", str(out), "--max-steps", "3",
+                 "--batch-size", "4", "--temperature", "2", "--hidden-weight", "1", "--device", "cpu",
+                 "--no-progress", "--no-report"]) == 0
+    config = json.loads((out / "model" / "config.json").read_text())
+    assert config["num_hidden_layers"] == 1 and config.get("id2label") == json.loads(
+        (teacher / "config.json").read_text()).get("id2label")  # (no label names imposed on a span head)
+    assert json.loads((out / "model" / "plmkit_task.json").read_text())["max_length"] == 48  # the teacher's
+    evaluated = [r for r in _metrics(out) if "eval_f1" in r]
+    assert evaluated and 0 <= evaluated[-1]["eval_f1"] <= 100 and "eval_exact_match" in evaluated[-1]
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(out / "model"), "--data", str(squad), "--device", "cpu", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["f1"] == pytest.approx(evaluated[-1]["eval_f1"])
+
+
+def test_distil_relations_into_a_pretrained_student_that_lacks_the_markers(tmp_path):
+    """--student DIR: a plain pretrained encoder gets the entity markers as fine-tuning gives them, after
+    which its vocabulary is the teacher's; records without a relation are transfer data."""
+    from plmkit.recipes.finetune import finetune
+    rows = h.relation_file(tmp_path / "rel.jsonl")
+    finetune("relation", h.tiny_model_dir(), rows, tmp_path / "teacher", None, **h.quick(max_steps=3, batch_size=3))
+    teacher = tmp_path / "teacher" / "model"
+    transfer = tmp_path / "transfer.jsonl"
+    transfer.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "relation" or i % 2})
+                                + "\n" for i, r in enumerate(h.RELATIONS)))
+    out = tmp_path / "student"
+    assert main(["distill", "--task", "relation", "--teacher", str(teacher), "--student", str(h.tiny_model_dir()),
+                 "--train", str(transfer), "--eval", str(rows), "--out", str(out), "--max-steps", "3",
+                 "--batch-size", "3", "--alpha", "0.7", "--device", "cpu", "--no-progress", "--no-report"]) == 0
+    config = json.loads((out / "model" / "config.json").read_text())
+    assert config["id2label"] == json.loads((teacher / "config.json").read_text())["id2label"]
+    assert config["vocab_size"] == json.loads((teacher / "config.json").read_text())["vocab_size"]
+    evaluated = [r for r in _metrics(out) if "eval_f1" in r]
+    assert evaluated and 0 <= evaluated[-1]["eval_f1"] <= 1
+    assert main(["evaluate", "--model", str(out / "model"), "--data", str(rows), "--device", "cpu"]) == 0
+    small = tmp_path / "student-of-the-teacher"  # and from the teacher's own layers
+    assert main(["distill", "--task", "relation", "--teacher", str(teacher), "--init-from-teacher",
+                 "--student-layers", "1", "--train", str(rows), "--out", str(small), "--max-steps", "2",
+                 "--batch-size", "3", "--device", "cpu", "--no-progress", "--no-report"]) == 0
+    assert json.loads((small / "model" / "config.json").read_text())["num_hidden_layers"] == 1

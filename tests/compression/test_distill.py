@@ -144,3 +144,84 @@ def test_distillation_model_sums_its_weighted_losses_and_saves_the_student(tmp_p
     model.save_pretrained(tmp_path)
     reloaded = BertForTokenClassification.from_pretrained(tmp_path)
     assert reloaded.config.num_layers == 2 and reloaded.config.d_model == 16
+
+
+def test_span_soft_targets_are_over_the_window_s_real_tokens():
+    """QA: start (or end) logits (B, T) are one distribution over each window's real tokens; whatever
+    sits at padding positions changes nothing."""
+    teacher = [[2.0, 0.0, -1.0, 9.0], [0.5, 3.0, 7.0, -4.0]]
+    student = [[0.0, 1.0, 0.0, -9.0], [1.0, -2.0, 5.0, 8.0]]
+    real = torch.tensor([[True, True, True, False], [True, True, False, False]])
+    for t in (1.0, 3.0):
+        expected = sum(kl(softmax([x / t for x in a[:n]]), softmax([x / t for x in b[:n]]))
+                       for a, b, n in zip(teacher, student, (3, 2))) / 2 * t * t
+        got = D.soft_target_loss(torch.tensor(student), torch.tensor(teacher), t, real)
+        assert float(got) == pytest.approx(expected, rel=1e-6)
+    lowest = torch.finfo(torch.float32).min  # (how the QA head marks padding)
+    masked = torch.tensor(student).masked_fill(~real, lowest).requires_grad_()
+    loss = D.soft_target_loss(masked, torch.tensor(teacher).masked_fill(~real, lowest), 2.0, real)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(masked.grad).all() and not masked.grad[~real].any()
+
+
+def test_qa_distillation_matches_start_and_end_and_takes_the_task_s_own_hard_loss():
+    from plmkit.models.bert import BertForQuestionAnswering
+    teacher = teacher_model(BertForQuestionAnswering, layers=2)
+    student = D.student_from_teacher(teacher, 2)  # the same model: nothing to learn but the labels
+    model = D.DistillationModel(student, teacher, D.DistillSettings(alpha=0.25, temperature=2.0), "span")
+    ids = torch.randint(1, 200, (3, 8), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[1, 5:] = 0
+    starts, ends = torch.tensor([2, 1, 0]), torch.tensor([4, 3, 0])
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask, start_positions=starts, end_positions=ends)
+        own = teacher(input_ids=ids, attention_mask=mask, start_positions=starts, end_positions=ends).loss
+    assert float(out.soft) == pytest.approx(0, abs=1e-6)
+    assert float(out.hard) == pytest.approx(float(own), rel=1e-5)  # (start CE + end CE) / 2, as the model's
+    assert float(out.loss) == pytest.approx(0.75 * float(own), rel=1e-5)
+    with torch.no_grad():  # the second window has no answer given (transfer data): left out of the hard loss
+        part = model(input_ids=ids, attention_mask=mask, start_positions=torch.tensor([2, -100, 0]),
+                     end_positions=torch.tensor([4, -100, 0]))
+        kept = teacher(input_ids=ids[[0, 2]], attention_mask=mask[[0, 2]], start_positions=starts[[0, 2]],
+                       end_positions=ends[[0, 2]]).loss
+    assert float(part.hard) == pytest.approx(float(kept), rel=1e-5)
+    torch.manual_seed(1)
+    other = D.DistillationModel(teacher_model(BertForQuestionAnswering, layers=1, hidden_size=16,
+                                              intermediate_size=32), teacher, D.DistillSettings(temperature=2.0),
+                                "span")
+    with torch.no_grad():
+        out = other(input_ids=ids, attention_mask=mask)  # no labels at all: soft targets only
+        s, t = other.student(input_ids=ids, attention_mask=mask), teacher(input_ids=ids, attention_mask=mask)
+    real = mask.bool()
+    expected = (D.soft_target_loss(s.start_logits, t.start_logits, 2.0, real)
+                + D.soft_target_loss(s.end_logits, t.end_logits, 2.0, real)) / 2
+    assert float(out.soft) > 0 and float(out.soft) == pytest.approx(float(expected), rel=1e-6)
+    assert float(out.hard) == 0 and float(out.loss) == pytest.approx(0.5 * float(expected), rel=1e-6)
+
+
+@pytest.mark.parametrize("cls,rows", [(BertForSequenceClassification, "example"), (BertForTokenClassification, "token")])
+def test_terms_weighted_by_their_own_items_add_up_to_the_whole_batch(cls, rows):
+    """Each term is a mean over its own items (soft targets: rows; hard labels: labelled rows; hidden states
+    and attention: real tokens), so micro-batches or processes weighted by those counts (the Trainer's
+    `weighted_loss`) give the loss of the whole batch, unlabelled records and uneven lengths included."""
+    from plmkit.training.trainer import item_count, weighted_loss
+    teacher = teacher_model(cls)
+    model = D.DistillationModel(D.student_from_teacher(teacher, 2), teacher,
+                                D.DistillSettings(alpha=0.4, temperature=2.0, hidden_weight=1.0, attention_weight=0.5),
+                                rows)
+    ids = torch.randint(1, 200, (4, 8), generator=torch.Generator().manual_seed(3))
+    mask = torch.tensor([[1] * 8, [1] * 3 + [0] * 5, [1] * 6 + [0] * 2, [1] * 2 + [0] * 6])
+    labels = (torch.tensor([0, -100, 2, 1]) if rows == "example"
+              else torch.randint(0, 3, (4, 8), generator=torch.Generator().manual_seed(4)).masked_fill(mask == 0, -100))
+    if rows == "token":
+        labels[1] = -100  # an untagged sentence
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    parts = list(model.loss_items.items())
+    with torch.no_grad():
+        whole = model(**batch)
+        pieces = [{k: v[rows_] for k, v in batch.items()} for rows_ in (slice(0, 1), slice(1, 4))]
+        counts = [[item_count(p, kind) for _, kind in parts] for p in pieces]
+        totals = [sum(c[i] for c in counts) for i in range(len(parts))]
+        combined = sum(weighted_loss(model(**p), parts, c, totals) for p, c in zip(pieces, counts))
+    assert float(whole.state_term) > 0 and float(whole.hard_term) > 0
+    assert float(combined) == pytest.approx(float(whole.loss), rel=1e-5)

@@ -1,6 +1,8 @@
 """plmkit.compression.prune and plmkit prune: importance, physical removal equal to masking, saving and
 loading, Hugging Face's view of the result, and the command end to end."""
 import json
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -125,9 +127,16 @@ def test_what_cannot_be_pruned_is_refused_by_name():
         BertConfig(num_hidden_layers=1, num_attention_heads=2, hidden_size=8, pruned_heads={"0": [0, 1]})
     with pytest.raises(ConfigError, match="one positive width for each of the 2 layers"):
         BertConfig(num_hidden_layers=2, num_attention_heads=2, hidden_size=8, intermediate_sizes=[4])
-    from plmkit.models.gpt2 import GPT2Config
-    with pytest.raises(ConfigError, match="cannot prune gpt2 models yet"):
-        GPT2Config.from_preset("gpt2-tiny").pruned({}, [])
+    from plmkit.models.bart import BartConfig
+    with pytest.raises(ConfigError, match="cannot prune bart models"):
+        BartConfig.from_preset("bart-tiny").pruned({}, [])
+    from plmkit.models.llama import LlamaConfig
+    with pytest.raises(ConfigError, match="whole groups of 2 query heads"):  # (heads 0, 1 share a key/value head)
+        LlamaConfig(**LLAMA, pruned_heads={"1": [1, 2]})
+    LlamaConfig(**LLAMA, pruned_heads={"1": [2, 3]})
+    attn = tiny_decoder("llama").model.layers[0].attn
+    with pytest.raises(ConfigError, match="whole groups of 2"):
+        P.remove_heads(attn, [0])
 
 
 def test_plmkit_prune_end_to_end(tmp_path, capsys):
@@ -167,3 +176,82 @@ def test_the_output_directory_carries_the_model_folders(tmp_path):
     refuse_foreign_out(tmp_path / "out")  # an earlier prune's output is replaced
     with pytest.raises(ConfigError, match="holds files that plmkit prune did not write"):
         refuse_foreign_out(tmp_path / "other")
+
+
+LLAMA = dict(vocab_size=100, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+             intermediate_size=64, max_position_embeddings=64)
+
+
+def tiny_decoder(family: str, seed: int = 0):
+    """A random 3-layer GPT-2 (4 heads) or Llama (4 query heads in 2 key/value groups), 32 wide."""
+    from plmkit.models.gpt2 import GPT2Config, GPT2LMHeadModel
+    from plmkit.models.llama import LlamaConfig, LlamaForCausalLM
+    torch.manual_seed(seed)
+    if family == "gpt2":
+        return GPT2LMHeadModel(GPT2Config(vocab_size=100, n_positions=64, n_embd=32, n_layer=3, n_head=4, resid_pdrop=0.0,
+                                          embd_pdrop=0.0, attn_pdrop=0.0)).eval()
+    return LlamaForCausalLM(LlamaConfig(**LLAMA)).eval()
+
+
+def decoder_batch(seed: int) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, 100, (3, 10), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0  # right padding
+    return {"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(mask == 0, -100)}
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_a_pruned_decoder_equals_the_masked_original_saves_loads_and_generates(family, tmp_path):
+    """GPT-2 loses heads one by one; Llama (grouped-query attention) whole key/value groups, with their query
+    heads. The layers then differ in head counts, which the KV cache follows."""
+    model = tiny_decoder(family)
+    scores = P.importance(model, [decoder_batch(s) for s in range(3)])
+    head_masks, ffn_masks = P.masks_of(model, scores, 0.3, 0.2)
+    batch = {k: v for k, v in decoder_batch(7).items() if k != "labels"}
+    with torch.no_grad(), P.masked(model, head_masks, ffn_masks):
+        expected = model(**batch).logits
+    pruned = P.prune(model, scores, heads=0.3, ffn=0.2)
+    with torch.no_grad():
+        torch.testing.assert_close(model(**batch).logits, expected, atol=1e-5, rtol=1e-5)
+        assert not torch.equal(expected, tiny_decoder(family)(**batch).logits)  # (the masks did change the outputs)
+    layers = P.blocks(model)
+    if family == "llama":  # 6 groups of 2: 2 go, every layer keeps groups of 2 query heads
+        assert pruned.heads_removed_now == 4 and all(b.attn.n_heads == 2 * b.attn.n_kv_heads for b in layers)
+        assert {b.attn.k.weight.shape[0] for b in layers} == {8, 16}  # (1 or 2 key/value heads of 8)
+    else:
+        assert pruned.heads_removed_now == round(0.3 * 12) and len({b.attn.n_heads for b in layers}) > 1
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert {int(k): v for k, v in saved["pruned_heads"].items()} == model.config.removed_heads()
+    assert saved["intermediate_sizes"] == pruned.ffn_sizes != [64] * 3
+    loaded = type(model).from_pretrained(tmp_path).eval()
+    prompt = batch["input_ids"][:1, :4]
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**batch).logits, model(**batch).logits, atol=0, rtol=0)
+        generated = loaded.generate(prompt, max_new_tokens=6, do_sample=False)  # (with the KV cache)
+        ids = prompt
+        for _ in range(6):  # greedy without a cache: the whole sequence each step
+            ids = torch.cat([ids, loaded(ids).logits[:, -1:].argmax(-1)], 1)
+    assert generated.tolist() == ids.tolist()
+    assert loaded.num_parameters() == model.num_parameters() < tiny_decoder(family).num_parameters()
+
+
+def test_plmkit_prune_a_chat_model(tmp_path, capsys):
+    """The command on a GPT-2 fine-tuned for sft (scored by its loss on prompt/response pairs); plmkit
+    generate then runs the pruned directory."""
+    sys.path.insert(0, str(Path(__file__).parents[1] / "cli"))
+    from clm_helpers import PAIRS
+    from clm_model import save_tiny_model
+    from plmkit.tasks.sft import SFTTask
+    model_dir = save_tiny_model(tmp_path / "chat")
+    SFTTask.of(max_length=48).save(model_dir)
+    pairs = h.write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": p, "response": r} for p, r in PAIRS])
+    out = tmp_path / "pruned"
+    assert main(["prune", "--model", str(model_dir), "--out", str(out), "--data", str(pairs), "--eval", str(pairs),
+                 "--heads", "0.25", "--ffn", "0.5", "--ffn-multiple", "1", "--batch-size", "3", "--device", "cpu",
+                 "--no-progress", "--no-report"]) == 0
+    assert "pruned: 3 heads left" in capsys.readouterr().out  # (gpt2-tiny: 2 layers of 2 heads)
+    record = json.loads((out / "prune.json").read_text())
+    assert set(record["metrics"]["pruned"]) >= {"perplexity"} and sum(record["ffn_sizes"]) == 512
+    assert main(["generate", "--model", str(out), "--prompt", "hello", "--max-new-tokens", "4", "--device", "cpu"]) == 0

@@ -69,7 +69,7 @@ def test_rope_parameters_that_plmkit_cannot_honour_are_refused():
         LlamaConfig.from_dict({**d, "rope_parameters": {"rope_type": "yarn", "factor": 4.0}})
 
 
-@pytest.mark.parametrize("cls, key, value", [(GPT2Config, "pruned_heads", {"0": [1]}),  # (BERT reads it: plmkit prune)
+@pytest.mark.parametrize("cls, key, value", [(BartConfig, "pruned_heads", {"0": [1]}),  # (BERT, GPT-2, Llama read it)
                                              (GPT2Config, "add_cross_attention", True),
                                              (BertConfig, "tie_encoder_decoder", True)])
 def test_keys_whose_default_alone_is_implemented_are_refused_otherwise(cls, key, value):

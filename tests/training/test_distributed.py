@@ -309,7 +309,20 @@ def inputs(files, tiny_bert):
     jsonl(files / "mt-dev.jsonl", [{"source": s, "target": " ".join(reversed(s.lower().split()))} for s in EN])
     h.squad_file(files / "squad.json")
     h.relation_file(files / "relations.jsonl")
+    cls_teacher(files, files / "cls-teacher")
     return files
+
+
+def cls_teacher(files, out) -> None:
+    """A random 2-layer BERT classifier (long / short) with the corpus's tokenizer: a distillation's teacher."""
+    from plmkit.models.bert import BertConfig, BertForSequenceClassification
+    from plmkit.tasks.classification import ClassificationTask
+    from plmkit.tokenization import Tokenizer
+    torch.manual_seed(1)
+    BertForSequenceClassification(BertConfig(vocab_size=300, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                             intermediate_size=32, id2label={0: "long", 1: "short"})).save_pretrained(out)
+    Tokenizer.from_pretrained(files / "tok").save_pretrained(out)
+    ClassificationTask.of(problem_type="single_label_classification", sentence_pairs=False).save(out)
 
 
 # AdamW's eps at 1e-4: a gradient that is zero but for rounding (a key bias, QA's start/end bias: softmax does
@@ -334,6 +347,10 @@ COMMANDS = {  # each with evaluation data: every evaluation is sharded and must 
     "translation": ["finetune", "--task", "translation", *FINETUNE, "--preset", "bart-tiny", "--tokenizer",
                     "{root}/bart-tok", "--train", "{root}/mt.jsonl", "--eval", "{root}/mt-dev.jsonl",
                     "--num-beams", "2", "--max-target-length", "12"],
+    # the teacher frozen outside the wrapper (whole on every rank), the student and the hidden states' projection trained
+    "distill": ["distill", "--task", "classification", *FINETUNE, "--teacher", "{root}/cls-teacher", "--student-preset",
+                "bert-tiny", "--hidden-weight", "1", "--train", "{root}/cls.jsonl", "--eval", "{root}/cls.jsonl",
+                "--no-report"],
     # LoRA adapters on q and v, and the relation markers' new embedding rows (the matrix is frozen)
     "lora": ["finetune", "--task", "relation", *FINETUNE, "--model", "{root}/tiny-bert", "--train",
              "{root}/relations.jsonl", "--eval", "{root}/relations.jsonl", "--lora-rank", "4", "--lora-dropout", "0"],
@@ -375,10 +392,10 @@ def two_process_runs(inputs):
 
 @pytest.mark.parametrize("name,strategy", TWO_PROCESS_RUNS)
 def test_every_training_command_at_two_processes_equals_one(inputs, two_process_runs, name, strategy):
-    """Causal-LM and denoising pretraining, SFT, classification, QA, relations, translation and LoRA: the
-    losses, gradient norms, held-out metrics (sharded evaluation: perplexity, accuracy, EM/F1, relation F1,
-    generated BLEU/chrF/ROUGE) and saved weights (LoRA: merged into them; under fsdp gathered from the
-    shards) of one process."""
+    """Causal-LM and denoising pretraining, SFT, classification, QA, relations, translation, distillation and
+    LoRA: the losses, gradient norms, held-out metrics (sharded evaluation: perplexity, accuracy, EM/F1, relation
+    F1, generated BLEU/chrF/ROUGE) and saved weights (LoRA: merged into them; under fsdp gathered from the
+    shards; distillation: the student alone) of one process."""
     one, two = inputs / f"{name}-one", inputs / f"{name}-two-{strategy}"
     if not one.exists():
         assert main(command(inputs, name, one)) == 0

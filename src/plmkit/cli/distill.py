@@ -22,8 +22,9 @@ _USAGE = ("plmkit distill --task TASK --teacher DIR (--student DIR | --student-p
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "distill", help="train a small student on a fine-tuned teacher's outputs", usage=_USAGE,
-        description="Task-specific knowledge distillation. Classification and NER students learn the teacher's "
-                    "soft targets (KL at temperature T, scaled by T^2) and the hard labels, optionally its hidden "
+        description="Task-specific knowledge distillation. Classification, NER, relation and QA students learn the "
+                    "teacher's soft targets (KL at temperature T, scaled by T^2; QA: over the window's tokens, for "
+                    "the answer's start and end) and the hard labels, optionally its hidden "
                     "states and attention distributions; training records without labels get soft targets only. "
                     "sft, translation and summarization students learn targets the teacher generates. Writes what "
                     "plmkit finetune writes: OUT/model, OUT/best (with --eval), run.yaml, metrics.jsonl; then the "

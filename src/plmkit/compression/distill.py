@@ -1,11 +1,14 @@
 """Task-specific knowledge distillation: a small student trained to imitate a fine-tuned teacher.
 
-The losses (`DistillationModel.forward`), on the rows a task's `soft_targets` names (an example's
-class distribution, or each real token's):
+The losses (`DistillationModel.forward`), on the distributions a task's `soft_targets` names
+(`TARGETS`): an example's classes (classification, relations), each real token's (NER), or the start
+and the end of an answer over a window's real tokens (extractive QA):
 
 * soft targets (Hinton et al., 2015): KL(softmax(teacher / T) || softmax(student / T)), scaled by T²
-  so that its gradients keep their size whatever the temperature T;
-* hard labels: the cross-entropy of the labelled rows (a record without a label has soft targets only);
+  so that its gradients keep their size whatever the temperature T (QA: the mean of the start's and
+  the end's, padding positions outside both distributions);
+* hard labels: the task's own cross-entropy over the labelled rows (QA: the mean of the start's and
+  the end's); a record without a label has soft targets only;
 * hidden states (TinyBERT, Jiao et al., 2020): the MSE between the student's states, through a learned
   projection when the widths differ, and the teacher's, at mapped layers (the embeddings' output
   included), on real tokens;
@@ -39,6 +42,19 @@ from plmkit.utils.constants import IGNORE_INDEX
 from plmkit.utils.settings import Settings, setting
 
 _LAYER = re.compile(r"((?:^|\.)layers\.)(\d+)\.")
+
+# what a task's `Task.soft_targets` names -> (the output fields holding logits, the batch keys of their hard
+# labels); each field's rows are distributions over:
+#   "example": its classes, logits (B, C) (classification, relations)
+#   "token":   its classes at every real token, logits (B, T, C) (NER)
+#   "span":    the input's real tokens, logits (B, T) each (extractive QA: where the answer starts, ends)
+TARGETS = {"example": (("logits",), ("labels",)), "token": (("logits",), ("labels",)),
+           "span": (("start_logits", "end_logits"), ("start_positions", "end_positions"))}
+
+
+def has_label_names(rows: str) -> bool:
+    """Whether the classes of soft targets `rows` are the model's labels (id2label), not positions."""
+    return rows != "span"
 
 
 @dataclass
@@ -93,11 +109,15 @@ def student_from_teacher(teacher, layers: int | None = None, **config_overrides)
 
 @dataclass
 class DistillationOutput(ModelOutput):
-    loss: Tensor | None = None
-    soft: Tensor | None = None
+    loss: Tensor | None = None  # the weighted sum of the terms below
+    soft: Tensor | None = None  # each loss alone (detached, for the record)
     hard: Tensor | None = None
     hidden: Tensor | None = None
     attention: Tensor | None = None
+    # the weighted terms, each a mean over its own items (`DistillationModel.loss_items`)
+    soft_term: Tensor | None = None
+    hard_term: Tensor | None = None
+    state_term: Tensor | None = None  # hidden states and attention distributions (None: both off)
 
 
 class DistillationModel(nn.Module):
@@ -105,15 +125,28 @@ class DistillationModel(nn.Module):
 
     The teacher is held outside the module's children (never trained, saved or counted; `.to()` moves
     it along). Checkpoints hold the student and the projection (an exact resume); `save_pretrained`
-    writes the student alone, an ordinary model directory."""
+    writes the student alone, an ordinary model directory.
 
-    loss_items = {"loss": "examples"}  # micro-batches and processes weighted by their examples
+    Under torchrun the teacher stays outside the wrapper too: DDP neither broadcasts it nor syncs
+    gradients it has none of, and FSDP leaves it whole on every rank (`called_apart` shards the
+    student as its own unit, which evaluation calls alone). Whole rather than sharded because it is
+    frozen: it holds its weights only (no gradients, no AdamW state: a quarter of what a trained model of
+    its size holds), and sharding it would add an all-gather of each of its blocks to every step. A
+    teacher too large for one device would need sharding; plmkit does not do that."""
+
+    called_apart = ("student",)  # (training/distributed.wrap: evaluation calls the student on its own)
 
     def __init__(self, student: nn.Module, teacher: nn.Module, settings: DistillSettings, rows: str):
         super().__init__()
-        if rows not in ("example", "token"):
-            raise ValueError(f"rows must be 'example' or 'token', got {rows!r}")
+        if rows not in TARGETS:
+            raise ValueError(f"rows must be one of {sorted(TARGETS)}, got {rows!r}")
         self.student, self.settings, self.rows = student, settings, rows
+        # what each term is a mean over, by which the Trainer weighs micro-batches and processes (the step's loss
+        # is then that of the whole batch at any world size): the soft targets' rows (examples, or real tokens),
+        # the labelled rows ("tokens": labels != -100; QA's windows: all of them, exact when all are labelled),
+        # the real tokens
+        self.loss_items = {"soft_term": "input_tokens" if rows == "token" else "examples",
+                           "hard_term": "examples" if rows == "span" else "tokens", "state_term": "input_tokens"}
         self._teacher = [teacher.eval().requires_grad_(False)]  # a list: not a child module
         self.layers = layer_map(student.config.num_layers, teacher.config.num_layers)
         d_student, d_teacher = student.config.d_model, teacher.config.d_model
@@ -133,8 +166,10 @@ class DistillationModel(nn.Module):
             state_dict = {k.removeprefix("student."): v for k, v in state_dict.items() if k.startswith("student.")}
         self.student.save_pretrained(directory, state_dict=state_dict, **options)
 
-    def forward(self, labels: Tensor | None = None, **inputs: Any) -> DistillationOutput:
+    def forward(self, **inputs: Any) -> DistillationOutput:
         s = self.settings
+        fields, label_keys = TARGETS[self.rows]
+        golds = [inputs.pop(key, None) for key in label_keys]  # (the hard labels: the student's losses are ours)
         asked = {**({"output_hidden_states": True} if s.hidden_weight else {}),
                  **({"output_attentions": True} if s.attention_weight else {})}
         with torch.no_grad():
@@ -144,22 +179,27 @@ class DistillationModel(nn.Module):
         real = mask.bool() if mask is not None else torch.ones(inputs["input_ids"].shape, dtype=torch.bool,
                                                                device=inputs["input_ids"].device)  # (B, T)
         rows = real if self.rows == "token" else None
-        student_logits, teacher_logits = _rows(student.logits, rows), _rows(teacher.logits, rows)  # (N, C)
-        soft = soft_target_loss(student_logits, teacher_logits, s.temperature)
-        hard = (hard_label_loss(student_logits, _rows(labels, rows)) if labels is not None
-                else soft.new_zeros(()))
-        loss = s.alpha * soft + (1 - s.alpha) * hard
-        hidden = attention = None
+        classes = real if self.rows == "span" else None  # (a span's classes are the window's tokens)
+        softs, hards = [], []
+        for name, gold in zip(fields, golds):
+            student_logits = _rows(getattr(student, name), rows)  # (N, C)
+            softs.append(soft_target_loss(student_logits, _rows(getattr(teacher, name), rows), s.temperature, classes))
+            hards.append(hard_label_loss(student_logits, _rows(gold, rows)) if gold is not None else None)
+        soft = torch.stack(softs).mean()
+        hard = torch.stack(hards).mean() if all(h is not None for h in hards) else soft.new_zeros(())
+        hidden = attention = state = None
         if s.hidden_weight:
             pairs = [(0, 0)] + [(i + 1, t + 1) for i, t in enumerate(self.layers)]  # (embeddings, then each block)
             hidden = hidden_state_loss([student.hidden_states[i] for i, _ in pairs],
                                        [teacher.hidden_states[t] for _, t in pairs], real, self.projection)
-            loss = loss + s.hidden_weight * hidden
+            state = s.hidden_weight * hidden
         if s.attention_weight:
             attention = attention_loss(list(student.attentions), [teacher.attentions[t] for t in self.layers], real)
-            loss = loss + s.attention_weight * attention
-        return DistillationOutput(loss, soft.detach(), hard.detach(), None if hidden is None else hidden.detach(),
-                                  None if attention is None else attention.detach())
+            state = s.attention_weight * attention + (state if state is not None else 0.0)
+        terms = (s.alpha * soft, (1 - s.alpha) * hard, state)
+        return DistillationOutput(sum(t for t in terms if t is not None), soft.detach(), hard.detach(),
+                                  None if hidden is None else hidden.detach(),
+                                  None if attention is None else attention.detach(), *terms)
 
 
 def _rows(x: Tensor, real: Tensor | None) -> Tensor:
@@ -167,11 +207,18 @@ def _rows(x: Tensor, real: Tensor | None) -> Tensor:
     return x if real is None else x[real]
 
 
-def soft_target_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
-    """KL(softmax(teacher / T) || softmax(student / T)) * T², the mean over rows; logits (N, C)."""
+def soft_target_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float,
+                     classes: Tensor | None = None) -> Tensor:
+    """KL(softmax(teacher / T) || softmax(student / T)) * T², the mean over rows; logits (N, C).
+    `classes` (N, C): the classes each row's distributions are over (a QA window's real tokens); the
+    others get probability 0 on both sides and add nothing, whatever their logits."""
     t = temperature
-    return F.kl_div(F.log_softmax(student_logits.float() / t, -1), F.log_softmax(teacher_logits.float() / t, -1),
-                    log_target=True, reduction="batchmean") * (t * t)
+    student, teacher = student_logits.float() / t, teacher_logits.float() / t
+    if classes is not None:
+        lowest = torch.finfo(torch.float32).min  # (not -inf: 0 * (-inf - -inf) would be NaN)
+        student, teacher = student.masked_fill(~classes, lowest), teacher.masked_fill(~classes, lowest)
+    return F.kl_div(F.log_softmax(student, -1), F.log_softmax(teacher, -1), log_target=True,
+                    reduction="batchmean") * (t * t)
 
 
 def hard_label_loss(logits: Tensor, labels: Tensor) -> Tensor:
@@ -207,5 +254,6 @@ def attention_loss(student: list[Tensor], teacher: list[Tensor], real: Tensor) -
     return torch.stack(losses).mean()
 
 
-__all__ = ["DistillSettings", "DistillationModel", "DistillationOutput", "attention_loss", "hard_label_loss",
-           "hidden_state_loss", "layer_map", "soft_target_loss", "student_from_teacher"]
+__all__ = ["DistillSettings", "DistillationModel", "DistillationOutput", "TARGETS", "attention_loss",
+           "hard_label_loss", "has_label_names", "hidden_state_loss", "layer_map", "soft_target_loss",
+           "student_from_teacher"]

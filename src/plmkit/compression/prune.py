@@ -13,9 +13,12 @@ per layer. They are removed from the weights, not masked: the q/k/v rows and out
 columns of a head, the fc_in (and gate) rows and fc_out column of a neuron; the smaller dense matrices
 make every matmul cheaper on a CPU. A head's outputs add up through the output projection and a
 neuron's through fc_out, so the pruned model computes exactly what the unpruned one computes with
-those units masked to zero (`masked`). The config records the result (`ModelConfig.pruned`: for
-BERT, Hugging Face 4.x's ``pruned_heads`` and plmkit's per-layer ``intermediate_sizes``), so that
-`from_pretrained` rebuilds the smaller blocks.
+those units masked to zero (`masked`). With grouped-query attention (Llama) the unit is a key/value
+group: its query heads' scores add up, and it goes whole (their q rows, its k/v rows, their output
+columns), so every layer keeps groups of the same size. The config records the result
+(`models.config.PrunableConfig`, shared by BERT, GPT-2 and Llama: Hugging Face 4.x's ``pruned_heads``
+and plmkit's per-layer ``intermediate_sizes``), so that `from_pretrained` rebuilds the smaller
+blocks. Encoder-decoders (cross-attention) are refused.
 """
 from __future__ import annotations
 
@@ -38,8 +41,8 @@ def blocks(model: nn.Module) -> list[TransformerBlock]:
 
 
 def check_prunable(model: nn.Module) -> list[TransformerBlock]:
-    """The blocks, or a ConfigError naming what stands in the way: no blocks, cross-attention, grouped
-    keys/values, LoRA adapters (merge them first: a saved model directory has them merged)."""
+    """The blocks, or a ConfigError naming what stands in the way: no blocks, cross-attention, LoRA
+    adapters (merge them first: a saved model directory has them merged)."""
     found = blocks(model)
     if not found:
         raise ConfigError(f"{type(model).__name__} has no Transformer blocks to prune")
@@ -47,9 +50,6 @@ def check_prunable(model: nn.Module) -> list[TransformerBlock]:
         attn = block.attn
         if block.cross_attn is not None:
             raise ConfigError(f"layer {i} has cross-attention: plmkit prunes encoders and decoders, not encoder-decoders")
-        if attn.n_kv_heads != attn.n_heads:
-            raise ConfigError(f"layer {i} shares keys and values among heads (grouped-query attention): its heads "
-                              "cannot be removed one by one")
         linears = [attn.q, attn.k, attn.v, attn.out, block.mlp.fc_in, block.mlp.fc_out] + (
             [block.mlp.gate] if block.mlp.gate is not None else [])
         if any(type(layer) is not nn.Linear for layer in linears):
@@ -124,6 +124,19 @@ def _normalised(scores: Tensor) -> Tensor:
     return scores / (scores.norm() + 1e-20)
 
 
+def group_size(attn: MultiHeadAttention) -> int:
+    """Query heads per key/value head: the heads that go together (1 without grouped-query attention)."""
+    return attn.n_heads // attn.n_kv_heads
+
+
+def heads_to_remove(found: list[TransformerBlock], scores: list[Tensor], fraction: float) -> list[list[int]]:
+    """Per layer, the query heads to remove: the `fraction` of all key/value groups with the lowest summed
+    scores of their query heads (`lowest`), each group as its heads."""
+    sizes = [group_size(b.attn) for b in found]
+    groups = lowest([s.view(-1, g).sum(-1) for s, g in zip(scores, sizes)], fraction)  # (H_kv,) per layer
+    return [[k * g + j for k in cut for j in range(g)] for cut, g in zip(groups, sizes)]
+
+
 def lowest(scores: list[Tensor], fraction: float, multiple: int = 1) -> list[list[int]]:
     """Per layer, the units to remove: the round(fraction * all) lowest scores across layers, every
     layer keeping its best unit; with `multiple`, each layer then keeps a multiple of that many units
@@ -170,15 +183,24 @@ def _columns(linear: nn.Linear, keep: Tensor) -> nn.Linear:
 
 
 def remove_heads(attn: MultiHeadAttention, heads: list[int]) -> None:
-    """Drop `heads` (this layer's current numbering) from `attn`."""
-    keep_heads = [h for h in range(attn.n_heads) if h not in set(heads)]
+    """Drop query `heads` (this layer's current numbering) from `attn`, and with grouped-query attention
+    the key/value heads of their groups, which must go whole."""
+    g, gone = group_size(attn), set(heads)
+    keep_heads = [h for h in range(attn.n_heads) if h not in gone]
+    keep_groups = sorted({h // g for h in keep_heads})
     if not keep_heads:
         raise ConfigError("a layer must keep at least one attention head")
-    d = attn.d_head
-    keep = torch.tensor([h * d + i for h in keep_heads for i in range(d)], device=attn.q.weight.device)
-    attn.q, attn.k, attn.v = _rows(attn.q, keep), _rows(attn.k, keep), _rows(attn.v, keep)
-    attn.out = _columns(attn.out, keep)
-    attn.n_heads = attn.n_kv_heads = len(keep_heads)
+    if len(keep_heads) != g * len(keep_groups):
+        raise ConfigError(f"heads {sorted(gone)}: with grouped-query attention whole groups of {g} query heads go "
+                          "(those sharing a key/value head)")
+    d, device = attn.d_head, attn.q.weight.device
+
+    def features(units: list[int]) -> Tensor:  # the d features of each head
+        return torch.tensor([u * d + i for u in units for i in range(d)], device=device, dtype=torch.long)
+
+    attn.q, attn.out = _rows(attn.q, features(keep_heads)), _columns(attn.out, features(keep_heads))
+    attn.k, attn.v = _rows(attn.k, features(keep_groups)), _rows(attn.v, features(keep_groups))
+    attn.n_heads, attn.n_kv_heads = len(keep_heads), len(keep_groups)
     attn.fused_qkv = None
 
 
@@ -210,7 +232,7 @@ def prune(model: nn.Module, scores: Importance, heads: float = 0.0, ffn: float =
     place; the model's config then describes the smaller blocks."""
     found = check_prunable(model)
     before = model.config.removed_heads()
-    head_cut, neuron_cut = lowest(scores.heads, heads), lowest(scores.neurons, ffn, ffn_multiple)
+    head_cut, neuron_cut = heads_to_remove(found, scores.heads, heads), lowest(scores.neurons, ffn, ffn_multiple)
     removed: dict[int, list[int]] = {}
     for i, block in enumerate(found):
         original = block.attn.n_heads + len(before.get(i, ()))
@@ -230,7 +252,7 @@ def masks_of(model: nn.Module, scores: Importance, heads: float, ffn: float,
              ffn_multiple: int = 1) -> tuple[list[Tensor], list[Tensor]]:
     """The 0/1 masks (per layer (H_i,), (F_i,)) that zero what `prune` with these settings removes."""
     found = blocks(model)
-    head_cut, neuron_cut = lowest(scores.heads, heads), lowest(scores.neurons, ffn, ffn_multiple)
+    head_cut, neuron_cut = heads_to_remove(found, scores.heads, heads), lowest(scores.neurons, ffn, ffn_multiple)
     head_masks = [torch.ones(b.attn.n_heads) for b in found]
     ffn_masks = [torch.ones(b.mlp.fc_in.out_features) for b in found]
     for i in range(len(found)):
@@ -239,5 +261,5 @@ def masks_of(model: nn.Module, scores: Importance, heads: float, ffn: float,
     return head_masks, ffn_masks
 
 
-__all__ = ["Importance", "Pruned", "blocks", "check_prunable", "importance", "lowest", "masked", "masks_of", "prune",
-           "remove_heads", "remove_neurons"]
+__all__ = ["Importance", "Pruned", "blocks", "check_prunable", "group_size", "heads_to_remove", "importance", "lowest",
+           "masked", "masks_of", "prune", "remove_heads", "remove_neurons"]

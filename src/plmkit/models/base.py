@@ -28,8 +28,8 @@ class PreTrainedModel(nn.Module):
     generation_config: dict | None = None  # generate()'s defaults from generation_config.json (see plmkit.generation)
     sentence_transformers: SentenceTransformerFiles | None = None  # carried from the directory loaded
     initialised_from_scratch: tuple[str, ...] = ()  # weights the checkpoint loaded last lacked (a new head), file names
-    # what each loss of the output is a mean over: "examples" (rows), "tokens" (labels != -100) or "next_tokens"
-    # (labels[:, 1:] != -100); a training loop weights micro-batches and processes by these counts, so that
+    # what each loss of the output is a mean over: "examples" (rows), "tokens" (labels != -100), "next_tokens"
+    # (labels[:, 1:] != -100) or "input_tokens" (attention_mask != 0); a training loop weights micro-batches and processes by these counts, so that
     # their losses add up to the mean over the whole batch
     loss_items: dict[str, str] = {"loss": "examples"}
 

@@ -8,7 +8,6 @@ attention, and re-pads the output at the end (padding positions of the outputs a
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -20,7 +19,7 @@ from plmkit.convert.bert import CONVERTER
 from plmkit.errors import ConfigError, PlmkitError
 from plmkit.generation import GenerationMixin
 from plmkit.models.base import PreTrainedModel
-from plmkit.models.config import ABOVE_ZERO, POSITIVE, PROBABILITY, ModelConfig
+from plmkit.models.config import ABOVE_ZERO, POSITIVE, PROBABILITY, PrunableConfig
 from plmkit.models.inputs import check_inputs
 from plmkit.models.registry import Family, config_from_preset, register
 from plmkit.models.decoder import causal_lm_loss
@@ -32,16 +31,16 @@ from plmkit.nn.masks import self_attention_masks
 from plmkit.nn.mlp import ACTIVATIONS
 from plmkit.nn.quantized import compute_dtype
 from plmkit.utils.constants import IGNORE_INDEX
-from plmkit.utils.settings import is_int
 
 log = logging.getLogger("plmkit")
 
 
 @dataclass
-class BertConfig(ModelConfig):
+class BertConfig(PrunableConfig):  # (pruned_heads, intermediate_sizes: plmkit prune's record)
     model_type = "bert"
     dropout_fields = ("hidden_dropout_prob", "attention_probs_dropout_prob")
-    field_names = {"num_layers": "num_hidden_layers", "d_model": "hidden_size", "context_length": "max_position_embeddings"}
+    field_names = {"num_layers": "num_hidden_layers", "d_model": "hidden_size", "context_length": "max_position_embeddings",
+                   "num_heads": "num_attention_heads", "ffn_size": "intermediate_size"}
     ranges = {**dict.fromkeys(("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                                "intermediate_size", "max_position_embeddings", "type_vocab_size"), POSITIVE),
               **dict.fromkeys(("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"), PROBABILITY),
@@ -67,10 +66,6 @@ class BertConfig(ModelConfig):
     is_decoder: bool = False  # causal self-attention (the decoder of an encoder-decoder, BertLMHeadModel)
     add_cross_attention: bool = False  # a cross-attention sublayer in every block (needs is_decoder)
     norm_first: bool = False  # plmkit extension: pre-LN blocks (not loadable as a Hugging Face BertModel)
-    # structured pruning (plmkit prune): Hugging Face 4.x's field, layer -> the heads removed (original numbers),
-    # and a plmkit extension, the feed-forward width of each layer (None: intermediate_size in every layer)
-    pruned_heads: dict[int, list[int]] | None = None
-    intermediate_sizes: list[int] | None = None
 
     def __post_init__(self):
         super().__post_init__()
@@ -84,50 +79,6 @@ class BertConfig(ModelConfig):
         self._check(self.is_decoder or not self.add_cross_attention,
                     "add_cross_attention=true needs is_decoder=true (cross-attention is a decoder's)")
         self._check_pruning()
-
-    def _check_pruning(self) -> None:
-        """pruned_heads as {layer: sorted head numbers} (JSON writes the layers as strings), each layer
-        keeping a head; intermediate_sizes one positive width per layer; empty ones as None."""
-        n, heads = self.num_hidden_layers, self.num_attention_heads
-        if self.pruned_heads:
-            self._check(isinstance(self.pruned_heads, dict), f"pruned_heads must map layers to lists of heads, got "
-                                                             f"{self.pruned_heads!r}")
-            removed = {}
-            for layer, gone in self.pruned_heads.items():
-                ok = str(layer).isdigit() and int(layer) < n and isinstance(gone, list) and all(
-                    is_int(h) and 0 <= h < heads for h in gone) and len(set(gone)) == len(gone) < heads
-                self._check(ok, f"pruned_heads[{layer!r}]={gone!r}: give a layer below {n} and distinct head numbers "
-                                f"below {heads}, keeping at least one head")
-                if gone:
-                    removed[int(layer)] = sorted(gone)
-            self.pruned_heads = removed
-        self.pruned_heads = self.pruned_heads or None
-        if self.intermediate_sizes is not None:
-            self._check(len(self.intermediate_sizes) == n and all(w >= 1 for w in self.intermediate_sizes),
-                        f"intermediate_sizes must give one positive width for each of the {n} layers, got "
-                        f"{self.intermediate_sizes}")
-
-    def heads_in_layer(self, i: int) -> int:
-        return self.num_attention_heads - len((self.pruned_heads or {}).get(i, ()))
-
-    def intermediate_size_of(self, i: int) -> int:
-        return self.intermediate_sizes[i] if self.intermediate_sizes else self.intermediate_size
-
-    def removed_heads(self) -> dict[int, list[int]]:
-        return {layer: list(gone) for layer, gone in (self.pruned_heads or {}).items()}
-
-    def pruned(self, removed_heads: dict[int, list[int]], ffn_sizes: list[int]) -> "BertConfig":
-        self._check(not self.is_decoder, "plmkit prunes BERT encoders; this one is a decoder (is_decoder=true)")
-        uniform = all(w == self.intermediate_size for w in ffn_sizes)
-        return dataclasses.replace(self, pruned_heads={k: sorted(v) for k, v in removed_heads.items() if v} or None,
-                                   intermediate_sizes=None if uniform else list(ffn_sizes))
-
-    def with_layers(self, kept: list[int]) -> "BertConfig":
-        heads = self.pruned_heads or {}
-        return dataclasses.replace(
-            self, num_hidden_layers=len(kept),
-            pruned_heads={i: heads[k] for i, k in enumerate(kept) if k in heads} or None,
-            intermediate_sizes=[self.intermediate_sizes[k] for k in kept] if self.intermediate_sizes else None)
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "BertConfig":
@@ -186,7 +137,7 @@ class BertModel(BertPreTrainedModel):
         self.embeddings = TextEmbeddings(c.vocab_size, c.hidden_size, c.max_position_embeddings, c.type_vocab_size,
                                          c.layer_norm_eps, c.hidden_dropout_prob, c.pad_token_id)
         self.layers = nn.ModuleList(
-            TransformerBlock(attention(c.heads_in_layer(i)), FeedForward(c.hidden_size, c.intermediate_size_of(i),
+            TransformerBlock(attention(c.heads_in_layer(i)), FeedForward(c.hidden_size, c.ffn_size_of(i),
                                                                          c.hidden_act),
                              lambda: nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps), norm_first=c.norm_first,
                              dropout=c.hidden_dropout_prob, cross_attn=attention() if c.add_cross_attention else None)
@@ -387,8 +338,8 @@ class BertLMHeadModel(GenerationMixin, BertPreTrainedModel):
         self.init_weights()
 
     def make_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None, device=None) -> KVCache:
-        attn, word = self.bert.layers[0].attn, self.bert.embeddings.word
-        return KVCache(len(self.bert.layers), batch, attn.n_kv_heads, max_len, attn.d_head,
+        layers, word = self.bert.layers, self.bert.embeddings.word
+        return KVCache(len(layers), batch, [layer.attn.n_kv_heads for layer in layers], max_len, layers[0].attn.d_head,
                        dtype or compute_dtype(word), device or word.weight.device)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,

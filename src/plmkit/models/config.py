@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 from plmkit.errors import ConfigError
 from plmkit.utils.constants import GENERATION_KEYS
-from plmkit.utils.settings import check_field_types, out_of_range
+from plmkit.utils.settings import check_field_types, is_int, out_of_range
 from plmkit.utils.text import read_json_object
 
 # ranges of `ModelConfig.ranges`
@@ -131,7 +131,7 @@ class ModelConfig:
         teacher's layers. A family with per-layer fields (a pruned BERT) keeps those of `kept`."""
         return dataclasses.replace(self, **{self.field_names["num_layers"]: len(kept)})
 
-    # structured pruning (plmkit.compression.prune): a family that rebuilds pruned blocks overrides these
+    # structured pruning (plmkit.compression.prune): `PrunableConfig` implements these
     def removed_heads(self) -> dict[int, list[int]]:
         """Attention heads pruned away so far: layer -> their numbers in the unpruned model."""
         return {}
@@ -139,8 +139,8 @@ class ModelConfig:
     def pruned(self, removed_heads: dict[int, list[int]], ffn_sizes: list[int]) -> "ModelConfig":
         """A copy describing blocks with `removed_heads` gone (layer -> original head numbers, all of them
         so far) and feed-forward widths `ffn_sizes` (one per layer); from_pretrained rebuilds them."""
-        raise ConfigError(f"{type(self).__name__}: plmkit cannot prune {self.model_type} models yet (BERT encoders "
-                          "can be pruned)")
+        raise ConfigError(f"{type(self).__name__}: plmkit cannot prune {self.model_type} models (BERT, GPT-2 and "
+                          "Llama can be pruned; encoder-decoders cannot)")
 
     @classmethod
     def tokenizer_fields(cls, tokenizer) -> dict[str, Any]:
@@ -266,6 +266,82 @@ class ModelConfig:
             raise ConfigError(f"{type(self).__name__}: {message}")
 
 
+@dataclass
+class PrunableConfig(ModelConfig):
+    """The config of a family whose blocks plmkit prune shrinks (BERT, GPT-2, Llama): it records what
+    went, and the family builds block i with `heads_in_layer(i)` query heads, `kv_heads_in_layer(i)`
+    key/value heads and a feed-forward layer `ffn_size_of(i)` wide, so that from_pretrained rebuilds
+    the pruned shapes. The family names its head count "num_heads", its feed-forward width "ffn_size"
+    and, with grouped-query attention, its key/value heads "num_kv_heads" in `field_names`, and calls
+    `_check_pruning` at the end of its ``__post_init__``.
+
+    With grouped-query attention a layer loses whole groups: the query heads that share a key/value
+    head go with it (a group of fewer heads than the others would break the even grouping that
+    attention computes with), and pruned_heads lists those query heads."""
+
+    # Hugging Face 4.x's field: layer -> the query heads removed, by their numbers in the unpruned model
+    pruned_heads: dict[int, list[int]] | None = None
+    # plmkit's: the feed-forward width of each layer (None: the config's width in every layer)
+    intermediate_sizes: list[int] | None = None
+
+    def _check_pruning(self) -> None:
+        """pruned_heads as {layer: sorted head numbers} (JSON writes the layers as strings), each layer
+        keeping a head and losing whole key/value groups; intermediate_sizes one positive width per
+        layer; empty ones as None."""
+        n, heads, group = self.num_layers, self._neutral("num_heads"), self.group_size
+        if self.pruned_heads:
+            self._check(isinstance(self.pruned_heads, dict), f"pruned_heads must map layers to lists of heads, got "
+                                                             f"{self.pruned_heads!r}")
+            removed = {}
+            for layer, gone in self.pruned_heads.items():
+                ok = str(layer).isdigit() and int(layer) < n and isinstance(gone, list) and all(
+                    is_int(h) and 0 <= h < heads for h in gone) and len(set(gone)) == len(gone) < heads
+                self._check(ok, f"pruned_heads[{layer!r}]={gone!r}: give a layer below {n} and distinct head numbers "
+                                f"below {heads}, keeping at least one head")
+                groups = {h // group for h in gone}
+                self._check(len(gone) == group * len(groups), f"pruned_heads[{layer!r}]={gone!r}: with grouped-query "
+                            f"attention whole groups of {group} query heads go (those sharing a key/value head)")
+                if gone:
+                    removed[int(layer)] = sorted(gone)
+            self.pruned_heads = removed
+        self.pruned_heads = self.pruned_heads or None
+        if self.intermediate_sizes is not None:
+            self._check(isinstance(self.intermediate_sizes, list) and len(self.intermediate_sizes) == n
+                        and all(is_int(w) and w >= 1 for w in self.intermediate_sizes),
+                        f"intermediate_sizes must give one positive width for each of the {n} layers, got "
+                        f"{self.intermediate_sizes}")
+
+    @property
+    def group_size(self) -> int:
+        """Query heads per key/value head (1 without grouped-query attention)."""
+        heads = self._neutral("num_heads")
+        return heads // (self._neutral("num_kv_heads") or heads)
+
+    def heads_in_layer(self, i: int) -> int:
+        return self._neutral("num_heads") - len((self.pruned_heads or {}).get(i, ()))
+
+    def kv_heads_in_layer(self, i: int) -> int:
+        return self.heads_in_layer(i) // self.group_size
+
+    def ffn_size_of(self, i: int) -> int:
+        return self.intermediate_sizes[i] if self.intermediate_sizes else self._neutral("ffn_size")
+
+    def removed_heads(self) -> dict[int, list[int]]:
+        return {layer: list(gone) for layer, gone in (self.pruned_heads or {}).items()}
+
+    def pruned(self, removed_heads: dict[int, list[int]], ffn_sizes: list[int]) -> "PrunableConfig":
+        uniform = all(w == self._neutral("ffn_size") for w in ffn_sizes)
+        return dataclasses.replace(self, pruned_heads={k: sorted(v) for k, v in removed_heads.items() if v} or None,
+                                   intermediate_sizes=None if uniform else list(ffn_sizes))
+
+    def with_layers(self, kept: list[int]) -> "PrunableConfig":
+        heads = self.pruned_heads or {}
+        return dataclasses.replace(
+            self, **{self.field_names["num_layers"]: len(kept)},
+            pruned_heads={i: heads[k] for i, k in enumerate(kept) if k in heads} or None,
+            intermediate_sizes=[self.intermediate_sizes[k] for k in kept] if self.intermediate_sizes else None)
+
+
 SPECIAL_IDS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id", "sep_token_id")
 
 
@@ -304,5 +380,5 @@ def preset_names(presets: dict) -> str:
     return ", ".join(sorted(presets))
 
 
-__all__ = ["ABOVE_ZERO", "IGNORED_HF_KEYS", "ModelConfig", "POSITIVE", "PROBABILITY", "config_json_path", "field",
-           "read_config_json"]
+__all__ = ["ABOVE_ZERO", "IGNORED_HF_KEYS", "ModelConfig", "POSITIVE", "PROBABILITY", "PrunableConfig",
+           "config_json_path", "field", "read_config_json"]

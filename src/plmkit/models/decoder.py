@@ -121,9 +121,9 @@ class DecoderBody:
                    kind: type[KVCache] = KVCache) -> KVCache:
         """An empty KV cache for ``batch`` sequences of up to ``max_len`` positions (``kind``: e.g. a
         `SlotKVCache` for continuous batching, ``batch`` being its rows)."""
-        attn, word = self.layers[0].attn, self.embeddings["word"]
-        return kind(len(self.layers), batch, attn.n_kv_heads, max_len, attn.d_head, dtype or compute_dtype(word),
-                    device or word.weight.device)
+        word = self.embeddings["word"]
+        return kind(len(self.layers), batch, [layer.attn.n_kv_heads for layer in self.layers], max_len,
+                    self.layers[0].attn.d_head, dtype or compute_dtype(word), device or word.weight.device)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, position_ids: Tensor | None = None,
                 past_key_values: KVCache | None = None, output_attentions: bool = False,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from plmkit.convert.gpt2 import CONVERTER
-from plmkit.models.config import ABOVE_ZERO, POSITIVE, PROBABILITY, ModelConfig
+from plmkit.models.config import ABOVE_ZERO, POSITIVE, PROBABILITY, PrunableConfig
 from plmkit.models.registry import Family, config_from_preset, register
 from plmkit.models.decoder import CausalLMHead, DecoderBody, DecoderPreTrainedModel
 from plmkit.nn import FeedForward, MultiHeadAttention, TransformerBlock
@@ -25,10 +25,11 @@ from plmkit.nn.mlp import ACTIVATIONS
 
 
 @dataclass
-class GPT2Config(ModelConfig):
+class GPT2Config(PrunableConfig):  # (pruned_heads, intermediate_sizes: plmkit prune's record)
     model_type = "gpt2"
     dropout_fields = ("resid_pdrop", "embd_pdrop", "attn_pdrop")
-    field_names = {"num_layers": "n_layer", "d_model": "n_embd", "context_length": "n_positions"}
+    field_names = {"num_layers": "n_layer", "d_model": "n_embd", "context_length": "n_positions", "num_heads": "n_head",
+                   "ffn_size": "d_ff"}
     ranges = {**dict.fromkeys(("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "n_inner"), POSITIVE),
               **dict.fromkeys(("resid_pdrop", "embd_pdrop", "attn_pdrop", "summary_first_dropout"), PROBABILITY),
               "layer_norm_epsilon": ABOVE_ZERO, "initializer_range": {"at_least": 0}}
@@ -70,6 +71,7 @@ class GPT2Config(ModelConfig):
         self._check(self.scale_attn_weights, "scale_attn_weights=false (unscaled attention) is not supported")
         self._check(not self.scale_attn_by_inverse_layer_idx,
                     "scale_attn_by_inverse_layer_idx=true (Mistral's GPT-2 variant) is not supported")
+        self._check_pruning()
 
     @property
     def d_ff(self) -> int:
@@ -118,12 +120,13 @@ class GPT2Model(DecoderBody, GPT2PreTrainedModel):
         self.embeddings = nn.ModuleDict({"word": nn.Embedding(c.vocab_size, c.n_embd),
                                          "position": nn.Embedding(c.n_positions, c.n_embd)})
         self.dropout = nn.Dropout(c.embd_pdrop)
-        self.layers = nn.ModuleList(
-            TransformerBlock(MultiHeadAttention(c.n_embd, c.n_head, dropout=c.attn_pdrop),
-                             FeedForward(c.n_embd, c.d_ff, c.activation_function),
+        self.layers = nn.ModuleList(  # (a pruned layer: fewer heads of the same width, a narrower feed-forward)
+            TransformerBlock(MultiHeadAttention(c.n_embd, c.heads_in_layer(i), dropout=c.attn_pdrop,
+                                                d_head=c.n_embd // c.n_head),
+                             FeedForward(c.n_embd, c.ffn_size_of(i), c.activation_function),
                              lambda: nn.LayerNorm(c.n_embd, eps=c.layer_norm_epsilon),
                              norm_first=True, dropout=c.resid_pdrop)
-            for _ in range(c.n_layer))
+            for i in range(c.n_layer))
         self.final_norm = nn.LayerNorm(c.n_embd, eps=c.layer_norm_epsilon)
         self.init_weights()
 

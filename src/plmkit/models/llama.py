@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from plmkit.convert.llama import CONVERTER
 from plmkit.errors import ConfigError
-from plmkit.models.config import ABOVE_ZERO, POSITIVE, PROBABILITY, ModelConfig
+from plmkit.models.config import ABOVE_ZERO, POSITIVE, PROBABILITY, PrunableConfig
 from plmkit.models.registry import Family, config_from_preset, register
 from plmkit.models.decoder import CausalLMHead, DecoderBody, DecoderPreTrainedModel
 from plmkit.nn import FeedForward, MultiHeadAttention, RMSNorm, RotaryEmbedding, TransformerBlock
@@ -23,10 +23,12 @@ from plmkit.nn.mlp import ACTIVATIONS
 
 
 @dataclass
-class LlamaConfig(ModelConfig):
+class LlamaConfig(PrunableConfig):  # (pruned_heads, intermediate_sizes: plmkit prune's record; whole GQA groups)
     model_type = "llama"
     dropout_fields = ("attention_dropout",)
-    field_names = {"num_layers": "num_hidden_layers", "d_model": "hidden_size", "context_length": "max_position_embeddings"}
+    field_names = {"num_layers": "num_hidden_layers", "d_model": "hidden_size", "context_length": "max_position_embeddings",
+                   "num_heads": "num_attention_heads", "num_kv_heads": "num_key_value_heads",
+                   "ffn_size": "intermediate_size"}
     learned_positions = False
     ranges = {**dict.fromkeys(("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
                                "num_attention_heads", "num_key_value_heads", "head_dim", "max_position_embeddings",
@@ -76,6 +78,7 @@ class LlamaConfig(ModelConfig):
         self._check(not scaling, f"rope_scaling / rope_parameters {self.rope_scaling!r}: "
                                  f"{', '.join(map(repr, scaling))} not supported (only unscaled, full-width RoPE)")
         self.rope_scaling = None  # {"rope_type": "default"} says the same
+        self._check_pruning()
 
     @classmethod
     def from_hf_fields(cls, d: dict[str, Any], source: str) -> dict[str, Any]:
@@ -140,12 +143,12 @@ class LlamaModel(DecoderBody, LlamaPreTrainedModel):
         super().__init__(config)
         c = config
         self.embeddings = nn.ModuleDict({"word": nn.Embedding(c.vocab_size, c.hidden_size)})
-        self.layers = nn.ModuleList(
-            TransformerBlock(MultiHeadAttention(c.hidden_size, c.num_attention_heads, c.num_key_value_heads,
+        self.layers = nn.ModuleList(  # (a pruned layer: fewer key/value groups, a narrower feed-forward)
+            TransformerBlock(MultiHeadAttention(c.hidden_size, c.heads_in_layer(i), c.kv_heads_in_layer(i),
                                                 bias=c.attention_bias, dropout=c.attention_dropout, d_head=c.head_dim),
-                             FeedForward(c.hidden_size, c.intermediate_size, c.hidden_act, gated=True, bias=c.mlp_bias),
+                             FeedForward(c.hidden_size, c.ffn_size_of(i), c.hidden_act, gated=True, bias=c.mlp_bias),
                              lambda: RMSNorm(c.hidden_size, eps=c.rms_norm_eps), norm_first=True)
-            for _ in range(c.num_hidden_layers))
+            for i in range(c.num_hidden_layers))
         self.final_norm = RMSNorm(c.hidden_size, eps=c.rms_norm_eps)
         self.rope = RotaryEmbedding(c.head_dim, c.max_position_embeddings, c.rope_theta)
         self.init_weights()

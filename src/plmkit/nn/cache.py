@@ -11,6 +11,8 @@ follow the inputs' and its past and present are tensors a graph takes and return
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import Tensor
 
@@ -69,17 +71,28 @@ def moved_rows(index: Tensor) -> tuple[Tensor, Tensor]:
     return rows, index[rows]
 
 
+def heads_per_layer(n_layers: int, n_kv_heads: int | Sequence[int]) -> list[int]:
+    """The key/value heads of each layer: one count for all, or one per layer (a pruned model's)."""
+    heads = [n_kv_heads] * n_layers if isinstance(n_kv_heads, int) else list(n_kv_heads)
+    if len(heads) != n_layers:
+        raise ValueError(f"{len(heads)} key/value head counts for {n_layers} layers")
+    return heads
+
+
 class KVCache:
     """The cache of a whole decoder: ``cache[i]`` is layer i's ``LayerKVCache``.
 
         cache = KVCache(n_layers, batch, n_kv_heads, max_len, d_head, dtype, device)
         out = model(prompt_ids, past_key_values=cache)      # fills positions 0 .. T-1
         out = model(next_ids, past_key_values=cache)        # appends position T
+
+    ``n_kv_heads``: one count, or one per layer (a pruned model's layers differ).
     """
 
-    def __init__(self, n_layers: int, batch: int, n_kv_heads: int, max_len: int, d_head: int,
+    def __init__(self, n_layers: int, batch: int, n_kv_heads: int | Sequence[int], max_len: int, d_head: int,
                  dtype: torch.dtype = torch.float32, device=None):
-        self.layers = [LayerKVCache(batch, n_kv_heads, max_len, d_head, dtype, device) for _ in range(n_layers)]
+        self.layers = [LayerKVCache(batch, heads, max_len, d_head, dtype, device)
+                       for heads in heads_per_layer(n_layers, n_kv_heads)]
 
     def __getitem__(self, i: int) -> LayerKVCache:
         return self.layers[i]
@@ -122,11 +135,11 @@ class SlotKVCache(KVCache):
     Buffers start zeroed: a row shorter than the widest one reads stale (finite) columns, masked out.
     """
 
-    def __init__(self, n_layers: int, slots: int, n_kv_heads: int, max_len: int, d_head: int,
+    def __init__(self, n_layers: int, slots: int, n_kv_heads: int | Sequence[int], max_len: int, d_head: int,
                  dtype: torch.dtype = torch.float32, device=None):
-        shape = (slots, n_kv_heads, max_len, d_head)
+        shapes = [(slots, heads, max_len, d_head) for heads in heads_per_layer(n_layers, n_kv_heads)]
         self.layers = [SlotLayerCache(self, torch.zeros(shape, dtype=dtype, device=device),
-                                      torch.zeros(shape, dtype=dtype, device=device)) for _ in range(n_layers)]
+                                      torch.zeros(shape, dtype=dtype, device=device)) for shape in shapes]
         self.lengths = torch.zeros(slots, dtype=torch.long, device=device)  # positions stored per row
         self.active = 0
 

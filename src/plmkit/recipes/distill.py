@@ -27,9 +27,10 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from plmkit.compression.distill import DistillationModel, DistillSettings, student_from_teacher
+from plmkit.compression.distill import DistillationModel, DistillSettings, has_label_names, student_from_teacher
 from plmkit.errors import ConfigError, PlmkitError
-from plmkit.recipes.finetune import FinetuneResult, FinetuneRun, ModelSettings, Steps, nest, run, run_type
+from plmkit.recipes.finetune import (FinetuneResult, FinetuneRun, ModelSettings, Steps, nest, prepare_model, run,
+                                     run_type)
 from plmkit.tasks import Task
 from plmkit.utils.settings import setting
 
@@ -115,18 +116,20 @@ class DistillSteps(Steps):
 
     def tokenizer(self):
         from plmkit.tokenization import Tokenizer
-        m, teacher = self.config.model, self.config.distill.teacher
-        tokenizer = Tokenizer.from_pretrained(m.tokenizer or teacher)
-        if m.path is not None and m.tokenizer is None:
-            try:
-                own = Tokenizer.from_pretrained(m.path)
-            except PlmkitError:
-                own = None  # (a student without tokenizer files reads the teacher's)
-            if own is not None and own.get_vocab() != tokenizer.get_vocab():
-                raise ConfigError(f"distill: the student {m.path} and the teacher {teacher} have different "
-                                  "vocabularies; a student learns from the teacher's outputs on the same tokens: "
-                                  "give a student with the teacher's vocabulary (or --student-preset NAME)")
-        return tokenizer
+        m = self.config.model
+        return Tokenizer.from_pretrained(m.tokenizer or self.config.distill.teacher)
+
+    def _student_tokenizer(self):
+        """The tokenizer of --student DIR (None: none given, or the directory has no tokenizer files and
+        reads the teacher's)."""
+        from plmkit.tokenization import Tokenizer
+        m = self.config.model
+        if m.path is None or m.tokenizer is not None:
+            return None
+        try:
+            return Tokenizer.from_pretrained(m.path)
+        except PlmkitError:
+            return None
 
     def training_examples(self, task: Task, tokenizer) -> list:
         path = self.config.data.train
@@ -137,18 +140,28 @@ class DistillSteps(Steps):
                                         self.config.data.eval_batch_size or max(self.config.data.batch_size, 32))
         if examples is None:
             raise ConfigError(f"distill: {task.name} models are distilled neither by their logits nor by generated "
-                              "targets (classification, ner: logits; sft, translation, summarization: targets)")
+                              "targets (classification, ner, qa, relation: logits; sft, translation, summarization: "
+                              "targets)")
         log.info("plmkit: distill: the teacher wrote the targets of %s training records (sequence-level)",
                  f"{len(examples):,}")
         return examples
 
     def labels(self, task: Task, examples: list) -> list[str] | None:
         teacher, _, _ = self._teacher
-        names = teacher.config.id2label if task.soft_targets() is not None else None
+        rows = task.soft_targets()
+        names = teacher.config.id2label if rows is not None and has_label_names(rows) else None
         return [names[i] for i in range(len(names))] if names else None
 
     def model(self, task: Task, tokenizer, labels: list[str] | None):
         d, m = self.config.distill, self.config.model
+        own = self._student_tokenizer()
+        if own is not None:  # adapted with its own tokenizer, as fine-tuning would (relations add their markers) ...
+            student = prepare_model(task, m.path, own, labels, m.dropout)
+            if own.get_vocab() != tokenizer.get_vocab():  # ... after which it must read the teacher's tokens
+                raise ConfigError(f"distill: the student {m.path} and the teacher {d.teacher} have different "
+                                  "vocabularies; a student learns from the teacher's outputs on the same tokens: "
+                                  "give a student with the teacher's vocabulary (or --student-preset NAME)")
+            return student
         if not d.init_from_teacher:
             return super().model(task, tokenizer, labels)
         teacher, _, _ = self._teacher
@@ -166,8 +179,6 @@ class DistillSteps(Steps):
                 raise ConfigError(f"distill: {', '.join(sorted(losses))} weigh(s) logit losses; {task.name} is distilled "
                                   "at the sequence level (the student learns the teacher's generated targets)")
             return model
-        if self.config.train.strategy == "fsdp":
-            raise ConfigError("distill: --strategy fsdp is not supported for distillation yet: use --strategy ddp")
         teacher, _, _ = self._teacher
         return DistillationModel(model, teacher, d, rows)
 

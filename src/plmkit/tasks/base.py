@@ -108,8 +108,9 @@ class Task:
     # ------------------------------------------------------------------ distillation (plmkit distill)
     def soft_targets(self) -> str | None:
         """What a student matches of its teacher's logits: "example" (one class distribution per
-        example, logits (B, C)) or "token" (one per token, logits (B, T, C)); None: the task's models
-        are not distilled by their logits."""
+        example, logits (B, C)), "token" (one per token, logits (B, T, C)) or "span" (start and end
+        logits (B, T), each a distribution over the input's tokens); None: the task's models are not
+        distilled by their logits (plmkit.compression.distill.TARGETS)."""
         return None
 
     def teacher_targets(self, teacher, tokenizer, examples: list, batch_size: int = 32) -> list | None:

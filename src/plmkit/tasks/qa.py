@@ -19,6 +19,7 @@ from plmkit.evaluation import SquadMetrics, SquadThresholdSweep
 from plmkit.tasks.base import Task, TaskSettings
 from plmkit.tasks.common import default_stride, forward_batches, pipeline_records, window_starts
 from plmkit.tasks.fields import BOOLEAN, ID, INTEGER, LIST, TEXT, check_unique, each_record, field
+from plmkit.utils.constants import IGNORE_INDEX
 from plmkit.utils.settings import setting
 from plmkit.utils.text import check_file, describe, parse_json, read_text
 
@@ -101,7 +102,8 @@ def windows(tokenizer, examples: list[QAExample], max_length: int = 384, doc_str
     """One feature per window. `_example` indexes `examples`; `_offsets` holds (start, end) character
     offsets into the context for context tokens and None elsewhere, `_words` the same for the whole
     word each token belongs to. With `training`, the first answer gives `start_positions` /
-    `end_positions` (0 = [CLS] when the window lacks it). `doc_stride` and `max_query_length` default
+    `end_positions` (0 = [CLS] when the window lacks it; -100, ignored, for a question read without
+    answers that is not marked impossible: distillation's transfer data). `doc_stride` and `max_query_length` default
     to `default_stride` and `query_limit`; a doc_stride that leaves a window no new context token is
     a ConfigError (`QASettings` refuses one for the longest question)."""
     doc_stride = default_stride(max_length) if doc_stride is None else doc_stride
@@ -132,7 +134,7 @@ def windows(tokenizer, examples: list[QAExample], max_length: int = 384, doc_str
                  "_offsets": [None] * head + [tuple(o) for o in ctx_offsets] + [None],
                  "_words": [None] * head + words[s:s + room] + [None]}
             if training:
-                start_pos = end_pos = 0
+                start_pos = end_pos = 0 if e.answers or e.is_impossible else IGNORE_INDEX
                 if answer is not None:
                     tok = [k for k, (a0, a1) in enumerate(ctx_offsets) if a1 > answer[0] and a0 < answer[1]]
                     if tok and ctx_offsets[0][0] <= answer[0] and ctx_offsets[-1][1] >= answer[1]:
@@ -299,6 +301,9 @@ class QATask(Task):
     def discover(self, examples, path) -> None:
         self.settings.version_2 = any(e.is_impossible for e in examples)
         return None
+
+    def soft_targets(self) -> str:
+        return "span"
 
     def encode(self, tokenizer, examples, label2id, path="data", training: bool = False) -> list[dict]:
         s = self.settings

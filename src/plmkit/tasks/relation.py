@@ -157,6 +157,9 @@ class RelationTask(Task):
         if added or len(tokenizer) != rows:
             model.resize_token_embeddings(max(len(tokenizer), rows))
 
+    def soft_targets(self) -> str:
+        return "example"
+
     def train_extra(self, model, tokenizer) -> None:
         """The markers' new rows start from scratch like the head: when the embedding matrix is
         frozen (LoRA, --freeze-*), those rows alone still train."""

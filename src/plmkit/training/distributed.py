@@ -329,7 +329,8 @@ def wrap(model: torch.nn.Module, strategy: str, where: torch.device, amp_dtype: 
 
     ddp: a DistributedDataParallel around the model. fsdp: the model itself, sharded in place with
     FSDP2 (`fully_shard`) per Transformer block and then at the root (embeddings, heads, final norm,
-    tied weights), on an explicit 1-d device mesh of the run's device type: without one, fully_shard
+    tied weights; first any child the model names in `called_apart`, which is then called on its own), on
+    an explicit 1-d device mesh of the run's device type: without one, fully_shard
     takes CUDA on a machine with GPUs even under gloo. Each rank then holds 1/world of every
     parameter, gradient and optimizer state (build the optimizer after this); a block's full weights
     exist only while it runs (all-gathered before its forward and backward, resharded after). LoRA
@@ -347,6 +348,8 @@ def wrap(model: torch.nn.Module, strategy: str, where: torch.device, amp_dtype: 
         policies = fsdp_policies(where, amp_dtype, cpu_offload)
         for block in [m for m in model.modules() if isinstance(m, TransformerBlock)]:
             fully_shard(block, mesh=mesh, **policies)
+        for name in getattr(model, "called_apart", ()):  # a child called on its own (a distillation's student,
+            fully_shard(getattr(model, name), mesh=mesh, **policies)  # which evaluation runs): its own unit
         return fully_shard(model, mesh=mesh, **policies)
     from torch.nn.parallel import DistributedDataParallel
     return DistributedDataParallel(model, device_ids=[where.index] if where.type == "cuda" else None,

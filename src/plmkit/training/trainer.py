@@ -573,11 +573,16 @@ def count_tokens(batch: dict[str, Any]) -> int:
 
 def item_count(batch: dict[str, Any], kind: str | None) -> int:
     """The items a loss of `kind` (`PreTrainedModel.loss_items`) is a mean over in `batch`: labelled
-    tokens, labelled next tokens, or examples; 1 for a model that does not say (micro-batches and
-    ranks then weigh the same)."""
-    if kind in ("tokens", "next_tokens") and torch.is_tensor(batch.get("labels")):
-        labels = batch["labels"][:, 1:] if kind == "next_tokens" else batch["labels"]
+    tokens (or labelled examples: labels != -100), labelled next tokens, real input tokens, or examples;
+    1 for a model that does not say (micro-batches and ranks then weigh the same)."""
+    if kind in ("tokens", "next_tokens"):  # (a batch without labels has none)
+        labels = batch.get("labels")
+        if not torch.is_tensor(labels):
+            return 0
+        labels = labels[:, 1:] if kind == "next_tokens" else labels
         return int((labels != IGNORE_INDEX).sum())
+    if kind == "input_tokens":
+        return count_tokens(batch)
     if kind is not None:
         return distributed.batch_rows(batch) or 1
     return 1
