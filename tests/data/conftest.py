@@ -1,4 +1,4 @@
-"""Shared by the data tests: a stand-in for tqdm that records its total and updates."""
+"""Shared by the data tests: a stand-in for progress_bar (tqdm) that records its total and updates."""
 import pytest
 
 
@@ -15,9 +15,9 @@ class RecordingBar:
 
 @pytest.fixture
 def progress_bars(monkeypatch):
-    """`progress_bars(module)`: the list of bars that `module`'s tqdm makes from now on."""
+    """`progress_bars(module)`: the list of bars that `module`'s progress_bar makes from now on."""
     def record(module):
         bars = []
-        monkeypatch.setattr(module, "tqdm", lambda **kwargs: bars.append(RecordingBar(**kwargs)) or bars[-1])
+        monkeypatch.setattr(module, "progress_bar", lambda **kwargs: bars.append(RecordingBar(**kwargs)) or bars[-1])
         return bars
     return record
