@@ -14,8 +14,12 @@ Rows: fp32; `plmkit quantize` dynamic-int8 and weight-int8; and, where the comma
 plmkit, `plmkit distill` (a 3-layer student from every 2nd teacher layer: soft targets at T 2 and hard
 labels, alpha 0.5, plus the hidden states, 2 epochs on the teacher's training rows), `plmkit prune`
 (30% heads, 20% FFN neurons scored on 2,000 training rows, then 300 recovery steps at lr 5e-5), a
-bert-mini-shaped student (4 x 256, random weights: soft targets, alpha 0.7, on the training rows plus
-the unlabelled texts of the other three VADER sources, 3 epochs at lr 5e-4) and `plmkit export --int8`
+bert-mini-shaped student (4 x 256) made from the teacher's own weights (`--init-from-teacher
+--student-layers 4 --student-hidden 256 --student-heads 8 --student-ffn 1024`: its layers 2, 3, 5, 6,
+in each the 8 of 12 heads and 1,024 of 1,536 feed-forward neurons the teacher's loss depends on most,
+and the 256 of 384 hidden channels with the largest mean |activation|, scored on the first 2,000
+training rows; plmkit.compression.width), then distilled (soft targets, alpha 0.7, on the training rows
+plus the unlabelled texts of the other three VADER sources, EPOCHS_LR) and `plmkit export --int8`
 (ONNX, run by onnxruntime fp32, and its model.int8.onnx: onnxruntime's dynamic int8). Targets (issue
 18): int8 >= 2x fp32 throughput at batch 1 and 32, accuracy within 1 point, file >= 3.5x smaller;
 plmkit's own int8 at least as fast as onnxruntime's int8 (goal; the last lines say where it is not);

@@ -117,7 +117,37 @@ def test_sequence_level_distillation_of_a_causal_lm(tmp_path, caplog):
                  str(prompts), "--out", str(tmp_path / "t"), "--temperature", "3", "--no-report"]) != 0
 
 
-@pytest.mark.parametrize("bad", [["--student", "x", "--init-from-teacher"], ["--student-layers", "2"]])
+def test_distil_a_classifier_into_a_narrower_student_of_the_teacher_s_weights(tmp_path, capsys):
+    teacher, test = ch.sentiment_dir()  # 2 layers, 32 wide: 2 heads of 16, 64 neurons
+    rows = h.data_dir("en-sentiment").joinpath("movie_reviews.train.jsonl").read_text().splitlines()[:40]
+    train = tmp_path / "train.jsonl"  # the first 16 labelled (the heads' and neurons' scores), then transfer data
+    train.write_text("\n".join(r if i < 16 else json.dumps({"text": json.loads(r)["text"]})
+                               for i, r in enumerate(rows)) + "\n")
+    out = tmp_path / "student"
+    args = ["distill", "--task", "classification", "--teacher", str(teacher), "--init-from-teacher", "--student-layers",
+            "1", "--train", str(train), "--out", str(out), "--max-steps", "2", "--batch-size", "8", "--device", "cpu",
+            "--no-progress", "--no-report"]
+    assert main(args + ["--student-hidden", "16", "--student-ffn", "24", "--selection-examples", "16",
+                        "--hidden-weight", "1"]) == 0
+    config = json.loads((out / "model" / "config.json").read_text())
+    assert (config["num_hidden_layers"], config["hidden_size"], config["num_attention_heads"],
+            config["intermediate_size"]) == (1, 16, 1, 24)
+    assert main(["evaluate", "--model", str(out / "model"), "--data", str(test), "--device", "cpu"]) == 0
+    unlabelled = tmp_path / "unlabelled.jsonl"
+    unlabelled.write_text("\n".join(json.dumps({"text": json.loads(r)["text"]}) for r in rows) + "\n")
+    capsys.readouterr()
+    refused = [(["--student-hidden", "20"], "--student-hidden) 20: give a multiple of the teacher's head size 16"),
+               (["--student-hidden", "16", "--student-heads", "2"], "--student-heads) 2: heads keep"),
+               (["--student-ffn", "128"], "--student-ffn) 128: the teacher's layers have 64"),
+               (["--student-hidden", "16", "--train", str(unlabelled)],
+                "(the first selection_examples (--selection-examples) of --train) has a label")]
+    for i, (bad, message) in enumerate(refused):
+        assert main(args + bad + ["--out", str(tmp_path / f"refused-{i}")]) != 0
+        assert message in capsys.readouterr().err, bad
+
+
+@pytest.mark.parametrize("bad", [["--student", "x", "--init-from-teacher"], ["--student-layers", "2"],
+                                 ["--student-hidden", "16"]])
 def test_contradicting_student_flags_are_refused(bad, tmp_path, capsys):
     teacher, _ = ch.sentiment_dir()
     args = ["distill", "--task", "classification", "--teacher", str(teacher), "--train", "t.jsonl", "--out",

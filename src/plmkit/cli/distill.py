@@ -15,8 +15,8 @@ from plmkit.cli.reporting import add_report_flags, report
 from plmkit.recipes.distill import DistillRun
 
 _USAGE = ("plmkit distill --task TASK --teacher DIR (--student DIR | --student-preset NAME | --init-from-teacher "
-          "[--student-layers N]) --train FILE --out DIR [--eval FILE] [--temperature T] [--alpha A] "
-          "[--hidden-weight W] [--attention-weight W] [options]")
+          "[--student-layers N] [--student-hidden D] [--student-heads H] [--student-ffn F]) --train FILE --out DIR "
+          "[--eval FILE] [--temperature T] [--alpha A] [--hidden-weight W] [--attention-weight W] [options]")
 
 
 def add_parser(subparsers) -> None:
@@ -26,6 +26,9 @@ def add_parser(subparsers) -> None:
                     "teacher's soft targets (KL at temperature T, scaled by T^2; QA: over the window's tokens, for "
                     "the answer's start and end) and the hard labels, optionally its hidden "
                     "states and attention distributions; training records without labels get soft targets only. "
+                    "A student made from the teacher (--init-from-teacher) keeps every k-th of its layers and, "
+                    "with --student-hidden/--student-heads/--student-ffn, its most important heads and neurons and "
+                    "its hidden channels of the largest LayerNorm scales. "
                     "sft, translation and summarization students learn targets the teacher generates. Writes what "
                     "plmkit finetune writes: OUT/model, OUT/best (with --eval), run.yaml, metrics.jsonl; then the "
                     "teacher and the student (OUT/best, else OUT/model) are measured side by side: size, latency, "

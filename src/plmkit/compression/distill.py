@@ -21,7 +21,8 @@ and the end of an answer over a window's real tokens (extractive QA):
 Student layer i is mapped to teacher layer (i + 1) * L / N - 1 (rounded up; N student layers, L the
 teacher's): the top layers meet, as in TinyBERT's uniform mapping. `student_from_teacher` starts a
 student from those very layers (DistilBERT's initialisation: every k-th layer, the embeddings and the
-task head copied).
+task head copied); `plmkit.compression.width` narrows such a student too. A narrowed student's hidden states
+are compared with the teacher's at the channels it kept (no projection).
 
 Sequence-level distillation (Kim & Rush, 2016) of generative tasks needs no loss here: the teacher
 writes the targets (`Task.teacher_targets`) and the student is fine-tuned on them.
@@ -64,10 +65,25 @@ class DistillSettings(Settings):
                                         "OUT/model): its task settings, labels and tokenizer are the student's",
                                   metavar="DIR", shapes_run=False)  # (its files are compared on resume)
     init_from_teacher: bool = setting(False, "start the student from the teacher: every k-th of its layers "
-                                             "(k = teacher layers / --student-layers), its embeddings and task head",
+                                             "(k = teacher layers / --student-layers), its embeddings and task head; "
+                                             "narrower with --student-hidden/--student-heads/--student-ffn",
                                       fixed_on_resume=True)
     student_layers: int | None = setting(None, "with --init-from-teacher: the student's layers (off: half the "
                                                "teacher's)", metavar="N", at_least=1, fixed_on_resume=True)
+    student_hidden: int | None = setting(None, "with --init-from-teacher: the student's width, a multiple of the "
+                                               "teacher's head size: the teacher's hidden channels of the largest "
+                                               "LayerNorm scales, the same in every layer (off: the teacher's "
+                                               "width)", metavar="D", at_least=1, fixed_on_resume=True)
+    student_heads: int | None = setting(None, "with --init-from-teacher: attention heads per layer, each layer's most "
+                                              "important, of the teacher's head size (off: as many as fill the "
+                                              "width)", metavar="N", at_least=1, fixed_on_resume=True)
+    student_ffn: int | None = setting(None, "with --init-from-teacher: feed-forward neurons per layer, each layer's "
+                                            "most important (off: the teacher's, scaled as the width)", metavar="N",
+                                      at_least=1, fixed_on_resume=True)
+    selection_examples: int = setting(2000, "with --student-hidden/--student-heads/--student-ffn: the first N "
+                                            "training records the teacher's heads and neurons are scored on (its "
+                                            "loss on the labelled ones)", metavar="N", at_least=1,
+                                      fixed_on_resume=True)
     temperature: float = setting(2.0, "softmax temperature of the soft targets (their KL is scaled by T^2)",
                                  metavar="T", above=0)
     alpha: float = setting(0.5, "weight of the soft-target loss; the hard-label loss gets 1 - alpha (records "
@@ -78,8 +94,16 @@ class DistillSettings(Settings):
                                            "MiniLM); 0: off", metavar="W", at_least=0)
 
     def validate(self) -> None:
-        self.need(self.student_layers is None or self.init_from_teacher,
-                  f"{self._named('student_layers')} sizes a student made from the teacher: give --init-from-teacher")
+        for name in ("student_layers",) + WIDTH_FIELDS:
+            self.need(getattr(self, name) is None or self.init_from_teacher,
+                      f"{self._named(name)} sizes a student made from the teacher: give --init-from-teacher")
+
+    def narrows(self) -> bool:
+        """Whether the student is narrower than the teacher too (plmkit.compression.width), not only shallower."""
+        return any(getattr(self, name) is not None for name in WIDTH_FIELDS)
+
+
+WIDTH_FIELDS = ("student_hidden", "student_heads", "student_ffn")
 
 
 def layer_map(student_layers: int, teacher_layers: int) -> list[int]:
@@ -136,7 +160,10 @@ class DistillationModel(nn.Module):
 
     called_apart = ("student",)  # (training/distributed.wrap: evaluation calls the student on its own)
 
-    def __init__(self, student: nn.Module, teacher: nn.Module, settings: DistillSettings, rows: str):
+    def __init__(self, student: nn.Module, teacher: nn.Module, settings: DistillSettings, rows: str,
+                 channels: Tensor | None = None):
+        """`channels` (D_s,): the teacher's hidden channels a narrowed student kept (plmkit.compression.width):
+        its hidden states are compared with the teacher's at those channels, without a projection."""
         super().__init__()
         if rows not in TARGETS:
             raise ValueError(f"rows must be one of {sorted(TARGETS)}, got {rows!r}")
@@ -150,8 +177,10 @@ class DistillationModel(nn.Module):
         self._teacher = [teacher.eval().requires_grad_(False)]  # a list: not a child module
         self.layers = layer_map(student.config.num_layers, teacher.config.num_layers)
         d_student, d_teacher = student.config.d_model, teacher.config.d_model
+        self.channels: Tensor | None
+        self.register_buffer("channels", None if channels is None else channels.clone())  # (in checkpoints: resumes)
         self.projection = (nn.Linear(d_student, d_teacher) if settings.hidden_weight and d_student != d_teacher
-                           else None)  # (TinyBERT's W_h)
+                           and channels is None else None)  # (TinyBERT's W_h)
 
     @property
     def teacher(self) -> nn.Module:
@@ -168,30 +197,24 @@ class DistillationModel(nn.Module):
 
     def forward(self, **inputs: Any) -> DistillationOutput:
         s = self.settings
-        fields, label_keys = TARGETS[self.rows]
-        golds = [inputs.pop(key, None) for key in label_keys]  # (the hard labels: the student's losses are ours)
+        golds, real = split_labels(inputs, self.rows)  # (the hard labels: the student's losses are ours)
         asked = {**({"output_hidden_states": True} if s.hidden_weight else {}),
                  **({"output_attentions": True} if s.attention_weight else {})}
         with torch.no_grad():
             teacher = self.teacher(**inputs, **asked)
         student = self.student(**inputs, **asked)
-        mask = inputs.get("attention_mask")
-        real = mask.bool() if mask is not None else torch.ones(inputs["input_ids"].shape, dtype=torch.bool,
-                                                               device=inputs["input_ids"].device)  # (B, T)
         rows = real if self.rows == "token" else None
         classes = real if self.rows == "span" else None  # (a span's classes are the window's tokens)
-        softs, hards = [], []
-        for name, gold in zip(fields, golds):
-            student_logits = _rows(getattr(student, name), rows)  # (N, C)
-            softs.append(soft_target_loss(student_logits, _rows(getattr(teacher, name), rows), s.temperature, classes))
-            hards.append(hard_label_loss(student_logits, _rows(gold, rows)) if gold is not None else None)
-        soft = torch.stack(softs).mean()
-        hard = torch.stack(hards).mean() if all(h is not None for h in hards) else soft.new_zeros(())
+        soft = torch.stack([soft_target_loss(_rows(getattr(student, name), rows), _rows(getattr(teacher, name), rows),
+                                             s.temperature, classes) for name in TARGETS[self.rows][0]]).mean()
+        hard = hard_loss(student, golds, self.rows, real)
+        hard = hard if hard is not None else soft.new_zeros(())
         hidden = attention = state = None
         if s.hidden_weight:
             pairs = [(0, 0)] + [(i + 1, t + 1) for i, t in enumerate(self.layers)]  # (embeddings, then each block)
+            kept = self.channels if self.channels is not None else slice(None)
             hidden = hidden_state_loss([student.hidden_states[i] for i, _ in pairs],
-                                       [teacher.hidden_states[t] for _, t in pairs], real, self.projection)
+                                       [teacher.hidden_states[t][..., kept] for _, t in pairs], real, self.projection)
             state = s.hidden_weight * hidden
         if s.attention_weight:
             attention = attention_loss(list(student.attentions), [teacher.attentions[t] for t in self.layers], real)
@@ -200,6 +223,24 @@ class DistillationModel(nn.Module):
         return DistillationOutput(sum(t for t in terms if t is not None), soft.detach(), hard.detach(),
                                   None if hidden is None else hidden.detach(),
                                   None if attention is None else attention.detach(), *terms)
+
+
+def split_labels(inputs: dict[str, Any], rows: str) -> tuple[list[Tensor | None], Tensor]:
+    """Takes the hard labels of soft targets `rows` out of a batch `inputs` (in place); returns them (None:
+    not in the batch) and the real tokens (B, T)."""
+    golds = [inputs.pop(key, None) for key in TARGETS[rows][1]]
+    ids, mask = inputs["input_ids"], inputs.get("attention_mask")
+    return golds, mask.bool() if mask is not None else torch.ones(ids.shape, dtype=torch.bool, device=ids.device)
+
+
+def hard_loss(outputs: ModelOutput, golds: list[Tensor | None], rows: str, real: Tensor) -> Tensor | None:
+    """The mean over the fields of TARGETS[rows] of `hard_label_loss` on `outputs` (per token: at the real
+    tokens `real` (B, T)); None when the batch lacks a field's labels."""
+    picked = real if rows == "token" else None
+    if any(gold is None for gold in golds):
+        return None
+    return torch.stack([hard_label_loss(_rows(getattr(outputs, name), picked), _rows(gold, picked))
+                        for name, gold in zip(TARGETS[rows][0], golds)]).mean()
 
 
 def _rows(x: Tensor, real: Tensor | None) -> Tensor:
@@ -254,6 +295,6 @@ def attention_loss(student: list[Tensor], teacher: list[Tensor], real: Tensor) -
     return torch.stack(losses).mean()
 
 
-__all__ = ["DistillSettings", "DistillationModel", "DistillationOutput", "TARGETS", "attention_loss",
-           "hard_label_loss", "has_label_names", "hidden_state_loss", "layer_map", "soft_target_loss",
-           "student_from_teacher"]
+__all__ = ["DistillSettings", "DistillationModel", "DistillationOutput", "TARGETS", "WIDTH_FIELDS", "attention_loss",
+           "hard_label_loss", "hard_loss", "has_label_names", "hidden_state_loss", "layer_map", "soft_target_loss",
+           "split_labels", "student_from_teacher"]

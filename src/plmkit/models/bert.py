@@ -8,6 +8,7 @@ attention, and re-pads the output at the end (padding positions of the outputs a
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -79,6 +80,18 @@ class BertConfig(PrunableConfig):  # (pruned_heads, intermediate_sizes: plmkit p
         self._check(self.is_decoder or not self.add_cross_attention,
                     "add_cross_attention=true needs is_decoder=true (cross-attention is a decoder's)")
         self._check_pruning()
+
+    def narrowed(self, d_model: int, heads: int, ffn_size: int) -> "BertConfig":
+        """`d_model` is a whole number of heads of this model's head size; a layer with fewer `heads` than
+        fit has the rest recorded as pruned (Hugging Face 4.x's pruned_heads, the last of each layer)."""
+        d_head = self.hidden_size // self.num_attention_heads
+        self._check(d_model % d_head == 0 and 1 <= heads <= d_model // d_head,
+                    f"a width of {d_model} with {heads} heads of {d_head}: give a multiple of {d_head} and at most "
+                    f"width / {d_head} heads")
+        fit = d_model // d_head
+        return dataclasses.replace(
+            self, hidden_size=d_model, num_attention_heads=fit, intermediate_size=ffn_size, intermediate_sizes=None,
+            pruned_heads={i: list(range(heads, fit)) for i in range(self.num_hidden_layers)} if heads < fit else None)
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "BertConfig":

@@ -131,6 +131,13 @@ class ModelConfig:
         teacher's layers. A family with per-layer fields (a pruned BERT) keeps those of `kept`."""
         return dataclasses.replace(self, **{self.field_names["num_layers"]: len(kept)})
 
+    def narrowed(self, d_model: int, heads: int, ffn_size: int) -> "ModelConfig":
+        """A copy `d_model` wide whose blocks have `heads` attention heads of this model's head size and
+        feed-forward layers `ffn_size` wide: a student selected from a wider teacher's weights
+        (plmkit.compression.width, which checks the sizes against the teacher's)."""
+        raise ConfigError(f"{type(self).__name__}: plmkit cannot narrow {self.model_type} models into a student of "
+                          "another width (BERT encoders can)")
+
     # structured pruning (plmkit.compression.prune): `PrunableConfig` implements these
     def removed_heads(self) -> dict[int, list[int]]:
         """Attention heads pruned away so far: layer -> their numbers in the unpruned model."""

@@ -3,6 +3,7 @@
     from plmkit.recipes.distill import distill
     distill("classification", "runs/sentiment/best", "train.jsonl", "runs/small", eval_data="dev.jsonl",
             init_from_teacher=True, student_layers=3)
+    distill(..., init_from_teacher=True, student_layers=4, student_hidden=256, student_heads=8, student_ffn=1024)
 
 A distillation run is a fine-tuning run (plmkit.recipes.finetune) with a teacher. `DistillRun` adds the
 ``distill`` section (plmkit.compression.distill.DistillSettings: the teacher, the student's start, the
@@ -14,6 +15,11 @@ or ``--init-from-teacher``); every other setting, the batches, the Trainer, eval
   (a task setting given on the command line replaces the teacher's);
 * training records may lack labels (transfer data): they get soft targets only;
 * the labels of the student's head are the teacher's, in its order;
+* a student made from the teacher (``--init-from-teacher``) takes its blocks of `layer_map`, and with
+  ``--student-hidden``, ``--student-heads`` or ``--student-ffn`` only part of their width: the
+  teacher's most important heads and neurons, scored on the first ``--selection-examples`` training
+  records, and its hidden channels of the largest LayerNorm scales (plmkit.compression.width); with
+  ``--hidden-weight`` such a student learns the teacher's hidden states at the channels it kept;
 * the Trainer trains a `DistillationModel` (the student plus the teacher's losses) and saves the
   student alone: OUT/model and OUT/best are ordinary fine-tuned model directories;
 * a task without soft targets but with generated targets (sft, translation, summarization) is distilled
@@ -134,7 +140,8 @@ class DistillSteps(Steps):
     def training_examples(self, task: Task, tokenizer) -> list:
         path = self.config.data.train
         if task.soft_targets() is not None:
-            return task.read(path, labelled=None)  # records without labels: soft targets only
+            self._examples = task.read(path, labelled=None)  # records without labels: soft targets only
+            return self._examples
         teacher, _, _ = self._teacher
         examples = task.teacher_targets(teacher, tokenizer, task.read(path, labelled=False),
                                         self.config.data.eval_batch_size or max(self.config.data.batch_size, 32))
@@ -166,10 +173,30 @@ class DistillSteps(Steps):
             return super().model(task, tokenizer, labels)
         teacher, _, _ = self._teacher
         overrides = teacher.config.dropout_overrides(m.dropout) if m.dropout is not None else {}
-        student = student_from_teacher(teacher, d.student_layers, **overrides)
-        log.info("plmkit: distill: a %d-layer student from the teacher's %d layers: %s parameters",
-                 student.config.num_layers, teacher.config.num_layers, f"{student.num_parameters():,}")
+        if d.narrows():
+            student, self._channels = self._narrowed(teacher, task, tokenizer, overrides)
+        else:
+            student = student_from_teacher(teacher, d.student_layers, **overrides)
+        log.info("plmkit: distill: a %d-layer student from the teacher's %d layers, %d wide of its %d: %s parameters",
+                 student.config.num_layers, teacher.config.num_layers, student.config.d_model, teacher.config.d_model,
+                 f"{student.num_parameters():,}")
         return student
+
+    def _narrowed(self, teacher, task: Task, tokenizer, overrides: dict):
+        """The student narrowed by the teacher's importance and activations on the first training records
+        (plmkit.compression.width), and the hidden channels it kept."""
+        from plmkit.compression.width import narrowed_student
+        from plmkit.data.loader import BatchLoader
+        d, data, rows = self.config.distill, self.config.data, task.soft_targets()
+        if rows is None:
+            raise ConfigError(f"distill: --student-hidden, --student-heads and --student-ffn select from a teacher "
+                              f"distilled by its logits; {task.name} is distilled at the sequence level: give "
+                              "--student-layers alone")
+        features = task.encode(tokenizer, self._examples[:d.selection_examples], teacher.config.label2id,
+                               path=data.train, training=True)
+        batches = BatchLoader(features, data.batch_size, task.collate(tokenizer), shuffle=False)
+        return narrowed_student(teacher, batches, rows, d.student_layers, d.student_hidden, d.student_heads,
+                                d.student_ffn, task.forward_kwargs, task.progress, **overrides)
 
     def trained(self, model, task: Task, tokenizer):
         d, rows = self.config.distill, task.soft_targets()
@@ -180,7 +207,7 @@ class DistillSteps(Steps):
                                   "at the sequence level (the student learns the teacher's generated targets)")
             return model
         teacher, _, _ = self._teacher
-        return DistillationModel(model, teacher, d, rows)
+        return DistillationModel(model, teacher, d, rows, getattr(self, "_channels", None))
 
 
 def distill(task: str, teacher, train, out_dir, eval_data=None, **settings: Any) -> FinetuneResult:
