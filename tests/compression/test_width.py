@@ -115,6 +115,11 @@ def test_a_narrowed_student_saves_and_loads_as_any_bert(tmp_path):
         torch.testing.assert_close(loaded(**inputs).logits, student.eval()(**inputs).logits, atol=1e-6, rtol=0)
     two, _ = W.narrowed_student(teacher, batches(), "example", layers=2, hidden=16)  # heads fill the width
     assert two.config.pruned_heads is None and two.config.num_attention_heads == 2
+    transformers = pytest.importorskip("transformers")  # then it is a plain BERT of the smaller sizes
+    two.save_pretrained(tmp_path / "two")
+    theirs = transformers.BertForSequenceClassification.from_pretrained(tmp_path / "two").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(**inputs).logits, two.eval()(**inputs).logits, atol=1e-5, rtol=0)
 
 
 def test_heads_are_ranked_on_labelled_records_only():
