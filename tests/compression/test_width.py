@@ -59,7 +59,7 @@ def test_the_width_s_defaults_and_what_a_teacher_cannot_give():
     from plmkit.models.gpt2 import GPT2Config, GPT2LMHeadModel
     gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_embd=16, n_layer=2, n_head=2, n_positions=16))
     with pytest.raises(ConfigError, match="cannot narrow gpt2 models"):
-        W.narrow(gpt2, torch.arange(8), 1, 32)
+        W.student_width(gpt2, [1], hidden=8)
 
 
 @pytest.mark.parametrize("cls", [BertForSequenceClassification, BertForTokenClassification])

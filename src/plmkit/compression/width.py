@@ -28,7 +28,6 @@ labelled rows (lr 2e-4, alpha 0.7) the scale rule is ahead with both seeds tried
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -41,8 +40,6 @@ from plmkit.compression.prune import check_prunable, importance, remove_heads, r
 from plmkit.errors import ConfigError
 from plmkit.nn.block import TransformerBlock
 from plmkit.nn.norms import RMSNorm
-
-log = logging.getLogger("plmkit")
 
 # inside a block: the linear layers that read the residual stream (its columns) and those that write it
 # (its rows and bias)
@@ -80,6 +77,7 @@ def student_width(teacher: nn.Module, kept: list[int], hidden: int | None = None
     if ffn > widest:
         raise ConfigError(f"distill: {named('student_ffn')} {ffn}: the teacher's layers have {widest} feed-forward "
                           "neurons")
+    teacher.config.narrowed(hidden, heads, ffn)  # (a family that cannot be narrowed refused before any scoring)
     return Width(hidden, heads, ffn)
 
 
@@ -173,8 +171,7 @@ def narrowed_student(teacher: nn.Module, batches: Iterable[dict], rows: str, lay
     """A student of `layers` of `teacher`'s blocks (`student_from_teacher`) narrowed to the width
     `student_width` makes of `hidden`, `heads` and `ffn`: heads and neurons by the teacher's importance on
     `batches` (labelled ones, in the task's training format; soft targets `rows`), channels by its LayerNorm
-    scales (see the module docstring);
-    returns it and the channels it kept (sorted, on the teacher's device)."""
+    scales (see the module docstring). Returns it and the channels it kept (sorted, on the teacher's device)."""
     student = student_from_teacher(teacher, layers, **config_overrides)
     kept = layer_map(student.config.num_layers, teacher.config.num_layers)
     width = student_width(teacher, kept, hidden, heads, ffn)
