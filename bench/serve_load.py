@@ -1,4 +1,5 @@
-"""plmkit serve under load, on loopback: `plmkit serve` in its own process, an asyncio client (httpx) here.
+"""plmkit serve under load, on loopback: `plmkit serve` in its own process, asyncio clients here (embeddings:
+a minimal keep-alive HTTP/1.1 client, `Connection`; chat and encoder-decoder streams: httpx).
 
 1. Embeddings, all-MiniLM-L6-v2, real sentences, C concurrent clients: requests/s and latency p50/p99 with
    batching on and off (--no-batching), against sentence-transformers' `encode` in one process (the
@@ -91,31 +92,58 @@ def percentiles(values: list[float]) -> str:
 
 
 # -- embeddings -----------------------------------------------------------------------------------
+class Connection:
+    """One keep-alive HTTP/1.1 connection to the server, for JSON POSTs: a load generator has to be
+    light, as `wrk` is: on a 2-core machine every millisecond the client spends is taken from the server
+    (httpx spent ~2 ms of CPU a request here, as much as the server's own HTTP and JSON work)."""
+
+    def __init__(self, url: str):
+        self.host, self.port = url.split("//", 1)[1].rsplit(":", 1)
+        self.reader = self.writer = None
+
+    async def post(self, path: str, body: dict) -> tuple[int, dict]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, int(self.port))
+        data = json.dumps(body).encode()
+        self.writer.write(f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+                          f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+        head = (await self.reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        fields = dict(line.lower().split(": ", 1) for line in head[1:] if ": " in line)
+        payload = await self.reader.readexactly(int(fields["content-length"]))  # (uvicorn: never chunked here)
+        return int(head[0].split()[1]), json.loads(payload)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
 async def embedding_load(url: str, texts: list[str], reference: np.ndarray, clients: int, limit: float,
                          bad_every: int = 0) -> dict:
-    import httpx
     latencies, wrong, bad_ok, next_index = [], 0, 0, 0
     started = time.perf_counter()
 
-    async def client(http):
+    async def client():
         nonlocal wrong, bad_ok, next_index
-        while next_index < len(texts) and time.perf_counter() - started < limit:
-            i = next_index
-            next_index += 1
-            if bad_every and i % bad_every == bad_every - 1:  # errors under load: each must get its answer
-                body, want = ({"model": "minilm", "input": ""}, 400) if i % 2 else ({"model": "nope", "input": "x"}, 404)
-                r = await http.post(f"{url}/v1/embeddings", json=body)
-                bad_ok += r.status_code == want and "error" in r.json()
-                continue
-            t0 = time.perf_counter()
-            r = await http.post(f"{url}/v1/embeddings", json={"model": "minilm", "input": texts[i],
-                                                              "encoding_format": "float"})
-            latencies.append(time.perf_counter() - t0)
-            vector = np.array(r.json()["data"][0]["embedding"]) if r.status_code == 200 else None
-            wrong += vector is None or float(np.abs(vector - reference[i]).max()) > 1e-4
+        http = Connection(url)
+        try:
+            while next_index < len(texts) and time.perf_counter() - started < limit:
+                i = next_index
+                next_index += 1
+                if bad_every and i % bad_every == bad_every - 1:  # errors under load: each must get its answer
+                    body, want = ({"model": "minilm", "input": ""}, 400) if i % 2 else ({"model": "nope", "input": "x"}, 404)
+                    status, answer = await http.post("/v1/embeddings", body)
+                    bad_ok += status == want and "error" in answer
+                    continue
+                t0 = time.perf_counter()
+                status, answer = await http.post("/v1/embeddings", {"model": "minilm", "input": texts[i],
+                                                                    "encoding_format": "float"})
+                latencies.append(time.perf_counter() - t0)
+                vector = np.array(answer["data"][0]["embedding"]) if status == 200 else None
+                wrong += vector is None or float(np.abs(vector - reference[i]).max()) > 1e-4
+        finally:
+            http.close()
 
-    async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=clients)) as http:
-        await asyncio.gather(*(client(http) for _ in range(clients)))
+    await asyncio.gather(*(client() for _ in range(clients)))
     elapsed = time.perf_counter() - started
     return {"done": len(latencies), "elapsed": elapsed, "latencies": latencies, "wrong": wrong,
             "bad_ok": bad_ok, "bad": (next_index // bad_every) if bad_every else 0}
