@@ -1,4 +1,5 @@
-"""plmkit serve under load, on loopback: `plmkit serve` in its own process, an asyncio client (httpx) here.
+"""plmkit serve under load, on loopback: `plmkit serve` in its own process, asyncio clients here (embeddings:
+a minimal keep-alive HTTP/1.1 client, `Connection`; chat and encoder-decoder streams: httpx).
 
 1. Embeddings, all-MiniLM-L6-v2, real sentences, C concurrent clients: requests/s and latency p50/p99 with
    batching on and off (--no-batching), against sentence-transformers' `encode` in one process (the
@@ -9,10 +10,14 @@
    tokenizer, no EOS: every reply is --tokens long): rounds of one stream alone, then S concurrent
    streams; aggregate tokens/s and time to first token p50/p99; each round's first greedy reply in the
    S streams is checked against the same prompt's reply alone.
+3. Encoder-decoder completions (the prompt is the source), a Marian-base-shaped model (Opus-MT: 6 + 6 x
+   512, random weights, MiniLM's tokenizer, [SEP] its EOS): the same rounds of one stream and S streams,
+   streamed; aggregate tokens/s, time to first token, rows per decoding step (/metrics); every greedy
+   reply is checked against `generate` alone on the same directory, in this process.
 
 Bounded: --requests, --rounds and a --time-limit per phase; the client stops by itself.
 
-    python bench/serve_load.py [--part embeddings|chat|all] [--clients 32] [--requests 640] [--streams 8]
+    python bench/serve_load.py [--part embeddings|chat|seq2seq|all] [--clients 32] [--requests 640] [--streams 8]
 """
 from __future__ import annotations
 
@@ -34,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import english_sentences  # noqa: E402
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+STARTUP_LIMIT = 600  # seconds for a server to load its model (a crowded CPU is slow)
 
 
 class Served:
@@ -54,7 +60,7 @@ class Served:
             raise
 
     def _wait_ready(self, httpx) -> str:
-        deadline, url = time.monotonic() + 120, None
+        deadline, url = time.monotonic() + STARTUP_LIMIT, None
         while time.monotonic() < deadline:
             text = Path(self.log.name).read_text()
             if url is None and "listening on " in text:
@@ -68,7 +74,7 @@ class Served:
             if self.proc.poll() is not None:
                 raise SystemExit(f"plmkit serve {' '.join(self.args)} exited: {text}")
             time.sleep(0.2)
-        raise SystemExit("plmkit serve did not come up in 120 s")
+        raise SystemExit(f"plmkit serve did not come up in {STARTUP_LIMIT} s")
 
     def __exit__(self, *exc) -> None:
         self.proc.send_signal(signal.SIGINT)
@@ -86,31 +92,58 @@ def percentiles(values: list[float]) -> str:
 
 
 # -- embeddings -----------------------------------------------------------------------------------
+class Connection:
+    """One keep-alive HTTP/1.1 connection to the server, for JSON POSTs: a load generator has to be
+    light, as `wrk` is: on a 2-core machine every millisecond the client spends is taken from the server
+    (httpx spent ~2 ms of CPU a request here, as much as the server's own HTTP and JSON work)."""
+
+    def __init__(self, url: str):
+        self.host, self.port = url.split("//", 1)[1].rsplit(":", 1)
+        self.reader = self.writer = None
+
+    async def post(self, path: str, body: dict) -> tuple[int, dict]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, int(self.port))
+        data = json.dumps(body).encode()
+        self.writer.write(f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+                          f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+        head = (await self.reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        fields = dict(line.lower().split(": ", 1) for line in head[1:] if ": " in line)
+        payload = await self.reader.readexactly(int(fields["content-length"]))  # (uvicorn: never chunked here)
+        return int(head[0].split()[1]), json.loads(payload)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
 async def embedding_load(url: str, texts: list[str], reference: np.ndarray, clients: int, limit: float,
                          bad_every: int = 0) -> dict:
-    import httpx
     latencies, wrong, bad_ok, next_index = [], 0, 0, 0
     started = time.perf_counter()
 
-    async def client(http):
+    async def client():
         nonlocal wrong, bad_ok, next_index
-        while next_index < len(texts) and time.perf_counter() - started < limit:
-            i = next_index
-            next_index += 1
-            if bad_every and i % bad_every == bad_every - 1:  # errors under load: each must get its answer
-                body, want = ({"model": "minilm", "input": ""}, 400) if i % 2 else ({"model": "nope", "input": "x"}, 404)
-                r = await http.post(f"{url}/v1/embeddings", json=body)
-                bad_ok += r.status_code == want and "error" in r.json()
-                continue
-            t0 = time.perf_counter()
-            r = await http.post(f"{url}/v1/embeddings", json={"model": "minilm", "input": texts[i],
-                                                              "encoding_format": "float"})
-            latencies.append(time.perf_counter() - t0)
-            vector = np.array(r.json()["data"][0]["embedding"]) if r.status_code == 200 else None
-            wrong += vector is None or float(np.abs(vector - reference[i]).max()) > 1e-4
+        http = Connection(url)
+        try:
+            while next_index < len(texts) and time.perf_counter() - started < limit:
+                i = next_index
+                next_index += 1
+                if bad_every and i % bad_every == bad_every - 1:  # errors under load: each must get its answer
+                    body, want = ({"model": "minilm", "input": ""}, 400) if i % 2 else ({"model": "nope", "input": "x"}, 404)
+                    status, answer = await http.post("/v1/embeddings", body)
+                    bad_ok += status == want and "error" in answer
+                    continue
+                t0 = time.perf_counter()
+                status, answer = await http.post("/v1/embeddings", {"model": "minilm", "input": texts[i],
+                                                                    "encoding_format": "float"})
+                latencies.append(time.perf_counter() - t0)
+                vector = np.array(answer["data"][0]["embedding"]) if status == 200 else None
+                wrong += vector is None or float(np.abs(vector - reference[i]).max()) > 1e-4
+        finally:
+            http.close()
 
-    async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=clients)) as http:
-        await asyncio.gather(*(client(http) for _ in range(clients)))
+    await asyncio.gather(*(client() for _ in range(clients)))
     elapsed = time.perf_counter() - started
     return {"done": len(latencies), "elapsed": elapsed, "latencies": latencies, "wrong": wrong,
             "bad_ok": bad_ok, "bad": (next_index // bad_every) if bad_every else 0}
@@ -158,21 +191,22 @@ def embeddings_part(args, minilm: str) -> None:
           f"{ceiling / on_rps:.2f}x (goal <= 1.2x)")
 
 
-# -- chat -------------------------------------------------------------------------------------------
-async def chat_load(url: str, prompts: list[str], streams: int, tokens: int, limit: float) -> dict:
+# -- generation: chat and encoder-decoder completions ---------------------------------------------
+async def stream_load(url: str, path: str, bodies: list[dict], streams: int, limit: float) -> dict:
+    """``streams`` concurrent clients posting ``bodies`` (streamed, with usage) to ``path`` in turn, until done
+    or ``limit`` s: tokens generated, elapsed time, each reply's time to first token and text (by index)."""
     import httpx
     ttfts, texts, generated, next_index = [], {}, 0, 0
     started = time.perf_counter()
 
     async def one_stream(http):
         nonlocal generated, next_index
-        while next_index < len(prompts) and time.perf_counter() - started < limit:
+        while next_index < len(bodies) and time.perf_counter() - started < limit:
             i = next_index
             next_index += 1
-            body = {"model": "gpt", "messages": [{"role": "user", "content": prompts[i]}], "max_tokens": tokens,
-                    "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
+            body = {**bodies[i], "stream": True, "stream_options": {"include_usage": True}}
             t0, first, pieces = time.perf_counter(), None, []
-            async with http.stream("POST", f"{url}/v1/chat/completions", json=body) as r:
+            async with http.stream("POST", f"{url}{path}", json=body) as r:
                 async for line in r.aiter_lines():
                     if not line.startswith("data: {"):
                         continue
@@ -180,9 +214,10 @@ async def chat_load(url: str, prompts: list[str], streams: int, tokens: int, lim
                     if chunk.get("usage"):
                         generated += chunk["usage"]["completion_tokens"]
                     for choice in chunk["choices"]:
-                        if choice["delta"].get("content"):
+                        piece = choice["text"] if "text" in choice else choice["delta"].get("content")
+                        if piece:
                             first = first or time.perf_counter()
-                            pieces.append(choice["delta"]["content"])
+                            pieces.append(piece)
             ttfts.append((first or time.perf_counter()) - t0)
             texts[i] = "".join(pieces)
 
@@ -191,52 +226,108 @@ async def chat_load(url: str, prompts: list[str], streams: int, tokens: int, lim
     return {"generated": generated, "elapsed": time.perf_counter() - started, "ttft": ttfts, "texts": texts}
 
 
-def decoder_dir(root: Path, minilm: str) -> Path:
-    """GPT-2 small's shape (12 x 768), random weights, MiniLM's WordPiece tokenizer (no EOS: fixed lengths)."""
-    import torch
-
-    from plmkit.models.gpt2 import GPT2Config, GPT2LMHeadModel
-    from plmkit.tokenization import Tokenizer
-    tokenizer = Tokenizer.from_pretrained(minilm)
-    torch.manual_seed(0)
-    config = GPT2Config.from_preset("gpt2", vocab_size=len(tokenizer), n_positions=1024, bos_token_id=None,
-                                    eos_token_id=None, pad_token_id=tokenizer.pad_token_id)
-    GPT2LMHeadModel(config).save_pretrained(root / "gpt")
-    tokenizer.save_pretrained(root / "gpt")
-    return root / "gpt"
+def rows_per_step(url: str, model: str) -> tuple[float, float]:
+    """(sum, count) of the generation batcher's rows-per-step histogram of ``model`` (/metrics)."""
+    import httpx
+    values = {}
+    for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines():
+        for part in ("sum", "count"):
+            if line.startswith(f"plmkit_batch_size_{part}{{") and f'model="{model}"' in line and \
+                    'batcher="generate"' in line:
+                values[part] = float(line.rsplit(" ", 1)[1])
+    return values.get("sum", 0.0), values.get("count", 0.0)
 
 
-def chat_part(args, minilm: str, root: Path) -> None:
-    """One stream and S streams, interleaved round by round (a drifting load hits both alike)."""
-    gpt = decoder_dir(root, minilm)
-    prompts = english_sentences(args.streams * args.rounds)
-    print(f"\nchat completions: GPT-2-small-shaped (12 x 768, random weights), {args.tokens} tokens per reply, greedy, "
-          f"{args.rounds} interleaved rounds")
-    runs = {1: [], args.streams: []}
-    with Served("--model", f"gpt={gpt}", "--max-batch", str(args.streams)) as url:
-        asyncio.run(chat_load(url, prompts[:2], 1, 8, 60))  # warm up
-        for r in range(args.rounds):
-            part = prompts[r * args.streams:(r + 1) * args.streams]
-            runs[1].append(asyncio.run(chat_load(url, part[:1], 1, args.tokens, args.time_limit)))
-            runs[args.streams].append(asyncio.run(chat_load(url, part, args.streams, args.tokens, args.time_limit)))
+def one_then_many(url: str, path: str, bodies: list[dict], args, model: str, target: str = "") -> dict:
+    """Rounds of one stream alone, then S streams, interleaved (a drifting load hits both alike); prints each
+    side's tokens/s and time to first token and the rows per decoding step of the S streams; returns the runs
+    by stream count and the bodies each round sent."""
+    asyncio.run(stream_load(url, path, [{**bodies[0], "max_tokens": 8}], 1, 60))  # warm up
+    runs, sent, rows = {1: [], args.streams: []}, {1: [], args.streams: []}, [0.0, 0.0]
+    for r in range(args.rounds):
+        part = bodies[r * args.streams:(r + 1) * args.streams]
+        runs[1].append(asyncio.run(stream_load(url, path, part[:1], 1, args.time_limit)))
+        sent[1].append(part[:1])
+        before = rows_per_step(url, model)
+        runs[args.streams].append(asyncio.run(stream_load(url, path, part, args.streams, args.time_limit)))
+        sent[args.streams].append(part)
+        rows = [total + now - then for total, now, then in zip(rows, rows_per_step(url, model), before)]
     tps = {}
     for streams, results in runs.items():
         tps[streams] = sum(r["generated"] for r in results) / sum(r["elapsed"] for r in results)
         ttft = [t for r in results for t in r["ttft"]]
         print(f"  {streams} stream{'s' if streams > 1 else ' '} {tps[streams]:7.1f} tokens/s   time to first token "
               f"{percentiles(ttft)}   {len(ttft)} replies")
+    print(f"  {args.streams} streams: {rows[0] / max(rows[1], 1):.2f} rows per decoding step on average")
+    print(f"  aggregate / one stream: {tps[args.streams] / tps[1]:.2f}x {target}")
+    return {"runs": runs, "sent": sent}
+
+
+def random_model_dir(out: Path, minilm: str, model_class, preset: str, **fields) -> Path:
+    """A ``model_class`` of ``preset``'s shape, random weights (seed 0), with MiniLM's WordPiece tokenizer (30,522
+    pieces), saved to ``out``; ``fields``: config fields over the preset's."""
+    import torch
+
+    from plmkit.tokenization import Tokenizer
+    tokenizer = Tokenizer.from_pretrained(minilm)
+    config = model_class.config_class.from_preset(preset, vocab_size=len(tokenizer),
+                                                  pad_token_id=tokenizer.pad_token_id, **fields)
+    torch.manual_seed(0)
+    model_class(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def chat_part(args, minilm: str, root: Path) -> None:
+    """One stream and S streams, interleaved round by round (a drifting load hits both alike)."""
+    from plmkit.models.gpt2 import GPT2LMHeadModel
+    gpt = random_model_dir(root / "gpt", minilm, GPT2LMHeadModel, "gpt2", n_positions=1024, bos_token_id=None,
+                           eos_token_id=None)  # (no EOS: every reply is --tokens long)
+    prompts = english_sentences(args.streams * args.rounds)
+    print(f"\nchat completions: GPT-2-small-shaped (12 x 768, random weights), {args.tokens} tokens per reply, greedy, "
+          f"{args.rounds} interleaved rounds")
+    bodies = [{"model": "gpt", "messages": [{"role": "user", "content": p}], "max_tokens": args.tokens,
+               "temperature": 0} for p in prompts]
+    with Served("--model", f"gpt={gpt}", "--max-batch", str(args.streams)) as url:
+        runs = one_then_many(url, "/v1/chat/completions", bodies, args, "gpt", "(target >= 2.5x)")["runs"]
     same = sum(one["texts"][0] == many["texts"][0] for one, many in zip(runs[1], runs[args.streams]))
     print(f"  {same}/{args.rounds} replies of the concurrent runs equal the one-stream replies (greedy)")
-    print(f"  aggregate / one stream: {tps[args.streams] / tps[1]:.2f}x (target >= 2.5x)")
+
+
+def seq2seq_part(args, minilm: str, root: Path) -> None:
+    """One stream and S streams of encoder-decoder completions, every reply checked against `generate` alone."""
+    import torch
+
+    from plmkit import MarianMTModel
+    from plmkit.tokenization import Tokenizer
+    pad, sep = (Tokenizer.from_pretrained(minilm).convert_tokens_to_ids(t) for t in ("[PAD]", "[SEP]"))
+    marian = random_model_dir(root / "marian", minilm, MarianMTModel, "marian-base", decoder_start_token_id=pad,
+                              eos_token_id=sep, forced_eos_token_id=None)  # ([PAD] starts, Marian's rule; [SEP] ends)
+    prompts = english_sentences(args.streams * args.rounds)
+    print(f"\nencoder-decoder completions: Marian-base-shaped (6 + 6 x 512, random weights), up to {args.tokens} "
+          f"tokens per reply, greedy, {args.rounds} interleaved rounds")
+    bodies = [{"model": "marian", "prompt": p, "max_tokens": args.tokens, "temperature": 0} for p in prompts]
+    with Served("--model", f"marian={marian}", "--max-batch", str(args.streams)) as url:
+        measured = one_then_many(url, "/v1/completions", bodies, args, "marian")
+    model, tokenizer = MarianMTModel.from_pretrained(marian).eval(), Tokenizer.from_pretrained(marian)
+    checked = wrong = 0
+    for streams in measured["runs"]:
+        for run, sent in zip(measured["runs"][streams], measured["sent"][streams]):
+            for i, text in run["texts"].items():
+                ids = torch.tensor([tokenizer(sent[i]["prompt"])["input_ids"]])
+                alone = model.generate(ids, max_new_tokens=args.tokens, do_sample=False, num_beams=1)[0, 1:]
+                checked += 1
+                wrong += text != tokenizer.decode(alone.tolist(), skip_special_tokens=True)
+    print(f"  {checked - wrong}/{checked} replies equal `generate` alone (greedy), {wrong} wrong")
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", choices=("embeddings", "chat", "all"), default="all")
+    ap.add_argument("--part", choices=("embeddings", "chat", "seq2seq", "all"), default="all")
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--requests", type=int, default=640)
     ap.add_argument("--streams", type=int, default=8)
-    ap.add_argument("--rounds", type=int, default=4, help="chat: rounds of (1 stream, then S streams)")
+    ap.add_argument("--rounds", type=int, default=4, help="chat, seq2seq: rounds of (1 stream, then S streams)")
     ap.add_argument("--rounds-embed", type=int, default=5, help="embeddings: rounds of (on, off, the ceiling)")
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--time-limit", type=float, default=300, help="seconds per configuration at most")
@@ -246,9 +337,10 @@ def main(argv=None) -> int:
     print(f"plmkit serve on 127.0.0.1, {os.cpu_count()} CPUs")
     if args.part in ("embeddings", "all"):
         embeddings_part(args, minilm)
-    if args.part in ("chat", "all"):
-        with tempfile.TemporaryDirectory() as root:
-            chat_part(args, minilm, Path(root))
+    for name, part in (("chat", chat_part), ("seq2seq", seq2seq_part)):
+        if args.part in (name, "all"):
+            with tempfile.TemporaryDirectory() as root:
+                part(args, minilm, Path(root))
     return 0
 
 

@@ -91,3 +91,47 @@ def exported(task: str) -> Path:
         assert main(["export", "--model", str(task_dir(task)), "--out", str(out), "--int8", "--quiet"]) == 0
         _CACHE[key] = out
     return _CACHE[key]
+
+
+def chat_dir(family: str) -> tuple[Path, Path]:
+    """(a random 2-layer GPT-2 (2 heads a layer) or Llama (4 query heads in 2 key/value groups a layer) with a
+    BPE tokenizer and the sft task file, as `plmkit finetune --task sft` writes one; prompt/response pairs)."""
+    key = f"chat-{family}"
+    if key not in _CACHE:
+        import json
+        from clm_helpers import PAIRS, tiny_tokenizer
+        from plmkit.models.gpt2 import GPT2Config, GPT2LMHeadModel
+        from plmkit.models.llama import LlamaConfig, LlamaForCausalLM
+        from plmkit.tasks.sft import SFTTask
+        root = Path(tempfile.mkdtemp(prefix=f"plmkit-onnx-{family}-"))
+        tok = tiny_tokenizer()
+        ids = dict(vocab_size=len(tok), bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id,
+                   pad_token_id=tok.pad_token_id)
+        torch.manual_seed(0)
+        model = (GPT2LMHeadModel(GPT2Config.from_preset("gpt2-tiny", n_positions=64, **ids)) if family == "gpt2" else
+                 LlamaForCausalLM(LlamaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                              num_key_value_heads=2, intermediate_size=64, max_position_embeddings=64,
+                                              **ids)))
+        randomize(model).save_pretrained(root / "model")  # (logits far apart: no near ties in greedy decoding)
+        tok.save_pretrained(root / "model")
+        SFTTask.of(max_length=48).save(root / "model")
+        (root / "pairs.jsonl").write_text("".join(json.dumps({"prompt": p, "response": r}) + "\n" for p, r in PAIRS))
+        _CACHE[key] = root
+    root = _CACHE[key]
+    return root / "model", root / "pairs.jsonl"
+
+
+def pruned_export(family: str) -> tuple[Path, Path]:
+    """(`chat_dir(family)` pruned by `plmkit prune` (a quarter of the heads: layers of different head counts),
+    that directory exported by `plmkit export --int8`)."""
+    key = f"pruned-{family}"
+    if key not in _CACHE:
+        from plmkit.cli import main
+        model, pairs = chat_dir(family)
+        pruned, out = model.parent / "pruned", model.parent / "onnx"
+        assert main(["prune", "--model", str(model), "--out", str(pruned), "--data", str(pairs), "--heads", "0.25",
+                     "--ffn", "0.5", "--ffn-multiple", "1", "--batch-size", "3", "--device", "cpu", "--no-progress",
+                     "--no-report", "--quiet"]) == 0
+        assert main(["export", "--model", str(pruned), "--out", str(out), "--int8", "--quiet"]) == 0
+        _CACHE[key] = pruned, out
+    return _CACHE[key]

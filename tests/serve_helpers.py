@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import socket
 import sys
 import threading
@@ -86,14 +87,18 @@ def wait_ready(url: str, app, deadline: float) -> None:
 
 
 def metric(url: str, name: str, **labels) -> float:
-    """The value of one Prometheus sample of /metrics (0 when absent)."""
+    """The sum of the Prometheus samples ``name`` of /metrics whose labels include ``labels`` (0 when none):
+    ``model="gpt"`` counts each of its batchers, ``batcher="generate"`` one."""
     with urllib.request.urlopen(f"{url}/metrics", timeout=10) as r:
         text = r.read().decode()
-    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    total = 0.0
     for line in text.splitlines():
-        if line.startswith(f"{name}{{{want}}} ") or (not labels and line.startswith(f"{name} ")):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+        sample, _, value = line.rpartition(" ")
+        head, _, given = sample.partition("{")
+        found = dict(re.findall(r'(\w+)="([^"]*)"', given))
+        if head == name and all(found.get(k) == str(v) for k, v in labels.items()):
+            total += float(value)
+    return total
 
 
 def post(url: str, path: str, body, headers: dict | None = None, timeout: float = 60) -> tuple[int, dict | bytes]:

@@ -18,8 +18,9 @@ def measured():
 def test_measure_reports_size_speed_and_the_evaluate_metric(measured):
     from plmkit.tasks import evaluate_dir
     model, test, r = measured
-    assert set(r) == {"model", "backend", "size_mb", "parameters", "latency_ms", "throughput", "inputs", "threads",
-                      "clock", "metric", "how"}
+    assert set(r) == {"model", "backend", "size_mb", "parameters", "latency_ms", "throughput", "inputs", "timed",
+                      "threads", "clock", "metric", "how"}
+    assert r["timed"] == "forward pass"
     assert r["size_mb"] == pytest.approx((model / "model.safetensors").stat().st_size / 2 ** 20)
     from plmkit.models.auto import load_any
     assert r["parameters"] == load_any(model).num_parameters()
@@ -90,3 +91,34 @@ def test_decoders_and_encoder_decoders_are_timed_on_synthetic_inputs(tmp_path):
         assert r["latency_ms"][2] > 0 and r["metric"] == {} and r["parameters"] > 0
     with pytest.raises(ConfigError, match="not a fine-tuned model .* cannot be scored"):
         R.measure(tmp_path / "marian", eval_file=tmp_path / "x.jsonl")
+
+
+def test_exported_encoder_decoders_and_decoders_are_measured_on_onnxruntime(tmp_path, capsys):
+    """A Marian translation model and a pruned GPT-2 chat model, each on PyTorch and on its export's fp32 and
+    int8 graphs: the graphs' size, generation latency, and the metric of plmkit evaluate (BLEU, perplexity)."""
+    from onnx_helpers import TEXTS, chat_dir, exported, pruned_export, task_dir
+    data = tmp_path / "eval.jsonl"
+    data.write_text("".join(json.dumps({"source": s, "target": t}) + "\n" for s, t in zip(TEXTS, TEXTS[1:])))
+    cases = [(task_dir("translation"), exported("translation"), data, ("encoder_model", "decoder_model"), "bleu"),
+             (*pruned_export("gpt2"), chat_dir("gpt2")[1], ("model",), "perplexity")]
+    for model, out, eval_file, parts, metric in cases:
+        assert R.backend_of(out) == "onnxruntime"
+        torch_r, fp32, int8 = (R.measure(model if backend == "torch" else out, eval_file=eval_file, backend=backend,
+                                         batch_sizes=(1, 4), warmup=1, repeats=2, new_tokens=3)
+                               for backend in ("torch", "onnxruntime", "onnxruntime-int8"))
+        for precision, r in (("fp32", fp32), ("int8", int8)):
+            files = [out / (f"{part}.onnx" if precision == "fp32" else f"{part}.int8.onnx") for part in parts]
+            assert r["size_mb"] == pytest.approx(sum(f.stat().st_size for f in files) / 2 ** 20)
+        assert int8["size_mb"] < fp32["size_mb"] and fp32["parameters"] > 0
+        for r in (torch_r, fp32, int8):
+            assert r["timed"] == "greedy generation of 3 new tokens per row" and set(r["latency_ms"]) == {1, 4}
+            assert all(ms > 0 for ms in r["latency_ms"].values()) and metric in r["metric"]
+        assert fp32["metric"] == pytest.approx(torch_r["metric"], rel=1e-4, abs=1e-4)
+    capsys.readouterr()
+    model, out = task_dir("translation"), exported("translation")
+    assert main(["compare", str(model), str(out), f"onnxruntime-int8:{out}", "--eval", str(data), "--batch-sizes",
+                 "1,2", "--new-tokens", "2", "--out", str(tmp_path / "cmp")]) == 0
+    printed = capsys.readouterr().out
+    assert "[onnxruntime-int8]" in printed and printed.count("timed: greedy generation of 2 new tokens per row") == 1
+    assert [r["backend"] for r in json.loads((tmp_path / "cmp" / "compare.json").read_text())["models"]] == \
+        ["torch", "onnxruntime", "onnxruntime-int8"]

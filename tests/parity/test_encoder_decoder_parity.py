@@ -83,7 +83,8 @@ def test_generation_matches_hf(tmp_path, settings):
 
 def test_warm_start_from_all_minilm_l6_v2(minilm_dir, tmp_path, caplog):
     """Both halves from the real MiniLM weights (Rothe et al., 2020): the pretrained weights are Hugging
-    Face's, the new cross-attention and LM transform are said to start from scratch, the model
+    Face's, the new cross-attention (a copy of the self-attention here, random in HF) and LM transform are
+    said to be new, the model
     generates, and on the same weights the logits are Hugging Face's."""
     tok = transformers.BertTokenizerFast.from_pretrained(minilm_dir)
     ids = dict(decoder_start_token_id=tok.cls_token_id, pad_token_id=tok.pad_token_id, eos_token_id=tok.sep_token_id)

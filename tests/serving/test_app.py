@@ -1,6 +1,7 @@
 """plmkit serve over HTTP on 127.0.0.1: the official openai client (max_retries=0) and raw requests against
-a tiny GPT-2, a tiny BART and the real all-MiniLM-L6-v2; penalties, logprobs, token-id embeddings,
-completions on an encoder-decoder; errors in OpenAI's shape; limits; a bounded load test."""
+a tiny GPT-2, a tiny BART and the real all-MiniLM-L6-v2; penalties, logprobs (echoed prompts' too), token-id
+embeddings, completions on an encoder-decoder; errors in OpenAI's shape; limits; a bounded
+load test."""
 import concurrent.futures
 import http.client
 import json
@@ -182,6 +183,48 @@ def test_completion_logprobs_are_the_raw_log_softmax_streamed_or_not(client, ref
     assert sum((c.text_offset for c in chunks), []) == lp.text_offset
 
 
+def test_echo_with_logprobs_scores_the_prompt_as_a_direct_forward(client, reference):
+    """OpenAI's legacy echo (vLLM's semantics): the text and the logprobs start with the prompt's; the prompt's first
+    token has none, every other its log-softmax at the previous position of a direct forward pass (1e-5), then the
+    generated tokens'; max_tokens 0 scores the prompt alone; streamed chunks add up to the same."""
+    prompt = "The old sailor walked down to the harbour"
+    ids = reference.tokenizer.encode(prompt)
+    with torch.no_grad():
+        logp = torch.log_softmax(reference.model(torch.tensor([ids])).logits[0, :-1].float(), -1)  # (t - 1, V)
+    chosen, best = logp.gather(1, torch.tensor(ids[1:])[:, None])[:, 0], logp.topk(2, -1).values
+    scored = client.completions.create(model="gpt", prompt=prompt, echo=True, logprobs=2, max_tokens=0)
+    lp = scored.choices[0].logprobs
+    assert scored.choices[0].text == prompt and scored.choices[0].finish_reason == "length"
+    assert (scored.usage.prompt_tokens, scored.usage.completion_tokens) == (len(ids), 0)
+    assert lp.tokens == [token_text(b) for b in reference.tokenizer.token_bytes(ids)] and "".join(lp.tokens) == prompt
+    assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
+    assert np.allclose(lp.token_logprobs[1:], chosen.tolist(), atol=1e-5)
+    for token, entries, top in zip(lp.tokens[1:], lp.top_logprobs[1:], best):
+        assert token in entries and np.allclose(sorted(entries.values(), reverse=True)[:2], top.tolist(), atol=1e-5)
+    assert lp.text_offset == [len("".join(lp.tokens[:i])) for i in range(len(ids))]
+
+    ask = dict(model="gpt", prompt=prompt, echo=True, logprobs=2, max_tokens=6, temperature=0)
+    r = client.completions.create(**ask)
+    generated = reference.model.generate(torch.tensor([ids]), max_new_tokens=6, do_sample=False)[0, len(ids):].tolist()
+    full = r.choices[0].logprobs
+    assert r.choices[0].text == prompt + reference.tokenizer.decode(generated, skip_special_tokens=True)
+    assert full.tokens[:len(ids)] == lp.tokens and len(full.tokens) == len(ids) + 6
+    assert full.token_logprobs[0] is None and np.allclose(full.token_logprobs[1:len(ids)], chosen.tolist(), atol=1e-5)
+    generated_logprobs = raw_logprobs(reference, ids, generated, 2)[0]
+    assert np.allclose(full.token_logprobs[len(ids):], generated_logprobs.tolist(), atol=1e-5)
+    assert full.text_offset == [len("".join(full.tokens[:i])) for i in range(len(full.tokens))]
+    for asked, answer in ((ask, full), ({**ask, "max_tokens": 0}, lp)):
+        chunks = [c.choices[0] for c in client.completions.create(**asked, stream=True)]
+        assert chunks[0].text == prompt and chunks[0].logprobs.tokens == lp.tokens  # the prompt first, scored
+        assert "".join(c.text for c in chunks) == prompt + (r.choices[0].text[len(prompt):] if answer is full else "")
+        parts = [c.logprobs for c in chunks if c.logprobs]
+        for field in ("tokens", "token_logprobs", "top_logprobs", "text_offset"):
+            assert sum((getattr(c, field) for c in parts), []) == getattr(answer, field), field
+    several = client.completions.create(model="gpt", prompt=[prompt, "A"], echo=True, logprobs=0, max_tokens=0, n=2)
+    assert [c.text for c in several.choices] == [prompt, prompt, "A", "A"]  # ("A": one token)
+    assert [c.logprobs.token_logprobs for c in several.choices] == [lp.token_logprobs] * 2 + [[None]] * 2
+
+
 def test_chat_logprobs_with_the_openai_client_streamed_or_not(client, reference):
     messages = [{"role": "user", "content": "how are you?"}]
     ask = dict(model="gpt", messages=messages, max_tokens=8, temperature=0, logprobs=True, top_logprobs=4)
@@ -226,6 +269,9 @@ def test_completions_on_an_encoder_decoder(client, bart):
     cut = client.completions.create(model="bart", prompt="One the old sailor", max_tokens=12, temperature=0, stop=stop)
     assert cut.choices[0].text == full.text[:full.text.find(stop)]
     assert cut.choices[0].finish_reason == "stop"
+    # echo: the source first (with logprobs it is refused: the bad requests below)
+    echoed = client.completions.create(model="bart", prompt=source, echo=True, max_tokens=0)
+    assert echoed.choices[0].text == source and echoed.usage.completion_tokens == 0
 
 
 def test_concurrent_encoder_decoder_completions_are_batched_and_equal_alone(url, bart):
@@ -237,8 +283,8 @@ def test_concurrent_encoder_decoder_completions_are_batched_and_equal_alone(url,
 
     t0 = time.perf_counter()
     alone = [ask(i) for i in range(len(sources))]
-    steps_before = sh.metric(url, "plmkit_batch_size_count", model="bart")
-    rows_before = sh.metric(url, "plmkit_batch_size_sum", model="bart")
+    steps_before = sh.metric(url, "plmkit_batch_size_count", model="bart", batcher="generate")
+    rows_before = sh.metric(url, "plmkit_batch_size_sum", model="bart", batcher="generate")
     t1 = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(len(sources)) as pool:
         together = list(pool.map(ask, range(len(sources))))
@@ -247,8 +293,8 @@ def test_concurrent_encoder_decoder_completions_are_batched_and_equal_alone(url,
     print(f"\n6 encoder-decoder completions ({tokens} tokens): one at a time {tokens / (t1 - t0):.0f} tokens/s, "
           f"6 at once {tokens / (t2 - t1):.0f} tokens/s ({(t1 - t0) / (t2 - t1):.2f}x)")
     assert [r["choices"][0]["text"] for r in together] == [r["choices"][0]["text"] for r in alone]
-    steps = sh.metric(url, "plmkit_batch_size_count", model="bart") - steps_before
-    rows = sh.metric(url, "plmkit_batch_size_sum", model="bart") - rows_before
+    steps = sh.metric(url, "plmkit_batch_size_count", model="bart", batcher="generate") - steps_before
+    rows = sh.metric(url, "plmkit_batch_size_sum", model="bart", batcher="generate") - rows_before
     assert rows / steps > 1.5, "the requests did not share batches"
 
 
@@ -287,8 +333,14 @@ def test_models_list_and_attention_picture(client, url):
      "frequency_penalty: Input should be greater than or equal to -2"),
     ("/v1/completions", {"model": "gpt", "prompt": "x", "logprobs": 6}, 400, "invalid_value", "logprobs: Input should "
      "be less than or equal to 5"),
-    ("/v1/completions", {"model": "gpt", "prompt": "x", "logprobs": 2, "echo": True}, 400, "invalid_value",
-     "echo with logprobs"),
+    ("/v1/completions", {"model": "bart", "prompt": "x", "logprobs": 2, "echo": True}, 400,
+     "echo_logprobs_unsupported", "is an encoder-decoder: its prompt is the source"),
+    ("/v1/completions", {"model": "gpt", "prompt": "x", "max_tokens": 0}, 400, "invalid_value",
+     "max_tokens: 0 generates nothing; it is for echo: true"),
+    ("/v1/completions", {"model": "gpt", "prompt": "x", "max_tokens": -1, "echo": True}, 400, "invalid_value",
+     "max_tokens: Input should be greater than or equal to 0"),
+    ("/v1/chat/completions", {"model": "gpt", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}, 400,
+     "invalid_value", "max_tokens: Input should be greater than or equal to 1"),
     ("/v1/chat/completions", {"model": "gpt", "messages": [{"role": "user", "content": "x"}], "logprobs": True,
                               "top_logprobs": 21}, 400, "invalid_value", "top_logprobs: Input should be less than or "
                                                                           "equal to 20"),

@@ -25,7 +25,8 @@ def gpt(tmp_path_factory):
 
 def batch_mean(metrics: Metrics, name: str) -> float:
     get = metrics.registry.get_sample_value
-    return get("plmkit_batch_size_sum", {"model": name}) / get("plmkit_batch_size_count", {"model": name})
+    labels = {"model": name, "batcher": "generate"}
+    return get("plmkit_batch_size_sum", labels) / get("plmkit_batch_size_count", labels)
 
 
 def test_slot_cache_rows_join_and_leave():
@@ -110,9 +111,9 @@ def test_encoder_decoder_batches_equal_generate_token_for_token(tmp_path):
     got = run_jobs(batcher, sources, settings, seeds={1: 3}, stagger=0.01)
     for i, (g, e) in enumerate(zip(got, expected)):
         assert g == e, f"request {i}: {g} != {e}"
-    get = metrics.registry.get_sample_value
-    assert get("plmkit_batch_size_count", {"model": "marian"}) < sum(len(e) for e in expected) / 2  # rows shared steps
-    assert get("plmkit_batch_size_bucket", {"model": "marian", "le": "1.0"}) >= 1  # the longest ran on alone
+    get, labels = metrics.registry.get_sample_value, {"model": "marian", "batcher": "generate"}
+    assert get("plmkit_batch_size_count", labels) < sum(len(e) for e in expected) / 2  # rows shared steps
+    assert get("plmkit_batch_size_bucket", {**labels, "le": "1.0"}) >= 1  # the longest ran on alone
 
 
 def test_dynamic_batching_groups_requests_and_isolates_a_bad_one():

@@ -84,6 +84,8 @@ def test_onnx_decoders_and_encoder_decoders_answer_as_the_pytorch_directory(tmp_
     assert load_served_model("fr-en", exports["fr-en"], "cpu").endpoints == ["/v1/translate", "/v1/completions"]
     requests = [("/v1/completions", {"model": "gpt", "prompt": prompt, "max_tokens": 8, "temperature": 0})
                 for prompt in ("Rain fell", "The old man and the", "A")]
+    requests.append(("/v1/completions", {"model": "gpt", "prompt": "Rain fell", "echo": True, "logprobs": 1,
+                                         "max_tokens": 2, "temperature": 0}))  # (the prompt scored by the graph)
     requests += [("/v1/chat/completions", {"model": "gpt", "messages": [{"role": "user", "content": "hello"}],
                                            "max_tokens": 6, "temperature": 0}),
                  ("/v1/translate", {"model": "fr-en", "input": onnx_helpers.TEXTS[:3]}),

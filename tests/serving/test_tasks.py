@@ -1,7 +1,9 @@
 """The task endpoints answer what `plmkit predict` answers, for every task plmkit fine-tunes (tiny models
-fine-tuned for a step or two); concurrent requests are batched together and still answer the same."""
+fine-tuned for a step or two); concurrent requests are batched together and still answer the same; an
+encoder-decoder's two batchers have their own metrics."""
 import concurrent.futures
 import math
+import urllib.request
 
 import pytest
 
@@ -85,6 +87,29 @@ def test_concurrent_task_requests_are_batched_and_answer_the_same(url, models):
     assert all(same(body["data"][0], e) for (_, body), e in zip(answers, expected))
     batches = sh.metric(url, "plmkit_batch_size_count", model="cls") - before
     assert batches < len(texts), "no two requests shared a batch"
+
+
+def test_an_encoder_decoders_two_batchers_have_their_own_metrics(url):
+    """The translation model answers /v1/translate through its encoder batcher and completions through its
+    generation batcher: the ``batcher`` label keeps their batch sizes and queues apart under one model name."""
+    def steps():
+        return {kind: sh.metric(url, "plmkit_batch_size_count", model="fr-en", batcher=kind)
+                for kind in ("encode", "generate")}
+
+    before = steps()
+    assert sh.post(url, "/v1/translate", {"model": "fr-en", "input": ["serveur web", "jeu de puzzle"]})[0] == 200
+    translated = steps()
+    status, body = sh.post(url, "/v1/completions", {"model": "fr-en", "prompt": "serveur web", "max_tokens": 3,
+                                                     "temperature": 0})
+    completed = steps()
+    assert status == 200 and translated == {"encode": before["encode"] + 1, "generate": before["generate"]}
+    assert completed == {"encode": translated["encode"],  # one decoding step per token
+                         "generate": translated["generate"] + body["usage"]["completion_tokens"]}
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    for kind in ("encode", "generate"):
+        assert f'plmkit_queue_depth{{batcher="{kind}",model="fr-en"}} 0.0' in text
+    assert 'plmkit_running_sequences{batcher="generate",model="fr-en"} 0.0' in text
 
 
 @pytest.mark.parametrize("endpoint, body, says", [

@@ -3,11 +3,15 @@
 Each directory is measured (plmkit.compression.report: size on disk, parameters, latency and
 throughput at batch 1 and 32, the task metric on --eval) and printed as one table with ratios to the
 first; --out also gets compare.json and compare.png (latency vs the metric, marker area = size).
-A directory runs on the backend whose weight files it holds (torch first); `BACKEND:DIR` names one.
+A directory runs on the backend whose weight files it holds (torch first); `BACKEND:DIR` names one
+(onnxruntime-int8:DIR, the int8 graphs of an export). An encoder's latency is a forward pass; a
+causal LM's or an encoder-decoder's is greedy generation of --new-tokens tokens per row.
 """
 from __future__ import annotations
 
 import argparse
+
+from plmkit.compression.report import DEFAULT_NEW_TOKENS
 
 COMPARE_JSON, COMPARE_PNG = "compare.json", "compare.png"
 
@@ -21,6 +25,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", metavar="DIR", default=None, help="write compare.json and compare.png here")
     p.add_argument("--batch-sizes", metavar="N,N", default="1,32", help="batch sizes timed (default 1,32)")
     p.add_argument("--threads", type=int, default=None, metavar="N", help="torch threads (default: as set)")
+    p.add_argument("--new-tokens", type=int, default=DEFAULT_NEW_TOKENS, metavar="N",
+                   help=f"generative models: tokens generated per row while timed (default {DEFAULT_NEW_TOKENS})")
     p.set_defaults(func=run)
 
 
@@ -42,8 +48,8 @@ def run(args: argparse.Namespace) -> int:
         name, sep, rest = given.partition(":")
         backend, directory = (name, rest) if sep and name in BACKENDS else (None, given)
         reports.append(measure(directory, eval_file=args.eval, batch_sizes=batch_sizes, threads=args.threads,
-                               backend=backend or backend_of(directory)))
-        print(format_report(reports[-1:], None).splitlines()[-1], flush=True)  # each row as soon as measured
+                               backend=backend or backend_of(directory), new_tokens=args.new_tokens))
+        print(format_report(reports[-1:], None).splitlines()[2], flush=True)  # each row (after the header) as soon as measured
     print()
     print(format_report(reports, reports[0]))
     if args.out is not None:

@@ -6,6 +6,12 @@ line, a blank line being an empty prompt, or a .jsonl/.json file with a "prompt"
 generated in left-padded batches, one JSON line {"prompt", "completion"} per prompt, to stdout or
 --output (written whole or not at all).
 
+A causal LM (GPT-2, Llama) continues each prompt; an encoder-decoder (BART, Marian, BERT-to-BERT)
+takes it as its source (encoded as its task encodes one, right-padded in a batch) and writes its
+output alone (the translation, the summary). --backend onnxruntime (or onnxruntime-int8) runs a
+directory `plmkit export` wrote, on the CPU, through the same generation code (plmkit.generation):
+greedy decoding gives the PyTorch model's tokens.
+
 Sampling is the default (the flags and their defaults: plmkit.sampling.SamplingSettings); --greedy
 (or --temperature 0) picks the most likely token; --num-beams N > 1 runs beam search (not streamed:
 beams are only final at the end).
@@ -22,10 +28,16 @@ import sys
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("generate", help="generate text with a causal language model",
+    from plmkit.cli.flags import add_settings_flags
+    from plmkit.tasks.inference import InferenceSettings
+
+    p = subparsers.add_parser("generate", help="generate text with a causal LM or an encoder-decoder",
                               description="Continue a prompt (streamed) or every prompt of a file (JSONL out) with "
-                                          "a GPT-2 / Llama model directory (plmkit or Hugging Face).")
+                                          "a GPT-2 / Llama model directory (plmkit or Hugging Face), or translate / "
+                                          "summarise it with an encoder-decoder (BART, Marian, BERT-to-BERT); "
+                                          "--backend onnxruntime: a directory plmkit export wrote.")
     p.add_argument("--model", required=True, metavar="DIR", help="model directory with config.json, weights, tokenizer")
+    add_settings_flags(p, InferenceSettings, skip=BACKEND_ONLY)  # --backend
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", metavar="TEXT", help="one prompt; the continuation is streamed")
     src.add_argument("--input", metavar="FILE", help="prompts, one per line, or .jsonl with a \"prompt\" field")
@@ -34,6 +46,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=None, metavar="N", help="prompts per batch with --input (default 8)")
     p.add_argument("--only-new", action="store_true", help="with --prompt: print only the generated text")
     p.set_defaults(func=run)
+
+
+BACKEND_ONLY = ("model", "batch_size", "device", "null_score_diff_threshold")  # InferenceSettings' flags not taken
 
 
 def add_sampling_args(p: argparse.ArgumentParser, defaults: dict | None = None, skip: tuple[str, ...] = ()) -> None:
@@ -53,18 +68,38 @@ def sampling_settings(args: argparse.Namespace, defaults: dict | None = None):
     return settings_from_args(args, SamplingSettings, defaults)
 
 
-def load_causal_lm(path: str, device: str = "auto"):
-    """(model in eval mode on `device`, tokenizer) from a model directory."""
-    from plmkit.models.auto import AutoModelForCausalLM
+def load_causal_lm(path: str, device: str = "auto", seq2seq: bool = False):
+    """(model in eval mode on `device`, tokenizer) from a model directory (`seq2seq`: an encoder-decoder's)."""
+    from plmkit.models.auto import AutoModelForCausalLM, AutoModelForSeq2SeqLM
     from plmkit.tokenization import Tokenizer
     from plmkit.utils.device import resolve_device
 
-    model = AutoModelForCausalLM.from_pretrained(path)
+    model = (AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM).from_pretrained(path)
     model = model.to(resolve_device(device, model.cpu_only)).eval()
     model.check_complete(path)  # an lm_head the weights lack would be random
     tokenizer = Tokenizer.from_pretrained(path)
     model.check_vocabulary(tokenizer, path)
     return model, tokenizer
+
+
+def load_generator(path: str, device: str = "auto", backend: str = "torch"):
+    """(model, tokenizer) of a causal LM or encoder-decoder directory: on PyTorch (`device`), or on
+    onnxruntime (`backend`: plmkit.tasks.inference.ONNX_BACKENDS) from a directory `plmkit export` wrote."""
+    from plmkit.errors import ConfigError
+    from plmkit.models.auto import read_model_type
+    from plmkit.models.registry import family
+
+    if backend == "torch":
+        return load_causal_lm(path, device, seq2seq="seq2seq-lm" in family(read_model_type(path)[0]).tasks)
+    from plmkit.models.onnx import load_ort
+    from plmkit.tasks.inference import ONNX_BACKENDS
+    from plmkit.tokenization import Tokenizer
+
+    model = load_ort(path, ONNX_BACKENDS[backend])
+    if not hasattr(model, "generate"):
+        raise ConfigError(f"{path}: an export of a {model.info['model_task']} model, which does not generate; "
+                          "plmkit generate takes an exported causal LM or encoder-decoder")
+    return model, Tokenizer.from_pretrained(path)
 
 
 def prompt_ids(tokenizer, text: str) -> list[int]:
@@ -73,6 +108,17 @@ def prompt_ids(tokenizer, text: str) -> list[int]:
     from plmkit.generation import prompt_ids as ids_of
 
     return encode_text(tokenizer, text) or ids_of(tokenizer, "")
+
+
+def input_ids(model, tokenizer, text: str) -> list[int]:
+    """A prompt's ids, or an encoder-decoder's source ids (its tokenizer's special tokens added, as its task
+    encodes a source)."""
+    from plmkit.chat import encode_text
+
+    if not model.is_encoder_decoder:
+        return prompt_ids(tokenizer, text)
+    encode_text(tokenizer, text)  # (the UTF-8 check)
+    return tokenizer(text)["input_ids"]
 
 
 def read_prompts(path: str) -> list[tuple[int, str]]:
@@ -98,18 +144,25 @@ def read_prompts(path: str) -> list[tuple[int, str]]:
 
 
 def check_room(model, n_tokens: int, max_new_tokens: int, where: str) -> None:
-    """A prompt that leaves no room for its continuation in a model with learned positions: an error
-    naming where it is, before anything is written."""
+    """A prompt that leaves no room for its continuation in a model with learned positions (an
+    encoder-decoder: a source longer than its positions): an error naming where it is, before anything
+    is written."""
     from plmkit.errors import DataError
 
     limit = model.config.max_positions
-    if limit is not None and n_tokens + max_new_tokens > limit:
+    if limit is not None and model.is_encoder_decoder:
+        if n_tokens > limit:
+            raise DataError(f"{where}: the source has {n_tokens} tokens, more than the model's {limit} positions: "
+                            "shorten it")
+    elif limit is not None and n_tokens + max_new_tokens > limit:
         raise DataError(f"{where}: the prompt has {n_tokens} tokens; with --max-new-tokens {max_new_tokens} that is "
                         f"more than the model's {limit} positions: shorten it or lower --max-new-tokens")
 
 
 def run(args: argparse.Namespace) -> int:
+    from plmkit.cli.flags import settings_from_args
     from plmkit.errors import ConfigError
+    from plmkit.tasks.inference import InferenceSettings
     from plmkit.utils.files import refuse_overwriting_inputs
 
     if args.prompt is not None:
@@ -126,7 +179,8 @@ def run(args: argparse.Namespace) -> int:
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
     sampling = sampling_settings(args)
-    model, tokenizer = load_causal_lm(args.model, args.device)
+    inference = settings_from_args(args, InferenceSettings, {"model": args.model, "device": args.device})
+    model, tokenizer = load_generator(args.model, inference.device, inference.backend)
     if args.prompt is not None:
         return _one_prompt(args, model, tokenizer, sampling)
     prompts = read_prompts(args.input)
@@ -140,19 +194,22 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _one_prompt(args, model, tokenizer, sampling) -> int:
-    """The prompt and its continuation, streamed to stdout (nothing written before a too-long prompt
-    is refused)."""
+    """The prompt and its continuation (an encoder-decoder's output alone), streamed to stdout (nothing
+    written before a too-long prompt is refused)."""
     import torch
 
+    from plmkit.utils.device import model_device
+
     kwargs = sampling.generate_kwargs()
-    ids = torch.tensor([prompt_ids(tokenizer, args.prompt)], device=next(model.parameters()).device)
+    ids = torch.tensor([input_ids(model, tokenizer, args.prompt)], device=model_device(model))
     check_room(model, ids.shape[1], sampling.max_new_tokens, "--prompt")
-    if not args.only_new:
+    if not (args.only_new or model.is_encoder_decoder):
         sys.stdout.write(args.prompt)
         sys.stdout.flush()
     if sampling.num_beams > 1:
         out = model.generate(ids, **kwargs)
-        sys.stdout.write(tokenizer.decode(out[0, ids.shape[1]:].tolist(), skip_special_tokens=True))
+        new = 1 if model.is_encoder_decoder else ids.shape[1]  # (after the decoder's start token, or the prompt)
+        sys.stdout.write(tokenizer.decode(out[0, new:].tolist(), skip_special_tokens=True))
     else:
         for piece in model.stream(tokenizer, ids, seed=sampling.seed, **kwargs):
             sys.stdout.write(piece)
@@ -163,20 +220,23 @@ def _one_prompt(args, model, tokenizer, sampling) -> int:
 
 
 def _many_prompts(args, model, tokenizer, sampling, prompts: list[tuple[int, str]], batch_size: int, out) -> None:
-    """Every prompt of the --input file, in left-padded batches: one JSON line each to `out`."""
+    """Every prompt of the --input file, in batches (prompts padded on the left, sources on the right):
+    one JSON line each to `out`."""
     from plmkit.data.collate import pad_sequences
+    from plmkit.utils.device import model_device
     from plmkit.utils.constants import MAX_SEED
 
     kwargs = sampling.generate_kwargs()
-    device = next(model.parameters()).device
-    encoded = [prompt_ids(tokenizer, prompt) for _, prompt in prompts]
+    device = model_device(model)
+    encoded = [input_ids(model, tokenizer, prompt) for _, prompt in prompts]
     for (line, _), ids in zip(prompts, encoded):  # every prompt checked before the first is generated
         check_room(model, len(ids), sampling.max_new_tokens, f"{args.input}:{line}")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     for start in range(0, len(prompts), batch_size):
-        # left padding: generation continues after each row's last position
-        ids, mask = pad_sequences(encoded[start:start + batch_size], pad if pad is not None else 0, "left")
-        width = ids.shape[1]
+        # a prompt padded on the left: generation continues after each row's last position
+        ids, mask = pad_sequences(encoded[start:start + batch_size], pad if pad is not None else 0,
+                                  "right" if model.is_encoder_decoder else "left")
+        width = 1 if model.is_encoder_decoder else ids.shape[1]  # (the decoder's start token, or the prompts)
         generated = model.generate(ids.to(device), mask.to(device), pad_token_id=pad,
                                    seed=None if sampling.seed is None else (sampling.seed + start) % MAX_SEED, **kwargs)
         for (_, prompt), row in zip(prompts[start:start + batch_size], generated[:, width:].tolist()):

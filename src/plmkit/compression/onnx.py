@@ -259,8 +259,10 @@ def _info(model, model_task: str, specs: list[GraphSpec]) -> dict:
         attn = model.decoder_layers()[0].attn
         info["past"] = {"layers": len(model.decoder_layers()), "heads": attn.n_kv_heads, "head_dim": attn.d_head}
     elif GRAPHS[model_task].past:
-        layer = model.make_cache(1, 1)[0]  # (B, H_kv, max_len, d) buffers
-        info["past"] = {"layers": model.config.num_layers, "heads": layer.k.shape[1], "head_dim": layer.k.shape[3]}
+        layers = model.make_cache(1, 1).layers  # (B, H_kv, max_len, d) buffers
+        heads = [layer.k.shape[1] for layer in layers]  # one count, or a pruned model's per layer
+        info["past"] = {"layers": len(layers), "heads": heads[0] if len(set(heads)) == 1 else heads,
+                        "head_dim": layers[0].k.shape[3]}
     return info
 
 
@@ -355,9 +357,9 @@ def random_inputs(model: nn.Module, kind: GraphKind, batch: int, length: int, pa
 
 
 def _empty_past(model: nn.Module, batch: int) -> list[Tensor]:
-    layer = model.make_cache(1, 1)[0]
-    empty = torch.zeros(batch, layer.k.shape[1], 0, layer.k.shape[3])
-    return [empty] * (2 * model.config.num_layers)
+    """(B, H_kv, 0, d) keys and values per layer, each with its layer's heads (a pruned model's differ)."""
+    return [torch.zeros(batch, layer.k.shape[1], 0, layer.k.shape[3]) for layer in model.make_cache(1, 1).layers
+            for _ in ("key", "value")]
 
 
 def _torch_forward(model: nn.Module, kind: GraphKind, inputs: dict[str, Tensor]):

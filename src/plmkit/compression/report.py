@@ -6,10 +6,14 @@ batch 1 and 32, and the task metric on an eval file. Every compression command p
     print(format_report([report, measure("sentiment/int8", eval_file="test.jsonl")], baseline=report))
 
 A model directory runs on a backend (`BACKENDS`): "torch" (plmkit's own models, int8 ones included),
-or "onnxruntime" / "onnxruntime-int8" (model.onnx / model.int8.onnx of a directory `plmkit export`
-wrote). Latency is the median wall time of one forward pass over a batch, after warm-up runs, on the
-eval file's own examples (real lengths; the same examples for every model) or, without one, on a
-fixed synthetic batch of `seq_len` tokens.
+or "onnxruntime" / "onnxruntime-int8" (the graphs of a directory `plmkit export` wrote: model.onnx, or
+an encoder-decoder's encoder_model.onnx and decoder_model.onnx; their .int8.onnx copies). Latency is
+the median wall time of one call over a batch, after warm-up runs, on the eval file's own examples
+(real lengths; the same examples for every model) or, without one, on a fixed synthetic batch of
+`seq_len` tokens. The call: an encoder's forward pass; a generative model's (a causal LM's, an
+encoder-decoder's) `generate`, greedy, `new_tokens` new tokens per row whatever the end-of-text token
+says (the same work for every variant), from the examples' input ids as prompts (on the left,
+cut to leave room for the new tokens) or sources; its throughput counts sequences per second.
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ from plmkit.models.io import check_model_dir
 from plmkit.tasks.base import TASK_FILE, Task
 
 REPORT_FILE = "compression_report.json"
+FORWARD = "forward pass"  # what an encoder's latency times
 DEFAULT_SEQ_LEN = 128  # synthetic inputs without an eval file (or the model's positions, when fewer)
 
 
@@ -74,14 +79,14 @@ def _load_torch(model_dir: Path, task: Task | None) -> Loaded:
 def _load_onnxruntime(backend: str, model_dir: Path, task: Task | None) -> Loaded:
     """A directory `plmkit export` wrote, run by onnxruntime (`backend`: tasks.inference.ONNX_BACKENDS) on
     as many threads as torch has now (`measure`'s `threads`)."""
-    from plmkit.models.onnx import OrtModel
-    from plmkit.tasks.inference import ONNX_BACKENDS
+    from plmkit.models.onnx import load_ort
+    from plmkit.tasks.inference import ONNX_BACKENDS, for_inference
     from plmkit.tasks.registry import load_task
     from plmkit.tokenization import Tokenizer
 
-    model = OrtModel(model_dir, ONNX_BACKENDS[backend], threads=torch.get_num_threads()).eval()
+    model = load_ort(model_dir, ONNX_BACKENDS[backend], threads=torch.get_num_threads()).eval()
     tokenizer = Tokenizer.from_pretrained(model_dir) if (model_dir / "tokenizer.json").is_file() else None
-    own = load_task(model_dir) if (model_dir / TASK_FILE).is_file() else None
+    own = for_inference(load_task(model_dir)) if (model_dir / TASK_FILE).is_file() else None
     made = {k: model.info[k] for k in ("opset", "exporter", "check", "int8") if k in model.info}
     return Loaded(model, tokenizer, task or own, model.num_parameters(), {"onnx": made})
 
@@ -89,18 +94,20 @@ def _load_onnxruntime(backend: str, model_dir: Path, task: Task | None) -> Loade
 # the backends `measure` runs a directory on, by name
 BACKENDS: dict[str, Backend] = {
     "torch": Backend(_load_torch, ("*.safetensors", "pytorch_model*.bin")),
-    "onnxruntime": Backend(functools.partial(_load_onnxruntime, "onnxruntime"), ("model.onnx", "model.onnx.data")),
-    "onnxruntime-int8": Backend(functools.partial(_load_onnxruntime, "onnxruntime-int8"), ("model.int8.onnx",)),
-}
+    "onnxruntime": Backend(functools.partial(_load_onnxruntime, "onnxruntime"), ("*model.onnx", "*model.onnx.data")),
+    "onnxruntime-int8": Backend(functools.partial(_load_onnxruntime, "onnxruntime-int8"), ("*model.int8.onnx",)),
+}  # (*model.onnx: model.onnx, or encoder_model.onnx and decoder_model.onnx)
+DEFAULT_NEW_TOKENS = 16  # what a generative model generates per row while timed
 
 
 def measure(model_dir, *, eval_file=None, task: Task | str | None = None, batch_sizes=(1, 32),
             seq_len: int | None = None, backend: str = "torch", threads: int | None = None,
             warmup: int = 2, repeats: int = 10, eval_batch_size: int = 32, score: bool = True,
-            cpu_time: bool = False) -> dict[str, Any]:
+            cpu_time: bool = False, new_tokens: int = DEFAULT_NEW_TOKENS) -> dict[str, Any]:
     """The report of one model directory (see the module docstring): a JSON-ready dict with ``model``,
     ``backend``, ``size_mb``, ``parameters``, ``latency_ms`` and ``throughput`` ({batch size: ms per
-    batch / examples per second}), ``inputs`` (what was timed), ``metric`` ({name: value}; empty
+    batch / examples per second}), ``inputs`` (what was timed on), ``timed`` (the call: a forward
+    pass, or generating `new_tokens` tokens per row), ``metric`` ({name: value}; empty
     without `eval_file`) and ``how`` (config.json's record of how the model was made, e.g. its
     ``quantization_config``). `threads`: torch threads while measuring (default: as set); `score`
     False: time on the eval file's examples without scoring them (no metric); `cpu_time`: time the
@@ -110,6 +117,8 @@ def measure(model_dir, *, eval_file=None, task: Task | str | None = None, batch_
         raise ConfigError(f"backend {backend!r} is not available; choose one of {', '.join(BACKENDS)}")
     if not batch_sizes or any(not isinstance(b, int) or b < 1 for b in batch_sizes):
         raise ConfigError(f"batch_sizes must be positive integers, got {batch_sizes!r}")
+    if new_tokens < 1:
+        raise ConfigError(f"new_tokens must be >= 1, got {new_tokens}")
     directory = check_model_dir(model_dir)
     if isinstance(task, str):
         from plmkit.tasks.registry import get_task
@@ -122,7 +131,8 @@ def measure(model_dir, *, eval_file=None, task: Task | str | None = None, batch_
                               "scored; give task= or leave the eval file out")
         examples = _timing_features(loaded, eval_file, seq_len)
         clock = time.process_time if cpu_time else time.perf_counter
-        latency = {b: _median_ms(loaded.model, _batches(loaded, examples, b, warmup + repeats), warmup, clock)
+        call, batches, timed = _timed_call(loaded, new_tokens)
+        latency = {b: _median_ms(call, batches(loaded, examples, b, warmup + repeats), warmup, clock)
                    for b in batch_sizes}
         metric = {}
         if eval_file is not None and score:
@@ -137,6 +147,7 @@ def measure(model_dir, *, eval_file=None, task: Task | str | None = None, batch_
         "throughput": {b: b / (ms / 1000) for b, ms in latency.items()},
         "inputs": (f"{eval_file} (real lengths)" if eval_file is not None
                    else f"synthetic, {len(examples[0]['input_ids'])} tokens"),
+        "timed": timed,
         "threads": torch.get_num_threads() if threads is None else threads,
         "clock": "process CPU time" if cpu_time else "wall",
         "metric": {k: v for k, v in metric.items() if isinstance(v, float)},  # (not counts of examples)
@@ -198,6 +209,37 @@ def _timing_features(loaded: Loaded, eval_file, seq_len: int | None) -> list[dic
     return [{"input_ids": ids.tolist()}]
 
 
+def _timed_call(loaded: Loaded, new_tokens: int) -> tuple[Callable, Callable, str]:
+    """(what is called on each batch, how the batches are made, what that is, in words): a generative
+    model's greedy `generate` of `new_tokens` tokens per row (no end-of-text token stops it), or the
+    forward pass."""
+    from plmkit.generation import GenerationMixin
+    model = loaded.model
+    if not isinstance(model, GenerationMixin):
+        return model, _batches, FORWARD
+    call = functools.partial(model.generate, max_new_tokens=new_tokens, do_sample=False, num_beams=1,
+                             num_return_sequences=1, eos_token_id=[])
+    return call, functools.partial(_prompts, new_tokens=new_tokens), f"greedy generation of {new_tokens} new tokens per row"
+
+
+def _prompts(loaded: Loaded, features: list[dict], size: int, count: int, new_tokens: int) -> list[dict]:
+    """`count` batches of `size` consecutive features' input ids (cycling) as `generate` takes them: an
+    encoder-decoder's sources padded on the right, a causal LM's prompts on the left, each cut to its
+    last tokens so that `new_tokens` more fit in the model's positions."""
+    from plmkit.data.collate import pad_sequences
+    seq2seq, limit = loaded.model.is_encoder_decoder, loaded.model.config.max_positions
+    keep = limit - new_tokens if limit is not None and not seq2seq else None
+    if keep is not None and keep < 1:
+        raise ConfigError(f"{new_tokens} new tokens leave no room for a prompt in the model's {limit} positions")
+    pad = loaded.tokenizer.pad_token_id if loaded.tokenizer is not None else None
+    batches = []
+    for n in range(count):
+        rows = [list(features[(n * size + i) % len(features)]["input_ids"]) for i in range(size)]
+        ids, mask = pad_sequences([r[-keep:] if keep else r for r in rows], pad or 0, "right" if seq2seq else "left")
+        batches.append({"input_ids": ids, "attention_mask": mask})
+    return batches
+
+
 def _batches(loaded: Loaded, features: list[dict], size: int, count: int) -> list[dict]:
     """`count` batches of `size` consecutive features (cycling through them), collated as the task
     collates; labels are dropped (a forward pass for inference) unless the model decodes them."""
@@ -226,12 +268,12 @@ def _keywords(model) -> set[str] | None:
     return set(params)
 
 
-def _median_ms(model, batches: list[dict], warmup: int, clock) -> float:
+def _median_ms(call, batches: list[dict], warmup: int, clock) -> float:
     times = []
     with torch.no_grad():
         for n, batch in enumerate(batches):
             start = clock()
-            model(**batch)
+            call(**batch)
             if n >= warmup:
                 times.append(clock() - start)
     return statistics.median(times) * 1000
@@ -271,6 +313,9 @@ def format_report(reports: list[dict], baseline: dict | None = None) -> str:
     if baseline is not None:
         lines.append(f"ratios: to {_name(baseline)} (size: x smaller; latency: x faster); metrics: value "
                      "(difference in points)")
+    for timed in dict.fromkeys(r.get("timed", FORWARD) for r in reports):
+        if timed != FORWARD:
+            lines.append(f"timed: {timed} (ex/s: sequences per second)")
     return "\n".join(lines)
 
 

@@ -9,6 +9,7 @@ import torch
 
 from plmkit.errors import DataError
 from plmkit.utils.constants import IGNORE_INDEX
+from plmkit.utils.device import model_device
 
 
 @torch.no_grad()
@@ -25,7 +26,7 @@ def evaluate_perplexity(model, dataset, batch_size: int = 8, max_batches: int | 
     `EvalShard` of plmkit.training.distributed: `rows(batch)` its rows, `sums(values)` over all)."""
     if collate is None:
         from plmkit.data.clm import collate_blocks as collate
-    device = next(model.parameters()).device
+    device = model_device(model)
     total, count = 0.0, 0
     n = len(dataset) if max_batches is None else min(len(dataset), max_batches * batch_size)
     for start in range(0, n, batch_size):

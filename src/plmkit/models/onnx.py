@@ -9,7 +9,7 @@ model.onnx, an encoder with its head or a causal LM:
     inputs   input_ids (B, T), attention_mask (B, T), token_type_ids (B, T) when the model takes them,
              entity_positions (B, 2) for relation classification;
              a causal LM: attention_mask (B, P + T) and past_key_values.{i}.key / .value (B, H_kv, P, d),
-             P = 0 for a prompt
+             P = 0 for a prompt, H_kv layer i's key/value heads (a pruned model's layers differ)
     outputs  the model output's tensors, the logits first: logits; start_logits, end_logits (QA);
              last_hidden_state (and pooler_output) of a plain encoder; a causal LM adds
              present.{i}.key / .value (B, H_kv, P + T, d), the next step's past
@@ -49,8 +49,9 @@ from plmkit.errors import CheckpointError, ConfigError, InputError, PlmkitError
 from plmkit.generation import GenerationMixin
 from plmkit.models.outputs import (BaseModelOutput, CausalLMOutput, ClassifierOutput, MaskedLMOutput,
                                    QuestionAnsweringOutput, Seq2SeqLMOutput)
+from plmkit.models.decoder import causal_lm_loss
 from plmkit.models.seq2seq import shift_tokens_right
-from plmkit.nn.cache import KVCache, PastKeyValues, Seq2SeqPastKeyValues
+from plmkit.nn.cache import KVCache, PastKeyValues, Seq2SeqPastKeyValues, heads_per_layer
 from plmkit.nn.masks import padding_bias, positions_from_mask
 from plmkit.utils.constants import IGNORE_INDEX
 
@@ -222,7 +223,8 @@ class OrtDirectory(nn.Module):
         self.graphs = {part: OrtGraph(path, threads) for part, path in paths.items()}
         self.path, self.config = next(iter(paths.values())), AutoConfig.from_pretrained(directory)
         self.generation_config = directory_generation_config(directory, self.config)
-        self.past = self.info.get("past")  # {"layers", "heads", "head_dim"} of a causal LM's or decoder's cache
+        # {"layers", "heads", "head_dim"} of a causal LM's or decoder's cache (heads: one count, or one per layer)
+        self.past = self.info.get("past")
 
     def num_parameters(self) -> int:
         return sum(graph.num_parameters() for graph in self.graphs.values())
@@ -264,8 +266,8 @@ class OrtModel(OrtDirectory):
     def _past_inputs(self, batch: int, past) -> dict[str, Tensor]:
         """The past keys and values as named inputs; empty (P = 0) for a prompt."""
         if past is None:
-            empty = torch.zeros(batch, self.past["heads"], 0, self.past["head_dim"])
-            past = [(empty, empty)] * self.past["layers"]
+            heads = heads_per_layer(self.past["layers"], self.past["heads"])
+            past = [(torch.zeros(batch, h, 0, self.past["head_dim"]),) * 2 for h in heads]
         return dict(zip(past_names(self.past["layers"]), (t for pair in past for t in pair)))
 
 
@@ -282,7 +284,11 @@ class OrtModelForCausalLM(GenerationMixin, OrtModel):
         return kind(p["layers"], batch, p["heads"], max_len, p["head_dim"], torch.float32, "cpu")
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, position_ids: Tensor | None = None,
-                past_key_values=None, logits_to_keep: int = 0, **batch) -> CausalLMOutput:
+                past_key_values=None, logits_to_keep: int = 0, labels: Tensor | None = None,
+                return_logits: bool | None = None, **batch) -> CausalLMOutput:
+        """The PyTorch model's forward (see the class docstring); labels (B, T) aligned with input_ids
+        (shifted inside) give the mean next-token cross-entropy; return_logits is accepted and ignored
+        (the graph's logits are there anyway)."""
         n, t = input_ids.shape
         cache = past_key_values
         in_place = cache is not None and not isinstance(cache, (list, tuple))  # a plmkit cache
@@ -304,6 +310,8 @@ class OrtModelForCausalLM(GenerationMixin, OrtModel):
             for layer, (k, v) in zip(cache.layers, out.past_key_values):
                 layer.update(k[:, :, -t:], v[:, :, -t:])
             out.past_key_values = cache
+        if labels is not None:
+            out.loss = causal_lm_loss(out.logits, labels)
         if logits_to_keep:
             out.logits = out.logits[:, -logits_to_keep:]
         return out

@@ -4,8 +4,8 @@
     GET  /health                503 {"status": "loading"} until every model is loaded, then 200
     GET  /metrics               Prometheus (serving/metrics.py)
     GET  /v1/models             the models by name, with their kind and routes
-    POST /v1/completions        decoders: text completion; encoder-decoders: the prompt's target; stream: server-sent
-                                events
+    POST /v1/completions        decoders: text completion (echo with logprobs: the prompt's logprobs too; max_tokens
+                                0: those alone); encoder-decoders: the prompt's target; stream: server-sent events
     POST /v1/chat/completions   decoders: `plmkit chat`'s template; stream: server-sent events
     POST /v1/embeddings         encoders without a task: pooled sentence embeddings
     POST /v1/classify|ner|qa|translate|summarize   fine-tuned task models: what `plmkit predict` answers
@@ -41,7 +41,7 @@ from starlette.exceptions import HTTPException
 from plmkit.chat import SYSTEM, USER, encode_text, format_prompt
 from plmkit.errors import PlmkitError
 from plmkit.serving.batching import (DecoderBatcher, Done, EncoderBatcher, GenerationBatcher, GenerationJob, Piece,
-                                     Seq2SeqBatcher, Worker)
+                                     PromptScores, Seq2SeqBatcher, Worker)
 from plmkit.serving.metrics import Metrics
 from plmkit.serving.models import TASK_ENDPOINTS, ServedModel, load_served_model
 from plmkit.serving.protocol import (ApiError, AttentionRequest, ChatRequest, ChoiceLogprobs, CompletionRequest,
@@ -63,7 +63,7 @@ class Server:
                  loader: Callable[[str, str, str], ServedModel] = load_served_model):
         self.specs, self.settings, self.loader = models, settings, loader
         self.models: dict[str, ServedModel] = {}
-        self.workers: dict[str, dict[str, Worker]] = {}  # name -> "generate" / "encode" -> its batcher
+        self.workers: dict[str, dict[str, Worker]] = {}  # name -> its batchers by kind ("generate", "encode")
         self.metrics = Metrics()
         self.state, self.error = "loading", None
         self.on_failed: Callable[[BaseException], None] | None = None  # the CLI stops the server
@@ -91,18 +91,18 @@ class Server:
         s = self.settings
         slots = s.max_batch if s.batching else 1
         if served.generates:
-            return {"generate": DecoderBatcher(served.name, served.model, served.tokenizer, slots=slots,
-                                               max_queue=s.max_queue, max_len=served.context_length,
-                                               metrics=self.metrics)}
-        run = partial(embed_batch, served) if served.embeds else partial(predict_batch, served, s.task_batch_size)
-        workers: dict[str, Worker] = {"encode": EncoderBatcher(
-            served.name, run, max_tokens=s.batch_tokens, max_wait=s.batch_wait_ms / 1000, max_queue=s.max_queue,
-            batching=s.batching, metrics=self.metrics)}
+            workers: list[Worker] = [DecoderBatcher(served.name, served.model, served.tokenizer, slots=slots,
+                                                    max_queue=s.max_queue, max_len=served.context_length,
+                                                    metrics=self.metrics)]
+        else:
+            run = partial(embed_batch, served) if served.embeds else partial(predict_batch, served, s.task_batch_size)
+            workers = [EncoderBatcher(served.name, run, max_tokens=s.batch_tokens, max_wait=s.batch_wait_ms / 1000,
+                                      max_queue=s.max_queue, batching=s.batching, metrics=self.metrics)]
         if served.is_seq2seq:
-            workers["generate"] = Seq2SeqBatcher(served.name, served.model, served.tokenizer, slots=slots,
-                                                 max_wait=s.batch_wait_ms / 1000, max_queue=s.max_queue,
-                                                 lock=served.lock, metrics=self.metrics)
-        return workers
+            workers.append(Seq2SeqBatcher(served.name, served.model, served.tokenizer, slots=slots,
+                                          max_wait=s.batch_wait_ms / 1000, max_queue=s.max_queue, lock=served.lock,
+                                          metrics=self.metrics))
+        return {worker.kind: worker for worker in workers}
 
     def close(self) -> None:
         for workers in self.workers.values():
@@ -129,7 +129,8 @@ class Server:
         if route not in served.endpoints:
             raise bad_request(f"the model {name!r} is a {served.kind} model: it answers {', '.join(served.endpoints)}, "
                               f"not {route}", param="model", code="wrong_model")
-        return served, self.workers[name]["generate" if route in GENERATION_ROUTES else "encode"]
+        kind = GenerationBatcher.kind if route in GENERATION_ROUTES else EncoderBatcher.kind
+        return served, self.workers[name][kind]
 
 
 # -- what the encoder batchers run ---------------------------------------------------------------
@@ -340,16 +341,18 @@ async def generation(server: Server, served: ServedModel, worker: GenerationBatc
                      envelope: Envelope, prompts: list[list[int]], max_tokens: list[int], stops: list[str],
                      echo: list[str] | None = None):
     """Completions and chat completions: one job per prompt (``n`` sequences each, ``max_tokens`` for that
-    prompt), answered whole or streamed."""
+    prompt), answered whole or streamed; ``echo`` (completions): the prompts' texts, which start the choices'
+    texts, and with logprobs their logprobs too."""
     if body.n > server.settings.max_n:
         raise bad_request(f"n={body.n} completions asked, this server gives at most {server.settings.max_n} per "
                           "request (--max-n)", param="n", code="n_too_large")
     deadline = asyncio.get_running_loop().time() + server.settings.timeout
     top = body.logprob_count()
+    score_prompt = echo is not None and top is not None
     jobs: list[GenerationJob] = []
     try:
         for prompt, most in zip(prompts, max_tokens):
-            jobs.append(worker.submit(prompt, body.n, body.generate_kwargs(most), stops, body.seed, top))
+            jobs.append(worker.submit(prompt, body.n, body.generate_kwargs(most), stops, body.seed, top, score_prompt))
     except BaseException:
         for job in jobs:
             job.cancel()
@@ -393,6 +396,10 @@ async def collect_texts(server: Server, body: Sampling, jobs: list[GenerationJob
     for j, job in enumerate(jobs):
         tokens = 0
         async for event in job.events(deadline, server.settings.timeout):
+            if isinstance(event, PromptScores):  # (before any token)
+                for i in range(j * n, (j + 1) * n):
+                    entries[i] = list(event.entries)
+                continue
             i = j * n + event.index
             if isinstance(event, Piece):
                 texts[i] += event.text
@@ -409,7 +416,8 @@ async def collect_texts(server: Server, body: Sampling, jobs: list[GenerationJob
 async def stream_events(server: Server, body: Sampling, envelope: Envelope, jobs: list[GenerationJob],
                         deadline: float, prompt_tokens: int, echo: list[str] | None,
                         logprobs: list[ChoiceLogprobs] | None):
-    """The chunks of a stream; a chunk carries the logprobs of the tokens since its choice's previous one."""
+    """The chunks of a stream; a chunk carries the logprobs of the tokens since its choice's previous one.
+    With echo, a choice's first chunk is its prompt (with logprobs: once the prompt is scored, with its logprobs)."""
     n, with_usage = body.n, body.include_usage
     pending: list[list] = [[] for _ in range(n * len(jobs))]
 
@@ -424,10 +432,15 @@ async def stream_events(server: Server, body: Sampling, envelope: Envelope, jobs
             for index in range(n):
                 if envelope.chat:
                     yield sse(envelope.chunk(j * n + index, role=True, with_usage=with_usage))
-                elif echo:
+                elif echo and not logprobs:
                     yield sse(envelope.chunk(j * n + index, echo[j], with_usage=with_usage))
             tokens = 0
             async for event in job.events(deadline, server.settings.timeout):
+                if isinstance(event, PromptScores):
+                    for i in range(j * n, (j + 1) * n):
+                        pending[i] = list(event.entries)
+                        yield chunk(i, echo[j])
+                    continue
                 i = j * n + event.index
                 if isinstance(event, Piece):
                     if event.logprob is not None:

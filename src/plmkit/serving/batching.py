@@ -11,7 +11,9 @@ once) and waiting requests join: a joining prompt runs alone through the model, 
 cache, then its sequence takes part in every following step, one token per step per sequence. Each
 sequence has its own settings (greedy or sampled, its seed, its stop strings), picked by the same
 `next_tokens` as `generate`, so greedy output equals `generate`'s, token for token. A request may ask
-for logprobs: each token's log-probability under the raw logits, and the k most likely tokens'.
+for logprobs: each token's log-probability under the raw logits, and the k most likely tokens'; and
+for its prompt's (OpenAI's ``echo`` with ``logprobs``): the joining forward pass keeps every position's
+logits, so the prompt is scored at no extra cost (``max_tokens`` 0: scored only, no row taken).
 
 `Seq2SeqBatcher` (for encoder-decoders, whose rows cannot join a running batch: each reads its own
 source's cross-attention): the requests that arrive within ``max_wait`` of the first, up to ``slots``
@@ -19,7 +21,8 @@ sequences, run as one batch: their sources through the encoder together, then ev
 one token per step in one forward pass, as decoder rows do (their own settings, seeds, stops and
 logprobs); finished and cancelled ones leave between steps. Waiting requests form the next batch.
 
-A full queue (``max_queue`` waiting requests) is refused at once: `ApiError` 429.
+A full queue (``max_queue`` waiting requests) is refused at once: `ApiError` 429. Each batcher's
+metrics carry its model's name and its ``kind`` ("encode" or "generate": an encoder-decoder has both).
 """
 from __future__ import annotations
 
@@ -57,14 +60,17 @@ def timed_out(seconds: float) -> ApiError:
 
 
 class Worker:
-    """A model's worker thread and its queue of waiting requests, guarded by one condition."""
+    """A model's worker thread and its queue of waiting requests, guarded by one condition. ``kind``: the
+    work it does ("encode", "generate"), the ``batcher`` label of its metrics."""
+
+    kind = ""
 
     def __init__(self, name: str, max_queue: int, metrics=None):
         self.name, self.max_queue, self.metrics = name, max_queue, metrics
         self.waiting: collections.deque = collections.deque()
         self.cond = threading.Condition()
         self.stopped = False
-        self.thread = threading.Thread(target=self._run, name=f"plmkit-serve-{name}", daemon=True)
+        self.thread = threading.Thread(target=self._run, name=f"plmkit-serve-{name}-{self.kind}", daemon=True)
 
     def start(self) -> None:
         self.thread.start()
@@ -86,11 +92,11 @@ class Worker:
 
     def _queue_changed(self) -> None:  # (holding the condition)
         if self.metrics is not None:
-            self.metrics.queue_depth.labels(self.name).set(len(self.waiting))
+            self.metrics.queue_depth.labels(self.name, self.kind).set(len(self.waiting))
 
     def _observe_batch(self, rows: int) -> None:
         if self.metrics is not None:
-            self.metrics.batch_size.labels(self.name).observe(rows)
+            self.metrics.batch_size.labels(self.name, self.kind).observe(rows)
 
     def _run(self) -> None:
         raise NotImplementedError
@@ -107,6 +113,8 @@ class _Work:
 
 class EncoderBatcher(Worker):
     """Dynamic batching (see the module docstring). ``run(items) -> results``, one result per item, in order."""
+
+    kind = "encode"
 
     def __init__(self, name: str, run: Callable[[list], list], *, max_tokens: int, max_wait: float,
                  max_queue: int, batching: bool = True, metrics=None):
@@ -173,11 +181,12 @@ class EncoderBatcher(Worker):
 # -- decoders -----------------------------------------------------------------------------------
 @dataclass
 class TokenLogprob:
-    """A generated token's log-probability under the model's raw next-token distribution (before
-    temperature, top-p and penalties: vLLM's default), and the ``top`` k most likely (id, logprob)."""
+    """A token's log-probability under the model's raw next-token distribution (before temperature, top-p
+    and penalties: vLLM's default), and the ``top`` k most likely (id, logprob); both None for a prompt's
+    first token, which nothing predicts."""
     token: int
-    logprob: float
-    top: list[tuple[int, float]]
+    logprob: float | None
+    top: list[tuple[int, float]] | None
 
 
 @dataclass
@@ -187,6 +196,12 @@ class Piece:
     text: str
     token: int
     logprob: TokenLogprob | None = None  # when the request asked for logprobs
+
+
+@dataclass
+class PromptScores:
+    """The logprobs of a request's prompt tokens (for each of its ``n`` choices), before any `Piece`."""
+    entries: list[TokenLogprob]
 
 
 @dataclass
@@ -206,12 +221,14 @@ class GenerationJob:
     and `Failed` events to the event loop; `cancel` (a client gone, a timeout) frees its rows at the
     next step. ``prompt``: the tokens each sequence continues (an encoder-decoder's: the decoder's
     start), ``source``: an encoder-decoder's input; ``logprobs``: the k most likely tokens to report
-    with each generated one (None: no logprobs)."""
+    with each generated one (None: no logprobs); ``score_prompt``: report the prompt's logprobs first
+    (`PromptScores`); ``generates``: False for a prompt scored only (max_tokens 0)."""
 
     def __init__(self, prompt: list[int], n: int, settings, stops: list[str], seed: int | None,
-                 loop: asyncio.AbstractEventLoop, logprobs: int | None = None, source: list[int] | None = None):
+                 loop: asyncio.AbstractEventLoop, logprobs: int | None = None, source: list[int] | None = None,
+                 score_prompt: bool = False, generates: bool = True):
         self.prompt, self.n, self.settings, self.stops, self.seed = prompt, n, settings, stops, seed
-        self.logprobs, self.source = logprobs, source
+        self.logprobs, self.source, self.score_prompt, self.generates = logprobs, source, score_prompt, generates
         self.loop, self.queue = loop, asyncio.Queue()
         self.cancelled = False
         self.submitted = time.monotonic()
@@ -219,6 +236,11 @@ class GenerationJob:
 
     def cancel(self) -> None:
         self.cancelled = True
+
+    def end(self) -> None:
+        """Each sequence done without a token (max_tokens 0)."""
+        for index in range(self.n):
+            self.report(Done(index, "length", 0))
 
     def report(self, event) -> None:  # (worker thread)
         if self.first_token_at is None and isinstance(event, Piece):
@@ -244,10 +266,20 @@ class GenerationJob:
             yield event
 
 
-def token_logprob(logp: torch.Tensor, token: int, k: int) -> TokenLogprob:
-    """``token``'s entry of the log-probabilities ``logp`` (V,), with the ``k`` most likely tokens'."""
-    values, ids = logp.topk(k)
-    return TokenLogprob(token, float(logp[token]), list(zip(ids.tolist(), values.tolist())))
+def token_logprobs(logp: torch.Tensor, tokens: list[int], k: int) -> list[TokenLogprob]:
+    """Each of ``tokens``' entry in its row of the log-probabilities ``logp`` (n, V), with the ``k`` most
+    likely tokens' of that row."""
+    values, ids = logp.topk(k, dim=-1)  # (n, k)
+    chosen = logp.gather(1, torch.tensor(tokens, dtype=torch.long, device=logp.device)[:, None])[:, 0]  # (n,)
+    return [TokenLogprob(t, lp, list(zip(i, v)))
+            for t, lp, i, v in zip(tokens, chosen.tolist(), ids.tolist(), values.tolist())]
+
+
+def prompt_logprobs(logits: torch.Tensor, prompt: list[int], k: int) -> list[TokenLogprob]:
+    """The logprobs of a prompt's tokens from the logits (t, V) of its forward pass: token i's under
+    position i - 1's distribution; the first token's are None (as vLLM's)."""
+    logp = F.log_softmax(logits[:-1].float(), dim=-1)  # (t - 1, V): position i predicts token i + 1
+    return [TokenLogprob(prompt[0], None, None), *token_logprobs(logp, prompt[1:], k)]
 
 
 class _Row:
@@ -273,7 +305,7 @@ class _Row:
     def accept(self, logits: torch.Tensor) -> None:
         """Pick the next token from ``logits`` (1, V) and report it (and the end, if it is one)."""
         k = self.job.logprobs
-        raw = None if k is None else F.log_softmax(logits.float(), dim=-1)[0]  # (V,) before next_tokens' processing
+        raw = None if k is None else F.log_softmax(logits.float(), dim=-1)  # (1, V) before next_tokens' processing
         token = int(next_tokens(self.s, logits, self.buffer[:, :self.length], self.step, self.generator))
         self.buffer[0, self.length] = token
         self.length, self.step, self.pending = self.length + 1, self.step + 1, token
@@ -282,7 +314,7 @@ class _Row:
                   "length" if self.step == self.s.max_new_tokens else None)
         if reason:
             shown += self.stops.push(self.text.flush()) + self.stops.flush()
-        self.job.report(Piece(self.index, shown, token, None if raw is None else token_logprob(raw, token, k)))
+        self.job.report(Piece(self.index, shown, token, None if raw is None else token_logprobs(raw, [token], k)[0]))
         if reason:
             self.finished = True
             self.job.report(Done(self.index, reason, self.step))
@@ -291,6 +323,8 @@ class _Row:
 class GenerationBatcher(Worker):
     """What the decoder and encoder-decoder batchers share: a request checked and queued as a job, jobs
     admitted while their sequences fit in the ``slots`` rows, a failed step failing its requests."""
+
+    kind = "generate"
 
     def __init__(self, name: str, model, tokenizer, *, slots: int, max_queue: int, metrics=None):
         super().__init__(name, max_queue, metrics)
@@ -302,16 +336,23 @@ class GenerationBatcher(Worker):
         return prompt
 
     def submit(self, prompt: list[int], n: int, generate_kwargs: dict[str, Any], stops: list[str],
-               seed: int | None, logprobs: int | None = None) -> GenerationJob:
-        """Queue a request (``n`` sequences for ``prompt``); its settings are checked here (ConfigError)."""
+               seed: int | None, logprobs: int | None = None, score_prompt: bool = False) -> GenerationJob:
+        """Queue a request (``n`` sequences for ``prompt``); its settings are checked here (ConfigError).
+        max_new_tokens 0: nothing generated (the prompt's logprobs alone, with ``score_prompt``)."""
         if n > self.slots:
             raise ApiError(400, f"n={n} sequences, but this server decodes at most {self.slots} together "
                                 f"(--max-batch {self.slots})", code="n_too_large", param="n")
         start = self.start_of(prompt)
-        settings = self.model.generation_settings(len(start), self.tokenizer, **generate_kwargs)
+        generates = generate_kwargs["max_new_tokens"] > 0
+        checked = {**generate_kwargs, "max_new_tokens": max(1, generate_kwargs["max_new_tokens"])}
+        settings = self.model.generation_settings(len(start), self.tokenizer, **checked)
         job = GenerationJob(start, n, settings, stops, seed, asyncio.get_running_loop(), logprobs,
-                            source=None if start is prompt else prompt)  # (an encoder-decoder's prompt: its source)
-        self.enqueue(job)
+                            source=None if start is prompt else prompt,  # (an encoder-decoder's prompt: its source)
+                            score_prompt=score_prompt, generates=generates)
+        if generates or score_prompt:
+            self.enqueue(job)
+        else:  # nothing to compute
+            job.end()
         return job
 
     @property
@@ -339,7 +380,7 @@ class GenerationBatcher(Worker):
 
     def _set_running(self) -> None:
         if self.metrics is not None:
-            self.metrics.running.labels(self.name).set(len(self.rows))
+            self.metrics.running.labels(self.name, self.kind).set(len(self.rows))
 
 
 class DecoderBatcher(GenerationBatcher):
@@ -371,11 +412,19 @@ class DecoderBatcher(GenerationBatcher):
                     self.cache.reset()
 
     def _join(self, job: GenerationJob) -> None:
-        """Each of the job's sequences: its prompt alone through the model into a free row, then its first token."""
+        """Each of the job's sequences: its prompt alone through the model into a free row, then its first
+        token; the first pass keeps every position's logits when the prompt is to be scored."""
         prompt = torch.tensor([job.prompt], device=self.cache.lengths.device)  # (1, t)
         for index in range(job.n):
+            score = job.score_prompt and index == 0
+            out = self.model(prompt, past_key_values=self.cache.row_cache(self.cache.active),
+                             logits_to_keep=0 if score else 1)  # logits (1, t or 1, V)
+            if score:
+                job.report(PromptScores(prompt_logprobs(out.logits[0], job.prompt, job.logprobs or 0)))
+            if not job.generates:  # scored only: the row is not taken
+                job.end()
+                return
             row = _Row(job, index, self.tokenizer, prompt.device)
-            out = self.model(prompt, past_key_values=self.cache.row_cache(self.cache.active), logits_to_keep=1)
             self.cache.join(prompt.shape[1])
             self.rows.append(row)
             self._set_running()
@@ -417,6 +466,15 @@ class Seq2SeqBatcher(GenerationBatcher):
 
     def start_of(self, prompt: list[int]) -> list[int]:
         return self.start_ids
+
+    def submit(self, prompt: list[int], n: int, generate_kwargs: dict[str, Any], stops: list[str],
+               seed: int | None, logprobs: int | None = None, score_prompt: bool = False) -> GenerationJob:
+        if score_prompt:  # (Hugging Face TGI answers the same: only a decoder's input has logprobs)
+            raise ApiError(400, f"model {self.name!r} is an encoder-decoder: its prompt is the source that the "
+                                "encoder reads, which no decoder step predicts, so it has no logprobs to echo; ask "
+                                "for logprobs without echo (those of the generated target)",
+                           code="echo_logprobs_unsupported", param="echo")
+        return super().submit(prompt, n, generate_kwargs, stops, seed, logprobs, score_prompt)
 
     def _run(self) -> None:
         while (jobs := self._take()) is not None:
@@ -467,4 +525,4 @@ class Seq2SeqBatcher(GenerationBatcher):
 
 
 __all__ = ["DecoderBatcher", "Done", "EncoderBatcher", "Failed", "GenerationBatcher", "GenerationJob", "Piece",
-           "Seq2SeqBatcher", "TokenLogprob"]
+           "PromptScores", "Seq2SeqBatcher", "TokenLogprob"]

@@ -4,9 +4,12 @@
     plmkit_request_latency_seconds{endpoint}            arrival to last byte (histogram)
     plmkit_time_to_first_token_seconds{model}           streamed or not, arrival to the first token
     plmkit_prompt_tokens_total{model}, plmkit_generation_tokens_total{model}
-    plmkit_queue_depth{model}                           requests waiting for a batch / a free row
-    plmkit_running_sequences{model}                     rows of a decoder's batch in use
-    plmkit_batch_size{model}                            inputs per encoder batch, rows per decoding step
+    plmkit_queue_depth{model, batcher}                  requests waiting for a batch / a free row
+    plmkit_running_sequences{model, batcher}            rows of a decoder's batch in use
+    plmkit_batch_size{model, batcher}                   inputs per encoder batch, rows per decoding step
+
+``batcher`` names a model's batcher by its work: "encode" (embeddings, the task routes) or "generate"
+(completions, chat); an encoder-decoder task model has both, on one model name.
 """
 from __future__ import annotations
 
@@ -28,10 +31,11 @@ class Metrics:
                                      ["model"], buckets=LATENCY_BUCKETS, registry=r)
         self.prompt_tokens = Counter("plmkit_prompt_tokens", "input tokens read", ["model"], registry=r)
         self.generation_tokens = Counter("plmkit_generation_tokens", "tokens generated", ["model"], registry=r)
-        self.queue_depth = Gauge("plmkit_queue_depth", "requests waiting", ["model"], registry=r)
-        self.running = Gauge("plmkit_running_sequences", "sequences being decoded", ["model"], registry=r)
+        per_batcher = ["model", "batcher"]
+        self.queue_depth = Gauge("plmkit_queue_depth", "requests waiting", per_batcher, registry=r)
+        self.running = Gauge("plmkit_running_sequences", "sequences being decoded", per_batcher, registry=r)
         self.batch_size = Histogram("plmkit_batch_size", "inputs per encoder batch, sequences per decoding step",
-                                    ["model"], buckets=BATCH_BUCKETS, registry=r)
+                                    per_batcher, buckets=BATCH_BUCKETS, registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -110,14 +110,19 @@ class Sampling(Request):
 
 
 class CompletionRequest(Sampling):
+    """OpenAI's legacy completions. ``echo``: the text starts with the prompt, and with ``logprobs`` so do
+    the logprobs (the prompt's first token has none); ``max_tokens`` 0 with echo: the prompt alone (scored)."""
+
     prompt: str | list[str]
     echo: bool = False
     logprobs: int | None = Field(None, ge=0, le=5)  # the k most likely tokens besides the chosen one
+    max_tokens: int | None = Field(None, ge=0)
 
     @model_validator(mode="after")
-    def _echo_alone(self):
-        if self.echo and self.logprobs is not None:
-            raise ValueError("echo with logprobs (the prompt's log-probabilities) is not supported by this server")
+    def _nothing_needs_echo(self):
+        if self.max_tokens == 0 and not self.echo:
+            raise ValueError("max_tokens: 0 generates nothing; it is for echo: true (the prompt alone, with its "
+                             "logprobs when logprobs is given)")
         return self
 
     def logprob_count(self) -> int | None:
@@ -278,13 +283,14 @@ class ChoiceLogprobs:
     or per stream chunk). Completions: the parallel lists ``tokens``, ``token_logprobs``, ``top_logprobs``
     ({token: logprob} of the k most likely and the chosen one) and ``text_offset`` (characters before each
     token); chat: ``content``, one {token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]} per
-    token. An entry has ``token`` (its id), ``logprob`` and ``top`` ((id, logprob) pairs, most likely first)."""
+    token. An entry has ``token`` (its id), ``logprob`` and ``top`` ((id, logprob) pairs, most likely first);
+    both None for an echoed prompt's first token (its ``token_logprobs`` and ``top_logprobs`` entries null)."""
 
     def __init__(self, tokenizer, chat: bool):
         self.tokenizer, self.chat, self.offset = tokenizer, chat, 0
 
     def of(self, entries: list) -> dict:
-        ids = sorted({e.token for e in entries} | {i for e in entries for i, _ in e.top})
+        ids = sorted({e.token for e in entries} | {i for e in entries for i, _ in e.top or ()})
         pieces = dict(zip(ids, self.tokenizer.token_bytes(ids)))
         if self.chat:
             def item(token: int, logprob: float) -> dict:
@@ -295,7 +301,8 @@ class ChoiceLogprobs:
         offsets = list(itertools.accumulate((len(t) for t in tokens), initial=self.offset))
         self.offset = offsets.pop()
         return {"tokens": tokens, "token_logprobs": [e.logprob for e in entries],
-                "top_logprobs": [{token_text(pieces[i]): lp for i, lp in [*e.top, (e.token, e.logprob)]}
+                "top_logprobs": [None if e.top is None else
+                                 {token_text(pieces[i]): lp for i, lp in [*e.top, (e.token, e.logprob)]}
                                  for e in entries],
                 "text_offset": offsets}
 

@@ -12,6 +12,7 @@ import torch
 
 from plmkit.data.collate import pad_collate
 from plmkit.errors import DataError
+from plmkit.utils.device import model_device
 from plmkit.utils.text import describe, jsonl_rows, parse_json_lines, read_stdin, split_lines
 
 
@@ -80,12 +81,6 @@ def forward_batches(model, features: list[dict], batch_size: int, pad_id: int,
                     yield idx, batch, out
     finally:
         model.train(was_training)
-
-
-def model_device(model) -> torch.device:
-    """Where a model's inputs go: its parameters' device (the CPU for one without parameters, an
-    onnxruntime `OrtModel`)."""
-    return next(model.parameters(), torch.empty(0)).device
 
 
 class LossMeter:

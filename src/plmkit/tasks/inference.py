@@ -64,17 +64,13 @@ def load_model_dir(directory: str | Path, backend: str = "torch"):
 
 
 def _load_onnx(directory, task: Task, backend: str):
-    """The model of an exported directory on onnxruntime (`load_ort`), refused where the task needs what its
-    graphs do not give."""
-    from plmkit.models.onnx import OrtModelForCausalLM, load_ort
+    """The model of an exported directory on onnxruntime (`load_ort`), refused where the task needs a model
+    of another kind."""
+    from plmkit.models.onnx import load_ort
     model = load_ort(directory, ONNX_BACKENDS[backend])
     if model.info["model_task"] != task.model_task:
         raise CheckpointError(f"{directory}: {TASK_FILE} says task {task.name!r}, which needs a {task.model_task} model, "
                               f"but the ONNX graph is of a {model.info['model_task']} model")
-    if isinstance(model, OrtModelForCausalLM):
-        raise ConfigError(f"--backend {backend} runs encoder tasks and encoder-decoders (translation, summarization); "
-                          f"{task.name} is evaluated by its loss, which the exported graph does not give (serve the "
-                          "export with plmkit serve, or generate with plmkit.models.onnx.load_ort(DIR).generate)")
     task.check_model(model, directory)
     return model.eval()
 
@@ -88,11 +84,15 @@ def load_for_inference(model_dir, device: str = "auto", null_score_diff_threshol
                       null_score_diff_threshold=null_score_diff_threshold, backend=backend)
     model, tokenizer, task = load_model_dir(model_dir, backend)
     model.to(resolve_device(device, model.cpu_only) if backend == "torch" else "cpu")
-    overrides = {**task.inference_settings, **({} if null_score_diff_threshold is None else
-                                                {"null_score_diff_threshold": null_score_diff_threshold})}
-    if overrides:
-        task = with_settings(task, **overrides)
+    task = for_inference(task)
+    if null_score_diff_threshold is not None:
+        task = with_settings(task, null_score_diff_threshold=null_score_diff_threshold)
     return model, tokenizer, task
+
+
+def for_inference(task: Task) -> Task:
+    """`task` with the saved settings that evaluation and prediction replace (`Task.inference_settings`)."""
+    return with_settings(task, **task.inference_settings) if task.inference_settings else task
 
 
 def with_settings(task: Task, **values) -> Task:
@@ -157,6 +157,7 @@ def read_prediction_input(task: Task | str, path: str) -> tuple[list, list[int]]
     return task.read_prediction_input(path)
 
 
-__all__ = ["InferenceSettings", "ONNX_BACKENDS", "evaluate_dir", "evaluate_loaded", "load_for_inference", "load_model_dir",
+__all__ = ["InferenceSettings", "ONNX_BACKENDS", "evaluate_dir", "evaluate_loaded", "for_inference", "load_for_inference",
+           "load_model_dir",
            "predict_dir", "predict_records",
            "read_prediction_input", "with_settings"]

@@ -24,9 +24,10 @@ from plmkit.data.collate import pad_sequences
 from plmkit.errors import ConfigError, DataError
 from plmkit.evaluation.seq2seq import SummarizationMetrics, TranslationMetrics
 from plmkit.tasks.base import Task, TaskSettings
-from plmkit.tasks.common import batches_by_length, model_device, pipeline_records, say_cut
+from plmkit.tasks.common import batches_by_length, pipeline_records, say_cut
 from plmkit.tasks.fields import TEXT, each_record, field
 from plmkit.utils.constants import IGNORE_INDEX
+from plmkit.utils.device import model_device
 from plmkit.utils.settings import setting
 from plmkit.utils.text import check_file, jsonl_rows
 from plmkit.utils.progress import progress_bar

@@ -54,6 +54,12 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
 
+def model_device(model) -> torch.device:
+    """Where a model's inputs go: its parameters' device (the CPU for one without parameters, an
+    onnxruntime `OrtModel`)."""
+    return next(model.parameters(), torch.empty(0)).device
+
+
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     """The tensors of `batch` on `device`; on a GPU copied from pinned (page-locked) memory without waiting,
     so the copies overlap the work queued before them (written for GPUs, not run here)."""
