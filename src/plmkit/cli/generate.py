@@ -121,6 +121,12 @@ def input_ids(model, tokenizer, text: str) -> list[int]:
     return tokenizer(text)["input_ids"]
 
 
+def output_start(model, ids) -> int:
+    """Where the new tokens begin in `generate`'s output for inputs `ids` (B, T): after the decoder's start
+    token (an encoder-decoder), or after the prompts."""
+    return 1 if model.is_encoder_decoder else ids.shape[1]
+
+
 def read_prompts(path: str) -> list[tuple[int, str]]:
     """(line, prompt) pairs: one prompt per line (a blank line is an empty prompt, so the outputs line
     up with the input), or the "prompt" field of each line of a .jsonl / .json file."""
@@ -208,8 +214,7 @@ def _one_prompt(args, model, tokenizer, sampling) -> int:
         sys.stdout.flush()
     if sampling.num_beams > 1:
         out = model.generate(ids, **kwargs)
-        new = 1 if model.is_encoder_decoder else ids.shape[1]  # (after the decoder's start token, or the prompt)
-        sys.stdout.write(tokenizer.decode(out[0, new:].tolist(), skip_special_tokens=True))
+        sys.stdout.write(tokenizer.decode(out[0, output_start(model, ids):].tolist(), skip_special_tokens=True))
     else:
         for piece in model.stream(tokenizer, ids, seed=sampling.seed, **kwargs):
             sys.stdout.write(piece)
@@ -233,10 +238,10 @@ def _many_prompts(args, model, tokenizer, sampling, prompts: list[tuple[int, str
         check_room(model, len(ids), sampling.max_new_tokens, f"{args.input}:{line}")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     for start in range(0, len(prompts), batch_size):
-        # a prompt padded on the left: generation continues after each row's last position
+        # prompts padded on the left: generation continues after each row's last position
         ids, mask = pad_sequences(encoded[start:start + batch_size], pad if pad is not None else 0,
                                   "right" if model.is_encoder_decoder else "left")
-        width = 1 if model.is_encoder_decoder else ids.shape[1]  # (the decoder's start token, or the prompts)
+        width = output_start(model, ids)
         generated = model.generate(ids.to(device), mask.to(device), pad_token_id=pad,
                                    seed=None if sampling.seed is None else (sampling.seed + start) % MAX_SEED, **kwargs)
         for (_, prompt), row in zip(prompts[start:start + batch_size], generated[:, width:].tolist()):
