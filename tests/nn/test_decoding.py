@@ -5,6 +5,7 @@ from torch import nn
 
 from plmkit.models.gpt2 import GPT2Config, GPT2LMHeadModel
 from plmkit.nn import MultiHeadAttention
+from plmkit.nn import decoding
 from plmkit.nn.decoding import (column_major_lm_head, decode_linear, decoding_layout, pack_weight, row_major_lm_head,
                                 unpack_weight)
 from plmkit.nn.lora import apply_lora
@@ -64,21 +65,23 @@ def test_decoding_layout_is_undone_on_exit_except_the_lm_head():
     with torch.no_grad():
         ref = model(ids).logits
         with decoding_layout(model):
-            assert all("forward" in vars(m) for m in model.modules() if type(m) is nn.Linear)
             assert all(m.fused_qkv is not None for m in model.modules() if isinstance(m, MultiHeadAttention))
             torch.testing.assert_close(model(ids).logits, ref, **TOL)
-    assert not any("forward" in vars(m) for m in model.modules())
     assert all(m.fused_qkv is None for m in model.modules() if isinstance(m, MultiHeadAttention))
+    assert all("forward" in vars(m) for m in model.modules() if type(m) is nn.Linear)  # eval mode's own
     assert not model.lm_head.weight.is_contiguous()  # kept column-major until train()
     model.train()
     assert model.lm_head.weight.is_contiguous()
+    assert not any("forward" in vars(m) for m in model.modules())
 
 
-def test_packing_covers_the_per_step_weights_and_is_dropped_on_exit():
+def test_packing_covers_the_per_step_weights_and_is_dropped_on_exit(monkeypatch):
+    monkeypatch.setattr(decoding, "KEEP_PACKED_UP_TO", 0)  # a model too large to keep packed copies
     model = _gpt2()
     ids = torch.randint(0, 97, (3, 7))
     with torch.no_grad():
         ref = model(ids).logits
+        assert not any("_onednn_packed" in vars(p) for p in model.parameters())
         with decoding_layout(model, pack=True):
             packed = [n for n, p in model.named_parameters() if "_onednn_packed" in vars(p)]
             fused = [m.fused_qkv[0] for m in model.modules() if isinstance(m, MultiHeadAttention)]
@@ -87,6 +90,44 @@ def test_packing_covers_the_per_step_weights_and_is_dropped_on_exit():
             assert not any(n.endswith((".q.weight", ".k.weight", ".v.weight")) for n in packed)  # the copy runs
             torch.testing.assert_close(model(ids).logits, ref, **TOL)
     assert not any("_onednn_packed" in vars(p) for p in model.parameters())
+
+
+def test_an_eval_mode_model_keeps_packed_weights_until_train():
+    model = _gpt2()
+    ids = torch.randint(0, 97, (3, 7))
+    ref = model(ids).logits.detach()  # autograd recording: F.linear
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, ref, **TOL)
+    kept = [n for n, p in model.named_parameters() if "_onednn_packed" in vars(p)]
+    assert any(n.endswith(".fc_in.weight") for n in kept)
+    model.train()
+    assert not any("_onednn_packed" in vars(p) for p in model.parameters())
+    assert not any("forward" in vars(m) for m in model.modules())
+
+
+def test_a_packed_copy_follows_the_weight_it_was_made_from():
+    lin = nn.Linear(24, 40)
+    decoding.inference_linears(lin, True)
+    x = torch.randn(5, 24)
+    with torch.no_grad():
+        lin(x)
+        assert "_onednn_packed" in vars(lin.weight)
+        lin.weight.mul_(2)  # in place: the copy is stale
+        torch.testing.assert_close(lin(x), F.linear(x, lin.weight, lin.bias), **TOL)
+        lin.load_state_dict({"weight": torch.randn(40, 24), "bias": torch.zeros(40)})
+        torch.testing.assert_close(lin(x), F.linear(x, lin.weight, lin.bias), **TOL)
+
+
+@pytest.mark.parametrize("rows", [2, 3, 9, 64, 300])
+def test_inference_linears_equal_f_linear_and_keep_autograd(rows):
+    torch.manual_seed(0)
+    lin = nn.Linear(24, 40)
+    decoding.inference_linears(lin, True)
+    x = torch.randn(rows, 24, requires_grad=True)
+    with torch.no_grad():
+        torch.testing.assert_close(lin(x), F.linear(x, lin.weight, lin.bias), **TOL)
+    lin(x).sum().backward()  # autograd recording: F.linear, which has a backward
+    assert lin.weight.grad is not None and x.grad is not None
 
 
 def test_lm_head_stays_row_major_when_its_rows_would_alias():

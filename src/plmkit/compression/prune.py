@@ -244,6 +244,7 @@ def prune(model: nn.Module, scores: Importance, heads: float = 0.0, ffn: float =
             remove_neurons(block, neuron_cut[i])
     sizes = [b.mlp.fc_in.out_features for b in found]
     model.config = model.config.pruned(removed, sizes)
+    model.train(model.training)  # (the mode's layout for the new Linear layers: eval mode's fast path)
     return Pruned({k: v for k, v in removed.items() if v}, [b.attn.n_heads for b in found], sizes,
                   sum(map(len, head_cut)), sum(map(len, neuron_cut)))
 

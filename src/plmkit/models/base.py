@@ -13,6 +13,7 @@ from plmkit.generation import check_generation_values, lm_vocab, read_generation
 from plmkit.models.config import ModelConfig
 from plmkit.models.io import check_model_dir, read_weights, write_weights
 from plmkit.models.sentence_transformers import SentenceTransformerFiles
+from plmkit.nn.decoding import inference_linears
 
 log = logging.getLogger("plmkit")
 
@@ -36,6 +37,13 @@ class PreTrainedModel(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
+
+    def train(self, mode: bool = True):
+        """As nn.Module's; in eval mode the Linear layers take the fast CPU inference path
+        (plmkit.nn.decoding.inference_linears)."""
+        super().train(mode)
+        inference_linears(self, not mode)
+        return self
 
     # -- initialisation -------------------------------------------------------------------------
     def init_weights(self, std: float | None = None) -> None:

@@ -190,7 +190,7 @@ def merge_lora(model: nn.Module) -> nn.Module:
             merged.train(module.training)
             merged.weight.requires_grad_(True)
             replace_module(model, name, merged)
-    return model
+    return model.train(model.training)  # (the mode's layout for the new modules: eval mode's fast Linear path)
 
 
 def plain_state_dict(model: nn.Module, state: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
