@@ -29,6 +29,10 @@ more rows per step (beams, batches) first packs each weight into oneDNN's blocke
 (``pack=True``): bit-identical to the unpacked oneDNN product from 2 rows on, and 20-50% faster.
 Packing everything costs ~0.1 s for those 150 MB (about what 15 steps at 32 rows save) and holds a
 copy of the decoder's weights until the call ends.
+
+Small weights are the exception: oneDNN costs ~10-15 us more per call than MKL, which a matrix of 1 MiB
+or less (256 x 1024, 512 x 512) does not earn back. One row through MKL there: marian-small (d 256)
+decodes at 3.4 instead of 4.0 ms per step; Marian-base and GPT-2 small (larger matrices) are unchanged.
 """
 from __future__ import annotations
 
@@ -43,6 +47,7 @@ from plmkit.nn.tracing import is_traceable
 
 HAS_ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 CAN_PACK = HAS_ONEDNN_LINEAR and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+ONE_ROW_MKL_UP_TO = 2 ** 18  # weights of at most 1 MiB (fp32): one row runs faster through MKL (see above)
 _PACKED = "_onednn_packed"  # the attribute of a weight Parameter that holds its packed copy while decoding
 _DEPTH = "_decoding_layouts"  # the attribute of a model that counts the decoding_layout contexts it is in
 
@@ -54,7 +59,7 @@ def decode_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tens
     if (HAS_ONEDNN_LINEAR and weight.device.type == "cpu" and weight.dtype == x.dtype == torch.float32
             and not is_traceable()):
         one_row = x.numel() == x.shape[-1]
-        if one_row and weight.t().is_contiguous():  # one row, column-major: MKL's gemv
+        if one_row and (weight.t().is_contiguous() or weight.numel() <= ONE_ROW_MKL_UP_TO):  # MKL's gemv
             return F.linear(x, weight, bias)
         packed = None if one_row else vars(weight).get(_PACKED)
         return torch.ops.mkldnn._linear_pointwise(x, weight if packed is None else packed, bias, "none", [], "")
