@@ -22,20 +22,28 @@ def decoder_dir(root: Path, n_positions: int = 256) -> Path:
 
 
 def seq2seq_dir(root: Path, family: str = "bart") -> Path:
-    """A random tiny BART or Marian (weights made large enough that greedy choices are clear; their seed one
-    whose greedy targets are whole characters) with a small tokenizer of its style, saved as a model directory
-    (the text is noise)."""
+    """A random tiny BART, Marian or BERT-to-BERT ("bert2bert": two BERT-tiny halves) (weights made large
+    enough that greedy choices are clear; their seed one whose greedy targets are whole characters) with a
+    small tokenizer of its style, saved as a model directory (the text is noise)."""
     import torch
 
     from clm_helpers import corpus_text
     from plmkit.models.registry import config_from_preset, family as family_of
     from plmkit.tokenization import Tokenizer
     from seq2seq_checks import roughen
-    tok = Tokenizer.train([corpus_text()], 300, model="byte-bpe" if family == "bart" else "unigram", style=family)
-    cls = family_of(family).model_class("seq2seq-lm")
+    model_kind = {"bart": "byte-bpe", "marian": "unigram", "bert2bert": "wordpiece"}[family]
+    tok = Tokenizer.train([corpus_text()], 300, model=model_kind, style="bert" if family == "bert2bert" else family)
     torch.manual_seed(0)
-    model = roughen(cls(config_from_preset(f"{family}-tiny", max_position_embeddings=128,
-                                           **cls.config_class.tokenizer_fields(tok))), seed=2)
+    if family == "bert2bert":
+        from plmkit import EncoderDecoderConfig, EncoderDecoderModel
+        half = config_from_preset("bert-tiny", vocab_size=len(tok), max_position_embeddings=128)
+        config = EncoderDecoderConfig.from_encoder_decoder_configs(half, half,
+                                                                   **EncoderDecoderConfig.tokenizer_fields(tok))
+        model = roughen(EncoderDecoderModel(config), seed=2)
+    else:
+        cls = family_of(family).model_class("seq2seq-lm")
+        model = roughen(cls(config_from_preset(f"{family}-tiny", max_position_embeddings=128,
+                                               **cls.config_class.tokenizer_fields(tok))), seed=2)
     out = Path(root) / family
     model.save_pretrained(out)
     tok.save_pretrained(out)

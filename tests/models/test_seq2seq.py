@@ -147,6 +147,34 @@ def test_generate_returns_decoder_ids_and_equals_an_uncached_greedy_loop(model):
     assert torch.equal(out, seq)
 
 
+def test_slot_cache_rows_of_their_own_lengths_and_sources_give_the_full_forwards_logits(model):
+    """A server's rows (`make_slot_cache`): sources of different lengths join at different steps, so each row
+    is at its own target position (Marian's sinusoids, BART's offset positions, BERT's absolute ones, all
+    through ``decoder_position_ids``); every step's logits equal each target's own full forward."""
+    ids, mask = sources((9, 4, 6))
+    targets = torch.randint(3, 300, (3, 7))
+    joins = {0: 0, 2: 1, 3: 2}  # step -> the source that joins before it
+    with torch.no_grad():
+        full = [model(input_ids=ids[i:i + 1, :int(mask[i].sum())], decoder_input_ids=targets[i:i + 1]).logits[0]
+                for i in range(3)]  # (7, V) each, alone and unpadded
+        cache, rows, fed = model.make_slot_cache(3, 8), [], []
+        cross = model.cross_keys_values(model.encode(ids, mask))  # (3, H, 9, d) each, padded
+        for step in range(7):
+            if step in joins:
+                i = joins[step]
+                cache.join_source([(k[i], v[i]) for k, v in cross], int(mask[i].sum()))
+                rows.append(i)
+                fed.append(0)
+            tokens = torch.stack([targets[i, fed[r]] for r, i in enumerate(rows)])[:, None]  # (n, 1)
+            logits = model(decoder_input_ids=tokens, decoder_attention_mask=cache.step_mask(),
+                           decoder_position_ids=cache.positions(), past_key_values=cache).logits[:, 0]
+            cache.advance()
+            for r, i in enumerate(rows):
+                torch.testing.assert_close(logits[r], full[i][fed[r]], atol=1e-4, rtol=1e-4)
+                fed[r] += 1
+    assert fed == [7, 5, 4] and cache.lengths[:3].tolist() == fed
+
+
 def test_beams_share_their_sources_cross_attention_keys_and_values(model, monkeypatch):
     """The encoder runs once on the B sources, the cross keys and values are (B, H, S, d), made once, and
     stay where they are while beam search reorders the (B * beams) self-attention rows."""

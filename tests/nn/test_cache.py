@@ -57,3 +57,30 @@ def test_seq2seq_cache_keeps_rows_with_their_own_sources():
     beams = Seq2SeqCache(1, 4, 1, 6, 2, [(torch.zeros(2, 1, 4, 2), torch.zeros(2, 1, 4, 2))], None)
     with pytest.raises(RuntimeError, match="one source per row"):
         beams.keep(torch.tensor([0]))
+
+
+def test_seq2seq_slot_cache_rows_bring_their_own_sources():
+    from plmkit.nn.cache import Seq2SeqSlotCache
+    cache = Seq2SeqSlotCache(n_layers=1, slots=3, n_kv_heads=1, max_len=6, d_head=2, source_step=4)
+
+    def source(value: float, length: int, padded_to: int):  # one layer's (H, S, d) keys and values, S padded
+        k = torch.full((1, padded_to, 2), value)
+        k[:, length:] = -1.0  # padding columns are never copied
+        return [(k, -k)]
+
+    assert cache.join_source(source(1.0, 3, 5), 3) == 0 and cache.cross_k[0].shape == (3, 1, 4, 2)
+    assert cache.cross_bias is None and cache.cross[0][0].shape == (1, 1, 3, 2)  # one source: nothing hidden
+    assert cache.join_source(source(2.0, 2, 5), 2) == 1
+    assert cache.join_source(source(3.0, 5, 5), 5) == 2 and cache.cross_k[0].shape == (3, 1, 8, 2)  # widened by 4
+    assert cache.cross_k[0][0, 0, :3, 0].tolist() == [1.0] * 3  # kept through the widening
+    k, v = cache.cross[0]
+    assert k.shape == (3, 1, 5, 2) and torch.equal(v, -k) and not bool((k[:, :, :, 0] == -1).any())
+    visible = cache.cross_bias[:, 0, 0] == 0  # (3, 5): each row's own source columns
+    assert visible.tolist() == [[True] * 3 + [False] * 2, [True] * 2 + [False] * 3, [True] * 5]
+    assert cache.step_mask().tolist() == [[1]] * 3 and cache.positions().tolist() == [[0]] * 3  # start tokens next
+    cache.advance()
+    assert cache.leave(0) == 2  # the last row, its source with it, moves into the freed one
+    assert cache.source_lengths[:2].tolist() == [5, 2] and cache.cross[0][0][0, 0, :, 0].tolist() == [3.0] * 5
+    assert cache.source_width == 5 and cache.lengths[:2].tolist() == [1, 1]
+    cache.leave(0)
+    assert cache.source_width == 2 and cache.cross_bias is None and cache.cross[0][0].shape == (1, 1, 2, 2)

@@ -130,6 +130,27 @@ def test_inference_linears_equal_f_linear_and_keep_autograd(rows):
     assert lin.weight.grad is not None and x.grad is not None
 
 
+def test_a_nested_layout_adds_only_its_packing_and_leaves_the_outer_one(monkeypatch):
+    """A server's worker holds the layout for its lifetime; a task route's generate enters it again between
+    two steps: the inner context packs (and unpacks) the weights, the outer forwards and fused q/k/v stay."""
+    monkeypatch.setattr(decoding, "KEEP_PACKED_UP_TO", 0)  # (no copies kept by eval mode itself)
+    model = _gpt2()
+    ids = torch.randint(0, 97, (3, 7))
+    fused = lambda: [m.fused_qkv for m in model.modules() if isinstance(m, MultiHeadAttention)]  # noqa: E731
+    same = lambda a, b: len(a) == len(b) and all(x is y for x, y in zip(a, b))  # noqa: E731
+    with torch.no_grad():
+        ref = model(ids).logits
+        with decoding_layout(model):
+            outer = fused()
+            with decoding_layout(model, pack=True):
+                assert same(fused(), outer) and all("_onednn_packed" in vars(w) for w, *_ in outer)
+                torch.testing.assert_close(model(ids).logits, ref, **TOL)
+            assert not any("_onednn_packed" in vars(p) for p in model.parameters())
+            assert all("forward" in vars(m) for m in model.modules() if type(m) is nn.Linear) and same(fused(), outer)
+            torch.testing.assert_close(model(ids).logits, ref, **TOL)
+    assert all(f is None for f in fused())
+
+
 def test_lm_head_stays_row_major_when_its_rows_would_alias():
     model = _gpt2(vocab=1024)  # 1024 floats = 4 KiB
     column_major_lm_head(model)

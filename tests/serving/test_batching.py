@@ -1,7 +1,9 @@
-"""Batching across requests: continuous batching of a decoder, and the batches of an encoder-decoder, equal
-`generate` token for token while sequences join and leave, each with its own settings (penalties included);
-dynamic batching of an encoder groups requests and isolates a bad one."""
+"""Batching across requests: continuous batching of a decoder and of an encoder-decoder (BART, Marian,
+BERT-to-BERT) equal `generate` token for token while sequences join and leave, each with its own settings
+(penalties included); dynamic batching of an encoder groups requests and isolates a bad one."""
 import asyncio
+import collections
+import threading
 
 import pytest
 import torch
@@ -9,7 +11,7 @@ import torch
 import serve_helpers as sh
 from plmkit.errors import DataError
 from plmkit.nn.cache import SlotKVCache
-from plmkit.serving.batching import DecoderBatcher, Done, EncoderBatcher, Piece, Seq2SeqBatcher
+from plmkit.serving.batching import DecoderBatcher, Done, EncoderBatcher, Piece, Seq2SeqBatcher, TurnLock
 from plmkit.serving.metrics import Metrics
 from plmkit.serving.models import load_served_model
 from plmkit.serving.protocol import ApiError
@@ -93,9 +95,9 @@ def run_jobs(batcher, prompts, settings, seeds: dict, stagger: float) -> list[li
 
 
 def test_encoder_decoder_batches_equal_generate_token_for_token(tmp_path):
-    """A tiny Marian: 6 requests that arrive within the wait, on 4 rows (so two batches), with their own lengths,
-    penalties and a seeded sampled one, equal `generate` alone; finished rows leave the batch between steps."""
-    import threading
+    """A tiny Marian: 6 requests that arrive within the wait, on 4 rows (the last ones join as rows free up),
+    with their own lengths, penalties and a seeded sampled one, equal `generate` alone; finished rows leave
+    between steps."""
     marian = load_served_model("marian", sh.seq2seq_dir(tmp_path, "marian"), "cpu")
     model, tok = marian.model, marian.tokenizer
     sources = [tok(p)["input_ids"] for p in PROMPTS[:6]]
@@ -106,7 +108,8 @@ def test_encoder_decoder_batches_equal_generate_token_for_token(tmp_path):
                 for i, (p, s) in enumerate(zip(sources, settings))]
     assert expected[2] != model.generate(torch.tensor([sources[2]]), max_new_tokens=8, num_beams=1)[0, 1:].tolist()
     metrics = Metrics()
-    batcher = Seq2SeqBatcher("marian", model, tok, slots=4, max_wait=0.5, max_queue=16, lock=threading.Lock(),
+    batcher = Seq2SeqBatcher("marian", model, tok, slots=4, max_wait=0.5, max_queue=16, max_len=marian.context_length,
+                             lock=TurnLock(),
                              metrics=metrics)
     got = run_jobs(batcher, sources, settings, seeds={1: 3}, stagger=0.01)
     for i, (g, e) in enumerate(zip(got, expected)):
@@ -114,6 +117,159 @@ def test_encoder_decoder_batches_equal_generate_token_for_token(tmp_path):
     get, labels = metrics.registry.get_sample_value, {"model": "marian", "batcher": "generate"}
     assert get("plmkit_batch_size_count", labels) < sum(len(e) for e in expected) / 2  # rows shared steps
     assert get("plmkit_batch_size_bucket", {**labels, "le": "1.0"}) >= 1  # the longest ran on alone
+
+
+def paced(batcher):
+    """Make ``batcher`` log the requests of each step's rows and, after a step ``at`` names, wait until the test
+    has acted (``await at(step, action)``): requests then join at a known step of a running batch."""
+    log, reached, go, step = [], collections.defaultdict(threading.Event), collections.defaultdict(threading.Event), \
+        batcher._step
+
+    def paced_step():
+        step()
+        log.append([row.job for row in batcher.rows])
+        reached[len(log)].set()
+        if len(log) in go:
+            go[len(log)].wait(60)
+
+    async def at(n: int, action) -> None:
+        go[n]  # (the worker waits after step n, from now on)
+        assert await asyncio.to_thread(reached[n].wait, 60), f"the batch never ran step {n}"
+        action()
+        go[n].set()
+
+    batcher._step = paced_step
+    return log, at
+
+
+async def tokens_of(job) -> tuple[list[list[int]], list[str]]:
+    """Each of a job's sequences' tokens and how it ended."""
+    tokens, reasons = [[] for _ in range(job.n)], [None] * job.n
+    async for event in job.events(asyncio.get_running_loop().time() + 60, 60):
+        if isinstance(event, Piece):
+            tokens[event.index].append(event.token)
+        elif isinstance(event, Done):
+            reasons[event.index] = event.reason
+            assert event.tokens == len(tokens[event.index])
+    return tokens, reasons
+
+
+def first_step(log, job) -> int:
+    return next(i for i, jobs in enumerate(log) if job in jobs)
+
+
+def last_step(log, job) -> int:
+    return max(i for i, jobs in enumerate(log) if job in jobs)
+
+
+@pytest.mark.parametrize("family", ["marian", "bart", "bert2bert"])
+def test_encoder_decoder_requests_join_a_running_batch_token_for_token(tmp_path, family):
+    """A runs; after step 2, B (2 sampled sequences), C and D join it; after step 4, C is cancelled (D's row moves
+    into its slot); D finishes and leaves; after step 6, E joins with a source longer than the cross-attention
+    cache holds (it widens while A and B decode). Every one equals `generate` alone, token for token (the
+    sampled ones with their seeds), C's tokens until it left too."""
+    served = load_served_model(family, sh.seq2seq_dir(tmp_path, family), "cpu")
+    model, tok = served.model, served.tokenizer
+    greedy = dict(do_sample=False, num_beams=1)
+    requests = {  # name: (source, n, settings, seed)
+        "A": (PROMPTS[0], 1, dict(max_new_tokens=30, min_new_tokens=30, frequency_penalty=1.0, **greedy), None),
+        "B": (PROMPTS[1], 2, dict(max_new_tokens=16, do_sample=True, temperature=0.9, top_p=0.9, num_beams=1), 5),
+        "C": (PROMPTS[2], 1, dict(max_new_tokens=20, min_new_tokens=20, **greedy), None),
+        "D": (PROMPTS[3], 1, dict(max_new_tokens=4, min_new_tokens=4, presence_penalty=1.5, **greedy), None),
+        "E": (" ".join(PROMPTS * 3), 1, dict(max_new_tokens=10, frequency_penalty=0.5, **greedy), None)}
+    sources = {name: tok(text)["input_ids"][:100] for name, (text, *_) in requests.items()}
+    assert len(sources["E"]) > 64 >= max(len(sources[name]) for name in "ABCD")
+    expected = {name: [model.generate(torch.tensor([sources[name]]), seed=None if seed is None else seed + i,
+                                      **settings)[0, 1:].tolist() for i in range(n)]
+                for name, (_, n, settings, seed) in requests.items()}
+    batcher = Seq2SeqBatcher(family, model, tok, slots=5, max_wait=0.0, max_queue=8, max_len=served.context_length,
+                             lock=TurnLock())
+    log, at = paced(batcher)
+    jobs = {}
+
+    def submit(*names):
+        for name in names:
+            _, n, settings, seed = requests[name]
+            jobs[name] = batcher.submit(sources[name], n, settings, [], seed)
+
+    async def main():
+        submit("A")
+        await at(2, lambda: submit("B", "C", "D"))
+        await at(4, jobs["C"].cancel)
+        await at(6, lambda: submit("E"))
+        return {name: await tokens_of(jobs[name]) for name in "ABDE"}
+
+    batcher.start()
+    try:
+        got = asyncio.run(main())
+    finally:
+        batcher.stop()
+    for name, (tokens, reasons) in got.items():
+        assert tokens == expected[name], name
+        assert None not in reasons
+    cancelled = []
+    while not jobs["C"].queue.empty():
+        cancelled.append(jobs["C"].queue.get_nowait())
+    assert all(isinstance(e, Piece) for e in cancelled) and 0 < len(cancelled) < 20  # no Done: it left
+    assert [e.token for e in cancelled] == expected["C"][0][:len(cancelled)]
+    a, b, d, e = (jobs[name] for name in "ABDE")
+    assert first_step(log, a) < first_step(log, b) and a in log[first_step(log, b)]  # B joined A's running batch
+    assert a in log[first_step(log, e)] and b in log[first_step(log, e)]  # and E, A's and B's
+    assert last_step(log, d) < last_step(log, a) and last_step(log, jobs["C"]) < last_step(log, d)  # left early
+    assert batcher.cache.cross_k[0].shape[2] == 128 and batcher.active == 0  # widened for E
+
+
+def test_a_failed_encoder_decoder_step_fails_its_requests_only_and_a_task_route_takes_turns(tmp_path):
+    """One row: A decodes while B waits for the row. After step 2, another thread runs `generate` on the same
+    model under its lock (a task route): it gets its turn between two steps, long before A ends. After step 4 a
+    step fails: A gets the error, B (waiting) does not; B then runs, and so does C, submitted after."""
+    served = load_served_model("marian", sh.seq2seq_dir(tmp_path, "marian"), "cpu")
+    model, tok, lock = served.model, served.tokenizer, served.lock
+    sources = [tok(p)["input_ids"] for p in PROMPTS[:4]]
+    greedy = dict(do_sample=False, num_beams=1, frequency_penalty=1.0)
+    long = dict(max_new_tokens=60, min_new_tokens=60, **greedy)
+    expected = [model.generate(torch.tensor([s]), **greedy, max_new_tokens=8)[0, 1:].tolist() for s in sources]
+    batcher = Seq2SeqBatcher("marian", model, tok, slots=1, max_wait=0.0, max_queue=8, max_len=served.context_length,
+                             lock=lock)
+    log, at = paced(batcher)
+    task = {}
+
+    def task_route():
+        with lock:
+            task["layout"] = any("forward" in vars(m) for m in model.modules())  # (the worker's decoding layout)
+            task["tokens"] = model.generate(torch.tensor([sources[3]]), **greedy, max_new_tokens=8)[0, 1:].tolist()
+            task["at step"] = len(log)
+
+    def break_next_step():
+        step_logits = batcher._step_logits
+
+        def failing(tokens):
+            batcher._step_logits = step_logits
+            raise RuntimeError("a broken step")
+        batcher._step_logits = failing
+
+    async def main():
+        a = batcher.submit(sources[0], 1, long, [], None)
+        thread = threading.Thread(target=task_route)
+        await at(2, lambda: (a, thread.start()))
+        b = batcher.submit(sources[1], 1, dict(max_new_tokens=8, **greedy), [], None)
+        await at(4, break_next_step)
+        with pytest.raises(RuntimeError, match="a broken step"):
+            await tokens_of(a)
+        b_tokens = await tokens_of(b)
+        c_tokens = await tokens_of(batcher.submit(sources[2], 1, dict(max_new_tokens=8, **greedy), [], None))
+        await asyncio.to_thread(thread.join, 60)
+        return b_tokens, c_tokens
+
+    batcher.start()
+    try:
+        (b_tokens, _), (c_tokens, _) = asyncio.run(main())
+    finally:
+        batcher.stop()
+    assert b_tokens == [expected[1]] and c_tokens == [expected[2]]
+    assert task["tokens"] == expected[3] and task["layout"] and task["at step"] < 4  # its turn came between steps
+    assert not getattr(model, "_decoding_layouts", 0)  # the worker's layout undone: no fused q/k/v copies left
+    assert all(m.fused_qkv is None for m in model.modules() if hasattr(m, "fuse_qkv"))
 
 
 def test_dynamic_batching_groups_requests_and_isolates_a_bad_one():

@@ -231,10 +231,11 @@ class BartForConditionalGeneration(Seq2SeqLM, BartPreTrainedModel):
         return self.model.decoder.layers
 
     def decode(self, decoder_input_ids, decoder_attention_mask, encoder_states, encoder_mask, cache, unpad,
-               output_hidden_states, output_attentions):
+               output_hidden_states, output_attentions, position_ids=None):
         return self.model.decoder(decoder_input_ids, decoder_attention_mask, context=encoder_states,
                                   context_mask=encoder_mask, cache=cache, unpad=unpad,
-                                  output_hidden_states=output_hidden_states, output_attentions=output_attentions)
+                                  output_hidden_states=output_hidden_states, output_attentions=output_attentions,
+                                  position_ids=position_ids)
 
     def output_projection(self):
         return None, self.lm_head.weight, self.final_logits_bias[0]

@@ -7,8 +7,10 @@ builds the modules and names its Hugging Face fields; the rest is here:
   runs on real tokens only, attention re-pads per sequence); the decoder has causal self-attention,
   cross-attention and a KV cache, and skips padded target positions in training too.
 - `Seq2SeqPreTrainedModel`: the hooks `generate` uses (`encode`, `make_cache`: the cross-attention keys
-  and values are computed once per source and read in place by every beam of it) and the forward of
-  an LM: ``labels`` -> decoder inputs (`shift_tokens_right`) and the loss, with label smoothing.
+  and values are computed once per source and read in place by every beam of it), a server's
+  (`make_slot_cache`: rows of their own sources and target lengths, which join and leave between steps,
+  stepped with ``decoder_attention_mask`` and ``decoder_position_ids``), and the forward of an LM:
+  ``labels`` -> decoder inputs (`shift_tokens_right`) and the loss, with label smoothing.
 
 Padding: ``attention_mask`` (B, S) marks the source's real tokens; ``decoder_attention_mask`` (B, T) the
 target's (Hugging Face's meaning: padding keys are hidden). Positions count from 0 in every row, as
@@ -31,7 +33,7 @@ from plmkit.models.config import ModelConfig
 from plmkit.models.inputs import check_inputs
 from plmkit.models.outputs import BaseModelOutput, Seq2SeqLMOutput
 from plmkit.nn.block import run_blocks
-from plmkit.nn.cache import Seq2SeqCache, cross_attention_inputs
+from plmkit.nn.cache import Seq2SeqCache, Seq2SeqSlotCache, cross_attention_inputs
 from plmkit.nn.decoding import decode_linear
 from plmkit.nn.losses import linear_cross_entropy
 from plmkit.nn.masks import padding_bias, self_attention_masks
@@ -78,11 +80,13 @@ class Seq2SeqStack(nn.Module):
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, *, context: Tensor | None = None,
                 context_mask: Tensor | None = None, cache: Seq2SeqCache | None = None, unpad: bool = True,
-                output_hidden_states: bool = False, output_attentions: bool = False) -> BaseModelOutput:
+                output_hidden_states: bool = False, output_attentions: bool = False,
+                position_ids: Tensor | None = None) -> BaseModelOutput:
         """input_ids (B, T); attention_mask (B, T), or (B, past + T) with a cache.
 
         A decoder reads ``context`` (B, S, D), the encoder's output, with ``context_mask`` (B, S), or the
-        keys and values ``cache`` holds (generation).
+        keys and values ``cache`` holds (generation). position_ids (B, T): each token's position, when the
+        rows of a cache hold different lengths (a server's `Seq2SeqSlotCache`); by default past .. past + T - 1.
         """
         past = cache.length if cache is not None else 0
         check_inputs(input_ids, self.embeddings.word.num_embeddings, attention_mask,
@@ -90,7 +94,8 @@ class Seq2SeqStack(nn.Module):
         b, t = input_ids.shape
         check_length(self.embeddings.max_positions, past + t, "target" if self.causal else "source")
         dtype = compute_dtype(self.embeddings.word)
-        positions = torch.arange(past, past + t, device=input_ids.device).expand(b, t)
+        positions = (torch.arange(past, past + t, device=input_ids.device) if position_ids is None
+                     else position_ids).expand(b, t)
         layout, bias, causal = self_attention_masks(attention_mask, t, past, self.causal, unpad and cache is None,
                                                     dtype, input_ids.device)
         context, context_bias = cross_attention_inputs(cache, context, context_mask, dtype, real_tokens=self.causal)
@@ -150,10 +155,24 @@ class Seq2SeqPreTrainedModel(GenerationMixin, PreTrainedModel):
         values are computed here, once."""
         layers = self.decoder_layers()
         attn, dtype = layers[0].attn, dtype or encoder_states.dtype
-        cross = [layer.cross_attn.project_kv(encoder_states) for layer in layers]  # (B_s, H, S, d) each
         padded = encoder_mask is not None and not bool(encoder_mask.all())
-        return Seq2SeqCache(len(layers), rows, attn.n_kv_heads, max_len, attn.d_head, cross,
+        return Seq2SeqCache(len(layers), rows, attn.n_kv_heads, max_len, attn.d_head,
+                            self.cross_keys_values(encoder_states),
                             padding_bias(encoder_mask, dtype) if padded else None, dtype, encoder_states.device)
+
+    def cross_keys_values(self, encoder_states: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """Each decoder layer's cross-attention keys and values of (B_s, S, D) ``encoder_states``, (B_s, H, S, d)
+        each."""
+        return [layer.cross_attn.project_kv(encoder_states) for layer in self.decoder_layers()]
+
+    def make_slot_cache(self, slots: int, max_len: int) -> Seq2SeqSlotCache:
+        """An empty cache for continuous batching (a server): ``slots`` rows of up to ``max_len`` target
+        positions, each with its own source (`Seq2SeqSlotCache.join_source`, with `cross_keys_values`);
+        the forward then takes ``decoder_attention_mask=cache.step_mask()`` and
+        ``decoder_position_ids=cache.positions()``."""
+        layers, word = self.decoder_layers(), self.get_input_embeddings()
+        return Seq2SeqSlotCache(len(layers), slots, [layer.attn.n_kv_heads for layer in layers], max_len,
+                                layers[0].attn.d_head, compute_dtype(word), word.weight.device)
 
     def encoder_output(self, input_ids, attention_mask, encoder_outputs, cache,
                        output_hidden_states: bool, output_attentions: bool) -> BaseModelOutput | None:
@@ -184,7 +203,10 @@ class Seq2SeqLM:
 
     def decode(self, decoder_input_ids: Tensor, decoder_attention_mask: Tensor | None, encoder_states: Tensor | None,
                encoder_mask: Tensor | None, cache: Seq2SeqCache | None, unpad: bool,
-               output_hidden_states: bool, output_attentions: bool) -> BaseModelOutput:
+               output_hidden_states: bool, output_attentions: bool, position_ids: Tensor | None = None
+               ) -> BaseModelOutput:
+        """The decoder's output; ``position_ids`` (B, T): the decoder tokens' positions (None: counted from the
+        cache's length)."""
         raise NotImplementedError
 
     def output_projection(self) -> tuple[callable | None, Tensor, Tensor | None]:
@@ -200,9 +222,13 @@ class Seq2SeqLM:
                 decoder_input_ids: Tensor | None = None, decoder_attention_mask: Tensor | None = None,
                 encoder_outputs=None, past_key_values: Seq2SeqCache | None = None, labels: Tensor | None = None,
                 logits_to_keep: int = 0, output_attentions: bool = False, output_hidden_states: bool = False,
-                return_logits: bool | None = None, label_smoothing: float = 0.0) -> Seq2SeqLMOutput:
+                return_logits: bool | None = None, label_smoothing: float = 0.0,
+                decoder_position_ids: Tensor | None = None) -> Seq2SeqLMOutput:
         """input_ids / attention_mask (B, S): the source; labels (B, T): the target, -100 = ignored;
         decoder inputs are the labels shifted right after ``decoder_start_token_id`` unless given.
+
+        decoder_position_ids (B, T): the decoder tokens' positions, counted from 0 in each target (default:
+        after the cache's length); rows of their own lengths need them (`make_slot_cache`).
 
         logits_to_keep: logits of the last k positions only (0 = all), as in generation.
         return_logits: None = logits unless training with labels (see the module docstring).
@@ -222,7 +248,8 @@ class Seq2SeqLM:
         enc = self.encoder_output(input_ids, attention_mask, encoder_outputs, past_key_values, output_hidden_states,
                                   output_attentions)
         dec = self.decode(decoder_input_ids, decoder_attention_mask, None if enc is None else enc.last_hidden_state,
-                          attention_mask, past_key_values, unpad, output_hidden_states, output_attentions)
+                          attention_mask, past_key_values, unpad, output_hidden_states, output_attentions,
+                          decoder_position_ids)
         h = dec.last_hidden_state  # (B, T, D)
         transform, weight, bias = self.output_projection()
         if return_logits is None:

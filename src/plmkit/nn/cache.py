@@ -227,6 +227,93 @@ class SlotLayerCache:
         self.k[rows, :, columns] = k[:, :, 0]
         self.v[rows, :, columns] = v[:, :, 0]
         return self.k[:n, :, :width], self.v[:n, :, :width]
+
+
+class Seq2SeqSlotCache(SlotKVCache):
+    """An encoder-decoder's decoder cache for continuous batching: the `SlotKVCache` of the decoder's
+    self-attention (rows of their own target lengths), plus per layer each slot's cross-attention keys
+    and values, (slots, H_kv, S_max, d), and each slot's source length: rows that translate different
+    sources join and leave between steps.
+
+    A sequence joins with `join_source`: its source's keys and values are copied into the first free
+    row, which holds no target position yet; its decoder start token is the next step's token for that
+    row, at position 0, in the same forward as every other row's. A step passes `step_mask` and
+    `positions` as a decoder's does, and its cross-attention reads `cross`, the active rows' keys and
+    values up to the longest active source, and `cross_bias`, which hides each row's columns past its
+    own source (what `cross_attention_inputs` reads of a `Seq2SeqCache`). `leave` moves the last
+    active row's source with its target.
+
+    Memory: S_max starts at 0 (the first source makes the buffers, of its dtype and heads) and grows, to
+    the next multiple of ``source_step`` columns, when a longer source joins (the buffers are copied
+    once); it never shrinks, so it stays that of the longest source served so far (a server refuses
+    sources beyond the encoder's positions): at most slots x the encoder's positions per layer, next
+    to the self-attention's slots x ``max_len``. A step reads only the longest active source's columns.
+    """
+
+    def __init__(self, n_layers: int, slots: int, n_kv_heads: int | Sequence[int], max_len: int, d_head: int,
+                 dtype: torch.dtype = torch.float32, device=None, source_step: int = 64):
+        super().__init__(n_layers, slots, n_kv_heads, max_len, d_head, dtype, device)
+        self.source_step = source_step
+        self.cross_k: list[Tensor] = []  # per layer (slots, H_kv, S_max, d), made by the first source
+        self.cross_v: list[Tensor] = []
+        self.source_lengths = torch.zeros(slots, dtype=torch.long, device=device)
+
+    @property
+    def source_width(self) -> int:
+        """Columns a step's cross-attention reads: the longest active source."""
+        return int(self.source_lengths[:self.active].max()) if self.active else 0
+
+    def join_source(self, cross: list[tuple[Tensor, Tensor]], length: int) -> int:
+        """Count row ``active`` for a sequence of a source of ``length`` tokens, whose cross-attention keys
+        and values ``cross`` holds (per layer a (H_kv, S, d) pair, S >= length: a padded batch's row);
+        returns the row."""
+        if not self.cross_k or length > self.cross_k[0].shape[2]:
+            self._widen(-(-length // self.source_step) * self.source_step, cross)
+        row = self.join(0)
+        for layer, (k, v) in enumerate(cross):
+            self.cross_k[layer][row, :, :length] = k[:, :length]
+            self.cross_v[layer][row, :, :length] = v[:, :length]
+        self.source_lengths[row] = length
+        return row
+
+    def _widen(self, width: int, like: list[tuple[Tensor, Tensor]]) -> None:
+        """Buffers of ``width`` columns, keeping what the old ones hold (shaped as the pairs of ``like``)."""
+        for buffers, pairs in ((self.cross_k, [k for k, _ in like]), (self.cross_v, [v for _, v in like])):
+            old = list(buffers)
+            buffers[:] = [t.new_zeros(self.slots, t.shape[0], width, t.shape[2]) for t in pairs]
+            for new, kept in zip(buffers, old):
+                new[:, :, :kept.shape[2]] = kept
+
+    def leave(self, row: int) -> int:
+        last = super().leave(row)
+        if row != last:
+            n = int(self.source_lengths[last])
+            for buffer in (*self.cross_k, *self.cross_v):
+                buffer[row, :, :n] = buffer[last, :, :n]
+            self.source_lengths[row] = n
+        return last
+
+    @property
+    def cross(self) -> list[tuple[Tensor, Tensor]]:
+        """Per layer the active rows' cross-attention keys and values, (n, H_kv, source_width, d) views."""
+        n, width = self.active, self.source_width
+        return [(k[:n, :, :width], v[:n, :, :width]) for k, v in zip(self.cross_k, self.cross_v)]
+
+    @property
+    def cross_bias(self) -> Tensor | None:
+        """(n, 1, 1, source_width) hiding each row's columns past its source; None when every active source
+        is that long."""
+        lengths, width = self.source_lengths[:self.active], self.source_width
+        if bool((lengths == width).all()):
+            return None
+        columns = torch.arange(width, device=lengths.device)
+        return padding_bias((columns[None] < lengths[:, None]).long(), self.cross_k[0].dtype)  # (n, 1, 1, S)
+
+    def reset(self) -> None:
+        super().reset()
+        self.source_lengths.zero_()
+
+
 class PastKeyValues:
     """A cache that grows by concatenation, over given past keys and values: what a traced graph
     takes (one (k, v) pair of (B, H_kv, P, d) per layer; P may be 0) and returns (`present`, the

@@ -55,6 +55,7 @@ HAS_ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.m
 CAN_PACK = HAS_ONEDNN_LINEAR and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
 ONE_ROW_MKL_UP_TO = 2 ** 18  # weights of at most 1 MiB (fp32): one row runs faster through MKL (see above)
 _PACKED = "_onednn_packed"  # the attribute of a weight Parameter that holds its packed copy, with its key
+_DEPTH = "_decoding_layouts"  # the attribute of a model that counts the decoding_layout contexts it is in
 ONEDNN_ROWS_UP_TO = 256  # rows of a product through oneDNN (more: MKL)
 KEEP_PACKED_UP_TO = 2 ** 30  # bytes of fp32 Linear weights an eval-mode model keeps a packed copy of
 
@@ -195,41 +196,52 @@ def decoding_layout(model: nn.Module, pack: bool = False):
     run at every step (not an encoder-decoder's encoder) packed for oneDNN, the copies dropped on exit.
     No-op while training, off CPU and for a model without parameters (one onnxruntime runs); subclasses
     (LoRA layers) keep their own forward.
+
+    Re-entrant: inside another context on the same model (a server's worker holds one for its lifetime,
+    and a task route's ``generate`` runs between its steps) only the packing is added, and undone on exit;
+    the outer context's layout stays. Threads that share a model enter and leave under its lock.
     """
     first = next(model.parameters(), None)
     if model.training or first is None or first.device.type != "cpu":
         yield
         return
-    column_major_lm_head(model)
-    linears = [m for m in _plain_linears(model) if "forward" not in vars(m)]  # (eval mode installed the others)
+    outer = not getattr(model, _DEPTH, 0)
+    if outer:
+        column_major_lm_head(model)
+    installed = [m for m in _plain_linears(model) if "forward" not in vars(m)] if outer else []  # (eval mode's stay)
     # one q/k/v matmul where a step runs one token: not in cross-attention (q alone) nor in an
     # encoder-decoder's encoder (once per call, all tokens at once): the copies would only cost memory
     encoder = list(model.get_encoder().modules()) if getattr(model, "is_encoder_decoder", False) else []
     skip = set(map(id, encoder + [m.cross_attn for m in model.modules() if getattr(m, "cross_attn", None) is not None]))
     attentions = [m for m in model.modules() if hasattr(m, "fuse_qkv") and id(m) not in skip]
-    for m in linears:
-        m.forward = partial(_decode_forward, m)  # an instance attribute shadows nn.Linear.forward
-    for m in attentions:
-        m.fuse_qkv(True)
+    if outer:
+        for m in installed:
+            m.forward = partial(_decode_forward, m)  # an instance attribute shadows nn.Linear.forward
+        for m in attentions:
+            m.fuse_qkv(True)
     sharded = is_sharded(model)
     once = set(map(id, encoder + [p for m in model.modules() if getattr(m, "cross_attn", None) is not None
                                   for p in (m.cross_attn.k, m.cross_attn.v)]))  # (project the source once)
     once |= {id(p) for m in attentions if m.fused_qkv is not None for p in (m.q, m.k, m.v)}  # (the copy runs)
-    packed = [] if not pack or sharded else (
-        [m.weight for m in _plain_linears(model) if id(m) not in once and not _keeps_packed(m)]
-        + [m.fused_qkv[0] for m in attentions if m.fused_qkv is not None])
+    packed = [] if not pack or sharded else [
+        w for w in [m.weight for m in _plain_linears(model) if id(m) not in once and not _keeps_packed(m)]
+        + [m.fused_qkv[0] for m in attentions if m.fused_qkv is not None]
+        if _PACKED not in vars(w)]  # (an outer context's packing stays)
     for w in packed:
         pack_weight(w)
+    setattr(model, _DEPTH, getattr(model, _DEPTH, 0) + 1)
     try:
         yield
     finally:
-        for m in linears:
-            del m.forward
-        for m in attentions:
-            m.fuse_qkv(False)
+        setattr(model, _DEPTH, getattr(model, _DEPTH) - 1)
+        if outer:
+            for m in installed:
+                del m.forward
+            for m in attentions:
+                m.fuse_qkv(False)
         for w in packed:
             unpack_weight(w)
 
 
-__all__ = ["HAS_ONEDNN_LINEAR", "column_major_lm_head", "decode_linear", "decoding_layout", "inference_linears", "pack_weight",
-           "row_major_lm_head", "unpack_weight"]
+__all__ = ["HAS_ONEDNN_LINEAR", "column_major_lm_head", "decode_linear", "decoding_layout", "inference_linears",
+           "is_sharded", "pack_weight", "row_major_lm_head", "unpack_weight"]

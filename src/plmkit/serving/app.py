@@ -100,8 +100,8 @@ class Server:
                                       max_queue=s.max_queue, batching=s.batching, metrics=self.metrics)]
         if served.is_seq2seq:
             workers.append(Seq2SeqBatcher(served.name, served.model, served.tokenizer, slots=slots,
-                                          max_wait=s.batch_wait_ms / 1000, max_queue=s.max_queue, lock=served.lock,
-                                          metrics=self.metrics))
+                                          max_wait=s.batch_wait_ms / 1000, max_queue=s.max_queue,
+                                          max_len=served.context_length, lock=served.lock, metrics=self.metrics))
         return {worker.kind: worker for worker in workers}
 
     def close(self) -> None:

@@ -15,11 +15,14 @@ for logprobs: each token's log-probability under the raw logits, and the k most 
 for its prompt's (OpenAI's ``echo`` with ``logprobs``): the joining forward pass keeps every position's
 logits, so the prompt is scored at no extra cost (``max_tokens`` 0: scored only, no row taken).
 
-`Seq2SeqBatcher` (for encoder-decoders, whose rows cannot join a running batch: each reads its own
-source's cross-attention): the requests that arrive within ``max_wait`` of the first, up to ``slots``
-sequences, run as one batch: their sources through the encoder together, then every sequence decodes
-one token per step in one forward pass, as decoder rows do (their own settings, seeds, stops and
-logprobs); finished and cancelled ones leave between steps. Waiting requests form the next batch.
+`Seq2SeqBatcher` (continuous batching, for encoder-decoders): the same, on a `Seq2SeqSlotCache`, whose rows
+each read their own source's cross-attention keys and values. Between two steps, the waiting requests that fit
+in the free rows join: their sources run through the encoder together (one padded call), their keys and values
+are written into the free rows, and each row's decoder start token is its token in the next step, which
+feeds every row at its own position (the per-row mask and positions, as a decoder's). When nothing is decoding,
+the first request waits up to ``max_wait`` for companions; while rows decode, a request joins at the next
+step. The model's lock (shared with its task routes' batcher) is held per step, not per batch. An exported
+encoder-decoder (onnxruntime), whose graph cannot take per-row positions, decodes a batch at a time instead.
 
 A full queue (``max_queue`` waiting requests) is refused at once: `ApiError` 429. Each batcher's
 metrics carry its model's name and its ``kind`` ("encode" or "generate": an encoder-decoder has both).
@@ -29,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
 import logging
 import threading
 import time
@@ -42,7 +46,7 @@ from plmkit.chat import StopFilter
 from plmkit.data.collate import pad_sequences
 from plmkit.errors import ConfigError
 from plmkit.generation import IncrementalDecoder, Seq2SeqRun, decoding_layout, next_tokens
-from plmkit.nn.cache import SlotKVCache
+from plmkit.nn.cache import Seq2SeqSlotCache, SlotKVCache
 from plmkit.serving.protocol import ApiError
 from plmkit.utils.constants import MAX_SEED
 
@@ -57,6 +61,33 @@ def queue_full(name: str, limit: int) -> ApiError:
 def timed_out(seconds: float) -> ApiError:
     return ApiError(504, f"the request took longer than this server's --timeout of {seconds:g} s",
                     type="timeout_error", code="timeout")
+
+
+class TurnLock:
+    """A lock taken in turn, first asked first served (a ticket lock): a worker that releases it between two
+    steps and asks again at once queues behind a thread already waiting (a task route on the same model),
+    which `threading.Lock` does not promise (the releasing thread usually wins again)."""
+
+    def __init__(self):
+        self.cond = threading.Condition()
+        self.issued = self.serving = 0  # tickets given out; the ticket whose turn it is
+
+    def acquire(self) -> None:
+        with self.cond:
+            ticket, self.issued = self.issued, self.issued + 1
+            self.cond.wait_for(lambda: self.serving == ticket)
+
+    def release(self) -> None:
+        with self.cond:
+            self.serving += 1
+            self.cond.notify_all()
+
+    def __enter__(self) -> "TurnLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 class Worker:
@@ -290,7 +321,8 @@ class _Row:
         self.job, self.index, self.s = job, index, job.settings
         self.buffer = torch.empty(1, t + self.s.max_new_tokens, dtype=torch.long, device=device)
         self.buffer[0, :t] = torch.tensor(job.prompt)
-        self.length, self.step, self.pending = t, 0, -1
+        self.length, self.step = t, 0
+        self.pending = job.prompt[-1]  # the token the next step feeds (an encoder-decoder's: its decoder start)
         self.generator = (None if job.seed is None else
                           torch.Generator(device=device).manual_seed((job.seed + index) % MAX_SEED))
         self.text = IncrementalDecoder(tokenizer)
@@ -321,14 +353,20 @@ class _Row:
 
 
 class GenerationBatcher(Worker):
-    """What the decoder and encoder-decoder batchers share: a request checked and queued as a job, jobs
-    admitted while their sequences fit in the ``slots`` rows, a failed step failing its requests."""
+    """Continuous batching on a slot cache, what the decoder and encoder-decoder batchers share: a request is
+    checked and queued as a job; between two steps, waiting jobs join while their sequences fit in the
+    ``slots`` rows, and finished and cancelled rows leave; a failed step (or join) fails the requests
+    decoding or joining then, not the server. ``lock``: the model's, held for each join and step (not for a
+    whole batch: a task route that runs the same model takes its turn between two steps); ``max_wait``:
+    when no row is decoding, how long the first waiting request waits for companions (0: none)."""
 
     kind = "generate"
 
-    def __init__(self, name: str, model, tokenizer, *, slots: int, max_queue: int, metrics=None):
+    def __init__(self, name: str, model, tokenizer, *, slots: int, max_queue: int, max_len: int,
+                 max_wait: float = 0.0, lock: TurnLock | None = None, metrics=None):
         super().__init__(name, max_queue, metrics)
-        self.model, self.tokenizer, self.slots = model, tokenizer, slots
+        self.model, self.tokenizer, self.slots, self.max_len = model, tokenizer, slots, max_len
+        self.max_wait, self.lock = max_wait, lock or TurnLock()
         self.rows: list[_Row] = []  # row i of the cache decodes rows[i]
 
     def start_of(self, prompt: list[int]) -> list[int]:
@@ -359,6 +397,19 @@ class GenerationBatcher(Worker):
     def active(self) -> int:
         return len(self.rows)
 
+    def _take(self) -> list[GenerationJob] | None:
+        """The jobs that join now (None: stopped): at once while rows are decoding; when none is, once the
+        first waiting one has waited ``max_wait`` for companions, or they fill the rows."""
+        with self.cond:
+            while not self.stopped and not self.waiting and not self.rows:
+                self.cond.wait()
+            if self.waiting and not self.rows:
+                deadline = self.waiting[0].submitted + self.max_wait
+                while (not self.stopped and sum(job.n for job in self.waiting) < self.slots
+                       and (left := deadline - time.monotonic()) > 0):
+                    self.cond.wait(left)
+            return None if self.stopped else self._admit()
+
     def _admit(self) -> list[GenerationJob]:
         """Waiting jobs whose sequences fit in the free rows, first come first served (holding the condition)."""
         joining, free = [], self.slots - len(self.rows)
@@ -370,10 +421,54 @@ class GenerationBatcher(Worker):
         self._queue_changed()
         return joining
 
-    def _fail(self, err: BaseException) -> None:
-        """A step failed: every request decoding now fails with it (not the server)."""
+    def _run(self) -> None:
+        with torch.inference_mode(), locked_layout(self.model, self.lock):
+            self.cache = self._make_cache()
+            while (joining := self._take()) is not None:
+                with self.lock:
+                    try:
+                        self._join(joining)
+                        self._leave(lambda row: row.gone)
+                        if self.rows:
+                            self._step()
+                            self._leave(lambda row: row.finished)
+                    except Exception as err:  # noqa: BLE001 (a failed step fails its requests, not the server)
+                        self._fail(err, joining)
+                        self.cache.reset()
+
+    def _make_cache(self):
+        """The slot cache of ``slots`` rows that the steps decode on."""
+        raise NotImplementedError
+
+    def _join(self, jobs: list[GenerationJob]) -> None:
+        """Each sequence of ``jobs`` into a free row of the cache, as a `_Row` of ``rows``."""
+        raise NotImplementedError
+
+    def _step_logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(n, V) the next-token logits of the active rows, fed ``tokens`` (n, 1) at their own positions."""
+        raise NotImplementedError
+
+    def _step(self) -> None:
+        """One token for every active sequence, in one forward pass."""
+        tokens = torch.tensor([[row.pending] for row in self.rows], device=self.cache.lengths.device)  # (n, 1)
+        logits = self._step_logits(tokens)  # (n, V)
+        self.cache.advance()
+        self._observe_batch(len(self.rows))
+        for b, row in enumerate(self.rows):
+            row.accept(logits[b:b + 1])
+
+    def _leave(self, gone: Callable[[_Row], bool]) -> None:
+        for i in reversed(range(len(self.rows))):
+            if gone(self.rows[i]):
+                moved = self.cache.leave(i)
+                self.rows[i] = self.rows[moved]
+                self.rows.pop()
+        self._set_running()
+
+    def _fail(self, err: BaseException, joining: list[GenerationJob] = ()) -> None:
+        """A step failed: every request decoding now, or ``joining`` now, fails with it (not the server)."""
         log.exception("decoding step failed")
-        for job in {id(r.job): r.job for r in self.rows}.values():
+        for job in {id(job): job for job in [*(r.job for r in self.rows), *joining]}.values():
             job.report(Failed(err))
         self.rows.clear()
         self._set_running()
@@ -383,35 +478,31 @@ class GenerationBatcher(Worker):
             self.metrics.running.labels(self.name, self.kind).set(len(self.rows))
 
 
+@contextlib.contextmanager
+def locked_layout(model, lock: TurnLock):
+    """`decoding_layout` for a worker's lifetime, entered and left under the model's ``lock``: another thread's
+    ``generate`` (a task route's) runs inside it between two steps (decoding_layout is re-entrant)."""
+    layout = decoding_layout(model)
+    with lock:
+        layout.__enter__()
+    try:
+        yield
+    finally:
+        with lock:
+            layout.__exit__(None, None, None)
+
+
 class DecoderBatcher(GenerationBatcher):
     """Continuous batching of a decoder LM (see the module docstring)."""
 
-    def __init__(self, name: str, model, tokenizer, *, slots: int, max_queue: int, max_len: int, metrics=None):
-        super().__init__(name, model, tokenizer, slots=slots, max_queue=max_queue, metrics=metrics)
-        self.max_len = max_len
+    def _make_cache(self) -> SlotKVCache:
+        return self.model.make_cache(self.slots, self.max_len, kind=SlotKVCache)
 
-    def _run(self) -> None:
-        with torch.inference_mode(), decoding_layout(self.model):
-            self.cache = self.model.make_cache(self.slots, self.max_len, kind=SlotKVCache)
-            while True:
-                with self.cond:
-                    while not self.stopped and not self.waiting and not self.rows:
-                        self.cond.wait()
-                    if self.stopped:
-                        break
-                    joining = self._admit()
-                try:
-                    for job in joining:
-                        self._join(job)
-                    self._leave(lambda row: row.gone)
-                    if self.rows:
-                        self._step()
-                        self._leave(lambda row: row.finished)
-                except Exception as err:  # noqa: BLE001 (a failed step fails its requests, not the server)
-                    self._fail(err)
-                    self.cache.reset()
+    def _join(self, jobs: list[GenerationJob]) -> None:
+        for job in jobs:
+            self._join_prompt(job)
 
-    def _join(self, job: GenerationJob) -> None:
+    def _join_prompt(self, job: GenerationJob) -> None:
         """Each of the job's sequences: its prompt alone through the model into a free row, then its first
         token; the first pass keeps every position's logits when the prompt is to be scored."""
         prompt = torch.tensor([job.prompt], device=self.cache.lengths.device)  # (1, t)
@@ -430,39 +521,28 @@ class DecoderBatcher(GenerationBatcher):
             self._set_running()
             row.accept(out.logits[:, -1])
 
-    def _step(self) -> None:
-        """One token for every active sequence, in one forward pass."""
+    def _step_logits(self, tokens: torch.Tensor) -> torch.Tensor:
         cache = self.cache
-        tokens = torch.tensor([[row.pending] for row in self.rows], device=cache.lengths.device)  # (n, 1)
-        out = self.model(tokens, attention_mask=cache.step_mask(), position_ids=cache.positions(),
-                         past_key_values=cache, logits_to_keep=1)
-        cache.advance()
-        self._observe_batch(len(self.rows))
-        logits = out.logits[:, -1]  # (n, V)
-        for b, row in enumerate(self.rows):
-            row.accept(logits[b:b + 1])
-
-    def _leave(self, gone: Callable[[_Row], bool]) -> None:
-        for i in reversed(range(len(self.rows))):
-            if gone(self.rows[i]):
-                moved = self.cache.leave(i)
-                self.rows[i] = self.rows[moved]
-                self.rows.pop()
-        self._set_running()
+        return self.model(tokens, attention_mask=cache.step_mask(), position_ids=cache.positions(),
+                          past_key_values=cache, logits_to_keep=1).logits[:, -1]
 
 
 class Seq2SeqBatcher(GenerationBatcher):
-    """Batches of an encoder-decoder (see the module docstring). ``lock``: the model's, held for a whole
-    batch (a task route's batcher runs the same model)."""
+    """Continuous batching of an encoder-decoder (see the module docstring) on the model's `Seq2SeqSlotCache`
+    (``make_slot_cache``). ``lock``: the model's (a task route's batcher runs the same model). An exported
+    encoder-decoder on onnxruntime has no slot cache (its decoder graph counts every row's positions from one
+    past length and takes no per-row mask): it decodes a batch at a time instead, the requests that arrive
+    within ``max_wait`` of the first, the lock held for the whole batch."""
 
     def __init__(self, name: str, model, tokenizer, *, slots: int, max_wait: float, max_queue: int,
-                 lock: threading.Lock, metrics=None):
-        super().__init__(name, model, tokenizer, slots=slots, max_queue=max_queue, metrics=metrics)
-        self.max_wait, self.lock = max_wait, lock
+                 max_len: int, lock: TurnLock, metrics=None):
+        super().__init__(name, model, tokenizer, slots=slots, max_queue=max_queue, max_len=max_len,
+                         max_wait=max_wait, lock=lock, metrics=metrics)
         start = model.generation_settings(1).decoder_start_token_id
         if start is None:
             raise ConfigError(f"model {name!r}: an encoder-decoder without a decoder_start_token_id (config.json)")
         self.start_ids = [start]
+        self.continuous = hasattr(model, "make_slot_cache")
 
     def start_of(self, prompt: list[int]) -> list[int]:
         return self.start_ids
@@ -476,26 +556,45 @@ class Seq2SeqBatcher(GenerationBatcher):
                            code="echo_logprobs_unsupported", param="echo")
         return super().submit(prompt, n, generate_kwargs, stops, seed, logprobs, score_prompt)
 
+    def _make_cache(self) -> Seq2SeqSlotCache:
+        return self.model.make_slot_cache(self.slots, self.max_len)
+
+    def _sources(self, jobs: list[GenerationJob], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, S) the jobs' sources padded on the right, and their mask."""
+        ids, mask = pad_sequences([job.source for job in jobs], self.tokenizer.pad_token_id or 0)
+        return ids.to(device), mask.to(device)
+
+    def _join(self, jobs: list[GenerationJob]) -> None:
+        """The joining sources through the encoder together, their cross-attention keys and values into a free
+        row for each sequence; each row's decoder start token is its token in the next step."""
+        if not jobs:
+            return
+        device = self.cache.lengths.device
+        cross = self.model.cross_keys_values(self.model.encode(*self._sources(jobs, device)))  # (J, H, S, d) each
+        for j, job in enumerate(jobs):
+            for index in range(job.n):
+                self.cache.join_source([(k[j], v[j]) for k, v in cross], len(job.source))
+                self.rows.append(_Row(job, index, self.tokenizer, device))
+        self._set_running()
+
+    def _step_logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        cache = self.cache
+        return self.model(decoder_input_ids=tokens, decoder_attention_mask=cache.step_mask(),
+                          decoder_position_ids=cache.positions(), past_key_values=cache,
+                          logits_to_keep=1).logits[:, -1]
+
+    # -- a batch at a time (onnxruntime) ------------------------------------------------------------
     def _run(self) -> None:
+        if self.continuous:
+            super()._run()
+            return
         while (jobs := self._take()) is not None:
             if jobs:
                 with self.lock:
                     try:
                         self._decode(jobs)
                     except Exception as err:  # noqa: BLE001 (a failed batch fails its requests, not the server)
-                        self._fail(err)
-
-    def _take(self) -> list[GenerationJob] | None:
-        """The jobs of the next batch: those that arrive within ``max_wait`` of the first, while their
-        sequences fit in the rows (None: stopped)."""
-        with self.cond:
-            while not self.waiting and not self.stopped:
-                self.cond.wait()
-            deadline = self.waiting[0].submitted + self.max_wait if self.waiting else 0
-            while (not self.stopped and sum(job.n for job in self.waiting) < self.slots
-                   and (left := deadline - time.monotonic()) > 0):
-                self.cond.wait(left)
-            return None if self.stopped else self._admit()
+                        self._fail(err, jobs)
 
     def _decode(self, jobs: list[GenerationJob]) -> None:
         """The sources (one per row) through the encoder together, then one token for every row per
@@ -503,10 +602,10 @@ class Seq2SeqBatcher(GenerationBatcher):
         device = next(self.model.parameters(), torch.empty(0)).device  # (onnxruntime's: no parameters, the CPU)
         self.rows = [_Row(job, i, self.tokenizer, device) for job in jobs for i in range(job.n)]
         self._set_running()
-        ids, mask = pad_sequences([row.job.source for row in self.rows], self.tokenizer.pad_token_id or 0)  # (R, S)
+        ids, mask = self._sources([row.job for row in self.rows], device)  # (R, S)
         settings = replace(self.rows[0].s, max_new_tokens=max(row.s.max_new_tokens for row in self.rows))
         with torch.inference_mode(), decoding_layout(self.model):
-            run = Seq2SeqRun(self.model, ids.to(device), mask.to(device), 1, settings)
+            run = Seq2SeqRun(self.model, ids, mask, 1, settings)
             logits = run.first()  # (R, V)
             while True:
                 self._observe_batch(len(self.rows))
@@ -525,4 +624,4 @@ class Seq2SeqBatcher(GenerationBatcher):
 
 
 __all__ = ["DecoderBatcher", "Done", "EncoderBatcher", "Failed", "GenerationBatcher", "GenerationJob", "Piece",
-           "PromptScores", "Seq2SeqBatcher", "TokenLogprob"]
+           "PromptScores", "Seq2SeqBatcher", "TokenLogprob", "TurnLock"]

@@ -21,7 +21,6 @@ continuous batching (the graph reads and writes the server's `SlotKVCache`), an 
 """
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ import torch
 
 from plmkit.errors import ConfigError
 from plmkit.models.sentence_transformers import sentence_embeddings
+from plmkit.serving.batching import TurnLock
 
 # the endpoint of each task pipeline (Hugging Face's names, which a task lists in its `pipelines`)
 MAX_ATTENTION_TOKENS = 64  # a picture of more is unreadable
@@ -49,7 +49,7 @@ class ServedModel:
     max_input_tokens: int | None = None  # embeddings: the sentence-transformers max_seq_length
     created: int = field(default_factory=lambda: int(time.time()))
     backend: str = "torch"  # or onnxruntime / onnxruntime-int8: an exported directory's graph
-    lock: threading.Lock = field(default_factory=threading.Lock)  # held by whoever runs the model (its batchers)
+    lock: TurnLock = field(default_factory=TurnLock)  # held by whoever runs the model (its batchers), in turn
 
     @property
     def generates(self) -> bool:
