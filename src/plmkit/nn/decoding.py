@@ -63,11 +63,12 @@ KEEP_PACKED_UP_TO = 2 ** 30  # bytes of fp32 Linear weights an eval-mode model k
 def decode_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, pack: bool = False) -> Tensor:
     """``F.linear(x, weight, bias)``, through oneDNN for fp32 CPU tensors without autograd: one row as the
     table above says; 2 to ``ONEDNN_ROWS_UP_TO`` rows on the weight's packed copy if it has one
-    (`pack_weight`), or one made now and kept with ``pack`` (`inference_linears`), padded to a multiple of 8 rows. oneDNN builds a kernel for every
-    shape it meets (~0.7 ms each on this CPU, then cached), and an encoder's row count is its batch's
-    token count, new at nearly every call: rounded, a weight meets at most 32 row counts. Plain
-    ``F.linear`` above that (MKL is within ~10% there, and needs no kernel per shape), while autograd
-    records (oneDNN's op has no backward) and on the traceable path (a graph exporter knows no oneDNN op)."""
+    (`pack_weight`), or one made now and kept with ``pack`` (`inference_linears`), the rows padded to a
+    multiple of 8. oneDNN builds a kernel for every shape it meets (~0.7 ms each on this CPU, then
+    cached), and an encoder's row count is its batch's token count, new at nearly every call: rounded, a
+    weight meets at most 32 row counts. Plain ``F.linear`` above that (MKL is within ~10% there and
+    needs no kernel per shape), while autograd records (oneDNN's op has no backward) and on the
+    traceable path (a graph exporter knows no oneDNN op)."""
     if (not HAS_ONEDNN_LINEAR or weight.device.type != "cpu" or not weight.dtype == x.dtype == torch.float32
             or is_traceable() or (torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad))):
         return F.linear(x, weight, bias)
