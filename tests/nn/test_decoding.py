@@ -59,7 +59,8 @@ def _gpt2(vocab=97):
     return GPT2LMHeadModel(GPT2Config.from_preset("gpt2-tiny", vocab_size=vocab, n_positions=32)).eval()
 
 
-def test_decoding_layout_is_undone_on_exit_except_the_lm_head():
+def test_decoding_layout_is_undone_on_exit_except_the_lm_head(monkeypatch):
+    monkeypatch.setattr(decoding, "KEEP_PACKED_UP_TO", 0)  # a model too large for eval mode's own copies
     model = _gpt2()
     ids = torch.randint(0, 97, (2, 7))
     with torch.no_grad():
@@ -100,9 +101,28 @@ def test_an_eval_mode_model_keeps_packed_weights_until_train():
         torch.testing.assert_close(model(ids).logits, ref, **TOL)
     kept = [n for n, p in model.named_parameters() if "_onednn_packed" in vars(p)]
     assert any(n.endswith(".fc_in.weight") for n in kept)
+    attentions = [m for m in model.modules() if isinstance(m, MultiHeadAttention)]
+    assert all("_onednn_packed" in vars(m.fused_qkv[0]) for m in attentions)  # one packed q/k/v matmul
     model.train()
     assert not any("_onednn_packed" in vars(p) for p in model.parameters())
-    assert not any("forward" in vars(m) for m in model.modules())
+    assert not any("forward" in vars(m) for m in model.modules()) and all(m.fused_qkv is None for m in attentions)
+
+
+def test_eval_modes_fused_qkv_follows_its_projections():
+    model = _gpt2()
+    ids = torch.randint(0, 97, (2, 7))
+    attn = next(m for m in model.modules() if isinstance(m, MultiHeadAttention))
+    with torch.no_grad():
+        model(ids)
+        attn.k.weight.mul_(2)  # in place
+        torch.testing.assert_close(model(ids).logits, model(ids, output_attentions=True).logits, **TOL)
+        apply_lora(model, targets=("q", "v"), rank=2)  # new modules over the same weights
+        for m in model.modules():
+            if hasattr(m, "lora_B"):
+                nn.init.normal_(m.lora_B)
+        fast = model(ids).logits
+        assert attn.fused_qkv is None
+    torch.testing.assert_close(fast, model(ids).logits, **TOL)  # (autograd recording: no copies at all)
 
 
 def test_a_packed_copy_follows_the_weight_it_was_made_from():

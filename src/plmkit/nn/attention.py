@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from plmkit.nn.decoding import decode_linear
+from plmkit.nn.decoding import decode_linear, weight_key
 from plmkit.nn.masks import PaddedSource, Unpadded, causal_bias
+from plmkit.nn.tracing import is_traceable
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = None, causal: bool = False,
@@ -62,19 +63,40 @@ class MultiHeadAttention(nn.Module):
         self.v = nn.Linear(d_model, self.n_kv_heads * self.d_head, bias=bias)
         self.out = nn.Linear(self.n_heads * self.d_head, d_model, bias=bias)
         self.fused_qkv: tuple[Tensor, Tensor | None] | None = None  # see fuse_qkv
+        self._fused_from: tuple[tuple, bool] | None = None  # (the projections' weight keys, pack) of the copy
 
     def _split(self, x: Tensor, n: int) -> Tensor:
         """(B, T, n*d) -> (B, n, T, d)"""
         return x.view(x.shape[0], x.shape[1], n, self.d_head).transpose(1, 2)
 
-    def fuse_qkv(self, on: bool) -> None:
-        """Decoding: concatenate the q/k/v weights once (a copy, dropped by ``fuse_qkv(False)``) so that
-        each step runs one matmul. Only for plain ``nn.Linear`` projections (not LoRA layers)."""
-        self.fused_qkv = None
-        if on and type(self.q) is type(self.k) is type(self.v) is nn.Linear:
+    def fuse_qkv(self, on: bool, pack: bool = False) -> None:
+        """Inference: concatenate the q/k/v weights once (a copy, dropped by ``fuse_qkv(False)``) so that
+        each call runs one matmul; ``pack``: the copy keeps a packed copy for oneDNN (plmkit.nn.decoding).
+        `decoding_layout` fuses for one ``generate`` call, eval mode for as long as it lasts; the copy is
+        made again when a projection changed since (new weights, an in-place update, a LoRA layer).
+        Only for plain ``nn.Linear`` projections."""
+        self.fused_qkv, self._fused_from = None, None
+        if on and self._plain_projections():
             with torch.no_grad():
                 b = None if self.q.bias is None else torch.cat([self.q.bias, self.k.bias, self.v.bias])
                 self.fused_qkv = torch.cat([self.q.weight, self.k.weight, self.v.weight]), b
+            self._fused_from = self._projection_keys(), pack
+
+    def _plain_projections(self) -> bool:
+        return type(self.q) is type(self.k) is type(self.v) is nn.Linear
+
+    def _projection_keys(self) -> tuple:
+        return tuple(weight_key(p.weight) for p in (self.q, self.k, self.v))
+
+    def _fused(self) -> tuple[Tensor, Tensor | None] | None:
+        """The fused copy, made again first if the projections changed since it was made (None on the
+        traceable path: a graph computes q, k and v from the module's own weights)."""
+        if is_traceable():
+            return None
+        if self.fused_qkv is not None and (not self._plain_projections()
+                                           or self._fused_from[0] != self._projection_keys()):
+            self.fuse_qkv(True, self._fused_from[1])
+        return self.fused_qkv
 
     def project_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """One fused matmul for q, k and v (the module keeps them as separate weights).
@@ -82,7 +104,7 @@ class MultiHeadAttention(nn.Module):
         Without autograd (inference, decoding) the weights are not concatenated on every call, which
         would dominate a one-token step: the copy made by ``fuse_qkv`` if any, else three matmuls.
         """
-        if not (torch.is_grad_enabled() and self.q.weight.requires_grad) and self.fused_qkv is None:
+        if not (torch.is_grad_enabled() and self.q.weight.requires_grad) and self._fused() is None:
             return self.q(x), self.k(x), self.v(x)
         return self._joined_qkv(x).split(self._qkv_sizes(), dim=-1)
 
@@ -93,9 +115,10 @@ class MultiHeadAttention(nn.Module):
     def _joined_qkv(self, x: Tensor) -> Tensor:
         """q, k and v side by side, (..., (H + 2 H_kv) d): `project_qkv`'s one matmul, else three joined."""
         if not (torch.is_grad_enabled() and self.q.weight.requires_grad):
-            if self.fused_qkv is None:
+            fused = self._fused()
+            if fused is None:
                 return torch.cat([self.q(x), self.k(x), self.v(x)], -1)
-            return decode_linear(x, *self.fused_qkv)
+            return decode_linear(x, *fused, pack=self._fused_from[1])
         w = torch.cat([self.q.weight, self.k.weight, self.v.weight])
         b = None if self.q.bias is None else torch.cat([self.q.bias, self.k.bias, self.v.bias])
         return F.linear(x, w, b)
