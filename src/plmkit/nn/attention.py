@@ -104,18 +104,19 @@ class MultiHeadAttention(nn.Module):
         Without autograd (inference, decoding) the weights are not concatenated on every call, which
         would dominate a one-token step: the copy made by ``fuse_qkv`` if any, else three matmuls.
         """
-        if not (torch.is_grad_enabled() and self.q.weight.requires_grad) and self._fused() is None:
+        fused = self._fused()
+        if fused is None and not (torch.is_grad_enabled() and self.q.weight.requires_grad):
             return self.q(x), self.k(x), self.v(x)
-        return self._joined_qkv(x).split(self._qkv_sizes(), dim=-1)
+        return self._joined_qkv(x, fused).split(self._qkv_sizes(), dim=-1)
 
     def _qkv_sizes(self) -> list[int]:
         kv = self.n_kv_heads * self.d_head
         return [self.n_heads * self.d_head, kv, kv]
 
-    def _joined_qkv(self, x: Tensor) -> Tensor:
-        """q, k and v side by side, (..., (H + 2 H_kv) d): `project_qkv`'s one matmul, else three joined."""
+    def _joined_qkv(self, x: Tensor, fused: tuple[Tensor, Tensor | None] | None) -> Tensor:
+        """q, k and v side by side, (..., (H + 2 H_kv) d): `project_qkv`'s one matmul (on ``fused``, what
+        `_fused` gave, without autograd), else three joined."""
         if not (torch.is_grad_enabled() and self.q.weight.requires_grad):
-            fused = self._fused()
             if fused is None:
                 return torch.cat([self.q(x), self.k(x), self.v(x)], -1)
             return decode_linear(x, *fused, pack=self._fused_from[1])
@@ -151,7 +152,7 @@ class MultiHeadAttention(nn.Module):
             if layout is None:
                 q, k, v = self.project_qkv(x)
             else:  # re-padded together, straight from the one matmul's output
-                q, k, v = layout.repad(self._joined_qkv(x)).split(self._qkv_sizes(), dim=-1)
+                q, k, v = layout.repad(self._joined_qkv(x, self._fused())).split(self._qkv_sizes(), dim=-1)
             k, v = self._split(k, self.n_kv_heads), self._split(v, self.n_kv_heads)
         else:
             q = self.q(x) if layout is None else layout.repad(self.q(x))

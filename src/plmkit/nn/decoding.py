@@ -220,7 +220,8 @@ def decoding_layout(model: nn.Module, pack: bool = False):
     outer = not getattr(model, _DEPTH, 0)
     if outer:
         column_major_lm_head(model)
-    installed = [m for m in _plain_linears(model) if "forward" not in vars(m)] if outer else []  # (eval mode's stay)
+    linears = _plain_linears(model)
+    installed = [m for m in linears if "forward" not in vars(m)] if outer else []  # (eval mode's stay)
     # one q/k/v matmul where a step runs one token: not in cross-attention (q alone) nor in an
     # encoder-decoder's encoder (once per call, all tokens at once): the copies would only cost memory
     encoder = list(model.get_encoder().modules()) if getattr(model, "is_encoder_decoder", False) else []
@@ -237,7 +238,7 @@ def decoding_layout(model: nn.Module, pack: bool = False):
                                   for p in (m.cross_attn.k, m.cross_attn.v)]))  # (project the source once)
     once |= {id(p) for m in attentions if m.fused_qkv is not None for p in (m.q, m.k, m.v)}  # (the copy runs)
     packed = [] if not pack or sharded else [
-        w for w in [m.weight for m in _plain_linears(model) if id(m) not in once and not _keeps_packed(m)]
+        w for w in [m.weight for m in linears if id(m) not in once and not _keeps_packed(m)]
         + [m.fused_qkv[0] for m in attentions if m.fused_qkv is not None]
         if _PACKED not in vars(w)]  # (an outer context's packing stays)
     for w in packed:
