@@ -11,6 +11,29 @@ from plmkit.nn.decoding import (column_major_lm_head, decode_linear, decoding_la
 from plmkit.nn.lora import apply_lora
 
 TOL = dict(atol=1e-5, rtol=1e-5)
+MKL_UP_TO = decoding.MKL_UP_TO
+
+
+@pytest.fixture(autouse=True)
+def packed_small_weights(monkeypatch):
+    """These tiny weights take the packed path as large ones do (by default they run through MKL)."""
+    monkeypatch.setattr(decoding, "MKL_UP_TO", 0)
+
+
+def test_small_weights_run_through_mkl_and_are_never_packed(monkeypatch):
+    monkeypatch.setattr(decoding, "MKL_UP_TO", MKL_UP_TO)  # the default
+    small, large = nn.Linear(256, 256), nn.Linear(256, 257)  # 256 KiB: at the limit; one column more
+    model = nn.Sequential(small, large)
+    decoding.inference_linears(model, True)
+    x = torch.randn(3, 30, 256)
+    with torch.no_grad():
+        assert torch.equal(small(x), F.linear(x, small.weight, small.bias))
+        torch.testing.assert_close(model(x), F.linear(F.linear(x, small.weight, small.bias), large.weight,
+                                                      large.bias), **TOL)
+        with decoding_layout(model, pack=True):
+            model(x)
+            assert "_onednn_packed" not in vars(small.weight)
+        assert "_onednn_packed" in vars(large.weight)  # (eval mode's own copy, kept)
 
 
 @pytest.mark.parametrize("bias", [True, False])

@@ -37,9 +37,15 @@ with one q/k/v matmul, a MiniLM classifier reads one review in 11.1 ms instead o
 layers 7.9 instead of 11.2 ms). The copy is made the first time the weight runs, kept while the
 weight is unchanged, and dropped by ``train()``.
 
-Small weights are the exception: oneDNN costs ~10-15 us more per call than MKL, which a matrix of 1 MiB
-or less (256 x 1024, 512 x 512) does not earn back. One row through MKL there: marian-small (d 256)
-decodes at 3.4 instead of 4.0 ms per step; Marian-base and GPT-2 small (larger matrices) are unchanged.
+Small weights are the exception: oneDNN costs ~10-15 us more per call than MKL (and the rows' padding a
+few more), which a small matrix does not earn back. One row of a weight of 1 MiB or less (256 x 1024,
+512 x 512) runs through MKL: marian-small (d 256) decodes at 3.4 instead of 4.0 ms per step; Marian-base
+and GPT-2 small (larger matrices) are unchanged. Any number of rows of a weight of 256 KiB or less
+(256 x 256) does too: a 6-layer BERT classifier, one core, ms per sentence, eval mode:
+
+    d_model, tokens          32, 30   64, 30   128, 8   128, 30   192, 30   256, 30   384, 30
+    every weight packed      2.61     3.01     2.71     4.10      5.20      7.22      11.46
+    256 KiB or less: MKL     1.19     1.50     1.91     3.15      4.92      7.05      11.46
 """
 from __future__ import annotations
 
@@ -55,6 +61,7 @@ from plmkit.nn.tracing import is_traceable
 HAS_ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 CAN_PACK = HAS_ONEDNN_LINEAR and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
 ONE_ROW_MKL_UP_TO = 2 ** 18  # weights of at most 1 MiB (fp32): one row runs faster through MKL (see above)
+MKL_UP_TO = 2 ** 16  # weights of at most 256 KiB: any number of rows runs faster through MKL
 _PACKED = "_onednn_packed"  # the attribute of a weight Parameter that holds its packed copy, with its key
 _DEPTH = "_decoding_layouts"  # the attribute of a model that counts the decoding_layout contexts it is in
 ONEDNN_ROWS_UP_TO = 256  # rows of a product through oneDNN (more: MKL)
@@ -68,18 +75,18 @@ def decode_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, pack: b
     multiple of 8. oneDNN builds a kernel for every shape it meets (~0.7 ms each on this CPU, then
     cached), and an encoder's row count is its batch's token count, new at nearly every call: rounded, a
     weight meets at most 32 row counts. Plain ``F.linear`` above that (MKL is within ~10% there and
-    needs no kernel per shape), while autograd records (oneDNN's op has no backward) and on the
-    traceable path (a graph exporter knows no oneDNN op)."""
+    needs no kernel per shape), for weights of at most ``MKL_UP_TO`` elements (see above), while autograd
+    records (oneDNN's op has no backward) and on the traceable path (a graph exporter knows no oneDNN op)."""
     if (not HAS_ONEDNN_LINEAR or weight.device.type != "cpu" or not weight.dtype == x.dtype == torch.float32
             or is_traceable() or (torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad))):
         return F.linear(x, weight, bias)
     rows = x.numel() // x.shape[-1]
+    if rows > ONEDNN_ROWS_UP_TO or weight.numel() <= (ONE_ROW_MKL_UP_TO if rows == 1 else MKL_UP_TO):
+        return F.linear(x, weight, bias)
     if rows == 1:
-        if weight.t().is_contiguous() or weight.numel() <= ONE_ROW_MKL_UP_TO:  # MKL's gemv
+        if weight.t().is_contiguous():  # MKL's gemv
             return F.linear(x, weight, bias)
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
-    if rows > ONEDNN_ROWS_UP_TO:
-        return F.linear(x, weight, bias)
     packed = _packed_copy(weight, pack)
     flat = x.reshape(rows, x.shape[-1])
     padded = -(-rows // 8) * 8
@@ -240,7 +247,7 @@ def decoding_layout(model: nn.Module, pack: bool = False):
     packed = [] if not pack or sharded else [
         w for w in [m.weight for m in linears if id(m) not in once and not _keeps_packed(m)]
         + [m.fused_qkv[0] for m in attentions if m.fused_qkv is not None]
-        if _PACKED not in vars(w)]  # (an outer context's packing stays)
+        if _PACKED not in vars(w) and w.numel() > MKL_UP_TO]  # (an outer context's packing stays)
     for w in packed:
         pack_weight(w)
     setattr(model, _DEPTH, getattr(model, _DEPTH, 0) + 1)
