@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import re
 import socket
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -120,6 +122,36 @@ def post(url: str, path: str, body, headers: dict | None = None, timeout: float 
     except urllib.error.HTTPError as err:
         status, raw, kind = err.code, err.read(), err.headers.get("content-type", "")
     return status, json.loads(raw) if kind.startswith("application/json") else raw
+
+
+def slowed_loader(seconds: float):
+    """A server loader whose model sleeps ``seconds`` in every forward pass (a long generation, made
+    deterministic)."""
+    from plmkit.serving.models import load_served_model
+
+    def load(name, path, device):
+        served = load_served_model(name, path, device)
+        forward = served.model.forward
+
+        def slow(*args, **kwargs):
+            time.sleep(seconds)
+            return forward(*args, **kwargs)
+
+        served.model.forward = slow
+        return served
+    return load
+
+
+def stream_request(url: str, max_tokens: int = 250, model: str = "gpt", prompt: str = "Rain"):
+    """An open streamed greedy completion that has begun: (connection, response, its first event's chunk)."""
+    conn = http.client.HTTPConnection(urllib.parse.urlsplit(url).netloc, timeout=30)
+    conn.request("POST", "/v1/completions", json.dumps({"model": model, "prompt": prompt, "max_tokens": max_tokens,
+                                                        "temperature": 0, "stream": True}),
+                 {"Content-Type": "application/json"})
+    response = conn.getresponse()
+    first = response.readline()
+    assert first.startswith(b"data: ")
+    return conn, response, json.loads(first[6:])
 
 
 def classifier_dir(encoder_dir, out: Path, labels=("negative", "positive")) -> Path:

@@ -84,3 +84,56 @@ def test_seq2seq_slot_cache_rows_bring_their_own_sources():
     assert cache.source_width == 5 and cache.lengths[:2].tolist() == [1, 1]
     cache.leave(0)
     assert cache.source_width == 2 and cache.cross_bias is None and cache.cross[0][0].shape == (1, 1, 2, 2)
+
+
+def test_slot_cache_grows_with_its_longest_row_and_shrinks_when_empty():
+    from plmkit.nn.cache import SlotKVCache
+    cache = SlotKVCache(n_layers=2, slots=2, n_kv_heads=1, max_len=20, d_head=2, step=4)
+    assert cache.width == 4 and cache.max_len == 20
+    written = [[], []]  # what each row holds, position by position
+
+    def prompt(row: int, length: int):
+        view = cache.row_cache(row, length)
+        values = [float(10 * row + i) for i in range(length)]
+        for layer in view.layers:
+            layer.update(torch.tensor(values).view(1, 1, length, 1).expand(1, 1, length, 2), torch.zeros(1, 1, length, 2))
+        written[row] += values
+        assert cache.join(length) == row
+
+    prompt(0, 3)
+    assert cache.width == 4
+    prompt(1, 6)  # wider than the buffers: twice as wide, row 0 kept
+    assert cache.width == 8
+    widths = []
+    for step in range(20):  # row 1 holds 6 + step positions: 8 -> 16 -> 20 (max_len) columns, then the overflow
+        new = torch.tensor([100.0 + step, 200.0 + step]).view(2, 1, 1, 1).expand(2, 1, 1, 2)
+        if 6 + step == 20:
+            with pytest.raises(RuntimeError, match="overflow"):
+                cache[0].update(new, torch.zeros(2, 1, 1, 2))
+            break
+        for layer in range(2):
+            k, _ = cache[layer].update(new, torch.zeros(2, 1, 1, 2))
+        written[0].append(100.0 + step)
+        written[1].append(200.0 + step)
+        widths.append(cache.width)
+        for row in range(2):  # every layer reads each row's history, through every widening
+            n = len(written[row])
+            assert k[row, 0, :n, 0].tolist() == written[row] and cache[0].k[row, 0, :n, 0].tolist() == written[row]
+        cache.advance()
+    assert step == 14 and sorted(set(widths)) == [8, 16, 20] and widths.index(16) == 2 and widths.index(20) == 10
+    assert cache.width == 20
+    cache.leave(0)
+    assert cache.width == 20 and cache.layers[1].k[0, 0, :len(written[1]), 0].tolist() == written[1]  # one row left
+    cache.leave(0)
+    assert cache.width == 4 and cache.active == 0  # empty: back to the first width
+
+
+def test_seq2seq_slot_cache_drops_its_sources_when_empty():
+    from plmkit.nn.cache import Seq2SeqSlotCache
+    cache = Seq2SeqSlotCache(n_layers=1, slots=2, n_kv_heads=1, max_len=6, d_head=2, source_step=4)
+    cache.join_source([(torch.ones(1, 9, 2), torch.ones(1, 9, 2))], 9)
+    assert cache.cross_k[0].shape == (2, 1, 12, 2)
+    cache.leave(0)
+    assert cache.cross_k == [] and cache.cross_v == []
+    cache.join_source([(torch.ones(1, 2, 2), torch.ones(1, 2, 2))], 2)
+    assert cache.cross_k[0].shape == (2, 1, 4, 2)  # as wide as the new source needs

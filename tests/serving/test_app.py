@@ -489,37 +489,11 @@ def test_health_is_503_while_loading_then_200(dirs):
         assert sh.post(url, "/v1/completions", {"model": "gpt", "prompt": "x", "max_tokens": 1})[0] == 200
 
 
-def slowed_loader(seconds: float):
-    """A loader whose decoder sleeps ``seconds`` in every forward pass (a long generation, made deterministic)."""
-    def load(name, path, device):
-        served = load_served_model(name, path, device)
-        forward = served.model.forward
-
-        def slow(*args, **kwargs):
-            time.sleep(seconds)
-            return forward(*args, **kwargs)
-
-        served.model.forward = slow
-        return served
-    return load
-
-
-def stream_request(url: str, max_tokens: int = 250):
-    """An open streamed completion that has begun (its first event read)."""
-    conn = http.client.HTTPConnection(urllib.parse.urlsplit(url).netloc, timeout=30)
-    conn.request("POST", "/v1/completions", json.dumps({"model": "gpt", "prompt": "Rain", "max_tokens": max_tokens,
-                                                        "temperature": 0, "stream": True}),
-                 {"Content-Type": "application/json"})
-    response = conn.getresponse()
-    assert response.readline().startswith(b"data: ")
-    return conn, response
-
-
 def test_a_full_queue_is_answered_429(dirs):
     app = create_app({"gpt": dirs["gpt"]}, ServeSettings(device="cpu", max_batch=1, max_queue=1),
-                     loader=slowed_loader(0.05))
+                     loader=sh.slowed_loader(0.05))
     with sh.running(app) as url:
-        busy, _ = stream_request(url)  # takes the one row for 12 s
+        busy, *_ = sh.stream_request(url)  # takes the one row for 12 s
         waiting = concurrent.futures.ThreadPoolExecutor(1).submit(
             sh.post, url, "/v1/completions", {"model": "gpt", "prompt": "x", "max_tokens": 2})
         deadline = time.monotonic() + 5
@@ -535,7 +509,7 @@ def test_a_full_queue_is_answered_429(dirs):
 def test_a_client_that_disconnects_frees_its_row_at_once(dirs):
     """A generation of 12 s (a slowed model) whose client goes after its first token, streamed or not: its
     row is free within a second, and the next request is served."""
-    app = create_app({"gpt": dirs["gpt"]}, ServeSettings(device="cpu", max_batch=1), loader=slowed_loader(0.05))
+    app = create_app({"gpt": dirs["gpt"]}, ServeSettings(device="cpu", max_batch=1), loader=sh.slowed_loader(0.05))
     with sh.running(app) as url:
         def freed_after(conn) -> float:
             conn.sock.shutdown(2)
@@ -545,7 +519,7 @@ def test_a_client_that_disconnects_frees_its_row_at_once(dirs):
                 time.sleep(0.01)
             return time.monotonic() - gone
 
-        conn, _ = stream_request(url)
+        conn, *_ = sh.stream_request(url)
         assert sh.metric(url, "plmkit_running_sequences", model="gpt") == 1
         assert freed_after(conn) < 1.0
         conn = http.client.HTTPConnection(urllib.parse.urlsplit(url).netloc, timeout=30)
@@ -561,9 +535,9 @@ def test_a_client_that_disconnects_frees_its_row_at_once(dirs):
 
 def test_requests_past_the_timeout_are_answered_504_or_told_in_the_stream(dirs):
     app = create_app({"gpt": dirs["gpt"]}, ServeSettings(device="cpu", max_batch=1, timeout=1.5),
-                     loader=slowed_loader(0.05))
+                     loader=sh.slowed_loader(0.05))
     with sh.running(app) as url:
-        conn, stream = stream_request(url)  # 250 tokens take 12 s
+        conn, stream, _ = sh.stream_request(url)  # 250 tokens take 12 s
         queued = concurrent.futures.ThreadPoolExecutor(1).submit(  # 100 tokens take 5 s: never in time
             sh.post, url, "/v1/completions", {"model": "gpt", "prompt": "x", "max_tokens": 100})
         events = [e for e in stream.read().decode().split("\n\n") if e]

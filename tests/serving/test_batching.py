@@ -34,7 +34,7 @@ def batch_mean(metrics: Metrics, name: str) -> float:
 def test_slot_cache_rows_join_and_leave():
     cache = SlotKVCache(n_layers=1, slots=3, n_kv_heads=1, max_len=8, d_head=2)
     for row, length in enumerate((2, 4, 3)):
-        view = cache.row_cache(row)
+        view = cache.row_cache(row, length)
         view[0].update(torch.full((1, 1, length, 2), float(row + 1)), torch.zeros(1, 1, length, 2))
         assert cache.join(length) == row
     assert cache.length == 4 and cache.step_mask().tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 1, 1, 1, 0]]
@@ -185,7 +185,7 @@ def test_encoder_decoder_requests_join_a_running_batch_token_for_token(tmp_path,
     batcher = Seq2SeqBatcher(family, model, tok, slots=5, max_wait=0.0, max_queue=8, max_len=served.context_length,
                              lock=TurnLock())
     log, at = paced(batcher)
-    jobs = {}
+    jobs, widths = {}, []
 
     def submit(*names):
         for name in names:
@@ -197,6 +197,7 @@ def test_encoder_decoder_requests_join_a_running_batch_token_for_token(tmp_path,
         await at(2, lambda: submit("B", "C", "D"))
         await at(4, jobs["C"].cancel)
         await at(6, lambda: submit("E"))
+        await at(9, lambda: widths.append(batcher.cache.cross_k[0].shape[2]))  # E decoding with A and B
         return {name: await tokens_of(jobs[name]) for name in "ABDE"}
 
     batcher.start()
@@ -216,7 +217,7 @@ def test_encoder_decoder_requests_join_a_running_batch_token_for_token(tmp_path,
     assert first_step(log, a) < first_step(log, b) and a in log[first_step(log, b)]  # B joined A's running batch
     assert a in log[first_step(log, e)] and b in log[first_step(log, e)]  # and E, A's and B's
     assert last_step(log, d) < last_step(log, a) and last_step(log, jobs["C"]) < last_step(log, d)  # left early
-    assert batcher.cache.cross_k[0].shape[2] == 128 and batcher.active == 0  # widened for E
+    assert widths == [128] and batcher.cache.cross_k == [] and batcher.active == 0  # widened for E, dropped when empty
 
 
 def test_a_failed_encoder_decoder_step_fails_its_requests_only_and_a_task_route_takes_turns(tmp_path):

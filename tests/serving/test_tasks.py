@@ -2,6 +2,7 @@
 fine-tuned for a step or two); concurrent requests are batched together and still answer the same; an
 encoder-decoder's two batchers have their own metrics."""
 import concurrent.futures
+import json
 import math
 import urllib.request
 
@@ -13,6 +14,7 @@ from plmkit import tasks
 from plmkit.cli import main
 from plmkit.recipes.finetune import finetune
 from plmkit.serving import ServeSettings, create_app
+from plmkit.tasks import get_task
 
 PAIRS = [("bibliothèque partagée pour le traitement d'images", "shared library for image processing"),
          ("serveur web léger et rapide", "light and fast web server"),
@@ -110,6 +112,31 @@ def test_an_encoder_decoders_two_batchers_have_their_own_metrics(url):
     for kind in ("encode", "generate"):
         assert f'plmkit_queue_depth{{batcher="{kind}",model="fr-en"}} 0.0' in text
     assert 'plmkit_running_sequences{batcher="generate",model="fr-en"} 0.0' in text
+
+
+def test_a_translation_takes_its_turn_while_a_completion_decodes_on_the_same_model(tmp_path):
+    """Over HTTP, one encoder-decoder: /v1/translate, sent while a long streamed completion decodes, answers
+    between two of the completion's steps (which then goes on), and each answers what it answers alone."""
+    directory = sh.seq2seq_dir(tmp_path, "marian")  # (random weights: 100 tokens without an end)
+    get_task("translation").of(num_beams=1, max_target_length=8).save(directory)
+    records = ["serveur web léger et rapide", "jeu de puzzle"]
+    expected = tasks.predict_dir(str(directory), records, device="cpu")
+    app = create_app({"mt": str(directory)}, ServeSettings(device="cpu"), loader=sh.slowed_loader(0.02))
+    with sh.running(app) as url:
+        alone = sh.post(url, "/v1/completions", {"model": "mt", "prompt": "The old sailor", "max_tokens": 100,
+                                                 "temperature": 0})[1]["choices"][0]["text"]
+        steps = sh.metric(url, "plmkit_batch_size_count", model="mt", batcher="generate")
+        conn, stream, first = sh.stream_request(url, 100, model="mt", prompt="The old sailor")  # ~2 s of steps
+        status, body = sh.post(url, "/v1/translate", {"model": "mt", "input": records})
+        still_running = sh.metric(url, "plmkit_running_sequences", model="mt", batcher="generate")
+        steps_by_then = sh.metric(url, "plmkit_batch_size_count", model="mt", batcher="generate") - steps
+        events = [e for e in stream.read().decode().split("\n\n") if e]
+        conn.close()
+    assert status == 200 and same(body["data"], expected), (body, expected)
+    assert still_running == 1 and steps_by_then < 60, "the translation waited for the completion to end"
+    assert events[-1] == "data: [DONE]"
+    chunks = [first] + [json.loads(e[6:]) for e in events[:-1]]
+    assert "".join(c["choices"][0]["text"] for c in chunks if c["choices"]) == alone
 
 
 @pytest.mark.parametrize("endpoint, body, says", [

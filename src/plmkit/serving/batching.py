@@ -508,7 +508,7 @@ class DecoderBatcher(GenerationBatcher):
         prompt = torch.tensor([job.prompt], device=self.cache.lengths.device)  # (1, t)
         for index in range(job.n):
             score = job.score_prompt and index == 0
-            out = self.model(prompt, past_key_values=self.cache.row_cache(self.cache.active),
+            out = self.model(prompt, past_key_values=self.cache.row_cache(self.cache.active, prompt.shape[1]),
                              logits_to_keep=0 if score else 1)  # logits (1, t or 1, V)
             if score:
                 job.report(PromptScores(prompt_logprobs(out.logits[0], job.prompt, job.logprobs or 0)))
