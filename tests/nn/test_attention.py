@@ -59,8 +59,28 @@ def test_key_padding_mask_and_unpadded_layout_agree_with_reference():
     layout = Unpadded.from_mask(mask, x.dtype)
     tokens, probs = mha(layout.unpad(x), layout=layout, need_weights=True)  # (N, D)
     assert tokens.shape == (int(mask.sum()), 32)
-    torch.testing.assert_close(tokens, ref[keep], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(layout.repad(tokens)[keep], ref[keep], atol=1e-5, rtol=1e-5)
     assert probs[2, :, :2, 2:].abs().max() == 0  # padding keys get no attention
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_packed_attention_runs_groups_of_equal_length_and_equals_masked_attention(causal):
+    """Rows of lengths 3, 5, 3, 0, 5, 1 (right, left and holed padding): packed shortest first, in three groups,
+    each sequence's tokens in order; the result equals the padded attention under the padding mask."""
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(32, 4, n_kv_heads=2).eval()
+    x = torch.randn(6, 5, 32)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1] * 5, [0, 0, 1, 1, 1], [0] * 5, [1] * 5, [0, 1, 0, 0, 0]])
+    layout = Unpadded.from_mask(mask, x.dtype)
+    assert layout.groups == [(1, 1), (2, 3), (2, 5)]
+    assert layout.indices.tolist() == [26, 0, 1, 2, 12, 13, 14, 5, 6, 7, 8, 9, 20, 21, 22, 23, 24]
+    packed, _ = mha(layout.unpad(x), layout=layout, causal=causal)
+    padded, _ = mha(x, attention_bias(mask, 5, causal, x.dtype))
+    keep = mask.bool()
+    torch.testing.assert_close(layout.repad(packed)[keep], padded[keep], atol=1e-5, rtol=1e-5)
+    with torch.no_grad():  # the explicit path (probabilities) re-pads, and agrees
+        explicit, _ = mha(layout.unpad(x), layout=layout, causal=causal, need_weights=True)
+    torch.testing.assert_close(explicit, packed, atol=1e-5, rtol=1e-5)
 
 
 def test_fast_and_explicit_paths_agree_with_masks():

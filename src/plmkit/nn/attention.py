@@ -45,6 +45,29 @@ def attend(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = None, causal: 
     return out, probs
 
 
+def attend_packed(q: Tensor, k: Tensor, v: Tensor, groups: list[tuple[int, int]], d_head: int,
+                  causal: bool = False, dropout: float = 0.0) -> Tensor:
+    """Self-attention of sequences packed without padding (`plmkit.nn.masks.Unpadded`): q (N, H d) and k/v
+    (N, H_kv d) -> (N, H d). Each group of ``groups`` (n sequences of L tokens, consecutive) is one
+    (n, H, L, d) attention with no mask: the result of padded attention under a padding mask, for the
+    cost of the real tokens alone. Measured on one core (12 heads of 64, one layer; real sentences of
+    4-70 tokens):
+
+        sequences x longest      8 x 37   20 x 37   32 x 46   128 x 62   32 x 60-128   32 of 30-31
+        re-padded, masked SDPA   0.99     4.74      7.79      77.9       31.3          4.30 ms
+        groups of one length     0.49     1.20      2.24      10.5       14.0          3.69 ms
+    """
+    out, start = [], 0
+    for n, length in groups:
+        end = start + n * length
+        qg, kg, vg = (t[start:end].view(n, length, -1, d_head).transpose(1, 2) for t in (q, k, v))  # (n, H, L, d)
+        y = F.scaled_dot_product_attention(qg, kg, vg, dropout_p=dropout, is_causal=causal,
+                                           enable_gqa=kg.shape[1] != qg.shape[1])
+        out.append(y.transpose(1, 2).reshape(n * length, -1))
+        start = end
+    return torch.cat(out) if out else q[:0]
+
+
 class MultiHeadAttention(nn.Module):
     """Separate q/k/v/out projections; heads really split: d_model = n_heads * d_head."""
 
@@ -148,6 +171,10 @@ class MultiHeadAttention(nn.Module):
         cache: object with ``update(k, v) -> (k_all, v_all)`` holding past keys/values.
         Returns (B, T, D) or (N, D), and probs (B, H, T_q, T_k) when need_weights.
         """
+        if layout is not None and context is None and rotary is None and cache is None and not need_weights:
+            q, k, v = self._joined_qkv(x, self._fused()).split(self._qkv_sizes(), dim=-1)  # (N, ...): real tokens
+            y = attend_packed(q, k, v, layout.groups, self.d_head, causal, self.dropout if self.training else 0.0)
+            return self.out(y), None
         if context is None:
             if layout is None:
                 q, k, v = self.project_qkv(x)

@@ -13,7 +13,8 @@ mask block-diagonal, `document_bias`, so a token attends only to earlier tokens 
 `positions_from_documents` restarts position ids at 0 at each document start.
 
 Padding waste: `Unpadded` removes padding tokens so that linear layers and the feed-forward only
-see real tokens, (B, T, D) -> (N, D); attention re-pads per sequence and drops padding again.
+see real tokens, (B, T, D) -> (N, D); self-attention runs on groups of sequences of equal length,
+without padding (where it needs probabilities, rotations or a cache, it re-pads and drops padding again).
 """
 from __future__ import annotations
 
@@ -83,21 +84,31 @@ def attention_bias(attention_mask: Tensor | None, t_q: int, causal: bool, dtype:
 
 @dataclass
 class Unpadded:
-    """Where the real tokens of a right- or left-padded (B, T) batch sit.
+    """Where the real tokens of a padded (B, T) batch sit (any padding: right, left, holes), and the
+    order they are packed in: the sequences grouped by length (shortest first, then by row), each one's
+    tokens consecutive and in their order. Nothing but attention looks at the order (linear layers,
+    norms and the feed-forward act token by token), and attention runs each group of ``groups`` as one
+    (n, L) batch, with no padding and no mask (`plmkit.nn.attention.attend_packed`).
 
-    ``indices`` are positions in the flattened (B*T) batch, in row-major order.
+    ``indices`` are positions in the flattened (B*T) batch, in that packed order.
     """
 
     indices: Tensor  # (N,)
     batch: int
     seqlen: int
     bias: Tensor  # (B, 1, 1, T) padding bias for attention on re-padded tensors
+    groups: list[tuple[int, int]]  # (sequences, length) of each run of equal lengths, in packed order
 
     @classmethod
     def from_mask(cls, attention_mask: Tensor, dtype: torch.dtype) -> "Unpadded":
         b, t = attention_mask.shape
-        indices = attention_mask.reshape(-1).nonzero().squeeze(1)
-        return cls(indices, b, t, padding_bias(attention_mask, dtype))
+        lengths = attention_mask.bool().sum(1)  # (B,)
+        order = torch.sort(lengths, stable=True).indices  # (B,) rows, shortest first
+        by_length = attention_mask[order].reshape(-1).nonzero().squeeze(1)  # in the sorted (B, T)
+        indices = order[by_length // t] * t + by_length % t
+        counts = torch.unique_consecutive(lengths[order], return_counts=True)
+        groups = [(n, length) for length, n in zip(*(c.tolist() for c in counts)) if length]
+        return cls(indices, b, t, padding_bias(attention_mask, dtype), groups)
 
     def unpad(self, x: Tensor) -> Tensor:
         """(B, T, ...) -> (N, ...)"""
