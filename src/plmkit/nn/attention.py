@@ -50,7 +50,7 @@ def attend_packed(q: Tensor, k: Tensor, v: Tensor, groups: list[tuple[int, int]]
     """Self-attention of sequences packed without padding (`plmkit.nn.masks.Unpadded`): q (N, H d) and k/v
     (N, H_kv d) -> (N, H d). Each group of ``groups`` (n sequences of L tokens, consecutive) is one
     (n, H, L, d) attention with no mask: the result of padded attention under a padding mask, for the
-    cost of the real tokens alone. Measured on one core (12 heads of 64, one layer; real sentences of
+    cost of the real tokens alone. Measured on one core (12 heads of 32, one layer; real sentences of
     4-70 tokens):
 
         sequences x longest      8 x 37   20 x 37   32 x 46   128 x 62   32 x 60-128   32 of 30-31
