@@ -82,9 +82,9 @@ def test_logits_come_back_in_eval_mode_without_labels_or_when_asked():
 
 @pytest.mark.parametrize("side", ["right", "left"])
 def test_a_padded_batch_runs_on_its_real_tokens_alone(side):
-    """Without a cache, padding is removed before the first block (GPT-2: attention on groups of equal
-    length; Llama, whose rotations need (B, T): re-padded for attention only): each row's logits and
-    gradients are those of the row alone, and padding positions come out as zeros."""
+    """Without a cache, padding is removed before the first block and attention runs on groups of equal
+    length (Llama's rotations at the packed tokens' positions): each row's logits and gradients are those
+    of the row alone, and padding positions come out as zeros."""
     for model, alone in _models(tie=True):
         g = torch.Generator().manual_seed(2)
         ids, lengths = torch.randint(0, 97, (3, 10), generator=g), [10, 6, 3]
@@ -99,6 +99,10 @@ def test_a_padded_batch_runs_on_its_real_tokens_alone(side):
         for i in range(3):
             row = ids[i:i + 1, keep[i]]
             torch.testing.assert_close(out.logits[i, keep[i]], alone(row).logits[0], **TOL)
+        with torch.no_grad():  # probabilities asked for: the padded batch, the same logits
+            shown = model(ids, attention_mask=mask, output_attentions=True)
+        assert shown.attentions[0].shape[0] == 3 and shown.attentions[0].shape[2:] == (10, 10)
+        torch.testing.assert_close(shown.logits[keep], out.logits[keep], **TOL)
         out.logits[keep].sum().backward()
         sum(alone(ids[i:i + 1, keep[i]]).logits.sum() for i in range(3)).backward()
         for (name, p), q in zip(model.named_parameters(), alone.parameters()):  # (sums of up to 19 positions)

@@ -81,6 +81,9 @@ def test_packed_attention_runs_groups_of_equal_length_and_equals_masked_attentio
     with torch.no_grad():  # the explicit path (probabilities) re-pads, and agrees
         explicit, _ = mha(layout.unpad(x), layout=layout, causal=causal, need_weights=True)
     torch.testing.assert_close(explicit, packed, atol=1e-5, rtol=1e-5)
+    rotary = lambda q, k: (q, k)  # noqa: E731 (packed tokens' rotations: no probabilities for them)
+    with pytest.raises(ValueError, match="rotary positions"):
+        mha(layout.unpad(x), layout=layout, rotary=rotary, need_weights=True)
 
 
 def test_fast_and_explicit_paths_agree_with_masks():

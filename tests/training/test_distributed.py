@@ -77,20 +77,8 @@ def assert_same_run(a, b, steps: int = 10, keys=("loss", "grad_norm")) -> None:
     for key in ("eval_mlm_loss", "eval_mlm_accuracy"):
         one, two = losses(a, key), losses(b, key)
         assert sorted(two) == sorted(one) == [5, 10] and max(abs(one[s] - two[s]) for s in one) < 1e-5, (key, one, two)
-    assert_same_weights(a / "model", b / "model")
-
-
-def assert_same_weights(a, b) -> None:
-    """The weights saved in model directories `a` and `b` agree within 1e-5, the attention key biases aside:
-    nothing depends on them (they add q . b_k to every score of a query, which the softmax cancels), so their
-    gradient is rounding noise, summed in another order at another world size, which Adam scales up to
-    steps of up to its learning rate (measured at lr 1e-2: 3e-6 to 9.4e-5 apart, the other weights 2e-6).
-    They still load, and they still hold numbers."""
-    x, y = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
-    assert x.keys() == y.keys()
-    apart = {k: (x[k] - y[k]).abs().max().item() for k in x if not k.endswith(".key.bias")}
-    assert max(apart.values()) < 1e-5, sorted(apart.items(), key=lambda kv: kv[1])[-3:]
-    assert all(torch.isfinite(x[k]).all() and torch.isfinite(y[k]).all() for k in x if k.endswith(".key.bias"))
+    x, y = load_file(a / "model" / "model.safetensors"), load_file(b / "model" / "model.safetensors")
+    assert x.keys() == y.keys() and max((x[k] - y[k]).abs().max().item() for k in x) < 1e-5
 
 
 def two_processes(files, strategy: str):
@@ -182,14 +170,17 @@ def tiny_bert(files):
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_fine_tuning_ner_at_two_processes_equals_one(files, tiny_bert, strategy):
     """Token classification over sentences of different lengths: each rank's loss is weighted by its share
-    of the labelled tokens, so the steps and the saved model are those of one process."""
+    of the labelled tokens, so the steps and the saved model are those of one process. (At lr 1e-2 the runs
+    drifted up to 9.4e-5 apart in about one run in five: Adam turns the rounding noise of gradients that are
+    zero or nearly, such as the attention key biases', which the softmax cancels, into steps of up to its
+    learning rate, and the tokenizer, trained anew each run, decides which are; at 1e-3, 7e-8 at most.)"""
     conll = files / "ner.conll"
     if not conll.exists():
         sentences = [s.rstrip(".").split() for s in EN * 3]
         conll.write_text("\n\n".join("\n".join(f"{w} {'B-CAP' if w[0].isupper() else 'O'}" for w in words)
                                      for words in sentences) + "\n", encoding="utf-8")
     args = ["finetune", "--task", "ner", "--model", str(tiny_bert), "--train", str(conll), "--batch-size", "4",
-            "--max-steps", "6", "--lr", "1e-2", "--schedule", "constant", "--warmup-ratio", "0", "--dropout", "0",
+            "--max-steps", "6", "--lr", "1e-3", "--schedule", "constant", "--warmup-ratio", "0", "--dropout", "0",
             "--log-every", "1", "--device", "cpu", "--no-progress"]
     one = files / "ner-one"
     if not one.exists():
@@ -199,12 +190,8 @@ def test_fine_tuning_ner_at_two_processes_equals_one(files, tiny_bert, strategy)
     assert done.returncode == 0, done.stderr[-3000:]
     a, b = losses(one), losses(two)
     assert sorted(a) == sorted(b) == list(range(1, 7)) and max(abs(a[s] - b[s]) for s in a) < 1e-5, (a, b)
-    assert_same_weights(one / "model", two / "model")
-    from plmkit import BertForTokenClassification
-    ids = torch.randint(5, 300, (3, 12))
-    with torch.no_grad():  # the key biases apart, the two models compute the same
-        a, b = (BertForTokenClassification.from_pretrained(run / "model")(ids).logits for run in (one, two))
-    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    x, y = load_file(one / "model" / "model.safetensors"), load_file(two / "model" / "model.safetensors")
+    assert x.keys() == y.keys() and max((x[k] - y[k]).abs().max().item() for k in x) < 1e-5
 
 
 def test_a_bad_record_ends_every_process_with_the_message(files, tiny_bert):
@@ -421,8 +408,9 @@ def test_every_training_command_at_two_processes_equals_one(inputs, two_process_
     for key in keys:  # (within 1e-5, relative beyond 1: perplexities)
         a, b = losses(one, key), losses(two, key)
         assert sorted(a) == sorted(b) and all(abs(a[s] - b[s]) < 1e-5 * max(1, abs(a[s])) for s in a), (key, a, b)
-    assert_same_weights(one / "model", two / "model")
-    assert not any("lora" in k or "trainable_rows" in k for k in load_file(one / "model" / "model.safetensors"))
+    x, y = load_file(one / "model" / "model.safetensors"), load_file(two / "model" / "model.safetensors")
+    assert x.keys() == y.keys() and not any("lora" in k or "trainable_rows" in k for k in x)
+    assert max((x[k] - y[k]).abs().max().item() for k in x) < 1e-5
     config = [json.loads((run / "model" / "config.json").read_text()) for run in (one, two)]
     assert config[0] == config[1]  # (under fsdp too: the architecture is the model's, not FSDP's subclass)
 

@@ -10,8 +10,9 @@ token sits at position 0, as Hugging Face's ``generate`` does for left padding.
 With a cache, ``attention_mask`` covers the cached positions too: (B, cache.length + T). Without one
 (training, scoring), a padded batch runs on its real tokens only (`plmkit.nn.masks.Unpadded`): padding is
 removed before the first block and put back, as zeros, after the last; attention runs on the sequences
-grouped by length (rotary models re-pad for attention alone). A GPT-2 4 x 256 training step on 8 rows of
-32-256 tokens (59% real), one core: 668 -> 447 ms; Llama of that size 652 -> 482 ms.
+grouped by length (rotary positions are those of the packed tokens). With ``output_attentions`` the batch
+stays padded (the probabilities are (B, H, T, T)). A GPT-2 4 x 256 training step on 8 rows of 32-256
+tokens (59% real), one core: 665 -> 432-442 ms; Llama of that size 640 -> 419-449 ms.
 
 Packed documents (causal-LM pretraining, see plmkit.data.clm): ``document_ids`` (B, T), one integer
 per document, makes attention block-diagonal causal (no token sees another document) and restarts
@@ -143,13 +144,14 @@ class DecoderBody:
         dtype = compute_dtype(self.embeddings["word"])
         position_ids, bias, causal = decoder_inputs(input_ids, attention_mask, position_ids, past, dtype, document_ids)
         layout = None
-        if bias is not None and past_key_values is None and document_ids is None and not is_traceable():
+        if (bias is not None and past_key_values is None and document_ids is None and not output_attentions
+                and not is_traceable()):
             layout, bias, causal = Unpadded.from_mask(attention_mask, dtype), None, True  # padding removed
         unpadded = layout.unpad if layout is not None else (lambda t: t)
         full = layout.repad if layout is not None else (lambda t: t)
         x = self.embed(unpadded(input_ids), unpadded(position_ids))  # (B, T, D) or (N, D): real tokens
         x, hidden, attentions = run_blocks(self.layers, x, bias, causal=causal, layout=layout,
-                                           rotary=self.rotary(position_ids, dtype), cache=past_key_values,
+                                           rotary=self.rotary(unpadded(position_ids), dtype), cache=past_key_values,
                                            output_hidden_states=output_hidden_states,
                                            output_attentions=output_attentions)
         x = full(self.final_norm(x))  # (B, T, D), zeros at padding

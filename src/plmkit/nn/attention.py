@@ -167,14 +167,23 @@ class MultiHeadAttention(nn.Module):
             `project_kv`. x may hold g rows per context row (B = B_s * g: the
             beams of one source, consecutive): the g rows become one query block of g * T queries,
             so every beam reads its source's keys and values where they are, without copies.
-        rotary: callable (q, k) -> (q, k) applying position rotations to (B, H, T, d) tensors.
+        rotary: callable (q, k) -> (q, k) applying position rotations to (B, H, T, d) tensors; with
+            ``layout``, those of the packed tokens, as one row of N (probabilities are then refused).
         cache: object with ``update(k, v) -> (k_all, v_all)`` holding past keys/values.
         Returns (B, T, D) or (N, D), and probs (B, H, T_q, T_k) when need_weights.
         """
-        if layout is not None and context is None and rotary is None and cache is None and not need_weights:
-            q, k, v = self._joined_qkv(x, self._fused()).split(self._qkv_sizes(), dim=-1)  # (N, ...): real tokens
-            y = attend_packed(q, k, v, layout.groups, self.d_head, causal, self.dropout if self.training else 0.0)
-            return self.out(y), None
+        if layout is not None and context is None and cache is None:
+            if need_weights and rotary is not None:
+                raise ValueError("attention probabilities of packed tokens with rotary positions: pass the padded "
+                                 "batch (no layout) to see them")
+            if not need_weights:
+                q, k, v = self._joined_qkv(x, self._fused()).split(self._qkv_sizes(), dim=-1)  # (N, ...): real tokens
+                if rotary is not None:  # (1, H, N, d): the packed tokens as one row
+                    n = x.shape[0]
+                    q, k = rotary(*(t.view(1, n, -1, self.d_head).transpose(1, 2) for t in (q, k)))
+                    q, k = (t.transpose(1, 2).reshape(n, -1) for t in (q, k))
+                y = attend_packed(q, k, v, layout.groups, self.d_head, causal, self.dropout if self.training else 0.0)
+                return self.out(y), None
         if context is None:
             if layout is None:
                 q, k, v = self.project_qkv(x)

@@ -14,7 +14,7 @@ mask block-diagonal, `document_bias`, so a token attends only to earlier tokens 
 
 Padding waste: `Unpadded` removes padding tokens so that linear layers and the feed-forward only
 see real tokens, (B, T, D) -> (N, D); self-attention runs on groups of sequences of equal length,
-without padding (where it needs probabilities, rotations or a cache, it re-pads and drops padding again).
+without padding (where it returns probabilities, it re-pads and drops padding again).
 """
 from __future__ import annotations
 
