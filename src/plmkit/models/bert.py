@@ -3,8 +3,9 @@ Understanding") with its pretraining and task heads. Matches Hugging Face's `Ber
 `BertFor*` classes weight for weight (names are mapped in plmkit.convert.bert).
 
 Padding costs nothing: when a batch has padding, the encoder drops padding tokens after the
-embedding lookup, runs every linear layer on real tokens only, (N, D), re-pads per sequence for
-attention, and re-pads the output at the end (padding positions of the outputs are zeros).
+embedding lookup, runs every linear layer on real tokens only, (N, D), attention on the sequences
+grouped by length (plmkit.nn.attention.attend_packed), and re-pads the output at the end (padding
+positions of the outputs are zeros).
 """
 from __future__ import annotations
 

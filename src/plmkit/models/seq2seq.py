@@ -4,8 +4,8 @@ the encoder's output through cross-attention. A family (BART, Marian, the BERT-t
 builds the modules and names its Hugging Face fields; the rest is here:
 
 - `Seq2SeqStack`: one side, embeddings + blocks. The encoder drops padding tokens (every linear layer
-  runs on real tokens only, attention re-pads per sequence); the decoder has causal self-attention,
-  cross-attention and a KV cache, and skips padded target positions in training too.
+  runs on real tokens only, self-attention on the sequences grouped by length); the decoder has causal
+  self-attention, cross-attention and a KV cache, and skips padded target positions in training too.
 - `Seq2SeqPreTrainedModel`: the hooks `generate` uses (`encode`, `make_cache`: the cross-attention keys
   and values are computed once per source and read in place by every beam of it), a server's
   (`make_slot_cache`: rows of their own sources and target lengths, which join and leave between steps,
