@@ -141,16 +141,12 @@ class SlotKVCache(KVCache):
 
     def __init__(self, n_layers: int, slots: int, n_kv_heads: int | Sequence[int], max_len: int, d_head: int,
                  dtype: torch.dtype = torch.float32, device=None, step: int = 64):
-        self.shapes = [(slots, heads, d_head) for heads in heads_per_layer(n_layers, n_kv_heads)]
-        self.dtype, self.step, self._max_len = dtype, step, max_len
+        self.step, self._max_len = step, max_len
         self.lengths = torch.zeros(slots, dtype=torch.long, device=device)  # positions stored per row
         self.active = 0
-        self.layers = [SlotLayerCache(self, *self._buffers(shape, min(step, max_len))) for shape in self.shapes]
-
-    def _buffers(self, shape: tuple[int, int, int], width: int) -> tuple[Tensor, Tensor]:
-        slots, heads, d_head = shape
-        return tuple(torch.zeros(slots, heads, width, d_head, dtype=self.dtype, device=self.lengths.device)
-                     for _ in range(2))
+        shapes = [(slots, heads, min(step, max_len), d_head) for heads in heads_per_layer(n_layers, n_kv_heads)]
+        self.layers = [SlotLayerCache(self, torch.zeros(shape, dtype=dtype, device=device),
+                                      torch.zeros(shape, dtype=dtype, device=device)) for shape in shapes]
 
     @property
     def slots(self) -> int:
@@ -179,11 +175,8 @@ class SlotKVCache(KVCache):
             self._resize(min(self.max_len, max(2 * self.width, -(-columns // self.step) * self.step)))
 
     def _resize(self, width: int) -> None:
-        kept = min(width, self.width)
-        for layer, shape in zip(self.layers, self.shapes):
-            k, v = self._buffers(shape, width)
-            k[:, :, :kept], v[:, :, :kept] = layer.k[:, :, :kept], layer.v[:, :, :kept]
-            layer.k, layer.v = k, v
+        for layer in self.layers:
+            layer.k, layer.v = widened(layer.k, width), widened(layer.v, width)
 
     def row_cache(self, row: int, length: int) -> KVCache:
         """An empty `KVCache` writing into row ``row``, at least ``length`` columns wide (the prompt of a
@@ -242,6 +235,14 @@ class SlotKVCache(KVCache):
         self.active = 0
         if self.width > self.step:
             self._resize(min(self.step, self.max_len))
+
+
+def widened(buffer: Tensor, width: int) -> Tensor:
+    """A zeroed (slots, H, ``width``, d) copy of ``buffer`` (slots, H, W, d) holding its first columns."""
+    out = buffer.new_zeros(*buffer.shape[:2], width, buffer.shape[3])
+    kept = min(width, buffer.shape[2])
+    out[:, :, :kept] = buffer[:, :, :kept]
+    return out
 
 
 class SlotLayerCache:
@@ -311,12 +312,11 @@ class Seq2SeqSlotCache(SlotKVCache):
         return row
 
     def _widen(self, width: int, like: list[tuple[Tensor, Tensor]]) -> None:
-        """Buffers of ``width`` columns, keeping what the old ones hold (shaped as the pairs of ``like``)."""
+        """Buffers of ``width`` columns, keeping what the old ones hold (the first ones shaped as the pairs of
+        ``like``)."""
         for buffers, pairs in ((self.cross_k, [k for k, _ in like]), (self.cross_v, [v for _, v in like])):
-            old = list(buffers)
-            buffers[:] = [t.new_zeros(self.slots, t.shape[0], width, t.shape[2]) for t in pairs]
-            for new, kept in zip(buffers, old):
-                new[:, :, :kept.shape[2]] = kept
+            buffers[:] = ([widened(b, width) for b in buffers] if buffers
+                          else [t.new_zeros(self.slots, t.shape[0], width, t.shape[2]) for t in pairs])
 
     def leave(self, row: int) -> int:
         last = super().leave(row)

@@ -174,9 +174,13 @@ def inference_linears(model: nn.Module, on: bool) -> None:
         m.fuse_qkv(keep, pack=True)  # one q/k/v matmul (a copy of their weights, packed in turn)
 
 
+def _cross_attentions(model: nn.Module) -> list[nn.Module]:
+    return [m.cross_attn for m in model.modules() if getattr(m, "cross_attn", None) is not None]
+
+
 def _self_attentions(model: nn.Module) -> list[nn.Module]:
     """The attention modules of ``model`` that can run q, k and v as one matmul (cross-attention: q alone)."""
-    cross = {id(m.cross_attn) for m in model.modules() if getattr(m, "cross_attn", None) is not None}
+    cross = set(map(id, _cross_attentions(model)))
     return [m for m in model.modules() if hasattr(m, "fuse_qkv") and id(m) not in cross]
 
 
@@ -232,8 +236,9 @@ def decoding_layout(model: nn.Module, pack: bool = False):
     # one q/k/v matmul where a step runs one token: not in cross-attention (q alone) nor in an
     # encoder-decoder's encoder (once per call, all tokens at once): the copies would only cost memory
     encoder = list(model.get_encoder().modules()) if getattr(model, "is_encoder_decoder", False) else []
-    skip = set(map(id, encoder + [m.cross_attn for m in model.modules() if getattr(m, "cross_attn", None) is not None]))
-    attentions = [m for m in model.modules() if hasattr(m, "fuse_qkv") and id(m) not in skip]
+    cross = _cross_attentions(model)
+    in_encoder = set(map(id, encoder))
+    attentions = [m for m in _self_attentions(model) if id(m) not in in_encoder]
     fused_here = [m for m in attentions if m.fused_qkv is None] if outer else []  # (eval mode's copies stay)
     if outer:
         for m in installed:
@@ -241,8 +246,7 @@ def decoding_layout(model: nn.Module, pack: bool = False):
         for m in fused_here:
             m.fuse_qkv(True)
     sharded = is_sharded(model)
-    once = set(map(id, encoder + [p for m in model.modules() if getattr(m, "cross_attn", None) is not None
-                                  for p in (m.cross_attn.k, m.cross_attn.v)]))  # (project the source once)
+    once = set(map(id, encoder + [p for m in cross for p in (m.k, m.v)]))  # (project the source once)
     once |= {id(p) for m in attentions if m.fused_qkv is not None for p in (m.q, m.k, m.v)}  # (the copy runs)
     packed = [] if not pack or sharded else [
         w for w in [m.weight for m in linears if id(m) not in once and not _keeps_packed(m)]
