@@ -142,11 +142,12 @@ def slowed_loader(seconds: float):
     return load
 
 
-def stream_request(url: str, max_tokens: int = 250, model: str = "gpt", prompt: str = "Rain"):
-    """An open streamed greedy completion that has begun: (connection, response, its first event's chunk)."""
+def stream_request(url: str, max_tokens: int = 250, model: str = "gpt", prompt: str = "Rain", **fields):
+    """An open streamed greedy completion that has begun: (connection, response, its first event's chunk);
+    ``fields``: more of the request's."""
     conn = http.client.HTTPConnection(urllib.parse.urlsplit(url).netloc, timeout=30)
     conn.request("POST", "/v1/completions", json.dumps({"model": model, "prompt": prompt, "max_tokens": max_tokens,
-                                                        "temperature": 0, "stream": True}),
+                                                        "temperature": 0, "stream": True, **fields}),
                  {"Content-Type": "application/json"})
     response = conn.getresponse()
     first = response.readline()

@@ -76,6 +76,33 @@ def test_max_tokens_left_out_is_16_or_what_fits_each_prompt(client, reference):
     assert r.usage.completion_tokens == 16 + room and all(c.finish_reason == "length" for c in r.choices)
 
 
+def test_min_tokens_holds_the_end_of_sequence_back_as_generate_does(tmp_path, reference):
+    """A GPT-2 whose every step prefers its end token (its last norm outputs that token's embedding) ends at
+    once; ``min_tokens`` (vLLM's) bans the end until that many tokens, as ``generate(min_new_tokens=)``."""
+    model = reference.model.__class__.from_pretrained(reference.path)
+    with torch.no_grad():
+        final = model.transformer.final_norm
+        final.weight.zero_()
+        final.bias.copy_(model.transformer.embeddings.word.weight[0] * 10)  # token 0: the end (tied embeddings)
+    model.save_pretrained(tmp_path)
+    reference.tokenizer.save_pretrained(tmp_path)
+    ids = reference.tokenizer.encode("Rain")
+    with sh.running(create_app({"eager": str(tmp_path)}, ServeSettings(device="cpu"))) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60)
+        ends = client.completions.create(model="eager", prompt="Rain", max_tokens=10, temperature=0)
+        held = client.completions.create(model="eager", prompt="Rain", max_tokens=10, temperature=0,
+                                         extra_body={"min_tokens": 4})
+        status, error = sh.post(url, "/v1/completions", {"model": "eager", "prompt": "Rain", "max_tokens": 3,
+                                                         "min_tokens": 4})
+    assert (ends.choices[0].text, ends.choices[0].finish_reason, ends.usage.completion_tokens) == ("", "stop", 1)
+    want = model.generate(torch.tensor([ids]), max_new_tokens=10, min_new_tokens=4, do_sample=False)[0, len(ids):]
+    assert want.tolist()[4] == 0 and 0 not in want.tolist()[:4]
+    assert held.choices[0].text == reference.tokenizer.decode(want.tolist(), skip_special_tokens=True)
+    assert held.choices[0].finish_reason == "stop" and held.usage.completion_tokens == 5
+    assert status == 400 and error["error"]["param"] == "min_tokens"
+    assert "min_tokens=4 is more than the 3 tokens" in error["error"]["message"]
+
+
 def test_stop_strings_end_the_text_before_them(client, reference):
     prompt = "The old sailor walked"
     full = client.completions.create(model="gpt", prompt=prompt, max_tokens=20, temperature=0).choices[0].text

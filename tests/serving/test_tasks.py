@@ -117,23 +117,24 @@ def test_an_encoder_decoders_two_batchers_have_their_own_metrics(url):
 def test_a_translation_takes_its_turn_while_a_completion_decodes_on_the_same_model(tmp_path):
     """Over HTTP, one encoder-decoder: /v1/translate, sent while a long streamed completion decodes, answers
     between two of the completion's steps (which then goes on), and each answers what it answers alone."""
-    directory = sh.seq2seq_dir(tmp_path, "marian")  # (random weights: 100 tokens without an end)
+    directory = sh.seq2seq_dir(tmp_path, "marian")
     get_task("translation").of(num_beams=1, max_target_length=8).save(directory)
     records = ["serveur web léger et rapide", "jeu de puzzle"]
     expected = tasks.predict_dir(str(directory), records, device="cpu")
-    app = create_app({"mt": str(directory)}, ServeSettings(device="cpu"), loader=sh.slowed_loader(0.02))
+    app = create_app({"mt": str(directory)}, ServeSettings(device="cpu"), loader=sh.slowed_loader(0.03))
+    completion = {"model": "mt", "prompt": "The old sailor", "max_tokens": 100, "min_tokens": 100}  # (no early end)
     with sh.running(app) as url:
-        alone = sh.post(url, "/v1/completions", {"model": "mt", "prompt": "The old sailor", "max_tokens": 100,
-                                                 "temperature": 0})[1]["choices"][0]["text"]
+        alone = sh.post(url, "/v1/completions", {**completion, "temperature": 0})[1]["choices"][0]["text"]
         steps = sh.metric(url, "plmkit_batch_size_count", model="mt", batcher="generate")
-        conn, stream, first = sh.stream_request(url, 100, model="mt", prompt="The old sailor")  # ~2 s of steps
+        conn, stream, first = sh.stream_request(url, **completion)  # 100 steps of 30 ms or more
         status, body = sh.post(url, "/v1/translate", {"model": "mt", "input": records})
         still_running = sh.metric(url, "plmkit_running_sequences", model="mt", batcher="generate")
         steps_by_then = sh.metric(url, "plmkit_batch_size_count", model="mt", batcher="generate") - steps
         events = [e for e in stream.read().decode().split("\n\n") if e]
         conn.close()
     assert status == 200 and same(body["data"], expected), (body, expected)
-    assert still_running == 1 and steps_by_then < 60, "the translation waited for the completion to end"
+    assert still_running == 1 and steps_by_then < 60, \
+        f"the translation waited for the completion to end ({still_running} running, {steps_by_then} steps by then)"
     assert events[-1] == "data: [DONE]"
     chunks = [first] + [json.loads(e[6:]) for e in events[:-1]]
     assert "".join(c["choices"][0]["text"] for c in chunks if c["choices"]) == alone

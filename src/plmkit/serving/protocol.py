@@ -82,6 +82,7 @@ class Sampling(Request):
     stream_options: StreamOptions | None = None
     presence_penalty: float = Field(0.0, ge=-2, le=2)
     frequency_penalty: float = Field(0.0, ge=-2, le=2)
+    min_tokens: int = Field(0, ge=0)  # vLLM's: no end of sequence before this many tokens (stop strings still stop)
     user: str | None = None  # an end-user id: nothing to do with it here
 
     def logprob_count(self) -> int | None:
@@ -96,8 +97,12 @@ class Sampling(Request):
 
     def generate_kwargs(self, max_new_tokens: int) -> dict[str, Any]:
         """`generate`'s keywords: temperature 0 is greedy; top_p 1 is off; one token per sequence a step
-        (never the beams a model's generation_config may ask for)."""
-        kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": self.temperature > 0,
+        (never the beams a model's generation_config may ask for); ``min_tokens`` at most ``max_new_tokens``."""
+        if self.min_tokens > max_new_tokens:
+            raise bad_request(f"min_tokens={self.min_tokens} is more than the {max_new_tokens} tokens this request "
+                              "may generate (max_tokens, or the room left in the context)", param="min_tokens")
+        kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "min_new_tokens": self.min_tokens,
+                                  "do_sample": self.temperature > 0,
                                   "num_beams": 1, "presence_penalty": self.presence_penalty,
                                   "frequency_penalty": self.frequency_penalty}
         if self.temperature > 0:
