@@ -142,12 +142,12 @@ def slowed_loader(seconds: float):
     return load
 
 
-def stream_request(url: str, max_tokens: int = 250, model: str = "gpt", prompt: str = "Rain", **fields):
-    """An open streamed greedy completion that has begun: (connection, response, its first event's chunk);
-    ``fields``: more of the request's."""
+def stream_request(url: str, max_tokens: int = 250, model: str = "gpt", prompt: str = "Rain"):
+    """An open streamed greedy completion of ``max_tokens`` tokens (min_tokens: no early end, whatever path a
+    CPU's rounding takes) that has begun: (connection, response, its first event's chunk)."""
     conn = http.client.HTTPConnection(urllib.parse.urlsplit(url).netloc, timeout=30)
     conn.request("POST", "/v1/completions", json.dumps({"model": model, "prompt": prompt, "max_tokens": max_tokens,
-                                                        "temperature": 0, "stream": True, **fields}),
+                                                        "min_tokens": max_tokens, "temperature": 0, "stream": True}),
                  {"Content-Type": "application/json"})
     response = conn.getresponse()
     first = response.readline()

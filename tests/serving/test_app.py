@@ -550,7 +550,8 @@ def test_a_client_that_disconnects_frees_its_row_at_once(dirs):
         assert sh.metric(url, "plmkit_running_sequences", model="gpt") == 1
         assert freed_after(conn) < 1.0
         conn = http.client.HTTPConnection(urllib.parse.urlsplit(url).netloc, timeout=30)
-        conn.request("POST", "/v1/completions", json.dumps({"model": "gpt", "prompt": "Rain", "max_tokens": 250}),
+        conn.request("POST", "/v1/completions", json.dumps({"model": "gpt", "prompt": "Rain", "max_tokens": 250,
+                                                            "min_tokens": 250}),
                      {"Content-Type": "application/json"})
         deadline = time.monotonic() + 5
         while not sh.metric(url, "plmkit_running_sequences", model="gpt") and time.monotonic() < deadline:
@@ -566,7 +567,7 @@ def test_requests_past_the_timeout_are_answered_504_or_told_in_the_stream(dirs):
     with sh.running(app) as url:
         conn, stream, _ = sh.stream_request(url)  # 250 tokens take 12 s
         queued = concurrent.futures.ThreadPoolExecutor(1).submit(  # 100 tokens take 5 s: never in time
-            sh.post, url, "/v1/completions", {"model": "gpt", "prompt": "x", "max_tokens": 100})
+            sh.post, url, "/v1/completions", {"model": "gpt", "prompt": "x", "max_tokens": 100, "min_tokens": 100})
         events = [e for e in stream.read().decode().split("\n\n") if e]
         conn.close()
         assert json.loads(events[-2][6:])["error"]["code"] == "timeout" and events[-1] == "data: [DONE]"

@@ -122,11 +122,11 @@ def test_a_translation_takes_its_turn_while_a_completion_decodes_on_the_same_mod
     records = ["serveur web léger et rapide", "jeu de puzzle"]
     expected = tasks.predict_dir(str(directory), records, device="cpu")
     app = create_app({"mt": str(directory)}, ServeSettings(device="cpu"), loader=sh.slowed_loader(0.03))
-    completion = {"model": "mt", "prompt": "The old sailor", "max_tokens": 100, "min_tokens": 100}  # (no early end)
     with sh.running(app) as url:
-        alone = sh.post(url, "/v1/completions", {**completion, "temperature": 0})[1]["choices"][0]["text"]
+        alone = sh.post(url, "/v1/completions", {"model": "mt", "prompt": "The old sailor", "max_tokens": 100,
+                                                 "min_tokens": 100, "temperature": 0})[1]["choices"][0]["text"]
         steps = sh.metric(url, "plmkit_batch_size_count", model="mt", batcher="generate")
-        conn, stream, first = sh.stream_request(url, **completion)  # 100 steps of 30 ms or more
+        conn, stream, first = sh.stream_request(url, 100, model="mt", prompt="The old sailor")  # 100 steps of 30 ms
         status, body = sh.post(url, "/v1/translate", {"model": "mt", "input": records})
         still_running = sh.metric(url, "plmkit_running_sequences", model="mt", batcher="generate")
         steps_by_then = sh.metric(url, "plmkit_batch_size_count", model="mt", batcher="generate") - steps
