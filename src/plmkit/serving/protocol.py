@@ -313,9 +313,10 @@ class ChoiceLogprobs:
 
 
 def embedding_item(index: int, vector: np.ndarray, encoding: str) -> dict:
-    """One embedding: a list of floats, or base64 of little-endian float32 (what the openai client asks for)."""
+    """One embedding: float32 (a list of floats in the response), or base64 of little-endian float32 (what the
+    openai client asks for)."""
     data: Any = (base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii") if encoding == "base64"
-                 else vector.astype(np.float32).tolist())
+                 else vector.astype(np.float32))
     return {"object": "embedding", "index": index, "embedding": data}
 
 
