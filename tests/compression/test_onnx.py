@@ -179,18 +179,31 @@ def test_an_encoder_decoder_is_optimums_two_graphs_checked_at_many_shapes():
     assert not names & {"model.onnx", "model.safetensors"}
     info = json.loads((out / GRAPH_FILE).read_text())
     assert info["model_task"] == "seq2seq-lm" and info["check"]["max_abs_diff"] <= 1e-4
-    assert len(info["check"]["shapes"]) == 16  # 4 sources, each a target prefix and 3 steps on the past
+    # 4 sources, each a target prefix and 3 steps on the past; then 2 + 3 steps of rows of their own lengths
+    assert len(info["check"]["shapes"]) == 21 and info["check"]["shapes"][-1] == "2 rows of their own lengths, step 3"
     encoder, decoder = (onnx.load(str(out / f"{part}.onnx")).graph for part in ("encoder_model", "decoder_model"))
     assert {i.name: dims(i) for i in encoder.input} == dict.fromkeys(["input_ids", "attention_mask"],
                                                                      ["batch", "encoder_sequence"])
     assert [o.name for o in encoder.output] == ["last_hidden_state"]
     inputs = {i.name: dims(i) for i in decoder.input}
-    assert list(inputs)[:7] == [*DECODER_INPUTS, "past_key_values.0.decoder.key", "past_key_values.0.decoder.value",
+    assert list(inputs)[:8] == [*DECODER_INPUTS, "past_key_values.0.decoder.key", "past_key_values.0.decoder.value",
                                 "past_key_values.0.encoder.key", "past_key_values.0.encoder.value"]
     assert inputs["encoder_hidden_states"] == ["batch", "new_encoder_sequence", 32]
+    assert inputs["decoder_attention_mask"] == ["batch", "total_sequence"]  # past + new positions
     assert inputs["past_key_values.1.decoder.key"] == ["batch", 4, "past_sequence", 8]
     assert inputs["past_key_values.1.encoder.value"] == ["batch", 4, "past_encoder_sequence", 8]
     assert [o.name for o in decoder.output][:3] == ["logits", "present.0.decoder.key", "present.0.decoder.value"]
+
+
+def test_an_export_whose_decoder_takes_no_mask_is_refused_for_rows_of_their_own_lengths():
+    """An encoder-decoder exported before the decoder graph took decoder_attention_mask cannot step rows of their
+    own lengths (a server's continuous batching): refused, naming the fix."""
+    runner = load_ort(exported("translation"))
+    assert runner.make_slot_cache(2, 8).slots == 2
+    graph = runner.graphs["decoder_model"]
+    graph.input_names = [n for n in graph.input_names if n != "decoder_attention_mask"]  # (as such a graph lists them)
+    with pytest.raises(CheckpointError, match="takes no decoder_attention_mask.*export the PyTorch model again"):
+        runner.make_slot_cache(2, 8)
 
 
 @pytest.mark.parametrize("task", ["bart", "translation", "summarization"])

@@ -162,13 +162,28 @@ def last_step(log, job) -> int:
     return max(i for i, jobs in enumerate(log) if job in jobs)
 
 
-@pytest.mark.parametrize("family", ["marian", "bart", "bert2bert"])
+def served_seq2seq(tmp_path, family: str):
+    """A random tiny encoder-decoder of ``family`` served; "marian-onnx": its ONNX export (a translation model),
+    on onnxruntime."""
+    directory = sh.seq2seq_dir(tmp_path, family.removesuffix("-onnx"))
+    if family.endswith("-onnx"):
+        from plmkit.cli import main
+        from plmkit.tasks.registry import get_task
+        get_task("translation").of().save(directory)
+        exported, directory = directory, tmp_path / "onnx"
+        assert main(["export", "--model", str(exported), "--out", str(directory), "--quiet"]) == 0
+    served = load_served_model(family, directory, "cpu")
+    assert served.backend == ("onnxruntime" if family.endswith("-onnx") else "torch")
+    return served
+
+
+@pytest.mark.parametrize("family", ["marian", "bart", "bert2bert", "marian-onnx"])
 def test_encoder_decoder_requests_join_a_running_batch_token_for_token(tmp_path, family):
     """A runs; after step 2, B (2 sampled sequences), C and D join it; after step 4, C is cancelled (D's row moves
     into its slot); D finishes and leaves; after step 6, E joins with a source longer than the cross-attention
     cache holds (it widens while A and B decode). Every one equals `generate` alone, token for token (the
-    sampled ones with their seeds), C's tokens until it left too."""
-    served = load_served_model(family, sh.seq2seq_dir(tmp_path, family), "cpu")
+    sampled ones with their seeds), C's tokens until it left too. The same on onnxruntime (an export)."""
+    served = served_seq2seq(tmp_path, family)
     model, tok = served.model, served.tokenizer
     greedy = dict(do_sample=False, num_beams=1)
     requests = {  # name: (source, n, settings, seed)

@@ -32,9 +32,9 @@ def run(args: argparse.Namespace) -> int:
     info = export_onnx(s.model, s.out, quantize=s.quantize, tolerance=s.tolerance)
     check = info["check"]
     for graph in info["graphs"].values():
-        past = " + past keys/values" if any(name.startswith("past_key_values.") for name in graph["inputs"]) else ""
-        print(f"{s.out}/{graph['file']}: {info['architecture']}, opset {info['opset']}, inputs "
-              f"{', '.join(graph['inputs'][:3])}{past}")
+        named = [name for name in graph["inputs"] if not name.startswith("past_key_values.")]
+        past = " + past keys/values" if len(named) < len(graph["inputs"]) else ""
+        print(f"{s.out}/{graph['file']}: {info['architecture']}, opset {info['opset']}, inputs {', '.join(named)}{past}")
     print(f"checked at {len(check['shapes'])} shapes: max |onnxruntime - PyTorch| {check['max_abs_diff']:.2e} "
           f"(tolerance {check['tolerance']:g})")
     if "int8" in info:

@@ -18,7 +18,8 @@ torch.export would fix in the graph.
 
 Check: fresh inputs of other batch sizes and lengths (CHECK_SHAPES; a causal LM: prompts, then steps
 that feed each step's present keys and values back as the next past; an encoder-decoder: sources and
-target prefixes of SEQ2SEQ_SHAPES, then such steps, through the models' generation hooks) run through
+target prefixes of SEQ2SEQ_SHAPES, then such steps, through the models' generation hooks, and rows of
+their own target lengths stepped together on a `Seq2SeqSlotCache`, as a server steps them) run through
 onnxruntime and through PyTorch's ordinary eager forward (padding removed, the fast paths taken); the
 largest absolute difference over the outputs of real tokens must stay within `tolerance` (1e-4), or
 nothing is written.
@@ -43,7 +44,7 @@ from torch import Tensor, nn
 
 from plmkit.errors import CheckpointError, ConfigError
 from plmkit.generation import lm_vocab
-from plmkit.models.onnx import (DECODER_INPUTS, EXPORTED, GRAPH_FILE, GRAPHS, SEQ2SEQ, TEXT_INPUTS, GraphKind,
+from plmkit.models.onnx import (EXPORTED, GRAPH_FILE, GRAPHS, SEQ2SEQ, TEXT_INPUTS, GraphKind,
                                 OrtDirectory, OrtModel, TracedDecoder, TracedEncoder, TracedGraph, graph_file,
                                 graph_inputs, graph_parts, load_ort, past_names, require_onnx, write_graph_file)
 from plmkit.nn.cache import PastKeyValues
@@ -225,9 +226,11 @@ def seq2seq_specs(model: nn.Module) -> list[GraphSpec]:
                         dict.fromkeys(source, encoder_axes))
     example = {"input_ids": torch.randint(0, lm_vocab(model.config), (b, EXAMPLE_TARGET), generator=g),
                "encoder_attention_mask": padded_ids(2, b, s_past + s_new, g)[1],
-               "encoder_hidden_states": torch.randn(b, s_new, model.config.d_model, generator=g)}
+               "encoder_hidden_states": torch.randn(b, s_new, model.config.d_model, generator=g),
+               "decoder_attention_mask": padded_ids(2, b, EXAMPLE_PAST + EXAMPLE_TARGET, g)[1].flip(1)}
     axes = {"input_ids": {0: "batch", 1: "sequence"}, "encoder_attention_mask": encoder_axes,
-            "encoder_hidden_states": {0: "batch", 1: "new_encoder_sequence"}}
+            "encoder_hidden_states": {0: "batch", 1: "new_encoder_sequence"},
+            "decoder_attention_mask": {0: "batch", 1: "total_sequence"}}  # past + new positions
     for name in past_names(len(layers), seq2seq=True):
         own = ".decoder." in name
         heads, d = (attn.n_kv_heads, attn.d_head) if own else (cross.n_kv_heads, cross.d_head)
@@ -422,7 +425,7 @@ def check_seq2seq(model: nn.Module, runner: OrtDirectory) -> list[dict]:
     """Per source shape of SEQ2SEQ_SHAPES and per decoder call after it (a target prefix, then
     DECODE_STEPS): the largest |onnxruntime - PyTorch| of the encoder's states (real tokens; the first
     call) and of the logits, each model run through its own generation hooks (`encode`, `make_cache`,
-    the forward on the cache), and the logits' argmax agreement."""
+    the forward on the cache), and the logits' argmax agreement; then `check_slot_steps`."""
     limit, vocab = model.config.max_positions or 512, lm_vocab(model.config)
     results = []
     for seed, (batch, length, target) in enumerate(SEQ2SEQ_SHAPES):
@@ -442,6 +445,31 @@ def check_seq2seq(model: nn.Module, runner: OrtDirectory) -> list[dict]:
                 shape = f"batch {batch}, source {ids.shape[1]}: target {new}" + (f" after {past}" if past else "")
                 results.append(_result(shape, diffs, _agreement(want, got, None)))
                 diffs, past = {}, past + new
+    return results + check_slot_steps(model, runner)
+
+
+def check_slot_steps(model: nn.Module, runner: OrtDirectory, steps: tuple[int, ...] = (2, 3)) -> list[dict]:
+    """Rows of their own target lengths stepped together, as a server's continuous batching steps them (the
+    decoder mask hides a shorter row's columns past its length): a source joins and decodes ``steps[0]``
+    tokens alone, a second joins, both decode ``steps[1]``; each step's logits compared."""
+    g = torch.Generator().manual_seed(300)
+    ids, mask = padded_ids(source_vocab(model), 2, min(7, model.config.max_positions or 512), g)
+    caches = [m.make_slot_cache(2, sum(steps) + 1) for m in (model, runner)]
+    results = []
+    with torch.no_grad():
+        for row, count in enumerate(steps):
+            for m, cache in zip((model, runner), caches):
+                cross = m.cross_keys_values(m.encode(ids[row:row + 1], mask[row:row + 1]))  # (1, H, S, d) each
+                cache.join_source([(k[0], v[0]) for k, v in cross], int(mask[row].sum()))
+            for step in range(count):
+                tokens = torch.randint(0, lm_vocab(model.config), (row + 1, 1), generator=g)
+                want, got = (m(decoder_input_ids=tokens, decoder_attention_mask=cache.step_mask(),
+                               decoder_position_ids=cache.positions(), past_key_values=cache).logits
+                             for m, cache in zip((model, runner), caches))
+                for cache in caches:
+                    cache.advance()
+                results.append(_result(f"{row + 1} rows of their own lengths, step {step + 1}",
+                                       {"logits": _max_diff(want, got, None)}, _agreement(want, got, None)))
     return results
 
 

@@ -27,6 +27,9 @@ first step and every later one, Optimum's merged decoder without its ``use_cache
              an empty past (P = S_past = 0), every later step the previous present and states of
              length 0, so the source is projected once. Rows are target sequences: beams of one
              source each carry their own copy of its states.
+             decoder_attention_mask (B, P + T): 0 hides a past column, and each row's positions count
+             its visible columns, so rows of their own target lengths step together (a server's
+             continuous batching: a shorter row's columns past its own length are hidden).
 
 B, T, P and the source lengths are dynamic axes. Padding positions are computed with the rest (the
 traceable path, plmkit.nn.tracing), so per-token outputs there are not the zeros of plmkit's unpadded
@@ -51,14 +54,14 @@ from plmkit.models.outputs import (BaseModelOutput, CausalLMOutput, ClassifierOu
                                    QuestionAnsweringOutput, Seq2SeqLMOutput)
 from plmkit.models.decoder import causal_lm_loss
 from plmkit.models.seq2seq import shift_tokens_right
-from plmkit.nn.cache import KVCache, PastKeyValues, Seq2SeqPastKeyValues, heads_per_layer
+from plmkit.nn.cache import KVCache, PastKeyValues, Seq2SeqPastKeyValues, Seq2SeqSlotCache, heads_per_layer
 from plmkit.nn.masks import padding_bias, positions_from_mask
 from plmkit.utils.constants import IGNORE_INDEX
 
 GRAPH_FILE = "plmkit_onnx.json"  # how the directory's graphs were made: kind, inputs, outputs, checks
 PRECISIONS = ("fp32", "int8")
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-DECODER_INPUTS = ("input_ids", "encoder_attention_mask", "encoder_hidden_states")  # then the past
+DECODER_INPUTS = ("input_ids", "encoder_attention_mask", "encoder_hidden_states", "decoder_attention_mask")  # + past
 SEQ2SEQ = "seq2seq-lm"  # the model task exported as two graphs
 SEQ2SEQ_PARTS = ("encoder_model", "decoder_model")
 
@@ -156,14 +159,16 @@ class TracedDecoder(nn.Module):
         self.model = model
 
     def forward(self, *tensors: Tensor) -> tuple[Tensor, ...]:
-        input_ids, encoder_mask, states, *past = tensors
+        input_ids, encoder_mask, states, decoder_mask, *past = tensors
         own, cross = [], []
         for i, layer in enumerate(self.model.decoder_layers()):
             k, v = layer.cross_attn.project_kv(states)  # (B, H, S_new, d)
             own.append((past[4 * i], past[4 * i + 1]))
             cross.append((torch.cat([past[4 * i + 2], k], 2), torch.cat([past[4 * i + 3], v], 2)))  # (B, H, S, d)
         cache = Seq2SeqPastKeyValues(own, cross, padding_bias(encoder_mask, states.dtype))
-        logits = self.model(decoder_input_ids=input_ids, past_key_values=cache).logits
+        positions = (decoder_mask.cumsum(1) - 1)[:, past[0].shape[2]:].clamp(min=0)  # (B, T): visible columns before
+        logits = self.model(decoder_input_ids=input_ids, decoder_attention_mask=decoder_mask,
+                            decoder_position_ids=positions, past_key_values=cache).logits
         return (logits, *(t for (k, v), (ck, cv) in zip(cache.present(), cross) for t in (k, v, ck, cv)))
 
 
@@ -362,13 +367,34 @@ class OrtDecoderCache:
 class OrtModelForSeq2SeqLM(GenerationMixin, OrtDirectory):
     """An exported encoder-decoder (encoder_model.onnx, decoder_model.onnx) with the hooks of
     plmkit.generation (`encode`, `make_cache` and the forward on a cache), so ``generate`` and ``stream``
-    run as on the PyTorch model, token for token; the forward with ``labels`` gives the loss.
+    run as on the PyTorch model, token for token; the forward with ``labels`` gives the loss. A server's
+    continuous batching steps it on a `Seq2SeqSlotCache` as the PyTorch model (`make_slot_cache`,
+    `cross_keys_values`): the graph reads the active rows' columns as its past, each row's own hidden by
+    the decoder mask past its length, and each row's new keys and values are written at its own column.
 
         model = load_ort(directory)
         ids = model.generate(input_ids, attention_mask=mask, num_beams=4, max_new_tokens=40)
     """
 
     is_encoder_decoder = True
+
+    def cross_keys_values(self, encoder_states: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """Each decoder layer's cross-attention keys and values of (B, S, D) ``encoder_states``, (B, H, S, d)
+        each: the graph projects them in a first step (its start token's logits are not kept)."""
+        b, start = encoder_states.shape[0], self.config.decoder_start_token_id
+        cache = self.make_cache(b, 0, encoder_states)
+        self(decoder_input_ids=torch.full((b, 1), start, dtype=torch.long), past_key_values=cache)
+        return list(zip(cache.past[2::4], cache.past[3::4]))
+
+    def make_slot_cache(self, slots: int, max_len: int) -> Seq2SeqSlotCache:
+        """An empty cache for continuous batching (see `Seq2SeqSlotCache`); an export whose decoder graph
+        takes no decoder_attention_mask (made before it took one) is refused, naming the fix."""
+        if "decoder_attention_mask" not in self.graphs["decoder_model"].input_names:
+            raise CheckpointError(f"{self.path.parent}: exported by an earlier plmkit, its decoder graph takes no "
+                                  "decoder_attention_mask, which decoding rows of their own lengths together needs; "
+                                  "export the PyTorch model again (plmkit export)")
+        p = self.past
+        return Seq2SeqSlotCache(p["layers"], slots, p["heads"], max_len, p["head_dim"], torch.float32, "cpu")
 
     def encode(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """(B, S) source -> (B, S, D) the states the decoder reads."""
@@ -388,26 +414,57 @@ class OrtModelForSeq2SeqLM(GenerationMixin, OrtDirectory):
 
     def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
                 decoder_input_ids: Tensor | None = None, past_key_values: OrtDecoderCache | None = None,
-                labels: Tensor | None = None, logits_to_keep: int = 0, label_smoothing: float = 0.0) -> Seq2SeqLMOutput:
+                labels: Tensor | None = None, logits_to_keep: int = 0, label_smoothing: float = 0.0,
+                decoder_attention_mask: Tensor | None = None, decoder_position_ids: Tensor | None = None
+                ) -> Seq2SeqLMOutput:
         """The PyTorch model's forward: input_ids / attention_mask (B, S) the source (or a cache made by
-        `make_cache`, which the call advances); labels (B, T) -> decoder inputs shifted right and the
-        mean cross-entropy (label_smoothing as torch's); logits_to_keep: the last k positions only."""
+        `make_cache`, which the call advances, or a `Seq2SeqSlotCache`: one step of its active rows, whose
+        mask and positions it gives); labels (B, T) -> decoder inputs shifted right and the mean
+        cross-entropy (label_smoothing as torch's); logits_to_keep: the last k positions only.
+        decoder_attention_mask and decoder_position_ids are the cache's (the graph takes its positions from
+        its mask): given, they are checked against it."""
         if decoder_input_ids is None:
             if labels is None:
                 raise PlmkitError("give labels or decoder_input_ids: the decoder needs its inputs")
             decoder_input_ids = shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
         cache = past_key_values
+        if isinstance(cache, Seq2SeqSlotCache):
+            logits = self._slot_step(decoder_input_ids, cache, decoder_attention_mask, decoder_position_ids)
+            return Seq2SeqLMOutput(None, logits[:, -logits_to_keep:] if logits_to_keep else logits, cache)
         if cache is None:
             if input_ids is None:
                 raise PlmkitError("give the source (input_ids), or a cache made by make_cache")
             cache = self.make_cache(input_ids.shape[0], 0, self.encode(input_ids, attention_mask), attention_mask)
-        logits, *present = self.graphs["decoder_model"].run({"input_ids": decoder_input_ids, **cache.inputs()})
+        (b, t), p = decoder_input_ids.shape, cache.length
+        logits, *present = self.graphs["decoder_model"].run({"input_ids": decoder_input_ids, **cache.inputs(),
+                                                             "decoder_attention_mask": torch.ones(b, p + t)})
         cache.update(present)
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
                                    ignore_index=IGNORE_INDEX, label_smoothing=label_smoothing)
         return Seq2SeqLMOutput(loss, logits[:, -logits_to_keep:] if logits_to_keep else logits, cache)
+
+    def _slot_step(self, tokens: Tensor, cache: Seq2SeqSlotCache, mask: Tensor | None,
+                   positions: Tensor | None) -> Tensor:
+        """(n, 1, V) the logits of one token (n, 1) for each active row of ``cache``, whose keys and values
+        it writes at each row's own column. The graph appends the new column after the longest row's
+        (`SlotKVCache.appended_mask` hides the columns between)."""
+        n, length, width = cache.active, cache.length, cache.source_width
+        appended = cache.appended_mask()  # (n, length + 1)
+        if (mask is not None and not torch.equal(mask.cpu(), cache.step_mask().cpu())) or (
+                positions is not None and not torch.equal(positions.cpu(), cache.positions().cpu())):
+            raise InputError("a slot cache's step takes the cache's own step_mask() and positions()")
+        past = [t for layer, (ck, cv) in zip(cache.layers, cache.cross)
+                for t in (layer.k[:n, :, :length], layer.v[:n, :, :length], ck, cv)]
+        source_mask = (torch.arange(width)[None] < cache.source_lengths[:n, None]).long()  # (n, S)
+        logits, *present = self.graphs["decoder_model"].run({
+            "input_ids": tokens, "decoder_attention_mask": appended, "encoder_attention_mask": source_mask,
+            "encoder_hidden_states": torch.zeros(n, 0, self.config.d_model),
+            **dict(zip(past_names(len(cache.layers), seq2seq=True), past))})
+        for layer, k, v in zip(cache.layers, present[0::4], present[1::4]):
+            layer.update(k[:, :, -1:], v[:, :, -1:])
+        return logits
 
 
 def load_ort(directory: str | Path, precision: str = "fp32", threads: int | None = None,

@@ -22,7 +22,7 @@ are written into the free rows, and each row's decoder start token is its token 
 feeds every row at its own position (the per-row mask and positions, as a decoder's). When nothing is decoding,
 the first request waits up to ``max_wait`` for companions; while rows decode, a request joins at the next
 step. The model's lock (shared with its task routes' batcher) is held per step, not per batch. An exported
-encoder-decoder (onnxruntime), whose graph cannot take per-row positions, decodes a batch at a time instead.
+encoder-decoder (onnxruntime) steps the same way (its decoder graph takes the per-row mask).
 
 A full queue (``max_queue`` waiting requests) is refused at once: `ApiError` 429. Each batcher's
 metrics carry its model's name and its ``kind`` ("encode" or "generate": an encoder-decoder has both).
@@ -36,7 +36,7 @@ import contextlib
 import logging
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from plmkit.chat import StopFilter
 from plmkit.data.collate import pad_sequences
 from plmkit.errors import ConfigError
-from plmkit.generation import IncrementalDecoder, Seq2SeqRun, decoding_layout, next_tokens
+from plmkit.generation import IncrementalDecoder, decoding_layout, next_tokens
 from plmkit.nn.cache import Seq2SeqSlotCache, SlotKVCache
 from plmkit.serving.protocol import ApiError
 from plmkit.utils.constants import MAX_SEED
@@ -529,10 +529,8 @@ class DecoderBatcher(GenerationBatcher):
 
 class Seq2SeqBatcher(GenerationBatcher):
     """Continuous batching of an encoder-decoder (see the module docstring) on the model's `Seq2SeqSlotCache`
-    (``make_slot_cache``). ``lock``: the model's (a task route's batcher runs the same model). An exported
-    encoder-decoder on onnxruntime has no slot cache (its decoder graph counts every row's positions from one
-    past length and takes no per-row mask): it decodes a batch at a time instead, the requests that arrive
-    within ``max_wait`` of the first, the lock held for the whole batch."""
+    (``make_slot_cache``), PyTorch's or onnxruntime's. ``lock``: the model's (a task route's batcher runs the
+    same model)."""
 
     def __init__(self, name: str, model, tokenizer, *, slots: int, max_wait: float, max_queue: int,
                  max_len: int, lock: TurnLock, metrics=None):
@@ -542,7 +540,6 @@ class Seq2SeqBatcher(GenerationBatcher):
         if start is None:
             raise ConfigError(f"model {name!r}: an encoder-decoder without a decoder_start_token_id (config.json)")
         self.start_ids = [start]
-        self.continuous = hasattr(model, "make_slot_cache")
 
     def start_of(self, prompt: list[int]) -> list[int]:
         return self.start_ids
@@ -582,45 +579,6 @@ class Seq2SeqBatcher(GenerationBatcher):
         return self.model(decoder_input_ids=tokens, decoder_attention_mask=cache.step_mask(),
                           decoder_position_ids=cache.positions(), past_key_values=cache,
                           logits_to_keep=1).logits[:, -1]
-
-    # -- a batch at a time (onnxruntime) ------------------------------------------------------------
-    def _run(self) -> None:
-        if self.continuous:
-            super()._run()
-            return
-        while (jobs := self._take()) is not None:
-            if jobs:
-                with self.lock:
-                    try:
-                        self._decode(jobs)
-                    except Exception as err:  # noqa: BLE001 (a failed batch fails its requests, not the server)
-                        self._fail(err, jobs)
-
-    def _decode(self, jobs: list[GenerationJob]) -> None:
-        """The sources (one per row) through the encoder together, then one token for every row per
-        step; finished and cancelled rows leave between steps, until none is left."""
-        device = next(self.model.parameters(), torch.empty(0)).device  # (onnxruntime's: no parameters, the CPU)
-        self.rows = [_Row(job, i, self.tokenizer, device) for job in jobs for i in range(job.n)]
-        self._set_running()
-        ids, mask = self._sources([row.job for row in self.rows], device)  # (R, S)
-        settings = replace(self.rows[0].s, max_new_tokens=max(row.s.max_new_tokens for row in self.rows))
-        with torch.inference_mode(), decoding_layout(self.model):
-            run = Seq2SeqRun(self.model, ids, mask, 1, settings)
-            logits = run.first()  # (R, V)
-            while True:
-                self._observe_batch(len(self.rows))
-                for b, row in enumerate(self.rows):
-                    row.accept(logits[b:b + 1])
-                kept = [b for b, row in enumerate(self.rows) if not row.gone]
-                if not kept:
-                    break
-                if len(kept) < len(self.rows):
-                    run.cache.keep(torch.tensor(kept, device=device))
-                    self.rows = [self.rows[b] for b in kept]
-                    self._set_running()
-                logits = run.step(torch.tensor([row.pending for row in self.rows], device=device))
-        self.rows = []
-        self._set_running()
 
 
 __all__ = ["DecoderBatcher", "Done", "EncoderBatcher", "Failed", "GenerationBatcher", "GenerationJob", "Piece",

@@ -178,6 +178,8 @@ def _onnx_model(name: str, directory: Path, device: str) -> ServedModel | None:
                           "models (classification, NER, QA, translation, summarization) on onnxruntime; serve the "
                           "PyTorch directory for embeddings")
     model, tokenizer, task = tasks.load_for_inference(directory, device, backend=backend)
+    if getattr(model, "is_encoder_decoder", False):
+        model.make_slot_cache(1, 1)  # (an export older than the decoder graph's mask is refused now, naming the fix)
     return ServedModel(name, directory, model, tokenizer, task, backend=backend)
 
 
