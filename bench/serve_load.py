@@ -11,9 +11,10 @@ a minimal keep-alive HTTP/1.1 client, `Connection`; chat and encoder-decoder str
    streams; aggregate tokens/s and time to first token p50/p99; each round's first greedy reply in the
    S streams is checked against the same prompt's reply alone.
 3. Encoder-decoder completions (the prompt is the source), a Marian-base-shaped model (Opus-MT: 6 + 6 x
-   512, random weights, MiniLM's tokenizer, [SEP] its EOS): the same rounds of one stream and S streams,
-   streamed; aggregate tokens/s, time to first token, rows per decoding step (/metrics); every greedy
-   reply is checked against `generate` alone on the same directory, in this process.
+   512, random weights, MiniLM's tokenizer, [SEP] its EOS), served as it is or as its ONNX export
+   (--seq2seq-backend onnxruntime): the same rounds of one stream and S streams, streamed; aggregate
+   tokens/s, time to first token, rows per decoding step (/metrics); every greedy reply is checked
+   against the PyTorch model's `generate` alone, in this process.
 
 Bounded: --requests, --rounds and a --time-limit per phase; the client stops by itself.
 
@@ -303,11 +304,18 @@ def seq2seq_part(args, minilm: str, root: Path) -> None:
     pad, sep = (Tokenizer.from_pretrained(minilm).convert_tokens_to_ids(t) for t in ("[PAD]", "[SEP]"))
     marian = random_model_dir(root / "marian", minilm, MarianMTModel, "marian-base", decoder_start_token_id=pad,
                               eos_token_id=sep, forced_eos_token_id=None)  # ([PAD] starts, Marian's rule; [SEP] ends)
+    served = marian
+    if args.seq2seq_backend == "onnxruntime":  # its ONNX export (a translation model: a task file first)
+        from plmkit.cli import main as plmkit
+        from plmkit.tasks.registry import get_task
+        get_task("translation").of().save(marian)
+        served = root / "marian-onnx"
+        assert plmkit(["export", "--model", str(marian), "--out", str(served), "--quiet"]) == 0
     prompts = english_sentences(args.streams * args.rounds)
-    print(f"\nencoder-decoder completions: Marian-base-shaped (6 + 6 x 512, random weights), up to {args.tokens} "
-          f"tokens per reply, greedy, {args.rounds} interleaved rounds")
+    print(f"\nencoder-decoder completions: Marian-base-shaped (6 + 6 x 512, random weights) on "
+          f"{args.seq2seq_backend}, up to {args.tokens} tokens per reply, greedy, {args.rounds} interleaved rounds")
     bodies = [{"model": "marian", "prompt": p, "max_tokens": args.tokens, "temperature": 0} for p in prompts]
-    with Served("--model", f"marian={marian}", "--max-batch", str(args.streams)) as url:
+    with Served("--model", f"marian={served}", "--max-batch", str(args.streams)) as url:
         measured = one_then_many(url, "/v1/completions", bodies, args, "marian")
     model, tokenizer = MarianMTModel.from_pretrained(marian).eval(), Tokenizer.from_pretrained(marian)
     checked = wrong = 0
@@ -330,6 +338,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=4, help="chat, seq2seq: rounds of (1 stream, then S streams)")
     ap.add_argument("--rounds-embed", type=int, default=5, help="embeddings: rounds of (on, off, the ceiling)")
     ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--seq2seq-backend", choices=("torch", "onnxruntime"), default="torch",
+                    help="seq2seq: serve the PyTorch directory or its ONNX export")
     ap.add_argument("--time-limit", type=float, default=300, help="seconds per configuration at most")
     args = ap.parse_args(argv)
     from plmkit.demo import minilm_dir
