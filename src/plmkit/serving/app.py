@@ -320,7 +320,7 @@ def create_app(models: dict[str, str], settings: ServeSettings | None = None,
         vectors = await worker.submit(encoded, lengths, server.settings.timeout)
         server.metrics.prompt_tokens.labels(body.model).inc(sum(lengths))
         return Json({"object": "list", "model": body.model, "usage": usage(sum(lengths)),
-                             "data": [embedding_item(i, v, body.encoding_format) for i, v in enumerate(vectors)]})
+                     "data": [embedding_item(i, v, body.encoding_format) for i, v in enumerate(vectors)]})
 
     def task_route(endpoint: str):
         async def answer(body: TaskRequest) -> Json:
@@ -388,7 +388,7 @@ async def generation(server: Server, served: ServedModel, worker: GenerationBatc
     if echo:
         texts = [echo[i // body.n] + t for i, t in enumerate(texts)]
     return Json(envelope.response(texts, reasons, prompt_tokens, completion_tokens,
-                                          logprobs and [lp.of(e) for lp, e in zip(logprobs, entries)]))
+                                  logprobs and [lp.of(e) for lp, e in zip(logprobs, entries)]))
 
 
 def _finished(server: Server, model: str, job: GenerationJob, tokens: int) -> None:
