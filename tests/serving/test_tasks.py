@@ -133,8 +133,9 @@ def test_a_translation_takes_its_turn_while_a_completion_decodes_on_the_same_mod
         events = [e for e in stream.read().decode().split("\n\n") if e]
         conn.close()
     assert status == 200 and same(body["data"], expected), (body, expected)
-    assert still_running == 1 and steps_by_then < 60, \
-        f"the translation waited for the completion to end ({still_running} running, {steps_by_then} steps by then)"
+    assert still_running == 1 and steps_by_then < 60, ("the translation waited for the completion to end "
+                                                       f"({still_running} running, {steps_by_then} steps by then; "
+                                                       f"the stream ended with {events[-2:]})")
     assert events[-1] == "data: [DONE]"
     chunks = [first] + [json.loads(e[6:]) for e in events[:-1]]
     assert "".join(c["choices"][0]["text"] for c in chunks if c["choices"]) == alone
