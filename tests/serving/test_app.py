@@ -157,19 +157,27 @@ def test_embeddings_equal_sentence_transformers(client, dirs):
     assert np.array_equal(np.float32(floats.data[0].embedding), np.float32(ours.data[2].embedding))
 
 
-def test_an_encoder_that_computes_nan_answers_500_not_nulls(tmp_path, dirs):
-    """JSON has no NaN or infinity (orjson would write null): a non-finite embedding is a server error, said as one."""
-    from plmkit import BertModel
+def test_a_model_that_computes_non_finite_numbers_answers_500_not_nulls(tmp_path, dirs):
+    """JSON has no NaN or infinity (orjson would write null): a non-finite embedding or task score is a server
+    error, said as one. (Weights that overflow: a load refuses NaN weights.)"""
+    from plmkit import BertForSequenceClassification, BertModel
     from plmkit.tokenization import Tokenizer
-    model = BertModel.from_pretrained(dirs["minilm"])
+    encoder = BertModel.from_pretrained(dirs["minilm"])
+    classifier = BertForSequenceClassification.from_pretrained(sh.classifier_dir(dirs["minilm"], tmp_path / "cls"))
     with torch.no_grad():
-        model.embeddings.norm.weight[:] = 3e38  # finite (a load refuses NaN), but the first matmul overflows
-    model.save_pretrained(tmp_path)
-    Tokenizer.from_pretrained(dirs["minilm"]).save_pretrained(tmp_path)
-    with sh.running(create_app({"broken": str(tmp_path)}, ServeSettings(device="cpu"))) as url:
-        status, body = sh.post(url, "/v1/embeddings", {"model": "broken", "input": ["a film", "another"]})
-    assert status == 500 and body["error"]["type"] == "server_error"
-    assert "computed a non-finite embedding (NaN or infinity)" in body["error"]["message"]
+        encoder.embeddings.norm.weight[:] = 3e38  # finite, but the first matmul overflows
+        classifier.bert.pooler.dense.bias[:] = 100.0  # a pooled vector of ones,
+        classifier.classifier.weight[:] = 3e38  # so both logits are inf: NaN probabilities
+    encoder.save_pretrained(tmp_path / "enc")
+    classifier.save_pretrained(tmp_path / "cls")
+    Tokenizer.from_pretrained(dirs["minilm"]).save_pretrained(tmp_path / "enc")
+    models = {"enc": str(tmp_path / "enc"), "cls": str(tmp_path / "cls")}
+    with sh.running(create_app(models, ServeSettings(device="cpu"))) as url:
+        answers = {what: sh.post(url, f"/v1/{route}", {"model": name, "input": ["a film", "another"]})
+                   for what, route, name in (("embedding", "embeddings", "enc"), ("score", "classify", "cls"))}
+    for what, (status, body) in answers.items():
+        assert status == 500 and body["error"]["type"] == "server_error", body
+        assert f"computed a non-finite {what} (NaN or infinity)" in body["error"]["message"]
 
 
 def test_embeddings_of_token_ids_equal_those_of_the_text(client):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import math
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -149,10 +150,23 @@ def embed_batch(served: ServedModel, items: list[list[int]]) -> list[np.ndarray]
 
 
 def predict_batch(served: ServedModel, batch_size: int, records: list) -> list[dict]:
-    """`plmkit predict` on records of several requests at once."""
+    """`plmkit predict` on records of several requests at once; a non-finite score is a server error."""
     from plmkit import tasks
     with served.lock, torch.inference_mode():
-        return tasks.predict_records(served.model, served.tokenizer, served.task, records, batch_size, where="input")
+        results = tasks.predict_records(served.model, served.tokenizer, served.task, records, batch_size, where="input")
+    if not all_finite(results):
+        raise ApiError(500, f"the model {served.name!r} computed a non-finite score (NaN or infinity): its weights "
+                            "or inputs overflow", type="server_error")
+    return results
+
+
+def all_finite(value) -> bool:
+    """Whether every float in a JSON-shaped ``value`` is finite (JSON has no NaN: written, it reads as null)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(map(all_finite, value.values()))
+    return all(map(all_finite, value)) if isinstance(value, (list, tuple)) else True
 
 
 def record_tokens(tokenizer, record) -> int:
