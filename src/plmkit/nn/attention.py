@@ -177,7 +177,7 @@ class MultiHeadAttention(nn.Module):
                 raise ValueError("attention probabilities of packed tokens with rotary positions: pass the padded "
                                  "batch (no layout) to see them")
             if not need_weights:
-                q, k, v = self._joined_qkv(x, self._fused()).split(self._qkv_sizes(), dim=-1)  # (N, ...): real tokens
+                q, k, v = self.project_qkv(x)  # (N, ...): real tokens
                 if rotary is not None:  # (1, H, N, d): the packed tokens as one row
                     n = x.shape[0]
                     q, k = rotary(*(t.view(1, n, -1, self.d_head).transpose(1, 2) for t in (q, k)))
