@@ -25,7 +25,8 @@ from plmkit.nn.quantized import METHODS, QUANT_METHOD
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")  # PEFT's LoRA files
 HOW = {
     "dynamic-int8": {"activations": "int8, one scale per tensor computed at run time",
-                     "kernel": "fbgemm quantized::linear_dynamic (x86 CPU)"},
+                     "kernel": "quantized::linear_dynamic (x86 CPU): fbgemm's, oneDNN's for products of "
+                               "256 rows or more where the CPU has AMX"},
     "weight-int8": {"activations": "fp32", "kernel": "fp32 matmul on the weights dequantized at load"},
 }
 

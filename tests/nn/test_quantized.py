@@ -1,0 +1,72 @@
+"""plmkit.nn.quantized's int8 kernels: fbgemm's for few rows, oneDNN's for many where the CPU has AMX.
+
+The oneDNN path runs on any x86 CPU (without AMX on its other int8 instructions), so it is tested here
+whatever the machine; which path a layer takes is tested with the AMX flag set by hand. Tolerance:
+within 3% of the largest |output| of the fp32 product of the dequantized weight (measured ~1%)."""
+import pytest
+import torch
+from torch import nn
+
+import plmkit.nn.quantized as quantized
+from plmkit.nn.quantized import AMX_ROW_MULTIPLE, AMX_ROWS_FROM, QuantizedLinear
+
+
+def int8_layer(d_in: int, d_out: int) -> QuantizedLinear:
+    torch.manual_seed(0)
+    return QuantizedLinear.from_float(nn.Linear(d_in, d_out), "dynamic-int8").eval()
+
+
+def close_to_fp32(layer: QuantizedLinear, x: torch.Tensor, y: torch.Tensor) -> bool:
+    exact = x @ layer.dequantized().T + layer.bias
+    return y.shape == exact.shape and bool((y - exact).abs().max() <= 0.03 * exact.abs().max())
+
+
+# (in, out): the padding rows go before the input when it is the narrower side, after the output else
+@pytest.mark.parametrize("shape", [(48, 160), (160, 48)])
+@pytest.mark.parametrize("rows", [AMX_ROWS_FROM, AMX_ROWS_FROM + 5, AMX_ROWS_FROM + AMX_ROW_MULTIPLE - 1])
+def test_the_onednn_kernel_gives_the_fp32_product_at_any_row_count(shape, rows):
+    layer = int8_layer(*shape)
+    x = torch.randn(rows, shape[0], generator=torch.Generator().manual_seed(rows))
+    with torch.no_grad():
+        y = layer._onednn_linear(x)
+        assert close_to_fp32(layer, x, y)
+        assert close_to_fp32(layer, x, torch.ops.quantized.linear_dynamic(x, layer._current_kernel("fbgemm"), True))
+
+
+@pytest.mark.parametrize("amx", [True, False])
+def test_many_rows_take_onednn_only_where_the_cpu_has_amx(monkeypatch, amx):
+    monkeypatch.setattr(quantized, "HAS_AMX_INT8", amx)
+    layer = int8_layer(32, 64)
+    engine = torch.backends.quantized.engine
+    with torch.no_grad():
+        few = torch.randn(2, 7, 32)
+        assert close_to_fp32(layer, few, layer(few)) and set(layer._kernel[1]) == {"fbgemm"}
+        many = torch.randn(3, AMX_ROWS_FROM // 3 + 1, 32)  # (B, T, in): flattened, then shaped back
+        assert close_to_fp32(layer, many, layer(many))
+    assert set(layer._kernel[1]) == ({"fbgemm", "onednn"} if amx else {"fbgemm"})
+    assert torch.backends.quantized.engine == engine  # packing for oneDNN switched it back
+
+
+def test_kernels_are_packed_again_when_the_weights_change():
+    layer = int8_layer(32, 64)
+    x = torch.randn(5, 32)
+    with torch.no_grad():
+        before = layer(x)
+        layer._onednn_linear(torch.randn(AMX_ROW_MULTIPLE, 32))
+        layer.weight.neg_()
+        assert set(layer._kernel[1]) == {"fbgemm", "onednn"}
+        after = layer(x)
+    assert set(layer._kernel[1]) == {"fbgemm"}  # made again from the new weights, the stale oneDNN one dropped
+    assert close_to_fp32(layer, x, after) and not torch.allclose(before, after)
+
+
+def test_the_cpu_flag_is_read_from_proc_cpuinfo(monkeypatch, tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx512_vnni amx_bf16 amx_tile amx_int8\n")
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda path, *a, **k: real_open(cpuinfo if path == "/proc/cpuinfo" else path, *a, **k))
+    assert quantized.cpu_has_amx_int8()
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx512_vnni amx_bf16 amx_tile\n")
+    assert not quantized.cpu_has_amx_int8()
+    cpuinfo.unlink()
+    assert not quantized.cpu_has_amx_int8()
