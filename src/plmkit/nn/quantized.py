@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import threading
 import warnings
-from typing import Callable, Iterable
+from typing import Iterable
 
 import torch
 import torch.nn.functional as F
