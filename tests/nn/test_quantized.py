@@ -21,7 +21,12 @@ def close_to_fp32(layer: QuantizedLinear, x: torch.Tensor, y: torch.Tensor) -> b
     return y.shape == exact.shape and bool((y - exact).abs().max() <= 0.03 * exact.abs().max())
 
 
+needs_onednn = pytest.mark.skipif("onednn" not in torch.backends.quantized.supported_engines,
+                                  reason="this PyTorch build has no oneDNN quantized engine")
+
+
 # (in, out): the padding rows go before the input when it is the narrower side, after the output else
+@needs_onednn
 @pytest.mark.parametrize("shape", [(48, 160), (160, 48)])
 @pytest.mark.parametrize("rows", [AMX_ROWS_FROM, AMX_ROWS_FROM + 5, AMX_ROWS_FROM + AMX_ROW_MULTIPLE - 1])
 def test_the_onednn_kernel_gives_the_fp32_product_at_any_row_count(shape, rows):
@@ -33,6 +38,7 @@ def test_the_onednn_kernel_gives_the_fp32_product_at_any_row_count(shape, rows):
         assert close_to_fp32(layer, x, torch.ops.quantized.linear_dynamic(x, layer._current_kernel("fbgemm"), True))
 
 
+@needs_onednn
 @pytest.mark.parametrize("amx", [True, False])
 def test_many_rows_take_onednn_only_where_the_cpu_has_amx(monkeypatch, amx):
     monkeypatch.setattr(quantized, "HAS_AMX_INT8", amx)
@@ -47,6 +53,7 @@ def test_many_rows_take_onednn_only_where_the_cpu_has_amx(monkeypatch, amx):
     assert torch.backends.quantized.engine == engine  # packing for oneDNN switched it back
 
 
+@needs_onednn
 def test_kernels_are_packed_again_when_the_weights_change():
     layer = int8_layer(32, 64)
     x = torch.randn(5, 32)
