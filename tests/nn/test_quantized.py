@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 import plmkit.nn.quantized as quantized
+from plmkit.errors import ConfigError
 from plmkit.nn.quantized import AMX_ROW_MULTIPLE, AMX_ROWS_FROM, QuantizedLinear
 
 
@@ -77,3 +78,58 @@ def test_the_cpu_flag_is_read_from_proc_cpuinfo(monkeypatch, tmp_path):
     assert not quantized.cpu_has_amx_int8()
     cpuinfo.unlink()
     assert not quantized.cpu_has_amx_int8()
+
+
+def quantized_bert():
+    from plmkit.compression.quantize import quantize_model
+    from plmkit.models.bert import BertConfig, BertForSequenceClassification
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(BertConfig.from_preset("bert-tiny", vocab_size=300, num_labels=3))
+    model.init_weights(0.05)
+    return quantize_model(model.eval(), "dynamic-int8")
+
+
+def test_int8_q_k_v_run_as_one_layer_with_the_same_results(monkeypatch):
+    model = quantized_bert()
+    attention = next(m for m in model.modules() if hasattr(m, "_int8_qkv"))
+    ids = torch.randint(5, 300, (3, 12), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = mask[2, 4:] = 0  # rows of their own lengths: the packed path; one row alone: the padded one
+    with torch.no_grad():
+        joined = [model(input_ids=ids, attention_mask=mask).logits, model(input_ids=ids[:1]).logits]
+        assert attention._int8_joined is not None
+        assert attention._int8_joined[1].out_features == 3 * attention.q.out_features
+        monkeypatch.setattr(type(attention), "_int8_qkv", lambda self: None)  # three matmuls, as before
+        apart = [model(input_ids=ids, attention_mask=mask).logits, model(input_ids=ids[:1]).logits]
+    assert all(torch.equal(a, b) for a, b in zip(joined, apart))
+
+
+def test_the_joined_copy_follows_the_projections():
+    model = quantized_bert()
+    attention = next(m for m in model.modules() if hasattr(m, "_int8_qkv"))
+    x = torch.randn(1, 5, attention.q.in_features)
+    with torch.no_grad():
+        first = attention._int8_qkv()
+        assert attention._int8_qkv() is first  # kept while q, k and v are unchanged
+        attention.v.weight.neg_()
+        q, k, v = attention.project_qkv(x)
+        assert attention._int8_qkv() is not first
+        assert torch.equal(v, attention.v(x)) and torch.equal(q, attention.q(x))
+
+
+def test_only_matching_int8_layers_are_joined():
+    a, b = int8_layer(32, 16), int8_layer(48, 16)
+    with pytest.raises(ConfigError, match="one input width"):
+        QuantizedLinear.joined([a, b])
+    joined = QuantizedLinear.joined([a, a])
+    x = torch.randn(4, 32)
+    with torch.no_grad():
+        assert torch.equal(joined(x), torch.cat([a(x), a(x)], -1))
+
+
+def test_a_layer_made_in_inference_mode_runs():  # (its tensors have no version counter: generate joins q, k, v there)
+    a = int8_layer(32, 16)
+    x = torch.randn(4, 32)
+    with torch.inference_mode():
+        joined = QuantizedLinear.joined([a, a])
+        assert torch.equal(joined(x), torch.cat([a(x), a(x)], -1))

@@ -58,6 +58,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from plmkit.errors import ConfigError, TrainingError
+from plmkit.nn.decoding import weight_key
 
 METHODS = ("dynamic-int8", "weight-int8")
 AMX_ROWS_FROM = 256  # products of at least this many rows run through oneDNN where the CPU has AMX (see above)
@@ -101,6 +102,22 @@ class QuantizedLinear(nn.Module):
         return q
 
     @classmethod
+    def joined(cls, layers) -> "QuantizedLinear":
+        """One layer giving ``layers``' outputs side by side (their weight rows, scales and biases stacked);
+        they take the same input and have one method, and all or none has a bias."""
+        first = layers[0]
+        if any(m.in_features != first.in_features or m.method != first.method
+               or (m.bias is None) != (first.bias is None) for m in layers):
+            raise ConfigError("only int8 layers of one input width, method and bias use can be joined")
+        q = cls(first.in_features, sum(m.out_features for m in layers), first.bias is not None, first.method)
+        with torch.no_grad():
+            q.weight = torch.cat([m.weight for m in layers])
+            q.weight_scale = torch.cat([m.weight_scale for m in layers])
+            if first.bias is not None:
+                q.bias = nn.Parameter(torch.cat([m.bias for m in layers]), requires_grad=False)
+        return q.eval()
+
+    @classmethod
     def shaped_like(cls, linear: nn.Linear, method: str) -> "QuantizedLinear":
         """An empty layer of `linear`'s shape, for loading a quantized checkpoint into."""
         return cls(linear.in_features, linear.out_features, linear.bias is not None, method)
@@ -138,8 +155,7 @@ class QuantizedLinear(nn.Module):
     def _current_kernel(self, kind: str):
         """The weight packed for an int8 kernel (`kind` "fbgemm" or "onednn"), or the dequantized fp32 one
         ("fp32"): each made on first use and again whenever the tensors changed (a loaded state dict, say)."""
-        made_from = tuple((t.data_ptr(), t._version) for t in (self.weight, self.weight_scale, self.bias)
-                          if t is not None)
+        made_from = tuple(weight_key(t) for t in (self.weight, self.weight_scale, self.bias) if t is not None)
         if self._kernel is None or self._kernel[0] != made_from:
             self._kernel = (made_from, {})
         kernels = self._kernel[1]
