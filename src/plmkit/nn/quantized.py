@@ -43,9 +43,10 @@ there), batch 16 51.4 -> 40.3 ms, 32 80.5 -> 64.9 ms, 64 174 -> 140 ms. Hence on
 (~0.7 ms, then cached), so its row counts are rounded up to a multiple of ``AMX_ROW_MULTIPLE``.
 
 `torch.ao.quantization.quantize_dynamic` runs the same fbgemm kernel but is deprecated in torch 2.13
-(and pickles modules); plmkit only creates the per-channel quantized tensor the kernel's packing
-takes (`_packed_weight`, for either engine), and stores plain int8 tensors. The kernels are x86 CPU kernels, so these
-layers refuse another device, and they train nothing: a quantized model is for inference.
+(and pickles modules); plmkit only creates the per-channel quantized tensor the kernels' packing
+takes (`_packed_weight`, for either engine), and stores plain int8 tensors. The kernels are x86 CPU
+kernels, so these layers refuse another device, and they train nothing: a quantized model is for
+inference.
 """
 from __future__ import annotations
 
