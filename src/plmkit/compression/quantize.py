@@ -20,13 +20,13 @@ from torch import nn
 
 from plmkit.errors import ConfigError
 from plmkit.models.io import WEIGHT_FILES, check_model_dir
-from plmkit.nn.quantized import METHODS, QUANT_METHOD
+from plmkit.nn.quantized import AMX_ROWS_FROM, METHODS, QUANT_METHOD
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")  # PEFT's LoRA files
 HOW = {
     "dynamic-int8": {"activations": "int8, one scale per tensor computed at run time",
                      "kernel": "quantized::linear_dynamic (x86 CPU): fbgemm's, oneDNN's for products of "
-                               "256 rows or more where the CPU has AMX"},
+                               f"{AMX_ROWS_FROM} rows or more where the CPU has AMX"},
     "weight-int8": {"activations": "fp32", "kernel": "fp32 matmul on the weights dequantized at load"},
 }
 

@@ -131,9 +131,11 @@ class MultiHeadAttention(nn.Module):
         (`_int8_qkv`), else three matmuls.
         """
         fused = self._fused()
-        if (fused is None and not (torch.is_grad_enabled() and self.q.weight.requires_grad)
-                and self._int8_qkv() is None):
-            return self.q(x), self.k(x), self.v(x)
+        if fused is None and not (torch.is_grad_enabled() and self.q.weight.requires_grad):
+            int8 = self._int8_qkv()
+            if int8 is None:
+                return self.q(x), self.k(x), self.v(x)
+            return int8(x).split(self._qkv_sizes(), dim=-1)
         return self._joined_qkv(x, fused).split(self._qkv_sizes(), dim=-1)
 
     def _int8_qkv(self) -> QuantizedLinear | None:

@@ -146,10 +146,11 @@ class QuantizedLinear(nn.Module):
         whole = rows - rows % AMX_ROW_MULTIPLE
         if whole == rows:
             return torch.ops.quantized.linear_dynamic(x, kernel, True)
+        zeros = x.new_zeros(whole + AMX_ROW_MULTIPLE - rows, width)
         if self.in_features <= self.out_features:
-            padded = torch.cat([x, x.new_zeros(whole + AMX_ROW_MULTIPLE - rows, width)])
+            padded = torch.cat([x, zeros])
             return torch.ops.quantized.linear_dynamic(padded, kernel, True)[:rows]
-        tail = torch.cat([x[whole:], x.new_zeros(whole + AMX_ROW_MULTIPLE - rows, width)])  # (multiple, in)
+        tail = torch.cat([x[whole:], zeros])  # (multiple, in)
         return torch.cat([torch.ops.quantized.linear_dynamic(x[:whole], kernel, True),
                           torch.ops.quantized.linear_dynamic(tail, kernel, True)[:rows - whole]])
 
