@@ -343,3 +343,35 @@ def test_a_full_queue_is_refused_and_a_budget_splits_batches():
         batcher.stop()
     assert refused.status == 429 and "--max-queue 3" in refused.message
     assert results == [["a"], ["b"], ["c"], ["d"]] and batches == [1, 2, 1]  # 8 tokens: two 4-token inputs a batch
+
+
+def test_requests_that_came_during_a_batch_wait_for_companions_once_it_ends():
+    """max_wait counts from the end of the running batch: b, which came while a ran (longer than max_wait), still
+    waits for c, which comes just after a's batch; counted from b's arrival, b would have run alone."""
+    import threading
+    gate, batches = threading.Event(), []
+
+    def run(items):
+        if items == ["a"]:
+            gate.wait(10)
+        batches.append(list(items))
+        return items
+
+    batcher = EncoderBatcher("enc", run, max_tokens=100, max_wait=0.5, max_queue=8)
+    batcher.start()
+
+    async def main():
+        a = asyncio.ensure_future(batcher.submit(["a"], [1], 10))
+        await asyncio.sleep(0.6)  # a runs alone (its 0.5 s wait is over), held in run()
+        b = asyncio.ensure_future(batcher.submit(["b"], [1], 10))
+        await asyncio.sleep(0.8)  # longer than max_wait after b came
+        gate.set()
+        await asyncio.sleep(0.05)
+        c = asyncio.ensure_future(batcher.submit(["c"], [1], 10))
+        return await asyncio.gather(a, b, c)
+
+    try:
+        results = asyncio.run(main())
+    finally:
+        batcher.stop()
+    assert results == [["a"], ["b"], ["c"]] and batches == [["a"], ["b", "c"]]

@@ -20,8 +20,8 @@ class ServeSettings(Settings):
     max_batch: int = setting(8, "decoders: sequences decoded together (rows of the continuous batch)", metavar="N",
                              at_least=1)
     batch_tokens: int = setting(16384, "encoders: padded tokens per batch at most", metavar="N", at_least=1)
-    batch_wait_ms: float = setting(5.0, "encoders: how long a batch's first request waits for others", metavar="MS",
-                                   at_least=0)
+    batch_wait_ms: float = setting(5.0, "encoders: how long a batch waits for more requests once the model is free",
+                                   metavar="MS", at_least=0)
     batching: bool = setting(True, "batch concurrent requests (--no-batching: one request at a time, to compare)")
     max_queue: int = setting(256, "requests waiting per model at most; more are answered 429", metavar="N", at_least=1)
     timeout: float = setting(300.0, "seconds a request may take, waiting included; later it is answered 504",
