@@ -362,7 +362,7 @@ def test_requests_that_came_during_a_batch_wait_for_companions_once_it_ends():
 
     async def main():
         a = asyncio.ensure_future(batcher.submit(["a"], [1], 10))
-        await asyncio.sleep(0.6)  # a runs alone (its 0.5 s wait is over), held in run()
+        await asyncio.sleep(0.6)  # a runs alone (its wait is over), held in run()
         b = asyncio.ensure_future(batcher.submit(["b"], [1], 10))
         await asyncio.sleep(0.8)  # longer than max_wait after b came
         gate.set()
@@ -375,3 +375,32 @@ def test_requests_that_came_during_a_batch_wait_for_companions_once_it_ends():
     finally:
         batcher.stop()
     assert results == [["a"], ["b"], ["c"]] and batches == [["a"], ["b", "c"]]
+
+
+def test_a_batch_waits_a_share_of_the_previous_batch_between_a_fifth_of_max_wait_and_max_wait():
+    batcher = EncoderBatcher("enc", lambda items: items, max_tokens=100, max_wait=2.0, max_queue=8)
+    waits = {}
+    for batch_time in (0.0, 1.0, 4.0, 100.0):
+        batcher.last_run = batch_time
+        waits[batch_time] = batcher.wait()
+    assert waits == pytest.approx({0.0: 0.4, 1.0: 0.4, 4.0: 0.6, 100.0: 2.0})  # 15%, within 2 s / 5 and 2 s
+
+
+def test_a_request_alone_waits_a_fifth_of_max_wait_not_all_of_it():
+    import time
+    batcher = EncoderBatcher("enc", lambda items: items, max_tokens=100, max_wait=2.0, max_queue=8)
+    batcher.start()
+
+    async def timed(item):
+        start = time.monotonic()
+        await batcher.submit([item], [1], 30)
+        return time.monotonic() - start
+
+    async def main():
+        return [await timed(item) for item in "ab"]
+
+    try:
+        took = asyncio.run(main())
+    finally:
+        batcher.stop()
+    assert all(0.35 < t < 1.5 for t in took), took  # 0.4 s each: the batches before ran in no time

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from plmkit.utils.device import is_device_name
 from plmkit.utils.settings import Settings, setting
 
+WAIT_SHARE = 0.15  # an encoder batch waits for companions this share of the previous batch's time (batching.py)
+
 
 @dataclass
 class ServeSettings(Settings):
@@ -20,7 +22,8 @@ class ServeSettings(Settings):
     max_batch: int = setting(8, "decoders: sequences decoded together (rows of the continuous batch)", metavar="N",
                              at_least=1)
     batch_tokens: int = setting(16384, "encoders: padded tokens per batch at most", metavar="N", at_least=1)
-    batch_wait_ms: float = setting(5.0, "encoders: how long a batch waits for more requests once the model is free",
+    batch_wait_ms: float = setting(5.0, f"encoders: a batch waits for more requests once the model is free: "
+                                   f"{WAIT_SHARE:.0%} of the previous batch's time, between MS/5 and MS",
                                    metavar="MS", at_least=0)
     batching: bool = setting(True, "batch concurrent requests (--no-batching: one request at a time, to compare)")
     max_queue: int = setting(256, "requests waiting per model at most; more are answered 429", metavar="N", at_least=1)
