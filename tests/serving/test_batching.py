@@ -346,7 +346,7 @@ def test_a_full_queue_is_refused_and_a_budget_splits_batches():
 
 
 def test_requests_that_came_during_a_batch_wait_for_companions_once_it_ends():
-    """max_wait counts from the end of the running batch: b, which came while a ran (longer than max_wait), still
+    """The wait counts from the end of the running batch: b, which came while a ran (longer than max_wait), still
     waits for c, which comes just after a's batch; counted from b's arrival, b would have run alone."""
     import threading
     gate, batches = threading.Event(), []
