@@ -60,6 +60,13 @@ def test_single_text_matches_hf(tok, hf, text):
     assert tok.tokenize(text) == hf.tokenize(text)
 
 
+def test_single_text_longer_than_hold_gil_up_to_matches_hf(tok, hf):
+    from plmkit.tokenization.tokenizer import HOLD_GIL_UP_TO
+    text = " ".join(TEXTS) * (HOLD_GIL_UP_TO // len(" ".join(TEXTS)) + 1)  # encoded with the GIL released
+    assert len(text) > HOLD_GIL_UP_TO
+    same(tok(text, **ALL_FIELDS), hf(text, **ALL_FIELDS))
+
+
 @pytest.mark.parametrize("pair", PAIRS)
 def test_pair_matches_hf(tok, hf, pair):
     same(tok(*pair, **ALL_FIELDS), hf(*pair, **ALL_FIELDS))

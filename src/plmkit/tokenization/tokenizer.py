@@ -27,6 +27,7 @@ _PADDING = {True: "longest", "longest": "longest", "max_length": "max_length",
 _TRUNCATION = {True: "longest_first", "longest_first": "longest_first", "only_first": "only_first",
                "only_second": "only_second", False: None, None: None, "do_not_truncate": None}
 STYLE_DEFAULT = object()  # Tokenizer.train's model_max_length: the style's
+HOLD_GIL_UP_TO = 1000  # characters: one text this short is encoded without releasing the GIL (_encode_unprocessed)
 TextInput = Union[str, Sequence[str], Sequence[tuple]]
 
 
@@ -462,13 +463,15 @@ class Tokenizer:
         """Encodings before post-processing, which must run once: RoBERTa's and BART's moves
         offsets past a leading space each time. The backend encodes without it for this call
         (backend state per call, as in transformers: share a Tokenizer between threads only
-        with a lock). One text goes through ``encode``, which keeps the GIL: ``encode_batch``
+        with a lock). One short text goes through ``encode``, which keeps the GIL: ``encode_batch``
         lets it go, and taking it back from a thread that runs a model took ~4x the encoding's
-        own time (a server's event loop: 440 against 115 us a sentence, measured)."""
+        own time (a server's event loop: 440 against 115 us a sentence, measured). A text longer
+        than ``HOLD_GIL_UP_TO`` characters (~0.3 ms of encoding) lets it go: other threads run
+        meanwhile."""
         processor = self._backend.post_processor
         self._backend.post_processor = None
         try:
-            if len(texts) == 1:
+            if len(texts) == 1 and len(texts[0]) <= HOLD_GIL_UP_TO:
                 return [self._backend.encode(texts[0], add_special_tokens=False)]
             return self._backend.encode_batch(texts, add_special_tokens=False)
         finally:
