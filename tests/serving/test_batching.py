@@ -364,7 +364,9 @@ def test_requests_that_came_during_a_batch_wait_for_companions_once_it_ends():
         a = asyncio.ensure_future(batcher.submit(["a"], [1], 10))
         await asyncio.sleep(0.6)  # a runs alone (its wait is over), held in run()
         b = asyncio.ensure_future(batcher.submit(["b"], [1], 10))
-        await asyncio.sleep(0.8)  # longer than max_wait after b came
+        # longer than max_wait after b came; a's batch takes ~3.4 s, so b then waits max_wait (15% of 3.4 s is
+        # more): 0.45 s longer than c takes to come
+        await asyncio.sleep(2.9)
         gate.set()
         await asyncio.sleep(0.05)
         c = asyncio.ensure_future(batcher.submit(["c"], [1], 10))
