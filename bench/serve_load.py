@@ -27,7 +27,6 @@ import asyncio
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -162,19 +161,22 @@ def embeddings_part(args, minilm: str) -> None:
     labels = ("batching on", "batching off")
     totals = {label: {"done": 0, "elapsed": 0.0, "latencies": [], "wrong": 0, "bad_ok": 0, "bad": 0}
               for label in labels}
-    st_time = 0.0
+    st_time, batched = 0.0, [0.0, 0.0]  # (sentences, batches) of the batching server's load runs
     with Served("--model", f"minilm={minilm}") as on, Served("--model", f"minilm={minilm}", "--no-batching") as off:
         for url in (on, off):
             asyncio.run(embedding_load(url, texts[:64], reference[:64], args.clients, 30))  # warm up
         size = -(-len(texts) // args.rounds_embed)
         for start in range(0, len(texts), size):
             part, ref = texts[start:start + size], reference[start:start + size]
+            before = batch_sizes(on, "minilm", "encode")
             for label, url in zip(labels, (on, off)):
                 r = asyncio.run(embedding_load(url, part, ref, args.clients, args.time_limit / args.rounds_embed,
                                                bad_every=50 if label == "batching on" else 0))
                 for key in ("done", "elapsed", "wrong", "bad_ok", "bad"):
                     totals[label][key] += r[key]
                 totals[label]["latencies"] += r["latencies"]
+            after = batch_sizes(on, "minilm", "encode")
+            batched = [total + now - then for total, now, then in zip(batched, after, before)]
             t0 = time.perf_counter()
             st.encode(part, batch_size=32)
             st_time += time.perf_counter() - t0
@@ -186,6 +188,7 @@ def embeddings_part(args, minilm: str) -> None:
         errors = f", {r['bad_ok']}/{r['bad']} bad requests answered right" if r["bad"] else ""
         print(f"  plmkit serve, {label:<13} {rps:7.1f} requests/s   {percentiles(r['latencies'])}   "
               f"{r['done']} answered, {r['wrong']} wrong{errors}")
+    print(f"  batching on: {batched[0] / max(batched[1], 1):.1f} sentences per batch on average (/metrics)")
     print(f"  sentence-transformers encode {ceiling:7.1f} texts/s (one process, batch 32: the ceiling)")
     on_rps, off_rps = totals["batching on"]["rps"], totals["batching off"]["rps"]
     print(f"  batching on / off: {on_rps / off_rps:.2f}x (target >= 3x)   ceiling / batching on: "
@@ -227,14 +230,15 @@ async def stream_load(url: str, path: str, bodies: list[dict], streams: int, lim
     return {"generated": generated, "elapsed": time.perf_counter() - started, "ttft": ttfts, "texts": texts}
 
 
-def rows_per_step(url: str, model: str) -> tuple[float, float]:
-    """(sum, count) of the generation batcher's rows-per-step histogram of ``model`` (/metrics)."""
+def batch_sizes(url: str, model: str, batcher: str = "generate") -> tuple[float, float]:
+    """(sum, count) of ``model``'s batch-size histogram (/metrics): a generation batcher's rows per decoding
+    step, or an encoder batcher's ("encode") inputs per batch."""
     import httpx
     values = {}
     for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines():
         for part in ("sum", "count"):
             if line.startswith(f"plmkit_batch_size_{part}{{") and f'model="{model}"' in line and \
-                    'batcher="generate"' in line:
+                    f'batcher="{batcher}"' in line:
                 values[part] = float(line.rsplit(" ", 1)[1])
     return values.get("sum", 0.0), values.get("count", 0.0)
 
@@ -249,10 +253,10 @@ def one_then_many(url: str, path: str, bodies: list[dict], args, model: str, tar
         part = bodies[r * args.streams:(r + 1) * args.streams]
         runs[1].append(asyncio.run(stream_load(url, path, part[:1], 1, args.time_limit)))
         sent[1].append(part[:1])
-        before = rows_per_step(url, model)
+        before = batch_sizes(url, model)
         runs[args.streams].append(asyncio.run(stream_load(url, path, part, args.streams, args.time_limit)))
         sent[args.streams].append(part)
-        rows = [total + now - then for total, now, then in zip(rows, rows_per_step(url, model), before)]
+        rows = [total + now - then for total, now, then in zip(rows, batch_sizes(url, model), before)]
     tps = {}
     for streams, results in runs.items():
         tps[streams] = sum(r["generated"] for r in results) / sum(r["elapsed"] for r in results)
