@@ -31,6 +31,15 @@ def batch_mean(metrics: Metrics, name: str) -> float:
     return get("plmkit_batch_size_sum", labels) / get("plmkit_batch_size_count", labels)
 
 
+def while_running(batcher, main):
+    """``asyncio.run(main())`` while ``batcher``'s worker runs; the worker stopped after, whatever happens."""
+    batcher.start()
+    try:
+        return asyncio.run(main())
+    finally:
+        batcher.stop()
+
+
 def test_slot_cache_rows_join_and_leave():
     cache = SlotKVCache(n_layers=1, slots=3, n_kv_heads=1, max_len=8, d_head=2)
     for row, length in enumerate((2, 4, 3)):
@@ -71,7 +80,6 @@ def test_continuous_batching_equals_generate_token_for_token(gpt):
 def run_jobs(batcher, prompts, settings, seeds: dict, stagger: float) -> list[list[int]]:
     """The tokens of each request (``prompts`` and ``settings``: one per request) submitted to ``batcher``,
     some ``stagger`` s after others; ``seeds``: request -> its seed."""
-    batcher.start()
 
     async def one(i):
         await asyncio.sleep(stagger * (i % 3))
@@ -88,10 +96,7 @@ def run_jobs(batcher, prompts, settings, seeds: dict, stagger: float) -> list[li
     async def all_of_them():
         return await asyncio.gather(*(one(i) for i in range(len(prompts))))
 
-    try:
-        return asyncio.run(all_of_them())
-    finally:
-        batcher.stop()
+    return while_running(batcher, all_of_them)
 
 
 def test_encoder_decoder_batches_equal_generate_token_for_token(tmp_path):
@@ -215,11 +220,7 @@ def test_encoder_decoder_requests_join_a_running_batch_token_for_token(tmp_path,
         await at(9, lambda: widths.append(batcher.cache.cross_k[0].shape[2]))  # E decoding with A and B
         return {name: await tokens_of(jobs[name]) for name in "ABDE"}
 
-    batcher.start()
-    try:
-        got = asyncio.run(main())
-    finally:
-        batcher.stop()
+    got = while_running(batcher, main)
     for name, (tokens, reasons) in got.items():
         assert tokens == expected[name], name
         assert None not in reasons
@@ -277,11 +278,7 @@ def test_a_failed_encoder_decoder_step_fails_its_requests_only_and_a_task_route_
         await asyncio.to_thread(thread.join, 60)
         return b_tokens, c_tokens
 
-    batcher.start()
-    try:
-        (b_tokens, _), (c_tokens, _) = asyncio.run(main())
-    finally:
-        batcher.stop()
+    (b_tokens, _), (c_tokens, _) = while_running(batcher, main)
     assert b_tokens == [expected[1]] and c_tokens == [expected[2]]
     assert task["tokens"] == expected[3] and task["layout"] and task["at step"] < 4  # its turn came between steps
     assert not getattr(model, "_decoding_layouts", 0)  # the worker's layout undone
@@ -297,17 +294,13 @@ def test_dynamic_batching_groups_requests_and_isolates_a_bad_one():
         return [x.upper() for x in items]
 
     batcher = EncoderBatcher("enc", run, max_tokens=100, max_wait=0.2, max_queue=8)
-    batcher.start()
 
     async def main():
         ok = [batcher.submit([f"r{i}a", f"r{i}b"], [3, 4], 10) for i in range(4)]
         bad = batcher.submit(["bad"], [1], 10)
         return await asyncio.gather(*ok, bad, return_exceptions=True)
 
-    try:
-        results = asyncio.run(main())
-    finally:
-        batcher.stop()
+    results = while_running(batcher, main)
     assert results[:4] == [[f"R{i}A", f"R{i}B"] for i in range(4)]
     assert isinstance(results[4], DataError)
     assert len(calls[0]) == 9  # all five requests in one batch (4 x 2 + 1 inputs, 9 x 4 tokens <= 100) ...
@@ -325,7 +318,6 @@ def test_a_full_queue_is_refused_and_a_budget_splits_batches():
         return items
 
     batcher = EncoderBatcher("enc", run, max_tokens=8, max_wait=0.05, max_queue=3)
-    batcher.start()
 
     async def main():
         first = asyncio.ensure_future(batcher.submit(["a"], [4], 10))
@@ -337,10 +329,7 @@ def test_a_full_queue_is_refused_and_a_budget_splits_batches():
         gate.set()
         return refused.value, await asyncio.gather(first, *queued)
 
-    try:
-        refused, results = asyncio.run(main())
-    finally:
-        batcher.stop()
+    refused, results = while_running(batcher, main)
     assert refused.status == 429 and "--max-queue 3" in refused.message
     assert results == [["a"], ["b"], ["c"], ["d"]] and batches == [1, 2, 1]  # 8 tokens: two 4-token inputs a batch
 
@@ -358,7 +347,6 @@ def test_requests_that_came_during_a_batch_wait_for_companions_once_it_ends():
         return items
 
     batcher = EncoderBatcher("enc", run, max_tokens=100, max_wait=0.5, max_queue=8)
-    batcher.start()
 
     async def main():
         a = asyncio.ensure_future(batcher.submit(["a"], [1], 10))
@@ -372,10 +360,7 @@ def test_requests_that_came_during_a_batch_wait_for_companions_once_it_ends():
         c = asyncio.ensure_future(batcher.submit(["c"], [1], 10))
         return await asyncio.gather(a, b, c)
 
-    try:
-        results = asyncio.run(main())
-    finally:
-        batcher.stop()
+    results = while_running(batcher, main)
     assert results == [["a"], ["b"], ["c"]] and batches == [["a"], ["b", "c"]]
 
 
@@ -391,7 +376,6 @@ def test_a_batch_waits_a_share_of_the_previous_batch_between_a_fifth_of_max_wait
 def test_a_request_alone_waits_a_fifth_of_max_wait_not_all_of_it():
     import time
     batcher = EncoderBatcher("enc", lambda items: items, max_tokens=100, max_wait=2.0, max_queue=8)
-    batcher.start()
 
     async def timed(item):
         start = time.monotonic()
@@ -401,8 +385,5 @@ def test_a_request_alone_waits_a_fifth_of_max_wait_not_all_of_it():
     async def main():
         return [await timed(item) for item in "ab"]
 
-    try:
-        took = asyncio.run(main())
-    finally:
-        batcher.stop()
+    took = while_running(batcher, main)
     assert all(0.35 < t < 1.5 for t in took), took  # 0.4 s each: the batches before ran in no time
