@@ -32,8 +32,8 @@ def test_small_weights_run_through_mkl_and_are_never_packed(monkeypatch):
                                                       large.bias), **TOL)
         with decoding_layout(model, pack=True):
             model(x)
-            assert "_onednn_packed" not in vars(small.weight)
-        assert "_onednn_packed" in vars(large.weight)  # (eval mode's own copy, kept)
+            assert decoding._PACKED not in vars(small.weight)
+        assert decoding._PACKED in vars(large.weight)  # (eval mode's own copy, kept)
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -47,20 +47,55 @@ def test_decode_linear_equals_f_linear(bias, rows):
     torch.testing.assert_close(decode_linear(x.double(), w.double()), F.linear(x.double(), w.double()))  # fallback
 
 
+@pytest.fixture(params=["mkl", "onednn"])
+def layout(request, monkeypatch):
+    """Packed copies in MKL's layout (where this torch build has it) or in oneDNN's (the fallback)."""
+    if request.param == "mkl" and not decoding.mkl_packing():
+        pytest.skip("this torch build has no MKL packing")
+    monkeypatch.setattr(decoding, "mkl_packing", lambda: request.param == "mkl")
+    return request.param
+
+
 @pytest.mark.parametrize("column_major", [False, True])
-@pytest.mark.parametrize("rows", [(1, 1), (2, 1), (8, 1), (3, 5)])
-def test_packed_weight_gives_the_unpacked_product(rows, column_major):
+@pytest.mark.parametrize("rows", [(1, 1), (2, 1), (8, 1), (3, 5), (2, 37)])
+def test_packed_weight_gives_the_unpacked_product(rows, column_major, layout):
     g = torch.Generator().manual_seed(0)
     x, w, b = torch.randn(*rows, 24, generator=g), torch.randn(40, 24, generator=g), torch.randn(40, generator=g)
     w = w.t().contiguous().t() if column_major else w
     plain = decode_linear(x, w, b)
     pack_weight(w)
-    if x.numel() > x.shape[-1]:  # from 2 rows on the packed copy runs, bit for bit the same
-        assert "_onednn_packed" in vars(w)
-        assert torch.equal(decode_linear(x, w, b), plain)
+    if x.numel() > x.shape[-1]:  # from 2 rows on the packed copy runs
+        assert vars(w)[decoding._PACKED][2] == (layout == "mkl")
+        if layout == "onednn":  # bit for bit the unpacked oneDNN product
+            assert torch.equal(decode_linear(x, w, b), plain)
     torch.testing.assert_close(decode_linear(x, w, b), F.linear(x, w, b), **TOL)
     unpack_weight(w)
-    assert "_onednn_packed" not in vars(w)
+    assert decoding._PACKED not in vars(w)
+
+
+def test_a_packed_copy_takes_rows_that_are_not_contiguous(layout):
+    g = torch.Generator().manual_seed(0)
+    x, w = torch.randn(2, 9, 48, generator=g)[..., ::2], torch.randn(40, 24, generator=g)  # (2, 9, 24), strided
+    pack_weight(w)
+    torch.testing.assert_close(decode_linear(x, w), F.linear(x, w), **TOL)
+
+
+@pytest.mark.parametrize("fault", ["wrong product", "size depends on the rows"])
+def test_mkl_packing_is_refused_where_it_does_not_behave_as_relied_on(monkeypatch, fault):
+    if not decoding.mkl_packing():
+        pytest.skip("this torch build has no MKL packing")
+    ops = torch.ops.mkl
+    if fault == "wrong product":
+        monkeypatch.setattr(ops, "_mkl_linear", lambda x, packed, w, b, rows: torch.zeros(rows, w.shape[0]))
+    else:
+        reorder = ops._mkl_reorder_linear_weight
+        monkeypatch.setattr(ops, "_mkl_reorder_linear_weight",  # another size for another row count
+                            lambda w, rows: reorder(w, rows) if rows == 1 else torch.empty(5))
+    decoding.mkl_packing.cache_clear()
+    try:
+        assert not decoding.mkl_packing()
+    finally:
+        decoding.mkl_packing.cache_clear()
 
 
 @pytest.mark.parametrize("n_kv_heads", [4, 2])
@@ -105,15 +140,15 @@ def test_packing_covers_the_per_step_weights_and_is_dropped_on_exit(monkeypatch)
     ids = torch.randint(0, 97, (3, 7))
     with torch.no_grad():
         ref = model(ids).logits
-        assert not any("_onednn_packed" in vars(p) for p in model.parameters())
+        assert not any(decoding._PACKED in vars(p) for p in model.parameters())
         with decoding_layout(model, pack=True):
-            packed = [n for n, p in model.named_parameters() if "_onednn_packed" in vars(p)]
+            packed = [n for n, p in model.named_parameters() if decoding._PACKED in vars(p)]
             fused = [m.fused_qkv[0] for m in model.modules() if isinstance(m, MultiHeadAttention)]
-            assert fused and all("_onednn_packed" in vars(w) for w in fused)
+            assert fused and all(decoding._PACKED in vars(w) for w in fused)
             assert "lm_head.weight" in packed or "transformer.embeddings.word.weight" in packed
             assert not any(n.endswith((".q.weight", ".k.weight", ".v.weight")) for n in packed)  # the copy runs
             torch.testing.assert_close(model(ids).logits, ref, **TOL)
-    assert not any("_onednn_packed" in vars(p) for p in model.parameters())
+    assert not any(decoding._PACKED in vars(p) for p in model.parameters())
 
 
 def test_an_eval_mode_model_keeps_packed_weights_until_train():
@@ -122,12 +157,12 @@ def test_an_eval_mode_model_keeps_packed_weights_until_train():
     ref = model(ids).logits.detach()  # autograd recording: F.linear
     with torch.no_grad():
         torch.testing.assert_close(model(ids).logits, ref, **TOL)
-    kept = [n for n, p in model.named_parameters() if "_onednn_packed" in vars(p)]
+    kept = [n for n, p in model.named_parameters() if decoding._PACKED in vars(p)]
     assert any(n.endswith(".fc_in.weight") for n in kept)
     attentions = [m for m in model.modules() if isinstance(m, MultiHeadAttention)]
-    assert all("_onednn_packed" in vars(m.fused_qkv[0]) for m in attentions)  # one packed q/k/v matmul
+    assert all(decoding._PACKED in vars(m.fused_qkv[0]) for m in attentions)  # one packed q/k/v matmul
     model.train()
-    assert not any("_onednn_packed" in vars(p) for p in model.parameters())
+    assert not any(decoding._PACKED in vars(p) for p in model.parameters())
     assert not any("forward" in vars(m) for m in model.modules()) and all(m.fused_qkv is None for m in attentions)
 
 
@@ -154,7 +189,7 @@ def test_a_packed_copy_follows_the_weight_it_was_made_from():
     x = torch.randn(5, 24)
     with torch.no_grad():
         lin(x)
-        assert "_onednn_packed" in vars(lin.weight)
+        assert decoding._PACKED in vars(lin.weight)
         lin.weight.mul_(2)  # in place: the copy is stale
         torch.testing.assert_close(lin(x), F.linear(x, lin.weight, lin.bias), **TOL)
         lin.load_state_dict({"weight": torch.randn(40, 24), "bias": torch.zeros(40)})
@@ -186,9 +221,9 @@ def test_a_nested_layout_adds_only_its_packing_and_leaves_the_outer_one(monkeypa
         with decoding_layout(model):
             outer = fused()
             with decoding_layout(model, pack=True):
-                assert same(fused(), outer) and all("_onednn_packed" in vars(w) for w, *_ in outer)
+                assert same(fused(), outer) and all(decoding._PACKED in vars(w) for w, *_ in outer)
                 torch.testing.assert_close(model(ids).logits, ref, **TOL)
-            assert not any("_onednn_packed" in vars(p) for p in model.parameters())
+            assert not any(decoding._PACKED in vars(p) for p in model.parameters())
             assert all("forward" in vars(m) for m in model.modules() if type(m) is nn.Linear) and same(fused(), outer)
             torch.testing.assert_close(model(ids).logits, ref, **TOL)
     assert all(f is None for f in fused())

@@ -96,7 +96,7 @@ class MultiHeadAttention(nn.Module):
 
     def fuse_qkv(self, on: bool, pack: bool = False) -> None:
         """Inference: concatenate the q/k/v weights once (a copy, dropped by ``fuse_qkv(False)``) so that
-        each call runs one matmul; ``pack``: the copy keeps a packed copy for oneDNN (plmkit.nn.decoding).
+        each call runs one matmul; ``pack``: the copy keeps a packed copy of its own (plmkit.nn.decoding.pack_weight).
         `decoding_layout` fuses for one ``generate`` call, eval mode for as long as it lasts; the copy is
         made again when a projection changed since (new weights, an in-place update, a LoRA layer).
         Only for plain ``nn.Linear`` projections."""

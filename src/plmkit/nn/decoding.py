@@ -26,16 +26,27 @@ Re-measured with every weight read cold, as in a real step (Marian-base: 6 decod
 
 so one row multiplies the column-major head through MKL (``F.linear``), and a long enough call with 2 or
 more rows per step (beams, batches) first packs each weight into oneDNN's blocked layout
-(``pack=True``): bit-identical to the unpacked oneDNN product from 2 rows on, and 20-50% faster.
+(``pack=True``): bit-identical to the unpacked oneDNN product from 2 rows on, and 20-50% faster. (Where
+MKL's packing is there, `pack_weight` uses it instead: see below.)
 Packing everything costs ~0.1 s for those 150 MB (about what 15 steps at 32 rows save) and holds a
 copy of the decoder's weights until the call ends.
 
 Encoders (eval mode, `inference_linears`): a forward pass multiplies each weight by the batch's
-tokens, tens to hundreds of rows, where MKL packs the weight again at every call. oneDNN on a copy
-packed once is 1.29x MKL at 30 rows x 384 x 1536 (one core, fp32), 2.0x at 7 rows, 1.13x at 960:
-with one q/k/v matmul, a MiniLM classifier reads one review in 11.1 ms instead of 12.8 (its Linear
-layers 7.9 instead of 11.2 ms). The copy is made the first time the weight runs, kept while the
-weight is unchanged, and dropped by ``train()``.
+tokens, tens to hundreds of rows, where MKL packs the weight again at every call. A copy packed once
+saves that. oneDNN's blocked layout was 1.29x MKL at 30 rows x 384 x 1536 (one core, AMD EPYC); MKL's
+own packed layout (``cblas_sgemm_pack``, `mkl_packing`) is faster still where MKL is there. Measured
+on an Intel Xeon (one core, fp32, us per product, warm):
+
+    rows x 384 -> 1536        8      26     64     256    850
+    F.linear (MKL)            229    337    605    2020   6672
+    oneDNN, packed copy       200    349    573    1918   6699
+    MKL, packed copy          124    258    518    1944   6363
+
+and in a whole MiniLM classifier (one review, ~26 tokens, one thread, two runs): 15.2 / 18.9 ms with
+oneDNN's copies, 12.3 / 14.6 with MKL's (a 4 x 256 student 6.6 / 7.3 -> 4.6 / 6.0); one sentence through
+all-MiniLM-L6-v2 (2 threads) 0.94x Hugging Face's speed -> 1.26x. Decoding with packed weights is about
+the same (GPT-2 small, 8 rows a step: 0.97x; 4 beams: 1.10x). The copy is made the first time the weight runs, kept while the weight is unchanged,
+and dropped by ``train()``; MKL's takes ~1.5x the weight's memory (and ~8 MB of address space more).
 
 Small weights are the exception: oneDNN costs ~10-15 us more per call than MKL (and the rows' padding a
 few more), which a small matrix does not earn back. One row of a weight of 1 MiB or less (256 x 1024,
@@ -50,7 +61,7 @@ and GPT-2 small (larger matrices) are unchanged. Any number of rows of a weight 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from functools import partial
+from functools import cache, partial
 
 import torch
 import torch.nn.functional as F
@@ -62,26 +73,27 @@ HAS_ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.m
 CAN_PACK = HAS_ONEDNN_LINEAR and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
 ONE_ROW_MKL_UP_TO = 2 ** 18  # weights of at most 1 MiB (fp32): one row runs faster through MKL (see above)
 MKL_UP_TO = 2 ** 16  # weights of at most 256 KiB: any number of rows runs faster through MKL
-_PACKED = "_onednn_packed"  # the attribute of a weight Parameter that holds its packed copy, with its key
+_PACKED = "_packed_copy"  # the attribute of a weight Parameter that holds its packed copy, with its key and layout
 _DEPTH = "_decoding_layouts"  # the attribute of a model that counts the decoding_layout contexts it is in
-ONEDNN_ROWS_UP_TO = 256  # rows of a product through oneDNN (more: MKL)
+PACKED_ROWS_UP_TO = 256  # rows of a product on a packed copy (more: F.linear)
 KEEP_PACKED_UP_TO = 2 ** 30  # bytes of fp32 Linear weights an eval-mode model keeps a packed copy of
 
 
 def decode_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, pack: bool = False) -> Tensor:
-    """``F.linear(x, weight, bias)``, through oneDNN for fp32 CPU tensors without autograd: one row as the
-    table above says; 2 to ``ONEDNN_ROWS_UP_TO`` rows on the weight's packed copy if it has one
-    (`pack_weight`), or one made now and kept with ``pack`` (`inference_linears`), the rows padded to a
-    multiple of 8. oneDNN builds a kernel for every shape it meets (~0.7 ms each on this CPU, then
-    cached), and an encoder's row count is its batch's token count, new at nearly every call: rounded, a
-    weight meets at most 32 row counts. Plain ``F.linear`` above that (MKL is within ~10% there and
-    needs no kernel per shape), for weights of at most ``MKL_UP_TO`` elements (see above), while autograd
-    records (oneDNN's op has no backward) and on the traceable path (a graph exporter knows no oneDNN op)."""
+    """``F.linear(x, weight, bias)``, through oneDNN or MKL for fp32 CPU tensors without autograd: one row as
+    the table above says; 2 to ``PACKED_ROWS_UP_TO`` rows on the weight's packed copy if it has one
+    (`pack_weight`), or one made now and kept with ``pack`` (`inference_linears`). A copy in MKL's layout
+    takes any row count; oneDNN (its packed copy, or the weight itself) takes the rows padded to a multiple
+    of 8: it builds a kernel for every shape it meets (~0.7 ms each, then cached), and an encoder's row
+    count is its batch's token count, new at nearly every call: rounded, a weight meets at most 32 row
+    counts. Plain ``F.linear`` above that (within ~5% there), for weights of at most ``MKL_UP_TO``
+    elements (see above), while autograd records (neither op has a backward) and on the traceable path (a
+    graph exporter knows neither op)."""
     if (not HAS_ONEDNN_LINEAR or weight.device.type != "cpu" or not weight.dtype == x.dtype == torch.float32
             or is_traceable() or (torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad))):
         return F.linear(x, weight, bias)
     rows = x.numel() // x.shape[-1]
-    if rows > ONEDNN_ROWS_UP_TO or weight.numel() <= (ONE_ROW_MKL_UP_TO if rows == 1 else MKL_UP_TO):
+    if rows > PACKED_ROWS_UP_TO or weight.numel() <= (ONE_ROW_MKL_UP_TO if rows == 1 else MKL_UP_TO):
         return F.linear(x, weight, bias)
     if rows == 1:
         if weight.t().is_contiguous():  # MKL's gemv
@@ -89,20 +101,50 @@ def decode_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, pack: b
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
     packed = _packed_copy(weight, pack)
     flat = x.reshape(rows, x.shape[-1])
+    if packed is not None and packed[1]:  # MKL's layout: any row count
+        y = torch.ops.mkl._mkl_linear(flat.contiguous(), packed[0], weight, bias, rows)
+        return y.view(*x.shape[:-1], y.shape[-1])
     padded = -(-rows // 8) * 8
     if padded != rows:
         flat = F.pad(flat, (0, 0, 0, padded - rows))
-    y = torch.ops.mkldnn._linear_pointwise(flat, weight if packed is None else packed, bias, "none", [], "")
+    y = torch.ops.mkldnn._linear_pointwise(flat, weight if packed is None else packed[0], bias, "none", [], "")
     return y[:rows].view(*x.shape[:-1], y.shape[-1])
 
 
-def _packed_copy(weight: Tensor, pack: bool) -> Tensor | None:
-    """The weight's packed copy: the one it holds while the weight is unchanged (same storage, no
-    in-place update since), else a new one with ``pack``, else None."""
+def _packed_copy(weight: Tensor, pack: bool) -> tuple[Tensor, bool] | None:
+    """The weight's packed copy and whether it is in MKL's layout: the one it holds while the weight is
+    unchanged (same storage, no in-place update since), else a new one with ``pack``, else None."""
     entry = vars(weight).get(_PACKED)
     if entry is not None and entry[0] == weight_key(weight):
-        return entry[1]
-    return pack_weight(weight) if pack else None
+        return entry[1:]
+    if pack and pack_weight(weight) is not None:
+        return vars(weight)[_PACKED][1:]
+    return None
+
+
+@cache
+def mkl_packing() -> bool:
+    """Whether fp32 weights pack into MKL's layout: MKL is there, and its packing behaves as `decode_linear`
+    relies on (checked once, on a small weight): the packed copy is the same whatever row count it is made
+    for, and serves any row count (PyTorch's op is told the rows of each call), giving F.linear's product."""
+    ops = torch.ops.mkl
+    if not (torch.backends.mkl.is_available() and hasattr(ops, "_mkl_linear")
+            and hasattr(ops, "_mkl_reorder_linear_weight")):
+        return False
+    g = torch.Generator().manual_seed(0)
+    w, b = torch.randn(48, 40, generator=g), torch.randn(48, generator=g)
+    try:
+        with torch.no_grad():
+            packed = ops._mkl_reorder_linear_weight(w, 1)
+            if packed.shape != ops._mkl_reorder_linear_weight(w, 512).shape:
+                return False
+            for rows in (3, 37):
+                x = torch.randn(rows, 40, generator=g)
+                if not torch.allclose(ops._mkl_linear(x, packed, w, b, rows), F.linear(x, w, b), rtol=1e-4, atol=1e-4):
+                    return False
+    except RuntimeError:
+        return False
+    return True
 
 
 def weight_key(weight: Tensor) -> tuple[int | None, int]:
@@ -121,14 +163,20 @@ def _our_forward(module: nn.Module) -> partial | None:
 
 
 def pack_weight(weight: Tensor) -> Tensor | None:
-    """Give ``weight`` (a Parameter or plain tensor, (out, in), fp32 on CPU) a copy in oneDNN's blocked
-    layout, which `decode_linear` uses while the weight is unchanged, until `unpack_weight`; returns it."""
-    if CAN_PACK and weight.device.type == "cpu" and weight.dtype == torch.float32:
-        with torch.no_grad():
-            packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), None)
-        setattr(weight, _PACKED, (weight_key(weight), packed))
-        return packed
-    return None
+    """Give ``weight`` (a Parameter or plain tensor, (out, in), fp32 on CPU) a packed copy, in MKL's layout
+    (`mkl_packing`) or else oneDNN's blocked one, which `decode_linear` uses while the weight is unchanged,
+    until `unpack_weight`; returns it."""
+    if not (weight.device.type == "cpu" and weight.dtype == torch.float32):
+        return None
+    mkl = mkl_packing()
+    if not (mkl or CAN_PACK):
+        return None
+    with torch.no_grad():
+        w = weight.detach()
+        packed = (torch.ops.mkl._mkl_reorder_linear_weight(w.contiguous(), 64) if mkl
+                  else torch.ops.mkldnn._reorder_linear_weight(w, None))
+    setattr(weight, _PACKED, (weight_key(weight), packed, mkl))
+    return packed
 
 
 def unpack_weight(weight: Tensor) -> None:
@@ -154,8 +202,8 @@ def inference_linears(model: nn.Module, on: bool) -> None:
     """Eval mode (``on``; `PreTrainedModel.train` calls this): every plain ``nn.Linear`` of ``model`` runs
     through `decode_linear` (F.linear again while autograd records), and, unless its fp32 CPU weights
     exceed ``KEEP_PACKED_UP_TO`` bytes, each weight packs itself the first time it multiplies several rows
-    and keeps that copy while it is unchanged: 1.1-2x MKL's speed at encoder shapes on one core (the
-    more, the fewer the rows: a sentence alone gains most), for the memory of a second copy. ``on`` False
+    and keeps that copy while it is unchanged: 1.1-2x F.linear's speed at encoder shapes on one core (the
+    more, the fewer the rows: a sentence alone gains most), for ~1.5x the weights' memory. ``on`` False
     (training) drops the forwards and the copies. Each self-attention then runs q, k and v as one
     matmul on a copy of their weights (packed in turn): 1.27x three packed ones at 30 rows x 384 x 1152,
     more for a pruned layer's narrow projections. A model sharded by FSDP2 is left as it is."""
@@ -216,7 +264,7 @@ def decoding_layout(model: nn.Module, pack: bool = False):
     """The fast paths above for the duration of the context (one ``generate`` call): oneDNN for plain
     fp32 ``nn.Linear`` layers, one q/k/v matmul per decoder self-attention (its weights concatenated
     on entry, a copy dropped on exit), and the LM head column-major (kept). ``pack``: the weights that
-    run at every step (not an encoder-decoder's encoder) packed for oneDNN, the copies dropped on exit.
+    run at every step (not an encoder-decoder's encoder) packed (`pack_weight`), the copies dropped on exit.
     No-op while training, off CPU and for a model without parameters (one onnxruntime runs); subclasses
     (LoRA layers) keep their own forward.
 
