@@ -80,12 +80,14 @@ def test_a_packed_copy_takes_rows_that_are_not_contiguous(layout):
     torch.testing.assert_close(decode_linear(x, w), F.linear(x, w), **TOL)
 
 
-@pytest.mark.parametrize("fault", ["wrong product", "size depends on the rows"])
+@pytest.mark.parametrize("fault", ["wrong product", "size depends on the rows", "not an Intel CPU"])
 def test_mkl_packing_is_refused_where_it_does_not_behave_as_relied_on(monkeypatch, fault):
     if not decoding.mkl_packing():
         pytest.skip("this torch build has no MKL packing")
     ops = torch.ops.mkl
-    if fault == "wrong product":
+    if fault == "not an Intel CPU":
+        monkeypatch.setattr(decoding, "cpuinfo", lambda key: "AuthenticAMD" if key == "vendor_id" else None)
+    elif fault == "wrong product":
         monkeypatch.setattr(ops, "_mkl_linear", lambda x, packed, w, b, rows: torch.zeros(rows, w.shape[0]))
     else:
         reorder = ops._mkl_reorder_linear_weight

@@ -34,8 +34,8 @@ copy of the decoder's weights until the call ends.
 Encoders (eval mode, `inference_linears`): a forward pass multiplies each weight by the batch's
 tokens, tens to hundreds of rows, where MKL packs the weight again at every call. A copy packed once
 saves that. oneDNN's blocked layout was 1.29x MKL at 30 rows x 384 x 1536 (one core, AMD EPYC); MKL's
-own packed layout (``cblas_sgemm_pack``, `mkl_packing`) is faster still where MKL is there. Measured
-on an Intel Xeon (one core, fp32, us per product, warm):
+own packed layout (``cblas_sgemm_pack``, `mkl_packing`: on Intel CPUs) is faster still. Measured on an
+Intel Xeon (one core, fp32, us per product, warm):
 
     rows x 384 -> 1536        8      26     64     256    850
     F.linear (MKL)            229    337    605    2020   6672
@@ -68,6 +68,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from plmkit.nn.tracing import is_traceable
+from plmkit.utils.device import cpuinfo
 
 HAS_ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 CAN_PACK = HAS_ONEDNN_LINEAR and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
@@ -124,12 +125,14 @@ def _packed_copy(weight: Tensor, pack: bool) -> tuple[Tensor, bool] | None:
 
 @cache
 def mkl_packing() -> bool:
-    """Whether fp32 weights pack into MKL's layout: MKL is there, and its packing behaves as `decode_linear`
-    relies on (checked once, on a small weight): the packed copy is the same whatever row count it is made
-    for, and serves any row count (PyTorch's op is told the rows of each call), giving F.linear's product."""
+    """Whether fp32 weights pack into MKL's layout: on an Intel CPU (where it was measured, and where MKL runs
+    its own fastest kernels; elsewhere oneDNN's layout, measured on an AMD EPYC), with MKL there, and its
+    packing behaving as `decode_linear` relies on (checked once, on a small weight): the packed copy is the
+    same whatever row count it is made for, and serves any row count (PyTorch's op is told the rows of each
+    call), giving F.linear's product."""
     ops = torch.ops.mkl
-    if not (torch.backends.mkl.is_available() and hasattr(ops, "_mkl_linear")
-            and hasattr(ops, "_mkl_reorder_linear_weight")):
+    if not (cpuinfo("vendor_id") == "GenuineIntel" and torch.backends.mkl.is_available()
+            and hasattr(ops, "_mkl_linear") and hasattr(ops, "_mkl_reorder_linear_weight")):
         return False
     g = torch.Generator().manual_seed(0)
     w, b = torch.randn(48, 40, generator=g), torch.randn(48, generator=g)

@@ -60,6 +60,7 @@ from torch import Tensor, nn
 
 from plmkit.errors import ConfigError, TrainingError
 from plmkit.nn.decoding import weight_key
+from plmkit.utils.device import cpuinfo
 
 METHODS = ("dynamic-int8", "weight-int8")
 AMX_ROWS_FROM = 256  # products of at least this many rows run through oneDNN where the CPU has AMX (see above)
@@ -69,11 +70,7 @@ _PACKING = threading.Lock()  # packing switches the process-wide quantized engin
 
 def cpu_has_amx_int8() -> bool:
     """Whether this CPU has Intel AMX's int8 tiles (Linux's /proc/cpuinfo flag ``amx_int8``)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            return any(line.startswith("flags") and "amx_int8" in line.split() for line in f)
-    except OSError:
-        return False
+    return "amx_int8" in (cpuinfo("flags") or "").split()
 
 
 HAS_AMX_INT8 = cpu_has_amx_int8()

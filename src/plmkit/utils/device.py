@@ -11,6 +11,20 @@ from plmkit.errors import ConfigError
 PRECISIONS = ("fp32", "bf16", "auto")
 
 
+def cpuinfo(key: str) -> str | None:
+    """The value of ``key`` ("flags", "vendor_id", ...) on the first processor of Linux's /proc/cpuinfo, or
+    None (another OS, or no such line)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                name, sep, value = line.partition(":")
+                if sep and name.strip() == key:
+                    return value.strip()
+    except OSError:
+        pass
+    return None
+
+
 def is_device_name(name: object) -> bool:
     """Whether a setting names a device plmkit takes: 'auto', 'cpu', 'cuda' or 'cuda:N'."""
     return name in ("auto", "cpu") or re.fullmatch(r"cuda(:\d+)?", str(name)) is not None
