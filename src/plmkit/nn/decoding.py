@@ -45,8 +45,9 @@ Intel Xeon (one core, fp32, us per product, warm):
 and in a whole MiniLM classifier (one review, ~26 tokens, one thread, two runs): 15.2 / 18.9 ms with
 oneDNN's copies, 12.3 / 14.6 with MKL's (a 4 x 256 student 6.6 / 7.3 -> 4.6 / 6.0); one sentence through
 all-MiniLM-L6-v2 (2 threads) 0.94x Hugging Face's speed -> 1.26x. Decoding with packed weights is about
-the same (GPT-2 small, 8 rows a step: 0.97x; 4 beams: 1.10x). The copy is made the first time the weight runs, kept while the weight is unchanged,
-and dropped by ``train()``; MKL's takes ~1.5x the weight's memory (and ~8 MB of address space more).
+the same (GPT-2 small, 8 rows a step: 0.97x; 4 beams: 1.10x). The copy is made the first time the weight
+runs, kept while the weight is unchanged, and dropped by ``train()``; MKL's takes ~1.5x the weight's
+memory (and ~8 MB of address space more).
 
 Small weights are the exception: oneDNN costs ~10-15 us more per call than MKL (and the rows' padding a
 few more), which a small matrix does not earn back. One row of a weight of 1 MiB or less (256 x 1024,
