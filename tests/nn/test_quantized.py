@@ -68,11 +68,9 @@ def test_kernels_are_packed_again_when_the_weights_change():
     assert close_to_fp32(layer, x, after) and not torch.allclose(before, after)
 
 
-def test_the_cpu_flag_is_read_from_proc_cpuinfo(monkeypatch, tmp_path):
-    cpuinfo = tmp_path / "cpuinfo"
+def test_the_cpu_flag_is_read_from_proc_cpuinfo(proc_cpuinfo):
+    cpuinfo = proc_cpuinfo
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx512_vnni amx_bf16 amx_tile amx_int8\n")
-    real_open = open
-    monkeypatch.setattr("builtins.open", lambda path, *a, **k: real_open(cpuinfo if path == "/proc/cpuinfo" else path, *a, **k))
     assert quantized.cpu_has_amx_int8()
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx512_vnni amx_bf16 amx_tile\n")
     assert not quantized.cpu_has_amx_int8()

@@ -42,13 +42,10 @@ def test_a_batch_goes_to_the_device_with_what_is_not_a_tensor():
     assert moved["n"] == 5 and torch.equal(moved["input_ids"], batch["input_ids"])
 
 
-def test_cpuinfo_reads_the_first_processors_line(monkeypatch, tmp_path):
-    cpuinfo = tmp_path / "cpuinfo"
+def test_cpuinfo_reads_the_first_processors_line(proc_cpuinfo):
+    cpuinfo = proc_cpuinfo
     cpuinfo.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: fpu avx512f\n\n"
                        "processor\t: 1\nvendor_id\t: Other\n")
-    real_open = open
-    monkeypatch.setattr("builtins.open", lambda path, *a, **k: real_open(cpuinfo if path == "/proc/cpuinfo" else path,
-                                                                          *a, **k))
     assert device.cpuinfo("vendor_id") == "GenuineIntel"
     assert device.cpuinfo("flags") == "fpu avx512f"
     assert device.cpuinfo("bogomips") is None
