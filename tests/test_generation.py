@@ -1,4 +1,6 @@
 """generate() / stream(): caching, causality, padding, sampling, filters, beams, stop strings."""
+import warnings
+
 import pytest
 import torch
 
@@ -269,6 +271,10 @@ def test_bad_settings_are_config_errors_and_sampling_knobs_only_checked_when_sam
     greedy = model.generate(ids, max_new_tokens=4, eos_token_id=[])
     with pytest.warns(UserWarning, match=r"temperature=0.0, top_p=0.0 only apply when sampling"):
         assert torch.equal(model.generate(ids, max_new_tokens=4, eos_token_id=[], temperature=0.0, top_p=0.0), greedy)
+    with warnings.catch_warnings():  # values that sample as not giving them would (a server's greedy rows) are quiet
+        warnings.simplefilter("error")
+        assert torch.equal(model.generate(ids, max_new_tokens=4, eos_token_id=[], temperature=1.0, top_p=1.0,
+                                          top_k=0), greedy)
 
 
 def test_generating_past_a_rotary_models_trained_length_warns():

@@ -173,8 +173,8 @@ class GenerationSettings:
             need(self.top_k is None or self.top_k >= 1, "top_k must be >= 1")
             need(self.top_p is None or self.top_p > 0, "top_p must be in (0, 1]")
         else:
-            unused = [f"{name}={value}" for name, value, default in (("temperature", self.temperature, 1.0),
-                      ("top_k", self.top_k, None), ("top_p", self.top_p, None)) if value != default]
+            unused = [f"{name}={value}" for name, value, off in (("temperature", self.temperature, (1.0,)),
+                      ("top_k", self.top_k, (None, 0)), ("top_p", self.top_p, (None, 1.0))) if value not in off]
             if unused:
                 warnings.warn(f"{', '.join(unused)} only apply when sampling (do_sample=True): ignored", stacklevel=4)
         need(self.early_stopping in (True, False, "never"), f"early_stopping must be true, false or 'never', "

@@ -68,6 +68,56 @@ def test_completions_with_the_openai_client(client, reference):
     assert [c.text for c in two.choices] == [c.text for c in again.choices]  # a seed makes sampling repeatable
 
 
+def test_token_id_prompts_a_tiny_temperature_and_a_negative_seed(client, reference):
+    """As OpenAI's API and vLLM: a prompt may be token ids (one list or several; echo gives their text); a
+    temperature below 1e-5 is greedy (dividing the logits by it would overflow them); any int64 seed."""
+    prompt = "The old sailor walked down to the harbour"
+    ids = reference.tokenizer.encode(prompt)
+    text = client.completions.create(model="gpt", prompt=prompt, max_tokens=8, temperature=0).choices[0].text
+    by_ids = client.completions.create(model="gpt", prompt=[ids, ids[:3]], max_tokens=8, temperature=0, echo=True)
+    assert by_ids.choices[0].text == reference.tokenizer.decode(ids) + text
+    assert by_ids.choices[1].text.startswith(reference.tokenizer.decode(ids[:3]))
+    assert by_ids.usage.prompt_tokens == len(ids) + 3
+    one = client.completions.create(model="gpt", prompt=ids, max_tokens=8, temperature=0)
+    assert one.choices[0].text == text
+    tiny = client.completions.create(model="gpt", prompt=prompt, max_tokens=8, temperature=1e-45)
+    assert tiny.choices[0].text == text
+    ask = dict(model="gpt", prompt=prompt, max_tokens=6, temperature=1.0, seed=-5, n=2)
+    assert [c.text for c in client.completions.create(**ask).choices] == \
+        [c.text for c in client.completions.create(**ask).choices]
+
+
+def test_sampling_fields_left_out_are_the_models_and_given_ones_win(tmp_path, dirs):
+    """As vLLM: a model whose generation_config.json samples at temperature 0.2 within top_p 0.001 (so always its
+    most likely token): a request that leaves both out samples as the model says (greedy here), one that gives
+    top_p 1 samples the whole distribution at the model's temperature, one that gives temperature 1 and top_p 1
+    samples at 1."""
+    import shutil
+    model_dir = tmp_path / "gpt"
+    shutil.copytree(dirs["gpt"], model_dir)
+    (model_dir / "generation_config.json").write_text(json.dumps({"do_sample": True, "temperature": 0.2,
+                                                                 "top_p": 0.001}))
+    own = load_served_model("own", str(model_dir), "cpu")
+    prompt = "The old sailor walked down to the harbour"
+    ids = torch.tensor([own.tokenizer.encode(prompt)])
+
+    def sampled(**settings) -> str:
+        out = own.model.generate(ids, max_new_tokens=10, do_sample=True, seed=3, **settings)
+        return own.tokenizer.decode(out[0, ids.shape[1]:].tolist(), skip_special_tokens=True)
+
+    assert sampled(temperature=0.2, top_p=1.0) != sampled(temperature=1.0, top_p=1.0)  # (the fields matter)
+    with sh.running(create_app({"own": str(model_dir)}, ServeSettings(device="cpu"))) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60)
+
+        def served(**fields) -> str:
+            return client.completions.create(model="own", prompt=prompt, max_tokens=10, seed=3, **fields).choices[0].text
+
+        assert served() == greedy(own, ids[0].tolist(), 10, temperature=1.0, top_p=1.0)  # (neutral: no warning)
+        assert served(top_p=1.0) == sampled(temperature=0.2, top_p=1.0)
+        assert served(temperature=1.0, top_p=1.0) == sampled(temperature=1.0, top_p=1.0)
+        assert served(temperature=0) == greedy(own, ids[0].tolist(), 10, temperature=1.0, top_p=1.0)
+
+
 def test_max_tokens_left_out_is_16_or_what_fits_each_prompt(client, reference):
     long = next(p for p in ("Rain fell " * n for n in range(40, 200))
                 if 245 <= len(encode_text(reference.tokenizer, p)) < 256)
@@ -300,14 +350,20 @@ def test_chat_logprobs_with_the_openai_client_streamed_or_not(client, reference)
 
 
 def test_completions_on_an_encoder_decoder(client, bart):
-    """The prompt is the source, the completion its generated target: greedy equals `generate`; usage counts the
-    source's tokens; n with a seed repeats; streamed equals not; a stop string cuts."""
+    """The prompt is the source, the completion its generated target: greedy equals `generate` without BART's
+    forced end of sequence (max_tokens cuts with "length", as OpenAI and vLLM); usage counts the source's
+    tokens; n with a seed repeats; streamed equals not; a stop string cuts."""
     source = "The old sailor walked down to the harbour"
     ids = bart.tokenizer(source)["input_ids"]
+    assert bart.model.generation_settings(1).forced_eos_token_ids  # (what the server leaves out)
     r = client.completions.create(model="bart", prompt=source, max_tokens=12, temperature=0)
-    expected = bart.model.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False, num_beams=1)[0, 1:]
+    expected = bart.model.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False, num_beams=1,
+                                   forced_eos_token_id=[])[0, 1:]
     assert r.choices[0].text == bart.tokenizer.decode(expected.tolist(), skip_special_tokens=True)
-    assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (len(ids), len(expected))
+    assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (len(ids), len(expected)) == (len(ids), 12)
+    assert r.choices[0].finish_reason == "length"
+    by_ids = client.completions.create(model="bart", prompt=ids, max_tokens=12, temperature=0)  # (token ids)
+    assert by_ids.choices[0].text == r.choices[0].text and by_ids.usage.prompt_tokens == len(ids)
     ask = dict(model="bart", prompt=[source, "Rain fell"], max_tokens=6, temperature=1.0, top_p=0.9, n=2, seed=4,
                presence_penalty=0.5)
     two, again = client.completions.create(**ask), client.completions.create(**ask)
@@ -375,6 +431,9 @@ def test_models_list_and_attention_picture(client, url):
      "invalid_value", "last message must be the user's"),
     ("/v1/completions", {"model": "gpt", "prompt": "x " * 300}, 400, "context_length_exceeded",
      "maximum context length is 256 tokens"),
+    ("/v1/completions", {"model": "gpt", "prompt": [[5, 6], [7, 99999]]}, 400, "invalid_token_id",
+     "prompt[1][1]: token id 99999 is not in this model's vocabulary"),
+    ("/v1/completions", {"model": "gpt", "prompt": [[5, 6], []]}, 400, "empty_prompt", "prompt: empty"),
     ("/v1/completions", {"model": "gpt", "prompt": "x", "max_tokens": 300}, 400, "context_length_exceeded",
      "(1 in the prompt, 300 for the completion)"),
     ("/v1/completions", {"model": "gpt", "prompt": "x", "n": 9}, 400, "n_too_large", "at most 8"),
@@ -419,6 +478,8 @@ def test_bad_requests_get_the_openai_error_body_and_the_server_keeps_serving(url
     got, answer = sh.post(url, path, body)
     assert got == status and set(answer) == {"error"} and set(answer["error"]) == {"message", "type", "param", "code"}
     assert answer["error"]["code"] == code and says in answer["error"]["message"], answer
+    if code == "context_length_exceeded" and "maximum context length" in says:  # the prompt alone is too long
+        assert answer["error"]["param"] == ("messages" if path.endswith("chat/completions") else "prompt")
     assert sh.post(url, "/v1/completions", {"model": "gpt", "prompt": "x", "max_tokens": 1})[0] == 200
 
 
@@ -587,15 +648,52 @@ def test_a_client_that_disconnects_frees_its_row_at_once(dirs):
 
 
 def test_requests_past_the_timeout_are_answered_504_or_told_in_the_stream(dirs):
+    """Past --timeout: a stream says so and ends, a request answers 504, and nothing of either goes on decoding
+    (a request of several prompts included: none of its prompts keeps a row or a place in the queue)."""
     app = create_app({"gpt": dirs["gpt"]}, ServeSettings(device="cpu", max_batch=1, timeout=1.5),
                      loader=sh.slowed_loader(0.05))
     with sh.running(app) as url:
         conn, stream, _ = sh.stream_request(url)  # 250 tokens take 12 s
-        queued = concurrent.futures.ThreadPoolExecutor(1).submit(  # 100 tokens take 5 s: never in time
+        pool = concurrent.futures.ThreadPoolExecutor(2)
+        queued = pool.submit(  # 100 tokens take 5 s: never in time
             sh.post, url, "/v1/completions", {"model": "gpt", "prompt": "x", "max_tokens": 100, "min_tokens": 100})
+        several = pool.submit(sh.post, url, "/v1/completions", {"model": "gpt", "prompt": ["x", "y", "z"],
+                                                                "max_tokens": 100, "min_tokens": 100})
         events = [e for e in stream.read().decode().split("\n\n") if e]
         conn.close()
         assert json.loads(events[-2][6:])["error"]["code"] == "timeout" and events[-1] == "data: [DONE]"
-        status, body = queued.result(timeout=30)
-        assert status == 504 and body["error"]["code"] == "timeout" and "--timeout of 1.5 s" in body["error"]["message"]
+        for request in (queued, several):
+            status, body = request.result(timeout=30)
+            assert status == 504 and body["error"]["code"] == "timeout" and "--timeout of 1.5 s" in body["error"]["message"]
+        deadline = time.monotonic() + 2  # (the next step drops what nobody waits for)
+        while (sh.metric(url, "plmkit_running_sequences") or sh.metric(url, "plmkit_queue_depth")) \
+                and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert sh.metric(url, "plmkit_running_sequences") == sh.metric(url, "plmkit_queue_depth") == 0
         assert sh.post(url, "/v1/completions", {"model": "gpt", "prompt": "x", "max_tokens": 2})[0] == 200
+
+
+def test_a_request_whose_decoding_fails_gets_a_500_or_an_error_event_and_the_others_go_on(dirs, monkeypatch):
+    """A request whose tokens cannot be picked (a sampler made to fail at temperature 1.75): answered 500 in
+    OpenAI's shape, or streamed, an error event then [DONE]; a stream decoding in the same steps ends whole."""
+    from plmkit.serving import batching
+    pick = batching.next_tokens
+
+    def failing(s, *args, **kwargs):
+        if s.do_sample and s.temperature == 1.75:
+            raise RuntimeError("a broken sampler")
+        return pick(s, *args, **kwargs)
+
+    monkeypatch.setattr(batching, "next_tokens", failing)
+    app = create_app({"gpt": dirs["gpt"]}, ServeSettings(device="cpu", max_batch=4), loader=sh.slowed_loader(0.02))
+    broken = {"model": "gpt", "prompt": "x", "max_tokens": 5, "temperature": 1.75}
+    with sh.running(app) as url:
+        conn, stream, _ = sh.stream_request(url, max_tokens=60)  # ~1.2 s
+        status, body = sh.post(url, "/v1/completions", broken)
+        assert status == 500 and body["error"]["type"] == "server_error" and "a broken sampler" in body["error"]["message"]
+        status, raw = sh.post(url, "/v1/completions", {**broken, "stream": True})
+        events = [e for e in raw.decode().split("\n\n") if e]
+        assert "a broken sampler" in json.loads(events[-2][6:])["error"]["message"] and events[-1] == "data: [DONE]"
+        healthy = [e for e in stream.read().decode().split("\n\n") if e]
+        conn.close()
+        assert json.loads(healthy[-2][6:])["choices"][0]["finish_reason"] == "length" and healthy[-1] == "data: [DONE]"

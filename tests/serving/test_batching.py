@@ -387,3 +387,58 @@ def test_a_request_alone_waits_a_fifth_of_max_wait_not_all_of_it():
 
     took = while_running(batcher, main)
     assert all(0.35 < t < 1.5 for t in took), took  # 0.4 s each: the batches before ran in no time
+
+
+def test_a_row_whose_token_cannot_be_picked_fails_its_request_alone(gpt):
+    """A request whose sampling breaks (a temperature so small that the scores overflow: multinomial refuses
+    them) fails with that error; the greedy requests decoding in the same steps go on to their end, equal to
+    `generate` alone, and its rows are freed."""
+    model, tok = gpt.model, gpt.tokenizer
+    ids = [tok.encode(p) for p in PROMPTS[:3]]
+    greedy = dict(max_new_tokens=12, do_sample=False)
+    expected = [model.generate(torch.tensor([p]), **greedy)[0, len(p):].tolist() for p in (ids[0], ids[2])]
+    batcher = DecoderBatcher("gpt", model, tok, slots=4, max_queue=8, max_len=gpt.context_length)
+
+    async def tokens(job):
+        return [e.token async for e in job.events(asyncio.get_running_loop().time() + 60, 60) if isinstance(e, Piece)]
+
+    async def main():
+        jobs = [batcher.submit(ids[0], 1, greedy, [], None),
+                batcher.submit(ids[1], 2, dict(max_new_tokens=12, do_sample=True, temperature=1e-45), [], 1),
+                batcher.submit(ids[2], 1, greedy, [], None)]
+        return await asyncio.gather(*(tokens(job) for job in jobs), return_exceptions=True)
+
+    first, broken, third = while_running(batcher, main)
+    assert isinstance(broken, RuntimeError) and "probability tensor" in str(broken)
+    assert [first, third] == expected and batcher.active == 0
+
+
+def test_a_request_gone_from_anywhere_in_the_queue_frees_its_place(gpt):
+    """With --max-queue 2 full, a waiting request whose client left (or timed out) behind one still waiting holds
+    no place: the next request is queued, not refused 429 (decoder and encoder batchers; the workers not started,
+    so nothing leaves the queue by running)."""
+    metrics = Metrics()
+    decoder = DecoderBatcher("gpt", gpt.model, gpt.tokenizer, slots=1, max_queue=2, max_len=gpt.context_length,
+                             metrics=metrics)
+    encoder = EncoderBatcher("enc", lambda items: items, max_tokens=100, max_wait=0.0, max_queue=2)
+    settings = dict(max_new_tokens=4, do_sample=False)
+
+    async def main():
+        live, left = (decoder.submit([5, 6], 1, settings, [], None) for _ in range(2))
+        left.cancel()
+        decoder.submit([7, 8], 1, settings, [], None)  # not 429
+        with pytest.raises(ApiError) as full:
+            decoder.submit([9], 1, settings, [], None)
+        waiting = asyncio.ensure_future(encoder.submit(["a"], [1], 30))
+        with pytest.raises(ApiError) as timed_out:
+            await encoder.submit(["b"], [1], 0.05)
+        queued = asyncio.ensure_future(encoder.submit(["c"], [1], 30))  # not 429
+        await asyncio.sleep(0.01)
+        assert not queued.done()
+        waiting.cancel(), queued.cancel()
+        return full.value, timed_out.value
+
+    full, timed_out = asyncio.run(main())
+    assert full.status == 429 and timed_out.status == 504
+    depth = metrics.registry.get_sample_value("plmkit_queue_depth", {"model": "gpt", "batcher": "generate"})
+    assert depth == 2 and len(encoder.waiting) == 2

@@ -239,10 +239,11 @@ def check_ids(inputs: list[str | list[int]], vocab: int, param: str) -> None:
                               f"(ids 0 to {vocab - 1})", param=param, code="invalid_token_id")
 
 
-def check_room(served: ServedModel, prompt_tokens: int, max_tokens: int | None, default: int,
+def check_room(served: ServedModel, prompt_tokens: int, max_tokens: int | None, default: int, param: str,
                prompt: str = "in the prompt") -> int:
     """max_tokens for this prompt (an encoder-decoder's: the decoder's start, ``prompt`` says so); a prompt
-    + max_tokens beyond the context is a 400 naming the limits."""
+    + max_tokens beyond the context is a 400 naming the limits, and ``param`` (the request's prompt field) when
+    the prompt alone fills the context."""
     context = served.context_length
     if max_tokens is None:
         max_tokens = min(default, context - prompt_tokens)
@@ -253,7 +254,7 @@ def check_room(served: ServedModel, prompt_tokens: int, max_tokens: int | None, 
         raise ApiError(400, f"This model's maximum context length is {context} tokens. However, you requested "
                             f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} {prompt}, {max_tokens} for the "
                             "completion). Please shorten the prompt or lower max_tokens.",
-                       code="context_length_exceeded", param="max_tokens" if prompt_tokens < context else "messages")
+                       code="context_length_exceeded", param="max_tokens" if prompt_tokens < context else param)
     return max_tokens
 
 
@@ -304,15 +305,18 @@ def create_app(models: dict[str, str], settings: ServeSettings | None = None,
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request):
         served, worker = server.model(body.model, "/v1/completions")
+        given = body.prompts()
+        check_ids(given, served.model.config.vocab_size, "prompt")
         if served.is_seq2seq:  # the prompts are sources, encoded as the task encodes them; the decoder starts anew
-            prompts = [served.tokenizer(p)["input_ids"] for p in body.prompts()]
+            prompts = [served.tokenizer(p)["input_ids"] if isinstance(p, str) else p for p in given]
             check_lengths(prompts, served.context_length, "prompt")
             lengths = [check_room(served, len(worker.start_of(p)), body.max_tokens, COMPLETION_DEFAULT_MAX_TOKENS,
-                                  "to start the decoder") for p in prompts]
+                                  "prompt", "to start the decoder") for p in prompts]
         else:
-            prompts = [encode_text(served.tokenizer, p) for p in body.prompts()]
-            lengths = [check_room(served, len(p), body.max_tokens, COMPLETION_DEFAULT_MAX_TOKENS) for p in prompts]
-        echo = body.prompts() if body.echo else None
+            prompts = [encode_text(served.tokenizer, p) if isinstance(p, str) else p for p in given]
+            lengths = [check_room(served, len(p), body.max_tokens, COMPLETION_DEFAULT_MAX_TOKENS, "prompt")
+                       for p in prompts]
+        echo = [p if isinstance(p, str) else served.tokenizer.decode(p) for p in given] if body.echo else None
         return await generation(server, served, worker, body, request, Envelope("completion", body.model), prompts,
                                 lengths, body.stops(), echo)
 
@@ -323,7 +327,7 @@ def create_app(models: dict[str, str], settings: ServeSettings | None = None,
         eos = getattr(served.tokenizer, "eos_token", None) or "<|endoftext|>"
         prompt = encode_text(served.tokenizer, format_prompt(history, user, system, eos))
         max_tokens = check_room(served, len(prompt), body.max_completion_tokens or body.max_tokens,
-                                server.settings.default_max_tokens)
+                                server.settings.default_max_tokens, "messages")
         return await generation(server, served, worker, body, request, Envelope("chat", body.model), [prompt],
                                 [max_tokens], [USER, SYSTEM] + body.stops())
 
@@ -396,10 +400,9 @@ async def generation(server: Server, served: ServedModel, worker: GenerationBatc
         await asyncio.wait([collect, gone], return_when=asyncio.FIRST_COMPLETED)
     finally:
         gone.cancel()
-        if not collect.done():  # the client went (or we stop): free the rows now
-            collect.cancel()
-            for job in jobs:
-                job.cancel()
+        collect.cancel()  # (the client went, or we stop; nothing once done)
+        for job in jobs:  # the rows of every prompt not done (a client gone, a timeout, a failure) free now
+            job.cancel()
     if collect.cancelled():
         return Response(status_code=499)  # nginx's "client closed request": nobody reads it
     texts, reasons, entries, completion_tokens = collect.result()
@@ -485,6 +488,9 @@ async def stream_events(server: Server, body: Sampling, envelope: Envelope, jobs
         yield sse(err.body())
     except PlmkitError as err:
         yield sse(bad_request(str(err)).body())
+    except Exception as err:  # noqa: BLE001 (a failed step: said, and the stream still ends properly)
+        log.exception("a stream failed on %s", envelope.model)
+        yield sse(internal_error(err).body())
     finally:
         for job in jobs:
             job.cancel()
@@ -515,7 +521,11 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def internal(request, err: Exception):
         log.exception("internal error on %s", request.url.path)
-        return error_json(ApiError(500, f"internal server error: {type(err).__name__}: {err}", type="server_error"))
+        return error_json(internal_error(err))
+
+
+def internal_error(err: Exception) -> ApiError:
+    return ApiError(500, f"internal server error: {type(err).__name__}: {err}", type="server_error")
 
 
 class Guard:

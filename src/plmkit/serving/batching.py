@@ -126,10 +126,17 @@ class Worker:
     def enqueue(self, item) -> None:
         with self.cond:
             if len(self.waiting) >= self.max_queue:
+                self._drop_gone()  # (a request whose client left or timed out holds no place)
+            if len(self.waiting) >= self.max_queue:
                 raise queue_full(self.name, self.max_queue)
             self.waiting.append(item)
             self._queue_changed()
             self.cond.notify()
+
+    def _drop_gone(self) -> None:  # (holding the condition)
+        """The waiting requests that nobody waits for any more, dropped wherever they stand."""
+        self.waiting = collections.deque(w for w in self.waiting if not w.gone)
+        self._queue_changed()
 
     def _queue_changed(self) -> None:  # (holding the condition)
         if self.metrics is not None:
@@ -150,6 +157,10 @@ class _Work:
     longest: int  # tokens of its longest item
     future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
     arrived: float = field(default_factory=time.monotonic)
+
+    @property
+    def gone(self) -> bool:  # (timed out: the client's wait cancelled the future)
+        return self.future.cancelled()
 
 
 class EncoderBatcher(Worker):
@@ -285,6 +296,10 @@ class GenerationJob:
 
     def cancel(self) -> None:
         self.cancelled = True
+
+    @property
+    def gone(self) -> bool:
+        return self.cancelled
 
     def end(self) -> None:
         """Each sequence done without a token (max_tokens 0)."""
@@ -430,12 +445,12 @@ class GenerationBatcher(Worker):
 
     def _admit(self) -> list[GenerationJob]:
         """Waiting jobs whose sequences fit in the free rows, first come first served (holding the condition)."""
+        self._drop_gone()
         joining, free = [], self.slots - len(self.rows)
-        while self.waiting and (self.waiting[0].cancelled or self.waiting[0].n <= free):
+        while self.waiting and self.waiting[0].n <= free:
             job = self.waiting.popleft()
-            if not job.cancelled:
-                joining.append(job)
-                free -= job.n
+            joining.append(job)
+            free -= job.n
         self._queue_changed()
         return joining
 
@@ -473,7 +488,19 @@ class GenerationBatcher(Worker):
         self.cache.advance()
         self._observe_batch(len(self.rows))
         for b, row in enumerate(self.rows):
-            row.accept(logits[b:b + 1])
+            if not row.gone:
+                self._accept(row, logits[b:b + 1])
+
+    @staticmethod
+    def _accept(row: _Row, logits: torch.Tensor) -> None:
+        """``row.accept(logits)``; if picking its token fails, its request fails alone (its rows leave at the
+        next step), not the others decoding with it."""
+        try:
+            row.accept(logits)
+        except Exception as err:  # noqa: BLE001 (the client gets it)
+            log.exception("picking the next token failed")
+            row.job.report(Failed(err))
+            row.job.cancel()
 
     def _leave(self, gone: Callable[[_Row], bool]) -> None:
         for i in reversed(range(len(self.rows))):
@@ -525,6 +552,8 @@ class DecoderBatcher(GenerationBatcher):
         token; the first pass keeps every position's logits when the prompt is to be scored."""
         prompt = torch.tensor([job.prompt], device=self.cache.lengths.device)  # (1, t)
         for index in range(job.n):
+            if job.cancelled:  # (a sequence before failed)
+                return
             score = job.score_prompt and index == 0
             out = self.model(prompt, past_key_values=self.cache.row_cache(self.cache.active, prompt.shape[1]),
                              logits_to_keep=0 if score else 1)  # logits (1, t or 1, V)
@@ -537,7 +566,7 @@ class DecoderBatcher(GenerationBatcher):
             self.cache.join(prompt.shape[1])
             self.rows.append(row)
             self._set_running()
-            row.accept(out.logits[:, -1])
+            self._accept(row, out.logits[:, -1])
 
     def _step_logits(self, tokens: torch.Tensor) -> torch.Tensor:
         cache = self.cache

@@ -19,6 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from plmkit.utils.constants import MAX_SEED
 
+GREEDY_BELOW = 1e-5  # a request's temperature below this decodes greedily (vLLM's _SAMPLING_EPS)
+
 
 class ApiError(Exception):
     """An error answered to the client in OpenAI's shape."""
@@ -73,11 +75,11 @@ class Sampling(Request):
     """What completions and chat completions share; mapped to `generate`'s settings by `generate_kwargs`."""
 
     max_tokens: int | None = Field(None, ge=1)
-    temperature: float = Field(1.0, ge=0, le=2)
-    top_p: float = Field(1.0, gt=0, le=1)
+    temperature: float | None = Field(None, ge=0, le=2)  # left out: the model's generation_config, else 1
+    top_p: float | None = Field(None, gt=0, le=1)  # left out: the model's generation_config, else 1 (off)
     n: int = Field(1, ge=1)
     stop: str | list[str] | None = None
-    seed: int | None = Field(None, ge=0, le=MAX_SEED)
+    seed: int | None = Field(None, ge=-MAX_SEED, le=MAX_SEED)
     stream: bool = False
     stream_options: StreamOptions | None = None
     presence_penalty: float = Field(0.0, ge=-2, le=2)
@@ -96,17 +98,24 @@ class Sampling(Request):
         return stops
 
     def generate_kwargs(self, max_new_tokens: int) -> dict[str, Any]:
-        """`generate`'s keywords: temperature 0 is greedy; top_p 1 is off; one token per sequence a step
-        (never the beams a model's generation_config may ask for); ``min_tokens`` at most ``max_new_tokens``."""
+        """`generate`'s keywords, as vLLM maps a request: a temperature below `GREEDY_BELOW` is greedy (dividing
+        the logits by it would overflow them), any other samples; a temperature or top_p left out is the model's
+        (generation_config.json), one given wins (top_p 1: off); one token per sequence a step (never the beams
+        a model's generation_config may ask for); no end of sequence forced at ``max_new_tokens`` (BART's
+        and Marian's forced_eos_token_id: ``max_tokens`` ends a choice with its own last token and "length");
+        ``min_tokens`` at most ``max_new_tokens``."""
         if self.min_tokens > max_new_tokens:
             raise bad_request(f"min_tokens={self.min_tokens} is more than the {max_new_tokens} tokens this request "
                               "may generate (max_tokens, or the room left in the context)", param="min_tokens")
+        sample = self.temperature is None or self.temperature >= GREEDY_BELOW
         kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "min_new_tokens": self.min_tokens,
-                                  "do_sample": self.temperature > 0,
-                                  "num_beams": 1, "presence_penalty": self.presence_penalty,
+                                  "do_sample": sample, "num_beams": 1, "forced_eos_token_id": [],
+                                  "presence_penalty": self.presence_penalty,
                                   "frequency_penalty": self.frequency_penalty}
-        if self.temperature > 0:
-            kwargs.update(temperature=self.temperature, top_p=self.top_p if self.top_p < 1 else None)
+        if sample:
+            kwargs.update(temperature=self.temperature, top_p=self.top_p)
+        else:  # the model's sampling defaults do not apply: neutral values, not "left out"
+            kwargs.update(temperature=1.0, top_p=1.0, top_k=0)
         return kwargs
 
     @property
@@ -118,7 +127,7 @@ class CompletionRequest(Sampling):
     """OpenAI's legacy completions. ``echo``: the text starts with the prompt, and with ``logprobs`` so do
     the logprobs (the prompt's first token has none); ``max_tokens`` 0 with echo: the prompt alone (scored)."""
 
-    prompt: str | list[str]
+    prompt: str | list[str] | list[int] | list[list[int]]  # texts, or token ids (one list or a list of lists)
     echo: bool = False
     logprobs: int | None = Field(None, ge=0, le=5)  # the k most likely tokens besides the chosen one
     max_tokens: int | None = Field(None, ge=0)
@@ -133,11 +142,9 @@ class CompletionRequest(Sampling):
     def logprob_count(self) -> int | None:
         return self.logprobs
 
-    def prompts(self) -> list[str]:
-        prompts = [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
-        if not prompts or any(p == "" for p in prompts):
-            raise bad_request("prompt: empty; give the text to continue", param="prompt", code="empty_prompt")
-        return prompts
+    def prompts(self) -> list[str | list[int]]:
+        """Each prompt: a text, or the token ids of one (continued as they are)."""
+        return texts_or_ids(self.prompt, "prompt", "give the text to continue (or its token ids)")
 
 
 class TextPart(BaseModel):
@@ -191,12 +198,17 @@ class EmbeddingRequest(Request):
 
     def inputs(self) -> list[str | list[int]]:
         """Each input: a text, or the token ids of one (embedded as they are: special tokens included)."""
-        one = isinstance(self.input, str) or (bool(self.input) and isinstance(self.input[0], int))
-        inputs = [self.input] if one else list(self.input)
-        if not inputs or any(len(x) == 0 for x in inputs):
-            raise bad_request("input: empty; give a text or a list of non-empty texts (or of token ids)",
-                              param="input", code="empty_prompt")
-        return inputs
+        return texts_or_ids(self.input, "input", "give a text or a list of non-empty texts (or of token ids)")
+
+
+def texts_or_ids(value: str | list, param: str, hint: str) -> list[str | list[int]]:
+    """OpenAI's text-or-tokens field (a text, texts, a list of ids or lists of ids) as a list of texts and id
+    lists, none of them empty (else a 400: ``hint`` says what to give)."""
+    one = isinstance(value, str) or (bool(value) and isinstance(value[0], int))
+    items = [value] if one else list(value)
+    if not items or any(len(x) == 0 for x in items):
+        raise bad_request(f"{param}: empty; {hint}", param=param, code="empty_prompt")
+    return items
 
 
 class TaskRequest(Request):
