@@ -179,6 +179,13 @@ def test_chat_completions_with_the_openai_client_streamed_and_not(client, refere
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == r.choices[0].finish_reason
     assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens == r.usage.total_tokens
     assert all(c.usage is None for c in chunks[:-1])
+    # consecutive messages of one role (OpenAI takes them): one turn, a line apart
+    split = [messages[0], {"role": "system", "content": "and kind"}, messages[1], {"role": "user", "content": "again"},
+             messages[2], {"role": "user", "content": "how"}, {"role": "user", "content": "are you?"}]
+    joined = client.chat.completions.create(model="gpt", messages=split, max_tokens=10, temperature=0)
+    ids = reference.tokenizer.encode(format_prompt([{"role": "user", "content": "hello\nagain"}, messages[2]],
+                                                   "how\nare you?", "be brief\nand kind"))
+    assert joined.usage.prompt_tokens == len(ids) and greedy(reference, ids, 10).startswith(joined.choices[0].message.content)
 
 
 def test_the_stream_is_server_sent_events_ending_with_done(url):

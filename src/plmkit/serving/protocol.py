@@ -180,9 +180,17 @@ class ChatRequest(Sampling):
         return (self.top_logprobs or 0) if self.logprobs else None
 
     def conversation(self) -> tuple[str | None, list[dict], str]:
-        """(system text, earlier turns as {"role", "content"}, the last user message)."""
-        system = next((m.text for m in self.messages if m.role == "system"), None)
-        turns = [{"role": m.role, "content": m.text} for m in self.messages if m.role != "system"]
+        """(system text, earlier turns as {"role", "content"}, the last user message). Consecutive messages of
+        one role are one turn, their texts a line apart (OpenAI takes them; the chat template alternates)."""
+        system = "\n".join(m.text for m in self.messages if m.role == "system") or None
+        turns: list[dict] = []
+        for m in self.messages:
+            if m.role == "system":
+                continue
+            if turns and turns[-1]["role"] == m.role:
+                turns[-1]["content"] += "\n" + m.text
+            else:
+                turns.append({"role": m.role, "content": m.text})
         if not turns or turns[-1]["role"] != "user":
             raise bad_request("messages: the last message must be the user's (role 'user')", param="messages")
         if not turns[-1]["content"]:
