@@ -121,7 +121,7 @@ class ServedModel:
         bad = [i for i in layers if not 0 <= i < count]
         if bad or not layers:
             raise ConfigError(f"layers: {bad or 'none'} - this model has layers 0 to {count - 1}")
-        with torch.inference_mode():
+        with self.lock, torch.inference_mode():  # (in turn with the batchers running the same model)
             out = self.model(**{k: v.to(self.device) for k, v in enc.items()}, output_attentions=True)
         tokens = self.tokenizer.convert_ids_to_tokens(enc["input_ids"][0].tolist())
         return attention_png(tokens, out.attentions, layers, title=text if len(text) <= 80 else text[:77] + "...")
