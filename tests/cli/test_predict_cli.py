@@ -4,6 +4,7 @@ import pytest
 from plmkit import tasks
 from plmkit.cli import main
 from plmkit.tasks.classification import ClassificationTask
+from plmkit.tasks.qa import QATask
 from plmkit.tasks.relation import RelationTask
 
 
@@ -122,3 +123,18 @@ def test_stdin_is_answered_line_by_line_as_it_comes(capsys, monkeypatch):
                                                            read=io.StringIO("").read))
     assert main(["predict", "--model", "m", "--input", "-"]) == 0
     assert seen == ["", '{"text": "one"}\n', '{"text": "two"}\n']
+
+
+def test_stdin_records_are_numbered_and_their_ids_checked_as_in_a_file(tmp_path, capsys, monkeypatch):
+    """Each stdin line was predicted as a list of its own: every QA record without an id was "1", and a
+    repeated id passed."""
+    monkeypatch.setattr(tasks, "load_for_inference", lambda *a, **k: (None, None, QATask()))
+    monkeypatch.setattr(tasks, "predict_records", lambda m, t, task, records, bs, where, lines:
+                        [{"id": e.id} for e in task.to_examples(records, where, lines)])
+    record = '{"question": "Q?", "context": "C."'
+    stdin_bytes(monkeypatch, f"{record}}}\n\n{record}}}\n{record}, \"id\": \"q\"}}\n".encode())
+    assert main(["predict", "--model", str(tmp_path), "--input", "-"]) == 0
+    assert capsys.readouterr().out == '{"id": "1"}\n{"id": "2"}\n{"id": "q"}\n'
+    stdin_bytes(monkeypatch, f"{record}, \"id\": \"q\"}}\n{record}, \"id\": \"q\"}}\n".encode())
+    assert main(["predict", "--model", str(tmp_path), "--input", "-"]) == 2
+    assert "<stdin>:2: id 'q' is also the id of <stdin>:1; each must be unique" in capsys.readouterr().err

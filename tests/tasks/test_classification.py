@@ -72,6 +72,37 @@ def test_unclosed_quote_in_a_table_is_named_where_the_record_starts(tmp_path):
     assert rows[0].text == 'two\nlines "quoted"'  # the line break inside the quotes is kept
 
 
+def test_tables_read_as_the_csv_module_reads_them(tmp_path):
+    """A field over csv's default limit (131,072 characters) and lone CR line ends, read as csv reads a
+    file opened with newline=''; they were raw _csv.Error tracebacks."""
+    long = tmp_path / "long.csv"
+    long.write_text("text,label\n" + "word " * 30000 + ",pos\nbad film,neg\n")
+    assert [(e.line, len(e.text)) for e in C.read_classification(long)] == [(2, 150000), (3, 8)]
+    mac = tmp_path / "mac.csv"
+    mac.write_bytes(b'text,label\rgood film,pos\r"two\rlines",neg\r')
+    assert [(e.line, e.text, e.label) for e in C.read_classification(mac)] == [(2, "good film", "pos"),
+                                                                              (3, "two\nlines", "neg")]
+    stray = tmp_path / "stray.tsv"  # a lone CR ends a line in a \n file too
+    stray.write_bytes(b"text\tlabel\ngood\rfilm\tpos\n")
+    assert [e.text for e in C.read_classification(stray, require_label=False)] == ["good", "film"]
+    with pytest.raises(DataError, match=r"stray.tsv:2: no 'label' field"):
+        C.read_classification(stray)
+
+
+def test_what_csv_cannot_parse_is_named_by_file_and_line(tmp_path, monkeypatch):
+    import csv
+    table = tmp_path / "t.csv"
+    table.write_text("text,label\ngood,pos\n" + "x" * 20 + ",neg\n")
+    own = csv.field_size_limit(8)  # a limit the reader is not allowed to raise: csv refuses line 3
+    monkeypatch.setattr(csv, "field_size_limit", lambda *new: 8)
+    try:
+        with pytest.raises(DataError, match=r"t.csv:3: not valid CSV \(field larger than field limit \(8\)\)"):
+            C.read_classification(table)
+    finally:
+        monkeypatch.undo()
+        csv.field_size_limit(own)
+
+
 def test_non_utf8_non_finite_and_mixed_labels_name_file_and_line(tmp_path):
     latin = tmp_path / "latin.jsonl"
     latin.write_bytes(b'{"text": "a", "label": "x"}\n{"text": "caf\xe9", "label": "y"}\n')
@@ -158,6 +189,28 @@ def test_saved_classifier_loads_in_transformers(en_classifier):
     assert torch.allclose(ours, theirs, atol=1e-5)
 
 
+@pytest.mark.parametrize("config, problem, labels", [
+    ({"id2label": {0: "LABEL_0"}, "problem_type": "regression"}, C.REGRESSION, [4.5, 1.0]),
+    ({"id2label": {0: "LABEL_0"}}, C.REGRESSION, [4.5, 1.0]),  # no problem_type, one label: regression
+    ({"id2label": {0: "a", 1: "b", 2: "c"}, "problem_type": "multi_label_classification"}, C.MULTI, [["a", "b"], ["c"]]),
+    ({"id2label": {0: "a", 1: "b"}}, None, ["a", "b"]),  # single-label, as before
+])
+def test_a_hugging_face_classifier_is_read_with_the_problem_type_of_its_config(tmp_path, tok, config, problem, labels):
+    """A directory without plmkit_task.json was always single-label: a regression model's one logit
+    went through a softmax (score 1.0 for every text), and evaluation refused its own kind of labels."""
+    from plmkit.models.bert import BertForSequenceClassification
+    BertForSequenceClassification.from_pretrained(h.tiny_model_dir(), **config).save_pretrained(tmp_path / "hf")
+    tok.save_pretrained(tmp_path / "hf")
+    assert tasks.load_task(tmp_path / "hf").settings.problem_type == problem
+    texts = ["good movie", "bad film"]
+    preds = tasks.predict_dir(tmp_path / "hf", texts, device="cpu")
+    keys = {C.REGRESSION: {"label", "score"}, C.MULTI: {"labels", "probabilities"}}  # raw value; sigmoids
+    assert all(set(p) == keys.get(problem, {"label", "score", "probabilities"}) for p in preds)
+    data = write(tmp_path / "d.jsonl", [{"text": t, "label": v} for t, v in zip(texts, labels)])
+    metric = {C.REGRESSION: "pearson", C.MULTI: "f1"}.get(problem, "accuracy")
+    assert metric in tasks.evaluate_dir(tmp_path / "hf", data, device="cpu")
+
+
 # --- the values a record holds are checked where they enter (issue 14) ---------------------------
 def write(path, rows):
     path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
@@ -187,6 +240,15 @@ def test_booleans_are_the_classes_false_and_true_and_integers_stay_integers(tmp_
     assert C.label_names(ex) == ["false", "true"]
     ex = C.read_classification(write(tmp_path / "i.jsonl", [{"text": "a", "label": 10}, {"text": "b", "label": 9}]))
     assert C.label_names(ex) == ["9", "10"]
+
+
+def test_class_names_that_only_look_like_integers_sort_as_text(tmp_path):
+    """"²" passes str.isdigit but not int(), and "--1" passed lstrip("-"): label sorting crashed."""
+    for odd in ("\u00b2", "--1"):
+        ex = C.read_classification(write(tmp_path / "s.jsonl", [{"text": "a", "label": "1"}, {"text": "b", "label": odd}]))
+        assert C.label_names(ex) == sorted(["1", odd])
+    ex = C.read_classification(write(tmp_path / "n.jsonl", [{"text": "a", "label": "-3"}, {"text": "b", "label": "-20"}]))
+    assert C.label_names(ex) == ["-20", "-3"]
 
 
 @pytest.mark.parametrize("row, message", [

@@ -257,6 +257,18 @@ def test_ner_training_data_in_json_lines(tmp_path):
     assert NerTask().read(brace)[0].tokens == ["{", "Paris"]
 
 
+@pytest.mark.parametrize("first, message", [
+    ('{"tokens": ["John"], "tags": ["B-PER"]', r":1:39: not valid JSON \(Expecting ',' delimiter\)"),  # no closing }
+    ("{'tokens': ['John'], 'tags': ['B-PER']}", r":1:2: not valid JSON \(Expecting property name"),  # a Python dict
+])
+def test_a_malformed_first_json_line_is_a_json_error(tmp_path, first, message):
+    """It was read as CoNLL, and the error blamed a tag made of JSON fragments."""
+    path = tmp_path / "ner.jsonl"
+    path.write_text(first + '\n{"tokens": ["Mary"], "tags": ["B-PER"]}\n')
+    with pytest.raises(DataError, match=r"ner.jsonl" + message):
+        NerTask().read(path)
+
+
 @pytest.mark.parametrize("record, message", [
     ({"tokens": [1, 2]}, "'tokens' item 0 must be a string, got int 1"),
     ({"tokens": [None, "a"]}, "'tokens' item 0 must be a string, got NoneType None"),

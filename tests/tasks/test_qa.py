@@ -199,6 +199,20 @@ def test_prediction_records_follow_the_training_rules(tok):
     assert [e.id for e in task.to_examples([{"question": "Q?", "context": "C."}] * 2, "inputs")] == ["1", "2"]
 
 
+def test_a_stream_numbers_its_records_and_keeps_their_ids_unique_across_calls():
+    """`plmkit predict --input -` predicts each line alone: every record without an id was "1", and a
+    repeated id passed."""
+    record = {"question": "Q?", "context": "C."}
+    stream = QATask().for_stream()
+    assert [stream.to_examples([record], "<stdin>", [n])[0].id for n in (1, 3, 4)] == ["1", "2", "3"]
+    stream.to_examples([{**record, "id": "q"}], "<stdin>", [5])
+    with pytest.raises(DataError, match=r"<stdin>:7: id 'q' is also the id of <stdin>:5; each must be unique"):
+        stream.to_examples([{**record, "id": "q"}], "<stdin>", [7])
+    task = QATask()  # outside a stream each call is a list of its own
+    assert [task.to_examples([record], "inputs")[0].id for _ in range(2)] == ["1", "1"]
+    assert task.for_stream() is not task and task.for_stream().to_examples([record], "inputs")[0].id == "1"
+
+
 def test_window_settings_that_leave_no_room_are_refused_with_the_numbers():
     """The old defaults (max_length 128, doc_stride 128) moved the windows one token at a time."""
     with pytest.raises(ConfigError, match=r"doc_stride \(--doc-stride\)=128 must be below 61, the context tokens of "

@@ -55,6 +55,7 @@ def _streamed(s: InferenceSettings):
 
     model, tokenizer, task = tasks.load_for_inference(s.model, s.device, s.null_score_diff_threshold, s.batch_size,
                                                      s.backend)
+    task = task.for_stream()  # one task for the whole stream: what holds across its lines (record numbers, ids)
     answered = False
     for line, record in parse_json_lines(stdin_lines(), "<stdin>"):
         yield from tasks.predict_records(model, tokenizer, task, [record], 1, "<stdin>", [line])

@@ -1,7 +1,8 @@
 """The task protocol: everything plmkit knows about one task lives in one `Task` subclass.
 
 A task is its settings (a `TaskSettings` dataclass, saved next to a fine-tuned model as
-``plmkit_task.json`` and turned into flags of ``plmkit finetune``), plus:
+``plmkit_task.json``, or for a Hugging Face model without one read from its config by `from_config`,
+and turned into flags of ``plmkit finetune``), plus:
 
 * data: `read` training/eval files (errors name file:line), `discover` the labels and what else the
   data decides (problem type, tag scheme ...), `encode` examples into features, `collate` batches;
@@ -9,8 +10,9 @@ A task is its settings (a `TaskSettings` dataclass, saved next to a fine-tuned m
   (``plmkit.models.auto.model_class(model_type, model_task)``), `model_overrides` for its config,
   `adapt` (after loading: new tokens, a pad token), `check_model`, `train_extra` (after freezing);
 * evaluation: `evaluate` (streamed metrics) and `main_metric` (the one choosing the best checkpoint);
-* prediction: `predict` (records -> one result dict each), `read_prediction_input`, and `pipeline`
-  for the Hugging Face pipeline names in `pipelines`.
+* prediction: `predict` (records -> one result dict each), `for_stream` (a stream predicted a few
+  records at a time), `read_prediction_input`, and `pipeline` for the Hugging Face pipeline names in
+  `pipelines`.
 
 The fine-tuning recipe (plmkit.recipes.finetune), `plmkit evaluate/predict` and `plmkit.pipeline`
 call only these; none of them knows a task by name. A task registers itself in
@@ -141,6 +143,12 @@ class Task:
         from `lines` or else the record's number."""
         raise ConfigError(f"plmkit predict does not support {self.name} models (see {type(self).__module__})")
 
+    def for_stream(self) -> "Task":
+        """The task to predict one stream of records a few at a time (`plmkit predict --input -`), which
+        keeps what holds across the stream's `predict` calls (QA's record numbers and the ids seen); a
+        task that keeps nothing is itself."""
+        return self
+
     def read_prediction_input(self, path: str) -> tuple[list, list[int]]:
         """Records, and the line each starts on, from a JSONL file or '-' (stdin JSONL)."""
         from plmkit.tasks.common import jsonl_records
@@ -163,6 +171,13 @@ class Task:
         known = cls.settings_class.field_names()
         values = {k: v for k, v in values.items() if k in known or k not in LEGACY_FIELDS}
         return cls(cls.settings_class.from_dict(values, source))
+
+    @classmethod
+    def from_config(cls, config) -> "Task":
+        """The task of a model directory without plmkit_task.json (a Hugging Face model), with what the
+        training data would have decided read from the model's config (a ModelConfig) where it says;
+        the default settings unless a task overrides this."""
+        return cls()
 
 
 # every field of the one settings class all tasks shared before (plmkit_task.json of older versions)

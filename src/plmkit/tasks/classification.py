@@ -4,15 +4,18 @@ or a text pair. Data: JSONL, CSV or TSV with `text`, optional `text_pair`, and `
 A string, integer or boolean label is a class (single-label; true/false are the classes "true" and
 "false"); a list of distinct strings or integers is a set of classes (multi-label); a float is a
 regression target. The labels of one file have one JSON type: 1 and "1" in one file are an error,
-not one class. CSV/TSV need a header row naming each column once; there a label that parses as a
-non-integer number is a regression target, and an empty cell is an empty value (an error for text,
+not one class. CSV/TSV need a header row naming each column once, and their lines end as Python's
+csv module reads them (at \\n, \\r\\n or a lone \\r); there a label that parses as a non-integer
+number is a regression target, and an empty cell is an empty value (an error for text,
 text_pair and label). Whether the model reads sentence pairs is saved with it (`sentence_pairs`), and
 evaluation and prediction records must match it.
 """
 from __future__ import annotations
 
 import csv
+import io
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +26,7 @@ from plmkit.tasks.common import (LossMeter, class_probabilities, forward_batches
                                  predict_per_record)
 from plmkit.tasks.fields import (TEXT, Kind, LabelTypes, check_unique, class_name, each_record, field, only_one)
 from plmkit.utils.settings import is_int, setting
-from plmkit.utils.text import check_file, jsonl_rows, read_lines
+from plmkit.utils.text import check_file, jsonl_rows, read_text
 
 FLOAT32_MAX = 3.4028234663852886e38  # the largest finite float32: a regression target beyond it is inf in training
 SINGLE, MULTI, REGRESSION = "single_label_classification", "multi_label_classification", "regression"
@@ -102,21 +105,31 @@ def _label(label, where: str) -> tuple[object, str | None]:
 
 
 def _table_rows(path: Path, delimiter: str):
-    lines = read_lines(path)
+    """(line, row) of a CSV/TSV file, its lines ended as the csv module ends those of a file opened with
+    newline='': at \\n, \\r\\n or a lone \\r (old Mac line ends). What csv cannot parse is a DataError
+    naming the line."""
+    text = read_text(path)
+    lines = [line.rstrip("\r\n") for line in io.StringIO(text, newline="")]
+    csv.field_size_limit(max(csv.field_size_limit(), len(text)))  # a field may be as long as its file (not 131,072)
     reader = csv.DictReader((line + "\n" for line in lines), delimiter=delimiter)  # keeps breaks inside quotes
-    if reader.fieldnames is None or "text" not in reader.fieldnames:
-        raise DataError(f"{path}:1: the header row must name a 'text' column (and 'label'); got {reader.fieldnames}")
-    check_unique(((name, f"column {i + 1}") for i, name in enumerate(reader.fieldnames)), "column name", f"{path}:1: ")
-    end = reader.line_num
-    for row in reader:
-        lineno, end = _record_start(lines, end), reader.line_num
-        _check_quotes(lines, lineno, end, path)
-        if None in row:
-            raise DataError(f"{path}:{lineno}: more fields than the header has")
-        row = {k: v for k, v in row.items() if v is not None}  # an empty cell stays an empty value
-        if row.get("label"):
-            row["label"] = _number_or_text(row["label"])
-        yield lineno, row
+    try:
+        if reader.fieldnames is None or "text" not in reader.fieldnames:
+            raise DataError(f"{path}:1: the header row must name a 'text' column (and 'label'); "
+                            f"got {reader.fieldnames}")
+        check_unique(((name, f"column {i + 1}") for i, name in enumerate(reader.fieldnames)), "column name",
+                     f"{path}:1: ")
+        end = reader.line_num
+        for row in reader:
+            lineno, end = _record_start(lines, end), reader.line_num
+            _check_quotes(lines, lineno, end, path)
+            if None in row:
+                raise DataError(f"{path}:{lineno}: more fields than the header has")
+            row = {k: v for k, v in row.items() if v is not None}  # an empty cell stays an empty value
+            if row.get("label"):
+                row["label"] = _number_or_text(row["label"])
+            yield lineno, row
+    except csv.Error as err:  # the underlying reader's line_num is the line it was parsing
+        raise DataError(f"{path}:{reader.reader.line_num}: not valid {path.suffix[1:].upper()} ({err})") from None
 
 
 def _record_start(lines: list[str], previous_end: int) -> int:
@@ -156,14 +169,15 @@ def problem_type_of(examples: list[ClassificationExample]) -> str:
 
 
 def label_names(examples: list[ClassificationExample]) -> list[str]:
-    """Sorted class names (numerically when they are all integers)."""
+    """Sorted class names (numerically when they are all integers written in ASCII digits, as
+    integer labels are: "²" passes `str.isdigit` but is no number for `int`)."""
     names = set()
     for e in examples:
         if isinstance(e.label, list):
             names.update(e.label)
         elif isinstance(e.label, str):
             names.add(e.label)
-    if all(n.lstrip("-").isdigit() for n in names):
+    if all(re.fullmatch(r"-?[0-9]+", n) for n in names):
         return sorted(names, key=int)
     return sorted(names)
 
@@ -254,6 +268,12 @@ class ClassificationTask(Task):
 
     def model_overrides(self) -> dict:
         return {"problem_type": self.settings.problem_type} if self.settings.problem_type else {}
+
+    @classmethod
+    def from_config(cls, config) -> "ClassificationTask":
+        """The problem config.json names, read as transformers reads it: a null one with one label is
+        regression (and more labels are single-label, as a null problem_type means here too)."""
+        return cls.of(problem_type=config.problem_type or (REGRESSION if config.num_labels == 1 else None))
 
     def soft_targets(self) -> str | None:
         return "example" if self.settings.problem_type in (None, SINGLE) else None

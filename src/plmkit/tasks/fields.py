@@ -86,9 +86,10 @@ def only_one(row: dict, keys: tuple[str, ...], where: str) -> str | None:
     return given[0] if given else None
 
 
-def check_unique(items: Iterable[tuple[Any, str]], what: str, where: str = "") -> None:
-    """Refuse the first value of (value, place) pairs seen twice, naming both places."""
-    seen: dict[Any, str] = {}
+def check_unique(items: Iterable[tuple[Any, str]], what: str, where: str = "", seen: dict | None = None) -> None:
+    """Refuse the first value of (value, place) pairs seen twice, naming both places; `seen` carries
+    the places of values checked before (one dict passed to several calls checks them as one list)."""
+    seen = {} if seen is None else seen
     for value, place in items:
         key = (type(value), value)  # 1 and "1" are different values
         if key in seen:

@@ -12,6 +12,7 @@ word of the sentence gets exactly one prediction.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from plmkit.utils.settings import is_int, setting
 from plmkit.utils.text import check_file, parse_json_lines, read_lines
 
 PREFIXES = ("B", "I", "E", "S", "L", "U")
+_OPENS_OBJECT = re.compile(r"""\s*\{\s*["']""")  # {"key" (or a Python dict's {'key')
 
 
 @dataclass
@@ -39,14 +41,16 @@ class Sentence:
 
 def read_ner(path: str | Path, require_tags: bool | None = True) -> list[Sentence]:
     """Sentences of a CoNLL file (`read_conll`), or of a JSON-lines file (`read_ner_jsonl`): one whose
-    first line is a JSON object. `require_tags` None: tags where they are given (distillation's
-    transfer data): per record in JSON lines, per file in CoNLL (a tag column or not)."""
+    first line is a JSON object, or opens one with a key, so that a malformed first line is reported as
+    JSON (a CoNLL token `{` is followed by its tag). `require_tags` None: tags where they are given
+    (distillation's transfer data): per record in JSON lines, per file in CoNLL (a tag column or not)."""
     path = check_file(path)
     lines = read_lines(path)
+    first = next(line for line in lines if line.strip())
     try:
-        jsonl = isinstance(json.loads(next(line for line in lines if line.strip())), dict)
+        jsonl = isinstance(json.loads(first), dict)
     except json.JSONDecodeError:
-        jsonl = False
+        jsonl = _OPENS_OBJECT.match(first) is not None
     if jsonl:
         return read_ner_jsonl(lines, path, require_tags)
     return read_conll(path, _has_tags(lines) if require_tags is None else require_tags, lines)

@@ -297,6 +297,7 @@ class QATask(Task):
     pipeline_arguments = ("question", "context", "align_to_words")
     description = "SQuAD v1.1/v2.0 JSON"
     reader = staticmethod(read_squad)
+    _seen: dict | None = None  # a stream's ids so far, one per record (`for_stream`); None: each call alone
 
     def discover(self, examples, path) -> None:
         self.settings.version_2 = any(e.is_impossible for e in examples)
@@ -361,16 +362,23 @@ class QATask(Task):
                            align_to_words)
         return [{"id": e.id, **spans.answer(k, e.context)} for k, e in enumerate(examples)]
 
+    def for_stream(self) -> "QATask":
+        stream = type(self)(self.settings)
+        stream._seen = {}
+        return stream
+
     def to_examples(self, records, where: str, lines=None) -> list[QAExample]:
         """Non-empty 'question' and 'context', as in training, and an optional unique 'id' (a record
-        without one gets its number in the input, from 1, as a string)."""
+        without one gets its number in the input, from 1, as a string). In a stream (`for_stream`) the
+        numbers and the uniqueness run across all its calls."""
+        seen = {} if self._seen is None else self._seen
         out, places = [], []
-        for k, (n, r) in enumerate(each_record(records, where, lines), 1):
+        for k, (n, r) in enumerate(each_record(records, where, lines), len(seen) + 1):
             places.append(f"{where}:{n}")
             qid = field(r, "id", places[-1], ID, required=False)
             out.append(QAExample(str(k) if qid is None else qid, field(r, "question", places[-1], TEXT),
                                  field(r, "context", places[-1], TEXT)))
-        check_unique(((e.id, place) for e, place in zip(out, places)), "id")
+        check_unique(((e.id, place) for e, place in zip(out, places)), "id", seen=seen)
         return out
 
     def read_prediction_input(self, path: str) -> tuple[list, list[int]]:

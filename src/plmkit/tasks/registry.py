@@ -46,11 +46,13 @@ def pipeline_names() -> list[str]:
 
 def load_task(directory: str | Path) -> Task:
     """The task (with its settings) of a fine-tuned model directory: from plmkit_task.json, or for a
-    directory without one (a Hugging Face model), from the task model class config.json names."""
+    directory without one (a Hugging Face model), from the task model class config.json names, with
+    the settings its config gives (`Task.from_config`)."""
+    from plmkit.models.auto import AutoConfig
     from plmkit.models.io import check_model_dir
     path = check_model_dir(directory) / TASK_FILE
     if not path.is_file():
-        return _task_of_architectures(directory)()
+        return _task_of_architectures(directory).from_config(AutoConfig.from_pretrained(directory))
     values = read_json_object(path, ConfigError)
     if not isinstance(values.get("task"), str):
         raise ConfigError(f"{path}: not a valid task file (needs a \"task\" name)")
