@@ -299,11 +299,27 @@ def _bad_words(words, eos: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
 def read_generation_config(directory: str | Path, vocab: int | None = None) -> dict:
     """The decoding defaults of a model directory's generation_config.json ({} without one), each
     checked (`check_generation_values`; token ids against a `vocab`-token vocabulary)."""
-    path = Path(directory) / "generation_config.json"
-    if not path.exists():
-        return {}
-    d = read_json_object(path, CheckpointError)
+    path, d = _generation_file(directory)
     return check_generation_values({k: v for k, v in d.items() if k in GENERATION_KEYS and v is not None}, path, vocab)
+
+
+# transformers' settings that choose what its generate returns, not which tokens (every generation_config.json has some)
+OUTPUT_SETTINGS = frozenset({"use_cache", "output_attentions", "output_hidden_states", "output_scores", "output_logits",
+                             "return_dict_in_generate"})
+
+
+def other_generation_settings(directory: str | Path) -> dict:
+    """The settings of a model directory's generation_config.json that generate does not use (min_p,
+    suppress_tokens, OUTPUT_SETTINGS ...; {} without one), for save_pretrained to write back, so that
+    transformers decodes the directory it writes as the original. transformers' bookkeeping
+    (transformers_version, _from_model_config) is no setting and left out."""
+    return {k: v for k, v in _generation_file(directory)[1].items()
+            if k not in GENERATION_KEYS and k != "transformers_version" and not k.startswith("_") and v is not None}
+
+
+def _generation_file(directory: str | Path) -> tuple[Path, dict]:
+    path = Path(directory) / "generation_config.json"
+    return path, read_json_object(path, CheckpointError) if path.exists() else {}
 
 
 def write_generation_config(directory: str | Path, settings: dict) -> None:
@@ -717,5 +733,6 @@ def _hits_stop_string(tokenizer, sequences: Tensor, start: int, end: int, stops:
 
 
 __all__ = ["CausalRun", "GenerationMixin", "GenerationSettings", "IncrementalDecoder", "bad_words_", "decoding_layout",
-           "next_tokens", "no_repeat_ngram_", "presence_frequency_penalty_", "prompt_ids", "read_generation_config",
-           "repetition_penalty_", "Seq2SeqRun", "top_k_filter", "top_p_filter", "write_generation_config"]
+           "next_tokens", "no_repeat_ngram_", "other_generation_settings", "presence_frequency_penalty_", "prompt_ids",
+           "read_generation_config", "repetition_penalty_", "Seq2SeqRun", "top_k_filter", "top_p_filter",
+           "write_generation_config"]

@@ -99,6 +99,16 @@ def test_init_from_teacher_copies_every_kth_layer_the_embeddings_and_the_head():
     assert small.config.pruned_heads == {0: [0]} and small.config.intermediate_sizes == [40]
 
 
+def test_a_quantized_teacher_is_refused_by_name_rather_than_copied():
+    from plmkit.compression.quantize import quantize_model
+    from plmkit.compression.width import narrowed_student
+    teacher = quantize_model(teacher_model())
+    for make in (lambda: D.student_from_teacher(teacher, 2), lambda: narrowed_student(teacher, [], "example", 2, 16)):
+        with pytest.raises(ConfigError, match=r"--init-from-teacher .* this teacher is quantized \(int8\): give the "
+                                              r"fp32 model it was quantized from as --teacher, or .* --student DIR"):
+            make()
+
+
 def test_a_student_equal_to_its_teacher_has_nothing_to_learn_but_the_labels():
     teacher = teacher_model()
     student = D.student_from_teacher(teacher, 4)  # every layer: the same model

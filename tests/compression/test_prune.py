@@ -123,6 +123,10 @@ def test_what_cannot_be_pruned_is_refused_by_name():
     apply_lora(model, ("q", "v"), 2, 4.0, 0.0)
     with pytest.raises(ConfigError, match="LoRA adapters"):
         P.check_prunable(model)
+    from plmkit.compression.quantize import quantize_model
+    with pytest.raises(ConfigError, match=r"BertForSequenceClassification is quantized \(int8 layers.*\): prune the "
+                                          "fp32 model it was quantized from, then quantize the result"):
+        P.check_prunable(quantize_model(tiny_classifier()))
     with pytest.raises(ConfigError, match="keeping at least one head"):
         BertConfig(num_hidden_layers=1, num_attention_heads=2, hidden_size=8, pruned_heads={"0": [0, 1]})
     with pytest.raises(ConfigError, match="one positive width for each of the 2 layers"):

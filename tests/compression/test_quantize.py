@@ -13,9 +13,10 @@ from safetensors.torch import load_file
 from torch import nn
 
 from plmkit.compression.quantize import quantize_dir, quantize_model
-from plmkit.errors import ConfigError, TrainingError
-from plmkit.models.auto import load_any
-from plmkit.models.bert import BertConfig, BertForSequenceClassification
+from plmkit.errors import CheckpointError, ConfigError, TrainingError
+from plmkit.models.auto import AutoModel, load_any
+from plmkit.models.bert import BertConfig, BertForMaskedLM, BertForPreTraining, BertForSequenceClassification, BertModel
+from plmkit.models.gpt2 import GPT2Config, GPT2LMHeadModel
 from plmkit.nn.quantized import QuantizedEmbedding, QuantizedLinear
 
 TOLERANCE = {"dynamic-int8": 0.04, "weight-int8": 0.01}
@@ -48,7 +49,7 @@ def test_save_and_load_round_trip_exactly(bert, tmp_path):
     bert.save_pretrained(tmp_path / "fp32")
     out = quantize_dir(tmp_path / "fp32", tmp_path / "int8")
     config = json.loads((out / "config.json").read_text())["quantization_config"]
-    assert config["quant_method"] == "plmkit-int8" and config["method"] == "dynamic-int8"
+    assert config["plmkit_quant_method"] == "plmkit-int8" and config["method"] == "dynamic-int8"
     assert config["quantized_layers"] == 14 + 3 and config["modules_to_not_convert"] == []  # + word, position, type
     tensors = load_file(out / "model.safetensors")
     assert tensors["bert.encoder.layer.0.attention.self.query.weight"].dtype == torch.int8
@@ -64,6 +65,58 @@ def test_save_and_load_round_trip_exactly(bert, tmp_path):
     loaded.save_pretrained(tmp_path / "again")
     again = load_file(tmp_path / "again" / "model.safetensors")
     assert again.keys() == tensors.keys() and all(torch.equal(again[k], tensors[k]) for k in tensors)
+
+
+def test_transformers_refuses_a_quantized_directory(bert, tmp_path):
+    """Not the int8 codes read as fp32 weights: transformers raises on a quantization_config without
+    quant_method (and 5.x would load one naming a method it does not know)."""
+    transformers = pytest.importorskip("transformers")
+    bert.save_pretrained(tmp_path / "fp32")
+    out = quantize_dir(tmp_path / "fp32", tmp_path / "int8")
+    with pytest.raises(ValueError, match="quant_method"):
+        transformers.AutoModelForSequenceClassification.from_pretrained(out)
+
+
+def test_a_directory_written_with_quant_method_loads_and_is_saved_with_the_new_key(bert, tmp_path):
+    bert.save_pretrained(tmp_path / "fp32")
+    out = quantize_dir(tmp_path / "fp32", tmp_path / "int8")
+    config = json.loads((out / "config.json").read_text())
+    block = config["quantization_config"]
+    block["quant_method"] = block.pop("plmkit_quant_method")  # as plmkit quantize wrote it before
+    (out / "config.json").write_text(json.dumps(config))
+    loaded = load_any(out)
+    ids = torch.randint(5, 500, (4, 16))
+    with torch.no_grad():
+        assert torch.equal(loaded(input_ids=ids).logits, quantize_model(copy.deepcopy(bert))(input_ids=ids).logits)
+    loaded.save_pretrained(tmp_path / "again")
+    block = json.loads((tmp_path / "again" / "config.json").read_text())["quantization_config"]
+    assert block["plmkit_quant_method"] == "plmkit-int8" and "quant_method" not in block
+
+
+LM_BUILDERS = {"BertForPreTraining": lambda: BertForPreTraining(BertConfig.from_preset("bert-tiny", vocab_size=300)),
+               "BertForMaskedLM": lambda: BertForMaskedLM(BertConfig.from_preset("bert-tiny", vocab_size=300)),
+               "GPT2LMHeadModel": lambda: GPT2LMHeadModel(GPT2Config.from_preset("gpt2-tiny", vocab_size=300))}
+
+
+@pytest.mark.parametrize("name", list(LM_BUILDERS))
+def test_an_lm_with_tied_embeddings_quantized_loads_as_its_base_model(name, tmp_path):
+    """The checkpoint says which layers are int8: the base model keeps the embedding its LM's head was
+    tied to fp32 (as `plmkit serve`'s /v1/embeddings loads it)."""
+    LM_BUILDERS[name]().eval().save_pretrained(tmp_path / "fp32")
+    out = quantize_dir(tmp_path / "fp32", tmp_path / "int8")
+    base, lm = AutoModel.from_pretrained(out), load_any(out)
+    body = getattr(lm, lm.base_prefix)  # the int8 LM without its head
+    assert type(base) is type(body) and type(base.get_input_embeddings()) is nn.Embedding and base.cpu_only
+    ids = torch.randint(5, 300, (2, 12))
+    with torch.no_grad():
+        assert torch.equal(base(input_ids=ids).last_hidden_state, body(input_ids=ids).last_hidden_state)
+
+
+def test_an_int8_layer_the_loading_class_ties_is_refused_by_name(tmp_path):
+    quantize_model(BertModel(BertConfig.from_preset("bert-tiny", vocab_size=300)).eval()).save_pretrained(tmp_path)
+    with pytest.raises(CheckpointError, match=r"holds bert.embeddings.word_embeddings.weight .* as int8, but "
+                                              r"BertForMaskedLM ties it to another layer"):
+        BertForMaskedLM.from_pretrained(tmp_path)
 
 
 def test_decoder_keeps_its_tied_head_and_generates(tmp_path):

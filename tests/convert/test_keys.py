@@ -30,7 +30,7 @@ def test_from_hf_drops_old_buffers_and_reads_tf_era_names():
     model = BertForMaskedLM(BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
                                        intermediate_size=16))
     hf = convert.to_hf("bert", {k: v.detach().clone() for k, v in model.state_dict().items()})
-    assert hf["cls.predictions.bias"] is hf["cls.predictions.decoder.bias"]  # HF's two names of one tensor
+    assert torch.equal(hf["cls.predictions.bias"], hf["cls.predictions.decoder.bias"])  # both names, a file holds both
     old = {k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
            for k, v in hf.items() if k != "cls.predictions.decoder.bias"}
     old["bert.embeddings.position_ids"] = torch.arange(16)[None]  # buffers old checkpoints carry

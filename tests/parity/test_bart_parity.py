@@ -99,3 +99,19 @@ def test_config_keys_and_presets():
         BartConfig(tie_word_embeddings=False)
     with pytest.raises(ConfigError, match="is_encoder_decoder"):
         BartConfig.from_dict({"is_encoder_decoder": False})
+
+
+def test_decoding_settings_of_an_older_config_json_are_saved_with_the_token_ids(tmp_path):
+    """config.json's num_beams ... (a 4.x-era directory, no generation_config.json) move to the
+    generation_config.json plmkit writes with config.json's special ids, as transformers'
+    from_model_config: transformers reads that file alone, and generates from it as from the original."""
+    hf_bart(tmp_path / "old")
+    (tmp_path / "old" / "generation_config.json").unlink()
+    config = json.loads((tmp_path / "old" / "config.json").read_text())
+    (tmp_path / "old" / "config.json").write_text(json.dumps({**config, "num_beams": 2, "max_length": 12,
+                                                               "no_repeat_ngram_size": 3}))
+    BartForConditionalGeneration.from_pretrained(tmp_path / "old").save_pretrained(tmp_path / "ours")
+    ids, mask = padded([9, 6], 99, PAD)
+    original, resaved = (transformers.BartForConditionalGeneration.from_pretrained(tmp_path / d).eval()
+                         for d in ("old", "ours"))
+    assert torch.equal(resaved.generate(ids, attention_mask=mask), original.generate(ids, attention_mask=mask))

@@ -171,3 +171,42 @@ def test_training_steps_match_hf(name, tmp_path):
         for opt in (opt_hf, opt_ours):
             opt.step()
             opt.zero_grad()
+
+
+@pytest.mark.parametrize("tied", [True, False])
+@pytest.mark.parametrize("name", ["BertForPreTraining", "BertForMaskedLM"])
+def test_mlm_bias_survives_both_directions(name, tied, tmp_path):
+    """The MLM output bias, tied or not: transformers 5.x's untied decoder adds its own
+    cls.predictions.decoder.bias, not cls.predictions.bias. Checked through HF's from_pretrained, with
+    no weight missing or unexpected, not through load_state_dict."""
+    inputs = batch()
+    model = getattr(ours, name)(ours.BertConfig(**TINY, tie_word_embeddings=tied)).eval()
+    with torch.no_grad():
+        model.mlm.decoder.bias.normal_()
+    model.save_pretrained(tmp_path / "ours")
+    hf, info = getattr(transformers, name).from_pretrained(tmp_path / "ours", output_loading_info=True)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
+    with torch.no_grad():
+        compare(hf.eval()(**inputs), model(**inputs), inputs["attention_mask"])
+
+    hf = getattr(transformers, name)(transformers.BertConfig(**TINY, tie_word_embeddings=tied)).eval()
+    with torch.no_grad():
+        hf.cls.predictions.decoder.bias.normal_()
+    hf.save_pretrained(tmp_path / "hf")
+    with torch.no_grad():
+        compare(hf(**inputs), getattr(ours, name).from_pretrained(tmp_path / "hf")(**inputs), inputs["attention_mask"])
+
+
+def test_a_config_without_a_padding_token_loads_both_ways(tmp_path):
+    """pad_token_id null (transformers 5.x allows it): no padding row, the same outputs."""
+    hf = transformers.BertForMaskedLM(transformers.BertConfig(**TINY, pad_token_id=None)).eval()
+    hf.save_pretrained(tmp_path / "hf")
+    model = ours.BertForMaskedLM.from_pretrained(tmp_path / "hf")
+    assert model.config.pad_token_id is None and model.get_input_embeddings().padding_idx is None
+    inputs = batch()
+    with torch.no_grad():
+        compare(hf(**inputs), model(**inputs), inputs["attention_mask"])
+    model.save_pretrained(tmp_path / "ours")
+    with torch.no_grad():
+        compare(transformers.BertForMaskedLM.from_pretrained(tmp_path / "ours").eval()(**inputs), model(**inputs),
+                inputs["attention_mask"])

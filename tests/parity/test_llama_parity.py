@@ -1,6 +1,7 @@
 """Parity with Hugging Face transformers' Llama in fp32 (GQA, tied and untied heads): logits, loss,
 hidden states with padding; checkpoints both ways; greedy generation token for token."""
 import json
+import logging
 
 import pytest
 import torch
@@ -124,3 +125,26 @@ def test_beam_search_matches_hf(tmp_path):
     kw = dict(max_new_tokens=8, num_beams=3, eos_token_id=7, pad_token_id=5)
     assert torch.equal(model.generate(ids, attention_mask=mask, **kw),
                        hf.generate(ids, attention_mask=mask, do_sample=False, **kw))
+
+
+def test_generation_settings_plmkit_does_not_use_are_saved_back(tmp_path, caplog):
+    """min_p, suppress_tokens ...: plmkit's generate says once that it ignores them, and save_pretrained writes
+    them back, so that transformers samples from the re-saved directory as from the original."""
+    hf = hf_model(tmp_path / "hf")
+    hf.generation_config.update(do_sample=True, temperature=0.7, min_p=0.1, suppress_tokens=[5], repetition_penalty=1.2)
+    hf.save_pretrained(tmp_path / "hf")
+    with caplog.at_level(logging.WARNING, logger="plmkit"):
+        LlamaForCausalLM.from_pretrained(tmp_path / "hf").save_pretrained(tmp_path / "ours")
+    assert [r.getMessage().split(": ", 2)[-1] for r in caplog.records if r.levelno >= logging.WARNING] == [
+        "generate() ignores min_p, suppress_tokens of generation_config.json (kept when the model is saved)"]
+    original, resaved = (transformers.GenerationConfig.from_pretrained(tmp_path / d).to_diff_dict()
+                         for d in ("hf", "ours"))
+    bookkeeping = ("transformers_version", "_from_model_config")
+    assert {k: v for k, v in resaved.items() if k not in bookkeeping} == {
+        k: v for k, v in original.items() if k not in bookkeeping}
+    ids = torch.randint(3, 99, (2, 5), generator=torch.Generator().manual_seed(3))
+    outputs = []
+    for d in ("hf", "ours"):
+        torch.manual_seed(4)
+        outputs.append(transformers.LlamaForCausalLM.from_pretrained(tmp_path / d).generate(ids, max_new_tokens=8))
+    assert torch.equal(*outputs)

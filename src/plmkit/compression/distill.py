@@ -116,7 +116,14 @@ def layer_map(student_layers: int, teacher_layers: int) -> list[int]:
 
 def student_from_teacher(teacher, layers: int | None = None, **config_overrides):
     """A model of the teacher's class with `layers` of its blocks (default half), the blocks of
-    `layer_map` copied, and everything outside the blocks (embeddings, pooler, task head) copied too."""
+    `layer_map` copied, and everything outside the blocks (embeddings, pooler, task head) copied too.
+    A quantized (int8) teacher is refused rather than copied dequantized: its student would start from
+    rounded weights where the fp32 ones they were rounded from are at hand (an int8 teacher can still
+    teach a student given otherwise)."""
+    if teacher.config.quantization_config is not None:
+        raise ConfigError("distill: --init-from-teacher copies the teacher's weights, and this teacher is quantized "
+                          "(int8): give the fp32 model it was quantized from as --teacher, or keep the int8 teacher "
+                          "and give the student as --student DIR or --student-preset NAME")
     n = teacher.config.num_layers
     layers = layers if layers is not None else max(1, n // 2)
     kept = layer_map(layers, n)

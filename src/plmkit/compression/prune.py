@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from plmkit.errors import ConfigError
 from plmkit.nn.attention import MultiHeadAttention
 from plmkit.nn.block import TransformerBlock
+from plmkit.nn.quantized import QuantizedLinear
 from plmkit.utils.progress import progress_bar
 
 
@@ -41,8 +42,11 @@ def blocks(model: nn.Module) -> list[TransformerBlock]:
 
 
 def check_prunable(model: nn.Module) -> list[TransformerBlock]:
-    """The blocks, or a ConfigError naming what stands in the way: no blocks, cross-attention, LoRA
-    adapters (merge them first: a saved model directory has them merged)."""
+    """The blocks, or a ConfigError naming what stands in the way: no blocks, int8 layers, cross-attention,
+    LoRA adapters (merge them first: a saved model directory has them merged)."""
+    if any(isinstance(m, QuantizedLinear) for m in model.modules()):
+        raise ConfigError(f"{type(model).__name__} is quantized (int8 layers; config.json has a quantization_config): "
+                          "prune the fp32 model it was quantized from, then quantize the result")
     found = blocks(model)
     if not found:
         raise ConfigError(f"{type(model).__name__} has no Transformer blocks to prune")

@@ -4,8 +4,8 @@
     quantize_dir("gpt2-dir", "gpt2-int8", method="weight-int8")   # int8 on disk, fp32 compute
 
 The layers, the methods and the measurements that chose the kernel: plmkit.nn.quantized. Every
-plain Linear layer is quantized except those tied to an embedding and those a model reads as a
-tensor (an encoder-decoder's output projection); embeddings and LayerNorms stay fp32. The output is
+plain Linear layer and embedding is quantized except those tied to another layer and those a model
+reads as a tensor (an encoder-decoder's output projection); LayerNorms stay fp32. The output is
 an ordinary model directory (config.json with a Hugging Face-style ``quantization_config`` block,
 model.safetensors with int8 ``weight`` and fp32 ``weight_scale`` tensors, the tokenizer and task
 files copied), which `from_pretrained`, `plmkit evaluate`, `predict`, `generate` and
@@ -20,7 +20,7 @@ from torch import nn
 
 from plmkit.errors import ConfigError
 from plmkit.models.io import WEIGHT_FILES, check_model_dir
-from plmkit.nn.quantized import AMX_ROWS_FROM, METHODS, QUANT_METHOD
+from plmkit.nn.quantized import AMX_ROWS_FROM, METHOD_KEY, METHODS, QUANT_METHOD
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")  # PEFT's LoRA files
 HOW = {
@@ -42,7 +42,7 @@ def quantize_model(model, method: str = "dynamic-int8", source: str | None = Non
     layers = [name for name, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Embedding))]
     quantized = model.to_int8(method)
     model.config.quantization_config = {
-        "quant_method": QUANT_METHOD, "method": method, "bits": 8,
+        METHOD_KEY: QUANT_METHOD, "method": method, "bits": 8,  # (no quant_method: transformers refuses it)
         "weights": "int8, symmetric, one fp32 scale per output row (weight_scale); untied embeddings too, per row", **HOW[method],
         "quantized_layers": len(quantized),
         "modules_to_not_convert": [name for name in layers if name not in quantized],

@@ -1,6 +1,8 @@
 """BERT: plmkit names <-> Hugging Face `BertModel` / `BertFor*` / `BertLMHeadModel` names."""
 from __future__ import annotations
 
+import torch
+
 from plmkit.convert.keys import Converter, KeyTable
 
 BODY = KeyTable([
@@ -33,7 +35,9 @@ HEADS = KeyTable([
     ("qa_outputs", "qa_outputs"),
 ])
 
-MLM_BIAS = ("cls.predictions.decoder.bias", "cls.predictions.bias")  # HF keeps both names for one tensor
+# the MLM output bias: transformers 4.x keeps one tensor under both names, 5.x too when the decoder is tied
+# to the embeddings; an untied 5.x decoder adds its own decoder.bias (cls.predictions.bias unused)
+MLM_BIAS = ("cls.predictions.decoder.bias", "cls.predictions.bias")
 
 
 class BertConverter(Converter):
@@ -41,15 +45,16 @@ class BertConverter(Converter):
 
     def to_hf(self, state: dict) -> dict:
         out = super().to_hf(state)
-        if MLM_BIAS[0] in out:  # the canonical name first: checkpoints store a shared tensor once
-            bias = out.pop(MLM_BIAS[0])
-            out[MLM_BIAS[1]] = out[MLM_BIAS[0]] = bias
+        if MLM_BIAS[0] in out:  # both names, a copy under the second, so that the file stores both
+            bias = out[MLM_BIAS[0]]
+            out[MLM_BIAS[1]] = bias.clone() if isinstance(bias, torch.Tensor) else bias  # (None: `hf_key`'s probe)
         return out
 
     def from_hf(self, state: dict) -> dict:
         state = {_modern_norm_names(k): v for k, v in state.items()}
-        if MLM_BIAS[1] in state:
-            state[MLM_BIAS[0]] = state.pop(MLM_BIAS[1])
+        if MLM_BIAS[1] in state:  # decoder.bias where the file has it (the one an untied 5.x decoder adds)
+            bias = state.pop(MLM_BIAS[1])
+            state.setdefault(MLM_BIAS[0], bias)
         return super().from_hf(state)
 
 

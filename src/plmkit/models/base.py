@@ -9,7 +9,8 @@ from torch import nn
 
 from plmkit import convert
 from plmkit.errors import CheckpointError, ConfigError
-from plmkit.generation import check_generation_values, lm_vocab, read_generation_config, write_generation_config
+from plmkit.generation import (CONFIG_DEFAULTS, OUTPUT_SETTINGS, check_generation_values, lm_vocab,
+                               other_generation_settings, read_generation_config, write_generation_config)
 from plmkit.models.config import ModelConfig
 from plmkit.models.io import check_model_dir, read_weights, write_weights
 from plmkit.models.sentence_transformers import SentenceTransformerFiles
@@ -27,6 +28,7 @@ class PreTrainedModel(nn.Module):
     tied_keys: tuple[str, ...] = ()  # parameters that are the same tensor as another (not loaded twice)
     optional_keys: tuple[str, ...] = ()  # buffers a checkpoint may lack: their initial value is the default
     generation_config: dict | None = None  # generate()'s defaults from generation_config.json (see plmkit.generation)
+    generation_config_others: dict | None = None  # its settings generate does not use: written back as they were
     sentence_transformers: SentenceTransformerFiles | None = None  # carried from the directory loaded
     initialised_from_scratch: tuple[str, ...] = ()  # weights the checkpoint loaded last lacked (a new head), file names
     # what each loss of the output is a mean over: "examples" (rows), "tokens" (labels != -100), "next_tokens"
@@ -74,15 +76,33 @@ class PreTrainedModel(nn.Module):
         encoder-decoder's output projection): quantization keeps them fp32."""
         return ()
 
-    def to_int8(self, method: str, from_weights: bool = True) -> list[str]:
+    def to_int8(self, method: str) -> list[str]:
         """Put int8 layers (plmkit.nn.quantized) in place of the Linear and Embedding layers that
         quantization covers: every plain one but those tied to another and `direct_weights`; their
-        weights rounded (`from_weights`) or empty, for a quantized checkpoint to load into. Returns
-        their names."""
+        weights rounded. Returns their names."""
         from plmkit.nn.quantized import modules_to_quantize, to_int8
         names = modules_to_quantize(self, self.direct_weights())
-        to_int8(self, names, method, from_weights)
+        to_int8(self, names, method)
         return names
+
+    def to_int8_like(self, hf_state: dict[str, torch.Tensor], method: str, source: str = "checkpoint") -> None:
+        """Put empty int8 layers where a quantized checkpoint holds int8 ones (a ``weight_scale``), for it
+        to load into: the checkpoint decides, not this class (a base model loads an LM's int8 checkpoint,
+        whose embedding stays fp32 with the head tied to it). Refused by name where such a layer is one
+        this model ties to another, or reads as a tensor."""
+        from plmkit.nn.quantized import INT8_OF, modules_to_quantize, to_int8
+        state = self._align_prefix(self.converter().from_hf(hf_state), self.state_dict())
+        modules = dict(self.named_modules())
+        names = [k[: -len(".weight_scale")] for k in state if k.endswith(".weight_scale")]
+        names = [n for n in names if type(modules.get(n)) in INT8_OF]  # (other tasks' heads are not loaded)
+        quantizable = set(modules_to_quantize(self, self.direct_weights()))
+        fp32_only = [self._file_key(n + ".weight") for n in names if n not in quantizable]
+        if fp32_only:
+            raise CheckpointError(f"{source} holds {', '.join(fp32_only[:4])} as int8, but {type(self).__name__} "
+                                  "ties it to another layer (or reads it as a tensor), so it must be fp32: load the "
+                                  "directory as the class it was quantized as (architectures in config.json), or "
+                                  "quantize the fp32 model loaded as this class")
+        to_int8(self, names, method, from_weights=False)
 
     @property
     def cpu_only(self) -> bool:
@@ -110,8 +130,9 @@ class PreTrainedModel(nn.Module):
             if st_files is not None:
                 st_files.write(directory)
             write_weights(directory, self.converter().to_hf(plain_state_dict(self, state_dict)))
-            if self.generation_config:
-                write_generation_config(directory, self.generation_config)
+            if self.generation_config or self.generation_config_others:
+                write_generation_config(directory, {**(self.generation_config_others or {}),
+                                                    **(self.generation_config or {})})
 
     def converter(self):
         """The Hugging Face key table of this model's checkpoints (plmkit.convert)."""
@@ -194,13 +215,15 @@ class PreTrainedModel(nn.Module):
         legacy_generation = config.generation_defaults  # older checkpoints keep num_beams ... in config.json
         config = config.overridden(config_overrides, str(directory))
         model = cls(config)
+        weights = read_weights(directory)
         if config.quantization_config is not None:
             from plmkit.nn.quantized import method_of
-            model.to_int8(method_of(config.quantization_config, directory / "config.json"), from_weights=False)
-        weights = read_weights(directory)
+            method = method_of(config.quantization_config, directory / "config.json")
+            model.to_int8_like(weights, method, str(directory))
         model.load_hf_state_dict(weights, source=str(directory))
         model.sentence_transformers = SentenceTransformerFiles.read(directory)
         model.generation_config = directory_generation_config(directory, config, legacy_generation)
+        model.generation_config_others = _other_generation_settings(directory)
         if dtype == "auto":
             dtype = next((t.dtype for t in weights.values() if t.is_floating_point()), None)
         return (model.to(dtype) if dtype is not None else model).eval()
@@ -273,12 +296,27 @@ class PreTrainedModel(nn.Module):
 
 def directory_generation_config(directory: str | Path, config: ModelConfig, legacy: dict | None = None) -> dict | None:
     """generate()'s defaults that a model directory holds: its generation_config.json, else the decoding keys
-    an older config.json keeps (`legacy`; default: what `config` read of them), checked against the LM
-    head's vocabulary; None without any."""
+    an older config.json keeps (`legacy`; default: what `config` read of them) with its special token ids
+    (as transformers' GenerationConfig.from_model_config: saved, generation_config.json is all transformers
+    reads), checked against the LM head's vocabulary; None without any."""
     vocab = lm_vocab(config)
     legacy = config.generation_defaults if legacy is None else legacy
+    if legacy:
+        ids = ("bos_token_id", *CONFIG_DEFAULTS)
+        legacy = {**{k: getattr(config, k) for k in ids if getattr(config, k, None) is not None}, **legacy}
     return (read_generation_config(directory, vocab)
             or check_generation_values(legacy, Path(directory) / "config.json", vocab) or None)
+
+
+def _other_generation_settings(directory: Path) -> dict | None:
+    """generation_config.json's settings that generate does not use, for save_pretrained to write back; a
+    warning names those that change which tokens transformers generates."""
+    others = other_generation_settings(directory)
+    ignored = sorted(set(others) - OUTPUT_SETTINGS)
+    if ignored:
+        log.warning("plmkit: %s: generate() ignores %s of generation_config.json (kept when the model is saved)",
+                    directory, ", ".join(ignored))
+    return others or None
 
 
 def _dtype_override(overrides: dict, source: str):

@@ -59,7 +59,7 @@ class BertConfig(PrunableConfig):  # (pruned_heads, intermediate_sizes: plmkit p
     type_vocab_size: int = 2
     initializer_range: float = 0.02
     layer_norm_eps: float = 1e-12
-    pad_token_id: int = 0
+    pad_token_id: int | None = 0  # null (transformers 5.x allows it): no padding row
     bos_token_id: int | None = None  # transformers 5.x writes both, null for BERT
     eos_token_id: int | None = None
     position_embedding_type: str = "absolute"
@@ -76,7 +76,7 @@ class BertConfig(PrunableConfig):  # (pruned_heads, intermediate_sizes: plmkit p
         self._check(self.hidden_act in ACTIVATIONS, f"hidden_act={self.hidden_act!r} is not one of {sorted(ACTIVATIONS)}")
         self._check(self.position_embedding_type == "absolute",
                     f"position_embedding_type={self.position_embedding_type!r}: only 'absolute' is supported")
-        self._check(self.pad_token_id < self.vocab_size,
+        self._check(self.pad_token_id is None or self.pad_token_id < self.vocab_size,
                     f"pad_token_id={self.pad_token_id} is not below vocab_size={self.vocab_size}")
         self._check(self.is_decoder or not self.add_cross_attention,
                     "add_cross_attention=true needs is_decoder=true (cross-attention is a decoder's)")

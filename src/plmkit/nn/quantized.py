@@ -1,5 +1,6 @@
 """int8 Linear layers (and embeddings) for CPU inference (`plmkit quantize`; a quantized directory loads through
-`from_pretrained`, which builds these layers from its config.json's ``quantization_config``).
+`from_pretrained`, which builds these layers, of its config.json's ``quantization_config`` method, where the
+weights hold int8 ones).
 
 Weights are stored as int8, symmetric, one fp32 scale per output row: W ~ weight_scale[:, None] * weight,
 under Hugging Face-style names (``weight`` int8 (out, in), ``weight_scale`` (out,), ``bias``), so a
@@ -294,15 +295,23 @@ def quantized_weight_count(model: nn.Module) -> int:
     return sum(m.weight.numel() for m in model.modules() if isinstance(m, (QuantizedLinear, QuantizedEmbedding)))
 
 
-QUANT_METHOD = "plmkit-int8"  # config.json's quantization_config.quant_method of these layers
+QUANT_METHOD = "plmkit-int8"  # config.json's quantization_config[METHOD_KEY] of these layers
+# not transformers' "quant_method": transformers refuses a quantization_config without one, while one it does not
+# know (this) only makes transformers 5.x warn and read the int8 weights as fp32 ones
+METHOD_KEY = "plmkit_quant_method"
 
 
 def method_of(block, source) -> str:
-    """The method of a config.json ``quantization_config`` block that plmkit runs, or a ConfigError."""
-    if not isinstance(block, dict) or block.get("quant_method") != QUANT_METHOD:
-        found = block.get("quant_method") if isinstance(block, dict) else block
+    """The method of a config.json ``quantization_config`` block that plmkit runs, or a ConfigError. A
+    block written with ``quant_method`` (plmkit before METHOD_KEY) has it moved to METHOD_KEY, in place:
+    saved again, transformers refuses it too."""
+    if isinstance(block, dict) and block.get("quant_method") == QUANT_METHOD:
+        block[METHOD_KEY] = block.pop("quant_method")
+    if not isinstance(block, dict) or block.get(METHOD_KEY) != QUANT_METHOD:
+        found = block.get(METHOD_KEY, block.get("quant_method")) if isinstance(block, dict) else block
         raise ConfigError(f"{source}: quantization_config.quant_method {found!r} is not one plmkit runs (only "
-                          f"{QUANT_METHOD!r}, which plmkit quantize writes); load the unquantized model instead")
+                          f"{METHOD_KEY} {QUANT_METHOD!r}, which plmkit quantize writes); load the unquantized "
+                          "model instead")
     if block.get("method") not in METHODS:
         raise ConfigError(f"{source}: quantization_config.method must be one of {', '.join(METHODS)}, "
                           f"got {block.get('method')!r}")
