@@ -8,6 +8,7 @@ from torch import nn
 
 import finetune_helpers as h
 from plmkit import tasks
+from plmkit.errors import ConfigError
 from plmkit.models.bert import BertConfig, BertForMaskedLM
 from plmkit.recipes.finetune import ModelSettings, finetune, freeze, prepare_model, set_trainable
 from plmkit.tasks.classification import ClassificationTask
@@ -86,6 +87,26 @@ def test_lora_adapters_of_frozen_layers_stay_frozen():
     adapters = {n: p.requires_grad for n, p in model.named_parameters() if "lora_" in n}
     assert adapters and all(not trains for n, trains in adapters.items() if ".layers.0." in n)
     assert any(".layers.1." in n for n in adapters) and all(trains for n, trains in adapters.items() if ".layers.1." in n)
+
+
+def test_lora_on_bert2bert_trains_the_adapters_only():
+    """An encoder-decoder has no base_prefix: its body is what lies under its body_roots (the encoder and the
+    decoder with its LM head), frozen under LoRA as a BART's is."""
+    from plmkit.tasks.translation import TranslationTask
+    tiny = h.tiny_model_dir()
+    tok = Tokenizer.from_pretrained(tiny)
+    model = prepare_model(TranslationTask(), tiny, tok, init="bert2bert")
+    set_trainable(model, TranslationTask(), tok, ModelSettings(init="bert2bert", lora_rank=2))
+    trained = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert any(n.startswith("decoder.") for n in trained) and all(".lora_" in n for n in trained), trained
+
+
+def test_freeze_body_refuses_a_head_tied_to_the_embeddings():
+    from plmkit.models.gpt2 import GPT2Config, GPT2LMHeadModel
+    model = GPT2LMHeadModel(GPT2Config.from_preset("gpt2-tiny", vocab_size=50, n_positions=16))
+    with pytest.raises(ConfigError, match=r"--freeze-body trains the task head only, but GPT2LMHeadModel's head "
+                                          r"\(lm_head.weight\) is tied to its token embedding.*--lora-rank"):
+        freeze(model, body=True)
 
 
 def test_zh_sentiment_head_only_really_freezes(tmp_path):

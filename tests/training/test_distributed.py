@@ -194,6 +194,24 @@ def test_fine_tuning_ner_at_two_processes_equals_one(files, tiny_bert, strategy)
     assert x.keys() == y.keys() and max((x[k] - y[k]).abs().max().item() for k in x) < 1e-5
 
 
+def test_bert2bert_under_ddp_at_two_processes_equals_one(files, tiny_bert):
+    """An encoder-decoder warm-started from a BERT: its encoder's pooler, which no seq2seq loss reads, is left
+    out of DDP (which stopped at the second step, waiting for its gradient); the run is that of one process."""
+    mt = files / "b2b.jsonl"
+    mt.write_text("".join(json.dumps({"source": s, "target": " ".join(reversed(s.lower().split()))}) + "\n"
+                          for s in EN), encoding="utf-8")
+    args = ["finetune", "--task", "translation", "--init", "bert2bert", "--model", str(tiny_bert), "--train", str(mt),
+            "--batch-size", "4", "--max-steps", "3", "--lr", "1e-3", "--schedule", "constant", "--warmup-ratio", "0",
+            "--dropout", "0", "--log-every", "1", "--device", "cpu", "--no-progress"]
+    assert main([*args, "--out", str(files / "b2b-one")]) == 0
+    done = torchrun(*args, "--out", str(files / "b2b-two"))  # (--strategy ddp, the default)
+    assert done.returncode == 0, done.stderr[-3000:]
+    a, b = losses(files / "b2b-one"), losses(files / "b2b-two")
+    assert sorted(a) == sorted(b) == [1, 2, 3] and max(abs(a[s] - b[s]) for s in a) < 1e-5, (a, b)
+    x, y = (load_file(files / run / "model" / "model.safetensors") for run in ("b2b-one", "b2b-two"))
+    assert x.keys() == y.keys() and max((x[k] - y[k]).abs().max().item() for k in x) < 1e-5
+
+
 def test_a_bad_record_ends_every_process_with_the_message(files, tiny_bert):
     model = tiny_bert
     bad = files / "bad.jsonl"

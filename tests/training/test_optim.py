@@ -84,3 +84,36 @@ def test_cpu_optimizer_is_fused_and_steps_like_the_default_loop(toy):
         loop.step()
     for (name, p), q in zip(model.named_parameters(), reference.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=lambda m: f"{name}: {m}")
+
+
+def encoder_decoder(kind: str):
+    """A random 2 + 2-layer BART or BERT-to-BERT, its token embedding's name, its layers' prefixes from the
+    bottom up and a head parameter (BART's LM head is its shared embedding)."""
+    from plmkit.models.auto import model_class
+    from plmkit.models.bert import BertConfig
+    from plmkit.models.encoder_decoder import EncoderDecoderConfig, EncoderDecoderModel
+    from plmkit.models.registry import config_from_preset
+    if kind == "bart":
+        config = config_from_preset("bart-tiny", vocab_size=100)
+        return (model_class(config.model_type, "seq2seq-lm")(config), "model.shared.weight",
+                ["model.encoder.layers.0.", "model.encoder.layers.1.", "model.decoder.layers.0.",
+                 "model.decoder.layers.1."], None)
+    bert = BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32)
+    config = EncoderDecoderConfig.from_encoder_decoder_configs(bert, bert, decoder_start_token_id=2, pad_token_id=0)
+    return (EncoderDecoderModel(config), "encoder.embeddings.word.weight",
+            ["encoder.layers.0.", "encoder.layers.1.", "decoder.bert.layers.0.", "decoder.bert.layers.1."],
+            "decoder.mlm.transform.dense.weight")
+
+
+@pytest.mark.parametrize("kind", ["bart", "bert2bert"])
+def test_layer_wise_lr_decay_counts_an_encoder_decoder_from_its_embeddings_up(kind):
+    """The token embedding (BART's shared one too) and the other embeddings are the deepest, then the
+    encoder's layers, then the decoder's above them all, then the head."""
+    model, token_embedding, layers, head = encoder_decoder(kind)
+    cfg = TrainConfig(max_steps=1, lr=1e-3, layer_lr_decay=0.5, head_lr=5e-3)
+    lr = {name: lr for name, (lr, _) in by_name(param_groups(model, cfg)).items()}
+    assert lr[token_embedding] == pytest.approx(1e-3 * 0.5**5)
+    assert all(lr[n] == pytest.approx(1e-3 * 0.5**5) for n in lr if ".embeddings." in n)
+    for depth, layer in enumerate(layers, 1):
+        assert lr[layer + "attn.q.weight"] == pytest.approx(1e-3 * 0.5 ** (5 - depth)), layer
+    assert head is None or lr[head] == 5e-3

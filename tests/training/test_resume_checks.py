@@ -135,10 +135,72 @@ def test_continue_from_joins_the_new_schedule_by_its_end():
     import torch
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     schedule = LRSchedule(opt, TrainConfig(max_steps=10, schedule="cosine", min_lr_ratio=0.1), 10)
-    schedule.continue_from(4, 0.0, 0.3)
-    values = [schedule.factor(s) for s in range(4, 11)]
-    assert values[0] == pytest.approx(0.3) and values[-1] == pytest.approx(0.1)
+    schedule.continue_from(4, 0.0, 0.3)  # 0.3: the factor of update 3, the last that ran
+    values = [schedule.factor(s) for s in range(3, 11)]
+    assert values[0] == pytest.approx(0.3) and values[1] < 0.3 and values[-1] == pytest.approx(0.1)
     assert all(a >= b for a, b in zip(values, values[1:]))
+
+
+def test_resume_with_changes_keeps_the_learning_rate_of_every_step(tmp_path, toy):
+    """Resumed at step 2 (during warmup) with a change that leaves the schedule alone: every later step has
+    the uninterrupted run's learning rate; with a longer run, each step the new schedule's, joined to the
+    last update that ran (none repeated)."""
+    import shutil
+    cfg = dict(lr=1e-3, warmup_steps=4, max_steps=8, log_every=1, save_every=2, keep_last=10, device="cpu",
+               progress_bar=False)
+
+    def fp(**settings):
+        return {"settings": {"train.grad_clip": 1.0, "train.max_steps": 8, **settings}, "data": {}}
+
+    Trainer(toy.ToyLM(), TrainConfig(**cfg), toy.make_loader(), tmp_path / "straight", fingerprint=fp()).train()
+    straight = lrs(tmp_path / "straight")
+    shutil.copytree(tmp_path / "straight", tmp_path / "clip")
+    Trainer(toy.ToyLM(), TrainConfig(**cfg, grad_clip=0.5), toy.make_loader(), tmp_path / "clip",
+            fingerprint=fp(**{"train.grad_clip": 0.5})).train(
+        resume=tmp_path / "clip" / "checkpoints" / "step-000002", accept_changes=True)
+    assert lrs(tmp_path / "clip") == pytest.approx(straight, rel=1e-12)
+    cfg["warmup_steps"] = 0
+    Trainer(toy.ToyLM(), TrainConfig(**cfg), toy.make_loader(), tmp_path / "long", fingerprint=fp()).train()
+    Trainer(toy.ToyLM(), TrainConfig(**{**cfg, "max_steps": 12}), toy.make_loader(), tmp_path / "long",
+            fingerprint=fp(**{"train.max_steps": 12})).train(
+        resume=tmp_path / "long" / "checkpoints" / "step-000004", accept_changes=True)
+    after = lrs(tmp_path / "long")
+    # linear to 0: update u ran at 1 - u/8; the new run's 1 - u/12, scaled to meet 5/8 at update 3 (step 4)
+    assert after[4] == pytest.approx(1e-3 * 5 / 8)
+    assert [after[s] for s in range(5, 13)] == pytest.approx([1e-3 * 5 / 8 * (12 - u) / 9 for u in range(4, 12)])
+
+
+def test_changes_that_regroup_the_parameters_keep_every_parameter_state_by_name(toy):
+    """Another weight decay, head_lr or layer_lr_decay groups the parameters otherwise: each keeps its
+    AdamW state, found by name, in the new groups with their settings."""
+    import torch
+    from plmkit.training.checkpoint import regrouped
+    from plmkit.training.optim import build_optimizer
+    model = toy.ToyLM()
+    before = build_optimizer(model, TrainConfig(max_steps=1, weight_decay=0.01))
+    model(**toy.masking_collate(toy.make_dataset(4))).loss.backward()
+    before.step()
+    saved = before.state_dict()
+    after = build_optimizer(model, TrainConfig(max_steps=1, lr=1e-3, weight_decay=0.0, layer_lr_decay=0.5,
+                                               head_lr=1e-2))
+    assert len(after.param_groups) != len(saved["param_groups"])
+    after.load_state_dict(regrouped(saved, after))
+    old = {n: before.state[p] for g in before.param_groups for n, p in zip(g["names"], g["params"])}
+    for group in after.param_groups:
+        for name, p in zip(group["names"], group["params"]):
+            assert torch.equal(after.state[p]["exp_avg"], old[name]["exp_avg"]), name
+    lr = {n: (g["lr"], g["weight_decay"]) for g in after.param_groups for n in g["names"]}
+    assert lr["head.weight"] == (1e-2, 0.0) and lr["layers.1.dense.weight"] == (pytest.approx(5e-4), 0.0)
+    model.head.weight.requires_grad_(False)
+    with pytest.raises(ValueError, match=r"head.weight trained then only"):
+        regrouped(saved, build_optimizer(model, TrainConfig(max_steps=1)))
+
+
+def test_resume_with_changes_to_the_parameter_groups(tmp_path, caplog):
+    train = write_rows(tmp_path / "t.jsonl", ROWS)
+    tune(tmp_path, train, 4)
+    result = tune(tmp_path, train, 6, resume_with_changes=True, weight_decay=0.0, layer_lr_decay=0.9, head_lr=1e-2)
+    assert result.step == 6 and "train.weight_decay 0.01 -> 0.0" in caplog.text
 
 
 def test_what_cannot_change_on_a_resume_is_refused_even_when_changes_are_accepted(tmp_path):

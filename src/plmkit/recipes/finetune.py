@@ -461,6 +461,12 @@ def freeze(model, embeddings: bool = False, layers: int = 0, body: bool = False)
     n_layers = model.config.num_layers
     if layers < 0 or layers > n_layers:
         raise ConfigError(f"freeze_layers={layers}: the model has {n_layers} layers")
+    if body and all(name.startswith(prefix) for name, _ in model.named_parameters()):
+        tied = [name for name, _ in model.named_parameters(remove_duplicate=False) if not name.startswith(prefix)]
+        why = (f"({', '.join(tied)}) is tied to its token embedding, which freezing the body freezes too" if tied
+               else "has no parameters outside its body")
+        raise ConfigError(f"--freeze-body trains the task head only, but {type(model).__name__}'s head {why}, so "
+                          "nothing would train: use --lora-rank R or --freeze-layers K instead")
     frozen = []
     for name, p in model.named_parameters():
         inner = name[len(prefix):] if name.startswith(prefix) else None
@@ -475,6 +481,15 @@ def freeze(model, embeddings: bool = False, layers: int = 0, body: bool = False)
     return frozen
 
 
+def in_body(model, name: str) -> bool:
+    """Whether parameter `name` is the body's, not the task head's: under `base_prefix`, or in a model
+    without one (an encoder-decoder) under its `body_roots` (what lies outside, a projection between the
+    halves, is new)."""
+    if model.base_prefix:
+        return name.startswith(model.base_prefix + ".")
+    return name.split(".")[0] in model.body_roots
+
+
 def set_trainable(model, task: Task, tokenizer, m: ModelSettings) -> list[str]:
     """Freeze what `m` asks and add its LoRA adapters (the task head always trains), then let the
     task train what it must (relation markers' new rows). Returns the names frozen by `freeze`."""
@@ -482,7 +497,7 @@ def set_trainable(model, task: Task, tokenizer, m: ModelSettings) -> list[str]:
     frozen = freeze(model, m.freeze_embeddings, m.freeze_layers, m.freeze_body)
     if m.lora_rank:
         targets = m.lora_targets or ("q", "v")
-        head = [p for n, p in model.named_parameters() if not n.startswith(model.base_prefix + ".")]
+        head = [p for n, p in model.named_parameters() if not in_body(model, n)]
         wrapped = apply_lora(model, targets, m.lora_rank, m.lora_alpha, m.lora_dropout)
         for p in head:
             p.requires_grad_(True)

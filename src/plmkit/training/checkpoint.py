@@ -173,6 +173,22 @@ def load_full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer
     set_optimizer_state_dict(model, optimizer, full, options=StateDictOptions(full_state_dict=True))
 
 
+def regrouped(state: dict, optimizer: torch.optim.Optimizer) -> dict:
+    """A checkpoint's optimizer state (its groups name their parameters: ``names``) in `optimizer`'s
+    parameter groups, with their settings: each parameter's state goes with its name. A resume whose
+    changes group the parameters otherwise (weight decay, head_lr, layer_lr_decay) loads this. A
+    ValueError names the parameters that one of them trains and the other not."""
+    key = {name: k for group in state["param_groups"] for name, k in zip(group["names"], group["params"])}
+    mine = {name for group in optimizer.param_groups for name in group["names"]}
+    if mine != key.keys():
+        differ = [f"{', '.join(sorted(names)[:4])}{' ...' if len(names) > 4 else ''} trained {when} only"
+                  for names, when in ((mine - key.keys(), "now"), (key.keys() - mine, "then")) if names]
+        raise ValueError("; ".join(differ))
+    return {**state, "param_groups": [{**{k: v for k, v in group.items() if k != "params"},
+                                       "params": [key[name] for name in group["names"]]}
+                                      for group in optimizer.param_groups]}
+
+
 class _MetadataUnpickler(pickle.Unpickler):
     """DCP's `.metadata` file is a pickle of its `Metadata`: for each tensor its shape, dtype and chunks,
     and which file and byte range holds each chunk. It is read allowing DCP's own record classes

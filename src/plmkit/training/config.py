@@ -59,7 +59,9 @@ class TrainConfig(Settings):
     betas: tuple[float, float] = setting((0.9, 0.999), "AdamW betas, comma-separated", metavar="B1,B2",
                                          at_least=0, below=1)
     eps: float = setting(1e-8, "AdamW epsilon", metavar="EPS", above=0)
-    layer_lr_decay: float | None = setting(None, "layer i gets lr * d**(L - i)", metavar="D", above=0, at_most=1)
+    layer_lr_decay: float | None = setting(None, "layer i gets lr * d**(L - i), the embeddings lr * d**(L + 1) "
+                                                 "(an encoder-decoder's decoder layers count after its encoder's)",
+                                           metavar="D", above=0, at_most=1)
     head_lr: float | None = setting(None, "learning rate of the task head", metavar="LR", above=0)
     # schedule
     warmup_steps: int = setting(0, "linear warmup steps (instead of --warmup-ratio)", metavar="N", at_least=0)

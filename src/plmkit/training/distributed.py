@@ -352,8 +352,25 @@ def wrap(model: torch.nn.Module, strategy: str, where: torch.device, amp_dtype: 
             fully_shard(getattr(model, name), mesh=mesh, **policies)  # which evaluation runs): its own unit
         return fully_shard(model, mesh=mesh, **policies)
     from torch.nn.parallel import DistributedDataParallel
+    # (torch's way of leaving parameters out of DDP, for now a static method; find_unused_parameters would
+    # search the autograd graph at every step for what never changes)
+    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, unused_by_loss(model))
     return DistributedDataParallel(model, device_ids=[where.index] if where.type == "cuda" else None,
                                    forward_sync_buffers=False)
+
+
+def unused_by_loss(model: torch.nn.Module) -> list[str]:
+    """Names of the parameters that no training loss reads, which DDP must leave out (it stops at the
+    second step when one got no gradient): an encoder-decoder's decoder reads its encoder's last hidden
+    states only (`encode`), so what that encoder holds outside its body (`body_roots`), BERT's pooler
+    in bert2bert, gets none."""
+    unused = set()
+    for module in model.modules():
+        encoder = module.get_encoder() if getattr(module, "is_encoder_decoder", False) else None
+        roots = getattr(encoder, "body_roots", None)
+        if roots:
+            unused.update(id(p) for name, p in encoder.named_parameters() if name.split(".")[0] not in roots)
+    return [name for name, p in model.named_parameters() if id(p) in unused]
 
 
 def fsdp_policies(where: torch.device, amp_dtype: torch.dtype | None, cpu_offload: bool) -> dict[str, Any]:

@@ -21,25 +21,38 @@ def uses_weight_decay(name: str, param: torch.Tensor) -> bool:
     return not (name.endswith("bias") or "norm" in name.lower() or param.ndim < 2)
 
 
-def count_layers(model: nn.Module) -> int:
-    """Number of transformer layers, from the `layers.{i}.` in parameter names."""
-    indices = [int(m.group(1)) for name, _ in model.named_parameters() if (m := _LAYER.search(name))]
-    return max(indices) + 1 if indices else 0
+def depths(model: nn.Module) -> tuple[dict[str, int], int]:
+    """(the depth of each parameter below the head, by name; the number of layers L), for layer-wise
+    LR decay, from the bottom up: the embeddings are depth 0 (every parameter under an `embeddings.`
+    and the model's input embedding, `get_input_embeddings()`: an encoder-decoder keeps its shared
+    token embedding outside its stacks), layer i (`layers.{i}.`) depth i + 1. In an encoder-decoder
+    (`decoder_layers()`), the decoder sits above the whole encoder, as Hugging Face-style LLRD for
+    encoder-decoders counts it: with E encoder layers, decoder layer i is depth E + i + 1, and
+    L = E + the decoder's layers. Heads, the pooler and final norms have no depth."""
+    get_embeddings = getattr(model, "get_input_embeddings", None)
+    embedding = id(get_embeddings().weight) if callable(get_embeddings) else None
+    get_decoder_layers = getattr(model, "decoder_layers", None)
+    upper = {id(p) for p in get_decoder_layers().parameters()} if callable(get_decoder_layers) else set()
+    numbered = [(name, int(m.group(1)), id(p) in upper) for name, p in model.named_parameters()
+                if (m := _LAYER.search(name))]
+    below = max((i + 1 for _, i, up in numbered if not up), default=0)  # E (or the one stack's layers)
+    found = {name: (below if up else 0) + i + 1 for name, i, up in numbered}
+    found.update({name: 0 for name, p in model.named_parameters()
+                  if name not in found and (_EMBEDDINGS.search(name) or id(p) == embedding)})
+    return found, max(found.values(), default=0)
 
 
-def lr_for(name: str, cfg: TrainConfig, n_layers: int) -> float:
-    """Learning rate of one parameter.
+def lr_for(depth: int | None, cfg: TrainConfig, n_layers: int) -> float:
+    """Learning rate of a parameter at `depth` (`depths`) of a model with `n_layers` layers.
 
     With `layer_lr_decay = d`: layer i gets lr * d**(n_layers - i), embeddings
-    lr * d**(n_layers + 1). Everything else (heads, pooler, final norm) gets
-    `head_lr` if set, else lr.
+    lr * d**(n_layers + 1). Everything else (heads, pooler, final norm: no depth)
+    gets `head_lr` if set, else lr.
     """
+    if depth is None:
+        return cfg.head_lr if cfg.head_lr is not None else cfg.lr
     decay = cfg.layer_lr_decay if cfg.layer_lr_decay is not None else 1.0
-    if match := _LAYER.search(name):
-        return cfg.lr * decay ** (n_layers - int(match.group(1)))
-    if _EMBEDDINGS.search(name):
-        return cfg.lr * decay ** (n_layers + 1)
-    return cfg.head_lr if cfg.head_lr is not None else cfg.lr
+    return cfg.lr * decay ** (n_layers + 1 - depth)
 
 
 def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
@@ -48,12 +61,12 @@ def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
     Each group has `params`, `lr`, `weight_decay` and `names` (for inspection);
     groups come in the order their first parameter appears in the model.
     """
-    n_layers = count_layers(model)
+    depth, n_layers = depths(model)
     groups: dict[tuple[float, float], dict[str, Any]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        lr = lr_for(name, cfg, n_layers)
+        lr = lr_for(depth.get(name), cfg, n_layers)
         weight_decay = cfg.weight_decay if uses_weight_decay(name, param) else 0.0
         group = groups.setdefault((lr, weight_decay), {"params": [], "names": [], "lr": lr, "weight_decay": weight_decay})
         group["params"].append(param)

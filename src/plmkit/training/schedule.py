@@ -74,12 +74,13 @@ class LRSchedule:
         return factor
 
     def continue_from(self, step: int, elapsed: float, factor: float) -> None:
-        """Go on from `factor` at update `step` (a run resumed with a changed length, schedule or lr):
-        the rest of this schedule, rescaled so that it starts at `factor` and still ends at its floor,
-        so the LR multiplier moves on from where it was instead of jumping to where a schedule rebuilt
-        for the new run would be."""
+        """Go on from `factor`, that of the last update that ran (update `step - 1`; a run resumed at
+        `step` with a changed length, schedule or lr): the rest of this schedule, rescaled so that its
+        own factor at update `step - 1` becomes `factor` and it still ends at its floor, so the LR
+        multiplier moves on from where it was instead of jumping to where a schedule rebuilt for the
+        new run would be. A schedule that did not change goes on exactly as it was."""
         self.join = None
-        self.join = (factor, self.factor(step, elapsed))
+        self.join = (factor, self.factor(step - 1, elapsed))
 
     def _decay(self, t: float) -> float:
         floor = self.min_lr_ratio

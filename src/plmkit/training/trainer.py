@@ -44,6 +44,7 @@ from plmkit.training.checkpoint import (
     load_trainer_state,
     load_weights,
     prune_checkpoints,
+    regrouped,
     resume_advice,
     resume_checkpoint,
     save_checkpoint,
@@ -274,14 +275,16 @@ class Trainer:
         return check_resume(checkpoint, self.fingerprint, accept_changes, before)
 
     def _restore_state(self, checkpoint: Path, saved: dict, changes: list[str]) -> None:
-        fresh = [{k: v for k, v in group.items() if k != "params"} for group in self.optimizer.param_groups]
+        state = saved["optimizer"]
         try:
+            if changes:  # this run's groups and their settings (changes may regroup), each state by name
+                state = regrouped(state, self.optimizer)
             if is_sharded_checkpoint(checkpoint):
-                load_sharded_state(self.model, self.optimizer, checkpoint, saved["optimizer"]["param_groups"])
+                load_sharded_state(self.model, self.optimizer, checkpoint, state["param_groups"])
             elif distributed.is_sharded(self.model):
-                load_full_optimizer_state(self.model, self.optimizer, saved["optimizer"])
+                load_full_optimizer_state(self.model, self.optimizer, state)
             else:
-                self.optimizer.load_state_dict(saved["optimizer"])
+                self.optimizer.load_state_dict(state)
         except (ValueError, KeyError) as exc:
             raise CheckpointError(
                 f"optimizer state in {checkpoint} does not fit (were other parameters frozen?): {exc}"
@@ -292,12 +295,10 @@ class Trainer:
         if changes and self.total_steps is not None and self.state.step > self.total_steps:
             raise ConfigError(f"with the changes, the run ends at step {self.total_steps} ({self.length_limit}), but "
                               f"{checkpoint} is at step {self.state.step}: give a longer --max-steps or --epochs")
-        if changes:  # this run's settings, from where the run was: no schedule rebuilt from step 0
-            for group, settings in zip(self.optimizer.param_groups, fresh):
-                group.update(settings)
-            last = saved["schedule"].get("last_factor")
-            self.schedule.continue_from(self.state.step, self.state.elapsed,
-                                        last if last is not None else self.schedule.factor(self.state.step))
+        if changes:  # the schedule from where the run was: not rebuilt from step 0
+            last = saved["schedule"].get("last_factor")  # (of update step - 1)
+            if last is not None:
+                self.schedule.continue_from(self.state.step, self.state.elapsed, last)
             log.warning("plmkit: resuming with changes: %s; the learning-rate schedule goes on from step %d",
                         "; ".join(changes), self.state.step)
         else:
