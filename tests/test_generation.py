@@ -116,8 +116,15 @@ def test_eos_stops_and_pads(model):
 
 
 def test_right_padded_prompt_is_refused(model):
-    with pytest.raises(Exception, match="left"):
+    with pytest.raises(Exception, match=r"row\(s\) \[1\] of the batch are padded on the right.*left"):
         model.generate(torch.ones(2, 3, dtype=torch.long), attention_mask=torch.tensor([[1, 1, 1], [1, 1, 0]]))
+
+
+def test_an_empty_prompt_in_a_padded_batch_is_named(model):
+    """tokenizer(["", "the cat"], padding=True) on the left: the empty row is the problem, not the side."""
+    with pytest.raises(Exception, match=r"prompt row\(s\) \[0\] of the batch have no tokens \(attention_mask all 0\)"):
+        model.generate(torch.ones(2, 2, dtype=torch.long), attention_mask=torch.tensor([[0, 0], [1, 1]]),
+                       max_new_tokens=2, pad_token_id=0)
 
 
 def test_sampling_is_reproducible(model):
@@ -216,6 +223,18 @@ def test_incremental_decoder_never_splits_characters(tokenizer):
         assert "".join(pieces) == text
         assert not any("\ufffd" in p for p in pieces)
         assert len([p for p in pieces if p]) > 1
+
+
+def test_incremental_decoder_joins_byte_fallback_runs_as_decode_does():
+    """A run of byte tokens (<0xNN>, plmkit's bpe / unigram tokenizers) decodes as a whole: valid bytes that a
+    stray lead byte follows are each U+FFFD in decode, and so in the pieces."""
+    from plmkit.tokenization import Tokenizer
+    tok = Tokenizer.train(["the café serves crème brûlée", "plain words here"] * 40, 300, model="bpe", style="marian")
+    words = tok.encode(" plain words", add_special_tokens=False)
+    for run in (["<0x41>", "<0x42>", "<0xE6>"], ["<0xC3>", "<0xA9>"], ["<0xE6>"]):  # "AB" + a lead byte; "é"
+        ids = tok.convert_tokens_to_ids(run) + words
+        dec = IncrementalDecoder(tok)
+        assert "".join([dec.push(i) for i in ids] + [dec.flush()]) == tok.decode(ids)
 
 
 def test_stream_yields_the_generated_text(model, tokenizer):
@@ -366,3 +385,75 @@ def test_a_forward_call_refuses_float_ids(model):
     from plmkit.errors import InputError
     with pytest.raises(InputError, match="input_ids must hold integer ids, got torch.float32"):
         model(torch.tensor([[5.0, 6.0]]))
+
+
+# -- against transformers' generate, on a tiny random GPT-2 --------------------------------------------
+def hf_gpt2(tmp_path, **overrides):
+    """A tiny random transformers GPT-2 (a sharper LM head than the tiny init gives; random biases and
+    norms: differences would show) and the same weights loaded by plmkit."""
+    tf = pytest.importorskip("transformers")
+    config = dict(vocab_size=30, n_positions=64, n_embd=32, n_layer=2, n_head=4, n_inner=37, bos_token_id=1,
+                  eos_token_id=2)
+    torch.manual_seed(0)
+    hf = tf.GPT2LMHeadModel(tf.GPT2Config(**{**config, **overrides}, attn_implementation="eager")).eval()
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if name.endswith("bias") or "ln_" in name:
+                p.add_(torch.randn_like(p) * 0.1)
+        hf.lm_head.weight.mul_(3)
+    hf.save_pretrained(tmp_path)
+    return hf, GPT2LMHeadModel.from_pretrained(tmp_path)
+
+
+def test_repetition_penalty_skips_the_left_padding_as_hf(tmp_path):
+    """A padded row equals its prompt alone and transformers' (which ignores the padding: prompt_ignore_length),
+    the pad id being the token the short prompt continues with, that a penalised padding would ban."""
+    hf, model = hf_gpt2(tmp_path)
+    short = torch.tensor([[11, 4, 9]])
+    kw = dict(max_new_tokens=6, repetition_penalty=1.5)
+    pad = int(model.generate(short, max_new_tokens=1, eos_token_id=[], repetition_penalty=1.5)[0, -1])
+    ids = torch.tensor([[12, 13, 14, 15, 16, 17], [pad, pad, pad, 11, 4, 9]])
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [0, 0, 0, 1, 1, 1]])
+    alone = model.generate(short, eos_token_id=[], **kw)
+    for beams in (1, 3):
+        expected = hf.generate(ids, attention_mask=mask, do_sample=False, num_beams=beams, eos_token_id=None,
+                               pad_token_id=pad, **kw)
+        got = model.generate(ids, attention_mask=mask, num_beams=beams, eos_token_id=[], pad_token_id=pad, **kw)
+        assert torch.equal(got, expected), beams
+    assert torch.equal(got[1, 6:], model.generate(short, num_beams=3, eos_token_id=[], **kw)[0, 3:])
+    greedy = model.generate(ids, attention_mask=mask, eos_token_id=[], pad_token_id=pad, **kw)
+    assert torch.equal(greedy[1, 6:], alone[0, 3:])
+
+
+def test_one_prompts_samples_without_a_pad_id_are_filled_with_eos_as_hf(tmp_path):
+    """One prompt, num_return_sequences > 1, no pad id: a row that ends repeats EOS (transformers' fill)
+    instead of sampling on; the same sampled tokens as transformers from the same seed."""
+    hf, model = hf_gpt2(tmp_path)
+    assert model.config.pad_token_id is None
+    ids = torch.tensor([[5, 6, 7]])
+    kw = dict(do_sample=True, num_return_sequences=4, max_new_tokens=25)
+    torch.manual_seed(0)
+    expected = hf.generate(ids, attention_mask=torch.ones_like(ids), **kw)
+    torch.manual_seed(0)
+    got = model.generate(ids, **kw)
+    assert torch.equal(got, expected)
+    ended = [row[row.index(2):] for row in got[:, 3:].tolist() if 2 in row]
+    assert ended and all(set(rest) == {2} for rest in ended) and any(len(rest) > 1 for rest in ended)
+    with pytest.raises(ValueError, match="pad_token_id"):  # stop strings without an EOS to fill with
+        model.generate(ids, eos_token_id=[], stop_strings=["x"], tokenizer=object(), **kw)
+
+
+def test_min_new_tokens_replaces_min_length_as_hf(tmp_path):
+    """transformers lets min_new_tokens win over min_length, given or from the generation config (BART-CNN's
+    min_length 56 with a call's min_new_tokens=5 allows EOS after 5 new tokens)."""
+    hf, model = hf_gpt2(tmp_path, pad_token_id=0)
+    ids = torch.tensor([[13, 22, 15, 21, 4, 8, 19]])
+    kw = dict(max_new_tokens=9, no_repeat_ngram_size=2)  # (this model would repeat its last token)
+    free = model.generate(ids, eos_token_id=[], **kw)
+    kw.update(eos_token_id=int(free[0, 8]), min_new_tokens=1)  # EOS: the second new token
+    expected = hf.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, min_length=12, **kw)
+    assert expected.shape[1] < 12  # EOS before min_length
+    assert torch.equal(model.generate(ids, min_length=12, **kw), expected)
+    model.generation_config = {**model.generation_config, "min_length": 12}
+    hf.generation_config.min_length = 12
+    assert torch.equal(model.generate(ids, **kw), hf.generate(ids, attention_mask=torch.ones_like(ids), **kw))

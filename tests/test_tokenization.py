@@ -207,6 +207,49 @@ def test_save_pretrained_loads_identically_in_hf_and_plmkit(tok, hf, tmp_path):
     assert Tokenizer.from_pretrained(tmp_path)(TEXTS, **kw) == tok(TEXTS, **kw)
 
 
+def test_extra_special_tokens_of_transformers_5_are_read_and_written_back(tmp_path):
+    """transformers 5 writes a tokenizer's additional special tokens as tokenizer_config.json's
+    extra_special_tokens (a list; a dict names them); plmkit reads them and saves them where both read them."""
+    theirs = HFAutoTokenizer.from_pretrained(MODEL_DIR)
+    theirs.add_special_tokens({"additional_special_tokens": ["[E1]", "[/E1]"]})
+    theirs.save_pretrained(tmp_path / "hf")
+    config = json.loads((tmp_path / "hf" / "tokenizer_config.json").read_text(encoding="utf-8"))
+    assert config["extra_special_tokens"] == ["[E1]", "[/E1]"] and "additional_special_tokens" not in config
+    hf, ours = HFAutoTokenizer.from_pretrained(tmp_path / "hf"), Tokenizer.from_pretrained(tmp_path / "hf")
+    assert ours.all_special_ids == hf.all_special_ids and ours.all_special_tokens == hf.all_special_tokens
+    ids = ours("a [E1] b [/E1]").input_ids
+    assert ours.convert_ids_to_tokens(ids, skip_special_tokens=True) == ["a", "b"]
+    ours.save_pretrained(tmp_path / "ours")
+    for again in (HFAutoTokenizer.from_pretrained(tmp_path / "ours"), Tokenizer.from_pretrained(tmp_path / "ours")):
+        assert again.all_special_ids == hf.all_special_ids
+    config["extra_special_tokens"] = {"e1_token": "[E1]", "e2_token": "[/E1]"}
+    (tmp_path / "hf" / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    assert Tokenizer.from_pretrained(tmp_path / "hf").all_special_ids == hf.all_special_ids
+
+
+def test_clean_up_tokenization_spaces_as_hf(tok, tmp_path):
+    """tokenizer_config.json's clean_up_tokenization_spaces is decode's default, and the keyword overrides it:
+    the same text as transformers 5 (which leaves BPE models' text alone), written back by save_pretrained."""
+    texts = ["It's a test, isn't it? I don't know.", "we 're here ."]
+    tok.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text(encoding="utf-8"))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({**config, "clean_up_tokenization_spaces": True}))
+    hf, ours = HFAutoTokenizer.from_pretrained(tmp_path), Tokenizer.from_pretrained(tmp_path)
+    ids = ours(texts).input_ids
+    assert ours.batch_decode(ids, skip_special_tokens=True) == hf.batch_decode(ids, skip_special_tokens=True) \
+        == ["it's a test, isn't it? i don't know.", "we're here."]
+    for clean in (False, True):
+        assert tok.batch_decode(ids, clean_up_tokenization_spaces=clean) == \
+            ours.batch_decode(ids, clean_up_tokenization_spaces=clean) == \
+            hf.batch_decode(ids, clean_up_tokenization_spaces=clean)
+        assert ours.decode(ids[1], clean_up_tokenization_spaces=clean) == \
+            hf.decode(ids[1], clean_up_tokenization_spaces=clean)
+    ours.save_pretrained(tmp_path / "again")
+    assert Tokenizer.from_pretrained(tmp_path / "again").decode(ids[1], skip_special_tokens=True) == "we're here."
+    bpe = Tokenizer.train_bpe(texts * 20, vocab_size=300)
+    assert bpe.decode(bpe.encode(texts[1]), clean_up_tokenization_spaces=True) == texts[1]
+
+
 def test_huge_model_max_length_means_no_limit(tmp_path):
     shutil.copy(MODEL_DIR / "vocab.txt", tmp_path / "vocab.txt")
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({"model_max_length": int(1e30)}))

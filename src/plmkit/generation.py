@@ -47,10 +47,15 @@ from plmkit.utils.text import describe, read_json_object
 
 
 # -- logits processing --------------------------------------------------------------------------
-def repetition_penalty_(scores: Tensor, sequences: Tensor, penalty: float) -> Tensor:
+def repetition_penalty_(scores: Tensor, sequences: Tensor, penalty: float, ignore: Tensor | None = None) -> Tensor:
     """CTRL's rule (Keskar et al., 2019), as Hugging Face applies it: every token already in
     ``sequences`` (B, L) (prompt included) gets its score divided by ``penalty`` if positive,
-    multiplied by it if negative. scores: (B, V), modified in place and returned."""
+    multiplied by it if negative. ``ignore`` (B, T <= L) bool: positions that do not count (a prompt's
+    left padding, as Hugging Face's prompt_ignore_length). scores: (B, V), modified in place and returned."""
+    if ignore is not None:  # ignored positions point at a spare column, dropped after
+        v = scores.shape[1]
+        ids = sequences.masked_fill(F.pad(ignore, (0, sequences.shape[1] - ignore.shape[1])), v)
+        return scores.copy_(repetition_penalty_(F.pad(scores, (0, 1)), ids, penalty)[:, :v])
     picked = scores.gather(1, sequences)
     picked = torch.where(picked < 0, picked * penalty, picked / penalty)
     return scores.scatter_(1, sequences, picked)
@@ -188,16 +193,17 @@ class GenerationSettings:
             need(self.do_sample or self.num_return_sequences == 1,
                  "greedy decoding gives one sequence per input: num_return_sequences > 1 needs do_sample or beams")
 
-    def process(self, scores: Tensor, sequences: Tensor, step: int) -> Tensor:
+    def process(self, scores: Tensor, sequences: Tensor, step: int, ignore: Tensor | None = None) -> Tensor:
         """Hugging Face's processor order: repetition penalty (then OpenAI's presence and frequency
         penalties, as vLLM), n-gram blocking, banned words, minimum lengths, forced BOS / EOS, then
         (sampling only) temperature, top-k, top-p.
 
         scores (B, V) fp32 are modified in place; sequences (B, L) every token so far (the prompt, or the
-        decoder start, included); ``step`` counts the new tokens so far.
+        decoder start, included); ``step`` counts the new tokens so far; ``ignore`` (B, T) bool: the prompts'
+        padding, which the repetition penalty skips (the other processors see it, as Hugging Face's do).
         """
         if self.repetition_penalty != 1.0:
-            repetition_penalty_(scores, sequences, self.repetition_penalty)
+            repetition_penalty_(scores, sequences, self.repetition_penalty, ignore)
         if (self.presence_penalty or self.frequency_penalty) and step:
             presence_frequency_penalty_(scores, sequences[:, sequences.shape[1] - step:], self.presence_penalty,
                                         self.frequency_penalty)
@@ -222,10 +228,11 @@ class GenerationSettings:
 
 
 def next_tokens(s: GenerationSettings, logits: Tensor, sequences: Tensor, step: int,
-                generator: torch.Generator | None = None) -> Tensor:
+                generator: torch.Generator | None = None, ignore: Tensor | None = None) -> Tensor:
     """The next token of each row, (B,): the scores of ``logits`` (B, V) processed (`GenerationSettings.process`;
-    ``sequences`` (B, L) every token so far, ``step`` new tokens so far), then sampled or the most likely."""
-    scores = s.process(logits.float(), sequences, step)
+    ``sequences`` (B, L) every token so far, ``step`` new tokens so far, ``ignore`` the prompts' padding),
+    then sampled or the most likely."""
+    scores = s.process(logits.float(), sequences, step, ignore)
     if s.do_sample:
         return torch.multinomial(scores.softmax(dim=-1), 1, generator=generator).squeeze(1)
     return scores.argmax(dim=-1)
@@ -261,8 +268,11 @@ def lm_vocab(config) -> int | None:
 
 def as_settings(values: dict, prompt_length: int) -> GenerationSettings:
     """generate()'s keywords (Hugging Face's names, None for not given) as settings, unchecked; a
-    max_length (prompt included) counts the new tokens when max_new_tokens is not given."""
+    max_length (prompt included) counts the new tokens when max_new_tokens is not given, and a
+    min_new_tokens replaces min_length (as in Hugging Face, whichever was the default)."""
     values = {k: v for k, v in values.items() if v is not None}
+    if "min_new_tokens" in values:
+        values.pop("min_length", None)
     if "max_length" in values and "max_new_tokens" not in values:
         if not is_int(values["max_length"]):
             raise ConfigError(f"generate: max_length must be an integer >= 1, got {describe(values['max_length'])}")
@@ -333,12 +343,19 @@ class IncrementalDecoder:
     whose rendering depends on what follows (byte-level BPE, SentencePiece's leading spaces).
 
     Each ``push`` decodes a short window of recent tokens and emits only the text added since the
-    previous piece, and nothing while the window ends in an incomplete UTF-8 sequence (U+FFFD).
-    Works with ``transformers`` tokenizers and ``tokenizers.Tokenizer`` (anything with ``decode``).
+    previous piece, and nothing while the window ends in an incomplete UTF-8 sequence (U+FFFD) or in a
+    byte-fallback token (``<0xNN>``: a run of them decodes as a whole, each byte U+FFFD if the run is not
+    UTF-8). Works with ``transformers`` tokenizers and ``tokenizers.Tokenizer`` (anything with ``decode``).
     """
 
     def __init__(self, tokenizer, skip_special_tokens: bool = True):
         self.tokenizer, self.skip = tokenizer, skip_special_tokens
+        backend = getattr(tokenizer, "backend_tokenizer", tokenizer)  # a `tokenizers.Tokenizer`, if any
+        decoder = getattr(backend, "decoder", None)
+        self.byte_token = None  # with a byte-fallback decoder: whether an id is a byte token
+        if type(decoder).__module__.startswith("tokenizers") and b"ByteFallback" in decoder.__getstate__():
+            from plmkit.tokenization.tokenizer import _BYTE_PIECE  # ("<0xNN>")
+            self.byte_token = lambda i: _BYTE_PIECE.fullmatch(backend.id_to_token(i) or "") is not None
         self.ids: list[int] = []
         self.prefix = 0  # start of the decoding window
         self.read = 0  # tokens already turned into emitted text
@@ -350,7 +367,8 @@ class IncrementalDecoder:
         self.ids.append(int(token_id))
         before = self._decode(self.ids[self.prefix:self.read])
         text = self._decode(self.ids[self.prefix:])
-        if len(text) > len(before) and not text.endswith("\ufffd"):
+        held = text.endswith("\ufffd") or (self.byte_token is not None and self.byte_token(self.ids[-1]))
+        if len(text) > len(before) and not held:
             self.prefix, self.read = self.read, len(self.ids)
             return text[len(before):]
         return ""
@@ -394,25 +412,40 @@ def _check_prompt(input_ids: Tensor, attention_mask: Tensor | None = None) -> No
         check_ids("attention_mask", attention_mask, 2, tuple(input_ids.shape))
 
 
+def _check_left_padding(attention_mask: Tensor) -> None:
+    """Every prompt of a padded batch holds a token and ends at the last position; the rows that do not are named."""
+    empty = (~attention_mask.bool().any(1)).nonzero().flatten().tolist()
+    if empty:
+        raise PlmkitError(f"prompt row(s) {empty} of the batch have no tokens (attention_mask all 0): give each "
+                          "prompt at least one token, e.g. the tokenizer's bos_token_id (where stream() and "
+                          "`plmkit generate` start an empty prompt: generation.prompt_ids)")
+    right = (attention_mask[:, -1] == 0).nonzero().flatten().tolist()
+    if right:
+        raise PlmkitError(f"prompt row(s) {right} of the batch are padded on the right: generation continues after "
+                          "the last position, so pad prompts on the left (tokenizer.padding_side = 'left')")
+
+
 # -- how a model is stepped ---------------------------------------------------------------------
 class CausalRun:
     """A decoder-only model under `generate`: the prompts in one forward, then one token per row
     (``rows`` rows per prompt: beams or samples, consecutive)."""
+
+    ignore: Tensor | None = None  # (N, t) bool: each row's left padding, which the repetition penalty skips
 
     def __init__(self, model, input_ids: Tensor, attention_mask: Tensor | None, rows: int, max_new_tokens: int):
         b, t = input_ids.shape
         total = t + max_new_tokens
         _check_room(model, total)
         self.padded = attention_mask is not None and not bool(attention_mask.all())
-        if self.padded and not bool(attention_mask[:, -1].all()):
-            raise PlmkitError("a prompt is padded on the right: generation continues after the last position, so "
-                              "pad prompts on the left (tokenizer.padding_side = 'left')")
+        if self.padded:
+            _check_left_padding(attention_mask)
         self.model, self.length = model, t
         self.prompt = input_ids.repeat_interleave(rows, 0) if rows > 1 else input_ids  # (N, t)
         self.mask = torch.ones(b * rows, total, dtype=torch.long, device=input_ids.device)
         if self.padded:
             self.mask[:, :t] = attention_mask.repeat_interleave(rows, 0)
             self.positions = positions_from_mask(self.mask[:, :t])
+            self.ignore = self.mask[:, :t].cumsum(1) == 0  # (as Hugging Face: the positions before the first token)
         else:
             self.positions = torch.arange(t, device=input_ids.device).expand(b * rows, t)
         self.cache = model.make_cache(b * rows, total)
@@ -498,7 +531,11 @@ class GenerationMixin:
         s.check()
         if s.stop_strings and tokenizer is None:
             raise ConfigError("stop_strings need the tokenizer: generate(..., stop_strings=[...], tokenizer=tok)")
-        if batch > 1 and (s.eos_token_ids or s.stop_strings) and s.pad_token_id is None:
+        rows = batch * (s.num_return_sequences if s.num_beams == 1 else 1)  # (beam search fills its own rows)
+        # rows that end unevenly are padded: with the pad id, or one prompt's samples with the EOS id (as
+        # Hugging Face fills them); the rows of several prompts need a pad id
+        uneven = rows > 1 and (s.eos_token_ids or s.stop_strings)
+        if uneven and s.pad_token_id is None and (batch > 1 or not s.eos_token_ids):
             raise ConfigError("sequences of a batch can end at different steps, so the shorter ones are padded, "
                               "but no pad_token_id is known: pass pad_token_id=... (for GPT-2 style tokenizers "
                               "without a pad token, tokenizer.eos_token_id is the usual choice)")
@@ -521,7 +558,8 @@ class GenerationMixin:
 
         input_ids (B, T) or (T,); attention_mask (B, T): prompts padded on the left, sources on the right.
         Settings (Hugging Face's names; those not given: see the module docstring):
-        max_new_tokens (or max_length, prompt included); min_new_tokens, min_length: EOS is banned before.
+        max_new_tokens (or max_length, prompt included); min_new_tokens, min_length: EOS is banned before
+            (min_new_tokens, when given or a default, replaces min_length, as in Hugging Face).
         do_sample: sample from softmax(scores / temperature) after top_k / top_p filtering; else greedy.
         num_beams > 1: beam search; hypotheses are ranked by sum(log p) / new_length ** length_penalty;
             early_stopping: True, False or "never" (as Hugging Face); num_return_sequences: the best n
@@ -532,8 +570,9 @@ class GenerationMixin:
         no_repeat_ngram_size: no n-gram appears twice; bad_words_ids: token sequences never produced.
         forced_bos_token_id: the first new token; forced_eos_token_id: the token at max length.
         eos_token_id: int or list; [] = never stop early. decoder_start_token_id: encoder-decoders.
-        pad_token_id: fills sequences that finished before the others; required whenever a batch can
-            finish unevenly (never silently replaced by the EOS id).
+        pad_token_id: fills sequences that finished before the others; required whenever a batch of
+            prompts can finish unevenly (never silently replaced by the EOS id). One prompt's samples
+            (or beams) without it are filled with the EOS id, as in Hugging Face.
         stop_strings: stop a sequence once its new text contains one of them (needs ``tokenizer``).
         seed / generator: make sampling reproducible.
         """
@@ -598,10 +637,12 @@ class GenerationMixin:
         logits = run.first()
         eos = torch.tensor(s.eos_token_ids, device=device) if s.eos_token_ids else None
         finished = torch.zeros(n, dtype=torch.bool, device=device)
+        # the finished rows' token: the pad id, else (one prompt's samples, `_settings`) the EOS id
+        fill = s.pad_token_id if s.pad_token_id is not None else (s.eos_token_ids or (None,))[0]
         for step in range(s.max_new_tokens):
-            token = next_tokens(s, logits, sequences[:, :t + step], step, generator)
-            if s.pad_token_id is not None:
-                token = token.masked_fill(finished, s.pad_token_id)
+            token = next_tokens(s, logits, sequences[:, :t + step], step, generator, run.ignore)
+            if fill is not None:
+                token = token.masked_fill(finished, fill)
             sequences[:, t + step] = token
             if eos is not None:
                 finished |= torch.isin(token, eos)
@@ -648,7 +689,7 @@ class GenerationMixin:
         for step in range(s.max_new_tokens):
             cur = t + step
             log_probs = F.log_softmax(logits.float(), dim=-1)
-            log_probs = s.process(log_probs, running[:, :, :cur].reshape(b * nb, cur), step)
+            log_probs = s.process(log_probs, running[:, :, :cur].reshape(b * nb, cur), step, run.ignore)
             v = log_probs.shape[-1]
             log_probs = (log_probs.view(b, nb, v) + running_scores[:, :, None]).view(b, nb * v)
             top_scores, top_index = log_probs.topk(keep, dim=-1)  # (b, keep)

@@ -58,11 +58,13 @@ class TokenizerOptions:
     strip_accents: bool | None = None
     tokenize_chinese_chars: bool | None = None
     add_prefix_space: bool | None = None
+    clean_up_tokenization_spaces: bool | None = None
 
 
 def check_options(values: dict, where: str) -> dict:
     """`values` with every option plmkit reads checked by type and range, and the special tokens as strs
-    (``{"content": ...}`` dicts read); errors name `where` (the file, or from_pretrained) and the key."""
+    (``{"content": ...}`` dicts read); transformers 5's extra_special_tokens (a list, or a dict of named
+    ones) join additional_special_tokens. Errors name `where` (the file, or from_pretrained) and the key."""
     names = [f.name for f in dataclasses.fields(TokenizerOptions)]
     check_field_types(TokenizerOptions(**{k: values[k] for k in names if k in values}), where)
     limit = values.get("model_max_length")
@@ -73,13 +75,16 @@ def check_options(values: dict, where: str) -> dict:
             raise ConfigError(f"{where}: {side} must be 'right' or 'left', got {values[side]!r}")
     out = dict(values)
     for key, value in values.items():
-        if key == "additional_special_tokens" and value is not None:
-            out[key] = token_list(value, f"{where}: {key}")
+        if key in ("additional_special_tokens", "extra_special_tokens") and value is not None:
+            out[key] = token_list(list(value.values()) if isinstance(value, dict) else value, f"{where}: {key}")
         elif key in SPECIAL_KEYS:
             out[key] = token_str(value, f"{where}: {key}")
         elif key.endswith("_token") and isinstance(value, (str, dict)):  # (add_bos_token: true is a switch)
             raise ConfigError(f"{where}: {key} is not a special token plmkit knows ({', '.join(SPECIAL_KEYS)}); "
                               "list the token under additional_special_tokens, or remove the key")
+    extra = out.pop("extra_special_tokens", None)
+    if extra:
+        out["additional_special_tokens"] = list(dict.fromkeys((out.get("additional_special_tokens") or []) + extra))
     return out
 
 

@@ -116,7 +116,8 @@ class Tokenizer:
 
     Build one with `from_pretrained`, `train_wordpiece` or `train_bpe`. Attributes:
     `model_max_length` (None: no limit), `padding_side` and `truncation_side`
-    ("right" or "left"), `model_input_names` (fields returned by default).
+    ("right" or "left"), `model_input_names` (fields returned by default),
+    `clean_up_tokenization_spaces` (decode's default).
     """
 
     bos_token = _special_token("bos")
@@ -144,6 +145,7 @@ class Tokenizer:
         truncation_side: str = "right",
         model_input_names: Sequence[str] | None = None,
         tokenizer_class: str | None = None,
+        clean_up_tokenization_spaces: bool = False,
     ):
         # Truncation and padding are done per call, never by backend state.
         backend.no_truncation()
@@ -165,6 +167,7 @@ class Tokenizer:
                 else ["input_ids", "attention_mask"]
         self.model_input_names = list(model_input_names)
         self.tokenizer_class = tokenizer_class or default_class(backend)
+        self.clean_up_tokenization_spaces = clean_up_tokenization_spaces
 
     # ------------------------------------------------------------------ loading and saving
 
@@ -211,6 +214,7 @@ class Tokenizer:
             truncation_side=config.get("truncation_side", "right"),
             model_input_names=config.get("model_input_names"),
             tokenizer_class=config.get("tokenizer_class"),
+            clean_up_tokenization_spaces=bool(config.get("clean_up_tokenization_spaces")),
         )
 
     def save_pretrained(self, directory: str | os.PathLike) -> tuple[str, ...]:
@@ -222,7 +226,8 @@ class Tokenizer:
             special_map["additional_special_tokens"] = list(self.additional_special_tokens)
         config = {"tokenizer_class": self.tokenizer_class, **special_map,
                   "padding_side": self.padding_side, "truncation_side": self.truncation_side,
-                  "model_input_names": self.model_input_names}
+                  "model_input_names": self.model_input_names,
+                  "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces}
         if self.model_max_length is not None:
             config["model_max_length"] = self.model_max_length
         normalizer, pre_tokenizer = self._backend.normalizer, self._backend.pre_tokenizer
@@ -534,20 +539,29 @@ class Tokenizer:
 
     # ------------------------------------------------------------------ decoding and vocabulary
 
-    def decode(self, ids, skip_special_tokens: bool = False) -> str:
-        """Text of a sequence of ids (list, 1-D tensor or a single int)."""
+    def decode(self, ids, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None) -> str:
+        """Text of a sequence of ids (list, 1-D tensor or a single int). clean_up_tokenization_spaces (None:
+        the tokenizer's, from tokenizer_config.json): remove the spaces before punctuation and
+        contractions ("it ' s here ." -> "it's here."), as transformers 5 does, which skips it for BPE models."""
         ids = _id_list(ids)
         if any(isinstance(i, (list, tuple)) for i in ids):
             raise DataError("decode takes one sequence of ids; use batch_decode for a batch.")
         try:
-            return self._backend.decode(ids, skip_special_tokens=skip_special_tokens)
+            text = self._backend.decode(ids, skip_special_tokens=skip_special_tokens)
         except (OverflowError, TypeError) as err:
             raise DataError(f"decode: ids must be ints in [0, {len(self)}) ({err}); "
                             "replace label padding such as -100 by the pad token id first.") from None
+        if clean_up_tokenization_spaces is None:
+            clean_up_tokenization_spaces = self.clean_up_tokenization_spaces
+        if clean_up_tokenization_spaces and not isinstance(self._backend.model, models.BPE):
+            for spaced, joined in _CLEAN_UP:
+                text = text.replace(spaced, joined)
+        return text
 
-    def batch_decode(self, sequences, skip_special_tokens: bool = False) -> list[str]:
-        """Texts of a batch of id sequences (list of lists or 2-D tensor)."""
-        return [self.decode(ids, skip_special_tokens) for ids in _id_list(sequences)]
+    def batch_decode(self, sequences, skip_special_tokens: bool = False,
+                     clean_up_tokenization_spaces: bool | None = None) -> list[str]:
+        """Texts of a batch of id sequences (list of lists or 2-D tensor); the options as `decode`'s."""
+        return [self.decode(ids, skip_special_tokens, clean_up_tokenization_spaces) for ids in _id_list(sequences)]
 
     def tokenize(self, text: str, pair: str | None = None, add_special_tokens: bool = False) -> list[str]:
         """Token strings of a text (without special tokens by default)."""
@@ -691,7 +705,8 @@ class Tokenizer:
 
 AutoTokenizer = Tokenizer
 _OVERRIDABLE = {"model_max_length", "padding_side", "truncation_side", "model_input_names",
-                "do_lower_case", "strip_accents", "tokenize_chinese_chars", "additional_special_tokens"}
+                "do_lower_case", "strip_accents", "tokenize_chinese_chars", "additional_special_tokens",
+                "clean_up_tokenization_spaces"}
 
 
 # ---------------------------------------------------------------------- helpers
@@ -707,6 +722,9 @@ def _byte_level_alphabet() -> dict[str, int]:
 
 _BYTE_LEVEL = _byte_level_alphabet()
 _BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")  # SentencePiece's byte fallback
+# transformers' clean_up_tokenization, in its order
+_CLEAN_UP = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"), (" 'm", "'m"),
+             (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
 
 
 def _longest_first(n_a: int, n_b: int, budget: int) -> tuple[int, int]:
