@@ -83,7 +83,7 @@ def truncate_history(tokenizer, history: Sequence, user_text: str, max_tokens: i
     eos = tokenizer.eos_token or "<|endoftext|>"
     system = _system_of(history, system)
     pairs = _pairs(history)
-    head = encode_text(tokenizer, format_system(system))
+    head = encode_prompt(tokenizer, format_system(system))  # (the tokenizer's BOS first, where it puts one)
     tail = encode_text(tokenizer, format_user(user_text))
     turns = [encode_text(tokenizer, format_turn(u, a, eos)) for u, a in pairs]
     budget = max_tokens - len(head) - len(tail)
@@ -98,6 +98,29 @@ def truncate_history(tokenizer, history: Sequence, user_text: str, max_tokens: i
         keep -= 1
     kept = turns[len(turns) - keep:]
     return pairs[len(pairs) - keep:], head + [i for t in kept for i in t] + tail
+
+
+def encode_prompt(tokenizer, text: str) -> list[int]:
+    """Token ids of a prompt a decoder continues: `encode_text` after `leading_bos` (Llama's <s>), as
+    Hugging Face's text-generation pipeline and vLLM tokenize a prompt."""
+    return leading_bos(tokenizer) + encode_text(tokenizer, text)
+
+
+def leading_bos(tokenizer) -> list[int]:
+    """[bos_token_id] when the tokenizer puts its BOS before every text it encodes with special tokens
+    (Llama's <s>), else []: none of its other special tokens (BERT-style [CLS] ... [SEP] around a text,
+    which a decoder never reads: plmkit's causal-LM data ends documents with EOS and adds nothing else)."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return []
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+
+    def ids(specials: bool) -> list[int]:
+        enc = (backend.encode("a", add_special_tokens=specials) if backend is not None
+               else tokenizer.encode("a", add_special_tokens=specials))
+        return list(enc.ids) if hasattr(enc, "ids") else list(enc)
+
+    return [bos] if ids(True)[:1] == [bos] != ids(False)[:1] else []
 
 
 def encode_text(tokenizer, text: str) -> list[int]:
@@ -151,5 +174,5 @@ class StopFilter:
         return rest
 
 
-__all__ = ["ASSISTANT", "SYSTEM", "USER", "StopFilter", "encode_text", "format_prompt", "format_system", "format_turn",
-           "format_user", "truncate_history"]
+__all__ = ["ASSISTANT", "SYSTEM", "USER", "StopFilter", "encode_prompt", "encode_text", "format_prompt", "format_system",
+           "format_turn", "format_user", "leading_bos", "truncate_history"]

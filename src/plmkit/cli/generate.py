@@ -103,11 +103,13 @@ def load_generator(path: str, device: str = "auto", backend: str = "torch"):
 
 
 def prompt_ids(tokenizer, text: str) -> list[int]:
-    """Token ids of a prompt (UTF-8 checked); an empty prompt starts from the bos (or eos) token."""
-    from plmkit.chat import encode_text
+    """Token ids of a prompt (UTF-8 checked; after the tokenizer's BOS where it puts one: `chat.encode_prompt`);
+    an empty prompt starts from the bos (or eos) token."""
+    from plmkit.chat import encode_text, leading_bos
     from plmkit.generation import prompt_ids as ids_of
 
-    return encode_text(tokenizer, text) or ids_of(tokenizer, "")
+    ids = encode_text(tokenizer, text)
+    return leading_bos(tokenizer) + ids if ids else ids_of(tokenizer, "")
 
 
 def input_ids(model, tokenizer, text: str) -> list[int]:

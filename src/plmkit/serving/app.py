@@ -39,7 +39,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from plmkit.chat import SYSTEM, USER, encode_text, format_prompt
+from plmkit.chat import SYSTEM, USER, encode_prompt, encode_text, format_prompt
 from plmkit.errors import PlmkitError
 from plmkit.serving.batching import (DecoderBatcher, Done, EncoderBatcher, GenerationBatcher, GenerationJob, Piece,
                                      PromptScores, Seq2SeqBatcher, Worker)
@@ -313,7 +313,7 @@ def create_app(models: dict[str, str], settings: ServeSettings | None = None,
             lengths = [check_room(served, len(worker.start_of(p)), body.max_tokens, COMPLETION_DEFAULT_MAX_TOKENS,
                                   "prompt", "to start the decoder") for p in prompts]
         else:
-            prompts = [encode_text(served.tokenizer, p) if isinstance(p, str) else p for p in given]
+            prompts = [encode_prompt(served.tokenizer, p) if isinstance(p, str) else p for p in given]
             lengths = [check_room(served, len(p), body.max_tokens, COMPLETION_DEFAULT_MAX_TOKENS, "prompt")
                        for p in prompts]
         echo = [p if isinstance(p, str) else served.tokenizer.decode(p) for p in given] if body.echo else None
@@ -325,7 +325,7 @@ def create_app(models: dict[str, str], settings: ServeSettings | None = None,
         served, worker = server.model(body.model, "/v1/chat/completions")
         system, history, user = body.conversation()
         eos = getattr(served.tokenizer, "eos_token", None) or "<|endoftext|>"
-        prompt = encode_text(served.tokenizer, format_prompt(history, user, system, eos))
+        prompt = encode_prompt(served.tokenizer, format_prompt(history, user, system, eos))
         max_tokens = check_room(served, len(prompt), body.max_completion_tokens or body.max_tokens,
                                 server.settings.default_max_tokens, "messages")
         return await generation(server, served, worker, body, request, Envelope("chat", body.model), [prompt],
