@@ -225,16 +225,18 @@ def test_incremental_decoder_never_splits_characters(tokenizer):
         assert len([p for p in pieces if p]) > 1
 
 
-def test_incremental_decoder_joins_byte_fallback_runs_as_decode_does():
-    """A run of byte tokens (<0xNN>, plmkit's bpe / unigram tokenizers) decodes as a whole: valid bytes that a
-    stray lead byte follows are each U+FFFD in decode, and so in the pieces."""
+def test_incremental_decoder_shows_byte_fallback_characters_once_complete():
+    """Byte tokens (<0xNN>, plmkit's bpe / unigram tokenizers; CJK text in Llama's vocabulary) show as soon as
+    they spell a whole character, not when their run ends; together, the pieces are decode's text."""
     from plmkit.tokenization import Tokenizer
     tok = Tokenizer.train(["the café serves crème brûlée", "plain words here"] * 40, 300, model="bpe", style="marian")
     words = tok.encode(" plain words", add_special_tokens=False)
-    for run in (["<0x41>", "<0x42>", "<0xE6>"], ["<0xC3>", "<0xA9>"], ["<0xE6>"]):  # "AB" + a lead byte; "é"
-        ids = tok.convert_tokens_to_ids(run) + words
-        dec = IncrementalDecoder(tok)
-        assert "".join([dec.push(i) for i in ids] + [dec.flush()]) == tok.decode(ids)
+    run = ["<0x4E>", "<0x4E>", "<0xE6>", "<0x9C>", "<0xAC>", "<0xC3>", "<0xA9>"]  # "N", "N", "本", "é"
+    ids = tok.convert_tokens_to_ids(run) + words
+    dec = IncrementalDecoder(tok)
+    pieces = [dec.push(i) for i in ids] + [dec.flush()]
+    assert pieces[:7] == ["N", "N", "", "", "本", "", "é"]
+    assert "".join(pieces) == tok.decode(ids)
 
 
 def test_stream_yields_the_generated_text(model, tokenizer):

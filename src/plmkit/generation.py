@@ -343,19 +343,16 @@ class IncrementalDecoder:
     whose rendering depends on what follows (byte-level BPE, SentencePiece's leading spaces).
 
     Each ``push`` decodes a short window of recent tokens and emits only the text added since the
-    previous piece, and nothing while the window ends in an incomplete UTF-8 sequence (U+FFFD) or in a
-    byte-fallback token (``<0xNN>``: a run of them decodes as a whole, each byte U+FFFD if the run is not
-    UTF-8). Works with ``transformers`` tokenizers and ``tokenizers.Tokenizer`` (anything with ``decode``).
+    previous piece, and nothing while the window ends in an incomplete UTF-8 sequence (U+FFFD), so a
+    character spelled in byte-fallback tokens (``<0xNN>``: CJK text in Llama's vocabulary) shows once its
+    bytes are complete. One difference with ``decode`` remains, by choice: a run of byte tokens that turns
+    out not to be UTF-8 decodes as U+FFFD for every byte of it, the valid ones already shown included;
+    holding every run back until it ends would delay such text by whole runs. Works with ``transformers``
+    tokenizers and ``tokenizers.Tokenizer`` (anything with ``decode``).
     """
 
     def __init__(self, tokenizer, skip_special_tokens: bool = True):
         self.tokenizer, self.skip = tokenizer, skip_special_tokens
-        backend = getattr(tokenizer, "backend_tokenizer", tokenizer)  # a `tokenizers.Tokenizer`, if any
-        decoder = getattr(backend, "decoder", None)
-        self.byte_token = None  # with a byte-fallback decoder: whether an id is a byte token
-        if type(decoder).__module__.startswith("tokenizers") and b"ByteFallback" in decoder.__getstate__():
-            from plmkit.tokenization.tokenizer import _BYTE_PIECE  # ("<0xNN>")
-            self.byte_token = lambda i: _BYTE_PIECE.fullmatch(backend.id_to_token(i) or "") is not None
         self.ids: list[int] = []
         self.prefix = 0  # start of the decoding window
         self.read = 0  # tokens already turned into emitted text
@@ -367,8 +364,7 @@ class IncrementalDecoder:
         self.ids.append(int(token_id))
         before = self._decode(self.ids[self.prefix:self.read])
         text = self._decode(self.ids[self.prefix:])
-        held = text.endswith("\ufffd") or (self.byte_token is not None and self.byte_token(self.ids[-1]))
-        if len(text) > len(before) and not held:
+        if len(text) > len(before) and not text.endswith("\ufffd"):
             self.prefix, self.read = self.read, len(self.ids)
             return text[len(before):]
         return ""
