@@ -199,3 +199,10 @@ def test_a_number_with_an_underscore_is_a_typo_not_ten(capsys):
     with pytest.raises(SystemExit):
         parse(BASE + ["--lr", "1_0"])
     assert "lr must be float, got '1_0'" in capsys.readouterr().err
+
+
+def test_a_run_file_with_a_bom_names_the_bad_byte_from_its_start(tmp_path, capsys):
+    run_file = tmp_path / "run.yaml"
+    run_file.write_bytes(b"\xef\xbb\xbftask: classification\nout: \xc9\n")
+    assert main(["finetune", "--config", str(run_file)]) == 2
+    assert f"{run_file}: not UTF-8 text (byte 29)" in capsys.readouterr().err

@@ -65,3 +65,23 @@ def test_generate_with_an_int8_decoder(tmp_path, capsys):
                      "--greedy"]) == 0
     fp32_text, int8_text = capsys.readouterr().out.splitlines()[-2:]
     assert int8_text.startswith("The old sailor") and int8_text == fp32_text  # weight-int8: fp32 compute
+
+
+@pytest.mark.parametrize("flags, message", [(["--batch-sizes", "1,x"], "--batch-sizes"),
+                                            (["--batch-sizes", "0"], "--batch-sizes"),
+                                            (["--threads", "0"], "--threads 0"),
+                                            (["--eval", "missing.jsonl"], "--eval missing.jsonl: no such file")])
+def test_report_flags_are_checked_before_the_work(tmp_path, capsys, flags, message):
+    model, _ = ch.sentiment_dir()
+    out = tmp_path / "int8"
+    assert main(["quantize", "--model", str(model), "--out", str(out), *flags]) == 2
+    assert message in capsys.readouterr().err and not out.exists()
+
+
+def test_compare_checks_its_out_before_measuring(tmp_path, capsys, monkeypatch):
+    import plmkit.compression.report as report
+    model, _ = ch.sentiment_dir()
+    monkeypatch.setattr(report, "measure", lambda *a, **kw: pytest.fail("measured before --out was checked"))
+    (tmp_path / "a_file").write_text("")
+    assert main(["compare", str(model), "--out", str(tmp_path / "a_file")]) == 2
+    assert "give another with --out" in capsys.readouterr().err

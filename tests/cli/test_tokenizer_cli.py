@@ -48,6 +48,32 @@ def test_missing_corpus_is_a_clean_error(tmp_path, capsys):
     assert "nope.txt" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("given", [["my_corpus_dir"], ["GOOD", "my_corpus_dir"], [""], ["empty_dir"]])
+def test_every_corpus_value_is_a_path_and_a_missing_or_empty_one_is_refused(tmp_path, capsys, monkeypatch, given):
+    corpus = write_corpus(tmp_path)
+    (tmp_path / "empty_dir").mkdir()
+    monkeypatch.chdir(tmp_path)
+    paths = [str(corpus / "a.txt") if c == "GOOD" else c for c in given]
+    argv = ["tokenizer", "train", "--corpus", *paths, "--vocab-size", "100", "--out", str(tmp_path / "tok")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and (given[-1] or '--corpus ""') in err
+    assert not (tmp_path / "tok").exists()
+
+
+def test_quiet_turns_the_trainers_progress_bars_off(tmp_path, monkeypatch):
+    import sys
+
+    seen = {}
+    real = Tokenizer.train.__func__
+    monkeypatch.setattr(Tokenizer, "train", classmethod(lambda cls, *a, **kw: seen.update(kw) or real(cls, *a, **kw)))
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    corpus = write_corpus(tmp_path)
+    argv = ["tokenizer", "train", "--corpus", str(corpus / "a.txt"), "--vocab-size", "100", "--out"]
+    assert main(argv + [str(tmp_path / "a")]) == 0 and seen["show_progress"] is True
+    assert main(["--quiet"] + argv + [str(tmp_path / "b")]) == 0 and seen["show_progress"] is False
+
+
 def test_bad_out_and_min_frequency_are_clean_errors_before_training(tmp_path, capsys):
     corpus = write_corpus(tmp_path)
     taken = tmp_path / "taken"

@@ -184,3 +184,21 @@ def test_refusals_are_named(bert, tmp_path):
     (tmp_path / "m" / "config.json").write_text(json.dumps({**config, "quantization_config": {"quant_method": "gptq"}}))
     with pytest.raises(ConfigError, match="quant_method 'gptq' is not one plmkit runs"):
         load_any(tmp_path / "m")
+
+
+def test_an_out_holding_other_files_is_kept_unless_overwrite(bert, tmp_path):
+    bert.save_pretrained(tmp_path / "fp32")
+    mine = tmp_path / "mywork"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("precious")
+    with pytest.raises(ConfigError, match=f"--out {mine} holds files that plmkit did not write there"):
+        quantize_dir(tmp_path / "fp32", mine)
+    assert (mine / "notes.txt").read_text() == "precious"
+    quantize_dir(tmp_path / "fp32", tmp_path / "int8")
+    quantize_dir(tmp_path / "fp32", tmp_path / "int8")  # an earlier quantized model is replaced
+    quantize_dir(tmp_path / "fp32", mine, overwrite=True)
+    assert not (mine / "notes.txt").exists()
+    (tmp_path / "link").symlink_to(tmp_path / "int8")  # the link stays, the directory it names is replaced
+    assert quantize_dir(tmp_path / "fp32", tmp_path / "link", "weight-int8") == tmp_path / "link"
+    assert (tmp_path / "link").is_symlink()
+    assert json.loads((tmp_path / "int8" / "config.json").read_text())["quantization_config"]["method"] == "weight-int8"

@@ -47,6 +47,14 @@ def test_fetch_writes_done_marker_last_and_reuses_cache(tmp_path, fake_dataset):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["downloads", "fake"]
 
 
+def test_a_folder_of_the_users_with_the_datasets_name_is_kept(tmp_path, fake_dataset):
+    (tmp_path / "fake").mkdir()
+    (tmp_path / "fake" / "my-essay.md").write_text("mine", encoding="utf-8")
+    with pytest.raises(ConfigError, match="fake holds files that plmkit did not write there"):
+        F.fetch("fake", tmp_path, force=True)
+    assert (tmp_path / "fake" / "my-essay.md").read_text(encoding="utf-8") == "mine" and not fake_dataset
+
+
 def test_failed_fetch_leaves_no_dataset_behind(tmp_path, monkeypatch):
     def broken(downloads, tmp, out):
         (out / "half.jsonl").write_text("{}", encoding="utf-8")

@@ -200,6 +200,18 @@ def test_a_device_or_fifo_is_written_in_place_and_a_link_is_followed(tmp_path):
     assert reader.communicate(timeout=30)[0] == "through\n" and fifo.is_fifo()
 
 
+@pytest.mark.parametrize("name", ["/dev/fd/{fd}", "/proc/self/fd/{fd}"])
+def test_an_anonymous_pipe_behind_a_link_is_written_in_place(name):
+    """``--output >(gzip > f)`` and ``--output /dev/stdout | jq``: the link names a pipe that has no path."""
+    from plmkit.utils.files import atomic_open
+    read, write = os.pipe()
+    with os.fdopen(read) as reader:
+        with atomic_open(name.format(fd=write)) as f:
+            f.write("through\n")
+        os.close(write)
+        assert reader.read() == "through\n"
+
+
 def test_staged_writes_keep_every_old_file_when_one_fails(tmp_path, monkeypatch):
     """A model saved over another: a full disk at the weights leaves the old config.json too."""
     import safetensors.torch

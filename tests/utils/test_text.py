@@ -99,3 +99,17 @@ def test_a_pipe_is_read_once_and_refused_when_it_sends_no_text(tmp_path):
             with pytest.raises(DataError, match=outcome):
                 read_lines(fifo)
         writer.join()
+
+
+@pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"])
+def test_a_bad_byte_is_placed_from_the_files_start_bom_or_not(tmp_path, bom):
+    """An Excel export: a BOM, then a Latin-1 É starting row 2."""
+    from plmkit.utils.text import read_json, read_utf8
+    path = tmp_path / "rows.csv"
+    path.write_bytes(bom + b"text,label\n\xc9t\xe9,1\n")
+    at = len(bom) + 11
+    with pytest.raises(DataError, match=rf"rows.csv:2: not UTF-8 text \(byte {at}: b'\\xc9'\)"):
+        read_utf8(path)
+    path.write_bytes(bom + b'{"a":\n"\xc9"}')
+    with pytest.raises(DataError, match=rf"rows.csv:2: not UTF-8 text \(byte {len(bom) + 7}\)"):
+        read_json(path)

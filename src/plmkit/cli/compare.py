@@ -34,15 +34,24 @@ def batch_sizes_of(text: str) -> tuple[int, ...]:
     """--batch-sizes 1,32 -> (1, 32)."""
     from plmkit.errors import ConfigError
     try:
-        return tuple(int(b) for b in text.split(","))
+        sizes = tuple(int(b) for b in text.split(","))
     except ValueError:
-        raise ConfigError(f"--batch-sizes: comma-separated integers, got {text!r}") from None
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise ConfigError(f"--batch-sizes: comma-separated integers of 1 or more, got {text!r}")
+    return sizes
 
 
 def run(args: argparse.Namespace) -> int:
     from plmkit.compression.report import BACKENDS, backend_of, format_report, measure, plot_reports, save_report
 
+    from plmkit.cli.reporting import check_threads
+    from plmkit.utils.files import output_dir
+
     batch_sizes = batch_sizes_of(args.batch_sizes)
+    check_threads(args.threads)
+    if args.out is not None:  # before measuring: a bad --out then costs nothing
+        output_dir(args.out, "--out")
     reports = []
     for given in args.models:
         name, sep, rest = given.partition(":")

@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from plmkit.cli.finetune import add_task_run_flags, run_of_args
-from plmkit.cli.reporting import add_report_flags, report
+from plmkit.cli.reporting import add_report_flags, check_report_flags, report
 from plmkit.recipes.distill import DistillRun
 
 _USAGE = ("plmkit distill --task TASK --teacher DIR (--student DIR | --student-preset NAME | --init-from-teacher "
@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "print_config", False):
         sys.stdout.write(config.to_yaml())
         return 0
+    check_report_flags(args, config.data.eval)
     from plmkit.recipes.finetune import run as train
     from plmkit.training.distributed import is_main
     result = train(config)

@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from plmkit.utils.files import refuse_overwriting_inputs
     s = settings_from_args(args, ExportSettings)
     refuse_overwriting_inputs(s.out, "--out", [("--model", s.model)])
-    info = export_onnx(s.model, s.out, quantize=s.quantize, tolerance=s.tolerance)
+    info = export_onnx(s.model, s.out, quantize=s.quantize, tolerance=s.tolerance, overwrite=s.overwrite)
     check = info["check"]
     for graph in info["graphs"].values():
         named = [name for name in graph["inputs"] if not name.startswith("past_key_values.")]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from plmkit.cli.flags import add_settings_flags, settings_from_args
-from plmkit.cli.reporting import add_report_flags, report
+from plmkit.cli.reporting import add_report_flags, check_report_flags, report
 from plmkit.recipes.prune import RESULT_FILE, PruneSettings
 
 
@@ -26,6 +26,7 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from plmkit.recipes.prune import run as prune
     s = settings_from_args(args, PruneSettings)
+    check_report_flags(args, s.eval)
     result = prune(s)
     print(f"pruned: {sum(result.heads)} heads left ({result.heads} per layer), feed-forward widths "
           f"{result.ffn_sizes}; parameters {result.parameters['before']:,} -> {result.parameters['after']:,}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from plmkit.cli.reporting import add_report_flags, report, report_batch_sizes
+from plmkit.cli.reporting import add_report_flags, check_report_flags, report
 from plmkit.nn.quantized import METHODS
 
 
@@ -22,10 +22,13 @@ def add_parser(subparsers) -> None:
                                   "runs on the CPU only and cannot be fine-tuned."),
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, metavar="DIR", help="model directory (fine-tuned or not)")
-    p.add_argument("--out", required=True, metavar="DIR", help="where the quantized model directory goes")
+    p.add_argument("--out", required=True, metavar="DIR", help="where the quantized model directory goes (an earlier one there is "
+                                                            "replaced)")
     p.add_argument("--method", choices=METHODS, default="dynamic-int8", help="default dynamic-int8")
     p.add_argument("--eval", metavar="FILE", default=None, help="labelled data in the training format: the metric "
                                                                 "before and after")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an --out that holds other files than an earlier quantized model")
     add_report_flags(p)
     p.set_defaults(func=run)
 
@@ -33,8 +36,8 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from plmkit.compression.quantize import quantize_dir
 
-    report_batch_sizes(args)
-    out = quantize_dir(args.model, args.out, args.method)
+    check_report_flags(args, args.eval)
+    out = quantize_dir(args.model, args.out, args.method, overwrite=args.overwrite)
     print(f"wrote {out} ({args.method})", flush=True)
     report(args, args.model, out, args.eval, out)
     return 0

@@ -14,9 +14,27 @@ def add_report_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def report_batch_sizes(args: argparse.Namespace) -> tuple[int, ...]:
-    """--batch-sizes, checked (a command calls it before its work, so a typo costs nothing)."""
+    """--batch-sizes, checked."""
     from plmkit.cli.compare import batch_sizes_of
     return batch_sizes_of(args.batch_sizes)
+
+
+def check_threads(threads: int | None) -> None:
+    from plmkit.errors import ConfigError
+    if threads is not None and threads < 1:
+        raise ConfigError(f"--threads {threads}: give 1 or more threads")
+
+
+def check_report_flags(args: argparse.Namespace, eval_file) -> None:
+    """The report's flags and its --eval file, checked before a command's work, so that a typo costs
+    nothing (none with --no-report)."""
+    from plmkit.errors import ConfigError
+    if args.no_report:
+        return
+    report_batch_sizes(args)
+    check_threads(args.threads)
+    if eval_file is not None and not Path(eval_file).is_file():
+        raise ConfigError(f"--eval {eval_file}: no such file")
 
 
 def report(args: argparse.Namespace, before, after, eval_file, out_dir) -> Path | None:

@@ -51,6 +51,7 @@ def run_train(args: argparse.Namespace) -> int:
     from plmkit.tokenization import Tokenizer
     from plmkit.tokenization.training import check_arguments, training_texts
     from plmkit.utils.files import output_dir, refuse_overwriting_inputs
+    from plmkit.utils.progress import bars_enabled
 
     if args.model and args.type:
         raise ConfigError("give --model only: --type is its old spelling")
@@ -69,11 +70,15 @@ def run_train(args: argparse.Namespace) -> int:
     if not all(fields):
         raise ConfigError(f"--fields {args.fields!r}: name JSONL fields separated by commas, e.g. source,target")
     fields = "auto" if fields == ["auto"] else fields
-    training_texts(args.corpus, fields)  # the corpus paths and --fields checked now, read while training
+    if "" in args.corpus:
+        raise ConfigError('--corpus "": give the corpus files or directories (an unset variable?)')
+    corpus = [Path(c) for c in args.corpus]  # paths, each checked: never the text to train on
+    training_texts(corpus, fields)  # the corpus paths and --fields checked now, read while training
     # before training, so that a bad --out does not throw the trained vocabulary away
-    refuse_overwriting_inputs(args.out, "--out", [("--corpus", c) for c in args.corpus])
+    refuse_overwriting_inputs(args.out, "--out", [("--corpus", c) for c in corpus])
     output_dir(args.out, "--out")
-    tokenizer = Tokenizer.train(args.corpus, args.vocab_size, fields=fields, show_progress=sys.stderr.isatty(),
+    tokenizer = Tokenizer.train(corpus, args.vocab_size, fields=fields,
+                                show_progress=sys.stderr.isatty() and bars_enabled(),
                                 **options)
     if len(tokenizer) != args.vocab_size:
         why = "the corpus holds no more" if len(tokenizer) < args.vocab_size else "the specials and alphabet need them"

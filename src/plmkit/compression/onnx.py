@@ -72,7 +72,7 @@ class ExportSettings(Settings):
     section = "export"
     model: str | None = setting(None, "model directory to export (fine-tuned, or a plain encoder, causal LM or "
                                       "encoder-decoder)", metavar="DIR", required=True)
-    out: str | None = setting(None, "directory to write (replaced): model.onnx (an encoder-decoder: encoder_model.onnx "
+    out: str | None = setting(None, "directory to write (an earlier export there is replaced): model.onnx (an encoder-decoder: encoder_model.onnx "
                                     "and decoder_model.onnx) beside the tokenizer, config.json and task files",
                               metavar="DIR", required=True)
     format: str = setting("onnx", "export format", choices=FORMATS)
@@ -80,6 +80,7 @@ class ExportSettings(Settings):
                                          "dynamic int8 quantization (--backend onnxruntime-int8 runs it)",
                                    choices=QUANTIZATIONS, const_flags={"--int8": "int8"})
     tolerance: float = setting(TOLERANCE, "largest |onnxruntime - PyTorch| the check accepts", metavar="T", above=0)
+    overwrite: bool = setting(False, "replace an --out that holds other files than an earlier export")
 
 
 @dataclass
@@ -96,12 +97,16 @@ class GraphSpec:
 
 
 def export_onnx(model_dir: str | Path, out: str | Path, *, quantize: str | None = None,
-                tolerance: float = TOLERANCE) -> dict:
+                tolerance: float = TOLERANCE, overwrite: bool = False) -> dict:
     """Export the model directory `model_dir` into the directory `out` (replaced whole, and only once
-    the check has passed) with its companion files; returns what GRAPH_FILE records."""
+    the check has passed) with its companion files; returns what GRAPH_FILE records. An `out` that
+    holds other files than an earlier export is refused unless `overwrite`."""
     from plmkit.models.auto import load_any
-    from plmkit.utils.files import atomic_write_dir
+    from plmkit.utils.files import atomic_write_dir, refuse_foreign_dir
     require_onnx("plmkit export --format onnx")
+    if not overwrite:
+        refuse_foreign_dir(out, f"--out {out}", lambda d: (d / GRAPH_FILE).is_file(),
+                           "give a new directory, or --overwrite to replace it and everything in it")
     model = load_any(model_dir)
     model.check_complete(model_dir)  # a head the weights lack would be random in the graph too
     info = {}

@@ -13,6 +13,7 @@ files copied), which `from_pretrained`, `plmkit evaluate`, `predict`, `generate`
 """
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -51,11 +52,12 @@ def quantize_model(model, method: str = "dynamic-int8", source: str | None = Non
     return model.eval()
 
 
-def quantize_dir(model_dir, out_dir, method: str = "dynamic-int8") -> Path:
+def quantize_dir(model_dir, out_dir, method: str = "dynamic-int8", *, overwrite: bool = False) -> Path:
     """Quantize the model directory `model_dir` into `out_dir` (written whole or not at all); the
-    other files of the directory (tokenizer, plmkit_task.json ...) are copied beside the weights."""
+    other files of the directory (tokenizer, plmkit_task.json ...) are copied beside the weights.
+    An `out_dir` that holds other files than an earlier quantized model is refused unless `overwrite`."""
     from plmkit.models.auto import load_any
-    from plmkit.utils.files import atomic_write_dir, refuse_overwriting_inputs
+    from plmkit.utils.files import atomic_write_dir, refuse_foreign_dir, refuse_overwriting_inputs
 
     source = check_model_dir(model_dir)
     adapters = [name for name in ADAPTER_FILES if (source / name).exists()]
@@ -63,6 +65,9 @@ def quantize_dir(model_dir, out_dir, method: str = "dynamic-int8") -> Path:
         raise ConfigError(f"{source} holds LoRA adapters that are not merged ({', '.join(adapters)}): merge them into "
                           "the weights first (load and save_pretrained the merged model), then quantize")
     refuse_overwriting_inputs(out_dir, "--out", [("--model", model_dir)])
+    if not overwrite:
+        refuse_foreign_dir(out_dir, f"--out {out_dir}", _quantized,
+                           "give a new directory, or --overwrite to replace it and everything in it")
     model = quantize_model(load_any(source), method, source)
 
     def write(temp: Path) -> None:
@@ -72,6 +77,14 @@ def quantize_dir(model_dir, out_dir, method: str = "dynamic-int8") -> Path:
         model.save_pretrained(temp)
 
     return atomic_write_dir(out_dir, write)
+
+
+def _quantized(directory: Path) -> bool:
+    """Whether `directory` holds a model quantized here (config.json names a quantization_config)."""
+    try:
+        return "quantization_config" in json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 __all__ = ["quantize_dir", "quantize_model"]

@@ -23,7 +23,7 @@ from pathlib import Path
 from plmkit.datasets.common import Counts
 from plmkit.datasets.registry import DATASETS, VERSIONS
 from plmkit.errors import ConfigError, DataError
-from plmkit.utils.files import atomic_write_dir, output_dir
+from plmkit.utils.files import atomic_write_dir, output_dir, refuse_foreign_dir
 from plmkit.utils.paths import default_cache_dir
 from plmkit.utils.text import check_path, describe
 
@@ -44,6 +44,8 @@ def fetch(name: str, cache_dir: str | os.PathLike | None = None, *, force: bool 
     target = root / name
     if is_fetched(name, root) and not force:
         return target
+    refuse_foreign_dir(target, str(target), lambda d: (d / ".done").is_file(),
+                       "move them away, or give another --cache-dir")
     downloads = output_dir(root / "downloads", "--cache-dir or $PLMKIT_CACHE")
 
     def convert(staging: Path) -> None:

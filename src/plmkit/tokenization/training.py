@@ -177,18 +177,20 @@ def training_texts(source, fields="auto") -> Iterator[str]:
         raise DataError(f"the corpus must be a path, a list of paths or an iterable of texts, got {describe(source)}.")
     else:
         return (_checked_text(t, i) for i, t in enumerate(source))
-    from plmkit.data.corpus import iter_texts
+    from plmkit.data.corpus import SUFFIXES, corpus_files, iter_texts
 
+    files = list(corpus_files(paths))  # a missing path is an error now, before any training
+    if not files:
+        raise DataError(f"no corpus files ({', '.join(SUFFIXES)}) in {', '.join(map(str, paths))}")
     if fields != "auto":
-        _check_fields_apply(paths, fields)
+        _check_fields_apply(files, fields)
     return iter_texts(paths, fields=fields)
 
 
-def _check_fields_apply(paths: list, fields) -> None:
-    """JSONL `fields` named for a corpus: an error if it holds no JSONL file, a warning naming the
-    plain-text files (their paragraphs are read whole) if it holds some."""
-    from plmkit.data.corpus import JSONL_SUFFIXES, corpus_files
-    files = list(corpus_files(paths))
+def _check_fields_apply(files: list, fields) -> None:
+    """JSONL `fields` named for the corpus `files`: an error if none is JSONL, a warning naming the
+    plain-text files (their paragraphs are read whole) if some are."""
+    from plmkit.data.corpus import JSONL_SUFFIXES
     plain = [str(f) for f in files if not f.name.endswith(JSONL_SUFFIXES)]
     if not plain:
         return

@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Mapping
 
 from plmkit.errors import ConfigError
 from plmkit.utils.settings import Settings, check_field_types, check_known, field_flags
-from plmkit.utils.text import parse_json
+from plmkit.utils.text import bad_byte, parse_json
 
 
 @dataclasses.dataclass
@@ -153,9 +153,10 @@ def read_run_file(path: str | Path) -> dict[str, Any]:
     """A YAML or JSON run file as a dict (validated by `RunConfig.build`)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")  # a BOM dropped, in YAML and JSON alike
+        raw = path.read_bytes()
+        text = raw.decode("utf-8-sig")  # a BOM dropped, in YAML and JSON alike
     except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start})") from None
+        raise ConfigError(f"{path}: not UTF-8 text (byte {bad_byte(raw, err)})") from None
     except OSError as err:
         raise ConfigError(f"cannot read run file {path}: {err.strerror or err}") from None
     values = parse_json(text, path, ConfigError) if path.suffix == ".json" else _parse_yaml(text, path)

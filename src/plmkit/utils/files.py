@@ -7,7 +7,9 @@ A reader never sees a half-written file or directory, and a crash keeps the old 
   `write_safetensors` go through it); `atomic_open(path)` is the same for a file written as a stream.
 * `atomic_write_dir(final, write)`: `write(temp_dir)` fills a temporary directory beside `final`,
   whose files are then flushed and which is renamed into place (checkpoints, token caches, fetched
-  datasets); `retire_dir` removes one the same way (renamed aside first, then deleted).
+  datasets; a symbolic link to a directory stays, the directory it names is replaced);
+  `refuse_foreign_dir` keeps it from replacing a directory of someone else's files; `retire_dir`
+  removes one the same way (renamed aside first, then deleted).
 * `append_line(path, line)`: a whole line appended to a log, or nothing.
 * `staged_writes()`: the atomic writes of a block as one change (a model's or a tokenizer's files):
   all written first, renamed together at the end, none if one fails.
@@ -91,11 +93,12 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
 
     A symbolic link is followed (the file it names is replaced, the link stays); a device, a FIFO or a
     socket (``/dev/null``, ``>(gzip > f)``) is written in place: it cannot be replaced, and is not."""
-    path = Path(os.path.realpath(path)) if os.path.islink(path) else Path(path)
-    if path.exists() and not path.is_file() and not path.is_dir():
+    if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):  # (links followed)
+        # decided before resolving links: /dev/stdout or /dev/fd/63 on a pipe resolves to no path
         with _failing_writes_named(path):
-            yield path
+            yield Path(path)
         return
+    path = Path(os.path.realpath(path)) if os.path.islink(path) else Path(path)
     with _failing_writes_named(path.parent):
         path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path.parent, path.name)
@@ -268,7 +271,9 @@ def atomic_write_dir(final: PathLike, write: Callable[[Path], None], *, replace:
     copy dropped (another process finished the same entry first). The files are flushed to disk
     before the rename; an I/O error is a WriteError naming `final`.
     """
-    final = Path(final)
+    given = final = Path(final)
+    if final.is_symlink():  # the directory it names is replaced; the link stays
+        final = Path(os.path.realpath(final))
     with _failing_writes_named(final.parent):
         final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(final.parent, final.name)
@@ -289,7 +294,16 @@ def atomic_write_dir(final: PathLike, write: Callable[[Path], None], *, replace:
                         raise
     finally:
         _remove(temp)
-    return final
+    return given
+
+
+def refuse_foreign_dir(path: PathLike, what: str, ours: Callable[[Path], bool], remedy: str) -> None:
+    """A ConfigError, before any work, when directory `path`, which `atomic_write_dir` would replace
+    whole, holds files its writer did not write: it is a file, or neither empty nor `ours` (an earlier
+    output of the same writer). `what`: how the user gave it ("--out runs/q"); `remedy`: what to do."""
+    p = Path(path)
+    if (p.exists() and not p.is_dir()) or (p.is_dir() and any(p.iterdir()) and not ours(p)):
+        raise ConfigError(f"{what} holds files that plmkit did not write there; {remedy}")
 
 
 def retire_dir(path: PathLike) -> None:

@@ -25,13 +25,19 @@ def split_lines(text: str) -> list[str]:
     return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
+def bad_byte(raw: bytes, err: UnicodeDecodeError) -> int:
+    """Where in `raw` the byte that a ``utf-8-sig`` decoding refused is: `err` counts from after the BOM."""
+    return err.start + (len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0)
+
+
 def decode_utf8(raw: bytes, where) -> str:
     """`raw` as text (a UTF-8 BOM dropped); DataError naming `where`:line if it is not UTF-8."""
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        line = raw[:err.start].count(b"\n") + 1
-        raise DataError(f"{where}:{line}: not UTF-8 text (byte {err.start}: {raw[err.start:err.start + 1]!r}); "
+        at = bad_byte(raw, err)
+        line = raw[:at].count(b"\n") + 1
+        raise DataError(f"{where}:{line}: not UTF-8 text (byte {at}: {raw[at:at + 1]!r}); "
                         "re-save the file as UTF-8") from None
 
 
@@ -97,7 +103,8 @@ def stdin_lines() -> Iterator[str]:
         try:
             text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
         except UnicodeDecodeError as err:
-            raise DataError(f"<stdin>:{number}: not UTF-8 text (byte {err.start}: {raw[err.start:err.start + 1]!r}); "
+            at = bad_byte(raw, err)
+            raise DataError(f"<stdin>:{number}: not UTF-8 text (byte {at}: {raw[at:at + 1]!r}); "
                             "send UTF-8") from None
         yield text.rstrip("\n").rstrip("\r")
 
@@ -183,8 +190,9 @@ def read_json(path: str | Path, error: type[Exception] = DataError, hint: str = 
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        line = raw[:err.start].count(b"\n") + 1
-        raise error(f"{path}:{line}: not UTF-8 text (byte {err.start}); re-save the file as UTF-8") from None
+        at = bad_byte(raw, err)
+        line = raw[:at].count(b"\n") + 1
+        raise error(f"{path}:{line}: not UTF-8 text (byte {at}); re-save the file as UTF-8") from None
     return parse_json(text, path, error, hint=hint)
 
 
