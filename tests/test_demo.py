@@ -19,3 +19,17 @@ def test_demo_fine_tunes_evaluates_predicts_looks_inside_and_says_how_to_serve(m
     args = build_parser().parse_args(shlex.split(command)[1:])
     assert args.command == "serve" and args.model == [f"sentiment={tmp_path / 'sentiment' / 'model'}"] \
         or args.model == [f"sentiment={tmp_path / 'sentiment' / 'best'}"]
+
+
+def test_demo_mistakes_are_one_line_and_exit_2_as_every_plmkit_command(minilm_dir, tmp_path, capsys):
+    """An --out that is a file, or a step count the fine-tuning refuses: `plmkit demo: error: ...` on one
+    line, exit 2, no traceback (--max-steps 0 is a step count, not "use the time budget")."""
+    a_file = tmp_path / "taken"
+    a_file.write_text("x")
+    assert demo.main(["--out", str(a_file)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("plmkit demo: error: ") and "--out" in err and "Traceback" not in err
+    assert demo.main(["--out", str(tmp_path / "run"), "--max-steps", "0", "--train-examples", "16",
+                      "--eval-examples", "8"]) == 2
+    err = capsys.readouterr().err
+    assert "plmkit demo: error: " in err and "max_steps" in err and "Traceback" not in err

@@ -15,6 +15,7 @@ import argparse
 import json
 import logging
 import shlex
+import sys
 from pathlib import Path
 
 import torch
@@ -51,7 +52,7 @@ def sentiment_files(out: Path, train_examples: int | None, eval_examples: int | 
 
 def fine_tune(model: Path, files: dict[str, Path], out: Path, args) -> Path:
     from plmkit.recipes.finetune import finetune
-    limits = {"max_steps": args.max_steps} if args.max_steps else {"time_budget": args.time_budget}
+    limits = {"max_steps": args.max_steps} if args.max_steps is not None else {"time_budget": args.time_budget}
     result = finetune("classification", model, files["train"], out, files["dev"], epochs=1, batch_size=16, lr=1e-4,
                       warmup_ratio=0.1, max_length=128, device="cpu", precision="fp32", overwrite=True, **limits)
     return Path(result.best_dir or result.model_dir)
@@ -74,9 +75,9 @@ def serve_command(model_dir: Path) -> str:
     return f"plmkit serve --model sentiment={shlex.quote(str(model_dir))}"
 
 
-def main(argv: list[str] | None = None) -> None:
-    from plmkit import tasks
-    from plmkit.cli import cli_logging
+def main(argv: list[str] | None = None) -> int:
+    """The demo as a plmkit command: its exit status (a mistake one line on stderr and 2, Ctrl-C 130)."""
+    from plmkit.cli import cli_logging, run_command
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/demo", help="where the run, its PNGs and the model go")
@@ -85,38 +86,45 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train-examples", type=int, default=None, help="the first N training rows (default all)")
     parser.add_argument("--eval-examples", type=int, default=None, help="the first N dev and test rows (default all)")
     args = parser.parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(0)
     with cli_logging(logging.INFO):
-        minilm = minilm_dir()
-        files = sentiment_files(out, args.train_examples, args.eval_examples)
-        budget = f"{args.max_steps} steps" if args.max_steps else args.time_budget
-        print(f"1. Fine-tune all-MiniLM-L6-v2 ({minilm}) on movie-review sentiment: "
-              f"{sum(1 for _ in open(files['train'], encoding='utf-8')):,} snippets, {budget}", flush=True)
-        best = fine_tune(minilm, files, out / "sentiment", args)
+        return run_command("demo", lambda: run(args))
 
-        print("\n2. Evaluate on the held-out test split", flush=True)
-        model, tokenizer, task = tasks.load_for_inference(best, "cpu")
-        scores = tasks.evaluate_loaded(model, tokenizer, task, files["test"], batch_size=64)
-        curves = out / "sentiment" / "training_curves.png"
-        print(f"   accuracy {scores['accuracy']:.3f}, F1 {scores['f1']:.3f} on {scores.get('n', '')} test snippets; "
-              f"training curves: {curves}")
 
-        print("\n3. Predict new sentences")
-        for sentence, answer in zip(SENTENCES, tasks.predict_records(model, tokenizer, task, SENTENCES)):
-            print(f"   {answer['label']:>8} {answer['score']:.2f}  {sentence}")
+def run(args) -> None:
+    """The main job, step by step, printed as it goes (`main`'s arguments)."""
+    from plmkit import tasks
+    from plmkit.utils.files import output_dir
 
-        print("\n4. Look inside: attention probabilities from the explicit attention path")
-        png = out / "attention.png"
-        print(f"   last layer, 'not' attends most to: {attention_maps(model, tokenizer, LOOK_INSIDE, png)}")
-        print(f"   the attention maps of every layer: {png}")
+    out = output_dir(args.out, "--out")
+    torch.manual_seed(0)
+    minilm = minilm_dir()
+    files = sentiment_files(out, args.train_examples, args.eval_examples)
+    budget = f"{args.max_steps} steps" if args.max_steps is not None else args.time_budget
+    print(f"1. Fine-tune all-MiniLM-L6-v2 ({minilm}) on movie-review sentiment: "
+          f"{sum(1 for _ in open(files['train'], encoding='utf-8')):,} snippets, {budget}", flush=True)
+    best = fine_tune(minilm, files, out / "sentiment", args)
 
-        print("\n5. Serve it (OpenAI-style API, /v1/classify, a playground page at http://127.0.0.1:8000/):")
-        print(f"   {serve_command(best)}")
-        body = json.dumps({"model": "sentiment", "input": [SENTENCES[0]]})
-        print(f"   curl -s http://127.0.0.1:8000/v1/classify -H 'Content-Type: application/json' -d '{body}'")
+    print("\n2. Evaluate on the held-out test split", flush=True)
+    model, tokenizer, task = tasks.load_for_inference(best, "cpu")
+    scores = tasks.evaluate_loaded(model, tokenizer, task, files["test"], batch_size=64)
+    curves = out / "sentiment" / "training_curves.png"
+    print(f"   accuracy {scores['accuracy']:.3f}, F1 {scores['f1']:.3f} on {scores.get('n', '')} test snippets; "
+          f"training curves: {curves}")
+
+    print("\n3. Predict new sentences")
+    for sentence, answer in zip(SENTENCES, tasks.predict_records(model, tokenizer, task, SENTENCES)):
+        print(f"   {answer['label']:>8} {answer['score']:.2f}  {sentence}")
+
+    print("\n4. Look inside: attention probabilities from the explicit attention path")
+    png = out / "attention.png"
+    print(f"   last layer, 'not' attends most to: {attention_maps(model, tokenizer, LOOK_INSIDE, png)}")
+    print(f"   the attention maps of every layer: {png}")
+
+    print("\n5. Serve it (OpenAI-style API, /v1/classify, a playground page at http://127.0.0.1:8000/):")
+    print(f"   {serve_command(best)}")
+    body = json.dumps({"model": "sentiment", "input": [SENTENCES[0]]})
+    print(f"   curl -s http://127.0.0.1:8000/v1/classify -H 'Content-Type: application/json' -d '{body}'")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -13,6 +13,7 @@ from plmkit.training.checkpoint import (
     load_trainer_state,
     load_weights,
     prune_checkpoints,
+    resume_checkpoint,
     save_checkpoint,
 )
 
@@ -79,6 +80,13 @@ def test_checkpoint_functions(tmp_path, toy):
                                               r"is .*step-000003: resume from it with --resume-from"):
         latest_checkpoint(tmp_path)
     assert latest_checkpoint(tmp_path / "nowhere") is None
+    # a --resume-from mistyped: said so, and the run's intact checkpoint named, not "none is left"
+    for typo in (tmp_path / "step-00003", tmp_path / "elsewhere" / "step-000003", "step-000003"):
+        with pytest.raises(CheckpointError, match=r"--resume-from .*step-0+3: no such checkpoint directory; the newest "
+                                                  r"intact checkpoint of this run is .*step-000003"):
+            resume_checkpoint(tmp_path, typo)
+    with pytest.raises(CheckpointError, match="holds no intact checkpoint"):
+        resume_checkpoint(tmp_path / "empty", tmp_path / "nowhere")
 
 
 def test_a_save_removes_what_a_killed_save_of_any_step_left(tmp_path, toy):

@@ -85,24 +85,30 @@ def cli_logging(level: int) -> Iterator[None]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     with cli_logging(args.log_level):
-        try:
-            return args.func(args) or 0
-        except PlmkitError as err:
-            print(f"plmkit {args.command}: error: {err}", file=sys.stderr)
-            return 2
-        except KeyboardInterrupt:
-            print(f"plmkit {args.command}: interrupted", file=sys.stderr)
-            return 130
-        except BrokenPipeError:  # `plmkit predict ... | head`: the reader has what it wanted
-            _silence_stdout()
-            return 141  # as a process stopped by SIGPIPE
-        except OSError as err:  # writing the results to stdout: a full disk, say
-            if err.filename is not None:
-                raise
-            from plmkit.utils.files import write_error
-            _silence_stdout()
-            print(f"plmkit {args.command}: error: {write_error('standard output', err)}", file=sys.stderr)
-            return 2
+        return run_command(args.command, lambda: args.func(args))
+
+
+def run_command(command: str, run) -> int:
+    """``run()``'s exit status (None: 0) as a command's: a PlmkitError one line on stderr and 2, Ctrl-C 130,
+    a reader of stdout gone 141 (as SIGPIPE), a failed write to stdout one line and 2."""
+    try:
+        return run() or 0
+    except PlmkitError as err:
+        print(f"plmkit {command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"plmkit {command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `plmkit predict ... | head`: the reader has what it wanted
+        _silence_stdout()
+        return 141  # as a process stopped by SIGPIPE
+    except OSError as err:  # writing the results to stdout: a full disk, say
+        if err.filename is not None:
+            raise
+        from plmkit.utils.files import write_error
+        _silence_stdout()
+        print(f"plmkit {command}: error: {write_error('standard output', err)}", file=sys.stderr)
+        return 2
 
 
 def _silence_stdout() -> None:

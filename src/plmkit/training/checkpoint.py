@@ -271,6 +271,11 @@ def resume_checkpoint(root: Path, resume: bool | str | Path) -> Path | None:
     if resume is True:
         return latest_checkpoint(root)
     checkpoint = Path(resume)
+    if not checkpoint.is_dir():  # a path mistyped (not a checkpoint lost): the run's own are named, none blamed
+        intact = find_intact(root)
+        advice = (f"the newest intact checkpoint of this run is {intact} (--resume takes it)" if intact is not None
+                  else f"{root} holds no intact checkpoint")
+        raise CheckpointError(f"--resume-from {checkpoint}: no such checkpoint directory; {advice}")
     problem = damage(checkpoint)
     if problem:
         raise CheckpointError(f"{checkpoint} {problem}. {resume_advice(checkpoint.parent, checkpoint)}")
