@@ -153,6 +153,12 @@ def test_finetune_help_gives_each_tasks_defaults_and_which_tasks_a_setting_is_fo
     assert flags["--system"].help.startswith("sft: ") and not flags["--max-length"].help.startswith("classification")
     for flag in ("--task", "--train", "--out"):
         assert flags[flag].help.endswith("(required: the flag or the run file)")
+    # a task setting: each task's own default where it differs (what the run gets: --print-config)
+    assert flags["--max-target-length"].help.endswith("(default: 128; summarization: 64)")
+    assert flags["--no-repeat-ngram-size"].help.endswith("(default: 0; summarization: 3)")
+    summarization = parse(["--task", "summarization", "--model", "m", "--train", "d.jsonl", "--out", "o"])
+    settings = summarization.task_settings
+    assert (settings.max_target_length, settings.no_repeat_ngram_size) == (64, 3)
 
 
 def test_a_bad_flag_value_is_one_error_line_after_a_one_line_usage(capsys):

@@ -79,13 +79,24 @@ def _explain_defaults(parser: argparse.ArgumentParser, base: type[recipe.Finetun
         if action.dest in _REQUIRED:
             action.help = action.help.replace("(default: off)", "(required: the flag or the run file)")
         section, _, name = action.dest.partition(".")
-        if not name or section == _TASK_SECTION or not (action.help or "").endswith(")"):
+        if not name or not (action.help or "").endswith(")"):
             continue
-        common = base.default(section, name)
-        own = [f"{task}: {shown_default(value)}" for task in TASKS
-               if (value := recipe.run_type(task, base).default(section, name)) != common]
+        if section == _TASK_SECTION:  # the first declaring task's default is the help's; the others' differ
+            defaults = {task: _settings_default(TASKS[task].settings_class, name) for task in TASKS
+                        if name in {f.name for f in dataclasses.fields(TASKS[task].settings_class)}}
+            common = next(iter(defaults.values()))
+            own = [f"{task}: {shown_default(value)}" for task, value in defaults.items() if value != common]
+        else:
+            common = base.default(section, name)
+            own = [f"{task}: {shown_default(value)}" for task in TASKS
+                   if (value := recipe.run_type(task, base).default(section, name)) != common]
         if own:
             action.help = f"{action.help[:-1]}; {'; '.join(own)})"
+
+
+def _settings_default(settings: type, name: str):
+    field = next(f for f in dataclasses.fields(settings) if f.name == name)
+    return field.default_factory() if field.default is dataclasses.MISSING else field.default
 
 
 def run_of_args(args: argparse.Namespace, base: type[recipe.FinetuneRun] = recipe.FinetuneRun) -> recipe.FinetuneRun:
