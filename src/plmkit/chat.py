@@ -174,5 +174,5 @@ class StopFilter:
         return rest
 
 
-__all__ = ["ASSISTANT", "SYSTEM", "USER", "StopFilter", "encode_prompt", "encode_text", "format_prompt", "format_system",
-           "format_turn", "format_user", "leading_bos", "truncate_history"]
+__all__ = ["ASSISTANT", "SYSTEM", "USER", "StopFilter", "encode_prompt", "encode_text", "format_prompt",
+           "format_system", "format_turn", "format_user", "leading_bos", "truncate_history"]

@@ -43,9 +43,8 @@ def batch_sizes_of(text: str) -> tuple[int, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from plmkit.compression.report import BACKENDS, backend_of, format_report, measure, plot_reports, save_report
-
     from plmkit.cli.reporting import check_threads
+    from plmkit.compression.report import BACKENDS, backend_of, format_report, measure, plot_reports, save_report
     from plmkit.utils.files import output_dir
 
     batch_sizes = batch_sizes_of(args.batch_sizes)

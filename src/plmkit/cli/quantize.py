@@ -22,8 +22,8 @@ def add_parser(subparsers) -> None:
                                   "runs on the CPU only and cannot be fine-tuned."),
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, metavar="DIR", help="model directory (fine-tuned or not)")
-    p.add_argument("--out", required=True, metavar="DIR", help="where the quantized model directory goes (an earlier one there is "
-                                                            "replaced)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="where the quantized model directory goes (an earlier one there is replaced)")
     p.add_argument("--method", choices=METHODS, default="dynamic-int8", help="default dynamic-int8")
     p.add_argument("--eval", metavar="FILE", default=None, help="labelled data in the training format: the metric "
                                                                 "before and after")

@@ -72,8 +72,9 @@ class ExportSettings(Settings):
     section = "export"
     model: str | None = setting(None, "model directory to export (fine-tuned, or a plain encoder, causal LM or "
                                       "encoder-decoder)", metavar="DIR", required=True)
-    out: str | None = setting(None, "directory to write (an earlier export there is replaced): model.onnx (an encoder-decoder: encoder_model.onnx "
-                                    "and decoder_model.onnx) beside the tokenizer, config.json and task files",
+    out: str | None = setting(None, "directory to write (an earlier export there is replaced): model.onnx (an "
+                                    "encoder-decoder: encoder_model.onnx and decoder_model.onnx) beside the "
+                                    "tokenizer, config.json and task files",
                               metavar="DIR", required=True)
     format: str = setting("onnx", "export format", choices=FORMATS)
     quantize: str | None = setting(None, "also write model.int8.onnx (encoder_model.int8.onnx ...): onnxruntime's "

@@ -13,7 +13,6 @@ files copied), which `from_pretrained`, `plmkit evaluate`, `predict`, `generate`
 """
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -81,9 +80,10 @@ def quantize_dir(model_dir, out_dir, method: str = "dynamic-int8", *, overwrite:
 
 def _quantized(directory: Path) -> bool:
     """Whether `directory` holds a model quantized here (config.json names a quantization_config)."""
+    from plmkit.models.config import read_config_json
     try:
-        return "quantization_config" in json.loads((directory / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, TypeError):
+        return "quantization_config" in read_config_json(directory / "config.json")
+    except ConfigError:
         return False
 
 

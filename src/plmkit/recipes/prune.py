@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from plmkit.errors import ConfigError
 from plmkit.utils.constants import MAX_SEED
 from plmkit.utils.settings import Settings, setting
 
@@ -172,8 +171,9 @@ def _write(out: Path, model_dir: Path, recovery: Path | None, record: dict) -> N
 
 def refuse_foreign_out(out: Path) -> None:
     """--out may be new, empty, or an earlier prune's output (replaced whole); nothing else."""
-    if out.is_file() or out.is_dir() and any(out.iterdir()) and not (out / RESULT_FILE).is_file():
-        raise ConfigError(f"--out {out} holds files that plmkit prune did not write; give a new directory")
+    from plmkit.utils.files import refuse_foreign_dir
+    refuse_foreign_dir(out, f"--out {out}", lambda d: (d / RESULT_FILE).is_file(), "give a new directory",
+                       writer="plmkit prune")
 
 
 __all__ = ["PruneResult", "PruneSettings", "RESULT_FILE", "prune_dir", "refuse_foreign_out", "run"]

@@ -127,16 +127,16 @@ class Worker:
         with self.cond:
             if len(self.waiting) >= self.max_queue:
                 self._drop_gone()  # (a request whose client left or timed out holds no place)
-            if len(self.waiting) >= self.max_queue:
+            if len(self.waiting) >= self.max_queue:  # (so none was dropped: the gauge holds)
                 raise queue_full(self.name, self.max_queue)
             self.waiting.append(item)
             self._queue_changed()
             self.cond.notify()
 
-    def _drop_gone(self) -> None:  # (holding the condition)
+    def _drop_gone(self) -> None:  # (holding the condition; the callers set the queue's gauge)
         """The waiting requests that nobody waits for any more, dropped wherever they stand."""
-        self.waiting = collections.deque(w for w in self.waiting if not w.gone)
-        self._queue_changed()
+        if any(w.gone for w in self.waiting):
+            self.waiting = collections.deque(w for w in self.waiting if not w.gone)
 
     def _queue_changed(self) -> None:  # (holding the condition)
         if self.metrics is not None:

@@ -297,13 +297,15 @@ def atomic_write_dir(final: PathLike, write: Callable[[Path], None], *, replace:
     return given
 
 
-def refuse_foreign_dir(path: PathLike, what: str, ours: Callable[[Path], bool], remedy: str) -> None:
+def refuse_foreign_dir(path: PathLike, what: str, ours: Callable[[Path], bool], remedy: str,
+                       writer: str = "plmkit") -> None:
     """A ConfigError, before any work, when directory `path`, which `atomic_write_dir` would replace
     whole, holds files its writer did not write: it is a file, or neither empty nor `ours` (an earlier
-    output of the same writer). `what`: how the user gave it ("--out runs/q"); `remedy`: what to do."""
+    output of the same writer). `what`: how the user gave it ("--out runs/q"); `remedy`: what to do;
+    `writer`: who is named as not having written them."""
     p = Path(path)
     if (p.exists() and not p.is_dir()) or (p.is_dir() and any(p.iterdir()) and not ours(p)):
-        raise ConfigError(f"{what} holds files that plmkit did not write there; {remedy}")
+        raise ConfigError(f"{what} holds files that {writer} did not write there; {remedy}")
 
 
 def retire_dir(path: PathLike) -> None:
