@@ -205,3 +205,10 @@ def test_a_corpus_that_is_no_regular_file_is_refused(tmp_path):
     with pytest.raises(DataError, match=r"c.txt: not a regular file \(a pipe or a device\?\); a corpus is read more "
                                         r"than once"):
         list(iter_texts(tmp_path / "c.txt"))
+
+
+def test_a_jsonl_corpus_python_cannot_read_is_named_by_file_and_line(tmp_path):
+    """An integer of more than 4,300 digits made json.loads raise ValueError: a traceback, not file:line."""
+    corpus = write(tmp_path / "c.jsonl", '{"text": "fine"}\n{"text": "x", "id": ' + "9" * 5000 + "}\n")
+    with pytest.raises(DataError, match=r"c.jsonl:2:21: an integer of 5000 digits, more than the 4300 Python reads"):
+        list(iter_documents([corpus]))

@@ -61,15 +61,35 @@ def test_unclosed_quote_in_a_table_is_named_where_the_record_starts(tmp_path):
     runs_on.write_text('text,label\ngood,pos\n"unclosed film,neg\nfine,pos\n"quoted",neg\n')
     with pytest.raises(DataError, match=r"q.csv:3: .*unclosed quote.* runs on to line 5"):
         C.read_classification(runs_on)
-    to_end = tmp_path / "e.tsv"  # ... or the rest of the file, leaving no label
-    to_end.write_text('text\tlabel\ngood\tpos\n"unclosed\tneg\nfine\tpos\n')
-    with pytest.raises(DataError, match=r"e.tsv:3: .*unclosed quote"):
+    to_end = tmp_path / "e.csv"  # ... or the rest of the file, leaving no label
+    to_end.write_text('text,label\ngood,pos\n"unclosed,neg\nfine,pos\n')
+    with pytest.raises(DataError, match=r"e.csv:3: .*unclosed quote"):
         C.read_classification(to_end)
     meant = tmp_path / "m.csv"  # a quoted field over two lines, closed: fine, located where it starts
     meant.write_text('text,label\n\n"two\nlines ""quoted""",pos\nthree,neg\n')
     rows = C.read_classification(meant)
     assert [(e.line, e.label) for e in rows] == [(3, "pos"), (5, "neg")]
     assert rows[0].text == 'two\nlines "quoted"'  # the line break inside the quotes is kept
+
+
+def test_a_plain_tsv_keeps_its_quotes_and_a_quoted_one_is_read_as_csv_writes_it(tmp_path):
+    """TSV was read with csv's quotes: a text opening with a quote lost its quotes silently ('"Hello," he
+    said.' became 'Hello, he said.') and one never closed swallowed the lines after it (an error)."""
+    import csv
+    plain = tmp_path / "glue.tsv"  # GLUE's TSV: no quoting, every character as it stands
+    plain.write_text('text\tlabel\n"Hello," he said.\tpos\n"Unclosed, she wrote.\tneg\n"Titanic"\tpos\n')
+    rows = C.read_classification(plain)
+    assert [(e.text, e.label, e.line) for e in rows] == [
+        ('"Hello," he said.', "pos", 2), ('"Unclosed, she wrote.', "neg", 3), ('"Titanic"', "pos", 4)]
+    texts = ['"Hello," he said.', "a\ttab", "two\nlines", "plain", '"Titanic"']
+    quoted = tmp_path / "pandas.tsv"  # as pandas' to_csv(sep="\t") writes it: through csv.writer
+    with quoted.open("w", newline="") as out:
+        csv.writer(out, delimiter="\t").writerows([("text", "label"), *((t, "x") for t in texts)])
+    assert '"""Hello,"" he said."' in quoted.read_text()
+    rows = C.read_classification(quoted)
+    assert [e.text for e in rows] == texts and [e.line for e in rows] == [2, 3, 4, 6, 7]
+    records, lines = tasks.read_prediction_input("classification", str(plain))  # prediction input alike
+    assert records[0] == {"text": '"Hello," he said.'} and lines == [2, 3, 4]
 
 
 def test_tables_read_as_the_csv_module_reads_them(tmp_path):

@@ -136,6 +136,30 @@ def test_qa_answers_are_exact_context_spans(tmp_path):
         assert 0 <= r["score"] <= 1
 
 
+def test_a_hugging_face_qa_model_is_squad_v2_where_the_data_is_or_a_threshold_says(tmp_path, tok):
+    """A directory without plmkit_task.json (config.json does not say SQuAD v1.1 or v2.0) was always read
+    as v1.1: evaluate on v2 data never answered "no answer" nor swept the threshold, and nothing turned it on."""
+    from plmkit.models.bert import BertForQuestionAnswering
+    hf = tmp_path / "hf"
+    BertForQuestionAnswering.from_pretrained(h.tiny_model_dir()).save_pretrained(hf)
+    tok.save_pretrained(hf)
+    assert tasks.load_task(hf).settings.version_2 is None  # not known
+    v2 = h.squad_file(tmp_path / "v2.json")
+    sweep = {"null_score_diff_threshold", "best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh"}
+    assert sweep <= set(tasks.evaluate_dir(hf, v2, device="cpu"))
+    doc = json.loads(v2.read_text())
+    for para in doc["data"][0]["paragraphs"]:
+        para["qas"] = [q for q in para["qas"] if q["answers"]]
+    (tmp_path / "v1.json").write_text(json.dumps(doc))
+    assert not sweep & set(tasks.evaluate_dir(hf, tmp_path / "v1.json", device="cpu"))  # v1.1 data: v1.1
+    records = [{"question": "Where is it?", "context": "The tower is in Paris."}] * 2
+    assert all(r["answer"] for r in tasks.predict_dir(hf, records, device="cpu"))  # as Hugging Face's pipeline
+    asked = tasks.predict_dir(hf, records, device="cpu", null_score_diff_threshold=-1e9)  # a threshold given
+    assert [r["answer"] for r in asked] == ["", ""]
+    QATask.of(version_2=False).save(hf)  # a task file that says v1.1 is what counts
+    assert not sweep & set(tasks.evaluate_dir(hf, v2, device="cpu"))
+
+
 # --- the values a record holds are checked where they enter (issue 14) ---------------------------
 def squad_doc(*qas, context="The tower is in Paris."):
     return {"data": [{"paragraphs": [{"context": context, "qas": list(qas)}]}]}

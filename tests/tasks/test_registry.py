@@ -25,6 +25,27 @@ def test_prediction_records_that_are_not_objects_are_data_errors():
         ClassificationTask().to_examples([{"text": "a", "text_pair": 5}], "in.jsonl")
 
 
+@pytest.mark.parametrize("task", list(tasks.TASKS))
+@pytest.mark.parametrize("value, message", [
+    ("1" + "0" * 5000, r"an integer of 5001 digits, more than the 4300 Python reads"),  # a ValueError in json
+    ("[" * 100_000 + "]" * 100_000, r"arrays and objects nested 10000[13] deep here"),  # a RecursionError
+])
+def test_json_python_does_not_read_is_a_data_error_at_file_line(tmp_path, task, value, message):
+    """json.loads raises ValueError (not JSONDecodeError) for an integer of more than 4,300 digits, and
+    RecursionError for deep nesting: every reader showed a traceback instead of file:line."""
+    if task == "qa":
+        path = tmp_path / "data.json"
+        path.write_text('{"data": [\n  {"paragraphs": [], "x": ' + value + "}]}\n")
+    else:
+        path = tmp_path / "data.jsonl"
+        path.write_text('\n{"text": ' + value + "}\n")  # (NER tells JSON lines from CoNLL by this line)
+    with pytest.raises(DataError, match=r"data.jsonl?:2:\d+: " + message):
+        tasks.get_task(task)().read(path)
+    if task != "qa":
+        with pytest.raises(DataError, match=r"data.jsonl:2:\d+: " + message):  # prediction input
+            tasks.read_prediction_input(task, str(path))
+
+
 def test_model_dir_whose_task_file_and_architecture_disagree(tmp_path):
     from plmkit.errors import CheckpointError
     BertForTokenClassification(BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,

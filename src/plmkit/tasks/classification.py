@@ -5,8 +5,10 @@ A string, integer or boolean label is a class (single-label; true/false are the 
 "false"); a list of distinct strings or integers is a set of classes (multi-label); a float is a
 regression target. The labels of one file have one JSON type: 1 and "1" in one file are an error,
 not one class. CSV/TSV need a header row naming each column once, and their lines end as Python's
-csv module reads them (at \\n, \\r\\n or a lone \\r); there a label that parses as a non-integer
-number is a regression target, and an empty cell is an empty value (an error for text,
+csv module reads them (at \\n, \\r\\n or a lone \\r). A TSV file is read with quoted fields, as csv and
+pandas write them, when it is valid quoted TSV; otherwise (a field's opening quote is closed before the
+field ends, or never) as plain TSV, every character as it stands (GLUE's files). In a table a label that
+parses as a non-integer number is a regression target, and an empty cell is an empty value (an error for text,
 text_pair and label). Whether the model reads sentence pairs is saved with it (`sentence_pairs`), and
 evaluation and prediction records must match it.
 """
@@ -111,7 +113,9 @@ def _table_rows(path: Path, delimiter: str):
     text = read_text(path)
     lines = [line.rstrip("\r\n") for line in io.StringIO(text, newline="")]
     csv.field_size_limit(max(csv.field_size_limit(), len(text)))  # a field may be as long as its file (not 131,072)
-    reader = csv.DictReader((line + "\n" for line in lines), delimiter=delimiter)  # keeps breaks inside quotes
+    quoting = _tsv_quoting(lines) if delimiter == "\t" else csv.QUOTE_MINIMAL
+    reader = csv.DictReader((line + "\n" for line in lines), delimiter=delimiter,
+                            quoting=quoting)  # keeps breaks inside quotes
     try:
         if reader.fieldnames is None or "text" not in reader.fieldnames:
             raise DataError(f"{path}:1: the header row must name a 'text' column (and 'label'); "
@@ -130,6 +134,21 @@ def _table_rows(path: Path, delimiter: str):
             yield lineno, row
     except csv.Error as err:  # the underlying reader's line_num is the line it was parsing
         raise DataError(f"{path}:{reader.reader.line_num}: not valid {path.suffix[1:].upper()} ({err})") from None
+
+
+def _tsv_quoting(lines: list[str]) -> int:
+    """How a TSV file's quotes are read: as csv (and pandas' to_csv(sep="\\t"), spreadsheets) quote fields
+    (a field holding a tab, a line break or a quote is wrapped in quotes, its own doubled) when the
+    file is valid quoted TSV; otherwise it is plain TSV (GLUE's files): every character as it stands,
+    so a text opening with a quote ('"Hello," he said.') keeps it (csv would drop those quotes)."""
+    if not any('"' in line for line in lines):
+        return csv.QUOTE_MINIMAL
+    try:
+        for _ in csv.reader((line + "\n" for line in lines), delimiter="\t", strict=True):
+            pass
+    except csv.Error:  # a quote closed before the end of its field, or never closed
+        return csv.QUOTE_NONE
+    return csv.QUOTE_MINIMAL
 
 
 def _record_start(lines: list[str], previous_end: int) -> int:

@@ -31,7 +31,8 @@ class InferenceSettings(Settings):
     batch_size: int = setting(32, "examples per batch", metavar="N", at_least=1)
     device: str = setting("auto", "auto, cpu, cuda or cuda:N", metavar="DEV")
     null_score_diff_threshold: float | None = setting(
-        None, "QA v2: answer only when null score - best span score <= T (off: the model's, 0)", metavar="T")
+        None, "QA v2: answer only when null score - best span score <= T (off: the model's, 0); turns "
+              "\"no answer\" on for a Hugging Face QA model without plmkit_task.json", metavar="T")
     backend: str = setting("torch", "what runs the model: torch (the PyTorch model), onnxruntime or onnxruntime-int8 "
                                     "(model.onnx or model.int8.onnx of a directory `plmkit export` wrote, on the CPU)",
                            choices=("torch", *ONNX_BACKENDS))
@@ -86,8 +87,15 @@ def load_for_inference(model_dir, device: str = "auto", null_score_diff_threshol
     model.to(resolve_device(device, model.cpu_only) if backend == "torch" else "cpu")
     task = for_inference(task)
     if null_score_diff_threshold is not None:
-        task = with_settings(task, null_score_diff_threshold=null_score_diff_threshold)
+        task = with_threshold(task, null_score_diff_threshold)
     return model, tokenizer, task
+
+
+def with_threshold(task: Task, threshold: float) -> Task:
+    """`task` with QA's no-answer threshold `threshold`; a model that does not say whether it answers
+    "no answer" (version_2 None: a Hugging Face directory without plmkit_task.json) then does."""
+    unknown = getattr(task.settings, "version_2", False) is None
+    return with_settings(task, null_score_diff_threshold=threshold, **({"version_2": True} if unknown else {}))
 
 
 def for_inference(task: Task) -> Task:
@@ -160,4 +168,4 @@ def read_prediction_input(task: Task | str, path: str) -> tuple[list, list[int]]
 __all__ = ["InferenceSettings", "ONNX_BACKENDS", "evaluate_dir", "evaluate_loaded", "for_inference", "load_for_inference",
            "load_model_dir",
            "predict_dir", "predict_records",
-           "read_prediction_input", "with_settings"]
+           "read_prediction_input", "with_settings", "with_threshold"]

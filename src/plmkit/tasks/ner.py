@@ -49,7 +49,7 @@ def read_ner(path: str | Path, require_tags: bool | None = True) -> list[Sentenc
     first = next(line for line in lines if line.strip())
     try:
         jsonl = isinstance(json.loads(first), dict)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # malformed, or beyond what Python reads (a 5,000-digit number)
         jsonl = _OPENS_OBJECT.match(first) is not None
     if jsonl:
         return read_ner_jsonl(lines, path, require_tags)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import logging
-from dataclasses import dataclass, field as dataclass_field
+from dataclasses import dataclass, field as dataclass_field, replace
 from pathlib import Path
 
 from plmkit.errors import ConfigError, DataError
@@ -33,6 +33,11 @@ class QAExample:
     context: str
     answers: list[dict] = dataclass_field(default_factory=list)  # {"text", "answer_start"}
     is_impossible: bool = False
+
+
+def has_unanswerable(examples: list[QAExample]) -> bool:
+    """Whether `examples` hold an unanswerable question (SQuAD v2 data)."""
+    return any(e.is_impossible or not e.answers for e in examples)
 
 
 def read_squad(path: str | Path, require_answers: bool = True) -> list[QAExample]:
@@ -265,8 +270,10 @@ class QASettings(TaskSettings):
     max_query_length: int | None = setting(None, "question tokens kept; off: 64, at most half the max length",
                                            metavar="N", at_least=1)
     max_answer_length: int = setting(30, "longest answer, in tokens", metavar="N", at_least=1)
-    version_2: bool = setting(False, "set from the training data: unanswerable questions allowed (SQuAD v2)",
-                              cli=False)
+    version_2: bool | None = setting(False, "set from the training data: unanswerable questions allowed (SQuAD v2); "
+                                            "None, not known (a Hugging Face model without plmkit_task.json): "
+                                            "evaluation decides it by its data, and a no-answer threshold given "
+                                            "to evaluate or predict turns it on", cli=False)
     null_score_diff_threshold: float = setting(0.0, "SQuAD v2: no answer when null score - best span score > "
                                                     "this", cli=False)
 
@@ -300,8 +307,21 @@ class QATask(Task):
     _seen: dict | None = None  # a stream's ids so far, one per record (`for_stream`); None: each call alone
 
     def discover(self, examples, path) -> None:
-        self.settings.version_2 = any(e.is_impossible for e in examples)
+        self.settings.version_2 = has_unanswerable(examples)
         return None
+
+    @classmethod
+    def from_config(cls, config) -> "QATask":
+        """A Hugging Face QA model's config does not say whether it learnt SQuAD v2's "no answer": version_2
+        is None (`decided_by` the evaluation data, or turned on by a threshold given at inference)."""
+        return cls.of(version_2=None)
+
+    def decided_by(self, examples: list[QAExample]) -> "QATask":
+        """This task, or where version_2 is not known (None) a copy with it decided as fine-tuning decides
+        it: by whether `examples` hold unanswerable questions."""
+        if self.settings.version_2 is not None:
+            return self
+        return type(self)(replace(self.settings, version_2=has_unanswerable(examples)))
 
     def soft_targets(self) -> str:
         return "span"
@@ -316,7 +336,10 @@ class QATask(Task):
         """Exact match and F1; SQuAD v2 adds the best no-answer threshold on this data. Shared by several
         processes (`part`), each reads its rows of the windows; the spans found for a question are
         brought to the one process that scores it (`part.route`), and the scores summed (the v2
-        threshold sweep needs every question's four numbers: gathered to rank 0)."""
+        threshold sweep needs every question's four numbers: gathered to rank 0). A model whose version_2
+        is not known is evaluated as the data is: SQuAD v2 when it holds unanswerable questions."""
+        if self.settings.version_2 is None:
+            return self.decided_by(examples).evaluate(model, tokenizer, examples, features, batch_size, part)
         spans = self.spans(model, tokenizer, features, batch_size, part=part)
         scored = range(len(examples))
         if part is not None:
@@ -343,7 +366,7 @@ class QATask(Task):
         """Best answer span per example; the windows of one example may land in different batches (and
         with `part`, on different processes: each process sees its rows only)."""
         s = self.settings
-        spans = SpanAggregator(s.max_answer_length, allow_no_answer=s.version_2,
+        spans = SpanAggregator(s.max_answer_length, allow_no_answer=bool(s.version_2),
                                null_score_diff_threshold=s.null_score_diff_threshold, align_to_words=align_to_words)
         for idx, _, out in forward_batches(model, features, batch_size, tokenizer.pad_token_id, part):
             starts, ends = out.start_logits.float().tolist(), out.end_logits.float().tolist()

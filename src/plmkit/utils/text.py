@@ -133,6 +133,9 @@ def parse_json(text: str, where, error: type[Exception] = DataError, line: int =
         key, offset = _first_repeated_key(text)
         raise error(f"{where}:{_place(text, offset, line)}: the key {key!r} is given twice in one object; keep one "
                     "of them (the other would be dropped silently)") from None
+    except (ValueError, RecursionError) as err:  # valid JSON that Python's reader refuses
+        offset, problem = _beyond_limits(text, err)
+        raise error(f"{where}:{_place(text, offset, line)}: {problem}") from None
     if _SURROGATE_ESCAPE.search(text) and any(map(lone_surrogate, _strings(value))):
         offset = _lone_escape(text)
         raise error(f"{where}:{_place(text, offset, line)}: {text[offset:offset + 6]} is half a UTF-16 pair, no "
@@ -143,6 +146,33 @@ def parse_json(text: str, where, error: type[Exception] = DataError, line: int =
 def _place(text: str, offset: int, line: int = 1) -> str:
     """'line:column' of `offset` in `text` (whose first line is number `line`)."""
     return f"{line + text.count(chr(10), 0, offset)}:{offset - text.rfind(chr(10), 0, offset)}"
+
+
+# a JSON string, a number (integer part, fraction, exponent), or a bracket: enough to walk valid JSON
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|(-?\d+)(\.\d+)?([eE][-+]?\d+)?|[\[{]|[\]}]')
+
+
+def _beyond_limits(text: str, err: Exception) -> tuple[int, str]:
+    """(offset, what is wrong) of JSON that `json.loads` refused with `err` though it is valid: an integer
+    longer than the digits Python converts (sys.get_int_max_str_digits, 4300 by default: a ValueError), or
+    arrays and objects nested deeper than the interpreter's recursion goes (a RecursionError)."""
+    limit = getattr(sys, "get_int_max_str_digits", lambda: 0)()  # (Python 3.10.7+)
+    depth, deepest, at = 0, 0, 0
+    for token in _JSON_TOKEN.finditer(text):
+        first = token.group()[0]
+        if first in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest, at = depth, token.start()
+        elif first in "]}":
+            depth -= 1
+        digits = len((token.group(1) or "").lstrip("-"))
+        if isinstance(err, ValueError) and limit and digits > limit and not token.group(2) and not token.group(3):
+            return token.start(), (f"an integer of {digits} digits, more than the {limit} Python reads; "
+                                   "write it as a string if it is an id or text")
+    if isinstance(err, RecursionError):
+        return at, f"arrays and objects nested {deepest} deep here, deeper than Python's JSON reader goes"
+    return 0, f"not readable JSON ({err})"
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
