@@ -21,7 +21,8 @@ MASK_ID = 1
 class ToyLM(nn.Module):
     """embeddings.* / layers.{i}.* / norm / head, like the real models; dropout on."""
 
-    def __init__(self, hidden: int = 16, n_layers: int = 2, dropout: float = 0.1, nan_at_call: int | None = None):
+    def __init__(self, hidden: int = 16, n_layers: int = 2, dropout: float = 0.1, nan_at_call: int | None = None,
+                 nan_grad_at_call: int | None = None):
         super().__init__()
         self.config = SimpleNamespace(hidden=hidden, n_layers=n_layers, dropout=dropout)
         self.embeddings = nn.ModuleDict({"word_embeddings": nn.Embedding(VOCAB, hidden), "norm": nn.LayerNorm(hidden)})
@@ -32,6 +33,7 @@ class ToyLM(nn.Module):
         self.head = nn.Linear(hidden, VOCAB)
         self.dropout = nn.Dropout(dropout)
         self.nan_at_call = nan_at_call
+        self.nan_grad_at_call = nan_grad_at_call  # that call's loss finite, its gradient NaN
         self.calls = 0
 
     def forward(self, input_ids, attention_mask=None, labels=None):
@@ -45,6 +47,8 @@ class ToyLM(nn.Module):
             loss = nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
             if self.nan_at_call is not None and self.calls >= self.nan_at_call:
                 loss = loss * float("nan")
+            if self.calls == self.nan_grad_at_call:
+                loss = NaNGradient.apply(loss)
         return SimpleNamespace(loss=loss, logits=logits)
 
     def save_pretrained(self, directory):
@@ -52,6 +56,18 @@ class ToyLM(nn.Module):
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "config.json").write_text(json.dumps(vars(self.config)))
         save_model(self, str(directory / "model.safetensors"))
+
+
+class NaNGradient(torch.autograd.Function):
+    """The identity, whose gradient is NaN."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("nan")
 
 
 def make_dataset(n: int = 24, seed: int = 0) -> list[dict]:

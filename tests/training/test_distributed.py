@@ -91,11 +91,11 @@ def two_processes(files, strategy: str):
     return out
 
 
-def resumed_copy(run, name: str):
-    """A copy of a finished run whose continuation from its step-5 checkpoint replays steps 6-10."""
+def resumed_copy(run, name: str, step: int = 5):
+    """A copy of a finished run whose continuation from its checkpoint of `step` replays the later steps."""
     out = run.parent / name
     shutil.copytree(run, out)
-    return out, ["--resume-from", str(out / "checkpoints" / "step-000005")]
+    return out, ["--resume-from", str(out / "checkpoints" / f"step-{step:06d}")]
 
 
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
@@ -194,15 +194,21 @@ def test_fine_tuning_ner_at_two_processes_equals_one(files, tiny_bert, strategy)
     assert x.keys() == y.keys() and max((x[k] - y[k]).abs().max().item() for k in x) < 1e-5
 
 
+def bert2bert_args(files, tiny_bert, steps: int) -> list[str]:
+    """Translation by an encoder-decoder warm-started from `tiny_bert`, for `steps` steps."""
+    mt = files / "b2b.jsonl"
+    if not mt.exists():
+        mt.write_text("".join(json.dumps({"source": s, "target": " ".join(reversed(s.lower().split()))}) + "\n"
+                              for s in EN), encoding="utf-8")
+    return ["finetune", "--task", "translation", "--init", "bert2bert", "--model", str(tiny_bert), "--train", str(mt),
+            "--batch-size", "4", "--max-steps", str(steps), "--lr", "1e-3", "--schedule", "constant",
+            "--warmup-ratio", "0", "--dropout", "0", "--log-every", "1", "--device", "cpu", "--no-progress"]
+
+
 def test_bert2bert_under_ddp_at_two_processes_equals_one(files, tiny_bert):
     """An encoder-decoder warm-started from a BERT: its encoder's pooler, which no seq2seq loss reads, is left
     out of DDP (which stopped at the second step, waiting for its gradient); the run is that of one process."""
-    mt = files / "b2b.jsonl"
-    mt.write_text("".join(json.dumps({"source": s, "target": " ".join(reversed(s.lower().split()))}) + "\n"
-                          for s in EN), encoding="utf-8")
-    args = ["finetune", "--task", "translation", "--init", "bert2bert", "--model", str(tiny_bert), "--train", str(mt),
-            "--batch-size", "4", "--max-steps", "3", "--lr", "1e-3", "--schedule", "constant", "--warmup-ratio", "0",
-            "--dropout", "0", "--log-every", "1", "--device", "cpu", "--no-progress"]
+    args = bert2bert_args(files, tiny_bert, 3)
     assert main([*args, "--out", str(files / "b2b-one")]) == 0
     done = torchrun(*args, "--out", str(files / "b2b-two"))  # (--strategy ddp, the default)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -210,6 +216,41 @@ def test_bert2bert_under_ddp_at_two_processes_equals_one(files, tiny_bert):
     assert sorted(a) == sorted(b) == [1, 2, 3] and max(abs(a[s] - b[s]) for s in a) < 1e-5, (a, b)
     x, y = (load_file(files / run / "model" / "model.safetensors") for run in ("b2b-one", "b2b-two"))
     assert x.keys() == y.keys() and max((x[k] - y[k]).abs().max().item() for k in x) < 1e-5
+
+
+def test_bert2bert_resumes_exactly_under_fsdp_ddp_and_one_process(files, tiny_bert):
+    """The pooler of a bert2bert encoder never gets a gradient, so its checkpoints hold no optimizer state for it:
+    they resume all the same (at step 2 of 4), sharded or not, at 2 processes (fsdp, ddp) and at one, with the
+    uninterrupted run's losses and weights, and the pooler without optimizer state still (no placeholder saved)."""
+    from plmkit.training.checkpoint import _read_dcp_metadata
+    args = [*bert2bert_args(files, tiny_bert, 4), "--save-every", "2"]
+    one, fsdp = files / "b2b-save-one", files / "b2b-save-fsdp"
+    assert main([*args, "--out", str(one)]) == 0
+    done = torchrun(*args, "--out", str(fsdp), "--strategy", "fsdp")
+    assert done.returncode == 0, done.stderr[-3000:]
+    sources = {"fsdp-from-fsdp": fsdp, "fsdp-from-one": one, "ddp-from-one": one, "one-from-fsdp": fsdp}
+    runs = {name: resumed_copy(run, f"b2b-{name}", 2) for name, run in sources.items()}
+    commands = [[*args, "--out", str(out), *resume, "--strategy", name.split("-")[0]]
+                for name, (out, resume) in runs.items() if name != "one-from-fsdp"]
+    (files / "b2b-commands.json").write_text(json.dumps(commands), encoding="utf-8")
+    done = torchrun(str(files / "b2b-commands.json"), script=os.path.join(os.path.dirname(__file__),
+                                                                          "dist_train_worker.py"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    out, resume = runs["one-from-fsdp"]
+    assert main([*args, "--out", str(out), *resume]) == 0
+
+    def optimizer_keys(run):
+        return {k for k in _read_dcp_metadata(run / "checkpoints" / "step-000004" / "sharded" / ".metadata")
+                .state_dict_metadata if k.startswith("optimizer.")}
+
+    assert not any("pooler" in k for k in optimizer_keys(fsdp))
+    for name, (out, _) in runs.items():
+        a, b = losses(one), losses(out)
+        assert sorted(a) == sorted(b) == [1, 2, 3, 4] and max(abs(a[s] - b[s]) for s in a) < 1e-5, (name, a, b)
+        x, y = load_file(one / "model" / "model.safetensors"), load_file(out / "model" / "model.safetensors")
+        assert x.keys() == y.keys() and max((x[k] - y[k]).abs().max().item() for k in x) < 1e-5, name
+        if name.startswith("fsdp"):
+            assert optimizer_keys(out) == optimizer_keys(fsdp), name
 
 
 def test_a_bad_record_ends_every_process_with_the_message(files, tiny_bert):

@@ -74,6 +74,18 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path, toy):
     assert not (tmp_path / "model").exists()
 
 
+@pytest.mark.parametrize("grad_clip", [0, 1.0])
+def test_non_finite_gradient_with_a_finite_loss_stops_before_the_step(tmp_path, toy, grad_clip):
+    """Clipping off (0) or on, a NaN gradient is caught before the optimizer steps with it: the step
+    whose checkpoint would hold NaN weights is never saved."""
+    cfg = TrainConfig(**{**BASE, "grad_clip": grad_clip}, max_steps=10, save_every=3)
+    with pytest.raises(TrainingError, match=r"non-finite gradient norm \(nan\) at step 3; .*no checkpoint was written"):
+        Trainer(toy.ToyLM(nan_grad_at_call=3), cfg, toy.make_loader(), tmp_path).train()
+    assert list_checkpoints(tmp_path / "checkpoints") == []
+    logged = [r for r in toy.read_jsonl(tmp_path / "metrics.jsonl") if "loss" in r]
+    assert [r["step"] for r in logged] == [1, 2] and all(r["grad_norm"] > 0 for r in logged)  # (measured unclipped too)
+
+
 class Linear(nn.Module):
     def __init__(self):
         super().__init__()
@@ -99,6 +111,32 @@ def test_grad_accumulation_matches_full_batch(tmp_path):
         Trainer(model, cfg, loader, tmp_path / f"bs{batch_size}").train()
         finals.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     assert torch.allclose(finals[0], finals[1], atol=1e-6)
+
+
+def test_the_last_step_of_an_epoch_run_takes_the_batches_left(tmp_path):
+    """10 batches of 1 accumulated by 4 over one epoch: steps of 4, 4 and the 2 left, each the mean over its
+    batches (the same updates as batches of 4, 4 and 2), and no batch left out; resumed inside the last step,
+    the same run."""
+    g = torch.Generator().manual_seed(0)
+    data = [(torch.randn(4, generator=g), torch.randn(1, generator=g)) for _ in range(10)]
+    finals, calls = [], []
+    for batch_size, accum in [(4, 1), (1, 4)]:
+        torch.manual_seed(0)
+        model = Linear()
+        cfg = TrainConfig(lr=0.05, epochs=1, grad_accum_steps=accum, device="cpu", progress_bar=False, log_every=1)
+        loader = BatchLoader(data, batch_size, crashing(stack_collate, at_call=0), shuffle=False)
+        result = Trainer(model, cfg, loader, tmp_path / f"bs{batch_size}").train()
+        assert (result.step, result.epoch, result.stop_reason) == (3, 1.0, "epochs")
+        finals.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.allclose(finals[0], finals[1], atol=1e-6)
+
+    cfg = TrainConfig(lr=0.05, epochs=1, grad_accum_steps=4, device="cpu", progress_bar=False, save_every=1)
+    torch.manual_seed(0)
+    with pytest.raises(Crash):  # batch 10: in step 3, after the checkpoint of step 2
+        Trainer(Linear(), cfg, BatchLoader(data, 1, crashing(stack_collate, 10), shuffle=False), tmp_path / "r").train()
+    resumed = Linear()
+    Trainer(resumed, cfg, BatchLoader(data, 1, stack_collate, shuffle=False), tmp_path / "r").train(resume=True)
+    assert torch.allclose(torch.cat([p.detach().flatten() for p in resumed.parameters()]), finals[1], atol=1e-6)
 
 
 def test_early_stopping_keeps_best_model(tmp_path, toy):
@@ -252,6 +290,37 @@ def test_resuming_an_early_stopped_run_trains_no_further(tmp_path, toy):
     assert (first.stop_reason, first.step) == ("early_stopping", 8)
     again = Trainer(toy.ToyLM(), cfg, toy.make_loader(), tmp_path, evaluate=evaluate_with([0.99])).train(resume=True)
     assert (again.stop_reason, again.step, again.best_step) == ("early_stopping", 8, 4)
+
+
+def scored(scores):
+    scores = iter(scores)
+    return lambda m: {"accuracy": next(scores)}
+
+
+def test_resuming_an_older_checkpoint_sets_the_abandoned_best_aside(tmp_path, toy, caplog):
+    """Resumed from step 4, OUT/best is not step 6's model of the steps the resume replaces: that one is
+    set aside (abandoned-best/), and the restored best step's model comes back from its checkpoint."""
+    cfg = TrainConfig(**BASE, max_steps=8, eval_every=2, save_every=2, keep_last=4, metric_for_best="accuracy")
+    Trainer(toy.ToyLM(), cfg, toy.make_loader(), tmp_path, evaluate=scored([0.5, 0.6, 0.9, 0.7])).train()
+    step4 = tmp_path / "checkpoints" / "step-000004"
+    result = Trainer(toy.ToyLM(), cfg, toy.make_loader(), tmp_path, evaluate=scored([0.1] * 4)).train(resume=step4)
+    assert (result.best_step, result.best_metric, result.best_dir) == (4, 0.6, tmp_path / "best")
+    assert toy.read_jsonl(tmp_path / "best" / "best.json") == [{"step": 4, "metric": "eval_accuracy", "value": 0.6}]
+    best, saved = (load_file(d / "model.safetensors") for d in (tmp_path / "best", step4 / "model"))
+    assert best.keys() == saved.keys() and all(torch.equal(best[k], saved[k]) for k in best)
+    assert toy.read_jsonl(tmp_path / "abandoned-best" / "best.json")[0]["step"] == 6
+    assert "held the best model of step 6, not the best of this run, resumed from step 4" in caplog.text
+
+
+def test_a_best_model_no_longer_on_disk_is_forgotten_at_resume(tmp_path, toy):
+    """Step 2's best model, overwritten by the abandoned step 6 and without a checkpoint of its own: the
+    resumed run's next evaluation becomes OUT/best, not a best/ of another trajectory."""
+    cfg = TrainConfig(**BASE, max_steps=8, eval_every=2, save_every=4, metric_for_best="accuracy")
+    Trainer(toy.ToyLM(), cfg, toy.make_loader(), tmp_path, evaluate=scored([0.6, 0.5, 0.9, 0.7])).train()
+    resume = tmp_path / "checkpoints" / "step-000004"
+    result = Trainer(toy.ToyLM(), cfg, toy.make_loader(), tmp_path, evaluate=scored([0.2, 0.1])).train(resume=resume)
+    assert (result.best_step, result.best_metric) == (6, 0.2)
+    assert toy.read_jsonl(tmp_path / "best" / "best.json") == [{"step": 6, "metric": "eval_accuracy", "value": 0.2}]
 
 
 def test_resuming_a_finished_run_logs_nothing_twice(tmp_path, toy):

@@ -141,15 +141,34 @@ def load_sharded_state(model: nn.Module, optimizer: torch.optim.Optimizer, check
     """Model and optimizer state from `checkpoint/sharded/` (every rank calls it), resharded to this
     run's layout: sharded at any world size, or whole (one process, DDP)."""
     import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import set_state_dict
-    tensors, _ = sharded_state(model, optimizer)
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict
+    tensors, _ = sharded_state(model, optimizer)  # (every parameter with a state: torch makes one for each)
+    where = Path(checkpoint) / SHARDED_STATE
+    saved = set(_read_dcp_metadata(where / DCP_METADATA).state_dict_metadata)
+    stateless = {name for name, state in tensors["optimizer"].items()
+                 if not any(f"optimizer.{name}.{key}" in saved for key in state)}
+    for name in stateless:  # (no state saved, none asked for)
+        del tensors["optimizer"][name]
     try:
         with _single_process_quiet():
-            dcp.load(tensors, storage_reader=_tensors_only_reader(Path(checkpoint) / SHARDED_STATE))
+            dcp.load(tensors, storage_reader=_tensors_only_reader(where))
     except (dcp.api.CheckpointException, RuntimeError, ValueError, KeyError) as exc:
-        raise CheckpointError(f"{checkpoint / SHARDED_STATE} does not fit this model: {exc}") from exc
-    set_state_dict(model, optimizer, model_state_dict=tensors["model"],
-                   optim_state_dict={"state": tensors["optimizer"], "param_groups": param_groups})
+        raise CheckpointError(f"{where} does not fit this model: {exc}") from exc
+    set_model_state_dict(model, tensors["model"])
+    _set_optimizer_state(model, optimizer, {"state": tensors["optimizer"], "param_groups": param_groups}, stateless)
+
+
+def _set_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict, stateless: set[str],
+                         full: bool = False) -> None:
+    """`state` (each parameter's by name; `full`: whole tensors, else this rank's shards) into `optimizer`.
+    The parameters named in `stateless` had no state when it was saved (no gradient yet: a bert2bert
+    encoder's pooler never gets one) and get none now either, not the placeholder torch's loader makes."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+    params = dict(model.named_parameters())
+    set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=full,
+                                                                               strict=not stateless))
+    for name in stateless:
+        optimizer.state.pop(params[name], None)
 
 
 @contextlib.contextmanager
@@ -164,13 +183,12 @@ def _single_process_quiet():
 def load_full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
     """An ordinary checkpoint's optimizer state (`optimizer.state_dict()`: parameters by number) into
     the optimizer of a sharded model, through parameter names (the groups' ``names``)."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
     names = [name for group in state["param_groups"] for name in group["names"]]
     number = [i for group in state["param_groups"] for i in group["params"]]
     by_name = dict(zip(number, names))
     full = {"state": {by_name[i]: v for i, v in state["state"].items()},
             "param_groups": [{**g, "params": [by_name[i] for i in g["params"]]} for g in state["param_groups"]]}
-    set_optimizer_state_dict(model, optimizer, full, options=StateDictOptions(full_state_dict=True))
+    _set_optimizer_state(model, optimizer, full, {by_name[i] for i in number if i not in state["state"]}, full=True)
 
 
 def regrouped(state: dict, optimizer: torch.optim.Optimizer) -> dict:

@@ -47,7 +47,8 @@ class TrainConfig(Settings):
 
     Length: any of `max_steps`, `epochs`, `time_budget` (seconds or "10m"); the run
     stops at whichever comes first. A step is one optimizer update, i.e.
-    `grad_accum_steps` batches. `*_every` counts optimizer steps.
+    `grad_accum_steps` batches (accumulated across epochs; the last step of a run that `epochs` ends
+    takes the batches left). `*_every` counts optimizer steps.
     """
 
     section = "train"

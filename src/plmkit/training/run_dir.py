@@ -23,7 +23,8 @@ from plmkit.utils.files import output_dir, retire_dir
 from plmkit.utils.lock import LOCK_FILE, run_lock
 
 # what a run writes into its directory (pretraining also its tokenizer/)
-RUN_FILES = ("run.yaml", "train_config.json", "metrics.jsonl", "training_curves.png", "model", "best", "checkpoints")
+RUN_FILES = ("run.yaml", "train_config.json", "metrics.jsonl", "training_curves.png", "model", "best", "abandoned-best",
+             "checkpoints")
 
 
 def earlier_run(out: Path) -> list[str]:

@@ -3,9 +3,10 @@
 Output layout of `out_dir`::
 
     train_config.json       the TrainConfig of the run
-    metrics.jsonl           {step, loss, lr, tokens_per_s, elapsed[, grad_norm]} and {step, eval_*}
+    metrics.jsonl           {step, loss, lr, tokens_per_s, elapsed, grad_norm} and {step, eval_*}
     checkpoints/            step-NNNNNN/ checkpoints + `latest` (see checkpoint.py)
     best/                   best model by metric_for_best (+ best.json)
+    abandoned-best/         a best/ that steps after a resumed checkpoint wrote, set aside by the resume
     model/                  final model (save_pretrained + save_extra)
     training_curves.png     loss, lr and eval metrics against step
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,7 +36,9 @@ from plmkit.data.loader import BatchLoader
 from plmkit.training import distributed
 from plmkit.errors import CheckpointError, ConfigError, PlmkitError, TrainingError, WriteError
 from plmkit.training.checkpoint import (
+    MODEL_DIR,
     SaveExtra,
+    checkpoint_name,
     export_model,
     is_sharded_checkpoint,
     latest_checkpoint,
@@ -59,7 +63,7 @@ from plmkit.training.optim import build_optimizer
 from plmkit.training.rng import capture_rng, restore_rng, seed_everything
 from plmkit.training.schedule import build_scheduler
 from plmkit.utils.device import autocast, resolve_precision, to_device
-from plmkit.utils.files import atomic_write_dir, atomic_write_text
+from plmkit.utils.files import atomic_write_dir, atomic_write_text, replace_dir
 from plmkit.utils.constants import IGNORE_INDEX
 from plmkit.utils.settings import is_int
 from plmkit.utils.progress import progress_bar
@@ -67,6 +71,7 @@ from plmkit.utils.progress import progress_bar
 log = logging.getLogger(__name__)
 Evaluate = Callable[[nn.Module], dict[str, float]]
 STATE_FORMAT = 2  # 2: with the run's fingerprint
+BEST_DIR, BEST_JSON, ABANDONED_BEST_DIR = "best", "best.json", "abandoned-best"
 
 
 class UnknownMetric(TrainingError):
@@ -172,6 +177,7 @@ class Trainer:
         self.device = distributed.device(cfg.device)
         self.amp_dtype = resolve_precision(cfg.precision, self.device)
         self.total_steps, self.length_limit = planned_steps(cfg, len(train_loader))
+        self.run_batches = epoch_limit_batches(cfg, len(train_loader))  # (None without `epochs`)
         if self.total_steps is not None and cfg.warmup_steps >= self.total_steps:
             log.warning("plmkit: warmup_steps=%d is not shorter than the run (%d steps): the learning rate never "
                         "reaches its peak (--warmup-ratio scales with the run)", cfg.warmup_steps, self.total_steps)
@@ -210,6 +216,7 @@ class Trainer:
             self._params = [p for group in self.optimizer.param_groups for p in group["params"]]
             if checkpoint is not None:
                 self._restore(checkpoint, *saved)
+                self._reconcile_best()
             else:
                 self._start_fresh(bool(resume))
             if distributed.is_main():
@@ -309,6 +316,48 @@ class Trainer:
         restore_rng(saved["rng"])  # last: nothing above may draw random numbers after it
         log.info("resuming from %s (step %d)", checkpoint, self.state.step)
 
+    def _reconcile_best(self) -> None:
+        """After a resume: OUT/best must hold the model of the restored best step (see `_restore_best_dir`);
+        where no such model is left, the best is forgotten and the next evaluation's model becomes OUT/best."""
+        kept = distributed.broadcast(self._restore_best_dir() if distributed.is_main() else None)
+        if not kept:
+            self.state.best_metric = self.state.best_step = None
+
+    def _restore_best_dir(self) -> bool:
+        """Whether OUT/best holds the model of the restored best step (or there is none) once a best/
+        written by another step (the steps after the checkpoint, which this run replaces) is moved
+        to OUT/abandoned-best (replacing one there) and the best step's model copied back from its
+        checkpoint, if one is left."""
+        st, best = self.state, self.out_dir / BEST_DIR
+        written = best_step_of(best)
+        if best.exists() and written == st.best_step:
+            return True
+        if best.exists():
+            replace_dir(best, self.out_dir / ABANDONED_BEST_DIR)
+            log.warning("plmkit: %s held the best model of step %s, not the best of this run, resumed from step %d "
+                        "(best step %s): moved to %s", best, "?" if written is None else written, st.step,
+                        st.best_step, self.out_dir / ABANDONED_BEST_DIR)
+        if st.best_step is None:
+            return True
+        model = self.checkpoint_dir / checkpoint_name(st.best_step) / MODEL_DIR
+        name = self._best_metric_name()
+        if model.is_dir():
+            def copy(tmp: Path) -> None:
+                shutil.copytree(model, tmp, dirs_exist_ok=True)
+                write_best_json(tmp, st.best_step, name, st.best_metric)
+
+            atomic_write_dir(best, copy)
+            log.info("best model (step %d, %s=%.4g) copied back to %s from %s", st.best_step, name,
+                     st.best_metric, best, model.parent)
+            return True
+        log.warning("plmkit: the best model so far (step %d, %s=%.4g) is no longer on disk (no checkpoint of that "
+                    "step is left): the next evaluation's model becomes %s", st.best_step, name, st.best_metric, best)
+        return False
+
+    def _best_metric_name(self) -> str:
+        name = self.cfg.metric_for_best or "metric"
+        return name if name.startswith("eval_") else f"eval_{name}"
+
     def _loop(self) -> str:
         cfg, st = self.cfg, self.state
         batches = self.train_loader.forever()
@@ -360,14 +409,15 @@ class Trainer:
         return None
 
     # ---------------------------------------------------------------- step
-    def _train_step(self, batches: Iterator[dict[str, Any]]) -> tuple[float, float | None, int]:
+    def _train_step(self, batches: Iterator[dict[str, Any]]) -> tuple[float, float, int]:
         """One optimizer update over `grad_accum_steps` batches: (mean loss, grad norm, tokens).
 
         Each micro-batch's loss (a mean over its items: `loss_items`) is weighted by its share of the
         items of the whole step, over every micro-batch and rank, so that the step's loss and
         gradients are those of the mean over the global batch, at any world size and accumulation;
-        with one rank and the same count in every micro-batch that is the plain mean of their losses."""
-        accum, world = self.cfg.grad_accum_steps, distributed.world_size()
+        with one rank and the same count in every micro-batch that is the plain mean of their losses.
+        The last step of a run that `epochs` ends takes the batches left (`micro_batches`)."""
+        accum, world = micro_batches(self.cfg, self.run_batches, self.state.step), distributed.world_size()
         micro = [distributed.shard(next(batches)) for _ in range(accum)]
         parts = list((getattr(self.model, "loss_items", None) or {"loss": None}).items())
         counts = torch.tensor([[item_count(batch, kind) if own else 0 for _, kind in parts] for batch, own in micro],
@@ -387,19 +437,15 @@ class Trainer:
                 loss = weighted_loss(output, parts, counts[i].tolist(), totals)
                 (loss * world if world > 1 else loss).backward()  # (DDP and FSDP average the gradients over the ranks)
             loss_sum += loss.detach().float()
-        grad_norm = None
-        if self.cfg.grad_clip is not None:
-            grad_norm = distributed.local_value(torch.nn.utils.clip_grad_norm_(self._params, self.cfg.grad_clip))
-        norm = (grad_norm.float().to(loss_sum.device)  # (from the CPU under --fsdp-cpu-offload)
-                if grad_norm is not None else torch.zeros_like(loss_sum))
+        norm = gradient_norm(self._params, self.cfg.grad_clip).float().to(loss_sum.device)  # (CPU: --fsdp-cpu-offload)
         loss_sum = distributed.all_reduce_sum(loss_sum)  # (the gradients, and so their norm, are the same everywhere)
         loss_value, norm_value = torch.stack([loss_sum, norm]).tolist()  # the one host sync per step
-        if not math.isfinite(loss_value) or not math.isfinite(norm_value):
+        if not math.isfinite(loss_value) or not math.isfinite(norm_value):  # before the step: weights stay finite
             self.optimizer.zero_grad(set_to_none=True)
             raise self._non_finite_error(loss_value, norm_value)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return loss_value, (norm_value if grad_norm is not None else None), tokens
+        return loss_value, norm_value, tokens
 
     def _non_finite_error(self, loss: float, grad_norm: float) -> TrainingError:
         what = f"loss ({loss})" if not math.isfinite(loss) else f"gradient norm ({grad_norm})"
@@ -442,7 +488,7 @@ class Trainer:
         log.info("step %d: %s", st.step, "  ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
         if cfg.metric_for_best is None:
             return False
-        name = cfg.metric_for_best if cfg.metric_for_best.startswith("eval_") else f"eval_{cfg.metric_for_best}"
+        name = self._best_metric_name()
         if name not in metrics:
             raise UnknownMetric(f"metric_for_best={cfg.metric_for_best!r} is not among the evaluation results "
                                 f"{sorted(metrics)}: give one of them")
@@ -479,11 +525,7 @@ class Trainer:
             atomic_write_dir(directory, write)
 
     def _save_best(self, name: str, value: float) -> None:
-        def best(tmp: Path) -> None:
-            (tmp / "best.json").write_text(json.dumps({"step": self.state.step, "metric": name, "value": value}) + "\n",
-                                           encoding="utf-8")
-
-        self._export(self.out_dir / "best", best)
+        self._export(self.out_dir / BEST_DIR, lambda tmp: write_best_json(tmp, self.state.step, name, value))
 
     def _save_checkpoint(self) -> None:
         st = self.state
@@ -543,7 +585,7 @@ class Trainer:
             best_metric=st.best_metric,
             best_step=st.best_step,
             model_dir=model_dir,
-            best_dir=self.out_dir / "best" if st.best_step is not None else None,
+            best_dir=self.out_dir / BEST_DIR if st.best_step is not None else None,
         )
         log.info("%s", format_summary(result, curves, cfg.metric_for_best))
         return result
@@ -553,14 +595,54 @@ class Trainer:
 def planned_steps(cfg: TrainConfig, batches_per_epoch: int) -> tuple[int | None, str | None]:
     """(total optimizer steps, which limit sets it); (None, None) for a time budget alone.
 
-    `epochs` gives floor(epochs * batches_per_epoch / grad_accum_steps) steps (at least 1).
+    `epochs` gives ceil(epoch_limit_batches / grad_accum_steps) steps: the accumulation goes on across
+    epochs, and a last step takes the batches left (`micro_batches`), so that every batch is trained on.
     """
     limits = []
     if cfg.max_steps is not None:
         limits.append((cfg.max_steps, "max_steps"))
     if cfg.epochs is not None:
-        limits.append((max(1, math.floor(cfg.epochs * batches_per_epoch / cfg.grad_accum_steps)), "epochs"))
+        limits.append((math.ceil(epoch_limit_batches(cfg, batches_per_epoch) / cfg.grad_accum_steps), "epochs"))
     return min(limits) if limits else (None, None)
+
+
+def epoch_limit_batches(cfg: TrainConfig, batches_per_epoch: int) -> int | None:
+    """The batches that `epochs` trains on: floor(epochs * batches_per_epoch), at least 1; None without it."""
+    return None if cfg.epochs is None else max(1, math.floor(cfg.epochs * batches_per_epoch))
+
+
+def micro_batches(cfg: TrainConfig, run_batches: int | None, step: int) -> int:
+    """The batches accumulated into the optimizer step after `step`: grad_accum_steps, but those left of
+    the `run_batches` that `epochs` trains on in the run's last step (at least 1)."""
+    accum = cfg.grad_accum_steps
+    return accum if run_batches is None else max(1, min(accum, run_batches - step * accum))
+
+
+def gradient_norm(params: list[torch.Tensor], clip: float | None) -> torch.Tensor:
+    """The norm of the whole gradient of `params` (under FSDP2: over every rank's shards), the gradient
+    clipped to `clip` first when given; measured without clipping too, so that a non-finite gradient
+    is caught before the optimizer steps with it."""
+    if clip is not None:
+        norm = torch.nn.utils.clip_grad_norm_(params, clip)
+    elif hasattr(torch.nn.utils, "get_total_norm"):  # (torch >= 2.6)
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+    else:  # (a clip to infinity scales by 1)
+        norm = torch.nn.utils.clip_grad_norm_(params, math.inf)
+    return distributed.local_value(norm)
+
+
+def write_best_json(directory: Path, step: int, metric: str, value: float) -> None:
+    (directory / BEST_JSON).write_text(json.dumps({"step": step, "metric": metric, "value": value}) + "\n",
+                                       encoding="utf-8")
+
+
+def best_step_of(best: Path) -> int | None:
+    """The step whose model `best` (OUT/best) holds, from its best.json; None when it says none."""
+    try:
+        step = json.loads((best / BEST_JSON).read_text(encoding="utf-8")).get("step")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return step if is_int(step) else None
 
 
 def count_tokens(batch: dict[str, Any]) -> int:
