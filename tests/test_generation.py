@@ -1,4 +1,5 @@
 """generate() / stream(): caching, causality, padding, sampling, filters, beams, stop strings."""
+import math
 import warnings
 
 import pytest
@@ -354,6 +355,21 @@ def test_new_processors_agree_with_hfs():
     s = GenerationSettings(max_new_tokens=5, forced_eos_token_ids=(2, 3))
     assert torch.equal(s.process(scores.clone(), seqs, 4), expected)
     assert torch.equal(s.process(scores.clone(), seqs, 3), scores)
+
+
+def test_no_repeat_ngram_ignores_ids_past_the_lm_heads_columns():
+    """A prompt id the LM head has no column for (its embeddings have more rows) bans nothing, least of all the last
+    real token (transformers 5 sends it to a spare column); in-range n-grams are still banned."""
+    from plmkit.generation import no_repeat_ngram_
+    scores = no_repeat_ngram_(torch.zeros(1, 5), torch.tensor([[1, 7, 1]]), 2)  # (1, 7) would ban id 7
+    assert torch.equal(scores, torch.zeros(1, 5))
+    scores = no_repeat_ngram_(torch.zeros(1, 5), torch.tensor([[1, 7, 1, 3, 9, 1]]), 2)
+    assert scores[0].tolist() == [0, 0, 0, -math.inf, 0]
+    tf = pytest.importorskip("transformers")
+    seqs = torch.randint(0, 8, (6, 12), generator=torch.Generator().manual_seed(1))
+    for n in (1, 2, 3):
+        expected = tf.NoRepeatNGramLogitsProcessor(n)(seqs, torch.zeros(6, 5))
+        assert torch.equal(no_repeat_ngram_(torch.zeros(6, 5), seqs, n), expected)
 
 
 def test_decoding_defaults_come_from_the_generation_config_then_the_call(model):

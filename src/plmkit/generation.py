@@ -93,14 +93,17 @@ def top_p_filter(scores: Tensor, p: float) -> Tensor:
 def no_repeat_ngram_(scores: Tensor, sequences: Tensor, n: int) -> Tensor:
     """Ban every token that would complete an n-gram already in the row (Paulus et al., 2018), for all
     rows at once: the rows' last n - 1 tokens are compared with the first n - 1 of every n-token window,
-    and a matching window bans its last token. sequences (B, L); scores (B, V), in place."""
+    and a matching window bans its last token. sequences (B, L); scores (B, V), in place. A window ending in
+    an id the scores have no column for (a prompt's id past the LM head's V columns, when the embeddings have
+    more rows) bans nothing."""
     if sequences.shape[1] < n:
         return scores
     windows = sequences.unfold(1, n, 1)  # (B, L - n + 1, n)
     prefix = sequences[:, sequences.shape[1] - n + 1:]  # (B, n - 1)
-    hit = (windows[:, :, :-1] == prefix[:, None]).all(-1)  # (B, W)
+    banned = windows[:, :, -1]  # (B, W)
+    hit = (windows[:, :, :-1] == prefix[:, None]).all(-1) & (banned < scores.shape[1])  # (B, W)
     rows = torch.arange(sequences.shape[0], device=sequences.device)[:, None].expand_as(hit)
-    scores[rows[hit], windows[:, :, -1][hit].clamp(max=scores.shape[1] - 1)] = -math.inf
+    scores[rows[hit], banned[hit]] = -math.inf
     return scores
 
 

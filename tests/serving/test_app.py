@@ -4,6 +4,7 @@ embeddings, completions on an encoder-decoder; errors in OpenAI's shape; limits;
 load test."""
 import concurrent.futures
 import http.client
+import itertools
 import json
 import threading
 import time
@@ -15,6 +16,7 @@ import torch
 
 import serve_helpers as sh
 from plmkit.chat import encode_text, format_prompt
+from plmkit.generation import IncrementalDecoder
 from plmkit.serving import ServeSettings, create_app
 from plmkit.serving.models import load_served_model
 from plmkit.serving.protocol import token_text
@@ -270,7 +272,8 @@ def raw_logprobs(reference, prompt: list[int], generated: list[int], k: int) -> 
 
 def test_completion_logprobs_are_the_raw_log_softmax_streamed_or_not(client, reference):
     """Sampled at temperature 1.5 with a seed (the server's tokens are generate's): each token's logprob is the
-    model's raw log-softmax, not the tempered one; the top-3 too; streamed chunks add up to the same."""
+    model's raw log-softmax, not the tempered one; the top-3 too; a token's text offset counts the characters the
+    tokens before it show (none for part of a character); streamed chunks add up to the same."""
     prompt = "Rain fell on the town"
     ids = reference.tokenizer.encode(prompt)
     ask = dict(model="gpt", prompt=prompt, max_tokens=10, temperature=1.5, seed=3, logprobs=3)
@@ -284,7 +287,9 @@ def test_completion_logprobs_are_the_raw_log_softmax_streamed_or_not(client, ref
     for step, (entries, best) in enumerate(zip(lp.top_logprobs, top)):
         assert len(entries) in (3, 4) and lp.tokens[step] in entries  # the top 3, and the chosen one
         assert np.allclose(sorted(entries.values(), reverse=True)[:3], best.tolist(), atol=1e-5)
-    assert lp.text_offset == [sum(len(t) for t in lp.tokens[:i]) for i in range(len(lp.tokens))]
+    shown = IncrementalDecoder(reference.tokenizer)  # (its bytes tokens: each adds what the text shows for it)
+    assert lp.text_offset == list(itertools.accumulate((len(shown.push(t)) for t in generated[:-1]), initial=0))
+    assert r.choices[0].text == reference.tokenizer.decode(generated, skip_special_tokens=True)
     chunks = [c.choices[0].logprobs for c in client.completions.create(**ask, stream=True) if c.choices[0].logprobs]
     assert sum((c.tokens for c in chunks), []) == lp.tokens
     assert sum((c.token_logprobs for c in chunks), []) == lp.token_logprobs
@@ -332,6 +337,23 @@ def test_echo_with_logprobs_scores_the_prompt_as_a_direct_forward(client, refere
     several = client.completions.create(model="gpt", prompt=[prompt, "A"], echo=True, logprobs=0, max_tokens=0, n=2)
     assert [c.text for c in several.choices] == [prompt, prompt, "A", "A"]  # ("A": one token)
     assert [c.logprobs.token_logprobs for c in several.choices] == [lp.token_logprobs] * 2 + [[None]] * 2
+
+
+def test_text_offsets_index_into_an_echoed_text_with_split_characters(client, reference):
+    """The tiny GPT-2's BPE spells "é€😀" a byte a token: a token holding part of a character adds no characters to
+    ``text_offset`` (not its "bytes:\\xNN" escape), so each offset indexes into the text; the generated tokens' start
+    after the prompt's text; streamed chunks add up to the same."""
+    prompt = "é€😀 café"
+    ids = reference.tokenizer.encode(prompt)
+    pieces = reference.tokenizer.token_bytes(ids)
+    assert len(ids) > len(prompt) and any(token_text(b).startswith("bytes:") for b in pieces)
+    ask = dict(model="gpt", prompt=prompt, echo=True, logprobs=1, max_tokens=4, temperature=0)
+    choice = client.completions.create(**ask).choices[0]
+    offsets = choice.logprobs.text_offset
+    assert offsets[:len(ids)] == [len(b"".join(pieces[:i]).decode("utf-8", "ignore")) for i in range(len(ids))]
+    assert offsets[len(ids)] == len(prompt) and offsets == sorted(offsets) and offsets[-1] <= len(choice.text)
+    streamed = [c.choices[0].logprobs for c in client.completions.create(**ask, stream=True) if c.choices[0].logprobs]
+    assert sum((c.text_offset for c in streamed), []) == offsets
 
 
 def test_chat_logprobs_with_the_openai_client_streamed_or_not(client, reference):

@@ -390,8 +390,9 @@ async def generation(server: Server, served: ServedModel, worker: GenerationBatc
         raise
     prompt_tokens = sum(len(p) for p in prompts)
     server.metrics.prompt_tokens.labels(body.model).inc(prompt_tokens)
-    logprobs = None if top is None else [ChoiceLogprobs(served.tokenizer, envelope.chat)
-                                         for _ in range(len(jobs) * body.n)]
+    logprobs = None if top is None else [
+        ChoiceLogprobs(served.tokenizer, envelope.chat, (echo[i // body.n], prompts[i // body.n]) if echo else None)
+        for i in range(len(jobs) * body.n)]
     if body.stream:
         return EventStream(stream_events(server, body, envelope, jobs, deadline, prompt_tokens, echo, logprobs))
     collect = asyncio.ensure_future(collect_texts(server, body, jobs, deadline))

@@ -9,7 +9,6 @@ model, 429 when the queue is full, 503 while loading, 504 past the per-request t
 from __future__ import annotations
 
 import base64
-import itertools
 import time
 import uuid
 from typing import Any, Literal
@@ -17,6 +16,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from plmkit.chat import leading_bos
+from plmkit.generation import IncrementalDecoder
 from plmkit.utils.constants import MAX_SEED
 
 GREEDY_BELOW = 1e-5  # a request's temperature below this decodes greedily (vLLM's _SAMPLING_EPS)
@@ -303,16 +304,47 @@ def token_text(piece: bytes) -> str:
         return "bytes:" + "".join(f"\\x{b:02x}" for b in piece)
 
 
-class ChoiceLogprobs:
-    """The logprobs of one choice in OpenAI's shape, made batch by batch of generated tokens (all at once,
-    or per stream chunk). Completions: the parallel lists ``tokens``, ``token_logprobs``, ``top_logprobs``
-    ({token: logprob} of the k most likely and the chosen one) and ``text_offset`` (characters before each
-    token); chat: ``content``, one {token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]} per
-    token. An entry has ``token`` (its id), ``logprob`` and ``top`` ((id, logprob) pairs, most likely first);
-    both None for an echoed prompt's first token (its ``token_logprobs`` and ``top_logprobs`` entries null)."""
+class TextOffsets:
+    """Where each token of a stream starts in the text decoded from it (``text_offset``): a token adds the
+    characters that `IncrementalDecoder` shows for it, as the served text is built, so a token holding part
+    of a character adds none and the one that completes it adds the character; a skipped special token none."""
 
-    def __init__(self, tokenizer, chat: bool):
-        self.tokenizer, self.chat, self.offset = tokenizer, chat, 0
+    def __init__(self, tokenizer, start: int = 0, skip_special_tokens: bool = True):
+        self.decoder, self.at = IncrementalDecoder(tokenizer, skip_special_tokens), start
+
+    def push(self, token: int) -> int:
+        at = self.at
+        self.at += len(self.decoder.push(token))
+        return at
+
+
+def echoed_prompt_offsets(tokenizer, echo: str, prompt: list[int]) -> list[int]:
+    """The ``text_offset`` of each token of an echoed prompt in ``echo``, its text (a text prompt as given,
+    special-token strings included; token ids decoded with their special tokens): a BOS that `encode_prompt`
+    put before a text prompt (Llama's <s>), which ``echo`` does not show, adds nothing."""
+    offsets = TextOffsets(tokenizer, skip_special_tokens=False)
+    bos = leading_bos(tokenizer)
+    added = bool(bos) and prompt[:1] == bos and not echo.startswith(tokenizer.decode(bos))
+    return [0] * added + [offsets.push(token) for token in prompt[added:]]
+
+
+class ChoiceLogprobs:
+    """The logprobs of one choice in OpenAI's shape, made batch by batch of entries (all at once, or per stream
+    chunk). Completions: the parallel lists ``tokens``, ``token_logprobs``, ``top_logprobs`` ({token: logprob}
+    of the k most likely and the chosen one) and ``text_offset`` (where each token starts in the choice's text,
+    `TextOffsets`); chat: ``content``, one {token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]} per
+    token. An entry has ``token`` (its id), ``logprob`` and ``top`` ((id, logprob) pairs, most likely first);
+    both None for an echoed prompt's first token (its ``token_logprobs`` and ``top_logprobs`` entries null).
+    ``echo``: the echoed prompt's text and token ids, whose entries come first; the generated text follows it."""
+
+    def __init__(self, tokenizer, chat: bool, echo: tuple[str, list[int]] | None = None):
+        self.tokenizer, self.chat = tokenizer, chat
+        self.prompt_offsets = [] if chat or echo is None else echoed_prompt_offsets(tokenizer, *echo)
+        self.offsets = None if chat else TextOffsets(tokenizer, start=0 if echo is None else len(echo[0]))
+
+    def _text_offsets(self, entries: list) -> list[int]:
+        scored, self.prompt_offsets = self.prompt_offsets[:len(entries)], self.prompt_offsets[len(entries):]
+        return scored + [self.offsets.push(e.token) for e in entries[len(scored):]]
 
     def of(self, entries: list) -> dict:
         ids = sorted({e.token for e in entries} | {i for e in entries for i, _ in e.top or ()})
@@ -322,14 +354,12 @@ class ChoiceLogprobs:
                 return {"token": token_text(pieces[token]), "logprob": logprob, "bytes": list(pieces[token])}
             return {"content": [{**item(e.token, e.logprob), "top_logprobs": [item(*t) for t in e.top]}
                                 for e in entries]}
-        tokens = [token_text(pieces[e.token]) for e in entries]
-        offsets = list(itertools.accumulate((len(t) for t in tokens), initial=self.offset))
-        self.offset = offsets.pop()
-        return {"tokens": tokens, "token_logprobs": [e.logprob for e in entries],
+        return {"tokens": [token_text(pieces[e.token]) for e in entries],
+                "token_logprobs": [e.logprob for e in entries],
                 "top_logprobs": [None if e.top is None else
                                  {token_text(pieces[i]): lp for i, lp in [*e.top, (e.token, e.logprob)]}
                                  for e in entries],
-                "text_offset": offsets}
+                "text_offset": self._text_offsets(entries)}
 
 
 def embedding_item(index: int, vector: np.ndarray, encoding: str) -> dict:
@@ -341,5 +371,5 @@ def embedding_item(index: int, vector: np.ndarray, encoding: str) -> dict:
 
 
 __all__ = ["ApiError", "AttentionRequest", "ChatRequest", "ChoiceLogprobs", "CompletionRequest", "EmbeddingRequest",
-           "Envelope", "Request", "Sampling", "TaskRequest", "bad_request", "embedding_item", "new_id", "token_text",
-           "usage", "validation_error"]
+           "Envelope", "Request", "Sampling", "TaskRequest", "TextOffsets", "bad_request", "echoed_prompt_offsets",
+           "embedding_item", "new_id", "token_text", "usage", "validation_error"]
