@@ -6,6 +6,8 @@ import argparse
 import json
 import logging
 import shutil
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -83,6 +85,48 @@ def test_refetch_interrupted_while_removing_the_old_copy_is_not_taken_for_done(t
     # the half-removed copy was aside: what the next fetch takes for done is whole
     assert (target / ".done").is_file() and (target / "data.jsonl").is_file()
     assert len(fake_dataset) == 2
+
+
+def test_a_second_fetch_of_the_same_dataset_waits_for_the_first_and_reuses_its_copy(tmp_path, monkeypatch, caplog):
+    """Two fetches at once: the second waits for the first (the cache's fetch lock) and takes its finished copy,
+    rather than converting it too and failing to rename its own over it ("cannot write ...: Directory not
+    empty")."""
+    second_started, calls, errors, results = threading.Event(), [], [], []
+
+    class Waiting(logging.Handler):  # the second fetch says that it waits
+        def emit(self, record):
+            second_started.set()
+
+    def recipe(downloads, tmp, out):
+        calls.append(out)
+        if len(calls) == 1:
+            threading.Thread(target=fetch_in_thread).start()
+            second_started.wait(30)
+        else:
+            second_started.set()  # (without the lock: the second converts at the same time)
+        (out / "data.jsonl").write_text('{"text": "hi"}\n', encoding="utf-8")
+        return {"data.jsonl": 1}
+
+    def fetch_in_thread():
+        try:
+            results.append(F.fetch("fake", tmp_path))
+        except Exception as err:  # noqa: BLE001 (reported below)
+            errors.append(err)
+
+    monkeypatch.setitem(F.DATASETS, "fake", recipe)
+    handler = Waiting()
+    logging.getLogger("plmkit.utils.lock").addHandler(handler)
+    try:
+        with caplog.at_level("INFO", logger="plmkit.utils.lock"):
+            results.append(F.fetch("fake", tmp_path))
+            deadline = time.monotonic() + 30
+            while len(results) + len(errors) < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+    finally:
+        logging.getLogger("plmkit.utils.lock").removeHandler(handler)
+    assert not errors and results == [tmp_path / "fake"] * 2 and len(calls) == 1
+    assert "waiting for another plmkit data fetch" in caplog.text
+    assert F.counts_of(tmp_path / "fake") == {"data.jsonl": 1}
 
 
 def test_fetch_unknown_name_and_default_cache(tmp_path, monkeypatch):

@@ -1,5 +1,6 @@
 """A run directory keeps an earlier run unless told to replace it, and a failed start leaves nothing."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -66,3 +67,35 @@ def test_python_paths_may_be_paths_and_other_types_are_named(tmp_path, train):
     with pytest.raises(ConfigError, match=r"say the output directory"):
         tune(train, None)
     assert not (tmp_path.parent / "None").exists()
+
+
+def test_a_failed_starts_cleanup_never_takes_the_directory_from_a_run_that_took_the_lock(tmp_path, monkeypatch):
+    """A failed start removes its lock file (and the empty directory) while it still holds the lock: a run that
+    tries to start during the cleanup is refused or keeps the directory to itself, never shares it with a third."""
+    import contextlib
+    import os
+
+    from plmkit.training.run_dir import claimed
+    from plmkit.utils.lock import run_lock
+    out, listdir, second = tmp_path / "run", os.listdir, contextlib.ExitStack()
+    tried = []
+
+    def another_run_starts(path):  # the failed start's cleanup looks at the directory: a second run starts now
+        if Path(path) == out and not tried:
+            tried.append(True)
+            with contextlib.suppress(ConfigError):  # (refused while the failed start holds the lock)
+                second.enter_context(run_lock(out, "second"))
+                tried.append("took it")
+        return listdir(path)
+
+    monkeypatch.setattr(os, "listdir", another_run_starts)
+    with pytest.raises(RuntimeError), claimed(out, "first", resume=False, overwrite=False):
+        raise RuntimeError("a failed start")
+    monkeypatch.setattr(os, "listdir", listdir)
+    assert tried
+    with second:
+        if "took it" in tried:
+            with pytest.raises(ConfigError, match="in use by another run"), claimed(out, "third", False, False):
+                pass
+    with claimed(out, "fourth", resume=False, overwrite=False):  # free again once the second run is done
+        pass

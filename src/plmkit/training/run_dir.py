@@ -43,27 +43,22 @@ def claimed(path: str | os.PathLike, command: str, resume: bool, overwrite: bool
         return
     created = not Path(path).exists()
     out = output_dir(path, "--out")
-    locked = False
-    try:
-        with run_lock(out, command):
-            locked = True
-            found = earlier_run(out)
-            if resume and overwrite:
-                raise ConfigError("--overwrite replaces the run in --out and --resume continues it: give one of them")
-            if found and not (resume or overwrite):
-                raise ConfigError(f"{out} already holds a run ({', '.join(found)}): --resume it, give another --out, "
-                                  "or add --overwrite to replace it")
-            if resume and not found:
-                raise ConfigError(f"--resume: {out} holds no run to resume; check --out, or leave --resume out to "
-                                  "start one")
-            distributed.barrier()
-            yield out
-    except BaseException:
-        if created and locked and set(os.listdir(out)) <= {LOCK_FILE}:  # (never the lock another run won)
-            (out / LOCK_FILE).unlink(missing_ok=True)
-            with contextlib.suppress(OSError):
-                out.rmdir()
-        raise
+
+    def nothing_written() -> bool:  # a failed start: its lock file and the directory go, while still locked
+        return created and set(os.listdir(out)) <= {LOCK_FILE}
+
+    with run_lock(out, command, remove_if_failed=nothing_written):
+        found = earlier_run(out)
+        if resume and overwrite:
+            raise ConfigError("--overwrite replaces the run in --out and --resume continues it: give one of them")
+        if found and not (resume or overwrite):
+            raise ConfigError(f"{out} already holds a run ({', '.join(found)}): --resume it, give another --out, "
+                              "or add --overwrite to replace it")
+        if resume and not found:
+            raise ConfigError(f"--resume: {out} holds no run to resume; check --out, or leave --resume out to "
+                              "start one")
+        distributed.barrier()
+        yield out
 
 
 def clear(out: Path, also: tuple[str, ...] = ()) -> None:
