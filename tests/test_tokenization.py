@@ -227,6 +227,33 @@ def test_extra_special_tokens_of_transformers_5_are_read_and_written_back(tmp_pa
     assert Tokenizer.from_pretrained(tmp_path / "hf").all_special_ids == hf.all_special_ids
 
 
+@pytest.mark.parametrize("unnamed", [[], ["[E1]", "[/E1]"]])
+def test_named_extra_special_tokens_are_written_back_as_a_dict(tmp_path, unnamed):
+    """A dict of extra_special_tokens ({"image_token": ...}, as multimodal tokenizers have it) stays a dict in
+    the tokenizer_config.json that save_pretrained writes (beside additional_special_tokens), so that
+    transformers 5 gives the re-saved directory the source's attributes (image_token, its id ...)."""
+    theirs = HFAutoTokenizer.from_pretrained(MODEL_DIR)
+    theirs.add_special_tokens({"additional_special_tokens": unnamed + ["[IMG]", "[AUD]"]})
+    theirs.save_pretrained(tmp_path / "hf")
+    named = {"image_token": "[IMG]", "audio_token": "[AUD]"}
+    config = json.loads((tmp_path / "hf" / "tokenizer_config.json").read_text(encoding="utf-8"))
+    config.pop("extra_special_tokens")
+    config.update(extra_special_tokens=named, **({"additional_special_tokens": unnamed} if unnamed else {}))
+    (tmp_path / "hf" / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    ours = Tokenizer.from_pretrained(tmp_path / "hf")
+    assert ours.named_special_tokens == named and ours.additional_special_tokens == unnamed + ["[IMG]", "[AUD]"]
+    ours.save_pretrained(tmp_path / "ours")
+    written = json.loads((tmp_path / "ours" / "tokenizer_config.json").read_text(encoding="utf-8"))
+    assert written["extra_special_tokens"] == named and written.get("additional_special_tokens", []) == unnamed
+    hf, again = (HFAutoTokenizer.from_pretrained(tmp_path / d) for d in ("hf", "ours"))
+    for name in ("image_token", "image_token_id", "audio_token", "audio_token_id", "extra_special_tokens",
+                 "all_special_tokens", "all_special_ids"):
+        assert getattr(again, name) == getattr(hf, name), name
+    assert hf.image_token == "[IMG]" and hf.extra_special_tokens == unnamed
+    reloaded = Tokenizer.from_pretrained(tmp_path / "ours")
+    assert reloaded.named_special_tokens == named and reloaded.all_special_ids == ours.all_special_ids
+
+
 def test_clean_up_tokenization_spaces_as_hf(tok, tmp_path):
     """tokenizer_config.json's clean_up_tokenization_spaces is decode's default, and the keyword overrides it:
     the same text as transformers 5 (which leaves BPE models' text alone), written back by save_pretrained."""

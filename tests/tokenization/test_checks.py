@@ -40,6 +40,12 @@ CONFIG, MAP = "tokenizer_config.json", "special_tokens_map.json"
      r"special_tokens_map.json: additional_special_tokens must be a list of tokens, got str '\[X\]'; a single "
      r"token is a list of one"),
     (MAP, {"bogus_token": "[X]"}, r"special_tokens_map.json: bogus_token is not a special token plmkit knows"),
+    (CONFIG, {"extra_special_tokens": {"image_token": "[NOPE]"}},
+     r"tokenizer_config.json: extra_special_tokens image_token '\[NOPE\]' is not in the tokenizer's vocabulary"),
+    (CONFIG, {"extra_special_tokens": {"pad_token": "[PAD]"}},
+     r"tokenizer_config.json: extra_special_tokens: 'pad_token' cannot name an extra special token"),
+    (CONFIG, {"extra_special_tokens": {"image_token": 3}},
+     r"tokenizer_config.json: extra_special_tokens: image_token must be a token .*got int 3"),
     (MAP, {"pad_token": 5}, r"special_tokens_map.json: pad_token must be a token .*got int 5"),
     (MAP, {"additional_special_tokens": ["[NOTINVOCAB]"]},
      r"special_tokens_map.json: additional_special_tokens '\[NOTINVOCAB\]' is not in the tokenizer's vocabulary"),

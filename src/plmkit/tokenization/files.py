@@ -42,6 +42,7 @@ def checkpoint_dir(path) -> Path:
 
 SPECIAL_KEYS = tuple(f"{name}_token" for name in SPECIAL_NAMES)
 CONFIG_FILES = ("tokenizer_config.json", "special_tokens_map.json")
+NAMED_KEY = "named_special_tokens"  # `check_options`' key for a dict of extra_special_tokens
 
 
 @dataclass
@@ -63,8 +64,9 @@ class TokenizerOptions:
 
 def check_options(values: dict, where: str) -> dict:
     """`values` with every option plmkit reads checked by type and range, and the special tokens as strs
-    (``{"content": ...}`` dicts read); transformers 5's extra_special_tokens (a list, or a dict of named
-    ones) join additional_special_tokens. Errors name `where` (the file, or from_pretrained) and the key."""
+    (``{"content": ...}`` dicts read); transformers 5's extra_special_tokens join additional_special_tokens
+    when a list, and are NAMED_KEY (name -> token) when a dict of named ones ({"image_token": "<img>"}).
+    Errors name `where` (the file, or from_pretrained) and the key."""
     names = [f.name for f in dataclasses.fields(TokenizerOptions)]
     check_field_types(TokenizerOptions(**{k: values[k] for k in names if k in values}), where)
     limit = values.get("model_max_length")
@@ -75,8 +77,11 @@ def check_options(values: dict, where: str) -> dict:
             raise ConfigError(f"{where}: {side} must be 'right' or 'left', got {values[side]!r}")
     out = dict(values)
     for key, value in values.items():
-        if key in ("additional_special_tokens", "extra_special_tokens") and value is not None:
-            out[key] = token_list(list(value.values()) if isinstance(value, dict) else value, f"{where}: {key}")
+        if key == "extra_special_tokens" and isinstance(value, dict):
+            out.pop(key)
+            out[NAMED_KEY] = named_tokens(value, f"{where}: {key}")
+        elif key in ("additional_special_tokens", "extra_special_tokens") and value is not None:
+            out[key] = token_list(value, f"{where}: {key}")
         elif key in SPECIAL_KEYS:
             out[key] = token_str(value, f"{where}: {key}")
         elif key.endswith("_token") and isinstance(value, (str, dict)):  # (add_bos_token: true is a switch)
@@ -86,6 +91,16 @@ def check_options(values: dict, where: str) -> dict:
     if extra:
         out["additional_special_tokens"] = list(dict.fromkeys((out.get("additional_special_tokens") or []) + extra))
     return out
+
+
+def named_tokens(value: dict, where: str) -> dict[str, str]:
+    """A dict of named special tokens ({"image_token": "<img>"}) with each token as a str; a name that
+    is one of SPECIAL_KEYS (those are given as themselves) or not a str is an error naming `where`."""
+    for name in value:
+        if not isinstance(name, str) or name in SPECIAL_KEYS:
+            raise ConfigError(f"{where}: {name!r} cannot name an extra special token (give {', '.join(SPECIAL_KEYS)} "
+                              "as keys of their own)")
+    return {name: token_str(token, f"{where}: {name}") for name, token in value.items()}
 
 
 def read_configs(directory: Path) -> tuple[dict, dict[str, str]]:
@@ -99,7 +114,7 @@ def read_configs(directory: Path) -> tuple[dict, dict[str, str]]:
         for key, value in values.items():
             if value in (None, []):
                 continue
-            if key in SPECIAL_KEYS + ("additional_special_tokens",) and merged.get(key, value) != value:
+            if key in SPECIAL_KEYS + ("additional_special_tokens", NAMED_KEY) and merged.get(key, value) != value:
                 raise ConfigError(f"{source[key]} gives {key} {merged[key]!r}, but {file} gives {value!r}: make "
                                   "the two files agree")
             merged[key], source[key] = value, str(file)
@@ -111,11 +126,14 @@ def check_specials(backend: tokenizers.Tokenizer, config: dict, source: dict[str
     tokens are those that the post-processor (tokenizer.json's) puts before and after a text: a
     sep_token that encodings do not end with would be believed by everything that reads it. `source`
     names the file each key came from."""
-    for key in SPECIAL_KEYS + ("additional_special_tokens",):
+    named = {f"extra_special_tokens {name}": token for name, token in (config.get(NAMED_KEY) or {}).items()}
+    for key in SPECIAL_KEYS + ("additional_special_tokens", NAMED_KEY):
         value = config.get(key)
-        for token in [value] if isinstance(value, str) else value or []:
+        labelled = named.items() if key == NAMED_KEY else [(key, t) for t in ([value] if isinstance(value, str)
+                                                                              else value or [])]
+        for label, token in labelled:
             if backend.token_to_id(token) is None:
-                raise ConfigError(f"{source[key]}: {key} {token!r} is not in the tokenizer's vocabulary; name a "
+                raise ConfigError(f"{source[key]}: {label} {token!r} is not in the tokenizer's vocabulary; name a "
                                   "token of it, or restore the file")
     encoding = backend.encode("a")
     mask = encoding.special_tokens_mask
@@ -169,6 +187,7 @@ def wordpiece_from_vocab(file: Path, config: dict) -> tokenizers.Tokenizer:
                       handle_chinese_chars=config.get("tokenize_chinese_chars", True))
     specials = [t for t in names.values() if t in vocab]
     specials += [token_str(t) for t in config.get("additional_special_tokens") or []]
+    specials += list((config.get(NAMED_KEY) or {}).values())
     backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
     for name in ("cls", "sep"):
         if names[name] not in vocab:

@@ -12,8 +12,9 @@ import tokenizers
 from tokenizers import AddedToken, models, normalizers, pre_tokenizers
 
 from plmkit.errors import CheckpointError, ConfigError, DataError
-from plmkit.tokenization.files import (UNLIMITED, apply_bert_options, check_options, check_specials, checkpoint_dir,
-                                       default_class, read_configs, read_tokenizer_json, wordpiece_from_vocab)
+from plmkit.tokenization.files import (NAMED_KEY, UNLIMITED, apply_bert_options, check_options, check_specials,
+                                       checkpoint_dir, default_class, read_configs, read_tokenizer_json,
+                                       wordpiece_from_vocab)
 from plmkit.tokenization.specials import (BERT_SPECIAL_TOKENS, END_OF_TEXT, SPECIAL_NAMES, guess_special_tokens,
                                           token_list, token_str)
 from plmkit.tokenization.training import train_vocabulary
@@ -146,6 +147,7 @@ class Tokenizer:
         model_input_names: Sequence[str] | None = None,
         tokenizer_class: str | None = None,
         clean_up_tokenization_spaces: bool = False,
+        named_special_tokens: dict[str, str] | None = None,
     ):
         # Truncation and padding are done per call, never by backend state.
         backend.no_truncation()
@@ -158,6 +160,11 @@ class Tokenizer:
                 self.additional_special_tokens = token_list(value, key)
             elif value is not None:
                 self._set_special(key.removesuffix("_token"), token_str(value, key))
+        # transformers 5's extra_special_tokens given as a dict ({"image_token": "<img>"}): special tokens
+        # (additional ones) under a name, which save_pretrained writes back as that dict
+        self.named_special_tokens: dict[str, str] = dict(named_special_tokens or {})
+        self.additional_special_tokens += [t for t in self.named_special_tokens.values()
+                                           if t not in self.additional_special_tokens]
         self.model_max_length = model_max_length
         self.padding_side = padding_side
         self.truncation_side = truncation_side
@@ -215,6 +222,7 @@ class Tokenizer:
             model_input_names=config.get("model_input_names"),
             tokenizer_class=config.get("tokenizer_class"),
             clean_up_tokenization_spaces=bool(config.get("clean_up_tokenization_spaces")),
+            named_special_tokens=config.get(NAMED_KEY),
         )
 
     def save_pretrained(self, directory: str | os.PathLike) -> tuple[str, ...]:
@@ -222,9 +230,14 @@ class Tokenizer:
         for WordPiece) so that plmkit and transformers' AutoTokenizer both load it."""
         out = output_dir(check_path(directory, "save_pretrained(directory)"), "save_pretrained(directory)")
         special_map = {f"{n}_token": t for n, t in self._special.items()}
-        if self.additional_special_tokens:
-            special_map["additional_special_tokens"] = list(self.additional_special_tokens)
+        named = self.named_special_tokens
+        unnamed = [t for t in self.additional_special_tokens if t not in named.values()]
+        if unnamed:
+            special_map["additional_special_tokens"] = unnamed
+        # named ones as read, in tokenizer_config.json only (transformers 4.x reads a dict in special_tokens_map.json
+        # as one token's fields)
         config = {"tokenizer_class": self.tokenizer_class, **special_map,
+                  **({"extra_special_tokens": dict(named)} if named else {}),
                   "padding_side": self.padding_side, "truncation_side": self.truncation_side,
                   "model_input_names": self.model_input_names,
                   "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces}
