@@ -251,3 +251,17 @@ def test_int8_encoder_decoder_runs_and_stays_close():
     assert float(got.loss) == pytest.approx(float(want.loss), rel=0.01)
     beams = int8.generate(ids, attention_mask=mask, max_new_tokens=6, num_beams=4)
     assert beams.shape[0] == 4 and beams.shape[1] <= 7
+
+
+def test_the_export_copies_no_weights_of_any_format(tmp_path):
+    """A hub-style directory holds the weights in several formats and shards: none travels with the graphs."""
+    from types import SimpleNamespace
+    source, out = tmp_path / "model", tmp_path / "out"
+    source.mkdir(), out.mkdir()
+    weights = ["model.safetensors", "model-00001-of-00002.safetensors", "model.safetensors.index.json",
+               "pytorch_model.bin", "pytorch_model-00001-of-00002.bin", "pytorch_model.bin.index.json",
+               "tf_model.h5", "flax_model.msgpack", "rust_model.ot", "model.onnx", GRAPH_FILE]
+    for name in weights + ["config.json", "tokenizer.json", "README.md"]:
+        (source / name).write_text("{}")
+    export.copy_companions(source, out, SimpleNamespace(sentence_transformers=None))
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "tokenizer.json"]

@@ -202,3 +202,41 @@ def test_an_out_holding_other_files_is_kept_unless_overwrite(bert, tmp_path):
     assert quantize_dir(tmp_path / "fp32", tmp_path / "link", "weight-int8") == tmp_path / "link"
     assert (tmp_path / "link").is_symlink()
     assert json.loads((tmp_path / "int8" / "config.json").read_text())["quantization_config"]["method"] == "weight-int8"
+
+
+def _sharded_bin_copy(source, directory, hub_extras: bool) -> None:
+    """`source`'s model as transformers 4.x wrote large ones (pytorch_model-0000i-of-00002.bin shards and
+    pytorch_model.bin.index.json), with a README; `hub_extras`: beside model.safetensors and other
+    frameworks' weights, as a hub repository holds them."""
+    import shutil
+    directory.mkdir()
+    shutil.copy(source / "config.json", directory)
+    (directory / "README.md").write_text("a model card")
+    state = load_file(source / "model.safetensors")
+    names = sorted(state)
+    shards = {f"pytorch_model-0000{i + 1}-of-00002.bin": names[i::2] for i in range(2)}
+    for shard, keys in shards.items():
+        torch.save({k: state[k] for k in keys}, directory / shard)
+    weight_map = {k: shard for shard, keys in shards.items() for k in keys}
+    (directory / "pytorch_model.bin.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    if hub_extras:
+        shutil.copy(source / "model.safetensors", directory)
+        for name in ("tf_model.h5", "flax_model.msgpack", "model.safetensors.index.json"):
+            (directory / name).write_bytes(b"{}")
+
+
+@pytest.mark.parametrize("hub_extras", [False, True])
+def test_a_sharded_source_leaves_its_weights_behind_and_the_size_counts_the_output_only(bert, tmp_path, hub_extras):
+    from plmkit.compression.report import BACKENDS, weight_bytes
+    bert.save_pretrained(tmp_path / "fp32")
+    _sharded_bin_copy(tmp_path / "fp32", tmp_path / "sharded", hub_extras)
+    ids = torch.randint(5, 500, (2, 9))
+    with torch.no_grad():
+        torch.testing.assert_close(load_any(tmp_path / "sharded")(ids).logits, bert(ids).logits, atol=0, rtol=0)
+    out = quantize_dir(tmp_path / "sharded", tmp_path / "int8")
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    torch_backend = BACKENDS["torch"]
+    assert weight_bytes(out, torch_backend) == (out / "model.safetensors").stat().st_size
+    expected = (tmp_path / "sharded" / "model.safetensors").stat().st_size if hub_extras else sum(
+        p.stat().st_size for p in (tmp_path / "sharded").glob("pytorch_model*"))
+    assert weight_bytes(tmp_path / "sharded", torch_backend) == expected  # what the source loads from, once

@@ -80,9 +80,9 @@ def gpt2_dir(tmp_path_factory):
     ("generation_config.json", {"top_p": 2}, r"generation_config.json: top_p must be in \[0, 1\], got 2"),
     ("generation_config.json", {"max_new_tokens": -3}, r"generation_config.json: max_new_tokens must be >= 1, got -3"),
     ("generation_config.json", {"do_sample": "yes"}, r"generation_config.json: do_sample must be bool, got 'yes'"),
-    ("generation_config.json", {"bos_token_id": 40}, r"generation_config.json: bos_token_id must be a token id of "
+    ("generation_config.json", {"pad_token_id": 40}, r"generation_config.json: pad_token_id must be a token id of "
                                                      r"this model's 40-token vocabulary \(< 40\), got 40"),
-    ("generation_config.json", {"eos_token_id": [1, 99]}, r"eos_token_id must be a token id .*got \(1, 99\)"),
+    ("generation_config.json", {"eos_token_id": [1, -2]}, r"eos_token_id must be >= 0, got \(1, -2\)"),
     ("generation_config.json", {"pad_token_id": -1}, r"generation_config.json: pad_token_id must be >= 0, got -1"),
     ("config.json", {"num_beams": 0}, r"config.json: num_beams must be >= 1, got 0"),  # an older checkpoint's
 ])
@@ -96,6 +96,24 @@ def test_generation_defaults_are_checked_when_a_model_is_loaded(gpt2_dir, tmp_pa
     path.write_text(json.dumps({**(json.loads(path.read_text()) if path.exists() else {}), **values}))
     with pytest.raises(CheckpointError, match=message):
         GPT2LMHeadModel.from_pretrained(copy)
+
+
+def test_a_bos_or_eos_beyond_the_vocabulary_loads_is_never_generated_and_is_saved_back(gpt2_dir, tmp_path, caplog):
+    """Ids no token of the vocabulary has (GPT-2's 50256 in a tiny test config) are tokens the model cannot
+    produce: loaded (as transformers does) with one warning, left out of generate()'s defaults, saved as read."""
+    import json
+    import shutil
+    copy = shutil.copytree(gpt2_dir, tmp_path / "m")
+    settings = {"bos_token_id": 40, "eos_token_id": [7, 99], "forced_eos_token_id": 50256}
+    (copy / "generation_config.json").write_text(json.dumps(settings))
+    model = GPT2LMHeadModel.from_pretrained(copy)
+    assert ("bos_token_id=40, eos_token_id=99, forced_eos_token_id=50256 lie outside the 40-token vocabulary"
+            in caplog.text)
+    assert model.generation_config == settings
+    s = model.generation_settings(3)
+    assert (s.bos_token_id, s.eos_token_ids, s.forced_eos_token_ids) == (None, (7,), ())
+    model.save_pretrained(tmp_path / "again")
+    assert json.loads((tmp_path / "again" / "generation_config.json").read_text()) == settings
 
 
 def test_from_pretrained_takes_hugging_faces_dtypes_and_names_a_keyword_it_does_not_know(gpt2_dir):
@@ -122,3 +140,56 @@ def test_labels_given_two_ways_must_agree_and_one_replaces_both(gpt2_dir):
         GPT2Config.from_pretrained(gpt2_dir, id2label={0: "neg", 1: "pos"}, label2id={"neg": 1, "pos": 0})
     with pytest.raises(CheckpointError, match=r"the model directory must be the path of a directory .*got NoneType"):
         GPT2LMHeadModel.from_pretrained(None)
+
+
+@pytest.mark.parametrize("family, head", [("bert", "cls.predictions.decoder.weight"), ("gpt2", "lm_head.weight"),
+                                          ("llama", "lm_head.weight")])
+def test_a_tied_checkpoint_with_another_head_weight_loads_the_embedding_and_warns(family, head, tmp_path, caplog):
+    """tie_word_embeddings=true, yet the file holds the head with other values: the embedding is the tensor
+    (as transformers 4.x ties them), whatever the order of the keys, and a warning names the ignored key."""
+    from safetensors.torch import load_file, save_file
+
+    from plmkit.models.auto import AutoModelForMaskedLM
+    from plmkit.models.bert import BertConfig, BertForMaskedLM
+    torch.manual_seed(0)
+    model = {"bert": lambda: BertForMaskedLM(BertConfig.from_preset("bert-tiny", vocab_size=40)),
+             "gpt2": lambda: GPT2LMHeadModel(GPT2Config.from_preset("gpt2-tiny", vocab_size=40, n_positions=16)),
+             "llama": lambda: LlamaForCausalLM(LlamaConfig.from_preset("llama-tiny", vocab_size=40,
+                                                                       tie_word_embeddings=True))}[family]()
+    model.save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    assert head not in weights  # (a tied head is stored once, under the embedding's name)
+    auto = AutoModelForMaskedLM if family == "bert" else AutoModelForCausalLM
+    ids = torch.tensor([[3, 5, 7, 9]])
+    with torch.no_grad():
+        expected = auto.from_pretrained(tmp_path)(ids).logits
+    stale = torch.randn_like(model.get_input_embeddings().weight)
+    for order in ("head first", "head last"):
+        file = {head: stale, **weights} if order == "head first" else {**weights, head: stale}
+        save_file(file, tmp_path / "model.safetensors", metadata={"format": "pt"})
+        caplog.clear()
+        loaded = auto.from_pretrained(tmp_path)
+        assert torch.equal(loaded.get_input_embeddings().weight, model.get_input_embeddings().weight)
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(ids).logits, expected, atol=0, rtol=0)
+        assert f"holds {head}" in caplog.text and "with other values than" in caplog.text
+    save_file({**weights, head: model.get_input_embeddings().weight.detach()}, tmp_path / "model.safetensors",
+              metadata={"format": "pt"})  # the same values (a .bin checkpoint stores both names): no warning
+    caplog.clear()
+    auto.from_pretrained(tmp_path)
+    assert "with other values than" not in caplog.text
+
+
+def test_a_shard_index_naming_files_outside_its_directory_or_no_weight_map_is_refused(tmp_path):
+    import json
+
+    from plmkit.errors import CheckpointError
+    GPT2LMHeadModel(GPT2Config.from_preset("gpt2-tiny", vocab_size=40, n_positions=16)).save_pretrained(tmp_path)
+    (tmp_path / "model.safetensors").rename(tmp_path.parent / "elsewhere.safetensors")
+    index = tmp_path / "model.safetensors.index.json"
+    index.write_text(json.dumps({"weight_map": {"transformer.wte.weight": "../elsewhere.safetensors"}}))
+    with pytest.raises(CheckpointError, match=r"names shards outside its directory \('\.\./elsewhere"):
+        AutoModelForCausalLM.from_pretrained(tmp_path)
+    index.write_text(json.dumps({"metadata": {}}))
+    with pytest.raises(CheckpointError, match="no weight_map of tensor names to shard files"):
+        AutoModelForCausalLM.from_pretrained(tmp_path)

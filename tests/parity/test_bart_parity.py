@@ -115,3 +115,20 @@ def test_decoding_settings_of_an_older_config_json_are_saved_with_the_token_ids(
     original, resaved = (transformers.BartForConditionalGeneration.from_pretrained(tmp_path / d).eval()
                          for d in ("old", "ours"))
     assert torch.equal(resaved.generate(ids, attention_mask=mask), original.generate(ids, attention_mask=mask))
+
+
+def test_an_eos_beyond_the_vocabulary_loads_and_is_saved_back_as_read(tmp_path, caplog):
+    """eos and forced_eos 150 in a 99-token vocabulary: transformers loads it (its generate then fails forcing
+    that id); plmkit loads it too, with a warning, gives the same logits, generates without the id, and saves
+    the config as read."""
+    hf = hf_bart(tmp_path / "hf", eos_token_id=150, forced_eos_token_id=150, bos_token_id=120)
+    model = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "hf")
+    assert "eos_token_id=150, forced_eos_token_id=150 lie outside the 99-token vocabulary" in caplog.text
+    assert assert_models_agree(model, hf, PAD) < 1e-5
+    ids, mask = padded([6, 4], 99, PAD, seed=4)
+    assert model.generate(ids, attention_mask=mask, max_new_tokens=5).shape == (2, 6)  # none ends early
+    model.save_pretrained(tmp_path / "ours")
+    config = json.loads((tmp_path / "ours" / "config.json").read_text())
+    assert (config["bos_token_id"], config["eos_token_id"], config["forced_eos_token_id"]) == (120, 150, 150)
+    again = transformers.AutoConfig.from_pretrained(tmp_path / "ours")
+    assert (again.eos_token_id, again.forced_eos_token_id) == (150, 150)

@@ -167,3 +167,28 @@ def test_generation_with_the_seq2seq_processors_matches_hf(tmp_path, settings):
     kw = dict(max_new_tokens=10, eos_token_id=7, pad_token_id=5, **settings)
     assert torch.equal(model.generate(ids, attention_mask=mask, **kw),
                        hf.generate(ids, attention_mask=mask, do_sample=False, **kw))
+
+
+def test_the_default_special_ids_beyond_a_small_vocabulary_load_generate_and_save_back_as_hf(tmp_path, caplog):
+    """GPT2Config(vocab_size=99) keeps bos/eos 50256, as many tiny test checkpoints do: transformers loads it, and
+    so does plmkit, with a warning; no such token can be generated, so generate runs as transformers' does; the
+    saved files keep 50256, so that transformers reads the same. A pad id beyond the vocabulary stays refused
+    (it is fed to the model)."""
+    hf = hf_model(tmp_path / "hf", bos_token_id=50256, eos_token_id=50256, pad_token_id=None)
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["eos_token_id"] == 50256
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "hf")
+    assert "bos_token_id=50256, eos_token_id=50256 lie outside the 99-token vocabulary" in caplog.text
+    assert (model.config.bos_token_id, model.config.eos_token_id) == (50256, 50256)
+    ids, mask, pos = padded_batch("left")
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids, attention_mask=mask).logits[mask.bool()],
+                                   hf(ids, attention_mask=mask, position_ids=pos).logits[mask.bool()], **TOL)
+    expected = hf.generate(ids, attention_mask=mask, max_new_tokens=6, do_sample=False, pad_token_id=0)
+    assert torch.equal(model.generate(ids, attention_mask=mask, max_new_tokens=6), expected)
+    model.save_pretrained(tmp_path / "ours")
+    again = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "ours")
+    assert (again.config.bos_token_id, again.config.eos_token_id, again.generation_config.eos_token_id) == (50256,) * 3
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "ours").config.eos_token_id == 50256
+    config = json.loads((tmp_path / "ours" / "config.json").read_text())
+    with pytest.raises(ConfigError, match="pad_token_id=50256 is not a token id of the 99-token vocabulary"):
+        GPT2Config.from_dict({**config, "pad_token_id": 50256})

@@ -148,3 +148,20 @@ def test_generation_settings_plmkit_does_not_use_are_saved_back(tmp_path, caplog
         torch.manual_seed(4)
         outputs.append(transformers.LlamaForCausalLM.from_pretrained(tmp_path / d).generate(ids, max_new_tokens=8))
     assert torch.equal(*outputs)
+
+
+def test_special_ids_beyond_the_vocabulary_load_and_are_saved_back_as_read(tmp_path, caplog):
+    """bos/eos 150 and 151 in a 99-token vocabulary (transformers loads it): loaded with a warning, the same
+    logits, generate runs to max_new_tokens (no such token can end it), and the saved config keeps them."""
+    hf = hf_model(tmp_path / "hf", bos_token_id=150, eos_token_id=[151, 2])
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "hf")
+    assert "bos_token_id=150, eos_token_id=151 lie outside the 99-token vocabulary" in caplog.text
+    ids = torch.randint(3, 99, (1, 6))
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, hf(ids).logits, **TOL)
+    kw = dict(max_new_tokens=10, pad_token_id=0)
+    assert torch.equal(model.generate(ids, **kw), hf.generate(ids, do_sample=False, **kw))  # (eos 2 still ends it)
+    model.save_pretrained(tmp_path / "ours")
+    config = json.loads((tmp_path / "ours" / "config.json").read_text())
+    assert (config["bos_token_id"], config["eos_token_id"]) == (150, [151, 2])
+    assert transformers.AutoConfig.from_pretrained(tmp_path / "ours").eos_token_id == [151, 2]

@@ -123,3 +123,29 @@ def test_an_opus_mt_style_checkpoint_decodes_with_its_own_defaults(tmp_path):
     model.save_pretrained(tmp_path / "ours")  # the defaults move to generation_config.json, as in HF 5.x
     assert json.loads((tmp_path / "ours" / "generation_config.json").read_text())["num_beams"] == 4
     assert MarianMTModel.from_pretrained(tmp_path / "ours").generation_config == model.generation_config
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_resizing_the_source_vocabulary_leaves_an_own_target_vocabulary_of_the_same_size_as_hf(tmp_path, tied):
+    """share_encoder_decoder_embeddings=false with decoder_vocab_size = vocab_size: resizing grows the source
+    embedding only; the LM head stays the decoder embedding's (tied) or its own, 99 rows, as in Hugging Face."""
+    hf = hf_marian(tmp_path / "hf", decoder_vocab_size=99, share_encoder_decoder_embeddings=False,
+                   tie_word_embeddings=tied)
+    model = MarianMTModel.from_pretrained(tmp_path / "hf")
+    hf.resize_token_embeddings(120, mean_resizing=False)
+    model.resize_token_embeddings(120)
+    target = model.model.decoder.embeddings.word
+    assert (model.lm_head.weight is target.weight) == tied
+    assert model.lm_head.weight.shape == hf.lm_head.weight.shape == (99, 32)
+    assert model.final_logits_bias.shape == hf.final_logits_bias.shape == (1, 99)
+    assert (model.config.vocab_size, model.config.decoder_vocab_size) == (hf.config.vocab_size,
+                                                                          hf.config.decoder_vocab_size) == (120, 99)
+    with torch.no_grad():  # the new source rows alike, so that a source may hold the new ids
+        model.model.encoder.embeddings.word.weight[99:] = hf.model.encoder.embed_tokens.weight[99:]
+    ids, mask = padded([9, 5], 120, PAD)
+    labels = labels_of([4, 6], 97)
+    model.save_pretrained(tmp_path / "ours")
+    for ours in (model, MarianMTModel.from_pretrained(tmp_path / "ours")):
+        with torch.no_grad():
+            assert_same_outputs(ours(input_ids=ids, attention_mask=mask, labels=labels),
+                                hf(input_ids=ids, attention_mask=mask, labels=labels), mask, labels)

@@ -44,6 +44,7 @@ from torch import Tensor, nn
 
 from plmkit.errors import CheckpointError, ConfigError
 from plmkit.generation import lm_vocab
+from plmkit.models.io import is_weight_file
 from plmkit.models.onnx import (EXPORTED, GRAPH_FILE, GRAPHS, SEQ2SEQ, TEXT_INPUTS, GraphKind,
                                 OrtDirectory, OrtModel, TracedDecoder, TracedEncoder, TracedGraph, graph_file,
                                 graph_inputs, graph_parts, load_ort, past_names, require_onnx, write_graph_file)
@@ -201,8 +202,8 @@ def copy_companions(source: Path, directory: Path, model) -> None:
     but the weights (config.json, tokenizer files, plmkit_task.json, generation_config.json ...) and
     the sentence-transformers module files."""
     for file in sorted(source.iterdir()):
-        if file.is_file() and not file.name.endswith(WEIGHT_SUFFIXES) and file.name not in (
-                "model.safetensors.index.json", GRAPH_FILE):
+        if file.is_file() and not file.name.endswith(WEIGHT_SUFFIXES) and not is_weight_file(file.name) and (
+                file.name != GRAPH_FILE):  # (no weights of any format: tf_model.h5, pytorch_model.bin.index.json ...)
             shutil.copyfile(file, directory / file.name)
     if model.sentence_transformers is not None:
         model.sentence_transformers.write(directory)

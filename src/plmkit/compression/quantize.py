@@ -19,7 +19,7 @@ from pathlib import Path
 from torch import nn
 
 from plmkit.errors import ConfigError
-from plmkit.models.io import WEIGHT_FILES, check_model_dir
+from plmkit.models.io import check_model_dir, is_weight_file
 from plmkit.nn.quantized import AMX_ROWS_FROM, METHOD_KEY, METHODS, QUANT_METHOD
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")  # PEFT's LoRA files
@@ -53,7 +53,8 @@ def quantize_model(model, method: str = "dynamic-int8", source: str | None = Non
 
 def quantize_dir(model_dir, out_dir, method: str = "dynamic-int8", *, overwrite: bool = False) -> Path:
     """Quantize the model directory `model_dir` into `out_dir` (written whole or not at all); the
-    other files of the directory (tokenizer, plmkit_task.json ...) are copied beside the weights.
+    other files of the directory (tokenizer, plmkit_task.json ...) are copied beside the weights, its
+    weights in every format (pytorch_model-00001-of-00002.bin, tf_model.h5, indexes ...) not.
     An `out_dir` that holds other files than an earlier quantized model is refused unless `overwrite`."""
     from plmkit.models.auto import load_any
     from plmkit.utils.files import atomic_write_dir, refuse_foreign_dir, refuse_overwriting_inputs
@@ -71,7 +72,7 @@ def quantize_dir(model_dir, out_dir, method: str = "dynamic-int8", *, overwrite:
 
     def write(temp: Path) -> None:
         for path in source.iterdir():  # tokenizer, task and generation files; save_pretrained writes the rest
-            if path.is_file() and path.name not in WEIGHT_FILES and not path.name.startswith("model-"):
+            if path.is_file() and not is_weight_file(path.name):  # (no fp32 weights, shards or index of any format)
                 shutil.copy2(path, temp / path.name)
         model.save_pretrained(temp)
 

@@ -32,7 +32,7 @@ import torch
 
 from plmkit.errors import ConfigError
 from plmkit.models.config import read_config_json
-from plmkit.models.io import check_model_dir
+from plmkit.models.io import check_model_dir, weight_paths
 from plmkit.tasks.base import TASK_FILE, Task
 
 REPORT_FILE = "compression_report.json"
@@ -57,10 +57,18 @@ class Loaded:
 @dataclass(frozen=True)
 class Backend:
     """How to run a model directory: `load(model_dir, task)` (task: a Task that replaces the directory's
-    own, or None); `weight_files`: glob patterns of the files it reads weights from (the size on disk)."""
+    own, or None); `weight_files`: glob patterns of the files it reads weights from (a directory holding
+    one is this backend's); `reads`: those it reads of a directory (the size on disk; default: every file
+    of `weight_files`)."""
 
     load: Callable[[Path, Task | None], Loaded]
     weight_files: tuple[str, ...]
+    reads: Callable[[Path], list[Path]] | None = None
+
+    def files_read(self, directory: Path) -> list[Path]:
+        if self.reads is not None:
+            return self.reads(directory)
+        return sorted({p for pattern in self.weight_files for p in directory.glob(pattern) if p.is_file()})
 
 
 def _load_torch(model_dir: Path, task: Task | None) -> Loaded:
@@ -93,7 +101,7 @@ def _load_onnxruntime(backend: str, model_dir: Path, task: Task | None) -> Loade
 
 # the backends `measure` runs a directory on, by name
 BACKENDS: dict[str, Backend] = {
-    "torch": Backend(_load_torch, ("*.safetensors", "pytorch_model*.bin")),
+    "torch": Backend(_load_torch, ("*.safetensors", "pytorch_model*.bin"), weight_paths),  # (not other copies)
     "onnxruntime": Backend(functools.partial(_load_onnxruntime, "onnxruntime"), ("*model.onnx", "*model.onnx.data")),
     "onnxruntime-int8": Backend(functools.partial(_load_onnxruntime, "onnxruntime-int8"), ("*model.int8.onnx",)),
 }  # (*model.onnx: model.onnx, or encoder_model.onnx and decoder_model.onnx)
@@ -141,7 +149,7 @@ def measure(model_dir, *, eval_file=None, task: Task | str | None = None, batch_
     return {
         "model": str(model_dir),
         "backend": backend,
-        "size_mb": weight_bytes(directory, spec.weight_files) / 2 ** 20,
+        "size_mb": weight_bytes(directory, spec) / 2 ** 20,
         "parameters": loaded.parameters,
         "latency_ms": latency,
         "throughput": {b: b / (ms / 1000) for b, ms in latency.items()},
@@ -165,10 +173,11 @@ def backend_of(model_dir) -> str:
     raise ConfigError(f"{directory}: no weight files that a backend reads ({patterns})")
 
 
-def weight_bytes(directory: Path, patterns: tuple[str, ...]) -> int:
-    files = {p for pattern in patterns for p in directory.glob(pattern) if p.is_file()}
+def weight_bytes(directory: Path, backend: Backend) -> int:
+    """The size on disk of the weights `backend` reads of `directory`."""
+    files = backend.files_read(directory)
     if not files:
-        raise ConfigError(f"{directory}: no weight files ({', '.join(patterns)})")
+        raise ConfigError(f"{directory}: no weight files ({', '.join(backend.weight_files)})")
     return sum(p.stat().st_size for p in files)
 
 

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from plmkit.convert.bart import CONVERTER
 from plmkit.errors import ConfigError
-from plmkit.models.config import POSITIVE, PROBABILITY, ModelConfig
+from plmkit.models.config import FED_IDS, POSITIVE, PROBABILITY, ModelConfig
 from plmkit.models.outputs import Seq2SeqModelOutput
 from plmkit.models.registry import Family, config_from_preset, register
 from plmkit.models.seq2seq import (Seq2SeqLM, Seq2SeqPreTrainedModel, Seq2SeqStack, check_token_id,
@@ -85,7 +85,7 @@ class BartConfig(ModelConfig):
             self._check(self.d_model % heads == 0, f"d_model={self.d_model} is not divisible by {side}_attention_heads={heads}")
         self._check(self.activation_function in ACTIVATIONS,
                     f"activation_function={self.activation_function!r} is not one of {sorted(ACTIVATIONS)}")
-        for name in ("pad_token_id", "bos_token_id", "decoder_start_token_id"):
+        for name in FED_IDS:  # (an eos or bos beyond the vocabulary is no token the model can produce: kept)
             check_token_id(self, name, self.target_vocab_size)
         self._check(self.tie_word_embeddings or not self.shares_embeddings,
                     "tie_word_embeddings=false with shared encoder/decoder embeddings is not supported (Hugging Face "
@@ -240,7 +240,14 @@ class BartForConditionalGeneration(Seq2SeqLM, BartPreTrainedModel):
     def output_projection(self):
         return None, self.lm_head.weight, self.final_logits_bias[0]
 
+    def untied_input_vocabulary_head(self) -> nn.Linear | None:
+        """With a target vocabulary of its own (Marian's unshared embeddings) the LM head scores that one, not
+        the source's that `resize_token_embeddings` resizes (as in Hugging Face's Marian)."""
+        return super().untied_input_vocabulary_head() if self.config.shares_embeddings else None
+
     def resize_token_embeddings(self, n: int) -> nn.Embedding:
+        """The source vocabulary: with shared embeddings also the target's (the LM head and its bias);
+        Marian's own target vocabulary (``share_encoder_decoder_embeddings=false``) stays as it is."""
         emb = super().resize_token_embeddings(n)
         if self.lm_head.out_features != self.final_logits_bias.shape[1]:  # the bias follows the LM head
             bias = self.final_logits_bias.new_zeros(1, self.lm_head.out_features)

@@ -9,9 +9,9 @@ from torch import nn
 
 from plmkit import convert
 from plmkit.errors import CheckpointError, ConfigError
-from plmkit.generation import (CONFIG_DEFAULTS, OUTPUT_SETTINGS, check_generation_values, lm_vocab,
+from plmkit.generation import (CONFIG_DEFAULTS, OUTPUT_SETTINGS, GenerationMixin, check_generation_values, lm_vocab,
                                other_generation_settings, read_generation_config, write_generation_config)
-from plmkit.models.config import ModelConfig
+from plmkit.models.config import ModelConfig, ids_outside, without_ids_outside
 from plmkit.models.io import check_model_dir, read_weights, write_weights
 from plmkit.models.sentence_transformers import SentenceTransformerFiles
 from plmkit.nn.decoding import inference_linears
@@ -177,8 +177,8 @@ class PreTrainedModel(nn.Module):
         with torch.no_grad():
             weight[:keep] = old[:keep]
         new = nn.Parameter(weight, requires_grad=old.requires_grad)
-        head = getattr(self, "lm_head", None)  # an untied vocabulary projection (decoders) grows as well
-        if isinstance(head, nn.Linear) and head.weight is not old and head.out_features == old.shape[0]:
+        head = self.untied_input_vocabulary_head()  # an untied vocabulary projection (decoders) grows as well
+        if head is not None and head.out_features == old.shape[0]:
             rows = torch.empty(n, head.in_features, device=head.weight.device, dtype=head.weight.dtype)
             nn.init.normal_(rows, std=getattr(self.config, "initializer_range", 0.02))
             with torch.no_grad():
@@ -199,6 +199,16 @@ class PreTrainedModel(nn.Module):
         if hasattr(self.config, "vocab_size"):
             self.config.vocab_size = n
         return emb
+
+    def untied_input_vocabulary_head(self) -> nn.Linear | None:
+        """The ``lm_head`` with weights of its own that scores the input embedding's vocabulary (a decoder's
+        untied head), which `resize_token_embeddings` grows too; None without one. A head that is the
+        weight of an embedding (another than the input's: Marian's decoder embedding) follows that one."""
+        head = getattr(self, "lm_head", None)
+        if not isinstance(head, nn.Linear):
+            return None
+        tied = any(head.weight is m.weight for m in self.modules() if isinstance(m, nn.Embedding))
+        return None if tied else head
 
     # -- loading --------------------------------------------------------------------------------
     @classmethod
@@ -224,6 +234,7 @@ class PreTrainedModel(nn.Module):
         model.sentence_transformers = SentenceTransformerFiles.read(directory)
         model.generation_config = directory_generation_config(directory, config, legacy_generation)
         model.generation_config_others = _other_generation_settings(directory)
+        _warn_of_ids_outside(config, model.generation_config, directory)
         if dtype == "auto":
             dtype = next((t.dtype for t in weights.values() if t.is_floating_point()), None)
         return (model.to(dtype) if dtype is not None else model).eval()
@@ -257,6 +268,7 @@ class PreTrainedModel(nn.Module):
             raise CheckpointError(f"{source} does not fit {type(self).__name__}: "
                                   + "; ".join(f"{what}: {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
                                               for what, keys in (("missing", body_missing), ("unexpected", body_unexpected)) if keys))
+        state = self._one_name_per_tied_tensor(state, source)
         self.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
         self.initialised_from_scratch = tuple(self._file_key(k) for k in missing)
         if missing:
@@ -265,6 +277,26 @@ class PreTrainedModel(nn.Module):
         if unexpected:
             log.info("plmkit: %s: ignored %s from %s (not part of this model)",
                      type(self).__name__, _summarise(unexpected), source)
+
+    def _one_name_per_tied_tensor(self, state: dict, source: str) -> dict:
+        """`state` with one name of each tied tensor (an embedding and the output layer tied to it): the
+        first the checkpoint holds in the model's order, the embedding before its head, as transformers 4.x
+        ties them (loading both names, the later one would win). A later name holding other values is
+        ignored, and a warning says so (transformers 5.x unties the two instead)."""
+        names: dict[int, list[str]] = {}
+        for name, p in self.named_parameters(remove_duplicate=False):
+            names.setdefault(id(p), []).append(name)
+        state = dict(state)
+        for tied in names.values():
+            kept, *others = [name for name in tied if name in state] or [None]
+            for name in others:
+                value = state.pop(name)
+                if value.shape == state[kept].shape and not torch.equal(value, state[kept]):
+                    log.warning("plmkit: %s: %s holds %s with other values than %s, to which the model ties it "
+                                "(tie_word_embeddings): the latter is used, the former ignored (transformers 5.x "
+                                "unties the two instead)", type(self).__name__, source, self._file_key(name),
+                                self._file_key(kept))
+        return state
 
     def _file_key(self, key: str) -> str:
         """A key as the checkpoint file names it, ours in brackets when they differ."""
@@ -298,14 +330,41 @@ def directory_generation_config(directory: str | Path, config: ModelConfig, lega
     """generate()'s defaults that a model directory holds: its generation_config.json, else the decoding keys
     an older config.json keeps (`legacy`; default: what `config` read of them) with its special token ids
     (as transformers' GenerationConfig.from_model_config: saved, generation_config.json is all transformers
-    reads), checked against the LM head's vocabulary; None without any."""
+    reads), checked against the LM head's vocabulary (an eos or bos beyond it is kept as read: generate()
+    leaves it out, `LMGenerationMixin`); None without any."""
     vocab = lm_vocab(config)
     legacy = config.generation_defaults if legacy is None else legacy
     if legacy:
         ids = ("bos_token_id", *CONFIG_DEFAULTS)
         legacy = {**{k: getattr(config, k) for k in ids if getattr(config, k, None) is not None}, **legacy}
-    return (read_generation_config(directory, vocab)
-            or check_generation_values(legacy, Path(directory) / "config.json", vocab) or None)
+    found, where = read_generation_config(directory), Path(directory) / "generation_config.json"
+    if not found:
+        found, where = legacy, Path(directory) / "config.json"
+    check_generation_values(without_ids_outside(found or {}, vocab), where, vocab)  # (those kept as read)
+    return found or None
+
+
+def _warn_of_ids_outside(config: ModelConfig, generation_config: dict | None, directory: Path) -> None:
+    """One warning naming the special ids (eos ...) of config.json and generation_config.json beyond the
+    LM head's vocabulary: tokens the model never produces, which generate() leaves out."""
+    vocab = lm_vocab(config)
+    fields = {name: getattr(config, name, None) for name in ("bos_token_id", "eos_token_id", "forced_eos_token_id")}
+    outside = {**ids_outside(fields, vocab), **ids_outside(generation_config or {}, vocab)}
+    if outside:
+        one = len(outside) == 1
+        log.warning("plmkit: %s: %s %s outside the %d-token vocabulary, so the model never produces %s: generate() "
+                    "leaves %s out (saving keeps %s)", directory,
+                    ", ".join(f"{k}={v[0] if len(v) == 1 else v}" for k, v in outside.items()),
+                    "lies" if one else "lie", vocab, *(["it"] * 3 if one else ["them"] * 3))
+
+
+class LMGenerationMixin(GenerationMixin):
+    """`generate` for plmkit's models: a special id of the config or generation_config.json beyond the LM
+    head's vocabulary (a tiny test config keeping GPT-2's 50256) names no token the model can produce, so
+    it is left out of the defaults (the config keeps it, and saving writes it back)."""
+
+    def generation_defaults(self) -> dict:
+        return without_ids_outside(super().generation_defaults(), lm_vocab(self.config))
 
 
 def _other_generation_settings(directory: Path) -> dict | None:
