@@ -254,6 +254,60 @@ def test_named_extra_special_tokens_are_written_back_as_a_dict(tmp_path, unnamed
     assert reloaded.named_special_tokens == named and reloaded.all_special_ids == ours.all_special_ids
 
 
+@pytest.mark.parametrize("unnamed", [[], ["[E1]"]])
+def test_named_special_tokens_that_transformers_5_saved_round_trip(tmp_path, unnamed):
+    """transformers 5 saves a named special token (extra_special_tokens={"image_token": ...}) as a key of its
+    own ("image_token": "[IMG]"): plmkit loads it under its name, with transformers' image_token, image_token_id
+    and all_special_ids, and its re-save (the dict form) gives transformers and plmkit the same again."""
+    theirs = HFAutoTokenizer.from_pretrained(MODEL_DIR, extra_special_tokens={"image_token": "[IMG]"})
+    theirs.add_special_tokens({"additional_special_tokens": unnamed})
+    theirs.save_pretrained(tmp_path / "hf")
+    written = json.loads((tmp_path / "hf" / "tokenizer_config.json").read_text(encoding="utf-8"))
+    assert written["image_token"] == "[IMG]" and written.get("extra_special_tokens", []) == unnamed
+    hf, ours = HFAutoTokenizer.from_pretrained(tmp_path / "hf"), Tokenizer.from_pretrained(tmp_path / "hf")
+    assert ours.named_special_tokens == {"image_token": "[IMG]"} and ours.image_token == hf.image_token == "[IMG]"
+    assert ours.image_token_id == hf.image_token_id == hf.convert_tokens_to_ids("[IMG]")
+    assert ours.all_special_ids == hf.all_special_ids
+    ours.save_pretrained(tmp_path / "ours")
+    again = HFAutoTokenizer.from_pretrained(tmp_path / "ours")
+    for name in ("image_token", "image_token_id", "extra_special_tokens", "all_special_tokens", "all_special_ids"):
+        assert getattr(again, name) == getattr(hf, name), name
+    reloaded = Tokenizer.from_pretrained(tmp_path / "ours")
+    assert reloaded.named_special_tokens == {"image_token": "[IMG]"} and reloaded.all_special_ids == hf.all_special_ids
+    assert reloaded("a [IMG] b")["input_ids"] == hf("a [IMG] b")["input_ids"]
+
+
+def test_named_special_tokens_of_both_forms_and_files_are_merged_read_only_attributes(tmp_path):
+    """*_token keys of either file and a dict of extra_special_tokens merge into named_special_tokens (as
+    transformers 5 reads them), which are attributes (tok.audio_token, tok.audio_token_id) that cannot be set:
+    save_pretrained writes them back as read."""
+    theirs = HFAutoTokenizer.from_pretrained(MODEL_DIR)
+    theirs.add_special_tokens({"additional_special_tokens": ["[E1]", "[IMG]", "[AUD]", "[VID]"]})
+    theirs.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text(encoding="utf-8"))
+    config.update(image_token="[IMG]", extra_special_tokens={"audio_token": "[AUD]", "image_token": "[IMG]"},
+                  additional_special_tokens=["[E1]"])
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    special_map = {"video_token": {"content": "[VID]", "special": True}, "additional_special_tokens": ["[E1]"]}
+    (tmp_path / "special_tokens_map.json").write_text(json.dumps(special_map), encoding="utf-8")
+    ours, hf = Tokenizer.from_pretrained(tmp_path), HFAutoTokenizer.from_pretrained(tmp_path)
+    named = {"image_token": "[IMG]", "audio_token": "[AUD]", "video_token": "[VID]"}
+    assert ours.named_special_tokens == named and ours.additional_special_tokens == ["[E1]", *named.values()]
+    for name in (*named, *(f"{n}_id" for n in named)):
+        assert getattr(ours, name) == getattr(hf, name), name
+    assert not hasattr(ours, "bogus_token") and not hasattr(ours, "bogus_token_id")
+    for name, value in (("image_token", "[E1]"), ("audio_token_id", 5)):
+        with pytest.raises(ConfigError, match=rf"tokenizer.{name} is read-only: {name.removesuffix('_id')} is one "
+                                              "of named_special_tokens"):
+            setattr(ours, name, value)
+    with pytest.raises(ConfigError, match=r"named_special_tokens: 'pad_token' cannot name an extra special token"):
+        Tokenizer(ours.backend_tokenizer, named_special_tokens={"pad_token": "[PAD]"})  # (pad_token is its own)
+    ours.save_pretrained(tmp_path / "ours")
+    assert Tokenizer.from_pretrained(tmp_path / "ours").named_special_tokens == named
+    again = HFAutoTokenizer.from_pretrained(tmp_path / "ours")
+    assert {n: getattr(again, n) for n in named} == named
+
+
 def test_clean_up_tokenization_spaces_as_hf(tok, tmp_path):
     """tokenizer_config.json's clean_up_tokenization_spaces is decode's default, and the keyword overrides it:
     the same text as transformers 5 (which leaves BPE models' text alone), written back by save_pretrained."""

@@ -39,7 +39,13 @@ CONFIG, MAP = "tokenizer_config.json", "special_tokens_map.json"
     (MAP, {"additional_special_tokens": "[X]"},
      r"special_tokens_map.json: additional_special_tokens must be a list of tokens, got str '\[X\]'; a single "
      r"token is a list of one"),
-    (MAP, {"bogus_token": "[X]"}, r"special_tokens_map.json: bogus_token is not a special token plmkit knows"),
+    (MAP, {"bogus_token": "[X]"}, r"special_tokens_map.json: bogus_token '\[X\]' is not in the tokenizer's "
+                                  r"vocabulary; name a token of it"),  # (a named token: plmkit adds no token)
+    (CONFIG, {"image_token": {"content": "[NOPE]"}},
+     r"tokenizer_config.json: image_token '\[NOPE\]' is not in the tokenizer's vocabulary"),
+    (CONFIG, {"image_token": {"id": 3}}, r"tokenizer_config.json: image_token must be a token .*got dict"),
+    (CONFIG, {"image_token": "[MASK]", "extra_special_tokens": {"image_token": "[UNK]"}},
+     r"tokenizer_config.json: image_token is '\[MASK\]', but extra_special_tokens gives image_token '\[UNK\]'"),
     (CONFIG, {"extra_special_tokens": {"image_token": "[NOPE]"}},
      r"tokenizer_config.json: extra_special_tokens image_token '\[NOPE\]' is not in the tokenizer's vocabulary"),
     (CONFIG, {"extra_special_tokens": {"pad_token": "[PAD]"}},
@@ -57,6 +63,18 @@ def test_hand_edited_files_are_refused_by_name(copy, file, changes, message):
     edit_json(copy / file, **changes)
     with pytest.raises(ConfigError, match=message):
         Tokenizer.from_pretrained(copy)
+
+
+@pytest.mark.parametrize("map_named", [{"image_token": "[UNK]"}, {"extra_special_tokens": {"image_token": "[UNK]"}}])
+def test_a_named_token_the_two_files_give_differently_is_refused_naming_both(copy, map_named):
+    edit_json(copy / CONFIG, image_token="[MASK]")
+    edit_json(copy / MAP, **map_named)
+    key = "image_token" if "image_token" in map_named else "extra_special_tokens image_token"
+    with pytest.raises(ConfigError, match=rf"tokenizer_config.json: image_token is '\[MASK\]', but .*"
+                                          rf"special_tokens_map.json: {key} is '\[UNK\]': make the two files agree"):
+        Tokenizer.from_pretrained(copy)
+    edit_json(copy / MAP, image_token="[MASK]", extra_special_tokens=None)  # the same token: one named token
+    assert Tokenizer.from_pretrained(copy).named_special_tokens == {"image_token": "[MASK]"}
 
 
 @pytest.mark.parametrize("key, token, place", [("sep_token", "the", "after"), ("cls_token", "[SEP]", "before")])

@@ -14,7 +14,7 @@ from plmkit.tokenization.specials import SPECIAL_NAMES, STYLES, token_list, toke
 from plmkit.tokenization.training import use_bert_pipeline
 from plmkit.utils.files import local_dir
 from plmkit.utils.settings import check_field_types, is_int
-from plmkit.utils.text import check_path, read_json_object
+from plmkit.utils.text import check_path, describe, read_json_object
 
 # transformers writes int(1e30) as model_max_length when there is no limit.
 UNLIMITED = 1_000_000
@@ -42,7 +42,7 @@ def checkpoint_dir(path) -> Path:
 
 SPECIAL_KEYS = tuple(f"{name}_token" for name in SPECIAL_NAMES)
 CONFIG_FILES = ("tokenizer_config.json", "special_tokens_map.json")
-NAMED_KEY = "named_special_tokens"  # `check_options`' key for a dict of extra_special_tokens
+NAMED_KEY = "named_special_tokens"  # `check_options`' key for the named special tokens (name -> token)
 
 
 @dataclass
@@ -65,8 +65,10 @@ class TokenizerOptions:
 def check_options(values: dict, where: str) -> dict:
     """`values` with every option plmkit reads checked by type and range, and the special tokens as strs
     (``{"content": ...}`` dicts read); transformers 5's extra_special_tokens join additional_special_tokens
-    when a list, and are NAMED_KEY (name -> token) when a dict of named ones ({"image_token": "<img>"}).
-    Errors name `where` (the file, or from_pretrained) and the key."""
+    when a list. Named special tokens are NAMED_KEY (name -> token): the keys ending in ``_token`` besides
+    SPECIAL_KEYS (``"image_token": "<img>"``, as transformers 5 writes them), then a dict of extra_special_tokens
+    ({"image_token": "<img>"}, as 4.x and plmkit write them). Errors name `where` (the file, or from_pretrained)
+    and the key."""
     names = [f.name for f in dataclasses.fields(TokenizerOptions)]
     check_field_types(TokenizerOptions(**{k: values[k] for k in names if k in values}), where)
     limit = values.get("model_max_length")
@@ -77,25 +79,48 @@ def check_options(values: dict, where: str) -> dict:
             raise ConfigError(f"{where}: {side} must be 'right' or 'left', got {values[side]!r}")
     out = dict(values)
     for key, value in values.items():
-        if key == "extra_special_tokens" and isinstance(value, dict):
-            out.pop(key)
-            out[NAMED_KEY] = named_tokens(value, f"{where}: {key}")
+        if (key == "extra_special_tokens" and isinstance(value, dict)) or is_named_key(key, value):
+            out.pop(key)  # (NAMED_KEY below)
         elif key in ("additional_special_tokens", "extra_special_tokens") and value is not None:
             out[key] = token_list(value, f"{where}: {key}")
         elif key in SPECIAL_KEYS:
             out[key] = token_str(value, f"{where}: {key}")
-        elif key.endswith("_token") and isinstance(value, (str, dict)):  # (add_bos_token: true is a switch)
-            raise ConfigError(f"{where}: {key} is not a special token plmkit knows ({', '.join(SPECIAL_KEYS)}); "
-                              "list the token under additional_special_tokens, or remove the key")
+    named = named_special_tokens(values, where)
+    if named:
+        out[NAMED_KEY] = named
     extra = out.pop("extra_special_tokens", None)
     if extra:
         out["additional_special_tokens"] = list(dict.fromkeys((out.get("additional_special_tokens") or []) + extra))
     return out
 
 
+def is_named_key(key: str, value) -> bool:
+    """Whether a key of a tokenizer config gives a named special token (``"image_token": "<img>"``), as transformers
+    5 reads any ``*_token`` key with a token for a value (``add_bos_token: true`` is a switch)."""
+    return key.endswith("_token") and key not in SPECIAL_KEYS and isinstance(value, (str, dict))
+
+
+def named_special_tokens(values: dict, where: str) -> dict[str, str]:
+    """The named special tokens of a tokenizer config, name -> token: the ``*_token`` keys (`is_named_key`) in
+    their order, then those of a dict of extra_special_tokens, as transformers 5 merges them. A name the two
+    give different tokens is an error naming `where` and both."""
+    named = {key: token_str(value, f"{where}: {key}") for key, value in values.items() if is_named_key(key, value)}
+    extra = values.get("extra_special_tokens")
+    given = named_tokens(extra, f"{where}: extra_special_tokens") if isinstance(extra, dict) else {}
+    for name, token in given.items():
+        if named.get(name, token) != token:
+            raise ConfigError(f"{where}: {name} is {named[name]!r}, but extra_special_tokens gives {name} "
+                              f"{token!r}: give the token once, or the same in both")
+        named[name] = token
+    return named
+
+
 def named_tokens(value: dict, where: str) -> dict[str, str]:
     """A dict of named special tokens ({"image_token": "<img>"}) with each token as a str; a name that
     is one of SPECIAL_KEYS (those are given as themselves) or not a str is an error naming `where`."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a dict of named special tokens ({{'image_token': '<img>'}}), got "
+                          f"{describe(value)}")
     for name in value:
         if not isinstance(name, str) or name in SPECIAL_KEYS:
             raise ConfigError(f"{where}: {name!r} cannot name an extra special token (give {', '.join(SPECIAL_KEYS)} "
@@ -105,36 +130,53 @@ def named_tokens(value: dict, where: str) -> dict[str, str]:
 
 def read_configs(directory: Path) -> tuple[dict, dict[str, str]]:
     """tokenizer_config.json and special_tokens_map.json merged, each checked (`check_options`), and the
-    file each key came from; a special token that the two files give differently is an error naming both
-    (transformers would silently take special_tokens_map.json's)."""
+    file each key came from (`named_source` for a named special token: the file and its key there); a
+    special token that the two files give differently is an error naming both (transformers would silently
+    take special_tokens_map.json's)."""
     merged: dict = {}
     source: dict[str, str] = {}
     for file in (directory / name for name in CONFIG_FILES):
-        values = check_options(read_json_object(file, CheckpointError) if file.is_file() else {}, str(file))
+        raw = read_json_object(file, CheckpointError) if file.is_file() else {}
+        values = check_options(raw, str(file))
         for key, value in values.items():
             if value in (None, []):
                 continue
-            if key in SPECIAL_KEYS + ("additional_special_tokens", NAMED_KEY) and merged.get(key, value) != value:
+            if key == NAMED_KEY:
+                merge_named(merged.setdefault(NAMED_KEY, {}), source, value, file, raw)
+                continue
+            if key in SPECIAL_KEYS + ("additional_special_tokens",) and merged.get(key, value) != value:
                 raise ConfigError(f"{source[key]} gives {key} {merged[key]!r}, but {file} gives {value!r}: make "
                                   "the two files agree")
             merged[key], source[key] = value, str(file)
     return merged, source
 
 
+def named_source(name: str) -> str:
+    """`read_configs`' source key of the named special token `name`."""
+    return f"{NAMED_KEY} {name}"
+
+
+def merge_named(merged: dict[str, str], source: dict[str, str], named: dict[str, str], file: Path, raw: dict) -> None:
+    """Add the named special tokens of `file` (whose JSON is `raw`) to `merged`, with their file and key in
+    `source`; a name that an earlier file gives another token is an error naming both."""
+    for name, token in named.items():
+        where = f"{file}: {name if is_named_key(name, raw.get(name)) else f'extra_special_tokens {name}'}"
+        if merged.get(name, token) != token:
+            raise ConfigError(f"{source[named_source(name)]} is {merged[name]!r}, but {where} is {token!r}: make "
+                              "the two files agree")
+        merged[name] = token
+        source.setdefault(named_source(name), where)
+
+
 def check_specials(backend: tokenizers.Tokenizer, config: dict, source: dict[str, str]) -> None:
     """Every special token of `config` is in the vocabulary, and the cls (else bos) and sep (else eos)
     tokens are those that the post-processor (tokenizer.json's) puts before and after a text: a
     sep_token that encodings do not end with would be believed by everything that reads it. `source`
-    names the file each key came from."""
-    named = {f"extra_special_tokens {name}": token for name, token in (config.get(NAMED_KEY) or {}).items()}
-    for key in SPECIAL_KEYS + ("additional_special_tokens", NAMED_KEY):
-        value = config.get(key)
-        labelled = named.items() if key == NAMED_KEY else [(key, t) for t in ([value] if isinstance(value, str)
-                                                                              else value or [])]
-        for label, token in labelled:
-            if backend.token_to_id(token) is None:
-                raise ConfigError(f"{source[key]}: {label} {token!r} is not in the tokenizer's vocabulary; name a "
-                                  "token of it, or restore the file")
+    names the file each key came from (`read_configs`)."""
+    for where, token in special_tokens_with_sources(config, source):
+        if backend.token_to_id(token) is None:
+            raise ConfigError(f"{where} {token!r} is not in the tokenizer's vocabulary; name a token of it, or "
+                              "restore the file")
     encoding = backend.encode("a")
     mask = encoding.special_tokens_mask
     if 0 not in mask:
@@ -146,6 +188,15 @@ def check_specials(backend: tokenizers.Tokenizer, config: dict, source: dict[str
         if added and key and config[key] != added[0]:
             raise ConfigError(f"{source[key]}: {key} is {config[key]!r}, but the tokenizer puts {added[0]!r} {place} "
                               f"each text (its post-processor): set {key} to {added[0]!r}, or restore the file")
+
+
+def special_tokens_with_sources(config: dict, source: dict[str, str]) -> list[tuple[str, str]]:
+    """(where, token) for each special token of `config`: where is its file and key ("<file>: pad_token")."""
+    found = []
+    for key in SPECIAL_KEYS + ("additional_special_tokens",):
+        value = config.get(key)
+        found += [(f"{source[key]}: {key}", t) for t in ([value] if isinstance(value, str) else value or [])]
+    return found + [(source[named_source(name)], t) for name, t in (config.get(NAMED_KEY) or {}).items()]
 
 
 def read_tokenizer_json(file: Path) -> tokenizers.Tokenizer:

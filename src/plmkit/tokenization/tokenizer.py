@@ -13,7 +13,7 @@ from tokenizers import AddedToken, models, normalizers, pre_tokenizers
 
 from plmkit.errors import CheckpointError, ConfigError, DataError
 from plmkit.tokenization.files import (NAMED_KEY, UNLIMITED, apply_bert_options, check_options, check_specials,
-                                       checkpoint_dir, default_class, read_configs, read_tokenizer_json,
+                                       checkpoint_dir, default_class, named_tokens, read_configs, read_tokenizer_json,
                                        wordpiece_from_vocab)
 from plmkit.tokenization.specials import (BERT_SPECIAL_TOKENS, END_OF_TEXT, SPECIAL_NAMES, guess_special_tokens,
                                           token_list, token_str)
@@ -118,7 +118,9 @@ class Tokenizer:
     Build one with `from_pretrained`, `train_wordpiece` or `train_bpe`. Attributes:
     `model_max_length` (None: no limit), `padding_side` and `truncation_side`
     ("right" or "left"), `model_input_names` (fields returned by default),
-    `clean_up_tokenization_spaces` (decode's default).
+    `clean_up_tokenization_spaces` (decode's default), `named_special_tokens` (name -> token, e.g.
+    {"image_token": "<img>"}: also read-only attributes, ``tok.image_token`` and ``tok.image_token_id``,
+    for the names ending in ``_token``, as in transformers 5).
     """
 
     bos_token = _special_token("bos")
@@ -160,9 +162,9 @@ class Tokenizer:
                 self.additional_special_tokens = token_list(value, key)
             elif value is not None:
                 self._set_special(key.removesuffix("_token"), token_str(value, key))
-        # transformers 5's extra_special_tokens given as a dict ({"image_token": "<img>"}): special tokens
-        # (additional ones) under a name, which save_pretrained writes back as that dict
-        self.named_special_tokens: dict[str, str] = dict(named_special_tokens or {})
+        # special tokens (additional ones) under a name ({"image_token": "<img>"}: transformers' extra_special_tokens
+        # given as a dict, or its *_token keys), which save_pretrained writes back as that dict
+        self.named_special_tokens = named_tokens(named_special_tokens or {}, "named_special_tokens")
         self.additional_special_tokens += [t for t in self.named_special_tokens.values()
                                            if t not in self.additional_special_tokens]
         self.model_max_length = model_max_length
@@ -184,7 +186,8 @@ class Tokenizer:
 
         tokenizer_config.json and special_tokens_map.json are read when present, each value checked
         by type, and the two must agree on the special tokens, which must be in the vocabulary and
-        (cls / sep) be those the tokenizer puts around a text; `overrides` (e.g.
+        (cls / sep) be those the tokenizer puts around a text; named special tokens (transformers 5's
+        ``"image_token": "<img>"`` keys, a dict of extra_special_tokens) are `named_special_tokens`. `overrides` (e.g.
         `model_max_length=256`, `padding_side="left"`, `pad_token="[PAD]"`) take precedence over them.
         """
         directory = checkpoint_dir(path)
@@ -234,8 +237,9 @@ class Tokenizer:
         unnamed = [t for t in self.additional_special_tokens if t not in named.values()]
         if unnamed:
             special_map["additional_special_tokens"] = unnamed
-        # named ones as read, in tokenizer_config.json only (transformers 4.x reads a dict in special_tokens_map.json
-        # as one token's fields)
+        # named ones as a dict of extra_special_tokens, in tokenizer_config.json only: transformers 5 reads it as
+        # its own *_token keys (the same attributes and all_special_ids), 4.x (>= 4.47) reads only the dict, and
+        # reads one in special_tokens_map.json as one token's fields
         config = {"tokenizer_class": self.tokenizer_class, **special_map,
                   **({"extra_special_tokens": dict(named)} if named else {}),
                   "padding_side": self.padding_side, "truncation_side": self.truncation_side,
@@ -694,12 +698,41 @@ class Tokenizer:
 
     @property
     def all_special_tokens(self) -> list[str]:
-        tokens = [self._special[n] for n in SPECIAL_NAMES if n in self._special] + self.additional_special_tokens
+        """The special tokens once each, in transformers 5's order: the named ones (pad_token ..., then
+        `named_special_tokens`), then the other additional ones."""
+        tokens = [self._special[n] for n in SPECIAL_NAMES if n in self._special]
+        tokens += list(self.named_special_tokens.values()) + self.additional_special_tokens
         return list(dict.fromkeys(tokens))
 
     @property
     def all_special_ids(self) -> list[int]:
         return [self._backend.token_to_id(t) for t in self.all_special_tokens]
+
+    def _named_attribute(self, attribute: str) -> tuple[str, bool] | None:
+        """(name, whether its id is asked for) when `attribute` is a named special token's (``image_token``,
+        ``image_token_id``); None for any other. Only names ending in ``_token`` are attributes, and none of
+        the class's (pad_token and the other SPECIAL_NAMES' are refused as names anyway)."""
+        name = attribute.removesuffix("_id")
+        named = self.__dict__.get("named_special_tokens") or {}  # (none before __init__ sets it: unpickling)
+        if name.endswith("_token") and name in named and not hasattr(type(self), attribute):
+            return name, name != attribute
+        return None
+
+    def __getattr__(self, attribute: str):
+        """A named special token (``tok.image_token``) or its id (``tok.image_token_id``), as transformers 5
+        gives them; only called for an attribute the Tokenizer does not have."""
+        found = self._named_attribute(attribute)
+        if found is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {attribute!r}")
+        token = self.named_special_tokens[found[0]]
+        return self._backend.token_to_id(token) if found[1] else token
+
+    def __setattr__(self, attribute: str, value) -> None:
+        found = self._named_attribute(attribute)
+        if found is not None:
+            raise ConfigError(f"tokenizer.{attribute} is read-only: {found[0]} is one of named_special_tokens, "
+                              "which save_pretrained writes back as they were read")
+        super().__setattr__(attribute, value)
 
     padding_side = _Checked(_side)
     truncation_side = _Checked(_side)
