@@ -210,3 +210,39 @@ def test_a_config_without_a_padding_token_loads_both_ways(tmp_path):
     with torch.no_grad():
         compare(transformers.BertForMaskedLM.from_pretrained(tmp_path / "ours").eval()(**inputs), model(**inputs),
                 inputs["attention_mask"])
+
+
+@pytest.mark.parametrize("name", ["BertForMaskedLM", "BertForPreTraining", "BertLMHeadModel"])
+def test_resizing_grows_an_untied_mlm_decoder_and_its_bias_as_hf(name, tmp_path):
+    """tie_word_embeddings=false: resize_token_embeddings grows the masked-LM decoder (and its bias) with the
+    embeddings, as Hugging Face's resize (mean_resizing=False) does: old rows and bias kept, new bias zero,
+    logits as wide as the vocabulary; the resized model saves and reloads in plmkit and in transformers."""
+    torch.manual_seed(0)
+    config = dict(TINY, vocab_size=40, tie_word_embeddings=False, is_decoder=name == "BertLMHeadModel")
+    hf = getattr(transformers, name)(transformers.BertConfig(**config)).eval()
+    with torch.no_grad():
+        hf.cls.predictions.decoder.bias.normal_()
+    hf.save_pretrained(tmp_path / "hf")
+    model = getattr(ours, name).from_pretrained(tmp_path / "hf")
+    hf.resize_token_embeddings(45, mean_resizing=False)
+    model.resize_token_embeddings(45)
+    theirs, mine = hf.get_output_embeddings(), model.mlm.decoder
+    assert mine.weight is not model.get_input_embeddings().weight
+    assert mine.weight.shape == theirs.weight.shape == (45, 32) and mine.bias.shape == theirs.bias.shape == (45,)
+    assert torch.equal(mine.weight[:40], theirs.weight[:40]) and torch.equal(mine.bias, theirs.bias)  # new bias 0
+    assert model.config.vocab_size == hf.config.vocab_size == 45
+    with torch.no_grad():  # the new rows alike (each drawn at random), so that the outputs can be compared
+        model.get_input_embeddings().weight[40:] = hf.get_input_embeddings().weight[40:]
+        mine.weight[40:] = theirs.weight[40:]
+    inputs = batch(vocab=45)
+    inputs["input_ids"][0, 1] = 44  # a new token
+    logits = "prediction_logits" if name == "BertForPreTraining" else "logits"
+    with torch.no_grad():
+        assert getattr(model(**inputs), logits).shape[-1] == 45
+        compare(hf(**inputs), model(**inputs), inputs["attention_mask"])
+    model.save_pretrained(tmp_path / "ours")
+    hf_again = getattr(transformers, name).from_pretrained(tmp_path / "ours").eval()
+    assert hf_again.get_output_embeddings().weight.shape == (45, 32)
+    with torch.no_grad():
+        for reloaded in (getattr(ours, name).from_pretrained(tmp_path / "ours"), hf_again):
+            compare(reloaded(**inputs), model(**inputs), inputs["attention_mask"])

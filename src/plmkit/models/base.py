@@ -162,11 +162,17 @@ class PreTrainedModel(nn.Module):
         base = getattr(self, self.base_prefix) if self.base_prefix else self
         return base.embeddings.word
 
+    def get_output_embeddings(self) -> nn.Linear | None:
+        """The layer that scores the vocabulary (the LM head), None without one: ``lm_head`` here; a model
+        whose head is another module names it (BERT's masked-LM ``mlm.decoder``)."""
+        head = getattr(self, "lm_head", None)
+        return head if isinstance(head, nn.Linear) else None
+
     def resize_token_embeddings(self, n: int) -> nn.Embedding:
         """Grow (or shrink) the token embedding matrix to `n` rows, e.g. after adding tokens to the
         tokenizer: old rows are kept, new rows drawn like the initial weights. Output layers tied to
-        the embeddings (and their bias) follow, as does an untied ``lm_head`` (as in Hugging Face);
-        config.vocab_size is updated."""
+        the embeddings (and their bias) follow, as does an untied output layer (`get_output_embeddings`,
+        its new bias entries zero, as in Hugging Face); config.vocab_size is updated."""
         emb = self.get_input_embeddings()
         old = emb.weight
         if n == old.shape[0]:
@@ -201,11 +207,11 @@ class PreTrainedModel(nn.Module):
         return emb
 
     def untied_input_vocabulary_head(self) -> nn.Linear | None:
-        """The ``lm_head`` with weights of its own that scores the input embedding's vocabulary (a decoder's
-        untied head), which `resize_token_embeddings` grows too; None without one. A head that is the
-        weight of an embedding (another than the input's: Marian's decoder embedding) follows that one."""
-        head = getattr(self, "lm_head", None)
-        if not isinstance(head, nn.Linear):
+        """The output layer (`get_output_embeddings`) with weights of its own that scores the input embedding's
+        vocabulary (an untied head), which `resize_token_embeddings` grows too; None without one. A head that is
+        the weight of an embedding (another than the input's: Marian's decoder embedding) follows that one."""
+        head = self.get_output_embeddings()
+        if head is None:
             return None
         tied = any(head.weight is m.weight for m in self.modules() if isinstance(m, nn.Embedding))
         return None if tied else head

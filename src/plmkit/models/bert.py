@@ -124,6 +124,12 @@ class BertPreTrainedModel(PreTrainedModel):
         2020): initialised, and said so, as a head would be."""
         return super()._is_body(key) and ".cross_" not in key
 
+    def get_output_embeddings(self) -> nn.Linear | None:
+        """The masked-LM head's vocabulary projection (``mlm.decoder``) of the classes with one, so that
+        `resize_token_embeddings` grows an untied one (tie_word_embeddings=false) with the embeddings."""
+        head = getattr(self, "mlm", None)
+        return head.decoder if isinstance(head, MaskedLMHead) else None
+
     def save_pretrained(self, directory, **options) -> None:
         super().save_pretrained(directory, **options)
         if self.config.norm_first and not getattr(self, "_said_pre_ln", False):
