@@ -1,4 +1,5 @@
 """The one padding collator: right padding for training, left padding for generation."""
+import numpy as np
 import pytest
 import torch
 
@@ -47,3 +48,17 @@ def test_records_without_labels_among_labelled_ones_get_ignored_labels():
     assert "labels" not in collate([{"input_ids": [5]}, {"input_ids": [6]}])  # none labelled: none made up
     with pytest.raises(ValueError, match="no ignored value"):
         collate([{"input_ids": [5, 6], "labels": [0.0, 1.0, 1.0]}, {"input_ids": [7]}])
+
+
+@pytest.mark.parametrize("as_array", [np.array, torch.tensor], ids=["numpy", "tensor"])
+def test_per_token_values_as_1d_integer_arrays_are_padded_like_lists(as_array):
+    """Labels and document ids given as 1-D arrays (a tokenized dataset's columns) were stacked: ValueError."""
+    batch = pad_collate(0)([{"input_ids": as_array([1, 2, 3]), "labels": as_array([1, 2, 3]),
+                             "document_ids": as_array([4, 4, 5]), "scores": as_array([0.5, 0.5, 1.0])},
+                            {"input_ids": as_array([4]), "labels": as_array([4]), "document_ids": as_array([6]),
+                             "scores": as_array([1.0, 0.0, 0.0])}])
+    assert batch["labels"].tolist() == [[1, 2, 3], [4, IGNORE_INDEX, IGNORE_INDEX]]
+    assert batch["document_ids"].tolist() == [[4, 4, 5], [6, 0, 0]]
+    assert batch["scores"].shape == (2, 3)  # float vectors: fixed-size targets, stacked
+    per_token = pad_collate(0)([{"input_ids": [7]}, {"input_ids": [5, 6, 8], "labels": as_array([2, -100, 3])}])
+    assert per_token["labels"].tolist() == [[IGNORE_INDEX] * 3, [2, IGNORE_INDEX, 3]]

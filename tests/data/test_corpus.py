@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from plmkit.data.corpus import Document, iter_documents, iter_texts, split_sentences
+from plmkit.data.corpus import Document, corpus_files, iter_documents, iter_texts, split_sentences
 from plmkit.errors import ConfigError, DataError
 
 HAMLET = """Ber.
@@ -57,6 +57,20 @@ def test_gzip_and_jsonl_and_directories_recursively_sorted(tmp_path):
     docs = list(iter_documents(tmp_path))
     assert [d.text for d in docs] == ["json one", "json two", "nested", "gz one", "gz two"]
     assert docs[1].source == f"{tmp_path / 'a.jsonl'}:3"
+
+
+def test_a_file_reached_twice_is_read_once_and_named_once(tmp_path, caplog):
+    """A directory and a file inside it (or a link to it): its documents would be duplicated, and could
+    land on both sides of a held-out split."""
+    write(tmp_path / "corpus" / "a.txt", "one\n\ntwo\n")
+    write(tmp_path / "corpus" / "b.txt", "three\n")
+    (tmp_path / "link.txt").symlink_to(tmp_path / "corpus" / "a.txt")
+    roots = [tmp_path / "corpus", str(tmp_path / "corpus" / "a.txt"), tmp_path / "link.txt"]
+    with caplog.at_level("WARNING", logger="plmkit.data.corpus"):
+        assert list(corpus_files(roots)) == [tmp_path / "corpus" / "a.txt", tmp_path / "corpus" / "b.txt"]
+        assert [d.text for d in iter_documents(roots)] == ["one", "two", "three"]
+    warned = [r.getMessage() for r in caplog.records if "already reached" in r.getMessage()]
+    assert len(warned) == 1 and str(tmp_path / "corpus" / "a.txt") in warned[0]  # once, not at every pass
 
 
 def test_iter_texts_accepts_str_paths_and_is_lazy(tmp_path):
@@ -163,6 +177,18 @@ def test_english_prose_with_abbreviations_decimals_and_quotes():
         'She said "No."',
         "And so on, etc. and more.",
     ]
+
+
+def test_ordinary_words_and_names_before_a_full_stop_end_the_sentence():
+    """"no", "ed", "est", "co", "al" were abbreviations everywhere: "The answer was no. Then ..." stayed one
+    sentence (and so one NSP segment). Now "No." and the like are abbreviations before a number only."""
+    assert split_sentences("The answer was no. Then we left.") == ["The answer was no.", "Then we left."]
+    assert split_sentences("I met Ed. Then Al. He smiled.") == ["I met Ed.", "Then Al.", "He smiled."]
+    assert split_sentences("He works at Acme Co. The firm grew.") == ["He works at Acme Co.", "The firm grew."]
+    assert split_sentences("It was the best est. Rest now.") == ["It was the best est.", "Rest now."]
+    for kept in ("See No. 5 and Fig. 2 for details.", "The firm, est. 1901, grew.", "Smith et al. Nature 2001.",
+                 "Read the 2nd ed. 1999 printing.", "Mr. Smith of Acme Inc. Ltd. paid, cf. Vol. 3."):
+        assert split_sentences(kept) == [kept]
 
 
 def test_shakespeare_verse_lines_and_wrapped_prose():

@@ -9,7 +9,8 @@ import math
 import pytest
 import torch
 
-from plmkit.data.denoising import DenoisingCollator, permute_sentences, span_lengths, text_infilling
+from plmkit.data.denoising import (DenoisingCollator, fit_spans_in_gaps, permute_sentences, span_lengths,
+                                   text_infilling)
 from plmkit.tokenization import Tokenizer
 
 MASK = -1  # the documents below hold ids 0..n-1, so a mask is told apart and every span is recovered
@@ -93,8 +94,32 @@ def test_masked_fraction_is_rate_in_expectation_even_for_short_documents():
                  for _ in range(4000))
     assert abs(masked / (7 * 4000) - 0.3) < 0.01  # k = 2 or 3 (2.1 on average), never rounded to one
     assert text_infilling(torch.arange(0), MASK, 0.3, 3.0, g).numel() == 0
-    for n in range(1, 6):  # tiny documents: spans that do not fit a gap are dropped, nothing breaks
+    for n in range(1, 6):  # tiny documents: spans that do not fit a gap are merged, nothing breaks
         spans_of(text_infilling(torch.arange(n), MASK, 0.9, 3.0, g), n)
+
+
+@pytest.mark.parametrize("rate, lam", [(0.3, 3.0), (0.3, 0.2), (0.6, 1.0), (0.8, 3.0), (1.0, 3.0)])
+def test_masked_fraction_is_rate_even_with_more_spans_than_gaps(rate, lam):
+    """High rates and small lambdas draw more spans than there are gaps between the kept tokens: the
+    spans that find no gap still mask their tokens (merged into others), so k tokens are masked in every
+    row and the masked fraction is `rate`; masks still never touch."""
+    g = torch.Generator().manual_seed(3)
+    masked = total = 0
+    for n in torch.randint(5, 120, (400,), generator=g).tolist():
+        row = sum(spans_of(text_infilling(torch.arange(n), MASK, rate, lam, g), n))
+        assert row in (math.floor(n * rate), min(n, math.floor(n * rate) + 1))  # k = floor(n rate + u)
+        masked, total = masked + row, total + n
+    assert abs(masked / total - rate) < 0.01
+
+
+def test_spans_beyond_the_gaps_are_merged_and_insertions_fill_the_gaps_left():
+    g = torch.Generator().manual_seed(4)
+    lengths = torch.tensor([2, 0, 1, 0, 3, 0, 1])
+    assert fit_spans_in_gaps(lengths, 7, g) is lengths  # every span fits: unchanged
+    fitted = fit_spans_in_gaps(lengths, 3, g)  # 4 positive spans, 3 gaps: one merged, no insertion left
+    assert fitted.numel() == 3 and int(fitted.sum()) == 7 and bool((fitted > 0).all())
+    fitted = fit_spans_in_gaps(lengths, 5, g)  # the 4 positive spans and one insertion
+    assert sorted(fitted.tolist()) == [0, 1, 1, 2, 3]
 
 
 def test_sentence_permutation_keeps_the_sentences():

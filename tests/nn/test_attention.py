@@ -5,6 +5,9 @@ import pytest
 import torch
 
 from plmkit.nn import MultiHeadAttention, Unpadded, attention_bias
+from plmkit.nn import attention as attention_module
+from plmkit.nn.attention import attend
+from plmkit.nn.cache import KVCache
 
 
 def reference_attention(mha: MultiHeadAttention, x, key_mask=None, causal=False):
@@ -96,6 +99,48 @@ def test_fast_and_explicit_paths_agree_with_masks():
     torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
     assert torch.isfinite(fast).all()  # fully masked padding rows stay finite
     assert probs[:, :, 3, 4].abs().max() == 0  # no attention to the future
+
+
+@pytest.mark.parametrize("with_bias", [False, True])
+@pytest.mark.parametrize("t_q", [1, 3])
+def test_causal_with_cached_prefix_aligns_bottom_right_on_both_paths(t_q, with_bias):
+    """T_q < T_k (a KV cache): query i sees keys up to i + T_k - T_q on the fast path as on the explicit one."""
+    q, k, v = torch.randn(2, 4, t_q, 8), torch.randn(2, 2, 6, 8), torch.randn(2, 2, 6, 8)  # grouped-query
+    bias = attention_bias(torch.tensor([[0, 1, 1, 1, 1, 1], [1] * 6]), t_q, False, q.dtype) if with_bias else None
+    fast, _ = attend(q, k, v, bias, causal=True)
+    slow, probs = attend(q, k, v, bias, causal=True, need_weights=True)
+    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
+    seen = (probs > 0).sum(-1)  # (B, H, T_q): keys each query sees
+    first_key = 1 if with_bias else 0
+    expected = torch.arange(6 - t_q + 1, 7)  # the last query sees all 6 keys
+    assert seen[1].eq(expected).all() and seen[0].eq(expected - first_key).all()
+
+
+def test_incremental_causal_attention_with_kv_cache_equals_full():
+    mha = MultiHeadAttention(16, 2).eval()
+    x = torch.randn(1, 5, 16)
+    with torch.no_grad():
+        full, _ = mha(x, causal=True)
+        cache = KVCache(1, 1, 2, 8, 8)[0]
+        parts = [mha(x[:, :2], causal=True, cache=cache)[0], mha(x[:, 2:4], causal=True, cache=cache)[0],
+                 mha(x[:, 4:], causal=True, cache=cache)[0]]
+    torch.testing.assert_close(torch.cat(parts, 1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_causal_without_cache_keeps_sdpa_fast_path(monkeypatch):
+    """T_q == T_k without a bias: SDPA's own causal mask, no bias tensor built."""
+    calls = []
+    sdpa = attention_module.F.scaled_dot_product_attention
+
+    def spy(*args, **kwargs):
+        calls.append((kwargs.get("attn_mask"), kwargs.get("is_causal")))
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(attention_module.F, "scaled_dot_product_attention", spy)
+    q = torch.randn(1, 2, 4, 8)
+    attend(q, q, q, causal=True)
+    attend(q[:, :, -1:], q, q, causal=True)  # one decoding step: sees every key, nothing to mask
+    assert calls == [(None, True), (None, False)]
 
 
 def test_cross_attention_uses_context_keys():

@@ -20,6 +20,18 @@ def test_update_writes_in_place_and_returns_views():
         cache[0].update(torch.randn(2, 3, 2, 4), torch.randn(2, 3, 2, 4))
 
 
+@pytest.mark.parametrize("shape", [(1, 3, 2, 4), (2, 1, 2, 4), (2, 3, 2, 8)], ids=["batch", "heads", "channels"])
+def test_update_with_keys_of_another_shape_is_refused(shape):
+    """A batch-1 step written into a batch-2 cache broadcast into every row, silently."""
+    cache = KVCache(n_layers=1, batch=2, n_kv_heads=3, max_len=6, d_head=4)
+    expected = r"do not fit a cache of 2 rows x 3 heads x 4 channels: expected \(2, 3, T, 4\)"
+    with pytest.raises(RuntimeError, match=expected):
+        cache[0].update(torch.randn(shape), torch.randn(shape))
+    with pytest.raises(RuntimeError, match="do not fit"):  # values unlike the keys
+        cache[0].update(torch.randn(2, 3, 2, 4), torch.randn(shape))
+    assert cache.length == 0
+
+
 def test_cached_attention_equals_full_causal_attention_with_gqa():
     attn = MultiHeadAttention(32, n_heads=4, n_kv_heads=2).eval()
     x = torch.randn(2, 7, 32)
@@ -126,6 +138,18 @@ def test_slot_cache_grows_with_its_longest_row_and_shrinks_when_empty():
     assert cache.width == 20 and cache.layers[1].k[0, 0, :len(written[1]), 0].tolist() == written[1]  # one row left
     cache.leave(0)
     assert cache.width == 4 and cache.active == 0  # empty: back to the first width
+
+
+def test_slot_cache_leave_of_a_row_that_is_not_active_is_refused():
+    from plmkit.nn.cache import SlotKVCache
+    cache = SlotKVCache(n_layers=1, slots=3, n_kv_heads=1, max_len=8, d_head=2, step=4)
+    cache.row_cache(0, 2)
+    cache.join(2)
+    for row in (1, 2, -1):  # free slots, and no such row
+        with pytest.raises(RuntimeError, match=rf"leave\({row}\): row {row} is not active; the active rows are 0 .. 0"):
+            cache.leave(row)
+    assert cache.active == 1 and cache.lengths[0] == 2  # unchanged
+    assert cache.leave(0) == 0 and cache.active == 0
 
 
 def test_seq2seq_slot_cache_drops_its_sources_when_empty():

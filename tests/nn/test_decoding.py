@@ -6,8 +6,8 @@ from torch import nn
 from plmkit.models.gpt2 import GPT2Config, GPT2LMHeadModel
 from plmkit.nn import MultiHeadAttention
 from plmkit.nn import decoding
-from plmkit.nn.decoding import (column_major_lm_head, decode_linear, decoding_layout, pack_weight, row_major_lm_head,
-                                unpack_weight)
+from plmkit.nn.decoding import (column_major_lm_head, decode_linear, decoding_layout, pack_weight,
+                                refresh_weight_copies, row_major_lm_head, unpack_weight)
 from plmkit.nn.lora import apply_lora
 
 TOL = dict(atol=1e-5, rtol=1e-5)
@@ -196,6 +196,24 @@ def test_a_packed_copy_follows_the_weight_it_was_made_from():
         torch.testing.assert_close(lin(x), F.linear(x, lin.weight, lin.bias), **TOL)
         lin.load_state_dict({"weight": torch.randn(40, 24), "bias": torch.zeros(40)})
         torch.testing.assert_close(lin(x), F.linear(x, lin.weight, lin.bias), **TOL)
+
+
+def test_an_update_through_data_is_unseen_until_the_copies_are_refreshed():
+    """``w.data.mul_`` leaves the weight's version counter alone: the packed and fused copies cannot see it
+    (documented); `refresh_weight_copies`, or train() and eval() again, make them from the new weights."""
+    model = _gpt2()
+    ids = torch.randint(0, 97, (3, 7))
+    attn = next(m for m in model.modules() if isinstance(m, MultiHeadAttention))
+    for refresh in (refresh_weight_copies, lambda m: m.train().eval()):
+        with torch.no_grad():
+            before = model(ids).logits  # packs the weights, fuses q/k/v
+            model.transformer.layers[0].mlp.fc_in.weight.data.mul_(2)
+            attn.k.weight.data.mul_(2)
+            assert torch.equal(model(ids).logits, before)  # the stale copies (the documented limitation)
+            refresh(model)
+            fresh = model(ids).logits
+            assert not torch.allclose(fresh, before)
+        torch.testing.assert_close(fresh, model(ids).logits, **TOL)  # (autograd recording: the weights themselves)
 
 
 @pytest.mark.parametrize("rows", [2, 3, 9, 64, 300])

@@ -4,6 +4,7 @@ from torch import nn
 
 from plmkit.errors import ConfigError
 from plmkit.models.bert import BertConfig, BertForSequenceClassification
+from plmkit.models.gpt2 import GPT2Config, GPT2LMHeadModel
 from plmkit.nn.lora import LoRALinear, apply_lora, merge_lora, plain_state_dict, train_embedding_rows
 
 
@@ -128,3 +129,14 @@ def test_a_state_gathered_from_shards_is_merged_from_its_own_tensors():
     assert torch.equal(rows[[3, 7]], gathered["bert.embeddings.word.trainable_rows"])
     assert torch.equal(rows[0], gathered["bert.embeddings.word.weight"][0])
     assert merged.keys() == plain_state_dict(model).keys() and not any("lora" in k or "rows" in k for k in merged)
+
+
+def test_lora_on_a_tied_lm_head_is_refused_naming_the_tie():
+    """The update would reach the head alone, and a checkpoint keeping the tied weight once (the
+    embedding's) lost it: the reloaded model differed from the trained one."""
+    model = GPT2LMHeadModel(GPT2Config.from_preset("gpt2-tiny", vocab_size=97, n_positions=32))
+    assert model.lm_head.weight is model.transformer.embeddings.word.weight
+    with pytest.raises(ConfigError, match=r"lm_head\.weight is tied to transformer\.embeddings\.word\.weight"):
+        apply_lora(model, ("q", "lm_head"), rank=2)
+    assert not any(isinstance(m, LoRALinear) for m in model.modules())  # nothing wrapped
+    assert apply_lora(model, ("q",), rank=2)  # untied layers still take adapters

@@ -42,6 +42,20 @@ def test_loss_and_gradients_equal_unfused_cross_entropy(small_chunks, ignored):
         torch.testing.assert_close(ours, ref, **TOL)
 
 
+def test_batched_hidden_states_and_targets_with_gradients(small_chunks):
+    """h (B, T, D) with targets (B, T): flattened first (the gradients came through index_select on (B, T))."""
+    h, w, targets = _inputs(n=12)
+    targets[[1, 7]] = -100
+    h, targets = h.view(3, 4, 8), targets.view(3, 4)
+    fused = _grads(lambda h, w: linear_cross_entropy(h, w, targets), h, w)
+    unfused = _grads(lambda h, w: F.cross_entropy((h @ w.T).flatten(0, 1), targets.flatten(), ignore_index=-100), h, w)
+    for ours, ref in zip(fused, unfused):
+        torch.testing.assert_close(ours, ref, **TOL)
+    assert fused[1].shape == (3, 4, 8)
+    with pytest.raises(ValueError, match=r"targets have shape \(12,\), expected \(3, 4\)"):
+        linear_cross_entropy(h, w, targets.flatten())
+
+
 def test_one_chunk_and_scaled_upstream_gradient():
     h, w, targets = _inputs()
     ours = _grads(lambda h, w: 3 * linear_cross_entropy(h, w, targets), h, w)

@@ -42,3 +42,14 @@ def test_rmsnorm_matches_hf():
     x = torch.randn(2, 3, 16) * 5
     torch.testing.assert_close(ours(x), hf(x))
     torch.testing.assert_close(ours(x.bfloat16()).float(), hf(x.bfloat16()).float(), atol=2e-2, rtol=1e-2)
+
+
+def test_tables_of_a_module_cast_to_bf16_are_computed_in_fp32():
+    """``.to(bf16)`` rounds the inv_freq buffer; growing the tables from it put position 1000 off by 0.4."""
+    reference = RotaryEmbedding(64, max_positions=16)
+    cast = RotaryEmbedding(64, max_positions=16).to(torch.bfloat16)
+    pos = torch.tensor([[3, 10, 1000, 4000]])  # inside the first tables, then past them (grown)
+    for dtype in (torch.float32, torch.bfloat16):
+        for ours, theirs in zip(cast.tables(pos, dtype), reference.tables(pos, dtype)):
+            assert ours.dtype == dtype and torch.equal(ours, theirs)
+    assert cast.inv_freq.dtype == torch.float32 and torch.equal(cast.inv_freq, reference.inv_freq)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from plmkit.utils.constants import IGNORE_INDEX
@@ -60,7 +61,7 @@ def pad_collate(pad_id: int, side: str = "right"):
                 fill = IGNORE_INDEX if key == "labels" else 0
                 batch[key] = pad_sequences(values, fill, side, ids.shape[1])[0]
             else:
-                batch[key] = torch.tensor(values)
+                batch[key] = _stacked(values)
         return batch
 
     return collate
@@ -72,7 +73,9 @@ def with_ignored_labels(features: list[dict]) -> list[dict]:
     labelled = next((f for f in features if "labels" in f), None)
     if labelled is None or all("labels" in f for f in features):
         return features
-    per_token = isinstance(labelled["labels"], (list, tuple))
+    labels = labelled["labels"]
+    per_token = isinstance(labels, (list, tuple)) or (isinstance(labels, (np.ndarray, torch.Tensor))
+                                                       and labels.ndim > 0)
     if per_token and not _per_token([labelled["labels"]], [len(labelled["input_ids"])]):
         raise ValueError("features without labels cannot share a batch with list targets that are not per token "
                          "(multi-label classes): there is no ignored value for them")
@@ -80,7 +83,24 @@ def with_ignored_labels(features: list[dict]) -> list[dict]:
             for f in features]
 
 
+def _stacked(values: list) -> torch.Tensor:
+    """(B, ...) from one value per feature: numbers, lists, arrays or tensors of one shape."""
+    if any(isinstance(v, (np.ndarray, torch.Tensor)) for v in values):
+        return torch.stack([torch.as_tensor(v) for v in values])
+    return torch.tensor(values)
+
+
 def _per_token(values: list, lengths: list[int]) -> bool:
-    """Lists of ints, one per input token, in every feature."""
-    return all(isinstance(v, (list, tuple)) and len(v) == n and all(isinstance(x, int) for x in v)
-               for v, n in zip(values, lengths))
+    """Integer sequences (lists, 1-D arrays or tensors), one value per input token, in every feature."""
+    return all(_is_int_sequence(v) and len(v) == n for v, n in zip(values, lengths))
+
+
+def _is_int_sequence(value) -> bool:
+    """A list or tuple of ints, or a 1-D integer numpy array or tensor."""
+    if isinstance(value, (list, tuple)):
+        return all(isinstance(x, (int, np.integer)) for x in value)
+    if isinstance(value, np.ndarray):
+        return value.ndim == 1 and np.issubdtype(value.dtype, np.integer)
+    if isinstance(value, torch.Tensor):
+        return value.dim() == 1 and not (value.is_floating_point() or value.is_complex() or value.dtype == torch.bool)
+    return False

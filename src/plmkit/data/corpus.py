@@ -16,6 +16,7 @@ Whitespace-only documents are skipped.
 from __future__ import annotations
 
 import gzip
+import logging
 import os
 import re
 from contextlib import nullcontext
@@ -25,6 +26,8 @@ from typing import Callable, Iterable, Iterator, Sequence, Union
 
 from plmkit.errors import ConfigError, DataError
 from plmkit.utils.text import parse_json
+
+log = logging.getLogger(__name__)
 
 PathLike = Union[str, "os.PathLike[str]"]
 SUFFIXES = (".txt", ".txt.gz", ".jsonl", ".jsonl.gz")
@@ -82,9 +85,28 @@ def iter_texts(paths: PathLike | Iterable[PathLike], fields: Fields = ("text",))
         yield doc.text
 
 
+_REPORTED_REPEATS: set[Path] = set()  # the files reached twice that a warning named already
+
+
 def corpus_files(roots: list[PathLike]) -> Iterator[Path]:
     """The corpus files of `roots` (files, and the files of directories, sorted); a missing path or a
-    file of another kind is an error naming it."""
+    file of another kind is an error naming it. A file reached twice (a directory and a file in it,
+    a link) is read once, where first reached: its documents would be duplicated, and could land on
+    both sides of a held-out split."""
+    seen: set[Path] = set()
+    for file in _listed_files(roots):
+        resolved = file.resolve()
+        if resolved in seen:
+            if resolved not in _REPORTED_REPEATS:  # once, not at every pass over the corpus
+                _REPORTED_REPEATS.add(resolved)
+                log.warning("%s: this corpus file was already reached through another path; it is read once", file)
+            continue
+        seen.add(resolved)
+        yield file
+
+
+def _listed_files(roots: list[PathLike]) -> Iterator[Path]:
+    """`corpus_files`, repeats included."""
     for root in map(Path, roots):
         if root.is_dir():
             yield from sorted(p for p in root.rglob("*") if p.is_file() and p.name.endswith(SUFFIXES))
@@ -193,9 +215,11 @@ _IS_CJK = re.compile(rf"[{_CJK}{_OPEN}]")
 _INITIALS = re.compile(r"^(?:[A-Za-z]\.)*[A-Za-z]$")  # "J", "U.S", "e.g"
 ABBREVIATIONS = frozenset("""
     mr mrs ms dr prof st sr jr rev hon gen col capt lt sgt maj cmdr gov pres sen rep
-    mt ft vs etc cf al approx dept est fig jan feb mar apr jun jul aug sep sept oct nov dec
-    no vol ch p pp ed eds inc ltd co corp e.g i.e viz
-""".split())
+    mt ft vs etc cf approx dept jan feb mar apr jun jul aug sep sept oct nov dec
+    vol ch p pp eds inc ltd corp e.g i.e viz
+""".split())  # never ordinary words ("co": "Co." ends a firm's name as often as a sentence, left out)
+# also ordinary words or names ("The answer was no.", "I met Ed."): abbreviations before a number only
+NUMBER_ABBREVIATIONS = frozenset("no nos fig figs ed est".split())  # "No. 5", "Fig. 2", "ed. 1999", "est. 1901"
 
 
 def split_sentences(text: str) -> list[str]:
@@ -233,6 +257,18 @@ def _join_wrapped_lines(text: str) -> list[str]:
     return lines
 
 
+def _abbreviation(words: list[str], rest: str) -> bool:
+    """Whether the "." after the last of `words` (the line's words before it) ends an abbreviation or an
+    initial rather than a sentence, `rest` being the text after it (from its next word on)."""
+    word = words[-1].lstrip("\"'(\u201c\u2018[") if words else ""
+    lower = word.lower()
+    if lower in ABBREVIATIONS or (_INITIALS.match(word) and word != "I"):
+        return True
+    if lower in NUMBER_ABBREVIATIONS:
+        return rest[:1].isdigit()
+    return lower == "al" and len(words) > 1 and words[-2].lower() == "et"  # "et al."
+
+
 def _ends_sentence(line: str, match: re.Match) -> bool:
     mark, end = match.group(), match.end()
     if mark[0] in _ZH_TERMINATORS:
@@ -244,11 +280,8 @@ def _ends_sentence(line: str, match: re.Match) -> bool:
         rest = line[end:].lstrip()
         if rest[:1].islower():
             return False
-        if mark == ".":
-            words = line[:match.start()].split()
-            word = words[-1].lstrip("\"'(\u201c\u2018[") if words else ""
-            if word.lower() in ABBREVIATIONS or (_INITIALS.match(word) and word != "I"):
-                return False
+        if mark == "." and _abbreviation(line[:match.start()].split(), rest):
+            return False
         return True
     before = line[match.start() - 1] if match.start() else ""
     return bool(_IS_CJK.match(before) and _IS_CJK.match(following))

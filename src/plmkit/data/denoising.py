@@ -9,8 +9,10 @@ documents in, (noised input_ids, labels = the original) batches for an encoder-d
   cut to fit (fairseq's rule); each span becomes ONE mask token, and a span of length 0 inserts a
   mask token. The spans go into distinct gaps among the n - k tokens left (before the first, between
   two, after the last), chosen uniformly, so spans never touch or overlap: every mask token of the
-  input stands for one span. (A very short document may have more spans than gaps; the spans that
-  do not fit are dropped.)
+  input stands for one span. Exactly k tokens are masked, always: when there are more spans than gaps
+  (a short document, a high rate or a small lambda), the spans of positive length that find no gap
+  are merged into random spans that did (as overlapping spans merge in fairseq), and zero-length
+  spans (insertions, masking nothing) take the gaps left over, the rest being dropped.
 * **The batch** (`DenoisingCollator`): input_ids = ``<s> noised </s>``, labels = ``<s> original </s>``
   (BART's layout: the model shifts the labels right behind ``decoder_start_token_id``), both padded
   to the batch's longest row; labels are padded with -100, so the loss skips padding.
@@ -50,6 +52,24 @@ def span_lengths(k: int, poisson_lambda: float = 3.0, generator: torch.Generator
     return lengths
 
 
+def fit_spans_in_gaps(lengths: Tensor, gaps: int, generator: torch.Generator | None = None) -> Tensor:
+    """At most `gaps` of the (spans,) `lengths` (in a random order), still adding up to the same total: the
+    spans of positive length go first, those beyond `gaps` being added to random ones that fit; zero-length
+    spans (insertions) take the gaps left over. Unchanged when every span fits."""
+    if lengths.numel() <= gaps:
+        return lengths
+    positive = lengths > 0
+    rank = torch.where(positive, positive.cumsum(0), (~positive).cumsum(0)) - 1  # (spans,): rank among its kind
+    fitting = min(int(positive.sum()), gaps)  # spans of positive length that get a gap
+    keep = torch.where(positive, rank < fitting, rank < gaps - fitting)
+    fitted, left_out = lengths[keep].clone(), lengths[positive & ~keep]
+    if left_out.numel():
+        targets = torch.nonzero(fitted > 0).squeeze(1)  # (fitting,) the positions of the fitted positive spans
+        picks = torch.randint(fitting, (left_out.numel(),), generator=generator)
+        fitted.index_add_(0, targets[picks], left_out)
+    return fitted
+
+
 def text_infilling(ids: Tensor, mask_id: int, rate: float = 0.3, poisson_lambda: float = 3.0,
                    generator: torch.Generator | None = None) -> Tensor:
     """One document (1-D ids) with spans of about `rate` of its tokens replaced by one `mask_id` each."""
@@ -57,8 +77,8 @@ def text_infilling(ids: Tensor, mask_id: int, rate: float = 0.3, poisson_lambda:
     k = min(n, int(n * rate + float(torch.rand((), generator=generator))))
     lengths = span_lengths(k, poisson_lambda, generator)
     lengths = lengths[torch.randperm(lengths.numel(), generator=generator)]  # the cut last span anywhere
-    lengths = lengths[:n - int(lengths.sum()) + 1]  # at most one span per gap
-    kept, m = n - int(lengths.sum()), lengths.numel()
+    lengths = fit_spans_in_gaps(lengths, n - k + 1, generator)  # at most one span per gap, still k tokens
+    kept, m = n - k, lengths.numel()
     gaps = torch.randperm(kept + 1, generator=generator)[:m].sort().values  # gap g: before kept token g
     in_gap = torch.zeros(kept + 1, dtype=torch.long).index_put_((gaps,), lengths)  # (kept + 1,) tokens masked
     has_mask = torch.zeros(kept + 1, dtype=torch.long).index_put_((gaps,), torch.ones_like(gaps))

@@ -10,8 +10,10 @@ Every time a batch is built, each sequence gets a fresh mask:
 * of the chosen tokens 80% become [MASK], 10% a random non-special token, 10% stay;
   `labels` holds their original ids and -100 everywhere else;
 * whole-word masking: a WordPiece ``##`` continuation belongs to the word before it,
-  and words are chosen instead of tokens (a word is taken when its middle falls inside
-  the k-token budget, so the masked fraction stays close to `rate`). A Chinese
+  and words are chosen instead of tokens: in a random order of the words, with r tokens
+  before a word of L tokens, the word is taken when r + L u < n * rate (u as above): the
+  words inside the budget always, the one across its end with the probability that keeps
+  the expected masked count exactly n * rate, whole words only. A Chinese
   character is its own token and word in BERT's tokenizer, so Chinese gets character
   masking.
 
@@ -65,9 +67,10 @@ def mask_tokens(input_ids: Tensor, eligible: Tensor, rate: float, mask_id: int, 
     order = torch.sort(score, dim=1, stable=True).indices
     rank = torch.empty_like(order).scatter_(1, order, positions)
     first_rank = rank - (positions - start_pos)  # rank of the word's first token
-    n_eligible = eligible.sum(1, keepdim=True)
-    budget = torch.floor(n_eligible * rate + torch.rand(b, 1, generator=generator, device=device))
-    chosen = eligible & (first_rank + word_len / 2 < budget)
+    budget = eligible.sum(1, keepdim=True) * rate  # (B, 1): the expected masked count, not rounded
+    u = torch.rand(b, 1, generator=generator, device=device)
+    # words wholly inside the budget are taken, the one across its end with probability (budget - r) / L
+    chosen = eligible & (first_rank + word_len * u < budget)
     if not bool(chosen.any()) and bool(eligible.any()):
         chosen = eligible & (rank == rank.masked_fill(~eligible, t).min())  # one token somewhere in the batch
         chosen &= torch.cumsum(chosen.view(-1).long(), 0).view(b, t) == 1

@@ -23,13 +23,12 @@ def attend(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = None, causal: 
     """q: (B, H, T_q, d), k/v: (B, H_kv, T_k, d) -> (B, H, T_q, d) and, if asked, probs (B, H, T_q, T_k).
 
     ``bias`` is an additive mask (see plmkit.nn.masks); ``causal`` adds the causal mask
-    and must only be used when ``bias`` does not already contain it.
+    and must only be used when ``bias`` does not already contain it. The causal mask is aligned
+    bottom-right: with T_k > T_q (a cached prefix) query i sees keys up to i + T_k - T_q.
     """
     gqa = k.shape[1] != q.shape[1]  # grouped-query attention: each k/v head serves a group of q heads
     if not need_weights:
-        if causal and bias is not None:
-            bias = bias + causal_bias(q.shape[2], k.shape[2], q.dtype, q.device)
-            causal = False
+        bias, causal = _fast_path_masks(bias, causal, q, k)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout, is_causal=causal,
                                              enable_gqa=gqa)  # no copies of k/v (or of a KV cache)
         return out, None
@@ -44,6 +43,18 @@ def attend(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = None, causal: 
     probs = scores.softmax(dim=-1)
     out = F.dropout(probs, dropout) @ v if dropout else probs @ v
     return out, probs
+
+
+def _fast_path_masks(bias: Tensor | None, causal: bool, q: Tensor, k: Tensor) -> tuple[Tensor | None, bool]:
+    """(bias, is_causal) for SDPA. Its ``is_causal`` aligns the mask top-left, right only when T_q == T_k;
+    otherwise (a cached prefix) the causal mask becomes a bottom-right-aligned bias, added to ``bias``."""
+    t_q, t_k = q.shape[2], k.shape[2]
+    if not causal or (bias is None and t_q == t_k):
+        return bias, causal  # SDPA's own causal mask (fast path)
+    if t_q == 1 and not is_traceable():  # (no branch on a size when traced)
+        return bias, False  # the one query is the last position: it sees every key
+    causal_mask = causal_bias(t_q, t_k, q.dtype, q.device)  # (1, 1, T_q, T_k)
+    return causal_mask if bias is None else bias + causal_mask, False
 
 
 def attend_packed(q: Tensor, k: Tensor, v: Tensor, groups: list[tuple[int, int]], d_head: int,

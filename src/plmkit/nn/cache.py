@@ -41,6 +41,7 @@ class LayerKVCache:
 
     def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Append k/v (B, H_kv, T, d); return all keys and values so far, (B, H_kv, length, d) views."""
+        self._check_shapes(k, v)
         start, end = self.length, self.length + k.shape[2]
         if end > self.max_len:
             raise RuntimeError(f"KV cache overflow: {end} positions but the cache holds {self.max_len}; "
@@ -49,6 +50,15 @@ class LayerKVCache:
         self.v[:, :, start:end] = v
         self.length = end
         return self.k[:, :, :end], self.v[:, :, :end]
+
+    def _check_shapes(self, k: Tensor, v: Tensor) -> None:
+        """New keys and values must match the buffers but for T: a batch-1 step written into a batch-4 cache
+        would broadcast into every row."""
+        b, heads, _, d = self.k.shape
+        if k.dim() != 4 or (k.shape[0], k.shape[1], k.shape[3]) != (b, heads, d) or v.shape != k.shape:
+            raise RuntimeError(f"KV cache update: keys {tuple(k.shape)} and values {tuple(v.shape)} do not fit a "
+                               f"cache of {b} rows x {heads} heads x {d} channels: expected ({b}, {heads}, T, {d}) "
+                               "each (a cache made for another batch size or model?)")
 
     def reorder(self, index: Tensor) -> None:
         """Keep rows ``index`` (B,) of the batch, in that order (beam search)."""
@@ -198,6 +208,9 @@ class SlotKVCache(KVCache):
     def leave(self, row: int) -> int:
         """Free ``row``: the last active row moves into it. Returns the row that moved (== ``row`` when
         it was the last)."""
+        if not 0 <= row < self.active:
+            raise RuntimeError(f"leave({row}): row {row} is not active; the active rows are 0 .. {self.active - 1} "
+                               f"({self.active} of {self.slots} slots)")
         last = self.active - 1
         if row != last:
             n = int(self.lengths[last])

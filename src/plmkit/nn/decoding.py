@@ -46,8 +46,8 @@ and in a whole MiniLM classifier (one review, ~26 tokens, one thread, two runs):
 oneDNN's copies, 12.3 / 14.6 with MKL's (a 4 x 256 student 6.6 / 7.3 -> 4.6 / 6.0); one sentence through
 all-MiniLM-L6-v2 (2 threads) 0.94x Hugging Face's speed -> 1.26x. Decoding with packed weights is about
 the same (GPT-2 small, 8 rows a step: 0.97x; 4 beams: 1.10x). The copy is made the first time the weight
-runs, kept while the weight is unchanged, and dropped by ``train()``; MKL's takes ~1.5x the weight's
-memory (and ~8 MB of address space more).
+runs, kept while the weight is unchanged (an update through ``.data`` goes unseen: `refresh_weight_copies`),
+and dropped by ``train()``; MKL's takes ~1.5x the weight's memory (and ~8 MB of address space more).
 
 Small weights are the exception: oneDNN costs ~10-15 us more per call than MKL (and the rows' padding a
 few more), which a small matrix does not earn back. One row of a weight of 1 MiB or less (256 x 1024,
@@ -153,7 +153,11 @@ def mkl_packing() -> bool:
 
 def weight_key(weight: Tensor) -> tuple[int | None, int]:
     """What a packed copy is valid for: the weight's storage and in-place updates (an inference tensor has
-    no version counter: one made inside ``torch.inference_mode`` is not updated in place outside it)."""
+    no version counter: one made inside ``torch.inference_mode`` is not updated in place outside it).
+
+    Not seen: an in-place update through ``weight.data`` (``w.data.mul_(2)``, ``w.data[:] = ...``), which
+    bumps the counter of the ``.data`` tensor, not the weight's; only a pass over the weight could tell,
+    as costly as the product it guards. Such code calls `refresh_weight_copies` (or ``model.train()``)."""
     return None if weight.is_inference() else weight._version, weight.data_ptr()
 
 
@@ -210,7 +214,12 @@ def inference_linears(model: nn.Module, on: bool) -> None:
     more, the fewer the rows: a sentence alone gains most), for ~1.5x the weights' memory. ``on`` False
     (training) drops the forwards and the copies. Each self-attention then runs q, k and v as one
     matmul on a copy of their weights (packed in turn): 1.27x three packed ones at 30 rows x 384 x 1152,
-    more for a pruned layer's narrow projections. A model sharded by FSDP2 is left as it is."""
+    more for a pruned layer's narrow projections. A model sharded by FSDP2 is left as it is.
+
+    The copies follow the weights through new tensors, ``load_state_dict`` and in-place updates of the
+    weights themselves (an optimizer step, ``with torch.no_grad(): w.mul_(2)``), but not through
+    ``w.data`` (``w.data.mul_(2)``: see `weight_key`): after such an update call `refresh_weight_copies`
+    (or ``train()``), else the model keeps computing with the old weights."""
     linears = _plain_linears(model)
     sharded = is_sharded(model)
     keep = on and not sharded and sum(m.weight.numel() * 4 for m in linears if m.weight.device.type == "cpu"
@@ -224,6 +233,23 @@ def inference_linears(model: nn.Module, on: bool) -> None:
             unpack_weight(m.weight)
     for m in _self_attentions(model):
         m.fuse_qkv(keep, pack=True)  # one q/k/v matmul (a copy of their weights, packed in turn)
+
+
+def refresh_weight_copies(model: nn.Module) -> None:
+    """Drop the copies eval mode (`inference_linears`) and `decoding_layout` keep of ``model``'s weights:
+    packed copies, each self-attention's fused q/k/v (made again now from the current weights) and its
+    joined int8 q/k/v, int8 layers' kernels; the others are made again at their next use. Needed after an
+    in-place update through ``.data``, which the copies cannot detect (`weight_key`); ``model.train()``
+    drops the fp32 ones too."""
+    for m in _plain_linears(model):
+        unpack_weight(m.weight)
+    for m in model.modules():
+        if hasattr(m, "_current_kernel"):  # plmkit.nn.quantized.QuantizedLinear
+            m._kernel = None
+        if hasattr(m, "fuse_qkv"):
+            if m.fused_qkv is not None:
+                m.fuse_qkv(True, pack=m._fused_from[1])
+            m._int8_joined = None
 
 
 def _cross_attentions(model: nn.Module) -> list[nn.Module]:
@@ -321,4 +347,4 @@ def decoding_layout(model: nn.Module, pack: bool = False):
 
 
 __all__ = ["HAS_ONEDNN_LINEAR", "column_major_lm_head", "decode_linear", "decoding_layout", "inference_linears",
-           "is_sharded", "pack_weight", "row_major_lm_head", "unpack_weight"]
+           "is_sharded", "pack_weight", "refresh_weight_copies", "row_major_lm_head", "unpack_weight"]

@@ -156,15 +156,33 @@ def apply_lora(model: nn.Module, targets=("q", "v"), rank: int = 8, alpha: float
     if unmatched:  # every target names layers: a typo is not dropped silently
         names = sorted({n.rsplit(".", 1)[-1] for n, _ in linears})
         raise ConfigError(f"apply_lora: no Linear layer matches {unmatched}; this model's Linear names: {names}")
+    chosen = [(n, m) for n, m in linears if _matches(n, targets)]
+    _refuse_tied(model, chosen)
     wrapped = []
-    for name, module in linears:
-        if _matches(name, targets):
-            replace_module(model, name, LoRALinear.wrap(module, rank, alpha, dropout))
-            wrapped.append(name)
+    for name, module in chosen:
+        replace_module(model, name, LoRALinear.wrap(module, rank, alpha, dropout))
+        wrapped.append(name)
     if freeze_base:
         for pname, p in model.named_parameters():
             p.requires_grad_(".lora_" in pname or pname.startswith("lora_"))
     return wrapped
+
+
+def _refuse_tied(model: nn.Module, linears: list[tuple[str, nn.Linear]]) -> None:
+    """A ConfigError naming the first of `linears` whose weight another module shares (an LM head tied to the
+    token embeddings): the update would reach the head's output alone, no merge can keep both uses apart,
+    and a checkpoint storing the tied weight once (under the embedding's name) would lose it."""
+    holders: dict[int, list[tuple[nn.Module, str]]] = {}  # id(parameter) -> (module holding it, its name)
+    for mname, m in model.named_modules():  # (a layer shared under several names counts once)
+        for pname, p in m.named_parameters(recurse=False):
+            holders.setdefault(id(p), []).append((m, f"{mname}.{pname}" if mname else pname))
+    for name, module in linears:
+        others = [where for m, where in holders.get(id(module.weight), []) if m is not module]
+        if others:
+            raise ConfigError(f"apply_lora: {name}.weight is tied to {others[0]} (one tensor, e.g. "
+                              f"tie_word_embeddings): LoRA on {name} would update its output only, and a checkpoint "
+                              f"keeping the tied weight once would lose the update; leave {name} out of the targets "
+                              "or untie the weights first")
 
 
 def train_embedding_rows(model: nn.Module, embedding: nn.Embedding, token_ids) -> TrainableRowsEmbedding:

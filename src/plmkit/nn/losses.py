@@ -108,9 +108,14 @@ def linear_cross_entropy(h: Tensor, weight: Tensor, targets: Tensor, bias: Tenso
     """Mean cross-entropy of ``h @ weight.T + bias`` (N, V) against ``targets`` (N,), -100 = ignored,
     with ``F.cross_entropy``'s ``label_smoothing``.
 
-    h: (N, D); weight: (V, D), e.g. an LM head's (possibly tied) weight; bias: (V,) or None. Under
-    autocast the matmuls run in the autocast dtype, as ``F.linear`` would; the softmax is always fp32.
+    h: (N, D), or (B, T, D) (any leading dimensions) with targets (B, T); weight: (V, D), e.g. an LM
+    head's (possibly tied) weight; bias: (V,) or None. Under autocast the matmuls run in the autocast
+    dtype, as ``F.linear`` would; the softmax is always fp32.
     """
+    if targets.shape != h.shape[:-1]:
+        raise ValueError(f"linear_cross_entropy: targets have shape {tuple(targets.shape)}, expected "
+                         f"{tuple(h.shape[:-1])} (the leading dimensions of h, {tuple(h.shape)})")
+    h, targets = h.reshape(-1, h.shape[-1]), targets.reshape(-1)  # (..., D) -> (N, D), (...) -> (N,)
     if torch.is_autocast_enabled(h.device.type):
         dtype = torch.get_autocast_dtype(h.device.type)
         h, weight = h.to(dtype), weight.to(dtype)

@@ -28,7 +28,8 @@ def rope_frequencies(d: int, theta: float) -> Tensor:
 
 
 class RotaryEmbedding(nn.Module):
-    """Precomputed cos/sin tables for positions 0 .. max_positions-1 (grown on demand)."""
+    """Precomputed cos/sin tables for positions 0 .. max_positions-1 (grown on demand), kept in fp32 and
+    cast to the dtype asked for on lookup, as Hugging Face computes them, even in a module cast to bf16."""
 
     def __init__(self, d_head: int, max_positions: int = 2048, theta: float = 10000.0):
         super().__init__()
@@ -39,8 +40,11 @@ class RotaryEmbedding(nn.Module):
         self._build(max_positions)
 
     def _build(self, n: int, device=None) -> None:
-        inv_freq = self.inv_freq.to(device) if device is not None else self.inv_freq
-        angles = torch.outer(torch.arange(n, device=inv_freq.device, dtype=torch.float32), inv_freq)  # (n, d/2)
+        """Tables for positions 0 .. n-1, in fp32 from fp32 frequencies: never from the ``inv_freq`` buffer,
+        which a module cast to bf16/fp16 (``model.to(torch.bfloat16)``) holds rounded."""
+        device = device if device is not None else self.inv_freq.device
+        self.inv_freq = rope_frequencies(self.d_head, self.theta).to(device)  # (d/2,) fp32, as at __init__
+        angles = torch.outer(torch.arange(n, device=device, dtype=torch.float32), self.inv_freq)  # (n, d/2)
         angles = torch.cat((angles, angles), dim=-1)  # (n, d): the same angle for channel i and i + d/2
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
@@ -48,9 +52,12 @@ class RotaryEmbedding(nn.Module):
     def tables(self, position_ids: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         """position_ids (B, T) -> cos, sin (B, 1, T, d) in ``dtype``."""
         # a traced graph keeps the tables as built (max_positions rows): growing them reads values
-        needed = 0 if is_traceable() or not position_ids.numel() else int(position_ids.max()) + 1
+        traced = is_traceable()
+        needed = 0 if traced or not position_ids.numel() else int(position_ids.max()) + 1
         if needed > self.cos.shape[0]:
             self._build(max(needed, 2 * self.cos.shape[0]), self.cos.device)
+        elif self.cos.dtype != torch.float32 and not traced:  # cast with the module: fp32 again, cast below
+            self._build(self.cos.shape[0], self.cos.device)
         cos, sin = self.cos[position_ids], self.sin[position_ids]  # (B, T, d)
         return cos.unsqueeze(1).to(dtype), sin.unsqueeze(1).to(dtype)
 
