@@ -236,3 +236,18 @@ def test_an_all_tiny_batch_still_gets_a_mask(tokenizer):
     for seed in range(10):
         torch.manual_seed(seed)
         assert (PretrainingCollator(tokenizer)(ex)["labels"] != -100).sum() == 1
+
+
+def test_too_few_groups_of_short_documents_say_so_and_what_helps(tmp_path, tokenizer):
+    """12 short paragraphs are a few groups of >= 200 tokens: the error said '2 document(s)' and to add documents,
+    though the file has 12 and lowering the grouping (min_doc_tokens) is what helps."""
+    from plmkit.data.nsp import split_examples
+    a = write_corpus(tmp_path / "a.txt", n_docs=12, seed=1, max_sent=1)
+    sh = build_token_shards([a], tokenizer, tmp_path / "cache")
+    groups = len(group_documents(sh, 200))
+    assert groups < 4
+    with pytest.raises(DataError, match=rf"has {groups} group\(s\).*12 documents make these {groups} groups.*grouped "
+                                        r"up to 200 tokens: lower min_doc_tokens \(0: every document its own\)"):
+        split_examples(sh, 200, 0.1, 0, lambda groups, seed, held: np.zeros((0, 5)), need=2)
+    train, held = split_examples(sh, 0, 0.1, 0, lambda groups, seed, held: np.zeros((len(groups), 5)), need=2)
+    assert len(train) + len(held) == 12  # every document its own: enough

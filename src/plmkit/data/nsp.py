@@ -185,7 +185,12 @@ def split_examples(shards: TokenShards, min_tokens: int, eval_fraction: float, s
     least `need` each), then ``instances(groups, seed, held_out)`` builds each split's rows; the
     held-out rows are shuffled (seeded), so a bounded evaluation sees every part of the split."""
     groups = group_documents(shards, min_tokens)
-    train_ids, eval_ids = split_documents(len(groups), eval_fraction, seed, min_eval=need, min_train=need)
+    unit = "document" if len(groups) == shards.num_documents else "group"
+    advice = "" if unit == "document" else (
+        f"; {shards.num_documents} documents make these {len(groups)} groups, consecutive short documents of a file "
+        f"being grouped up to {min_tokens} tokens: lower min_doc_tokens (0: every document its own)")
+    train_ids, eval_ids = split_documents(len(groups), eval_fraction, seed, min_eval=need, min_train=need,
+                                          unit=unit, advice=advice)
     train = instances([groups[i] for i in train_ids], seed, False)
     if len(eval_ids) == 0:
         return train, None
