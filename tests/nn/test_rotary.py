@@ -53,3 +53,15 @@ def test_tables_of_a_module_cast_to_bf16_are_computed_in_fp32():
         for ours, theirs in zip(cast.tables(pos, dtype), reference.tables(pos, dtype)):
             assert ours.dtype == dtype and torch.equal(ours, theirs)
     assert cast.inv_freq.dtype == torch.float32 and torch.equal(cast.inv_freq, reference.inv_freq)
+
+
+def test_the_traceable_path_computes_any_position_as_the_tables_do():
+    """A traced graph gathered from the tables as built (max_positions rows): an exported Llama failed
+    (onnxruntime's GatherND) past max_position_embeddings, where the eager model grows its tables."""
+    from plmkit.nn.tracing import traceable
+    rope = RotaryEmbedding(16, max_positions=8, theta=500.0)
+    pos = torch.tensor([[0, 1, 7, 8, 30], [100, 5, 2, 0, 63]])
+    with traceable():
+        traced = rope.tables(pos, torch.float32)
+    assert rope.cos.shape[0] == 8  # the tables were not grown ...
+    assert all(torch.equal(t, e) for t, e in zip(traced, rope.tables(pos, torch.float32)))  # ... and agree

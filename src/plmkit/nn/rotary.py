@@ -51,12 +51,15 @@ class RotaryEmbedding(nn.Module):
 
     def tables(self, position_ids: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         """position_ids (B, T) -> cos, sin (B, 1, T, d) in ``dtype``."""
-        # a traced graph keeps the tables as built (max_positions rows): growing them reads values
-        traced = is_traceable()
-        needed = 0 if traced or not position_ids.numel() else int(position_ids.max()) + 1
+        if is_traceable():  # a graph computes its positions' angles: a table in it would end at its rows
+            angles = position_ids.to(torch.float32)[..., None] * rope_frequencies(self.d_head, self.theta).to(
+                position_ids.device)  # (B, T, d/2): the table's products, row by row
+            angles = torch.cat((angles, angles), dim=-1)  # (B, T, d)
+            return angles.cos().unsqueeze(1).to(dtype), angles.sin().unsqueeze(1).to(dtype)
+        needed = int(position_ids.max()) + 1 if position_ids.numel() else 0
         if needed > self.cos.shape[0]:
             self._build(max(needed, 2 * self.cos.shape[0]), self.cos.device)
-        elif self.cos.dtype != torch.float32 and not traced:  # cast with the module: fp32 again, cast below
+        elif self.cos.dtype != torch.float32:  # cast with the module: fp32 again, cast below
             self._build(self.cos.shape[0], self.cos.device)
         cos, sin = self.cos[position_ids], self.sin[position_ids]  # (B, T, d)
         return cos.unsqueeze(1).to(dtype), sin.unsqueeze(1).to(dtype)
