@@ -81,7 +81,8 @@ def test_pipelines_refuse_arguments_they_would_ignore(trained):
 def test_pipeline_checks_the_task(trained):
     with pytest.raises(ConfigError, match="'ner' model"):
         plmkit.pipeline("text-classification", model=trained / "ner" / "model")
-    with pytest.raises(ConfigError, match="'ner' model, not one for 'summarization'"):
+    with pytest.raises(ConfigError, match="'ner' model, not one for 'summarization'; its pipelines: "
+                                          "token-classification, ner$"):
         plmkit.pipeline("summarization", model=trained / "ner" / "model")
     with pytest.raises(ConfigError, match="unknown pipeline task 'fill-mask'"):
         plmkit.pipeline("fill-mask", model=trained / "ner" / "model")
@@ -90,6 +91,23 @@ def test_pipeline_checks_the_task(trained):
     with pytest.raises(ConfigError, match="task is a pipeline name"):
         plmkit.pipeline(5, model=trained / "ner" / "model")
     assert plmkit.pipeline(model=trained / "ner" / "model").task == "token-classification"
+
+
+def test_a_model_no_pipeline_takes_is_named_with_what_to_use_instead(monkeypatch):
+    from plmkit import tasks
+    monkeypatch.setattr(tasks, "load_for_inference", lambda model, *args, **kwargs: (None, None, tasks.get_task("sft")))
+    with pytest.raises(ConfigError) as err:
+        plmkit.pipeline(model="chat-dir")  # the task the directory was fine-tuned for: sft, which has no pipeline
+    assert str(err.value) == ("chat-dir is a 'sft' model, which no pipeline takes (they take classification, ner, "
+                              "relation, qa, translation, summarization models); a causal LM generates text with "
+                              "plmkit generate or plmkit chat")
+
+
+def test_the_pipeline_names_are_listed_once():
+    with pytest.raises(ConfigError, match="unknown pipeline task 'text-generation'") as err:
+        plmkit.pipeline("text-generation", model="chat-dir")
+    names = str(err.value).split("choose one of ")[1].split(", ")
+    assert len(names) == len(set(names)) and {"text2text-generation", "summarization", "translation"} <= set(names)
 
 
 def test_pipeline_inputs_are_checked_where_they_enter(trained):

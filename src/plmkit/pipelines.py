@@ -24,9 +24,10 @@ class Pipeline:
     def __init__(self, task: str, model, device: str = "auto", batch_size: int = 32, backend: str = "torch"):
         self.model, self.tokenizer, self.plmkit_task = tasks.load_for_inference(model, device, batch_size=batch_size,
                                                                                 backend=backend)
-        task = task if task is not None else self.plmkit_task.pipelines[0] if self.plmkit_task.pipelines else None
-        if task is None or task not in self.plmkit_task.pipelines:
-            raise ConfigError(f"{model} is a {self.plmkit_task.name!r} model, not one for {task!r}")
+        served = self.plmkit_task.pipelines
+        task = task if task is not None else next(iter(served), None)
+        if task is None or task not in served:
+            raise ConfigError(_not_served(model, self.plmkit_task, task))
         self.task, self.batch_size = task, batch_size
 
     def __call__(self, inputs=None, **kwargs):
@@ -34,6 +35,18 @@ class Pipeline:
         if unknown:
             raise ConfigError(f"{self.task} pipeline: unknown argument(s) {', '.join(unknown)}")
         return self.plmkit_task.pipeline(self.task, self.model, self.tokenizer, inputs, self.batch_size, **kwargs)
+
+
+def _not_served(model, plmkit_task, asked: str | None) -> str:
+    """Why the model in `model` (of `plmkit_task`) has no pipeline `asked` (None: none asked for)."""
+    name, served = plmkit_task.name, plmkit_task.pipelines
+    if served:
+        return f"{model} is a {name!r} model, not one for {asked!r}; its pipelines: {', '.join(served)}"
+    servers = [t.name for t in tasks.TASKS.values() if t.pipelines]
+    message = f"{model} is a {name!r} model, which no pipeline takes (they take {', '.join(servers)} models)"
+    if plmkit_task.model_task == "causal-lm":
+        message += "; a causal LM generates text with plmkit generate or plmkit chat"
+    return message
 
 
 def pipeline(task: str | None = None, model=None, device: str = "auto", batch_size: int = 32,

@@ -29,6 +29,27 @@ def test_multilabel():
     assert r["subset_accuracy"] == 0.5 and r["micro_f1"] == pytest.approx(2 * 2 / (2 * 2 + 1))
 
 
+def test_multilabel_macro_f1_averages_every_label_one_never_seen_scoring_zero():
+    m = MultiLabelMetrics(3)  # label 0: F1 1; label 1: precision 1, recall 1/2, F1 2/3; label 2: never seen, F1 0
+    m.update(torch.tensor([[1, 0, 0], [0, 1, 0], [1, 0, 0]]), torch.tensor([[1, 0, 0], [0, 1, 0], [1, 1, 0]]))
+    assert m.compute()["macro_f1"] == pytest.approx((1 + 2 / 3 + 0) / 3)
+
+
+def test_multilabel_streamed_matches_sklearn():
+    sk = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(0)
+    gold, pred = rng.integers(0, 2, (100, 5)), rng.integers(0, 2, (100, 5))
+    gold[:, 4] = pred[:, 4] = 0  # a label no row has
+    gold[:, 3] = 0  # one only predicted
+    m = MultiLabelMetrics(5)
+    for i in range(0, 100, 32):
+        m.update(torch.tensor(pred[i:i + 32]), torch.tensor(gold[i:i + 32]))
+    r = m.compute()
+    assert r["macro_f1"] == pytest.approx(sk.f1_score(gold, pred, average="macro", zero_division=0))
+    assert r["micro_f1"] == pytest.approx(sk.f1_score(gold, pred, average="micro", zero_division=0))
+    assert r["subset_accuracy"] == pytest.approx(sk.accuracy_score(gold, pred))
+
+
 def test_pearson_spearman_with_ties():
     stats = pytest.importorskip("scipy.stats")
     x = np.array([1, 2, 2, 3, 5, 5, 5, 8, 9, 1.5])

@@ -167,3 +167,78 @@ def test_a_cache_directory_inside_the_corpus_or_where_none_can_be_made_is_refuse
         with pytest.raises(ConfigError, match=message):
             run(build(out=str(tmp_path / "out"), data={"corpus": [str(corpus)], "cache_dir": str(cache)}))
         assert not (tmp_path / "out").exists() and not (corpus / "cache").exists()
+
+
+
+def test_a_tokenizer_left_by_a_failed_start_is_reused_only_by_a_run_that_would_train_the_same(tmp_path, monkeypatch,
+                                                                                             caplog):
+    from clm_helpers import PARAGRAPHS, clm_run, corpus_text
+    from plmkit.recipes.pretrain import run
+    from plmkit.tokenization import Tokenizer
+    from plmkit.training import clm
+    from plmkit.training.vocab import SOURCE_FILE
+    (tmp_path / "a.txt").write_text(corpus_text())
+    (tmp_path / "b.txt").write_text("\n\n".join(f"Zebra {i} grazed. " + PARAGRAPHS[i % 6] for i in range(30)) + "\n")
+    out, tokenizer = tmp_path / "run", tmp_path / "run" / "tokenizer"
+
+    def start(corpus, resume=False, **settings):
+        caplog.clear()
+        settings = {**dict(vocab_size=300, seq_len=32, batch_size=4, max_steps=1, progress_bar=False,
+                           cache_dir=tmp_path / "cache"), **settings}
+        with caplog.at_level("INFO", logger="plmkit"):
+            return run(clm_run(tmp_path / corpus, out, **settings), resume=resume)
+
+    def failing_start(corpus, **settings):  # fails once its tokenizer is there
+        with monkeypatch.context() as patch:
+            patch.setattr(clm, "build_causal_lm", lambda *args, **kwargs: 1 / 0)
+            with pytest.raises(ZeroDivisionError):
+                start(corpus, **settings)
+        assert sorted(p.name for p in out.iterdir()) == [".plmkit.lock", "tokenizer"]
+        return (tokenizer / "tokenizer.json").read_bytes()
+
+    def trained_on():
+        return sorted(json.loads((tokenizer / SOURCE_FILE).read_text())["corpus"])
+
+    trained = failing_start("a.txt")
+    assert failing_start("a.txt") == trained and any("reusing the tokenizer" in m for m in caplog.messages)
+    failing_start("a.txt", vocab_size=400)  # another size: trained anew
+    assert any("is not this run's tokenizer: vocab_size 300 -> 400; a new one is trained" in m for m in caplog.messages)
+    start("b.txt")  # another corpus: trained anew, on it
+    [why] = [m for m in caplog.messages if "(left by an earlier start) is not this run's tokenizer" in m]
+    assert "it was trained on another corpus (a.txt; now b.txt); vocab_size 400 -> 300" in why
+    assert trained_on() == ["b.txt"] and (tokenizer / "tokenizer.json").read_bytes() != trained
+    assert Tokenizer.from_pretrained(out / "model").get_vocab() == Tokenizer.from_pretrained(tokenizer).get_vocab()
+    kept = (tokenizer / "tokenizer.json").read_bytes()
+    assert start("b.txt", resume=True).train.step == 1  # (the record is no part of the tokenizer's digests)
+    assert (tokenizer / "tokenizer.json").read_bytes() == kept and trained_on() == ["b.txt"]
+
+
+def test_a_leftover_tokenizer_is_removed_for_a_bert_run_of_other_settings_or_a_given_tokenizer(tmp_path, caplog):
+    from plmkit.recipes.pretrain import retire_foreign_tokenizer, tokenizer_source
+    from plmkit.training.fingerprint import fingerprint
+    from plmkit.training.vocab import record_source
+    (tmp_path / "c.txt").write_text("Some text.\n")
+    directory = tmp_path / "run" / "tokenizer"
+
+    def kept(**data):
+        config = build(out=str(tmp_path / "run"), data={"corpus": [str(tmp_path / "c.txt")], **data})
+        caplog.clear()
+        retire_foreign_tokenizer(directory, config, tokenizer_source(config, fingerprint(config, {"--corpus": [
+            tmp_path / "c.txt"]})))
+        return directory.exists()
+
+    def left(**data):  # what a start of these settings that failed after training its tokenizer leaves
+        config = build(data={"corpus": [str(tmp_path / "c.txt")], **data})
+        directory.mkdir(parents=True, exist_ok=True)
+        record_source(directory, tokenizer_source(config, fingerprint(config, {"--corpus": [tmp_path / "c.txt"]})))
+
+    left()
+    assert kept() and kept(lowercase=True)  # lowercase is BERT's default
+    assert kept(objective="mlm") and caplog.messages == []  # the same WordPiece tokenizer
+    assert not kept(lowercase=False) and "lowercase true -> false" in caplog.messages[0]
+    left()
+    assert not kept(tokenizer=str(tmp_path / "tok")) and "this run uses --tokenizer" in caplog.messages[0]
+    left(objective="clm")
+    assert not kept() and "trained_by \"plmkit.training.clm\" -> \"plmkit.training.pretrain\"" in caplog.messages[0]
+    directory.mkdir()  # one of an earlier plmkit, or put there by hand: where it came from is unknown
+    assert not kept() and "nothing records the corpus and settings it was trained with" in caplog.messages[0]

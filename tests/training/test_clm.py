@@ -74,7 +74,7 @@ def test_a_vocab_size_the_tokenizer_does_not_have_is_named(tmp_path, caplog):
     tok.save_pretrained(tmp_path / "o2" / "tokenizer")
     with caplog.at_level("INFO", logger="plmkit"):
         _tokenizer(None, [], 500, 64, tmp_path / "o2")
-    assert "vocab_size 500 is ignored" in caplog.messages[-1] and "delete it" in caplog.messages[-1]
+    assert "vocab_size 500 is ignored" in caplog.messages[-1] and "a run keeps the tokenizer" in caplog.messages[-1]
     assert caplog.records[-1].levelname == "WARNING"
 
 
@@ -91,3 +91,34 @@ def test_plmkit_pretrain_objective_clm(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "held-out perplexity" in out and (tmp_path / "o" / "model" / "config.json").is_file()
     assert any((tmp_path / "o" / "checkpoints").iterdir())  # saved by default, so --resume has a start
+
+
+def test_a_bounded_evaluation_measures_a_seeded_sample_of_every_held_out_block(tmp_path, monkeypatch):
+    """eval_batches x batch_size blocks of many more held-out ones: drawn from the whole split (not its first
+    documents in corpus order), the same ones on every evaluation and in every run of the same seed."""
+    from clm_helpers import PARAGRAPHS
+    from plmkit.training import clm
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name in "abcd":
+        (corpus / f"{name}.txt").write_text("\n\n".join(f"{name} document {i}. " + PARAGRAPHS[i % 6]
+                                                        for i in range(40)) + "\n")
+    evaluated, measure = [], clm.evaluate_perplexity
+
+    def recording(model, dataset, batch_size, max_batches, *args, **kwargs):
+        held_out = getattr(dataset, "blocks", dataset)  # every held-out block, in corpus order
+        blocks = [held_out[i]["input_ids"].tobytes() for i in range(len(held_out))]
+        evaluated.append(([blocks.index(dataset[i]["input_ids"].tobytes())
+                           for i in range(min(len(dataset), max_batches * batch_size))], len(blocks)))
+        return measure(model, dataset, batch_size, max_batches, *args, **kwargs)
+
+    monkeypatch.setattr(clm, "evaluate_perplexity", recording)
+    settings = dict(vocab_size=300, seq_len=32, batch_size=4, eval_batches=1, eval_fraction=0.2, max_steps=2,
+                    eval_every=1, progress_bar=False, cache_dir=tmp_path / "cache")
+    run(clm_run(corpus, tmp_path / "run", **settings))
+    (first, held_out), *others = evaluated
+    assert held_out > 10 * len(first) and len(set(first)) == len(first) == 4
+    assert max(first) >= held_out // 2  # not the first blocks alone: the end of the split too
+    assert all(blocks == first for blocks, _ in others)  # the same blocks at every evaluation
+    run(clm_run(corpus, tmp_path / "again", **settings, tokenizer=tmp_path / "run" / "tokenizer"))
+    assert evaluated[-1][0] == first

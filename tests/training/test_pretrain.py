@@ -115,5 +115,5 @@ def test_tokenizer_settings_that_cannot_apply_are_named_in_one_line(tmp_path, ca
     assert line.startswith("vocab_size 500 and lowercase false are ignored")
     tokenizer.save_pretrained(tmp_path / "out" / "tokenizer")  # a rerun reuses the tokenizer trained in OUT
     [line] = ignored(vocab_size=500)
-    assert "trained earlier" in line and "delete it" in line
+    assert "trained earlier" in line and "--overwrite (or another --out) starts one that trains another" in line
     assert ignored() == []

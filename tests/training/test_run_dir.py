@@ -99,3 +99,16 @@ def test_a_failed_starts_cleanup_never_takes_the_directory_from_a_run_that_took_
                 pass
     with claimed(out, "fourth", resume=False, overwrite=False):  # free again once the second run is done
         pass
+
+
+def test_a_pretraining_runs_tokenizer_is_part_of_it_and_alone_what_a_failed_start_left(tmp_path, train):
+    from plmkit.training.run_dir import clear, earlier_run
+    out = tmp_path / "run"
+    (out / "tokenizer").mkdir(parents=True)
+    assert earlier_run(out) == []  # a failed start's: the next start reuses or replaces it (plmkit.recipes.pretrain)
+    (out / "metrics.jsonl").write_text("")
+    assert earlier_run(out) == ["metrics.jsonl", "tokenizer"]
+    with pytest.raises(ConfigError, match=r"already holds a run \(metrics.jsonl, tokenizer\)"):
+        tune(train, out)
+    clear(out)  # what --overwrite does, for any command
+    assert not (out / "tokenizer").exists() and not (out / "metrics.jsonl").exists()

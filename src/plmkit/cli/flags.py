@@ -1,7 +1,8 @@
 """Command-line flags generated from a `RunConfig`'s fields, so each default and help text lives once.
 
 `add_run_flags(parser, RunType)` adds one flag per field (``--grad-accum-steps`` for
-``train.grad_accum_steps``; booleans get ``--x / --no-x``), plus ``--config FILE`` and
+``train.grad_accum_steps``; booleans get ``--x / --no-x``; a list setting's flag given again adds
+to it: ``--corpus a.txt --corpus b.txt``), plus ``--config FILE`` and
 ``--print-config``. A flag left out is absent from the namespace, so it never overrides the run
 file. `run_from_args(args, RunType)` builds the run: defaults < run file < flags. A command's own
 settings outside a run (sampling, say): `add_settings_flags` / `settings_from_args`.
@@ -151,12 +152,14 @@ def _add_container(parser, flags, hint, kwargs, name: str) -> None:
     if is_union(hint):
         hint = next(a for a in typing.get_args(hint) if a is not type(None))
     origin, items = typing.get_origin(hint), typing.get_args(hint)
+    # a list setting given again adds to it (--corpus a.txt --corpus b.txt); a fixed-size tuple (--betas) is one value
+    extend = {"action": "extend"} if origin is list or items[1:] == (Ellipsis,) else {}
     if origin is list and items and items[0] in (str, int, float):  # --corpus a.txt b.txt
-        parser.add_argument(*flags, nargs="+", type=_scalar_parser((items[0],), name), **kwargs)
+        parser.add_argument(*flags, nargs="+", type=_scalar_parser((items[0],), name), **extend, **kwargs)
     elif origin is tuple and items and items[0] in (str, int, float):  # comma-separated: --lora-targets q,v, --betas 0.9,0.95
         item = _scalar_parser((items[0],), name)
         parser.add_argument(*flags, type=lambda text: [item(t.strip()) for t in text.split(",") if t.strip()],
-                            **kwargs)
+                            **extend, **kwargs)
     else:
         raise TypeError(f"no flag type for {name}: {hint}; declare it with setting(cli=False)")
 

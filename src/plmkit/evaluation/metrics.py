@@ -2,7 +2,8 @@
 (`compute`). Classification keeps a confusion matrix, not predictions.
 
 * ClassificationMetrics: accuracy, macro-F1, micro-F1 (= accuracy for single-label), weighted F1.
-* MultiLabelMetrics: micro/macro F1 over labels, subset accuracy.
+* MultiLabelMetrics: micro/macro F1 over labels, subset accuracy; macro F1 is the mean over every label,
+  a label never gold nor predicted scoring 0 (sklearn's f1_score(average="macro", zero_division=0)).
 * RegressionMetrics: Pearson, Spearman (average ranks for ties), MSE; the correlations are NaN
   (undefined, and a warning says why) when the labels or the predictions are constant.
 * EntityMetrics: entity-level precision/recall/F1 with seqeval (conlleval rules for BIO,
@@ -90,8 +91,7 @@ class MultiLabelMetrics:
         micro = float(_f1(_safe_div(self.tp.sum(), self.tp.sum() + self.fp.sum()),
                           _safe_div(self.tp.sum(), self.tp.sum() + self.fn.sum())))
         per = _f1(_safe_div(self.tp, self.tp + self.fp), _safe_div(self.tp, self.tp + self.fn))
-        present = (self.tp + self.fp + self.fn) > 0
-        macro = float(per[present].mean()) if present.any() else 0.0
+        macro = float(per.mean()) if len(per) else 0.0  # every label, one never gold nor predicted scoring 0
         return {"subset_accuracy": self.exact / self.n if self.n else 0.0, "f1": micro, "micro_f1": micro,
                 "macro_f1": macro, "n": self.n}
 

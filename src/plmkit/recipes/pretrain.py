@@ -22,8 +22,10 @@ the tokenizer, ``model/`` (HF-loadable), metrics, checkpoints (see the pipelines
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +37,11 @@ from plmkit.training.fingerprint import fingerprint
 from plmkit.training.run_config import RunConfig, read_run_file
 from plmkit.utils.constants import DEFAULT_VOCAB_SIZE
 from plmkit.training.run_dir import claimed, clear
-from plmkit.utils.files import check_creatable, refuse_overwriting_inputs
+from plmkit.training.vocab import record_source, source_mismatch
+from plmkit.utils.files import check_creatable, refuse_overwriting_inputs, retire_dir
 from plmkit.utils.settings import Settings, setting
+
+log = logging.getLogger(__name__)
 
 BERT_OBJECTIVES = ("mlm+nsp", "mlm")
 # objective -> the module of its pipeline
@@ -275,12 +280,45 @@ def _run(config: PretrainRun, resume: bool | str, accept_changes: bool, overwrit
         check_creatable(config.data.cache_dir, "--cache-dir")
     with claimed(config.out, "pretrain", bool(resume), overwrite) as out:  # one owner, an earlier run kept
         fp = fingerprint(config, {"--corpus": config.data.corpus, "--tokenizer": [config.data.tokenizer]})
+        source = tokenizer_source(config, fp)
         with distributed.main_first():
             if overwrite and distributed.is_main():
-                clear(out, also=("tokenizer",))  # (before the new tokenizer is trained into it)
+                clear(out)  # (the tokenizer too, before the new one is trained into it)
+            elif not resume and distributed.is_main():
+                retire_foreign_tokenizer(out / "tokenizer", config, source)
             check_run_dir(out, config, resume, fp, accept_changes)
-        return pipeline(config.data.objective).pretrain(config, resume, accept_changes, fingerprint=fp,
-                                                        on_start=lambda: config.save(out / RUN_FILE))
+        trains_tokenizer = not config.data.tokenizer and not (out / "tokenizer" / "tokenizer.json").is_file()
+        try:
+            return pipeline(config.data.objective).pretrain(config, resume, accept_changes, fingerprint=fp,
+                                                            on_start=lambda: config.save(out / RUN_FILE))
+        finally:  # (a start that fails after training it leaves it, for the next start of the same source)
+            if trains_tokenizer and distributed.is_main() and (out / "tokenizer" / "tokenizer.json").is_file():
+                with contextlib.suppress(OSError):  # without the record, the next fresh run trains another
+                    record_source(out / "tokenizer", source)
+
+
+def tokenizer_source(config: PretrainRun, fp: dict[str, Any]) -> dict[str, Any]:
+    """What a tokenizer trained into OUT/tokenizer is made of: the corpus (its files' digests in the
+    fingerprint `fp`) and the settings that shape it (`plmkit.training.vocab.record_source`)."""
+    data = config.data
+    settings = {"trained_by": PIPELINES[data.objective], "vocab_size": data.vocab_size or DEFAULT_VOCAB_SIZE,
+                "lowercase": data.lowercase is not False if data.objective in BERT_OBJECTIVES else None,
+                "seq_len": data.seq_len}  # (a decoder's tokenizer has the context as its model_max_length)
+    return {"corpus": fp["data"]["--corpus"], "settings": settings}
+
+
+def retire_foreign_tokenizer(directory: Path, config: PretrainRun, source: dict[str, Any]) -> None:
+    """Before a fresh run: remove the tokenizer an earlier start left in `directory` unless this run would
+    train the same one (the same corpus and settings), saying why; the run then trains its own."""
+    if not directory.exists():
+        return
+    given = config.data.tokenizer
+    why = f"this run uses --tokenizer {given}" if given else source_mismatch(directory, source)
+    if why is None:
+        return
+    log.warning(f"{directory} (left by an earlier start) is not this run's tokenizer: {why}; "
+                f"{'it is removed' if given else 'a new one is trained in its place'}")
+    retire_dir(directory)
 
 
 def format_result(result) -> str:

@@ -41,7 +41,8 @@ def task_for_pipeline(pipeline: str) -> type[Task]:
 
 
 def pipeline_names() -> list[str]:
-    return [p for task in TASKS.values() for p in task.pipelines]
+    """Every pipeline name, once (translation and summarization both serve text2text-generation)."""
+    return list(dict.fromkeys(p for task in TASKS.values() for p in task.pipelines))
 
 
 def load_task(directory: str | Path) -> Task:

@@ -10,12 +10,14 @@ shared Trainer): the pipeline of `plmkit.recipes.pretrain` for the objective ``c
 Steps: a byte-level BPE tokenizer (given, or trained on the corpus with ``<|endoftext|>`` and a
 ``<|pad|>`` pad token), the corpus tokenized once per document into a cached memory-mapped array
 (plmkit.data.clm), a seeded split of whole documents into train / held-out, blocks of ``seq_len``
-tokens packed with block-diagonal attention, the Trainer, and perplexity on the held-out blocks.
+tokens packed with block-diagonal attention, the Trainer, and perplexity on the held-out blocks (a
+seeded random sample of them when there are more than ``eval_batches`` batches).
 The context window (n_positions / max_position_embeddings) is ``seq_len``.
 
 Output directory::
 
-    tokenizer/            the tokenizer (trained here when none was given; reused on a rerun)
+    tokenizer/            the tokenizer (trained here when none was given; reused on a resume, or by a
+                          rerun after a failed start on the same corpus and settings)
     run.yaml              the effective run file (written by the recipe)
     model/                final model: config.json, model.safetensors, tokenizer files (HF-loadable:
                           transformers' AutoModelForCausalLM / AutoTokenizer read it)
@@ -27,6 +29,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from plmkit.data.clm import PackedBlocks, build_document_shards, collate_blocks
 from plmkit.data.corpus import iter_texts
@@ -96,8 +100,10 @@ def pretrain(config, resume: bool | str = False, accept_changes: bool = False, *
     eval_set = PackedBlocks.from_shards(shards, eval_docs, seq_len, keep_partial=True) if len(eval_docs) else None
     if len(train_set) == 0:
         raise ConfigError(f"the training documents hold {train_set.num_tokens} tokens, fewer than one block")
+    eval_sample = None if eval_set is None else BlockSample(eval_set, data.eval_batches * batch_size, train_cfg.seed)
+    sampled = f", {len(eval_sample):,} blocks evaluated" if eval_sample and len(eval_sample) < len(eval_set) else ""
     log.info(f"blocks of {seq_len} tokens: {len(train_set):,} train ({len(train_docs):,} documents), "
-             f"{len(eval_set) if eval_set else 0:,} held-out ({len(eval_docs):,} documents)")
+             f"{len(eval_set) if eval_set else 0:,} held-out ({len(eval_docs):,} documents{sampled})")
 
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id  # inputs at padding: never seen
 
@@ -110,7 +116,7 @@ def pretrain(config, resume: bool | str = False, accept_changes: bool = False, *
     if eval_set is not None:
         @distributed.sharded_evaluation
         def evaluate(model):  # (each rank its rows of every batch, the sums added up)
-            return evaluate_perplexity(model, eval_set, batch_size, data.eval_batches, collate,
+            return evaluate_perplexity(model, eval_sample, batch_size, data.eval_batches, collate,
                                        part=distributed.EvalShard())
     elif train_cfg.eval_every is not None:
         raise ConfigError("eval_every is set but eval_fraction is 0: there is no held-out split")
@@ -126,6 +132,22 @@ def pretrain(config, resume: bool | str = False, accept_changes: bool = False, *
     ppl = result.eval_metrics.get("eval_perplexity")
     return ClmResult(result, out, result.model_dir, tokenizer_dir, shards.directory, len(train_set),
                      len(eval_set) if eval_set else 0, ppl)
+
+
+class BlockSample:
+    """At most `count` blocks of `blocks` drawn at random (seeded by `seed`): an evaluation of a few
+    batches measures the whole held-out split, not its first documents in corpus order (as BERT's and
+    BART's evaluations shuffle their held-out rows); the same blocks in every run, resume and rank."""
+
+    def __init__(self, blocks: PackedBlocks, count: int, seed: int):
+        self.blocks = blocks
+        self.indices = np.random.default_rng(seed + 2).permutation(len(blocks))[:count]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        return self.blocks[int(self.indices[i])]
 
 
 def _tokenizer(path, corpus: list[str], vocab_size: int | None, seq_len: int, out: Path):
@@ -177,4 +199,5 @@ def format_result(result: ClmResult) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["ClmResult", "build_causal_lm", "causal_lm_config", "check", "format_result", "model_fields", "pretrain"]
+__all__ = ["BlockSample", "ClmResult", "build_causal_lm", "causal_lm_config", "check", "format_result", "model_fields",
+           "pretrain"]

@@ -6,7 +6,8 @@ has checked (`check`) and whose output directory it has prepared.
 
 Output directory::
 
-    tokenizer/            WordPiece tokenizer trained on the corpus (when none was given); reused
+    tokenizer/            WordPiece tokenizer trained on the corpus (when none was given); reused on a
+                          resume, or by a rerun after a failed start on the same corpus and settings
     run.yaml              the effective run file (written by the recipe)
     model/                final model: config.json, model.safetensors, tokenizer files (HF-loadable)
     metrics.jsonl, training_curves.png, checkpoints/, train_config.json   (see Trainer)
@@ -42,6 +43,7 @@ from plmkit.training.config import check_field_types
 from plmkit.training.fingerprint import with_tokenizer
 from plmkit.training.rng import seed_everything
 from plmkit.training.trainer import Trainer, TrainResult, format_duration
+from plmkit.training.vocab import REUSED_ADVICE
 from plmkit.utils.paths import default_cache_dir
 from plmkit.utils.settings import check_known
 
@@ -139,8 +141,7 @@ def _tokenizer(data, out: Path):
     if (directory / "tokenizer.json").is_file():
         log.info(f"reusing the tokenizer trained earlier in {directory}")
         tokenizer = Tokenizer.from_pretrained(directory)
-        _log_ignored(data, tokenizer, f"the tokenizer trained earlier in {directory} is reused",
-                     "delete it to train a new one")
+        _log_ignored(data, tokenizer, f"the tokenizer trained earlier in {directory} is reused", REUSED_ADVICE)
         return tokenizer, directory
     vocab_size, lowercase = data.vocab_size or DEFAULT_VOCAB_SIZE, data.lowercase is not False
     log.info(f"training a WordPiece tokenizer (vocab {vocab_size}, "

@@ -8,7 +8,8 @@
   metrics, model, best model or checkpoints) stops before writing anything, unless ``--overwrite``
   says to replace it (`clear`, when the new run starts training).
 * A failed start leaves nothing: a run that created the directory and fails before writing more
-  than its lock removes it again.
+  than its lock removes it again. A pretraining start may leave the tokenizer it trained, alone: not
+  an earlier run, but what the next start reuses or replaces (plmkit.recipes.pretrain).
 * Under torchrun, rank 0 claims and checks the directory; the other ranks wait for it to have done so.
 """
 from __future__ import annotations
@@ -24,12 +25,15 @@ from plmkit.utils.lock import LOCK_FILE, run_lock
 
 # what a run writes into its directory (pretraining also its tokenizer/)
 RUN_FILES = ("run.yaml", "train_config.json", "metrics.jsonl", "training_curves.png", "model", "best", "abandoned-best",
-             "checkpoints")
+             "checkpoints", "tokenizer")
+# what a failed start may leave: found alone, no earlier run
+LEFT_BY_A_FAILED_START = ("tokenizer",)
 
 
 def earlier_run(out: Path) -> list[str]:
-    """The files of an earlier run in `out`."""
-    return [name for name in RUN_FILES if (out / name).exists()]
+    """The files of an earlier run in `out` (none when all there is was left by a failed start)."""
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    return found if set(found) - set(LEFT_BY_A_FAILED_START) else []
 
 
 @contextlib.contextmanager
@@ -71,4 +75,4 @@ def clear(out: Path, also: tuple[str, ...] = ()) -> None:
             target.unlink()
 
 
-__all__ = ["RUN_FILES", "claimed", "clear", "earlier_run"]
+__all__ = ["LEFT_BY_A_FAILED_START", "RUN_FILES", "claimed", "clear", "earlier_run"]
