@@ -33,3 +33,14 @@ def test_demo_mistakes_are_one_line_and_exit_2_as_every_plmkit_command(minilm_di
                       "--eval-examples", "8"]) == 2
     err = capsys.readouterr().err
     assert "plmkit demo: error: " in err and "max_steps" in err and "Traceback" not in err
+
+
+def test_demo_max_steps_trains_that_many_steps_even_past_one_epoch(minilm_dir, tmp_path):
+    """--max-steps fixes the work (as max_steps overrides epochs in fine-tuning); only the time budget stops at
+    one epoch."""
+    import argparse
+    import json
+    files = demo.sentiment_files(tmp_path, 32, 8)  # 2 batches of 16 an epoch
+    demo.fine_tune(minilm_dir, files, tmp_path / "sentiment", argparse.Namespace(max_steps=3, time_budget="2m"))
+    records = (tmp_path / "sentiment" / "metrics.jsonl").read_text().splitlines()
+    assert max(json.loads(line)["step"] for line in records) == 3

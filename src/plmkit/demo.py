@@ -52,8 +52,10 @@ def sentiment_files(out: Path, train_examples: int | None, eval_examples: int | 
 
 def fine_tune(model: Path, files: dict[str, Path], out: Path, args) -> Path:
     from plmkit.recipes.finetune import finetune
-    limits = {"max_steps": args.max_steps} if args.max_steps is not None else {"time_budget": args.time_budget}
-    result = finetune("classification", model, files["train"], out, files["dev"], epochs=1, batch_size=16, lr=1e-4,
+    # --max-steps: that many steps (past one epoch too); the time budget: at most one epoch
+    limits = ({"max_steps": args.max_steps} if args.max_steps is not None
+              else {"time_budget": args.time_budget, "epochs": 1})
+    result = finetune("classification", model, files["train"], out, files["dev"], batch_size=16, lr=1e-4,
                       warmup_ratio=0.1, max_length=128, device="cpu", precision="fp32", overwrite=True, **limits)
     return Path(result.best_dir or result.model_dir)
 

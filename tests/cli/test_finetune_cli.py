@@ -146,7 +146,11 @@ def test_finetune_help_gives_each_tasks_defaults_and_which_tasks_a_setting_is_fo
     assert flags["--lr"].help.endswith("(default: 5e-05; sft: 0.0003)")
     assert flags["--schedule"].help.endswith("(default: linear; sft: cosine)")
     assert flags["--group-by-length"].help.endswith("(default: off; sft: on)")
-    assert flags["--epochs"].help.endswith("(default: 3.0)")  # the same for every task
+    # the same for every task; --max-steps or --time-budget alone ends a run (Hugging Face's max_steps too)
+    assert flags["--epochs"].help.endswith("off: 3 unless --max-steps or --time-budget is given (default: off)")
+    assert (parse(BASE).train.epochs, parse(BASE + ["--max-steps", "100"]).train.epochs) == (3.0, None)
+    assert flags["--new-head"].help.startswith("start the task head from scratch for the training data's labels")
+    assert parse(BASE + ["--new-head"]).model.new_head is True
     sft = parse(["--task", "sft", "--model", "m", "--train", "d.jsonl", "--out", "o"])  # what the help says
     assert (sft.data.batch_size, sft.train.lr, sft.train.schedule, sft.data.group_by_length) == (8, 3e-4, "cosine", True)
     assert flags["--stride"].help.startswith("ner: ") and flags["--doc-stride"].help.startswith("qa: ")

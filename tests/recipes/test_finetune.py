@@ -159,3 +159,133 @@ def test_resize_token_embeddings_keeps_ties():
     assert emb.weight.shape == (44, 16) and torch.equal(emb.weight[:40], old)
     assert model.mlm.decoder.weight is emb.weight and model.mlm.decoder.bias.shape == (44,)
     assert model(torch.tensor([[43, 1, 2]])).logits.shape == (1, 3, 44) and model.config.vocab_size == 44
+
+
+# --- a fine-tuned model's head, held-out examples, how long a run trains ----------------------------------------
+def fine_tuned_dir(path: Path, task, labels: list[str]) -> Path:
+    """A model directory of `task` whose head (random here) has `labels` in this order, as fine-tuning writes one."""
+    tiny = h.tiny_model_dir()
+    tok = Tokenizer.from_pretrained(tiny)
+    model = prepare_model(task, tiny, tok, labels)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    task.save(path)
+    return path
+
+
+def head_rows(directory: Path) -> torch.Tensor:
+    from safetensors.torch import load_file
+    return load_file(directory / "model.safetensors")["classifier.weight"]
+
+
+def ids_of(directory: Path) -> dict[str, str]:
+    return json.loads((directory / "config.json").read_text())["id2label"]
+
+
+CLASS_ROWS = [{"text": "a fine film", "label": "pos"}, {"text": "a waste", "label": "neg"}] * 4
+NER_ROWS = [{"tokens": ["Anna", "lives", "in", "Paris"], "tags": ["B-PER", "O", "O", "B-LOC"]},
+            {"tokens": ["Tom", "Smith", "left"], "tags": ["B-PER", "I-PER", "O"]}] * 4
+
+
+@pytest.mark.parametrize("task, labels, rows", [
+    ("classification", ["pos", "neg"], CLASS_ROWS),
+    ("ner", ["O", "B-PER", "I-PER", "B-LOC"], NER_ROWS),  # (the data's own order: O, B-LOC, B-PER, I-PER)
+])
+def test_fine_tuning_a_fine_tuned_model_keeps_its_labels_in_their_order(tmp_path, task, labels, rows):
+    """The head's row k stays label k (Hugging Face's run_glue maps the data onto the model's ids): renamed in the
+    data's sorted order, a head whose row 0 is 'pos' would answer 'neg' for it."""
+    src = fine_tuned_dir(tmp_path / "src", tasks.get_task(task).of(max_length=32), labels)
+    data = h.write_jsonl(tmp_path / "train.jsonl", rows)
+    finetune(task, src, data, tmp_path / "run", **h.quick(max_steps=1, lr=1e-12, warmup_ratio=0.0, batch_size=4))
+    assert ids_of(tmp_path / "run" / "model") == {str(i): name for i, name in enumerate(labels)}
+    assert torch.allclose(head_rows(tmp_path / "run" / "model"), head_rows(src), atol=1e-6)
+
+
+def test_labels_the_head_lacks_are_refused_and_new_head_starts_a_head_for_the_data(tmp_path, caplog):
+    from plmkit.errors import DataError
+    from plmkit.models.auto import load_any
+    spec = ClassificationTask.of(max_length=32)
+    src = fine_tuned_dir(tmp_path / "src", spec, ["pos", "neg"])
+    three = h.write_jsonl(tmp_path / "three.jsonl", [{"text": t, "label": y} for t, y in
+                                                     [("good", "pos"), ("bad", "neg"), ("meh", "neutral")] * 4])
+    with pytest.raises(DataError, match=r"three.jsonl: the training data has label\(s\) the head in .*src lacks: "
+                                        r"neutral \(its labels: pos, neg\).*--new-head"):
+        finetune("classification", src, three, tmp_path / "run", **h.quick(max_steps=1))
+    finetune("classification", src, three, tmp_path / "run", **h.quick(max_steps=1, new_head=True))
+    assert ids_of(tmp_path / "run" / "model") == {"0": "neg", "1": "neutral", "2": "pos"}
+    tok = Tokenizer.from_pretrained(src)
+    model, before = prepare_model(spec, src, tok, ["a", "b", "c"], new_head=True), load_any(src)
+    assert all(torch.equal(p, model.bert.get_parameter(name)) for name, p in before.bert.named_parameters())
+    assert model.classifier.weight.shape == (3, 32) and model.initialised_from_scratch
+    # labels of the head that the data lacks stay (the model can still answer them), with a warning
+    pos_neg = h.write_jsonl(tmp_path / "two.jsonl", [{"text": "good", "label": "pos"}, {"text": "bad", "label": "neg"}])
+    src3 = fine_tuned_dir(tmp_path / "src3", spec, ["pos", "neutral", "neg"])
+    finetune("classification", src3, pos_neg, tmp_path / "run3", **h.quick(max_steps=1))
+    assert ids_of(tmp_path / "run3" / "model") == {"0": "pos", "1": "neutral", "2": "neg"}
+    assert "the training data has no example of neutral" in caplog.text
+
+
+def test_a_head_is_never_loaded_for_other_labels_or_another_order(tmp_path):
+    """What distill's --student DIR and other callers of prepare_model meet: the head's rows are not renamed."""
+    spec = ClassificationTask.of(max_length=32)
+    src = fine_tuned_dir(tmp_path / "src", spec, ["pos", "neg"])
+    tok = Tokenizer.from_pretrained(src)
+    for labels in (["neg", "pos"], ["neg", "neutral", "pos"]):
+        with pytest.raises(ConfigError, match=r"src holds a classification head for the labels pos, neg \(in this "
+                                              r"order\), not " + ", ".join(labels)):
+            prepare_model(spec, src, tok, labels)
+    assert prepare_model(spec, src, tok, ["pos", "neg"]).config.id2label == {0: "pos", 1: "neg"}
+
+
+def test_new_head_is_refused_where_there_is_no_head_to_replace():
+    from plmkit.recipes.distill import DistillRun
+    from plmkit.recipes.finetune import build_run, run_type
+    from plmkit.tasks.qa import QATask
+    with pytest.raises(ConfigError, match=r"new_head \(--new-head\) replaces the head of a model directory"):
+        build_run({"task": "classification", "out": "o", "data": {"train": "t.jsonl"},
+                   "model": {"preset": "bert-mini", "tokenizer": "tok", "new_head": True}})
+    with pytest.raises(ConfigError, match=r"new_head \(--new-head\) is fine-tuning's"):
+        run_type("classification", DistillRun).build({"task": "classification", "out": "o", "distill": {"teacher": "T"},
+                                                      "data": {"train": "t.jsonl"},
+                                                      "model": {"path": "S", "new_head": True}})
+    tiny = h.tiny_model_dir()
+    with pytest.raises(ConfigError, match="new_head .* qa models have no labels"):
+        prepare_model(QATask(), tiny, Tokenizer.from_pretrained(tiny), None, new_head=True)
+
+
+def test_labels_and_task_settings_come_from_every_training_example_before_some_are_held_out(tmp_path):
+    """--eval-fraction: a class (QA: the unanswerable question) whose examples all land in the held-out part is
+    still one the model learns, and SQuAD v2 is decided by the whole file."""
+    from plmkit.recipes.finetune import hold_out
+    from plmkit.tasks.qa import QATask
+    rows = [{"text": f"text number {i}", "label": "pos" if i % 2 else "neg"} for i in range(19)]
+    rows.append({"text": "a rare one", "label": "rare"})
+    seed = next(s for s in range(50) if any(r["label"] == "rare" for r in hold_out(rows, 0.2, s)[1]))
+    data = h.write_jsonl(tmp_path / "rare.jsonl", rows)
+    result = finetune("classification", h.tiny_model_dir(), data, tmp_path / "cls", eval_fraction=0.2, seed=seed,
+                      **h.quick(max_steps=1))
+    assert "rare" in ids_of(tmp_path / "cls" / "model").values() and result.eval_examples == 4
+    squad = h.squad_file(tmp_path / "squad.json")
+    questions = QATask().read(squad)
+    seed = next(s for s in range(50) if not any(not q.answers for q in hold_out(questions, 0.2, s)[0]))
+    finetune("qa", h.tiny_model_dir(), squad, tmp_path / "qa", eval_fraction=0.2, seed=seed,
+             **h.quick(max_steps=1, max_length=48, doc_stride=8))
+    assert json.loads((tmp_path / "qa" / "model" / "plmkit_task.json").read_text())["version_2"] is True
+
+
+def test_max_steps_or_a_time_budget_ends_the_run_alone_and_epochs_default_to_3_otherwise(tmp_path):
+    """As Hugging Face's max_steps overrides num_train_epochs: fine-tuning's 3 epochs are for a run that says
+    nothing of its length, not a hidden cap on --max-steps."""
+    from plmkit.recipes.finetune import build_run
+
+    def train(**given):
+        return build_run({"task": "classification", "out": "o", "model": {"path": "m"}, "data": {"train": "t.jsonl"},
+                          "train": given}).train
+
+    assert train().epochs == 3.0 and train(max_steps=100).epochs is None and train(time_budget="10m").epochs is None
+    assert (train(max_steps=100, epochs=2).epochs, train(epochs=1).max_steps) == (2.0, None)
+    rows = [{"text": t, "label": y} for t, y in [("a fine film", "pos"), ("a waste", "neg")] * 12]
+    data = h.write_jsonl(tmp_path / "t.jsonl", rows)  # 24 examples: 6 batches of 4 an epoch
+    result = finetune("classification", h.tiny_model_dir(), data, tmp_path / "run", max_steps=20, batch_size=4,
+                      device="cpu", progress_bar=False)
+    assert (result.step, result.stop_reason) == (20, "max_steps")

@@ -320,3 +320,32 @@ def test_a_model_reads_sentence_pairs_or_single_texts_as_it_was_trained(tok):
     learner = C.ClassificationTask()
     learner.discover(examples, "train.jsonl")
     assert learner.settings.sentence_pairs is True and learner.settings.to_dict()["sentence_pairs"] is True
+
+
+def test_a_problem_type_the_run_gives_is_honoured_when_the_labels_fit_it(tmp_path, tok):
+    """problem_type in a run file (or finetune(problem_type=...)) is not replaced by what the labels suggest:
+    integer scores are regression targets when regression is asked; labels of another kind are refused."""
+    ints = [C.ClassificationExample(f"t{i}", None, str(i % 3), i + 1) for i in range(6)]
+    task = C.ClassificationTask.of(problem_type=C.REGRESSION)
+    assert task.discover(ints, "scores.jsonl") == ["score"] and task.settings.problem_type == C.REGRESSION
+    assert [f["labels"] for f in task.encode(tok, ints, {"score": 0}, "scores.jsonl")] == [0.0, 1.0, 2.0] * 2
+    words = [C.ClassificationExample("a", None, "pos", 1), C.ClassificationExample("b", None, "neg", 2)]
+    floats = [C.ClassificationExample("a", None, 0.5, 1), C.ClassificationExample("b", None, 1.5, 2)]
+    for given, examples, message in (
+            (C.REGRESSION, words, r"t.jsonl:1: problem_type is regression \(given\), but 'label' 'pos' is not a "
+                                  r"number"),
+            (C.MULTI, words, r"problem_type is multi_label_classification \(given\), but the training labels are "
+                             r"single class names"),
+            (C.SINGLE, floats, r"the training labels are numbers \(regression targets\)")):
+        with pytest.raises(DataError, match=message):
+            C.ClassificationTask.of(problem_type=given).discover(examples, "t.jsonl")
+    with pytest.raises(DataError, match=r"sentence_pairs is true \(given\), but the training records have no "
+                                        r"'text_pair'"):
+        C.ClassificationTask.of(sentence_pairs=True).discover(words, "t.jsonl")
+    found = C.ClassificationTask()  # nothing given: the labels decide
+    assert found.discover(ints, "t.jsonl") == ["0", "1", "2"] and found.settings.problem_type == C.SINGLE
+    scores = h.write_jsonl(tmp_path / "scores.jsonl", [{"text": f"t{i}", "label": i % 3} for i in range(12)])
+    finetune("classification", h.tiny_model_dir(), scores, tmp_path / "run", problem_type="regression",
+             **h.quick(max_steps=1))
+    config = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
+    assert (config["problem_type"], len(config["id2label"])) == (C.REGRESSION, 1)

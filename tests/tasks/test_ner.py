@@ -290,3 +290,17 @@ def test_window_settings_that_leave_no_room_are_refused_where_they_enter():
     with pytest.raises(ConfigError, match=r"scheme must be one of BIO, BIOES, got 'IOB'"):
         NerTask.of(scheme="IOB")
     assert NerTask.of(max_length=12, stride=9).settings.stride == 9
+
+
+def test_a_tag_scheme_the_run_gives_must_be_the_training_tags():
+    bio = [N.Sentence(["Anna", "Smith"], ["B-PER", "I-PER"], 1)]
+    bioes = [N.Sentence(["Anna", "Smith", "Tom"], ["B-PER", "E-PER", "S-PER"], 1)]
+    with pytest.raises(DataError, match=r"t.conll: scheme is BIO \(given\), but the training tags are BIOES: some tags "
+                                        r"are E-/S-"):
+        NerTask.of(scheme="BIO").discover(bioes, "t.conll")
+    with pytest.raises(DataError, match=r"scheme is BIOES \(given\), but the training tags are BIO: no tag is E- "
+                                        r"or S-"):
+        NerTask.of(scheme="BIOES").discover(bio, "t.conll")
+    task = NerTask.of(scheme="BIOES")
+    task.discover(bioes, "t.conll")
+    assert task.settings.scheme == "BIOES"

@@ -269,3 +269,14 @@ def test_task_files_whose_windows_never_moved_are_read_with_the_defaults(tmp_pat
     (tmp_path / tasks.TASK_FILE).write_text(json.dumps({"task": "qa", "max_length": "long", "doc_stride": 128}))
     with pytest.raises(ConfigError, match="max_length"):  # other errors are not passed over
         tasks.load_task(tmp_path)
+
+
+def test_version_2_given_true_is_kept_when_the_training_data_has_no_unanswerable_question(tmp_path):
+    squad = h.squad_file(tmp_path / "squad.json")
+    answerable = [q for q in QATask().read(squad) if q.answers]
+    given = QATask.of(version_2=True)
+    given.discover(answerable, squad)
+    assert given.settings.version_2 is True
+    found = QATask()
+    found.discover(answerable, squad)
+    assert found.settings.version_2 is False

@@ -133,3 +133,17 @@ def test_the_relations_of_a_file_have_one_json_type(tmp_path):
     path = h.relation_file(tmp_path / "r.jsonl", [h.RELATIONS[0], {**h.RELATIONS[2], "relation": 3}])
     with pytest.raises(DataError, match=r"r.jsonl: relations mix kinds: string \(first at line 1\), integer \(first at line 2\)"):
         R.read_relations(path)
+
+
+def test_a_no_relation_class_the_run_gives_is_honoured_and_must_be_a_training_relation():
+    rows = [R.RelationExample("a b", (0, 1), (2, 3), relation, i) for i, relation in
+            enumerate(["founded", "unrelated", "no_relation"], 1)]
+    given = RelationTask.of(no_relation="unrelated")
+    given.discover(rows, "rel.jsonl")
+    assert given.settings.no_relation == "unrelated"
+    with pytest.raises(DataError, match=r"rel.jsonl: no_relation is 'nothing' \(given\), but no training example has "
+                                        r"that relation; its relations: founded, no_relation, unrelated"):
+        RelationTask.of(no_relation="nothing").discover(rows, "rel.jsonl")
+    found = RelationTask()  # nothing given: the first of the usual names
+    found.discover(rows, "rel.jsonl")
+    assert found.settings.no_relation == "no_relation"

@@ -84,3 +84,13 @@ def test_cpu_offload_needs_the_fsdp_strategy():
         TrainConfig.with_defaults({}, {"max_steps": 1, "fsdp_cpu_offload": True})
     given = {"max_steps": 1, "fsdp_cpu_offload": True, "strategy": "fsdp"}
     assert TrainConfig.with_defaults({}, given).fsdp_cpu_offload
+
+
+def test_errors_are_lower_is_better_by_default():
+    """A regression's mse (and mae, rmse) is an error, as a loss or perplexity is: greater_is_better=True would keep
+    the worst checkpoint as the best. Given, it wins."""
+    for name in ("mse", "eval_mse", "rmse", "eval_mae", "mlm_loss", "eval_perplexity"):
+        assert TrainConfig(max_steps=1, metric_for_best=name).greater_is_better is False, name
+    for name in ("accuracy", "pearson", "f1", "bleu", "rougeL"):
+        assert TrainConfig(max_steps=1, metric_for_best=name).greater_is_better is True, name
+    assert TrainConfig(max_steps=1, metric_for_best="mse", greater_is_better=True).greater_is_better is True

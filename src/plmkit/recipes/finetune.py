@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
-from plmkit.errors import ConfigError, DataError
+from plmkit.errors import CheckpointError, ConfigError, DataError
 from plmkit.tasks import Task, get_task, task_names
 from plmkit.tasks.common import length_of
 from plmkit.training.checkpoint import resume_checkpoint
@@ -36,7 +36,8 @@ from plmkit.utils.settings import Settings, check_known, setting
 
 log = logging.getLogger("plmkit")
 
-FINETUNE_DEFAULTS = {"train": {"epochs": 3.0, "warmup_ratio": 0.1}}
+FINETUNE_DEFAULTS = {"train": {"warmup_ratio": 0.1}}
+DEFAULT_EPOCHS = 3.0  # how long a run trains that says neither max_steps, epochs nor time_budget
 
 
 @dataclass
@@ -55,6 +56,9 @@ class ModelSettings(Settings):
     dropout: float | None = setting(None, "hidden and attention dropout while fine-tuning; off: as in the model's "
                                           "config (plmkit pretrain writes 0, fine-tuning usually wants 0.1)", metavar="P",
                                     at_least=0, below=1)
+    new_head: bool = setting(False, "start the task head from scratch for the training data's labels; off: a model "
+                                    "fine-tuned for the task keeps its head, its labels and their order (the data's "
+                                    "labels must be among them)", fixed_on_resume=True)
     freeze_embeddings: bool = setting(False, "freeze the embeddings", fixed_on_resume=True)
     freeze_layers: int = setting(0, "freeze the embeddings and the first K layers", metavar="K", at_least=0,
                                  fixed_on_resume=True)
@@ -82,6 +86,8 @@ class ModelSettings(Settings):
     def check_given(self, given: set[str]) -> None:
         self.need_with(given, ("lora_alpha", "lora_dropout", "lora_targets"), self.lora_rank is not None,
                        "needs lora_rank (--lora-rank R): without a rank there are no adapters")
+        self.need_with(given, ["new_head"], self.path is not None,
+                       "replaces the head of a model directory (--model DIR); a --preset's weights are all new")
 
 
 @dataclass
@@ -109,9 +115,17 @@ class DataSettings(Settings):
 @dataclass
 class FinetuneTrain(TrainConfig):
     """The train section of a fine-tuning run: metric_for_best defaults to the task's main metric when
-    there is evaluation data, so early stopping needs no metric here; `run` fills it in."""
+    there is evaluation data, so early stopping needs no metric here; `run` fills it in. A run that says
+    neither max_steps, epochs nor time_budget trains DEFAULT_EPOCHS epochs; max_steps or time_budget
+    alone ends the run when given (as Hugging Face's max_steps overrides num_train_epochs)."""
+
+    epochs: float | None = setting(None, f"stop after this many passes over the training data; off: "
+                                         f"{DEFAULT_EPOCHS:g} unless --max-steps or --time-budget is given",
+                                   metavar="N", above=0)
 
     def validate(self) -> None:
+        if self.max_steps is None and self.epochs is None and self.time_budget is None:
+            self.epochs = DEFAULT_EPOCHS
         patience, self.early_stopping_patience = self.early_stopping_patience, None
         try:
             super().validate()
@@ -141,7 +155,7 @@ class FinetuneRun(RunConfig):
                                      "removed when this one starts training)", shapes_run=False, in_run_file=False)
     model: ModelSettings = field(default_factory=ModelSettings)
     data: DataSettings = field(default_factory=DataSettings)
-    train: FinetuneTrain = field(default_factory=lambda: FinetuneTrain(epochs=3.0))
+    train: FinetuneTrain = field(default_factory=FinetuneTrain)
 
     def validate(self) -> None:
         for ok, what in self.needed():
@@ -166,6 +180,10 @@ class FinetuneRun(RunConfig):
     def check_given(self, given: dict[str, set[str]]) -> None:
         self.train.need_with(given["train"], ["layer_lr_decay"], not self.model.freeze_body,
                              "scales the learning rates of the body's layers, which --freeze-body freezes")
+        # (a kind of run built on fine-tuning loads its model its own way: distill's student, the teacher's labels)
+        self.model.need_with(given["model"], ["new_head"], self.command == FinetuneRun.command,
+                             f"is fine-tuning's; a {self.command} run's model takes the labels its run gives: "
+                             "start it from a model without a head for other labels (its pretrained model)")
         if not (self.data.eval or self.data.eval_fraction):  # nothing to evaluate on
             because = "needs evaluation data: give --eval FILE (or --eval-fraction F)"
             self.train.need_with(given["train"], ("eval_every", "early_stopping_patience", "metric_for_best",
@@ -317,12 +335,19 @@ class Steps:
         return task.read(self.config.data.train)
 
     def labels(self, task: Task, examples: list) -> list[str] | None:
-        """The label names of the model's head (and whatever else the data decides in the task's settings)."""
-        return task.discover(examples, self.config.data.train)
+        """The label names of the model's head (and whatever else the data decides in the task's settings):
+        the data's, in the order of the head that --model holds when it was fine-tuned for the task
+        (`head_order`), unless new_head starts a new one."""
+        labels = task.discover(examples, self.config.data.train)
+        m = self.config.model
+        if labels is None or m.path is None or m.new_head:
+            return labels
+        return head_order(labels, head_labels(task, m.path), m.path, self.config.data.train)
 
     def model(self, task: Task, tokenizer, labels: list[str] | None):
         m = self.config.model
-        return prepare_model(task, m.path, tokenizer, labels, m.dropout, preset=m.preset, init=m.init)
+        return prepare_model(task, m.path, tokenizer, labels, m.dropout, preset=m.preset, init=m.init,
+                             new_head=m.new_head)
 
     def trained(self, model, task: Task, tokenizer):
         """The module the Trainer trains and saves (through its save_pretrained): the model itself."""
@@ -340,11 +365,11 @@ def _run(config: FinetuneRun, steps: Steps, out: Path, fp: dict) -> FinetuneResu
     seed_everything(config.train.seed)
     tokenizer = steps.tokenizer()
     train_examples = steps.training_examples(task, tokenizer)
+    labels = steps.labels(task, train_examples)  # of every training example: a held-out one's label is known too
     eval_examples, eval_where = (task.read(d.eval), d.eval) if d.eval else (None, None)
     if eval_examples is None and d.eval_fraction:
         train_examples, eval_examples = hold_out(train_examples, d.eval_fraction, config.train.seed)
         eval_where = f"{d.train} (held out)"
-    labels = steps.labels(task, train_examples)
     if d.eval and os.path.realpath(d.eval) == os.path.realpath(d.train):
         log.warning("plmkit: --eval is the training file: the evaluations (and the best model) measure how well "
                     "the model fits its own training data")
@@ -414,17 +439,77 @@ def hold_out(examples: list, fraction: float, seed: int) -> tuple[list, list]:
 
 
 # ------------------------------------------------------------------ the model
+NEW_HEAD_HOW = ("start a new head for the data's labels with --new-head (model: new_head: true), or fine-tune the "
+                "pretrained model it was fine-tuned from")
+
+
+def head_labels(task: Task, model_dir) -> list[str] | None:
+    """The labels of the `task` head that `model_dir` holds, in the order of its rows (LABEL_0 ... where
+    config.json names none); None when it holds no head of the task (a pretrained body, another task's head)."""
+    from plmkit.models.auto import AutoConfig, model_class, read_model_type
+    model_type, architectures = read_model_type(model_dir)
+    if model_class(model_type, task.model_task).__name__ not in architectures:
+        return None
+    config = AutoConfig.from_pretrained(model_dir)
+    names = config.id2label or {}
+    return [names.get(i, f"LABEL_{i}") for i in range(config.num_labels)]
+
+
+def unnamed(head: list[str]) -> bool:
+    """Whether a head's labels are Hugging Face's placeholders (LABEL_0, LABEL_1 ...), which name no class."""
+    return head == [f"LABEL_{i}" for i in range(len(head))]
+
+
+def head_order(labels: list[str], head: list[str] | None, model_dir, path) -> list[str]:
+    """The training data's `labels` as the head of `model_dir` numbers them (`head`: its labels, None: it has
+    none), as Hugging Face's run_glue keeps a fine-tuned model's label ids: the head's labels, which must
+    include the data's (those the data lacks stay, with a warning); rows without names (LABEL_0 ...) take
+    the data's labels when there are as many."""
+    if head is None:
+        return labels
+    if set(labels) == set(head):
+        return head
+    if unnamed(head):
+        if len(head) == len(labels):
+            return labels
+        raise DataError(f"{path}: the training data has {len(labels)} labels, but the head in {model_dir} has "
+                        f"{len(head)} (unnamed); {NEW_HEAD_HOW}")
+    unknown = [name for name in labels if name not in head]
+    if unknown:
+        raise DataError(f"{path}: the training data has label(s) the head in {model_dir} lacks: {', '.join(unknown)} "
+                        f"(its labels: {', '.join(head)}); give data with its labels, or {NEW_HEAD_HOW}")
+    log.warning("plmkit: the training data has no example of %s, label(s) of the head in %s: kept, so the model can "
+                "still predict them (--new-head: a new head for the data's labels alone)",
+                ", ".join(name for name in head if name not in labels), model_dir)
+    return head
+
+
+def check_head_labels(task: Task, model_dir, labels: list[str]) -> None:
+    """Refuse to load the `task` head of `model_dir` for other `labels` than its own, in its order: its rows
+    would answer for other labels (a head of as many unnamed rows takes any names)."""
+    head = head_labels(task, model_dir)
+    if head is None or head == labels or unnamed(head) and len(head) == len(labels):
+        return
+    raise ConfigError(f"{model_dir} holds a {task.name} head for the labels {', '.join(head)} (in this order), not "
+                      f"{', '.join(labels)}: its rows would answer for other labels; give its labels in its order, "
+                      "start the head anew (fine-tuning: --new-head), or start from a model without this head")
+
+
 def prepare_model(task: Task, model_dir, tokenizer, labels: list[str] | None = None, dropout: float | None = None,
-                  *, preset: str | None = None, init: str | None = None):
+                  *, preset: str | None = None, init: str | None = None, new_head: bool = False):
     """The task model initialised from `model_dir` (a pretrained body or a task checkpoint), with the
     labels, the task's config fields and `dropout` replacing the checkpoint's dropout rates
-    (pretraining often runs without); then adapted by the task (new tokens ...).
+    (pretraining often runs without); then adapted by the task (new tokens ...). A task checkpoint's head
+    is kept for its own labels in its order only (`check_head_labels`); `new_head` starts it from scratch.
 
     preset: random weights of that preset instead, sized for `tokenizer`; init="bert2bert": an
     encoder-decoder whose two halves both start from the BERT in `model_dir` (Rothe et al., 2020)."""
     from plmkit.models.auto import model_class, read_model_type
     from plmkit.models.io import check_model_dir
     from plmkit.models.registry import config_from_preset, family, family_of_preset
+    if new_head and labels is None:
+        raise ConfigError(f"new_head (--new-head) starts a new head for the training data's labels; {task.name} "
+                          "models have no labels")
     overrides = dict(task.model_overrides())
     if labels is not None:
         overrides["id2label"] = dict(enumerate(labels))
@@ -445,10 +530,36 @@ def prepare_model(task: Task, model_dir, tokenizer, labels: list[str] | None = N
         if dropout is not None:
             overrides.update(cls.config_class.from_json_file(check_model_dir(model_dir) / "config.json")
                              .dropout_overrides(dropout))
-        model = cls.from_pretrained(model_dir, **overrides)
+        if new_head:
+            model = with_new_head(cls, model_dir, overrides)
+        else:
+            if labels is not None:
+                check_head_labels(task, model_dir, labels)
+            model = cls.from_pretrained(model_dir, **overrides)
     model.check_vocabulary(tokenizer, model_dir or preset)
     task.adapt(model, tokenizer)
     return model
+
+
+def with_new_head(cls, model_dir, overrides: dict[str, Any]):
+    """`cls` of `model_dir` with its task head started from scratch for the labels of `overrides` (new_head):
+    the checkpoint is loaded with its own head, then its body's weights are copied into a new model."""
+    own = {k: v for k, v in overrides.items() if k not in ("id2label", "label2id")}
+    loaded = cls.from_pretrained(model_dir, **own)
+    id2label = overrides["id2label"]
+    model = cls(loaded.config.with_labels([id2label[i] for i in range(len(id2label))]))
+    body = {k: v for k, v in loaded.state_dict().items() if in_body(model, k)}
+    result = model.load_state_dict(body, strict=False)
+    lost = [k for k in result.missing_keys if in_body(model, k)] + list(result.unexpected_keys)
+    if lost:
+        raise CheckpointError(f"{model_dir}: --new-head cannot carry its body into a new {cls.__name__}: "
+                              f"{', '.join(lost[:6])}{' ...' if len(lost) > 6 else ''} do not match")
+    model.initialised_from_scratch = tuple(result.missing_keys)
+    for carried in ("generation_config", "generation_config_others", "sentence_transformers"):
+        setattr(model, carried, getattr(loaded, carried))
+    log.info("plmkit: %s: a new head (%s) from scratch for the labels %s (new_head)", cls.__name__,
+             ", ".join(result.missing_keys), ", ".join(model.config.id2label.values()))
+    return model.eval()
 
 
 def freeze(model, embeddings: bool = False, layers: int = 0, body: bool = False) -> list[str]:
@@ -511,6 +622,7 @@ def set_trainable(model, task: Task, tokenizer, m: ModelSettings) -> list[str]:
     return frozen
 
 
-__all__ = ["DataSettings", "FINETUNE_DEFAULTS", "FinetuneResult", "FinetuneRun", "FinetuneTrain", "ModelSettings", "Steps",
-           "build_run", "finetune", "freeze", "hold_out", "load_run", "nest", "prepare_model", "run", "run_type",
-           "set_trainable", "trainer_config"]
+__all__ = ["DEFAULT_EPOCHS", "DataSettings", "FINETUNE_DEFAULTS", "FinetuneResult", "FinetuneRun", "FinetuneTrain",
+           "ModelSettings", "Steps", "build_run", "check_head_labels", "finetune", "freeze", "head_labels",
+           "head_order", "hold_out", "load_run", "nest", "prepare_model", "run", "run_type", "set_trainable",
+           "trainer_config", "with_new_head"]

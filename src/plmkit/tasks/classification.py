@@ -32,16 +32,20 @@ from plmkit.utils.text import check_file, jsonl_rows, read_text
 
 FLOAT32_MAX = 3.4028234663852886e38  # the largest finite float32: a regression target beyond it is inf in training
 SINGLE, MULTI, REGRESSION = "single_label_classification", "multi_label_classification", "regression"
+INTEGER_NAME = re.compile(r"-?[0-9]+")  # a class name read from an integer label (ASCII digits: "²" is none)
+LABELS_OF = {SINGLE: "single class names", MULTI: "lists of class names", REGRESSION: "numbers (regression targets)"}
 
 
 @dataclass
 class ClassificationSettings(TaskSettings):
     section = "classification"
-    problem_type: str | None = setting(None, "set from the training labels: single_label_classification, "
-                                             "multi_label_classification or regression", cli=False,
+    problem_type: str | None = setting(None, "single_label_classification, multi_label_classification or "
+                                             "regression; off: set from the training labels (given: the labels "
+                                             "must fit it; integer labels fit regression, as its targets)", cli=False,
                                        choices=(SINGLE, MULTI, REGRESSION))
-    sentence_pairs: bool | None = setting(None, "set from the training data: the model reads text + text_pair "
-                                                "(None: a model saved before this was recorded)", cli=False)
+    sentence_pairs: bool | None = setting(None, "the model reads text + text_pair; off: set from the training data "
+                                                "(given: the data must agree; None in a saved model: one saved "
+                                                "before this was recorded)", cli=False)
 
 
 @dataclass
@@ -90,12 +94,7 @@ def _label(label, where: str) -> tuple[object, str | None]:
     """(label as the example holds it, its JSON type): a float is a regression target, a list a
     set of distinct classes (multi-label), anything else one class (`class_name`)."""
     if isinstance(label, float):
-        if not math.isfinite(label):
-            raise DataError(f"{where}: 'label' is {label}; a regression target must be a finite number")
-        if abs(label) > FLOAT32_MAX:
-            raise DataError(f"{where}: 'label' is {label}, beyond float32's range (±3.4e38) that training computes "
-                            "in; rescale the targets")
-        return label, "number"
+        return regression_target(label, where), "number"
     if isinstance(label, list):
         named = [class_name(v, where, f"'label' item {i}") for i, v in enumerate(label)]
         kinds = sorted({k for _, k in named})
@@ -104,6 +103,16 @@ def _label(label, where: str) -> tuple[object, str | None]:
         check_unique(((n, f"item {i}") for i, (n, _) in enumerate(named)), "label", f"{where}: 'label' ")
         return [n for n, _ in named], f"list of {kinds[0]}s" if kinds else None
     return class_name(label, where)
+
+
+def regression_target(value: float, where: str) -> float:
+    """`value` as a regression target: finite and within float32's range (training computes in it)."""
+    if not math.isfinite(value):
+        raise DataError(f"{where}: 'label' is {value}; a regression target must be a finite number")
+    if abs(value) > FLOAT32_MAX:
+        raise DataError(f"{where}: 'label' is {value}, beyond float32's range (±3.4e38) that training computes "
+                        "in; rescale the targets")
+    return value
 
 
 def _table_rows(path: Path, delimiter: str):
@@ -187,6 +196,27 @@ def problem_type_of(examples: list[ClassificationExample]) -> str:
     return next((_problem(e.label) for e in examples if e.label is not None), SINGLE)
 
 
+def run_problem_type(examples: list[ClassificationExample], given: str | None, path) -> str:
+    """The problem type a fine-tuning run trains: `given` (the run's problem_type) when the training labels
+    fit it, integer labels fitting regression too (their values are the targets); without one, what the
+    labels are (`problem_type_of`)."""
+    found = problem_type_of(examples)
+    if given is None or given == found:
+        return found
+    if given == REGRESSION and found == SINGLE:
+        odd = next((e for e in examples if not _integer_name(e.label)), None)
+        if odd is None:
+            return REGRESSION
+        raise DataError(f"{path}:{odd.line}: problem_type is regression (given), but 'label' {odd.label!r} is not "
+                        "a number; give numeric labels, or leave problem_type out to train a classifier")
+    raise DataError(f"{path}: problem_type is {given} (given), but the training labels are {LABELS_OF[found]} "
+                    f"({found}); give labels of that kind ({LABELS_OF[given]}), or leave problem_type out")
+
+
+def _integer_name(label) -> bool:
+    return isinstance(label, str) and INTEGER_NAME.fullmatch(label) is not None
+
+
 def label_names(examples: list[ClassificationExample]) -> list[str]:
     """Sorted class names (numerically when they are all integers written in ASCII digits, as
     integer labels are: "²" passes `str.isdigit` but is no number for `int`)."""
@@ -196,13 +226,16 @@ def label_names(examples: list[ClassificationExample]) -> list[str]:
             names.update(e.label)
         elif isinstance(e.label, str):
             names.add(e.label)
-    if all(re.fullmatch(r"-?[0-9]+", n) for n in names):
+    if all(INTEGER_NAME.fullmatch(n) for n in names):
         return sorted(names, key=int)
     return sorted(names)
 
 
 def encode_label(example: ClassificationExample, label2id: dict[str, int], problem_type: str, path) -> object:
-    """The model target of one example; unknown classes are a DataError naming file:line."""
+    """The model target of one example (a regression's: a number, an integer label too); unknown classes
+    are a DataError naming file:line."""
+    if problem_type == REGRESSION and _integer_name(example.label):
+        return regression_target(float(example.label), f"{path}:{example.line}")
     given = _problem(example.label)
     if given != problem_type:
         kind, wanted = {REGRESSION: ("regression", "a number"), SINGLE: ("single-label", "one label"),
@@ -262,6 +295,15 @@ def encode_examples(tokenizer, examples: list[ClassificationExample], max_length
     return features
 
 
+def _run_pairs(examples: list[ClassificationExample], given: bool | None, path) -> bool:
+    """Whether a run's training records are sentence pairs (all or none), as the run says when it gives it."""
+    found = check_pairs(examples, None, path)
+    if given is not None and given != found:
+        raise DataError(f"{path}: sentence_pairs is {str(given).lower()} (given), but the training records have "
+                        f"{'a' if found else 'no'} 'text_pair'; give records of that kind, or leave sentence_pairs out")
+    return found
+
+
 _LEGACY = object()  # pipeline top_k not passed: Hugging Face's legacy output shape
 
 
@@ -275,9 +317,12 @@ class ClassificationTask(Task):
     reader = staticmethod(read_classification)
 
     def discover(self, examples, path) -> list[str]:
-        self.settings.problem_type = problem_type_of(examples)
-        self.settings.sentence_pairs = check_pairs(examples, None, path)
-        if self.settings.problem_type == REGRESSION:
+        """The class names (regression: "score"); the problem type and whether the records are sentence pairs
+        are the data's, or the run's when it gives them and the data fits them."""
+        s = self.settings
+        s.problem_type = run_problem_type(examples, s.problem_type, path)
+        s.sentence_pairs = _run_pairs(examples, s.sentence_pairs, path)
+        if s.problem_type == REGRESSION:
             return ["score"]
         return need_two_labels(label_names(examples), path)
 

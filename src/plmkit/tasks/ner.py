@@ -130,6 +130,18 @@ def scheme_of(tags: list[str]) -> str:
     return "BIOES" if any(t[:2] in ("E-", "S-", "L-", "U-") for t in tags) else "BIO"
 
 
+def run_scheme(tags: list[str], given: str | None, path) -> str:
+    """The tag scheme a fine-tuning run scores entities by: the training tags' (`scheme_of`), which must be
+    `given` (the run's scheme) when it gives one; tags that are all 'O' are of either."""
+    found = scheme_of(tags)
+    if given is None or given == found or tags == ["O"]:
+        return given or found
+    why = ("some tags are E-/S- (or L-/U-)" if found == "BIOES"
+           else "no tag is E- or S-, as every BIOES entity's last is")
+    raise DataError(f"{path}: scheme is {given} (given), but the training tags are {found}: {why}; give tags of "
+                    f"that scheme, or leave scheme out")
+
+
 def tag_names(sentences: list[Sentence]) -> list[str]:
     """'O' first, then the tags sorted by entity type and prefix."""
     tags = {t for s in sentences for t in s.tags}
@@ -248,7 +260,8 @@ def entity_spans(tags: list[str]) -> list[tuple[str, int, int]]:
 @dataclass
 class NerSettings(TaskSettings):
     section = "ner"
-    scheme: str | None = setting(None, "set from the training tags: BIO or BIOES", cli=False, choices=("BIO", "BIOES"))
+    scheme: str | None = setting(None, "BIO or BIOES; off: set from the training tags (given: the tags must be of "
+                                       "it)", cli=False, choices=("BIO", "BIOES"))
     stride: int | None = setting(None, "word pieces shared by consecutive windows of a sentence longer than "
                                        "--max-length; off: max length / 4", metavar="N", at_least=0)
 
@@ -273,7 +286,7 @@ class NerTask(Task):
 
     def discover(self, examples, path) -> list[str]:
         labels = tag_names(examples)
-        self.settings.scheme = scheme_of(labels)
+        self.settings.scheme = run_scheme(labels, self.settings.scheme, path)
         return need_two_labels(labels, path)
 
     def soft_targets(self) -> str:

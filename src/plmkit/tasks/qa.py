@@ -270,10 +270,10 @@ class QASettings(TaskSettings):
     max_query_length: int | None = setting(None, "question tokens kept; off: 64, at most half the max length",
                                            metavar="N", at_least=1)
     max_answer_length: int = setting(30, "longest answer, in tokens", metavar="N", at_least=1)
-    version_2: bool | None = setting(False, "set from the training data: unanswerable questions allowed (SQuAD v2); "
-                                            "None, not known (a Hugging Face model without plmkit_task.json): "
-                                            "evaluation decides it by its data, and a no-answer threshold given "
-                                            "to evaluate or predict turns it on", cli=False)
+    version_2: bool | None = setting(False, "unanswerable questions allowed (SQuAD v2): true given, or when the "
+                                            "training data has any; None, not known (a Hugging Face model without "
+                                            "plmkit_task.json): evaluation decides it by its data, and a no-answer "
+                                            "threshold given to evaluate or predict turns it on", cli=False)
     null_score_diff_threshold: float = setting(0.0, "SQuAD v2: no answer when null score - best span score > "
                                                     "this", cli=False)
 
@@ -307,7 +307,8 @@ class QATask(Task):
     _seen: dict | None = None  # a stream's ids so far, one per record (`for_stream`); None: each call alone
 
     def discover(self, examples, path) -> None:
-        self.settings.version_2 = has_unanswerable(examples)
+        """SQuAD v2 when the run says so (version_2: true) or the training data holds unanswerable questions."""
+        self.settings.version_2 = bool(self.settings.version_2) or has_unanswerable(examples)
         return None
 
     @classmethod

@@ -130,8 +130,9 @@ def encode_relations(tokenizer, examples: list[RelationExample], max_length: int
 @dataclass
 class RelationSettings(TaskSettings):
     section = "relation"
-    no_relation: str | None = setting(None, "set from the training labels: the class meaning 'no relation' "
-                                            f"(one of {', '.join(NO_RELATION_NAMES)}), left out of the F1", cli=False)
+    no_relation: str | None = setting(None, "the class meaning 'no relation', left out of the F1 (given: a relation "
+                                            "of the training data); off: set from the training labels, the first "
+                                            f"of {', '.join(NO_RELATION_NAMES)} among them", cli=False)
 
 
 class RelationTask(Task):
@@ -143,9 +144,13 @@ class RelationTask(Task):
     reader = staticmethod(read_relations)
 
     def discover(self, examples, path) -> list[str]:
-        labels = sorted({e.relation for e in examples})
-        self.settings.no_relation = no_relation_label(labels)
-        return need_two_labels(labels, path)
+        labels = need_two_labels(sorted({e.relation for e in examples}), path)
+        given = self.settings.no_relation
+        if given is not None and given not in labels:
+            raise DataError(f"{path}: no_relation is {given!r} (given), but no training example has that relation; "
+                            f"its relations: {', '.join(labels)}")
+        self.settings.no_relation = given if given is not None else no_relation_label(labels)
+        return labels
 
     def encode(self, tokenizer, examples, label2id, path="data", training: bool = False) -> list[dict]:
         return encode_relations(tokenizer, examples, self.settings.max_length, label2id, path)

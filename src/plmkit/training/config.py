@@ -12,6 +12,8 @@ from plmkit.utils.device import PRECISIONS, is_device_name
 from plmkit.utils.settings import Settings, check_field_types, setting
 
 SCHEDULES = ("linear", "cosine", "constant")
+# metric names ending in these are losses or errors: lower is better (Hugging Face's rule is "ends with loss")
+LOWER_IS_BETTER = ("loss", "perplexity", "mse", "rmse", "mae")
 
 _DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([smhd])", re.IGNORECASE)
@@ -102,8 +104,9 @@ class TrainConfig(Settings):
                                                   metavar="N", at_least=1, shapes_run=False)
     metric_for_best: str | None = setting(None, "metric choosing the best checkpoint",
                                           flags=("--metric-for-best", "--metric"), metavar="NAME", shapes_run=False)
-    greater_is_better: bool | None = setting(None, "whether a larger metric_for_best is better "
-                                                   "(off: yes, except for *loss and *perplexity)", shapes_run=False)
+    greater_is_better: bool | None = setting(None, "whether a larger metric_for_best is better (off: yes, except "
+                                                   f"for names ending in {', '.join(LOWER_IS_BETTER)})",
+                                             shapes_run=False)
     progress_bar: bool = setting(True, "progress bars", const_flags={"--no-progress": False}, shapes_run=False)
 
     def validate(self) -> None:
@@ -115,7 +118,7 @@ class TrainConfig(Settings):
         if self.grad_clip == 0:
             self.grad_clip = None  # 0 means "no clipping", as in HF's max_grad_norm
         if self.greater_is_better is None and self.metric_for_best is not None:
-            self.greater_is_better = not self.metric_for_best.endswith(("loss", "perplexity"))
+            self.greater_is_better = not self.metric_for_best.endswith(LOWER_IS_BETTER)
         need = self.need
         need(not (self.warmup_steps and self.warmup_ratio), "set warmup_steps or warmup_ratio, not both")
         need(
@@ -145,4 +148,4 @@ class TrainConfig(Settings):
         return cls.layered(defaults, given, defaults=1)
 
 
-__all__ = ["PRECISIONS", "SCHEDULES", "TrainConfig", "check_field_types", "parse_duration"]
+__all__ = ["LOWER_IS_BETTER", "PRECISIONS", "SCHEDULES", "TrainConfig", "check_field_types", "parse_duration"]
