@@ -117,6 +117,51 @@ def test_sequence_level_distillation_of_a_causal_lm(tmp_path, caplog):
                  str(prompts), "--out", str(tmp_path / "t"), "--temperature", "3", "--no-report"]) != 0
 
 
+@pytest.mark.parametrize("task,fields", [("translation", ("source", "target")), ("summarization", ("text", "summary"))])
+def test_sequence_level_distillation_of_an_encoder_decoder_into_a_student_of_its_layers(task, fields, tmp_path):
+    from onnx_helpers import TEXTS, task_dir  # a random 2 + 2-layer Marian, or BERT-to-BERT
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps({fields[0]: t}) + "\n" for t in TEXTS))  # sources alone: the teacher writes
+    out = tmp_path / "student"
+    assert main(["distill", "--task", task, "--teacher", str(task_dir(task)), "--init-from-teacher", "--train",
+                 str(train), "--out", str(out), "--max-steps", "1", "--device", "cpu", "--no-progress",
+                 "--no-report"]) == 0
+    config = json.loads((out / "model" / "config.json").read_text())
+    halves = (config["encoder_layers"], config["decoder_layers"]) if task == "translation" else (
+        config["encoder"]["num_hidden_layers"], config["decoder"]["num_hidden_layers"])
+    assert halves == (1, 1)  # half of each stack
+
+
+def test_sequence_level_distillation_of_a_chat_teacher_whose_tokenizer_has_no_pad_token(tmp_path):
+    """The teacher pads its prompts with its eos token (a pad token added to the tokenizer would lie beyond its
+    embeddings); the student made from it gets the pad token, and its embedding row, as a loaded one does."""
+    from clm_helpers import corpus_text
+    from plmkit.models.gpt2 import GPT2Config, GPT2LMHeadModel
+    from plmkit.tasks.sft import SFTTask
+    from plmkit.tokenization import Tokenizer
+    tok = Tokenizer.train_bpe([corpus_text(), "<|user|>\nhello\n<|assistant|>\nhi there"], 400,
+                              special_tokens=("<|endoftext|>",), model_max_length=128)
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config.from_preset("gpt2-tiny", vocab_size=len(tok), n_positions=64,
+                                                   eos_token_id=tok.eos_token_id))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.5)  # (replies that run long)
+    teacher = tmp_path / "teacher"
+    model.save_pretrained(teacher)
+    tok.save_pretrained(teacher)
+    SFTTask.of(max_length=48).save(teacher)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in ("hello there", "what is a cat", "say a word",
+                                                                          "good morning to all of you")))
+    out = tmp_path / "student"
+    assert main(["distill", "--task", "sft", "--teacher", str(teacher), "--init-from-teacher", "--train", str(prompts),
+                 "--out", str(out), "--max-steps", "1", "--batch-size", "2", "--eval-batch-size", "4", "--device",
+                 "cpu", "--no-progress", "--no-report"]) == 0
+    student = Tokenizer.from_pretrained(out / "model")
+    assert student.pad_token_id == 400 and json.loads((out / "model" / "config.json").read_text())["vocab_size"] == 401
+
+
 def test_distil_a_classifier_into_a_narrower_student_of_the_teacher_s_weights(tmp_path, capsys):
     teacher, test = ch.sentiment_dir()  # 2 layers, 32 wide: 2 heads of 16, 64 neurons
     rows = h.data_dir("en-sentiment").joinpath("movie_reviews.train.jsonl").read_text().splitlines()[:40]

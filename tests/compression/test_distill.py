@@ -99,6 +99,67 @@ def test_init_from_teacher_copies_every_kth_layer_the_embeddings_and_the_head():
     assert small.config.pruned_heads == {0: [0]} and small.config.intermediate_sizes == [40]
 
 
+def seq2seq_teacher(kind: str, encoder_layers: int = 6, decoder_layers: int = 3):
+    """A tiny random BART, Marian or BERT-to-BERT of `encoder_layers` + `decoder_layers` blocks."""
+    from plmkit.models.bart import BartConfig, BartForConditionalGeneration
+    from plmkit.models.encoder_decoder import EncoderDecoderConfig, EncoderDecoderModel
+    from plmkit.models.marian import MarianConfig, MarianMTModel
+    torch.manual_seed(0)
+    if kind == "bert2bert":
+        def bert(layers):
+            return BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
+                              intermediate_size=64, max_position_embeddings=64)
+        return EncoderDecoderModel(EncoderDecoderConfig.from_encoder_decoder_configs(
+            bert(encoder_layers), bert(decoder_layers), decoder_start_token_id=1, pad_token_id=0)).eval()
+    cls, config = (BartForConditionalGeneration, BartConfig) if kind == "bart" else (MarianMTModel, MarianConfig)
+    return cls(config(d_model=32, encoder_layers=encoder_layers, decoder_layers=decoder_layers, encoder_ffn_dim=64,
+                      decoder_ffn_dim=64, encoder_attention_heads=4, decoder_attention_heads=4,
+                      max_position_embeddings=64, vocab_size=100, pad_token_id=0, eos_token_id=2,
+                      decoder_start_token_id=1)).eval()
+
+
+def _teacher_key(key: str, stacks: dict[str, list[int]]) -> str:
+    for stack, kept in stacks.items():
+        if key.startswith(stack + "."):
+            i, rest = key[len(stack) + 1:].split(".", 1)
+            return f"{stack}.{kept[int(i)]}.{rest}"
+    return key
+
+
+@pytest.mark.parametrize("kind", ["bart", "marian", "bert2bert"])
+def test_an_encoder_decoder_student_keeps_every_kth_block_of_each_stack(kind):
+    teacher = seq2seq_teacher(kind, encoder_layers=6, decoder_layers=3)
+    encoder, decoder = ("encoder.layers", "decoder.bert.layers") if kind == "bert2bert" else (
+        "model.encoder.layers", "model.decoder.layers")
+    for layers, kept in ((3, {encoder: [1, 3, 5], decoder: [0, 1, 2]}), (None, {encoder: [1, 3, 5], decoder: [2]}),
+                         (1, {encoder: [5], decoder: [2]})):
+        student = D.student_from_teacher(teacher, layers)  # (None: half of each stack)
+        assert type(student) is type(teacher)
+        assert [len(student.get_submodule(n)) for n in (encoder, decoder)] == [len(kept[encoder]), len(kept[decoder])]
+        t = teacher.state_dict()
+        for key, value in student.state_dict().items():  # each stack's blocks by its own map; the rest as it is
+            assert torch.equal(value, t[_teacher_key(key, kept)]), key
+    assert D.layer_stacks(teacher) == {encoder: "encoder", decoder: "decoder"}
+    assert D.layers_in_words(student) == "1 encoder + 1 decoder"
+    ids = torch.randint(2, 100, (2, 5), generator=torch.Generator().manual_seed(0))
+    assert student.generate(ids, max_new_tokens=3, num_beams=1).shape[0] == 2  # a working model
+    with pytest.raises(ConfigError, match="a student of 4 decoder layers from a teacher of 3: give 1 to 3 decoder"):
+        D.student_from_teacher(teacher, 4)
+
+
+def test_an_encoder_decoder_config_keeps_each_stack_s_blocks_and_needs_both():
+    bart, bert2bert = seq2seq_teacher("bart").config, seq2seq_teacher("bert2bert").config
+    assert (bart.with_layers([1, 3], [2]).encoder_layers, bart.with_layers([1, 3], [2]).decoder_layers) == (2, 1)
+    small = bert2bert.with_layers([5], [0, 2])
+    assert (small.encoder.num_hidden_layers, small.decoder.num_hidden_layers) == (1, 2)
+    assert small.decoder.is_decoder and small.decoder.add_cross_attention
+    for config in (bart, bert2bert):
+        with pytest.raises(ConfigError, match="give the decoder's kept blocks too"):
+            config.with_layers([1, 3])
+    with pytest.raises(ConfigError, match="one stack of blocks"):
+        teacher_model().config.with_layers([1], [1])
+
+
 def test_a_quantized_teacher_is_refused_by_name_rather_than_copied():
     from plmkit.compression.quantize import quantize_model
     from plmkit.compression.width import narrowed_student
@@ -126,6 +187,21 @@ def test_a_student_equal_to_its_teacher_has_nothing_to_learn_but_the_labels():
     hard = D.hard_label_loss(logits, labels)
     assert float(out.loss) == pytest.approx(0.7 * float(hard), rel=1e-5)
     assert model.projection is None and not any(k.startswith("_teacher") for k in model.state_dict())
+
+
+def test_a_deeper_student_learns_the_logits_alone_and_layer_losses_say_why_they_refuse_it():
+    teacher, student = teacher_model(layers=2), teacher_model(layers=4)
+    model = D.DistillationModel(student, teacher, D.DistillSettings(), "example")  # no layer losses: no layer map
+    ids = torch.randint(1, 200, (2, 6), generator=torch.Generator().manual_seed(0))
+    out = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=torch.tensor([0, 1]))
+    assert torch.isfinite(out.loss) and model.layers is None
+    for weights, flags in (({"hidden_weight": 1.0}, "--hidden-weight"),
+                           ({"attention_weight": 1.0}, "--attention-weight"),
+                           ({"hidden_weight": 1.0, "attention_weight": 1.0}, "--hidden-weight and --attention-weight")):
+        with pytest.raises(ConfigError, match=f"distill: {flags} compare each student layer with a teacher layer, and "
+                                              f"this student has 4 layers, its teacher 2: give a student of at most 2 "
+                                              f"layers, or leave {flags} off"):
+            D.DistillationModel(student, teacher, D.DistillSettings(**weights), "example")
 
 
 def test_distillation_model_sums_its_weighted_losses_and_saves_the_student(tmp_path):

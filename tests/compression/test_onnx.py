@@ -5,6 +5,7 @@ generate, translate and summarize token for token as PyTorch, and refusals by na
 import json
 import shutil
 
+import numpy as np
 import onnx
 import pytest
 import torch
@@ -119,6 +120,17 @@ def test_what_cannot_be_exported_is_refused_by_name(tmp_path):
     with pytest.raises(ConfigError, match="is quantized .*takes the fp32 model"):
         export_model(quantize_model(load_any(task_dir("classification"))), tmp_path)
     assert not (tmp_path / "model.onnx").exists()
+
+
+def test_an_export_over_its_own_model_directory_is_refused_even_with_overwrite(tmp_path):
+    source = tmp_path / "model"
+    shutil.copytree(task_dir("classification"), source)
+    before = sorted(p.name for p in source.iterdir())
+    for out, how in ((source, "is"), (source / "onnx", "is inside"), (tmp_path, "holds")):
+        with pytest.raises(ConfigError, match=f"--out {out} {how} the input --model {source}; inputs are never "
+                                              "written over: choose another --out"):
+            export_onnx(source, out, overwrite=True)
+    assert sorted(p.name for p in source.iterdir()) == before  # the weights are still there
 
 
 def test_a_graph_that_disagrees_with_pytorch_is_not_written(tmp_path, monkeypatch):
@@ -261,7 +273,64 @@ def test_the_export_copies_no_weights_of_any_format(tmp_path):
     weights = ["model.safetensors", "model-00001-of-00002.safetensors", "model.safetensors.index.json",
                "pytorch_model.bin", "pytorch_model-00001-of-00002.bin", "pytorch_model.bin.index.json",
                "tf_model.h5", "flax_model.msgpack", "rust_model.ot", "model.onnx", GRAPH_FILE]
-    for name in weights + ["config.json", "tokenizer.json", "README.md"]:
+    records = ["prune.json", "compression_report.json", "compare.json", "compare.png", "run.yaml", "metrics.jsonl",
+               "training_curves.png", "train_config.json"]  # the commands' records of the source: another model's
+    for name in weights + records + ["config.json", "tokenizer.json", "README.md"]:
         (source / name).write_text("{}")
     export.copy_companions(source, out, SimpleNamespace(sentence_transformers=None))
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "tokenizer.json"]
+
+
+# ---------------------------------------------------------------------- weights counted once
+def _tied_gpt2():
+    from plmkit.models.gpt2 import GPT2Config, GPT2LMHeadModel
+    torch.manual_seed(0)
+    return GPT2LMHeadModel(GPT2Config(vocab_size=100, n_positions=48, n_embd=32, n_layer=2, n_head=4)).eval()
+
+
+def _initializers(path) -> dict:
+    from onnx import numpy_helper
+    return {t.name: numpy_helper.to_array(t, str(path.parent)) for t in onnx.load(str(path)).graph.initializer}
+
+
+def test_parameters_count_a_weight_two_graphs_store_once():
+    """The report's onnxruntime parameter count: an encoder-decoder's shared embedding is stored in the
+    encoder's graph and in the decoder's; it counted twice (Marian: 65,869 against PyTorch's 52,352)."""
+    out = exported("translation")
+    encoder, decoder = (_initializers(out / f"{part}.onnx") for part in ("encoder_model", "decoder_model"))
+    both = [name for name in encoder.keys() & decoder.keys() if np.array_equal(encoder[name], decoder[name])]
+    shared = load_any(task_dir("translation")).get_input_embeddings().weight
+    assert any(encoder[name].shape == tuple(shared.shape) for name in both)
+    everything = sum(w.size for w in encoder.values()) + sum(w.size for w in decoder.values())
+    assert export.stored_parameters([out / "encoder_model.onnx", out / "decoder_model.onnx"]) == \
+        everything - sum(encoder[name].size for name in both)
+
+
+def test_a_graph_over_2_gb_keeps_its_weights_external_and_so_does_its_int8_copy(tmp_path, monkeypatch):
+    """(2 GB stands at 1000 bytes here: a tiny model is exported as a large one is.) The int8 copy of a graph
+    with external weights is written with its weights external too: a large model's in one protobuf would fail."""
+    from plmkit.compression.report import measure
+    monkeypatch.setattr(export, "TWO_GB", 1000)
+    info = export_model(_tied_gpt2(), tmp_path, quantize="int8")
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"model.onnx", "model.onnx.data", "model.int8.onnx", "model.int8.onnx.data"} <= names
+    int8 = [tmp_path / "model.int8.onnx", tmp_path / "model.int8.onnx.data"]
+    assert info["int8"]["bytes"] == sum(p.stat().st_size for p in int8) and info["int8"]["argmax_agreement"] >= 0.9
+    report = measure(tmp_path, backend="onnxruntime-int8", batch_sizes=(1,), warmup=0, repeats=1, new_tokens=1)
+    assert report["size_mb"] * 2 ** 20 == pytest.approx(sum(p.stat().st_size for p in int8))
+
+
+def test_an_exported_llama_runs_past_max_position_embeddings(tmp_path):
+    """The graph gathered its rotary angles from the tables as built (max_position_embeddings rows): onnxruntime
+    failed past them (GatherND), where PyTorch grows its tables."""
+    from plmkit.models.llama import LlamaConfig, LlamaForCausalLM
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=80, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2,
+                                         max_position_embeddings=24)).eval()
+    export_model(model, tmp_path)
+    ids = torch.randint(0, 80, (2, 40))
+    with torch.no_grad():
+        want = model(ids, torch.ones_like(ids)).logits
+    got = OrtModel(tmp_path)(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)

@@ -55,6 +55,17 @@ def test_a_pruned_model_equals_the_masked_original():
     assert not torch.equal(expected, tiny_classifier()(**batch).logits)  # the masks did change the outputs
 
 
+def test_masks_are_on_the_model_s_device():
+    """(No GPU here: the meta device stands for one.) A CPU mask would not scale a CUDA model's activations."""
+    model = tiny_classifier()
+    scores = scores_of(model)
+    on_cpu = P.masks_of(model, scores, 0.3, 0.2)
+    elsewhere = P.masks_of(model.to("meta"), scores, 0.3, 0.2)
+    for cpu, meta in zip(on_cpu, elsewhere):
+        assert [m.device.type for m in meta] == ["meta"] * len(cpu)
+        assert [m.shape for m in meta] == [m.shape for m in cpu]
+
+
 def test_importance_is_normalised_per_layer_and_a_dead_head_goes_first():
     model = tiny_classifier()
     with torch.no_grad():  # head 2 of layer 1 and neuron 5 of layer 0 no longer reach the output
@@ -172,14 +183,43 @@ def test_the_output_directory_carries_the_model_folders(tmp_path):
     (model / "1_Pooling").mkdir(parents=True)  # a sentence-transformers model's pooling folder
     (model / "1_Pooling" / "config.json").write_text("{}")
     (model / "config.json").write_text("{}")
-    _write(tmp_path / "out", model, None, {"heads": 0.3})
+    record = {"heads": 0.3, "removed_heads": {"0": [1]}, "heads_per_layer": [3, 4], "ffn_sizes": [64, 64]}
+    _write(tmp_path / "out", model, None, record)
     assert (tmp_path / "out" / "1_Pooling" / "config.json").is_file()
-    assert json.loads((tmp_path / "out" / RESULT_FILE).read_text()) == {"heads": 0.3}
+    assert json.loads((tmp_path / "out" / RESULT_FILE).read_text()) == record
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
     refuse_foreign_out(tmp_path / "out")  # an earlier prune's output is replaced
     with pytest.raises(ConfigError, match="holds files that plmkit prune did not write"):
         refuse_foreign_out(tmp_path / "other")
+
+
+def test_a_copy_carrying_an_earlier_prune_s_record_is_no_output_of_prune(tmp_path):
+    """An int8 copy or an ONNX export of a pruned model made before the copies left the records out: prune.json
+    beside weights that prune did not write. `plmkit prune --out` there would replace them without --overwrite."""
+    import shutil
+    from onnx_helpers import exported
+    from plmkit.compression.quantize import quantize_dir
+    from plmkit.recipes.prune import RESULT_FILE, pruned_here, refuse_foreign_out
+    record = json.dumps({"removed_heads": {}, "heads_per_layer": [4, 4], "ffn_sizes": [64, 64]})
+    model = tiny_classifier_dir(tmp_path)
+    int8 = quantize_dir(model, tmp_path / "int8")
+    onnx_copy = shutil.copytree(exported("classification"), tmp_path / "onnx")
+    for copy in (int8, onnx_copy):
+        (copy / RESULT_FILE).write_text(record)
+        assert not pruned_here(copy)
+        with pytest.raises(ConfigError, match=f"--out {copy} holds files that plmkit prune did not write"):
+            refuse_foreign_out(copy)
+    (model / RESULT_FILE).write_text(record)
+    assert pruned_here(model)  # prune's own output: an fp32 model and its record
+    (model / RESULT_FILE).write_text(json.dumps({"notes": "mine"}))
+    assert not pruned_here(model)  # a prune.json that prune did not write
+
+
+def tiny_classifier_dir(tmp_path):
+    directory = tmp_path / "fp32"
+    tiny_classifier().save_pretrained(directory)
+    return directory
 
 
 LLAMA = dict(vocab_size=100, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,

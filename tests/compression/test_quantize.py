@@ -204,6 +204,16 @@ def test_an_out_holding_other_files_is_kept_unless_overwrite(bert, tmp_path):
     assert json.loads((tmp_path / "int8" / "config.json").read_text())["quantization_config"]["method"] == "weight-int8"
 
 
+def test_the_int8_copy_carries_none_of_the_commands_records_of_its_source(bert, tmp_path):
+    from plmkit.compression.records import RECORD_FILES
+    bert.save_pretrained(tmp_path / "pruned")
+    for name in sorted(RECORD_FILES):  # (prune.json, compression_report.json, a run's files ...: another model's)
+        (tmp_path / "pruned" / name).write_text("{}")
+    (tmp_path / "pruned" / "generation_config.json").write_text("{}")  # a companion: copied
+    out = quantize_dir(tmp_path / "pruned", tmp_path / "int8")
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "generation_config.json", "model.safetensors"]
+
+
 def _sharded_bin_copy(source, directory, hub_extras: bool) -> None:
     """`source`'s model as transformers 4.x wrote large ones (pytorch_model-0000i-of-00002.bin shards and
     pytorch_model.bin.index.json), with a README; `hub_extras`: beside model.safetensors and other

@@ -19,8 +19,8 @@ def test_measure_reports_size_speed_and_the_evaluate_metric(measured):
     from plmkit.tasks import evaluate_dir
     model, test, r = measured
     assert set(r) == {"model", "backend", "size_mb", "parameters", "latency_ms", "throughput", "inputs", "timed",
-                      "threads", "clock", "metric", "how"}
-    assert r["timed"] == "forward pass"
+                      "threads", "clock", "task", "metric", "how"}
+    assert r["timed"] == "forward pass" and r["task"] == "classification"
     assert r["size_mb"] == pytest.approx((model / "model.safetensors").stat().st_size / 2 ** 20)
     from plmkit.models.auto import load_any
     assert r["parameters"] == load_any(model).num_parameters()
@@ -56,11 +56,43 @@ def test_table_ratios_and_json_round_trip(measured, tmp_path):
             "metric": {**r["metric"], "accuracy": r["metric"]["accuracy"] - 0.01}}
     table = R.format_report([r, half], baseline=r)
     row = table.splitlines()[3]
-    assert row.startswith("x/int8") and "(4.00x smaller)" in row and "(2.00x)" in row and "(-1.00)" in row
+    assert row.startswith("x/int8") and "(4.00x smaller)" in row and "(2.00x)" in row and "(-1.00 pts)" in row
     path = R.save_report(tmp_path / "out", {"before": r, "after": half})
     back = json.loads(path.read_text())
     assert path.name == R.REPORT_FILE and back["after"]["latency_ms"] == {str(k): v for k, v in half["latency_ms"].items()}
     assert R.format_report([back["before"], back["after"]], back["before"]) == table  # string keys read back
+
+
+def _report(name: str, task: str | None, metric: dict) -> dict:
+    return {"model": f"runs/{name}", "backend": "torch", "size_mb": 300.0, "parameters": 7.6e7,
+            "latency_ms": {1: 100.0}, "throughput": {1: 10.0}, "task": task, "metric": metric}
+
+
+@pytest.mark.parametrize("task,before,after,shown", [
+    ("classification", {"accuracy": 0.9130, "f1": 0.9}, {"accuracy": 0.9010, "f1": 0.905}, ["-1.20 pts", "+0.50 pts"]),
+    ("ner", {"f1": 0.85, "token_accuracy": 0.97}, {"f1": 0.84, "token_accuracy": 0.96}, ["-1.00 pts", "-1.00 pts"]),
+    ("translation", {"bleu": 27.30, "chrf": 55.10}, {"bleu": 26.10, "chrf": 54.20}, ["-1.20", "-0.90"]),  # 0-100
+    ("qa", {"exact_match": 71.5, "f1": 80.25}, {"exact_match": 70.0, "f1": 79.75}, ["-1.50", "-0.50"]),  # 0-100
+    ("sft", {"perplexity": 35.2}, {"perplexity": 36.1}, ["+0.90"]),  # no fraction
+    (None, {"accuracy": 0.9}, {"accuracy": 0.8}, ["-0.10"]),  # a report of no known task: as it is
+])
+def test_metric_differences_are_points_for_0_1_metrics_and_as_they_are_otherwise(task, before, after, shown):
+    baseline = _report("teacher", task, before)
+    table = R.format_report([baseline, _report("student", task, after)], baseline)
+    cells = [c.strip() for c in table.splitlines()[3].split("  ") if c.strip()][-len(shown):]
+    assert [c.split(" (", 1)[1].rstrip(")") for c in cells] == shown, table
+    assert [float(c.split(" (")[0]) for c in cells] == pytest.approx(list(after.values()))
+    assert "metrics: value (difference; pts: points, x100 of a 0-1 metric)" in table
+
+
+def test_counts_are_no_metric_columns():
+    from onnx_helpers import chat_dir
+    model, pairs = chat_dir("gpt2")
+    r = R.measure(model, eval_file=pairs, batch_sizes=(1,), warmup=0, repeats=1, new_tokens=2)
+    assert set(r["metric"]) == {"loss", "perplexity"} and r["task"] == "sft"  # (sft's evaluation counts its tokens)
+    old = _report("old", "sft", {**r["metric"], "tokens": 67.0, "n": 3.0})  # a report saved with counts
+    assert R.metric_names([r, old]) == ["perplexity"]
+    assert R.format_report([r, old], r).splitlines()[0].split()[-1] == "perplexity"  # (the last column)
 
 
 def test_compare_cli_prints_writes_json_and_png(measured, tmp_path, capsys):

@@ -101,6 +101,28 @@ def test_teacher_targets_are_the_teachers_translations_of_the_sources(fr_en, tmp
     assert [e.target for e in examples] == task.generate(teacher, tok, features, 3)
 
 
+@pytest.mark.parametrize("beams", [4, 1])
+def test_targets_are_decoded_by_the_task_s_beams_never_sampled_whatever_the_generation_config(fr_en, tmp_path, beams):
+    """A model whose generation_config.json says do_sample: its targets (a teacher's, evaluation's) are still beam
+    search's (4 beams with do_sample was refused) or greedy decoding's (one beam: sampled, unseeded)."""
+    import torch
+    from plmkit.models.registry import config_from_preset, family_of_preset
+    from plmkit.tokenization import Tokenizer
+    tok = Tokenizer.from_pretrained(fr_en / "tok")
+    torch.manual_seed(0)
+    cls = family_of_preset("marian-tiny").model_class("seq2seq-lm")
+    teacher = cls(config_from_preset("marian-tiny", **cls.config_class.tokenizer_fields(tok))).eval()
+    task = TranslationTask.of(num_beams=beams, max_target_length=6)
+    task.progress = False
+    sources = write_jsonl(tmp_path / "sources.jsonl", [{"source": s} for s, _ in PAIRS[:3]])
+    plain = [e.target for e in task.teacher_targets(teacher, tok, task.read(sources, labelled=False), batch_size=2)]
+    teacher.generation_config = {"do_sample": True, "top_k": 5}
+    for _ in range(2):
+        with pytest.warns(UserWarning, match="top_k=5 only apply when sampling"):
+            written = task.teacher_targets(teacher, tok, task.read(sources, labelled=False), batch_size=2)
+        assert [e.target for e in written] == plain
+
+
 def test_translation_from_scratch_end_to_end(fr_en, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["finetune", "--task", "translation", "--preset", "marian-tiny", "--tokenizer", str(fr_en / "tok"),

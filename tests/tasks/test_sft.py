@@ -170,3 +170,72 @@ def test_finetune_cli_task_sft(pretrained, tmp_path, capsys):
     args[args.index("--out") + 1] = str(tmp_path / "out2")
     assert main(args + ["--max-length", "32"]) == 0
     assert json.loads((tmp_path / "out2" / "model" / "plmkit_task.json").read_text())["max_length"] == 32
+
+
+def rough_teacher(tokenizer, seed: int = 3):
+    """A tiny random GPT-2 with weights far from their start: its replies run long (no early end of text)."""
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config.from_preset("gpt2-tiny", vocab_size=len(tokenizer), n_positions=64,
+                                                   eos_token_id=tokenizer.eos_token_id)).eval()
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    return model
+
+
+PROMPTS = [{"prompt": p} for p in ("hi", "what is a cat that sits on the mat all day long", "say a word",
+                                   "hello there")]
+
+
+def alone(task, teacher, tok, record) -> str:
+    """The teacher's greedy reply to one prompt, generated alone up to max_length with its prompt."""
+    from plmkit.chat import format_system, format_user
+    ids = torch.tensor(encode_text(tok, format_system(None) + format_user(record["prompt"])))
+    new = teacher.generate(ids, max_new_tokens=task.settings.max_length - len(ids), eos_token_id=tok.eos_token_id,
+                           do_sample=False, num_beams=1)[len(ids):]
+    return tok.decode(new.tolist(), skip_special_tokens=True).strip()
+
+
+@pytest.mark.filterwarnings("ignore:top_p=0.95 only apply when sampling")  # (but in the first call: caught there)
+def test_teacher_replies_are_greedy_whatever_the_teacher_s_generation_config_says(tok):
+    from plmkit.tasks.sft import SFTTask
+    teacher, task = rough_teacher(tok), SFTTask.of(max_length=48)
+    task.progress = False
+    teacher.generation_config = {"do_sample": True, "temperature": 1.0, "top_p": 0.95, "num_beams": 2}  # a chat model's
+    with pytest.warns(UserWarning, match="only apply when sampling"):  # (top_p: ignored by greedy decoding)
+        first = task.teacher_targets(teacher, tok, PROMPTS, batch_size=2)
+    assert first == task.teacher_targets(teacher, tok, PROMPTS, batch_size=2)
+    assert [r["response"] for r in first] == [alone(task, teacher, tok, r) for r in PROMPTS]
+
+
+def test_each_teacher_reply_has_its_own_prompt_s_room_whatever_shares_its_batch(tok):
+    from plmkit.tasks.sft import SFTTask
+    teacher, task = rough_teacher(tok), SFTTask.of(max_length=48)
+    task.progress = False
+    replies = [[r["response"] for r in task.teacher_targets(teacher, tok, PROMPTS, batch_size=size)] for size in (1, 4)]
+    assert replies[0] == replies[1] == [alone(task, teacher, tok, r) for r in PROMPTS]
+    assert len(replies[0][0]) > len(replies[0][1])  # (the shortest prompt's reply runs past the longest's room)
+
+
+def test_teacher_replies_of_a_tokenizer_without_a_pad_token_pad_with_its_eos_and_leave_it_unchanged():
+    from plmkit.tasks.sft import SFTTask, prompt_pad_id
+    from plmkit.tokenization import Tokenizer
+    tok = Tokenizer.train_bpe([corpus_text(), "<|user|>\nhello\n<|assistant|>\nhi there"], 400,
+                              special_tokens=("<|endoftext|>",), model_max_length=128)
+    assert tok.pad_token_id is None
+    teacher, task = rough_teacher(tok), SFTTask.of(max_length=48)
+    task.progress = False
+    assert prompt_pad_id(tok, teacher) == tok.eos_token_id
+    written = task.teacher_targets(teacher, tok, PROMPTS, batch_size=4)  # (a pad id beyond the embeddings: refused)
+    assert tok.pad_token_id is None and len(tok) == teacher.get_input_embeddings().num_embeddings
+    assert [r["response"] for r in written] == [alone(task, teacher, tok, r) for r in PROMPTS]
+
+
+def test_reply_batches_keep_a_batch_s_prompts_within_the_spread_the_positions_leave():
+    from plmkit.tasks.sft import reply_batches
+    lengths = [9, 3, 5, 3, 20, 6]
+    assert reply_batches(lengths, 4, None) == [[1, 3, 2, 5], [0, 4]]
+    assert reply_batches(lengths, 4, 2) == [[1, 3, 2], [5], [0], [4]]
+    assert reply_batches(lengths, 4, 0) == [[1, 3], [2], [5], [0], [4]]
+    assert reply_batches([], 4, 0) == []

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import argparse
 
+from plmkit.compression.records import COMPARE_FILES
 from plmkit.compression.report import DEFAULT_NEW_TOKENS
 
-COMPARE_JSON, COMPARE_PNG = "compare.json", "compare.png"
+COMPARE_JSON, COMPARE_PNG = COMPARE_FILES
 
 
 def add_parser(subparsers) -> None:

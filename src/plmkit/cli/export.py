@@ -26,9 +26,7 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from plmkit.compression.onnx import export_onnx
-    from plmkit.utils.files import refuse_overwriting_inputs
     s = settings_from_args(args, ExportSettings)
-    refuse_overwriting_inputs(s.out, "--out", [("--model", s.model)])
     info = export_onnx(s.model, s.out, quantize=s.quantize, tolerance=s.tolerance, overwrite=s.overwrite)
     check = info["check"]
     for graph in info["graphs"].values():

@@ -29,7 +29,6 @@ writes the targets (`Task.teacher_targets`) and the student is fine-tuned on the
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,8 +40,6 @@ from plmkit.errors import ConfigError
 from plmkit.models.outputs import ModelOutput
 from plmkit.utils.constants import IGNORE_INDEX
 from plmkit.utils.settings import Settings, setting
-
-_LAYER = re.compile(r"((?:^|\.)layers\.)(\d+)\.")
 
 # what a task's `Task.soft_targets` names -> (the output fields holding logits, the batch keys of their hard
 # labels); each field's rows are distributions over:
@@ -69,7 +66,9 @@ class DistillSettings(Settings):
                                              "narrower with --student-hidden/--student-heads/--student-ffn",
                                       fixed_on_resume=True)
     student_layers: int | None = setting(None, "with --init-from-teacher: the student's layers (off: half the "
-                                               "teacher's)", metavar="N", at_least=1, fixed_on_resume=True)
+                                               "teacher's); an encoder-decoder's student gets N encoder and N "
+                                               "decoder layers (off: half of each)", metavar="N", at_least=1,
+                                         fixed_on_resume=True)
     student_hidden: int | None = setting(None, "with --init-from-teacher: the student's width, a multiple of the "
                                                "teacher's head size: the teacher's hidden channels of the largest "
                                                "LayerNorm scales, the same in every layer (off: the teacher's "
@@ -106,17 +105,43 @@ class DistillSettings(Settings):
 WIDTH_FIELDS = ("student_hidden", "student_heads", "student_ffn")
 
 
-def layer_map(student_layers: int, teacher_layers: int) -> list[int]:
-    """The teacher layer each student layer learns from (and starts as): (i + 1) * L / N - 1, rounded up."""
+def layer_map(student_layers: int, teacher_layers: int, what: str = "layers") -> list[int]:
+    """The teacher layer each student layer learns from (and starts as): (i + 1) * L / N - 1, rounded up.
+    `what`: the layers' name in an error ("decoder layers")."""
     if not 1 <= student_layers <= teacher_layers:
-        raise ConfigError(f"a student of {student_layers} layers from a teacher of {teacher_layers}: give 1 to "
-                          f"{teacher_layers} layers")
+        raise ConfigError(f"a student of {student_layers} {what} from a teacher of {teacher_layers}: give 1 to "
+                          f"{teacher_layers} {what}")
     return [((i + 1) * teacher_layers + student_layers - 1) // student_layers - 1 for i in range(student_layers)]
+
+
+def layer_stacks(model: nn.Module) -> dict[str, str]:
+    """The qualified names of the model's lists of blocks (``bert.layers``, ``model.decoder.layers``) -> what
+    they are: an encoder-decoder's "encoder" and "decoder", another model's one stack "body"."""
+    stacks = [name for name, m in model.named_modules()
+              if isinstance(m, nn.ModuleList) and name.split(".")[-1] == "layers"]
+    if not getattr(model, "is_encoder_decoder", False):
+        if len(stacks) != 1:
+            raise ConfigError(f"{type(model).__name__}: expected one list of blocks, found {stacks or 'none'}")
+        return {stacks[0]: "body"}
+    decoder = model.decoder_layers()
+    roles = {name: "decoder" if model.get_submodule(name) is decoder else "encoder" for name in stacks}
+    if sorted(roles.values()) != ["decoder", "encoder"]:
+        raise ConfigError(f"{type(model).__name__}: expected an encoder's and a decoder's list of blocks, "
+                          f"found {roles}")
+    return roles
+
+
+def layers_in_words(model: nn.Module) -> str:
+    """The model's blocks per stack, for a log line: "4", or an encoder-decoder's "6 encoder + 3 decoder"."""
+    counts = {role: len(model.get_submodule(name)) for name, role in layer_stacks(model).items()}
+    return str(counts["body"]) if "body" in counts else f"{counts['encoder']} encoder + {counts['decoder']} decoder"
 
 
 def student_from_teacher(teacher, layers: int | None = None, **config_overrides):
     """A model of the teacher's class with `layers` of its blocks (default half), the blocks of
     `layer_map` copied, and everything outside the blocks (embeddings, pooler, task head) copied too.
+    An encoder-decoder's student has `layers` encoder and `layers` decoder blocks (default half of each), each
+    stack mapped on its own, as DistilBART's shrink-and-fine-tune keeps every k-th layer of both.
     A quantized (int8) teacher is refused rather than copied dequantized: its student would start from
     rounded weights where the fp32 ones they were rounded from are at hand (an int8 teacher can still
     teach a student given otherwise)."""
@@ -124,18 +149,35 @@ def student_from_teacher(teacher, layers: int | None = None, **config_overrides)
         raise ConfigError("distill: --init-from-teacher copies the teacher's weights, and this teacher is quantized "
                           "(int8): give the fp32 model it was quantized from as --teacher, or keep the int8 teacher "
                           "and give the student as --student DIR or --student-preset NAME")
-    n = teacher.config.num_layers
-    layers = layers if layers is not None else max(1, n // 2)
-    kept = layer_map(layers, n)
-    config = teacher.config.with_layers(kept)
+    roles, kept = layer_stacks(teacher), {}  # kept: stack name -> the teacher's blocks the student keeps of it
+    for name, role in roles.items():
+        n = len(teacher.get_submodule(name))
+        kept[name] = layer_map(layers if layers is not None else max(1, n // 2), n,
+                               "layers" if role == "body" else f"{role} layers")
+    config = _student_config(teacher.config, kept, roles)
     if config_overrides:
         config = config.overridden(config_overrides, "student")
     student = type(teacher)(config)
     source = teacher.state_dict()
-    state = {key: source[_LAYER.sub(lambda m: f"{m.group(1)}{kept[int(m.group(2))]}.", key, count=1)]
-             for key in student.state_dict()}
-    student.load_state_dict(state, strict=True)
+    student.load_state_dict({key: source[_teacher_key(key, kept)] for key in student.state_dict()}, strict=True)
     return student
+
+
+def _student_config(config, kept: dict[str, list[int]], roles: dict[str, str]):
+    """The teacher's `config` with the blocks `kept` of each stack (`layer_stacks`' `roles`)."""
+    by_role = {roles[name]: blocks for name, blocks in kept.items()}
+    if "body" in by_role:
+        return config.with_layers(by_role["body"])
+    return config.with_layers(by_role["encoder"], by_role["decoder"])
+
+
+def _teacher_key(key: str, kept: dict[str, list[int]]) -> str:
+    """The teacher's name of a student's weight: block i of a stack is the teacher's kept[stack][i]."""
+    for stack, blocks in kept.items():
+        if key.startswith(f"{stack}."):
+            index, rest = key[len(stack) + 1:].split(".", 1)
+            return f"{stack}.{blocks[int(index)]}.{rest}"
+    return key
 
 
 @dataclass
@@ -182,7 +224,7 @@ class DistillationModel(nn.Module):
         self.loss_items = {"soft_term": "input_tokens" if rows == "token" else "examples",
                            "hard_term": "examples" if rows == "span" else "tokens", "state_term": "input_tokens"}
         self._teacher = [teacher.eval().requires_grad_(False)]  # a list: not a child module
-        self.layers = layer_map(student.config.num_layers, teacher.config.num_layers)
+        self.layers = mapped_layers(student.config.num_layers, teacher.config.num_layers, settings)
         d_student, d_teacher = student.config.d_model, teacher.config.d_model
         self.channels: Tensor | None
         self.register_buffer("channels", None if channels is None else channels.clone())  # (in checkpoints: resumes)
@@ -230,6 +272,20 @@ class DistillationModel(nn.Module):
         return DistillationOutput(sum(t for t in terms if t is not None), soft.detach(), hard.detach(),
                                   None if hidden is None else hidden.detach(),
                                   None if attention is None else attention.detach(), *terms)
+
+
+def mapped_layers(student_layers: int, teacher_layers: int, settings: DistillSettings) -> list[int] | None:
+    """The teacher layer each student layer's hidden states and attention learn from (`layer_map`); None
+    when neither loss is on (the logits alone: any student depth will do)."""
+    on = [flag for flag, weight in (("--hidden-weight", settings.hidden_weight),
+                                    ("--attention-weight", settings.attention_weight)) if weight]
+    if not on:
+        return None
+    if student_layers > teacher_layers:
+        raise ConfigError(f"distill: {' and '.join(on)} compare each student layer with a teacher layer, and this "
+                          f"student has {student_layers} layers, its teacher {teacher_layers}: give a student of at "
+                          f"most {teacher_layers} layers, or leave {' and '.join(on)} off (logits alone)")
+    return layer_map(student_layers, teacher_layers)
 
 
 def split_labels(inputs: dict[str, Any], rows: str) -> tuple[list[Tensor | None], Tensor]:
@@ -303,5 +359,5 @@ def attention_loss(student: list[Tensor], teacher: list[Tensor], real: Tensor) -
 
 
 __all__ = ["DistillSettings", "DistillationModel", "DistillationOutput", "TARGETS", "WIDTH_FIELDS", "attention_loss",
-           "hard_label_loss", "hard_loss", "has_label_names", "hidden_state_loss", "layer_map", "soft_target_loss",
-           "split_labels", "student_from_teacher"]
+           "hard_label_loss", "hard_loss", "has_label_names", "hidden_state_loss", "layer_map", "layer_stacks",
+           "layers_in_words", "mapped_layers", "soft_target_loss", "split_labels", "student_from_teacher"]

@@ -34,14 +34,17 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import math
 import shutil
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
+from plmkit.compression.records import is_record_file
 from plmkit.errors import CheckpointError, ConfigError
 from plmkit.generation import lm_vocab
 from plmkit.models.io import is_weight_file
@@ -102,10 +105,12 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, quantize: str | None 
                 tolerance: float = TOLERANCE, overwrite: bool = False) -> dict:
     """Export the model directory `model_dir` into the directory `out` (replaced whole, and only once
     the check has passed) with its companion files; returns what GRAPH_FILE records. An `out` that
-    holds other files than an earlier export is refused unless `overwrite`."""
+    is `model_dir`, lies inside it or holds it is refused whatever `overwrite` says (it would replace the
+    model); one that holds other files than an earlier export is refused unless `overwrite`."""
     from plmkit.models.auto import load_any
-    from plmkit.utils.files import atomic_write_dir, refuse_foreign_dir
+    from plmkit.utils.files import atomic_write_dir, refuse_foreign_dir, refuse_overwriting_inputs
     require_onnx("plmkit export --format onnx")
+    refuse_overwriting_inputs(out, "--out", [("--model", model_dir)])
     if not overwrite:
         refuse_foreign_dir(out, f"--out {out}", lambda d: (d / GRAPH_FILE).is_file(),
                            "give a new directory, or --overwrite to replace it and everything in it")
@@ -200,10 +205,11 @@ def exportable(model: nn.Module) -> str:
 def copy_companions(source: Path, directory: Path, model) -> None:
     """What makes the exported directory self-contained: every top-level file of the model directory
     but the weights (config.json, tokenizer files, plmkit_task.json, generation_config.json ...) and
-    the sentence-transformers module files."""
+    the sentence-transformers module files; not the commands' records of the source (prune.json,
+    compression_report.json ...: plmkit.compression.records), which describe another model."""
     for file in sorted(source.iterdir()):
         if file.is_file() and not file.name.endswith(WEIGHT_SUFFIXES) and not is_weight_file(file.name) and (
-                file.name != GRAPH_FILE):  # (no weights of any format: tf_model.h5, pytorch_model.bin.index.json ...)
+                not is_record_file(file.name)):  # (no weights of any format: tf_model.h5, *.bin.index.json ...)
             shutil.copyfile(file, directory / file.name)
     if model.sentence_transformers is not None:
         model.sentence_transformers.write(directory)
@@ -291,6 +297,35 @@ def _export(spec: GraphSpec, path: Path) -> None:
         except Exception as err:  # torch.export's errors are pages long: the first lines say it
             first = "\n".join(str(err).splitlines()[:6])
             raise CheckpointError(f"torch.onnx.export failed for {type(model).__name__} ({path.name}): {first}") from err
+
+
+def external_data_files(proto, path: Path) -> list[Path]:
+    """The files beside the graph file `path` that hold weights of `proto` (loaded without them): those of a
+    graph over protobuf's 2 GB limit."""
+    from onnx.external_data_helper import uses_external_data
+    return sorted({path.parent / entry.value for t in proto.graph.initializer if uses_external_data(t)
+                   for entry in t.external_data if entry.key == "location"})
+
+
+def stored_parameters(paths: list[Path]) -> int:
+    """The numbers the graph files `paths` store, each weight once: an initializer that a graph counted before
+    holds too (the same name and values: an encoder-decoder's shared embedding, in its encoder's graph and in
+    its decoder's) does not count again."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+    graphs = [(path, onnx.load(str(path), load_external_data=False).graph) for path in paths]
+    shared = {name for name, n in Counter(t.name for _, graph in graphs for t in graph.initializer).items() if n > 1}
+    total, seen = 0, {}  # seen: name -> the values of the initializers of that name counted so far
+    for path, graph in graphs:
+        for t in graph.initializer:
+            if t.name in shared:
+                value = numpy_helper.to_array(t, str(path.parent))
+                if any(np.array_equal(value, v) for v in seen.get(t.name, ())):
+                    continue
+                seen.setdefault(t.name, []).append(value)
+            total += math.prod(t.dims)
+    return total
 
 
 def _dynamic_axes(name: str, kind: GraphKind) -> dict[int, str]:
@@ -510,19 +545,22 @@ def _agreement(a: Tensor, b: Tensor, mask: Tensor | None) -> float:
 
 def quantize_int8(model: nn.Module, model_task: str, directory: Path, info: dict) -> dict:
     """The int8 copy of each graph (model.int8.onnx ...) by onnxruntime's dynamic quantization, and its
-    agreement with fp32 PyTorch."""
+    agreement with fp32 PyTorch. A graph whose weights are in an external file (over protobuf's 2 GB) gets
+    an int8 copy with its weights in one too (model.int8.onnx.data)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
     import onnx
     files = []
     for part in graph_parts(model_task):
         source, target = directory / graph_file("fp32", part), directory / graph_file("int8", part)
-        proto = onnx.load(str(source))
+        proto = onnx.load(str(source), load_external_data=False)
+        external = bool(external_data_files(proto, source))
+        onnx.load_external_data_for_model(proto, str(directory))
         weights = {t.name for t in proto.graph.initializer}  # their shapes recorded again would contradict the
         kept = [v for v in proto.graph.value_info if v.name not in weights]  # quantizer's reshaped copies
         del proto.graph.value_info[:]
         proto.graph.value_info.extend(kept)
         with _quiet(""):
-            quantize_dynamic(proto, str(target), weight_type=QuantType.QInt8)
+            quantize_dynamic(proto, str(target), weight_type=QuantType.QInt8, use_external_data_format=external)
         files.append((source, target))
     checks = check_export(model, model_task, load_ort(directory, "int8", info=info))
     agreement = sum(c["argmax_agreement"] for c in checks) / len(checks)
@@ -530,11 +568,17 @@ def quantize_int8(model: nn.Module, model_task: str, directory: Path, info: dict
     log.info("plmkit: int8 (onnxruntime dynamic quantization): argmax agreement with fp32 %.1f%%, max |difference| "
              "%.3g; %s", 100 * agreement, worst, ", ".join(f"{s.name} {_size(s)} -> {_size(t)}" for s, t in files))
     return {"files": [t.name for _, t in files], "method": "onnxruntime.quantization.quantize_dynamic, int8 weights (QInt8)",
-            "argmax_agreement": agreement, "max_abs_diff": worst, "bytes": sum(t.stat().st_size for _, t in files)}
+            "argmax_agreement": agreement, "max_abs_diff": worst, "bytes": sum(graph_bytes(t) for _, t in files)}
+
+
+def graph_bytes(path: Path) -> int:
+    """The size of the graph file `path` and of its external weights (`path`.data), if any."""
+    data = path.with_name(f"{path.name}.data")
+    return path.stat().st_size + (data.stat().st_size if data.is_file() else 0)
 
 
 def _size(path: Path) -> str:
-    return f"{path.stat().st_size / 2 ** 20:.1f} MiB"
+    return f"{graph_bytes(path) / 2 ** 20:.1f} MiB"
 
 
 __all__ = ["ExportSettings", "FORMATS", "GraphSpec", "QUANTIZATIONS", "TOLERANCE", "check_export", "check_graph",

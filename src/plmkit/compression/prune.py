@@ -255,11 +255,12 @@ def prune(model: nn.Module, scores: Importance, heads: float = 0.0, ffn: float =
 
 def masks_of(model: nn.Module, scores: Importance, heads: float, ffn: float,
              ffn_multiple: int = 1) -> tuple[list[Tensor], list[Tensor]]:
-    """The 0/1 masks (per layer (H_i,), (F_i,)) that zero what `prune` with these settings removes."""
+    """The 0/1 masks (per layer (H_i,), (F_i,)) that zero what `prune` with these settings removes, each on its
+    layer's device (`masked` scales the layer's activations by it)."""
     found = blocks(model)
     head_cut, neuron_cut = heads_to_remove(found, scores.heads, heads), lowest(scores.neurons, ffn, ffn_multiple)
-    head_masks = [torch.ones(b.attn.n_heads) for b in found]
-    ffn_masks = [torch.ones(b.mlp.fc_in.out_features) for b in found]
+    head_masks = [torch.ones(b.attn.n_heads, device=b.attn.out.weight.device) for b in found]
+    ffn_masks = [torch.ones(b.mlp.fc_in.out_features, device=b.mlp.fc_out.weight.device) for b in found]
     for i in range(len(found)):
         head_masks[i][head_cut[i]] = 0.0
         ffn_masks[i][neuron_cut[i]] = 0.0

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from torch import nn
 
+from plmkit.compression.records import is_record_file
 from plmkit.errors import ConfigError
 from plmkit.models.io import check_model_dir, is_weight_file
 from plmkit.nn.quantized import AMX_ROWS_FROM, METHOD_KEY, METHODS, QUANT_METHOD
@@ -54,7 +55,8 @@ def quantize_model(model, method: str = "dynamic-int8", source: str | None = Non
 def quantize_dir(model_dir, out_dir, method: str = "dynamic-int8", *, overwrite: bool = False) -> Path:
     """Quantize the model directory `model_dir` into `out_dir` (written whole or not at all); the
     other files of the directory (tokenizer, plmkit_task.json ...) are copied beside the weights, its
-    weights in every format (pytorch_model-00001-of-00002.bin, tf_model.h5, indexes ...) not.
+    weights in every format (pytorch_model-00001-of-00002.bin, tf_model.h5, indexes ...) and the commands'
+    records of it (prune.json, compression_report.json ...: plmkit.compression.records) not.
     An `out_dir` that holds other files than an earlier quantized model is refused unless `overwrite`."""
     from plmkit.models.auto import load_any
     from plmkit.utils.files import atomic_write_dir, refuse_foreign_dir, refuse_overwriting_inputs
@@ -72,8 +74,8 @@ def quantize_dir(model_dir, out_dir, method: str = "dynamic-int8", *, overwrite:
 
     def write(temp: Path) -> None:
         for path in source.iterdir():  # tokenizer, task and generation files; save_pretrained writes the rest
-            if path.is_file() and not is_weight_file(path.name):  # (no fp32 weights, shards or index of any format)
-                shutil.copy2(path, temp / path.name)
+            if path.is_file() and not is_weight_file(path.name) and not is_record_file(path.name):
+                shutil.copy2(path, temp / path.name)  # (no fp32 weights of any format, no records of the source)
         model.save_pretrained(temp)
 
     return atomic_write_dir(out_dir, write)

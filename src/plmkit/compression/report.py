@@ -30,12 +30,22 @@ from typing import Any, Callable
 
 import torch
 
+from plmkit.compression.records import REPORT_FILE
 from plmkit.errors import ConfigError
 from plmkit.models.config import read_config_json
 from plmkit.models.io import check_model_dir, weight_paths
 from plmkit.tasks.base import TASK_FILE, Task
 
-REPORT_FILE = "compression_report.json"
+# The metrics on a 0-1 scale, by task: the table shows their differences in points (x 100). Every other
+# difference is shown as it is: BLEU, chrF and ROUGE (translation, summarization) and QA's exact match and F1
+# are 0-100 already; perplexity, loss and MSE are no fractions.
+FRACTION_METRICS = {
+    "classification": frozenset({"accuracy", "f1", "macro_f1", "micro_f1", "weighted_f1", "subset_accuracy",
+                                 "pearson", "spearman"}),  # (correlations: points, as GLUE reports them)
+    "ner": frozenset({"precision", "recall", "f1", "token_accuracy"}),
+    "relation": frozenset({"precision", "recall", "f1", "accuracy"}),
+}
+COUNT_FIELDS = frozenset({"n", "tokens"})  # what an evaluation counted (examples, tokens): no metric
 FORWARD = "forward pass"  # what an encoder's latency times
 DEFAULT_SEQ_LEN = 128  # synthetic inputs without an eval file (or the model's positions, when fewer)
 
@@ -96,15 +106,26 @@ def _load_onnxruntime(backend: str, model_dir: Path, task: Task | None) -> Loade
     tokenizer = Tokenizer.from_pretrained(model_dir) if (model_dir / "tokenizer.json").is_file() else None
     own = for_inference(load_task(model_dir)) if (model_dir / TASK_FILE).is_file() else None
     made = {k: model.info[k] for k in ("opset", "exporter", "check", "int8") if k in model.info}
-    return Loaded(model, tokenizer, task or own, model.num_parameters(), {"onnx": made})
+    return Loaded(model, tokenizer, task or own, _graph_parameters(model_dir, model), {"onnx": made})
+
+
+def _graph_parameters(model_dir: Path, model) -> int:
+    """The parameters of an exported directory, each weight once (`stored_parameters`), counted in its fp32 graphs
+    whatever precision runs, as a PyTorch int8 model counts its int8 weights but not their scales (int8 graphs
+    alone: theirs, an int8 tied weight's two quantized copies included)."""
+    from plmkit.compression.onnx import stored_parameters
+    from plmkit.models.onnx import graph_file
+    fp32 = [model_dir / graph_file("fp32", part) for part in model.graphs]
+    return stored_parameters(fp32 if all(p.is_file() for p in fp32) else [g.path for g in model.graphs.values()])
 
 
 # the backends `measure` runs a directory on, by name
 BACKENDS: dict[str, Backend] = {
     "torch": Backend(_load_torch, ("*.safetensors", "pytorch_model*.bin"), weight_paths),  # (not other copies)
     "onnxruntime": Backend(functools.partial(_load_onnxruntime, "onnxruntime"), ("*model.onnx", "*model.onnx.data")),
-    "onnxruntime-int8": Backend(functools.partial(_load_onnxruntime, "onnxruntime-int8"), ("*model.int8.onnx",)),
-}  # (*model.onnx: model.onnx, or encoder_model.onnx and decoder_model.onnx)
+    "onnxruntime-int8": Backend(functools.partial(_load_onnxruntime, "onnxruntime-int8"),
+                                ("*model.int8.onnx", "*model.int8.onnx.data")),
+}  # (*model.onnx: model.onnx, or encoder_model.onnx and decoder_model.onnx; .data: the weights of one over 2 GB)
 DEFAULT_NEW_TOKENS = 16  # what a generative model generates per row while timed
 
 
@@ -158,7 +179,8 @@ def measure(model_dir, *, eval_file=None, task: Task | str | None = None, batch_
         "timed": timed,
         "threads": torch.get_num_threads() if threads is None else threads,
         "clock": "process CPU time" if cpu_time else "wall",
-        "metric": {k: v for k, v in metric.items() if isinstance(v, float)},  # (not counts of examples)
+        "task": loaded.task.name if loaded.task is not None else None,
+        "metric": {k: v for k, v in metric.items() if isinstance(v, float) and k not in COUNT_FIELDS},
         "how": {**recorded_how(directory), **loaded.how},
     }
 
@@ -294,12 +316,13 @@ TABLE_METRICS = 3  # the table's metric columns (the task's first ones; the JSON
 
 def format_report(reports: list[dict], baseline: dict | None = None) -> str:
     """A table, one row per report: size, parameters, latency and throughput per batch size, the
-    (first three) metrics; with a baseline, each value's ratio to it (×smaller, ×faster) and metric differences
-    in points (×100)."""
+    (first three) metrics; with a baseline, each value's ratio to it (×smaller, ×faster) and each metric's
+    difference from it: in points (×100, "pts") for a metric on a 0-1 scale (`FRACTION_METRICS`), as it is
+    otherwise (BLEU, perplexity ...)."""
     if not reports:
         return "(no models)"
     batches = sorted({int(b) for r in reports for b in r["latency_ms"]})
-    metrics = list(dict.fromkeys(k for r in reports for k in r["metric"] if k != "loss"))[:TABLE_METRICS]
+    metrics = metric_names(reports)[:TABLE_METRICS]
     header = ["model", "size MB", "params"]
     header += [f"b{b} ms" for b in batches] + [f"b{b} ex/s" for b in batches] + metrics
     rows = [header]
@@ -314,18 +337,30 @@ def format_report(reports: list[dict], baseline: dict | None = None) -> str:
         for m in metrics:
             value, base = r["metric"].get(m), (baseline or {}).get("metric", {}).get(m)
             row.append("-" if value is None else f"{value:.4f}" + (
-                f" ({100 * (value - base):+.2f})" if base is not None and r is not baseline else ""))
+                f" ({difference(r, m, value - base)})" if base is not None and r is not baseline else ""))
         rows.append(row)
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     if baseline is not None:
         lines.append(f"ratios: to {_name(baseline)} (size: x smaller; latency: x faster); metrics: value "
-                     "(difference in points)")
+                     "(difference; pts: points, x100 of a 0-1 metric)")
     for timed in dict.fromkeys(r.get("timed", FORWARD) for r in reports):
         if timed != FORWARD:
             lines.append(f"timed: {timed} (ex/s: sequences per second)")
     return "\n".join(lines)
+
+
+def metric_names(reports: list[dict]) -> list[str]:
+    """The metrics of `reports`, in order of appearance, the loss and counts left out."""
+    return list(dict.fromkeys(k for r in reports for k in r["metric"] if k != "loss" and k not in COUNT_FIELDS))
+
+
+def difference(report: dict, metric: str, delta: float) -> str:
+    """A metric's difference from the baseline: in points for a 0-1 metric of the report's task, else as it is."""
+    if metric in FRACTION_METRICS.get(report.get("task"), ()):
+        return f"{100 * delta:+.2f} pts"
+    return f"{delta:+.2f}"
 
 
 def _by_int(d: dict) -> dict[int, float]:
@@ -372,7 +407,7 @@ def plot_reports(reports: list[dict], path, batch_size: int | None = None) -> Pa
     from plmkit.visualization import save_png
 
     batch = batch_size or max(int(b) for r in reports for b in r["latency_ms"])
-    metrics = list(dict.fromkeys(k for r in reports for k in r["metric"] if k != "loss"))
+    metrics = metric_names(reports)
     metric = "accuracy" if "accuracy" in metrics else metrics[0] if metrics else None
     largest = max(r["size_mb"] for r in reports)
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -392,5 +427,6 @@ def plot_reports(reports: list[dict], path, batch_size: int | None = None) -> Pa
     return save_png(fig, path)
 
 
-__all__ = ["BACKENDS", "Backend", "Loaded", "REPORT_FILE", "backend_of", "format_report", "measure", "plot_reports",
-           "recorded_how", "save_report", "weight_bytes"]
+__all__ = ["BACKENDS", "Backend", "COUNT_FIELDS", "FRACTION_METRICS", "Loaded", "REPORT_FILE", "backend_of",
+           "difference", "format_report", "measure", "metric_names", "plot_reports", "recorded_how", "save_report",
+           "weight_bytes"]

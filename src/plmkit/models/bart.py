@@ -12,6 +12,7 @@ Matches Hugging Face's `BartModel` / `BartForConditionalGeneration` weight for w
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -113,6 +114,11 @@ class BartConfig(ModelConfig):
 
     def hf_fields(self) -> dict[str, Any]:
         return {"is_encoder_decoder": True}
+
+    def with_layers(self, kept: list[int], decoder_kept: list[int] | None = None) -> "BartConfig":
+        """The encoder's blocks `kept` and the decoder's `decoder_kept` (both given)."""
+        decoder_kept = self._decoder_blocks(decoder_kept)
+        return dataclasses.replace(self, encoder_layers=len(kept), decoder_layers=len(decoder_kept))
 
     @classmethod
     def tokenizer_fields(cls, tokenizer) -> dict[str, Any]:

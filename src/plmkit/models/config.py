@@ -126,10 +126,26 @@ class ModelConfig:
         """The hard limit on positions: context_length for learned positions, None for rotary ones."""
         return self.context_length if self.learned_positions else None
 
-    def with_layers(self, kept: list[int]) -> "ModelConfig":
+    def with_layers(self, kept: list[int], decoder_kept: list[int] | None = None) -> "ModelConfig":
         """A copy with only the blocks `kept` (their indices, in order): a student started from some of a
-        teacher's layers. A family with per-layer fields (a pruned BERT) keeps those of `kept`."""
+        teacher's layers. A family with per-layer fields (a pruned BERT) keeps those of `kept`; an
+        encoder-decoder keeps the encoder's blocks `kept` and the decoder's `decoder_kept`."""
+        self._check_one_stack(decoder_kept)
         return dataclasses.replace(self, **{self.field_names["num_layers"]: len(kept)})
+
+    def _check_one_stack(self, decoder_kept: list[int] | None) -> None:
+        """`with_layers` of a model with one stack of blocks: no decoder's blocks to keep."""
+        if decoder_kept is not None:
+            raise ConfigError(f"{type(self).__name__}: a {self.model_type} model has one stack of blocks, not an "
+                              "encoder and a decoder: give its kept blocks alone")
+
+    def _decoder_blocks(self, decoder_kept: list[int] | None) -> list[int]:
+        """`with_layers` of an encoder-decoder: the decoder's kept blocks, which must be given (the two
+        stacks are mapped apart: their block counts may differ)."""
+        if decoder_kept is None:
+            raise ConfigError(f"{type(self).__name__}: an encoder-decoder keeps blocks of its encoder and of its "
+                              "decoder: give the decoder's kept blocks too (with_layers(kept, decoder_kept))")
+        return decoder_kept
 
     def narrowed(self, d_model: int, heads: int, ffn_size: int) -> "ModelConfig":
         """A copy `d_model` wide whose blocks have `heads` attention heads of this model's head size and
@@ -343,7 +359,8 @@ class PrunableConfig(ModelConfig):
         return dataclasses.replace(self, pruned_heads={k: sorted(v) for k, v in removed_heads.items() if v} or None,
                                    intermediate_sizes=None if uniform else list(ffn_sizes))
 
-    def with_layers(self, kept: list[int]) -> "PrunableConfig":
+    def with_layers(self, kept: list[int], decoder_kept: list[int] | None = None) -> "PrunableConfig":
+        self._check_one_stack(decoder_kept)
         heads = self.pruned_heads or {}
         return dataclasses.replace(
             self, **{self.field_names["num_layers"]: len(kept)},

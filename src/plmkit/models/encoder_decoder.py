@@ -110,6 +110,12 @@ class EncoderDecoderConfig(ModelConfig):
         decoder = type(decoder).from_dict({**decoder.to_dict(), **DECODER_FLAGS})
         return cls(encoder=encoder, decoder=decoder, **fields)
 
+    def with_layers(self, kept: list[int], decoder_kept: list[int] | None = None) -> "EncoderDecoderConfig":
+        """The encoder's blocks `kept` and the decoder's `decoder_kept` (both given), each half's config
+        keeping its own per-layer fields."""
+        return dataclasses.replace(self, encoder=self.encoder.with_layers(kept),
+                                   decoder=self.decoder.with_layers(self._decoder_blocks(decoder_kept)))
+
     # the neutral accessors: the decoder's (it is what generation runs)
     num_layers = property(lambda self: self.decoder.num_layers)
     d_model = property(lambda self: self.decoder.d_model)

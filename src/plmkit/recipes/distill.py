@@ -33,7 +33,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from plmkit.compression.distill import DistillationModel, DistillSettings, has_label_names, student_from_teacher
+from plmkit.compression.distill import (DistillationModel, DistillSettings, has_label_names, layers_in_words,
+                                        student_from_teacher)
 from plmkit.errors import ConfigError, PlmkitError
 from plmkit.recipes.finetune import (FinetuneResult, FinetuneRun, ModelSettings, Steps, nest, prepare_model, run,
                                      run_type)
@@ -177,8 +178,9 @@ class DistillSteps(Steps):
             student, self._channels = self._narrowed(teacher, task, tokenizer, overrides)
         else:
             student = student_from_teacher(teacher, d.student_layers, **overrides)
-        log.info("plmkit: distill: a %d-layer student from the teacher's %d layers, %d wide of its %d: %s parameters",
-                 student.config.num_layers, teacher.config.num_layers, student.config.d_model, teacher.config.d_model,
+        task.adapt(student, tokenizer)  # as a loaded student is (sft: a pad token the teacher's tokenizer lacks)
+        log.info("plmkit: distill: a student of %s layers from the teacher's %s, %d wide of its %d: %s parameters",
+                 layers_in_words(student), layers_in_words(teacher), student.config.d_model, teacher.config.d_model,
                  f"{student.num_parameters():,}")
         return student
 

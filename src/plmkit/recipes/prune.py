@@ -22,12 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from plmkit.compression.records import PRUNE_FILE, RUN_FILES
 from plmkit.utils.constants import MAX_SEED
 from plmkit.utils.settings import Settings, setting
 
 log = logging.getLogger("plmkit")
 
-RESULT_FILE = "prune.json"
+RESULT_FILE = PRUNE_FILE
 
 
 @dataclass
@@ -161,7 +162,7 @@ def _write(out: Path, model_dir: Path, recovery: Path | None, record: dict) -> N
             (shutil.copytree if item.is_dir() else shutil.copy2)(item, tmp / item.name)
         if recovery is not None:
             (tmp / "recovery").mkdir()
-            for name in ("run.yaml", "metrics.jsonl", "training_curves.png", "train_config.json"):
+            for name in RUN_FILES:
                 if (recovery / name).is_file():
                     shutil.copy2(recovery / name, tmp / "recovery" / name)
         (tmp / RESULT_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
@@ -172,8 +173,24 @@ def _write(out: Path, model_dir: Path, recovery: Path | None, record: dict) -> N
 def refuse_foreign_out(out: Path) -> None:
     """--out may be new, empty, or an earlier prune's output (replaced whole); nothing else."""
     from plmkit.utils.files import refuse_foreign_dir
-    refuse_foreign_dir(out, f"--out {out}", lambda d: (d / RESULT_FILE).is_file(), "give a new directory",
-                       writer="plmkit prune")
+    refuse_foreign_dir(out, f"--out {out}", pruned_here, "give a new directory", writer="plmkit prune")
 
 
-__all__ = ["PruneResult", "PruneSettings", "RESULT_FILE", "prune_dir", "refuse_foreign_out", "run"]
+def pruned_here(directory: Path) -> bool:
+    """Whether `directory` is an output of plmkit prune: its record (RESULT_FILE, with what prune writes in it)
+    beside an fp32 PyTorch model, which prune writes, not an int8 copy or an ONNX export (which may carry a record
+    copied from their source)."""
+    from plmkit.errors import PlmkitError
+    from plmkit.models.config import read_config_json
+    from plmkit.models.onnx import GRAPH_FILE
+    from plmkit.utils.text import read_json_object
+    try:
+        record = read_json_object(directory / RESULT_FILE, PlmkitError)
+        config = read_config_json(directory / "config.json")
+    except (OSError, PlmkitError):
+        return False
+    return {"removed_heads", "heads_per_layer", "ffn_sizes"} <= set(record) and (
+        "quantization_config" not in config) and not (directory / GRAPH_FILE).exists()
+
+
+__all__ = ["PruneResult", "PruneSettings", "RESULT_FILE", "prune_dir", "pruned_here", "refuse_foreign_out", "run"]

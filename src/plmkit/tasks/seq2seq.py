@@ -191,9 +191,10 @@ class Seq2SeqTask(Task):
     def generate(self, model, tokenizer, features, batch_size: int, progress: str | None = None, part=None,
                  **overrides) -> list:
         """The generated text of each feature's source, in order (batches of similar source lengths);
-        with `part`, of this process's rows of each batch only (None for the others')."""
+        with `part`, of this process's rows of each batch only (None for the others'). The task's decoding:
+        beam search (greedy with one beam), never sampling, whatever the model's generation_config says."""
         s = self.settings
-        settings = {"num_beams": s.num_beams, "length_penalty": s.length_penalty,
+        settings = {"do_sample": False, "num_beams": s.num_beams, "length_penalty": s.length_penalty,
                     "no_repeat_ngram_size": s.no_repeat_ngram_size, "max_new_tokens": s.max_target_length,
                     **overrides}
         device = model_device(model)

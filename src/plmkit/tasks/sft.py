@@ -54,6 +54,30 @@ def ensure_pad_token(tokenizer, model=None) -> int:
     return tokenizer.pad_token_id
 
 
+def prompt_pad_id(tokenizer, model) -> int:
+    """The id `model`'s prompts are padded with while it generates: the tokenizer's pad token where the
+    model's embeddings hold it, else (none, or one added after the model was made) its eos token: the
+    padding is masked, and generate's padding only fills rows that ended. The tokenizer is not changed."""
+    pad = tokenizer.pad_token_id
+    if pad is None or pad >= model.get_input_embeddings().num_embeddings:
+        return tokenizer.eos_token_id
+    return pad
+
+
+def reply_batches(lengths: list[int], batch_size: int, spread: int | None) -> list[list[int]]:
+    """The indices of prompts of `lengths` in batches of at most `batch_size`, shortest first, the prompts of a
+    batch at most `spread` tokens apart (None: any): the batch, padded to its longest prompt, must hold the
+    new tokens its shortest prompt has room for within the model's positions."""
+    batches: list[list[int]] = []
+    for i in sorted(range(len(lengths)), key=lengths.__getitem__):
+        last = batches[-1] if batches else None
+        if last and len(last) < batch_size and (spread is None or lengths[i] - lengths[last[0]] <= spread):
+            last.append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
 def read_pairs(path: str | Path, labelled: bool = True) -> Iterator[tuple[dict, str]]:
     """(record, "file:line") for every non-blank line of a prompt/response JSONL file: a non-empty
     "prompt" and "response" (chat never sends an empty message, and an empty reply teaches only EOS),
@@ -178,26 +202,30 @@ class SFTTask(Task):
         return data
 
     def teacher_targets(self, teacher, tokenizer, examples, batch_size: int = 32) -> list[dict]:
-        """The records with the replies `teacher` writes (greedy, up to max_length tokens in all) to their prompts."""
+        """The records with the replies `teacher` writes to their prompts: greedy whatever its
+        generation_config says (sampling, beams), each reply up to max_length tokens with its own prompt,
+        whatever prompts share its batch."""
         from plmkit.data.collate import pad_sequences
-        eos, pad = tokenizer.eos_token_id, ensure_pad_token(tokenizer)
-        prompts = [encode_text(tokenizer, format_system(r.get("system", self.settings.system)) + format_user(r["prompt"]))
-                   for r in examples]
+        eos, pad, limit = tokenizer.eos_token_id, prompt_pad_id(tokenizer, teacher), self.settings.max_length
+        prompts = [encode_text(tokenizer, format_system(r.get("system", self.settings.system))
+                               + format_user(r["prompt"])) for r in examples]
+        longest = max(map(len, prompts), default=0)
+        if longest >= limit:
+            raise DataError(f"a prompt of {longest} tokens leaves no room for a reply within max_length={limit}")
         replies = [""] * len(examples)
         device = next(teacher.parameters()).device
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-        for start in progress_bar(range(0, len(order), batch_size), desc="teacher: replies", unit="batch", leave=False,
-                          disable=not self.progress):
-            idx = order[start:start + batch_size]
-            room = self.settings.max_length - len(prompts[idx[-1]])
-            if room < 1:
-                raise DataError(f"a prompt of {len(prompts[idx[-1]])} tokens leaves no room for a reply within "
-                                f"max_length={self.settings.max_length}")
+        window = teacher.config.max_positions  # (the padded batch and its new tokens must fit in it)
+        batches = reply_batches([len(p) for p in prompts], batch_size, None if window is None else window - limit)
+        for idx in progress_bar(batches, desc="teacher: replies", unit="batch", leave=False, disable=not self.progress):
             ids, mask = pad_sequences([prompts[i] for i in idx], pad, side="left")
-            out = teacher.generate(ids.to(device), attention_mask=mask.to(device), max_new_tokens=room,
-                                   eos_token_id=eos, pad_token_id=pad)
+            # as many new tokens as the shortest prompt leaves room for; each row is then cut at its own room
+            # (greedy rows are independent: a row's tokens are those it would get alone)
+            out = teacher.generate(ids.to(device), attention_mask=mask.to(device),
+                                   max_new_tokens=limit - len(prompts[idx[0]]), eos_token_id=eos, pad_token_id=pad,
+                                   do_sample=False, num_beams=1)
             for row, i in enumerate(idx):
-                replies[i] = tokenizer.decode(out[row, ids.shape[1]:].tolist(), skip_special_tokens=True).strip()
+                reply = out[row, ids.shape[1]:ids.shape[1] + limit - len(prompts[i])]
+                replies[i] = tokenizer.decode(reply.tolist(), skip_special_tokens=True).strip()
         return [{**r, "response": reply} for r, reply in zip(examples, replies) if reply]
 
     def collate(self, tokenizer) -> SFTCollator:
@@ -227,4 +255,4 @@ class SFTTask(Task):
 
 
 __all__ = ["PAD_TOKEN", "SFTCollator", "SFTDataset", "SFTSettings", "SFTTask", "SFT_TRAIN_DEFAULTS",
-           "ensure_pad_token", "read_pairs"]
+           "ensure_pad_token", "prompt_pad_id", "read_pairs", "reply_batches"]
