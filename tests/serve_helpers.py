@@ -142,17 +142,25 @@ def slowed_loader(seconds: float):
     return load
 
 
-def stream_request(url: str, max_tokens: int = 250, model: str = "gpt", prompt: str = "Rain"):
+def stream_request(url: str, max_tokens: int = 250, model: str = "gpt", prompt: str = "Rain", first: bool = True):
     """An open streamed greedy completion of ``max_tokens`` tokens (min_tokens: no early end, whatever path a
-    CPU's rounding takes) that has begun: (connection, response, its first event's chunk)."""
+    CPU's rounding takes) that has begun: (connection, response, its first event's chunk). ``first=False``:
+    the completion decoding (its row running), whether or not its text has shown yet (a random model's
+    tokens may be parts of characters that complete late); the chunk is None."""
     conn = http.client.HTTPConnection(urllib.parse.urlsplit(url).netloc, timeout=30)
     conn.request("POST", "/v1/completions", json.dumps({"model": model, "prompt": prompt, "max_tokens": max_tokens,
                                                         "min_tokens": max_tokens, "temperature": 0, "stream": True}),
                  {"Content-Type": "application/json"})
     response = conn.getresponse()
-    first = response.readline()
-    assert first.startswith(b"data: ")
-    return conn, response, json.loads(first[6:])
+    if not first:
+        deadline = time.monotonic() + 30
+        while metric(url, "plmkit_running_sequences", model=model, batcher="generate") < 1:
+            assert time.monotonic() < deadline, "the streamed completion never started decoding"
+            time.sleep(0.01)
+        return conn, response, None
+    line = response.readline()
+    assert line.startswith(b"data: ")
+    return conn, response, json.loads(line[6:])
 
 
 def classifier_dir(encoder_dir, out: Path, labels=("negative", "positive")) -> Path:

@@ -126,7 +126,7 @@ def test_a_translation_takes_its_turn_while_a_completion_decodes_on_the_same_mod
         alone = sh.post(url, "/v1/completions", {"model": "mt", "prompt": "The old sailor", "max_tokens": 100,
                                                  "min_tokens": 100, "temperature": 0})[1]["choices"][0]["text"]
         steps = sh.metric(url, "plmkit_batch_size_count", model="mt", batcher="generate")
-        conn, stream, first = sh.stream_request(url, 100, model="mt", prompt="The old sailor")  # 100 steps of 30 ms
+        conn, stream, _ = sh.stream_request(url, 100, model="mt", prompt="The old sailor", first=False)  # 100 x 30 ms
         status, body = sh.post(url, "/v1/translate", {"model": "mt", "input": records})
         still_running = sh.metric(url, "plmkit_running_sequences", model="mt", batcher="generate")
         steps_by_then = sh.metric(url, "plmkit_batch_size_count", model="mt", batcher="generate") - steps
@@ -137,7 +137,7 @@ def test_a_translation_takes_its_turn_while_a_completion_decodes_on_the_same_mod
                                                        f"({still_running} running, {steps_by_then} steps by then; "
                                                        f"the stream ended with {events[-2:]})")
     assert events[-1] == "data: [DONE]"
-    chunks = [first] + [json.loads(e[6:]) for e in events[:-1]]
+    chunks = [json.loads(e[6:]) for e in events[:-1]]
     assert "".join(c["choices"][0]["text"] for c in chunks if c["choices"]) == alone
 
 
