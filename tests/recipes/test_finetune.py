@@ -1,5 +1,6 @@
 """recipes/finetune.py: the fine-tuning run (freezing, LoRA, dropout, resume) and its RunConfig."""
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -8,7 +9,7 @@ from torch import nn
 
 import finetune_helpers as h
 from plmkit import tasks
-from plmkit.errors import ConfigError
+from plmkit.errors import ConfigError, DataError
 from plmkit.models.bert import BertConfig, BertForMaskedLM
 from plmkit.recipes.finetune import ModelSettings, finetune, freeze, prepare_model, set_trainable
 from plmkit.tasks.classification import ClassificationTask
@@ -267,7 +268,8 @@ def test_labels_and_task_settings_come_from_every_training_example_before_some_a
     assert "rare" in ids_of(tmp_path / "cls" / "model").values() and result.eval_examples == 4
     squad = h.squad_file(tmp_path / "squad.json")
     questions = QATask().read(squad)
-    seed = next(s for s in range(50) if not any(not q.answers for q in hold_out(questions, 0.2, s)[0]))
+    seed = next(s for s in range(50)
+                if not any(not q.answers for q in hold_out(questions, 0.2, s, QATask().shared_text)[0]))
     finetune("qa", h.tiny_model_dir(), squad, tmp_path / "qa", eval_fraction=0.2, seed=seed,
              **h.quick(max_steps=1, max_length=48, doc_stride=8))
     assert json.loads((tmp_path / "qa" / "model" / "plmkit_task.json").read_text())["version_2"] is True
@@ -289,3 +291,30 @@ def test_max_steps_or_a_time_budget_ends_the_run_alone_and_epochs_default_to_3_o
     result = finetune("classification", h.tiny_model_dir(), data, tmp_path / "run", max_steps=20, batch_size=4,
                       device="cpu", progress_bar=False)
     assert (result.step, result.stop_reason) == (20, "max_steps")
+
+
+def test_eval_fraction_holds_out_the_questions_of_a_paragraph_together():
+    """--eval-fraction on QA held out single questions: a held-out question's paragraph was trained on through
+    its other questions (relation extraction: a sentence through its other entity pairs)."""
+    from plmkit.recipes.finetune import hold_out
+    from plmkit.tasks.qa import QAExample, QATask
+    from plmkit.tasks.relation import RelationExample, RelationTask
+    questions = [QAExample(f"{p}-{q}", f"question {q}?", f"paragraph {p}") for p in range(10) for q in range(4)]
+    for seed in range(5):
+        train, held = hold_out(questions, 0.2, seed, QATask().shared_text)
+        assert len(held) == 8 and not {e.context for e in train} & {e.context for e in held}
+    pairs = [RelationExample(f"sentence {i // 3}", (0, 1), (2, 3), "r", i) for i in range(12)]
+    train, held = hold_out(pairs, 0.25, 0, RelationTask().shared_text)
+    assert len(held) == 3 and not {e.text for e in train} & {e.text for e in held}
+    alone = [QAExample(str(q), "q?", "one paragraph") for q in range(5)]
+    with pytest.raises(DataError, match="1 text\\(s\\) that the examples share: too few to hold out 1"):
+        hold_out(alone, 0.2, 0, QATask().shared_text)
+    rows = list(range(20))  # a task without shared texts: as before, a seeded fifth of the examples
+    assert hold_out(rows, 0.2, 3)[1] == sorted(_shuffled(20, 3)[:4])
+
+
+def _shuffled(n: int, seed: int) -> list[int]:
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return order
+

@@ -20,7 +20,7 @@ import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Hashable, Mapping
 
 from plmkit.errors import CheckpointError, ConfigError, DataError
 from plmkit.tasks import Task, get_task, task_names
@@ -368,7 +368,8 @@ def _run(config: FinetuneRun, steps: Steps, out: Path, fp: dict) -> FinetuneResu
     labels = steps.labels(task, train_examples)  # of every training example: a held-out one's label is known too
     eval_examples, eval_where = (task.read(d.eval), d.eval) if d.eval else (None, None)
     if eval_examples is None and d.eval_fraction:
-        train_examples, eval_examples = hold_out(train_examples, d.eval_fraction, config.train.seed)
+        train_examples, eval_examples = hold_out(train_examples, d.eval_fraction, config.train.seed,
+                                                 task.shared_text)
         eval_where = f"{d.train} (held out)"
     if d.eval and os.path.realpath(d.eval) == os.path.realpath(d.train):
         log.warning("plmkit: --eval is the training file: the evaluations (and the best model) measure how well "
@@ -427,15 +428,23 @@ def trainer_config(train: TrainConfig, task: Task, has_eval: bool, steps_per_epo
     return TrainConfig(**values)
 
 
-def hold_out(examples: list, fraction: float, seed: int) -> tuple[list, list]:
-    """(train, held out): a seeded `fraction` of `examples` (at least one) held out, order kept."""
-    order = list(range(len(examples)))
+def hold_out(examples: list, fraction: float, seed: int,
+             shared: Callable[[Any], Hashable | None] = lambda example: None) -> tuple[list, list]:
+    """(train, held out): a seeded `fraction` of `examples` (at least one) held out, order kept; the examples
+    with one `shared` text (`Task.shared_text`: a QA paragraph's questions) held out together, or kept."""
+    groups: dict[Hashable, list[int]] = {}
+    for i, example in enumerate(examples):
+        key = shared(example)
+        groups.setdefault(("own", i) if key is None else ("shared", key), []).append(i)
+    order = list(groups.values())
     random.Random(seed).shuffle(order)
-    n_eval = max(1, round(fraction * len(examples)))
-    if len(examples) - n_eval < 1:
-        raise DataError(f"{len(examples)} example(s): too few to hold out {n_eval} for evaluation; "
+    n_eval = max(1, round(fraction * len(order)))
+    if len(order) - n_eval < 1:
+        what = "example(s)" if len(order) == len(examples) else "text(s) that the examples share"
+        raise DataError(f"{len(order)} {what}: too few to hold out {n_eval} for evaluation; "
                         "lower eval_fraction or give --eval")
-    return [examples[i] for i in sorted(order[n_eval:])], [examples[i] for i in sorted(order[:n_eval])]
+    held = {i for group in order[:n_eval] for i in group}
+    return ([e for i, e in enumerate(examples) if i not in held], [e for i, e in enumerate(examples) if i in held])
 
 
 # ------------------------------------------------------------------ the model

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Hashable
 
 from plmkit.data.collate import pad_collate
 from plmkit.errors import ConfigError, DataError
@@ -74,6 +74,12 @@ class Task:
         record has them, for the tasks with `soft_targets`): the task's `reader(path, labelled)` unless
         it overrides this."""
         return type(self).reader(path, labelled)
+
+    def shared_text(self, example) -> Hashable | None:
+        """What `example` shares with other examples of its file (a QA question's paragraph, a relation's
+        sentence): `--eval-fraction` holds such examples out together, so that no held-out text is trained
+        on; None: nothing (each example is held out alone)."""
+        return None
 
     def discover(self, examples: list, path) -> list[str] | None:
         """The label names of the training examples (None: the model has no label head), after

@@ -306,6 +306,9 @@ class QATask(Task):
     reader = staticmethod(read_squad)
     _seen: dict | None = None  # a stream's ids so far, one per record (`for_stream`); None: each call alone
 
+    def shared_text(self, example: QAExample) -> str:
+        return example.context  # (the questions of one paragraph are held out together)
+
     def discover(self, examples, path) -> None:
         """SQuAD v2 when the run says so (version_2: true) or the training data holds unanswerable questions."""
         self.settings.version_2 = bool(self.settings.version_2) or has_unanswerable(examples)

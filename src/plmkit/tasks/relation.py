@@ -143,6 +143,9 @@ class RelationTask(Task):
     description = "JSONL with text, head/tail character spans and relation"
     reader = staticmethod(read_relations)
 
+    def shared_text(self, example: RelationExample) -> str:
+        return example.text  # (the entity pairs of one sentence are held out together)
+
     def discover(self, examples, path) -> list[str]:
         labels = need_two_labels(sorted({e.relation for e in examples}), path)
         given = self.settings.no_relation
