@@ -240,6 +240,31 @@ def test_incremental_decoder_shows_byte_fallback_characters_once_complete():
     assert "".join(pieces) == tok.decode(ids)
 
 
+CLEAN_UP_TEXTS = ["it's here, they're sure!", "Don't go . I 'm sure it ' s ok , isn't it ?", "a ' ' b n 't , ! ?"]
+
+
+@pytest.mark.parametrize("which", ["minilm", "unigram"])
+def test_incremental_decoder_cleans_up_spaces_across_windows_as_decode(which, minilm_dir):
+    """With clean_up_tokenization_spaces, " ' ", " ," or " n't" spanning windows are joined as decode joins them."""
+    from plmkit.tokenization import Tokenizer
+    tok = Tokenizer.from_pretrained(minilm_dir, clean_up_tokenization_spaces=True) if which == "minilm" else \
+        Tokenizer.train(CLEAN_UP_TEXTS * 40, 300, model="unigram", style="marian")
+    tok.clean_up_tokenization_spaces = True
+    for text in CLEAN_UP_TEXTS:
+        ids = tok.encode(text)
+        dec = IncrementalDecoder(tok)
+        pieces = [dec.push(i) for i in ids] + [dec.flush()]
+        assert "".join(pieces) == tok.decode(ids, skip_special_tokens=True), pieces
+
+
+def test_incremental_decoder_with_clean_up_shows_ordinary_words_at_once(minilm_dir):
+    from plmkit.tokenization import Tokenizer
+    tok = Tokenizer.from_pretrained(minilm_dir, clean_up_tokenization_spaces=True)
+    dec = IncrementalDecoder(tok)
+    assert [dec.push(i) for i in tok.encode("hello world then", add_special_tokens=False)] == \
+        ["hello", " world", " then"]
+
+
 def test_stream_yields_the_generated_text(model, tokenizer):
     prompt = "Hello world"
     kw = dict(max_new_tokens=12, eos_token_id=[], do_sample=True, seed=3)

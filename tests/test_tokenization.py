@@ -67,6 +67,35 @@ def test_single_text_longer_than_hold_gil_up_to_matches_hf(tok, hf):
     same(tok(text, **ALL_FIELDS), hf(text, **ALL_FIELDS))
 
 
+def test_threads_sharing_a_tokenizer_keep_its_special_tokens(tok):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from plmkit.tokenization.tokenizer import HOLD_GIL_UP_TO
+    long = "hello world " * (HOLD_GIL_UP_TO // 12 + 1)  # encode_batch: the GIL is let go while it encodes
+    shared = Tokenizer.from_pretrained(MODEL_DIR)
+    expected = [tok(long, truncation=True)["input_ids"], tok(["a b"])["input_ids"][0]]
+
+    def encode(n: int) -> list[int]:
+        return shared([long, "a b"], truncation=True)["input_ids"][n % 2] if n % 3 else \
+            shared(long, truncation=True)["input_ids"]
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(encode, range(200)))
+    assert all(ids == expected[n % 2 if n % 3 else 0] for n, ids in enumerate(results))
+    assert shared.backend_tokenizer.post_processor is not None
+    assert shared("hello")["input_ids"] == tok("hello")["input_ids"]
+
+
+def test_tokens_added_after_encoding_are_split_out():
+    shared = Tokenizer.from_pretrained(MODEL_DIR)
+    hello, world = shared.convert_tokens_to_ids(["hello", "world"])
+    assert shared("helloworld")["input_ids"][1:-1] != [hello, world]
+    shared.add_tokens(["world"])  # already in the vocabulary: the same size, but an added token now
+    assert shared("helloworld")["input_ids"][1:-1] == [hello, world]
+    shared.add_special_tokens({"additional_special_tokens": ["hello"]})
+    assert shared.decode(shared("helloworld")["input_ids"], skip_special_tokens=True) == "world"
+
+
 @pytest.mark.parametrize("pair", PAIRS)
 def test_pair_matches_hf(tok, hf, pair):
     same(tok(*pair, **ALL_FIELDS), hf(*pair, **ALL_FIELDS))
@@ -494,3 +523,16 @@ def test_token_bytes_add_up_to_the_decoded_text(model, style):
     joined = b"".join(pieces).decode()
     assert (joined if model == "byte-bpe" else joined.removeprefix(" ")) == tok.decode(ids)
     assert tok.token_bytes(tok.all_special_ids) == [t.encode() for t in tok.all_special_tokens]
+
+
+def test_a_cased_wordpiece_of_another_pipeline_is_saved_for_transformers_as_it_is(tmp_path):
+    import tokenizers as tk
+    backend = tk.Tokenizer(tk.models.WordPiece(unk_token="[UNK]"))
+    backend.normalizer, backend.pre_tokenizer = tk.normalizers.NFC(), tk.pre_tokenizers.Whitespace()
+    backend.decoder = tk.decoders.WordPiece()
+    backend.train_from_iterator(["The Quick brown FOX café naïve hello World"] * 50, tk.trainers.WordPieceTrainer(
+        vocab_size=120, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]"], show_progress=False))
+    Tokenizer(backend).save_pretrained(tmp_path)
+    theirs = HFAutoTokenizer.from_pretrained(tmp_path)
+    ids = Tokenizer.from_pretrained(tmp_path)("The Quick FOX")["input_ids"]
+    assert theirs("The Quick FOX")["input_ids"] == ids and 1 not in ids  # ([UNK] is 1)

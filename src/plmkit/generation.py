@@ -341,6 +341,12 @@ def write_generation_config(directory: str | Path, settings: dict) -> None:
 
 
 # -- incremental detokenisation -----------------------------------------------------------------
+# transformers' clean_up_tokenization patterns (decode's clean_up_tokenization_spaces), and what could still grow into
+# one: the streamed text holds back a tail that ends in these
+_CLEAN_UP_PATTERNS = (" .", " ?", " !", " ,", " ' ", " n't", " 'm", " 's", " 've", " 're")
+_CLEAN_UP_STARTS = frozenset(p[:n] for p in _CLEAN_UP_PATTERNS for n in range(1, len(p)))
+
+
 class IncrementalDecoder:
     """Turns a stream of token ids into text pieces, never emitting half a character or a word piece
     whose rendering depends on what follows (byte-level BPE, SentencePiece's leading spaces).
@@ -352,16 +358,24 @@ class IncrementalDecoder:
     out not to be UTF-8 decodes as U+FFFD for every byte of it, the valid ones already shown included;
     holding every run back until it ends would delay such text by whole runs. Works with ``transformers``
     tokenizers and ``tokenizers.Tokenizer`` (anything with ``decode``).
+
+    A tokenizer that cleans up tokenization spaces (``clean_up_tokenization_spaces``: "it ' s" -> "it's")
+    has its windows decoded without, and the clean-up applied to the text they add up to, holding back a
+    tail that could still start a pattern (a trailing space, " '", " n"): the pieces join to ``decode``'s text.
     """
 
     def __init__(self, tokenizer, skip_special_tokens: bool = True):
         self.tokenizer, self.skip = tokenizer, skip_special_tokens
         self.ids: list[int] = []
         self.prefix = 0  # start of the decoding window
-        self.read = 0  # tokens already turned into emitted text
+        self.read = 0  # tokens already turned into text (emitted, or held in `pending`)
+        self.clean_up = _clean_up_of(tokenizer)  # None: decode cleans nothing up
+        self.pending = ""  # text not yet cleaned up and emitted: it may still start a clean-up pattern
 
     def _decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=self.skip)
+        if self.clean_up is None:
+            return self.tokenizer.decode(ids, skip_special_tokens=self.skip)
+        return self.tokenizer.decode(ids, skip_special_tokens=self.skip, clean_up_tokenization_spaces=False)
 
     def push(self, token_id: int) -> str:
         self.ids.append(int(token_id))
@@ -369,7 +383,7 @@ class IncrementalDecoder:
         text = self._decode(self.ids[self.prefix:])
         if len(text) > len(before) and not text.endswith("\ufffd"):
             self.prefix, self.read = self.read, len(self.ids)
-            return text[len(before):]
+            return self._release(text[len(before):])
         return ""
 
     def flush(self) -> str:
@@ -377,7 +391,30 @@ class IncrementalDecoder:
         before = self._decode(self.ids[self.prefix:self.read])
         text = self._decode(self.ids[self.prefix:])
         self.prefix = self.read = len(self.ids)
-        return text[len(before):]
+        return self._release(text[len(before):], final=True)
+
+    def _release(self, piece: str, final: bool = False) -> str:
+        """The cleaned-up text that `piece` completes: all that is pending but a tail that could still start a
+        clean-up pattern (none when `final`). Patterns only delete their leading space, so text cut where no
+        pattern can span the cut cleans up alike in parts and whole."""
+        if self.clean_up is None:
+            return piece
+        text = self.pending + piece
+        cut = len(text)
+        while not final and cut and any(text[:cut].endswith(start) for start in _CLEAN_UP_STARTS):
+            cut -= 1
+        self.pending = text[cut:]
+        return self.clean_up(text[:cut])
+
+
+def _clean_up_of(tokenizer):
+    """The tokenizer's ``clean_up_tokenization`` (plmkit's and transformers'), where its decode cleans up spaces
+    (``clean_up_tokenization_spaces``) and the clean-up changes anything (plmkit's does not for BPE models);
+    else None."""
+    clean_up = getattr(tokenizer, "clean_up_tokenization", None)
+    if not getattr(tokenizer, "clean_up_tokenization_spaces", False) or not callable(clean_up):
+        return None
+    return clean_up if clean_up(" ,") != " ," else None
 
 
 def prompt_ids(tokenizer, text: str) -> list[int]:

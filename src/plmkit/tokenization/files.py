@@ -28,9 +28,14 @@ HUB_HINT = (
 
 
 def default_class(backend: tokenizers.Tokenizer) -> str:
-    if isinstance(backend.model, models.WordPiece):
+    """The tokenizer_class to write for a backend: BertTokenizer or GPT2Tokenizer only for exactly their pipeline
+    (transformers 5 rebuilds it from the class, so a cased WordPiece with another normalizer would load as
+    [UNK]s), else PreTrainedTokenizerFast, which reads tokenizer.json as it is."""
+    model, normalizer, pre_tokenizer = backend.model, backend.normalizer, backend.pre_tokenizer
+    if isinstance(model, models.WordPiece) and isinstance(normalizer, normalizers.BertNormalizer) \
+            and isinstance(pre_tokenizer, pre_tokenizers.BertPreTokenizer):
         return "BertTokenizer"
-    if isinstance(backend.model, models.BPE) and isinstance(backend.pre_tokenizer, pre_tokenizers.ByteLevel):
+    if isinstance(model, models.BPE) and normalizer is None and isinstance(pre_tokenizer, pre_tokenizers.ByteLevel):
         return "GPT2Tokenizer"
     return "PreTrainedTokenizerFast"
 
@@ -197,6 +202,17 @@ def special_tokens_with_sources(config: dict, source: dict[str, str]) -> list[tu
         value = config.get(key)
         found += [(f"{source[key]}: {key}", t) for t in ([value] if isinstance(value, str) else value or [])]
     return found + [(source[named_source(name)], t) for name, t in (config.get(NAMED_KEY) or {}).items()]
+
+
+def register_specials(backend: tokenizers.Tokenizer, tokens) -> list[str]:
+    """Make each of `tokens` that is in the vocabulary but not an added token a special added token (kept
+    whole inside text, skipped by decode), as transformers does with the special tokens its configs name;
+    returns those it registered. Added tokens already there keep their settings."""
+    added = {token.content for token in backend.get_added_tokens_decoder().values()}
+    new = [t for t in dict.fromkeys(tokens) if t not in added and backend.token_to_id(t) is not None]
+    if new:
+        backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in new])
+    return new
 
 
 def read_tokenizer_json(file: Path) -> tokenizers.Tokenizer:

@@ -5,7 +5,6 @@ import json
 import numbers
 import os
 import re
-from pathlib import Path
 from typing import Iterable, Sequence, Union
 
 import tokenizers
@@ -14,7 +13,7 @@ from tokenizers import AddedToken, models, normalizers, pre_tokenizers
 from plmkit.errors import CheckpointError, ConfigError, DataError
 from plmkit.tokenization.files import (NAMED_KEY, UNLIMITED, apply_bert_options, check_options, check_specials,
                                        checkpoint_dir, default_class, named_tokens, read_configs, read_tokenizer_json,
-                                       wordpiece_from_vocab)
+                                       register_specials, special_tokens_with_sources, wordpiece_from_vocab)
 from plmkit.tokenization.specials import (BERT_SPECIAL_TOKENS, END_OF_TEXT, SPECIAL_NAMES, guess_special_tokens,
                                           token_list, token_str)
 from plmkit.tokenization.training import train_vocabulary
@@ -211,6 +210,7 @@ class Tokenizer:
             raise CheckpointError(f"{directory} holds neither tokenizer.json nor vocab.txt (found: {found}); "
                                   "point to a directory written by save_pretrained.")
         check_specials(backend, config, source)
+        register_specials(backend, [token for _, token in special_tokens_with_sources(config, source)])
         special = {f"{n}_token": config[f"{n}_token"] for n in SPECIAL_NAMES if config.get(f"{n}_token")}
         if not special:
             special = guess_special_tokens(backend)
@@ -264,8 +264,15 @@ class Tokenizer:
                 vocab = self._backend.get_vocab(with_added_tokens=False)
                 files.append(out / "vocab.txt")
                 atomic_write_text(files[-1], "".join(t + "\n" for t in sorted(vocab, key=vocab.get)))
-            atomic_write(files[0], lambda tmp: self._backend.save(str(tmp)))
+            atomic_write(files[0], lambda tmp: self._backend_to_save().save(str(tmp)))
         return tuple(str(f) for f in files)
+
+    def _backend_to_save(self) -> tokenizers.Tokenizer:
+        """The backend with every special token an added special token (`register_specials`: one set as
+        ``tok.pad_token = "[unused0]"`` may be an ordinary one), so that plmkit and transformers read the
+        saved directory alike; a copy when a token needs it, the backend itself otherwise."""
+        backend = tokenizers.Tokenizer.from_str(self._backend.to_str())
+        return backend if register_specials(backend, self.all_special_tokens) else self._backend
 
     # ------------------------------------------------------------------ training
 
@@ -483,21 +490,39 @@ class Tokenizer:
 
     def _encode_unprocessed(self, texts: list[str]) -> list[tokenizers.Encoding]:
         """Encodings before post-processing, which must run once: RoBERTa's and BART's moves
-        offsets past a leading space each time. The backend encodes without it for this call
-        (backend state per call, as in transformers: share a Tokenizer between threads only
-        with a lock). One short text goes through ``encode``, which keeps the GIL: ``encode_batch``
+        offsets past a leading space each time. They come from a copy of the backend without
+        post-processor (`_unprocessed_backend`): the shared backend is never changed, so threads may
+        share a Tokenizer. One short text goes through ``encode``, which keeps the GIL: ``encode_batch``
         lets it go, and taking it back from a thread that runs a model took ~4x the encoding's
         own time (a server's event loop: 440 against 115 us a sentence, measured). A text longer
         than ``HOLD_GIL_UP_TO`` characters (~0.3 ms of encoding) lets it go: other threads run
         meanwhile."""
-        processor = self._backend.post_processor
-        self._backend.post_processor = None
-        try:
-            if len(texts) == 1 and len(texts[0]) <= HOLD_GIL_UP_TO:
-                return [self._backend.encode(texts[0], add_special_tokens=False)]
-            return self._backend.encode_batch(texts, add_special_tokens=False)
-        finally:
-            self._backend.post_processor = processor
+        backend = self._unprocessed_backend()
+        if len(texts) == 1 and len(texts[0]) <= HOLD_GIL_UP_TO:
+            return [backend.encode(texts[0], add_special_tokens=False)]
+        return backend.encode_batch(texts, add_special_tokens=False)
+
+    def _unprocessed_backend(self) -> tokenizers.Tokenizer:
+        """The backend's copy without post-processor, made on first use and again whenever the backend's
+        vocabulary (added tokens included), normalizer or pre-tokenizer changed since (`_pipeline_key`)."""
+        key = self._pipeline_key()
+        cached = self.__dict__.get("_unprocessed")  # (key, copy); absent after unpickling
+        if cached is None or cached[0] != key:
+            copy = tokenizers.Tokenizer.from_str(self._backend.to_str())
+            copy.post_processor = None
+            cached = (key, copy)
+            self.__dict__["_unprocessed"] = cached  # one assignment: a thread reads the old pair or the new one
+        return cached[1]
+
+    def _pipeline_key(self) -> tuple:
+        """What `_unprocessed_backend`'s copy must match: cheap to compute on every call."""
+        parts = (self._backend.normalizer, self._backend.pre_tokenizer)
+        return (self._backend.get_vocab_size(with_added_tokens=True),
+                *(None if part is None else part.__getstate__() for part in parts))
+
+    def __getstate__(self) -> dict:
+        """Pickled without the backend's copy (`_unprocessed_backend` makes it again)."""
+        return {k: v for k, v in self.__dict__.items() if k != "_unprocessed"}
 
     def _truncate(self, a, b, strategy: str, budget: int) -> bool:
         """Cut sequences a (and b) in place so that together they fit `budget` tokens; whether any was cut."""
@@ -570,7 +595,12 @@ class Tokenizer:
                             "replace label padding such as -100 by the pad token id first.") from None
         if clean_up_tokenization_spaces is None:
             clean_up_tokenization_spaces = self.clean_up_tokenization_spaces
-        if clean_up_tokenization_spaces and not isinstance(self._backend.model, models.BPE):
+        return self.clean_up_tokenization(text) if clean_up_tokenization_spaces else text
+
+    def clean_up_tokenization(self, text: str) -> str:
+        """`text` without the spaces before punctuation and contractions, as decode's clean_up_tokenization_spaces
+        (transformers' method of that name); unchanged for BPE models, which transformers 5 never cleans up."""
+        if not isinstance(self._backend.model, models.BPE):
             for spaced, joined in _CLEAN_UP:
                 text = text.replace(spaced, joined)
         return text
@@ -646,7 +676,10 @@ class Tokenizer:
 
     def add_tokens(self, tokens: str | Sequence[str]) -> int:
         """Add ordinary tokens (one, or a list); returns how many are new (resize the model's embeddings then)."""
-        return self._backend.add_tokens(_strings([tokens] if isinstance(tokens, str) else tokens, "add_tokens: tokens"))
+        tokens = _strings([tokens] if isinstance(tokens, str) else tokens, "add_tokens: tokens")
+        added = self._backend.add_tokens(tokens)
+        self.__dict__.pop("_unprocessed", None)  # (a token already in the vocabulary is split out now)
+        return added
 
     def add_special_tokens(self, special_tokens: dict) -> int:
         """Set special tokens, e.g. {"pad_token": "<pad>"}, adding unknown ones to the vocabulary.
@@ -667,6 +700,7 @@ class Tokenizer:
             if None in tokens:
                 raise ConfigError(f"{where} must be a token, got None (to drop one: tokenizer.{key} = None).")
             self._backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in tokens])
+            self.__dict__.pop("_unprocessed", None)  # (a token already in the vocabulary is split out now)
             if key == "additional_special_tokens":
                 self.additional_special_tokens += [t for t in tokens if t not in self.additional_special_tokens]
             else:
