@@ -91,6 +91,48 @@ def test_cls_and_sep_must_be_what_the_tokenizer_puts_around_a_text(copy, key, to
         Tokenizer.from_pretrained(copy, **{key: token})
 
 
+def _language_code_dir(directory: Path, first: str) -> Path:
+    """A saved wordpiece tokenizer whose post-processor puts `first` (not cls_token) before each text."""
+    from tokenizers import processors
+    tok = wordpiece()
+    tok.add_special_tokens({"additional_special_tokens": ["eng_Latn", "fra_Latn"]})
+    backend = tok.backend_tokenizer
+    backend.post_processor = processors.TemplateProcessing(
+        single=f"{first} $A [SEP]", pair=f"{first} $A $B [SEP]",
+        special_tokens=[(t, backend.token_to_id(t)) for t in (first, "[SEP]")])
+    tok.tokenizer_class = "PreTrainedTokenizerFast"
+    tok.save_pretrained(directory)
+    return directory
+
+
+def test_a_language_code_before_the_text_loads_as_in_transformers(tmp_path, caplog):
+    from transformers import AutoTokenizer
+    caplog.set_level("INFO", logger="plmkit")
+    directory = _language_code_dir(tmp_path / "nllb", "eng_Latn")
+    ours, theirs = Tokenizer.from_pretrained(directory), AutoTokenizer.from_pretrained(directory)
+    assert ours.cls_token == theirs.cls_token == "[CLS]"
+    for text in TEXTS:
+        assert ours(text).input_ids == theirs(text)["input_ids"]
+    assert ours.convert_ids_to_tokens(ours("a").input_ids)[0] == "eng_Latn"
+    assert "the tokenizer puts 'eng_Latn' before each text" in caplog.text
+    with pytest.raises(ConfigError, match=r"cls_token is '\[CLS\]', but the tokenizer puts '\[MASK\]' before"):
+        Tokenizer.from_pretrained(_language_code_dir(tmp_path / "mask", "[MASK]"))  # another role's token
+
+@pytest.mark.parametrize("key, value, message", [
+    ("add_prefix_space", True, r"add_prefix_space is True, but plmkit does not apply add_prefix_space: "
+                               r"tokenizer.json's pre_tokenizer decides it \(ByteLevel .*gives False"),
+    ("trim_offsets", False, r"trim_offsets is False, but plmkit does not apply trim_offsets: tokenizer.json's "
+                            r"post_processor decides it .*gives True"),
+    ("split_special_tokens", True, r"split_special_tokens is True, but plmkit does not apply split_special_tokens: "
+                                   r"special tokens in a text are always kept whole")])
+def test_options_plmkit_does_not_apply_are_refused_unless_tokenizer_json_agrees(tmp_path, key, value, message):
+    Tokenizer.train(TEXTS, 300, model="byte-bpe", style="bart").save_pretrained(tmp_path)
+    edit_json(tmp_path / CONFIG, **{key: value})
+    with pytest.raises(ConfigError, match=rf"tokenizer_config.json: {message}"):
+        Tokenizer.from_pretrained(tmp_path)
+    edit_json(tmp_path / CONFIG, **{key: not value})  # what tokenizer.json does: accepted
+    assert Tokenizer.from_pretrained(tmp_path)("a b").input_ids
+
 def test_a_str_is_not_split_into_tokens():
     with pytest.raises(ConfigError, match=r"special_tokens must be a list of tokens, got str '\[PAD\]'"):
         Tokenizer.train(TEXTS, 60, special_tokens="[PAD]")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,8 +177,8 @@ def merge_named(merged: dict[str, str], source: dict[str, str], named: dict[str,
 
 def check_specials(backend: tokenizers.Tokenizer, config: dict, source: dict[str, str]) -> None:
     """Every special token of `config` is in the vocabulary, and the cls (else bos) and sep (else eos)
-    tokens are those that the post-processor (tokenizer.json's) puts before and after a text: a
-    sep_token that encodings do not end with would be believed by everything that reads it. `source`
+    tokens do not contradict what the post-processor (tokenizer.json's) puts before and after a text:
+    a sep_token that encodings do not end with would be believed by everything that reads it. `source`
     names the file each key came from (`read_configs`)."""
     for where, token in special_tokens_with_sources(config, source):
         if backend.token_to_id(token) is None:
@@ -191,8 +193,63 @@ def check_specials(backend: tokenizers.Tokenizer, config: dict, source: dict[str
                                 (("sep", "eos"), encoding.tokens[last + 1:], "after")):
         key = next((f"{role}_token" for role in roles if config.get(f"{role}_token")), None)
         if added and key and config[key] != added[0]:
-            raise ConfigError(f"{source[key]}: {key} is {config[key]!r}, but the tokenizer puts {added[0]!r} {place} "
-                              f"each text (its post-processor): set {key} to {added[0]!r}, or restore the file")
+            _check_wrapping(backend, config, key, added[0], encoding, f"{place} each text", source[key])
+            logging.getLogger("plmkit").info(
+                "plmkit: %s: %s is %r, but the tokenizer puts %r %s each text (its post-processor, e.g. a language "
+                "code); accepted, as transformers does", source[key], key, config[key], added[0], place)
+
+
+def _check_wrapping(backend: tokenizers.Tokenizer, config: dict, key: str, put: str, encoding, place: str,
+                    where: str) -> None:
+    """Refuse the `key` token of file `where` if it contradicts `put`, the other token that the post-processor
+    puts at `place`: `put` is a named special token itself, or the configured token is put elsewhere, or it is
+    no special token of the tokenizer (an ordinary word). A `put` that no role names, such as a language code
+    before the text (mBART-50, NLLB), is accepted."""
+    configured = config[key]
+    named = {config.get(f"{name}_token") for name in SPECIAL_NAMES} | set((config.get(NAMED_KEY) or {}).values())
+    specials = {t.content for t in backend.get_added_tokens_decoder().values() if t.special}
+    placed = [t for t, special in zip(encoding.tokens, encoding.special_tokens_mask) if special]
+    if put in named or configured in placed or configured not in specials:
+        raise ConfigError(f"{where}: {key} is {configured!r}, but the tokenizer puts {put!r} {place} (its "
+                          f"post-processor): set {key} to {put!r}, or restore the file")
+
+
+def check_unapplied_options(backend: tokenizers.Tokenizer, config: dict, source: dict[str, str]) -> None:
+    """Refuse add_prefix_space, trim_offsets and split_special_tokens set to what tokenizer.json does not do:
+    plmkit does not apply them (transformers rebuilds parts of the pipeline from them), so they would be
+    silently ignored. Values that agree with tokenizer.json, or that it has no place for, pass."""
+    pipeline = json.loads(backend.to_str())
+    rule = "tokenizer.json's {} decides it ({}), which gives {!r}. Remove {}, or change tokenizer.json"
+    does = {"add_prefix_space": (_prefix_space(pipeline.get("pre_tokenizer")), "pre_tokenizer",
+                                 "ByteLevel add_prefix_space, Metaspace prepend_scheme"),
+            "trim_offsets": (_found(pipeline.get("post_processor"), "trim_offsets"), "post_processor", "trim_offsets"),
+            "split_special_tokens": (False, None, None)}
+    for key, (done, part, setting) in does.items():
+        value = config.get(key)
+        if value is not None and done is not None and value != done:
+            how = rule.format(part, setting, done, key) if part else \
+                f"special tokens in a text are always kept whole; remove {key}"
+            raise ConfigError(f"{source.get(key, 'tokenizer_config.json')}: {key} is {value!r}, but plmkit does not "
+                              f"apply {key}: {how}.")
+
+
+def _found(part, key: str):
+    """The value of `key` in a tokenizer.json part (searched through Sequence steps): None if absent."""
+    if isinstance(part, dict):
+        if key in part:
+            return part[key]
+        part = part.get("processors") or part.get("pretokenizers")
+    for step in part if isinstance(part, list) else []:
+        value = _found(step, key)
+        if value is not None:
+            return value
+    return None
+
+
+def _prefix_space(pre_tokenizer) -> bool | None:
+    """Whether a tokenizer.json pre_tokenizer adds a space before a text: None if it has no such setting."""
+    scheme = _found(pre_tokenizer, "prepend_scheme")
+    return scheme != "never" if scheme is not None else _found(pre_tokenizer, "add_prefix_space")
 
 
 def special_tokens_with_sources(config: dict, source: dict[str, str]) -> list[tuple[str, str]]:

@@ -12,8 +12,9 @@ from tokenizers import AddedToken, models, normalizers, pre_tokenizers
 
 from plmkit.errors import CheckpointError, ConfigError, DataError
 from plmkit.tokenization.files import (NAMED_KEY, UNLIMITED, apply_bert_options, check_options, check_specials,
-                                       checkpoint_dir, default_class, named_tokens, read_configs, read_tokenizer_json,
-                                       register_specials, special_tokens_with_sources, wordpiece_from_vocab)
+                                       check_unapplied_options, checkpoint_dir, default_class, named_tokens,
+                                       read_configs, read_tokenizer_json, register_specials,
+                                       special_tokens_with_sources, wordpiece_from_vocab)
 from plmkit.tokenization.specials import (BERT_SPECIAL_TOKENS, END_OF_TEXT, SPECIAL_NAMES, guess_special_tokens,
                                           token_list, token_str)
 from plmkit.tokenization.training import train_vocabulary
@@ -209,6 +210,7 @@ class Tokenizer:
             found = sorted(p.name for p in directory.iterdir())
             raise CheckpointError(f"{directory} holds neither tokenizer.json nor vocab.txt (found: {found}); "
                                   "point to a directory written by save_pretrained.")
+        check_unapplied_options(backend, config, source)
         check_specials(backend, config, source)
         register_specials(backend, [token for _, token in special_tokens_with_sources(config, source)])
         special = {f"{n}_token": config[f"{n}_token"] for n in SPECIAL_NAMES if config.get(f"{n}_token")}
@@ -374,6 +376,8 @@ class Tokenizer:
         *,
         text_target: str | Sequence[str] | None = None,
         max_target_length: int | None = None,
+        return_length: bool = False,
+        **unsupported,
     ) -> BatchEncoding:
         """Encode a text, a pair, or a batch (list of texts, or `text_pair` list, or list of (a, b)).
 
@@ -388,7 +392,10 @@ class Tokenizer:
         `max_length`), and returned as `labels`, padded with -100 so that the loss skips
         padding (transformers pads them with the pad id). Given alone, targets are encoded as
         `input_ids` ... as in transformers. `truncated` on the result says what was cut.
+        return_length: add `length`, the number of tokens of each row (padding included), as in transformers
+        (a list even for one text). transformers arguments plmkit lacks raise ConfigError saying what to use.
         """
+        _refuse_unsupported(unsupported)
         pad = _choose(padding, _PADDING, "padding")
         trunc = _choose(truncation, _TRUNCATION, "truncation")
         for name, value in (("max_length", max_length), ("max_target_length", max_target_length),
@@ -440,6 +447,12 @@ class Tokenizer:
             data = _to_tensors(data)
         elif single:
             data = {key: value[0] for key, value in data.items()}
+        if return_length:
+            data["length"] = [len(e.ids) for e in encodings]
+            if return_tensors == "pt":
+                import torch
+
+                data["length"] = torch.tensor(data["length"], dtype=torch.long)
         return BatchEncoding(data, encodings, cut)
 
     def encode(self, text: str, text_pair: str | None = None, add_special_tokens: bool = True,
@@ -854,6 +867,30 @@ def _choose(value, table: dict, name: str):
     except (KeyError, TypeError):
         choices = ", ".join(repr(k) for k in table)
         raise ConfigError(f"{name}={value!r} is not supported; use one of {choices}.") from None
+
+
+_WINDOWS = ("not supported: plmkit encodes no overflow windows; the tasks window long texts themselves "
+            "(--stride of NER, --doc-stride of question answering; plmkit.tasks.qa.windows)")
+_UNSUPPORTED_CALL_ARGS = {
+    "stride": _WINDOWS,
+    "return_overflowing_tokens": _WINDOWS,
+    "is_split_into_words": "not supported: pass the words joined by spaces, and map tokens back to words with "
+                           "BatchEncoding.word_ids()",
+    "padding_side": "not supported per call: set tokenizer.padding_side before calling",
+    "split_special_tokens": "not supported: special tokens in the text are always kept whole",
+    "text_pair_target": "not supported: targets are single texts; join the pair into one text_target",
+}
+
+
+def _refuse_unsupported(arguments: dict) -> None:
+    """A ConfigError naming each transformers argument of `Tokenizer.__call__` that plmkit does not support."""
+    if not arguments:
+        return
+    unknown = sorted(set(arguments) - set(_UNSUPPORTED_CALL_ARGS))
+    if unknown:
+        raise TypeError(f"Tokenizer.__call__() got unexpected keyword argument(s) {unknown}.")
+    raise ConfigError("Tokenizer.__call__: " + "; ".join(
+        f"{name} is {_UNSUPPORTED_CALL_ARGS[name]}" for name in sorted(arguments)) + ".")
 
 
 def _to_tensors(data: dict) -> dict:
