@@ -31,10 +31,12 @@ def test_what_5x_writes_differently_is_read():
     new = {k: json.loads(fixture(k, LINES[-1]).read_text()) for k in CLASSES}
     old = json.loads(fixture("bart", LINES[0]).read_text())
     assert old["num_hidden_layers"] == 2 and "num_hidden_layers" not in new["bart"]  # 4.x writes the alias
-    assert new["marian"]["bos_token_id"] is None and "bos_token_id" not in json.loads(fixture("marian", LINES[0]).read_text())
+    assert new["marian"]["bos_token_id"] is None
+    assert "bos_token_id" not in json.loads(fixture("marian", LINES[0]).read_text())
     assert new["bert"]["bos_token_id"] is None and new["bert"]["is_decoder"] is False
     assert "rope_theta" not in new["llama"] and new["llama"]["rope_parameters"]["rope_type"] == "default"
-    bert, llama = BertConfig.from_pretrained(fixture("bert", LINES[-1])), LlamaConfig.from_pretrained(fixture("llama", LINES[-1]))
+    bert = BertConfig.from_pretrained(fixture("bert", LINES[-1]))
+    llama = LlamaConfig.from_pretrained(fixture("llama", LINES[-1]))
     assert (bert.bos_token_id, bert.eos_token_id, bert.id2label) == (None, None, {0: "neg", 1: "neu", 2: "pos"})
     assert llama.rope_theta == 500000.0 and llama.rope_scaling is None  # not the 10,000 default
     assert GPT2Config.from_pretrained(fixture("gpt2", LINES[-1])).tie_word_embeddings is False
@@ -53,7 +55,8 @@ def test_the_installed_transformers_writes_what_the_fixtures_hold(tmp_path):
     make = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(make)
     for name in CLASSES:
-        assert AutoConfig.from_pretrained(make.write(name, tmp_path)) == AutoConfig.from_pretrained(fixture(name, LINES[0]))
+        written = make.write(name, tmp_path)
+        assert AutoConfig.from_pretrained(written) == AutoConfig.from_pretrained(fixture(name, LINES[0]))
 
 
 def test_rope_parameters_that_plmkit_cannot_honour_are_refused():
