@@ -555,3 +555,28 @@ def test_a_cased_wordpiece_of_another_pipeline_is_saved_for_transformers_as_it_i
     theirs = HFAutoTokenizer.from_pretrained(tmp_path)
     ids = Tokenizer.from_pretrained(tmp_path)("The Quick FOX")["input_ids"]
     assert theirs("The Quick FOX")["input_ids"] == ids and 1 not in ids  # ([UNK] is 1)
+
+
+def test_sequence_ids_char_to_token_and_token_to_chars_as_hf():
+    """BatchEncoding had word_ids only: sequence_ids, char_to_token and token_to_chars were AttributeErrors."""
+    ours, hf = Tokenizer.from_pretrained(MODEL_DIR), HFAutoTokenizer.from_pretrained(MODEL_DIR)
+    texts, pairs = ["Hello world, fine.", "Ok"], ["A pair here", "x"]
+    a, b = ours(texts, pairs, padding=True), hf(texts, pairs, padding=True)
+    for row in range(2):
+        assert a.sequence_ids(row) == b.sequence_ids(row)
+        assert all(a.char_to_token(row, c, s) == b.char_to_token(row, c, s) for c in range(18) for s in (0, 1))
+        for token in range(len(a["input_ids"][row])):
+            theirs = b.token_to_chars(row, token)
+            assert a.token_to_chars(row, token) == (None if theirs is None else (theirs.start, theirs.end))
+    assert a.char_to_token(3) == b.char_to_token(3) and a.token_to_chars(1) == tuple(b.token_to_chars(1))[:2]
+
+
+def test_a_whole_float_model_max_length_is_read_as_transformers_reads_it(tmp_path):
+    shutil.copytree(MODEL_DIR, tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "tokenizer_config.json").read_text())
+    (tmp_path / "m" / "tokenizer_config.json").write_text(json.dumps({**config, "model_max_length": 256.0}))
+    assert Tokenizer.from_pretrained(tmp_path / "m").model_max_length == 256
+    assert HFAutoTokenizer.from_pretrained(tmp_path / "m").model_max_length == 256
+    (tmp_path / "m" / "tokenizer_config.json").write_text(json.dumps({**config, "model_max_length": 256.5}))
+    with pytest.raises(ConfigError, match="model_max_length must be a whole number"):
+        Tokenizer.from_pretrained(tmp_path / "m")

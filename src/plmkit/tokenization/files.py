@@ -79,7 +79,8 @@ def check_options(values: dict, where: str) -> dict:
     names = [f.name for f in dataclasses.fields(TokenizerOptions)]
     check_field_types(TokenizerOptions(**{k: values[k] for k in names if k in values}), where)
     limit = values.get("model_max_length")
-    if limit is not None and not (limit >= 1 and (is_int(limit) or limit >= UNLIMITED)):
+    whole = is_int(limit) or (isinstance(limit, float) and limit.is_integer())  # (512.0, as some configs write it)
+    if limit is not None and not (limit >= 1 and (whole or limit >= UNLIMITED)):
         raise ConfigError(f"{where}: model_max_length must be a whole number >= 1 (or 1e30: no limit), got {limit!r}")
     for side in ("padding_side", "truncation_side"):
         if values.get(side) not in (None, "right", "left"):

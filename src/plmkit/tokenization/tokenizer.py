@@ -62,6 +62,24 @@ class BatchEncoding(dict):
         """Index of the word each token comes from (None for special and pad tokens)."""
         return self.encodings[batch_index].word_ids
 
+    def sequence_ids(self, batch_index: int = 0) -> list[int | None]:
+        """Which text of the pair each token comes from, 0 or 1 (None for special and pad tokens)."""
+        return self.encodings[batch_index].sequence_ids
+
+    def char_to_token(self, batch_or_char_index: int, char_index: int | None = None,
+                      sequence_index: int = 0) -> int | None:
+        """The token holding character `char_index` of text `sequence_index` of row `batch_or_char_index`
+        (one argument: the character, of row 0), as in transformers; None where no token holds it (a space)."""
+        row, char = (0, batch_or_char_index) if char_index is None else (batch_or_char_index, char_index)
+        return self.encodings[row].char_to_token(char, sequence_index)
+
+    def token_to_chars(self, batch_or_token_index: int, token_index: int | None = None) -> tuple[int, int] | None:
+        """The (start, end) characters of a token in its text (one argument: the token, of row 0); None for
+        special and pad tokens."""
+        row, token = (0, batch_or_token_index) if token_index is None else (batch_or_token_index, token_index)
+        encoding = self.encodings[row]
+        return None if encoding.sequence_ids[token] is None else encoding.offsets[token]
+
 
 def _special_token(name: str) -> property:
     def get(self) -> str | None:
