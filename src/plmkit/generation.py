@@ -269,6 +269,38 @@ def lm_vocab(config) -> int | None:
     return getattr(config, "target_vocab_size", None) or getattr(config, "vocab_size", None)
 
 
+# Tokens the model would produce (bos: a prompt's first): beyond the vocabulary (a tiny test config keeping
+# GPT-2's 50256, which transformers loads) the token can never be generated, so the id is kept in the config,
+# and written back as read, but left out of generate()'s defaults (`without_ids_outside`).
+PRODUCED_IDS = ("bos_token_id", "eos_token_id", "forced_bos_token_id", "forced_eos_token_id")
+
+
+def ids_outside(values: dict, vocab: int | None) -> dict[str, list[int]]:
+    """The ids of PRODUCED_IDS in `values` (a config's fields, generation_config.json's settings) that are
+    no token of a `vocab`-token vocabulary, by name (an eos list: those of its ids)."""
+    found = {}
+    for name in PRODUCED_IDS:
+        ids = values.get(name)
+        outside = [i for i in (ids if isinstance(ids, list) else [ids]) if is_int(i) and i >= (vocab or float("inf"))]
+        if outside:
+            found[name] = outside
+    return found
+
+
+def without_ids_outside(values: dict, vocab: int | None) -> dict:
+    """`values` without the ids that `ids_outside` finds: an eos list keeps its other ids; a name left
+    with none goes."""
+    out = dict(values)
+    for name, outside in ids_outside(values, vocab).items():
+        ids = values[name]
+        kept = [i for i in ids if i not in outside] if isinstance(ids, list) else []
+        if kept:
+            out[name] = kept
+        else:
+            del out[name]
+    return out
+
+
 def as_settings(values: dict, prompt_length: int) -> GenerationSettings:
     """generate()'s keywords (Hugging Face's names, None for not given) as settings, unchecked; a
     max_length (prompt included) counts the new tokens when max_new_tokens is not given, and a
@@ -545,9 +577,12 @@ class GenerationMixin:
         return super().train(mode)
 
     def generation_defaults(self) -> dict:
-        """generate()'s defaults for this model: its config's special tokens, then its generation_config."""
+        """generate()'s defaults for this model: its config's special tokens, then its generation_config, but
+        the special ids beyond the vocabulary (`without_ids_outside`)."""
         from_config = {k: getattr(self.config, k) for k in CONFIG_DEFAULTS if getattr(self.config, k, None) is not None}
-        return {**from_config, **(getattr(self, "generation_config", None) or {})}
+        # (a special id beyond the LM head's vocabulary, which a config may keep, names no token: left out)
+        return without_ids_outside({**from_config, **(getattr(self, "generation_config", None) or {})},
+                                   lm_vocab(self.config))
 
     def generation_settings(self, prompt_length: int, tokenizer=None, **given) -> GenerationSettings:
         """The checked settings one prompt of ``prompt_length`` tokens is generated with: ``given`` (generate's

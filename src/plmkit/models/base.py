@@ -9,9 +9,10 @@ from torch import nn
 
 from plmkit import convert
 from plmkit.errors import CheckpointError, ConfigError
-from plmkit.generation import (CONFIG_DEFAULTS, OUTPUT_SETTINGS, GenerationMixin, check_generation_values, lm_vocab,
-                               other_generation_settings, read_generation_config, write_generation_config)
-from plmkit.models.config import ModelConfig, ids_outside, without_ids_outside
+from plmkit.generation import (CONFIG_DEFAULTS, OUTPUT_SETTINGS, check_generation_values, ids_outside, lm_vocab,
+                               other_generation_settings, read_generation_config, without_ids_outside,
+                               write_generation_config)
+from plmkit.models.config import ModelConfig
 from plmkit.models.io import check_model_dir, read_weights, write_weights
 from plmkit.models.sentence_transformers import SentenceTransformerFiles
 from plmkit.nn.decoding import inference_linears
@@ -337,7 +338,7 @@ def directory_generation_config(directory: str | Path, config: ModelConfig, lega
     an older config.json keeps (`legacy`; default: what `config` read of them) with its special token ids
     (as transformers' GenerationConfig.from_model_config: saved, generation_config.json is all transformers
     reads), checked against the LM head's vocabulary (an eos or bos beyond it is kept as read: generate()
-    leaves it out, `LMGenerationMixin`); None without any."""
+    leaves it out, `GenerationMixin.generation_defaults`); None without any."""
     vocab = lm_vocab(config)
     legacy = config.generation_defaults if legacy is None else legacy
     if legacy:
@@ -362,15 +363,6 @@ def _warn_of_ids_outside(config: ModelConfig, generation_config: dict | None, di
                     "leaves %s out (saving keeps %s)", directory,
                     ", ".join(f"{k}={v[0] if len(v) == 1 else v}" for k, v in outside.items()),
                     "lies" if one else "lie", vocab, *(["it"] * 3 if one else ["them"] * 3))
-
-
-class LMGenerationMixin(GenerationMixin):
-    """`generate` for plmkit's models: a special id of the config or generation_config.json beyond the LM
-    head's vocabulary (a tiny test config keeping GPT-2's 50256) names no token the model can produce, so
-    it is left out of the defaults (the config keeps it, and saving writes it back)."""
-
-    def generation_defaults(self) -> dict:
-        return without_ids_outside(super().generation_defaults(), lm_vocab(self.config))
 
 
 def _other_generation_settings(directory: Path) -> dict | None:

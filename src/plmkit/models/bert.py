@@ -19,7 +19,8 @@ from torch import Tensor, nn
 
 from plmkit.convert.bert import CONVERTER
 from plmkit.errors import ConfigError, PlmkitError
-from plmkit.models.base import LMGenerationMixin, PreTrainedModel
+from plmkit.generation import GenerationMixin
+from plmkit.models.base import PreTrainedModel
 from plmkit.models.config import ABOVE_ZERO, POSITIVE, PROBABILITY, PrunableConfig
 from plmkit.models.inputs import check_inputs
 from plmkit.models.registry import Family, config_from_preset, register
@@ -339,7 +340,7 @@ class BertForPreTraining(BertPreTrainedModel):
                                  out.hidden_states, out.attentions)
 
 
-class BertLMHeadModel(LMGenerationMixin, BertPreTrainedModel):
+class BertLMHeadModel(GenerationMixin, BertPreTrainedModel):
     """A causal BERT with the masked-LM head as its next-token head (``is_decoder``), and with
     ``add_cross_attention`` the decoder of a BERT-to-BERT encoder-decoder (plmkit.models.encoder_decoder;
     Rothe et al., 2020). Matches Hugging Face's `BertLMHeadModel`; standalone it generates like any

@@ -220,7 +220,7 @@ class ModelConfig:
                 if vocab is not None and not 0 <= i < vocab and name in FED_IDS:
                     raise ConfigError(f"{source}: {name}={ids} is not a token id of the {vocab}-token vocabulary")
             if ids is not None and name in names and getattr(config, name) is None:
-                setattr(config, name, ids)  # beyond the vocabulary: kept as read (never generated: see PRODUCED_IDS)
+                setattr(config, name, ids)  # beyond the vocabulary: kept as read (never generated: plmkit.generation.PRODUCED_IDS)
         if num_labels is not None:
             if not (isinstance(num_labels, int) and not isinstance(num_labels, bool) and num_labels >= 1):
                 raise ConfigError(f"{source}: num_labels must be a positive integer, got {num_labels!r}")
@@ -370,36 +370,6 @@ class PrunableConfig(ModelConfig):
 
 SPECIAL_IDS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id", "sep_token_id")
 FED_IDS = ("pad_token_id", "decoder_start_token_id")  # tokens plmkit feeds the model: refused beyond the vocabulary
-# Tokens the model would produce (bos: a prompt's first): beyond the vocabulary (a tiny test config keeping
-# GPT-2's 50256, which transformers loads) the token can never be generated, so the id is kept in the config,
-# and written back as read, but left out of generate()'s defaults (`without_ids_outside`).
-PRODUCED_IDS = ("bos_token_id", "eos_token_id", "forced_bos_token_id", "forced_eos_token_id")
-
-
-def ids_outside(values: dict[str, Any], vocab: int | None) -> dict[str, list[int]]:
-    """The ids of PRODUCED_IDS in `values` (a config's fields, generation_config.json's settings) that are
-    no token of a `vocab`-token vocabulary, by name (an eos list: those of its ids)."""
-    found = {}
-    for name in PRODUCED_IDS:
-        ids = values.get(name)
-        outside = [i for i in (ids if isinstance(ids, list) else [ids]) if is_int(i) and i >= (vocab or float("inf"))]
-        if outside:
-            found[name] = outside
-    return found
-
-
-def without_ids_outside(values: dict[str, Any], vocab: int | None) -> dict[str, Any]:
-    """`values` without the ids that `ids_outside` finds: an eos list keeps its other ids; a name left
-    with none goes."""
-    out = dict(values)
-    for name, outside in ids_outside(values, vocab).items():
-        ids = values[name]
-        kept = [i for i in ids if i not in outside] if isinstance(ids, list) else []
-        if kept:
-            out[name] = kept
-        else:
-            del out[name]
-    return out
 
 
 def _labels(mapping: Any, name: str, key: type, value: type, check) -> dict:

@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from plmkit.errors import PlmkitError
-from plmkit.models.base import LMGenerationMixin, PreTrainedModel
+from plmkit.generation import GenerationMixin
+from plmkit.models.base import PreTrainedModel
 from plmkit.models.inputs import check_inputs
 from plmkit.models.outputs import BaseModelOutput, CausalLMOutput
 from plmkit.nn.block import run_blocks
@@ -100,7 +101,7 @@ def check_length(max_positions: int | None, needed: int) -> None:
                           "shorten the prompt or max_new_tokens")
 
 
-class DecoderPreTrainedModel(LMGenerationMixin, PreTrainedModel):
+class DecoderPreTrainedModel(GenerationMixin, PreTrainedModel):
     """The base of a decoder family's models (``generate``, ``stream``): the family sets
     ``config_class`` and ``base_prefix``, the attribute that holds the body in its LM."""
 

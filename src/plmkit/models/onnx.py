@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from plmkit.errors import CheckpointError, ConfigError, InputError, PlmkitError
-from plmkit.models.base import LMGenerationMixin
+from plmkit.generation import GenerationMixin
 from plmkit.models.outputs import (BaseModelOutput, CausalLMOutput, ClassifierOutput, MaskedLMOutput,
                                    QuestionAnsweringOutput, Seq2SeqLMOutput)
 from plmkit.models.decoder import causal_lm_loss
@@ -282,7 +282,7 @@ class OrtModel(OrtDirectory):
         return dict(zip(past_names(self.past["layers"]), (t for pair in past for t in pair)))
 
 
-class OrtModelForCausalLM(LMGenerationMixin, OrtModel):
+class OrtModelForCausalLM(GenerationMixin, OrtModel):
     """An exported causal LM with ``generate`` and ``stream`` (plmkit.generation, as the PyTorch model), and
     the forward a decoding loop calls with a plmkit cache (`make_cache`; a server's `SlotKVCache`): the
     graph takes the cache's keys and values as its past and the new positions of its present are written
@@ -372,7 +372,7 @@ class OrtDecoderCache:
         self.past = [t.index_select(0, index) if ".decoder." in name else t for name, t in zip(self.names, self.past)]
 
 
-class OrtModelForSeq2SeqLM(LMGenerationMixin, OrtDirectory):
+class OrtModelForSeq2SeqLM(GenerationMixin, OrtDirectory):
     """An exported encoder-decoder (encoder_model.onnx, decoder_model.onnx) with the hooks of
     plmkit.generation (`encode`, `make_cache` and the forward on a cache), so ``generate`` and ``stream``
     run as on the PyTorch model, token for token; the forward with ``labels`` gives the loss. A server's

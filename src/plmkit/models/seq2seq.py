@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from plmkit.errors import ConfigError, PlmkitError
-from plmkit.models.base import LMGenerationMixin, PreTrainedModel
+from plmkit.generation import GenerationMixin
+from plmkit.models.base import PreTrainedModel
 from plmkit.models.config import ModelConfig
 from plmkit.models.inputs import check_inputs
 from plmkit.models.outputs import BaseModelOutput, Seq2SeqLMOutput
@@ -124,7 +125,7 @@ def shared_parameter_names(model: nn.Module) -> tuple[str, ...]:
     return tuple(tied)
 
 
-class Seq2SeqPreTrainedModel(LMGenerationMixin, PreTrainedModel):
+class Seq2SeqPreTrainedModel(GenerationMixin, PreTrainedModel):
     """The base of an encoder-decoder family's models. ``generate`` runs the encoder once (`encode`),
     then the decoder step by step on a `make_cache` cache; a family's LM provides the hooks below."""
 
