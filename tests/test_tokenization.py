@@ -169,17 +169,11 @@ def test_return_length_matches_hf(tok, hf, return_tensors):
         same(tok(texts, **kw), hf(texts, **kw))
 
 
-@pytest.mark.parametrize("name, value, hint", [
-    ("stride", 8, "--doc-stride"), ("return_overflowing_tokens", True, "--stride"),
-    ("is_split_into_words", True, "word_ids"), ("padding_side", "left", "tokenizer.padding_side"),
-    ("split_special_tokens", True, "kept whole"), ("text_pair_target", "b", "text_target")])
-def test_unsupported_transformers_arguments_are_refused_by_name(tok, name, value, hint):
-    with pytest.raises(ConfigError, match=rf"{name} is not supported.*{hint}"):
-        tok("a text", **{name: value})
-    with pytest.raises(ConfigError, match=r"return_overflowing_tokens is not.*; stride is not"):
-        tok.encode("a text", stride=2, return_overflowing_tokens=True)
+def test_unknown_call_arguments_are_a_type_error(tok):
+    """(The transformers arguments plmkit refuses by name: tests/tokenization/test_words_and_windows.py.)"""
     with pytest.raises(TypeError, match="no_such_option"):
         tok("a text", no_such_option=1)
+
 
 def test_left_padding_matches_hf(tok):
     hf_left = BertTokenizerFast.from_pretrained(MODEL_DIR, padding_side="left")

@@ -11,6 +11,9 @@ source/target vocabulary from parallel JSONL).
     model(**batch)
     batch = tok(sources, text_target=targets, max_length=256, max_target_length=128, truncation=True)
     batch.labels, sum(batch.truncated["labels"])   # seq2seq labels (padding -100) and how many were cut
+    tok(words, is_split_into_words=True).word_ids()  # pre-tokenized input (NER), tokens mapped to words
+    tok(questions, contexts, truncation="only_second", max_length=384, stride=128,
+        return_overflowing_tokens=True, return_offsets_mapping=True)  # QA windows, overflow_to_sample_mapping
 
 Unlike transformers, input longer than the model allows is an error (not a
 warning), and a tokenizer without a pad token never pads with eos silently.

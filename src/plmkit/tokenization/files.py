@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import tokenizers
-from tokenizers import AddedToken, models, normalizers, pre_tokenizers
+from tokenizers import AddedToken, models, normalizers, pre_tokenizers, processors
 
 from plmkit.errors import CheckpointError, ConfigError
 from plmkit.tokenization.specials import SPECIAL_NAMES, STYLES, token_list, token_str
@@ -66,6 +66,7 @@ class TokenizerOptions:
     strip_accents: bool | None = None
     tokenize_chinese_chars: bool | None = None
     add_prefix_space: bool | None = None
+    trim_offsets: bool | None = None
     clean_up_tokenization_spaces: bool | None = None
 
 
@@ -215,23 +216,54 @@ def _check_wrapping(backend: tokenizers.Tokenizer, config: dict, key: str, put: 
                           f"post-processor): set {key} to {put!r}, or restore the file")
 
 
-def check_unapplied_options(backend: tokenizers.Tokenizer, config: dict, source: dict[str, str]) -> None:
-    """Refuse add_prefix_space, trim_offsets and split_special_tokens set to what tokenizer.json does not do:
-    plmkit does not apply them (transformers rebuilds parts of the pipeline from them), so they would be
-    silently ignored. Values that agree with tokenizer.json, or that it has no place for, pass."""
+# tokenizer_class (without "Fast") -> the options transformers 5 rebuilds its byte-level pipeline from: a ByteLevel
+# pre-tokenizer from add_prefix_space, and for RoBERTa (which BART's class is) a RobertaProcessing from both
+REBUILT_FROM = {"GPT2Tokenizer": ("add_prefix_space",), "RobertaTokenizer": ("add_prefix_space", "trim_offsets"),
+                "BartTokenizer": ("add_prefix_space", "trim_offsets")}
+
+
+def apply_pipeline_options(backend: tokenizers.Tokenizer, config: dict, source: dict[str, str]) -> None:
+    """Apply add_prefix_space and trim_offsets of `config` to the backend's pipeline as transformers 5 does for the
+    classes of REBUILT_FROM (to a ByteLevel pre-tokenizer, a RobertaProcessing post-processor). Refuse them, and
+    split_special_tokens, set to what tokenizer.json does not do where transformers does not apply them (it would
+    ignore them) or plmkit cannot (tokenizer.json has other parts there, which transformers would replace)."""
     pipeline = json.loads(backend.to_str())
-    rule = "tokenizer.json's {} decides it ({}), which gives {!r}. Remove {}, or change tokenizer.json"
-    does = {"add_prefix_space": (_prefix_space(pipeline.get("pre_tokenizer")), "pre_tokenizer",
-                                 "ByteLevel add_prefix_space, Metaspace prepend_scheme"),
-            "trim_offsets": (_found(pipeline.get("post_processor"), "trim_offsets"), "post_processor", "trim_offsets"),
-            "split_special_tokens": (False, None, None)}
-    for key, (done, part, setting) in does.items():
-        value = config.get(key)
-        if value is not None and done is not None and value != done:
-            how = rule.format(part, setting, done, key) if part else \
-                f"special tokens in a text are always kept whole; remove {key}"
-            raise ConfigError(f"{source.get(key, 'tokenizer_config.json')}: {key} is {value!r}, but plmkit does not "
-                              f"apply {key}: {how}.")
+    cls = config.get("tokenizer_class")
+    applied = REBUILT_FROM.get((cls or "").removesuffix("Fast"), ())
+    pre, post = pipeline.get("pre_tokenizer") or {}, pipeline.get("post_processor") or {}
+    does = {"add_prefix_space": (_prefix_space(pre), "pre_tokenizer", "ByteLevel add_prefix_space, Metaspace "
+                                 "prepend_scheme", "ByteLevel"),
+            "trim_offsets": (_found(post, "trim_offsets"), "post_processor", "trim_offsets", "RobertaProcessing")}
+    for key, (done, part, setting, rebuilt) in does.items():
+        value, kind = config.get(key), (pipeline.get(part) or {}).get("type")
+        if value is None or (key in applied and kind == rebuilt) or (done is None and key not in applied) \
+                or value == done:
+            continue
+        if key in applied:
+            why = f"transformers' {cls} would replace tokenizer.json's {part} ({kind}) by a {rebuilt}"
+        else:
+            why = f"transformers applies it for {', '.join(c for c, keys in REBUILT_FROM.items() if key in keys)} " \
+                  f"only, not for tokenizer_class {cls!r}"
+        raise ConfigError(f"{source.get(key, 'tokenizer_config.json')}: {key} is {value!r}, but plmkit does not apply "
+                          f"{key} here ({why}): tokenizer.json's {part} decides it ({setting}), which gives {done!r}. "
+                          f"Remove {key}, or change tokenizer.json.")
+    if config.get("split_special_tokens"):
+        raise ConfigError(f"{source.get('split_special_tokens', 'tokenizer_config.json')}: split_special_tokens is "
+                          "True, but plmkit does not apply split_special_tokens: special tokens in a text are always "
+                          "kept whole; remove split_special_tokens.")
+    _rebuild(backend, config, applied, pre, post)
+
+
+def _rebuild(backend: tokenizers.Tokenizer, config: dict, applied: tuple, pre: dict, post: dict) -> None:
+    """Set the given options of `applied` on the ByteLevel pre-tokenizer and RobertaProcessing, as transformers'
+    GPT2Tokenizer and RobertaTokenizer build them (`apply_pipeline_options` checked that they are those)."""
+    prefix, trim = (config.get(key) if key in applied else None for key in ("add_prefix_space", "trim_offsets"))
+    if prefix is not None and pre.get("type") == "ByteLevel":
+        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=prefix)
+    if "trim_offsets" in applied and (prefix, trim) != (None, None) and post.get("type") == "RobertaProcessing":
+        backend.post_processor = processors.RobertaProcessing(
+            tuple(post["sep"]), tuple(post["cls"]), trim_offsets=post["trim_offsets"] if trim is None else trim,
+            add_prefix_space=post["add_prefix_space"] if prefix is None else prefix)
 
 
 def _found(part, key: str):

@@ -5,14 +5,14 @@ import json
 import numbers
 import os
 import re
-from typing import Iterable, Sequence, Union
+from typing import Iterable, NamedTuple, Sequence, Union
 
 import tokenizers
-from tokenizers import AddedToken, models, normalizers, pre_tokenizers
+from tokenizers import AddedToken, models, normalizers, pre_tokenizers, processors
 
 from plmkit.errors import CheckpointError, ConfigError, DataError
 from plmkit.tokenization.files import (NAMED_KEY, UNLIMITED, apply_bert_options, check_options, check_specials,
-                                       check_unapplied_options, checkpoint_dir, default_class, named_tokens,
+                                       apply_pipeline_options, checkpoint_dir, default_class, named_tokens,
                                        read_configs, read_tokenizer_json, register_specials,
                                        special_tokens_with_sources, wordpiece_from_vocab)
 from plmkit.tokenization.specials import (BERT_SPECIAL_TOKENS, END_OF_TEXT, SPECIAL_NAMES, guess_special_tokens,
@@ -35,9 +35,12 @@ TextInput = Union[str, Sequence[str], Sequence[tuple]]
 class BatchEncoding(dict):
     """The output of a tokenizer call: a dict (so `model(**enc)` works) with attribute access.
 
-    `encodings` holds the underlying `tokenizers.Encoding` objects, one per text. `truncated`:
-    field -> one bool per example, True where truncation cut it ("input_ids", and "labels" for
-    targets): `sum(batch.truncated["labels"])` counts the targets that were cut.
+    `encodings` holds the underlying `tokenizers.Encoding` objects, one per row. `truncated`:
+    field -> one bool per row, True where truncation cut its example ("input_ids", and "labels" for
+    targets; with return_overflowing_tokens, each window of a cut example): `sum(batch.truncated["labels"])`
+    counts the targets that were cut. As in transformers, the token, word and character helpers (`tokens`,
+    `word_ids`, `sequence_ids`, `token_to_word`, `word_to_tokens`, `char_to_token` ...) take the row first when
+    given two indices, and the row 0 when given one.
     """
 
     def __init__(self, data: dict, encodings: list | None = None, truncated: dict[str, list[bool]] | None = None):
@@ -58,6 +61,15 @@ class BatchEncoding(dict):
                 self[key] = value.to(device)
         return self
 
+    @property
+    def n_sequences(self) -> int | None:
+        """How many texts made each row: 1, or 2 for pairs (None without encodings), as in transformers."""
+        return self.encodings[0].n_sequences if self.encodings else None
+
+    def tokens(self, batch_index: int = 0) -> list[str]:
+        """The token strings of a row (special and pad tokens included)."""
+        return self.encodings[batch_index].tokens
+
     def word_ids(self, batch_index: int = 0) -> list[int | None]:
         """Index of the word each token comes from (None for special and pad tokens)."""
         return self.encodings[batch_index].word_ids
@@ -66,19 +78,95 @@ class BatchEncoding(dict):
         """Which text of the pair each token comes from, 0 or 1 (None for special and pad tokens)."""
         return self.encodings[batch_index].sequence_ids
 
+    def token_to_sequence(self, batch_or_token_index: int, token_index: int | None = None) -> int | None:
+        """Which text of the pair (0 or 1) holds a token (one argument: the token, of row 0); None for special
+        and pad tokens. A negative token index counts from the row's end, as in a list."""
+        encoding, token = self._token(batch_or_token_index, token_index)
+        return encoding.sequence_ids[token]
+
+    def token_to_word(self, batch_or_token_index: int, token_index: int | None = None) -> int | None:
+        """The word (of its text) a token comes from (one argument: the token, of row 0); None for special and
+        pad tokens."""
+        encoding, token = self._token(batch_or_token_index, token_index)
+        return encoding.word_ids[token]
+
+    def token_to_chars(self, batch_or_token_index: int, token_index: int | None = None) -> CharSpan | None:
+        """The (start, end) characters of a token in its text (one argument: the token, of row 0); None for
+        special and pad tokens."""
+        encoding, token = self._token(batch_or_token_index, token_index)
+        return None if encoding.sequence_ids[token] is None else CharSpan(*encoding.offsets[token])
+
+    def word_to_tokens(self, batch_or_word_index: int, word_index: int | None = None,
+                       sequence_index: int = 0) -> TokenSpan | None:
+        """The tokens (start, end: one past the last) of word `word_index` of text `sequence_index` (one index:
+        the word, of row 0); None where the row holds none of that word (cut by truncation)."""
+        encoding, word = self._indexed(batch_or_word_index, word_index, "word")
+        span = encoding.word_to_tokens(word, _sequence(sequence_index))
+        return None if span is None else TokenSpan(*span)
+
+    def word_to_chars(self, batch_or_word_index: int, word_index: int | None = None,
+                      sequence_index: int = 0) -> CharSpan | None:
+        """The (start, end) characters of word `word_index` of text `sequence_index` (one index: the word, of
+        row 0); None where the row holds none of that word."""
+        encoding, word = self._indexed(batch_or_word_index, word_index, "word")
+        span = encoding.word_to_chars(word, _sequence(sequence_index))
+        return None if span is None else CharSpan(*span)
+
     def char_to_token(self, batch_or_char_index: int, char_index: int | None = None,
                       sequence_index: int = 0) -> int | None:
         """The token holding character `char_index` of text `sequence_index` of row `batch_or_char_index`
         (one argument: the character, of row 0), as in transformers; None where no token holds it (a space)."""
-        row, char = (0, batch_or_char_index) if char_index is None else (batch_or_char_index, char_index)
-        return self.encodings[row].char_to_token(char, sequence_index)
+        encoding, char = self._indexed(batch_or_char_index, char_index, "char")
+        return encoding.char_to_token(char, _sequence(sequence_index))
 
-    def token_to_chars(self, batch_or_token_index: int, token_index: int | None = None) -> tuple[int, int] | None:
-        """The (start, end) characters of a token in its text (one argument: the token, of row 0); None for
-        special and pad tokens."""
+    def char_to_word(self, batch_or_char_index: int, char_index: int | None = None,
+                     sequence_index: int = 0) -> int | None:
+        """The word holding character `char_index` of text `sequence_index` (one index: the character, of row 0);
+        None where no word holds it (a space)."""
+        encoding, char = self._indexed(batch_or_char_index, char_index, "char")
+        return encoding.char_to_word(char, _sequence(sequence_index))
+
+    def _token(self, batch_or_token_index: int, token_index: int | None):
+        """(encoding, token index) for the token accessors, a negative token index counted from the row's end."""
         row, token = (0, batch_or_token_index) if token_index is None else (batch_or_token_index, token_index)
-        encoding = self.encodings[row]
-        return None if encoding.sequence_ids[token] is None else encoding.offsets[token]
+        encoding = self._row(row)
+        if not is_int(token) or not -len(encoding) <= token < len(encoding):
+            raise DataError(f"token index {token!r} is out of range for a row of {len(encoding)} tokens.")
+        return encoding, token % len(encoding)
+
+    def _indexed(self, batch_or_index: int, index: int | None, what: str):
+        """(encoding, index) for the word and character accessors; an index must be >= 0."""
+        row, position = (0, batch_or_index) if index is None else (batch_or_index, index)
+        if not is_int(position) or position < 0:
+            raise DataError(f"{what} index must be an integer >= 0, got {describe(position)}.")
+        return self._row(row), position
+
+    def _row(self, row: int):
+        if not self.encodings:
+            raise DataError("this BatchEncoding has no encodings (it was not made by a tokenizer call).")
+        if not is_int(row) or not -len(self.encodings) <= row < len(self.encodings):
+            raise DataError(f"batch index {row!r} is out of range for {len(self.encodings)} rows.")
+        return self.encodings[row]
+
+
+class TokenSpan(NamedTuple):
+    """Tokens start to end (one past the last) of a word, as transformers' TokenSpan."""
+
+    start: int
+    end: int
+
+
+class CharSpan(NamedTuple):
+    """Characters start to end (one past the last) of a token or word in its text, as transformers' CharSpan."""
+
+    start: int
+    end: int
+
+
+def _sequence(index) -> int:
+    if index not in (0, 1) or isinstance(index, bool):
+        raise DataError(f"sequence_index must be 0 (the text) or 1 (its pair), got {describe(index)}.")
+    return index
 
 
 def _special_token(name: str) -> property:
@@ -228,7 +316,7 @@ class Tokenizer:
             found = sorted(p.name for p in directory.iterdir())
             raise CheckpointError(f"{directory} holds neither tokenizer.json nor vocab.txt (found: {found}); "
                                   "point to a directory written by save_pretrained.")
-        check_unapplied_options(backend, config, source)
+        apply_pipeline_options(backend, config, source)
         check_specials(backend, config, source)
         register_specials(backend, [token for _, token in special_tokens_with_sources(config, source)])
         special = {f"{n}_token": config[f"{n}_token"] for n in SPECIAL_NAMES if config.get(f"{n}_token")}
@@ -273,6 +361,8 @@ class Tokenizer:
                           tokenize_chinese_chars=normalizer.handle_chinese_chars)
         if isinstance(pre_tokenizer, pre_tokenizers.ByteLevel):
             config["add_prefix_space"] = pre_tokenizer.add_prefix_space
+        if isinstance(self._backend.post_processor, processors.RobertaProcessing):  # (RobertaTokenizer reads it)
+            config["trim_offsets"] = json.loads(self._backend.post_processor.__getstate__())["trim_offsets"]
 
         # One change (staged_writes: every file, or none on a full disk), tokenizer.json renamed last: its
         # presence means the directory is complete (pretraining reuses a directory holding one).
@@ -395,6 +485,9 @@ class Tokenizer:
         text_target: str | Sequence[str] | None = None,
         max_target_length: int | None = None,
         return_length: bool = False,
+        is_split_into_words: bool = False,
+        return_overflowing_tokens: bool = False,
+        stride: int = 0,
         **unsupported,
     ) -> BatchEncoding:
         """Encode a text, a pair, or a batch (list of texts, or `text_pair` list, or list of (a, b)).
@@ -412,6 +505,15 @@ class Tokenizer:
         `input_ids` ... as in transformers. `truncated` on the result says what was cut.
         return_length: add `length`, the number of tokens of each row (padding included), as in transformers
         (a list even for one text). transformers arguments plmkit lacks raise ConfigError saying what to use.
+        is_split_into_words: the texts (and pairs, targets) come as words, as transformers reads them: a list of
+        str is one text, a list of lists a batch; each word is pre-tokenized alone, `word_ids()` index the words
+        and offsets count characters within each word.
+        return_overflowing_tokens: with truncation, what is cut from a text becomes rows of its own (windows),
+        each with the special tokens (and the whole other text of a pair for "only_first"/"only_second"; both
+        texts' windows in every combination for "longest_first", as transformers gives them); the result has
+        `overflow_to_sample_mapping`, the input each row comes from, and keeps the batch dimension for one text.
+        stride: how many tokens each window repeats from the end of the one before (with
+        return_overflowing_tokens only); it must be less than the tokens a window holds of the text cut.
         """
         _refuse_unsupported(unsupported)
         pad = _choose(padding, _PADDING, "padding")
@@ -419,6 +521,7 @@ class Tokenizer:
         for name, value in (("max_length", max_length), ("max_target_length", max_target_length),
                             ("pad_to_multiple_of", pad_to_multiple_of)):
             _count(value, name)
+        _check_windows(stride, return_overflowing_tokens, trunc, text_target)
         if return_tensors not in (None, "pt"):
             raise ConfigError(f"return_tensors={return_tensors!r} is not supported; use None (lists) or 'pt'.")
         if pad and self.pad_token_id is None:
@@ -429,17 +532,18 @@ class Tokenizer:
         if text is None and text_target is None:
             raise DataError("nothing to encode: give text (and text_target for sequence-to-sequence labels).")
         options = dict(padding=pad, truncation=trunc, multiple=pad_to_multiple_of,
-                       add_special_tokens=add_special_tokens)
+                       add_special_tokens=add_special_tokens, words=is_split_into_words, stride=stride,
+                       overflow=return_overflowing_tokens)
         if text is not None:
-            encodings, truncated, single = self._encode_texts(
+            encodings, truncated, single, samples = self._encode_texts(
                 text, text_pair, max_length=max_length, limit_name="max_length", what="input", **options)
         if text_target is not None:
-            targets, targets_cut, single_target = self._encode_texts(
+            targets, targets_cut, single_target, _ = self._encode_texts(
                 text_target, None, max_length=max_target_length if max_target_length is not None else max_length,
                 limit_name="max_target_length" if max_target_length is not None else "max_length",
                 what="target", **options)
             if text is None:
-                encodings, truncated, single = targets, targets_cut, single_target
+                encodings, truncated, single, samples = targets, targets_cut, single_target, None
             elif (single, len(encodings)) != (single_target, len(targets)):
                 raise DataError(f"text has {'one text' if single else len(encodings)} but text_target "
                                 f"{'one text' if single_target else len(targets)}; give one target per text.")
@@ -465,12 +569,11 @@ class Tokenizer:
             data = _to_tensors(data)
         elif single:
             data = {key: value[0] for key, value in data.items()}
-        if return_length:
-            data["length"] = [len(e.ids) for e in encodings]
-            if return_tensors == "pt":
-                import torch
-
-                data["length"] = torch.tensor(data["length"], dtype=torch.long)
+        extra = {"length": [len(e.ids) for e in encodings] if return_length else None,
+                 "overflow_to_sample_mapping": samples}
+        for key, value in extra.items():
+            if value is not None:
+                data[key] = value if return_tensors != "pt" else _long_tensor(value)
         return BatchEncoding(data, encodings, cut)
 
     def encode(self, text: str, text_pair: str | None = None, add_special_tokens: bool = True,
@@ -479,33 +582,49 @@ class Tokenizer:
         return self(text, text_pair, add_special_tokens=add_special_tokens, **kwargs)["input_ids"]
 
     def _encode_texts(self, text, text_pair, *, padding, truncation, max_length, limit_name, what, multiple,
-                      add_special_tokens) -> tuple[list[tokenizers.Encoding], list[bool], bool]:
-        """Encodings of the inputs (or targets), whether truncation cut each, and whether it was one text."""
-        if what == "target" and not (isinstance(text, str) or (
+                      add_special_tokens, words, stride, overflow):
+        """Encodings of the inputs (or targets): one per input, or with `overflow` each input's windows in turn;
+        whether truncation cut each; whether it was one text (never with `overflow`); and with `overflow`, the
+        input of each window (else None)."""
+        if what == "target" and not words and not (isinstance(text, str) or (
                 isinstance(text, (list, tuple)) and text and all(isinstance(t, str) for t in text))):
             raise DataError(f"text_target must be a str or a non-empty list of str, got {describe(text)}.")
-        examples, single = _as_examples(text, text_pair)
+        examples, single = (_as_word_examples if words else _as_examples)(text, text_pair)
         if truncation and max_length is None:
             max_length = self.model_max_length  # None: no limit, nothing to cut
         if truncation and padding and multiple and max_length is not None and max_length % multiple:
             raise ConfigError(f"{limit_name}={max_length} is not a multiple of pad_to_multiple_of={multiple}, "
                               f"so padded {what}s would be longer than {limit_name}; make it a multiple.")
         encodings, cut = self._encode(examples, truncation if max_length is not None else None, max_length,
-                                      add_special_tokens, limit_name)
+                                      add_special_tokens, limit_name, words, stride)
+        if overflow:
+            self._window_pairs(encodings, examples, cut, truncation, max_length, stride, add_special_tokens, words)
+        samples = None
+        if overflow:
+            rows = [(window, c, i) for i, (e, c) in enumerate(zip(encodings, cut)) for window in (e, *e.overflowing)]
+            encodings, cut, samples = (list(column) for column in zip(*rows))
+            single = False
         if not truncation:
             self._check_lengths(encodings, max_length, single, what, limit_name)
         if padding:
             self._pad(encodings, padding, max_length, multiple)
-        return encodings, cut, single
+        return encodings, cut, single, samples
 
-    def _encode(self, examples, truncation, max_length, add_special_tokens,
-                limit_name: str) -> tuple[list[tokenizers.Encoding], list[bool]]:
-        """Encode each sequence alone, truncate, then post-process (as the Rust library does);
-        also whether truncation cut each example."""
+    def _encode(self, examples, truncation, max_length, add_special_tokens, limit_name: str, words: bool,
+                stride: int) -> tuple[list[tokenizers.Encoding], list[bool]]:
+        """Encode each sequence alone, truncate (what is cut as overflow windows `stride` tokens apart), then
+        post-process (as the Rust library does); also whether truncation cut each example."""
         texts = [t for pair in examples for t in pair if t is not None]
-        pieces = iter(self._encode_unprocessed(texts))
+        pieces = iter(self._encode_unprocessed(texts, words))
+        if truncation and stride:
+            added = self.num_special_tokens_to_add(any(b is not None for _, b in examples)) if add_special_tokens \
+                else 0
+            if stride >= max_length - added:
+                raise ConfigError(f"stride={stride} must be less than {limit_name}={max_length} minus the {added} "
+                                  f"special tokens of each row ({max_length - added}): each window must hold new "
+                                  f"tokens; lower stride or raise {limit_name}.")
         encodings, cuts = [], []
-        for first, second in examples:
+        for index, (first, second) in enumerate(examples):
             a = next(pieces)
             b = next(pieces) if second is not None else None
             cut = False
@@ -514,12 +633,34 @@ class Tokenizer:
                 if max_length < added:
                     raise DataError(f"{limit_name}={max_length} is too small: {added} special tokens are added "
                                     f"to each input; use {limit_name} > {added}.")
-                cut = self._truncate(a, b, truncation, max_length - added)
+                cut = self._truncate(a, b, truncation, max_length - added, stride, index)
             cuts.append(cut)
             encodings.append(self._backend.post_process(a, b, add_special_tokens))
         return encodings, cuts
 
-    def _encode_unprocessed(self, texts: list[str]) -> list[tokenizers.Encoding]:
+    def _window_pairs(self, encodings, examples, cut, truncation, max_length, stride, add_special_tokens,
+                      words) -> None:
+        """Encode again, in place, the pairs that truncation cut, with the Rust library's truncation: the windows
+        cut from a second text keep its type id 1 (it encodes that text with it), which plmkit's encodings (each
+        text alone, `_encode`) cannot give them. `_encode` checked that every cut fits, so nothing raises."""
+        redo = [i for i, ((_, second), was_cut) in enumerate(zip(examples, cut)) if second is not None and was_cut]
+        if not redo:
+            return
+        params = dict(max_length=max_length, stride=stride, strategy=truncation, direction=self.truncation_side)
+        key = (self._pipeline_key(), self._backend.post_processor.__getstate__()
+               if self._backend.post_processor is not None else None, tuple(params.items()))
+        cached = self.__dict__.get("_truncating")  # (key, copy), as `_unprocessed_backend`'s
+        if cached is None or cached[0] != key:
+            copy = tokenizers.Tokenizer.from_str(self._backend.to_str())
+            copy.enable_truncation(**params)
+            cached = (key, copy)
+            self.__dict__["_truncating"] = cached
+        again = cached[1].encode_batch([examples[i] for i in redo], is_pretokenized=words,
+                                       add_special_tokens=add_special_tokens)
+        for i, encoding in zip(redo, again):
+            encodings[i] = encoding
+
+    def _encode_unprocessed(self, texts: list, words: bool = False) -> list[tokenizers.Encoding]:
         """Encodings before post-processing, which must run once: RoBERTa's and BART's moves
         offsets past a leading space each time. They come from a copy of the backend without
         post-processor (`_unprocessed_backend`): the shared backend is never changed, so threads may
@@ -527,11 +668,11 @@ class Tokenizer:
         lets it go, and taking it back from a thread that runs a model took ~4x the encoding's
         own time (a server's event loop: 440 against 115 us a sentence, measured). A text longer
         than ``HOLD_GIL_UP_TO`` characters (~0.3 ms of encoding) lets it go: other threads run
-        meanwhile."""
+        meanwhile. `words`: each text is a list of words (is_split_into_words)."""
         backend = self._unprocessed_backend()
-        if len(texts) == 1 and len(texts[0]) <= HOLD_GIL_UP_TO:
-            return [backend.encode(texts[0], add_special_tokens=False)]
-        return backend.encode_batch(texts, add_special_tokens=False)
+        if len(texts) == 1 and (sum(map(len, texts[0])) if words else len(texts[0])) <= HOLD_GIL_UP_TO:
+            return [backend.encode(texts[0], is_pretokenized=words, add_special_tokens=False)]
+        return backend.encode_batch(texts, is_pretokenized=words, add_special_tokens=False)
 
     def _unprocessed_backend(self) -> tokenizers.Tokenizer:
         """The backend's copy without post-processor, made on first use and again whenever the backend's
@@ -552,27 +693,27 @@ class Tokenizer:
                 *(None if part is None else part.__getstate__() for part in parts))
 
     def __getstate__(self) -> dict:
-        """Pickled without the backend's copy (`_unprocessed_backend` makes it again)."""
-        return {k: v for k, v in self.__dict__.items() if k != "_unprocessed"}
+        """Pickled without the backend's copies (`_unprocessed_backend`, `_window_pairs` make them again)."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("_unprocessed", "_truncating")}
 
-    def _truncate(self, a, b, strategy: str, budget: int) -> bool:
-        """Cut sequences a (and b) in place so that together they fit `budget` tokens; whether any was cut."""
+    def _truncate(self, a, b, strategy: str, budget: int, stride: int = 0, index: int = 0) -> bool:
+        """Cut sequences a (and b) in place so that together they fit `budget` tokens, what is cut going to
+        overflow windows (`_cut`); whether any was cut. `index`: the input's, for errors."""
         excess = len(a) + (len(b) if b is not None else 0) - budget
         if excess <= 0:
             return False
-        side = self.truncation_side
         if budget == 0:  # only special tokens fit: every strategy keeps nothing (as transformers)
             for encoding in (a, b):
                 if encoding is not None:
-                    encoding.truncate(0, direction=side)
+                    self._cut(encoding, 0, stride, index)
             return True
         if strategy == "longest_first":
             if b is None:
-                a.truncate(budget, direction=side)
+                self._cut(a, budget, stride, index)
                 return True
             keep_a, keep_b = _longest_first(len(a), len(b), budget)
-            a.truncate(keep_a, direction=side)
-            b.truncate(keep_b, direction=side)
+            self._cut(a, keep_a, stride, index)
+            self._cut(b, keep_b, stride, index, "second ")
             return True
         target = a if strategy == "only_first" else b
         if target is None:
@@ -582,8 +723,17 @@ class Tokenizer:
             raise DataError(
                 f"truncation={strategy!r} cannot fit max_length: the {which} text has {len(target)} tokens "
                 f"but {excess} must go; use truncation='longest_first' or a larger max_length.")
-        target.truncate(len(target) - excess, direction=side)
+        self._cut(target, len(target) - excess, stride, index, "second " if target is b else "")
         return True
+
+    def _cut(self, encoding, keep: int, stride: int, index: int, which: str = "") -> None:
+        """Truncate `encoding` to `keep` tokens in place, on the tokenizer's truncation side; the rest becomes
+        its overflow windows, each repeating `stride` tokens of the one before (`Encoding.truncate`, which
+        panics where a cut text keeps no more than `stride` tokens: a DataError naming input `index` here)."""
+        if stride and len(encoding) > keep and 0 < keep <= stride:
+            raise DataError(f"input {index}: its {which}text keeps {keep} tokens a window, not more than "
+                            f"stride={stride}, so the windows would not move on; lower stride or raise max_length.")
+        encoding.truncate(keep, stride=stride, direction=self.truncation_side)
 
     def _check_lengths(self, encodings, max_length: int | None, single: bool, what: str, limit_name: str) -> None:
         longest = max(range(len(encodings)), key=lambda i: len(encodings[i]))
@@ -817,7 +967,7 @@ class Tokenizer:
 AutoTokenizer = Tokenizer
 _OVERRIDABLE = {"model_max_length", "padding_side", "truncation_side", "model_input_names",
                 "do_lower_case", "strip_accents", "tokenize_chinese_chars", "additional_special_tokens",
-                "clean_up_tokenization_spaces"}
+                "clean_up_tokenization_spaces", "add_prefix_space", "trim_offsets"}
 
 
 # ---------------------------------------------------------------------- helpers
@@ -859,21 +1009,56 @@ def _as_examples(text, text_pair) -> tuple[list[tuple[str, str | None]], bool]:
         raise DataError(f"tokenizer input must be a str or a non-empty list of str, got {describe(text)}.")
     if text_pair is None:
         examples = [tuple(t) if isinstance(t, (list, tuple)) else (t, None) for t in text]
-    elif isinstance(text_pair, (list, tuple)) and len(text_pair) == len(text):
-        examples = list(zip(text, text_pair))
     else:
-        raise DataError(f"text is a list of {len(text)}, so text_pair must be a list of the same length, "
-                        f"got {describe(text_pair)}.")
+        examples = _zip_pairs(text, text_pair)
     for i, example in enumerate(examples):
         if len(example) != 2 or not isinstance(example[0], str) or not isinstance(example[1], (str, type(None))):
             raise DataError(f"batch item {i} is {describe(example)}; expected a str (or a pair of str).")
     return _no_surrogates(examples), False
 
 
+def _as_word_examples(text, text_pair) -> tuple[list[tuple[list[str], list[str] | None]], bool]:
+    """`_as_examples` for is_split_into_words=True, with transformers' reading of the shapes: a list of str is one
+    text's words, a list of lists a batch (each item a text's words, or a pair of them), the pairs' words in
+    `text_pair` (an empty one means none)."""
+    if not (isinstance(text, (list, tuple)) and text and isinstance(text[0], (list, tuple))):
+        pair = _words(text_pair, "text_pair") if text_pair is not None else None
+        return _no_surrogates([(_words(text, "text"), pair or None)]), True
+    if text_pair is None:
+        examples = [(t, None) if _all_str(t) else tuple(t) for t in text]
+    else:
+        examples = _zip_pairs(text, text_pair)
+    for i, example in enumerate(examples):
+        if len(example) != 2 or not _all_str(example[0]) or not (example[1] is None or _all_str(example[1])):
+            raise DataError(f"is_split_into_words=True: batch item {i} is {describe(example)}; expected a list of "
+                            "words (str), or a pair of them.")
+    return _no_surrogates([(list(a), None if b is None else list(b)) for a, b in examples]), False
+
+
+def _zip_pairs(text, text_pair) -> list[tuple]:
+    if isinstance(text_pair, (list, tuple)) and len(text_pair) == len(text):
+        return list(zip(text, text_pair))
+    raise DataError(f"text is a list of {len(text)}, so text_pair must be a list of the same length, "
+                    f"got {describe(text_pair)}.")
+
+
+def _all_str(value) -> bool:
+    return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+
+
+def _words(value, name: str) -> list[str]:
+    """One text's words as a list; DataError naming `name` for anything else."""
+    if not _all_str(value):
+        raise DataError(f"is_split_into_words=True: {name} must be a list of words (str) or a batch of such "
+                        f"lists, got {describe(value)}.")
+    return list(value)
+
+
 def _no_surrogates(examples: list[tuple]) -> list[tuple]:
     """`examples`; a DataError naming the text that holds half a UTF-16 pair (the backend's is a TypeError)."""
     for i, example in enumerate(examples):
-        problem = next(filter(None, (lone_surrogate(t) for t in example if t is not None)), None)
+        texts = [t for part in example if part is not None for t in ([part] if isinstance(part, str) else part)]
+        problem = next(filter(None, map(lone_surrogate, texts)), None)
         if problem:
             raise DataError(f"tokenizer input {i}: the text {problem}.")
     return examples
@@ -887,17 +1072,23 @@ def _choose(value, table: dict, name: str):
         raise ConfigError(f"{name}={value!r} is not supported; use one of {choices}.") from None
 
 
-_WINDOWS = ("not supported: plmkit encodes no overflow windows; the tasks window long texts themselves "
-            "(--stride of NER, --doc-stride of question answering; plmkit.tasks.qa.windows)")
 _UNSUPPORTED_CALL_ARGS = {
-    "stride": _WINDOWS,
-    "return_overflowing_tokens": _WINDOWS,
-    "is_split_into_words": "not supported: pass the words joined by spaces, and map tokens back to words with "
-                           "BatchEncoding.word_ids()",
     "padding_side": "not supported per call: set tokenizer.padding_side before calling",
     "split_special_tokens": "not supported: special tokens in the text are always kept whole",
     "text_pair_target": "not supported: targets are single texts; join the pair into one text_target",
 }
+
+
+def _check_windows(stride, overflow: bool, truncation: str | None, text_target) -> None:
+    """A ConfigError for `stride` and return_overflowing_tokens where they would have no effect or no meaning."""
+    if not is_int(stride) or stride < 0:
+        raise ConfigError(f"stride must be an integer >= 0, got {describe(stride)}.")
+    if stride and not (overflow and truncation):
+        raise ConfigError(f"stride={stride} is the overlap of the windows that return_overflowing_tokens=True makes "
+                          "of texts cut by truncation; without both it would have no effect.")
+    if overflow and text_target is not None:
+        raise ConfigError("return_overflowing_tokens=True with text_target is not supported: a window has no "
+                          "target of its own; encode the targets in a call of their own.")
 
 
 def _refuse_unsupported(arguments: dict) -> None:
@@ -919,7 +1110,13 @@ def _to_tensors(data: dict) -> dict:
         if len(lengths) > 1:
             raise DataError(f"return_tensors='pt' needs inputs of equal length, but {key} has lengths "
                             f"from {min(lengths)} to {max(lengths)}; pass padding=True.")
-    return {key: torch.tensor(rows, dtype=torch.long) for key, rows in data.items()}
+    return {key: _long_tensor(rows) for key, rows in data.items()}
+
+
+def _long_tensor(values: list):
+    import torch
+
+    return torch.tensor(values, dtype=torch.long)
 
 
 def _id_list(ids, rows: bool = True) -> list:
