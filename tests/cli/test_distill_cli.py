@@ -47,6 +47,26 @@ def test_distil_a_classifier_from_labelled_and_unlabelled_records(tmp_path, caps
     assert "say the student: --student DIR, --student-preset NAME or --init-from-teacher" in capsys.readouterr().err
 
 
+def test_a_student_with_a_head_for_other_labels_starts_a_new_one_for_the_teacher_s(tmp_path, capsys):
+    """--student DIR fine-tuned for other labels: refused (its rows would answer for other classes than the
+    teacher's soft targets) unless --new-head starts its head anew, for the teacher's labels in their order."""
+    from plmkit.recipes.finetune import finetune
+    teacher, test = ch.sentiment_dir()
+    texts = [json.loads(line)["text"] for line in test.read_text().splitlines()[:24]]
+    other = h.write_jsonl(tmp_path / "other.jsonl", [{"text": t, "label": "abc"[i % 3]} for i, t in enumerate(texts)])
+    finetune("classification", h.tiny_model_dir(), other, tmp_path / "abc", None, **h.quick(max_steps=1))
+    args = ["distill", "--task", "classification", "--teacher", str(teacher), "--student",
+            str(tmp_path / "abc" / "model"), "--train", str(test), "--out", str(tmp_path / "student"),
+            "--max-steps", "2", "--batch-size", "8", "--device", "cpu", "--no-progress", "--no-report"]
+    assert main(args) != 0
+    assert "holds a classification head for the labels a, b, c" in capsys.readouterr().err
+    assert main(args + ["--new-head"]) == 0
+    labels = json.loads((teacher / "config.json").read_text())["id2label"]
+    assert json.loads((tmp_path / "student" / "model" / "config.json").read_text())["id2label"] == labels
+    assert main(args + ["--new-head", "--train", str(other), "--out", str(tmp_path / "x")]) != 0
+    assert "unknown label 'a'; the model knows negative, positive" in capsys.readouterr().err
+
+
 def ner_teacher(root: Path) -> Path:
     """A random tiny BERT token classifier saved as a fine-tuned NER model directory."""
     from plmkit.models.bert import BertConfig, BertForTokenClassification

@@ -204,6 +204,16 @@ def test_a_deeper_student_learns_the_logits_alone_and_layer_losses_say_why_they_
             D.DistillationModel(student, teacher, D.DistillSettings(**weights), "example")
 
 
+def test_a_student_whose_rows_are_other_labels_than_the_teacher_s_is_refused():
+    """Soft targets are compared row by row: the student's labels must be the teacher's, in their order."""
+    teacher = teacher_model(layers=2)
+    for labels in ({0: "a", 1: "c", 2: "b"}, {0: "a", 1: "b"}):
+        with pytest.raises(ConfigError, match=r"the student's labels a, .* are not the teacher's a, b, c \(in this "
+                                              r"order\)"):
+            D.DistillationModel(teacher_model(layers=1, id2label=labels), teacher, D.DistillSettings(), "example")
+    D.DistillationModel(teacher_model(layers=1), teacher, D.DistillSettings(), "example")  # the same labels
+
+
 def test_distillation_model_sums_its_weighted_losses_and_saves_the_student(tmp_path):
     teacher = teacher_model(BertForTokenClassification)
     torch.manual_seed(1)

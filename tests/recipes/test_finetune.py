@@ -245,10 +245,12 @@ def test_new_head_is_refused_where_there_is_no_head_to_replace():
     with pytest.raises(ConfigError, match=r"new_head \(--new-head\) replaces the head of a model directory"):
         build_run({"task": "classification", "out": "o", "data": {"train": "t.jsonl"},
                    "model": {"preset": "bert-mini", "tokenizer": "tok", "new_head": True}})
-    with pytest.raises(ConfigError, match=r"new_head \(--new-head\) is fine-tuning's"):
-        run_type("classification", DistillRun).build({"task": "classification", "out": "o", "distill": {"teacher": "T"},
-                                                      "data": {"train": "t.jsonl"},
-                                                      "model": {"path": "S", "new_head": True}})
+    distill = {"task": "classification", "out": "o", "data": {"train": "t.jsonl"}}
+    with pytest.raises(ConfigError, match=r"new_head \(--new-head\) .* student made from the teacher keeps"):
+        run_type("classification", DistillRun).build({**distill, "distill": {"teacher": "T", "init_from_teacher": True},
+                                                      "model": {"new_head": True}})
+    assert run_type("classification", DistillRun).build({**distill, "distill": {"teacher": "T"},
+                                                         "model": {"path": "S", "new_head": True}}).model.new_head
     tiny = h.tiny_model_dir()
     with pytest.raises(ConfigError, match="new_head .* qa models have no labels"):
         prepare_model(QATask(), tiny, Tokenizer.from_pretrained(tiny), None, new_head=True)
@@ -318,3 +320,19 @@ def _shuffled(n: int, seed: int) -> list[int]:
     random.Random(seed).shuffle(order)
     return order
 
+
+
+def test_with_eval_data_a_run_evaluates_at_each_epoch_s_end_whatever_the_accumulation(tmp_path):
+    """10 batches accumulated by 4 over 2 epochs: 5 steps, the epochs ending in steps 3 and 5 (a step every
+    10 // 4 = 2 would evaluate at steps 2 and 4, 0.8 and 1.6 epochs in); --eval-every N still says otherwise."""
+    rows = [{"text": "good", "label": "pos"}, {"text": "bad", "label": "neg"}] * 5
+    data = h.write_jsonl(tmp_path / "t.jsonl", rows)
+
+    def evaluated(out, **settings):
+        finetune("classification", h.tiny_model_dir(), data, tmp_path / out, data,
+                 **h.quick(epochs=2, batch_size=1, grad_accum_steps=4, **settings))
+        return [r["step"] for r in map(json.loads, (tmp_path / out / "metrics.jsonl").read_text().splitlines())
+                if "eval_loss" in r]
+
+    assert evaluated("epochs") == [3, 5]
+    assert evaluated("every-2", eval_every=2) == [2, 4, 5]

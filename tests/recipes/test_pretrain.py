@@ -213,6 +213,32 @@ def test_a_tokenizer_left_by_a_failed_start_is_reused_only_by_a_run_that_would_t
     assert (tokenizer / "tokenizer.json").read_bytes() == kept and trained_on() == ["b.txt"]
 
 
+def test_a_bart_tokenizer_left_by_a_failed_start_is_reused_only_for_the_same_positions(tmp_path, monkeypatch, caplog):
+    """A BART tokenizer's model_max_length is the model's max_position_embeddings (the preset's, or the run's
+    own): another one trains another tokenizer; another seq_len, which it does not depend on, reuses it."""
+    from clm_helpers import corpus_text
+    from plmkit.recipes.pretrain import run
+    from plmkit.training import denoise
+    (tmp_path / "c.txt").write_text(corpus_text())
+    tokenizer = tmp_path / "run" / "tokenizer"
+    monkeypatch.setattr(denoise, "build_model", lambda *args, **kwargs: 1 / 0)  # every start fails after its tokenizer
+
+    def failing_start(positions: int, seq_len: int = 64) -> int:
+        caplog.clear()
+        config = build(out=str(tmp_path / "run"), model={"preset": "bart-tiny", "max_position_embeddings": positions},
+                       data={"objective": "denoise", "corpus": [str(tmp_path / "c.txt")], "vocab_size": 300,
+                             "seq_len": seq_len, "cache_dir": str(tmp_path / "cache")},
+                       train={"max_steps": 1, "progress_bar": False})
+        with caplog.at_level("INFO", logger="plmkit"), pytest.raises(ZeroDivisionError):
+            run(config)
+        return json.loads((tokenizer / "tokenizer_config.json").read_text())["model_max_length"]
+
+    assert failing_start(128) == 128
+    assert failing_start(256) == 256 and any("model_max_length 128 -> 256; a new one is trained" in m
+                                             for m in caplog.messages)
+    assert failing_start(256, seq_len=32) == 256 and any("reusing the tokenizer" in m for m in caplog.messages)
+
+
 def test_a_leftover_tokenizer_is_removed_for_a_bert_run_of_other_settings_or_a_given_tokenizer(tmp_path, caplog):
     from plmkit.recipes.pretrain import retire_foreign_tokenizer, tokenizer_source
     from plmkit.training.fingerprint import fingerprint

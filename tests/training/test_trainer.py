@@ -139,6 +139,26 @@ def test_the_last_step_of_an_epoch_run_takes_the_batches_left(tmp_path):
     assert torch.allclose(torch.cat([p.detach().flatten() for p in resumed.parameters()]), finals[1], atol=1e-6)
 
 
+def test_eval_each_epoch_evaluates_after_the_step_in_which_each_epoch_ends(tmp_path, toy):
+    """10 batches accumulated by 4 over 3 epochs: 8 steps; the epochs end in steps 3 (batches 9-12), 5 (17-20)
+    and 8 (the last, 2 batches), whatever the accumulation makes of them; resumed, the same steps."""
+    data = [(torch.randn(4), torch.randn(1)) for _ in range(10)]
+
+    def train(out, crash_at=0, resume=False, **cfg):
+        cfg = TrainConfig(lr=0.05, epochs=3, grad_accum_steps=4, device="cpu", progress_bar=False, **cfg)
+        loader = BatchLoader(data, 1, crashing(stack_collate, crash_at), shuffle=False)
+        Trainer(Linear(), cfg, loader, out, evaluate=lambda m: {"n": 0}, eval_each_epoch=True).train(resume=resume)
+        return [r["step"] for r in toy.read_jsonl(out / "metrics.jsonl") if "eval_n" in r]
+
+    assert train(tmp_path / "a") == [3, 5, 8]
+    with pytest.raises(Crash):  # batch 22: in step 6, after the checkpoint of step 5
+        train(tmp_path / "b", crash_at=22, save_every=1)
+    assert train(tmp_path / "b", resume=True, save_every=1) == [3, 5, 8]
+    with pytest.raises(ConfigError, match="eval_each_epoch is on but the Trainer got no evaluate function"):
+        Trainer(Linear(), TrainConfig(epochs=1), BatchLoader(data, 1, stack_collate), tmp_path / "c",
+                eval_each_epoch=True)
+
+
 def test_early_stopping_keeps_best_model(tmp_path, toy):
     scores = iter([0.5, 0.7, 0.6, 0.65, 0.9])
     seen, snapshots = [], {}

@@ -14,7 +14,8 @@ or ``--init-from-teacher``); every other setting, the batches, the Trainer, eval
 * the task, its settings (tag scheme, problem type, lengths ...) and the tokenizer are the teacher's
   (a task setting given on the command line replaces the teacher's);
 * training records may lack labels (transfer data): they get soft targets only;
-* the labels of the student's head are the teacher's, in its order;
+* the labels of the student's head are the teacher's, in its order (a student whose head has other labels
+  starts a new one with ``--new-head``), so that its logits and the teacher's soft targets match row by row;
 * a student made from the teacher (``--init-from-teacher``) takes its blocks of `layer_map`, and with
   ``--student-hidden``, ``--student-heads`` or ``--student-ffn`` only part of their width: the
   teacher's most important heads and neurons, scored on the first ``--selection-examples`` training
@@ -164,7 +165,7 @@ class DistillSteps(Steps):
         d, m = self.config.distill, self.config.model
         own = self._student_tokenizer()
         if own is not None:  # adapted with its own tokenizer, as fine-tuning would (relations add their markers) ...
-            student = prepare_model(task, m.path, own, labels, m.dropout)
+            student = prepare_model(task, m.path, own, labels, m.dropout, new_head=m.new_head)
             if own.get_vocab() != tokenizer.get_vocab():  # ... after which it must read the teacher's tokens
                 raise ConfigError(f"distill: the student {m.path} and the teacher {d.teacher} have different "
                                   "vocabularies; a student learns from the teacher's outputs on the same tokens: "

@@ -87,7 +87,8 @@ class ModelSettings(Settings):
         self.need_with(given, ("lora_alpha", "lora_dropout", "lora_targets"), self.lora_rank is not None,
                        "needs lora_rank (--lora-rank R): without a rank there are no adapters")
         self.need_with(given, ["new_head"], self.path is not None,
-                       "replaces the head of a model directory (--model DIR); a --preset's weights are all new")
+                       "replaces the head of a model directory (--model DIR; distill: --student DIR); a preset's "
+                       "weights are all new, and a student made from the teacher keeps the teacher's head")
 
 
 @dataclass
@@ -180,10 +181,6 @@ class FinetuneRun(RunConfig):
     def check_given(self, given: dict[str, set[str]]) -> None:
         self.train.need_with(given["train"], ["layer_lr_decay"], not self.model.freeze_body,
                              "scales the learning rates of the body's layers, which --freeze-body freezes")
-        # (a kind of run built on fine-tuning loads its model its own way: distill's student, the teacher's labels)
-        self.model.need_with(given["model"], ["new_head"], self.command == FinetuneRun.command,
-                             f"is fine-tuning's; a {self.command} run's model takes the labels its run gives: "
-                             "start it from a model without a head for other labels (its pretrained model)")
         if not (self.data.eval or self.data.eval_fraction):  # nothing to evaluate on
             because = "needs evaluation data: give --eval FILE (or --eval-fraction F)"
             self.train.need_with(given["train"], ("eval_every", "early_stopping_patience", "metric_for_best",
@@ -393,7 +390,7 @@ def _run(config: FinetuneRun, steps: Steps, out: Path, fp: dict) -> FinetuneResu
     loader = BatchLoader(train_features, d.batch_size, task.collate(tokenizer), shuffle=True, seed=config.train.seed,
                          group_by_length=length_of if d.group_by_length else None)
     has_eval = eval_features is not None
-    train_cfg = trainer_config(config.train, task, has_eval, max(1, len(loader) // config.train.grad_accum_steps))
+    train_cfg = trainer_config(config.train, task, has_eval)
     eval_batch_size = d.eval_batch_size or max(d.batch_size, 32)
 
     def evaluate(_trained):  # (the Trainer's module is `model`, or holds it: `model` is what is evaluated)
@@ -409,7 +406,8 @@ def _run(config: FinetuneRun, steps: Steps, out: Path, fp: dict) -> FinetuneResu
 
     trainer = Trainer(trained, train_cfg, loader, out, evaluate=evaluate if has_eval else None, save_extra=save_extra,
                       forward_kwargs=task.forward_kwargs, fingerprint=fp,
-                      on_start=lambda: config.save(out / "run.yaml"))  # once training starts (or resumes) for real
+                      on_start=lambda: config.save(out / "run.yaml"),  # once training starts (or resumes) for real
+                      eval_each_epoch=has_eval and config.train.eval_every is None)
     if config.overwrite and distributed.is_main():  # the earlier run goes once everything above has worked
         clear(out)
     result = trainer.train(resume=config.resume_target, accept_changes=config.resume_with_changes)
@@ -418,11 +416,11 @@ def _run(config: FinetuneRun, steps: Steps, out: Path, fp: dict) -> FinetuneResu
                           eval_examples=len(eval_examples) if eval_examples is not None else 0)
 
 
-def trainer_config(train: TrainConfig, task: Task, has_eval: bool, steps_per_epoch: int) -> TrainConfig:
-    """The Trainer's config: with eval data, evaluation every epoch unless eval_every says otherwise,
-    and the task's main metric choosing the best checkpoint unless metric_for_best names one."""
+def trainer_config(train: TrainConfig, task: Task, has_eval: bool) -> TrainConfig:
+    """The Trainer's config: with eval data, the task's main metric choosing the best checkpoint unless
+    metric_for_best names one (and evaluation every epoch unless eval_every says otherwise: `_run`)."""
     values = {f.name: getattr(train, f.name) for f in dataclasses.fields(train)}
-    values.update(eval_every=(train.eval_every or steps_per_epoch) if has_eval else None,
+    values.update(eval_every=train.eval_every if has_eval else None,
                   early_stopping_patience=train.early_stopping_patience if has_eval else None,
                   metric_for_best=train.metric_for_best or (task.main_metric() if has_eval else None))
     return TrainConfig(**values)
@@ -455,13 +453,12 @@ NEW_HEAD_HOW = ("start a new head for the data's labels with --new-head (model: 
 def head_labels(task: Task, model_dir) -> list[str] | None:
     """The labels of the `task` head that `model_dir` holds, in the order of its rows (LABEL_0 ... where
     config.json names none); None when it holds no head of the task (a pretrained body, another task's head)."""
+    from plmkit.compression.distill import labels_of
     from plmkit.models.auto import AutoConfig, model_class, read_model_type
     model_type, architectures = read_model_type(model_dir)
     if model_class(model_type, task.model_task).__name__ not in architectures:
         return None
-    config = AutoConfig.from_pretrained(model_dir)
-    names = config.id2label or {}
-    return [names.get(i, f"LABEL_{i}") for i in range(config.num_labels)]
+    return labels_of(AutoConfig.from_pretrained(model_dir))
 
 
 def unnamed(head: list[str]) -> bool:
@@ -501,7 +498,7 @@ def check_head_labels(task: Task, model_dir, labels: list[str]) -> None:
         return
     raise ConfigError(f"{model_dir} holds a {task.name} head for the labels {', '.join(head)} (in this order), not "
                       f"{', '.join(labels)}: its rows would answer for other labels; give its labels in its order, "
-                      "start the head anew (fine-tuning: --new-head), or start from a model without this head")
+                      "start the head anew (--new-head), or start from a model without this head")
 
 
 def prepare_model(task: Task, model_dir, tokenizer, labels: list[str] | None = None, dropout: float | None = None,

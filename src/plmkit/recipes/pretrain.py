@@ -14,8 +14,8 @@ Settings that only some objectives read are `OBJECTIVE_ONLY`'s: unset (None) for
 refused by name when given. The objective's pipeline lives in `PIPELINES` (BERT:
 plmkit.training.pretrain; decoders: plmkit.training.clm; BART: plmkit.training.denoise), each module
 with ``check(config)``, ``pretrain(config, resume, accept_changes, **trainer_options)`` (the last
-passed to its Trainer), ``model_fields(model)`` and ``format_result(result)``; a new objective is one
-more entry.
+passed to its Trainer), ``model_fields(model)``, ``tokenizer_settings(config)`` (what shapes the tokenizer
+it trains) and ``format_result(result)``; a new objective is one more entry.
 
 Output directory: ``run.yaml`` (the effective run file: ``--config OUT/run.yaml`` runs it again),
 the tokenizer, ``model/`` (HF-loadable), metrics, checkpoints (see the pipelines and the Trainer).
@@ -299,11 +299,11 @@ def _run(config: PretrainRun, resume: bool | str, accept_changes: bool, overwrit
 
 def tokenizer_source(config: PretrainRun, fp: dict[str, Any]) -> dict[str, Any]:
     """What a tokenizer trained into OUT/tokenizer is made of: the corpus (its files' digests in the
-    fingerprint `fp`) and the settings that shape it (`plmkit.training.vocab.record_source`)."""
+    fingerprint `fp`) and the settings that shape it (`plmkit.training.vocab.record_source`): its size and
+    the pipeline's own (`tokenizer_settings`: BERT's lowercasing, the model_max_length of a decoder's or BART's)."""
     data = config.data
     settings = {"trained_by": PIPELINES[data.objective], "vocab_size": data.vocab_size or DEFAULT_VOCAB_SIZE,
-                "lowercase": data.lowercase is not False if data.objective in BERT_OBJECTIVES else None,
-                "seq_len": data.seq_len}  # (a decoder's tokenizer has the context as its model_max_length)
+                **pipeline(data.objective).tokenizer_settings(config)}
     return {"corpus": fp["data"]["--corpus"], "settings": settings}
 
 

@@ -78,6 +78,12 @@ def check(config) -> None:
 TOKENIZER_FIELDS = ("model_type", "vocab_size", "bos_token_id", "eos_token_id", "pad_token_id")
 
 
+def tokenizer_settings(config) -> dict[str, Any]:
+    """What shapes the tokenizer this pipeline trains, besides the corpus and its size (the recipe records it):
+    its model_max_length, the context."""
+    return {"model_max_length": config.data.seq_len}
+
+
 def model_fields(model) -> dict[str, Any]:
     """What a fresh model gets from a `PretrainModel` (its preset resolved into every config field of
     its family; the vocabulary, the special ids and the context (data.seq_len) come from elsewhere),
@@ -91,7 +97,8 @@ def pretrain(config, resume: bool | str = False, accept_changes: bool = False, *
     data, train_cfg, out = config.data, config.train, Path(config.out)
     corpus, seq_len, batch_size = data.corpus, data.seq_len, data.batch_size
     with distributed.main_first():  # rank 0 trains the tokenizer and fills the cache, the others read them
-        tok, tokenizer_dir = _tokenizer(data.tokenizer, corpus, data.vocab_size, seq_len, out)
+        tok, tokenizer_dir = _tokenizer(data.tokenizer, corpus, data.vocab_size,
+                                        tokenizer_settings(config)["model_max_length"], out)
         cache_root = Path(data.cache_dir) if data.cache_dir else default_cache_dir() / "clm"
         shards = build_document_shards(corpus, tok, cache_root,
                                        progress=train_cfg.progress_bar and distributed.is_main())
@@ -150,12 +157,12 @@ class BlockSample:
         return self.blocks[int(self.indices[i])]
 
 
-def _tokenizer(path, corpus: list[str], vocab_size: int | None, seq_len: int, out: Path):
+def _tokenizer(path, corpus: list[str], vocab_size: int | None, max_length: int, out: Path):
     from plmkit.tokenization import END_OF_TEXT, Tokenizer
 
     def train(size: int):
         tok = Tokenizer.train_bpe(iter_texts(corpus), size, special_tokens=(END_OF_TEXT, PAD_TOKEN),
-                                  model_max_length=seq_len)
+                                  model_max_length=max_length)
         tok.pad_token = PAD_TOKEN
         return tok
 
@@ -200,4 +207,4 @@ def format_result(result: ClmResult) -> str:
 
 
 __all__ = ["BlockSample", "ClmResult", "build_causal_lm", "causal_lm_config", "check", "format_result", "model_fields",
-           "pretrain"]
+           "pretrain", "tokenizer_settings"]

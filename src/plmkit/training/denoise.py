@@ -98,6 +98,12 @@ def bart_config(model, **fields):
     return config_from_preset(model.preset, dropout=model.dropout, model_type="bart", **{**fields, **model.config})
 
 
+def tokenizer_settings(config) -> dict[str, Any]:
+    """What shapes the tokenizer this pipeline trains, besides the corpus and its size (the recipe records it):
+    its model_max_length, the model's positions."""
+    return {"model_max_length": bart_config(config.model).max_position_embeddings}
+
+
 def model_fields(model) -> dict[str, Any]:
     """What a fresh model gets from a `PretrainModel` (its preset resolved into every BartConfig field;
     the vocabulary and the special ids come from the tokenizer), for the checks that a resumed run
@@ -110,7 +116,7 @@ def pretrain(config, resume: bool | str = False, accept_changes: bool = False, *
     """Pretrain a BART model by denoising in `config.out`; see the module docstring."""
     data, train_cfg, out = config.data, config.train, Path(config.out)
     with distributed.main_first():  # rank 0 trains the tokenizer and fills the cache, the others read them
-        tok, tokenizer_dir = _tokenizer(data, bart_config(config.model).max_position_embeddings, out)
+        tok, tokenizer_dir = _tokenizer(data, tokenizer_settings(config)["model_max_length"], out)
         cache_root = Path(data.cache_dir) if data.cache_dir else default_cache_dir() / "pretraining"
         shards = build_token_shards(data.corpus, tok, cache_root, whole_documents=True,
                                     progress=train_cfg.progress_bar and distributed.is_main())
@@ -209,4 +215,4 @@ def format_result(result: DenoiseResult) -> str:
 
 
 __all__ = ["DenoiseResult", "bart_config", "build_datasets", "build_model", "check", "format_result",
-           "make_evaluator", "model_fields", "pretrain"]
+           "make_evaluator", "model_fields", "pretrain", "tokenizer_settings"]

@@ -70,6 +70,11 @@ def bert_config(model, **fields) -> BertConfig:
     return BertConfig.from_preset(model.preset, **{**overrides, **model.config, **fields})
 
 
+def tokenizer_settings(config) -> dict[str, Any]:
+    """What shapes the tokenizer this pipeline trains, besides the corpus and its size (the recipe records it)."""
+    return {"lowercase": config.data.lowercase is not False}
+
+
 def model_fields(model) -> dict[str, Any]:
     """What a fresh model gets from a `PretrainModel` (the preset resolved into every BertConfig
     field), for the recipe's check that a resumed run keeps its model."""
@@ -260,4 +265,4 @@ def format_result(result: PretrainResult) -> str:
 
 
 __all__ = ["PretrainResult", "bert_config", "build_datasets", "build_model", "check", "format_result", "initialise",
-           "make_evaluator", "model_fields", "pretrain"]
+           "make_evaluator", "model_fields", "pretrain", "tokenizer_settings"]

@@ -138,7 +138,9 @@ class Trainer:
 
     `model(**batch)` must return an object with a scalar `.loss`.
     `evaluate(model) -> {name: value}` runs every `eval_every` steps and at the
-    end (model in eval mode, under no_grad); names get an `eval_` prefix.
+    end (model in eval mode, under no_grad); names get an `eval_` prefix. With
+    `eval_each_epoch` it also runs after the step in which each pass over the
+    training data ends (with gradient accumulation a step's batches may straddle the end).
     `save_extra(dir)` is called on every model directory written (e.g. to save
     the tokenizer next to the weights).
     `forward_kwargs` are added to every training forward call, e.g. ``{"return_logits": False}``
@@ -159,9 +161,11 @@ class Trainer:
         forward_kwargs: dict[str, Any] | None = None,
         fingerprint: dict[str, Any] | None = None,
         on_start: Callable[[], None] | None = None,
+        eval_each_epoch: bool = False,
     ) -> None:
-        if evaluate is None and cfg.eval_every is not None:
-            raise ConfigError("eval_every is set but the Trainer got no evaluate function")
+        if evaluate is None and (cfg.eval_every is not None or eval_each_epoch):
+            what = "eval_every is set" if cfg.eval_every is not None else "eval_each_epoch is on"
+            raise ConfigError(f"{what} but the Trainer got no evaluate function")
         if evaluate is None and cfg.metric_for_best is not None:
             raise ConfigError("metric_for_best is set but the Trainer got no evaluate function")
         self.model = model
@@ -173,6 +177,7 @@ class Trainer:
         self.forward_kwargs = forward_kwargs or {}
         self.fingerprint = fingerprint
         self.on_start = on_start
+        self.eval_each_epoch = eval_each_epoch
         distributed.check_batch_size(train_loader.batch_size)
         self.device = distributed.device(cfg.device)
         self.amp_dtype = resolve_precision(cfg.precision, self.device)
@@ -371,7 +376,7 @@ class Trainer:
                 reason = self._stop_reason()
                 if reason is not None:
                     return reason
-                step_start = self.clock()
+                step_start, epochs_before = self.clock(), math.floor(self.train_loader.epochs_done)
                 self._lr = cfg.lr * self.schedule.update(st.step, st.elapsed)
                 loss, grad_norm, tokens = self._train_step(batches)
                 seconds = self.clock() - step_start
@@ -385,7 +390,8 @@ class Trainer:
                 if st.step % cfg.log_every == 0:
                     self._log(grad_norm)
                 stop_early = False
-                if cfg.eval_every and st.step % cfg.eval_every == 0:
+                if (cfg.eval_every and st.step % cfg.eval_every == 0
+                        or self.eval_each_epoch and math.floor(self.train_loader.epochs_done) > epochs_before):
                     stop_early = self._run_evaluation()
                 if cfg.save_every and st.step % cfg.save_every == 0:
                     self._save_checkpoint()
