@@ -2,7 +2,7 @@ import pytest
 
 import finetune_helpers as h
 import plmkit
-from plmkit.errors import ConfigError
+from plmkit.errors import CheckpointError, ConfigError, DataError
 from plmkit.recipes.finetune import finetune
 
 
@@ -43,9 +43,12 @@ def test_text_classification_top_k_shapes_follow_hf(trained):
 def test_token_classification_pipeline(trained):
     ner = plmkit.pipeline("token-classification", model=trained / "ner" / "model")
     text = "钱其琛在北京会见了美国总统"
-    for entity in ner(text):
+    for piece in ner(text, ignore_labels=[]):  # HF's default: one dict per piece ("none")
+        assert set(piece) == {"entity", "score", "index", "word", "start", "end"}
+        assert text[piece["start"]:piece["end"]] == piece["word"]
+    assert [p["index"] for p in ner(text, ignore_labels=[])] == list(range(1, len(text) + 1))
+    for entity in ner(text, aggregation_strategy="simple", ignore_labels=[]):
         assert set(entity) == {"entity_group", "score", "word", "start", "end"}
-        assert text[entity["start"]:entity["end"]] == entity["word"]
     assert len(ner([text, "我爱北京"])) == 2
 
 
@@ -71,11 +74,12 @@ def test_question_answering_answers_are_whole_words(trained):
 
 def test_pipelines_refuse_arguments_they_would_ignore(trained):
     ner = plmkit.pipeline("token-classification", model=trained / "ner" / "model")
-    assert ner("我爱北京", aggregation_strategy="first") == ner("我爱北京")
-    with pytest.raises(ConfigError, match="per-piece output is not offered"):
-        ner("我爱北京", aggregation_strategy="none")
-    with pytest.raises(ConfigError, match="unknown argument.*ignore_labels"):
-        ner("我爱北京", ignore_labels=["O"])
+    default = ner("我爱北京")
+    assert ner("我爱北京", aggregation_strategy=None) == ner("我爱北京", aggregation_strategy="none") == default
+    with pytest.raises(ConfigError, match="unknown argument.*offset_mapping"):
+        ner("我爱北京", offset_mapping=[(0, 1)])
+    with pytest.raises(DataError, match="give texts; words"):
+        ner({"tokens": ["我", "爱"]})
 
 
 def test_pipeline_checks_the_task(trained):
@@ -84,7 +88,9 @@ def test_pipeline_checks_the_task(trained):
     with pytest.raises(ConfigError, match="'ner' model, not one for 'summarization'; its pipelines: "
                                           "token-classification, ner$"):
         plmkit.pipeline("summarization", model=trained / "ner" / "model")
-    with pytest.raises(ConfigError, match="unknown pipeline task 'fill-mask'"):
+    with pytest.raises(ConfigError, match="unknown pipeline task 'zero-shot-classification'"):
+        plmkit.pipeline("zero-shot-classification", model=trained / "ner" / "model")
+    with pytest.raises(CheckpointError, match="the weights lack .*mlm"):  # no masked-LM head to fill masks with
         plmkit.pipeline("fill-mask", model=trained / "ner" / "model")
     with pytest.raises(ConfigError, match="give model="):
         plmkit.pipeline("text-classification")
@@ -93,26 +99,22 @@ def test_pipeline_checks_the_task(trained):
     assert plmkit.pipeline(model=trained / "ner" / "model").task == "token-classification"
 
 
-def test_a_model_no_pipeline_takes_is_named_with_what_to_use_instead(monkeypatch):
+def test_a_causal_lm_serves_text_generation(monkeypatch):
     from plmkit import tasks
     monkeypatch.setattr(tasks, "load_for_inference", lambda model, *args, **kwargs: (None, None, tasks.get_task("sft")))
-    with pytest.raises(ConfigError) as err:
-        plmkit.pipeline(model="chat-dir")  # the task the directory was fine-tuned for: sft, which has no pipeline
-    assert str(err.value) == ("chat-dir is a 'sft' model, which no pipeline takes (they take classification, ner, "
-                              "relation, qa, translation, summarization models); a causal LM generates text with "
-                              "plmkit generate or plmkit chat")
+    assert plmkit.pipeline(model="chat-dir").task == "text-generation"  # the task the directory was fine-tuned for
 
 
 def test_the_pipeline_names_are_listed_once():
-    with pytest.raises(ConfigError, match="unknown pipeline task 'text-generation'") as err:
-        plmkit.pipeline("text-generation", model="chat-dir")
+    with pytest.raises(ConfigError, match="unknown pipeline task 'zero-shot-classification'") as err:
+        plmkit.pipeline("zero-shot-classification", model="chat-dir")
     names = str(err.value).split("choose one of ")[1].split(", ")
-    assert len(names) == len(set(names)) and {"text2text-generation", "summarization", "translation"} <= set(names)
+    assert len(names) == len(set(names)) and {"text2text-generation", "summarization", "translation", "fill-mask",
+                                              "feature-extraction", "text-generation"} <= set(names)
 
 
 def test_pipeline_inputs_are_checked_where_they_enter(trained):
     """None or a number used to be a raw TypeError; a Python list was told about "JSON"."""
-    from plmkit.errors import DataError
     clf = plmkit.pipeline("text-classification", model=trained / "cls" / "model")
     ner = plmkit.pipeline("token-classification", model=trained / "ner" / "model")
     for pipe, name in ((clf, "text-classification"), (ner, "token-classification")):
@@ -135,7 +137,6 @@ def test_pipeline_inputs_are_checked_where_they_enter(trained):
 
 
 def test_question_answering_arguments_are_checked(trained):
-    from plmkit.errors import DataError
     qa = plmkit.pipeline("question-answering", model=trained / "qa" / "model")
     context = "The Eiffel Tower is in Paris."
     for kwargs, message in ((dict(question=None, context=context), r"question= must be a string or a list of strings, got NoneType"),
@@ -161,3 +162,174 @@ def test_a_pipeline_runs_an_exported_directory_on_onnxruntime():
     got = plmkit.pipeline("text-classification", model=exported("classification"), backend="onnxruntime")(texts)
     assert [r["label"] for r in got] == [r["label"] for r in want]
     assert [r["score"] for r in got] == pytest.approx([r["score"] for r in want], abs=1e-5)
+
+
+# ---------------------------------------------------------------- parity with transformers' pipelines
+# tiny random Hugging Face models saved to a tmp dir, run by both libraries
+
+WORDS = ("the a cat dog sat on mat paris is in france tower eiffel where was built john smith lives london good bad "
+         "film great").split()
+TEXTS = ["the cat sat on the mat", "good film", "bad"]
+
+
+def _close(ours, theirs, path="$"):
+    """`ours` == `theirs` in structure, strings and ints; floats (and tensors) to 1e-5."""
+    import torch
+    if isinstance(theirs, torch.Tensor):
+        assert isinstance(ours, torch.Tensor) and ours.shape == theirs.shape, path
+        assert torch.allclose(ours, theirs, atol=1e-5), path
+    elif isinstance(theirs, dict):
+        assert isinstance(ours, dict) and ours.keys() == theirs.keys(), (path, ours, theirs)
+        for k in theirs:
+            _close(ours[k], theirs[k], f"{path}.{k}")
+    elif isinstance(theirs, (list, tuple)):
+        assert isinstance(ours, list) and len(ours) == len(theirs), (path, ours, theirs)
+        for k, (a, b) in enumerate(zip(ours, theirs)):
+            _close(a, b, f"{path}[{k}]")
+    elif isinstance(theirs, (str, int)) and not isinstance(theirs, bool):
+        assert ours == theirs, (path, ours, theirs)
+    else:
+        assert ours == pytest.approx(float(theirs), abs=1e-5), (path, ours, theirs)
+
+
+@pytest.fixture(scope="module")
+def hf_bert(tmp_path_factory):
+    """make(class name, **config) -> a directory of a tiny random BERT of that class with a WordPiece tokenizer."""
+    transformers = pytest.importorskip("transformers")
+    import torch
+    root = tmp_path_factory.mktemp("hf-bert")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *(f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"),
+             *"abcdefghijklmnopqrstuvwxyz0123456789.,?"]
+    (root / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tokenizer = transformers.BertTokenizerFast(str(root / "vocab.txt"))
+
+    def make(cls: str, **config):
+        torch.manual_seed(0)
+        model = getattr(transformers, cls)(transformers.BertConfig(
+            vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+            max_position_embeddings=128, **config)).eval()
+        with torch.no_grad():  # larger weights, so that differences would show
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * 0.15)
+        directory = root / f"{cls}-{len(list(root.iterdir()))}"
+        model.save_pretrained(directory)
+        tokenizer.save_pretrained(directory)
+        return directory
+
+    return make
+
+
+def both(task: str, directory):
+    from transformers import pipeline as hf_pipeline
+    return plmkit.pipeline(task, model=directory, device="cpu"), hf_pipeline(task, model=str(directory))
+
+
+@pytest.mark.parametrize("config", [dict(num_labels=1), dict(num_labels=1, problem_type="regression"),
+                                    dict(num_labels=3, problem_type="multi_label_classification"),
+                                    dict(num_labels=3, id2label={0: "neg", 1: "neu", 2: "pos"})])
+def test_text_classification_scores_and_shapes_match_transformers(hf_bert, config):
+    """HF's default function_to_apply (sigmoid for one label without problem_type: a cross-encoder's score),
+    each function asked for, and the output shapes of a text, a pair dict and a list, with and without top_k."""
+    ours, theirs = both("text-classification", hf_bert("BertForSequenceClassification", **config))
+    pair = {"text": "good film", "text_pair": "bad"}
+    for inputs in ("good film", pair, TEXTS, [pair, pair]):
+        for kwargs in ({}, {"top_k": None}, {"top_k": 1}, {"top_k": 2}, {"function_to_apply": "softmax"},
+                       {"function_to_apply": "none", "top_k": None}, {"function_to_apply": "sigmoid"}):
+            _close(ours(inputs, **kwargs), theirs(inputs, **kwargs))
+    if config["num_labels"] == 1 and "problem_type" not in config:
+        assert 0 < ours("good film")[0]["score"] < 1  # a probability, not the raw logit
+    with pytest.raises(ConfigError, match="function_to_apply must be one of sigmoid, softmax, none"):
+        ours("good film", function_to_apply="tanh")
+
+
+def test_token_classification_strategies_match_transformers(hf_bert):
+    labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    ours, theirs = both("token-classification", hf_bert("BertForTokenClassification", num_labels=5,
+                                                        id2label=dict(enumerate(labels))))
+    texts = ["john smith lives in london near the eiffel tower", "Paris, qwerty zzz is where?"]
+    for strategy in (None, "none", "simple", "first", "average", "max"):
+        kwargs = {} if strategy is None else {"aggregation_strategy": strategy}
+        _close(ours(texts[0], **kwargs), theirs(texts[0], **kwargs))
+        _close(ours(texts, **kwargs), theirs(texts, **kwargs))
+        _close(ours(texts[1], ignore_labels=[], **kwargs), theirs(texts[1], ignore_labels=[], **kwargs))
+    assert set(ours(texts[0], ignore_labels=[])[0]) == {"entity", "score", "index", "word", "start", "end"}
+
+
+def test_token_classification_reads_a_long_text_in_windows(hf_bert, tmp_path):
+    """Beyond max_length (where HF cuts the text) each piece is read in the window where it is most central;
+    a text that fits is read as HF reads it."""
+    import json
+    import shutil
+    directory = tmp_path / "ner"
+    shutil.copytree(hf_bert("BertForTokenClassification", num_labels=3), directory)
+    (directory / "plmkit_task.json").write_text(json.dumps({"task": "ner", "max_length": 16}))
+    ours = plmkit.pipeline("token-classification", model=directory, device="cpu")
+    text = " ".join(WORDS)
+    pieces = ours(text, ignore_labels=[])
+    assert [p["index"] for p in pieces] == list(range(1, len(pieces) + 1)) and len(pieces) > 16
+    assert all(text[p["start"]:p["end"]] == p["word"] for p in pieces)
+
+
+def test_fill_mask_matches_transformers(hf_bert):
+    ours, theirs = both("fill-mask", hf_bert("BertForMaskedLM"))
+    one, two = "the cat [MASK] on the mat", "the [MASK] sat on the [MASK]"
+    for inputs, kwargs in ((one, {}), (two, {}), ([one, two], {"top_k": 3}), ([one], {}),
+                           (one, {"targets": ["sat", "dog", " mat"]}), (one, {"targets": "dog", "top_k": 4})):
+        _close(ours(inputs, **kwargs), theirs(inputs, **kwargs))
+    with pytest.raises(DataError, match=r"inputs:2: no mask token \(\[MASK\]\)"):
+        ours([one, "the cat"])
+
+
+def test_feature_extraction_matches_transformers(hf_bert):
+    """The last hidden states of a masked LM's body (its directory lacks the pooler, which they never read)."""
+    import torch
+    ours, theirs = both("feature-extraction", hf_bert("BertForMaskedLM"))
+    _close(ours("the cat sat"), theirs("the cat sat"))
+    _close(ours(TEXTS), theirs(TEXTS))
+    tensor = ours("the cat sat", return_tensors=True)
+    assert isinstance(tensor, torch.Tensor) and tensor.shape == (1, 5, 32)
+    _close(tensor, theirs("the cat sat", return_tensors=True))
+
+
+CHAT_TEMPLATE = ("{% for m in messages %}{% if m.role == 'system' %}<|system|>\n{{ m.content }}\n"
+                 "{% elif m.role == 'user' %}<|user|>\n{{ m.content }}\n<|assistant|>\n{% else %}{{ m.content }}"
+                 "{% if not loop.last %}<|endoftext|>{% endif %}{% endif %}{% endfor %}")  # plmkit.chat's, in Jinja
+
+
+@pytest.fixture(scope="module")
+def hf_gpt2(tmp_path_factory):
+    transformers = pytest.importorskip("transformers")
+    import torch
+    from clm_helpers import tiny_tokenizer
+    directory = tmp_path_factory.mktemp("hf-gpt2")
+    tokenizer = tiny_tokenizer()
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        vocab_size=len(tokenizer), n_positions=128, n_embd=32, n_layer=2, n_head=4, bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.15)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def test_text_generation_matches_transformers(hf_gpt2):
+    import torch
+    ours, theirs = both("text-generation", hf_gpt2)
+    theirs.tokenizer.chat_template = CHAT_TEMPLATE
+    greedy = {"do_sample": False, "max_new_tokens": 6}
+    chat = [{"role": "system", "content": "be kind"}, {"role": "user", "content": "hello"},
+            {"role": "assistant", "content": "hi there"}, {"role": "user", "content": "how are you?"}]
+    begun = [*chat, {"role": "assistant", "content": "I am"}]
+    for inputs, kwargs in (("The old sailor", greedy), (["The old sailor", "Rain fell on"], greedy),
+                           ("The old sailor", {**greedy, "return_full_text": False}),
+                           ("The old sailor", {**greedy, "return_tensors": True}),
+                           ("The old sailor", {**greedy, "num_beams": 3, "num_return_sequences": 2}),
+                           (chat, greedy), (begun, greedy), ([chat, chat[1:2]], {**greedy, "return_full_text": False}),
+                           ("The old sailor", {"max_new_tokens": 6, "top_k": 50})):  # sampling at HF's temperature
+        torch.manual_seed(3)
+        expected = theirs(inputs, **kwargs)
+        torch.manual_seed(3)
+        _close(ours(inputs, **kwargs), expected)

@@ -3,12 +3,16 @@
     clf = plmkit.pipeline("text-classification", model="out/model")
     clf(["great film", "dull"])          # [{"label": "positive", "score": 0.97}, ...]
     ner = plmkit.pipeline("token-classification", model="ner/model")
-    ner("钱其琛在北京")                   # [{"entity_group": "PER", "score", "word", "start", "end"}, ...]
+    ner("钱其琛在北京")                   # [{"entity", "score", "index", "word", "start", "end"}, ...] per piece
+    ner("钱其琛在北京", aggregation_strategy="simple")  # [{"entity_group": "PER", "score", "word", ...}, ...]
     qa = plmkit.pipeline("question-answering", model="qa/model")
     qa(question="...", context="...")   # {"answer", "score", "start", "end"}
     fr_en = plmkit.pipeline("translation", model="fr-en/best")
     fr_en("Bibliothèque partagée")      # [{"translation_text": "shared library"}]
     plmkit.pipeline(model="sum/best")   # the task the directory was fine-tuned for
+    plmkit.pipeline("fill-mask", model="bert/model")("Paris is the [MASK] of France.")  # any masked-LM directory
+    plmkit.pipeline("feature-extraction", model="bert/model")("a text")  # last hidden states, (1, T, H)
+    plmkit.pipeline("text-generation", model="gpt/model")("Once", max_new_tokens=20)  # [{"generated_text"}]
 
 Each task serves the pipeline names in its `pipelines` and shapes their output (plmkit.tasks).
 """
@@ -22,8 +26,10 @@ class Pipeline:
     """`task` is the pipeline name, as in Hugging Face; `plmkit_task` the plmkit task serving it."""
 
     def __init__(self, task: str, model, device: str = "auto", batch_size: int = 32, backend: str = "torch"):
+        serving = tasks.task_for_pipeline(task) if task is not None else None
+        own = serving() if serving is not None and serving.any_directory else None  # it loads its model class
         self.model, self.tokenizer, self.plmkit_task = tasks.load_for_inference(model, device, batch_size=batch_size,
-                                                                                backend=backend)
+                                                                                backend=backend, task=own)
         served = self.plmkit_task.pipelines
         task = task if task is not None else next(iter(served), None)
         if task is None or task not in served:
@@ -43,16 +49,13 @@ def _not_served(model, plmkit_task, asked: str | None) -> str:
     if served:
         return f"{model} is a {name!r} model, not one for {asked!r}; its pipelines: {', '.join(served)}"
     servers = [t.name for t in tasks.TASKS.values() if t.pipelines]
-    message = f"{model} is a {name!r} model, which no pipeline takes (they take {', '.join(servers)} models)"
-    if plmkit_task.model_task == "causal-lm":
-        message += "; a causal LM generates text with plmkit generate or plmkit chat"
-    return message
+    return f"{model} is a {name!r} model, which no pipeline takes (they take {', '.join(servers)} models)"
 
 
 def pipeline(task: str | None = None, model=None, device: str = "auto", batch_size: int = 32,
              backend: str = "torch") -> Pipeline:
-    """A callable for `task` (a Hugging Face pipeline name: "text-classification",
-    "token-classification", "question-answering", "translation", ...; None: the one of the model's
+    """A callable for `task` (a Hugging Face pipeline name: "text-classification", "token-classification",
+    "question-answering", "translation", "fill-mask", "text-generation" ...; None: the one of the model's
     task) over a fine-tuned model directory; `backend` "onnxruntime" (or "onnxruntime-int8") runs a
     directory `plmkit export` wrote."""
     if task is not None and not isinstance(task, str):

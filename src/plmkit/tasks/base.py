@@ -52,6 +52,8 @@ class Task:
     pipelines: ClassVar[tuple[str, ...]] = ()  # the Hugging Face pipeline names it serves
     inference_settings: ClassVar[dict[str, Any]] = {}  # a loaded model's settings that evaluate/predict replace
     pipeline_arguments: ClassVar[tuple[str, ...]] = ()  # keyword arguments its `pipeline` takes
+    any_directory: ClassVar[bool] = False  # its pipelines load their `model_task` model from any directory holding it
+    unread_weights: ClassVar[tuple[str, ...]] = ()  # weights its model has but never reads (may be missing), by prefix
     description: ClassVar[str] = ""  # what `plmkit finetune --help` says about its data
     reader: ClassVar[Callable[..., list]]  # reader(path, labelled) -> examples, errors naming file:line
     sharded_evaluation: ClassVar[bool] = False  # `evaluate` takes `part`: several processes share it

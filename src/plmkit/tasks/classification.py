@@ -21,6 +21,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from plmkit.errors import ConfigError, DataError
 from plmkit.evaluation import ClassificationMetrics, MultiLabelMetrics, RegressionMetrics
 from plmkit.tasks.base import Task, TaskSettings, need_two_labels
@@ -312,7 +314,7 @@ class ClassificationTask(Task):
     model_task = "sequence-classification"
     settings_class = ClassificationSettings
     pipelines = ("text-classification", "sentiment-analysis")
-    pipeline_arguments = ("top_k",)
+    pipeline_arguments = ("top_k", "function_to_apply")
     description = "JSONL/CSV/TSV with text (text_pair) and label"
     reader = staticmethod(read_classification)
 
@@ -389,23 +391,43 @@ class ClassificationTask(Task):
                     [e.line for e in examples])
         return super().read_prediction_input(path)
 
-    def pipeline(self, name, model, tokenizer, inputs, batch_size: int, top_k=_LEGACY):
-        """HF's shapes: without ``top_k`` the best label's dict per text (a list of one for one
-        text); with it a list of the ``top_k`` best (all for None) per text, flat for one text."""
+    def pipeline(self, name, model, tokenizer, inputs, batch_size: int, top_k=_LEGACY, function_to_apply=None):
+        """HF's shapes: without ``top_k`` the best label's dict per input (a list of one for one text, a bare
+        dict for one {"text", "text_pair"} dict); with it a list of the ``top_k`` best (all for None) per input,
+        flat for one input. Scores: ``function_to_apply`` ("sigmoid", "softmax", "none") of the logits,
+        by default HF's: none for regression, sigmoid for one label or multi-label, softmax otherwise."""
         if not (top_k is _LEGACY or top_k is None or is_int(top_k) and top_k >= 1):
             raise ConfigError(f"{name} pipeline: top_k must be a positive integer, or None for every label; "
                               f"got {top_k!r}")
+        scores = _score_function(name, function_to_apply, model.config)
         records, single = pipeline_records(inputs, name, text_field="text")
-        results = self.predict(model, tokenizer, records, batch_size, where="inputs")
-        out = [_ranked(r, top_k) for r in results]
+        logits = predict_per_record(self, model, tokenizer, records, batch_size, "inputs", None,
+                                    lambda row, names: row)
+        out = [_ranked(scores(row).tolist(), model.config.id2label, top_k) for row in logits]
         if single:
-            return out if top_k is _LEGACY or isinstance(out[0], dict) else out[0]
+            return [out[0]] if top_k is _LEGACY and isinstance(inputs, str) else out[0]
         return out
 
 
-def _ranked(result: dict, top_k):
-    if "probabilities" not in result:  # regression
-        return {"label": result["label"], "score": result["score"]}
-    ranked = sorted(result["probabilities"].items(), key=lambda kv: -kv[1])
-    ranked = [{"label": k, "score": v} for k, v in ranked]
-    return ranked[0] if top_k is _LEGACY else ranked[:top_k] if top_k else ranked
+SCORE_FUNCTIONS = {"sigmoid": torch.sigmoid, "softmax": lambda x: x.softmax(-1), "none": lambda x: x}
+
+
+def _score_function(name: str, given, config):
+    """The function of a row of logits that gives a pipeline's scores (`ClassificationTask.pipeline`)."""
+    if given is None:
+        problem = getattr(config, "problem_type", None)
+        given = ("none" if problem == REGRESSION else "sigmoid" if problem == MULTI or config.num_labels == 1
+                 else "softmax")
+    if not isinstance(given, str) or given.lower() not in SCORE_FUNCTIONS:
+        raise ConfigError(f"{name} pipeline: function_to_apply must be one of {', '.join(SCORE_FUNCTIONS)}, "
+                          f"got {given!r}")
+    return SCORE_FUNCTIONS[given.lower()]
+
+
+def _ranked(scores: list[float], names: dict[int, str], top_k):
+    """HF's output for one input's `scores`: the best label's dict (no top_k), else the best top_k."""
+    if top_k is _LEGACY:
+        best = max(range(len(scores)), key=scores.__getitem__)
+        return {"label": names[best], "score": scores[best]}
+    ranked = sorted(({"label": names[k], "score": v} for k, v in enumerate(scores)), key=lambda r: -r["score"])
+    return ranked[:top_k] if top_k is not None else ranked

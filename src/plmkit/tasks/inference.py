@@ -44,20 +44,23 @@ class InferenceSettings(Settings):
                   f"--backend {self.backend} runs on the CPU; drop --device {self.device}")
 
 
-def load_model_dir(directory: str | Path, backend: str = "torch"):
+def load_model_dir(directory: str | Path, backend: str = "torch", task: Task | None = None):
     """(model in eval mode, tokenizer, Task with its settings) of a fine-tuned model directory; with
-    an onnxruntime `backend` (ONNX_BACKENDS), the model is an `OrtModel` of the directory's ONNX graph."""
-    from plmkit.models.auto import load_any, model_class
+    an onnxruntime `backend` (ONNX_BACKENDS), the model is an `OrtModel` of the directory's ONNX graph.
+    `task`: one whose pipelines take any directory (`Task.any_directory`), which loads its own model class."""
+    from plmkit.models.auto import load_any, model_class, read_model_type
     from plmkit.tokenization import Tokenizer
-    task = load_task(directory)
+    task = load_task(directory) if task is None else task
     if backend != "torch":
         return _load_onnx(directory, task, backend), Tokenizer.from_pretrained(directory), task
-    model = load_any(directory)
+    model = (model_class(read_model_type(directory)[0], task.model_task).from_pretrained(directory)
+             if task.any_directory else load_any(directory))
     expected = model_class(model.config.model_type, task.model_task)
     if not isinstance(model, expected):
         raise CheckpointError(f"{directory}: {TASK_FILE} says task {task.name!r}, which needs a {expected.__name__}, "
                               f"but config.json's architectures make it a {type(model).__name__}")
-    model.check_complete(directory)  # a head the weights lack would be random
+    if any(not key.startswith(task.unread_weights) for key in model.initialised_from_scratch):
+        model.check_complete(directory)  # a missing head would be random
     task.check_model(model, directory)  # and what the model decides (sft's max_length, for a directory without the file)
     tokenizer = Tokenizer.from_pretrained(directory)
     model.check_vocabulary(tokenizer, directory)
@@ -77,13 +80,13 @@ def _load_onnx(directory, task: Task, backend: str):
 
 
 def load_for_inference(model_dir, device: str = "auto", null_score_diff_threshold: float | None = None,
-                       batch_size: int = 32, backend: str = "torch"):
+                       batch_size: int = 32, backend: str = "torch", task: Task | None = None):
     """`load_model_dir` on `device`, with a QA no-answer threshold that overrides the saved one; the
     arguments are checked as `plmkit evaluate` / `predict` check their flags (`InferenceSettings`)."""
     from plmkit.utils.device import resolve_device
     InferenceSettings(model=model_dir, batch_size=batch_size, device=device,
                       null_score_diff_threshold=null_score_diff_threshold, backend=backend)
-    model, tokenizer, task = load_model_dir(model_dir, backend)
+    model, tokenizer, task = load_model_dir(model_dir, backend, task)
     model.to(resolve_device(device, model.cpu_only) if backend == "torch" else "cpu")
     task = for_inference(task)
     if null_score_diff_threshold is not None:

@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 import torch.nn.functional as F
 
 from plmkit.errors import ConfigError, DataError
@@ -280,7 +281,7 @@ class NerTask(Task):
     model_task = "token-classification"
     settings_class = NerSettings
     pipelines = ("token-classification", "ner")
-    pipeline_arguments = ("aggregation_strategy",)
+    pipeline_arguments = ("aggregation_strategy", "ignore_labels")
     description = "CoNLL token<TAB>tag, or JSONL tokens + tags; BIO or BIOES"
     reader = staticmethod(read_ner)
 
@@ -397,19 +398,91 @@ class NerTask(Task):
             return [{"tokens": s.tokens} for s in sentences], [s.line for s in sentences]
         return super().read_prediction_input(path)
 
-    def pipeline(self, name, model, tokenizer, inputs, batch_size: int, aggregation_strategy: str | None = None):
-        """Whole-word entities, each word tagged by its first piece: Hugging Face's
-        aggregation_strategy='first' (the only one offered; None means it too)."""
-        if aggregation_strategy not in (None, "first"):
-            offered = "per-piece output is not offered" if aggregation_strategy == "none" else (
-                "the others are not offered" if aggregation_strategy in ("simple", "average", "max")
-                else "Hugging Face's are none, simple, first, average and max")
-            raise ConfigError(f"{name} pipeline: aggregation_strategy={aggregation_strategy!r}: plmkit gives "
-                              f"whole-word entities, each word tagged by its first piece ('first'); {offered}")
+    def pipeline(self, name, model, tokenizer, inputs, batch_size: int, aggregation_strategy: str | None = None,
+                 ignore_labels=("O",)):
+        """Hugging Face's token-classification output for texts: one dict per word piece ("none", HF's default),
+        or entities grouped by "simple", "first", "average" or "max" (`hf_entities`), those tagged as in
+        ``ignore_labels`` left out. A text longer than max_length is read in windows, each piece from the window
+        where it is most central. (`predict`, plmkit predict's and the server's, tags words instead.)"""
+        strategy = "none" if aggregation_strategy is None else str(aggregation_strategy).lower()
+        if strategy not in AGGREGATIONS:
+            raise ConfigError(f"{name} pipeline: aggregation_strategy={aggregation_strategy!r}: Hugging Face's are "
+                              f"{', '.join(AGGREGATIONS)}")
         records, single = pipeline_records(inputs, name, text_field="text")
-        results = self.predict(model, tokenizer, records, batch_size, where="inputs")
-        out = [r["entities"] for r in results]
+        texts = self.to_examples(records, "inputs")
+        if texts and not isinstance(texts[0], str):
+            raise DataError(f"{name} pipeline: give texts; words ('tokens' records) are tagged by plmkit predict")
+        encodings = tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False)
+        features = [{**f, "_sentence": i} for i, enc in enumerate(encodings) for f in window_features(
+            tokenizer, enc.ids, list(range(len(enc.ids))), self.settings.max_length, self.settings.stride)]
+        merger = WindowMerger()  # each piece's class probabilities
+        for idx, _, out in forward_batches(model, features, batch_size, tokenizer.pad_token_id):
+            probs = out.logits.float().softmax(-1)
+            for row, i in enumerate(idx):
+                merger.add(features[i], probs[row])
+        ignored = set(ignore_labels or ())
+        out = [[e for e in hf_entities(tokenizer, text, enc, merger.words(i, len(enc.ids)), model.config.id2label,
+                                       strategy) if e.get("entity", e.get("entity_group")) not in ignored]
+               for i, (text, enc) in enumerate(zip(texts, encodings))]
         return out[0] if single else out
+
+
+AGGREGATIONS = ("none", "simple", "first", "average", "max")
+
+
+def hf_entities(tokenizer, text: str, encoding, probs: list, id2label: dict[int, str], strategy: str) -> list[dict]:
+    """Hugging Face's TokenClassificationPipeline output for one text: `encoding` its word pieces (no special
+    tokens), `probs` their class probabilities (C,); `strategy` one of AGGREGATIONS."""
+    backend = tokenizer.backend_tokenizer
+    prefix = getattr(backend.model, "continuing_subword_prefix", None)
+    pieces = []
+    for p, (token, piece_id, (start, end), scores) in enumerate(zip(encoding.tokens, encoding.ids, encoding.offsets,
+                                                                     probs)):
+        ref = text[start:end]
+        subword = len(token) != len(ref) if prefix else start > 0 and " " not in text[start - 1:start + 1]
+        if piece_id == tokenizer.unk_token_id:
+            token, subword = ref, False
+        pieces.append({"word": token, "scores": scores, "start": start, "end": end, "index": p + 1,
+                       "subword": subword})
+
+    def tokens_to_string(tokens: list[str]) -> str:
+        return backend.decoder.decode(tokens) if backend.decoder is not None else " ".join(tokens)
+
+    def tagged(scores, **fields) -> dict:
+        best = int(scores.argmax())
+        return {"entity": id2label[best], "score": float(scores[best]), **fields}
+
+    if strategy in ("none", "simple"):
+        entities = [tagged(q["scores"], index=q["index"], word=q["word"], start=q["start"], end=q["end"])
+                    for q in pieces]
+        if strategy == "none":
+            return entities
+    else:
+        words: list[list[dict]] = []
+        for q in pieces:
+            if q["subword"] and words:
+                words[-1].append(q)
+            else:
+                words.append([q])
+        pick = {"first": lambda w: w[0]["scores"], "max": lambda w: max((q["scores"] for q in w), key=torch.max),
+                "average": lambda w: torch.stack([q["scores"] for q in w]).mean(0)}[strategy]
+        entities = [tagged(pick(w), word=tokens_to_string([q["word"] for q in w]), start=w[0]["start"],
+                           end=w[-1]["end"]) for w in words]
+    groups: list[list[dict]] = []  # runs of one type, each started by a B- tag or a change of type
+    for e in entities:
+        bi, kind = _bi_tag(e["entity"])
+        if groups and bi != "B" and kind == _bi_tag(groups[-1][-1]["entity"])[1]:
+            groups[-1].append(e)
+        else:
+            groups.append([e])
+    return [{"entity_group": _bi_tag(g[0]["entity"])[1], "score": mean([e["score"] for e in g]),
+             "word": tokens_to_string([e["word"] for e in g]), "start": g[0]["start"], "end": g[-1]["end"]}
+            for g in groups]
+
+
+def _bi_tag(label: str) -> tuple[str, str]:
+    """Hugging Face's reading of a label: ("B" or "I", its type); a label without B-/I- is an I- of itself."""
+    return (label[0], label[2:]) if label[:2] in ("B-", "I-") else ("I", label)
 
 
 def _join(tokens: list[str]) -> str:

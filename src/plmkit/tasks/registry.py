@@ -10,6 +10,7 @@ from plmkit.errors import ConfigError
 from plmkit.tasks.base import TASK_FILE, Task
 from plmkit.tasks.classification import ClassificationTask
 from plmkit.tasks.ner import NerTask
+from plmkit.tasks.pretrained import FeatureExtractionTask, FillMaskTask
 from plmkit.tasks.qa import QATask
 from plmkit.tasks.relation import RelationTask
 from plmkit.tasks.sft import SFTTask
@@ -19,6 +20,8 @@ from plmkit.utils.text import read_json_object
 
 TASKS: dict[str, type[Task]] = {t.name: t for t in (ClassificationTask, NerTask, RelationTask, QATask, SFTTask,
                                                     TranslationTask, SummarizationTask)}
+# tasks that serve pipelines only, on any directory holding their model class (none is fine-tuned)
+PIPELINE_TASKS: tuple[type[Task], ...] = (FillMaskTask, FeatureExtractionTask)
 
 
 def task_names() -> tuple[str, ...]:
@@ -34,7 +37,7 @@ def get_task(name: str) -> type[Task]:
 
 def task_for_pipeline(pipeline: str) -> type[Task]:
     """The task serving the Hugging Face pipeline name `pipeline`."""
-    for task in TASKS.values():
+    for task in (*TASKS.values(), *PIPELINE_TASKS):
         if pipeline in task.pipelines:
             return task
     raise ConfigError(f"unknown pipeline task {pipeline!r}; choose one of {', '.join(pipeline_names())}")
@@ -42,7 +45,7 @@ def task_for_pipeline(pipeline: str) -> type[Task]:
 
 def pipeline_names() -> list[str]:
     """Every pipeline name, once (translation and summarization both serve text2text-generation)."""
-    return list(dict.fromkeys(p for task in TASKS.values() for p in task.pipelines))
+    return list(dict.fromkeys(p for task in (*TASKS.values(), *PIPELINE_TASKS) for p in task.pipelines))
 
 
 def load_task(directory: str | Path) -> Task:
@@ -77,4 +80,4 @@ def _task_of_architectures(directory) -> type[Task]:
                       "model; fine-tune it first (plmkit finetune --task ...)")
 
 
-__all__ = ["TASKS", "get_task", "load_task", "pipeline_names", "task_for_pipeline", "task_names"]
+__all__ = ["PIPELINE_TASKS", "TASKS", "get_task", "load_task", "pipeline_names", "task_for_pipeline", "task_names"]

@@ -27,11 +27,13 @@ from typing import Iterable, Iterator, Sequence
 
 import torch
 
-from plmkit.chat import encode_text, format_system, format_user
+from plmkit.chat import encode_prompt, encode_text, format_prompt, format_system, format_user
 from plmkit.data.collate import pad_collate
 from plmkit.errors import ConfigError, DataError
+from plmkit.generation import SETTING_NAMES
 from plmkit.tasks.base import Task, TaskSettings
 from plmkit.utils.constants import IGNORE_INDEX, PAD_TOKEN
+from plmkit.utils.device import model_device
 from plmkit.utils.settings import setting
 from plmkit.tasks.fields import STRING, TEXT, field
 from plmkit.utils.text import jsonl_rows
@@ -39,6 +41,10 @@ from plmkit.utils.progress import progress_bar
 
 log = logging.getLogger("plmkit")
 
+# the text-generation pipeline's defaults where neither the call nor the model's generation config sets them (HF's),
+# the sampling ones only when sampling
+PIPELINE_GENERATION = {"max_new_tokens": 256, "do_sample": True, "temperature": 0.7}
+SAMPLING_ONLY = frozenset({"temperature", "top_k", "top_p", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff"})
 SFT_TRAIN_DEFAULTS = {"lr": 3e-4, "weight_decay": 0.0, "warmup_ratio": 0.03, "schedule": "cosine", "log_every": 10}
 
 
@@ -170,6 +176,9 @@ class SFTTask(Task):
                     "train": SFT_TRAIN_DEFAULTS}
     forward_kwargs = {"return_logits": False}  # the chunked loss: no (B, T, V) logits
     description = "JSONL with prompt and response"
+    pipelines = ("text-generation",)
+    pipeline_arguments = ("return_full_text", "return_tensors", "skip_special_tokens", "clean_up_tokenization_spaces",
+                          "stop_sequence", "continue_final_message", *sorted(SETTING_NAMES))
 
     def read(self, path, labelled: bool | None = True) -> list[dict]:
         records = [record for record, _ in read_pairs(path, bool(labelled))]
@@ -248,10 +257,75 @@ class SFTTask(Task):
         raise ConfigError("plmkit predict takes the task models (classification, ner, relation, qa); a causal LM "
                           "answers with plmkit generate --input FILE, or plmkit chat")
 
+    def pipeline(self, name, model, tokenizer, inputs, batch_size: int, return_full_text: bool = True,
+                 return_tensors: bool = False, skip_special_tokens: bool = True, clean_up_tokenization_spaces=None,
+                 stop_sequence=None, continue_final_message: bool | None = None, **settings):
+        """Hugging Face's TextGenerationPipeline: a prompt, a chat (a list of {"role", "content"} messages, in
+        plmkit's chat template), or a list of them, each generated alone with `generate`'s settings (HF's
+        names; `PIPELINE_GENERATION` where neither they nor the model's generation config decide). Per prompt a
+        list of {"generated_text"} (the prompt + the new text; the new text alone without `return_full_text`; a
+        chat: its messages with the reply), or of {"generated_token_ids"} with `return_tensors`."""
+        prompts, single = _generation_prompts(inputs, name)
+        chosen = {**model.generation_defaults(), **{k: v for k, v in settings.items() if v is not None}}
+        added = {k: v for k, v in PIPELINE_GENERATION.items()
+                 if k not in chosen and not (k == "max_new_tokens" and "max_length" in chosen)}
+        added = {k: v for k, v in added.items() if {**chosen, **added}.get("do_sample") or k not in SAMPLING_ONLY}
+        settings = {"pad_token_id": prompt_pad_id(tokenizer, model), **settings, **added}
+        if stop_sequence is not None:
+            settings.update(stop_strings=[stop_sequence] if isinstance(stop_sequence, str) else list(stop_sequence),
+                            tokenizer=tokenizer)
+        out = []
+        for prompt in prompts:
+            chat = not isinstance(prompt, str)
+            extend = chat and (prompt[-1]["role"] == "assistant" if continue_final_message is None
+                               else continue_final_message)
+            ids = encode_prompt(tokenizer, _chat_text(prompt, extend) if chat else prompt)
+            rows = model.generate(torch.tensor([ids], device=model_device(model)), **settings).tolist()
+            texts = [tokenizer.decode(row[len(ids):], skip_special_tokens=skip_special_tokens,
+                                      clean_up_tokenization_spaces=clean_up_tokenization_spaces) for row in rows]
+            out.append([{"generated_token_ids": row} if return_tensors else
+                        {"generated_text": _with_prompt(prompt, text, extend) if return_full_text else text}
+                        for row, text in zip(rows, texts)])
+        return out[0] if single else out
+
     def finished(self, result) -> str:
         ppl = result.eval_metrics.get("eval_perplexity")
         ppl = f", held-out perplexity {ppl:.2f}" if ppl is not None else ""
         return f"SFT done: {result.train_examples} examples{ppl}; chat with: plmkit chat --model {result.model_dir}"
+
+
+def _is_message(m) -> bool:
+    return isinstance(m, dict) and isinstance(m.get("role"), str) and "content" in m
+
+
+def _generation_prompts(inputs, pipeline: str) -> tuple[list, bool]:
+    """(prompts: texts or chats, whether one was given) of a text-generation call, read as HF reads them."""
+    if isinstance(inputs, str) or isinstance(inputs, (list, tuple)) and inputs and all(map(_is_message, inputs)):
+        return [inputs], True
+    if isinstance(inputs, (list, tuple)) and all(
+            isinstance(p, str) or isinstance(p, (list, tuple)) and p and all(map(_is_message, p)) for p in inputs):
+        return list(inputs), False
+    raise DataError(f"{pipeline} pipeline: inputs must be a prompt, a chat (a list of {{'role', 'content'}} messages) "
+                    f"or a list of them, got {type(inputs).__name__}")
+
+
+def _chat_text(messages: list[dict], extend: bool) -> str:
+    """The text a model continues for a chat: plmkit's template up to the assistant's reply, or (`extend`) with
+    the last message, the assistant's, begun."""
+    if len(messages) < 1 + extend or messages[-1 - extend]["role"] != "user":
+        raise ConfigError(f"a chat must end with a user message{' and the reply begun' if extend else ''}; got "
+                          f"roles {[m['role'] for m in messages]}")
+    head, asked = messages[:-1 - extend], messages[-1 - extend]["content"]
+    return format_prompt(head, asked) + (messages[-1]["content"] if extend else "")
+
+
+def _with_prompt(prompt, text: str, extend: bool):
+    """HF's full text: the prompt + `text`; a chat's messages with the reply (`extend`: the last one extended)."""
+    if isinstance(prompt, str):
+        return prompt + text
+    if extend:
+        return [*prompt[:-1], {**prompt[-1], "content": prompt[-1]["content"] + text}]
+    return [*prompt, {"role": "assistant", "content": text}]
 
 
 __all__ = ["PAD_TOKEN", "SFTCollator", "SFTDataset", "SFTSettings", "SFTTask", "SFT_TRAIN_DEFAULTS",
