@@ -129,3 +129,51 @@ def test_bad_settings_are_clear_errors(kwargs, message):
         Tokenizer.train(corpus, kwargs.pop("vocab_size"), **kwargs)
     if kwargs["model"] == "unigram" and "style" not in kwargs:
         assert len(Tokenizer.train(corpus, 292, model="unigram")) <= 292  # the least it asks for is enough
+
+
+def _words_corpus(path, lines: int = 400):
+    """Made-up words over 26 letters and digits: many equally frequent pairs, whose order the trainer must break."""
+    import random
+    rng = random.Random(0)
+    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+    words = ["".join(rng.choice(alphabet) for _ in range(rng.randint(2, 9))) for _ in range(600)]
+    path.write_text("\n".join(" ".join(rng.choice(words) for _ in range(12)) + " 我们喜欢自然语言处理。"
+                              for _ in range(lines)), encoding="utf-8")
+    return path
+
+
+def test_wordpiece_training_gives_the_same_tokenizer_in_every_process(tmp_path):
+    import subprocess
+    import sys
+    corpus = _words_corpus(tmp_path / "corpus.txt")
+    train = ("import sys; from plmkit.tokenization.training import train_vocabulary as t; "
+             "t(sys.argv[1], 900, model='wordpiece', style=None, fields='auto', special_tokens=None, lowercase=None, "
+             "min_frequency=None, show_progress=False).backend.save(sys.argv[2])")  # no transformers: quick to start
+    runs = [subprocess.Popen([sys.executable, "-c", train, str(corpus), str(tmp_path / f"{i}.json")]) for i in range(2)]
+    assert [run.wait(timeout=60) for run in runs] == [0, 0]
+    assert (tmp_path / "0.json").read_bytes() == (tmp_path / "1.json").read_bytes()
+
+
+def test_wordpiece_numbering_keeps_tokenization_and_special_ids(tmp_path):
+    from plmkit.tokenization import training
+    corpus = _words_corpus(tmp_path / "corpus.txt", 100)
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    continuing = training._continuing_pieces(training.training_texts(corpus), "[UNK]", True)
+    assert continuing == sorted("##" + c for c in "abcdefghijklmnopqrstuvwxyz0123456789")
+    raw = training._untrained("wordpiece", "[UNK]", True)
+    training._train(raw, training._trainer("wordpiece", 600, specials + continuing, "[UNK]", 2, False),
+                    training.training_texts(corpus))
+    canonical = training._canonical_wordpiece(raw, specials, continuing)
+    texts = SAMPLES + corpus.read_text(encoding="utf-8").splitlines()[:20]
+    assert [e.tokens for e in canonical.encode_batch(texts)] == [e.tokens for e in raw.encode_batch(texts)]
+    vocab = canonical.get_vocab()
+    assert set(vocab) == set(raw.get_vocab()) and sorted(vocab.values()) == list(range(len(vocab)))
+    assert [vocab[t] for t in specials] == list(canonical.get_added_tokens_decoder()) == [0, 1, 2, 3, 4]
+    order = sorted(vocab, key=vocab.get)
+    single = [t for t in order[5:] if len(t) == 1]
+    assert order[5:5 + len(single) + len(continuing)] == sorted(single) + continuing  # characters, then "##" ones
+    assert raw.encode("x ##a").tokens == ["x", "##a"] and "##a" not in canonical.encode("x ##a").tokens  # not special
+
+    tok = Tokenizer.train((line for line in texts), 600)  # a one-shot iterator, read twice
+    assert tok("Hello world").input_ids[0] == tok.cls_token_id == 2
+    assert tok.get_vocab() == Tokenizer.train(texts, 600).get_vocab()

@@ -28,7 +28,7 @@ TIMEOUT = 120  # seconds any launch may take: a hang fails the test instead of b
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    """A corpus, a WordPiece tokenizer trained once (its training is not reproducible run to run) and a
+    """A corpus, a WordPiece tokenizer trained once (for all the launches) and a
     1-process MLM run of 10 steps with gradient accumulation: the baseline."""
     from plmkit.tokenization import Tokenizer
     root = tmp_path_factory.mktemp("dist")

@@ -17,8 +17,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections import abc
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
@@ -54,13 +55,18 @@ def train_vocabulary(source, vocab_size: int, *, model: str, style: str | None, 
     """
     rules, specials = check_arguments(vocab_size, model=model, style=style, special_tokens=special_tokens,
                                       lowercase=lowercase, min_frequency=min_frequency)
-    texts = training_texts(source, fields)  # (the sources and fields checked here, read while training)
+    if model == "wordpiece" and isinstance(source, abc.Iterator):
+        source = list(source)  # read twice, below
+    read = _reader(source, fields)  # (the sources and fields checked here, read while training)
     roles = {name: token for name, token in rules.tokens.items() if token in specials}
     backend = _untrained(model, roles.get("unk"), lowercase is not False)
     learned = vocab_size - len(BYTE_TOKENS) if model in BYTE_FALLBACK else vocab_size  # bytes come after
-    trainer = _trainer(model, learned, specials, roles.get("unk"), 2 if min_frequency is None else min_frequency,
-                       show_progress)
-    _train(backend, trainer, texts)
+    continuing = _continuing_pieces(read(), roles["unk"], lowercase is not False) if model == "wordpiece" else []
+    trainer = _trainer(model, learned, specials + continuing, roles.get("unk"),
+                       2 if min_frequency is None else min_frequency, show_progress)
+    _train(backend, trainer, read())
+    if model == "wordpiece":
+        backend = _canonical_wordpiece(backend, specials, continuing)
     if model in BYTE_FALLBACK:
         backend = _with_byte_fallback(backend)
     backend.post_processor = rules.wrap(backend, roles)
@@ -139,6 +145,36 @@ def _trainer(model: str, vocab_size: int, specials: list[str], unk: str | None, 
     return trainers.BpeTrainer(min_frequency=min_frequency, max_token_length=MAX_PIECE, **common)
 
 
+def _continuing_pieces(texts: Iterator[str], unk: str, lowercase: bool) -> list[str]:
+    """The "##" pieces (a character inside a word) a WordPiece training on `texts` starts from, sorted.
+
+    The Rust trainer numbers them as it meets them in a per-process hash order, and breaks ties between
+    equally frequent merges by those numbers, so its vocabulary (not only its ids) changes from process to
+    process; given them as special tokens, in this order, it learns the same vocabulary every time.
+    """
+    backend = _untrained("wordpiece", unk, lowercase)
+    backend.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=1, special_tokens=[], show_progress=False,
+                                                                 continuing_subword_prefix="##"))
+    return sorted(piece for piece in backend.get_vocab() if len(piece) > 1)  # no merges: characters and "##" ones
+
+
+def _canonical_wordpiece(backend: tokenizers.Tokenizer, specials: list[str],
+                         continuing: list[str]) -> tokenizers.Tokenizer:
+    """`backend` trained with `continuing` after `specials` as special tokens: without them as special
+    tokens, and numbered as the trainer numbers pieces (specials, characters, "##" characters, merges)."""
+    spec = json.loads(backend.to_str())
+    model = spec["model"]
+    order = sorted(model["vocab"], key=model["vocab"].get)
+    extra = set(continuing) - set(specials)
+    rest = [piece for piece in order[len(specials):] if piece not in extra]
+    order = order[:len(specials)] + [p for p in rest if len(p) == 1] + sorted(extra) + [p for p in rest if len(p) > 1]
+    model["vocab"] = {piece: i for i, piece in enumerate(order)}
+    spec["added_tokens"] = [t for t in spec["added_tokens"] if t["content"] not in extra]
+    for token in spec["added_tokens"]:
+        token["id"] = model["vocab"][token["content"]]
+    return tokenizers.Tokenizer.from_str(json.dumps(spec, ensure_ascii=False))
+
+
 def _with_byte_fallback(backend: tokenizers.Tokenizer) -> tokenizers.Tokenizer:
     """`backend` with the 256 byte pieces appended to its vocabulary and byte fallback on."""
     spec = json.loads(backend.to_str())
@@ -169,6 +205,11 @@ def training_texts(source, fields="auto") -> Iterator[str]:
     A list counts as paths when every item is a PathLike, an existing path, or a
     space-free name ending in .txt/.gz/.jsonl (so a missing file is reported, not trained on).
     """
+    return _reader(source, fields)()
+
+
+def _reader(source, fields) -> Callable[[], Iterator[str]]:
+    """`training_texts`, checked now, as a function that reads them (again at each call)."""
     if isinstance(source, (str, os.PathLike)):
         paths = [source]
     elif isinstance(source, (list, tuple)) and source and all(_looks_like_path(s) for s in source):
@@ -176,7 +217,7 @@ def training_texts(source, fields="auto") -> Iterator[str]:
     elif isinstance(source, (bytes, dict)) or not isinstance(source, Iterable):
         raise DataError(f"the corpus must be a path, a list of paths or an iterable of texts, got {describe(source)}.")
     else:
-        return (_checked_text(t, i) for i, t in enumerate(source))
+        return lambda: (_checked_text(t, i) for i, t in enumerate(source))
     from plmkit.data.corpus import SUFFIXES, corpus_files, iter_texts
 
     files = list(corpus_files(paths))  # a missing path is an error now, before any training
@@ -184,7 +225,7 @@ def training_texts(source, fields="auto") -> Iterator[str]:
         raise DataError(f"no corpus files ({', '.join(SUFFIXES)}) in {', '.join(map(str, paths))}")
     if fields != "auto":
         _check_fields_apply(files, fields)
-    return iter_texts(paths, fields=fields)
+    return lambda: iter_texts(paths, fields=fields)
 
 
 def _check_fields_apply(files: list, fields) -> None:
