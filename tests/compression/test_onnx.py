@@ -334,3 +334,13 @@ def test_an_exported_llama_runs_past_max_position_embeddings(tmp_path):
         want = model(ids, torch.ones_like(ids)).logits
     got = OrtModel(tmp_path)(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_question_answering_agreement_is_over_the_real_positions():
+    """QA's argmax is over a window's positions: one at padding (whose logits PyTorch and a graph compute from
+    different states) must not count as a disagreement."""
+    from plmkit.compression.onnx import _agreement
+    torch_logits, graph_logits = torch.tensor([[1.0, 2.0, 9.0]]), torch.tensor([[1.0, 2.0, -9.0]])  # (B, T)
+    real = torch.tensor([[True, True, False]])
+    assert _agreement(torch_logits, graph_logits, real) == 1.0
+    assert _agreement(torch_logits, torch.tensor([[3.0, 2.0, 9.0]]), real) == 0.0

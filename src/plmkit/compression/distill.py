@@ -309,12 +309,14 @@ def split_labels(inputs: dict[str, Any], rows: str) -> tuple[list[Tensor | None]
 
 def hard_loss(outputs: ModelOutput, golds: list[Tensor | None], rows: str, real: Tensor) -> Tensor | None:
     """The mean over the fields of TARGETS[rows] of `hard_label_loss` on `outputs` (per token: at the real
-    tokens `real` (B, T)); None when the batch lacks a field's labels."""
+    tokens `real` (B, T); a span's positions: among the real tokens); None when the batch lacks a field's labels."""
     picked = real if rows == "token" else None
     if any(gold is None for gold in golds):
         return None
-    return torch.stack([hard_label_loss(_rows(getattr(outputs, name), picked), _rows(gold, picked))
-                        for name, gold in zip(TARGETS[rows][0], golds)]).mean()
+    logits = [getattr(outputs, name) for name in TARGETS[rows][0]]
+    if rows == "span":  # (B, T) logits over positions; the model's own loss also counts padding, as HF's does
+        logits = [x.float().masked_fill(~real, torch.finfo(torch.float32).min) for x in logits]
+    return torch.stack([hard_label_loss(_rows(x, picked), _rows(gold, picked)) for x, gold in zip(logits, golds)]).mean()
 
 
 def _rows(x: Tensor, real: Tensor | None) -> Tensor:

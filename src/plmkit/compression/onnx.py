@@ -537,8 +537,10 @@ def _max_diff(a: Tensor, b: Tensor, mask: Tensor | None) -> float:
 
 
 def _agreement(a: Tensor, b: Tensor, mask: Tensor | None) -> float:
+    if mask is not None and a.shape == mask.shape:  # QA's (B, T) logits: the argmax over the real positions
+        a, b = (x.float().masked_fill(~mask, float("-inf")) for x in (a, b))
     same = a.argmax(-1) == b.argmax(-1)
-    if mask is not None and same.shape == mask.shape:  # per-token classes (not QA's argmax over positions)
+    if mask is not None and same.shape == mask.shape:  # per-token classes
         same = same[mask]
     return float(same.float().mean()) if same.numel() else 1.0
 

@@ -21,13 +21,15 @@ import torch
 from torch import Tensor, nn
 
 from plmkit.convert.bart import CONVERTER
-from plmkit.errors import ConfigError
+from plmkit.errors import ConfigError, PlmkitError
 from plmkit.models.config import FED_IDS, POSITIVE, PROBABILITY, ModelConfig
-from plmkit.models.outputs import Seq2SeqModelOutput
+from plmkit.models.inputs import attention_mask_2d
+from plmkit.models.outputs import Seq2SeqModelOutput, takes_return_dict
 from plmkit.models.registry import Family, config_from_preset, register
 from plmkit.models.seq2seq import (Seq2SeqLM, Seq2SeqPreTrainedModel, Seq2SeqStack, check_token_id,
                                    shared_parameter_names, shift_tokens_right)
 from plmkit.nn import FeedForward, MultiHeadAttention, TransformerBlock
+from plmkit.nn.cache import growing_cache
 from plmkit.nn.embeddings import ScaledEmbeddings
 from plmkit.nn.mlp import ACTIVATIONS
 
@@ -54,6 +56,7 @@ class BartConfig(ModelConfig):
     decoder_starts_with: ClassVar[str] = "eos_token_id"  # BART's decoder starts with </s> (then <s>)
     position_offset: ClassVar[int] = 2
     embedding_norm: ClassVar[bool] = True  # a LayerNorm on the embeddings (HF: layernorm_embedding)
+    scales_decoder_inputs_embeds: ClassVar[bool] = False  # given decoder embeddings times the scale (HF's Marian)
     vocab_size: int = 50265
     max_position_embeddings: int = 1024
     encoder_layers: int = 12
@@ -162,11 +165,12 @@ def block(c: BartConfig, heads: int, d_ff: int, cross: bool) -> TransformerBlock
                             lambda: nn.LayerNorm(c.d_model), dropout=c.dropout, cross_attn=attention() if cross else None)
 
 
-def embeddings(c: BartConfig, word: nn.Embedding) -> ScaledEmbeddings:
+def embeddings(c: BartConfig, word: nn.Embedding, decoder: bool = False) -> ScaledEmbeddings:
     return ScaledEmbeddings(word, c.max_position_embeddings, scale=math.sqrt(c.d_model) if c.scale_embedding else 1.0,
                             offset=0 if c.sinusoidal_positions else c.position_offset,
                             sinusoidal=c.sinusoidal_positions,
-                            norm=nn.LayerNorm(c.d_model) if c.embedding_norm else None, dropout=c.dropout)
+                            norm=nn.LayerNorm(c.d_model) if c.embedding_norm else None, dropout=c.dropout,
+                            scale_inputs_embeds=decoder and c.scales_decoder_inputs_embeds)
 
 
 class BartModel(BartPreTrainedModel):
@@ -185,7 +189,7 @@ class BartModel(BartPreTrainedModel):
         self.encoder = Seq2SeqStack(embeddings(c, source),
                                     [block(c, c.encoder_attention_heads, c.encoder_ffn_dim, False)
                                      for _ in range(c.encoder_layers)], layerdrop=c.encoder_layerdrop)
-        self.decoder = Seq2SeqStack(embeddings(c, target),
+        self.decoder = Seq2SeqStack(embeddings(c, target, decoder=True),
                                     [block(c, c.decoder_attention_heads, c.decoder_ffn_dim, True)
                                      for _ in range(c.decoder_layers)], causal=True, layerdrop=c.decoder_layerdrop)
         self.init_weights()
@@ -197,20 +201,30 @@ class BartModel(BartPreTrainedModel):
     def decoder_layers(self) -> nn.ModuleList:
         return self.decoder.layers
 
+    @takes_return_dict
     def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
                 decoder_input_ids: Tensor | None = None, decoder_attention_mask: Tensor | None = None,
                 encoder_outputs=None, past_key_values=None, output_attentions: bool = False,
-                output_hidden_states: bool = False) -> Seq2SeqModelOutput:
-        """Without decoder inputs, the decoder reads the source shifted right (BART's denoising setup)."""
-        if decoder_input_ids is None:
+                output_hidden_states: bool = False, inputs_embeds: Tensor | None = None,
+                decoder_inputs_embeds: Tensor | None = None, use_cache: bool | None = None) -> Seq2SeqModelOutput:
+        """Without decoder inputs, the decoder reads the source shifted right (BART's denoising setup);
+        inputs_embeds, decoder_inputs_embeds and use_cache as `Seq2SeqLM.forward`'s."""
+        attention_mask = attention_mask_2d(attention_mask)
+        if decoder_input_ids is None and decoder_inputs_embeds is None:
+            if input_ids is None:
+                raise PlmkitError("give decoder_input_ids or decoder_inputs_embeds (the source shifted right needs "
+                                  "input_ids)")
             decoder_input_ids = shift_tokens_right(input_ids, self.config.pad_token_id, self.config.decoder_start_token_id)
         enc = self.encoder_output(input_ids, attention_mask, encoder_outputs, past_key_values, output_hidden_states,
-                                  output_attentions)
+                                  output_attentions, inputs_embeds)
+        if use_cache and past_key_values is None:
+            past_key_values = growing_cache(self.decoder.layers, enc.last_hidden_state, attention_mask)
         dec = self.decoder(decoder_input_ids, decoder_attention_mask, context=None if enc is None else enc.last_hidden_state,
-                           context_mask=attention_mask, cache=past_key_values,
+                           context_mask=attention_mask, cache=past_key_values, inputs_embeds=decoder_inputs_embeds,
                            output_hidden_states=output_hidden_states, output_attentions=output_attentions)
         return Seq2SeqModelOutput(dec.last_hidden_state, past_key_values, dec.hidden_states, dec.attentions,
-                                  *((None,) * 3 if enc is None else (enc.last_hidden_state, enc.hidden_states, enc.attentions)))
+                                  dec.cross_attentions, *((None,) * 3 if enc is None else
+                                                          (enc.last_hidden_state, enc.hidden_states, enc.attentions)))
 
 
 class BartForConditionalGeneration(Seq2SeqLM, BartPreTrainedModel):
@@ -237,11 +251,11 @@ class BartForConditionalGeneration(Seq2SeqLM, BartPreTrainedModel):
         return self.model.decoder.layers
 
     def decode(self, decoder_input_ids, decoder_attention_mask, encoder_states, encoder_mask, cache, unpad,
-               output_hidden_states, output_attentions, position_ids=None):
+               output_hidden_states, output_attentions, position_ids=None, inputs_embeds=None):
         return self.model.decoder(decoder_input_ids, decoder_attention_mask, context=encoder_states,
                                   context_mask=encoder_mask, cache=cache, unpad=unpad,
                                   output_hidden_states=output_hidden_states, output_attentions=output_attentions,
-                                  position_ids=position_ids)
+                                  position_ids=position_ids, inputs_embeds=inputs_embeds)
 
     def output_projection(self):
         return None, self.lm_head.weight, self.final_logits_bias[0]

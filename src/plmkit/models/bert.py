@@ -26,9 +26,9 @@ from plmkit.models.inputs import check_inputs
 from plmkit.models.registry import Family, config_from_preset, register
 from plmkit.models.decoder import causal_lm_loss
 from plmkit.models.outputs import (BaseModelOutput, CausalLMOutput, ClassifierOutput, MaskedLMOutput,
-                                   PreTrainingOutput, QuestionAnsweringOutput)
+                                   PreTrainingOutput, QuestionAnsweringOutput, takes_return_dict)
 from plmkit.nn import FeedForward, MultiHeadAttention, TextEmbeddings, TransformerBlock, run_blocks
-from plmkit.nn.cache import KVCache, cross_attention_inputs
+from plmkit.nn.cache import KVCache, cross_attention_inputs, growing_cache
 from plmkit.nn.masks import self_attention_masks
 from plmkit.nn.mlp import ACTIVATIONS
 from plmkit.nn.quantized import compute_dtype
@@ -166,44 +166,57 @@ class BertModel(BertPreTrainedModel):
         self.pooler = Pooler(c.hidden_size) if add_pooling_layer else None
         self.init_weights()
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None,
-                position_ids: Tensor | None = None, output_attentions: bool = False,
-                output_hidden_states: bool = False, *, encoder_hidden_states: Tensor | None = None,
-                encoder_attention_mask: Tensor | None = None, past_key_values=None, unpad: bool = True,
-                **unused) -> BaseModelOutput:
-        """input_ids: (B, T); attention_mask: (B, T) 1 = token, 0 = padding ((B, past + T) with a cache).
+    @takes_return_dict
+    def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
+                token_type_ids: Tensor | None = None, position_ids: Tensor | None = None,
+                output_attentions: bool = False, output_hidden_states: bool = False, *,
+                encoder_hidden_states: Tensor | None = None, encoder_attention_mask: Tensor | None = None,
+                past_key_values=None, unpad: bool = True, inputs_embeds: Tensor | None = None,
+                use_cache: bool | None = None) -> BaseModelOutput:
+        """input_ids: (B, T), or inputs_embeds (B, T, D) (positions and token types are added to them);
+        attention_mask: (B, T) 1 = token, 0 = padding ((B, past + T) with a cache), or Hugging Face's
+        prepared 4-D mask (B, 1, T, past + T) (float: additive; bool: True = attend), used as it is.
 
         A decoder (``is_decoder``) also takes encoder_hidden_states (B, S, D) with their
         encoder_attention_mask (B, S), or a `Seq2SeqCache` holding their keys and values; ``unpad=False``
         computes padding positions too (an encoder-decoder's labels may sit behind decoder padding).
+        ``use_cache=True`` (a decoder): without ``past_key_values``, a new growing cache is returned in
+        ``past_key_values``, which the next call takes back (Hugging Face's incremental decoding).
         """
-        _reject_unknown(unused)
         c = self.config
+        if use_cache and c.is_decoder and past_key_values is None:
+            past_key_values = growing_cache(self.layers, encoder_hidden_states if c.add_cross_attention else None,
+                                            encoder_attention_mask)
         past = past_key_values.length if past_key_values is not None else 0
-        check_inputs(input_ids, c.vocab_size, attention_mask, past + input_ids.shape[-1] if past else None, token_type_ids,
-                     c.type_vocab_size, position_ids, c.max_position_embeddings)
-        b, t = input_ids.shape
+        attention_mask = check_inputs(input_ids, c.vocab_size, attention_mask, past, token_type_ids, c.type_vocab_size,
+                                      position_ids, c.max_position_embeddings, inputs_embeds, c.hidden_size,
+                                      four_d_mask=True)
+        b, t = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
+        device = (input_ids if input_ids is not None else inputs_embeds).device
         if past + t > self.config.max_position_embeddings:
             raise PlmkitError(f"input has {past + t} tokens but this model takes at most "
                               f"{self.config.max_position_embeddings}: truncate it (e.g. tokenizer(..., truncation=True))")
         if position_ids is None:
-            position_ids = torch.arange(past, past + t, device=input_ids.device)
+            position_ids = torch.arange(past, past + t, device=device)
         position_ids = position_ids.expand(b, t)  # (T,) or (1, T) broadcast, as in HF; unpadding needs (B, T)
         if token_type_ids is not None:
             token_type_ids = token_type_ids.expand(b, t)
         dtype = compute_dtype(self.embeddings.word)
         layout, bias, causal = self_attention_masks(attention_mask, t, past, self.config.is_decoder,
-                                                    unpad and past_key_values is None, dtype, input_ids.device)
-        context, context_bias = cross_attention_inputs(past_key_values, encoder_hidden_states, encoder_attention_mask,
-                                                       dtype, real_tokens=self.config.add_cross_attention)
+                                                    unpad and past_key_values is None, dtype, device)
+        context, context_bias = (cross_attention_inputs(past_key_values, encoder_hidden_states, encoder_attention_mask,
+                                                        dtype, real_tokens=True)
+                                 if c.add_cross_attention else (None, None))
         unpadded = layout.unpad if layout is not None else (lambda x: x)
         full = layout.repad if layout is not None else (lambda x: x)
 
-        x = self.embeddings(unpadded(input_ids), unpadded(position_ids),
-                            None if token_type_ids is None else unpadded(token_type_ids))  # (B, T, D) or (N, D)
-        x, hidden, attentions = run_blocks(self.layers, x, bias, causal=causal, layout=layout, cache=past_key_values,
-                                           context=context, context_bias=context_bias,
-                                           output_hidden_states=output_hidden_states, output_attentions=output_attentions)
+        x = self.embeddings(None if input_ids is None else unpadded(input_ids), unpadded(position_ids),
+                            None if token_type_ids is None else unpadded(token_type_ids),
+                            None if inputs_embeds is None else unpadded(inputs_embeds))  # (B, T, D) or (N, D)
+        x, hidden, attentions, cross = run_blocks(self.layers, x, bias, causal=causal, layout=layout,
+                                                  cache=past_key_values, context=context, context_bias=context_bias,
+                                                  output_hidden_states=output_hidden_states,
+                                                  output_attentions=output_attentions)
         if output_hidden_states:
             hidden.append(x)
         if self.final_norm is not None:
@@ -211,7 +224,8 @@ class BertModel(BertPreTrainedModel):
         sequence = full(x)  # (B, T, D)
         pooled = self.pooler(sequence) if self.pooler is not None else None
         return BaseModelOutput(sequence, pooled, tuple(map(full, hidden)) if output_hidden_states else None,
-                               tuple(attentions) if attentions else None, past_key_values)
+                               past_key_values, tuple(attentions) if attentions else None,
+                               tuple(cross) if output_attentions else None)  # (() without cross-attention, as HF)
 
 
 class Pooler(nn.Module):
@@ -223,11 +237,6 @@ class Pooler(nn.Module):
 
     def forward(self, sequence: Tensor) -> Tensor:  # (B, T, D) -> (B, D)
         return torch.tanh(self.dense(sequence[:, 0]))
-
-
-def _reject_unknown(kwargs: dict) -> None:
-    if kwargs:
-        raise TypeError(f"unexpected model input(s): {', '.join(sorted(kwargs))}")
 
 
 class MaskedLMHead(nn.Module):
@@ -287,11 +296,13 @@ class BertForMaskedLM(BertPreTrainedModel):
             self.tied_keys = ()
         self.init_weights()
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
+    @takes_return_dict
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
                 sparse_prediction: bool = False, output_attentions=False, output_hidden_states=False,
-                return_logits: bool | None = None) -> MaskedLMOutput:
+                return_logits: bool | None = None, inputs_embeds=None) -> MaskedLMOutput:
         """labels: (B, T) token ids at masked positions, -100 elsewhere."""
-        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_attentions, output_hidden_states)
+        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_attentions,
+                        output_hidden_states, inputs_embeds=inputs_embeds)
         logits, loss = mlm_logits_and_loss(self.mlm, out.last_hidden_state, labels, sparse_prediction, return_logits,
                                            self.training)
         return MaskedLMOutput(loss, logits, out.hidden_states, out.attentions)
@@ -326,11 +337,14 @@ class BertForPreTraining(BertPreTrainedModel):
         self.nsp = nn.Linear(config.hidden_size, 2)
         self.init_weights()
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
+    @takes_return_dict
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
                 next_sentence_label=None, sparse_prediction: bool = False, output_attentions=False,
-                output_hidden_states=False, return_logits: bool | None = None) -> PreTrainingOutput:
+                output_hidden_states=False, return_logits: bool | None = None,
+                inputs_embeds=None) -> PreTrainingOutput:
         """labels: (B, T) masked-token targets (-100 elsewhere); next_sentence_label: (B,) 0 = B follows A, 1 = random."""
-        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_attentions, output_hidden_states)
+        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_attentions,
+                        output_hidden_states, inputs_embeds=inputs_embeds)
         logits, mlm_loss = mlm_logits_and_loss(self.mlm, out.last_hidden_state, labels, sparse_prediction,
                                                return_logits, self.training)
         nsp_logits = self.nsp(out.pooler_output)  # (B, 2)
@@ -362,18 +376,23 @@ class BertLMHeadModel(GenerationMixin, BertPreTrainedModel):
         return KVCache(len(layers), batch, [layer.attn.n_kv_heads for layer in layers], max_len, layers[0].attn.d_head,
                        dtype or compute_dtype(word), device or word.weight.device)
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
+    @takes_return_dict
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
                 past_key_values=None, logits_to_keep: int = 0, output_attentions=False, output_hidden_states=False,
-                encoder_hidden_states=None, encoder_attention_mask=None) -> CausalLMOutput:
+                encoder_hidden_states=None, encoder_attention_mask=None, inputs_embeds=None,
+                use_cache: bool | None = None) -> CausalLMOutput:
+        """``use_cache=True``: the cache to pass back comes in ``past_key_values`` (see `BertModel`)."""
         if not self.config.is_decoder:
             raise ConfigError("BertLMHeadModel predicts the next token: it needs is_decoder=true in its config")
-        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_attentions, output_hidden_states,
-                        encoder_hidden_states=encoder_hidden_states, encoder_attention_mask=encoder_attention_mask,
-                        past_key_values=past_key_values)
+        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_attentions,
+                        output_hidden_states, encoder_hidden_states=encoder_hidden_states,
+                        encoder_attention_mask=encoder_attention_mask,
+                        past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache)
         h = out.last_hidden_state
         logits = self.mlm(h[:, -logits_to_keep:] if logits_to_keep else h)  # (B, T, V)
         loss = causal_lm_loss(logits, labels) if labels is not None else None
-        return CausalLMOutput(loss, logits, past_key_values, out.hidden_states, out.attentions)
+        return CausalLMOutput(loss, logits, out.past_key_values, out.hidden_states, out.attentions,
+                              out.cross_attentions)
 
 
 class BertForNextSentencePrediction(BertPreTrainedModel):
@@ -383,9 +402,11 @@ class BertForNextSentencePrediction(BertPreTrainedModel):
         self.nsp = nn.Linear(config.hidden_size, 2)
         self.init_weights()
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
-                output_attentions=False, output_hidden_states=False) -> ClassifierOutput:
-        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_attentions, output_hidden_states)
+    @takes_return_dict
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
+                output_attentions=False, output_hidden_states=False, inputs_embeds=None) -> ClassifierOutput:
+        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_attentions,
+                        output_hidden_states, inputs_embeds=inputs_embeds)
         logits = self.nsp(out.pooler_output)  # (B, 2)
         loss = None if labels is None else F.cross_entropy(logits.float(), labels.view(-1))
         return ClassifierOutput(loss, logits, out.hidden_states, out.attentions)
@@ -425,9 +446,11 @@ class _BertClassifier(BertPreTrainedModel):
 class BertForSequenceClassification(_BertClassifier):
     """[CLS] pooled output -> dropout -> linear; single-label, multi-label or regression."""
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
-                output_attentions=False, output_hidden_states=False) -> ClassifierOutput:
-        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_attentions, output_hidden_states)
+    @takes_return_dict
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
+                output_attentions=False, output_hidden_states=False, inputs_embeds=None) -> ClassifierOutput:
+        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_attentions,
+                        output_hidden_states, inputs_embeds=inputs_embeds)
         logits = self.classifier(self.dropout(out.pooler_output))  # (B, C)
         loss = None if labels is None else classification_loss(logits, labels, self.config.problem_type)
         return ClassifierOutput(loss, logits, out.hidden_states, out.attentions)
@@ -439,9 +462,11 @@ class BertForTokenClassification(_BertClassifier):
     pooled = False
     loss_items = {"loss": "tokens"}
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
-                output_attentions=False, output_hidden_states=False) -> ClassifierOutput:
-        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_attentions, output_hidden_states)
+    @takes_return_dict
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
+                output_attentions=False, output_hidden_states=False, inputs_embeds=None) -> ClassifierOutput:
+        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_attentions,
+                        output_hidden_states, inputs_embeds=inputs_embeds)
         logits = self.classifier(self.dropout(out.last_hidden_state))  # (B, T, C)
         loss = None
         if labels is not None:
@@ -451,11 +476,10 @@ class BertForTokenClassification(_BertClassifier):
 
 
 class BertForQuestionAnswering(BertPreTrainedModel):
-    """Extractive QA: start/end logits per token.
-
-    Unlike Hugging Face, padding positions get the lowest logit, so they never win an answer span and
-    never enter the loss's softmax (with unpadded batches the two agree exactly).
-    """
+    """Extractive QA: start/end logits per token, as Hugging Face's: padding positions are not masked, and
+    with ``start_positions`` / ``end_positions`` (the loss) the encoder computes them too (no unpadding), so
+    that they enter the loss's softmax with HF's values. Span decoding (plmkit.tasks.qa) reads context tokens
+    only; without positions, logits at padding are those of zero states, as every head's."""
 
     def __init__(self, config: BertConfig):
         super().__init__(config)
@@ -463,16 +487,17 @@ class BertForQuestionAnswering(BertPreTrainedModel):
         self.qa_outputs = nn.Linear(config.hidden_size, 2)
         self.init_weights()
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
+    @takes_return_dict
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                 start_positions=None, end_positions=None, output_attentions=False,
-                output_hidden_states=False) -> QuestionAnsweringOutput:
-        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_attentions, output_hidden_states)
+                output_hidden_states=False, inputs_embeds=None) -> QuestionAnsweringOutput:
+        loss_wanted = start_positions is not None and end_positions is not None
+        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_attentions,
+                        output_hidden_states, inputs_embeds=inputs_embeds, unpad=not loss_wanted)
         logits = self.qa_outputs(out.last_hidden_state)  # (B, T, 2)
-        if attention_mask is not None:
-            logits = logits.masked_fill(~attention_mask.bool()[..., None], torch.finfo(logits.dtype).min)
         start, end = logits.unbind(-1)  # (B, T) each
         loss = None
-        if start_positions is not None and end_positions is not None:
+        if loss_wanted:
             t = start.shape[1]  # positions outside the input are ignored, as in HF
             loss = (F.cross_entropy(start.float(), start_positions.view(-1).clamp(0, t), ignore_index=t)
                     + F.cross_entropy(end.float(), end_positions.view(-1).clamp(0, t), ignore_index=t)) / 2
@@ -495,6 +520,7 @@ class BertForRelationClassification(_BertClassifier):
     def __init__(self, config: BertConfig):
         super().__init__(config, in_features=2 * config.hidden_size)
 
+    @takes_return_dict
     def forward(self, input_ids, entity_positions, attention_mask=None, token_type_ids=None, position_ids=None,
                 labels=None, output_attentions=False, output_hidden_states=False) -> ClassifierOutput:
         out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_attentions, output_hidden_states)

@@ -31,9 +31,9 @@ from plmkit.errors import PlmkitError
 from plmkit.generation import GenerationMixin
 from plmkit.models.base import PreTrainedModel
 from plmkit.models.inputs import check_inputs
-from plmkit.models.outputs import BaseModelOutput, CausalLMOutput
+from plmkit.models.outputs import BaseModelOutputWithPast, CausalLMOutput, takes_return_dict
 from plmkit.nn.block import run_blocks
-from plmkit.nn.cache import KVCache
+from plmkit.nn.cache import KVCache, PastKeyValues
 from plmkit.nn.losses import linear_cross_entropy
 from plmkit.nn.quantized import compute_dtype
 from plmkit.nn.tracing import is_traceable
@@ -42,15 +42,16 @@ from plmkit.nn.masks import (Unpadded, attention_bias, causal_bias, document_bia
                              positions_from_mask)
 
 
-def decoder_inputs(input_ids: Tensor, attention_mask: Tensor | None, position_ids: Tensor | None,
-                   past: int, dtype: torch.dtype,
-                   document_ids: Tensor | None = None) -> tuple[Tensor, Tensor | None, bool]:
-    """Position ids (B, T), the additive attention bias and whether to ask SDPA for a causal mask.
+def decoder_inputs(shape: tuple[int, int], attention_mask: Tensor | None, position_ids: Tensor | None,
+                   past: int, dtype: torch.dtype, document_ids: Tensor | None = None,
+                   device=None) -> tuple[Tensor, Tensor | None, bool]:
+    """Position ids (B, T), the additive attention bias and whether to ask SDPA for a causal mask, for the
+    (B, T) ``shape`` of the new tokens.
 
     ``past`` is the number of cached positions before these T tokens. ``document_ids`` (B, T): packed
     documents (see the module docstring).
     """
-    b, t = input_ids.shape
+    b, t = shape
     if document_ids is not None and document_ids.shape != (b, t):
         raise PlmkitError(f"document_ids has shape {tuple(document_ids.shape)}; expected (B, T) = {(b, t)}")
     if document_ids is not None and bool((document_ids != document_ids[:, :1]).any()):
@@ -70,14 +71,14 @@ def decoder_inputs(input_ids: Tensor, attention_mask: Tensor | None, position_id
         if padded:
             position_ids = positions_from_mask(attention_mask)[:, -t:]
         else:
-            position_ids = torch.arange(past, past + t, device=input_ids.device).expand(b, t)
+            position_ids = torch.arange(past, past + t, device=device).expand(b, t)
     if padded:
         return position_ids, attention_bias(attention_mask, t, causal=traced or t > 1, dtype=dtype), False
     if t == 1:
         return position_ids, None, False  # one new token sees every key: nothing to mask
     if past == 0:
         return position_ids, None, True  # SDPA's built-in causal mask (fast path)
-    return position_ids, causal_bias(t, past + t, dtype, input_ids.device), False
+    return position_ids, causal_bias(t, past + t, dtype, device), False
 
 
 def next_token_targets(labels: Tensor) -> Tensor:
@@ -114,8 +115,9 @@ class DecoderBody:
     ``final_norm``, and overrides `embed` (and `rotary` for rotary positions); the KV cache and the
     forward are shared."""
 
-    def embed(self, input_ids: Tensor, position_ids: Tensor) -> Tensor:
-        """(B, T) ids and positions -> (B, T, D), the input of the first block."""
+    def embed(self, tokens: Tensor, position_ids: Tensor) -> Tensor:
+        """(B, T, D) token embeddings (looked up, or the caller's ``inputs_embeds``) and (B, T) positions ->
+        (B, T, D), the input of the first block; (N, D) and (N,) unpadded."""
         raise NotImplementedError
 
     def rotary(self, position_ids: Tensor, dtype: torch.dtype):
@@ -130,33 +132,48 @@ class DecoderBody:
         return kind(len(self.layers), batch, [layer.attn.n_kv_heads for layer in self.layers], max_len,
                     self.layers[0].attn.d_head, dtype or compute_dtype(word), device or word.weight.device)
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, position_ids: Tensor | None = None,
-                past_key_values: KVCache | None = None, output_attentions: bool = False,
-                output_hidden_states: bool = False, document_ids: Tensor | None = None) -> BaseModelOutput:
-        """input_ids (B, T); attention_mask (B, T) 1 = token, 0 = padding, or (B, past + T) with a cache.
+    @takes_return_dict
+    def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
+                position_ids: Tensor | None = None, past_key_values: KVCache | None = None,
+                output_attentions: bool = False, output_hidden_states: bool = False,
+                document_ids: Tensor | None = None, inputs_embeds: Tensor | None = None,
+                use_cache: bool | None = None) -> BaseModelOutputWithPast:
+        """input_ids (B, T), or inputs_embeds (B, T, D); attention_mask (B, T) 1 = token, 0 = padding (int, bool
+        or float), or (B, past + T) with a cache.
 
-        document_ids (B, T): packed documents; attention stays inside each one (see the module docstring).
+        use_cache=True: without ``past_key_values``, a new cache (growing with each call) comes back in
+        ``past_key_values``, for the next call to take (Hugging Face's incremental decoding; the mask the
+        caller passes then covers the cached positions too). document_ids (B, T): packed documents;
+        attention stays inside each one (see the module docstring).
         """
+        if use_cache and past_key_values is None:
+            past_key_values = PastKeyValues()
         past = past_key_values.length if past_key_values is not None else 0
-        check_inputs(input_ids, self.config.vocab_size, position_ids=position_ids,
-                     max_positions=self.config.max_positions)  # (the mask: decoder_inputs, which knows the cache)
-        check_length(self.config.max_positions, past + input_ids.shape[1])
+        c = self.config
+        attention_mask = check_inputs(input_ids, c.vocab_size, attention_mask, past, position_ids=position_ids,
+                                      max_positions=c.max_positions, inputs_embeds=inputs_embeds, d_model=c.d_model)
+        given = input_ids if input_ids is not None else inputs_embeds
+        shape = tuple(given.shape[:2])
+        check_length(c.max_positions, past + shape[1])
         dtype = compute_dtype(self.embeddings["word"])
-        position_ids, bias, causal = decoder_inputs(input_ids, attention_mask, position_ids, past, dtype, document_ids)
+        position_ids, bias, causal = decoder_inputs(shape, attention_mask, position_ids, past, dtype, document_ids,
+                                                    given.device)
         layout = None
         if (bias is not None and past_key_values is None and document_ids is None and not output_attentions
                 and not is_traceable()):
             layout, bias, causal = Unpadded.from_mask(attention_mask, dtype), None, True  # padding removed
         unpadded = layout.unpad if layout is not None else (lambda t: t)
         full = layout.repad if layout is not None else (lambda t: t)
-        x = self.embed(unpadded(input_ids), unpadded(position_ids))  # (B, T, D) or (N, D): real tokens
-        x, hidden, attentions = run_blocks(self.layers, x, bias, causal=causal, layout=layout,
-                                           rotary=self.rotary(unpadded(position_ids), dtype), cache=past_key_values,
-                                           output_hidden_states=output_hidden_states,
-                                           output_attentions=output_attentions)
+        tokens = self.embeddings["word"](unpadded(input_ids)) if inputs_embeds is None else unpadded(inputs_embeds)
+        x = self.embed(tokens, unpadded(position_ids))  # (B, T, D) or (N, D): real tokens
+        x, hidden, attentions, _ = run_blocks(self.layers, x, bias, causal=causal, layout=layout,
+                                              rotary=self.rotary(unpadded(position_ids), dtype),
+                                              cache=past_key_values, output_hidden_states=output_hidden_states,
+                                              output_attentions=output_attentions)
         x = full(self.final_norm(x))  # (B, T, D), zeros at padding
-        return BaseModelOutput(x, None, tuple(map(full, hidden)) + (x,) if output_hidden_states else None,
-                               tuple(attentions) if output_attentions else None, past_key_values)
+        return BaseModelOutputWithPast(x, past_key_values,
+                                       tuple(map(full, hidden)) + (x,) if output_hidden_states else None,
+                                       tuple(attentions) if output_attentions else None)
 
 
 class CausalLMHead:
@@ -195,24 +212,29 @@ class CausalLMHead:
                    kind: type[KVCache] = KVCache):
         return self.body.make_cache(batch, max_len, dtype, device, kind)
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, position_ids: Tensor | None = None,
-                labels: Tensor | None = None, past_key_values=None, logits_to_keep: int = 0,
-                output_attentions: bool = False, output_hidden_states: bool = False,
-                document_ids: Tensor | None = None, return_logits: bool | None = None) -> CausalLMOutput:
+    @takes_return_dict
+    def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
+                position_ids: Tensor | None = None, labels: Tensor | None = None, past_key_values=None,
+                logits_to_keep: int = 0, output_attentions: bool = False, output_hidden_states: bool = False,
+                document_ids: Tensor | None = None, return_logits: bool | None = None,
+                inputs_embeds: Tensor | None = None, use_cache: bool | None = None) -> CausalLMOutput:
         """labels (B, T): usually input_ids with padding set to -100; shifted inside (predict token t+1).
 
         logits_to_keep: compute logits for the last k positions only (0 = all), as in generation.
         return_logits: None = logits unless training with labels (see the class docstring).
+        inputs_embeds (B, T, D), use_cache: as the body's (`DecoderBody.forward`); the cache, given or new,
+        comes back in ``past_key_values``.
         """
         out = self.body(input_ids, attention_mask, position_ids, past_key_values, output_attentions,
-                        output_hidden_states, document_ids=document_ids)
+                        output_hidden_states, document_ids=document_ids, inputs_embeds=inputs_embeds,
+                        use_cache=use_cache)
         h = out.last_hidden_state
         if return_logits is None:
             return_logits = not (self.training and labels is not None) or bool(logits_to_keep)
         if not return_logits and type(self.lm_head) is nn.Linear and self.lm_head.bias is None:
             loss = None if labels is None else linear_cross_entropy(
                 h.reshape(-1, h.shape[-1]), self.lm_head.weight, next_token_targets(labels))
-            return CausalLMOutput(loss, None, past_key_values, out.hidden_states, out.attentions)
+            return CausalLMOutput(loss, None, out.past_key_values, out.hidden_states, out.attentions)
         logits = self.lm_head(h[:, -logits_to_keep:] if logits_to_keep else h)  # (B, T, V)
         loss = causal_lm_loss(logits, labels) if labels is not None else None
-        return CausalLMOutput(loss, logits, past_key_values, out.hidden_states, out.attentions)
+        return CausalLMOutput(loss, logits, out.past_key_values, out.hidden_states, out.attentions)

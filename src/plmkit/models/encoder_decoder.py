@@ -221,12 +221,13 @@ class EncoderDecoderModel(Seq2SeqLM, Seq2SeqPreTrainedModel):
         return self.bridge(super().encode(input_ids, attention_mask))
 
     def decode(self, decoder_input_ids, decoder_attention_mask, encoder_states, encoder_mask, cache, unpad,
-               output_hidden_states, output_attentions, position_ids=None):
+               output_hidden_states, output_attentions, position_ids=None, inputs_embeds=None):
         return self.decoder.bert(decoder_input_ids, decoder_attention_mask, position_ids=position_ids,
                                  output_attentions=output_attentions,
                                  output_hidden_states=output_hidden_states,
                                  encoder_hidden_states=None if encoder_states is None else self.bridge(encoder_states),
-                                 encoder_attention_mask=encoder_mask, past_key_values=cache, unpad=unpad)
+                                 encoder_attention_mask=encoder_mask, past_key_values=cache, unpad=unpad,
+                                 inputs_embeds=inputs_embeds)
 
     def output_projection(self):
         head = self.decoder.mlm

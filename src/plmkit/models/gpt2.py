@@ -130,8 +130,8 @@ class GPT2Model(DecoderBody, GPT2PreTrainedModel):
         self.final_norm = nn.LayerNorm(c.n_embd, eps=c.layer_norm_epsilon)
         self.init_weights()
 
-    def embed(self, input_ids: Tensor, position_ids: Tensor) -> Tensor:
-        return self.dropout(self.embeddings["word"](input_ids) + self.embeddings["position"](position_ids))
+    def embed(self, tokens: Tensor, position_ids: Tensor) -> Tensor:
+        return self.dropout(tokens + self.embeddings["position"](position_ids))
 
 
 class GPT2LMHeadModel(CausalLMHead, GPT2PreTrainedModel):

@@ -153,8 +153,8 @@ class LlamaModel(DecoderBody, LlamaPreTrainedModel):
         self.rope = RotaryEmbedding(c.head_dim, c.max_position_embeddings, c.rope_theta)
         self.init_weights()
 
-    def embed(self, input_ids: Tensor, position_ids: Tensor) -> Tensor:
-        return self.embeddings["word"](input_ids)
+    def embed(self, tokens: Tensor, position_ids: Tensor) -> Tensor:
+        return tokens
 
     def rotary(self, position_ids: Tensor, dtype: torch.dtype):
         return self.rope(position_ids, dtype)

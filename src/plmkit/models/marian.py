@@ -27,6 +27,7 @@ class MarianConfig(BartConfig):
     sinusoidal_positions: ClassVar[bool] = True
     decoder_starts_with: ClassVar[str] = "pad_token_id"
     embedding_norm: ClassVar[bool] = False
+    scales_decoder_inputs_embeds: ClassVar[bool] = True  # (HF: the decoder scales given embeddings, the encoder not)
     vocab_size: int = 58101
     decoder_vocab_size: int | None = None  # None: vocab_size
     share_encoder_decoder_embeddings: bool = True

@@ -1,6 +1,8 @@
 """Model outputs: dataclasses with Hugging Face's field names (`loss`, `logits`, ...)."""
 from __future__ import annotations
 
+import functools
+import inspect
 from dataclasses import dataclass, fields
 
 from torch import Tensor
@@ -19,13 +21,37 @@ class ModelOutput:
         return [f.name for f in fields(self) if getattr(self, f.name) is not None]
 
 
+def takes_return_dict(forward):
+    """A forward that also takes Hugging Face's ``return_dict``: False gives ``out.to_tuple()`` (the fields
+    that are set, in HF's order: the loss first), True or None the output itself."""
+    @functools.wraps(forward)
+    def wrapper(self, *args, return_dict: bool | None = None, **kwargs):
+        out = forward(self, *args, **kwargs)
+        return out.to_tuple() if return_dict is False else out
+    sig = inspect.signature(forward)
+    wrapper.__signature__ = sig.replace(parameters=[*sig.parameters.values(), inspect.Parameter(
+        "return_dict", inspect.Parameter.KEYWORD_ONLY, default=None, annotation="bool | None")])
+    return wrapper
+
+
 @dataclass
 class BaseModelOutput(ModelOutput):
     last_hidden_state: Tensor  # (B, T, D)
     pooler_output: Tensor | None = None  # (B, D)
     hidden_states: tuple[Tensor, ...] | None = None  # embeddings + each layer, (B, T, D)
-    attentions: tuple[Tensor, ...] | None = None  # each layer, (B, H, T, T)
     past_key_values: object | None = None
+    attentions: tuple[Tensor, ...] | None = None  # each layer, (B, H, T, T)
+    cross_attentions: tuple[Tensor, ...] | None = None  # each decoder layer, (B, H, T, S)
+
+
+@dataclass
+class BaseModelOutputWithPast(ModelOutput):
+    """A decoder-only body's output (HF's field order)."""
+
+    last_hidden_state: Tensor  # (B, T, D)
+    past_key_values: object | None = None
+    hidden_states: tuple[Tensor, ...] | None = None
+    attentions: tuple[Tensor, ...] | None = None
 
 
 @dataclass
@@ -73,6 +99,7 @@ class CausalLMOutput(ModelOutput):
     past_key_values: object | None = None
     hidden_states: tuple[Tensor, ...] | None = None
     attentions: tuple[Tensor, ...] | None = None
+    cross_attentions: tuple[Tensor, ...] | None = None  # a decoder reading encoder states: (B, H, T, S) per layer
 
 
 @dataclass
@@ -81,6 +108,7 @@ class Seq2SeqModelOutput(ModelOutput):
     past_key_values: object | None = None
     decoder_hidden_states: tuple[Tensor, ...] | None = None
     decoder_attentions: tuple[Tensor, ...] | None = None
+    cross_attentions: tuple[Tensor, ...] | None = None  # each decoder layer, (B, H, T, S)
     encoder_last_hidden_state: Tensor | None = None  # (B, S, D)
     encoder_hidden_states: tuple[Tensor, ...] | None = None
     encoder_attentions: tuple[Tensor, ...] | None = None
@@ -93,6 +121,7 @@ class Seq2SeqLMOutput(ModelOutput):
     past_key_values: object | None = None
     decoder_hidden_states: tuple[Tensor, ...] | None = None
     decoder_attentions: tuple[Tensor, ...] | None = None
+    cross_attentions: tuple[Tensor, ...] | None = None  # each decoder layer, (B, H, T, S)
     encoder_last_hidden_state: Tensor | None = None  # (B, S, D)
     encoder_hidden_states: tuple[Tensor, ...] | None = None
     encoder_attentions: tuple[Tensor, ...] | None = None

@@ -30,10 +30,10 @@ from plmkit.errors import ConfigError, PlmkitError
 from plmkit.generation import GenerationMixin
 from plmkit.models.base import PreTrainedModel
 from plmkit.models.config import ModelConfig
-from plmkit.models.inputs import check_inputs
-from plmkit.models.outputs import BaseModelOutput, Seq2SeqLMOutput
+from plmkit.models.inputs import attention_mask_2d, check_inputs
+from plmkit.models.outputs import BaseModelOutput, Seq2SeqLMOutput, takes_return_dict
 from plmkit.nn.block import run_blocks
-from plmkit.nn.cache import Seq2SeqCache, Seq2SeqSlotCache, cross_attention_inputs
+from plmkit.nn.cache import Seq2SeqCache, Seq2SeqSlotCache, cross_attention_inputs, growing_cache
 from plmkit.nn.decoding import decode_linear
 from plmkit.nn.losses import linear_cross_entropy
 from plmkit.nn.masks import padding_bias, self_attention_masks
@@ -81,37 +81,41 @@ class Seq2SeqStack(nn.Module):
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, *, context: Tensor | None = None,
                 context_mask: Tensor | None = None, cache: Seq2SeqCache | None = None, unpad: bool = True,
                 output_hidden_states: bool = False, output_attentions: bool = False,
-                position_ids: Tensor | None = None) -> BaseModelOutput:
-        """input_ids (B, T); attention_mask (B, T), or (B, past + T) with a cache.
+                position_ids: Tensor | None = None, inputs_embeds: Tensor | None = None) -> BaseModelOutput:
+        """input_ids (B, T), or inputs_embeds (B, T, D) (scaled or not as Hugging Face's family: see
+        `ScaledEmbeddings`); attention_mask (B, T) (int, bool or float 0/1), or (B, past + T) with a cache.
 
         A decoder reads ``context`` (B, S, D), the encoder's output, with ``context_mask`` (B, S), or the
         keys and values ``cache`` holds (generation). position_ids (B, T): each token's position, when the
         rows of a cache hold different lengths (a server's `Seq2SeqSlotCache`); by default past .. past + T - 1.
         """
         past = cache.length if cache is not None else 0
-        check_inputs(input_ids, self.embeddings.word.num_embeddings, attention_mask,
-                     past + input_ids.shape[-1] if past else None)
-        b, t = input_ids.shape
+        word = self.embeddings.word
+        attention_mask = check_inputs(input_ids, word.num_embeddings, attention_mask, past, inputs_embeds=inputs_embeds,
+                                      d_model=word.embedding_dim)
+        given = input_ids if input_ids is not None else inputs_embeds
+        b, t = given.shape[:2]
         check_length(self.embeddings.max_positions, past + t, "target" if self.causal else "source")
-        dtype = compute_dtype(self.embeddings.word)
-        positions = (torch.arange(past, past + t, device=input_ids.device) if position_ids is None
+        dtype = compute_dtype(word)
+        positions = (torch.arange(past, past + t, device=given.device) if position_ids is None
                      else position_ids).expand(b, t)
         layout, bias, causal = self_attention_masks(attention_mask, t, past, self.causal, unpad and cache is None,
-                                                    dtype, input_ids.device)
+                                                    dtype, given.device)
         context, context_bias = cross_attention_inputs(cache, context, context_mask, dtype, real_tokens=self.causal)
         unpadded = layout.unpad if layout is not None else (lambda x: x)
         full = layout.repad if layout is not None else (lambda x: x)
 
-        x = self.embeddings(unpadded(input_ids), unpadded(positions))  # (B, T, D) or (N, D)
-        x, hidden, attentions = run_blocks(self.layers, x, bias, causal=causal, layout=layout, cache=cache,
-                                           context=context, context_bias=context_bias, layerdrop=self.layerdrop,
-                                           output_hidden_states=output_hidden_states,
-                                           output_attentions=output_attentions)
+        x = self.embeddings(None if input_ids is None else unpadded(input_ids), unpadded(positions),
+                            None if inputs_embeds is None else unpadded(inputs_embeds))  # (B, T, D) or (N, D)
+        x, hidden, attentions, cross = run_blocks(self.layers, x, bias, causal=causal, layout=layout, cache=cache,
+                                                  context=context, context_bias=context_bias,
+                                                  layerdrop=self.layerdrop, output_hidden_states=output_hidden_states,
+                                                  output_attentions=output_attentions)
         if self.final_norm is not None:
             x = self.final_norm(x)
         x = full(x)  # (B, T, D), zeros at padding
-        return BaseModelOutput(x, None, tuple(map(full, hidden)) + (x,) if output_hidden_states else None,
-                               tuple(attentions) if output_attentions else None, cache)
+        return BaseModelOutput(x, None, tuple(map(full, hidden)) + (x,) if output_hidden_states else None, cache,
+                               tuple(attentions) if output_attentions else None, tuple(cross) if cross else None)
 
 
 def shared_parameter_names(model: nn.Module) -> tuple[str, ...]:
@@ -144,6 +148,10 @@ class Seq2SeqPreTrainedModel(GenerationMixin, PreTrainedModel):
     def get_input_embeddings(self) -> nn.Embedding:
         return self.get_encoder().embeddings.word
 
+    def bridge(self, states: Tensor) -> Tensor:
+        """The encoder's (B, S, D) states as the decoder's cross-attention reads them."""
+        return states
+
     def encode(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """(B, S) source -> (B, S, D) the states the decoder's cross-attention reads."""
         return self.get_encoder()(input_ids, attention_mask).last_hidden_state
@@ -174,20 +182,22 @@ class Seq2SeqPreTrainedModel(GenerationMixin, PreTrainedModel):
         return Seq2SeqSlotCache(len(layers), slots, [layer.attn.n_kv_heads for layer in layers], max_len,
                                 layers[0].attn.d_head, compute_dtype(word), word.weight.device)
 
-    def encoder_output(self, input_ids, attention_mask, encoder_outputs, cache,
-                       output_hidden_states: bool, output_attentions: bool) -> BaseModelOutput | None:
-        """The encoder's output: given (``encoder_outputs``: an output, a tuple or a (B, S, D) tensor),
-        held by the cache (None: the decoder reads the cache), or computed now."""
+    def encoder_output(self, input_ids, attention_mask, encoder_outputs, cache, output_hidden_states: bool,
+                       output_attentions: bool, inputs_embeds: Tensor | None = None) -> BaseModelOutput | None:
+        """The encoder's output: given (``encoder_outputs``: an output, a tuple whose first item is the (B, S, D)
+        states, or those states), held by the cache (None: the decoder reads the cache), or computed now (from
+        input_ids or inputs_embeds)."""
         if encoder_outputs is not None:
-            if isinstance(encoder_outputs, Tensor):
-                return BaseModelOutput(encoder_outputs)
-            return encoder_outputs if isinstance(encoder_outputs, BaseModelOutput) else BaseModelOutput(*encoder_outputs)
+            if isinstance(encoder_outputs, BaseModelOutput):
+                return encoder_outputs
+            return BaseModelOutput(encoder_outputs if isinstance(encoder_outputs, Tensor) else encoder_outputs[0])
         if cache is not None:
             return None
-        if input_ids is None:
-            raise PlmkitError("give the source (input_ids), or encoder_outputs, or a cache made by make_cache")
+        if input_ids is None and inputs_embeds is None:
+            raise PlmkitError("give the source (input_ids or inputs_embeds), or encoder_outputs, or a cache made by "
+                              "make_cache")
         return self.get_encoder()(input_ids, attention_mask, output_hidden_states=output_hidden_states,
-                                  output_attentions=output_attentions)
+                                  output_attentions=output_attentions, inputs_embeds=inputs_embeds)
 
 
 class Seq2SeqLM:
@@ -203,10 +213,11 @@ class Seq2SeqLM:
 
     def decode(self, decoder_input_ids: Tensor, decoder_attention_mask: Tensor | None, encoder_states: Tensor | None,
                encoder_mask: Tensor | None, cache: Seq2SeqCache | None, unpad: bool,
-               output_hidden_states: bool, output_attentions: bool, position_ids: Tensor | None = None
-               ) -> BaseModelOutput:
-        """The decoder's output; ``position_ids`` (B, T): the decoder tokens' positions (None: counted from the
-        cache's length)."""
+               output_hidden_states: bool, output_attentions: bool, position_ids: Tensor | None = None,
+               inputs_embeds: Tensor | None = None) -> BaseModelOutput:
+        """The decoder's output (with ``cross_attentions`` when asked for attentions); ``position_ids`` (B, T):
+        the decoder tokens' positions (None: counted from the cache's length); ``inputs_embeds`` (B, T, D): given
+        in place of ``decoder_input_ids``' embeddings."""
         raise NotImplementedError
 
     def output_projection(self) -> tuple[callable | None, Tensor, Tensor | None]:
@@ -218,38 +229,49 @@ class Seq2SeqLM:
         label are seen by no labelled one, so skipping them changes nothing that counts."""
         return labelled_prefix(labels)
 
+    @takes_return_dict
     def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
                 decoder_input_ids: Tensor | None = None, decoder_attention_mask: Tensor | None = None,
                 encoder_outputs=None, past_key_values: Seq2SeqCache | None = None, labels: Tensor | None = None,
                 logits_to_keep: int = 0, output_attentions: bool = False, output_hidden_states: bool = False,
                 return_logits: bool | None = None, label_smoothing: float = 0.0,
-                decoder_position_ids: Tensor | None = None) -> Seq2SeqLMOutput:
-        """input_ids / attention_mask (B, S): the source; labels (B, T): the target, -100 = ignored;
-        decoder inputs are the labels shifted right after ``decoder_start_token_id`` unless given.
+                decoder_position_ids: Tensor | None = None, inputs_embeds: Tensor | None = None,
+                decoder_inputs_embeds: Tensor | None = None, use_cache: bool | None = None) -> Seq2SeqLMOutput:
+        """input_ids / attention_mask (B, S): the source (or inputs_embeds (B, S, D)); labels (B, T): the
+        target, -100 = ignored; decoder inputs are the labels shifted right after ``decoder_start_token_id``
+        unless given (decoder_input_ids, or decoder_inputs_embeds (B, T, D)).
 
         decoder_position_ids (B, T): the decoder tokens' positions, counted from 0 in each target (default:
         after the cache's length); rows of their own lengths need them (`make_slot_cache`).
 
+        use_cache=True: without ``past_key_values``, a new cache (growing with each call, holding the
+        cross-attention keys and values of this source) comes back in ``past_key_values``; the next call
+        passes it with the next decoder_input_ids (Hugging Face's incremental decoding; the source need not
+        be given again: the cache holds what the decoder reads of it).
         logits_to_keep: logits of the last k positions only (0 = all), as in generation.
         return_logits: None = logits unless training with labels (see the module docstring).
         label_smoothing: as ``torch.nn.CrossEntropyLoss(label_smoothing=...)``.
         """
+        attention_mask = attention_mask_2d(attention_mask)
+        decoder_attention_mask = attention_mask_2d(decoder_attention_mask, name="decoder_attention_mask")
         unpad = True
         if labels is not None:
-            if decoder_input_ids is None:
+            if decoder_input_ids is None and decoder_inputs_embeds is None:
                 decoder_input_ids = shift_tokens_right(labels, self.config.pad_token_id,
                                                        self.config.decoder_start_token_id)
                 if decoder_attention_mask is None:
                     decoder_attention_mask = self.decoder_mask_for_labels(decoder_input_ids, labels)
             if decoder_attention_mask is not None:  # a labelled position behind padding is computed too
                 unpad = not bool(((labels != IGNORE_INDEX) & (decoder_attention_mask == 0)).any())
-        if decoder_input_ids is None:
+        if decoder_input_ids is None and decoder_inputs_embeds is None:
             raise PlmkitError("give labels or decoder_input_ids: the decoder needs its inputs")
         enc = self.encoder_output(input_ids, attention_mask, encoder_outputs, past_key_values, output_hidden_states,
-                                  output_attentions)
+                                  output_attentions, inputs_embeds)
+        if use_cache and past_key_values is None:
+            past_key_values = growing_cache(self.decoder_layers(), self.bridge(enc.last_hidden_state), attention_mask)
         dec = self.decode(decoder_input_ids, decoder_attention_mask, None if enc is None else enc.last_hidden_state,
                           attention_mask, past_key_values, unpad, output_hidden_states, output_attentions,
-                          decoder_position_ids)
+                          decoder_position_ids, decoder_inputs_embeds)
         h = dec.last_hidden_state  # (B, T, D)
         transform, weight, bias = self.output_projection()
         if return_logits is None:
@@ -266,7 +288,7 @@ class Seq2SeqLM:
             if labels is not None:
                 loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
                                        ignore_index=IGNORE_INDEX, label_smoothing=label_smoothing)
-        return Seq2SeqLMOutput(loss, logits, past_key_values, dec.hidden_states, dec.attentions,
+        return Seq2SeqLMOutput(loss, logits, past_key_values, dec.hidden_states, dec.attentions, dec.cross_attentions,
                                None if enc is None else enc.last_hidden_state,
                                None if enc is None else enc.hidden_states, None if enc is None else enc.attentions)
 

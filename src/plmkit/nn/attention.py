@@ -236,6 +236,8 @@ class MultiHeadAttention(nn.Module):
             bias = layout.bias  # cross-attention, the keys are the context's, whose padding `bias` hides)
         y, probs = attend(q, k, v, bias, causal, self.dropout if self.training else 0.0, need_weights)
         y = y.transpose(1, 2).reshape(rows, t, self.n_heads * self.d_head)  # (B, T, H*d)
+        if probs is not None and probs.shape[0] != rows:  # (B_s, H, g*T, S) -> (B, H, T, S): each row's own
+            probs = probs.view(probs.shape[0], self.n_heads, -1, t, probs.shape[-1]).transpose(1, 2).flatten(0, 1)
         if layout is not None:
             y = layout.unpad(y)
         return self.out(y), probs

@@ -34,36 +34,41 @@ class TransformerBlock(nn.Module):
     def forward(self, x: Tensor, bias: Tensor | None = None, *, causal: bool = False,
                 layout: Unpadded | None = None, rotary=None, cache=None,
                 context=None, context_bias: Tensor | None = None,
-                need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
-        """x: (B, T, D) or (N, D) with ``layout``. Returns x and the self-attention probabilities."""
+                need_weights: bool = False) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """x: (B, T, D) or (N, D) with ``layout``. Returns x and, with ``need_weights``, the self-attention
+        probabilities (B, H, T, T) and the cross-attention ones (B, H, T, S; None without cross-attention)."""
         x, probs = self._residual(x, self.attn_norm, lambda h: self.attn(
             h, bias, causal=causal, layout=layout, rotary=rotary, cache=cache, need_weights=need_weights))
+        cross_probs = None
         if self.cross_attn is not None:
-            x, _ = self._residual(x, self.cross_norm, lambda h: self.cross_attn(h, context_bias, layout=layout,
-                                                                              context=context))
+            x, cross_probs = self._residual(x, self.cross_norm, lambda h: self.cross_attn(
+                h, context_bias, layout=layout, context=context, need_weights=need_weights))
         x, _ = self._residual(x, self.mlp_norm, lambda h: (self.mlp(h), None))
-        return x, probs
+        return x, probs, cross_probs
 
 
 def run_blocks(layers, x: Tensor, bias: Tensor | None = None, *, causal: bool = False, layout: Unpadded | None = None,
                rotary=None, cache=None, context=None, context_bias: Tensor | None = None, layerdrop: float = 0.0,
                output_hidden_states: bool = False, output_attentions: bool = False):
     """x through every block of ``layers``; returns x, the input of each block (hidden states when
-    asked for) and the self-attention probabilities (when asked for).
+    asked for), and the self- and cross-attention probabilities (when asked for; no cross: an empty list).
 
     cache: one entry per block (a KVCache). context: what every block's cross-attention reads: one
     (B, S, D) tensor (or `PaddedSource`) for all blocks, or a list with one entry per block (keys and
     values computed once, `Seq2SeqCache.cross`). layerdrop: in training, skip each block with this probability
     (Fan et al., 2019)."""
-    hidden, attentions = [], []
+    hidden, attentions, cross_attentions = [], [], []
     for i, layer in enumerate(layers):
         if output_hidden_states:
             hidden.append(x)
         if layerdrop and layer.training and float(torch.rand(())) < layerdrop:
             continue
-        x, probs = layer(x, bias, causal=causal, layout=layout, rotary=rotary, cache=None if cache is None else cache[i],
-                         context=context[i] if isinstance(context, list) else context, context_bias=context_bias,
-                         need_weights=output_attentions)
+        x, probs, cross_probs = layer(x, bias, causal=causal, layout=layout, rotary=rotary,
+                                      cache=None if cache is None else cache[i],
+                                      context=context[i] if isinstance(context, list) else context,
+                                      context_bias=context_bias, need_weights=output_attentions)
         if output_attentions:
             attentions.append(probs)
-    return x, hidden, attentions
+            if cross_probs is not None:
+                cross_attentions.append(cross_probs)
+    return x, hidden, attentions, cross_attentions

@@ -449,6 +449,18 @@ class Seq2SeqCache(KVCache):
             self.cross_bias = self.cross_bias[rows]
 
 
+def growing_cache(layers, context: Tensor | None = None, context_mask: Tensor | None = None) -> PastKeyValues:
+    """An empty cache that grows with each forward, what a forward with ``use_cache=True`` returns (Hugging
+    Face's DynamicCache): for a decoder reading ``context`` (B, S, D), a `Seq2SeqPastKeyValues` holding each
+    layer's cross-attention keys and values of it, computed once, and the bias hiding its padding
+    (``context_mask`` (B, S))."""
+    if context is None:
+        return PastKeyValues()
+    cross = [layer.cross_attn.project_kv(context) for layer in layers]  # (B, H_kv, S, d) each
+    padded = context_mask is not None and not bool(context_mask.all())
+    return Seq2SeqPastKeyValues([], cross, padding_bias(context_mask, context.dtype) if padded else None)
+
+
 def cross_attention_inputs(cache: Seq2SeqCache | None, context: Tensor | None, context_mask: Tensor | None,
                            dtype: torch.dtype, real_tokens: bool = False
                            ) -> tuple[Tensor | PaddedSource | list | None, Tensor | None]:

@@ -36,10 +36,13 @@ class TextEmbeddings(nn.Module):
         self.norm = nn.LayerNorm(dim, eps=eps)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, input_ids: Tensor, position_ids: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
-        x = self.word(input_ids) + self.position(position_ids)  # (..., D)
-        if self.token_type is not None:
-            x = x + self.token_type(token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids))
+    def forward(self, input_ids: Tensor | None, position_ids: Tensor, token_type_ids: Tensor | None = None,
+                inputs_embeds: Tensor | None = None) -> Tensor:
+        """``inputs_embeds`` (..., D): given token embeddings, in place of ``input_ids``' (positions and types
+        are added to them, as Hugging Face's BERT)."""
+        x = (self.word(input_ids) if inputs_embeds is None else inputs_embeds) + self.position(position_ids)
+        if self.token_type is not None:  # (..., D)
+            x = x + self.token_type(token_type_ids if token_type_ids is not None else torch.zeros_like(position_ids))
         return self.dropout(self.norm(x))
 
 
@@ -53,10 +56,14 @@ class ScaledEmbeddings(nn.Module):
     """
 
     def __init__(self, word: nn.Embedding, max_positions: int, *, scale: float = 1.0, offset: int = 0,
-                 sinusoidal: bool = False, norm: nn.Module | None = None, dropout: float = 0.0):
+                 sinusoidal: bool = False, norm: nn.Module | None = None, dropout: float = 0.0,
+                 scale_inputs_embeds: bool = False):
+        """``scale_inputs_embeds``: given token embeddings (``inputs_embeds``) are scaled too (Hugging Face's
+        Marian decoder); otherwise they are taken as they are (BART, Marian's encoder)."""
         super().__init__()
         dim = word.embedding_dim
         self.word, self.scale, self.offset, self.max_positions = word, scale, offset, max_positions
+        self.scale_inputs_embeds = scale_inputs_embeds
         if sinusoidal:
             self.position = None
             self.register_buffer("sinusoids", sinusoidal_table(max_positions, dim), persistent=False)
@@ -65,9 +72,10 @@ class ScaledEmbeddings(nn.Module):
         self.norm = norm
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, input_ids: Tensor, position_ids: Tensor) -> Tensor:  # (...) -> (..., D)
-        x = self.word(input_ids)
-        if self.scale != 1.0:
+    def forward(self, input_ids: Tensor | None, position_ids: Tensor,
+                inputs_embeds: Tensor | None = None) -> Tensor:  # (...) -> (..., D)
+        x = self.word(input_ids) if inputs_embeds is None else inputs_embeds
+        if self.scale != 1.0 and (inputs_embeds is None or self.scale_inputs_embeds):
             x = x * self.scale
         x = x + (self.sinusoids[position_ids] if self.position is None else self.position(position_ids + self.offset))
         return self.dropout(x if self.norm is None else self.norm(x))

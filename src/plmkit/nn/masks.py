@@ -137,8 +137,14 @@ def self_attention_masks(mask: Tensor | None, t: int, past: int, causal: bool, u
 
     mask: (B, past + T) 1 = token, 0 = padding (or None). Padding is removed (``layout``) when allowed:
     no cache, and every position that matters is a token (``unpad``), and not on the traceable path
-    (plmkit.nn.tracing), which keeps the whole mask.
+    (plmkit.nn.tracing), which keeps the whole mask. A 4-D mask (B or 1, 1 or H, T, past + T) is Hugging
+    Face's prepared one, used as it is (no causal mask added): float = additive, bool = True to attend.
     """
+    if mask is not None and mask.dim() == 4:
+        if mask.dtype is torch.bool:
+            return None, torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(
+                ~mask, torch.finfo(dtype).min), False
+        return None, mask.to(dtype), False
     if mask is not None and not is_traceable() and bool(mask.all()):
         mask = None
     if mask is None:
