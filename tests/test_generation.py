@@ -308,7 +308,7 @@ def test_bad_settings_are_config_errors_and_sampling_knobs_only_checked_when_sam
     from plmkit.errors import ConfigError
     ids = torch.tensor([[5, 6, 7]])
     for bad in (dict(max_new_tokens=0), dict(max_new_tokens=-1), dict(do_sample=True, temperature=0.0),
-                dict(do_sample=True, top_p=0.0), dict(do_sample=True, top_p=1.5), dict(do_sample=True, top_k=0),
+                dict(do_sample=True, top_p=0.0), dict(do_sample=True, top_p=1.5), dict(do_sample=True, top_k=-1),
                 dict(num_beams=0), dict(num_beams=2, do_sample=True), dict(max_new_tokens=2.5),
                 dict(eos_token_id=300), dict(eos_token_id=[2, -5]), dict(pad_token_id=10**6), dict(do_sample=True, seed=2**70),
                 dict(presence_penalty=2.5), dict(frequency_penalty=-3)):

@@ -48,3 +48,14 @@ def test_sampling_settings_given_where_nothing_samples_are_refused():
         with pytest.raises(ConfigError, match="applies to sampling only"):
             settings_of("generate", *flags)
     assert settings_of("chat", "--greedy").greedy  # chat's own sampling defaults are not "given"
+
+
+@pytest.mark.parametrize("command", ["generate", "chat"])
+def test_top_k_not_given_is_left_to_generate_and_0_turns_it_off(command, capsys):
+    """Without --top-k, generate() decides (the model's generation_config, else transformers' 50), as the help says:
+    the keyword is left out (None would turn top-k off); --top-k 0 samples among all tokens."""
+    assert "top_k" not in settings_of(command).generate_kwargs()
+    assert settings_of(command, "--top-k", "0").generate_kwargs()["top_k"] == 0
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([command, "--help"])
+    assert "else 50, as transformers' generate" in " ".join(capsys.readouterr().out.split())

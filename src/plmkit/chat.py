@@ -5,6 +5,9 @@ The template (one turn; a conversation is its turns back to back)::
     <|system|>\\n{system}\\n                     (optional, once, at the start)
     <|user|>\\n{user text}\\n<|assistant|>\\n{reply}<|endoftext|>
 
+A conversation may open with the assistant's message (a greeting): ``<|assistant|>\\n{reply}<|endoftext|>``,
+the reply's half of a turn.
+
 Why these markers: they are plain text, tokenized by the model's own BPE into ordinary pieces
 ("<|", "user", "|>"), so a small model trained from scratch (or any pretrained one) can learn them
 from a few hundred examples without new embedding rows that start out random, and any byte-level
@@ -34,12 +37,15 @@ def format_user(user_text: str) -> str:
     return f"{USER}\n{user_text}\n{ASSISTANT}\n"
 
 
-def format_turn(user_text: str, reply: str, eos: str = "<|endoftext|>") -> str:
-    return f"{format_user(user_text)}{reply}{eos}"
+def format_turn(user_text: str | None, reply: str, eos: str = "<|endoftext|>") -> str:
+    """A user turn and its reply; ``user_text`` None: the reply alone (a conversation's opening greeting)."""
+    head = format_user(user_text) if user_text is not None else f"{ASSISTANT}\n"
+    return f"{head}{reply}{eos}"
 
 
-def _pairs(history: Sequence) -> list[tuple[str, str]]:
-    """History as (user, assistant) pairs; accepts pairs or HF-style [{"role", "content"}, ...]."""
+def _pairs(history: Sequence) -> list[tuple[str | None, str]]:
+    """History as (user, assistant) pairs; accepts pairs or HF-style [{"role", "content"}, ...], which may open
+    with an assistant message (its pair's user None)."""
     if not history:
         return []
     if isinstance(history[0], dict):
@@ -47,10 +53,13 @@ def _pairs(history: Sequence) -> list[tuple[str, str]]:
         for m in messages:
             if m.get("role") not in ROLES or not isinstance(m.get("content"), str):
                 raise ConfigError(f"bad chat message {m!r}: need role in {ROLES} and string content")
+        opening = [(None, messages[0]["content"])] if messages and messages[0]["role"] == "assistant" else []
+        messages = messages[len(opening):]
         if len(messages) % 2 or any(m["role"] != ("user", "assistant")[i % 2] for i, m in enumerate(messages)):
-            raise ConfigError("chat history must alternate user, assistant messages, ending with an assistant reply")
-        return [(messages[i]["content"], messages[i + 1]["content"]) for i in range(0, len(messages), 2)]
-    return [(str(u), str(a)) for u, a in history]
+            raise ConfigError("chat history must alternate user, assistant messages (an assistant's may come "
+                              "first), ending with an assistant reply")
+        return opening + [(messages[i]["content"], messages[i + 1]["content"]) for i in range(0, len(messages), 2)]
+    return [(u if u is None else str(u), str(a)) for u, a in history]
 
 
 def _system_of(history: Sequence, system: str | None) -> str | None:
@@ -73,7 +82,7 @@ def format_prompt(history: Sequence, user_text: str, system: str | None = None,
 
 
 def truncate_history(tokenizer, history: Sequence, user_text: str, max_tokens: int,
-                     system: str | None = None) -> tuple[list[tuple[str, str]], list[int]]:
+                     system: str | None = None) -> tuple[list[tuple[str | None, str]], list[int]]:
     """Drop the oldest turns until the prompt fits in `max_tokens` tokens.
 
     Returns (kept turns as (user, reply) pairs, prompt token ids). The system text and the new user

@@ -19,14 +19,16 @@ logits_to_keep``. The encoder runs once; the cross-attention keys and values are
 source and every beam (or sample) of it reads them in place: they are never copied per beam nor
 reordered per step. `generate` returns the decoder's ids, starting with the decoder start token.
 
-Defaults: a setting not given comes from the model's ``generation_config`` (generation_config.json,
-or the decoding keys older checkpoints keep in config.json), else from the config (eos, pad, decoder
-start, forced BOS / EOS ids), else from `GenerationSettings`, as in Hugging Face.
+Defaults: a setting not given comes from generate's ``generation_config=``, else the model's ``generation_config``
+(generation_config.json, or the decoding keys older checkpoints keep in config.json), else from the config (eos,
+pad, decoder start, forced BOS / EOS ids), else from `GenerationSettings` but for top_k, which is 50 when sampling
+(`HF_TOP_K`), as in Hugging Face.
 
 This module imports nothing from plmkit's models, training, data or CLI code (only plmkit.nn).
 """
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import warnings
@@ -137,7 +139,7 @@ class GenerationSettings:
     min_length: int = setting(0, at_least=0)  # of the whole sequence (prompt, or decoder start, included), as HF
     do_sample: bool = False
     temperature: float = setting(1.0, at_least=0)  # > 0 when sampling
-    top_k: int | None = setting(None, at_least=0)  # >= 1 when sampling
+    top_k: int | None = setting(None, at_least=0)  # 0 or None: off (generate's default when sampling: HF_TOP_K)
     top_p: float | None = setting(None, at_least=0, at_most=1)  # > 0 when sampling
     num_beams: int = setting(1, at_least=1)
     length_penalty: float = 1.0
@@ -155,6 +157,11 @@ class GenerationSettings:
     decoder_start_token_id: int | None = setting(None, at_least=0)  # encoder-decoders: the decoder's first token
     bos_token_id: int | None = setting(None, at_least=0)  # generation_config.json's, checked only: there is a prompt
     stop_strings: tuple[str, ...] = ()
+    # what generate returns (not which tokens): a GenerateOutput, with the per-step scores and logits asked for
+    return_dict_in_generate: bool = False
+    output_scores: bool = False
+    output_logits: bool = False
+    use_cache: bool = True  # taken for transformers' code: plmkit always decodes with its KV cache (the same tokens)
 
     def check_values(self, vocab: int | None = None) -> None:
         """Each setting by type and range, and its token ids within the `vocab` ids the LM head scores;
@@ -178,13 +185,15 @@ class GenerationSettings:
         need(self.min_new_tokens <= self.max_new_tokens, "min_new_tokens must be in [0, max_new_tokens]")
         if self.do_sample:  # greedy and beam search ignore these, as in Hugging Face, which warns
             need(self.temperature > 0, "temperature must be > 0 (use do_sample=False for greedy decoding)")
-            need(self.top_k is None or self.top_k >= 1, "top_k must be >= 1")
             need(self.top_p is None or self.top_p > 0, "top_p must be in (0, 1]")
         else:
             unused = [f"{name}={value}" for name, value, off in (("temperature", self.temperature, (1.0,)),
                       ("top_k", self.top_k, (None, 0)), ("top_p", self.top_p, (None, 1.0))) if value not in off]
             if unused:
                 warnings.warn(f"{', '.join(unused)} only apply when sampling (do_sample=True): ignored", stacklevel=4)
+        if (self.output_scores or self.output_logits) and not self.return_dict_in_generate:
+            warnings.warn("output_scores / output_logits only apply with return_dict_in_generate=True: ignored",
+                          stacklevel=4)
         need(self.early_stopping in (True, False, "never"), f"early_stopping must be true, false or 'never', "
                                                             f"got {self.early_stopping!r}")
         need(not (self.num_beams > 1 and self.do_sample), "beam sampling (num_beams > 1 with do_sample) is not supported")
@@ -223,7 +232,7 @@ class GenerationSettings:
         if self.do_sample:
             if self.temperature != 1.0:
                 scores = scores / self.temperature
-            if self.top_k is not None:
+            if self.top_k:
                 scores = top_k_filter(scores, self.top_k)
             if self.top_p is not None and self.top_p < 1.0:
                 scores = top_p_filter(scores, self.top_p)
@@ -235,7 +244,11 @@ def next_tokens(s: GenerationSettings, logits: Tensor, sequences: Tensor, step: 
     """The next token of each row, (B,): the scores of ``logits`` (B, V) processed (`GenerationSettings.process`;
     ``sequences`` (B, L) every token so far, ``step`` new tokens so far, ``ignore`` the prompts' padding),
     then sampled or the most likely."""
-    scores = s.process(logits.float(), sequences, step, ignore)
+    return pick(s, s.process(logits.float(), sequences, step, ignore), generator)
+
+
+def pick(s: GenerationSettings, scores: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """The next token of each row of processed ``scores`` (B, V): sampled, or the most likely."""
     if s.do_sample:
         return torch.multinomial(scores.softmax(dim=-1), 1, generator=generator).squeeze(1)
     return scores.argmax(dim=-1)
@@ -351,15 +364,22 @@ def read_generation_config(directory: str | Path, vocab: int | None = None) -> d
 # transformers' settings that choose what its generate returns, not which tokens (every generation_config.json has some)
 OUTPUT_SETTINGS = frozenset({"use_cache", "output_attentions", "output_hidden_states", "output_scores", "output_logits",
                              "return_dict_in_generate"})
+NOT_RETURNED = ("output_attentions", "output_hidden_states")  # the OUTPUT_SETTINGS generate has no answer for
+HF_TOP_K = 50  # transformers' GenerationConfig default: generate samples among the 50 likeliest unless told otherwise
+
+
+def set_values(settings: dict) -> dict:
+    """The settings a generation config sets: those not None, less transformers' bookkeeping (transformers_version,
+    _from_model_config)."""
+    return {k: v for k, v in settings.items()
+            if v is not None and k != "transformers_version" and not k.startswith("_")}
 
 
 def other_generation_settings(directory: str | Path) -> dict:
-    """The settings of a model directory's generation_config.json that generate does not use (min_p,
+    """The settings of a model directory's generation_config.json that are no decoding default (min_p,
     suppress_tokens, OUTPUT_SETTINGS ...; {} without one), for save_pretrained to write back, so that
-    transformers decodes the directory it writes as the original. transformers' bookkeeping
-    (transformers_version, _from_model_config) is no setting and left out."""
-    return {k: v for k, v in _generation_file(directory)[1].items()
-            if k not in GENERATION_KEYS and k != "transformers_version" and not k.startswith("_") and v is not None}
+    transformers decodes the directory it writes as the original (generate reads OUTPUT_SETTINGS of them)."""
+    return {k: v for k, v in set_values(_generation_file(directory)[1]).items() if k not in GENERATION_KEYS}
 
 
 def _generation_file(directory: str | Path) -> tuple[Path, dict]:
@@ -370,6 +390,100 @@ def _generation_file(directory: str | Path) -> tuple[Path, dict]:
 def write_generation_config(directory: str | Path, settings: dict) -> None:
     from plmkit.utils.files import atomic_write_text
     atomic_write_text(Path(directory) / "generation_config.json", json.dumps(settings, indent=2, sort_keys=True) + "\n")
+
+
+class GenerationConfig(dict):
+    """A model's decoding defaults (``model.generation_config``: generation_config.json's settings), read and set
+    as attributes, as transformers' GenerationConfig (``model.generation_config.max_new_tokens = 5``), or as dict
+    items; a setting not set reads None, and setting None unsets it. save_pretrained writes it back."""
+
+    KNOWN = GENERATION_KEYS | OUTPUT_SETTINGS | SETTING_NAMES
+
+    def __getattr__(self, name: str):
+        if name in self or name in self.KNOWN:
+            return self.get(name)
+        raise AttributeError(f"GenerationConfig has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value) -> None:
+        if name not in self.KNOWN:
+            raise ConfigError(f"generation_config.{name}: not a setting plmkit's generate() takes; known: "
+                              f"{', '.join(sorted(self.KNOWN))}")
+        if value is None:
+            self.pop(name, None)
+        else:
+            self[name] = value
+
+    def __delattr__(self, name: str) -> None:
+        self.pop(name, None)
+
+    def to_dict(self) -> dict:
+        return dict(self)
+
+    @classmethod
+    def of(cls, config) -> GenerationConfig:
+        """``config`` (a dict, None, or anything with transformers' ``to_dict()``: a transformers GenerationConfig)
+        as a GenerationConfig of the settings it sets (`set_values`); a GenerationConfig is kept as it is."""
+        if isinstance(config, cls):
+            return config
+        values = config.to_dict() if callable(getattr(config, "to_dict", None)) else config
+        if not isinstance(values, dict | None):
+            raise ConfigError(f"generation_config must be a dict or a transformers GenerationConfig, got "
+                              f"{describe(config)}")
+        return cls(set_values(values or {}))
+
+
+class GenerateOutput(dict):
+    """What ``generate(..., return_dict_in_generate=True)`` returns, as transformers' GenerateDecoderOnlyOutput (and
+    its beam search and encoder-decoder twins): ``sequences``; with output_scores the processed scores of each
+    step, ``scores``, a tuple of (rows, V) fp32 tensors (beam search: log-probabilities, and ``sequences_scores``
+    (rows,)); with output_logits the raw ``logits`` alike; beam search: ``beam_indices`` (rows, new tokens),
+    int32, -1 past a sequence's end. Attributes (a field not asked for is None), ``out["scores"]``, or ``out[0]``
+    over the fields set, as transformers' ModelOutput."""
+
+    FIELDS = ("sequences", "sequences_scores", "scores", "logits", "beam_indices")
+
+    def __init__(self, **values):
+        super().__init__((k, values[k]) for k in self.FIELDS if values.get(k) is not None)
+
+    def __getattr__(self, name: str):
+        if name in self.FIELDS:
+            return self.get(name)
+        raise AttributeError(f"GenerateOutput has no attribute {name!r}")
+
+    def __getitem__(self, key):
+        return tuple(self.values())[key] if isinstance(key, int | slice) else super().__getitem__(key)
+
+    def to_tuple(self) -> tuple:
+        return tuple(self.values())
+
+
+class _Trace:
+    """What return_dict_in_generate returns besides the sequences, collected while generate runs: each step's raw
+    logits and processed scores where asked (none without return_dict_in_generate)."""
+
+    def __init__(self, s: GenerationSettings | None = None):
+        asked = s is not None and s.return_dict_in_generate
+        self.scores = [] if asked and s.output_scores else None
+        self.logits = [] if asked and s.output_logits else None
+        self.beam: dict[str, Tensor] = {}  # beam search's sequences_scores (with output_scores) and beam_indices
+
+    def process(self, s: GenerationSettings, logits: Tensor, sequences: Tensor, step: int, ignore: Tensor | None,
+                log_softmax: bool = False) -> Tensor:
+        """`GenerationSettings.process` of the fp32 ``logits`` (beam search: of their log-softmax), kept as asked."""
+        scores = logits.float()
+        if self.logits is not None:
+            self.logits.append(scores.clone())
+        scores = s.process(F.log_softmax(scores, dim=-1) if log_softmax else scores, sequences, step, ignore)
+        if self.scores is not None:
+            self.scores.append(scores)
+        return scores
+
+    def output(self, sequences: Tensor) -> GenerateOutput:
+        """The GenerateOutput, of ordinary tensors (not inference ones)."""
+        def plain(x):
+            return tuple(t.clone() for t in x) if isinstance(x, list) else None if x is None else x.clone()
+        return GenerateOutput(sequences=sequences.clone(), scores=plain(self.scores), logits=plain(self.logits),
+                              **{k: plain(v) for k, v in self.beam.items()})
 
 
 # -- incremental detokenisation -----------------------------------------------------------------
@@ -480,6 +594,15 @@ def _check_prompt(input_ids: Tensor, attention_mask: Tensor | None = None) -> No
         check_ids("attention_mask", attention_mask, 2, tuple(input_ids.shape))
 
 
+def mask_of_padding(input_ids: Tensor, s: GenerationSettings) -> Tensor | None:
+    """transformers' attention mask for inputs given without one: ``input_ids != pad_token_id`` where the pad id is
+    known, among the inputs and no EOS id; else None (every position a token)."""
+    pad = s.pad_token_id
+    if pad is None or pad in s.eos_token_ids or not bool((input_ids == pad).any()):
+        return None
+    return (input_ids != pad).long()
+
+
 def _check_left_padding(attention_mask: Tensor) -> None:
     """Every prompt of a padded batch holds a token and ends at the last position; the rows that do not are named."""
     empty = (~attention_mask.bool().any(1)).nonzero().flatten().tolist()
@@ -543,7 +666,7 @@ class Seq2SeqRun(CausalRun):
     per source, consecutive); ``cache.keep`` drops finished rows when each row has its own source."""
 
     def __init__(self, model, input_ids: Tensor, attention_mask: Tensor | None, rows: int, s: GenerationSettings,
-                 decoder_input_ids: Tensor | None = None):
+                 decoder_input_ids: Tensor | None = None, token_type_ids: Tensor | None = None):
         if decoder_input_ids is None:
             if s.decoder_start_token_id is None:
                 raise ConfigError("the decoder needs its first token: pass decoder_start_token_id=... (or "
@@ -552,7 +675,7 @@ class Seq2SeqRun(CausalRun):
         _check_room(model, decoder_input_ids.shape[1] + s.max_new_tokens)
         self.model = model
         self.prompt = decoder_input_ids.repeat_interleave(rows, 0)  # (N, t)
-        states = model.encode(input_ids, attention_mask)  # (B, S, D), once
+        states = _encode(model, input_ids, attention_mask, token_type_ids)  # (B, S, D), once
         self.cache = model.make_cache(self.prompt.shape[0], self.prompt.shape[1] + s.max_new_tokens, states,
                                       attention_mask)
 
@@ -562,6 +685,29 @@ class Seq2SeqRun(CausalRun):
     def step(self, token: Tensor) -> Tensor:
         return self.model(decoder_input_ids=token[:, None], past_key_values=self.cache,
                           logits_to_keep=1).logits[:, -1]
+
+
+def _encode(model, input_ids: Tensor, attention_mask: Tensor | None, token_type_ids: Tensor | None) -> Tensor:
+    """``model.encode`` of the sources, the encoder also given ``token_type_ids`` where there are some (a BERT
+    encoder's: bert2bert, as transformers passes them on); encode() takes the source and its mask only, so they
+    reach the encoder through a forward pre-hook."""
+    if token_type_ids is None:
+        return model.encode(input_ids, attention_mask)
+    encoder = model.get_encoder() if hasattr(model, "get_encoder") else None
+    if encoder is None or "token_type_ids" not in inspect.signature(encoder.forward).parameters:
+        raise ConfigError(f"token_type_ids: the encoder of {type(model).__name__} takes none (transformers refuses "
+                          "them too); leave them out")
+    if not isinstance(token_type_ids, Tensor) or token_type_ids.shape != input_ids.shape:
+        got = tuple(token_type_ids.shape) if isinstance(token_type_ids, Tensor) else describe(token_type_ids)
+        raise ConfigError(f"token_type_ids must be a tensor of the input ids' shape {tuple(input_ids.shape)}, "
+                          f"got {got}")
+    hook = encoder.register_forward_pre_hook(lambda module, args, kwargs: (args, {**kwargs,
+                                                                                "token_type_ids": token_type_ids}),
+                                             with_kwargs=True)
+    try:
+        return model.encode(input_ids, attention_mask)
+    finally:
+        hook.remove()
 
 
 # -- the mixin ----------------------------------------------------------------------------------
@@ -576,20 +722,47 @@ class GenerationMixin:
             row_major_lm_head(self)  # generate() left the LM head column-major
         return super().train(mode)
 
+    @property
+    def generation_config(self) -> GenerationConfig:
+        """generate()'s defaults (`GenerationConfig`): generation_config.json's, empty unless loaded or set; set it
+        to a GenerationConfig, a dict, a transformers GenerationConfig or None (empty)."""
+        config = self.__dict__.get("_generation_config")
+        if config is None:
+            config = self.__dict__["_generation_config"] = GenerationConfig()
+        return config
+
+    @generation_config.setter
+    def generation_config(self, config) -> None:
+        self.__dict__["_generation_config"] = GenerationConfig.of(config)
+
     def generation_defaults(self) -> dict:
-        """generate()'s defaults for this model: its config's special tokens, then its generation_config, but
-        the special ids beyond the vocabulary (`without_ids_outside`)."""
+        """generate()'s defaults for this model: its config's special tokens, then what generation_config.json says
+        generate returns (`OUTPUT_SETTINGS`), then its generation_config, but the special ids beyond the vocabulary
+        (`without_ids_outside`)."""
         from_config = {k: getattr(self.config, k) for k in CONFIG_DEFAULTS if getattr(self.config, k, None) is not None}
+        outputs = {k: v for k, v in (getattr(self, "generation_config_others", None) or {}).items()
+                   if k in OUTPUT_SETTINGS}
         # (a special id beyond the LM head's vocabulary, which a config may keep, names no token: left out)
-        return without_ids_outside({**from_config, **(getattr(self, "generation_config", None) or {})},
-                                   lm_vocab(self.config))
+        return without_ids_outside({**from_config, **outputs, **self.generation_config}, lm_vocab(self.config))
 
     def generation_settings(self, prompt_length: int, tokenizer=None, **given) -> GenerationSettings:
         """The checked settings one prompt of ``prompt_length`` tokens is generated with: ``given`` (generate's
         keywords) over this model's defaults, as `generate` decides them (a server steps its rows itself)."""
         return self._settings(given, 1, prompt_length, tokenizer)
 
-    def _settings(self, given: dict, batch: int, prompt_length: int, tokenizer=None) -> GenerationSettings:
+    def _settings(self, given: dict, batch: int, prompt_length: int, tokenizer=None,
+                  generation_config=None) -> GenerationSettings:
+        """``given`` (generate's keywords) over ``generation_config`` (the settings it sets) over this model's
+        `generation_defaults`, as transformers merges them; sampling without a top_k samples among the HF_TOP_K
+        likeliest, as transformers' default (a top_k of None given: off)."""
+        given = {**GenerationConfig.of(generation_config), **given}
+        if "top_k" in given and given["top_k"] is None:
+            given["top_k"] = 0
+        for name in NOT_RETURNED:
+            if given.pop(name, None):
+                raise ConfigError(f"generate does not return attentions or hidden states ({name}): run the model's "
+                                  "forward on the sequences it returns")
+        given.pop("bos_token_id", None)  # (a generation config's: there is a prompt)
         unknown = sorted(set(given) - SETTING_NAMES)
         if unknown:
             raise ConfigError(f"unknown generation setting(s) {', '.join(unknown)}; known: {', '.join(sorted(SETTING_NAMES))}")
@@ -597,7 +770,10 @@ class GenerationMixin:
         defaults = {k: v for k, v in self.generation_defaults().items() if k in SETTING_NAMES}
         if "max_new_tokens" in given or "max_length" in given:  # a length given wins over either default
             defaults = {k: v for k, v in defaults.items() if k not in ("max_new_tokens", "max_length")}
-        s = as_settings({**defaults, **given}, prompt_length)
+        values = {**defaults, **given}
+        s = as_settings(values, prompt_length)
+        if s.do_sample is True and "top_k" not in values:
+            s.top_k = HF_TOP_K
         s.check_values(lm_vocab(self.config))
         s.check()
         if s.stop_strings and tokenizer is None:
@@ -613,25 +789,37 @@ class GenerationMixin:
         return s
 
     def _run(self, input_ids: Tensor, attention_mask: Tensor | None, rows: int, s: GenerationSettings,
-             decoder_input_ids: Tensor | None = None) -> CausalRun:
+             decoder_input_ids: Tensor | None = None, token_type_ids: Tensor | None = None) -> CausalRun:
+        """How the model is stepped; a decoder-only model's prompts without ``attention_mask`` get one made of the
+        pad ids, as transformers makes it (`mask_of_padding`; not for an encoder's source, as transformers)."""
         if self.is_encoder_decoder:
-            return Seq2SeqRun(self, input_ids, attention_mask, rows, s, decoder_input_ids)
+            return Seq2SeqRun(self, input_ids, attention_mask, rows, s, decoder_input_ids, token_type_ids)
         if decoder_input_ids is not None:
             raise ConfigError("decoder_input_ids are for encoder-decoder models; a decoder-only model continues input_ids")
+        if token_type_ids is not None:
+            raise ConfigError("token_type_ids are an encoder's input (bert2bert's); a decoder-only model takes none")
+        if attention_mask is None:
+            attention_mask = mask_of_padding(input_ids, s)
         return CausalRun(self, input_ids, attention_mask, rows, s.max_new_tokens)
 
     def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None, *,
-                 decoder_input_ids: Tensor | None = None, tokenizer=None, seed: int | None = None,
-                 generator: torch.Generator | None = None, **settings) -> Tensor:
+                 decoder_input_ids: Tensor | None = None, token_type_ids: Tensor | None = None, tokenizer=None,
+                 seed: int | None = None, generator: torch.Generator | None = None, generation_config=None,
+                 **settings) -> Tensor | GenerateOutput:
         """Decoder-only: continue each prompt; returns prompt + new ids, (B, T + n), n <= max_new_tokens.
         Encoder-decoder: translate / summarise each source; returns the decoder's ids (B, 1 + n), from
         the decoder start token (or ``decoder_input_ids``) on.
 
-        input_ids (B, T) or (T,); attention_mask (B, T): prompts padded on the left, sources on the right.
-        Settings (Hugging Face's names; those not given: see the module docstring):
+        input_ids (B, T) or (T,); attention_mask (B, T): prompts padded on the left, sources on the right;
+        prompts without it: the positions holding pad_token_id are padding where it is known, among the prompts
+        and no EOS id (as transformers; sources: none is). token_type_ids (B, T): an encoder-decoder's encoder
+        takes them (bert2bert's BERT, as transformers; ``generate(**tokenizer(texts, return_tensors="pt"))``).
+        Settings (Hugging Face's names; those not given: ``generation_config`` (a transformers GenerationConfig or
+        a dict: what it sets), then see the module docstring):
         max_new_tokens (or max_length, prompt included); min_new_tokens, min_length: EOS is banned before
             (min_new_tokens, when given or a default, replaces min_length, as in Hugging Face).
         do_sample: sample from softmax(scores / temperature) after top_k / top_p filtering; else greedy.
+            top_k not given: the model's, else 50 (transformers' default); 0 or None: off.
         num_beams > 1: beam search; hypotheses are ranked by sum(log p) / new_length ** length_penalty;
             early_stopping: True, False or "never" (as Hugging Face); num_return_sequences: the best n
             of each input (or n samples each), consecutive rows.
@@ -646,25 +834,35 @@ class GenerationMixin:
             (or beams) without it are filled with the EOS id, as in Hugging Face.
         stop_strings: stop a sequence once its new text contains one of them (needs ``tokenizer``).
         seed / generator: make sampling reproducible.
+        return_dict_in_generate: a `GenerateOutput` (sequences, and the scores and logits of each step with
+            output_scores and output_logits, as transformers) instead of the ids; input_ids (T,) then count as (1, T).
+        use_cache: taken as transformers does; plmkit always decodes with its KV cache (the same tokens either way).
         """
         _check_prompt(input_ids, attention_mask)
         if input_ids.dim() == 1:
             mask = None if attention_mask is None else attention_mask[None]
-            return self.generate(input_ids[None], mask, decoder_input_ids=decoder_input_ids, tokenizer=tokenizer,
-                                 seed=seed, generator=generator, **settings)[0]
+            types = None if token_type_ids is None else token_type_ids[None]
+            out = self.generate(input_ids[None], mask, decoder_input_ids=decoder_input_ids, token_type_ids=types,
+                                tokenizer=tokenizer, seed=seed, generator=generator,
+                                generation_config=generation_config, **settings)
+            return out[0] if isinstance(out, Tensor) else out
         prompt = decoder_input_ids if decoder_input_ids is not None else input_ids
         s = self._settings(settings, input_ids.shape[0], 1 if self.is_encoder_decoder and decoder_input_ids is None
-                           else prompt.shape[1], tokenizer)
+                           else prompt.shape[1], tokenizer, generation_config)
         rows = input_ids.shape[0] * max(s.num_beams, s.num_return_sequences)
+        trace = _Trace(s)
         with decoding_layout(self, pack=rows > 1 and s.max_new_tokens >= PACK_FROM_STEPS), torch.inference_mode():
             if s.num_beams > 1:
-                out = self._beam_search(input_ids, attention_mask, s, decoder_input_ids)
+                out = self._beam_search(input_ids, attention_mask, s, decoder_input_ids, token_type_ids, trace)
             else:
-                run = self._run(input_ids, attention_mask, s.num_return_sequences, s, decoder_input_ids)
-                for sequences, end in self._decode_steps(run, s, tokenizer, _generator(seed, generator, input_ids)):
+                run = self._run(input_ids, attention_mask, s.num_return_sequences, s, decoder_input_ids,
+                                token_type_ids)
+                for sequences, end in self._decode_steps(run, s, tokenizer, _generator(seed, generator, input_ids),
+                                                         trace):
                     pass
                 out = sequences[:, :end]
-        return out.clone()  # made outside inference mode: an ordinary tensor that autograd may use later
+        # (made outside inference mode: ordinary tensors that autograd may use later)
+        return trace.output(out) if s.return_dict_in_generate else out.clone()
 
     def stream(self, tokenizer, prompt: str | Tensor, attention_mask: Tensor | None = None, *,
                skip_special_tokens: bool = True, seed: int | None = None, generator: torch.Generator | None = None,
@@ -685,7 +883,8 @@ class GenerationMixin:
             raise ConfigError(f"stream() continues one prompt; got a batch of {ids.shape[0]} (use generate)")
         if settings.get("num_beams", 1) not in (None, 1):
             raise ConfigError("stream() does not support beam search: beams are only final at the end (use generate)")
-        s = self._settings({**settings, "num_beams": 1}, 1, 1 if self.is_encoder_decoder else ids.shape[1], tokenizer)
+        s = self._settings({**settings, "num_beams": 1, "return_dict_in_generate": False}, 1,
+                           1 if self.is_encoder_decoder else ids.shape[1], tokenizer)
         decoder = IncrementalDecoder(tokenizer, skip_special_tokens)
         with decoding_layout(self), torch.inference_mode():
             run = self._run(ids, attention_mask, 1, s)
@@ -698,9 +897,11 @@ class GenerationMixin:
             yield rest
 
     # -- greedy and sampling --------------------------------------------------------------------
-    def _decode_steps(self, run: CausalRun, s: GenerationSettings, tokenizer,
-                      generator: torch.Generator | None) -> Iterator[tuple[Tensor, int]]:
-        """Yields (sequences buffer (N, t + max_new), length written) after each step."""
+    def _decode_steps(self, run: CausalRun, s: GenerationSettings, tokenizer, generator: torch.Generator | None,
+                      trace: _Trace | None = None) -> Iterator[tuple[Tensor, int]]:
+        """Yields (sequences buffer (N, t + max_new), length written) after each step; ``trace`` keeps each step's
+        logits and scores as asked."""
+        trace = trace or _Trace()
         n, t = run.prompt.shape
         device = run.prompt.device
         sequences = torch.empty(n, t + s.max_new_tokens, dtype=torch.long, device=device)
@@ -711,7 +912,7 @@ class GenerationMixin:
         # the finished rows' token: the pad id, else (one prompt's samples, `_settings`) the EOS id
         fill = s.pad_token_id if s.pad_token_id is not None else (s.eos_token_ids or (None,))[0]
         for step in range(s.max_new_tokens):
-            token = next_tokens(s, logits, sequences[:, :t + step], step, generator, run.ignore)
+            token = pick(s, trace.process(s, logits, sequences[:, :t + step], step, run.ignore), generator)
             if fill is not None:
                 token = token.masked_fill(finished, fill)
             sequences[:, t + step] = token
@@ -726,8 +927,10 @@ class GenerationMixin:
 
     # -- beam search ----------------------------------------------------------------------------
     def _beam_search(self, input_ids: Tensor, attention_mask: Tensor | None, s: GenerationSettings,
-                     decoder_input_ids: Tensor | None = None) -> Tensor:
-        """Hugging Face's vectorised beam search, so results agree token for token.
+                     decoder_input_ids: Tensor | None = None, token_type_ids: Tensor | None = None,
+                     trace: _Trace | None = None) -> Tensor:
+        """Hugging Face's vectorised beam search, so results agree token for token: the best sequences (B * k, t + n);
+        ``trace`` keeps each step's logits and scores, and the sequences' scores and beam indices.
 
         Each step keeps the ``num_beams`` best unfinished continuations; a continuation that ends in EOS
         (or reaches max length) competes for the finished set with score sum(log p) / new_length ** length_penalty.
@@ -735,8 +938,8 @@ class GenerationMixin:
         at the current length; "never": at the longest possible, when length_penalty > 0), or, with
         early_stopping True, as soon as every input has num_beams finished hypotheses.
         """
-        b, nb = input_ids.shape[0], s.num_beams
-        run = self._run(input_ids, attention_mask, nb, s, decoder_input_ids)
+        b, nb, trace = input_ids.shape[0], s.num_beams, trace or _Trace()
+        run = self._run(input_ids, attention_mask, nb, s, decoder_input_ids, token_type_ids)
         t = run.prompt.shape[1]
         total, device = t + s.max_new_tokens, input_ids.device
         keep = max(2, 1 + len(s.eos_token_ids)) * nb
@@ -744,8 +947,12 @@ class GenerationMixin:
         # Hugging Face fills with the pad id unless it is 0 (falsy there), else with the first EOS
         fill = s.pad_token_id if s.pad_token_id else (s.eos_token_ids[0] if s.eos_token_ids else 0)
 
-        running = torch.full((b, nb, total), fill, dtype=torch.long, device=device)
+        # each beam's tokens, then (columns total:) the row each of its new tokens was chosen from (transformers'
+        # beam_indices; -1: none yet), gathered along with them
+        width = total + s.max_new_tokens
+        running = torch.full((b, nb, width), fill, dtype=torch.long, device=device)
         running[:, :, :t] = run.prompt.view(b, nb, t)
+        running[:, :, total:] = -1
         finished_seqs = running.clone()
         running_scores = torch.zeros(b, nb, device=device)
         running_scores[:, 1:] = -1e9  # all beams start identical: only the first one may expand at step 0
@@ -759,24 +966,24 @@ class GenerationMixin:
         logits = run.first()
         for step in range(s.max_new_tokens):
             cur = t + step
-            log_probs = F.log_softmax(logits.float(), dim=-1)
-            log_probs = s.process(log_probs, running[:, :, :cur].reshape(b * nb, cur), step, run.ignore)
+            log_probs = trace.process(s, logits, running[:, :, :cur].reshape(b * nb, cur), step, run.ignore, True)
             v = log_probs.shape[-1]
             log_probs = (log_probs.view(b, nb, v) + running_scores[:, :, None]).view(b, nb * v)
             top_scores, top_index = log_probs.topk(keep, dim=-1)  # (b, keep)
             source, token = top_index // v, top_index % v
-            candidates = running.gather(1, source[:, :, None].expand(b, keep, total)).clone()
+            candidates = running.gather(1, source[:, :, None].expand(b, keep, width)).clone()
             candidates[:, :, cur] = token
+            candidates[:, :, total + step] = source + offsets
             ends = torch.isin(token, eos) if eos is not None else torch.zeros_like(token, dtype=torch.bool)
             if cur + 1 >= total:
                 ends = torch.ones_like(ends)
 
             # the best continuations that did not end keep running
             alive_scores = top_scores + ends.float() * -1e9
-            pick = alive_scores.topk(nb, dim=-1).indices  # (b, nb)
-            running = candidates.gather(1, pick[:, :, None].expand(b, nb, total))
-            running_scores = alive_scores.gather(1, pick)
-            beam_source = source.gather(1, pick)
+            alive = alive_scores.topk(nb, dim=-1).indices  # (b, nb)
+            running = candidates.gather(1, alive[:, :, None].expand(b, nb, width))
+            running_scores = alive_scores.gather(1, alive)
+            beam_source = source.gather(1, alive)
 
             # the best continuations that ended compete with the finished hypotheses
             just_ended = ends & first_nb[None]
@@ -788,7 +995,7 @@ class GenerationMixin:
             merged_scores = torch.cat([finished_scores, scores], dim=1)
             best = merged_scores.topk(nb, dim=-1).indices
             finished_scores = merged_scores.gather(1, best)
-            finished_seqs = torch.cat([finished_seqs, candidates], 1).gather(1, best[:, :, None].expand(b, nb, total))
+            finished_seqs = torch.cat([finished_seqs, candidates], 1).gather(1, best[:, :, None].expand(b, nb, width))
             finished_len = torch.cat([finished_len, torch.full_like(token, cur + 1 - t)], 1).gather(1, best)
             is_finished = torch.cat([is_finished, just_ended], 1).gather(1, best)
 
@@ -804,7 +1011,11 @@ class GenerationMixin:
             logits = run.step(running[:, :, cur].reshape(b * nb))
         k = s.num_return_sequences
         n = int(finished_len[:, :k].max())
-        return finished_seqs[:, :k, :t + n].reshape(b * k, t + n)
+        chosen = finished_seqs[:, :k].reshape(b * k, width)
+        trace.beam["beam_indices"] = chosen[:, total:total + n].int()
+        if s.output_scores:
+            trace.beam["sequences_scores"] = finished_scores[:, :k].reshape(b * k)
+        return chosen[:, :t + n]
 
 
 def _device(model) -> torch.device:
@@ -844,7 +1055,7 @@ def _hits_stop_string(tokenizer, sequences: Tensor, start: int, end: int, stops:
     return hits
 
 
-__all__ = ["CausalRun", "GenerationMixin", "GenerationSettings", "IncrementalDecoder", "bad_words_", "decoding_layout",
-           "next_tokens", "no_repeat_ngram_", "other_generation_settings", "presence_frequency_penalty_", "prompt_ids",
-           "read_generation_config", "repetition_penalty_", "Seq2SeqRun", "top_k_filter", "top_p_filter",
-           "write_generation_config"]
+__all__ = ["CausalRun", "GenerateOutput", "GenerationConfig", "GenerationMixin", "GenerationSettings",
+           "IncrementalDecoder", "bad_words_", "decoding_layout", "mask_of_padding", "next_tokens", "no_repeat_ngram_",
+           "other_generation_settings", "pick", "presence_frequency_penalty_", "prompt_ids", "read_generation_config",
+           "repetition_penalty_", "Seq2SeqRun", "top_k_filter", "top_p_filter", "write_generation_config"]

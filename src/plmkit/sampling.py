@@ -22,7 +22,8 @@ class SamplingSettings(Settings):
 
     max_new_tokens: int = setting(64, "tokens to generate at most", metavar="N", at_least=1)
     temperature: float = setting(0.8, "sampling temperature (0: greedy)", metavar="T", at_least=0)
-    top_k: int | None = setting(None, "sample among the K most likely tokens", metavar="K", at_least=1)
+    top_k: int | None = setting(None, "sample among the K most likely tokens, 0: among all (not given: the model's "
+                                "generation_config's, else 50, as transformers' generate)", metavar="K", at_least=0)
     top_p: float | None = setting(0.95, "nucleus sampling: the smallest set of tokens with probability >= P",
                                   metavar="P", above=0, at_most=1)
     repetition_penalty: float = setting(1.0, "> 1 discourages repeating tokens (1.0: off)", metavar="R", above=0)
@@ -51,7 +52,9 @@ class SamplingSettings(Settings):
         if self.num_beams > 1:
             kwargs["num_beams"] = self.num_beams
         if self.sample:
-            kwargs.update(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p)
+            kwargs.update(temperature=self.temperature, top_p=self.top_p)
+            if self.top_k is not None:  # (left out: generate's default; a top_k of None would turn top-k off)
+                kwargs["top_k"] = self.top_k
         return kwargs
 
 

@@ -91,14 +91,14 @@ def test_token_id_prompts_a_tiny_temperature_and_a_negative_seed(client, referen
 
 def test_sampling_fields_left_out_are_the_models_and_given_ones_win(tmp_path, dirs):
     """As vLLM: a model whose generation_config.json samples at temperature 0.2 within top_p 0.001 (so always its
-    most likely token): a request that leaves both out samples as the model says (greedy here), one that gives
-    top_p 1 samples the whole distribution at the model's temperature, one that gives temperature 1 and top_p 1
-    samples at 1."""
+    most likely token) and top_k 5: a request that leaves both out samples as the model says (greedy here), one
+    that gives top_p 1 samples the model's top 5 at its temperature, one that gives temperature 1 and top_p 1
+    samples them at 1."""
     import shutil
     model_dir = tmp_path / "gpt"
     shutil.copytree(dirs["gpt"], model_dir)
     (model_dir / "generation_config.json").write_text(json.dumps({"do_sample": True, "temperature": 0.2,
-                                                                 "top_p": 0.001}))
+                                                                 "top_p": 0.001, "top_k": 5}))
     own = load_served_model("own", str(model_dir), "cpu")
     prompt = "The old sailor walked down to the harbour"
     ids = torch.tensor([own.tokenizer.encode(prompt)])
@@ -108,16 +108,35 @@ def test_sampling_fields_left_out_are_the_models_and_given_ones_win(tmp_path, di
         return own.tokenizer.decode(out[0, ids.shape[1]:].tolist(), skip_special_tokens=True)
 
     assert sampled(temperature=0.2, top_p=1.0) != sampled(temperature=1.0, top_p=1.0)  # (the fields matter)
+    assert sampled(temperature=1.0, top_p=1.0) != sampled(temperature=1.0, top_p=1.0, top_k=0)
     with sh.running(create_app({"own": str(model_dir)}, ServeSettings(device="cpu"))) as url:
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60)
 
         def served(**fields) -> str:
             return client.completions.create(model="own", prompt=prompt, max_tokens=10, seed=3, **fields).choices[0].text
 
-        assert served() == greedy(own, ids[0].tolist(), 10, temperature=1.0, top_p=1.0)  # (neutral: no warning)
+        neutral = dict(temperature=1.0, top_p=1.0, top_k=0)  # (values that change nothing: no warning)
+        assert served() == greedy(own, ids[0].tolist(), 10, **neutral)
         assert served(top_p=1.0) == sampled(temperature=0.2, top_p=1.0)
         assert served(temperature=1.0, top_p=1.0) == sampled(temperature=1.0, top_p=1.0)
-        assert served(temperature=0) == greedy(own, ids[0].tolist(), 10, temperature=1.0, top_p=1.0)
+        assert served(temperature=0) == greedy(own, ids[0].tolist(), 10, **neutral)
+
+
+def test_a_sampled_completion_gets_no_top_k_where_the_model_sets_none(client, reference):
+    """As vLLM, not as transformers' generate (which samples among the 50 likeliest tokens where nothing sets a
+    top_k): a request with a temperature > 0 samples the whole distribution when the model's generation_config
+    sets no top_k."""
+    prompt = "The old sailor walked down to the harbour"
+    ids = torch.tensor([reference.tokenizer.encode(prompt)])
+    assert "top_k" not in reference.model.generation_defaults()
+
+    def sampled(**settings) -> str:
+        out = reference.model.generate(ids, max_new_tokens=12, do_sample=True, temperature=1.0, seed=3, **settings)
+        return reference.tokenizer.decode(out[0, ids.shape[1]:].tolist(), skip_special_tokens=True)
+
+    assert sampled() != sampled(top_k=0)  # (generate's top 50 changes the draws here)
+    served = client.completions.create(model="gpt", prompt=prompt, max_tokens=12, temperature=1.0, seed=3)
+    assert served.choices[0].text == sampled(top_k=0)
 
 
 def test_max_tokens_left_out_is_16_or_what_fits_each_prompt(client, reference):
@@ -279,7 +298,7 @@ def test_completion_logprobs_are_the_raw_log_softmax_streamed_or_not(client, ref
     ask = dict(model="gpt", prompt=prompt, max_tokens=10, temperature=1.5, seed=3, logprobs=3)
     r = client.completions.create(**ask)
     generated = reference.model.generate(torch.tensor([ids]), max_new_tokens=10, do_sample=True, temperature=1.5,
-                                         seed=3)[0, len(ids):].tolist()
+                                         top_k=0, seed=3)[0, len(ids):].tolist()  # (the server sets no top-k)
     chosen, top = raw_logprobs(reference, ids, generated, 3)
     lp = r.choices[0].logprobs
     assert lp.tokens == [token_text(b) for b in reference.tokenizer.token_bytes(generated)]
@@ -448,10 +467,11 @@ def test_models_list_and_attention_picture(client, url):
 
 @pytest.mark.parametrize("path, body, status, code, says", [
     ("/v1/completions", b'{"model": "gpt", "prompt": ', 400, "invalid_json", "not valid JSON"),
-    ("/v1/completions", b'[1, 2]', 400, "invalid_value", "valid dictionary"),
+    ("/v1/completions", b'[1, 2]', 400, "invalid_value", "must be a JSON object, not an array"),
     ("/v1/completions", {"model": "gpt", "prompt": "x", "temperature": "hot"}, 400, "invalid_value", "temperature"),
     ("/v1/completions", {"model": "gpt", "prompt": "x", "max_tokens": "5"}, 400, "invalid_value", "max_tokens"),
-    ("/v1/completions", {"model": "gpt", "prompt": "x", "best_of": 2}, 400, "invalid_value", "best_of: unknown field"),
+    ("/v1/completions", {"model": "gpt", "prompt": "x", "best_of": 2}, 400, "invalid_value",
+     "best_of=2: not supported by this server"),
     ("/v1/completions", {"model": "gpt"}, 400, "invalid_value", "prompt: required"),
     ("/v1/completions", {"model": "nope", "prompt": "x"}, 404, "model_not_found", "'nope' does not exist"),
     ("/v1/completions", {"model": "gpt", "prompt": ""}, 400, "empty_prompt", "empty"),

@@ -334,6 +334,22 @@ def test_a_full_queue_is_refused_and_a_budget_splits_batches():
     assert results == [["a"], ["b"], ["c"], ["d"]] and batches == [1, 2, 1]  # 8 tokens: two 4-token inputs a batch
 
 
+def test_one_requests_inputs_are_split_within_the_budget_and_join_an_idle_queue_whole():
+    """max_tokens 8, max_queue 2: a request of 7 inputs (one of 12 tokens, over the budget: alone) runs in parts of
+    at most 8 padded tokens, its results in order, though its parts outnumber max_queue on an empty queue."""
+    batches = []
+
+    def run(items):
+        batches.append(list(items))
+        return [item.upper() for item in items]
+
+    batcher = EncoderBatcher("enc", run, max_tokens=8, max_wait=0.0, max_queue=2, batching=False)
+    items, lengths = list("abcdefg"), [2, 2, 2, 2, 12, 3, 1]
+    assert [w.items for w in batcher.split(items, lengths)] == [["a", "b", "c", "d"], ["e"], ["f", "g"]]
+    assert while_running(batcher, lambda: batcher.submit(items, lengths, 10)) == list("ABCDEFG")
+    assert batches == [["a", "b", "c", "d"], ["e"], ["f", "g"]]
+
+
 def test_requests_that_came_during_a_batch_wait_for_companions_once_it_ends():
     """The wait counts from the end of the running batch: b, which came while a ran (longer than max_wait), still
     waits for c, which comes just after a's batch; counted from b's arrival, b would have run alone."""

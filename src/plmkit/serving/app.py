@@ -4,6 +4,7 @@
     GET  /health                503 {"status": "loading"} until every model is loaded, then 200
     GET  /metrics               Prometheus (serving/metrics.py)
     GET  /v1/models             the models by name, with their kind and routes
+    GET  /v1/models/{name}      one of them (404 model_not_found for another name)
     POST /v1/completions        decoders: text completion (echo with logprobs: the prompt's logprobs too; max_tokens
                                 0: those alone); encoder-decoders: the prompt's target; stream: server-sent events
     POST /v1/chat/completions   decoders: `plmkit chat`'s template; stream: server-sent events
@@ -13,8 +14,11 @@
 
 Models load in a thread when the app starts (/health says 503 meanwhile). Requests reach a model's
 batcher (serving/batching.py: its generation batcher for completions and chat, its encoder batcher for
-the other routes) and wait there; every error is OpenAI's body (serving/protocol.py).
+the other routes) and wait there; every error is OpenAI's body (serving/protocol.py). Texts are tokenized on
+the event loop when short (a worker thread's hop costs more), in a worker thread when long (so that /health
+and streams go on meanwhile); a text whose start alone is over the model's limit is refused unread further.
 With an API key, every request but the page, its script and /health needs ``Authorization: Bearer KEY``.
+Browsers on --allowed-origins may call the API (CORS; none by default).
 """
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ import time
 from contextlib import asynccontextmanager
 from functools import partial
 from importlib import resources
-from typing import Callable
+from typing import Any, Callable
 
 import anyio
 import numpy as np
@@ -35,6 +39,7 @@ import orjson
 import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -55,6 +60,10 @@ log = logging.getLogger("plmkit.serving")
 OPEN_PATHS = ("/", "/static/playground.js", "/health")  # no API key asked (they hold no data)
 COMPLETION_DEFAULT_MAX_TOKENS = 16  # OpenAI's
 GENERATION_ROUTES = ("/v1/completions", "/v1/chat/completions")  # a model's generation batcher; others its encoder one
+# a request's texts of this many characters at most are tokenized on the event loop: a worker thread's hop costs
+# ~100 us more than tokenizing a sentence (~0.3 us a character; MiniLM, 2 CPU cores)
+INLINE_CHARS = 2048
+BOUND_CHARS_PER_TOKEN, BOUND_MARGIN = 8, 1024  # a long text's start tokenized to bound its tokens (`encode_within`)
 
 
 class Server:
@@ -116,13 +125,17 @@ class Server:
                            if self.state == "loading" else f"the models failed to load: {self.error}",
                            type="service_unavailable", code="loading")
 
-    def model(self, name: str, route: str) -> tuple[ServedModel, Worker]:
-        """The model called ``name`` and its batcher for ``route``, if it answers that route."""
+    def served(self, name: str) -> ServedModel:
+        """The model called ``name`` (404 model_not_found when there is none)."""
         self.check_ready()
         if name not in self.models:
             raise ApiError(404, f"the model {name!r} does not exist; this server has {', '.join(map(repr, self.models))}",
                            code="model_not_found", param="model")
-        served = self.models[name]
+        return self.models[name]
+
+    def model(self, name: str, route: str) -> tuple[ServedModel, Worker]:
+        """The model called ``name`` and its batcher for ``route``, if it answers that route."""
+        served = self.served(name)
         if route == "/v1/chat/completions" and served.is_seq2seq:
             raise bad_request(f"the model {name!r} is an encoder-decoder ({type(served.model).__name__}) and has no "
                               "chat template: send its source text to /v1/completions", param="model",
@@ -132,6 +145,13 @@ class Server:
                               f"not {route}", param="model", code="wrong_model")
         kind = GenerationBatcher.kind if route in GENERATION_ROUTES else EncoderBatcher.kind
         return served, self.workers[name][kind]
+
+
+def model_object(m: ServedModel) -> dict:
+    """OpenAI's model object, with plmkit's kind, routes and context length."""
+    return {"id": m.name, "object": "model", "created": m.created, "owned_by": "plmkit", "kind": m.kind,
+            "endpoints": m.endpoints, "context_length": m.context_length,
+            **({"task": m.task.name} if m.task is not None else {})}
 
 
 # -- what the encoder batchers run ---------------------------------------------------------------
@@ -222,6 +242,39 @@ async def until_disconnected(request: Request) -> None:
         pass
 
 
+async def off_loop(work: Callable[[], Any], chars: int):
+    """``work()``, tokenizing ``chars`` characters: on the event loop up to `INLINE_CHARS`, else in a worker thread
+    (seconds for megabytes, during which the loop answers the other requests)."""
+    return work() if chars <= INLINE_CHARS else await run_in_threadpool(work)
+
+
+def chars_of(texts: list) -> int:
+    return sum(len(t) for t in texts if isinstance(t, str))
+
+
+def encode_all(encode: Callable[[str], list[int]], tokenizer, texts: list[str | list[int]], limit: int,
+               param: str) -> list[list[int]]:
+    """Each text encoded (`encode_within`), token-id lists as they are."""
+    where = [f"{param}[{i}]" if len(texts) > 1 else param for i in range(len(texts))]
+    return [encode_within(encode, tokenizer, t, limit, w) if isinstance(t, str) else t for t, w in zip(texts, where)]
+
+
+def encode_within(encode: Callable[[str], list[int]], tokenizer, text: str, limit: int, where: str) -> list[int]:
+    """``encode(text)``; a text whose start alone has more than ``limit`` tokens is a 400 (context_length_exceeded)
+    without tokenizing the rest: its first ``BOUND_CHARS_PER_TOKEN * limit`` characters are tokenized, and the
+    tokens that end `BOUND_MARGIN` characters before that cut (which the rest of the text cannot change) counted."""
+    cut = BOUND_CHARS_PER_TOKEN * limit + BOUND_MARGIN
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if len(text) > cut and backend is not None:
+        offsets = backend.encode(text[:cut], add_special_tokens=False).offsets
+        at_least = sum(end <= cut - BOUND_MARGIN for _, end in offsets)
+        if at_least > limit:
+            raise ApiError(400, f"{where} has more than {limit} tokens (its first {cut - BOUND_MARGIN} characters "
+                                f"alone have {at_least}), but this model takes at most {limit} tokens; shorten it",
+                           code="context_length_exceeded", param=where.partition("[")[0])
+    return encode(text)
+
+
 def check_lengths(inputs: list[list[int]], limit: int, param: str) -> None:
     """Inputs (embeddings, an encoder-decoder's sources) of at most ``limit`` tokens each, else a 400 naming both."""
     for i, ids in enumerate(inputs):
@@ -273,6 +326,9 @@ def create_app(models: dict[str, str], settings: ServeSettings | None = None,
     app.state.server = server
     _add_error_handlers(app)
     app.add_middleware(Guard, server=server)
+    if server.settings.allowed_origins:  # (added last, so outermost: a preflight carries no API key)
+        app.add_middleware(CORSMiddleware, allow_origins=server.settings.allowed_origins, allow_methods=["*"],
+                           allow_headers=["*"])
     page = resources.files("plmkit.serving") / "static"
 
     @app.get("/", include_in_schema=False)
@@ -297,26 +353,30 @@ def create_app(models: dict[str, str], settings: ServeSettings | None = None,
     @app.get("/v1/models")
     async def list_models() -> dict:
         server.check_ready()
-        return {"object": "list", "data": [
-            {"id": m.name, "object": "model", "created": m.created, "owned_by": "plmkit", "kind": m.kind,
-             "endpoints": m.endpoints, "context_length": m.context_length,
-             **({"task": m.task.name} if m.task is not None else {})} for m in server.models.values()]}
+        return {"object": "list", "data": [model_object(m) for m in server.models.values()]}
+
+    @app.get("/v1/models/{name:path}")
+    async def retrieve_model(name: str) -> dict:
+        return model_object(server.served(name))
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request):
         served, worker = server.model(body.model, "/v1/completions")
         given = body.prompts()
         check_ids(given, served.model.config.vocab_size, "prompt")
-        if served.is_seq2seq:  # the prompts are sources, encoded as the task encodes them; the decoder starts anew
-            prompts = [served.tokenizer(p)["input_ids"] if isinstance(p, str) else p for p in given]
+        tok = served.tokenizer
+        # an encoder-decoder's prompts are sources, encoded as its task encodes them; the decoder starts anew
+        encode = (lambda p: tok(p)["input_ids"]) if served.is_seq2seq else partial(encode_prompt, tok)
+        prompts = await off_loop(partial(encode_all, encode, tok, given, served.context_length, "prompt"),
+                                 chars_of(given))
+        if served.is_seq2seq:
             check_lengths(prompts, served.context_length, "prompt")
             lengths = [check_room(served, len(worker.start_of(p)), body.max_tokens, COMPLETION_DEFAULT_MAX_TOKENS,
                                   "prompt", "to start the decoder") for p in prompts]
         else:
-            prompts = [encode_prompt(served.tokenizer, p) if isinstance(p, str) else p for p in given]
             lengths = [check_room(served, len(p), body.max_tokens, COMPLETION_DEFAULT_MAX_TOKENS, "prompt")
                        for p in prompts]
-        echo = [p if isinstance(p, str) else served.tokenizer.decode(p) for p in given] if body.echo else None
+        echo = [p if isinstance(p, str) else tok.decode(p) for p in given] if body.echo else None
         return await generation(server, served, worker, body, request, Envelope("completion", body.model), prompts,
                                 lengths, body.stops(), echo)
 
@@ -325,7 +385,9 @@ def create_app(models: dict[str, str], settings: ServeSettings | None = None,
         served, worker = server.model(body.model, "/v1/chat/completions")
         system, history, user = body.conversation()
         eos = getattr(served.tokenizer, "eos_token", None) or "<|endoftext|>"
-        prompt = encode_prompt(served.tokenizer, format_prompt(history, user, system, eos))
+        text = format_prompt(history, user, system, eos)
+        prompt, = await off_loop(partial(encode_all, partial(encode_prompt, served.tokenizer), served.tokenizer,
+                                         [text], served.context_length, "messages"), len(text))
         max_tokens = check_room(served, len(prompt), body.max_completion_tokens or body.max_tokens,
                                 server.settings.default_max_tokens, "messages")
         return await generation(server, served, worker, body, request, Envelope("chat", body.model), [prompt],
@@ -336,8 +398,10 @@ def create_app(models: dict[str, str], settings: ServeSettings | None = None,
         served, worker = server.model(body.model, "/v1/embeddings")
         inputs = body.inputs()
         check_ids(inputs, served.model.config.vocab_size, "input")
-        encoded = [served.tokenizer(x)["input_ids"] if isinstance(x, str) else x for x in inputs]
-        check_lengths(encoded, served.max_input_tokens or served.context_length, "input")
+        limit, tok = served.max_input_tokens or served.context_length, served.tokenizer
+        encoded = await off_loop(partial(encode_all, lambda x: tok(x)["input_ids"], tok, inputs, limit, "input"),
+                                 chars_of(inputs))
+        check_lengths(encoded, limit, "input")
         lengths = [len(ids) for ids in encoded]
         vectors = await worker.submit(encoded, lengths, server.settings.timeout)
         server.metrics.prompt_tokens.labels(body.model).inc(sum(lengths))
@@ -348,7 +412,8 @@ def create_app(models: dict[str, str], settings: ServeSettings | None = None,
         async def answer(body: TaskRequest) -> Json:
             served, worker = server.model(body.model, f"/v1/{endpoint}")
             records = body.records()
-            lengths = [record_tokens(served.tokenizer, r) for r in records]
+            lengths = await off_loop(lambda: [record_tokens(served.tokenizer, r) for r in records],
+                                     len(orjson.dumps(records)))
             results = await worker.submit(records, lengths, server.settings.timeout)
             server.metrics.prompt_tokens.labels(body.model).inc(sum(lengths))
             return Json({"object": "list", "model": body.model, "data": results, "usage": usage(sum(lengths))})
@@ -380,14 +445,10 @@ async def generation(server: Server, served: ServedModel, worker: GenerationBatc
     deadline = asyncio.get_running_loop().time() + server.settings.timeout
     top = body.logprob_count()
     score_prompt = echo is not None and top is not None
-    jobs: list[GenerationJob] = []
-    try:
-        for prompt, most in zip(prompts, max_tokens):
-            jobs.append(worker.submit(prompt, body.n, body.generate_kwargs(most), stops, body.seed, top, score_prompt))
-    except BaseException:
-        for job in jobs:
-            job.cancel()
-        raise
+    defaults = served.model.generation_defaults()
+    jobs = [worker.job(prompt, body.n, body.generate_kwargs(most, defaults), stops, body.seed, top, score_prompt)
+            for prompt, most in zip(prompts, max_tokens)]
+    worker.queue(jobs)  # (all or none)
     prompt_tokens = sum(len(p) for p in prompts)
     server.metrics.prompt_tokens.labels(body.model).inc(prompt_tokens)
     logprobs = None if top is None else [
@@ -505,24 +566,36 @@ def _add_error_handlers(app: FastAPI) -> None:
         return error_json(err)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(request, err: RequestValidationError):
-        return error_json(validation_error(list(err.errors())))
+    async def invalid(request: Request, err: RequestValidationError):
+        return error_json(validation_error(list(err.errors()), request.headers.get("content-type")))
 
     @app.exception_handler(PlmkitError)
     async def plmkit_error(request, err: PlmkitError):
         return error_json(bad_request(str(err)))
 
     @app.exception_handler(HTTPException)
-    async def http_error(request, err: HTTPException):
+    async def http_error(request: Request, err: HTTPException):
         code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code)
         message = (f"no route {request.method} {request.url.path}" if err.status_code in (404, 405)
                    else str(err.detail))
-        return error_json(ApiError(err.status_code, message, code=code))
+        if err.status_code == 400 and not _utf8(await request.body()):  # (FastAPI's "error parsing the body")
+            message, code = "the request body is not UTF-8 text; send JSON encoded as UTF-8", "invalid_json"
+        response = error_json(ApiError(err.status_code, message, code=code))
+        response.headers.update(err.headers or {})  # (a 405's Allow)
+        return response
 
     @app.exception_handler(Exception)
     async def internal(request, err: Exception):
         log.exception("internal error on %s", request.url.path)
         return error_json(internal_error(err))
+
+
+def _utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def internal_error(err: Exception) -> ApiError:

@@ -1,7 +1,8 @@
 """Batching across concurrent requests, one worker thread per model and kind of work.
 
-`EncoderBatcher` (dynamic batching, for encoders: embeddings and task models): requests wait in
-arrival order; the worker takes the first, then, for a while after the batch could have started (the
+`EncoderBatcher` (dynamic batching, for encoders: embeddings and task models): a request's inputs are
+split, in order, into parts of at most ``max_tokens`` padded tokens (an input longer than that alone); the
+parts wait in arrival order; the worker takes the first, then, for a while after the batch could have started (the
 first's arrival, or the end of the batch that was running then), every following one whose inputs
 still fit in ``max_tokens`` padded tokens (longest input x inputs), and runs them in one call. The
 while: ``WAIT_SHARE`` of the previous batch's time, at least a fifth of ``max_wait`` and at most
@@ -33,7 +34,8 @@ the first request waits up to ``max_wait`` for companions; while rows decode, a 
 step. The model's lock (shared with its task routes' batcher) is held per step, not per batch. An exported
 encoder-decoder (onnxruntime) steps the same way (its decoder graph takes the per-row mask).
 
-A full queue (``max_queue`` waiting requests) is refused at once: `ApiError` 429. Each batcher's
+A request that comes when ``max_queue`` items (prompts, encoder parts) wait is refused at once: `ApiError`
+429; one that comes before joins whole, however many items it has (so retrying one never waits in vain). Each batcher's
 metrics carry its model's name and its ``kind`` ("encode" or "generate": an encoder-decoder has both).
 """
 from __future__ import annotations
@@ -64,7 +66,7 @@ log = logging.getLogger("plmkit.serving")
 
 
 def queue_full(name: str, limit: int) -> ApiError:
-    return ApiError(429, f"model {name!r} has {limit} requests waiting (--max-queue {limit}); retry later",
+    return ApiError(429, f"model {name!r} has {limit} or more prompts waiting (--max-queue {limit}); retry later",
                     type="rate_limit_error", code="queue_full")
 
 
@@ -123,13 +125,14 @@ class Worker:
         if self.thread.ident is not None:  # (started)
             self.thread.join(timeout=30)
 
-    def enqueue(self, item) -> None:
+    def enqueue(self, items: list) -> None:
+        """Queue one request's items, all of them, unless ``max_queue`` items already wait (429)."""
         with self.cond:
             if len(self.waiting) >= self.max_queue:
                 self._drop_gone()  # (a request whose client left or timed out holds no place)
             if len(self.waiting) >= self.max_queue:  # (so none was dropped: the gauge holds)
                 raise queue_full(self.name, self.max_queue)
-            self.waiting.append(item)
+            self.waiting.extend(items)
             self._queue_changed()
             self.cond.notify()
 
@@ -175,20 +178,38 @@ class EncoderBatcher(Worker):
         self.free_since, self.last_run = 0.0, 0.0  # when the last batch ended (time.monotonic), how long it ran
 
     async def submit(self, items: list, lengths: list[int], timeout: float) -> list:
-        """The results of ``items`` (``lengths``: their tokens), once a batch has run them."""
-        work = _Work(items, max(lengths))
-        self.enqueue(work)
+        """The results of ``items`` (``lengths``: their tokens), in order, once batches have run them."""
+        parts = self.split(items, lengths)
+        self.enqueue(parts)
+        futures = [asyncio.wrap_future(work.future) for work in parts]
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(work.future), timeout)
+            done = await asyncio.wait_for(asyncio.gather(*futures), timeout)
         except asyncio.TimeoutError:
             raise timed_out(timeout) from None
+        finally:
+            for future in futures:  # (a part failed or the wait ended: the others need not run)
+                future.cancel()
+        return [result for results in done for result in results]
+
+    def split(self, items: list, lengths: list[int]) -> list[_Work]:
+        """``items`` in order, in parts of at most ``max_tokens`` padded tokens (an item over it alone)."""
+        parts = [_Work([items[0]], lengths[0])]
+        for item, length in zip(items[1:], lengths[1:]):
+            last = parts[-1]
+            if self._fits(max(last.longest, length), len(last.items) + 1):
+                last.items.append(item)
+                last.longest = max(last.longest, length)
+            else:
+                parts.append(_Work([item], length))
+        return parts
 
     def wait(self) -> float:
         """How long the next batch waits for companions (see the module docstring)."""
         return min(self.max_wait, max(self.max_wait / 5, WAIT_SHARE * self.last_run))
 
-    def _fits(self, longest: int, count: int, work: _Work) -> bool:
-        return max(longest, work.longest) * (count + len(work.items)) <= self.max_tokens
+    def _fits(self, longest: int, count: int) -> bool:
+        """Whether ``count`` inputs padded to ``longest`` tokens are within the budget."""
+        return longest * count <= self.max_tokens
 
     def _take(self) -> list[_Work] | None:
         with self.cond:
@@ -199,14 +220,13 @@ class EncoderBatcher(Worker):
             if self.batching:  # wait for more until the budget is full or the wait is over
                 deadline = max(self.waiting[0].arrived, self.free_since) + self.wait()
                 while (left := deadline - time.monotonic()) > 0 and not self.stopped:
-                    last = self.waiting[-1]
-                    longest = max(w.longest for w in self.waiting)
-                    if not self._fits(longest, sum(len(w.items) for w in self.waiting) - len(last.items), last):
+                    if not self._fits(max(w.longest for w in self.waiting), sum(len(w.items) for w in self.waiting)):
                         break
                     self.cond.wait(left)
             batch = [self.waiting.popleft()]
             longest, count = batch[0].longest, len(batch[0].items)
-            while self.batching and self.waiting and self._fits(longest, count, self.waiting[0]):
+            while (self.batching and self.waiting
+                   and self._fits(max(longest, self.waiting[0].longest), count + len(self.waiting[0].items))):
                 work = self.waiting.popleft()
                 batch.append(work)
                 longest, count = max(longest, work.longest), count + len(work.items)
@@ -408,7 +428,22 @@ class GenerationBatcher(Worker):
 
     def submit(self, prompt: list[int], n: int, generate_kwargs: dict[str, Any], stops: list[str],
                seed: int | None, logprobs: int | None = None, score_prompt: bool = False) -> GenerationJob:
-        """Queue a request (``n`` sequences for ``prompt``); its settings are checked here (ConfigError).
+        """Queue a request of one prompt (`job`, then `queue`)."""
+        job = self.job(prompt, n, generate_kwargs, stops, seed, logprobs, score_prompt)
+        self.queue([job])
+        return job
+
+    def queue(self, jobs: list[GenerationJob]) -> None:
+        """Queue the jobs of one request together (a job with nothing to compute ends at once)."""
+        if queued := [job for job in jobs if job.generates or job.score_prompt]:
+            self.enqueue(queued)
+        for job in jobs:
+            if not (job.generates or job.score_prompt):
+                job.end()
+
+    def job(self, prompt: list[int], n: int, generate_kwargs: dict[str, Any], stops: list[str],
+            seed: int | None, logprobs: int | None = None, score_prompt: bool = False) -> GenerationJob:
+        """The job of ``n`` sequences for ``prompt``, not queued yet; its settings are checked here (ConfigError).
         max_new_tokens 0: nothing generated (the prompt's logprobs alone, with ``score_prompt``)."""
         if n > self.slots:
             raise ApiError(400, f"n={n} sequences, but this server decodes at most {self.slots} together "
@@ -417,14 +452,9 @@ class GenerationBatcher(Worker):
         generates = generate_kwargs["max_new_tokens"] > 0
         checked = {**generate_kwargs, "max_new_tokens": max(1, generate_kwargs["max_new_tokens"])}
         settings = self.model.generation_settings(len(start), self.tokenizer, **checked)
-        job = GenerationJob(start, n, settings, stops, seed, asyncio.get_running_loop(), logprobs,
-                            source=None if start is prompt else prompt,  # (an encoder-decoder's prompt: its source)
-                            score_prompt=score_prompt, generates=generates)
-        if generates or score_prompt:
-            self.enqueue(job)
-        else:  # nothing to compute
-            job.end()
-        return job
+        return GenerationJob(start, n, settings, stops, seed, asyncio.get_running_loop(), logprobs,
+                             source=None if start is prompt else prompt,  # (an encoder-decoder's prompt: its source)
+                             score_prompt=score_prompt, generates=generates)
 
     @property
     def active(self) -> int:
@@ -591,14 +621,14 @@ class Seq2SeqBatcher(GenerationBatcher):
     def start_of(self, prompt: list[int]) -> list[int]:
         return self.start_ids
 
-    def submit(self, prompt: list[int], n: int, generate_kwargs: dict[str, Any], stops: list[str],
-               seed: int | None, logprobs: int | None = None, score_prompt: bool = False) -> GenerationJob:
+    def job(self, prompt: list[int], n: int, generate_kwargs: dict[str, Any], stops: list[str],
+            seed: int | None, logprobs: int | None = None, score_prompt: bool = False) -> GenerationJob:
         if score_prompt:  # (Hugging Face TGI answers the same: only a decoder's input has logprobs)
             raise ApiError(400, f"model {self.name!r} is an encoder-decoder: its prompt is the source that the "
                                 "encoder reads, which no decoder step predicts, so it has no logprobs to echo; ask "
                                 "for logprobs without echo (those of the generated target)",
                            code="echo_logprobs_unsupported", param="echo")
-        return super().submit(prompt, n, generate_kwargs, stops, seed, logprobs, score_prompt)
+        return super().job(prompt, n, generate_kwargs, stops, seed, logprobs, score_prompt)
 
     def _make_cache(self) -> Seq2SeqSlotCache:
         return self.model.make_slot_cache(self.slots, self.max_len)

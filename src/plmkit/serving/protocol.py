@@ -1,5 +1,6 @@
-"""The wire format: OpenAI's request bodies (checked field by field, strictly typed, unknown fields
-refused by name), its error body, and the responses and stream chunks of completions, chat completions
+"""The wire format: OpenAI's request bodies (checked field by field, strictly typed, null for "left out" as
+OpenAI's "X or null" fields, unknown fields refused by name, OpenAI's unsupported fields accepted only with a
+value that changes nothing), its error body, and the responses and stream chunks of completions, chat completions
 (with their logprobs) and embeddings; plus plmkit's task and attention requests.
 
 Errors are OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``, with the status the
@@ -14,7 +15,8 @@ import uuid
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from plmkit.chat import leading_bos
 from plmkit.generation import IncrementalDecoder
@@ -39,14 +41,17 @@ def bad_request(message: str, param: str | None = None, code: str = "invalid_val
     return ApiError(400, message, code=code, param=param)
 
 
-def validation_error(errors: list[dict]) -> ApiError:
-    """pydantic's / FastAPI's validation errors as one 400: each problem named by its field path."""
+def validation_error(errors: list[dict], content_type: str | None = None) -> ApiError:
+    """pydantic's / FastAPI's validation errors as one 400: each problem named by its field path (``content_type``:
+    the request's, which FastAPI reads JSON by)."""
     problems, param = [], None
     for e in errors:
         loc = [str(x) for x in e.get("loc", ()) if x != "body"]
         if e.get("type") == "json_invalid":
             detail = (e.get("ctx") or {}).get("error", "")
             return bad_request(f"the request body is not valid JSON ({detail})".replace(" ()", ""), code="invalid_json")
+        if not loc and e.get("type") in ("missing", "model_attributes_type", "model_type", "dict_type"):
+            return body_problem(e, content_type)  # (the body as a whole)
         if e.get("type") == "extra_forbidden":
             problems.append(f"{'.'.join(loc)}: unknown field (not supported by this server)")
         elif e.get("type") == "missing":
@@ -60,15 +65,54 @@ def validation_error(errors: list[dict]) -> ApiError:
     return bad_request("; ".join(problems) or "invalid request", param=param)
 
 
-class Request(BaseModel):
-    """A request body: types are strict (no "1" for 1), unknown fields are errors."""
+def no_op(*values) -> Any:
+    """An OpenAI field this server does not support: accepted as null or one of ``values`` (which change nothing
+    here), else a 400 naming it."""
+    return Field(None, json_schema_extra={"no_op": list(values)})
+
+
+def body_problem(error: dict, content_type: str | None) -> ApiError:
+    """A request body that is not a JSON object: empty, not read as JSON, or another JSON value."""
+    if error.get("type") == "missing":
+        return bad_request("the request body is empty; send a JSON object", code="invalid_json")
+    given = error.get("input")
+    if isinstance(given, (bytes, str)):  # (FastAPI reads JSON only under a JSON content type)
+        return bad_request("the request body must be JSON sent with 'Content-Type: application/json' (this request's "
+                           + (f"Content-Type is {content_type!r})" if content_type else "has no Content-Type)"),
+                           code="invalid_json")
+    shown = "an array" if isinstance(given, list) else orjson.dumps(given).decode()
+    return bad_request(f"the request body must be a JSON object, not {shown}")
+
+
+class Body(BaseModel):
+    """Part of a request body: types are strict (no "1" for 1), unknown fields are errors; an optional field
+    given as null is left out (its default: OpenAI's "X or null", vLLM's Optional fields)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_left_out(cls, data):
+        if not isinstance(data, dict):
+            return data
+        fields = cls.model_fields
+        return {k: v for k, v in data.items() if v is not None or k not in fields or fields[k].is_required()}
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _changes_nothing(cls, value, info):
+        allowed = (cls.model_fields[info.field_name].json_schema_extra or {}).get("no_op")
+        if allowed is None or value in allowed:
+            return value
+        shown = " or ".join(orjson.dumps(v).decode() for v in [None, *allowed])
+        raise ValueError(f"not supported by this server: only {shown}, which change nothing, are accepted")
+
+
+class Request(Body):
     model: str = Field(min_length=1)
 
 
-class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+class StreamOptions(Body):
     include_usage: bool = False
 
 
@@ -87,6 +131,13 @@ class Sampling(Request):
     frequency_penalty: float = Field(0.0, ge=-2, le=2)
     min_tokens: int = Field(0, ge=0)  # vLLM's: no end of sequence before this many tokens (stop strings still stop)
     user: str | None = None  # an end-user id: nothing to do with it here
+    logit_bias: Any = no_op({})
+
+    @model_validator(mode="after")
+    def _stream_options_need_stream(self):
+        if self.stream_options is not None and not self.stream:  # (OpenAI's 400 and vLLM's)
+            raise bad_request("stream_options is only allowed when stream is true", param="stream_options")
+        return self
 
     def logprob_count(self) -> int | None:
         """How many most likely tokens each generated token's logprobs list (None: no logprobs asked)."""
@@ -98,13 +149,14 @@ class Sampling(Request):
             raise bad_request("stop: up to 4 non-empty strings", param="stop")
         return stops
 
-    def generate_kwargs(self, max_new_tokens: int) -> dict[str, Any]:
+    def generate_kwargs(self, max_new_tokens: int, model_defaults: dict) -> dict[str, Any]:
         """`generate`'s keywords, as vLLM maps a request: a temperature below `GREEDY_BELOW` is greedy (dividing
         the logits by it would overflow them), any other samples; a temperature or top_p left out is the model's
-        (generation_config.json), one given wins (top_p 1: off); one token per sequence a step (never the beams
-        a model's generation_config may ask for); no end of sequence forced at ``max_new_tokens`` (BART's
-        and Marian's forced_eos_token_id: ``max_tokens`` ends a choice with its own last token and "length");
-        ``min_tokens`` at most ``max_new_tokens``."""
+        (generation_config.json: ``model_defaults``, `generation_defaults`), one given wins (top_p 1: off); no
+        top-k unless the model's sets one (generate's own default is transformers' 50); one token per sequence a
+        step (never the beams a model's generation_config may ask for); no end of sequence forced at
+        ``max_new_tokens`` (BART's and Marian's forced_eos_token_id: ``max_tokens`` ends a choice with its own
+        last token and "length"); ``min_tokens`` at most ``max_new_tokens``."""
         if self.min_tokens > max_new_tokens:
             raise bad_request(f"min_tokens={self.min_tokens} is more than the {max_new_tokens} tokens this request "
                               "may generate (max_tokens, or the room left in the context)", param="min_tokens")
@@ -114,7 +166,7 @@ class Sampling(Request):
                                   "presence_penalty": self.presence_penalty,
                                   "frequency_penalty": self.frequency_penalty}
         if sample:
-            kwargs.update(temperature=self.temperature, top_p=self.top_p)
+            kwargs.update(temperature=self.temperature, top_p=self.top_p, top_k=model_defaults.get("top_k", 0))
         else:  # the model's sampling defaults do not apply: neutral values, not "left out"
             kwargs.update(temperature=1.0, top_p=1.0, top_k=0)
         return kwargs
@@ -132,12 +184,17 @@ class CompletionRequest(Sampling):
     echo: bool = False
     logprobs: int | None = Field(None, ge=0, le=5)  # the k most likely tokens besides the chosen one
     max_tokens: int | None = Field(None, ge=0)
+    best_of: int | None = None  # as many as n: what it changes nothing with
+    suffix: Any = no_op("")
 
     @model_validator(mode="after")
     def _nothing_needs_echo(self):
         if self.max_tokens == 0 and not self.echo:
             raise ValueError("max_tokens: 0 generates nothing; it is for echo: true (the prompt alone, with its "
                              "logprobs when logprobs is given)")
+        if self.best_of is not None and self.best_of != self.n:
+            raise bad_request(f"best_of={self.best_of}: not supported by this server; only best_of equal to n "
+                              f"({self.n}), which changes nothing, is accepted", param="best_of")
         return self
 
     def logprob_count(self) -> int | None:
@@ -148,21 +205,31 @@ class CompletionRequest(Sampling):
         return texts_or_ids(self.prompt, "prompt", "give the text to continue (or its token ids)")
 
 
-class TextPart(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+class TextPart(Body):
     type: Literal["text"]
     text: str
 
 
-class Message(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    role: Literal["system", "user", "assistant"]
+class Message(Body):
+    """A chat message; ``developer`` is OpenAI's newer name for ``system``. The fields of an assistant message
+    that the openai client's ``message.model_dump()`` writes are accepted where they change nothing."""
+
+    role: Literal["system", "developer", "user", "assistant"]
     content: str | list[TextPart]
     name: str | None = None
+    refusal: Any = no_op()
+    annotations: Any = no_op([])
+    audio: Any = no_op()
+    function_call: Any = no_op()
+    tool_calls: Any = no_op([])
 
     @property
-    def text(self) -> str:
-        return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+    def system(self) -> bool:
+        return self.role in ("system", "developer")
+
+    @property
+    def text(self) -> str:  # (text parts a line apart, as vLLM joins them)
+        return self.content if isinstance(self.content, str) else "\n".join(p.text for p in self.content)
 
 
 class ChatRequest(Sampling):
@@ -170,6 +237,12 @@ class ChatRequest(Sampling):
     max_completion_tokens: int | None = Field(None, ge=1)  # OpenAI's newer name for max_tokens
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
+    tools: Any = no_op([])
+    tool_choice: Any = no_op("none", "auto")  # (no tools: either changes nothing)
+    parallel_tool_calls: Any = no_op(True, False)
+    functions: Any = no_op([])
+    function_call: Any = no_op("none", "auto")
+    response_format: Any = no_op({"type": "text"})
 
     @model_validator(mode="after")
     def _top_needs_logprobs(self):
@@ -182,11 +255,12 @@ class ChatRequest(Sampling):
 
     def conversation(self) -> tuple[str | None, list[dict], str]:
         """(system text, earlier turns as {"role", "content"}, the last user message). Consecutive messages of
-        one role are one turn, their texts a line apart (OpenAI takes them; the chat template alternates)."""
-        system = "\n".join(m.text for m in self.messages if m.role == "system") or None
+        one role are one turn, their texts a line apart (OpenAI takes them; the chat template alternates); the
+        first turn may be the assistant's (a greeting: the template writes it without a user turn before it)."""
+        system = "\n".join(m.text for m in self.messages if m.system) or None
         turns: list[dict] = []
         for m in self.messages:
-            if m.role == "system":
+            if m.system:
                 continue
             if turns and turns[-1]["role"] == m.role:
                 turns[-1]["content"] += "\n" + m.text

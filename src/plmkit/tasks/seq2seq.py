@@ -193,10 +193,11 @@ class Seq2SeqTask(Task):
         """The generated text of each feature's source, in order (batches of similar source lengths);
         with `part`, of this process's rows of each batch only (None for the others'). The task's decoding:
         beam search (greedy with one beam), never sampling, whatever the model's generation_config says."""
-        s = self.settings
+        s, positions = self.settings, model.config.max_positions
+        # (the decoder's start token takes a position: a target of max_target_length = positions has one fewer)
+        most = s.max_target_length if positions is None else min(s.max_target_length, positions - 1)
         settings = {"do_sample": False, "num_beams": s.num_beams, "length_penalty": s.length_penalty,
-                    "no_repeat_ngram_size": s.no_repeat_ngram_size, "max_new_tokens": s.max_target_length,
-                    **overrides}
+                    "no_repeat_ngram_size": s.no_repeat_ngram_size, "max_new_tokens": most, **overrides}
         device = model_device(model)
         out: list[str | None] = [None] * len(features)
         was_training = model.training
