@@ -70,7 +70,7 @@ def quantize_dir(model_dir, out_dir, method: str = "dynamic-int8", *, overwrite:
     if not overwrite:
         refuse_foreign_dir(out_dir, f"--out {out_dir}", _quantized,
                            "give a new directory, or --overwrite to replace it and everything in it")
-    model = quantize_model(load_any(source), method, source)
+    model = quantize_model(load_any(source, dtype="float32"), method, source)  # int8 of fp32 (a bf16 one too)
 
     def write(temp: Path) -> None:
         for path in source.iterdir():  # tokenizer, task and generation files; save_pretrained writes the rest

@@ -28,7 +28,9 @@ class PreTrainedModel(nn.Module):
     body_roots: tuple[str, ...] = ("embeddings", "layers")  # modules every checkpoint must provide
     tied_keys: tuple[str, ...] = ()  # parameters that are the same tensor as another (not loaded twice)
     optional_keys: tuple[str, ...] = ()  # buffers a checkpoint may lack: their initial value is the default
-    generation_config: dict | None = None  # generate()'s defaults from generation_config.json (see plmkit.generation)
+    # generate()'s defaults from generation_config.json; a generating model's is a plmkit.generation.GenerationConfig
+    # (GenerationMixin's property: attributes as transformers', dict items as before)
+    generation_config: dict | None = None
     generation_config_others: dict | None = None  # its settings generate does not use: written back as they were
     sentence_transformers: SentenceTransformerFiles | None = None  # carried from the directory loaded
     initialised_from_scratch: tuple[str, ...] = ()  # weights the checkpoint loaded last lacked (a new head), file names
@@ -126,11 +128,13 @@ class PreTrainedModel(nn.Module):
         st_files = (SentenceTransformerFiles.from_options(sentence_transformers, self.config.d_model)
                     if sentence_transformers is not None else self.sentence_transformers)
         self.config.architectures = [own_class(self).__name__]  # (not FSDP's subclass of it)
+        weights = self.converter().to_hf(plain_state_dict(self, state_dict))
+        self.config.set_dtype(floating_dtype(weights))
         with staged_writes():  # every file, or (a full disk) none: never a new config.json over old weights
             self.config.save(directory)
             if st_files is not None:
                 st_files.write(directory)
-            write_weights(directory, self.converter().to_hf(plain_state_dict(self, state_dict)))
+            write_weights(directory, weights)
             if self.generation_config or self.generation_config_others:
                 write_generation_config(directory, {**(self.generation_config_others or {}),
                                                     **(self.generation_config or {})})
@@ -222,12 +226,16 @@ class PreTrainedModel(nn.Module):
     def from_pretrained(cls, path: str | Path, **config_overrides) -> "PreTrainedModel":
         """Load a local directory written by plmkit or Hugging Face transformers.
 
-        ``config_overrides`` replace config fields, e.g. ``num_labels=3`` or ``id2label={...}``;
-        ``torch_dtype`` (or ``dtype``: a floating torch dtype, its name, or "auto": the weights' own)
-        casts the model once loaded, as Hugging Face does.
+        ``config_overrides`` replace config fields, e.g. ``num_labels=3`` or ``id2label={...}``. As in
+        transformers 5: ``dtype`` (or ``torch_dtype``: a floating torch dtype or its name) casts the model
+        once loaded; "auto", the default, keeps the checkpoint's (config.json's dtype, else the weights' own;
+        a quantized model stays as built). Training wants fp32 weights: pass ``dtype=torch.float32``.
+        ``ignore_mismatched_sizes=True`` starts weights whose shape differs from the model's (a classifier
+        head of another num_labels) from scratch, with a warning naming them, instead of an error.
         """
         directory = check_model_dir(path)
         dtype = _dtype_override(config_overrides, str(directory))
+        ignore_mismatched_sizes = config_overrides.pop("ignore_mismatched_sizes", False)
         config = cls.config_class.from_json_file(directory / "config.json")
         legacy_generation = config.generation_defaults  # older checkpoints keep num_beams ... in config.json
         config = config.overridden(config_overrides, str(directory))
@@ -237,26 +245,41 @@ class PreTrainedModel(nn.Module):
             from plmkit.nn.quantized import method_of
             method = method_of(config.quantization_config, directory / "config.json")
             model.to_int8_like(weights, method, str(directory))
-        model.load_hf_state_dict(weights, source=str(directory))
+        model.load_hf_state_dict(weights, source=str(directory), ignore_mismatched_sizes=ignore_mismatched_sizes)
         model.sentence_transformers = SentenceTransformerFiles.read(directory)
         model.generation_config = directory_generation_config(directory, config, legacy_generation)
         model.generation_config_others = _other_generation_settings(directory)
         _warn_of_ids_outside(config, model.generation_config, directory)
-        if dtype == "auto":
-            dtype = next((t.dtype for t in weights.values() if t.is_floating_point()), None)
-        return (model.to(dtype) if dtype is not None else model).eval()
+        if dtype == "auto" and config.quantization_config is None:  # (transformers' rule)
+            dtype = getattr(torch, config.dtype) if config.dtype is not None else floating_dtype(weights)
+        if isinstance(dtype, torch.dtype):
+            model.to(dtype)
+            config.set_dtype(dtype)
+        return model.eval()
 
-    def load_hf_state_dict(self, hf_state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+    def load_hf_state_dict(self, hf_state: dict[str, torch.Tensor], source: str = "checkpoint",
+                           ignore_mismatched_sizes: bool = False) -> None:
         """Load Hugging Face–named tensors: the encoder body must match exactly; heads that the
-        checkpoint lacks are initialised (and we say so), heads of other tasks are ignored."""
+        checkpoint lacks are initialised (and we say so), heads of other tasks are ignored. Tensors whose
+        shape is not the model's are an error, or with `ignore_mismatched_sizes` left as initialised."""
         state = self.converter().from_hf(hf_state)
         expected = self.state_dict()
         state = self._align_prefix(state, expected)
-        mismatched = [f"{self._file_key(k)}: {tuple(t.shape)} in the checkpoint, {tuple(expected[k].shape)} in the model"
-                      for k, t in state.items() if k in expected and expected[k].shape != t.shape]
-        if mismatched:
+        shapes = {k: (tuple(t.shape), tuple(expected[k].shape)) for k, t in state.items()
+                  if k in expected and expected[k].shape != t.shape}
+        mismatched = [f"{self._file_key(k)}: {ours} in the checkpoint, {theirs} in the model"
+                      for k, (ours, theirs) in shapes.items()]
+        if mismatched and not ignore_mismatched_sizes:
             raise CheckpointError(f"{source} does not fit {type(self).__name__} (config.json and weights disagree): "
-                                  + "; ".join(mismatched[:6]) + (" ..." if len(mismatched) > 6 else ""))
+                                  + "; ".join(mismatched[:6]) + (" ..." if len(mismatched) > 6 else "")
+                                  + ". from_pretrained(..., ignore_mismatched_sizes=True) starts them from scratch "
+                                    "instead (a classifier head of another num_labels ...)")
+        if mismatched:
+            log.warning("plmkit: some weights of %s were not initialized from the model checkpoint at %s and are newly "
+                        "initialized because the shapes did not match:\n- %s\nYou should probably TRAIN this model "
+                        "on a down-stream task to be able to use it for predictions and inference.",
+                        type(self).__name__, source, "\n- ".join(mismatched))
+            state = {k: v for k, v in state.items() if k not in shapes}
         wrong = [f"{self._file_key(k)} ({t.dtype})" for k, t in state.items()
                  if k in expected and expected[k].is_floating_point() and not t.is_floating_point()]
         broken = [self._file_key(k) for k, t in state.items()
@@ -265,7 +288,8 @@ class PreTrainedModel(nn.Module):
             if keys:
                 raise CheckpointError(f"{source} {what} {', '.join(keys[:6])}{' ...' if len(keys) > 6 else ''}: "
                                       "the file is damaged or not a model's weights")
-        missing = [k for k in expected if k not in state and k not in self.tied_keys + self.optional_keys]
+        missing = [k for k in expected if k not in state and k not in shapes
+                   and k not in self.tied_keys + self.optional_keys]
         unexpected = [k for k in state if k not in expected]
         body_missing = [self._file_key(k) for k in missing if self._is_body(k)]
         body_unexpected = [k for k in unexpected if self._is_body(k)]
@@ -277,7 +301,7 @@ class PreTrainedModel(nn.Module):
                                               for what, keys in (("missing", body_missing), ("unexpected", body_unexpected)) if keys))
         state = self._one_name_per_tied_tensor(state, source)
         self.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
-        self.initialised_from_scratch = tuple(self._file_key(k) for k in missing)
+        self.initialised_from_scratch = tuple(self._file_key(k) for k in [*missing, *shapes])
         if missing:
             log.warning("plmkit: %s: initialised %s from scratch (not in %s); train it before use",
                      type(self).__name__, _summarise(missing), source)
@@ -377,19 +401,27 @@ def _other_generation_settings(directory: Path) -> dict | None:
 
 
 def _dtype_override(overrides: dict, source: str):
-    """The torch_dtype (or dtype) of from_pretrained's keyword arguments, removed from them: a floating
-    torch dtype, "auto", or None; anything else is a ConfigError naming it."""
+    """The dtype (or torch_dtype) of from_pretrained's keyword arguments, removed from them: a floating
+    torch dtype, or "auto" (also where none or None is given, as in transformers 5); anything else is a
+    ConfigError naming it."""
     given = {k: overrides.pop(k) for k in ("torch_dtype", "dtype") if k in overrides}
     if len(given) > 1:
         raise ConfigError(f"{source}: give torch_dtype or dtype, not both (they are one setting)")
     if not given:
-        return None
+        return "auto"
     (name, value), = given.items()
     dtype = getattr(torch, value, None) if isinstance(value, str) and value != "auto" else value
-    if value is None or value == "auto" or isinstance(dtype, torch.dtype) and dtype.is_floating_point:
+    if value is None or value == "auto":
+        return "auto"
+    if isinstance(dtype, torch.dtype) and dtype.is_floating_point:
         return dtype
     raise ConfigError(f"{source}: {name} must be a floating torch dtype (torch.bfloat16, \"float16\" ...) or "
                       f"\"auto\" (the weights' own), got {value!r}")
+
+
+def floating_dtype(tensors: dict[str, torch.Tensor]) -> torch.dtype | None:
+    """The dtype of the first floating tensor (no float8 one), as transformers reads a checkpoint's."""
+    return next((t.dtype for t in tensors.values() if t.is_floating_point() and t.element_size() > 1), None)
 
 
 def _summarise(keys: list[str]) -> str:

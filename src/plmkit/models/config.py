@@ -19,7 +19,7 @@ ABOVE_ZERO = {"above": 0}
 
 # Keys Hugging Face writes into every config.json that say nothing about the architecture.
 IGNORED_HF_KEYS = frozenset({
-    "transformers_version", "_name_or_path", "torch_dtype", "dtype", "gradient_checkpointing", "use_cache",
+    "transformers_version", "_name_or_path", "gradient_checkpointing", "use_cache",
     "output_attentions", "output_hidden_states", "return_dict", "torchscript", "chunk_size_feed_forward",
     "pruned_heads", "is_decoder", "add_cross_attention", "tokenizer_class", "finetuning_task", "prefix",
     "task_specific_params", "_attn_implementation_autoset", "directionality", "is_encoder_decoder",
@@ -70,11 +70,20 @@ class ModelConfig:
     architectures: list[str] | None = None
     # how the weights were quantized (plmkit quantize; Hugging Face's key): from_pretrained builds int8 layers
     quantization_config: dict[str, Any] | None = None
+    # the weights' dtype ("float32", "bfloat16" ...): transformers 5's key (4.x's `torch_dtype` is read as it);
+    # from_pretrained's dtype="auto" loads it, save_pretrained writes the model's
+    dtype: str | None = None
 
     def __post_init__(self):
         """Every field's type (``num_hidden_layers: true`` or ``layer_norm_eps: "a"`` is an error naming
         it, not a failure at the first forward pass) and range; a family adds its own checks after."""
+        if self.dtype is not None and not isinstance(self.dtype, str):  # a torch.dtype, as transformers holds it
+            self.set_dtype(self.dtype)
         check_field_types(self, type(self).__name__)
+        if self.dtype is not None:
+            import torch
+            self._check(getattr(getattr(torch, self.dtype, None), "is_floating_point", False) is True,
+                        f"dtype must name a floating torch dtype (float32, bfloat16 ...), got {self.dtype!r}")
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
         for name in SPECIAL_IDS:  # a family's default (GPT-2's 50256) outside a smaller vocabulary: no such token
             value = getattr(self, name, None)
@@ -194,6 +203,9 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config") -> "ModelConfig":
         d = cls.from_hf_fields(dict(d), source)
+        torch_dtype = d.pop("torch_dtype", None)  # transformers 4.x's name of dtype (which wins where both are)
+        if d.get("dtype") is None and torch_dtype is not None:
+            d["dtype"] = torch_dtype
         model_type = d.pop("model_type", cls.model_type)
         if model_type != cls.model_type:
             raise ConfigError(f"{source}: model_type is {model_type!r}, expected {cls.model_type!r}")
@@ -264,6 +276,10 @@ class ModelConfig:
         for a, b in (("id2label", "label2id"), ("label2id", "id2label")):
             if overrides.get(a) is not None and b not in overrides:
                 values.pop(b, None)
+        n = overrides.get("num_labels")
+        if n is not None and n != self.num_labels and not {"id2label", "label2id"} & set(overrides):
+            values.pop("id2label", None)  # another number of labels alone: LABEL_0 ... (as transformers)
+            values.pop("label2id", None)
         return type(self).from_dict({**values, **overrides}, source=source)
 
     @classmethod
@@ -275,8 +291,19 @@ class ModelConfig:
         return {k: v for k, v in d.items() if v is not None}
 
     def to_json_string(self) -> str:
-        """config.json's text: our fields plus `hf_fields()` (what transformers 4.x and 5.x each read)."""
-        return json.dumps({**self.hf_fields(), **self.to_dict()}, indent=2, sort_keys=True) + "\n"
+        """config.json's text: our fields plus `hf_fields()` (what transformers 4.x and 5.x each read); dtype
+        also as `torch_dtype`, the key of 4.x releases before 4.56."""
+        legacy = {"torch_dtype": self.dtype} if self.dtype is not None else {}
+        return json.dumps({**self.hf_fields(), **legacy, **self.to_dict()}, indent=2, sort_keys=True) + "\n"
+
+    def set_dtype(self, dtype) -> None:
+        """`dtype` (a torch.dtype or its name, or None) here and in the configs nested in this one (an
+        encoder-decoder's halves), as transformers sets it on loading and saving."""
+        self.dtype = None if dtype is None else str(dtype).removeprefix("torch.")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, ModelConfig):
+                value.set_dtype(dtype)
 
     def save(self, directory: str | Path) -> None:
         from plmkit.utils.files import atomic_write_text

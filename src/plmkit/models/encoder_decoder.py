@@ -175,8 +175,10 @@ class EncoderDecoderModel(Seq2SeqLM, Seq2SeqPreTrainedModel):
             return dict.fromkeys(f.config.dropout_fields, dropout) if dropout is not None else {}
 
         flags = {k: False for k in DECODER_FLAGS if k in {f.name for f in dataclasses.fields(encoder_family.config)}}
-        encoder = encoder_family.model_class("base").from_pretrained(encoder_path, **flags, **rates(encoder_family))
-        decoder = decoder_family.model_class("decoder-lm").from_pretrained(decoder_path, **DECODER_FLAGS,
+        fp32 = {"dtype": torch.float32}  # whatever the checkpoints' dtype: this model is a start for training
+        encoder = encoder_family.model_class("base").from_pretrained(encoder_path, **flags, **fp32,
+                                                                     **rates(encoder_family))
+        decoder = decoder_family.model_class("decoder-lm").from_pretrained(decoder_path, **DECODER_FLAGS, **fp32,
                                                                            **rates(decoder_family))
         if not read_config_json(check_model_dir(decoder_path) / "config.json").get("add_cross_attention"):
             cross_attention_from_self_attention(decoder.bert.layers)
@@ -187,11 +189,12 @@ class EncoderDecoderModel(Seq2SeqLM, Seq2SeqPreTrainedModel):
     def converter(self) -> CompositeConverter:
         return CompositeConverter(self.config.encoder.model_type, self.config.decoder.model_type)
 
-    def load_hf_state_dict(self, hf_state: dict, source: str = "checkpoint") -> None:
+    def load_hf_state_dict(self, hf_state: dict, source: str = "checkpoint",
+                           ignore_mismatched_sizes: bool = False) -> None:
         """Each half loads its part (``encoder.*``, ``decoder.*``) with its own family's rules."""
         encoder, decoder, rest = split(hf_state)
-        self.encoder.load_hf_state_dict(encoder, source=f"{source} (encoder)")
-        self.decoder.load_hf_state_dict(decoder, source=f"{source} (decoder)")
+        self.encoder.load_hf_state_dict(encoder, f"{source} (encoder)", ignore_mismatched_sizes)
+        self.decoder.load_hf_state_dict(decoder, f"{source} (decoder)", ignore_mismatched_sizes)
         if self.enc_to_dec_proj is not None:
             projection = {k.split(".", 1)[1]: v for k, v in rest.items() if k.startswith("enc_to_dec_proj.")}
             if projection:

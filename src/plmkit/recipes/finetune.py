@@ -541,7 +541,7 @@ def prepare_model(task: Task, model_dir, tokenizer, labels: list[str] | None = N
         else:
             if labels is not None:
                 check_head_labels(task, model_dir, labels)
-            model = cls.from_pretrained(model_dir, **overrides)
+            model = cls.from_pretrained(model_dir, **overrides, dtype="float32")  # to train: fp32 (a bf16 one too)
     model.check_vocabulary(tokenizer, model_dir or preset)
     task.adapt(model, tokenizer)
     return model
