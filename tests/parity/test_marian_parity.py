@@ -112,7 +112,8 @@ def test_an_opus_mt_style_checkpoint_decodes_with_its_own_defaults(tmp_path):
     shutil.copy(tmp_path / "new" / "model.safetensors", legacy)
     shutil.copy(FIXTURES / "marian-legacy-4.x.json", legacy / "config.json")
     hf = transformers.MarianMTModel.from_pretrained(legacy, dtype=torch.float32).eval()  # config says fp16
-    model = MarianMTModel.from_pretrained(legacy)
+    assert next(MarianMTModel.from_pretrained(legacy).parameters()).dtype == torch.float16  # as in transformers 5
+    model = MarianMTModel.from_pretrained(legacy, dtype=torch.float32)
     assert model.generation_config == {"bad_words_ids": [[98]], "max_length": 64, "num_beams": 4,  # and the ids
                                        "bos_token_id": 0, "decoder_start_token_id": 98, "eos_token_id": 0,
                                        "forced_eos_token_id": 0, "pad_token_id": 98}
