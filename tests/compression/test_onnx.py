@@ -344,3 +344,16 @@ def test_question_answering_agreement_is_over_the_real_positions():
     real = torch.tensor([[True, True, False]])
     assert _agreement(torch_logits, graph_logits, real) == 1.0
     assert _agreement(torch_logits, torch.tensor([[3.0, 2.0, 9.0]]), real) == 0.0
+
+
+def test_an_export_of_a_bf16_checkpoint_names_the_graphs_fp32(tmp_path):
+    """A bf16 checkpoint loads as bf16 (transformers 5's dtype="auto"); its graphs compute in fp32, and the
+    exported config.json says so (it names bfloat16 in the source)."""
+    source = tmp_path / "bf16"
+    shutil.copytree(task_dir("classification"), source)
+    load_any(source).to(torch.bfloat16).save_pretrained(source)
+    assert json.loads((source / "config.json").read_text())["dtype"] == "bfloat16"
+    export_onnx(source, tmp_path / "out")
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert (config["dtype"], config["torch_dtype"]) == ("float32", "float32")
+    assert load_ort(tmp_path / "out").config.dtype == "float32"

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import math
 import shutil
@@ -47,12 +48,14 @@ from torch import Tensor, nn
 from plmkit.compression.records import is_record_file
 from plmkit.errors import CheckpointError, ConfigError
 from plmkit.generation import lm_vocab
+from plmkit.models.config import read_config_json
 from plmkit.models.io import is_weight_file
 from plmkit.models.onnx import (EXPORTED, GRAPH_FILE, GRAPHS, SEQ2SEQ, TEXT_INPUTS, GraphKind,
                                 OrtDirectory, OrtModel, TracedDecoder, TracedEncoder, TracedGraph, graph_file,
                                 graph_inputs, graph_parts, load_ort, past_names, require_onnx, write_graph_file)
 from plmkit.nn.cache import PastKeyValues
 from plmkit.nn.tracing import traceable
+from plmkit.utils.files import atomic_write_text
 from plmkit.utils.settings import Settings, setting
 
 log = logging.getLogger("plmkit")
@@ -143,7 +146,10 @@ def export_model(model: nn.Module, directory: str | Path, *, quantize: str | Non
     directory = Path(directory)
     if not (directory / "config.json").is_file():  # (a model in memory; export_onnx copies the directory's)
         model.config.architectures = [type(model).__name__]
+        model.config.set_dtype(torch.float32)
         model.config.save(directory)
+    else:  # the graphs compute in fp32, whatever dtype the source's config.json names (a bf16 checkpoint's)
+        _name_fp32(directory / "config.json")
     specs = graph_specs(model, model_task)
     graph = _info(model, model_task, specs)
     paths = [directory / graph_file("fp32", spec.part) for spec in specs]
@@ -200,6 +206,15 @@ def exportable(model: nn.Module) -> str:
                           f"{' ...' if len(quantized) > 3 else ''}): ONNX export takes the fp32 model (the one "
                           "plmkit quantize started from); --quantize int8 gives onnxruntime's int8")
     return model_task
+
+
+def _name_fp32(config_file: Path) -> None:
+    """config.json's dtype fields (transformers 5's dtype, 4.x's torch_dtype) set to float32 where they name another."""
+    config = read_config_json(config_file)
+    named = {key: config[key] for key in ("dtype", "torch_dtype") if config.get(key) not in (None, "float32")}
+    if named:
+        atomic_write_text(config_file, json.dumps({**config, **dict.fromkeys(named, "float32")}, indent=2,
+                                                  sort_keys=True) + "\n")
 
 
 def copy_companions(source: Path, directory: Path, model) -> None:
