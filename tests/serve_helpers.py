@@ -96,6 +96,12 @@ def wait_ready(url: str, app, deadline: float) -> None:
         time.sleep(0.05)
 
 
+def openai_client(url: str, api_key: str = "unused", **options):
+    """The official openai client of the server at `url`, without retries (a test sees each answer)."""
+    import openai
+    return openai.OpenAI(base_url=f"{url}/v1", api_key=api_key, max_retries=0, **{"timeout": 60, **options})
+
+
 def metric(url: str, name: str, **labels) -> float:
     """The sum of the Prometheus samples ``name`` of /metrics whose labels include ``labels`` (0 when none):
     ``model="gpt"`` counts each of its batchers, ``batcher="generate"`` one."""

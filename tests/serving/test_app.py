@@ -38,7 +38,7 @@ def url(dirs):
 
 @pytest.fixture(scope="module")
 def client(url):
-    return openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60)
+    return sh.openai_client(url)
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +110,7 @@ def test_sampling_fields_left_out_are_the_models_and_given_ones_win(tmp_path, di
     assert sampled(temperature=0.2, top_p=1.0) != sampled(temperature=1.0, top_p=1.0)  # (the fields matter)
     assert sampled(temperature=1.0, top_p=1.0) != sampled(temperature=1.0, top_p=1.0, top_k=0)
     with sh.running(create_app({"own": str(model_dir)}, ServeSettings(device="cpu"))) as url:
-        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60)
+        client = sh.openai_client(url)
 
         def served(**fields) -> str:
             return client.completions.create(model="own", prompt=prompt, max_tokens=10, seed=3, **fields).choices[0].text
@@ -159,7 +159,7 @@ def test_min_tokens_holds_the_end_of_sequence_back_as_generate_does(tmp_path, re
     reference.tokenizer.save_pretrained(tmp_path)
     ids = reference.tokenizer.encode("Rain")
     with sh.running(create_app({"eager": str(tmp_path)}, ServeSettings(device="cpu"))) as url:
-        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60)
+        client = sh.openai_client(url)
         ends = client.completions.create(model="eager", prompt="Rain", max_tokens=10, temperature=0)
         held = client.completions.create(model="eager", prompt="Rain", max_tokens=10, temperature=0,
                                          extra_body={"min_tokens": 4})
@@ -625,10 +625,10 @@ def test_api_key_is_checked_on_every_api_request(dirs):
             urllib.request.urlopen(f"{url}/metrics")
         assert metrics.value.code == 401
         assert urllib.request.urlopen(f"{url}/health").status == 200  # probes and the page need no key
-        keyed = openai.OpenAI(base_url=f"{url}/v1", api_key="sesame", max_retries=0)
+        keyed = sh.openai_client(url, "sesame")
         assert keyed.completions.create(model="gpt", prompt="x", max_tokens=2).usage.completion_tokens == 2
         with pytest.raises(openai.AuthenticationError):
-            openai.OpenAI(base_url=f"{url}/v1", api_key="nope", max_retries=0).models.list()
+            sh.openai_client(url, "nope").models.list()
 
 
 def test_health_is_503_while_loading_then_200(dirs):

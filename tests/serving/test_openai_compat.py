@@ -88,7 +88,7 @@ def url(app):
 
 @pytest.fixture(scope="module")
 def client(url):
-    return openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60)
+    return sh.openai_client(url)
 
 
 @pytest.fixture(scope="module")
@@ -285,7 +285,6 @@ def test_cors_only_for_allowed_origins(dirs, url):
         assert status == 200 and headers["access-control-allow-origin"] == "http://localhost:3000"
         assert "authorization" in headers["access-control-allow-headers"].lower()
         assert preflight(base, "http://evil.example")[0] == 400
-        client = openai.OpenAI(base_url=f"{base}/v1", api_key="sekret", max_retries=0, timeout=60,
-                               default_headers={"Origin": "http://localhost:3000"})
+        client = sh.openai_client(base, "sekret", default_headers={"Origin": "http://localhost:3000"})
         r = client.completions.with_raw_response.create(model="gpt", prompt="x", max_tokens=1)
         assert r.headers["access-control-allow-origin"] == "http://localhost:3000"

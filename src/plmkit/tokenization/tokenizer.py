@@ -1103,8 +1103,6 @@ def _refuse_unsupported(arguments: dict) -> None:
 
 
 def _to_tensors(data: dict) -> dict:
-    import torch
-
     for key, rows in data.items():
         lengths = {len(r) for r in rows}
         if len(lengths) > 1:
