@@ -151,3 +151,12 @@ def test_a_translation_takes_its_turn_while_a_completion_decodes_on_the_same_mod
 def test_bad_task_requests_are_400_naming_the_record(url, endpoint, body, says):
     status, answer = sh.post(url, f"/v1/{endpoint}", body)
     assert status == 400 and says in answer["error"]["message"], answer
+
+
+def test_a_record_holding_a_huge_integer_is_a_400_or_ignored_where_predict_ignores_it(url):
+    """A record's size is counted in its strings, not by writing it as JSON (orjson refuses integers past 64
+    bits: that made a 500 of a bad record, and of a record with an unknown field plmkit predict ignores)."""
+    status, body = sh.post(url, "/v1/classify", {"model": "cls", "input": [{"text": "good", "text_pair": 10 ** 30}]})
+    assert status == 400 and "text_pair" in body["error"]["message"]
+    status, body = sh.post(url, "/v1/classify", {"model": "cls", "input": {"text": "good", "extra": 10 ** 30}})
+    assert status == 200 and len(body["data"]) == 1

@@ -248,8 +248,12 @@ async def off_loop(work: Callable[[], Any], chars: int):
     return work() if chars <= INLINE_CHARS else await run_in_threadpool(work)
 
 
-def chars_of(texts: list) -> int:
-    return sum(len(t) for t in texts if isinstance(t, str))
+def chars_of(value) -> int:
+    """The characters of the strings in ``value`` (texts, or records: dicts and lists of them, at any depth)."""
+    if isinstance(value, str):
+        return len(value)
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()
+    return sum(chars_of(item) for item in items)
 
 
 def encode_all(encode: Callable[[str], list[int]], tokenizer, texts: list[str | list[int]], limit: int,
@@ -412,8 +416,7 @@ def create_app(models: dict[str, str], settings: ServeSettings | None = None,
         async def answer(body: TaskRequest) -> Json:
             served, worker = server.model(body.model, f"/v1/{endpoint}")
             records = body.records()
-            lengths = await off_loop(lambda: [record_tokens(served.tokenizer, r) for r in records],
-                                     len(orjson.dumps(records)))
+            lengths = await off_loop(lambda: [record_tokens(served.tokenizer, r) for r in records], chars_of(records))
             results = await worker.submit(records, lengths, server.settings.timeout)
             server.metrics.prompt_tokens.labels(body.model).inc(sum(lengths))
             return Json({"object": "list", "model": body.model, "data": results, "usage": usage(sum(lengths))})
