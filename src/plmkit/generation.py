@@ -596,11 +596,19 @@ def _check_prompt(input_ids: Tensor, attention_mask: Tensor | None = None) -> No
 
 def mask_of_padding(input_ids: Tensor, s: GenerationSettings) -> Tensor | None:
     """transformers' attention mask for inputs given without one: ``input_ids != pad_token_id`` where the pad id is
-    known, among the inputs and no EOS id; else None (every position a token)."""
+    known, among the inputs and no EOS id; else None (every position a token). A mask that is no left padding (a
+    prompt that ends with the pad id, or holds nothing else) is not used, with a warning: the pad id is a token
+    of those prompts (transformers warns of right padding and masks them all the same)."""
     pad = s.pad_token_id
     if pad is None or pad in s.eos_token_ids or not bool((input_ids == pad).any()):
         return None
-    return (input_ids != pad).long()
+    mask = (input_ids != pad).long()  # (B, T)
+    if not bool(mask[:, -1].all()):
+        warnings.warn(f"a prompt ends with pad_token_id={pad}, so no attention mask is made of the pad ids: every "
+                      "position is a token; pass attention_mask (prompts padded on the left) to say which are not",
+                      stacklevel=4)
+        return None
+    return mask
 
 
 def _check_left_padding(attention_mask: Tensor) -> None:

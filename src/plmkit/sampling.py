@@ -47,6 +47,7 @@ class SamplingSettings(Settings):
     def generate_kwargs(self) -> dict[str, Any]:
         """`model.generate()` / `model.stream()` keyword arguments (the seed is the caller's: it varies it)."""
         kwargs: dict[str, Any] = dict(max_new_tokens=self.max_new_tokens, do_sample=self.sample,
+                                      return_dict_in_generate=False,  # (ids, whatever generation_config.json says)
                                       repetition_penalty=self.repetition_penalty,
                                       presence_penalty=self.presence_penalty, frequency_penalty=self.frequency_penalty)
         if self.num_beams > 1:

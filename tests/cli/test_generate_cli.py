@@ -125,3 +125,23 @@ def test_a_closed_pipe_ends_quietly_and_a_full_disk_is_one_line(model_dir, tmp_p
         ended = subprocess.run(cmd + ["--prompt", "Rain"], stdout=full, stderr=subprocess.PIPE, text=True, timeout=300)
     assert ended.returncode == 2 and ended.stderr.strip().count("\n") == 0
     assert "cannot write standard output: the disk is full" in ended.stderr
+
+
+def test_a_checkpoint_asking_generate_for_its_dict_output_still_generates_text(model_dir, tmp_path, capsys):
+    """generation_config.json's return_dict_in_generate (transformers users set it) is generate()'s default for
+    callers who want it; plmkit's own commands and pipelines take the ids whatever it says."""
+    import shutil
+
+    import plmkit
+    asking = tmp_path / "asking"
+    shutil.copytree(model_dir, asking)
+    config = asking / "generation_config.json"
+    settings = json.loads(config.read_text()) if config.is_file() else {}
+    config.write_text(json.dumps({**settings, "return_dict_in_generate": True, "output_scores": True}))
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("The old sailor\nRain\n")
+    for extra in (["--input", str(prompts), "--greedy"], ["--prompt", "Rain", "--num-beams", "2"]):
+        assert main(["generate", "--model", str(asking), "--max-new-tokens", "4", *extra]) == 0
+        assert capsys.readouterr().out.strip()
+    [reply] = plmkit.pipeline("text-generation", model=asking)("Rain", max_new_tokens=4, do_sample=False)
+    assert reply["generated_text"].startswith("Rain")

@@ -310,3 +310,33 @@ def test_cross_attentions_match_hf(tmp_path, family):
         full = hf(src, attention_mask=src_mask, decoder_input_ids=dec[:, :3], output_attentions=True)
         for a, b in zip(step.cross_attentions, full.cross_attentions, strict=True):
             torch.testing.assert_close(a[:, :, -1], b[:, :, -1], **TOL)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "bart"])
+def test_the_returned_cache_has_transformers_methods_for_hand_written_loops(tmp_path, family):
+    """get_seq_length() and reorder_cache(beam_idx) (a hand-written beam search), as DynamicCache's; an
+    encoder-decoder's reorders its cross-attention keys, values and source mask too."""
+    if family == "gpt2":
+        _, model = decoder_pair(tmp_path, family)
+        ids, mask = padded([5, 3], 99, 0)
+        first = dict(input_ids=ids.flip(1), attention_mask=mask.flip(1))  # (left padding)
+    else:
+        _, model, pad = seq2seq_pair(tmp_path, family)
+        src, src_mask = padded([6, 3], 99, pad)
+        first = dict(input_ids=src, attention_mask=src_mask,
+                     decoder_input_ids=torch.full((2, 1), model.config.decoder_start_token_id))
+
+    def step(cache, rows, tokens):  # the next token's logits of each row (B, V)
+        if family == "bart":
+            return model(decoder_input_ids=tokens, past_key_values=cache).logits[:, -1]
+        mask = torch.cat([first["attention_mask"][rows], torch.ones(2, 1, dtype=torch.long)], 1)
+        return model(tokens, attention_mask=mask, past_key_values=cache).logits[:, -1]
+
+    swap, tokens = torch.tensor([1, 0]), torch.tensor([[7], [8]])
+    with torch.no_grad():
+        cache = model(**first, use_cache=True).past_key_values
+        assert cache.get_seq_length() == (first["input_ids"].shape[1] if family == "gpt2" else 1)
+        in_order = step(model(**first, use_cache=True).past_key_values, torch.tensor([0, 1]), tokens[swap])
+        cache.reorder_cache(swap)
+        torch.testing.assert_close(step(cache, swap, tokens), in_order[swap], **TOL)
+        assert cache.get_seq_length() == (first["input_ids"].shape[1] + 1 if family == "gpt2" else 2)

@@ -240,3 +240,17 @@ def test_bert2bert_takes_the_tokenizers_token_type_ids_as_transformers(tmp_path)
     bart.save_pretrained(tmp_path / "bart")
     with pytest.raises(ConfigError, match="encoder of BartForConditionalGeneration takes none"):
         AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "bart").generate(ids, token_type_ids=types, max_new_tokens=2)
+
+
+def test_prompts_ending_with_the_pad_id_generate_with_every_position_a_token():
+    """A mask made of the pad ids is used only where it is left padding: a prompt that ends with the pad id (a
+    real token of it: pad 0 = <unk>, say), or is only that id, is generated from as it was before such masks."""
+    from plmkit.models.gpt2 import GPT2Config, GPT2LMHeadModel
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_positions=32, n_embd=16, n_layer=1, n_head=2,
+                                       pad_token_id=0, eos_token_id=2, bos_token_id=2)).eval()
+    for prompt in ([[5, 6, 7, 0]], [[0]]):
+        ids = torch.tensor(prompt)
+        with pytest.warns(UserWarning, match="ends with pad_token_id=0"):
+            out = model.generate(ids, max_new_tokens=3)
+        assert torch.equal(out, model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=3))

@@ -121,6 +121,9 @@ def test_targets_are_decoded_by_the_task_s_beams_never_sampled_whatever_the_gene
         with pytest.warns(UserWarning, match="top_k=5 only apply when sampling"):
             written = task.teacher_targets(teacher, tok, task.read(sources, labelled=False), batch_size=2)
         assert [e.target for e in written] == plain
+    teacher.generation_config = {"return_dict_in_generate": True, "output_scores": True}  # (ids all the same)
+    written = task.teacher_targets(teacher, tok, task.read(sources, labelled=False), batch_size=2)
+    assert [e.target for e in written] == plain
 
 
 def test_translation_from_scratch_end_to_end(fr_en, tmp_path, capsys):

@@ -396,6 +396,17 @@ class PastKeyValues:
     def present(self) -> list[tuple[Tensor, Tensor]]:
         return [(layer.k, layer.v) for layer in self.layers]
 
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        """Positions stored by layer ``layer_idx`` (transformers' DynamicCache method, for hand-written loops)."""
+        layer = self.layers[layer_idx] if layer_idx < len(self.layers) else None
+        return layer.k.shape[2] if layer is not None and layer.k is not None else 0
+
+    def reorder_cache(self, beam_idx: Tensor) -> None:
+        """Keep the rows ``beam_idx`` (N,), in that order (a hand-written beam search's, as transformers')."""
+        for layer in self.layers:
+            if layer.k is not None:
+                layer.k, layer.v = layer.k[beam_idx], layer.v[beam_idx]
+
 
 class Seq2SeqPastKeyValues(PastKeyValues):
     """`PastKeyValues` of an encoder-decoder's decoder in a traced graph: the self-attention's past, plus
@@ -405,6 +416,12 @@ class Seq2SeqPastKeyValues(PastKeyValues):
     def __init__(self, past: list[tuple[Tensor, Tensor]], cross: list[tuple[Tensor, Tensor]], cross_bias: Tensor):
         super().__init__(past)
         self.cross, self.cross_bias = cross, cross_bias
+
+    def reorder_cache(self, beam_idx: Tensor) -> None:
+        super().reorder_cache(beam_idx)
+        self.cross = [(k[beam_idx], v[beam_idx]) for k, v in self.cross]
+        if self.cross_bias is not None:
+            self.cross_bias = self.cross_bias[beam_idx]
 
 
 class _GrowingLayer:

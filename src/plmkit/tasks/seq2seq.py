@@ -197,7 +197,8 @@ class Seq2SeqTask(Task):
         # (the decoder's start token takes a position: a target of max_target_length = positions has one fewer)
         most = s.max_target_length if positions is None else min(s.max_target_length, positions - 1)
         settings = {"do_sample": False, "num_beams": s.num_beams, "length_penalty": s.length_penalty,
-                    "no_repeat_ngram_size": s.no_repeat_ngram_size, "max_new_tokens": most, **overrides}
+                    "no_repeat_ngram_size": s.no_repeat_ngram_size, "max_new_tokens": most, **overrides,
+                    "return_dict_in_generate": False}  # (ids, whatever the model's generation_config.json says)
         device = model_device(model)
         out: list[str | None] = [None] * len(features)
         was_training = model.training

@@ -231,7 +231,7 @@ class SFTTask(Task):
             # (greedy rows are independent: a row's tokens are those it would get alone)
             out = teacher.generate(ids.to(device), attention_mask=mask.to(device),
                                    max_new_tokens=limit - len(prompts[idx[0]]), eos_token_id=eos, pad_token_id=pad,
-                                   do_sample=False, num_beams=1)
+                                   do_sample=False, num_beams=1, return_dict_in_generate=False)
             for row, i in enumerate(idx):
                 reply = out[row, ids.shape[1]:ids.shape[1] + limit - len(prompts[i])]
                 replies[i] = tokenizer.decode(reply.tolist(), skip_special_tokens=True).strip()
@@ -270,7 +270,8 @@ class SFTTask(Task):
         added = {k: v for k, v in PIPELINE_GENERATION.items()
                  if k not in chosen and not (k == "max_new_tokens" and "max_length" in chosen)}
         added = {k: v for k, v in added.items() if {**chosen, **added}.get("do_sample") or k not in SAMPLING_ONLY}
-        settings = {"pad_token_id": prompt_pad_id(tokenizer, model), **settings, **added}
+        settings = {"pad_token_id": prompt_pad_id(tokenizer, model), **settings, **added,
+                    "return_dict_in_generate": False}  # (ids, whatever the model's generation config says)
         if stop_sequence is not None:
             settings.update(stop_strings=[stop_sequence] if isinstance(stop_sequence, str) else list(stop_sequence),
                             tokenizer=tokenizer)
