@@ -88,8 +88,8 @@ def test_pipeline_checks_the_task(trained):
     with pytest.raises(ConfigError, match="'ner' model, not one for 'summarization'; its pipelines: "
                                           "token-classification, ner$"):
         plmkit.pipeline("summarization", model=trained / "ner" / "model")
-    with pytest.raises(ConfigError, match="unknown pipeline task 'zero-shot-classification'"):
-        plmkit.pipeline("zero-shot-classification", model=trained / "ner" / "model")
+    with pytest.raises(ConfigError, match="unknown pipeline task 'image-classification'"):
+        plmkit.pipeline("image-classification", model=trained / "ner" / "model")
     with pytest.raises(CheckpointError, match="the weights lack .*mlm"):  # no masked-LM head to fill masks with
         plmkit.pipeline("fill-mask", model=trained / "ner" / "model")
     with pytest.raises(ConfigError, match="give model="):
@@ -106,11 +106,12 @@ def test_a_causal_lm_serves_text_generation(monkeypatch):
 
 
 def test_the_pipeline_names_are_listed_once():
-    with pytest.raises(ConfigError, match="unknown pipeline task 'zero-shot-classification'") as err:
-        plmkit.pipeline("zero-shot-classification", model="chat-dir")
+    with pytest.raises(ConfigError, match="unknown pipeline task 'image-classification'") as err:
+        plmkit.pipeline("image-classification", model="chat-dir")
     names = str(err.value).split("choose one of ")[1].split(", ")
     assert len(names) == len(set(names)) and {"text2text-generation", "summarization", "translation", "fill-mask",
-                                              "feature-extraction", "text-generation"} <= set(names)
+                                              "feature-extraction", "text-generation",
+                                              "zero-shot-classification"} <= set(names)
 
 
 def test_pipeline_inputs_are_checked_where_they_enter(trained):
@@ -289,6 +290,83 @@ def test_feature_extraction_matches_transformers(hf_bert):
     tensor = ours("the cat sat", return_tensors=True)
     assert isinstance(tensor, torch.Tensor) and tensor.shape == (1, 5, 32)
     _close(tensor, theirs("the cat sat", return_tensors=True))
+
+
+NLI = {0: "contradiction", 1: "neutral", 2: "entailment"}
+
+
+@pytest.mark.parametrize("id2label", [NLI, {0: "ENTAILMENT", 1: "NEUTRAL", 2: "CONTRADICTION"}])
+def test_zero_shot_classification_matches_transformers(hf_bert, id2label):
+    """Single-label (softmax of the entailment logits across the labels) and multi_label (entailment against
+    contradiction per label), for one text and several; entailment in any case and at class 0 (contradiction
+    then the last class, as HF takes it)."""
+    directory = hf_bert("BertForSequenceClassification", num_labels=3, id2label=id2label,
+                        label2id={v: k for k, v in id2label.items()})
+    ours, theirs = both("zero-shot-classification", directory)
+    ours.batch_size = 2  # the (text, label) pairs of one text span batches
+    for inputs in ("the cat sat on the mat", TEXTS, ["good film"]):
+        for kwargs in ({}, {"multi_label": True}, {"hypothesis_template": "is it {}?"}):
+            for labels in (["film", "paris", "cat"], "film, dog", ["tower"]):
+                call = {"candidate_labels": labels, **kwargs}
+                _close(ours(inputs, **call), theirs(inputs, **call))
+    one = ours("good film", candidate_labels=["film", "paris", "cat"])
+    assert one["scores"] == sorted(one["scores"], reverse=True) and sum(one["scores"]) == pytest.approx(1)
+
+
+def test_zero_shot_classification_needs_an_nli_model_and_its_arguments(hf_bert):
+    ours = plmkit.pipeline("zero-shot-classification", model=hf_bert("BertForSequenceClassification", num_labels=3),
+                           device="cpu")
+    with pytest.raises(ConfigError, match=r"labels \(LABEL_0, LABEL_1, LABEL_2\) have no entailment class"):
+        ours("good film", candidate_labels=["film"])
+    nli = plmkit.pipeline("zero-shot-classification", model=hf_bert("BertForSequenceClassification", num_labels=3,
+                                                                   id2label=NLI), device="cpu")
+    for kwargs, message in ((dict(candidate_labels=[]), "at least one candidate label"),
+                            (dict(candidate_labels=None), "candidate_labels must be"),
+                            (dict(candidate_labels=["film"], hypothesis_template="no slot"), "hypothesis_template"),
+                            (dict(candidate_labels=["film"], multi_label="yes"), "multi_label must be True or False")):
+        with pytest.raises(ConfigError, match=message):
+            nli("good film", **kwargs)
+
+
+def test_question_answering_top_k_ranks_distinct_context_spans(hf_bert):
+    """HF's top_k (as transformers 4.x's QuestionAnsweringPipeline): the k best answers, best first; top_k=1 is the
+    default answer; every span lies in its context (never the question, [CLS] or padding)."""
+    qa = plmkit.pipeline("question-answering", model=hf_bert("BertForQuestionAnswering"), device="cpu")
+    contexts = ["the eiffel tower is in paris, france. john smith lives in london.", "the cat sat on the mat"]
+    question = "where is the eiffel tower built?"
+    for context in contexts:
+        default = qa(question=question, context=context)
+        assert qa(question=question, context=context, top_k=1) == default
+        ranked = qa(question=question, context=context, top_k=5)
+        assert len(ranked) == 5 and ranked[0] == default
+        assert [r["score"] for r in ranked] == sorted((r["score"] for r in ranked), reverse=True)
+        assert len({(r["start"], r["end"]) for r in ranked}) == 5
+        for r in ranked:
+            assert set(r) == {"score", "start", "end", "answer"} and r["answer"] == context[r["start"]:r["end"]] != ""
+    both_ranked = qa(question=question, context=contexts, top_k=3)  # the short context is padded in the batch
+    assert [len(r) for r in both_ranked] == [3, 3] and both_ranked[1] == qa(question=question, context=contexts[1],
+                                                                             top_k=3)
+    short = qa(question=question, context=contexts[1], top_k=3, max_answer_len=1)
+    assert all(" " not in r["answer"] for r in short)
+    assert len(qa(question=question, context="paris", top_k=4)) == 1  # fewer spans than asked
+    for kwargs, message in ((dict(top_k=0), "top_k must be a positive integer"),
+                            (dict(max_answer_len=1.5), "max_answer_len must be a positive integer"),
+                            (dict(handle_impossible_answer="no"), "handle_impossible_answer must be True or False")):
+        with pytest.raises(ConfigError, match=message):
+            qa(question=question, context=contexts[1], **kwargs)
+
+
+def test_question_answering_handle_impossible_answer(trained):
+    """The empty answer only where it is allowed: a SQuAD v2 model's own rule by default, never with False, and
+    with True ranked among the spans by the same rule."""
+    qa = plmkit.pipeline("question-answering", model=trained / "qa" / "model")
+    context = "The Eiffel Tower is in Paris. It was finished in 1889."
+    asked = dict(question="Where is the Eiffel Tower?", context=context)
+    assert qa(**asked, top_k=1) == qa(**asked)
+    assert all(r["answer"] for r in qa(**asked, top_k=4, handle_impossible_answer=False))
+    ranked = qa(**asked, top_k=4, handle_impossible_answer=True)
+    assert ranked[0] == qa(**asked, handle_impossible_answer=True)
+    assert sum(r["answer"] == "" for r in ranked) == 1 and len(ranked) == 4  # the empty answer among the spans
 
 
 CHAT_TEMPLATE = ("{% for m in messages %}{% if m.role == 'system' %}<|system|>\n{{ m.content }}\n"

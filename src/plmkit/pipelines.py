@@ -7,11 +7,14 @@
     ner("钱其琛在北京", aggregation_strategy="simple")  # [{"entity_group": "PER", "score", "word", ...}, ...]
     qa = plmkit.pipeline("question-answering", model="qa/model")
     qa(question="...", context="...")   # {"answer", "score", "start", "end"}
+    qa(question="...", context="...", top_k=3)  # the 3 best answers, best first
     fr_en = plmkit.pipeline("translation", model="fr-en/best")
     fr_en("Bibliothèque partagée")      # [{"translation_text": "shared library"}]
     plmkit.pipeline(model="sum/best")   # the task the directory was fine-tuned for
     plmkit.pipeline("fill-mask", model="bert/model")("Paris is the [MASK] of France.")  # any masked-LM directory
     plmkit.pipeline("feature-extraction", model="bert/model")("a text")  # last hidden states, (1, T, H)
+    zs = plmkit.pipeline("zero-shot-classification", model="nli/model")  # any NLI sequence-classification directory
+    zs("a text", candidate_labels=["sports", "politics"])  # {"sequence", "labels", "scores"}, best first
     plmkit.pipeline("text-generation", model="gpt/model")("Once", max_new_tokens=20)  # [{"generated_text"}]
 
 Each task serves the pipeline names in its `pipelines` and shapes their output (plmkit.tasks).
@@ -55,9 +58,9 @@ def _not_served(model, plmkit_task, asked: str | None) -> str:
 def pipeline(task: str | None = None, model=None, device: str = "auto", batch_size: int = 32,
              backend: str = "torch") -> Pipeline:
     """A callable for `task` (a Hugging Face pipeline name: "text-classification", "token-classification",
-    "question-answering", "translation", "fill-mask", "text-generation" ...; None: the one of the model's
-    task) over a fine-tuned model directory; `backend` "onnxruntime" (or "onnxruntime-int8") runs a
-    directory `plmkit export` wrote."""
+    "question-answering", "translation", "fill-mask", "zero-shot-classification", "text-generation" ...;
+    None: the one of the model's task) over a fine-tuned model directory; `backend` "onnxruntime" (or
+    "onnxruntime-int8") runs a directory `plmkit export` wrote."""
     if task is not None and not isinstance(task, str):
         raise ConfigError(f"pipeline(task, model=DIR): task is a pipeline name (a string), got {type(task).__name__}")
     if model is None:

@@ -62,6 +62,26 @@ def test_qa_best_span_and_no_answer():
     assert agg.answer(0, "abc defgh ij")["answer"] in ("defgh", "ij")
 
 
+def test_qa_top_k_spans_are_distinct_context_spans_best_first():
+    """The pipeline's top_k: the question ([CLS] q [SEP]) and padding ([SEP] [PAD]) score highest yet are never
+    spans; a span two windows both find is listed once; the empty answer ranks by the no-answer rule."""
+    offsets = [None, None, None, (0, 3), (4, 9), (10, 12), None, None]  # [CLS] q [SEP] 3 tokens [SEP] [PAD]
+    s = [1.0, 9.0, 9.0, 2.0, 1.5, 0.0, 9.0, 9.0]
+    e = [1.0, 9.0, 9.0, 0.0, 2.0, 1.0, 9.0, 9.0]
+    agg = Q.SpanAggregator(top_k=10)
+    agg.add(0, s, e, offsets)
+    agg.add(0, s, e, offsets)  # an overlapping window finding the same spans
+    ranked = agg.answers(0, "abc defgh ij", 10)
+    assert [r["answer"] for r in ranked] == ["abc defgh", "defgh", "abc defgh ij", "defgh ij", "abc", "ij"]
+    assert [r["score"] for r in ranked] == sorted((r["score"] for r in ranked), reverse=True)
+    assert ranked[0] == agg.answer(0, "abc defgh ij") and agg.answers(0, "abc defgh ij", 2) == ranked[:2]
+    assert Q.ranked_spans(s, e, offsets, k=3)[0][0] == Q.best_spans(s, e, offsets)[0]
+    v2 = Q.SpanAggregator(top_k=10, allow_no_answer=True)
+    v2.add(0, s, [1.4, 9.0, 9.0, 0.0, 0.5, 1.0, 9.0, 9.0], offsets)  # null 2.4, spans 3, 2.5, 2.5, 2 ...
+    assert [r["answer"] for r in v2.answers(0, "abc defgh ij", 5)] == ["abc defgh ij", "abc defgh", "defgh ij", "",
+                                                                       "abc"]
+
+
 def test_qa_answers_widen_to_whole_words_when_asked(tok):
     context = "the unbelievable tower"
     (f,) = Q.windows(tok, [Q.QAExample("q", "what?", context)], max_length=64)

@@ -20,7 +20,7 @@ from plmkit.tasks.base import Task, TaskSettings
 from plmkit.tasks.common import default_stride, forward_batches, pipeline_records, window_starts
 from plmkit.tasks.fields import BOOLEAN, ID, INTEGER, LIST, TEXT, check_unique, each_record, field
 from plmkit.utils.constants import IGNORE_INDEX
-from plmkit.utils.settings import setting
+from plmkit.utils.settings import is_int, setting
 from plmkit.utils.text import check_file, describe, parse_json, read_text
 
 log = logging.getLogger("plmkit")
@@ -170,23 +170,33 @@ def best_spans(start_logits: list[float], end_logits: list[float], offsets: list
                n_best: int = 20, words: list | None = None) -> tuple[Candidate | None, float]:
     """Best context span of one window (or None) and the window's null score (start+end at [CLS]).
     With `words` (a window's `_words`) the span widens to whole words, as HF's pipeline does."""
+    ranked, null = ranked_spans(start_logits, end_logits, offsets, max_answer_length, n_best, words)
+    return (ranked[0] if ranked else None), null
+
+
+def ranked_spans(start_logits: list[float], end_logits: list[float], offsets: list, max_answer_length: int = 30,
+                 n_best: int = 20, words: list | None = None, k: int = 1) -> tuple[list[Candidate], float]:
+    """The `k` best distinct context spans of one window, best first, among those of its max(n_best, k) best
+    start and end tokens (a span that several token spans widen to counts once), and the window's null score."""
     bounds = words or offsets
-    ctx = [k for k, o in enumerate(offsets) if o is not None]
-    log_z_s = _logsumexp([start_logits[0]] + [start_logits[k] for k in ctx])
-    log_z_e = _logsumexp([end_logits[0]] + [end_logits[k] for k in ctx])
-    top_s = sorted(ctx, key=lambda k: -start_logits[k])[:n_best]
-    top_e = sorted(ctx, key=lambda k: -end_logits[k])[:n_best]
-    best = None
-    for s in top_s:
-        for e in top_e:
-            if e < s or e - s + 1 > max_answer_length:
-                continue
-            score = start_logits[s] + end_logits[e]
-            if best is None or score > best.score:
-                prob = math.exp(score - log_z_s - log_z_e)
-                best = Candidate(score, prob, bounds[s][0], bounds[e][1])
-    null = start_logits[0] + end_logits[0]
-    return best, null
+    ctx = [t for t, o in enumerate(offsets) if o is not None]
+    log_z_s = _logsumexp([start_logits[0]] + [start_logits[t] for t in ctx])
+    log_z_e = _logsumexp([end_logits[0]] + [end_logits[t] for t in ctx])
+    n_best = max(n_best, k)
+    top_s = sorted(ctx, key=lambda t: -start_logits[t])[:n_best]
+    top_e = sorted(ctx, key=lambda t: -end_logits[t])[:n_best]
+    pairs = [(start_logits[s] + end_logits[e], s, e) for s in top_s for e in top_e
+             if s <= e and e - s + 1 <= max_answer_length]
+    pairs.sort(key=lambda p: -p[0])  # (stable: of equal scores, the first found, as before)
+    out, seen = [], set()
+    for score, s, e in pairs:
+        span = (bounds[s][0], bounds[e][1])
+        if span not in seen:
+            seen.add(span)
+            out.append(Candidate(score, math.exp(score - log_z_s - log_z_e), *span))
+            if len(out) == k:
+                break
+    return out, start_logits[0] + end_logits[0]
 
 
 def _logsumexp(values: list[float]) -> float:
@@ -198,11 +208,14 @@ class SpanAggregator:
     """Keeps, per example, the best span over its windows and the lowest null score (streamed).
 
     With `allow_no_answer` (SQuAD v2), an example gets the empty answer when its null score minus
-    its best span score exceeds `null_score_diff_threshold` (Hugging Face's rule and name)."""
+    its best span score exceeds `null_score_diff_threshold` (Hugging Face's rule and name). With
+    `top_k` > 1 it keeps the `top_k` best distinct spans over the windows too (`answers`)."""
 
     def __init__(self, max_answer_length: int = 30, allow_no_answer: bool = False,
-                 null_score_diff_threshold: float = 0.0, align_to_words: bool = False):
+                 null_score_diff_threshold: float = 0.0, align_to_words: bool = False, top_k: int = 1):
         self.max_answer_length = max_answer_length
+        self.top_k = top_k
+        self.top: dict[int, list[Candidate]] = {}  # example -> its best spans, best first (top_k > 1)
         self.align_to_words = align_to_words  # answers of whole words (HF pipeline); else token spans
         self.allow_no_answer = allow_no_answer
         self.null_score_diff_threshold = null_score_diff_threshold
@@ -211,8 +224,14 @@ class SpanAggregator:
 
     def add(self, example: int, start_logits: list[float], end_logits: list[float], offsets: list,
             words: list | None = None) -> None:
-        cand, null = best_spans(start_logits, end_logits, offsets, self.max_answer_length,
-                                words=words if self.align_to_words else None)
+        ranked, null = ranked_spans(start_logits, end_logits, offsets, self.max_answer_length,
+                                    words=words if self.align_to_words else None, k=self.top_k)
+        cand = ranked[0] if ranked else None
+        if self.top_k > 1:  # (of equal scores, the earlier window's first, as `best` keeps it)
+            kept: dict[tuple[int, int], Candidate] = {}
+            for c in sorted(self.top.get(example, []) + ranked, key=lambda c: -c.score):
+                kept.setdefault((c.start, c.end), c)  # a span two windows found: its best score
+            self.top[example] = list(kept.values())[:self.top_k]
         z = _logsumexp([start_logits[0]] + [start_logits[k] for k, o in enumerate(offsets) if o is not None]) \
             + _logsumexp([end_logits[0]] + [end_logits[k] for k, o in enumerate(offsets) if o is not None])
         self._keep(example, cand, (null, math.exp(null - z)))
@@ -256,6 +275,18 @@ class SpanAggregator:
         if best is None or (self.allow_no_answer and self.null_score_diff(example) > self.null_score_diff_threshold):
             return {"answer": "", "score": self.null.get(example, (0.0, 0.0))[1], "start": 0, "end": 0}
         return {"answer": context[best.start:best.end], "score": best.prob, "start": best.start, "end": best.end}
+
+    def answers(self, example: int, context: str, k: int) -> list[dict]:
+        """The `k` best answers, ranked by span score (start + end logit), as `answer` picks the first: the
+        empty answer ranks where `answer`'s no-answer rule puts it (null score - threshold), or alone when no
+        window has a valid span; `answer(example, context)` is `answers(example, context, 1)[0]`."""
+        spans = self.top.get(example) or ([self.best[example]] if example in self.best else [])
+        out = [{"answer": context[c.start:c.end], "score": c.prob, "start": c.start, "end": c.end} for c in spans]
+        if self.allow_no_answer or not spans:
+            bar = self.null.get(example, (0.0, 0.0))[0] - self.null_score_diff_threshold
+            rank = next((n for n, c in enumerate(spans) if c.score < bar), len(spans))
+            out.insert(rank, {"answer": "", "score": self.null.get(example, (0.0, 0.0))[1], "start": 0, "end": 0})
+        return out[:k]
 
 
 @dataclass
@@ -301,7 +332,8 @@ class QATask(Task):
     model_task = "question-answering"
     settings_class = QASettings
     pipelines = ("question-answering",)
-    pipeline_arguments = ("question", "context", "align_to_words")
+    pipeline_arguments = ("question", "context", "align_to_words", "top_k", "handle_impossible_answer",
+                          "max_answer_len")
     description = "SQuAD v1.1/v2.0 JSON"
     reader = staticmethod(read_squad)
     _seen: dict | None = None  # a stream's ids so far, one per record (`for_stream`); None: each call alone
@@ -366,12 +398,16 @@ class QATask(Task):
                 **sweep.compute()}
 
     def spans(self, model, tokenizer, features: list[dict], batch_size: int, align_to_words: bool = False,
-              part=None) -> "SpanAggregator":
-        """Best answer span per example; the windows of one example may land in different batches (and
-        with `part`, on different processes: each process sees its rows only)."""
+              part=None, top_k: int = 1, allow_no_answer: bool | None = None,
+              max_answer_length: int | None = None) -> "SpanAggregator":
+        """Best answer span per example (and with `top_k` the best few); the windows of one example may land in
+        different batches (and with `part`, on different processes: each process sees its rows only).
+        `allow_no_answer` and `max_answer_length` replace the settings' version_2 and max_answer_length."""
         s = self.settings
-        spans = SpanAggregator(s.max_answer_length, allow_no_answer=bool(s.version_2),
-                               null_score_diff_threshold=s.null_score_diff_threshold, align_to_words=align_to_words)
+        spans = SpanAggregator(s.max_answer_length if max_answer_length is None else max_answer_length,
+                               allow_no_answer=bool(s.version_2) if allow_no_answer is None else allow_no_answer,
+                               null_score_diff_threshold=s.null_score_diff_threshold, align_to_words=align_to_words,
+                               top_k=top_k)
         for idx, _, out in forward_batches(model, features, batch_size, tokenizer.pad_token_id, part):
             starts, ends = out.start_logits.float().tolist(), out.end_logits.float().tolist()
             for row, i in enumerate(idx):
@@ -417,19 +453,35 @@ class QATask(Task):
         return super().read_prediction_input(path)
 
     def pipeline(self, name, model, tokenizer, inputs, batch_size: int, question=None, context=None,
-                 align_to_words: bool = True):
+                 align_to_words: bool = True, top_k: int | None = None, handle_impossible_answer: bool | None = None,
+                 max_answer_len: int | None = None):
         """Records ({"question", "context"} dicts), or question= and context=: strings or lists of
-        them, a string going with every item of the other list (as in Hugging Face)."""
-        if not isinstance(align_to_words, bool):
-            raise ConfigError(f"{name} pipeline: align_to_words must be True or False, got {describe(align_to_words)}")
+        them, a string going with every item of the other list (as in Hugging Face). Per question its
+        {"score", "start", "end", "answer"}; with `top_k` > 1 a list of its `top_k` best distinct answers
+        (fewer when the context has fewer), best first. `handle_impossible_answer`: whether the empty answer
+        (no answer) may be given (None: as the model was trained, SQuAD v2 or not); `max_answer_len`: the
+        longest answer in tokens (None: the model's max_answer_length)."""
+        for key, value in (("align_to_words", align_to_words), ("handle_impossible_answer", handle_impossible_answer)):
+            if not isinstance(value, bool) and (value is not None or key == "align_to_words"):
+                raise ConfigError(f"{name} pipeline: {key} must be True or False, got {describe(value)}")
+        for key, value in (("top_k", top_k), ("max_answer_len", max_answer_len)):
+            if value is not None and not (is_int(value) and value >= 1):
+                raise ConfigError(f"{name} pipeline: {key} must be a positive integer, got {describe(value)}")
         if question is None and context is None:
             records, single = pipeline_records(inputs, name)
         elif inputs is not None:
             raise ConfigError(f"{name} pipeline: give records or question= and context=, not both")
         else:
             records, single = _question_records(question, context, name)
-        results = self.predict(model, tokenizer, records, batch_size, where="inputs", align_to_words=align_to_words)
-        results = [{k: r[k] for k in ("score", "start", "end", "answer")} for r in results]
+        examples = self.to_examples(records, "inputs")
+        spans = self.spans(model, tokenizer, self.encode(tokenizer, examples, None, path="inputs"), batch_size,
+                           align_to_words, top_k=top_k or 1, allow_no_answer=handle_impossible_answer,
+                           max_answer_length=max_answer_len)
+        if top_k is None or top_k == 1:  # (HF: top_k=1 is the answer's dict)
+            results = [spans.answer(k, e.context) for k, e in enumerate(examples)]
+        else:
+            results = [spans.answers(k, e.context, top_k) for k, e in enumerate(examples)]
+        results = [_pipeline_order(r) for r in results]
         return results[0] if single else results
 
     @classmethod
@@ -448,6 +500,13 @@ class QATask(Task):
             log.warning("plmkit: %s; reading it with the default doc_stride=%d and max_query_length=%d instead",
                         err, task.settings.stride_tokens(), task.settings.query_tokens())
             return task
+
+
+def _pipeline_order(result):
+    """HF's key order of an answer dict (or of each of a list of them)."""
+    if isinstance(result, list):
+        return [_pipeline_order(r) for r in result]
+    return {k: result[k] for k in ("score", "start", "end", "answer")}
 
 
 def _question_records(question, context, pipeline: str) -> tuple[list[dict], bool]:

@@ -16,12 +16,13 @@ from plmkit.tasks.relation import RelationTask
 from plmkit.tasks.sft import SFTTask
 from plmkit.tasks.summarization import SummarizationTask
 from plmkit.tasks.translation import TranslationTask
+from plmkit.tasks.zero_shot import ZeroShotClassificationTask
 from plmkit.utils.text import read_json_object
 
 TASKS: dict[str, type[Task]] = {t.name: t for t in (ClassificationTask, NerTask, RelationTask, QATask, SFTTask,
                                                     TranslationTask, SummarizationTask)}
 # tasks that serve pipelines only, on any directory holding their model class (none is fine-tuned)
-PIPELINE_TASKS: tuple[type[Task], ...] = (FillMaskTask, FeatureExtractionTask)
+PIPELINE_TASKS: tuple[type[Task], ...] = (FillMaskTask, FeatureExtractionTask, ZeroShotClassificationTask)
 
 
 def task_names() -> tuple[str, ...]:
