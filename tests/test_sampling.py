@@ -25,7 +25,8 @@ def test_both_commands_take_the_same_flags_with_their_own_defaults():
 
 
 def test_generate_kwargs():
-    penalties = {"repetition_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0}
+    penalties = {"repetition_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0,
+                 "return_dict_in_generate": False}  # (and the ids, whatever the checkpoint's generation config says)
     assert SamplingSettings(greedy=True).generate_kwargs() == {"max_new_tokens": 64, "do_sample": False, **penalties}
     assert SamplingSettings(temperature=0).generate_kwargs()["do_sample"] is False
     assert SamplingSettings(num_beams=3).generate_kwargs()["num_beams"] == 3

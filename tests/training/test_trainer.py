@@ -1,5 +1,3 @@
-import time
-
 import pytest
 import torch
 from safetensors.torch import load_file
