@@ -152,7 +152,12 @@ def stream_request(url: str, max_tokens: int = 250, model: str = "gpt", prompt: 
     """An open streamed greedy completion of ``max_tokens`` tokens (min_tokens: no early end, whatever path a
     CPU's rounding takes) that has begun: (connection, response, its first event's chunk). ``first=False``:
     the completion decoding (its row running), whether or not its text has shown yet (a random model's
-    tokens may be parts of characters that complete late); the chunk is None."""
+    tokens may be parts of characters that complete late); the chunk is None. (It first waits for the rows of
+    completions already answered to leave: a row leaves just after its answer, so a stale count would pass.)"""
+    deadline = time.monotonic() + 30
+    while not first and metric(url, "plmkit_running_sequences", model=model, batcher="generate") > 0:
+        assert time.monotonic() < deadline, "a completion answered before still holds its row"
+        time.sleep(0.01)
     conn = http.client.HTTPConnection(urllib.parse.urlsplit(url).netloc, timeout=30)
     conn.request("POST", "/v1/completions", json.dumps({"model": model, "prompt": prompt, "max_tokens": max_tokens,
                                                         "min_tokens": max_tokens, "temperature": 0, "stream": True}),
