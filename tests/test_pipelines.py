@@ -311,6 +311,7 @@ def test_zero_shot_classification_matches_transformers(hf_bert, id2label):
                 _close(ours(inputs, **call), theirs(inputs, **call))
     one = ours("good film", candidate_labels=["film", "paris", "cat"])
     assert one["scores"] == sorted(one["scores"], reverse=True) and sum(one["scores"]) == pytest.approx(1)
+    _close(ours("good film", ["film", "paris"]), theirs("good film", ["film", "paris"]))  # the labels by position
 
 
 def test_zero_shot_classification_needs_an_nli_model_and_its_arguments(hf_bert):
@@ -326,6 +327,13 @@ def test_zero_shot_classification_needs_an_nli_model_and_its_arguments(hf_bert):
                             (dict(candidate_labels=["film"], multi_label="yes"), "multi_label must be True or False")):
         with pytest.raises(ConfigError, match=message):
             nli("good film", **kwargs)
+    with pytest.raises(TypeError, match="takes 2 positional argument"):
+        nli("good film", ["film"], "is it {}?")
+    with pytest.raises(TypeError, match="candidate_labels both by position and by name"):
+        nli("good film", ["film"], candidate_labels=["film"])
+    with pytest.raises(TypeError, match="takes 1 positional argument"):  # (text-classification takes none)
+        plmkit.pipeline("text-classification", model=hf_bert("BertForSequenceClassification", num_labels=3,
+                                                              id2label=NLI), device="cpu")("good film", 2)
 
 
 def test_question_answering_top_k_ranks_distinct_context_spans(hf_bert):

@@ -39,7 +39,18 @@ class Pipeline:
             raise ConfigError(_not_served(model, self.plmkit_task, task))
         self.task, self.batch_size = task, batch_size
 
-    def __call__(self, inputs=None, **kwargs):
+    def __call__(self, inputs=None, *args, **kwargs):
+        """`inputs`, then the task's arguments: by name, or the first `Task.pipeline_positional` of them by position
+        (zero-shot-classification's candidate_labels, as Hugging Face takes it)."""
+        named = self.plmkit_task.pipeline_arguments[:self.plmkit_task.pipeline_positional]
+        if len(args) > len(named):
+            raise TypeError(f"{self.task} pipeline takes {len(named) + 1} positional argument(s) (inputs"
+                            f"{''.join(', ' + n for n in named)}), got {len(args) + 1}; give the others by name")
+        given = dict(zip(named, args))
+        twice = sorted(set(given) & set(kwargs))
+        if twice:
+            raise TypeError(f"{self.task} pipeline got {', '.join(twice)} both by position and by name")
+        kwargs = {**given, **kwargs}
         unknown = sorted(set(kwargs) - set(self.plmkit_task.pipeline_arguments))
         if unknown:
             raise ConfigError(f"{self.task} pipeline: unknown argument(s) {', '.join(unknown)}")

@@ -52,6 +52,7 @@ class Task:
     pipelines: ClassVar[tuple[str, ...]] = ()  # the Hugging Face pipeline names it serves
     inference_settings: ClassVar[dict[str, Any]] = {}  # a loaded model's settings that evaluate/predict replace
     pipeline_arguments: ClassVar[tuple[str, ...]] = ()  # keyword arguments its `pipeline` takes
+    pipeline_positional: ClassVar[int] = 0  # how many of them (the first) a pipeline call may also give by position
     any_directory: ClassVar[bool] = False  # its pipelines load their `model_task` model from any directory holding it
     unread_weights: ClassVar[tuple[str, ...]] = ()  # weights its model has but never reads (may be missing), by prefix
     description: ClassVar[str] = ""  # what `plmkit finetune --help` says about its data

@@ -44,6 +44,7 @@ class ZeroShotClassificationTask(Task):
     any_directory = True
     pipelines = ("zero-shot-classification",)
     pipeline_arguments = ("candidate_labels", "hypothesis_template", "multi_label")
+    pipeline_positional = 1  # classifier(texts, ["sports", "politics"]), as Hugging Face
 
     def pipeline(self, name, model, tokenizer, inputs, batch_size: int, candidate_labels=None,
                  hypothesis_template: str = "This example is {}.", multi_label: bool = False):
