@@ -697,8 +697,7 @@ class Seq2SeqRun(CausalRun):
 
 def _encode(model, input_ids: Tensor, attention_mask: Tensor | None, token_type_ids: Tensor | None) -> Tensor:
     """``model.encode`` of the sources, the encoder also given ``token_type_ids`` where there are some (a BERT
-    encoder's: bert2bert, as transformers passes them on); encode() takes the source and its mask only, so they
-    reach the encoder through a forward pre-hook."""
+    encoder's: bert2bert, as transformers passes them on)."""
     if token_type_ids is None:
         return model.encode(input_ids, attention_mask)
     encoder = model.get_encoder() if hasattr(model, "get_encoder") else None
@@ -709,13 +708,7 @@ def _encode(model, input_ids: Tensor, attention_mask: Tensor | None, token_type_
         got = tuple(token_type_ids.shape) if isinstance(token_type_ids, Tensor) else describe(token_type_ids)
         raise ConfigError(f"token_type_ids must be a tensor of the input ids' shape {tuple(input_ids.shape)}, "
                           f"got {got}")
-    hook = encoder.register_forward_pre_hook(lambda module, args, kwargs: (args, {**kwargs,
-                                                                                "token_type_ids": token_type_ids}),
-                                             with_kwargs=True)
-    try:
-        return model.encode(input_ids, attention_mask)
-    finally:
-        hook.remove()
+    return model.encode(input_ids, attention_mask, token_type_ids=token_type_ids)
 
 
 # -- the mixin ----------------------------------------------------------------------------------

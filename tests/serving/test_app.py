@@ -37,11 +37,6 @@ def url(dirs):
 
 
 @pytest.fixture(scope="module")
-def client(url):
-    return sh.openai_client(url)
-
-
-@pytest.fixture(scope="module")
 def reference(dirs):
     """The tiny GPT-2 and its tokenizer, loaded apart from the server, for unbatched answers."""
     return load_served_model("ref", dirs["gpt"], "cpu")

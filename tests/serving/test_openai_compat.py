@@ -87,11 +87,6 @@ def url(app):
 
 
 @pytest.fixture(scope="module")
-def client(url):
-    return sh.openai_client(url)
-
-
-@pytest.fixture(scope="module")
 def gpt(dirs):
     return load_served_model("ref", dirs["gpt"], "cpu")
 

@@ -55,12 +55,6 @@ def has_label_names(rows: str) -> bool:
     return rows != "span"
 
 
-def labels_of(config) -> list[str]:
-    """The labels of the output rows of a model of `config`, in their order (LABEL_0 ... where it names none)."""
-    names = config.id2label or {}
-    return [names.get(i, f"LABEL_{i}") for i in range(config.num_labels)]
-
-
 @dataclass
 class DistillSettings(Settings):
     section = "distill"
@@ -222,7 +216,7 @@ class DistillationModel(nn.Module):
         super().__init__()
         if rows not in TARGETS:
             raise ValueError(f"rows must be one of {sorted(TARGETS)}, got {rows!r}")
-        mine, theirs = labels_of(student.config), labels_of(teacher.config)
+        mine, theirs = student.config.row_labels, teacher.config.row_labels
         if has_label_names(rows) and mine != theirs:  # (the soft targets are compared row by row)
             raise ConfigError(f"distill: the student's labels {', '.join(mine)} are not the teacher's "
                               f"{', '.join(theirs)} (in this order): the teacher's soft targets would teach other "
@@ -372,6 +366,6 @@ def attention_loss(student: list[Tensor], teacher: list[Tensor], real: Tensor) -
 
 
 __all__ = ["DistillSettings", "DistillationModel", "DistillationOutput", "TARGETS", "WIDTH_FIELDS", "attention_loss",
-           "hard_label_loss", "hard_loss", "has_label_names", "hidden_state_loss", "labels_of", "layer_map",
+           "hard_label_loss", "hard_loss", "has_label_names", "hidden_state_loss", "layer_map",
            "layer_stacks", "layers_in_words", "mapped_layers", "soft_target_loss", "split_labels",
            "student_from_teacher"]

@@ -195,6 +195,12 @@ class ModelConfig:
     def num_labels(self) -> int:
         return len(self.id2label) if self.id2label else 2
 
+    @property
+    def row_labels(self) -> list[str]:
+        """The label of each output row of a classifier, in order (LABEL_i where id2label names none)."""
+        names = self.id2label or {}
+        return [names.get(i, f"LABEL_{i}") for i in range(self.num_labels)]
+
     def with_labels(self, labels: list[str] | int) -> "ModelConfig":
         """A copy with label names (or N generic ones: LABEL_0 ...)."""
         names = [f"LABEL_{i}" for i in range(labels)] if isinstance(labels, int) else list(labels)

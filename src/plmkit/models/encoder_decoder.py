@@ -220,8 +220,8 @@ class EncoderDecoderModel(Seq2SeqLM, Seq2SeqPreTrainedModel):
         """The encoder's states as the decoder reads them (projected when the widths differ)."""
         return states if self.enc_to_dec_proj is None else self.enc_to_dec_proj(states)
 
-    def encode(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
-        return self.bridge(super().encode(input_ids, attention_mask))
+    def encode(self, input_ids: Tensor, attention_mask: Tensor | None = None, **encoder_inputs) -> Tensor:
+        return self.bridge(super().encode(input_ids, attention_mask, **encoder_inputs))
 
     def decode(self, decoder_input_ids, decoder_attention_mask, encoder_states, encoder_mask, cache, unpad,
                output_hidden_states, output_attentions, position_ids=None, inputs_embeds=None):

@@ -152,9 +152,10 @@ class Seq2SeqPreTrainedModel(GenerationMixin, PreTrainedModel):
         """The encoder's (B, S, D) states as the decoder's cross-attention reads them."""
         return states
 
-    def encode(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
-        """(B, S) source -> (B, S, D) the states the decoder's cross-attention reads."""
-        return self.get_encoder()(input_ids, attention_mask).last_hidden_state
+    def encode(self, input_ids: Tensor, attention_mask: Tensor | None = None, **encoder_inputs) -> Tensor:
+        """(B, S) source -> (B, S, D) the states the decoder's cross-attention reads; ``encoder_inputs``: the
+        encoder's other inputs (a BERT encoder's token_type_ids)."""
+        return self.get_encoder()(input_ids, attention_mask, **encoder_inputs).last_hidden_state
 
     def make_cache(self, rows: int, max_len: int, encoder_states: Tensor, encoder_mask: Tensor | None = None,
                    dtype: torch.dtype | None = None) -> Seq2SeqCache:

@@ -453,12 +453,11 @@ NEW_HEAD_HOW = ("start a new head for the data's labels with --new-head (model: 
 def head_labels(task: Task, model_dir) -> list[str] | None:
     """The labels of the `task` head that `model_dir` holds, in the order of its rows (LABEL_0 ... where
     config.json names none); None when it holds no head of the task (a pretrained body, another task's head)."""
-    from plmkit.compression.distill import labels_of
     from plmkit.models.auto import AutoConfig, model_class, read_model_type
     model_type, architectures = read_model_type(model_dir)
     if model_class(model_type, task.model_task).__name__ not in architectures:
         return None
-    return labels_of(AutoConfig.from_pretrained(model_dir))
+    return AutoConfig.from_pretrained(model_dir).row_labels
 
 
 def unnamed(head: list[str]) -> bool:

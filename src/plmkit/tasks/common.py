@@ -137,6 +137,14 @@ def pipeline_records(inputs, pipeline: str, text_field: str | None = None) -> tu
     return ([inputs] if single else list(inputs)), single
 
 
+def pipeline_texts(inputs, pipeline: str) -> tuple[list[str], bool]:
+    """(texts, whether one text was given) of a pipeline that reads texts only."""
+    texts = [inputs] if isinstance(inputs, str) else inputs
+    if not isinstance(texts, (list, tuple)) or not all(isinstance(t, str) for t in texts):
+        raise DataError(f"{pipeline} pipeline: inputs must be a text or a list of texts, got {describe(inputs)}")
+    return list(texts), isinstance(inputs, str)
+
+
 def jsonl_records(path: str) -> tuple[list, list[int]]:
     """Records and their lines from a JSONL file, or from stdin for '-' (read as a file is: an empty
     one is an error)."""
@@ -155,4 +163,4 @@ def mean(values) -> float:
 
 
 __all__ = ["LossMeter", "batches_by_length", "class_probabilities", "default_stride", "forward_batches", "jsonl_records",
-           "length_of", "mean", "pipeline_records", "predict_per_record", "unzip", "window_starts"]
+           "length_of", "mean", "pipeline_records", "pipeline_texts", "predict_per_record", "unzip", "window_starts"]

@@ -10,19 +10,11 @@ import logging
 
 from plmkit.errors import ConfigError, DataError
 from plmkit.tasks.base import Task
-from plmkit.tasks.common import forward_batches
+from plmkit.tasks.common import forward_batches, pipeline_texts
 from plmkit.utils.settings import is_int
 from plmkit.utils.text import describe
 
 log = logging.getLogger("plmkit")
-
-
-def pipeline_texts(inputs, pipeline: str) -> tuple[list[str], bool]:
-    """(texts, whether one text was given) of a pipeline that reads texts only."""
-    texts = [inputs] if isinstance(inputs, str) else inputs
-    if not isinstance(texts, (list, tuple)) or not all(isinstance(t, str) for t in texts):
-        raise DataError(f"{pipeline} pipeline: inputs must be a text or a list of texts, got {describe(inputs)}")
-    return list(texts), isinstance(inputs, str)
 
 
 def _features(tokenizer, texts: list[str], **encoding) -> list[dict]:
@@ -121,4 +113,4 @@ class FeatureExtractionTask(Task):
         return out[0] if single else out
 
 
-__all__ = ["FeatureExtractionTask", "FillMaskTask", "pipeline_texts"]
+__all__ = ["FeatureExtractionTask", "FillMaskTask"]

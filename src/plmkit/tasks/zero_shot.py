@@ -11,8 +11,7 @@ import torch
 
 from plmkit.errors import ConfigError
 from plmkit.tasks.base import Task
-from plmkit.tasks.common import forward_batches
-from plmkit.tasks.pretrained import pipeline_texts
+from plmkit.tasks.common import forward_batches, pipeline_texts
 from plmkit.utils.text import describe
 
 
